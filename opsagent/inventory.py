@@ -1,0 +1,375 @@
+"""The YAML inventory: hosts, groups, defaults and project paths.
+
+Every value is validated against a small schema so that a typo is reported as
+``inventory.yaml:14 hosts.staging.port: expected an integer, got "22a"`` rather
+than surfacing later as a confusing SSH error.  The generated sandbox file
+(``.opsagent/sandbox.yaml``) is merged in so ``--host sandbox`` needs no edit.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, UsageError
+
+DEFAULT_INVENTORY = "inventory.yaml"
+SANDBOX_FILE = Path(".opsagent") / "sandbox.yaml"
+_ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclasses.dataclass(frozen=True)
+class HostConfig:
+    """Everything needed to reach one database server and act on it."""
+
+    name: str
+    address: str
+    port: int | None = None
+    user: str | None = None
+    identity_file: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    gateway: str | None = None
+    database: str = "postgres"
+    become: str | None = "postgres"
+    pg_host: str | None = None
+    pg_port: int | None = None
+    backup_dir: str = "/var/backups/opsagent"
+    keep_backups: int = 10
+    connect_timeout: float = 10.0
+    command_timeout: float = 3600.0
+    lock_timeout: str = "10s"
+    statement_timeout: str = "0"
+    rehearse_lock_timeout: str = "2s"
+    rehearse_statement_timeout: str = "30s"
+    ledger_schema: str = "public"
+    hazards: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    groups: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class ProjectPaths:
+    """Where the project keeps its SQL, resolved against the inventory's folder."""
+
+    migrations: Path
+    schema: Path
+    snapshots: Path
+    state: Path  # .opsagent: audit log, sandbox state
+
+
+@dataclasses.dataclass(frozen=True)
+class Inventory:
+    """A loaded, validated inventory."""
+
+    source: Path | None
+    hosts: Mapping[str, HostConfig]
+    groups: Mapping[str, tuple[str, ...]]
+    paths: ProjectPaths
+
+    def host(self, name: str) -> HostConfig:
+        try:
+            return self.hosts[name]
+        except KeyError:
+            known = ", ".join(sorted(self.hosts)) or "none"
+            raise UsageError(f"unknown host {name!r} (inventory hosts: {known})") from None
+
+    def resolve(self, spec: str) -> list[HostConfig]:
+        """Turn ``--host`` (a host, a group, a comma list or ``all``) into hosts, in order."""
+        names: list[str] = []
+        for part in (p.strip() for p in spec.split(",")):
+            if not part:
+                continue
+            if part == "all":
+                names.extend(self.hosts)
+            elif part in self.groups:
+                names.extend(self.groups[part])
+            else:
+                names.append(self.host(part).name)
+        if not names:
+            raise UsageError("no host given: use --host NAME (a host, a group, a comma list or 'all')")
+        return [self.hosts[n] for n in dict.fromkeys(names)]
+
+
+# ---------------------------------------------------------------- schema
+
+_Checker = Callable[[Any], Any]
+
+
+def _expect_str(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise TypeError("expected a string")
+    return str(value)
+
+
+def _expect_optional_str(value: Any) -> str | None:
+    return None if value is None else _expect_str(value)
+
+
+def _expect_int(value: Any) -> int:
+    if isinstance(value, bool):
+        raise TypeError("expected an integer")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    raise TypeError("expected an integer")
+
+
+def _expect_optional_int(value: Any) -> int | None:
+    return None if value is None else _expect_int(value)
+
+
+def _expect_number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise TypeError("expected a number")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError("expected a number") from None
+
+
+def _expect_timeout(value: Any) -> str:
+    """PostgreSQL interval-ish setting: ``10s``, ``500ms``, ``0``."""
+    text = _expect_str(value).strip()
+    if not re.fullmatch(r"\d+\s*(ms|s|min|h)?", text):
+        raise TypeError("expected a duration such as 10s, 500ms or 0")
+    return text
+
+
+def _expect_mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError("expected a mapping")
+    return value
+
+
+HOST_KEYS: dict[str, _Checker] = {
+    "address": _expect_str,
+    "port": _expect_optional_int,
+    "user": _expect_optional_str,
+    "identity_file": _expect_optional_str,
+    "known_hosts": _expect_str,
+    "gateway": _expect_optional_str,
+    "database": _expect_str,
+    "become": _expect_optional_str,
+    "pg_host": _expect_optional_str,
+    "pg_port": _expect_optional_int,
+    "backup_dir": _expect_str,
+    "keep_backups": _expect_int,
+    "connect_timeout": _expect_number,
+    "command_timeout": _expect_number,
+    "lock_timeout": _expect_timeout,
+    "statement_timeout": _expect_timeout,
+    "rehearse_lock_timeout": _expect_timeout,
+    "rehearse_statement_timeout": _expect_timeout,
+    "ledger_schema": _expect_str,
+    "hazards": _expect_mapping,
+    "description": _expect_optional_str,
+}
+PATH_KEYS = ("migrations", "schema", "snapshots", "state")
+TOP_KEYS = ("defaults", "hosts", "groups", "paths")
+
+
+# ---------------------------------------------------------------- YAML with lines
+
+
+class _Located:
+    """Maps key paths (``hosts.prod.port``) to 1-based source lines."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.lines: dict[str, int] = {}
+
+    def error(self, path: str, message: str) -> ConfigError:
+        line = self.lines.get(path)
+        where = f"{self.source}:{line}" if line else self.source
+        return ConfigError(f"{where} {path}: {message}" if path else f"{where}: {message}")
+
+
+def _to_python(node: yaml.Node, path: str, located: _Located) -> Any:
+    located.lines.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        result: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            child = f"{path}.{key}" if path else key
+            located.lines[child] = key_node.start_mark.line + 1
+            if key in result:
+                raise located.error(child, "duplicate key")
+            result[key] = _to_python(value_node, child, located)
+        return result
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(item, f"{path}[{i}]", located) for i, item in enumerate(node.value)]
+    value = yaml.SafeLoader(  # construct the scalar with YAML's own typing rules
+        ""
+    ).construct_object(node, deep=True)
+    if isinstance(value, str):
+        value = _expand_env(value, path, located)
+    return value
+
+
+def _expand_env(text: str, path: str, located: _Located) -> str:
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise located.error(path, f"environment variable {name} is not set (use ${{{name}:-default}})")
+
+    return _ENV_RE.sub(replace, text)
+
+
+def _read_yaml(path: Path, located: _Located) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read inventory: {exc.strerror}") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{located.source}{line}: invalid YAML: {problem}") from None
+    if node is None:
+        return {}
+    data = _to_python(node, "", located)
+    if not isinstance(data, dict):
+        raise located.error("", "the inventory must be a mapping with hosts:, groups:, defaults:")
+    return data
+
+
+# ---------------------------------------------------------------- loading
+
+
+def inventory_path(explicit: str | os.PathLike[str] | None = None) -> Path:
+    """``--inventory``, else ``$OPSAGENT_INVENTORY``, else ``./inventory.yaml``."""
+    chosen = explicit or os.environ.get("OPSAGENT_INVENTORY") or DEFAULT_INVENTORY
+    return Path(chosen).expanduser()
+
+
+def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
+    """Load and validate the inventory plus the generated sandbox hosts."""
+    main = inventory_path(path)
+    base = main.resolve().parent
+    documents: list[tuple[Path, dict[str, Any], _Located]] = []
+    if main.exists():
+        located = _Located(str(main))
+        documents.append((main, _read_yaml(main, located), located))
+    elif path or os.environ.get("OPSAGENT_INVENTORY"):
+        raise ConfigError(f"{main}: inventory file not found")
+    sandbox = base / SANDBOX_FILE
+    if sandbox.exists():
+        located = _Located(str(sandbox))
+        documents.append((sandbox, _read_yaml(sandbox, located), located))
+    return _build(main if main.exists() else None, base, documents)
+
+
+def _build(source: Path | None, base: Path, documents: list[tuple[Path, dict[str, Any], _Located]]) -> Inventory:
+    raw_hosts: dict[str, tuple[dict[str, Any], dict[str, Any], _Located, Path]] = {}
+    groups: dict[str, tuple[str, ...]] = {}
+    paths_raw: dict[str, Any] = {}
+    for doc_path, data, located in documents:
+        for key in data:
+            if key not in TOP_KEYS:
+                raise located.error(key, f"unknown key (expected one of: {', '.join(TOP_KEYS)})")
+        defaults = _section(data, "defaults", located)
+        _check_host_keys(defaults, "defaults", located)
+        for name, host in _section(data, "hosts", located).items():
+            if host is None:
+                host = {}
+            if not isinstance(host, dict):
+                raise located.error(f"hosts.{name}", "expected a mapping")
+            raw_hosts[name] = (defaults, host, located, doc_path.resolve().parent)
+        for name, members in _section(data, "groups", located).items():
+            if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+                raise located.error(f"groups.{name}", "expected a list of host names")
+            groups[name] = tuple(members)
+        if doc_path.name != SANDBOX_FILE.name:
+            paths_raw = _section(data, "paths", located)
+            for key in paths_raw:
+                if key not in PATH_KEYS:
+                    raise located.error(f"paths.{key}", f"unknown key (expected one of: {', '.join(PATH_KEYS)})")
+    hosts = {name: _host(name, *parts) for name, parts in raw_hosts.items()}
+    for group, members in groups.items():
+        if group in hosts:
+            raise _locator(documents, f"groups.{group}").error(f"groups.{group}", "a group cannot share its name with a host")
+        for member in members:
+            if member not in hosts:
+                raise _locator(documents, f"groups.{group}").error(f"groups.{group}", f"unknown host {member!r}")
+    hosts = {name: dataclasses.replace(h, groups=tuple(g for g, m in groups.items() if name in m)) for name, h in hosts.items()}
+    _check_gateways(hosts, documents)
+    return Inventory(source=source, hosts=hosts, groups=groups, paths=_paths(paths_raw, base))
+
+
+def _locator(documents: list[tuple[Path, dict[str, Any], _Located]], path: str) -> _Located:
+    for _, _, located in documents:
+        if path in located.lines:
+            return located
+    return documents[0][2]
+
+
+def _section(data: dict[str, Any], key: str, located: _Located) -> dict[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, dict):
+        raise located.error(key, "expected a mapping")
+    return value
+
+
+def _check_host_keys(values: dict[str, Any], prefix: str, located: _Located) -> dict[str, Any]:
+    checked: dict[str, Any] = {}
+    for key, value in values.items():
+        where = f"{prefix}.{key}"
+        checker = HOST_KEYS.get(key)
+        if checker is None:
+            raise located.error(where, f"unknown key (expected one of: {', '.join(HOST_KEYS)})")
+        try:
+            checked[key] = checker(value)
+        except TypeError as exc:
+            shown = f'"{value}"' if isinstance(value, str) else repr(value)
+            raise located.error(where, f"{exc}, got {shown}") from None
+    return checked
+
+
+def _host(name: str, defaults: dict[str, Any], host: dict[str, Any], located: _Located, base: Path) -> HostConfig:
+    merged = {**_check_host_keys(defaults, "defaults", located), **_check_host_keys(host, f"hosts.{name}", located)}
+    merged.pop("description", None)
+    if "address" not in merged:
+        merged["address"] = name  # like ssh: the name may be an ~/.ssh/config alias
+    for key in ("identity_file", "known_hosts"):
+        if merged.get(key):
+            merged[key] = _resolve_local(merged[key], base)
+    return HostConfig(name=name, **merged)
+
+
+def _resolve_local(value: str, base: Path) -> str:
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def _check_gateways(hosts: Mapping[str, HostConfig], documents: list[tuple[Path, dict[str, Any], _Located]]) -> None:
+    for name in hosts:
+        seen = [name]
+        current = hosts[name].gateway
+        while current and current in hosts:
+            if current in seen:
+                chain = " -> ".join([*seen, current])
+                where = f"hosts.{name}.gateway"
+                raise _locator(documents, where).error(where, f"gateway loop: {chain}")
+            seen.append(current)
+            current = hosts[current].gateway
+
+
+def _paths(raw: dict[str, Any], base: Path) -> ProjectPaths:
+    defaults = {"migrations": "sql/migrations", "schema": "sql/schema.sql", "snapshots": "sql/snapshots", "state": ".opsagent"}
+    merged = {**defaults, **{k: str(v) for k, v in raw.items()}}
+    return ProjectPaths(**{k: Path(_resolve_local(v, base)) for k, v in merged.items()})
+
+
+def host_names(hosts: Iterable[HostConfig]) -> list[str]:
+    return [h.name for h in hosts]

@@ -1,0 +1,411 @@
+"""SSH transport: one verified connection per host, binary-safe remote commands.
+
+Fabric builds the connection (``~/.ssh/config``, gateways, keys); commands run on
+raw Paramiko channels so that output stays bytes (``pg_dump -Fc``), stdin can be
+streamed, output can be consumed while it arrives, and timeouts are ours.  Host
+keys are always verified: Fabric's auto-accepting policy is replaced on every hop.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import json
+import queue
+import select
+import shlex
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import paramiko
+from fabric import Config, Connection
+
+from .errors import CommandFailed, HostKeyError, RemoteError, UsageError
+from .inventory import HostConfig, Inventory
+
+_CHUNK = 256 * 1024
+_WINDOW = 8 * 1024 * 1024
+OutputCallback = Callable[[bytes], None]
+
+
+@dataclasses.dataclass
+class CommandResult:
+    """What a finished remote command returned."""
+
+    command: str
+    exit_status: int
+    stdout: bytes
+    stderr: str
+    duration: float
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+# ---------------------------------------------------------------- host keys
+
+
+def fingerprint(key: paramiko.PKey) -> str:
+    """OpenSSH-style ``SHA256:…`` fingerprint."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
+
+
+def known_hosts_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
+    """Refuse unknown hosts (or, when asked once, record them)."""
+
+    def __init__(self, known_hosts: Path, accept_new: bool, label: str) -> None:
+        self.known_hosts = known_hosts
+        self.accept_new = accept_new
+        self.label = label
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        if not self.accept_new:
+            raise HostKeyError(
+                f"{self.label}: unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}); refusing to connect",
+                hint="check the fingerprint with the server's admin, then run once with --accept-new-host-key to record it",
+            )
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        with self.known_hosts.open("a", encoding="utf-8") as handle:
+            handle.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+        client.get_host_keys().add(hostname, key.get_name(), key)
+
+
+def _secure(conn: Connection, host: HostConfig, accept_new: bool) -> None:
+    known = Path(host.known_hosts).expanduser()
+    if known.exists():
+        try:
+            conn.client.load_host_keys(str(known))
+        except (OSError, paramiko.SSHException) as exc:
+            raise HostKeyError(f"{host.name}: cannot read known_hosts {known}: {exc}") from None
+    conn.client.set_missing_host_key_policy(_VerifyPolicy(known, accept_new, host.name))
+
+
+# ---------------------------------------------------------------- connection
+
+
+def _connection(host: HostConfig, inventory: Inventory | None, accept_new: bool, chain: tuple[str, ...] = ()) -> Connection:
+    gateway: Connection | str | None = None
+    if host.gateway:
+        gateway = _gateway(host, inventory, accept_new, chain)
+    kwargs: dict[str, Any] = {}
+    if host.identity_file:
+        kwargs["key_filename"] = [str(Path(host.identity_file).expanduser())]
+    conn = Connection(
+        host.address,
+        user=host.user,
+        port=host.port,
+        config=Config(),
+        gateway=gateway,
+        connect_timeout=max(1, int(host.connect_timeout)),
+        connect_kwargs=kwargs,
+    )
+    hop: Any = conn
+    while isinstance(hop, Connection):  # ProxyJump from ~/.ssh/config builds hops too
+        _secure(hop, host if hop is conn else _hop_config(hop, host), accept_new)
+        hop = hop.gateway
+    return conn
+
+
+def _hop_config(hop: Connection, host: HostConfig) -> HostConfig:
+    return dataclasses.replace(host, name=f"{host.name} (gateway {hop.host})")
+
+
+def _gateway(host: HostConfig, inventory: Inventory | None, accept_new: bool, chain: tuple[str, ...]) -> Connection:
+    assert host.gateway
+    if host.name in chain:
+        raise UsageError(f"gateway loop: {' -> '.join([*chain, host.name])}")
+    if inventory is not None and host.gateway in inventory.hosts:
+        return _connection(inventory.hosts[host.gateway], inventory, accept_new, (*chain, host.name))
+    user, _, rest = host.gateway.rpartition("@")
+    address, _, port = rest.partition(":")
+    spec = HostConfig(name=host.gateway, address=address, user=user or None, port=int(port) if port else None,
+                      known_hosts=host.known_hosts, identity_file=host.identity_file, connect_timeout=host.connect_timeout)
+    return _connection(spec, inventory, accept_new, (*chain, host.name))
+
+
+def _open(conn: Connection, host: HostConfig) -> None:
+    try:
+        conn.open()
+    except HostKeyError:
+        raise
+    except paramiko.BadHostKeyException as exc:
+        raise HostKeyError(
+            f"{host.name}: HOST KEY CHANGED for {exc.hostname}: got {exc.key.get_name()} {fingerprint(exc.key)}, "
+            f"expected {fingerprint(exc.expected_key)}; refusing to connect",
+            hint=f"if the server was really reinstalled, remove its line from {host.known_hosts} after checking with its admin",
+        ) from None
+    except paramiko.AuthenticationException as exc:
+        raise RemoteError(f"{host.name}: SSH login as {conn.user}@{conn.host}:{conn.port} failed: {exc}",
+                          hint="check user and identity_file in the inventory") from None
+    except (TimeoutError, socket.timeout):
+        raise RemoteError(f"{host.name}: connection to {conn.host}:{conn.port} timed out after {host.connect_timeout:g}s") from None
+    except (OSError, paramiko.SSHException, EOFError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise RemoteError(f"{host.name}: cannot connect to {conn.host}:{conn.port}: {reason}") from None
+
+
+@contextlib.contextmanager
+def open_remote(host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False) -> Iterator[Remote]:
+    """One verified SSH connection for the whole run; closed on exit."""
+    conn = _connection(host, inventory, accept_new_host_key)
+    _open(conn, host)
+    remote = Remote(host, conn)
+    try:
+        yield remote
+    finally:
+        conn.close()
+        gw = conn.gateway
+        while isinstance(gw, Connection):
+            gw.close()
+            gw = gw.gateway
+
+
+# ---------------------------------------------------------------- commands
+
+
+class Remote:
+    """Runs commands on one host over its single SSH connection."""
+
+    def __init__(self, host: HostConfig, connection: Connection) -> None:
+        self.host = host
+        self.connection = connection
+        self.command_count = 0
+
+    # -- argv builders
+
+    def become_prefix(self) -> list[str]:
+        """``sudo -n -u <become>``: never waits for a password."""
+        return ["sudo", "-n", "-u", self.host.become] if self.host.become else []
+
+    def pg_args(self) -> list[str]:
+        args: list[str] = []
+        if self.host.pg_host:
+            args += ["-h", self.host.pg_host]
+        if self.host.pg_port:
+            args += ["-p", str(self.host.pg_port)]
+        return args
+
+    def psql_argv(self, database: str | None = None, extra: Sequence[str] = ()) -> list[str]:
+        db = database or self.host.database
+        return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.pg_args(), "-d", db, *extra]
+
+    # -- running
+
+    def _exec(self, argv: Sequence[str], become: bool) -> tuple[paramiko.Channel, str]:
+        full = [*(self.become_prefix() if become else []), *argv]
+        command = shlex.join(full)
+        transport = self.connection.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise RemoteError(f"{self.host.name}: SSH connection is closed")
+        try:
+            channel = transport.open_session(window_size=_WINDOW, max_packet_size=32768)
+            channel.exec_command(command)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise RemoteError(f"{self.host.name}: cannot start remote command: {exc}") from None
+        self.command_count += 1
+        return channel, command
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | str | None = None,
+        become: bool = True,
+        timeout: float | None = None,
+        check: bool = True,
+        on_stdout: OutputCallback | None = None,
+        capture: bool = True,
+    ) -> CommandResult:
+        """Run one command; stdin is streamed, stdout kept as bytes (or passed to ``on_stdout``)."""
+        channel, command = self._exec(argv, become)
+        started = time.monotonic()
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        out, err, status = _pump(channel, data, on_stdout, capture, timeout or self.host.command_timeout, self.host.name, argv)
+        result = CommandResult(command, status, out, err, time.monotonic() - started)
+        if check and status != 0:
+            raise self.failure(argv, result)
+        return result
+
+    def start(self, argv: Sequence[str], *, become: bool = True) -> RemoteProcess:
+        """Start an interactive command (e.g. a psql session fed step by step)."""
+        channel, command = self._exec(argv, become)
+        return RemoteProcess(channel, command, self.host.name)
+
+    def failure(self, argv: Sequence[str], result: CommandResult) -> CommandFailed:
+        """A one-line, actionable error for a failed command."""
+        stderr = result.stderr.strip()
+        if "sudo:" in stderr and "password is required" in stderr:
+            return CommandFailed(
+                f"{self.host.name}: 'sudo -n -u {self.host.become}' needs a password for {self.connection.user}",
+                exit_status=result.exit_status, stderr=stderr,
+                hint=f"add a sudoers rule: {self.connection.user} ALL=({self.host.become}) NOPASSWD: ALL",
+            )
+        if "sudo:" in stderr and "unknown user" in stderr:
+            return CommandFailed(f"{self.host.name}: become user {self.host.become!r} does not exist on the server",
+                                 exit_status=result.exit_status, stderr=stderr)
+        if result.exit_status == 127 or "command not found" in stderr:
+            return CommandFailed(f"{self.host.name}: {argv[0]} is not installed on the server ({_first_line(stderr)})",
+                                 exit_status=result.exit_status, stderr=stderr)
+        detail = _first_line(stderr) or f"exit status {result.exit_status}"
+        return CommandFailed(f"{self.host.name}: {argv[0]} failed: {detail}", exit_status=result.exit_status, stderr=stderr)
+
+    # -- psql helpers
+
+    def psql(self, sql: str, database: str | None = None, *, extra: Sequence[str] = (), timeout: float | None = None,
+             check: bool = True, on_stdout: OutputCallback | None = None) -> CommandResult:
+        """Run a SQL script through psql over stdin (never via a remote file)."""
+        return self.run(self.psql_argv(database, extra), stdin=sql, timeout=timeout, check=check, on_stdout=on_stdout)
+
+    def query_json(self, sql: str, database: str | None = None, *, timeout: float | None = None) -> Any:
+        """Run a query that returns one JSON value (one row, one column) and decode it."""
+        result = self.psql(sql, database, extra=["-A", "-t"], timeout=timeout)
+        text = result.text.strip()
+        if not text:
+            raise RemoteError(f"{self.host.name}: query returned no result")
+        return json.loads(text)
+
+
+def _first_line(text: str) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def _feed(channel: paramiko.Channel, data: bytes | None) -> threading.Thread | None:
+    if not data:
+        channel.shutdown_write()
+        return None
+
+    def writer() -> None:
+        try:
+            view = memoryview(data)
+            for offset in range(0, len(view), _CHUNK):
+                channel.sendall(view[offset:offset + _CHUNK])
+            channel.shutdown_write()
+        except (OSError, paramiko.SSHException, EOFError):
+            pass  # the reader reports the failure
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    return thread
+
+
+def _pump(channel: paramiko.Channel, data: bytes | None, on_stdout: OutputCallback | None, capture: bool,
+          timeout: float, host: str, argv: Sequence[str]) -> tuple[bytes, str, int]:
+    out: list[bytes] = []
+    err: list[bytes] = []
+    writer = _feed(channel, data)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            select.select([channel], [], [], 0.2)
+            while channel.recv_ready():
+                chunk = channel.recv(_CHUNK)
+                if on_stdout is not None:
+                    on_stdout(chunk)
+                if capture:
+                    out.append(chunk)
+            while channel.recv_stderr_ready():
+                err.append(channel.recv_stderr(_CHUNK))
+            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                break
+            if channel.closed or not channel.get_transport().is_active():  # type: ignore[union-attr]
+                raise RemoteError(f"{host}: SSH connection lost while running {argv[0]}")
+            if time.monotonic() > deadline:
+                raise RemoteError(f"{host}: {argv[0]} timed out after {timeout:g}s")
+        status = channel.recv_exit_status()
+    finally:
+        channel.close()
+        if writer is not None:
+            writer.join(timeout=1)
+    return b"".join(out), b"".join(err).decode("utf-8", errors="replace"), status
+
+
+class RemoteProcess:
+    """An interactive remote command: write to stdin, read stdout lines as they come."""
+
+    def __init__(self, channel: paramiko.Channel, command: str, host: str) -> None:
+        self.channel = channel
+        self.command = command
+        self.host = host
+        self._lines: queue.Queue[bytes | None] = queue.Queue()
+        self._stderr: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        pending = b""
+        try:
+            while True:
+                select.select([self.channel], [], [], 0.2)
+                while self.channel.recv_stderr_ready():
+                    self._stderr.append(self.channel.recv_stderr(_CHUNK))
+                if self.channel.recv_ready():
+                    chunk = self.channel.recv(_CHUNK)
+                    if not chunk:
+                        break
+                    pending += chunk
+                    *complete, pending = pending.split(b"\n")
+                    for line in complete:
+                        self._lines.put(line)
+                elif self.channel.exit_status_ready() or self.channel.closed or self.channel.eof_received:
+                    if not self.channel.recv_ready() and not self.channel.recv_stderr_ready():
+                        break
+        except (OSError, paramiko.SSHException, EOFError):
+            pass
+        finally:
+            while self.channel.recv_stderr_ready():
+                self._stderr.append(self.channel.recv_stderr(_CHUNK))
+            if pending:
+                self._lines.put(pending)
+            self._lines.put(None)
+
+    def write(self, data: str | bytes) -> None:
+        payload = data.encode("utf-8") if isinstance(data, str) else data
+        try:
+            self.channel.sendall(payload)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            raise RemoteError(f"{self.host}: SSH connection lost while writing: {exc}") from None
+
+    def close_stdin(self) -> None:
+        with contextlib.suppress(OSError, paramiko.SSHException, EOFError):
+            self.channel.shutdown_write()
+
+    def read_line(self, timeout: float | None = None) -> str | None:
+        """Next stdout line, or None at end of output. Raises RemoteError on timeout."""
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            raise RemoteError(f"{self.host}: no answer from the server within {timeout:g}s") from None
+        return None if line is None else line.decode("utf-8", errors="replace")
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Exit status (-1 if the connection dropped)."""
+        self._reader.join(timeout)
+        if not self.channel.exit_status_ready():
+            return -1
+        return self.channel.recv_exit_status()
+
+    @property
+    def stderr(self) -> str:
+        return b"".join(self._stderr).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        self.channel.close()
