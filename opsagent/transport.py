@@ -16,7 +16,6 @@ import json
 import queue
 import select
 import shlex
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -153,7 +152,7 @@ def _open(conn: Connection, host: HostConfig) -> None:
     except paramiko.AuthenticationException as exc:
         raise RemoteError(f"{host.name}: SSH login as {conn.user}@{conn.host}:{conn.port} failed: {exc}",
                           hint="check user and identity_file in the inventory") from None
-    except (TimeoutError, socket.timeout):
+    except TimeoutError:
         raise RemoteError(f"{host.name}: connection to {conn.host}:{conn.port} timed out after {host.connect_timeout:g}s") from None
     except (OSError, paramiko.SSHException, EOFError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -297,7 +296,7 @@ def _feed(channel: paramiko.Channel, data: bytes | None) -> threading.Thread | N
         try:
             view = memoryview(data)
             for offset in range(0, len(view), _CHUNK):
-                channel.sendall(view[offset:offset + _CHUNK])
+                channel.sendall(bytes(view[offset:offset + _CHUNK]))
             channel.shutdown_write()
         except (OSError, paramiko.SSHException, EOFError):
             pass  # the reader reports the failure
@@ -315,7 +314,7 @@ def _pump(channel: paramiko.Channel, data: bytes | None, on_stdout: OutputCallba
     deadline = time.monotonic() + timeout
     try:
         while True:
-            select.select([channel], [], [], 0.2)
+            select.select([channel], [], [], 0.02)
             while channel.recv_ready():
                 chunk = channel.recv(_CHUNK)
                 if on_stdout is not None:
@@ -324,12 +323,15 @@ def _pump(channel: paramiko.Channel, data: bytes | None, on_stdout: OutputCallba
                     out.append(chunk)
             while channel.recv_stderr_ready():
                 err.append(channel.recv_stderr(_CHUNK))
-            if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+            # sshd may send exit-status before all output (flow control): wait for EOF
+            if (channel.eof_received or channel.closed) and not channel.recv_ready() and not channel.recv_stderr_ready():
                 break
-            if channel.closed or not channel.get_transport().is_active():  # type: ignore[union-attr]
+            if not channel.get_transport().is_active():
                 raise RemoteError(f"{host}: SSH connection lost while running {argv[0]}")
             if time.monotonic() > deadline:
                 raise RemoteError(f"{host}: {argv[0]} timed out after {timeout:g}s")
+        if not channel.status_event.wait(min(30.0, max(1.0, deadline - time.monotonic()))):
+            raise RemoteError(f"{host}: SSH connection lost before {argv[0]} reported its exit status")
         status = channel.recv_exit_status()
     finally:
         channel.close()
@@ -365,9 +367,8 @@ class RemoteProcess:
                     *complete, pending = pending.split(b"\n")
                     for line in complete:
                         self._lines.put(line)
-                elif self.channel.exit_status_ready() or self.channel.closed or self.channel.eof_received:
-                    if not self.channel.recv_ready() and not self.channel.recv_stderr_ready():
-                        break
+                elif (self.channel.eof_received or self.channel.closed) and not self.channel.recv_stderr_ready():
+                    break
         except (OSError, paramiko.SSHException, EOFError):
             pass
         finally:

@@ -1,0 +1,5 @@
+"""``python -m opsagent`` = the ``opsagent`` console script."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,40 @@
+"""The command-line layer: one Invoke task collection behind ``inv`` and ``opsagent``.
+
+Tasks parse arguments, call the library and render; nothing else lives here.
+"""
+
+from __future__ import annotations
+
+from invoke.collection import Collection
+from invoke.exceptions import Exit, ParseError
+from invoke.program import Program
+
+from .. import __version__
+from ..errors import ExitCode
+from . import core
+
+ns = Collection()
+ns.add_task(core.hosts)
+ns.add_task(core.doctor)
+ns.add_collection(core.sandbox)
+
+
+class OpsagentProgram(Program):  # type: ignore[misc]
+    """Invoke's Program, with command-line parse errors mapped to the usage exit code (2)."""
+
+    def parse_core(self, argv: list[str] | None) -> None:
+        try:
+            super().parse_core(argv)
+        except ParseError as exc:
+            raise Exit(f"error: {exc}", code=int(ExitCode.USAGE)) from None
+
+    def parse_tasks(self) -> None:
+        try:
+            super().parse_tasks()
+        except ParseError as exc:
+            raise Exit(f"error: {exc}", code=int(ExitCode.USAGE)) from None
+
+
+def main() -> None:
+    """Entry point of the ``opsagent`` console script."""
+    OpsagentProgram(namespace=ns, version=__version__, name="opsagent", binary="opsagent").run()

@@ -1,0 +1,130 @@
+"""Foundation tasks: ``hosts``, ``doctor`` and the ``sandbox`` collection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from invoke.collection import Collection
+from invoke.context import Context
+from rich.table import Table
+
+from ..doctor import run_doctor
+from ..errors import ExitCode
+from ..inventory import SANDBOX_FILE
+from ..sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json
+
+
+@command(help={"json_": JSON_HELP})
+def hosts(c: Context, json_: bool = False) -> None:
+    """List inventory hosts: name, address, user, database, groups."""
+    inv = inventory()
+    rows: list[dict[str, Any]] = [
+        {"name": h.name, "address": h.address, "port": h.port, "user": h.user, "database": h.database,
+         "become": h.become, "groups": list(h.groups), "gateway": h.gateway}
+        for h in inv.hosts.values()
+    ]
+    if json_:
+        print_json({"inventory": str(inv.source) if inv.source else None, "hosts": rows, "groups": {k: list(v) for k, v in inv.groups.items()}})
+        return
+    table = Table(title=f"inventory: {inv.source or '(none; sandbox only)'}")
+    for column in ("host", "address", "user", "database", "groups"):
+        table.add_column(column)
+    for row in rows:
+        address = f"{row['address']}:{row['port']}" if row["port"] else str(row["address"])
+        if row["gateway"]:
+            address += f" via {row['gateway']}"
+        table.add_row(str(row["name"]), address, str(row["user"] or "(ssh config)"), str(row["database"]), ", ".join(row["groups"]))
+    console.print(table)
+
+
+@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Check reachability, host key, login, sudo, PostgreSQL tools, database and backup_dir."""
+    inv = inventory()
+    targets = inv.resolve(host) if host else []
+    if not targets:
+        from ..errors import UsageError
+
+        raise UsageError("--host is required (see 'inv hosts')")
+    reports = [run_doctor(h, inv, accept_new_host_key=accept_new_host_key) for h in targets]
+    if json_:
+        print_json({"ok": all(r.ok for r in reports), "hosts": [r.to_dict() for r in reports]})
+    else:
+        for report in reports:
+            console.print(f"[bold]{report.host}[/]")
+            for check in report.checks:
+                mark = "[green]✔[/]" if check.ok else "[red]✘[/]"
+                console.print(f"  {mark} {check.name}: {check.detail}", soft_wrap=True)
+                if check.hint and not check.ok:
+                    console.print(f"      [dim]hint: {check.hint}[/]", soft_wrap=True)
+    if not all(r.ok for r in reports):
+        raise fail(ExitCode.FAILURE)
+
+
+# ---------------------------------------------------------------- sandbox
+
+
+def _project_sandboxes(state_dir: Path) -> list[SandboxState]:
+    prefix = sandbox_root_for(state_dir, "x").name[:-1]
+    states = []
+    for folder in sorted(SANDBOX_ROOT.glob(f"{prefix}*")):
+        state = Sandbox(folder).load_state()
+        if state is not None:
+            states.append(state)
+    return states
+
+
+def _refresh_fragment(state_dir: Path) -> None:
+    fragment = state_dir / SANDBOX_FILE.name
+    states = _project_sandboxes(state_dir)
+    if states:
+        write_inventory_fragment(fragment, states)
+    elif fragment.exists():
+        fragment.unlink()
+
+
+@command(name="up", help={"name": "host name to record (default: sandbox)", "database": "database to create (default: trad)"})
+def sandbox_up(c: Context, name: str = "sandbox", database: str = "trad") -> None:
+    """Start a local sandbox host (real sshd + PostgreSQL cluster) recorded as host 'sandbox'."""
+    state_dir = inventory().paths.state
+    state = Sandbox(sandbox_root_for(state_dir, name), name, database).up()
+    _refresh_fragment(state_dir)
+    console.print(f"[green]✔[/] sandbox host [bold]{name}[/]: sshd 127.0.0.1:{state.ssh_port}, PostgreSQL socket "
+                  f"{state.socket_dir} port {state.pg_port}, database {state.database}")
+    console.print(f"  recorded in {state_dir / SANDBOX_FILE.name}; try: inv doctor --host {name}")
+
+
+@command(name="down", help={"name": "sandbox host to remove (default: sandbox)"})
+def sandbox_down(c: Context, name: str = "sandbox") -> None:
+    """Stop the sandbox host and delete its servers and data."""
+    state_dir = inventory().paths.state
+    removed = Sandbox(sandbox_root_for(state_dir, name), name).down()
+    _refresh_fragment(state_dir)
+    console.print(f"[green]✔[/] sandbox {name} removed" if removed else f"sandbox {name} was not set up")
+
+
+@command(name="status", help={"json_": JSON_HELP})
+def sandbox_status(c: Context, json_: bool = False) -> None:
+    """Show the sandbox hosts of this project and whether their servers run."""
+    state_dir = inventory().paths.state
+    rows = []
+    for state in _project_sandboxes(state_dir):
+        status = Sandbox(Path(state.root), state.name).status()
+        rows.append({"name": state.name, "ssh_port": state.ssh_port, "pg_port": state.pg_port, "database": state.database,
+                     "sshd_running": status.sshd_running, "postgres_running": status.postgres_running, "root": state.root})
+    if json_:
+        print_json({"sandboxes": rows})
+        return
+    if not rows:
+        console.print("no sandbox host: run 'inv sandbox.up'")
+        return
+    for row in rows:
+        ok = row["sshd_running"] and row["postgres_running"]
+        mark = "[green]✔[/]" if ok else "[red]✘[/]"
+        console.print(f"{mark} {row['name']}: sshd :{row['ssh_port']} {'up' if row['sshd_running'] else 'down'}, "
+                      f"postgres :{row['pg_port']} {'up' if row['postgres_running'] else 'down'}, database {row['database']}")
+
+
+sandbox = Collection("sandbox", up=sandbox_up, down=sandbox_down, status=sandbox_status)

@@ -1,0 +1,150 @@
+"""``doctor``: check every link of the chain to a host, in as few round trips as possible.
+
+TCP reach, host key and login need the SSH handshake; everything on the server
+(sudo, client and server versions, database, backup folder) is checked by ONE
+remote shell script whose sections are delimited by markers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import shlex
+import socket
+
+from .errors import HostKeyError, OpsagentError, RemoteError
+from .inventory import HostConfig, Inventory
+from .transport import Remote, open_remote
+
+_MARK = "@@opsagent-doctor"
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str = ""
+    hint: str = ""
+
+    def to_dict(self) -> dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class DoctorReport:
+    host: str
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"host": self.host, "ok": self.ok, "checks": [c.to_dict() for c in self.checks]}
+
+
+def run_doctor(host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False) -> DoctorReport:
+    """Run all checks; never raises for a failed check, it reports it."""
+    checks: list[Check] = [_tcp_check(host)]
+    if not checks[0].ok:
+        return DoctorReport(host.name, checks)
+    try:
+        with open_remote(host, inventory, accept_new_host_key=accept_new_host_key) as remote:
+            checks.append(Check("host key", True, f"verified against {host.known_hosts}"))
+            checks.append(Check("login", True, f"{remote.connection.user}@{host.address}"))
+            checks.extend(_server_checks(remote))
+    except HostKeyError as exc:
+        checks.append(Check("host key", False, exc.message, exc.hint or ""))
+    except OpsagentError as exc:
+        checks.append(Check("host key", True, f"verified against {host.known_hosts}"))
+        checks.append(Check("login", False, exc.message, exc.hint or ""))
+    return DoctorReport(host.name, checks)
+
+
+def _tcp_check(host: HostConfig) -> Check:
+    if host.gateway:
+        return Check("tcp reach", True, f"through gateway {host.gateway}")
+    port = host.port or 22
+    try:
+        with socket.create_connection((host.address, port), timeout=host.connect_timeout):
+            return Check("tcp reach", True, f"{host.address}:{port}")
+    except OSError as exc:
+        return Check("tcp reach", False, f"{host.address}:{port}: {exc.strerror or exc}", "check address, port and firewall")
+
+
+def _script(remote: Remote) -> str:
+    host = remote.host
+    pg = " ".join(shlex.quote(a) for a in remote.pg_args())
+    db_literal = "'" + host.database.replace("'", "''") + "'"
+    query = shlex.quote(
+        "SELECT current_setting('server_version') || '|' || "
+        f"(SELECT count(*) FROM pg_database WHERE datname = {db_literal})"
+    )
+    backup = shlex.quote(host.backup_dir)
+    steps = {
+        "whoami": "id -un",
+        "psql": "psql --version",
+        "pg_dump": "pg_dump --version",
+        "server": f"psql -X -At {pg} -d postgres -c {query}",
+        "backup_dir": (
+            f"if [ -d {backup} ]; then if [ -w {backup} ]; then echo writable; df -Pk {backup} | tail -1; "
+            f"else echo not-writable; fi; else echo absent; fi"
+        ),
+    }
+    parts = [f"echo {_MARK} {name}; {{ {cmd}; }} 2>&1; echo {_MARK}-rc $?" for name, cmd in steps.items()]
+    return "\n".join(parts)
+
+
+def _parse_sections(text: str) -> dict[str, tuple[int, str]]:
+    sections: dict[str, tuple[int, str]] = {}
+    name, lines = "", list[str]()
+    for line in text.splitlines():
+        if line.startswith(f"{_MARK}-rc "):
+            sections[name] = (int(line.split()[1]), "\n".join(lines).strip())
+        elif line.startswith(f"{_MARK} "):
+            name, lines = line.split(" ", 1)[1], []
+        else:
+            lines.append(line)
+    return sections
+
+
+def _server_checks(remote: Remote) -> list[Check]:
+    host = remote.host
+    try:
+        result = remote.run(["sh", "-c", _script(remote)], timeout=60)
+    except RemoteError as exc:
+        return [Check(f"sudo -n -u {host.become}", False, exc.message, exc.hint or "")]
+    sections = _parse_sections(result.text)
+    checks = [Check(f"sudo -n -u {host.become}" if host.become else "run as login user", True, sections.get("whoami", (0, ""))[1])]
+    for tool in ("psql", "pg_dump"):
+        rc, out = sections.get(tool, (1, "no output"))
+        checks.append(Check(f"{tool} (client)", rc == 0, out, "" if rc == 0 else "apt-get install -y postgresql-client"))
+    checks.extend(_database_checks(host, *sections.get("server", (1, "no output"))))
+    checks.append(_backup_check(host, *sections.get("backup_dir", (1, "no output"))))
+    return checks
+
+
+def _database_checks(host: HostConfig, rc: int, out: str) -> list[Check]:
+    if rc != 0 or "|" not in out:
+        return [Check("server", False, out.splitlines()[-1] if out else "psql failed", "check pg_host/pg_port and that PostgreSQL runs")]
+    version, count = out.rsplit("|", 1)
+    exists = count.strip() == "1"
+    return [
+        Check("server", True, f"PostgreSQL {version}"),
+        Check("database", exists, host.database if exists else f"database {host.database!r} does not exist",
+              "" if exists else f"createdb {host.database} (as {host.become}) or fix 'database' in the inventory"),
+    ]
+
+
+def _backup_check(host: HostConfig, rc: int, out: str) -> Check:
+    lines = out.splitlines()
+    state = lines[0] if lines else ""
+    if state == "writable":
+        free_kb = 0
+        with contextlib.suppress(IndexError, ValueError):
+            free_kb = int(lines[1].split()[3])
+        return Check("backup_dir", True, f"{host.backup_dir} writable, {free_kb / 1024 / 1024:.1f} GiB free")
+    if state == "absent":
+        return Check("backup_dir", True, f"{host.backup_dir} absent: created (0700, owner {host.become}) by the first backup")
+    return Check("backup_dir", False, f"{host.backup_dir} is not writable by {host.become}",
+                 f"chown {host.become} {host.backup_dir} && chmod 700 {host.backup_dir}")

@@ -1,0 +1,152 @@
+"""Real-server fixtures: sshd on 127.0.0.1 + a PostgreSQL cluster, built by opsagent.sandbox.
+
+Nothing on the remote path is mocked.  One sandbox host is shared by the whole
+session; each test gets its own fresh database (and backup folder) on it.
+Extra hosts (fleet tests) come from ``sandbox_factory``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+import pytest
+import yaml
+
+from opsagent.inventory import HostConfig
+from opsagent.sandbox import Sandbox, SandboxState
+from opsagent.transport import Remote, open_remote
+
+REPO = Path(__file__).resolve().parents[1]
+CORPORA = REPO.parent / "shared" / "corpora"
+
+
+@dataclasses.dataclass
+class SandboxHandle:
+    """A running sandbox host and helpers to reach it."""
+
+    state: SandboxState
+    admin: Remote  # open connection, database 'postgres'
+
+    def host_for(self, database: str | None = None, **overrides: object) -> HostConfig:
+        entry = {**self.state.host_entry(), **overrides}
+        if database:
+            entry["database"] = database
+        return HostConfig(name=self.state.name, **entry)  # type: ignore[arg-type]
+
+    @property
+    def host(self) -> HostConfig:
+        return self.host_for()
+
+    def create_database(self, prefix: str = "t") -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+        self.admin.psql(f'CREATE DATABASE "{name}"', database="postgres")
+        return name
+
+    def remote(self, database: str | None = None, **overrides: object) -> AbstractContextManager[Remote]:
+        return open_remote(self.host_for(database, **overrides))
+
+
+def _base_dir() -> Path:
+    base = Path(tempfile.mkdtemp(prefix="oat-", dir="/var/tmp"))
+    base.chmod(0o711)
+    return base
+
+
+@pytest.fixture(scope="session")
+def sandbox_factory() -> Iterator[object]:
+    """Build extra sandbox hosts (each a real sshd + cluster pair); all torn down at the end."""
+    base = _base_dir()
+    made: list[tuple[Sandbox, Remote, AbstractContextManager[Remote]]] = []
+
+    def make(name: str = "sandbox") -> SandboxHandle:
+        sandbox = Sandbox(base / f"{name}-{len(made)}", name)
+        state = sandbox.up()
+        manager = open_remote(HostConfig(name=name, **{**state.host_entry(), "database": "postgres"}))  # type: ignore[arg-type]
+        admin = manager.__enter__()
+        made.append((sandbox, admin, manager))
+        return SandboxHandle(state, admin)
+
+    yield make
+    for sandbox, _admin, manager in made:
+        manager.__exit__(None, None, None)
+        sandbox.down()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sandbox(sandbox_factory: object) -> SandboxHandle:
+    """The shared sandbox host of this test session."""
+    return sandbox_factory()  # type: ignore[operator, no-any-return]
+
+
+@pytest.fixture
+def fresh_db(sandbox: SandboxHandle) -> str:
+    """A new empty database on the sandbox host."""
+    return sandbox.create_database()
+
+
+@pytest.fixture
+def remote(sandbox: SandboxHandle, fresh_db: str) -> Iterator[Remote]:
+    """An open Remote to the sandbox host whose database is a fresh one."""
+    with sandbox.remote(fresh_db) as r:
+        yield r
+
+
+@dataclasses.dataclass
+class Project:
+    """A throwaway project folder (inventory.yaml, sql/) whose host 'sandbox' has a fresh database."""
+
+    root: Path
+    host: HostConfig
+
+    @property
+    def migrations(self) -> Path:
+        return self.root / "sql" / "migrations"
+
+    def write_migration(self, name: str, sql: str) -> Path:
+        path = self.migrations / name
+        path.write_text(sql)
+        return path
+
+    def run(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run the real CLI (``python -m opsagent``) in this project, without a terminal."""
+        full_env = {**os.environ, "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"), "COLUMNS": "200", **(env or {})}
+        return subprocess.run([sys.executable, "-m", "opsagent", *args], cwd=self.root, input=input or "", text=True,
+                              capture_output=True, env=full_env, timeout=timeout, check=False)
+
+    def psql(self, sql: str) -> str:
+        with open_remote(self.host) as r:
+            return r.psql(sql, extra=["-A", "-t"]).text
+
+
+def write_inventory(root: Path, hosts: dict[str, HostConfig], groups: dict[str, list[str]] | None = None) -> Path:
+    document: dict[str, object] = {"hosts": {}}
+    for name, host in hosts.items():
+        entry = {k: getattr(host, k) for k in ("address", "port", "user", "identity_file", "known_hosts", "become",
+                                                "pg_host", "pg_port", "database", "backup_dir", "keep_backups")}
+        document["hosts"][name] = entry  # type: ignore[index]
+    if groups:
+        document["groups"] = groups
+    path = root / "inventory.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def project(tmp_path: Path, sandbox: SandboxHandle, fresh_db: str) -> Project:
+    root = tmp_path / "proj"
+    (root / "sql" / "migrations").mkdir(parents=True)
+    backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
+    host = sandbox.host_for(fresh_db, backup_dir=str(backup_dir))
+    write_inventory(root, {"sandbox": host})
+    return Project(root, host)
