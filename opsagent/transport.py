@@ -208,7 +208,8 @@ class Remote:
 
     def _exec(self, argv: Sequence[str], become: bool) -> tuple[paramiko.Channel, str]:
         full = [*(self.become_prefix() if become else []), *argv]
-        command = shlex.join(full)
+        # cd /: the become user usually cannot enter the login user's home (psql warns about it)
+        command = "cd / && " + shlex.join(full) if become and self.host.become else shlex.join(full)
         transport = self.connection.client.get_transport()
         if transport is None or not transport.is_active():
             raise RemoteError(f"{self.host.name}: SSH connection is closed")

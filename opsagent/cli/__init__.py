@@ -11,12 +11,15 @@ from invoke.program import Program
 
 from .. import __version__
 from ..errors import ExitCode
-from . import core
+from . import core, quickref
 
 ns = Collection()
 ns.add_task(core.hosts)
 ns.add_task(core.doctor)
 ns.add_collection(core.sandbox)
+ns.add_task(quickref.tables)
+ns.add_task(quickref.describe)
+ns.add_task(quickref.psql_task)
 
 
 class OpsagentProgram(Program):  # type: ignore[misc]

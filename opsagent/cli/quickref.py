@@ -1,0 +1,55 @@
+"""Quick-reference tasks: the seed's ssh one-liners as tasks (tables, describe, psql)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from invoke.context import Context
+from rich.table import Table
+
+from ..errors import ExitCode, UsageError
+from ..quickref import describe_table, human_bytes, interactive_ssh_argv, list_tables, run_sql, tables_as_dicts
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, connect, console, fail, is_interactive, print_json, single_host
+
+
+@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Tables of the host's database with row estimate and size (like \\dt+)."""
+    with connect(host, accept_new_host_key) as remote:
+        found = list_tables(remote)
+        database = remote.host.database
+    if json_:
+        print_json({"database": database, "tables": tables_as_dicts(found)})
+        return
+    table = Table(title=f"{database}: {len(found)} tables")
+    for column, justify in (("table", "left"), ("rows (est.)", "right"), ("size", "right"), ("with indexes", "right")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for t in found:
+        table.add_row(f"{t.schema}.{t.name}", f"{t.rows_estimate:,}", human_bytes(t.table_bytes), human_bytes(t.total_bytes))
+    console.print(table)
+
+
+@command(help={"table": "table name, optionally schema-qualified", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP})
+def describe(c: Context, table: str, host: str = "", accept_new_host_key: bool = False) -> None:
+    """Columns, indexes, constraints and triggers of one table (psql's \\d)."""
+    with connect(host, accept_new_host_key) as remote:
+        console.print(describe_table(remote, table), markup=False)
+
+
+@command(name="psql", help={"host": HOST_HELP, "c": "run one SQL command and print its output instead of a session",
+                            "accept_new_host_key": ACCEPT_HELP})
+def psql_task(c: Context, host: str = "", c_: str = "", accept_new_host_key: bool = False) -> None:
+    """Interactive psql on the host as the become user (through ssh -t), or -c "SQL" for one command."""
+    if c_:
+        with connect(host, accept_new_host_key) as remote:
+            console.print(run_sql(remote, c_), markup=False, end="")
+        return
+    target, _ = single_host(host)
+    if not is_interactive():
+        raise UsageError("inv psql needs a terminal; use -c \"SQL\" for one command")
+    with connect(host, accept_new_host_key) as remote:  # verifies the host key first
+        argv = interactive_ssh_argv(target, [*remote.become_prefix(), *remote.psql_argv()])
+    code = subprocess.call(argv, env=os.environ.copy())
+    if code != 0:
+        raise fail(ExitCode.FAILURE)

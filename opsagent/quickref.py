@@ -1,0 +1,85 @@
+"""The seed's ssh one-liners (``\\dt``, ``\\d table``, psql) as library calls."""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from typing import Any
+
+from .errors import UsageError
+from .inventory import HostConfig
+from .transport import Remote
+
+TABLES_SQL = """
+SELECT coalesce(json_agg(t ORDER BY t.schema, t.name), '[]')
+FROM (
+  SELECT n.nspname AS schema, c.relname AS name,
+         CASE c.relkind WHEN 'p' THEN 'partitioned' ELSE 'table' END AS kind,
+         greatest(c.reltuples, 0)::bigint AS rows_estimate,
+         pg_total_relation_size(c.oid) AS total_bytes,
+         pg_relation_size(c.oid) AS table_bytes
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p')
+    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
+    AND n.nspname NOT LIKE 'pg_temp%'
+) t
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class TableInfo:
+    schema: str
+    name: str
+    kind: str
+    rows_estimate: int
+    total_bytes: int
+    table_bytes: int
+
+
+def list_tables(remote: Remote) -> list[TableInfo]:
+    """Tables with row estimate and size, in one round trip."""
+    return [TableInfo(**row) for row in remote.query_json(TABLES_SQL)]
+
+
+def describe_table(remote: Remote, table: str) -> str:
+    """psql's own ``\\d`` output for one table (the seed's describe one-liner)."""
+    if not table.strip():
+        raise UsageError("describe needs a table name")
+    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in table.split(".", 1))
+    result = remote.run(remote.psql_argv(extra=["-c", f"\\d {quoted}"]), check=False)
+    text = result.text.strip()
+    if result.exit_status != 0 and result.stderr.strip() and "Did not find any relation" not in result.stderr:
+        raise remote.failure(["psql"], result)
+    if not text:
+        raise UsageError(f"{remote.host.name}: no table named {table!r} in database {remote.host.database}")
+    return text
+
+
+def run_sql(remote: Remote, sql: str) -> str:
+    """One SQL command through psql, its aligned output as text."""
+    return remote.run(remote.psql_argv(extra=["-c", sql])).text
+
+
+def interactive_ssh_argv(host: HostConfig, remote_argv: list[str]) -> list[str]:
+    """The real ``ssh -t`` command line for an interactive psql (a terminal needs a real ssh client)."""
+    argv = ["ssh", "-t", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={host.known_hosts}"]
+    if host.port:
+        argv += ["-p", str(host.port)]
+    if host.identity_file:
+        argv += ["-i", host.identity_file, "-o", "IdentitiesOnly=yes"]
+    if host.gateway:
+        argv += ["-J", host.gateway]
+    target = f"{host.user}@{host.address}" if host.user else host.address
+    return [*argv, target, shlex.join(remote_argv)]
+
+
+def human_bytes(size: float) -> str:
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(size) < 1024 or unit == "TB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size:.1f} TB"
+
+
+def tables_as_dicts(tables: list[TableInfo]) -> list[dict[str, Any]]:
+    return [dataclasses.asdict(t) for t in tables]
