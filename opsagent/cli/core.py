@@ -9,11 +9,13 @@ from invoke.collection import Collection
 from invoke.context import Context
 from rich.table import Table
 
-from ..doctor import run_doctor
-from ..errors import ExitCode
-from ..inventory import SANDBOX_FILE
+from ..doctor import DoctorReport, run_doctor
+from ..errors import ExitCode, UsageError
+from ..fleet import HostOutcome
+from ..inventory import SANDBOX_FILE, HostConfig
 from ..sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json
+from .fleet import PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
 
 @command(help={"json_": JSON_HELP})
@@ -39,28 +41,41 @@ def hosts(c: Context, json_: bool = False) -> None:
     console.print(table)
 
 
-@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
-def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP,
+               "timeout": TIMEOUT_HELP})
+def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False, parallel: int = 0,
+           timeout: float = 0) -> None:
     """Check reachability, host key, login, sudo, PostgreSQL tools, database and backup_dir."""
     inv = inventory()
-    targets = inv.resolve(host) if host else []
-    if not targets:
-        from ..errors import UsageError
-
+    if not host:
         raise UsageError("--host is required (see 'inv hosts')")
-    reports = [run_doctor(h, inv, accept_new_host_key=accept_new_host_key) for h in targets]
-    if json_:
-        print_json({"ok": all(r.ok for r in reports), "hosts": [r.to_dict() for r in reports]})
-    else:
-        for report in reports:
-            console.print(f"[bold]{report.host}[/]")
-            for check in report.checks:
-                mark = "[green]✔[/]" if check.ok else "[red]✘[/]"
-                console.print(f"  {mark} {check.name}: {check.detail}", soft_wrap=True)
-                if check.hint and not check.ok:
-                    console.print(f"      [dim]hint: {check.hint}[/]", soft_wrap=True)
-    if not all(r.ok for r in reports):
-        raise fail(ExitCode.FAILURE)
+    targets = inv.resolve(host)
+    if len(targets) == 1:
+        report = run_doctor(targets[0], inv, accept_new_host_key=accept_new_host_key)
+        if json_:
+            print_json({"ok": report.ok, "hosts": [report.to_dict()]})
+        else:
+            _render_doctor(report)
+        if not report.ok:
+            raise fail(ExitCode.FAILURE)
+        return
+
+    def action(target: HostConfig) -> HostOutcome:
+        report = run_doctor(target, inv, accept_new_host_key=accept_new_host_key)
+        failed = [c.name for c in report.checks if not c.ok]
+        return HostOutcome(target.name, "ok" if report.ok else "failed", 0 if report.ok else int(ExitCode.FAILURE),
+                           "" if report.ok else "failed: " + ", ".join(failed), details=report.to_dict())
+
+    run_and_render(targets, action, title="doctor", parallel=parallel, timeout=timeout, json_=json_)
+
+
+def _render_doctor(report: DoctorReport) -> None:
+    console.print(f"[bold]{report.host}[/]")
+    for check in report.checks:
+        mark = "[green]✔[/]" if check.ok else "[red]✘[/]"
+        console.print(f"  {mark} {check.name}: {check.detail}", soft_wrap=True)
+        if check.hint and not check.ok:
+            console.print(f"      [dim]hint: {check.hint}[/]", soft_wrap=True)
 
 
 # ---------------------------------------------------------------- sandbox

@@ -1,0 +1,73 @@
+"""Rendering of fleet runs: live per-host status lines, then one summary table."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+
+from rich.live import Live
+from rich.table import Table
+
+from ..fleet import HostOutcome, fleet_exit_code, run_fleet
+from ..inventory import HostConfig
+from .base import console, fail, print_json
+
+PARALLEL_HELP = "hosts run at once (default: min(8, number of hosts))"
+FAIL_FAST_HELP = "stop starting new hosts after the first failure"
+TIMEOUT_HELP = "seconds after which a host that has not finished is reported as timed out"
+
+SummaryColumns = Sequence[tuple[str, Callable[[HostOutcome], str]]]
+
+
+def _status_table(states: dict[str, str]) -> Table:
+    table = Table.grid(padding=(0, 2))
+    for host, state in states.items():
+        colour = "green" if state == "ok" else "yellow" if state == "running" else "red"
+        table.add_row(f"[bold]{host}[/]", f"[{colour}]{state}[/]")
+    return table
+
+
+def run_and_render(
+    hosts: Sequence[HostConfig],
+    action: Callable[[HostConfig], HostOutcome],
+    *,
+    title: str,
+    columns: SummaryColumns = (),
+    parallel: int = 0,
+    fail_fast: bool = False,
+    timeout: float = 0,
+    json_: bool = False,
+) -> None:
+    """Run ``action`` over ``hosts`` with live status lines; print a summary; exit non-zero if any failed."""
+    states = {h.name: "waiting" for h in hosts}
+    lock = threading.Lock()
+    live = Live(_status_table(states), console=console, refresh_per_second=8, transient=True, redirect_stdout=False)
+
+    def update(host: str, text: str) -> None:
+        with lock:
+            states[host] = text
+            if not json_:
+                live.update(_status_table(states))
+
+    if json_:
+        outcomes = run_fleet(hosts, action, parallel=parallel or None, fail_fast=fail_fast, timeout=timeout or None, on_update=update)
+    else:
+        with live:
+            outcomes = run_fleet(hosts, action, parallel=parallel or None, fail_fast=fail_fast, timeout=timeout or None, on_update=update)
+    code = fleet_exit_code(outcomes)
+    if json_:
+        print_json({"ok": code == 0, "hosts": [o.to_dict() for o in outcomes]})
+    else:
+        console.print(summary_table(outcomes, title, columns))
+    if code:
+        raise fail(code)  # type: ignore[arg-type]
+
+
+def summary_table(outcomes: Sequence[HostOutcome], title: str, columns: SummaryColumns = ()) -> Table:
+    table = Table(title=f"{title} summary")
+    for name in ("host", "outcome", *(c[0] for c in columns), "duration", "message"):
+        table.add_column(name)
+    for o in outcomes:
+        colour = "green" if o.ok else "red"
+        table.add_row(o.host, f"[{colour}]{o.status}[/]", *(fn(o) for _, fn in columns), f"{o.duration:.1f}s", o.message)
+    return table
