@@ -60,6 +60,8 @@ _RULES = (
          "deploy code that no longer uses the column first, then drop it in a later migration", "rows"),
     Rule("drop-schema", "destructive", "warning", "DROP SCHEMA deletes every object in the schema (with CASCADE)",
          "drop the schema's objects explicitly, without CASCADE, after a backup"),
+    Rule("drop-database", "destructive", "warning", "DROP DATABASE deletes a whole database",
+         "drop databases by hand after a backup, never from a migration"),
     Rule("drop-type", "destructive", "warning", "DROP TYPE/DOMAIN fails or cascades to columns that use it",
          "check no column or function still uses the type; avoid CASCADE"),
     Rule("drop-view", "destructive", "warning", "DROP VIEW breaks code and views that depend on it",
@@ -99,6 +101,9 @@ _RULES = (
          "run it in a maintenance window, or use pg_repack", "large"),
     Rule("reindex-not-concurrently", "blocking", "warning", "REINDEX blocks writes (and reads using the index) while it runs",
          "use REINDEX ... CONCURRENTLY in a no-transaction migration", "large"),
+    Rule("drop-index-not-concurrently", "blocking", "info",
+         "DROP INDEX waits for an ACCESS EXCLUSIVE lock on the table (brief once granted)",
+         "use DROP INDEX CONCURRENTLY in a no-transaction migration, or keep a short lock_timeout"),
     Rule("vacuum-full", "blocking", "warning", "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock",
          "use plain VACUUM, or pg_repack for an online compaction", "large"),
     Rule("cluster", "blocking", "warning", "CLUSTER rewrites the table under an ACCESS EXCLUSIVE lock",
@@ -464,7 +469,13 @@ def _drop(lint: _FileLinter, node: Any) -> None:
         _not_in_transaction(lint, "DROP INDEX CONCURRENTLY")
         return
     if node.removeType == ObjectType.OBJECT_INDEX:
-        return  # quick; the lock wait is covered by the timing rule only for tables we know
+        for obj in node.objects or ():
+            parts = _qualified_parts(obj)
+            if parts is not None:
+                display = _table_name(*parts)
+                lint.lock((display, _key(*parts)))  # the index's table, really: the timing rule names the index
+                lint.add("drop-index-not-concurrently", message=f"DROP INDEX {display} locks its table while it waits")
+        return
     entry = _DROP_RULES.get(node.removeType)
     if entry is None:
         return
@@ -641,6 +652,11 @@ def _simple_not_transactional(what: str) -> _Handler:
     def handler(lint: _FileLinter, node: Any) -> None:
         _not_in_transaction(lint, what)
     return handler
+
+
+def _drop_database(lint: _FileLinter, node: Any) -> None:
+    _not_in_transaction(lint, "DROP DATABASE")
+    lint.add("drop-database", message=f"DROP DATABASE {maybe_double_quote_name(node.dbname)}: deletes the whole database")
 
 
 def _subscription(lint: _FileLinter, node: Any) -> None:
@@ -886,7 +902,7 @@ _HANDLERS: dict[str, _Handler] = {
     "AlterTableStmt": _alter_table,
     "AlterSystemStmt": _simple_not_transactional("ALTER SYSTEM"),
     "CreatedbStmt": _simple_not_transactional("CREATE DATABASE"),
-    "DropdbStmt": _simple_not_transactional("DROP DATABASE"),
+    "DropdbStmt": _drop_database,
     "CreateTableSpaceStmt": _simple_not_transactional("CREATE TABLESPACE"),
     "DropTableSpaceStmt": _simple_not_transactional("DROP TABLESPACE"),
     "CreateSubscriptionStmt": _subscription,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,7 @@ CASES = [
     ("drop-table", "DROP TABLE users", "CREATE TABLE tmp (id int); DROP TABLE tmp", True),
     ("drop-column", "ALTER TABLE users DROP COLUMN legacy", "ALTER TABLE users ADD COLUMN note text", True),
     ("drop-schema", "DROP SCHEMA billing CASCADE", "CREATE SCHEMA billing", True),
+    ("drop-database", "DROP DATABASE old_app", "CREATE DATABASE new_app", False),
     ("drop-type", "DROP TYPE mood", "CREATE TYPE mood AS ENUM ('ok')", True),
     ("drop-type", "DROP DOMAIN email", "CREATE DOMAIN email AS text", True),
     ("drop-view", "DROP VIEW active_users", "CREATE OR REPLACE VIEW active_users AS SELECT 1 AS one", True),
@@ -76,6 +79,7 @@ CASES = [
     ("add-primary-key", "ALTER TABLE users ADD PRIMARY KEY (id)", "ALTER TABLE users ADD PRIMARY KEY USING INDEX users_id", True),
     ("table-rewrite", "ALTER TABLE users SET TABLESPACE fast", "ALTER TABLE users SET (fillfactor = 90)", True),
     ("reindex-not-concurrently", "REINDEX TABLE users", "REINDEX TABLE CONCURRENTLY users", False),
+    ("drop-index-not-concurrently", "DROP INDEX users_email", "DROP INDEX CONCURRENTLY users_email", False),
     ("vacuum-full", "VACUUM FULL users", "VACUUM users", False),
     ("cluster", "CLUSTER users USING users_pkey", "ANALYZE users", True),
     ("lock-table", "LOCK TABLE users IN ACCESS EXCLUSIVE MODE", "SELECT 1", True),
@@ -350,3 +354,32 @@ def test_never_crashes_on_real_migrations() -> None:
     assert linted > 500
     assert {f.rule for f in total} >= {"drop-table", "drop-column", "create-index-not-concurrently", "alter-column-type"}
     assert all(f.rule in RULES and f.line >= 1 for f in total)
+
+
+# ---------------------------------------------------------------- docs and the Squawk comparison stay true
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _bench_module() -> Any:
+    spec = importlib.util.spec_from_file_location("squawk_compare", REPO / "bench" / "squawk_compare.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault(spec.name, module)  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_comparison_examples_are_caught_by_the_rule_they_name() -> None:
+    bench = _bench_module()
+    for example in bench.EXAMPLES:
+        fired = bench.opsagent_rules(example)
+        if example.expected:
+            assert any(r.startswith(example.expected + " ") for r in fired), example
+        elif example.hazard.startswith("safe:"):
+            assert fired == [], example
+
+
+def test_docs_list_every_rule_as_generated() -> None:
+    doc = (REPO / "docs" / "LINT.md").read_text()
+    assert _bench_module().rules_reference() in doc
