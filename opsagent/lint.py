@@ -251,12 +251,12 @@ def _first_line(text: str) -> str:
 # ---------------------------------------------------------------- lock_timeout
 
 
-def _timeout_text(value: Any) -> str | None:
-    """A GUC value node (A_Const) as text, or None when it is not a constant."""
-    val = getattr(value, "val", None)
-    for attr in ("sval", "ival", "fval"):
+def _const_text(value: Any) -> str | None:
+    """A constant (A_Const, or a bare String/Integer/Boolean of a DefElem) as text, else None."""
+    val = getattr(value, "val", value)
+    for attr in ("sval", "ival", "fval", "boolval"):
         if val is not None and hasattr(val, attr):
-            return str(getattr(val, attr))
+            return str(getattr(val, attr)).lower() if attr == "boolval" else str(getattr(val, attr))
     return None
 
 
@@ -546,9 +546,9 @@ def _select(lint: _FileLinter, node: Any) -> None:
         call = getattr(target, "val", None)
         if isinstance(call, ast.FuncCall) and _names(call.funcname)[-1:] == ["set_config"] and len(call.args or ()) == 3:
             name, value, local = tuple(call.args or ())
-            if _timeout_text(name) == "lock_timeout":
+            if _const_text(name) == "lock_timeout":
                 is_local = getattr(getattr(local, "val", None), "boolval", False) is True
-                lint.set_timeout(_timeout_text(value), is_local, f"set_config at line {lint.line_of(call)}")
+                lint.set_timeout(_const_text(value), is_local, f"set_config at line {lint.line_of(call)}")
 
 
 def _variable_set(lint: _FileLinter, node: Any) -> None:
@@ -557,7 +557,10 @@ def _variable_set(lint: _FileLinter, node: Any) -> None:
     assert lint.statement is not None
     origin = f"set at line {lint.statement.line}"
     if node.kind == VariableSetKind.VAR_SET_VALUE and node.args:
-        lint.set_timeout(_timeout_text(node.args[0]), bool(node.is_local), origin)
+        value = _const_text(node.args[0])
+        if value is not None and value.isdigit() and value.strip("0"):
+            value += "ms"  # a bare number is milliseconds
+        lint.set_timeout(value, bool(node.is_local), origin)
     elif node.kind in (VariableSetKind.VAR_SET_DEFAULT, VariableSetKind.VAR_RESET):
         # back to the server's default, usually 0 (wait forever)
         lint.set_timeout(None, bool(node.is_local), f"reset to the server default at line {lint.statement.line}")
@@ -594,6 +597,8 @@ def _vacuum(lint: _FileLinter, node: Any) -> None:
 
 
 def _cluster(lint: _FileLinter, node: Any) -> None:
+    if node.relation is None:
+        _not_in_transaction(lint, "CLUSTER without a table")
     names = lint.existing(node.relation) if node.relation is not None else None
     if node.relation is not None and names is None:
         return
@@ -659,9 +664,18 @@ def _drop_database(lint: _FileLinter, node: Any) -> None:
     lint.add("drop-database", message=f"DROP DATABASE {maybe_double_quote_name(node.dbname)}: deletes the whole database")
 
 
+def _option_text(arg: Any) -> str:
+    """A DefElem value (``true``, ``off``, ``'x'``...) as lower-case text."""
+    text = _const_text(arg)
+    if text is None:
+        names = _names(arg)
+        text = names[-1] if names else "true"  # a bare option name means "on"
+    return text.lower()
+
+
 def _subscription(lint: _FileLinter, node: Any) -> None:
-    options = {getattr(o, "defname", ""): _timeout_text(getattr(o, "arg", None)) for o in node.options or ()}
-    if str(options.get("create_slot", "true")).lower() not in ("false", "off", "0"):
+    options = {getattr(o, "defname", ""): _option_text(getattr(o, "arg", None)) for o in node.options or ()}
+    if options.get("create_slot", "true") not in ("false", "off", "0", "no"):
         _not_in_transaction(lint, "CREATE SUBSCRIPTION with create_slot")
 
 
@@ -811,7 +825,7 @@ def _alter_type(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
 
 def _type_display(type_name: Any) -> str:
     parts = [p for p in _names(getattr(type_name, "names", ())) if p != "pg_catalog"]
-    mods = [_timeout_text(m) for m in getattr(type_name, "typmods", None) or ()]
+    mods = [_const_text(m) for m in getattr(type_name, "typmods", None) or ()]
     base = ".".join(parts) or "?"
     return f"{base}({', '.join(m for m in mods if m)})" if mods else base
 

@@ -89,6 +89,9 @@ CASES = [
     ("non-transactional-in-transaction", "ALTER SYSTEM SET work_mem = '64MB'", "SET work_mem = '64MB'", True),
     ("non-transactional-in-transaction", "BEGIN; DROP INDEX CONCURRENTLY users_email; COMMIT",
      "DROP INDEX CONCURRENTLY users_email", False),
+    ("non-transactional-in-transaction", "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p",
+     "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot = off, enabled = false)", True),
+    ("non-transactional-in-transaction", "CLUSTER", "CLUSTER users USING users_pkey", True),
     ("transaction-control", "COMMIT", "SELECT 1", True),
     ("no-lock-timeout", "SET lock_timeout = 0; ALTER TABLE users ADD COLUMN note text",
      "SET lock_timeout = '2s'; ALTER TABLE users ADD COLUMN note text", True),
@@ -149,7 +152,7 @@ def test_multiple_drop_targets_and_quoted_names() -> None:
 @pytest.mark.parametrize(("sql", "expected_rule", "expected_timeout", "origin"), [
     ("ALTER TABLE users ADD COLUMN a int", "lock-timeout", "10s", "tool default"),
     ("SET lock_timeout = '3s'; ALTER TABLE users ADD COLUMN a int", "lock-timeout", "3s", "set at line 1"),
-    ("SET LOCAL lock_timeout TO 500; ALTER TABLE users ADD COLUMN a int", "lock-timeout", "500", "set at line 1"),
+    ("SET LOCAL lock_timeout TO 500; ALTER TABLE users ADD COLUMN a int", "lock-timeout", "500ms", "set at line 1"),
     ("SET lock_timeout = 0; ALTER TABLE users ADD COLUMN a int", "no-lock-timeout", "0", "set at line 1"),
     ("RESET lock_timeout; ALTER TABLE users ADD COLUMN a int", "no-lock-timeout", "server default", "server default"),
     ("SELECT set_config('lock_timeout', '0', false); CREATE INDEX i ON users (a)", "no-lock-timeout", "0", "set_config"),
