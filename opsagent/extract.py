@@ -1,0 +1,176 @@
+"""``inv extract``: a normalized ``pg_dump --schema-only`` snapshot plus catalog statistics.
+
+The dump travels gzip-compressed (pg_dump's own ``-Z``: the same gzip stream as
+piping through ``gzip``, without needing ``pipefail`` on the server) and is
+normalized so that two extracts of an unchanged database are byte-identical:
+the version header, the session ``SET`` preamble and the random ``\\restrict``
+key change on every run and carry no schema information.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import threading
+import zlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import RemoteError, UsageError
+from .transport import Remote
+
+if TYPE_CHECKING:
+    from .catalog import Catalog
+
+_PREAMBLE_NOISE = re.compile(
+    r"^(SET [a-z_]+ = .*;"
+    r"|SELECT pg_catalog\.set_config\('search_path', '', false\);"
+    r"|-- (Dumped from database version|Dumped by pg_dump version|Started on|Completed on) .*)$"
+)
+_RESTRICT = re.compile(r"^\\(un)?restrict [A-Za-z0-9]+$")
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtractResult:
+    """A normalized schema dump and what the catalog says it contains."""
+
+    host: str
+    database: str
+    dump: str
+    stats: dict[str, int]
+    catalog: Catalog
+
+    @property
+    def size(self) -> int:
+        return len(self.dump.encode("utf-8"))
+
+    def to_dict(self, path: Path | None = None) -> dict[str, Any]:
+        return {"host": self.host, "database": self.database, "path": str(path) if path else None,
+                "bytes": self.size, "lines": self.dump.count("\n"), "stats": dict(self.stats)}
+
+
+# ---------------------------------------------------------------- normalization (pure)
+
+
+def _is_preamble(line: str) -> bool:
+    return not line.strip() or line.startswith("--") or bool(_PREAMBLE_NOISE.match(line)) or bool(_RESTRICT.match(line))
+
+
+def normalize_dump(text: str) -> str:
+    """Drop what changes between two dumps of the same schema; keep everything else verbatim.
+
+    Only the preamble (comments, blank lines, session SETs before the first
+    statement) is rewritten; object definitions are never touched, since a
+    function body may contain lines that look like noise.  pg_dump's
+    ``\\restrict`` guard is kept, keyed by a hash of the content so it is stable
+    and still unguessable for whoever named the objects.
+    """
+    lines = text.replace("\r\n", "\n").split("\n")
+    had_restrict = any(_RESTRICT.match(line) for line in lines)
+    index = 0
+    preamble: list[str] = []
+    while index < len(lines) and _is_preamble(lines[index]):
+        line = lines[index]
+        noise = bool(_PREAMBLE_NOISE.match(line) or _RESTRICT.match(line))
+        repeated_blank = not line.strip() and (not preamble or not preamble[-1])
+        if not noise and not repeated_blank:
+            preamble.append(line.rstrip())
+        index += 1
+    body = [line for line in lines[index:] if not _RESTRICT.match(line)]
+    while body and not body[-1].strip():
+        body.pop()
+    while preamble and not preamble[-1].strip():
+        preamble.pop()
+    if not body:  # an empty database: only comments
+        content = "\n".join(preamble) + "\n"
+        return _with_restrict(content, had_restrict)
+    content = "\n".join([*preamble, "", *body]) + "\n"
+    return _with_restrict(content, had_restrict)
+
+
+def _with_restrict(content: str, had_restrict: bool) -> str:
+    if not had_restrict:
+        return content
+    key = hashlib.sha256(content.encode("utf-8")).hexdigest()
+    return f"\\restrict {key}\n\n{content}\n\\unrestrict {key}\n"
+
+
+def strip_restrict(text: str) -> str:
+    """The dump without its ``\\restrict`` guard lines (for text diffs)."""
+    return "\n".join(line for line in text.split("\n") if not _RESTRICT.match(line))
+
+
+# ---------------------------------------------------------------- remote
+
+
+def pg_dump_argv(remote: Remote, database: str, *, compress: bool = True, no_owner: bool = False) -> list[str]:
+    """``pg_dump --schema-only`` of one database, gzip-compressed on the server."""
+    argv = ["pg_dump", "--schema-only", *remote.pg_args(), "-d", database]
+    if no_owner:
+        argv += ["--no-owner", "--no-privileges"]
+    if compress:
+        argv += ["-Z", "1"]
+    return argv
+
+
+def gunzip(data: bytes, host: str) -> str:
+    """Decompress pg_dump's gzip stream; a truncated stream is an error, not a short schema."""
+    try:
+        inflater = zlib.decompressobj(wbits=31)
+        raw = inflater.decompress(data) + inflater.flush()
+    except zlib.error as exc:
+        raise RemoteError(f"{host}: schema dump arrived corrupted ({exc})") from None
+    if data and not inflater.eof:
+        raise RemoteError(f"{host}: schema dump arrived truncated")
+    return raw.decode("utf-8")
+
+
+def dump_schema(remote: Remote, database: str | None = None, *, no_owner: bool = False) -> str:
+    """The normalized schema-only dump of ``database`` (one remote command)."""
+    db = database or remote.host.database
+    result = remote.run(pg_dump_argv(remote, db, no_owner=no_owner), check=False)
+    if not result.ok:
+        raise remote.failure(["pg_dump"], result)
+    return normalize_dump(gunzip(result.stdout, remote.host.name))
+
+
+def extract(remote: Remote, database: str | None = None) -> ExtractResult:
+    """Dump and introspect the host's database concurrently (two commands, one round trip of wall time)."""
+    from .catalog import introspect
+
+    db = database or remote.host.database
+    box: dict[str, Any] = {}
+
+    def run_dump() -> None:
+        try:
+            box["dump"] = dump_schema(remote, db)
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=run_dump, name="pg_dump", daemon=True)
+    worker.start()
+    try:
+        catalog = introspect(remote, db)
+    finally:
+        worker.join()
+    if "error" in box:
+        raise box["error"]
+    return ExtractResult(remote.host.name, db, box["dump"], catalog.stats(), catalog)
+
+
+def default_snapshot_path(snapshots: Path, host: str) -> Path:
+    """``sql/snapshots/<host>/schema.sql``."""
+    return snapshots / host / "schema.sql"
+
+
+def write_snapshot(result: ExtractResult, path: Path) -> Path:
+    """Write the dump atomically (a reader never sees half a snapshot)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(result.dump, encoding="utf-8")
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot write snapshot: {exc.strerror or exc}") from None
+    return path
