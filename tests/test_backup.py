@@ -1,0 +1,291 @@
+"""Backups and restores against the real sandbox host (sshd + PostgreSQL), plus name rules."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import stat
+import subprocess
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from opsagent.backup import (
+    BackupError,
+    backup_name,
+    check_name,
+    create_backup,
+    download_backup,
+    latest_backup,
+    list_backups,
+    parse_name,
+    restore_backup,
+    restore_database_name,
+    restore_in_place,
+    sanitize_label,
+    verify_backup,
+)
+from opsagent.errors import UsageError
+from opsagent.transport import Remote
+
+from .conftest import SandboxHandle
+
+T0 = datetime(2026, 11, 24, 10, 30, 0, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- names (pure)
+
+
+@pytest.mark.parametrize(("label", "expected"), [
+    ("pre-sync", "pre-sync"),
+    ("before deploy #42", "before-deploy-42"),
+    ("../../etc/passwd", "etc-passwd"),
+    ("  ", None),
+    (None, None),
+    ("ünïcode", "n-code"),
+    ("x" * 60, "x" * 40),
+])
+def test_labels_are_sanitized(label: str | None, expected: str | None) -> None:
+    assert sanitize_label(label) == expected
+
+
+@pytest.mark.parametrize(("database", "label", "name"), [
+    ("trad", None, "trad-20261124T103000Z.dump"),
+    ("trad", "pre sync", "trad-20261124T103000Z-pre-sync.dump"),
+    ('we"ird db/x', None, "we_ird_db_x-20261124T103000Z.dump"),
+])
+def test_backup_names_round_trip(database: str, label: str | None, name: str) -> None:
+    assert backup_name(database, T0, label) == name
+    parsed = parse_name(name)
+    assert parsed is not None
+    assert parsed[1] == T0 and parsed[2] == sanitize_label(label)
+
+
+def test_names_sort_by_time() -> None:
+    names = [backup_name("db", T0 + timedelta(seconds=s)) for s in (5, 3600, 0, 86400 * 40)]
+    assert sorted(names) == [backup_name("db", T0 + timedelta(seconds=s)) for s in (0, 5, 3600, 86400 * 40)]
+
+
+@pytest.mark.parametrize("bad", ["../x.dump", "a/b.dump", ".hidden.dump", "x.sql", "", "x.dump.meta"])
+def test_unsafe_names_are_refused(bad: str) -> None:
+    with pytest.raises(UsageError):
+        check_name(bad)
+
+
+def test_restore_database_name_is_lowercase_and_bounded() -> None:
+    assert restore_database_name("trad", T0) == "trad_restore_20261124_103000"
+    with pytest.raises(UsageError):
+        restore_database_name("x" * 50, T0)
+
+
+# ---------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def bremote(sandbox: SandboxHandle, fresh_db: str) -> Iterator[Remote]:
+    """A Remote to a fresh database with its own (not yet existing) backup_dir."""
+    backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir), keep_backups=10) as r:
+        yield r
+
+
+def q(remote: Remote, sql: str, database: str | None = None) -> str:
+    return remote.psql(sql, database, extra=["-A", "-t"]).text.strip()
+
+
+SCHEMA = """
+CREATE TABLE customer (id int PRIMARY KEY, name text NOT NULL, email text);
+CREATE INDEX customer_name ON customer (name);
+CREATE VIEW named AS SELECT name FROM customer;
+INSERT INTO customer VALUES (1, 'ada', 'ada@x'), (2, 'bob', NULL);
+"""
+
+MUTATE = """
+INSERT INTO customer VALUES (3, 'eve', 'eve@x');
+UPDATE customer SET name = 'ADA' WHERE id = 1;
+DROP VIEW named;
+ALTER TABLE customer DROP COLUMN email;
+CREATE TABLE extra (id int);
+"""
+
+
+def db_exists(sandbox: SandboxHandle, name: str) -> bool:
+    return q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname = '{name}'", "postgres") == "1"
+
+
+# ---------------------------------------------------------------- backup
+
+
+def test_backup_is_verified_private_and_one_command(bremote: Remote) -> None:
+    bremote.psql(SCHEMA)
+    before = bremote.command_count
+    result = create_backup(bremote, "first run", now=T0)
+    assert bremote.command_count - before == 1 == result.remote_commands
+    assert result.name == f"{bremote.host.database}-20261124T103000Z-first-run.dump"
+    assert result.verified and result.label == "first-run" and result.created_at == T0
+    path = Path(result.path)  # the sandbox server is this machine
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == result.sha256
+    assert path.stat().st_size == result.size_bytes
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.owner() == path.parent.owner() == "postgres"
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no partial files left
+    listed = list_backups(bremote)
+    assert [(b.name, b.verified, b.sha256, b.label) for b in listed] == [(result.name, True, result.sha256, "first-run")]
+
+
+def test_restore_into_new_database_has_the_old_state(bremote: Remote, sandbox: SandboxHandle) -> None:
+    bremote.psql(SCHEMA)
+    taken = create_backup(bremote, now=T0)
+    bremote.psql(MUTATE)
+    result = restore_backup(bremote, taken.name, now=T0)
+    target = f"{bremote.host.database}_restore_20261124_103000"
+    assert result.database == target and not result.in_place
+    try:
+        assert q(bremote, "SELECT string_agg(id || ':' || name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer", target) == \
+            "1:ada:ada@x,2:bob:-"
+        assert q(bremote, "SELECT count(*) FROM named", target) == "2"
+        assert q(bremote, "SELECT to_regclass('extra') IS NULL", target) == "t"
+        # the live database was not touched
+        assert q(bremote, "SELECT string_agg(name, ',' ORDER BY id) FROM customer") == "ADA,bob,eve"
+        assert result.restored_counts["tables"] == 1 and result.restored_counts["views"] == 1
+        assert result.live_counts is not None
+        assert result.live_counts["tables"] == 2 and result.live_counts["views"] == 0
+        assert result.restored_counts["indexes"] == result.live_counts["indexes"] == 2
+    finally:
+        sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{target}"', "postgres")
+
+
+def test_restore_refuses_existing_target_and_live_name(bremote: Remote, sandbox: SandboxHandle) -> None:
+    taken = create_backup(bremote, now=T0)
+    with pytest.raises(UsageError, match="--in-place"):
+        restore_backup(bremote, taken.name, into=bremote.host.database)
+    with pytest.raises(BackupError, match="cannot create database postgres"):
+        restore_backup(bremote, taken.name, into="postgres")
+    assert db_exists(sandbox, "postgres")
+
+
+def test_in_place_restore_swaps_and_keeps_a_backup_of_what_it_replaced(bremote: Remote, sandbox: SandboxHandle) -> None:
+    bremote.psql(SCHEMA)
+    taken = create_backup(bremote, now=T0)
+    bremote.psql(MUTATE)
+    result = restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=5))
+    assert result.in_place and result.database == bremote.host.database and result.old_database_kept is None
+    assert q(bremote, "SELECT string_agg(name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer") == "ada:ada@x,bob:-"
+    assert q(bremote, "SELECT to_regclass('extra') IS NULL") == "t"
+    leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{bremote.host.database}_opsagent%'", "postgres")
+    assert leftovers == "0"
+    safety = result.pre_restore_backup
+    assert safety is not None and safety.label == "pre-restore"
+    assert [b.name for b in list_backups(bremote)] == [safety.name, taken.name]
+    replaced = restore_backup(bremote, safety.name, into=f"{bremote.host.database}_check")
+    try:
+        assert q(bremote, "SELECT string_agg(name, ',' ORDER BY id) FROM customer", replaced.database) == "ADA,bob,eve"
+        assert q(bremote, "SELECT to_regclass('extra') IS NOT NULL", replaced.database) == "t"
+    finally:
+        sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{replaced.database}"', "postgres")
+
+
+def test_truncated_backup_is_detected_and_never_restored(bremote: Remote, sandbox: SandboxHandle) -> None:
+    bremote.psql(SCHEMA + "INSERT INTO customer SELECT g, md5(g::text) FROM generate_series(10, 5000) g;")
+    taken = create_backup(bremote, now=T0)
+    assert verify_backup(bremote, taken.name).sha256 == taken.sha256
+    path = Path(taken.path)
+    os.truncate(path, path.stat().st_size // 2)
+    with pytest.raises(BackupError) as info:
+        verify_backup(bremote, taken.name)
+    assert info.value.reason == "checksum" and "damaged" in info.value.message
+    assert [b.verified for b in list_backups(bremote)] == [False]
+    with pytest.raises(BackupError, match="damaged"):
+        restore_backup(bremote, taken.name, into=f"{bremote.host.database}_bad")
+    assert not db_exists(sandbox, f"{bremote.host.database}_bad")
+    # without the recorded checksum, pg_restore --list still catches a cut-off table of contents
+    Path(taken.path + ".meta").unlink()
+    os.truncate(path, 64)
+    with pytest.raises(BackupError) as info:
+        verify_backup(bremote, taken.name)
+    assert info.value.reason == "verify"
+
+
+def test_unwritable_backup_dir_is_a_clear_error(sandbox: SandboxHandle, fresh_db: str, tmp_path: Path) -> None:
+    root_owned = Path(sandbox.state.root) / "backups" / f"{fresh_db}-rootonly"
+    root_owned.mkdir(parents=True, mode=0o755)
+    with sandbox.remote(fresh_db, backup_dir=str(root_owned)) as r, pytest.raises(BackupError) as info:
+        create_backup(r, now=T0)
+    assert info.value.reason == "notwritable"
+    assert info.value.message.endswith(f"backup_dir {root_owned} is not writable by postgres")
+    assert list(root_owned.iterdir()) == []
+    with sandbox.remote(fresh_db, backup_dir="/proc/opsagent-backups") as r, pytest.raises(BackupError) as info:
+        create_backup(r, now=T0)
+    assert info.value.reason == "mkdir" and "cannot create backup_dir /proc/opsagent-backups" in info.value.message
+
+
+def test_backup_refuses_when_the_database_cannot_fit(sandbox: SandboxHandle, fresh_db: str) -> None:
+    small = Path(sandbox.state.root) / f"tiny-{fresh_db}"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(small)], capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        os.chown(small, *_postgres_ids())
+        with sandbox.remote(fresh_db, backup_dir=str(small)) as r, pytest.raises(BackupError) as info:
+            create_backup(r, now=T0)
+        assert info.value.reason == "nospace"
+        assert "not enough space" in info.value.message and "refusing" in info.value.message
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=False)
+
+
+def _postgres_ids() -> tuple[int, int]:
+    import pwd
+
+    entry = pwd.getpwnam("postgres")
+    return entry.pw_uid, entry.pw_gid
+
+
+def test_retention_keeps_exactly_n_and_never_the_new_one(sandbox: SandboxHandle, fresh_db: str) -> None:
+    backup_dir = Path(sandbox.state.root) / "backups" / f"{fresh_db}-ret"
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir), keep_backups=3) as r:
+        foreign = backup_dir / "otherdb-20200101T000000Z.dump"
+        deleted: list[str] = []
+        names = []
+        for minute in range(5):
+            result = create_backup(r, "pre-sync" if minute % 2 else None, now=T0 + timedelta(minutes=minute))
+            names.append(result.name)
+            deleted += result.deleted_by_retention
+            if minute == 0:
+                foreign.write_bytes(b"not ours")
+        assert deleted == names[:2]
+        assert [b.name for b in list_backups(r)] == names[:1:-1]
+        # a backup whose clock is behind is still kept (with the newest others)
+        late = create_backup(r, now=T0 - timedelta(days=1))
+        assert sorted(late.deleted_by_retention) == [names[2]]
+        assert [b.name for b in list_backups(r)] == [names[4], names[3], late.name]
+        assert latest_backup(r).name == names[4]
+        assert foreign.exists()
+
+
+def test_downloaded_copy_matches_the_server(bremote: Remote, tmp_path: Path) -> None:
+    bremote.psql(SCHEMA + "INSERT INTO customer SELECT g, md5(g::text) FROM generate_series(10, 20000) g;")
+    seen: list[tuple[int, int | None]] = []
+    taken = create_backup(bremote, now=T0, download_dir=tmp_path / "a", progress=lambda n, total: seen.append((n, total)))
+    server_sha = bremote.run(["sha256sum", taken.path], become=False).text.split()[0]
+    assert taken.local_path == tmp_path / "a" / taken.name
+    assert hashlib.sha256(taken.local_path.read_bytes()).hexdigest() == server_sha == taken.sha256
+    assert seen and seen[-1][0] == taken.size_bytes
+    got = download_backup(bremote, taken.name, tmp_path / "b", progress=lambda n, total: seen.append((n, total)))
+    assert got.sha256 == server_sha and got.local_path.read_bytes() == taken.local_path.read_bytes()
+    assert seen[-1] == (taken.size_bytes, taken.size_bytes)
+    assert stat.S_IMODE(got.local_path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [taken.name]
+    with pytest.raises(BackupError, match="not found"):
+        download_backup(bremote, "nope-20200101T000000Z.dump", tmp_path / "c")
+    assert list((tmp_path / "c").iterdir()) == []
+
+
+def _json(text: str) -> object:
+    return json.loads(text)
