@@ -11,6 +11,7 @@ from invoke.program import Program
 
 from .. import __version__
 from ..errors import ExitCode
+from . import backup as backup_cli
 from . import core, quickref
 
 ns = Collection()
@@ -20,6 +21,9 @@ ns.add_collection(core.sandbox)
 ns.add_task(quickref.tables)
 ns.add_task(quickref.describe)
 ns.add_task(quickref.psql_task)
+ns.add_task(backup_cli.backup)
+ns.add_collection(backup_cli.backups)
+ns.add_task(backup_cli.restore)
 
 
 class OpsagentProgram(Program):  # type: ignore[misc]

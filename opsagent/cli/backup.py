@@ -1,0 +1,197 @@
+"""Backup tasks: backup, backups (list), backups.get, restore."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from invoke.collection import Collection
+from invoke.context import Context
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.table import Table
+
+from ..backup import (
+    BackupResult,
+    ProgressCallback,
+    RestoreResult,
+    as_dict,
+    create_backup,
+    download_backup,
+    human,
+    latest_backup,
+    list_backups,
+    restore_backup,
+    restore_in_place,
+)
+from ..errors import UsageError
+from ..inventory import HostConfig, Inventory
+from ..transport import open_remote
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, is_interactive, print_json, single_host
+
+LOCAL_DIR = "backups"
+
+
+def local_dir(inv: Inventory, host: HostConfig) -> Path:
+    """``backups/<host>/`` next to the inventory (the project root), else in the current folder."""
+    base = inv.source.resolve().parent if inv.source else Path.cwd()
+    return base / LOCAL_DIR / host.name
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[ProgressCallback]:
+    """A Rich progress bar on stderr (silent without a terminal), fed by byte counts."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+                   console=err_console, disable=not err_console.is_terminal, transient=True)
+    task_id = bar.add_task(label, total=None)
+
+    def update(done: int, total: int | None) -> None:
+        bar.update(task_id, completed=done, total=total)
+
+    with bar:
+        yield update
+
+
+def age(when: datetime, now: datetime | None = None) -> str:
+    """Compact age: 42s, 5m, 3h, 2d."""
+    seconds = max(0, int(((now or datetime.now(UTC)) - when).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+# ---------------------------------------------------------------- backup
+
+
+@command(help={"host": HOST_HELP, "label": "short text added to the backup's name (letters, digits, . _ -)",
+               "download": "also copy the backup to backups/<host>/ here, checked against the server's sha256",
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def backup(c: Context, host: str = "", label: str = "", download: bool = False, json_: bool = False,
+           accept_new_host_key: bool = False) -> None:
+    """Take a verified pg_dump -Fc backup into the host's backup_dir (retention: keep_backups newest)."""
+    target, inv = single_host(host)
+    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+        if download:
+            with _progress(f"backup {target.name}") as update:
+                result = create_backup(remote, label or None, download_dir=local_dir(inv, target), progress=update)
+        else:
+            result = create_backup(remote, label or None)
+    if json_:
+        print_json(as_dict(result))
+        return
+    _render_backup(target, result)
+
+
+def _render_backup(host: HostConfig, result: BackupResult) -> None:
+    console.print(f"[green]✔[/] {host.name}: backup [bold]{result.name}[/] {human(result.size_bytes)} verified "
+                  f"(database {human(result.database_bytes)}), sha256 {result.sha256[:16]}…")
+    console.print(f"  on the server: {result.path}", markup=False)
+    if result.local_path:
+        console.print(f"  downloaded to: {result.local_path} (size and sha256 match)", markup=False)
+    if result.deleted_by_retention:
+        console.print(f"  retention (keep {host.keep_backups}) deleted: {', '.join(result.deleted_by_retention)}", markup=False)
+
+
+# ---------------------------------------------------------------- backups, backups.get
+
+
+@command(name="list", default=True, help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def backups_list(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Backups of the host's database on the server, newest first."""
+    target, inv = single_host(host)
+    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+        found = list_backups(remote)
+    if json_:
+        print_json({"host": target.name, "database": target.database, "backup_dir": target.backup_dir, "backups": as_dict(found)})
+        return
+    now = datetime.now(UTC)
+    table = Table(title=f"{target.name}: {len(found)} backups of {target.database} in {target.backup_dir}")
+    for column, justify in (("name", "left"), ("size", "right"), ("age", "right"), ("label", "left"), ("verified", "center")):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    for item in found:
+        table.add_row(item.name, human(item.size_bytes), age(item.created_at, now), item.label or "",
+                      "[green]✔[/]" if item.verified else "[red]✘[/]")
+    console.print(table)
+
+
+@command(help={"name": "backup file name (see 'inv backups')", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP})
+def get(c: Context, name: str, host: str = "", accept_new_host_key: bool = False) -> None:
+    """Copy a backup to backups/<host>/NAME here, checked against the server's size and sha256."""
+    target, inv = single_host(host)
+    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote, _progress(f"get {name}") as update:
+        result = download_backup(remote, name, local_dir(inv, target), progress=update)
+    console.print(f"[green]✔[/] {result.local_path} {human(result.size_bytes)}, sha256 {result.sha256[:16]}… matches the server's copy")
+
+
+backups = Collection("backups")
+backups.add_task(backups_list)
+backups.add_task(get)
+
+
+# ---------------------------------------------------------------- restore
+
+
+@command(help={"host": HOST_HELP, "backup": "backup file name to restore (see 'inv backups')", "latest": "restore the newest backup",
+               "into": "name of the NEW database to restore into (default: <db>_restore_<timestamp>)",
+               "in_place": "replace the live database (a backup of its current state is taken first)",
+               "yes": "with --in-place: do not ask for the database name", "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def restore(c: Context, host: str = "", backup: str = "", latest: bool = False, into: str = "", in_place: bool = False,
+            yes: bool = False, json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Restore a backup into a new database (default) or, with --in-place, replace the live one."""
+    if bool(backup) == latest:
+        raise UsageError("name the backup with --backup NAME or use --latest")
+    if in_place and into:
+        raise UsageError("--into and --in-place exclude each other")
+    target, inv = single_host(host)
+    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+        name = backup or latest_backup(remote).name
+        if in_place:
+            _confirm(target, name, yes)
+            result = restore_in_place(remote, name)
+        else:
+            result = restore_backup(remote, name, into=into or None)
+    if json_:
+        print_json(as_dict(result))
+        return
+    _render_restore(target, result)
+
+
+def _confirm(host: HostConfig, name: str, yes: bool) -> None:
+    if yes:
+        return
+    if not is_interactive():
+        raise UsageError(f"--in-place replaces database {host.database} on {host.name}: pass --yes (no terminal to ask on)")
+    err_console.print(f"This replaces database [bold]{host.database}[/] on {host.name} with backup {name}; "
+                      "a backup of its current state is taken first.")
+    err_console.print(f"Type the database name ({host.database}) to continue: ", end="")
+    answer = sys.stdin.readline().strip()
+    if answer != host.database:
+        raise UsageError("not confirmed: nothing was changed")
+
+
+def _render_restore(host: HostConfig, result: RestoreResult) -> None:
+    if result.in_place:
+        console.print(f"[green]✔[/] {host.name}: database [bold]{result.database}[/] replaced by backup {result.backup}")
+        if result.pre_restore_backup:
+            console.print(f"  its previous state is in backup {result.pre_restore_backup.name}", markup=False)
+        if result.old_database_kept:
+            console.print(f"  [yellow]the replaced database could not be dropped: it is kept as {result.old_database_kept}[/]")
+    else:
+        console.print(f"[green]✔[/] {host.name}: backup {result.backup} restored into NEW database [bold]{result.database}[/] "
+                      f"({host.database} untouched)")
+    table = Table(title="objects")
+    table.add_column("kind")
+    table.add_column(result.database if not result.in_place else "restored", justify="right")
+    if result.live_counts is not None:
+        table.add_column(f"{host.database} (live)", justify="right")
+    for kind, count in result.restored_counts.items():
+        shown = human(count) if kind == "bytes" else str(count)
+        row = [kind, shown]
+        if result.live_counts is not None:
+            live = result.live_counts.get(kind, 0)
+            row.append(human(live) if kind == "bytes" else str(live))
+        table.add_row(*row)
+    console.print(table)
