@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from opsagent.extract import gunzip, normalize_dump, strip_restrict
-from opsagent.scratch import Chunk, Script
+from opsagent.drift import check_project, diff_against_sql, drift_count
+from opsagent.extract import extract, gunzip, normalize_dump, strip_restrict
+from opsagent.scratch import PREFIX, Chunk, LoadError, Script, leftovers, scratch_database
+from opsagent.transport import Remote
+
+from .conftest import Project, SandboxHandle, write_inventory
 
 # ---------------------------------------------------------------- normalization (pure)
 
@@ -132,6 +137,218 @@ def test_statement_start_points_at_the_statement() -> None:
     assert statement_start(Chunk("garbage (((", "x.sql"), 1) == 1
 
 
-def _unused() -> None:  # keep imports used while integration tests are written below
-    json.dumps({})
-    Path()
+
+# ---------------------------------------------------------------- against the sandbox
+
+SCHEMA = """\
+CREATE TYPE mood AS ENUM ('happy', 'sad');
+CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
+CREATE TABLE author (id serial PRIMARY KEY, name text NOT NULL UNIQUE, mood mood);
+CREATE TABLE book (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    author_id int NOT NULL REFERENCES author (id),
+    pages posint,
+    title text CHECK (title <> '')
+);
+CREATE INDEX book_author_idx ON book (author_id);
+CREATE VIEW book_titles AS SELECT b.title, a.name FROM book b JOIN author a ON a.id = b.author_id;
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER book_touch BEFORE UPDATE ON book FOR EACH ROW EXECUTE FUNCTION touch();
+"""
+EXPECTED_STATS = {"schemas": 1, "tables": 2, "columns": 7, "indexes": 1, "primary_keys": 2, "foreign_keys": 1,
+                  "unique_constraints": 1, "check_constraints": 1, "exclude_constraints": 0, "views": 1,
+                  "materialized_views": 0, "sequences": 1, "functions": 1, "procedures": 0, "triggers": 1,
+                  "enum_types": 1, "composite_types": 0, "domain_types": 1, "extensions": 0, "policies": 0}
+
+
+def _scratch_left(sandbox: SandboxHandle) -> list[str]:
+    return leftovers(sandbox.admin)
+
+
+def _known(project: Project) -> Project:
+    (project.root / "sql" / "schema.sql").write_text(SCHEMA)
+    project.psql(SCHEMA)
+    return project
+
+
+def test_extract_twice_is_byte_identical_with_catalog_stats(project: Project) -> None:
+    _known(project)
+    first = project.run("extract", "--host", "sandbox", "--json")
+    assert first.returncode == 0, first.stderr
+    snapshot = project.root / "sql" / "snapshots" / "sandbox" / "schema.sql"
+    text = snapshot.read_bytes()
+    second = project.run("extract", "--host", "sandbox", "--out", "seed_dump.sql")
+    assert second.returncode == 0, second.stderr
+    assert (project.root / "seed_dump.sql").read_bytes() == text
+    doc = json.loads(first.stdout)
+    assert doc["stats"] == EXPECTED_STATS
+    assert doc["bytes"] == len(text) and doc["path"] == str(snapshot)
+    assert b"CREATE TABLE public.book (" in text and b"Dumped from" not in text
+    for label in ("constraints: foreign key", "types: enum", "snapshot size", "materialized views"):
+        assert label in second.stdout
+
+
+def test_extract_takes_two_commands_and_loads_back(remote: Remote) -> None:
+    remote.psql(SCHEMA)
+    before = remote.command_count
+    result = extract(remote)
+    assert remote.command_count - before == 2
+    assert result.stats["triggers"] == 1
+    # the normalized snapshot materializes cleanly (the --against snapshot path) and is structurally equal
+    report = diff_against_sql(remote, result.dump, "snapshot.sql")
+    assert report.result.is_empty, report.result.to_dict()
+
+
+def test_diff_clean_then_manual_alter_is_drift(project: Project, sandbox: SandboxHandle) -> None:
+    _known(project)
+    clean = project.run("diff", "--host", "sandbox")
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "no drift" in clean.stdout
+    project.psql("ALTER TABLE book ADD COLUMN isbn text")
+    drift = project.run("diff", "--host", "sandbox", "--json")
+    assert drift.returncode == 3, drift.stderr
+    doc = json.loads(drift.stdout)
+    assert doc["drift"] is True and doc["counts"] == {"extra": 1, "missing": 0, "changed": 0}
+    assert doc["changes"] == {"column": [{"kind": "column", "name": "public.book.isbn", "status": "extra",
+                                          "details": ["book.isbn: text"], "severity": "normal"}]}
+    text = project.run("diff", "--host", "sandbox", "--text")
+    assert text.returncode == 3
+    assert "book.isbn" in text.stdout and "only in live" in text.stdout
+    assert "-    isbn text," in text.stdout and "+++ sql/schema.sql" in text.stdout
+    assert _scratch_left(sandbox) == []
+
+
+def test_diff_against_snapshot(project: Project) -> None:
+    _known(project)
+    missing = project.run("diff", "--host", "sandbox", "--against", "snapshot")
+    assert missing.returncode == 2 and "run 'inv extract' first" in missing.stderr
+    assert project.run("extract", "--host", "sandbox").returncode == 0
+    assert project.run("diff", "--host", "sandbox", "--against", "snapshot").returncode == 0
+    project.psql("DROP INDEX book_author_idx")
+    drift = project.run("diff", "--host", "sandbox", "--against", "snapshot", "--json")
+    assert drift.returncode == 3
+    assert [(c["name"], c["status"]) for c in json.loads(drift.stdout)["changes"]["index"]] == [("public.book_author_idx", "missing")]
+
+
+def test_diff_against_another_host(project: Project, sandbox: SandboxHandle) -> None:
+    other_db = sandbox.create_database()
+    other = sandbox.host_for(other_db)
+    write_inventory(project.root, {"sandbox": project.host, "staging": other})
+    project.psql(SCHEMA)
+    with sandbox.remote(other_db) as r:
+        r.psql(SCHEMA)
+    assert project.run("diff", "--host", "sandbox", "--against-host", "staging").returncode == 0
+    with sandbox.remote(other_db) as r:
+        r.psql("ALTER TABLE author ALTER COLUMN name DROP NOT NULL")
+    drift = project.run("diff", "--host", "sandbox", "--against-host", "staging", "--json")
+    assert drift.returncode == 3
+    doc = json.loads(drift.stdout)
+    assert doc["desired"] == f"staging:{other_db}"
+    assert doc["changes"]["column"][0]["details"] == ["author.name: NOT NULL → NULL"]
+
+
+def test_failing_schema_is_reported_at_file_line_and_scratch_dropped(project: Project, sandbox: SandboxHandle) -> None:
+    (project.root / "sql" / "schema.sql").write_text("CREATE TABLE a (id int PRIMARY KEY);\n\nCREATE TABLE b (\n  a_id int\n"
+                                                   "    REFERENCES nope (id)\n);\n")
+    result = project.run("diff", "--host", "sandbox")
+    assert result.returncode == 1
+    assert 'sql/schema.sql:3: relation "nope" does not exist' in result.stderr
+    assert "Traceback" not in result.stderr
+    assert _scratch_left(sandbox) == []
+
+
+def test_missing_extension_is_a_clear_error(remote: Remote, sandbox: SandboxHandle) -> None:
+    with pytest.raises(LoadError) as info, scratch_database(remote, "-- needs\nCREATE EXTENSION no_such_ext;\n", "schema.sql"):
+        pass
+    assert info.value.message == "schema.sql:2: extension 'no_such_ext' is not installed on sandbox"
+    assert info.value.hint and "postgresql-contrib" in info.value.hint
+    assert _scratch_left(sandbox) == []
+
+
+def test_scratch_dropped_on_ctrl_c(remote: Remote, sandbox: SandboxHandle) -> None:
+    with pytest.raises(KeyboardInterrupt), scratch_database(remote, "CREATE TABLE t (id int);", "schema.sql") as name:
+        assert name.startswith(PREFIX) and _scratch_left(sandbox) == [name]
+        raise KeyboardInterrupt
+    assert _scratch_left(sandbox) == []
+
+
+def test_diff_round_trips_and_drift_count(remote: Remote, tmp_path: Path) -> None:
+    remote.psql(SCHEMA + "ALTER TABLE author ADD COLUMN born date; DROP VIEW book_titles;")
+    before = remote.command_count
+    report = diff_against_sql(remote, SCHEMA, "schema.sql")
+    assert remote.command_count - before == 3  # load scratch, introspect both, drop
+    assert {(c.kind, c.name, c.status) for c in report.result.changes} == {
+        ("column", "public.author.born", "extra"), ("view", "public.book_titles", "missing")}
+    schema = tmp_path / "schema.sql"
+    schema.write_text(SCHEMA)
+    assert drift_count(remote, schema) == 2
+
+
+# ---------------------------------------------------------------- inv check
+
+MIGRATIONS = {
+    "001_create_authors.sql": "CREATE TABLE author (id serial PRIMARY KEY, name text NOT NULL);\n",
+    "002_books.sql": "BEGIN;\nCREATE TABLE book (id int PRIMARY KEY, author_id int REFERENCES author (id));\nCOMMIT;\n",
+    "003_add_title.sql": "ALTER TABLE book ADD COLUMN title text -- shown in lists\n",
+    "004_index.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY book_author_idx ON book (author_id);\n",
+}
+CHECK_SCHEMA = """\
+CREATE TABLE author (id serial PRIMARY KEY, name text NOT NULL);
+CREATE TABLE book (id int PRIMARY KEY, author_id int REFERENCES author (id), title text);
+CREATE INDEX book_author_idx ON book (author_id);
+"""
+
+
+def _check_project(project: Project, schema: str) -> None:
+    for name, sql in MIGRATIONS.items():
+        project.write_migration(name, sql)
+    (project.root / "sql" / "schema.sql").write_text(schema)
+
+
+def test_check_passes_on_consistent_project(project: Project, sandbox: SandboxHandle) -> None:
+    _check_project(project, CHECK_SCHEMA)
+    result = project.run("check", "--host", "sandbox")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "4 migration(s)" in result.stdout and "no drift" in result.stdout
+    assert _scratch_left(sandbox) == []
+
+
+def test_check_catches_schema_sql_missing_a_column(project: Project) -> None:
+    _check_project(project, CHECK_SCHEMA.replace(", title text", ""))
+    result = project.run("check", "--host", "sandbox", "--json")
+    assert result.returncode == 3, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["diff"]["changes"] == {"column": [{"kind": "column", "name": "public.book.title", "status": "extra",
+                                                  "details": ["book.title: text"], "severity": "normal"}]}
+
+
+@pytest.mark.parametrize(("files", "expected"), [
+    ({"005_x.sql": "SELECT 1;", "05_y.sql": "SELECT 2;"}, "duplicate migration version 5: 005_x.sql, 05_y.sql"),
+    ({"add_users.sql": "SELECT 1;"}, "add_users.sql: not a migration file name"),
+    ({"005_idx.sql": "SELECT 1;\nCREATE INDEX CONCURRENTLY i ON book (title);"}, "005_idx.sql:2: CREATE INDEX CONCURRENTLY cannot run"),
+])
+def test_check_validates_migration_files(project: Project, files: dict[str, str], expected: str) -> None:
+    _check_project(project, CHECK_SCHEMA)
+    for name, sql in files.items():
+        project.write_migration(name, sql)
+    result = project.run("check", "--host", "sandbox")
+    assert result.returncode == 3
+    assert expected in result.stdout.replace("\n", "")
+
+
+def test_check_names_the_failing_migration_line(remote: Remote, tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    (migrations / "001_a.sql").write_text("CREATE TABLE a (id int);\n\nALTER TABLE a\n  ADD COLUMN b nope_type;\n")
+    (tmp_path / "schema.sql").write_text("CREATE TABLE a (id int);\n")
+    with pytest.raises(LoadError) as info:
+        check_project(remote, migrations, tmp_path / "schema.sql")
+    assert info.value.line == 3 and info.value.source.endswith("001_a.sql")
+    assert 'type "nope_type" does not exist' in info.value.message
+
+
+def test_cli_front_door_lists_schema_tasks() -> None:
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "opsagent", "--list"], capture_output=True, text=True, check=False).stdout
+    assert all(name in listed for name in ("extract", "diff", "check"))

@@ -1,0 +1,160 @@
+"""Schema tasks: ``extract`` (snapshot + statistics), ``diff`` (drift, exit 3) and ``check`` (migrations vs schema.sql)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from invoke.context import Context
+from rich.table import Table
+from rich.text import Text
+
+from ..diff import KIND_ORDER, Change, DiffResult, display
+from ..drift import CheckReport, DriftReport, check_project, diff_against_file, diff_hosts, label
+from ..errors import ExitCode, UsageError
+from ..extract import ExtractResult, default_snapshot_path, extract, write_snapshot
+from ..quickref import human_bytes
+from ..transport import open_remote
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, single_host
+
+STAT_ROWS: list[tuple[str, str]] = [
+    ("schemas", "schemas"), ("tables", "tables"), ("columns", "columns"), ("indexes", "indexes"),
+    ("primary_keys", "constraints: primary key"), ("foreign_keys", "constraints: foreign key"),
+    ("unique_constraints", "constraints: unique"), ("check_constraints", "constraints: check"),
+    ("exclude_constraints", "constraints: exclude"), ("views", "views"), ("materialized_views", "materialized views"),
+    ("sequences", "sequences"), ("functions", "functions"), ("procedures", "procedures"), ("triggers", "triggers"),
+    ("enum_types", "types: enum"), ("composite_types", "types: composite"), ("domain_types", "types: domain"),
+    ("extensions", "extensions"), ("policies", "policies"),
+]
+STATUS_STYLE = {"extra": ("yellow", "+"), "missing": ("red", "-"), "changed": ("cyan", "~")}
+
+
+# ---------------------------------------------------------------- extract
+
+
+@command(name="extract", help={"host": HOST_HELP, "out": "write the snapshot here instead of <paths.snapshots>/<host>/schema.sql",
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def extract_task(c: Context, host: str = "", out: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Snapshot the host's schema (pg_dump --schema-only, normalized, gzip in transit) and print object counts."""
+    target, inv = single_host(host)
+    path = Path(out) if out else default_snapshot_path(inv.paths.snapshots, target.name)
+    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+        result = extract(remote)
+    write_snapshot(result, path)
+    if json_:
+        print_json(result.to_dict(path))
+        return
+    _render_stats(result, path)
+
+
+def _render_stats(result: ExtractResult, path: Path) -> None:
+    table = Table(title=f"{result.host}:{result.database} → {label(path)}")
+    table.add_column("objects")
+    table.add_column("count", justify="right")
+    for key, title in STAT_ROWS:
+        table.add_row(title, f"{result.stats.get(key, 0):,}")
+    table.add_section()
+    table.add_row("snapshot size", f"{human_bytes(result.size)} ({result.dump.count(chr(10)):,} lines)")
+    console.print(table)
+
+
+# ---------------------------------------------------------------- diff
+
+
+@command(help={"host": HOST_HELP,
+               "against": "what the live database is compared with: 'schema' (paths.schema, default) or 'snapshot' (last extract)",
+               "against_host": "compare with another host's live database instead (e.g. staging vs prod)",
+               "text": "also print a unified diff of the two normalized dumps",
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def diff(c: Context, host: str = "", against: str = "schema", against_host: str = "", text: bool = False, json_: bool = False,
+         accept_new_host_key: bool = False) -> None:
+    """Drift of the host's database from schema.sql (or a snapshot, or another host); exit 3 when they differ."""
+    target, inv = single_host(host)
+    if against not in ("schema", "snapshot"):
+        raise UsageError(f"--against {against!r}: expected 'schema' or 'snapshot'")
+    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+        if against_host:
+            other, _ = single_host(against_host)
+            with open_remote(other, inv, accept_new_host_key=accept_new_host_key) as other_remote:
+                report = diff_hosts(remote, other_remote, text=text)
+        elif against == "snapshot":
+            snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
+            report = diff_against_file(remote, snapshot, text=text, what="snapshot (run 'inv extract' first)",
+                                       desired_label=f"snapshot {label(snapshot)}")
+        else:
+            report = diff_against_file(remote, inv.paths.schema, text=text)
+    if json_:
+        print_json(report.to_dict())
+    else:
+        render_drift(report)
+    if report.drift:
+        raise fail(ExitCode.DRIFT)
+
+
+def render_drift(report: DriftReport) -> None:
+    console.print(f"[bold]{report.live}[/] (live) vs [bold]{report.desired}[/] (desired)", soft_wrap=True)
+    render_changes(report.result, "live", "desired")
+    if report.text:
+        console.print(Text(report.text), soft_wrap=True)
+
+
+def render_changes(result: DiffResult, live: str, desired: str) -> None:
+    """Changes grouped by object kind; extra = only in live, missing = only in desired."""
+    words = {"extra": f"only in {live}", "missing": f"only in {desired}", "changed": "changed"}
+    if result.is_empty:
+        console.print("[green]no drift[/]: the structures are identical")
+        return
+    groups = result.by_kind()
+    for kind in sorted(groups, key=lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER)):
+        console.print(f"\n[bold]{kind}[/]")
+        for change in groups[kind]:
+            _render_change(change, words[change.status])
+    counts = result.counts()
+    summary = ", ".join(f"{n} {words[s]}" for s, n in counts.items() if n)
+    low = len(result.changes) - len(result.significant)
+    tail = f" ({low} cosmetic, not counted as drift)" if low else ""
+    colour = "red" if result.significant else "yellow"
+    console.print(f"\n[{colour}]{len(result.significant)} difference(s)[/]: {summary}{tail}", soft_wrap=True)
+
+
+def _render_change(change: Change, word: str) -> None:
+    colour, mark = STATUS_STYLE[change.status]
+    line = Text(f"  {mark} ", style=colour)
+    line.append(display(change.name), style="bold")
+    line.append(f"  {word}" + ("  (cosmetic)" if change.severity == "low" else ""), style="dim")
+    console.print(line, soft_wrap=True)
+    for detail in change.details:
+        console.print(Text(f"      {detail}"), soft_wrap=True)
+
+
+
+# ---------------------------------------------------------------- check
+
+
+@command(help={"host": "server whose PostgreSQL hosts the scratch databases (default: sandbox; its database is not touched)",
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Replay all migrations and load schema.sql into scratch databases and compare them; exit 3 when they disagree."""
+    inv = inventory()
+    if host == "sandbox" and "sandbox" not in inv.hosts:
+        raise UsageError("no host 'sandbox' in the inventory", hint="start one with 'inv sandbox.up' or pass --host")
+    target, _ = single_host(host)
+    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+        report = check_project(remote, inv.paths.migrations, inv.paths.schema)
+    if json_:
+        print_json(report.to_dict())
+    else:
+        _render_check(report, label(inv.paths.schema))
+    if not report.ok:
+        raise fail(ExitCode.DRIFT)
+
+
+def _render_check(report: CheckReport, schema: str) -> None:
+    for warning in report.warnings:
+        console.print(Text("warning: ", style="yellow") + Text(warning), soft_wrap=True)
+    for problem in report.problems:
+        console.print(Text("problem: ", style="bold red") + Text(problem), soft_wrap=True)
+    if report.result is None:
+        console.print(f"[red]{len(report.problems)} problem(s) in the migration files[/]: not replayed")
+        return
+    console.print(f"[bold]{report.migrations} migration(s)[/] replayed vs [bold]{schema}[/] on {report.host}", soft_wrap=True)
+    render_changes(report.result, "migrations", schema)

@@ -1,0 +1,229 @@
+"""Drift: the live database against ``schema.sql``, a snapshot, another host, or the migrations.
+
+The desired side is never parsed by us: it is materialized in a scratch database
+on the same server (same PostgreSQL, same extensions) and both sides are read
+with the same catalog query, so "equal" means equal to PostgreSQL itself.
+Round trips for ``inv diff``: load scratch, introspect both, drop (3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspect_many
+from .diff import DiffResult, compare
+from .errors import OpsagentError, UsageError
+from .extract import gunzip, normalize_dump, pg_dump_argv, strip_restrict
+from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
+from .scratch import Chunk, scratch_database, scratch_databases
+from .transport import Remote
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftReport:
+    """Live against desired: the structured difference and, on request, a text diff of the dumps."""
+
+    live: str  # e.g. "prod:trad"
+    desired: str  # e.g. "sql/schema.sql", "prod:trad (snapshot sql/snapshots/prod/schema.sql)"
+    result: DiffResult
+    text: str | None = None
+
+    @property
+    def drift(self) -> bool:
+        """Drift worth alerting on (column order alone is reported but is not drift)."""
+        return bool(self.result.significant)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"live": self.live, "desired": self.desired, "drift": self.drift,
+                "significant": len(self.result.significant), **self.result.to_dict(),
+                **({"text": self.text} if self.text is not None else {})}
+
+
+def label(path: Path) -> str:
+    """A path as people typed it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def read_sql(path: Path, what: str = "schema file") -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{label(path)}: {what} not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{label(path)}: cannot read {what}: {exc}") from None
+
+
+def where(remote: Remote, database: str | None = None) -> str:
+    return f"{remote.host.name}:{database or remote.host.database}"
+
+
+# ---------------------------------------------------------------- text diff
+
+
+def dump_for_diff(remote: Remote, database: str) -> str:
+    """A dump meant for reading side by side: no owners, no grants, no ledger, no guard lines."""
+    argv = [*pg_dump_argv(remote, database, no_owner=True), "--exclude-table", "*.schema_migrations"]
+    result = remote.run(argv, check=False)
+    if not result.ok:
+        raise remote.failure(["pg_dump"], result)
+    return strip_restrict(normalize_dump(gunzip(result.stdout, remote.host.name)))
+
+
+def unified(live: str, desired: str, live_name: str, desired_name: str) -> str:
+    return "".join(difflib.unified_diff(live.splitlines(keepends=True), desired.splitlines(keepends=True),
+                                        fromfile=live_name, tofile=desired_name, n=3))
+
+
+def _both(first: Callable[[], T], second: Callable[[], T]) -> tuple[T, T]:
+    """Run two remote reads at once on two channels of the one SSH connection."""
+    box: dict[str, Any] = {}
+
+    def side() -> None:
+        try:
+            box["value"] = second()
+        except BaseException as exc:  # re-raised in the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=side, daemon=True)
+    worker.start()
+    try:
+        value = first()
+    finally:
+        worker.join()
+    if "error" in box:
+        raise box["error"]
+    return value, box["value"]
+
+
+# ---------------------------------------------------------------- diff
+
+
+def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: str | None = None,
+                     text: bool = False, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DriftReport:
+    """Live database vs ``sql`` materialized in a scratch database on the same server."""
+    live_db = remote.host.database
+    diff_text: str | None = None
+    with scratch_database(remote, sql, source) as scratch:
+        catalogs = introspect_many(remote, [live_db, scratch], exclude_tables=exclude_tables)
+        if text:
+            live_dump, desired_dump = _both(lambda: dump_for_diff(remote, live_db), lambda: dump_for_diff(remote, scratch))
+            diff_text = unified(live_dump, desired_dump, where(remote), desired_label or source)
+    return DriftReport(where(remote), desired_label or source, compare(catalogs[live_db], catalogs[scratch]), diff_text)
+
+
+def diff_against_file(remote: Remote, path: Path, *, text: bool = False, what: str = "schema file",
+                      desired_label: str | None = None) -> DriftReport:
+    """Live database vs a SQL file (``schema.sql`` or an extracted snapshot)."""
+    source = label(path)
+    return diff_against_sql(remote, read_sql(path, what), source, desired_label=desired_label or source, text=text)
+
+
+def diff_hosts(live: Remote, other: Remote, *, text: bool = False) -> DriftReport:
+    """Two live databases (e.g. prod vs staging); ``other`` plays the desired side."""
+    catalogs: tuple[Catalog, Catalog] = _both(lambda: introspect(live), lambda: introspect(other))
+    diff_text: str | None = None
+    if text:
+        a, b = _both(lambda: dump_for_diff(live, live.host.database), lambda: dump_for_diff(other, other.host.database))
+        diff_text = unified(a, b, where(live), where(other))
+    return DriftReport(where(live), where(other), compare(*catalogs), diff_text)
+
+
+def drift_count(remote: Remote, schema_path: Path) -> int:
+    """Significant differences between the live database and ``schema.sql`` (for ``inv sync``'s closing warning)."""
+    return len(diff_against_file(remote, schema_path).result.significant)
+
+
+# ---------------------------------------------------------------- check (migrations vs schema.sql)
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    """Replayed migrations against schema.sql, plus problems found in the migration files."""
+
+    host: str
+    migrations: int
+    problems: list[str]  # invalid names, duplicate versions, unparsable or mis-transactional files
+    warnings: list[str]
+    result: DiffResult | None  # None when the files were not replayed (validation failed)
+
+    @property
+    def drift(self) -> bool:
+        return bool(self.result and self.result.significant)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not self.drift
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "ok": self.ok, "migrations": self.migrations, "problems": list(self.problems),
+                "warnings": list(self.warnings),
+                "drift": self.drift, "diff": self.result.to_dict() if self.result else None}
+
+
+def validate_migrations(migrations_dir: Path) -> tuple[list[Migration], list[str], list[str]]:
+    """Every migration file checked, all problems collected (not just the first): (migrations, problems, warnings)."""
+    if not migrations_dir.is_dir():
+        return [], [], [f"{label(migrations_dir)}: no migrations directory"]
+    problems: list[str] = []
+    warnings: list[str] = []
+    by_version: dict[int, list[Path]] = {}
+    for path in sorted(p for p in migrations_dir.iterdir() if p.is_file() and not p.name.startswith(".")):
+        parsed = parse_filename(path.name)
+        if parsed is None:
+            (problems if path.suffix == ".sql" else warnings).append(
+                f"{label(path)}: not a migration file name, sync would ignore it ({NAMING_HINT})")
+            continue
+        by_version.setdefault(parsed[1], []).append(path)
+    migrations: list[Migration] = []
+    for key in sorted(by_version):
+        paths = by_version[key]
+        if len(paths) > 1:
+            problems.append(f"duplicate migration version {key}: {', '.join(p.name for p in paths)}; renumber all but one")
+            continue
+        try:
+            migration, file_warnings = load_migration(paths[0])
+        except OpsagentError as exc:  # syntax errors, non-transactional statements in transactional files
+            problems.append(exc.message)
+            continue
+        migrations.append(migration)
+        warnings.extend(file_warnings)
+    return migrations, problems, warnings
+
+
+def replay_chunks(migrations: Sequence[Migration]) -> list[Chunk]:
+    """The migrations as one psql script: each transactional file in its own BEGIN/COMMIT, statements mapped to file:line."""
+    chunks: list[Chunk] = []
+    for migration in migrations:
+        source = label(migration.path)
+        statements = migration.body_statements if migration.transactional else migration.statements
+        if not statements:
+            continue
+        if migration.transactional:
+            chunks.append(Chunk("BEGIN;", source, statements[0].line))
+        # the semicolon on its own line: a statement may end in a -- comment
+        chunks.extend(Chunk(f"{s.text}\n;", source, s.line) for s in statements)
+        if migration.transactional:
+            chunks.append(Chunk("COMMIT;", source, statements[-1].line))
+    return chunks
+
+
+def check_project(remote: Remote, migrations_dir: Path, schema_path: Path) -> CheckReport:
+    """Replay all migrations into one scratch database, load schema.sql into another, compare (3 round trips)."""
+    migrations, problems, warnings = validate_migrations(migrations_dir)
+    if problems:
+        return CheckReport(remote.host.name, len(migrations), problems, warnings, None)
+    schema_sql = read_sql(schema_path)
+    contents = [replay_chunks(migrations), [Chunk(schema_sql, label(schema_path))]]
+    with scratch_databases(remote, contents) as (replayed, desired):
+        catalogs = introspect_many(remote, [replayed, desired])
+    return CheckReport(remote.host.name, len(migrations), problems, warnings, compare(catalogs[replayed], catalogs[desired]))
