@@ -1,0 +1,609 @@
+"""A typed, comparable model of a database's structure, read in one round trip.
+
+One query (``INTROSPECTION_SQL``) asks ``pg_catalog`` for everything and returns a
+single JSON document; ``Catalog.from_json`` turns it into frozen dataclasses keyed
+by stable identities (schema-qualified names, functions by identity arguments,
+table-bound objects by table + name).  OIDs and creation order never reach the
+model, and deparsed definitions are produced with ``search_path = pg_catalog`` so
+they are fully qualified and identical across databases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+from pglast import keywords
+
+from .errors import RemoteError
+
+DEFAULT_EXCLUDED_TABLES: tuple[str, ...] = ("schema_migrations",)
+_SEPARATOR = "==opsagent-catalog=="
+
+
+class QueryRunner(Protocol):
+    """The part of ``Remote`` introspection needs (kept narrow so tests can read it)."""
+
+    def query_json(self, sql: str, database: str | None = None, *, timeout: float | None = None) -> Any: ...
+
+    def psql(self, sql: str, database: str | None = None, *, extra: Sequence[str] = (), timeout: float | None = None,
+             check: bool = True) -> Any: ...
+
+
+# ---------------------------------------------------------------- the query
+
+_QUERY = r"""
+WITH
+ext_objs AS (
+  SELECT classid, objid FROM pg_depend WHERE deptype = 'e'
+),
+nsp AS (
+  SELECT n.oid, n.nspname FROM pg_namespace n
+  WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')
+    AND n.nspname !~ '^pg_toast' AND n.nspname !~ '^pg_temp_'
+    AND NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_namespace'::regclass AND e.objid = n.oid)
+),
+rel AS (
+  SELECT c.oid, c.relname, c.relkind, c.relowner, n.nspname,
+         quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname
+  FROM pg_class c JOIN nsp n ON n.oid = c.relnamespace
+  WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid)
+    AND NOT (c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s) OR n.nspname || '.' || c.relname = ANY(%(qualified)s)))
+),
+excluded AS (
+  SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s) OR n.nspname || '.' || c.relname = ANY(%(qualified)s))
+),
+acl AS (
+  SELECT r.oid,
+         json_agg(json_build_array(
+           CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = r.relowner THEN '<owner>' ELSE pg_get_userbyid(a.grantee) END,
+           a.privilege_type, a.is_grantable) ORDER BY 1) AS privs
+  FROM rel r, aclexplode(coalesce((SELECT relacl FROM pg_class WHERE oid = r.oid),
+                                  acldefault(CASE WHEN r.relkind = 'S' THEN 's' ELSE 'r' END::"char", r.relowner))) a
+  GROUP BY r.oid
+),
+cols AS (
+  SELECT a.attrelid,
+         json_agg(json_build_object(
+           'name', a.attname, 'position', a.attnum,
+           'type', format_type(a.atttypid, a.atttypmod),
+           'not_null', a.attnotnull,
+           'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+           'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
+           'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+           'collation', CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
+                             THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                                   FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                                   WHERE co.oid = a.attcollation) END,
+           'comment', col_description(a.attrelid, a.attnum),
+           'inherited', a.attinhcount > 0,
+           'privileges', (SELECT json_agg(json_build_array(
+                            CASE WHEN x.grantee = 0 THEN 'PUBLIC' WHEN x.grantee = r.relowner THEN '<owner>'
+                                 ELSE pg_get_userbyid(x.grantee) END, x.privilege_type, x.is_grantable))
+                          FROM aclexplode(a.attacl) x)
+         ) ORDER BY a.attnum) AS columns
+  FROM pg_attribute a
+  JOIN rel r ON r.oid = a.attrelid
+  JOIN pg_type t ON t.oid = a.atttypid
+  LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+  WHERE a.attnum > 0 AND NOT a.attisdropped
+  GROUP BY a.attrelid
+)
+SELECT json_build_object(
+ 'server_version', current_setting('server_version_num')::int,
+ 'schemas', (SELECT coalesce(json_agg(json_build_object(
+     'name', n.nspname, 'comment', obj_description(n.oid, 'pg_namespace')) ORDER BY n.nspname), '[]')
+   FROM nsp n),
+ 'extensions', (SELECT coalesce(json_agg(json_build_object(
+     'name', e.extname, 'version', e.extversion, 'schema', n.nspname) ORDER BY e.extname), '[]')
+   FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'),
+ 'tables', (SELECT coalesce(json_agg(json_build_object(
+     'schema', r.nspname, 'name', r.relname, 'kind', c.relkind,
+     'persistence', c.relpersistence,
+     'partition_key', CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
+     'partition_of', (SELECT pr.qname FROM pg_inherits i JOIN rel pr ON pr.oid = i.inhparent
+                      WHERE i.inhrelid = c.oid AND c.relispartition),
+     'partition_bound', CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END,
+     'inherits', (SELECT json_agg(pr.qname ORDER BY i.inhseqno) FROM pg_inherits i JOIN rel pr ON pr.oid = i.inhparent
+                  WHERE i.inhrelid = c.oid AND NOT c.relispartition),
+     'options', c.reloptions,
+     'rls_enabled', c.relrowsecurity, 'rls_forced', c.relforcerowsecurity,
+     'comment', obj_description(c.oid, 'pg_class'),
+     'privileges', (SELECT privs FROM acl WHERE acl.oid = c.oid),
+     'columns', coalesce((SELECT columns FROM cols WHERE cols.attrelid = c.oid), '[]')
+   ) ORDER BY r.qname), '[]')
+   FROM rel r JOIN pg_class c ON c.oid = r.oid WHERE r.relkind IN ('r', 'p', 'f')),
+ 'views', (SELECT coalesce(json_agg(json_build_object(
+     'schema', r.nspname, 'name', r.relname, 'materialized', r.relkind = 'm',
+     'definition', pg_get_viewdef(r.oid), 'options', c.reloptions,
+     'comment', obj_description(r.oid, 'pg_class'),
+     'privileges', (SELECT privs FROM acl WHERE acl.oid = r.oid),
+     'columns', coalesce((SELECT columns FROM cols WHERE cols.attrelid = r.oid), '[]')
+   ) ORDER BY r.qname), '[]')
+   FROM rel r JOIN pg_class c ON c.oid = r.oid WHERE r.relkind IN ('v', 'm')),
+ 'constraints', (SELECT coalesce(json_agg(json_build_object(
+     'table', coalesce(r.qname, quote_ident(tn.nspname) || '.' || quote_ident(ty.typname)),
+     'on_domain', con.contypid <> 0,
+     'name', con.conname, 'type', con.contype,
+     'definition', pg_get_constraintdef(con.oid),
+     'deferrable', con.condeferrable, 'deferred', con.condeferred, 'validated', con.convalidated,
+     'comment', obj_description(con.oid, 'pg_constraint')
+   ) ORDER BY 1), '[]')
+   FROM pg_constraint con
+   LEFT JOIN rel r ON r.oid = con.conrelid
+   LEFT JOIN pg_type ty ON ty.oid = con.contypid
+   LEFT JOIN nsp tn ON tn.oid = ty.typnamespace
+   WHERE con.conparentid = 0
+     AND ((con.conrelid <> 0 AND r.oid IS NOT NULL) OR (con.contypid <> 0 AND tn.oid IS NOT NULL))),
+ 'indexes', (SELECT coalesce(json_agg(json_build_object(
+     'table', t.qname, 'name', i.relname,
+     'definition', pg_get_indexdef(i.oid),
+     'comment', obj_description(i.oid, 'pg_class')
+   ) ORDER BY 1), '[]')
+   FROM pg_index x JOIN rel i ON i.oid = x.indexrelid JOIN rel t ON t.oid = x.indrelid
+   WHERE NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = x.indexrelid AND con.contype IN ('p', 'u', 'x'))
+     AND NOT EXISTS (SELECT 1 FROM pg_inherits ih WHERE ih.inhrelid = x.indexrelid)),
+ 'sequences', (SELECT coalesce(json_agg(json_build_object(
+     'schema', r.nspname, 'name', r.relname,
+     'type', format_type(s.seqtypid, NULL), 'start', s.seqstart, 'increment', s.seqincrement,
+     'min', s.seqmin, 'max', s.seqmax, 'cache', s.seqcache, 'cycle', s.seqcycle,
+     'owned_by', (SELECT tr.qname || '.' || quote_ident(a.attname)
+                  FROM pg_depend d JOIN rel tr ON tr.oid = d.refobjid
+                  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
+                  WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid AND d.deptype = 'a'
+                    AND d.refclassid = 'pg_class'::regclass LIMIT 1),
+     'comment', obj_description(r.oid, 'pg_class'),
+     'privileges', (SELECT privs FROM acl WHERE acl.oid = r.oid)
+   ) ORDER BY r.qname), '[]')
+   FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
+   WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
+                     AND ((d.deptype = 'i') OR (d.deptype = 'a' AND d.refobjid IN (SELECT oid FROM excluded))))),
+ 'functions', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', p.proname, 'kind', p.prokind,
+     'arguments', pg_get_function_identity_arguments(p.oid),
+     'result', pg_get_function_result(p.oid),
+     'definition', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)
+                        ELSE (SELECT json_build_object('transition', ag.aggtransfn::text, 'final', ag.aggfinalfn::text,
+                                                       'state', format_type(ag.aggtranstype, NULL),
+                                                       'initial', ag.agginitval, 'combine', ag.aggcombinefn::text)::text
+                              FROM pg_aggregate ag WHERE ag.aggfnoid = p.oid) END,
+     'comment', obj_description(p.oid, 'pg_proc')
+   ) ORDER BY n.nspname, p.proname, 4), '[]')
+   FROM pg_proc p JOIN nsp n ON n.oid = p.pronamespace
+   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid)),
+ 'triggers', (SELECT coalesce(json_agg(json_build_object(
+     'table', r.qname, 'name', tg.tgname,
+     'definition', pg_get_triggerdef(tg.oid), 'enabled', tg.tgenabled,
+     'comment', obj_description(tg.oid, 'pg_trigger')
+   ) ORDER BY 1), '[]')
+   FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid
+   WHERE NOT tg.tgisinternal AND tg.tgparentid = 0),
+ 'types', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', t.typname,
+     'kind', CASE t.typtype WHEN 'e' THEN 'enum' WHEN 'd' THEN 'domain' WHEN 'r' THEN 'range' ELSE 'composite' END,
+     'labels', CASE WHEN t.typtype = 'e' THEN (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
+                                               FROM pg_enum e WHERE e.enumtypid = t.oid) END,
+     'attributes', CASE WHEN t.typtype = 'c' THEN (SELECT json_agg(json_build_array(a.attname,
+                                                      format_type(a.atttypid, a.atttypmod)) ORDER BY a.attnum)
+                                                   FROM pg_attribute a
+                                                   WHERE a.attrelid = t.typrelid AND a.attnum > 0 AND NOT a.attisdropped) END,
+     'base_type', CASE WHEN t.typtype = 'd' THEN format_type(t.typbasetype, t.typtypmod)
+                       WHEN t.typtype = 'r' THEN (SELECT format_type(rg.rngsubtype, NULL) FROM pg_range rg
+                                                  WHERE rg.rngtypid = t.oid) END,
+     'not_null', t.typnotnull,
+     'default', t.typdefault,
+     'collation', CASE WHEN t.typtype = 'd' AND t.typcollation <> 0 AND t.typcollation <> bt.typcollation
+                       THEN (SELECT quote_ident(co.collname) FROM pg_collation co WHERE co.oid = t.typcollation) END,
+     'comment', obj_description(t.oid, 'pg_type')
+   ) ORDER BY n.nspname, t.typname), '[]')
+   FROM pg_type t JOIN nsp n ON n.oid = t.typnamespace
+   LEFT JOIN pg_type bt ON bt.oid = t.typbasetype
+   WHERE (t.typtype IN ('e', 'd', 'r')
+          OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+     AND NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_type'::regclass AND e.objid = t.oid)),
+ 'policies', (SELECT coalesce(json_agg(json_build_object(
+     'table', r.qname, 'name', pol.polname,
+     'command', pol.polcmd, 'permissive', pol.polpermissive,
+     'roles', (SELECT json_agg(CASE WHEN ro = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(ro) END ORDER BY 1)
+               FROM unnest(pol.polroles) ro),
+     'using', pg_get_expr(pol.polqual, pol.polrelid),
+     'with_check', pg_get_expr(pol.polwithcheck, pol.polrelid),
+     'comment', obj_description(pol.oid, 'pg_policy')
+   ) ORDER BY 1), '[]')
+   FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid)
+)
+"""
+
+
+def _sql_text_array(values: Iterable[str]) -> str:
+    """A safely quoted ``ARRAY[...]::text[]`` literal (names come from configuration)."""
+    quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
+    return f"ARRAY[{quoted}]::text[]"
+
+
+def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> str:
+    """The introspection script: a fixed search_path, then one query returning one JSON document.
+
+    ``exclude_tables`` entries are bare table names (any schema) or ``schema.table``.
+    """
+    names = list(exclude_tables)
+    for name in names:
+        if "\x00" in name:
+            raise ValueError("table name contains a NUL byte")
+    bare = [n for n in names if "." not in n]
+    qualified = [n for n in names if "." in n]
+    query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified)}
+    # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
+    return "SET search_path = pg_catalog;\n" + query.strip() + ";\n"
+
+
+INTROSPECTION_SQL = introspection_sql()
+
+
+# ---------------------------------------------------------------- model
+
+
+def qualify(schema: str, name: str) -> str:
+    """Schema-qualified display name, quoted like PostgreSQL does when needed."""
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+_SAFE = set("abcdefghijklmnopqrstuvwxyz0123456789_$")
+_KEYWORDS = frozenset(keywords.RESERVED_KEYWORDS) | frozenset(keywords.COL_NAME_KEYWORDS) | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
+
+
+def quote_ident(name: str) -> str:
+    """PostgreSQL's quote_ident, so keys built here match names deparsed by the server."""
+    if name and name[0] in "abcdefghijklmnopqrstuvwxyz_" and set(name) <= _SAFE and name not in _KEYWORDS:
+        return name
+    return '"' + name.replace('"', '""') + '"'
+
+
+Privilege = tuple[str, str, bool]
+
+
+@dataclasses.dataclass(frozen=True)
+class Schema:
+    name: str
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        return quote_ident(self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Extension:
+    name: str
+    version: str
+    schema: str
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    name: str
+    type: str
+    not_null: bool = False
+    default: str | None = None
+    generated: str | None = None
+    identity: str | None = None
+    collation: str | None = None
+    comment: str | None = None
+    inherited: bool = False  # comes from a parent table (partition or inheritance child)
+    privileges: tuple[Privilege, ...] = ()  # column-level grants only
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    """A table (ordinary, partitioned or foreign); its columns keep their physical order."""
+
+    schema: str
+    name: str
+    kind: str = "r"
+    persistence: str = "p"
+    partition_key: str | None = None
+    partition_of: str | None = None
+    partition_bound: str | None = None
+    inherits: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    rls_enabled: bool = False
+    rls_forced: bool = False
+    comment: str | None = None
+    privileges: tuple[Privilege, ...] = ()
+    columns: tuple[Column, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
+
+    def column_map(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    schema: str
+    name: str
+    materialized: bool
+    definition: str
+    options: tuple[str, ...] = ()
+    comment: str | None = None
+    privileges: tuple[Privilege, ...] = ()
+    columns: tuple[Column, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Constraint:
+    """A table or domain constraint; ``type`` is PostgreSQL's contype letter."""
+
+    table: str
+    name: str
+    type: str
+    definition: str
+    on_domain: bool = False
+    deferrable: bool = False
+    deferred: bool = False
+    validated: bool = True
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}.{quote_ident(self.name)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Index:
+    table: str
+    name: str
+    definition: str
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        schema = self.table.rsplit(".", 1)[0]
+        return f"{schema}.{quote_ident(self.name)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sequence_:
+    schema: str
+    name: str
+    type: str
+    start: int
+    increment: int
+    min: int
+    max: int
+    cache: int
+    cycle: bool
+    owned_by: str | None = None
+    comment: str | None = None
+    privileges: tuple[Privilege, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Function:
+    """A function, procedure or aggregate; identified by name and identity arguments."""
+
+    schema: str
+    name: str
+    kind: str
+    arguments: str
+    result: str | None
+    definition: str | None
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{qualify(self.schema, self.name)}({self.arguments})"
+
+
+@dataclasses.dataclass(frozen=True)
+class Trigger:
+    table: str
+    name: str
+    definition: str
+    enabled: str = "O"
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}.{quote_ident(self.name)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Type:
+    """An enum, composite, domain or range type."""
+
+    schema: str
+    name: str
+    kind: str
+    labels: tuple[str, ...] | None = None
+    attributes: tuple[tuple[str, str], ...] | None = None
+    base_type: str | None = None
+    not_null: bool = False
+    default: str | None = None
+    collation: str | None = None
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    table: str
+    name: str
+    command: str
+    permissive: bool
+    roles: tuple[str, ...]
+    using: str | None = None
+    with_check: str | None = None
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}.{quote_ident(self.name)}"
+
+
+def _tuple(value: Any) -> tuple[Any, ...]:
+    return tuple(tuple(v) if isinstance(v, list) else v for v in value or ())
+
+
+def _build(cls: type[Any], data: Mapping[str, Any], **overrides: Any) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in data.items() if k in names}
+    for field in dataclasses.fields(cls):
+        value = kwargs.get(field.name)
+        if isinstance(value, list):
+            kwargs[field.name] = _tuple(value)
+        elif value is None and field.default == ():
+            kwargs.pop(field.name, None)
+    for name in ("privileges", "roles"):
+        if name in kwargs:  # a set in meaning: order must not matter
+            kwargs[name] = tuple(sorted(kwargs[name]))
+    kwargs.update(overrides)
+    return cls(**kwargs)
+
+
+def _columns(items: Sequence[Mapping[str, Any]]) -> tuple[Column, ...]:
+    ordered = sorted(items, key=lambda c: c.get("position", 0))
+    return tuple(_build(Column, c) for c in ordered)
+
+
+def _keyed(items: Iterable[Any]) -> dict[str, Any]:
+    return {item.key: item for item in items}
+
+
+@dataclasses.dataclass(frozen=True)
+class Catalog:
+    """Everything structural about one database, keyed by stable identity."""
+
+    schemas: dict[str, Schema] = dataclasses.field(default_factory=dict)
+    extensions: dict[str, Extension] = dataclasses.field(default_factory=dict)
+    tables: dict[str, Table] = dataclasses.field(default_factory=dict)
+    views: dict[str, View] = dataclasses.field(default_factory=dict)
+    constraints: dict[str, Constraint] = dataclasses.field(default_factory=dict)
+    indexes: dict[str, Index] = dataclasses.field(default_factory=dict)
+    sequences: dict[str, Sequence_] = dataclasses.field(default_factory=dict)
+    functions: dict[str, Function] = dataclasses.field(default_factory=dict)
+    triggers: dict[str, Trigger] = dataclasses.field(default_factory=dict)
+    types: dict[str, Type] = dataclasses.field(default_factory=dict)
+    policies: dict[str, Policy] = dataclasses.field(default_factory=dict)
+    server_version: int | None = None
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> Catalog:
+        """Build the model from the introspection document (pure: tests feed it JSON)."""
+        return cls(
+            schemas=_keyed(_build(Schema, s) for s in doc.get("schemas", [])),
+            extensions=_keyed(_build(Extension, e) for e in doc.get("extensions", [])),
+            tables=_keyed(_build(Table, t, columns=_columns(t.get("columns", []))) for t in doc.get("tables", [])),
+            views=_keyed(_build(View, v, columns=_columns(v.get("columns", []))) for v in doc.get("views", [])),
+            constraints=_keyed(_build(Constraint, c) for c in doc.get("constraints", [])),
+            indexes=_keyed(_build(Index, i) for i in doc.get("indexes", [])),
+            sequences=_keyed(_build(Sequence_, s) for s in doc.get("sequences", [])),
+            functions=_keyed(_build(Function, f) for f in doc.get("functions", [])),
+            triggers=_keyed(_build(Trigger, t) for t in doc.get("triggers", [])),
+            types=_keyed(_build(Type, t) for t in doc.get("types", [])),
+            policies=_keyed(_build(Policy, p) for p in doc.get("policies", [])),
+            server_version=doc.get("server_version"),
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Catalog):
+            return NotImplemented
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self) if f.name != "server_version")
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def stats(self) -> dict[str, int]:
+        """Object counts for ``inv extract`` (from the catalog, never from grepping a dump)."""
+        table_constraints = [c for c in self.constraints.values() if not c.on_domain]
+        by_type = {letter: sum(1 for c in table_constraints if c.type == letter) for letter in "pfucx"}
+        type_kinds = [t.kind for t in self.types.values()]
+        return {
+            "schemas": len(self.schemas),
+            "tables": len(self.tables),
+            "columns": sum(len(t.columns) for t in self.tables.values()),
+            "indexes": len(self.indexes),
+            "primary_keys": by_type["p"],
+            "foreign_keys": by_type["f"],
+            "unique_constraints": by_type["u"],
+            "check_constraints": by_type["c"],
+            "exclude_constraints": by_type["x"],
+            "views": sum(1 for v in self.views.values() if not v.materialized),
+            "materialized_views": sum(1 for v in self.views.values() if v.materialized),
+            "sequences": len(self.sequences),
+            "functions": sum(1 for f in self.functions.values() if f.kind != "p"),
+            "procedures": sum(1 for f in self.functions.values() if f.kind == "p"),
+            "triggers": len(self.triggers),
+            "enum_types": type_kinds.count("enum"),
+            "composite_types": type_kinds.count("composite"),
+            "domain_types": type_kinds.count("domain"),
+            "extensions": len(self.extensions),
+            "policies": len(self.policies),
+        }
+
+
+# ---------------------------------------------------------------- reading it
+
+
+def introspect(remote: QueryRunner, database: str | None = None, *,
+               exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> Catalog:
+    """Read one database's catalog in a single round trip."""
+    doc = remote.query_json(introspection_sql(exclude_tables), database)
+    if not isinstance(doc, dict):
+        raise RemoteError("introspection returned an unexpected document")
+    return Catalog.from_json(doc)
+
+
+def _psql_quote(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def introspect_many(remote: QueryRunner, databases: Sequence[str], *,
+                    exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> dict[str, Catalog]:
+    """Read several databases' catalogs in one psql session (one round trip)."""
+    if not databases:
+        return {}
+    sql = introspection_sql(exclude_tables)
+    parts = []
+    for index, name in enumerate(databases):
+        parts.append(f"\\connect {_psql_quote(name)}\n\\echo {_SEPARATOR}{index}\n{sql}")
+    result = remote.psql("".join(parts), databases[0], extra=["-A", "-t"])
+    return _split_many(result.stdout.decode("utf-8"), databases)
+
+
+def _split_many(text: str, databases: Sequence[str]) -> dict[str, Catalog]:
+    import json
+
+    chunks: dict[int, list[str]] = {}
+    current: int | None = None
+    for line in text.splitlines():
+        if line.startswith(_SEPARATOR):
+            current = int(line[len(_SEPARATOR):])
+            chunks[current] = []
+        elif current is not None:
+            chunks[current].append(line)
+    catalogs: dict[str, Catalog] = {}
+    for index, name in enumerate(databases):
+        body = "\n".join(chunks.get(index, [])).strip()
+        if not body:
+            raise RemoteError(f"introspection of {name} returned no result")
+        catalogs[name] = Catalog.from_json(json.loads(body))
+    return catalogs

@@ -1,0 +1,255 @@
+"""Structural comparison of two catalogs: what is extra, missing or changed.
+
+Every object kind is compared by identity in one pass over dictionaries (linear in
+the number of objects).  A single structural mutation yields a single change: a
+column is reported as a column (not as its whole table), objects that belong to a
+table that exists on one side only are folded into that table's change, and a
+comment or privilege difference is reported under its own kind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping
+from typing import Any, Literal
+
+from .catalog import Catalog, Column, Table, View
+
+Status = Literal["extra", "missing", "changed"]
+Severity = Literal["low", "normal"]
+
+# report order of kinds (grouping in the CLI follows it)
+KIND_ORDER = ("extension", "schema", "type", "sequence", "table", "column", "constraint", "index", "view",
+              "materialized view", "function", "procedure", "trigger", "policy", "rls", "privilege", "comment")
+_IDENTITY_FIELDS = frozenset({"schema", "name", "table", "columns"})
+_FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls"}
+_ARROW = "→"
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One difference: ``extra`` exists only in live, ``missing`` only in desired."""
+
+    kind: str
+    name: str
+    status: Status
+    details: list[str] = dataclasses.field(default_factory=list)
+    severity: Severity = "normal"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "name": self.name, "status": self.status, "details": list(self.details), "severity": self.severity}
+
+
+@dataclasses.dataclass(frozen=True)
+class DiffResult:
+    """All changes between live and desired, sorted by kind then name."""
+
+    changes: list[Change]
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.changes
+
+    @property
+    def significant(self) -> list[Change]:
+        """Changes above low severity (column order alone is not drift worth failing on)."""
+        return [c for c in self.changes if c.severity != "low"]
+
+    def by_kind(self) -> dict[str, list[Change]]:
+        groups: dict[str, list[Change]] = {}
+        for change in self.changes:
+            groups.setdefault(change.kind, []).append(change)
+        return groups
+
+    def counts(self) -> dict[str, int]:
+        return {status: sum(1 for c in self.changes if c.status == status) for status in ("extra", "missing", "changed")}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"empty": self.is_empty, "counts": self.counts(),
+                "changes": {kind: [c.to_dict() for c in items] for kind, items in self.by_kind().items()}}
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def display(name: str) -> str:
+    """Names in the public schema are shown unqualified, as people write them."""
+    return name[len("public."):] if name.startswith("public.") else name
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, tuple):
+        return "(" + ", ".join(_show(v) for v in value) + ")"
+    return str(value)
+
+
+def excerpt(old: str, new: str, width: int = 100) -> str:
+    """``<old> → <new>`` showing only the region that differs (whitespace collapsed)."""
+    a, b = " ".join(old.split()), " ".join(new.split())
+    start = 0
+    while start < min(len(a), len(b)) and a[start] == b[start]:
+        start += 1
+    end = 0
+    while end < min(len(a), len(b)) - start and a[len(a) - 1 - end] == b[len(b) - 1 - end]:
+        end += 1
+    lead = max(0, start - 30)
+    lead = a.rfind(" ", 0, lead) + 1 if lead else 0
+
+    def cut(text: str) -> str:
+        stop = len(text) - max(0, end - 30)
+        piece = text[lead:stop]
+        if len(piece) > width:
+            piece = piece[:width] + "…"
+        return ("…" if lead else "") + piece + ("…" if stop < len(text) and not piece.endswith("…") else "")
+
+    return f"{cut(a)} {_ARROW} {cut(b)}"
+
+
+def _field_detail(field: str, old: Any, new: Any) -> str:
+    if field == "definition" and isinstance(old, str) and isinstance(new, str):
+        return f"definition differs: {excerpt(old, new)}"
+    if field == "privileges":
+        before, after = set(old), set(new)
+        parts = [f"revoke {p} from {g}" for g, p, _ in sorted(before - after)]
+        parts += [f"grant {p} to {g}" + (" with grant option" if o else "") for g, p, o in sorted(after - before)]
+        return "privileges: " + ", ".join(parts)
+    return f"{field.replace('_', ' ')}: {_show(old)} {_ARROW} {_show(new)}"
+
+
+# ---------------------------------------------------------------- comparing
+
+
+def _kind_of(attr: str, obj: Any) -> str:
+    if attr == "views":
+        return "materialized view" if obj.materialized else "view"
+    if attr == "functions":
+        return "procedure" if obj.kind == "p" else "function"
+    return {"schemas": "schema", "extensions": "extension", "tables": "table", "constraints": "constraint",
+            "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy"}[attr]
+
+
+def _compare_fields(kind: str, name: str, old: Any, new: Any) -> Iterator[Change]:
+    """Changes for one object present on both sides, one per change kind."""
+    grouped: dict[str, list[str]] = {}
+    for field in dataclasses.fields(old):
+        if field.name in _IDENTITY_FIELDS:
+            continue
+        before, after = getattr(old, field.name), getattr(new, field.name)
+        if before != after:
+            grouped.setdefault(_FIELD_KIND.get(field.name, kind), []).append(_field_detail(field.name, before, after))
+    for change_kind, details in grouped.items():
+        yield Change(change_kind, name, "changed", details)
+
+
+def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...], *, view: bool) -> Iterator[Change]:
+    before = {c.name: c for c in old}
+    after = {c.name: c for c in new}
+    for column in old:
+        key = f"{table}.{column.name}"
+        if column.inherited and after.get(column.name, column).inherited:
+            continue  # reported on the parent table, where the change was made
+        if column.name not in after:
+            if not view:
+                yield Change("column", key, "extra", [f"{display(table)}.{column.name}: {column.type}"])
+            continue
+        other = after[column.name]
+        if view:  # a view's columns follow from its definition: only their comments are its own
+            if column.comment != other.comment:
+                yield Change("comment", key, "changed", [_field_detail("comment", column.comment, other.comment)])
+            continue
+        details: list[str] = []
+        comment: list[str] = []
+        grants: list[str] = []
+        for field in dataclasses.fields(Column):
+            if field.name in ("name", "inherited"):  # inheritance shows as the table's partition_of/inherits
+                continue
+            a, b = getattr(column, field.name), getattr(other, field.name)
+            if a == b:
+                continue
+            if field.name == "comment":
+                comment.append(_field_detail("comment", a, b))
+            elif field.name == "privileges":
+                grants.append(_field_detail("privileges", a, b))
+            else:
+                details.append(_column_field(table, column.name, field.name, a, b))
+        if details:
+            yield Change("column", key, "changed", details)
+        if comment:
+            yield Change("comment", key, "changed", comment)
+        if grants:
+            yield Change("privilege", key, "changed", grants)
+    if not view:
+        for column in new:
+            if column.name not in before and not column.inherited:
+                yield Change("column", f"{table}.{column.name}", "missing", [f"{display(table)}.{column.name}: {column.type}"])
+    common_old = [c.name for c in old if c.name in after]
+    common_new = [c.name for c in new if c.name in before]
+    if common_old != common_new and not view:
+        yield Change("table", table, "changed", [f"column order: {', '.join(common_old)} {_ARROW} {', '.join(common_new)}"], "low")
+
+
+def _column_field(table: str, column: str, field: str, old: Any, new: Any) -> str:
+    where = f"{display(table)}.{column}"
+    if field == "type":
+        return f"{where}: {old} {_ARROW} {new}"
+    if field == "not_null":
+        return f"{where}: {'NOT NULL' if old else 'NULL'} {_ARROW} {'NOT NULL' if new else 'NULL'}"
+    return f"{where} {field.replace('_', ' ')}: {_show(old)} {_ARROW} {_show(new)}"
+
+
+def _owner_table(attr: str, obj: Any) -> str | None:
+    """The table an object lives and dies with (folded into that table's change)."""
+    if attr in ("constraints", "triggers", "policies", "indexes"):
+        return None if getattr(obj, "on_domain", False) else str(obj.table)
+    if attr == "sequences" and obj.owned_by:
+        return str(obj.owned_by).rsplit(".", 1)[0]
+    return None
+
+
+def _summary(attr: str, obj: Any) -> list[str]:
+    if isinstance(obj, Table):
+        return [f"{len(obj.columns)} columns"]
+    if isinstance(obj, View):
+        return [" ".join(obj.definition.split())[:120]]
+    definition = getattr(obj, "definition", None)
+    return [" ".join(definition.split())[:160]] if isinstance(definition, str) else []
+
+
+def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any], folded: set[str]) -> Iterator[Change]:
+    for key, obj in live.items():
+        other = desired.get(key)
+        if other is None:
+            if _owner_table(attr, obj) not in folded:
+                yield Change(_kind_of(attr, obj), key, "extra", _summary(attr, obj))
+            continue
+        kind = _kind_of(attr, obj)
+        if kind != _kind_of(attr, other):  # e.g. view became materialized
+            yield Change(kind, key, "extra", _summary(attr, obj))
+            yield Change(_kind_of(attr, other), key, "missing", _summary(attr, other))
+            continue
+        if obj != other:
+            yield from _compare_fields(kind, key, obj, other)
+            if attr in ("tables", "views"):
+                yield from _compare_columns(key, obj.columns, other.columns, view=attr == "views")
+    for key, obj in desired.items():
+        if key not in live and _owner_table(attr, obj) not in folded:
+            yield Change(_kind_of(attr, obj), key, "missing", _summary(attr, obj))
+
+
+_ATTRS = ("extensions", "schemas", "types", "sequences", "tables", "constraints", "indexes", "views", "functions",
+          "triggers", "policies")
+
+
+def compare(live: Catalog, desired: Catalog) -> DiffResult:
+    """Everything that differs between the live database and the desired one."""
+    folded = set(live.tables.keys() ^ desired.tables.keys())
+    changes: list[Change] = []
+    for attr in _ATTRS:
+        changes.extend(_compare_maps(attr, getattr(live, attr), getattr(desired, attr), folded))
+    rank = {kind: index for index, kind in enumerate(KIND_ORDER)}
+    changes.sort(key=lambda c: (rank.get(c.kind, len(rank)), c.name, c.status))
+    return DiffResult(changes)
