@@ -172,8 +172,9 @@ def checksum(sql: str) -> str:
     return hashlib.sha256(sql.encode("utf-8")).hexdigest()
 
 
-def _slug(description: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")
+def _slug(description: str, limit: int = 80) -> str:
+    """File-name part of a description; capped so that long descriptions stay valid file names."""
+    return re.sub(r"[^a-z0-9]+", "_", description.lower()).strip("_")[:limit].rstrip("_")
 
 
 # ---------------------------------------------------------------- markers
@@ -211,7 +212,8 @@ def _block_comment_end(sql: str, pos: int) -> int:
 
 def _markers(sql: str, source: str) -> tuple[set[str], list[str]]:
     """Markers found in the header, and warnings for unknown or misplaced ones."""
-    header_lines = sql[: _header_end(sql)].count("\n")
+    end = _header_end(sql)
+    header_lines = sql.count("\n") + 1 if end >= len(sql) else sql[:end].count("\n")
     found: set[str] = set()
     warnings: list[str] = []
     for number, line in enumerate(sql.split("\n"), start=1):
@@ -455,8 +457,10 @@ def scan_names(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[
 
     Raises UsageError when two files share a numeric version.
     """
+    if not migrations_dir.exists():
+        return [], []  # a new project
     if not migrations_dir.is_dir():
-        return [], []
+        raise UsageError(f"{migrations_dir} is not a directory")
     found: dict[int, tuple[int, str, Path]] = {}
     warnings: list[str] = []
     for path in sorted(migrations_dir.iterdir()):

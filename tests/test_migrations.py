@@ -27,6 +27,7 @@ from opsagent.migrations import (
     repair_plan,
 )
 from opsagent.sqltext import SqlSyntaxError, split_statements
+from opsagent.transport import Remote
 
 NO_TX = "-- opsagent:no-transaction\n"
 
@@ -80,6 +81,12 @@ def test_discover_orders_numerically(tmp_path: Path) -> None:
 def test_discover_missing_directory_is_empty(tmp_path: Path) -> None:
     result = discover(tmp_path / "sql" / "migrations")
     assert result.migrations == [] and result.warnings == []
+
+
+def test_migrations_path_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "migrations", "not a folder")
+    with pytest.raises(UsageError, match="is not a directory"):
+        discover(tmp_path / "migrations")
 
 
 def test_ignored_files_warn(tmp_path: Path) -> None:
@@ -160,6 +167,7 @@ def test_empty_file_warns(tmp_path: Path) -> None:
     ("SELECT 1;\n-- opsagent:no-transaction\nSELECT 2;", True),  # after the first statement: ignored
     ("-- see -- opsagent:no-transaction in the docs\nSELECT 1;", True),  # not at the start of a comment
     ("SELECT '\n-- opsagent:no-transaction\n';", True),  # inside a string
+    ("-- opsagent:no-transaction", False),  # comment-only file without a final newline
 ])
 def test_marker_detection(tmp_path: Path, sql: str, transactional: bool) -> None:
     assert load(tmp_path, sql, "001_m.sql").transactional is transactional
@@ -191,7 +199,7 @@ NOT_IN_TRANSACTION = [
     ("REINDEX (CONCURRENTLY) TABLE t", "REINDEX CONCURRENTLY"),
     ("REINDEX (VERBOSE, CONCURRENTLY on) SCHEMA s", "REINDEX CONCURRENTLY"),
     ("REINDEX DATABASE app", "REINDEX DATABASE"),
-    ("REINDEX SYSTEM", "REINDEX SYSTEM"),
+    ("REINDEX SYSTEM app", "REINDEX SYSTEM"),
     ("VACUUM", "VACUUM"),
     ("VACUUM t", "VACUUM"),
     ("VACUUM (FULL, ANALYZE) t", "VACUUM"),
@@ -255,6 +263,41 @@ def test_transaction_safe_statements_accepted(tmp_path: Path, statement: str) ->
     assert migration.transactional is True
     assert len(migration.body_statements) == 2
     assert not_in_transaction(migration.statements[1]) is None  # the AST path agrees with the parse-tree path
+
+
+TRANSACTION_SAFE = [
+    "CREATE INDEX idx2 ON t (a)",
+    "DROP INDEX idx",
+    "REINDEX TABLE t",
+    "REINDEX (CONCURRENTLY false) TABLE t",
+    "ANALYZE t",
+    "CLUSTER t USING idx",
+    "ALTER DATABASE app SET work_mem = '64MB'",
+    "ALTER DATABASE app WITH CONNECTION LIMIT 5",
+    "ALTER TABLE p DETACH PARTITION p1",
+    "CREATE SUBSCRIPTION s CONNECTION 'host=/nonexistent' PUBLICATION p WITH (connect = false)",
+    "DISCARD PLANS",
+    "DISCARD TEMP",
+    "SAVEPOINT before_update",
+]
+
+
+def test_classification_matches_postgresql(remote: Remote) -> None:
+    """PostgreSQL itself raises SQLSTATE 25001 inside BEGIN exactly for the statements flagged here."""
+    database = remote.host.database
+    setup = ("CREATE TABLE t (a int);\nCREATE INDEX idx ON t (a);\nCREATE TABLE p (a int) PARTITION BY RANGE (a);\n"
+             "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);\n")
+    cases = [(sql, True) for sql, _ in NOT_IN_TRANSACTION] + [(sql, False) for sql in TRANSACTION_SAFE]
+    script = [setup]
+    for index, (sql, _) in enumerate(cases):
+        script.append(f"BEGIN;\n{sql.replace('app', database)};\n\\echo case {index} :SQLSTATE\nROLLBACK;\n")
+    output = remote.psql("".join(script), extra=["-v", "ON_ERROR_STOP=0"], check=False).text
+    states = dict(line.split()[1:3] for line in output.splitlines() if line.startswith("case "))
+    assert len(states) == len(cases)
+    flagged = [not_in_transaction(split_statements(sql)[0]) is not None for sql, _ in cases]
+    wrong = [f"{sql}: SQLSTATE {states[str(i)]}" for i, (sql, refused) in enumerate(cases) if (states[str(i)] == "25001") is not refused]
+    assert flagged == [refused for _, refused in cases]
+    assert wrong == []
 
 
 @pytest.mark.parametrize("sql", [
@@ -539,6 +582,12 @@ def test_new_migration_refuses_empty_description(tmp_path: Path, description: st
     with pytest.raises(UsageError):
         new_migration(tmp_path, description)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_new_migration_caps_long_slugs(tmp_path: Path) -> None:
+    path = new_migration(tmp_path, "add " + "very " * 60 + "long name")
+    assert path.name.startswith("001_add_very_very") and len(path.name) <= len("001_") + 80 + len(".sql")
+    assert not path.name.endswith("_.sql")
 
 
 def test_new_migration_never_overwrites(tmp_path: Path) -> None:
