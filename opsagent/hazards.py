@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from .errors import ExitCode
@@ -23,6 +23,7 @@ from .lint import (
     LintUnit,
     Thresholds,
     count_by_severity,
+    escalate,
     exit_code_for,
     has_errors,
     lint_against_host,
@@ -134,8 +135,23 @@ def lint_unit(migration: Migrationish, source: str | None = None) -> LintUnit:
     return LintUnit(source or str(migration.filename), sql, bool(migration.transactional))
 
 
+def candidate_tables(migrations: Iterable[Migrationish]) -> list[str]:
+    """Every table any of these files could report, whichever of them turn out pending.
+
+    Each file is linted on its own (a table created by an earlier file would hide
+    findings), so the list is a superset for any pending subset: a caller can fetch
+    their sizes (``lint.table_stats_query``) in the same round trip as the ledger.
+    """
+    tables: dict[str, None] = {}
+    for migration in migrations:
+        for finding in lint_migrations([lint_unit(migration)]):
+            if finding.table:
+                tables[finding.table] = None
+    return list(tables)
+
+
 def assess(remote: QueryJson | None, migrations: Iterable[Migrationish], host: HostConfig | None = None, *,
-           tables_created_earlier: set[str] | None = None) -> HazardReport:
+           stats: Mapping[str, Mapping[str, Any]] | None = None, tables_created_earlier: set[str] | None = None) -> HazardReport:
     """Lint ``migrations`` (in apply order) as ``host`` would run them; re-grade live when ``remote`` is given.
 
     ``migrations`` are objects with ``filename``, ``sql`` and ``transactional``
@@ -159,10 +175,12 @@ def assess(remote: QueryJson | None, migrations: Iterable[Migrationish], host: H
     lock_timeout = host.lock_timeout if host is not None else DEFAULT_LOCK_TIMEOUT
     findings: Sequence[Finding] = lint_migrations(units, lock_timeout=lock_timeout,
                                                   tables_created_earlier=tables_created_earlier)
-    if remote is not None:
+    if stats is not None:
+        findings = escalate(findings, stats, thresholds)
+    elif remote is not None:
         findings = lint_against_host(remote, findings, thresholds)
     return HazardReport(findings=tuple(findings), files=tuple(u.source for u in units),
-                        host=host.name if host is not None else None, live=remote is not None,
+                        host=host.name if host is not None else None, live=stats is not None or remote is not None,
                         lock_timeout=lock_timeout, thresholds=thresholds)
 
 
