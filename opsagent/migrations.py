@@ -197,7 +197,7 @@ def _header_end(sql: str) -> int:
 
 
 def _block_comment_end(sql: str, pos: int) -> int:
-    depth, pos = 0, pos
+    depth = 0
     while pos < len(sql):
         if sql.startswith("/*", pos):
             depth, pos = depth + 1, pos + 2
@@ -411,7 +411,7 @@ def _check_autocommit(raw: list[_Raw], source: str) -> list[str]:
         what = _not_in_transaction(item.kind, item.node)
         needs_marker = needs_marker or what is not None or item.tx in _PREPARED
         if what is not None and open_at is not None:
-            raise _Refusal(index, f"{what} cannot run inside the transaction block opened at line {{opened}}", opened=open_at)
+            raise _Refusal(index, f"{what} cannot run inside the transaction block", opened=open_at)
     if open_at is not None:
         raise _Refusal(open_at, "transaction block opened here is never committed")
     if raw and not needs_marker:
@@ -430,7 +430,10 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
         raise UsageError(f"{path}: not a migration file name ({NAMING_HINT})")
     version, key, description = parsed
     source = str(path)
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{source}: cannot read: {exc.strerror or exc}") from None
     sql = normalize_sql(raw, source)
     markers, warnings = _markers(sql, source)
     transactional = NO_TRANSACTION_MARKER not in markers
@@ -443,8 +446,8 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
             warnings += _check_autocommit(tree, source)
     except _Refusal as refusal:
         lines = [s.line for s in split_statements(sql, source)]
-        message = refusal.message.replace("{opened}", str(lines[refusal.opened])) if refusal.opened is not None else refusal.message
-        raise MigrationError(f"{source}:{lines[refusal.index]}: {message}") from None
+        opened = f" opened at line {lines[refusal.opened]}" if refusal.opened is not None else ""
+        raise MigrationError(f"{source}:{lines[refusal.index]}: {refusal.message}{opened}") from None
     if not tree:
         warnings.append(f"{source}: contains no statements")
     migration = Migration(version=version, version_key=key, description=description, path=path, filename=path.name,
