@@ -13,6 +13,7 @@ from .. import __version__
 from ..errors import ExitCode
 from . import backup as backup_cli
 from . import core, quickref
+from . import sync as sync_cli
 
 ns = Collection()
 ns.add_task(core.hosts)
@@ -24,6 +25,11 @@ ns.add_task(quickref.psql_task)
 ns.add_task(backup_cli.backup)
 ns.add_collection(backup_cli.backups)
 ns.add_task(backup_cli.restore)
+ns.add_task(sync_cli.sync)
+ns.add_task(sync_cli.status)
+ns.add_task(sync_cli.baseline_task)
+ns.add_task(sync_cli.repair)
+ns.add_task(sync_cli.new)
 
 
 class OpsagentProgram(Program):  # type: ignore[misc]

@@ -1,0 +1,305 @@
+"""Migration tasks: sync, status (alias history), baseline, repair, new."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from invoke.context import Context
+from rich.console import Console
+from rich.panel import Panel
+from rich.prompt import Confirm
+from rich.syntax import Syntax
+from rich.table import Table
+
+from ..audit import append_audit, git_commit, who
+from ..backup import human
+from ..errors import ExitCode, OpsagentError, UsageError
+from ..inventory import Inventory
+from ..ledger import Ledger
+from ..migrations import Migration, VersionStatus, new_migration
+from ..sync import Identity, LedgerEdit, SyncEvent, SyncOptions, SyncResult, apply_repair, baseline, read_state, repair_changes, statuses_for
+from ..sync import sync as run_sync
+from ..transport import open_remote
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json, single_host
+
+_STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
+                "out_of_order": "bold magenta"}
+_STEP_MARK = {"applied": "[green]✔[/]", "would_apply": "[green]✔[/]", "failed": "[red]✘[/]", "would_fail": "[red]✘[/]",
+              "timed_out": "[yellow]⏱[/]", "not_rehearsed": "[dim]–[/]", "untouched": "[dim]·[/]", "planned": "[dim]·[/]"}
+
+
+def _seconds(value: str, flag: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*", value)
+    if match is None:
+        raise UsageError(f"{flag}: expected seconds such as 60, 90s or 2min, got {value!r}")
+    number = float(match.group(1))
+    return number / 1000 if match.group(2) == "ms" else number * 60 if match.group(2) == "min" else number
+
+
+def _project_dir(inv: Inventory) -> Path:
+    return inv.source.resolve().parent if inv.source else Path.cwd()
+
+
+def _identity(inv: Inventory) -> Identity:
+    return Identity(applied_by=who(), git_commit=git_commit(_project_dir(inv)))
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _plan_table(plan: Sequence[Migration], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("version", "description", "size", "mode"):
+        table.add_column(column)
+    for m in plan:
+        table.add_row(m.version, m.description, human(m.size_bytes),
+                      "transaction" if m.transactional else "[yellow]no-transaction[/]")
+    return table
+
+
+class _Renderer:
+    """Renders sync events live (stdout, or stderr under --json)."""
+
+    def __init__(self, out: Console, options: SyncOptions) -> None:
+        self.out = out
+        self.options = options
+        self.status: Any = None
+
+    def __call__(self, event: SyncEvent) -> None:
+        if event.kind == "plan":
+            title = "dry run: would apply" if self.options.dry_run else "pending migrations"
+            self.out.print(_plan_table(event.plan, f"{title} ({len(event.plan)})"))
+            if self.options.dry_run:
+                for m in event.plan:
+                    self.out.print(Panel(Syntax(m.sql, "sql", line_numbers=True, word_wrap=True), title=m.filename, title_align="left"))
+        elif event.kind == "lock_wait":
+            self.out.print(f"[yellow]another sync holds the migration lock[/]: {event.message}", soft_wrap=True)
+        elif event.kind == "locked":
+            self.out.print("[dim]migration lock taken[/]")
+        elif event.kind == "backup_start":
+            self._spin(f"backing up ({event.message})…")
+        elif event.kind == "backup_done":
+            self._stop()
+            self.out.print(f"[green]✔[/] backup {event.message}", soft_wrap=True)
+        elif event.kind == "begin" and event.step is not None:
+            self._spin(f"applying {event.step.version} {event.step.description}…")
+        elif event.kind == "done" and event.step is not None:
+            self._stop()
+            self.out.print(f"[green]✔[/] {event.step.version} {event.step.description} ({event.step.ms} ms)")
+        elif event.kind == "failed" and event.step is not None:
+            self._stop()
+            self.out.print(f"[red]✘[/] {event.step.version} {event.step.description}: {event.message}", soft_wrap=True)
+        elif event.kind == "rehearsed" and event.step is not None:
+            self.out.print(_rehearsal_line(event.step.version, event.step.description, event.step.status, event.step.ms,
+                                           event.step.error, event.step.location), soft_wrap=True)
+
+    def _spin(self, text: str) -> None:
+        self._stop()
+        if self.out.is_terminal:
+            self.status = self.out.status(text)
+            self.status.start()
+
+    def _stop(self) -> None:
+        if self.status is not None:
+            self.status.stop()
+            self.status = None
+
+
+def _rehearsal_line(version: str, description: str, status: str, ms: int | None, error: str | None, location: str | None) -> str:
+    mark = _STEP_MARK.get(status, "·")
+    if status == "would_apply":
+        return f"{mark} {version} {description}: would apply in {ms} ms"
+    if status == "would_fail":
+        return f"{mark} {version} {description}: would fail: {error} at {location}"
+    return f"{mark} {version} {description}: {error or status}"
+
+
+def _render_result(result: SyncResult, out: Console) -> None:
+    if result.action == "dry-run":
+        for step in result.steps:
+            if step.status == "not_rehearsed":
+                out.print(_rehearsal_line(step.version, step.description, step.status, step.ms, step.error, step.location))
+        if result.outcome == "dry_run":
+            out.print(f"[bold]dry run:[/] {len(result.steps)} migration(s) would apply; nothing was changed")
+        elif result.outcome == "rehearsal_failed":
+            out.print("[bold red]dry run: rehearsal failed[/]; nothing was changed")
+    elif result.outcome == "nothing_to_do":
+        out.print(f"{result.host}: nothing to apply, {result.database} is up to date")
+    elif result.outcome == "applied":
+        total = result.durations.get("total", 0.0)
+        out.print(f"[bold green]applied {len(result.steps)} migration(s)[/] to {result.database} in {total:.1f}s")
+    if result.outcome in ("refused", "lock_timeout", "backup_failed", "failed", "declined"):
+        err_console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True)
+        if result.hint:
+            err_console.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
+        untouched = [s.version for s in result.steps if s.status == "untouched"]
+        if result.outcome == "failed" and untouched:
+            err_console.print(f"not run: {', '.join(untouched)}")
+
+
+# ---------------------------------------------------------------- tasks
+
+
+@command(help={
+    "host": HOST_HELP, "yes": "apply without asking (needed without a terminal)", "force": "same as --yes (the seed script's flag)",
+    "dry_run": "change nothing: show the plan with each file's SQL and rehearse it in a rolled-back transaction",
+    "no_rehearse": "with --dry-run: show the plan only, do not touch the database",
+    "no_backup": "skip the pre-sync backup (loudly)", "target": "stop after this version",
+    "allow_out_of_order": "apply pending versions older than the newest applied one",
+    "lock_timeout": "how long to wait for another sync's lock, seconds (default 60)",
+    "migration_lock_timeout": "PostgreSQL lock_timeout per migration (default: host's lock_timeout, 10s)",
+    "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
+    "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP,
+})
+def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry_run: bool = False, no_rehearse: bool = False,
+         no_backup: bool = False, target: str = "", allow_out_of_order: bool = False, lock_timeout: str = "60",
+         migration_lock_timeout: str = "", statement_timeout: str = "", json_: bool = False,
+         accept_new_host_key: bool = False) -> None:
+    """Apply pending migrations: plan, confirm, lock, back up, apply each in its own transaction with its ledger row."""
+    target_host, inv = single_host(host)
+    options = SyncOptions(target=target or None, allow_out_of_order=allow_out_of_order, backup=not no_backup and not dry_run,
+                          lock_timeout=_seconds(lock_timeout, "--lock-timeout"), migration_lock_timeout=migration_lock_timeout or None,
+                          statement_timeout=statement_timeout or None, dry_run=dry_run, rehearse=not no_rehearse)
+    out = err_console if json_ else console
+    if no_backup and not dry_run:
+        err_console.print("[bold yellow]WARNING: --no-backup: no backup will be taken before applying migrations[/]")
+    identity = _identity(inv)
+    assume_yes = yes or force
+
+    def confirm(plan: Sequence[Migration]) -> bool:
+        if assume_yes:
+            return True
+        if not is_interactive():
+            raise UsageError("refusing to apply without confirmation: no terminal", hint="rerun with --yes (or --force) to apply")
+        return Confirm.ask(f"apply {len(plan)} migration(s) to {target_host.name}/{target_host.database}?", console=console)
+
+    started = time.monotonic()
+    record: dict[str, Any] = {"host": target_host.name, "database": target_host.database, "who": identity.applied_by,
+                              "git_commit": identity.git_commit, "action": "dry-run" if dry_run else "sync"}
+    try:
+        with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
+            result = run_sync(remote, inv.paths.migrations, options, identity, on_event=_Renderer(out, options), confirm=confirm)
+    except OpsagentError as exc:
+        append_audit(inv.paths.state, {**record, "outcome": "error", "error": exc.message,
+                                       "durations": {"total": round(time.monotonic() - started, 3)}})
+        raise
+    append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
+    if json_:
+        print_json(result.as_dict())
+    _render_result(result, err_console if json_ else console)
+    if not result.ok:
+        raise fail(ExitCode.FAILURE)
+
+
+def _status_document(host: str, database: str, exists: bool, statuses: list[VersionStatus], warnings: list[str]) -> dict[str, Any]:
+    versions = []
+    for s in statuses:
+        row = s.row
+        versions.append({
+            "version": s.version, "description": s.description, "state": s.state,
+            "file": str(s.migration.path) if s.migration else None,
+            "transactional": s.migration.transactional if s.migration else None,
+            "applied_at": str(row.applied_at) if row and row.applied_at else None,
+            "applied_by": row.applied_by if row else None, "execution_ms": row.execution_ms if row else None,
+            "git_commit": row.git_commit if row else None,
+            "checksum": row.checksum if row else None, "file_checksum": s.migration.checksum if s.migration else None,
+        })
+    counts: dict[str, int] = {}
+    for s in statuses:
+        counts[s.state] = counts.get(s.state, 0) + 1
+    return {"host": host, "database": database, "ledger_exists": exists, "counts": counts, "versions": versions, "warnings": warnings}
+
+
+@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP}, aliases=("history",))
+def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Every version: applied (when, by whom, duration), pending, checksum mismatch, missing file, out of order."""
+    target_host, inv = single_host(host)
+    with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
+        state = read_state(remote, Ledger(target_host.ledger_schema))
+    statuses, _, warnings = statuses_for(inv.paths.migrations, state)
+    document = _status_document(target_host.name, target_host.database, state.exists, statuses, warnings)
+    if json_:
+        print_json(document)
+        return
+    table = Table(title=f"{target_host.name}/{target_host.database}: {len(statuses)} version(s)", title_justify="left")
+    for column in ("version", "description", "state", "applied at", "by", "ms"):
+        table.add_column(column)
+    for item in document["versions"]:
+        style = _STATE_STYLE.get(item["state"], "")
+        applied_at = (item["applied_at"] or "")[:19]
+        table.add_row(item["version"], item["description"], f"[{style}]{item['state'].replace('_', ' ')}[/]", applied_at,
+                      item["applied_by"] or "", "" if item["execution_ms"] is None else str(item["execution_ms"]))
+    console.print(table)
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+    if not state.exists:
+        console.print("[dim]no schema_migrations table yet: it is created by the first sync or baseline[/]")
+
+
+def _render_edit(edit: LedgerEdit, json_: bool) -> None:
+    if json_:
+        print_json({"host": edit.host, "database": edit.database, "recorded": edit.recorded,
+                    "updated": [{"version": v, "old_checksum": o, "new_checksum": n} for v, o, n in edit.updated],
+                    "deleted": edit.deleted, "remote_commands": edit.remote_commands})
+        return
+    for version in edit.recorded:
+        console.print(f"recorded {version} as applied (not run)")
+    for version, old, new in edit.updated:
+        console.print(f"updated checksum of {version}: {(old or 'none')[:12]} -> {(new or '')[:12]}")
+    for version in edit.deleted:
+        console.print(f"deleted ledger row {version} (its file is gone)")
+    if not (edit.recorded or edit.updated or edit.deleted):
+        console.print("nothing to change")
+
+
+@command(name="baseline", help={"host": HOST_HELP, "version": "record every version up to and including this one as applied",
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def baseline_task(c: Context, host: str = "", version: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Record versions ≤ V as applied without running them (adopt an existing database)."""
+    if not version:
+        raise UsageError("--version is required, e.g. inv baseline --host prod --version 007")
+    target_host, inv = single_host(host)
+    with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
+        edit = baseline(remote, inv.paths.migrations, version, _identity(inv))
+    append_audit(inv.paths.state, {"host": edit.host, "database": edit.database, "action": "baseline",
+                                   "versions": edit.recorded, "outcome": "ok"})
+    _render_edit(edit, json_)
+
+
+@command(help={"host": HOST_HELP, "yes": "apply the changes without asking", "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+def repair(c: Context, host: str = "", yes: bool = False, json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Make the ledger agree with the files: refresh checksums of edited applied files, drop rows whose files are gone."""
+    target_host, inv = single_host(host)
+    with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
+        changes, ledger = repair_changes(remote, inv.paths.migrations)
+        if not changes:
+            _render_edit(LedgerEdit(target_host.name, target_host.database), json_)
+            return
+        out = err_console if json_ else console
+        for change in changes:
+            what = "update checksum of" if change.action == "update_checksum" else "delete ledger row"
+            out.print(f"will {what} {change.version} ({change.description})")
+        if not yes:
+            if not is_interactive():
+                raise UsageError("refusing to repair without confirmation: no terminal", hint="rerun with --yes")
+            if not Confirm.ask(f"apply {len(changes)} ledger change(s)?", console=console):
+                raise fail(ExitCode.FAILURE)
+        edit = apply_repair(remote, ledger, changes)
+    append_audit(inv.paths.state, {"host": edit.host, "database": edit.database, "action": "repair",
+                                   "versions": [v for v, _, _ in edit.updated] + edit.deleted, "outcome": "ok"})
+    _render_edit(edit, json_)
+
+
+@command(help={"description": "what the migration does, e.g. \"add paper trading mode\""})
+def new(c: Context, description: str) -> None:
+    """Create the next-numbered migration file from a template and print its path."""
+    path = new_migration(inventory().paths.migrations, description)
+    try:
+        shown = path.relative_to(Path.cwd())
+    except ValueError:
+        shown = path
+    print(shown)

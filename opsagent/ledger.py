@@ -1,0 +1,208 @@
+"""The ``schema_migrations`` ledger in the target database: SQL text and row decoding.
+
+Everything here builds SQL (or decodes what it returned); running it is the job of
+``opsagent.sync``, which batches it into as few remote round trips as possible.
+A seed-style table ``(version, description, applied_at)`` is adopted in place:
+missing columns are added and every row is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from .migrations import AppliedRow, Migration, RepairChange
+
+TABLE = "schema_migrations"
+LOCK_CLASS = 0x6F707367  # "opsg": first half of the two-int advisory lock key
+# columns added to a seed-style ledger; (name, type)
+EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("checksum", "text"),
+    ("applied_by", "text"),
+    ("git_commit", "text"),
+    ("execution_ms", "integer"),
+    ("tool_version", "text"),
+)
+ALL_COLUMNS = ("version", "description", "applied_at", *(name for name, _ in EXTRA_COLUMNS))
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str | None) -> str:
+    """A SQL literal (NULL for None); standard_conforming_strings is on since 9.1."""
+    if text is None:
+        return "NULL"
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Ledger:
+    """Where the ledger lives in one database, and the SQL that reads and writes it."""
+
+    schema: str = "public"
+
+    @property
+    def table(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(TABLE)}"
+
+    @property
+    def regclass(self) -> str:
+        return quote_literal(self.table)
+
+    @property
+    def lock_key(self) -> tuple[int, int]:
+        """Two-int advisory lock key: constant class, schema-derived object (both positive int4)."""
+        return LOCK_CLASS, zlib.crc32(f"opsagent:{self.schema}.{TABLE}".encode()) & 0x7FFFFFFF
+
+    # -- reading
+
+    def state_query(self) -> str:
+        """One JSON value: ledger rows, its columns, and who holds the sync lock (psql script with \\if)."""
+        cls, obj = self.lock_key
+        holders = (
+            "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, "
+            "'client', coalesce(host(a.client_addr), 'local socket'), 'user', a.usename, 'since', a.backend_start)), '[]') "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            f"WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {cls} AND l.objid = {obj} AND l.objsubid = 2 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.pid <> pg_backend_pid()"
+        )
+        columns = (
+            "SELECT coalesce(json_agg(attname ORDER BY attnum), '[]') FROM pg_attribute "
+            f"WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 AND NOT attisdropped"
+        )
+        rows = f"SELECT coalesce(json_agg(to_jsonb(t) ORDER BY t.version), '[]') FROM {self.table} t"
+        return (
+            f"SELECT to_regclass({self.regclass}) IS NOT NULL AS opsagent_has_ledger \\gset\n"
+            "\\if :opsagent_has_ledger\n"
+            f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', ({rows}), 'holders', ({holders}),"
+            " 'server_version', current_setting('server_version'));\n"
+            "\\else\n"
+            f"SELECT json_build_object('exists', false, 'columns', '[]'::json, 'rows', '[]'::json, 'holders', ({holders}),"
+            " 'server_version', current_setting('server_version'));\n"
+            "\\endif\n"
+        )
+
+    # -- writing
+
+    def ensure_sql(self, existing_columns: Sequence[str]) -> str:
+        """Create the ledger, or add the columns a seed-style table lacks; empty when nothing is needed."""
+        missing = [(n, t) for n, t in EXTRA_COLUMNS if n not in existing_columns]
+        if existing_columns and not missing:
+            return ""
+        parts: list[str] = []
+        if not existing_columns:
+            if self.schema != "public":
+                parts.append(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)};")
+            parts.append(f"CREATE TABLE IF NOT EXISTS {self.table} (version text PRIMARY KEY, description text, "
+                         "applied_at timestamptz NOT NULL DEFAULT now());")
+            missing = list(EXTRA_COLUMNS)
+        adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {quote_ident(n)} {t}" for n, t in missing)
+        parts.append(f"ALTER TABLE {self.table} {adds};")
+        return "\n".join(parts) + "\n"
+
+    def insert_sql(self, migration: Migration, *, applied_by: str, git_commit: str | None, tool_version: str,
+                   execution_ms: str, returning: str = "") -> str:
+        """The ledger row of one migration; ``execution_ms`` is a SQL expression."""
+        values = ", ".join([
+            quote_literal(migration.version), quote_literal(migration.description), "now()",
+            quote_literal(migration.checksum), quote_literal(applied_by), quote_literal(git_commit),
+            execution_ms, quote_literal(tool_version),
+        ])
+        tail = f" RETURNING {returning}" if returning else ""
+        return (f"INSERT INTO {self.table} (version, description, applied_at, checksum, applied_by, git_commit, "
+                f"execution_ms, tool_version) VALUES ({values}){tail}")
+
+    def baseline_sql(self, migrations: Iterable[Migration], *, applied_by: str, git_commit: str | None,
+                     tool_version: str) -> str:
+        """Record migrations as applied without running them (the caller passes only versions without a row)."""
+        inserts = [self.insert_sql(m, applied_by=applied_by, git_commit=git_commit, tool_version=tool_version,
+                                   execution_ms="NULL") + ";" for m in migrations]
+        return "BEGIN;\n" + "\n".join(inserts) + "\nCOMMIT;\n"
+
+    def repair_sql(self, changes: Iterable[RepairChange]) -> str:
+        """Apply repair changes in one transaction."""
+        lines = ["BEGIN;"]
+        for change in changes:
+            if change.action == "update_checksum":
+                lines.append(f"UPDATE {self.table} SET checksum = {quote_literal(change.new_checksum)} "
+                             f"WHERE version = {quote_literal(change.version)};")
+            else:
+                lines.append(f"DELETE FROM {self.table} WHERE version = {quote_literal(change.version)};")
+        lines.append("COMMIT;")
+        return "\n".join(lines) + "\n"
+
+
+def _int_or_none(value: Any) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def decode_rows(raw: Iterable[Mapping[str, Any]]) -> list[AppliedRow]:
+    """Ledger rows (any shape: seed or full) as AppliedRow."""
+    rows: list[AppliedRow] = []
+    for item in raw:
+        rows.append(AppliedRow(
+            version=str(item.get("version")),
+            description=_str_or_none(item.get("description")),
+            checksum=_str_or_none(item.get("checksum")),
+            applied_at=_str_or_none(item.get("applied_at")),
+            applied_by=_str_or_none(item.get("applied_by")),
+            execution_ms=_int_or_none(item.get("execution_ms")),
+            git_commit=_str_or_none(item.get("git_commit")),
+            tool_version=_str_or_none(item.get("tool_version")),
+        ))
+    return rows
+
+
+@dataclasses.dataclass(frozen=True)
+class LockHolder:
+    """A session holding the sync lock (from pg_locks + pg_stat_activity)."""
+
+    pid: int
+    application_name: str
+    client: str
+    user: str
+    since: str
+
+    def describe(self) -> str:
+        name = self.application_name or "unnamed session"
+        return f"pid {self.pid} ({name}, user {self.user}, from {self.client}, connected since {self.since})"
+
+
+def decode_holders(raw: Iterable[Mapping[str, Any]] | None) -> list[LockHolder]:
+    return [LockHolder(pid=int(h.get("pid") or 0), application_name=str(h.get("application_name") or ""),
+                       client=str(h.get("client") or ""), user=str(h.get("user") or ""), since=str(h.get("since") or ""))
+            for h in raw or ()]
+
+
+@dataclasses.dataclass(frozen=True)
+class LedgerState:
+    """What one preflight query learned about the ledger."""
+
+    exists: bool
+    columns: list[str]
+    rows: list[AppliedRow]
+    holders: list[LockHolder]
+    server_version: str = ""
+
+    @classmethod
+    def decode(cls, document: Mapping[str, Any]) -> LedgerState:
+        return cls(exists=bool(document.get("exists")), columns=[str(c) for c in document.get("columns") or ()],
+                   rows=decode_rows(document.get("rows") or ()), holders=decode_holders(document.get("holders")),
+                   server_version=str(document.get("server_version") or ""))
+
+    @property
+    def adoption_needed(self) -> bool:
+        return self.exists and any(name not in self.columns for name, _ in EXTRA_COLUMNS)
