@@ -1,0 +1,324 @@
+"""Catalog model and diff engine: pure checks from JSON documents, then introspection of a real database."""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from opsagent.catalog import Catalog, introspect, introspect_many, introspection_sql, quote_ident
+from opsagent.diff import Change, compare, excerpt
+from opsagent.transport import Remote
+
+from .conftest import SandboxHandle
+
+# ---------------------------------------------------------------- pure: model from JSON
+
+
+def col(name: str, type_: str = "integer", position: int = 1, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": type_, "position": position, "not_null": False, "default": None, **extra}
+
+
+def doc() -> dict[str, Any]:
+    return {
+        "server_version": 150000,
+        "schemas": [{"name": "public", "comment": "standard public schema"}],
+        "extensions": [{"name": "citext", "version": "1.6", "schema": "public"}],
+        "tables": [
+            {"schema": "public", "name": "trades", "kind": "r", "persistence": "p",
+             "privileges": [["<owner>", "SELECT", False], ["app", "SELECT", False], ["<owner>", "INSERT", False]],
+             "columns": [col("id", "bigint", 1, not_null=True), col("price", "numeric(12,2)", 2), col("note", "text", 3)]},
+            {"schema": "public", "name": "users", "kind": "r", "persistence": "p",
+             "columns": [col("id", "bigint", 1), col("email", "text", 2)]},
+        ],
+        "views": [{"schema": "public", "name": "v", "materialized": False, "definition": " SELECT 1 AS one;", "columns": []}],
+        "constraints": [{"table": "public.trades", "name": "trades_pkey", "type": "p", "definition": "PRIMARY KEY (id)"}],
+        "indexes": [{"table": "public.trades", "name": "idx_trades_paper_mode",
+                     "definition": "CREATE INDEX idx_trades_paper_mode ON public.trades USING btree (price) WHERE (note = 'paper'::text)"}],
+        "sequences": [],
+        "functions": [{"schema": "public", "name": "f", "kind": "f", "arguments": "a integer", "result": "integer",
+                       "definition": "CREATE OR REPLACE FUNCTION public.f(a integer) ... $$ select a $$"}],
+        "triggers": [],
+        "types": [{"schema": "public", "name": "mood", "kind": "enum", "labels": ["happy", "sad"]}],
+        "policies": [],
+    }
+
+
+def test_equal_regardless_of_order_of_objects_and_of_unrelated_tables() -> None:
+    base = doc()
+    shuffled = copy.deepcopy(base)
+    for key in ("tables", "schemas", "functions", "types"):
+        shuffled[key].reverse()
+    shuffled["tables"][1]["privileges"].reverse()  # privileges are a set
+    shuffled["tables"][0]["columns"].reverse()  # rows arrive unordered: position decides
+    assert Catalog.from_json(base) == Catalog.from_json(shuffled)
+    assert compare(Catalog.from_json(base), Catalog.from_json(shuffled)).is_empty
+
+
+def test_column_order_is_its_own_low_severity_change() -> None:
+    live = doc()
+    desired = copy.deepcopy(live)
+    cols = desired["tables"][1]["columns"]
+    cols[0]["position"], cols[1]["position"] = 2, 1
+    result = compare(Catalog.from_json(live), Catalog.from_json(desired))
+    assert [(c.kind, c.name, c.status, c.severity) for c in result.changes] == [("table", "public.users", "changed", "low")]
+    assert result.changes[0].details == ["column order: id, email → email, id"]
+    assert result.significant == []
+    assert not result.is_empty
+
+
+def _one(live: dict[str, Any], desired: dict[str, Any]) -> Change:
+    result = compare(Catalog.from_json(live), Catalog.from_json(desired))
+    assert len(result.changes) == 1, result.changes
+    return result.changes[0]
+
+
+def test_column_type_change_is_one_column_change_with_arrow_detail() -> None:
+    live = doc()
+    desired = copy.deepcopy(live)
+    desired["tables"][0]["columns"][1]["type"] = "numeric(18,8)"
+    change = _one(live, desired)
+    assert (change.kind, change.name, change.status) == ("column", "public.trades.price", "changed")
+    assert change.details == ["trades.price: numeric(12,2) → numeric(18,8)"]
+
+
+def test_index_definition_difference_names_the_index_and_the_differing_part() -> None:
+    live = doc()
+    desired = copy.deepcopy(live)
+    desired["indexes"][0]["definition"] = desired["indexes"][0]["definition"].replace("'paper'", "'live'")
+    change = _one(live, desired)
+    assert (change.kind, change.name) == ("index", "public.idx_trades_paper_mode")
+    assert change.details[0].startswith("definition differs: ")
+    assert "'paper'::text" in change.details[0] and "'live'::text" in change.details[0]
+    assert "→" in change.details[0]
+
+
+@pytest.mark.parametrize(("mutate", "kind", "status"), [
+    (lambda d: d["indexes"].clear(), "index", "extra"),
+    (lambda d: d["tables"][0]["columns"].append(col("qty", "integer", 4)), "column", "missing"),
+    (lambda d: d["tables"][0]["columns"].pop(), "column", "extra"),
+    (lambda d: d["tables"][0].update(comment="trades"), "comment", "changed"),
+    (lambda d: d["tables"][0]["columns"][0].update(comment="key"), "comment", "changed"),
+    (lambda d: d["tables"][0].update(rls_enabled=True), "rls", "changed"),
+    (lambda d: d["tables"][0]["privileges"].pop(1), "privilege", "changed"),
+    (lambda d: d["extensions"][0].update(version="1.7"), "extension", "changed"),
+    (lambda d: d["types"][0]["labels"].append("meh"), "type", "changed"),
+    (lambda d: d["views"][0].update(materialized=True), "view", "extra"),  # + materialized view missing
+    (lambda d: d["functions"][0].update(definition="other"), "function", "changed"),
+    (lambda d: d["constraints"].append({"table": "public.users", "name": "c", "type": "c", "definition": "CHECK (id > 0)"}),
+     "constraint", "missing"),
+])
+def test_each_single_mutation_reports_its_kind(mutate: Any, kind: str, status: str) -> None:
+    live = doc()
+    desired = copy.deepcopy(live)
+    mutate(desired)
+    result = compare(Catalog.from_json(live), Catalog.from_json(desired))
+    assert result.changes, "mutation not detected"
+    assert (result.changes[0].kind, result.changes[0].status) == (kind, status) or \
+        any((c.kind, c.status) == (kind, status) for c in result.changes)
+    if kind != "view":
+        assert len(result.changes) == 1, result.changes
+
+
+def test_objects_of_a_missing_table_are_folded_into_it() -> None:
+    live = doc()
+    desired = copy.deepcopy(live)
+    desired["tables"] = desired["tables"][1:]
+    desired["constraints"].clear()
+    desired["indexes"].clear()
+    change = _one(live, desired)
+    assert (change.kind, change.name, change.status) == ("table", "public.trades", "extra")
+
+
+def test_to_dict_is_json_and_grouped_by_kind() -> None:
+    live = doc()
+    desired = copy.deepcopy(live)
+    desired["tables"][0]["columns"][1]["type"] = "numeric(18,8)"
+    desired["indexes"].clear()
+    data = json.loads(json.dumps(compare(Catalog.from_json(live), Catalog.from_json(desired)).to_dict()))
+    assert data["empty"] is False
+    assert data["counts"] == {"extra": 1, "missing": 0, "changed": 1}
+    assert list(data["changes"]) == ["column", "index"]
+    assert data["changes"]["column"][0]["details"] == ["trades.price: numeric(12,2) → numeric(18,8)"]
+
+
+def test_stats_count_by_kind() -> None:
+    stats = Catalog.from_json(doc()).stats()
+    assert stats["tables"] == 2 and stats["columns"] == 5 and stats["primary_keys"] == 1
+    assert stats["enum_types"] == 1 and stats["extensions"] == 1 and stats["views"] == 1 and stats["functions"] == 1
+
+
+def test_excerpt_shows_only_the_differing_region() -> None:
+    old = "SELECT " + ", ".join(f"c{i}" for i in range(60)) + " FROM t WHERE a = 1"
+    new = old.replace("a = 1", "a = 2")
+    text = excerpt(old, new)
+    assert text.startswith("…") and "a = 1" in text and "a = 2" in text and len(text) < 120
+
+
+def test_excluded_tables_are_quoted_safely_in_the_query() -> None:
+    sql = introspection_sql(["schema_migrations", "audit.it's"])
+    assert "ARRAY['schema_migrations']::text[]" in sql
+    assert "ARRAY['audit.it''s']::text[]" in sql
+    assert sql.startswith("SET search_path = pg_catalog;")
+
+
+@pytest.mark.parametrize(("name", "quoted"), [("trades", "trades"), ("Trades", '"Trades"'), ("user", '"user"'),
+                                               ("a b", '"a b"'), ("x\"y", '"x""y"'), ("1abc", '"1abc"')])
+def test_quote_ident_matches_postgresql(name: str, quoted: str) -> None:
+    assert quote_ident(name) == quoted
+
+
+def test_compare_is_linear_in_catalog_size() -> None:
+    def big(n: int) -> Catalog:
+        tables = [{"schema": "public", "name": f"t{i}", "columns": [col(f"c{j}", "integer", j) for j in range(8)]} for i in range(n)]
+        indexes = [{"table": f"public.t{i}", "name": f"t{i}_c{j}", "definition": f"CREATE INDEX t{i}_c{j} ON public.t{i} (c{j})"}
+                   for i in range(n) for j in range(2)]
+        return Catalog.from_json({"tables": tables, "indexes": indexes})
+
+    def per_table(n: int) -> float:
+        a, b = big(n), big(n)
+        started = time.perf_counter()
+        for _ in range(3):
+            assert compare(a, b).is_empty
+        return (time.perf_counter() - started) / n
+
+    small, large = per_table(200), per_table(4000)
+    assert large < small * 3, (small, large)
+
+
+# ---------------------------------------------------------------- against a real database
+
+EVERYTHING = """
+CREATE EXTENSION citext;
+CREATE SCHEMA app;
+COMMENT ON SCHEMA app IS 'application';
+CREATE TYPE app.mood AS ENUM ('happy', 'sad');
+CREATE TYPE app.pair AS (a integer, b text);
+CREATE DOMAIN app.posint AS integer NOT NULL CHECK (VALUE > 0);
+CREATE TABLE app.trades (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    price numeric(12,2) NOT NULL DEFAULT 0,
+    doubled numeric GENERATED ALWAYS AS (price * 2) STORED,
+    label text COLLATE "C",
+    mood app.mood,
+    email citext UNIQUE,
+    during tstzrange,
+    paper boolean NOT NULL DEFAULT false,
+    qty numeric(12,2),
+    EXCLUDE USING gist (during WITH &&)
+);
+ALTER TABLE app.trades ADD CONSTRAINT price_positive CHECK (price >= 0) NOT VALID;
+CREATE TABLE app.fills (id serial PRIMARY KEY, trade_id bigint REFERENCES app.trades (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+CREATE INDEX idx_trades_paper_mode ON app.trades (price) INCLUDE (label) WHERE paper;
+CREATE INDEX idx_trades_lower ON app.trades (lower(label));
+CREATE VIEW app.v_trades AS SELECT id, price FROM app.trades WHERE paper;
+CREATE MATERIALIZED VIEW app.mv_trades AS SELECT count(*) AS n FROM app.trades;
+CREATE SEQUENCE app.counter INCREMENT 5 START 10;
+CREATE FUNCTION app.touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE PROCEDURE app.noop(x integer) LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE TRIGGER trades_touch BEFORE UPDATE ON app.trades FOR EACH ROW EXECUTE FUNCTION app.touch();
+ALTER TABLE app.trades ENABLE ROW LEVEL SECURITY;
+CREATE POLICY only_paper ON app.trades FOR SELECT TO PUBLIC USING (paper);
+COMMENT ON TABLE app.trades IS 'trades';
+COMMENT ON COLUMN app.trades.price IS 'in quote currency';
+GRANT SELECT ON app.trades TO PUBLIC;
+CREATE TABLE schema_migrations (version text PRIMARY KEY);
+"""
+
+EXPECTED_STATS = {"schemas": 2, "tables": 2, "columns": 11, "indexes": 2, "primary_keys": 2, "foreign_keys": 1,
+                  "unique_constraints": 1, "check_constraints": 1, "exclude_constraints": 1, "views": 1,
+                  "materialized_views": 1, "sequences": 2, "functions": 1, "procedures": 1, "triggers": 1,
+                  "enum_types": 1, "composite_types": 1, "domain_types": 1, "extensions": 2, "policies": 1}
+
+
+@pytest.fixture(scope="module")
+def everything(sandbox: SandboxHandle) -> tuple[str, str]:
+    """Two databases loaded with the same schema (different OIDs), created in one round trip each."""
+    tag = uuid.uuid4().hex[:8]
+    first, second = f"cat_a_{tag}", f"cat_b_{tag}"
+    sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{first}"; DROP DATABASE IF EXISTS "{second}"; '
+                       f'CREATE DATABASE "{first}"; CREATE DATABASE "{second}";', "postgres")
+    script = f"\\connect {first}\nCREATE EXTENSION btree_gist;\n{EVERYTHING}\n" \
+             f"\\connect {second}\nCREATE TABLE app_unrelated_first (x int);\nCREATE EXTENSION btree_gist;\n{EVERYTHING}\n" \
+             "DROP TABLE app_unrelated_first;\n"
+    sandbox.admin.psql(script, "postgres")
+    return first, second
+
+
+def test_introspection_reads_every_kind_in_one_round_trip(sandbox: SandboxHandle, everything: tuple[str, str]) -> None:
+    with sandbox.remote(everything[0]) as remote:
+        before = remote.command_count
+        catalog = introspect(remote)
+        assert remote.command_count - before == 1
+    stats = catalog.stats()
+    assert stats == EXPECTED_STATS
+    trades = catalog.tables["app.trades"]
+    columns = trades.column_map()
+    assert columns["price"].type == "numeric(12,2)" and columns["price"].not_null and columns["price"].default == "0"
+    assert columns["id"].identity == "always"
+    assert columns["doubled"].generated == "(price * (2)::numeric)"
+    assert columns["label"].collation == 'pg_catalog."C"'
+    assert columns["mood"].type == "app.mood" and columns["email"].type == "public.citext"
+    assert columns["price"].comment == "in quote currency" and trades.comment == "trades"
+    assert trades.rls_enabled and ("PUBLIC", "SELECT", False) in trades.privileges
+    assert "schema_migrations" not in " ".join(catalog.tables)
+    check = catalog.constraints["app.trades.price_positive"]
+    assert (check.type, check.validated) == ("c", False) and check.definition.endswith("NOT VALID")
+    fk = catalog.constraints["app.fills.fills_trade_id_fkey"]
+    assert fk.deferrable and fk.deferred and "ON DELETE CASCADE" in fk.definition
+    assert catalog.indexes["app.idx_trades_paper_mode"].definition == \
+        "CREATE INDEX idx_trades_paper_mode ON app.trades USING btree (price) INCLUDE (label) WHERE paper"
+    assert catalog.views["app.mv_trades"].materialized
+    assert "FROM app.trades" in catalog.views["app.v_trades"].definition
+    assert catalog.sequences["app.counter"].increment == 5 and catalog.sequences["app.fills_id_seq"].owned_by == "app.fills.id"
+    assert catalog.functions["app.noop(IN x integer)"].kind == "p"
+    assert "EXECUTE FUNCTION app.touch()" in catalog.triggers["app.trades.trades_touch"].definition
+    assert catalog.types["app.mood"].labels == ("happy", "sad")
+    assert catalog.types["app.pair"].attributes == (("a", "integer"), ("b", "text"))
+    domain = catalog.types["app.posint"]
+    assert (domain.kind, domain.base_type, domain.not_null) == ("domain", "integer", True)
+    assert catalog.constraints["app.posint.posint_check"].on_domain
+    assert catalog.policies["app.trades.only_paper"].roles == ("PUBLIC",)
+    assert catalog.extensions["citext"].version and "btree_gist" in catalog.extensions
+    assert not any(f.startswith("public.citext") for f in catalog.functions), "extension members must be excluded"
+    assert catalog.schemas["app"].comment == "application"
+
+
+def test_same_structure_in_two_databases_is_equal(sandbox: SandboxHandle, everything: tuple[str, str]) -> None:
+    with sandbox.remote(everything[0]) as remote:
+        before = remote.command_count
+        catalogs = introspect_many(remote, list(everything))
+        assert remote.command_count - before == 1
+    assert catalogs[everything[0]] == catalogs[everything[1]]
+    assert compare(catalogs[everything[0]], catalogs[everything[1]]).is_empty
+
+
+def test_ledger_table_is_included_when_not_excluded(sandbox: SandboxHandle, everything: tuple[str, str]) -> None:
+    with sandbox.remote(everything[0]) as remote:
+        catalog = introspect(remote, exclude_tables=())
+    assert "public.schema_migrations" in catalog.tables
+    assert "public.schema_migrations.schema_migrations_pkey" in catalog.constraints
+
+
+def test_live_changes_are_reported_precisely(remote: Remote) -> None:
+    remote.psql("CREATE EXTENSION btree_gist;" + EVERYTHING)
+    live = introspect(remote)
+    remote.psql("""
+        ALTER TABLE app.trades ALTER COLUMN qty TYPE numeric(18,8);
+        DROP INDEX app.idx_trades_paper_mode;
+        CREATE INDEX idx_trades_paper_mode ON app.trades (price) WHERE NOT paper;
+        ALTER TABLE app.trades DISABLE ROW LEVEL SECURITY;
+        REVOKE SELECT ON app.trades FROM PUBLIC;
+    """)
+    desired = introspect(remote)
+    result = compare(live, desired)
+    summary = {(c.kind, c.name): c.details for c in result.changes}
+    assert summary[("column", "app.trades.qty")] == ["app.trades.qty: numeric(12,2) → numeric(18,8)"]
+    assert summary[("index", "app.idx_trades_paper_mode")][0].startswith("definition differs: ")
+    assert summary[("rls", "app.trades")] == ["rls enabled: yes → no"]
+    assert summary[("privilege", "app.trades")] == ["privileges: revoke SELECT from PUBLIC"]
+    assert len(result.changes) == 4, result.changes
