@@ -282,8 +282,6 @@ CREATE TABLE backtest_results (
 COMMENT ON COLUMN backtest_results.instrument_id IS 'NULL when the backtest ran over the whole universe';
 
 CREATE INDEX idx_backtest_results_strategy_id ON backtest_results (strategy_id, created_at DESC);
--- "Best runs first" is the default sort of the backtest page.
-CREATE INDEX idx_backtest_results_sharpe ON backtest_results (sharpe_ratio DESC NULLS LAST);
 
 CREATE TABLE backtest_trades (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -320,8 +318,6 @@ CREATE TABLE portfolios (
     updated_at          timestamptz   NOT NULL DEFAULT now(),
     CONSTRAINT portfolios_user_name_key UNIQUE (user_id, name)
 );
-
-CREATE INDEX idx_portfolios_account_id ON portfolios (account_id);
 
 CREATE TRIGGER trg_portfolios_updated_at BEFORE UPDATE ON portfolios
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();
@@ -421,7 +417,6 @@ CREATE TABLE strategy_performance (
 
 COMMENT ON TABLE strategy_performance IS 'Rollups of closed trades, recomputed nightly by the stats job';
 
-CREATE INDEX idx_strategy_performance_period ON strategy_performance (period, period_start DESC);
 CREATE INDEX idx_strategy_performance_portfolio_id ON strategy_performance (portfolio_id)
     WHERE portfolio_id IS NOT NULL;
 
@@ -491,7 +486,7 @@ CREATE TABLE orders (
     time_in_force    text          NOT NULL DEFAULT 'day',
     status           text          NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'submitted', 'partially_filled', 'filled', 'cancelled', 'rejected')),
-    broker_order_id  text,
+    broker_order_id  text          UNIQUE,
     submitted_at     timestamptz,
     created_at       timestamptz   NOT NULL DEFAULT now(),
     updated_at       timestamptz   NOT NULL DEFAULT now()
@@ -502,8 +497,6 @@ ALTER SEQUENCE order_ref_seq OWNED BY orders.client_order_ref;
 CREATE INDEX idx_orders_account_created ON orders (account_id, created_at DESC);
 CREATE INDEX idx_orders_trade_id ON orders (trade_id);
 CREATE INDEX idx_orders_working ON orders (status) WHERE status IN ('pending', 'submitted', 'partially_filled');
--- Brokers assign their id only once the order is accepted.
-CREATE UNIQUE INDEX orders_broker_order_id_key ON orders (broker_order_id) WHERE broker_order_id IS NOT NULL;
 
 CREATE TRIGGER trg_orders_updated_at BEFORE UPDATE ON orders
     FOR EACH ROW EXECUTE FUNCTION set_updated_at();

@@ -158,7 +158,7 @@ CREATE TABLE orders (
     time_in_force    text          NOT NULL DEFAULT 'day',
     status           text          NOT NULL DEFAULT 'pending'
                      CHECK (status IN ('pending', 'submitted', 'partially_filled', 'filled', 'cancelled', 'rejected')),
-    broker_order_id  text,
+    broker_order_id  text          UNIQUE,
     submitted_at     timestamptz,
     created_at       timestamptz   NOT NULL DEFAULT now(),
     updated_at       timestamptz   NOT NULL DEFAULT now()
@@ -169,8 +169,6 @@ ALTER SEQUENCE order_ref_seq OWNED BY orders.client_order_ref;
 CREATE INDEX idx_orders_account_created ON orders (account_id, created_at DESC);
 CREATE INDEX idx_orders_trade_id ON orders (trade_id);
 CREATE INDEX idx_orders_working ON orders (status) WHERE status IN ('pending', 'submitted', 'partially_filled');
--- Brokers assign their id only once the order is accepted.
-CREATE UNIQUE INDEX orders_broker_order_id_key ON orders (broker_order_id) WHERE broker_order_id IS NOT NULL;
 
 CREATE TABLE executions (
     id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -32,8 +32,6 @@ CREATE TABLE backtest_results (
 COMMENT ON COLUMN backtest_results.instrument_id IS 'NULL when the backtest ran over the whole universe';
 
 CREATE INDEX idx_backtest_results_pattern_id ON backtest_results (pattern_id, created_at DESC);
--- "Best runs first" is the default sort of the backtest page.
-CREATE INDEX idx_backtest_results_sharpe ON backtest_results (sharpe_ratio DESC NULLS LAST);
 
 CREATE TABLE backtest_trades (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

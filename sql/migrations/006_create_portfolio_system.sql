@@ -22,8 +22,6 @@ CREATE TABLE portfolios (
     CONSTRAINT portfolios_user_name_key UNIQUE (user_id, name)
 );
 
-CREATE INDEX idx_portfolios_account_id ON portfolios (account_id);
-
 CREATE TABLE portfolio_positions (
     id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     portfolio_id  bigint        NOT NULL REFERENCES portfolios (id) ON DELETE CASCADE,

@@ -44,7 +44,6 @@ CREATE TABLE strategy_performance (
 
 COMMENT ON TABLE strategy_performance IS 'Rollups of closed trades, recomputed nightly by the stats job';
 
-CREATE INDEX idx_strategy_performance_period ON strategy_performance (period, period_start DESC);
 CREATE INDEX idx_strategy_performance_portfolio_id ON strategy_performance (portfolio_id)
     WHERE portfolio_id IS NOT NULL;
 
