@@ -3,27 +3,31 @@
 The desired side is never parsed by us: it is materialized in a scratch database
 on the same server (same PostgreSQL, same extensions) and both sides are read
 with the same catalog query, so "equal" means equal to PostgreSQL itself.
-Round trips for ``inv diff``: load scratch, introspect both, drop (3).
+``inv diff`` costs two round trips of wall time: loading the scratch database
+and reading its catalog happen in one psql session while the live catalog is
+read on a second channel; then the drop.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspect_many
+from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .diff import DiffResult, compare
-from .errors import OpsagentError, UsageError
+from .errors import OpsagentError, RemoteError, UsageError
 from .extract import gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
-from .scratch import Chunk, scratch_database, scratch_databases
+from .scratch import Chunk, ScratchSet
 from .transport import Remote
 
-T = TypeVar("T")
+A = TypeVar("A")
+B = TypeVar("B")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,7 +88,7 @@ def unified(live: str, desired: str, live_name: str, desired_name: str) -> str:
                                         fromfile=live_name, tofile=desired_name, n=3))
 
 
-def _both(first: Callable[[], T], second: Callable[[], T]) -> tuple[T, T]:
+def _both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     """Run two remote reads at once on two channels of the one SSH connection."""
     box: dict[str, Any] = {}
 
@@ -98,7 +102,7 @@ def _both(first: Callable[[], T], second: Callable[[], T]) -> tuple[T, T]:
     worker.start()
     try:
         value = first()
-    finally:
+    finally:  # also on errors: a scratch database must not be created after it was dropped
         worker.join()
     if "error" in box:
         raise box["error"]
@@ -108,17 +112,31 @@ def _both(first: Callable[[], T], second: Callable[[], T]) -> tuple[T, T]:
 # ---------------------------------------------------------------- diff
 
 
+def read_catalog(output: str, what: str) -> Catalog:
+    """A catalog from the introspection query's output in a load session."""
+    try:
+        return Catalog.from_json(json.loads(output))
+    except (ValueError, TypeError) as exc:
+        raise RemoteError(f"introspection of {what} returned no usable result ({exc})") from None
+
+
 def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: str | None = None,
                      text: bool = False, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DriftReport:
-    """Live database vs ``sql`` materialized in a scratch database on the same server."""
+    """Live database vs ``sql`` materialized in a scratch database on the same server.
+
+    Two round trips of wall time: (load scratch + introspect it) alongside (introspect live), then drop.
+    """
     live_db = remote.host.database
     diff_text: str | None = None
-    with scratch_database(remote, sql, source) as scratch:
-        catalogs = introspect_many(remote, [live_db, scratch], exclude_tables=exclude_tables)
+    query = introspection_sql(exclude_tables)
+    with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
+        outputs, live = _both(scratch.load, lambda: introspect(remote, live_db, exclude_tables=exclude_tables))
+        desired = read_catalog(outputs[0], source)
         if text:
-            live_dump, desired_dump = _both(lambda: dump_for_diff(remote, live_db), lambda: dump_for_diff(remote, scratch))
+            name = scratch.names[0]
+            live_dump, desired_dump = _both(lambda: dump_for_diff(remote, live_db), lambda: dump_for_diff(remote, name))
             diff_text = unified(live_dump, desired_dump, where(remote), desired_label or source)
-    return DriftReport(where(remote), desired_label or source, compare(catalogs[live_db], catalogs[scratch]), diff_text)
+    return DriftReport(where(remote), desired_label or source, compare(live, desired), diff_text)
 
 
 def diff_against_file(remote: Remote, path: Path, *, text: bool = False, what: str = "schema file",
@@ -218,12 +236,13 @@ def replay_chunks(migrations: Sequence[Migration]) -> list[Chunk]:
 
 
 def check_project(remote: Remote, migrations_dir: Path, schema_path: Path) -> CheckReport:
-    """Replay all migrations into one scratch database, load schema.sql into another, compare (3 round trips)."""
+    """Replay all migrations into one scratch database, load schema.sql into another, compare (2 round trips)."""
     migrations, problems, warnings = validate_migrations(migrations_dir)
     if problems:
         return CheckReport(remote.host.name, len(migrations), problems, warnings, None)
     schema_sql = read_sql(schema_path)
     contents = [replay_chunks(migrations), [Chunk(schema_sql, label(schema_path))]]
-    with scratch_databases(remote, contents) as (replayed, desired):
-        catalogs = introspect_many(remote, [replayed, desired])
-    return CheckReport(remote.host.name, len(migrations), problems, warnings, compare(catalogs[replayed], catalogs[desired]))
+    with ScratchSet(remote, contents, query=introspection_sql()) as scratch:
+        replayed, desired = scratch.load()
+    result = compare(read_catalog(replayed, "the replayed migrations"), read_catalog(desired, label(schema_path)))
+    return CheckReport(remote.host.name, len(migrations), problems, warnings, result)

@@ -78,20 +78,38 @@ def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def add_database(script: Script, name: str, sources: Sequence[Chunk]) -> None:
-    """Append: create ``name`` (from template0), connect to it, then run the sources."""
-    reconnect = f"\\connect {MAINTENANCE_DB}\n" if script.lines else ""
+_OUTPUT = "==opsagent-scratch-output=="
+
+
+def add_database(script: Script, name: str, sources: Sequence[Chunk], *, query: str | None = None, index: int = 0) -> None:
+    """Append: create ``name`` (from template0), connect, run the sources, then ``query`` with its output kept."""
+    reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
     script.add(f"{reconnect}CREATE DATABASE {quote_ident(name)} TEMPLATE template0;\n\\connect {name}\n{SESSION_SETUP}")
     for chunk in sources:
         script.add(chunk.text, chunk.source, chunk.first_line)
+    if query is not None:  # the loaded SQL's own output went to /dev/null; this comes back
+        script.add(f"\\o\n\\echo {_OUTPUT}{index}\n{query}\n\\o /dev/null")
 
 
-def load(remote: Remote, script: Script, *, timeout: float | None = None) -> None:
-    """Run the script in one psql session; a failure becomes a ``file:line`` error."""
-    result = remote.psql(script.text, MAINTENANCE_DB, extra=["-f", "-"], check=False, timeout=timeout)
+def load(remote: Remote, script: Script, *, timeout: float | None = None) -> str:
+    """Run the script in one psql session; a failure becomes a ``file:line`` error. Returns stdout."""
+    result = remote.psql(script.text, MAINTENANCE_DB, extra=["-A", "-t", "-f", "-"], check=False, timeout=timeout)
     if result.ok:
-        return
+        return result.text
     raise load_error(remote, script, result.stderr) or remote.failure(["psql"], result)
+
+
+def split_outputs(text: str, count: int) -> list[str]:
+    """The per-database query outputs of a load session, in order."""
+    parts: dict[int, list[str]] = {}
+    current: int | None = None
+    for line in text.splitlines():
+        if line.startswith(_OUTPUT) and line[len(_OUTPUT):].isdigit():
+            current = int(line[len(_OUTPUT):])
+            parts[current] = []
+        elif current is not None:
+            parts[current].append(line)
+    return ["\n".join(parts.get(i, [])).strip() for i in range(count)]
 
 
 def load_error(remote: Remote, script: Script, stderr: str) -> OpsagentError | None:
@@ -134,27 +152,50 @@ def drop(remote: Remote, names: Sequence[str]) -> None:
     remote.psql(sql, MAINTENANCE_DB)
 
 
+class ScratchSet:
+    """Scratch databases created and loaded by ``load()`` (one psql session) and dropped on exit, whatever happens.
+
+    ``query`` (e.g. the catalog introspection) runs in each database right after
+    its SQL, in the same session, so materializing and reading cost one round trip.
+    """
+
+    def __init__(self, remote: Remote, contents: Sequence[Sequence[Chunk]], *, query: str | None = None,
+                 timeout: float | None = None) -> None:
+        self.remote = remote
+        self.names = [scratch_name() for _ in contents]
+        self.script = Script()
+        if query is not None:
+            self.script.add("\\o /dev/null")
+        for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
+            add_database(self.script, name, sources, query=query, index=index)
+        self.timeout = timeout
+
+    def load(self) -> list[str]:
+        """Create and fill the databases; the query's output per database (empty strings without a query)."""
+        return split_outputs(load(self.remote, self.script, timeout=self.timeout), len(self.names))
+
+    def __enter__(self) -> ScratchSet:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is not None:  # errors, Ctrl-C: drop, but let the original error through
+            with contextlib.suppress(OpsagentError):
+                drop(self.remote, self.names)
+            return
+        try:
+            drop(self.remote, self.names)
+        except OpsagentError as error:
+            raise RemoteError(f"{self.remote.host.name}: could not drop scratch database(s) {', '.join(self.names)}: {error.message}",
+                              hint="drop them by hand: DROP DATABASE <name> WITH (FORCE)") from None
+
+
 @contextlib.contextmanager
 def scratch_databases(remote: Remote, contents: Sequence[Sequence[Chunk]], *,
                       timeout: float | None = None) -> Iterator[list[str]]:
     """Create one scratch database per entry of ``contents``, loaded in one psql session; always dropped."""
-    names = [scratch_name() for _ in contents]
-    script = Script()
-    for name, sources in zip(names, contents, strict=True):
-        add_database(script, name, sources)
-    try:
-        load(remote, script, timeout=timeout)
-        yield names
-    except BaseException:  # errors, Ctrl-C, generator close: drop, but keep the original error
-        with contextlib.suppress(OpsagentError):
-            drop(remote, names)
-        raise
-    else:
-        try:
-            drop(remote, names)
-        except OpsagentError as exc:
-            raise RemoteError(f"{remote.host.name}: could not drop scratch database(s) {', '.join(names)}: {exc.message}",
-                              hint="drop them by hand: DROP DATABASE <name> WITH (FORCE)") from None
+    with ScratchSet(remote, contents, timeout=timeout) as scratch:
+        scratch.load()
+        yield scratch.names
 
 
 @contextlib.contextmanager
