@@ -13,6 +13,7 @@ from .. import __version__
 from ..errors import ExitCode
 from . import backup as backup_cli
 from . import core, quickref
+from . import lint as lint_cli
 from . import sync as sync_cli
 
 ns = Collection()
@@ -25,6 +26,7 @@ ns.add_task(quickref.psql_task)
 ns.add_task(backup_cli.backup)
 ns.add_collection(backup_cli.backups)
 ns.add_task(backup_cli.restore)
+ns.add_task(lint_cli.lint)
 ns.add_task(sync_cli.sync)
 ns.add_task(sync_cli.status)
 ns.add_task(sync_cli.baseline_task)
