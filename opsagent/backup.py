@@ -379,7 +379,9 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
     host = remote.host
     when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     name = backup_name(host.database, when, label)
-    pg_dump = shlex.join(["pg_dump", "-Fc", *remote.pg_args(), "-d", host.database])
+    # a session holding an exclusive lock must not make the backup (and a sync waiting on it) hang
+    wait = ["--lock-wait-timeout", host.lock_timeout] if host.lock_timeout.strip() not in ("", "0") else []
+    pg_dump = shlex.join(["pg_dump", "-Fc", *wait, *remote.pg_args(), "-d", host.database])
     body = _PRELUDE + _assign(dir=host.backup_dir, name=name, keep=str(host.keep_backups), pattern=_grep_pattern(host.database),
                               stream="1" if download_dir else "0", protect=protect)
     body += _fill(_BACKUP, PSQL=_psql(remote, host.database), PG_DUMP=pg_dump)
@@ -429,6 +431,10 @@ def _backup_error(remote: Remote, error: list[str], detail: str) -> BackupError:
         return BackupError(f"{host.name}: not enough space in {host.backup_dir}: database {host.database} is {human(need)}, "
                            f"only {human(avail)} free; refusing to start the backup", reason="nospace",
                            hint="free some space or lower keep_backups (old backups are removed only after a successful one)")
+    if code == "pg_dump" and "statement timeout" in detail:
+        return BackupError(f"{host.name}: pg_dump of {host.database} could not lock its tables within lock_timeout {host.lock_timeout}: "
+                           "another session holds an exclusive lock", reason=code,
+                           hint="find it in pg_stat_activity / pg_locks, or retry when it is done")
     message, hint = messages.get(code, (f"{host.name}: backup failed ({code}){extra}", None))
     return BackupError(message, reason=code, hint=hint)
 

@@ -31,7 +31,7 @@ from opsagent.backup import (
 from opsagent.errors import UsageError
 from opsagent.transport import Remote
 
-from .conftest import SandboxHandle
+from .conftest import Project, SandboxHandle
 
 T0 = datetime(2026, 11, 24, 10, 30, 0, tzinfo=UTC)
 
@@ -287,5 +287,137 @@ def test_downloaded_copy_matches_the_server(bremote: Remote, tmp_path: Path) -> 
     assert list((tmp_path / "c").iterdir()) == []
 
 
-def _json(text: str) -> object:
-    return json.loads(text)
+def test_failed_in_place_restore_leaves_the_live_database(bremote: Remote, sandbox: SandboxHandle) -> None:
+    role = f"oa_{bremote.host.database[-10:]}"
+    sandbox.admin.psql(f"CREATE ROLE {role}", "postgres")
+    try:
+        bremote.psql(SCHEMA + f"ALTER TABLE customer OWNER TO {role};")
+        taken = create_backup(bremote, now=T0)
+        sandbox.admin.psql(f"ALTER ROLE {role} RENAME TO {role}_x", "postgres")  # the dump's OWNER TO now fails
+        bremote.psql("INSERT INTO customer VALUES (3, 'eve', NULL)")
+        with pytest.raises(BackupError) as info:
+            restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=1))
+        assert info.value.reason == "restore" and "was not touched" in info.value.message
+        assert q(bremote, "SELECT count(*) FROM customer") == "3"
+        leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{bremote.host.database}_%'", "postgres")
+        assert leftovers == "0"
+    finally:
+        bremote.psql("DROP TABLE IF EXISTS customer CASCADE")
+        sandbox.admin.psql(f"DROP ROLE IF EXISTS {role}_x; DROP ROLE IF EXISTS {role}", "postgres")
+
+
+def test_in_place_restore_terminates_other_sessions(bremote: Remote, sandbox: SandboxHandle) -> None:
+    bremote.psql(SCHEMA)
+    taken = create_backup(bremote, now=T0)
+    bremote.psql("DELETE FROM customer")
+    session = bremote.start(bremote.psql_argv(extra=["-A", "-t"]))
+    try:
+        session.write("BEGIN; SELECT count(*) FROM customer; SELECT pg_backend_pid();\n")
+        assert session.read_line(timeout=20) == "0"
+        pid = session.read_line(timeout=20)
+        restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=1))
+        assert q(sandbox.admin, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}", "postgres") == "0"
+    finally:
+        session.close()
+    assert q(bremote, "SELECT count(*) FROM customer") == "2"
+
+
+def test_backup_behind_an_exclusive_lock_fails_fast(sandbox: SandboxHandle, fresh_db: str) -> None:
+    backup_dir = Path(sandbox.state.root) / "backups" / f"{fresh_db}-lock"
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir), lock_timeout="1s") as r:
+        r.psql(SCHEMA)
+        session = r.start(r.psql_argv(extra=["-A", "-t"]))
+        try:
+            session.write("BEGIN; LOCK customer; SELECT 'locked';\n")
+            assert session.read_line(timeout=20) == "locked"
+            with pytest.raises(BackupError) as info:
+                create_backup(r, now=T0)
+        finally:
+            session.close()
+        assert info.value.reason == "pg_dump" and "lock" in info.value.message
+        assert list(backup_dir.iterdir()) == []
+
+
+NOLOGIN_USER = "oa_backuponly"
+
+
+@pytest.fixture
+def unprivileged(sandbox: SandboxHandle, fresh_db: str) -> Iterator[Remote]:
+    """A Remote whose login user may only sudo to postgres (and cannot read postgres's files)."""
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", NOLOGIN_USER], capture_output=True, check=False)
+    subprocess.run(["usermod", "-p", "*", NOLOGIN_USER], capture_output=True, check=True)
+    sudoers = Path("/etc/sudoers.d/opsagent_test_backup")
+    sudoers.write_text(f"{NOLOGIN_USER} ALL=(postgres) NOPASSWD: ALL\n")
+    sudoers.chmod(0o440)
+    keyfile = Path(sandbox.state.ssh_dir) / f"authorized_keys_{NOLOGIN_USER}"
+    keyfile.write_text((Path(sandbox.state.ssh_dir) / "client_key.pub").read_text())
+    keyfile.chmod(0o644)
+    try:
+        with sandbox.remote(fresh_db, user=NOLOGIN_USER, backup_dir=str(Path(sandbox.state.root) / "backups" / f"{fresh_db}-u")) as r:
+            yield r
+    finally:
+        keyfile.unlink()
+        sudoers.unlink()
+
+
+def test_unprivileged_login_user_backs_up_and_downloads_without_opening_permissions(
+        unprivileged: Remote, sandbox: SandboxHandle, tmp_path: Path) -> None:
+    # neither postgres nor the login user may create the folder under the root-owned sandbox root
+    with pytest.raises(BackupError) as info:
+        create_backup(unprivileged, now=T0)
+    assert info.value.reason == "mkdir" and "sudo install -d -m 700 -o postgres" in (info.value.hint or "")
+    backup_dir = Path(unprivileged.host.backup_dir)
+    backup_dir.mkdir(mode=0o700)
+    os.chown(backup_dir, *_postgres_ids())
+    unprivileged.psql(SCHEMA)
+    taken = create_backup(unprivileged, now=T0, download_dir=tmp_path)
+    assert unprivileged.run(["cat", taken.path], become=False, check=False).exit_status != 0  # login user cannot read it
+    assert stat.S_IMODE(Path(taken.path).stat().st_mode) == 0o600
+    got = download_backup(unprivileged, taken.name, tmp_path / "again")
+    assert got.sha256 == taken.sha256 == hashlib.sha256(Path(taken.path).read_bytes()).hexdigest()
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def test_cli_backup_download_list_get_and_restore(project: Project, sandbox: SandboxHandle) -> None:
+    project.psql(SCHEMA)
+    done = project.run("backup", "--host", "sandbox", "--label", "from cli", "--download")
+    assert done.returncode == 0, done.stderr
+    assert "verified" in done.stdout and "downloaded to" in done.stdout
+    listed = json.loads(project.run("backups", "--host", "sandbox", "--json").stdout)
+    assert [(b["label"], b["verified"]) for b in listed["backups"]] == [("from-cli", True)]
+    name = listed["backups"][0]["name"]
+    local = project.root / "backups" / "sandbox" / name
+    assert hashlib.sha256(local.read_bytes()).hexdigest() == listed["backups"][0]["sha256"]
+    table = project.run("backups", "--host", "sandbox")
+    assert name in table.stdout and "from-cli" in table.stdout and "✔" in table.stdout
+    local.unlink()
+    got = project.run("backups.get", "--host", "sandbox", name)
+    assert got.returncode == 0, got.stderr
+    assert hashlib.sha256(local.read_bytes()).hexdigest() == listed["backups"][0]["sha256"]
+
+    project.psql("DELETE FROM customer WHERE id = 2")
+    refused = project.run("restore", "--host", "sandbox", "--latest", "--in-place")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    restored = project.run("restore", "--host", "sandbox", "--latest", "--json")
+    assert restored.returncode == 0, restored.stderr
+    document = json.loads(restored.stdout)
+    try:
+        assert document["restored_counts"]["tables"] == document["live_counts"]["tables"] == 1
+        assert project.psql("SELECT 1") and q_db(project, document["database"]) == "2"
+    finally:
+        sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{document["database"]}"', "postgres")
+    swapped = project.run("restore", "--host", "sandbox", "--backup", name, "--in-place", "--yes")
+    assert swapped.returncode == 0, swapped.stderr
+    assert "replaced by backup" in swapped.stdout and "pre-restore" in swapped.stdout
+    assert project.psql("SELECT count(*) FROM customer").strip() == "2"
+    missing = project.run("restore", "--host", "sandbox", "--backup", "nope-20200101T000000Z.dump")
+    assert missing.returncode == 1 and "not found" in missing.stderr
+
+
+def q_db(project: Project, database: str) -> str:
+    from opsagent.transport import open_remote
+
+    with open_remote(project.host) as r:
+        return r.psql("SELECT count(*) FROM customer", database, extra=["-A", "-t"]).text.strip()
