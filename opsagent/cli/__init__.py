@@ -14,6 +14,7 @@ from ..errors import ExitCode
 from . import backup as backup_cli
 from . import core, quickref
 from . import lint as lint_cli
+from . import schema as schema_cli
 from . import sync as sync_cli
 
 ns = Collection()
@@ -27,6 +28,9 @@ ns.add_task(backup_cli.backup)
 ns.add_collection(backup_cli.backups)
 ns.add_task(backup_cli.restore)
 ns.add_task(lint_cli.lint)
+ns.add_task(schema_cli.extract_task)
+ns.add_task(schema_cli.diff)
+ns.add_task(schema_cli.check)
 ns.add_task(sync_cli.sync)
 ns.add_task(sync_cli.status)
 ns.add_task(sync_cli.baseline_task)
