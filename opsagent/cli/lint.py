@@ -172,8 +172,12 @@ def _finding_cell(finding: Finding) -> Text:
     return cell
 
 
-def _render(report: HazardReport, shown: list[Finding], header: str) -> None:
-    console.print(header, soft_wrap=True)
+def render_findings(report: HazardReport, *, verbose: bool = False, blocking_note: str | None = None) -> None:
+    """The findings table grouped by file, the hidden-info count and a summary (``inv sync`` reuses it in its plan).
+
+    ``blocking_note`` replaces the line printed when errors would block a sync.
+    """
+    shown = list(report.findings) if verbose else report.at_least("warning")
     if shown:
         table = Table(show_lines=False)
         table.add_column("location", no_wrap=True)
@@ -195,7 +199,7 @@ def _render(report: HazardReport, shown: list[Finding], header: str) -> None:
     mark = "[green]✔[/]" if not report.exit_code else ("[bold red]✘[/]" if report.blocking else "[yellow]![/]")
     console.print(f"{mark} {summary_line(report)}")
     if report.blocking:
-        console.print("[bold red]errors block 'inv sync'[/] (rerun it with --allow-hazards to apply anyway)")
+        console.print(blocking_note or "[bold red]errors block 'inv sync'[/] (rerun it with --allow-hazards to apply anyway)")
 
 
 def _header(report: HazardReport, how: str) -> str:
@@ -230,8 +234,8 @@ def lint(c: Context, host: str = "", file: str = "", json_: bool = False, verbos
     else:
         if not loaded:
             err_console.print(f"no migration files in {_display(inv.paths.migrations)}")
-        shown = list(report.findings) if verbose else report.at_least("warning")
-        _render(report, shown, _header(report, how))
+        console.print(_header(report, how), soft_wrap=True)
+        render_findings(report, verbose=verbose)
     if report.exit_code:
         raise fail(report.exit_code)
 
