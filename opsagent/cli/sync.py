@@ -83,27 +83,26 @@ class _Renderer:
         elif event.kind == "backup_start":
             self._spin(f"backing up ({event.message})…")
         elif event.kind == "backup_done":
-            self._stop()
+            self.stop()
             self.out.print(f"[green]✔[/] backup {event.message}", soft_wrap=True)
         elif event.kind == "begin" and event.step is not None:
             self._spin(f"applying {event.step.version} {event.step.description}…")
         elif event.kind == "done" and event.step is not None:
-            self._stop()
+            self.stop()
             self.out.print(f"[green]✔[/] {event.step.version} {event.step.description} ({event.step.ms} ms)")
         elif event.kind == "failed" and event.step is not None:
-            self._stop()
+            self.stop()
             self.out.print(f"[red]✘[/] {event.step.version} {event.step.description}: {event.message}", soft_wrap=True)
         elif event.kind == "rehearsed" and event.step is not None:
-            self.out.print(_rehearsal_line(event.step.version, event.step.description, event.step.status, event.step.ms,
-                                           event.step.error, event.step.location), soft_wrap=True)
+            self._spin(f"rehearsed {event.step.version}…")  # final lines come with the result (exact file:line)
 
     def _spin(self, text: str) -> None:
-        self._stop()
+        self.stop()
         if self.out.is_terminal:
             self.status = self.out.status(text)
             self.status.start()
 
-    def _stop(self) -> None:
+    def stop(self) -> None:
         if self.status is not None:
             self.status.stop()
             self.status = None
@@ -118,11 +117,13 @@ def _rehearsal_line(version: str, description: str, status: str, ms: int | None,
     return f"{mark} {version} {description}: {error or status}"
 
 
-def _render_result(result: SyncResult, out: Console) -> None:
+def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> None:
+    renderer.stop()
     if result.action == "dry-run":
         for step in result.steps:
-            if step.status == "not_rehearsed":
-                out.print(_rehearsal_line(step.version, step.description, step.status, step.ms, step.error, step.location))
+            if step.status != "planned":
+                out.print(_rehearsal_line(step.version, step.description, step.status, step.ms, step.error, step.location),
+                          soft_wrap=True)
         if result.outcome == "dry_run":
             out.print(f"[bold]dry run:[/] {len(result.steps)} migration(s) would apply; nothing was changed")
         elif result.outcome == "rehearsal_failed":
@@ -177,12 +178,13 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
             raise UsageError("refusing to apply without confirmation: no terminal", hint="rerun with --yes (or --force) to apply")
         return Confirm.ask(f"apply {len(plan)} migration(s) to {target_host.name}/{target_host.database}?", console=console)
 
+    renderer = _Renderer(out, options)
     started = time.monotonic()
     record: dict[str, Any] = {"host": target_host.name, "database": target_host.database, "who": identity.applied_by,
                               "git_commit": identity.git_commit, "action": "dry-run" if dry_run else "sync"}
     try:
         with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
-            result = run_sync(remote, inv.paths.migrations, options, identity, on_event=_Renderer(out, options), confirm=confirm)
+            result = run_sync(remote, inv.paths.migrations, options, identity, on_event=renderer, confirm=confirm)
     except OpsagentError as exc:
         append_audit(inv.paths.state, {**record, "outcome": "error", "error": exc.message,
                                        "durations": {"total": round(time.monotonic() - started, 3)}})
@@ -190,7 +192,7 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
     if json_:
         print_json(result.as_dict())
-    _render_result(result, err_console if json_ else console)
+    _render_result(result, err_console if json_ else console, renderer)
     if not result.ok:
         raise fail(ExitCode.FAILURE)
 
