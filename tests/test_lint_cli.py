@@ -43,8 +43,8 @@ class Offline:
         path.write_text(sql)
         return path
 
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"), "COLUMNS": "220"}
+    def run(self, *args: str, columns: int = 220) -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"), "COLUMNS": str(columns)}
         return subprocess.run([sys.executable, "-m", "opsagent", "lint", *args], cwd=self.root, env=env, text=True,
                               capture_output=True, timeout=120, check=False)
 
@@ -71,6 +71,16 @@ def test_index_on_existing_table_exit_4_with_location_and_fix(offline: Offline) 
     assert "fix: use CREATE INDEX CONCURRENTLY" in result.stdout
     assert "1 info finding hidden (--verbose)" in result.stdout
     assert "lock-timeout" not in result.stdout
+
+
+def test_narrow_terminal_gets_one_block_per_finding(offline: Offline) -> None:
+    offline.write("001_users_email_index.sql", INDEX_ON_EXISTING)
+    result = offline.run(columns=80)
+    assert result.returncode == int(ExitCode.HAZARDS)
+    lines = result.stdout.splitlines()
+    assert "sql/migrations/001_users_email_index.sql:3  warning  create-index-not-concurrently  users" in lines
+    assert any(line.strip().startswith("fix: use CREATE INDEX CONCURRENTLY") for line in lines)
+    assert "┃" not in result.stdout
 
 
 def test_verbose_shows_infos(offline: Offline) -> None:

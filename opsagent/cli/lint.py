@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
+from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
@@ -34,6 +35,7 @@ from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, i
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 REFUSED_RULE = "refused-by-sync"
 _SPLIT = "--opsagent-lint-split--"
+NARROW = 120  # narrower consoles get one block per finding instead of the table
 
 
 @dataclasses.dataclass
@@ -172,27 +174,45 @@ def _finding_cell(finding: Finding) -> Text:
     return cell
 
 
+def _findings_table(shown: list[Finding], live: bool) -> Table:
+    table = Table(show_lines=False)
+    table.add_column("location", overflow="fold")
+    table.add_column("severity", no_wrap=True)
+    table.add_column("rule", overflow="fold")
+    table.add_column("table (live size)" if live else "table", overflow="fold")
+    table.add_column("finding / fix", ratio=1, min_width=40)
+    previous: str | None = None
+    for finding in shown:
+        if previous is not None and finding.source != previous:
+            table.add_section()
+        previous = finding.source
+        table.add_row(finding.location, Text(finding.severity, style=SEVERITY_STYLE.get(finding.severity, "")),
+                      finding.rule, _table_cell(finding, live), _finding_cell(finding))
+    return table
+
+
+def _print_blocks(shown: list[Finding], live: bool) -> None:
+    """The same content for a narrow terminal, where a five-column table would be unreadable."""
+    for finding in shown:
+        head = Text.assemble((finding.location, "bold"), "  ", (finding.severity, SEVERITY_STYLE.get(finding.severity, "")),
+                             "  ", finding.rule)
+        if finding.table:
+            size = describe_size(finding.rows, finding.bytes)
+            head.append(f"  {finding.table}" + (f" ({size})" if size else " (not on the host yet)" if live else ""))
+        console.print(head, soft_wrap=True)
+        console.print(Padding(_finding_cell(finding), (0, 0, 0, 4)))
+
+
 def render_findings(report: HazardReport, *, verbose: bool = False, blocking_note: str | None = None) -> None:
     """The findings table grouped by file, the hidden-info count and a summary (``inv sync`` reuses it in its plan).
 
     ``blocking_note`` replaces the line printed when errors would block a sync.
     """
     shown = list(report.findings) if verbose else report.at_least("warning")
-    if shown:
-        table = Table(show_lines=False)
-        table.add_column("location", no_wrap=True)
-        table.add_column("severity", no_wrap=True)
-        table.add_column("rule", no_wrap=True)
-        table.add_column("table (live size)" if report.live else "table")
-        table.add_column("finding / fix", ratio=1)
-        previous: str | None = None
-        for finding in shown:
-            if previous is not None and finding.source != previous:
-                table.add_section()
-            previous = finding.source
-            table.add_row(finding.location, Text(finding.severity, style=SEVERITY_STYLE.get(finding.severity, "")),
-                          finding.rule, _table_cell(finding, report.live), _finding_cell(finding))
-        console.print(table)
+    if shown and console.width >= NARROW:
+        console.print(_findings_table(shown, report.live))
+    elif shown:
+        _print_blocks(shown, report.live)
     hidden = len(report.findings) - len(shown)
     if hidden:
         console.print(f"[dim]{hidden} info finding{'' if hidden == 1 else 's'} hidden (--verbose)[/]")
@@ -205,8 +225,8 @@ def render_findings(report: HazardReport, *, verbose: bool = False, blocking_not
 def _header(report: HazardReport, how: str) -> str:
     count = len(report.files)
     if not report.live:
-        return (f"linted {count} migration file{'' if count == 1 else 's'} offline (text rules only; "
-                "--host H sizes each table on the host)")
+        return (f"linted {count} migration file{'' if count == 1 else 's'} offline, in order (a table created by an earlier "
+                "file counts as new; --host H lints only what is pending there, with live table sizes)")
     limits = report.thresholds
     return (f"host [bold]{report.host}[/]: linted {how}, judged against its live tables "
             f"(lock_timeout {report.lock_timeout}; large table: {limits.large_table_rows:,} rows or "
