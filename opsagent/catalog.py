@@ -11,6 +11,7 @@ they are fully qualified and identical across databases.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -56,12 +57,20 @@ excluded AS (
   WHERE c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s) OR n.nspname || '.' || c.relname = ANY(%(qualified)s))
 ),
 acl AS (
+  -- privileges beyond the owner's defaults, and defaults taken away ("no X"): equal grants compare equal
+  -- whether or not the ACL was ever touched
   SELECT r.oid,
          json_agg(json_build_array(
-           CASE WHEN a.grantee = 0 THEN 'PUBLIC' WHEN a.grantee = r.relowner THEN '<owner>' ELSE pg_get_userbyid(a.grantee) END,
-           a.privilege_type, a.is_grantable) ORDER BY 1) AS privs
-  FROM rel r, aclexplode(coalesce((SELECT relacl FROM pg_class WHERE oid = r.oid),
-                                  acldefault(CASE WHEN r.relkind = 'S' THEN 's' ELSE 'r' END::"char", r.relowner))) a
+           CASE WHEN x.grantee = 0 THEN 'PUBLIC' WHEN x.grantee = r.relowner THEN '<owner>' ELSE pg_get_userbyid(x.grantee) END,
+           x.privilege_type, x.is_grantable)) AS privs
+  FROM rel r JOIN pg_class c ON c.oid = r.oid,
+       LATERAL (SELECT acldefault(CASE WHEN r.relkind = 'S' THEN 's' ELSE 'r' END::"char", r.relowner) AS dflt) d,
+       LATERAL ((SELECT a.grantee, a.privilege_type, a.is_grantable FROM aclexplode(c.relacl) a
+                 EXCEPT SELECT b.grantee, b.privilege_type, b.is_grantable FROM aclexplode(d.dflt) b)
+                UNION ALL
+                (SELECT b.grantee, 'no ' || b.privilege_type, b.is_grantable FROM aclexplode(d.dflt) b
+                 EXCEPT SELECT a.grantee, 'no ' || a.privilege_type, a.is_grantable FROM aclexplode(c.relacl) a)) x
+  WHERE r.relkind IN ('r', 'p', 'f', 'v', 'm', 'S') AND c.relacl IS NOT NULL
   GROUP BY r.oid
 ),
 cols AS (
@@ -77,7 +86,7 @@ cols AS (
                              THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
                                    FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
                                    WHERE co.oid = a.attcollation) END,
-           'comment', col_description(a.attrelid, a.attnum),
+           'comment', ds.description,
            'inherited', a.attinhcount > 0,
            'privileges', (SELECT json_agg(json_build_array(
                             CASE WHEN x.grantee = 0 THEN 'PUBLIC' WHEN x.grantee = r.relowner THEN '<owner>'
@@ -88,10 +97,11 @@ cols AS (
   JOIN rel r ON r.oid = a.attrelid
   JOIN pg_type t ON t.oid = a.atttypid
   LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-  WHERE a.attnum > 0 AND NOT a.attisdropped
+  LEFT JOIN pg_description ds ON ds.objoid = a.attrelid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = a.attnum
+  WHERE a.attnum > 0 AND NOT a.attisdropped AND r.relkind IN ('r', 'p', 'f', 'v', 'm')
   GROUP BY a.attrelid
 )
-SELECT json_build_object(
+SELECT json_strip_nulls(json_build_object(
  'server_version', current_setting('server_version_num')::int,
  'schemas', (SELECT coalesce(json_agg(json_build_object(
      'name', n.nspname, 'comment', obj_description(n.oid, 'pg_namespace')) ORDER BY n.nspname), '[]')
@@ -103,26 +113,28 @@ SELECT json_build_object(
      'schema', r.nspname, 'name', r.relname, 'kind', c.relkind,
      'persistence', c.relpersistence,
      'partition_key', CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
-     'partition_of', (SELECT pr.qname FROM pg_inherits i JOIN rel pr ON pr.oid = i.inhparent
+     'partition_of', (SELECT i.inhparent::regclass::text FROM pg_inherits i
                       WHERE i.inhrelid = c.oid AND c.relispartition),
      'partition_bound', CASE WHEN c.relispartition THEN pg_get_expr(c.relpartbound, c.oid) END,
-     'inherits', (SELECT json_agg(pr.qname ORDER BY i.inhseqno) FROM pg_inherits i JOIN rel pr ON pr.oid = i.inhparent
+     'inherits', (SELECT json_agg(i.inhparent::regclass::text ORDER BY i.inhseqno) FROM pg_inherits i
                   WHERE i.inhrelid = c.oid AND NOT c.relispartition),
      'options', c.reloptions,
      'rls_enabled', c.relrowsecurity, 'rls_forced', c.relforcerowsecurity,
      'comment', obj_description(c.oid, 'pg_class'),
-     'privileges', (SELECT privs FROM acl WHERE acl.oid = c.oid),
-     'columns', coalesce((SELECT columns FROM cols WHERE cols.attrelid = c.oid), '[]')
+     'privileges', acl.privs,
+     'columns', coalesce(cols.columns, '[]')
    ) ORDER BY r.qname), '[]')
-   FROM rel r JOIN pg_class c ON c.oid = r.oid WHERE r.relkind IN ('r', 'p', 'f')),
+   FROM rel r JOIN pg_class c ON c.oid = r.oid LEFT JOIN acl ON acl.oid = r.oid LEFT JOIN cols ON cols.attrelid = r.oid
+   WHERE r.relkind IN ('r', 'p', 'f')),
  'views', (SELECT coalesce(json_agg(json_build_object(
      'schema', r.nspname, 'name', r.relname, 'materialized', r.relkind = 'm',
      'definition', pg_get_viewdef(r.oid), 'options', c.reloptions,
      'comment', obj_description(r.oid, 'pg_class'),
-     'privileges', (SELECT privs FROM acl WHERE acl.oid = r.oid),
-     'columns', coalesce((SELECT columns FROM cols WHERE cols.attrelid = r.oid), '[]')
+     'privileges', acl.privs,
+     'columns', coalesce(cols.columns, '[]')
    ) ORDER BY r.qname), '[]')
-   FROM rel r JOIN pg_class c ON c.oid = r.oid WHERE r.relkind IN ('v', 'm')),
+   FROM rel r JOIN pg_class c ON c.oid = r.oid LEFT JOIN acl ON acl.oid = r.oid LEFT JOIN cols ON cols.attrelid = r.oid
+   WHERE r.relkind IN ('v', 'm')),
  'constraints', (SELECT coalesce(json_agg(json_build_object(
      'table', coalesce(r.qname, quote_ident(tn.nspname) || '.' || quote_ident(ty.typname)),
      'on_domain', con.contypid <> 0,
@@ -149,15 +161,15 @@ SELECT json_build_object(
      'schema', r.nspname, 'name', r.relname,
      'type', format_type(s.seqtypid, NULL), 'start', s.seqstart, 'increment', s.seqincrement,
      'min', s.seqmin, 'max', s.seqmax, 'cache', s.seqcache, 'cycle', s.seqcycle,
-     'owned_by', (SELECT tr.qname || '.' || quote_ident(a.attname)
-                  FROM pg_depend d JOIN rel tr ON tr.oid = d.refobjid
+     'owned_by', (SELECT d.refobjid::regclass::text || '.' || quote_ident(a.attname)
+                  FROM pg_depend d
                   JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
                   WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid AND d.deptype = 'a'
                     AND d.refclassid = 'pg_class'::regclass LIMIT 1),
      'comment', obj_description(r.oid, 'pg_class'),
-     'privileges', (SELECT privs FROM acl WHERE acl.oid = r.oid)
+     'privileges', acl.privs
    ) ORDER BY r.qname), '[]')
-   FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
+   FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid LEFT JOIN acl ON acl.oid = r.oid
    WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
                      AND ((d.deptype = 'i') OR (d.deptype = 'a' AND d.refobjid IN (SELECT oid FROM excluded))))),
  'functions', (SELECT coalesce(json_agg(json_build_object(
@@ -213,7 +225,7 @@ SELECT json_build_object(
      'comment', obj_description(pol.oid, 'pg_policy')
    ) ORDER BY 1), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid)
-)
+))
 """
 
 
@@ -402,8 +414,8 @@ class Function:
     name: str
     kind: str
     arguments: str
-    result: str | None
-    definition: str | None
+    result: str | None = None
+    definition: str | None = None
     comment: str | None = None
 
     @property
@@ -464,18 +476,24 @@ def _tuple(value: Any) -> tuple[Any, ...]:
     return tuple(tuple(v) if isinstance(v, list) else v for v in value or ())
 
 
+_SET_FIELDS = ("privileges", "roles")  # sets in meaning: order must not matter
+
+
+@functools.cache
+def _field_names(cls: type[Any]) -> frozenset[str]:
+    return frozenset(f.name for f in dataclasses.fields(cls))
+
+
 def _build(cls: type[Any], data: Mapping[str, Any], **overrides: Any) -> Any:
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in data.items() if k in names}
-    for field in dataclasses.fields(cls):
-        value = kwargs.get(field.name)
+    """One model object from its JSON entry: lists become tuples, absent/null keys take defaults."""
+    names = _field_names(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if value is None or key not in names:
+            continue  # null means "the default" (the query strips nulls anyway)
         if isinstance(value, list):
-            kwargs[field.name] = _tuple(value)
-        elif value is None and field.default == ():
-            kwargs.pop(field.name, None)
-    for name in ("privileges", "roles"):
-        if name in kwargs:  # a set in meaning: order must not matter
-            kwargs[name] = tuple(sorted(kwargs[name]))
+            value = tuple(sorted(_tuple(value))) if key in _SET_FIELDS else _tuple(value)
+        kwargs[key] = value
     kwargs.update(overrides)
     return cls(**kwargs)
 
