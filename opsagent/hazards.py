@@ -167,8 +167,9 @@ def assess(remote: QueryJson | None, migrations: Iterable[Migrationish], host: H
 
     Sync uses it as::
 
-        report = assess(remote, pending, host)
-        if report.blocking and not allow_hazards: refuse, showing report.at_least("warning")
+        report = assess(remote, plan.pending, host)   # or stats= fetched with the ledger
+        if report.blocking and not allow_hazards: refuse (MigrationError), nothing run
+        # CLI: opsagent.cli.lint.render_findings(report); --json: report.to_dict()
     """
     units = [lint_unit(m) for m in migrations]
     thresholds = thresholds_from(host.hazards if host is not None else None)
