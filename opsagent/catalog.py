@@ -11,7 +11,6 @@ they are fully qualified and identical across databases.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -479,9 +478,14 @@ def _tuple(value: Any) -> tuple[Any, ...]:
 _SET_FIELDS = ("privileges", "roles")  # sets in meaning: order must not matter
 
 
-@functools.cache
+_FIELD_NAMES: dict[type[Any], frozenset[str]] = {}
+
+
 def _field_names(cls: type[Any]) -> frozenset[str]:
-    return frozenset(f.name for f in dataclasses.fields(cls))
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = frozenset(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _build(cls: type[Any], data: Mapping[str, Any], **overrides: Any) -> Any:
