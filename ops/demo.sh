@@ -16,7 +16,7 @@ expect() {  # expect CODE cmd...: run, and accept exactly that exit code
 step inv sandbox.up
 step inv hosts
 step inv doctor --host sandbox
-expect 4 inv lint
+step inv lint
 step inv sync --host sandbox --dry-run
 step inv sync --host sandbox --yes
 step inv status --host sandbox
