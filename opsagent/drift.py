@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .diff import DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
-from .extract import gunzip, normalize_dump, pg_dump_argv, strip_restrict
+from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .scratch import Chunk, ScratchSet
 from .transport import Remote
@@ -144,6 +144,25 @@ def diff_against_file(remote: Remote, path: Path, *, text: bool = False, what: s
     """Live database vs a SQL file (``schema.sql`` or an extracted snapshot)."""
     source = label(path)
     return diff_against_sql(remote, read_sql(path, what), source, desired_label=desired_label or source, text=text)
+
+
+def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False) -> DriftReport:
+    """Live database vs its last extract: both sides go through one dump-and-load, so they compare like with like.
+
+    A restored database deparses some expressions differently from the one that was
+    dumped (``ARRAY[...]::text[]`` becomes ``ARRAY[(...)::text]``, view columns gain
+    aliases); a snapshot has been through that once, so a fresh dump of live is too.
+    Round trips: dump live, then (load both + introspect both), then drop.
+    """
+    source = label(path)
+    snapshot = read_sql(path, "snapshot (run 'inv extract' first)")
+    live_dump = dump_schema(remote)
+    live_label = f"{where(remote)} (fresh dump)"
+    with ScratchSet(remote, [[Chunk(live_dump, live_label)], [Chunk(snapshot, source)]], query=introspection_sql()) as scratch:
+        live_out, snapshot_out = scratch.load()
+    result = compare(read_catalog(live_out, live_label), read_catalog(snapshot_out, source))
+    diff_text = unified(strip_restrict(live_dump), strip_restrict(snapshot), where(remote), source) if text else None
+    return DriftReport(where(remote), f"snapshot {source}", result, diff_text)
 
 
 def diff_hosts(live: Remote, other: Remote, *, text: bool = False) -> DriftReport:

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from opsagent.drift import check_project, diff_against_sql, drift_count
+from opsagent.drift import check_project, diff_against_snapshot, diff_against_sql, drift_count
 from opsagent.extract import extract, gunzip, normalize_dump, strip_restrict
 from opsagent.scratch import PREFIX, Chunk, LoadError, Script, leftovers, scratch_database
 from opsagent.transport import Remote
 
-from .conftest import Project, SandboxHandle, write_inventory
+from .conftest import CORPORA, Project, SandboxHandle, write_inventory
 
 # ---------------------------------------------------------------- normalization (pure)
 
@@ -282,6 +282,25 @@ def test_diff_round_trips_and_drift_count(remote: Remote, tmp_path: Path) -> Non
     schema = tmp_path / "schema.sql"
     schema.write_text(SCHEMA)
     assert drift_count(remote, schema) == 2
+
+
+def test_musicbrainz_extract_is_stable_and_its_snapshot_materializes_identically(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    corpus = CORPORA / "schemas" / "musicbrainz.sql"
+    if not corpus.exists():
+        pytest.skip(f"{corpus} absent (shared corpora are not part of a fresh clone)")
+    database = sandbox.create_database("mb")
+    with sandbox.remote(database) as remote:
+        remote.psql(corpus.read_text())
+        first, second = extract(remote), extract(remote)
+        assert first.dump == second.dump
+        assert first.stats["tables"] >= 373 and first.stats["triggers"] >= 448 and first.stats["extensions"] == 3
+        snapshot = tmp_path / "schema.sql"
+        snapshot.write_text(first.dump)
+        report = diff_against_snapshot(remote, snapshot)
+        assert report.result.is_empty, report.result.to_dict()
+        remote.psql("ALTER TABLE musicbrainz.artist ADD COLUMN nickname text")
+        changed = diff_against_snapshot(remote, snapshot)
+    assert [(c.kind, c.name, c.status) for c in changed.result.changes] == [("column", "musicbrainz.artist.nickname", "extra")]
 
 
 # ---------------------------------------------------------------- inv check

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..diff import KIND_ORDER, Change, DiffResult, display
-from ..drift import CheckReport, DriftReport, check_project, diff_against_file, diff_hosts, label
+from ..drift import CheckReport, DriftReport, check_project, diff_against_file, diff_against_snapshot, diff_hosts, label
 from ..errors import ExitCode, UsageError
 from ..extract import ExtractResult, default_snapshot_path, extract, write_snapshot
 from ..quickref import human_bytes
@@ -65,12 +65,14 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
                "against_host": "compare with another host's live database instead (e.g. staging vs prod)",
                "text": "also print a unified diff of the two normalized dumps",
                "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
-def diff(c: Context, host: str = "", against: str = "schema", against_host: str = "", text: bool = False, json_: bool = False,
+def diff(c: Context, host: str = "", against: str = "", against_host: str = "", text: bool = False, json_: bool = False,
          accept_new_host_key: bool = False) -> None:
     """Drift of the host's database from schema.sql (or a snapshot, or another host); exit 3 when they differ."""
     target, inv = single_host(host)
-    if against not in ("schema", "snapshot"):
+    if against not in ("", "schema", "snapshot"):
         raise UsageError(f"--against {against!r}: expected 'schema' or 'snapshot'")
+    if against and against_host:
+        raise UsageError("--against and --against-host exclude each other: compare with a file or with a host")
     with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         if against_host:
             other, _ = single_host(against_host)
@@ -78,8 +80,7 @@ def diff(c: Context, host: str = "", against: str = "schema", against_host: str 
                 report = diff_hosts(remote, other_remote, text=text)
         elif against == "snapshot":
             snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
-            report = diff_against_file(remote, snapshot, text=text, what="snapshot (run 'inv extract' first)",
-                                       desired_label=f"snapshot {label(snapshot)}")
+            report = diff_against_snapshot(remote, snapshot, text=text)
         else:
             report = diff_against_file(remote, inv.paths.schema, text=text)
     if json_:
