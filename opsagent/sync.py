@@ -295,10 +295,17 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, ensure_sql: str, id
     script = _Script(first_line)
     if ensure_sql:
         script.add(ensure_sql)
-    for m in plan:
+    # Commits do not wait for the WAL flush, except the last one: flushing its WAL flushes every earlier
+    # commit too (WAL is sequential), so the run is fully durable when it reports success.  A server
+    # crash in between loses migrations and their ledger rows together, and a rerun applies them again.
+    script.add("SET synchronous_commit = off;")
+    for index, m in enumerate(plan):
         script.add(f"\\echo {MARK} begin {m.version}")
+        if index == len(plan) - 1:
+            script.add("RESET synchronous_commit;")
         if m.transactional:
-            script.add(f"BEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\nSET LOCAL statement_timeout = '{statement_timeout}';")
+            # one round trip for the three (psql's \\; joins them into one query string)
+            script.add(f"BEGIN \\; SET LOCAL lock_timeout = '{lock_timeout}' \\; SET LOCAL statement_timeout = '{statement_timeout}';")
             elapsed = "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
         else:
             script.add(f"SET lock_timeout = '{lock_timeout}';\nSET statement_timeout = '{statement_timeout}';\n"
