@@ -131,12 +131,37 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
     query = introspection_sql(exclude_tables)
     with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
         outputs, live = _both(scratch.load, lambda: introspect(remote, live_db, exclude_tables=exclude_tables))
-        desired = read_catalog(outputs[0], source)
+        result = compare(live, read_catalog(outputs[0], source))
+        result = confirm_changes(remote, result, live_db, scratch.names[0], exclude_tables)
         if text:
             name = scratch.names[0]
             live_dump, desired_dump = _both(lambda: dump_for_diff(remote, live_db), lambda: dump_for_diff(remote, name))
             diff_text = unified(live_dump, desired_dump, where(remote), desired_label or source)
-    return DriftReport(where(remote), desired_label or source, compare(live, desired), diff_text)
+    return DriftReport(where(remote), desired_label or source, result, diff_text)
+
+
+def confirm_changes(remote: Remote, result: DiffResult, live_db: str, desired_db: str,
+                    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DiffResult:
+    """Drop "changed" findings that are only dump/restore deparse artifacts.
+
+    A database restored from a dump deparses some expressions differently from one
+    built from the original SQL (``ARRAY['a'::varchar]::text[]`` vs
+    ``ARRAY[('a'::varchar)::text]``).  Putting both sides through one dump-and-load
+    makes them comparable: a change that disappears there was never a change.
+    Costs round trips only when something changed; any failure keeps the findings.
+    """
+    if not any(c.status == "changed" for c in result.changes):
+        return result
+    try:
+        live_dump, desired_dump = _both(lambda: dump_schema(remote, live_db), lambda: dump_schema(remote, desired_db))
+        contents = [[Chunk(live_dump, "live (dump)")], [Chunk(desired_dump, "desired (dump)")]]
+        with ScratchSet(remote, contents, query=introspection_sql(exclude_tables)) as scratch:
+            live_out, desired_out = scratch.load()
+        again = compare(read_catalog(live_out, "live (dump)"), read_catalog(desired_out, "desired (dump)"))
+    except OpsagentError:
+        return result
+    still = {(c.kind, c.name) for c in again.changes}
+    return DiffResult([c for c in result.changes if c.status != "changed" or (c.kind, c.name) in still])
 
 
 def diff_against_file(remote: Remote, path: Path, *, text: bool = False, what: str = "schema file",

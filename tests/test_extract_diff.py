@@ -303,6 +303,18 @@ def test_musicbrainz_extract_is_stable_and_its_snapshot_materializes_identically
     assert [(c.kind, c.name, c.status) for c in changed.result.changes] == [("column", "musicbrainz.artist.nickname", "extra")]
 
 
+def test_live_restored_from_a_dump_is_not_drift_but_a_real_change_is(remote: Remote) -> None:
+    schema = "CREATE TABLE t (s varchar(10) CHECK (s IN ('a', 'b')), n int);\nCREATE VIEW v AS SELECT s, NULL::int FROM t;\n"
+    remote.psql(schema)
+    dump = extract(remote).dump
+    remote.psql("DROP VIEW v; DROP TABLE t;")
+    remote.psql(dump)  # like a production database restored from a backup: deparses differently
+    assert diff_against_sql(remote, schema, "schema.sql").result.is_empty
+    remote.psql("ALTER TABLE t DROP CONSTRAINT t_s_check, ADD CONSTRAINT t_s_check CHECK (s IN ('a', 'b', 'c'))")
+    changes = diff_against_sql(remote, schema, "schema.sql").result.changes
+    assert [(c.kind, c.name, c.status) for c in changes] == [("constraint", "public.t.t_s_check", "changed")]
+
+
 # ---------------------------------------------------------------- inv check
 
 MIGRATIONS = {
