@@ -10,10 +10,11 @@ comment or privilege difference is reported under its own kind.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from .catalog import Catalog, Column, Table, View
+from .catalog import Catalog, Column, Sequence_, Table, View, quote_ident
 
 Status = Literal["extra", "missing", "changed"]
 Severity = Literal["low", "normal"]
@@ -145,7 +146,28 @@ def _compare_fields(kind: str, name: str, old: Any, new: Any) -> Iterator[Change
         yield Change(change_kind, name, "changed", details)
 
 
-def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...], *, view: bool) -> Iterator[Change]:
+def _owned_sequences(catalog: Catalog) -> dict[str, str]:
+    """Sequence name → the column that owns it (serial columns)."""
+    return {key: seq.owned_by for key, seq in catalog.sequences.items() if seq.owned_by}
+
+
+def _by_owner(sequences: Mapping[str, Sequence_]) -> dict[str, Sequence_]:
+    """A serial's sequence is identified by its column, not its name (renaming a table keeps the old name)."""
+    return {f"owned by {seq.owned_by}" if seq.owned_by else key: seq for key, seq in sequences.items()}
+
+
+_NEXTVAL = re.compile(r"nextval\('((?:[^']|'')+)'::regclass\)")
+
+
+def _default(value: str | None, column: str, owned: Mapping[str, str]) -> str | None:
+    """``nextval('<the sequence this column owns>')`` reads the same whatever the sequence is called."""
+    if value is None or "nextval(" not in value:
+        return value
+    return _NEXTVAL.sub(lambda m: "nextval(<owned sequence>)" if owned.get(m.group(1).replace("''", "'")) == column else m.group(0), value)
+
+
+def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...], *, view: bool,
+                     owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})) -> Iterator[Change]:
     before = {c.name: c for c in old}
     after = {c.name: c for c in new}
     for column in old:
@@ -168,6 +190,9 @@ def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...
             if field.name in ("name", "inherited"):  # inheritance shows as the table's partition_of/inherits
                 continue
             a, b = getattr(column, field.name), getattr(other, field.name)
+            if field.name == "default" and a != b:
+                where = f"{table}.{quote_ident(column.name)}"
+                a, b = _default(a, where, owned[0]), _default(b, where, owned[1])
             if a == b:
                 continue
             if field.name == "comment":
@@ -219,13 +244,15 @@ def _summary(attr: str, obj: Any) -> list[str]:
     return [" ".join(definition.split())[:160]] if isinstance(definition, str) else []
 
 
-def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any], folded: set[str]) -> Iterator[Change]:
+def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any], folded: set[str],
+                  owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})) -> Iterator[Change]:
     for key, obj in live.items():
         other = desired.get(key)
         if other is None:
             if _owner_table(attr, obj) not in folded:
-                yield Change(_kind_of(attr, obj), key, "extra", _summary(attr, obj))
+                yield Change(_kind_of(attr, obj), obj.key, "extra", _summary(attr, obj))
             continue
+        key = obj.key
         kind = _kind_of(attr, obj)
         if kind != _kind_of(attr, other):  # e.g. view became materialized
             yield Change(kind, key, "extra", _summary(attr, obj))
@@ -234,10 +261,10 @@ def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any]
         if obj != other:
             yield from _compare_fields(kind, key, obj, other)
             if attr in ("tables", "views"):
-                yield from _compare_columns(key, obj.columns, other.columns, view=attr == "views")
+                yield from _compare_columns(key, obj.columns, other.columns, view=attr == "views", owned=owned)
     for key, obj in desired.items():
         if key not in live and _owner_table(attr, obj) not in folded:
-            yield Change(_kind_of(attr, obj), key, "missing", _summary(attr, obj))
+            yield Change(_kind_of(attr, obj), obj.key, "missing", _summary(attr, obj))
 
 
 _ATTRS = ("extensions", "schemas", "types", "sequences", "tables", "constraints", "indexes", "views", "functions",
@@ -247,9 +274,13 @@ _ATTRS = ("extensions", "schemas", "types", "sequences", "tables", "constraints"
 def compare(live: Catalog, desired: Catalog) -> DiffResult:
     """Everything that differs between the live database and the desired one."""
     folded = set(live.tables.keys() ^ desired.tables.keys())
+    owned = (_owned_sequences(live), _owned_sequences(desired))
     changes: list[Change] = []
     for attr in _ATTRS:
-        changes.extend(_compare_maps(attr, getattr(live, attr), getattr(desired, attr), folded))
+        before, after = getattr(live, attr), getattr(desired, attr)
+        if attr == "sequences":
+            before, after = _by_owner(before), _by_owner(after)
+        changes.extend(_compare_maps(attr, before, after, folded, owned))
     rank = {kind: index for index, kind in enumerate(KIND_ORDER)}
     changes.sort(key=lambda c: (rank.get(c.kind, len(rank)), c.name, c.status))
     return DiffResult(changes)

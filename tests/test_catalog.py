@@ -322,3 +322,22 @@ def test_live_changes_are_reported_precisely(remote: Remote) -> None:
     assert summary[("rls", "app.trades")] == ["rls enabled: yes → no"]
     assert summary[("privilege", "app.trades")] == ["privileges: revoke SELECT from PUBLIC"]
     assert len(result.changes) == 4, result.changes
+
+
+def test_serial_sequence_is_identified_by_its_column_not_its_name() -> None:
+    def with_sequence(name: str, owned: bool = True) -> dict[str, Any]:
+        d = doc()
+        d["tables"][1]["columns"][0]["default"] = f"nextval('public.{name}'::regclass)"
+        d["sequences"] = [{"schema": "public", "name": name, "type": "bigint", "start": 1, "increment": 1, "min": 1,
+                           "max": 9223372036854775807, "cache": 1, "cycle": False, **({"owned_by": "public.users.id"} if owned else {})}]
+        return d
+
+    renamed = compare(Catalog.from_json(with_sequence("accounts_id_seq")), Catalog.from_json(with_sequence("users_id_seq")))
+    assert renamed.is_empty, renamed.changes
+    free = compare(Catalog.from_json(with_sequence("a_seq", owned=False)), Catalog.from_json(with_sequence("b_seq", owned=False)))
+    assert {(c.kind, c.status, c.name) for c in free.changes} == {
+        ("sequence", "extra", "public.a_seq"), ("sequence", "missing", "public.b_seq"), ("column", "changed", "public.users.id")}
+    changed = with_sequence("users_id_seq")
+    changed["sequences"][0]["increment"] = 10
+    result = compare(Catalog.from_json(with_sequence("users_id_seq")), Catalog.from_json(changed))
+    assert [(c.kind, c.name, c.details) for c in result.changes] == [("sequence", "public.users_id_seq", ["increment: 1 → 10"])]
