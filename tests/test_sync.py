@@ -357,3 +357,19 @@ def test_library_refuses_transactional_concurrently_before_connecting_work(remot
     with pytest.raises(MigrationError, match=r"001_bad\.sql:1"):
         sync(remote, tmp_path, SyncOptions(), IDENTITY)
     assert remote.command_count == before
+
+
+def test_group_sync_and_status_run_per_host(project: Project, sandbox: SandboxHandle) -> None:
+    from .conftest import write_inventory
+
+    other = sandbox.host_for(sandbox.create_database(), backup_dir=project.host.backup_dir)
+    write_inventory(project.root, {"one": project.host, "two": other}, groups={"both": ["one", "two"]})
+    write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n", "002_b.sql": "CREATE TABLE b (id int);\n"})
+    refused = project.run("sync", "--host", "both")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    proc = project.run("sync", "--host", "both", "--yes", "--no-backup", "--json")
+    assert proc.returncode == 0, proc.stderr
+    hosts = json.loads(proc.stdout)["hosts"]
+    assert [(h["host"], h["details"]["applied"]) for h in hosts] == [("one", ["001", "002"]), ("two", ["001", "002"])]
+    status = project.run("status", "--host", "both", "--json")
+    assert [h["details"]["counts"] for h in json.loads(status.stdout)["hosts"]] == [{"applied": 2}, {"applied": 2}]

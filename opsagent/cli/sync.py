@@ -18,13 +18,15 @@ from rich.table import Table
 from ..audit import append_audit, git_commit, who
 from ..backup import human
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..inventory import Inventory
+from ..fleet import HostOutcome
+from ..inventory import HostConfig, Inventory
 from ..ledger import Ledger
 from ..migrations import Migration, VersionStatus, new_migration
 from ..sync import Identity, LedgerEdit, SyncEvent, SyncOptions, SyncResult, apply_repair, baseline, read_state, repair_changes, statuses_for
 from ..sync import sync as run_sync
 from ..transport import open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json, single_host
+from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
 _STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
                 "out_of_order": "bold magenta"}
@@ -142,6 +144,50 @@ def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> Non
             err_console.print(f"not run: {', '.join(untouched)}")
 
 
+# ---------------------------------------------------------------- fleet
+
+
+def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
+    if not spec:
+        raise UsageError("--host is required (see 'inv hosts' for the inventory)")
+    inv = inventory()
+    return inv.resolve(spec), inv
+
+
+def _fleet_sync(targets: Sequence[HostConfig], inv: Inventory, options: SyncOptions, identity: Identity, accept_new: bool, *,
+                json_: bool, parallel: int, fail_fast: bool, timeout: float) -> None:
+    """Sync several hosts in parallel (no prompt, no live per-migration lines: a status line per host)."""
+
+    def action(target: HostConfig) -> HostOutcome:
+        with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+            result = run_sync(remote, inv.paths.migrations, options, identity)
+        append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
+        applied = [s.version for s in result.steps if s.status == "applied"]
+        message = result.error or (f"applied {', '.join(applied)}" if applied else result.outcome.replace("_", " "))
+        return HostOutcome(target.name, "ok" if result.ok else "failed", 0 if result.ok else int(ExitCode.FAILURE), message,
+                           details=result.as_dict())
+
+    columns = (("applied", lambda o: str(len(o.details.get("applied") or []))),)
+    run_and_render(targets, action, title="dry run" if options.dry_run else "sync", columns=columns, parallel=parallel,
+                   fail_fast=fail_fast, timeout=timeout, json_=json_)
+
+
+def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: bool, *, json_: bool, parallel: int,
+                  timeout: float) -> None:
+    def action(target: HostConfig) -> HostOutcome:
+        with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+            state = read_state(remote, Ledger(target.ledger_schema))
+        statuses, _, warnings = statuses_for(inv.paths.migrations, state)
+        document = _status_document(target.name, target.database, state.exists, statuses, warnings)
+        counts = document["counts"]
+        message = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items())) or "no versions"
+        return HostOutcome(target.name, "ok", 0, message, details=document)
+
+    columns = tuple((state, (lambda key: lambda o: str(o.details.get("counts", {}).get(key, 0)))(state))
+                    for state in ("applied", "pending"))
+    run_and_render(targets, action, title="status", columns=columns, parallel=parallel, timeout=timeout, json_=json_)
+
+
 # ---------------------------------------------------------------- tasks
 
 
@@ -154,14 +200,15 @@ def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> Non
     "lock_timeout": "how long to wait for another sync's lock, seconds (default 60)",
     "migration_lock_timeout": "PostgreSQL lock_timeout per migration (default: host's lock_timeout, 10s)",
     "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
-    "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP,
+    "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
+    "timeout": TIMEOUT_HELP,
 })
 def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry_run: bool = False, no_rehearse: bool = False,
          no_backup: bool = False, target: str = "", allow_out_of_order: bool = False, lock_timeout: str = "60",
          migration_lock_timeout: str = "", statement_timeout: str = "", json_: bool = False,
-         accept_new_host_key: bool = False) -> None:
+         accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Apply pending migrations: plan, confirm, lock, back up, apply each in its own transaction with its ledger row."""
-    target_host, inv = single_host(host)
+    targets, inv = _targets(host)
     options = SyncOptions(target=target or None, allow_out_of_order=allow_out_of_order, backup=not no_backup and not dry_run,
                           lock_timeout=_seconds(lock_timeout, "--lock-timeout"), migration_lock_timeout=migration_lock_timeout or None,
                           statement_timeout=statement_timeout or None, dry_run=dry_run, rehearse=not no_rehearse)
@@ -170,6 +217,13 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
         err_console.print("[bold yellow]WARNING: --no-backup: no backup will be taken before applying migrations[/]")
     identity = _identity(inv)
     assume_yes = yes or force
+    if len(targets) > 1:
+        if not (assume_yes or dry_run):
+            raise UsageError(f"--host {host!r} names {len(targets)} hosts: confirm with --yes (or use --dry-run first)")
+        _fleet_sync(targets, inv, options, identity, accept_new_host_key, json_=json_, parallel=parallel,
+                    fail_fast=fail_fast, timeout=timeout)
+        return
+    target_host = targets[0]
 
     def confirm(plan: Sequence[Migration]) -> bool:
         if assume_yes:
@@ -190,6 +244,8 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
                                        "durations": {"total": round(time.monotonic() - started, 3)}})
         raise
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if json_:
         print_json(result.as_dict())
     _render_result(result, err_console if json_ else console, renderer)
@@ -216,10 +272,16 @@ def _status_document(host: str, database: str, exists: bool, statuses: list[Vers
     return {"host": host, "database": database, "ledger_exists": exists, "counts": counts, "versions": versions, "warnings": warnings}
 
 
-@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP}, aliases=("history",))
-def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP,
+               "timeout": TIMEOUT_HELP}, aliases=("history",))
+def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False, parallel: int = 0,
+           timeout: float = 0) -> None:
     """Every version: applied (when, by whom, duration), pending, checksum mismatch, missing file, out of order."""
-    target_host, inv = single_host(host)
+    targets, inv = _targets(host)
+    if len(targets) > 1:
+        _fleet_status(targets, inv, accept_new_host_key, json_=json_, parallel=parallel, timeout=timeout)
+        return
+    target_host = targets[0]
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
         state = read_state(remote, Ledger(target_host.ledger_schema))
     statuses, _, warnings = statuses_for(inv.paths.migrations, state)
