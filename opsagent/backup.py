@@ -201,17 +201,21 @@ avail=$((avail * 1024))
 final="$dir/$name"
 [ -e "$final" ] && fail exists
 tmp="$dir/.$name.partial"
-trap 'rm -f -- "$tmp" "$tmp.rc" "$tmp.meta"' EXIT
+trap 'rm -f -- "$tmp" "$tmp.rc" "$tmp.meta" "$tmp.fifo" "$tmp.sum"' EXIT
 trap 'exit 130' INT TERM HUP
+# the checksum is computed while the dump is written (a FIFO fed by tee), not by reading it again
+mkfifo -m 600 -- "$tmp.fifo" || fail write
+sha256sum < "$tmp.fifo" > "$tmp.sum" &
 if [ "$stream" = 1 ]; then
-  { @@PG_DUMP@@; echo $? > "$tmp.rc"; } | tee -- "$tmp" || fail write
-  [ "$(cat -- "$tmp.rc" 2>/dev/null)" = 0 ] || fail pg_dump
+  { @@PG_DUMP@@; echo $? > "$tmp.rc"; } | tee -- "$tmp" "$tmp.fifo" || fail write
 else
-  @@PG_DUMP@@ -f "$tmp" || fail pg_dump
+  { @@PG_DUMP@@; echo $? > "$tmp.rc"; } | tee -- "$tmp" > "$tmp.fifo" || fail write
 fi
+wait $! || fail checksum
+[ "$(cat -- "$tmp.rc" 2>/dev/null)" = 0 ] || fail pg_dump
 pg_restore --list -- "$tmp" >/dev/null || fail verify
 size=$(stat -c %s -- "$tmp") || fail stat
-sum=$(sha256sum -- "$tmp" | cut -c1-64)
+sum=$(cut -c1-64 < "$tmp.sum")
 [ -n "$sum" ] || fail checksum
 printf 'sha256=%s\nsize=%s\n' "$sum" "$size" > "$tmp.meta" || fail write
 mv -f -- "$tmp.meta" "$final.meta" && mv -- "$tmp" "$final" || { rm -f -- "$final.meta"; fail mv; }
