@@ -132,15 +132,16 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
     with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
         outputs, live = _both(scratch.load, lambda: introspect(remote, live_db, exclude_tables=exclude_tables))
         result = compare(live, read_catalog(outputs[0], source))
-        result = confirm_changes(remote, result, live_db, scratch.names[0], exclude_tables)
+        name = scratch.names[0]
+        result = confirm_changes(remote, result, lambda: dump_schema(remote, live_db), lambda: dump_schema(remote, name),
+                                 exclude_tables)
         if text:
-            name = scratch.names[0]
             live_dump, desired_dump = _both(lambda: dump_for_diff(remote, live_db), lambda: dump_for_diff(remote, name))
             diff_text = unified(live_dump, desired_dump, where(remote), desired_label or source)
     return DriftReport(where(remote), desired_label or source, result, diff_text)
 
 
-def confirm_changes(remote: Remote, result: DiffResult, live_db: str, desired_db: str,
+def confirm_changes(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
                     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DiffResult:
     """Drop "changed" findings that are only dump/restore deparse artifacts.
 
@@ -148,13 +149,14 @@ def confirm_changes(remote: Remote, result: DiffResult, live_db: str, desired_db
     built from the original SQL (``ARRAY['a'::varchar]::text[]`` vs
     ``ARRAY[('a'::varchar)::text]``).  Putting both sides through one dump-and-load
     makes them comparable: a change that disappears there was never a change.
-    Costs round trips only when something changed; any failure keeps the findings.
+    Both dumps are loaded on ``remote``'s server.  Costs round trips only when
+    something changed; any failure keeps the findings.
     """
     if not any(c.status == "changed" for c in result.changes):
         return result
     try:
-        live_dump, desired_dump = _both(lambda: dump_schema(remote, live_db), lambda: dump_schema(remote, desired_db))
-        contents = [[Chunk(live_dump, "live (dump)")], [Chunk(desired_dump, "desired (dump)")]]
+        dumps = _both(live_dump, desired_dump)
+        contents = [[Chunk(dumps[0], "live (dump)")], [Chunk(dumps[1], "desired (dump)")]]
         with ScratchSet(remote, contents, query=introspection_sql(exclude_tables)) as scratch:
             live_out, desired_out = scratch.load()
         again = compare(read_catalog(live_out, "live (dump)"), read_catalog(desired_out, "desired (dump)"))
@@ -193,11 +195,12 @@ def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False) -> 
 def diff_hosts(live: Remote, other: Remote, *, text: bool = False) -> DriftReport:
     """Two live databases (e.g. prod vs staging); ``other`` plays the desired side."""
     catalogs: tuple[Catalog, Catalog] = _both(lambda: introspect(live), lambda: introspect(other))
+    result = confirm_changes(live, compare(*catalogs), lambda: dump_schema(live), lambda: dump_schema(other))
     diff_text: str | None = None
     if text:
         a, b = _both(lambda: dump_for_diff(live, live.host.database), lambda: dump_for_diff(other, other.host.database))
         diff_text = unified(a, b, where(live), where(other))
-    return DriftReport(where(live), where(other), compare(*catalogs), diff_text)
+    return DriftReport(where(live), where(other), result, diff_text)
 
 
 def drift_count(remote: Remote, schema_path: Path) -> int:
