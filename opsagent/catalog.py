@@ -594,8 +594,14 @@ def introspect(remote: QueryRunner, database: str | None = None, *,
     return Catalog.from_json(doc)
 
 
+def _conninfo(database: str) -> str:
+    """``dbname='…'``: a bare \\connect argument containing ``=`` would be read as a connection string."""
+    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _psql_quote(value: str) -> str:
-    return "'" + value.replace("'", "''") + "'"
+    """A psql meta-command argument: backslashes are escapes there, quotes are doubled."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
 def introspect_many(remote: QueryRunner, databases: Sequence[str], *,
@@ -606,7 +612,7 @@ def introspect_many(remote: QueryRunner, databases: Sequence[str], *,
     sql = introspection_sql(exclude_tables)
     parts = []
     for index, name in enumerate(databases):
-        parts.append(f"\\connect {_psql_quote(name)}\n\\echo {_SEPARATOR}{index}\n{sql}")
+        parts.append(f"\\connect -reuse-previous=on {_psql_quote(_conninfo(name))}\n\\echo {_SEPARATOR}{index}\n{sql}")
     result = remote.psql("".join(parts), databases[0], extra=["-A", "-t"])
     return _split_many(result.stdout.decode("utf-8"), databases)
 

@@ -229,7 +229,7 @@ def _column_field(table: str, column: str, field: str, old: Any, new: Any) -> st
 def _owner_table(attr: str, obj: Any) -> str | None:
     """The table an object lives and dies with (folded into that table's change)."""
     if attr in ("constraints", "triggers", "policies", "indexes"):
-        return None if getattr(obj, "on_domain", False) else str(obj.table)
+        return str(obj.table)  # for a domain constraint: the domain
     if attr == "sequences" and obj.owned_by:
         return str(obj.owned_by).rsplit(".", 1)[0]
     return None
@@ -273,7 +273,7 @@ _ATTRS = ("extensions", "schemas", "types", "sequences", "tables", "constraints"
 
 def compare(live: Catalog, desired: Catalog) -> DiffResult:
     """Everything that differs between the live database and the desired one."""
-    folded = set(live.tables.keys() ^ desired.tables.keys())
+    folded = set(live.tables.keys() ^ desired.tables.keys()) | set(live.types.keys() ^ desired.types.keys())
     owned = (_owned_sequences(live), _owned_sequences(desired))
     changes: list[Change] = []
     for attr in _ATTRS:

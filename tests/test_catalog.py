@@ -341,3 +341,23 @@ def test_serial_sequence_is_identified_by_its_column_not_its_name() -> None:
     changed["sequences"][0]["increment"] = 10
     result = compare(Catalog.from_json(with_sequence("users_id_seq")), Catalog.from_json(changed))
     assert [(c.kind, c.name, c.details) for c in result.changes] == [("sequence", "public.users_id_seq", ["increment: 1 → 10"])]
+
+
+def test_introspect_many_reaches_hostile_database_names(sandbox: SandboxHandle, everything: tuple[str, str]) -> None:
+    hostile = f"it's a=b \\ {uuid.uuid4().hex[:6]}"
+    quoted = '"' + hostile.replace('"', '""') + '"'
+    sandbox.admin.psql(f"CREATE DATABASE {quoted} TEMPLATE {everything[0]}", "postgres")
+    with sandbox.remote(everything[0]) as remote:
+        catalogs = introspect_many(remote, [everything[0], hostile])
+    assert list(catalogs) == [everything[0], hostile]
+    assert catalogs[hostile] == catalogs[everything[0]]
+
+
+def test_constraints_of_a_missing_domain_are_folded_into_it() -> None:
+    live = doc()
+    desired = copy.deepcopy(live)
+    desired["types"].append({"schema": "public", "name": "posint", "kind": "domain", "base_type": "integer"})
+    desired["constraints"].append({"table": "public.posint", "name": "posint_check", "type": "c",
+                                   "definition": "CHECK ((VALUE > 0))", "on_domain": True})
+    change = _one(live, desired)
+    assert (change.kind, change.name, change.status) == ("type", "public.posint", "missing")
