@@ -622,9 +622,31 @@ def _create_sql(target: str, live: str) -> str:
             f"d.datcollate, d.datctype), '') FROM (SELECT 1) AS one LEFT JOIN pg_database d ON d.datname = {quote_literal(live)}\n\\gexec")
 
 
+_LIST_SETTINGS = "('search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries')"
+
+
+def _carry_over_sql(live: str, target: str) -> str:
+    """Database-level grants and settings are not in a pg_dump: copy them from the live database."""
+    lv, tg = quote_literal(live), quote_literal(target)
+    return f"""SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', {tg}) FROM pg_database WHERE datname = {lv} AND datacl IS NOT NULL
+\\gexec
+SELECT format('GRANT %s ON DATABASE %I TO %s%s', a.privilege_type, {tg},
+              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+              CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+  FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = {lv} AND a.grantee <> d.datdba
+\\gexec
+SELECT CASE WHEN s.setrole = 0 THEN format('ALTER DATABASE %I', {tg}) ELSE format('ALTER ROLE %I IN DATABASE %I', pg_get_userbyid(s.setrole), {tg}) END
+       || format(' SET %s = ', split_part(c.item, '=', 1))
+       || CASE WHEN split_part(c.item, '=', 1) IN {_LIST_SETTINGS} THEN substr(c.item, strpos(c.item, '=') + 1)
+               ELSE quote_literal(substr(c.item, strpos(c.item, '=') + 1)) END
+  FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c(item) WHERE d.datname = {lv}
+\\gexec
+"""
+
+
 def _swap_sql(live: str, swap: str, old: str) -> str:
     """Terminate sessions and rename both databases in one transaction (retried while sessions reconnect)."""
-    return f"""DO $opsagent$
+    return _carry_over_sql(live, swap) + f"""DO $opsagent$
 DECLARE tries int := 0;
 BEGIN
   LOOP

@@ -172,8 +172,17 @@ def test_in_place_restore_swaps_and_keeps_a_backup_of_what_it_replaced(bremote: 
     bremote.psql(SCHEMA)
     taken = create_backup(bremote, now=T0)
     bremote.psql(MUTATE)
+    db = bremote.host.database
+    sandbox.admin.psql(f"""REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO pg_monitor;
+                           ALTER DATABASE {db} SET work_mem = '7MB'; ALTER DATABASE {db} SET search_path = public, "Odd Schema";""", "postgres")
     result = restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=5))
     assert result.in_place and result.database == bremote.host.database and result.old_database_kept is None
+    # database-level grants and settings (not part of a dump) were carried over
+    acl = q(sandbox.admin, f"SELECT datacl::text FROM pg_database WHERE datname = '{db}'", "postgres")
+    assert "pg_monitor=c/" in acl and "{=" not in acl and ",=" not in acl
+    settings = q(sandbox.admin, f"SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                                f"WHERE d.datname = '{db}' AND s.setrole = 0", "postgres")
+    assert "work_mem=7MB" in settings and 'public, \\"Odd Schema\\"' in settings
     assert q(bremote, "SELECT string_agg(name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer") == "ada:ada@x,bob:-"
     assert q(bremote, "SELECT to_regclass('extra') IS NULL") == "t"
     leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{bremote.host.database}_opsagent%'", "postgres")
@@ -421,3 +430,26 @@ def q_db(project: Project, database: str) -> str:
 
     with open_remote(project.host) as r:
         return r.psql("SELECT count(*) FROM customer", database, extra=["-A", "-t"]).text.strip()
+
+
+@pytest.mark.parametrize(("interactive", "typed", "yes", "accepted"), [
+    (False, "", True, True),
+    (False, "trad\n", False, False),  # no terminal: only --yes will do
+    (True, "trad\n", False, True),
+    (True, "TRAD\n", False, False),
+    (True, "\n", False, False),
+])
+def test_in_place_confirmation(monkeypatch: pytest.MonkeyPatch, interactive: bool, typed: str, yes: bool, accepted: bool) -> None:
+    import io
+
+    from opsagent.cli import backup as cli
+    from opsagent.inventory import HostConfig
+
+    monkeypatch.setattr(cli, "is_interactive", lambda: interactive)
+    monkeypatch.setattr("sys.stdin", io.StringIO(typed))
+    host = HostConfig(name="prod", address="x", database="trad")
+    if accepted:
+        cli._confirm(host, "trad-20261124T103000Z.dump", yes)
+    else:
+        with pytest.raises(UsageError):
+            cli._confirm(host, "trad-20261124T103000Z.dump", yes)
