@@ -171,7 +171,9 @@ class _Session:
         self.remote = remote
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.closed = False
-        self.proc.write(f"SET application_name = {quote_literal(application_name[:63])};\n")
+        self.proc.write(f"SET application_name = {quote_literal(application_name[:63])};\n"
+                        f"\\echo {MARK} pid\nSELECT pg_backend_pid();\n")
+        self.backend_pid: int | None = None
 
     def send(self, script: str) -> None:
         self.proc.write(script)
@@ -372,7 +374,8 @@ class SyncRun:
         self.result = SyncResult(self.host.name, self.host.database, "dry-run" if options.dry_run else "sync")
         self.lock_timeout = check_timeout(options.migration_lock_timeout or self.host.lock_timeout, "--migration-lock-timeout")
         self.statement_timeout = check_timeout(options.statement_timeout or self.host.statement_timeout, "--statement-timeout")
-        self._line = 2  # script line where the next sent text starts (line 1: SET application_name)
+        self._phase = "plan"
+        self._line = 4  # script line where the next sent text starts (lines 1-3: application_name, backend pid)
 
     def _send(self, session: _Session, text: str) -> None:
         session.send(text)
@@ -385,12 +388,24 @@ class SyncRun:
         self.result.warnings.extend(found.warnings)
         session = _Session(self.remote, f"opsagent {self.result.action} {self.identity.applied_by}")
         try:
+            session.backend_pid = int(session.read_json("pid", self.host.command_timeout))
             self._run(session, found.migrations)
+        except BaseException:
+            if self._phase == "apply":  # interrupted (Ctrl-C, timeout) while psql still runs the script
+                self._abort(session)
+            raise
         finally:
             session.close()
             self.result.remote_commands = self.remote.command_count - before
             self.result.durations["total"] = time.monotonic() - started
         return self.result
+
+    def _abort(self, session: _Session) -> None:
+        """Interrupted while the script runs: end our backend so psql stops; the open migration rolls back."""
+        if session.backend_pid is None:
+            return
+        with contextlib.suppress(OpsagentError):
+            self.remote.psql(f"SELECT pg_terminate_backend({session.backend_pid})", timeout=30, check=False)
 
     def _read_state(self, session: _Session) -> LedgerState:
         self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query())
@@ -480,6 +495,7 @@ class SyncRun:
         for step in steps.values():
             step.status = "untouched"
         started = time.monotonic()
+        self._phase = "apply"
         writer = threading.Thread(target=self._write_all, args=(session, script.text()), daemon=True)
         writer.start()
         current: StepResult | None = None
@@ -501,9 +517,11 @@ class SyncRun:
                     self.on_event(SyncEvent("done", step))
                 elif parts[0] == "end":
                     self.result.outcome = "applied"
+                    self._phase = "done"
                     return
         finally:
             self.result.durations["apply"] = time.monotonic() - started
+        self._phase = "done"
         self._failed(session, script, current)
 
     def _write_all(self, session: _Session, text: str) -> None:

@@ -373,3 +373,20 @@ def test_group_sync_and_status_run_per_host(project: Project, sandbox: SandboxHa
     assert [(h["host"], h["details"]["applied"]) for h in hosts] == [("one", ["001", "002"]), ("two", ["001", "002"])]
     status = project.run("status", "--host", "both", "--json")
     assert [h["details"]["counts"] for h in json.loads(status.stdout)["hosts"]] == [{"applied": 2}, {"applied": 2}]
+
+
+def test_interrupt_during_apply_stops_the_server_side_script(project: Project) -> None:
+    write_all(project, {
+        "001_a.sql": "CREATE TABLE a (id int);\n",
+        "002_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(2);\n",
+        "003_c.sql": "CREATE TABLE c (id int);\n",
+    })
+
+    def on_event(event: SyncEvent) -> None:
+        if event.kind == "begin" and event.step is not None and event.step.version == "002":
+            raise KeyboardInterrupt
+
+    with open_remote(project.host) as remote, pytest.raises(KeyboardInterrupt):
+        sync(remote, project.migrations, SyncOptions(backup=False), IDENTITY, on_event=on_event)
+    time.sleep(3)  # 002 would have committed and 003 run by now had psql kept going
+    assert ledger_rows(project) == ["001"] and tables(project) == {"a", "schema_migrations"}
