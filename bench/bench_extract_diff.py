@@ -80,8 +80,8 @@ def bench_extract(state: SandboxState, repeat: int) -> None:
     floor = median_time(plain, repeat)
     mine = median_time(ours, repeat)
     print(f"extract musicbrainz ({sizes[-1] / 1024:.0f} KiB normalized):")
-    print(f"  ssh host pg_dump -s          {floor * 1000:8.0f} ms (floor)")
-    print(f"  opsagent extract (connect+dump+stats) {mine * 1000:8.0f} ms   ratio {mine / floor:.2f}x (target <= 1.30)")
+    print(f"  {'ssh host pg_dump -s (floor)':<40}{floor * 1000:8.0f} ms")
+    print(f"  {'opsagent extract (connect+dump+stats)':<40}{mine * 1000:8.0f} ms   ratio {mine / floor:.2f}x (target <= 1.30)")
 
     sql = MUSICBRAINZ.read_text()
     with open_remote(host(state, database)) as remote:
