@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
-from .catalog import Catalog, Column, Sequence_, Table, View, quote_ident
+from .catalog import Catalog, Column, Extension, Sequence_, Table, Type, View, quote_ident
 
 Status = Literal["extra", "missing", "changed"]
 Severity = Literal["low", "normal"]
@@ -240,6 +240,14 @@ def _summary(attr: str, obj: Any) -> list[str]:
         return [f"{len(obj.columns)} columns"]
     if isinstance(obj, View):
         return [" ".join(obj.definition.split())[:120]]
+    if isinstance(obj, Type):
+        extra = {"enum": _show(obj.labels), "domain": obj.base_type, "range": obj.base_type,
+                 "composite": ", ".join(f"{n} {t}" for n, t in obj.attributes or ())}.get(obj.kind)
+        return [f"{obj.kind}: {extra}" if extra else obj.kind]
+    if isinstance(obj, Extension):
+        return [f"version {obj.version}"]
+    if isinstance(obj, Sequence_) and obj.owned_by:
+        return [f"owned by {obj.owned_by}"]
     definition = getattr(obj, "definition", None)
     return [" ".join(definition.split())[:160]] if isinstance(definition, str) else []
 
