@@ -6,6 +6,7 @@ real CLI or the library over a real SSH connection: nothing on the remote path i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -390,3 +391,17 @@ def test_interrupt_during_apply_stops_the_server_side_script(project: Project) -
         sync(remote, project.migrations, SyncOptions(backup=False), IDENTITY, on_event=on_event)
     time.sleep(3)  # 002 would have committed and 003 run by now had psql kept going
     assert ledger_rows(project) == ["001"] and tables(project) == {"a", "schema_migrations"}
+
+
+def test_backup_failure_aborts_and_statement_timeout_override(project: Project) -> None:
+    from .conftest import write_inventory
+
+    write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n", "002_slow.sql": "CREATE TABLE s (id int);\nSELECT pg_sleep(5);\n"})
+    write_inventory(project.root, {"sandbox": dataclasses.replace(project.host, backup_dir="/proc/opsagent-no-such-dir")})
+    no_backup = project.run("sync", "--host", "sandbox", "--yes")
+    assert no_backup.returncode == 1 and "backup failed, nothing applied" in no_backup.stderr
+    assert "schema_migrations" not in tables(project) and "a" not in tables(project)
+    timed = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--statement-timeout", "1s")
+    assert timed.returncode == 1
+    assert f"{project.migrations / '002_slow.sql'}:2" in timed.stderr and "statement timeout" in timed.stderr
+    assert ledger_rows(project) == ["001"]
