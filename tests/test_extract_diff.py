@@ -377,6 +377,22 @@ def test_check_names_the_failing_migration_line(remote: Remote, tmp_path: Path) 
     assert 'type "nope_type" does not exist' in info.value.message
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (["diff", "--host", "sandbox", "--against", "snapshot", "--against-host", "prod"], "exclude each other"),
+    (["diff", "--host", "sandbox", "--against", "yesterday"], "expected 'schema' or 'snapshot'"),
+    (["check"], "no host 'sandbox'"),
+])
+def test_usage_errors_exit_2_before_connecting(tmp_path: Path, args: list[str], message: str) -> None:
+    import os
+    import sys
+
+    (tmp_path / "inventory.yaml").write_text("hosts:\n  prod: {address: 192.0.2.1}\n" +
+                                             ("  sandbox: {address: 192.0.2.2}\n" if args[0] == "diff" else ""))
+    result = subprocess.run([sys.executable, "-m", "opsagent", *args], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "OPSAGENT_INVENTORY": str(tmp_path / "inventory.yaml")}, timeout=60, check=False)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
 def test_cli_front_door_lists_schema_tasks() -> None:
     import sys
 
