@@ -14,6 +14,9 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Literal
 
+import pglast
+from pglast.stream import RawStream
+
 from .catalog import Catalog, Column, Extension, Sequence_, Table, Type, View, quote_ident
 
 Status = Literal["extra", "missing", "changed"]
@@ -133,6 +136,35 @@ def _kind_of(attr: str, obj: Any) -> str:
             "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy"}[attr]
 
 
+_WRAP = {"constraint": "ALTER TABLE x ADD {}", "expression": "SELECT {}"}
+
+
+def _canonical(text: str, wrap: str) -> str | None:
+    """PostgreSQL's parser's view of a deparsed definition, pg_catalog qualification dropped.
+
+    The server deparses ``x AT TIME ZONE z`` and ``timezone(z, x)`` differently although
+    both are the same call; parsing both and printing them one way makes them equal.
+    (Introspection runs with search_path = pg_catalog, so an unqualified name *is* pg_catalog's.)
+    """
+    try:
+        printed = RawStream()(pglast.parse_sql(wrap.format(text)))
+    except Exception:  # pglast raises several types; unparsable means "not provably equal"
+        return None
+    return str(printed).replace("pg_catalog.", "")
+
+
+def equivalent(before: Any, after: Any, what: str = "statement") -> bool:
+    """Whether two differing deparsed texts are the same structure (only asked when texts differ)."""
+    if not isinstance(before, str) or not isinstance(after, str):
+        return False
+    wrap = _WRAP.get(what, "{}")
+    canonical = _canonical(before, wrap)
+    return canonical is not None and canonical == _canonical(after, wrap)
+
+
+_EXPRESSION_FIELDS = frozenset({"default", "generated", "using", "with_check"})
+
+
 def _compare_fields(kind: str, name: str, old: Any, new: Any) -> Iterator[Change]:
     """Changes for one object present on both sides, one per change kind."""
     grouped: dict[str, list[str]] = {}
@@ -140,6 +172,10 @@ def _compare_fields(kind: str, name: str, old: Any, new: Any) -> Iterator[Change
         if field.name in _IDENTITY_FIELDS:
             continue
         before, after = getattr(old, field.name), getattr(new, field.name)
+        if before != after and field.name in ("definition", *_EXPRESSION_FIELDS) and kind not in ("function", "procedure"):
+            what = "expression" if field.name in _EXPRESSION_FIELDS else "constraint" if kind == "constraint" else "statement"
+            if equivalent(before, after, what):
+                continue
         if before != after:
             grouped.setdefault(_FIELD_KIND.get(field.name, kind), []).append(_field_detail(field.name, before, after))
     for change_kind, details in grouped.items():
@@ -193,7 +229,7 @@ def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...
             if field.name == "default" and a != b:
                 where = f"{table}.{quote_ident(column.name)}"
                 a, b = _default(a, where, owned[0]), _default(b, where, owned[1])
-            if a == b:
+            if a == b or (field.name in ("default", "generated") and equivalent(a, b, "expression")):
                 continue
             if field.name == "comment":
                 comment.append(_field_detail("comment", a, b))

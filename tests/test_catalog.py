@@ -361,3 +361,17 @@ def test_constraints_of_a_missing_domain_are_folded_into_it() -> None:
                                    "definition": "CHECK ((VALUE > 0))", "on_domain": True})
     change = _one(live, desired)
     assert (change.kind, change.name, change.status) == ("type", "public.posint", "missing")
+
+
+@pytest.mark.parametrize(("field", "old", "new", "same"), [
+    ("definition", "CHECK ((timezone('utc'::text, created_at) < now()))", "CHECK (((created_at AT TIME ZONE 'utc'::text) < now()))", True),
+    ("definition", "CHECK ((price > (0)::numeric))", "CHECK ((price > (10)::numeric))", False),
+    ("definition", "CHECK ((price > (0)::numeric))", "CHECK ((price > (0)::numeric)) NOT VALID", False),
+])
+def test_deparse_variants_of_the_same_call_are_not_drift(field: str, old: str, new: str, same: bool) -> None:
+    live = doc()
+    live["constraints"].append({"table": "public.trades", "name": "c", "type": "c", "definition": old})
+    desired = copy.deepcopy(live)
+    desired["constraints"][-1][field] = new
+    result = compare(Catalog.from_json(live), Catalog.from_json(desired))
+    assert result.is_empty == same, result.changes

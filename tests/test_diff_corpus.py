@@ -84,12 +84,8 @@ def test_migra_cases_self_diff_empty_and_a_vs_b_differs(sandbox: SandboxHandle) 
 # ---------------------------------------------------------------- psqldef
 
 
-# cases whose expectation PostgreSQL 15 itself cannot meet, or that compare what this tool deliberately does not
+# cases that compare what this tool deliberately does not
 KNOWN_FAILURES = {
-    "tests_constraints/AtTimeZoneCheckEquivalentToTimezoneFunction":
-        "PostgreSQL 15 deparses `x AT TIME ZONE z` and `timezone(z, x)` differently (same function, different display)",
-    "tests_datatypes/AtTimeZoneDefaultEquivalentToTimezoneFunction": "same AT TIME ZONE deparse difference, in a default",
-    "tests_indices/AtTimeZoneIndexEquivalentToTimezoneFunction": "same AT TIME ZONE deparse difference, in an index",
     "tests_manage_privilege/ManagePrivilegeOwnerConverge":
         "owners are not compared: they legitimately differ between a live database and a scratch copy",
     "tests_manage_privilege/ManagePrivilegeViewOwner": "owners are not compared (as above)",
