@@ -194,7 +194,7 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
 @command(help={
     "host": HOST_HELP, "yes": "apply without asking (needed without a terminal)", "force": "same as --yes (the seed script's flag)",
     "dry_run": "change nothing: show the plan with each file's SQL and rehearse it in a rolled-back transaction",
-    "no_rehearse": "with --dry-run: show the plan only, do not touch the database",
+    "no_rehearse": "with --dry-run: show the plan only (the ledger is read, nothing is run)",
     "no_backup": "skip the pre-sync backup (loudly)", "target": "stop after this version",
     "allow_out_of_order": "apply pending versions older than the newest applied one",
     "lock_timeout": "how long to wait for another sync's lock, seconds (default 60)",
