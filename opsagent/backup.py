@@ -666,10 +666,11 @@ END
 $opsagent$;"""
 
 
-def _restore_body(remote: Remote, name: str, target: str) -> str:
+def _restore_body(remote: Remote, name: str, target: str, *, verify: bool = True) -> str:
     host = remote.host
     admin = _psql(remote, _admin_db(host.database))
-    body = _PRELUDE + _assign(dir=host.backup_dir, name=name, target=target) + _VERIFY
+    body = _PRELUDE + _assign(dir=host.backup_dir, name=name, target=target, file=f"{host.backup_dir.rstrip('/')}/{name}")
+    body += _VERIFY if verify else ""
     return body + _fill(_RESTORE, ADMIN_PSQL=admin, CREATE_SQL=_create_sql(target, host.database),
                         PGARGS=shlex.join(remote.pg_args()), DROP_TARGET=shlex.quote(f"DROP DATABASE IF EXISTS {quote_ident(target)}"),
                         PSQL_TARGET=_psql(remote, target), COUNTS=shlex.quote(COUNTS_SQL))
@@ -729,7 +730,7 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None) 
     safety = create_backup(remote, "pre-restore", now=when, protect=name)
     swap = restore_database_name(host.database, when, "opsagent_swap")
     old = restore_database_name(host.database, when, "opsagent_old")
-    body = _restore_body(remote, name, swap) + _assign(old=old)
+    body = _restore_body(remote, name, swap, verify=False) + _assign(old=old)  # verified above
     admin = _psql(remote, _admin_db(host.database))
     body += _fill(_SWAP, ADMIN_PSQL=admin, SWAP_SQL=_swap_sql(host.database, swap, old),
                   DROP_TARGET=shlex.quote(f"DROP DATABASE IF EXISTS {quote_ident(swap)}"),
