@@ -103,13 +103,14 @@ cols AS (
 SELECT json_strip_nulls(json_build_object(
  'server_version', current_setting('server_version_num')::int,
  'schemas', (SELECT coalesce(json_agg(json_build_object(
-     'name', n.nspname, 'comment', obj_description(n.oid, 'pg_namespace')) ORDER BY n.nspname), '[]')
+     'name', n.nspname, 'comment', obj_description(n.oid, 'pg_namespace'),
+     'owner', (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE oid = n.oid)) ORDER BY n.nspname), '[]')
    FROM nsp n),
  'extensions', (SELECT coalesce(json_agg(json_build_object(
      'name', e.extname, 'version', e.extversion, 'schema', n.nspname) ORDER BY e.extname), '[]')
    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'),
  'tables', (SELECT coalesce(json_agg(json_build_object(
-     'schema', r.nspname, 'name', r.relname, 'kind', c.relkind,
+     'schema', r.nspname, 'name', r.relname, 'kind', c.relkind, 'owner', pg_get_userbyid(r.relowner),
      'persistence', c.relpersistence,
      'partition_key', CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
      'partition_of', (SELECT i.inhparent::regclass::text FROM pg_inherits i
@@ -126,7 +127,7 @@ SELECT json_strip_nulls(json_build_object(
    FROM rel r JOIN pg_class c ON c.oid = r.oid LEFT JOIN acl ON acl.oid = r.oid LEFT JOIN cols ON cols.attrelid = r.oid
    WHERE r.relkind IN ('r', 'p', 'f')),
  'views', (SELECT coalesce(json_agg(json_build_object(
-     'schema', r.nspname, 'name', r.relname, 'materialized', r.relkind = 'm',
+     'schema', r.nspname, 'name', r.relname, 'materialized', r.relkind = 'm', 'owner', pg_get_userbyid(r.relowner),
      'definition', pg_get_viewdef(r.oid), 'options', c.reloptions,
      'comment', obj_description(r.oid, 'pg_class'),
      'privileges', acl.privs,
@@ -157,7 +158,7 @@ SELECT json_strip_nulls(json_build_object(
    WHERE NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = x.indexrelid AND con.contype IN ('p', 'u', 'x'))
      AND NOT EXISTS (SELECT 1 FROM pg_inherits ih WHERE ih.inhrelid = x.indexrelid)),
  'sequences', (SELECT coalesce(json_agg(json_build_object(
-     'schema', r.nspname, 'name', r.relname,
+     'schema', r.nspname, 'name', r.relname, 'owner', pg_get_userbyid(r.relowner),
      'type', format_type(s.seqtypid, NULL), 'start', s.seqstart, 'increment', s.seqincrement,
      'min', s.seqmin, 'max', s.seqmax, 'cache', s.seqcache, 'cycle', s.seqcycle,
      'owned_by', (SELECT d.refobjid::regclass::text || '.' || quote_ident(a.attname)
@@ -172,7 +173,7 @@ SELECT json_strip_nulls(json_build_object(
    WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
                      AND ((d.deptype = 'i') OR (d.deptype = 'a' AND d.refobjid IN (SELECT oid FROM excluded))))),
  'functions', (SELECT coalesce(json_agg(json_build_object(
-     'schema', n.nspname, 'name', p.proname, 'kind', p.prokind,
+     'schema', n.nspname, 'name', p.proname, 'kind', p.prokind, 'owner', pg_get_userbyid(p.proowner),
      'arguments', pg_get_function_identity_arguments(p.oid),
      'result', pg_get_function_result(p.oid),
      'definition', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)
@@ -192,7 +193,7 @@ SELECT json_strip_nulls(json_build_object(
    FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid
    WHERE NOT tg.tgisinternal AND tg.tgparentid = 0),
  'types', (SELECT coalesce(json_agg(json_build_object(
-     'schema', n.nspname, 'name', t.typname,
+     'schema', n.nspname, 'name', t.typname, 'owner', pg_get_userbyid(t.typowner),
      'kind', CASE t.typtype WHEN 'e' THEN 'enum' WHEN 'd' THEN 'domain' WHEN 'r' THEN 'range' ELSE 'composite' END,
      'labels', CASE WHEN t.typtype = 'e' THEN (SELECT json_agg(e.enumlabel ORDER BY e.enumsortorder)
                                                FROM pg_enum e WHERE e.enumtypid = t.oid) END,
@@ -279,6 +280,7 @@ Privilege = tuple[str, str, bool]
 class Schema:
     name: str
     comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
     @property
     def key(self) -> str:
@@ -328,6 +330,7 @@ class Table:
     comment: str | None = None
     privileges: tuple[Privilege, ...] = ()
     columns: tuple[Column, ...] = ()
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
     @property
     def key(self) -> str:
@@ -347,6 +350,7 @@ class View:
     comment: str | None = None
     privileges: tuple[Privilege, ...] = ()
     columns: tuple[Column, ...] = ()
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
     @property
     def key(self) -> str:
@@ -399,6 +403,7 @@ class Sequence_:
     owned_by: str | None = None
     comment: str | None = None
     privileges: tuple[Privilege, ...] = ()
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
     @property
     def key(self) -> str:
@@ -416,6 +421,7 @@ class Function:
     result: str | None = None
     definition: str | None = None
     comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
     @property
     def key(self) -> str:
@@ -449,6 +455,7 @@ class Type:
     default: str | None = None
     collation: str | None = None
     comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
     @property
     def key(self) -> str:

@@ -24,9 +24,9 @@ Severity = Literal["low", "normal"]
 
 # report order of kinds (grouping in the CLI follows it)
 KIND_ORDER = ("extension", "schema", "type", "sequence", "table", "column", "constraint", "index", "view",
-              "materialized view", "function", "procedure", "trigger", "policy", "rls", "privilege", "comment")
+              "materialized view", "function", "procedure", "trigger", "policy", "rls", "privilege", "owner", "comment")
 _IDENTITY_FIELDS = frozenset({"schema", "name", "table", "columns"})
-_FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls"}
+_FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls", "owner": "owner"}
 _ARROW = "→"
 
 
@@ -165,11 +165,11 @@ def equivalent(before: Any, after: Any, what: str = "statement") -> bool:
 _EXPRESSION_FIELDS = frozenset({"default", "generated", "using", "with_check"})
 
 
-def _compare_fields(kind: str, name: str, old: Any, new: Any) -> Iterator[Change]:
+def _compare_fields(kind: str, name: str, old: Any, new: Any, owners: bool = False) -> Iterator[Change]:
     """Changes for one object present on both sides, one per change kind."""
     grouped: dict[str, list[str]] = {}
     for field in dataclasses.fields(old):
-        if field.name in _IDENTITY_FIELDS:
+        if field.name in _IDENTITY_FIELDS or (field.name == "owner" and not owners):
             continue
         before, after = getattr(old, field.name), getattr(new, field.name)
         if before != after and field.name in ("definition", *_EXPRESSION_FIELDS) and kind not in ("function", "procedure"):
@@ -289,7 +289,7 @@ def _summary(attr: str, obj: Any) -> list[str]:
 
 
 def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any], folded: set[str],
-                  owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})) -> Iterator[Change]:
+                  owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}), owners: bool = False) -> Iterator[Change]:
     for key, obj in live.items():
         other = desired.get(key)
         if other is None:
@@ -302,8 +302,8 @@ def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any]
             yield Change(kind, key, "extra", _summary(attr, obj))
             yield Change(_kind_of(attr, other), key, "missing", _summary(attr, other))
             continue
-        if obj != other:
-            yield from _compare_fields(kind, key, obj, other)
+        if obj != other or (owners and getattr(obj, "owner", None) != getattr(other, "owner", None)):
+            yield from _compare_fields(kind, key, obj, other, owners)
             if attr in ("tables", "views"):
                 yield from _compare_columns(key, obj.columns, other.columns, view=attr == "views", owned=owned)
     for key, obj in desired.items():
@@ -315,8 +315,11 @@ _ATTRS = ("extensions", "schemas", "types", "sequences", "tables", "constraints"
           "triggers", "policies")
 
 
-def compare(live: Catalog, desired: Catalog) -> DiffResult:
-    """Everything that differs between the live database and the desired one."""
+def compare(live: Catalog, desired: Catalog, *, owners: bool = False) -> DiffResult:
+    """Everything that differs between the live database and the desired one.
+
+    Owners are compared only when asked: a scratch copy is owned by whoever loaded it.
+    """
     folded = set(live.tables.keys() ^ desired.tables.keys()) | set(live.types.keys() ^ desired.types.keys())
     owned = (_owned_sequences(live), _owned_sequences(desired))
     changes: list[Change] = []
@@ -324,7 +327,7 @@ def compare(live: Catalog, desired: Catalog) -> DiffResult:
         before, after = getattr(live, attr), getattr(desired, attr)
         if attr == "sequences":
             before, after = _by_owner(before), _by_owner(after)
-        changes.extend(_compare_maps(attr, before, after, folded, owned))
+        changes.extend(_compare_maps(attr, before, after, folded, owned, owners))
     rank = {kind: index for index, kind in enumerate(KIND_ORDER)}
     changes.sort(key=lambda c: (rank.get(c.kind, len(rank)), c.name, c.status))
     return DiffResult(changes)

@@ -375,3 +375,14 @@ def test_deparse_variants_of_the_same_call_are_not_drift(field: str, old: str, n
     desired["constraints"][-1][field] = new
     result = compare(Catalog.from_json(live), Catalog.from_json(desired))
     assert result.is_empty == same, result.changes
+
+
+def test_owners_are_compared_only_on_request() -> None:
+    live = doc()
+    live["tables"][0]["owner"] = "postgres"
+    desired = copy.deepcopy(live)
+    desired["tables"][0]["owner"] = "app"
+    assert Catalog.from_json(live) == Catalog.from_json(desired)
+    assert compare(Catalog.from_json(live), Catalog.from_json(desired)).is_empty
+    result = compare(Catalog.from_json(live), Catalog.from_json(desired), owners=True)
+    assert [(c.kind, c.name, c.details) for c in result.changes] == [("owner", "public.trades", ["owner: postgres → app"])]
