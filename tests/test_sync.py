@@ -148,8 +148,6 @@ def test_apply_failure_continue_idempotent_status_and_audit(project: Project) ->
 def test_refusals_checksum_missing_out_of_order_and_repair(project: Project) -> None:
     write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n", "003_c.sql": "CREATE TABLE c (id int);\n"})
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup").returncode == 0
-    no_tty = project.run("sync", "--host", "sandbox")
-    assert no_tty.returncode == 0  # nothing pending: no confirmation needed
 
     project.write_migration("002_b.sql", "CREATE TABLE b (id int);\n")
     out_of_order = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
