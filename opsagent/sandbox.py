@@ -215,6 +215,9 @@ class Sandbox:
         state = SandboxState(self.name, str(self.root), free_port(), free_port(), self.database)
         self._create_ssh(state)
         self._create_postgres(state)
+        backups = Path(state.backup_dir)
+        backups.mkdir(mode=0o700, exist_ok=True)
+        shutil.chown(backups, "postgres", "postgres")
         self.state_file.write_text(json.dumps(dataclasses.asdict(state), indent=2))
         return state
 

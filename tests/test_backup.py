@@ -362,7 +362,7 @@ def unprivileged(sandbox: SandboxHandle, fresh_db: str) -> Iterator[Remote]:
     keyfile.write_text((Path(sandbox.state.ssh_dir) / "client_key.pub").read_text())
     keyfile.chmod(0o644)
     try:
-        with sandbox.remote(fresh_db, user=NOLOGIN_USER, backup_dir=str(Path(sandbox.state.root) / "backups" / f"{fresh_db}-u")) as r:
+        with sandbox.remote(fresh_db, user=NOLOGIN_USER, backup_dir=str(Path(sandbox.state.root) / f"backups-{fresh_db}-u")) as r:
             yield r
     finally:
         keyfile.unlink()
