@@ -232,6 +232,14 @@ def test_unwritable_backup_dir_is_a_clear_error(sandbox: SandboxHandle, fresh_db
     assert info.value.reason == "mkdir" and "cannot create backup_dir /proc/opsagent-backups" in info.value.message
 
 
+def test_login_user_creates_backup_dir_for_become_when_become_cannot(sandbox: SandboxHandle, fresh_db: str) -> None:
+    backup_dir = Path(sandbox.state.root) / f"fallback-{fresh_db}" / "dumps"  # the sandbox root is root-owned
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir)) as r:
+        taken = create_backup(r, now=T0)
+    assert backup_dir.owner() == "postgres" and stat.S_IMODE(backup_dir.stat().st_mode) == 0o700
+    assert (backup_dir / taken.name).exists()
+
+
 def test_backup_refuses_when_the_database_cannot_fit(sandbox: SandboxHandle, fresh_db: str) -> None:
     small = Path(sandbox.state.root) / f"tiny-{fresh_db}"
     small.mkdir()
