@@ -173,7 +173,7 @@ def _fleet_sync(targets: Sequence[HostConfig], inv: Inventory, options: SyncOpti
 
 
 def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: bool, *, json_: bool, parallel: int,
-                  timeout: float) -> None:
+                  fail_fast: bool, timeout: float) -> None:
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
             state = read_state(remote, Ledger(target.ledger_schema))
@@ -185,7 +185,8 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
 
     columns = tuple((state, (lambda key: lambda o: str(o.details.get("counts", {}).get(key, 0)))(state))
                     for state in ("applied", "pending"))
-    run_and_render(targets, action, title="status", columns=columns, parallel=parallel, timeout=timeout, json_=json_)
+    run_and_render(targets, action, title="status", columns=columns, parallel=parallel, fail_fast=fail_fast, timeout=timeout,
+                   json_=json_)
 
 
 # ---------------------------------------------------------------- tasks
@@ -273,13 +274,13 @@ def _status_document(host: str, database: str, exists: bool, statuses: list[Vers
 
 
 @command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP,
-               "timeout": TIMEOUT_HELP}, aliases=("history",))
+               "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}, aliases=("history",))
 def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False, parallel: int = 0,
-           timeout: float = 0) -> None:
+           fail_fast: bool = False, timeout: float = 0) -> None:
     """Every version: applied (when, by whom, duration), pending, checksum mismatch, missing file, out of order."""
     targets, inv = _targets(host)
     if len(targets) > 1:
-        _fleet_status(targets, inv, accept_new_host_key, json_=json_, parallel=parallel, timeout=timeout)
+        _fleet_status(targets, inv, accept_new_host_key, json_=json_, parallel=parallel, fail_fast=fail_fast, timeout=timeout)
         return
     target_host = targets[0]
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
