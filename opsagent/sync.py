@@ -24,7 +24,9 @@ from typing import Any, Literal
 from . import __version__
 from .backup import BackupResult, create_backup
 from .errors import MigrationError, OpsagentError, RemoteError, UsageError
+from .hazards import HazardReport, assess, candidate_tables
 from .ledger import Ledger, LedgerState, LockHolder, quote_literal
+from .lint import table_stats_query
 from .migrations import Migration, Plan, VersionStatus, compute_status, discover, plan_pending
 from .sqltext import Statement
 from .transport import Remote, RemoteProcess
@@ -55,6 +57,7 @@ class SyncOptions:
     statement_timeout: str | None = None  # PostgreSQL statement_timeout per migration (default: host's)
     dry_run: bool = False
     rehearse: bool = True
+    allow_hazards: bool = False  # apply even when the hazard lint reports errors
 
 
 @dataclasses.dataclass
@@ -83,6 +86,7 @@ class SyncEvent:
     step: StepResult | None = None
     message: str = ""
     plan: tuple[Migration, ...] = ()
+    hazards: HazardReport | None = None
 
 
 EventCallback = Callable[[SyncEvent], None]
@@ -106,6 +110,7 @@ class SyncResult:
     durations: dict[str, float] = dataclasses.field(default_factory=dict)
     lock_holders: list[LockHolder] = dataclasses.field(default_factory=list)
     adopted_ledger: bool = False
+    hazards: HazardReport | None = None
 
     @property
     def ok(self) -> bool:
@@ -127,6 +132,7 @@ class SyncResult:
             "warnings": self.warnings, "remote_commands": self.remote_commands,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
             "lock_holders": [dataclasses.asdict(h) for h in self.lock_holders], "adopted_ledger": self.adopted_ledger,
+            "hazards": self.hazards.to_dict() if self.hazards is not None else None,
         }
 
     def audit_record(self, who: str, git_commit: str | None) -> dict[str, Any]:
@@ -407,16 +413,27 @@ class SyncRun:
         with contextlib.suppress(OpsagentError):
             self.remote.psql(f"SELECT pg_terminate_backend({session.backend_pid})", timeout=30, check=False)
 
-    def _read_state(self, session: _Session) -> LedgerState:
-        self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query())
-        return LedgerState.decode(session.read_json("state", self.host.command_timeout))
+    def _read_state(self, session: _Session, migrations: Sequence[Migration]) -> tuple[LedgerState, dict[str, Any]]:
+        """Ledger, lock holders and the live size of every table a hazard could name: one exchange."""
+        stats_sql = table_stats_query(candidate_tables(migrations)).strip().rstrip(";")
+        self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query() + f"\\echo {MARK} stats\n{stats_sql};\n")
+        state = LedgerState.decode(session.read_json("state", self.host.command_timeout))
+        return state, dict(session.read_json("stats", self.host.command_timeout) or {})
 
     def _run(self, session: _Session, migrations: list[Migration]) -> None:
-        state = self._read_state(session)
+        state, stats = self._read_state(session, migrations)
         plan = self._checked_plan(migrations, state)
         if plan is None:
             return
-        self.on_event(SyncEvent("plan", plan=tuple(plan)))
+        hazards = self.result.hazards = assess(None, plan, self.host, stats=stats)
+        self.on_event(SyncEvent("plan", plan=tuple(plan), hazards=hazards))
+        if hazards.blocking and not self.options.allow_hazards and not self.options.dry_run:
+            self.result.outcome = "refused"
+            errors = hazards.at_least("error")
+            self.result.error = (f"refusing to apply: {len(errors)} hazard error{'s' if len(errors) > 1 else ''}: "
+                                 + "; ".join(f"{f.location} {f.rule}" for f in errors))
+            self.result.hint = "nothing was changed; review with 'inv lint --host', or rerun with --allow-hazards"
+            return
         if self.options.dry_run:
             self._dry_run(session, plan)
             return

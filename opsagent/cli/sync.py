@@ -17,6 +17,7 @@ from rich.table import Table
 
 from ..audit import append_audit, git_commit, who
 from ..backup import human
+from ..drift import drift_count
 from ..errors import ExitCode, OpsagentError, UsageError
 from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
@@ -24,9 +25,10 @@ from ..ledger import Ledger
 from ..migrations import Migration, VersionStatus, new_migration
 from ..sync import Identity, LedgerEdit, SyncEvent, SyncOptions, SyncResult, apply_repair, baseline, read_state, repair_changes, statuses_for
 from ..sync import sync as run_sync
-from ..transport import open_remote
+from ..transport import Remote, open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .lint import render_findings
 
 _STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
                 "out_of_order": "bold magenta"}
@@ -75,6 +77,9 @@ class _Renderer:
         if event.kind == "plan":
             title = "dry run: would apply" if self.options.dry_run else "pending migrations"
             self.out.print(_plan_table(event.plan, f"{title} ({len(event.plan)})"))
+            if event.hazards is not None and self.out is console:  # under --json the findings are in the document
+                note = "[yellow]--allow-hazards: applying despite hazard errors[/]" if self.options.allow_hazards else None
+                render_findings(event.hazards, blocking_note=note)
             if self.options.dry_run:
                 for m in event.plan:
                     self.out.print(Panel(Syntax(m.sql, "sql", line_numbers=True, word_wrap=True), title=m.filename, title_align="left"))
@@ -202,17 +207,20 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
     "migration_lock_timeout": "PostgreSQL lock_timeout per migration (default: host's lock_timeout, 10s)",
     "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
     "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
-    "timeout": TIMEOUT_HELP,
+    "timeout": TIMEOUT_HELP, "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
+    "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
 })
 def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry_run: bool = False, no_rehearse: bool = False,
          no_backup: bool = False, target: str = "", allow_out_of_order: bool = False, lock_timeout: str = "60",
          migration_lock_timeout: str = "", statement_timeout: str = "", json_: bool = False,
-         accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
+         accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0,
+         allow_hazards: bool = False, no_drift_check: bool = False) -> None:
     """Apply pending migrations: plan, confirm, lock, back up, apply each in its own transaction with its ledger row."""
     targets, inv = _targets(host)
     options = SyncOptions(target=target or None, allow_out_of_order=allow_out_of_order, backup=not no_backup and not dry_run,
                           lock_timeout=_seconds(lock_timeout, "--lock-timeout"), migration_lock_timeout=migration_lock_timeout or None,
-                          statement_timeout=statement_timeout or None, dry_run=dry_run, rehearse=not no_rehearse)
+                          statement_timeout=statement_timeout or None, dry_run=dry_run, rehearse=not no_rehearse,
+                          allow_hazards=allow_hazards)
     out = err_console if json_ else console
     if no_backup and not dry_run:
         err_console.print("[bold yellow]WARNING: --no-backup: no backup will be taken before applying migrations[/]")
@@ -240,6 +248,8 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
     try:
         with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
             result = run_sync(remote, inv.paths.migrations, options, identity, on_event=renderer, confirm=confirm)
+            if result.ok and not no_drift_check:
+                result.warnings.extend(closing_drift_warning(remote, inv.paths.schema))
     except OpsagentError as exc:
         append_audit(inv.paths.state, {**record, "outcome": "error", "error": exc.message,
                                        "durations": {"total": round(time.monotonic() - started, 3)}})
@@ -252,6 +262,19 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
     _render_result(result, err_console if json_ else console, renderer)
     if not result.ok:
         raise fail(ExitCode.FAILURE)
+
+
+def closing_drift_warning(remote: Remote, schema: Path) -> list[str]:
+    """The seed's "verify sync" step: how far the live schema is from schema.sql (a warning, never an error)."""
+    if not schema.exists():
+        return []
+    try:
+        count = drift_count(remote, schema)
+    except OpsagentError as exc:
+        return [f"could not compare with {schema.name}: {exc.message}"]
+    if not count:
+        return []
+    return [f"{remote.host.name}: the live schema differs from {schema.name} in {count} object(s); run 'inv diff --host {remote.host.name}'"]
 
 
 def _status_document(host: str, database: str, exists: bool, statuses: list[VersionStatus], warnings: list[str]) -> dict[str, Any]:
