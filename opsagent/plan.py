@@ -1,0 +1,747 @@
+"""The migration that turns a live database into the desired structure, from two catalogs.
+
+``generate_plan`` is pure: it reads two ``Catalog`` models (full deparsed
+definitions included) and emits statements in phases so that dependents (views,
+triggers, policies, constraints, indexes) are dropped before what they depend on
+changes and recreated after.  Statements that lose data are marked destructive and
+left commented out unless ``allow_drop``.  Whether a plan is right is decided by
+applying it (``verify_plan``), never by reading its text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .catalog import Catalog, Column, Constraint, Function, Privilege, Sequence_, Table, Type, View, qualify, quote_ident
+
+# phases, in the order their statements run
+PHASES = ("drop dependents", "schemas", "extensions", "types", "sequences", "functions", "tables", "columns",
+          "constraints", "indexes", "views", "triggers", "policies", "comments", "privileges", "drops")
+_PHASE_RANK = {name: index for index, name in enumerate(PHASES)}
+HEADER = "SET check_function_bodies = false;\n"
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanStatement:
+    """One statement; a destructive one runs only when the plan allows drops."""
+
+    sql: str
+    kind: str
+    phase: str
+    destructive: bool = False
+    enabled: bool = True  # False: emitted commented out (destructive without --allow-drop)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    statements: list[PlanStatement]
+    warnings: list[str]
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.statements
+
+    def executable(self) -> list[PlanStatement]:
+        return [s for s in self.statements if s.enabled]
+
+    def script(self) -> str:
+        """The SQL to run (commented-out statements included as comments, with a warning)."""
+        lines: list[str] = []
+        for statement in self.statements:
+            if statement.enabled:
+                lines.append(statement.sql)
+            else:
+                lines.append("-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
+        return (HEADER + "\n".join(lines) + "\n") if lines else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"statements": [dataclasses.asdict(s) for s in self.statements], "warnings": list(self.warnings)}
+
+
+def literal(value: str | None) -> str:
+    if value is None:
+        return "NULL"
+    return "'" + value.replace("'", "''") + "'"
+
+
+# ---------------------------------------------------------------- the builder
+
+
+class _Builder:
+    def __init__(self, allow_drop: bool) -> None:
+        self.allow_drop = allow_drop
+        self.items: list[tuple[int, int, PlanStatement]] = []
+        self.warnings: list[str] = []
+
+    def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None) -> None:
+        enabled = self.allow_drop or not destructive
+        if destructive and warning:
+            self.warnings.append(warning + ("" if enabled else " (commented out: needs --allow-drop)"))
+        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled)
+        self.items.append((_PHASE_RANK[phase], len(self.items), statement))
+
+    def plan(self) -> Plan:
+        return Plan([s for _, _, s in sorted(self.items, key=lambda t: (t[0], t[1]))], self.warnings)
+
+
+# ---------------------------------------------------------------- helpers
+
+_SAFE_WIDENINGS = {("smallint", "integer"), ("smallint", "bigint"), ("integer", "bigint"), ("real", "double precision"),
+                   ("character varying", "text"), ("character", "text"), ("timestamp without time zone", "timestamp with time zone")}
+_TYPMOD = re.compile(r"^(character varying|character|numeric|varchar)\((\d+)(?:,(\d+))?\)$")
+
+
+def lossless(old: str, new: str) -> bool:
+    """Whether changing a column's type from ``old`` to ``new`` keeps every value."""
+    if old == new or (old, new) in _SAFE_WIDENINGS:
+        return True
+    base_old, base_new = re.sub(r"\(.*\)$", "", old), re.sub(r"\(.*\)$", "", new)
+    if (base_old, base_new) in _SAFE_WIDENINGS:
+        return True
+    a, b = _TYPMOD.match(old), _TYPMOD.match(new)
+    if base_old == base_new and a and not b:
+        return True  # varchar(10) -> varchar
+    if a and b and a.group(1) == b.group(1):
+        if a.group(1) == "numeric":
+            return int(b.group(2)) - int(b.group(3) or 0) >= int(a.group(2)) - int(a.group(3) or 0) and \
+                int(b.group(3) or 0) >= int(a.group(3) or 0)
+        return int(b.group(2)) >= int(a.group(2))
+    return False
+
+
+def column_sql(column: Column) -> str:
+    """A column as written in CREATE TABLE / ADD COLUMN."""
+    parts = [quote_ident(column.name), column.type]
+    if column.collation:
+        parts.append(f"COLLATE {column.collation}")
+    if column.generated:
+        parts.append(f"GENERATED ALWAYS AS ({column.generated}) STORED")
+    elif column.default is not None:
+        parts.append(f"DEFAULT {column.default}")
+    if column.identity:
+        parts.append(f"GENERATED {column.identity.upper()} AS IDENTITY")
+    if column.not_null:
+        parts.append("NOT NULL")
+    return " ".join(parts)
+
+
+def _references(text: str, key: str) -> bool:
+    """Whether deparsed SQL names ``key`` (a schema-qualified name) as a whole word."""
+    return re.search(r"(?<![\w.\"])" + re.escape(key) + r"(?![\w\"])", text) is not None
+
+
+def _view_order(views: Mapping[str, View]) -> list[str]:
+    """Views ordered so that each comes after the views its definition names (depth-first)."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(key: str) -> None:
+        if state.get(key) == 2:
+            return
+        if state.get(key) == 1:
+            return  # a cycle cannot exist in PostgreSQL; be safe
+        state[key] = 1
+        for other in views:
+            if other != key and _references(views[key].definition, other):
+                visit(other)
+        state[key] = 2
+        order.append(key)
+
+    for key in sorted(views):
+        visit(key)
+    return order
+
+
+def _table_order(tables: Mapping[str, Table]) -> list[str]:
+    """Parents (partitioned tables, inheritance parents) before their children."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(key: str) -> None:
+        if key in seen:
+            return
+        seen.add(key)
+        table = tables[key]
+        for parent in (table.partition_of, *table.inherits):
+            if parent:
+                for candidate in tables:
+                    if candidate == parent or candidate.endswith("." + parent) or parent.endswith(candidate):
+                        visit(candidate)
+        order.append(key)
+
+    for key in sorted(tables):
+        visit(key)
+    return order
+
+
+_COMMAND = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
+
+
+def policy_sql(policy: Any) -> str:
+    roles = ", ".join(r if r == "PUBLIC" else quote_ident(r) for r in policy.roles) or "PUBLIC"
+    sql = (f"CREATE POLICY {quote_ident(policy.name)} ON {policy.table} AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'} "
+           f"FOR {_COMMAND.get(policy.command, 'ALL')} TO {roles}")
+    if policy.using is not None:
+        sql += f" USING ({policy.using})"
+    if policy.with_check is not None:
+        sql += f" WITH CHECK ({policy.with_check})"
+    return sql
+
+
+def type_sql(item: Type) -> str:
+    name = item.key
+    if item.kind == "enum":
+        return f"CREATE TYPE {name} AS ENUM ({', '.join(literal(v) for v in item.labels or ())})"
+    if item.kind == "composite":
+        return f"CREATE TYPE {name} AS ({', '.join(f'{quote_ident(n)} {t}' for n, t in item.attributes or ())})"
+    if item.kind == "range":
+        return f"CREATE TYPE {name} AS RANGE (SUBTYPE = {item.base_type})"
+    sql = f"CREATE DOMAIN {name} AS {item.base_type}"
+    if item.collation:
+        sql += f" COLLATE {item.collation}"
+    if item.default is not None:
+        sql += f" DEFAULT {item.default}"
+    if item.not_null:
+        sql += " NOT NULL"
+    return sql
+
+
+def function_sql(item: Function) -> str:
+    if item.kind in ("f", "p") and item.definition:
+        return item.definition
+    spec = json.loads(item.definition or "{}")
+    parts = [f"SFUNC = {spec['transition']}", f"STYPE = {spec['state']}"]
+    if spec.get("final") and spec["final"] != "-":
+        parts.append(f"FINALFUNC = {spec['final']}")
+    if spec.get("combine") and spec["combine"] != "-":
+        parts.append(f"COMBINEFUNC = {spec['combine']}")
+    if spec.get("initial") is not None:
+        parts.append(f"INITCOND = {literal(spec['initial'])}")
+    return f"CREATE AGGREGATE {qualify(item.schema, item.name)}({item.arguments or '*'}) ({', '.join(parts)})"
+
+
+def _drop_function(item: Function) -> str:
+    word = {"p": "PROCEDURE", "a": "AGGREGATE"}.get(item.kind, "FUNCTION")
+    return f"DROP {word} {item.key}"
+
+
+def constraint_sql(item: Constraint) -> str:
+    if item.on_domain:
+        return f"ALTER DOMAIN {item.table} ADD CONSTRAINT {quote_ident(item.name)} {item.definition}"
+    return f"ALTER TABLE {item.table} ADD CONSTRAINT {quote_ident(item.name)} {item.definition}"
+
+
+def _drop_constraint(item: Constraint) -> str:
+    word = "DOMAIN" if item.on_domain else "TABLE"
+    return f"ALTER {word} {item.table} DROP CONSTRAINT {quote_ident(item.name)}"
+
+
+def sequence_sql(item: Sequence_, create: bool = True) -> str:
+    head = f"CREATE SEQUENCE {item.key} AS {item.type}" if create else f"ALTER SEQUENCE {item.key} AS {item.type}"
+    return (f"{head} INCREMENT BY {item.increment} MINVALUE {item.min} MAXVALUE {item.max} START WITH {item.start} "
+            f"CACHE {item.cache} {'CYCLE' if item.cycle else 'NO CYCLE'}")
+
+
+def table_sql(table: Table) -> str:
+    own = [c for c in table.columns if not c.inherited]
+    unlogged = "UNLOGGED " if table.persistence == "u" else ""
+    if table.kind == "f":
+        raise ValueError("foreign tables are not planned")
+    if table.partition_of:
+        sql = f"CREATE {unlogged}TABLE {table.key} PARTITION OF {table.partition_of}"
+        defaults = [c for c in table.columns if c.inherited]
+        del defaults  # partition columns come from the parent
+        sql += f" {table.partition_bound}"
+    else:
+        body = ",\n    ".join(column_sql(c) for c in own)
+        sql = f"CREATE {unlogged}TABLE {table.key} (\n    {body}\n)" if own else f"CREATE {unlogged}TABLE {table.key} ()"
+        if table.inherits:
+            sql += f" INHERITS ({', '.join(table.inherits)})"
+    if table.partition_key:
+        sql += f" PARTITION BY {table.partition_key}"
+    if table.options:
+        sql += f" WITH ({', '.join(table.options)})"
+    return sql
+
+
+# ---------------------------------------------------------------- privileges and comments
+
+
+def _grantee(name: str, owner: str | None) -> str:
+    if name == "PUBLIC":
+        return "PUBLIC"
+    if name == "<owner>":
+        return quote_ident(owner) if owner else "CURRENT_USER"
+    return quote_ident(name)
+
+
+def privilege_sql(target: str, before: Iterable[Privilege], after: Iterable[Privilege], owner: str | None,
+                  columns: str = "") -> list[str]:
+    """GRANT/REVOKE turning one ACL (as introspected: differences from the defaults) into another."""
+    old, new = set(before), set(after)
+    out: list[str] = []
+    cols = f" ({columns})" if columns else ""
+    for grantee, privilege, grantable in sorted(old - new):
+        who = _grantee(grantee, owner)
+        if privilege.startswith("no "):
+            out.append(f"GRANT {privilege[3:]}{cols} ON {target} TO {who}" + (" WITH GRANT OPTION" if grantable else ""))
+        elif not (grantable and (grantee, privilege, False) in new):
+            out.append(f"REVOKE {privilege}{cols} ON {target} FROM {who}")
+    for grantee, privilege, grantable in sorted(new - old):
+        who = _grantee(grantee, owner)
+        if privilege.startswith("no "):
+            out.append(f"REVOKE {privilege[3:]}{cols} ON {target} FROM {who}")
+        elif grantable:
+            out.append(f"GRANT {privilege}{cols} ON {target} TO {who} WITH GRANT OPTION")
+        else:
+            if (grantee, privilege, True) in old:
+                out.append(f"REVOKE GRANT OPTION FOR {privilege}{cols} ON {target} FROM {who}")
+            else:
+                out.append(f"GRANT {privilege}{cols} ON {target} TO {who}")
+    return out
+
+
+# ---------------------------------------------------------------- the plan
+
+
+def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False) -> Plan:
+    """Statements turning ``live`` into ``desired``, in dependency-safe phases (pure)."""
+    b = _Builder(allow_drop)
+    ctx = _Context(live, desired)
+    _plan_types_and_schemas(b, ctx)
+    _plan_sequences(b, ctx)
+    _plan_functions(b, ctx)
+    _plan_tables(b, ctx)
+    _plan_constraints(b, ctx)
+    _plan_indexes(b, ctx)
+    _plan_views(b, ctx)
+    _plan_triggers_policies(b, ctx)
+    _plan_comments(b, ctx)
+    _plan_privileges(b, ctx)
+    return b.plan()
+
+
+class _Context:
+    """Both catalogs plus what the phases decide together (which tables/types change shape)."""
+
+    def __init__(self, live: Catalog, desired: Catalog) -> None:
+        self.live = live
+        self.desired = desired
+        self.reshaped: set[str] = set()  # tables/types whose columns change type or go away: dependents rebuilt
+        self.recreated_types: set[str] = set()
+        self.dropped_functions: set[str] = set()
+        self.recreated: set[str] = set()  # "<attr>:<key>" of objects dropped and created again (comments lost)
+        self.recreated_views: set[str] = set()
+        for key, table in live.tables.items():
+            other = desired.tables.get(key)
+            if other is None:
+                self.reshaped.add(key)
+                continue
+            after = other.column_map()
+            for column in table.columns:
+                new = after.get(column.name)
+                if new is None or new.type != column.type or new.generated != column.generated or new.collation != column.collation:
+                    self.reshaped.add(key)
+        for key, item in live.types.items():
+            new_type = desired.types.get(key)
+            if new_type is None or (new_type != item and not _enum_appendable(item, new_type)):
+                self.reshaped.add(key)
+                if new_type is not None:
+                    self.recreated_types.add(key)
+        for key, func in live.functions.items():
+            new_func = desired.functions.get(key)
+            if new_func is None or (new_func != func and (new_func.result != func.result or new_func.kind != func.kind
+                                                          or func.kind == "a")):
+                self.dropped_functions.add(key)
+        # tables whose columns use a recreated type are reshaped too
+        for key, table in desired.tables.items():
+            if any(_uses_type(c.type, t) for c in table.columns for t in self.recreated_types):
+                self.reshaped.add(key)
+
+
+def _uses_type(column_type: str, type_key: str) -> bool:
+    base = column_type.removesuffix("[]")
+    return base == type_key or "public." + base == type_key
+
+
+def _enum_appendable(old: Type, new: Type) -> bool:
+    """Whether ``new``'s labels are ``old``'s with values inserted (ALTER TYPE ... ADD VALUE suffices)."""
+    if old.kind != "enum" or new.kind != "enum" or dataclasses.replace(old, labels=new.labels) != new:
+        return False
+    labels = list(new.labels or ())
+    positions = [labels.index(v) if v in labels else -1 for v in old.labels or ()]
+    return -1 not in positions and positions == sorted(positions)
+
+
+def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    for key in desired.schemas:
+        if key not in live.schemas:
+            b.add("schemas", "schema", f"CREATE SCHEMA {key}")
+    for key in live.schemas:
+        if key not in desired.schemas:
+            b.add("drops", "schema", f"DROP SCHEMA {key}", destructive=True, warning=f"drops schema {key}")
+    for key, ext in desired.extensions.items():
+        current = live.extensions.get(key)
+        if current is None:
+            b.add("extensions", "extension", f"CREATE EXTENSION {quote_ident(ext.name)} WITH SCHEMA {quote_ident(ext.schema)} "
+                  f"VERSION {literal(ext.version)}")
+        elif current.version != ext.version:
+            b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} UPDATE TO {literal(ext.version)}")
+        if current is not None and current.schema != ext.schema:
+            b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} SET SCHEMA {quote_ident(ext.schema)}")
+    for key in live.extensions:
+        if key not in desired.extensions:
+            b.add("drops", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
+    _plan_types(b, ctx)
+
+
+def _plan_types(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    for key, item in desired.types.items():
+        current = live.types.get(key)
+        if current is None:
+            b.add("types", "type", type_sql(item))
+        elif current != item and _enum_appendable(current, item):
+            _add_enum_values(b, current, item)
+        elif current != item and current.kind == "domain" and item.kind == "domain" and current.base_type == item.base_type:
+            if current.default != item.default:
+                action = f"SET DEFAULT {item.default}" if item.default is not None else "DROP DEFAULT"
+                b.add("types", "type", f"ALTER DOMAIN {key} {action}")
+            if current.not_null != item.not_null:
+                b.add("types", "type", f"ALTER DOMAIN {key} {'SET' if item.not_null else 'DROP'} NOT NULL")
+            ctx.reshaped.discard(key)
+            ctx.recreated_types.discard(key)
+        elif current != item and dataclasses.replace(current, comment=item.comment) == item:
+            ctx.reshaped.discard(key)
+            ctx.recreated_types.discard(key)
+        elif current != item:
+            _recreate_type(b, ctx, current, item)
+    for key in live.types:
+        if key not in desired.types:
+            b.add("drops", "type", f"DROP TYPE {key}", destructive=True, warning=f"drops type {key}")
+
+
+def _add_enum_values(b: _Builder, old: Type, new: Type) -> None:
+    labels = list(new.labels or ())
+    present = set(old.labels or ())
+    for index, value in enumerate(labels):
+        if value in present:
+            continue
+        after = next((labels[i] for i in range(index - 1, -1, -1) if labels[i] in present), None)
+        where = f" AFTER {literal(after)}" if after is not None else (f" BEFORE {literal(next(v for v in labels if v in present))}"
+                                                                       if present else "")
+        b.add("types", "type", f"ALTER TYPE {new.key} ADD VALUE {literal(value)}{where}")
+        present.add(value)
+
+
+def _recreate_type(b: _Builder, ctx: _Context, old: Type, new: Type) -> None:
+    """Rename the old type away, create the new one, move columns over (values through text), drop the old."""
+    temp = qualify(old.schema, old.name + "__old")
+    b.add("types", "type", f"ALTER TYPE {old.key} RENAME TO {quote_ident(old.name + '__old')}")
+    b.add("types", "type", type_sql(new))
+    lossy = old.kind != "enum" or not set(old.labels or ()) <= set(new.labels or ())
+    for key, table in ctx.live.tables.items():
+        wanted = ctx.desired.tables.get(key)
+        if wanted is None:
+            continue
+        for column in table.columns:
+            if column.inherited or not _uses_type(column.type, old.key):
+                continue
+            target = wanted.column_map().get(column.name)
+            if target is None:
+                continue
+            col = quote_ident(column.name)
+            array = "[]" if column.type.endswith("[]") else ""
+            if column.default is not None:
+                b.add("tables", "column", f"ALTER TABLE {key} ALTER COLUMN {col} DROP DEFAULT")
+            b.add("tables", "column", f"ALTER TABLE {key} ALTER COLUMN {col} TYPE {target.type} USING {col}::text{array}::{target.type}",
+                  destructive=lossy, warning=f"{key}.{column.name}: values of {old.key} missing from the new type are lost")
+            if target.default is not None:
+                b.add("tables", "column", f"ALTER TABLE {key} ALTER COLUMN {col} SET DEFAULT {target.default}")
+    b.add("drops", "type", f"DROP TYPE {temp}", destructive=lossy, warning=f"drops the old definition of {old.key}")
+
+
+def _plan_sequences(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    for key, seq in desired.sequences.items():
+        current = live.sequences.get(key)
+        if current is None:
+            b.add("sequences", "sequence", sequence_sql(seq))
+        elif dataclasses.replace(current, owned_by=seq.owned_by, comment=seq.comment, privileges=seq.privileges) != seq:
+            b.add("sequences", "sequence", sequence_sql(seq, create=False))
+        if seq.owned_by and (current is None or current.owned_by != seq.owned_by):
+            b.add("constraints", "sequence", f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by}")
+    for key, seq in live.sequences.items():
+        if key not in desired.sequences:
+            owner_table = seq.owned_by.rsplit(".", 1)[0] if seq.owned_by else None
+            if owner_table and (owner_table not in desired.tables):
+                continue  # goes with its table
+            b.add("drops", "sequence", f"DROP SEQUENCE {key}", destructive=True, warning=f"drops sequence {key}")
+
+
+def _plan_functions(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    for key, func in desired.functions.items():
+        current = live.functions.get(key)
+        if current is not None and dataclasses.replace(current, comment=func.comment) == func:
+            continue
+        if key in ctx.dropped_functions:
+            b.add("drop dependents", "function", _drop_function(live.functions[key]))
+            ctx.recreated.add(f"functions:{key}")
+        b.add("functions", "function", function_sql(func))
+    for key, func in live.functions.items():
+        if key not in desired.functions:
+            b.add("drops", "function", _drop_function(func))
+
+
+def _plan_tables(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    for key in _table_order(desired.tables):
+        table = desired.tables[key]
+        current = live.tables.get(key)
+        if current is None:
+            b.add("tables", "table", table_sql(table))
+        else:
+            _alter_table(b, ctx, current, table)
+        if table.rls_enabled and (current is None or not current.rls_enabled):
+            b.add("policies", "rls", f"ALTER TABLE {key} ENABLE ROW LEVEL SECURITY")
+        if table.rls_forced and (current is None or not current.rls_forced):
+            b.add("policies", "rls", f"ALTER TABLE {key} FORCE ROW LEVEL SECURITY")
+        if current is not None and current.rls_enabled and not table.rls_enabled:
+            b.add("policies", "rls", f"ALTER TABLE {key} DISABLE ROW LEVEL SECURITY")
+        if current is not None and current.rls_forced and not table.rls_forced:
+            b.add("policies", "rls", f"ALTER TABLE {key} NO FORCE ROW LEVEL SECURITY")
+    for key in reversed(_table_order(live.tables)):
+        if key not in desired.tables:
+            b.add("drops", "table", f"DROP TABLE {key}", destructive=True, warning=f"drops table {key} and its data")
+
+
+def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
+    key = new.key
+    if old.persistence != new.persistence:
+        b.add("tables", "table", f"ALTER TABLE {key} SET {'UNLOGGED' if new.persistence == 'u' else 'LOGGED'}")
+    if old.options != new.options:
+        if old.options:
+            b.add("tables", "table", f"ALTER TABLE {key} RESET ({', '.join(o.split('=', 1)[0] for o in old.options)})")
+        if new.options:
+            b.add("tables", "table", f"ALTER TABLE {key} SET ({', '.join(new.options)})")
+    for parent in old.inherits:
+        if parent not in new.inherits:
+            b.add("tables", "table", f"ALTER TABLE {key} NO INHERIT {parent}")
+    for parent in new.inherits:
+        if parent not in old.inherits:
+            b.add("tables", "table", f"ALTER TABLE {key} INHERIT {parent}")
+    if (old.partition_of, old.partition_bound) != (new.partition_of, new.partition_bound):
+        if old.partition_of:
+            b.add("tables", "table", f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}")
+        if new.partition_of:
+            b.add("constraints", "table", f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}")
+    before = old.column_map()
+    after = new.column_map()
+    for column in old.columns:
+        if column.name not in after and not column.inherited:
+            b.add("columns", "column", f"ALTER TABLE {key} DROP COLUMN {quote_ident(column.name)}", destructive=True,
+                  warning=f"drops column {key}.{column.name} and its data")
+    for column in new.columns:
+        if column.inherited:
+            continue
+        current = before.get(column.name)
+        if current is None or current.inherited:
+            if current is None:
+                b.add("columns", "column", f"ALTER TABLE {key} ADD COLUMN {column_sql(column)}")
+            continue
+        _alter_column(b, ctx, key, current, column)
+
+
+def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Column) -> None:
+    col = quote_ident(new.name)
+    prefix = f"ALTER TABLE {table} ALTER COLUMN {col}"
+    if old.generated != new.generated:
+        b.add("columns", "column", f"ALTER TABLE {table} DROP COLUMN {col}", destructive=True,
+              warning=f"recreates column {table}.{new.name} (generation expression changed)")
+        b.add("columns", "column", f"ALTER TABLE {table} ADD COLUMN {column_sql(new)}", destructive=True)
+        return
+    type_moved = any(_uses_type(old.type, t) for t in ctx.recreated_types)
+    if old.identity and old.identity != new.identity:
+        b.add("columns", "column", f"{prefix} DROP IDENTITY")
+    if old.default is not None and (old.default != new.default or old.type != new.type) and not type_moved:
+        b.add("columns", "column", f"{prefix} DROP DEFAULT")
+    if (old.type != new.type or old.collation != new.collation) and not type_moved:
+        collate = f" COLLATE {new.collation}" if new.collation else ""
+        b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {col}::{new.type}",
+              destructive=not lossless(old.type, new.type),
+              warning=f"{table}.{new.name}: {old.type} → {new.type} may lose data or fail")
+    if new.default is not None and (old.default != new.default or old.type != new.type) and not type_moved:
+        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}")
+    if old.not_null != new.not_null:
+        b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
+    if new.identity and old.identity != new.identity:
+        b.add("columns", "column", f"{prefix} ADD GENERATED {new.identity.upper()} AS IDENTITY")
+
+
+_CONSTRAINT_ORDER = {"p": 0, "u": 1, "x": 2, "c": 3, "t": 4, "f": 5}
+
+
+def _constraint_changed(ctx: _Context, key: str, item: Constraint) -> bool:
+    other = ctx.desired.constraints.get(key)
+    return other is None or dataclasses.replace(item, comment=other.comment) != other or item.table in ctx.reshaped
+
+
+def _plan_constraints(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    dropped: set[str] = set()
+    ordered = sorted(live.constraints.items(), key=lambda kv: -_CONSTRAINT_ORDER.get(kv[1].type, 9))
+    for key, item in ordered:
+        if item.table not in desired.tables and item.table not in desired.types:
+            continue  # goes with its table/domain
+        if item.on_domain and item.table in ctx.recreated_types:
+            continue
+        if _constraint_changed(ctx, key, item) or (item.type == "f" and any(_references(item.definition, t) for t in ctx.reshaped)):
+            b.add("drop dependents", "constraint", _drop_constraint(item))
+            dropped.add(key)
+            ctx.recreated.add(f"constraints:{key}")
+    for key, item in sorted(desired.constraints.items(), key=lambda kv: _CONSTRAINT_ORDER.get(kv[1].type, 9)):
+        if key not in live.constraints or key in dropped or (item.on_domain and item.table in ctx.recreated_types):
+            if item.on_domain and item.table in ctx.recreated_types and key in live.constraints:
+                pass  # the type was created anew: its constraints come back below
+            b.add("constraints", "constraint", constraint_sql(item))
+
+
+def _plan_indexes(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    for key, item in live.indexes.items():
+        other = desired.indexes.get(key)
+        if item.table not in desired.tables:
+            continue
+        if other is None or other.definition != item.definition or item.table in ctx.reshaped:
+            b.add("drop dependents", "index", f"DROP INDEX {key}")
+            ctx.recreated.add(f"indexes:{key}")
+    for key, item in desired.indexes.items():
+        other = live.indexes.get(key)
+        if other is None or other.definition != item.definition or item.table in ctx.reshaped:
+            b.add("indexes", "index", item.definition)
+
+
+def _plan_views(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    changing = set(ctx.reshaped) | set(ctx.dropped_functions)
+    rebuilt: set[str] = set()
+    for key, view in live.views.items():
+        other = desired.views.get(key)
+        if other is None or dataclasses.replace(view, comment=other.comment, privileges=other.privileges) != other \
+                or any(_references(view.definition, t) for t in changing):
+            rebuilt.add(key)
+    grew = True
+    while grew:  # views built on rebuilt views are rebuilt too
+        grew = False
+        for key, view in live.views.items():
+            if key not in rebuilt and any(_references(view.definition, r) for r in rebuilt):
+                rebuilt.add(key)
+                grew = True
+    for key in reversed(_view_order(live.views)):
+        if key in rebuilt:
+            word = "MATERIALIZED VIEW" if live.views[key].materialized else "VIEW"
+            b.add("drop dependents", "view", f"DROP {word} {key}")
+            ctx.recreated.add(f"views:{key}")
+            ctx.recreated_views.add(key)
+    for key in _view_order(desired.views):
+        if key in live.views and key not in rebuilt:
+            continue
+        view = desired.views[key]
+        word = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+        options = f" WITH ({', '.join(view.options)})" if view.options else ""
+        b.add("views", "view", f"CREATE {word} {key}{options} AS\n{view.definition.rstrip().rstrip(';')}")
+        for index_key, index in desired.indexes.items():
+            if index.table == key and index_key in live.indexes and key in live.views:
+                b.add("views", "index", index.definition)  # dropped with the view
+
+
+def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    for attr, kind in (("triggers", "trigger"), ("policies", "policy")):
+        before: Mapping[str, Any] = getattr(live, attr)
+        after: Mapping[str, Any] = getattr(desired, attr)
+        for key, item in before.items():
+            other = after.get(key)
+            if item.table not in desired.tables and item.table not in desired.views:
+                continue
+            if other is None or dataclasses.replace(item, comment=other.comment) != other or item.table in ctx.reshaped \
+                    or (kind == "trigger" and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)):
+                b.add("drop dependents", kind, f"DROP {kind.upper()} {quote_ident(item.name)} ON {item.table}")
+                ctx.recreated.add(f"{attr}:{key}")
+                before = {**before, key: None}
+        for key, item in after.items():
+            if before.get(key) is not None:
+                continue
+            b.add("triggers" if kind == "trigger" else "policies", kind,
+                  item.definition if kind == "trigger" else policy_sql(item))
+            if kind == "trigger" and item.enabled != "O":
+                state = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}.get(item.enabled, "ENABLE")
+                b.add("triggers", kind, f"ALTER TABLE {item.table} {state} TRIGGER {quote_ident(item.name)}")
+
+
+_COMMENT_TARGET = {"tables": "TABLE", "sequences": "SEQUENCE", "types": "TYPE", "schemas": "SCHEMA"}
+
+
+def _comment_targets(catalog: Catalog) -> dict[str, tuple[str, str | None]]:
+    """Every commentable object: its COMMENT ON target and its comment."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for attr, word in _COMMENT_TARGET.items():
+        for key, item in getattr(catalog, attr).items():
+            target = "DOMAIN" if attr == "types" and item.kind == "domain" else word
+            out[f"{attr}:{key}"] = (f"{target} {key}", item.comment)
+    for key, table in catalog.tables.items():
+        for column in table.columns:
+            out[f"column:{key}.{column.name}"] = (f"COLUMN {key}.{quote_ident(column.name)}", column.comment)
+    for key, view in catalog.views.items():
+        out[f"views:{key}"] = (f"{'MATERIALIZED VIEW' if view.materialized else 'VIEW'} {key}", view.comment)
+        for column in view.columns:
+            out[f"column:{key}.{column.name}"] = (f"COLUMN {key}.{quote_ident(column.name)}", column.comment)
+    for key, func in catalog.functions.items():
+        word = {"p": "PROCEDURE", "a": "AGGREGATE"}.get(func.kind, "FUNCTION")
+        out[f"functions:{key}"] = (f"{word} {key}", func.comment)
+    for key, con in catalog.constraints.items():
+        on = f"ON DOMAIN {con.table}" if con.on_domain else f"ON {con.table}"
+        out[f"constraints:{key}"] = (f"CONSTRAINT {quote_ident(con.name)} {on}", con.comment)
+    for key, index in catalog.indexes.items():
+        out[f"indexes:{key}"] = (f"INDEX {key}", index.comment)
+    for key, trig in catalog.triggers.items():
+        out[f"triggers:{key}"] = (f"TRIGGER {quote_ident(trig.name)} ON {trig.table}", trig.comment)
+    for key, pol in catalog.policies.items():
+        out[f"policies:{key}"] = (f"POLICY {quote_ident(pol.name)} ON {pol.table}", pol.comment)
+    return out
+
+
+def _plan_comments(b: _Builder, ctx: _Context) -> None:
+    before = _comment_targets(ctx.live)
+    after = _comment_targets(ctx.desired)
+    for key, (target, comment) in after.items():
+        old = before.get(key)
+        recreated = key in ctx.recreated or (key.startswith("column:") and key[7:].rsplit(".", 1)[0] in ctx.recreated_views)
+        if (old is None and comment is not None) or (old is not None and old[1] != comment) or (recreated and comment):
+            b.add("comments", "comment", f"COMMENT ON {target} IS {literal(comment)}")
+
+
+def _plan_privileges(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    for attr, word in (("tables", "TABLE"), ("views", "TABLE"), ("sequences", "SEQUENCE")):
+        for key, item in getattr(desired, attr).items():
+            current = getattr(live, attr).get(key)
+            old: tuple[Privilege, ...] = current.privileges if current is not None else ()
+            if attr == "views" and current is not None and key in {s.sql.split()[-1].rstrip(";") for _, _, s in b.items
+                                                                   if s.kind == "view" and s.phase == "drop dependents"}:
+                old = ()
+            for sql in privilege_sql(f"{word} {key}", old, item.privileges, item.owner):
+                b.add("privileges", "privilege", sql)
+            if attr == "tables":
+                cols = current.column_map() if current is not None else {}
+                for column in item.columns:
+                    was = cols.get(column.name)
+                    for sql in privilege_sql(f"TABLE {key}", was.privileges if was else (), column.privileges, item.owner,
+                                             quote_ident(column.name)):
+                        b.add("privileges", "privilege", sql)

@@ -1,0 +1,134 @@
+"""Migration plans: pure unit tests, and the migra corpus applied for real (plan(a → b) on a leaves no difference)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from opsagent.catalog import Catalog, Column, Table, Type
+from opsagent.diff import compare
+from opsagent.plan import Plan, generate_plan, lossless
+
+from .catalog_helpers import LoadItem, ensure_roles, load_many, role_names
+from .conftest import CORPORA, SandboxHandle
+
+
+def _table(*columns: Column, name: str = "t") -> Table:
+    return Table("public", name, columns=columns)
+
+
+def _catalog(*tables: Table, types: tuple[Type, ...] = ()) -> Catalog:
+    return Catalog(tables={t.key: t for t in tables}, types={t.key: t for t in types})
+
+
+def test_identical_catalogs_need_no_statements() -> None:
+    cat = _catalog(_table(Column("id", "integer", not_null=True)))
+    assert generate_plan(cat, cat).is_empty
+    assert generate_plan(cat, cat).script() == ""
+
+
+def test_added_column_is_one_statement() -> None:
+    live = _catalog(_table(Column("id", "integer")))
+    desired = _catalog(_table(Column("id", "integer"), Column("name", "text", not_null=True, default="'x'::text")))
+    plan = generate_plan(live, desired)
+    assert [s.sql for s in plan.statements] == ["ALTER TABLE public.t ADD COLUMN name text DEFAULT 'x'::text NOT NULL;"]
+
+
+def test_dropped_column_is_commented_out_without_allow_drop() -> None:
+    live = _catalog(_table(Column("id", "integer"), Column("old", "text")))
+    desired = _catalog(_table(Column("id", "integer")))
+    plan = generate_plan(live, desired)
+    assert [(s.destructive, s.enabled) for s in plan.statements] == [(True, False)]
+    assert "-- ALTER TABLE public.t DROP COLUMN old;" in plan.script()
+    assert plan.warnings and "public.t.old" in plan.warnings[0]
+    assert generate_plan(live, desired, allow_drop=True).executable()[0].sql == "ALTER TABLE public.t DROP COLUMN old;"
+
+
+@pytest.mark.parametrize(("old", "new", "safe"), [
+    ("integer", "bigint", True), ("character varying(10)", "character varying(20)", True),
+    ("character varying(20)", "character varying(10)", False), ("bigint", "integer", False),
+    ("character varying(10)", "text", True), ("numeric(10,2)", "numeric(12,2)", True), ("text", "integer", False),
+])
+def test_type_changes_that_lose_data_are_destructive(old: str, new: str, safe: bool) -> None:
+    assert lossless(old, new) is safe
+    plan = generate_plan(_catalog(_table(Column("c", old))), _catalog(_table(Column("c", new))))
+    assert [s.destructive for s in plan.statements] == [not safe]
+
+
+def test_enum_values_are_added_in_place() -> None:
+    live = _catalog(types=(Type("public", "mood", "enum", labels=("sad", "happy")),))
+    desired = _catalog(types=(Type("public", "mood", "enum", labels=("sad", "ok", "happy", "ecstatic")),))
+    assert [s.sql for s in generate_plan(live, desired).statements] == [
+        "ALTER TYPE public.mood ADD VALUE 'ok' AFTER 'sad';", "ALTER TYPE public.mood ADD VALUE 'ecstatic' AFTER 'happy';"]
+
+
+def test_phases_drop_dependents_first_and_extra_tables_last() -> None:
+    live = _catalog(_table(Column("a", "text")), _table(Column("x", "integer"), name="gone"))
+    desired = _catalog(_table(Column("a", "integer")))
+    plan = generate_plan(live, desired, allow_drop=True)
+    assert [s.phase for s in plan.statements] == ["columns", "drops"]
+    assert plan.statements[-1].sql == "DROP TABLE public.gone;"
+
+
+# ---------------------------------------------------------------- migra, applied for real
+
+# plan(a → b) applied to a copy of a leaves no difference from b for these cases
+MIGRA_PASSING = {
+    "collations",
+    "constraints",
+    "dependencies",
+    "dependencies3",
+    "enumdeps",
+    "everything",
+    "extversions",
+    "generated",
+    "generated_added",
+    "identitycols",
+    "inherit",
+    "privileges",
+    "rls",
+    "rls2",
+    "singleschema",
+    "singleschema_ext",
+    "triggers",
+    "triggers2",
+}
+# the others, with why
+MIGRA_FAILING: dict[str, str] = {}
+
+
+def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None:
+    root = CORPORA / "migra"
+    if not root.exists():
+        pytest.skip(f"corpus {root} is absent")
+    cases = sorted(p for p in root.iterdir() if (p / "a.sql").exists())
+    sql = {(c.name, side): (c / f"{side}.sql").read_text() for c in cases for side in ("a", "b")}
+    ensure_roles(sandbox.admin, set().union(*(role_names(text) for text in sql.values())))
+    database = sandbox.create_database("plan")
+    started = time.monotonic()
+    with sandbox.remote(database) as remote:
+        loaded = load_many(remote, database, [LoadItem(f"{name}/{side}", text) for (name, side), text in sql.items()])
+        plans: dict[str, Plan] = {}
+        for case in cases:
+            a, b = loaded[f"{case.name}/a"].catalog, loaded[f"{case.name}/b"].catalog
+            assert a is not None and b is not None, case.name
+            plans[case.name] = generate_plan(a, b, allow_drop=True)
+        applied = load_many(remote, database, [LoadItem(f"{name}/plan", sql[(name, "a")] + "\n" + plans[name].script())
+                                               for name in plans])
+    passing, failing = set(), {}
+    for name in plans:
+        result = applied[f"{name}/plan"]
+        desired = loaded[f"{name}/b"].catalog
+        if result.error or result.catalog is None or desired is None:
+            failing[name] = f"apply failed: {result.error}"
+            continue
+        remaining = compare(result.catalog, desired)
+        if not remaining.significant:  # column order alone cannot change without rebuilding the table
+            passing.add(name)
+        else:
+            failing[name] = "; ".join(f"{c.kind} {c.status} {c.name} {c.details}" for c in remaining.significant)[:300]
+    print(f"\nmigra plans: {len(passing)}/{len(plans)} verified in {time.monotonic() - started:.1f}s")
+    for name, why in sorted(failing.items()):
+        print(f"  FAIL {name}: {why}")
+    assert passing >= MIGRA_PASSING, sorted(MIGRA_PASSING - passing)
