@@ -27,9 +27,11 @@ from ..backup import (
     restore_in_place,
 )
 from ..errors import UsageError
+from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
 from ..transport import open_remote
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, is_interactive, print_json, single_host
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, inventory, is_interactive, print_json, single_host
+from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
 LOCAL_DIR = "backups"
 
@@ -68,21 +70,42 @@ def age(when: datetime, now: datetime | None = None) -> str:
 
 @command(help={"host": HOST_HELP, "label": "short text added to the backup's name (letters, digits, . _ -)",
                "download": "also copy the backup to backups/<host>/ here, checked against the server's sha256",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
+               "timeout": TIMEOUT_HELP})
 def backup(c: Context, host: str = "", label: str = "", download: bool = False, json_: bool = False,
-           accept_new_host_key: bool = False) -> None:
+           accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Take a verified pg_dump -Fc backup into the host's backup_dir (retention: keep_backups newest)."""
-    target, inv = single_host(host)
-    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
-        if download:
-            with _progress(f"backup {target.name}") as update:
-                result = create_backup(remote, label or None, download_dir=local_dir(inv, target), progress=update)
-        else:
-            result = create_backup(remote, label or None)
+    if not host:
+        raise UsageError("--host is required (see 'inv hosts' for the inventory)")
+    inv = inventory()
+    targets = inv.resolve(host)
+    if len(targets) > 1:
+
+        def action(target: HostConfig) -> HostOutcome:
+            result = _backup_one(target, inv, label, download, accept_new_host_key, quiet=True)
+            return HostOutcome(target.name, message=f"{result.name} {human(result.size_bytes)}", details=as_dict(result))
+
+        columns = (("backup", lambda o: str(o.details.get("path") or "")),)
+        run_and_render(targets, action, title="backup", columns=columns, parallel=parallel, fail_fast=fail_fast,
+                       timeout=timeout, json_=json_)
+        return
+    result = _backup_one(targets[0], inv, label, download, accept_new_host_key, quiet=False)
     if json_:
         print_json(as_dict(result))
         return
-    _render_backup(target, result)
+    _render_backup(targets[0], result)
+
+
+def _backup_one(target: HostConfig, inv: Inventory, label: str, download: bool, accept_new: bool, *,
+                quiet: bool) -> BackupResult:
+    """One host's backup; ``quiet`` drops the progress bar (fleet runs show a status line per host)."""
+    with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+        if not download:
+            return create_backup(remote, label or None)
+        if quiet:
+            return create_backup(remote, label or None, download_dir=local_dir(inv, target))
+        with _progress(f"backup {target.name}") as update:
+            return create_backup(remote, label or None, download_dir=local_dir(inv, target), progress=update)
 
 
 def _render_backup(host: HostConfig, result: BackupResult) -> None:

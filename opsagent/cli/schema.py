@@ -12,9 +12,14 @@ from ..diff import KIND_ORDER, Change, DiffResult, display
 from ..drift import CheckReport, DriftReport, check_project, diff_against_file, diff_against_snapshot, diff_hosts, label
 from ..errors import ExitCode, UsageError
 from ..extract import ExtractResult, default_snapshot_path, extract, write_snapshot
+from ..fleet import HostOutcome
+from ..inventory import HostConfig, Inventory
 from ..quickref import human_bytes
 from ..transport import open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, single_host
+from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+
+FLEET_HELP = {"parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}
 
 STAT_ROWS: list[tuple[str, str]] = [
     ("schemas", "schemas"), ("tables", "tables"), ("columns", "columns"), ("indexes", "indexes"),
@@ -31,15 +36,44 @@ STATUS_STYLE = {"extra": ("yellow", "+"), "missing": ("red", "-"), "changed": ("
 # ---------------------------------------------------------------- extract
 
 
-@command(name="extract", help={"host": HOST_HELP, "out": "write the snapshot here instead of <paths.snapshots>/<host>/schema.sql",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
-def extract_task(c: Context, host: str = "", out: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
-    """Snapshot the host's schema (pg_dump --schema-only, normalized, gzip in transit) and print object counts."""
-    target, inv = single_host(host)
-    path = Path(out) if out else default_snapshot_path(inv.paths.snapshots, target.name)
-    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
+    if not spec:
+        raise UsageError("--host is required (see 'inv hosts' for the inventory)")
+    inv = inventory()
+    return inv.resolve(spec), inv
+
+
+def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool) -> ExtractResult:
+    with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         result = extract(remote)
     write_snapshot(result, path)
+    return result
+
+
+@command(name="extract", help={"host": HOST_HELP, "out": "write the snapshot here instead of <paths.snapshots>/<host>/schema.sql",
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP})
+def extract_task(c: Context, host: str = "", out: str = "", json_: bool = False, accept_new_host_key: bool = False,
+                 parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
+    """Snapshot the host's schema (pg_dump --schema-only, normalized, gzip in transit) and print object counts."""
+    targets, inv = _targets(host)
+    if len(targets) > 1:
+        if out:
+            raise UsageError(f"--out names one file but --host {host!r} names {len(targets)} hosts",
+                             hint="drop --out: each host's snapshot goes to <paths.snapshots>/<host>/schema.sql")
+
+        def action(target: HostConfig) -> HostOutcome:
+            path = default_snapshot_path(inv.paths.snapshots, target.name)
+            result = _extract_one(target, inv, path, accept_new_host_key)
+            return HostOutcome(target.name, message=f"{result.stats.get('tables', 0)} tables", details=result.to_dict(path))
+
+        columns = (("tables", lambda o: str(o.details.get("stats", {}).get("tables", ""))),
+                   ("snapshot", lambda o: str(o.details.get("path") or "")))
+        run_and_render(targets, action, title="extract", columns=columns, parallel=parallel, fail_fast=fail_fast,
+                       timeout=timeout, json_=json_)
+        return
+    target = targets[0]
+    path = Path(out) if out else default_snapshot_path(inv.paths.snapshots, target.name)
+    result = _extract_one(target, inv, path, accept_new_host_key)
     if json_:
         print_json(result.to_dict(path))
         return
@@ -60,29 +94,51 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
 # ---------------------------------------------------------------- diff
 
 
+def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host: str, text: bool,
+                  accept_new: bool) -> DriftReport:
+    with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+        if against_host:
+            other, _ = single_host(against_host)
+            with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
+                return diff_hosts(remote, other_remote, text=text)
+        if against == "snapshot":
+            snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
+            return diff_against_snapshot(remote, snapshot, text=text)
+        return diff_against_file(remote, inv.paths.schema, text=text)
+
+
+def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
+    """A drifted host is status 'drift' with exit code 3; a failure elsewhere makes the run exit 1."""
+    count = len(report.result.significant)
+    details = {**report.to_dict(), "drift_count": count}
+    if report.drift:
+        return HostOutcome(target.name, "drift", int(ExitCode.DRIFT), f"{count} difference(s)", details=details)
+    return HostOutcome(target.name, message="no drift", details=details)
+
+
 @command(help={"host": HOST_HELP,
                "against": "what the live database is compared with: 'schema' (paths.schema, default) or 'snapshot' (last extract)",
                "against_host": "compare with another host's live database instead (e.g. staging vs prod)",
                "text": "also print a unified diff of the two normalized dumps",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP})
 def diff(c: Context, host: str = "", against: str = "", against_host: str = "", text: bool = False, json_: bool = False,
-         accept_new_host_key: bool = False) -> None:
+         accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Drift of the host's database from schema.sql (or a snapshot, or another host); exit 3 when they differ."""
-    target, inv = single_host(host)
+    targets, inv = _targets(host)
     if against not in ("", "schema", "snapshot"):
         raise UsageError(f"--against {against!r}: expected 'schema' or 'snapshot'")
     if against and against_host:
         raise UsageError("--against and --against-host exclude each other: compare with a file or with a host")
-    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
-        if against_host:
-            other, _ = single_host(against_host)
-            with open_remote(other, inv, accept_new_host_key=accept_new_host_key) as other_remote:
-                report = diff_hosts(remote, other_remote, text=text)
-        elif against == "snapshot":
-            snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
-            report = diff_against_snapshot(remote, snapshot, text=text)
-        else:
-            report = diff_against_file(remote, inv.paths.schema, text=text)
+    if len(targets) > 1:
+
+        def action(target: HostConfig) -> HostOutcome:
+            return _drift_outcome(target, _drift_report(target, inv, against, against_host, text, accept_new_host_key))
+
+        columns = (("drift", lambda o: str(o.details.get("drift_count", ""))),)
+        run_and_render(targets, action, title="diff", columns=columns, parallel=parallel, fail_fast=fail_fast,
+                       timeout=timeout, json_=json_)
+        return
+    report = _drift_report(targets[0], inv, against, against_host, text, accept_new_host_key)
     if json_:
         print_json(report.to_dict())
     else:
