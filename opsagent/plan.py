@@ -19,8 +19,8 @@ from typing import Any
 from .catalog import Catalog, Column, Constraint, Function, Privilege, Sequence_, Table, Type, View, qualify, quote_ident
 
 # phases, in the order their statements run
-PHASES = ("drop dependents", "schemas", "extensions", "types", "sequences", "functions", "tables", "columns",
-          "constraints", "indexes", "views", "triggers", "policies", "comments", "privileges", "drops")
+PHASES = ("drop dependents", "drop tables", "schemas", "extensions", "types", "sequences", "functions", "tables", "columns",
+          "constraints", "indexes", "views", "triggers", "policies", "comments", "privileges", "drops", "drop schemas")
 _PHASE_RANK = {name: index for index, name in enumerate(PHASES)}
 HEADER = "SET check_function_bodies = false;\n"
 
@@ -317,8 +317,8 @@ def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False) 
     _plan_functions(b, ctx)
     _plan_tables(b, ctx)
     _plan_constraints(b, ctx)
-    _plan_indexes(b, ctx)
     _plan_views(b, ctx)
+    _plan_indexes(b, ctx)
     _plan_triggers_policies(b, ctx)
     _plan_comments(b, ctx)
     _plan_privileges(b, ctx)
@@ -336,6 +336,7 @@ class _Context:
         self.dropped_functions: set[str] = set()
         self.recreated: set[str] = set()  # "<attr>:<key>" of objects dropped and created again (comments lost)
         self.recreated_views: set[str] = set()
+        self.created_views: set[str] = set()
         for key, table in live.tables.items():
             other = desired.tables.get(key)
             if other is None:
@@ -368,6 +369,13 @@ def _uses_type(column_type: str, type_key: str) -> bool:
     return base == type_key or "public." + base == type_key
 
 
+def _is_user_type(ctx: _Context, type_name: str) -> bool:
+    """Enums and other user types cast to each other only through text."""
+    keys = ctx.live.types.keys() | ctx.desired.types.keys()
+    base = type_name.removesuffix("[]")
+    return base in keys or f"public.{base}" in keys
+
+
 def _enum_appendable(old: Type, new: Type) -> bool:
     """Whether ``new``'s labels are ``old``'s with values inserted (ALTER TYPE ... ADD VALUE suffices)."""
     if old.kind != "enum" or new.kind != "enum" or dataclasses.replace(old, labels=new.labels) != new:
@@ -384,7 +392,7 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
             b.add("schemas", "schema", f"CREATE SCHEMA {key}")
     for key in live.schemas:
         if key not in desired.schemas:
-            b.add("drops", "schema", f"DROP SCHEMA {key}", destructive=True, warning=f"drops schema {key}")
+            b.add("drop schemas", "schema", f"DROP SCHEMA {key}", destructive=True, warning=f"drops schema {key}")
     for key, ext in desired.extensions.items():
         current = live.extensions.get(key)
         if current is None:
@@ -396,7 +404,7 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
             b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} SET SCHEMA {quote_ident(ext.schema)}")
     for key in live.extensions:
         if key not in desired.extensions:
-            b.add("drops", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
+            b.add("drop schemas", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
     _plan_types(b, ctx)
 
 
@@ -474,8 +482,8 @@ def _plan_sequences(b: _Builder, ctx: _Context) -> None:
             b.add("sequences", "sequence", sequence_sql(seq))
         elif dataclasses.replace(current, owned_by=seq.owned_by, comment=seq.comment, privileges=seq.privileges) != seq:
             b.add("sequences", "sequence", sequence_sql(seq, create=False))
-        if seq.owned_by and (current is None or current.owned_by != seq.owned_by):
-            b.add("constraints", "sequence", f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by}")
+        if (current is None or current.owned_by != seq.owned_by) and (seq.owned_by or current is not None):
+            b.add("constraints", "sequence", f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by or 'NONE'}")
     for key, seq in live.sequences.items():
         if key not in desired.sequences:
             owner_table = seq.owned_by.rsplit(".", 1)[0] if seq.owned_by else None
@@ -518,7 +526,7 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
             b.add("policies", "rls", f"ALTER TABLE {key} NO FORCE ROW LEVEL SECURITY")
     for key in reversed(_table_order(live.tables)):
         if key not in desired.tables:
-            b.add("drops", "table", f"DROP TABLE {key}", destructive=True, warning=f"drops table {key} and its data")
+            b.add("drop tables", "table", f"DROP TABLE {key}", destructive=True, warning=f"drops table {key} and its data")
 
 
 def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
@@ -552,8 +560,9 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             continue
         current = before.get(column.name)
         if current is None or current.inherited:
-            if current is None:
-                b.add("columns", "column", f"ALTER TABLE {key} ADD COLUMN {column_sql(column)}")
+            # an inherited column the parent drops would vanish: (re)add it as the table's own
+            exists = "" if current is None else "IF NOT EXISTS "
+            b.add("columns", "column", f"ALTER TABLE {key} ADD COLUMN {exists}{column_sql(column)}")
             continue
         _alter_column(b, ctx, key, current, column)
 
@@ -573,7 +582,8 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
         b.add("columns", "column", f"{prefix} DROP DEFAULT")
     if (old.type != new.type or old.collation != new.collation) and not type_moved:
         collate = f" COLLATE {new.collation}" if new.collation else ""
-        b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {col}::{new.type}",
+        via = "::text" if _is_user_type(ctx, old.type) or _is_user_type(ctx, new.type) else ""
+        b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {col}{via}::{new.type}",
               destructive=not lossless(old.type, new.type),
               warning=f"{table}.{new.name}: {old.type} → {new.type} may lose data or fail")
     if new.default is not None and (old.default != new.default or old.type != new.type) and not type_moved:
@@ -616,13 +626,15 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key, item in live.indexes.items():
         other = desired.indexes.get(key)
-        if item.table not in desired.tables:
-            continue
+        if item.table in ctx.recreated_views or (item.table not in desired.tables and item.table not in desired.views):
+            continue  # goes with its table or view
         if other is None or other.definition != item.definition or item.table in ctx.reshaped:
             b.add("drop dependents", "index", f"DROP INDEX {key}")
             ctx.recreated.add(f"indexes:{key}")
     for key, item in desired.indexes.items():
         other = live.indexes.get(key)
+        if item.table in ctx.created_views:
+            continue  # created right after its materialized view
         if other is None or other.definition != item.definition or item.table in ctx.reshaped:
             b.add("indexes", "index", item.definition)
 
@@ -656,9 +668,10 @@ def _plan_views(b: _Builder, ctx: _Context) -> None:
         word = "MATERIALIZED VIEW" if view.materialized else "VIEW"
         options = f" WITH ({', '.join(view.options)})" if view.options else ""
         b.add("views", "view", f"CREATE {word} {key}{options} AS\n{view.definition.rstrip().rstrip(';')}")
-        for index_key, index in desired.indexes.items():
-            if index.table == key and index_key in live.indexes and key in live.views:
-                b.add("views", "index", index.definition)  # dropped with the view
+        ctx.created_views.add(key)
+        for index in desired.indexes.values():
+            if index.table == key:
+                b.add("views", "index", index.definition)
 
 
 def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
@@ -668,6 +681,9 @@ def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
         after: Mapping[str, Any] = getattr(desired, attr)
         for key, item in before.items():
             other = after.get(key)
+            if item.table in ctx.recreated_views:
+                before = {**before, key: None}  # dropped with its view
+                continue
             if item.table not in desired.tables and item.table not in desired.views:
                 continue
             if other is None or dataclasses.replace(item, comment=other.comment) != other or item.table in ctx.reshaped \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -63,12 +64,12 @@ def test_enum_values_are_added_in_place() -> None:
         "ALTER TYPE public.mood ADD VALUE 'ok' AFTER 'sad';", "ALTER TYPE public.mood ADD VALUE 'ecstatic' AFTER 'happy';"]
 
 
-def test_phases_drop_dependents_first_and_extra_tables_last() -> None:
+def test_extra_tables_are_dropped_before_anything_can_take_their_name() -> None:
     live = _catalog(_table(Column("a", "text")), _table(Column("x", "integer"), name="gone"))
     desired = _catalog(_table(Column("a", "integer")))
     plan = generate_plan(live, desired, allow_drop=True)
-    assert [s.phase for s in plan.statements] == ["columns", "drops"]
-    assert plan.statements[-1].sql == "DROP TABLE public.gone;"
+    assert [s.phase for s in plan.statements] == ["drop tables", "columns"]
+    assert plan.statements[0].sql == "DROP TABLE public.gone;"
 
 
 # ---------------------------------------------------------------- migra, applied for real
@@ -78,24 +79,33 @@ MIGRA_PASSING = {
     "collations",
     "constraints",
     "dependencies",
+    "dependencies2",
     "dependencies3",
+    "dependencies4",
+    "enumdefaults",
     "enumdeps",
     "everything",
+    "excludeschema",
     "extversions",
     "generated",
     "generated_added",
     "identitycols",
     "inherit",
+    "inherit2",
     "privileges",
     "rls",
     "rls2",
+    "seq",
     "singleschema",
     "singleschema_ext",
     "triggers",
     "triggers2",
+    "triggers3",
 }
 # the others, with why
-MIGRA_FAILING: dict[str, str] = {}
+MIGRA_FAILING = {
+    "partitioning": "a table turning partitioned or back needs a rebuild (new table, copy rows, swap): not planned yet",
+}
 
 
 def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None:
@@ -131,4 +141,8 @@ def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None
     print(f"\nmigra plans: {len(passing)}/{len(plans)} verified in {time.monotonic() - started:.1f}s")
     for name, why in sorted(failing.items()):
         print(f"  FAIL {name}: {why}")
+        if name in os.environ.get("PLAN_DEBUG", "").split(","):
+            print(plans[name].script())
     assert passing >= MIGRA_PASSING, sorted(MIGRA_PASSING - passing)
+    assert set(failing) <= set(MIGRA_FAILING), failing
+    assert len(passing) == 25 and len(plans) == 26
