@@ -151,7 +151,7 @@ def extract(remote: Remote, database: str | None = None) -> ExtractResult:
     worker = threading.Thread(target=run_dump, name="pg_dump", daemon=True)
     worker.start()
     try:
-        catalog = introspect(remote, db, exclude_tables=())  # count what the dump holds, ledger too
+        catalog = introspect(remote, db)  # the ledger is the tool's, not the schema's: excluded like everywhere else
     finally:
         worker.join()
     if "error" in box:
