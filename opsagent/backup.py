@@ -25,6 +25,7 @@ from typing import Any
 
 from .errors import OpsagentError, UsageError
 from .transport import CommandResult, Remote
+from .units import human_bytes
 
 MARK = "@opsagent"
 TIMESTAMP = "%Y%m%dT%H%M%SZ"
@@ -443,13 +444,7 @@ def _backup_error(remote: Remote, error: list[str], detail: str) -> BackupError:
     return BackupError(message, reason=code, hint=hint)
 
 
-def human(size: float) -> str:
-    """Bytes as 1.2 MB (decimal units, like df -H)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(size) < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} TB"
+human = human_bytes  # kept for callers of the backup module
 
 
 class _LocalFile:

@@ -32,6 +32,7 @@ from pglast.stream import maybe_double_quote_name
 
 from .errors import ConfigError, ExitCode
 from .sqltext import Statement, split_statements
+from .units import human_bytes
 
 SEVERITIES = ("info", "warning", "error")
 DEFAULT_LOCK_TIMEOUT = "10s"
@@ -1030,22 +1031,13 @@ def table_stats_query(tables: Iterable[str]) -> str:
     )
 
 
-def _human_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
-
-
 def describe_size(rows: int | None, size: int | None) -> str:
     """``~20,000 rows, 1.1 MB`` for a finding's live stats."""
     parts = []
     if rows is not None:
         parts.append(f"~{rows:,} rows")
     if size is not None:
-        parts.append(_human_bytes(size))
+        parts.append(human_bytes(size))
     return ", ".join(parts)
 
 
@@ -1063,7 +1055,7 @@ def _regrade(finding: Finding, rows: int | None, size: int | None, limits: Thres
     large = (rows is not None and rows >= limits.large_table_rows) or (size is not None and size >= limits.large_table_bytes)
     if large and kind in ("large", "rows"):
         return "error", (f"{finding.table} is large ({shown}; thresholds {limits.large_table_rows:,} rows "
-                         f"or {_human_bytes(limits.large_table_bytes)})")
+                         f"or {human_bytes(limits.large_table_bytes)})")
     small = rows is not None and size is not None and rows < limits.small_table_rows and size < limits.small_table_bytes
     if small and kind == "large" and finding.category == "blocking" and finding.severity == "warning":
         return "info", f"{finding.table} is small ({shown}): the lock is brief"

@@ -73,13 +73,5 @@ def interactive_ssh_argv(host: HostConfig, remote_argv: list[str]) -> list[str]:
     return [*argv, target, shlex.join(remote_argv)]
 
 
-def human_bytes(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(size) < 1024 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{size:.1f} TB"
-
-
 def tables_as_dicts(tables: list[TableInfo]) -> list[dict[str, Any]]:
     return [dataclasses.asdict(t) for t in tables]

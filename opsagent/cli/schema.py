@@ -14,8 +14,8 @@ from ..errors import ExitCode, UsageError
 from ..extract import ExtractResult, default_snapshot_path, extract, write_snapshot
 from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
-from ..quickref import human_bytes
 from ..transport import open_remote
+from ..units import human_bytes
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
