@@ -20,7 +20,7 @@ from .catalog import Catalog, Column, Constraint, Function, Privilege, Sequence_
 
 # phases, in the order their statements run
 PHASES = ("drop dependents", "drop tables", "schemas", "extensions", "types", "sequences", "functions", "tables", "columns",
-          "constraints", "indexes", "views", "triggers", "policies", "comments", "privileges", "drops", "drop schemas")
+          "constraints", "indexes", "foreign keys", "views", "triggers", "policies", "comments", "privileges", "drops", "drop schemas")
 _PHASE_RANK = {name: index for index, name in enumerate(PHASES)}
 HEADER = "SET check_function_bodies = false;\n"
 
@@ -602,24 +602,37 @@ def _constraint_changed(ctx: _Context, key: str, item: Constraint) -> bool:
     return other is None or dataclasses.replace(item, comment=other.comment) != other or item.table in ctx.reshaped
 
 
+def _unkeyed_tables(ctx: _Context) -> set[str]:
+    """Tables whose unique keys (constraints or unique indexes) go away: foreign keys to them are rebuilt."""
+    out = set(ctx.reshaped)
+    for key, item in ctx.live.constraints.items():
+        if item.type in ("p", "u", "x") and not item.on_domain and _constraint_changed(ctx, key, item):
+            out.add(item.table)
+    for key, index in ctx.live.indexes.items():
+        other = ctx.desired.indexes.get(key)
+        if index.definition.startswith("CREATE UNIQUE") and (other is None or other.definition != index.definition):
+            out.add(index.table)
+    return out
+
+
 def _plan_constraints(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     dropped: set[str] = set()
+    unkeyed = _unkeyed_tables(ctx)
     ordered = sorted(live.constraints.items(), key=lambda kv: -_CONSTRAINT_ORDER.get(kv[1].type, 9))
     for key, item in ordered:
-        if item.table not in desired.tables and item.table not in desired.types:
-            continue  # goes with its table/domain
-        if item.on_domain and item.table in ctx.recreated_types:
-            continue
-        if _constraint_changed(ctx, key, item) or (item.type == "f" and any(_references(item.definition, t) for t in ctx.reshaped)):
+        gone = item.table not in desired.tables and item.table not in desired.types
+        if (gone and item.type != "f") or (item.on_domain and item.table in ctx.recreated_types):
+            continue  # goes with its table/domain (foreign keys go first: tables are dropped in any order)
+        if gone or _constraint_changed(ctx, key, item) or \
+                (item.type == "f" and any(_references(item.definition, t) for t in unkeyed)):
             b.add("drop dependents", "constraint", _drop_constraint(item))
             dropped.add(key)
             ctx.recreated.add(f"constraints:{key}")
     for key, item in sorted(desired.constraints.items(), key=lambda kv: _CONSTRAINT_ORDER.get(kv[1].type, 9)):
         if key not in live.constraints or key in dropped or (item.on_domain and item.table in ctx.recreated_types):
-            if item.on_domain and item.table in ctx.recreated_types and key in live.constraints:
-                pass  # the type was created anew: its constraints come back below
-            b.add("constraints", "constraint", constraint_sql(item))
+            # foreign keys last: the unique index they need may be a plain CREATE UNIQUE INDEX
+            b.add("foreign keys" if item.type == "f" else "constraints", "constraint", constraint_sql(item))
 
 
 def _plan_indexes(b: _Builder, ctx: _Context) -> None:

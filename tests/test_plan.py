@@ -2,17 +2,31 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 
 import pytest
+import yaml
 
 from opsagent.catalog import Catalog, Column, Table, Type
 from opsagent.diff import compare
 from opsagent.plan import Plan, generate_plan, lossless
 
-from .catalog_helpers import LoadItem, ensure_roles, load_many, role_names
+from .catalog_helpers import (
+    Loaded,
+    LoadItem,
+    SqldefCase,
+    classify,
+    declarative_block,
+    ensure_roles,
+    load_items,
+    load_many,
+    role_names,
+)
 from .conftest import CORPORA, SandboxHandle
+
+SLOW = pytest.mark.slow
 
 
 def _table(*columns: Column, name: str = "t") -> Table:
@@ -108,6 +122,7 @@ MIGRA_FAILING = {
 }
 
 
+@SLOW
 def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None:
     root = CORPORA / "migra"
     if not root.exists():
@@ -146,3 +161,79 @@ def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None
     assert passing >= MIGRA_PASSING, sorted(MIGRA_PASSING - passing)
     assert set(failing) <= set(MIGRA_FAILING), failing
     assert len(passing) == 25 and len(plans) == 26
+
+
+# ---------------------------------------------------------------- psqldef, applied for real
+
+
+def _sqldef_cases() -> list[SqldefCase]:
+    root = CORPORA / "sqldef"
+    if not root.exists():
+        pytest.skip(f"corpus {root} is absent")
+    return [classify(f"{path.stem}/{name}", case)
+            for path in sorted(root.glob("*.yml")) for name, case in yaml.safe_load(path.read_text()).items()]
+
+
+def _batches(sandbox: SandboxHandle, items: list[LoadItem]) -> dict[str, Loaded]:
+    """Two batches side by side (the sandbox has 2 cores), each one psql session."""
+    half = len(items) // 2
+
+    def run(chunk: list[LoadItem]) -> dict[str, Loaded]:
+        database = sandbox.create_database("plan")
+        with sandbox.remote(database) as remote:
+            return load_many(remote, database, chunk)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        first, second = pool.map(run, [items[:half], items[half:]])
+    return {**first, **second}
+
+
+@SLOW
+def test_sqldef_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None:
+    cases = [c for c in _sqldef_cases() if c.skip is None]
+    ensure_roles(sandbox.admin, set().union(*(role_names(c.current) | role_names(c.desired) for c in cases)))
+    started = time.monotonic()
+    sides = {case.name: load_items(case) for case in cases}
+    loaded = _batches(sandbox, [item for pair in sides.values() for item in pair])
+    plans: dict[str, Plan] = {}
+    for case in cases:
+        current, desired = loaded[case.name + "#current"], loaded[case.name + "#desired"]
+        if current.catalog is None or desired.catalog is None or current.error or desired.error:
+            continue
+        plans[case.name] = generate_plan(current.catalog, desired.catalog, allow_drop=True)
+    items = []
+    passing, failing = set(), {}
+    for name, plan in list(plans.items()):
+        if plan.is_empty:  # nothing to apply: right exactly when the two sides already agree
+            current, desired = loaded[name + "#current"].catalog, loaded[name + "#desired"].catalog
+            assert current is not None and desired is not None
+            if compare(current, desired).significant:
+                failing[name] = "empty plan, but the sides differ"
+            else:
+                passing.add(name)
+            del plans[name]
+            continue
+        current_item = sides[name][0]
+        body = declarative_block(current_item.sql) if "$opsagent_" not in current_item.sql else current_item.sql
+        items.append(LoadItem(name + "#plan", body + plan.script(), current_item.schemas))
+    applied = _batches(sandbox, items)
+    empty = len(passing) + len(failing)
+    for name in plans:
+        result, desired = applied[name + "#plan"], loaded[name + "#desired"].catalog
+        assert desired is not None
+        if result.error or result.catalog is None:
+            failing[name] = f"apply failed: {result.error}"
+            continue
+        remaining = compare(result.catalog, desired).significant
+        if remaining:
+            failing[name] = "; ".join(f"{c.kind} {c.status} {c.name} {c.details}" for c in remaining)[:300]
+        else:
+            passing.add(name)
+    print(f"\nsqldef plans: {len(passing)}/{len(plans) + empty} verified ({empty} needed no statement) "
+          f"in {time.monotonic() - started:.1f}s")
+    for name, why in sorted(failing.items()):
+        print(f"  FAIL {name}: {why}")
+        if name in os.environ.get("PLAN_DEBUG", "").split(","):
+            print(plans[name].script())
+    assert failing == {}, failing
+    assert len(passing) >= 760 and len(plans) >= 600  # guards against a silently shrinking corpus
