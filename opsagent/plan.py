@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from .catalog import Catalog, Column, Constraint, Function, Privilege, Sequence_, Table, Type, View, qualify, quote_ident
+from .diff import equivalent
 
 # phases, in the order their statements run
 PHASES = ("drop dependents", "drop tables", "schemas", "extensions", "types", "sequences", "functions", "tables", "columns",
@@ -60,6 +61,11 @@ class Plan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"statements": [dataclasses.asdict(s) for s in self.statements], "warnings": list(self.warnings)}
+
+
+def _same(before: str | None, after: str | None, what: str = "statement") -> bool:
+    """Equal texts, or texts PostgreSQL's parser reads as the same structure (``AT TIME ZONE`` vs ``timezone()``)."""
+    return before == after or equivalent(before, after, what)
 
 
 def literal(value: str | None) -> str:
@@ -570,7 +576,7 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
 def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Column) -> None:
     col = quote_ident(new.name)
     prefix = f"ALTER TABLE {table} ALTER COLUMN {col}"
-    if old.generated != new.generated:
+    if not _same(old.generated, new.generated, "expression"):
         b.add("columns", "column", f"ALTER TABLE {table} DROP COLUMN {col}", destructive=True,
               warning=f"recreates column {table}.{new.name} (generation expression changed)")
         b.add("columns", "column", f"ALTER TABLE {table} ADD COLUMN {column_sql(new)}", destructive=True)
@@ -578,7 +584,8 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
     type_moved = any(_uses_type(old.type, t) for t in ctx.recreated_types)
     if old.identity and old.identity != new.identity:
         b.add("columns", "column", f"{prefix} DROP IDENTITY")
-    if old.default is not None and (old.default != new.default or old.type != new.type) and not type_moved:
+    default_changed = not _same(old.default, new.default, "expression") or old.type != new.type
+    if old.default is not None and default_changed and not type_moved:
         b.add("columns", "column", f"{prefix} DROP DEFAULT")
     if (old.type != new.type or old.collation != new.collation) and not type_moved:
         collate = f" COLLATE {new.collation}" if new.collation else ""
@@ -586,7 +593,7 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
         b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {col}{via}::{new.type}",
               destructive=not lossless(old.type, new.type),
               warning=f"{table}.{new.name}: {old.type} → {new.type} may lose data or fail")
-    if new.default is not None and (old.default != new.default or old.type != new.type) and not type_moved:
+    if new.default is not None and default_changed and not type_moved:
         b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}")
     if old.not_null != new.not_null:
         b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
@@ -599,7 +606,10 @@ _CONSTRAINT_ORDER = {"p": 0, "u": 1, "x": 2, "c": 3, "t": 4, "f": 5}
 
 def _constraint_changed(ctx: _Context, key: str, item: Constraint) -> bool:
     other = ctx.desired.constraints.get(key)
-    return other is None or dataclasses.replace(item, comment=other.comment) != other or item.table in ctx.reshaped
+    if other is None or item.table in ctx.reshaped:
+        return True
+    return dataclasses.replace(item, comment=other.comment, definition=other.definition) != other or \
+        not _same(item.definition, other.definition, "constraint")
 
 
 def _unkeyed_tables(ctx: _Context) -> set[str]:
@@ -610,7 +620,7 @@ def _unkeyed_tables(ctx: _Context) -> set[str]:
             out.add(item.table)
     for key, index in ctx.live.indexes.items():
         other = ctx.desired.indexes.get(key)
-        if index.definition.startswith("CREATE UNIQUE") and (other is None or other.definition != index.definition):
+        if index.definition.startswith("CREATE UNIQUE") and (other is None or not _same(other.definition, index.definition)):
             out.add(index.table)
     return out
 
@@ -641,14 +651,14 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = desired.indexes.get(key)
         if item.table in ctx.recreated_views or (item.table not in desired.tables and item.table not in desired.views):
             continue  # goes with its table or view
-        if other is None or other.definition != item.definition or item.table in ctx.reshaped:
+        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped:
             b.add("drop dependents", "index", f"DROP INDEX {key}")
             ctx.recreated.add(f"indexes:{key}")
     for key, item in desired.indexes.items():
         other = live.indexes.get(key)
         if item.table in ctx.created_views:
             continue  # created right after its materialized view
-        if other is None or other.definition != item.definition or item.table in ctx.reshaped:
+        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped:
             b.add("indexes", "index", item.definition)
 
 
@@ -658,7 +668,9 @@ def _plan_views(b: _Builder, ctx: _Context) -> None:
     rebuilt: set[str] = set()
     for key, view in live.views.items():
         other = desired.views.get(key)
-        if other is None or dataclasses.replace(view, comment=other.comment, privileges=other.privileges) != other \
+        if other is None or dataclasses.replace(view, comment=other.comment, privileges=other.privileges,
+                                                definition=other.definition, columns=view.columns) != \
+                dataclasses.replace(other, columns=view.columns) or not _same(view.definition, other.definition) \
                 or any(_references(view.definition, t) for t in changing):
             rebuilt.add(key)
     grew = True
