@@ -13,11 +13,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog, Column, Constraint, Function, Privilege, Sequence_, Table, Type, View, qualify, quote_ident
-from .diff import equivalent
+from .catalog import (
+    DEFAULT_EXCLUDED_TABLES,
+    Catalog,
+    Column,
+    Constraint,
+    Function,
+    Privilege,
+    Sequence_,
+    Table,
+    Type,
+    View,
+    introspect,
+    introspection_sql,
+    qualify,
+    quote_ident,
+)
+from .diff import Change, DiffResult, compare, equivalent
+from .drift import _both, confirm_changes, label, read_catalog, read_sql, where
+from .extract import dump_schema
+from .scratch import Chunk, LoadError, ScratchSet
+from .transport import Remote
 
 # phases, in the order their statements run
 PHASES = ("drop dependents", "drop tables", "schemas", "extensions", "types", "sequences", "functions", "tables", "columns",
@@ -786,3 +806,87 @@ def _plan_privileges(b: _Builder, ctx: _Context) -> None:
                     for sql in privilege_sql(f"TABLE {key}", was.privileges if was else (), column.privileges, item.owner,
                                              quote_ident(column.name)):
                         b.add("privileges", "privilege", sql)
+
+
+# ---------------------------------------------------------------- verification: apply it, then diff
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanReport:
+    """A plan and what applying it to a copy of the live structure left over (``remaining``)."""
+
+    live: str
+    desired: str
+    plan: Plan
+    remaining: list[Change]
+    error: str | None = None  # the plan failed to apply: where and why
+
+    @property
+    def verified(self) -> bool:
+        return self.error is None and not self.remaining
+
+    def verification_line(self) -> str:
+        if self.error is not None:
+            return f"not verified: applying this plan fails: {self.error}"
+        if not self.remaining:
+            return "verified: applying this plan leaves 0 differences"
+        return f"not verified: applying this plan leaves {len(self.remaining)} difference(s)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"live": self.live, "desired": self.desired, **self.plan.to_dict(), "script": self.plan.script(),
+                "verified": self.verified, "verification": self.verification_line(), "error": self.error,
+                "remaining": [c.to_dict() for c in self.remaining]}
+
+
+PLAN_SOURCE = "plan"
+
+
+def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
+                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[list[Change], str | None]:
+    """Rehearse ``plan`` on a scratch copy of the live structure and diff the result against ``desired``.
+
+    One psql session loads the dump, applies the plan and reads the catalog; the live
+    database is never touched (a TEMPLATE copy would need it free of connections).
+    """
+    contents = [[Chunk(live_dump, "live (dump)"), Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]]
+    try:
+        with ScratchSet(remote, contents, query=introspection_sql(exclude_tables)) as scratch:
+            output = scratch.load()[0]
+    except LoadError as error:
+        if error.source != PLAN_SOURCE:
+            raise
+        return [], error.message.removeprefix(f"{PLAN_SOURCE}:")
+    return compare(read_catalog(output, "the rehearsal"), desired).significant, None
+
+
+def plan_against_sql(remote: Remote, sql: str, source: str, *, allow_drop: bool = False,
+                     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> PlanReport:
+    """The plan from the live database to ``sql`` (materialized on the same server), verified by applying it."""
+    live_db = remote.host.database
+    query = introspection_sql(exclude_tables)
+    with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
+        outputs, (live, live_dump) = _both(scratch.load, lambda: _both(
+            lambda: introspect(remote, live_db, exclude_tables=exclude_tables), lambda: dump_schema(remote, live_db)))
+        desired = read_catalog(outputs[0], source)
+        plan = generate_plan(live, desired, allow_drop=allow_drop)
+        if plan.is_empty:
+            return PlanReport(where(remote), source, plan, compare(live, desired).significant)
+        remaining, error = verify_plan(remote, live_dump, desired, plan, exclude_tables)
+        if remaining:  # a dump-and-load deparses some expressions differently: confirm through one
+            result = confirm_changes(remote, DiffResult(remaining), lambda: _rehearsal_dump(remote, live_dump, plan),
+                                     lambda: dump_schema(remote, scratch.names[0]), exclude_tables)
+            remaining = result.changes
+    return PlanReport(where(remote), source, plan, remaining, error)
+
+
+def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
+    """The rehearsal database's own dump (loaded again for ``confirm_changes``)."""
+    with ScratchSet(remote, [[Chunk(live_dump, "live (dump)"), Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]]) as scratch:
+        scratch.load()
+        return dump_schema(remote, scratch.names[0])
+
+
+def plan_against_file(remote: Remote, path: Path, *, allow_drop: bool = False) -> PlanReport:
+    """The plan from the live database to a schema file (``sql/schema.sql``)."""
+    source = label(path)
+    return plan_against_sql(remote, read_sql(path), source, allow_drop=allow_drop)
