@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -96,21 +97,45 @@ def write_inventory(project: Path, state: SandboxState, ports: list[int], databa
     return path
 
 
-def timed_sync(project: Path, state: SandboxState, ports: list[int], spec: str, parallel: int) -> float:
-    """One whole CLI run on fresh databases; checks that every host applied every migration."""
+def server_pids(state: SandboxState, extra: list[tuple[int, Path]]) -> list[int]:
+    """The postmaster and every sshd listener: they reap backends and sessions, so their children's CPU is the servers'."""
+    files = [state.pg_dir / "data" / "postmaster.pid", state.ssh_dir / "sshd.pid", *(pidfile for _, pidfile in extra)]
+    return [int(f.read_text().split()[0]) for f in files]
+
+
+def server_cpu(pids: list[int]) -> float:
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += sum(int(v) for v in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_sync(project: Path, state: SandboxState, ports: list[int], spec: str, parallel: int,
+               pids: list[int]) -> tuple[float, float, float]:
+    """One whole CLI run on fresh databases: wall, client CPU, server CPU; checks every host applied every migration."""
     inventory = write_inventory(project, state, ports, create_databases(state, len(ports)))
     argv = [sys.executable, "-m", "opsagent", "sync", "--host", spec, "--yes", "--no-backup", "--json", "--parallel", str(parallel)]
     env = {**os.environ, "OPSAGENT_INVENTORY": str(inventory), "PYTHONPATH": str(REPO)}
+    server = server_cpu(pids)
+    cpu = child_cpu()
     started = time.perf_counter()
     proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
+    cpu = child_cpu() - cpu
+    server = server_cpu(pids) - server
     if proc.returncode != 0:
         raise SystemExit(f"sync --host {spec} failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr.strip()[-2000:]}")
     document = json.loads(proc.stdout)
     results = [h["details"] for h in document["hosts"]] if "hosts" in document else [document]
     if any(not r.get("applied") for r in results):
         raise SystemExit(f"sync --host {spec}: a host applied nothing")
-    return elapsed
+    return elapsed, cpu, server
 
 
 def main() -> None:
@@ -129,15 +154,26 @@ def main() -> None:
         ports = [state.ssh_port] + [port for port, _ in extra]
         project = base / "project"
         write_migrations(project / "sql" / "migrations", args.count)
-        singles, fleets = [], []
+        pids = server_pids(state, extra)
+        singles, fleets, cpus, servers = [], [], [], []
         for _ in range(args.repeat):
-            singles.append(timed_sync(project, state, ports[:1], "h01", 1))
-            fleets.append(timed_sync(project, state, ports, "fleet", args.hosts))
+            singles.append(timed_sync(project, state, ports[:1], "h01", 1, pids)[0])
+            elapsed, cpu, server = timed_sync(project, state, ports, "fleet", args.hosts, pids)
+            servers.append(server)
+            fleets.append(elapsed)
+            cpus.append(cpu)
+        serial = timed_sync(project, state, ports, "fleet", 1, pids)[0]
         single, fleet = statistics.median(singles), statistics.median(fleets)
         print(f"migrations:                        {args.count} (each CREATE TABLE + CREATE INDEX), median of {args.repeat}")
         print(f"sync --host h01:                   {single:.3f} s  (whole CLI process)")
-        print(f"sync --host fleet --parallel {args.hosts}:  {fleet:.3f} s  ({args.hosts} hosts, {args.hosts} sshd endpoints)")
+        print(f"sync --host fleet --parallel {args.hosts}:  {fleet:.3f} s  ({args.hosts} hosts, {args.hosts} sshd endpoints; "
+              f"client CPU {statistics.median(cpus):.2f} s)")
         print(f"ratio fleet / one host:            {fleet / single:.2f}  (target <= 2; best-of: {min(fleets) / min(singles):.2f})")
+        print(f"sync --host fleet --parallel 1:    {serial:.3f} s  (serial, once: parallel is {serial / fleet:.1f}x faster "
+              f"on {os.cpu_count()} CPUs shared by every sshd, sudo, psql and backend)")
+        server = statistics.median(servers)
+        print(f"server-side CPU of the fleet run:  {server:.2f} s  (sshd, sudo, psql, backends of {args.hosts} hosts on one machine: "
+              f">= {server / (os.cpu_count() or 1):.2f} s of wall time on {os.cpu_count()} CPUs before any client work)")
     finally:
         stop_sshd(extra)
         sandbox.down()
