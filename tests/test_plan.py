@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import time
 
@@ -25,7 +26,7 @@ from .catalog_helpers import (
     load_many,
     role_names,
 )
-from .conftest import CORPORA, SandboxHandle
+from .conftest import CORPORA, Project, SandboxHandle
 
 SLOW = pytest.mark.slow
 
@@ -290,3 +291,21 @@ def test_plan_for_a_database_already_in_shape_is_empty(remote: Remote) -> None:
     remote.psql(DESIRED)
     report = plan_against_sql(remote, DESIRED, "schema.sql")
     assert report.plan.is_empty and report.verified
+
+
+def test_inv_plan_prints_sql_that_really_removes_the_drift(project: Project) -> None:
+    (project.root / "sql" / "schema.sql").write_text(DESIRED)
+    project.psql(LIVE)
+    cautious = project.run("plan", "--host", "sandbox")
+    assert cautious.returncode == 3, cautious.stderr
+    assert "-- ALTER TABLE public.people DROP COLUMN legacy;" in cautious.stdout
+    assert "warning: drops column public.people.legacy" in cautious.stderr
+    assert "not verified: applying this plan leaves 1 difference(s)" in cautious.stderr
+    full = project.run("plan", "--host", "sandbox", "--allow-drop")
+    assert full.returncode == 0, full.stderr
+    assert "verified: applying this plan leaves 0 differences" in full.stderr
+    project.psql(full.stdout)  # what was printed, applied for real
+    after = project.run("diff", "--host", "sandbox")
+    assert after.returncode == 0, after.stdout + after.stderr
+    doc = json.loads(project.run("plan", "--host", "sandbox", "--json").stdout)
+    assert doc["statements"] == [] and doc["verified"] is True
