@@ -14,6 +14,7 @@ from ..errors import ExitCode
 from . import backup as backup_cli
 from . import core, quickref
 from . import lint as lint_cli
+from . import plan as plan_cli
 from . import schema as schema_cli
 from . import sync as sync_cli
 
@@ -31,6 +32,7 @@ ns.add_task(lint_cli.lint)
 ns.add_task(schema_cli.extract_task)
 ns.add_task(schema_cli.diff)
 ns.add_task(schema_cli.check)
+ns.add_task(plan_cli.plan)
 ns.add_task(sync_cli.sync)
 ns.add_task(sync_cli.status)
 ns.add_task(sync_cli.baseline_task)
