@@ -339,9 +339,9 @@ def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False) 
     b = _Builder(allow_drop)
     ctx = _Context(live, desired)
     _plan_types_and_schemas(b, ctx)
+    _plan_tables(b, ctx)  # before sequences: a rebuilt table's sequences are owned anew
     _plan_sequences(b, ctx)
     _plan_functions(b, ctx)
-    _plan_tables(b, ctx)
     _plan_constraints(b, ctx)
     _plan_views(b, ctx)
     _plan_indexes(b, ctx)
@@ -363,6 +363,7 @@ class _Context:
         self.recreated: set[str] = set()  # "<attr>:<key>" of objects dropped and created again (comments lost)
         self.recreated_views: set[str] = set()
         self.created_views: set[str] = set()
+        self.reowned: set[str] = set()  # sequences whose owning table is rebuilt
         for key, table in live.tables.items():
             other = desired.tables.get(key)
             if other is None:
@@ -373,6 +374,9 @@ class _Context:
                 new = after.get(column.name)
                 if new is None or new.type != column.type or new.generated != column.generated or new.collation != column.collation:
                     self.reshaped.add(key)
+        self.rebuilt_tables = {key for key, table in live.tables.items() if key in desired.tables and _needs_rebuild(table, desired.tables[key])}
+        self.reshaped |= self.rebuilt_tables
+        self.detached = {c.key for c in live.tables.values() if c.partition_of in self.rebuilt_tables}  # from a rebuilt parent
         for key, item in live.types.items():
             new_type = desired.types.get(key)
             if new_type is None or (new_type != item and not _enum_appendable(item, new_type)):
@@ -508,7 +512,7 @@ def _plan_sequences(b: _Builder, ctx: _Context) -> None:
             b.add("sequences", "sequence", sequence_sql(seq))
         elif dataclasses.replace(current, owned_by=seq.owned_by, comment=seq.comment, privileges=seq.privileges) != seq:
             b.add("sequences", "sequence", sequence_sql(seq, create=False))
-        if (current is None or current.owned_by != seq.owned_by) and (seq.owned_by or current is not None):
+        if (current is None or current.owned_by != seq.owned_by or key in ctx.reowned) and (seq.owned_by or current is not None):
             b.add("constraints", "sequence", f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by or 'NONE'}")
     for key, seq in live.sequences.items():
         if key not in desired.sequences:
@@ -540,6 +544,8 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
         current = live.tables.get(key)
         if current is None:
             b.add("tables", "table", table_sql(table))
+        elif key in ctx.rebuilt_tables:
+            _rebuild_table(b, ctx, current, table)
         else:
             _alter_table(b, ctx, current, table)
         if table.rls_enabled and (current is None or not current.rls_enabled):
@@ -553,6 +559,34 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
     for key in reversed(_table_order(live.tables)):
         if key not in desired.tables:
             b.add("drop tables", "table", f"DROP TABLE {key}", destructive=True, warning=f"drops table {key} and its data")
+
+
+def _needs_rebuild(old: Table, new: Table) -> bool:
+    """A table turning partitioned (or back) cannot be altered into shape: it is rebuilt."""
+    return (old.kind, old.partition_key) != (new.kind, new.partition_key)
+
+
+def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
+    """Rename the old table away, create the new one, copy the rows over, drop the old one last."""
+    key = new.key
+    temp = old.name + "__old"
+    for seq in ctx.live.sequences.values():
+        if seq.owned_by and seq.owned_by.rsplit(".", 1)[0] == key:
+            b.add("tables", "sequence", f"ALTER SEQUENCE {seq.key} OWNED BY NONE")
+            ctx.reowned.add(seq.key)
+    for child in ctx.live.tables.values():
+        if child.partition_of == key:
+            b.add("tables", "table", f"ALTER TABLE {key} DETACH PARTITION {child.key}")
+    b.add("tables", "table", f"ALTER TABLE {key} RENAME TO {quote_ident(temp)}")
+    b.add("tables", "table", table_sql(new))
+    before = old.column_map()
+    common = [quote_ident(c.name) for c in new.columns if c.name in before and not c.generated and not before[c.name].generated]
+    if common:
+        names = ", ".join(common)
+        override = " OVERRIDING SYSTEM VALUE" if any(c.identity for c in new.columns) else ""
+        b.add("columns", "table", f"INSERT INTO {key} ({names}){override} SELECT {names} FROM {qualify(old.schema, temp)}")
+    b.add("drops", "table", f"DROP TABLE {qualify(old.schema, temp)}", destructive=True,
+          warning=f"rebuilds table {key} (partitioning changes): the old copy is dropped after its rows are copied")
 
 
 def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
@@ -570,8 +604,8 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
     for parent in new.inherits:
         if parent not in old.inherits:
             b.add("tables", "table", f"ALTER TABLE {key} INHERIT {parent}")
-    if (old.partition_of, old.partition_bound) != (new.partition_of, new.partition_bound):
-        if old.partition_of:
+    if (old.partition_of, old.partition_bound) != (new.partition_of, new.partition_bound) or key in ctx.detached:
+        if old.partition_of and key not in ctx.detached:
             b.add("tables", "table", f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}")
         if new.partition_of:
             b.add("constraints", "table", f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}")
