@@ -15,7 +15,7 @@ from ..fleet import HostOutcome
 from ..inventory import SANDBOX_FILE, HostConfig
 from ..sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json
-from .fleet import PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
 
 @command(help={"json_": JSON_HELP})
@@ -42,9 +42,9 @@ def hosts(c: Context, json_: bool = False) -> None:
 
 
 @command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP,
-               "timeout": TIMEOUT_HELP})
+               "timeout": TIMEOUT_HELP, "fail_fast": FAIL_FAST_HELP})
 def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False, parallel: int = 0,
-           timeout: float = 0) -> None:
+           timeout: float = 0, fail_fast: bool = False) -> None:
     """Check reachability, host key, login, sudo, PostgreSQL tools, database and backup_dir."""
     inv = inventory()
     if not host:
@@ -66,7 +66,7 @@ def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
         return HostOutcome(target.name, "ok" if report.ok else "failed", 0 if report.ok else int(ExitCode.FAILURE),
                            "" if report.ok else "failed: " + ", ".join(failed), details=report.to_dict())
 
-    run_and_render(targets, action, title="doctor", parallel=parallel, timeout=timeout, json_=json_)
+    run_and_render(targets, action, title="doctor", parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_)
 
 
 def _render_doctor(report: DoctorReport) -> None:

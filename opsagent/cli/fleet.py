@@ -22,7 +22,7 @@ SummaryColumns = Sequence[tuple[str, Callable[[HostOutcome], str]]]
 def _status_table(states: dict[str, str]) -> Table:
     table = Table.grid(padding=(0, 2))
     for host, state in states.items():
-        colour = "green" if state == "ok" else "yellow" if state == "running" else "red"
+        colour = "green" if state == "ok" else "yellow" if state in ("running", "drift") or state.startswith("drift") else "red"
         table.add_row(f"[bold]{host}[/]", f"[{colour}]{state}[/]")
     return table
 
@@ -68,6 +68,6 @@ def summary_table(outcomes: Sequence[HostOutcome], title: str, columns: SummaryC
     for name in ("host", "outcome", *(c[0] for c in columns), "duration", "message"):
         table.add_column(name)
     for o in outcomes:
-        colour = "green" if o.ok else "red"
+        colour = "green" if o.ok else "yellow" if o.status == "drift" else "red"
         table.add_row(o.host, f"[{colour}]{o.status}[/]", *(fn(o) for _, fn in columns), f"{o.duration:.1f}s", o.message)
     return table
