@@ -22,7 +22,7 @@ SummaryColumns = Sequence[tuple[str, Callable[[HostOutcome], str]]]
 def _status_table(states: dict[str, str]) -> Table:
     table = Table.grid(padding=(0, 2))
     for host, state in states.items():
-        colour = "green" if state == "ok" else "yellow" if state in ("running", "drift") or state.startswith("drift") else "red"
+        colour = "green" if state == "ok" else "yellow" if state == "running" or state.startswith("drift") else "red"
         table.add_row(f"[bold]{host}[/]", f"[{colour}]{state}[/]")
     return table
 
