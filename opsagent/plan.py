@@ -40,8 +40,9 @@ from .scratch import Chunk, LoadError, ScratchSet
 from .transport import Remote
 
 # phases, in the order their statements run
-PHASES = ("drop dependents", "drop tables", "schemas", "extensions", "types", "sequences", "functions", "tables", "columns",
-          "constraints", "indexes", "foreign keys", "views", "triggers", "policies", "comments", "privileges", "drops", "drop schemas")
+PHASES = ("drop dependents", "drop functions", "drop tables", "schemas", "extensions", "types", "sequences", "functions",
+          "tables", "columns", "table functions", "constraints", "indexes", "foreign keys", "views", "view functions", "triggers", "policies",
+          "comments", "privileges", "drops", "drop types", "drop schemas")
 _PHASE_RANK = {name: index for index, name in enumerate(PHASES)}
 HEADER = "SET check_function_bodies = false;\n"
 
@@ -461,7 +462,7 @@ def _plan_types(b: _Builder, ctx: _Context) -> None:
             _recreate_type(b, ctx, current, item)
     for key in live.types:
         if key not in desired.types:
-            b.add("drops", "type", f"DROP TYPE {key}", destructive=True, warning=f"drops type {key}")
+            b.add("drop types", "type", f"DROP TYPE {key}", destructive=True, warning=f"drops type {key}")
 
 
 def _add_enum_values(b: _Builder, old: Type, new: Type) -> None:
@@ -528,13 +529,29 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
         current = live.functions.get(key)
         if current is not None and dataclasses.replace(current, comment=func.comment) == func:
             continue
-        if key in ctx.dropped_functions:
-            b.add("drop dependents", "function", _drop_function(live.functions[key]))
+        if key in ctx.dropped_functions:  # after the views and triggers using it are dropped
+            b.add("drop functions", "function", _drop_function(live.functions[key]))
             ctx.recreated.add(f"functions:{key}")
-        b.add("functions", "function", function_sql(func))
-    for key, func in live.functions.items():
+        b.add(_function_phase(func, desired), "function", function_sql(func))
+    for key, func in sorted(live.functions.items(), key=lambda kv: kv[1].kind != "a"):  # aggregates before their functions
         if key not in desired.functions:
-            b.add("drops", "function", _drop_function(func))
+            # a function using a table's row type goes before the table; others last (defaults may use them)
+            uses_dropped = any(_references(_signature(func), t) for t in live.tables.keys() - desired.tables.keys())
+            b.add("drop functions" if uses_dropped else "drops", "function", _drop_function(func))
+
+
+def _signature(func: Function) -> str:
+    return f"{func.arguments} {func.result or ''}"
+
+
+def _function_phase(func: Function, desired: Catalog) -> str:
+    """Functions taking or returning a table's (or view's) row type are created after it."""
+    signature = _signature(func)
+    if any(_references(signature, key) for key in desired.views):
+        return "view functions"
+    if func.kind == "a" or any(_references(signature, key) for key in desired.tables):
+        return "table functions"  # aggregates: after their support functions
+    return "functions"
 
 
 def _plan_tables(b: _Builder, ctx: _Context) -> None:

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from opsagent.catalog import Catalog, Column, Table, Type, introspect
+from opsagent.catalog import Catalog, Column, Table, Type, introspect, introspect_many
 from opsagent.diff import compare
 from opsagent.plan import Plan, generate_plan, lossless, plan_against_sql
 from opsagent.transport import Remote
@@ -320,3 +320,21 @@ def test_inv_plan_prints_sql_that_really_removes_the_drift(project: Project) -> 
     assert after.returncode == 0, after.stdout + after.stderr
     doc = json.loads(project.run("plan", "--host", "sandbox", "--json").stdout)
     assert doc["statements"] == [] and doc["verified"] is True
+
+
+@SLOW
+def test_danbooru_built_from_an_empty_database_by_its_plan(sandbox: SandboxHandle) -> None:
+    """Hundreds of statements in dependency order (functions, tables, sequences, views, triggers) on a real schema."""
+    path = CORPORA / "schemas" / "danbooru.sql"
+    if not path.exists():
+        pytest.skip(f"corpus {path} is absent")
+    full, empty = sandbox.create_database("danbooru"), sandbox.create_database("empty")
+    with sandbox.remote(full) as remote:
+        remote.psql(path.read_text(), timeout=300)
+        catalogs = introspect_many(remote, [full, empty])
+    plan = generate_plan(catalogs[empty], catalogs[full])
+    assert len(plan.statements) > 500 and not plan.warnings
+    with sandbox.remote(empty) as remote:
+        remote.psql(plan.script(), timeout=300)
+        built = introspect(remote)
+    assert compare(built, catalogs[full]).significant == []
