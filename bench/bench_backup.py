@@ -19,7 +19,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opsagent.inventory import HostConfig
-from opsagent.sandbox import Sandbox, SandboxState
+from opsagent.sandbox import SandboxState, temporary_sandbox
 from opsagent.transport import open_remote
 
 DATABASE = "bench"
@@ -71,11 +70,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3_400_000, help="rows of md5 text (default gives a ~200 MB dump)")
     parser.add_argument("--runs", type=int, default=3, help="alternating timed runs of each (best and median are reported)")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="oa-bench-", dir="/var/tmp"))
-    base.chmod(0o711)
-    sandbox = Sandbox(base / "sandbox", "bench")
-    try:
-        state = sandbox.up()
+    with temporary_sandbox("bench", "oa-bench-") as (base, state):
         started = time.monotonic()
         fill(state, args.rows)
         print(f"filled {args.rows:,} rows in {time.monotonic() - started:.1f}s")
@@ -98,9 +93,6 @@ def main() -> None:
         ratio = best_ours / best_floor
         print(f"ratio (best/best): {ratio:.2f}x, median/median: {statistics.median(our_times) / statistics.median(floor_times):.2f}x "
               f"(target <= 1.3x) {'OK' if ratio <= 1.3 else 'OVER TARGET'}")
-    finally:
-        sandbox.down()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

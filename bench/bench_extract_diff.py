@@ -14,7 +14,6 @@ import argparse
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +24,7 @@ sys.path.insert(0, str(REPO))
 from opsagent.drift import diff_against_sql  # noqa: E402
 from opsagent.extract import extract  # noqa: E402
 from opsagent.inventory import HostConfig  # noqa: E402
-from opsagent.sandbox import Sandbox, SandboxState, pg_bindir  # noqa: E402
+from opsagent.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
 from opsagent.transport import open_remote  # noqa: E402
 
 MUSICBRAINZ = REPO.parent / "shared" / "corpora" / "schemas" / "musicbrainz.sql"
@@ -130,16 +129,9 @@ def main() -> None:
     if not MUSICBRAINZ.exists():
         print(f"skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
         return
-    base = Path(tempfile.mkdtemp(prefix="oab-", dir="/var/tmp"))
-    base.chmod(0o711)
-    sandbox = Sandbox(base / "sandbox", "sandbox")
-    state = sandbox.up()
-    try:
+    with temporary_sandbox("sandbox", "oab-") as (_base, state):
         bench_extract(state, args.repeat)
         bench_scaling(state, [int(s) for s in args.sizes.split(",")])
-    finally:
-        sandbox.down()
-        subprocess.run(["rm", "-rf", str(base)], check=False)
 
 
 if __name__ == "__main__":

@@ -17,13 +17,11 @@ import contextlib
 import json
 import os
 import resource
-import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -33,7 +31,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsagent.sandbox import Sandbox, SandboxState, free_port  # noqa: E402
+from opsagent.sandbox import SandboxState, free_port, temporary_sandbox  # noqa: E402
 
 
 def write_migrations(folder: Path, count: int) -> None:
@@ -154,41 +152,36 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (median reported)")
     parser.add_argument("--login-rc", action="store_true", help="let SSH sessions source the login user's ~/.bashrc")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="oaf-", dir="/var/tmp"))
-    base.chmod(0o711)
-    sandbox = Sandbox(base / "sandbox", "bench")
     extra: list[tuple[int, Path]] = []
-    try:
-        state = sandbox.up()
-        extra = start_extra_sshd(state, base / "sshd", args.hosts, skip_rc=not args.login_rc)
-        ports = [port for port, _ in extra]  # the single host and the fleet use the same kind of endpoint
-        project = base / "project"
-        write_migrations(project / "sql" / "migrations", args.count)
-        pids = server_pids(state, extra)
-        singles, fleets, cpus, servers = [], [], [], []
-        for _ in range(args.repeat):
-            singles.append(timed_sync(project, state, ports[:1], "h01", 1, pids)[0])
-            elapsed, cpu, server = timed_sync(project, state, ports, "fleet", args.hosts, pids)
-            servers.append(server)
-            fleets.append(elapsed)
-            cpus.append(cpu)
-        serial = timed_sync(project, state, ports, "fleet", 1, pids)[0]
-        single, fleet = statistics.median(singles), statistics.median(fleets)
-        print(f"migrations:                        {args.count} (each CREATE TABLE + CREATE INDEX), median of {args.repeat}; "
-              f"login ~/.bashrc {'sourced' if args.login_rc else 'skipped'}")
-        print(f"sync --host h01:                   {single:.3f} s  (whole CLI process)")
-        print(f"sync --host fleet --parallel {args.hosts}:  {fleet:.3f} s  ({args.hosts} hosts, {args.hosts} sshd endpoints; "
-              f"client CPU {statistics.median(cpus):.2f} s)")
-        print(f"ratio fleet / one host:            {fleet / single:.2f}  (target <= 2; best-of: {min(fleets) / min(singles):.2f})")
-        print(f"sync --host fleet --parallel 1:    {serial:.3f} s  (serial, once: parallel is {serial / fleet:.1f}x faster "
-              f"on {os.cpu_count()} CPUs shared by every sshd, sudo, psql and backend)")
-        server = statistics.median(servers)
-        print(f"server-side CPU of the fleet run:  {server:.2f} s  (sshd, sudo, psql, backends of {args.hosts} hosts on one machine: "
-              f">= {server / (os.cpu_count() or 1):.2f} s of wall time on {os.cpu_count()} CPUs before any client work)")
-    finally:
-        stop_sshd(extra)
-        sandbox.down()
-        shutil.rmtree(base, ignore_errors=True)
+    with temporary_sandbox("bench", "oaf-") as (base, state):
+        try:
+            extra = start_extra_sshd(state, base / "sshd", args.hosts, skip_rc=not args.login_rc)
+            ports = [port for port, _ in extra]  # the single host and the fleet use the same kind of endpoint
+            project = base / "project"
+            write_migrations(project / "sql" / "migrations", args.count)
+            pids = server_pids(state, extra)
+            singles, fleets, cpus, servers = [], [], [], []
+            for _ in range(args.repeat):
+                singles.append(timed_sync(project, state, ports[:1], "h01", 1, pids)[0])
+                elapsed, cpu, server = timed_sync(project, state, ports, "fleet", args.hosts, pids)
+                servers.append(server)
+                fleets.append(elapsed)
+                cpus.append(cpu)
+            serial = timed_sync(project, state, ports, "fleet", 1, pids)[0]
+            single, fleet = statistics.median(singles), statistics.median(fleets)
+            print(f"migrations:                        {args.count} (each CREATE TABLE + CREATE INDEX), median of {args.repeat}; "
+                  f"login ~/.bashrc {'sourced' if args.login_rc else 'skipped'}")
+            print(f"sync --host h01:                   {single:.3f} s  (whole CLI process)")
+            print(f"sync --host fleet --parallel {args.hosts}:  {fleet:.3f} s  ({args.hosts} hosts, {args.hosts} sshd endpoints; "
+                  f"client CPU {statistics.median(cpus):.2f} s)")
+            print(f"ratio fleet / one host:            {fleet / single:.2f}  (target <= 2; best-of: {min(fleets) / min(singles):.2f})")
+            print(f"sync --host fleet --parallel 1:    {serial:.3f} s  (serial, once: parallel is {serial / fleet:.1f}x faster "
+                  f"on {os.cpu_count()} CPUs shared by every sshd, sudo, psql and backend)")
+            server = statistics.median(servers)
+            print(f"server-side CPU of the fleet run:  {server:.2f} s  (sshd, sudo, psql, backends of {args.hosts} hosts on one machine: "
+                  f">= {server / (os.cpu_count() or 1):.2f} s of wall time on {os.cpu_count()} CPUs before any client work)")
+        finally:
+            stop_sshd(extra)
 
 
 if __name__ == "__main__":

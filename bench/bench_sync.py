@@ -14,11 +14,9 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,7 +26,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsagent.sandbox import Sandbox, SandboxState  # noqa: E402
+from opsagent.sandbox import SandboxState, temporary_sandbox  # noqa: E402
 
 
 def write_migrations(folder: Path, count: int) -> str:
@@ -94,11 +92,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200, help="number of migrations")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (median reported)")
     args = parser.parse_args()
-    base = Path(tempfile.mkdtemp(prefix="oab-", dir="/var/tmp"))
-    base.chmod(0o711)
-    sandbox = Sandbox(base / "sandbox", "bench")
-    try:
-        state = sandbox.up()
+    with temporary_sandbox("bench", "oab-") as (base, state):
         project = base / "project"
         script = write_migrations(project / "sql" / "migrations", args.count)
         floors, syncs, backups = [], [], []
@@ -119,9 +113,6 @@ def main() -> None:
         print(f"ratio sync / floor:             {plain / floor:.2f}  (target <= 1.5; best-of: {min(syncs) / min(floors):.2f})")
         print(f"inv sync --yes (with backup):   {with_backup:.3f} s  ({backup_commands} remote commands)")
         print(f"backup's added cost:            {with_backup - plain:.3f} s")
-    finally:
-        sandbox.down()
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

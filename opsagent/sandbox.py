@@ -18,7 +18,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -300,6 +302,25 @@ class Sandbox:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
         _run(["/usr/sbin/sshd", "-f", str(state.ssh_dir / "sshd_config"), "-E", str(state.ssh_dir / "sshd.log")])
         _wait_port(state.ssh_port)
+
+
+def traversable_temp_dir(prefix: str = "opsagent-") -> Path:
+    """A new folder under /var/tmp that the postgres user can traverse (pytest's tmp dirs are 0700 root)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+    base.chmod(0o711)
+    return base
+
+
+@contextlib.contextmanager
+def temporary_sandbox(name: str = DEFAULT_NAME, prefix: str = "opsagent-") -> Iterator[tuple[Path, SandboxState]]:
+    """A sandbox host in its own temporary folder, always stopped and deleted on exit (benchmarks)."""
+    base = traversable_temp_dir(prefix)
+    sandbox = Sandbox(base / "sandbox", name)
+    try:
+        yield base, sandbox.up()
+    finally:
+        sandbox.down()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def write_inventory_fragment(path: Path, states: list[SandboxState]) -> None:

@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -22,7 +21,7 @@ import pytest
 import yaml
 
 from opsagent.inventory import HostConfig
-from opsagent.sandbox import Sandbox, SandboxState
+from opsagent.sandbox import Sandbox, SandboxState, traversable_temp_dir
 from opsagent.transport import Remote, open_remote
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,16 +54,10 @@ class SandboxHandle:
         return open_remote(self.host_for(database, **overrides))
 
 
-def _base_dir() -> Path:
-    base = Path(tempfile.mkdtemp(prefix="oat-", dir="/var/tmp"))
-    base.chmod(0o711)
-    return base
-
-
 @pytest.fixture(scope="session")
 def sandbox_factory() -> Iterator[object]:
     """Build extra sandbox hosts (each a real sshd + cluster pair); all torn down at the end."""
-    base = _base_dir()
+    base = traversable_temp_dir("oat-")
     made: list[tuple[Sandbox, Remote, AbstractContextManager[Remote]]] = []
 
     def make(name: str = "sandbox") -> SandboxHandle:
