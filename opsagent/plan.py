@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from .catalog import (
     Column,
     Constraint,
     Function,
+    Index,
     Privilege,
     Sequence_,
     Table,
@@ -35,16 +36,22 @@ from .catalog import (
 )
 from .diff import Change, DiffResult, compare, equivalent
 from .drift import _both, confirm_changes, label, read_catalog, read_sql, where
+from .errors import RemoteError
 from .extract import dump_schema
+from .lint import Thresholds
+from .migrations import new_migration
 from .scratch import Chunk, LoadError, ScratchSet
 from .transport import Remote
 
 # phases, in the order their statements run
 PHASES = ("drop dependents", "drop functions", "drop tables", "schemas", "extensions", "types", "sequences", "functions",
           "tables", "columns", "table functions", "constraints", "indexes", "foreign keys", "views", "view functions", "triggers", "policies",
-          "comments", "privileges", "drops", "drop types", "drop schemas")
+          "comments", "privileges", "drops", "drop types", "drop schemas", "concurrent indexes")
+# "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
+# "main": one transaction; "after": CREATE INDEX CONCURRENTLY, which cannot run in a transaction block
+STAGES = ("before", "main", "after")
 _PHASE_RANK = {name: index for index, name in enumerate(PHASES)}
-HEADER = "SET check_function_bodies = false;\n"
+HEADER = "SET LOCAL check_function_bodies = false;  -- function bodies may name objects created later\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +63,7 @@ class PlanStatement:
     phase: str
     destructive: bool = False
     enabled: bool = True  # False: emitted commented out (destructive without --allow-drop)
+    stage: str = "main"  # "before"/"after": on its own, outside the plan's transaction (see STAGES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,18 +78,34 @@ class Plan:
     def executable(self) -> list[PlanStatement]:
         return [s for s in self.statements if s.enabled]
 
+    def body(self, stage: str = "main") -> str:
+        """One stage's statements, commented-out destructive ones included as comments."""
+        return _render(s for s in self.statements if s.stage == stage)
+
     def script(self) -> str:
-        """The SQL to run (commented-out statements included as comments, with a warning)."""
-        lines: list[str] = []
-        for statement in self.statements:
-            if statement.enabled:
-                lines.append(statement.sql)
-            else:
-                lines.append("-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
-        return (HEADER + "\n".join(lines) + "\n") if lines else ""
+        """The SQL to run, as the migration files run it: enum values first, one transaction, then concurrent builds."""
+        before, main, after = (self.body(stage) for stage in STAGES)
+        parts = []
+        if before:
+            parts.append("-- outside a transaction: enum values the transaction below uses must be committed first\n" + before)
+        if main:
+            parts.append(f"BEGIN;\n{HEADER}{main}COMMIT;\n")
+        if after:
+            parts.append("-- outside a transaction: CONCURRENTLY builds cannot run inside one\n" + after)
+        return "".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"statements": [dataclasses.asdict(s) for s in self.statements], "warnings": list(self.warnings)}
+
+
+def _render(statements: Iterable[PlanStatement]) -> str:
+    lines: list[str] = []
+    for statement in statements:
+        if statement.enabled:
+            lines.append(statement.sql)
+        else:
+            lines.append("-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _same(before: str | None, after: str | None, what: str = "statement") -> bool:
@@ -104,15 +128,34 @@ class _Builder:
         self.items: list[tuple[int, int, PlanStatement]] = []
         self.warnings: list[str] = []
 
-    def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None) -> None:
+    def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None,
+            stage: str = "main") -> None:
         enabled = self.allow_drop or not destructive
         if destructive and warning:
             self.warnings.append(warning + ("" if enabled else " (commented out: needs --allow-drop)"))
-        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled)
+        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage)
         self.items.append((_PHASE_RANK[phase], len(self.items), statement))
 
     def plan(self) -> Plan:
-        return Plan([s for _, _, s in sorted(self.items, key=lambda t: (t[0], t[1]))], self.warnings)
+        return Plan(_stage_enum_values([s for _, _, s in sorted(self.items, key=lambda t: (t[0], t[1]))]), self.warnings)
+
+
+_ADD_VALUE = re.compile(r"^ALTER TYPE \S+ ADD VALUE ('(?:[^']|'')*')")
+
+
+def _stage_enum_values(statements: list[PlanStatement]) -> list[PlanStatement]:
+    """Enum values the transaction uses are added before it (PostgreSQL refuses a value added in the same transaction).
+
+    All of them move together (one may be placed AFTER another), as ``IF NOT EXISTS`` so a rerun is harmless.
+    """
+    added = [(i, m.group(1)) for i, st in enumerate(statements) if (m := _ADD_VALUE.match(st.sql))]
+    used = any(value in later.sql for i, value in added for later in statements[i + 1:] if later.stage == "main" and later.enabled)
+    if not used:
+        return statements
+    moved = {i for i, _ in added}
+    early = [dataclasses.replace(statements[i], stage="before", sql=statements[i].sql.replace(" ADD VALUE ", " ADD VALUE IF NOT EXISTS ", 1))
+             for i in sorted(moved)]
+    return early + [st for i, st in enumerate(statements) if i not in moved]
 
 
 # ---------------------------------------------------------------- helpers
@@ -335,10 +378,15 @@ def privilege_sql(target: str, before: Iterable[Privilege], after: Iterable[Priv
 # ---------------------------------------------------------------- the plan
 
 
-def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False) -> Plan:
-    """Statements turning ``live`` into ``desired``, in dependency-safe phases (pure)."""
+def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, concurrent_tables: Collection[str] = ()) -> Plan:
+    """Statements turning ``live`` into ``desired``, in dependency-safe phases (pure).
+
+    New indexes on the existing tables named in ``concurrent_tables`` are built
+    ``CONCURRENTLY`` after the transactional part (writes go on meanwhile).
+    """
     b = _Builder(allow_drop)
     ctx = _Context(live, desired)
+    ctx.concurrent_tables = set(concurrent_tables)
     _plan_types_and_schemas(b, ctx)
     _plan_tables(b, ctx)  # before sequences: a rebuilt table's sequences are owned anew
     _plan_sequences(b, ctx)
@@ -365,6 +413,8 @@ class _Context:
         self.recreated_views: set[str] = set()
         self.created_views: set[str] = set()
         self.reowned: set[str] = set()  # sequences whose owning table is rebuilt
+        self.concurrent_tables: set[str] = set()  # existing tables whose new indexes are built CONCURRENTLY
+        self.concurrent_indexes: set[str] = set()
         for key, table in live.tables.items():
             other = desired.tables.get(key)
             if other is None:
@@ -730,7 +780,31 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         if item.table in ctx.created_views:
             continue  # created right after its materialized view
         if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped:
-            b.add("indexes", "index", item.definition)
+            if _can_build_concurrently(b, ctx, item):
+                ctx.concurrent_indexes.add(key)
+                # a build that failed before leaves an INVALID index behind: drop it so that a retry succeeds
+                b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {key}", stage="after")
+                b.add("concurrent indexes", "index", _concurrently(item.definition), stage="after")
+            else:
+                b.add("indexes", "index", item.definition)
+
+
+_CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
+
+
+def _concurrently(definition: str) -> str:
+    return _CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY ", definition, count=1)
+
+
+def _can_build_concurrently(b: _Builder, ctx: _Context, index: Index) -> bool:
+    """Only on tables that exist and keep their rows, never for a partitioned parent, nor when a new foreign key needs it."""
+    table = ctx.live.tables.get(index.table)
+    if index.table not in ctx.concurrent_tables or table is None or index.table in ctx.rebuilt_tables:
+        return False
+    if table.kind == "p" or " ON ONLY " in index.definition or not _CREATE_INDEX.match(index.definition):
+        return False
+    unique = index.definition.startswith("CREATE UNIQUE")
+    return not (unique and any(s.phase == "foreign keys" and _references(s.sql, index.table) for _, _, s in b.items))
 
 
 def _plan_views(b: _Builder, ctx: _Context) -> None:
@@ -836,7 +910,9 @@ def _plan_comments(b: _Builder, ctx: _Context) -> None:
         old = before.get(key)
         recreated = key in ctx.recreated or (key.startswith("column:") and key[7:].rsplit(".", 1)[0] in ctx.recreated_views)
         if (old is None and comment is not None) or (old is not None and old[1] != comment) or (recreated and comment):
-            b.add("comments", "comment", f"COMMENT ON {target} IS {literal(comment)}")
+            later = key.startswith("indexes:") and key[8:] in ctx.concurrent_indexes
+            b.add("concurrent indexes" if later else "comments", "comment", f"COMMENT ON {target} IS {literal(comment)}",
+                  stage="after" if later else "main")
 
 
 def _plan_privileges(b: _Builder, ctx: _Context) -> None:
@@ -890,6 +966,58 @@ class PlanReport:
 
 
 PLAN_SOURCE = "plan"
+CONCURRENTLY_CHOICES = ("auto", "always", "never")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOptions:
+    """How a plan is made: drops included or commented out; which new indexes are built CONCURRENTLY.
+
+    ``concurrently``: "auto" builds them so on existing tables at or above the host's
+    ``hazards:`` large-table thresholds (live sizes, read in the same round trip as
+    the catalog), "always" on every existing table, "never" inside the transaction.
+    """
+
+    allow_drop: bool = False
+    concurrently: str = "auto"
+    thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
+
+    def concurrent_tables(self, live: Catalog, sizes: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        if self.concurrently == "always":
+            return set(live.tables)
+        if self.concurrently == "never":
+            return set()
+        return {key for key, size in sizes.items() if self.thresholds.is_large(size.get("rows"), size.get("bytes"))}
+
+
+TABLE_SIZES_SQL = """\
+SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), json_build_object(
+         'rows', CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE pg_stat_get_live_tuples(c.oid) END,
+         'bytes', pg_total_relation_size(c.oid))), '{}'::json)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"""
+
+
+def live_catalog(remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, dict[str, Any]]:
+    """The live catalog and every ordinary table's estimated rows and total bytes (keyed like the catalog), in one query run."""
+    text = remote.psql(introspection_sql(exclude_tables) + TABLE_SIZES_SQL + ";\n", extra=["-A", "-t"]).text.strip()
+    try:
+        document, end = json.JSONDecoder().raw_decode(text)
+        sizes = json.loads(text[end:])
+    except ValueError as exc:
+        raise RemoteError(f"{remote.host.name}: introspection returned no usable result ({exc})") from None
+    return Catalog.from_json(document), sizes if isinstance(sizes, dict) else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Side:
+    """One side of a plan: its catalog, where it is from, and (live side) its dump and table sizes."""
+
+    label: str
+    catalog: Catalog
+    dump: Callable[[], str]
+    sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
@@ -910,24 +1038,58 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
     return compare(read_catalog(output, "the rehearsal"), desired).significant, None
 
 
-def plan_against_sql(remote: Remote, sql: str, source: str, *, allow_drop: bool = False,
-                     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> PlanReport:
+def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:
+    """Generate the plan, rehearse it on a copy of ``live`` on ``remote``'s server, confirm what remains."""
+    plan = generate_plan(live.catalog, desired.catalog, allow_drop=options.allow_drop,
+                         concurrent_tables=options.concurrent_tables(live.catalog, live.sizes))
+    if plan.is_empty:
+        return PlanReport(live.label, desired.label, plan, compare(live.catalog, desired.catalog).significant)
+    live_dump = live.dump()
+    remaining, error = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables)
+    if remaining:  # a dump-and-load deparses some expressions differently: confirm through one
+        result = confirm_changes(remote, DiffResult(remaining), lambda: _rehearsal_dump(remote, live_dump, plan),
+                                 desired.dump, options.exclude_tables)
+        remaining = result.changes
+    return PlanReport(live.label, desired.label, plan, remaining, error)
+
+
+def _live_side(remote: Remote, exclude_tables: Sequence[str]) -> _Side:
+    """The live database: catalog with table sizes, and schema dump, read at once on two channels."""
+    (catalog, sizes), dump = _both(lambda: live_catalog(remote, exclude_tables), lambda: dump_schema(remote))
+    return _Side(where(remote), catalog, lambda: dump, sizes)
+
+
+def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions | None = None) -> PlanReport:
     """The plan from the live database to ``sql`` (materialized on the same server), verified by applying it."""
-    live_db = remote.host.database
-    query = introspection_sql(exclude_tables)
+    options = options or PlanOptions()
+    query = introspection_sql(options.exclude_tables)
     with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
-        outputs, (live, live_dump) = _both(scratch.load, lambda: _both(
-            lambda: introspect(remote, live_db, exclude_tables=exclude_tables), lambda: dump_schema(remote, live_db)))
-        desired = read_catalog(outputs[0], source)
-        plan = generate_plan(live, desired, allow_drop=allow_drop)
-        if plan.is_empty:
-            return PlanReport(where(remote), source, plan, compare(live, desired).significant)
-        remaining, error = verify_plan(remote, live_dump, desired, plan, exclude_tables)
-        if remaining:  # a dump-and-load deparses some expressions differently: confirm through one
-            result = confirm_changes(remote, DiffResult(remaining), lambda: _rehearsal_dump(remote, live_dump, plan),
-                                     lambda: dump_schema(remote, scratch.names[0]), exclude_tables)
-            remaining = result.changes
-    return PlanReport(where(remote), source, plan, remaining, error)
+        outputs, live = _both(scratch.load, lambda: _live_side(remote, options.exclude_tables))
+        name = scratch.names[0]
+        desired = _Side(source, read_catalog(outputs[0], source), lambda: dump_schema(remote, name))
+        return _plan_and_verify(remote, live, desired, options)
+
+
+def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: str, source: str,
+                       options: PlanOptions | None = None) -> PlanReport:
+    """The plan from a snapshot (``inv extract``) to ``sql``, both materialized on ``remote``'s server: the live database is not read."""
+    options = options or PlanOptions()
+    query = introspection_sql(options.exclude_tables)
+    with ScratchSet(remote, [[Chunk(snapshot, snapshot_label)], [Chunk(sql, source)]], query=query) as scratch:
+        live_out, desired_out = scratch.load()
+        name = scratch.names[1]
+        live = _Side(f"snapshot {snapshot_label}", read_catalog(live_out, snapshot_label), lambda: snapshot)
+        desired = _Side(source, read_catalog(desired_out, source), lambda: dump_schema(remote, name))
+        return _plan_and_verify(remote, live, desired, options)
+
+
+def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None = None) -> PlanReport:
+    """The plan that gives ``remote``'s database the structure of ``other``'s (e.g. prod catching up with staging)."""
+    options = options or PlanOptions()
+    live, desired_catalog = _both(lambda: _live_side(remote, options.exclude_tables),
+                                  lambda: introspect(other, exclude_tables=options.exclude_tables))
+    desired = _Side(where(other), desired_catalog, lambda: dump_schema(other))
+    return _plan_and_verify(remote, live, desired, options)
 
 
 def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
@@ -937,7 +1099,38 @@ def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
         return dump_schema(remote, scratch.names[0])
 
 
-def plan_against_file(remote: Remote, path: Path, *, allow_drop: bool = False) -> PlanReport:
-    """The plan from the live database to a schema file (``sql/schema.sql``)."""
+def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None) -> PlanReport:
+    """The plan from the live database (or its ``snapshot``) to a schema file (``sql/schema.sql``)."""
     source = label(path)
-    return plan_against_sql(remote, read_sql(path), source, allow_drop=allow_drop)
+    sql = read_sql(path)
+    if snapshot is not None:
+        text = read_sql(snapshot, "snapshot (run 'inv extract' first)")
+        return plan_from_snapshot(remote, text, label(snapshot), sql, source, options)
+    return plan_against_sql(remote, sql, source, options)
+
+
+def write_migrations(report: PlanReport, migrations_dir: Path, description: str) -> list[Path]:
+    """The plan as the next migration file(s).
+
+    The main part is one transactional file, atomic with its ledger row.  What cannot
+    run inside it gets a no-transaction file of its own, each statement safe to rerun:
+    enum values it uses before it, CONCURRENTLY index builds after it.
+    """
+    plan = report.plan
+    notes = [f"Generated by 'inv new --from-diff' from {report.live} to {report.desired};",
+             f"{report.verification_line()} (rehearsed on a scratch copy)."]
+    stages = [
+        ("before", f"{description} enum values", ["Adds enum values the next migration uses: a value added inside a",
+                                                   "transaction cannot be used in it. IF NOT EXISTS makes a rerun harmless."]),
+        ("main", description, [f"warning: {w}" for w in plan.warnings]),
+        ("after", f"{description} concurrent indexes", ["Builds indexes CONCURRENTLY (no write lock): each statement runs on its own.",
+                                                         "A failed build leaves an INVALID index; the DROP ... IF EXISTS before it",
+                                                         "makes a rerun safe."]),
+    ]
+    paths: list[Path] = []
+    for stage, name, extra in stages:
+        body = plan.body(stage)
+        if body:
+            text = HEADER + body if stage == "main" else body
+            paths.append(new_migration(migrations_dir, name, body=text, notes=[*notes, *extra], no_transaction=stage != "main"))
+    return paths

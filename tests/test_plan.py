@@ -12,7 +12,7 @@ import yaml
 
 from opsagent.catalog import Catalog, Column, Table, Type, introspect, introspect_many
 from opsagent.diff import compare
-from opsagent.plan import Plan, generate_plan, lossless, plan_against_sql
+from opsagent.plan import Plan, PlanOptions, generate_plan, lossless, plan_against_sql
 from opsagent.transport import Remote
 
 from .catalog_helpers import (
@@ -277,12 +277,13 @@ CREATE INDEX pets_owner ON pets (owner);
 def test_plan_against_live_is_verified_by_applying_it(remote: Remote) -> None:
     remote.psql(LIVE)
     before = remote.command_count
-    report = plan_against_sql(remote, DESIRED, "schema.sql", allow_drop=True)
+    report = plan_against_sql(remote, DESIRED, "schema.sql", PlanOptions(allow_drop=True))
     assert remote.command_count - before <= 6
     assert report.verified, (report.error, report.remaining, report.plan.script())
     assert report.verification_line() == "verified: applying this plan leaves 0 differences"
     script = report.plan.script()
-    assert "ALTER TYPE public.mood ADD VALUE 'ok' AFTER 'sad';" in script
+    # the new value is used by a default inside the transaction: it is added (and committed) before it
+    assert script.index("ALTER TYPE public.mood ADD VALUE IF NOT EXISTS 'ok' AFTER 'sad';") < script.index("BEGIN;")
     assert script.index("DROP VIEW public.named") < script.index("ALTER COLUMN name TYPE text") < script.index("CREATE VIEW")
     # the live database itself is untouched: only the rehearsal saw the plan
     assert compare(introspect(remote), introspect(remote)).is_empty
