@@ -1,11 +1,14 @@
 """The migration that turns a live database into the desired structure, from two catalogs.
 
 ``generate_plan`` is pure: it reads two ``Catalog`` models (full deparsed
-definitions included) and emits statements in phases so that dependents (views,
-triggers, policies, constraints, indexes) are dropped before what they depend on
-changes and recreated after.  Statements that lose data are marked destructive and
-left commented out unless ``allow_drop``.  Whether a plan is right is decided by
-applying it (``verify_plan``), never by reading its text.
+definitions and pg_depend's edges included) and emits statements in phases so that
+dependents (views, functions with SQL bodies, triggers, policies, constraints,
+indexes) are dropped before what they depend on changes and recreated after; which
+objects are dependents, and the order among views, comes from pg_depend.  Statements
+that lose data are marked destructive and left commented out unless ``allow_drop``.
+A plan has three stages (``STAGES``): enum values the transaction uses, one
+transaction, then ``CREATE INDEX CONCURRENTLY`` builds.  Whether a plan is right is
+decided by applying it (``verify_plan``), never by reading its text.
 """
 
 from __future__ import annotations
@@ -204,8 +207,8 @@ def _references(text: str, key: str) -> bool:
     return re.search(r"(?<![\w.\"])" + re.escape(key) + r"(?![\w\"])", text) is not None
 
 
-def _view_order(views: Mapping[str, View]) -> list[str]:
-    """Views ordered so that each comes after the views its definition names (depth-first)."""
+def _view_order(views: Mapping[str, View], depends: Mapping[str, frozenset[str]] | None = None) -> list[str]:
+    """Views ordered so that each comes after the views it depends on (pg_depend when known, else the names in its text)."""
     order: list[str] = []
     state: dict[str, int] = {}
 
@@ -215,9 +218,12 @@ def _view_order(views: Mapping[str, View]) -> list[str]:
         if state.get(key) == 1:
             return  # a cycle cannot exist in PostgreSQL; be safe
         state[key] = 1
-        for other in views:
-            if other != key and _references(views[key].definition, other):
-                visit(other)
+        if depends:
+            needed = sorted(ref[6:] for ref in depends.get(f"views:{key}", ()) if ref.startswith("views:") and ref[6:] in views)
+        else:
+            needed = [other for other in views if other != key and _references(views[key].definition, other)]
+        for other in needed:
+            visit(other)
         state[key] = 2
         order.append(key)
 
@@ -415,6 +421,7 @@ class _Context:
         self.reowned: set[str] = set()  # sequences whose owning table is rebuilt
         self.concurrent_tables: set[str] = set()  # existing tables whose new indexes are built CONCURRENTLY
         self.concurrent_indexes: set[str] = set()
+        self.rebuilt_indexes: set[str] = set()
         for key, table in live.tables.items():
             other = desired.tables.get(key)
             if other is None:
@@ -430,7 +437,7 @@ class _Context:
         self.detached = {c.key for c in live.tables.values() if c.partition_of in self.rebuilt_tables}  # from a rebuilt parent
         for key, item in live.types.items():
             new_type = desired.types.get(key)
-            if new_type is None or (new_type != item and not _enum_appendable(item, new_type)):
+            if new_type is None or (new_type != item and not _altered_in_place(item, new_type)):
                 self.reshaped.add(key)
                 if new_type is not None:
                     self.recreated_types.add(key)
@@ -443,6 +450,53 @@ class _Context:
         for key, table in desired.tables.items():
             if any(_uses_type(c.type, t) for c in table.columns for t in self.recreated_types):
                 self.reshaped.add(key)
+        self.changed_views = {key for key, view in live.views.items() if _view_changed(view, desired.views.get(key))}
+        self.affected = self._dependents_of_changes()
+        # functions whose recorded dependencies change (a SQL-standard body reading a rebuilt view, an argument of a
+        # recreated type) are dropped first and created again
+        self.dropped_functions |= {key for key in live.functions if f"functions:{key}" in self.affected}
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether pg_depend's edges are known (introspected catalogs); hand-built ones fall back to name scanning."""
+        return bool(self.live.depends)
+
+    def _dependents_of_changes(self) -> set[str]:
+        """Every live object that depends (directly or not, per pg_depend) on something dropped or reshaped."""
+        roots = {f"tables:{k}" for k in self.reshaped} | {f"types:{k}" for k in self.reshaped | self.recreated_types} | \
+            {f"functions:{k}" for k in self.dropped_functions} | {f"views:{k}" for k in self.changed_views}
+        dependents: dict[str, set[str]] = {}
+        for obj, refs in self.live.depends.items():
+            for ref in refs:
+                dependents.setdefault(ref, set()).add(obj)
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            for obj in dependents.get(todo.pop(), ()):
+                # tables, sequences and types stay (their own changes are roots): what depends on them does not change
+                if obj not in seen and obj.split(":", 1)[0] not in ("tables", "sequences", "types"):
+                    seen.add(obj)
+                    todo.append(obj)
+        return seen
+
+    def is_affected(self, attr: str, key: str) -> bool:
+        return f"{attr}:{key}" in self.affected
+
+
+def _altered_in_place(old: Type, new: Type) -> bool:
+    """Enum values appended, a domain's default or NOT NULL, a comment: no need to recreate the type."""
+    if _enum_appendable(old, new) or dataclasses.replace(old, comment=new.comment) == new:
+        return True
+    return old.kind == "domain" and new.kind == "domain" and old.base_type == new.base_type
+
+
+def _view_changed(view: View, other: View | None) -> bool:
+    """The view's own definition or options change (not a comment or privilege)."""
+    if other is None:
+        return True
+    same_shape = dataclasses.replace(view, comment=other.comment, privileges=other.privileges, definition=other.definition,
+                                     columns=view.columns) == dataclasses.replace(other, columns=view.columns)
+    return not same_shape or not _same(view.definition, other.definition)
 
 
 def _uses_type(column_type: str, type_key: str) -> bool:
@@ -577,10 +631,11 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key, func in desired.functions.items():
         current = live.functions.get(key)
-        if current is not None and dataclasses.replace(current, comment=func.comment) == func:
+        if current is not None and dataclasses.replace(current, comment=func.comment) == func and key not in ctx.dropped_functions:
             continue
-        if key in ctx.dropped_functions:  # after the views and triggers using it are dropped
-            b.add("drop functions", "function", _drop_function(live.functions[key]))
+        if key in ctx.dropped_functions:  # after the views and triggers using it are dropped; before the views it uses
+            b.add("drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions", "function",
+                  _drop_function(live.functions[key]))
             ctx.recreated.add(f"functions:{key}")
         b.add(_function_phase(func, desired), "function", function_sql(func))
     for key, func in sorted(live.functions.items(), key=lambda kv: kv[1].kind != "a"):  # aggregates before their functions
@@ -590,12 +645,22 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
             b.add("drop functions" if uses_dropped else "drops", "function", _drop_function(func))
 
 
+def _uses_rebuilt_view(ctx: _Context, key: str) -> bool:
+    rebuilt = _rebuilt_views(ctx)
+    return any(ref.startswith("views:") and ref[6:] in rebuilt for ref in ctx.live.depends.get(f"functions:{key}", ()))
+
+
 def _signature(func: Function) -> str:
     return f"{func.arguments} {func.result or ''}"
 
 
 def _function_phase(func: Function, desired: Catalog) -> str:
-    """Functions taking or returning a table's (or view's) row type are created after it."""
+    """Functions taking or returning a table's (or view's) row type, or whose SQL body reads one, are created after it."""
+    if desired.depends:
+        refs = desired.depends.get(f"functions:{func.key}", frozenset())
+        if any(r.startswith("views:") for r in refs):
+            return "view functions"
+        return "table functions" if func.kind == "a" or any(r.startswith("tables:") for r in refs) else "functions"
     signature = _signature(func)
     if any(_references(signature, key) for key in desired.views):
         return "view functions"
@@ -727,7 +792,7 @@ _CONSTRAINT_ORDER = {"p": 0, "u": 1, "x": 2, "c": 3, "t": 4, "f": 5}
 
 def _constraint_changed(ctx: _Context, key: str, item: Constraint) -> bool:
     other = ctx.desired.constraints.get(key)
-    if other is None or item.table in ctx.reshaped:
+    if other is None or item.table in ctx.reshaped or ctx.is_affected("constraints", key):
         return True
     return dataclasses.replace(item, comment=other.comment, definition=other.definition) != other or \
         not _same(item.definition, other.definition, "constraint")
@@ -772,14 +837,15 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = desired.indexes.get(key)
         if item.table in ctx.recreated_views or (item.table not in desired.tables and item.table not in desired.views):
             continue  # goes with its table or view
-        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped:
+        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped or ctx.is_affected("indexes", key):
             b.add("drop dependents", "index", f"DROP INDEX {key}")
+            ctx.rebuilt_indexes.add(key)
             ctx.recreated.add(f"indexes:{key}")
     for key, item in desired.indexes.items():
         other = live.indexes.get(key)
         if item.table in ctx.created_views:
             continue  # created right after its materialized view
-        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped:
+        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped or key in ctx.rebuilt_indexes:
             if _can_build_concurrently(b, ctx, item):
                 ctx.concurrent_indexes.add(key)
                 # a build that failed before leaves an INVALID index behind: drop it so that a retry succeeds
@@ -807,31 +873,33 @@ def _can_build_concurrently(b: _Builder, ctx: _Context, index: Index) -> bool:
     return not (unique and any(s.phase == "foreign keys" and _references(s.sql, index.table) for _, _, s in b.items))
 
 
-def _plan_views(b: _Builder, ctx: _Context) -> None:
-    live, desired = ctx.live, ctx.desired
+def _rebuilt_views(ctx: _Context) -> set[str]:
+    """Views to drop and create again: changed ones and those depending on what changes (pg_depend, else their text)."""
+    if ctx.uses_graph:
+        return set(ctx.changed_views) | {key for key in ctx.live.views if ctx.is_affected("views", key)}
     changing = set(ctx.reshaped) | set(ctx.dropped_functions)
-    rebuilt: set[str] = set()
-    for key, view in live.views.items():
-        other = desired.views.get(key)
-        if other is None or dataclasses.replace(view, comment=other.comment, privileges=other.privileges,
-                                                definition=other.definition, columns=view.columns) != \
-                dataclasses.replace(other, columns=view.columns) or not _same(view.definition, other.definition) \
-                or any(_references(view.definition, t) for t in changing):
-            rebuilt.add(key)
+    rebuilt = set(ctx.changed_views) | {key for key, view in ctx.live.views.items()
+                                        if any(_references(view.definition, t) for t in changing)}
     grew = True
     while grew:  # views built on rebuilt views are rebuilt too
         grew = False
-        for key, view in live.views.items():
+        for key, view in ctx.live.views.items():
             if key not in rebuilt and any(_references(view.definition, r) for r in rebuilt):
                 rebuilt.add(key)
                 grew = True
-    for key in reversed(_view_order(live.views)):
+    return rebuilt
+
+
+def _plan_views(b: _Builder, ctx: _Context) -> None:
+    live, desired = ctx.live, ctx.desired
+    rebuilt = _rebuilt_views(ctx)
+    for key in reversed(_view_order(live.views, live.depends)):
         if key in rebuilt:
             word = "MATERIALIZED VIEW" if live.views[key].materialized else "VIEW"
             b.add("drop dependents", "view", f"DROP {word} {key}")
             ctx.recreated.add(f"views:{key}")
             ctx.recreated_views.add(key)
-    for key in _view_order(desired.views):
+    for key in _view_order(desired.views, desired.depends):
         if key in live.views and key not in rebuilt:
             continue
         view = desired.views[key]
@@ -857,7 +925,8 @@ def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
             if item.table not in desired.tables and item.table not in desired.views:
                 continue
             if other is None or dataclasses.replace(item, comment=other.comment) != other or item.table in ctx.reshaped \
-                    or (kind == "trigger" and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)):
+                    or ctx.is_affected(attr, key) or (not ctx.uses_graph and kind == "trigger"
+                                                      and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)):
                 b.add("drop dependents", kind, f"DROP {kind.upper()} {quote_ident(item.name)} ON {item.table}")
                 ctx.recreated.add(f"{attr}:{key}")
                 before = {**before, key: None}

@@ -346,3 +346,39 @@ def test_danbooru_built_from_an_empty_database_by_its_plan(sandbox: SandboxHandl
         back = generate_plan(mutated, catalogs[full], allow_drop=True)
         remote.psql(back.script(), timeout=300)
         assert compare(introspect(remote), catalogs[full]).significant == [], back.script()
+
+
+# ---------------------------------------------------------------- ordering by pg_depend
+
+DEPENDENT_CASES = {
+    # a SQL-standard function body reads a view that must be rebuilt: the function goes first and comes back after
+    "function reading a rebuilt view": (
+        "CREATE TABLE t (id int, n int); CREATE VIEW v AS SELECT id, n FROM t;"
+        " CREATE FUNCTION how_many() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM v; END;",
+        "CREATE TABLE t (id int, n bigint); CREATE VIEW v AS SELECT id, n FROM t;"
+        " CREATE FUNCTION how_many() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM v; END;",
+        ["DROP FUNCTION public.how_many()", "DROP VIEW public.v", "ALTER COLUMN n TYPE bigint", "CREATE VIEW public.v",
+         "CREATE OR REPLACE FUNCTION public.how_many()"]),
+    # a recreated enum: the function taking it and the CHECK calling that function are rebuilt around it
+    "check constraint through a function on a recreated type": (
+        "CREATE TYPE mood AS ENUM ('sad', 'meh', 'happy');"
+        " CREATE FUNCTION cheerful(m mood) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN m <> 'sad';"
+        " CREATE TABLE people (m mood, CONSTRAINT nice CHECK (cheerful(m)));",
+        "CREATE TYPE mood AS ENUM ('sad', 'happy');"
+        " CREATE FUNCTION cheerful(m mood) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN m <> 'sad';"
+        " CREATE TABLE people (m mood, CONSTRAINT nice CHECK (cheerful(m)));",
+        ["ALTER TABLE public.people DROP CONSTRAINT nice", "DROP FUNCTION public.cheerful(m public.mood)",
+         "CREATE TYPE public.mood", "CREATE OR REPLACE FUNCTION public.cheerful", "ALTER TABLE public.people ADD CONSTRAINT nice",
+         "DROP TYPE public.mood__old"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEPENDENT_CASES))
+def test_dependents_found_through_pg_depend_are_rebuilt_around_the_change(remote: Remote, case: str) -> None:
+    live, desired, order = DEPENDENT_CASES[case]
+    remote.psql(live)
+    report = plan_against_sql(remote, desired, "schema.sql", PlanOptions(allow_drop=True))
+    assert report.verified, (report.error, report.remaining, report.plan.script())
+    script = report.plan.script()
+    positions = [script.index(fragment) for fragment in order]
+    assert positions == sorted(positions), script
