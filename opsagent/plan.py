@@ -1168,10 +1168,11 @@ def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
         return dump_schema(remote, scratch.names[0])
 
 
-def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None) -> PlanReport:
-    """The plan from the live database (or its ``snapshot``) to a schema file (``sql/schema.sql``)."""
+def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None,
+                      what: str = "schema file") -> PlanReport:
+    """The plan from the live database (or its ``snapshot``) to a SQL file (``sql/schema.sql``, or a snapshot)."""
     source = label(path)
-    sql = read_sql(path)
+    sql = read_sql(path, what)
     if snapshot is not None:
         text = read_sql(snapshot, "snapshot (run 'inv extract' first)")
         return plan_from_snapshot(remote, text, label(snapshot), sql, source, options)
