@@ -388,3 +388,15 @@ def test_dependents_found_through_pg_depend_are_rebuilt_around_the_change(remote
     script = report.plan.script()
     positions = [script.index(fragment) for fragment in order]
     assert positions == sorted(positions), script
+
+
+def test_dropping_an_unused_column_rebuilds_nothing_else(remote: Remote) -> None:
+    """Only what uses a changing column is rebuilt (pg_depend, column by column): no index, key or view on the rest."""
+    base = ("CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE t (id int PRIMARY KEY, parent int REFERENCES parent, n int, {extra});"
+            " CREATE INDEX t_n ON t (n); CREATE VIEW v AS SELECT id, n FROM t; CREATE VIEW w AS SELECT id, kind FROM t;")
+    remote.psql(base.format(extra="note text, kind int"))
+    report = plan_against_sql(remote, base.format(extra="kind bigint"), "schema.sql", PlanOptions(allow_drop=True))
+    assert report.verified, (report.error, report.remaining)
+    assert [s.sql for s in report.plan.statements] == [
+        "DROP VIEW public.w;", "ALTER TABLE public.t DROP COLUMN note;", "ALTER TABLE public.t ALTER COLUMN kind TYPE bigint USING kind::bigint;",
+        "CREATE VIEW public.w AS\n SELECT t.id,\n    t.kind\n   FROM public.t;"]
