@@ -31,6 +31,9 @@ if ! .venv/bin/python -c 'import opsagent, pytest, mypy' 2>/dev/null || [ pyproj
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   touch .venv/.installed
 fi
+# an editable install is not byte-compiled, and PYTHONDONTWRITEBYTECODE (set on some machines) stops Python
+# from caching it: compiling once saves every later command about 0.3 s of start-up
+.venv/bin/python -m compileall -q opsagent >/dev/null
 export PATH="$PWD/.venv/bin:$PATH"
 
 case "$mode" in

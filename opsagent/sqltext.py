@@ -8,6 +8,7 @@ and lint findings can point at ``file:line``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import pglast
@@ -39,7 +40,16 @@ class SqlSyntaxError(UsageError):
 
 
 def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
-    """Parse ``sql`` and return its statements in order, with start lines."""
+    """Parse ``sql`` and return its statements in order, with start lines.
+
+    Parsed once per text: sync, lint and the hazard check all read the same files,
+    and building pglast's Python nodes costs more than the parse itself.
+    """
+    return list(_split_cached(sql, source))
+
+
+@functools.lru_cache(maxsize=2048)
+def _split_cached(sql: str, source: str) -> tuple[Statement, ...]:
     try:
         raw = pglast.parse_sql(sql)
     except pg_parser.ParseError as exc:
@@ -58,7 +68,7 @@ def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
         # skip leading comments so the line points at the statement keyword
         offset, text = _skip_leading_comments(sql, offset, stripped.rstrip())
         statements.append(Statement(text=text, line=sql[:offset].count("\n") + 1, node=item.stmt))
-    return statements
+    return tuple(statements)
 
 
 def _skip_leading_comments(sql: str, offset: int, text: str) -> tuple[int, str]:
