@@ -345,3 +345,40 @@ def test_danbooru_built_from_an_empty_database_by_its_plan(sandbox: SandboxHandl
         back = generate_plan(mutated, catalogs[full], allow_drop=True)
         remote.psql(back.script(), timeout=300)
         assert compare(introspect(remote), catalogs[full]).significant == [], back.script()
+
+
+
+def _musicbrainz() -> str:
+    path = CORPORA / "schemas" / "musicbrainz.sql"
+    if not path.exists():
+        pytest.skip(f"corpus {path} is absent")
+    return path.read_text()
+
+
+@SLOW
+def test_musicbrainz_built_from_an_empty_database_by_its_plan(sandbox: SandboxHandle) -> None:
+    """An ICU collation, a text search configuration mapping tokens to an extension's dictionary, an aggregate, constraint triggers."""
+    sql = _musicbrainz()
+    with sandbox.remote(sandbox.create_database("empty")) as remote:
+        report = plan_against_sql(remote, sql, "musicbrainz.sql")
+    script = report.plan.script()
+    assert report.verified, (report.error, report.remaining)
+    assert len(report.plan.statements) > 1000 and not report.plan.warnings
+    assert "CREATE COLLATION musicbrainz.musicbrainz (provider = icu, locale = '@colCaseFirst=lower;colNumeric=yes')" in script
+    assert "ALTER TEXT SEARCH CONFIGURATION musicbrainz.mb_simple ALTER MAPPING" not in script  # built with ADD MAPPING only
+    assert "CREATE CONSTRAINT TRIGGER" in script and " ADD CONSTRAINT delete_unused_tag TRIGGER" not in script
+    assert script.index("CREATE COLLATION") < script.index("CREATE TABLE") and script.index("CREATE TEXT SEARCH") < script.index("CREATE INDEX")
+
+
+@SLOW
+def test_musicbrainz_mutations_planned_back(sandbox: SandboxHandle) -> None:
+    """The diff tests' single mutations (a dropped index and foreign key, a type change, a view, a function body, ...) undone."""
+    sql = _musicbrainz()
+    mutations: dict[str, tuple[str, ...]] = REAL["musicbrainz"]["mutations"]  # type: ignore[assignment]
+    with sandbox.remote(sandbox.create_database("mutated")) as remote:
+        remote.psql(sql, timeout=300)
+        remote.psql(";\n".join(sql for sql, *_ in mutations.values()) + ";")
+        report = plan_against_sql(remote, sql, "musicbrainz.sql", allow_drop=True)
+    assert report.verified, (report.error, report.remaining, report.plan.script())
+    changed = {s.sql.split(" ON ")[0] for s in report.plan.statements}
+    assert "DROP TRIGGER artist_noop" in changed and "CREATE INDEX artist_idx_name" in changed, changed
