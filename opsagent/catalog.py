@@ -687,6 +687,9 @@ class Catalog:
             "domain_types": type_kinds.count("domain"),
             "extensions": len(self.extensions),
             "policies": len(self.policies),
+            "collations": len(self.collations),
+            "text_search_configurations": len(self.text_search_configs),
+            "text_search_dictionaries": len(self.text_search_dicts),
         }
 
 

@@ -232,7 +232,8 @@ CREATE TABLE schema_migrations (version text PRIMARY KEY);
 EXPECTED_STATS = {"schemas": 2, "tables": 2, "columns": 11, "indexes": 2, "primary_keys": 2, "foreign_keys": 1,
                   "unique_constraints": 1, "check_constraints": 1, "exclude_constraints": 1, "views": 1,
                   "materialized_views": 1, "sequences": 2, "functions": 1, "procedures": 1, "triggers": 1,
-                  "enum_types": 1, "composite_types": 1, "domain_types": 1, "extensions": 2, "policies": 1}
+                  "enum_types": 1, "composite_types": 1, "domain_types": 1, "extensions": 2, "policies": 1,
+                  "collations": 0, "text_search_configurations": 0, "text_search_dictionaries": 0}
 
 
 @pytest.fixture(scope="module")
@@ -439,3 +440,5 @@ def test_collations_and_text_search_are_introspected_without_extension_members(r
     assert config.mapping_map()["asciiword"] == "pg_catalog.simple" and len(config.mappings) == 19
     assert "CREATE CONSTRAINT TRIGGER" in catalog.triggers["public.t.t_noop"].definition
     assert catalog.constraints == {}, "a constraint trigger is a trigger; earthdistance's domain constraint is the extension's"
+    stats = catalog.stats()
+    assert (stats["collations"], stats["text_search_configurations"], stats["text_search_dictionaries"]) == (1, 1, 0)
