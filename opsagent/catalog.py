@@ -210,7 +210,9 @@ SELECT json_strip_nulls(json_build_object(
      'not_null', t.typnotnull,
      'default', t.typdefault,
      'collation', CASE WHEN t.typtype = 'd' AND t.typcollation <> 0 AND t.typcollation <> bt.typcollation
-                       THEN (SELECT quote_ident(co.collname) FROM pg_collation co WHERE co.oid = t.typcollation) END,
+                       THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                             FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                             WHERE co.oid = t.typcollation) END,
      'comment', obj_description(t.oid, 'pg_type')
    ) ORDER BY n.nspname, t.typname), '[]')
    FROM pg_type t JOIN nsp n ON n.oid = t.typnamespace

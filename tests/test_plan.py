@@ -374,7 +374,8 @@ ALTER TEXT SEARCH CONFIGURATION search.plain ALTER MAPPING FOR word WITH public.
 ALTER TEXT SEARCH CONFIGURATION search.plain DROP MAPPING FOR numword;
 CREATE TEXT SEARCH CONFIGURATION search.fresh (PARSER = pg_catalog.default);
 ALTER TEXT SEARCH CONFIGURATION search.fresh ADD MAPPING FOR asciiword WITH search.stop;
-CREATE TABLE search.docs (title text COLLATE search.natural, body text COLLATE search.ci);
+CREATE DOMAIN search.title AS text COLLATE search.natural;
+CREATE TABLE search.docs (title search.title, body text COLLATE search.ci);
 CREATE INDEX docs_fts ON search.docs USING gin (to_tsvector('search.fresh', body));
 COMMENT ON COLLATION search.ci IS 'case-insensitive';
 COMMENT ON TEXT SEARCH CONFIGURATION search.plain IS 'unaccented';
@@ -392,6 +393,7 @@ def test_collations_and_text_search_are_planned_and_verified(remote: Remote) -> 
     assert script.index("CREATE COLLATION search.ci") < script.index("COLLATE search.ci") < script.index("DROP COLLATION search.bytes")
     assert script.index("CREATE TEXT SEARCH CONFIGURATION search.fresh") < script.index("CREATE INDEX docs_fts")
     assert "DROP TEXT SEARCH CONFIGURATION search.gone;" in script
+    assert "CREATE DOMAIN search.title AS text COLLATE search.\"natural\";" in script  # qualified: search is not on the search_path
 
 
 def test_inv_plan_prints_sql_that_really_removes_the_drift(project: Project) -> None:
