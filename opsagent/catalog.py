@@ -99,6 +99,42 @@ cols AS (
   LEFT JOIN pg_description ds ON ds.objoid = a.attrelid AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = a.attnum
   WHERE a.attnum > 0 AND NOT a.attisdropped AND r.relkind IN ('r', 'p', 'f', 'v', 'm')
   GROUP BY a.attrelid
+),
+dep_objs AS (
+  -- every object pg_depend may name, as the catalog identifies it; a view's rewrite rule stands for the view,
+  -- a column default for its table, a relation's row type for the relation
+  SELECT 'pg_class'::regclass AS classid, r.oid AS objid,
+         json_build_array(CASE WHEN r.relkind IN ('r', 'p', 'f') THEN 'tables' WHEN r.relkind IN ('v', 'm') THEN 'views'
+                               WHEN r.relkind = 'S' THEN 'sequences' ELSE 'indexes' END, r.nspname, r.relname) AS id
+  FROM rel r WHERE r.relkind IN ('r', 'p', 'f', 'v', 'm', 'S', 'i', 'I')
+  UNION ALL
+  SELECT 'pg_type'::regclass, t.oid,
+         CASE WHEN r.oid IS NULL THEN json_build_array('types', n.nspname, t.typname)
+              ELSE json_build_array(CASE WHEN r.relkind IN ('v', 'm') THEN 'views' ELSE 'tables' END, r.nspname, r.relname) END
+  FROM pg_type t JOIN nsp n ON n.oid = t.typnamespace LEFT JOIN rel r ON r.oid = t.typrelid AND r.relkind <> 'c'
+  WHERE t.typtype IN ('e', 'd', 'r', 'c')
+  UNION ALL
+  SELECT 'pg_proc'::regclass, p.oid, json_build_array('functions', n.nspname, p.proname, pg_get_function_identity_arguments(p.oid))
+  FROM pg_proc p JOIN nsp n ON n.oid = p.pronamespace
+  UNION ALL
+  SELECT 'pg_rewrite'::regclass, rw.oid,
+         json_build_array(CASE WHEN r.relkind IN ('v', 'm') THEN 'views' ELSE 'tables' END, r.nspname, r.relname)
+  FROM pg_rewrite rw JOIN rel r ON r.oid = rw.ev_class
+  UNION ALL
+  SELECT 'pg_attrdef'::regclass, ad.oid, json_build_array('tables', r.nspname, r.relname)
+  FROM pg_attrdef ad JOIN rel r ON r.oid = ad.adrelid
+  UNION ALL
+  SELECT 'pg_trigger'::regclass, tg.oid, json_build_array('triggers', r.qname, tg.tgname)
+  FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid WHERE NOT tg.tgisinternal
+  UNION ALL
+  SELECT 'pg_policy'::regclass, pol.oid, json_build_array('policies', r.qname, pol.polname)
+  FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid
+  UNION ALL
+  SELECT 'pg_constraint'::regclass, con.oid,
+         json_build_array('constraints', coalesce(r.qname, quote_ident(tn.nspname) || '.' || quote_ident(ty.typname)), con.conname)
+  FROM pg_constraint con LEFT JOIN rel r ON r.oid = con.conrelid
+  LEFT JOIN pg_type ty ON ty.oid = con.contypid LEFT JOIN nsp tn ON tn.oid = ty.typnamespace
+  WHERE r.oid IS NOT NULL OR tn.oid IS NOT NULL
 )
 SELECT json_strip_nulls(json_build_object(
  'server_version', current_setting('server_version_num')::int,
@@ -230,6 +266,11 @@ SELECT json_strip_nulls(json_build_object(
      'comment', obj_description(pol.oid, 'pg_policy')
    ) ORDER BY 1), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
+ 'depends', (SELECT coalesce(json_agg(json_build_array(a.id, b.id)), '[]')
+   FROM pg_depend d
+   JOIN dep_objs a ON a.classid = d.classid AND a.objid = d.objid
+   JOIN dep_objs b ON b.classid = d.refclassid AND b.objid = d.refobjid
+   WHERE d.deptype IN ('n', 'a') AND a.id::text <> b.id::text),
  'collations', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', co.collname, 'owner', pg_get_userbyid(co.collowner),
      'provider', CASE co.collprovider WHEN 'i' THEN 'icu' WHEN 'c' THEN 'libc' WHEN 'b' THEN 'builtin' ELSE co.collprovider::text END,
@@ -615,6 +656,22 @@ def _keyed(items: Iterable[Any]) -> dict[str, Any]:
     return {item.key: item for item in items}
 
 
+def dependency_id(descriptor: Sequence[str]) -> str:
+    """``[attr, schema-or-table, name(, arguments)]`` from the introspection query as ``"<attr>:<key>"``."""
+    attr, owner, name, *rest = descriptor
+    if attr in ("triggers", "constraints", "policies"):
+        return f"{attr}:{owner}.{quote_ident(name)}"
+    key = qualify(owner, name)
+    return f"{attr}:{key}({rest[0]})" if attr == "functions" else f"{attr}:{key}"
+
+
+def _dependencies(pairs: Iterable[Sequence[Sequence[str]]]) -> dict[str, frozenset[str]]:
+    graph: dict[str, set[str]] = {}
+    for dependent, referenced in pairs:
+        graph.setdefault(dependency_id(dependent), set()).add(dependency_id(referenced))
+    return {key: frozenset(refs) for key, refs in graph.items()}
+
+
 @dataclasses.dataclass(frozen=True)
 class Catalog:
     """Everything structural about one database, keyed by stable identity."""
@@ -634,6 +691,8 @@ class Catalog:
     text_search_dicts: dict[str, TextSearchDictionary] = dataclasses.field(default_factory=dict)
     text_search_configs: dict[str, TextSearchConfig] = dataclasses.field(default_factory=dict)
     server_version: int | None = None
+    # "<attr>:<key>" -> what it depends on (pg_depend), e.g. "views:public.v" -> {"tables:public.t", ...}; not compared
+    depends: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Catalog:
@@ -654,12 +713,13 @@ class Catalog:
             text_search_dicts=_keyed(_build(TextSearchDictionary, d) for d in doc.get("text_search_dicts", [])),
             text_search_configs=_keyed(_build(TextSearchConfig, c) for c in doc.get("text_search_configs", [])),
             server_version=doc.get("server_version"),
+            depends=_dependencies(doc.get("depends", [])),
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Catalog):
             return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self) if f.name != "server_version")
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self) if f.name not in ("server_version", "depends"))
 
     __hash__ = None  # type: ignore[assignment]
 

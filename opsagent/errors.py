@@ -69,3 +69,9 @@ class LockTimeout(OpsagentError):
 
 class SandboxError(OpsagentError):
     """The local sandbox host could not be brought up or down."""
+
+
+class PlanNotVerified(OpsagentError):
+    """Applying a generated plan to a scratch copy did not reach the desired structure."""
+
+    exit_code = ExitCode.DRIFT

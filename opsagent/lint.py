@@ -969,6 +969,9 @@ class Thresholds:
     small_table_rows: int = 10_000  # 0 disables the downgrade of blocking findings on small tables
     small_table_bytes: int = 64 << 20
 
+    def is_large(self, rows: int | None, size: int | None) -> bool:
+        return (rows is not None and rows >= self.large_table_rows) or (size is not None and size >= self.large_table_bytes)
+
 
 _UNITS = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
@@ -1052,7 +1055,7 @@ def _regrade(finding: Finding, rows: int | None, size: int | None, limits: Thres
         kind = "rows"  # a narrowing type change loses data as soon as there is data
     if kind == "rows" and (rows or 0) > 0:
         return "error", f"{finding.table} holds data ({shown})"
-    large = (rows is not None and rows >= limits.large_table_rows) or (size is not None and size >= limits.large_table_bytes)
+    large = limits.is_large(rows, size)
     if large and kind in ("large", "rows"):
         return "error", (f"{finding.table} is large ({shown}; thresholds {limits.large_table_rows:,} rows "
                          f"or {human_bytes(limits.large_table_bytes)})")

@@ -409,7 +409,8 @@ def _check_autocommit(raw: list[_Raw], source: str) -> list[str]:
         elif item.tx in _ENDS:
             open_at = None
         what = _not_in_transaction(item.kind, item.node)
-        needs_marker = needs_marker or what is not None or item.tx in _PREPARED
+        # an enum value must be committed before a later migration's transaction may use it
+        needs_marker = needs_marker or what is not None or item.tx in _PREPARED or item.kind == "AlterEnumStmt"
         if what is not None and open_at is not None:
             raise _Refusal(index, f"{what} cannot run inside the transaction block", opened=open_at)
     if open_at is not None:
@@ -613,8 +614,9 @@ def _next_version(entries: list[tuple[int, str, Path]], now: dt.datetime) -> str
     return str(key + 1).zfill(len(version))
 
 
-def new_migration(migrations_dir: Path, description: str, *, today: dt.datetime | dt.date | None = None) -> Path:
-    """Create the next-numbered migration file from a template; never overwrites."""
+def new_migration(migrations_dir: Path, description: str, *, today: dt.datetime | dt.date | None = None,
+                  body: str | None = None, notes: Sequence[str] = (), no_transaction: bool = False) -> Path:
+    """Create the next-numbered migration file (the template, or ``body`` under a header of ``notes``); never overwrites."""
     slug = _slug(description)
     if not slug:
         raise UsageError("a migration needs a description made of letters or digits, e.g. \"add paper trading mode\"")
@@ -629,6 +631,10 @@ def new_migration(migrations_dir: Path, description: str, *, today: dt.datetime 
     migrations_dir.mkdir(parents=True, exist_ok=True)
     path = migrations_dir / f"{version}_{slug}.sql"
     text = _TEMPLATE.format(version=version, description=" ".join(description.split()), date=now.date().isoformat())
+    if body is not None:
+        header = [f"-- {version}: {' '.join(description.split())}", f"-- Created {now.date().isoformat()}.",
+                  *(f"-- {line}".rstrip() for line in notes), *([f"-- opsagent:{NO_TRANSACTION_MARKER}"] if no_transaction else [])]
+        text = "\n".join(header) + "\n\n" + body
     try:
         with path.open("x", encoding="utf-8") as handle:
             handle.write(text)

@@ -1,11 +1,14 @@
 """The migration that turns a live database into the desired structure, from two catalogs.
 
 ``generate_plan`` is pure: it reads two ``Catalog`` models (full deparsed
-definitions included) and emits statements in phases so that dependents (views,
-triggers, policies, constraints, indexes) are dropped before what they depend on
-changes and recreated after.  Statements that lose data are marked destructive and
-left commented out unless ``allow_drop``.  Whether a plan is right is decided by
-applying it (``verify_plan``), never by reading its text.
+definitions and pg_depend's edges included) and emits statements in phases so that
+dependents (views, functions with SQL bodies, triggers, policies, constraints,
+indexes) are dropped before what they depend on changes and recreated after; which
+objects are dependents, and the order among views, comes from pg_depend.  Statements
+that lose data are marked destructive and left commented out unless ``allow_drop``.
+A plan has three stages (``STAGES``): enum values the transaction uses, one
+transaction, then ``CREATE INDEX CONCURRENTLY`` builds.  Whether a plan is right is
+decided by applying it (``verify_plan``), never by reading its text.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from .catalog import (
     Column,
     Constraint,
     Function,
+    Index,
     Privilege,
     Sequence_,
     Table,
@@ -38,16 +42,23 @@ from .catalog import (
 )
 from .diff import Change, DiffResult, compare, equivalent
 from .drift import _both, confirm_changes, label, read_catalog, read_sql, where
+from .errors import RemoteError
 from .extract import dump_schema
+from .lint import Thresholds
+from .migrations import new_migration
 from .scratch import Chunk, LoadError, ScratchSet
 from .transport import Remote
 
 # phases, in the order their statements run
 PHASES = ("drop dependents", "drop functions", "drop tables", "schemas", "extensions", "collations", "text search", "types", "sequences", "functions",
           "tables", "columns", "table functions", "constraints", "indexes", "foreign keys", "views", "view functions", "triggers", "policies",
-          "comments", "privileges", "drops", "drop types", "drop text search", "drop collations", "drop schemas")
+          "comments", "privileges", "drops", "drop types", "drop text search", "drop collations", "drop schemas",
+          "concurrent indexes")
+# "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
+# "main": one transaction; "after": CREATE INDEX CONCURRENTLY, which cannot run in a transaction block
+STAGES = ("before", "main", "after")
 _PHASE_RANK = {name: index for index, name in enumerate(PHASES)}
-HEADER = "SET check_function_bodies = false;\n"
+HEADER = "SET LOCAL check_function_bodies = false;  -- function bodies may name objects created later\n"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +70,7 @@ class PlanStatement:
     phase: str
     destructive: bool = False
     enabled: bool = True  # False: emitted commented out (destructive without --allow-drop)
+    stage: str = "main"  # "before"/"after": on its own, outside the plan's transaction (see STAGES)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,18 +85,34 @@ class Plan:
     def executable(self) -> list[PlanStatement]:
         return [s for s in self.statements if s.enabled]
 
+    def body(self, stage: str = "main") -> str:
+        """One stage's statements, commented-out destructive ones included as comments."""
+        return _render(s for s in self.statements if s.stage == stage)
+
     def script(self) -> str:
-        """The SQL to run (commented-out statements included as comments, with a warning)."""
-        lines: list[str] = []
-        for statement in self.statements:
-            if statement.enabled:
-                lines.append(statement.sql)
-            else:
-                lines.append("-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
-        return (HEADER + "\n".join(lines) + "\n") if lines else ""
+        """The SQL to run, as the migration files run it: enum values first, one transaction, then concurrent builds."""
+        before, main, after = (self.body(stage) for stage in STAGES)
+        parts = []
+        if before:
+            parts.append("-- outside a transaction: enum values the transaction below uses must be committed first\n" + before)
+        if main:
+            parts.append(f"BEGIN;\n{HEADER}{main}COMMIT;\n")
+        if after:
+            parts.append("-- outside a transaction: CONCURRENTLY builds cannot run inside one\n" + after)
+        return "".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {"statements": [dataclasses.asdict(s) for s in self.statements], "warnings": list(self.warnings)}
+
+
+def _render(statements: Iterable[PlanStatement]) -> str:
+    lines: list[str] = []
+    for statement in statements:
+        if statement.enabled:
+            lines.append(statement.sql)
+        else:
+            lines.append("-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
+    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _same(before: str | None, after: str | None, what: str = "statement") -> bool:
@@ -107,15 +135,34 @@ class _Builder:
         self.items: list[tuple[int, int, PlanStatement]] = []
         self.warnings: list[str] = []
 
-    def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None) -> None:
+    def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None,
+            stage: str = "main") -> None:
         enabled = self.allow_drop or not destructive
         if destructive and warning:
             self.warnings.append(warning + ("" if enabled else " (commented out: needs --allow-drop)"))
-        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled)
+        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage)
         self.items.append((_PHASE_RANK[phase], len(self.items), statement))
 
     def plan(self) -> Plan:
-        return Plan([s for _, _, s in sorted(self.items, key=lambda t: (t[0], t[1]))], self.warnings)
+        return Plan(_stage_enum_values([s for _, _, s in sorted(self.items, key=lambda t: (t[0], t[1]))]), self.warnings)
+
+
+_ADD_VALUE = re.compile(r"^ALTER TYPE \S+ ADD VALUE ('(?:[^']|'')*')")
+
+
+def _stage_enum_values(statements: list[PlanStatement]) -> list[PlanStatement]:
+    """Enum values the transaction uses are added before it (PostgreSQL refuses a value added in the same transaction).
+
+    All of them move together (one may be placed AFTER another), as ``IF NOT EXISTS`` so a rerun is harmless.
+    """
+    added = [(i, m.group(1)) for i, st in enumerate(statements) if (m := _ADD_VALUE.match(st.sql))]
+    used = any(value in later.sql for i, value in added for later in statements[i + 1:] if later.stage == "main" and later.enabled)
+    if not used:
+        return statements
+    moved = {i for i, _ in added}
+    early = [dataclasses.replace(statements[i], stage="before", sql=statements[i].sql.replace(" ADD VALUE ", " ADD VALUE IF NOT EXISTS ", 1))
+             for i in sorted(moved)]
+    return early + [st for i, st in enumerate(statements) if i not in moved]
 
 
 # ---------------------------------------------------------------- helpers
@@ -164,8 +211,8 @@ def _references(text: str, key: str) -> bool:
     return re.search(r"(?<![\w.\"])" + re.escape(key) + r"(?![\w\"])", text) is not None
 
 
-def _view_order(views: Mapping[str, View]) -> list[str]:
-    """Views ordered so that each comes after the views its definition names (depth-first)."""
+def _view_order(views: Mapping[str, View], depends: Mapping[str, frozenset[str]] | None = None) -> list[str]:
+    """Views ordered so that each comes after the views it depends on (pg_depend when known, else the names in its text)."""
     order: list[str] = []
     state: dict[str, int] = {}
 
@@ -175,9 +222,12 @@ def _view_order(views: Mapping[str, View]) -> list[str]:
         if state.get(key) == 1:
             return  # a cycle cannot exist in PostgreSQL; be safe
         state[key] = 1
-        for other in views:
-            if other != key and _references(views[key].definition, other):
-                visit(other)
+        if depends:
+            needed = sorted(ref[6:] for ref in depends.get(f"views:{key}", ()) if ref.startswith("views:") and ref[6:] in views)
+        else:
+            needed = [other for other in views if other != key and _references(views[key].definition, other)]
+        for other in needed:
+            visit(other)
         state[key] = 2
         order.append(key)
 
@@ -338,10 +388,15 @@ def privilege_sql(target: str, before: Iterable[Privilege], after: Iterable[Priv
 # ---------------------------------------------------------------- the plan
 
 
-def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False) -> Plan:
-    """Statements turning ``live`` into ``desired``, in dependency-safe phases (pure)."""
+def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, concurrent_tables: Collection[str] = ()) -> Plan:
+    """Statements turning ``live`` into ``desired``, in dependency-safe phases (pure).
+
+    New indexes on the existing tables named in ``concurrent_tables`` are built
+    ``CONCURRENTLY`` after the transactional part (writes go on meanwhile).
+    """
     b = _Builder(allow_drop)
     ctx = _Context(live, desired)
+    ctx.concurrent_tables = set(concurrent_tables)
     _plan_types_and_schemas(b, ctx)
     _plan_collations_and_text_search(b, ctx)
     _plan_tables(b, ctx)  # before sequences: a rebuilt table's sequences are owned anew
@@ -369,6 +424,9 @@ class _Context:
         self.recreated_views: set[str] = set()
         self.created_views: set[str] = set()
         self.reowned: set[str] = set()  # sequences whose owning table is rebuilt
+        self.concurrent_tables: set[str] = set()  # existing tables whose new indexes are built CONCURRENTLY
+        self.concurrent_indexes: set[str] = set()
+        self.rebuilt_indexes: set[str] = set()
         for key, table in live.tables.items():
             other = desired.tables.get(key)
             if other is None:
@@ -384,7 +442,7 @@ class _Context:
         self.detached = {c.key for c in live.tables.values() if c.partition_of in self.rebuilt_tables}  # from a rebuilt parent
         for key, item in live.types.items():
             new_type = desired.types.get(key)
-            if new_type is None or (new_type != item and not _enum_appendable(item, new_type)):
+            if new_type is None or (new_type != item and not _altered_in_place(item, new_type)):
                 self.reshaped.add(key)
                 if new_type is not None:
                     self.recreated_types.add(key)
@@ -397,6 +455,53 @@ class _Context:
         for key, table in desired.tables.items():
             if any(_uses_type(c.type, t) for c in table.columns for t in self.recreated_types):
                 self.reshaped.add(key)
+        self.changed_views = {key for key, view in live.views.items() if _view_changed(view, desired.views.get(key))}
+        self.affected = self._dependents_of_changes()
+        # functions whose recorded dependencies change (a SQL-standard body reading a rebuilt view, an argument of a
+        # recreated type) are dropped first and created again
+        self.dropped_functions |= {key for key in live.functions if f"functions:{key}" in self.affected}
+
+    @property
+    def uses_graph(self) -> bool:
+        """Whether pg_depend's edges are known (introspected catalogs); hand-built ones fall back to name scanning."""
+        return bool(self.live.depends)
+
+    def _dependents_of_changes(self) -> set[str]:
+        """Every live object that depends (directly or not, per pg_depend) on something dropped or reshaped."""
+        roots = {f"tables:{k}" for k in self.reshaped} | {f"types:{k}" for k in self.reshaped | self.recreated_types} | \
+            {f"functions:{k}" for k in self.dropped_functions} | {f"views:{k}" for k in self.changed_views}
+        dependents: dict[str, set[str]] = {}
+        for obj, refs in self.live.depends.items():
+            for ref in refs:
+                dependents.setdefault(ref, set()).add(obj)
+        seen: set[str] = set()
+        todo = list(roots)
+        while todo:
+            for obj in dependents.get(todo.pop(), ()):
+                # tables, sequences and types stay (their own changes are roots): what depends on them does not change
+                if obj not in seen and obj.split(":", 1)[0] not in ("tables", "sequences", "types"):
+                    seen.add(obj)
+                    todo.append(obj)
+        return seen
+
+    def is_affected(self, attr: str, key: str) -> bool:
+        return f"{attr}:{key}" in self.affected
+
+
+def _altered_in_place(old: Type, new: Type) -> bool:
+    """Enum values appended, a domain's default or NOT NULL, a comment: no need to recreate the type."""
+    if _enum_appendable(old, new) or dataclasses.replace(old, comment=new.comment) == new:
+        return True
+    return old.kind == "domain" and new.kind == "domain" and old.base_type == new.base_type
+
+
+def _view_changed(view: View, other: View | None) -> bool:
+    """The view's own definition or options change (not a comment or privilege)."""
+    if other is None:
+        return True
+    same_shape = dataclasses.replace(view, comment=other.comment, privileges=other.privileges, definition=other.definition,
+                                     columns=view.columns) == dataclasses.replace(other, columns=view.columns)
+    return not same_shape or not _same(view.definition, other.definition)
 
 
 def _uses_type(column_type: str, type_key: str) -> bool:
@@ -645,10 +750,11 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key, func in desired.functions.items():
         current = live.functions.get(key)
-        if current is not None and dataclasses.replace(current, comment=func.comment) == func:
+        if current is not None and dataclasses.replace(current, comment=func.comment) == func and key not in ctx.dropped_functions:
             continue
-        if key in ctx.dropped_functions:  # after the views and triggers using it are dropped
-            b.add("drop functions", "function", _drop_function(live.functions[key]))
+        if key in ctx.dropped_functions:  # after the views and triggers using it are dropped; before the views it uses
+            b.add("drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions", "function",
+                  _drop_function(live.functions[key]))
             ctx.recreated.add(f"functions:{key}")
         b.add(_function_phase(func, desired), "function", function_sql(func))
     for key, func in sorted(live.functions.items(), key=lambda kv: kv[1].kind != "a"):  # aggregates before their functions
@@ -658,12 +764,22 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
             b.add("drop functions" if uses_dropped else "drops", "function", _drop_function(func))
 
 
+def _uses_rebuilt_view(ctx: _Context, key: str) -> bool:
+    rebuilt = _rebuilt_views(ctx)
+    return any(ref.startswith("views:") and ref[6:] in rebuilt for ref in ctx.live.depends.get(f"functions:{key}", ()))
+
+
 def _signature(func: Function) -> str:
     return f"{func.arguments} {func.result or ''}"
 
 
 def _function_phase(func: Function, desired: Catalog) -> str:
-    """Functions taking or returning a table's (or view's) row type are created after it."""
+    """Functions taking or returning a table's (or view's) row type, or whose SQL body reads one, are created after it."""
+    if desired.depends:
+        refs = desired.depends.get(f"functions:{func.key}", frozenset())
+        if any(r.startswith("views:") for r in refs):
+            return "view functions"
+        return "table functions" if func.kind == "a" or any(r.startswith("tables:") for r in refs) else "functions"
     signature = _signature(func)
     if any(_references(signature, key) for key in desired.views):
         return "view functions"
@@ -795,7 +911,7 @@ _CONSTRAINT_ORDER = {"p": 0, "u": 1, "x": 2, "c": 3, "t": 4, "f": 5}
 
 def _constraint_changed(ctx: _Context, key: str, item: Constraint) -> bool:
     other = ctx.desired.constraints.get(key)
-    if other is None or item.table in ctx.reshaped:
+    if other is None or item.table in ctx.reshaped or ctx.is_affected("constraints", key):
         return True
     return dataclasses.replace(item, comment=other.comment, definition=other.definition) != other or \
         not _same(item.definition, other.definition, "constraint")
@@ -840,42 +956,69 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = desired.indexes.get(key)
         if item.table in ctx.recreated_views or (item.table not in desired.tables and item.table not in desired.views):
             continue  # goes with its table or view
-        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped:
+        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped or ctx.is_affected("indexes", key):
             b.add("drop dependents", "index", f"DROP INDEX {key}")
+            ctx.rebuilt_indexes.add(key)
             ctx.recreated.add(f"indexes:{key}")
     for key, item in desired.indexes.items():
         other = live.indexes.get(key)
         if item.table in ctx.created_views:
             continue  # created right after its materialized view
-        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped:
-            b.add("indexes", "index", item.definition)
+        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped or key in ctx.rebuilt_indexes:
+            if _can_build_concurrently(b, ctx, item):
+                ctx.concurrent_indexes.add(key)
+                # a build that failed before leaves an INVALID index behind: drop it so that a retry succeeds
+                b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {key}", stage="after")
+                b.add("concurrent indexes", "index", _concurrently(item.definition), stage="after")
+            else:
+                b.add("indexes", "index", item.definition)
+
+
+_CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
+
+
+def _concurrently(definition: str) -> str:
+    return _CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX CONCURRENTLY ", definition, count=1)
+
+
+def _can_build_concurrently(b: _Builder, ctx: _Context, index: Index) -> bool:
+    """Only on tables that exist and keep their rows, never for a partitioned parent, nor when a new foreign key needs it."""
+    table = ctx.live.tables.get(index.table)
+    if index.table not in ctx.concurrent_tables or table is None or index.table in ctx.rebuilt_tables:
+        return False
+    if table.kind == "p" or " ON ONLY " in index.definition or not _CREATE_INDEX.match(index.definition):
+        return False
+    unique = index.definition.startswith("CREATE UNIQUE")
+    return not (unique and any(s.phase == "foreign keys" and _references(s.sql, index.table) for _, _, s in b.items))
+
+
+def _rebuilt_views(ctx: _Context) -> set[str]:
+    """Views to drop and create again: changed ones and those depending on what changes (pg_depend, else their text)."""
+    if ctx.uses_graph:
+        return set(ctx.changed_views) | {key for key in ctx.live.views if ctx.is_affected("views", key)}
+    changing = set(ctx.reshaped) | set(ctx.dropped_functions)
+    rebuilt = set(ctx.changed_views) | {key for key, view in ctx.live.views.items()
+                                        if any(_references(view.definition, t) for t in changing)}
+    grew = True
+    while grew:  # views built on rebuilt views are rebuilt too
+        grew = False
+        for key, view in ctx.live.views.items():
+            if key not in rebuilt and any(_references(view.definition, r) for r in rebuilt):
+                rebuilt.add(key)
+                grew = True
+    return rebuilt
 
 
 def _plan_views(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
-    changing = set(ctx.reshaped) | set(ctx.dropped_functions)
-    rebuilt: set[str] = set()
-    for key, view in live.views.items():
-        other = desired.views.get(key)
-        if other is None or dataclasses.replace(view, comment=other.comment, privileges=other.privileges,
-                                                definition=other.definition, columns=view.columns) != \
-                dataclasses.replace(other, columns=view.columns) or not _same(view.definition, other.definition) \
-                or any(_references(view.definition, t) for t in changing):
-            rebuilt.add(key)
-    grew = True
-    while grew:  # views built on rebuilt views are rebuilt too
-        grew = False
-        for key, view in live.views.items():
-            if key not in rebuilt and any(_references(view.definition, r) for r in rebuilt):
-                rebuilt.add(key)
-                grew = True
-    for key in reversed(_view_order(live.views)):
+    rebuilt = _rebuilt_views(ctx)
+    for key in reversed(_view_order(live.views, live.depends)):
         if key in rebuilt:
             word = "MATERIALIZED VIEW" if live.views[key].materialized else "VIEW"
             b.add("drop dependents", "view", f"DROP {word} {key}")
             ctx.recreated.add(f"views:{key}")
             ctx.recreated_views.add(key)
-    for key in _view_order(desired.views):
+    for key in _view_order(desired.views, desired.depends):
         if key in live.views and key not in rebuilt:
             continue
         view = desired.views[key]
@@ -901,7 +1044,8 @@ def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
             if item.table not in desired.tables and item.table not in desired.views:
                 continue
             if other is None or dataclasses.replace(item, comment=other.comment) != other or item.table in ctx.reshaped \
-                    or (kind == "trigger" and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)):
+                    or ctx.is_affected(attr, key) or (not ctx.uses_graph and kind == "trigger"
+                                                      and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)):
                 b.add("drop dependents", kind, f"DROP {kind.upper()} {quote_ident(item.name)} ON {item.table}")
                 ctx.recreated.add(f"{attr}:{key}")
                 before = {**before, key: None}
@@ -955,7 +1099,9 @@ def _plan_comments(b: _Builder, ctx: _Context) -> None:
         old = before.get(key)
         recreated = key in ctx.recreated or (key.startswith("column:") and key[7:].rsplit(".", 1)[0] in ctx.recreated_views)
         if (old is None and comment is not None) or (old is not None and old[1] != comment) or (recreated and comment):
-            b.add("comments", "comment", f"COMMENT ON {target} IS {literal(comment)}")
+            later = key.startswith("indexes:") and key[8:] in ctx.concurrent_indexes
+            b.add("concurrent indexes" if later else "comments", "comment", f"COMMENT ON {target} IS {literal(comment)}",
+                  stage="after" if later else "main")
 
 
 def _plan_privileges(b: _Builder, ctx: _Context) -> None:
@@ -1009,6 +1155,58 @@ class PlanReport:
 
 
 PLAN_SOURCE = "plan"
+CONCURRENTLY_CHOICES = ("auto", "always", "never")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOptions:
+    """How a plan is made: drops included or commented out; which new indexes are built CONCURRENTLY.
+
+    ``concurrently``: "auto" builds them so on existing tables at or above the host's
+    ``hazards:`` large-table thresholds (live sizes, read in the same round trip as
+    the catalog), "always" on every existing table, "never" inside the transaction.
+    """
+
+    allow_drop: bool = False
+    concurrently: str = "auto"
+    thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
+
+    def concurrent_tables(self, live: Catalog, sizes: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        if self.concurrently == "always":
+            return set(live.tables)
+        if self.concurrently == "never":
+            return set()
+        return {key for key, size in sizes.items() if self.thresholds.is_large(size.get("rows"), size.get("bytes"))}
+
+
+TABLE_SIZES_SQL = """\
+SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), json_build_object(
+         'rows', CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE pg_stat_get_live_tuples(c.oid) END,
+         'bytes', pg_total_relation_size(c.oid))), '{}'::json)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"""
+
+
+def live_catalog(remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, dict[str, Any]]:
+    """The live catalog and every ordinary table's estimated rows and total bytes (keyed like the catalog), in one query run."""
+    text = remote.psql(introspection_sql(exclude_tables) + TABLE_SIZES_SQL + ";\n", extra=["-A", "-t"]).text.strip()
+    try:
+        document, end = json.JSONDecoder().raw_decode(text)
+        sizes = json.loads(text[end:])
+    except ValueError as exc:
+        raise RemoteError(f"{remote.host.name}: introspection returned no usable result ({exc})") from None
+    return Catalog.from_json(document), sizes if isinstance(sizes, dict) else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Side:
+    """One side of a plan: its catalog, where it is from, and (live side) its dump and table sizes."""
+
+    label: str
+    catalog: Catalog
+    dump: Callable[[], str]
+    sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
 
 def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
@@ -1029,24 +1227,58 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
     return compare(read_catalog(output, "the rehearsal"), desired).significant, None
 
 
-def plan_against_sql(remote: Remote, sql: str, source: str, *, allow_drop: bool = False,
-                     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> PlanReport:
+def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:
+    """Generate the plan, rehearse it on a copy of ``live`` on ``remote``'s server, confirm what remains."""
+    plan = generate_plan(live.catalog, desired.catalog, allow_drop=options.allow_drop,
+                         concurrent_tables=options.concurrent_tables(live.catalog, live.sizes))
+    if plan.is_empty:
+        return PlanReport(live.label, desired.label, plan, compare(live.catalog, desired.catalog).significant)
+    live_dump = live.dump()
+    remaining, error = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables)
+    if remaining:  # a dump-and-load deparses some expressions differently: confirm through one
+        result = confirm_changes(remote, DiffResult(remaining), lambda: _rehearsal_dump(remote, live_dump, plan),
+                                 desired.dump, options.exclude_tables)
+        remaining = result.changes
+    return PlanReport(live.label, desired.label, plan, remaining, error)
+
+
+def _live_side(remote: Remote, exclude_tables: Sequence[str]) -> _Side:
+    """The live database: catalog with table sizes, and schema dump, read at once on two channels."""
+    (catalog, sizes), dump = _both(lambda: live_catalog(remote, exclude_tables), lambda: dump_schema(remote))
+    return _Side(where(remote), catalog, lambda: dump, sizes)
+
+
+def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions | None = None) -> PlanReport:
     """The plan from the live database to ``sql`` (materialized on the same server), verified by applying it."""
-    live_db = remote.host.database
-    query = introspection_sql(exclude_tables)
+    options = options or PlanOptions()
+    query = introspection_sql(options.exclude_tables)
     with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
-        outputs, (live, live_dump) = _both(scratch.load, lambda: _both(
-            lambda: introspect(remote, live_db, exclude_tables=exclude_tables), lambda: dump_schema(remote, live_db)))
-        desired = read_catalog(outputs[0], source)
-        plan = generate_plan(live, desired, allow_drop=allow_drop)
-        if plan.is_empty:
-            return PlanReport(where(remote), source, plan, compare(live, desired).significant)
-        remaining, error = verify_plan(remote, live_dump, desired, plan, exclude_tables)
-        if remaining:  # a dump-and-load deparses some expressions differently: confirm through one
-            result = confirm_changes(remote, DiffResult(remaining), lambda: _rehearsal_dump(remote, live_dump, plan),
-                                     lambda: dump_schema(remote, scratch.names[0]), exclude_tables)
-            remaining = result.changes
-    return PlanReport(where(remote), source, plan, remaining, error)
+        outputs, live = _both(scratch.load, lambda: _live_side(remote, options.exclude_tables))
+        name = scratch.names[0]
+        desired = _Side(source, read_catalog(outputs[0], source), lambda: dump_schema(remote, name))
+        return _plan_and_verify(remote, live, desired, options)
+
+
+def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: str, source: str,
+                       options: PlanOptions | None = None) -> PlanReport:
+    """The plan from a snapshot (``inv extract``) to ``sql``, both materialized on ``remote``'s server: the live database is not read."""
+    options = options or PlanOptions()
+    query = introspection_sql(options.exclude_tables)
+    with ScratchSet(remote, [[Chunk(snapshot, snapshot_label)], [Chunk(sql, source)]], query=query) as scratch:
+        live_out, desired_out = scratch.load()
+        name = scratch.names[1]
+        live = _Side(f"snapshot {snapshot_label}", read_catalog(live_out, snapshot_label), lambda: snapshot)
+        desired = _Side(source, read_catalog(desired_out, source), lambda: dump_schema(remote, name))
+        return _plan_and_verify(remote, live, desired, options)
+
+
+def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None = None) -> PlanReport:
+    """The plan that gives ``remote``'s database the structure of ``other``'s (e.g. prod catching up with staging)."""
+    options = options or PlanOptions()
+    live, desired_catalog = _both(lambda: _live_side(remote, options.exclude_tables),
+                                  lambda: introspect(other, exclude_tables=options.exclude_tables))
+    desired = _Side(where(other), desired_catalog, lambda: dump_schema(other))
+    return _plan_and_verify(remote, live, desired, options)
 
 
 def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
@@ -1056,7 +1288,38 @@ def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
         return dump_schema(remote, scratch.names[0])
 
 
-def plan_against_file(remote: Remote, path: Path, *, allow_drop: bool = False) -> PlanReport:
-    """The plan from the live database to a schema file (``sql/schema.sql``)."""
+def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None) -> PlanReport:
+    """The plan from the live database (or its ``snapshot``) to a schema file (``sql/schema.sql``)."""
     source = label(path)
-    return plan_against_sql(remote, read_sql(path), source, allow_drop=allow_drop)
+    sql = read_sql(path)
+    if snapshot is not None:
+        text = read_sql(snapshot, "snapshot (run 'inv extract' first)")
+        return plan_from_snapshot(remote, text, label(snapshot), sql, source, options)
+    return plan_against_sql(remote, sql, source, options)
+
+
+def write_migrations(report: PlanReport, migrations_dir: Path, description: str) -> list[Path]:
+    """The plan as the next migration file(s).
+
+    The main part is one transactional file, atomic with its ledger row.  What cannot
+    run inside it gets a no-transaction file of its own, each statement safe to rerun:
+    enum values it uses before it, CONCURRENTLY index builds after it.
+    """
+    plan = report.plan
+    notes = [f"Generated by 'inv new --from-diff' from {report.live} to {report.desired};",
+             f"{report.verification_line()} (rehearsed on a scratch copy)."]
+    stages = [
+        ("before", f"{description} enum values", ["Adds enum values the next migration uses: a value added inside a",
+                                                   "transaction cannot be used in it. IF NOT EXISTS makes a rerun harmless."]),
+        ("main", description, [f"warning: {w}" for w in plan.warnings]),
+        ("after", f"{description} concurrent indexes", ["Builds indexes CONCURRENTLY (no write lock): each statement runs on its own.",
+                                                         "A failed build leaves an INVALID index; the DROP ... IF EXISTS before it",
+                                                         "makes a rerun safe."]),
+    ]
+    paths: list[Path] = []
+    for stage, name, extra in stages:
+        body = plan.body(stage)
+        if body:
+            text = HEADER + body if stage == "main" else body
+            paths.append(new_migration(migrations_dir, name, body=text, notes=[*notes, *extra], no_transaction=stage != "main"))
+    return paths

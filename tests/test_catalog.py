@@ -389,6 +389,32 @@ def test_owners_are_compared_only_on_request() -> None:
     assert [(c.kind, c.name, c.details) for c in result.changes] == [("owner", "public.trades", ["owner: postgres → app"])]
 
 
+DEPENDENCIES = """
+CREATE FUNCTION half(x int) RETURNS int LANGUAGE sql IMMUTABLE RETURN x / 2;
+CREATE TABLE t (id int PRIMARY KEY, n int CHECK (half(n) >= 0), tag text DEFAULT 'x');
+CREATE INDEX t_half ON t (half(n));
+CREATE VIEW v AS SELECT id, half(n) AS h FROM t;
+CREATE VIEW w AS SELECT id FROM v;
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER t_touch BEFORE UPDATE ON t FOR EACH ROW EXECUTE FUNCTION touch();
+CREATE POLICY p ON t USING (half(n) > 0);
+CREATE FUNCTION first_row() RETURNS SETOF v LANGUAGE sql BEGIN ATOMIC SELECT * FROM v; END;
+"""
+
+
+def test_dependencies_come_from_pg_depend(remote: Remote) -> None:
+    remote.psql(DEPENDENCIES)
+    depends = introspect(remote).depends
+    assert {"tables:public.t", "functions:public.half(x integer)"} <= depends["views:public.v"]
+    assert depends["views:public.w"] == {"views:public.v"}
+    assert "functions:public.half(x integer)" in depends["constraints:public.t.t_n_check"]
+    assert "functions:public.half(x integer)" in depends["indexes:public.t_half"]
+    assert "functions:public.half(x integer)" in depends["policies:public.t.p"]
+    assert "functions:public.touch()" in depends["triggers:public.t.t_touch"]
+    assert "views:public.v" in depends["functions:public.first_row()"]  # return type and body
+    assert "tables:public.t" not in depends.get("tables:public.t", set())  # no self-loops
+
+
 def _search_doc() -> dict[str, Any]:
     d = doc()
     d["collations"] = [{"schema": "public", "name": "ci", "provider": "icu", "locale": "und-u-ks-level2", "deterministic": False}]

@@ -23,7 +23,7 @@ from opsagent.catalog import (
     introspect_many,
 )
 from opsagent.diff import compare
-from opsagent.plan import Plan, collation_sql, generate_plan, lossless, plan_against_sql, text_search_config_sql
+from opsagent.plan import HEADER, Plan, PlanOptions, collation_sql, generate_plan, lossless, plan_against_sql, text_search_config_sql
 from opsagent.transport import Remote
 
 from .catalog_helpers import (
@@ -323,12 +323,13 @@ CREATE INDEX pets_owner ON pets (owner);
 def test_plan_against_live_is_verified_by_applying_it(remote: Remote) -> None:
     remote.psql(LIVE)
     before = remote.command_count
-    report = plan_against_sql(remote, DESIRED, "schema.sql", allow_drop=True)
+    report = plan_against_sql(remote, DESIRED, "schema.sql", PlanOptions(allow_drop=True))
     assert remote.command_count - before <= 6
     assert report.verified, (report.error, report.remaining, report.plan.script())
     assert report.verification_line() == "verified: applying this plan leaves 0 differences"
     script = report.plan.script()
-    assert "ALTER TYPE public.mood ADD VALUE 'ok' AFTER 'sad';" in script
+    # the new value is used by a default inside the transaction: it is added (and committed) before it
+    assert script.index("ALTER TYPE public.mood ADD VALUE IF NOT EXISTS 'ok' AFTER 'sad';") < script.index("BEGIN;")
     assert script.index("DROP VIEW public.named") < script.index("ALTER COLUMN name TYPE text") < script.index("CREATE VIEW")
     # the live database itself is untouched: only the rehearsal saw the plan
     assert compare(introspect(remote), introspect(remote)).is_empty
@@ -384,7 +385,7 @@ COMMENT ON TEXT SEARCH CONFIGURATION search.plain IS 'unaccented';
 
 def test_collations_and_text_search_are_planned_and_verified(remote: Remote) -> None:
     remote.psql(SEARCH_LIVE)
-    report = plan_against_sql(remote, SEARCH_DESIRED, "schema.sql", allow_drop=True)
+    report = plan_against_sql(remote, SEARCH_DESIRED, "schema.sql", PlanOptions(allow_drop=True))
     assert report.verified, (report.error, report.remaining, report.plan.script())
     script = report.plan.script()
     assert "CREATE COLLATION search.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);" in script
@@ -438,6 +439,41 @@ def test_danbooru_built_from_an_empty_database_by_its_plan(sandbox: SandboxHandl
         assert compare(introspect(remote), catalogs[full]).significant == [], back.script()
 
 
+# ---------------------------------------------------------------- ordering by pg_depend
+
+DEPENDENT_CASES = {
+    # a SQL-standard function body reads a view that must be rebuilt: the function goes first and comes back after
+    "function reading a rebuilt view": (
+        "CREATE TABLE t (id int, n int); CREATE VIEW v AS SELECT id, n FROM t;"
+        " CREATE FUNCTION how_many() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM v; END;",
+        "CREATE TABLE t (id int, n bigint); CREATE VIEW v AS SELECT id, n FROM t;"
+        " CREATE FUNCTION how_many() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM v; END;",
+        ["DROP FUNCTION public.how_many()", "DROP VIEW public.v", "ALTER COLUMN n TYPE bigint", "CREATE VIEW public.v",
+         "CREATE OR REPLACE FUNCTION public.how_many()"]),
+    # a recreated enum: the function taking it and the CHECK calling that function are rebuilt around it
+    "check constraint through a function on a recreated type": (
+        "CREATE TYPE mood AS ENUM ('sad', 'meh', 'happy');"
+        " CREATE FUNCTION cheerful(m mood) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN m <> 'sad';"
+        " CREATE TABLE people (m mood, CONSTRAINT nice CHECK (cheerful(m)));",
+        "CREATE TYPE mood AS ENUM ('sad', 'happy');"
+        " CREATE FUNCTION cheerful(m mood) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN m <> 'sad';"
+        " CREATE TABLE people (m mood, CONSTRAINT nice CHECK (cheerful(m)));",
+        ["ALTER TABLE public.people DROP CONSTRAINT nice", "DROP FUNCTION public.cheerful(m public.mood)",
+         "CREATE TYPE public.mood", "CREATE OR REPLACE FUNCTION public.cheerful", "ALTER TABLE public.people ADD CONSTRAINT nice",
+         "DROP TYPE public.mood__old"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DEPENDENT_CASES))
+def test_dependents_found_through_pg_depend_are_rebuilt_around_the_change(remote: Remote, case: str) -> None:
+    live, desired, order = DEPENDENT_CASES[case]
+    remote.psql(live)
+    report = plan_against_sql(remote, desired, "schema.sql", PlanOptions(allow_drop=True))
+    assert report.verified, (report.error, report.remaining, report.plan.script())
+    script = report.plan.script()
+    positions = [script.index(fragment) for fragment in order]
+    assert positions == sorted(positions), script
+
 
 def _musicbrainz() -> str:
     path = CORPORA / "schemas" / "musicbrainz.sql"
@@ -473,7 +509,8 @@ def test_musicbrainz_built_from_an_empty_database_then_each_mutation_planned_bac
         sizes = {key: len(plan.statements) for key, plan in plans.items()}
         # a column type change rebuilds what depends on the table (views, keys, triggers: ~125 statements); the rest are local
         assert set(sizes) == set(mutations) and all(0 < n < 10 for key, n in sizes.items() if key not in ("change a column type", "all at once")), sizes
-        applied = remote.psql(mutation_script({key: f"{mutations[key]};\n{plans[key].script()}" for key in plans}),
+        assert all(not plan.body("before") and not plan.body("after") for plan in plans.values())  # all in the transaction
+        applied = remote.psql(mutation_script({key: f"{mutations[key]};\n{HEADER}{plans[key].body()}" for key in plans}),
                               extra=["-A", "-t"], timeout=300).text
     remaining = {key: [(c.kind, c.status, c.name) for c in compare(Catalog.from_json(json.loads(body)), desired).significant]
                  for key, body in _marked(applied)}

@@ -37,7 +37,7 @@ ns.add_task(sync_cli.sync)
 ns.add_task(sync_cli.status)
 ns.add_task(sync_cli.baseline_task)
 ns.add_task(sync_cli.repair)
-ns.add_task(sync_cli.new)
+ns.add_task(plan_cli.new)
 
 
 class OpsagentProgram(Program):  # type: ignore[misc]

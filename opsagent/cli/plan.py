@@ -1,26 +1,65 @@
-"""``inv plan``: the SQL that turns the live database into schema.sql, rehearsed before it is shown."""
+"""``inv plan`` (the SQL that turns the live database into schema.sql, rehearsed before it is shown) and
+``inv new`` (a migration file: from the template, or ``--from-diff`` the verified plan)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from invoke.context import Context
 from rich.text import Text
 
 from ..diff import display
-from ..errors import ExitCode
-from ..plan import PlanReport, plan_against_file
+from ..errors import ExitCode, PlanNotVerified, UsageError
+from ..extract import default_snapshot_path
+from ..inventory import HostConfig, Inventory
+from ..lint import thresholds_from
+from ..migrations import new_migration
+from ..plan import CONCURRENTLY_CHOICES, PlanOptions, PlanReport, plan_against_file, plan_against_host, write_migrations
 from ..transport import open_remote
-from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, print_json, single_host
+from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
+
+PLAN_HELP = {
+    "host": "inventory host name (one host): its live database is the starting point",
+    "against_host": "plan towards another host's live structure instead of schema.sql (e.g. prod catching up with staging)",
+    "from_": "starting point: 'live' (default) or 'snapshot' (the host's last 'inv extract'; the live database is not read)",
+    "allow_drop": "include destructive statements (drops of tables, columns, types; lossy type changes) "
+                  "instead of emitting them commented out",
+    "concurrently": "build new indexes on existing tables with CREATE INDEX CONCURRENTLY: 'auto' (default: tables at or above "
+                    "the hazards: large-table thresholds), 'always' (the flag alone), 'never'",
+    "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP,
+}
 
 
-@command(help={"host": "inventory host name (one host)",
-               "allow_drop": "include destructive statements (drops of tables, columns, types; lossy type changes) "
-                             "instead of emitting them commented out",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
-def plan(c: Context, host: str = "", allow_drop: bool = False, json_: bool = False, accept_new_host_key: bool = False) -> None:
-    """Print the SQL turning the host's database into schema.sql, verified on a scratch copy; exit 3 if it falls short."""
+def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> PlanOptions:
+    mode = "always" if concurrently is True else (concurrently or "auto")
+    if mode not in CONCURRENTLY_CHOICES:
+        raise UsageError(f"--concurrently {mode!r}: expected one of {', '.join(CONCURRENTLY_CHOICES)}")
+    return PlanOptions(allow_drop=allow_drop, concurrently=mode, thresholds=thresholds_from(target.hazards))
+
+
+def _make_report(host: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool,
+                 accept_new: bool) -> tuple[PlanReport, Inventory]:
     target, inv = single_host(host)
-    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
-        report = plan_against_file(remote, inv.paths.schema, allow_drop=allow_drop)
+    if from_ not in ("", "live", "snapshot"):
+        raise UsageError(f"--from {from_!r}: expected 'live' or 'snapshot'")
+    if against_host and from_ == "snapshot":
+        raise UsageError("--from snapshot and --against-host exclude each other: plan from a snapshot to schema.sql, "
+                         "or from one live host to another")
+    options = _options(target, allow_drop, concurrently)
+    with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+        if against_host:
+            other, _ = single_host(against_host)
+            with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
+                return plan_against_host(remote, other_remote, options), inv
+        snapshot = default_snapshot_path(inv.paths.snapshots, target.name) if from_ == "snapshot" else None
+        return plan_against_file(remote, inv.paths.schema, options, snapshot=snapshot), inv
+
+
+@command(help=PLAN_HELP, optional=["concurrently"])
+def plan(c: Context, host: str = "", against_host: str = "", from_: str = "", allow_drop: bool = False, concurrently: str = "",
+         json_: bool = False, accept_new_host_key: bool = False) -> None:
+    """Print the SQL turning the host's database into schema.sql, verified on a scratch copy; exit 3 if it falls short."""
+    report, _ = _make_report(host, against_host, from_, allow_drop, concurrently, accept_new_host_key)
     if json_:
         print_json(report.to_dict())
     else:
@@ -35,6 +74,10 @@ def render_plan(report: PlanReport) -> None:
         err_console.print(f"{report.live} already matches {report.desired}: nothing to do")
     else:
         console.print(Text(report.plan.script()), soft_wrap=True, end="")
+    _render_verdict(report)
+
+
+def _render_verdict(report: PlanReport) -> None:
     for warning in report.plan.warnings:
         err_console.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
     style = "green" if report.verified else "red"
@@ -42,3 +85,52 @@ def render_plan(report: PlanReport) -> None:
     for change in report.remaining:
         err_console.print(f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
                           soft_wrap=True, markup=False)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@command(help={"description": "what the migration does, e.g. \"add paper trading mode\"",
+               "from_diff": "write the verified plan from --host's live database to schema.sql (see 'inv plan') instead of a template",
+               "force": "with --from-diff: write the file even when the rehearsal leaves differences",
+               **{k: v for k, v in PLAN_HELP.items() if k != "json_"}, "json_": JSON_HELP},
+         optional=["concurrently"])
+def new(c: Context, description: str, from_diff: bool = False, host: str = "", against_host: str = "", from_: str = "",
+        allow_drop: bool = False, concurrently: str = "", force: bool = False, json_: bool = False,
+        accept_new_host_key: bool = False) -> None:
+    """Create the next-numbered migration file (template, or --from-diff the verified plan) and print its path."""
+    if not from_diff:
+        if host or against_host or from_ or allow_drop or concurrently or force:
+            raise UsageError("--host, --against-host, --from, --allow-drop, --concurrently and --force go with --from-diff")
+        path = new_migration(inventory().paths.migrations, description)
+        if json_:
+            print_json({"files": [str(path)]})
+        else:
+            print(_shown(path))
+        return
+    report, inv = _make_report(host, against_host, from_, allow_drop, concurrently, accept_new_host_key)
+    if report.plan.is_empty:
+        _emit_new(report, [], json_)
+        return
+    if not report.verified and not force:
+        _emit_new(report, [], json_)
+        raise PlanNotVerified("no migration written: the plan is not verified",
+                              hint="see 'inv plan' for what remains; --force writes it anyway, for editing by hand")
+    paths = write_migrations(report, inv.paths.migrations, description)
+    _emit_new(report, paths, json_)
+
+
+def _emit_new(report: PlanReport, paths: list[Path], json_: bool) -> None:
+    if json_:
+        print_json({"files": [str(p) for p in paths], **report.to_dict()})
+        return
+    if report.plan.is_empty:
+        err_console.print(f"{report.live} already matches {report.desired}: no migration written")
+        return
+    _render_verdict(report)
+    for path in paths:
+        print(_shown(path))

@@ -22,7 +22,7 @@ from ..errors import ExitCode, OpsagentError, UsageError
 from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
 from ..ledger import Ledger
-from ..migrations import Migration, VersionStatus, new_migration
+from ..migrations import Migration, VersionStatus
 from ..sync import Identity, LedgerEdit, SyncEvent, SyncOptions, SyncResult, apply_repair, baseline, read_state, repair_changes, statuses_for
 from ..sync import sync as run_sync
 from ..transport import Remote, open_remote
@@ -397,14 +397,3 @@ def repair(c: Context, host: str = "", yes: bool = False, json_: bool = False, a
     append_audit(inv.paths.state, {"host": edit.host, "database": edit.database, "action": "repair",
                                    "versions": [v for v, _, _ in edit.updated] + edit.deleted, "outcome": "ok"})
     _render_edit(edit, json_)
-
-
-@command(help={"description": "what the migration does, e.g. \"add paper trading mode\""})
-def new(c: Context, description: str) -> None:
-    """Create the next-numbered migration file from a template and print its path."""
-    path = new_migration(inventory().paths.migrations, description)
-    try:
-        shown = path.relative_to(Path.cwd())
-    except ValueError:
-        shown = path
-    print(shown)
