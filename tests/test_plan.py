@@ -514,6 +514,7 @@ def test_musicbrainz_built_from_an_empty_database_then_each_mutation_planned_bac
                               extra=["-A", "-t"], timeout=300).text
     remaining = {key: [(c.kind, c.status, c.name) for c in compare(Catalog.from_json(json.loads(body)), desired).significant]
                  for key, body in _marked(applied)}
+    print(f"\nmusicbrainz: {len(report.plan.statements)} statements from empty, verified; mutations planned back (statements): {sizes}")
     assert remaining == {key.replace(" ", "_"): [] for key in mutations}
 
 
