@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The opsagent story on a local sandbox host (a real sshd + PostgreSQL on this machine):
 # sandbox up -> doctor -> lint -> sync (dry run, then for real) -> status -> extract
-# -> a manual ALTER TABLE behind the tool's back -> diff reports exactly that drift.
+# -> a manual ALTER TABLE behind the tool's back -> diff reports exactly that drift -> plan writes the fix.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 export COLUMNS="${COLUMNS:-120}"
@@ -24,6 +24,7 @@ step inv extract --host sandbox
 step inv tables --host sandbox
 step inv psql --host sandbox -c "ALTER TABLE trades ADD COLUMN IF NOT EXISTS manual_note text"
 expect 3 inv diff --host sandbox
+step inv plan --host sandbox --allow-drop
 step inv psql --host sandbox -c "ALTER TABLE trades DROP COLUMN IF EXISTS manual_note"
 step inv diff --host sandbox
 step inv backups --host sandbox

@@ -266,11 +266,23 @@ SELECT json_strip_nulls(json_build_object(
      'comment', obj_description(pol.oid, 'pg_policy')
    ) ORDER BY 1), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
- 'depends', (SELECT coalesce(json_agg(json_build_array(a.id, b.id)), '[]')
+ 'depends', (SELECT coalesce(json_agg(json_build_array(
+       CASE WHEN d.classid = 'pg_class'::regclass AND d.objsubid > 0
+            THEN json_build_array('columns', a.id->>1, a.id->>2, (SELECT attname FROM pg_attribute
+                                                                  WHERE attrelid = d.objid AND attnum = d.objsubid))
+            WHEN d.classid = 'pg_attrdef'::regclass
+            THEN (SELECT json_build_array('columns', a.id->>1, a.id->>2, at.attname) FROM pg_attrdef ad
+                  JOIN pg_attribute at ON at.attrelid = ad.adrelid AND at.attnum = ad.adnum WHERE ad.oid = d.objid)
+            ELSE a.id END,
+       -- a column as such: dropping or retyping it touches only what uses that column
+       CASE WHEN d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+            THEN json_build_array('columns', b.id->>1, b.id->>2, (SELECT attname FROM pg_attribute
+                                                                  WHERE attrelid = d.refobjid AND attnum = d.refobjsubid), b.id->>0)
+            ELSE b.id END)), '[]')
    FROM pg_depend d
    JOIN dep_objs a ON a.classid = d.classid AND a.objid = d.objid
    JOIN dep_objs b ON b.classid = d.refclassid AND b.objid = d.refobjid
-   WHERE d.deptype IN ('n', 'a') AND a.id::text <> b.id::text),
+   WHERE d.deptype IN ('n', 'a') AND (a.id::text <> b.id::text OR d.objsubid <> d.refobjsubid)),
  'collations', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', co.collname, 'owner', pg_get_userbyid(co.collowner),
      'provider', CASE co.collprovider WHEN 'i' THEN 'icu' WHEN 'c' THEN 'libc' WHEN 'b' THEN 'builtin' ELSE co.collprovider::text END,
@@ -661,6 +673,8 @@ def dependency_id(descriptor: Sequence[str]) -> str:
     attr, owner, name, *rest = descriptor
     if attr in ("triggers", "constraints", "policies"):
         return f"{attr}:{owner}.{quote_ident(name)}"
+    if attr == "columns":
+        return f"columns:{qualify(owner, name)}.{quote_ident(rest[0])}"
     key = qualify(owner, name)
     return f"{attr}:{key}({rest[0]})" if attr == "functions" else f"{attr}:{key}"
 
@@ -668,7 +682,11 @@ def dependency_id(descriptor: Sequence[str]) -> str:
 def _dependencies(pairs: Iterable[Sequence[Sequence[str]]]) -> dict[str, frozenset[str]]:
     graph: dict[str, set[str]] = {}
     for dependent, referenced in pairs:
-        graph.setdefault(dependency_id(dependent), set()).add(dependency_id(referenced))
+        source = dependency_id(dependent)
+        targets = {dependency_id(referenced)}
+        if referenced[0] == "columns" and len(referenced) > 4:  # a column's relation too: dropping it touches all users
+            targets.add(f"{referenced[4]}:{qualify(referenced[1], referenced[2])}")
+        graph.setdefault(source, set()).update(targets - {source})
     return {key: frozenset(refs) for key, refs in graph.items()}
 
 

@@ -427,6 +427,7 @@ class _Context:
         self.concurrent_tables: set[str] = set()  # existing tables whose new indexes are built CONCURRENTLY
         self.concurrent_indexes: set[str] = set()
         self.rebuilt_indexes: set[str] = set()
+        self.changed_columns: set[str] = set()  # "columns:<table>.<column>" dropped or changing type (pg_depend's roots)
         for key, table in live.tables.items():
             other = desired.tables.get(key)
             if other is None:
@@ -437,8 +438,11 @@ class _Context:
                 new = after.get(column.name)
                 if new is None or new.type != column.type or new.generated != column.generated or new.collation != column.collation:
                     self.reshaped.add(key)
+                    self.changed_columns.add(f"columns:{key}.{quote_ident(column.name)}")
         self.rebuilt_tables = {key for key, table in live.tables.items() if key in desired.tables and _needs_rebuild(table, desired.tables[key])}
         self.reshaped |= self.rebuilt_tables
+        for key in self.rebuilt_tables | (live.tables.keys() - desired.tables.keys()):
+            self.changed_columns |= {f"columns:{key}.{quote_ident(c.name)}" for c in live.tables[key].columns}
         self.detached = {c.key for c in live.tables.values() if c.partition_of in self.rebuilt_tables}  # from a rebuilt parent
         for key, item in live.types.items():
             new_type = desired.types.get(key)
@@ -468,7 +472,8 @@ class _Context:
 
     def _dependents_of_changes(self) -> set[str]:
         """Every live object that depends (directly or not, per pg_depend) on something dropped or reshaped."""
-        roots = {f"tables:{k}" for k in self.reshaped} | {f"types:{k}" for k in self.reshaped | self.recreated_types} | \
+        whole = self.rebuilt_tables | (self.live.tables.keys() - self.desired.tables.keys())
+        roots = {f"tables:{k}" for k in whole} | self.changed_columns | {f"types:{k}" for k in self.reshaped | self.recreated_types} | \
             {f"functions:{k}" for k in self.dropped_functions} | {f"views:{k}" for k in self.changed_views}
         dependents: dict[str, set[str]] = {}
         for obj, refs in self.live.depends.items():
@@ -486,6 +491,17 @@ class _Context:
 
     def is_affected(self, attr: str, key: str) -> bool:
         return f"{attr}:{key}" in self.affected
+
+    def rebuilt_with(self, attr: str, key: str, table: str) -> bool:
+        """Whether an object on ``table`` is dropped and recreated because of what changes under it.
+
+        With pg_depend: when it depends on a changing column, type, function or view (or
+        its table is rebuilt), so dropping one unused column rebuilds nothing else.
+        Without: whenever its table changes shape.
+        """
+        if self.uses_graph:
+            return table in self.rebuilt_tables or self.is_affected(attr, key)
+        return table in self.reshaped
 
 
 def _altered_in_place(old: Type, new: Type) -> bool:
@@ -911,7 +927,7 @@ _CONSTRAINT_ORDER = {"p": 0, "u": 1, "x": 2, "c": 3, "t": 4, "f": 5}
 
 def _constraint_changed(ctx: _Context, key: str, item: Constraint) -> bool:
     other = ctx.desired.constraints.get(key)
-    if other is None or item.table in ctx.reshaped or ctx.is_affected("constraints", key):
+    if other is None or ctx.rebuilt_with("constraints", key, item.table):
         return True
     return dataclasses.replace(item, comment=other.comment, definition=other.definition) != other or \
         not _same(item.definition, other.definition, "constraint")
@@ -919,7 +935,7 @@ def _constraint_changed(ctx: _Context, key: str, item: Constraint) -> bool:
 
 def _unkeyed_tables(ctx: _Context) -> set[str]:
     """Tables whose unique keys (constraints or unique indexes) go away: foreign keys to them are rebuilt."""
-    out = set(ctx.reshaped)
+    out = set(ctx.rebuilt_tables if ctx.uses_graph else ctx.reshaped)  # with pg_depend, FKs on changing columns are affected
     for key, item in ctx.live.constraints.items():
         if item.type in ("p", "u", "x") and not item.on_domain and _constraint_changed(ctx, key, item):
             out.add(item.table)
@@ -956,7 +972,7 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = desired.indexes.get(key)
         if item.table in ctx.recreated_views or (item.table not in desired.tables and item.table not in desired.views):
             continue  # goes with its table or view
-        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped or ctx.is_affected("indexes", key):
+        if other is None or not _same(other.definition, item.definition) or ctx.rebuilt_with("indexes", key, item.table):
             b.add("drop dependents", "index", f"DROP INDEX {key}")
             ctx.rebuilt_indexes.add(key)
             ctx.recreated.add(f"indexes:{key}")
@@ -964,7 +980,8 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = live.indexes.get(key)
         if item.table in ctx.created_views:
             continue  # created right after its materialized view
-        if other is None or not _same(other.definition, item.definition) or item.table in ctx.reshaped or key in ctx.rebuilt_indexes:
+        if other is None or not _same(other.definition, item.definition) or key in ctx.rebuilt_indexes or \
+                (not ctx.uses_graph and item.table in ctx.reshaped) or item.table in ctx.rebuilt_tables:
             if _can_build_concurrently(b, ctx, item):
                 ctx.concurrent_indexes.add(key)
                 # a build that failed before leaves an INVALID index behind: drop it so that a retry succeeds
@@ -1043,8 +1060,8 @@ def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
                 continue
             if item.table not in desired.tables and item.table not in desired.views:
                 continue
-            if other is None or dataclasses.replace(item, comment=other.comment) != other or item.table in ctx.reshaped \
-                    or ctx.is_affected(attr, key) or (not ctx.uses_graph and kind == "trigger"
+            if other is None or dataclasses.replace(item, comment=other.comment) != other or ctx.rebuilt_with(attr, key, item.table) \
+                    or (not ctx.uses_graph and kind == "trigger"
                                                       and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)):
                 b.add("drop dependents", kind, f"DROP {kind.upper()} {quote_ident(item.name)} ON {item.table}")
                 ctx.recreated.add(f"{attr}:{key}")
@@ -1288,10 +1305,11 @@ def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
         return dump_schema(remote, scratch.names[0])
 
 
-def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None) -> PlanReport:
-    """The plan from the live database (or its ``snapshot``) to a schema file (``sql/schema.sql``)."""
+def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None,
+                      what: str = "schema file") -> PlanReport:
+    """The plan from the live database (or its ``snapshot``) to a SQL file (``sql/schema.sql``, or a snapshot)."""
     source = label(path)
-    sql = read_sql(path)
+    sql = read_sql(path, what)
     if snapshot is not None:
         text = read_sql(snapshot, "snapshot (run 'inv extract' first)")
         return plan_from_snapshot(remote, text, label(snapshot), sql, source, options)

@@ -135,7 +135,7 @@ def test_concurrently_never_keeps_everything_in_one_transaction(project: Project
     assert bad.returncode == 2 and "expected one of auto, always, never" in bad.stderr
 
 
-def test_plan_from_snapshot_starts_from_the_extract_not_the_live_database(project: Project) -> None:
+def test_plan_from_and_against_the_snapshot(project: Project) -> None:
     project.psql("CREATE TABLE t (id int PRIMARY KEY);")
     assert project.run("extract", "--host", "sandbox").returncode == 0
     project.psql("ALTER TABLE t ADD COLUMN note text;")  # live moves on; the snapshot does not
@@ -146,8 +146,13 @@ def test_plan_from_snapshot_starts_from_the_extract_not_the_live_database(projec
     assert from_snapshot.returncode == 0, from_snapshot.stderr
     assert "ALTER TABLE public.t ADD COLUMN note text;" in from_snapshot.stdout
     assert "verified: applying this plan leaves 0 differences" in from_snapshot.stderr
-    missing = project.run("plan", "--host", "sandbox", "--from", "snapshot", "--against-host", "sandbox")
-    assert missing.returncode == 2 and "exclude each other" in missing.stderr
+    clash = project.run("plan", "--host", "sandbox", "--from", "snapshot", "--against-host", "sandbox")
+    assert clash.returncode == 2 and "--from snapshot goes with schema.sql" in clash.stderr
+    undo = project.run("new", "--from-diff", "--host", "sandbox", "--against", "snapshot", "--allow-drop", "undo drift")
+    assert undo.returncode == 0, undo.stderr  # back to the extracted structure: the hand-added column goes
+    assert "ALTER TABLE public.t DROP COLUMN note;" in (project.migrations / "001_undo_drift.sql").read_text()
+    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--allow-hazards").returncode == 0
+    assert project.run("diff", "--host", "sandbox", "--against", "snapshot").returncode == 0
 
 
 def test_plan_against_host_catches_one_database_up_with_another(project: Project, sandbox: SandboxHandle) -> None:

@@ -20,6 +20,7 @@ from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, i
 
 PLAN_HELP = {
     "host": "inventory host name (one host): its live database is the starting point",
+    "against": "target structure: 'schema' (paths.schema, default) or 'snapshot' (the host's last 'inv extract': undo drift since)",
     "against_host": "plan towards another host's live structure instead of schema.sql (e.g. prod catching up with staging)",
     "from_": "starting point: 'live' (default) or 'snapshot' (the host's last 'inv extract'; the live database is not read)",
     "allow_drop": "include destructive statements (drops of tables, columns, types; lossy type changes) "
@@ -37,29 +38,35 @@ def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> 
     return PlanOptions(allow_drop=allow_drop, concurrently=mode, thresholds=thresholds_from(target.hazards))
 
 
-def _make_report(host: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool,
+def _make_report(host: str, against: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool,
                  accept_new: bool) -> tuple[PlanReport, Inventory]:
     target, inv = single_host(host)
     if from_ not in ("", "live", "snapshot"):
         raise UsageError(f"--from {from_!r}: expected 'live' or 'snapshot'")
-    if against_host and from_ == "snapshot":
-        raise UsageError("--from snapshot and --against-host exclude each other: plan from a snapshot to schema.sql, "
-                         "or from one live host to another")
+    if against not in ("", "schema", "snapshot"):
+        raise UsageError(f"--against {against!r}: expected 'schema' or 'snapshot'")
+    if against and against_host:
+        raise UsageError("--against and --against-host exclude each other: plan towards a file or towards a host")
+    if from_ == "snapshot" and (against_host or against == "snapshot"):
+        raise UsageError("--from snapshot goes with schema.sql as the target: --against-host and --against snapshot "
+                         "exclude it (plan from one live database instead)")
     options = _options(target, allow_drop, concurrently)
     with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         if against_host:
             other, _ = single_host(against_host)
             with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
                 return plan_against_host(remote, other_remote, options), inv
-        snapshot = default_snapshot_path(inv.paths.snapshots, target.name) if from_ == "snapshot" else None
-        return plan_against_file(remote, inv.paths.schema, options, snapshot=snapshot), inv
+        snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
+        if against == "snapshot":
+            return plan_against_file(remote, snapshot, options, what="snapshot (run 'inv extract' first)"), inv
+        return plan_against_file(remote, inv.paths.schema, options, snapshot=snapshot if from_ == "snapshot" else None), inv
 
 
 @command(help=PLAN_HELP, optional=["concurrently"])
-def plan(c: Context, host: str = "", against_host: str = "", from_: str = "", allow_drop: bool = False, concurrently: str = "",
+def plan(c: Context, host: str = "", against: str = "", against_host: str = "", from_: str = "", allow_drop: bool = False, concurrently: str = "",
          json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Print the SQL turning the host's database into schema.sql, verified on a scratch copy; exit 3 if it falls short."""
-    report, _ = _make_report(host, against_host, from_, allow_drop, concurrently, accept_new_host_key)
+    report, _ = _make_report(host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key)
     if json_:
         print_json(report.to_dict())
     else:
@@ -99,20 +106,20 @@ def _shown(path: Path) -> str:
                "force": "with --from-diff: write the file even when the rehearsal leaves differences",
                **{k: v for k, v in PLAN_HELP.items() if k != "json_"}, "json_": JSON_HELP},
          optional=["concurrently"])
-def new(c: Context, description: str, from_diff: bool = False, host: str = "", against_host: str = "", from_: str = "",
+def new(c: Context, description: str, from_diff: bool = False, host: str = "", against: str = "", against_host: str = "", from_: str = "",
         allow_drop: bool = False, concurrently: str = "", force: bool = False, json_: bool = False,
         accept_new_host_key: bool = False) -> None:
     """Create the next-numbered migration file (template, or --from-diff the verified plan) and print its path."""
     if not from_diff:
-        if host or against_host or from_ or allow_drop or concurrently or force:
-            raise UsageError("--host, --against-host, --from, --allow-drop, --concurrently and --force go with --from-diff")
+        if host or against or against_host or from_ or allow_drop or concurrently or force:
+            raise UsageError("--host, --against, --against-host, --from, --allow-drop, --concurrently and --force go with --from-diff")
         path = new_migration(inventory().paths.migrations, description)
         if json_:
             print_json({"files": [str(path)]})
         else:
             print(_shown(path))
         return
-    report, inv = _make_report(host, against_host, from_, allow_drop, concurrently, accept_new_host_key)
+    report, inv = _make_report(host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key)
     if report.plan.is_empty:
         _emit_new(report, [], json_)
         return
