@@ -184,7 +184,10 @@ SELECT json_strip_nulls(json_build_object(
    LEFT JOIN pg_type ty ON ty.oid = con.contypid
    LEFT JOIN nsp tn ON tn.oid = ty.typnamespace
    WHERE con.conparentid = 0
-     AND ((con.conrelid <> 0 AND r.oid IS NOT NULL) OR (con.contypid <> 0 AND tn.oid IS NOT NULL))),
+     AND con.contype <> 't'  -- a constraint trigger is its trigger (CREATE CONSTRAINT TRIGGER), listed under triggers
+     AND ((con.conrelid <> 0 AND r.oid IS NOT NULL) OR (con.contypid <> 0 AND tn.oid IS NOT NULL
+          -- an extension's domain (earthdistance's earth) brings its constraints along
+          AND NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_type'::regclass AND e.objid = con.contypid)))),
  'indexes', (SELECT coalesce(json_agg(json_build_object(
      'table', t.qname, 'name', i.relname,
      'definition', pg_get_indexdef(i.oid),
@@ -243,7 +246,9 @@ SELECT json_strip_nulls(json_build_object(
      'not_null', t.typnotnull,
      'default', t.typdefault,
      'collation', CASE WHEN t.typtype = 'd' AND t.typcollation <> 0 AND t.typcollation <> bt.typcollation
-                       THEN (SELECT quote_ident(co.collname) FROM pg_collation co WHERE co.oid = t.typcollation) END,
+                       THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
+                             FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
+                             WHERE co.oid = t.typcollation) END,
      'comment', obj_description(t.oid, 'pg_type')
    ) ORDER BY n.nspname, t.typname), '[]')
    FROM pg_type t JOIN nsp n ON n.oid = t.typnamespace
@@ -277,7 +282,44 @@ SELECT json_strip_nulls(json_build_object(
    FROM pg_depend d
    JOIN dep_objs a ON a.classid = d.classid AND a.objid = d.objid
    JOIN dep_objs b ON b.classid = d.refclassid AND b.objid = d.refobjid
-   WHERE d.deptype IN ('n', 'a') AND (a.id::text <> b.id::text OR d.objsubid <> d.refobjsubid))
+   WHERE d.deptype IN ('n', 'a') AND (a.id::text <> b.id::text OR d.objsubid <> d.refobjsubid)),
+ 'collations', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', co.collname, 'owner', pg_get_userbyid(co.collowner),
+     'provider', CASE co.collprovider WHEN 'i' THEN 'icu' WHEN 'c' THEN 'libc' WHEN 'b' THEN 'builtin' ELSE co.collprovider::text END,
+     -- the ICU/builtin locale column is colliculocale before 17, colllocale from 17 on
+     'locale', coalesce(to_jsonb(co) ->> 'colllocale', to_jsonb(co) ->> 'colliculocale'),
+     'lc_collate', co.collcollate, 'lc_ctype', co.collctype,
+     'deterministic', co.collisdeterministic, 'rules', to_jsonb(co) ->> 'collicurules',
+     'comment', obj_description(co.oid, 'pg_collation')
+   ) ORDER BY n.nspname, co.collname), '[]')
+   FROM pg_collation co JOIN nsp n ON n.oid = co.collnamespace
+   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_collation'::regclass AND e.objid = co.oid)),
+ 'text_search_dicts', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', d.dictname, 'owner', pg_get_userbyid(d.dictowner),
+     'template', (SELECT quote_ident(tn.nspname) || '.' || quote_ident(t.tmplname) FROM pg_ts_template t
+                  JOIN pg_namespace tn ON tn.oid = t.tmplnamespace WHERE t.oid = d.dicttemplate),
+     'options', d.dictinitoption,
+     'comment', obj_description(d.oid, 'pg_ts_dict')
+   ) ORDER BY n.nspname, d.dictname), '[]')
+   FROM pg_ts_dict d JOIN nsp n ON n.oid = d.dictnamespace
+   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_ts_dict'::regclass AND e.objid = d.oid)),
+ 'text_search_configs', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', c.cfgname, 'owner', pg_get_userbyid(c.cfgowner),
+     'parser', (SELECT quote_ident(pn.nspname) || '.' || quote_ident(p.prsname) FROM pg_ts_parser p
+                JOIN pg_namespace pn ON pn.oid = p.prsnamespace WHERE p.oid = c.cfgparser),
+     -- token type -> its dictionaries in order, fully qualified
+     'mappings', (SELECT json_agg(json_build_array(tt.alias, tt.dicts) ORDER BY tt.alias)
+                  FROM (SELECT t.alias, string_agg(quote_ident(dn.nspname) || '.' || quote_ident(dd.dictname), ', '
+                                                   ORDER BY m.mapseqno) AS dicts
+                        FROM pg_ts_config_map m
+                        JOIN ts_token_type(c.cfgparser) t ON t.tokid = m.maptokentype
+                        JOIN pg_ts_dict dd ON dd.oid = m.mapdict
+                        JOIN pg_namespace dn ON dn.oid = dd.dictnamespace
+                        WHERE m.mapcfg = c.oid GROUP BY t.alias) tt),
+     'comment', obj_description(c.oid, 'pg_ts_config')
+   ) ORDER BY n.nspname, c.cfgname), '[]')
+   FROM pg_ts_config c JOIN nsp n ON n.oid = c.cfgnamespace
+   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_ts_config'::regclass AND e.objid = c.oid))
 ))
 """
 
@@ -531,6 +573,61 @@ class Policy:
         return f"{self.table}.{quote_ident(self.name)}"
 
 
+@dataclasses.dataclass(frozen=True)
+class Collation:
+    """A collation; ``locale`` is the ICU (or builtin) locale, ``lc_*`` the libc ones.  The version is the library's, not compared."""
+
+    schema: str
+    name: str
+    provider: str = "libc"
+    locale: str | None = None
+    lc_collate: str | None = None
+    lc_ctype: str | None = None
+    deterministic: bool = True
+    rules: str | None = None
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSearchDictionary:
+    """A text search dictionary: a template (qualified) and its options as PostgreSQL prints them."""
+
+    schema: str
+    name: str
+    template: str
+    options: str | None = None
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
+
+
+@dataclasses.dataclass(frozen=True)
+class TextSearchConfig:
+    """A text search configuration: its parser and, per token type, the dictionaries tried in order."""
+
+    schema: str
+    name: str
+    parser: str
+    mappings: tuple[tuple[str, str], ...] = ()  # (token type, "dict, dict"), sorted by token type
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
+
+    def mapping_map(self) -> dict[str, str]:
+        return dict(self.mappings)
+
+
 def _tuple(value: Any) -> tuple[Any, ...]:
     return tuple(tuple(v) if isinstance(v, list) else v for v in value or ())
 
@@ -608,6 +705,9 @@ class Catalog:
     triggers: dict[str, Trigger] = dataclasses.field(default_factory=dict)
     types: dict[str, Type] = dataclasses.field(default_factory=dict)
     policies: dict[str, Policy] = dataclasses.field(default_factory=dict)
+    collations: dict[str, Collation] = dataclasses.field(default_factory=dict)
+    text_search_dicts: dict[str, TextSearchDictionary] = dataclasses.field(default_factory=dict)
+    text_search_configs: dict[str, TextSearchConfig] = dataclasses.field(default_factory=dict)
     server_version: int | None = None
     # "<attr>:<key>" -> what it depends on (pg_depend), e.g. "views:public.v" -> {"tables:public.t", ...}; not compared
     depends: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
@@ -627,6 +727,9 @@ class Catalog:
             triggers=_keyed(_build(Trigger, t) for t in doc.get("triggers", [])),
             types=_keyed(_build(Type, t) for t in doc.get("types", [])),
             policies=_keyed(_build(Policy, p) for p in doc.get("policies", [])),
+            collations=_keyed(_build(Collation, c) for c in doc.get("collations", [])),
+            text_search_dicts=_keyed(_build(TextSearchDictionary, d) for d in doc.get("text_search_dicts", [])),
+            text_search_configs=_keyed(_build(TextSearchConfig, c) for c in doc.get("text_search_configs", [])),
             server_version=doc.get("server_version"),
             depends=_dependencies(doc.get("depends", [])),
         )
@@ -664,6 +767,9 @@ class Catalog:
             "domain_types": type_kinds.count("domain"),
             "extensions": len(self.extensions),
             "policies": len(self.policies),
+            "collations": len(self.collations),
+            "text_search_configurations": len(self.text_search_configs),
+            "text_search_dictionaries": len(self.text_search_dicts),
         }
 
 

@@ -17,13 +17,14 @@ from typing import Any, Literal
 import pglast
 from pglast.stream import RawStream
 
-from .catalog import Catalog, Column, Extension, Sequence_, Table, Type, View, quote_ident
+from .catalog import Catalog, Collation, Column, Extension, Sequence_, Table, TextSearchConfig, TextSearchDictionary, Type, View, quote_ident
 
 Status = Literal["extra", "missing", "changed"]
 Severity = Literal["low", "normal"]
 
 # report order of kinds (grouping in the CLI follows it)
-KIND_ORDER = ("extension", "schema", "type", "sequence", "table", "column", "constraint", "index", "view",
+KIND_ORDER = ("extension", "schema", "collation", "text search dictionary", "text search configuration",
+              "type", "sequence", "table", "column", "constraint", "index", "view",
               "materialized view", "function", "procedure", "trigger", "policy", "rls", "privilege", "owner", "comment")
 _IDENTITY_FIELDS = frozenset({"schema", "name", "table", "columns"})
 _FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls", "owner": "owner"}
@@ -116,12 +117,21 @@ def excerpt(old: str, new: str, width: int = 100) -> str:
 def _field_detail(field: str, old: Any, new: Any) -> str:
     if field == "definition" and isinstance(old, str) and isinstance(new, str):
         return f"definition differs: {excerpt(old, new)}"
+    if field == "mappings":
+        return _mapping_detail(dict(old), dict(new))
     if field == "privileges":
         before, after = set(old), set(new)
         parts = [f"revoke {p} from {g}" for g, p, _ in sorted(before - after)]
         parts += [f"grant {p} to {g}" + (" with grant option" if o else "") for g, p, o in sorted(after - before)]
         return "privileges: " + ", ".join(parts)
     return f"{field.replace('_', ' ')}: {_show(old)} {_ARROW} {_show(new)}"
+
+
+def _mapping_detail(old: Mapping[str, str], new: Mapping[str, str]) -> str:
+    """A text search configuration's mappings, only the token types that differ."""
+    parts = [f"{token}: {old.get(token, 'none')} {_ARROW} {new.get(token, 'none')}"
+             for token in sorted(old.keys() | new.keys()) if old.get(token) != new.get(token)]
+    return "mappings: " + "; ".join(parts)
 
 
 # ---------------------------------------------------------------- comparing
@@ -133,7 +143,9 @@ def _kind_of(attr: str, obj: Any) -> str:
     if attr == "functions":
         return "procedure" if obj.kind == "p" else "function"
     return {"schemas": "schema", "extensions": "extension", "tables": "table", "constraints": "constraint",
-            "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy"}[attr]
+            "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy",
+            "collations": "collation", "text_search_dicts": "text search dictionary",
+            "text_search_configs": "text search configuration"}[attr]
 
 
 _WRAP = {"constraint": "ALTER TABLE x ADD {}", "expression": "SELECT {}"}
@@ -282,6 +294,12 @@ def _summary(attr: str, obj: Any) -> list[str]:
         return [f"{obj.kind}: {extra}" if extra else obj.kind]
     if isinstance(obj, Extension):
         return [f"version {obj.version}"]
+    if isinstance(obj, Collation):
+        return [f"provider {obj.provider}, locale {obj.locale or obj.lc_collate}" + ("" if obj.deterministic else ", nondeterministic")]
+    if isinstance(obj, TextSearchDictionary):
+        return [f"template {obj.template}" + (f" ({obj.options})" if obj.options else "")]
+    if isinstance(obj, TextSearchConfig):
+        return [f"parser {obj.parser}, {len(obj.mappings)} token types mapped"]
     if isinstance(obj, Sequence_) and obj.owned_by:
         return [f"owned by {obj.owned_by}"]
     definition = getattr(obj, "definition", None)
@@ -311,7 +329,8 @@ def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any]
             yield Change(_kind_of(attr, obj), obj.key, "missing", _summary(attr, obj))
 
 
-_ATTRS = ("extensions", "schemas", "types", "sequences", "tables", "constraints", "indexes", "views", "functions",
+_ATTRS = ("extensions", "schemas", "collations", "text_search_dicts", "text_search_configs",
+          "types", "sequences", "tables", "constraints", "indexes", "views", "functions",
           "triggers", "policies")
 
 

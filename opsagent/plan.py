@@ -23,6 +23,7 @@ from typing import Any
 from .catalog import (
     DEFAULT_EXCLUDED_TABLES,
     Catalog,
+    Collation,
     Column,
     Constraint,
     Function,
@@ -30,6 +31,8 @@ from .catalog import (
     Privilege,
     Sequence_,
     Table,
+    TextSearchConfig,
+    TextSearchDictionary,
     Type,
     View,
     introspect,
@@ -47,9 +50,10 @@ from .scratch import Chunk, LoadError, ScratchSet
 from .transport import Remote
 
 # phases, in the order their statements run
-PHASES = ("drop dependents", "drop functions", "drop tables", "schemas", "extensions", "types", "sequences", "functions",
+PHASES = ("drop dependents", "drop functions", "drop tables", "schemas", "extensions", "collations", "text search", "types", "sequences", "functions",
           "tables", "columns", "table functions", "constraints", "indexes", "foreign keys", "views", "view functions", "triggers", "policies",
-          "comments", "privileges", "drops", "drop types", "drop schemas", "concurrent indexes")
+          "comments", "privileges", "drops", "drop types", "drop text search", "drop collations", "drop schemas",
+          "concurrent indexes")
 # "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
 # "main": one transaction; "after": CREATE INDEX CONCURRENTLY, which cannot run in a transaction block
 STAGES = ("before", "main", "after")
@@ -394,6 +398,7 @@ def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, 
     ctx = _Context(live, desired)
     ctx.concurrent_tables = set(concurrent_tables)
     _plan_types_and_schemas(b, ctx)
+    _plan_collations_and_text_search(b, ctx)
     _plan_tables(b, ctx)  # before sequences: a rebuilt table's sequences are owned anew
     _plan_sequences(b, ctx)
     _plan_functions(b, ctx)
@@ -557,6 +562,120 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
         if key not in desired.extensions:
             b.add("drop schemas", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
     _plan_types(b, ctx)
+
+
+# ---------------------------------------------------------------- collations and text search
+
+
+def collation_sql(item: Collation) -> str:
+    """CREATE COLLATION with every property the catalog records (the library version is the server's own)."""
+    parts = [f"provider = {item.provider}"]
+    if item.provider in ("icu", "builtin"):
+        parts.append(f"locale = {literal(item.locale or '')}")
+    else:
+        parts += [f"lc_collate = {literal(item.lc_collate or '')}", f"lc_ctype = {literal(item.lc_ctype or '')}"]
+    if not item.deterministic:
+        parts.append("deterministic = false")
+    if item.rules is not None:
+        parts.append(f"rules = {literal(item.rules)}")
+    return f"CREATE COLLATION {item.key} ({', '.join(parts)})"
+
+
+def text_search_dictionary_sql(item: TextSearchDictionary) -> str:
+    options = f", {item.options}" if item.options else ""
+    return f"CREATE TEXT SEARCH DICTIONARY {item.key} (TEMPLATE = {item.template}{options})"
+
+
+_OPTION_NAME = re.compile(r"(?:^|,\s*)(\w+)\s*=")
+
+
+def _option_names(options: str | None) -> list[str]:
+    """Option names in ``dictinitoption`` text (``name = 'value', ...``; values are quoted, so ``=`` inside them is not matched first)."""
+    names: list[str] = []
+    rest = options or ""
+    while rest:
+        match = _OPTION_NAME.match(rest)
+        if match is None:
+            break
+        names.append(match.group(1))
+        rest = rest[match.end():].lstrip()
+        if rest.startswith("'"):  # skip a quoted value ('' is an escaped quote)
+            end = 1
+            while end < len(rest):
+                if rest[end] == "'" and rest[end + 1:end + 2] != "'":
+                    break
+                end += 2 if rest[end] == "'" else 1
+            rest = rest[end + 1:]
+        else:
+            rest = rest[len(rest.split(",", 1)[0]):]
+    return names
+
+
+def mapping_sql(key: str, before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """ALTER TEXT SEARCH CONFIGURATION statements turning one token→dictionaries mapping into another (token types grouped)."""
+    out: list[str] = []
+    dropped = sorted(before.keys() - after.keys())
+    if dropped:
+        out.append(f"ALTER TEXT SEARCH CONFIGURATION {key} DROP MAPPING FOR {', '.join(dropped)}")
+    for verb, tokens in (("ADD", sorted(after.keys() - before.keys())),
+                         ("ALTER", sorted(t for t in after.keys() & before.keys() if after[t] != before[t]))):
+        groups: dict[str, list[str]] = {}
+        for token in tokens:
+            groups.setdefault(after[token], []).append(token)
+        for dictionaries, members in sorted(groups.items(), key=lambda kv: kv[1]):
+            out.append(f"ALTER TEXT SEARCH CONFIGURATION {key} {verb} MAPPING FOR {', '.join(members)} WITH {dictionaries}")
+    return out
+
+
+def text_search_config_sql(item: TextSearchConfig) -> list[str]:
+    """An empty configuration on its parser, then its mappings (COPY would tie it to another configuration's current state)."""
+    return [f"CREATE TEXT SEARCH CONFIGURATION {item.key} (PARSER = {item.parser})", *mapping_sql(item.key, {}, item.mapping_map())]
+
+
+def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
+    """Created before the types and tables using them, dropped after everything that could."""
+    live, desired = ctx.live, ctx.desired
+    for key, coll in desired.collations.items():
+        current = live.collations.get(key)
+        if current is not None and dataclasses.replace(current, comment=coll.comment) != coll:
+            b.add("collations", "collation", f"DROP COLLATION {key}", destructive=True,
+                  warning=f"recreates collation {key} (its properties cannot be altered; fails while columns or indexes use it)")
+            ctx.recreated.add(f"collations:{key}")
+        if current is None or dataclasses.replace(current, comment=coll.comment) != coll:
+            b.add("collations", "collation", collation_sql(coll))
+    for key, dictionary in desired.text_search_dicts.items():
+        old = live.text_search_dicts.get(key)
+        if old is None:
+            b.add("text search", "text search dictionary", text_search_dictionary_sql(dictionary))
+        elif old.template != dictionary.template:
+            b.add("text search", "text search dictionary", f"DROP TEXT SEARCH DICTIONARY {key}", destructive=True,
+                  warning=f"recreates text search dictionary {key} (its template changes; fails while configurations use it)")
+            b.add("text search", "text search dictionary", text_search_dictionary_sql(dictionary))
+            ctx.recreated.add(f"text_search_dicts:{key}")
+        elif old.options != dictionary.options:
+            names = _option_names(dictionary.options)
+            removed = [n for n in _option_names(old.options) if n not in names]
+            settings = ", ".join([*([dictionary.options] if dictionary.options else []), *removed])
+            b.add("text search", "text search dictionary", f"ALTER TEXT SEARCH DICTIONARY {key} ({settings})")
+    for key, config in desired.text_search_configs.items():
+        was = live.text_search_configs.get(key)
+        if was is not None and was.parser != config.parser:
+            b.add("text search", "text search configuration", f"DROP TEXT SEARCH CONFIGURATION {key}", destructive=True,
+                  warning=f"recreates text search configuration {key} (its parser changes; fails while indexes use it)")
+            ctx.recreated.add(f"text_search_configs:{key}")
+            was = None
+        if was is None:
+            for sql in text_search_config_sql(config):
+                b.add("text search", "text search configuration", sql)
+        else:
+            for sql in mapping_sql(key, was.mapping_map(), config.mapping_map()):
+                b.add("text search", "text search configuration", sql)
+    for attr, word in (("text_search_configs", "TEXT SEARCH CONFIGURATION"), ("text_search_dicts", "TEXT SEARCH DICTIONARY"),
+                       ("collations", "COLLATION")):
+        for key in getattr(live, attr):
+            if key not in getattr(desired, attr):
+                phase = "drop collations" if attr == "collations" else "drop text search"
+                b.add(phase, word.lower(), f"DROP {word} {key}", destructive=True, warning=f"drops {word.lower()} {key}")
 
 
 def _plan_types(b: _Builder, ctx: _Context) -> None:
@@ -957,7 +1076,8 @@ def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
                 b.add("triggers", kind, f"ALTER TABLE {item.table} {state} TRIGGER {quote_ident(item.name)}")
 
 
-_COMMENT_TARGET = {"tables": "TABLE", "sequences": "SEQUENCE", "types": "TYPE", "schemas": "SCHEMA"}
+_COMMENT_TARGET = {"tables": "TABLE", "sequences": "SEQUENCE", "types": "TYPE", "schemas": "SCHEMA", "collations": "COLLATION",
+                   "text_search_dicts": "TEXT SEARCH DICTIONARY", "text_search_configs": "TEXT SEARCH CONFIGURATION"}
 
 
 def _comment_targets(catalog: Catalog) -> dict[str, tuple[str, str | None]]:

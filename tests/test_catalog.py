@@ -232,7 +232,8 @@ CREATE TABLE schema_migrations (version text PRIMARY KEY);
 EXPECTED_STATS = {"schemas": 2, "tables": 2, "columns": 11, "indexes": 2, "primary_keys": 2, "foreign_keys": 1,
                   "unique_constraints": 1, "check_constraints": 1, "exclude_constraints": 1, "views": 1,
                   "materialized_views": 1, "sequences": 2, "functions": 1, "procedures": 1, "triggers": 1,
-                  "enum_types": 1, "composite_types": 1, "domain_types": 1, "extensions": 2, "policies": 1}
+                  "enum_types": 1, "composite_types": 1, "domain_types": 1, "extensions": 2, "policies": 1,
+                  "collations": 0, "text_search_configurations": 0, "text_search_dictionaries": 0}
 
 
 @pytest.fixture(scope="module")
@@ -414,3 +415,58 @@ def test_dependencies_come_from_pg_depend(remote: Remote) -> None:
     assert "functions:public.touch()" in depends["triggers:public.t.t_touch"]
     assert "views:public.v" in depends["functions:public.first_row()"]  # return type and body
     assert "tables:public.t" not in depends.get("tables:public.t", set())  # no self-loops
+
+
+def _search_doc() -> dict[str, Any]:
+    d = doc()
+    d["collations"] = [{"schema": "public", "name": "ci", "provider": "icu", "locale": "und-u-ks-level2", "deterministic": False}]
+    d["text_search_dicts"] = [{"schema": "public", "name": "stop", "template": "pg_catalog.simple", "options": "stopwords = 'english'"}]
+    d["text_search_configs"] = [{"schema": "public", "name": "plain", "parser": 'pg_catalog."default"',
+                                 "mappings": [["asciiword", "public.stop, pg_catalog.simple"], ["int", "pg_catalog.simple"]]}]
+    return d
+
+
+@pytest.mark.parametrize(("mutate", "kind", "status", "details"), [
+    (lambda d: d["collations"][0].update(deterministic=True), "collation", "changed", ["deterministic: no → yes"]),
+    (lambda d: d["collations"].clear(), "collation", "extra", ["provider icu, locale und-u-ks-level2, nondeterministic"]),
+    (lambda d: d["text_search_dicts"][0].update(options=None), "text search dictionary", "changed",
+     ["options: stopwords = 'english' → none"]),
+    (lambda d: d["text_search_configs"][0]["mappings"].pop(1), "text search configuration", "changed",
+     ["mappings: int: pg_catalog.simple → none"]),
+    (lambda d: d["text_search_configs"][0]["mappings"][0].__setitem__(1, "pg_catalog.simple"), "text search configuration", "changed",
+     ["mappings: asciiword: public.stop, pg_catalog.simple → pg_catalog.simple"]),
+    (lambda d: d["text_search_configs"][0].update(comment="plain"), "comment", "changed", ["comment: none → plain"]),
+])
+def test_collation_and_text_search_changes_are_named_by_kind(mutate: Any, kind: str, status: str, details: list[str]) -> None:
+    live = _search_doc()
+    desired = copy.deepcopy(live)
+    mutate(desired)
+    assert Catalog.from_json(live) == Catalog.from_json(copy.deepcopy(live))
+    change = _one(live, desired)
+    assert (change.kind, change.status, change.details) == (kind, status, details)
+    assert change.name in ("public.ci", "public.stop", "public.plain")
+
+
+def test_collations_and_text_search_are_introspected_without_extension_members(remote: Remote) -> None:
+    remote.psql("""
+        CREATE EXTENSION unaccent;
+        CREATE EXTENSION earthdistance CASCADE;
+        CREATE COLLATION natural_sort (provider = icu, locale = 'en-u-kn-true');
+        CREATE TEXT SEARCH CONFIGURATION plain (COPY = pg_catalog.simple);
+        ALTER TEXT SEARCH CONFIGURATION plain ALTER MAPPING FOR word WITH unaccent, simple;
+        CREATE TABLE t (id int, name text COLLATE natural_sort);
+        CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+        CREATE CONSTRAINT TRIGGER t_noop AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION noop();
+    """)
+    catalog = introspect(remote)
+    collation = catalog.collations["public.natural_sort"]
+    assert (collation.provider, collation.locale, collation.deterministic) == ("icu", "en-u-kn-true", True)
+    assert catalog.tables["public.t"].column_map()["name"].collation == "public.natural_sort"
+    assert catalog.text_search_dicts == {}, "unaccent's dictionary belongs to its extension"
+    config = catalog.text_search_configs["public.plain"]
+    assert config.parser == 'pg_catalog."default"' and config.mapping_map()["word"] == "public.unaccent, pg_catalog.simple"
+    assert config.mapping_map()["asciiword"] == "pg_catalog.simple" and len(config.mappings) == 19
+    assert "CREATE CONSTRAINT TRIGGER" in catalog.triggers["public.t.t_noop"].definition
+    assert catalog.constraints == {}, "a constraint trigger is a trigger; earthdistance's domain constraint is the extension's"
+    stats = catalog.stats()
+    assert (stats["collations"], stats["text_search_configurations"], stats["text_search_dictionaries"]) == (1, 1, 0)

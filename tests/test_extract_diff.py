@@ -158,7 +158,8 @@ CREATE TRIGGER book_touch BEFORE UPDATE ON book FOR EACH ROW EXECUTE FUNCTION to
 EXPECTED_STATS = {"schemas": 1, "tables": 2, "columns": 7, "indexes": 1, "primary_keys": 2, "foreign_keys": 1,
                   "unique_constraints": 1, "check_constraints": 1, "exclude_constraints": 0, "views": 1,
                   "materialized_views": 0, "sequences": 1, "functions": 1, "procedures": 0, "triggers": 1,
-                  "enum_types": 1, "composite_types": 0, "domain_types": 1, "extensions": 0, "policies": 0}
+                  "enum_types": 1, "composite_types": 0, "domain_types": 1, "extensions": 0, "policies": 0,
+                  "collations": 0, "text_search_configurations": 0, "text_search_dictionaries": 0}
 
 
 def _scratch_left(sandbox: SandboxHandle) -> list[str]:

@@ -6,13 +6,24 @@ import concurrent.futures
 import json
 import os
 import time
+from collections.abc import Iterator
 
 import pytest
 import yaml
 
-from opsagent.catalog import Catalog, Column, Table, Type, introspect, introspect_many
+from opsagent.catalog import (
+    Catalog,
+    Collation,
+    Column,
+    Table,
+    TextSearchConfig,
+    TextSearchDictionary,
+    Type,
+    introspect,
+    introspect_many,
+)
 from opsagent.diff import compare
-from opsagent.plan import Plan, PlanOptions, generate_plan, lossless, plan_against_sql
+from opsagent.plan import HEADER, Plan, PlanOptions, collation_sql, generate_plan, lossless, plan_against_sql, text_search_config_sql
 from opsagent.transport import Remote
 
 from .catalog_helpers import (
@@ -27,7 +38,7 @@ from .catalog_helpers import (
     role_names,
 )
 from .conftest import CORPORA, Project, SandboxHandle
-from .test_diff_corpus import REAL
+from .test_diff_corpus import REAL, mutation_script, parse_marked
 
 SLOW = pytest.mark.slow
 
@@ -99,6 +110,41 @@ def test_a_table_turning_partitioned_is_rebuilt_with_its_rows() -> None:
         "CREATE TABLE public.t (\n    id integer,\n    at date\n) PARTITION BY RANGE (at);",
         "INSERT INTO public.t (id, at) SELECT id, at FROM public.t__old;"]
     assert [s.sql for s in plan.statements if not s.enabled] == ["DROP TABLE public.t__old;"]
+
+
+def test_collations_are_created_with_their_provider_and_locale() -> None:
+    icu = Collation("app", "ci", "icu", locale="und-u-ks-level2", deterministic=False)
+    libc = Collation("app", "bytes", "libc", lc_collate="C", lc_ctype="C")
+    assert collation_sql(icu) == "CREATE COLLATION app.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+    assert collation_sql(libc) == "CREATE COLLATION app.bytes (provider = libc, lc_collate = 'C', lc_ctype = 'C')"
+
+
+def test_a_text_search_configuration_is_built_from_its_parser_with_token_types_grouped() -> None:
+    config = TextSearchConfig("app", "plain", 'pg_catalog."default"', mappings=(
+        ("asciiword", "public.unaccent, pg_catalog.simple"), ("int", "pg_catalog.simple"), ("word", "public.unaccent, pg_catalog.simple")))
+    assert text_search_config_sql(config) == [
+        'CREATE TEXT SEARCH CONFIGURATION app.plain (PARSER = pg_catalog."default")',
+        "ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR asciiword, word WITH public.unaccent, pg_catalog.simple",
+        "ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR int WITH pg_catalog.simple"]
+
+
+def test_text_search_changes_are_altered_in_place_and_drops_come_last() -> None:
+    parser = 'pg_catalog."default"'
+    live = Catalog(
+        text_search_configs={"app.plain": TextSearchConfig("app", "plain", parser, (("int", "pg_catalog.simple"), ("word", "pg_catalog.simple")))},
+        text_search_dicts={"app.stop": TextSearchDictionary("app", "stop", "pg_catalog.simple", "stopwords = 'english', accept = 'false'")},
+        collations={"app.old": Collation("app", "old", "libc", lc_collate="C", lc_ctype="C")})
+    desired = Catalog(
+        text_search_configs={"app.plain": TextSearchConfig("app", "plain", parser, (("email", "pg_catalog.simple"), ("word", "app.stop")))},
+        text_search_dicts={"app.stop": TextSearchDictionary("app", "stop", "pg_catalog.simple", "stopwords = 'german'")})
+    plan = generate_plan(live, desired)
+    assert [(s.sql, s.enabled) for s in plan.statements] == [
+        ("ALTER TEXT SEARCH DICTIONARY app.stop (stopwords = 'german', accept);", True),
+        ("ALTER TEXT SEARCH CONFIGURATION app.plain DROP MAPPING FOR int;", True),
+        ("ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR email WITH pg_catalog.simple;", True),
+        ("ALTER TEXT SEARCH CONFIGURATION app.plain ALTER MAPPING FOR word WITH app.stop;", True),
+        ("DROP COLLATION app.old;", False)]
+    assert plan.statements[-1].phase == "drop collations" and plan.warnings == ["drops collation app.old (commented out: needs --allow-drop)"]
 
 
 # ---------------------------------------------------------------- migra, applied for real
@@ -312,6 +358,51 @@ def test_plan_for_a_database_already_in_shape_is_empty(remote: Remote) -> None:
     assert report.plan.is_empty and report.verified
 
 
+SEARCH_LIVE = """
+CREATE EXTENSION unaccent;
+CREATE SCHEMA search;
+CREATE COLLATION search.natural (provider = icu, locale = 'en-u-kn-true');
+CREATE COLLATION search.bytes (provider = libc, locale = 'C');
+CREATE TEXT SEARCH DICTIONARY search.stop (TEMPLATE = pg_catalog.simple, STOPWORDS = english, ACCEPT = false);
+CREATE TEXT SEARCH CONFIGURATION search.plain (COPY = pg_catalog.simple);
+ALTER TEXT SEARCH CONFIGURATION search.plain ALTER MAPPING FOR word, asciiword WITH public.unaccent, search.stop, simple;
+CREATE TEXT SEARCH CONFIGURATION search.gone (COPY = pg_catalog.english);
+CREATE TABLE search.docs (title text COLLATE search.natural, body text COLLATE search.bytes);
+CREATE INDEX docs_fts ON search.docs USING gin (to_tsvector('search.plain', body));
+"""
+SEARCH_DESIRED = """
+CREATE EXTENSION unaccent;
+CREATE SCHEMA search;
+CREATE COLLATION search.natural (provider = icu, locale = 'en-u-kn-true');
+CREATE COLLATION search.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);
+CREATE TEXT SEARCH DICTIONARY search.stop (TEMPLATE = pg_catalog.simple, STOPWORDS = english);
+CREATE TEXT SEARCH CONFIGURATION search.plain (COPY = pg_catalog.simple);
+ALTER TEXT SEARCH CONFIGURATION search.plain ALTER MAPPING FOR word WITH public.unaccent, simple;
+ALTER TEXT SEARCH CONFIGURATION search.plain DROP MAPPING FOR numword;
+CREATE TEXT SEARCH CONFIGURATION search.fresh (PARSER = pg_catalog.default);
+ALTER TEXT SEARCH CONFIGURATION search.fresh ADD MAPPING FOR asciiword WITH search.stop;
+CREATE DOMAIN search.title AS text COLLATE search.natural;
+CREATE TABLE search.docs (title search.title, body text COLLATE search.ci);
+CREATE INDEX docs_fts ON search.docs USING gin (to_tsvector('search.fresh', body));
+COMMENT ON COLLATION search.ci IS 'case-insensitive';
+COMMENT ON TEXT SEARCH CONFIGURATION search.plain IS 'unaccented';
+"""
+
+
+def test_collations_and_text_search_are_planned_and_verified(remote: Remote) -> None:
+    remote.psql(SEARCH_LIVE)
+    report = plan_against_sql(remote, SEARCH_DESIRED, "schema.sql", PlanOptions(allow_drop=True))
+    assert report.verified, (report.error, report.remaining, report.plan.script())
+    script = report.plan.script()
+    assert "CREATE COLLATION search.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);" in script
+    assert "ALTER TEXT SEARCH CONFIGURATION search.plain DROP MAPPING FOR numword;" in script
+    # the new collation exists before the column moves to it; the old one goes after it is no longer used
+    assert script.index("CREATE COLLATION search.ci") < script.index("COLLATE search.ci") < script.index("DROP COLLATION search.bytes")
+    assert script.index("CREATE TEXT SEARCH CONFIGURATION search.fresh") < script.index("CREATE INDEX docs_fts")
+    assert "DROP TEXT SEARCH CONFIGURATION search.gone;" in script
+    assert "CREATE DOMAIN search.title AS text COLLATE search.\"natural\";" in script  # qualified: search is not on the search_path
+
+
 def test_inv_plan_prints_sql_that_really_removes_the_drift(project: Project) -> None:
     (project.root / "sql" / "schema.sql").write_text(DESIRED)
     project.psql(LIVE)
@@ -400,3 +491,53 @@ def test_dropping_an_unused_column_rebuilds_nothing_else(remote: Remote) -> None
     assert [s.sql for s in report.plan.statements] == [
         "DROP VIEW public.w;", "ALTER TABLE public.t DROP COLUMN note;", "ALTER TABLE public.t ALTER COLUMN kind TYPE bigint USING kind::bigint;",
         "CREATE VIEW public.w AS\n SELECT t.id,\n    t.kind\n   FROM public.t;"]
+
+
+def _musicbrainz() -> str:
+    path = CORPORA / "schemas" / "musicbrainz.sql"
+    if not path.exists():
+        pytest.skip(f"corpus {path} is absent")
+    return path.read_text()
+
+
+@SLOW
+def test_musicbrainz_built_from_an_empty_database_then_each_mutation_planned_back(sandbox: SandboxHandle) -> None:
+    """An ICU collation, a text search configuration mapping tokens to an extension's dictionary, an aggregate, constraint triggers;
+    then the diff tests' mutations (a dropped index and foreign key, a type change, a view, a function body, ...) undone."""
+    sql = _musicbrainz()
+    with sandbox.remote(sandbox.create_database("built")) as remote:
+        report = plan_against_sql(remote, sql, "musicbrainz.sql")
+        script = report.plan.script()
+        assert report.verified, (report.error, report.remaining)
+        assert len(report.plan.statements) > 1000 and not report.plan.warnings
+        assert "CREATE COLLATION musicbrainz.musicbrainz (provider = icu, locale = '@colCaseFirst=lower;colNumeric=yes')" in script
+        assert "ALTER TEXT SEARCH CONFIGURATION musicbrainz.mb_simple ALTER MAPPING" not in script  # built with ADD MAPPING only
+        assert "CREATE CONSTRAINT TRIGGER" in script and " ADD CONSTRAINT delete_unused_tag TRIGGER" not in script
+        assert script.index("CREATE COLLATION") < script.index("CREATE TABLE") < script.index("CREATE INDEX")
+        assert script.index("CREATE TEXT SEARCH") < script.index("CREATE INDEX")
+        # built for real, the database holds its definitions in the form plans write them in (as a restored dump does)
+        remote.psql(script, timeout=300)
+        desired = introspect(remote)
+        mutations = {key: spec[0] for key, spec in REAL["musicbrainz"]["mutations"].items()}  # type: ignore[attr-defined]
+        mutations["all at once"] = ";\n".join(mutations.values())
+        # each mutation in its own rolled-back transaction: introspected, then planned back and applied
+        mutated = dict(_marked(remote.psql(mutation_script(mutations), extra=["-A", "-t"], timeout=300).text))
+        plans = {key.replace("_", " "): generate_plan(Catalog.from_json(json.loads(body)), desired, allow_drop=True)
+                 for key, body in mutated.items()}
+        sizes = {key: len(plan.statements) for key, plan in plans.items()}
+        # each plan touches only what the mutation changed and what uses it (pg_depend, column by column)
+        assert set(sizes) == set(mutations) and all(0 < n < 10 for key, n in sizes.items() if key != "all at once"), sizes
+        assert all(not plan.body("before") and not plan.body("after") for plan in plans.values())  # all in the transaction
+        applied = remote.psql(mutation_script({key: f"{mutations[key]};\n{HEADER}{plans[key].body()}" for key in plans}),
+                              extra=["-A", "-t"], timeout=300).text
+    remaining = {key: [(c.kind, c.status, c.name) for c in compare(Catalog.from_json(json.loads(body)), desired).significant]
+                 for key, body in _marked(applied)}
+    print(f"\nmusicbrainz: {len(report.plan.statements)} statements from empty, verified; mutations planned back (statements): {sizes}")
+    assert remaining == {key.replace(" ", "_"): [] for key in mutations}
+
+
+def _marked(text: str) -> Iterator[tuple[str, str]]:
+    """Each rolled-back transaction's catalog, insisting that everything in it ran."""
+    for key, state, body in parse_marked(text):
+        assert state.startswith("00000"), f"{key}: {state}"
+        yield key, body

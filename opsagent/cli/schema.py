@@ -28,7 +28,8 @@ STAT_ROWS: list[tuple[str, str]] = [
     ("exclude_constraints", "constraints: exclude"), ("views", "views"), ("materialized_views", "materialized views"),
     ("sequences", "sequences"), ("functions", "functions"), ("procedures", "procedures"), ("triggers", "triggers"),
     ("enum_types", "types: enum"), ("composite_types", "types: composite"), ("domain_types", "types: domain"),
-    ("extensions", "extensions"), ("policies", "policies"),
+    ("extensions", "extensions"), ("policies", "policies"), ("collations", "collations"),
+    ("text_search_configurations", "text search configurations"), ("text_search_dictionaries", "text search dictionaries"),
 ]
 STATUS_STYLE = {"extra": ("yellow", "+"), "missing": ("red", "-"), "changed": ("cyan", "~")}
 
