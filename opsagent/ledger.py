@@ -24,6 +24,7 @@ EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("git_commit", "text"),
     ("execution_ms", "integer"),
     ("tool_version", "text"),
+    ("success", "boolean"),  # false: a no-transaction migration started and did not finish (NULL: older rows, applied)
 )
 ALL_COLUMNS = ("version", "description", "applied_at", *(name for name, _ in EXTRA_COLUMNS))
 
@@ -105,16 +106,22 @@ class Ledger:
         return "\n".join(parts) + "\n"
 
     def insert_sql(self, migration: Migration, *, applied_by: str, git_commit: str | None, tool_version: str,
-                   execution_ms: str, returning: str = "") -> str:
+                   execution_ms: str, returning: str = "", success: bool = True) -> str:
         """The ledger row of one migration; ``execution_ms`` is a SQL expression."""
         values = ", ".join([
             quote_literal(migration.version), quote_literal(migration.description), "now()",
             quote_literal(migration.checksum), quote_literal(applied_by), quote_literal(git_commit),
-            execution_ms, quote_literal(tool_version),
+            execution_ms, quote_literal(tool_version), "true" if success else "false",
         ])
         tail = f" RETURNING {returning}" if returning else ""
         return (f"INSERT INTO {self.table} (version, description, applied_at, checksum, applied_by, git_commit, "
-                f"execution_ms, tool_version) VALUES ({values}){tail}")
+                f"execution_ms, tool_version, success) VALUES ({values}){tail}")
+
+    def finish_sql(self, migration: Migration, *, execution_ms: str, returning: str = "") -> str:
+        """Mark a no-transaction migration's row (written with success = false before it ran) as finished."""
+        tail = f" RETURNING {returning}" if returning else ""
+        return (f"UPDATE {self.table} SET success = true, applied_at = now(), execution_ms = {execution_ms} "
+                f"WHERE version = {quote_literal(migration.version)}{tail}")
 
     def baseline_sql(self, migrations: Iterable[Migration], *, applied_by: str, git_commit: str | None,
                      tool_version: str) -> str:
@@ -162,6 +169,7 @@ def decode_rows(raw: Iterable[Mapping[str, Any]]) -> list[AppliedRow]:
             execution_ms=_int_or_none(item.get("execution_ms")),
             git_commit=_str_or_none(item.get("git_commit")),
             tool_version=_str_or_none(item.get("tool_version")),
+            success=item.get("success") is not False,
         ))
     return rows
 

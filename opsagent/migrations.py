@@ -32,7 +32,7 @@ _NAME_RE = re.compile(r"^(\d+)_(.+)\.sql$")
 _MARKER_RE = re.compile(r"^\s*--\s*opsagent:\s*(\S*)")
 _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
-State = Literal["applied", "pending", "checksum_mismatch", "missing_file", "out_of_order"]
+State = Literal["applied", "pending", "checksum_mismatch", "missing_file", "out_of_order", "failed"]
 
 
 # ---------------------------------------------------------------- data
@@ -88,6 +88,7 @@ class AppliedRow:
     execution_ms: int | None = None
     git_commit: str | None = None
     tool_version: str | None = None
+    success: bool = True  # False: a no-transaction migration that started and did not finish
 
 
 @dataclasses.dataclass(frozen=True)
@@ -510,8 +511,8 @@ def compute_status(migrations: Sequence[Migration], applied_rows: Iterable[Appli
             statuses.append(VersionStatus(row.version, key, row.description or "", "missing_file", row=row))
             continue
         matched.add(migration.version_key)
-        state: State = "applied"
-        if row.checksum is not None and row.checksum.strip().lower() != migration.checksum:
+        state: State = "applied" if row.success else "failed"
+        if row.success and row.checksum is not None and row.checksum.strip().lower() != migration.checksum:
             state = "checksum_mismatch"
         statuses.append(VersionStatus(row.version, key, migration.description, state, migration=migration, row=row))
     for migration in migrations:
@@ -523,6 +524,11 @@ def compute_status(migrations: Sequence[Migration], applied_rows: Iterable[Appli
     return sorted(statuses, key=lambda s: (s.version_key is None, s.version_key or 0))
 
 
+def _when(row: AppliedRow | None) -> str:
+    value = row.applied_at if row is not None else None
+    return str(value)[:19] if value is not None else "an unknown time"
+
+
 def _problem(status: VersionStatus, highest: int | None) -> str | None:
     if status.state == "checksum_mismatch":
         return (f"{status.filename}: checksum mismatch (applied file was edited after it ran); "
@@ -530,6 +536,9 @@ def _problem(status: VersionStatus, highest: int | None) -> str | None:
     if status.state == "missing_file":
         return (f"{status.version} ({status.description or 'no description'}): applied but its file is missing; "
                 "restore the file, or run 'inv repair' to forget the row")
+    if status.state == "failed":
+        return (f"{status.filename}: failed partway at {_when(status.row)} (it runs outside a transaction: the statements before "
+                "the failing one stayed applied); check the database, then run 'inv repair' to clear its row and sync again")
     if status.state == "out_of_order":
         return (f"{status.filename}: pending but older than the newest applied version {highest}; "
                 "rerun with --allow-out-of-order to apply it anyway")
@@ -581,7 +590,7 @@ def repair_plan(statuses: Sequence[VersionStatus], *, record_unknown: bool = Fal
         row, migration = status.row, status.migration
         if row is None:
             continue
-        if status.state == "missing_file":
+        if status.state in ("missing_file", "failed"):  # a failed row: the next sync runs the file again
             changes.append(RepairChange("delete_row", row.version, status.description, old_checksum=row.checksum))
         elif migration is not None and (status.state == "checksum_mismatch" or (record_unknown and row.checksum is None)):
             changes.append(RepairChange("update_checksum", row.version, status.description,

@@ -316,14 +316,20 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, ensure_sql: str, id
             script.add(f"BEGIN \\; SET LOCAL lock_timeout = '{lock_timeout}' \\; SET LOCAL statement_timeout = '{statement_timeout}';")
             elapsed = "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
         else:
-            script.add(f"SET lock_timeout = '{lock_timeout}';\nSET statement_timeout = '{statement_timeout}';\n"
+            # the row first, marked unfinished: if a statement fails, the ledger says the file ran partway
+            started = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
+                                        tool_version=identity.tool_version, execution_ms="NULL", success=False)
+            script.add(f"{started};\nSET lock_timeout = '{lock_timeout}';\nSET statement_timeout = '{statement_timeout}';\n"
                        "SELECT clock_timestamp() AS opsagent_t0 \\gset")
             elapsed = "(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer"
         for statement in m.body_statements:
             script.statement(m, statement)
-        insert = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
-                                   tool_version=identity.tool_version, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
-        script.add(insert + " \\gset")
+        if m.transactional:
+            record = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
+                                       tool_version=identity.tool_version, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
+        else:
+            record = ledger.finish_sql(m, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
+        script.add(record + " \\gset")
         script.add("COMMIT;" if m.transactional else "RESET lock_timeout;\nRESET statement_timeout;")
         script.add(f"\\echo {MARK} done {m.version} :opsagent_ms")
     script.add(f"\\echo {MARK} end")
@@ -555,7 +561,8 @@ class SyncRun:
             return
         current.status = "failed"
         current.location = location
-        partial = "" if current.transactional else " (runs outside a transaction: its earlier statements stay applied; check before rerunning)"
+        partial = "" if current.transactional else (" (runs outside a transaction: its earlier statements stay applied and its "
+                                                    "ledger row says it failed partway; check, then 'inv repair' before rerunning)")
         if not message:
             message = ("SSH connection lost" if status == -1 else f"psql exited with status {status}") + \
                 ("; the migration's transaction was not committed unless its ledger row exists" if current.transactional else "")

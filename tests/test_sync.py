@@ -192,6 +192,28 @@ def test_no_transaction_concurrently_applies_and_transactional_one_is_refused(pr
     assert "u" not in tables(project) and ledger_rows(project) == ["001", "002"]
 
 
+def test_a_no_transaction_file_that_fails_partway_is_recorded_as_failed_until_repaired(project: Project) -> None:
+    write_all(project, {
+        "001_t.sql": "CREATE TABLE t (id int);\n",
+        "002_two.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\nCREATE INDEX CONCURRENTLY t_oops ON t (nope);\n",
+    })
+    failed = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
+    assert failed.returncode == 1 and "002_two.sql:3" in failed.stderr and "failed partway" in failed.stderr
+    assert project.psql("SELECT indexname FROM pg_indexes WHERE tablename = 't'").split() == ["t_id"]  # the first stayed
+    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY 1").split() == ["001:true", "002:false"]
+    states = {v["version"]: v["state"] for v in run_json(project, "status", "--host", "sandbox")[1]["versions"]}
+    assert states == {"001": "applied", "002": "failed"}
+    refused = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
+    assert refused.returncode == 1 and "002_two.sql: failed partway" in refused.stderr and "inv repair" in refused.stderr
+    project.write_migration("002_two.sql", "-- opsagent:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_id;\n"
+                                           "CREATE INDEX CONCURRENTLY t_id ON t (id);\n")
+    repaired = project.run("repair", "--host", "sandbox", "--yes")
+    assert repaired.returncode == 0 and "deleted ledger row 002" in repaired.stdout, repaired.stdout + repaired.stderr
+    again = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
+    assert again.returncode == 0, again.stderr
+    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY 1").split() == ["001:true", "002:true"]
+
+
 def test_sync_takes_backup_and_new_creates_next_file(project: Project) -> None:
     write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n", "002_b.sql": "CREATE TABLE b (id int);\n"})
     proc, doc = run_json(project, "sync", "--host", "sandbox", "--yes")

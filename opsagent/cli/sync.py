@@ -31,7 +31,7 @@ from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .lint import render_findings
 
 _STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
-                "out_of_order": "bold magenta"}
+                "out_of_order": "bold magenta", "failed": "bold red"}
 _STEP_MARK = {"applied": "[green]✔[/]", "would_apply": "[green]✔[/]", "failed": "[red]✘[/]", "would_fail": "[red]✘[/]",
               "timed_out": "[yellow]⏱[/]", "not_rehearsed": "[dim]–[/]", "untouched": "[dim]·[/]", "planned": "[dim]·[/]"}
 
