@@ -22,8 +22,9 @@ from opsagent.catalog import (
     introspect,
     introspect_many,
 )
+from opsagent.declarative import PlanOptions, plan_against_sql
 from opsagent.diff import compare
-from opsagent.plan import HEADER, Plan, PlanOptions, collation_sql, generate_plan, lossless, plan_against_sql, text_search_config_sql
+from opsagent.plan import HEADER, Plan, collation_sql, generate_plan, lossless, text_search_config_sql
 from opsagent.transport import Remote
 
 from .catalog_helpers import (

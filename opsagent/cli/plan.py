@@ -8,13 +8,13 @@ from pathlib import Path
 from invoke.context import Context
 from rich.text import Text
 
+from ..declarative import CONCURRENTLY_CHOICES, PlanOptions, PlanReport, plan_against_file, plan_against_host, write_migrations
 from ..diff import display
 from ..errors import ExitCode, PlanNotVerified, UsageError
 from ..extract import default_snapshot_path
 from ..inventory import HostConfig, Inventory
 from ..lint import thresholds_from
 from ..migrations import new_migration
-from ..plan import CONCURRENTLY_CHOICES, PlanOptions, PlanReport, plan_against_file, plan_against_host, write_migrations
 from ..transport import open_remote
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
 

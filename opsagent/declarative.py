@@ -1,0 +1,226 @@
+"""Declarative mode over SSH: the plan from a live database (or its snapshot) to ``schema.sql`` (or another host),
+rehearsed on a scratch copy on the same server and re-diffed, then written as migration files.
+
+``opsagent.plan`` decides the statements (pure); this module gathers both sides
+(catalogs, dumps, live table sizes) in as few round trips as possible and proves the
+plan by applying it: "verified" means a copy of the live structure, with the plan
+applied, has 0 differences from the target.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
+from .diff import Change, DiffResult, compare
+from .drift import _both, confirm_changes, label, read_catalog, read_sql, where
+from .errors import RemoteError
+from .extract import dump_schema
+from .lint import Thresholds
+from .migrations import new_migration
+from .plan import HEADER, Plan, generate_plan
+from .scratch import Chunk, LoadError, ScratchSet
+from .transport import Remote
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanReport:
+    """A plan and what applying it to a copy of the live structure left over (``remaining``)."""
+
+    live: str
+    desired: str
+    plan: Plan
+    remaining: list[Change]
+    error: str | None = None  # the plan failed to apply: where and why
+
+    @property
+    def verified(self) -> bool:
+        return self.error is None and not self.remaining
+
+    def verification_line(self) -> str:
+        if self.error is not None:
+            return f"not verified: applying this plan fails: {self.error}"
+        if not self.remaining:
+            return "verified: applying this plan leaves 0 differences"
+        return f"not verified: applying this plan leaves {len(self.remaining)} difference(s)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"live": self.live, "desired": self.desired, **self.plan.to_dict(), "script": self.plan.script(),
+                "verified": self.verified, "verification": self.verification_line(), "error": self.error,
+                "remaining": [c.to_dict() for c in self.remaining]}
+
+
+PLAN_SOURCE = "plan"
+CONCURRENTLY_CHOICES = ("auto", "always", "never")
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanOptions:
+    """How a plan is made: drops included or commented out; which new indexes are built CONCURRENTLY.
+
+    ``concurrently``: "auto" builds them so on existing tables at or above the host's
+    ``hazards:`` large-table thresholds (live sizes, read in the same round trip as
+    the catalog), "always" on every existing table, "never" inside the transaction.
+    """
+
+    allow_drop: bool = False
+    concurrently: str = "auto"
+    thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
+
+    def concurrent_tables(self, live: Catalog, sizes: Mapping[str, Mapping[str, Any]]) -> set[str]:
+        if self.concurrently == "always":
+            return set(live.tables)
+        if self.concurrently == "never":
+            return set()
+        return {key for key, size in sizes.items() if self.thresholds.is_large(size.get("rows"), size.get("bytes"))}
+
+
+TABLE_SIZES_SQL = """\
+SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), json_build_object(
+         'rows', CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE pg_stat_get_live_tuples(c.oid) END,
+         'bytes', pg_total_relation_size(c.oid))), '{}'::json)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"""
+
+
+def live_catalog(remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, dict[str, Any]]:
+    """The live catalog and every ordinary table's estimated rows and total bytes (keyed like the catalog), in one query run."""
+    text = remote.psql(introspection_sql(exclude_tables) + TABLE_SIZES_SQL + ";\n", extra=["-A", "-t"]).text.strip()
+    try:
+        document, end = json.JSONDecoder().raw_decode(text)
+        sizes = json.loads(text[end:])
+    except ValueError as exc:
+        raise RemoteError(f"{remote.host.name}: introspection returned no usable result ({exc})") from None
+    return Catalog.from_json(document), sizes if isinstance(sizes, dict) else {}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Side:
+    """One side of a plan: its catalog, where it is from, and (live side) its dump and table sizes."""
+
+    label: str
+    catalog: Catalog
+    dump: Callable[[], str]
+    sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
+                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[list[Change], str | None]:
+    """Rehearse ``plan`` on a scratch copy of the live structure and diff the result against ``desired``.
+
+    One psql session loads the dump, applies the plan and reads the catalog; the live
+    database is never touched (a TEMPLATE copy would need it free of connections).
+    """
+    contents = [[Chunk(live_dump, "live (dump)"), Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]]
+    try:
+        with ScratchSet(remote, contents, query=introspection_sql(exclude_tables)) as scratch:
+            output = scratch.load()[0]
+    except LoadError as error:
+        if error.source != PLAN_SOURCE:
+            raise
+        return [], error.message.removeprefix(f"{PLAN_SOURCE}:")
+    return compare(read_catalog(output, "the rehearsal"), desired).significant, None
+
+
+def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:
+    """Generate the plan, rehearse it on a copy of ``live`` on ``remote``'s server, confirm what remains."""
+    plan = generate_plan(live.catalog, desired.catalog, allow_drop=options.allow_drop,
+                         concurrent_tables=options.concurrent_tables(live.catalog, live.sizes))
+    if plan.is_empty:
+        return PlanReport(live.label, desired.label, plan, compare(live.catalog, desired.catalog).significant)
+    live_dump = live.dump()
+    remaining, error = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables)
+    if remaining:  # a dump-and-load deparses some expressions differently: confirm through one
+        result = confirm_changes(remote, DiffResult(remaining), lambda: _rehearsal_dump(remote, live_dump, plan),
+                                 desired.dump, options.exclude_tables)
+        remaining = result.changes
+    return PlanReport(live.label, desired.label, plan, remaining, error)
+
+
+def _live_side(remote: Remote, exclude_tables: Sequence[str]) -> _Side:
+    """The live database: catalog with table sizes, and schema dump, read at once on two channels."""
+    (catalog, sizes), dump = _both(lambda: live_catalog(remote, exclude_tables), lambda: dump_schema(remote))
+    return _Side(where(remote), catalog, lambda: dump, sizes)
+
+
+def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions | None = None) -> PlanReport:
+    """The plan from the live database to ``sql`` (materialized on the same server), verified by applying it."""
+    options = options or PlanOptions()
+    query = introspection_sql(options.exclude_tables)
+    with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
+        outputs, live = _both(scratch.load, lambda: _live_side(remote, options.exclude_tables))
+        name = scratch.names[0]
+        desired = _Side(source, read_catalog(outputs[0], source), lambda: dump_schema(remote, name))
+        return _plan_and_verify(remote, live, desired, options)
+
+
+def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: str, source: str,
+                       options: PlanOptions | None = None) -> PlanReport:
+    """The plan from a snapshot (``inv extract``) to ``sql``, both materialized on ``remote``'s server: the live database is not read."""
+    options = options or PlanOptions()
+    query = introspection_sql(options.exclude_tables)
+    with ScratchSet(remote, [[Chunk(snapshot, snapshot_label)], [Chunk(sql, source)]], query=query) as scratch:
+        live_out, desired_out = scratch.load()
+        name = scratch.names[1]
+        live = _Side(f"snapshot {snapshot_label}", read_catalog(live_out, snapshot_label), lambda: snapshot)
+        desired = _Side(source, read_catalog(desired_out, source), lambda: dump_schema(remote, name))
+        return _plan_and_verify(remote, live, desired, options)
+
+
+def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None = None) -> PlanReport:
+    """The plan that gives ``remote``'s database the structure of ``other``'s (e.g. prod catching up with staging)."""
+    options = options or PlanOptions()
+    live, desired_catalog = _both(lambda: _live_side(remote, options.exclude_tables),
+                                  lambda: introspect(other, exclude_tables=options.exclude_tables))
+    desired = _Side(where(other), desired_catalog, lambda: dump_schema(other))
+    return _plan_and_verify(remote, live, desired, options)
+
+
+def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
+    """The rehearsal database's own dump (loaded again for ``confirm_changes``)."""
+    with ScratchSet(remote, [[Chunk(live_dump, "live (dump)"), Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]]) as scratch:
+        scratch.load()
+        return dump_schema(remote, scratch.names[0])
+
+
+def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None,
+                      what: str = "schema file") -> PlanReport:
+    """The plan from the live database (or its ``snapshot``) to a SQL file (``sql/schema.sql``, or a snapshot)."""
+    source = label(path)
+    sql = read_sql(path, what)
+    if snapshot is not None:
+        text = read_sql(snapshot, "snapshot (run 'inv extract' first)")
+        return plan_from_snapshot(remote, text, label(snapshot), sql, source, options)
+    return plan_against_sql(remote, sql, source, options)
+
+
+def write_migrations(report: PlanReport, migrations_dir: Path, description: str) -> list[Path]:
+    """The plan as the next migration file(s).
+
+    The main part is one transactional file, atomic with its ledger row.  What cannot
+    run inside it gets a no-transaction file of its own, each statement safe to rerun:
+    enum values it uses before it, CONCURRENTLY index builds after it.
+    """
+    plan = report.plan
+    notes = [f"Generated by 'inv new --from-diff' from {report.live} to {report.desired};",
+             f"{report.verification_line()} (rehearsed on a scratch copy)."]
+    stages = [
+        ("before", f"{description} enum values", ["Adds enum values the next migration uses: a value added inside a",
+                                                   "transaction cannot be used in it. IF NOT EXISTS makes a rerun harmless."]),
+        ("main", description, [f"warning: {w}" for w in plan.warnings]),
+        ("after", f"{description} concurrent indexes", ["Builds indexes CONCURRENTLY (no write lock): each statement runs on its own.",
+                                                         "A failed build leaves an INVALID index; the DROP ... IF EXISTS before it",
+                                                         "makes a rerun safe."]),
+    ]
+    paths: list[Path] = []
+    for stage, name, extra in stages:
+        body = plan.body(stage)
+        if body:
+            text = HEADER + body if stage == "main" else body
+            paths.append(new_migration(migrations_dir, name, body=text, notes=[*notes, *extra], no_transaction=stage != "main"))
+    return paths
