@@ -109,6 +109,17 @@ def test_both_front_doors_list_the_same_tasks() -> None:
     assert not re.search(r"(^|\s)-h\b", options)  # -h stays --help
 
 
+@pytest.mark.parametrize(("task", "flag", "expected"), [
+    ("new", "--help", "--from-diff"), ("describe", "-h", "--host=STRING"), ("backups.get", "--help", "--name=STRING")])
+def test_help_after_a_task_with_a_positional_argument_is_help(tmp_path: Path, task: str, flag: str, expected: str) -> None:
+    """Invoke would take ``--help`` as the positional value (``inv new --help`` would create 001_help.sql)."""
+    (tmp_path / "inventory.yaml").write_text("hosts: {}\n")
+    result = run_cli(task, flag, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"Usage: opsagent {task} [--options] <") and expected in result.stdout
+    assert "Docstring:" in result.stdout and list(tmp_path.iterdir()) == [tmp_path / "inventory.yaml"]
+
+
 def test_unknown_flag_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli("hosts", "--bogus", cwd=tmp_path)
     assert result.returncode == 2

@@ -71,9 +71,46 @@ def command(help: dict[str, str] | None = None, **options: Any) -> Callable[[F],
     """``@task`` with per-parameter help, no auto short flags (``-h`` stays help) and error mapping."""
 
     def decorate(body: F) -> Any:
-        return task(_guard(body), help=help or {}, auto_shortflags=False, **options)
+        made: list[Any] = []
+        made.append(task(_help_first(_guard(body), made, dict(help or {})), help=help or {}, auto_shortflags=False, **options))
+        return made[0]
 
     return decorate
+
+
+_HELP_WORDS = frozenset({"--help", "-h"})
+
+
+def _help_first(body: Callable[..., Any], made: list[Any], helps: dict[str, str]) -> Callable[..., Any]:
+    """``inv describe --help``: Invoke hands ``--help`` to the positional argument; show the task's help instead
+    (rather than, say, creating a migration called "help")."""
+
+    @functools.wraps(body)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(v, str) and v in _HELP_WORDS for v in (*args[1:], *kwargs.values())):
+            print_task_help(made[0], helps)
+            raise Exit(code=int(ExitCode.OK))
+        return body(*args, **kwargs)
+
+    return wrapper
+
+
+def print_task_help(command_task: Any, helps: dict[str, str]) -> None:
+    """The task's help as ``inv --help TASK`` prints it: usage, docstring, options (Invoke consumed its own help texts)."""
+    from invoke.parser import ParserContext
+
+    arguments = command_task.get_arguments()
+    for argument in arguments:
+        argument.help = helps.get(argument.name, argument.help)
+    context = ParserContext(name=command_task.name, args=arguments)
+    program = os.path.basename(sys.argv[0]) if not sys.argv[0].endswith("__main__.py") else "opsagent"
+    positional = " ".join(f"<{a.name}>" for a in context.positional_args)
+    name = next((a for a in sys.argv[1:] if a == command_task.name or a.endswith("." + command_task.name)), command_task.name)
+    lines = [f"Usage: {program} {name} [--options] {positional}".rstrip(), "", "Docstring:",
+             f"  {(command_task.__doc__ or '').strip()}", "", "Options:"]
+    width = max((len(flag) for flag, _ in context.help_tuples()), default=0)
+    lines += [f"  {flag.ljust(width)}  {text}" for flag, text in context.help_tuples()]
+    sys.stdout.write("\n".join(lines) + "\n")
 
 
 def inventory() -> Inventory:
