@@ -1,0 +1,384 @@
+"""Benchmark: opsagent's migration plans beside migra's, judged by applying them (issue 8).
+
+On one sandbox host brought up for the run:
+
+1. migra's own 26 cases (``../shared/corpora/migra``), plus the second step of the 3
+   cases that have an ``additions.sql`` (applied to a, then a+additions → b again);
+2. musicbrainz with single mutations of a live copy (the diff tests' mutations), planned
+   back from mutated → original.
+
+For each diff both tools' scripts are applied to a fresh copy of the from-database and
+judged the same way: ``compare(introspect(copy), introspect(target)).significant == []``.
+migra runs with ``--unsafe --with-privileges`` on the whole database (opsagent plans with
+``allow_drop=True``); it is installed into its own venv outside the repository on first use
+(pip ``migra psycopg2-binary 'sqlalchemy<2'``) and skipped with a message when pip fails.
+
+Times per diff: migra = the CLI's wall time (it connects to both databases, inspects them
+and prints the script; its interpreter start-up is reported separately); opsagent =
+``introspect_many`` of both databases over SSH + ``generate_plan`` ("live"), the pure
+``generate_plan`` alone ("plan"), and ``plan_against_sql`` from the live database to the
+target's SQL, which also rehearses the plan on a scratch copy ("verified").
+
+Run: ``python bench/bench_plan_peer.py [--json out.json] [--no-verified-musicbrainz]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from opsagent.catalog import Catalog, introspect_many  # noqa: E402
+from opsagent.diff import compare  # noqa: E402
+from opsagent.inventory import HostConfig  # noqa: E402
+from opsagent.plan import generate_plan, plan_against_sql  # noqa: E402
+from opsagent.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
+from opsagent.transport import Remote, open_remote  # noqa: E402
+from tests.catalog_helpers import role_names  # noqa: E402
+
+CORPORA = REPO.parent / "shared" / "corpora"
+MIGRA_CASES = CORPORA / "migra"
+MUSICBRAINZ = CORPORA / "schemas" / "musicbrainz.sql"
+VENV = Path("/var/tmp/opsagent-bench-migra-venv")
+SYSTEM_PYTHON = "/usr/bin/python3"  # readable by postgres, unlike an interpreter under /root
+MIGRA_PACKAGES = ["migra", "psycopg2-binary", "sqlalchemy<2"]
+
+# the musicbrainz mutations of tests/test_diff_corpus.py (REAL["musicbrainz"]["mutations"])
+MUSICBRAINZ_MUTATIONS = {
+    "drop an index": "DROP INDEX musicbrainz.artist_idx_name",
+    "change a column type": "ALTER TABLE musicbrainz.artist ALTER COLUMN edits_pending TYPE bigint",
+    "add a check constraint": "ALTER TABLE musicbrainz.artist ADD CONSTRAINT artist_name_short CHECK (length(name) < 10000)",
+    "alter a view": ("DO $$ BEGIN EXECUTE 'CREATE OR REPLACE VIEW musicbrainz.release_event AS '"
+                     " || rtrim(pg_get_viewdef('musicbrainz.release_event'::regclass), '; ') || ' LIMIT 1000'; END $$"),
+    "alter a function body": ("DO $$ BEGIN EXECUTE replace(pg_get_functiondef('musicbrainz.a_ins_event()'::regprocedure),"
+                              " 'BEGIN', 'BEGIN' || chr(10) || '    PERFORM 1;'); END $$"),
+    "add a trigger": ("CREATE TRIGGER artist_noop BEFORE UPDATE ON musicbrainz.artist FOR EACH ROW "
+                      "EXECUTE FUNCTION suppress_redundant_updates_trigger()"),
+    "drop a foreign key": "ALTER TABLE musicbrainz.artist DROP CONSTRAINT artist_fk_area",
+}
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class Outcome:
+    """One tool's answer for one diff: right when applied, why not, and how long the diff took."""
+
+    ok: bool
+    reason: str
+    seconds: float
+
+
+@dataclasses.dataclass
+class Row:
+    group: str  # "migra" or "musicbrainz"
+    case: str
+    migra: Outcome | None
+    opsagent: Outcome
+    plan_seconds: float
+    verified_seconds: float | None = None
+    verified: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def timed(fn: Callable[[], T]) -> tuple[T, float]:
+    started = time.perf_counter()
+    value = fn()
+    return value, time.perf_counter() - started
+
+
+def short(text: str, limit: int = 110) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def last_line(text: str) -> str:
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+# ---------------------------------------------------------------- the local cluster
+
+
+class Cluster:
+    """The sandbox's PostgreSQL, driven locally as ``postgres`` (loading, copying, applying);
+    catalogs are read through opsagent over SSH like the product does."""
+
+    def __init__(self, state: SandboxState) -> None:
+        self.state = state
+
+    def psql(self, database: str, sql: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = ["runuser", "-u", "postgres", "--", str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
+                "-h", self.state.socket_dir, "-p", str(self.state.pg_port), "-d", database, "-f", "-"]
+        proc = subprocess.run(argv, input=sql, text=True, capture_output=True, cwd="/", timeout=600, check=False)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"psql on {database} failed: {last_line(proc.stderr)}")
+        return proc
+
+    def create(self, name: str, template: str | None = None) -> str:
+        self.drop(name)
+        clause = f' TEMPLATE "{template}"' if template else ""
+        self.psql("postgres", f'CREATE DATABASE "{name}"{clause}')
+        return name
+
+    def drop(self, name: str) -> None:
+        self.psql("postgres", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    def url(self, database: str) -> str:
+        return f"postgresql:///{database}?host={self.state.socket_dir}&port={self.state.pg_port}"
+
+    def host(self, database: str) -> HostConfig:
+        return HostConfig(name=self.state.name, **{**self.state.host_entry(), "database": database})  # type: ignore[arg-type]
+
+    @contextmanager
+    def remote(self, database: str = "postgres") -> Iterator[Remote]:
+        with open_remote(self.host(database)) as remote:
+            yield remote
+
+    def ensure_roles(self, names: set[str]) -> None:
+        for name in sorted(n for n in names if n.lower() not in ("postgres", "public")):
+            literal = name.replace("'", "''")
+            self.psql("postgres", f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{literal}') THEN "
+                                  f"EXECUTE format('CREATE ROLE %I', '{literal}'); END IF; END $$")
+
+
+# ---------------------------------------------------------------- migra, in its own venv
+
+
+def usable(migra: Path) -> bool:
+    """postgres (peer authentication) can run it: a venv on an interpreter under /root could not."""
+    argv = ["runuser", "-u", "postgres", "--", str(migra.parent / "python"), "-c", "import migra, psycopg2"]
+    return migra.exists() and subprocess.run(argv, capture_output=True, cwd="/", check=False).returncode == 0
+
+
+def install_migra() -> Path | None:
+    """The migra executable (venv created on first use), or None with the reason printed."""
+    migra = VENV / "bin" / "migra"
+    if usable(migra):
+        return migra
+    shutil.rmtree(VENV, ignore_errors=True)
+    base = SYSTEM_PYTHON if Path(SYSTEM_PYTHON).exists() else sys.executable
+    steps = [[base, "-m", "venv", str(VENV)], [str(VENV / "bin" / "pip"), "install", "-q", *MIGRA_PACKAGES]]
+    for argv in steps:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, check=False)
+        if proc.returncode != 0:
+            print(f"migra skipped: {' '.join(argv[:3])} failed: {last_line(proc.stderr or proc.stdout)}")
+            return None
+    if not usable(migra):
+        print(f"migra skipped: {migra} cannot be run by the postgres user")
+        return None
+    return migra
+
+
+def migra_startup(migra: Path) -> float:
+    """What each migra invocation pays before it diffs: interpreter start and its imports."""
+    python = str(migra.parent / "python")
+    argv = ["runuser", "-u", "postgres", "--", python, "-c", "import migra.command, sqlbag, psycopg2"]
+    subprocess.run(argv, capture_output=True, cwd="/", check=True)  # warm the page cache
+    return statistics.median(timed(lambda: subprocess.run(argv, capture_output=True, cwd="/", check=True))[1] for _ in range(3))
+
+
+def run_migra(cluster: Cluster, migra: Path, source: str, target: str) -> tuple[str | None, str, float]:
+    """(script or None, why it failed, wall time) of ``migra --unsafe --with-privileges source target``."""
+    argv = ["runuser", "-u", "postgres", "--", str(migra), "--unsafe", "--with-privileges", cluster.url(source), cluster.url(target)]
+    proc, seconds = timed(lambda: subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=600, check=False))
+    if proc.returncode not in (0, 2, 3):  # 2 (3 in old releases): differences found
+        return None, f"migra exited {proc.returncode}: {last_line(proc.stderr)}", seconds
+    return proc.stdout, "", seconds
+
+
+# ---------------------------------------------------------------- judging by applying
+
+
+def judge(cluster: Cluster, source: str, script: str, target: Catalog, copy_name: str) -> tuple[bool, str]:
+    """Apply ``script`` to a fresh copy of ``source``; right when nothing significant differs from ``target``."""
+    cluster.create(copy_name, template=source)
+    try:
+        proc = cluster.psql(copy_name, script, check=False)
+        if proc.returncode != 0:
+            return False, "apply failed: " + last_line(proc.stderr)
+        with cluster.remote(copy_name) as remote:
+            result = introspect_many(remote, [copy_name])[copy_name]
+        remaining = compare(result, target).significant
+        if remaining:
+            return False, f"{len(remaining)} left: " + "; ".join(f"{c.kind} {c.status} {c.name}" for c in remaining)
+        return True, ""
+    finally:
+        cluster.drop(copy_name)
+
+
+def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, source: str, target: str, target_sql: str,
+              *, verified: bool = True) -> Row:
+    """Both tools from ``source`` to ``target`` (two databases on the sandbox), each judged by applying."""
+    migra_outcome = None
+    if migra is not None:
+        script, why, seconds = run_migra(cluster, migra, source, target)
+        if script is None:
+            migra_outcome = Outcome(False, why, seconds)
+    with cluster.remote(source) as remote:
+        catalogs, live_seconds = timed(lambda: introspect_many(remote, [source, target]))
+        plan, plan_seconds = timed(lambda: generate_plan(catalogs[source], catalogs[target], allow_drop=True))
+        live_seconds += plan_seconds
+        report, verified_seconds = None, None
+        if verified:
+            report, verified_seconds = timed(lambda: plan_against_sql(remote, target_sql, f"{case}/b.sql", allow_drop=True))
+    desired = catalogs[target]
+    if migra is not None and migra_outcome is None:
+        ok, why = judge(cluster, source, script or "", desired, "peer_copy")
+        migra_outcome = Outcome(ok, why, seconds)
+    ok, why = judge(cluster, source, plan.script(), desired, "peer_copy")
+    return Row(group, case, migra_outcome, Outcome(ok, why, live_seconds), plan_seconds, verified_seconds,
+               report.verified if report is not None else None)
+
+
+# ---------------------------------------------------------------- the two corpora
+
+
+def migra_cases(cluster: Cluster, migra: Path | None) -> list[Row]:
+    if not MIGRA_CASES.exists():
+        print(f"migra cases skipped: {MIGRA_CASES} not found (the shared corpora are absent)")
+        return []
+    cases = sorted(p for p in MIGRA_CASES.iterdir() if (p / "a.sql").exists())
+    texts = {(c.name, side): (c / f"{side}.sql").read_text() for c in cases for side in ("a", "b")}
+    cluster.ensure_roles(set().union(*(role_names(t) for t in texts.values())))
+    rows = []
+    for case in cases:
+        a, b = cluster.create("peer_a"), cluster.create("peer_b")
+        cluster.psql(a, texts[(case.name, "a")])
+        cluster.psql(b, texts[(case.name, "b")])
+        rows.append(diff_both(cluster, migra, "migra", case.name, a, b, texts[(case.name, "b")]))
+        additions = case / "additions.sql"
+        if additions.exists() and additions.read_text().strip():
+            cluster.psql(a, additions.read_text())
+            rows.append(diff_both(cluster, migra, "migra+additions", case.name, a, b, texts[(case.name, "b")]))
+    for name in ("peer_a", "peer_b"):
+        cluster.drop(name)
+    return rows
+
+
+def musicbrainz_cases(cluster: Cluster, migra: Path | None, verified: bool) -> list[Row]:
+    if not MUSICBRAINZ.exists():
+        print(f"musicbrainz skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
+        return []
+    sql = MUSICBRAINZ.read_text()
+    original = cluster.create("peer_mb")
+    cluster.psql(original, sql)
+    rows = []
+    for name, mutation in MUSICBRAINZ_MUTATIONS.items():
+        mutated = cluster.create("peer_mb_mutated", template=original)
+        cluster.psql(mutated, mutation)
+        rows.append(diff_both(cluster, migra, "musicbrainz", name, mutated, original, sql, verified=verified))
+        print(f"  musicbrainz: {name} done", file=sys.stderr)
+    for db in ("peer_mb_mutated", "peer_mb"):
+        cluster.drop(db)
+    return rows
+
+
+# ---------------------------------------------------------------- report
+
+
+def ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
+
+
+def verdict(outcome: Outcome | None) -> str:
+    if outcome is None:
+        return "skipped"
+    return "ok" if outcome.ok else "FAIL"
+
+
+def print_table(rows: list[Row]) -> None:
+    print(f"{'group':<16} {'case':<24} {'migra':<7} {'ms':>6}  {'opsagent':<8} {'live ms':>7} {'plan ms':>7} {'verif. ms':>9}")
+    for row in rows:
+        verified = ms(row.verified_seconds) + ("" if row.verified is None else (" v" if row.verified else " ✗"))
+        print(f"{row.group:<16} {row.case:<24} {verdict(row.migra):<7} {ms(row.migra.seconds if row.migra else None):>6}  "
+              f"{verdict(row.opsagent):<8} {ms(row.opsagent.seconds):>7} {ms(row.plan_seconds):>7} {verified:>9}")
+    failures = [(row, tool, outcome) for row in rows for tool, outcome in (("migra", row.migra), ("opsagent", row.opsagent))
+                if outcome is not None and not outcome.ok]
+    if failures:
+        print("failures:")
+        for row, tool, outcome in failures:
+            print(f"  {tool:<8} {row.group}/{row.case}: {short(outcome.reason, 140)}")
+
+
+def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"migra_startup_seconds": startup, "groups": {}}
+    for group in dict.fromkeys(row.group for row in rows):
+        chosen = [row for row in rows if row.group == group]
+        ops = [row.opsagent.seconds for row in chosen]
+        doc: dict[str, Any] = {
+            "cases": len(chosen),
+            "opsagent_right": sum(row.opsagent.ok for row in chosen),
+            "opsagent_live_median": statistics.median(ops), "opsagent_live_total": sum(ops),
+            "opsagent_plan_median": statistics.median(row.plan_seconds for row in chosen),
+            "opsagent_verified_right": sum(bool(row.verified) for row in chosen),
+        }
+        verified = [row.verified_seconds for row in chosen if row.verified_seconds is not None]
+        if verified:
+            doc["opsagent_verified_median"] = statistics.median(verified)
+        migra = [row.migra for row in chosen if row.migra is not None]
+        if migra:
+            doc.update(migra_right=sum(o.ok for o in migra), migra_median=statistics.median(o.seconds for o in migra),
+                       migra_total=sum(o.seconds for o in migra))
+            doc["ratio_live_vs_migra"] = doc["opsagent_live_median"] / doc["migra_median"]
+        out["groups"][group] = doc
+    return out
+
+
+def print_summary(doc: dict[str, Any]) -> None:
+    startup = doc["migra_startup_seconds"]
+    if startup is not None:
+        print(f"migra start-up (interpreter + imports, paid by each CLI call): {ms(startup)} ms")
+    for group, g in doc["groups"].items():
+        line = f"{group}: opsagent {g['opsagent_right']}/{g['cases']} right"
+        if "migra_right" in g:
+            line += f", migra {g['migra_right']}/{g['cases']}"
+        print(line)
+        print(f"  opsagent live (introspect both + plan): median {ms(g['opsagent_live_median'])} ms, total {ms(g['opsagent_live_total'])} ms; "
+              f"generate_plan alone median {g['opsagent_plan_median'] * 1000:.1f} ms")
+        if "opsagent_verified_median" in g:
+            print(f"  opsagent plan_against_sql (materialize + plan + rehearse): median {ms(g['opsagent_verified_median'])} ms, "
+                  f"self-verified {g['opsagent_verified_right']}/{g['cases']}")
+        if "migra_median" in g:
+            net = f"; without start-up {ms(g['migra_median'] - startup)} ms" if startup is not None else ""
+            print(f"  migra CLI: median {ms(g['migra_median'])} ms, total {ms(g['migra_total'])} ms{net}; "
+                  f"ratio opsagent live / migra {g['ratio_live_vs_migra']:.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="also write every row and the summary to this file")
+    parser.add_argument("--no-verified-musicbrainz", action="store_true",
+                        help="skip plan_against_sql on musicbrainz (it materializes 550 KB of schema twice per mutation)")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    migra = install_migra()
+    with temporary_sandbox("sandbox", "opp-") as (_base, state):
+        cluster = Cluster(state)
+        startup = migra_startup(migra) if migra is not None else None
+        rows = migra_cases(cluster, migra)
+        rows += musicbrainz_cases(cluster, migra, verified=not args.no_verified_musicbrainz)
+    print_table(rows)
+    doc = summary(rows, startup)
+    print_summary(doc)
+    print(f"bench wall time: {time.perf_counter() - started:.0f} s")
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [row.to_dict() for row in rows], **doc}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
