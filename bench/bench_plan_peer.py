@@ -94,6 +94,9 @@ class Row:
     verified_seconds: float | None = None
     verified: bool | None = None
     verified_reason: str = ""  # what plan_against_sql's own rehearsal reported when it did not verify
+    migra_warm_seconds: float | None = None  # migra's diff inside one running interpreter (no start-up)
+    source: str = ""  # the databases diffed (kept until migra's in-process timing has run)
+    target: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -196,6 +199,34 @@ def migra_startup(migra: Path) -> float:
     return statistics.median(timed(lambda: subprocess.run(argv, capture_output=True, cwd="/", check=True))[1] for _ in range(3))
 
 
+# migra's own CLI code path (migra.command.run), timed inside one interpreter after a warm-up diff
+MIGRA_DRIVER = """
+import io, json, statistics, sys, time
+from migra.command import parse_args, run
+pairs, repeat = json.load(sys.stdin)
+def once(a, b):
+    started = time.perf_counter()
+    run(parse_args(["--unsafe", "--with-privileges", a, b]), out=io.StringIO(), err=io.StringIO())
+    return time.perf_counter() - started
+once(*pairs[0])
+print(json.dumps([statistics.median(once(a, b) for _ in range(repeat)) for a, b in pairs]))
+"""
+
+
+def migra_warm(cluster: Cluster, migra: Path, rows: list[Row], repeat: int) -> None:
+    """Fill ``migra_warm_seconds``: every diff of ``rows`` again, in one process, median of ``repeat``."""
+    if not rows:
+        return
+    pairs = [[cluster.url(row.source), cluster.url(row.target)] for row in rows]
+    argv = ["runuser", "-u", "postgres", "--", str(migra.parent / "python"), "-c", MIGRA_DRIVER]
+    proc = subprocess.run(argv, input=json.dumps([pairs, repeat]), capture_output=True, text=True, cwd="/", timeout=900, check=False)
+    if proc.returncode != 0:
+        print(f"migra in-process timing failed: {last_line(proc.stderr)}")
+        return
+    for row, seconds in zip(rows, json.loads(proc.stdout), strict=True):
+        row.migra_warm_seconds = seconds
+
+
 def run_migra(cluster: Cluster, migra: Path, source: str, target: str) -> tuple[str | None, str, float]:
     """(script or None, why it failed, wall time) of ``migra --unsafe --with-privileges source target``."""
     argv = ["runuser", "-u", "postgres", "--", str(migra), "--unsafe", "--with-privileges", cluster.url(source), cluster.url(target)]
@@ -238,7 +269,7 @@ def describe(changes: list[Change]) -> str:
 
 
 def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, source: str, target: str, target_sql: str,
-              *, verified: bool = True) -> Row:
+              *, verified: bool = True, repeat: int = 3) -> Row:
     """Both tools from ``source`` to ``target`` (two databases on the sandbox), each judged by applying."""
     migra_outcome = None
     if migra is not None:
@@ -246,9 +277,11 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
         if script is None:
             migra_outcome = Outcome(False, why, seconds)
     with cluster.remote(source) as remote:  # one SSH connection per case; no database session stays open
-        catalogs, live_seconds = timed(lambda: introspect_many(remote, [source, target]))
-        plan, plan_seconds = timed(lambda: generate_plan(catalogs[source], catalogs[target], allow_drop=True))
-        live_seconds += plan_seconds
+        live = [timed(lambda: introspect_many(remote, [source, target])) for _ in range(repeat)]
+        catalogs = live[0][0]
+        plans = [timed(lambda: generate_plan(catalogs[source], catalogs[target], allow_drop=True)) for _ in range(repeat)]
+        plan, plan_seconds = plans[0][0], statistics.median(seconds for _, seconds in plans)
+        live_seconds = statistics.median(seconds for _, seconds in live) + plan_seconds
         report, verified_seconds = None, None
         if verified:
             report, verified_seconds = timed(lambda: plan_against_sql(remote, target_sql, f"{case}/b.sql", allow_drop=True))
@@ -256,7 +289,7 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
         if migra is not None and migra_outcome is None:
             migra_outcome = dataclasses.replace(judge(cluster, remote, source, script or "", desired, target, "peer_copy"), seconds=seconds)
         outcome = dataclasses.replace(judge(cluster, remote, source, plan.script(), desired, target, "peer_copy"), seconds=live_seconds)
-    row = Row(group, case, migra_outcome, outcome, plan_seconds, verified_seconds)
+    row = Row(group, case, migra_outcome, outcome, plan_seconds, verified_seconds, source=source, target=target)
     if report is not None:
         row.verified = report.verified
         row.verified_reason = report.error or describe(report.remaining)
@@ -266,44 +299,49 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
 # ---------------------------------------------------------------- the two corpora
 
 
-def migra_cases(cluster: Cluster, migra: Path | None, only: set[str] | None) -> list[Row]:
+def migra_cases(cluster: Cluster, migra: Path | None, only: set[str] | None, repeat: int) -> list[Row]:
     if not MIGRA_CASES.exists():
         print(f"migra cases skipped: {MIGRA_CASES} not found (the shared corpora are absent)")
         return []
     cases = sorted(p for p in MIGRA_CASES.iterdir() if (p / "a.sql").exists() and (only is None or p.name in only))
     texts = {(c.name, side): (c / f"{side}.sql").read_text() for c in cases for side in ("a", "b")}
     cluster.ensure_roles(set().union(*(role_names(t) for t in texts.values())))
-    rows = []
-    for case in cases:
-        a, b = cluster.create("peer_a"), cluster.create("peer_b")
+    rows: list[Row] = []
+    for index, case in enumerate(cases):
+        a, b = cluster.create(f"peer_{index}_a"), cluster.create(f"peer_{index}_b")
         cluster.psql(a, texts[(case.name, "a")])
         cluster.psql(b, texts[(case.name, "b")])
-        rows.append(diff_both(cluster, migra, "migra", case.name, a, b, texts[(case.name, "b")]))
+        rows.append(diff_both(cluster, migra, "migra", case.name, a, b, texts[(case.name, "b")], repeat=repeat))
         additions = case / "additions.sql"
         if additions.exists() and additions.read_text().strip():
-            cluster.psql(a, additions.read_text())
-            rows.append(diff_both(cluster, migra, "migra+additions", case.name, a, b, texts[(case.name, "b")]))
-    for name in ("peer_a", "peer_b"):
-        cluster.drop(name)
+            second = cluster.create(f"peer_{index}_a2", template=a)
+            cluster.psql(second, additions.read_text())
+            rows.append(diff_both(cluster, migra, "migra+additions", case.name, second, b, texts[(case.name, "b")], repeat=repeat))
+    if migra is not None:
+        migra_warm(cluster, migra, rows, repeat)
+    for db in dict.fromkeys(name for row in rows for name in (row.source, row.target)):
+        cluster.drop(db)
     return rows
 
 
-def musicbrainz_cases(cluster: Cluster, migra: Path | None, verified: int, only: set[str] | None) -> list[Row]:
+def musicbrainz_cases(cluster: Cluster, migra: Path | None, verified: int, only: set[str] | None, repeat: int) -> list[Row]:
     if not MUSICBRAINZ.exists():
         print(f"musicbrainz skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
         return []
     sql = MUSICBRAINZ.read_text()
     original = cluster.create("peer_mb")
     cluster.psql(original, sql)
-    rows = []
+    rows: list[Row] = []
     for index, (name, mutation) in enumerate(MUSICBRAINZ_MUTATIONS.items()):
         if only is not None and name not in only:
             continue
-        mutated = cluster.create("peer_mb_mutated", template=original)
+        mutated = cluster.create(f"peer_mb_{index}", template=original)
         cluster.psql(mutated, mutation)
-        rows.append(diff_both(cluster, migra, "musicbrainz", name, mutated, original, sql, verified=index < verified))
+        rows.append(diff_both(cluster, migra, "musicbrainz", name, mutated, original, sql, verified=index < verified, repeat=repeat))
         print(f"  musicbrainz: {name} done", file=sys.stderr)
-    for db in ("peer_mb_mutated", "peer_mb"):
+    if migra is not None:
+        migra_warm(cluster, migra, rows, repeat)
+    for db in [row.source for row in rows] + [original]:
         cluster.drop(db)
     return rows
 
@@ -322,11 +360,11 @@ def verdict(outcome: Outcome | None) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'group':<16} {'case':<24} {'migra':<7} {'ms':>6}  {'opsagent':<8} {'live ms':>7} {'plan ms':>7} {'verif. ms':>9}")
+    print(f"{'group':<16} {'case':<24} {'migra':<7} {'CLI ms':>6} {'warm ms':>7}  {'opsagent':<8} {'live ms':>7} {'plan ms':>7} {'verif. ms':>9}")
     for row in rows:
         verified = ms(row.verified_seconds) + ("" if row.verified is None else (" v" if row.verified else " ✗"))
-        print(f"{row.group:<16} {row.case:<24} {verdict(row.migra):<7} {ms(row.migra.seconds if row.migra else None):>6}  "
-              f"{verdict(row.opsagent):<8} {ms(row.opsagent.seconds):>7} {ms(row.plan_seconds):>7} {verified:>9}")
+        print(f"{row.group:<16} {row.case:<24} {verdict(row.migra):<7} {ms(row.migra.seconds if row.migra else None):>6} "
+              f"{ms(row.migra_warm_seconds):>7}  {verdict(row.opsagent):<8} {ms(row.opsagent.seconds):>7} {ms(row.plan_seconds):>7} {verified:>9}")
     failures = [(row, tool, outcome) for row in rows for tool, outcome in (("migra", row.migra), ("opsagent", row.opsagent))
                 if outcome is not None and outcome.reason]
     if failures:
@@ -361,8 +399,10 @@ def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
                        migra_median=statistics.median(o.seconds for o in migra),
                        migra_total=sum(o.seconds for o in migra))
             doc["ratio_live_vs_migra"] = doc["opsagent_live_median"] / doc["migra_median"]
-            if startup is not None:
-                doc["ratio_live_vs_migra_without_startup"] = doc["opsagent_live_median"] / max(doc["migra_median"] - startup, 1e-3)
+        warm = [row.migra_warm_seconds for row in chosen if row.migra_warm_seconds is not None]
+        if warm:
+            doc.update(migra_warm_median=statistics.median(warm), migra_warm_total=sum(warm))
+            doc["ratio_live_vs_migra_warm"] = doc["opsagent_live_median"] / doc["migra_warm_median"]
         out["groups"][group] = doc
     return out
 
@@ -384,9 +424,9 @@ def print_summary(doc: dict[str, Any]) -> None:
         if "migra_median" in g:
             print(f"  migra CLI: median {ms(g['migra_median'])} ms, total {ms(g['migra_total'])} ms; "
                   f"ratio opsagent live / migra {g['ratio_live_vs_migra']:.2f}x")
-            if startup is not None:
-                print(f"  migra without its start-up: median ~{ms(g['migra_median'] - startup)} ms; "
-                      f"ratio opsagent live / that {g['ratio_live_vs_migra_without_startup']:.2f}x")
+        if "migra_warm_median" in g:
+            print(f"  migra in-process (no start-up): median {ms(g['migra_warm_median'])} ms, total {ms(g['migra_warm_total'])} ms; "
+                  f"ratio opsagent live / migra in-process {g['ratio_live_vs_migra_warm']:.2f}x")
 
 
 def main() -> None:
@@ -394,6 +434,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="also write every row and the summary to this file")
     parser.add_argument("--verify-musicbrainz", type=int, default=1, metavar="N",
                         help="run plan_against_sql for the first N musicbrainz mutations only (~20 s each: it loads the schema twice)")
+    parser.add_argument("--repeat", type=int, default=3, help="timings (opsagent live, migra in-process) are medians of this many runs")
     parser.add_argument("--only", help="comma-separated case or mutation names (debugging)")
     args = parser.parse_args()
     started = time.perf_counter()
@@ -402,8 +443,8 @@ def main() -> None:
         cluster = Cluster(state)
         startup = migra_startup(migra) if migra is not None else None
         only = set(args.only.split(",")) if args.only else None
-        rows = migra_cases(cluster, migra, only)
-        rows += musicbrainz_cases(cluster, migra, args.verify_musicbrainz, only)
+        rows = migra_cases(cluster, migra, only, args.repeat)
+        rows += musicbrainz_cases(cluster, migra, args.verify_musicbrainz, only, args.repeat)
     print_table(rows)
     doc = summary(rows, startup)
     print_summary(doc)
