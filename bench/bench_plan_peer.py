@@ -25,6 +25,7 @@ Run: ``python bench/bench_plan_peer.py [--json out.json] [--verify-musicbrainz N
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
 import shutil
@@ -239,14 +240,14 @@ def run_migra(cluster: Cluster, migra: Path, source: str, target: str) -> tuple[
 # ---------------------------------------------------------------- judging by applying
 
 
-def judge(cluster: Cluster, remote: Remote, source: str, script: str, target: Catalog, target_db: str, copy_name: str) -> Outcome:
-    """Apply ``script`` to a fresh copy of ``source``; right when nothing significant differs from ``target``.
+def judge(cluster: Cluster, remote: Remote, copy_name: str, script: str, target: Catalog, target_db: str) -> Outcome:
+    """Apply ``script`` to ``copy_name`` (a fresh copy of the from-database, dropped here); right when nothing
+    significant differs from ``target``.
 
     A "changed" finding that disappears once both sides go through one dump-and-load
     (``confirm_changes``, as opsagent's own verification does) is a deparse artifact:
     counted as right, but marked (``artifacts``) so the strict count stays visible.
     """
-    cluster.create(copy_name, template=source)
     try:
         proc = cluster.psql(copy_name, script, check=False)
         if proc.returncode != 0:
@@ -286,9 +287,17 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
         if verified:
             report, verified_seconds = timed(lambda: plan_against_sql(remote, target_sql, f"{case}/b.sql", allow_drop=True))
         desired = catalogs[target]
+        scripts = {"opsagent": plan.script()}
         if migra is not None and migra_outcome is None:
-            migra_outcome = dataclasses.replace(judge(cluster, remote, source, script or "", desired, target, "peer_copy"), seconds=seconds)
-        outcome = dataclasses.replace(judge(cluster, remote, source, plan.script(), desired, target, "peer_copy"), seconds=live_seconds)
+            scripts["migra"] = script or ""
+        for tool in scripts:  # copied one after the other: a template must have no other session
+            cluster.create(f"peer_copy_{tool}", template=source)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # judging is not timed
+            verdicts = dict(zip(scripts, pool.map(
+                lambda tool: judge(cluster, remote, f"peer_copy_{tool}", scripts[tool], desired, target), scripts), strict=True))
+        if "migra" in verdicts:
+            migra_outcome = dataclasses.replace(verdicts["migra"], seconds=seconds)
+        outcome = dataclasses.replace(verdicts["opsagent"], seconds=live_seconds)
     row = Row(group, case, migra_outcome, outcome, plan_seconds, verified_seconds, source=source, target=target)
     if report is not None:
         row.verified = report.verified
