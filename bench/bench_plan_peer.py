@@ -192,6 +192,13 @@ def install_migra() -> Path | None:
     return migra
 
 
+def round_trip(cluster: Cluster) -> float:
+    """opsagent's floor per diff: one psql over SSH through sudo (introspect_many reads both databases in one)."""
+    with cluster.remote() as remote:
+        remote.psql("SELECT 1")
+        return statistics.median(timed(lambda: remote.psql("SELECT 1"))[1] for _ in range(5))
+
+
 def migra_startup(migra: Path) -> float:
     """What each migra invocation pays before it diffs: interpreter start and its imports."""
     python = str(migra.parent / "python")
@@ -386,7 +393,7 @@ def print_table(rows: list[Row]) -> None:
 
 
 def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
-    out: dict[str, Any] = {"migra_startup_seconds": startup, "groups": {}}
+    out: dict[str, Any] = {"migra_startup_seconds": startup, "round_trip_seconds": None, "groups": {}}
     for group in dict.fromkeys(row.group for row in rows):
         chosen = [row for row in rows if row.group == group]
         ops = [row.opsagent.seconds for row in chosen]
@@ -418,6 +425,7 @@ def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
 
 def print_summary(doc: dict[str, Any]) -> None:
     startup = doc["migra_startup_seconds"]
+    print(f"opsagent floor (one psql round trip over SSH + sudo, paid by each live diff): {ms(doc['round_trip_seconds'])} ms")
     if startup is not None:
         print(f"migra start-up (interpreter + imports, paid by each CLI call): {ms(startup)} ms")
     for group, g in doc["groups"].items():
@@ -451,11 +459,13 @@ def main() -> None:
     with temporary_sandbox("sandbox", "opp-") as (_base, state):
         cluster = Cluster(state)
         startup = migra_startup(migra) if migra is not None else None
+        floor = round_trip(cluster)
         only = set(args.only.split(",")) if args.only else None
         rows = migra_cases(cluster, migra, only, args.repeat)
         rows += musicbrainz_cases(cluster, migra, args.verify_musicbrainz, only, args.repeat)
     print_table(rows)
     doc = summary(rows, startup)
+    doc["round_trip_seconds"] = floor
     print_summary(doc)
     print(f"bench wall time: {time.perf_counter() - started:.0f} s")
     if args.json:
