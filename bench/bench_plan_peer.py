@@ -42,11 +42,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from opsagent.catalog import Catalog, introspect_many  # noqa: E402
+from opsagent.declarative import PlanOptions, plan_against_sql  # noqa: E402
 from opsagent.diff import Change, DiffResult, compare  # noqa: E402
 from opsagent.drift import confirm_changes  # noqa: E402
 from opsagent.extract import dump_schema  # noqa: E402
 from opsagent.inventory import HostConfig  # noqa: E402
-from opsagent.plan import generate_plan, plan_against_sql  # noqa: E402
+from opsagent.plan import generate_plan  # noqa: E402
 from opsagent.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
 from opsagent.transport import Remote, open_remote  # noqa: E402
 from tests.catalog_helpers import role_names  # noqa: E402
@@ -292,7 +293,7 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
         live_seconds = statistics.median(seconds for _, seconds in live) + plan_seconds
         report, verified_seconds = None, None
         if verified:
-            report, verified_seconds = timed(lambda: plan_against_sql(remote, target_sql, f"{case}/b.sql", allow_drop=True))
+            report, verified_seconds = timed(lambda: plan_against_sql(remote, target_sql, f"{case}/b.sql", PlanOptions(allow_drop=True)))
         desired = catalogs[target]
         scripts = {"opsagent": plan.script()}
         if migra is not None and migra_outcome is None:
