@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from .errors import RemoteError
 from .extract import dump_schema
 from .lint import Thresholds
 from .migrations import new_migration
-from .plan import HEADER, Plan, generate_plan
+from .plan import HEADER, Plan, generate_plan, literal
 from .scratch import Chunk, LoadError, ScratchSet
 from .transport import Remote
 
@@ -133,13 +134,29 @@ def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanO
                          concurrent_tables=options.concurrent_tables(live.catalog, live.sizes))
     if plan.is_empty:
         return PlanReport(live.label, desired.label, plan, compare(live.catalog, desired.catalog).significant)
-    live_dump = live.dump()
+    live_dump = pin_extension_versions(live.dump(), live.catalog)
     remaining, error = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables)
     if remaining:  # a dump-and-load deparses some expressions differently: confirm through one
         result = confirm_changes(remote, DiffResult(remaining), lambda: _rehearsal_dump(remote, live_dump, plan),
                                  desired.dump, options.exclude_tables)
         remaining = result.changes
     return PlanReport(live.label, desired.label, plan, remaining, error)
+
+
+_CREATE_EXTENSION = re.compile(r"^(CREATE EXTENSION IF NOT EXISTS (\S+) WITH SCHEMA \S+);$", re.MULTILINE)
+
+
+def pin_extension_versions(dump: str, catalog: Catalog) -> str:
+    """pg_dump leaves extension versions out (a restore gets the default): put the live ones back for the rehearsal,
+    or a plan that updates an extension would be rehearsed from the wrong version."""
+
+    def pinned(match: re.Match[str]) -> str:
+        extension = catalog.extensions.get(match.group(2).strip('"').replace('""', '"'))
+        if extension is None or not extension.version:
+            return match.group(0)
+        return f"{match.group(1)} VERSION {literal(extension.version)};"
+
+    return _CREATE_EXTENSION.sub(pinned, dump)
 
 
 def _live_side(remote: Remote, exclude_tables: Sequence[str]) -> _Side:

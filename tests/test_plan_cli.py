@@ -8,9 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from opsagent.catalog import Catalog, Column, Constraint, Index, Table, Type
+from opsagent.catalog import Catalog, Column, Constraint, Extension, Index, Table, Type
+from opsagent.declarative import pin_extension_versions, plan_against_sql
 from opsagent.migrations import load_migration, new_migration
 from opsagent.plan import generate_plan
+from opsagent.transport import Remote
 
 from .conftest import Project, SandboxHandle, write_inventory
 
@@ -170,3 +172,16 @@ def test_plan_against_host_catches_one_database_up_with_another(project: Project
                                                       "CREATE INDEX t_note ON public.t USING btree (note);"]
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup").returncode == 0
     assert project.run("diff", "--host", "sandbox", "--against-host", "staging").returncode == 0
+
+
+def test_the_rehearsal_starts_from_the_live_extension_versions(remote: Remote) -> None:
+    """pg_dump does not record extension versions: without pinning them, updating one would be rehearsed from the default."""
+    remote.psql("CREATE EXTENSION pg_trgm VERSION '1.3';")
+    report = plan_against_sql(remote, "CREATE EXTENSION pg_trgm VERSION '1.4';", "schema.sql")
+    assert [s.sql for s in report.plan.statements] == ["ALTER EXTENSION pg_trgm UPDATE TO '1.4';"]
+    assert report.verified, (report.error, report.remaining)
+    dump = "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;\nCREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;\n"
+    catalog = Catalog(extensions={"pg_trgm": Extension("pg_trgm", "1.3", "public")})
+    assert pin_extension_versions(dump, catalog).splitlines() == [
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public VERSION '1.3';",
+        "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;"]
