@@ -140,8 +140,16 @@ SELECT json_strip_nulls(json_build_object(
  'server_version', current_setting('server_version_num')::int,
  'schemas', (SELECT coalesce(json_agg(json_build_object(
      'name', n.nspname, 'comment', obj_description(n.oid, 'pg_namespace'),
-     'owner', (SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE oid = n.oid)) ORDER BY n.nspname), '[]')
-   FROM nsp n),
+     'owner', pg_get_userbyid(ns.nspowner),
+     'privileges', (SELECT json_agg(json_build_array(CASE WHEN x.grantee = 0 THEN 'PUBLIC' WHEN x.grantee = ns.nspowner THEN '<owner>'
+                                              ELSE pg_get_userbyid(x.grantee) END, x.privilege_type, x.is_grantable))
+                   FROM ((SELECT a.grantee, a.privilege_type, a.is_grantable FROM aclexplode(ns.nspacl) a
+                          EXCEPT SELECT d.grantee, d.privilege_type, d.is_grantable FROM aclexplode(acldefault('n', ns.nspowner)) d)
+                         UNION ALL
+                         (SELECT d.grantee, 'no ' || d.privilege_type, d.is_grantable FROM aclexplode(acldefault('n', ns.nspowner)) d
+                          EXCEPT SELECT a.grantee, 'no ' || a.privilege_type, a.is_grantable FROM aclexplode(ns.nspacl) a)) x
+                  WHERE ns.nspacl IS NOT NULL)) ORDER BY n.nspname), '[]')
+   FROM nsp n JOIN pg_namespace ns ON ns.oid = n.oid),
  'extensions', (SELECT coalesce(json_agg(json_build_object(
      'name', e.extname, 'version', e.extversion, 'schema', n.nspname) ORDER BY e.extname), '[]')
    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'),
@@ -213,6 +221,14 @@ SELECT json_strip_nulls(json_build_object(
                      AND ((d.deptype = 'i') OR (d.deptype = 'a' AND d.refobjid IN (SELECT oid FROM excluded))))),
  'functions', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', p.proname, 'kind', p.prokind, 'owner', pg_get_userbyid(p.proowner),
+     'privileges', (SELECT json_agg(json_build_array(CASE WHEN x.grantee = 0 THEN 'PUBLIC' WHEN x.grantee = p.proowner THEN '<owner>'
+                                              ELSE pg_get_userbyid(x.grantee) END, x.privilege_type, x.is_grantable))
+                   FROM ((SELECT a.grantee, a.privilege_type, a.is_grantable FROM aclexplode(p.proacl) a
+                          EXCEPT SELECT d.grantee, d.privilege_type, d.is_grantable FROM aclexplode(acldefault('f', p.proowner)) d)
+                         UNION ALL
+                         (SELECT d.grantee, 'no ' || d.privilege_type, d.is_grantable FROM aclexplode(acldefault('f', p.proowner)) d
+                          EXCEPT SELECT a.grantee, 'no ' || a.privilege_type, a.is_grantable FROM aclexplode(p.proacl) a)) x
+                  WHERE p.proacl IS NOT NULL),
      'arguments', pg_get_function_identity_arguments(p.oid),
      'result', pg_get_function_result(p.oid),
      'definition', CASE WHEN p.prokind IN ('f', 'p') THEN pg_get_functiondef(p.oid)
@@ -375,6 +391,7 @@ Privilege = tuple[str, str, bool]
 class Schema:
     name: str
     comment: str | None = None
+    privileges: tuple[Privilege, ...] = ()  # differences from the defaults (owner only)
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
     @property
@@ -516,6 +533,7 @@ class Function:
     result: str | None = None
     definition: str | None = None
     comment: str | None = None
+    privileges: tuple[Privilege, ...] = ()  # differences from the defaults (EXECUTE to PUBLIC)
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
     @property

@@ -441,8 +441,8 @@ class _Context:
                     self.recreated_types.add(key)
         for key, func in live.functions.items():
             new_func = desired.functions.get(key)
-            if new_func is None or (new_func != func and (new_func.result != func.result or new_func.kind != func.kind
-                                                          or func.kind == "a")):
+            redefined = new_func is not None and dataclasses.replace(new_func, comment=func.comment, privileges=func.privileges) != func
+            if new_func is None or (redefined and (new_func.result != func.result or new_func.kind != func.kind or func.kind == "a")):
                 self.dropped_functions.add(key)
         # tables whose columns use a recreated type are reshaped too
         for key, table in desired.tables.items():
@@ -755,7 +755,8 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key, func in desired.functions.items():
         current = live.functions.get(key)
-        if current is not None and dataclasses.replace(current, comment=func.comment) == func and key not in ctx.dropped_functions:
+        if current is not None and dataclasses.replace(current, comment=func.comment, privileges=func.privileges) == func \
+                and key not in ctx.dropped_functions:
             continue
         if key in ctx.dropped_functions:  # after the views and triggers using it are dropped; before the views it uses
             b.add("drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions", "function",
@@ -1128,3 +1129,17 @@ def _plan_privileges(b: _Builder, ctx: _Context) -> None:
                     for sql in privilege_sql(f"TABLE {key}", was.privileges if was else (), column.privileges, item.owner,
                                              quote_ident(column.name)):
                         b.add("privileges", "privilege", sql)
+    _plan_schema_and_routine_privileges(b, ctx)
+
+
+def _plan_schema_and_routine_privileges(b: _Builder, ctx: _Context) -> None:
+    """USAGE/CREATE on schemas, EXECUTE on functions and procedures (a recreated routine starts from the defaults)."""
+    for key, schema in ctx.desired.schemas.items():
+        was = ctx.live.schemas.get(key)
+        for sql in privilege_sql(f"SCHEMA {key}", was.privileges if was else (), schema.privileges, schema.owner):
+            b.add("privileges", "privilege", sql)
+    for key, func in ctx.desired.functions.items():
+        current = ctx.live.functions.get(key)
+        old = current.privileges if current is not None and f"functions:{key}" not in ctx.recreated else ()
+        for sql in privilege_sql(f"ROUTINE {key}", old, func.privileges, func.owner):
+            b.add("privileges", "privilege", sql)

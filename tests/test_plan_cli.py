@@ -185,3 +185,16 @@ def test_the_rehearsal_starts_from_the_live_extension_versions(remote: Remote) -
     assert pin_extension_versions(dump, catalog).splitlines() == [
         "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public VERSION '1.3';",
         "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;"]
+
+
+def test_schema_and_routine_privileges_are_planned(remote: Remote) -> None:
+    remote.psql("DO $$ BEGIN CREATE ROLE opsagent_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;")
+    base = "CREATE SCHEMA app; CREATE FUNCTION app.answer() RETURNS int LANGUAGE sql RETURN 42;"
+    remote.psql(base)
+    desired = (base + " GRANT USAGE ON SCHEMA app TO opsagent_reader;"
+               " REVOKE EXECUTE ON FUNCTION app.answer() FROM PUBLIC; GRANT EXECUTE ON FUNCTION app.answer() TO opsagent_reader;")
+    report = plan_against_sql(remote, desired, "schema.sql")
+    assert sorted(s.sql for s in report.plan.statements) == [
+        "GRANT EXECUTE ON ROUTINE app.answer() TO opsagent_reader;", "GRANT USAGE ON SCHEMA app TO opsagent_reader;",
+        "REVOKE EXECUTE ON ROUTINE app.answer() FROM PUBLIC;"]
+    assert report.verified, (report.error, report.remaining)
