@@ -42,20 +42,21 @@ class SqlSyntaxError(UsageError):
 def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
     """Parse ``sql`` and return its statements in order, with start lines.
 
-    Parsed once per text: sync, lint and the hazard check all read the same files,
+    Parsed once per text, whatever ``source`` names it (only errors mention it): sync,
+    lint and the hazard check all read the same files, under a path or a file name,
     and building pglast's Python nodes costs more than the parse itself.
     """
-    return list(_split_cached(sql, source))
-
-
-@functools.lru_cache(maxsize=2048)
-def _split_cached(sql: str, source: str) -> tuple[Statement, ...]:
     try:
-        raw = pglast.parse_sql(sql)
+        return list(_split_cached(sql))
     except pg_parser.ParseError as exc:
         location = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
         line = sql[: max(0, location)].count("\n") + 1
         raise SqlSyntaxError(str(exc.args[0] if exc.args else exc), source=source, line=line) from None
+
+
+@functools.lru_cache(maxsize=2048)
+def _split_cached(sql: str) -> tuple[Statement, ...]:
+    raw = pglast.parse_sql(sql)
     statements: list[Statement] = []
     for item in raw:  # pglast reports character (not byte) offsets; length 0 = to the end
         start = item.stmt_location or 0

@@ -400,8 +400,10 @@ class SyncRun:
         self.result.warnings.extend(found.warnings)
         session = _Session(self.remote, f"opsagent {self.result.action} {self.identity.applied_by}")
         try:
+            # local work while sudo and psql start on the server (discovery has already parsed every file)
+            tables = candidate_tables(found.migrations)
             session.backend_pid = int(session.read_json("pid", self.host.command_timeout))
-            self._run(session, found.migrations)
+            self._run(session, found.migrations, tables)
         except BaseException:
             if self._phase == "apply":  # interrupted (Ctrl-C, timeout) while psql still runs the script
                 self._abort(session)
@@ -419,15 +421,15 @@ class SyncRun:
         with contextlib.suppress(OpsagentError):
             self.remote.psql(f"SELECT pg_terminate_backend({session.backend_pid})", timeout=30, check=False)
 
-    def _read_state(self, session: _Session, migrations: Sequence[Migration]) -> tuple[LedgerState, dict[str, Any]]:
-        """Ledger, lock holders and the live size of every table a hazard could name: one exchange."""
-        stats_sql = table_stats_query(candidate_tables(migrations)).strip().rstrip(";")
+    def _read_state(self, session: _Session, tables: Sequence[str]) -> tuple[LedgerState, dict[str, Any]]:
+        """Ledger, lock holders and the live size of every table a hazard could name (``tables``): one exchange."""
+        stats_sql = table_stats_query(list(tables)).strip().rstrip(";")
         self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query() + f"\\echo {MARK} stats\n{stats_sql};\n")
         state = LedgerState.decode(session.read_json("state", self.host.command_timeout))
         return state, dict(session.read_json("stats", self.host.command_timeout) or {})
 
-    def _run(self, session: _Session, migrations: list[Migration]) -> None:
-        state, stats = self._read_state(session, migrations)
+    def _run(self, session: _Session, migrations: list[Migration], tables: Sequence[str]) -> None:
+        state, stats = self._read_state(session, tables)
         plan = self._checked_plan(migrations, state)
         if plan is None:
             return

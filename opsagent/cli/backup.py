@@ -10,7 +10,6 @@ from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.table import Table
 
 from ..backup import (
@@ -45,6 +44,8 @@ def local_dir(inv: Inventory, host: HostConfig) -> Path:
 @contextmanager
 def _progress(label: str) -> Iterator[ProgressCallback]:
     """A Rich progress bar on stderr (silent without a terminal), fed by byte counts."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn  # only backup/restore draw it
+
     bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
                    console=err_console, disable=not err_console.is_terminal, transient=True)
     task_id = bar.add_task(label, total=None)

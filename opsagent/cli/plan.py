@@ -4,19 +4,20 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke.context import Context
 from rich.text import Text
 
-from ..declarative import CONCURRENTLY_CHOICES, PlanOptions, PlanReport, plan_against_file, plan_against_host, write_migrations
-from ..diff import display
 from ..errors import ExitCode, PlanNotVerified, UsageError
-from ..extract import default_snapshot_path
 from ..inventory import HostConfig, Inventory
 from ..lint import thresholds_from
 from ..migrations import new_migration
 from ..transport import open_remote
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
+
+if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
+    from ..declarative import PlanOptions, PlanReport
 
 PLAN_HELP = {
     "host": "inventory host name (one host): its live database is the starting point",
@@ -32,6 +33,8 @@ PLAN_HELP = {
 
 
 def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> PlanOptions:
+    from ..declarative import CONCURRENTLY_CHOICES, PlanOptions
+
     mode = "always" if concurrently is True else (concurrently or "auto")
     if mode not in CONCURRENTLY_CHOICES:
         raise UsageError(f"--concurrently {mode!r}: expected one of {', '.join(CONCURRENTLY_CHOICES)}")
@@ -50,6 +53,9 @@ def _make_report(host: str, against: str, against_host: str, from_: str, allow_d
     if from_ == "snapshot" and (against_host or against == "snapshot"):
         raise UsageError("--from snapshot goes with schema.sql as the target: --against-host and --against snapshot "
                          "exclude it (plan from one live database instead)")
+    from ..declarative import plan_against_file, plan_against_host
+    from ..extract import default_snapshot_path
+
     options = _options(target, allow_drop, concurrently)
     with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         if against_host:
@@ -85,6 +91,8 @@ def render_plan(report: PlanReport) -> None:
 
 
 def _render_verdict(report: PlanReport) -> None:
+    from ..diff import display
+
     for warning in report.plan.warnings:
         err_console.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
     style = "green" if report.verified else "red"
@@ -127,6 +135,8 @@ def new(c: Context, description: str, from_diff: bool = False, host: str = "", a
         _emit_new(report, [], json_)
         raise PlanNotVerified("no migration written: the plan is not verified",
                               hint="see 'inv plan' for what remains; --force writes it anyway, for editing by hand")
+    from ..declarative import write_migrations
+
     paths = write_migrations(report, inv.paths.migrations, description)
     _emit_new(report, paths, json_)
 

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invoke.context import Context
 from rich.table import Table
 from rich.text import Text
 
-from ..diff import KIND_ORDER, Change, DiffResult, display
-from ..drift import CheckReport, DriftReport, check_project, diff_against_file, diff_against_snapshot, diff_hosts, label
 from ..errors import ExitCode, UsageError
 from ..extract import ExtractResult, default_snapshot_path, extract, write_snapshot
 from ..fleet import HostOutcome
@@ -18,6 +17,10 @@ from ..transport import open_remote
 from ..units import human_bytes
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+
+if TYPE_CHECKING:  # catalog, diff and drift load in the tasks that use them, not on every command (e.g. sync)
+    from ..diff import Change, DiffResult
+    from ..drift import CheckReport, DriftReport
 
 FLEET_HELP = {"parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}
 
@@ -82,6 +85,8 @@ def extract_task(c: Context, host: str = "", out: str = "", json_: bool = False,
 
 
 def _render_stats(result: ExtractResult, path: Path) -> None:
+    from ..drift import label
+
     table = Table(title=f"{result.host}:{result.database} → {label(path)}")
     table.add_column("objects")
     table.add_column("count", justify="right")
@@ -97,6 +102,8 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
 
 def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host: str, text: bool,
                   accept_new: bool) -> DriftReport:
+    from ..drift import diff_against_file, diff_against_snapshot, diff_hosts
+
     with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         if against_host:
             other, _ = single_host(against_host)
@@ -157,6 +164,8 @@ def render_drift(report: DriftReport) -> None:
 
 def render_changes(result: DiffResult, live: str, desired: str) -> None:
     """Changes grouped by object kind; extra = only in live, missing = only in desired."""
+    from ..diff import KIND_ORDER
+
     words = {"extra": f"only in {live}", "missing": f"only in {desired}", "changed": "changed"}
     if result.is_empty:
         console.print("[green]no drift[/]: the structures are identical")
@@ -175,6 +184,8 @@ def render_changes(result: DiffResult, live: str, desired: str) -> None:
 
 
 def _render_change(change: Change, word: str) -> None:
+    from ..diff import display
+
     colour, mark = STATUS_STYLE[change.status]
     line = Text(f"  {mark} ", style=colour)
     line.append(display(change.name), style="bold")
@@ -196,6 +207,8 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
     if host == "sandbox" and "sandbox" not in inv.hosts:
         raise UsageError("no host 'sandbox' in the inventory", hint="start one with 'inv sandbox.up' or pass --host")
     target, _ = single_host(host)
+    from ..drift import check_project, label
+
     with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         report = check_project(remote, inv.paths.migrations, inv.paths.schema)
     if json_:

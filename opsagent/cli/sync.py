@@ -10,14 +10,11 @@ from typing import Any
 
 from invoke.context import Context
 from rich.console import Console
-from rich.panel import Panel
 from rich.prompt import Confirm
-from rich.syntax import Syntax
 from rich.table import Table
 
 from ..audit import append_audit, git_commit, who
 from ..backup import human
-from ..drift import drift_count
 from ..errors import ExitCode, OpsagentError, UsageError
 from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
@@ -90,6 +87,9 @@ class _Renderer:
                 note = "[yellow]--allow-hazards: applying despite hazard errors[/]" if self.options.allow_hazards else None
                 render_findings(event.hazards, blocking_note=note)
             if self.options.dry_run:
+                from rich.panel import Panel
+                from rich.syntax import Syntax  # pygments: only a dry run shows the SQL
+
                 for m in event.plan:
                     self.out.print(Panel(Syntax(m.sql, "sql", line_numbers=True, word_wrap=True), title=m.filename, title_align="left"))
         elif event.kind == "lock_wait":
@@ -285,6 +285,8 @@ def closing_drift_warning(remote: Remote, schema: Path) -> list[str]:
     """The seed's "verify sync" step: how far the live schema is from schema.sql (a warning, never an error)."""
     if not schema.exists():
         return []
+    from ..drift import drift_count  # the catalog and diff modules: only loaded when there is a schema.sql
+
     try:
         count = drift_count(remote, schema)
     except OpsagentError as exc:
