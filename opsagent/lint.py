@@ -28,7 +28,6 @@ from pglast.enums import (
     TransactionStmtKind,
     VariableSetKind,
 )
-from pglast.stream import maybe_double_quote_name
 
 from .errors import ConfigError, ExitCode
 from .sqltext import Statement, split_statements
@@ -206,10 +205,17 @@ def count_by_severity(findings: Iterable[Finding]) -> dict[str, int]:
 # ---------------------------------------------------------------- names
 
 
+def _quote(name: str) -> str:
+    """pglast's identifier quoting; its module loads the printers (~10 ms), so on first use, not at import."""
+    from pglast.stream import maybe_double_quote_name
+
+    return str(maybe_double_quote_name(name))
+
+
 def _table_name(schema: str | None, name: str) -> str:
     """Display name as written (schema-qualified when it was), quoted when needed."""
-    quoted = maybe_double_quote_name(name)
-    return f"{maybe_double_quote_name(schema)}.{quoted}" if schema else quoted
+    quoted = _quote(name)
+    return f"{_quote(schema)}.{quoted}" if schema else quoted
 
 
 def _key(schema: str | None, name: str) -> str:
@@ -662,7 +668,7 @@ def _simple_not_transactional(what: str) -> _Handler:
 
 def _drop_database(lint: _FileLinter, node: Any) -> None:
     _not_in_transaction(lint, "DROP DATABASE")
-    lint.add("drop-database", message=f"DROP DATABASE {maybe_double_quote_name(node.dbname)}: deletes the whole database")
+    lint.add("drop-database", message=f"DROP DATABASE {_quote(node.dbname)}: deletes the whole database")
 
 
 def _option_text(arg: Any) -> str:
