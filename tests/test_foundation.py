@@ -109,6 +109,17 @@ def test_both_front_doors_list_the_same_tasks() -> None:
     assert not re.search(r"(^|\s)-h\b", options)  # -h stays --help
 
 
+def test_cli_start_up_leaves_task_only_modules_unloaded() -> None:
+    # every command pays the CLI's imports (sync's benchmark counts them): plan/diff machinery, progress bars,
+    # syntax highlighting and pglast's printers load in the tasks that use them
+    code = "import sys, opsagent.cli; print(' '.join(sorted(sys.modules)))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
+    assert {"opsagent.cli", "opsagent.sync", "opsagent.lint", "paramiko"} <= loaded
+    lazy = {"opsagent.catalog", "opsagent.declarative", "opsagent.diff", "opsagent.drift", "opsagent.plan",
+            "rich.progress", "rich.syntax", "pygments", "pglast.stream"}
+    assert loaded & lazy == set()
+
+
 @pytest.mark.parametrize(("task", "flag", "expected"), [
     ("new", "--help", "--from-diff"), ("describe", "-h", "--host=STRING"), ("backups.get", "--help", "--name=STRING")])
 def test_help_after_a_task_with_a_positional_argument_is_help(tmp_path: Path, task: str, flag: str, expected: str) -> None:

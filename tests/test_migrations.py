@@ -625,3 +625,14 @@ def test_discover_2000_files_is_fast(tmp_path: Path) -> None:
 def test_split_statements_sanity() -> None:
     # guards the assumption that statement lines come from the LF-normalized text
     assert [s.line for s in split_statements("SELECT 1;\n\nVACUUM;\n")] == [1, 3]
+
+
+def test_split_statements_parses_a_text_once_whatever_name_it_is_shown_under() -> None:
+    # sync reads a file by path, lint by file name: one parse serves both, errors still name the caller's source
+    sql = "CREATE TABLE parsed_once (id int);\nSELECT 1;\n"
+    by_path, by_name = split_statements(sql, "/project/sql/migrations/0001_x.sql"), split_statements(sql, "0001_x.sql")
+    assert [s.line for s in by_name] == [1, 2] and all(a is b for a, b in zip(by_path, by_name, strict=True))
+    for source in ("a.sql", "b.sql"):
+        with pytest.raises(SqlSyntaxError) as info:
+            split_statements("SELECT 1;\nSELEC 2;\n", source)
+        assert (info.value.source, info.value.line) == (source, 2)
