@@ -286,7 +286,7 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
         if script is None:
             migra_outcome = Outcome(False, why, seconds)
     with cluster.remote(source) as remote:  # one SSH connection per case; no database session stays open
-        live = [timed(lambda: introspect_many(remote, [source, target])) for _ in range(repeat)]
+        live = [timed(lambda: introspect_many(remote, [source, target], dependencies=True)) for _ in range(repeat)]
         catalogs = live[0][0]
         plans = [timed(lambda: generate_plan(catalogs[source], catalogs[target], allow_drop=True)) for _ in range(repeat)]
         plan, plan_seconds = plans[0][0], statistics.median(seconds for _, seconds in plans)

@@ -282,23 +282,7 @@ SELECT json_strip_nulls(json_build_object(
      'comment', obj_description(pol.oid, 'pg_policy')
    ) ORDER BY 1), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
- 'depends', (SELECT coalesce(json_agg(json_build_array(
-       CASE WHEN d.classid = 'pg_class'::regclass AND d.objsubid > 0
-            THEN json_build_array('columns', a.id->>1, a.id->>2, (SELECT attname FROM pg_attribute
-                                                                  WHERE attrelid = d.objid AND attnum = d.objsubid))
-            WHEN d.classid = 'pg_attrdef'::regclass
-            THEN (SELECT json_build_array('columns', a.id->>1, a.id->>2, at.attname) FROM pg_attrdef ad
-                  JOIN pg_attribute at ON at.attrelid = ad.adrelid AND at.attnum = ad.adnum WHERE ad.oid = d.objid)
-            ELSE a.id END,
-       -- a column as such: dropping or retyping it touches only what uses that column
-       CASE WHEN d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
-            THEN json_build_array('columns', b.id->>1, b.id->>2, (SELECT attname FROM pg_attribute
-                                                                  WHERE attrelid = d.refobjid AND attnum = d.refobjsubid), b.id->>0)
-            ELSE b.id END)), '[]')
-   FROM pg_depend d
-   JOIN dep_objs a ON a.classid = d.classid AND a.objid = d.objid
-   JOIN dep_objs b ON b.classid = d.refclassid AND b.objid = d.refobjid
-   WHERE d.deptype IN ('n', 'a') AND (a.id::text <> b.id::text OR d.objsubid <> d.refobjsubid)),
+ 'depends', %(depends)s,
  'collations', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', co.collname, 'owner', pg_get_userbyid(co.collowner),
      'provider', CASE co.collprovider WHEN 'i' THEN 'icu' WHEN 'c' THEN 'libc' WHEN 'b' THEN 'builtin' ELSE co.collprovider::text END,
@@ -346,10 +330,31 @@ def _sql_text_array(values: Iterable[str]) -> str:
     return f"ARRAY[{quoted}]::text[]"
 
 
-def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> str:
+_DEPENDS = r"""(SELECT coalesce(json_agg(json_build_array(
+       CASE WHEN d.classid = 'pg_class'::regclass AND d.objsubid > 0
+            THEN json_build_array('columns', a.id->>1, a.id->>2, (SELECT attname FROM pg_attribute
+                                                                  WHERE attrelid = d.objid AND attnum = d.objsubid))
+            WHEN d.classid = 'pg_attrdef'::regclass
+            THEN (SELECT json_build_array('columns', a.id->>1, a.id->>2, at.attname) FROM pg_attrdef ad
+                  JOIN pg_attribute at ON at.attrelid = ad.adrelid AND at.attnum = ad.adnum WHERE ad.oid = d.objid)
+            ELSE a.id END,
+       -- a column as such: dropping or retyping it touches only what uses that column
+       CASE WHEN d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0
+            THEN json_build_array('columns', b.id->>1, b.id->>2, (SELECT attname FROM pg_attribute
+                                                                  WHERE attrelid = d.refobjid AND attnum = d.refobjsubid), b.id->>0)
+            ELSE b.id END)), '[]')
+   FROM pg_depend d
+   JOIN dep_objs a ON a.classid = d.classid AND a.objid = d.objid
+   JOIN dep_objs b ON b.classid = d.refclassid AND b.objid = d.refobjid
+   WHERE d.deptype IN ('n', 'a') AND (a.id::text <> b.id::text OR d.objsubid <> d.refobjsubid))"""
+
+
+def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *, dependencies: bool = False) -> str:
     """The introspection script: a fixed search_path, then one query returning one JSON document.
 
     ``exclude_tables`` entries are bare table names (any schema) or ``schema.table``.
+    ``dependencies`` adds pg_depend's edges (``Catalog.depends``), which only plans
+    need: they double the document's size.
     """
     names = list(exclude_tables)
     for name in names:
@@ -357,7 +362,8 @@ def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -
             raise ValueError("table name contains a NUL byte")
     bare = [n for n in names if "." not in n]
     qualified = [n for n in names if "." in n]
-    query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified)}
+    query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified),
+                      "depends": _DEPENDS if dependencies else "NULL"}
     # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
     return "SET search_path = pg_catalog;\n" + query.strip() + ";\n"
 
@@ -795,9 +801,9 @@ class Catalog:
 
 
 def introspect(remote: QueryRunner, database: str | None = None, *,
-               exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> Catalog:
+               exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, dependencies: bool = False) -> Catalog:
     """Read one database's catalog in a single round trip."""
-    doc = remote.query_json(introspection_sql(exclude_tables), database)
+    doc = remote.query_json(introspection_sql(exclude_tables, dependencies=dependencies), database)
     if not isinstance(doc, dict):
         raise RemoteError("introspection returned an unexpected document")
     return Catalog.from_json(doc)
@@ -814,11 +820,11 @@ def _psql_quote(value: str) -> str:
 
 
 def introspect_many(remote: QueryRunner, databases: Sequence[str], *,
-                    exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> dict[str, Catalog]:
+                    exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, dependencies: bool = False) -> dict[str, Catalog]:
     """Read several databases' catalogs in one psql session (one round trip)."""
     if not databases:
         return {}
-    sql = introspection_sql(exclude_tables)
+    sql = introspection_sql(exclude_tables, dependencies=dependencies)
     parts = []
     for index, name in enumerate(databases):
         parts.append(f"\\connect -reuse-previous=on {_psql_quote(_conninfo(name))}\n\\echo {_SEPARATOR}{index}\n{sql}")

@@ -91,7 +91,7 @@ SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.r
 
 def live_catalog(remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, dict[str, Any]]:
     """The live catalog and every ordinary table's estimated rows and total bytes (keyed like the catalog), in one query run."""
-    text = remote.psql(introspection_sql(exclude_tables) + TABLE_SIZES_SQL + ";\n", extra=["-A", "-t"]).text.strip()
+    text = remote.psql(introspection_sql(exclude_tables, dependencies=True) + TABLE_SIZES_SQL + ";\n", extra=["-A", "-t"]).text.strip()
     try:
         document, end = json.JSONDecoder().raw_decode(text)
         sizes = json.loads(text[end:])
@@ -168,7 +168,7 @@ def _live_side(remote: Remote, exclude_tables: Sequence[str]) -> _Side:
 def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions | None = None) -> PlanReport:
     """The plan from the live database to ``sql`` (materialized on the same server), verified by applying it."""
     options = options or PlanOptions()
-    query = introspection_sql(options.exclude_tables)
+    query = introspection_sql(options.exclude_tables, dependencies=True)
     with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
         outputs, live = _both(scratch.load, lambda: _live_side(remote, options.exclude_tables))
         name = scratch.names[0]
@@ -180,7 +180,7 @@ def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: 
                        options: PlanOptions | None = None) -> PlanReport:
     """The plan from a snapshot (``inv extract``) to ``sql``, both materialized on ``remote``'s server: the live database is not read."""
     options = options or PlanOptions()
-    query = introspection_sql(options.exclude_tables)
+    query = introspection_sql(options.exclude_tables, dependencies=True)
     with ScratchSet(remote, [[Chunk(snapshot, snapshot_label)], [Chunk(sql, source)]], query=query) as scratch:
         live_out, desired_out = scratch.load()
         name = scratch.names[1]
@@ -193,7 +193,7 @@ def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None
     """The plan that gives ``remote``'s database the structure of ``other``'s (e.g. prod catching up with staging)."""
     options = options or PlanOptions()
     live, desired_catalog = _both(lambda: _live_side(remote, options.exclude_tables),
-                                  lambda: introspect(other, exclude_tables=options.exclude_tables))
+                                  lambda: introspect(other, exclude_tables=options.exclude_tables, dependencies=True))
     desired = _Side(where(other), desired_catalog, lambda: dump_schema(other))
     return _plan_and_verify(remote, live, desired, options)
 

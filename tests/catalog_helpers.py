@@ -147,9 +147,9 @@ $opsagent_load$;
 """
 
 
-def load_script(items: Sequence[LoadItem], exclude_tables: Sequence[str] = ("schema_migrations",)) -> str:
+def load_script(items: Sequence[LoadItem], exclude_tables: Sequence[str] = ("schema_migrations",), *, dependencies: bool = False) -> str:
     """The psql script: for each item, reset, load (retrying declaratively if asked), mark, introspect."""
-    query = introspection_sql(exclude_tables)
+    query = introspection_sql(exclude_tables, dependencies=dependencies)
     parts: list[str] = []
     for item in items:
         parts.append(RESET_SQL + _prelude(item.schemas))
@@ -168,11 +168,11 @@ def load_script(items: Sequence[LoadItem], exclude_tables: Sequence[str] = ("sch
     return "".join(parts)
 
 
-def load_many(remote: Remote, database: str, cases: Sequence[LoadItem]) -> dict[str, Loaded]:
-    """Load each item into ``database`` in turn and introspect it; one round trip."""
+def load_many(remote: Remote, database: str, cases: Sequence[LoadItem], *, dependencies: bool = False) -> dict[str, Loaded]:
+    """Load each item into ``database`` in turn and introspect it (with pg_depend's edges: for plans); one round trip."""
     if not cases:
         return {}
-    result = remote.psql(load_script(cases), database, extra=["-A", "-t", "-v", "ON_ERROR_STOP=0"], check=False,
+    result = remote.psql(load_script(cases, dependencies=dependencies), database, extra=["-A", "-t", "-v", "ON_ERROR_STOP=0"], check=False,
                          timeout=900)
     loaded: dict[str, Loaded] = {}
     key: str | None = None

@@ -404,7 +404,7 @@ CREATE FUNCTION first_row() RETURNS SETOF v LANGUAGE sql BEGIN ATOMIC SELECT * F
 
 def test_dependencies_come_from_pg_depend(remote: Remote) -> None:
     remote.psql(DEPENDENCIES)
-    depends = introspect(remote).depends
+    depends = introspect(remote, dependencies=True).depends
     # column by column: dropping or retyping t.tag touches none of these
     assert depends["views:public.v"] == {"tables:public.t", "columns:public.t.id", "columns:public.t.n", "functions:public.half(x integer)"}
     assert "columns:public.t.tag" not in set().union(*depends.values())

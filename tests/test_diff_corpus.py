@@ -205,11 +205,11 @@ REAL = {
 }
 
 
-def mutation_script(database_mutations: dict[str, str]) -> str:
+def mutation_script(database_mutations: dict[str, str], *, dependencies: bool = False) -> str:
     """Each mutation in its own transaction: apply, introspect, roll back (no database copies needed)."""
     from opsagent.catalog import introspection_sql
 
-    query = introspection_sql()
+    query = introspection_sql(dependencies=dependencies)
     parts = []
     for key, sql in database_mutations.items():
         parts.append(f"BEGIN;\n\\set LAST_ERROR_SQLSTATE 00000\n\\set LAST_ERROR_MESSAGE ''\n{sql};\n"

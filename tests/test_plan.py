@@ -200,7 +200,7 @@ def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None
     database = sandbox.create_database("plan")
     started = time.monotonic()
     with sandbox.remote(database) as remote:
-        loaded = load_many(remote, database, [LoadItem(f"{name}/{side}", text) for (name, side), text in sql.items()])
+        loaded = load_many(remote, database, [LoadItem(f"{name}/{side}", text) for (name, side), text in sql.items()], dependencies=True)
         plans: dict[str, Plan] = {}
         for step, case in steps.items():
             a, b = loaded[f"{step}/a"].catalog, loaded[f"{case}/b"].catalog
@@ -248,7 +248,7 @@ def _batches(sandbox: SandboxHandle, items: list[LoadItem]) -> dict[str, Loaded]
     def run(chunk: list[LoadItem]) -> dict[str, Loaded]:
         database = sandbox.create_database("plan")
         with sandbox.remote(database) as remote:
-            return load_many(remote, database, chunk)
+            return load_many(remote, database, chunk, dependencies=True)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
         first, second = pool.map(run, [items[:half], items[half:]])
@@ -431,7 +431,7 @@ def test_danbooru_built_from_an_empty_database_by_its_plan(sandbox: SandboxHandl
     full, empty = sandbox.create_database("danbooru"), sandbox.create_database("empty")
     with sandbox.remote(full) as remote:
         remote.psql(path.read_text(), timeout=300)
-        catalogs = introspect_many(remote, [full, empty])
+        catalogs = introspect_many(remote, [full, empty], dependencies=True)
     plan = generate_plan(catalogs[empty], catalogs[full])
     assert len(plan.statements) > 500 and not plan.warnings
     with sandbox.remote(empty) as remote:
@@ -440,7 +440,7 @@ def test_danbooru_built_from_an_empty_database_by_its_plan(sandbox: SandboxHandl
         assert compare(built, catalogs[full]).significant == []
         # then the way back from the diff tests' single mutations (a type change under views, a dropped FK, ...)
         remote.psql(";\n".join(sql for sql, *_ in REAL["danbooru"]["mutations"].values()) + ";")  # type: ignore[attr-defined]
-        mutated = introspect(remote)
+        mutated = introspect(remote, dependencies=True)
         back = generate_plan(mutated, catalogs[full], allow_drop=True)
         remote.psql(back.script(), timeout=300)
         assert compare(introspect(remote), catalogs[full]).significant == [], back.script()
@@ -518,11 +518,11 @@ def test_musicbrainz_built_from_an_empty_database_then_each_mutation_planned_bac
         assert script.index("CREATE TEXT SEARCH") < script.index("CREATE INDEX")
         # built for real, the database holds its definitions in the form plans write them in (as a restored dump does)
         remote.psql(script, timeout=300)
-        desired = introspect(remote)
+        desired = introspect(remote, dependencies=True)
         mutations = {key: spec[0] for key, spec in REAL["musicbrainz"]["mutations"].items()}  # type: ignore[attr-defined]
         mutations["all at once"] = ";\n".join(mutations.values())
         # each mutation in its own rolled-back transaction: introspected, then planned back and applied
-        mutated = dict(_marked(remote.psql(mutation_script(mutations), extra=["-A", "-t"], timeout=300).text))
+        mutated = dict(_marked(remote.psql(mutation_script(mutations, dependencies=True), extra=["-A", "-t"], timeout=300).text))
         plans = {key.replace("_", " "): generate_plan(Catalog.from_json(json.loads(body)), desired, allow_drop=True)
                  for key, body in mutated.items()}
         sizes = {key: len(plan.statements) for key, plan in plans.items()}
