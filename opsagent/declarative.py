@@ -18,7 +18,7 @@ from typing import Any
 
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .diff import Change, DiffResult, compare
-from .drift import _both, confirm_changes, label, read_catalog, read_sql, where
+from .drift import _both, confirm_changes, read_catalog, read_sql, where
 from .errors import RemoteError
 from .extract import dump_schema
 from .lint import Thresholds
@@ -26,6 +26,7 @@ from .migrations import new_migration
 from .plan import HEADER, Plan, generate_plan, literal
 from .scratch import Chunk, LoadError, ScratchSet
 from .transport import Remote
+from .units import label
 
 
 @dataclasses.dataclass(frozen=True)

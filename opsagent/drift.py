@@ -25,6 +25,7 @@ from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_re
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .scratch import Chunk, ScratchSet
 from .transport import Remote
+from .units import label
 
 A = TypeVar("A")
 B = TypeVar("B")
@@ -48,14 +49,6 @@ class DriftReport:
         return {"live": self.live, "desired": self.desired, "drift": self.drift,
                 "significant": len(self.result.significant), **self.result.to_dict(),
                 **({"text": self.text} if self.text is not None else {})}
-
-
-def label(path: Path) -> str:
-    """A path as people typed it: relative to the working directory when inside it."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def read_sql(path: Path, what: str = "schema file") -> str:

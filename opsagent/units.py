@@ -1,6 +1,16 @@
-"""Human-readable sizes, one way everywhere (binary multiples, like pg_size_pretty)."""
+"""Values shown to people, one way everywhere: sizes (binary multiples, like pg_size_pretty) and paths."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+
+def label(path: Path) -> str:
+    """A path as people typed it: relative to the working directory when inside it (clickable ``file:line``)."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def human_bytes(size: float) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from ..migrations import (
     scan_names,
 )
 from ..transport import Remote, open_remote
+from ..units import label
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -48,14 +48,6 @@ class _Loaded:
     refusal: MigrationError | None = None
 
 
-def _display(path: Path) -> str:
-    """A path relative to the working directory when it is below it (clickable ``file:line``)."""
-    try:
-        return os.path.relpath(path) if path.resolve().is_relative_to(Path.cwd().resolve()) else str(path)
-    except ValueError:
-        return str(path)
-
-
 def _raw_unit(path: Path, source: str) -> LintUnit:
     sql = normalize_sql(path.read_bytes(), source)
     markers, _ = _markers(sql, source)
@@ -64,7 +56,7 @@ def _raw_unit(path: Path, source: str) -> LintUnit:
 
 def _load(path: Path) -> _Loaded:
     """Load a file as sync would; a refused file is still linted as written (the rules say why)."""
-    source = _display(path)
+    source = label(path)
     if not path.is_file():
         raise UsageError(f"{source}: no such migration file")
     if parse_filename(path.name) is None:
@@ -253,7 +245,7 @@ def lint(c: Context, host: str = "", file: str = "", json_: bool = False, verbos
         print_json({**report.to_dict(), "linted": how})
     else:
         if not loaded:
-            err_console.print(f"no migration files in {_display(inv.paths.migrations)}")
+            err_console.print(f"no migration files in {label(inv.paths.migrations)}")
         console.print(_header(report, how), soft_wrap=True)
         render_findings(report, verbose=verbose)
     if report.exit_code:

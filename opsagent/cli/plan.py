@@ -14,6 +14,7 @@ from ..inventory import HostConfig, Inventory
 from ..lint import thresholds_from
 from ..migrations import new_migration
 from ..transport import open_remote
+from ..units import label
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
 
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
@@ -102,13 +103,6 @@ def _render_verdict(report: PlanReport) -> None:
                           soft_wrap=True, markup=False)
 
 
-def _shown(path: Path) -> str:
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
-
-
 @command(help={"description": "what the migration does, e.g. \"add paper trading mode\"",
                "from_diff": "write the verified plan from --host's live database to schema.sql (see 'inv plan') instead of a template",
                "force": "with --from-diff: write the file even when the rehearsal leaves differences",
@@ -125,7 +119,7 @@ def new(c: Context, description: str, from_diff: bool = False, host: str = "", a
         if json_:
             print_json({"files": [str(path)]})
         else:
-            print(_shown(path))
+            print(label(path))
         return
     report, inv = _make_report(host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key)
     if report.plan.is_empty:
@@ -150,4 +144,4 @@ def _emit_new(report: PlanReport, paths: list[Path], json_: bool) -> None:
         return
     _render_verdict(report)
     for path in paths:
-        print(_shown(path))
+        print(label(path))

@@ -14,7 +14,7 @@ from ..extract import ExtractResult, default_snapshot_path, extract, write_snaps
 from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
 from ..transport import open_remote
-from ..units import human_bytes
+from ..units import human_bytes, label
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
@@ -85,8 +85,6 @@ def extract_task(c: Context, host: str = "", out: str = "", json_: bool = False,
 
 
 def _render_stats(result: ExtractResult, path: Path) -> None:
-    from ..drift import label
-
     table = Table(title=f"{result.host}:{result.database} → {label(path)}")
     table.add_column("objects")
     table.add_column("count", justify="right")
@@ -207,7 +205,7 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
     if host == "sandbox" and "sandbox" not in inv.hosts:
         raise UsageError("no host 'sandbox' in the inventory", hint="start one with 'inv sandbox.up' or pass --host")
     target, _ = single_host(host)
-    from ..drift import check_project, label
+    from ..drift import check_project
 
     with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         report = check_project(remote, inv.paths.migrations, inv.paths.schema)
