@@ -111,6 +111,11 @@ class _Side:
     sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
 
 
+def _rehearsal(live_dump: str, plan: Plan) -> list[Chunk]:
+    """A copy of the live structure with the plan applied (errors in the plan name the plan, not the dump)."""
+    return [Chunk(live_dump, "live (dump)"), Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]
+
+
 def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
                 exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[list[Change], str | None]:
     """Rehearse ``plan`` on a scratch copy of the live structure and diff the result against ``desired``.
@@ -118,9 +123,8 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
     One psql session loads the dump, applies the plan and reads the catalog; the live
     database is never touched (a TEMPLATE copy would need it free of connections).
     """
-    contents = [[Chunk(live_dump, "live (dump)"), Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]]
     try:
-        with ScratchSet(remote, contents, query=introspection_sql(exclude_tables)) as scratch:
+        with ScratchSet(remote, [_rehearsal(live_dump, plan)], query=introspection_sql(exclude_tables)) as scratch:
             output = scratch.load()[0]
     except LoadError as error:
         if error.source != PLAN_SOURCE:
@@ -201,7 +205,7 @@ def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None
 
 def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
     """The rehearsal database's own dump (loaded again for ``confirm_changes``)."""
-    with ScratchSet(remote, [[Chunk(live_dump, "live (dump)"), Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]]) as scratch:
+    with ScratchSet(remote, [_rehearsal(live_dump, plan)]) as scratch:
         scratch.load()
         return dump_schema(remote, scratch.names[0])
 

@@ -639,10 +639,12 @@ def new_migration(migrations_dir: Path, description: str, *, today: dt.datetime 
     version = _next_version(entries, now)
     migrations_dir.mkdir(parents=True, exist_ok=True)
     path = migrations_dir / f"{version}_{slug}.sql"
-    text = _TEMPLATE.format(version=version, description=" ".join(description.split()), date=now.date().isoformat())
-    if body is not None:
-        header = [f"-- {version}: {' '.join(description.split())}", f"-- Created {now.date().isoformat()}.",
-                  *(f"-- {line}".rstrip() for line in notes), *([f"-- opsagent:{NO_TRANSACTION_MARKER}"] if no_transaction else [])]
+    title, date = " ".join(description.split()), now.date().isoformat()
+    if body is None:
+        text = _TEMPLATE.format(version=version, description=title, date=date)
+    else:
+        header = [f"-- {version}: {title}", f"-- Created {date}.", *(f"-- {line}".rstrip() for line in notes),
+                  *([f"-- opsagent:{NO_TRANSACTION_MARKER}"] if no_transaction else [])]
         text = "\n".join(header) + "\n\n" + body
     try:
         with path.open("x", encoding="utf-8") as handle:

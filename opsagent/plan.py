@@ -453,6 +453,7 @@ class _Context:
         # functions whose recorded dependencies change (a SQL-standard body reading a rebuilt view, an argument of a
         # recreated type) are dropped first and created again
         self.dropped_functions |= {key for key in live.functions if f"functions:{key}" in self.affected}
+        self.rebuilt_views = _rebuilt_views(self)  # dropped and created again (after the functions they need)
 
     @property
     def uses_graph(self) -> bool:
@@ -626,11 +627,12 @@ def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key, coll in desired.collations.items():
         current = live.collations.get(key)
-        if current is not None and dataclasses.replace(current, comment=coll.comment) != coll:
+        changed = current is not None and dataclasses.replace(current, comment=coll.comment) != coll
+        if changed:
             b.add("collations", "collation", f"DROP COLLATION {key}", destructive=True,
                   warning=f"recreates collation {key} (its properties cannot be altered; fails while columns or indexes use it)")
             ctx.recreated.add(f"collations:{key}")
-        if current is None or dataclasses.replace(current, comment=coll.comment) != coll:
+        if current is None or changed:
             b.add("collations", "collation", collation_sql(coll))
     for key, dictionary in desired.text_search_dicts.items():
         old = live.text_search_dicts.get(key)
@@ -673,21 +675,16 @@ def _plan_types(b: _Builder, ctx: _Context) -> None:
         current = live.types.get(key)
         if current is None:
             b.add("types", "type", type_sql(item))
-        elif current != item and _enum_appendable(current, item):
+        elif key in ctx.recreated_types:  # decided once, in _Context (_altered_in_place)
+            _recreate_type(b, ctx, current, item)
+        elif _enum_appendable(current, item):
             _add_enum_values(b, current, item)
-        elif current != item and current.kind == "domain" and item.kind == "domain" and current.base_type == item.base_type:
+        elif current.kind == "domain":  # its default or NOT NULL (a comment alone is planned with the comments)
             if current.default != item.default:
                 action = f"SET DEFAULT {item.default}" if item.default is not None else "DROP DEFAULT"
                 b.add("types", "type", f"ALTER DOMAIN {key} {action}")
             if current.not_null != item.not_null:
                 b.add("types", "type", f"ALTER DOMAIN {key} {'SET' if item.not_null else 'DROP'} NOT NULL")
-            ctx.reshaped.discard(key)
-            ctx.recreated_types.discard(key)
-        elif current != item and dataclasses.replace(current, comment=item.comment) == item:
-            ctx.reshaped.discard(key)
-            ctx.recreated_types.discard(key)
-        elif current != item:
-            _recreate_type(b, ctx, current, item)
     for key in live.types:
         if key not in desired.types:
             b.add("drop types", "type", f"DROP TYPE {key}", destructive=True, warning=f"drops type {key}")
@@ -771,8 +768,7 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
 
 
 def _uses_rebuilt_view(ctx: _Context, key: str) -> bool:
-    rebuilt = _rebuilt_views(ctx)
-    return any(ref.startswith("views:") and ref[6:] in rebuilt for ref in ctx.live.depends.get(f"functions:{key}", ()))
+    return any(ref.startswith("views:") and ref[6:] in ctx.rebuilt_views for ref in ctx.live.depends.get(f"functions:{key}", ()))
 
 
 def _signature(func: Function) -> str:
@@ -1018,7 +1014,7 @@ def _rebuilt_views(ctx: _Context) -> set[str]:
 
 def _plan_views(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
-    rebuilt = _rebuilt_views(ctx)
+    rebuilt = ctx.rebuilt_views
     for key in reversed(_view_order(live.views, live.depends)):
         if key in rebuilt:
             word = "MATERIALIZED VIEW" if live.views[key].materialized else "VIEW"
