@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import OpsagentError, UsageError
-from .transport import CommandResult, Remote
+from .transport import CommandResult, Remote, conninfo_dbname
 from .units import human_bytes
 
 MARK = "@opsagent"
@@ -267,7 +267,7 @@ _RESTORE = r"""
 @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 <<'OPSAGENT_SQL' >/dev/null || fail createdb
 @@CREATE_SQL@@
 OPSAGENT_SQL
-if ! pg_restore --exit-on-error --single-transaction @@PGARGS@@ -d "$target" -- "$file"; then
+if ! pg_restore --exit-on-error --single-transaction @@PGARGS@@ -d "$target_dsn" -- "$file"; then
   @@ADMIN_PSQL@@ -c @@DROP_TARGET@@ >/dev/null 2>&1
   fail restore
 fi
@@ -322,7 +322,7 @@ def _assign(**values: str) -> str:
 
 
 def _psql(remote: Remote, database: str) -> str:
-    return shlex.join(["psql", "-X", "-q", *remote.pg_args(), "-d", database])
+    return shlex.join(["psql", "-X", "-q", *remote.pg_args(), *remote.db_args(database)])
 
 
 def _admin_db(database: str) -> str:
@@ -386,7 +386,7 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
     name = backup_name(host.database, when, label)
     # a session holding an exclusive lock must not make the backup (and a sync waiting on it) hang
     wait = ["--lock-wait-timeout", host.lock_timeout] if host.lock_timeout.strip() not in ("", "0") else []
-    pg_dump = shlex.join(["pg_dump", "-Fc", *wait, *remote.pg_args(), "-d", host.database])
+    pg_dump = shlex.join(["pg_dump", "-Fc", *wait, *remote.pg_args(), *remote.db_args()])
     body = _PRELUDE + _assign(dir=host.backup_dir, name=name, keep=str(host.keep_backups), pattern=_grep_pattern(host.database),
                               stream="1" if download_dir else "0", protect=protect)
     body += _fill(_BACKUP, PSQL=_psql(remote, host.database), PG_DUMP=pg_dump)
@@ -664,7 +664,8 @@ $opsagent$;"""
 def _restore_body(remote: Remote, name: str, target: str, *, verify: bool = True) -> str:
     host = remote.host
     admin = _psql(remote, _admin_db(host.database))
-    body = _PRELUDE + _assign(dir=host.backup_dir, name=name, target=target, file=f"{host.backup_dir.rstrip('/')}/{name}")
+    body = _PRELUDE + _assign(dir=host.backup_dir, name=name, target=target, target_dsn=conninfo_dbname(target),
+                              file=f"{host.backup_dir.rstrip('/')}/{name}")
     body += _VERIFY if verify else ""
     return body + _fill(_RESTORE, ADMIN_PSQL=admin, CREATE_SQL=_create_sql(target, host.database),
                         PGARGS=shlex.join(remote.pg_args()), DROP_TARGET=shlex.quote(f"DROP DATABASE IF EXISTS {quote_ident(target)}"),

@@ -21,7 +21,7 @@ from .diff import Change, DiffResult, compare
 from .drift import _both, confirm_changes, read_catalog, read_sql, where
 from .errors import RemoteError
 from .extract import dump_schema
-from .lint import Thresholds
+from .lint import Thresholds, lock_free_bytes
 from .migrations import new_migration
 from .plan import HEADER, Plan, generate_plan, literal
 from .scratch import Chunk, LoadError, ScratchSet
@@ -82,10 +82,10 @@ class PlanOptions:
         return {key for key, size in sizes.items() if self.thresholds.is_large(size.get("rows"), size.get("bytes"))}
 
 
-TABLE_SIZES_SQL = """\
+TABLE_SIZES_SQL = f"""\
 SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), json_build_object(
          'rows', CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE pg_stat_get_live_tuples(c.oid) END,
-         'bytes', pg_total_relation_size(c.oid))), '{}'::json)
+         'bytes', {lock_free_bytes('c')})), '{{}}'::json)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"""
 

@@ -106,7 +106,7 @@ def strip_restrict(text: str) -> str:
 
 def pg_dump_argv(remote: Remote, database: str, *, compress: bool = True, no_owner: bool = False) -> list[str]:
     """``pg_dump --schema-only`` of one database, gzip-compressed on the server."""
-    argv = ["pg_dump", "--schema-only", *remote.pg_args(), "-d", database]
+    argv = ["pg_dump", "--schema-only", *remote.pg_args(), *remote.db_args(database)]
     if no_owner:
         argv += ["--no-owner", "--no-privileges"]
     if compress:

@@ -1012,13 +1012,27 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def lock_free_bytes(alias: str) -> str:
+    """SQL for a table's size (heap + TOAST + indexes) from ``pg_class.relpages``.
+
+    ``pg_total_relation_size`` opens the relation with ACCESS SHARE, so a size query
+    queues behind an ``ALTER TABLE`` waiting for its lock (and everything queues
+    behind both).  ``relpages`` is the estimate VACUUM/ANALYZE keep, read without a lock.
+    """
+    return (f"(({alias}.relpages::bigint"
+            f" + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = {alias}.reltoastrelid), 0)"
+            f" + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+            f" WHERE x.indrelid = {alias}.oid), 0)) * current_setting('block_size')::bigint)")
+
+
 def table_stats_query(tables: Iterable[str]) -> str:
     """One query returning ``{"name": {"rows": estimate, "bytes": total size, "table": qualified}}``.
 
     Names resolve like the migration would (``to_regclass``, so via search_path);
     unknown tables are left out.  Partitioned tables sum their leaf partitions.
     Rows come from ``reltuples`` (the planner's estimate), or from the statistics
-    collector's live tuple count when the table was never analyzed.
+    collector's live tuple count when the table was never analyzed; bytes from
+    ``relpages``.  Nothing here takes a lock on the tables.
     """
     names = list(dict.fromkeys(tables))
     if not names:
@@ -1033,7 +1047,7 @@ def table_stats_query(tables: Iterable[str]) -> str:
         "CROSS JOIN LATERAL ("
         "SELECT coalesce(sum(CASE WHEN l.reltuples >= 0 THEN l.reltuples::bigint "
         "ELSE pg_stat_get_live_tuples(l.oid) END), 0)::bigint AS rows, "
-        "coalesce(sum(pg_total_relation_size(l.oid)), 0)::bigint AS bytes "
+        f"coalesce(sum({lock_free_bytes('l')}), 0)::bigint AS bytes "
         "FROM (SELECT c.oid AS relid WHERE c.relkind NOT IN ('p', 'I') UNION ALL "
         "SELECT p.relid FROM pg_partition_tree(c.oid) AS p WHERE p.isleaf AND c.relkind IN ('p', 'I')) AS leaf "
         "JOIN pg_class l ON l.oid = leaf.relid) AS s"

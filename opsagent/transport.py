@@ -200,9 +200,16 @@ class Remote:
             args += ["-p", str(self.host.pg_port)]
         return args
 
+    def db_args(self, database: str | None = None) -> list[str]:
+        """``-d dbname='…'``: a database name is always a conninfo value, never a connection string.
+
+        psql, pg_dump and pg_restore read a ``-d`` value containing ``=`` as a whole
+        connection string (``host=evil dbname=x``); quoting it as ``dbname`` keeps it a name.
+        """
+        return ["-d", conninfo_dbname(database or self.host.database)]
+
     def psql_argv(self, database: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-        db = database or self.host.database
-        return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.pg_args(), "-d", db, *extra]
+        return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.pg_args(), *self.db_args(database), *extra]
 
     # -- running
 
@@ -279,6 +286,11 @@ class Remote:
         if not text:
             raise RemoteError(f"{self.host.name}: query returned no result")
         return json.loads(text)
+
+
+def conninfo_dbname(database: str) -> str:
+    """``dbname='name'`` with libpq's conninfo quoting (backslash before ``'`` and ``\\``)."""
+    return "dbname='" + database.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _first_line(text: str) -> str:
