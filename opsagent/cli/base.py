@@ -8,23 +8,119 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
+import re
 import sys
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
 from invoke.tasks import task
 from rich.console import Console
+from rich.measure import Measurement
 
-from ..errors import ExitCode, OpsagentError
-from ..inventory import HostConfig, Inventory, load_inventory
+from ..errors import ExitCode, OpsagentError, UsageError
+from ..inventory import DEFAULT_INVENTORY, HostConfig, Inventory, load_inventory
 from ..transport import Remote, open_remote
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# ---------------------------------------------------------------- consoles
+
+PIPE_WIDTH = 100_000
+"""Width of a console whose stream is not a terminal: nothing is ever wrapped or cut (a backup name must paste whole)."""
+
+_TRAILING_BLANKS = re.compile(r"[ \t]+(?=\n)")
+
+
+class _PipeWriter:
+    """The console's stream when it is not a terminal: writes through, minus the blanks Rich pads lines with."""
+
+    def __init__(self, stream: str) -> None:
+        self._stream_name = stream
+
+    @property
+    def _stream(self) -> Any:
+        return getattr(sys, self._stream_name)  # looked up per write: tests and redirections swap sys.stdout
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        return int(self._stream.write(_TRAILING_BLANKS.sub("", text)))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+class PipedConsole(Console):
+    """A console writing to a pipe or a file: no wrapping, no cropping, no padding out to a terminal width.
+
+    Text is never wrapped (``soft_wrap``, a width no line reaches); a renderable that fills
+    whatever width it is given (a Panel, a padded block) is drawn at its natural width instead.
+    """
+
+    def print(self, *objects: Any, width: int | None = None, **kwargs: Any) -> None:
+        if width is None and len(objects) == 1 and not isinstance(objects[0], str):
+            natural = Measurement.get(self, self.options, objects[0]).maximum
+            width = natural if 0 < natural < PIPE_WIDTH else None
+        super().print(*objects, width=width, **kwargs)
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """The console for stdout or stderr, decided once at start: Rich's own for a terminal, a ``PipedConsole`` otherwise."""
+    terminal = Console(stderr=stderr, highlight=False)
+    if terminal.is_terminal:
+        return terminal
+    writer: Any = _PipeWriter("stderr" if stderr else "stdout")  # duck-typed text stream (write/flush/isatty/encoding)
+    return PipedConsole(file=writer, width=PIPE_WIDTH, soft_wrap=True, highlight=False, force_terminal=False)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
+
+
+# ---------------------------------------------------------------- library loggers
+
+
+class _KeptMessages(logging.Handler):
+    """Keeps a library's log messages (not its traceback lines) instead of printing them over the one-line error."""
+
+    def __init__(self, keep: int = 20) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: deque[str] = deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().rstrip()
+        if text and not text[0].isspace() and not text.startswith(("Traceback", "During handling")):
+            self.messages.append(text)
+
+
+_library_log = _KeptMessages()
+
+
+def quiet_library_loggers() -> None:
+    """Paramiko logs "Exception (client): Error reading SSH protocol banner" and two tracebacks on stderr for a host
+    that is down (its transport thread logs, then the connect raises what the CLI already reports in one line).
+    Keep those messages (``library_messages``) instead; ``OPSAGENT_DEBUG=1`` shows them as before."""
+    if os.environ.get("OPSAGENT_DEBUG"):
+        return
+    logger = logging.getLogger("paramiko")
+    if _library_log not in logger.handlers:
+        logger.addHandler(_library_log)
+    logger.propagate = False
+
+
+def library_messages() -> list[str]:
+    """The newest messages paramiko logged in this process (e.g. to add the cause to a connection error)."""
+    return list(_library_log.messages)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -113,17 +209,50 @@ def print_task_help(command_task: Any, helps: dict[str, str]) -> None:
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+# ---------------------------------------------------------------- project and inventory
+
+
+def find_project_root(start: Path | None = None) -> Path | None:
+    """The nearest folder, from ``start`` (the working directory) upwards, holding ``inventory.yaml``, as git finds ``.git``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_INVENTORY).is_file():
+            return folder
+    return None
+
+
 def inventory() -> Inventory:
-    return load_inventory()
+    """``$OPSAGENT_INVENTORY`` if set, else the project's ``inventory.yaml`` found upwards from here (none: no hosts)."""
+    if os.environ.get("OPSAGENT_INVENTORY"):
+        return load_inventory()
+    root = find_project_root()
+    return load_inventory(root / DEFAULT_INVENTORY if root else None)
+
+
+def outside_project_error() -> UsageError:
+    return UsageError(f"not inside an opsagent project: no {DEFAULT_INVENTORY} here or in any folder above {Path.cwd()}",
+                      hint=f"cd into the project, or set OPSAGENT_INVENTORY=/path/to/{DEFAULT_INVENTORY}")
+
+
+def project_inventory() -> Inventory:
+    """The inventory of the project we are in; refuses (exit 2) outside any project.
+
+    For tasks that read or write the project's files (``new`` would otherwise create
+    ``./sql/migrations`` wherever it is run).
+    """
+    inv = inventory()
+    if inv.source is None:
+        raise outside_project_error()
+    return inv
 
 
 def single_host(spec: str | None) -> tuple[HostConfig, Inventory]:
     """Resolve ``--host`` that must name exactly one host."""
-    from ..errors import UsageError
-
     inv = inventory()
     if not spec:
         raise UsageError("--host is required (see 'inv hosts' for the inventory)")
+    if inv.source is None and not inv.hosts:
+        raise outside_project_error()
     hosts = inv.resolve(spec)
     if len(hosts) != 1:
         raise UsageError(f"--host {spec!r} names {len(hosts)} hosts; this task takes one")
