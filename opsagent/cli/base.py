@@ -27,6 +27,7 @@ from rich.measure import Measurement
 from ..errors import ExitCode, OpsagentError, UsageError
 from ..inventory import DEFAULT_INVENTORY, HostConfig, Inventory, load_inventory
 from ..transport import Remote, open_remote
+from .program import program_name
 
 # ---------------------------------------------------------------- consoles
 
@@ -199,7 +200,7 @@ def print_task_help(command_task: Any, helps: dict[str, str]) -> None:
     for argument in arguments:
         argument.help = helps.get(argument.name, argument.help)
     context = ParserContext(name=command_task.name, args=arguments)
-    program = os.path.basename(sys.argv[0]) if not sys.argv[0].endswith("__main__.py") else "opsagent"
+    program = program_name()
     positional = " ".join(f"<{a.name}>" for a in context.positional_args)
     name = next((a for a in sys.argv[1:] if a == command_task.name or a.endswith("." + command_task.name)), command_task.name)
     lines = [f"Usage: {program} {name} [--options] {positional}".rstrip(), "", "Docstring:",

@@ -11,7 +11,6 @@ running Program the same manners, so ``inv X`` and ``opsagent X`` answer alike.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import re
@@ -49,6 +48,8 @@ def usage_line(context: ParserContext | None) -> str:
 
 
 def _close(word: str, candidates: Iterable[str]) -> str | None:
+    import difflib  # only a mistyped command line pays for it
+
     matches = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
     return matches[0] if matches else None
 
