@@ -115,6 +115,33 @@ def test_negative_parallel_over_several_hosts_is_exit_2_before_connecting(tmp_pa
         assert "--parallel takes a whole number" in done.stderr and "cannot connect" not in done.stderr
 
 
+def test_float_flags_take_fractions_and_say_so_in_help(tmp_path: Path) -> None:
+    """``timeout: float = 0`` used to make an int flag: ``--timeout 2.5`` was refused."""
+    (tmp_path / "inventory.yaml").write_text("hosts:\n  a: {address: 127.0.0.1, port: 9}\n  b: {address: 127.0.0.1, port: 9}\n")
+    env = {"OPSAGENT_INVENTORY": str(tmp_path / "inventory.yaml")}
+    done = run_front_door("opsagent", "status", "--host", "all", "--timeout", "2.5", "--json", cwd=tmp_path, env=env)
+    assert done.returncode == 1, done.stderr  # parsed; both hosts then fail to connect (nothing listens on port 9)
+    assert {h["status"] for h in json.loads(done.stdout)["hosts"]} == {"failed"}
+    for door, args in (("inv", ("--help", "status")), ("opsagent", ("status", "--help"))):
+        helped = run_front_door(door, *args)
+        assert helped.returncode == 0 and "--timeout=NUMBER" in helped.stdout and "--parallel=INT" in helped.stdout
+
+
+@pytest.mark.parametrize("door", ["inv", "opsagent"])
+@pytest.mark.parametrize("args", [("--list",), ("status", "--help")])
+def test_a_reader_that_goes_away_is_not_a_traceback(door: str, args: tuple[str, ...]) -> None:
+    """``inv --list | head -1``: the pipe has no reader any more when we write."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # before the program starts: its first write meets a closed pipe, every time
+    try:
+        argv = [str(INV), *args] if door == "inv" else [sys.executable, "-m", "opsagent", *args]
+        done = subprocess.run(argv, cwd=REPO, env=BARE_ENV, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
+    assert done.returncode == 1
+
+
 # ---------------------------------------------------------------- paramiko's tracebacks
 
 

@@ -7,6 +7,7 @@ messages; tasks themselves only parse arguments, call the library and render.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -20,14 +21,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 from rich.console import Console
 from rich.measure import Measurement
 
 from ..errors import ExitCode, OpsagentError, UsageError
 from ..inventory import DEFAULT_INVENTORY, HostConfig, Inventory, load_inventory
 from ..transport import Remote, open_remote
-from .program import program_name
+from .program import program_name, silence_stdout, with_value_placeholders
 
 # ---------------------------------------------------------------- consoles
 
@@ -154,6 +155,9 @@ def _guard(body: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(ExitCode.INTERRUPTED) from None
         except Exit:
             raise
+        except BrokenPipeError:  # the reader went away (| head): nothing to report to anyone
+            silence_stdout()
+            raise fail(ExitCode.FAILURE) from None
         except Exception as exc:  # a bug: one line unless debugging
             if os.environ.get("OPSAGENT_DEBUG"):
                 traceback.print_exc()
@@ -164,12 +168,28 @@ def _guard(body: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+class OpsagentTask(Task):  # type: ignore[misc]
+    """Invoke's Task, with a parameter's annotation deciding its kind where its default cannot.
+
+    Invoke takes a flag's type from its default: ``timeout: float = 0`` became an int
+    flag and ``--timeout 2.5`` was refused.
+    """
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        parameter = inspect.signature(self.body).parameters.get(name)
+        if parameter is not None and parameter.annotation in ("float", float) and opts.get("kind") is int:
+            opts["kind"] = float
+        return opts
+
+
 def command(help: dict[str, str] | None = None, **options: Any) -> Callable[[F], Any]:
     """``@task`` with per-parameter help, no auto short flags (``-h`` stays help) and error mapping."""
 
     def decorate(body: F) -> Any:
         made: list[Any] = []
-        made.append(task(_help_first(_guard(body), made, dict(help or {})), help=help or {}, auto_shortflags=False, **options))
+        made.append(task(_help_first(_guard(body), made, dict(help or {})), help=help or {}, auto_shortflags=False,
+                         klass=OpsagentTask, **options))
         return made[0]
 
     return decorate
@@ -205,8 +225,9 @@ def print_task_help(command_task: Any, helps: dict[str, str]) -> None:
     name = next((a for a in sys.argv[1:] if a == command_task.name or a.endswith("." + command_task.name)), command_task.name)
     lines = [f"Usage: {program} {name} [--options] {positional}".rstrip(), "", "Docstring:",
              f"  {(command_task.__doc__ or '').strip()}", "", "Options:"]
-    width = max((len(flag) for flag, _ in context.help_tuples()), default=0)
-    lines += [f"  {flag.ljust(width)}  {text}" for flag, text in context.help_tuples()]
+    tuples = with_value_placeholders(context, context.help_tuples())
+    width = max((len(flag) for flag, _ in tuples), default=0)
+    lines += [f"  {flag.ljust(width)}  {text}" for flag, text in tuples]
     sys.stdout.write("\n".join(lines) + "\n")
 
 

@@ -127,6 +127,24 @@ def explain_bad_value(program: Program, exc: ValueError) -> str:
     return f"error: --{flag.name.replace('_', '-')} takes {kind}, got {flag.raw_value!r}\n{usage_line(context)}"
 
 
+def with_value_placeholders(context: ParserContext, tuples: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Invoke's help shows ``=STRING``/``=INT`` only; a float flag (``--timeout``) would read like a switch."""
+    floats = {flag for flag, argument in context.flags.items() if argument.kind is float}
+    return [(f"{spec}=NUMBER" if spec in floats else spec, text) for spec, text in tuples]
+
+
+def silence_stdout() -> None:
+    """The reader of our stdout went away (``inv backups | head -1``): stop writing there, without a traceback.
+
+    Python's own advice: point stdout at /dev/null so the interpreter's final flush cannot fail again.
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 class ParseManners:
     """Mixed into an Invoke ``Program``: parse errors become ``Exit(message, code=2)``."""
 
@@ -138,6 +156,19 @@ class ParseManners:
             raise Exit(explain_parse_error(program, exc), code=int(ExitCode.USAGE)) from None
         except ValueError as exc:
             raise Exit(explain_bad_value(program, exc), code=int(ExitCode.USAGE)) from None
+        except BrokenPipeError:
+            silence_stdout()
+            raise Exit(code=int(ExitCode.FAILURE)) from None
+
+    def print_task_help(self, name: str) -> None:
+        program: Any = self
+        context = program.parser.contexts[name]
+        plain = program.print_columns
+        program.print_columns = lambda tuples: plain(with_value_placeholders(context, tuples))
+        try:
+            super().print_task_help(name)  # type: ignore[misc]
+        finally:
+            del program.print_columns
 
     def parse_core(self, argv: list[str] | None) -> None:
         self._guarded(lambda: super(ParseManners, self).parse_core(argv))  # type: ignore[misc]
