@@ -246,6 +246,37 @@ def test_project_inventory_refuses_outside_and_accepts_inside(tmp_path: Path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "sub"]
 
 
+def test_a_task_that_needs_a_project_is_refused_outside_before_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from invoke.context import Context
+    from invoke.exceptions import Exit
+
+    ran: list[Path] = []
+
+    def write_here(c: Context) -> None:
+        """A task that writes into the project (as 'new' does)."""
+        ran.append(Path.cwd())
+
+    task = base.command(needs_project=True)(write_here)
+    monkeypatch.delenv("OPSAGENT_INVENTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(Exit) as caught:
+        task(Context())
+    assert caught.value.code == ExitCode.USAGE and ran == []
+    assert "not inside an opsagent project" in capsys.readouterr().err
+    (tmp_path / "inventory.yaml").write_text("hosts: {}\n")
+    (tmp_path / "sql").mkdir()
+    monkeypatch.chdir(tmp_path / "sql")
+    task(Context())
+    assert [p.resolve() for p in ran] == [(tmp_path / "sql").resolve()]
+
+
+def test_inv_from_a_subdirectory_of_the_repository_uses_its_inventory() -> None:
+    done = run_front_door("inv", "hosts", "--json", cwd=REPO / "sql" / "migrations")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["inventory"] == str(REPO / "inventory.yaml")
+
+
 # ---------------------------------------------------------------- piped output
 
 

@@ -183,16 +183,30 @@ class OpsagentTask(Task):  # type: ignore[misc]
         return opts
 
 
-def command(help: dict[str, str] | None = None, **options: Any) -> Callable[[F], Any]:
-    """``@task`` with per-parameter help, no auto short flags (``-h`` stays help) and error mapping."""
+def command(help: dict[str, str] | None = None, *, needs_project: bool = False, **options: Any) -> Callable[[F], Any]:
+    """``@task`` with per-parameter help, no auto short flags (``-h`` stays help) and error mapping.
+
+    ``needs_project``: the task reads or writes the project's files (migrations, schema,
+    snapshots): refused outside any project instead of working on the current folder.
+    """
 
     def decorate(body: F) -> Any:
         made: list[Any] = []
-        made.append(task(_help_first(_guard(body), made, dict(help or {})), help=help or {}, auto_shortflags=False,
+        guarded = _guard(_in_project(body) if needs_project else body)
+        made.append(task(_help_first(guarded, made, dict(help or {})), help=help or {}, auto_shortflags=False,
                          klass=OpsagentTask, **options))
         return made[0]
 
     return decorate
+
+
+def _in_project(body: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(body)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        require_project()
+        return body(*args, **kwargs)
+
+    return wrapper
 
 
 _HELP_WORDS = frozenset({"--help", "-h"})
@@ -262,10 +276,20 @@ def project_inventory() -> Inventory:
     For tasks that read or write the project's files (``new`` would otherwise create
     ``./sql/migrations`` wherever it is run).
     """
+    require_project()
     inv = inventory()
     if inv.source is None:
         raise outside_project_error()
     return inv
+
+
+def require_project() -> None:
+    """Refuse (exit 2, one line and a hint) unless ``$OPSAGENT_INVENTORY`` is set or a project folder is found upwards.
+
+    Cheap (no YAML is read): ``@command(needs_project=True)`` runs it before the task body.
+    """
+    if not os.environ.get("OPSAGENT_INVENTORY") and find_project_root() is None:
+        raise outside_project_error()
 
 
 def single_host(spec: str | None) -> tuple[HostConfig, Inventory]:
