@@ -12,15 +12,12 @@ import dataclasses
 import datetime as dt
 import functools
 import hashlib
-import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pglast import parser as pg_parser
-
-from .errors import MigrationError, UsageError
+from .errors import InvalidMigration, MigrationError, UsageError
 from .sqltext import Statement, split_statements
 
 NO_TRANSACTION_MARKER = "no-transaction"
@@ -29,7 +26,7 @@ TIMESTAMP_DIGITS = 14  # YYYYMMDDHHMMSS
 NAMING_HINT = "migration files are named <version>_<description>.sql, e.g. 001_create_users.sql"
 
 _NAME_RE = re.compile(r"^(\d+)_(.+)\.sql$")
-_MARKER_RE = re.compile(r"^\s*--\s*opsagent:\s*(\S*)")
+_MARKER_LINE_RE = re.compile(r"^[^\S\n]*--[^\S\n]*opsagent:[^\S\n]*(\S*)", re.MULTILINE)
 _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
 State = Literal["applied", "pending", "checksum_mismatch", "missing_file", "out_of_order", "failed"]
@@ -212,15 +209,17 @@ def _block_comment_end(sql: str, pos: int) -> int:
 
 
 def _markers(sql: str, source: str) -> tuple[set[str], list[str]]:
-    """Markers found in the header, and warnings for unknown or misplaced ones."""
-    end = _header_end(sql)
-    header_lines = sql.count("\n") + 1 if end >= len(sql) else sql[:end].count("\n")
+    """Markers found in the header, and warnings for unknown or misplaced ones (one regex pass, no per-line split)."""
     found: set[str] = set()
     warnings: list[str] = []
-    for number, line in enumerate(sql.split("\n"), start=1):
-        match = _MARKER_RE.match(line)
-        if match is None:
-            continue
+    if "opsagent:" not in sql:
+        return found, warnings
+    end = _header_end(sql)
+    header_lines = sql.count("\n") + 1 if end >= len(sql) else sql.count("\n", 0, end)
+    number, counted_to = 1, 0
+    for match in _MARKER_LINE_RE.finditer(sql):
+        number += sql.count("\n", counted_to, match.start())
+        counted_to = match.start()
         name = match.group(1).lower()
         if name not in KNOWN_MARKERS:
             warnings.append(f"{source}:{number}: unknown marker '-- opsagent:{match.group(1)}' ignored (known: {', '.join(sorted(KNOWN_MARKERS))})")
@@ -360,17 +359,16 @@ class _Raw:
         return _enum(self.node.get("kind")) if self.kind == "TransactionStmt" else None
 
 
-def _parse_tree(sql: str, source: str) -> list[_Raw]:
-    try:
-        tree = json.loads(pg_parser.parse_sql_json(sql))
-    except pg_parser.ParseError:
-        split_statements(sql, source)  # raises SqlSyntaxError naming file:line
-        raise
-    return [_Raw(*next(iter(item["stmt"].items()))) for item in tree.get("stmts", [])]
+_INSPECTED = frozenset({"TransactionStmt", *_NOT_IN_TRANSACTION})
+
+
+def _parse_tree(statements: Sequence[Statement]) -> list[_Raw]:
+    """Kind of every statement, and the JSON fields of the few kinds the checks read (linear, no Python AST)."""
+    return [_Raw(s.kind, s.parse_tree() if s.kind in _INSPECTED else {}) for s in statements]
 
 
 class _Refusal(Exception):
-    """A check failed at statement ``index``; the line is looked up only then (full parse)."""
+    """A check failed at statement ``index`` (its line is in the statement list)."""
 
     def __init__(self, index: int, message: str, *, opened: int | None = None) -> None:
         super().__init__(message)
@@ -439,7 +437,8 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
     sql = normalize_sql(raw, source)
     markers, warnings = _markers(sql, source)
     transactional = NO_TRANSACTION_MARKER not in markers
-    tree = _parse_tree(sql, source)
+    statements = split_statements(sql, source)  # SqlSyntaxError/UnsupportedSql: exit 2, file:line
+    tree = _parse_tree(statements)
     wrapped = False
     try:
         if transactional:
@@ -447,9 +446,8 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
         else:
             warnings += _check_autocommit(tree, source)
     except _Refusal as refusal:
-        lines = [s.line for s in split_statements(sql, source)]
-        opened = f" opened at line {lines[refusal.opened]}" if refusal.opened is not None else ""
-        raise MigrationError(f"{source}:{lines[refusal.index]}: {refusal.message}{opened}") from None
+        opened = f" opened at line {statements[refusal.opened].line}" if refusal.opened is not None else ""
+        raise InvalidMigration(f"{source}:{statements[refusal.index].line}: {refusal.message}{opened}") from None
     if not tree:
         warnings.append(f"{source}: contains no statements")
     migration = Migration(version=version, version_key=key, description=description, path=path, filename=path.name,
