@@ -366,10 +366,11 @@ class _FileLinter:
     def run(self) -> list[Finding]:
         statements = split_statements(self.sql, self.source)
         ignores = _ignore_comments(self.sql, statements)
-        for statement, ignored in zip(statements, ignores, strict=True):
+        for index, statement in enumerate(statements):
             handler = _HANDLERS.get(statement.kind)
             if handler is None or not _may_matter(statement):
                 continue
+            ignored = ignores.get(index)
             self.statement = statement
             self.locks = []
             start = len(self.findings)
@@ -415,25 +416,22 @@ class _FileLinter:
 _IGNORE_RE = re.compile(r"--\s*opsagent:\s*ignore\s+([a-z0-9\-, ]+)", re.IGNORECASE)
 # statement kinds whose handler can only report something when one of these words is in the text
 # (a WITH clause, SELECT INTO, set_config): the rest of a 400,000-INSERT data load is not parsed twice
-_NEEDS_WORD = {"InsertStmt": ("with",), "SelectStmt": ("with", "into", "set_config")}
+_NEEDS_WORD = {"InsertStmt": re.compile("with", re.IGNORECASE), "SelectStmt": re.compile("with|into|set_config", re.IGNORECASE)}
 
 
 def _may_matter(statement: Statement) -> bool:
     words = _NEEDS_WORD.get(statement.kind)
-    if words is None:
-        return True
-    lowered = statement.text.lower()
-    return any(word in lowered for word in words)
+    return words is None or words.search(statement.text) is not None
 
 
-def _ignore_comments(sql: str, statements: Sequence[Statement]) -> list[set[str]]:
+def _ignore_comments(sql: str, statements: Sequence[Statement]) -> dict[int, set[str]]:
     """Rules acknowledged by ``-- opsagent:ignore rule-a, rule-b`` before or inside each statement.
 
     One regex pass over the file, then each comment goes to the first statement ending on
     or after its line (linear: a statement never rescans the file).
     """
-    result: list[set[str]] = [set() for _ in statements]
-    if "opsagent:" not in sql.lower():
+    result: dict[int, set[str]] = {}  # statement index -> rules
+    if _IGNORE_RE.search(sql) is None:
         return result
     ends = [statement.line + statement.text.count("\n") for statement in statements]
     index, line, counted_to = 0, 1, 0
@@ -444,7 +442,7 @@ def _ignore_comments(sql: str, statements: Sequence[Statement]) -> list[set[str]
             index += 1
         if index == len(ends):
             break
-        result[index].update(part.strip().lower() for part in match.group(1).split(",") if part.strip())
+        result.setdefault(index, set()).update(part.strip().lower() for part in match.group(1).split(",") if part.strip())
     return result
 
 

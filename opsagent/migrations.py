@@ -15,7 +15,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .errors import InvalidMigration, MigrationError, UsageError
 from .sqltext import Statement, split_statements
@@ -347,24 +347,35 @@ _TX_NAMES = {
 }
 
 
-@dataclasses.dataclass(frozen=True)
-class _Raw:
-    """A top-level statement of the JSON parse tree."""
+class _Raw(NamedTuple):
+    """A top-level statement: its kind, and its JSON parse tree when a check reads it."""
 
     kind: str
     node: dict[str, Any]
-
-    @property
-    def tx(self) -> str | None:
-        return _enum(self.node.get("kind")) if self.kind == "TransactionStmt" else None
+    tx: str | None  # TRANS_STMT_BEGIN... for a TransactionStmt
 
 
 _INSPECTED = frozenset({"TransactionStmt", *_NOT_IN_TRANSACTION})
 
 
 def _parse_tree(statements: Sequence[Statement]) -> list[_Raw]:
-    """Kind of every statement, and the JSON fields of the few kinds the checks read (linear, no Python AST)."""
-    return [_Raw(s.kind, s.parse_tree() if s.kind in _INSPECTED else {}) for s in statements]
+    """Kind of every statement, and the JSON fields of the few kinds the checks read (linear, no Python AST).
+
+    Statements of the other kinds share one ``_Raw`` per kind: 400,000 INSERTs cost a dict lookup each.
+    """
+    plain: dict[str, _Raw] = {}
+    raws: list[_Raw] = []
+    for statement in statements:
+        kind = statement.kind
+        if kind in _INSPECTED:
+            node = statement.parse_tree()
+            raws.append(_Raw(kind, node, _enum(node.get("kind")) if kind == "TransactionStmt" else None))
+            continue
+        raw = plain.get(kind)
+        if raw is None:
+            raw = plain[kind] = _Raw(kind, {}, None)
+        raws.append(raw)
+    return raws
 
 
 class _Refusal(Exception):
@@ -388,6 +399,8 @@ def _check_transactional(raw: list[_Raw]) -> bool:
     start, stop = (1, len(raw) - 1) if wrapped else (0, len(raw))
     for index in range(start, stop):
         item = raw[index]
+        if item.kind not in _INSPECTED:
+            continue
         if item.tx in _BEGINS or item.tx in _ENDS or item.tx in _PREPARED:
             raise _Refusal(index, f"{_TX_NAMES[item.tx or '']} inside a migration would break its atomicity with the ledger row; "
                                   "remove it (opsagent wraps each migration in a transaction) "

@@ -132,22 +132,41 @@ class _ClientCopy(Exception):
 
 @functools.lru_cache(maxsize=2048)
 def _split_cached(sql: str) -> tuple[Statement, ...]:
+    try:
+        # the scanner cuts at top-level semicolons without building the whole file's parse tree
+        # (hundreds of MB in C for a 50 MB script); each piece is then parsed on its own (_kind)
+        return _statements(sql, pg_parser.split(sql, with_parser=False, only_slices=True))
+    except pg_parser.ParseError:
+        pass  # a piece is not a statement (a BEGIN ATOMIC body cut at its semicolons) or the text does not parse
+    return _statements(sql, pg_parser.split(sql, with_parser=True, only_slices=True))  # the grammar's cut, or its error
+
+
+def _statements(sql: str, parts: tuple[slice, ...]) -> tuple[Statement, ...]:
     statements: list[Statement] = []
     line, counted_to = 1, 0
-    for part in pg_parser.split(sql, with_parser=True, only_slices=True):
+    for part in parts:
         start = part.start
         text = sql[part]
         stripped = text.lstrip()
         offset = start + (len(text) - len(stripped))
-        offset, text = _skip_leading_comments(offset, stripped.rstrip())
+        text = stripped.rstrip()
+        if text.startswith(("--", "/*")):
+            offset, text = _skip_leading_comments(offset, text)
         if text.endswith(";"):
             text = text[:-1].rstrip()
         if not text:
             continue
+        try:
+            kind = _kind(text)
+        except pg_parser.ParseError as exc:
+            location = exc.args[1] if len(exc.args) > 1 and isinstance(exc.args[1], int) else 0
+            raise pg_parser.ParseError(exc.args[0] if exc.args else str(exc), offset + max(0, location)) from None
+        if not kind:
+            continue  # only comments
         line += sql.count("\n", counted_to, offset)  # forward only: linear in the whole script
         counted_to = offset
-        statement = Statement(text, line, _kind(text))
-        if statement.kind == "CopyStmt":
+        statement = Statement(text, line, kind)
+        if kind == "CopyStmt":
             _refuse_client_copy(statement)
         statements.append(statement)
     return tuple(statements)
@@ -217,20 +236,35 @@ def _copy_before(sql: str, location: int) -> int | None:
 
 
 def _skip_leading_comments(offset: int, text: str) -> tuple[int, str]:
+    """Drop the comments before a statement's first keyword (block comments nest, as in PostgreSQL)."""
     while True:
         if text.startswith("--"):
             newline = text.find("\n")
             if newline < 0:
-                return offset, text
+                return offset, ""
             consumed = newline + 1
         elif text.startswith("/*"):
-            close = text.find("*/")
-            if close < 0:
+            consumed = _block_comment_end(text)
+            if consumed < 0:
                 return offset, text
-            consumed = close + 2
         else:
             return offset, text
         rest = text[consumed:]
         stripped = rest.lstrip()
         offset += consumed + (len(rest) - len(stripped))
         text = stripped
+
+
+def _block_comment_end(text: str) -> int:
+    """Offset just past the block comment opening ``text``, or -1 when it is not closed."""
+    depth, pos = 0, 0
+    while True:
+        opening, closing = text.find("/*", pos), text.find("*/", pos)
+        if closing < 0:
+            return -1
+        if 0 <= opening < closing:
+            depth, pos = depth + 1, opening + 2
+            continue
+        depth, pos = depth - 1, closing + 2
+        if depth == 0:
+            return pos
