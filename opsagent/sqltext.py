@@ -26,6 +26,8 @@ from .errors import UsageError
 
 _KIND_PREFIX = '{"stmt":{"'
 _META_COMMAND_RE = re.compile(r"\\([A-Za-z]+|.)")
+# what may lie between two statements; one alternative per character, so no backtracking blow-up
+_GAP_RE = re.compile(r"(?:\s|;|--[^\n]*|/\*(?:[^*]|\*(?!/))*\*/)*")
 
 
 class Statement:
@@ -135,10 +137,22 @@ def _split_cached(sql: str) -> tuple[Statement, ...]:
     try:
         # the scanner cuts at top-level semicolons without building the whole file's parse tree
         # (hundreds of MB in C for a 50 MB script); each piece is then parsed on its own (_kind)
-        return _statements(sql, pg_parser.split(sql, with_parser=False, only_slices=True))
+        parts = pg_parser.split(sql, with_parser=False, only_slices=True)
+        if _covers(sql, parts):
+            return _statements(sql, parts)
     except pg_parser.ParseError:
         pass  # a piece is not a statement (a BEGIN ATOMIC body cut at its semicolons) or the text does not parse
     return _statements(sql, pg_parser.split(sql, with_parser=True, only_slices=True))  # the grammar's cut, or its error
+
+
+def _covers(sql: str, parts: tuple[slice, ...]) -> bool:
+    """True when nothing but blanks, semicolons and comments lies outside the pieces (the scanner drops an unclosed tail)."""
+    previous = 0
+    for part in parts:
+        if _GAP_RE.fullmatch(sql, previous, part.start) is None:
+            return False
+        previous = part.stop
+    return _GAP_RE.fullmatch(sql, previous, len(sql)) is not None
 
 
 def _statements(sql: str, parts: tuple[slice, ...]) -> tuple[Statement, ...]:
