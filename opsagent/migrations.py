@@ -479,7 +479,11 @@ def scan_names(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[
         raise UsageError(f"{migrations_dir} is not a directory")
     found: dict[int, tuple[int, str, Path]] = {}
     warnings: list[str] = []
-    for path in sorted(migrations_dir.iterdir()):
+    try:
+        paths = sorted(migrations_dir.iterdir())
+    except OSError as exc:
+        raise UsageError(f"{migrations_dir}: cannot list the migrations folder: {exc.strerror or exc}") from None
+    for path in paths:
         if path.name.startswith(".") or not path.is_file():
             continue  # .gitkeep, editor swap files, sub-folders
         parsed = parse_filename(path.name)
