@@ -35,18 +35,22 @@ sys.path.insert(0, str(REPO))
 from opsagent.sandbox import SandboxState, temporary_sandbox  # noqa: E402
 
 
-def generated_migration(statements: int, per_table: int = 1000) -> str:
-    """``statements`` small statements (~120 bytes each): a CREATE TABLE, then INSERTs into it, block after block."""
-    parts = ["-- generated large migration\n\n"]
+def write_migration(path: Path, statements: int, per_table: int = 1000) -> None:
+    """``statements`` small statements (~120 bytes each): a CREATE TABLE, then INSERTs into it, block after block.
+
+    Streamed to the file: this process stays small, and a child's peak RSS (which Linux
+    counts from the fork, parent's pages included) is the child's own.
+    """
     table = 0
-    for i in range(statements):
-        if i % per_table == 0:
-            table += 1
-            parts.append(f"CREATE TABLE big_t{table} (id bigint PRIMARY KEY, name text NOT NULL, qty integer, note text);\n")
-            continue
-        parts.append(f"INSERT INTO big_t{table} (id, name, qty, note) VALUES ({i}, 'name {i:08d}', {i % 977}, "
-                     f"'some note text about row {i:09d}');\n")
-    return "".join(parts)
+    with path.open("w") as out:
+        out.write("-- generated large migration\n\n")
+        for i in range(statements):
+            if i % per_table == 0:
+                table += 1
+                out.write(f"CREATE TABLE big_t{table} (id bigint PRIMARY KEY, name text NOT NULL, qty integer, note text);\n")
+                continue
+            out.write(f"INSERT INTO big_t{table} (id, name, qty, note) VALUES ({i}, 'name {i:08d}', {i % 977}, "
+                      f"'some note text about row {i:09d}');\n")
 
 
 class Measured:
@@ -124,7 +128,7 @@ def main() -> None:
         folder = project / "sql" / "migrations"
         folder.mkdir(parents=True)
         migration = folder / "001_large_data_load.sql"
-        migration.write_text(generated_migration(args.statements))
+        write_migration(migration, args.statements)
         (project / "inventory.yaml").write_text("hosts: {}\n")
         size_mb = migration.stat().st_size / 1e6
         env = {**os.environ, "OPSAGENT_INVENTORY": str(project / "inventory.yaml"), "PYTHONPATH": str(REPO)}
@@ -133,17 +137,17 @@ def main() -> None:
         lint = Measured([sys.executable, "-m", "opsagent", "lint"], cwd=project, env=env)
         if lint.returncode != 0:
             raise SystemExit(f"lint failed ({lint.returncode}): {lint.stderr.strip()[-500:]}")
-        discovery, linting, statements = local_phases(folder)
-        print(f"migration:                         {statements:,} statements, {size_mb:.1f} MB (one file)")
+        print(f"migration:                         {args.statements:,} statements, {size_mb:.1f} MB (one file)")
         print(wc.line("floor  wc -l"))
         print(floor.line("floor  python: read the file"))
-        print(lint.line("opsagent lint (offline)", floor.wall))
-        print(f"  in process: discovery {discovery:.2f} CPU s (read, split, checks), hazard lint {linting:.2f} CPU s")
-        if args.no_sync:
-            return
-        ssh_floor, sync, applied = sync_figures(project, migration)
-        print(ssh_floor.line("floor  ssh 'psql -1 -f -' < file"))
-        print(sync.line("opsagent sync --yes --no-backup", ssh_floor.wall) + f"  ({applied} migration applied)")
+        print(lint.line("opsagent lint (offline)", floor.wall), flush=True)
+        if not args.no_sync:
+            ssh_floor, sync, applied = sync_figures(project, migration)
+            print(ssh_floor.line("floor  ssh 'psql -1 -f -' < file"))
+            print(sync.line("opsagent sync --yes --no-backup", ssh_floor.wall) + f"  ({applied} migration applied)", flush=True)
+        discovery, linting, statements = local_phases(folder)  # last: it grows this process
+        print(f"  in process: {statements:,} statements; discovery {discovery:.2f} CPU s (read, split, checks), "
+              f"hazard lint {linting:.2f} CPU s")
 
 
 if __name__ == "__main__":
