@@ -22,6 +22,7 @@ from .sqltext import Statement, split_statements
 
 NO_TRANSACTION_MARKER = "no-transaction"
 KNOWN_MARKERS = frozenset({NO_TRANSACTION_MARKER})
+LINT_DIRECTIVE = "ignore"  # -- opsagent:ignore drop-column (opsagent.lint)
 TIMESTAMP_DIGITS = 14  # YYYYMMDDHHMMSS
 NAMING_HINT = "migration files are named <version>_<description>.sql, e.g. 001_create_users.sql"
 
@@ -221,6 +222,8 @@ def _markers(sql: str, source: str) -> tuple[set[str], list[str]]:
         number += sql.count("\n", counted_to, match.start())
         counted_to = match.start()
         name = match.group(1).lower()
+        if name == LINT_DIRECTIVE:
+            continue  # "-- opsagent:ignore rule" acknowledges a lint finding: anywhere, and not a marker
         if name not in KNOWN_MARKERS:
             warnings.append(f"{source}:{number}: unknown marker '-- opsagent:{match.group(1)}' ignored (known: {', '.join(sorted(KNOWN_MARKERS))})")
         elif number > header_lines:

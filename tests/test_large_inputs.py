@@ -128,6 +128,13 @@ def test_refused_file_is_an_invalid_migration_exit_2(tmp_path: Path, sql: str, w
     assert isinstance(info.value, MigrationError)  # callers that catch MigrationError still do
 
 
+def test_lint_ignore_comment_is_not_an_unknown_marker(tmp_path: Path) -> None:
+    path = tmp_path / "005_drop.sql"
+    path.write_text("-- opsagent:ignore drop-table\nDROP TABLE legacy;\n-- opsagent:typo\n")
+    _, warnings = load_migration(path)
+    assert warnings == [f"{path}:3: unknown marker '-- opsagent:typo' ignored (known: no-transaction)"]
+
+
 def test_discovery_error_paths_are_usage_errors(tmp_path: Path) -> None:
     folder = tmp_path / "migrations"
     folder.mkdir()
