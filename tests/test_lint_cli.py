@@ -66,14 +66,19 @@ def test_clean_migrations_exit_0(offline: Offline) -> None:
 def test_index_on_a_table_of_an_earlier_migration_is_no_all_clear(offline: Offline) -> None:
     """Issue 15, the documented workflow: inv new, append CREATE INDEX on a table of 001, inv lint."""
     offline.write("001_orders.sql", "CREATE TABLE orders (id bigint PRIMARY KEY, symbol text, stop_loss numeric);\n")
-    env = {**os.environ, "OPSAGENT_INVENTORY": str(offline.root / "inventory.yaml")}
-    created = subprocess.run([sys.executable, "-m", "opsagent", "new", "add stop loss to orders"], cwd=offline.root, env=env,
-                             text=True, capture_output=True, timeout=120, check=False)
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(offline.root / "inventory.yaml"), "COLUMNS": "220"}
+    repo = Path(__file__).resolve().parents[1]
+
+    def inv(*args: str) -> subprocess.CompletedProcess[str]:  # the README's front door: inv, with the repository's tasks.py
+        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(repo), *args], cwd=offline.root, env=env, text=True,
+                              capture_output=True, timeout=120, check=False)
+
+    created = inv("new", "add stop loss to orders")
     assert created.returncode == 0, created.stdout + created.stderr
     (path,) = offline.migrations.glob("002_*.sql")
     with path.open("a") as handle:
         handle.write("CREATE INDEX orders_stop_loss ON orders (stop_loss);\n")
-    result = offline.run()
+    result = inv("lint")
     assert result.returncode == int(ExitCode.HAZARDS), result.stdout + result.stderr
     assert "no hazards" not in result.stdout
     assert f"sql/migrations/{path.name}:" in result.stdout and "create-index-not-concurrently" in result.stdout
