@@ -43,8 +43,11 @@ class Offline:
         path.write_text(sql)
         return path
 
-    def run(self, *args: str, columns: int = 220) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, columns: int = 220, terminal: bool = False) -> subprocess.CompletedProcess[str]:
+        """``terminal``: render as for a terminal of ``columns`` (a pipe is never narrow: piped output never wraps)."""
         env = {**os.environ, "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"), "COLUMNS": str(columns)}
+        if terminal:
+            env.update(TTY_COMPATIBLE="1", TERM="dumb")
         return subprocess.run([sys.executable, "-m", "opsagent", "lint", *args], cwd=self.root, env=env, text=True,
                               capture_output=True, timeout=120, check=False)
 
@@ -107,7 +110,7 @@ def test_index_on_existing_table_exit_4_with_location_and_fix(offline: Offline) 
 
 def test_narrow_terminal_gets_one_block_per_finding(offline: Offline) -> None:
     offline.write("001_users_email_index.sql", INDEX_ON_EXISTING)
-    result = offline.run(columns=80)
+    result = offline.run(columns=80, terminal=True)
     assert result.returncode == int(ExitCode.HAZARDS)
     lines = result.stdout.splitlines()
     assert "sql/migrations/001_users_email_index.sql:3  error  create-index-not-concurrently  users (size unknown offline)" in lines
