@@ -263,11 +263,20 @@ watch=$!
 """
 
 # SQL is fixed text fed on stdin; every name travels as a psql variable (-v), quoted by psql.
+# Sessions run with the host's lock_timeout from their first statement and an application
+# name unique to this script, so that its trap can end a session it orphaned.
+# admin_wait runs one in the background: a signal interrupts the wait and the trap stops it.
 _SQL_HELPER = r"""
+appname="opsagent-restore-$$"
 admin_sql() {
   sql=$1; shift
-  printf '%s\n' "$sql" | @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 -v live="$live" -v target="$target" -v old="$old" \
-    -v allowconn="$allowconn" -v connlimit="$connlimit" "$@"
+  printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
+    -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@"
+}
+admin_wait() {
+  admin_sql "$@" &
+  started $!; wait $!; rc=$?; jobs_=''
+  return $rc
 }
 """
 
@@ -430,9 +439,13 @@ reopen() {
 }
 on_exit="reopen $on_exit"
 closed=1
-admin_sql "$close_sql" >/dev/null || fail close
-say terminated "$(admin_sql "$terminate_sql" -A -t)"
-admin_sql "$swap_sql" >/dev/null || fail swap
+admin_wait "$close_sql" >/dev/null || fail close
+ttmp="$dir/.$name.$$.terminated"
+cleanup_terminated() { rm -f -- "$ttmp"; }
+on_exit="cleanup_terminated $on_exit"
+admin_wait "$terminate_sql" -A -t > "$ttmp" || fail close
+say terminated "$(cat -- "$ttmp")"
+admin_wait "$swap_sql" >/dev/null || fail swap
 target_made=''
 say swapped "$old"
 admin_sql "$reopen_sql" >/dev/null && { closed=''; say reopened; }
@@ -532,8 +545,11 @@ BEGIN
 END
 $opsagent_swap$;"""
 
-# Put the recorded connection settings back on whatever databases now carry the live and old names.
-REOPEN_SQL = r"""SELECT format('ALTER DATABASE %I ALLOW_CONNECTIONS %s CONNECTION LIMIT %s', datname,
+# End this script's own sessions left behind by an interrupted step (they could hold or wait for a lock),
+# then put the recorded connection settings back on whatever databases now carry the live and old names.
+REOPEN_SQL = r"""SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = :'appname' AND pid <> pg_backend_pid()
+\g /dev/null
+SELECT format('ALTER DATABASE %I ALLOW_CONNECTIONS %s CONNECTION LIMIT %s', datname,
               CASE WHEN :'allowconn' = 'false' THEN 'false' ELSE 'true' END, (:'connlimit')::int)
   FROM pg_database WHERE datname IN (:'live', :'old')
 \gexec"""
@@ -571,7 +587,8 @@ def _admin_db(database: str) -> str:
 def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdog: bool = True) -> str:
     """Prelude, assignments (every name a quoted shell value), SQL helper, watchdog, then the parts."""
     host = remote.host
-    defaults = {"live": host.database, "target": "", "old": "", "allowconn": "true", "connlimit": "-1"}
+    lock = re.sub(r"\s+", "", host.lock_timeout) or "0"
+    defaults = {"live": host.database, "target": "", "old": "", "allowconn": "true", "connlimit": "-1", "lock_timeout": lock}
     body = _PRELUDE + _assign(**{**defaults, **values})
     body += _fill(_SQL_HELPER, ADMIN_PSQL=_psql(remote, _admin_db(host.database)))
     return body + (_WATCHDOG if watchdog else "") + "".join(parts)

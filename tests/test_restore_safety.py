@@ -1,0 +1,435 @@
+"""Issue 12 against the real sandbox (sshd + PostgreSQL): in-place restore under a live writer,
+hostile names, concurrent and interrupted backups, truncated backups without their .meta.
+
+The sandbox server is this machine: the tests look at its files and processes directly.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from opsagent.backup import (
+    BackupError,
+    backup_name,
+    create_backup,
+    list_backups,
+    restore_backup,
+    restore_in_place,
+    verify_backup,
+)
+from opsagent.errors import OpsagentError
+from opsagent.transport import Remote, conninfo_dbname
+
+from .conftest import Project, SandboxHandle
+
+T0 = datetime(2026, 11, 24, 10, 30, 0, tzinfo=UTC)
+
+
+def q(remote: Remote, sql: str, database: str | None = None) -> str:
+    return remote.psql(sql, database, extra=["-A", "-t"]).text.strip()
+
+
+def database_state(sandbox: SandboxHandle, name: str) -> str:
+    """``allowconn:connlimit`` of a database, '' when it does not exist (name passed as a psql variable)."""
+    return sandbox.admin.psql("SELECT datallowconn || ':' || datconnlimit FROM pg_database WHERE datname = :'n'", "postgres",
+                              extra=["-A", "-t", "-v", f"n={name}"]).text.strip()
+
+
+def drop_database(sandbox: SandboxHandle, name: str) -> None:
+    sandbox.admin.psql('DROP DATABASE IF EXISTS :"n" WITH (FORCE)', "postgres", extra=["-v", f"n={name}"])
+
+
+def local_psql(sandbox: SandboxHandle, database: str) -> list[str]:
+    """psql on this machine over the sandbox's unix socket, as postgres (peer authentication)."""
+    return ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
+            "-h", sandbox.state.socket_dir, "-p", str(sandbox.state.pg_port), "-d", conninfo_dbname(database)]
+
+
+def dump_ids(path: str, table: str) -> set[int]:
+    """The first column of ``table``'s rows in a custom-format dump (read locally: the server is this machine)."""
+    out = subprocess.run(["pg_restore", "--data-only", "-t", table, "-f", "-", path], capture_output=True, text=True, check=True).stdout
+    ids: set[int] = set()
+    copying = False
+    for line in out.splitlines():
+        if line.startswith("COPY "):
+            copying = True
+        elif line == "\\.":
+            copying = False
+        elif copying and line:
+            ids.add(int(line.split("\t")[0]))
+    return ids
+
+
+# ---------------------------------------------------------------- 1. in-place restore under a writer
+
+
+class Writer(threading.Thread):
+    """An application: autocommit inserts every 20 ms through its own psql connection, reconnecting when thrown out.
+
+    An id counts as acknowledged only when the server's ``RETURNING`` for it came back.
+    """
+
+    def __init__(self, argv: list[str], first_id: int) -> None:
+        super().__init__(daemon=True)
+        self.argv = argv
+        self.next_id = first_id
+        self.acked: list[int] = []
+        self.connections = 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+            self.connections += 1
+            assert proc.stdin is not None and proc.stdout is not None
+            try:
+                self._insert_until_thrown_out(proc.stdin, proc.stdout)
+            except OSError:
+                pass
+            finally:
+                proc.kill()
+                proc.wait()
+            time.sleep(0.02)
+
+    def _insert_until_thrown_out(self, stdin: IO[str], stdout: IO[str]) -> None:
+        while not self.halt.is_set():
+            wanted = self.next_id
+            self.next_id += 1
+            stdin.write(f"INSERT INTO w (id) VALUES ({wanted}) RETURNING id;\n")
+            stdin.flush()
+            if stdout.readline().strip() != str(wanted):
+                return
+            self.acked.append(wanted)
+            time.sleep(0.02)
+
+    def wait_for(self, count: int, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.acked) < count:
+            assert time.monotonic() < deadline, f"writer stuck at {len(self.acked)} acknowledged rows"
+            time.sleep(0.02)
+
+
+WRITER_RUNS = 5
+
+
+def test_in_place_restore_loses_no_acknowledged_write(sandbox: SandboxHandle, fresh_db: str) -> None:
+    backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
+    figures: list[str] = []
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir), keep_backups=20) as r:
+        r.psql("CREATE TABLE w (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); INSERT INTO w (id) VALUES (1), (2);")
+        taken = create_backup(r, now=T0)
+        for run in range(WRITER_RUNS):
+            writer = Writer(local_psql(sandbox, fresh_db), first_id=(run + 1) * 1_000_000)
+            writer.start()
+            try:
+                writer.wait_for(15)
+                result = restore_in_place(r, taken.name, now=T0 + timedelta(minutes=run + 1))
+                after = len(writer.acked)
+                writer.wait_for(after + 15)
+            finally:
+                writer.halt.set()
+                writer.join(timeout=10)
+            kept = result.old_database_kept
+            assert kept and result.pre_restore_backup is not None
+            try:
+                live = {int(x) for x in q(r, "SELECT id FROM w").split()}
+                replaced = {int(x) for x in q(r, "SELECT id FROM w", kept).split()}
+                safety = dump_ids(result.pre_restore_backup.path, "w")
+                acked = set(writer.acked)
+                lost = acked - live - replaced - safety
+                figures.append(f"run {run + 1}: {len(acked)} acknowledged, {len(lost)} lost, {writer.connections} connections, "
+                               f"{result.terminated_sessions} terminated")
+                assert lost == set(), f"run {run + 1}: acknowledged but lost: {sorted(lost)[:20]}"
+                assert replaced == safety  # the backup of the replaced database is exactly its content: nothing wrote after the close
+                assert {1, 2} <= live and acked & live and acked & replaced  # writes landed before and after the swap
+                assert result.terminated_sessions >= 1
+                assert database_state(sandbox, fresh_db) == "true:-1" and database_state(sandbox, kept) == "true:-1"
+            finally:
+                drop_database(sandbox, kept)
+    print("\n" + "\n".join(figures))
+
+
+# ---------------------------------------------------------------- 2. hostile names
+
+
+def _payloads(canary: Path) -> list[str]:
+    c = str(canary)
+    return [
+        "q'uote\"dbl",
+        f"$(touch {c})",
+        f"`touch {c}`",
+        f"; touch {c};",
+        f"nl\n\\! touch {c}",
+        f"\\! touch {c}",
+        f"x$opsagent$;\\! touch {c}",
+        "x=y host=/tmp",
+        f"-oProxyCommand=touch {c}",
+        "$opsagent_swap$ $$ $x$",
+        "dé_ß_日本",
+        ":'v' :\"v\" :v %I%L%s",
+        f"e\nOPSAGENT_SQL\n\\! touch {c}",
+        "' OR '1'='1",
+    ]
+
+
+@pytest.fixture
+def canary() -> Iterator[Path]:
+    """A file nothing may create; its folder is writable by everyone (root here, postgres on the server)."""
+    folder = Path(f"/tmp/oac-{secrets.token_hex(2)}")
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    yield folder / "c"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_hostile_names_are_data_everywhere(sandbox: SandboxHandle, canary: Path) -> None:
+    outcomes: list[str] = []
+    for index, payload in enumerate(_payloads(canary)):
+        database = payload[:40]
+        sandbox.admin.psql('CREATE DATABASE :"n"', "postgres", extra=["-v", f"n={database}"])
+        backup_dir = Path(sandbox.state.root) / "backups" / f"hostile-{secrets.token_hex(3)}"
+        into = f"{payload[:30]}_into"
+        try:
+            with sandbox.remote(database, backup_dir=str(backup_dir)) as r:
+                r.psql("CREATE TABLE t (v text); INSERT INTO t VALUES ('before')")
+                taken = create_backup(r, label=payload, now=T0 + timedelta(seconds=index))
+                r.psql("UPDATE t SET v = 'after'")
+                into_result = restore_backup(r, taken.name, into=into)
+                assert into_result.database == into and q(r, "SELECT v FROM t", into) == "before"
+                replaced = restore_in_place(r, taken.name, now=T0 + timedelta(minutes=1, seconds=index))
+                assert q(r, "SELECT v FROM t") == "before"
+                assert replaced.old_database_kept and q(r, "SELECT v FROM t", replaced.old_database_kept) == "after"
+                assert database_state(sandbox, database) == "true:-1"
+                drop_database(sandbox, replaced.old_database_kept)
+                assert [b.name for b in list_backups(r)][:1] == [replaced.pre_restore_backup.name if replaced.pre_restore_backup else ""]
+                outcomes.append(f"{payload!r}: ok")
+        except OpsagentError as exc:  # a clean, one-line refusal is acceptable; a traceback or a canary is not
+            assert "\n" not in exc.message.strip() or payload.count("\n"), exc.message
+            outcomes.append(f"{payload!r}: refused: {exc.message}")
+        finally:
+            drop_database(sandbox, into)
+            drop_database(sandbox, database)
+        assert not canary.exists(), f"payload {payload!r} ran a command"
+    print("\n" + "\n".join(outcomes))
+    assert all(line.endswith(": ok") for line in outcomes), outcomes
+
+
+def test_hostile_backup_names_are_refused_before_the_server(sandbox: SandboxHandle, fresh_db: str, canary: Path) -> None:
+    with sandbox.remote(fresh_db) as r:
+        for payload in _payloads(canary):
+            for call in (lambda p=payload: verify_backup(r, p), lambda p=payload: restore_backup(r, p, into="x_hostile"),
+                         lambda p=payload: restore_in_place(r, p + ".dump")):
+                with pytest.raises(OpsagentError):
+                    call()
+    assert not canary.exists()
+
+
+# ---------------------------------------------------------------- 3. concurrency and interruption
+
+
+def _dotfiles(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) if folder.exists() else []
+
+
+@pytest.mark.parametrize("same_now", [False, True], ids=["clock", "same-millisecond"])
+def test_three_backups_at_once_all_succeed(sandbox: SandboxHandle, fresh_db: str, same_now: bool) -> None:
+    backup_dir = Path(sandbox.state.root) / "backups" / f"{fresh_db}-conc-{int(same_now)}"
+    with sandbox.remote(fresh_db) as r:
+        r.psql("CREATE TABLE t AS SELECT g, md5(g::text) FROM generate_series(1, 20000) g")
+    start = threading.Barrier(3)
+    results: list[object] = []
+
+    def one() -> None:
+        with sandbox.remote(fresh_db, backup_dir=str(backup_dir), keep_backups=10) as mine:
+            start.wait()
+            try:
+                results.append(create_backup(mine, "same", now=T0 if same_now else None))
+            except OpsagentError as exc:
+                results.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert [type(x).__name__ for x in results] == ["BackupResult"] * 3, results
+    names = {x.name for x in results}  # type: ignore[attr-defined]
+    assert len(names) == 3
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir)) as r:
+        listed = list_backups(r)
+        assert {b.name for b in listed} == names and all(b.verified for b in listed)
+        for name in names:
+            verify_backup(r, name)
+    assert _dotfiles(backup_dir) == []
+
+
+def _pg_dump_pids(database: str) -> list[int]:
+    """pg_dump processes on this machine (the sandbox server) whose command line names ``database``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"pg_dump") and any(database.encode() in a for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+def _start_cli(project: Project, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "opsagent", *args], cwd=project.root, env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _until(check: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("phase", ["dumping", "waiting-for-a-lock"])
+def test_ctrl_c_during_backup_stops_pg_dump_and_leaves_nothing(project: Project, sandbox: SandboxHandle, phase: str) -> None:
+    database = project.host.database
+    backup_dir = Path(project.host.backup_dir)
+    holder = None
+    if phase == "dumping":  # big enough for pg_dump to run several seconds
+        project.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS t "
+                     "FROM generate_series(1, 1500000) g")
+    else:  # pg_dump waits (up to lock_timeout, 10 s by default) behind a session holding an exclusive lock
+        project.psql("CREATE TABLE locked (id int)")
+        holder = subprocess.Popen(local_psql(sandbox, database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdin is not None and holder.stdout is not None
+        holder.stdin.write("BEGIN; LOCK locked; SELECT 'locked';\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "locked"
+    try:
+        cli = _start_cli(project, "backup", "--host", "sandbox")
+        _until(lambda: _pg_dump_pids(database) and (phase != "dumping" or any(
+            p.name.endswith(".partial") and p.stat().st_size > 0 for p in backup_dir.iterdir())), 60, "pg_dump to start")
+        time.sleep(0.3)
+        assert cli.poll() is None, "the backup ended before it could be interrupted"
+        started = time.monotonic()
+        cli.send_signal(signal.SIGINT)
+        _, stderr = cli.communicate(timeout=10)
+        returned = time.monotonic() - started
+        print(f"\nCtrl-C during backup ({phase}): CLI returned in {returned:.2f}s, exit {cli.returncode}")
+        assert returned < 2.0 and cli.returncode == 130, stderr
+        assert "Traceback" not in stderr
+        _until(lambda: not _pg_dump_pids(database), 5, "pg_dump to stop on the server")
+        _until(lambda: _dotfiles(backup_dir) == [], 5, "temporary files to be removed")
+        assert [p.name for p in backup_dir.iterdir()] == []  # no half backup under its final name either
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+
+
+# ---------------------------------------------------------------- 5. truncated backup without .meta
+
+
+def test_truncated_backup_without_meta_is_refused_before_any_restore(sandbox: SandboxHandle, fresh_db: str) -> None:
+    backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir)) as r:
+        r.psql("CREATE TABLE t AS SELECT g, md5(g::text) AS m FROM generate_series(1, 100000) g")
+        taken = create_backup(r, now=T0)
+        source = Path(taken.path)
+        # a copy (as if copied by hand) cut at two thirds: its table of contents is intact, its data is not
+        cut = backup_dir / backup_name(fresh_db, T0 + timedelta(minutes=1), "copied", unique="0c0c")
+        cut.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 3])
+        shutil.chown(cut, "postgres", "postgres")
+        cut.chmod(0o600)
+        assert subprocess.run(["pg_restore", "--list", str(cut)], capture_output=True, check=False).returncode == 0  # --list alone is fooled
+        whole = backup_dir / backup_name(fresh_db, T0 + timedelta(minutes=2), "whole-copy", unique="0d0d")
+        shutil.copy2(source, whole)
+        shutil.chown(whole, "postgres", "postgres")
+        assert verify_backup(r, whole.name).recorded_sha256 is None  # an intact file without .meta still verifies (full read)
+
+        with pytest.raises(BackupError) as info:
+            verify_backup(r, cut.name)
+        assert info.value.reason == "verify" and "damaged" in info.value.message
+        with pytest.raises(BackupError, match="damaged"):
+            restore_backup(r, cut.name, into=f"{fresh_db}_cut")
+        assert database_state(sandbox, f"{fresh_db}_cut") == ""
+        with pytest.raises(BackupError, match="damaged"):
+            restore_in_place(r, cut.name, now=T0 + timedelta(minutes=3))
+        assert q(r, "SELECT count(*) FROM t") == "100000"
+        assert database_state(sandbox, fresh_db) == "true:-1"
+        leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{fresh_db}\\_%'", "postgres")
+        assert leftovers == "0"
+        assert _dotfiles(backup_dir) == []
+
+
+# ---------------------------------------------------------------- the closed database is always reopened
+
+
+def test_failed_swap_reopens_the_live_database(sandbox: SandboxHandle, fresh_db: str) -> None:
+    backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
+    when = T0 + timedelta(minutes=7)
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir)) as r:
+        r.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        taken = create_backup(r, now=T0)
+        r.psql("INSERT INTO t VALUES (2)")
+        sandbox.admin.psql(f"ALTER DATABASE {fresh_db} CONNECTION LIMIT 25", "postgres")
+        blocker = f"{fresh_db}_replaced_20261124_103700"  # the name the replaced database would get: the rename fails
+        sandbox.admin.psql(f'CREATE DATABASE "{blocker}"', "postgres")
+        try:
+            with pytest.raises(BackupError) as info:
+                restore_in_place(r, taken.name, now=when)
+            assert info.value.reason == "swap" and "unchanged" in info.value.message
+            assert database_state(sandbox, fresh_db) == "true:25"
+            assert q(r, "SELECT count(*) FROM t") == "2"
+            leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{fresh_db}\\_opsagent%'", "postgres")
+            assert leftovers == "0"
+            assert _dotfiles(backup_dir) == []
+        finally:
+            drop_database(sandbox, blocker)
+
+
+def test_client_killed_while_the_database_is_closed_reopens_it(project: Project, sandbox: SandboxHandle) -> None:
+    """The client vanishes (SIGKILL) while the swap waits on a lock: the server script alone reopens the database."""
+    database = project.host.database
+    project.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+    taken = project.run("backup", "--host", "sandbox", "--json")
+    assert taken.returncode == 0, taken.stderr
+    # a session in another database holding a lock on the live database's catalog entry: the rename must wait for it
+    holder = subprocess.Popen(local_psql(sandbox, "postgres"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        holder.stdin.write(f"BEGIN; ALTER DATABASE \"{database}\" SET work_mem = '5MB'; SELECT 'held';\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "held"
+        cli = _start_cli(project, "restore", "--host", "sandbox", "--latest", "--in-place", "--yes")
+        _until(lambda: database_state(sandbox, database).startswith("false") or cli.poll() is not None, 60, "the database to be closed")
+        assert cli.poll() is None, cli.communicate()
+        time.sleep(0.5)
+        cli.kill()
+        cli.wait()
+        _until(lambda: database_state(sandbox, database) == "true:-1", 8, "the database to be reopened by the server script")
+        assert project.psql("SELECT count(*) FROM t").strip() == "1"
+        _until(lambda: q_count(sandbox, f"{database}\\_opsagent%") == "0", 8, "the temporary database to be dropped")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert q_count(sandbox, f"{database}\\_replaced%") == "0"
+
+
+def q_count(sandbox: SandboxHandle, pattern: str) -> str:
+    return sandbox.admin.psql("SELECT count(*) FROM pg_database WHERE datname LIKE :'p'", "postgres",
+                              extra=["-A", "-t", "-v", f"p={pattern}"]).text.strip()
