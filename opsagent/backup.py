@@ -273,8 +273,10 @@ admin_sql() {
   printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
     -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@"
 }
-admin_wait() {
-  admin_sql "$@" &
+admin_wait() {  # the same, in the background ($! is psql itself, not a subshell around it)
+  sql=$1; shift
+  printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
+    -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@" &
   started $!; wait $!; rc=$?; jobs_=''
   return $rc
 }

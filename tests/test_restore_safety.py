@@ -6,6 +6,7 @@ The sandbox server is this machine: the tests look at its files and processes di
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -58,6 +59,21 @@ def local_psql(sandbox: SandboxHandle, database: str) -> list[str]:
             "-h", sandbox.state.socket_dir, "-p", str(sandbox.state.pg_port), "-d", conninfo_dbname(database)]
 
 
+def end(proc: subprocess.Popen[str]) -> None:
+    """Stop a local psql: close its stdin (psql ends its session, which releases its locks), kill it if it lingers.
+
+    Killing only ``runuser`` would leave its psql child running with its session and locks.
+    """
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def dump_ids(path: str, table: str) -> set[int]:
     """The first column of ``table``'s rows in a custom-format dump (read locally: the server is this machine)."""
     out = subprocess.run(["pg_restore", "--data-only", "-t", table, "-f", "-", path], capture_output=True, text=True, check=True).stdout
@@ -100,8 +116,7 @@ class Writer(threading.Thread):
             except OSError:
                 pass
             finally:
-                proc.kill()
-                proc.wait()
+                end(proc)
             time.sleep(0.02)
 
     def _insert_until_thrown_out(self, stdin: IO[str], stdout: IO[str]) -> None:
@@ -337,8 +352,7 @@ def test_ctrl_c_during_backup_stops_pg_dump_and_leaves_nothing(project: Project,
         assert [p.name for p in backup_dir.iterdir()] == []  # no half backup under its final name either
     finally:
         if holder is not None:
-            holder.kill()
-            holder.wait()
+            end(holder)
 
 
 # ---------------------------------------------------------------- 5. truncated backup without .meta
@@ -403,31 +417,37 @@ def test_failed_swap_reopens_the_live_database(sandbox: SandboxHandle, fresh_db:
 
 
 def test_client_killed_while_the_database_is_closed_reopens_it(project: Project, sandbox: SandboxHandle) -> None:
-    """The client vanishes (SIGKILL) while the swap waits on a lock: the server script alone reopens the database."""
+    """The client vanishes (SIGKILL) while the database is closed: the server script alone reopens it.
+
+    A session waits for the database to be closed, then takes a SHARE lock on pg_database: the
+    swap's renames (and any reopening) must wait for it.  The client is killed meanwhile; once the
+    lock is released the database must be open again, untouched, without the temporary database.
+    """
     database = project.host.database
     project.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
-    taken = project.run("backup", "--host", "sandbox", "--json")
+    taken = project.run("backup", "--host", "sandbox")
     assert taken.returncode == 0, taken.stderr
-    # a session in another database holding a lock on the live database's catalog entry: the rename must wait for it
     holder = subprocess.Popen(local_psql(sandbox, "postgres"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdin is not None and holder.stdout is not None
     try:
-        holder.stdin.write(f"BEGIN; ALTER DATABASE \"{database}\" SET work_mem = '5MB'; SELECT 'held';\n")
+        holder.stdin.write("BEGIN; DO $$ BEGIN LOOP EXIT WHEN NOT (SELECT datallowconn FROM pg_database WHERE datname = "
+                           f"'{database}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; SELECT 'held';\n")
         holder.stdin.flush()
-        assert holder.stdout.readline().strip() == "held"
         cli = _start_cli(project, "restore", "--host", "sandbox", "--latest", "--in-place", "--yes")
-        _until(lambda: database_state(sandbox, database).startswith("false") or cli.poll() is not None, 60, "the database to be closed")
-        assert cli.poll() is None, cli.communicate()
+        assert holder.stdout.readline().strip() == "held"
         time.sleep(0.5)
+        assert cli.poll() is None, cli.communicate()
+        assert database_state(sandbox, database).startswith("false")
         cli.kill()
         cli.wait()
-        _until(lambda: database_state(sandbox, database) == "true:-1", 8, "the database to be reopened by the server script")
-        assert project.psql("SELECT count(*) FROM t").strip() == "1"
-        _until(lambda: q_count(sandbox, f"{database}\\_opsagent%") == "0", 8, "the temporary database to be dropped")
+        time.sleep(1.5)  # the server script notices the closed channel and waits, in its trap, to reopen
     finally:
-        holder.kill()
-        holder.wait()
+        end(holder)
+    _until(lambda: database_state(sandbox, database) == "true:-1", 10, "the database to be reopened by the server script")
+    assert project.psql("SELECT count(*) FROM t").strip() == "1"
+    _until(lambda: q_count(sandbox, f"{database}\\_opsagent%") == "0", 10, "the temporary database to be dropped")
     assert q_count(sandbox, f"{database}\\_replaced%") == "0"
+    assert _dotfiles(Path(project.host.backup_dir)) == []
 
 
 def q_count(sandbox: SandboxHandle, pattern: str) -> str:
