@@ -453,6 +453,15 @@ say swapped "$old"
 admin_sql "$reopen_sql" >/dev/null && { closed=''; say reopened; }
 """
 
+# Before anything changes: room for the backup of the database about to be replaced (taken after the swap).
+_SPACE_CHECK = r"""
+[ -w "$dir" ] && [ -x "$dir" ] || fail notwritable
+need=$(@@PSQL@@ -A -t -c 'SELECT pg_database_size(current_database())') || fail dbsize
+avail=$(df -Pk -- "$dir" | awk 'NR==2 {print $4}')
+[ -n "$avail" ] || fail df
+[ "$((avail * 1024))" -ge "$need" ] || fail nospace "$need" "$((avail * 1024))"
+"""
+
 _SAFETY_BACKUP_PREFIX = r"""
 failkey=backup_error
 """
@@ -933,6 +942,8 @@ def _restore_error(remote: Remote, name: str, target: str, error: list[str], det
     if code == "restore":
         return BackupError(f"{host.name}: pg_restore of {name} into {target} failed{tail}; {target} was dropped, "
                            f"{host.database} was not touched", reason=code)
+    if code in ("nospace", "notwritable", "dbsize", "df"):
+        return _backup_error(remote, error, detail)
     if code in ("carry_over", "settings", "close", "swap"):
         return BackupError(f"{host.name}: swapping the restored database in failed ({code}){tail}; {host.database} is unchanged "
                            "and accepts connections again", reason="swap")
@@ -989,7 +1000,7 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None) 
     target = derived_database_name(host.database, "opsagent_swap", when)
     old = derived_database_name(host.database, "replaced", when)
     safety = backup_name(host.database, when, "pre-restore")
-    parts = [_VERIFY, _restore_part(remote, target), _SWAP, _SAFETY_BACKUP_PREFIX,
+    parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP, _SAFETY_BACKUP_PREFIX,
              _assign(**_backup_values(remote, safety, stream=False, protect=name)), _backup_part(remote, old), _DONE]
     body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
     before = remote.command_count

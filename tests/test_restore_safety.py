@@ -453,3 +453,54 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
 def q_count(sandbox: SandboxHandle, pattern: str) -> str:
     return sandbox.admin.psql("SELECT count(*) FROM pg_database WHERE datname LIKE :'p'", "postgres",
                               extra=["-A", "-t", "-v", f"p={pattern}"]).text.strip()
+
+
+# ---------------------------------------------------------------- the confirmation names the sessions
+
+
+def test_confirmation_names_the_sessions_it_will_terminate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+
+    from opsagent.backup import Session
+    from opsagent.cli import backup as cli
+    from opsagent.inventory import HostConfig
+
+    sessions = [Session(11, "app", "billing", "idle", "10.0.0.5"), Session(12, "app", "billing", "active", "10.0.0.6"),
+                Session(13, "app", "[red]worker[/]", "idle", "local"), Session(14, "postgres", "", "idle", "local")]
+    assert cli.describe_sessions(sessions) == "4 sessions will be terminated ([red]worker[/], billing, 1 without an application name)"
+    assert cli.describe_sessions([]) == "no sessions are connected"
+    monkeypatch.setattr(cli, "is_interactive", lambda: True)
+    monkeypatch.setattr("sys.stdin", io.StringIO("trad\n"))
+    cli._confirm(HostConfig(name="prod", address="x", database="trad"), "trad-20261124T103000.000Z-beef.dump", False, sessions)
+    shown = capsys.readouterr().err
+    assert "4 sessions will be terminated ([red]worker[/], billing, 1 without an application name)" in shown.replace("\n", " ")
+
+
+def test_cli_in_place_reports_sessions_and_the_kept_database(project: Project, sandbox: SandboxHandle) -> None:
+    import json
+
+    project.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+    assert project.run("backup", "--host", "sandbox").returncode == 0
+    project.psql("INSERT INTO t VALUES (2)")
+    app = subprocess.Popen(local_psql(sandbox, project.host.database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                           env={**os.environ, "PGAPPNAME": "billing-api"})
+    assert app.stdin is not None and app.stdout is not None
+    try:
+        app.stdin.write("SELECT 'in';\n")
+        app.stdin.flush()
+        assert app.stdout.readline().strip() == "in"
+        done = project.run("restore", "--host", "sandbox", "--latest", "--in-place", "--yes", "--json")
+    finally:
+        end(app)
+    assert done.returncode == 0, done.stderr
+    assert "1 session will be terminated (billing-api)" in done.stderr
+    document = json.loads(done.stdout)
+    kept = document["old_database_kept"]
+    try:
+        assert document["terminated_sessions"] == 1 and document["terminated_applications"] == ["billing-api"]
+        assert kept.startswith(f"{project.host.database}_replaced_") and f'DROP DATABASE \\"{kept}\\"' not in document["drop_hint"]
+        assert document["drop_hint"] == f"inv psql --host sandbox -c 'DROP DATABASE \"{kept}\"'"
+        assert document["pre_restore_backup"]["label"] == "pre-restore" and document["pre_restore_backup_error"] is None
+        assert project.psql("SELECT count(*) FROM t").strip() == "1"
+    finally:
+        drop_database(sandbox, kept)
