@@ -313,8 +313,10 @@ def _until(check: object, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.parametrize("phase", ["dumping", "waiting-for-a-lock"])
-def test_ctrl_c_during_backup_stops_pg_dump_and_leaves_nothing(project: Project, sandbox: SandboxHandle, phase: str) -> None:
+@pytest.mark.parametrize(("phase", "how"), [("dumping", signal.SIGINT), ("waiting-for-a-lock", signal.SIGINT), ("dumping", signal.SIGKILL)],
+                         ids=["ctrl-c-dumping", "ctrl-c-lock-wait", "client-killed-dumping"])
+def test_ctrl_c_during_backup_stops_pg_dump_and_leaves_nothing(project: Project, sandbox: SandboxHandle, phase: str,
+                                                               how: signal.Signals) -> None:
     database = project.host.database
     backup_dir = Path(project.host.backup_dir)
     holder = None
@@ -335,12 +337,13 @@ def test_ctrl_c_during_backup_stops_pg_dump_and_leaves_nothing(project: Project,
         time.sleep(0.3)
         assert cli.poll() is None, "the backup ended before it could be interrupted"
         started = time.monotonic()
-        cli.send_signal(signal.SIGINT)
+        cli.send_signal(how)
         _, stderr = cli.communicate(timeout=10)
         returned = time.monotonic() - started
-        print(f"\nCtrl-C during backup ({phase}): CLI returned in {returned:.2f}s, exit {cli.returncode}")
-        assert returned < 2.0 and cli.returncode == 130, stderr
-        assert "Traceback" not in stderr
+        print(f"\n{how.name} during backup ({phase}): CLI returned in {returned:.2f}s, exit {cli.returncode}")
+        if how == signal.SIGINT:
+            assert returned < 2.0 and cli.returncode == 130, stderr
+            assert "Traceback" not in stderr
         _until(lambda: not _pg_dump_pids(database), 5, "pg_dump to stop on the server")
         _until(lambda: _dotfiles(backup_dir) == [], 5, "temporary files to be removed")
         assert [p.name for p in backup_dir.iterdir()] == []  # no half backup under its final name either
