@@ -1025,7 +1025,8 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None) 
         result.pre_restore_backup_error = reason
     if _find(marks, "reopen_failed") is not None:
         raise BackupError(f"{host.name}: {host.database} was restored but its connection settings could not be put back",
-                          reason="reopen", hint=f"run: inv psql --host {host.name} -c 'ALTER DATABASE … ALLOW_CONNECTIONS true'")
+                          reason="reopen", hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
+                          + shlex.quote(f"ALTER DATABASE {quote_ident(host.database)} ALLOW_CONNECTIONS true"))
     return result
 
 
