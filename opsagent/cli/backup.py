@@ -48,9 +48,11 @@ def local_dir(inv: Inventory, host: HostConfig) -> Path:
 @contextmanager
 def _progress(label: str) -> Iterator[ProgressCallback]:
     """A Rich progress bar on stderr (silent without a terminal), fed by byte counts."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn  # only backup/restore draw it
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # only backup/restore draw it
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+    from ..units import byte_progress_columns
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), *byte_progress_columns(), TimeElapsedColumn(),
                    console=err_console, disable=not err_console.is_terminal, transient=True)
     task_id = bar.add_task(label, total=None)
 
