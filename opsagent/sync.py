@@ -1075,7 +1075,7 @@ def _refine_locations(stderr: str, script: _Script, steps: Sequence[StepResult])
     for index, line in enumerate(lines):
         if _PSQL_ERROR_RE.match(line) is None:
             continue
-        _, location = _psql_error("\n".join(lines[index:index + 4]), script)
+        _, location = _psql_error("\n".join(lines[index:index + 4]), script, last=False)
         placed = script.locate(int(line.split(":")[2]), None)
         if location and placed is not None:
             first.setdefault(placed.migration.version, location)
@@ -1097,13 +1097,14 @@ def _int(text: str) -> int | None:
         return None
 
 
-def _psql_error(stderr: str, script: _Script) -> tuple[str, str | None]:
+def _psql_error(stderr: str, script: _Script, *, last: bool = True) -> tuple[str, str | None]:
     """PostgreSQL's message and ``file:line`` from psql's ``psql:<stdin>:N: ERROR: ...`` output.
 
-    The LAST error counts: earlier ones may be lock timeouts of attempts that were retried.
+    The LAST error counts (unless ``last`` is False): earlier ones may be lock timeouts of attempts that were retried.
     """
     lines = stderr.splitlines()
-    for index in range(len(lines) - 1, -1, -1):
+    order = range(len(lines) - 1, -1, -1) if last else range(len(lines))
+    for index in order:
         match = _PSQL_ERROR_RE.match(lines[index])
         if match is None:
             continue
