@@ -415,11 +415,11 @@ def gateway_problem(gateway: str, hosts: Mapping[str, HostConfig]) -> str | None
     if gateway in hosts:
         return None
     _, _, rest = gateway.rpartition("@")
-    address, colon, port = rest.partition(":")
-    if address.startswith("["):  # [v6]:port
-        address, _, tail = address[1:].partition("]")
-        port = rest.partition("]:")[2] if "]:" in rest else ""
-        colon = "" if tail else colon
+    if rest.startswith("["):  # [v6 address]:port
+        address, _, tail = rest[1:].partition("]")
+        colon, port = (":", tail[1:]) if tail.startswith(":") else ("", "")
+    else:
+        address, colon, port = rest.partition(":")
     if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
         return f"port {port!r} of gateway {gateway!r} is not a TCP port (1-65535)"
     if not address:
