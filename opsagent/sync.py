@@ -472,7 +472,7 @@ def _failure_guard(at: str) -> str:
     return f"\\if :ERROR \\set opsagent_go false \\set opsagent_fail true \\set opsagent_at {at} \\endif"
 
 
-def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity, lock_timeouts: dict[str, str],
+def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity, lock_timeouts: dict[str, str], first_attempt: str,
                   session_lock_timeout: str, statement_timeout: str, last_version: str, first_line: int) -> _Script:
     """One round of the apply: every migration of ``plan`` in its own transaction, until one fails.
 
@@ -489,7 +489,7 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity,
     # crash in between loses migrations and their ledger rows together, and a rerun applies them again.
     script.add("\\set ON_ERROR_STOP 0\n\\set opsagent_go true\n\\set opsagent_fail false\nSET synchronous_commit = off;")
     for m in plan:
-        lock_timeout = lock_timeouts.get(m.version, session_lock_timeout)
+        lock_timeout = lock_timeouts.get(m.version, first_attempt)  # a retried migration: its next attempt's timeout
         script.add(f"\\if :opsagent_go\n\\echo {MARK} begin {m.version}")
         if m.version == last_version:
             script.add("RESET synchronous_commit;")
@@ -804,36 +804,38 @@ class SyncRun:
             self._send(session, f"{ensure_sql}\\echo {MARK} ledger\nSELECT 'true';\n")
             session.read_json("ledger", self.host.command_timeout)
         self._start_watch(session)
+        self._apply_rounds(session, plan, steps)
+        self._phase = "done"  # not on an exception: run() must know psql may still be running the script
+        self.result.durations["apply"] = time.monotonic() - started
+
+    def _apply_rounds(self, session: _Session, plan: Sequence[Migration], steps: dict[str, StepResult]) -> None:
+        """Rounds of the apply script: again from a migration whose locks were not available, until done or given up."""
         index = 0
         timeouts: dict[str, str] = {}
         first_try: dict[str, float] = {}
-        try:
-            while index < len(plan):
-                script = _apply_script(plan[index:], self.ledger, self.identity, timeouts,
-                                       pg_duration(self.policy.timeout_for(1)), self.statement_timeout, plan[-1].version, self._line)
-                try:
-                    failure = self._round(session, script, steps, first_try)
-                except _Lost:
-                    self._settle(session, "lost")
-                    return
-                if failure is None:
-                    self.result.outcome = "applied"
-                    return
-                step = steps[failure.version]
-                m = plan[[p.version for p in plan].index(failure.version)]
-                if failure.sqlstate == LOCK_NOT_AVAILABLE and (m.transactional or failure.untouched):
-                    following = self._lock_retry(step, first_try[step.version])
-                    if following is not None:
-                        timeouts = {step.version: pg_duration(following)}
-                        index = [p.version for p in plan].index(step.version)
-                        continue
-                    self._locks_exhausted(session, step, failure)
-                    return
-                self._failed(session, script, step, failure)
+        while index < len(plan):
+            script = _apply_script(plan[index:], self.ledger, self.identity, timeouts, pg_duration(self.policy.timeout_for(1)),
+                                   self.session_lock_timeout, self.statement_timeout, plan[-1].version, self._line)
+            try:
+                failure = self._round(session, script, steps, first_try)
+            except _Lost:
+                self._settle(session, "lost")
                 return
-        finally:
-            self._phase = "done"
-            self.result.durations["apply"] = time.monotonic() - started
+            if failure is None:
+                self.result.outcome = "applied"
+                return
+            step = steps[failure.version]
+            m = plan[[p.version for p in plan].index(failure.version)]
+            if failure.sqlstate == LOCK_NOT_AVAILABLE and (m.transactional or failure.untouched):
+                following = self._lock_retry(step, first_try[step.version])
+                if following is not None:
+                    timeouts = {step.version: pg_duration(following)}
+                    index = [p.version for p in plan].index(step.version)
+                    continue
+                self._locks_exhausted(session, step, failure)
+                return
+            self._failed(session, script, step, failure)
+            return
 
     def _round(self, session: _Session, script: _Script, steps: dict[str, StepResult], first_try: dict[str, float]) -> _RoundFailure | None:
         """Stream one round of the apply script and follow its markers to ``end``."""

@@ -360,10 +360,10 @@ def test_dropped_ssh_connection_leaves_no_half_applied_migration(project: Projec
                 threading.Timer(1.0, os.kill, (next(iter(ours)), signal.SIGKILL)).start()
 
         result = sync(remote, project.migrations, SyncOptions(backup=False), IDENTITY, on_event=on_event)
-    assert result.outcome == "failed" and "SSH connection lost" in str(result.error)
-    assert [s.status for s in result.steps] == ["applied", "failed", "untouched"]
-    time.sleep(3)  # let the server side notice
+    assert result.outcome == "lost" and "connection was lost" in str(result.error)
     applied = set(ledger_rows(project))
+    # reconnected, stopped our backend and read the ledger: the report is what committed, not a guess
+    assert {s.version for s in result.steps if s.status == "applied"} == applied
     assert ("slow" in tables(project)) == ("002" in applied)  # migration and ledger row: both or neither
     with open_remote(project.host) as remote:
         rerun = sync(remote, project.migrations, SyncOptions(backup=False), IDENTITY)
