@@ -576,8 +576,8 @@ def _settle_script(ledger: Ledger, lock_timeout: str, pid: int | None, started: 
         stop = (
             f"SELECT set_config('opsagent.pid', {quote_literal(str(int(pid)))}, false), "
             f"set_config('opsagent.started', {quote_literal(started)}, false) \\gset\n"
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = current_setting('opsagent.pid')::int "
-            "AND backend_start = current_setting('opsagent.started')::timestamptz \\gset\n"
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS opsagent_stopped FROM pg_stat_activity "
+            "WHERE pid = current_setting('opsagent.pid')::int AND backend_start = current_setting('opsagent.started')::timestamptz \\gset\n"
             "DO $opsagent$\nBEGIN\n  FOR i IN 1..200 LOOP\n"
             "    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = current_setting('opsagent.pid')::int "
             "AND backend_start = current_setting('opsagent.started')::timestamptz);\n"
@@ -696,12 +696,14 @@ class SyncRun:
             self.result.hint = "nothing was changed; review with 'inv lint --host', or rerun with --allow-hazards"
             return
         if self.options.dry_run:
+            self._start_watch(session)  # polling by the time the first attempt could wait
             self._dry_run(session, plan)
             return
         if not self.confirm(plan):
             self.result.outcome = "declined"
             self.result.error = "not confirmed: nothing was applied"
             return
+        self._start_watch(session)
         locked = self._lock(session, state)
         if locked is None:
             return
@@ -943,6 +945,8 @@ class SyncRun:
         self.result.outcome = "interrupted" if outcome == "interrupted" else "lost" if outcome == "lost" else "failed"
         if state is None:
             which = current.version if current is not None else "the migration that was running"
+            if current is not None:
+                current.status, current.error = "failed", "outcome unknown: the ledger could not be read again"
             self.result.error = (f"{cause}; whether {which} committed is unknown: could not read the ledger again ({problem})")
             self.result.hint = f"run 'inv status --host {self.host.name}' to see what is recorded as applied"
             return

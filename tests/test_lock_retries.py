@@ -133,7 +133,7 @@ def test_a_configured_migrations_folder_that_does_not_exist_is_a_configuration_e
     document["paths"] = {"migrations": "sql/migrashuns"}
     path.write_text(yaml.safe_dump(document))
     for task in ("sync", "status"):
-        result = project.run(task, "--host", "sandbox", "--yes")
+        result = project.run(task, "--host", "sandbox", *(("--yes",) if task == "sync" else ()))
         assert result.returncode == 2, result.stdout + result.stderr
         assert "inventory.yaml:" in result.stderr and "paths.migrations" in result.stderr and "migrashuns" in result.stderr
         assert "Traceback" not in result.stderr
@@ -240,7 +240,7 @@ def test_a_table_held_for_20s_is_altered_after_the_holder_ends_and_traffic_never
     print(f"probe worst wait {worst:.2f}s over {len(probe.waits)} queries; sync took {took:.1f}s in {len(waits) + 1} attempts")
     assert worst <= 2.0 + 1.0, f"the probe waited {worst:.2f}s behind the migration"
     audit = read_audit(project.root / ".opsagent")[-1]
-    assert audit["outcome"] == "applied" and audit["lock_waits"][0]["blockers"][0]["pid"] == pid
+    assert audit["outcome"] == "applied" and pid in {b["pid"] for w in audit["lock_waits"] for b in w["blockers"]}
 
 
 def test_a_holder_that_never_ends_fails_the_sync_within_its_budget_naming_the_blocker(project: Project) -> None:
@@ -306,7 +306,7 @@ def test_a_no_transaction_migration_is_retried_only_when_nothing_of_it_ran(proje
     assert project.psql("SELECT version || ':' || success FROM schema_migrations").split() == ["001:true"]
     # CREATE INDEX CONCURRENTLY waits for old transactions AFTER creating its (invalid) index: that is not retried
     project.write_migration("002_index.sql", "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n")
-    with holder(project, "BEGIN;\nSELECT * FROM t LIMIT 1;"):
+    with holder(project, "BEGIN;\nINSERT INTO t VALUES (2);"):  # a writer: CREATE INDEX CONCURRENTLY waits for it
         failed = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--json")
     document = json.loads(failed.stdout)
     assert failed.returncode == 1 and document["outcome"] == "failed" and "failed partway" in document["error"], document
@@ -344,7 +344,7 @@ def test_psql_gone_mid_apply_is_reported_from_the_ledger(project: Project) -> No
     with open_remote(project.host) as remote:
         result = sync(remote, project.migrations, SyncOptions(backup=False), IDENTITY, on_event=on_event)
     assert result.outcome == "lost", result.error
-    assert [s.status for s in result.steps] == ["applied", "failed", "untouched"]
+    assert [s.status for s in result.steps] == ["applied", "failed", "untouched"], (result.error, result.steps)
     assert "002 was rolled back" in str(result.error) and "inv status" in str(result.hint)
     assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations").strip() == "001"
 
