@@ -934,14 +934,17 @@ class SyncRun:
         state: LedgerState | None = None
         problem = ""
         transport = self.remote.connection.client.get_transport()
-        try:
-            if transport is not None and transport.is_active():
+        if outcome != "lost" and transport is not None and transport.is_active():
+            try:
                 state = LedgerState.decode(self.remote.query_json(script, timeout=30))
-            else:
+            except OpsagentError as exc:
+                problem = exc.message
+        if state is None:  # the connection is gone (or not to be trusted): one new connection, same host config
+            try:
                 with self.reconnect() as fresh:
                     state = LedgerState.decode(fresh.query_json(script, timeout=30))
-        except OpsagentError as exc:
-            problem = exc.message
+            except OpsagentError as exc:
+                problem = exc.message
         self.result.outcome = "interrupted" if outcome == "interrupted" else "lost" if outcome == "lost" else "failed"
         if state is None:
             which = current.version if current is not None else "the migration that was running"
