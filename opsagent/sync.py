@@ -327,6 +327,26 @@ class _BlockerWatch:
                         self.last = blockers
                 self.stopped.wait(self.interval)
 
+    def query_json(self, script: str, timeout: float) -> Any:
+        """Stop polling and run ``script`` (ending in one JSON value) on this already connected session.
+
+        Used to settle an interrupted run: it saves starting sudo and psql when every second counts.
+        """
+        self.stopped.set()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RemoteError(f"{self.proc.host}: the blocker watch session does not answer")
+        self.proc.write(f"{script}\\echo {MARK} settled\n")
+        lines: list[str] = []
+        while True:
+            line = self.proc.read_line(timeout)
+            if line is None:
+                raise RemoteError(f"{self.proc.host}: the blocker watch session ended: {self.proc.stderr.strip()[:200]}")
+            if line == f"{MARK} settled":
+                break
+            lines.append(line)
+        return json.loads(lines[-1])
+
     def take(self) -> tuple[Blocker, ...]:
         """The blockers seen since the last call (else the last ones seen at all)."""
         with self.guard:
@@ -578,10 +598,11 @@ def _settle_script(ledger: Ledger, lock_timeout: str, pid: int | None, started: 
             f"set_config('opsagent.started', {quote_literal(started)}, false) \\gset\n"
             "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS opsagent_stopped FROM pg_stat_activity "
             "WHERE pid = current_setting('opsagent.pid')::int AND backend_start = current_setting('opsagent.started')::timestamptz \\gset\n"
-            "DO $opsagent$\nBEGIN\n  FOR i IN 1..200 LOOP\n"
+            "DO $opsagent$\nBEGIN\n  FOR i IN 1..500 LOOP\n"
             "    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = current_setting('opsagent.pid')::int "
             "AND backend_start = current_setting('opsagent.started')::timestamptz);\n"
-            "    PERFORM pg_sleep(0.05);\n  END LOOP;\nEND $opsagent$;\n"
+            "    PERFORM pg_sleep(0.02);\n    PERFORM pg_stat_clear_snapshot();  -- pg_stat_activity is otherwise frozen for the transaction\n"
+            "  END LOOP;\nEND $opsagent$;\n"
         )
     return f"SET lock_timeout = '{lock_timeout}';\n{stop}" + ledger.state_query()
 
@@ -934,7 +955,10 @@ class SyncRun:
         state: LedgerState | None = None
         problem = ""
         transport = self.remote.connection.client.get_transport()
-        if outcome != "lost" and transport is not None and transport.is_active():
+        if outcome != "lost" and self._watch is not None:  # a session that is already connected: fastest
+            with contextlib.suppress(OpsagentError, ValueError):
+                state = LedgerState.decode(self._watch.query_json(script, timeout=10))
+        if state is None and outcome != "lost" and transport is not None and transport.is_active():
             try:
                 state = LedgerState.decode(self.remote.query_json(script, timeout=30))
             except OpsagentError as exc:
