@@ -135,10 +135,6 @@ def _expect_int(value: Any) -> int:
     raise TypeError("expected an integer")
 
 
-def _expect_optional_int(value: Any) -> int | None:
-    return None if value is None else _expect_int(value)
-
-
 def _expect_count(value: Any) -> int:
     number = _expect_int(value)
     if number < 0:

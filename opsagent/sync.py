@@ -356,8 +356,8 @@ class _BlockerWatch:
 
     def close(self) -> None:
         self.stopped.set()
-        self.proc.close_stdin()
-        self.thread.join(2)
+        self.proc.close_stdin()  # psql ends at end of input
+        self.thread.join(0.5)
         self.proc.close()
 
 
@@ -418,12 +418,13 @@ class _Session:
         lines = [line for line in self.proc.stderr.splitlines() if line.strip()]
         return " ".join(lines[:3])
 
-    def close(self) -> None:
+    def close(self, wait: float = 10) -> None:
+        """End of input: psql ends; ``wait`` for its exit status and last stderr (short after Ctrl-C)."""
         if self.closed:
             return
         self.closed = True
         self.proc.close_stdin()
-        self.proc.wait(10)
+        self.proc.wait(wait)
         self.proc.close()
 
 
@@ -662,6 +663,7 @@ class SyncRun:
         found = discover(self.migrations_dir)  # refuses bad files (e.g. CONCURRENTLY in a transaction) up front
         self.result.warnings.extend(found.warnings)
         session = _Session(self.remote, f"opsagent {self.result.action} {self.identity.applied_by}", self.session_lock_timeout)
+        interrupted = False
         try:
             # local work while sudo and psql start on the server (discovery has already parsed every file)
             tables = candidate_tables(found.migrations)
@@ -669,6 +671,7 @@ class SyncRun:
             self._run(session, found.migrations, tables)
         except KeyboardInterrupt:
             self._interrupted(session)
+            interrupted = True
             raise SyncInterrupted(self.result) from None
         except BaseException:
             if self._phase == "apply":  # failed (timeout) while psql still runs the script
@@ -676,7 +679,7 @@ class SyncRun:
             raise
         finally:
             self._stop_watch()
-            session.close()
+            session.close(wait=0.5 if interrupted else 10)
             self.result.remote_commands = self.remote.command_count - before
             self.result.durations["total"] = time.monotonic() - started
         return self.result
