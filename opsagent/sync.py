@@ -720,7 +720,8 @@ class SyncRun:
             self.result.hint = "nothing was changed; review with 'inv lint --host', or rerun with --allow-hazards"
             return
         if self.options.dry_run:
-            self._start_watch(session)  # polling by the time the first attempt could wait
+            if self.options.rehearse:
+                self._start_watch(session)  # polling by the time the first attempt could wait
             self._dry_run(session, plan)
             return
         if not self.confirm(plan):
