@@ -423,3 +423,21 @@ def test_ctrl_c_during_apply_says_what_committed_and_leaves_an_audit_record(proj
     assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations").strip() == "001"
     audit = read_audit(project.root / ".opsagent")[-1]
     assert audit["outcome"] == "interrupted" and audit["applied"] == ["001"]
+
+
+def test_lock_flags_override_the_inventory(project: Project) -> None:
+    """--lock-timeout / --lock-retry-for (and the older --migration-lock-timeout, PostgreSQL ms) beat the inventory's 2min."""
+    project.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
+    project.write_migration("001_add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n")
+    with holder(project, "BEGIN;\nSELECT * FROM t LIMIT 1;") as (_, pid):
+        for flags in (("--lock-timeout", "1s", "--lock-retry-for", "0"), ("--migration-lock-timeout", "700", "--lock-retry-for", "0"),
+                      ("--lock-timeout", "1s", "--lock-retry-for", "3s")):
+            started = time.monotonic()
+            proc = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--json", *flags)
+            took = time.monotonic() - started
+            document = json.loads(proc.stdout)
+            assert proc.returncode == 1 and document["outcome"] == "lock_timeout" and f"pid {pid}" in document["error"], document
+            attempts = document["steps"][0]["attempts"]
+            assert (attempts == 1) == (flags[-1] == "0") and took < 15, (flags, attempts, took)
+            expected_first = 1000 if flags[1] == "1s" and flags[-1] == "0" else 700 if flags[1] == "700" else 500
+            assert document["lock_waits"][0]["lock_timeout_ms"] == expected_first, document["lock_waits"]
