@@ -848,6 +848,9 @@ class SyncRun:
             except _Lost:
                 self._settle(session, "lost")
                 return
+            except RemoteError as exc:  # no answer within command_timeout, or the script could not be sent
+                self._settle(session, "failed", exc.message)
+                return
             if failure is None:
                 self.result.outcome = "applied"
                 return
@@ -949,12 +952,14 @@ class SyncRun:
 
     # -- when the outcome is not known: find it out
 
-    def _settle(self, session: _Session, outcome: Literal["lost", "interrupted", "failed"]) -> None:
+    def _settle(self, session: _Session, outcome: Literal["lost", "interrupted", "failed"], detail: str = "") -> None:
         """Stop our backend if it still runs, then read the ledger and say what committed (never a guess)."""
         current = self._current
         cause, before = {"lost": ("the connection was lost", "before the connection was lost"),
                          "interrupted": ("the run was interrupted", "before the interruption"),
                          "failed": ("the run failed", "before the failure")}[outcome]
+        if detail:
+            cause = f"{cause} ({detail})"
         script = _settle_script(self.ledger, self.session_lock_timeout, session.backend_pid, session.backend_start)
         state: LedgerState | None = None
         problem = ""

@@ -441,3 +441,16 @@ def test_lock_flags_override_the_inventory(project: Project) -> None:
             assert (attempts == 1) == (flags[-1] == "0") and took < 15, (flags, attempts, took)
             expected_first = 1000 if flags[1] == "1s" and flags[-1] == "0" else 700 if flags[1] == "700" else 500
             assert document["lock_waits"][0]["lock_timeout_ms"] == expected_first, document["lock_waits"]
+
+
+def test_no_answer_within_command_timeout_stops_the_migration_and_reports_it(project: Project) -> None:
+    set_host_keys(project, command_timeout=3)
+    project.write_migration("001_a.sql", "CREATE TABLE a (id int);\n")
+    project.write_migration("002_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(8);\n")
+    proc = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--json")
+    document = json.loads(proc.stdout)
+    assert proc.returncode == 1 and document["outcome"] == "failed", document
+    assert "no answer from the server within 3s" in document["error"] and "002 was rolled back" in document["error"]
+    time.sleep(6)  # had our backend been left running, 002 would have committed by now
+    assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations").strip() == "001"
+    assert read_audit(project.root / ".opsagent")[-1]["applied"] == ["001"]
