@@ -530,7 +530,7 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity,
         for index, statement in enumerate(m.body_statements):
             script.add("\\if :opsagent_go")
             script.statement(m, statement)
-            script.add(f"{_failure_guard(str(index))}\n\\endif")
+            script.add(f"{_failure_guard(str(index))} \\endif")  # the guard and the statement's endif: one line
         if m.transactional:
             record = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
                                        tool_version=identity.tool_version, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
