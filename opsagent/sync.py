@@ -652,6 +652,7 @@ class SyncRun:
         self._phase = "plan"
         self._line = _Session.FIRST_FREE_LINE  # script line where the next sent text starts
         self._watch: _BlockerWatch | None = None
+        self._current: StepResult | None = None  # the migration psql is running (for the report when the outcome is unknown)
 
     def _send(self, session: _Session, text: str) -> None:
         session.send(text)
@@ -837,8 +838,9 @@ class SyncRun:
 
     def _apply_rounds(self, session: _Session, plan: Sequence[Migration], steps: dict[str, StepResult]) -> None:
         """Rounds of the apply script: again from a migration whose locks were not available, until done or given up."""
+        position = {m.version: i for i, m in enumerate(plan)}
         index = 0
-        timeouts: dict[str, str] = {}
+        timeouts: dict[str, str] = {}  # the next attempt's lock_timeout of a migration being retried
         first_try: dict[str, float] = {}
         while index < len(plan):
             script = _apply_script(plan[index:], self.ledger, self.identity, timeouts, pg_duration(self.policy.timeout_for(1)),
@@ -855,14 +857,13 @@ class SyncRun:
                 self.result.outcome = "applied"
                 return
             step = steps[failure.version]
-            m = plan[[p.version for p in plan].index(failure.version)]
-            if failure.sqlstate == LOCK_NOT_AVAILABLE and (m.transactional or failure.untouched):
+            if failure.sqlstate == LOCK_NOT_AVAILABLE and (step.transactional or failure.untouched):
                 following = self._lock_retry(step, first_try[step.version])
                 if following is not None:
                     timeouts = {step.version: pg_duration(following)}
-                    index = [p.version for p in plan].index(step.version)
+                    index = position[step.version]
                     continue
-                self._locks_exhausted(session, step, failure)
+                self._locks_exhausted(step)
                 return
             self._failed(session, script, step, failure)
             return
@@ -899,8 +900,6 @@ class SyncRun:
                 writer.join(5)
                 return failure
 
-    _current: StepResult | None = None
-
     def _write_all(self, session: _Session, text: str) -> None:
         with contextlib.suppress(RemoteError):  # the reader sees the end of output and reports
             session.send(text)
@@ -919,7 +918,7 @@ class SyncRun:
         time.sleep(following[0])
         return following[1]
 
-    def _locks_exhausted(self, session: _Session, step: StepResult, failure: _RoundFailure) -> None:
+    def _locks_exhausted(self, step: StepResult) -> None:
         wait = self.result.lock_waits[-1]
         step.status = "timed_out"
         budget = f"{self.policy.budget:g}s of lock retries" if self.policy.retries else f"lock_timeout {self.session_lock_timeout}"
