@@ -34,7 +34,7 @@ from .sqltext import Statement, split_statements
 from .units import human_bytes
 
 SEVERITIES = ("info", "warning", "error")
-DEFAULT_LOCK_TIMEOUT = "10s"
+DEFAULT_LOCK_TIMEOUT = "5s"  # the inventory's default per-attempt lock_timeout (opsagent.inventory.HostConfig)
 
 
 # ---------------------------------------------------------------- rules

@@ -151,7 +151,7 @@ def test_multiple_drop_targets_and_quoted_names() -> None:
 
 
 @pytest.mark.parametrize(("sql", "expected_rule", "expected_timeout", "origin"), [
-    ("ALTER TABLE users ADD COLUMN a int", "lock-timeout", "10s", "tool default"),
+    ("ALTER TABLE users ADD COLUMN a int", "lock-timeout", "5s", "tool default"),
     ("SET lock_timeout = '3s'; ALTER TABLE users ADD COLUMN a int", "lock-timeout", "3s", "set at line 1"),
     ("SET LOCAL lock_timeout TO 500; ALTER TABLE users ADD COLUMN a int", "lock-timeout", "500ms", "set at line 1"),
     ("SET lock_timeout = 0; ALTER TABLE users ADD COLUMN a int", "no-lock-timeout", "0", "set at line 1"),

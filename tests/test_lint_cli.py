@@ -123,7 +123,7 @@ def test_verbose_shows_infos(offline: Offline) -> None:
     result = offline.run("--verbose")
     assert result.returncode == int(ExitCode.HAZARDS)
     assert "lock-timeout" in result.stdout
-    assert "lock_timeout 10s (tool default)" in result.stdout
+    assert "lock_timeout 5s (tool default)" in result.stdout
     assert "hidden" not in result.stdout
 
 

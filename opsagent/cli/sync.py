@@ -17,7 +17,7 @@ from rich.table import Table
 from ..audit import append_audit, git_commit, who
 from ..backup import human
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..fleet import HostOutcome
+from ..fleet import HostOutcome, sync_outcome
 from ..inventory import HostConfig, Inventory
 from ..ledger import Ledger
 from ..migrations import Migration, VersionStatus
@@ -38,7 +38,7 @@ from ..sync import (
 from ..sync import sync as run_sync
 from ..transport import Remote, open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json, single_host
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
 from .lint import render_findings
 
 _STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
@@ -229,14 +229,10 @@ def _fleet_sync(targets: Sequence[HostConfig], inv: Inventory, options: SyncOpti
             result = run_sync(remote, inv.migrations_dir(), options, identity,
                               reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new))
         append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
-        applied = [s.version for s in result.steps if s.status == "applied"]
-        message = result.error or (f"applied {', '.join(applied)}" if applied else result.outcome.replace("_", " "))
-        return HostOutcome(target.name, "ok" if result.ok else "failed", 0 if result.ok else int(ExitCode.FAILURE), message,
-                           details=result.as_dict())
+        return sync_outcome(target.name, result.as_dict())
 
-    columns = (("applied", lambda o: str(len(o.details.get("applied") or []))),)
-    run_and_render(targets, action, title="dry run" if options.dry_run else "sync", columns=columns, parallel=parallel,
-                   fail_fast=fail_fast, timeout=timeout, json_=json_)
+    run_and_render(targets, action, title="dry run" if options.dry_run else "sync", columns=sync_columns(options.dry_run),
+                   parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_)
 
 
 def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: bool, *, json_: bool, parallel: int,
