@@ -95,6 +95,71 @@ def _secure(conn: Connection, host: HostConfig, accept_new: bool) -> None:
     conn.client.set_missing_host_key_policy(_VerifyPolicy(known, accept_new, host.name))
 
 
+# ---------------------------------------------------------------- remote work dies with its channel
+
+# Why: OpenSSH does not signal a command started without a pty when its channel or the
+# whole connection goes away; a psql fed a buffered script then runs it to the end
+# (COMMIT included) after the client is gone.  Every command therefore runs under a
+# small POSIX sh wrapper whose watchdog notices the loss and stops the command.
+#
+# Layout on the server (sshd puts each session command in its own session and process
+# group, led by the wrapper):
+#   wrapper (sh, group leader W) ── the command, in the foreground (so SIGINT is not ignored)
+#   watchdog (sh, own session via setsid) ── holds a copy of the channel's stderr
+# Every 0.2 s the watchdog writes one NUL byte to that stderr (the client strips
+# them).  The write fails as soon as sshd closes the channel (client closed it) or
+# exits (connection lost, client killed): sshd closes the pipe's read end.  Then
+# it sends SIGINT to group W (psql cancels its running statement and stops reading
+# its script; sudo relays signals from another session to its child), then SIGTERM,
+# then SIGKILL, two seconds apart, until the group is empty.  When the command ends
+# normally the wrapper kills the watchdog and exits with the command's status.
+# The data path is untouched: stdin, stdout and the command's stderr are the channel's.
+# Arguments reach the command as argv ("$@"), never through the shell's parser.
+_WATCHDOG = """\
+trap '' PIPE HUP
+group=$1
+nap() { sleep 0.2 9>&- 2>/dev/null || sleep 1 9>&-; }
+while kill -s 0 "$group" 2>/dev/null && printf '\\0' >&9; do nap; done
+exec 9>&-
+for sig in INT TERM KILL; do
+  kill -s "$sig" -- "-$group" 2>/dev/null || exit 0
+  n=0
+  while [ "$n" -lt 10 ] && kill -s 0 -- "-$group" 2>/dev/null; do nap; n=$((n + 1)); done
+done
+"""
+
+_WRAPPER = """\
+w=$1; shift
+if command -v setsid >/dev/null 2>&1; then
+  setsid sh -c "$w" opsagent-watchdog "$$" 9>&2 </dev/null >/dev/null 2>&1 &
+else
+  sh -c "$w" opsagent-watchdog "$$" 9>&2 </dev/null >/dev/null 2>&1 &
+fi
+wd=$!
+"$@"
+rc=$?
+kill -s KILL "$wd" 2>/dev/null
+exit "$rc"
+"""
+
+# A session statement for long psql sessions (sync sends it first): on PostgreSQL 14+ the
+# backend then checks every second, even during a long statement, that its client is still
+# there, so a psql that died without cancelling (SIGKILL) does not leave a backend working.
+CLIENT_CHECK_SQL = ("DO $opsagent_check$ BEGIN IF current_setting('server_version_num')::int >= 140000 THEN "
+                    "PERFORM set_config('client_connection_check_interval', '1s', false); END IF; END $opsagent_check$;")
+
+
+def channel_bound_command(argv: Sequence[str], *, cd_root: bool = False) -> str:
+    """The remote command line that runs ``argv`` so that it dies with its SSH channel."""
+    wrapper = ("cd / || exit 125\n" if cd_root else "") + _WRAPPER
+    return "exec " + shlex.join(["sh", "-c", wrapper, "opsagent", _WATCHDOG, *argv])
+
+
+def _strip_probes(data: bytes) -> bytes:
+    """Remove the watchdog's NUL probe bytes from a command's stderr."""
+    return data.replace(b"\0", b"")
+
+
 # ---------------------------------------------------------------- connection
 
 
@@ -216,7 +281,7 @@ class Remote:
     def _exec(self, argv: Sequence[str], become: bool) -> tuple[paramiko.Channel, str]:
         full = [*(self.become_prefix() if become else []), *argv]
         # cd /: the become user usually cannot enter the login user's home (psql warns about it)
-        command = "cd / && " + shlex.join(full) if become and self.host.become else shlex.join(full)
+        command = channel_bound_command(full, cd_root=bool(become and self.host.become))
         transport = self.connection.client.get_transport()
         if transport is None or not transport.is_active():
             raise RemoteError(f"{self.host.name}: SSH connection is closed")
@@ -350,7 +415,7 @@ def _pump(channel: paramiko.Channel, data: bytes | None, on_stdout: OutputCallba
         channel.close()
         if writer is not None:
             writer.join(timeout=1)
-    return b"".join(out), b"".join(err).decode("utf-8", errors="replace"), status
+    return b"".join(out), _strip_probes(b"".join(err)).decode("utf-8", errors="replace"), status
 
 
 class RemoteProcess:
@@ -419,7 +484,7 @@ class RemoteProcess:
 
     @property
     def stderr(self) -> str:
-        return b"".join(self._stderr).decode("utf-8", errors="replace")
+        return _strip_probes(b"".join(self._stderr)).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         self.channel.close()
