@@ -8,6 +8,7 @@ from typing import Any
 
 from .errors import UsageError
 from .inventory import HostConfig
+from .ledger import quote_ident, quote_literal
 from .transport import Remote
 
 TABLES_SQL = """
@@ -42,11 +43,18 @@ def list_tables(remote: Remote) -> list[TableInfo]:
 
 
 def describe_table(remote: Remote, table: str) -> str:
-    """psql's own ``\\d`` output for one table (the seed's describe one-liner)."""
+    """psql's own ``\\d`` output for one table (the seed's describe one-liner).
+
+    The name never reaches a shell or psql's command-line parser: the quoted pattern
+    travels over stdin as a SQL literal, lands in a psql variable (``\\gset``) and
+    ``\\d :var`` uses the value as is (psql does not rescan an interpolated value, so
+    backquotes, ``:names`` and newlines in it stay part of the name).
+    """
     if not table.strip():
         raise UsageError("describe needs a table name")
-    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in table.split(".", 1))
-    result = remote.run(remote.psql_argv(extra=["-c", f"\\d {quoted}"]), check=False)
+    pattern = ".".join(quote_ident(part) for part in table.split(".", 1))
+    script = f"SELECT {quote_literal(pattern)} AS opsagent_describe \\gset\n\\d :opsagent_describe\n"
+    result = remote.psql(script, check=False)
     text = result.text.strip()
     if result.exit_status != 0 and result.stderr.strip() and "Did not find any relation" not in result.stderr:
         raise remote.failure(["psql"], result)
@@ -56,8 +64,12 @@ def describe_table(remote: Remote, table: str) -> str:
 
 
 def run_sql(remote: Remote, sql: str) -> str:
-    """One SQL command through psql, its aligned output as text."""
-    return remote.run(remote.psql_argv(extra=["-c", sql])).text
+    """SQL (or psql meta-commands) through psql over stdin, its aligned output as text.
+
+    Over stdin, never ``-c``: a command line is visible to every user of the server
+    (``ps``), and the SQL may hold a password (``ALTER ROLE ... PASSWORD``).
+    """
+    return remote.psql(sql if sql.endswith("\n") else sql + "\n").text
 
 
 def interactive_ssh_argv(host: HostConfig, remote_argv: list[str]) -> list[str]:
