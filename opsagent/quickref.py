@@ -7,9 +7,9 @@ import shlex
 from typing import Any
 
 from .errors import UsageError
-from .inventory import HostConfig
+from .inventory import HostConfig, Inventory
 from .ledger import quote_ident, quote_literal
-from .transport import Remote
+from .transport import Endpoint, Remote, resolve_endpoint, ssh_argv
 
 TABLES_SQL = """
 SELECT coalesce(json_agg(t ORDER BY t.schema, t.name), '[]')
@@ -72,17 +72,16 @@ def run_sql(remote: Remote, sql: str) -> str:
     return remote.psql(sql if sql.endswith("\n") else sql + "\n").text
 
 
-def interactive_ssh_argv(host: HostConfig, remote_argv: list[str]) -> list[str]:
-    """The real ``ssh -t`` command line for an interactive psql (a terminal needs a real ssh client)."""
-    argv = ["ssh", "-t", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={host.known_hosts}"]
-    if host.port:
-        argv += ["-p", str(host.port)]
-    if host.identity_file:
-        argv += ["-i", host.identity_file, "-o", "IdentitiesOnly=yes"]
-    if host.gateway:
-        argv += ["-J", host.gateway]
-    target = f"{host.user}@{host.address}" if host.user else host.address
-    return [*argv, target, shlex.join(remote_argv)]
+def interactive_ssh_argv(host: HostConfig | Endpoint, remote_argv: list[str], *, inventory: Inventory | None = None,
+                         tty: bool = True) -> list[str]:
+    """The real ``ssh -t`` command line for an interactive psql (a terminal needs a real ssh client).
+
+    Built from the endpoint opsagent itself connects to (alias, port, user, keys,
+    known_hosts, gateways and ProxyJump hops resolved once), with host keys checked
+    strictly on every hop.
+    """
+    endpoint = host if isinstance(host, Endpoint) else resolve_endpoint(host, inventory)
+    return ssh_argv(endpoint, shlex.join(remote_argv), tty=tty)
 
 
 def tables_as_dicts(tables: list[TableInfo]) -> list[dict[str, Any]]:
