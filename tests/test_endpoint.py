@@ -191,3 +191,26 @@ def test_doctor_login_failure_after_a_verified_host_key(project: Project, sandbo
     result = project.run("doctor", "--host", "nobody")
     assert result.returncode == 1
     assert "✔ host key" in result.stdout and "✘ login" in result.stdout
+
+
+def test_three_hop_chain_with_percent_in_paths(project: Project, sandbox: SandboxHandle, gateway_sandbox: SandboxHandle,
+                                                fake_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """db -> inventory gateway 'gw' -> whose alias has a ProxyJump in ~/.ssh/config: two jumps, nested ProxyCommands,
+    and a known_hosts path with '%' (ssh would expand %h in it) on the way."""
+    monkeypatch.setenv("HOME", str(fake_home))
+    odd = tmp_path / "kh%h%%dir"
+    odd.mkdir()
+    known = odd / "known_hosts"
+    known.write_text(Path(sandbox.state.known_hosts).read_text())
+    target = {k: v for k, v in sandbox.state.host_entry().items() if k in ("address", "port", "user", "identity_file")}
+    write(project, {"gw": {"address": "revdb-behind", "known_hosts": str(known)},
+                    "db": {**target, "known_hosts": str(known), **server_part(project), "gateway": "gw"}})
+    inv = load_inventory(project.root / "inventory.yaml")
+    endpoint = resolve_endpoint(inv.host("db"), inv)
+    assert [hop.alias for hop in endpoint.chain()] == ["revjump", "revdb-behind", "127.0.0.1"]
+    with open_remote(inv.host("db"), inv) as remote:  # opsagent's own connection takes the same three hops
+        assert remote.run(["true"], become=False).ok
+    argv = interactive_ssh_argv(endpoint, ["echo", "three hops"], tty=False)
+    done = run_built_ssh(argv, fake_home, "")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "three hops"
