@@ -110,21 +110,24 @@ def _secure(conn: Connection, endpoint: Endpoint, accept_new: bool) -> None:
 # them).  The write fails as soon as sshd closes the channel (client closed it) or
 # exits (connection lost, client killed): sshd closes the pipe's read end.  Then
 # it sends SIGINT to group W (psql cancels its running statement and stops reading
-# its script; sudo relays signals from another session to its child), then SIGTERM,
-# then SIGKILL, two seconds apart, until the group is empty.  When the command ends
+# its script; sudo relays signals from another session to its child), three times
+# (a shell that is just starting a command may defer the first one past its exec),
+# then SIGTERM twice, then SIGKILL, 0.6 s apart, until the group is empty.  When the command ends
 # normally the wrapper kills the watchdog and exits with the command's status.
+# Without setsid on the server the watchdog stays in group W (it ignores INT and TERM
+# there); a non-root login user then cannot stop a command that sudo runs as another user.
 # The data path is untouched: stdin, stdout and the command's stderr are the channel's.
 # Arguments reach the command as argv ("$@"), never through the shell's parser.
 _WATCHDOG = """\
-trap '' PIPE HUP
+trap '' PIPE HUP TERM
 group=$1
 nap() { sleep 0.2 9>&- 2>/dev/null || sleep 1 9>&-; }
 while kill -s 0 "$group" 2>/dev/null && printf '\\0' >&9; do nap; done
 exec 9>&-
-for sig in INT TERM KILL; do
+for sig in INT INT INT TERM TERM KILL; do
   kill -s "$sig" -- "-$group" 2>/dev/null || exit 0
   n=0
-  while [ "$n" -lt 10 ] && kill -s 0 -- "-$group" 2>/dev/null; do nap; n=$((n + 1)); done
+  while [ "$n" -lt 3 ] && kill -s 0 -- "-$group" 2>/dev/null; do nap; n=$((n + 1)); done
 done
 """
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,12 +22,12 @@ import pytest
 
 from opsagent.errors import RemoteError
 from opsagent.inventory import HostConfig
-from opsagent.transport import CLIENT_CHECK_SQL, Remote
+from opsagent.transport import CLIENT_CHECK_SQL, Remote, channel_bound_command
 
 from .conftest import REPO, SandboxHandle
 
-GONE_WITHIN = 4.0  # seconds; measured under 1 s (the watchdog ticks every 0.2 s); margin for a loaded machine
-SLEEP = 8  # seconds of server-side work, longer than GONE_WITHIN: without the watchdog it would end on its own
+GONE_WITHIN = 6.0  # seconds; measured under 1 s (the watchdog ticks every 0.2 s); margin for a loaded machine
+SLEEP = 10  # seconds of server-side work, longer than GONE_WITHIN: without the watchdog it would end on its own
 
 
 # ---------------------------------------------------------------- what is left on the server
@@ -48,9 +49,17 @@ def processes_with(token: str) -> list[int]:
     return [pid for pid, line in _cmdlines() if token in line and pid != os.getpid()]
 
 
+_BACKENDS: dict[str, list[int]] = {}
+
+
+def backend_pids(sandbox: SandboxHandle, token: str) -> list[int]:
+    sql = f"SELECT pid FROM pg_stat_activity WHERE query LIKE '%{token}%' AND pid <> pg_backend_pid()"
+    return [int(line) for line in sandbox.admin.psql(sql, database="postgres", extra=["-A", "-t"]).text.split()]
+
+
 def backends_with(sandbox: SandboxHandle, token: str) -> int:
-    sql = f"SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%{token}%' AND pid <> pg_backend_pid()"
-    return int(sandbox.admin.psql(sql, database="postgres", extra=["-A", "-t"]).text)
+    """How many of the token's backends (seen by wait_for_backend) still run; read from /proc: no SSH round trip in the timing."""
+    return sum(Path(f"/proc/{pid}").exists() for pid in _BACKENDS.get(token, []))
 
 
 def table_exists(sandbox: SandboxHandle, database: str, table: str) -> bool:
@@ -70,7 +79,11 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05
 
 def wait_for_backend(sandbox: SandboxHandle, token: str) -> float:
     """Wait until the marked statement runs on the server; returns when it was seen (monotonic)."""
-    assert wait_until(lambda: backends_with(sandbox, token) > 0, 60, 0.1) is not None, "the remote statement never started"
+    def seen() -> bool:
+        _BACKENDS[token] = backend_pids(sandbox, token)
+        return bool(_BACKENDS[token])
+
+    assert wait_until(seen, 60, 0.1) is not None, "the remote statement never started"
     return time.monotonic()
 
 
@@ -173,9 +186,10 @@ def test_closing_the_channel_alone_stops_the_command(sandbox: SandboxHandle, fre
         proc.write(silent_transaction(table, mark))
         started = wait_for_backend(sandbox, mark)
         proc.close()
-        gone = wait_until(lambda: not processes_with(mark) and backends_with(sandbox, mark) == 0, GONE_WITHIN)
-        print(f"\nstart/channel closed: psql and backend gone after {gone}s")
-        assert gone is not None
+        psql_gone = wait_until(lambda: not processes_with(mark), GONE_WITHIN)
+        backend_gone = wait_until(lambda: backends_with(sandbox, mark) == 0, GONE_WITHIN)
+        print(f"\nstart/channel closed: psql gone after {psql_gone}s, backend gone {backend_gone}s later")
+        assert psql_gone is not None and backend_gone is not None
         assert remote.run(["true"], become=False).ok  # the connection itself is still usable
     past_the_sleep(started)
     assert not table_exists(sandbox, fresh_db, table)
@@ -285,3 +299,31 @@ def test_wrapper_keeps_status_streams_and_leaves_no_watchdog(sandbox: SandboxHan
 def test_client_check_sql_arms_client_connection_check(sandbox: SandboxHandle) -> None:
     out = sandbox.admin.psql(CLIENT_CHECK_SQL + "\nSHOW client_connection_check_interval;", database="postgres", extra=["-A", "-t"]).text
     assert out.strip() == "1s"
+
+
+# ---------------------------------------------------------------- the wrapper alone (no ssh): with and without setsid
+
+
+@pytest.mark.parametrize("with_setsid", [True, False], ids=["setsid", "no-setsid"])
+def test_wrapper_stops_its_command_when_its_stderr_reader_goes(tmp_path: Path, with_setsid: bool) -> None:
+    """sshd closing the channel = the reader of the command's stderr going away; the session leader is the wrapper."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool in ("sh", "sleep", "touch", *(["setsid"] if with_setsid else [])):
+        (bin_dir / tool).symlink_to(shutil.which(tool) or f"/usr/bin/{tool}")
+    mark = token()
+    canary = tmp_path / "canary"
+    command = channel_bound_command(["sh", "-c", f'sleep {SLEEP}; touch "$1"', mark, str(canary)])
+    proc = subprocess.Popen(["sh", "-c", command], env={"PATH": str(bin_dir)}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    assert wait_until(lambda: bool(processes_with(mark)), 10) is not None
+    started = time.monotonic()
+    assert proc.stderr is not None and proc.stdout is not None
+    proc.stderr.close()  # what sshd does when the channel closes or the client vanishes
+    proc.stdout.close()
+    gone = wait_until(lambda: not processes_with(mark), GONE_WITHIN)
+    proc.wait(10)
+    print(f"\nwrapper alone ({'setsid' if with_setsid else 'no setsid'}): command gone after {gone}s")
+    assert gone is not None
+    past_the_sleep(started)
+    assert not canary.exists()
