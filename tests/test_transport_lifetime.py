@@ -327,3 +327,20 @@ def test_wrapper_stops_its_command_when_its_stderr_reader_goes(tmp_path: Path, w
     assert gone is not None
     past_the_sleep(started)
     assert not canary.exists()
+
+
+def test_client_check_sql_ends_the_backend_of_a_psql_killed_without_cancelling(sandbox: SandboxHandle, fresh_db: str) -> None:
+    """SIGKILL on psql itself sends no cancel: only client_connection_check_interval makes its backend stop at once."""
+    for armed in (True, False):
+        mark = token()
+        with sandbox.remote(fresh_db) as remote:
+            proc = remote.start(remote.psql_argv(extra=["-v", f"mark={mark}"]))
+            proc.write((CLIENT_CHECK_SQL + "\n" if armed else "") + f"DO $$BEGIN PERFORM pg_sleep({SLEEP}); END$$ /* {mark} */;\n")
+            wait_for_backend(sandbox, mark)
+            psql = [pid for pid in processes_with(mark) if Path(f"/proc/{pid}/comm").read_text().strip() == "psql"]
+            assert len(psql) == 1
+            os.kill(psql[0], signal.SIGKILL)
+            gone = wait_until(lambda: backends_with(sandbox, mark) == 0, 3)  # noqa: B023
+            proc.close()
+        print(f"\npsql SIGKILLed, client check {'armed' if armed else 'not armed'}: backend gone after {gone}s")
+        assert (gone is not None) == armed
