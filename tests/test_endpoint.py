@@ -73,8 +73,12 @@ def test_alias_only_host_works_for_doctor_psql_status_and_hosts(project: Project
     assert psql.returncode == 0, psql.stderr
     assert project.host.database in psql.stdout
 
+    project.write_migration("001_alias.sql", "CREATE TABLE through_alias (id int);\n")
+    synced = project.run("sync", "--host", "revdb", "--yes", env=in_home(fake_home))
+    assert synced.returncode == 0, synced.stdout + synced.stderr
     status = project.run("status", "--host", "revdb", "--json", env=in_home(fake_home))
     assert status.returncode == 0, status.stderr
+    assert "001" in status.stdout and "through_alias" in project.psql("SELECT relname FROM pg_class WHERE relname = 'through_alias'")
 
     hosts = project.run("hosts", "--json", env=in_home(fake_home))
     endpoint = json.loads(hosts.stdout)["hosts"][0]["endpoint"]
