@@ -14,7 +14,7 @@ import socket
 
 from .errors import HostKeyError, OpsagentError, RemoteError
 from .inventory import HostConfig, Inventory
-from .transport import Remote, open_remote
+from .transport import Endpoint, LoginError, Remote, open_remote, resolve_endpoint
 
 _MARK = "@@opsagent-doctor"
 
@@ -44,32 +44,48 @@ class DoctorReport:
 
 
 def run_doctor(host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False) -> DoctorReport:
-    """Run all checks; never raises for a failed check, it reports it."""
-    checks: list[Check] = [_tcp_check(host)]
+    """Run all checks; never raises for a failed check, it reports it.
+
+    The endpoint is resolved once (inventory + ~/.ssh/config, as every task does), so an
+    alias, a ProxyJump or an inventory gateway is checked where the connection really goes.
+    "host key: verified" is only said after a handshake with the host itself.
+    """
+    try:
+        endpoint = resolve_endpoint(host, inventory)
+    except OpsagentError as exc:
+        return DoctorReport(host.name, [Check("ssh endpoint", False, exc.message, exc.hint or "")])
+    checks: list[Check] = [_tcp_check(endpoint)]
     if not checks[0].ok:
         return DoctorReport(host.name, checks)
+    verified = f"verified against {endpoint.known_hosts}"
     try:
         with open_remote(host, inventory, accept_new_host_key=accept_new_host_key) as remote:
-            checks.append(Check("host key", True, f"verified against {host.known_hosts}"))
-            checks.append(Check("login", True, f"{remote.connection.user}@{host.address}"))
+            checks.append(Check("host key", True, verified + (f" ({len(endpoint.chain())} hops)" if endpoint.via else "")))
+            checks.append(Check("login", True, endpoint.describe()))
             checks.extend(_server_checks(remote))
     except HostKeyError as exc:
         checks.append(Check("host key", False, exc.message, exc.hint or ""))
-    except OpsagentError as exc:
-        checks.append(Check("host key", True, f"verified against {host.known_hosts}"))
+    except LoginError as exc:
+        checks.append(Check("host key", True, verified))
         checks.append(Check("login", False, exc.message, exc.hint or ""))
+    except OpsagentError as exc:
+        checks.append(Check("ssh handshake", False, exc.message, exc.hint or "check that an SSH server answers there"))
     return DoctorReport(host.name, checks)
 
 
-def _tcp_check(host: HostConfig) -> Check:
-    if host.gateway:
-        return Check("tcp reach", True, f"through gateway {host.gateway}")
-    port = host.port or 22
+def _tcp_check(endpoint: Endpoint) -> Check:
+    first = endpoint.chain()[0]
+    if first.proxy_command:
+        return Check("tcp reach", True, f"through ProxyCommand {first.proxy_command} (checked by the SSH handshake)")
+    where = f"{first.hostname}:{first.port}"
+    shown = where if first.alias == first.hostname else f"{where} ({first.alias})"
+    if first is not endpoint:
+        shown += f", first hop to {endpoint.hostname}:{endpoint.port}"
     try:
-        with socket.create_connection((host.address, port), timeout=host.connect_timeout):
-            return Check("tcp reach", True, f"{host.address}:{port}")
+        with socket.create_connection((first.hostname, first.port), timeout=first.connect_timeout):
+            return Check("tcp reach", True, shown)
     except OSError as exc:
-        return Check("tcp reach", False, f"{host.address}:{port}: {exc.strerror or exc}", "check address, port and firewall")
+        return Check("tcp reach", False, f"{shown}: {exc.strerror or exc}", "check address, port and firewall (and ~/.ssh/config)")
 
 
 def _script(remote: Remote) -> str:

@@ -7,8 +7,9 @@ import shlex
 from typing import Any
 
 from .errors import UsageError
-from .inventory import HostConfig
-from .transport import Remote
+from .inventory import HostConfig, Inventory
+from .ledger import quote_ident, quote_literal
+from .transport import Endpoint, Remote, resolve_endpoint, ssh_argv
 
 TABLES_SQL = """
 SELECT coalesce(json_agg(t ORDER BY t.schema, t.name), '[]')
@@ -42,11 +43,18 @@ def list_tables(remote: Remote) -> list[TableInfo]:
 
 
 def describe_table(remote: Remote, table: str) -> str:
-    """psql's own ``\\d`` output for one table (the seed's describe one-liner)."""
+    """psql's own ``\\d`` output for one table (the seed's describe one-liner).
+
+    The name never reaches a shell or psql's command-line parser: the quoted pattern
+    travels over stdin as a SQL literal, lands in a psql variable (``\\gset``) and
+    ``\\d :var`` uses the value as is (psql does not rescan an interpolated value, so
+    backquotes, ``:names`` and newlines in it stay part of the name).
+    """
     if not table.strip():
         raise UsageError("describe needs a table name")
-    quoted = ".".join('"' + part.replace('"', '""') + '"' for part in table.split(".", 1))
-    result = remote.run(remote.psql_argv(extra=["-c", f"\\d {quoted}"]), check=False)
+    pattern = ".".join(quote_ident(part) for part in table.split(".", 1))
+    script = f"SELECT {quote_literal(pattern)} AS opsagent_describe \\gset\n\\d :opsagent_describe\n"
+    result = remote.psql(script, check=False)
     text = result.text.strip()
     if result.exit_status != 0 and result.stderr.strip() and "Did not find any relation" not in result.stderr:
         raise remote.failure(["psql"], result)
@@ -56,21 +64,24 @@ def describe_table(remote: Remote, table: str) -> str:
 
 
 def run_sql(remote: Remote, sql: str) -> str:
-    """One SQL command through psql, its aligned output as text."""
-    return remote.run(remote.psql_argv(extra=["-c", sql])).text
+    """SQL (or psql meta-commands) through psql over stdin, its aligned output as text.
+
+    Over stdin, never ``-c``: a command line is visible to every user of the server
+    (``ps``), and the SQL may hold a password (``ALTER ROLE ... PASSWORD``).
+    """
+    return remote.psql(sql if sql.endswith("\n") else sql + "\n").text
 
 
-def interactive_ssh_argv(host: HostConfig, remote_argv: list[str]) -> list[str]:
-    """The real ``ssh -t`` command line for an interactive psql (a terminal needs a real ssh client)."""
-    argv = ["ssh", "-t", "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={host.known_hosts}"]
-    if host.port:
-        argv += ["-p", str(host.port)]
-    if host.identity_file:
-        argv += ["-i", host.identity_file, "-o", "IdentitiesOnly=yes"]
-    if host.gateway:
-        argv += ["-J", host.gateway]
-    target = f"{host.user}@{host.address}" if host.user else host.address
-    return [*argv, target, shlex.join(remote_argv)]
+def interactive_ssh_argv(host: HostConfig | Endpoint, remote_argv: list[str], *, inventory: Inventory | None = None,
+                         tty: bool = True) -> list[str]:
+    """The real ``ssh -t`` command line for an interactive psql (a terminal needs a real ssh client).
+
+    Built from the endpoint opsagent itself connects to (alias, port, user, keys,
+    known_hosts, gateways and ProxyJump hops resolved once), with host keys checked
+    strictly on every hop.
+    """
+    endpoint = host if isinstance(host, Endpoint) else resolve_endpoint(host, inventory)
+    return ssh_argv(endpoint, shlex.join(remote_argv), tty=tty)
 
 
 def tables_as_dicts(tables: list[TableInfo]) -> list[dict[str, Any]]:

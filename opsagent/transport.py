@@ -85,23 +85,162 @@ class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-def _secure(conn: Connection, host: HostConfig, accept_new: bool) -> None:
-    known = Path(host.known_hosts).expanduser()
+def _secure(conn: Connection, endpoint: Endpoint, accept_new: bool) -> None:
+    known = Path(endpoint.known_hosts)
     if known.exists():
         try:
             conn.client.load_host_keys(str(known))
         except (OSError, paramiko.SSHException) as exc:
-            raise HostKeyError(f"{host.name}: cannot read known_hosts {known}: {exc}") from None
-    conn.client.set_missing_host_key_policy(_VerifyPolicy(known, accept_new, host.name))
+            raise HostKeyError(f"{endpoint.label}: cannot read known_hosts {known}: {exc}") from None
+    conn.client.set_missing_host_key_policy(_VerifyPolicy(known, accept_new, endpoint.label))
+
+
+# ---------------------------------------------------------------- remote work dies with its channel
+
+# Why: OpenSSH does not signal a command started without a pty when its channel or the
+# whole connection goes away; a psql fed a buffered script then runs it to the end
+# (COMMIT included) after the client is gone.  Every command therefore runs under a
+# small POSIX sh wrapper whose watchdog notices the loss and stops the command.
+#
+# Layout on the server (sshd puts each session command in its own session and process
+# group, led by the wrapper):
+#   wrapper (sh, group leader W) ── the command, in the foreground (so SIGINT is not ignored)
+#   watchdog (sh, own session via setsid) ── holds a copy of the channel's stderr
+# Every 0.2 s the watchdog writes one NUL byte to that stderr (the client strips
+# them).  The write fails as soon as sshd closes the channel (client closed it) or
+# exits (connection lost, client killed): sshd closes the pipe's read end.  Then
+# it sends SIGINT to group W (psql cancels its running statement and stops reading
+# its script; sudo relays signals from another session to its child), three times
+# (a shell that is just starting a command may defer the first one past its exec),
+# then SIGTERM twice, then SIGKILL, 0.6 s apart, until the group is empty.  When the command ends
+# normally the wrapper kills the watchdog and exits with the command's status.
+# Without setsid on the server the watchdog stays in group W (it ignores INT and TERM
+# there); a non-root login user then cannot stop a command that sudo runs as another user.
+# The data path is untouched: stdin, stdout and the command's stderr are the channel's.
+# Arguments reach the command as argv ("$@"), never through the shell's parser.
+_WATCHDOG = """\
+trap '' PIPE HUP TERM
+group=$1
+nap() { sleep 0.2 9>&- 2>/dev/null || sleep 1 9>&-; }
+while kill -s 0 "$group" 2>/dev/null && printf '\\0' >&9; do nap; done
+exec 9>&-
+for sig in INT INT INT TERM TERM KILL; do
+  kill -s "$sig" -- "-$group" 2>/dev/null || exit 0
+  n=0
+  while [ "$n" -lt 3 ] && kill -s 0 -- "-$group" 2>/dev/null; do nap; n=$((n + 1)); done
+done
+"""
+
+_WRAPPER = """\
+w=$1; shift
+if command -v setsid >/dev/null 2>&1; then
+  setsid sh -c "$w" opsagent-watchdog "$$" 9>&2 </dev/null >/dev/null 2>&1 &
+else
+  sh -c "$w" opsagent-watchdog "$$" 9>&2 </dev/null >/dev/null 2>&1 &
+fi
+wd=$!
+"$@"
+rc=$?
+kill -s KILL "$wd" 2>/dev/null
+exit "$rc"
+"""
+
+# A session statement for long psql sessions (sync sends it first): on PostgreSQL 14+ the
+# backend then checks every second, even during a long statement, that its client is still
+# there, so a psql that died without cancelling (SIGKILL) does not leave a backend working.
+CLIENT_CHECK_SQL = ("DO $opsagent_check$ BEGIN IF current_setting('server_version_num')::int >= 140000 THEN "
+                    "PERFORM set_config('client_connection_check_interval', '1s', false); END IF; END $opsagent_check$;")
+
+
+def channel_bound_command(argv: Sequence[str], *, cd_root: bool = False) -> str:
+    """The remote command line that runs ``argv`` so that it dies with its SSH channel."""
+    wrapper = ("cd / || exit 125\n" if cd_root else "") + _WRAPPER
+    return "exec " + shlex.join(["sh", "-c", wrapper, "opsagent", _WATCHDOG, *argv])
+
+
+def _strip_probes(data: bytes) -> bytes:
+    """Remove the watchdog's NUL probe bytes from a command's stderr."""
+    return data.replace(b"\0", b"")
 
 
 # ---------------------------------------------------------------- connection
 
 
-def _connection(host: HostConfig, inventory: Inventory | None, accept_new: bool, chain: tuple[str, ...] = ()) -> Connection:
-    gateway: Connection | str | None = None
+@dataclasses.dataclass(frozen=True)
+class Endpoint:
+    """Where one SSH hop really goes, resolved ONCE (inventory + ``~/.ssh/config`` through Fabric's lookup).
+
+    The same record drives the connection, ``doctor``'s reach check, ``hosts`` and the
+    interactive ``ssh`` command line, so an alias, a ProxyJump or a gateway means the
+    same thing everywhere.
+    """
+
+    label: str  # inventory name, or "prod (gateway gw)" for a hop
+    alias: str  # as written: inventory address or gateway spec
+    hostname: str  # after ssh_config HostName
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+    known_hosts: str
+    connect_timeout: float
+    via: Endpoint | None = None  # the hop this one is reached through (None: direct)
+    proxy_command: str | None = None  # ssh_config ProxyCommand, when that is the way in
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    def chain(self) -> list[Endpoint]:
+        """Every hop, the first one to connect to first, this endpoint last."""
+        hops: list[Endpoint] = []
+        hop: Endpoint | None = self
+        while hop is not None:
+            hops.insert(0, hop)
+            hop = hop.via
+        return hops
+
+    def describe(self) -> str:
+        """``user@host:port`` (``via`` the hops), for people."""
+        route = [hop.target for hop in self.chain()[:-1]]
+        text = self.target + (f" via {' -> '.join(route)}" if route else "")
+        return text + (f" via ProxyCommand {self.chain()[0].proxy_command}" if self.chain()[0].proxy_command else "")
+
+    def to_dict(self) -> dict[str, object]:
+        return {"alias": self.alias, "hostname": self.hostname, "port": self.port, "user": self.user,
+                "identity_files": list(self.identity_files), "known_hosts": self.known_hosts,
+                "proxy_command": self.proxy_command, "via": self.via.to_dict() if self.via else None}
+
+
+_DEFAULT_KNOWN_HOSTS = HostConfig.__dataclass_fields__["known_hosts"].default
+
+
+def _known_hosts(host: HostConfig, ssh_config: Any) -> str:
+    """The inventory's known_hosts; ssh_config's UserKnownHostsFile when the inventory leaves the default."""
+    chosen = host.known_hosts
+    if chosen == _DEFAULT_KNOWN_HOSTS and ssh_config.get("userknownhostsfile"):
+        chosen = str(ssh_config["userknownhostsfile"]).split()[0]
+    return str(Path(chosen).expanduser())
+
+
+def _endpoint(conn: Connection, host: HostConfig, via: Endpoint | None) -> Endpoint:
+    if via is None and isinstance(conn.gateway, Connection):  # ProxyJump from ~/.ssh/config
+        via = _endpoint(conn.gateway, _hop_config(conn.gateway, host), None)
+    keys = conn.connect_kwargs.get("key_filename") or []
+    return Endpoint(
+        label=host.name, alias=str(conn.original_host), hostname=str(conn.host), port=int(conn.port), user=str(conn.user),
+        identity_files=tuple(dict.fromkeys(str(Path(k).expanduser()) for k in ([keys] if isinstance(keys, str) else keys))),
+        known_hosts=_known_hosts(host, conn.ssh_config), connect_timeout=host.connect_timeout, via=via,
+        proxy_command=conn.gateway if isinstance(conn.gateway, str) else None,
+    )
+
+
+def _build(host: HostConfig, inventory: Inventory | None, chain: tuple[str, ...] = (), label: str | None = None,
+           ) -> tuple[Connection, Endpoint]:
+    """Fabric connection objects (not opened) and the endpoint they resolve to."""
+    gateway: Connection | None = None
+    via: Endpoint | None = None
     if host.gateway:
-        gateway = _gateway(host, inventory, accept_new, chain)
+        gateway, via = _gateway(host, inventory, chain)
     kwargs: dict[str, Any] = {}
     if host.identity_file:
         kwargs["key_filename"] = [str(Path(host.identity_file).expanduser())]
@@ -114,65 +253,138 @@ def _connection(host: HostConfig, inventory: Inventory | None, accept_new: bool,
         connect_timeout=max(1, int(host.connect_timeout)),
         connect_kwargs=kwargs,
     )
+    return conn, _endpoint(conn, dataclasses.replace(host, name=label) if label else host, via)
+
+
+def resolve_endpoint(host: HostConfig, inventory: Inventory | None = None) -> Endpoint:
+    """Resolve where ``host`` really is (no network): what every task and the interactive ssh use."""
+    return _build(host, inventory)[1]
+
+
+def _connection(host: HostConfig, inventory: Inventory | None, accept_new: bool) -> tuple[Connection, Endpoint]:
+    conn, endpoint = _build(host, inventory)
     hop: Any = conn
-    while isinstance(hop, Connection):  # ProxyJump from ~/.ssh/config builds hops too
-        _secure(hop, host if hop is conn else _hop_config(hop, host), accept_new)
+    for ep in reversed(endpoint.chain()):
+        if not isinstance(hop, Connection):
+            break
+        _secure(hop, ep, accept_new)
         hop = hop.gateway
-    return conn
+    return conn, endpoint
 
 
 def _hop_config(hop: Connection, host: HostConfig) -> HostConfig:
     return dataclasses.replace(host, name=f"{host.name} (gateway {hop.host})")
 
 
-def _gateway(host: HostConfig, inventory: Inventory | None, accept_new: bool, chain: tuple[str, ...]) -> Connection:
+def _gateway(host: HostConfig, inventory: Inventory | None, chain: tuple[str, ...]) -> tuple[Connection, Endpoint]:
     assert host.gateway
     if host.name in chain:
         raise UsageError(f"gateway loop: {' -> '.join([*chain, host.name])}")
     if inventory is not None and host.gateway in inventory.hosts:
-        return _connection(inventory.hosts[host.gateway], inventory, accept_new, (*chain, host.name))
+        return _build(inventory.hosts[host.gateway], inventory, (*chain, host.name), f"{host.name} (gateway {host.gateway})")
     user, _, rest = host.gateway.rpartition("@")
     address, _, port = rest.partition(":")
-    spec = HostConfig(name=host.gateway, address=address, user=user or None, port=int(port) if port else None,
+    spec = HostConfig(name=f"{host.name} (gateway {host.gateway})", address=address, user=user or None, port=int(port) if port else None,
                       known_hosts=host.known_hosts, identity_file=host.identity_file, connect_timeout=host.connect_timeout)
-    return _connection(spec, inventory, accept_new, (*chain, host.name))
+    return _build(spec, inventory, (*chain, host.name))
 
 
-def _open(conn: Connection, host: HostConfig) -> None:
+class LoginError(RemoteError):
+    """The SSH handshake (host key included) succeeded, the login did not."""
+
+
+def _hops(conn: Connection) -> list[Connection]:
+    """The connection's hops, the first one to connect to first."""
+    hops: list[Connection] = []
+    hop: Any = conn
+    while isinstance(hop, Connection):
+        hops.insert(0, hop)
+        hop = hop.gateway
+    return hops
+
+
+def _failed_hop(conn: Connection) -> Connection:
+    for hop in _hops(conn):
+        transport = hop.client.get_transport()
+        if transport is None or not transport.is_authenticated():
+            return hop
+    return conn
+
+
+def _open(conn: Connection, endpoint: Endpoint) -> None:
+    name = endpoint.label
     try:
         conn.open()
     except HostKeyError:
         raise
     except paramiko.BadHostKeyException as exc:
         raise HostKeyError(
-            f"{host.name}: HOST KEY CHANGED for {exc.hostname}: got {exc.key.get_name()} {fingerprint(exc.key)}, "
+            f"{name}: HOST KEY CHANGED for {exc.hostname}: got {exc.key.get_name()} {fingerprint(exc.key)}, "
             f"expected {fingerprint(exc.expected_key)}; refusing to connect",
-            hint=f"if the server was really reinstalled, remove its line from {host.known_hosts} after checking with its admin",
+            hint=f"if the server was really reinstalled, remove its line from {endpoint.known_hosts} after checking with its admin",
         ) from None
     except paramiko.AuthenticationException as exc:
-        raise RemoteError(f"{host.name}: SSH login as {conn.user}@{conn.host}:{conn.port} failed: {exc}",
-                          hint="check user and identity_file in the inventory") from None
+        hop = _failed_hop(conn)
+        error = LoginError if hop is conn else RemoteError
+        raise error(f"{name}: SSH login as {hop.user}@{hop.host}:{hop.port} failed: {exc}",
+                    hint="check user and identity_file in the inventory (or ~/.ssh/config)") from None
     except TimeoutError:
-        raise RemoteError(f"{host.name}: connection to {conn.host}:{conn.port} timed out after {host.connect_timeout:g}s") from None
+        hop = _failed_hop(conn)
+        raise RemoteError(f"{name}: connection to {hop.host}:{hop.port} timed out after {endpoint.connect_timeout:g}s") from None
     except (OSError, paramiko.SSHException, EOFError) as exc:
+        hop = _failed_hop(conn)
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-        raise RemoteError(f"{host.name}: cannot connect to {conn.host}:{conn.port}: {reason}") from None
+        raise RemoteError(f"{name}: cannot connect to {hop.host}:{hop.port}: {reason}") from None
 
 
 @contextlib.contextmanager
 def open_remote(host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False) -> Iterator[Remote]:
     """One verified SSH connection for the whole run; closed on exit."""
-    conn = _connection(host, inventory, accept_new_host_key)
-    _open(conn, host)
-    remote = Remote(host, conn)
+    conn, endpoint = _connection(host, inventory, accept_new_host_key)
     try:
-        yield remote
+        _open(conn, endpoint)
+        yield Remote(host, conn, endpoint)
     finally:
-        conn.close()
-        gw = conn.gateway
-        while isinstance(gw, Connection):
-            gw.close()
-            gw = gw.gateway
+        for hop in reversed(_hops(conn)):
+            hop.close()
+
+
+# ---------------------------------------------------------------- the interactive ssh command line
+
+
+def _pct(value: str) -> str:
+    """ssh expands %-tokens in IdentityFile, UserKnownHostsFile and ProxyCommand: keep a literal % literal."""
+    return value.replace("%", "%%")
+
+
+def _ssh_options(endpoint: Endpoint) -> list[str]:
+    argv = ["-F", "none", "-p", str(endpoint.port), "-l", endpoint.user, "-o", "StrictHostKeyChecking=yes",
+            "-o", f"UserKnownHostsFile={_pct(endpoint.known_hosts)}", "-o", f"ConnectTimeout={max(1, int(endpoint.connect_timeout))}"]
+    for key in endpoint.identity_files:
+        argv += ["-i", _pct(key)]
+    if endpoint.identity_files:
+        argv += ["-o", "IdentitiesOnly=yes"]
+    if endpoint.via is not None:
+        argv += ["-o", "ProxyCommand=" + _proxy_command(endpoint.via)]
+    elif endpoint.proxy_command:
+        argv += ["-o", "ProxyCommand=" + endpoint.proxy_command]
+    return argv
+
+
+def _proxy_command(hop: Endpoint) -> str:
+    """``ssh ... -W %h:%p hop``: a jump (like -J) that keeps this hop's own known_hosts and keys.
+
+    The ssh that runs this ProxyCommand expands %-tokens in it: ``%h:%p`` is meant for
+    it; everything else (meant for the hop's own ssh, itself nested for longer chains)
+    is escaped once more.
+    """
+    return _pct(shlex.join(["ssh", *_ssh_options(hop)])) + " -W %h:%p " + _pct(shlex.quote(hop.hostname))
+
+
+def ssh_argv(endpoint: Endpoint, remote_command: str, *, tty: bool = True) -> list[str]:
+    """The OpenSSH client command line for ``endpoint``: same host, port, user, keys, known_hosts and jumps
+    as opsagent's own connection (``-F none``: the resolution already applied ~/.ssh/config)."""
+    return ["ssh", *(["-t"] if tty else ["-T"]), *_ssh_options(endpoint), endpoint.hostname, remote_command]
 
 
 # ---------------------------------------------------------------- commands
@@ -181,9 +393,10 @@ def open_remote(host: HostConfig, inventory: Inventory | None = None, *, accept_
 class Remote:
     """Runs commands on one host over its single SSH connection."""
 
-    def __init__(self, host: HostConfig, connection: Connection) -> None:
+    def __init__(self, host: HostConfig, connection: Connection, endpoint: Endpoint | None = None) -> None:
         self.host = host
         self.connection = connection
+        self.endpoint = endpoint
         self.command_count = 0
 
     # -- argv builders
@@ -216,7 +429,7 @@ class Remote:
     def _exec(self, argv: Sequence[str], become: bool) -> tuple[paramiko.Channel, str]:
         full = [*(self.become_prefix() if become else []), *argv]
         # cd /: the become user usually cannot enter the login user's home (psql warns about it)
-        command = "cd / && " + shlex.join(full) if become and self.host.become else shlex.join(full)
+        command = channel_bound_command(full, cd_root=bool(become and self.host.become))
         transport = self.connection.client.get_transport()
         if transport is None or not transport.is_active():
             raise RemoteError(f"{self.host.name}: SSH connection is closed")
@@ -350,7 +563,7 @@ def _pump(channel: paramiko.Channel, data: bytes | None, on_stdout: OutputCallba
         channel.close()
         if writer is not None:
             writer.join(timeout=1)
-    return b"".join(out), b"".join(err).decode("utf-8", errors="replace"), status
+    return b"".join(out), _strip_probes(b"".join(err)).decode("utf-8", errors="replace"), status
 
 
 class RemoteProcess:
@@ -419,7 +632,7 @@ class RemoteProcess:
 
     @property
     def stderr(self) -> str:
-        return b"".join(self._stderr).decode("utf-8", errors="replace")
+        return _strip_probes(b"".join(self._stderr)).decode("utf-8", errors="replace")
 
     def close(self) -> None:
         self.channel.close()

@@ -10,35 +10,44 @@ from invoke.context import Context
 from rich.table import Table
 
 from ..doctor import DoctorReport, run_doctor
-from ..errors import ExitCode, UsageError
+from ..errors import ExitCode, OpsagentError, UsageError
 from ..fleet import HostOutcome
 from ..inventory import SANDBOX_FILE, HostConfig
 from ..sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
+from ..transport import Endpoint, resolve_endpoint
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
 
 @command(help={"json_": JSON_HELP})
 def hosts(c: Context, json_: bool = False) -> None:
-    """List inventory hosts: name, address, user, database, groups."""
+    """List inventory hosts: name, where SSH really goes (after ~/.ssh/config and gateways), database, groups."""
     inv = inventory()
-    rows: list[dict[str, Any]] = [
-        {"name": h.name, "address": h.address, "port": h.port, "user": h.user, "database": h.database,
-         "become": h.become, "groups": list(h.groups), "gateway": h.gateway}
-        for h in inv.hosts.values()
-    ]
+    rows: list[dict[str, Any]] = []
+    for h in inv.hosts.values():
+        endpoint, problem = _endpoint_or_problem(h, inv)
+        rows.append({"name": h.name, "address": h.address, "port": h.port, "user": h.user, "database": h.database,
+                     "become": h.become, "groups": list(h.groups), "gateway": h.gateway,
+                     "endpoint": endpoint.to_dict() if endpoint else None, "route": endpoint.describe() if endpoint else problem})
     if json_:
         print_json({"inventory": str(inv.source) if inv.source else None, "hosts": rows, "groups": {k: list(v) for k, v in inv.groups.items()}})
         return
     table = Table(title=f"inventory: {inv.source or '(none; sandbox only)'}")
-    for column in ("host", "address", "user", "database", "groups"):
+    for column in ("host", "address", "ssh to", "database", "groups"):
         table.add_column(column)
     for row in rows:
         address = f"{row['address']}:{row['port']}" if row["port"] else str(row["address"])
         if row["gateway"]:
             address += f" via {row['gateway']}"
-        table.add_row(str(row["name"]), address, str(row["user"] or "(ssh config)"), str(row["database"]), ", ".join(row["groups"]))
+        table.add_row(str(row["name"]), address, str(row["route"]), str(row["database"]), ", ".join(row["groups"]))
     console.print(table)
+
+
+def _endpoint_or_problem(host: HostConfig, inv: Any) -> tuple[Endpoint | None, str]:
+    try:
+        return resolve_endpoint(host, inv), ""
+    except OpsagentError as exc:
+        return None, f"unresolved: {exc.message}"
 
 
 @command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP,

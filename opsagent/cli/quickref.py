@@ -46,11 +46,12 @@ def psql_task(c: Context, host: str = "", c_: str = "", accept_new_host_key: boo
         with connect(host, accept_new_host_key) as remote:
             console.print(run_sql(remote, c_), markup=False, end="")
         return
-    target, _ = single_host(host)
+    single_host(host)
     if not is_interactive():
         raise UsageError("inv psql needs a terminal; use -c \"SQL\" for one command")
-    with connect(host, accept_new_host_key) as remote:  # verifies the host key first
-        argv = interactive_ssh_argv(target, [*remote.become_prefix(), *remote.psql_argv()])
+    with connect(host, accept_new_host_key) as remote:  # verifies the host keys (every hop) first
+        assert remote.endpoint is not None
+        argv = interactive_ssh_argv(remote.endpoint, [*remote.become_prefix(), *remote.psql_argv()])
     code = subprocess.call(argv, env=os.environ.copy())
     if code != 0:
         raise fail(ExitCode.FAILURE)
