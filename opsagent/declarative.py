@@ -55,7 +55,7 @@ class PlanReport:
         if self.error is not None:
             return f"not verified: applying this plan fails: {self.error}"
         if not self.remaining and not self.dump_differences:
-            return "verified: applying this plan leaves 0 differences (catalog model and schema dump agree)"
+            return "verified: applying this plan leaves 0 differences"  # by the catalog model and the schema dumps alike
         if not self.remaining:
             return (f"not verified: the schema dumps still differ in {len(self.dump_differences)} object(s) "
                     "opsagent cannot yet describe")

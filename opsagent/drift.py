@@ -137,13 +137,21 @@ def oracle_dump(remote: Remote, database: str, exclude_tables: Sequence[str] = D
     return normalize_dump(gunzip(result.stdout, remote.host.name))
 
 
+def introspect_and_dump(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, str]:
+    """The catalog and the dump oracle's schema dump of a live database, in one remote command (psql runs pg_dump)."""
+    step = DumpStep.for_remote(remote, exclude_tables)
+    text = remote.psql(introspection_sql(exclude_tables) + "\n" + step.step(database, 0) + "\n", database, extra=["-A", "-t"]).text
+    rest, dumps = step.split(text, 1)
+    return read_catalog(rest.strip(), where(remote, database)), normalize_dump(dumps[0])
+
+
 def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: str | None = None,
                      text: bool = False, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, fast: bool = False) -> DriftReport:
     """Live database vs ``sql`` materialized in a scratch database on the same server, by the model and (unless
     ``fast``) by the dump oracle.
 
     Two round trips of wall time: (load scratch + introspect it + dump it, one psql
-    session) alongside (introspect live) and (dump live), then drop.
+    session) alongside (introspect live + dump it, one psql session), then drop.
     """
     live_db = remote.host.database
     diff_text: str | None = None
@@ -153,7 +161,7 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
         def live_side() -> tuple[Catalog, str | None]:
             if fast:
                 return introspect(remote, live_db, exclude_tables=exclude_tables), None
-            return _both(lambda: introspect(remote, live_db, exclude_tables=exclude_tables), lambda: oracle_dump(remote, live_db, exclude_tables))
+            return introspect_and_dump(remote, live_db, exclude_tables)
 
         outputs, (live, live_dump) = _both(scratch.load, live_side)
         result = compare(live, read_catalog(outputs[0], source))
@@ -241,7 +249,7 @@ def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = 
     def side(remote: Remote) -> tuple[Catalog, str | None]:
         if fast:
             return introspect(remote), None
-        return _both(lambda: introspect(remote), lambda: oracle_dump(remote, remote.host.database))
+        return introspect_and_dump(remote, remote.host.database)
 
     (live_catalog, live_dump), (other_catalog, other_dump) = _both(lambda: side(live), lambda: side(other))
     differences = compare_dumps(live_dump, other_dump) if live_dump is not None and other_dump is not None else None

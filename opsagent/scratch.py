@@ -103,8 +103,8 @@ class DumpStep:
     The dump is taken where the database already is, in the command that built it:
     no extra remote command, no extra round trip.  Its text travels between markers
     carrying a random token, so no object text can forge the end of the dump, and
-    the end marker is printed only if pg_dump succeeded.  Only names we generate and
-    shell-quoted inventory settings reach the shell.
+    the end marker is printed only if pg_dump succeeded.  Only shell-quoted arguments
+    (conninfo-quoted database names, inventory settings) reach the shell.
     """
 
     argv_prefix: tuple[str, ...]  # pg_dump and the connection arguments, without the database
@@ -130,7 +130,9 @@ class DumpStep:
 
     def step(self, name: str, index: int) -> str:
         excluded = [arg for table in self.exclude_tables for arg in ("--exclude-table", f"*.{quote_ident(table)}")]
-        argv = [*self.argv_prefix, *excluded, "-d", conninfo_dbname(name)]  # name: opsagent_scratch_<hex>, ours
+        if "\n" in name or "\r" in name:
+            raise UsageError(f"database name {name!r}: line breaks are not supported")
+        argv = [*self.argv_prefix, *excluded, "-d", conninfo_dbname(name)]  # conninfo-quoted, then shell-quoted
         return f"\\echo {self.begin(index)}\n\\! {shlex.join(argv)} && echo {self.end(index)}"
 
     def split(self, text: str, count: int) -> tuple[str, list[str]]:
