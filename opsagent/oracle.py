@@ -16,6 +16,10 @@ legitimately leaves are normalized away, each one a stated rule (see ``RULES``):
 - column order: the lines inside a ``CREATE TABLE ( … )`` are sorted (a column
   added by ``ALTER TABLE`` lands at the end; PostgreSQL cannot reorder columns),
   which also makes the order of inline CHECK constraints irrelevant;
+- grant order: the lines of an ACL entry are sorted (an ACL lists grants in the
+  order they were made);
+- spelling: an entry that differs in text but parses to the same statements
+  (``timezone('utc', x)`` vs ``x AT TIME ZONE 'utc'``) is equal, as in the model;
 - session state: ``SET default_tablespace`` / ``default_table_access_method``
   are attached to the entries they apply to instead of where pg_dump emits them;
 - the dump's header, trailer, ``\\restrict`` guard and blank lines.
@@ -33,6 +37,8 @@ RULES = (
     "owners are not compared (ALTER ... OWNER TO lines and the Owner: of entry headers are ignored)",
     "the column lines of each CREATE TABLE are compared as a set: column order, which the model ignores by design, does not count",
     "the order in which pg_dump emits objects does not count: entries are compared by name and type",
+    "the order of grants within an object's ACL does not count",
+    "entries that parse to the same statements (e.g. timezone('utc', x) vs x AT TIME ZONE 'utc') are equal",
     "dump header, trailer, \\restrict guard and blank lines do not count",
 )
 MAX_LINES = 80  # dump lines shown per comparison (the rest is counted, not shown)
@@ -70,7 +76,10 @@ def entries(dump: str) -> dict[str, tuple[Entry, ...]]:
 
     def finish() -> None:
         if current is not None:
-            entry = Entry(*current, tuple(_normalize_body(body)))
+            lines = _normalize_body(body)
+            if current[0] in ("ACL", "DEFAULT ACL"):  # the order of grants in an ACL is the order they were made in
+                lines.sort()
+            entry = Entry(*current, tuple(lines))
             found.setdefault(entry.key, []).append(entry)
 
     lines = dump.replace("\r\n", "\n").split("\n")
@@ -121,9 +130,40 @@ def _sort_table_columns(lines: list[str]) -> list[str]:
             end += 1
         if end == len(lines):  # not a table body after all
             continue
-        out.extend(sorted(item.rstrip(",") for item in lines[index:end]))
+        items = sorted(item.rstrip(",") for item in lines[index:end])
+        out.extend(f"{item}," if n < len(items) - 1 else item for n, item in enumerate(items))  # still SQL, for ``_canonical``
         index = end
     return out
+
+
+def _canonical(lines: Sequence[str]) -> str | None:
+    """An entry as PostgreSQL's parser sees it, printed one way, ``pg_catalog.`` dropped (None: does not parse).
+
+    The server deparses the same call differently depending on how it was written
+    (``timezone('utc', x)`` vs ``x AT TIME ZONE 'utc'``); both parse to one tree.
+    The same rule as the model's (``opsagent.diff.equivalent``), applied to whole entries.
+    """
+    import pglast
+    from pglast.stream import RawStream
+
+    try:
+        statements = pglast.parse_sql("\n".join(lines))
+        return "; ".join(str(RawStream()(statement)) for statement in statements).replace("pg_catalog.", "")
+    except Exception:  # pglast raises several types; unparsable means "not provably equal"
+        return None
+
+
+def _same(old: Sequence[Entry], new: Sequence[Entry]) -> bool:
+    if [e.lines for e in old] == [e.lines for e in new]:
+        return True
+    if len(old) != len(new) or not old:
+        return False
+    for a, b in zip(old, new, strict=True):
+        if a.lines != b.lines:
+            canonical = _canonical(a.lines)
+            if canonical is None or canonical != _canonical(b.lines):
+                return False
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,7 +197,7 @@ def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = ()) -
     out: list[DumpDifference] = []
     for key in sorted(before.keys() | after.keys()):
         old, new = before.get(key, ()), after.get(key, ())
-        if [e.lines for e in old] == [e.lines for e in new]:
+        if _same(old, new):
             continue
         sample = (old or new)[0]
         status = "extra" if not new else "missing" if not old else "changed"

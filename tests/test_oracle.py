@@ -191,3 +191,18 @@ def test_inv_plan_new_and_diff_with_a_difference_only_the_dump_shows(project: Pr
     fast = project.run("diff", "--host", "sandbox", "--fast")
     assert fast.returncode == 0 and "--fast: the schema dumps were not compared" in fast.stdout, fast.stdout
     assert "--fast" in project.run("diff", "--help").stdout
+
+
+def test_grant_order_and_spelling_of_one_call_do_not_count_but_a_different_expression_does() -> None:
+    acl = "GRANT SELECT ON TABLE public.t TO reader;\nGRANT UPDATE ON TABLE public.t TO writer;"
+    swapped = "GRANT UPDATE ON TABLE public.t TO writer;\nGRANT SELECT ON TABLE public.t TO reader;"
+    assert compare_dumps(_dump(_entry("TABLE t", "ACL", "public", acl)), _dump(_entry("TABLE t", "ACL", "public", swapped))) == []
+    call = "CREATE INDEX i ON public.t USING btree (timezone('utc'::text, at));"
+    syntax = "CREATE INDEX i ON public.t USING btree ((at AT TIME ZONE 'utc'::text));"
+    other = "CREATE INDEX i ON public.t USING btree ((at AT TIME ZONE 'UTC'::text));"
+    assert compare_dumps(_dump(_entry("i", "INDEX", "public", call)), _dump(_entry("i", "INDEX", "public", syntax))) == []
+    assert len(compare_dumps(_dump(_entry("i", "INDEX", "public", call)), _dump(_entry("i", "INDEX", "public", other)))) == 1
+    # a CREATE TABLE whose columns were sorted is still SQL, so the same rule applies inside tables
+    table = "CREATE TABLE public.t (\n    b text,\n    a timestamp DEFAULT timezone('utc'::text, now())\n);"
+    spelled = "CREATE TABLE public.t (\n    a timestamp DEFAULT (now() AT TIME ZONE 'utc'::text),\n    b text\n);"
+    assert compare_dumps(_dump(_entry("t", "TABLE", "public", table)), _dump(_entry("t", "TABLE", "public", spelled))) == []
