@@ -153,7 +153,8 @@ class DumpStep:
                 dumps[current].append(line)
         missing = [i for i in range(count) if self.wanted(i) and (i not in dumps or current == i)]
         if missing:
-            raise RemoteError("pg_dump of a scratch database did not complete (is pg_dump installed next to psql on the server?)")
+            raise RemoteError("pg_dump --schema-only (the dump oracle) did not complete on the server",
+                              hint="pg_dump must be installed next to psql, in the server's major version; 'inv diff --fast' skips the check")
         return "\n".join(rest), ["\n".join(dumps[i]) + "\n" if i in dumps else "" for i in range(count)]
 
 

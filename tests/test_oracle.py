@@ -206,3 +206,18 @@ def test_grant_order_and_spelling_of_one_call_do_not_count_but_a_different_expre
     table = "CREATE TABLE public.t (\n    b text,\n    a timestamp DEFAULT timezone('utc'::text, now())\n);"
     spelled = "CREATE TABLE public.t (\n    a timestamp DEFAULT (now() AT TIME ZONE 'utc'::text),\n    b text\n);"
     assert compare_dumps(_dump(_entry("t", "TABLE", "public", table)), _dump(_entry("t", "TABLE", "public", spelled))) == []
+
+
+def test_a_dump_that_fails_inside_the_session_is_an_error_not_an_empty_schema(remote: Remote) -> None:
+    from opsagent.errors import RemoteError
+    from opsagent.scratch import Chunk, ScratchSet
+
+    broken = DumpStep(("pg_dump", "--no-such-option", *remote.pg_args()))
+    with pytest.raises(RemoteError, match="did not complete"), ScratchSet(remote, [[Chunk("CREATE TABLE t (id int);", "x.sql")]], dump=broken) as scratch:
+        scratch.load()
+    assert leftovers(remote) == []
+    working = DumpStep.for_remote(remote)
+    with ScratchSet(remote, [[Chunk("CREATE TABLE t (id int);", "x.sql")], [Chunk("CREATE TABLE u (id int);", "y.sql")]],
+                    dump=working) as scratch:
+        scratch.load()
+    assert [sorted(entries(d)) for d in scratch.dumps] == [["TABLE public.t"], ["TABLE public.u"]]
