@@ -18,13 +18,14 @@ from typing import Any
 
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .diff import Change, DiffResult, compare
-from .drift import _both, confirm_changes, read_catalog, read_sql, where
+from .drift import _both, confirm, oracle_dump, read_catalog, read_sql, where
 from .errors import RemoteError
 from .extract import dump_schema
 from .lint import Thresholds, lock_free_bytes
 from .migrations import new_migration
+from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import HEADER, Plan, generate_plan, literal
-from .scratch import Chunk, LoadError, ScratchSet
+from .scratch import Chunk, DumpStep, LoadError, ScratchSet
 from .transport import Remote
 from .units import label
 
@@ -38,22 +39,33 @@ class PlanReport:
     plan: Plan
     remaining: list[Change]
     error: str | None = None  # the plan failed to apply: where and why
+    dump_differences: list[DumpDifference] = dataclasses.field(default_factory=list)  # rehearsal vs target, by pg_dump
+
+    @property
+    def undescribed(self) -> list[DumpDifference]:
+        """What the schema dumps still show and the model did not report: opsagent cannot yet describe it."""
+        return unexplained(self.dump_differences, [c.name for c in self.remaining])
 
     @property
     def verified(self) -> bool:
-        return self.error is None and not self.remaining
+        """Both oracles agree: the model sees 0 differences and the two schema dumps match."""
+        return self.error is None and not self.remaining and not self.dump_differences
 
     def verification_line(self) -> str:
         if self.error is not None:
             return f"not verified: applying this plan fails: {self.error}"
+        if not self.remaining and not self.dump_differences:
+            return "verified: applying this plan leaves 0 differences"  # by the catalog model and the schema dumps alike
         if not self.remaining:
-            return "verified: applying this plan leaves 0 differences"
+            return (f"not verified: the schema dumps still differ in {len(self.dump_differences)} object(s) "
+                    "opsagent cannot yet describe")
         return f"not verified: applying this plan leaves {len(self.remaining)} difference(s)"
 
     def to_dict(self) -> dict[str, Any]:
         return {"live": self.live, "desired": self.desired, **self.plan.to_dict(), "script": self.plan.script(),
                 "verified": self.verified, "verification": self.verification_line(), "error": self.error,
-                "remaining": [c.to_dict() for c in self.remaining]}
+                "remaining": [c.to_dict() for c in self.remaining],
+                "cannot_describe": [d.to_dict() for d in self.undescribed]}
 
 
 PLAN_SOURCE = "plan"
@@ -103,12 +115,21 @@ def live_catalog(remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDE
 
 @dataclasses.dataclass(frozen=True)
 class _Side:
-    """One side of a plan: its catalog, where it is from, and (live side) its dump and table sizes."""
+    """One side of a plan: its catalog, where it is from, its schema dump, and (live side) its table sizes."""
 
     label: str
     catalog: Catalog
     dump: Callable[[], str]
     sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Rehearsal:
+    """What applying a plan to a copy of the live structure left: by the model, by the dump, or the error."""
+
+    remaining: list[Change]
+    dump: str | None
+    error: str | None = None
 
 
 def _rehearsal(live_dump: str, plan: Plan) -> list[Chunk]:
@@ -117,35 +138,40 @@ def _rehearsal(live_dump: str, plan: Plan) -> list[Chunk]:
 
 
 def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
-                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[list[Change], str | None]:
+                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> Rehearsal:
     """Rehearse ``plan`` on a scratch copy of the live structure and diff the result against ``desired``.
 
-    One psql session loads the dump, applies the plan and reads the catalog; the live
-    database is never touched (a TEMPLATE copy would need it free of connections).
+    One psql session loads the dump, applies the plan, reads the catalog and dumps the
+    rehearsed schema (for the dump oracle); the live database is never touched (a
+    TEMPLATE copy would need it free of connections).
     """
     try:
-        with ScratchSet(remote, [_rehearsal(live_dump, plan)], query=introspection_sql(exclude_tables)) as scratch:
+        with ScratchSet(remote, [_rehearsal(live_dump, plan)], query=introspection_sql(exclude_tables),
+                        dump=DumpStep.for_remote(remote, exclude_tables)) as scratch:
             output = scratch.load()[0]
     except LoadError as error:
         if error.source != PLAN_SOURCE:
             raise
-        return [], error.message.removeprefix(f"{PLAN_SOURCE}:")
-    return compare(read_catalog(output, "the rehearsal"), desired).significant, None
+        return Rehearsal([], None, error.message.removeprefix(f"{PLAN_SOURCE}:"))
+    return Rehearsal(compare(read_catalog(output, "the rehearsal"), desired).significant, scratch.dumps[0])
 
 
 def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:
     """Generate the plan, rehearse it on a copy of ``live`` on ``remote``'s server, confirm what remains."""
     plan = generate_plan(live.catalog, desired.catalog, allow_drop=options.allow_drop,
                          concurrent_tables=options.concurrent_tables(live.catalog, live.sizes))
-    if plan.is_empty:
-        return PlanReport(live.label, desired.label, plan, compare(live.catalog, desired.catalog).significant)
-    live_dump = pin_extension_versions(live.dump(), live.catalog)
-    remaining, error = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables)
-    if remaining:  # a dump-and-load deparses some expressions differently: confirm through one
-        result = confirm_changes(remote, DiffResult(remaining), lambda: _rehearsal_dump(remote, live_dump, plan),
-                                 desired.dump, options.exclude_tables)
-        remaining = result.changes
-    return PlanReport(live.label, desired.label, plan, remaining, error)
+    if plan.is_empty:  # nothing to rehearse: the live structure itself is compared, by both oracles
+        remaining, rehearsed = compare(live.catalog, desired.catalog).significant, live.dump
+    else:
+        live_dump = pin_extension_versions(live.dump(), live.catalog)
+        rehearsal = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables)
+        if rehearsal.dump is None:
+            return PlanReport(live.label, desired.label, plan, [], rehearsal.error)
+        remaining, rehearsed = rehearsal.remaining, (lambda: rehearsal.dump or "")
+    differences = compare_dumps(rehearsed(), desired.dump(), options.exclude_tables)
+    # a dump-and-load deparses some expressions differently: confirm what either oracle still sees through one
+    result, confirmed = confirm(remote, DiffResult(remaining), rehearsed, desired.dump, options.exclude_tables, differences)
+    return PlanReport(live.label, desired.label, plan, result.changes, None, confirmed or [])
 
 
 _CREATE_EXTENSION = re.compile(r"^(CREATE EXTENSION IF NOT EXISTS (\S+) WITH SCHEMA \S+);$", re.MULTILINE)
@@ -174,10 +200,10 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     """The plan from the live database to ``sql`` (materialized on the same server), verified by applying it."""
     options = options or PlanOptions()
     query = introspection_sql(options.exclude_tables, dependencies=True)
-    with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
+    with ScratchSet(remote, [[Chunk(sql, source)]], query=query, dump=DumpStep.for_remote(remote, options.exclude_tables)) as scratch:
         outputs, live = _both(scratch.load, lambda: _live_side(remote, options.exclude_tables))
-        name = scratch.names[0]
-        desired = _Side(source, read_catalog(outputs[0], source), lambda: dump_schema(remote, name))
+        desired_dump = scratch.dumps[0]
+        desired = _Side(source, read_catalog(outputs[0], source), lambda: desired_dump)
         return _plan_and_verify(remote, live, desired, options)
 
 
@@ -186,28 +212,25 @@ def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: 
     """The plan from a snapshot (``inv extract``) to ``sql``, both materialized on ``remote``'s server: the live database is not read."""
     options = options or PlanOptions()
     query = introspection_sql(options.exclude_tables, dependencies=True)
-    with ScratchSet(remote, [[Chunk(snapshot, snapshot_label)], [Chunk(sql, source)]], query=query) as scratch:
+    contents = [[Chunk(snapshot, snapshot_label)], [Chunk(sql, source)]]
+    dump = DumpStep.for_remote(remote, options.exclude_tables, only=(1,))
+    with ScratchSet(remote, contents, query=query, dump=dump) as scratch:
         live_out, desired_out = scratch.load()
-        name = scratch.names[1]
+        desired_dump = scratch.dumps[1]
         live = _Side(f"snapshot {snapshot_label}", read_catalog(live_out, snapshot_label), lambda: snapshot)
-        desired = _Side(source, read_catalog(desired_out, source), lambda: dump_schema(remote, name))
+        desired = _Side(source, read_catalog(desired_out, source), lambda: desired_dump)
         return _plan_and_verify(remote, live, desired, options)
 
 
 def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None = None) -> PlanReport:
     """The plan that gives ``remote``'s database the structure of ``other``'s (e.g. prod catching up with staging)."""
     options = options or PlanOptions()
-    live, desired_catalog = _both(lambda: _live_side(remote, options.exclude_tables),
-                                  lambda: introspect(other, exclude_tables=options.exclude_tables, dependencies=True))
-    desired = _Side(where(other), desired_catalog, lambda: dump_schema(other))
+    live, (desired_catalog, desired_dump) = _both(
+        lambda: _live_side(remote, options.exclude_tables),
+        lambda: _both(lambda: introspect(other, exclude_tables=options.exclude_tables, dependencies=True),
+                      lambda: oracle_dump(other, other.host.database, options.exclude_tables)))
+    desired = _Side(where(other), desired_catalog, lambda: desired_dump)
     return _plan_and_verify(remote, live, desired, options)
-
-
-def _rehearsal_dump(remote: Remote, live_dump: str, plan: Plan) -> str:
-    """The rehearsal database's own dump (loaded again for ``confirm_changes``)."""
-    with ScratchSet(remote, [_rehearsal(live_dump, plan)]) as scratch:
-        scratch.load()
-        return dump_schema(remote, scratch.names[0])
 
 
 def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None,

@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
+from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql, quote_ident
 from .diff import DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
-from .scratch import Chunk, ScratchSet
+from .oracle import DumpDifference, compare_dumps, unexplained
+from .scratch import Chunk, DumpStep, ScratchSet
 from .transport import Remote
 from .units import label
 
@@ -39,15 +40,29 @@ class DriftReport:
     desired: str  # e.g. "sql/schema.sql", "prod:trad (snapshot sql/snapshots/prod/schema.sql)"
     result: DiffResult
     text: str | None = None
+    dump_differences: list[DumpDifference] | None = None  # the dump oracle's findings; None: not run (--fast)
+
+    @property
+    def undescribed(self) -> list[DumpDifference]:
+        """Dump differences no model finding accounts for: "differences opsagent cannot yet describe"."""
+        return unexplained(self.dump_differences or [], [c.name for c in self.result.changes])
 
     @property
     def drift(self) -> bool:
-        """Drift worth alerting on (column order alone is reported but is not drift)."""
-        return bool(self.result.significant)
+        """Drift worth alerting on (column order alone is reported but is not drift), by either oracle."""
+        return bool(self.result.significant) or bool(self.undescribed)
+
+    @property
+    def count(self) -> int:
+        """Differences: the model's significant findings plus the objects only the dump comparison sees."""
+        return len(self.result.significant) + len(self.undescribed)
 
     def to_dict(self) -> dict[str, Any]:
+        oracle: dict[str, Any] = {"checked": self.dump_differences is not None}
+        if self.dump_differences is not None:
+            oracle |= {"differences": len(self.dump_differences), "cannot_describe": [d.to_dict() for d in self.undescribed]}
         return {"live": self.live, "desired": self.desired, "drift": self.drift,
-                "significant": len(self.result.significant), **self.result.to_dict(),
+                "significant": len(self.result.significant), **self.result.to_dict(), "dump_oracle": oracle,
                 **({"text": self.text} if self.text is not None else {})}
 
 
@@ -113,92 +128,143 @@ def read_catalog(output: str, what: str) -> Catalog:
         raise RemoteError(f"introspection of {what} returned no usable result ({exc})") from None
 
 
-def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: str | None = None,
-                     text: bool = False, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DriftReport:
-    """Live database vs ``sql`` materialized in a scratch database on the same server.
+def oracle_dump(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> str:
+    """The normalized schema dump the dump oracle compares (the model's excluded tables, e.g. the ledger, left out)."""
+    argv = [*pg_dump_argv(remote, database), *(arg for table in exclude_tables for arg in ("--exclude-table", f"*.{quote_ident(table)}"))]
+    result = remote.run(argv, check=False)
+    if not result.ok:
+        raise remote.failure(["pg_dump"], result)
+    return normalize_dump(gunzip(result.stdout, remote.host.name))
 
-    Two round trips of wall time: (load scratch + introspect it) alongside (introspect live), then drop.
+
+def introspect_and_dump(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, str]:
+    """The catalog and the dump oracle's schema dump of a live database, in one remote command (psql runs pg_dump)."""
+    step = DumpStep.for_remote(remote, exclude_tables)
+    text = remote.psql(introspection_sql(exclude_tables) + "\n" + step.step(database, 0) + "\n", database, extra=["-A", "-t"]).text
+    rest, dumps = step.split(text, 1)
+    return read_catalog(rest.strip(), where(remote, database)), normalize_dump(dumps[0])
+
+
+def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: str | None = None,
+                     text: bool = False, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, fast: bool = False) -> DriftReport:
+    """Live database vs ``sql`` materialized in a scratch database on the same server, by the model and (unless
+    ``fast``) by the dump oracle.
+
+    Two round trips of wall time: (load scratch + introspect it + dump it, one psql
+    session) alongside (introspect live + dump it, one psql session), then drop.
     """
     live_db = remote.host.database
     diff_text: str | None = None
     query = introspection_sql(exclude_tables)
-    with ScratchSet(remote, [[Chunk(sql, source)]], query=query) as scratch:
-        outputs, live = _both(scratch.load, lambda: introspect(remote, live_db, exclude_tables=exclude_tables))
+    dump_step = None if fast else DumpStep.for_remote(remote, exclude_tables)
+    with ScratchSet(remote, [[Chunk(sql, source)]], query=query, dump=dump_step) as scratch:
+        def live_side() -> tuple[Catalog, str | None]:
+            if fast:
+                return introspect(remote, live_db, exclude_tables=exclude_tables), None
+            return introspect_and_dump(remote, live_db, exclude_tables)
+
+        outputs, (live, live_dump) = _both(scratch.load, live_side)
         result = compare(live, read_catalog(outputs[0], source))
         name = scratch.names[0]
-        result = confirm_changes(remote, result, lambda: dump_schema(remote, live_db), lambda: dump_schema(remote, name),
-                                 exclude_tables)
+        desired_dump = scratch.dumps[0] if scratch.dumps else None
+        differences = compare_dumps(live_dump, desired_dump) if live_dump is not None and desired_dump is not None else None
+        result, differences = confirm(remote, result, lambda: live_dump or dump_schema(remote, live_db),
+                                      lambda: desired_dump or dump_schema(remote, name), exclude_tables, differences)
         if text:
-            live_dump, desired_dump = _both(lambda: dump_for_diff(remote, live_db), lambda: dump_for_diff(remote, name))
-            diff_text = unified(live_dump, desired_dump, where(remote), desired_label or source)
-    return DriftReport(where(remote), desired_label or source, result, diff_text)
+            live_text, desired_text = _both(lambda: dump_for_diff(remote, live_db), lambda: dump_for_diff(remote, name))
+            diff_text = unified(live_text, desired_text, where(remote), desired_label or source)
+    return DriftReport(where(remote), desired_label or source, result, diff_text, differences)
 
 
 def confirm_changes(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
                     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DiffResult:
-    """Drop "changed" findings that are only dump/restore deparse artifacts.
+    """``confirm`` for the model's findings alone."""
+    return confirm(remote, result, live_dump, desired_dump, exclude_tables)[0]
+
+
+def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
+            exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+            differences: list[DumpDifference] | None = None) -> tuple[DiffResult, list[DumpDifference] | None]:
+    """Drop findings that are only dump/restore deparse artifacts: the model's "changed" ones and the dump oracle's.
 
     A database restored from a dump deparses some expressions differently from one
     built from the original SQL (``ARRAY['a'::varchar]::text[]`` vs
     ``ARRAY[('a'::varchar)::text]``).  Putting both sides through one dump-and-load
     makes them comparable: a change that disappears there was never a change.
-    Both dumps are loaded on ``remote``'s server.  Costs round trips only when
-    something changed; any failure keeps the findings.
+    Both dumps are loaded on ``remote``'s server (in one session that reads both
+    catalogs and, for the dump oracle, dumps both again).  Costs round trips only
+    when something changed; any failure keeps the findings.
     """
-    if not any(c.status == "changed" for c in result.changes):
-        return result
+    doubtful = unexplained(differences or [], [c.name for c in result.changes])
+    if not doubtful and not any(c.status == "changed" for c in result.changes):
+        return result, differences
     try:
         dumps = _both(live_dump, desired_dump)
         contents = [[Chunk(dumps[0], "live (dump)")], [Chunk(dumps[1], "desired (dump)")]]
-        with ScratchSet(remote, contents, query=introspection_sql(exclude_tables)) as scratch:
+        step = DumpStep.for_remote(remote, exclude_tables) if differences else None
+        with ScratchSet(remote, contents, query=introspection_sql(exclude_tables), dump=step) as scratch:
             live_out, desired_out = scratch.load()
         again = compare(read_catalog(live_out, "live (dump)"), read_catalog(desired_out, "desired (dump)"))
     except OpsagentError:
-        return result
+        return result, differences
     still = {(c.kind, c.name) for c in again.changes}
-    return DiffResult([c for c in result.changes if c.status != "changed" or (c.kind, c.name) in still])
+    confirmed = DiffResult([c for c in result.changes if c.status != "changed" or (c.kind, c.name) in still])
+    if differences and scratch.dumps:
+        remaining = {d.key for d in compare_dumps(*scratch.dumps)}
+        differences = [d for d in differences if d.key in remaining]
+    return confirmed, differences
 
 
 def diff_against_file(remote: Remote, path: Path, *, text: bool = False, what: str = "schema file",
-                      desired_label: str | None = None) -> DriftReport:
+                      desired_label: str | None = None, fast: bool = False) -> DriftReport:
     """Live database vs a SQL file (``schema.sql`` or an extracted snapshot)."""
     source = label(path)
-    return diff_against_sql(remote, read_sql(path, what), source, desired_label=desired_label or source, text=text)
+    return diff_against_sql(remote, read_sql(path, what), source, desired_label=desired_label or source, text=text, fast=fast)
 
 
-def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False) -> DriftReport:
+def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False, fast: bool = False) -> DriftReport:
     """Live database vs its last extract: both sides go through one dump-and-load, so they compare like with like.
 
     A restored database deparses some expressions differently from the one that was
     dumped (``ARRAY[...]::text[]`` becomes ``ARRAY[(...)::text]``, view columns gain
     aliases); a snapshot has been through that once, so a fresh dump of live is too.
-    Round trips: dump live, then (load both + introspect both), then drop.
+    Round trips: dump live, then (load both + introspect both + dump both for the dump oracle), then drop.
     """
     source = label(path)
     snapshot = read_sql(path, "snapshot (run 'inv extract' first)")
     live_dump = dump_schema(remote)
     live_label = f"{where(remote)} (fresh dump)"
-    with ScratchSet(remote, [[Chunk(live_dump, live_label)], [Chunk(snapshot, source)]], query=introspection_sql()) as scratch:
+    step = None if fast else DumpStep.for_remote(remote, DEFAULT_EXCLUDED_TABLES)
+    with ScratchSet(remote, [[Chunk(live_dump, live_label)], [Chunk(snapshot, source)]], query=introspection_sql(), dump=step) as scratch:
         live_out, snapshot_out = scratch.load()
     result = compare(read_catalog(live_out, live_label), read_catalog(snapshot_out, source))
+    differences = compare_dumps(scratch.dumps[0], scratch.dumps[1], DEFAULT_EXCLUDED_TABLES) if scratch.dumps else None
     diff_text = unified(strip_restrict(live_dump), strip_restrict(snapshot), where(remote), source) if text else None
-    return DriftReport(where(remote), f"snapshot {source}", result, diff_text)
+    return DriftReport(where(remote), f"snapshot {source}", result, diff_text, differences)
 
 
-def diff_hosts(live: Remote, other: Remote, *, text: bool = False) -> DriftReport:
+def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = False) -> DriftReport:
     """Two live databases (e.g. prod vs staging); ``other`` plays the desired side."""
-    catalogs: tuple[Catalog, Catalog] = _both(lambda: introspect(live), lambda: introspect(other))
-    result = confirm_changes(live, compare(*catalogs), lambda: dump_schema(live), lambda: dump_schema(other))
+
+    def side(remote: Remote) -> tuple[Catalog, str | None]:
+        if fast:
+            return introspect(remote), None
+        return introspect_and_dump(remote, remote.host.database)
+
+    (live_catalog, live_dump), (other_catalog, other_dump) = _both(lambda: side(live), lambda: side(other))
+    differences = compare_dumps(live_dump, other_dump) if live_dump is not None and other_dump is not None else None
+    result, differences = confirm(live, compare(live_catalog, other_catalog), lambda: live_dump or dump_schema(live),
+                                  lambda: other_dump or dump_schema(other), DEFAULT_EXCLUDED_TABLES, differences)
     diff_text: str | None = None
     if text:
         a, b = _both(lambda: dump_for_diff(live, live.host.database), lambda: dump_for_diff(other, other.host.database))
         diff_text = unified(a, b, where(live), where(other))
-    return DriftReport(where(live), where(other), result, diff_text)
+    return DriftReport(where(live), where(other), result, diff_text, differences)
 
 
 def drift_count(remote: Remote, schema_path: Path) -> int:
-    """Significant differences between the live database and ``schema.sql`` (for ``inv sync``'s closing warning)."""
-    return len(diff_against_file(remote, schema_path).result.significant)
+    """Differences between the live database and ``schema.sql`` by both oracles (for ``inv sync``'s closing warning)."""
+    return diff_against_file(remote, schema_path).count
 
 
 # ---------------------------------------------------------------- check (migrations vs schema.sql)

@@ -13,11 +13,12 @@ import contextlib
 import dataclasses
 import re
 import secrets
+import shlex
 from collections.abc import Iterator, Sequence
 
 from .errors import OpsagentError, RemoteError, UsageError
 from .sqltext import split_statements
-from .transport import Remote
+from .transport import Remote, conninfo_dbname
 
 PREFIX = "opsagent_scratch_"
 MAINTENANCE_DB = "postgres"
@@ -81,14 +82,80 @@ def quote_ident(name: str) -> str:
 _OUTPUT = "==opsagent-scratch-output=="
 
 
-def add_database(script: Script, name: str, sources: Sequence[Chunk], *, query: str | None = None, index: int = 0) -> None:
-    """Append: create ``name`` (from template0), connect, run the sources, then ``query`` with its output kept."""
+def add_database(script: Script, name: str, sources: Sequence[Chunk], *, query: str | None = None, index: int = 0,
+                 dump: DumpStep | None = None) -> None:
+    """Append: create ``name`` (from template0), connect, run the sources, then ``query`` with its output kept,
+    then (``dump``) the database's ``pg_dump --schema-only`` on the same session's stdout."""
     reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
     script.add(f"{reconnect}CREATE DATABASE {quote_ident(name)} TEMPLATE template0;\n\\connect {name}\n{SESSION_SETUP}")
     for chunk in sources:
         script.add(chunk.text, chunk.source, chunk.first_line)
     if query is not None:  # the loaded SQL's own output went to /dev/null; this comes back
         script.add(f"\\o\n\\echo {_OUTPUT}{index}\n{query}\n\\o /dev/null")
+    if dump is not None and dump.wanted(index):
+        script.add(dump.step(name, index))
+
+
+@dataclasses.dataclass(frozen=True)
+class DumpStep:
+    """``pg_dump --schema-only`` of a scratch database run from inside the load session (psql's ``\\!``).
+
+    The dump is taken where the database already is, in the command that built it:
+    no extra remote command, no extra round trip.  Its text travels between markers
+    carrying a random token, so no object text can forge the end of the dump, and
+    the end marker is printed only if pg_dump succeeded.  Only shell-quoted arguments
+    (conninfo-quoted database names, inventory settings) reach the shell.
+    """
+
+    argv_prefix: tuple[str, ...]  # pg_dump and the connection arguments, without the database
+    exclude_tables: tuple[str, ...] = ()
+    only: tuple[int, ...] | None = None  # the databases (by position) to dump; None: all
+    token: str = dataclasses.field(default_factory=lambda: secrets.token_hex(8))
+
+    @classmethod
+    def for_remote(cls, remote: Remote, exclude_tables: Sequence[str] = (), *, only: Sequence[int] | None = None) -> DumpStep:
+        pg_args = tuple(remote.pg_args())
+        if any("\n" in arg or "\r" in arg for arg in pg_args):
+            raise UsageError(f"{remote.host.name}: pg_host/pg_port must not contain line breaks")
+        return cls(("pg_dump", "--schema-only", *pg_args), tuple(exclude_tables), None if only is None else tuple(only))
+
+    def wanted(self, index: int) -> bool:
+        return self.only is None or index in self.only
+
+    def begin(self, index: int) -> str:
+        return f"==opsagent-dump-{self.token}-begin-{index}=="
+
+    def end(self, index: int) -> str:
+        return f"==opsagent-dump-{self.token}-end-{index}=="
+
+    def step(self, name: str, index: int) -> str:
+        excluded = [arg for table in self.exclude_tables for arg in ("--exclude-table", f"*.{quote_ident(table)}")]
+        if "\n" in name or "\r" in name:
+            raise UsageError(f"database name {name!r}: line breaks are not supported")
+        argv = [*self.argv_prefix, *excluded, "-d", conninfo_dbname(name)]  # conninfo-quoted, then shell-quoted
+        return f"\\echo {self.begin(index)}\n\\! {shlex.join(argv)} && echo {self.end(index)}"
+
+    def split(self, text: str, count: int) -> tuple[str, list[str]]:
+        """(the session's output without the dumps, the raw dump of each database)."""
+        rest: list[str] = []
+        dumps: dict[int, list[str]] = {}
+        current: int | None = None
+        for line in text.splitlines():
+            if current is None:
+                index = next((i for i in range(count) if line == self.begin(i)), None)
+                if index is None:
+                    rest.append(line)
+                else:
+                    current, dumps[index] = index, []
+            elif line == self.end(current):
+                current = None
+            else:
+                dumps[current].append(line)
+        missing = [i for i in range(count) if self.wanted(i) and (i not in dumps or current == i)]
+        if missing:
+            raise RemoteError("pg_dump --schema-only (the dump oracle) did not complete on the server",
+                              hint="pg_dump must be installed next to psql, in the server's major version; 'inv diff --fast' skips the check")
+        return "\n".join(rest), ["\n".join(dumps[i]) + "\n" if i in dumps else "" for i in range(count)]
 
 
 def load(remote: Remote, script: Script, *, timeout: float | None = None) -> str:
@@ -160,19 +227,27 @@ class ScratchSet:
     """
 
     def __init__(self, remote: Remote, contents: Sequence[Sequence[Chunk]], *, query: str | None = None,
-                 timeout: float | None = None) -> None:
+                 timeout: float | None = None, dump: DumpStep | None = None) -> None:
         self.remote = remote
         self.names = [scratch_name() for _ in contents]
         self.script = Script()
-        if query is not None:
+        if query is not None or dump is not None:
             self.script.add("\\o /dev/null")
         for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
-            add_database(self.script, name, sources, query=query, index=index)
+            add_database(self.script, name, sources, query=query, index=index, dump=dump)
         self.timeout = timeout
+        self.dump = dump
+        self.dumps: list[str] = []  # with ``dump``: each database's normalized schema dump, after ``load()``
 
     def load(self) -> list[str]:
         """Create and fill the databases; the query's output per database (empty strings without a query)."""
-        return split_outputs(load(self.remote, self.script, timeout=self.timeout), len(self.names))
+        text = load(self.remote, self.script, timeout=self.timeout)
+        if self.dump is not None:
+            from .extract import normalize_dump
+
+            text, raw = self.dump.split(text, len(self.names))
+            self.dumps = [normalize_dump(d) for d in raw]
+        return split_outputs(text, len(self.names))
 
     def __enter__(self) -> ScratchSet:
         return self

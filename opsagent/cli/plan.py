@@ -18,7 +18,10 @@ from ..units import label
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
 
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
+    from collections.abc import Sequence
+
     from ..declarative import PlanOptions, PlanReport
+    from ..oracle import DumpDifference
 
 PLAN_HELP = {
     "host": "inventory host name (one host): its live database is the starting point",
@@ -84,9 +87,9 @@ def plan(c: Context, host: str = "", against: str = "", against_host: str = "", 
 
 def render_plan(report: PlanReport) -> None:
     """The script on stdout (pipe-able to psql); warnings and the verification line on stderr."""
-    if report.plan.is_empty:
+    if report.plan.is_empty and report.verified:
         err_console.print(f"{report.live} already matches {report.desired}: nothing to do")
-    else:
+    elif not report.plan.is_empty:
         console.print(Text(report.plan.script()), soft_wrap=True, end="")
     _render_verdict(report)
 
@@ -101,6 +104,19 @@ def _render_verdict(report: PlanReport) -> None:
     for change in report.remaining:
         err_console.print(f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
                           soft_wrap=True, markup=False)
+    render_undescribed(report.undescribed)
+
+
+def render_undescribed(differences: Sequence[DumpDifference]) -> None:
+    """The dump oracle's findings the model did not report, as bounded unified-diff lines (``-`` live, ``+`` desired)."""
+    from ..oracle import render_lines
+
+    if not differences:
+        return
+    err_console.print(f"[red]differences opsagent cannot yet describe[/] (seen only in the schema dumps, {len(differences)} object(s); "
+                      "- live, + desired):", soft_wrap=True)
+    for line in render_lines(differences):
+        err_console.print(Text(f"  {line}"), soft_wrap=True)
 
 
 @command(help={"description": "what the migration does, e.g. \"add paper trading mode\"",
@@ -122,10 +138,10 @@ def new(c: Context, description: str, from_diff: bool = False, host: str = "", a
             print(label(path))
         return
     report, inv = _make_report(host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key)
-    if report.plan.is_empty:
+    if report.plan.is_empty and report.verified:
         _emit_new(report, [], json_)
         return
-    if not report.verified and not force:
+    if report.plan.is_empty or (not report.verified and not force):
         _emit_new(report, [], json_)
         raise PlanNotVerified("no migration written: the plan is not verified",
                               hint="see 'inv plan' for what remains; --force writes it anyway, for editing by hand")
@@ -139,7 +155,7 @@ def _emit_new(report: PlanReport, paths: list[Path], json_: bool) -> None:
     if json_:
         print_json({"files": [str(p) for p in paths], **report.to_dict()})
         return
-    if report.plan.is_empty:
+    if report.plan.is_empty and report.verified:
         err_console.print(f"{report.live} already matches {report.desired}: no migration written")
         return
     _render_verdict(report)

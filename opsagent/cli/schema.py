@@ -99,23 +99,23 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
 
 
 def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host: str, text: bool,
-                  accept_new: bool) -> DriftReport:
+                  accept_new: bool, fast: bool = False) -> DriftReport:
     from ..drift import diff_against_file, diff_against_snapshot, diff_hosts
 
     with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         if against_host:
             other, _ = single_host(against_host)
             with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
-                return diff_hosts(remote, other_remote, text=text)
+                return diff_hosts(remote, other_remote, text=text, fast=fast)
         if against == "snapshot":
             snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
-            return diff_against_snapshot(remote, snapshot, text=text)
-        return diff_against_file(remote, inv.paths.schema, text=text)
+            return diff_against_snapshot(remote, snapshot, text=text, fast=fast)
+        return diff_against_file(remote, inv.paths.schema, text=text, fast=fast)
 
 
 def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
     """A drifted host is status 'drift' with exit code 3; a failure elsewhere makes the run exit 1."""
-    count = len(report.result.significant)
+    count = report.count
     details = {**report.to_dict(), "drift_count": count}
     if report.drift:
         return HostOutcome(target.name, "drift", int(ExitCode.DRIFT), f"{count} difference(s)", details=details)
@@ -126,8 +126,10 @@ def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
                "against": "what the live database is compared with: 'schema' (paths.schema, default) or 'snapshot' (last extract)",
                "against_host": "compare with another host's live database instead (e.g. staging vs prod)",
                "text": "also print a unified diff of the two normalized dumps",
+               "fast": "skip the second, independent check (comparing the two normalized pg_dump --schema-only texts): "
+                       "faster, but differences the catalog model cannot describe go unseen",
                "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP})
-def diff(c: Context, host: str = "", against: str = "", against_host: str = "", text: bool = False, json_: bool = False,
+def diff(c: Context, host: str = "", against: str = "", against_host: str = "", text: bool = False, fast: bool = False, json_: bool = False,
          accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Drift of the host's database from schema.sql (or a snapshot, or another host); exit 3 when they differ."""
     targets, inv = _targets(host)
@@ -138,13 +140,13 @@ def diff(c: Context, host: str = "", against: str = "", against_host: str = "", 
     if len(targets) > 1:
 
         def action(target: HostConfig) -> HostOutcome:
-            return _drift_outcome(target, _drift_report(target, inv, against, against_host, text, accept_new_host_key))
+            return _drift_outcome(target, _drift_report(target, inv, against, against_host, text, accept_new_host_key, fast))
 
         columns = (("drift", lambda o: str(o.details.get("drift_count", ""))),)
         run_and_render(targets, action, title="diff", columns=columns, parallel=parallel, fail_fast=fail_fast,
                        timeout=timeout, json_=json_)
         return
-    report = _drift_report(targets[0], inv, against, against_host, text, accept_new_host_key)
+    report = _drift_report(targets[0], inv, against, against_host, text, accept_new_host_key, fast)
     if json_:
         print_json(report.to_dict())
     else:
@@ -155,7 +157,20 @@ def diff(c: Context, host: str = "", against: str = "", against_host: str = "", 
 
 def render_drift(report: DriftReport) -> None:
     console.print(f"[bold]{report.live}[/] (live) vs [bold]{report.desired}[/] (desired)", soft_wrap=True)
-    render_changes(report.result, "live", "desired")
+    undescribed = report.undescribed
+    if undescribed and report.result.is_empty:
+        console.print("the catalog model sees no difference, but the schema dumps differ:")
+    else:
+        render_changes(report.result, "live", "desired")
+    if undescribed:
+        from ..oracle import render_lines
+
+        console.print(f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
+                      "normalized pg_dump --schema-only of both sides; - live, + desired):", soft_wrap=True)
+        for line in render_lines(undescribed):
+            console.print(Text(f"  {line}"), soft_wrap=True)
+    elif report.dump_differences is None:
+        console.print("[dim](--fast: the schema dumps were not compared)[/]")
     if report.text:
         console.print(Text(report.text), soft_wrap=True)
 
