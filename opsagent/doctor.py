@@ -15,6 +15,7 @@ import socket
 from .errors import HostKeyError, OpsagentError, RemoteError
 from .inventory import HostConfig, Inventory
 from .transport import Endpoint, LoginError, Remote, open_remote, resolve_endpoint
+from .units import human_bytes
 
 _MARK = "@@opsagent-doctor"
 
@@ -159,7 +160,7 @@ def _backup_check(host: HostConfig, rc: int, out: str) -> Check:
         free_kb = 0
         with contextlib.suppress(IndexError, ValueError):
             free_kb = int(lines[1].split()[3])
-        return Check("backup_dir", True, f"{host.backup_dir} writable, {free_kb / 1024 / 1024:.1f} GiB free")
+        return Check("backup_dir", True, f"{host.backup_dir} writable, {human_bytes(free_kb * 1024)} free")
     if state == "absent":
         return Check("backup_dir", True, f"{host.backup_dir} absent: created (0700, owner {host.become}) by the first backup")
     return Check("backup_dir", False, f"{host.backup_dir} is not writable by {host.become}",

@@ -45,7 +45,7 @@ from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, de
 from .lint import table_stats_query
 from .migrations import Migration, Plan, VersionStatus, compute_status, discover, plan_pending
 from .sqltext import Statement
-from .transport import Remote, RemoteProcess, open_remote
+from .transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
 
 MARK = "@@opsagent"
 _TIMEOUT_RE = re.compile(r"^\d+\s*(ms|s|min|h)?$")
@@ -367,7 +367,8 @@ class _BlockerWatch:
 class _Session:
     """The interactive psql session: send a script, read marker lines back.
 
-    Its first statement sets ``lock_timeout``: no statement of the session waits longer for a lock.
+    Its first statement sets ``lock_timeout``: no statement of the session waits longer for a lock.  The second
+    makes the backend notice a vanished client during a long statement (``CLIENT_CHECK_SQL``).
     """
 
     def __init__(self, remote: Remote, application_name: str, lock_timeout: str) -> None:
@@ -375,14 +376,14 @@ class _Session:
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.closed = False
         self.lock_timeout = lock_timeout
-        self.proc.write(f"SET lock_timeout = '{lock_timeout}';\n"
+        self.proc.write(f"SET lock_timeout = '{lock_timeout}';\n{CLIENT_CHECK_SQL}\n"
                         f"SET application_name = {quote_literal(application_name[:63])};\n"
                         f"\\echo {MARK} pid\nSELECT json_build_object('pid', pg_backend_pid(), 'started', "
                         "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()));\n")
         self.backend_pid: int | None = None
         self.backend_start: str | None = None
 
-    FIRST_FREE_LINE = 5  # script lines 1-4: lock_timeout, application_name, the pid marker and query
+    FIRST_FREE_LINE = 6  # script lines 1-5: lock_timeout, client check, application_name, the pid marker and query
 
     def identify(self, timeout: float) -> None:
         document = self.read_json("pid", timeout)

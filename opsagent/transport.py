@@ -606,8 +606,11 @@ class RemoteProcess:
 
     def write(self, data: str | bytes) -> None:
         payload = data.encode("utf-8") if isinstance(data, str) else data
+        view = memoryview(payload)
         try:
-            self.channel.sendall(payload)
+            # in chunks: paramiko's sendall copies the unsent rest after every packet (quadratic on a 50 MB script)
+            for offset in range(0, len(view), _CHUNK):
+                self.channel.sendall(bytes(view[offset:offset + _CHUNK]))
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise RemoteError(f"{self.host}: SSH connection lost while writing: {exc}") from None
 

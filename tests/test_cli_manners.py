@@ -354,11 +354,6 @@ def test_progress_columns_show_the_summarys_figure() -> None:
 
 
 ROGUE_SIZE_FORMATTING = re.compile(r"DownloadColumn|TransferSpeedColumn|filesize\.|/ ?1024\b|GiB|MiB")
-NOT_YET_MIGRATED = {
-    # files other helpers own; the lead's merge moves them to units.py and empties this set
-    "opsagent/doctor.py",  # free_kb / 1024 / 1024 ... GiB: use human_bytes(free_kb * 1024)
-}
-
 
 def test_sizes_are_formatted_only_by_units() -> None:
     offenders = set()
@@ -368,8 +363,7 @@ def test_sizes_are_formatted_only_by_units() -> None:
             continue
         if ROGUE_SIZE_FORMATTING.search(path.read_text()):
             offenders.add(relative)
-    assert offenders - NOT_YET_MIGRATED == set(), "format sizes with opsagent.units"
-    assert NOT_YET_MIGRATED - offenders == set(), "migrated: remove from NOT_YET_MIGRATED"
+    assert offenders == set(), "format sizes with opsagent.units"
 
 
 # ---------------------------------------------------------------- fleet sync summary
