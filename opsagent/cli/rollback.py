@@ -68,17 +68,17 @@ def render_analysis(result: Any, out: Console) -> None:
             out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
 
 
-def _render_result(result: Any) -> None:
+def _render_result(result: Any, out: Console) -> None:
     if result.outcome == "nothing_to_do":
-        console.print(f"{result.host}: nothing to roll back: no applied version above {result.target}")
+        out.print(f"{result.host}: nothing to roll back: no applied version above {result.target}")
     elif result.outcome == "dry_run":
-        console.print(f"[bold]dry run:[/] {len(result.versions)} version(s) would be rolled back; nothing was changed")
+        out.print(f"[bold]dry run:[/] {len(result.versions)} version(s) would be rolled back; nothing was changed")
     elif result.outcome == "rolled_back":
         total = result.durations.get("total", 0.0)
-        console.print(f"[green]rolled back[/] {', '.join(result.versions)} on {result.host}/{result.database} in {total:.1f}s; "
+        out.print(f"[green]rolled back[/] {', '.join(result.versions)} on {result.host}/{result.database} in {total:.1f}s; "
                       f"the ledger ends at {(result.ledger_after or ['no version'])[-1]}", soft_wrap=True)
         if result.backup is not None:
-            console.print(f"backup: {result.backup.path}", soft_wrap=True)
+            out.print(f"backup: {result.backup.path}", soft_wrap=True)
     if result.error:
         err_console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True)
     if result.hint:
@@ -171,7 +171,7 @@ def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, ye
         err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if json_:
         print_json(result.to_dict())
-    _render_result(result)
+    _render_result(result, out)
     code = _exit_code(result.outcome)
     if code != ExitCode.OK:
         raise fail(code)

@@ -1,0 +1,176 @@
+"""inv rollback: the down-section parsing (unit) and rollbacks against a real sshd + PostgreSQL sandbox.
+
+The example schema of the repository (sql/migrations 001..005) is synced, filled with rows,
+rolled back and synced forward again; the structure is compared with a fresh replay of
+001..003 by the catalog model and by pg_dump --schema-only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from opsagent.catalog import introspect
+from opsagent.diff import compare
+from opsagent.drift import dump_for_diff
+from opsagent.errors import MigrationError, UsageError
+from opsagent.migrations import AppliedRow, compute_status, load_migration, split_down
+from opsagent.rollback import (
+    Loss,
+    check_target,
+    choose_method,
+    down_steps,
+    order_free_columns,
+    rehearsal_script,
+    steps_from_down,
+)
+from opsagent.ledger import Ledger
+from opsagent.scratch import scratch_databases
+from opsagent.drift import replay_chunks
+from opsagent.transport import open_remote
+
+from .conftest import Project
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "sql" / "migrations"
+FIVE = sorted(EXAMPLE.glob("00[1-5]_*.sql"))
+
+# ---------------------------------------------------------------- down sections that keep the data
+
+DOWN_004 = """
+-- opsagent:down
+ALTER INDEX idx_training_results_strategy_created RENAME TO idx_training_results_pattern_created;
+ALTER TABLE strategy_training_results
+    RENAME CONSTRAINT strategy_training_results_strategy_id_fkey TO strategy_training_results_pattern_id_fkey;
+ALTER TABLE strategy_training_results RENAME COLUMN strategy_id TO pattern_id;
+ALTER INDEX idx_backtest_results_strategy_id RENAME TO idx_backtest_results_pattern_id;
+ALTER TABLE backtest_results RENAME CONSTRAINT backtest_results_strategy_id_fkey TO backtest_results_pattern_id_fkey;
+ALTER TABLE backtest_results RENAME COLUMN strategy_id TO pattern_id;
+ALTER INDEX idx_trades_strategy_id RENAME TO idx_trades_pattern_id;
+ALTER TABLE trades RENAME CONSTRAINT trades_strategy_id_fkey TO trades_pattern_id_fkey;
+ALTER TABLE trades RENAME COLUMN strategy_id TO pattern_id;
+ALTER INDEX idx_strategy_signals_instrument_time RENAME TO idx_pattern_signals_instrument_time;
+ALTER INDEX idx_strategy_signals_strategy_time RENAME TO idx_pattern_signals_pattern_time;
+ALTER SEQUENCE strategy_signals_id_seq RENAME TO pattern_signals_id_seq;
+ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_confidence_check TO pattern_signals_confidence_check;
+ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_direction_check TO pattern_signals_direction_check;
+ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_instrument_id_fkey TO pattern_signals_instrument_id_fkey;
+ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_strategy_id_fkey TO pattern_signals_pattern_id_fkey;
+ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_pkey TO pattern_signals_pkey;
+ALTER TABLE strategy_signals RENAME COLUMN strategy_id TO pattern_id;
+ALTER TABLE strategy_signals RENAME TO pattern_signals;
+COMMENT ON TABLE strategies IS 'Chart patterns the detector looks for';
+ALTER TABLE strategies DROP CONSTRAINT strategies_strategy_type_check;
+ALTER TABLE strategies ADD CONSTRAINT patterns_pattern_type_check
+    CHECK (strategy_type IN ('reversal', 'continuation', 'breakout', 'mean_reversion'));
+ALTER SEQUENCE strategies_id_seq RENAME TO patterns_id_seq;
+ALTER TABLE strategies RENAME CONSTRAINT strategies_name_key TO patterns_name_key;
+ALTER TABLE strategies RENAME CONSTRAINT strategies_pkey TO patterns_pkey;
+ALTER TABLE strategies RENAME COLUMN strategy_type TO pattern_type;
+ALTER TABLE strategies RENAME TO patterns;
+"""
+
+DOWN_005 = """
+-- opsagent:down
+DROP INDEX idx_trades_paper_mode;
+ALTER TABLE trades DROP COLUMN paper_trading_mode;
+"""
+
+ROWS = """
+INSERT INTO users (email, display_name) VALUES ('a@x.org', 'A'), ('b@x.org', 'B');
+INSERT INTO accounts (user_id, broker, account_number) SELECT id, 'ib', 'n' || id FROM users;
+INSERT INTO exchanges (code, name, timezone) VALUES ('XNAS', 'Nasdaq', 'America/New_York');
+INSERT INTO instruments (exchange_id, symbol) SELECT e.id, s FROM exchanges e, unnest(ARRAY['AAPL', 'MSFT', 'NVDA']) s;
+INSERT INTO price_bars (instrument_id, timeframe, bar_time, open, high, low, close)
+  SELECT i.id, '1d', now() - g * interval '1 day', 1, 2, 1, 2 FROM instruments i, generate_series(1, 50) g;
+INSERT INTO strategies (name, strategy_type) VALUES ('hs', 'reversal'), ('flag', 'continuation');
+INSERT INTO trades (account_id, instrument_id, strategy_id, side, quantity, entry_price, paper_trading_mode)
+  SELECT a.id, i.id, (SELECT min(id) FROM strategies), 'buy', 1, 10, true FROM accounts a, instruments i;
+INSERT INTO orders (account_id, instrument_id, side, quantity) SELECT a.id, i.id, 'buy', 1 FROM accounts a, instruments i;
+INSERT INTO executions (order_id, price, quantity, executed_at) SELECT id, 10, 1, now() FROM orders;
+"""
+UNTOUCHED = ("users", "accounts", "exchanges", "instruments", "price_bars", "orders", "executions")
+
+
+def copy_example(project: Project, downs: dict[str, str] | None = None) -> None:
+    for path in FIVE:
+        text = path.read_text()
+        extra = (downs or {}).get(path.name[:3])
+        project.write_migration(path.name, text + extra if extra else text)
+
+
+def counts(project: Project, names: tuple[str, ...]) -> dict[str, int]:
+    sql = " UNION ALL ".join(f"SELECT '{n}', count(*) FROM {n}" for n in names)
+    return {line.split("|")[0]: int(line.split("|")[1]) for line in project.psql(sql).split()}
+
+
+def ledger(project: Project) -> list[str]:
+    return project.psql("SELECT version FROM schema_migrations ORDER BY version").split()
+
+
+def sync(project: Project) -> None:
+    proc = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def run_json(project: Project, *args: str) -> tuple[subprocess.CompletedProcess[str], dict[str, object]]:
+    proc = project.run("rollback", "--host", "sandbox", *args, "--json")
+    try:
+        return proc, json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise AssertionError(proc.stdout + proc.stderr) from None
+
+
+def assert_equals_fresh_replay(project: Project, upto: int) -> None:
+    """Both oracles: the catalog model and normalized pg_dump (column order aside) against a fresh replay."""
+    migrations = [load_migration(p)[0] for p in sorted(project.migrations.glob("*.sql")) if int(p.name[:3]) <= upto]
+    with open_remote(project.host) as remote, scratch_databases(remote, [replay_chunks(migrations)]) as names:
+        live, fresh = introspect(remote), introspect(remote, names[0])
+        assert compare(live, fresh).significant == []
+        live_dump, fresh_dump = dump_for_diff(remote, remote.host.database), dump_for_diff(remote, names[0])
+    assert order_free_columns(live_dump) == order_free_columns(fresh_dump)
+
+
+# ---------------------------------------------------------------- the example schema, computed plan
+
+
+def test_computed_rollback_refuses_data_loss_then_proceeds_keeps_other_rows_and_syncs_forward(project: Project) -> None:
+    copy_example(project)
+    sync(project)
+    project.psql(ROWS)
+    before = counts(project, UNTOUCHED)
+
+    refused, document = run_json(project, "--to", "003", "--yes", "--no-backup")
+    assert refused.returncode == 1, refused.stderr
+    assert document["outcome"] == "refused" and document["method"] == "computed"
+    losses = {(loss["kind"], loss["table"], loss["column"]): loss["rows"] for loss in document["losses"]}  # type: ignore[union-attr]
+    assert losses[("table", "public.strategies", None)] == 2
+    assert losses[("column", "public.trades", "paper_trading_mode")] == 6
+    assert "drops table strategies: holding 2 rows" in str(document["error"])
+    assert document["verification"]["verified"] is True  # type: ignore[index]
+    assert ledger(project) == ["001", "002", "003", "004", "005"]
+    assert project.psql("SELECT count(*) FROM strategies").strip() == "2"
+
+    done, document = run_json(project, "--to", "003", "--yes", "--allow-data-loss")
+    assert done.returncode == 0, done.stderr
+    assert document["outcome"] == "rolled_back" and document["after"] == []
+    assert document["backup"]["verified"] is True  # type: ignore[index]
+    assert ledger(project) == ["001", "002", "003"]
+    assert counts(project, UNTOUCHED) == before
+    assert_equals_fresh_replay(project, 3)
+
+    status = project.run("status", "--host", "sandbox", "--json")
+    states = {v["version"]: v["state"] for v in json.loads(status.stdout)["versions"]}
+    assert states == {"001": "applied", "002": "applied", "003": "applied", "004": "pending", "005": "pending"}
+    sync(project)
+    assert ledger(project) == ["001", "002", "003", "004", "005"]
+    assert_equals_fresh_replay(project, 5)
+    assert counts(project, UNTOUCHED) == before
