@@ -270,7 +270,7 @@ def _rehearsal_text(statement: Statement, source: str) -> tuple[str | None, bool
 
 def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
     """The down section's statements (a BEGIN/COMMIT wrapper removed) and whether all of them can share a transaction."""
-    source = f"{label(migration.path)} (down)"
+    source = label(migration.path)
     statements = [dataclasses.replace(s, line=s.line + migration.down_line - 1)
                   for s in split_statements(migration.down_sql or "", str(migration.path))]
     kinds = [getattr(s.node, "kind", None) for s in statements]
@@ -284,7 +284,7 @@ def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
             raise MigrationError(f"{label(migration.path)}:{statement.line}: transaction control inside a down section; "
                                  "remove it (opsagent runs the down sections in one transaction with the ledger change)")
         rehearse, transactional = _rehearsal_text(statement, str(label(migration.path)))
-        steps.append(SqlStep(statement.text, rehearse, f"{source}:{statement.line}", transactional))
+        steps.append(SqlStep(statement.text, rehearse, f"{source}:{statement.line} (down section)", transactional))
     return steps, all(s.transactional for s in steps)
 
 

@@ -174,3 +174,110 @@ def test_computed_rollback_refuses_data_loss_then_proceeds_keeps_other_rows_and_
     assert ledger(project) == ["001", "002", "003", "004", "005"]
     assert_equals_fresh_replay(project, 5)
     assert counts(project, UNTOUCHED) == before
+
+
+# ---------------------------------------------------------------- down sections
+
+
+def test_down_sections_are_used_rehearsed_verified_and_keep_renamed_data(project: Project) -> None:
+    copy_example(project, {"004": DOWN_004, "005": DOWN_005})
+    sync(project)
+    assert project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'paper_trading_mode'").strip() == "1"
+    project.psql(ROWS)
+    before = counts(project, UNTOUCHED)
+
+    dry, document = run_json(project, "--to", "003", "--dry-run")
+    assert dry.returncode == 1, dry.stderr  # the real run would refuse: 005's down section drops a column holding values
+    assert document["method"] == "down" and document["outcome"] == "refused"
+    blocking = [loss for loss in document["losses"] if loss["blocking"]]  # type: ignore[union-attr]
+    # renames keep the table (same OID): only the column 005 added is lost
+    assert [(loss["kind"], loss["table"], loss["column"], loss["rows"]) for loss in blocking] == \
+        [("column", "public.trades", "paper_trading_mode", 6)]
+    assert document["verification"]["verified"] is True  # type: ignore[index]
+    assert ledger(project) == ["001", "002", "003", "004", "005"]
+
+    done, document = run_json(project, "--to", "003", "--yes", "--no-backup", "--allow-data-loss")
+    assert done.returncode == 0, done.stderr
+    assert document["method"] == "down" and document["after"] == []
+    assert [s["transactional"] for s in document["steps"]] == [True]  # type: ignore[union-attr]
+    assert ledger(project) == ["001", "002", "003"]
+    assert_equals_fresh_replay(project, 3)
+    assert counts(project, UNTOUCHED) == before
+    assert counts(project, ("patterns",)) == {"patterns": 2}  # the renamed table kept its rows
+    assert project.psql("SELECT count(*) FROM trades WHERE pattern_id IS NOT NULL").strip() == "6"
+    sync(project)
+    assert ledger(project) == ["001", "002", "003", "004", "005"] and counts(project, ("strategies",)) == {"strategies": 2}
+
+
+def test_a_down_section_that_misses_the_target_is_refused_with_exit_3(project: Project) -> None:
+    copy_example(project, {"004": DOWN_004, "005": "\n-- opsagent:down\nDROP INDEX idx_trades_paper_mode;\n"})
+    sync(project)
+    proc, document = run_json(project, "--to", "003", "--yes", "--no-backup", "--allow-data-loss")
+    assert proc.returncode == 3, proc.stderr
+    assert document["outcome"] == "not_verified" and document["method"] == "down"
+    catalog = document["verification"]["catalog"]  # type: ignore[index]
+    assert any(c["kind"] == "column" and "paper_trading_mode" in c["name"] for c in catalog), catalog
+    assert any("paper_trading_mode" in line for line in document["verification"]["dump"])  # type: ignore[index]
+    assert ledger(project) == ["001", "002", "003", "004", "005"]
+    assert project.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_trades_paper_mode'").strip() == "1"
+
+
+def test_a_failing_down_section_is_reported_at_its_line_and_nothing_changes(project: Project) -> None:
+    copy_example(project, {"005": DOWN_005.replace("DROP INDEX idx_trades_paper_mode", "DROP INDEX no_such_index")})
+    sync(project)
+    proc, document = run_json(project, "--to", "004", "--yes", "--no-backup", "--allow-data-loss")
+    assert proc.returncode == 3, proc.stderr
+    error = document["verification"]["rehearsal_error"]  # type: ignore[index]
+    line = (project.migrations / "005_add_paper_trading_mode_to_trades.sql").read_text().split("\n").index("DROP INDEX no_such_index;") + 1
+    assert f"005_add_paper_trading_mode_to_trades.sql:{line} (down section)" in error and "no_such_index" in error, error
+    assert ledger(project) == ["001", "002", "003", "004", "005"]
+
+
+def test_some_down_sections_missing_uses_the_computed_plan_and_says_so(project: Project) -> None:
+    copy_example(project, {"005": DOWN_005})
+    sync(project)
+    proc, document = run_json(project, "--to", "003", "--dry-run")
+    assert proc.returncode == 0, proc.stderr  # empty tables: nothing holding rows is lost
+    assert document["method"] == "computed" and document["outcome"] == "dry_run"
+    assert "004 has no down section" in str(document["method_note"]) and "005" in str(document["method_note"])
+    assert document["down_sections"] == {"005": True, "004": False}
+    assert ledger(project) == ["001", "002", "003", "004", "005"]
+
+
+def test_rollback_after_a_no_transaction_migration_failed_partway(project: Project) -> None:
+    project.write_migration("001_a.sql", "CREATE TABLE a (id int PRIMARY KEY, note text);\n")
+    project.write_migration("002_b.sql", "CREATE TABLE b (id int);\n")
+    project.write_migration("003_index.sql", "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY a_note ON a (note);\n"
+                                             "CREATE INDEX CONCURRENTLY b_missing ON b (missing);\n"
+                                             "-- opsagent:down\nDROP INDEX CONCURRENTLY IF EXISTS a_note;\n")
+    failed = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
+    assert failed.returncode == 1
+    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY version").split() == \
+        ["001:true", "002:true", "003:false"]
+    project.psql("INSERT INTO a SELECT g, 'n' FROM generate_series(1, 10) g")
+    proc, document = run_json(project, "--to", "002", "--yes", "--no-backup")
+    assert proc.returncode == 0, proc.stderr
+    assert document["method"] == "computed" and "003 failed partway" in str(document["method_note"])
+    assert "DROP INDEX public.a_note;" in document["steps"][0]["statements"][0] + ";"  # type: ignore[index]
+    assert ledger(project) == ["001", "002"]
+    assert_equals_fresh_replay(project, 2)
+    assert project.psql("SELECT count(*) FROM a").strip() == "10"
+
+
+def test_dry_run_changes_nothing_and_nothing_to_do(project: Project) -> None:
+    copy_example(project)
+    sync(project)
+    dry = project.run("rollback", "--host", "sandbox", "--to", "004", "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "ALTER TABLE public.trades DROP COLUMN paper_trading_mode;" in dry.stdout
+    assert "verified:" in dry.stdout and "nothing was changed" in dry.stdout
+    assert ledger(project) == ["001", "002", "003", "004", "005"]
+    nothing = project.run("rollback", "--host", "sandbox", "--to", "005", "--yes")
+    assert nothing.returncode == 0 and "nothing to roll back" in nothing.stdout
+    bad = project.run("rollback", "--host", "sandbox", "--to", "7x")
+    assert bad.returncode == 2 and "invalid migration version" in bad.stderr
+    missing = project.run("rollback", "--host", "sandbox", "--to", "9", "--yes")
+    assert missing.returncode == 2 and "no migration file with version 9" in missing.stderr
+    no_tty = project.run("rollback", "--host", "sandbox", "--to", "004")
+    assert no_tty.returncode == 2 and "without confirmation" in no_tty.stderr
+    assert ledger(project) == ["001", "002", "003", "004", "005"]
