@@ -537,7 +537,7 @@ class _Session:
         while True:
             line = self.proc.read_line(timeout or self.timeout)
             if line is None:
-                raise RemoteError(f"{self.remote.host.name}: psql ended: {self.error_text() or 'no message'}")
+                raise self.ended()
             if line.startswith(MARK + " "):
                 return line[len(MARK) + 1:].split(" ", 3)
             self.output.append(line)
@@ -548,8 +548,14 @@ class _Session:
             pass
         line = self.proc.read_line(timeout or self.timeout)
         if line is None:
-            raise RemoteError(f"{self.remote.host.name}: psql ended: {self.error_text() or 'no message'}")
+            raise self.ended()
         return [line]
+
+    def ended(self) -> RemoteError:
+        """Why the output ended: psql's error, or the connection."""
+        if self.proc.wait(5) == -1:
+            return RemoteError(f"{self.remote.host.name}: SSH connection lost")
+        return RemoteError(f"{self.remote.host.name}: psql ended: {self.error_text() or 'no message'}")
 
     def error_text(self) -> str:
         self.proc.wait(5)
@@ -848,7 +854,10 @@ class RollbackRun:
         try:
             versions = self.remote.query_json(_versions_query(self.ledger), timeout=60)
         except (OpsagentError, ValueError) as exc:
+            running = next((step for step in self.result.steps if step.status == "running"), None)
             unknown = "whether the last step committed is unknown" if committing else "the open step was not committed"
+            if running is not None and not running.transactional:
+                unknown = f"'{running.label}' runs outside a transaction and may have run partway (its ledger row is marked failed)"
             self._stop(outcome, f"{detail}; {unknown} (the ledger could not be read: {getattr(exc, 'message', exc)})",
                        "run 'inv status': the ledger is exact, each step commits together with its ledger rows")
             return

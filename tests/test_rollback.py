@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from opsagent.scratch import scratch_databases
 from opsagent.drift import replay_chunks
 from opsagent.transport import open_remote
 
-from .conftest import Project
+from .conftest import Project, SandboxHandle
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "sql" / "migrations"
@@ -281,3 +282,91 @@ def test_dry_run_changes_nothing_and_nothing_to_do(project: Project) -> None:
     no_tty = project.run("rollback", "--host", "sandbox", "--to", "004")
     assert no_tty.returncode == 2 and "without confirmation" in no_tty.stderr
     assert ledger(project) == ["001", "002", "003", "004", "005"]
+
+
+# ---------------------------------------------------------------- interrupted: Ctrl-C, lost connection
+
+SLOW = {
+    "001_a.sql": "CREATE TABLE a (id int PRIMARY KEY, note text);\n",
+    "002_b.sql": "CREATE TABLE b (id int);\n\n-- opsagent:down\nDROP TABLE b;\n",
+    "003_c.sql": "ALTER TABLE a ADD COLUMN extra int;\n\n-- opsagent:down\nALTER TABLE a DROP COLUMN extra;\nSELECT pg_sleep(2);\n",
+}
+
+
+def _slow_project(project: Project) -> None:
+    for name, sql in SLOW.items():
+        project.write_migration(name, sql)
+    sync(project)
+    project.psql("INSERT INTO a SELECT g, 'n' FROM generate_series(1, 100) g")
+
+
+def _consistent(project: Project) -> str:
+    """Which version the database is at; fails unless the structure and the ledger agree."""
+    versions = ledger(project)
+    has_b = project.psql("SELECT to_regclass('public.b') IS NOT NULL").strip() == "t"
+    has_extra = project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'extra'").strip() == "1"
+    assert project.psql("SELECT count(*) FROM a").strip() == "100"
+    if versions == ["001", "002", "003"]:
+        assert has_b and has_extra
+        return "old"
+    assert versions == ["001"] and not has_b and not has_extra, (versions, has_b, has_extra)
+    return "new"
+
+
+def _lock_is_free(project: Project) -> bool:
+    cls, obj = Ledger().lock_key
+    return project.psql(f"SELECT pg_try_advisory_lock({cls}, {obj})").strip() == "t"
+
+
+@pytest.mark.parametrize(("delay", "expected"), [(0.5, "old"), (1.8, "old"), (12.0, "new")])
+def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(project: Project, delay: float, expected: str) -> None:
+    _slow_project(project)
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "200"}
+    proc = subprocess.Popen([sys.executable, "-m", "opsagent", "rollback", "--host", "sandbox", "--to", "001", "--yes",
+                             "--no-backup", "--allow-data-loss"], cwd=project.root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    for line in proc.stdout:  # "locked": the apply session holds the lock and is about to send the down sections
+        if line.startswith("locked"):
+            break
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    state = _consistent(project)
+    assert state == expected, (out, err)
+    if proc.returncode == 130:
+        assert "interrupted" in err and ("nothing was rolled back" in err or "rolled back 003, 002" in err), err
+    else:
+        assert proc.returncode == 0 and state == "new", err
+    assert _lock_is_free(project)
+    assert project.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'opsagent rollback%'").strip() == "0"
+    if state == "old":  # and it can be finished afterwards
+        done = project.run("rollback", "--host", "sandbox", "--to", "001", "--yes", "--no-backup", "--allow-data-loss")
+        assert done.returncode == 0, done.stderr
+        assert _consistent(project) == "new"
+
+
+def test_lost_connection_during_apply_leaves_the_old_version(project: Project, sandbox: SandboxHandle) -> None:
+    from opsagent.rollback import RollbackOptions, rollback
+    from opsagent.sync import Identity
+
+    from .test_sync import _sshd_children
+
+    _slow_project(project)
+    before = _sshd_children(sandbox)
+    with open_remote(project.host) as remote:
+        ours = _sshd_children(sandbox) - before
+        assert len(ours) == 1
+
+        def on_event(kind: str, message: str) -> None:
+            if kind == "apply":
+                threading.Timer(0.8, os.kill, (next(iter(ours)), signal.SIGKILL)).start()
+
+        result = rollback(remote, project.migrations, RollbackOptions("001", allow_data_loss=True, backup=False),
+                          Identity("tester@test", None), on_event=on_event)
+    assert result.outcome == "failed" and result.error is not None
+    assert "SSH connection lost" in result.error and "the open step was not committed" in result.error, result.error
+    time.sleep(3)  # the server notices the closed connection once pg_sleep returns
+    assert _consistent(project) == "old"
+    assert _lock_is_free(project)
