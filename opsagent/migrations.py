@@ -191,14 +191,17 @@ def split_down(sql: str) -> tuple[str, str | None, int]:
     the file line where that text starts; ``(sql, None, 0)`` without the marker.
 
     The body is all that sync runs, lint reads and the checksum covers, so a down section
-    written or fixed after the migration was applied is not a checksum mismatch.
+    written or fixed after the migration was applied is not a checksum mismatch.  The blank
+    lines before the marker are not part of the body: appending a down section to a file
+    that ended with one newline keeps its checksum.
     """
     match = _DOWN_RE.search(sql)
     if match is None:
         return sql, None, 0
     end = sql.find("\n", match.end())
     down = "" if end < 0 else sql[end + 1:]
-    return sql[:match.start()], down, sql.count("\n", 0, match.end()) + 2
+    body = sql[:match.start()].rstrip(" \t\n")
+    return body + "\n" if body else "", down, sql.count("\n", 0, match.end()) + 2
 
 
 def _header_end(sql: str) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -21,8 +20,9 @@ import pytest
 
 from opsagent.catalog import introspect
 from opsagent.diff import compare
-from opsagent.drift import dump_for_diff
+from opsagent.drift import dump_for_diff, replay_chunks
 from opsagent.errors import MigrationError, UsageError
+from opsagent.ledger import Ledger
 from opsagent.migrations import AppliedRow, compute_status, load_migration, split_down
 from opsagent.rollback import (
     Loss,
@@ -33,9 +33,7 @@ from opsagent.rollback import (
     rehearsal_script,
     steps_from_down,
 )
-from opsagent.ledger import Ledger
 from opsagent.scratch import scratch_databases
-from opsagent.drift import replay_chunks
 from opsagent.transport import open_remote
 
 from .conftest import Project, SandboxHandle
@@ -370,3 +368,110 @@ def test_lost_connection_during_apply_leaves_the_old_version(project: Project, s
     time.sleep(3)  # the server notices the closed connection once pg_sleep returns
     assert _consistent(project) == "old"
     assert _lock_is_free(project)
+
+
+# ---------------------------------------------------------------- unit: the down section and the pure parts
+
+
+def _migration(tmp_path: Path, name: str, text: str) -> object:
+    path = tmp_path / name
+    path.write_text(text)
+    return load_migration(path)[0]
+
+
+def test_down_section_is_kept_out_of_the_body_sync_runs_and_out_of_the_checksum(tmp_path: Path) -> None:
+    body = "-- 001: a\nCREATE TABLE a (id int);\nCREATE INDEX a_id ON a (id);\n"
+    plain = load_migration((tmp_path / "x").mkdir() or _write(tmp_path / "x" / "001_a.sql", body))[0]
+    with_down = load_migration(_write(tmp_path / "001_a.sql", body + "\n-- opsagent:down\nDROP TABLE a;\n"))[0]
+    assert [s.text for s in with_down.body_statements] == [s.text for s in plain.body_statements]
+    assert "DROP" not in with_down.sql and with_down.checksum == plain.checksum and plain.down_sql is None
+    assert with_down.down_sql == "DROP TABLE a;\n" and with_down.down_line == 6
+    edited = load_migration(_write(tmp_path / "001_a.sql", body + "\n-- OPSAGENT: down  \nDROP TABLE a CASCADE;\n"))[0]
+    assert edited.checksum == plain.checksum and edited.down_sql == "DROP TABLE a CASCADE;\n"
+    statuses = compute_status([edited], [AppliedRow("001", checksum=plain.checksum)])
+    assert statuses[0].state == "applied"  # editing the down section later is not a checksum mismatch
+    body_edit = load_migration(_write(tmp_path / "001_a.sql", body.replace("int", "bigint") + "-- opsagent:down\n"))[0]
+    assert body_edit.checksum != plain.checksum and body_edit.down_sql == ""
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(("text", "body", "down", "line"), [
+    ("A;\n-- opsagent:down\nB;\n", "A;\n", "B;\n", 3),
+    ("A;\n\n\n  --opsagent:down\n", "A;\n", "", 5),
+    ("-- opsagent:down\nB;\n", "", "B;\n", 2),
+    ("A;\n-- opsagent:downgrade\nB;\n", "A;\n-- opsagent:downgrade\nB;\n", None, 0),  # not the marker
+    ("A; -- opsagent:down\nB;\n", "A; -- opsagent:down\nB;\n", None, 0),  # must be a line of its own
+    ("A;\n-- opsagent:down\nB;\n-- opsagent:down\nC;\n", "A;\n", "B;\n-- opsagent:down\nC;\n", 3),
+])
+def test_split_down(text: str, body: str, down: str | None, line: int) -> None:
+    assert split_down(text) == (body, down, line)
+
+
+def test_a_no_transaction_marker_in_the_down_part_does_not_change_the_migration(tmp_path: Path) -> None:
+    migration = load_migration(_write(tmp_path / "001_a.sql", "CREATE TABLE a (id int);\n-- opsagent:down\n"
+                                                              "-- opsagent:no-transaction\nDROP TABLE a;\n"))[0]
+    assert migration.transactional
+
+
+def test_down_steps_unwrap_rehearse_concurrently_and_refuse_transaction_control(tmp_path: Path) -> None:
+    wrapped = load_migration(_write(tmp_path / "001_a.sql", "CREATE TABLE a (id int);\n-- opsagent:down\nBEGIN;\nDROP TABLE a;\nCOMMIT;\n"))[0]
+    steps, transactional = down_steps(wrapped)
+    assert [s.sql for s in steps] == ["DROP TABLE a"] and transactional and steps[0].source.endswith("001_a.sql:4 (down section)")
+    concurrent = load_migration(_write(tmp_path / "002_b.sql", "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY b ON a (id);\n"
+                                                               "-- opsagent:down\nDROP INDEX CONCURRENTLY IF EXISTS b;\n"))[0]
+    steps, transactional = down_steps(concurrent)
+    assert not transactional and steps[0].rehearse == "DROP INDEX IF EXISTS b" and "CONCURRENTLY" in steps[0].sql
+    bad = load_migration(_write(tmp_path / "003_c.sql", "CREATE TABLE c (id int);\n-- opsagent:down\nDROP TABLE c;\nCOMMIT;\n"))[0]
+    with pytest.raises(MigrationError, match=r"003_c\.sql:4: transaction control"):
+        down_steps(bad)
+    vacuum = load_migration(_write(tmp_path / "004_d.sql", "CREATE TABLE d (id int);\n-- opsagent:down\nALTER SYSTEM SET work_mem = '1MB';\n"))[0]
+    with pytest.raises(MigrationError, match="cannot be rehearsed"):
+        down_steps(vacuum)
+
+
+def test_target_checks_and_method_choice(tmp_path: Path) -> None:
+    files = [load_migration(_write(tmp_path / f"00{i}_m{i}.sql", f"CREATE TABLE m{i} (id int);\n"
+                                   + (f"-- opsagent:down\nDROP TABLE m{i};\n" if i > 1 else "")))[0] for i in (1, 2, 3)]
+    rows = [AppliedRow(m.version, checksum=m.checksum) for m in files]
+    key, above, problems = check_target(compute_status(files, rows), "1")
+    assert key == 1 and [s.version for s in above] == ["003", "002"] and problems == []
+    assert choose_method(above)[0] == "down"
+    steps = steps_from_down(above)
+    assert len(steps) == 1 and steps[0].deletes == ["003", "002"] and [s.sql for s in steps[0].statements] == ["DROP TABLE m3", "DROP TABLE m2"]
+    failed = [rows[0], rows[1], AppliedRow("003", checksum=files[2].checksum, success=False)]
+    method, note = choose_method(check_target(compute_status(files, failed), "2")[1])
+    assert method == "computed" and "003 failed partway" in note
+    _, _, problems = check_target(compute_status(files, rows[:1] + rows[2:]), "2")
+    assert problems and "002_m2.sql is not applied" in problems[0]
+    mismatch = [AppliedRow("001", checksum="0" * 64), *rows[1:]]
+    assert "edited after it ran" in check_target(compute_status(files, mismatch), "2")[2][0]
+    with pytest.raises(UsageError, match="no migration file with version 7"):
+        check_target(compute_status(files, rows), "7")
+    assert check_target(compute_status(files, rows), "0")[1][-1].version == "001"  # 0: before the first
+
+
+def test_rehearsal_script_sets_lock_timeout_first_and_rolls_back() -> None:
+    from opsagent.rollback import SqlStep, Step
+
+    script = rehearsal_script([Step("x", [SqlStep("DROP TABLE a -- c", "DROP TABLE a -- c", "f:1")], True, ["002"])],
+                              Ledger(), "2s", "30s")
+    lines = [line for line in script.splitlines() if line and not line.startswith("\\")]
+    assert lines[:3] == ["BEGIN;", "SET LOCAL lock_timeout = '2s';", "SET LOCAL statement_timeout = '30s';"]
+    assert "DROP TABLE a -- c\n;" in script and script.rstrip().endswith("end") and "ROLLBACK;" in script
+    assert "\nCOMMIT" not in script and "DELETE" not in script
+
+
+def test_order_free_columns_and_loss_lines() -> None:
+    a = "CREATE TABLE public.t (\n    a integer,\n    b text\n);\nX (\n    z,\n    y\n);"
+    b = "CREATE TABLE public.t (\n    b text,\n    a integer\n);\nX (\n    z,\n    y\n);"
+    assert order_free_columns(a) == order_free_columns(b)
+    assert order_free_columns(a.replace("b text", "b varchar")) != order_free_columns(b)
+    assert order_free_columns("X (\n    z,\n    y\n);") != order_free_columns("X (\n    y,\n    z\n);")  # only tables
+    loss = Loss("column", "public.trades", "paper_trading_mode", 6)
+    assert loss.blocking and loss.describe() == "drops column trades.paper_trading_mode: with values in 6 rows"
+    assert not Loss("table", "public.empty", None, 0).blocking and Loss("table", "s.t", None, None).blocking
+    assert "at least 1,000,000 rows" in Loss("table", "s.t", None, 1_000_000).describe()
