@@ -475,3 +475,77 @@ def test_order_free_columns_and_loss_lines() -> None:
     assert loss.blocking and loss.describe() == "drops column trades.paper_trading_mode: with values in 6 rows"
     assert not Loss("table", "public.empty", None, 0).blocking and Loss("table", "s.t", None, None).blocking
     assert "at least 1,000,000 rows" in Loss("table", "s.t", None, 1_000_000).describe()
+
+
+# ---------------------------------------------------------------- more data-loss kinds, locks, groups, audit
+
+
+def test_narrowing_a_type_and_dropping_a_not_null_default_are_counted_and_refused(project: Project) -> None:
+    project.write_migration("001_t.sql", "CREATE TABLE t (id int PRIMARY KEY, code varchar(5) NOT NULL, qty int NOT NULL);\n")
+    project.write_migration("002_widen.sql", "ALTER TABLE t ALTER COLUMN code TYPE text;\n"
+                                             "ALTER TABLE t ALTER COLUMN qty SET DEFAULT 1;\n"
+                                             "ALTER TABLE t ADD COLUMN empty_note text;\n")
+    sync(project)
+    project.psql("INSERT INTO t (id, code) SELECT g, 'c' || g FROM generate_series(1, 7) g")
+    proc, document = run_json(project, "--to", "001", "--yes", "--no-backup")
+    assert proc.returncode == 1, proc.stderr
+    found = {(loss["kind"], loss["column"]): (loss["rows"], loss["blocking"]) for loss in document["losses"]}  # type: ignore[union-attr]
+    assert found == {("type", "code"): (7, True), ("default", "qty"): (7, True), ("column", "empty_note"): (0, False)}
+    assert "changes t.code from text to character varying(5)" in str(document["error"])
+    assert ledger(project) == ["001", "002"]
+    done = project.run("rollback", "--host", "sandbox", "--to", "001", "--yes", "--no-backup", "--allow-data-loss")
+    assert done.returncode == 0, done.stderr
+    assert ledger(project) == ["001"] and project.psql("SELECT count(*) FROM t").strip() == "7"
+    assert_equals_fresh_replay(project, 1)
+
+
+def test_rollback_waits_for_the_sync_lock_and_gives_up_naming_nothing_changed(project: Project) -> None:
+    _slow_project(project)
+    cls, obj = Ledger().lock_key
+    with open_remote(project.host) as remote:
+        holder = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
+        holder.write(f"SELECT pg_advisory_lock({cls}, {obj});\n\\echo held\n")
+        assert holder.read_line(30) is not None
+        started = time.monotonic()
+        proc, document = run_json(project, "--to", "002", "--yes", "--no-backup", "--allow-data-loss", "--lock-timeout", "2")
+        assert proc.returncode == 1 and document["outcome"] == "lock_timeout", proc.stderr
+        assert time.monotonic() - started < 60
+        holder.close_stdin()
+        holder.close()
+    assert ledger(project) == ["001", "002", "003"]
+
+
+def test_rehearsal_blocked_by_a_table_lock_is_not_verified_and_names_the_lock(project: Project) -> None:
+    _slow_project(project)
+    with open_remote(project.host) as remote:
+        holder = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
+        holder.write("BEGIN;\nLOCK TABLE a IN ACCESS SHARE MODE;\n\\echo held\n")
+        assert holder.read_line(30) is not None
+        proc, document = run_json(project, "--to", "002", "--yes", "--no-backup", "--allow-data-loss")
+        holder.close_stdin()
+        holder.close()
+    assert proc.returncode == 3, proc.stderr
+    assert "lock not granted in time" in str(document["verification"]["rehearsal_error"])  # type: ignore[index]
+    assert ledger(project) == ["001", "002", "003"]
+
+
+def test_group_rollback_to_zero_on_two_hosts_and_audit(project: Project, sandbox: SandboxHandle) -> None:
+    from opsagent.audit import read_audit
+
+    from .conftest import write_inventory
+
+    other = sandbox.host_for(sandbox.create_database(), backup_dir=project.host.backup_dir)
+    write_inventory(project.root, {"sandbox": project.host, "two": other}, groups={"both": ["sandbox", "two"]})
+    for name, sql in SLOW.items():
+        project.write_migration(name, sql)
+    assert project.run("sync", "--host", "both", "--yes", "--no-backup", "--no-drift-check").returncode == 0
+    refused = project.run("rollback", "--host", "both", "--to", "0")
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    proc = project.run("rollback", "--host", "both", "--to", "0", "--yes", "--no-backup", "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    hosts = json.loads(proc.stdout)["hosts"]
+    assert [(h["host"], h["details"]["outcome"], h["details"]["versions"]) for h in hosts] == \
+        [("sandbox", "rolled_back", ["003", "002", "001"]), ("two", "rolled_back", ["003", "002", "001"])]
+    assert ledger(project) == [] and project.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").strip() == "1"
+    records = [r for r in read_audit(project.root / ".opsagent") if r.get("action") == "rollback"]
+    assert len(records) == 2 and all(r["outcome"] == "rolled_back" and r["target"] == "0" for r in records)
