@@ -526,6 +526,7 @@ class _Session:
         self.timeout = timeout
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.output: list[str] = []
+        self.closed = False
         self.proc.write(f"SET application_name = {quote_literal(application_name[:63])};\n\\echo {MARK} pid\nSELECT pg_backend_pid();\n")
         self.pid = int(self.after("pid")[0])
 
@@ -564,8 +565,12 @@ class _Session:
         return " ".join((errors or lines)[:2])
 
     def close(self) -> None:
-        self.proc.close_stdin()
-        self.proc.wait(10)
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(RemoteError):
+            self.proc.close_stdin()
+            self.proc.wait(10)
         self.proc.close()
 
 
@@ -743,18 +748,25 @@ class RollbackRun:
 
     def _apply(self, target: Sequence[Migration]) -> None:
         session = _Session(self.remote, f"opsagent rollback {self.identity.applied_by}", self.host.command_timeout)
-        committing = False
         try:
-            if not self._lock(session):
+            if not self._lock(session) or (self.options.backup and not self._backup()):
                 return None
-            if self.options.backup and not self._backup():
+            if not self._apply_steps(session):
                 return None
-            self.on_event("apply", f"applying ({self.result.method})")
-            started = time.monotonic()
-            for step in self.result.steps:
-                step.status = "untouched"
+        finally:
+            session.close()
+        self._check_after(target)
+        return None
+
+    def _apply_steps(self, session: _Session) -> bool:
+        """Run the steps in order; on Ctrl-C or a failure, end the backend and find out where the ledger stands."""
+        self.on_event("apply", f"applying ({self.result.method})")
+        started = time.monotonic()
+        committing = False
+        for step in self.result.steps:
+            step.status = "untouched"
+        try:
             for index, step in enumerate(self.result.steps):
-                committing = False
                 step.status = "running"
                 self._send_step(session, index, step)
                 if step.transactional:
@@ -765,17 +777,16 @@ class RollbackRun:
                 committing = False
                 step.status = "applied"
                 self.on_event("step", step.label)
-            self.result.durations["apply"] = time.monotonic() - started
-            self.result.outcome = "rolled_back"
-            session.close()
         except KeyboardInterrupt:
             self._interrupted(session, committing, "interrupted")
-            return None
+            return False
         except RemoteError as exc:
             self._interrupted(session, committing, "failed", exc.message)
-            return None
-        self._check_after(target)
-        return None
+            return False
+        finally:
+            self.result.durations["apply"] = time.monotonic() - started
+        self.result.outcome = "rolled_back"
+        return True
 
     def _until(self, session: _Session, tag: str) -> None:
         """Read markers up to ``tag``, remembering the statement running (a failure names it)."""
@@ -822,7 +833,6 @@ class RollbackRun:
             self._stop("refused", "the ledger changed since the rollback was planned (another sync or rollback ran): "
                        f"expected {', '.join(expected)} above {self.options.target}, found {', '.join(present) or 'none'}",
                        "nothing was changed; rerun the rollback to plan it again")
-            session.close()
             return False
         return True
 
@@ -846,8 +856,7 @@ class RollbackRun:
         """
         with contextlib.suppress(OpsagentError):
             self.remote.psql(f"SELECT pg_terminate_backend({session.pid})", timeout=30, check=False)
-        with contextlib.suppress(Exception):
-            session.proc.close()
+        session.close()
         detail = message or "interrupted"
         if outcome == "failed" and self._current:
             detail = f"{self._current}: {detail}"
