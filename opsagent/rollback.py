@@ -78,6 +78,7 @@ class SqlStep:
     rehearse: str | None
     source: str
     transactional: bool = True
+    destructive: bool = False  # drops something or changes a column's type: shown as such (the rehearsal counts the rows)
 
 
 @dataclasses.dataclass
@@ -94,7 +95,8 @@ class Step:
 
     def to_dict(self) -> dict[str, Any]:
         return {"label": self.label, "transactional": self.transactional, "deletes": self.deletes, "marks": self.marks,
-                "status": self.status, "error": self.error, "statements": [s.sql for s in self.statements]}
+                "status": self.status, "error": self.error, "statements": [s.sql for s in self.statements],
+                "destructive": [s.sql for s in self.statements if s.destructive]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +270,16 @@ def _rehearsal_text(statement: Statement, source: str) -> tuple[str | None, bool
                          hint="keep down sections to schema changes (CREATE/DROP INDEX CONCURRENTLY are fine)")
 
 
+def destroys(statement: Statement) -> bool:
+    """A DROP, a TRUNCATE, or an ALTER TABLE that drops a column or changes a type."""
+    if statement.kind in ("DropStmt", "TruncateStmt"):
+        return True
+    if statement.kind != "AlterTableStmt":
+        return False
+    subtypes = {str(getattr(getattr(cmd, "subtype", None), "name", "")) for cmd in getattr(statement.node, "cmds", None) or ()}
+    return bool(subtypes & {"AT_DropColumn", "AT_AlterColumnType"})
+
+
 def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
     """The down section's statements (a BEGIN/COMMIT wrapper removed) and whether all of them can share a transaction."""
     source = label(migration.path)
@@ -284,7 +296,8 @@ def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
             raise MigrationError(f"{label(migration.path)}:{statement.line}: transaction control inside a down section; "
                                  "remove it (opsagent runs the down sections in one transaction with the ledger change)")
         rehearse, transactional = _rehearsal_text(statement, str(label(migration.path)))
-        steps.append(SqlStep(statement.text, rehearse, f"{source}:{statement.line} (down section)", transactional))
+        steps.append(SqlStep(statement.text, rehearse, f"{source}:{statement.line} (down section)", transactional,
+                             destroys(statement)))
     return steps, all(s.transactional for s in steps)
 
 
@@ -322,8 +335,10 @@ def steps_from_down(above: Sequence[VersionStatus]) -> list[Step]:
 def steps_from_plan(plan: Plan, above: Sequence[VersionStatus]) -> list[Step]:
     """The computed plan: enum values first (on their own, the newest row marked unfinished), then one transaction."""
     rows = [s.row.version for s in above if s.row is not None]
-    before = [SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, False) for p in plan.statements if p.stage == "before"]
-    main = [SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE) for p in plan.statements if p.stage != "before"]
+    before = [SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, False, p.destructive)
+              for p in plan.statements if p.stage == "before"]
+    main = [SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, True, p.destructive)
+            for p in plan.statements if p.stage != "before"]
     steps: list[Step] = []
     if before:
         steps.append(Step("enum values (outside the transaction)", before, False, [], rows[:1]))

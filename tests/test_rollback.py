@@ -549,3 +549,13 @@ def test_group_rollback_to_zero_on_two_hosts_and_audit(project: Project, sandbox
     assert ledger(project) == [] and project.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").strip() == "1"
     records = [r for r in read_audit(project.root / ".opsagent") if r.get("action") == "rollback"]
     assert len(records) == 2 and all(r["outcome"] == "rolled_back" and r["target"] == "0" for r in records)
+
+
+def test_destructive_statements_of_down_sections_are_marked() -> None:
+    from opsagent.rollback import destroys
+    from opsagent.sqltext import split_statements
+
+    marked = [destroys(s) for s in split_statements(
+        "ALTER TABLE a DROP COLUMN b; ALTER TABLE a ALTER COLUMN c TYPE int; ALTER TABLE a RENAME TO z; DROP INDEX x; "
+        "TRUNCATE a; ALTER TABLE a ADD COLUMN d int; CREATE INDEX y ON a (d)")]
+    assert marked == [True, True, False, True, True, False, False]

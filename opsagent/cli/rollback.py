@@ -17,6 +17,7 @@ from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
 from ..sync import Identity
 from ..transport import open_remote
+from ..units import human_bytes
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
@@ -51,12 +52,14 @@ def render_analysis(result: Any, out: Console) -> None:
         mode = "one transaction, with the ledger rows" if step.transactional else "outside a transaction (each statement on its own)"
         out.print(f"[dim]-- {step.label}: {mode}[/]", soft_wrap=True)
         for statement in step.statements:
+            if statement.destructive:
+                out.print("[bold red]-- destructive:[/]")
             out.print(Text(statement.sql.rstrip().rstrip(";") + ";"), soft_wrap=True)
     for warning in result.plan_warnings:
         out.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
     for loss in result.losses:
         style = "bold red" if loss.blocking else "dim"
-        size = f" (estimated {loss.estimated_rows:,} rows)" if loss.estimated_rows else ""
+        size = f" (estimated {loss.estimated_rows:,} rows, {human_bytes(loss.bytes or 0)})" if loss.estimated_rows else ""
         out.print(f"[{style}]data loss[/]: {loss.describe()}{size}", soft_wrap=True, markup=True)
     verification = result.verification
     if verification is not None:
