@@ -559,3 +559,20 @@ def test_destructive_statements_of_down_sections_are_marked() -> None:
         "ALTER TABLE a DROP COLUMN b; ALTER TABLE a ALTER COLUMN c TYPE int; ALTER TABLE a RENAME TO z; DROP INDEX x; "
         "TRUNCATE a; ALTER TABLE a ADD COLUMN d int; CREATE INDEX y ON a (d)")]
     assert marked == [True, True, False, True, True, False, False]
+
+
+def test_hostile_names_are_counted_and_dropped_safely(project: Project) -> None:
+    project.write_migration("001_t.sql", 'CREATE TABLE "Mixed ""Case"" t" (id int);\n')
+    project.write_migration("002_hostile.sql", 'CREATE TABLE "we\'ird; DROP TABLE x; --" (id int);\n'
+                                               'ALTER TABLE "Mixed ""Case"" t" ADD COLUMN "co\'l "" $x$" text;\n')
+    sync(project)
+    project.psql('INSERT INTO "we\'ird; DROP TABLE x; --" SELECT generate_series(1, 3);'
+                 'INSERT INTO "Mixed ""Case"" t" SELECT g, \'v\' FROM generate_series(1, 4) g;')
+    proc, document = run_json(project, "--to", "001", "--yes", "--no-backup")
+    assert proc.returncode == 1, proc.stderr
+    rows = sorted((loss["kind"], loss["rows"]) for loss in document["losses"])  # type: ignore[union-attr]
+    assert rows == [("column", 4), ("table", 3)], document["losses"]
+    done = project.run("rollback", "--host", "sandbox", "--to", "001", "--yes", "--no-backup", "--allow-data-loss")
+    assert done.returncode == 0, done.stderr
+    assert ledger(project) == ["001"] and project.psql('SELECT count(*) FROM "Mixed ""Case"" t"').strip() == "4"
+    assert_equals_fresh_replay(project, 1)
