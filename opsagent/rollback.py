@@ -637,6 +637,8 @@ class RollbackRun:
         self.lock_timeout = check_timeout(self.host.lock_timeout, "lock_timeout")
         self.statement_timeout = check_timeout(self.host.statement_timeout, "statement_timeout")
         self._current: str | None = None  # source of the statement the apply is running
+        self._rehearsed: Catalog | None = None  # the live catalog the rehearsal ended with
+        self._catalog_from = 0  # where the apply transaction's own catalog starts in the session output
 
     def run(self) -> RollbackResult:
         started = time.monotonic()
@@ -740,7 +742,7 @@ class RollbackRun:
         if errors or "end" not in sections:
             verification.rehearsal_error = self._rehearsal_error(errors, output.stderr)
             return verification, "[]", "[]"
-        rehearsed = read_catalog(sections.get("catalog", ""), "the rehearsal")
+        rehearsed = self._rehearsed = read_catalog(sections.get("catalog", ""), "the rehearsal")
         verification.catalog = compare(rehearsed, desired).significant
         counts = sections.get("counts", "[]")
         if any(m[0] == "counts-error" for m in marks):
@@ -786,6 +788,8 @@ class RollbackRun:
                 self._send_step(session, index, step)
                 if step.transactional:
                     self._until(session, "prepared")  # everything before COMMIT succeeded
+                    if self._checks(index) and not self._unchanged_since_rehearsal(session, index):
+                        return False
                     committing = True
                     session.send(f"COMMIT;\n\\echo {MARK} committed {index}\n")
                 self._until(session, "committed")
@@ -803,12 +807,33 @@ class RollbackRun:
         self.result.outcome = "rolled_back"
         return True
 
+    def _checks(self, index: int) -> bool:
+        """The last step, when transactional, compares its result with the rehearsal's before it commits."""
+        return index == len(self.result.steps) - 1 and self.result.steps[index].transactional and self._rehearsed is not None
+
+    def _unchanged_since_rehearsal(self, session: _Session, index: int) -> bool:
+        """The catalog inside the uncommitted transaction must be the rehearsal's: else something changed the live
+        database since (the lock keeps out syncs, not people), so ROLLBACK and say so."""
+        applied = read_catalog("\n".join(session.output[self._catalog_from:]), "the rollback transaction")
+        changes = compare(applied, self._rehearsed).significant if self._rehearsed is not None else []
+        if not changes:
+            return True
+        session.send(f"ROLLBACK;\n\\echo {MARK} aborted {index}\n")
+        self._until(session, "aborted")
+        self.result.steps[index].status = "rolled_back"
+        names = ", ".join(f"{c.kind} {display(c.name)} ({c.status})" for c in changes[:5])
+        self._stop("not_verified", f"not applied: the live database changed since the rehearsal ({names}); "
+                   "the transaction was rolled back", "rerun the rollback to plan and rehearse it again")
+        return False
+
     def _until(self, session: _Session, tag: str) -> None:
         """Read markers up to ``tag``, remembering the statement running (a failure names it)."""
         while True:
             parts = session.marker()
             if parts[0] == tag:
                 return
+            if parts[0] == "catalog":
+                self._catalog_from = len(session.output)
             if parts[0] == "statement" and len(parts) >= 3:
                 step = self.result.steps[int(parts[1])]
                 self._current = step.statements[int(parts[2])].source
@@ -825,6 +850,8 @@ class RollbackRun:
             parts.append(f"\\echo {MARK} statement {index} {number}\n{_terminated(statement.sql)}")
         if step.deletes:
             parts.append(f"DELETE FROM {self.ledger.table} WHERE version IN ({_in_list(step.deletes)});\n")
+        if self._checks(index):
+            parts.append(f"\\echo {MARK} catalog\n{introspection_sql()}")
         if step.transactional:
             parts.append(f"\\echo {MARK} prepared {index}\n")
         else:

@@ -576,3 +576,23 @@ def test_hostile_names_are_counted_and_dropped_safely(project: Project) -> None:
     assert done.returncode == 0, done.stderr
     assert ledger(project) == ["001"] and project.psql('SELECT count(*) FROM "Mixed ""Case"" t"').strip() == "4"
     assert_equals_fresh_replay(project, 1)
+
+
+def test_a_schema_change_between_rehearsal_and_apply_rolls_the_transaction_back(project: Project) -> None:
+    from opsagent.rollback import RollbackOptions, RollbackResult, rollback
+    from opsagent.sync import Identity
+
+    _slow_project(project)
+
+    def confirm(result: RollbackResult) -> bool:
+        assert result.verification is not None and result.verification.verified
+        project.psql("ALTER TABLE a ADD COLUMN sneaky int")  # someone, after the rehearsal, without the sync lock
+        return True
+
+    with open_remote(project.host) as remote:
+        result = rollback(remote, project.migrations, RollbackOptions("002", allow_data_loss=True, backup=False),
+                          Identity("tester@test", None), confirm=confirm)
+    assert result.outcome == "not_verified" and "changed since the rehearsal" in str(result.error), result.error
+    assert "sneaky" in str(result.error)
+    assert ledger(project) == ["001", "002", "003"]
+    assert project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name IN ('extra', 'sneaky')").strip() == "2"
