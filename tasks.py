@@ -1,9 +1,14 @@
 """Invoke front door: ``inv <task>`` from the repository root.
 
 The tasks themselves live in ``opsagent.cli`` so that the installed ``opsagent``
-console script offers exactly the same collection.
+console script offers exactly the same collection.  ``inv`` runs Invoke's own
+Program, which imports this file before parsing the task arguments:
+``adopt_invoke_program`` gives it opsagent's parse manners (exit 2, "did you mean",
+the task's usage line), so ``inv X`` and ``opsagent X`` answer alike.
 """
 
-from opsagent.cli import ns
+from opsagent.cli import adopt_invoke_program, ns
+
+adopt_invoke_program()
 
 __all__ = ["ns"]

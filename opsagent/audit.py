@@ -49,8 +49,14 @@ def append_audit(state_dir: Path, record: Mapping[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     entry = {"time": datetime.now(UTC).isoformat(timespec="seconds"), "who": who(), **record}
     line = json.dumps(entry, default=str, sort_keys=False) + "\n"
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(line)
+    # 0600 from the start (O_CREAT with the mode, not a chmod afterwards): records name people, hosts and errors
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:  # an older log created with the umask's mode
+            os.fchmod(fd, 0o600)
+        os.write(fd, line.encode("utf-8"))
+    finally:
+        os.close(fd)
     return path
 
 

@@ -9,6 +9,16 @@ stays free for the binary dump when it is streamed down at the same time.
 Next to every verified ``NAME.dump`` lives ``NAME.dump.meta`` (sha256 and size,
 written only after ``pg_restore --list`` accepted the dump): listings can then
 tell a verified backup from a damaged or foreign file without reading it.
+
+Rules every script here keeps (the server is production):
+
+- names are data, never code: database names reach psql only as ``-v`` variables
+  (psql quotes them itself with ``:'name'`` / ``:"name"``), pg_dump/pg_restore/psql
+  only as quoted ``dbname='…'`` conninfo values, the shell only through
+  ``shlex.quote``d assignments; no SQL text is built from a name, no heredoc is used;
+- a script stops its own work when it is interrupted or its client is gone (a
+  watchdog notices the closed SSH channel), cleans up only the files it created
+  (unique per run) and, for an in-place restore, always reopens the database.
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ import dataclasses
 import hashlib
 import json
 import re
+import secrets
 import shlex
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -28,10 +39,13 @@ from .transport import CommandResult, Remote, conninfo_dbname
 from .units import human_bytes
 
 MARK = "@opsagent"
-TIMESTAMP = "%Y%m%dT%H%M%SZ"
+TIMESTAMP = "%Y%m%dT%H%M%S"
 DB_TIMESTAMP = "%Y%m%d_%H%M%S"
-_NAME_RE = re.compile(r"^(?P<db>[A-Za-z0-9._-]+)-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<label>[A-Za-z0-9._-]+))?\.dump$")
+# <db>-<YYYYmmddTHHMMSS>.<ms>Z-<4 hex>[-label].dump; names from before milliseconds (<db>-<…>Z[-label].dump) still parse
+_NAME_RE = re.compile(r"^(?P<db>[A-Za-z0-9._-]+)-(?P<ts>\d{8}T\d{6})(?:\.(?P<ms>\d{3})Z-(?P<unique>[0-9a-f]{4})|Z)"
+                      r"(?:-(?P<label>[A-Za-z0-9._-]+))?\.dump$")
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*\.dump$")
+_MAX_IDENT = 63  # PostgreSQL truncates longer names (NAMEDATALEN - 1 bytes)
 ProgressCallback = Callable[[int, int | None], None]
 
 
@@ -97,6 +111,17 @@ class VerifyResult:
 
 
 @dataclasses.dataclass
+class Session:
+    """A client session connected to a database (what an in-place restore terminates)."""
+
+    pid: int
+    user: str
+    application: str
+    state: str
+    client: str
+
+
+@dataclasses.dataclass
 class RestoreResult:
     """What a restore did: where the data went and how it compares to the live database."""
 
@@ -105,8 +130,12 @@ class RestoreResult:
     in_place: bool
     restored_counts: dict[str, int]
     live_counts: dict[str, int] | None  # new-database restores: the untouched live database
-    pre_restore_backup: BackupResult | None = None
-    old_database_kept: str | None = None  # in-place: set when the replaced database could not be dropped
+    pre_restore_backup: BackupResult | None = None  # in-place: backup of the replaced database, taken while nothing could write to it
+    old_database_kept: str | None = None  # in-place: the replaced database, renamed and kept until the user drops it
+    drop_hint: str | None = None  # in-place: how to drop the kept database once it is no longer needed
+    terminated_sessions: int = 0  # in-place: sessions ended when the live database was closed
+    terminated_applications: list[str] = dataclasses.field(default_factory=list)
+    pre_restore_backup_error: str | None = None  # in-place: the backup of the replaced database failed (it is still kept)
     remote_commands: int = 0
 
 
@@ -126,11 +155,18 @@ def file_prefix(database: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", database) or "db"
 
 
-def backup_name(database: str, when: datetime, label: str | None = None) -> str:
-    """``<db>-<UTC timestamp>[-<label>].dump``: names sort by time."""
-    stamp = when.astimezone(UTC).strftime(TIMESTAMP)
+def backup_name(database: str, when: datetime, label: str | None = None, unique: str | None = None) -> str:
+    """``<db>-<UTC timestamp with ms>Z-<4 hex>[-label].dump``: names sort by time and two runs never share one.
+
+    ``unique`` (4 lowercase hex digits) is random unless given: backups started in the
+    same millisecond (two clients, or the same fixed ``now``) still get distinct names.
+    """
+    moment = when.astimezone(UTC)
+    tag = unique if unique is not None else secrets.token_hex(2)
+    if not re.fullmatch(r"[0-9a-f]{4}", tag):
+        raise ValueError(f"unique tag {tag!r} must be 4 lowercase hex digits")
     clean = sanitize_label(label)
-    return f"{file_prefix(database)}-{stamp}" + (f"-{clean}" if clean else "") + ".dump"
+    return f"{file_prefix(database)}-{moment.strftime(TIMESTAMP)}.{moment.microsecond // 1000:03d}Z-{tag}" + (f"-{clean}" if clean else "") + ".dump"
 
 
 def parse_name(name: str) -> tuple[str, datetime, str | None] | None:
@@ -138,27 +174,40 @@ def parse_name(name: str) -> tuple[str, datetime, str | None] | None:
     match = _NAME_RE.match(name)
     if not match:
         return None
-    when = datetime.strptime(match["ts"], TIMESTAMP).replace(tzinfo=UTC)
+    when = datetime.strptime(match["ts"], TIMESTAMP).replace(tzinfo=UTC, microsecond=int(match["ms"] or 0) * 1000)
     return match["db"], when, match["label"]
 
 
 def check_name(name: str) -> str:
     """Refuse names that could escape backup_dir or are not dumps."""
     if "/" in name or not _SAFE_NAME_RE.match(name):
-        raise UsageError(f"invalid backup name {name!r}: expected a file name like <db>-20261124T103000Z.dump (see 'inv backups')")
+        raise UsageError(f"invalid backup name {name!r}: expected a file name like <db>-20261124T103000.000Z-1a2b.dump (see 'inv backups')")
     return name
 
 
 def restore_database_name(database: str, when: datetime, kind: str = "restore") -> str:
     """``<db>_restore_<timestamp>``; refuses names PostgreSQL would truncate."""
     name = f"{database}_{kind}_{when.astimezone(UTC).strftime(DB_TIMESTAMP)}"
-    if len(name.encode()) > 63:
-        raise UsageError(f"database name {name!r} is longer than 63 bytes; choose one with --into")
+    if len(name.encode()) > _MAX_IDENT:
+        raise UsageError(f"database name {name!r} is longer than {_MAX_IDENT} bytes; choose one with --into")
     return name
 
 
+def derived_database_name(database: str, kind: str, when: datetime) -> str:
+    """``<db>_<kind>_<timestamp>``, the database part shortened (on a character boundary) to fit 63 bytes.
+
+    Used for the names an in-place restore invents (the temporary and the replaced
+    database): a long live name must not make the restore impossible.
+    """
+    suffix = f"_{kind}_{when.astimezone(UTC).strftime(DB_TIMESTAMP)}"
+    room = _MAX_IDENT - len(suffix.encode())
+    head = database.encode()[:room].decode("utf-8", errors="ignore")
+    return head + suffix
+
+
 def _grep_pattern(database: str) -> str:
-    return "^" + file_prefix(database) + r"-[0-9]{8}T[0-9]{6}Z(-[A-Za-z0-9._-]+)?[.]dump$"
+    """Backup names of this database, old (…Z) and new (….mmmZ-xxxx) forms, for ``grep -E`` on the server."""
+    return "^" + file_prefix(database) + r"-[0-9]{8}T[0-9]{6}([.][0-9]{3}Z-[0-9a-f]{4}|Z)(-[A-Za-z0-9._-]+)?[.]dump$"
 
 
 def quote_ident(name: str) -> str:
@@ -171,12 +220,66 @@ def quote_literal(text: str) -> str:
 
 # ---------------------------------------------------------------- script pieces
 
+# Every script starts with this.  Long steps run in the background and are waited for:
+# a signal interrupts `wait` at once (a foreground child would delay the trap until it
+# ends) and `finish` then stops them.  SIGPIPE is ignored so that a closed channel makes
+# writes fail instead of killing the shell before its EXIT trap could clean up.
 _PRELUDE = r"""
 set -u
 umask 077
 LC_ALL=C; export LC_ALL
 say() { printf '@opsagent %s\n' "$*" >&2; }
-fail() { say error "$@"; exit 3; }
+failkey=error
+fail() { say "$failkey" "$@"; exit 3; }
+jobs_=''
+watch=''
+on_exit=''
+started() { jobs_="$jobs_ $1"; }
+stop_jobs() {
+  [ -n "$jobs_" ] || return 0
+  kill -TERM $jobs_ 2>/dev/null
+  for p in $jobs_; do wait "$p" 2>/dev/null; done
+  jobs_=''
+}
+finish() {
+  trap '' INT TERM HUP
+  [ -z "$watch" ] || kill -TERM "$watch" 2>/dev/null
+  stop_jobs
+  for step in $on_exit; do "$step"; done
+}
+trap '' PIPE
+trap finish EXIT
+trap 'exit 130' INT TERM HUP
+"""
+
+# The client is gone when writing to the channel fails: then stop the script (its traps clean up).
+# A heartbeat on stderr is the only way to find out without a byte to read; the client ignores it.
+_WATCHDOG = r"""
+( exec >/dev/null; while kill -0 $$ 2>/dev/null; do
+    printf '@opsagent alive\n' >&2 || { kill -TERM $$ 2>/dev/null; exit 0; }
+    sleep 0.5 2>/dev/null
+  done ) &
+watch=$!
+"""
+
+# SQL is fixed text fed on stdin; every name travels as a psql variable (-v), quoted by psql.
+# Sessions run with the host's lock_timeout from their first statement and an application
+# name unique to this script, so that its trap can end a session it orphaned.
+# admin_wait runs one in the background: a signal interrupts the wait and the trap stops it.
+_SQL_HELPER = r"""
+appname="opsagent-restore-$$"
+admin_sql() {
+  sql=$1; shift
+  printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
+    -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@"
+}
+admin_wait() {  # the same, in the background ($! is psql itself, not a subshell around it)
+  sql=$1; shift
+  printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
+    -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@" &
+  started $!; wait $!; rc=$?; jobs_=''
+  return $rc
+}
 """
 
 # Outer part, run as the login user: only creates backup_dir when the become user cannot.
@@ -192,6 +295,10 @@ fi
 exec @@INNER@@
 """
 
+# Dump $dump_dsn into $dir/$name: pg_dump -> fifo -> tee -> .partial (+ stdout when streaming) and
+# a second fifo hashed on the fly.  Temporary names carry the unique backup name AND this
+# shell's pid; the final names are claimed with ln (never overwrites), so two runs never
+# touch each other's files.
 _BACKUP = r"""
 [ -w "$dir" ] && [ -x "$dir" ] || fail notwritable
 need=$(@@PSQL@@ -A -t -c 'SELECT pg_database_size(current_database())') || fail dbsize
@@ -201,25 +308,41 @@ avail=$((avail * 1024))
 [ "$avail" -ge "$need" ] || fail nospace "$need" "$avail"
 final="$dir/$name"
 [ -e "$final" ] && fail exists
-tmp="$dir/.$name.partial"
-trap 'rm -f -- "$tmp" "$tmp.rc" "$tmp.meta" "$tmp.fifo" "$tmp.sum"' EXIT
-trap 'exit 130' INT TERM HUP
-# the checksum is computed while the dump is written (a FIFO fed by tee), not by reading it again
-mkfifo -m 600 -- "$tmp.fifo" || fail write
-sha256sum < "$tmp.fifo" > "$tmp.sum" &
+tmp="$dir/.$name.$$"
+claimed=''
+cleanup_backup() {
+  rm -f -- "$tmp.partial" "$tmp.meta" "$tmp.dump.fifo" "$tmp.sum.fifo" "$tmp.sum"
+  [ "$claimed" != meta ] || rm -f -- "$final.meta"
+}
+on_exit="cleanup_backup $on_exit"
+mkfifo -m 600 -- "$tmp.dump.fifo" "$tmp.sum.fifo" || fail write
+sha256sum < "$tmp.sum.fifo" > "$tmp.sum" &
+sumjob=$!; started $sumjob
 if [ "$stream" = 1 ]; then
-  { @@PG_DUMP@@; echo $? > "$tmp.rc"; } | tee -- "$tmp" "$tmp.fifo" || fail write
+  tee -- "$tmp.partial" "$tmp.sum.fifo" < "$tmp.dump.fifo" &
 else
-  { @@PG_DUMP@@; echo $? > "$tmp.rc"; } | tee -- "$tmp" > "$tmp.fifo" || fail write
+  tee -- "$tmp.partial" < "$tmp.dump.fifo" > "$tmp.sum.fifo" &
 fi
-wait $! || fail checksum
-[ "$(cat -- "$tmp.rc" 2>/dev/null)" = 0 ] || fail pg_dump
-pg_restore --list -- "$tmp" >/dev/null || fail verify
-size=$(stat -c %s -- "$tmp") || fail stat
+teejob=$!; started $teejob
+@@PG_DUMP@@ > "$tmp.dump.fifo" &
+dumpjob=$!; started $dumpjob
+wait $dumpjob; dumprc=$?
+wait $teejob; teerc=$?
+wait $sumjob; sumrc=$?
+jobs_=''
+[ "$dumprc" = 0 ] || fail pg_dump
+[ "$teerc" = 0 ] || fail write
+[ "$sumrc" = 0 ] || fail checksum
+pg_restore --list -- "$tmp.partial" >/dev/null || fail verify
+size=$(stat -c %s -- "$tmp.partial") || fail stat
 sum=$(cut -c1-64 < "$tmp.sum")
 [ -n "$sum" ] || fail checksum
 printf 'sha256=%s\nsize=%s\n' "$sum" "$size" > "$tmp.meta" || fail write
-mv -f -- "$tmp.meta" "$final.meta" && mv -- "$tmp" "$final" || { rm -f -- "$final.meta"; fail mv; }
+ln -- "$tmp.meta" "$final.meta" || fail exists
+claimed=meta
+ln -- "$tmp.partial" "$final" || fail exists
+claimed=dump
+rm -f -- "$tmp.partial" "$tmp.meta"
 kept=1
 if [ "$keep" -gt 0 ]; then
   for f in $(ls -1 -- "$dir" | grep -E "$pattern" | sort -r); do
@@ -228,7 +351,7 @@ if [ "$keep" -gt 0 ]; then
     rm -f -- "$dir/$f" "$dir/$f.meta" && say deleted "$f"
   done
 fi
-say ok "$size" "$sum" "$need"
+say backup "$size" "$sum" "$need"
 """
 
 _LIST = r"""
@@ -241,15 +364,30 @@ done
 say ok
 """
 
-# Verify one named backup: sha256 against the .meta written at backup time, then pg_restore --list.
+# Verify one named backup: size and sha256 against the .meta written at backup time, then
+# pg_restore --list.  Without a .meta, --list would only read the table of contents (a
+# truncated file passes it): then every byte is read and decoded by a full pg_restore pass.
 _VERIFY = r"""
 file="$dir/$name"
 [ -f "$file" ] || fail missing
 size=$(stat -c %s -- "$file") || fail stat
-sum=$(sha256sum -- "$file" | cut -c1-64)
+vtmp="$dir/.$name.$$.verify"
+cleanup_verify() { rm -f -- "$vtmp"; }
+on_exit="cleanup_verify $on_exit"
+sha256sum -- "$file" > "$vtmp" &
+started $!; wait $!; rc=$?; jobs_=''
+[ "$rc" = 0 ] || fail stat
+sum=$(cut -c1-64 < "$vtmp")
 recorded=$(sed -n 's/^sha256=//p' "$file.meta" 2>/dev/null)
-[ -z "$recorded" ] || [ "$recorded" = "$sum" ] || fail checksum "$sum" "$recorded"
-pg_restore --list -- "$file" >/dev/null || fail verify
+recorded_size=$(sed -n 's/^size=//p' "$file.meta" 2>/dev/null)
+if [ -n "$recorded" ]; then
+  [ "$recorded" = "$sum" ] && { [ -z "$recorded_size" ] || [ "$recorded_size" = "$size" ]; } || fail checksum "$sum" "$recorded"
+  pg_restore --list -- "$file" >/dev/null || fail verify
+else
+  pg_restore -f /dev/null -- "$file" &
+  started $!; wait $!; rc=$?; jobs_=''
+  [ "$rc" = 0 ] || fail unreadable
+fi
 say verified "$size" "$sum" "${recorded:--}"
 """
 
@@ -262,32 +400,73 @@ printf '%s %s\n' "$size" "$sum"
 exec cat -- "$file"
 """
 
-# Restore $file into a new database $target (created like the live one), then count objects in both.
+# Restore $file into a new database $target (created like the live one), then count its objects.
+# Until it is handed over ($target_made cleared), an interrupted or failed restore drops $target.
 _RESTORE = r"""
-@@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 <<'OPSAGENT_SQL' >/dev/null || fail createdb
-@@CREATE_SQL@@
-OPSAGENT_SQL
-if ! pg_restore --exit-on-error --single-transaction @@PGARGS@@ -d "$target_dsn" -- "$file"; then
-  @@ADMIN_PSQL@@ -c @@DROP_TARGET@@ >/dev/null 2>&1
-  fail restore
-fi
-say counts_restored "$(@@PSQL_TARGET@@ -A -t -c @@COUNTS@@)"
+target_made=''
+cleanup_restore() { [ -z "$target_made" ] || admin_sql "$drop_target_sql" >/dev/null 2>&1; }
+on_exit="cleanup_restore $on_exit"
+admin_sql "$create_sql" >/dev/null || fail createdb
+target_made=1
+pg_restore --exit-on-error --single-transaction @@PGARGS@@ -d "$target_dsn" -- "$file" &
+started $!; wait $!; rc=$?; jobs_=''
+[ "$rc" = 0 ] || fail restore
+say counts_restored "$(@@PSQL_TARGET@@ -A -t -c "$counts_sql")"
 """
 
 _LIVE_COUNTS = r"""
-say counts_live "$(@@PSQL@@ -A -t -c @@COUNTS@@ 2>/dev/null || echo null)"
+target_made=''
+say counts_live "$(@@PSQL@@ -A -t -c "$counts_sql" 2>/dev/null || echo null)"
 say ok
 """
 
-# Swap the restored database in: terminate sessions and rename both in ONE transaction, then drop the old one.
+# In place, after $target holds the backup: copy database grants/settings, close the live
+# database (ALLOW_CONNECTIONS false: not even superusers get in), terminate its sessions,
+# rename live -> old and target -> live in one transaction with the old connection settings
+# on the new live database, reopen the old one under its new name, then back it up: it is
+# exactly what the applications last wrote.  Whatever happens after the close, `reopen`
+# (EXIT trap) puts the connection settings back on whichever databases carry the two names.
 _SWAP = r"""
-if ! @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 <<'OPSAGENT_SQL' >/dev/null; then
-@@SWAP_SQL@@
-OPSAGENT_SQL
-  @@ADMIN_PSQL@@ -c @@DROP_TARGET@@ >/dev/null 2>&1
-  fail swap
-fi
-if @@ADMIN_PSQL@@ -c @@DROP_OLD@@ >/dev/null; then say dropped_old; else say kept_old "$old"; fi
+admin_sql "$carry_over_sql" >/dev/null || fail carry_over
+settings=$(admin_sql "$settings_sql" -A -t -F ' ') || fail settings
+allowconn=${settings% *}; connlimit=${settings#* }
+closed=''
+reopen() {
+  [ -n "$closed" ] || return 0
+  for i in 1 2 3 4 5; do
+    admin_sql "$reopen_sql" >/dev/null 2>&1 && { closed=''; say reopened; return 0; }
+    sleep 1
+  done
+  say reopen_failed
+}
+on_exit="reopen $on_exit"
+closed=1
+admin_wait "$close_sql" >/dev/null || fail close
+ttmp="$dir/.$name.$$.terminated"
+cleanup_terminated() { rm -f -- "$ttmp"; }
+on_exit="cleanup_terminated $on_exit"
+admin_wait "$terminate_sql" -A -t > "$ttmp" || fail close
+say terminated "$(cat -- "$ttmp")"
+admin_wait "$swap_sql" >/dev/null || fail swap
+target_made=''
+say swapped "$old"
+admin_sql "$reopen_sql" >/dev/null && { closed=''; say reopened; }
+"""
+
+# Before anything changes: room for the backup of the database about to be replaced (taken after the swap).
+_SPACE_CHECK = r"""
+[ -w "$dir" ] && [ -x "$dir" ] || fail notwritable
+need=$(@@PSQL@@ -A -t -c 'SELECT pg_database_size(current_database())') || fail dbsize
+avail=$(df -Pk -- "$dir" | awk 'NR==2 {print $4}')
+[ -n "$avail" ] || fail df
+[ "$((avail * 1024))" -ge "$need" ] || fail nospace "$need" "$((avail * 1024))"
+"""
+
+_SAFETY_BACKUP_PREFIX = r"""
+failkey=backup_error
+"""
+
+_DONE = r"""
 say ok
 """
 
@@ -310,6 +489,86 @@ COUNTS_SQL = """SELECT json_build_object(
  'extensions', (SELECT count(*) FROM pg_extension),
  'bytes', pg_database_size(current_database()))"""
 
+# ---------------------------------------------------------------- SQL (fixed text; names come from psql variables)
+
+# CREATE DATABASE :target like :live (owner, encoding, locale), from template0.
+CREATE_SQL = r"""SELECT format('CREATE DATABASE %I TEMPLATE template0', :'target') || coalesce(format(
+  ' OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding),
+  d.datcollate, d.datctype), '') FROM (SELECT 1) AS one LEFT JOIN pg_database d ON d.datname = :'live'
+\gexec"""
+
+DROP_TARGET_SQL = 'DROP DATABASE IF EXISTS :"target" WITH (FORCE);'
+
+_LIST_SETTINGS = "('search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries')"
+
+# Database-level grants and settings are not in a pg_dump: copy them from :live to :target.
+CARRY_OVER_SQL = rf"""SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'target') FROM pg_database WHERE datname = :'live' AND datacl IS NOT NULL
+\gexec
+SELECT format('GRANT %s ON DATABASE %I TO %s%s', a.privilege_type, :'target',
+              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
+              CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
+  FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = :'live' AND a.grantee <> d.datdba
+\gexec
+SELECT CASE WHEN s.setrole = 0 THEN format('ALTER DATABASE %I', :'target')
+            ELSE format('ALTER ROLE %I IN DATABASE %I', pg_get_userbyid(s.setrole), :'target') END
+       || format(' SET %s = ', split_part(c.item, '=', 1))
+       || CASE WHEN split_part(c.item, '=', 1) IN {_LIST_SETTINGS} THEN substr(c.item, strpos(c.item, '=') + 1)
+               ELSE quote_literal(substr(c.item, strpos(c.item, '=') + 1)) END
+  FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c(item) WHERE d.datname = :'live'
+\gexec"""
+
+SETTINGS_SQL = "SELECT datallowconn::text || ' ' || datconnlimit FROM pg_database WHERE datname = :'live';"
+
+CLOSE_SQL = 'ALTER DATABASE :"live" ALLOW_CONNECTIONS false;'
+
+# End every session of the closed database (waiting up to 5 s for each to exit); report how many and which applications.
+TERMINATE_SQL = """SELECT json_build_object('count', count(*), 'applications', coalesce(json_agg(DISTINCT application_name), '[]'))
+  FROM (SELECT application_name, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+         WHERE datname = :'live' AND pid <> pg_backend_pid() AND backend_type = 'client backend') AS ended;"""
+
+# Both renames and the connection settings in one transaction; sessions that got in anyway are ended
+# and the renames retried.  The names are read from settings (data), never written into the body.
+SWAP_SQL = r"""SELECT set_config('opsagent.live', :'live', false), set_config('opsagent.target', :'target', false),
+       set_config('opsagent.old', :'old', false), set_config('opsagent.allowconn', :'allowconn', false),
+       set_config('opsagent.connlimit', :'connlimit', false) \g /dev/null
+DO $opsagent_swap$
+DECLARE
+  live text := current_setting('opsagent.live');
+  target text := current_setting('opsagent.target');
+  old text := current_setting('opsagent.old');
+  tries int := 0;
+BEGIN
+  LOOP
+    PERFORM pg_terminate_backend(pid, 1000) FROM pg_stat_activity WHERE datname IN (live, target) AND pid <> pg_backend_pid();
+    BEGIN
+      EXECUTE format('ALTER DATABASE %I RENAME TO %I', live, old);
+      EXECUTE format('ALTER DATABASE %I RENAME TO %I', target, live);
+      EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS %s CONNECTION LIMIT %s', live,
+                     CASE WHEN current_setting('opsagent.allowconn') = 'false' THEN 'false' ELSE 'true' END,
+                     current_setting('opsagent.connlimit')::int);
+      EXIT;
+    EXCEPTION WHEN object_in_use THEN
+      tries := tries + 1;
+      IF tries >= 50 THEN RAISE; END IF;
+      PERFORM pg_sleep(0.1);
+    END;
+  END LOOP;
+END
+$opsagent_swap$;"""
+
+# End this script's own sessions left behind by an interrupted step (they could hold or wait for a lock),
+# then put the recorded connection settings back on whatever databases now carry the live and old names.
+REOPEN_SQL = r"""SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = :'appname' AND pid <> pg_backend_pid()
+\g /dev/null
+SELECT format('ALTER DATABASE %I ALLOW_CONNECTIONS %s CONNECTION LIMIT %s', datname,
+              CASE WHEN :'allowconn' = 'false' THEN 'false' ELSE 'true' END, (:'connlimit')::int)
+  FROM pg_database WHERE datname IN (:'live', :'old')
+\gexec"""
+
+SESSIONS_SQL = """SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', coalesce(usename, ''), 'application', application_name,
+         'state', coalesce(state, ''), 'client', coalesce(host(client_addr), 'local')) ORDER BY pid), '[]')
+  FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"""
+
 
 def _fill(template: str, **values: str) -> str:
     for key, value in values.items():
@@ -325,8 +584,25 @@ def _psql(remote: Remote, database: str) -> str:
     return shlex.join(["psql", "-X", "-q", *remote.pg_args(), *remote.db_args(database)])
 
 
+def _pg_dump(remote: Remote, database: str) -> str:
+    """pg_dump -Fc of ``database`` that gives up on a lock after the host's lock_timeout instead of queueing behind it."""
+    lock = remote.host.lock_timeout.strip()
+    wait = ["--lock-wait-timeout", lock] if lock not in ("", "0") else []
+    return shlex.join(["pg_dump", "-Fc", *wait, *remote.pg_args(), *remote.db_args(database)])
+
+
 def _admin_db(database: str) -> str:
     return "template1" if database == "postgres" else "postgres"
+
+
+def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdog: bool = True) -> str:
+    """Prelude, assignments (every name a quoted shell value), SQL helper, watchdog, then the parts."""
+    host = remote.host
+    lock = re.sub(r"\s+", "", host.lock_timeout) or "0"
+    defaults = {"live": host.database, "target": "", "old": "", "allowconn": "true", "connlimit": "-1", "lock_timeout": lock}
+    body = _PRELUDE + _assign(**{**defaults, **values})
+    body += _fill(_SQL_HELPER, ADMIN_PSQL=_psql(remote, _admin_db(host.database)))
+    return body + (_WATCHDOG if watchdog else "") + "".join(parts)
 
 
 def _as_become(remote: Remote, body: str, *, ensure_dir: bool) -> list[str]:
@@ -357,7 +633,7 @@ def _run_script(remote: Remote, argv: list[str], what: str, *, on_stdout: Callab
     """Run a script; failures without an ``error`` marker (sudo, ssh) become CommandFailed."""
     result = remote.run(argv, become=False, check=False, on_stdout=on_stdout, capture=on_stdout is None)
     marks, other = _markers(result)
-    if result.exit_status != 0 and not any(m[0] == "error" for m in marks):
+    if result.exit_status != 0 and not any(m[0] in ("error", "backup_error") for m in marks):
         raise remote.failure([what], result)
     return marks, other
 
@@ -372,6 +648,32 @@ def _find(marks: list[list[str]], key: str) -> list[str] | None:
 # ---------------------------------------------------------------- backup
 
 
+def _backup_part(remote: Remote, database: str) -> str:
+    return _fill(_BACKUP, PSQL=_psql(remote, database), PG_DUMP=_pg_dump(remote, database))
+
+
+def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str) -> dict[str, str]:
+    host = remote.host
+    return {"dir": host.backup_dir, "name": name, "keep": str(host.keep_backups), "pattern": _grep_pattern(host.database),
+            "stream": "1" if stream else "0", "protect": protect}
+
+
+def _backup_result(remote: Remote, name: str, when: datetime, label: str | None, done: list[str], marks: list[list[str]],
+                   before: int, local: Path | None = None) -> BackupResult:
+    host = remote.host
+    size, sha, need = int(done[0]), done[1], int(done[2])
+    deleted = [m[1] for m in marks if m[0] == "deleted" and len(m) > 1]
+    return BackupResult(name=name, path=f"{host.backup_dir.rstrip('/')}/{name}", size_bytes=size, sha256=sha, verified=True,
+                        created_at=when, label=sanitize_label(label), database_bytes=need, deleted_by_retention=deleted,
+                        remote_commands=remote.command_count - before, local_path=local)
+
+
+def _moment(now: datetime | None) -> datetime:
+    """Now (or ``now``) in UTC, to the millisecond (what a backup name records)."""
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)
+
+
 def create_backup(remote: Remote, label: str | None = None, *, now: datetime | None = None,
                   download_dir: Path | None = None, progress: ProgressCallback | None = None, protect: str = "") -> BackupResult:
     """Dump, verify and store a backup on the server in ONE remote command, then apply retention.
@@ -379,17 +681,13 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
     With ``download_dir`` the dump is also streamed down while it is written (``tee``
     on the server), and the local copy is checked against the server's sha256.
     Retention never deletes the new backup nor ``protect`` (a backup about to be restored).
-    Raises ``BackupError`` (nothing half-written is left on either side) on failure.
+    Raises ``BackupError`` (nothing half-written is left on either side) on failure;
+    interrupted (Ctrl-C, lost connection), the server script stops pg_dump and removes its files.
     """
     host = remote.host
-    when = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
+    when = _moment(now)
     name = backup_name(host.database, when, label)
-    # a session holding an exclusive lock must not make the backup (and a sync waiting on it) hang
-    wait = ["--lock-wait-timeout", host.lock_timeout] if host.lock_timeout.strip() not in ("", "0") else []
-    pg_dump = shlex.join(["pg_dump", "-Fc", *wait, *remote.pg_args(), *remote.db_args()])
-    body = _PRELUDE + _assign(dir=host.backup_dir, name=name, keep=str(host.keep_backups), pattern=_grep_pattern(host.database),
-                              stream="1" if download_dir else "0", protect=protect)
-    body += _fill(_BACKUP, PSQL=_psql(remote, host.database), PG_DUMP=pg_dump)
+    body = _script(remote, [_backup_part(remote, host.database)], _backup_values(remote, name, stream=download_dir is not None, protect=protect))
     before = remote.command_count
     sink = _LocalFile(download_dir / name, progress, None) if download_dir else None
     try:
@@ -397,22 +695,19 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
         error = _find(marks, "error")
         if error is not None:
             raise _backup_error(remote, error, other)
-        done = _find(marks, "ok")
+        done = _find(marks, "backup")
         if done is None or len(done) < 3:
             raise BackupError(f"{host.name}: backup script ended without a result ({other or 'no output'})")
-        size, sha, need = int(done[0]), done[1], int(done[2])
-        local = sink.finish(size, sha) if sink else None
+        local = sink.finish(int(done[0]), done[1]) if sink else None
     finally:
         if sink:
             sink.discard()
-    deleted = [m[1] for m in marks if m[0] == "deleted" and len(m) > 1]
-    return BackupResult(name=name, path=f"{host.backup_dir.rstrip('/')}/{name}", size_bytes=size, sha256=sha, verified=True,
-                        created_at=when, label=sanitize_label(label), database_bytes=need, deleted_by_retention=deleted,
-                        remote_commands=remote.command_count - before, local_path=local)
+    return _backup_result(remote, name, when, label, done, marks, before, local)
 
 
-def _backup_error(remote: Remote, error: list[str], detail: str) -> BackupError:
+def _backup_error(remote: Remote, error: list[str], detail: str, database: str | None = None) -> BackupError:
     host = remote.host
+    database = database or host.database
     code = error[0] if error else "failed"
     extra = f": {detail}" if detail else ""
     become = host.become or remote.connection.user
@@ -421,10 +716,10 @@ def _backup_error(remote: Remote, error: list[str], detail: str) -> BackupError:
                   f"create it once: sudo install -d -m 700 -o {become} {host.backup_dir}"),
         "notwritable": (f"{host.name}: backup_dir {host.backup_dir} is not writable by {become}",
                         f"fix its owner: sudo chown {become} {host.backup_dir} && sudo chmod 700 {host.backup_dir}"),
-        "dbsize": (f"{host.name}: cannot read the size of database {host.database}{extra}", None),
+        "dbsize": (f"{host.name}: cannot read the size of database {database}{extra}", None),
         "df": (f"{host.name}: cannot read free space of {host.backup_dir}{extra}", None),
-        "exists": (f"{host.name}: a backup with the same name already exists in {host.backup_dir}; retry in a second", None),
-        "pg_dump": (f"{host.name}: pg_dump of {host.database} failed{extra}", None),
+        "exists": (f"{host.name}: a backup with the same name already exists in {host.backup_dir}; retry", None),
+        "pg_dump": (f"{host.name}: pg_dump of {database} failed{extra}", None),
         "write": (f"{host.name}: writing the backup to {host.backup_dir} failed{extra}", None),
         "verify": (f"{host.name}: the new backup did not verify (pg_restore --list failed{extra}); it was deleted", None),
         "stat": (f"{host.name}: cannot read the new backup's size{extra}", None),
@@ -433,11 +728,11 @@ def _backup_error(remote: Remote, error: list[str], detail: str) -> BackupError:
     }
     if code == "nospace" and len(error) >= 3:
         need, avail = int(error[1]), int(error[2])
-        return BackupError(f"{host.name}: not enough space in {host.backup_dir}: database {host.database} is {human(need)}, "
+        return BackupError(f"{host.name}: not enough space in {host.backup_dir}: database {database} is {human(need)}, "
                            f"only {human(avail)} free; refusing to start the backup", reason="nospace",
                            hint="free some space or lower keep_backups (old backups are removed only after a successful one)")
     if code == "pg_dump" and "statement timeout" in detail:
-        return BackupError(f"{host.name}: pg_dump of {host.database} could not lock its tables within lock_timeout {host.lock_timeout}: "
+        return BackupError(f"{host.name}: pg_dump of {database} could not lock its tables within lock_timeout {host.lock_timeout}: "
                            "another session holds an exclusive lock", reason=code,
                            hint="find it in pg_stat_activity / pg_locks, or retry when it is done")
     message, hint = messages.get(code, (f"{host.name}: backup failed ({code}){extra}", None))
@@ -492,7 +787,7 @@ class _LocalFile:
 def list_backups(remote: Remote) -> list[BackupInfo]:
     """Backups of the host's database in backup_dir, newest first (one remote command)."""
     host = remote.host
-    body = _PRELUDE + _assign(dir=host.backup_dir, pattern=_grep_pattern(host.database)) + _LIST
+    body = _script(remote, [_LIST], {"dir": host.backup_dir, "pattern": _grep_pattern(host.database)}, watchdog=False)
     result = remote.run(_as_become(remote, body, ensure_dir=False), become=False, check=False)
     marks, other = _markers(result)
     if _find(marks, "ok") is None:
@@ -524,7 +819,7 @@ def latest_backup(remote: Remote) -> BackupInfo:
 def verify_backup(remote: Remote, name: str) -> VerifyResult:
     """Check a stored backup: sha256 against the one recorded at backup time, then ``pg_restore --list``."""
     host = remote.host
-    body = _PRELUDE + _assign(dir=host.backup_dir, name=check_name(name)) + _VERIFY
+    body = _script(remote, [_VERIFY], {"dir": host.backup_dir, "name": check_name(name)})
     marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "verify")
     error = _find(marks, "error")
     if error is not None:
@@ -541,6 +836,9 @@ def _stored_error(remote: Remote, name: str, error: list[str], detail: str) -> B
     if code == "checksum":
         return BackupError(f"{host.name}: backup {name} is damaged: its sha256 no longer matches the one recorded when it was taken",
                            reason="checksum")
+    if code == "unreadable":
+        return BackupError(f"{host.name}: backup {name} is damaged: it has no recorded checksum (.meta) and pg_restore cannot read it "
+                           f"to the end ({detail or 'no detail'})", reason="verify")
     if code == "verify":
         return BackupError(f"{host.name}: backup {name} is damaged: pg_restore --list failed ({detail or 'no detail'})", reason="verify")
     return BackupError(f"{host.name}: backup {name}: {code} failed{': ' + detail if detail else ''}", reason=code)
@@ -554,7 +852,7 @@ def download_backup(remote: Remote, name: str, dest_dir: Path, *, progress: Prog
     after one header line with the server's size and sha256 (so progress has a total).
     """
     host = remote.host
-    body = _PRELUDE + _assign(dir=host.backup_dir, name=check_name(name)) + _STREAM
+    body = _script(remote, [_STREAM], {"dir": host.backup_dir, "name": check_name(name)}, watchdog=False)
     sink = _LocalFile(dest_dir / name, progress, None)
     header = _Header(sink)
     before = remote.command_count
@@ -610,66 +908,21 @@ def sha256_file(path: Path) -> str:
 # ---------------------------------------------------------------- restore
 
 
-def _create_sql(target: str, live: str) -> str:
-    """CREATE DATABASE target like the live one (owner, encoding, locale), from template0."""
-    return (f"SELECT format('CREATE DATABASE %I TEMPLATE template0', {quote_literal(target)}) || coalesce(format("
-            f"' OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding), "
-            f"d.datcollate, d.datctype), '') FROM (SELECT 1) AS one LEFT JOIN pg_database d ON d.datname = {quote_literal(live)}\n\\gexec")
+def _sql_values() -> dict[str, str]:
+    """The fixed SQL texts, handed to the script as shell variables (no name is ever part of them)."""
+    return {"create_sql": CREATE_SQL, "drop_target_sql": DROP_TARGET_SQL, "counts_sql": COUNTS_SQL, "carry_over_sql": CARRY_OVER_SQL,
+            "settings_sql": SETTINGS_SQL, "close_sql": CLOSE_SQL, "terminate_sql": TERMINATE_SQL, "swap_sql": SWAP_SQL,
+            "reopen_sql": REOPEN_SQL}
 
 
-_LIST_SETTINGS = "('search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries')"
+def _restore_part(remote: Remote, target: str) -> str:
+    return _fill(_RESTORE, PGARGS=shlex.join(remote.pg_args()), PSQL_TARGET=_psql(remote, target))
 
 
-def _carry_over_sql(live: str, target: str) -> str:
-    """Database-level grants and settings are not in a pg_dump: copy them from the live database."""
-    lv, tg = quote_literal(live), quote_literal(target)
-    return f"""SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', {tg}) FROM pg_database WHERE datname = {lv} AND datacl IS NOT NULL
-\\gexec
-SELECT format('GRANT %s ON DATABASE %I TO %s%s', a.privilege_type, {tg},
-              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
-              CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
-  FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = {lv} AND a.grantee <> d.datdba
-\\gexec
-SELECT CASE WHEN s.setrole = 0 THEN format('ALTER DATABASE %I', {tg}) ELSE format('ALTER ROLE %I IN DATABASE %I', pg_get_userbyid(s.setrole), {tg}) END
-       || format(' SET %s = ', split_part(c.item, '=', 1))
-       || CASE WHEN split_part(c.item, '=', 1) IN {_LIST_SETTINGS} THEN substr(c.item, strpos(c.item, '=') + 1)
-               ELSE quote_literal(substr(c.item, strpos(c.item, '=') + 1)) END
-  FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c(item) WHERE d.datname = {lv}
-\\gexec
-"""
-
-
-def _swap_sql(live: str, swap: str, old: str) -> str:
-    """Terminate sessions and rename both databases in one transaction (retried while sessions reconnect)."""
-    return _carry_over_sql(live, swap) + f"""DO $opsagent$
-DECLARE tries int := 0;
-BEGIN
-  LOOP
-    PERFORM pg_terminate_backend(pid) FROM pg_stat_activity
-      WHERE datname IN ({quote_literal(live)}, {quote_literal(swap)}) AND pid <> pg_backend_pid();
-    BEGIN
-      ALTER DATABASE {quote_ident(live)} RENAME TO {quote_ident(old)};
-      ALTER DATABASE {quote_ident(swap)} RENAME TO {quote_ident(live)};
-      EXIT;
-    EXCEPTION WHEN object_in_use THEN
-      tries := tries + 1;
-      IF tries >= 50 THEN RAISE; END IF;
-      PERFORM pg_sleep(0.1);
-    END;
-  END LOOP;
-END
-$opsagent$;"""
-
-
-def _restore_body(remote: Remote, name: str, target: str, *, verify: bool = True) -> str:
+def _restore_values(remote: Remote, name: str, target: str) -> dict[str, str]:
     host = remote.host
-    admin = _psql(remote, _admin_db(host.database))
-    body = _PRELUDE + _assign(dir=host.backup_dir, name=name, target=target, target_dsn=conninfo_dbname(target),
-                              file=f"{host.backup_dir.rstrip('/')}/{name}")
-    body += _VERIFY if verify else ""
-    return body + _fill(_RESTORE, ADMIN_PSQL=admin, CREATE_SQL=_create_sql(target, host.database),
-                        PGARGS=shlex.join(remote.pg_args()), DROP_TARGET=shlex.quote(f"DROP DATABASE IF EXISTS {quote_ident(target)}"),
-                        PSQL_TARGET=_psql(remote, target), COUNTS=shlex.quote(COUNTS_SQL))
+    return {"dir": host.backup_dir, "name": name, "target": target, "target_dsn": conninfo_dbname(target),
+            "file": f"{host.backup_dir.rstrip('/')}/{name}", **_sql_values()}
 
 
 def _counts(marks: list[list[str]], key: str) -> dict[str, int] | None:
@@ -689,8 +942,11 @@ def _restore_error(remote: Remote, name: str, target: str, error: list[str], det
     if code == "restore":
         return BackupError(f"{host.name}: pg_restore of {name} into {target} failed{tail}; {target} was dropped, "
                            f"{host.database} was not touched", reason=code)
-    if code == "swap":
-        return BackupError(f"{host.name}: swapping the restored database in failed{tail}; {host.database} is unchanged", reason=code)
+    if code in ("nospace", "notwritable", "dbsize", "df"):
+        return _backup_error(remote, error, detail)
+    if code in ("carry_over", "settings", "close", "swap"):
+        return BackupError(f"{host.name}: swapping the restored database in failed ({code}){tail}; {host.database} is unchanged "
+                           "and accepts connections again", reason="swap")
     return _stored_error(remote, name, error, detail)
 
 
@@ -701,7 +957,10 @@ def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: d
     target = into or restore_database_name(host.database, now or datetime.now(UTC))
     if target == host.database:
         raise UsageError(f"--into {target} is the live database; use --in-place to replace it")
-    body = _restore_body(remote, name, target) + _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database), COUNTS=shlex.quote(COUNTS_SQL))
+    if not target or "\0" in target or len(target.encode()) > _MAX_IDENT:
+        raise UsageError(f"--into {target!r}: a database name is 1 to {_MAX_IDENT} bytes")
+    body = _script(remote, [_VERIFY, _restore_part(remote, target), _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database))],
+                   _restore_values(remote, name, target))
     before = remote.command_count
     marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "restore")
     error = _find(marks, "error")
@@ -711,33 +970,64 @@ def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: d
                          remote_commands=remote.command_count - before)
 
 
-def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None) -> RestoreResult:
-    """Replace the live database with a backup's contents.
+def sessions_to_terminate(remote: Remote) -> list[Session]:
+    """The client sessions now connected to the host's database: an in-place restore ends them all."""
+    rows = remote.query_json(SESSIONS_SQL)
+    return [Session(int(r["pid"]), str(r["user"]), str(r["application"] or ""), str(r["state"]), str(r["client"])) for r in rows or []]
 
-    A fresh backup of the current state is taken first.  The backup is restored into
-    a temporary database, then both databases are renamed in one transaction, so a
-    failure at any point leaves either the old or the restored database in place.
+
+def drop_command(remote: Remote, database: str) -> str:
+    """How the user drops a kept database (an opsagent command; the name quoted for SQL and for the shell)."""
+    return shlex.join(["inv", "psql", "--host", remote.host.name, "-c", f"DROP DATABASE {quote_ident(database)}"])
+
+
+def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None) -> RestoreResult:
+    """Replace the live database with a backup's contents without losing a write, in ONE remote script.
+
+    1. the backup is verified and restored into a temporary database (the live one still serves);
+    2. the live database is closed (``ALLOW_CONNECTIONS false``: nobody, not even a superuser,
+       gets in) and its sessions are terminated, so every acknowledged write is in it;
+    3. live -> ``<db>_replaced_<ts>`` and temporary -> live are renamed in one transaction that
+       also gives the new live database the old connection settings;
+    4. the replaced database is reopened under its new name, backed up (``pre-restore``) and KEPT:
+       the user drops it (``drop_hint``) when satisfied.
+    Whatever happens after step 2 (failure, Ctrl-C, the client vanishing) the script's EXIT trap
+    puts the connection settings back, on the server, without the client.
     """
     host = remote.host
     check_name(name)
-    when = (now or datetime.now(UTC)).astimezone(UTC)
+    when = _moment(now)
+    target = derived_database_name(host.database, "opsagent_swap", when)
+    old = derived_database_name(host.database, "replaced", when)
+    safety = backup_name(host.database, when, "pre-restore")
+    parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP, _SAFETY_BACKUP_PREFIX,
+             _assign(**_backup_values(remote, safety, stream=False, protect=name)), _backup_part(remote, old), _DONE]
+    body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
     before = remote.command_count
-    verify_backup(remote, name)  # a damaged backup is refused before anything else happens
-    safety = create_backup(remote, "pre-restore", now=when, protect=name)
-    swap = restore_database_name(host.database, when, "opsagent_swap")
-    old = restore_database_name(host.database, when, "opsagent_old")
-    body = _restore_body(remote, name, swap, verify=False) + _assign(old=old)  # verified above
-    admin = _psql(remote, _admin_db(host.database))
-    body += _fill(_SWAP, ADMIN_PSQL=admin, SWAP_SQL=_swap_sql(host.database, swap, old),
-                  DROP_TARGET=shlex.quote(f"DROP DATABASE IF EXISTS {quote_ident(swap)}"),
-                  DROP_OLD=shlex.quote(f"DROP DATABASE {quote_ident(old)} WITH (FORCE)"))
-    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "restore")
+    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True), "restore")
     error = _find(marks, "error")
-    if error is not None:
-        raise _restore_error(remote, name, swap, error, other)
-    kept = _find(marks, "kept_old")
-    return RestoreResult(name, host.database, True, _counts(marks, "counts_restored") or {}, None, pre_restore_backup=safety,
-                         old_database_kept=kept[0] if kept else None, remote_commands=remote.command_count - before)
+    if error is not None and _find(marks, "swapped") is None:
+        raise _restore_error(remote, name, target, error, other)
+    if _find(marks, "swapped") is None:
+        raise BackupError(f"{host.name}: the in-place restore ended without a result ({other or 'no output'}); "
+                          f"check with: inv backups --host {host.name} and pg_database", reason="unknown")
+    ended = json.loads(" ".join(_find(marks, "terminated") or ["{}"]) or "{}")
+    result = RestoreResult(name, host.database, True, _counts(marks, "counts_restored") or {}, None, old_database_kept=old,
+                           drop_hint=drop_command(remote, old), terminated_sessions=int(ended.get("count", 0)),
+                           terminated_applications=[str(a) for a in ended.get("applications") or []],
+                           remote_commands=remote.command_count - before)
+    done = _find(marks, "backup")
+    failed = _find(marks, "backup_error")
+    if done is not None and len(done) >= 3:
+        result.pre_restore_backup = _backup_result(remote, safety, when, "pre-restore", done, marks, before)
+    else:
+        reason = _backup_error(remote, failed or ["failed"], other, old).message if failed else (other or "no result")
+        result.pre_restore_backup_error = reason
+    if _find(marks, "reopen_failed") is not None:
+        raise BackupError(f"{host.name}: {host.database} was restored but its connection settings could not be put back",
+                          reason="reopen", hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
+                          + shlex.quote(f"ALTER DATABASE {quote_ident(host.database)} ALLOW_CONNECTIONS true"))
+    return result
 
 
 def as_dict(value: Any) -> Any:

@@ -63,6 +63,13 @@ class MigrationError(OpsagentError):
     """A migration failed to apply, or the plan was refused."""
 
 
+class InvalidMigration(MigrationError, UsageError):
+    """A migration file the tool refuses before running anything (COMMIT inside, CONCURRENTLY without the
+    no-transaction marker...): fix the file, exit 2.  Still a MigrationError for callers that catch those."""
+
+    exit_code = ExitCode.USAGE
+
+
 class LockTimeout(OpsagentError):
     """Another applier holds the advisory lock."""
 

@@ -108,3 +108,42 @@ def run_fleet(
                 notify(name, "timed out")
         time.sleep(0.02)
     return [outcomes[h.name] for h in hosts]
+
+
+# ---------------------------------------------------------------- sync rows
+
+WOULD_APPLY = ("would_apply", "not_rehearsed", "planned")
+"""Step statuses of a dry run that mean "this version would be applied" (rehearsed, or shown with --no-rehearse)."""
+
+
+def version_span(versions: Sequence[str]) -> str:
+    """``001``, ``001, 002`` or ``001 … 115``: first and last, never the whole list (a summary cell is one line)."""
+    if len(versions) <= 2:
+        return ", ".join(versions)
+    return f"{versions[0]} … {versions[-1]}"
+
+
+def counted(verb: str, versions: Sequence[str]) -> str:
+    """``applied 115 (001 … 115)``; ``applied 1 (007)``."""
+    return f"{verb} {len(versions)} ({version_span(versions)})"
+
+
+def sync_outcome(host: str, result: dict[str, Any]) -> HostOutcome:
+    """One host's sync or dry run (``SyncResult.as_dict()``) as a summary row: counts and first/last version.
+
+    ``details`` gains ``would_apply`` (the versions a dry run would apply) beside the
+    result's own ``applied``, so a fleet dry run says how much it would do.
+    """
+    steps = result.get("steps") or []
+    applied = [s["version"] for s in steps if s["status"] == "applied"]
+    would = [s["version"] for s in steps if s["status"] in WOULD_APPLY] if result.get("action") == "dry-run" else []
+    parts = [counted("applied", applied)] if applied else []
+    if would:
+        parts.append(counted("would apply", would))
+    if result.get("error"):
+        parts.append(str(result["error"]))
+    if not parts:
+        parts.append(str(result.get("outcome", "")).replace("_", " "))
+    ok = bool(result.get("ok"))
+    return HostOutcome(host, "ok" if ok else "failed", int(ExitCode.OK) if ok else int(ExitCode.FAILURE), "; ".join(parts),
+                       details={**result, "would_apply": would})

@@ -25,6 +25,7 @@ from .lint import (
     count_by_severity,
     escalate,
     exit_code_for,
+    grade_unknown_sizes,
     has_errors,
     lint_against_host,
     lint_migrations,
@@ -138,8 +139,7 @@ def lint_unit(migration: Migrationish, source: str | None = None) -> LintUnit:
 def candidate_tables(migrations: Iterable[Migrationish]) -> list[str]:
     """Every table any of these files could report, whichever of them turn out pending.
 
-    Each file is linted on its own (a table created by an earlier file would hide
-    findings), so the list is a superset for any pending subset: a caller can fetch
+    Each file is linted on its own, so the list is a superset for any pending subset: a caller can fetch
     their sizes (``lint.table_stats_query``) in the same round trip as the ledger.
     """
     tables: dict[str, None] = {}
@@ -151,18 +151,25 @@ def candidate_tables(migrations: Iterable[Migrationish]) -> list[str]:
 
 
 def assess(remote: QueryJson | None, migrations: Iterable[Migrationish], host: HostConfig | None = None, *,
-           stats: Mapping[str, Mapping[str, Any]] | None = None, tables_created_earlier: set[str] | None = None) -> HazardReport:
+           stats: Mapping[str, Mapping[str, Any]] | None = None, tables_created_earlier: set[str] | None = None,
+           thresholds: Mapping[str, Any] | Thresholds | None = None) -> HazardReport:
     """Lint ``migrations`` (in apply order) as ``host`` would run them; re-grade live when ``remote`` is given.
 
     ``migrations`` are objects with ``filename``, ``sql`` and ``transactional``
     (``opsagent.migrations.Migration``), ``lint.LintUnit`` or ``(source, sql,
-    transactional)`` tuples: pass only the PENDING ones, so that tables created by
-    applied migrations count as existing.  ``host`` supplies ``lock_timeout`` and
+    transactional)`` tuples: with a host, pass only the PENDING ones.  Each file is
+    linted on its own: only a table created earlier in the same file is new; one
+    created by an earlier file is an existing table (its findings say which file
+    created it).  ``host`` supplies ``lock_timeout`` and
     the ``hazards:`` thresholds (validated first: a bad value raises ConfigError
     before any remote work); ``None`` means the tool's defaults.  With a
     ``remote`` (connected to the host's database) one query fetches the live row
-    estimate and size of every table a finding names; without one, nothing
-    remote happens.  Raises ``SqlSyntaxError`` (exit 2, ``file:line``) for a
+    estimate and size of every table a finding names (a table missing there that an
+    earlier pending file creates is new: info); without one (and no ``stats``),
+    nothing remote happens and existing tables are graded by
+    ``hazards.unknown_table_size`` (default: as large tables, so errors), since
+    their size is unknown offline.  ``thresholds`` overrides the host's (offline lint).
+    Raises ``SqlSyntaxError`` (exit 2, ``file:line``) for a
     migration that does not parse.
 
     Sync uses it as::
@@ -172,17 +179,19 @@ def assess(remote: QueryJson | None, migrations: Iterable[Migrationish], host: H
         # CLI: opsagent.cli.lint.render_findings(report); --json: report.to_dict()
     """
     units = [lint_unit(m) for m in migrations]
-    thresholds = thresholds_from(host.hazards if host is not None else None)
+    limits = thresholds_from(thresholds if thresholds is not None else host.hazards if host is not None else None)
     lock_timeout = host.lock_timeout if host is not None else DEFAULT_LOCK_TIMEOUT
     findings: Sequence[Finding] = lint_migrations(units, lock_timeout=lock_timeout,
                                                   tables_created_earlier=tables_created_earlier)
     if stats is not None:
-        findings = escalate(findings, stats, thresholds)
+        findings = escalate(findings, stats, limits)
     elif remote is not None:
-        findings = lint_against_host(remote, findings, thresholds)
+        findings = lint_against_host(remote, findings, limits)
+    else:  # offline: an existing table's size is unknown, never an all-clear
+        findings = grade_unknown_sizes(findings, limits)
     return HazardReport(findings=tuple(findings), files=tuple(u.source for u in units),
                         host=host.name if host is not None else None, live=stats is not None or remote is not None,
-                        lock_timeout=lock_timeout, thresholds=thresholds)
+                        lock_timeout=lock_timeout, thresholds=limits)
 
 
 def summary_line(report: HazardReport) -> str:

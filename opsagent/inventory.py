@@ -43,7 +43,8 @@ class HostConfig:
     keep_backups: int = 10
     connect_timeout: float = 10.0
     command_timeout: float = 3600.0
-    lock_timeout: str = "10s"
+    lock_timeout: str = "5s"  # PostgreSQL lock_timeout of every sync statement; the cap of each lock-retry attempt
+    lock_retry_for: str = "2min"  # total lock-retry budget of one migration (0: no retries)
     statement_timeout: str = "0"
     rehearse_lock_timeout: str = "2s"
     rehearse_statement_timeout: str = "30s"
@@ -70,6 +71,20 @@ class Inventory:
     hosts: Mapping[str, HostConfig]
     groups: Mapping[str, tuple[str, ...]]
     paths: ProjectPaths
+    path_origins: Mapping[str, str] = dataclasses.field(default_factory=dict)  # paths key -> "file:line" where it is set
+
+    def migrations_dir(self) -> Path:
+        """``paths.migrations``, refused when the inventory names a folder that does not exist.
+
+        A misspelt path would otherwise read as a project without migrations ("nothing to apply").
+        The default ``sql/migrations`` may be missing (a project without migrations yet).
+        """
+        path = self.paths.migrations
+        origin = self.path_origins.get("migrations")
+        if origin is not None and not path.is_dir():
+            raise ConfigError(f"{origin} paths.migrations: {path} is not a directory",
+                              hint="fix paths.migrations in the inventory (paths are relative to the inventory file)")
+        return path
 
     def host(self, name: str) -> HostConfig:
         try:
@@ -120,8 +135,27 @@ def _expect_int(value: Any) -> int:
     raise TypeError("expected an integer")
 
 
-def _expect_optional_int(value: Any) -> int | None:
-    return None if value is None else _expect_int(value)
+def _expect_count(value: Any) -> int:
+    number = _expect_int(value)
+    if number < 0:
+        raise TypeError("expected a number of 0 or more")
+    return number
+
+
+def _expect_port(value: Any) -> int | None:
+    if value is None:
+        return None
+    number = _expect_int(value)
+    if not 1 <= number <= 65535:
+        raise TypeError("expected a TCP port between 1 and 65535")
+    return number
+
+
+def _expect_seconds(value: Any) -> float:
+    number = _expect_number(value)
+    if not number > 0:
+        raise TypeError("expected a number of seconds greater than 0")
+    return number
 
 
 def _expect_number(value: Any) -> float:
@@ -141,6 +175,14 @@ def _expect_timeout(value: Any) -> str:
     return text
 
 
+def _expect_budget(value: Any) -> str:
+    """A duration with its unit (``2min``, ``90s``, ``500ms``) or ``0``: a bare number would be ambiguous."""
+    text = _expect_str(value).strip()
+    if text != "0" and not re.fullmatch(r"\d+(\.\d+)?\s*(ms|s|min|h)", text):
+        raise TypeError("expected a duration with a unit such as 2min, 90s or 0")
+    return text
+
+
 def _expect_mapping(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError("expected a mapping")
@@ -149,7 +191,7 @@ def _expect_mapping(value: Any) -> dict[str, Any]:
 
 HOST_KEYS: dict[str, _Checker] = {
     "address": _expect_str,
-    "port": _expect_optional_int,
+    "port": _expect_port,
     "user": _expect_optional_str,
     "identity_file": _expect_optional_str,
     "known_hosts": _expect_str,
@@ -157,12 +199,13 @@ HOST_KEYS: dict[str, _Checker] = {
     "database": _expect_str,
     "become": _expect_optional_str,
     "pg_host": _expect_optional_str,
-    "pg_port": _expect_optional_int,
+    "pg_port": _expect_port,
     "backup_dir": _expect_str,
-    "keep_backups": _expect_int,
-    "connect_timeout": _expect_number,
-    "command_timeout": _expect_number,
+    "keep_backups": _expect_count,
+    "connect_timeout": _expect_seconds,
+    "command_timeout": _expect_seconds,
     "lock_timeout": _expect_timeout,
+    "lock_retry_for": _expect_budget,
     "statement_timeout": _expect_timeout,
     "rehearse_lock_timeout": _expect_timeout,
     "rehearse_statement_timeout": _expect_timeout,
@@ -274,6 +317,7 @@ def _build(source: Path | None, base: Path, documents: list[tuple[Path, dict[str
     raw_hosts: dict[str, tuple[dict[str, Any], dict[str, Any], _Located, Path]] = {}
     groups: dict[str, tuple[str, ...]] = {}
     paths_raw: dict[str, Any] = {}
+    origins: dict[str, str] = {}
     for doc_path, data, located in documents:
         for key in data:
             if key not in TOP_KEYS:
@@ -295,6 +339,8 @@ def _build(source: Path | None, base: Path, documents: list[tuple[Path, dict[str
             for key in paths_raw:
                 if key not in PATH_KEYS:
                     raise located.error(f"paths.{key}", f"unknown key (expected one of: {', '.join(PATH_KEYS)})")
+                line = located.lines.get(f"paths.{key}")
+                origins[key] = f"{located.source}:{line}" if line else located.source
     hosts = {name: _host(name, *parts) for name, parts in raw_hosts.items()}
     for group, members in groups.items():
         if group in hosts:
@@ -304,7 +350,7 @@ def _build(source: Path | None, base: Path, documents: list[tuple[Path, dict[str
                 raise _locator(documents, f"groups.{group}").error(f"groups.{group}", f"unknown host {member!r}")
     hosts = {name: dataclasses.replace(h, groups=tuple(g for g, m in groups.items() if name in m)) for name, h in hosts.items()}
     _check_gateways(hosts, documents)
-    return Inventory(source=source, hosts=hosts, groups=groups, paths=_paths(paths_raw, base))
+    return Inventory(source=source, hosts=hosts, groups=groups, paths=_paths(paths_raw, base), path_origins=origins)
 
 
 def _locator(documents: list[tuple[Path, dict[str, Any], _Located]], path: str) -> _Located:
@@ -352,7 +398,63 @@ def _resolve_local(value: str, base: Path) -> str:
     return str(path if path.is_absolute() else base / path)
 
 
+_IPV4_RE = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def gateway_problem(gateway: str, hosts: Mapping[str, HostConfig]) -> str | None:
+    """Why a ``gateway`` value looks wrong (None when it is fine).
+
+    A gateway is an inventory host, or ``[user@]host[:port]`` naming a real machine: a dotted name, an
+    IP address, ``localhost`` or an ``~/.ssh/config`` alias.  A bare word that is none of these is
+    almost always a misspelt inventory host, which would otherwise be looked up in DNS.
+    """
+    if gateway in hosts:
+        return None
+    _, _, rest = gateway.rpartition("@")
+    if rest.startswith("["):  # [v6 address]:port
+        address, _, tail = rest[1:].partition("]")
+        colon, port = (":", tail[1:]) if tail.startswith(":") else ("", "")
+    else:
+        address, colon, port = rest.partition(":")
+    if colon and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"port {port!r} of gateway {gateway!r} is not a TCP port (1-65535)"
+    if not address:
+        return f"gateway {gateway!r} names no host"
+    if "." in address or ":" in address or _IPV4_RE.match(address) or address == "localhost" or _ssh_config_knows(address):
+        return None
+    known = ", ".join(sorted(hosts)) or "none"
+    return (f"gateway {gateway!r} is not an inventory host (hosts: {known}), not in ~/.ssh/config and not a full host name; "
+            "write an inventory host name or user@host.example.com[:port]")
+
+
+def _ssh_config_knows(name: str) -> bool:
+    """Whether ~/.ssh/config (or the system's ssh_config) defines ``name`` as a host alias."""
+    import paramiko  # only for suspicious gateway names: keeps start-up light
+
+    for path in (Path("~/.ssh/config").expanduser(), Path("/etc/ssh/ssh_config")):
+        try:
+            if not path.is_file():
+                continue
+            config = paramiko.SSHConfig.from_path(str(path))
+        except (OSError, ValueError, paramiko.SSHException):
+            continue
+        if name in config.get_hostnames():
+            return True
+        found = config.lookup(name)
+        if found.get("hostname", name) != name or "proxyjump" in found or "proxycommand" in found:
+            return True
+    return False
+
+
 def _check_gateways(hosts: Mapping[str, HostConfig], documents: list[tuple[Path, dict[str, Any], _Located]]) -> None:
+    for name, host in hosts.items():
+        if host.gateway:
+            problem = gateway_problem(host.gateway, hosts)
+            if problem is not None:
+                where = f"hosts.{name}.gateway"
+                if not any(where in located.lines for _, _, located in documents):
+                    where = "defaults.gateway"
+                raise _locator(documents, where).error(where, problem)
     for name in hosts:
         seen = [name]
         current = hosts[name].gateway

@@ -61,16 +61,25 @@ class Ledger:
 
     # -- reading
 
-    def state_query(self) -> str:
-        """One JSON value: ledger rows, its columns, and who holds the sync lock (psql script with \\if)."""
+    def holders_query(self) -> str:
+        """A JSON array of the sessions holding the sync lock (other than this one); no trailing semicolon."""
         cls, obj = self.lock_key
-        holders = (
+        return (
             "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, "
             "'client', coalesce(host(a.client_addr), 'local socket'), 'user', a.usename, 'since', a.backend_start)), '[]') "
             "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             f"WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {cls} AND l.objid = {obj} AND l.objsubid = 2 "
             "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.pid <> pg_backend_pid()"
         )
+
+    def try_lock_sql(self) -> str:
+        """Take the sync lock if it is free (never waits): a JSON boolean."""
+        cls, obj = self.lock_key
+        return f"SELECT to_json(pg_try_advisory_lock({cls}, {obj}))"
+
+    def state_query(self) -> str:
+        """One JSON value: ledger rows, its columns, and who holds the sync lock (psql script with \\if)."""
+        holders = self.holders_query()
         columns = (
             "SELECT coalesce(json_agg(attname ORDER BY attnum), '[]') FROM pg_attribute "
             f"WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 AND NOT attisdropped"
@@ -187,6 +196,47 @@ class LockHolder:
     def describe(self) -> str:
         name = self.application_name or "unnamed session"
         return f"pid {self.pid} ({name}, user {self.user}, from {self.client}, connected since {self.since})"
+
+
+def blockers_query(pid: int) -> str:
+    """A JSON array describing the sessions that block backend ``pid`` (``pg_blocking_pids``): who, state, age, query."""
+    return (
+        "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, 'state', a.state, "
+        "'user', a.usename, 'client', coalesce(host(a.client_addr), 'local socket'), "
+        "'xact_age_s', round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1), "
+        "'query', left(split_part(btrim(a.query, E' \\n\\t\\r'), E'\\n', 1), 200)) ORDER BY a.pid), '[]') "
+        f"FROM pg_stat_activity a WHERE a.pid = ANY (pg_blocking_pids({int(pid)}))"
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Blocker:
+    """A session that blocked one of our statements (seen through ``pg_blocking_pids``)."""
+
+    pid: int
+    application_name: str
+    state: str
+    user: str
+    client: str
+    xact_age_s: float | None
+    query: str
+
+    def describe(self) -> str:
+        name = self.application_name or "unnamed session"
+        age = f", transaction open {self.xact_age_s:g}s" if self.xact_age_s is not None else ""
+        query = f": {self.query}" if self.query else ""
+        return f"pid {self.pid} ({name}, user {self.user}, {self.state or 'state unknown'}{age}){query}"
+
+
+def decode_blockers(raw: Iterable[Mapping[str, Any]] | None) -> list[Blocker]:
+    blockers: list[Blocker] = []
+    for item in raw or ():
+        age = item.get("xact_age_s")
+        blockers.append(Blocker(pid=int(item.get("pid") or 0), application_name=str(item.get("application_name") or ""),
+                                state=str(item.get("state") or ""), user=str(item.get("user") or ""),
+                                client=str(item.get("client") or ""), xact_age_s=None if age is None else float(age),
+                                query=str(item.get("query") or "")))
+    return blockers
 
 
 def decode_holders(raw: Iterable[Mapping[str, Any]] | None) -> list[LockHolder]:

@@ -34,7 +34,7 @@ from .sqltext import Statement, split_statements
 from .units import human_bytes
 
 SEVERITIES = ("info", "warning", "error")
-DEFAULT_LOCK_TIMEOUT = "10s"
+DEFAULT_LOCK_TIMEOUT = "5s"  # the inventory's default per-attempt lock_timeout (opsagent.inventory.HostConfig)
 
 
 # ---------------------------------------------------------------- rules
@@ -153,6 +153,7 @@ class Finding:
     bytes: int | None = None  # pg_total_relation_size of ``table``
     reason: str | None = None  # why the severity differs from the rule's default
     acknowledged: bool = False  # silenced by an ``-- opsagent:ignore RULE`` comment
+    created_in: str | None = None  # an earlier file of the linted set that creates ``table`` (it exists when this runs)
 
     @property
     def location(self) -> str:
@@ -283,9 +284,16 @@ class _Timeout:
 
 @dataclasses.dataclass
 class _State:
-    """What earlier statements of the migration set tell about later ones."""
+    """What earlier statements of the same file tell about later ones.
+
+    ``created`` holds the tables created earlier IN THIS FILE: new and empty, so an index
+    or a constraint on them is harmless.  A table created by an earlier file is an existing
+    table by the time this file runs (that file ran long ago on production), of a size only
+    the host knows: ``created_by`` remembers which file, to say so in the finding.
+    """
 
     created: set[str]
+    created_by: dict[str, str] = dataclasses.field(default_factory=dict)  # table key -> earlier file creating it
     # (table key, column) -> True when a validated CHECK (col IS NOT NULL) makes SET NOT NULL instant
     not_null_checks: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
     # constraint name -> (table key, column) for CHECK (col IS NOT NULL) NOT VALID
@@ -306,6 +314,7 @@ class _FileLinter:
         self.findings: list[Finding] = []
         self.statement: Statement | None = None
         self.locks: list[tuple[str, str]] = []  # tables this statement locks strongly (display, key)
+        self.table_keys: dict[str, str] = {}  # display name -> key, for the tables findings name
 
     # -- plumbing
 
@@ -321,7 +330,7 @@ class _FileLinter:
         assert self.statement is not None
         location = getattr(node, "location", None)
         if isinstance(location, int) and location >= 0:
-            return max(self.statement.line, self.sql[:location].count("\n") + 1)
+            return self.statement.line_at(location)  # node locations are offsets into the statement's own text
         return self.statement.line
 
     def add(self, rule_id: str, *, table: str | None = None, message: str | None = None, node: Any = None,
@@ -332,31 +341,40 @@ class _FileLinter:
             source=self.source, line=self.line_of(node) if node is not None else self.statement.line, rule=rule.id,
             severity=severity or rule.severity, message=message or rule.what, fix=rule.fix, table=table,
             category=category or rule.category, statement=_first_line(self.statement.text),
+            created_in=self.state.created_by.get(self.table_keys.get(table, "")) if table else None,
         ))
 
     def existing(self, rel: Any) -> tuple[str, str] | None:
-        """The (display, key) of a relation unless it was created earlier in this migration set."""
+        """The (display, key) of a relation unless it was created earlier in this file."""
         names = _rangevar(rel)
         if names is None or names[1] in self.state.created:
             return None
+        self.table_keys[names[0]] = names[1]
         return names
 
     def lock(self, names: tuple[str, str] | None) -> None:
-        if names is not None and names not in self.locks:
-            self.locks.append(names)
+        if names is not None:
+            self.table_keys[names[0]] = names[1]
+            if names not in self.locks:
+                self.locks.append(names)
+
+    def created(self, names: tuple[str, str]) -> None:
+        self.state.created.add(names[1])
 
     # -- driving
 
     def run(self) -> list[Finding]:
         statements = split_statements(self.sql, self.source)
         ignores = _ignore_comments(self.sql, statements)
-        for statement, ignored in zip(statements, ignores, strict=True):
+        for index, statement in enumerate(statements):
+            handler = _HANDLERS.get(statement.kind)
+            if handler is None or not _may_matter(statement):
+                continue
+            ignored = ignores.get(index)
             self.statement = statement
             self.locks = []
             start = len(self.findings)
-            handler = _HANDLERS.get(type(statement.node).__name__)
-            if handler is not None:
-                handler(self, statement.node)
+            handler(self, statement.parse_node())  # not kept: 400,000 ASTs would cost gigabytes
             self.timing(start)
             if ignored:
                 self.acknowledge(start, ignored)
@@ -395,19 +413,36 @@ class _FileLinter:
             self.local = None
 
 
-def _ignore_comments(sql: str, statements: Sequence[Statement]) -> list[set[str]]:
-    """Rules acknowledged by ``-- opsagent:ignore rule-a, rule-b`` before or inside each statement."""
-    lines = sql.splitlines()
-    result: list[set[str]] = []
-    previous_end = 0
-    for statement in statements:
-        end = statement.line - 1 + statement.text.count("\n")
-        chunk = "\n".join(lines[previous_end:end + 1])
-        previous_end = end + 1
-        rules: set[str] = set()
-        for match in re.finditer(r"--\s*opsagent:\s*ignore\s+([a-z0-9\-, ]+)", chunk, re.IGNORECASE):
-            rules.update(part.strip().lower() for part in match.group(1).split(",") if part.strip())
-        result.append(rules)
+_IGNORE_RE = re.compile(r"--\s*opsagent:\s*ignore\s+([a-z0-9\-, ]+)", re.IGNORECASE)
+# statement kinds whose handler can only report something when one of these words is in the text
+# (a WITH clause, SELECT INTO, set_config): the rest of a 400,000-INSERT data load is not parsed twice
+_NEEDS_WORD = {"InsertStmt": re.compile("with", re.IGNORECASE), "SelectStmt": re.compile("with|into|set_config", re.IGNORECASE)}
+
+
+def _may_matter(statement: Statement) -> bool:
+    words = _NEEDS_WORD.get(statement.kind)
+    return words is None or words.search(statement.text) is not None
+
+
+def _ignore_comments(sql: str, statements: Sequence[Statement]) -> dict[int, set[str]]:
+    """Rules acknowledged by ``-- opsagent:ignore rule-a, rule-b`` before or inside each statement.
+
+    One regex pass over the file, then each comment goes to the first statement ending on
+    or after its line (linear: a statement never rescans the file).
+    """
+    result: dict[int, set[str]] = {}  # statement index -> rules
+    if _IGNORE_RE.search(sql) is None:
+        return result
+    ends = [statement.line + statement.text.count("\n") for statement in statements]
+    index, line, counted_to = 0, 1, 0
+    for match in _IGNORE_RE.finditer(sql):
+        line += sql.count("\n", counted_to, match.start())
+        counted_to = match.start()
+        while index < len(ends) and ends[index] < line:
+            index += 1
+        if index == len(ends):
+            break
+        result.setdefault(index, set()).update(part.strip().lower() for part in match.group(1).split(",") if part.strip())
     return result
 
 
@@ -955,11 +990,20 @@ def _as_unit(unit: UnitLike) -> LintUnit:
 
 def lint_migrations(units: Iterable[UnitLike], *, lock_timeout: str | None = DEFAULT_LOCK_TIMEOUT,
                     tables_created_earlier: set[str] | None = None) -> list[Finding]:
-    """Findings for a migration set in order; a table created by an earlier file is not "existing" later."""
-    state = _State(set(tables_created_earlier or ()))
+    """Findings for a migration set in order, each file on its own.
+
+    Only a table created earlier in the SAME file is new.  A table created by an earlier
+    file exists when this one runs (on production that file ran long ago), so its findings
+    stay, marked ``created_in`` that file: offline its size is unknown (:func:`grade_unknown_sizes`),
+    live the host knows it (:func:`escalate`).  ``tables_created_earlier`` are new in every file.
+    """
+    created_by: dict[str, str] = {}
     findings: list[Finding] = []
     for unit in map(_as_unit, units):
+        state = _State(set(tables_created_earlier or ()), created_by)
         findings.extend(_FileLinter(unit.sql, unit.source, unit.transactional, lock_timeout, state).run())
+        for key in state.created:
+            created_by.setdefault(key, unit.source)
     return findings
 
 
@@ -974,11 +1018,13 @@ class Thresholds:
     large_table_bytes: int = 1 << 30
     small_table_rows: int = 10_000  # 0 disables the downgrade of blocking findings on small tables
     small_table_bytes: int = 64 << 20
+    unknown_table_size: str = "large"  # offline, an existing table's size is unknown: graded as "large" or "small"
 
     def is_large(self, rows: int | None, size: int | None) -> bool:
         return (rows is not None and rows >= self.large_table_rows) or (size is not None and size >= self.large_table_bytes)
 
 
+UNKNOWN_SIZE_CHOICES = ("large", "small")
 _UNITS = {"": 1, "b": 1, "kb": 1 << 10, "mb": 1 << 20, "gb": 1 << 30, "tb": 1 << 40}
 
 
@@ -999,11 +1045,16 @@ def thresholds_from(hazards: Mapping[str, Any] | Thresholds | None) -> Threshold
     """Validate a host's ``hazards:`` mapping (``large_table_rows: 1000000``, ``large_table_bytes: 1GB``...)."""
     if isinstance(hazards, Thresholds):
         return hazards
-    values: dict[str, int] = {}
+    values: dict[str, Any] = {}
     known = {f.name for f in dataclasses.fields(Thresholds)}
     for key, value in (hazards or {}).items():
         if key not in known:
             raise ConfigError(f"hazards.{key}: unknown key (expected one of: {', '.join(sorted(known))})")
+        if key == "unknown_table_size":
+            if str(value).strip().lower() not in UNKNOWN_SIZE_CHOICES:
+                raise ConfigError(f"hazards.{key}: expected one of {', '.join(UNKNOWN_SIZE_CHOICES)}, got {value!r}")
+            values[key] = str(value).strip().lower()
+            continue
         values[key] = _threshold_int(key, value, sizes=key.endswith("_bytes"))
     return Thresholds(**values)
 
@@ -1098,12 +1149,59 @@ def escalate(findings: Iterable[Finding], stats: Mapping[str, Mapping[str, Any]]
     for finding in findings:
         entry = stats.get(finding.table) if finding.table else None
         if entry is None:
-            result.append(finding)
+            result.append(_not_on_host(finding))
             continue
         rows = _optional_int(entry.get("rows"))
         size = _optional_int(entry.get("bytes"))
         severity, reason = _regrade(finding, rows, size, limits)
         result.append(dataclasses.replace(finding, rows=rows, bytes=size, severity=severity, reason=reason))
+    return result
+
+
+def _escalates(finding: Finding) -> str | None:
+    """The rule's escalation kind ("large"/"rows") when live sizes could change this finding's grade."""
+    rule = RULES.get(finding.rule)
+    if rule is None or rule.escalation is None or finding.acknowledged or finding.severity == "error" or not finding.table:
+        return None
+    return rule.escalation
+
+
+def _not_on_host(finding: Finding) -> Finding:
+    """A table the host does not have: created by an earlier PENDING file of this run, it is new and empty then."""
+    if finding.created_in is None or _escalates(finding) is None:
+        return finding
+    return dataclasses.replace(finding, severity="info",
+                               reason=f"{finding.table} is not on the host yet: {finding.created_in}, pending before this file, "
+                                      "creates it, so it is new and empty when this runs")
+
+
+def grade_unknown_sizes(findings: Iterable[Finding], thresholds: Mapping[str, Any] | Thresholds | None = None) -> list[Finding]:
+    """Offline: grade findings on existing tables, whose size no file tells, as the ``hazards:`` settings say.
+
+    ``unknown_table_size: large`` (the default) grades them as on a large table (errors), so a
+    ``CREATE INDEX`` on a table of an earlier migration is never an all-clear; ``small`` grades
+    blocking findings as on a small table (infos) and leaves destructive ones warnings.
+    ``inv lint --host H`` replaces both with the live size.
+    """
+    limits = thresholds_from(thresholds)
+    result: list[Finding] = []
+    for finding in findings:
+        kind = _escalates(finding)
+        if kind is None or finding.severity != "warning":  # an info (e.g. an unknown default function) stays one
+            result.append(finding)
+            continue
+        origin = (f"an existing table (created by {finding.created_in}, an earlier migration)" if finding.created_in
+                  else "an existing table")
+        if limits.unknown_table_size == "large":
+            severity = "error"
+            reason = (f"{finding.table} is {origin} of unknown size offline: graded as on a large table "
+                      "('inv lint --host H' judges it by its live size)")
+        elif kind == "large" and finding.category == "blocking":
+            severity, reason = "info", (f"{finding.table} is {origin} of unknown size offline: graded as a small table "
+                                        "(hazards.unknown_table_size: small)")
+        else:
+            severity, reason = finding.severity, f"{finding.table} is {origin} of unknown size offline"
+        result.append(dataclasses.replace(finding, severity=severity, reason=reason))
     return result
 
 

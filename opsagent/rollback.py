@@ -36,7 +36,7 @@ from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection
 from .declarative import live_catalog, pin_extension_versions
 from .diff import Change, DiffResult, compare, display
 from .drift import _both, confirm_changes, dump_for_diff, read_catalog, replay_chunks
-from .errors import MigrationError, OpsagentError, RemoteError, UsageError
+from .errors import InvalidMigration, OpsagentError, RemoteError, UsageError
 from .extract import dump_schema
 from .ledger import Ledger, LedgerState, quote_literal
 from .migrations import Migration, VersionStatus, compute_status, discover, not_in_transaction, version_key
@@ -266,7 +266,7 @@ def _rehearsal_text(statement: Statement, source: str) -> tuple[str | None, bool
         return _CONCURRENTLY.sub("", statement.text, count=1), False
     if what in _SKIPPABLE:
         return None, False
-    raise MigrationError(f"{source}:{statement.line}: {what} in a down section cannot be rehearsed",
+    raise InvalidMigration(f"{source}:{statement.line}: {what} in a down section cannot be rehearsed",
                          hint="keep down sections to schema changes (CREATE/DROP INDEX CONCURRENTLY are fine)")
 
 
@@ -283,7 +283,7 @@ def destroys(statement: Statement) -> bool:
 def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
     """The down section's statements (a BEGIN/COMMIT wrapper removed) and whether all of them can share a transaction."""
     source = label(migration.path)
-    statements = [dataclasses.replace(s, line=s.line + migration.down_line - 1)
+    statements = [Statement(s.text, s.line + migration.down_line - 1, s.kind)
                   for s in split_statements(migration.down_sql or "", str(migration.path))]
     kinds = [getattr(s.node, "kind", None) for s in statements]
     names = [str(getattr(k, "name", k)) for k in kinds]
@@ -293,7 +293,7 @@ def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
     steps: list[SqlStep] = []
     for statement in statements:
         if statement.kind == "TransactionStmt":
-            raise MigrationError(f"{label(migration.path)}:{statement.line}: transaction control inside a down section; "
+            raise InvalidMigration(f"{label(migration.path)}:{statement.line}: transaction control inside a down section; "
                                  "remove it (opsagent runs the down sections in one transaction with the ledger change)")
         rehearse, transactional = _rehearsal_text(statement, str(label(migration.path)))
         steps.append(SqlStep(statement.text, rehearse, f"{source}:{statement.line} (down section)", transactional,

@@ -1,12 +1,27 @@
 """Apply pending migrations to one database over one SSH connection, or rehearse them.
 
-A sync is ONE interactive psql session (``remote.start``) fed step by step:
-read the ledger, (confirm), take a session-level advisory lock and read the ledger
-again under it, take the backup as a separate remote command while the lock is
-held, then stream every pending migration as one script.  ``\\echo`` markers come
-back as the script runs, so progress is live and a failure names its migration;
-psql's ``psql:<stdin>:LINE:`` prefix is mapped back to ``file:line``.  The number of
-remote commands is constant (2 with a backup's 1), whatever the number of migrations.
+A sync is ONE interactive psql session (``remote.start``) fed step by step.  Its first
+statement sets the host's ``lock_timeout``, so nothing it runs (ledger read, table sizes,
+migrations) can queue behind another session's lock for longer than that.  Then: read the
+ledger, (confirm), take the session-level advisory lock (polled from the client, with
+backoff, so Ctrl-C stops it at once) and read the ledger again under it, take the backup
+as a separate remote command, then stream the pending migrations as one script.
+``\\echo`` markers come back as the script runs, so progress is live and a failure names
+its migration; psql's ``psql:<stdin>:LINE:`` prefix is mapped back to ``file:line``.
+
+Lock retries (GitLab's ``with_lock_retries``): each migration runs with a short
+per-attempt ``lock_timeout``.  When one of its statements fails with ``lock_not_available``
+(55P03) psql rolls it back and skips the rest of the streamed script (``\\if`` guards,
+``ON_ERROR_STOP`` off inside the apply script); the client pauses (jittered), and streams
+the rest again from that migration with a longer per-attempt timeout, until the
+``lock_retry_for`` budget is spent.  A second psql session watches ``pg_blocking_pids``
+of ours meanwhile, so every failed attempt names who blocks.  The number of remote
+commands is constant (session, blocker watch, backup), whatever the number of migrations
+or attempts.
+
+After psql or the SSH connection is lost mid-apply, the outcome is not guessed: our
+backend is stopped if it still runs, the ledger is read (over a new connection when the
+old one is gone) and the result says which migrations committed.
 """
 
 from __future__ import annotations
@@ -14,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import random
 import re
 import threading
 import time
@@ -25,20 +41,28 @@ from . import __version__
 from .backup import BackupResult, create_backup
 from .errors import MigrationError, OpsagentError, RemoteError, UsageError
 from .hazards import HazardReport, assess, candidate_tables
-from .ledger import Ledger, LedgerState, LockHolder, quote_literal
+from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers, quote_literal
 from .lint import table_stats_query
 from .migrations import Migration, Plan, VersionStatus, compute_status, discover, plan_pending
 from .sqltext import Statement
-from .transport import Remote, RemoteProcess
+from .transport import Remote, RemoteProcess, open_remote
 
 MARK = "@@opsagent"
 _TIMEOUT_RE = re.compile(r"^\d+\s*(ms|s|min|h)?$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
 _PSQL_ERROR_RE = re.compile(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL|PANIC):\s+(.*)$")
 _PSQL_LINE_RE = re.compile(r"^LINE (\d+):")
-_TIMEOUT_STATES = frozenset({"55P03", "57014"})  # lock_not_available, query_canceled (statement_timeout)
+LOCK_NOT_AVAILABLE = "55P03"
+_TIMEOUT_STATES = frozenset({LOCK_NOT_AVAILABLE, "57014"})  # lock_not_available, query_canceled (statement_timeout)
+# what a multi-transaction statement (CREATE INDEX CONCURRENTLY, REINDEX/DROP INDEX CONCURRENTLY) leaves behind when it
+# stops partway: relations and index validity (temporary relations of other sessions excluded)
+_CATALOG_FINGERPRINT = ("(SELECT md5(coalesce(string_agg(c.oid::text || coalesce(':' || i.indisvalid::text || i.indisready::text, ''), "
+                        "',' ORDER BY c.oid), '')) FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+                        "WHERE c.relpersistence <> 't')")
 
 Outcome = Literal["applied", "nothing_to_do", "failed", "refused", "lock_timeout", "backup_failed", "declined",
-                  "dry_run", "rehearsal_failed"]
+                  "dry_run", "rehearsal_failed", "interrupted", "lost"]
 StepStatus = Literal["applied", "failed", "untouched", "would_apply", "would_fail", "not_rehearsed", "timed_out", "planned"]
 
 
@@ -52,8 +76,10 @@ class SyncOptions:
     target: str | None = None
     allow_out_of_order: bool = False
     backup: bool = True
-    lock_timeout: float = 60.0  # seconds to wait for another applier's advisory lock
-    migration_lock_timeout: str | None = None  # PostgreSQL lock_timeout per migration (default: host's)
+    advisory_lock_wait: float = 60.0  # seconds to wait for another applier's advisory lock
+    lock_timeout: str | None = None  # PostgreSQL lock_timeout per attempt (default: the host's lock_timeout)
+    lock_retry_for: str | None = None  # total lock-retry budget per migration (default: the host's lock_retry_for)
+    migration_lock_timeout: str | None = None  # older name of lock_timeout (used when lock_timeout is not given)
     statement_timeout: str | None = None  # PostgreSQL statement_timeout per migration (default: host's)
     dry_run: bool = False
     rehearse: bool = True
@@ -73,24 +99,49 @@ class StepResult:
     ms: int | None = None
     error: str | None = None
     location: str | None = None  # file:line of the failing statement
+    attempts: int = 0  # how many times it was tried (lock retries)
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True)
+class LockWait:
+    """One failed attempt to take a migration's locks: who blocked it and what happens next."""
+
+    version: str
+    attempt: int
+    lock_timeout_ms: int  # the attempt's lock_timeout
+    waited_s: float  # since the migration's first attempt began
+    blockers: tuple[Blocker, ...]
+    retry_in_s: float | None  # None: the budget is spent, no further attempt
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"version": self.version, "attempt": self.attempt, "lock_timeout_ms": self.lock_timeout_ms,
+                "waited_s": round(self.waited_s, 3), "retry_in_s": None if self.retry_in_s is None else round(self.retry_in_s, 3),
+                "blockers": [dataclasses.asdict(b) for b in self.blockers]}
+
+    def describe_blockers(self) -> str:
+        return "; ".join(b.describe() for b in self.blockers) or "a session that could not be identified (it may have ended)"
+
+
+@dataclasses.dataclass(frozen=True)
 class SyncEvent:
     """Progress reported while a sync runs (the CLI renders these live)."""
 
-    kind: Literal["plan", "lock_wait", "locked", "backup_start", "backup_done", "begin", "done", "failed", "rehearsed"]
+    kind: Literal["plan", "lock_wait", "locked", "backup_start", "backup_done", "begin", "done", "failed", "rehearsed",
+                  "lock_retry"]
     step: StepResult | None = None
     message: str = ""
     plan: tuple[Migration, ...] = ()
     hazards: HazardReport | None = None
+    wait: LockWait | None = None  # lock_retry: the failed attempt and its blockers
+    holders: tuple[LockHolder, ...] = ()  # lock_wait: who holds the migration lock
 
 
 EventCallback = Callable[[SyncEvent], None]
 ConfirmCallback = Callable[[Sequence[Migration]], bool]
+Reconnect = Callable[[], contextlib.AbstractContextManager[Remote]]
 
 
 @dataclasses.dataclass
@@ -111,6 +162,7 @@ class SyncResult:
     lock_holders: list[LockHolder] = dataclasses.field(default_factory=list)
     adopted_ledger: bool = False
     hazards: HazardReport | None = None
+    lock_waits: list[LockWait] = dataclasses.field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -120,6 +172,10 @@ class SyncResult:
     def versions(self) -> list[str]:
         return [s.version for s in self.steps]
 
+    @property
+    def applied(self) -> list[str]:
+        return [s.version for s in self.steps if s.status == "applied"]
+
     def as_dict(self) -> dict[str, Any]:
         backup = None
         if self.backup is not None:
@@ -128,22 +184,32 @@ class SyncResult:
         return {
             "host": self.host, "database": self.database, "action": self.action, "outcome": self.outcome, "ok": self.ok,
             "error": self.error, "hint": self.hint, "steps": [s.as_dict() for s in self.steps],
-            "applied": [s.version for s in self.steps if s.status == "applied"], "backup": backup,
+            "applied": self.applied, "backup": backup,
             "warnings": self.warnings, "remote_commands": self.remote_commands,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
             "lock_holders": [dataclasses.asdict(h) for h in self.lock_holders], "adopted_ledger": self.adopted_ledger,
             "hazards": self.hazards.to_dict() if self.hazards is not None else None,
+            "lock_waits": [w.as_dict() for w in self.lock_waits],
         }
 
     def audit_record(self, who: str, git_commit: str | None) -> dict[str, Any]:
         return {
             "host": self.host, "database": self.database, "who": who, "git_commit": git_commit, "action": self.action,
-            "versions": self.versions, "applied": [s.version for s in self.steps if s.status == "applied"],
+            "versions": self.versions, "applied": self.applied,
             "outcome": self.outcome, "error": self.error,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
             "migration_ms": {s.version: s.ms for s in self.steps if s.ms is not None},
             "backup_file": self.backup.path if self.backup else None, "remote_commands": self.remote_commands,
+            "lock_waits": [w.as_dict() for w in self.lock_waits],
         }
+
+
+class SyncInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sync, carrying what the run had done (and what committed) for the audit log and the report."""
+
+    def __init__(self, result: SyncResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,19 +233,161 @@ def check_timeout(value: str, flag: str) -> str:
     return text
 
 
+def duration_seconds(value: str, flag: str, *, bare_unit: str = "ms") -> float:
+    """Seconds in a duration such as 5s, 500ms, 2min, 1.5s or 0; a bare number is in ``bare_unit`` (PostgreSQL: ms)."""
+    match = _DURATION_RE.match(value)
+    if match is None:
+        raise UsageError(f"{flag}: expected a duration such as 5s, 500ms, 2min or 0, got {value!r}")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or bare_unit]
+
+
+def pg_duration(seconds: float) -> str:
+    """A lock_timeout value for SQL, in whole milliseconds ('0' disables the timeout)."""
+    return f"{max(0, round(seconds * 1000))}ms" if seconds > 0 else "0"
+
+
+# ---------------------------------------------------------------- lock retries
+
+
+@dataclasses.dataclass(frozen=True)
+class LockRetryPolicy:
+    """How a migration retries its locks: short attempts that grow, jittered pauses, one total budget.
+
+    Attempt n waits at most ``min(cap, first * 2**(n-1))`` for each lock (0.5 s, 1 s, 2 s, 4 s, then the cap: the
+    host's ``lock_timeout``), then pauses ``uniform(0.5, 1.5) * clamp(attempt timeout, 1 s, 5 s)`` so the traffic
+    queued behind the attempt drains.  Attempts stop when the next one would start after ``budget`` seconds
+    (counted from the migration's first attempt).  A budget of 0 means one attempt with the full cap; a cap of 0
+    (lock_timeout disabled) means one attempt that waits as long as it takes.
+    """
+
+    cap: float
+    budget: float
+    first: float = 0.5
+    pause_min: float = 1.0
+    pause_max: float = 5.0
+
+    @property
+    def retries(self) -> bool:
+        return self.budget > 0 and self.cap > 0
+
+    def timeout_for(self, attempt: int, remaining: float | None = None) -> float:
+        if not self.retries:
+            return self.cap
+        timeout = min(self.cap, self.first * 2.0 ** (attempt - 1))
+        if remaining is not None:
+            timeout = max(0.1, min(timeout, remaining))
+        return timeout
+
+    def pause_after(self, attempt: int, rng: random.Random) -> float:
+        base = min(self.pause_max, max(self.pause_min, self.timeout_for(attempt)))
+        return base * rng.uniform(0.5, 1.5)
+
+    def next_attempt(self, attempt: int, elapsed: float, rng: random.Random) -> tuple[float, float] | None:
+        """(pause, lock_timeout) of the attempt after ``attempt``, or None when the budget is spent."""
+        if not self.retries:
+            return None
+        pause = self.pause_after(attempt, rng)
+        remaining = self.budget - elapsed - pause
+        if remaining < 0.1:
+            return None
+        return pause, self.timeout_for(attempt + 1, remaining)
+
+
+class _BlockerWatch:
+    """A second psql session that polls ``pg_blocking_pids`` of our backend while migrations run.
+
+    Started once per run (one remote command); what it saw since the last :meth:`take` is the list
+    of sessions that blocked the attempt that just failed.
+    """
+
+    def __init__(self, remote: Remote, pid: int, lock_timeout: str, interval: float = 0.2) -> None:
+        self.proc = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
+        self.query = blockers_query(pid) + ";\n"
+        self.interval = interval
+        self.seen: dict[int, Blocker] = {}
+        self.last: list[Blocker] = []
+        self.guard = threading.Lock()
+        self.stopped = threading.Event()
+        self.proc.write(f"SET lock_timeout = '{lock_timeout}';\nSET application_name = 'opsagent blocker watch';\n")
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+        self.thread.start()
+
+    def _poll(self) -> None:
+        with contextlib.suppress(RemoteError, ValueError, json.JSONDecodeError):
+            while not self.stopped.is_set():
+                self.proc.write(self.query)
+                line = self.proc.read_line(30)
+                if line is None:
+                    return
+                blockers = decode_blockers(json.loads(line) if line.strip() else [])
+                if blockers:
+                    with self.guard:
+                        for blocker in blockers:
+                            self.seen[blocker.pid] = blocker
+                        self.last = blockers
+                self.stopped.wait(self.interval)
+
+    def query_json(self, script: str, timeout: float) -> Any:
+        """Stop polling and run ``script`` (ending in one JSON value) on this already connected session.
+
+        Used to settle an interrupted run: it saves starting sudo and psql when every second counts.
+        """
+        self.stopped.set()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise RemoteError(f"{self.proc.host}: the blocker watch session does not answer")
+        self.proc.write(f"{script}\\echo {MARK} settled\n")
+        lines: list[str] = []
+        while True:
+            line = self.proc.read_line(timeout)
+            if line is None:
+                raise RemoteError(f"{self.proc.host}: the blocker watch session ended: {self.proc.stderr.strip()[:200]}")
+            if line == f"{MARK} settled":
+                break
+            lines.append(line)
+        return json.loads(lines[-1])
+
+    def take(self) -> tuple[Blocker, ...]:
+        """The blockers seen since the last call (else the last ones seen at all)."""
+        with self.guard:
+            found = list(self.seen.values()) or self.last
+            self.seen = {}
+        return tuple(found)
+
+    def close(self) -> None:
+        self.stopped.set()
+        self.proc.close_stdin()  # psql ends at end of input
+        self.thread.join(0.5)
+        self.proc.close()
+
+
 # ---------------------------------------------------------------- session
 
 
 class _Session:
-    """The interactive psql session: send a script, read marker lines back."""
+    """The interactive psql session: send a script, read marker lines back.
 
-    def __init__(self, remote: Remote, application_name: str) -> None:
+    Its first statement sets ``lock_timeout``: no statement of the session waits longer for a lock.
+    """
+
+    def __init__(self, remote: Remote, application_name: str, lock_timeout: str) -> None:
         self.remote = remote
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.closed = False
-        self.proc.write(f"SET application_name = {quote_literal(application_name[:63])};\n"
-                        f"\\echo {MARK} pid\nSELECT pg_backend_pid();\n")
+        self.lock_timeout = lock_timeout
+        self.proc.write(f"SET lock_timeout = '{lock_timeout}';\n"
+                        f"SET application_name = {quote_literal(application_name[:63])};\n"
+                        f"\\echo {MARK} pid\nSELECT json_build_object('pid', pg_backend_pid(), 'started', "
+                        "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()));\n")
         self.backend_pid: int | None = None
+        self.backend_start: str | None = None
+
+    FIRST_FREE_LINE = 5  # script lines 1-4: lock_timeout, application_name, the pid marker and query
+
+    def identify(self, timeout: float) -> None:
+        document = self.read_json("pid", timeout)
+        self.backend_pid = int(document["pid"])
+        self.backend_start = str(document["started"])
 
     def send(self, script: str) -> None:
         self.proc.write(script)
@@ -210,12 +418,13 @@ class _Session:
         lines = [line for line in self.proc.stderr.splitlines() if line.strip()]
         return " ".join(lines[:3])
 
-    def close(self) -> None:
+    def close(self, wait: float = 10) -> None:
+        """End of input: psql ends; ``wait`` for its exit status and last stderr (short after Ctrl-C)."""
         if self.closed:
             return
         self.closed = True
         self.proc.close_stdin()
-        self.proc.wait(10)
+        self.proc.wait(wait)
         self.proc.close()
 
 
@@ -224,7 +433,7 @@ class _Session:
 
 def read_state(remote: Remote, ledger: Ledger) -> LedgerState:
     """The ledger and lock holders in ONE remote command (used by status, baseline, repair)."""
-    return LedgerState.decode(remote.query_json(ledger.state_query()))
+    return LedgerState.decode(remote.query_json(f"SET lock_timeout = '{remote.host.lock_timeout}';\n" + ledger.state_query()))
 
 
 def statuses_for(migrations_dir: Path, state: LedgerState) -> tuple[list[VersionStatus], list[Migration], list[str]]:
@@ -279,37 +488,31 @@ class _Script:
         return None
 
 
-def _lock_script(ledger: Ledger, wait_seconds: float) -> str:
-    cls, obj = ledger.lock_key
-    return (
-        "DO $opsagent$\n"
-        f"DECLARE deadline timestamptz := clock_timestamp() + make_interval(secs => {float(wait_seconds)});\n"
-        "BEGIN\n"
-        "  LOOP\n"
-        f"    IF pg_try_advisory_lock({cls}, {obj}) THEN PERFORM set_config('opsagent.locked', 'on', false); RETURN; END IF;\n"
-        "    IF clock_timestamp() >= deadline THEN PERFORM set_config('opsagent.locked', 'off', false); RETURN; END IF;\n"
-        "    PERFORM pg_sleep(0.05);\n"
-        "  END LOOP;\n"
-        "END $opsagent$;\n"
-        f"\\echo {MARK} lock\n"
-        "SELECT to_json(current_setting('opsagent.locked'));\n"
-        f"\\echo {MARK} state\n"
-        + ledger.state_query()
-    )
+def _failure_guard(at: str) -> str:
+    """After a statement of the apply script: on error, skip everything that follows and remember where it failed."""
+    return f"\\if :ERROR \\set opsagent_go false \\set opsagent_fail true \\set opsagent_at {at} \\endif"
 
 
-def _apply_script(plan: Sequence[Migration], ledger: Ledger, ensure_sql: str, identity: Identity,
-                  lock_timeout: str, statement_timeout: str, first_line: int) -> _Script:
+def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity, lock_timeouts: dict[str, str], first_attempt: str,
+                  session_lock_timeout: str, statement_timeout: str, last_version: str, first_line: int) -> _Script:
+    """One round of the apply: every migration of ``plan`` in its own transaction, until one fails.
+
+    ``ON_ERROR_STOP`` is off inside: a failing statement sets ``opsagent_go`` false, psql skips the
+    rest of the round (``\\if`` guards), rolls the open migration back and reports
+    ``error VERSION WHERE SQLSTATE [untouched]``; the client decides whether to retry (lock
+    timeouts) or to stop.  A no-transaction migration whose first statement failed on a lock
+    without changing the catalog is "untouched": its started ledger row is deleted, so it can be
+    retried (or left pending).
+    """
     script = _Script(first_line)
-    if ensure_sql:
-        script.add(ensure_sql)
     # Commits do not wait for the WAL flush, except the last one: flushing its WAL flushes every earlier
     # commit too (WAL is sequential), so the run is fully durable when it reports success.  A server
     # crash in between loses migrations and their ledger rows together, and a rerun applies them again.
-    script.add("SET synchronous_commit = off;")
-    for index, m in enumerate(plan):
-        script.add(f"\\echo {MARK} begin {m.version}")
-        if index == len(plan) - 1:
+    script.add("\\set ON_ERROR_STOP 0\n\\set opsagent_go true\n\\set opsagent_fail false\nSET synchronous_commit = off;")
+    for m in plan:
+        lock_timeout = lock_timeouts.get(m.version, first_attempt)  # a retried migration: its next attempt's timeout
+        script.add(f"\\if :opsagent_go\n\\echo {MARK} begin {m.version}")
+        if m.version == last_version:
             script.add("RESET synchronous_commit;")
         if m.transactional:
             # one round trip for the three (psql's \\; joins them into one query string)
@@ -319,62 +522,115 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, ensure_sql: str, id
             # the row first, marked unfinished: if a statement fails, the ledger says the file ran partway
             started = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
                                         tool_version=identity.tool_version, execution_ms="NULL", success=False)
-            script.add(f"{started};\nSET lock_timeout = '{lock_timeout}';\nSET statement_timeout = '{statement_timeout}';\n"
+            script.add(f"SELECT {_CATALOG_FINGERPRINT} AS opsagent_fp \\gset\n{started};\n{_failure_guard('ledger')}\n"
+                       f"SET lock_timeout = '{lock_timeout}';\nSET statement_timeout = '{statement_timeout}';\n"
                        "SELECT clock_timestamp() AS opsagent_t0 \\gset")
             elapsed = "(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer"
-        for statement in m.body_statements:
+        script.add("\\endif")
+        for index, statement in enumerate(m.body_statements):
+            script.add("\\if :opsagent_go")
             script.statement(m, statement)
+            script.add(f"{_failure_guard(str(index))} \\endif")  # the guard and the statement's endif: one line
         if m.transactional:
             record = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
                                        tool_version=identity.tool_version, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
+            script.add(f"\\if :opsagent_go\n{record} \\gset\n{_failure_guard('ledger')}\n\\endif")
+            script.add(f"\\if :opsagent_go\nCOMMIT;\n{_failure_guard('commit')}\n\\endif")
+            script.add(f"\\if :opsagent_fail\nROLLBACK;\n\\echo {MARK} error {m.version} :opsagent_at :LAST_ERROR_SQLSTATE\n"
+                       "\\set opsagent_fail false\n\\endif")
         else:
             record = ledger.finish_sql(m, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
-        script.add(record + " \\gset")
-        script.add("COMMIT;" if m.transactional else "RESET lock_timeout;\nRESET statement_timeout;")
-        script.add(f"\\echo {MARK} done {m.version} :opsagent_ms")
-    script.add(f"\\echo {MARK} end")
+            restore = f"SET lock_timeout = '{session_lock_timeout}';\nRESET statement_timeout;"
+            script.add(f"\\if :opsagent_go\n{restore}\n{record} \\gset\n{_failure_guard('ledger')}\n\\endif")
+            delete = f"DELETE FROM {ledger.table} WHERE version = {quote_literal(m.version)} AND success IS false;"
+            script.add(f"\\if :opsagent_fail\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n{restore}\n\\set opsagent_untouched false\n"
+                       f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AND {_CATALOG_FINGERPRINT} = "
+                       ":'opsagent_fp') AS opsagent_untouched \\gset\n"
+                       f"\\if :opsagent_untouched\n{delete}\n\\endif\n"
+                       f"\\echo {MARK} error {m.version} :opsagent_at :opsagent_state :opsagent_untouched\n"
+                       "\\set opsagent_fail false\n\\endif")
+        script.add(f"\\if :opsagent_go\n\\echo {MARK} done {m.version} :opsagent_ms\n\\endif")
+    script.add(f"\\set ON_ERROR_STOP 1\n\\echo {MARK} end")
     return script
 
 
-_REHEARSE_HOLDERS = (
-    "SELECT coalesce(json_agg(DISTINCT jsonb_build_object('pid', a.pid, 'application_name', a.application_name, "
-    "'client', coalesce(host(a.client_addr), 'local socket'), 'user', a.usename, 'since', coalesce(a.xact_start, a.backend_start))), '[]') "
-    "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.granted AND l.locktype = 'relation' "
-    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.pid <> pg_backend_pid();"
-)
+def _rehearse_script(plan: Sequence[Migration], lock_timeout: str, statement_timeout: str, first_line: int, *,
+                     stop_on_lock: bool) -> _Script:
+    """One transaction, a savepoint per migration, rolled back at the end; psql keeps going after errors.
 
-
-def _rehearse_script(plan: Sequence[Migration], lock_timeout: str, statement_timeout: str, first_line: int) -> _Script:
-    """One transaction, a savepoint per migration, rolled back at the end; psql keeps going after errors."""
+    With ``stop_on_lock`` a lock timeout ends the attempt (``locked VERSION``): the client rolls
+    everything back, pauses and rehearses again, rather than holding the locks the earlier
+    migrations took while it waits.
+    """
     script = _Script(first_line)
-    script.add(f"\\set ON_ERROR_STOP 0\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
+    script.add(f"\\set ON_ERROR_STOP 0\n\\set opsagent_go true\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
                f"SET LOCAL statement_timeout = '{statement_timeout}';")
     for m in plan:
         if not m.transactional:
             continue
-        script.add(f"\\echo {MARK} begin {m.version}\n\\set opsagent_failed 0\nSAVEPOINT opsagent_rehearsal;\n"
+        script.add(f"\\if :opsagent_go\n\\echo {MARK} begin {m.version}\n\\set opsagent_failed 0\nSAVEPOINT opsagent_rehearsal;\n"
                    "SELECT clock_timestamp() AS opsagent_t0 \\gset")
         for index, statement in enumerate(m.body_statements):
             script.add("\\if :opsagent_failed\n\\else")
             script.statement(m, statement)
-            script.add(f"\\if :ERROR\n\\set opsagent_failed 1\n\\echo {MARK} error {m.version} {index} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n"
-                       "\\endif\n\\endif")
+            script.add(f"\\if :ERROR\n\\set opsagent_failed 1\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n"
+                       f"\\echo {MARK} error {m.version} {index} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\endif\n\\endif")
+        locked = ""
+        if stop_on_lock:
+            locked = (f"SELECT :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AS opsagent_locked \\gset\n"
+                      f"\\if :opsagent_locked\n\\set opsagent_go false\n\\echo {MARK} locked {m.version}\n\\endif\n")
         script.add("\\if :opsagent_failed\nROLLBACK TO SAVEPOINT opsagent_rehearsal;\n"
-                   f"\\echo {MARK} holders {m.version}\n{_REHEARSE_HOLDERS}\n\\else\nRELEASE SAVEPOINT opsagent_rehearsal;\n"
+                   f"{locked}\\echo {MARK} settled {m.version}\n\\else\nRELEASE SAVEPOINT opsagent_rehearsal;\n"
                    "SELECT round(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer AS opsagent_ms \\gset\n"
-                   f"\\echo {MARK} done {m.version} :opsagent_ms\n\\endif")
+                   f"\\echo {MARK} done {m.version} :opsagent_ms\n\\endif\n\\endif")
     script.add(f"ROLLBACK;\n\\set ON_ERROR_STOP 1\n\\echo {MARK} end")
     return script
 
 
+def _settle_script(ledger: Ledger, lock_timeout: str, pid: int | None, started: str | None) -> str:
+    """Stop our old backend if it still runs (wait until it is gone), then read the ledger: what really committed.
+
+    The pid and start time are passed as data (``set_config``), never pasted into the DO body.
+    """
+    stop = ""
+    if pid is not None and started is not None:
+        stop = (
+            f"SELECT set_config('opsagent.pid', {quote_literal(str(int(pid)))}, false), "
+            f"set_config('opsagent.started', {quote_literal(started)}, false) \\gset\n"
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS opsagent_stopped FROM pg_stat_activity "
+            "WHERE pid = current_setting('opsagent.pid')::int AND backend_start = current_setting('opsagent.started')::timestamptz \\gset\n"
+            "DO $opsagent$\nBEGIN\n  FOR i IN 1..500 LOOP\n"
+            "    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = current_setting('opsagent.pid')::int "
+            "AND backend_start = current_setting('opsagent.started')::timestamptz);\n"
+            "    PERFORM pg_sleep(0.02);\n    PERFORM pg_stat_clear_snapshot();  -- pg_stat_activity is otherwise frozen for the transaction\n"
+            "  END LOOP;\nEND $opsagent$;\n"
+        )
+    return f"SET lock_timeout = '{lock_timeout}';\n{stop}" + ledger.state_query()
+
+
 # ---------------------------------------------------------------- the run
+
+
+@dataclasses.dataclass(frozen=True)
+class _RoundFailure:
+    """Where a round of the apply script stopped."""
+
+    version: str
+    at: str  # statement index, "ledger" or "commit"
+    sqlstate: str
+    untouched: bool  # a no-transaction migration of which nothing ran (its started row was deleted)
+
+
+class _Lost(Exception):
+    """psql's output ended before the round did: psql or the SSH connection is gone."""
 
 
 class SyncRun:
     """One sync or dry-run against one database (the remote connection is the caller's)."""
 
     def __init__(self, remote: Remote, migrations_dir: Path, options: SyncOptions, identity: Identity, *,
-                 on_event: EventCallback | None = None, confirm: ConfirmCallback | None = None) -> None:
+                 on_event: EventCallback | None = None, confirm: ConfirmCallback | None = None,
+                 reconnect: Reconnect | None = None, rng: random.Random | None = None) -> None:
         self.remote = remote
         self.host = remote.host
         self.migrations_dir = migrations_dir
@@ -382,12 +638,21 @@ class SyncRun:
         self.identity = identity
         self.on_event = on_event or (lambda _event: None)
         self.confirm = confirm or (lambda _plan: True)
+        self.reconnect: Reconnect = reconnect or (lambda: open_remote(remote.host))
+        self.rng = rng or random.Random()
         self.ledger = Ledger(self.host.ledger_schema)
         self.result = SyncResult(self.host.name, self.host.database, "dry-run" if options.dry_run else "sync")
-        self.lock_timeout = check_timeout(options.migration_lock_timeout or self.host.lock_timeout, "--migration-lock-timeout")
+        flag = "--lock-timeout" if options.lock_timeout else "--migration-lock-timeout" if options.migration_lock_timeout else "lock_timeout"
+        cap = duration_seconds(options.lock_timeout or options.migration_lock_timeout or self.host.lock_timeout, flag)
+        budget = duration_seconds(options.lock_retry_for or self.host.lock_retry_for,
+                                  "--lock-retry-for" if options.lock_retry_for else "lock_retry_for", bare_unit="s")
+        self.policy = LockRetryPolicy(cap=cap, budget=budget)
+        self.session_lock_timeout = pg_duration(cap)
         self.statement_timeout = check_timeout(options.statement_timeout or self.host.statement_timeout, "--statement-timeout")
         self._phase = "plan"
-        self._line = 4  # script line where the next sent text starts (lines 1-3: application_name, backend pid)
+        self._line = _Session.FIRST_FREE_LINE  # script line where the next sent text starts
+        self._watch: _BlockerWatch | None = None
+        self._current: StepResult | None = None  # the migration psql is running (for the report when the outcome is unknown)
 
     def _send(self, session: _Session, text: str) -> None:
         session.send(text)
@@ -398,28 +663,41 @@ class SyncRun:
         before = self.remote.command_count
         found = discover(self.migrations_dir)  # refuses bad files (e.g. CONCURRENTLY in a transaction) up front
         self.result.warnings.extend(found.warnings)
-        session = _Session(self.remote, f"opsagent {self.result.action} {self.identity.applied_by}")
+        session = _Session(self.remote, f"opsagent {self.result.action} {self.identity.applied_by}", self.session_lock_timeout)
+        interrupted = False
         try:
             # local work while sudo and psql start on the server (discovery has already parsed every file)
             tables = candidate_tables(found.migrations)
-            session.backend_pid = int(session.read_json("pid", self.host.command_timeout))
+            session.identify(self.host.command_timeout)
             self._run(session, found.migrations, tables)
+        except KeyboardInterrupt:
+            self._interrupted(session)
+            interrupted = True
+            raise SyncInterrupted(self.result) from None
         except BaseException:
-            if self._phase == "apply":  # interrupted (Ctrl-C, timeout) while psql still runs the script
-                self._abort(session)
+            if self._phase == "apply":  # failed (timeout) while psql still runs the script
+                self._settle(session, "failed")
             raise
         finally:
-            session.close()
+            self._stop_watch()
+            session.close(wait=0.5 if interrupted else 10)
             self.result.remote_commands = self.remote.command_count - before
             self.result.durations["total"] = time.monotonic() - started
         return self.result
 
-    def _abort(self, session: _Session) -> None:
-        """Interrupted while the script runs: end our backend so psql stops; the open migration rolls back."""
-        if session.backend_pid is None:
-            return
-        with contextlib.suppress(OpsagentError):
-            self.remote.psql(f"SELECT pg_terminate_backend({session.backend_pid})", timeout=30, check=False)
+    def _interrupted(self, session: _Session) -> None:
+        """Ctrl-C: stop the server-side work; say what committed (only an apply can have committed anything)."""
+        self.result.outcome = "interrupted"
+        self.result.error = "interrupted"
+        if self._phase == "apply":
+            self._settle(session, "interrupted")
+        else:
+            self.result.error = "interrupted before anything was applied"
+
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
     def _read_state(self, session: _Session, tables: Sequence[str]) -> tuple[LedgerState, dict[str, Any]]:
         """Ledger, lock holders and the live size of every table a hazard could name (``tables``): one exchange."""
@@ -443,12 +721,15 @@ class SyncRun:
             self.result.hint = "nothing was changed; review with 'inv lint --host', or rerun with --allow-hazards"
             return
         if self.options.dry_run:
+            if self.options.rehearse:
+                self._start_watch(session)  # polling by the time the first attempt could wait
             self._dry_run(session, plan)
             return
         if not self.confirm(plan):
             self.result.outcome = "declined"
             self.result.error = "not confirmed: nothing was applied"
             return
+        self._start_watch(session)
         locked = self._lock(session, state)
         if locked is None:
             return
@@ -478,21 +759,38 @@ class SyncRun:
     # -- lock and backup
 
     def _lock(self, session: _Session, state: LedgerState) -> LedgerState | None:
-        if state.holders:
-            self.on_event(SyncEvent("lock_wait", message="waiting for " + "; ".join(h.describe() for h in state.holders)))
+        """Take the migration lock, polling from here with backoff (Ctrl-C stops the wait at once), bounded."""
         started = time.monotonic()
-        self._send(session, _lock_script(self.ledger, self.options.lock_timeout))
-        locked = session.read_json("lock", self.options.lock_timeout + self.host.command_timeout) == "on"
+        deadline = started + self.options.advisory_lock_wait
+        delay = 0.1
+        shown: tuple[int, ...] = ()
+        holders = state.holders
+        while True:
+            self._send(session, f"\\echo {MARK} lock\n{self.ledger.try_lock_sql()};\n")
+            if session.read_json("lock", self.host.command_timeout) is True:
+                break
+            self._send(session, f"\\echo {MARK} holders\n{self.ledger.holders_query()};\n")
+            holders = LedgerState.decode({"holders": session.read_json("holders", self.host.command_timeout)}).holders
+            now = time.monotonic()
+            if now >= deadline:
+                self.result.durations["lock_wait"] = now - started
+                self.result.outcome = "lock_timeout"
+                self.result.lock_holders = holders
+                who = "; ".join(h.describe() for h in holders) or "a session that has since ended"
+                self.result.error = (f"another sync holds the migration lock on {self.host.database} "
+                                     f"(waited {self.options.advisory_lock_wait:g}s): held by {who}")
+                self.result.hint = "wait for it to finish, or raise --advisory-lock-wait; nothing was changed"
+                return None
+            pids = tuple(h.pid for h in holders)
+            if pids != shown:
+                shown = pids
+                self.on_event(SyncEvent("lock_wait", message="waiting for " + ("; ".join(h.describe() for h in holders) or "another sync"),
+                                        holders=tuple(holders)))
+            time.sleep(min(deadline - now, delay * self.rng.uniform(0.7, 1.3)))
+            delay = min(2.0, delay * 1.5)
+        self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query())
         fresh = LedgerState.decode(session.read_json("state", self.host.command_timeout))
         self.result.durations["lock_wait"] = time.monotonic() - started
-        if not locked:
-            self.result.outcome = "lock_timeout"
-            self.result.lock_holders = fresh.holders
-            who = "; ".join(h.describe() for h in fresh.holders) or "a session that has since ended"
-            self.result.error = (f"another sync holds the migration lock on {self.host.database} "
-                                 f"(waited {self.options.lock_timeout:g}s): held by {who}")
-            self.result.hint = "wait for it to finish, or raise --lock-timeout; nothing was changed"
-            return None
         self.on_event(SyncEvent("locked"))
         return fresh
 
@@ -514,65 +812,200 @@ class SyncRun:
 
     # -- apply
 
+    def _start_watch(self, session: _Session) -> None:
+        if self._watch is None and session.backend_pid is not None:
+            try:
+                self._watch = _BlockerWatch(self.remote, session.backend_pid, self.session_lock_timeout)
+            except RemoteError:
+                self._watch = None  # blockers then go unnamed; the run itself does not depend on the watch
+
+    def _blockers(self) -> tuple[Blocker, ...]:
+        return self._watch.take() if self._watch is not None else ()
+
     def _apply(self, session: _Session, plan: Sequence[Migration], ensure_sql: str) -> None:
-        script = _apply_script(plan, self.ledger, ensure_sql, self.identity, self.lock_timeout, self.statement_timeout, self._line)
         steps = {s.version: s for s in self.result.steps}
         for step in steps.values():
             step.status = "untouched"
         started = time.monotonic()
         self._phase = "apply"
-        writer = threading.Thread(target=self._write_all, args=(session, script.text()), daemon=True)
-        writer.start()
-        current: StepResult | None = None
-        try:
-            while True:
-                line = session.proc.read_line(self.host.command_timeout)
-                if line is None:
-                    break
-                if not line.startswith(MARK + " "):
+        if ensure_sql:  # the ledger table (ON_ERROR_STOP is on: a failure ends psql and is reported as such)
+            self._send(session, f"{ensure_sql}\\echo {MARK} ledger\nSELECT 'true';\n")
+            session.read_json("ledger", self.host.command_timeout)
+        self._start_watch(session)
+        self._apply_rounds(session, plan, steps)
+        self._phase = "done"  # not on an exception: run() must know psql may still be running the script
+        self.result.durations["apply"] = time.monotonic() - started
+
+    def _apply_rounds(self, session: _Session, plan: Sequence[Migration], steps: dict[str, StepResult]) -> None:
+        """Rounds of the apply script: again from a migration whose locks were not available, until done or given up."""
+        position = {m.version: i for i, m in enumerate(plan)}
+        index = 0
+        timeouts: dict[str, str] = {}  # the next attempt's lock_timeout of a migration being retried
+        first_try: dict[str, float] = {}
+        while index < len(plan):
+            script = _apply_script(plan[index:], self.ledger, self.identity, timeouts, pg_duration(self.policy.timeout_for(1)),
+                                   self.session_lock_timeout, self.statement_timeout, plan[-1].version, self._line)
+            try:
+                failure = self._round(session, script, steps, first_try)
+            except _Lost:
+                self._settle(session, "lost")
+                return
+            except RemoteError as exc:  # no answer within command_timeout, or the script could not be sent
+                self._settle(session, "failed", exc.message)
+                return
+            if failure is None:
+                self.result.outcome = "applied"
+                return
+            step = steps[failure.version]
+            if failure.sqlstate == LOCK_NOT_AVAILABLE and (step.transactional or failure.untouched):
+                following = self._lock_retry(step, first_try[step.version])
+                if following is not None:
+                    timeouts = {step.version: pg_duration(following)}
+                    index = position[step.version]
                     continue
-                parts = line[len(MARK) + 1:].split(" ")
-                if parts[0] == "begin":
-                    current = steps[parts[1]]
-                    self.on_event(SyncEvent("begin", current))
-                elif parts[0] == "done":
-                    step = steps[parts[1]]
-                    step.status, step.ms = "applied", _int(parts[2] if len(parts) > 2 else "")
-                    current = None
-                    self.on_event(SyncEvent("done", step))
-                elif parts[0] == "end":
-                    self.result.outcome = "applied"
-                    self._phase = "done"
-                    return
-        finally:
-            self.result.durations["apply"] = time.monotonic() - started
-        self._phase = "done"
-        self._failed(session, script, current)
+                self._locks_exhausted(step)
+                return
+            self._failed(session, script, step, failure)
+            return
+
+    def _round(self, session: _Session, script: _Script, steps: dict[str, StepResult], first_try: dict[str, float]) -> _RoundFailure | None:
+        """Stream one round of the apply script and follow its markers to ``end``."""
+        text = script.text()
+        self._line += text.count("\n")
+        writer = threading.Thread(target=self._write_all, args=(session, text), daemon=True)
+        writer.start()
+        failure: _RoundFailure | None = None
+        while True:
+            line = session.proc.read_line(self.host.command_timeout)
+            if line is None:
+                raise _Lost
+            if not line.startswith(MARK + " "):
+                continue
+            parts = line[len(MARK) + 1:].split(" ")
+            if parts[0] == "begin":
+                step = steps[parts[1]]
+                step.attempts += 1
+                first_try.setdefault(step.version, time.monotonic())
+                self._current = step
+                self.on_event(SyncEvent("begin", step))
+            elif parts[0] == "done":
+                step = steps[parts[1]]
+                step.status, step.ms = "applied", _int(parts[2] if len(parts) > 2 else "")
+                self._current = None
+                self.on_event(SyncEvent("done", step))
+            elif parts[0] == "error":
+                failure = _RoundFailure(parts[1], parts[2] if len(parts) > 2 else "", parts[3] if len(parts) > 3 else "",
+                                        len(parts) > 4 and parts[4] in ("t", "true", "on"))
+            elif parts[0] == "end":
+                writer.join(5)
+                return failure
 
     def _write_all(self, session: _Session, text: str) -> None:
         with contextlib.suppress(RemoteError):  # the reader sees the end of output and reports
             session.send(text)
 
-    def _failed(self, session: _Session, script: _Script, current: StepResult | None) -> None:
-        status = session.proc.wait(10)
-        stderr = session.proc.stderr
+    def _lock_retry(self, step: StepResult, first_try: float) -> float | None:
+        """After a lock timeout: report who blocks, pause, and return the next attempt's lock_timeout (None: give up)."""
+        elapsed = time.monotonic() - first_try
+        following = self.policy.next_attempt(step.attempts, elapsed, self.rng)
+        timeout = self.policy.timeout_for(step.attempts)
+        wait = LockWait(step.version, step.attempts, round(timeout * 1000), elapsed, self._blockers(),
+                        None if following is None else following[0])
+        self.result.lock_waits.append(wait)
+        self.on_event(SyncEvent("lock_retry", step, wait=wait, message=wait.describe_blockers()))
+        if following is None:
+            return None
+        time.sleep(following[0])
+        return following[1]
+
+    def _locks_exhausted(self, step: StepResult) -> None:
+        wait = self.result.lock_waits[-1]
+        step.status = "timed_out"
+        budget = f"{self.policy.budget:g}s of lock retries" if self.policy.retries else f"lock_timeout {self.session_lock_timeout}"
+        step.error = f"could not take its locks within {budget} ({step.attempts} attempt{'s' if step.attempts > 1 else ''})"
+        self.result.outcome = "lock_timeout"
+        self.result.error = f"{step.filename}: {step.error}: blocked by {wait.describe_blockers()}; nothing of it was applied"
+        self.result.hint = ("earlier migrations stay applied and recorded; end the blocking session or rerun when it is done "
+                            "(raise lock_retry_for / --lock-retry-for to wait longer)")
+        self.on_event(SyncEvent("failed", step, message=self.result.error))
+
+    def _failed(self, session: _Session, script: _Script, step: StepResult, failure: _RoundFailure) -> None:
+        session.close()  # psql has finished the round: its stderr holds the error with its script line
+        message, location = _psql_error(session.proc.stderr, script)
         self.result.outcome = "failed"
-        message, location = _psql_error(stderr, script)
-        if current is None:
-            self.result.error = f"psql stopped outside any migration: {message or f'exit status {status}'}"
-            return
-        current.status = "failed"
-        current.location = location
-        partial = "" if current.transactional else (" (runs outside a transaction: its earlier statements stay applied and its "
-                                                    "ledger row says it failed partway; check, then 'inv repair' before rerunning)")
+        if failure.at.isdigit() and location is None:
+            placed = step_statement(script, step.version, int(failure.at))
+            location = f"{placed.migration.path}:{placed.statement.line}" if placed else None
+        step.status = "failed"
+        step.location = location
         if not message:
-            message = ("SSH connection lost" if status == -1 else f"psql exited with status {status}") + \
-                ("; the migration's transaction was not committed unless its ledger row exists" if current.transactional else "")
-        current.error = message
-        where = location or current.filename
-        self.result.error = f"{where}: {message}{partial}"
+            message = f"failed with SQLSTATE {failure.sqlstate or 'unknown'} ({failure.at})"
+        partial = ""
+        if not step.transactional and not failure.untouched:
+            partial = (" (runs outside a transaction: its earlier statements stay applied and its "
+                       "ledger row says it failed partway; check, then 'inv repair' before rerunning)")
+        step.error = message
+        self.result.error = f"{location or step.filename}: {message}{partial}"
         self.result.hint = "earlier migrations stay applied and recorded; fix the file and rerun sync to continue"
-        self.on_event(SyncEvent("failed", current, message=self.result.error))
+        self.on_event(SyncEvent("failed", step, message=self.result.error))
+
+    # -- when the outcome is not known: find it out
+
+    def _settle(self, session: _Session, outcome: Literal["lost", "interrupted", "failed"], detail: str = "") -> None:
+        """Stop our backend if it still runs, then read the ledger and say what committed (never a guess)."""
+        current = self._current
+        cause, before = {"lost": ("the connection was lost", "before the connection was lost"),
+                         "interrupted": ("the run was interrupted", "before the interruption"),
+                         "failed": ("the run failed", "before the failure")}[outcome]
+        if detail:
+            cause = f"{cause} ({detail})"
+        script = _settle_script(self.ledger, self.session_lock_timeout, session.backend_pid, session.backend_start)
+        state: LedgerState | None = None
+        problem = ""
+        transport = self.remote.connection.client.get_transport()
+        if outcome != "lost" and self._watch is not None:  # a session that is already connected: fastest
+            with contextlib.suppress(OpsagentError, ValueError):
+                state = LedgerState.decode(self._watch.query_json(script, timeout=10))
+        if state is None and outcome != "lost" and transport is not None and transport.is_active():
+            try:
+                state = LedgerState.decode(self.remote.query_json(script, timeout=30))
+            except OpsagentError as exc:
+                problem = exc.message
+        if state is None:  # the connection is gone (or not to be trusted): one new connection, same host config
+            try:
+                with self.reconnect() as fresh:
+                    state = LedgerState.decode(fresh.query_json(script, timeout=30))
+            except OpsagentError as exc:
+                problem = exc.message
+        self.result.outcome = "interrupted" if outcome == "interrupted" else "lost" if outcome == "lost" else "failed"
+        if state is None:
+            which = current.version if current is not None else "the migration that was running"
+            if current is not None:
+                current.status, current.error = "failed", "outcome unknown: the ledger could not be read again"
+            self.result.error = (f"{cause}; whether {which} committed is unknown: could not read the ledger again ({problem})")
+            self.result.hint = f"run 'inv status --host {self.host.name}' to see what is recorded as applied"
+            return
+        rows = {row.version: row for row in state.rows}
+        notes: list[str] = []
+        for step in self.result.steps:
+            row = rows.get(step.version)
+            if step.status == "applied":
+                continue
+            if row is not None and row.success:
+                step.status = "applied"
+                notes.append(f"{step.version} committed {before}")
+            elif step is current or (current is not None and step.version == current.version):
+                step.status = "failed"
+                if row is not None:
+                    step.error = "ran partway (outside a transaction): its ledger row says it did not finish"
+                    notes.append(f"{step.version} ran partway: check it, then 'inv repair'")
+                else:
+                    step.error = "rolled back" if step.transactional else "did not run"
+                    notes.append(f"{step.version} was rolled back" if step.transactional else f"{step.version} did not run")
+        self.result.error = f"{cause}: " + ("; ".join(notes) if notes else "nothing had been applied by this run")
+        self.result.hint = f"run 'inv status --host {self.host.name}' to see every version, then rerun sync to apply the rest"
+        if self._current is not None:
+            self.on_event(SyncEvent("failed", self._current, message=self.result.error))
 
     # -- dry run
 
@@ -584,26 +1017,75 @@ class SyncRun:
                 step.error = "not rehearsed (runs outside a transaction)"
         if not self.options.rehearse:
             return
-        rehearse_lock = check_timeout(self.host.rehearse_lock_timeout, "rehearse_lock_timeout")
+        cap = duration_seconds(self.host.rehearse_lock_timeout, "rehearse_lock_timeout")
+        policy = dataclasses.replace(self.policy, cap=cap)
         rehearse_statement = check_timeout(self.host.rehearse_statement_timeout, "rehearse_statement_timeout")
-        script = _rehearse_script(plan, rehearse_lock, rehearse_statement, self._line)
+        steps = {s.version: s for s in self.result.steps}
         started = time.monotonic()
-        self._send(session, script.text())
-        self._read_rehearsal(session, script, {s.version: s for s in self.result.steps})
+        self._start_watch(session)
+        attempt, timeout = 1, policy.timeout_for(1)
+        try:
+            while True:
+                for step in self.result.steps:
+                    if step.status != "not_rehearsed":
+                        step.status, step.error, step.location, step.ms = "planned", None, None, None
+                script = _rehearse_script(plan, pg_duration(timeout), rehearse_statement, self._line, stop_on_lock=policy.retries)
+                self._send(session, script.text())
+                locked = self._read_rehearsal(session, script, steps)
+                if locked is None:
+                    break
+                step = steps[locked]
+                step.attempts = attempt
+                elapsed = time.monotonic() - started
+                following = policy.next_attempt(attempt, elapsed, self.rng)
+                wait = LockWait(locked, attempt, round(timeout * 1000), elapsed, self._blockers(),
+                                None if following is None else following[0])
+                self.result.lock_waits.append(wait)
+                self.on_event(SyncEvent("lock_retry", step, wait=wait, message=wait.describe_blockers()))
+                if following is None:
+                    self._rehearsal_locked(step, wait, policy)
+                    break
+                time.sleep(following[0])
+                attempt, timeout = attempt + 1, following[1]
+        finally:
+            self._stop_watch()
         session.close()  # psql has finished: its stderr holds every error with its script line
         _refine_locations(session.proc.stderr, script, self.result.steps)
         self.result.durations["rehearsal"] = time.monotonic() - started
-        if any(s.status == "would_fail" for s in self.result.steps):
-            self.result.outcome = "rehearsal_failed"
-            failing = [s for s in self.result.steps if s.status == "would_fail"]
-            self.result.error = "; ".join(f"would fail: {s.error} at {s.location}" for s in failing)
+        self._rehearsal_outcome()
 
-    def _read_rehearsal(self, session: _Session, script: _Script, steps: dict[str, StepResult]) -> None:
+    def _rehearsal_locked(self, step: StepResult, wait: LockWait, policy: LockRetryPolicy) -> None:
+        step.status = "timed_out"
+        step.error = (f"not rehearsed: timed out waiting for a lock ({policy.budget:g}s of lock retries, {wait.attempt} attempts; "
+                      f"lock held by {wait.describe_blockers()})")
+        later = False
+        for other in self.result.steps:
+            if other is step:
+                later = True
+            elif later and other.status == "planned":
+                other.status = "not_rehearsed"
+                other.error = f"not rehearsed: {step.version} could not take its locks"
+
+    def _rehearsal_outcome(self) -> None:
+        failing = [s for s in self.result.steps if s.status == "would_fail"]
+        timed = [s for s in self.result.steps if s.status == "timed_out"]
+        if not failing and not timed:
+            return
+        self.result.outcome = "rehearsal_failed" if failing else "lock_timeout"
+        parts = [f"would fail: {s.error} at {s.location}" for s in failing]
+        parts += [f"{s.filename}: {s.error}" for s in timed]
+        self.result.error = "; ".join(parts)
+        if timed and not failing:
+            self.result.hint = "nothing was changed; end the blocking session or rerun when it is done"
+
+    def _read_rehearsal(self, session: _Session, script: _Script, steps: dict[str, StepResult]) -> str | None:
+        """Follow one rehearsal attempt; returns the version that stopped it on a lock (None: it ran to the end)."""
+        locked: str | None = None
         while True:
             parts = session.next_marker(self.host.command_timeout)
             kind = parts[0]
             if kind == "end":
-                return
+                return locked
             if kind == "error":
                 rest = parts[3] if len(parts) > 3 else ""
                 sqlstate, _, message = rest.partition(" ")
@@ -612,13 +1094,15 @@ class SyncRun:
                 step.location = f"{statement.migration.path}:{statement.statement.line}" if statement else step.filename
                 step.error = message
                 step.status = "timed_out" if sqlstate in _TIMEOUT_STATES else "would_fail"
-            elif kind == "holders":
+            elif kind == "locked":
+                locked = parts[1]
+            elif kind == "settled":
                 step = steps[parts[1]]
-                holders = [h for h in _decode_holders(session.next_line(self.host.command_timeout))]
-                if step.status == "timed_out":
-                    held = "; ".join(h.describe() for h in holders) or "another session"
+                if step.status == "timed_out" and locked is None:
+                    held = "; ".join(b.describe() for b in self._blockers()) or "another session"
                     step.error = f"not rehearsed: timed out ({step.error}; lock held by {held})"
-                self.on_event(SyncEvent("rehearsed", step))
+                if locked is None:
+                    self.on_event(SyncEvent("rehearsed", step))
             elif kind == "done":
                 step = steps[parts[1]]
                 step.status, step.ms = "would_apply", _int(parts[2] if len(parts) > 2 else "")
@@ -632,7 +1116,7 @@ def _refine_locations(stderr: str, script: _Script, steps: Sequence[StepResult])
     for index, line in enumerate(lines):
         if _PSQL_ERROR_RE.match(line) is None:
             continue
-        _, location = _psql_error("\n".join(lines[index:index + 4]), script)
+        _, location = _psql_error("\n".join(lines[index:index + 4]), script, last=False)
         placed = script.locate(int(line.split(":")[2]), None)
         if location and placed is not None:
             first.setdefault(placed.migration.version, location)
@@ -647,15 +1131,6 @@ def step_statement(script: _Script, version: str, index: int) -> _Placed | None:
     return mine[index] if 0 <= index < len(mine) else None
 
 
-def _decode_holders(text: str) -> list[LockHolder]:
-    from .ledger import decode_holders
-
-    try:
-        return decode_holders(json.loads(text))
-    except (json.JSONDecodeError, TypeError, ValueError):
-        return []
-
-
 def _int(text: str) -> int | None:
     try:
         return int(float(text))
@@ -663,11 +1138,15 @@ def _int(text: str) -> int | None:
         return None
 
 
-def _psql_error(stderr: str, script: _Script) -> tuple[str, str | None]:
-    """PostgreSQL's message and ``file:line`` from psql's ``psql:<stdin>:N: ERROR: ...`` output."""
+def _psql_error(stderr: str, script: _Script, *, last: bool = True) -> tuple[str, str | None]:
+    """PostgreSQL's message and ``file:line`` from psql's ``psql:<stdin>:N: ERROR: ...`` output.
+
+    The LAST error counts (unless ``last`` is False): earlier ones may be lock timeouts of attempts that were retried.
+    """
     lines = stderr.splitlines()
-    for index, line in enumerate(lines):
-        match = _PSQL_ERROR_RE.match(line)
+    order = range(len(lines) - 1, -1, -1) if last else range(len(lines))
+    for index in order:
+        match = _PSQL_ERROR_RE.match(lines[index])
         if match is None:
             continue
         script_line, message = int(match.group(1)), match.group(2).strip()
@@ -687,9 +1166,14 @@ def _psql_error(stderr: str, script: _Script) -> tuple[str, str | None]:
 
 
 def sync(remote: Remote, migrations_dir: Path, options: SyncOptions, identity: Identity, *,
-         on_event: EventCallback | None = None, confirm: ConfirmCallback | None = None) -> SyncResult:
-    """Plan, lock, back up and apply (or rehearse with ``options.dry_run``); see the module docstring."""
-    return SyncRun(remote, migrations_dir, options, identity, on_event=on_event, confirm=confirm).run()
+         on_event: EventCallback | None = None, confirm: ConfirmCallback | None = None,
+         reconnect: Reconnect | None = None) -> SyncResult:
+    """Plan, lock, back up and apply (or rehearse with ``options.dry_run``); see the module docstring.
+
+    ``reconnect`` opens a new connection to the same host (with the inventory's gateways) when the
+    first one is lost mid-apply, to find out what committed; Ctrl-C raises :class:`SyncInterrupted`.
+    """
+    return SyncRun(remote, migrations_dir, options, identity, on_event=on_event, confirm=confirm, reconnect=reconnect).run()
 
 
 # ---------------------------------------------------------------- baseline and repair

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ import pytest
 
 from opsagent.backup import (
     BackupError,
+    _grep_pattern,
     backup_name,
     check_name,
     create_backup,
@@ -26,6 +28,7 @@ from opsagent.backup import (
     restore_database_name,
     restore_in_place,
     sanitize_label,
+    sessions_to_terminate,
     verify_backup,
 )
 from opsagent.errors import UsageError
@@ -53,20 +56,41 @@ def test_labels_are_sanitized(label: str | None, expected: str | None) -> None:
 
 
 @pytest.mark.parametrize(("database", "label", "name"), [
-    ("trad", None, "trad-20261124T103000Z.dump"),
-    ("trad", "pre sync", "trad-20261124T103000Z-pre-sync.dump"),
-    ('we"ird db/x', None, "we_ird_db_x-20261124T103000Z.dump"),
+    ("trad", None, "trad-20261124T103000.000Z-beef.dump"),
+    ("trad", "pre sync", "trad-20261124T103000.000Z-beef-pre-sync.dump"),
+    ('we"ird db/x', None, "we_ird_db_x-20261124T103000.000Z-beef.dump"),
 ])
 def test_backup_names_round_trip(database: str, label: str | None, name: str) -> None:
-    assert backup_name(database, T0, label) == name
+    assert backup_name(database, T0, label, unique="beef") == name
     parsed = parse_name(name)
     assert parsed is not None
     assert parsed[1] == T0 and parsed[2] == sanitize_label(label)
 
 
+@pytest.mark.parametrize(("name", "label"), [
+    ("trad-20261124T103000Z.dump", None),
+    ("trad-20261124T103000Z-pre-sync.dump", "pre-sync"),
+    ("trad-20261124T103000Z-beef.dump", "beef"),  # an old name whose label looks like a unique tag stays a label
+])
+def test_names_from_before_milliseconds_still_parse(name: str, label: str | None) -> None:
+    assert parse_name(name) == ("trad", T0, label)
+    assert re.match(_grep_pattern("trad"), name)
+    assert check_name(name) == name
+
+
+def test_names_are_unique_within_a_millisecond_and_sort_by_time() -> None:
+    same = {backup_name("db", T0) for _ in range(50)}
+    assert len(same) > 40  # 4 random hex digits: 50 draws collide rarely; the server refuses to overwrite anyway
+    later = backup_name("db", T0 + timedelta(milliseconds=1))
+    assert all(later > name for name in same)
+    assert parse_name(later) == ("db", T0 + timedelta(milliseconds=1), None)
+    for name in same | {later}:
+        assert re.match(_grep_pattern("db"), name) and check_name(name) == name
+
+
 def test_names_sort_by_time() -> None:
     names = [backup_name("db", T0 + timedelta(seconds=s)) for s in (5, 3600, 0, 86400 * 40)]
-    assert sorted(names) == [backup_name("db", T0 + timedelta(seconds=s)) for s in (0, 5, 3600, 86400 * 40)]
+    assert sorted(names) == [n for _, n in sorted(zip((5, 3600, 0, 86400 * 40), names, strict=True))]
 
 
 @pytest.mark.parametrize("bad", ["../x.dump", "a/b.dump", ".hidden.dump", "x.sql", "", "x.dump.meta"])
@@ -124,7 +148,7 @@ def test_backup_is_verified_private_and_one_command(bremote: Remote) -> None:
     before = bremote.command_count
     result = create_backup(bremote, "first run", now=T0)
     assert bremote.command_count - before == 1 == result.remote_commands
-    assert result.name == f"{bremote.host.database}-20261124T103000Z-first-run.dump"
+    assert re.fullmatch(rf"{bremote.host.database}-20261124T103000[.]000Z-[0-9a-f]{{4}}-first-run[.]dump", result.name)
     assert result.verified and result.label == "first-run" and result.created_at == T0
     path = Path(result.path)  # the sandbox server is this machine
     assert hashlib.sha256(path.read_bytes()).hexdigest() == result.sha256
@@ -174,28 +198,39 @@ def test_in_place_restore_swaps_and_keeps_a_backup_of_what_it_replaced(bremote: 
     bremote.psql(MUTATE)
     db = bremote.host.database
     sandbox.admin.psql(f"""REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO pg_monitor;
-                           ALTER DATABASE {db} SET work_mem = '7MB'; ALTER DATABASE {db} SET search_path = public, "Odd Schema";""", "postgres")
+                           ALTER DATABASE {db} SET work_mem = '7MB'; ALTER DATABASE {db} SET search_path = public, "Odd Schema";
+                           ALTER DATABASE {db} CONNECTION LIMIT 40;""", "postgres")
     result = restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=5))
-    assert result.in_place and result.database == bremote.host.database and result.old_database_kept is None
-    # database-level grants and settings (not part of a dump) were carried over
-    acl = q(sandbox.admin, f"SELECT datacl::text FROM pg_database WHERE datname = '{db}'", "postgres")
-    assert "pg_monitor=c/" in acl and "{=" not in acl and ",=" not in acl
-    settings = q(sandbox.admin, f"SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-                                f"WHERE d.datname = '{db}' AND s.setrole = 0", "postgres")
-    assert "work_mem=7MB" in settings and 'public, \\"Odd Schema\\"' in settings
-    assert q(bremote, "SELECT string_agg(name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer") == "ada:ada@x,bob:-"
-    assert q(bremote, "SELECT to_regclass('extra') IS NULL") == "t"
-    leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{bremote.host.database}_opsagent%'", "postgres")
-    assert leftovers == "0"
-    safety = result.pre_restore_backup
-    assert safety is not None and safety.label == "pre-restore"
-    assert [b.name for b in list_backups(bremote)] == [safety.name, taken.name]
-    replaced = restore_backup(bremote, safety.name, into=f"{bremote.host.database}_check")
+    kept = f"{db}_replaced_20261124_103500"
+    assert result.in_place and result.database == db and result.old_database_kept == kept
+    assert result.drop_hint == f"inv psql --host sandbox -c 'DROP DATABASE \"{kept}\"'"
     try:
-        assert q(bremote, "SELECT string_agg(name, ',' ORDER BY id) FROM customer", replaced.database) == "ADA,bob,eve"
-        assert q(bremote, "SELECT to_regclass('extra') IS NOT NULL", replaced.database) == "t"
+        # database-level grants and settings (not part of a dump) were carried over
+        acl = q(sandbox.admin, f"SELECT datacl::text FROM pg_database WHERE datname = '{db}'", "postgres")
+        assert "pg_monitor=c/" in acl and "{=" not in acl and ",=" not in acl
+        settings = q(sandbox.admin, f"SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+                                    f"WHERE d.datname = '{db}' AND s.setrole = 0", "postgres")
+        assert "work_mem=7MB" in settings and 'public, \\"Odd Schema\\"' in settings
+        # both databases are open again, with the connection settings the live one had
+        assert q(sandbox.admin, f"SELECT string_agg(datname || ':' || datallowconn || ':' || datconnlimit, ',' ORDER BY datname) "
+                                f"FROM pg_database WHERE datname IN ('{db}', '{kept}')", "postgres") == f"{db}:true:40,{kept}:true:40"
+        assert q(bremote, "SELECT string_agg(name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer") == "ada:ada@x,bob:-"
+        assert q(bremote, "SELECT to_regclass('extra') IS NULL") == "t"
+        # the replaced database is kept, as it was
+        assert q(bremote, "SELECT string_agg(name, ',' ORDER BY id) FROM customer", kept) == "ADA,bob,eve"
+        leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{db}_opsagent%'", "postgres")
+        assert leftovers == "0"
+        safety = result.pre_restore_backup
+        assert safety is not None and safety.label == "pre-restore" and result.pre_restore_backup_error is None
+        assert [b.name for b in list_backups(bremote)] == [safety.name, taken.name]
+        replaced = restore_backup(bremote, safety.name, into=f"{db}_check")
+        try:
+            assert q(bremote, "SELECT string_agg(name, ',' ORDER BY id) FROM customer", replaced.database) == "ADA,bob,eve"
+            assert q(bremote, "SELECT to_regclass('extra') IS NOT NULL", replaced.database) == "t"
+        finally:
+            sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{replaced.database}"', "postgres")
     finally:
-        sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{replaced.database}"', "postgres")
+        sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{kept}"', "postgres")
 
 
 def test_truncated_backup_is_detected_and_never_restored(bremote: Remote, sandbox: SandboxHandle) -> None:
@@ -332,11 +367,16 @@ def test_in_place_restore_terminates_other_sessions(bremote: Remote, sandbox: Sa
         session.write("BEGIN; SELECT count(*) FROM customer; SELECT pg_backend_pid();\n")
         assert session.read_line(timeout=20) == "0"
         pid = session.read_line(timeout=20)
-        restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=1))
+        sessions = sessions_to_terminate(bremote)
+        assert [str(s.pid) for s in sessions] == [pid] and sessions[0].application == "psql"
+        result = restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=1))
         assert q(sandbox.admin, f"SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}", "postgres") == "0"
+        assert result.terminated_sessions == 1 and result.terminated_applications == ["psql"]
     finally:
         session.close()
     assert q(bremote, "SELECT count(*) FROM customer") == "2"
+    assert result.old_database_kept and q(bremote, "SELECT count(*) FROM customer", result.old_database_kept) == "0"
+    sandbox.admin.psql(f'DROP DATABASE "{result.old_database_kept}"', "postgres")
 
 
 def test_backup_behind_an_exclusive_lock_fails_fast(sandbox: SandboxHandle, fresh_db: str) -> None:
@@ -429,6 +469,9 @@ def test_cli_backup_download_list_get_and_restore(project: Project, sandbox: San
     assert swapped.returncode == 0, swapped.stderr
     assert "replaced by backup" in swapped.stdout and "pre-restore" in swapped.stdout
     assert project.psql("SELECT count(*) FROM customer").strip() == "2"
+    kept = project.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{project.host.database}_replaced_%'").strip()
+    assert kept and kept in swapped.stdout and "DROP DATABASE" in swapped.stdout
+    sandbox.admin.psql(f'DROP DATABASE "{kept}"', "postgres")
     missing = project.run("restore", "--host", "sandbox", "--backup", "nope-20200101T000000Z.dump")
     assert missing.returncode == 1 and "not found" in missing.stderr
 

@@ -20,6 +20,7 @@ from opsagent.lint import (
     Thresholds,
     escalate,
     exit_code_for,
+    grade_unknown_sizes,
     lint_against_host,
     lint_migrations,
     lint_sql,
@@ -150,7 +151,7 @@ def test_multiple_drop_targets_and_quoted_names() -> None:
 
 
 @pytest.mark.parametrize(("sql", "expected_rule", "expected_timeout", "origin"), [
-    ("ALTER TABLE users ADD COLUMN a int", "lock-timeout", "10s", "tool default"),
+    ("ALTER TABLE users ADD COLUMN a int", "lock-timeout", "5s", "tool default"),
     ("SET lock_timeout = '3s'; ALTER TABLE users ADD COLUMN a int", "lock-timeout", "3s", "set at line 1"),
     ("SET LOCAL lock_timeout TO 500; ALTER TABLE users ADD COLUMN a int", "lock-timeout", "500ms", "set at line 1"),
     ("SET lock_timeout = 0; ALTER TABLE users ADD COLUMN a int", "no-lock-timeout", "0", "set at line 1"),
@@ -183,14 +184,45 @@ def test_each_file_starts_from_the_tool_default() -> None:
     assert timing == [("1.sql", "no-lock-timeout"), ("2.sql", "lock-timeout")]
 
 
-def test_table_created_by_an_earlier_migration_is_not_existing() -> None:
-    units = [("0001_create.sql", "CREATE TABLE events (id bigint, kind text)", True),
+def test_only_a_table_created_earlier_in_the_same_file_is_new() -> None:
+    units = [("0001_create.sql", "CREATE TABLE events (id bigint, kind text);\nCREATE INDEX events_id ON events (id);", True),
              ("0002_index.sql", "CREATE INDEX events_kind ON events (kind);\n"
                                 "ALTER TABLE events ALTER COLUMN kind SET NOT NULL;\n"
+                                "CREATE TABLE fresh (id int);\nCREATE INDEX fresh_id ON fresh (id);\n"
                                 "CREATE INDEX users_kind ON users (kind);", True)]
-    findings = lint_migrations(units)
-    assert [(f.rule, f.table, f.line) for f in findings if f.severity != "info"] == [
-        ("create-index-not-concurrently", "users", 3)]
+    findings = [f for f in lint_migrations(units) if f.severity != "info"]
+    # events comes from 0001: when 0002 runs it is an existing table (on production 0001 ran long ago)
+    assert [(f.source, f.rule, f.table, f.line, f.created_in) for f in findings] == [
+        ("0002_index.sql", "create-index-not-concurrently", "events", 1, "0001_create.sql"),
+        ("0002_index.sql", "set-not-null", "events", 2, "0001_create.sql"),
+        ("0002_index.sql", "create-index-not-concurrently", "users", 5, None)]
+
+
+def test_offline_grading_of_existing_tables_of_unknown_size() -> None:
+    units = [("0001_create.sql", "CREATE TABLE orders (id bigint, user_id bigint);", True),
+             ("0002_index.sql", "CREATE INDEX orders_user ON orders (user_id);\nDROP TABLE legacy;\n"
+                                "ALTER TABLE orders ADD COLUMN code text DEFAULT make_code();", True)]
+    strict = grade_unknown_sizes(lint_migrations(units))
+    graded = [(f.rule, f.severity) for f in strict if f.category != "timing"]
+    assert graded == [("create-index-not-concurrently", "error"), ("drop-table", "error"),
+                      ("add-column-volatile-default", "info")]  # an unknown function stays info
+    assert "created by 0001_create.sql, an earlier migration" in (strict[0].reason or "")
+    assert "unknown size offline" in (strict[0].reason or "") and "--host" in (strict[0].reason or "")
+    relaxed = grade_unknown_sizes(lint_migrations(units), {"unknown_table_size": "small"})
+    assert [(f.rule, f.severity) for f in relaxed if f.category != "timing"] == [
+        ("create-index-not-concurrently", "info"), ("drop-table", "warning"), ("add-column-volatile-default", "info")]
+    with pytest.raises(ConfigError, match="unknown_table_size"):
+        thresholds_from({"unknown_table_size": "huge"})
+
+
+def test_live_table_missing_but_created_by_an_earlier_pending_file_is_new() -> None:
+    units = [("0013_create.sql", "CREATE TABLE orders (id bigint, user_id bigint);", True),
+             ("0014_index.sql", "CREATE INDEX orders_user ON orders (user_id);\nCREATE INDEX users_x ON users (x);", True)]
+    live = escalate(lint_migrations(units), {"users": {"rows": 5_000_000, "bytes": 2 << 30}})
+    graded = {(f.table, f.rule): f for f in live}
+    new = graded[("orders", "create-index-not-concurrently")]
+    assert new.severity == "info" and "not on the host yet" in (new.reason or "") and "0013_create.sql" in (new.reason or "")
+    assert graded[("users", "create-index-not-concurrently")].severity == "error"
 
 
 def test_migration_objects_with_filename_are_accepted() -> None:

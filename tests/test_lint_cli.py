@@ -43,8 +43,11 @@ class Offline:
         path.write_text(sql)
         return path
 
-    def run(self, *args: str, columns: int = 220) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, columns: int = 220, terminal: bool = False) -> subprocess.CompletedProcess[str]:
+        """``terminal``: render as for a terminal of ``columns`` (a pipe is never narrow: piped output never wraps)."""
         env = {**os.environ, "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"), "COLUMNS": str(columns)}
+        if terminal:
+            env.update(TTY_COMPATIBLE="1", TERM="dumb")
         return subprocess.run([sys.executable, "-m", "opsagent", "lint", *args], cwd=self.root, env=env, text=True,
                               capture_output=True, timeout=120, check=False)
 
@@ -55,11 +58,43 @@ def offline(tmp_path: Path) -> Offline:
 
 
 def test_clean_migrations_exit_0(offline: Offline) -> None:
-    offline.write("001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY, email text);\n")
-    offline.write("002_index.sql", "CREATE INDEX users_email ON users (email);\n")  # table is new in this set
+    offline.write("001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY, email text);\n"
+                                   "CREATE INDEX users_email ON users (email);\n")  # the table is new in this file
+    offline.write("002_more.sql", "CREATE TABLE teams (id bigint PRIMARY KEY);\n")
     result = offline.run()
     assert result.returncode == 0, result.stdout + result.stderr
     assert "no hazards in 2 migrations" in result.stdout
+
+
+def test_index_on_a_table_of_an_earlier_migration_is_no_all_clear(offline: Offline) -> None:
+    """Issue 15, the documented workflow: inv new, append CREATE INDEX on a table of 001, inv lint."""
+    offline.write("001_orders.sql", "CREATE TABLE orders (id bigint PRIMARY KEY, symbol text, stop_loss numeric);\n")
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(offline.root / "inventory.yaml"), "COLUMNS": "220"}
+    repo = Path(__file__).resolve().parents[1]
+
+    def inv(*args: str) -> subprocess.CompletedProcess[str]:  # the README's front door: inv, with the repository's tasks.py
+        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(repo), *args], cwd=offline.root, env=env, text=True,
+                              capture_output=True, timeout=120, check=False)
+
+    created = inv("new", "add stop loss to orders")
+    assert created.returncode == 0, created.stdout + created.stderr
+    (path,) = offline.migrations.glob("002_*.sql")
+    with path.open("a") as handle:
+        handle.write("CREATE INDEX orders_stop_loss ON orders (stop_loss);\n")
+    result = inv("lint")
+    assert result.returncode == int(ExitCode.HAZARDS), result.stdout + result.stderr
+    assert "no hazards" not in result.stdout
+    assert f"sql/migrations/{path.name}:" in result.stdout and "create-index-not-concurrently" in result.stdout
+    doc = json.loads(offline.run("--json").stdout)
+    (index,) = [f for f in doc["findings"] if f["rule"] == "create-index-not-concurrently"]
+    assert (index["severity"], index["table"], index["created_in"]) == ("error", "orders", "sql/migrations/001_orders.sql")
+    assert "unknown size offline" in index["reason"] and "created by sql/migrations/001_orders.sql" in index["reason"]
+    # the hazards: setting shared by every host (here under defaults:) may say otherwise
+    (offline.root / "inventory.yaml").write_text("defaults:\n  hazards: {unknown_table_size: small}\n"
+                                                 "hosts:\n  prod: {address: 127.0.0.1}\n  staging: {address: 127.0.0.1}\n")
+    relaxed = offline.run("--json")
+    (index,) = [f for f in json.loads(relaxed.stdout)["findings"] if f["rule"] == "create-index-not-concurrently"]
+    assert relaxed.returncode == 0 and index["severity"] == "info" and "graded as a small table" in index["reason"]
 
 
 def test_index_on_existing_table_exit_4_with_location_and_fix(offline: Offline) -> None:
@@ -75,10 +110,10 @@ def test_index_on_existing_table_exit_4_with_location_and_fix(offline: Offline) 
 
 def test_narrow_terminal_gets_one_block_per_finding(offline: Offline) -> None:
     offline.write("001_users_email_index.sql", INDEX_ON_EXISTING)
-    result = offline.run(columns=80)
+    result = offline.run(columns=80, terminal=True)
     assert result.returncode == int(ExitCode.HAZARDS)
     lines = result.stdout.splitlines()
-    assert "sql/migrations/001_users_email_index.sql:3  warning  create-index-not-concurrently  users" in lines
+    assert "sql/migrations/001_users_email_index.sql:3  error  create-index-not-concurrently  users (size unknown offline)" in lines
     assert any(line.strip().startswith("fix: use CREATE INDEX CONCURRENTLY") for line in lines)
     assert "┃" not in result.stdout
 
@@ -88,7 +123,7 @@ def test_verbose_shows_infos(offline: Offline) -> None:
     result = offline.run("--verbose")
     assert result.returncode == int(ExitCode.HAZARDS)
     assert "lock-timeout" in result.stdout
-    assert "lock_timeout 10s (tool default)" in result.stdout
+    assert "lock_timeout 5s (tool default)" in result.stdout
     assert "hidden" not in result.stdout
 
 
@@ -105,13 +140,14 @@ def test_json_document(offline: Offline) -> None:
     result = offline.run("--json")
     assert result.returncode == int(ExitCode.HAZARDS)
     doc = json.loads(result.stdout)
-    assert doc["live"] is False and doc["host"] is None and doc["blocking"] is False
+    assert doc["live"] is False and doc["host"] is None and doc["blocking"] is True  # sizes unknown offline: as large
     assert doc["exit_code"] == 4 and doc["linted"] == "all files"
     assert doc["files"] == ["sql/migrations/001_users_email_index.sql", "sql/migrations/002_drop.sql"]
-    assert doc["counts"] == {"info": 2, "warning": 2, "error": 0}
+    assert doc["counts"] == {"info": 2, "warning": 0, "error": 2}
+    assert doc["thresholds"]["unknown_table_size"] == "large"
     index = next(f for f in doc["findings"] if f["rule"] == "create-index-not-concurrently")
     assert (index["source"], index["line"], index["severity"], index["table"]) == (
-        "sql/migrations/001_users_email_index.sql", 3, "warning", "users")
+        "sql/migrations/001_users_email_index.sql", 3, "error", "users")
     assert index["fix"].startswith("use CREATE INDEX CONCURRENTLY")
     assert index["rows"] is None  # offline: no live size
     assert {"message", "category", "statement", "lock_timeout", "bytes", "reason"} <= set(index)
@@ -289,8 +325,11 @@ def test_ledger_and_sizes_fetched_in_one_round_trip(remote: Remote) -> None:
 def test_candidate_tables_cover_any_pending_subset() -> None:
     units = [LintUnit("001.sql", "CREATE TABLE orders (id int, user_id int);"),
              LintUnit("002.sql", "CREATE INDEX orders_user ON orders (user_id); TRUNCATE audit_log;")]
-    assert assess(None, units).findings[0].table == "audit_log"  # orders is new when 001 runs first
-    assert candidate_tables(units) == ["orders", "audit_log"]  # but 001 may be applied already
+    findings = assess(None, units).findings
+    assert [(f.table, f.rule) for f in findings if f.severity != "info"] == [
+        ("orders", "create-index-not-concurrently"), ("audit_log", "truncate")]  # orders exists when 002 runs
+    assert findings[0].created_in == "001.sql"
+    assert candidate_tables(units) == ["orders", "audit_log"]
 
 
 def test_assess_with_prefetched_stats_needs_no_remote() -> None:

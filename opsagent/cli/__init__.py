@@ -6,11 +6,8 @@ Tasks parse arguments, call the library and render; nothing else lives here.
 from __future__ import annotations
 
 from invoke.collection import Collection
-from invoke.exceptions import Exit, ParseError
-from invoke.program import Program
 
 from .. import __version__
-from ..errors import ExitCode
 from . import backup as backup_cli
 from . import core, quickref
 from . import lint as lint_cli
@@ -18,6 +15,12 @@ from . import plan as plan_cli
 from . import rollback as rollback_cli
 from . import schema as schema_cli
 from . import sync as sync_cli
+from .base import quiet_library_loggers
+from .program import OpsagentProgram, adopt_invoke_program
+
+__all__ = ["OpsagentProgram", "adopt_invoke_program", "main", "ns"]
+
+quiet_library_loggers()  # CLI start, under both 'inv' and 'opsagent'
 
 ns = Collection()
 ns.add_task(core.hosts)
@@ -40,22 +43,6 @@ ns.add_task(sync_cli.baseline_task)
 ns.add_task(sync_cli.repair)
 ns.add_task(rollback_cli.rollback)
 ns.add_task(plan_cli.new)
-
-
-class OpsagentProgram(Program):  # type: ignore[misc]
-    """Invoke's Program, with command-line parse errors mapped to the usage exit code (2)."""
-
-    def parse_core(self, argv: list[str] | None) -> None:
-        try:
-            super().parse_core(argv)
-        except ParseError as exc:
-            raise Exit(f"error: {exc}", code=int(ExitCode.USAGE)) from None
-
-    def parse_tasks(self) -> None:
-        try:
-            super().parse_tasks()
-        except ParseError as exc:
-            raise Exit(f"error: {exc}", code=int(ExitCode.USAGE)) from None
 
 
 def main() -> None:

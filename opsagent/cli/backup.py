@@ -10,12 +10,15 @@ from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
+from rich.markup import escape
 from rich.table import Table
 
 from ..backup import (
+    BackupError,
     BackupResult,
     ProgressCallback,
     RestoreResult,
+    Session,
     as_dict,
     create_backup,
     download_backup,
@@ -24,6 +27,7 @@ from ..backup import (
     list_backups,
     restore_backup,
     restore_in_place,
+    sessions_to_terminate,
 )
 from ..errors import UsageError
 from ..fleet import HostOutcome
@@ -44,9 +48,11 @@ def local_dir(inv: Inventory, host: HostConfig) -> Path:
 @contextmanager
 def _progress(label: str) -> Iterator[ProgressCallback]:
     """A Rich progress bar on stderr (silent without a terminal), fed by byte counts."""
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn  # only backup/restore draw it
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # only backup/restore draw it
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeElapsedColumn(),
+    from ..units import byte_progress_columns
+
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), *byte_progress_columns(), TimeElapsedColumn(),
                    console=err_console, disable=not err_console.is_terminal, transient=True)
     task_id = bar.add_task(label, total=None)
 
@@ -173,24 +179,42 @@ def restore(c: Context, host: str = "", backup: str = "", latest: bool = False, 
     with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         name = backup or latest_backup(remote).name
         if in_place:
-            _confirm(target, name, yes)
+            _confirm(target, name, yes, sessions_to_terminate(remote))
             result = restore_in_place(remote, name)
         else:
             result = restore_backup(remote, name, into=into or None)
     if json_:
         print_json(as_dict(result))
-        return
-    _render_restore(target, result)
+    else:
+        _render_restore(target, result)
+    if result.pre_restore_backup_error:
+        raise BackupError(f"{target.name}: {target.database} was restored, but the backup of the database it replaced failed "
+                          f"({result.pre_restore_backup_error}); that database is kept as {result.old_database_kept}",
+                          reason="pre_restore_backup", hint="do not drop it before taking a backup of it")
 
 
-def _confirm(host: HostConfig, name: str, yes: bool) -> None:
+def describe_sessions(sessions: list[Session]) -> str:
+    """``3 sessions (app1, app2, 1 without a name)``: who an in-place restore disconnects."""
+    if not sessions:
+        return "no sessions are connected"
+    names = sorted({s.application for s in sessions if s.application})
+    unnamed = sum(1 for s in sessions if not s.application)
+    shown = names + ([f"{unnamed} without an application name"] if unnamed else [])
+    return f"{len(sessions)} session{'s' if len(sessions) != 1 else ''} will be terminated ({', '.join(shown)})"
+
+
+def _confirm(host: HostConfig, name: str, yes: bool, sessions: list[Session] | None = None) -> None:
+    who = describe_sessions(sessions or [])
     if yes:
+        err_console.print(f"{escape(host.name)}: closing {escape(host.database)}: {escape(who)}", soft_wrap=True)
         return
     if not is_interactive():
         raise UsageError(f"--in-place replaces database {host.database} on {host.name}: pass --yes (no terminal to ask on)")
-    err_console.print(f"This replaces database [bold]{host.database}[/] on {host.name} with backup {name}; "
-                      "a backup of its current state is taken first.")
-    err_console.print(f"Type the database name ({host.database}) to continue: ", end="")
+    err_console.print(f"This replaces database [bold]{escape(host.database)}[/] on {escape(host.name)} with backup {escape(name)}. "
+                      "New connections are refused and its sessions terminated while it is swapped; "
+                      "the replaced database is kept under a new name and backed up.", soft_wrap=True)
+    err_console.print(f"[yellow]{escape(who)}[/]", soft_wrap=True)
+    err_console.print(f"Type the database name ({escape(host.database)}) to continue: ", end="")
     answer = sys.stdin.readline().strip()
     if answer != host.database:
         raise UsageError("not confirmed: nothing was changed")
@@ -198,19 +222,23 @@ def _confirm(host: HostConfig, name: str, yes: bool) -> None:
 
 def _render_restore(host: HostConfig, result: RestoreResult) -> None:
     if result.in_place:
-        console.print(f"[green]✔[/] {host.name}: database [bold]{result.database}[/] replaced by backup {result.backup}")
+        console.print(f"[green]✔[/] {escape(host.name)}: database [bold]{escape(result.database)}[/] replaced by backup {escape(result.backup)}")
+        if result.terminated_sessions:
+            apps = ", ".join(a or "(no name)" for a in result.terminated_applications)
+            console.print(f"  {result.terminated_sessions} session(s) terminated: {apps}", markup=False)
         if result.pre_restore_backup:
             console.print(f"  its previous state is in backup {result.pre_restore_backup.name}", markup=False)
         if result.old_database_kept:
-            console.print(f"  [yellow]the replaced database could not be dropped: it is kept as {result.old_database_kept}[/]")
+            console.print(f"  the replaced database is kept as {result.old_database_kept}; drop it when no longer needed: {result.drop_hint}",
+                          markup=False, soft_wrap=True)
     else:
-        console.print(f"[green]✔[/] {host.name}: backup {result.backup} restored into NEW database [bold]{result.database}[/] "
-                      f"({host.database} untouched)")
+        console.print(f"[green]✔[/] {escape(host.name)}: backup {escape(result.backup)} restored into NEW database "
+                      f"[bold]{escape(result.database)}[/] ({escape(host.database)} untouched)")
     table = Table(title="objects")
     table.add_column("kind")
-    table.add_column(result.database if not result.in_place else "restored", justify="right")
+    table.add_column(escape(result.database) if not result.in_place else "restored", justify="right")
     if result.live_counts is not None:
-        table.add_column(f"{host.database} (live)", justify="right")
+        table.add_column(f"{escape(host.database)} (live)", justify="right")
     for kind, count in result.restored_counts.items():
         shown = human(count) if kind == "bytes" else str(count)
         row = [kind, shown]

@@ -7,24 +7,122 @@ messages; tasks themselves only parse arguments, call the library and render.
 from __future__ import annotations
 
 import functools
+import inspect
 import json
+import logging
 import os
+import re
 import sys
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 from invoke.exceptions import Exit
-from invoke.tasks import task
+from invoke.tasks import Task, task
 from rich.console import Console
+from rich.measure import Measurement
 
-from ..errors import ExitCode, OpsagentError
-from ..inventory import HostConfig, Inventory, load_inventory
+from ..errors import ExitCode, OpsagentError, UsageError
+from ..inventory import DEFAULT_INVENTORY, HostConfig, Inventory, load_inventory
 from ..transport import Remote, open_remote
+from .program import program_name, silence_stdout, with_value_placeholders
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# ---------------------------------------------------------------- consoles
+
+PIPE_WIDTH = 100_000
+"""Width of a console whose stream is not a terminal: nothing is ever wrapped or cut (a backup name must paste whole)."""
+
+_TRAILING_BLANKS = re.compile(r"[ \t]+(?=\n)")
+
+
+class _PipeWriter:
+    """The console's stream when it is not a terminal: writes through, minus the blanks Rich pads lines with."""
+
+    def __init__(self, stream: str) -> None:
+        self._stream_name = stream
+
+    @property
+    def _stream(self) -> Any:
+        return getattr(sys, self._stream_name)  # looked up per write: tests and redirections swap sys.stdout
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        return int(self._stream.write(_TRAILING_BLANKS.sub("", text)))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+class PipedConsole(Console):
+    """A console writing to a pipe or a file: no wrapping, no cropping, no padding out to a terminal width.
+
+    Text is never wrapped (``soft_wrap``, a width no line reaches); a renderable that fills
+    whatever width it is given (a Panel, a padded block) is drawn at its natural width instead.
+    """
+
+    def print(self, *objects: Any, width: int | None = None, **kwargs: Any) -> None:
+        if width is None and len(objects) == 1 and not isinstance(objects[0], str):
+            natural = Measurement.get(self, self.options, objects[0]).maximum
+            width = natural if 0 < natural < PIPE_WIDTH else None
+        super().print(*objects, width=width, **kwargs)
+
+
+def make_console(*, stderr: bool = False) -> Console:
+    """The console for stdout or stderr, decided once at start: Rich's own for a terminal, a ``PipedConsole`` otherwise."""
+    terminal = Console(stderr=stderr, highlight=False)
+    if terminal.is_terminal:
+        return terminal
+    writer: Any = _PipeWriter("stderr" if stderr else "stdout")  # duck-typed text stream (write/flush/isatty/encoding)
+    return PipedConsole(file=writer, width=PIPE_WIDTH, soft_wrap=True, highlight=False, force_terminal=False)
+
+
+console = make_console()
+err_console = make_console(stderr=True)
+
+
+# ---------------------------------------------------------------- library loggers
+
+
+class _KeptMessages(logging.Handler):
+    """Keeps a library's log messages (not its traceback lines) instead of printing them over the one-line error."""
+
+    def __init__(self, keep: int = 20) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: deque[str] = deque(maxlen=keep)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage().rstrip()
+        if text and not text[0].isspace() and not text.startswith(("Traceback", "During handling")):
+            self.messages.append(text)
+
+
+_library_log = _KeptMessages()
+
+
+def quiet_library_loggers() -> None:
+    """Paramiko logs "Exception (client): Error reading SSH protocol banner" and two tracebacks on stderr for a host
+    that is down (its transport thread logs, then the connect raises what the CLI already reports in one line).
+    Keep those messages (``library_messages``) instead; ``OPSAGENT_DEBUG=1`` shows them as before."""
+    if os.environ.get("OPSAGENT_DEBUG"):
+        return
+    logger = logging.getLogger("paramiko")
+    if _library_log not in logger.handlers:
+        logger.addHandler(_library_log)
+    logger.propagate = False
+
+
+def library_messages() -> list[str]:
+    """The newest messages paramiko logged in this process (e.g. to add the cause to a connection error)."""
+    return list(_library_log.messages)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,6 +155,9 @@ def _guard(body: Callable[..., Any]) -> Callable[..., Any]:
             raise fail(ExitCode.INTERRUPTED) from None
         except Exit:
             raise
+        except BrokenPipeError:  # the reader went away (| head): nothing to report to anyone
+            silence_stdout()
+            raise fail(ExitCode.FAILURE) from None
         except Exception as exc:  # a bug: one line unless debugging
             if os.environ.get("OPSAGENT_DEBUG"):
                 traceback.print_exc()
@@ -67,15 +168,45 @@ def _guard(body: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-def command(help: dict[str, str] | None = None, **options: Any) -> Callable[[F], Any]:
-    """``@task`` with per-parameter help, no auto short flags (``-h`` stays help) and error mapping."""
+class OpsagentTask(Task):  # type: ignore[misc]
+    """Invoke's Task, with a parameter's annotation deciding its kind where its default cannot.
+
+    Invoke takes a flag's type from its default: ``timeout: float = 0`` became an int
+    flag and ``--timeout 2.5`` was refused.
+    """
+
+    def arg_opts(self, name: str, default: Any, taken_names: set[str]) -> dict[str, Any]:
+        opts: dict[str, Any] = super().arg_opts(name, default, taken_names)
+        parameter = inspect.signature(self.body).parameters.get(name)
+        if parameter is not None and parameter.annotation in ("float", float) and opts.get("kind") is int:
+            opts["kind"] = float
+        return opts
+
+
+def command(help: dict[str, str] | None = None, *, needs_project: bool = False, **options: Any) -> Callable[[F], Any]:
+    """``@task`` with per-parameter help, no auto short flags (``-h`` stays help) and error mapping.
+
+    ``needs_project``: the task reads or writes the project's files (migrations, schema,
+    snapshots): refused outside any project instead of working on the current folder.
+    """
 
     def decorate(body: F) -> Any:
         made: list[Any] = []
-        made.append(task(_help_first(_guard(body), made, dict(help or {})), help=help or {}, auto_shortflags=False, **options))
+        guarded = _guard(_in_project(body) if needs_project else body)
+        made.append(task(_help_first(guarded, made, dict(help or {})), help=help or {}, auto_shortflags=False,
+                         klass=OpsagentTask, **options))
         return made[0]
 
     return decorate
+
+
+def _in_project(body: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(body)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        require_project()
+        return body(*args, **kwargs)
+
+    return wrapper
 
 
 _HELP_WORDS = frozenset({"--help", "-h"})
@@ -103,27 +234,71 @@ def print_task_help(command_task: Any, helps: dict[str, str]) -> None:
     for argument in arguments:
         argument.help = helps.get(argument.name, argument.help)
     context = ParserContext(name=command_task.name, args=arguments)
-    program = os.path.basename(sys.argv[0]) if not sys.argv[0].endswith("__main__.py") else "opsagent"
+    program = program_name()
     positional = " ".join(f"<{a.name}>" for a in context.positional_args)
     name = next((a for a in sys.argv[1:] if a == command_task.name or a.endswith("." + command_task.name)), command_task.name)
     lines = [f"Usage: {program} {name} [--options] {positional}".rstrip(), "", "Docstring:",
              f"  {(command_task.__doc__ or '').strip()}", "", "Options:"]
-    width = max((len(flag) for flag, _ in context.help_tuples()), default=0)
-    lines += [f"  {flag.ljust(width)}  {text}" for flag, text in context.help_tuples()]
+    tuples = with_value_placeholders(context, context.help_tuples())
+    width = max((len(flag) for flag, _ in tuples), default=0)
+    lines += [f"  {flag.ljust(width)}  {text}" for flag, text in tuples]
     sys.stdout.write("\n".join(lines) + "\n")
 
 
+# ---------------------------------------------------------------- project and inventory
+
+
+def find_project_root(start: Path | None = None) -> Path | None:
+    """The nearest folder, from ``start`` (the working directory) upwards, holding ``inventory.yaml``, as git finds ``.git``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_INVENTORY).is_file():
+            return folder
+    return None
+
+
 def inventory() -> Inventory:
-    return load_inventory()
+    """``$OPSAGENT_INVENTORY`` if set, else the project's ``inventory.yaml`` found upwards from here (none: no hosts)."""
+    if os.environ.get("OPSAGENT_INVENTORY"):
+        return load_inventory()
+    root = find_project_root()
+    return load_inventory(root / DEFAULT_INVENTORY if root else None)
+
+
+def outside_project_error() -> UsageError:
+    return UsageError(f"not inside an opsagent project: no {DEFAULT_INVENTORY} here or in any folder above {Path.cwd()}",
+                      hint=f"cd into the project, or set OPSAGENT_INVENTORY=/path/to/{DEFAULT_INVENTORY}")
+
+
+def project_inventory() -> Inventory:
+    """The inventory of the project we are in; refuses (exit 2) outside any project.
+
+    For tasks that read or write the project's files (``new`` would otherwise create
+    ``./sql/migrations`` wherever it is run).
+    """
+    require_project()
+    inv = inventory()
+    if inv.source is None:
+        raise outside_project_error()
+    return inv
+
+
+def require_project() -> None:
+    """Refuse (exit 2, one line and a hint) unless ``$OPSAGENT_INVENTORY`` is set or a project folder is found upwards.
+
+    Cheap (no YAML is read): ``@command(needs_project=True)`` runs it before the task body.
+    """
+    if not os.environ.get("OPSAGENT_INVENTORY") and find_project_root() is None:
+        raise outside_project_error()
 
 
 def single_host(spec: str | None) -> tuple[HostConfig, Inventory]:
     """Resolve ``--host`` that must name exactly one host."""
-    from ..errors import UsageError
-
     inv = inventory()
     if not spec:
         raise UsageError("--host is required (see 'inv hosts' for the inventory)")
+    if inv.source is None and not inv.hosts:
+        raise outside_project_error()
     hosts = inv.resolve(spec)
     if len(hosts) != 1:
         raise UsageError(f"--host {spec!r} names {len(hosts)} hosts; this task takes one")

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Callable, Sequence
 
 from rich.live import Live
 from rich.table import Table
 
+from ..errors import UsageError
 from ..fleet import HostOutcome, fleet_exit_code, run_fleet
 from ..inventory import HostConfig
 from .base import console, fail, print_json
@@ -17,6 +19,23 @@ FAIL_FAST_HELP = "stop starting new hosts after the first failure"
 TIMEOUT_HELP = "seconds after which a host that has not finished is reported as timed out"
 
 SummaryColumns = Sequence[tuple[str, Callable[[HostOutcome], str]]]
+
+
+def _count(key: str) -> Callable[[HostOutcome], str]:
+    return lambda outcome: str(len(outcome.details.get(key) or []))
+
+
+def sync_columns(dry_run: bool) -> SummaryColumns:
+    """The count column of a fleet sync summary: what was applied, or for a dry run what would be."""
+    return (("would apply", _count("would_apply")),) if dry_run else (("applied", _count("applied")),)
+
+
+def check_fleet_flags(parallel: float, timeout: float) -> None:
+    """``--parallel`` and ``--timeout`` as the help promises them: counts and seconds, never negative (exit 2 otherwise)."""
+    if parallel < 0 or parallel != int(parallel):
+        raise UsageError(f"--parallel takes a whole number of hosts (0: automatic), got {parallel:g}")
+    if not math.isfinite(timeout) or timeout < 0:
+        raise UsageError(f"--timeout takes seconds (0: no limit), got {timeout:g}")
 
 
 def _status_table(states: dict[str, str]) -> Table:
@@ -39,6 +58,7 @@ def run_and_render(
     json_: bool = False,
 ) -> None:
     """Run ``action`` over ``hosts`` with live status lines; print a summary; exit non-zero if any failed."""
+    check_fleet_flags(parallel, timeout)
     states = {h.name: "waiting" for h in hosts}
     lock = threading.Lock()
     live = Live(_status_table(states), console=console, refresh_per_second=8, transient=True, redirect_stdout=False)

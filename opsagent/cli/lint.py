@@ -13,11 +13,11 @@ from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import MigrationError, RemoteError, UsageError
+from ..errors import InvalidMigration, RemoteError, UsageError
 from ..hazards import HazardReport, assess, candidate_tables, lint_unit, summary_line
-from ..inventory import HostConfig
+from ..inventory import HostConfig, Inventory
 from ..ledger import Ledger, LedgerState
-from ..lint import Finding, LintUnit, describe_size, table_stats_query, thresholds_from
+from ..lint import Finding, LintUnit, Thresholds, describe_size, table_stats_query, thresholds_from
 from ..migrations import (
     NO_TRANSACTION_MARKER,
     Migration,
@@ -35,6 +35,8 @@ from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, i
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 REFUSED_RULE = "refused-by-sync"
 _SPLIT = "--opsagent-lint-split--"
+OFFLINE_BLOCKING_NOTE = ("[bold red]errors block 'inv sync'[/] when they hold on the host: 'inv lint --host H' judges "
+                         "them by live table sizes (sync does the same)")
 NARROW = 120  # narrower consoles get one block per finding instead of the table
 
 
@@ -45,7 +47,7 @@ class _Loaded:
     path: Path
     unit: LintUnit
     migration: Migration | None
-    refusal: MigrationError | None = None
+    refusal: InvalidMigration | None = None
 
 
 def _raw_unit(path: Path, source: str) -> LintUnit:
@@ -63,7 +65,7 @@ def _load(path: Path) -> _Loaded:
         return _Loaded(path, _raw_unit(path, source), None)
     try:
         migration, _warnings = load_migration(path)
-    except MigrationError as exc:
+    except InvalidMigration as exc:
         return _Loaded(path, _raw_unit(path, source), None, exc)
     return _Loaded(path, lint_unit(migration, source), migration)
 
@@ -127,8 +129,21 @@ def _with_refusals(report: HazardReport, loaded: list[_Loaded]) -> HazardReport:
     return dataclasses.replace(report, findings=tuple(merged))
 
 
-def _offline(loaded: list[_Loaded]) -> HazardReport:
-    return _with_refusals(assess(None, [item.unit for item in loaded]), loaded)
+def _offline_thresholds(inv: Inventory) -> Thresholds:
+    """The ``hazards:`` settings offline lint grades by: the hosts' own when they all agree, else the defaults.
+
+    Offline, an existing table's size is unknown; ``hazards.unknown_table_size`` says how
+    to grade it.  Without a host to ask, only a setting every host shares (e.g. under
+    ``defaults:``) is taken: one host left at the default keeps the strict grading.
+    """
+    settings = {repr(sorted(thresholds_from(host.hazards).__dict__.items())): host for host in inv.hosts.values()}
+    if len(settings) == 1:
+        return thresholds_from(next(iter(settings.values())).hazards)
+    return Thresholds()
+
+
+def _offline(loaded: list[_Loaded], inv: Inventory) -> HazardReport:
+    return _with_refusals(assess(None, [item.unit for item in loaded], thresholds=_offline_thresholds(inv)), loaded)
 
 
 def _against_host(spec: str, loaded: list[_Loaded], explicit: bool, accept_new_host_key: bool) -> tuple[HazardReport, str]:
@@ -154,6 +169,8 @@ def _table_cell(finding: Finding, live: bool) -> Text:
         cell.append(f"\n{size}", style="bold" if finding.severity == "error" else "dim")
     elif live:
         cell.append("\nnot on the host yet", style="dim")
+    else:
+        cell.append("\nsize unknown offline", style="dim")
     return cell
 
 
@@ -190,7 +207,7 @@ def _print_blocks(shown: list[Finding], live: bool) -> None:
                              "  ", finding.rule)
         if finding.table:
             size = describe_size(finding.rows, finding.bytes)
-            head.append(f"  {finding.table}" + (f" ({size})" if size else " (not on the host yet)" if live else ""))
+            head.append(f"  {finding.table}" + (f" ({size})" if size else " (not on the host yet)" if live else " (size unknown offline)"))
         console.print(head, soft_wrap=True)
         console.print(Padding(_finding_cell(finding), (0, 0, 0, 4)))
 
@@ -217,8 +234,10 @@ def render_findings(report: HazardReport, *, verbose: bool = False, blocking_not
 def _header(report: HazardReport, how: str) -> str:
     count = len(report.files)
     if not report.live:
-        return (f"linted {count} migration file{'' if count == 1 else 's'} offline, in order (a table created by an earlier "
-                "file counts as new; --host H lints only what is pending there, with live table sizes)")
+        grading = "a large" if report.thresholds.unknown_table_size == "large" else "a small"
+        return (f"linted {count} migration file{'' if count == 1 else 's'} offline, each on its own (only a table created "
+                "earlier in the same file is new; other tables exist, their size is unknown offline: graded as on "
+                f"{grading} table; --host H lints only what is pending there, with live table sizes)")
     limits = report.thresholds
     return (f"host [bold]{report.host}[/]: linted {how}, judged against its live tables "
             f"(lock_timeout {report.lock_timeout}; large table: {limits.large_table_rows:,} rows or "
@@ -240,14 +259,14 @@ def lint(c: Context, host: str = "", file: str = "", json_: bool = False, verbos
     if host:
         report, how = _against_host(host, loaded, bool(file), accept_new_host_key)
     else:
-        report, how = _offline(loaded), "all files"
+        report, how = _offline(loaded, inv), "all files"
     if json_:
         print_json({**report.to_dict(), "linted": how})
     else:
         if not loaded:
             err_console.print(f"no migration files in {label(inv.paths.migrations)}")
         console.print(_header(report, how), soft_wrap=True)
-        render_findings(report, verbose=verbose)
+        render_findings(report, verbose=verbose, blocking_note=None if report.live else OFFLINE_BLOCKING_NOTE)
     if report.exit_code:
         raise fail(report.exit_code)
 

@@ -115,7 +115,7 @@ def _fleet(targets: Sequence[HostConfig], inv: Inventory, options: Any, identity
     "lock_timeout": "how long to wait for a sync's migration lock, seconds (default 60)",
     "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
     "timeout": TIMEOUT_HELP,
-})
+}, needs_project=True)
 def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, yes: bool = False, allow_data_loss: bool = False,
              no_backup: bool = False, lock_timeout: str = "60", json_: bool = False, accept_new_host_key: bool = False,
              parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:

@@ -10,21 +10,35 @@ from typing import Any
 
 from invoke.context import Context
 from rich.console import Console
+from rich.markup import escape
 from rich.prompt import Confirm
 from rich.table import Table
 
 from ..audit import append_audit, git_commit, who
 from ..backup import human
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..fleet import HostOutcome
+from ..fleet import HostOutcome, sync_outcome
 from ..inventory import HostConfig, Inventory
 from ..ledger import Ledger
 from ..migrations import Migration, VersionStatus
-from ..sync import Identity, LedgerEdit, SyncEvent, SyncOptions, SyncResult, apply_repair, baseline, read_state, repair_changes, statuses_for
+from ..sync import (
+    Identity,
+    LedgerEdit,
+    SyncEvent,
+    SyncInterrupted,
+    SyncOptions,
+    SyncResult,
+    apply_repair,
+    baseline,
+    duration_seconds,
+    read_state,
+    repair_changes,
+    statuses_for,
+)
 from ..sync import sync as run_sync
 from ..transport import Remote, open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json, single_host
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
 from .lint import render_findings
 
 _STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
@@ -39,6 +53,28 @@ def _seconds(value: str, flag: str) -> float:
         raise UsageError(f"{flag}: expected seconds such as 60, 90s or 2min, got {value!r}")
     number = float(match.group(1))
     return number / 1000 if match.group(2) == "ms" else number * 60 if match.group(2) == "min" else number
+
+
+def _lock_options(lock_timeout: str, migration_lock_timeout: str, lock_retry_for: str) -> tuple[str | None, str | None]:
+    """``--lock-timeout`` (per attempt; ``--migration-lock-timeout`` is its older name) and ``--lock-retry-for``, checked.
+
+    ``--lock-timeout`` used to be the advisory-lock wait in seconds (now ``--advisory-lock-wait``): a bare
+    number is refused rather than silently read as PostgreSQL milliseconds.
+    """
+    if lock_timeout and migration_lock_timeout and lock_timeout.strip() != migration_lock_timeout.strip():
+        raise UsageError("--lock-timeout and --migration-lock-timeout are the same setting: give one of them")
+    if lock_timeout and re.fullmatch(r"\s*\d+(\.\d+)?\s*", lock_timeout) and float(lock_timeout) != 0:
+        raise UsageError(f"--lock-timeout: give a unit, e.g. {lock_timeout.strip()}s or {lock_timeout.strip()}ms "
+                         "(it is PostgreSQL's lock_timeout per attempt)",
+                         hint="the wait for another sync's migration lock is now --advisory-lock-wait SECONDS")
+    chosen = lock_timeout or migration_lock_timeout or None
+    if chosen is not None:
+        duration_seconds(chosen, "--lock-timeout" if lock_timeout else "--migration-lock-timeout")
+    if lock_retry_for:
+        text = lock_retry_for.strip()
+        if text != "0" and not re.fullmatch(r"\d+(\.\d+)?\s*(ms|s|min|h)", text):
+            raise UsageError(f"--lock-retry-for: expected a duration with a unit such as 2min, 90s or 0, got {lock_retry_for!r}")
+    return chosen, lock_retry_for or None
 
 
 def _project_dir(inv: Inventory) -> Path:
@@ -93,7 +129,15 @@ class _Renderer:
                 for m in event.plan:
                     self.out.print(Panel(Syntax(m.sql, "sql", line_numbers=True, word_wrap=True), title=m.filename, title_align="left"))
         elif event.kind == "lock_wait":
-            self.out.print(f"[yellow]another sync holds the migration lock[/]: {event.message}", soft_wrap=True)
+            self.stop()
+            self.out.print(f"[yellow]another sync holds the migration lock[/]: {escape(event.message)}", soft_wrap=True)
+        elif event.kind == "lock_retry" and event.step is not None and event.wait is not None:
+            self.stop()
+            wait = event.wait
+            then = f"retrying in {wait.retry_in_s:.1f}s" if wait.retry_in_s is not None else "giving up"
+            self.out.print(f"[yellow]⏳ {event.step.version} {event.step.description}: lock not available "
+                           f"(attempt {wait.attempt}, lock_timeout {wait.lock_timeout_ms} ms, {wait.waited_s:.1f}s so far)[/], "
+                           f"blocked by {escape(wait.describe_blockers())}; {then}", soft_wrap=True, highlight=False)
         elif event.kind == "locked":
             self.out.print("[dim]migration lock taken[/]")
         elif event.kind == "backup_start":
@@ -157,12 +201,12 @@ def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> Non
     elif result.outcome == "applied":
         total = result.durations.get("total", 0.0)
         out.print(f"[bold green]applied {len(result.steps)} migration(s)[/] to {result.database} in {total:.1f}s")
-    if result.outcome in ("refused", "lock_timeout", "backup_failed", "failed", "declined"):
+    if result.outcome in ("refused", "lock_timeout", "backup_failed", "failed", "declined", "lost", "interrupted"):
         err_console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True)
         if result.hint:
             err_console.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
         untouched = [s.version for s in result.steps if s.status == "untouched"]
-        if result.outcome == "failed" and untouched:
+        if result.outcome in ("failed", "lock_timeout", "lost", "interrupted") and untouched:
             err_console.print(f"not run: {', '.join(untouched)}")
 
 
@@ -182,16 +226,13 @@ def _fleet_sync(targets: Sequence[HostConfig], inv: Inventory, options: SyncOpti
 
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-            result = run_sync(remote, inv.paths.migrations, options, identity)
+            result = run_sync(remote, inv.migrations_dir(), options, identity,
+                              reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new))
         append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
-        applied = [s.version for s in result.steps if s.status == "applied"]
-        message = result.error or (f"applied {', '.join(applied)}" if applied else result.outcome.replace("_", " "))
-        return HostOutcome(target.name, "ok" if result.ok else "failed", 0 if result.ok else int(ExitCode.FAILURE), message,
-                           details=result.as_dict())
+        return sync_outcome(target.name, result.as_dict())
 
-    columns = (("applied", lambda o: str(len(o.details.get("applied") or []))),)
-    run_and_render(targets, action, title="dry run" if options.dry_run else "sync", columns=columns, parallel=parallel,
-                   fail_fast=fail_fast, timeout=timeout, json_=json_)
+    run_and_render(targets, action, title="dry run" if options.dry_run else "sync", columns=sync_columns(options.dry_run),
+                   parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_)
 
 
 def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: bool, *, json_: bool, parallel: int,
@@ -199,7 +240,7 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
             state = read_state(remote, Ledger(target.ledger_schema))
-        statuses, _, warnings = statuses_for(inv.paths.migrations, state)
+        statuses, _, warnings = statuses_for(inv.migrations_dir(), state)
         document = _status_document(target.name, target.database, state.exists, statuses, warnings)
         counts = document["counts"]
         message = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items())) or "no versions"
@@ -220,24 +261,29 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
     "no_rehearse": "with --dry-run: show the plan only (the ledger is read, nothing is run)",
     "no_backup": "skip the pre-sync backup (loudly)", "target": "stop after this version",
     "allow_out_of_order": "apply pending versions older than the newest applied one",
-    "lock_timeout": "how long to wait for another sync's lock, seconds (default 60)",
-    "migration_lock_timeout": "PostgreSQL lock_timeout per migration (default: host's lock_timeout, 10s)",
+    "lock_timeout": "PostgreSQL lock_timeout of each lock-retry attempt, e.g. 5s or 500ms (default: host's lock_timeout, 5s)",
+    "lock_retry_for": "how long one migration keeps retrying its locks, e.g. 2min; 0 = no retries (default: host's lock_retry_for)",
+    "advisory_lock_wait": "how long to wait for another sync's migration lock, seconds (default 60)",
+    "migration_lock_timeout": "older name of --lock-timeout",
     "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
     "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
     "timeout": TIMEOUT_HELP, "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
     "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
 })
 def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry_run: bool = False, no_rehearse: bool = False,
-         no_backup: bool = False, target: str = "", allow_out_of_order: bool = False, lock_timeout: str = "60",
+         no_backup: bool = False, target: str = "", allow_out_of_order: bool = False, lock_timeout: str = "",
+         lock_retry_for: str = "", advisory_lock_wait: str = "60",
          migration_lock_timeout: str = "", statement_timeout: str = "", json_: bool = False,
          accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0,
          allow_hazards: bool = False, no_drift_check: bool = False) -> None:
     """Apply pending migrations: plan, confirm, lock, back up, apply each in its own transaction with its ledger row."""
     targets, inv = _targets(host)
+    attempt_timeout, retry_for = _lock_options(lock_timeout, migration_lock_timeout, lock_retry_for)
     options = SyncOptions(target=target or None, allow_out_of_order=allow_out_of_order, backup=not no_backup and not dry_run,
-                          lock_timeout=_seconds(lock_timeout, "--lock-timeout"), migration_lock_timeout=migration_lock_timeout or None,
-                          statement_timeout=statement_timeout or None, dry_run=dry_run, rehearse=not no_rehearse,
-                          allow_hazards=allow_hazards)
+                          advisory_lock_wait=_seconds(advisory_lock_wait, "--advisory-lock-wait"), lock_timeout=attempt_timeout,
+                          lock_retry_for=retry_for, statement_timeout=statement_timeout or None, dry_run=dry_run,
+                          rehearse=not no_rehearse, allow_hazards=allow_hazards)
+    migrations_dir = inv.migrations_dir()
     out = err_console if json_ else console
     if no_backup and not dry_run:
         err_console.print("[bold yellow]WARNING: --no-backup: no backup will be taken before applying migrations[/]")
@@ -264,9 +310,25 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
                               "git_commit": identity.git_commit, "action": "dry-run" if dry_run else "sync"}
     try:
         with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
-            result = run_sync(remote, inv.paths.migrations, options, identity, on_event=renderer, confirm=confirm)
+            result = run_sync(remote, migrations_dir, options, identity, on_event=renderer, confirm=confirm,
+                              reconnect=lambda: open_remote(target_host, inv, accept_new_host_key=accept_new_host_key))
             if result.ok and not no_drift_check:
                 result.warnings.extend(closing_drift_warning(remote, inv.paths.schema))
+    except SyncInterrupted as interrupted:  # every run that started leaves a record, with what committed
+        renderer.stop()
+        append_audit(inv.paths.state, interrupted.result.audit_record(identity.applied_by, identity.git_commit))
+        if json_:
+            print_json(interrupted.result.as_dict())
+        err_console.print(f"[bold red]{escape(interrupted.result.error or 'interrupted')}[/]", soft_wrap=True)
+        if interrupted.result.hint:
+            err_console.print(f"[dim]hint:[/] {escape(interrupted.result.hint)}", soft_wrap=True)
+        raise KeyboardInterrupt from None
+    except KeyboardInterrupt:
+        renderer.stop()
+        append_audit(inv.paths.state, {**record, "outcome": "interrupted", "applied": [],
+                                       "error": "interrupted before anything was applied",
+                                       "durations": {"total": round(time.monotonic() - started, 3)}})
+        raise
     except OpsagentError as exc:
         append_audit(inv.paths.state, {**record, "outcome": "error", "error": exc.message,
                                        "durations": {"total": round(time.monotonic() - started, 3)}})
@@ -327,7 +389,7 @@ def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     target_host = targets[0]
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
         state = read_state(remote, Ledger(target_host.ledger_schema))
-    statuses, _, warnings = statuses_for(inv.paths.migrations, state)
+    statuses, _, warnings = statuses_for(inv.migrations_dir(), state)
     document = _status_document(target_host.name, target_host.database, state.exists, statuses, warnings)
     if json_:
         print_json(document)
@@ -371,7 +433,7 @@ def baseline_task(c: Context, host: str = "", version: str = "", json_: bool = F
         raise UsageError("--version is required, e.g. inv baseline --host prod --version 007")
     target_host, inv = single_host(host)
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
-        edit = baseline(remote, inv.paths.migrations, version, _identity(inv))
+        edit = baseline(remote, inv.migrations_dir(), version, _identity(inv))
     append_audit(inv.paths.state, {"host": edit.host, "database": edit.database, "action": "baseline",
                                    "versions": edit.recorded, "outcome": "ok"})
     _render_edit(edit, json_)
@@ -382,7 +444,7 @@ def repair(c: Context, host: str = "", yes: bool = False, json_: bool = False, a
     """Make the ledger agree with the files: refresh checksums of edited applied files, drop rows whose files are gone."""
     target_host, inv = single_host(host)
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
-        changes, ledger = repair_changes(remote, inv.paths.migrations)
+        changes, ledger = repair_changes(remote, inv.migrations_dir())
         if not changes:
             _render_edit(LedgerEdit(target_host.name, target_host.database), json_)
             return
