@@ -21,13 +21,15 @@ from .errors import InvalidMigration, MigrationError, UsageError
 from .sqltext import Statement, split_statements
 
 NO_TRANSACTION_MARKER = "no-transaction"
-KNOWN_MARKERS = frozenset({NO_TRANSACTION_MARKER})
+DOWN_MARKER = "down"  # a line "-- opsagent:down": what follows undoes the migration (used only by 'inv rollback')
+KNOWN_MARKERS = frozenset({NO_TRANSACTION_MARKER, DOWN_MARKER})
 LINT_DIRECTIVE = "ignore"  # -- opsagent:ignore drop-column (opsagent.lint)
 TIMESTAMP_DIGITS = 14  # YYYYMMDDHHMMSS
 NAMING_HINT = "migration files are named <version>_<description>.sql, e.g. 001_create_users.sql"
 
 _NAME_RE = re.compile(r"^(\d+)_(.+)\.sql$")
 _MARKER_LINE_RE = re.compile(r"^[^\S\n]*--[^\S\n]*opsagent:[^\S\n]*(\S*)", re.MULTILINE)
+_DOWN_RE = re.compile(r"^[ \t]*--[ \t]*opsagent:[ \t]*down[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
 State = Literal["applied", "pending", "checksum_mismatch", "missing_file", "out_of_order", "failed"]
@@ -50,6 +52,9 @@ class Migration:
     transactional: bool  # False when the header has "-- opsagent:no-transaction"
     size_bytes: int
     wrapped: bool = False  # a transactional file that wraps itself in BEGIN; ... COMMIT; (seed style)
+    # the text after a "-- opsagent:down" line (None: no down section); never run by sync, not in ``sql`` nor the checksum
+    down_sql: str | None = None
+    down_line: int = 0  # file line where ``down_sql`` starts
 
     @functools.cached_property
     def statements(self) -> list[Statement]:
@@ -177,6 +182,24 @@ def _slug(description: str, limit: int = 80) -> str:
 
 
 # ---------------------------------------------------------------- markers
+
+
+def split_down(sql: str) -> tuple[str, str | None, int]:
+    """``(body, down, down_line)``: the text before the first ``-- opsagent:down`` line, the text after it and
+    the file line where that text starts; ``(sql, None, 0)`` without the marker.
+
+    The body is all that sync runs, lint reads and the checksum covers, so a down section
+    written or fixed after the migration was applied is not a checksum mismatch.  The blank
+    lines before the marker are not part of the body: appending a down section to a file
+    that ended with one newline keeps its checksum.
+    """
+    match = _DOWN_RE.search(sql)
+    if match is None:
+        return sql, None, 0
+    end = sql.find("\n", match.end())
+    down = "" if end < 0 else sql[end + 1:]
+    body = sql[:match.start()].rstrip(" \t\n")
+    return body + "\n" if body else "", down, sql.count("\n", 0, match.end()) + 2
 
 
 def _header_end(sql: str) -> int:
@@ -450,7 +473,7 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
         raw = path.read_bytes()
     except OSError as exc:
         raise UsageError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    sql = normalize_sql(raw, source)
+    sql, down_sql, down_line = split_down(normalize_sql(raw, source))
     markers, warnings = _markers(sql, source)
     transactional = NO_TRANSACTION_MARKER not in markers
     statements = split_statements(sql, source)  # SqlSyntaxError/UnsupportedSql: exit 2, file:line
@@ -467,7 +490,8 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
     if not tree:
         warnings.append(f"{source}: contains no statements")
     migration = Migration(version=version, version_key=key, description=description, path=path, filename=path.name,
-                          checksum=checksum(sql), sql=sql, transactional=transactional, size_bytes=len(raw), wrapped=wrapped)
+                          checksum=checksum(sql), sql=sql, transactional=transactional, size_bytes=len(raw), wrapped=wrapped,
+                          down_sql=down_sql, down_line=down_line)
     return migration, warnings
 
 

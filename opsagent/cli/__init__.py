@@ -12,6 +12,7 @@ from . import backup as backup_cli
 from . import core, quickref
 from . import lint as lint_cli
 from . import plan as plan_cli
+from . import rollback as rollback_cli
 from . import schema as schema_cli
 from . import sync as sync_cli
 from .base import quiet_library_loggers
@@ -40,6 +41,7 @@ ns.add_task(sync_cli.sync)
 ns.add_task(sync_cli.status)
 ns.add_task(sync_cli.baseline_task)
 ns.add_task(sync_cli.repair)
+ns.add_task(rollback_cli.rollback)
 ns.add_task(plan_cli.new)
 
 
