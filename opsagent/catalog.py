@@ -81,6 +81,12 @@ cols AS (
            'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
            'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
            'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+           -- the identity's own sequence: (start, increment, min, max, cache, cycle)
+           'identity_sequence', CASE WHEN a.attidentity <> '' THEN
+             (SELECT json_build_array(s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle)
+              FROM pg_depend sd JOIN pg_sequence s ON s.seqrelid = sd.objid
+              WHERE sd.classid = 'pg_class'::regclass AND sd.refclassid = 'pg_class'::regclass AND sd.deptype = 'i'
+                AND sd.refobjid = a.attrelid AND sd.refobjsubid = a.attnum LIMIT 1) END,
            'collation', CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
                              THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
                                    FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
@@ -424,6 +430,7 @@ class Column:
     default: str | None = None
     generated: str | None = None
     identity: str | None = None
+    identity_sequence: tuple[int, int, int, int, int, bool] | None = None  # start, increment, min, max, cache, cycle
     collation: str | None = None
     comment: str | None = None
     inherited: bool = False  # comes from a parent table (partition or inheritance child)

@@ -265,10 +265,16 @@ def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...
         yield Change("table", table, "changed", [f"column order: {', '.join(common_old)} {_ARROW} {', '.join(common_new)}"], "low")
 
 
+_SEQUENCE_FIELDS = ("start", "increment", "min", "max", "cache", "cycle")
+
+
 def _column_field(table: str, column: str, field: str, old: Any, new: Any) -> str:
     where = f"{display(table)}.{column}"
     if field == "type":
         return f"{where}: {old} {_ARROW} {new}"
+    if field == "identity_sequence" and old is not None and new is not None:
+        parts = [f"{name} {_show(a)} {_ARROW} {_show(b)}" for name, a, b in zip(_SEQUENCE_FIELDS, old, new, strict=True) if a != b]
+        return f"{where} identity sequence: {', '.join(parts)}"
     if field == "not_null":
         return f"{where}: {'NOT NULL' if old else 'NULL'} {_ARROW} {'NOT NULL' if new else 'NULL'}"
     return f"{where} {field.replace('_', ' ')}: {_show(old)} {_ARROW} {_show(new)}"

@@ -179,6 +179,37 @@ def lossless(old: str, new: str) -> bool:
     return False
 
 
+_INT_RANGES = {"smallint": (-32768, 32767), "integer": (-2147483648, 2147483647),
+               "bigint": (-9223372036854775808, 9223372036854775807)}
+_IDENTITY_WORDS = ("START WITH", "INCREMENT BY", "MINVALUE", "MAXVALUE", "CACHE")
+
+
+def identity_defaults(column_type: str, increment: int) -> tuple[int, int, int, int, int, bool]:
+    """What ``GENERATED ... AS IDENTITY`` without options gives a column of this type (ascending or descending)."""
+    low, high = _INT_RANGES.get(column_type, _INT_RANGES["bigint"])
+    minimum, maximum = (1, high) if increment > 0 else (low, -1)
+    return (minimum if increment > 0 else maximum, 1, minimum, maximum, 1, False)
+
+
+def identity_options(column: Column, base: tuple[int, int, int, int, int, bool] | None = None, prefix: str = "") -> list[str]:
+    """The identity sequence's options that differ from ``base`` (by default: what the column's type gives without options)."""
+    seq = column.identity_sequence
+    if seq is None:
+        return []
+    if base is None:
+        base = identity_defaults(column.type, seq[1])
+    out = [f"{prefix}{word} {value}" for word, value, was in zip(_IDENTITY_WORDS, seq[:5], base[:5], strict=True) if value != was]
+    if seq[5] != base[5]:
+        out.append(f"{prefix}{'CYCLE' if seq[5] else 'NO CYCLE'}")
+    return out
+
+
+def identity_sql(column: Column) -> str:
+    """``GENERATED {ALWAYS|BY DEFAULT} AS IDENTITY`` with the sequence options the column's sequence has."""
+    options = identity_options(column)
+    return f"GENERATED {(column.identity or 'by default').upper()} AS IDENTITY" + (f" ({' '.join(options)})" if options else "")
+
+
 def column_sql(column: Column) -> str:
     """A column as written in CREATE TABLE / ADD COLUMN."""
     parts = [quote_ident(column.name), column.type]
@@ -189,7 +220,7 @@ def column_sql(column: Column) -> str:
     elif column.default is not None:
         parts.append(f"DEFAULT {column.default}")
     if column.identity:
-        parts.append(f"GENERATED {column.identity.upper()} AS IDENTITY")
+        parts.append(identity_sql(column))
     if column.not_null:
         parts.append("NOT NULL")
     return " ".join(parts)
@@ -889,7 +920,7 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
         b.add("columns", "column", f"ALTER TABLE {table} ADD COLUMN {column_sql(new)}", destructive=True)
         return
     type_moved = any(_uses_type(old.type, t) for t in ctx.recreated_types)
-    if old.identity and old.identity != new.identity:
+    if old.identity and not new.identity:
         b.add("columns", "column", f"{prefix} DROP IDENTITY")
     default_changed = not _same(old.default, new.default, "expression") or old.type != new.type
     if old.default is not None and default_changed and not type_moved:
@@ -904,8 +935,29 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
         b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}")
     if old.not_null != new.not_null:
         b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
-    if new.identity and old.identity != new.identity:
-        b.add("columns", "column", f"{prefix} ADD GENERATED {new.identity.upper()} AS IDENTITY")
+    if new.identity and not old.identity:
+        b.add("columns", "column", f"{prefix} ADD {identity_sql(new)}")
+    elif new.identity and old.identity:
+        _alter_identity(b, prefix, old, new)
+
+
+def _alter_identity(b: _Builder, prefix: str, old: Column, new: Column) -> None:
+    """``SET GENERATED`` and ``SET <sequence option>`` on an identity column (its sequence and current value are kept).
+
+    After a type change PostgreSQL moves a default MAXVALUE/MINVALUE to the new type's: every option is then written out.
+    """
+    settings = [f"SET GENERATED {(new.identity or '').upper()}"] if old.identity != new.identity else []
+    if new.identity_sequence is not None and (old.identity_sequence != new.identity_sequence or old.type != new.type):
+        base = old.identity_sequence if old.type == new.type else None
+        settings += identity_options(new, base, "SET ") if base is not None else _all_identity_options(new)
+    if settings:
+        b.add("columns", "column", f"{prefix} {' '.join(settings)}")
+
+
+def _all_identity_options(column: Column) -> list[str]:
+    seq = column.identity_sequence
+    assert seq is not None
+    return [*(f"SET {word} {value}" for word, value in zip(_IDENTITY_WORDS, seq[:5], strict=True)), "SET CYCLE" if seq[5] else "SET NO CYCLE"]
 
 
 _CONSTRAINT_ORDER = {"p": 0, "u": 1, "x": 2, "c": 3, "t": 4, "f": 5}
