@@ -205,6 +205,8 @@ SELECT json_strip_nulls(json_build_object(
  'indexes', (SELECT coalesce(json_agg(json_build_object(
      'table', t.qname, 'name', i.relname,
      'definition', pg_get_indexdef(i.oid),
+     -- a partitioned index is valid once every partition has its index attached; a failed CONCURRENTLY build leaves one invalid
+     'valid', x.indisvalid,
      'comment', obj_description(i.oid, 'pg_class')
    ) ORDER BY 1), '[]')
    FROM pg_index x JOIN rel i ON i.oid = x.indexrelid JOIN rel t ON t.oid = x.indrelid
@@ -506,6 +508,7 @@ class Index:
     table: str
     name: str
     definition: str
+    valid: bool = True
     comment: str | None = None
 
     @property

@@ -19,6 +19,8 @@ import re
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+import pglast
+
 from .catalog import (
     Catalog,
     Collation,
@@ -1010,7 +1012,8 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = desired.indexes.get(key)
         if item.table in ctx.recreated_views or (item.table not in desired.tables and item.table not in desired.views):
             continue  # goes with its table or view
-        if other is None or not _same(other.definition, item.definition) or ctx.rebuilt_with("indexes", key, item.table):
+        if other is None or not _same(other.definition, item.definition) or ctx.rebuilt_with("indexes", key, item.table) or \
+                item.valid != other.valid:
             b.add("drop dependents", "index", f"DROP INDEX {key}")
             ctx.rebuilt_indexes.add(key)
             ctx.recreated.add(f"indexes:{key}")
@@ -1020,16 +1023,175 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
             continue  # created right after its materialized view
         if other is None or not _same(other.definition, item.definition) or key in ctx.rebuilt_indexes or \
                 (not ctx.uses_graph and item.table in ctx.reshaped) or item.table in ctx.rebuilt_tables:
-            if _can_build_concurrently(b, ctx, item):
+            partitions = _partitions_built_concurrently(ctx, item)
+            if partitions:
+                ctx.concurrent_indexes.add(key)
+                _build_partitioned_concurrently(b, ctx, item, partitions)
+            elif _can_build_concurrently(b, ctx, item):
                 ctx.concurrent_indexes.add(key)
                 # a build that failed before leaves an INVALID index behind: drop it so that a retry succeeds
                 b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {key}", stage="after")
                 b.add("concurrent indexes", "index", _concurrently(item.definition), stage="after")
             else:
-                b.add("indexes", "index", item.definition)
+                b.add("indexes", "index", _cascading(item.definition))
 
 
 _CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
+_ON_ONLY = re.compile(r"^(CREATE (?:UNIQUE )?INDEX (?:\S+|\"(?:[^\"]|\"\")*\") ON )ONLY ")
+
+
+def _cascading(definition: str) -> str:
+    """A partitioned table's index as introspected reads ``ON ONLY parent``: built that way no partition gets
+    it and it stays invalid.  Without ONLY, PostgreSQL builds (or attaches) one on every partition."""
+    return _ON_ONLY.sub(r"\1", definition, count=1)
+
+
+def _partitions_built_concurrently(ctx: _Context, index: Index) -> list[Table]:
+    """The partitions of an existing partitioned table to index one by one CONCURRENTLY (when some are large).
+
+    Only when every partition is a plain table that exists already and keeps its rows; otherwise (none large,
+    sub-partitions, a rebuild) the index is built on the parent in one statement.
+    """
+    parent = ctx.live.tables.get(index.table)
+    wanted = ctx.desired.tables.get(index.table)
+    if parent is None or wanted is None or parent.kind != "p" or wanted.kind != "p" or index.table in ctx.rebuilt_tables:
+        return []
+    partitions = [t for t in ctx.desired.tables.values() if t.partition_of and _same_table(t.partition_of, index.table)]
+    if not any(t.key in ctx.concurrent_tables for t in partitions):
+        return []
+    if any(t.kind != "r" or t.key not in ctx.live.tables or t.key in ctx.rebuilt_tables for t in partitions):
+        return []
+    return sorted(partitions, key=lambda t: t.key)
+
+
+def _same_table(reference: str, key: str) -> bool:
+    """``regclass::text`` names a table in the public schema without its schema."""
+    return reference == key or f"public.{reference}" == key
+
+
+def _build_partitioned_concurrently(b: _Builder, ctx: _Context, index: Index, partitions: list[Table]) -> None:
+    """``ON ONLY`` the parent (invalid), each partition's index CONCURRENTLY, each attached: the parent becomes valid.
+
+    The partitions' indexes get the names PostgreSQL would give them, so the result equals a plain build.
+    """
+    taken = _relation_names(ctx)
+    b.add("concurrent indexes", "index", _CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX IF NOT EXISTS ", index.definition, count=1),
+          stage="after")
+    for partition in partitions:
+        name = choose_index_name(partition.name, index_column_names(index.definition), taken.setdefault(partition.schema, set()))
+        child = qualify(partition.schema, name)
+        statement = _child_index_sql(index.definition, quote_ident(name), partition.key)
+        b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {child}", stage="after")
+        b.add("concurrent indexes", "index", _concurrently(statement), stage="after")
+        b.add("concurrent indexes", "index", f"ALTER INDEX {index.key} ATTACH PARTITION {child}", stage="after")
+
+
+def _relation_names(ctx: _Context) -> dict[str, set[str]]:
+    """Relation names per schema (both sides): a chosen index name must not collide with one."""
+    names: dict[str, set[str]] = {}
+    for catalog in (ctx.live, ctx.desired):
+        for item in (*catalog.tables.values(), *catalog.views.values(), *catalog.sequences.values()):
+            names.setdefault(item.schema, set()).add(item.name)
+        for index in catalog.indexes.values():
+            names.setdefault(_schema_of(index.table), set()).add(index.name)
+        for con in catalog.constraints.values():
+            if con.type in ("p", "u", "x") and not con.on_domain:
+                names.setdefault(_schema_of(con.table), set()).add(con.name)
+    return names
+
+
+def _schema_of(key: str) -> str:
+    """The schema of a qualified key as the catalog quotes it, unquoted."""
+    head = key[:_split_point(key)]
+    return head[1:-1].replace('""', '"') if head.startswith('"') else head
+
+
+def _split_point(key: str) -> int:
+    if key.startswith('"'):
+        index = 1
+        while index < len(key):
+            if key[index] == '"':
+                if key[index + 1:index + 2] == '"':
+                    index += 2
+                    continue
+                return index + 1
+            index += 1
+    return key.index(".")
+
+
+def _child_index_sql(definition: str, name: str, table: str) -> str:
+    """The parent's index definition, renamed and put on one partition."""
+    statement = pglast.parse_sql(definition)[0].stmt
+    rest = definition[definition.index(" USING "):]
+    unique = "UNIQUE " if statement.unique else ""
+    return f"CREATE {unique}INDEX {name} ON {table}{rest}"
+
+
+def index_column_names(definition: str) -> list[str]:
+    """The names PostgreSQL derives from an index's columns to name it (ChooseIndexColumnNames, FigureIndexColname)."""
+    statement = pglast.parse_sql(definition)[0].stmt
+    names: list[str] = []
+    for element in (*(statement.indexParams or ()), *(statement.indexIncludingParams or ())):
+        name = element.indexcolname or element.name or _figure_colname(element.expr) or "expr"
+        base, suffix = name, 0
+        while name in names:  # a repeated name gets a number, as in PostgreSQL
+            suffix += 1
+            name = f"{base}{suffix}"
+        names.append(name)
+    return names
+
+
+def _figure_colname(node: Any) -> str | None:
+    """PostgreSQL's FigureColname for the expressions indexes commonly hold."""
+    kind = type(node).__name__
+    if kind == "ColumnRef":
+        last = node.fields[-1]
+        return str(last.sval) if type(last).__name__ == "String" else None
+    if kind == "FuncCall":
+        return str(node.funcname[-1].sval)
+    if kind == "TypeCast":
+        return _figure_colname(node.arg) or str(node.typeName.names[-1].sval)
+    if kind == "CoalesceExpr":
+        return "coalesce"
+    if kind == "CaseExpr":
+        return "case"
+    if kind == "MinMaxExpr":
+        return "greatest" if node.op == 0 else "least"
+    return None
+
+
+_NAMEDATALEN = 64
+
+
+def choose_index_name(table: str, columns: list[str], taken: set[str]) -> str:
+    """The name PostgreSQL gives an unnamed index on ``table`` (ChooseIndexNameAddition + makeObjectName + ChooseRelationName)."""
+    addition = ""
+    for column in columns:
+        addition = f"{addition}_{column}" if addition else column
+        if len(addition.encode()) >= _NAMEDATALEN - 1:
+            addition = addition.encode()[:_NAMEDATALEN - 1].decode(errors="ignore")
+            break
+    pass_number = 0
+    while True:
+        label = "idx" if pass_number == 0 else f"idx{pass_number}"
+        name = _make_object_name(table, addition, label)
+        if name not in taken:
+            taken.add(name)
+            return name
+        pass_number += 1
+
+
+def _make_object_name(first: str, second: str, label: str) -> str:
+    one, two = first.encode(), second.encode()
+    available = _NAMEDATALEN - 1 - (len(label) + 1) - (1 if two else 0)
+    a, c = len(one), len(two)
+    while a + c > available:
+        if a > c:
+            a -= 1
+        else:
+            c -= 1
+    parts = [one[:a].decode(errors="ignore"), *([two[:c].decode(errors="ignore")] if two else []), label]
+    return "_".join(parts)
 
 
 def _concurrently(definition: str) -> str:

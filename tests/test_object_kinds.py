@@ -120,3 +120,43 @@ IDENTITY = {
 @pytest.mark.parametrize("name", sorted(IDENTITY))
 def test_identity_sequence_options(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, IDENTITY[name])
+
+
+# ---------------------------------------------------------------- 2. partitioned indexes
+
+_PARTS = ("CREATE TABLE p (id int NOT NULL, at date NOT NULL, name text) PARTITION BY RANGE (at);"
+          " CREATE TABLE p1 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
+          " CREATE TABLE p2 PARTITION OF p FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');")
+_LONG = "measurements_of_the_northern_hemisphere_weather_stations_2024"  # 61 characters: index names are truncated
+_SALES = ('CREATE SCHEMA "Sales"; CREATE SCHEMA archive;'
+          ' CREATE TABLE "Sales"."Orders" (id int NOT NULL, region text NOT NULL, "Customer" text) PARTITION BY LIST (region);'
+          ' CREATE TABLE "Sales"."Orders_EU" PARTITION OF "Sales"."Orders" FOR VALUES IN (\'eu\');'
+          f' CREATE TABLE archive.{_LONG} PARTITION OF "Sales"."Orders" FOR VALUES IN (\'us\');')
+
+PARTITIONED_INDEXES = {
+    "built on every partition": Case(
+        _PARTS, _PARTS + " CREATE INDEX p_name ON p (name);",
+        ("CREATE INDEX p_name ON public.p USING btree (name)",), absent=(" ON ONLY ",)),
+    "built CONCURRENTLY partition by partition, then attached": Case(
+        _PARTS, _PARTS + " CREATE INDEX p_name ON p (lower(name), id) INCLUDE (at);",
+        ("CREATE INDEX IF NOT EXISTS p_name ON ONLY public.p", "CREATE INDEX CONCURRENTLY p1_lower_id_at_idx ON public.p1",
+         "ALTER INDEX public.p_name ATTACH PARTITION public.p1_lower_id_at_idx",
+         "CREATE INDEX CONCURRENTLY p2_lower_id_at_idx ON public.p2", "ALTER INDEX public.p_name ATTACH PARTITION public.p2_lower_id_at_idx"),
+        concurrent={"public.p1"}),
+    "an index left ON ONLY (invalid) is seen and rebuilt": Case(
+        _PARTS + " CREATE INDEX p_name ON ONLY p (name);", _PARTS + " CREATE INDEX p_name ON p (name);",
+        ("DROP INDEX public.p_name", "CREATE INDEX p_name ON public.p USING btree (name)")),
+    "quoted names, partitions in another schema, long names truncated": Case(
+        _SALES, _SALES + ' CREATE UNIQUE INDEX "Orders_key" ON "Sales"."Orders" (region, id); CREATE INDEX ON "Sales"."Orders" ("Customer");',
+        ('CREATE INDEX CONCURRENTLY "Orders_EU_Customer_idx" ON "Sales"."Orders_EU"',
+         "CREATE UNIQUE INDEX CONCURRENTLY measurements_of_the_northern_hemisphere_weather_s_region_id_idx ON archive."),
+        concurrent={'"Sales"."Orders_EU"'}),
+    "a partition's index detached from its parent is seen": Case(
+        _PARTS + " CREATE INDEX p_name ON ONLY p (name); CREATE INDEX p1_name ON p1 (name);",
+        _PARTS + " CREATE INDEX p_name ON p (name);", ("DROP INDEX public.p1_name", "CREATE INDEX p_name ON public.p")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARTITIONED_INDEXES))
+def test_partitioned_indexes(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, PARTITIONED_INDEXES[name])
