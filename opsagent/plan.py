@@ -1121,7 +1121,7 @@ def _split_point(key: str) -> int:
 
 def _child_index_sql(definition: str, name: str, table: str) -> str:
     """The parent's index definition, renamed and put on one partition."""
-    statement = pglast.parse_sql(definition)[0].stmt
+    statement: Any = pglast.parse_sql(definition)[0].stmt
     rest = definition[definition.index(" USING "):]
     unique = "UNIQUE " if statement.unique else ""
     return f"CREATE {unique}INDEX {name} ON {table}{rest}"
@@ -1129,7 +1129,7 @@ def _child_index_sql(definition: str, name: str, table: str) -> str:
 
 def index_column_names(definition: str) -> list[str]:
     """The names PostgreSQL derives from an index's columns to name it (ChooseIndexColumnNames, FigureIndexColname)."""
-    statement = pglast.parse_sql(definition)[0].stmt
+    statement: Any = pglast.parse_sql(definition)[0].stmt
     names: list[str] = []
     for element in (*(statement.indexParams or ()), *(statement.indexIncludingParams or ())):
         name = element.indexcolname or element.name or _figure_colname(element.expr) or "expr"
