@@ -1090,7 +1090,8 @@ def _relation_names(ctx: _Context) -> dict[str, set[str]]:
     """Relation names per schema (both sides): a chosen index name must not collide with one."""
     names: dict[str, set[str]] = {}
     for catalog in (ctx.live, ctx.desired):
-        for item in (*catalog.tables.values(), *catalog.views.values(), *catalog.sequences.values()):
+        relations: list[Table | View | Sequence_] = [*catalog.tables.values(), *catalog.views.values(), *catalog.sequences.values()]
+        for item in relations:
             names.setdefault(item.schema, set()).add(item.name)
         for index in catalog.indexes.values():
             names.setdefault(_schema_of(index.table), set()).add(index.name)
