@@ -214,16 +214,18 @@ def _default(value: str | None, column: str, owned: Mapping[str, str]) -> str | 
     return _NEXTVAL.sub(lambda m: "nextval(<owned sequence>)" if owned.get(m.group(1).replace("''", "'")) == column else m.group(0), value)
 
 
+# what a partition or inheritance child decides for a column its parent defines
+_OWN_FIELDS = frozenset({"not_null", "default", "comment", "privileges"})
+
+
 def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...], *, view: bool,
                      owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})) -> Iterator[Change]:
     before = {c.name: c for c in old}
     after = {c.name: c for c in new}
     for column in old:
         key = f"{table}.{column.name}"
-        if column.inherited and after.get(column.name, column).inherited:
-            continue  # reported on the parent table, where the change was made
         if column.name not in after:
-            if not view:
+            if not view and not column.inherited:  # an inherited one is reported on the parent, where the change was made
                 yield Change("column", key, "extra", [f"{display(table)}.{column.name}: {column.type}"])
             continue
         other = after[column.name]
@@ -234,9 +236,12 @@ def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...
         details: list[str] = []
         comment: list[str] = []
         grants: list[str] = []
+        inherited = column.inherited and other.inherited
         for field in dataclasses.fields(Column):
             if field.name in ("name", "inherited"):  # inheritance shows as the table's partition_of/inherits
                 continue
+            if inherited and field.name not in _OWN_FIELDS:
+                continue  # its type and generation are the parent's, reported there
             a, b = getattr(column, field.name), getattr(other, field.name)
             if field.name == "default" and a != b:
                 where = f"{table}.{quote_ident(column.name)}"

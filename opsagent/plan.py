@@ -830,6 +830,9 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
         current = live.tables.get(key)
         if current is None:
             b.add("tables", "table", table_sql(table))
+            for column in table.columns:
+                if column.inherited:
+                    _inherited_column(b, ctx, table, column, None)
         elif key in ctx.rebuilt_tables:
             _rebuild_table(b, ctx, current, table)
         else:
@@ -861,7 +864,7 @@ def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             b.add("tables", "sequence", f"ALTER SEQUENCE {seq.key} OWNED BY NONE")
             ctx.reowned.add(seq.key)
     for child in ctx.live.tables.values():
-        if child.partition_of == key:
+        if child.partition_of and _same_table(child.partition_of, key) and child.key in ctx.desired.tables:
             b.add("tables", "table", f"ALTER TABLE {key} DETACH PARTITION {child.key}")
     b.add("tables", "table", f"ALTER TABLE {key} RENAME TO {quote_ident(temp)}")
     b.add("tables", "table", table_sql(new))
@@ -884,15 +887,16 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             b.add("tables", "table", f"ALTER TABLE {key} RESET ({', '.join(o.split('=', 1)[0] for o in old.options)})")
         if new.options:
             b.add("tables", "table", f"ALTER TABLE {key} SET ({', '.join(new.options)})")
+    # detached before any table is dropped: dropping the parent would take its partitions (or fail on its children)
     for parent in old.inherits:
         if parent not in new.inherits:
-            b.add("tables", "table", f"ALTER TABLE {key} NO INHERIT {parent}")
+            b.add("drop tables", "table", f"ALTER TABLE {key} NO INHERIT {parent}")
     for parent in new.inherits:
         if parent not in old.inherits:
             b.add("tables", "table", f"ALTER TABLE {key} INHERIT {parent}")
     if (old.partition_of, old.partition_bound) != (new.partition_of, new.partition_bound) or key in ctx.detached:
         if old.partition_of and key not in ctx.detached:
-            b.add("tables", "table", f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}")
+            b.add("drop tables", "table", f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}")
         if new.partition_of:
             b.add("constraints", "table", f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}")
     before = old.column_map()
@@ -902,15 +906,88 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             b.add("columns", "column", f"ALTER TABLE {key} DROP COLUMN {quote_ident(column.name)}", destructive=True,
                   warning=f"drops column {key}.{column.name} and its data")
     for column in new.columns:
-        if column.inherited:
-            continue
         current = before.get(column.name)
+        if column.inherited:
+            if current is not None and current.inherited:
+                _inherited_column(b, ctx, new, column, current)
+            continue
+        if current is not None and current.inherited and _freed(old, new):
+            _alter_column(b, ctx, key, current, column)  # detached or NO INHERIT: the column stays, as the table's own
+            continue
         if current is None or current.inherited:
             # an inherited column the parent drops would vanish: (re)add it as the table's own
             exists = "" if current is None else "IF NOT EXISTS "
             b.add("columns", "column", f"ALTER TABLE {key} ADD COLUMN {exists}{column_sql(column)}")
             continue
         _alter_column(b, ctx, key, current, column)
+
+
+_COPIED = object()  # "whatever the parent has": a child created in this plan
+
+
+def _freed(old: Table, new: Table) -> bool:
+    """The table leaves its partitioned parent or all its INHERITS parents (its columns and CHECKs become its own)."""
+    detached = bool(old.partition_of) and old.partition_of != new.partition_of
+    return detached or (bool(old.inherits) and not set(old.inherits) & set(new.inherits))
+
+
+def _inherited_on_release(ctx: _Context, item: Constraint) -> bool:
+    """A CHECK the table had from a parent it leaves in this plan: PostgreSQL keeps it as the table's own."""
+    old, new = ctx.live.tables.get(item.table), ctx.desired.tables.get(item.table)
+    if old is None or new is None or item.type != "c" or not _freed(old, new):
+        return False
+    for reference in (old.partition_of, *old.inherits):
+        parent = ctx.live.tables.get(reference or "") or ctx.live.tables.get(f"public.{reference}")
+        inherited = ctx.live.constraints.get(f"{parent.key}.{quote_ident(item.name)}") if parent is not None else None
+        if inherited is not None and _same(inherited.definition, item.definition, "constraint"):
+            return True
+    return False
+
+
+def _parent_column(catalog: Catalog, table: Table, name: str) -> tuple[Table, Column] | None:
+    """The parent (partitioned table or first INHERITS parent having it) a column comes from."""
+    for reference in (table.partition_of, *table.inherits):
+        if not reference:
+            continue
+        parent = catalog.tables.get(reference) or catalog.tables.get(f"public.{reference}")
+        column = parent.column_map().get(name) if parent is not None else None
+        if parent is not None and column is not None:
+            return parent, column
+    return None
+
+
+def _cascaded(ctx: _Context, table: Table, column: str, field: str, value: Any) -> Any:
+    """What an inherited column's NOT NULL or default is once the parents' own changes have run.
+
+    ALTER COLUMN SET/DROP DEFAULT and SET/DROP NOT NULL on a parent recurse to every child,
+    so a child ends with the parent's new value when the parent's changes, and keeps its own otherwise.
+    """
+    found = _parent_column(ctx.desired, table, column)
+    if found is None:
+        return value
+    parent, wanted = found
+    if value is _COPIED:
+        value = getattr(wanted, field)  # a new child starts with its parent's value
+    live_parent = ctx.live.tables.get(parent.key)
+    was = live_parent.column_map().get(column) if live_parent is not None else None
+    if was is None:
+        return getattr(wanted, field)  # the parent is created (or gets the column) in this plan: the child copies it
+    before = _cascaded(ctx, parent, column, field, getattr(was, field)) if was.inherited else getattr(was, field)
+    same = _same(before, getattr(wanted, field), "expression") if field == "default" else before == getattr(wanted, field)
+    return value if same else getattr(wanted, field)
+
+
+def _inherited_column(b: _Builder, ctx: _Context, table: Table, new: Column, old: Column | None) -> None:
+    """A partition's or child's own NOT NULL and default on a column its parent defines (created from the parent's)."""
+    prefix = f"ALTER TABLE {table.key} ALTER COLUMN {quote_ident(new.name)}"
+    not_null = _cascaded(ctx, table, new.name, "not_null", old.not_null if old is not None else _COPIED)
+    if not_null is not _COPIED and not_null != new.not_null:
+        b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
+    default = _cascaded(ctx, table, new.name, "default", old.default if old is not None else _COPIED)
+    if default is _COPIED:
+        return
+    if not _same(default, new.default, "expression"):
+        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}" if new.default is not None else f"{prefix} DROP DEFAULT")
 
 
 def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Column) -> None:
@@ -1001,6 +1078,8 @@ def _plan_constraints(b: _Builder, ctx: _Context) -> None:
             dropped.add(key)
             ctx.recreated.add(f"constraints:{key}")
     for key, item in sorted(desired.constraints.items(), key=lambda kv: _CONSTRAINT_ORDER.get(kv[1].type, 9)):
+        if key not in live.constraints and _inherited_on_release(ctx, item):
+            continue
         if key not in live.constraints or key in dropped or (item.on_domain and item.table in ctx.recreated_types):
             # foreign keys last: the unique index they need may be a plain CREATE UNIQUE INDEX
             b.add("foreign keys" if item.type == "f" else "constraints", "constraint", constraint_sql(item))

@@ -160,3 +160,65 @@ PARTITIONED_INDEXES = {
 @pytest.mark.parametrize("name", sorted(PARTITIONED_INDEXES))
 def test_partitioned_indexes(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, PARTITIONED_INDEXES[name])
+
+
+# ---------------------------------------------------------------- 3. partitions and inherited things
+
+_CHECKED = ("CREATE TABLE m (id int NOT NULL, at date NOT NULL, v int DEFAULT 0, note text, CONSTRAINT v_positive CHECK (v >= 0))"
+            " PARTITION BY RANGE (at);")
+_M1 = " CREATE TABLE m1 PARTITION OF m FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');"
+_M2 = " CREATE TABLE m2 PARTITION OF m FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');"
+_PEOPLE = "CREATE TABLE person (id int NOT NULL, name text DEFAULT 'anon', kind text);"
+
+PARTITIONS = {
+    "a parent's CHECK is not added to each partition": Case(
+        _CHECKED + _M1, _CHECKED + _M1 + _M2 + " ALTER TABLE m ADD CONSTRAINT at_recent CHECK (at > '2000-01-01');",
+        ("CREATE TABLE public.m2 PARTITION OF public.m", "ALTER TABLE public.m ADD CONSTRAINT at_recent"),
+        absent=("ALTER TABLE public.m1 ADD CONSTRAINT", "ALTER TABLE public.m2 ADD CONSTRAINT")),
+    "a parent's CHECK dropped once": Case(
+        _CHECKED + _M1 + _M2, _CHECKED.replace(", CONSTRAINT v_positive CHECK (v >= 0)", "") + _M1 + _M2,
+        ("ALTER TABLE public.m DROP CONSTRAINT v_positive",), absent=("ALTER TABLE public.m1 DROP", "ALTER TABLE public.m2 DROP")),
+    "NOT NULL and defaults of partition columns": Case(
+        _CHECKED + _M1 + _M2,
+        _CHECKED + _M1 + _M2 + " ALTER TABLE m1 ALTER COLUMN note SET NOT NULL; ALTER TABLE m2 ALTER COLUMN v SET DEFAULT 7;"
+        " ALTER TABLE m1 ALTER COLUMN v DROP DEFAULT;",
+        ("ALTER TABLE public.m1 ALTER COLUMN note SET NOT NULL",)),
+    "a parent's change reaches partitions that keep their own value": Case(
+        _CHECKED + _M1 + _M2 + " ALTER TABLE m2 ALTER COLUMN v SET DEFAULT 7;",
+        _CHECKED.replace("v int DEFAULT 0", "v int DEFAULT 1").replace("note text", "note text NOT NULL") + _M1 + _M2
+        + " ALTER TABLE m2 ALTER COLUMN v SET DEFAULT 7;",
+        ("ALTER TABLE public.m ALTER COLUMN v SET DEFAULT 1", "ALTER TABLE public.m2 ALTER COLUMN v SET DEFAULT 7")),
+    "a new partition with its own NOT NULL and default": Case(
+        _CHECKED + _M1, _CHECKED + _M1 + _M2 + " ALTER TABLE m2 ALTER COLUMN note SET NOT NULL, ALTER COLUMN v SET DEFAULT 5;",
+        ("CREATE TABLE public.m2 PARTITION OF public.m", "ALTER TABLE public.m2 ALTER COLUMN note SET NOT NULL")),
+    "inheritance children keep their own defaults": Case(
+        _PEOPLE + " CREATE TABLE staff (salary int) INHERITS (person);",
+        _PEOPLE.replace("'anon'", "'nobody'") + " CREATE TABLE staff (salary int) INHERITS (person);"
+        " ALTER TABLE staff ALTER COLUMN name SET DEFAULT 'staff', ALTER COLUMN kind SET NOT NULL;"
+        " CREATE TABLE guest () INHERITS (person); ALTER TABLE guest ALTER COLUMN kind SET DEFAULT 'guest';",
+        ("ALTER TABLE public.guest ALTER COLUMN kind SET DEFAULT 'guest'", "ALTER TABLE public.staff ALTER COLUMN name SET DEFAULT 'staff'")),
+    "a partition detached before its parent is dropped": Case(
+        _CHECKED + _M1 + _M2, "CREATE TABLE m1 (id int NOT NULL, at date NOT NULL, v int DEFAULT 0, note text, CONSTRAINT v_positive CHECK (v >= 0));",
+        ("ALTER TABLE public.m DETACH PARTITION public.m1", "DROP TABLE public.m2", "DROP TABLE public.m;")),
+    "a child freed before its parent is dropped": Case(
+        _PEOPLE + " CREATE TABLE staff (salary int) INHERITS (person);",
+        "CREATE TABLE staff (id int NOT NULL, name text DEFAULT 'anon', kind text, salary int);",
+        ("ALTER TABLE public.staff NO INHERIT public.person", "DROP TABLE public.person")),
+    "a partition moved to another parent in another schema": Case(
+        "CREATE SCHEMA hist;" + _CHECKED + _M1 + _M2 + _CHECKED.replace(" m (", " hist.m ("),
+        "CREATE SCHEMA hist;" + _CHECKED + _M1 + _CHECKED.replace(" m (", " hist.m (") + _M2.replace("OF m", "OF hist.m"),
+        ("ALTER TABLE public.m DETACH PARTITION public.m2", "ALTER TABLE hist.m ATTACH PARTITION public.m2")),
+    "a plain table becomes partitioned": Case(
+        "CREATE TABLE ev (id int NOT NULL, at date NOT NULL, CONSTRAINT ev_id CHECK (id > 0)); INSERT INTO ev VALUES (1, '2024-05-01');",
+        "CREATE TABLE ev (id int NOT NULL, at date NOT NULL, CONSTRAINT ev_id CHECK (id > 0)) PARTITION BY RANGE (at);"
+        " CREATE TABLE ev_2024 PARTITION OF ev FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');",
+        ("ALTER TABLE public.ev RENAME TO ev__old", "CREATE TABLE public.ev_2024 PARTITION OF", "INSERT INTO public.ev")),
+    "a partitioned table becomes plain": Case(
+        _CHECKED + _M1, "CREATE TABLE m (id int NOT NULL, at date NOT NULL, v int DEFAULT 0, note text, CONSTRAINT v_positive CHECK (v >= 0));",
+        ("DROP TABLE public.m1",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PARTITIONS))
+def test_partitions_and_inherited_things(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, PARTITIONS[name])
