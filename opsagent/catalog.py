@@ -170,6 +170,10 @@ SELECT json_strip_nulls(json_build_object(
                   WHERE i.inhrelid = c.oid AND NOT c.relispartition),
      'options', c.reloptions,
      'rls_enabled', c.relrowsecurity, 'rls_forced', c.relforcerowsecurity,
+     'replica_identity', CASE c.relreplident WHEN 'f' THEN 'full' WHEN 'n' THEN 'nothing'
+                         WHEN 'i' THEN 'index ' || coalesce((SELECT quote_ident(ic.relname) FROM pg_index ri
+                                                             JOIN pg_class ic ON ic.oid = ri.indexrelid
+                                                             WHERE ri.indrelid = c.oid AND ri.indisreplident), '(none)') END,
      'comment', obj_description(c.oid, 'pg_class'),
      'privileges', acl.privs,
      'columns', coalesce(cols.columns, '[]')
@@ -455,6 +459,7 @@ class Table:
     options: tuple[str, ...] = ()
     rls_enabled: bool = False
     rls_forced: bool = False
+    replica_identity: str = "default"  # "full", "nothing" or "index <name>" (what logical replication logs of a changed row)
     comment: str | None = None
     privileges: tuple[Privilege, ...] = ()
     columns: tuple[Column, ...] = ()

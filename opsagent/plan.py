@@ -427,6 +427,7 @@ def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, 
     _plan_constraints(b, ctx)
     _plan_views(b, ctx)
     _plan_indexes(b, ctx)
+    _plan_index_settings(b, ctx)
     _plan_triggers_policies(b, ctx)
     _plan_comments(b, ctx)
     _plan_privileges(b, ctx)
@@ -1326,6 +1327,37 @@ def _plan_views(b: _Builder, ctx: _Context) -> None:
         for index in desired.indexes.values():
             if index.table == key:
                 b.add("views", "index", index.definition)
+
+
+def _index_recreated(ctx: _Context, table: str, name: str) -> bool:
+    """Whether the plan drops and builds again the index ``name`` on ``table`` (its own, or a key constraint's)."""
+    return f"indexes:{qualify(_schema_of(table), name)}" in ctx.recreated or f"constraints:{table}.{quote_ident(name)}" in ctx.recreated
+
+
+def _index_phase(ctx: _Context, table: str, name: str) -> tuple[str, str]:
+    """After the index exists: in the transaction, or after its CONCURRENTLY build."""
+    if qualify(_schema_of(table), name) in ctx.concurrent_indexes:
+        return "concurrent indexes", "after"
+    return "foreign keys", "main"
+
+
+def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
+    """Table settings naming an index: REPLICA IDENTITY (USING INDEX); lost when the table or that index is rebuilt."""
+    for key, table in ctx.desired.tables.items():
+        current = ctx.live.tables.get(key)
+        fresh = current is None or key in ctx.rebuilt_tables
+        was = "default" if fresh or current is None else current.replica_identity
+        wanted = table.replica_identity
+        uses = wanted[len("index "):] if wanted.startswith("index ") else None
+        if was != wanted or (uses is not None and _index_recreated(ctx, key, unquote(uses))):
+            phase, stage = _index_phase(ctx, key, unquote(uses)) if uses is not None else ("foreign keys", "main")
+            setting = f"USING INDEX {uses}" if uses is not None else wanted.upper()
+            b.add(phase, "table", f"ALTER TABLE {key} REPLICA IDENTITY {setting}", stage=stage)
+
+
+def unquote(name: str) -> str:
+    """An identifier as quote_ident wrote it, back to the name."""
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
 def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:

@@ -222,3 +222,40 @@ PARTITIONS = {
 @pytest.mark.parametrize("name", sorted(PARTITIONS))
 def test_partitions_and_inherited_things(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, PARTITIONS[name])
+
+
+# ---------------------------------------------------------------- 4. replica identity
+
+_KEYED = "CREATE TABLE k (id int PRIMARY KEY, code text NOT NULL, other int NOT NULL); CREATE UNIQUE INDEX k_code ON k (code);"
+_AUDIT = 'CREATE SCHEMA "Audit"; CREATE TABLE "Audit"."Log" ("Id" int NOT NULL, at date NOT NULL, CONSTRAINT "Log_pk" PRIMARY KEY ("Id", at))' \
+         ' PARTITION BY RANGE (at); CREATE TABLE "Audit"."Log_2024" PARTITION OF "Audit"."Log" FOR VALUES FROM (\'2024-01-01\') TO (\'2025-01-01\');'
+
+REPLICA_IDENTITY = {
+    "full and nothing": Case(
+        _KEYED + " CREATE TABLE n (x int);", _KEYED + " CREATE TABLE n (x int); ALTER TABLE k REPLICA IDENTITY FULL; ALTER TABLE n REPLICA IDENTITY NOTHING;",
+        ("ALTER TABLE public.k REPLICA IDENTITY FULL", "ALTER TABLE public.n REPLICA IDENTITY NOTHING")),
+    "using an index, then back to default": Case(
+        _KEYED + " ALTER TABLE k REPLICA IDENTITY FULL; CREATE TABLE n (x int); ALTER TABLE n REPLICA IDENTITY FULL;",
+        _KEYED + " ALTER TABLE k REPLICA IDENTITY USING INDEX k_code; CREATE TABLE n (x int);",
+        ("ALTER TABLE public.k REPLICA IDENTITY USING INDEX k_code", "ALTER TABLE public.n REPLICA IDENTITY DEFAULT")),
+    "the index it uses is rebuilt": Case(
+        _KEYED + " ALTER TABLE k REPLICA IDENTITY USING INDEX k_code;",
+        _KEYED.replace("ON k (code)", "ON k (code, other)") + " ALTER TABLE k REPLICA IDENTITY USING INDEX k_code;",
+        ("DROP INDEX public.k_code", "CREATE UNIQUE INDEX k_code ON public.k USING btree (code, other)",
+         "ALTER TABLE public.k REPLICA IDENTITY USING INDEX k_code")),
+    "a new index built CONCURRENTLY first": Case(
+        "CREATE TABLE k (id int PRIMARY KEY, code text NOT NULL);",
+        "CREATE TABLE k (id int PRIMARY KEY, code text NOT NULL); CREATE UNIQUE INDEX k_code ON k (code);"
+        " ALTER TABLE k REPLICA IDENTITY USING INDEX k_code;",
+        ("CREATE UNIQUE INDEX CONCURRENTLY k_code", "ALTER TABLE public.k REPLICA IDENTITY USING INDEX k_code"), concurrent={"public.k"}),
+    "partitioned table and its partitions, quoted names": Case(
+        _AUDIT, _AUDIT + ' ALTER TABLE "Audit"."Log" REPLICA IDENTITY USING INDEX "Log_pk"; ALTER TABLE "Audit"."Log_2024" REPLICA IDENTITY FULL;',
+        ('ALTER TABLE "Audit"."Log" REPLICA IDENTITY USING INDEX "Log_pk"', 'ALTER TABLE "Audit"."Log_2024" REPLICA IDENTITY FULL')),
+    "a new table with its replica identity": Case(
+        "", _KEYED + " ALTER TABLE k REPLICA IDENTITY USING INDEX k_pkey;", ("CREATE TABLE public.k", "REPLICA IDENTITY USING INDEX k_pkey")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPLICA_IDENTITY))
+def test_replica_identity(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, REPLICA_IDENTITY[name])
