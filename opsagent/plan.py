@@ -447,6 +447,7 @@ class _Context:
         self.recreated_views: set[str] = set()
         self.created_views: set[str] = set()
         self.reowned: set[str] = set()  # sequences whose owning table is rebuilt
+        self.dropped_sequences: set[str] = set()  # owned sequences already dropped (making room for an identity's)
         self.concurrent_tables: set[str] = set()  # existing tables whose new indexes are built CONCURRENTLY
         self.concurrent_indexes: set[str] = set()
         self.rebuilt_indexes: set[str] = set()
@@ -768,6 +769,9 @@ def _plan_sequences(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key, seq in desired.sequences.items():
         current = live.sequences.get(key)
+        if current is not None and _dies_with_owner(ctx, current):  # kept: freed before its column goes
+            b.add("drop dependents", "sequence", f"ALTER SEQUENCE {key} OWNED BY NONE")
+            current = dataclasses.replace(current, owned_by=None)
         if current is None:
             b.add("sequences", "sequence", sequence_sql(seq))
         elif dataclasses.replace(current, owned_by=seq.owned_by, comment=seq.comment, privileges=seq.privileges) != seq:
@@ -776,10 +780,39 @@ def _plan_sequences(b: _Builder, ctx: _Context) -> None:
             b.add("constraints", "sequence", f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by or 'NONE'}")
     for key, seq in live.sequences.items():
         if key not in desired.sequences:
-            owner_table = seq.owned_by.rsplit(".", 1)[0] if seq.owned_by else None
-            if owner_table and (owner_table not in desired.tables):
-                continue  # goes with its table
+            if key in ctx.dropped_sequences or _dies_with_owner(ctx, seq):
+                continue  # goes with its table or column (an owned sequence)
             b.add("drops", "sequence", f"DROP SEQUENCE {key}", destructive=True, warning=f"drops sequence {key}")
+
+
+def _owner_column(owned_by: str | None) -> tuple[str, str] | None:
+    """``schema.table.column`` (as introspected, quoted) → (table key, column name)."""
+    if not owned_by:
+        return None
+    table, column = owned_by.rsplit(".", 1)
+    return table, unquote(column)
+
+
+def _dies_with_owner(ctx: _Context, seq: Sequence_) -> bool:
+    """An owned (serial) sequence is dropped by PostgreSQL with its table or column: the plan must not drop it again."""
+    owner = _owner_column(seq.owned_by)
+    if owner is None or owner[0] in ctx.rebuilt_tables:
+        return False  # a rebuilt table's sequences are freed first (OWNED BY NONE) and owned anew
+    wanted, live = ctx.desired.tables.get(owner[0]), ctx.live.tables.get(owner[0])
+    if wanted is None:
+        return True
+    new = wanted.column_map().get(owner[1])
+    old = live.column_map().get(owner[1]) if live is not None else None
+    return new is None or (old is not None and not _same(old.generated, new.generated, "expression"))  # dropped and added again
+
+
+def _drop_owned_sequences(b: _Builder, ctx: _Context, table: str, column: Column) -> None:
+    """A serial column becoming an identity: its sequence goes first, so the identity's own can take its name."""
+    owned_by = f"{table}.{quote_ident(column.name)}"
+    for key, seq in ctx.live.sequences.items():
+        if seq.owned_by == owned_by and key not in ctx.desired.sequences:
+            b.add("columns", "sequence", f"DROP SEQUENCE {key}", destructive=True, warning=f"drops sequence {key}")
+            ctx.dropped_sequences.add(key)
 
 
 def _plan_functions(b: _Builder, ctx: _Context) -> None:
@@ -1016,6 +1049,7 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
     if old.not_null != new.not_null:
         b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
     if new.identity and not old.identity:
+        _drop_owned_sequences(b, ctx, table, old)
         b.add("columns", "column", f"{prefix} ADD {identity_sql(new)}")
     elif new.identity and old.identity:
         _alter_identity(b, prefix, old, new)

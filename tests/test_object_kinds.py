@@ -259,3 +259,27 @@ REPLICA_IDENTITY = {
 @pytest.mark.parametrize("name", sorted(REPLICA_IDENTITY))
 def test_replica_identity(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, REPLICA_IDENTITY[name])
+
+
+# ---------------------------------------------------------------- 5. owned sequences
+
+OWNED_SEQUENCES = {
+    "a serial column dropped takes its sequence": Case(
+        "CREATE TABLE t (id serial, n int);", "CREATE TABLE t (n int);", ("ALTER TABLE public.t DROP COLUMN id",), absent=("DROP SEQUENCE",)),
+    "a table dropped takes its serial's sequence": Case(
+        'CREATE SCHEMA "App"; CREATE TABLE "App"."Users" ("Id" bigserial PRIMARY KEY); CREATE TABLE keep (x int);',
+        'CREATE SCHEMA "App"; CREATE TABLE keep (x int);', ('DROP TABLE "App"."Users"',), absent=("DROP SEQUENCE",)),
+    "the sequence kept when its column goes": Case(
+        "CREATE TABLE t (id serial, n int);", "CREATE TABLE t (n int); CREATE SEQUENCE t_id_seq AS integer;",
+        ("ALTER SEQUENCE public.t_id_seq OWNED BY NONE", "ALTER TABLE public.t DROP COLUMN id"), absent=("DROP SEQUENCE", "CREATE SEQUENCE")),
+    "serial widened to bigserial": Case(
+        "CREATE TABLE t (id serial PRIMARY KEY);", "CREATE TABLE t (id bigserial PRIMARY KEY);", ("ALTER SEQUENCE public.t_id_seq AS bigint", "TYPE bigint")),
+    "a serial becomes an identity column under the same sequence name": Case(
+        "CREATE TABLE t (id serial PRIMARY KEY, n int);", "CREATE TABLE t (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, n int);",
+        ("ALTER COLUMN id DROP DEFAULT", "DROP SEQUENCE public.t_id_seq", "ALTER TABLE public.t ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OWNED_SEQUENCES))
+def test_owned_sequences(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, OWNED_SEQUENCES[name])
