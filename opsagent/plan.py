@@ -816,22 +816,63 @@ def _drop_owned_sequences(b: _Builder, ctx: _Context, table: str, column: Column
 
 
 def _plan_functions(b: _Builder, ctx: _Context) -> None:
+    """Functions created after what they use (SQL-standard bodies are checked at creation), dropped before it."""
     live, desired = ctx.live, ctx.desired
-    for key, func in desired.functions.items():
-        current = live.functions.get(key)
+    live_order = _function_order(live.functions, live.depends)
+    for key in reversed(live_order):  # a function calling another goes first
+        if key in desired.functions and key in ctx.dropped_functions:
+            # after the views and triggers using it are dropped; before the views it uses
+            b.add("drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions", "function", _drop_function(live.functions[key]))
+            ctx.recreated.add(f"functions:{key}")
+    phases = _function_phases(desired)
+    for key in _function_order(desired.functions, desired.depends):
+        func, current = desired.functions[key], live.functions.get(key)
         if current is not None and dataclasses.replace(current, comment=func.comment, privileges=func.privileges) == func \
                 and key not in ctx.dropped_functions:
             continue
-        if key in ctx.dropped_functions:  # after the views and triggers using it are dropped; before the views it uses
-            b.add("drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions", "function",
-                  _drop_function(live.functions[key]))
-            ctx.recreated.add(f"functions:{key}")
-        b.add(_function_phase(func, desired), "function", function_sql(func))
-    for key, func in sorted(live.functions.items(), key=lambda kv: kv[1].kind != "a"):  # aggregates before their functions
+        b.add(phases[key], "function", function_sql(func))
+    for key in sorted(reversed(live_order), key=lambda k: live.functions[k].kind != "a"):  # aggregates before their functions
         if key not in desired.functions:
+            func = live.functions[key]
             # a function using a table's row type goes before the table; others last (defaults may use them)
             uses_dropped = any(_references(_signature(func), t) for t in live.tables.keys() - desired.tables.keys())
             b.add("drop functions" if uses_dropped else "drops", "function", _drop_function(func))
+
+
+def _called(key: str, functions: Mapping[str, Function], depends: Mapping[str, frozenset[str]]) -> list[str]:
+    """The functions a function's SQL-standard body or defaults use (pg_depend)."""
+    return sorted(ref[len("functions:"):] for ref in depends.get(f"functions:{key}", ())
+                  if ref.startswith("functions:") and ref[len("functions:"):] in functions and ref[len("functions:"):] != key)
+
+
+def _function_order(functions: Mapping[str, Function], depends: Mapping[str, frozenset[str]]) -> list[str]:
+    """Every function after the functions it calls (by name otherwise)."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(key: str) -> None:
+        if key in seen:
+            return
+        seen.add(key)
+        for other in _called(key, functions, depends):
+            visit(other)
+        order.append(key)
+
+    for key in sorted(functions):
+        visit(key)
+    return order
+
+
+def _function_phases(desired: Catalog) -> dict[str, str]:
+    """Each function's phase: its own (what it reads), and never before a function it calls."""
+    phases: dict[str, str] = {}
+    for key in _function_order(desired.functions, desired.depends):
+        phase = _function_phase(desired.functions[key], desired)
+        for other in _called(key, desired.functions, desired.depends):
+            if _PHASE_RANK[phases[other]] > _PHASE_RANK[phase]:
+                phase = phases[other]
+        phases[key] = phase
+    return phases
 
 
 def _uses_rebuilt_view(ctx: _Context, key: str) -> bool:

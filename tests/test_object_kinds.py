@@ -283,3 +283,37 @@ OWNED_SEQUENCES = {
 @pytest.mark.parametrize("name", sorted(OWNED_SEQUENCES))
 def test_owned_sequences(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, OWNED_SEQUENCES[name])
+
+
+# ---------------------------------------------------------------- 6. SQL-standard function bodies
+
+_CALLS = ("CREATE FUNCTION add_tax(x numeric) RETURNS numeric LANGUAGE sql IMMUTABLE RETURN x * 1.2;"
+          " CREATE FUNCTION calc_total(x numeric) RETURNS numeric LANGUAGE sql IMMUTABLE RETURN add_tax(x) + 1;")
+_BILLING = ('CREATE SCHEMA "Billing"; CREATE TABLE "Billing".invoice (id int, amount numeric);'
+            ' CREATE VIEW "Billing"."Open" AS SELECT id, amount FROM "Billing".invoice;'
+            ' CREATE FUNCTION "Billing".zz_open_sum() RETURNS numeric LANGUAGE sql BEGIN ATOMIC SELECT sum(amount) FROM "Billing"."Open"; END;'
+            ' CREATE FUNCTION "Billing"."A_report"() RETURNS numeric LANGUAGE sql RETURN "Billing".zz_open_sum() * 2;'
+            ' CREATE FUNCTION "Billing".b_rows() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM "Billing".invoice; END;'
+            ' CREATE FUNCTION "Billing".a_rows_twice() RETURNS bigint LANGUAGE sql RETURN "Billing".b_rows() * 2;')
+
+FUNCTION_BODIES = {
+    "a function created after the one it calls": Case(
+        "", _CALLS, ("CREATE OR REPLACE FUNCTION public.add_tax", "CREATE OR REPLACE FUNCTION public.calc_total")),
+    "callers of functions reading tables and views come after them": Case(
+        'CREATE SCHEMA "Billing";', _BILLING,
+        ('CREATE TABLE "Billing".invoice', 'FUNCTION "Billing".b_rows()', 'FUNCTION "Billing".a_rows_twice()', 'CREATE VIEW "Billing"."Open"',
+         'FUNCTION "Billing".zz_open_sum()', 'FUNCTION "Billing"."A_report"()')),
+    "callers dropped before the functions they call": Case(
+        _CALLS + " CREATE TABLE keep (x int);", "CREATE TABLE keep (x int);",
+        ("DROP FUNCTION public.calc_total(x numeric)", "DROP FUNCTION public.add_tax(x numeric)")),
+    "a called function whose result type changes": Case(
+        _CALLS, _CALLS.replace("add_tax(x numeric) RETURNS numeric", "add_tax(x numeric) RETURNS double precision")
+        .replace("RETURN x * 1.2", "RETURN x * 1.5"),
+        ("DROP FUNCTION public.calc_total(x numeric)", "DROP FUNCTION public.add_tax(x numeric)",
+         "CREATE OR REPLACE FUNCTION public.add_tax", "CREATE OR REPLACE FUNCTION public.calc_total")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUNCTION_BODIES))
+def test_sql_standard_function_bodies(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, FUNCTION_BODIES[name])
