@@ -571,6 +571,9 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
     for key in desired.schemas:
         if key not in live.schemas:
             b.add("schemas", "schema", f"CREATE SCHEMA {key}")
+    for key in live.extensions:  # before the schemas: an extension's objects may live in one of them
+        if key not in desired.extensions:
+            b.add("drop schemas", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
     for key in live.schemas:
         if key not in desired.schemas:
             b.add("drop schemas", "schema", f"DROP SCHEMA {key}", destructive=True, warning=f"drops schema {key}")
@@ -583,9 +586,6 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
             b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} UPDATE TO {literal(ext.version)}")
         if current is not None and current.schema != ext.schema:
             b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} SET SCHEMA {quote_ident(ext.schema)}")
-    for key in live.extensions:
-        if key not in desired.extensions:
-            b.add("drop schemas", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
     _plan_types(b, ctx)
 
 

@@ -317,3 +317,23 @@ FUNCTION_BODIES = {
 @pytest.mark.parametrize("name", sorted(FUNCTION_BODIES))
 def test_sql_standard_function_bodies(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, FUNCTION_BODIES[name])
+
+
+# ---------------------------------------------------------------- 7. extensions inside a schema
+
+EXTENSIONS = {
+    "an extension dropped before its schema": Case(
+        "CREATE SCHEMA util; CREATE EXTENSION pg_trgm SCHEMA util; CREATE TABLE t (x int);", "CREATE TABLE t (x int);",
+        ("DROP EXTENSION pg_trgm", "DROP SCHEMA util")),
+    "an extension whose type a dropped table used": Case(
+        'CREATE SCHEMA "Ext"; CREATE EXTENSION citext SCHEMA "Ext"; CREATE TABLE users (email "Ext".citext);', "CREATE TABLE keep (x int);",
+        ("DROP TABLE public.users", "DROP EXTENSION citext", 'DROP SCHEMA "Ext"')),
+    "an extension moved into a new schema, the old one dropped": Case(
+        "CREATE SCHEMA old; CREATE EXTENSION pg_trgm SCHEMA old;", 'CREATE SCHEMA "New"; CREATE EXTENSION pg_trgm SCHEMA "New";',
+        ('CREATE SCHEMA "New"', 'ALTER EXTENSION pg_trgm SET SCHEMA "New"', "DROP SCHEMA old")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXTENSIONS))
+def test_extensions_in_schemas(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, EXTENSIONS[name])
