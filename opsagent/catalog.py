@@ -11,6 +11,7 @@ they are fully qualified and identical across databases.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -296,6 +297,7 @@ SELECT json_strip_nulls(json_build_object(
    ) ORDER BY 1), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
  'depends', %(depends)s,
+ 'casts', %(casts)s,
  'collations', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', co.collname, 'owner', pg_get_userbyid(co.collowner),
      'provider', CASE co.collprovider WHEN 'i' THEN 'icu' WHEN 'c' THEN 'libc' WHEN 'b' THEN 'builtin' ELSE co.collprovider::text END,
@@ -362,6 +364,12 @@ _DEPENDS = r"""(SELECT coalesce(json_agg(json_build_array(
    WHERE d.deptype IN ('n', 'a') AND (a.id::text <> b.id::text OR d.objsubid <> d.refobjsubid))"""
 
 
+# what ``expr::type`` can do (pg_cast, plus I/O conversion to and from string types): whether a plan's type change can run
+_CASTS = r"""json_build_object(
+   'pairs', (SELECT json_agg(json_build_array(format_type(c.castsource, NULL), format_type(c.casttarget, NULL))) FROM pg_cast c),
+   'strings', (SELECT json_agg(format_type(t.oid, NULL)) FROM pg_type t WHERE t.typcategory = 'S' AND t.typtype = 'b'))"""
+
+
 def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *, dependencies: bool = False) -> str:
     """The introspection script: a fixed search_path, then one query returning one JSON document.
 
@@ -376,7 +384,7 @@ def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *
     bare = [n for n in names if "." not in n]
     qualified = [n for n in names if "." in n]
     query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified),
-                      "depends": _DEPENDS if dependencies else "NULL"}
+                      "depends": _DEPENDS if dependencies else "NULL", "casts": _CASTS if dependencies else "NULL"}
     # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
     return "SET search_path = pg_catalog;\n" + query.strip() + ";\n"
 
@@ -685,6 +693,25 @@ def _field_names(cls: type[Any]) -> frozenset[str]:
     return names
 
 
+_TYPMOD_TEXT = re.compile(r"\(\d+(?:,\d+)?\)")
+
+
+def castable(catalog: Catalog, source: str, target: str) -> bool:
+    """Whether ``value::target`` works for a ``source`` value (as ALTER COLUMN ... USING col::target needs).
+
+    From the server's pg_cast and string types, read with the catalog; a catalog read without them
+    (hand-built, or introspected without dependencies) says yes: the rehearsal will tell.
+    """
+    if not catalog.casts:
+        return True
+    a, b = _TYPMOD_TEXT.sub("", source), _TYPMOD_TEXT.sub("", target)
+    if a == b or a in catalog.string_types or b in catalog.string_types:
+        return True
+    if a.endswith("[]") and b.endswith("[]"):
+        return castable(catalog, a[:-2], b[:-2])
+    return (a, b) in catalog.casts
+
+
 def _build(cls: type[Any], data: Mapping[str, Any], **overrides: Any) -> Any:
     """One model object from its JSON entry: lists become tuples, absent/null keys take defaults."""
     names = _field_names(cls)
@@ -730,6 +757,9 @@ def _dependencies(pairs: Iterable[Sequence[Sequence[str]]]) -> dict[str, frozens
     return {key: frozenset(refs) for key, refs in graph.items()}
 
 
+_NOT_COMPARED = frozenset({"server_version", "depends", "casts", "string_types"})  # facts about the server, not the schema
+
+
 @dataclasses.dataclass(frozen=True)
 class Catalog:
     """Everything structural about one database, keyed by stable identity."""
@@ -751,6 +781,9 @@ class Catalog:
     server_version: int | None = None
     # "<attr>:<key>" -> what it depends on (pg_depend), e.g. "views:public.v" -> {"tables:public.t", ...}; not compared
     depends: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    # explicit casts the server knows, (source, target) without typmods; with ``strings``, which need none; not compared
+    casts: frozenset[tuple[str, str]] = frozenset()
+    string_types: frozenset[str] = frozenset()
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Catalog:
@@ -772,12 +805,14 @@ class Catalog:
             text_search_configs=_keyed(_build(TextSearchConfig, c) for c in doc.get("text_search_configs", [])),
             server_version=doc.get("server_version"),
             depends=_dependencies(doc.get("depends", [])),
+            casts=frozenset((source, target) for source, target in (doc.get("casts") or {}).get("pairs") or ()),
+            string_types=frozenset((doc.get("casts") or {}).get("strings") or ()),
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Catalog):
             return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self) if f.name not in ("server_version", "depends"))
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_COMPARED)
 
     __hash__ = None  # type: ignore[assignment]
 

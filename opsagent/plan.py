@@ -35,6 +35,7 @@ from .catalog import (
     TextSearchDictionary,
     Type,
     View,
+    castable,
     qualify,
     quote_ident,
 )
@@ -60,8 +61,9 @@ class PlanStatement:
     kind: str
     phase: str
     destructive: bool = False
-    enabled: bool = True  # False: emitted commented out (destructive without --allow-drop)
+    enabled: bool = True  # False: emitted commented out (destructive without --allow-drop, or ``manual``)
     stage: str = "main"  # "before"/"after": on its own, outside the plan's transaction (see STAGES)
+    manual: str | None = None  # what the user must write before this statement can run (always commented out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +103,8 @@ def _render(statements: Iterable[PlanStatement]) -> str:
     for statement in statements:
         if statement.enabled:
             lines.append(statement.sql)
+        elif statement.manual:
+            lines.append(f"-- {statement.manual}:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
         else:
             lines.append("-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
     return "\n".join(lines) + "\n" if lines else ""
@@ -127,11 +131,14 @@ class _Builder:
         self.warnings: list[str] = []
 
     def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None,
-            stage: str = "main") -> None:
-        enabled = self.allow_drop or not destructive
-        if destructive and warning:
+            stage: str = "main", manual: str | None = None) -> None:
+        """One statement; ``manual`` (what the user must supply) leaves it commented out whatever the options."""
+        enabled = (self.allow_drop or not destructive) and manual is None
+        if manual is not None:
+            self.warnings.append(f"{warning or manual} (commented out: {manual})")
+        elif destructive and warning:
             self.warnings.append(warning + ("" if enabled else " (commented out: needs --allow-drop)"))
-        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage)
+        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage, manual)
         self.items.append((_PHASE_RANK[phase], len(self.items), statement))
 
     def plan(self) -> Plan:
@@ -1077,16 +1084,21 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
     if old.identity and not new.identity:
         b.add("columns", "column", f"{prefix} DROP IDENTITY")
     default_changed = not _same(old.default, new.default, "expression") or old.type != new.type
-    if old.default is not None and default_changed and not type_moved:
+    via = "::text" if _is_user_type(ctx, old.type) or _is_user_type(ctx, new.type) else ""
+    # no cast at all (bigint → timestamp): only the user knows the conversion; the statement is left for them
+    no_cast = None if via or old.type == new.type or castable(ctx.live, old.type, new.type) else \
+        f"no cast from {old.type} to {new.type}: write the USING expression, then run"
+    if old.default is not None and default_changed and not type_moved and no_cast is None:
         b.add("columns", "column", f"{prefix} DROP DEFAULT")
     if (old.type != new.type or old.collation != new.collation) and not type_moved:
         collate = f" COLLATE {new.collation}" if new.collation else ""
-        via = "::text" if _is_user_type(ctx, old.type) or _is_user_type(ctx, new.type) else ""
-        b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {col}{via}::{new.type}",
-              destructive=not lossless(old.type, new.type),
-              warning=f"{table}.{new.name}: {old.type} → {new.type} may lose data or fail")
+        using = f"{col}{via}::{new.type}" if no_cast is None else f"{col} /* an expression turning {old.type} into {new.type} */"
+        b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {using}",
+              destructive=not lossless(old.type, new.type), manual=no_cast,
+              warning=f"{table}.{new.name}: {old.type} → {new.type} " + ("has no cast" if no_cast else "may lose data or fail"))
     if new.default is not None and default_changed and not type_moved:
-        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}")
+        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}", manual=no_cast and "run after the type change above",
+              warning=f"{table}.{new.name}: the new default waits for the type change")
     if old.not_null != new.not_null:
         b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
     if new.identity and not old.identity:

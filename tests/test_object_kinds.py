@@ -337,3 +337,33 @@ EXTENSIONS = {
 @pytest.mark.parametrize("name", sorted(EXTENSIONS))
 def test_extensions_in_schemas(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, EXTENSIONS[name])
+
+
+# ---------------------------------------------------------------- 8. type changes without a cast
+
+NO_CAST_LIVE = ("CREATE SCHEMA ev; CREATE TABLE ev.\"Log\" (id int, at bigint DEFAULT 0, flag boolean, tags int[], label varchar(10));"
+                " CREATE INDEX log_at ON ev.\"Log\" (at); INSERT INTO ev.\"Log\" VALUES (1, 1700000000, true, '{1}', '42');")
+NO_CAST_DESIRED = ("CREATE SCHEMA ev; CREATE TABLE ev.\"Log\" (id int, at timestamp DEFAULT now(), flag int, tags text[], label int);"
+                   " CREATE INDEX log_at ON ev.\"Log\" (at);")
+
+
+def test_a_type_change_without_a_cast_is_left_to_the_user(sandbox: SandboxHandle) -> None:
+    """bigint → timestamp has no cast: the ALTER (and the default that needs it) is commented out with a USING to write;
+    the changes that do have casts (boolean → int, int[] → text[], varchar → int through I/O) run; the rest applies."""
+    outcome = round_trip(sandbox, Case(NO_CAST_LIVE, NO_CAST_DESIRED))
+    script = outcome.plan.script()
+    assert "-- no cast from bigint to timestamp without time zone: write the USING expression, then run:\n" \
+           '-- ALTER TABLE ev."Log" ALTER COLUMN at TYPE timestamp without time zone USING at /* an expression turning bigint into' in script
+    assert '-- run after the type change above:\n-- ALTER TABLE ev."Log" ALTER COLUMN at SET DEFAULT now();' in script
+    assert 'ALTER TABLE ev."Log" ALTER COLUMN flag TYPE integer USING flag::integer;' in script
+    assert 'ALTER TABLE ev."Log" ALTER COLUMN tags TYPE text[] USING tags::text[];' in script
+    assert 'ALTER TABLE ev."Log" ALTER COLUMN at DROP DEFAULT' not in script  # the old default stays valid
+    assert any("has no cast" in w for w in outcome.plan.warnings), outcome.plan.warnings
+    assert [(c.kind, c.name, c.details) for c in outcome.after.significant] == [
+        ("column", 'ev."Log".at', ['ev."Log".at: bigint → timestamp without time zone', 'ev."Log".at default: 0 → now()'])]
+    # written by the user, the statement then reaches the target
+    with sandbox.remote(sandbox.create_database("kc")) as remote:
+        remote.psql(NO_CAST_LIVE + script)
+        remote.psql('ALTER TABLE ev."Log" ALTER COLUMN at DROP DEFAULT, ALTER COLUMN at TYPE timestamp USING to_timestamp(at),'
+                    ' ALTER COLUMN at SET DEFAULT now();')
+        assert not compare(introspect(remote), outcome.desired).significant
