@@ -497,6 +497,9 @@ class View:
     def key(self) -> str:
         return qualify(self.schema, self.name)
 
+    def column_map(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
 
 @dataclasses.dataclass(frozen=True)
 class Constraint:

@@ -229,9 +229,11 @@ def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...
                 yield Change("column", key, "extra", [f"{display(table)}.{column.name}: {column.type}"])
             continue
         other = after[column.name]
-        if view:  # a view's columns follow from its definition: only their comments are its own
+        if view:  # a view's columns follow from its definition: only their comments and grants are its own
             if column.comment != other.comment:
                 yield Change("comment", key, "changed", [_field_detail("comment", column.comment, other.comment)])
+            if column.privileges != other.privileges:
+                yield Change("privilege", key, "changed", [_field_detail("privileges", column.privileges, other.privileges)])
             continue
         details: list[str] = []
         comment: list[str] = []

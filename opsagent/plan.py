@@ -1513,7 +1513,8 @@ def _plan_comments(b: _Builder, ctx: _Context) -> None:
     after = _comment_targets(ctx.desired)
     for key, (target, comment) in after.items():
         old = before.get(key)
-        recreated = key in ctx.recreated or (key.startswith("column:") and key[7:].rsplit(".", 1)[0] in ctx.recreated_views)
+        owner = key[7:].rsplit(".", 1)[0] if key.startswith("column:") else key[7:] if key.startswith("tables:") else None
+        recreated = key in ctx.recreated or owner in ctx.rebuilt_tables or (key.startswith("column:") and owner in ctx.recreated_views)
         if (old is None and comment is not None) or (old is not None and old[1] != comment) or (recreated and comment):
             later = key.startswith("indexes:") and key[8:] in ctx.concurrent_indexes
             b.add("concurrent indexes" if later else "comments", "comment", f"COMMENT ON {target} IS {literal(comment)}",
@@ -1525,13 +1526,12 @@ def _plan_privileges(b: _Builder, ctx: _Context) -> None:
     for attr, word in (("tables", "TABLE"), ("views", "TABLE"), ("sequences", "SEQUENCE")):
         for key, item in getattr(desired, attr).items():
             current = getattr(live, attr).get(key)
+            if key in ctx.recreated_views or key in ctx.rebuilt_tables:
+                current = None  # created again: it starts from the defaults
             old: tuple[Privilege, ...] = current.privileges if current is not None else ()
-            if attr == "views" and current is not None and key in {s.sql.split()[-1].rstrip(";") for _, _, s in b.items
-                                                                   if s.kind == "view" and s.phase == "drop dependents"}:
-                old = ()
             for sql in privilege_sql(f"{word} {key}", old, item.privileges, item.owner):
                 b.add("privileges", "privilege", sql)
-            if attr == "tables":
+            if attr in ("tables", "views"):  # column grants (GRANT SELECT (col)), on views too
                 cols = current.column_map() if current is not None else {}
                 for column in item.columns:
                     was = cols.get(column.name)

@@ -367,3 +367,68 @@ def test_a_type_change_without_a_cast_is_left_to_the_user(sandbox: SandboxHandle
         remote.psql('ALTER TABLE ev."Log" ALTER COLUMN at DROP DEFAULT, ALTER COLUMN at TYPE timestamp USING to_timestamp(at),'
                     ' ALTER COLUMN at SET DEFAULT now();')
         assert not compare(introspect(remote), outcome.desired).significant
+
+
+# ---------------------------------------------------------------- 9. comments, extended statistics, CLUSTER ON, column privileges
+
+_ROLES = ("DO $$ BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'reader') THEN CREATE ROLE reader; END IF;"
+          " IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'Writer') THEN CREATE ROLE \"Writer\"; END IF; END $$;")
+_OBJECTS = ('CREATE SCHEMA "Shop"; CREATE TYPE "Shop".state AS ENUM (\'new\', \'paid\'); CREATE DOMAIN "Shop".qty AS int CHECK (VALUE > 0);'
+            ' CREATE SEQUENCE "Shop".seq; CREATE TABLE "Shop"."Order" (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, state "Shop".state,'
+            ' n "Shop".qty, note text, CONSTRAINT note_short CHECK (length(note) < 100));'
+            ' CREATE INDEX order_state ON "Shop"."Order" (state); CREATE VIEW "Shop".paid AS SELECT id, n FROM "Shop"."Order" WHERE state = \'paid\';'
+            ' CREATE MATERIALIZED VIEW "Shop".totals AS SELECT state, sum(n) AS total FROM "Shop"."Order" GROUP BY state;'
+            ' CREATE FUNCTION "Shop".touch() RETURNS trigger LANGUAGE plpgsql AS $f$ BEGIN RETURN NEW; END $f$;'
+            ' CREATE TRIGGER order_touch BEFORE UPDATE ON "Shop"."Order" FOR EACH ROW EXECUTE FUNCTION "Shop".touch();'
+            ' ALTER TABLE "Shop"."Order" ENABLE ROW LEVEL SECURITY; CREATE POLICY mine ON "Shop"."Order" USING (true);'
+            ' CREATE TABLE "Shop".part (id int, at date) PARTITION BY RANGE (at);'
+            ' CREATE TABLE "Shop".part_1 PARTITION OF "Shop".part FOR VALUES FROM (\'2024-01-01\') TO (\'2025-01-01\');'
+            ' CREATE INDEX part_at ON "Shop".part (at);')
+_COMMENTS = {
+    'SCHEMA "Shop"': "the shop", 'TYPE "Shop".state': "order states", 'DOMAIN "Shop".qty': "a quantity", 'SEQUENCE "Shop".seq': "numbers",
+    'TABLE "Shop"."Order"': "orders", 'COLUMN "Shop"."Order".note': "free text", 'COLUMN "Shop"."Order".id': "identity",
+    'CONSTRAINT note_short ON "Shop"."Order"': "keep it short", 'CONSTRAINT "Order_pkey" ON "Shop"."Order"': "the key",
+    'CONSTRAINT qty_check ON DOMAIN "Shop".qty': "positive", 'INDEX "Shop".order_state': "by state", 'VIEW "Shop".paid': "paid ones",
+    'COLUMN "Shop".paid.n': "how many", 'MATERIALIZED VIEW "Shop".totals': "sums", 'COLUMN "Shop".totals.total': "the sum",
+    'FUNCTION "Shop".touch()': "touches", 'TRIGGER order_touch ON "Shop"."Order"': "on update", 'POLICY mine ON "Shop"."Order"': "mine",
+    'TABLE "Shop".part': "partitioned", 'COLUMN "Shop".part_1.at': "a partition's inherited column", 'INDEX "Shop".part_at': "partitioned index",
+}
+
+
+def _comment_sql(comments: dict[str, str | None]) -> str:
+    return "".join(f" COMMENT ON {target} IS " + ("NULL" if text is None else "'" + text.replace("'", "''") + "'") + ";"
+                   for target, text in comments.items())
+
+
+_CHANGED = {target: (None if index % 3 == 0 else f"{text}, changed") for index, (target, text) in enumerate(_COMMENTS.items())}
+
+COMMENTS_AND_GRANTS = {
+    "comments added on every kind": Case(_OBJECTS, _OBJECTS + _comment_sql(_COMMENTS), ("COMMENT ON",)),
+    "comments changed and removed": Case(_OBJECTS + _comment_sql(_COMMENTS), _OBJECTS + _comment_sql(_CHANGED), ("COMMENT ON",)),
+    "comments kept on rebuilt objects": Case(
+        _OBJECTS + _comment_sql(_COMMENTS),
+        _OBJECTS.replace("(state)", "(state, id)").replace("< 100", "< 200").replace("WHERE state = 'paid'", "WHERE state <> 'new'")
+        + _comment_sql(_COMMENTS), ("DROP INDEX", "COMMENT ON INDEX")),
+    "column privileges granted, changed and revoked": Case(
+        _ROLES + "CREATE TABLE t (a int, b text, c int); GRANT SELECT (a, b) ON t TO reader; GRANT UPDATE (c) ON t TO \"Writer\";",
+        _ROLES + "CREATE TABLE t (a int, b text, c int); GRANT SELECT (a) ON t TO reader; GRANT INSERT (b), UPDATE (b, c) ON t TO \"Writer\";"
+        " GRANT REFERENCES (a) ON t TO reader WITH GRANT OPTION;",
+        ("REVOKE SELECT (b) ON TABLE public.t FROM reader",)),
+    "column privileges on views, partitions and new tables": Case(
+        _ROLES + "CREATE TABLE p (id int, at date) PARTITION BY RANGE (at);"
+        " CREATE TABLE p1 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01'); CREATE VIEW v AS SELECT id, at FROM p;",
+        _ROLES + "CREATE TABLE p (id int, at date) PARTITION BY RANGE (at);"
+        " CREATE TABLE p1 PARTITION OF p FOR VALUES FROM ('2024-01-01') TO ('2025-01-01'); CREATE VIEW v AS SELECT id, at FROM p;"
+        " GRANT SELECT (id) ON p TO reader; GRANT UPDATE (at) ON p1 TO \"Writer\"; GRANT SELECT (at) ON v TO reader;"
+        " CREATE TABLE fresh (x int, y int); GRANT SELECT (y) ON fresh TO reader;",
+        ("GRANT SELECT (id) ON TABLE public.p TO reader",)),
+    "column privileges kept when a table is rebuilt": Case(
+        _ROLES + "CREATE TABLE ev (id int, at date NOT NULL); GRANT SELECT (id) ON ev TO reader;",
+        _ROLES + "CREATE TABLE ev (id int, at date NOT NULL) PARTITION BY RANGE (at); GRANT SELECT (id) ON ev TO reader;",
+        ("RENAME TO ev__old", "GRANT SELECT (id) ON TABLE public.ev TO reader")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(COMMENTS_AND_GRANTS))
+def test_comments_and_column_privileges(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, COMMENTS_AND_GRANTS[name])
