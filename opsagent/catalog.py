@@ -134,6 +134,9 @@ dep_objs AS (
   SELECT 'pg_trigger'::regclass, tg.oid, json_build_array('triggers', r.qname, tg.tgname)
   FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid WHERE NOT tg.tgisinternal
   UNION ALL
+  SELECT 'pg_statistic_ext'::regclass, st.oid, json_build_array('statistics', n.nspname, st.stxname)
+  FROM pg_statistic_ext st JOIN nsp n ON n.oid = st.stxnamespace
+  UNION ALL
   SELECT 'pg_policy'::regclass, pol.oid, json_build_array('policies', r.qname, pol.polname)
   FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid
   UNION ALL
@@ -171,6 +174,8 @@ SELECT json_strip_nulls(json_build_object(
                   WHERE i.inhrelid = c.oid AND NOT c.relispartition),
      'options', c.reloptions,
      'rls_enabled', c.relrowsecurity, 'rls_forced', c.relforcerowsecurity,
+     'clustered_on', (SELECT quote_ident(ic.relname) FROM pg_index ci JOIN pg_class ic ON ic.oid = ci.indexrelid
+                      WHERE ci.indrelid = c.oid AND ci.indisclustered),
      'replica_identity', CASE c.relreplident WHEN 'f' THEN 'full' WHEN 'n' THEN 'nothing'
                          WHEN 'i' THEN 'index ' || coalesce((SELECT quote_ident(ic.relname) FROM pg_index ri
                                                              JOIN pg_class ic ON ic.oid = ri.indexrelid
@@ -296,6 +301,13 @@ SELECT json_strip_nulls(json_build_object(
      'comment', obj_description(pol.oid, 'pg_policy')
    ) ORDER BY 1), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
+ 'statistics', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', st.stxname, 'table', r.qname,
+     'definition', pg_get_statisticsobjdef(st.oid),
+     'target', nullif(st.stxstattarget, -1),
+     'comment', obj_description(st.oid, 'pg_statistic_ext')
+   ) ORDER BY n.nspname, st.stxname), '[]')
+   FROM pg_statistic_ext st JOIN nsp n ON n.oid = st.stxnamespace JOIN rel r ON r.oid = st.stxrelid),
  'depends', %(depends)s,
  'casts', %(casts)s,
  'collations', (SELECT coalesce(json_agg(json_build_object(
@@ -468,6 +480,7 @@ class Table:
     rls_enabled: bool = False
     rls_forced: bool = False
     replica_identity: str = "default"  # "full", "nothing" or "index <name>" (what logical replication logs of a changed row)
+    clustered_on: str | None = None  # the index CLUSTER uses by default (ALTER TABLE ... CLUSTER ON), quoted
     comment: str | None = None
     privileges: tuple[Privilege, ...] = ()
     columns: tuple[Column, ...] = ()
@@ -532,6 +545,22 @@ class Index:
     def key(self) -> str:
         schema = self.table.rsplit(".", 1)[0]
         return f"{schema}.{quote_ident(self.name)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """An extended statistics object (CREATE STATISTICS) on one table; ``target`` is its SET STATISTICS, when set."""
+
+    schema: str
+    name: str
+    table: str
+    definition: str
+    target: int | None = None
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -781,6 +810,7 @@ class Catalog:
     collations: dict[str, Collation] = dataclasses.field(default_factory=dict)
     text_search_dicts: dict[str, TextSearchDictionary] = dataclasses.field(default_factory=dict)
     text_search_configs: dict[str, TextSearchConfig] = dataclasses.field(default_factory=dict)
+    statistics: dict[str, Statistics] = dataclasses.field(default_factory=dict)
     server_version: int | None = None
     # "<attr>:<key>" -> what it depends on (pg_depend), e.g. "views:public.v" -> {"tables:public.t", ...}; not compared
     depends: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
@@ -806,6 +836,7 @@ class Catalog:
             collations=_keyed(_build(Collation, c) for c in doc.get("collations", [])),
             text_search_dicts=_keyed(_build(TextSearchDictionary, d) for d in doc.get("text_search_dicts", [])),
             text_search_configs=_keyed(_build(TextSearchConfig, c) for c in doc.get("text_search_configs", [])),
+            statistics=_keyed(_build(Statistics, st) for st in doc.get("statistics", [])),
             server_version=doc.get("server_version"),
             depends=_dependencies(doc.get("depends", [])),
             casts=frozenset((source, target) for source, target in (doc.get("casts") or {}).get("pairs") or ()),

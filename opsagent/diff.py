@@ -24,7 +24,7 @@ Severity = Literal["low", "normal"]
 
 # report order of kinds (grouping in the CLI follows it)
 KIND_ORDER = ("extension", "schema", "collation", "text search dictionary", "text search configuration",
-              "type", "sequence", "table", "column", "constraint", "index", "view",
+              "type", "sequence", "table", "column", "constraint", "index", "statistics", "view",
               "materialized view", "function", "procedure", "trigger", "policy", "rls", "privilege", "owner", "comment")
 _IDENTITY_FIELDS = frozenset({"schema", "name", "table", "columns"})
 _FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls", "owner": "owner"}
@@ -145,7 +145,7 @@ def _kind_of(attr: str, obj: Any) -> str:
     return {"schemas": "schema", "extensions": "extension", "tables": "table", "constraints": "constraint",
             "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy",
             "collations": "collation", "text_search_dicts": "text search dictionary",
-            "text_search_configs": "text search configuration"}[attr]
+            "text_search_configs": "text search configuration", "statistics": "statistics"}[attr]
 
 
 _WRAP = {"constraint": "ALTER TABLE x ADD {}", "expression": "SELECT {}"}
@@ -289,7 +289,7 @@ def _column_field(table: str, column: str, field: str, old: Any, new: Any) -> st
 
 def _owner_table(attr: str, obj: Any) -> str | None:
     """The table an object lives and dies with (folded into that table's change)."""
-    if attr in ("constraints", "triggers", "policies", "indexes"):
+    if attr in ("constraints", "triggers", "policies", "indexes", "statistics"):
         return str(obj.table)  # for a domain constraint: the domain
     if attr == "sequences" and obj.owned_by:
         return str(obj.owned_by).rsplit(".", 1)[0]
@@ -343,7 +343,7 @@ def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any]
 
 
 _ATTRS = ("extensions", "schemas", "collations", "text_search_dicts", "text_search_configs",
-          "types", "sequences", "tables", "constraints", "indexes", "views", "functions",
+          "types", "sequences", "tables", "constraints", "indexes", "statistics", "views", "functions",
           "triggers", "policies")
 
 

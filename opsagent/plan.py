@@ -434,6 +434,7 @@ def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, 
     _plan_constraints(b, ctx)
     _plan_views(b, ctx)
     _plan_indexes(b, ctx)
+    _plan_statistics(b, ctx)
     _plan_index_settings(b, ctx)
     _plan_triggers_policies(b, ctx)
     _plan_comments(b, ctx)
@@ -1428,11 +1429,37 @@ def _index_phase(ctx: _Context, table: str, name: str) -> tuple[str, str]:
     return "foreign keys", "main"
 
 
+def _plan_statistics(b: _Builder, ctx: _Context) -> None:
+    """Extended statistics: dropped before what they read changes, created once their columns are in shape."""
+    for key, item in ctx.live.statistics.items():
+        other = ctx.desired.statistics.get(key)
+        if item.table not in ctx.desired.tables:
+            continue  # goes with its table
+        if other is None or other.table != item.table or not _same(item.definition, other.definition) or \
+                ctx.rebuilt_with("statistics", key, item.table):
+            b.add("drop dependents", "statistics", f"DROP STATISTICS {key}")
+            ctx.recreated.add(f"statistics:{key}")
+    for key, item in ctx.desired.statistics.items():
+        fresh = key not in ctx.live.statistics or f"statistics:{key}" in ctx.recreated
+        if fresh:
+            b.add("indexes", "statistics", item.definition)
+        current = None if fresh else ctx.live.statistics[key].target
+        if item.target != current:
+            b.add("indexes", "statistics", f"ALTER STATISTICS {key} SET STATISTICS {-1 if item.target is None else item.target}")
+
+
 def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
-    """Table settings naming an index: REPLICA IDENTITY (USING INDEX); lost when the table or that index is rebuilt."""
+    """Table settings naming an index: REPLICA IDENTITY (USING INDEX), CLUSTER ON; lost when the table or that index is rebuilt."""
     for key, table in ctx.desired.tables.items():
         current = ctx.live.tables.get(key)
         fresh = current is None or key in ctx.rebuilt_tables
+        clustered = None if fresh or current is None else current.clustered_on
+        if table.clustered_on != clustered or (table.clustered_on is not None and _index_recreated(ctx, key, unquote(table.clustered_on))):
+            if table.clustered_on is None:
+                b.add("foreign keys", "table", f"ALTER TABLE {key} SET WITHOUT CLUSTER")
+            else:
+                phase, stage = _index_phase(ctx, key, unquote(table.clustered_on))
+                b.add(phase, "table", f"ALTER TABLE {key} CLUSTER ON {table.clustered_on}", stage=stage)
         was = "default" if fresh or current is None else current.replica_identity
         wanted = table.replica_identity
         uses = wanted[len("index "):] if wanted.startswith("index ") else None
@@ -1505,6 +1532,8 @@ def _comment_targets(catalog: Catalog) -> dict[str, tuple[str, str | None]]:
         out[f"triggers:{key}"] = (f"TRIGGER {quote_ident(trig.name)} ON {trig.table}", trig.comment)
     for key, pol in catalog.policies.items():
         out[f"policies:{key}"] = (f"POLICY {quote_ident(pol.name)} ON {pol.table}", pol.comment)
+    for key, stat in catalog.statistics.items():
+        out[f"statistics:{key}"] = (f"STATISTICS {key}", stat.comment)
     return out
 
 

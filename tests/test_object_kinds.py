@@ -432,3 +432,34 @@ COMMENTS_AND_GRANTS = {
 @pytest.mark.parametrize("name", sorted(COMMENTS_AND_GRANTS))
 def test_comments_and_column_privileges(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, COMMENTS_AND_GRANTS[name])
+
+
+_STATS_BASE = 'CREATE SCHEMA "Geo"; CREATE TABLE "Geo".city (id int PRIMARY KEY, zip text, state text, country text, pop int);'
+STATISTICS_AND_CLUSTER = {
+    "statistics created, changed, dropped, with targets and comments": Case(
+        _STATS_BASE + ' CREATE STATISTICS "Geo".s_old ON zip, state FROM "Geo".city;'
+        ' CREATE STATISTICS "Geo".s_change (ndistinct) ON state, country FROM "Geo".city;',
+        _STATS_BASE + ' CREATE STATISTICS "Geo".s_change (dependencies, mcv) ON state, country FROM "Geo".city;'
+        ' CREATE STATISTICS "Geo"."S_New" ON (lower(zip)), state FROM "Geo".city; ALTER STATISTICS "Geo"."S_New" SET STATISTICS 500;'
+        ' COMMENT ON STATISTICS "Geo"."S_New" IS \'zip and state go together\';',
+        ('DROP STATISTICS "Geo".s_change', 'DROP STATISTICS "Geo".s_old', 'CREATE STATISTICS "Geo"."S_New"',
+         'ALTER STATISTICS "Geo"."S_New" SET STATISTICS 500', 'COMMENT ON STATISTICS')),
+    "statistics on a column whose type changes or that goes away": Case(
+        _STATS_BASE + ' CREATE STATISTICS "Geo".s1 ON zip, pop FROM "Geo".city; CREATE STATISTICS "Geo".s2 ON state, country FROM "Geo".city;',
+        _STATS_BASE.replace("pop int", "pop bigint").replace(", country text", "") + ' CREATE STATISTICS "Geo".s1 ON zip, pop FROM "Geo".city;',
+        ("TYPE bigint",)),
+    "CLUSTER ON set, moved and cleared": Case(
+        _STATS_BASE + ' CREATE INDEX city_zip ON "Geo".city (zip); ALTER TABLE "Geo".city CLUSTER ON city_pkey;'
+        " CREATE TABLE t (a int PRIMARY KEY); ALTER TABLE t CLUSTER ON t_pkey; CREATE TABLE u (a int); CREATE INDEX u_a ON u (a);",
+        _STATS_BASE + ' CREATE INDEX city_zip ON "Geo".city (zip); ALTER TABLE "Geo".city CLUSTER ON city_zip;'
+        " CREATE TABLE t (a int PRIMARY KEY); CREATE TABLE u (a int); CREATE INDEX u_a ON u (a, a); ALTER TABLE u CLUSTER ON u_a;",
+        ('ALTER TABLE "Geo".city CLUSTER ON city_zip', "ALTER TABLE public.t SET WITHOUT CLUSTER", "ALTER TABLE public.u CLUSTER ON u_a")),
+    "CLUSTER ON an index built CONCURRENTLY": Case(
+        "CREATE TABLE u (a int, b int);", "CREATE TABLE u (a int, b int); CREATE INDEX u_b ON u (b); ALTER TABLE u CLUSTER ON u_b;",
+        ("CREATE INDEX CONCURRENTLY u_b", "ALTER TABLE public.u CLUSTER ON u_b"), concurrent={"public.u"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATISTICS_AND_CLUSTER))
+def test_statistics_and_cluster_on(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, STATISTICS_AND_CLUSTER[name])
