@@ -134,6 +134,10 @@ dep_objs AS (
   SELECT 'pg_trigger'::regclass, tg.oid, json_build_array('triggers', r.qname, tg.tgname)
   FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid WHERE NOT tg.tgisinternal
   UNION ALL
+  SELECT 'pg_operator'::regclass, o.oid, json_build_array('operators', n.nspname, o.oprname,
+         CASE WHEN o.oprleft = 0 THEN 'NONE' ELSE format_type(o.oprleft, NULL) END || ', ' || format_type(o.oprright, NULL))
+  FROM pg_operator o JOIN nsp n ON n.oid = o.oprnamespace
+  UNION ALL
   SELECT 'pg_statistic_ext'::regclass, st.oid, json_build_array('statistics', n.nspname, st.stxname)
   FROM pg_statistic_ext st JOIN nsp n ON n.oid = st.stxnamespace
   UNION ALL
@@ -301,6 +305,21 @@ SELECT json_strip_nulls(json_build_object(
      'comment', obj_description(pol.oid, 'pg_policy')
    ) ORDER BY 1), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
+ 'operators', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', o.oprname, 'owner', pg_get_userbyid(o.oprowner),
+     'left', CASE WHEN o.oprleft <> 0 THEN format_type(o.oprleft, NULL) END,
+     'right', format_type(o.oprright, NULL), 'result', format_type(o.oprresult, NULL),
+     'function', o.oprcode::regproc::text,
+     'commutator', CASE WHEN o.oprcom <> 0 THEN o.oprcom::regoper::text END,
+     'negator', CASE WHEN o.oprnegate <> 0 THEN o.oprnegate::regoper::text END,
+     'restrict', CASE WHEN o.oprrest <> 0 THEN o.oprrest::regproc::text END,
+     'join', CASE WHEN o.oprjoin <> 0 THEN o.oprjoin::regproc::text END,
+     'hashes', o.oprcanhash, 'merges', o.oprcanmerge,
+     'comment', obj_description(o.oid, 'pg_operator')
+   ) ORDER BY n.nspname, o.oprname, o.oprleft::regtype::text, o.oprright::regtype::text), '[]')
+   FROM pg_operator o JOIN nsp n ON n.oid = o.oprnamespace
+   WHERE o.oprcode <> 0  -- a shell (named as another's commutator, never defined) comes back with that reference
+     AND NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_operator'::regclass AND e.objid = o.oid)),
  'statistics', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', st.stxname, 'table', r.qname,
      'definition', pg_get_statisticsobjdef(st.oid),
@@ -548,6 +567,37 @@ class Index:
 
 
 @dataclasses.dataclass(frozen=True)
+class Operator:
+    """A user-defined operator, identified by schema, name and argument types (``left`` is None for a prefix operator).
+
+    Support functions and companion operators are as ``regproc``/``regoper`` print them (qualified outside pg_catalog).
+    """
+
+    schema: str
+    name: str
+    right: str
+    result: str
+    function: str
+    left: str | None = None
+    commutator: str | None = None
+    negator: str | None = None
+    restrict: str | None = None
+    join: str | None = None
+    hashes: bool = False
+    merges: bool = False
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def arguments(self) -> str:
+        return f"{self.left or 'NONE'}, {self.right}"
+
+    @property
+    def key(self) -> str:
+        return f"{quote_ident(self.schema)}.{self.name}({self.arguments})"
+
+
+@dataclasses.dataclass(frozen=True)
 class Statistics:
     """An extended statistics object (CREATE STATISTICS) on one table; ``target`` is its SET STATISTICS, when set."""
 
@@ -774,6 +824,8 @@ def dependency_id(descriptor: Sequence[str]) -> str:
         return f"{attr}:{owner}.{quote_ident(name)}"
     if attr == "columns":
         return f"columns:{qualify(owner, name)}.{quote_ident(rest[0])}"
+    if attr == "operators":
+        return f"operators:{quote_ident(owner)}.{name}({rest[0]})"
     key = qualify(owner, name)
     return f"{attr}:{key}({rest[0]})" if attr == "functions" else f"{attr}:{key}"
 
@@ -811,6 +863,7 @@ class Catalog:
     text_search_dicts: dict[str, TextSearchDictionary] = dataclasses.field(default_factory=dict)
     text_search_configs: dict[str, TextSearchConfig] = dataclasses.field(default_factory=dict)
     statistics: dict[str, Statistics] = dataclasses.field(default_factory=dict)
+    operators: dict[str, Operator] = dataclasses.field(default_factory=dict)
     server_version: int | None = None
     # "<attr>:<key>" -> what it depends on (pg_depend), e.g. "views:public.v" -> {"tables:public.t", ...}; not compared
     depends: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
@@ -837,6 +890,7 @@ class Catalog:
             text_search_dicts=_keyed(_build(TextSearchDictionary, d) for d in doc.get("text_search_dicts", [])),
             text_search_configs=_keyed(_build(TextSearchConfig, c) for c in doc.get("text_search_configs", [])),
             statistics=_keyed(_build(Statistics, st) for st in doc.get("statistics", [])),
+            operators=_keyed(_build(Operator, o) for o in doc.get("operators", [])),
             server_version=doc.get("server_version"),
             depends=_dependencies(doc.get("depends", [])),
             casts=frozenset((source, target) for source, target in (doc.get("casts") or {}).get("pairs") or ()),

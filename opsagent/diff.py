@@ -17,7 +17,7 @@ from typing import Any, Literal
 import pglast
 from pglast.stream import RawStream
 
-from .catalog import Catalog, Collation, Column, Extension, Sequence_, Table, TextSearchConfig, TextSearchDictionary, Type, View, quote_ident
+from .catalog import Catalog, Collation, Column, Extension, Operator, Sequence_, Table, TextSearchConfig, TextSearchDictionary, Type, View, quote_ident
 
 Status = Literal["extra", "missing", "changed"]
 Severity = Literal["low", "normal"]
@@ -25,7 +25,7 @@ Severity = Literal["low", "normal"]
 # report order of kinds (grouping in the CLI follows it)
 KIND_ORDER = ("extension", "schema", "collation", "text search dictionary", "text search configuration",
               "type", "sequence", "table", "column", "constraint", "index", "statistics", "view",
-              "materialized view", "function", "procedure", "trigger", "policy", "rls", "privilege", "owner", "comment")
+              "materialized view", "function", "procedure", "operator", "trigger", "policy", "rls", "privilege", "owner", "comment")
 _IDENTITY_FIELDS = frozenset({"schema", "name", "table", "columns"})
 _FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls", "owner": "owner"}
 _ARROW = "→"
@@ -145,7 +145,7 @@ def _kind_of(attr: str, obj: Any) -> str:
     return {"schemas": "schema", "extensions": "extension", "tables": "table", "constraints": "constraint",
             "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy",
             "collations": "collation", "text_search_dicts": "text search dictionary",
-            "text_search_configs": "text search configuration", "statistics": "statistics"}[attr]
+            "text_search_configs": "text search configuration", "statistics": "statistics", "operators": "operator"}[attr]
 
 
 _WRAP = {"constraint": "ALTER TABLE x ADD {}", "expression": "SELECT {}"}
@@ -313,6 +313,8 @@ def _summary(attr: str, obj: Any) -> list[str]:
         return [f"template {obj.template}" + (f" ({obj.options})" if obj.options else "")]
     if isinstance(obj, TextSearchConfig):
         return [f"parser {obj.parser}, {len(obj.mappings)} token types mapped"]
+    if isinstance(obj, Operator):
+        return [f"{obj.arguments} → {obj.result} by {obj.function}"]
     if isinstance(obj, Sequence_) and obj.owned_by:
         return [f"owned by {obj.owned_by}"]
     definition = getattr(obj, "definition", None)
@@ -343,7 +345,7 @@ def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any]
 
 
 _ATTRS = ("extensions", "schemas", "collations", "text_search_dicts", "text_search_configs",
-          "types", "sequences", "tables", "constraints", "indexes", "statistics", "views", "functions",
+          "types", "sequences", "tables", "constraints", "indexes", "statistics", "views", "functions", "operators",
           "triggers", "policies")
 
 

@@ -28,6 +28,7 @@ from .catalog import (
     Constraint,
     Function,
     Index,
+    Operator,
     Privilege,
     Sequence_,
     Table,
@@ -43,7 +44,7 @@ from .diff import equivalent
 
 # phases, in the order their statements run
 PHASES = ("drop dependents", "drop functions", "drop tables", "schemas", "extensions", "collations", "text search", "types", "sequences", "functions",
-          "tables", "columns", "table functions", "constraints", "indexes", "foreign keys", "views", "view functions", "triggers", "policies",
+          "tables", "columns", "table functions", "operators", "constraints", "indexes", "foreign keys", "views", "view functions", "triggers", "policies",
           "comments", "privileges", "drops", "drop types", "drop text search", "drop collations", "drop schemas",
           "concurrent indexes")
 # "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
@@ -430,6 +431,7 @@ def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, 
     _plan_collations_and_text_search(b, ctx)
     _plan_tables(b, ctx)  # before sequences: a rebuilt table's sequences are owned anew
     _plan_sequences(b, ctx)
+    _plan_operators(b, ctx)
     _plan_functions(b, ctx)
     _plan_constraints(b, ctx)
     _plan_views(b, ctx)
@@ -821,6 +823,46 @@ def _drop_owned_sequences(b: _Builder, ctx: _Context, table: str, column: Column
         if seq.owned_by == owned_by and key not in ctx.desired.sequences:
             b.add("columns", "sequence", f"DROP SEQUENCE {key}", destructive=True, warning=f"drops sequence {key}")
             ctx.dropped_sequences.add(key)
+
+
+def operator_sql(item: Operator) -> str:
+    """CREATE OPERATOR with every property the catalog records (a companion not yet defined is created as a shell)."""
+    parts = [f"FUNCTION = {item.function}", *([f"LEFTARG = {item.left}"] if item.left else []), f"RIGHTARG = {item.right}"]
+    if item.commutator:
+        parts.append(f"COMMUTATOR = OPERATOR({item.commutator})")
+    if item.negator:
+        parts.append(f"NEGATOR = OPERATOR({item.negator})")
+    parts += [f"{word} = {value}" for word, value in (("RESTRICT", item.restrict), ("JOIN", item.join)) if value]
+    parts += [word for word, flag in (("HASHES", item.hashes), ("MERGES", item.merges)) if flag]
+    return f"CREATE OPERATOR {quote_ident(item.schema)}.{item.name} ({', '.join(parts)})"
+
+
+def _operator_target(item: Operator) -> str:
+    return f"{quote_ident(item.schema)}.{item.name} ({item.arguments})"
+
+
+def _plan_operators(b: _Builder, ctx: _Context) -> None:
+    """Operators: created once their functions exist (before constraints, indexes and views), dropped before their functions.
+
+    Only the estimators can be altered in place; any other change drops and creates the operator again.
+    """
+    for key, item in ctx.live.operators.items():
+        other = ctx.desired.operators.get(key)
+        if other is None:
+            b.add("drop functions", "operator", f"DROP OPERATOR {_operator_target(item)}", destructive=True, warning=f"drops operator {key}")
+            continue
+        if dataclasses.replace(item, comment=other.comment) == other and not ctx.is_affected("operators", key):
+            continue
+        if dataclasses.replace(item, comment=other.comment, restrict=other.restrict, join=other.join) == other \
+                and not ctx.is_affected("operators", key):
+            estimators = ", ".join(f"{word} = {value or 'NONE'}" for word, value in (("RESTRICT", other.restrict), ("JOIN", other.join)))
+            b.add("operators", "operator", f"ALTER OPERATOR {_operator_target(item)} SET ({estimators})")
+            continue
+        b.add("drop functions", "operator", f"DROP OPERATOR {_operator_target(item)}")
+        ctx.recreated.add(f"operators:{key}")
+    for key, item in ctx.desired.operators.items():
+        if key not in ctx.live.operators or f"operators:{key}" in ctx.recreated:
+            b.add("operators", "operator", operator_sql(item))
 
 
 def _plan_functions(b: _Builder, ctx: _Context) -> None:
@@ -1532,6 +1574,8 @@ def _comment_targets(catalog: Catalog) -> dict[str, tuple[str, str | None]]:
         out[f"triggers:{key}"] = (f"TRIGGER {quote_ident(trig.name)} ON {trig.table}", trig.comment)
     for key, pol in catalog.policies.items():
         out[f"policies:{key}"] = (f"POLICY {quote_ident(pol.name)} ON {pol.table}", pol.comment)
+    for key, op in catalog.operators.items():
+        out[f"operators:{key}"] = (f"OPERATOR {_operator_target(op)}", op.comment)
     for key, stat in catalog.statistics.items():
         out[f"statistics:{key}"] = (f"STATISTICS {key}", stat.comment)
     return out

@@ -463,3 +463,42 @@ STATISTICS_AND_CLUSTER = {
 @pytest.mark.parametrize("name", sorted(STATISTICS_AND_CLUSTER))
 def test_statistics_and_cluster_on(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, STATISTICS_AND_CLUSTER[name])
+
+
+# ---------------------------------------------------------------- 10. operators
+
+_REGEX = ("CREATE FUNCTION reverse_textregexeq(text, text) RETURNS boolean LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT $2 ~ $1 $$;"
+          " CREATE TABLE tags (name text);")
+_DANBOORU_OP = " CREATE OPERATOR public.~<< (FUNCTION = public.reverse_textregexeq, LEFTARG = text, RIGHTARG = text);"
+_MATH = ('CREATE SCHEMA "Math"; CREATE FUNCTION "Math".approx(numeric, numeric) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN abs($1 - $2) < 0.01;'
+         ' CREATE FUNCTION "Math".not_approx(numeric, numeric) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN abs($1 - $2) >= 0.01;'
+         ' CREATE FUNCTION "Math".neg(numeric) RETURNS numeric LANGUAGE sql IMMUTABLE RETURN -$1;')
+_MATH_OPS = (' CREATE OPERATOR "Math".=~ (FUNCTION = "Math".approx, LEFTARG = numeric, RIGHTARG = numeric, COMMUTATOR = OPERATOR("Math".=~),'
+             ' NEGATOR = OPERATOR("Math".!=~), RESTRICT = eqsel, JOIN = eqjoinsel);'
+             ' CREATE OPERATOR "Math".!=~ (FUNCTION = "Math".not_approx, LEFTARG = numeric, RIGHTARG = numeric, NEGATOR = OPERATOR("Math".=~));'
+             ' CREATE OPERATOR "Math".~~~ (FUNCTION = "Math".neg, RIGHTARG = numeric);')
+
+OPERATORS = {
+    "danbooru's ~<< built from empty": Case("", _REGEX + _DANBOORU_OP, ("CREATE OR REPLACE FUNCTION public.reverse_textregexeq",
+                                                                         "CREATE OPERATOR public.~<< (FUNCTION = public.reverse_textregexeq")),
+    "an operator used by a view and a check": Case(
+        _REGEX, _REGEX + _DANBOORU_OP + " CREATE VIEW odd AS SELECT name FROM tags WHERE '^a' ~<< name;"
+        " ALTER TABLE tags ADD CONSTRAINT no_x CHECK (NOT ('x' OPERATOR(public.~<<) name));",
+        ("CREATE OPERATOR public.~<<", "ADD CONSTRAINT no_x", "CREATE VIEW public.odd")),
+    "commutators, negators, prefix operators in a quoted schema": Case('CREATE SCHEMA "Math";', _MATH + _MATH_OPS, ('CREATE OPERATOR "Math".',)),
+    "estimators altered in place, a comment, a removal": Case(
+        _MATH + _MATH_OPS, _MATH + _MATH_OPS.replace("RESTRICT = eqsel, JOIN = eqjoinsel", "RESTRICT = scalarltsel")
+        .replace(' CREATE OPERATOR "Math".~~~ (FUNCTION = "Math".neg, RIGHTARG = numeric);', "")
+        + ' COMMENT ON OPERATOR "Math".=~ (numeric, numeric) IS \'roughly equal\';',
+        ('DROP OPERATOR "Math".~~~ (NONE, numeric)', 'ALTER OPERATOR "Math".=~ (numeric, numeric) SET (RESTRICT = scalarltsel, JOIN = NONE)',
+         'COMMENT ON OPERATOR "Math".=~ (numeric, numeric)')),
+    "an operator whose function changes is recreated": Case(
+        _REGEX + _DANBOORU_OP, _REGEX.replace("$$ SELECT $2 ~ $1 $$", "$$ SELECT $2 ~* $1 $$").replace("RETURNS boolean", "RETURNS bool")
+        + _DANBOORU_OP.replace("LEFTARG = text", "HASHES, LEFTARG = text"),
+        ("DROP OPERATOR public.~<< (text, text)", "CREATE OPERATOR public.~<<")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+def test_operators(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, OPERATORS[name])
