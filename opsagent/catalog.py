@@ -320,6 +320,26 @@ SELECT json_strip_nulls(json_build_object(
    FROM pg_operator o JOIN nsp n ON n.oid = o.oprnamespace
    WHERE o.oprcode <> 0  -- a shell (named as another's commutator, never defined) comes back with that reference
      AND NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_operator'::regclass AND e.objid = o.oid)),
+ 'operator_families', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', f.opfname, 'method', am.amname, 'owner', pg_get_userbyid(f.opfowner),
+     'members', (SELECT json_agg(m.member ORDER BY m.member) FROM (%(members)s) m
+                 WHERE m.family = f.oid AND m.refclassid = 'pg_opfamily'::regclass),
+     'comment', obj_description(f.oid, 'pg_opfamily')
+   ) ORDER BY n.nspname, f.opfname, am.amname), '[]')
+   FROM pg_opfamily f JOIN nsp n ON n.oid = f.opfnamespace JOIN pg_am am ON am.oid = f.opfmethod
+   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_opfamily'::regclass AND e.objid = f.oid)),
+ 'operator_classes', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', c.opcname, 'method', am.amname, 'owner', pg_get_userbyid(c.opcowner),
+     'type', format_type(c.opcintype, NULL), 'default', c.opcdefault,
+     'family', (SELECT quote_ident(fn.nspname) || '.' || quote_ident(f.opfname) FROM pg_opfamily f
+                JOIN pg_namespace fn ON fn.oid = f.opfnamespace WHERE f.oid = c.opcfamily),
+     'storage', CASE WHEN c.opckeytype <> 0 THEN format_type(c.opckeytype, NULL) END,
+     'members', (SELECT json_agg(m.member ORDER BY m.member) FROM (%(members)s) m
+                 WHERE m.refclassid = 'pg_opclass'::regclass AND m.refobjid = c.oid),
+     'comment', obj_description(c.oid, 'pg_opclass')
+   ) ORDER BY n.nspname, c.opcname, am.amname), '[]')
+   FROM pg_opclass c JOIN nsp n ON n.oid = c.opcnamespace JOIN pg_am am ON am.oid = c.opcmethod
+   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_opclass'::regclass AND e.objid = c.oid)),
  'statistics', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', st.stxname, 'table', r.qname,
      'definition', pg_get_statisticsobjdef(st.oid),
@@ -395,6 +415,23 @@ _DEPENDS = r"""(SELECT coalesce(json_agg(json_build_array(
    WHERE d.deptype IN ('n', 'a') AND (a.id::text <> b.id::text OR d.objsubid <> d.refobjsubid))"""
 
 
+# an operator family's operators and support functions as CREATE OPERATOR CLASS / ALTER OPERATOR FAMILY write them, with what
+# they belong to (pg_depend: the class, or the family when added loose)
+_MEMBERS = r"""SELECT ao.amopfamily AS family, d.refclassid, d.refobjid,
+         'OPERATOR ' || ao.amopstrategy || ' ' || ao.amopopr::regoper::text || '(' || format_type(ao.amoplefttype, NULL) || ', '
+         || format_type(ao.amoprighttype, NULL) || ')'
+         || CASE WHEN ao.amoppurpose = 'o' THEN ' FOR ORDER BY ' || (SELECT quote_ident(sn.nspname) || '.' || quote_ident(sf.opfname)
+                                                                  FROM pg_opfamily sf JOIN pg_namespace sn ON sn.oid = sf.opfnamespace
+                                                                  WHERE sf.oid = ao.amopsortfamily) ELSE '' END AS member
+  FROM pg_amop ao JOIN pg_depend d ON d.classid = 'pg_amop'::regclass AND d.objid = ao.oid
+   AND d.refclassid IN ('pg_opclass'::regclass, 'pg_opfamily'::regclass)
+  UNION ALL
+  SELECT ap.amprocfamily, d.refclassid, d.refobjid,
+         'FUNCTION ' || ap.amprocnum || ' (' || format_type(ap.amproclefttype, NULL) || ', ' || format_type(ap.amprocrighttype, NULL)
+         || ') ' || ap.amproc::regprocedure::text
+  FROM pg_amproc ap JOIN pg_depend d ON d.classid = 'pg_amproc'::regclass AND d.objid = ap.oid
+   AND d.refclassid IN ('pg_opclass'::regclass, 'pg_opfamily'::regclass)"""
+
 # what ``expr::type`` can do (pg_cast, plus I/O conversion to and from string types): whether a plan's type change can run
 _CASTS = r"""json_build_object(
    'pairs', (SELECT json_agg(json_build_array(format_type(c.castsource, NULL), format_type(c.casttarget, NULL))) FROM pg_cast c),
@@ -415,7 +452,8 @@ def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *
     bare = [n for n in names if "." not in n]
     qualified = [n for n in names if "." in n]
     query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified),
-                      "depends": _DEPENDS if dependencies else "NULL", "casts": _CASTS if dependencies else "NULL"}
+                      "depends": _DEPENDS if dependencies else "NULL", "casts": _CASTS if dependencies else "NULL",
+                      "members": _MEMBERS}
     # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
     return "SET search_path = pg_catalog;\n" + query.strip() + ";\n"
 
@@ -595,6 +633,42 @@ class Operator:
     @property
     def key(self) -> str:
         return f"{quote_ident(self.schema)}.{self.name}({self.arguments})"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorFamily:
+    """An operator family of an index method; ``members`` are only those added loose (ALTER OPERATOR FAMILY ... ADD)."""
+
+    schema: str
+    name: str
+    method: str
+    members: tuple[str, ...] = ()
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def key(self) -> str:
+        return f"{qualify(self.schema, self.name)} USING {self.method}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorClass:
+    """An operator class: the operators and support functions an index method uses for one type."""
+
+    schema: str
+    name: str
+    method: str
+    type: str
+    family: str
+    default: bool = False
+    storage: str | None = None
+    members: tuple[str, ...] = ()
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def key(self) -> str:
+        return f"{qualify(self.schema, self.name)} USING {self.method}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -864,6 +938,8 @@ class Catalog:
     text_search_configs: dict[str, TextSearchConfig] = dataclasses.field(default_factory=dict)
     statistics: dict[str, Statistics] = dataclasses.field(default_factory=dict)
     operators: dict[str, Operator] = dataclasses.field(default_factory=dict)
+    operator_families: dict[str, OperatorFamily] = dataclasses.field(default_factory=dict)
+    operator_classes: dict[str, OperatorClass] = dataclasses.field(default_factory=dict)
     server_version: int | None = None
     # "<attr>:<key>" -> what it depends on (pg_depend), e.g. "views:public.v" -> {"tables:public.t", ...}; not compared
     depends: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
@@ -891,6 +967,8 @@ class Catalog:
             text_search_configs=_keyed(_build(TextSearchConfig, c) for c in doc.get("text_search_configs", [])),
             statistics=_keyed(_build(Statistics, st) for st in doc.get("statistics", [])),
             operators=_keyed(_build(Operator, o) for o in doc.get("operators", [])),
+            operator_families=_keyed(_build(OperatorFamily, f) for f in doc.get("operator_families", [])),
+            operator_classes=_keyed(_build(OperatorClass, c) for c in doc.get("operator_classes", [])),
             server_version=doc.get("server_version"),
             depends=_dependencies(doc.get("depends", [])),
             casts=frozenset((source, target) for source, target in (doc.get("casts") or {}).get("pairs") or ()),

@@ -25,7 +25,8 @@ Severity = Literal["low", "normal"]
 # report order of kinds (grouping in the CLI follows it)
 KIND_ORDER = ("extension", "schema", "collation", "text search dictionary", "text search configuration",
               "type", "sequence", "table", "column", "constraint", "index", "statistics", "view",
-              "materialized view", "function", "procedure", "operator", "trigger", "policy", "rls", "privilege", "owner", "comment")
+              "materialized view", "function", "procedure", "operator", "operator family", "operator class",
+              "trigger", "policy", "rls", "privilege", "owner", "comment")
 _IDENTITY_FIELDS = frozenset({"schema", "name", "table", "columns"})
 _FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls", "owner": "owner"}
 _ARROW = "→"
@@ -115,6 +116,9 @@ def excerpt(old: str, new: str, width: int = 100) -> str:
 
 
 def _field_detail(field: str, old: Any, new: Any) -> str:
+    if field == "members":
+        gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
+        return "members: " + ", ".join([*(f"drop {m}" for m in gone), *(f"add {m}" for m in added)])
     if field == "definition" and isinstance(old, str) and isinstance(new, str):
         return f"definition differs: {excerpt(old, new)}"
     if field == "mappings":
@@ -145,7 +149,8 @@ def _kind_of(attr: str, obj: Any) -> str:
     return {"schemas": "schema", "extensions": "extension", "tables": "table", "constraints": "constraint",
             "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy",
             "collations": "collation", "text_search_dicts": "text search dictionary",
-            "text_search_configs": "text search configuration", "statistics": "statistics", "operators": "operator"}[attr]
+            "text_search_configs": "text search configuration", "statistics": "statistics", "operators": "operator",
+            "operator_families": "operator family", "operator_classes": "operator class"}[attr]
 
 
 _WRAP = {"constraint": "ALTER TABLE x ADD {}", "expression": "SELECT {}"}
@@ -345,7 +350,7 @@ def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any]
 
 
 _ATTRS = ("extensions", "schemas", "collations", "text_search_dicts", "text_search_configs",
-          "types", "sequences", "tables", "constraints", "indexes", "statistics", "views", "functions", "operators",
+          "types", "sequences", "tables", "constraints", "indexes", "statistics", "views", "functions", "operators", "operator_families", "operator_classes",
           "triggers", "policies")
 
 

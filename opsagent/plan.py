@@ -29,6 +29,7 @@ from .catalog import (
     Function,
     Index,
     Operator,
+    OperatorClass,
     Privilege,
     Sequence_,
     Table,
@@ -43,10 +44,11 @@ from .catalog import (
 from .diff import equivalent
 
 # phases, in the order their statements run
-PHASES = ("drop dependents", "drop functions", "drop tables", "schemas", "extensions", "collations", "text search", "types", "sequences", "functions",
-          "tables", "columns", "table functions", "operators", "constraints", "indexes", "foreign keys", "views", "view functions", "triggers", "policies",
-          "comments", "privileges", "drops", "drop types", "drop text search", "drop collations", "drop schemas",
-          "concurrent indexes")
+PHASES = ("drop dependents", "drop operator classes", "drop functions", "drop tables", "schemas", "extensions",
+          "collations", "text search", "types", "sequences", "functions", "tables", "columns", "table functions",
+          "operators", "operator classes", "constraints", "indexes", "foreign keys", "views", "view functions",
+          "triggers", "policies", "comments", "privileges", "drops", "drop types", "drop text search",
+          "drop collations", "drop schemas", "concurrent indexes")
 # "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
 # "main": one transaction; "after": CREATE INDEX CONCURRENTLY, which cannot run in a transaction block
 STAGES = ("before", "main", "after")
@@ -432,6 +434,7 @@ def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, 
     _plan_tables(b, ctx)  # before sequences: a rebuilt table's sequences are owned anew
     _plan_sequences(b, ctx)
     _plan_operators(b, ctx)
+    _plan_operator_classes(b, ctx)
     _plan_functions(b, ctx)
     _plan_constraints(b, ctx)
     _plan_views(b, ctx)
@@ -863,6 +866,60 @@ def _plan_operators(b: _Builder, ctx: _Context) -> None:
     for key, item in ctx.desired.operators.items():
         if key not in ctx.live.operators or f"operators:{key}" in ctx.recreated:
             b.add("operators", "operator", operator_sql(item))
+
+
+def operator_class_sql(item: OperatorClass) -> str:
+    """CREATE OPERATOR CLASS; without FAMILY when the family has its name (created with it, as PostgreSQL does)."""
+    own = item.family == qualify(item.schema, item.name)
+    head = f"CREATE OPERATOR CLASS {qualify(item.schema, item.name)}{' DEFAULT' if item.default else ''} FOR TYPE {item.type} USING {item.method}"
+    items = [*item.members, *([f"STORAGE {item.storage}"] if item.storage else [])]
+    return f"{head}{'' if own else f' FAMILY {item.family}'} AS {', '.join(items)}"
+
+
+_MEMBER_KEY = re.compile(r"^(OPERATOR \d+) \S+?(\([^()]*\))|^(FUNCTION \d+ \([^()]*\))")
+
+
+def _member_drop(member: str) -> str:
+    """``OPERATOR 5 >(integer, integer)`` → ``OPERATOR 5 (integer, integer)``, as ALTER OPERATOR FAMILY ... DROP names it."""
+    match = _MEMBER_KEY.match(member)
+    if match is None:
+        return member
+    return match.group(3) or f"{match.group(1)} {match.group(2)}"
+
+
+def _plan_operator_classes(b: _Builder, ctx: _Context) -> None:
+    """Operator families and classes: created after their operators and functions, before the indexes using them; any
+    change to a class recreates it, loose family members are added and dropped one by one."""
+    live, desired = ctx.live, ctx.desired
+    for key, item in live.operator_classes.items():
+        other = desired.operator_classes.get(key)
+        family_goes = f"{item.family} USING {item.method}" not in desired.operator_families
+        if other is None and family_goes:
+            continue  # dropped with its family
+        if other is None or dataclasses.replace(item, comment=other.comment) != other:
+            b.add("drop operator classes", "operator class", f"DROP OPERATOR CLASS {key}", destructive=other is None,
+                  warning=f"drops operator class {key}")
+            ctx.recreated.add(f"operator_classes:{key}")
+    created_with_class = {f"{c.family} USING {c.method}" for k, c in desired.operator_classes.items()
+                          if c.family == qualify(c.schema, c.name) and (k not in live.operator_classes or f"operator_classes:{k}" in ctx.recreated)}
+    for key, family in live.operator_families.items():
+        wanted = desired.operator_families.get(key)
+        if wanted is None:
+            b.add("drop operator classes", "operator family", f"DROP OPERATOR FAMILY {key}", destructive=True,
+                  warning=f"drops operator family {key} and its classes")
+            continue
+        for member in sorted(set(family.members) - set(wanted.members)):
+            b.add("drop operator classes", "operator family", f"ALTER OPERATOR FAMILY {key} DROP {_member_drop(member)}")
+    for key, family in desired.operator_families.items():
+        if key not in live.operator_families and key not in created_with_class:
+            b.add("operator classes", "operator family", f"CREATE OPERATOR FAMILY {qualify(family.schema, family.name)} USING {family.method}")
+    for key, item in desired.operator_classes.items():
+        if key not in live.operator_classes or f"operator_classes:{key}" in ctx.recreated:
+            b.add("operator classes", "operator class", operator_class_sql(item))
+    for key, family in desired.operator_families.items():
+        was = live.operator_families.get(key)
+        for member in sorted(set(family.members) - set(was.members if was is not None else ())):
+            b.add("operator classes", "operator family", f"ALTER OPERATOR FAMILY {key} ADD {member}")
 
 
 def _plan_functions(b: _Builder, ctx: _Context) -> None:
@@ -1576,6 +1633,9 @@ def _comment_targets(catalog: Catalog) -> dict[str, tuple[str, str | None]]:
         out[f"policies:{key}"] = (f"POLICY {quote_ident(pol.name)} ON {pol.table}", pol.comment)
     for key, op in catalog.operators.items():
         out[f"operators:{key}"] = (f"OPERATOR {_operator_target(op)}", op.comment)
+    for attr, word in (("operator_families", "OPERATOR FAMILY"), ("operator_classes", "OPERATOR CLASS")):
+        for key, item in getattr(catalog, attr).items():
+            out[f"{attr}:{key}"] = (f"{word} {key}", item.comment)
     for key, stat in catalog.statistics.items():
         out[f"statistics:{key}"] = (f"STATISTICS {key}", stat.comment)
     return out

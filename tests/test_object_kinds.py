@@ -502,3 +502,36 @@ OPERATORS = {
 @pytest.mark.parametrize("name", sorted(OPERATORS))
 def test_operators(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, OPERATORS[name])
+
+
+_CMP = ('CREATE SCHEMA "Ops"; CREATE FUNCTION "Ops".rev_cmp(int, int) RETURNS int LANGUAGE sql IMMUTABLE'
+        ' RETURN CASE WHEN $1 < $2 THEN 1 WHEN $1 > $2 THEN -1 ELSE 0 END;'
+        ' CREATE FUNCTION "Ops".rev_cmp8(bigint, bigint) RETURNS int LANGUAGE sql IMMUTABLE'
+        ' RETURN CASE WHEN $1 < $2 THEN 1 WHEN $1 > $2 THEN -1 ELSE 0 END;'
+        ' CREATE FUNCTION "Ops".rev_cmp48(int, bigint) RETURNS int LANGUAGE sql IMMUTABLE'
+        ' RETURN CASE WHEN $1 < $2 THEN 1 WHEN $1 > $2 THEN -1 ELSE 0 END;'
+        ' CREATE TABLE nums (n int, m bigint);')
+_REV = (' CREATE OPERATOR CLASS "Ops".rev_ops FOR TYPE int USING btree AS OPERATOR 1 >, OPERATOR 2 >=, OPERATOR 3 =, OPERATOR 4 <=,'
+        ' OPERATOR 5 <, FUNCTION 1 "Ops".rev_cmp(int, int);')
+_FAMILY = (' CREATE OPERATOR FAMILY "Ops"."Rev" USING btree;'
+           ' CREATE OPERATOR CLASS "Ops".rev8_ops FOR TYPE bigint USING btree FAMILY "Ops"."Rev" AS OPERATOR 1 >, OPERATOR 3 =, OPERATOR 5 <,'
+           ' FUNCTION 1 "Ops".rev_cmp8(bigint, bigint);'
+           ' ALTER OPERATOR FAMILY "Ops"."Rev" USING btree ADD OPERATOR 1 > (int, bigint), FUNCTION 1 (int, bigint) "Ops".rev_cmp48(int, bigint);')
+
+OPERATOR_CLASSES = {
+    "an operator class and the index using it built from empty": Case(
+        _CMP, _CMP + _REV + ' CREATE INDEX nums_rev ON nums (n "Ops".rev_ops);',
+        ('CREATE OPERATOR CLASS "Ops".rev_ops FOR TYPE integer USING btree AS', "CREATE INDEX nums_rev")),
+    "a family with loose members and a class in it": Case(
+        _CMP, _CMP + _FAMILY + ' CREATE INDEX nums_m ON nums (m "Ops".rev8_ops); COMMENT ON OPERATOR FAMILY "Ops"."Rev" USING btree IS \'reverse\';',
+        ('CREATE OPERATOR FAMILY "Ops"."Rev" USING btree', 'FAMILY "Ops"."Rev" AS', 'ALTER OPERATOR FAMILY "Ops"."Rev" USING btree ADD',
+         "CREATE INDEX nums_m")),
+    "loose members dropped, a class and a family removed": Case(
+        _CMP + _FAMILY + _REV, _CMP + _FAMILY.split(" ALTER OPERATOR FAMILY")[0],
+        ('ALTER OPERATOR FAMILY "Ops"."Rev" USING btree DROP FUNCTION 1 (integer, bigint)', 'DROP OPERATOR FAMILY "Ops".rev_ops USING btree')),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPERATOR_CLASSES))
+def test_operator_classes_and_families(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, OPERATOR_CLASSES[name])
