@@ -535,3 +535,20 @@ OPERATOR_CLASSES = {
 @pytest.mark.parametrize("name", sorted(OPERATOR_CLASSES))
 def test_operator_classes_and_families(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, OPERATOR_CLASSES[name])
+
+
+# ---------------------------------------------------------------- policies' roles
+
+_POLICY = _ROLES + ('CREATE SCHEMA "Sec"; CREATE TABLE "Sec".doc (owner text, body text); ALTER TABLE "Sec".doc ENABLE ROW LEVEL SECURITY;'
+                    ' CREATE POLICY "Own" ON "Sec".doc FOR SELECT TO {roles} USING (owner = current_user);')
+
+POLICIES = {
+    "roles added": Case(_POLICY.format(roles="reader"), _POLICY.format(roles='reader, "Writer"'), ('CREATE POLICY "Own" ON "Sec".doc',)),
+    "roles narrowed to one": Case(_POLICY.format(roles='PUBLIC'), _POLICY.format(roles='"Writer"'), ('TO "Writer"',)),
+    "same roles in another order": Case(_POLICY.format(roles='reader, "Writer"'), _POLICY.format(roles='"Writer", reader'), equal=True),
+}
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_policy_roles(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, POLICIES[name])
