@@ -45,10 +45,10 @@ from .diff import equivalent
 
 # phases, in the order their statements run
 PHASES = ("drop dependents", "drop operator classes", "drop functions", "drop tables", "schemas", "extensions",
-          "collations", "text search", "types", "sequences", "functions", "tables", "columns", "table functions",
-          "operators", "operator classes", "constraints", "indexes", "foreign keys", "views", "view functions",
-          "triggers", "policies", "comments", "privileges", "drops", "drop types", "drop text search",
-          "drop collations", "drop schemas", "concurrent indexes")
+          "collations", "text search", "types", "sequences", "functions", "operators", "tables", "columns",
+          "table functions", "late operators", "operator classes", "constraints", "indexes", "foreign keys", "views",
+          "view functions", "triggers", "policies", "comments", "privileges", "drops", "drop types",
+          "drop text search", "drop collations", "drop schemas", "concurrent indexes")
 # "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
 # "main": one transaction; "after": CREATE INDEX CONCURRENTLY, which cannot run in a transaction block
 STAGES = ("before", "main", "after")
@@ -863,9 +863,18 @@ def _plan_operators(b: _Builder, ctx: _Context) -> None:
             continue
         b.add("drop functions", "operator", f"DROP OPERATOR {_operator_target(item)}")
         ctx.recreated.add(f"operators:{key}")
+    phases = _function_phases(ctx.desired)
     for key, item in ctx.desired.operators.items():
         if key not in ctx.live.operators or f"operators:{key}" in ctx.recreated:
-            b.add("operators", "operator", operator_sql(item))
+            b.add(_operator_phase(ctx.desired, key, phases), "operator", operator_sql(item))
+
+
+def _operator_phase(desired: Catalog, key: str, phases: Mapping[str, str]) -> str:
+    """Before the tables (defaults, generated columns and CHECKs may use it), unless its function or types need the tables."""
+    refs = desired.depends.get(f"operators:{key}", frozenset())
+    late = any(r.startswith(("tables:", "views:")) for r in refs) or \
+        any(phases.get(r[len("functions:"):], "functions") != "functions" for r in refs if r.startswith("functions:"))
+    return "late operators" if late else "operators"
 
 
 def operator_class_sql(item: OperatorClass) -> str:
@@ -996,7 +1005,8 @@ def _function_phase(func: Function, desired: Catalog) -> str:
         refs = desired.depends.get(f"functions:{func.key}", frozenset())
         if any(r.startswith("views:") for r in refs):
             return "view functions"
-        return "table functions" if func.kind == "a" or any(r.startswith("tables:") for r in refs) else "functions"
+        # a SQL-standard body using an operator: after the operators (created after the plain functions)
+        return "table functions" if func.kind == "a" or any(r.startswith(("tables:", "operators:")) for r in refs) else "functions"
     signature = _signature(func)
     if any(_references(signature, key) for key in desired.views):
         return "view functions"

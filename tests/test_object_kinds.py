@@ -552,3 +552,22 @@ POLICIES = {
 @pytest.mark.parametrize("name", sorted(POLICIES))
 def test_policy_roles(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, POLICIES[name])
+
+
+OPERATOR_USERS = {
+    "an operator used by defaults, generated columns, checks and SQL-standard bodies": Case(
+        "", _REGEX + _DANBOORU_OP + " CREATE FUNCTION a_matches(p text, s text) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN p ~<< s;"
+        " CREATE TABLE rules (pattern text, probe text, hit boolean GENERATED ALWAYS AS (pattern ~<< probe) STORED,"
+        " fallback boolean DEFAULT ('^x' ~<< 'xy'), CONSTRAINT sane CHECK (a_matches(pattern, probe) OR pattern IS NULL));",
+        ("CREATE OPERATOR public.~<<", "CREATE TABLE public.rules", "FUNCTION public.a_matches")),
+    "an operator whose function reads a table": Case(
+        "", "CREATE TABLE words (w text); CREATE FUNCTION known(text, text) RETURNS boolean LANGUAGE sql STABLE"
+        " BEGIN ATOMIC SELECT EXISTS (SELECT 1 FROM words WHERE w = $1 || $2); END;"
+        " CREATE OPERATOR ||? (FUNCTION = known, LEFTARG = text, RIGHTARG = text);",
+        ("CREATE TABLE public.words", "FUNCTION public.known", "CREATE OPERATOR public.||?")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OPERATOR_USERS))
+def test_operators_before_their_users(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, OPERATOR_USERS[name])
