@@ -15,10 +15,10 @@ from collections.abc import Collection
 
 import pytest
 
-from opsagent.catalog import Catalog, introspect, introspect_many
+from opsagent.catalog import Catalog, castable, introspect, introspect_many
 from opsagent.diff import DiffResult, compare
 from opsagent.extract import dump_schema, strip_restrict
-from opsagent.plan import Plan, generate_plan
+from opsagent.plan import Plan, _member_drop, choose_index_name, generate_plan, index_column_names
 
 from .conftest import SandboxHandle
 
@@ -571,3 +571,27 @@ OPERATOR_USERS = {
 @pytest.mark.parametrize("name", sorted(OPERATOR_USERS))
 def test_operators_before_their_users(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, OPERATOR_USERS[name])
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def test_index_names_follow_postgresql() -> None:
+    assert index_column_names("CREATE INDEX x ON ONLY public.p USING btree (a, lower(b), ((c + 1)), (d::text)) INCLUDE (a)") == \
+        ["a", "lower", "expr", "d", "a1"]
+    assert choose_index_name("p1", ["a", "b"], set()) == "p1_a_b_idx"
+    assert choose_index_name("p1", ["a", "b"], {"p1_a_b_idx", "p1_a_b_idx1"}) == "p1_a_b_idx2"
+    assert len(choose_index_name("t" * 70, ["c" * 70], set())) == 63
+
+
+def test_casts_decide_whether_a_type_change_can_run() -> None:
+    known = Catalog(casts=frozenset({("integer", "bigint"), ("bigint", "integer")}), string_types=frozenset({"text", "character varying"}))
+    assert castable(known, "integer", "bigint") and castable(known, "integer[]", "bigint[]")
+    assert castable(known, "character varying(10)", "integer") and castable(known, "bigint", "text")
+    assert not castable(known, "bigint", "timestamp(3) without time zone")
+    assert castable(Catalog(), "bigint", "timestamp without time zone")  # unknown casts: the rehearsal decides
+
+
+def test_family_members_are_dropped_by_their_position() -> None:
+    assert _member_drop("OPERATOR 5 public.>>(integer, bigint)") == "OPERATOR 5 (integer, bigint)"
+    assert _member_drop("FUNCTION 1 (integer, bigint) public.cmp(integer,bigint)") == "FUNCTION 1 (integer, bigint)"
