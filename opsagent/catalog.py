@@ -212,7 +212,7 @@ SELECT json_strip_nulls(json_build_object(
    LEFT JOIN pg_type ty ON ty.oid = con.contypid
    LEFT JOIN nsp tn ON tn.oid = ty.typnamespace
    WHERE con.conparentid = 0
-     AND con.conislocal  -- a CHECK a partition or child inherits is its parent's (created and dropped with it)
+     AND con.coninhcount = 0  -- a CHECK a partition or child inherits is its parent's (even when it had its own copy when attached)
      AND con.contype <> 't'  -- a constraint trigger is its trigger (CREATE CONSTRAINT TRIGGER), listed under triggers
      AND ((con.conrelid <> 0 AND r.oid IS NOT NULL) OR (con.contypid <> 0 AND tn.oid IS NOT NULL
           -- an extension's domain (earthdistance's earth) brings its constraints along

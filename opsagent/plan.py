@@ -17,6 +17,7 @@ import dataclasses
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping
+from functools import partial
 from typing import Any
 
 import pglast
@@ -1083,13 +1084,17 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
     for parent in old.inherits:
         if parent not in new.inherits:
             b.add("drop tables", "table", f"ALTER TABLE {key} NO INHERIT {parent}")
+    # joined once its columns match (types, NOT NULL: the columns phase) and it has its new parent's CHECKs
     for parent in new.inherits:
         if parent not in old.inherits:
-            b.add("tables", "table", f"ALTER TABLE {key} INHERIT {parent}")
+            _parent_checks(b, ctx, key, parent)
+            b.add("constraints", "table", f"ALTER TABLE {key} INHERIT {parent}")
     if (old.partition_of, old.partition_bound) != (new.partition_of, new.partition_bound) or key in ctx.detached:
         if old.partition_of and key not in ctx.detached:
             b.add("drop tables", "table", f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}")
         if new.partition_of:
+            if key not in ctx.detached:
+                _parent_checks(b, ctx, key, new.partition_of)
             b.add("constraints", "table", f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}")
     before = old.column_map()
     after = new.column_map()
@@ -1102,6 +1107,8 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
         if column.inherited:
             if current is not None and current.inherited:
                 _inherited_column(b, ctx, new, column, current)
+            elif current is not None:  # about to join a parent: made to match it first
+                _alter_column(b, ctx, key, current, column)
             continue
         if current is not None and current.inherited and _freed(old, new):
             _alter_column(b, ctx, key, current, column)  # detached or NO INHERIT: the column stays, as the table's own
@@ -1112,6 +1119,48 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             b.add("columns", "column", f"ALTER TABLE {key} ADD COLUMN {exists}{column_sql(column)}")
             continue
         _alter_column(b, ctx, key, current, column)
+
+
+def _live_table(ctx: _Context, reference: str | None) -> Table | None:
+    """A live table named as ``regclass::text`` names it (unqualified in public)."""
+    if not reference:
+        return None
+    return ctx.live.tables.get(reference) or ctx.live.tables.get(f"public.{reference}")
+
+
+def _parent_checks(b: _Builder, ctx: _Context, child: str, reference: str) -> None:
+    """ATTACH PARTITION and INHERIT need the child to have the parent's CHECKs already (then merged into the parent's).
+
+    Only those the parent keeps through the plan: one it gets later is added to the child by the parent's own ADD.
+    """
+    parent = _live_table(ctx, reference)
+    current = ctx.live.tables.get(child)
+    if parent is None or current is None:
+        return
+    # what it inherits now stays its own when it leaves its old parent
+    had = {item.name for item in ctx.live.constraints.values()
+           if any(old is not None and item.table == old.key for old in map(partial(_live_table, ctx), (current.partition_of, *current.inherits)))}
+    for key, item in ctx.live.constraints.items():
+        own = f"{child}.{quote_ident(item.name)}"
+        if item.table != parent.key or item.type != "c" or "NO INHERIT" in item.definition or own in ctx.live.constraints or item.name in had:
+            continue
+        wanted = ctx.desired.constraints.get(key)
+        if wanted is not None and f"constraints:{key}" not in ctx.recreated and _same(wanted.definition, item.definition, "constraint"):
+            b.add("constraints", "constraint", f"ALTER TABLE {child} ADD CONSTRAINT {quote_ident(item.name)} {item.definition}")
+
+
+def _merged_on_join(ctx: _Context, item: Constraint) -> bool:
+    """A table's own CHECK that its new parent (ATTACH/INHERIT in this plan) has too: kept, it becomes the parent's."""
+    old, new = ctx.live.tables.get(item.table), ctx.desired.tables.get(item.table)
+    if old is None or new is None or item.type != "c":
+        return False
+    for reference in {new.partition_of, *new.inherits} - {old.partition_of, *old.inherits}:
+        parent = ctx.live.tables.get(reference or "") or ctx.live.tables.get(f"public.{reference}")
+        key = f"{parent.key}.{quote_ident(item.name)}" if parent is not None else ""
+        theirs = ctx.live.constraints.get(key)
+        if theirs is not None and not _constraint_changed(ctx, key, theirs) and _same(theirs.definition, item.definition, "constraint"):
+            return True
+    return False
 
 
 _COPIED = object()  # "whatever the parent has": a child created in this plan
@@ -1270,6 +1319,8 @@ def _plan_constraints(b: _Builder, ctx: _Context) -> None:
         gone = item.table not in desired.tables and item.table not in desired.types
         if (gone and item.type != "f") or (item.on_domain and item.table in ctx.recreated_types):
             continue  # goes with its table/domain (foreign keys go first: tables are dropped in any order)
+        if not gone and key not in ctx.desired.constraints and _merged_on_join(ctx, item):
+            continue
         if gone or _constraint_changed(ctx, key, item) or \
                 (item.type == "f" and any(_references(item.definition, t) for t in unkeyed)):
             b.add("drop dependents", "constraint", _drop_constraint(item))

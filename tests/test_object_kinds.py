@@ -595,3 +595,19 @@ def test_casts_decide_whether_a_type_change_can_run() -> None:
 def test_family_members_are_dropped_by_their_position() -> None:
     assert _member_drop("OPERATOR 5 public.>>(integer, bigint)") == "OPERATOR 5 (integer, bigint)"
     assert _member_drop("FUNCTION 1 (integer, bigint) public.cmp(integer,bigint)") == "FUNCTION 1 (integer, bigint)"
+
+
+JOINING = {
+    "a table attached as a partition gets its parent's CHECKs and NOT NULLs first": Case(
+        "CREATE TABLE p (id int, v int NOT NULL, CONSTRAINT ck CHECK (v > 0)) PARTITION BY LIST (id);"
+        " CREATE TABLE a (id int, v int, CONSTRAINT ck CHECK (v > 0)); CREATE TABLE b (id int, v int);",
+        "CREATE TABLE p (id int, v int NOT NULL, CONSTRAINT ck CHECK (v > 0), CONSTRAINT ck2 CHECK (v < 100)) PARTITION BY LIST (id);"
+        " CREATE TABLE a PARTITION OF p FOR VALUES IN (1); CREATE TABLE b PARTITION OF p FOR VALUES IN (2);",
+        ("ALTER TABLE public.b ALTER COLUMN v SET NOT NULL", "ALTER TABLE public.b ADD CONSTRAINT ck CHECK", "ATTACH PARTITION public.b",
+         "ALTER TABLE public.p ADD CONSTRAINT ck2"), absent=("ALTER TABLE public.a DROP CONSTRAINT",)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(JOINING))
+def test_tables_joining_a_parent(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, JOINING[name])
