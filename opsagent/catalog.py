@@ -94,6 +94,7 @@ cols AS (
                                    WHERE co.oid = a.attcollation) END,
            'comment', ds.description,
            'inherited', a.attinhcount > 0,
+           'statistics', nullif(a.attstattarget, -1),  -- ALTER COLUMN ... SET STATISTICS
            'privileges', (SELECT json_agg(json_build_array(
                             CASE WHEN x.grantee = 0 THEN 'PUBLIC' WHEN x.grantee = r.relowner THEN '<owner>'
                                  ELSE pg_get_userbyid(x.grantee) END, x.privilege_type, x.is_grantable))
@@ -222,6 +223,9 @@ SELECT json_strip_nulls(json_build_object(
      'definition', pg_get_indexdef(i.oid),
      -- a partitioned index is valid once every partition has its index attached; a failed CONCURRENTLY build leaves one invalid
      'valid', x.indisvalid,
+     -- ALTER INDEX ... ALTER COLUMN n SET STATISTICS (expression columns): (column number, target)
+     'statistics', (SELECT json_agg(json_build_array(ia.attnum, ia.attstattarget) ORDER BY ia.attnum) FROM pg_attribute ia
+                    WHERE ia.attrelid = i.oid AND ia.attstattarget > 0),
      'comment', obj_description(i.oid, 'pg_class')
    ) ORDER BY 1), '[]')
    FROM pg_index x JOIN rel i ON i.oid = x.indexrelid JOIN rel t ON t.oid = x.indrelid
@@ -518,6 +522,7 @@ class Column:
     collation: str | None = None
     comment: str | None = None
     inherited: bool = False  # comes from a parent table (partition or inheritance child)
+    statistics: int | None = None  # SET STATISTICS target, when not the default
     privileges: tuple[Privilege, ...] = ()  # column-level grants only
 
 
@@ -596,6 +601,7 @@ class Index:
     name: str
     definition: str
     valid: bool = True
+    statistics: tuple[tuple[int, int], ...] = ()  # (column number, SET STATISTICS target) of expression columns
     comment: str | None = None
 
     @property

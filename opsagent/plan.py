@@ -1026,6 +1026,8 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
             for column in table.columns:
                 if column.inherited:
                     _inherited_column(b, ctx, table, column, None)
+                else:
+                    _column_statistics(b, key, column)
         elif key in ctx.rebuilt_tables:
             _rebuild_table(b, ctx, current, table)
         else:
@@ -1061,6 +1063,9 @@ def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             b.add("tables", "table", f"ALTER TABLE {key} DETACH PARTITION {child.key}")
     b.add("tables", "table", f"ALTER TABLE {key} RENAME TO {quote_ident(temp)}")
     b.add("tables", "table", table_sql(new))
+    for column in new.columns:
+        if not column.inherited:
+            _column_statistics(b, key, column)
     before = old.column_map()
     common = [quote_ident(c.name) for c in new.columns if c.name in before and not c.generated and not before[c.name].generated]
     if common:
@@ -1117,6 +1122,7 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             # an inherited column the parent drops would vanish: (re)add it as the table's own
             exists = "" if current is None else "IF NOT EXISTS "
             b.add("columns", "column", f"ALTER TABLE {key} ADD COLUMN {exists}{column_sql(column)}")
+            _column_statistics(b, key, column, current.statistics if current is not None else None)
             continue
         _alter_column(b, ctx, key, current, column)
 
@@ -1260,6 +1266,7 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
               warning=f"{table}.{new.name}: the new default waits for the type change")
     if old.not_null != new.not_null:
         b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
+    _column_statistics(b, table, new, old.statistics)
     if new.identity and not old.identity:
         _drop_owned_sequences(b, ctx, table, old)
         b.add("columns", "column", f"{prefix} ADD {identity_sql(new)}")
@@ -1362,6 +1369,27 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
                 b.add("concurrent indexes", "index", _concurrently(item.definition), stage="after")
             else:
                 b.add("indexes", "index", _cascading(item.definition))
+            _index_statistics(b, item, (), *_index_phase(ctx, item.table, item.name))
+        elif other is not None and other.statistics != item.statistics:
+            _index_statistics(b, item, other.statistics, "indexes", "main")
+
+
+def _index_statistics(b: _Builder, index: Index, before: Iterable[tuple[int, int]], phase: str, stage: str) -> None:
+    """ALTER INDEX ... ALTER COLUMN n SET STATISTICS (an expression column's target), after the index is built."""
+    wanted = dict(index.statistics)
+    for number in sorted(dict(before)):
+        if number not in wanted:
+            b.add(phase, "index", f"ALTER INDEX {index.key} ALTER COLUMN {number} SET STATISTICS -1", stage=stage)
+    for number, target in sorted(wanted.items()):
+        if dict(before).get(number) != target:
+            b.add(phase, "index", f"ALTER INDEX {index.key} ALTER COLUMN {number} SET STATISTICS {target}", stage=stage)
+
+
+def _column_statistics(b: _Builder, table: str, column: Column, before: int | None = None) -> None:
+    """ALTER COLUMN ... SET STATISTICS (-1: back to the default)."""
+    if column.statistics != before:
+        target = -1 if column.statistics is None else column.statistics
+        b.add("columns", "column", f"ALTER TABLE {table} ALTER COLUMN {quote_ident(column.name)} SET STATISTICS {target}")
 
 
 _CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
@@ -1575,6 +1603,7 @@ def _plan_views(b: _Builder, ctx: _Context) -> None:
         for index in desired.indexes.values():
             if index.table == key:
                 b.add("views", "index", index.definition)
+                _index_statistics(b, index, (), "views", "main")
 
 
 def _index_recreated(ctx: _Context, table: str, name: str) -> bool:

@@ -611,3 +611,21 @@ JOINING = {
 @pytest.mark.parametrize("name", sorted(JOINING))
 def test_tables_joining_a_parent(sandbox: SandboxHandle, name: str) -> None:
     check(sandbox, JOINING[name])
+
+
+STATISTICS_TARGETS = {
+    "column and index expression statistics targets (danbooru's)": Case(
+        "CREATE TABLE jobs (id int, finished_at timestamp, tags text); CREATE INDEX jobs_tags ON jobs USING gin (string_to_array(tags, ' '));"
+        " ALTER TABLE jobs ALTER COLUMN id SET STATISTICS 50;",
+        "CREATE TABLE jobs (id int, finished_at timestamp, tags text); CREATE INDEX jobs_tags ON jobs USING gin (string_to_array(tags, ' '));"
+        " ALTER TABLE jobs ALTER COLUMN finished_at SET STATISTICS 1000; ALTER INDEX jobs_tags ALTER COLUMN 1 SET STATISTICS 3000;"
+        ' CREATE TABLE "New" (a int, b int); ALTER TABLE "New" ALTER COLUMN b SET STATISTICS 200;'
+        ' CREATE INDEX new_expr ON "New" ((a + b)); ALTER INDEX new_expr ALTER COLUMN 1 SET STATISTICS 700;',
+        ("ALTER TABLE public.jobs ALTER COLUMN id SET STATISTICS -1", "ALTER TABLE public.jobs ALTER COLUMN finished_at SET STATISTICS 1000",
+         "ALTER INDEX public.jobs_tags ALTER COLUMN 1 SET STATISTICS 3000")),
+}
+
+
+@pytest.mark.parametrize("name", sorted(STATISTICS_TARGETS))
+def test_statistics_targets(sandbox: SandboxHandle, name: str) -> None:
+    check(sandbox, STATISTICS_TARGETS[name])
