@@ -11,6 +11,7 @@ they are fully qualified and identical across databases.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
@@ -81,12 +82,19 @@ cols AS (
            'default', CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END,
            'generated', CASE WHEN a.attgenerated <> '' THEN pg_get_expr(d.adbin, d.adrelid) END,
            'identity', CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END,
+           -- the identity's own sequence: (start, increment, min, max, cache, cycle)
+           'identity_sequence', CASE WHEN a.attidentity <> '' THEN
+             (SELECT json_build_array(s.seqstart, s.seqincrement, s.seqmin, s.seqmax, s.seqcache, s.seqcycle)
+              FROM pg_depend sd JOIN pg_sequence s ON s.seqrelid = sd.objid
+              WHERE sd.classid = 'pg_class'::regclass AND sd.refclassid = 'pg_class'::regclass AND sd.deptype = 'i'
+                AND sd.refobjid = a.attrelid AND sd.refobjsubid = a.attnum LIMIT 1) END,
            'collation', CASE WHEN a.attcollation <> t.typcollation AND a.attcollation <> 0
                              THEN (SELECT quote_ident(cn.nspname) || '.' || quote_ident(co.collname)
                                    FROM pg_collation co JOIN pg_namespace cn ON cn.oid = co.collnamespace
                                    WHERE co.oid = a.attcollation) END,
            'comment', ds.description,
            'inherited', a.attinhcount > 0,
+           'statistics', nullif(a.attstattarget, -1),  -- ALTER COLUMN ... SET STATISTICS
            'privileges', (SELECT json_agg(json_build_array(
                             CASE WHEN x.grantee = 0 THEN 'PUBLIC' WHEN x.grantee = r.relowner THEN '<owner>'
                                  ELSE pg_get_userbyid(x.grantee) END, x.privilege_type, x.is_grantable))
@@ -127,6 +135,13 @@ dep_objs AS (
   SELECT 'pg_trigger'::regclass, tg.oid, json_build_array('triggers', r.qname, tg.tgname)
   FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid WHERE NOT tg.tgisinternal
   UNION ALL
+  SELECT 'pg_operator'::regclass, o.oid, json_build_array('operators', n.nspname, o.oprname,
+         CASE WHEN o.oprleft = 0 THEN 'NONE' ELSE format_type(o.oprleft, NULL) END || ', ' || format_type(o.oprright, NULL))
+  FROM pg_operator o JOIN nsp n ON n.oid = o.oprnamespace
+  UNION ALL
+  SELECT 'pg_statistic_ext'::regclass, st.oid, json_build_array('statistics', n.nspname, st.stxname)
+  FROM pg_statistic_ext st JOIN nsp n ON n.oid = st.stxnamespace
+  UNION ALL
   SELECT 'pg_policy'::regclass, pol.oid, json_build_array('policies', r.qname, pol.polname)
   FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid
   UNION ALL
@@ -164,6 +179,12 @@ SELECT json_strip_nulls(json_build_object(
                   WHERE i.inhrelid = c.oid AND NOT c.relispartition),
      'options', c.reloptions,
      'rls_enabled', c.relrowsecurity, 'rls_forced', c.relforcerowsecurity,
+     'clustered_on', (SELECT quote_ident(ic.relname) FROM pg_index ci JOIN pg_class ic ON ic.oid = ci.indexrelid
+                      WHERE ci.indrelid = c.oid AND ci.indisclustered),
+     'replica_identity', CASE c.relreplident WHEN 'f' THEN 'full' WHEN 'n' THEN 'nothing'
+                         WHEN 'i' THEN 'index ' || coalesce((SELECT quote_ident(ic.relname) FROM pg_index ri
+                                                             JOIN pg_class ic ON ic.oid = ri.indexrelid
+                                                             WHERE ri.indrelid = c.oid AND ri.indisreplident), '(none)') END,
      'comment', obj_description(c.oid, 'pg_class'),
      'privileges', acl.privs,
      'columns', coalesce(cols.columns, '[]')
@@ -192,6 +213,7 @@ SELECT json_strip_nulls(json_build_object(
    LEFT JOIN pg_type ty ON ty.oid = con.contypid
    LEFT JOIN nsp tn ON tn.oid = ty.typnamespace
    WHERE con.conparentid = 0
+     AND con.coninhcount = 0  -- a CHECK a partition or child inherits is its parent's (even when it had its own copy when attached)
      AND con.contype <> 't'  -- a constraint trigger is its trigger (CREATE CONSTRAINT TRIGGER), listed under triggers
      AND ((con.conrelid <> 0 AND r.oid IS NOT NULL) OR (con.contypid <> 0 AND tn.oid IS NOT NULL
           -- an extension's domain (earthdistance's earth) brings its constraints along
@@ -199,6 +221,11 @@ SELECT json_strip_nulls(json_build_object(
  'indexes', (SELECT coalesce(json_agg(json_build_object(
      'table', t.qname, 'name', i.relname,
      'definition', pg_get_indexdef(i.oid),
+     -- a partitioned index is valid once every partition has its index attached; a failed CONCURRENTLY build leaves one invalid
+     'valid', x.indisvalid,
+     -- ALTER INDEX ... ALTER COLUMN n SET STATISTICS (expression columns): (column number, target)
+     'statistics', (SELECT json_agg(json_build_array(ia.attnum, ia.attstattarget) ORDER BY ia.attnum) FROM pg_attribute ia
+                    WHERE ia.attrelid = i.oid AND ia.attstattarget > 0),
      'comment', obj_description(i.oid, 'pg_class')
    ) ORDER BY 1), '[]')
    FROM pg_index x JOIN rel i ON i.oid = x.indexrelid JOIN rel t ON t.oid = x.indrelid
@@ -282,7 +309,50 @@ SELECT json_strip_nulls(json_build_object(
      'comment', obj_description(pol.oid, 'pg_policy')
    ) ORDER BY 1), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
+ 'operators', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', o.oprname, 'owner', pg_get_userbyid(o.oprowner),
+     'left', CASE WHEN o.oprleft <> 0 THEN format_type(o.oprleft, NULL) END,
+     'right', format_type(o.oprright, NULL), 'result', format_type(o.oprresult, NULL),
+     'function', o.oprcode::regproc::text,
+     'commutator', CASE WHEN o.oprcom <> 0 THEN o.oprcom::regoper::text END,
+     'negator', CASE WHEN o.oprnegate <> 0 THEN o.oprnegate::regoper::text END,
+     'restrict', CASE WHEN o.oprrest <> 0 THEN o.oprrest::regproc::text END,
+     'join', CASE WHEN o.oprjoin <> 0 THEN o.oprjoin::regproc::text END,
+     'hashes', o.oprcanhash, 'merges', o.oprcanmerge,
+     'comment', obj_description(o.oid, 'pg_operator')
+   ) ORDER BY n.nspname, o.oprname, o.oprleft::regtype::text, o.oprright::regtype::text), '[]')
+   FROM pg_operator o JOIN nsp n ON n.oid = o.oprnamespace
+   WHERE o.oprcode <> 0  -- a shell (named as another's commutator, never defined) comes back with that reference
+     AND NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_operator'::regclass AND e.objid = o.oid)),
+ 'operator_families', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', f.opfname, 'method', am.amname, 'owner', pg_get_userbyid(f.opfowner),
+     'members', (SELECT json_agg(m.member ORDER BY m.member) FROM (%(members)s) m
+                 WHERE m.family = f.oid AND m.refclassid = 'pg_opfamily'::regclass),
+     'comment', obj_description(f.oid, 'pg_opfamily')
+   ) ORDER BY n.nspname, f.opfname, am.amname), '[]')
+   FROM pg_opfamily f JOIN nsp n ON n.oid = f.opfnamespace JOIN pg_am am ON am.oid = f.opfmethod
+   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_opfamily'::regclass AND e.objid = f.oid)),
+ 'operator_classes', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', c.opcname, 'method', am.amname, 'owner', pg_get_userbyid(c.opcowner),
+     'type', format_type(c.opcintype, NULL), 'default', c.opcdefault,
+     'family', (SELECT quote_ident(fn.nspname) || '.' || quote_ident(f.opfname) FROM pg_opfamily f
+                JOIN pg_namespace fn ON fn.oid = f.opfnamespace WHERE f.oid = c.opcfamily),
+     'storage', CASE WHEN c.opckeytype <> 0 THEN format_type(c.opckeytype, NULL) END,
+     'members', (SELECT json_agg(m.member ORDER BY m.member) FROM (%(members)s) m
+                 WHERE m.refclassid = 'pg_opclass'::regclass AND m.refobjid = c.oid),
+     'comment', obj_description(c.oid, 'pg_opclass')
+   ) ORDER BY n.nspname, c.opcname, am.amname), '[]')
+   FROM pg_opclass c JOIN nsp n ON n.oid = c.opcnamespace JOIN pg_am am ON am.oid = c.opcmethod
+   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_opclass'::regclass AND e.objid = c.oid)),
+ 'statistics', (SELECT coalesce(json_agg(json_build_object(
+     'schema', n.nspname, 'name', st.stxname, 'table', r.qname,
+     'definition', pg_get_statisticsobjdef(st.oid),
+     'target', nullif(st.stxstattarget, -1),
+     'comment', obj_description(st.oid, 'pg_statistic_ext')
+   ) ORDER BY n.nspname, st.stxname), '[]')
+   FROM pg_statistic_ext st JOIN nsp n ON n.oid = st.stxnamespace JOIN rel r ON r.oid = st.stxrelid),
  'depends', %(depends)s,
+ 'casts', %(casts)s,
  'collations', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', co.collname, 'owner', pg_get_userbyid(co.collowner),
      'provider', CASE co.collprovider WHEN 'i' THEN 'icu' WHEN 'c' THEN 'libc' WHEN 'b' THEN 'builtin' ELSE co.collprovider::text END,
@@ -349,6 +419,29 @@ _DEPENDS = r"""(SELECT coalesce(json_agg(json_build_array(
    WHERE d.deptype IN ('n', 'a') AND (a.id::text <> b.id::text OR d.objsubid <> d.refobjsubid))"""
 
 
+# an operator family's operators and support functions as CREATE OPERATOR CLASS / ALTER OPERATOR FAMILY write them, with what
+# they belong to (pg_depend: the class, or the family when added loose)
+_MEMBERS = r"""SELECT ao.amopfamily AS family, d.refclassid, d.refobjid,
+         'OPERATOR ' || ao.amopstrategy || ' ' || ao.amopopr::regoper::text || '(' || format_type(ao.amoplefttype, NULL) || ', '
+         || format_type(ao.amoprighttype, NULL) || ')'
+         || CASE WHEN ao.amoppurpose = 'o' THEN ' FOR ORDER BY ' || (SELECT quote_ident(sn.nspname) || '.' || quote_ident(sf.opfname)
+                                                                  FROM pg_opfamily sf JOIN pg_namespace sn ON sn.oid = sf.opfnamespace
+                                                                  WHERE sf.oid = ao.amopsortfamily) ELSE '' END AS member
+  FROM pg_amop ao JOIN pg_depend d ON d.classid = 'pg_amop'::regclass AND d.objid = ao.oid
+   AND d.refclassid IN ('pg_opclass'::regclass, 'pg_opfamily'::regclass)
+  UNION ALL
+  SELECT ap.amprocfamily, d.refclassid, d.refobjid,
+         'FUNCTION ' || ap.amprocnum || ' (' || format_type(ap.amproclefttype, NULL) || ', ' || format_type(ap.amprocrighttype, NULL)
+         || ') ' || ap.amproc::regprocedure::text
+  FROM pg_amproc ap JOIN pg_depend d ON d.classid = 'pg_amproc'::regclass AND d.objid = ap.oid
+   AND d.refclassid IN ('pg_opclass'::regclass, 'pg_opfamily'::regclass)"""
+
+# what ``expr::type`` can do (pg_cast, plus I/O conversion to and from string types): whether a plan's type change can run
+_CASTS = r"""json_build_object(
+   'pairs', (SELECT json_agg(json_build_array(format_type(c.castsource, NULL), format_type(c.casttarget, NULL))) FROM pg_cast c),
+   'strings', (SELECT json_agg(format_type(t.oid, NULL)) FROM pg_type t WHERE t.typcategory = 'S' AND t.typtype = 'b'))"""
+
+
 def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *, dependencies: bool = False) -> str:
     """The introspection script: a fixed search_path, then one query returning one JSON document.
 
@@ -363,7 +456,8 @@ def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *
     bare = [n for n in names if "." not in n]
     qualified = [n for n in names if "." in n]
     query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified),
-                      "depends": _DEPENDS if dependencies else "NULL"}
+                      "depends": _DEPENDS if dependencies else "NULL", "casts": _CASTS if dependencies else "NULL",
+                      "members": _MEMBERS}
     # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
     return "SET search_path = pg_catalog;\n" + query.strip() + ";\n"
 
@@ -424,9 +518,11 @@ class Column:
     default: str | None = None
     generated: str | None = None
     identity: str | None = None
+    identity_sequence: tuple[int, int, int, int, int, bool] | None = None  # start, increment, min, max, cache, cycle
     collation: str | None = None
     comment: str | None = None
     inherited: bool = False  # comes from a parent table (partition or inheritance child)
+    statistics: int | None = None  # SET STATISTICS target, when not the default
     privileges: tuple[Privilege, ...] = ()  # column-level grants only
 
 
@@ -445,6 +541,8 @@ class Table:
     options: tuple[str, ...] = ()
     rls_enabled: bool = False
     rls_forced: bool = False
+    replica_identity: str = "default"  # "full", "nothing" or "index <name>" (what logical replication logs of a changed row)
+    clustered_on: str | None = None  # the index CLUSTER uses by default (ALTER TABLE ... CLUSTER ON), quoted
     comment: str | None = None
     privileges: tuple[Privilege, ...] = ()
     columns: tuple[Column, ...] = ()
@@ -474,6 +572,9 @@ class View:
     def key(self) -> str:
         return qualify(self.schema, self.name)
 
+    def column_map(self) -> dict[str, Column]:
+        return {c.name: c for c in self.columns}
+
 
 @dataclasses.dataclass(frozen=True)
 class Constraint:
@@ -499,12 +600,97 @@ class Index:
     table: str
     name: str
     definition: str
+    valid: bool = True
+    statistics: tuple[tuple[int, int], ...] = ()  # (column number, SET STATISTICS target) of expression columns
     comment: str | None = None
 
     @property
     def key(self) -> str:
         schema = self.table.rsplit(".", 1)[0]
         return f"{schema}.{quote_ident(self.name)}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Operator:
+    """A user-defined operator, identified by schema, name and argument types (``left`` is None for a prefix operator).
+
+    Support functions and companion operators are as ``regproc``/``regoper`` print them (qualified outside pg_catalog).
+    """
+
+    schema: str
+    name: str
+    right: str
+    result: str
+    function: str
+    left: str | None = None
+    commutator: str | None = None
+    negator: str | None = None
+    restrict: str | None = None
+    join: str | None = None
+    hashes: bool = False
+    merges: bool = False
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def arguments(self) -> str:
+        return f"{self.left or 'NONE'}, {self.right}"
+
+    @property
+    def key(self) -> str:
+        return f"{quote_ident(self.schema)}.{self.name}({self.arguments})"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorFamily:
+    """An operator family of an index method; ``members`` are only those added loose (ALTER OPERATOR FAMILY ... ADD)."""
+
+    schema: str
+    name: str
+    method: str
+    members: tuple[str, ...] = ()
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def key(self) -> str:
+        return f"{qualify(self.schema, self.name)} USING {self.method}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OperatorClass:
+    """An operator class: the operators and support functions an index method uses for one type."""
+
+    schema: str
+    name: str
+    method: str
+    type: str
+    family: str
+    default: bool = False
+    storage: str | None = None
+    members: tuple[str, ...] = ()
+    comment: str | None = None
+    owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
+
+    @property
+    def key(self) -> str:
+        return f"{qualify(self.schema, self.name)} USING {self.method}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Statistics:
+    """An extended statistics object (CREATE STATISTICS) on one table; ``target`` is its SET STATISTICS, when set."""
+
+    schema: str
+    name: str
+    table: str
+    definition: str
+    target: int | None = None
+    comment: str | None = None
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -669,6 +855,25 @@ def _field_names(cls: type[Any]) -> frozenset[str]:
     return names
 
 
+_TYPMOD_TEXT = re.compile(r"\(\d+(?:,\d+)?\)")
+
+
+def castable(catalog: Catalog, source: str, target: str) -> bool:
+    """Whether ``value::target`` works for a ``source`` value (as ALTER COLUMN ... USING col::target needs).
+
+    From the server's pg_cast and string types, read with the catalog; a catalog read without them
+    (hand-built, or introspected without dependencies) says yes: the rehearsal will tell.
+    """
+    if not catalog.casts:
+        return True
+    a, b = _TYPMOD_TEXT.sub("", source), _TYPMOD_TEXT.sub("", target)
+    if a == b or a in catalog.string_types or b in catalog.string_types:
+        return True
+    if a.endswith("[]") and b.endswith("[]"):
+        return castable(catalog, a[:-2], b[:-2])
+    return (a, b) in catalog.casts
+
+
 def _build(cls: type[Any], data: Mapping[str, Any], **overrides: Any) -> Any:
     """One model object from its JSON entry: lists become tuples, absent/null keys take defaults."""
     names = _field_names(cls)
@@ -699,6 +904,8 @@ def dependency_id(descriptor: Sequence[str]) -> str:
         return f"{attr}:{owner}.{quote_ident(name)}"
     if attr == "columns":
         return f"columns:{qualify(owner, name)}.{quote_ident(rest[0])}"
+    if attr == "operators":
+        return f"operators:{quote_ident(owner)}.{name}({rest[0]})"
     key = qualify(owner, name)
     return f"{attr}:{key}({rest[0]})" if attr == "functions" else f"{attr}:{key}"
 
@@ -712,6 +919,9 @@ def _dependencies(pairs: Iterable[Sequence[Sequence[str]]]) -> dict[str, frozens
             targets.add(f"{referenced[4]}:{qualify(referenced[1], referenced[2])}")
         graph.setdefault(source, set()).update(targets - {source})
     return {key: frozenset(refs) for key, refs in graph.items()}
+
+
+_NOT_COMPARED = frozenset({"server_version", "depends", "casts", "string_types"})  # facts about the server, not the schema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -732,9 +942,16 @@ class Catalog:
     collations: dict[str, Collation] = dataclasses.field(default_factory=dict)
     text_search_dicts: dict[str, TextSearchDictionary] = dataclasses.field(default_factory=dict)
     text_search_configs: dict[str, TextSearchConfig] = dataclasses.field(default_factory=dict)
+    statistics: dict[str, Statistics] = dataclasses.field(default_factory=dict)
+    operators: dict[str, Operator] = dataclasses.field(default_factory=dict)
+    operator_families: dict[str, OperatorFamily] = dataclasses.field(default_factory=dict)
+    operator_classes: dict[str, OperatorClass] = dataclasses.field(default_factory=dict)
     server_version: int | None = None
     # "<attr>:<key>" -> what it depends on (pg_depend), e.g. "views:public.v" -> {"tables:public.t", ...}; not compared
     depends: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)
+    # explicit casts the server knows, (source, target) without typmods; with ``strings``, which need none; not compared
+    casts: frozenset[tuple[str, str]] = frozenset()
+    string_types: frozenset[str] = frozenset()
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any]) -> Catalog:
@@ -754,14 +971,20 @@ class Catalog:
             collations=_keyed(_build(Collation, c) for c in doc.get("collations", [])),
             text_search_dicts=_keyed(_build(TextSearchDictionary, d) for d in doc.get("text_search_dicts", [])),
             text_search_configs=_keyed(_build(TextSearchConfig, c) for c in doc.get("text_search_configs", [])),
+            statistics=_keyed(_build(Statistics, st) for st in doc.get("statistics", [])),
+            operators=_keyed(_build(Operator, o) for o in doc.get("operators", [])),
+            operator_families=_keyed(_build(OperatorFamily, f) for f in doc.get("operator_families", [])),
+            operator_classes=_keyed(_build(OperatorClass, c) for c in doc.get("operator_classes", [])),
             server_version=doc.get("server_version"),
             depends=_dependencies(doc.get("depends", [])),
+            casts=frozenset((source, target) for source, target in (doc.get("casts") or {}).get("pairs") or ()),
+            string_types=frozenset((doc.get("casts") or {}).get("strings") or ()),
         )
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Catalog):
             return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self) if f.name not in ("server_version", "depends"))
+        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_COMPARED)
 
     __hash__ = None  # type: ignore[assignment]
 

@@ -17,15 +17,16 @@ from typing import Any, Literal
 import pglast
 from pglast.stream import RawStream
 
-from .catalog import Catalog, Collation, Column, Extension, Sequence_, Table, TextSearchConfig, TextSearchDictionary, Type, View, quote_ident
+from .catalog import Catalog, Collation, Column, Extension, Operator, Sequence_, Table, TextSearchConfig, TextSearchDictionary, Type, View, quote_ident
 
 Status = Literal["extra", "missing", "changed"]
 Severity = Literal["low", "normal"]
 
 # report order of kinds (grouping in the CLI follows it)
 KIND_ORDER = ("extension", "schema", "collation", "text search dictionary", "text search configuration",
-              "type", "sequence", "table", "column", "constraint", "index", "view",
-              "materialized view", "function", "procedure", "trigger", "policy", "rls", "privilege", "owner", "comment")
+              "type", "sequence", "table", "column", "constraint", "index", "statistics", "view",
+              "materialized view", "function", "procedure", "operator", "operator family", "operator class",
+              "trigger", "policy", "rls", "privilege", "owner", "comment")
 _IDENTITY_FIELDS = frozenset({"schema", "name", "table", "columns"})
 _FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls", "owner": "owner"}
 _ARROW = "→"
@@ -115,6 +116,9 @@ def excerpt(old: str, new: str, width: int = 100) -> str:
 
 
 def _field_detail(field: str, old: Any, new: Any) -> str:
+    if field == "members":
+        gone, added = sorted(set(old) - set(new)), sorted(set(new) - set(old))
+        return "members: " + ", ".join([*(f"drop {m}" for m in gone), *(f"add {m}" for m in added)])
     if field == "definition" and isinstance(old, str) and isinstance(new, str):
         return f"definition differs: {excerpt(old, new)}"
     if field == "mappings":
@@ -145,7 +149,8 @@ def _kind_of(attr: str, obj: Any) -> str:
     return {"schemas": "schema", "extensions": "extension", "tables": "table", "constraints": "constraint",
             "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy",
             "collations": "collation", "text_search_dicts": "text search dictionary",
-            "text_search_configs": "text search configuration"}[attr]
+            "text_search_configs": "text search configuration", "statistics": "statistics", "operators": "operator",
+            "operator_families": "operator family", "operator_classes": "operator class"}[attr]
 
 
 _WRAP = {"constraint": "ALTER TABLE x ADD {}", "expression": "SELECT {}"}
@@ -214,29 +219,36 @@ def _default(value: str | None, column: str, owned: Mapping[str, str]) -> str | 
     return _NEXTVAL.sub(lambda m: "nextval(<owned sequence>)" if owned.get(m.group(1).replace("''", "'")) == column else m.group(0), value)
 
 
+# what a partition or inheritance child decides for a column its parent defines
+_OWN_FIELDS = frozenset({"not_null", "default", "comment", "privileges"})
+
+
 def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...], *, view: bool,
                      owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})) -> Iterator[Change]:
     before = {c.name: c for c in old}
     after = {c.name: c for c in new}
     for column in old:
         key = f"{table}.{column.name}"
-        if column.inherited and after.get(column.name, column).inherited:
-            continue  # reported on the parent table, where the change was made
         if column.name not in after:
-            if not view:
+            if not view and not column.inherited:  # an inherited one is reported on the parent, where the change was made
                 yield Change("column", key, "extra", [f"{display(table)}.{column.name}: {column.type}"])
             continue
         other = after[column.name]
-        if view:  # a view's columns follow from its definition: only their comments are its own
+        if view:  # a view's columns follow from its definition: only their comments and grants are its own
             if column.comment != other.comment:
                 yield Change("comment", key, "changed", [_field_detail("comment", column.comment, other.comment)])
+            if column.privileges != other.privileges:
+                yield Change("privilege", key, "changed", [_field_detail("privileges", column.privileges, other.privileges)])
             continue
         details: list[str] = []
         comment: list[str] = []
         grants: list[str] = []
+        inherited = column.inherited and other.inherited
         for field in dataclasses.fields(Column):
             if field.name in ("name", "inherited"):  # inheritance shows as the table's partition_of/inherits
                 continue
+            if inherited and field.name not in _OWN_FIELDS:
+                continue  # its type and generation are the parent's, reported there
             a, b = getattr(column, field.name), getattr(other, field.name)
             if field.name == "default" and a != b:
                 where = f"{table}.{quote_ident(column.name)}"
@@ -265,10 +277,16 @@ def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...
         yield Change("table", table, "changed", [f"column order: {', '.join(common_old)} {_ARROW} {', '.join(common_new)}"], "low")
 
 
+_SEQUENCE_FIELDS = ("start", "increment", "min", "max", "cache", "cycle")
+
+
 def _column_field(table: str, column: str, field: str, old: Any, new: Any) -> str:
     where = f"{display(table)}.{column}"
     if field == "type":
         return f"{where}: {old} {_ARROW} {new}"
+    if field == "identity_sequence" and old is not None and new is not None:
+        parts = [f"{name} {_show(a)} {_ARROW} {_show(b)}" for name, a, b in zip(_SEQUENCE_FIELDS, old, new, strict=True) if a != b]
+        return f"{where} identity sequence: {', '.join(parts)}"
     if field == "not_null":
         return f"{where}: {'NOT NULL' if old else 'NULL'} {_ARROW} {'NOT NULL' if new else 'NULL'}"
     return f"{where} {field.replace('_', ' ')}: {_show(old)} {_ARROW} {_show(new)}"
@@ -276,7 +294,7 @@ def _column_field(table: str, column: str, field: str, old: Any, new: Any) -> st
 
 def _owner_table(attr: str, obj: Any) -> str | None:
     """The table an object lives and dies with (folded into that table's change)."""
-    if attr in ("constraints", "triggers", "policies", "indexes"):
+    if attr in ("constraints", "triggers", "policies", "indexes", "statistics"):
         return str(obj.table)  # for a domain constraint: the domain
     if attr == "sequences" and obj.owned_by:
         return str(obj.owned_by).rsplit(".", 1)[0]
@@ -300,6 +318,8 @@ def _summary(attr: str, obj: Any) -> list[str]:
         return [f"template {obj.template}" + (f" ({obj.options})" if obj.options else "")]
     if isinstance(obj, TextSearchConfig):
         return [f"parser {obj.parser}, {len(obj.mappings)} token types mapped"]
+    if isinstance(obj, Operator):
+        return [f"{obj.arguments} → {obj.result} by {obj.function}"]
     if isinstance(obj, Sequence_) and obj.owned_by:
         return [f"owned by {obj.owned_by}"]
     definition = getattr(obj, "definition", None)
@@ -330,7 +350,7 @@ def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any]
 
 
 _ATTRS = ("extensions", "schemas", "collations", "text_search_dicts", "text_search_configs",
-          "types", "sequences", "tables", "constraints", "indexes", "views", "functions",
+          "types", "sequences", "tables", "constraints", "indexes", "statistics", "views", "functions", "operators", "operator_families", "operator_classes",
           "triggers", "policies")
 
 

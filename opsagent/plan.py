@@ -17,7 +17,10 @@ import dataclasses
 import json
 import re
 from collections.abc import Collection, Iterable, Mapping
+from functools import partial
 from typing import Any
+
+import pglast
 
 from .catalog import (
     Catalog,
@@ -26,6 +29,8 @@ from .catalog import (
     Constraint,
     Function,
     Index,
+    Operator,
+    OperatorClass,
     Privilege,
     Sequence_,
     Table,
@@ -33,16 +38,18 @@ from .catalog import (
     TextSearchDictionary,
     Type,
     View,
+    castable,
     qualify,
     quote_ident,
 )
 from .diff import equivalent
 
 # phases, in the order their statements run
-PHASES = ("drop dependents", "drop functions", "drop tables", "schemas", "extensions", "collations", "text search", "types", "sequences", "functions",
-          "tables", "columns", "table functions", "constraints", "indexes", "foreign keys", "views", "view functions", "triggers", "policies",
-          "comments", "privileges", "drops", "drop types", "drop text search", "drop collations", "drop schemas",
-          "concurrent indexes")
+PHASES = ("drop dependents", "drop operator classes", "drop functions", "drop tables", "schemas", "extensions",
+          "collations", "text search", "types", "sequences", "functions", "operators", "tables", "columns",
+          "table functions", "late operators", "operator classes", "constraints", "indexes", "foreign keys", "views",
+          "view functions", "triggers", "policies", "comments", "privileges", "drops", "drop types",
+          "drop text search", "drop collations", "drop schemas", "concurrent indexes")
 # "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
 # "main": one transaction; "after": CREATE INDEX CONCURRENTLY, which cannot run in a transaction block
 STAGES = ("before", "main", "after")
@@ -58,8 +65,9 @@ class PlanStatement:
     kind: str
     phase: str
     destructive: bool = False
-    enabled: bool = True  # False: emitted commented out (destructive without --allow-drop)
+    enabled: bool = True  # False: emitted commented out (destructive without --allow-drop, or ``manual``)
     stage: str = "main"  # "before"/"after": on its own, outside the plan's transaction (see STAGES)
+    manual: str | None = None  # what the user must write before this statement can run (always commented out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +107,8 @@ def _render(statements: Iterable[PlanStatement]) -> str:
     for statement in statements:
         if statement.enabled:
             lines.append(statement.sql)
+        elif statement.manual:
+            lines.append(f"-- {statement.manual}:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
         else:
             lines.append("-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
     return "\n".join(lines) + "\n" if lines else ""
@@ -125,11 +135,14 @@ class _Builder:
         self.warnings: list[str] = []
 
     def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None,
-            stage: str = "main") -> None:
-        enabled = self.allow_drop or not destructive
-        if destructive and warning:
+            stage: str = "main", manual: str | None = None) -> None:
+        """One statement; ``manual`` (what the user must supply) leaves it commented out whatever the options."""
+        enabled = (self.allow_drop or not destructive) and manual is None
+        if manual is not None:
+            self.warnings.append(f"{warning or manual} (commented out: {manual})")
+        elif destructive and warning:
             self.warnings.append(warning + ("" if enabled else " (commented out: needs --allow-drop)"))
-        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage)
+        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage, manual)
         self.items.append((_PHASE_RANK[phase], len(self.items), statement))
 
     def plan(self) -> Plan:
@@ -179,6 +192,37 @@ def lossless(old: str, new: str) -> bool:
     return False
 
 
+_INT_RANGES = {"smallint": (-32768, 32767), "integer": (-2147483648, 2147483647),
+               "bigint": (-9223372036854775808, 9223372036854775807)}
+_IDENTITY_WORDS = ("START WITH", "INCREMENT BY", "MINVALUE", "MAXVALUE", "CACHE")
+
+
+def identity_defaults(column_type: str, increment: int) -> tuple[int, int, int, int, int, bool]:
+    """What ``GENERATED ... AS IDENTITY`` without options gives a column of this type (ascending or descending)."""
+    low, high = _INT_RANGES.get(column_type, _INT_RANGES["bigint"])
+    minimum, maximum = (1, high) if increment > 0 else (low, -1)
+    return (minimum if increment > 0 else maximum, 1, minimum, maximum, 1, False)
+
+
+def identity_options(column: Column, base: tuple[int, int, int, int, int, bool] | None = None, prefix: str = "") -> list[str]:
+    """The identity sequence's options that differ from ``base`` (by default: what the column's type gives without options)."""
+    seq = column.identity_sequence
+    if seq is None:
+        return []
+    if base is None:
+        base = identity_defaults(column.type, seq[1])
+    out = [f"{prefix}{word} {value}" for word, value, was in zip(_IDENTITY_WORDS, seq[:5], base[:5], strict=True) if value != was]
+    if seq[5] != base[5]:
+        out.append(f"{prefix}{'CYCLE' if seq[5] else 'NO CYCLE'}")
+    return out
+
+
+def identity_sql(column: Column) -> str:
+    """``GENERATED {ALWAYS|BY DEFAULT} AS IDENTITY`` with the sequence options the column's sequence has."""
+    options = identity_options(column)
+    return f"GENERATED {(column.identity or 'by default').upper()} AS IDENTITY" + (f" ({' '.join(options)})" if options else "")
+
+
 def column_sql(column: Column) -> str:
     """A column as written in CREATE TABLE / ADD COLUMN."""
     parts = [quote_ident(column.name), column.type]
@@ -189,7 +233,7 @@ def column_sql(column: Column) -> str:
     elif column.default is not None:
         parts.append(f"DEFAULT {column.default}")
     if column.identity:
-        parts.append(f"GENERATED {column.identity.upper()} AS IDENTITY")
+        parts.append(identity_sql(column))
     if column.not_null:
         parts.append("NOT NULL")
     return " ".join(parts)
@@ -390,10 +434,14 @@ def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, 
     _plan_collations_and_text_search(b, ctx)
     _plan_tables(b, ctx)  # before sequences: a rebuilt table's sequences are owned anew
     _plan_sequences(b, ctx)
+    _plan_operators(b, ctx)
+    _plan_operator_classes(b, ctx)
     _plan_functions(b, ctx)
     _plan_constraints(b, ctx)
     _plan_views(b, ctx)
     _plan_indexes(b, ctx)
+    _plan_statistics(b, ctx)
+    _plan_index_settings(b, ctx)
     _plan_triggers_policies(b, ctx)
     _plan_comments(b, ctx)
     _plan_privileges(b, ctx)
@@ -413,6 +461,7 @@ class _Context:
         self.recreated_views: set[str] = set()
         self.created_views: set[str] = set()
         self.reowned: set[str] = set()  # sequences whose owning table is rebuilt
+        self.dropped_sequences: set[str] = set()  # owned sequences already dropped (making room for an identity's)
         self.concurrent_tables: set[str] = set()  # existing tables whose new indexes are built CONCURRENTLY
         self.concurrent_indexes: set[str] = set()
         self.rebuilt_indexes: set[str] = set()
@@ -536,6 +585,9 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
     for key in desired.schemas:
         if key not in live.schemas:
             b.add("schemas", "schema", f"CREATE SCHEMA {key}")
+    for key in live.extensions:  # before the schemas: an extension's objects may live in one of them
+        if key not in desired.extensions:
+            b.add("drop schemas", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
     for key in live.schemas:
         if key not in desired.schemas:
             b.add("drop schemas", "schema", f"DROP SCHEMA {key}", destructive=True, warning=f"drops schema {key}")
@@ -548,9 +600,6 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
             b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} UPDATE TO {literal(ext.version)}")
         if current is not None and current.schema != ext.schema:
             b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} SET SCHEMA {quote_ident(ext.schema)}")
-    for key in live.extensions:
-        if key not in desired.extensions:
-            b.add("drop schemas", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
     _plan_types(b, ctx)
 
 
@@ -734,6 +783,9 @@ def _plan_sequences(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key, seq in desired.sequences.items():
         current = live.sequences.get(key)
+        if current is not None and _dies_with_owner(ctx, current):  # kept: freed before its column goes
+            b.add("drop dependents", "sequence", f"ALTER SEQUENCE {key} OWNED BY NONE")
+            current = dataclasses.replace(current, owned_by=None)
         if current is None:
             b.add("sequences", "sequence", sequence_sql(seq))
         elif dataclasses.replace(current, owned_by=seq.owned_by, comment=seq.comment, privileges=seq.privileges) != seq:
@@ -742,29 +794,202 @@ def _plan_sequences(b: _Builder, ctx: _Context) -> None:
             b.add("constraints", "sequence", f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by or 'NONE'}")
     for key, seq in live.sequences.items():
         if key not in desired.sequences:
-            owner_table = seq.owned_by.rsplit(".", 1)[0] if seq.owned_by else None
-            if owner_table and (owner_table not in desired.tables):
-                continue  # goes with its table
+            if key in ctx.dropped_sequences or _dies_with_owner(ctx, seq):
+                continue  # goes with its table or column (an owned sequence)
             b.add("drops", "sequence", f"DROP SEQUENCE {key}", destructive=True, warning=f"drops sequence {key}")
 
 
-def _plan_functions(b: _Builder, ctx: _Context) -> None:
+def _owner_column(owned_by: str | None) -> tuple[str, str] | None:
+    """``schema.table.column`` (as introspected, quoted) → (table key, column name)."""
+    if not owned_by:
+        return None
+    table, column = owned_by.rsplit(".", 1)
+    return table, unquote(column)
+
+
+def _dies_with_owner(ctx: _Context, seq: Sequence_) -> bool:
+    """An owned (serial) sequence is dropped by PostgreSQL with its table or column: the plan must not drop it again."""
+    owner = _owner_column(seq.owned_by)
+    if owner is None or owner[0] in ctx.rebuilt_tables:
+        return False  # a rebuilt table's sequences are freed first (OWNED BY NONE) and owned anew
+    wanted, live = ctx.desired.tables.get(owner[0]), ctx.live.tables.get(owner[0])
+    if wanted is None:
+        return True
+    new = wanted.column_map().get(owner[1])
+    old = live.column_map().get(owner[1]) if live is not None else None
+    return new is None or (old is not None and not _same(old.generated, new.generated, "expression"))  # dropped and added again
+
+
+def _drop_owned_sequences(b: _Builder, ctx: _Context, table: str, column: Column) -> None:
+    """A serial column becoming an identity: its sequence goes first, so the identity's own can take its name."""
+    owned_by = f"{table}.{quote_ident(column.name)}"
+    for key, seq in ctx.live.sequences.items():
+        if seq.owned_by == owned_by and key not in ctx.desired.sequences:
+            b.add("columns", "sequence", f"DROP SEQUENCE {key}", destructive=True, warning=f"drops sequence {key}")
+            ctx.dropped_sequences.add(key)
+
+
+def operator_sql(item: Operator) -> str:
+    """CREATE OPERATOR with every property the catalog records (a companion not yet defined is created as a shell)."""
+    parts = [f"FUNCTION = {item.function}", *([f"LEFTARG = {item.left}"] if item.left else []), f"RIGHTARG = {item.right}"]
+    if item.commutator:
+        parts.append(f"COMMUTATOR = OPERATOR({item.commutator})")
+    if item.negator:
+        parts.append(f"NEGATOR = OPERATOR({item.negator})")
+    parts += [f"{word} = {value}" for word, value in (("RESTRICT", item.restrict), ("JOIN", item.join)) if value]
+    parts += [word for word, flag in (("HASHES", item.hashes), ("MERGES", item.merges)) if flag]
+    return f"CREATE OPERATOR {quote_ident(item.schema)}.{item.name} ({', '.join(parts)})"
+
+
+def _operator_target(item: Operator) -> str:
+    return f"{quote_ident(item.schema)}.{item.name} ({item.arguments})"
+
+
+def _plan_operators(b: _Builder, ctx: _Context) -> None:
+    """Operators: created once their functions exist (before constraints, indexes and views), dropped before their functions.
+
+    Only the estimators can be altered in place; any other change drops and creates the operator again.
+    """
+    for key, item in ctx.live.operators.items():
+        other = ctx.desired.operators.get(key)
+        if other is None:
+            b.add("drop functions", "operator", f"DROP OPERATOR {_operator_target(item)}", destructive=True, warning=f"drops operator {key}")
+            continue
+        if dataclasses.replace(item, comment=other.comment) == other and not ctx.is_affected("operators", key):
+            continue
+        if dataclasses.replace(item, comment=other.comment, restrict=other.restrict, join=other.join) == other \
+                and not ctx.is_affected("operators", key):
+            estimators = ", ".join(f"{word} = {value or 'NONE'}" for word, value in (("RESTRICT", other.restrict), ("JOIN", other.join)))
+            b.add("operators", "operator", f"ALTER OPERATOR {_operator_target(item)} SET ({estimators})")
+            continue
+        b.add("drop functions", "operator", f"DROP OPERATOR {_operator_target(item)}")
+        ctx.recreated.add(f"operators:{key}")
+    phases = _function_phases(ctx.desired)
+    for key, item in ctx.desired.operators.items():
+        if key not in ctx.live.operators or f"operators:{key}" in ctx.recreated:
+            b.add(_operator_phase(ctx.desired, key, phases), "operator", operator_sql(item))
+
+
+def _operator_phase(desired: Catalog, key: str, phases: Mapping[str, str]) -> str:
+    """Before the tables (defaults, generated columns and CHECKs may use it), unless its function or types need the tables."""
+    refs = desired.depends.get(f"operators:{key}", frozenset())
+    late = any(r.startswith(("tables:", "views:")) for r in refs) or \
+        any(phases.get(r[len("functions:"):], "functions") != "functions" for r in refs if r.startswith("functions:"))
+    return "late operators" if late else "operators"
+
+
+def operator_class_sql(item: OperatorClass) -> str:
+    """CREATE OPERATOR CLASS; without FAMILY when the family has its name (created with it, as PostgreSQL does)."""
+    own = item.family == qualify(item.schema, item.name)
+    head = f"CREATE OPERATOR CLASS {qualify(item.schema, item.name)}{' DEFAULT' if item.default else ''} FOR TYPE {item.type} USING {item.method}"
+    items = [*item.members, *([f"STORAGE {item.storage}"] if item.storage else [])]
+    return f"{head}{'' if own else f' FAMILY {item.family}'} AS {', '.join(items)}"
+
+
+_MEMBER_KEY = re.compile(r"^(OPERATOR \d+) \S+?(\([^()]*\))|^(FUNCTION \d+ \([^()]*\))")
+
+
+def _member_drop(member: str) -> str:
+    """``OPERATOR 5 >(integer, integer)`` → ``OPERATOR 5 (integer, integer)``, as ALTER OPERATOR FAMILY ... DROP names it."""
+    match = _MEMBER_KEY.match(member)
+    if match is None:
+        return member
+    return match.group(3) or f"{match.group(1)} {match.group(2)}"
+
+
+def _plan_operator_classes(b: _Builder, ctx: _Context) -> None:
+    """Operator families and classes: created after their operators and functions, before the indexes using them; any
+    change to a class recreates it, loose family members are added and dropped one by one."""
     live, desired = ctx.live, ctx.desired
-    for key, func in desired.functions.items():
-        current = live.functions.get(key)
+    for key, item in live.operator_classes.items():
+        other = desired.operator_classes.get(key)
+        family_goes = f"{item.family} USING {item.method}" not in desired.operator_families
+        if other is None and family_goes:
+            continue  # dropped with its family
+        if other is None or dataclasses.replace(item, comment=other.comment) != other:
+            b.add("drop operator classes", "operator class", f"DROP OPERATOR CLASS {key}", destructive=other is None,
+                  warning=f"drops operator class {key}")
+            ctx.recreated.add(f"operator_classes:{key}")
+    created_with_class = {f"{c.family} USING {c.method}" for k, c in desired.operator_classes.items()
+                          if c.family == qualify(c.schema, c.name) and (k not in live.operator_classes or f"operator_classes:{k}" in ctx.recreated)}
+    for key, family in live.operator_families.items():
+        wanted = desired.operator_families.get(key)
+        if wanted is None:
+            b.add("drop operator classes", "operator family", f"DROP OPERATOR FAMILY {key}", destructive=True,
+                  warning=f"drops operator family {key} and its classes")
+            continue
+        for member in sorted(set(family.members) - set(wanted.members)):
+            b.add("drop operator classes", "operator family", f"ALTER OPERATOR FAMILY {key} DROP {_member_drop(member)}")
+    for key, family in desired.operator_families.items():
+        if key not in live.operator_families and key not in created_with_class:
+            b.add("operator classes", "operator family", f"CREATE OPERATOR FAMILY {qualify(family.schema, family.name)} USING {family.method}")
+    for key, item in desired.operator_classes.items():
+        if key not in live.operator_classes or f"operator_classes:{key}" in ctx.recreated:
+            b.add("operator classes", "operator class", operator_class_sql(item))
+    for key, family in desired.operator_families.items():
+        was = live.operator_families.get(key)
+        for member in sorted(set(family.members) - set(was.members if was is not None else ())):
+            b.add("operator classes", "operator family", f"ALTER OPERATOR FAMILY {key} ADD {member}")
+
+
+def _plan_functions(b: _Builder, ctx: _Context) -> None:
+    """Functions created after what they use (SQL-standard bodies are checked at creation), dropped before it."""
+    live, desired = ctx.live, ctx.desired
+    live_order = _function_order(live.functions, live.depends)
+    for key in reversed(live_order):  # a function calling another goes first
+        if key in desired.functions and key in ctx.dropped_functions:
+            # after the views and triggers using it are dropped; before the views it uses
+            b.add("drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions", "function", _drop_function(live.functions[key]))
+            ctx.recreated.add(f"functions:{key}")
+    phases = _function_phases(desired)
+    for key in _function_order(desired.functions, desired.depends):
+        func, current = desired.functions[key], live.functions.get(key)
         if current is not None and dataclasses.replace(current, comment=func.comment, privileges=func.privileges) == func \
                 and key not in ctx.dropped_functions:
             continue
-        if key in ctx.dropped_functions:  # after the views and triggers using it are dropped; before the views it uses
-            b.add("drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions", "function",
-                  _drop_function(live.functions[key]))
-            ctx.recreated.add(f"functions:{key}")
-        b.add(_function_phase(func, desired), "function", function_sql(func))
-    for key, func in sorted(live.functions.items(), key=lambda kv: kv[1].kind != "a"):  # aggregates before their functions
+        b.add(phases[key], "function", function_sql(func))
+    for key in sorted(reversed(live_order), key=lambda k: live.functions[k].kind != "a"):  # aggregates before their functions
         if key not in desired.functions:
+            func = live.functions[key]
             # a function using a table's row type goes before the table; others last (defaults may use them)
             uses_dropped = any(_references(_signature(func), t) for t in live.tables.keys() - desired.tables.keys())
             b.add("drop functions" if uses_dropped else "drops", "function", _drop_function(func))
+
+
+def _called(key: str, functions: Mapping[str, Function], depends: Mapping[str, frozenset[str]]) -> list[str]:
+    """The functions a function's SQL-standard body or defaults use (pg_depend)."""
+    return sorted(ref[len("functions:"):] for ref in depends.get(f"functions:{key}", ())
+                  if ref.startswith("functions:") and ref[len("functions:"):] in functions and ref[len("functions:"):] != key)
+
+
+def _function_order(functions: Mapping[str, Function], depends: Mapping[str, frozenset[str]]) -> list[str]:
+    """Every function after the functions it calls (by name otherwise)."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(key: str) -> None:
+        if key in seen:
+            return
+        seen.add(key)
+        for other in _called(key, functions, depends):
+            visit(other)
+        order.append(key)
+
+    for key in sorted(functions):
+        visit(key)
+    return order
+
+
+def _function_phases(desired: Catalog) -> dict[str, str]:
+    """Each function's phase: its own (what it reads), and never before a function it calls."""
+    phases: dict[str, str] = {}
+    for key in _function_order(desired.functions, desired.depends):
+        phase = _function_phase(desired.functions[key], desired)
+        for other in _called(key, desired.functions, desired.depends):
+            if _PHASE_RANK[phases[other]] > _PHASE_RANK[phase]:
+                phase = phases[other]
+        phases[key] = phase
+    return phases
 
 
 def _uses_rebuilt_view(ctx: _Context, key: str) -> bool:
@@ -781,7 +1006,8 @@ def _function_phase(func: Function, desired: Catalog) -> str:
         refs = desired.depends.get(f"functions:{func.key}", frozenset())
         if any(r.startswith("views:") for r in refs):
             return "view functions"
-        return "table functions" if func.kind == "a" or any(r.startswith("tables:") for r in refs) else "functions"
+        # a SQL-standard body using an operator: after the operators (created after the plain functions)
+        return "table functions" if func.kind == "a" or any(r.startswith(("tables:", "operators:")) for r in refs) else "functions"
     signature = _signature(func)
     if any(_references(signature, key) for key in desired.views):
         return "view functions"
@@ -797,6 +1023,11 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
         current = live.tables.get(key)
         if current is None:
             b.add("tables", "table", table_sql(table))
+            for column in table.columns:
+                if column.inherited:
+                    _inherited_column(b, ctx, table, column, None)
+                else:
+                    _column_statistics(b, key, column)
         elif key in ctx.rebuilt_tables:
             _rebuild_table(b, ctx, current, table)
         else:
@@ -828,10 +1059,13 @@ def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             b.add("tables", "sequence", f"ALTER SEQUENCE {seq.key} OWNED BY NONE")
             ctx.reowned.add(seq.key)
     for child in ctx.live.tables.values():
-        if child.partition_of == key:
+        if child.partition_of and _same_table(child.partition_of, key) and child.key in ctx.desired.tables:
             b.add("tables", "table", f"ALTER TABLE {key} DETACH PARTITION {child.key}")
     b.add("tables", "table", f"ALTER TABLE {key} RENAME TO {quote_ident(temp)}")
     b.add("tables", "table", table_sql(new))
+    for column in new.columns:
+        if not column.inherited:
+            _column_statistics(b, key, column)
     before = old.column_map()
     common = [quote_ident(c.name) for c in new.columns if c.name in before and not c.generated and not before[c.name].generated]
     if common:
@@ -851,16 +1085,21 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             b.add("tables", "table", f"ALTER TABLE {key} RESET ({', '.join(o.split('=', 1)[0] for o in old.options)})")
         if new.options:
             b.add("tables", "table", f"ALTER TABLE {key} SET ({', '.join(new.options)})")
+    # detached before any table is dropped: dropping the parent would take its partitions (or fail on its children)
     for parent in old.inherits:
         if parent not in new.inherits:
-            b.add("tables", "table", f"ALTER TABLE {key} NO INHERIT {parent}")
+            b.add("drop tables", "table", f"ALTER TABLE {key} NO INHERIT {parent}")
+    # joined once its columns match (types, NOT NULL: the columns phase) and it has its new parent's CHECKs
     for parent in new.inherits:
         if parent not in old.inherits:
-            b.add("tables", "table", f"ALTER TABLE {key} INHERIT {parent}")
+            _parent_checks(b, ctx, key, parent)
+            b.add("constraints", "table", f"ALTER TABLE {key} INHERIT {parent}")
     if (old.partition_of, old.partition_bound) != (new.partition_of, new.partition_bound) or key in ctx.detached:
         if old.partition_of and key not in ctx.detached:
-            b.add("tables", "table", f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}")
+            b.add("drop tables", "table", f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}")
         if new.partition_of:
+            if key not in ctx.detached:
+                _parent_checks(b, ctx, key, new.partition_of)
             b.add("constraints", "table", f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}")
     before = old.column_map()
     after = new.column_map()
@@ -869,15 +1108,133 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             b.add("columns", "column", f"ALTER TABLE {key} DROP COLUMN {quote_ident(column.name)}", destructive=True,
                   warning=f"drops column {key}.{column.name} and its data")
     for column in new.columns:
-        if column.inherited:
-            continue
         current = before.get(column.name)
+        if column.inherited:
+            if current is not None and current.inherited:
+                _inherited_column(b, ctx, new, column, current)
+            elif current is not None:  # about to join a parent: made to match it first
+                _alter_column(b, ctx, key, current, column)
+            continue
+        if current is not None and current.inherited and _freed(old, new):
+            _alter_column(b, ctx, key, current, column)  # detached or NO INHERIT: the column stays, as the table's own
+            continue
         if current is None or current.inherited:
             # an inherited column the parent drops would vanish: (re)add it as the table's own
             exists = "" if current is None else "IF NOT EXISTS "
             b.add("columns", "column", f"ALTER TABLE {key} ADD COLUMN {exists}{column_sql(column)}")
+            _column_statistics(b, key, column, current.statistics if current is not None else None)
             continue
         _alter_column(b, ctx, key, current, column)
+
+
+def _live_table(ctx: _Context, reference: str | None) -> Table | None:
+    """A live table named as ``regclass::text`` names it (unqualified in public)."""
+    if not reference:
+        return None
+    return ctx.live.tables.get(reference) or ctx.live.tables.get(f"public.{reference}")
+
+
+def _parent_checks(b: _Builder, ctx: _Context, child: str, reference: str) -> None:
+    """ATTACH PARTITION and INHERIT need the child to have the parent's CHECKs already (then merged into the parent's).
+
+    Only those the parent keeps through the plan: one it gets later is added to the child by the parent's own ADD.
+    """
+    parent = _live_table(ctx, reference)
+    current = ctx.live.tables.get(child)
+    if parent is None or current is None:
+        return
+    # what it inherits now stays its own when it leaves its old parent
+    had = {item.name for item in ctx.live.constraints.values()
+           if any(old is not None and item.table == old.key for old in map(partial(_live_table, ctx), (current.partition_of, *current.inherits)))}
+    for key, item in ctx.live.constraints.items():
+        own = f"{child}.{quote_ident(item.name)}"
+        if item.table != parent.key or item.type != "c" or "NO INHERIT" in item.definition or own in ctx.live.constraints or item.name in had:
+            continue
+        wanted = ctx.desired.constraints.get(key)
+        if wanted is not None and f"constraints:{key}" not in ctx.recreated and _same(wanted.definition, item.definition, "constraint"):
+            b.add("constraints", "constraint", f"ALTER TABLE {child} ADD CONSTRAINT {quote_ident(item.name)} {item.definition}")
+
+
+def _merged_on_join(ctx: _Context, item: Constraint) -> bool:
+    """A table's own CHECK that its new parent (ATTACH/INHERIT in this plan) has too: kept, it becomes the parent's."""
+    old, new = ctx.live.tables.get(item.table), ctx.desired.tables.get(item.table)
+    if old is None or new is None or item.type != "c":
+        return False
+    for reference in {new.partition_of, *new.inherits} - {old.partition_of, *old.inherits}:
+        parent = ctx.live.tables.get(reference or "") or ctx.live.tables.get(f"public.{reference}")
+        key = f"{parent.key}.{quote_ident(item.name)}" if parent is not None else ""
+        theirs = ctx.live.constraints.get(key)
+        if theirs is not None and not _constraint_changed(ctx, key, theirs) and _same(theirs.definition, item.definition, "constraint"):
+            return True
+    return False
+
+
+_COPIED = object()  # "whatever the parent has": a child created in this plan
+
+
+def _freed(old: Table, new: Table) -> bool:
+    """The table leaves its partitioned parent or all its INHERITS parents (its columns and CHECKs become its own)."""
+    detached = bool(old.partition_of) and old.partition_of != new.partition_of
+    return detached or (bool(old.inherits) and not set(old.inherits) & set(new.inherits))
+
+
+def _inherited_on_release(ctx: _Context, item: Constraint) -> bool:
+    """A CHECK the table had from a parent it leaves in this plan: PostgreSQL keeps it as the table's own."""
+    old, new = ctx.live.tables.get(item.table), ctx.desired.tables.get(item.table)
+    if old is None or new is None or item.type != "c" or not _freed(old, new):
+        return False
+    for reference in (old.partition_of, *old.inherits):
+        parent = ctx.live.tables.get(reference or "") or ctx.live.tables.get(f"public.{reference}")
+        inherited = ctx.live.constraints.get(f"{parent.key}.{quote_ident(item.name)}") if parent is not None else None
+        if inherited is not None and _same(inherited.definition, item.definition, "constraint"):
+            return True
+    return False
+
+
+def _parent_column(catalog: Catalog, table: Table, name: str) -> tuple[Table, Column] | None:
+    """The parent (partitioned table or first INHERITS parent having it) a column comes from."""
+    for reference in (table.partition_of, *table.inherits):
+        if not reference:
+            continue
+        parent = catalog.tables.get(reference) or catalog.tables.get(f"public.{reference}")
+        column = parent.column_map().get(name) if parent is not None else None
+        if parent is not None and column is not None:
+            return parent, column
+    return None
+
+
+def _cascaded(ctx: _Context, table: Table, column: str, field: str, value: Any) -> Any:
+    """What an inherited column's NOT NULL or default is once the parents' own changes have run.
+
+    ALTER COLUMN SET/DROP DEFAULT and SET/DROP NOT NULL on a parent recurse to every child,
+    so a child ends with the parent's new value when the parent's changes, and keeps its own otherwise.
+    """
+    found = _parent_column(ctx.desired, table, column)
+    if found is None:
+        return value
+    parent, wanted = found
+    if value is _COPIED:
+        value = getattr(wanted, field)  # a new child starts with its parent's value
+    live_parent = ctx.live.tables.get(parent.key)
+    was = live_parent.column_map().get(column) if live_parent is not None else None
+    if was is None:
+        return getattr(wanted, field)  # the parent is created (or gets the column) in this plan: the child copies it
+    before = _cascaded(ctx, parent, column, field, getattr(was, field)) if was.inherited else getattr(was, field)
+    same = _same(before, getattr(wanted, field), "expression") if field == "default" else before == getattr(wanted, field)
+    return value if same else getattr(wanted, field)
+
+
+def _inherited_column(b: _Builder, ctx: _Context, table: Table, new: Column, old: Column | None) -> None:
+    """A partition's or child's own NOT NULL and default on a column its parent defines (created from the parent's)."""
+    prefix = f"ALTER TABLE {table.key} ALTER COLUMN {quote_ident(new.name)}"
+    not_null = _cascaded(ctx, table, new.name, "not_null", old.not_null if old is not None else _COPIED)
+    if not_null is not _COPIED and not_null != new.not_null:
+        b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
+    default = _cascaded(ctx, table, new.name, "default", old.default if old is not None else _COPIED)
+    if default is _COPIED:
+        return
+    if not _same(default, new.default, "expression"):
+        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}" if new.default is not None else f"{prefix} DROP DEFAULT")
 
 
 def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Column) -> None:
@@ -889,23 +1246,51 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
         b.add("columns", "column", f"ALTER TABLE {table} ADD COLUMN {column_sql(new)}", destructive=True)
         return
     type_moved = any(_uses_type(old.type, t) for t in ctx.recreated_types)
-    if old.identity and old.identity != new.identity:
+    if old.identity and not new.identity:
         b.add("columns", "column", f"{prefix} DROP IDENTITY")
     default_changed = not _same(old.default, new.default, "expression") or old.type != new.type
-    if old.default is not None and default_changed and not type_moved:
+    via = "::text" if _is_user_type(ctx, old.type) or _is_user_type(ctx, new.type) else ""
+    # no cast at all (bigint → timestamp): only the user knows the conversion; the statement is left for them
+    no_cast = None if via or old.type == new.type or castable(ctx.live, old.type, new.type) else \
+        f"no cast from {old.type} to {new.type}: write the USING expression, then run"
+    if old.default is not None and default_changed and not type_moved and no_cast is None:
         b.add("columns", "column", f"{prefix} DROP DEFAULT")
     if (old.type != new.type or old.collation != new.collation) and not type_moved:
         collate = f" COLLATE {new.collation}" if new.collation else ""
-        via = "::text" if _is_user_type(ctx, old.type) or _is_user_type(ctx, new.type) else ""
-        b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {col}{via}::{new.type}",
-              destructive=not lossless(old.type, new.type),
-              warning=f"{table}.{new.name}: {old.type} → {new.type} may lose data or fail")
+        using = f"{col}{via}::{new.type}" if no_cast is None else f"{col} /* an expression turning {old.type} into {new.type} */"
+        b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {using}",
+              destructive=not lossless(old.type, new.type), manual=no_cast,
+              warning=f"{table}.{new.name}: {old.type} → {new.type} " + ("has no cast" if no_cast else "may lose data or fail"))
     if new.default is not None and default_changed and not type_moved:
-        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}")
+        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}", manual=no_cast and "run after the type change above",
+              warning=f"{table}.{new.name}: the new default waits for the type change")
     if old.not_null != new.not_null:
         b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
-    if new.identity and old.identity != new.identity:
-        b.add("columns", "column", f"{prefix} ADD GENERATED {new.identity.upper()} AS IDENTITY")
+    _column_statistics(b, table, new, old.statistics)
+    if new.identity and not old.identity:
+        _drop_owned_sequences(b, ctx, table, old)
+        b.add("columns", "column", f"{prefix} ADD {identity_sql(new)}")
+    elif new.identity and old.identity:
+        _alter_identity(b, prefix, old, new)
+
+
+def _alter_identity(b: _Builder, prefix: str, old: Column, new: Column) -> None:
+    """``SET GENERATED`` and ``SET <sequence option>`` on an identity column (its sequence and current value are kept).
+
+    After a type change PostgreSQL moves a default MAXVALUE/MINVALUE to the new type's: every option is then written out.
+    """
+    settings = [f"SET GENERATED {(new.identity or '').upper()}"] if old.identity != new.identity else []
+    if new.identity_sequence is not None and (old.identity_sequence != new.identity_sequence or old.type != new.type):
+        base = old.identity_sequence if old.type == new.type else None
+        settings += identity_options(new, base, "SET ") if base is not None else _all_identity_options(new)
+    if settings:
+        b.add("columns", "column", f"{prefix} {' '.join(settings)}")
+
+
+def _all_identity_options(column: Column) -> list[str]:
+    seq = column.identity_sequence
+    assert seq is not None
+    return [*(f"SET {word} {value}" for word, value in zip(_IDENTITY_WORDS, seq[:5], strict=True)), "SET CYCLE" if seq[5] else "SET NO CYCLE"]
 
 
 _CONSTRAINT_ORDER = {"p": 0, "u": 1, "x": 2, "c": 3, "t": 4, "f": 5}
@@ -941,12 +1326,16 @@ def _plan_constraints(b: _Builder, ctx: _Context) -> None:
         gone = item.table not in desired.tables and item.table not in desired.types
         if (gone and item.type != "f") or (item.on_domain and item.table in ctx.recreated_types):
             continue  # goes with its table/domain (foreign keys go first: tables are dropped in any order)
+        if not gone and key not in ctx.desired.constraints and _merged_on_join(ctx, item):
+            continue
         if gone or _constraint_changed(ctx, key, item) or \
                 (item.type == "f" and any(_references(item.definition, t) for t in unkeyed)):
             b.add("drop dependents", "constraint", _drop_constraint(item))
             dropped.add(key)
             ctx.recreated.add(f"constraints:{key}")
     for key, item in sorted(desired.constraints.items(), key=lambda kv: _CONSTRAINT_ORDER.get(kv[1].type, 9)):
+        if key not in live.constraints and _inherited_on_release(ctx, item):
+            continue
         if key not in live.constraints or key in dropped or (item.on_domain and item.table in ctx.recreated_types):
             # foreign keys last: the unique index they need may be a plain CREATE UNIQUE INDEX
             b.add("foreign keys" if item.type == "f" else "constraints", "constraint", constraint_sql(item))
@@ -958,7 +1347,8 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = desired.indexes.get(key)
         if item.table in ctx.recreated_views or (item.table not in desired.tables and item.table not in desired.views):
             continue  # goes with its table or view
-        if other is None or not _same(other.definition, item.definition) or ctx.rebuilt_with("indexes", key, item.table):
+        if other is None or not _same(other.definition, item.definition) or ctx.rebuilt_with("indexes", key, item.table) or \
+                item.valid != other.valid:
             b.add("drop dependents", "index", f"DROP INDEX {key}")
             ctx.rebuilt_indexes.add(key)
             ctx.recreated.add(f"indexes:{key}")
@@ -968,16 +1358,197 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
             continue  # created right after its materialized view
         if other is None or not _same(other.definition, item.definition) or key in ctx.rebuilt_indexes or \
                 (not ctx.uses_graph and item.table in ctx.reshaped) or item.table in ctx.rebuilt_tables:
-            if _can_build_concurrently(b, ctx, item):
+            partitions = _partitions_built_concurrently(ctx, item)
+            if partitions:
+                ctx.concurrent_indexes.add(key)
+                _build_partitioned_concurrently(b, ctx, item, partitions)
+            elif _can_build_concurrently(b, ctx, item):
                 ctx.concurrent_indexes.add(key)
                 # a build that failed before leaves an INVALID index behind: drop it so that a retry succeeds
                 b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {key}", stage="after")
                 b.add("concurrent indexes", "index", _concurrently(item.definition), stage="after")
             else:
-                b.add("indexes", "index", item.definition)
+                b.add("indexes", "index", _cascading(item.definition))
+            _index_statistics(b, item, (), *_index_phase(ctx, item.table, item.name))
+        elif other is not None and other.statistics != item.statistics:
+            _index_statistics(b, item, other.statistics, "indexes", "main")
+
+
+def _index_statistics(b: _Builder, index: Index, before: Iterable[tuple[int, int]], phase: str, stage: str) -> None:
+    """ALTER INDEX ... ALTER COLUMN n SET STATISTICS (an expression column's target), after the index is built."""
+    wanted = dict(index.statistics)
+    for number in sorted(dict(before)):
+        if number not in wanted:
+            b.add(phase, "index", f"ALTER INDEX {index.key} ALTER COLUMN {number} SET STATISTICS -1", stage=stage)
+    for number, target in sorted(wanted.items()):
+        if dict(before).get(number) != target:
+            b.add(phase, "index", f"ALTER INDEX {index.key} ALTER COLUMN {number} SET STATISTICS {target}", stage=stage)
+
+
+def _column_statistics(b: _Builder, table: str, column: Column, before: int | None = None) -> None:
+    """ALTER COLUMN ... SET STATISTICS (-1: back to the default)."""
+    if column.statistics != before:
+        target = -1 if column.statistics is None else column.statistics
+        b.add("columns", "column", f"ALTER TABLE {table} ALTER COLUMN {quote_ident(column.name)} SET STATISTICS {target}")
 
 
 _CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
+_ON_ONLY = re.compile(r"^(CREATE (?:UNIQUE )?INDEX (?:\S+|\"(?:[^\"]|\"\")*\") ON )ONLY ")
+
+
+def _cascading(definition: str) -> str:
+    """A partitioned table's index as introspected reads ``ON ONLY parent``: built that way no partition gets
+    it and it stays invalid.  Without ONLY, PostgreSQL builds (or attaches) one on every partition."""
+    return _ON_ONLY.sub(r"\1", definition, count=1)
+
+
+def _partitions_built_concurrently(ctx: _Context, index: Index) -> list[Table]:
+    """The partitions of an existing partitioned table to index one by one CONCURRENTLY (when some are large).
+
+    Only when every partition is a plain table that exists already and keeps its rows; otherwise (none large,
+    sub-partitions, a rebuild) the index is built on the parent in one statement.
+    """
+    parent = ctx.live.tables.get(index.table)
+    wanted = ctx.desired.tables.get(index.table)
+    if parent is None or wanted is None or parent.kind != "p" or wanted.kind != "p" or index.table in ctx.rebuilt_tables:
+        return []
+    partitions = [t for t in ctx.desired.tables.values() if t.partition_of and _same_table(t.partition_of, index.table)]
+    if not any(t.key in ctx.concurrent_tables for t in partitions):
+        return []
+    if any(t.kind != "r" or t.key not in ctx.live.tables or t.key in ctx.rebuilt_tables for t in partitions):
+        return []
+    return sorted(partitions, key=lambda t: t.key)
+
+
+def _same_table(reference: str, key: str) -> bool:
+    """``regclass::text`` names a table in the public schema without its schema."""
+    return reference == key or f"public.{reference}" == key
+
+
+def _build_partitioned_concurrently(b: _Builder, ctx: _Context, index: Index, partitions: list[Table]) -> None:
+    """``ON ONLY`` the parent (invalid), each partition's index CONCURRENTLY, each attached: the parent becomes valid.
+
+    The partitions' indexes get the names PostgreSQL would give them, so the result equals a plain build.
+    """
+    taken = _relation_names(ctx)
+    b.add("concurrent indexes", "index", _CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX IF NOT EXISTS ", index.definition, count=1),
+          stage="after")
+    for partition in partitions:
+        name = choose_index_name(partition.name, index_column_names(index.definition), taken.setdefault(partition.schema, set()))
+        child = qualify(partition.schema, name)
+        statement = _child_index_sql(index.definition, quote_ident(name), partition.key)
+        b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {child}", stage="after")
+        b.add("concurrent indexes", "index", _concurrently(statement), stage="after")
+        b.add("concurrent indexes", "index", f"ALTER INDEX {index.key} ATTACH PARTITION {child}", stage="after")
+
+
+def _relation_names(ctx: _Context) -> dict[str, set[str]]:
+    """Relation names per schema (both sides): a chosen index name must not collide with one."""
+    names: dict[str, set[str]] = {}
+    for catalog in (ctx.live, ctx.desired):
+        relations: list[Table | View | Sequence_] = [*catalog.tables.values(), *catalog.views.values(), *catalog.sequences.values()]
+        for item in relations:
+            names.setdefault(item.schema, set()).add(item.name)
+        for index in catalog.indexes.values():
+            names.setdefault(_schema_of(index.table), set()).add(index.name)
+        for con in catalog.constraints.values():
+            if con.type in ("p", "u", "x") and not con.on_domain:
+                names.setdefault(_schema_of(con.table), set()).add(con.name)
+    return names
+
+
+def _schema_of(key: str) -> str:
+    """The schema of a qualified key as the catalog quotes it, unquoted."""
+    head = key[:_split_point(key)]
+    return head[1:-1].replace('""', '"') if head.startswith('"') else head
+
+
+def _split_point(key: str) -> int:
+    if key.startswith('"'):
+        index = 1
+        while index < len(key):
+            if key[index] == '"':
+                if key[index + 1:index + 2] == '"':
+                    index += 2
+                    continue
+                return index + 1
+            index += 1
+    return key.index(".")
+
+
+def _child_index_sql(definition: str, name: str, table: str) -> str:
+    """The parent's index definition, renamed and put on one partition."""
+    statement: Any = pglast.parse_sql(definition)[0].stmt
+    rest = definition[definition.index(" USING "):]
+    unique = "UNIQUE " if statement.unique else ""
+    return f"CREATE {unique}INDEX {name} ON {table}{rest}"
+
+
+def index_column_names(definition: str) -> list[str]:
+    """The names PostgreSQL derives from an index's columns to name it (ChooseIndexColumnNames, FigureIndexColname)."""
+    statement: Any = pglast.parse_sql(definition)[0].stmt
+    names: list[str] = []
+    for element in (*(statement.indexParams or ()), *(statement.indexIncludingParams or ())):
+        name = element.indexcolname or element.name or _figure_colname(element.expr) or "expr"
+        base, suffix = name, 0
+        while name in names:  # a repeated name gets a number, as in PostgreSQL
+            suffix += 1
+            name = f"{base}{suffix}"
+        names.append(name)
+    return names
+
+
+def _figure_colname(node: Any) -> str | None:
+    """PostgreSQL's FigureColname for the expressions indexes commonly hold."""
+    kind = type(node).__name__
+    if kind == "ColumnRef":
+        last = node.fields[-1]
+        return str(last.sval) if type(last).__name__ == "String" else None
+    if kind == "FuncCall":
+        return str(node.funcname[-1].sval)
+    if kind == "TypeCast":
+        return _figure_colname(node.arg) or str(node.typeName.names[-1].sval)
+    if kind == "CoalesceExpr":
+        return "coalesce"
+    if kind == "CaseExpr":
+        return "case"
+    if kind == "MinMaxExpr":
+        return "greatest" if node.op == 0 else "least"
+    return None
+
+
+_NAMEDATALEN = 64
+
+
+def choose_index_name(table: str, columns: list[str], taken: set[str]) -> str:
+    """The name PostgreSQL gives an unnamed index on ``table`` (ChooseIndexNameAddition + makeObjectName + ChooseRelationName)."""
+    addition = ""
+    for column in columns:
+        addition = f"{addition}_{column}" if addition else column
+        if len(addition.encode()) >= _NAMEDATALEN - 1:
+            addition = addition.encode()[:_NAMEDATALEN - 1].decode(errors="ignore")
+            break
+    pass_number = 0
+    while True:
+        label = "idx" if pass_number == 0 else f"idx{pass_number}"
+        name = _make_object_name(table, addition, label)
+        if name not in taken:
+            taken.add(name)
+            return name
+        pass_number += 1
+
+
+def _make_object_name(first: str, second: str, label: str) -> str:
+    one, two = first.encode(), second.encode()
+    available = _NAMEDATALEN - 1 - (len(label) + 1) - (1 if two else 0)
+    a, c = len(one), len(two)
+    while a + c > available:
+        if a > c:
+            a -= 1
+        else:
+            c -= 1
+    parts = [one[:a].decode(errors="ignore"), *([two[:c].decode(errors="ignore")] if two else []), label]
+    return "_".join(parts)
 
 
 def _concurrently(definition: str) -> str:
@@ -1032,6 +1603,64 @@ def _plan_views(b: _Builder, ctx: _Context) -> None:
         for index in desired.indexes.values():
             if index.table == key:
                 b.add("views", "index", index.definition)
+                _index_statistics(b, index, (), "views", "main")
+
+
+def _index_recreated(ctx: _Context, table: str, name: str) -> bool:
+    """Whether the plan drops and builds again the index ``name`` on ``table`` (its own, or a key constraint's)."""
+    return f"indexes:{qualify(_schema_of(table), name)}" in ctx.recreated or f"constraints:{table}.{quote_ident(name)}" in ctx.recreated
+
+
+def _index_phase(ctx: _Context, table: str, name: str) -> tuple[str, str]:
+    """After the index exists: in the transaction, or after its CONCURRENTLY build."""
+    if qualify(_schema_of(table), name) in ctx.concurrent_indexes:
+        return "concurrent indexes", "after"
+    return "foreign keys", "main"
+
+
+def _plan_statistics(b: _Builder, ctx: _Context) -> None:
+    """Extended statistics: dropped before what they read changes, created once their columns are in shape."""
+    for key, item in ctx.live.statistics.items():
+        other = ctx.desired.statistics.get(key)
+        if item.table not in ctx.desired.tables:
+            continue  # goes with its table
+        if other is None or other.table != item.table or not _same(item.definition, other.definition) or \
+                ctx.rebuilt_with("statistics", key, item.table):
+            b.add("drop dependents", "statistics", f"DROP STATISTICS {key}")
+            ctx.recreated.add(f"statistics:{key}")
+    for key, item in ctx.desired.statistics.items():
+        fresh = key not in ctx.live.statistics or f"statistics:{key}" in ctx.recreated
+        if fresh:
+            b.add("indexes", "statistics", item.definition)
+        current = None if fresh else ctx.live.statistics[key].target
+        if item.target != current:
+            b.add("indexes", "statistics", f"ALTER STATISTICS {key} SET STATISTICS {-1 if item.target is None else item.target}")
+
+
+def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
+    """Table settings naming an index: REPLICA IDENTITY (USING INDEX), CLUSTER ON; lost when the table or that index is rebuilt."""
+    for key, table in ctx.desired.tables.items():
+        current = ctx.live.tables.get(key)
+        fresh = current is None or key in ctx.rebuilt_tables
+        clustered = None if fresh or current is None else current.clustered_on
+        if table.clustered_on != clustered or (table.clustered_on is not None and _index_recreated(ctx, key, unquote(table.clustered_on))):
+            if table.clustered_on is None:
+                b.add("foreign keys", "table", f"ALTER TABLE {key} SET WITHOUT CLUSTER")
+            else:
+                phase, stage = _index_phase(ctx, key, unquote(table.clustered_on))
+                b.add(phase, "table", f"ALTER TABLE {key} CLUSTER ON {table.clustered_on}", stage=stage)
+        was = "default" if fresh or current is None else current.replica_identity
+        wanted = table.replica_identity
+        uses = wanted[len("index "):] if wanted.startswith("index ") else None
+        if was != wanted or (uses is not None and _index_recreated(ctx, key, unquote(uses))):
+            phase, stage = _index_phase(ctx, key, unquote(uses)) if uses is not None else ("foreign keys", "main")
+            setting = f"USING INDEX {uses}" if uses is not None else wanted.upper()
+            b.add(phase, "table", f"ALTER TABLE {key} REPLICA IDENTITY {setting}", stage=stage)
+
+
+def unquote(name: str) -> str:
+    """An identifier as quote_ident wrote it, back to the name."""
+    return name[1:-1].replace('""', '"') if name.startswith('"') else name
 
 
 def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
@@ -1092,6 +1721,13 @@ def _comment_targets(catalog: Catalog) -> dict[str, tuple[str, str | None]]:
         out[f"triggers:{key}"] = (f"TRIGGER {quote_ident(trig.name)} ON {trig.table}", trig.comment)
     for key, pol in catalog.policies.items():
         out[f"policies:{key}"] = (f"POLICY {quote_ident(pol.name)} ON {pol.table}", pol.comment)
+    for key, op in catalog.operators.items():
+        out[f"operators:{key}"] = (f"OPERATOR {_operator_target(op)}", op.comment)
+    for attr, word in (("operator_families", "OPERATOR FAMILY"), ("operator_classes", "OPERATOR CLASS")):
+        for key, item in getattr(catalog, attr).items():
+            out[f"{attr}:{key}"] = (f"{word} {key}", item.comment)
+    for key, stat in catalog.statistics.items():
+        out[f"statistics:{key}"] = (f"STATISTICS {key}", stat.comment)
     return out
 
 
@@ -1100,7 +1736,8 @@ def _plan_comments(b: _Builder, ctx: _Context) -> None:
     after = _comment_targets(ctx.desired)
     for key, (target, comment) in after.items():
         old = before.get(key)
-        recreated = key in ctx.recreated or (key.startswith("column:") and key[7:].rsplit(".", 1)[0] in ctx.recreated_views)
+        owner = key[7:].rsplit(".", 1)[0] if key.startswith("column:") else key[7:] if key.startswith("tables:") else None
+        recreated = key in ctx.recreated or owner in ctx.rebuilt_tables or (key.startswith("column:") and owner in ctx.recreated_views)
         if (old is None and comment is not None) or (old is not None and old[1] != comment) or (recreated and comment):
             later = key.startswith("indexes:") and key[8:] in ctx.concurrent_indexes
             b.add("concurrent indexes" if later else "comments", "comment", f"COMMENT ON {target} IS {literal(comment)}",
@@ -1112,13 +1749,12 @@ def _plan_privileges(b: _Builder, ctx: _Context) -> None:
     for attr, word in (("tables", "TABLE"), ("views", "TABLE"), ("sequences", "SEQUENCE")):
         for key, item in getattr(desired, attr).items():
             current = getattr(live, attr).get(key)
+            if key in ctx.recreated_views or key in ctx.rebuilt_tables:
+                current = None  # created again: it starts from the defaults
             old: tuple[Privilege, ...] = current.privileges if current is not None else ()
-            if attr == "views" and current is not None and key in {s.sql.split()[-1].rstrip(";") for _, _, s in b.items
-                                                                   if s.kind == "view" and s.phase == "drop dependents"}:
-                old = ()
             for sql in privilege_sql(f"{word} {key}", old, item.privileges, item.owner):
                 b.add("privileges", "privilege", sql)
-            if attr == "tables":
+            if attr in ("tables", "views"):  # column grants (GRANT SELECT (col)), on views too
                 cols = current.column_map() if current is not None else {}
                 for column in item.columns:
                     was = cols.get(column.name)
