@@ -1,7 +1,7 @@
 """The dump oracle: a second check, independent of the catalog model, behind every "verified" and "no drift".
 
 Pure tests of the normalization rules, then pairs that differ ONLY in what the
-catalog model does not describe (column statistics targets and storage,
+catalog model does not describe (column storage,
 publications, event triggers, default privileges): the model alone would say
 "verified" / "no drift"; with the oracle, plan and diff refuse (exit 3) and show
 the dump lines.
@@ -122,13 +122,13 @@ def test_a_forged_end_marker_inside_a_dump_cannot_cut_it_short() -> None:
 BASE = "CREATE TABLE t (id int PRIMARY KEY, note text);\n"
 ON_DDL = "CREATE FUNCTION on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;\n"  # on both sides: the model sees functions
 BLIND_SPOTS = {
-    "statistics target": BASE + "ALTER TABLE t ALTER COLUMN note SET STATISTICS 500;\n",
     "publication": BASE + "CREATE PUBLICATION pub FOR TABLE t;\n",
     "column storage": BASE + "ALTER TABLE t ALTER COLUMN note SET STORAGE EXTERNAL;\n",
     "event trigger": BASE + ON_DDL + "CREATE EVENT TRIGGER watch ON ddl_command_end EXECUTE FUNCTION on_ddl();\n",
     "default privileges": BASE + "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC;\n",
 }
-EXPECTED_LINE = {"statistics target": "SET STATISTICS 500", "publication": "PUBLICATION", "column storage": "SET STORAGE EXTERNAL",
+# (column statistics targets were a blind spot until the catalog modelled them: the list holds what it still cannot describe)
+EXPECTED_LINE = {"publication": "PUBLICATION", "column storage": "SET STORAGE EXTERNAL",
                  "event trigger": "EVENT TRIGGER", "default privileges": "DEFAULT PRIVILEGES"}
 
 
@@ -166,13 +166,13 @@ def test_a_plan_that_reaches_the_target_is_still_verified_by_both(remote: Remote
 
 
 def test_inv_plan_new_and_diff_with_a_difference_only_the_dump_shows(project: Project) -> None:
-    (project.root / "sql" / "schema.sql").write_text(BLIND_SPOTS["statistics target"] + "CREATE PUBLICATION pub FOR TABLE t;\n")
+    (project.root / "sql" / "schema.sql").write_text(BLIND_SPOTS["column storage"] + "CREATE PUBLICATION pub FOR TABLE t;\n")
     project.psql(BASE)
     planned = project.run("plan", "--host", "sandbox")
     assert planned.returncode == 3, planned.stdout + planned.stderr
     assert "not verified: the schema dumps still differ in 3 object(s) opsagent cannot yet describe" in planned.stderr
     assert "differences opsagent cannot yet describe" in planned.stderr
-    assert "+ALTER TABLE ONLY public.t ALTER COLUMN note SET STATISTICS 500;" in planned.stderr
+    assert "+ALTER TABLE ONLY public.t ALTER COLUMN note SET STORAGE EXTERNAL;" in planned.stderr
     assert "+CREATE PUBLICATION pub" in planned.stderr
     assert "nothing to do" not in planned.stderr
     doc = json.loads(project.run("plan", "--host", "sandbox", "--json").stdout)
@@ -184,7 +184,7 @@ def test_inv_plan_new_and_diff_with_a_difference_only_the_dump_shows(project: Pr
     assert forced.returncode == 3 and list(project.migrations.iterdir()) == []  # an empty plan has nothing to write
     diffed = project.run("diff", "--host", "sandbox")
     assert diffed.returncode == 3, diffed.stdout + diffed.stderr
-    assert "differences opsagent cannot yet describe" in diffed.stdout and "SET STATISTICS 500" in diffed.stdout
+    assert "differences opsagent cannot yet describe" in diffed.stdout and "SET STORAGE EXTERNAL" in diffed.stdout
     assert "no drift" not in diffed.stdout
     as_json = json.loads(project.run("diff", "--host", "sandbox", "--json").stdout)
     assert as_json["drift"] is True and as_json["significant"] == 0 and len(as_json["dump_oracle"]["cannot_describe"]) == 3

@@ -193,10 +193,6 @@ KNOWN_SQLDEF_BLIND_SPOTS = {
 
 # ---------------------------------------------------------------- real schemas built from an empty database
 
-# what danbooru uses that the catalog model does not describe (yet): the dump oracle must refuse these, and only these
-DANBOORU_BLIND_SPOTS = {"OPERATOR public.~<<", "TABLE public.good_jobs", "INDEX public.index_posts_on_string_to_array_tag_string"}
-
-
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("schema", ["musicbrainz", "danbooru"])
 def test_real_schemas_from_empty_by_both_oracles(sandbox: SandboxHandle, schema: str) -> None:
@@ -225,8 +221,5 @@ def test_real_schemas_from_empty_by_both_oracles(sandbox: SandboxHandle, schema:
         seen = {d.key for d in drift.undescribed}
     print(f"\n{schema}: plan from empty ({len(report.plan.statements)} statements) in {planned:.1f}s: {report.verification_line()}; "
           f"after applying it, diff: model {len(drift.result.significant)}, dump oracle {sorted(seen)}; diff seconds {timings}")
-    if schema == "musicbrainz":
-        assert report.verified and blind == set() and seen == set()
-    else:  # refused, naming exactly what the model misses (fewer once the model learns them)
-        assert not report.verified and blind == seen and seen <= DANBOORU_BLIND_SPOTS and "TABLE public.good_jobs" in seen
-        assert any("SET STATISTICS 1000" in line for d in drift.undescribed for line in d.lines)
+    # both real schemas: verified by the model and the dumps alike (danbooru's operator and statistics targets are modelled)
+    assert report.verified and blind == set() and seen == set()
