@@ -132,7 +132,7 @@ def test_lint_ignore_comment_is_not_an_unknown_marker(tmp_path: Path) -> None:
     path = tmp_path / "005_drop.sql"
     path.write_text("-- opsagent:ignore drop-table\nDROP TABLE legacy;\n-- opsagent:typo\n")
     _, warnings = load_migration(path)
-    assert warnings == [f"{path}:3: unknown marker '-- opsagent:typo' ignored (known: no-transaction)"]
+    assert warnings == [f"{path}:3: unknown marker '-- opsagent:typo' ignored (known: down, no-transaction)"]
 
 
 def test_discovery_error_paths_are_usage_errors(tmp_path: Path) -> None:
