@@ -16,7 +16,7 @@ expect() {  # expect CODE cmd...: run, and accept exactly that exit code
 step inv sandbox.up
 step inv hosts
 step inv doctor --host sandbox
-step inv lint
+expect 4 inv lint  # offline: the example migrations index and retype tables made by earlier files, of unknown size here
 step inv sync --host sandbox --dry-run
 step inv sync --host sandbox --yes
 step inv status --host sandbox
