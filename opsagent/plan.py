@@ -14,9 +14,10 @@ decided by applying it (``opsagent.declarative``), never by reading its text.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -244,33 +245,8 @@ def _references(text: str, key: str) -> bool:
     return re.search(r"(?<![\w.\"])" + re.escape(key) + r"(?![\w\"])", text) is not None
 
 
-def _view_order(views: Mapping[str, View], depends: Mapping[str, frozenset[str]] | None = None) -> list[str]:
-    """Views ordered so that each comes after the views it depends on (pg_depend when known, else the names in its text)."""
-    order: list[str] = []
-    state: dict[str, int] = {}
-
-    def visit(key: str) -> None:
-        if state.get(key) == 2:
-            return
-        if state.get(key) == 1:
-            return  # a cycle cannot exist in PostgreSQL; be safe
-        state[key] = 1
-        if depends:
-            needed = sorted(ref[6:] for ref in depends.get(f"views:{key}", ()) if ref.startswith("views:") and ref[6:] in views)
-        else:
-            needed = [other for other in views if other != key and _references(views[key].definition, other)]
-        for other in needed:
-            visit(other)
-        state[key] = 2
-        order.append(key)
-
-    for key in sorted(views):
-        visit(key)
-    return order
-
-
-def _table_order(tables: Mapping[str, Table]) -> list[str]:
-    """Parents (partitioned tables, inheritance parents) before their children."""
+def _dependency_order(keys: Iterable[str], needs: Callable[[str], Iterable[str]]) -> list[str]:
+    """``keys`` sorted, each after what ``needs(key)`` names (depth first; a cycle, which PostgreSQL forbids, is cut)."""
     order: list[str] = []
     seen: set[str] = set()
 
@@ -278,17 +254,33 @@ def _table_order(tables: Mapping[str, Table]) -> list[str]:
         if key in seen:
             return
         seen.add(key)
-        table = tables[key]
-        for parent in (table.partition_of, *table.inherits):
-            if parent:
-                for candidate in tables:
-                    if candidate == parent or candidate.endswith("." + parent) or parent.endswith(candidate):
-                        visit(candidate)
+        for other in needs(key):
+            visit(other)
         order.append(key)
 
-    for key in sorted(tables):
+    for key in sorted(keys):
         visit(key)
     return order
+
+
+def _view_order(views: Mapping[str, View], depends: Mapping[str, frozenset[str]] | None = None) -> list[str]:
+    """Views ordered so that each comes after the views it depends on (pg_depend when known, else the names in its text)."""
+    def needs(key: str) -> list[str]:
+        if depends:
+            return sorted(ref[6:] for ref in depends.get(f"views:{key}", ()) if ref.startswith("views:") and ref[6:] in views)
+        return [other for other in views if other != key and _references(views[key].definition, other)]
+
+    return _dependency_order(views, needs)
+
+
+def _table_order(tables: Mapping[str, Table]) -> list[str]:
+    """Parents (partitioned tables, inheritance parents) before their children."""
+    def needs(key: str) -> list[str]:
+        table = tables[key]
+        return [candidate for parent in (table.partition_of, *table.inherits) if parent for candidate in tables
+                if candidate == parent or candidate.endswith("." + parent) or parent.endswith(candidate)]
+
+    return _dependency_order(tables, needs)
 
 
 _COMMAND = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELETE"}
@@ -964,20 +956,7 @@ def _called(key: str, functions: Mapping[str, Function], depends: Mapping[str, f
 
 def _function_order(functions: Mapping[str, Function], depends: Mapping[str, frozenset[str]]) -> list[str]:
     """Every function after the functions it calls (by name otherwise)."""
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(key: str) -> None:
-        if key in seen:
-            return
-        seen.add(key)
-        for other in _called(key, functions, depends):
-            visit(other)
-        order.append(key)
-
-    for key in sorted(functions):
-        visit(key)
-    return order
+    return _dependency_order(functions, lambda key: _called(key, functions, depends))
 
 
 def _function_phases(desired: Catalog) -> dict[str, str]:
@@ -1062,18 +1041,50 @@ def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
         if child.partition_of and _same_table(child.partition_of, key) and child.key in ctx.desired.tables:
             b.add("tables", "table", f"ALTER TABLE {key} DETACH PARTITION {child.key}")
     b.add("tables", "table", f"ALTER TABLE {key} RENAME TO {quote_ident(temp)}")
+    before = old.column_map()
+    carried = [c.name for c in new.columns if c.identity and c.name in before and before[c.name].identity]
+    for name in carried:
+        for sql in _park_identity(key, qualify(old.schema, temp), name):
+            b.add("tables", "sequence", sql)
     b.add("tables", "table", table_sql(new))
     for column in new.columns:
         if not column.inherited:
             _column_statistics(b, key, column)
-    before = old.column_map()
     common = [quote_ident(c.name) for c in new.columns if c.name in before and not c.generated and not before[c.name].generated]
     if common:
         names = ", ".join(common)
         override = " OVERRIDING SYSTEM VALUE" if any(c.identity for c in new.columns) else ""
         b.add("columns", "table", f"INSERT INTO {key} ({names}){override} SELECT {names} FROM {qualify(old.schema, temp)}")
+        for name in carried:
+            b.add("columns", "sequence", _carry_identity(key, name))
     b.add("drops", "table", f"DROP TABLE {qualify(old.schema, temp)}", destructive=True,
           warning=f"rebuilds table {key} (partitioning changes): the old copy is dropped after its rows are copied")
+
+
+def _identity_setting(table: str) -> str:
+    """A transaction-local setting that carries one table's identity position across its rebuild."""
+    return "opsagent.identity_" + hashlib.sha1(table.encode()).hexdigest()[:12]
+
+
+def _park_identity(table: str, old_table: str, column: str) -> list[str]:
+    """Remember where the old identity stopped, then free its sequence's name for the new table.
+
+    Dropping the old identity (the renamed copy keeps its rows) lets the new table's sequence take the
+    usual name instead of ``…_seq1``. pg_sequences reads the position without dynamic SQL.
+    """
+    old_seq = f"pg_get_serial_sequence({literal(old_table)}, {literal(column)})"
+    position = (f"(SELECT s.last_value FROM pg_catalog.pg_sequences s "
+                f"WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass = {old_seq}::regclass)")
+    return [f"SELECT set_config({literal(_identity_setting(table))}, coalesce({position}::text, ''), true)",
+            f"ALTER TABLE {old_table} ALTER COLUMN {quote_ident(column)} DROP IDENTITY"]
+
+
+def _carry_identity(table: str, column: str) -> str:
+    """Continue the new identity where the old one stopped: copied rows used their own values, so a fresh
+    sequence would hand out 1 and collide with a copied key. An old sequence never used changes nothing."""
+    setting = literal(_identity_setting(table))
+    return (f"SELECT setval(pg_get_serial_sequence({literal(table)}, {literal(column)}), current_setting({setting})::bigint) "
+            f"WHERE current_setting({setting}) <> ''")
 
 
 def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:

@@ -494,6 +494,18 @@ def test_dropping_an_unused_column_rebuilds_nothing_else(remote: Remote) -> None
         "CREATE VIEW public.w AS\n SELECT t.id,\n    t.kind\n   FROM public.t;"]
 
 
+def test_a_rebuilt_table_continues_its_identity_where_the_old_one_stopped(remote: Remote) -> None:
+    """Rows copied with OVERRIDING SYSTEM VALUE leave the new identity at 1: the next insert would collide with a copied key."""
+    remote.psql("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at date NOT NULL DEFAULT '2026-01-01');"
+                " INSERT INTO t (at) SELECT '2026-01-01' FROM generate_series(1, 5); DELETE FROM t WHERE id = 5;")
+    desired = ("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, at date NOT NULL DEFAULT '2026-01-01', PRIMARY KEY (id, at))"
+               " PARTITION BY RANGE (at); CREATE TABLE t_2026 PARTITION OF t FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');")
+    report = plan_against_sql(remote, desired, "schema.sql", PlanOptions(allow_drop=True))
+    assert report.verified, (report.error, report.remaining, report.plan.script())
+    remote.psql(report.plan.script())
+    assert remote.psql("INSERT INTO t DEFAULT VALUES RETURNING id", extra=["-A", "-t"]).text.strip().splitlines()[0] == "6"
+
+
 def _musicbrainz() -> str:
     path = CORPORA / "schemas" / "musicbrainz.sql"
     if not path.exists():
