@@ -408,3 +408,69 @@ def test_fleet_sync_row_of_a_failure_keeps_the_error_and_what_was_applied() -> N
     assert row.message == "applied 2 (001, 002); 003_x.sql:1: boom"
     nothing = sync_outcome("two", {"action": "sync", "ok": True, "outcome": "nothing_to_do", "error": None, "steps": [], "applied": []})
     assert nothing.message == "nothing to do"
+
+
+# ---------------------------------------------------------------- every project task refuses outside a project
+
+PROJECT_TASKS = [
+    ("new", "add x"), ("new", "--from-diff", "--host", "sandbox", "add x"), ("plan", "--host", "sandbox"), ("check",),
+    ("diff", "--host", "sandbox"), ("extract", "--host", "sandbox"), ("sync", "--host", "sandbox", "--yes"),
+    ("status", "--host", "sandbox"), ("history", "--host", "sandbox"), ("baseline", "--host", "sandbox", "--version", "001"),
+    ("repair", "--host", "sandbox", "--yes"), ("backup", "--host", "sandbox", "--download"),
+    ("backups.get", "--host", "sandbox", "backup.dump"), ("lint",), ("lint", "--file", "001_x.sql"),
+    ("rollback", "--host", "sandbox", "--to", "001", "--yes"),
+]
+
+
+def _inv_outside(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``inv`` run from a folder outside any project: ``--search-root`` finds opsagent's tasks.py, the working folder stays."""
+    return run_front_door("inv", "--search-root", str(REPO), *args, cwd=cwd)
+
+
+@pytest.mark.parametrize("args", PROJECT_TASKS, ids=[" ".join(a) for a in PROJECT_TASKS])
+def test_every_project_task_is_refused_outside_a_project_and_creates_nothing(args: tuple[str, ...], tmp_path: Path) -> None:
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    assert base.find_project_root(empty) is None
+    for door in ("inv", "opsagent"):
+        done = _inv_outside(*args, cwd=empty) if door == "inv" else run_front_door("opsagent", *args, cwd=empty)
+        assert done.returncode == 2, (door, done.returncode, done.stderr)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 2, (door, done.stderr)
+        assert lines[0].startswith("error: not inside an opsagent project") and lines[1].startswith("hint: "), (door, done.stderr)
+        assert done.stdout == "" and "Traceback" not in done.stderr
+        assert list(empty.iterdir()) == [], (door, list(empty.iterdir()))
+
+
+def test_backup_without_download_still_runs_without_a_project_folder(tmp_path: Path) -> None:
+    """Only ``--download`` writes into the project: a plain backup is not refused for want of one (here: no such host)."""
+    done = run_front_door("opsagent", "backup", "--host", "sandbox", cwd=tmp_path)
+    assert done.returncode == 2 and "unknown host 'sandbox'" in done.stderr, done.stderr  # no hosts at all here
+    (tmp_path / ".opsagent").mkdir()
+    (tmp_path / ".opsagent" / "sandbox.yaml").write_text("hosts:\n  sandbox: {address: 127.0.0.1, port: 9, connect_timeout: 2}\n")
+    done = run_front_door("opsagent", "backup", "--host", "sandbox", cwd=tmp_path)
+    assert done.returncode == 1 and "not inside an opsagent project" not in done.stderr, done.stderr  # it tried to connect
+    downloaded = run_front_door("opsagent", "backup", "--host", "sandbox", "--download", cwd=tmp_path)
+    assert downloaded.returncode == 2 and "not inside an opsagent project" in downloaded.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".opsagent"]
+
+
+def test_host_lookups_of_project_tasks_refuse_a_folder_with_only_sandbox_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder where 'inv sandbox.up' ran has hosts but no project: the tasks' own host lookups refuse it too."""
+    from opsagent.cli import plan as plan_cli
+    from opsagent.cli import schema as schema_cli
+    from opsagent.cli import sync as sync_cli
+
+    monkeypatch.delenv("OPSAGENT_INVENTORY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".opsagent").mkdir()
+    (tmp_path / ".opsagent" / "sandbox.yaml").write_text("hosts:\n  sandbox: {address: 127.0.0.1, port: 9}\n")
+    assert base.single_host("sandbox")[0].name == "sandbox"  # the host itself is known
+    for targets in (sync_cli._targets, schema_cli._targets):
+        with pytest.raises(UsageError, match="not inside an opsagent project"):
+            targets("sandbox")
+    with pytest.raises(UsageError, match="not inside an opsagent project"):
+        plan_cli._make_report("sandbox", "snapshot", "", "", False, "", False)
+    (tmp_path / "inventory.yaml").write_text("hosts:\n  prod: {address: 127.0.0.1, port: 9}\n")
+    hosts, inv = sync_cli._targets("prod")
+    assert [h.name for h in hosts] == ["prod"] and inv.source is not None

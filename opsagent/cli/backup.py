@@ -33,7 +33,7 @@ from ..errors import UsageError
 from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
 from ..transport import open_remote
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, inventory, is_interactive, print_json, single_host
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, inventory, is_interactive, print_json, require_project, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
 LOCAL_DIR = "backups"
@@ -82,6 +82,8 @@ def age(when: datetime, now: datetime | None = None) -> str:
 def backup(c: Context, host: str = "", label: str = "", download: bool = False, json_: bool = False,
            accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Take a verified pg_dump -Fc backup into the host's backup_dir (retention: keep_backups newest)."""
+    if download:
+        require_project()  # --download writes into the project's backups/, never into whatever folder this runs in
     if not host:
         raise UsageError("--host is required (see 'inv hosts' for the inventory)")
     inv = inventory()
@@ -147,7 +149,7 @@ def backups_list(c: Context, host: str = "", json_: bool = False, accept_new_hos
     console.print(table)
 
 
-@command(help={"name": "backup file name (see 'inv backups')", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP})
+@command(help={"name": "backup file name (see 'inv backups')", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP}, needs_project=True)
 def get(c: Context, name: str, host: str = "", accept_new_host_key: bool = False) -> None:
     """Copy a backup to backups/<host>/NAME here, checked against the server's size and sha256."""
     target, inv = single_host(host)

@@ -250,7 +250,7 @@ def _header(report: HazardReport, how: str) -> str:
     "json_": JSON_HELP,
     "verbose": "also show info findings (hidden by default)",
     "accept_new_host_key": ACCEPT_HELP,
-})
+}, needs_project=True)
 def lint(c: Context, host: str = "", file: str = "", json_: bool = False, verbose: bool = False,
          accept_new_host_key: bool = False) -> None:
     """Report migration hazards (file:line, rule, severity, table size, fix); exit 4 on warnings or errors."""

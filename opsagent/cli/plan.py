@@ -15,7 +15,7 @@ from ..lint import thresholds_from
 from ..migrations import new_migration
 from ..transport import open_remote
 from ..units import label
-from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
+from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, outside_project_error, print_json, single_host
 
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
     from collections.abc import Sequence
@@ -48,6 +48,8 @@ def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> 
 def _make_report(host: str, against: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool,
                  accept_new: bool) -> tuple[PlanReport, Inventory]:
     target, inv = single_host(host)
+    if inv.source is None:  # schema.sql and the snapshots are the project's files: not the current folder's
+        raise outside_project_error()
     if from_ not in ("", "live", "snapshot"):
         raise UsageError(f"--from {from_!r}: expected 'live' or 'snapshot'")
     if against not in ("", "schema", "snapshot"):
@@ -72,7 +74,7 @@ def _make_report(host: str, against: str, against_host: str, from_: str, allow_d
         return plan_against_file(remote, inv.paths.schema, options, snapshot=snapshot if from_ == "snapshot" else None), inv
 
 
-@command(help=PLAN_HELP, optional=["concurrently"])
+@command(help=PLAN_HELP, optional=["concurrently"], needs_project=True)
 def plan(c: Context, host: str = "", against: str = "", against_host: str = "", from_: str = "", allow_drop: bool = False, concurrently: str = "",
          json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Print the SQL turning the host's database into schema.sql, verified on a scratch copy; exit 3 if it falls short."""
@@ -123,7 +125,7 @@ def render_undescribed(differences: Sequence[DumpDifference]) -> None:
                "from_diff": "write the verified plan from --host's live database to schema.sql (see 'inv plan') instead of a template",
                "force": "with --from-diff: write the file even when the rehearsal leaves differences",
                **{k: v for k, v in PLAN_HELP.items() if k != "json_"}, "json_": JSON_HELP},
-         optional=["concurrently"])
+         optional=["concurrently"], needs_project=True)
 def new(c: Context, description: str, from_diff: bool = False, host: str = "", against: str = "", against_host: str = "", from_: str = "",
         allow_drop: bool = False, concurrently: str = "", force: bool = False, json_: bool = False,
         accept_new_host_key: bool = False) -> None:

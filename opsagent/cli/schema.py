@@ -15,7 +15,7 @@ from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
 from ..transport import open_remote
 from ..units import human_bytes, label
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, single_host
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, project_inventory, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 
 if TYPE_CHECKING:  # catalog, diff and drift load in the tasks that use them, not on every command (e.g. sync)
@@ -41,9 +41,10 @@ STATUS_STYLE = {"extra": ("yellow", "+"), "missing": ("red", "-"), "changed": ("
 
 
 def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
+    """The hosts ``--host`` names, in the project's inventory (outside any project: exit 2 with a hint)."""
     if not spec:
         raise UsageError("--host is required (see 'inv hosts' for the inventory)")
-    inv = inventory()
+    inv = project_inventory()
     return inv.resolve(spec), inv
 
 
@@ -55,7 +56,7 @@ def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: boo
 
 
 @command(name="extract", help={"host": HOST_HELP, "out": "write the snapshot here instead of <paths.snapshots>/<host>/schema.sql",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP})
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP}, needs_project=True)
 def extract_task(c: Context, host: str = "", out: str = "", json_: bool = False, accept_new_host_key: bool = False,
                  parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Snapshot the host's schema (pg_dump --schema-only, normalized, gzip in transit) and print object counts."""
@@ -128,7 +129,7 @@ def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
                "text": "also print a unified diff of the two normalized dumps",
                "fast": "skip the second, independent check (comparing the two normalized pg_dump --schema-only texts): "
                        "faster, but differences the catalog model cannot describe go unseen",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP})
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP}, needs_project=True)
 def diff(c: Context, host: str = "", against: str = "", against_host: str = "", text: bool = False, fast: bool = False, json_: bool = False,
          accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Drift of the host's database from schema.sql (or a snapshot, or another host); exit 3 when they differ."""
@@ -213,7 +214,7 @@ def _render_change(change: Change, word: str) -> None:
 
 
 @command(help={"host": "server whose PostgreSQL hosts the scratch databases (default: sandbox; its database is not touched)",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP}, needs_project=True)
 def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Replay all migrations and load schema.sql into scratch databases and compare them; exit 3 when they disagree."""
     inv = inventory()

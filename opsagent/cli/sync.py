@@ -37,7 +37,7 @@ from ..sync import (
 )
 from ..sync import sync as run_sync
 from ..transport import Remote, open_remote
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json, single_host
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, is_interactive, print_json, project_inventory, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
 from .lint import render_findings
 
@@ -214,9 +214,10 @@ def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> Non
 
 
 def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
+    """The hosts ``--host`` names, in the project's inventory (outside any project: exit 2 with a hint)."""
     if not spec:
         raise UsageError("--host is required (see 'inv hosts' for the inventory)")
-    inv = inventory()
+    inv = project_inventory()
     return inv.resolve(spec), inv
 
 
@@ -269,7 +270,7 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
     "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
     "timeout": TIMEOUT_HELP, "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
     "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
-})
+}, needs_project=True)
 def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry_run: bool = False, no_rehearse: bool = False,
          no_backup: bool = False, target: str = "", allow_out_of_order: bool = False, lock_timeout: str = "",
          lock_retry_for: str = "", advisory_lock_wait: str = "60",
@@ -378,7 +379,7 @@ def _status_document(host: str, database: str, exists: bool, statuses: list[Vers
 
 
 @command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP,
-               "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}, aliases=("history",))
+               "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}, aliases=("history",), needs_project=True)
 def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False, parallel: int = 0,
            fail_fast: bool = False, timeout: float = 0) -> None:
     """Every version: applied (when, by whom, duration), pending, checksum mismatch, missing file, out of order."""
@@ -426,7 +427,7 @@ def _render_edit(edit: LedgerEdit, json_: bool) -> None:
 
 
 @command(name="baseline", help={"host": HOST_HELP, "version": "record every version up to and including this one as applied",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP}, needs_project=True)
 def baseline_task(c: Context, host: str = "", version: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Record versions ≤ V as applied without running them (adopt an existing database)."""
     if not version:
@@ -439,7 +440,8 @@ def baseline_task(c: Context, host: str = "", version: str = "", json_: bool = F
     _render_edit(edit, json_)
 
 
-@command(help={"host": HOST_HELP, "yes": "apply the changes without asking", "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
+@command(help={"host": HOST_HELP, "yes": "apply the changes without asking", "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP},
+         needs_project=True)
 def repair(c: Context, host: str = "", yes: bool = False, json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Make the ledger agree with the files: refresh checksums of edited applied files, drop rows whose files are gone."""
     target_host, inv = single_host(host)
