@@ -646,6 +646,7 @@ def repair_plan(statuses: Sequence[VersionStatus], *, record_unknown: bool = Fal
 _TEMPLATE = """\
 -- {version}: {description}
 -- Created {date}.
+-- Why: <the problem this solves, the choice made, and what the operator must know (a table rewrite, a deploy order)>
 --
 -- No BEGIN/COMMIT needed: opsagent wraps each migration in a transaction with its ledger row.
 -- For a statement that cannot run in a transaction (CREATE INDEX CONCURRENTLY, VACUUM,
