@@ -116,7 +116,7 @@ def shape_errors(section: Section, document: Any) -> list[str]:
                     continue
                 accepted = tuple(TYPE_NAMES[t] for t in key.types)
                 item = value[name]
-                if isinstance(item, bool) and "boolean" not in key.types or not isinstance(item, accepted):  # type: ignore[arg-type]
+                if (isinstance(item, bool) and "boolean" not in key.types) or not isinstance(item, accepted):  # type: ignore[arg-type]
                     errors.append(f"{section.name}: {where}.{name}: a {type(item).__name__}, documented as {' or '.join(key.types)}")
     return errors
 
@@ -256,7 +256,9 @@ def outputs(sandbox: SandboxHandle, tmp_path_factory: pytest.TempPathFactory) ->
     run("backup", "backup", "--host", "sandbox", "--label", "shapes", "--download")
     name = run("backups", "backups", "--host", "sandbox").document["backups"][0]["name"]
     run("restore", "restore", "--host", "sandbox", "--backup", name, "--into", f"{database}_copy")
-    run("rollback", "rollback", "--host", "sandbox", "--to", "002", "--dry-run")
+    run("rollback", "rollback", "--host", "sandbox", "--to", "002", "--dry-run", expect=1)  # refused: drops stop_loss and its values
+    project.psql("ALTER TABLE orders ADD COLUMN note text")  # behind the tool's back: the plan drops it only with --allow-drop
+    run("plan", "plan", "--host", "sandbox", expect=3)
     down = dataclasses.replace(host, name="down", port=9)  # nothing listens: refused at once
     write_inventory(root, {"sandbox": host, "down": down})
     run("fleet", "status", "--host", "all", expect=1)
