@@ -37,7 +37,8 @@ BARE_ENV = {k: v for k, v in os.environ.items() if k not in ("OPSAGENT_INVENTORY
 def in_terminal(args: list[str], cwd: Path, columns: int = 100, env: dict[str, str] | None = None) -> tuple[int, str]:
     """Run the CLI with a pseudo-terminal as stdout/stderr (what a user sees), colours stripped, lines right-trimmed."""
     leader, follower = pty.openpty()
-    full_env = {**BARE_ENV, "COLUMNS": str(columns), "TERM": "xterm", **(env or {})}
+    # the docs show the final output: no progress spinner (shown after OPSAGENT_PROGRESS_DELAY seconds of waiting)
+    full_env = {**BARE_ENV, "COLUMNS": str(columns), "TERM": "xterm", "OPSAGENT_PROGRESS_DELAY": "3600", **(env or {})}
     process = subprocess.Popen([sys.executable, "-m", "opsagent", *args], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
                                stdout=follower, stderr=follower, close_fds=True)
     os.close(follower)
