@@ -86,6 +86,8 @@ class Waiting:
         self.total = total
         self.started = time.monotonic()
         self.terminal = self.console.is_terminal
+        self.silent = threading.current_thread() is not threading.main_thread()
+        """A fleet run's worker: the fleet's own live table shows each host, one display per screen."""
         self._display: Progress | None = None
         self._task: TaskID | None = None
         self._timer: threading.Timer | None = None
@@ -109,7 +111,8 @@ class Waiting:
     def phase(self, text: str) -> None:
         """The step now running (``restoring``, ``checking``): on the live line, or one plain line when piped."""
         if not self.terminal:
-            self.console.print(f"{self.label}: {text}…", markup=False, highlight=False)
+            if not self.silent:
+                self.console.print(f"{self.label}: {text}…", markup=False, highlight=False)
             return
         with _shown_lock:
             if self._display is not None and self._task is not None:
@@ -123,6 +126,27 @@ class Waiting:
     def warn(self, message: str) -> None:
         self.print(f"[yellow]warning:[/] {escape(message)}", soft_wrap=True, highlight=False)
 
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Off the screen for the block (a question asked on the terminal), back on after."""
+        with _shown_lock:
+            held, self._closed = self._closed, True
+            if self._timer is not None:
+                self._timer.cancel()
+            shown = self._display is not None
+            self._hide()
+        try:
+            yield
+        finally:
+            with _shown_lock:
+                self._closed = held
+                if shown:
+                    self._resume()
+                elif not held and self.terminal and not self.silent:
+                    self._timer = threading.Timer(self.delay, self._show)
+                    self._timer.daemon = True
+                    self._timer.start()
+
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
@@ -130,6 +154,8 @@ class Waiting:
     # ------------------------------------------------------------ lifetime
 
     def open(self) -> None:
+        if self.silent:
+            return
         if not self.terminal:
             self.console.print(f"{self.label}…", markup=False, highlight=False)
             return
@@ -173,7 +199,7 @@ class Waiting:
                 if _shown:
                     _shown[-1]._resume()
                 put_back(self._foreign)
-        if not self.terminal:
+        if not self.terminal and not self.silent:
             self.console.print(self._closing_line(outcome), markup=False, highlight=False)
 
     def _resume(self) -> None:
