@@ -15,6 +15,7 @@ import re
 import sys
 import threading
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,7 +80,7 @@ class PipedConsole(Console):
         super().print(*objects, width=width, **kwargs)
 
 
-_terminals: list[TerminalConsole] = []
+_terminals: weakref.WeakSet[TerminalConsole] = weakref.WeakSet()
 _pausing = threading.local()
 
 
@@ -95,7 +96,7 @@ class TerminalConsole(Console):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.live_displays: list[Live] = []
-        _terminals.append(self)
+        _terminals.add(self)
 
     def set_live(self, live: Live) -> bool:
         top = bool(super().set_live(live))
@@ -154,7 +155,7 @@ def make_console(*, stderr: bool = False) -> Console:
     terminal = TerminalConsole(stderr=stderr, highlight=False)
     if terminal.is_terminal:
         return terminal
-    _terminals.remove(terminal)
+    _terminals.discard(terminal)
     writer: Any = _PipeWriter("stderr" if stderr else "stdout")  # duck-typed text stream (write/flush/isatty/encoding)
     return PipedConsole(file=writer, width=PIPE_WIDTH, soft_wrap=True, highlight=False, force_terminal=False)
 

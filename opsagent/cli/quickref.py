@@ -17,7 +17,7 @@ from .progress import waiting
 
 @command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
 def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
-    """Tables of the host's database with row estimate and size (like \\dt+)."""
+    """Tables of the host's database with row estimate and size (like \\dt+); never-analysed tables are counted or "unknown"."""
     with waiting(f"reading the tables of {host}"), connect(host, accept_new_host_key) as remote:
         found = list_tables(remote)
         database = remote.host.database
@@ -28,7 +28,7 @@ def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     for column, justify in (("table", "left"), ("rows (est.)", "right"), ("size", "right"), ("with indexes", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for t in found:
-        table.add_row(f"{t.schema}.{t.name}", f"{t.rows_estimate:,}", human_bytes(t.table_bytes), human_bytes(t.total_bytes))
+        table.add_row(f"{t.schema}.{t.name}", t.rows_shown, human_bytes(t.table_bytes), human_bytes(t.total_bytes))
     console.print(table)
 
 
