@@ -22,11 +22,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from opsagent.backup import create_backup, restore_backup
 from opsagent.cli.base import PipedConsole, TerminalConsole
 from opsagent.cli.progress import tracking, waiting
 from opsagent.units import human_bytes, human_duration
 
-from .conftest import Project
+from .conftest import Project, SandboxHandle
 
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 SPINNER_FRAMES = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
@@ -293,3 +294,34 @@ def test_piped_output_never_wraps_long_names(project: Project, tmp_path: Path) -
     assert described.returncode == 0, described.stderr
     assert "another_long_column_name_with_a_default" in described.stdout and "'some long default value'::text" in described.stdout
     assert not [line for line in described.stdout.splitlines() if line != line.rstrip()]
+
+    table = "orders_with_a_rather_long_table_name_for_lint_lines"
+    project.write_migration("001_index.sql", f"CREATE INDEX idx_{table}_customer ON {table} (customer_identifier_column);\n")
+    linted = project.run("lint", env={"COLUMNS": "80"})
+    assert linted.returncode == 4, linted.stdout + linted.stderr
+    assert any(f"CREATE INDEX on {table} blocks writes to it while the index builds" in line for line in linted.stdout.splitlines())
+    assert not [line for line in linted.stdout.splitlines() if line != line.rstrip()], linted.stdout
+    status = project.run("status", "--host", "sandbox", env={"COLUMNS": "80"})
+    assert status.returncode == 0, status.stderr
+    assert any("001" in line and "index" in line for line in status.stdout.splitlines()), status.stdout
+    assert not [line for line in status.stdout.splitlines() if line != line.rstrip()], status.stdout
+
+
+# ---------------------------------------------------------------- library callbacks (real server)
+
+
+def test_a_dump_reports_its_growing_size_and_a_restore_its_phases(sandbox: SandboxHandle, fresh_db: str) -> None:
+    backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir)) as remote:
+        remote.psql("CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload "
+                    "FROM generate_series(1, 300000) g;")
+        sizes: list[tuple[int, int | None]] = []
+        taken = create_backup(remote, "progress", progress=lambda done, total: sizes.append((done, total)), size_every=0.02)
+        assert sizes, "no size was reported while the dump was written"
+        assert all(total is None for _, total in sizes) and [d for d, _ in sizes] == sorted(d for d, _ in sizes)
+        assert 0 < sizes[-1][0] <= taken.size_bytes
+        phases: list[str] = []
+        restored = restore_backup(remote, taken.name, into=f"{fresh_db}_phases", on_phase=phases.append)
+        assert phases == ["verifying", "restoring", "counting"], phases
+        assert restored.restored_counts["tables"] == 1
+        remote.psql(f'DROP DATABASE "{fresh_db}_phases"', database="postgres")

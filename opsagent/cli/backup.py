@@ -158,11 +158,11 @@ def restore(c: Context, host: str = "", backup: str = "", latest: bool = False, 
         name = backup or latest_backup(remote).name
         if in_place:
             _confirm(target, name, yes, sessions_to_terminate(remote))
-            with waiting(f"restoring {name} in place of {target.database} on {target.name}"):
-                result = restore_in_place(remote, name)
+            with waiting(f"restoring {name} in place of {target.database} on {target.name}") as shown:
+                result = restore_in_place(remote, name, on_phase=shown.phase)
         else:
-            with waiting(f"restoring {name} into {into or 'a new database'} on {target.name}"):
-                result = restore_backup(remote, name, into=into or None)
+            with waiting(f"restoring {name} into {into or 'a new database'} on {target.name}") as shown:
+                result = restore_backup(remote, name, into=into or None, on_phase=shown.phase)
     if json_:
         print_json(as_dict(result))
     else:

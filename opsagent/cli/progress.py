@@ -109,15 +109,14 @@ class Waiting:
     __call__ = update
 
     def phase(self, text: str) -> None:
-        """The step now running (``restoring``, ``checking``): on the live line, or one plain line when piped."""
-        if not self.terminal:
-            if not self.silent:
-                self.console.print(f"{self.label}: {text}…", markup=False, highlight=False)
+        """The step now running (``restoring``, ``swapping``): one line (``label: text…``), and the live line's label."""
+        if self.silent:
             return
+        self.console.print(f"{self.label}: {text}…", markup=False, highlight=False, style="dim" if self.terminal else None)
         with _shown_lock:
-            if self._display is not None and self._task is not None:
-                self._display.update(self._task, description=escape(f"{self.label}: {text}"))
             self._description = f"{self.label}: {text}"
+            if self._display is not None and self._task is not None:
+                self._display.update(self._task, description=escape(self._description))
 
     def print(self, *objects: Any, **kwargs: Any) -> None:
         """Print a line above the live display (never glued to the spinner's text)."""
