@@ -333,8 +333,10 @@ teejob=$!; started $teejob
 @@PG_DUMP@@ > "$tmp.dump.fifo" &
 dumpjob=$!; started $dumpjob
 sizejob=''
-if [ "$stream" = 0 ]; then  # the dump's size as it grows, on stdout (free when not streaming)
-  ( while sleep "$size_every"; do printf '@progress size %s\n' "$(stat -c %s -- "$tmp.partial" 2>/dev/null || echo 0)" || exit 0; done ) &
+if [ "$stream" = 0 ] && [ "$size_every" != 0 ]; then  # the dump's size as it grows, on stdout (free: not streaming)
+  ( while sleep "$size_every" </dev/null >/dev/null 2>&1; do  # sleep holds no channel open once this loop is stopped
+      printf '@progress size %s\n' "$(stat -c %s -- "$tmp.partial" 2>/dev/null || echo 0)" || exit 0
+    done ) &
   sizejob=$!; started $sizejob
 fi
 wait $dumpjob; dumprc=$?
@@ -670,10 +672,11 @@ def _backup_part(remote: Remote, database: str) -> str:
     return _fill(_BACKUP, PSQL=_psql(remote, database), PG_DUMP=_pg_dump(remote, database))
 
 
-def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str, size_every: float = SIZE_EVERY) -> dict[str, str]:
+def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str, size_every: float = 0) -> dict[str, str]:
+    """The script's variables; ``size_every`` 0: nobody listens, no size reports."""
     host = remote.host
     return {"dir": host.backup_dir, "name": name, "keep": str(host.keep_backups), "pattern": _grep_pattern(host.database),
-            "stream": "1" if stream else "0", "protect": protect, "size_every": f"{max(size_every, 0.01):g}"}
+            "stream": "1" if stream else "0", "protect": protect, "size_every": f"{max(size_every, 0.01):g}" if size_every > 0 else "0"}
 
 
 class _ProgressLines:
@@ -728,7 +731,7 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
     host = remote.host
     when = _moment(now)
     name = backup_name(host.database, when, label)
-    values = _backup_values(remote, name, stream=download_dir is not None, protect=protect, size_every=size_every)
+    values = _backup_values(remote, name, stream=download_dir is not None, protect=protect, size_every=size_every if progress else 0)
     body = _script(remote, [_backup_part(remote, host.database)], values)
     before = remote.command_count
     sink = _LocalFile(download_dir / name, progress, None) if download_dir else None
@@ -1047,7 +1050,8 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
     old = derived_database_name(host.database, "replaced", when)
     safety = backup_name(host.database, when, "pre-restore")
     parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP, _SAFETY_BACKUP_PREFIX,
-             _assign(**_backup_values(remote, safety, stream=False, protect=name)), _backup_part(remote, old), _DONE]
+             _assign(**_backup_values(remote, safety, stream=False, protect=name, size_every=SIZE_EVERY if progress else 0)),
+             _backup_part(remote, old), _DONE]
     body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
     before = remote.command_count
     watch = _ProgressLines(progress, on_phase).feed if (progress or on_phase) else None
