@@ -94,6 +94,19 @@ def test_piped_failure_and_interruption_are_said() -> None:
     assert lines[1].startswith("restore: failed after ") and lines[3].startswith("check: interrupted after "), lines
 
 
+def test_a_short_wait_or_an_instant_failure_prints_nothing_when_piped() -> None:
+    """``inv tables`` in cron, or a usage error raised before connecting: no start/done lines around one error line."""
+    stream, out = piped()
+    with waiting("reading tables", console=out, delay=0.5):
+        pass
+    with pytest.raises(ValueError), waiting("reading tables", console=out, delay=0.5):
+        raise ValueError("--host is required")
+    assert stream.getvalue() == ""
+    with waiting("restoring", console=out, delay=0.2):
+        time.sleep(0.4)
+    assert stream.getvalue().splitlines()[0] == "restoring…" and "restoring: done in 0." in stream.getvalue()
+
+
 def test_a_fleet_worker_thread_prints_nothing() -> None:
     stream, out = piped()
 
@@ -221,7 +234,8 @@ def run_in_terminal(project: Project, *args: str, timeout: float = 180) -> str:
 
 def test_backup_piped_prints_start_and_done_lines(project: Project) -> None:
     project.psql("CREATE TABLE t AS SELECT g AS id FROM generate_series(1, 2000) g;")
-    done = project.run("backup", "--host", "sandbox", "--download")
+    fast = {"OPSAGENT_PROGRESS_DELAY": "0"}
+    done = project.run("backup", "--host", "sandbox", "--download", env=fast)
     assert done.returncode == 0, done.stderr
     db = project.host.database
     lines = done.stderr.splitlines()
@@ -231,9 +245,10 @@ def test_backup_piped_prints_start_and_done_lines(project: Project) -> None:
     assert "\x1b" not in done.stderr + done.stdout and "\r" not in done.stderr + done.stdout
     name = json.loads(project.run("backups", "--host", "sandbox", "--json").stdout)["backups"][0]["name"]
 
-    restored = project.run("restore", "--host", "sandbox", "--backup", name, "--into", f"{db}_copy")
+    restored = project.run("restore", "--host", "sandbox", "--backup", name, "--into", f"{db}_copy", env=fast)
     assert restored.returncode == 0, restored.stderr
-    assert f"restoring {name} into {db}_copy on sandbox…" in restored.stderr.splitlines()
+    assert restored.stderr.splitlines()[:4] == [f"restoring {name} into {db}_copy on sandbox{step}…"
+                                                for step in ("", ": verifying", ": restoring", ": counting")], restored.stderr
     assert any(line.startswith(f"restoring {name} into {db}_copy on sandbox: done in ") for line in restored.stderr.splitlines())
     project.psql(f'DROP DATABASE "{db}_copy"')
 

@@ -11,8 +11,9 @@ stdout keeps only results (and ``--json`` stays one document).
   is a ``ProgressCallback`` (``update(done, total)``).
 
 Not on a terminal (a pipe, a log, cron) there is never an ANSI code nor a carriage
-return: one ``label…`` line when the wait starts and one ``label: done in 1.2 s``
-(or ``failed after``/``interrupted after``) when it ends.
+return: one ``label…`` line once the wait has lasted the same delay and one
+``label: done in 1.2 s`` (or ``failed after``/``interrupted after``) when it ends; a
+wait shorter than the delay (or a usage error raised at once) prints nothing.
 
 A message printed while a spinner runs must not be glued to its text
 (``⠦ rehearsed 011…warning:``): print it with ``Waiting.print`` (Rich draws it above
@@ -92,6 +93,7 @@ class Waiting:
         self._task: TaskID | None = None
         self._timer: threading.Timer | None = None
         self._closed = False
+        self._announced = False
         self._description = label
         self._foreign: list[Any] = []  # other consoles' live displays (sync's spinner) kept off the screen while this one shows
 
@@ -112,6 +114,9 @@ class Waiting:
         """The step now running (``restoring``, ``swapping``): one line (``label: text…``), and the live line's label."""
         if self.silent:
             return
+        if not self.terminal:
+            with _shown_lock:
+                self._announce()
         self.console.print(f"{self.label}: {text}…", markup=False, highlight=False, style="dim" if self.terminal else None)
         with _shown_lock:
             self._description = f"{self.label}: {text}"
@@ -141,7 +146,7 @@ class Waiting:
                 self._closed = held
                 if shown:
                     self._resume()
-                elif not held and self.terminal and not self.silent:
+                elif not held and not self.silent and not self._announced:
                     self._timer = threading.Timer(self.delay, self._show)
                     self._timer.daemon = True
                     self._timer.start()
@@ -155,9 +160,6 @@ class Waiting:
     def open(self) -> None:
         if self.silent:
             return
-        if not self.terminal:
-            self.console.print(f"{self.label}…", markup=False, highlight=False)
-            return
         if self.delay <= 0:
             self._show()
             return
@@ -167,7 +169,10 @@ class Waiting:
 
     def _show(self) -> None:
         with _shown_lock:
-            if self._closed or self._display is not None:
+            if self._closed or self._display is not None or self._announced:
+                return
+            if not self.terminal:
+                self._announce()
                 return
             for outer in _shown:
                 outer._hide()
@@ -180,6 +185,12 @@ class Waiting:
             _shown.append(self)
             self._foreign = take_off_screen(self.console)
             display.start()
+
+    def _announce(self) -> None:
+        """The piped start line (once): the wait has lasted the delay, or it has a phase to tell."""
+        if not self._announced:
+            self._announced = True
+            self.console.print(f"{self.label}…", markup=False, highlight=False)
 
     def _hide(self) -> None:
         if self._display is not None:
@@ -198,7 +209,7 @@ class Waiting:
                 if _shown:
                     _shown[-1]._resume()
                 put_back(self._foreign)
-        if not self.terminal and not self.silent:
+        if self._announced:  # piped: a wait that said it started says how it ended (a short one said nothing)
             self.console.print(self._closing_line(outcome), markup=False, highlight=False)
 
     def _resume(self) -> None:
