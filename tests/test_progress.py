@@ -252,6 +252,14 @@ def test_backup_piped_prints_start_and_done_lines(project: Project) -> None:
     assert any(line.startswith(f"restoring {name} into {db}_copy on sandbox: done in ") for line in restored.stderr.splitlines())
     project.psql(f'DROP DATABASE "{db}_copy"')
 
+    swapped = project.run("restore", "--host", "sandbox", "--latest", "--in-place", "--yes", env=fast)
+    assert swapped.returncode == 0, swapped.stderr
+    label = f"restoring {name} in place of {db} on sandbox"
+    phases = [line.removeprefix(label) for line in swapped.stderr.splitlines() if line.startswith(label)]
+    assert phases[:7] == ["…", ": verifying…", ": restoring…", ": counting…", ": closing the live database…", ": swapping…",
+                          ": backing up the replaced database…"], swapped.stderr
+    assert phases[-1].startswith(": done in "), swapped.stderr
+
 
 def test_backup_in_a_terminal_shows_a_spinner(project: Project) -> None:
     drawn = run_in_terminal(project, "backup", "--host", "sandbox")
