@@ -13,10 +13,12 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -199,8 +201,12 @@ def test_a_nested_wait_and_a_paused_wait_leave_one_display_at_a_time() -> None:
 # ---------------------------------------------------------------- CLI, piped and in a terminal
 
 
-def run_in_terminal(project: Project, *args: str, timeout: float = 180) -> str:
-    """The real CLI with stdin, stdout and stderr on a pseudo-terminal; everything it drew, as bytes decoded."""
+def run_in_terminal(project: Project, *args: str, timeout: float = 180, interrupt_when: Callable[[str], bool] | None = None,
+                    exit_codes: list[int] | None = None) -> str:
+    """The real CLI with stdin, stdout and stderr on a pseudo-terminal; everything it drew, decoded.
+
+    ``interrupt_when``: send it SIGINT (Ctrl-C) once what it drew so far satisfies this.
+    """
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "OPSAGENT_PROGRESS_DELAY": "0",
            "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
     env.pop("NO_COLOR", None)
@@ -224,11 +230,16 @@ def run_in_terminal(project: Project, *args: str, timeout: float = 180) -> str:
             if not data:
                 break
             chunks.append(data)
+            if interrupt_when is not None and interrupt_when(b"".join(chunks).decode("utf-8", "replace")):
+                process.send_signal(signal.SIGINT)
+                interrupt_when = None
     finally:
         os.close(primary)
         if process.poll() is None:
             process.kill()
         process.wait()
+        if exit_codes is not None:
+            exit_codes.append(process.returncode)
     return b"".join(chunks).decode("utf-8", "replace")
 
 
@@ -266,6 +277,27 @@ def test_backup_in_a_terminal_shows_a_spinner(project: Project) -> None:
     segments = screen_segments(drawn)
     assert any(s[0] in SPINNER_FRAMES and f"backup of {project.host.database} on sandbox" in s for s in segments), segments
     assert any("verified" in s and s.startswith("✔") for s in segments), segments
+
+
+def test_ctrl_c_in_a_terminal_clears_the_spinner_and_says_interrupted(project: Project, sandbox: SandboxHandle) -> None:
+    """pg_dump waits behind an exclusive lock (the spinner turns), then Ctrl-C: one clean line, exit 130."""
+    from .test_restore_safety import end, local_psql
+
+    project.psql("CREATE TABLE locked (id int)")
+    holder = subprocess.Popen(local_psql(sandbox, project.host.database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write("BEGIN; LOCK locked; SELECT 'locked';\n")
+    holder.stdin.flush()
+    assert holder.stdout.readline().strip() == "locked"
+    codes: list[int] = []
+    try:
+        drawn = run_in_terminal(project, "backup", "--host", "sandbox", exit_codes=codes,
+                                interrupt_when=lambda text: re.search(r"backup of \S+ on sandbox .*\d\.\d s", ANSI.sub("", text)) is not None)
+    finally:
+        end(holder)
+    segments = screen_segments(drawn)
+    assert codes == [130] and "interrupted" in segments and not glued(drawn, "interrupted"), segments
+    assert "Traceback" not in drawn
 
 
 def test_dry_run_warning_in_a_terminal_is_not_glued_to_the_spinner(project: Project) -> None:
