@@ -31,6 +31,7 @@ from contextlib import contextmanager
 from typing import Any, Literal
 
 from rich.console import Console
+from rich.live import Live
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
 from rich.text import Text
@@ -95,7 +96,7 @@ class Waiting:
         self._closed = False
         self._announced = False
         self._description = label
-        self._foreign: list[Any] = []  # other consoles' live displays (sync's spinner) kept off the screen while this one shows
+        self._foreign: list[Live] = []  # other consoles' live displays (sync's spinner) kept off the screen while this one shows
 
     # ------------------------------------------------------------ reporting
 
