@@ -96,6 +96,15 @@ def test_piped_failure_and_interruption_are_said() -> None:
     assert lines[1].startswith("restore: failed after ") and lines[3].startswith("check: interrupted after "), lines
 
 
+def test_control_characters_in_a_label_never_reach_the_output() -> None:
+    stream, out = piped()
+    with waiting("describing evil\x1b[2J\nname\r on prod", console=out, delay=0) as shown:
+        shown.phase("step\x1b]0;title\x07")
+    text = stream.getvalue()
+    assert "\x1b" not in text and "\r" not in text and "\x07" not in text and len(text.splitlines()) == 3, text
+    assert text.splitlines()[0] == "describing evil?[2J?name? on prod…"
+
+
 def test_a_short_wait_or_an_instant_failure_prints_nothing_when_piped() -> None:
     """``inv tables`` in cron, or a usage error raised before connecting: no start/done lines around one error line."""
     stream, out = piped()

@@ -24,6 +24,7 @@ live display off the screen while they print (see ``TerminalConsole``).
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ DEFAULT_DELAY = 0.5
 """Seconds before a spinner appears: a wait shorter than that shows nothing on a terminal."""
 
 Unit = Literal["none", "bytes", "count"]
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def spinner_delay() -> float:
@@ -80,7 +82,7 @@ class Waiting:
 
     def __init__(self, label: str, *, unit: Unit = "none", total: int | None = None, console: Console | None = None,
                  delay: float | None = None) -> None:
-        self.label = label
+        self.label = _CONTROL.sub("?", label)  # a hostile table name must not move the cursor nor split the line
         self.unit = unit
         self.console = console or err_console
         self.delay = spinner_delay() if delay is None else delay
@@ -118,6 +120,7 @@ class Waiting:
         if not self.terminal:
             with _shown_lock:
                 self._announce()
+        text = _CONTROL.sub("?", text)
         self.console.print(f"{self.label}: {text}…", markup=False, highlight=False, style="dim" if self.terminal else None)
         with _shown_lock:
             self._description = f"{self.label}: {text}"
