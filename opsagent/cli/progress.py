@@ -29,16 +29,18 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, SpinnerColumn, Task, TaskID, TextColumn
 from rich.text import Text
 
 from ..units import byte_progress_columns, human_bytes, human_duration
 from .base import err_console, paused_displays, put_back, take_off_screen
+
+if TYPE_CHECKING:  # rich.progress loads with the first display shown, not with every command (start-up time)
+    from rich.progress import Progress, Task, TaskID
 
 DELAY_ENV = "OPSAGENT_PROGRESS_DELAY"
 DEFAULT_DELAY = 0.5
@@ -56,20 +58,24 @@ def spinner_delay() -> float:
         return DEFAULT_DELAY
 
 
-class _ElapsedColumn(ProgressColumn):
+def _elapsed(task: Task) -> Text:
     """``12.3 s``, ``2 min 05 s``: the same words as the piped ``done in`` line."""
-
-    def render(self, task: Task) -> Text:
-        return Text(human_duration(task.elapsed or 0.0), style="progress.elapsed")
+    return Text(human_duration(task.elapsed or 0.0), style="progress.elapsed")
 
 
 def _columns(unit: Unit) -> tuple[Any, ...]:
+    from rich.progress import BarColumn, MofNCompleteColumn, ProgressColumn, SpinnerColumn, TextColumn
+
+    class ElapsedColumn(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return _elapsed(task)
+
     label = TextColumn("{task.description}")
     if unit == "bytes":
-        return SpinnerColumn(), label, BarColumn(), *byte_progress_columns(), _ElapsedColumn()
+        return SpinnerColumn(), label, BarColumn(), *byte_progress_columns(), ElapsedColumn()
     if unit == "count":
-        return SpinnerColumn(), label, BarColumn(), MofNCompleteColumn(), _ElapsedColumn()
-    return SpinnerColumn(), label, _ElapsedColumn()
+        return SpinnerColumn(), label, BarColumn(), MofNCompleteColumn(), ElapsedColumn()
+    return SpinnerColumn(), label, ElapsedColumn()
 
 
 _shown: list[Waiting] = []
@@ -180,6 +186,8 @@ class Waiting:
                 return
             for outer in _shown:
                 outer._hide()
+            from rich.progress import Progress
+
             display = Progress(*_columns(self.unit), console=self.console, transient=True, redirect_stdout=False,
                                redirect_stderr=False, refresh_per_second=10)
             self._task = display.add_task(escape(self._description), total=self.total if self.unit != "none" else None,
