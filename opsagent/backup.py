@@ -745,6 +745,8 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
         if done is None or len(done) < 3:
             raise BackupError(f"{host.name}: backup script ended without a result ({other or 'no output'})")
         local = sink.finish(int(done[0]), done[1]) if sink else None
+        if progress and not sink:  # the last size sample is up to size_every old: end on the stored size
+            progress(int(done[0]), int(done[0]))
     finally:
         if sink:
             sink.discard()

@@ -382,8 +382,9 @@ def test_a_dump_reports_its_growing_size_and_a_restore_its_phases(sandbox: Sandb
         sizes: list[tuple[int, int | None]] = []
         taken = create_backup(remote, "progress", progress=lambda done, total: sizes.append((done, total)), size_every=0.02)
         assert sizes, "no size was reported while the dump was written"
-        assert all(total is None for _, total in sizes) and [d for d, _ in sizes] == sorted(d for d, _ in sizes)
-        assert 0 < sizes[-1][0] <= taken.size_bytes
+        assert [d for d, _ in sizes] == sorted(d for d, _ in sizes)
+        assert sizes[-1] == (taken.size_bytes, taken.size_bytes) and len(sizes) > 1  # samples while it grew, then the stored size
+        assert all(total is None for _, total in sizes[:-1]) and 0 < sizes[-2][0] <= taken.size_bytes
         phases: list[str] = []
         restored = restore_backup(remote, taken.name, into=f"{fresh_db}_phases", on_phase=phases.append)
         assert phases == ["verifying", "restoring", "counting"], phases
