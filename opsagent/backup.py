@@ -47,6 +47,11 @@ _NAME_RE = re.compile(r"^(?P<db>[A-Za-z0-9._-]+)-(?P<ts>\d{8}T\d{6})(?:\.(?P<ms>
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*\.dump$")
 _MAX_IDENT = 63  # PostgreSQL truncates longer names (NAMEDATALEN - 1 bytes)
 ProgressCallback = Callable[[int, int | None], None]
+"""Bytes done so far and the total when known (downloads; a dump growing on the server: total None)."""
+PhaseCallback = Callable[[str], None]
+"""The step a remote script has started (``verifying``, ``restoring``, ``swapping``...)."""
+SIZE_EVERY = 1.0
+"""Seconds between two reports of a dump's size while it is written on the server."""
 
 
 class BackupError(OpsagentError):
@@ -229,6 +234,7 @@ set -u
 umask 077
 LC_ALL=C; export LC_ALL
 say() { printf '@opsagent %s\n' "$*" >&2; }
+phase() { printf '@progress phase %s\n' "$*"; }  # stdout, read live: only where stdout carries no data
 failkey=error
 fail() { say "$failkey" "$@"; exit 3; }
 jobs_=''
@@ -326,7 +332,15 @@ fi
 teejob=$!; started $teejob
 @@PG_DUMP@@ > "$tmp.dump.fifo" &
 dumpjob=$!; started $dumpjob
+sizejob=''
+if [ "$stream" = 0 ] && [ "$size_every" != 0 ]; then  # the dump's size as it grows, on stdout (free: not streaming)
+  ( while sleep "$size_every" </dev/null >/dev/null 2>&1; do  # sleep holds no channel open once this loop is stopped
+      printf '@progress size %s\n' "$(stat -c %s -- "$tmp.partial" 2>/dev/null || echo 0)" || exit 0
+    done ) &
+  sizejob=$!; started $sizejob
+fi
 wait $dumpjob; dumprc=$?
+[ -z "$sizejob" ] || { kill -TERM "$sizejob" 2>/dev/null; wait "$sizejob" 2>/dev/null; }
 wait $teejob; teerc=$?
 wait $sumjob; sumrc=$?
 jobs_=''
@@ -370,6 +384,7 @@ say ok
 _VERIFY = r"""
 file="$dir/$name"
 [ -f "$file" ] || fail missing
+phase verifying
 size=$(stat -c %s -- "$file") || fail stat
 vtmp="$dir/.$name.$$.verify"
 cleanup_verify() { rm -f -- "$vtmp"; }
@@ -406,11 +421,13 @@ _RESTORE = r"""
 target_made=''
 cleanup_restore() { [ -z "$target_made" ] || admin_sql "$drop_target_sql" >/dev/null 2>&1; }
 on_exit="cleanup_restore $on_exit"
+phase restoring
 admin_sql "$create_sql" >/dev/null || fail createdb
 target_made=1
 pg_restore --exit-on-error --single-transaction @@PGARGS@@ -d "$target_dsn" -- "$file" &
 started $!; wait $!; rc=$?; jobs_=''
 [ "$rc" = 0 ] || fail restore
+phase counting
 say counts_restored "$(@@PSQL_TARGET@@ -A -t -c "$counts_sql")"
 """
 
@@ -441,12 +458,14 @@ reopen() {
 }
 on_exit="reopen $on_exit"
 closed=1
+phase "closing the live database"
 admin_wait "$close_sql" >/dev/null || fail close
 ttmp="$dir/.$name.$$.terminated"
 cleanup_terminated() { rm -f -- "$ttmp"; }
 on_exit="cleanup_terminated $on_exit"
 admin_wait "$terminate_sql" -A -t > "$ttmp" || fail close
 say terminated "$(cat -- "$ttmp")"
+phase swapping
 admin_wait "$swap_sql" >/dev/null || fail swap
 target_made=''
 say swapped "$old"
@@ -464,6 +483,7 @@ avail=$(df -Pk -- "$dir" | awk 'NR==2 {print $4}')
 
 _SAFETY_BACKUP_PREFIX = r"""
 failkey=backup_error
+phase "backing up the replaced database"
 """
 
 _DONE = r"""
@@ -652,10 +672,32 @@ def _backup_part(remote: Remote, database: str) -> str:
     return _fill(_BACKUP, PSQL=_psql(remote, database), PG_DUMP=_pg_dump(remote, database))
 
 
-def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str) -> dict[str, str]:
+def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str, size_every: float = 0) -> dict[str, str]:
+    """The script's variables; ``size_every`` 0: nobody listens, no size reports."""
     host = remote.host
     return {"dir": host.backup_dir, "name": name, "keep": str(host.keep_backups), "pattern": _grep_pattern(host.database),
-            "stream": "1" if stream else "0", "protect": protect}
+            "stream": "1" if stream else "0", "protect": protect, "size_every": f"{max(size_every, 0.01):g}" if size_every > 0 else "0"}
+
+
+class _ProgressLines:
+    """Reads the ``@progress size N`` / ``@progress phase TEXT`` lines a script writes on its free stdout, as they come."""
+
+    def __init__(self, progress: ProgressCallback | None, on_phase: PhaseCallback | None) -> None:
+        self.progress = progress
+        self.on_phase = on_phase
+        self.buffer = b""
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        *lines, self.buffer = self.buffer.split(b"\n")
+        for line in lines:
+            words = line.decode("utf-8", "replace").split(" ", 2)
+            if len(words) < 3 or words[0] != "@progress":
+                continue
+            if words[1] == "size" and words[2].isdigit() and self.progress:
+                self.progress(int(words[2]), None)
+            elif words[1] == "phase" and self.on_phase:
+                self.on_phase(words[2])
 
 
 def _backup_result(remote: Remote, name: str, when: datetime, label: str | None, done: list[str], marks: list[list[str]],
@@ -675,11 +717,13 @@ def _moment(now: datetime | None) -> datetime:
 
 
 def create_backup(remote: Remote, label: str | None = None, *, now: datetime | None = None,
-                  download_dir: Path | None = None, progress: ProgressCallback | None = None, protect: str = "") -> BackupResult:
+                  download_dir: Path | None = None, progress: ProgressCallback | None = None, protect: str = "",
+                  size_every: float = SIZE_EVERY) -> BackupResult:
     """Dump, verify and store a backup on the server in ONE remote command, then apply retention.
 
     With ``download_dir`` the dump is also streamed down while it is written (``tee``
     on the server), and the local copy is checked against the server's sha256.
+    ``progress`` hears the bytes downloaded, or else the dump's size on the server every ``size_every`` seconds.
     Retention never deletes the new backup nor ``protect`` (a backup about to be restored).
     Raises ``BackupError`` (nothing half-written is left on either side) on failure;
     interrupted (Ctrl-C, lost connection), the server script stops pg_dump and removes its files.
@@ -687,11 +731,13 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
     host = remote.host
     when = _moment(now)
     name = backup_name(host.database, when, label)
-    body = _script(remote, [_backup_part(remote, host.database)], _backup_values(remote, name, stream=download_dir is not None, protect=protect))
+    values = _backup_values(remote, name, stream=download_dir is not None, protect=protect, size_every=size_every if progress else 0)
+    body = _script(remote, [_backup_part(remote, host.database)], values)
     before = remote.command_count
     sink = _LocalFile(download_dir / name, progress, None) if download_dir else None
+    on_stdout = sink.write if sink else _ProgressLines(progress, None).feed if progress else None
     try:
-        marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True), "backup", on_stdout=sink.write if sink else None)
+        marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True), "backup", on_stdout=on_stdout)
         error = _find(marks, "error")
         if error is not None:
             raise _backup_error(remote, error, other)
@@ -699,6 +745,8 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
         if done is None or len(done) < 3:
             raise BackupError(f"{host.name}: backup script ended without a result ({other or 'no output'})")
         local = sink.finish(int(done[0]), done[1]) if sink else None
+        if progress and not sink:  # the last size sample is up to size_every old: end on the stored size
+            progress(int(done[0]), int(done[0]))
     finally:
         if sink:
             sink.discard()
@@ -950,7 +998,8 @@ def _restore_error(remote: Remote, name: str, target: str, error: list[str], det
     return _stored_error(remote, name, error, detail)
 
 
-def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: datetime | None = None) -> RestoreResult:
+def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: datetime | None = None,
+                   on_phase: PhaseCallback | None = None) -> RestoreResult:
     """Restore a backup into a NEW database (never the live one) and count objects in both (one remote command)."""
     host = remote.host
     check_name(name)
@@ -962,7 +1011,8 @@ def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: d
     body = _script(remote, [_VERIFY, _restore_part(remote, target), _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database))],
                    _restore_values(remote, name, target))
     before = remote.command_count
-    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "restore")
+    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "restore",
+                               on_stdout=_ProgressLines(None, on_phase).feed if on_phase else None)
     error = _find(marks, "error")
     if error is not None:
         raise _restore_error(remote, name, target, error, other)
@@ -981,7 +1031,8 @@ def drop_command(remote: Remote, database: str) -> str:
     return shlex.join(["inv", "psql", "--host", remote.host.name, "-c", f"DROP DATABASE {quote_ident(database)}"])
 
 
-def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None) -> RestoreResult:
+def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, on_phase: PhaseCallback | None = None,
+                     progress: ProgressCallback | None = None) -> RestoreResult:
     """Replace the live database with a backup's contents without losing a write, in ONE remote script.
 
     1. the backup is verified and restored into a temporary database (the live one still serves);
@@ -1001,10 +1052,12 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None) 
     old = derived_database_name(host.database, "replaced", when)
     safety = backup_name(host.database, when, "pre-restore")
     parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP, _SAFETY_BACKUP_PREFIX,
-             _assign(**_backup_values(remote, safety, stream=False, protect=name)), _backup_part(remote, old), _DONE]
+             _assign(**_backup_values(remote, safety, stream=False, protect=name, size_every=SIZE_EVERY if progress else 0)),
+             _backup_part(remote, old), _DONE]
     body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
     before = remote.command_count
-    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True), "restore")
+    watch = _ProgressLines(progress, on_phase).feed if (progress or on_phase) else None
+    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True), "restore", on_stdout=watch)
     error = _find(marks, "error")
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)

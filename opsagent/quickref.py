@@ -11,12 +11,25 @@ from .inventory import HostConfig, Inventory
 from .ledger import quote_ident, quote_literal
 from .transport import Endpoint, Remote, resolve_endpoint, ssh_argv
 
-TABLES_SQL = """
+COUNT_LIMIT_BYTES = 8 * 1024 * 1024
+"""A never-analysed table up to this size is counted (milliseconds); a larger one says "unknown"."""
+
+# reltuples is -1 for a table never vacuumed nor analysed (PostgreSQL 14+): that is not "0 rows".
+# Such a table is counted when small and readable (count(*) through query_to_xml: one round trip,
+# the name quoted by format's %I); otherwise its row count is unknown (NULL), never a guess.
+TABLES_SQL = f"""
 SELECT coalesce(json_agg(t ORDER BY t.schema, t.name), '[]')
 FROM (
   SELECT n.nspname AS schema, c.relname AS name,
          CASE c.relkind WHEN 'p' THEN 'partitioned' ELSE 'table' END AS kind,
-         greatest(c.reltuples, 0)::bigint AS rows_estimate,
+         CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
+              WHEN c.relkind = 'r' AND pg_relation_size(c.oid) <= {COUNT_LIMIT_BYTES} AND has_table_privilege(c.oid, 'SELECT')
+              THEN (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
+                                                        false, true, '')))[1]::text::bigint
+         END AS rows_estimate,
+         CASE WHEN c.reltuples >= 0 THEN 'statistics'
+              WHEN c.relkind = 'r' AND pg_relation_size(c.oid) <= {COUNT_LIMIT_BYTES} AND has_table_privilege(c.oid, 'SELECT')
+              THEN 'count' ELSE 'unknown' END AS rows_source,
          pg_total_relation_size(c.oid) AS total_bytes,
          pg_relation_size(c.oid) AS table_bytes
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -29,12 +42,20 @@ FROM (
 
 @dataclasses.dataclass(frozen=True)
 class TableInfo:
+    """One table; ``rows_estimate`` is None when unknown (never analysed and too big to count), see ``rows_source``."""
+
     schema: str
     name: str
     kind: str
-    rows_estimate: int
+    rows_estimate: int | None
     total_bytes: int
     table_bytes: int
+    rows_source: str = "statistics"
+    """``statistics`` (the planner's estimate), ``count`` (counted now: never analysed, small) or ``unknown``."""
+
+    @property
+    def rows_shown(self) -> str:
+        return "unknown" if self.rows_estimate is None else f"{self.rows_estimate:,}"
 
 
 def list_tables(remote: Remote) -> list[TableInfo]:

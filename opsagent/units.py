@@ -47,6 +47,17 @@ def transferred(done: float, total: float | None) -> str:
     return human_bytes(done) if total is None else f"{human_bytes(done)}/{human_bytes(total)}"
 
 
+def human_duration(seconds: float, *, precise: bool = True) -> str:
+    """``0.4 s``, ``12.3 s``, ``2 min 05 s`` (``precise=False``: whole seconds, as a live counter shows them)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s" if precise else f"{int(seconds)} s"
+    minutes, rest = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {rest:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
 def byte_progress_columns() -> tuple[Any, ...]:
     """Rich progress columns for a byte count and a rate in the units above (imports rich.progress only when called)."""
     from rich.progress import ProgressColumn, Task

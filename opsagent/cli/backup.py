@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from ..inventory import HostConfig, Inventory
 from ..transport import open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, inventory, is_interactive, print_json, require_project, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .progress import tracking, waiting
 
 LOCAL_DIR = "backups"
 
@@ -43,24 +42,6 @@ def local_dir(inv: Inventory, host: HostConfig) -> Path:
     """``backups/<host>/`` next to the inventory (the project root), else in the current folder."""
     base = inv.source.resolve().parent if inv.source else Path.cwd()
     return base / LOCAL_DIR / host.name
-
-
-@contextmanager
-def _progress(label: str) -> Iterator[ProgressCallback]:
-    """A Rich progress bar on stderr (silent without a terminal), fed by byte counts."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # only backup/restore draw it
-
-    from ..units import byte_progress_columns
-
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), *byte_progress_columns(), TimeElapsedColumn(),
-                   console=err_console, disable=not err_console.is_terminal, transient=True)
-    task_id = bar.add_task(label, total=None)
-
-    def update(done: int, total: int | None) -> None:
-        bar.update(task_id, completed=done, total=total)
-
-    with bar:
-        yield update
 
 
 def age(when: datetime, now: datetime | None = None) -> str:
@@ -108,13 +89,10 @@ def backup(c: Context, host: str = "", label: str = "", download: bool = False, 
 def _backup_one(target: HostConfig, inv: Inventory, label: str, download: bool, accept_new: bool, *,
                 quiet: bool) -> BackupResult:
     """One host's backup; ``quiet`` drops the progress bar (fleet runs show a status line per host)."""
-    with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-        if not download:
-            return create_backup(remote, label or None)
-        if quiet:
-            return create_backup(remote, label or None, download_dir=local_dir(inv, target))
-        with _progress(f"backup {target.name}") as update:
-            return create_backup(remote, label or None, download_dir=local_dir(inv, target), progress=update)
+    what = f"backup of {target.database} on {target.name}"
+    with tracking(what, unit="bytes") as shown, open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+        progress: ProgressCallback | None = None if quiet else shown.update
+        return create_backup(remote, label or None, download_dir=local_dir(inv, target) if download else None, progress=progress)
 
 
 def _render_backup(host: HostConfig, result: BackupResult) -> None:
@@ -153,8 +131,8 @@ def backups_list(c: Context, host: str = "", json_: bool = False, accept_new_hos
 def get(c: Context, name: str, host: str = "", accept_new_host_key: bool = False) -> None:
     """Copy a backup to backups/<host>/NAME here, checked against the server's size and sha256."""
     target, inv = single_host(host)
-    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote, _progress(f"get {name}") as update:
-        result = download_backup(remote, name, local_dir(inv, target), progress=update)
+    with tracking(f"download of {name}", unit="bytes") as shown, open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+        result = download_backup(remote, name, local_dir(inv, target), progress=shown.update)
     console.print(f"[green]✔[/] {result.local_path} {human(result.size_bytes)}, sha256 {result.sha256[:16]}… matches the server's copy")
 
 
@@ -182,9 +160,11 @@ def restore(c: Context, host: str = "", backup: str = "", latest: bool = False, 
         name = backup or latest_backup(remote).name
         if in_place:
             _confirm(target, name, yes, sessions_to_terminate(remote))
-            result = restore_in_place(remote, name)
+            with waiting(f"restoring {name} in place of {target.database} on {target.name}") as shown:
+                result = restore_in_place(remote, name, on_phase=shown.phase)
         else:
-            result = restore_backup(remote, name, into=into or None)
+            with waiting(f"restoring {name} into {into or 'a new database'} on {target.name}") as shown:
+                result = restore_backup(remote, name, into=into or None, on_phase=shown.phase)
     if json_:
         print_json(as_dict(result))
     else:

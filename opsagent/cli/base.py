@@ -13,7 +13,9 @@ import logging
 import os
 import re
 import sys
+import threading
 import traceback
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +25,8 @@ from typing import Any, TypeVar
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 from rich.console import Console
+from rich.control import Control
+from rich.live import Live
 from rich.measure import Measurement
 
 from ..errors import ExitCode, OpsagentError, UsageError
@@ -76,11 +80,82 @@ class PipedConsole(Console):
         super().print(*objects, width=width, **kwargs)
 
 
+_terminals: weakref.WeakSet[TerminalConsole] = weakref.WeakSet()
+_pausing = threading.local()
+
+
+class TerminalConsole(Console):
+    """Rich's console on a terminal, keeping what it prints off the live displays (spinners, bars) of the others.
+
+    stdout and stderr share one screen: a warning printed on stderr while a spinner turns on
+    stdout was glued to the spinner's text (``⠦ rehearsed 011…warning:``).  Rich moves a line
+    printed on the spinner's own console above it; for another console's print, the live
+    display is taken off the screen and put back after (``paused_displays``).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.live_displays: list[Live] = []
+        _terminals.add(self)
+
+    def set_live(self, live: Live) -> bool:
+        top = bool(super().set_live(live))
+        self.live_displays.append(live)
+        return top
+
+    def clear_live(self) -> None:
+        super().clear_live()
+        if self.live_displays:
+            self.live_displays.pop()
+
+    def print(self, *objects: Any, **kwargs: Any) -> None:
+        if objects and all(isinstance(item, Control) for item in objects):  # a live display redrawing itself
+            super().print(*objects, **kwargs)
+            return
+        with paused_displays(self):
+            super().print(*objects, **kwargs)
+
+
+def take_off_screen(printer: Console) -> list[Live]:
+    """Stop the live displays of every terminal console but ``printer`` (they erase themselves); ``put_back`` redraws them."""
+    stopped: list[Live] = []
+    for other in _terminals:
+        if other is not printer and other.live_displays and other.live_displays[0].is_started:
+            outer = other.live_displays[0]
+            outer.stop()
+            stopped.append(outer)
+    return stopped
+
+
+def put_back(stopped: list[Live]) -> None:
+    for live in stopped:
+        live.start()
+
+
+@contextmanager
+def paused_displays(printer: Console) -> Iterator[None]:
+    """Take the live displays of every terminal console but ``printer`` off the screen for the block, then redraw them."""
+    if getattr(_pausing, "active", False) or not printer.is_terminal:
+        yield
+        return
+    _pausing.active = True
+    stopped: list[Live] = []
+    try:
+        stopped = take_off_screen(printer)
+        yield
+    finally:
+        try:
+            put_back(stopped)
+        finally:
+            _pausing.active = False
+
+
 def make_console(*, stderr: bool = False) -> Console:
-    """The console for stdout or stderr, decided once at start: Rich's own for a terminal, a ``PipedConsole`` otherwise."""
-    terminal = Console(stderr=stderr, highlight=False)
+    """The console for stdout or stderr, decided once at start: a ``TerminalConsole`` for a terminal, a ``PipedConsole`` otherwise."""
+    terminal = TerminalConsole(stderr=stderr, highlight=False)
     if terminal.is_terminal:
         return terminal
+    _terminals.discard(terminal)
     writer: Any = _PipeWriter("stderr" if stderr else "stdout")  # duck-typed text stream (write/flush/isatty/encoding)
     return PipedConsole(file=writer, width=PIPE_WIDTH, soft_wrap=True, highlight=False, force_terminal=False)
 

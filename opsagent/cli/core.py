@@ -17,6 +17,7 @@ from ..sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, wri
 from ..transport import Endpoint, resolve_endpoint
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .progress import waiting
 
 
 @command(help={"json_": JSON_HELP})
@@ -60,7 +61,8 @@ def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
         raise UsageError("--host is required (see 'inv hosts')")
     targets = inv.resolve(host)
     if len(targets) == 1:
-        report = run_doctor(targets[0], inv, accept_new_host_key=accept_new_host_key)
+        with waiting(f"checking {targets[0].name}"):
+            report = run_doctor(targets[0], inv, accept_new_host_key=accept_new_host_key)
         if json_:
             print_json({"ok": report.ok, "hosts": [report.to_dict()]})
         else:
@@ -113,7 +115,8 @@ def _refresh_fragment(state_dir: Path) -> None:
 def sandbox_up(c: Context, name: str = "sandbox", database: str = "trad") -> None:
     """Start a local sandbox host (real sshd + PostgreSQL cluster) recorded as host 'sandbox'."""
     state_dir = inventory().paths.state
-    state = Sandbox(sandbox_root_for(state_dir, name), name, database).up()
+    with waiting(f"starting sandbox {name} (sshd, PostgreSQL cluster)"):
+        state = Sandbox(sandbox_root_for(state_dir, name), name, database).up()
     _refresh_fragment(state_dir)
     console.print(f"[green]✔[/] sandbox host [bold]{name}[/]: sshd 127.0.0.1:{state.ssh_port}, PostgreSQL socket "
                   f"{state.socket_dir} port {state.pg_port}, database {state.database}")
@@ -124,7 +127,8 @@ def sandbox_up(c: Context, name: str = "sandbox", database: str = "trad") -> Non
 def sandbox_down(c: Context, name: str = "sandbox") -> None:
     """Stop the sandbox host and delete its servers and data."""
     state_dir = inventory().paths.state
-    removed = Sandbox(sandbox_root_for(state_dir, name), name).down()
+    with waiting(f"removing sandbox {name}"):
+        removed = Sandbox(sandbox_root_for(state_dir, name), name).down()
     _refresh_fragment(state_dir)
     console.print(f"[green]✔[/] sandbox {name} removed" if removed else f"sandbox {name} was not set up")
 

@@ -31,6 +31,7 @@ from ..migrations import (
 from ..transport import Remote, open_remote
 from ..units import label
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
+from .progress import waiting
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 REFUSED_RULE = "refused-by-sync"
@@ -150,7 +151,7 @@ def _against_host(spec: str, loaded: list[_Loaded], explicit: bool, accept_new_h
     host, inv = single_host(spec)
     thresholds_from(host.hazards)  # a bad hazards: setting fails before connecting
     tables = candidate_tables([item.unit for item in loaded])  # and a file that does not parse
-    with open_remote(host, inv, accept_new_host_key=accept_new_host_key) as remote:
+    with waiting(f"reading the ledger and table sizes of {host.name}"), open_remote(host, inv, accept_new_host_key=accept_new_host_key) as remote:
         state, stats = _fetch(remote, host, tables)
     pending, how = (loaded, "the given files") if explicit else _pending(loaded, state)
     report = assess(None, [item.unit for item in pending], host, stats=stats)

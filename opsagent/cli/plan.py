@@ -16,6 +16,7 @@ from ..migrations import new_migration
 from ..transport import open_remote
 from ..units import label
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, outside_project_error, print_json, single_host
+from .progress import waiting
 
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
     from collections.abc import Sequence
@@ -63,7 +64,7 @@ def _make_report(host: str, against: str, against_host: str, from_: str, allow_d
     from ..extract import default_snapshot_path
 
     options = _options(target, allow_drop, concurrently)
-    with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+    with waiting(f"planning {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         if against_host:
             other, _ = single_host(against_host)
             with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:

@@ -12,12 +12,13 @@ from ..errors import ExitCode, UsageError
 from ..quickref import describe_table, interactive_ssh_argv, list_tables, run_sql, tables_as_dicts
 from ..units import human_bytes
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, connect, console, fail, is_interactive, print_json, single_host
+from .progress import waiting
 
 
 @command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
 def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
-    """Tables of the host's database with row estimate and size (like \\dt+)."""
-    with connect(host, accept_new_host_key) as remote:
+    """Tables of the host's database with row estimate and size (like \\dt+); never-analysed tables are counted or "unknown"."""
+    with waiting(f"reading the tables of {host}"), connect(host, accept_new_host_key) as remote:
         found = list_tables(remote)
         database = remote.host.database
     if json_:
@@ -27,15 +28,16 @@ def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     for column, justify in (("table", "left"), ("rows (est.)", "right"), ("size", "right"), ("with indexes", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for t in found:
-        table.add_row(f"{t.schema}.{t.name}", f"{t.rows_estimate:,}", human_bytes(t.table_bytes), human_bytes(t.total_bytes))
+        table.add_row(f"{t.schema}.{t.name}", t.rows_shown, human_bytes(t.table_bytes), human_bytes(t.total_bytes))
     console.print(table)
 
 
 @command(help={"table": "table name, optionally schema-qualified", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP})
 def describe(c: Context, table: str, host: str = "", accept_new_host_key: bool = False) -> None:
     """Columns, indexes, constraints and triggers of one table (psql's \\d)."""
-    with connect(host, accept_new_host_key) as remote:
-        console.print(describe_table(remote, table), markup=False)
+    with waiting(f"describing {table} on {host}"), connect(host, accept_new_host_key) as remote:
+        text = describe_table(remote, table)
+    console.print(text, markup=False)
 
 
 @command(name="psql", help={"host": HOST_HELP, "c": "run one SQL command and print its output instead of a session",

@@ -20,6 +20,7 @@ from ..transport import open_remote
 from ..units import human_bytes
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .progress import waiting
 
 _EXIT = {"not_verified": ExitCode.DRIFT, "interrupted": ExitCode.INTERRUPTED}
 
@@ -161,8 +162,14 @@ def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, ye
     record: dict[str, Any] = {"host": target.name, "database": target.database, "who": identity.applied_by,
                               "git_commit": identity.git_commit, "action": "rollback-dry-run" if dry_run else "rollback", "target": to}
     try:
-        with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
-            result = run_rollback(remote, inv.paths.migrations, options, identity, on_event=on_event, confirm=confirm)
+        with waiting(f"{'rehearsing' if dry_run else 'rolling back'} {target.name} to {to}") as shown, \
+                open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+
+            def confirm_paused(result: Any) -> bool:
+                with shown.paused():  # no spinner turning under the question
+                    return confirm(result)
+
+            result = run_rollback(remote, inv.paths.migrations, options, identity, on_event=on_event, confirm=confirm_paused)
     except OpsagentError as exc:
         append_audit(inv.paths.state, {**record, "outcome": "error", "error": exc.message,
                                        "durations": {"total": round(time.monotonic() - started, 3)}})

@@ -17,6 +17,7 @@ from ..transport import open_remote
 from ..units import human_bytes, label
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, project_inventory, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .progress import waiting
 
 if TYPE_CHECKING:  # catalog, diff and drift load in the tasks that use them, not on every command (e.g. sync)
     from ..diff import Change, DiffResult
@@ -49,7 +50,7 @@ def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
 
 
 def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool) -> ExtractResult:
-    with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+    with waiting(f"extracting the schema of {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         result = extract(remote)
     write_snapshot(result, path)
     return result
@@ -103,7 +104,7 @@ def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host
                   accept_new: bool, fast: bool = False) -> DriftReport:
     from ..drift import diff_against_file, diff_against_snapshot, diff_hosts
 
-    with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+    with waiting(f"comparing {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         if against_host:
             other, _ = single_host(against_host)
             with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
@@ -223,7 +224,7 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
     target, _ = single_host(host)
     from ..drift import check_project
 
-    with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+    with waiting(f"checking migrations against schema.sql on {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         report = check_project(remote, inv.paths.migrations, inv.paths.schema)
     if json_:
         print_json(report.to_dict())

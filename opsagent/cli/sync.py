@@ -40,6 +40,7 @@ from ..transport import Remote, open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, is_interactive, print_json, project_inventory, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
 from .lint import render_findings
+from .progress import waiting
 
 _STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
                 "out_of_order": "bold magenta", "failed": "bold red"}
@@ -314,7 +315,9 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
             result = run_sync(remote, migrations_dir, options, identity, on_event=renderer, confirm=confirm,
                               reconnect=lambda: open_remote(target_host, inv, accept_new_host_key=accept_new_host_key))
             if result.ok and not no_drift_check:
-                result.warnings.extend(closing_drift_warning(remote, inv.paths.schema))
+                renderer.stop()  # the last migration's spinner must not turn (nor show) during the check
+                with waiting(f"comparing {target_host.database} with {inv.paths.schema.name}"):
+                    result.warnings.extend(closing_drift_warning(remote, inv.paths.schema))
     except SyncInterrupted as interrupted:  # every run that started leaves a record, with what committed
         renderer.stop()
         append_audit(inv.paths.state, interrupted.result.audit_record(identity.applied_by, identity.git_commit))
