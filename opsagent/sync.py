@@ -294,13 +294,14 @@ class LockRetryPolicy:
 
 
 def relations_of(statement: Statement) -> list[str]:
-    """The relations a statement names (every RangeVar of its parse tree), qualified as written, for ``to_regclass``."""
+    """The relations a statement names (every RangeVar of its parse tree), quoted and qualified as written, for ``to_regclass``."""
     found: dict[str, None] = {}
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
-            rangevar = node.get("RangeVar")
-            if isinstance(rangevar, dict) and rangevar.get("relname"):
+            # a RangeVar: wrapped as {"RangeVar": {...}} in a generic node list, bare where the field's type says so
+            rangevar = node.get("RangeVar", node)
+            if isinstance(rangevar, dict) and isinstance(rangevar.get("relname"), str):
                 schema = rangevar.get("schemaname")
                 name = quote_ident(str(rangevar["relname"]))
                 found[f"{quote_ident(str(schema))}.{name}" if schema else name] = None

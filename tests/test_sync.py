@@ -220,7 +220,7 @@ def test_sync_takes_backup_and_new_creates_next_file(project: Project) -> None:
     assert proc.returncode == 0, proc.stderr
     backup = doc["backup"]
     assert isinstance(backup, dict) and "pre-001..002" in str(backup["name"]) and backup["verified"]
-    assert doc["remote_commands"] == 3  # the psql session, its blocker watch, the backup: whatever the number of migrations
+    assert doc["remote_commands"] == 2  # the psql session and the backup, whatever the number of migrations (no lock wait: no watch)
     created = project.run("new", "add paper trading mode")
     assert created.returncode == 0
     path = project.root / created.stdout.strip()
@@ -385,12 +385,14 @@ def test_baseline_records_without_running_and_refuses_later_rows(project: Projec
     assert again.returncode == 1 and "later versions" in again.stderr
 
 
-def test_library_refuses_transactional_concurrently_before_connecting_work(remote: Remote, tmp_path: Path) -> None:
+def test_library_refuses_transactional_concurrently_before_any_change(remote: Remote, tmp_path: Path) -> None:
+    """Only pending files are parsed, so the refusal comes after the (read-only) ledger read, before anything is written."""
     (tmp_path / "001_bad.sql").write_text("CREATE INDEX CONCURRENTLY x ON y (z);\n")
     before = remote.command_count
     with pytest.raises(MigrationError, match=r"001_bad\.sql:1"):
         sync(remote, tmp_path, SyncOptions(), IDENTITY)
-    assert remote.command_count == before
+    assert remote.command_count == before + 1  # the session that read the ledger; no blocker watch, no backup
+    assert remote.psql("SELECT to_regclass('public.schema_migrations') IS NULL", extra=["-A", "-t"]).text.strip() == "t"
 
 
 def test_group_sync_and_status_run_per_host(project: Project, sandbox: SandboxHandle) -> None:
