@@ -513,21 +513,23 @@ def ledger_statuses(found: Survey, state: LedgerState, checked: Checked, *, stri
             checked.setdefault(status.migration.version_key, (status.migration, []))
     warnings = [*found.warnings, *more]
     if strict:
-        warnings += refuse_invalid(statuses)
+        statuses, ignored = refuse_invalid(statuses)
+        warnings += ignored
     return statuses, warnings
 
 
-def refuse_invalid(statuses: Sequence[VersionStatus]) -> list[str]:
-    """Raise the first unusable file's error (in version order); a ``.sql`` file with a bad name is only a warning."""
+def refuse_invalid(statuses: Sequence[VersionStatus]) -> tuple[list[VersionStatus], list[str]]:
+    """Raise the first unusable file's error (in version order); a ``.sql`` file with a bad name is left out with a warning."""
+    kept: list[VersionStatus] = []
     warnings: list[str] = []
     for status in statuses:
-        if status.invalid is None:
-            continue
-        if status.invalid.version_key is None:
+        if status.invalid is not None and status.invalid.version_key is None:
             warnings.append(f"{status.invalid.path}: ignored ({NAMING_HINT})")
             continue
-        raise status.invalid.error
-    return warnings
+        if status.invalid is not None:
+            raise status.invalid.error
+        kept.append(status)
+    return kept, warnings
 
 
 def _plan(statuses: list[VersionStatus], options: SyncOptions) -> Plan:

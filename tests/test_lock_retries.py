@@ -285,7 +285,7 @@ def test_dry_run_succeeds_once_the_holder_ends(project: Project) -> None:
     project.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
     project.write_migration("001_add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n")
     with holder(project, "BEGIN;\nSELECT * FROM t LIMIT 1;") as (held, _):
-        threading.Timer(4, held.write, ("COMMIT;\n",)).start()
+        threading.Timer(8, held.write, ("COMMIT;\n",)).start()
         proc = project.run("sync", "--host", "sandbox", "--dry-run", "--no-drift-check", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     document = json.loads(proc.stdout)

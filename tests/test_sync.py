@@ -440,3 +440,87 @@ def test_backup_failure_aborts_and_statement_timeout_override(project: Project) 
     assert timed.returncode == 1
     assert f"{project.migrations / '002_slow.sql'}:2" in timed.stderr and "statement timeout" in timed.stderr
     assert ledger_rows(project) == ["001"]
+
+
+# ---------------------------------------------------------------- start-up work only for what is pending (issue 14)
+
+
+def test_remote_commands_per_sync_stay_constant_and_applied_files_are_not_parsed(remote: Remote, tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 pending: one psql session (no lock wait, so no blocker watch; --no-backup); no-op: the same one session.
+
+    The no-op run parses nothing: applied files are compared by checksum only.
+    """
+    import opsagent.migrations as migrations
+
+    for i in range(1, 201):
+        (tmp_path / f"{i:04d}_t{i}.sql").write_text(f"CREATE TABLE t{i} (id int PRIMARY KEY);\nCREATE INDEX t{i}_i ON t{i} (id);\n")
+    parsed: list[str] = []
+    real_check = migrations.check_migration
+
+    def counting(migration: migrations.Migration) -> tuple[migrations.Migration, list[str]]:
+        parsed.append(migration.version)
+        return real_check(migration)
+
+    monkeypatch.setattr(migrations, "check_migration", counting)
+    before = remote.command_count
+    first = sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY)
+    assert first.outcome == "applied" and len(first.applied) == 200
+    assert first.remote_commands == 1 == remote.command_count - before and len(parsed) == 200
+    parsed.clear()
+    again = sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY)
+    assert again.outcome == "nothing_to_do" and again.remote_commands == 1 and parsed == []
+    (tmp_path / "0201_more.sql").write_text("CREATE TABLE more (id int);\n")
+    third = sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY)
+    assert third.applied == ["0201"] and third.remote_commands == 1 and parsed == ["0201"]
+
+
+def test_an_unparseable_applied_file_with_a_matching_checksum_is_not_reparsed_but_an_edited_one_is_refused(remote: Remote,
+                                                                                                            tmp_path: Path) -> None:
+    (tmp_path / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    assert sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY).applied == ["001"]
+    (tmp_path / "001_a.sql").write_text("CREATE TABLE a (id int;\n")  # edited after it ran, now broken
+    refused = sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY)
+    assert refused.outcome == "refused" and "checksum mismatch" in (refused.error or "")
+
+
+@pytest.mark.parametrize(("name", "content", "error"), [
+    ("003_syntax.sql", "CREATE TABLE c (id int;\n", "syntax error"),
+    ("003_concurrently.sql", "CREATE INDEX CONCURRENTLY ci ON a (id);\n", "cannot run inside a transaction"),
+    ("003_latin1.sql", b"-- caf\xe9\nCREATE TABLE c (id int);\n", "not valid UTF-8"),
+    ("003_unreadable.sql", "CREATE TABLE c (id int);\n", "cannot read"),
+    ("add_things.sql", "CREATE TABLE c (id int);\n", "not a migration file name"),
+    ("002_dup.sql", "CREATE TABLE c (id int);\n", "duplicate migration version 2"),
+])
+def test_status_shows_every_file_with_the_bad_one_marked_and_sync_refuses_it(project: Project, name: str, content: str | bytes,
+                                                                               error: str) -> None:
+    write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n"})
+    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0
+    write_all(project, {"002_b.sql": "CREATE TABLE b (id int);\n", "004_d.sql": "CREATE TABLE d (id int);\n"})
+    path = project.migrations / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if name == "003_unreadable.sql":  # unreadable even for root: reading offset 0 of a process's memory fails (EIO)
+        path.unlink()
+        path.symlink_to("/proc/self/mem")
+    proc, doc = run_json(project, "status", "--host", "sandbox")
+    assert proc.returncode == 0, proc.stderr
+    versions = doc["versions"]
+    assert isinstance(versions, list)
+    states = {(v["file"] or "").rsplit("/", 1)[-1]: v for v in versions}
+    bad = states[name]
+    assert bad["state"] == "invalid" and error in bad["error"], bad
+    assert states["001_a.sql"]["state"] == "applied" and states["004_d.sql"]["state"] == "pending"
+    if name != "002_dup.sql":
+        assert states["002_b.sql"]["state"] == "pending" and states["002_b.sql"]["error"] is None
+    shown = project.run("status", "--host", "sandbox")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr
+    lines = shown.stdout.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.split()[:1] == [bad["version"]] and "invalid" in line)
+    assert lines[row + 1].strip().startswith("error:") and error in lines[row + 1]
+    assert all(any(line.split()[:1] == [v["version"]] for line in lines) for v in versions)
+    refused = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
+    if name == "add_things.sql":  # no version: ignored with a warning, the others apply
+        assert refused.returncode == 0 and "add_things.sql: ignored" in refused.stderr
+    else:
+        assert refused.returncode == 2 and error in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+        assert ledger_rows(project) == ["001"]
