@@ -1356,3 +1356,109 @@ def apply_repair(remote: Remote, ledger: Ledger, changes: Sequence[Any]) -> Ledg
         else:
             edit.deleted.append(change.version)
     return edit
+
+
+# ---------------------------------------------------------------- offline script (inv sync --sql)
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineScript:
+    """What ``inv sync --sql`` prints: the psql script a sync would send, for review or to apply by hand."""
+
+    text: str
+    versions: list[str]
+    warnings: list[str]
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x5b\x5d-\x7e]")  # printable ASCII without the backslash: safe in a psql comment line
+
+
+def _comment(text: str) -> str:
+    """Text for a ``--`` comment line: no line breaks, control characters nor backslashes (psql meta-commands)."""
+    return _UNPRINTABLE.sub("?", text)
+
+
+def offline_plan(migrations_dir: Path, options: SyncOptions, *, state: LedgerState | None = None,
+                 from_version: str | None = None) -> tuple[list[Migration], list[str]]:
+    """The migrations a sync would apply, checked: after the ledger ``state``, or (offline) every version after ``from_version``.
+
+    Refuses exactly what sync refuses: unusable files (exit 2) and ledger problems (exit 1).
+    """
+    from .migrations import check_migration, version_key
+
+    found = survey(migrations_dir)
+    if state is not None:
+        statuses, warnings = ledger_statuses(found, state, {}, strict=True)
+        plan = _plan(statuses, options)
+        if plan.problems:
+            count = len(plan.problems)
+            raise MigrationError(f"refusing to write the script: {count} problem{'s' if count > 1 else ''}: " + "; ".join(plan.problems),
+                                 hint="'inv status' shows every version")
+        return plan.pending, warnings
+    after = version_key(from_version or "0")
+    limit = version_key(options.target) if options.target else None
+    _, warnings = refuse_invalid(compute_status([], [], found.invalid))  # an unusable file is refused wherever it is
+    chosen = [m for m in found.migrations if m.version_key > after and (limit is None or m.version_key <= limit)]
+    if limit is not None and not any(m.version_key == limit for m in found.migrations):
+        raise UsageError(f"no migration with version {options.target}")
+    checked: list[Migration] = []
+    for migration in chosen:
+        migration, more = check_migration(migration)
+        checked.append(migration)
+        warnings.extend(more)
+    return checked, [*found.warnings, *warnings]
+
+
+def offline_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity, *, lock_timeout: str, statement_timeout: str,
+                   ensure_sql: str, header: Sequence[str] = ()) -> str:
+    """The psql script of a sync without lock retries: one transaction per migration with its ledger row, as sync writes it.
+
+    A no-transaction migration runs outside any transaction, between its "started" ledger row and the
+    update that marks it finished (as sync does).  Everything user-supplied (versions, descriptions,
+    identity) is a quoted literal; file names appear only in sanitized comments.  A version already recorded is
+    skipped, so after a stop (a lock timeout) the same script can run again.  Run it with
+    ``psql -X -v ON_ERROR_STOP=1 -f`` and WITHOUT ``-1`` (the script refuses to run inside one transaction).
+    """
+    cls, obj = ledger.lock_key
+    lines = [f"-- {_comment(line)}" for line in header]
+    lines += [
+        "\\set ON_ERROR_STOP on",
+        f"SET lock_timeout = '{lock_timeout}';",
+        "SET application_name = 'opsagent sql script';",
+        "-- each migration commits on its own (some cannot run in a transaction): refuse psql -1 / --single-transaction",
+        "DO $opsagent$ BEGIN IF now() <> statement_timestamp() THEN RAISE EXCEPTION "
+        "'run this script without -1 (--single-transaction): each migration has its own transaction'; END IF; END $opsagent$;",
+        "-- the migration lock of 'inv sync': never two appliers at once",
+        f"DO $opsagent$ BEGIN IF NOT pg_try_advisory_lock({cls}, {obj}) THEN RAISE EXCEPTION "
+        "'another sync holds the migration lock: nothing was applied'; END IF; END $opsagent$;",
+    ]
+    if ensure_sql:
+        lines += ["-- the ledger table (created, or completed with the columns opsagent records)", ensure_sql.rstrip("\n")]
+    for m in plan:
+        lines += ["", f"-- {_comment(m.filename)}: {'transaction' if m.transactional else 'no-transaction: each statement commits on its own'}",
+                  # rerunnable: a version already recorded as applied is skipped (one that failed partway stops on its row)
+                  f"SELECT EXISTS (SELECT FROM {ledger.table} WHERE version = {quote_literal(m.version)} AND success IS NOT false) "
+                  "AS opsagent_applied \\gset",
+                  "\\if :opsagent_applied",
+                  f"\\echo {_comment(m.version)} is already recorded as applied: skipped",
+                  "\\else",
+                  *_offline_migration(m, ledger, identity, lock_timeout, statement_timeout),
+                  "\\endif"]
+    lines += ["", f"SELECT pg_advisory_unlock({cls}, {obj});", ""]
+    return "\n".join(lines)
+
+
+def _offline_migration(m: Migration, ledger: Ledger, identity: Identity, lock_timeout: str, statement_timeout: str) -> list[str]:
+    statements = [statement.text + "\n;" for statement in m.body_statements]  # the terminator alone: a trailing comment cannot eat it
+    if m.transactional:
+        elapsed = "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
+        record = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
+                                   tool_version=identity.tool_version, execution_ms=elapsed)
+        return ["BEGIN;", f"SET LOCAL lock_timeout = '{lock_timeout}';", f"SET LOCAL statement_timeout = '{statement_timeout}';",
+                *statements, f"{record};", "COMMIT;"]
+    started = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit, tool_version=identity.tool_version,
+                                execution_ms="NULL", success=False)
+    elapsed = "(extract(epoch FROM clock_timestamp() - current_setting('opsagent.t0')::timestamptz) * 1000)::integer"
+    return [f"{started};", f"SET statement_timeout = '{statement_timeout}';",
+            "DO $opsagent$ BEGIN PERFORM set_config('opsagent.t0', clock_timestamp()::text, false); END $opsagent$;", *statements,
+            "RESET statement_timeout;", f"{ledger.finish_sql(m, execution_ms=elapsed)};"]

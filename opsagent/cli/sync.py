@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -270,14 +271,18 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
     "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
     "timeout": TIMEOUT_HELP, "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
     "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
+    "sql": "print the psql script sync would send (ledger rows, timeouts) instead of running it; connects only to read the ledger",
+    "from_version": "with --sql: no connection at all, the pending versions are those after this one (0: all)",
 })
 def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry_run: bool = False, no_rehearse: bool = False,
          no_backup: bool = False, target: str = "", allow_out_of_order: bool = False, lock_timeout: str = "",
          lock_retry_for: str = "", advisory_lock_wait: str = "60",
          migration_lock_timeout: str = "", statement_timeout: str = "", json_: bool = False,
          accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0,
-         allow_hazards: bool = False, no_drift_check: bool = False) -> None:
+         allow_hazards: bool = False, no_drift_check: bool = False, sql: bool = False, from_version: str = "") -> None:
     """Apply pending migrations: plan, confirm, lock, back up, apply each in its own transaction with its ledger row."""
+    if from_version and not sql:
+        raise UsageError("--from-version goes with --sql (it names the last applied version of an offline script)")
     targets, inv = _targets(host)
     attempt_timeout, retry_for = _lock_options(lock_timeout, migration_lock_timeout, lock_retry_for)
     options = SyncOptions(target=target or None, allow_out_of_order=allow_out_of_order, backup=not no_backup and not dry_run,
@@ -285,6 +290,11 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
                           lock_retry_for=retry_for, statement_timeout=statement_timeout or None, dry_run=dry_run,
                           rehearse=not no_rehearse, allow_hazards=allow_hazards)
     migrations_dir = inv.migrations_dir()
+    if sql:
+        if len(targets) > 1 or dry_run or json_:
+            raise UsageError("--sql prints one host's script: give one host, without --dry-run or --json")
+        _print_sql(targets[0], inv, options, from_version, accept_new_host_key)
+        return
     out = err_console if json_ else console
     if no_backup and not dry_run:
         err_console.print("[bold yellow]WARNING: --no-backup: no backup will be taken before applying migrations[/]")
@@ -342,6 +352,39 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
     _render_result(result, err_console if json_ else console, renderer)
     if not result.ok:
         raise fail(ExitCode.FAILURE)
+
+
+def _print_sql(target_host: HostConfig, inv: Inventory, options: SyncOptions, from_version: str, accept_new: bool) -> None:
+    """``inv sync --sql``: the script on stdout (nothing else there), notes on stderr; exit 0 even when nothing is pending."""
+    from .. import __version__
+    from ..sync import check_timeout, duration_seconds, offline_plan, offline_script, pg_duration
+
+    ledger = Ledger(target_host.ledger_schema)
+    if from_version:
+        plan, warnings = offline_plan(inv.migrations_dir(), options, from_version=from_version)
+        ensure = ledger.ensure_sql([])  # idempotent: creates or completes the ledger, whatever its state
+        basis = f"offline: every version after {from_version}"
+    else:
+        with open_remote(target_host, inv, accept_new_host_key=accept_new) as remote:
+            state = read_state(remote, ledger)
+        plan, warnings = offline_plan(inv.migrations_dir(), options, state=state)
+        ensure = ledger.ensure_sql(state.columns) if (not state.exists or state.adoption_needed) else ""
+        basis = f"after the ledger read from {target_host.name} at {time.strftime('%Y-%m-%d %H:%M:%S %z')}"
+    for warning in warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+    identity = _identity(inv)
+    lock_timeout = pg_duration(duration_seconds(options.lock_timeout or target_host.lock_timeout, "--lock-timeout"))
+    statement_timeout = check_timeout(options.statement_timeout or target_host.statement_timeout, "--statement-timeout")
+    span = f"{plan[0].version} … {plan[-1].version}" if plan else "none"
+    header = [f"opsagent {__version__} sync --sql for {target_host.name}, database {target_host.database} ({basis})",
+              f"{len(plan)} migration(s): {span}; ledger rows recorded as applied by {identity.applied_by}",
+              "apply with: psql -X -v ON_ERROR_STOP=1 -f FILE (NOT -1: each migration has its own transaction)",
+              "no lock retries here: a lock timeout stops the script; what committed stays recorded, rerun 'inv sync' for the rest"]
+    text = offline_script(plan, ledger, identity, lock_timeout=lock_timeout, statement_timeout=statement_timeout, ensure_sql=ensure,
+                          header=header)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    err_console.print(f"{len(plan)} migration(s) in the script ({span}); nothing was applied", highlight=False)
 
 
 def closing_drift_warning(remote: Remote, schema: Path) -> list[str]:
