@@ -15,10 +15,19 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from .errors import InvalidMigration, MigrationError, OpsagentError, UsageError
-from .sqltext import Statement, split_statements
+
+if TYPE_CHECKING:
+    from .sqltext import Statement
+
+
+def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
+    """``opsagent.sqltext.split_statements``, imported on first use: pglast is only loaded when a file is parsed."""
+    from .sqltext import split_statements as split
+
+    return split(sql, source)
 
 NO_TRANSACTION_MARKER = "no-transaction"
 DOWN_MARKER = "down"  # a line "-- opsagent:down": what follows undoes the migration (used only by 'inv rollback')

@@ -35,17 +35,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
-from .backup import BackupResult, create_backup
 from .errors import MigrationError, OpsagentError, RemoteError, UsageError
-from .hazards import HazardReport, assess, candidate_tables
 from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers, quote_ident, quote_literal
-from .lint import table_stats_query
 from .migrations import NAMING_HINT, Migration, Plan, Survey, VersionStatus, check_pending, compute_status, plan_pending, survey
-from .sqltext import Statement
 from .transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
+
+if TYPE_CHECKING:  # the hazard lint (pglast), backups and statements are imported where a run needs them: a no-op sync does not
+    from .backup import BackupResult
+    from .hazards import HazardReport
+    from .sqltext import Statement
 
 MARK = "@@opsagent"
 _TIMEOUT_RE = re.compile(r"^\d+\s*(ms|s|min|h)?$")
@@ -798,6 +799,9 @@ class SyncRun:
 
     def _read_stats(self, session: _Session, plan: Sequence[Migration]) -> dict[str, Any]:
         """The live size of every table a hazard of the plan could name: one exchange, only when something is pending."""
+        from .hazards import candidate_tables
+        from .lint import table_stats_query
+
         tables = candidate_tables(plan)
         if not tables:
             return {}
@@ -811,6 +815,8 @@ class SyncRun:
         if plan is None:
             return
         stats = self._read_stats(session, plan)
+        from .hazards import assess
+
         hazards = self.result.hazards = assess(None, plan, self.host, stats=stats)
         self.on_event(SyncEvent("plan", plan=tuple(plan), hazards=hazards))
         if hazards.blocking and not self.options.allow_hazards and not self.options.dry_run:
@@ -898,6 +904,8 @@ class SyncRun:
         label = f"pre-{plan[0].version}..{plan[-1].version}"
         self.on_event(SyncEvent("backup_start", message=label))
         started = time.monotonic()
+        from .backup import create_backup
+
         try:
             self.result.backup = create_backup(self.remote, label)
         except OpsagentError as exc:

@@ -524,3 +524,25 @@ def test_status_shows_every_file_with_the_bad_one_marked_and_sync_refuses_it(pro
     else:
         assert refused.returncode == 2 and error in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
         assert ledger_rows(project) == ["001"]
+
+
+def test_the_task_manifest_matches_the_collection_and_a_task_loads_only_its_module() -> None:
+    """TASKS names every task and alias of the full collection; 'status' starts without pglast, the catalog, plans or progress."""
+    from opsagent.cli import TASKS, collection_for, modules_for
+
+    full = collection_for(None)
+    names = {name: sorted(task.aliases) for name, task in full.tasks.items()}
+    assert names == {e.name: sorted(e.aliases) for e in TASKS if not e.subtasks}
+    assert {name: sorted(sub.tasks) for name, sub in full.collections.items()} == {e.name: sorted(e.subtasks) for e in TASKS if e.subtasks}
+    assert modules_for(["inv", "status", "--host", "x"]) == {"sync"} and modules_for(["inv", "history"]) == {"sync"}
+    assert modules_for(["inv", "--list"]) is None and modules_for(["inv"]) is None and modules_for(["inv", "sandbox.up"]) == {"core"}
+    probe = ("import sys; sys.argv = ['opsagent', 'status', '--help']; import opsagent.cli as cli; cli.collection_for(sys.argv); "
+             "print(sorted(m for m in ('pglast', 'opsagent.catalog', 'opsagent.plan', 'rich.progress', 'opsagent.lint', "
+             "'opsagent.hazards', 'opsagent.backup', 'opsagent.cli.backup') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", loaded
+    for argv in (["opsagent", "status", "--help"], ["opsagent", "sync", "--help"]):
+        shown = subprocess.run([sys.executable, "-m", "opsagent", *argv[1:]], capture_output=True, text=True, check=False)
+        assert shown.returncode == 0 and "--host" in shown.stdout, shown.stderr
+    typo = subprocess.run([sys.executable, "-m", "opsagent", "statsu"], capture_output=True, text=True, check=False)
+    assert typo.returncode == 2 and "did you mean 'status'" in typo.stderr

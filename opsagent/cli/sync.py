@@ -7,17 +7,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.context import Context
 from rich.console import Console
 from rich.markup import escape
-from rich.prompt import Confirm
-from rich.table import Table
 from rich.text import Text
 
 from ..audit import append_audit, git_commit, who
-from ..backup import human
 from ..errors import ExitCode, OpsagentError, UsageError
 from ..fleet import HostOutcome, sync_outcome
 from ..inventory import HostConfig, Inventory
@@ -41,7 +38,9 @@ from ..sync import sync as run_sync
 from ..transport import Remote, open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
-from .lint import render_findings
+
+if TYPE_CHECKING:  # what only some runs need is imported there (a no-op sync or status stays light: no pglast, no tables)
+    from rich.table import Table
 
 _STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
                 "out_of_order": "bold magenta", "failed": "bold red", "invalid": "bold red"}
@@ -91,12 +90,18 @@ def _identity(inv: Inventory) -> Identity:
 
 
 def _plan_text(plan: Sequence[Migration], title: str) -> str:
+    from ..units import human_bytes as human
+
     width = max(len(m.version) for m in plan)
     rows = [f"  {m.version:<{width}}  {m.description}  ({human(m.size_bytes)}{'' if m.transactional else ', no-transaction'})" for m in plan]
     return "\n".join([title, *rows, ""])
 
 
 def _plan_table(plan: Sequence[Migration], title: str) -> Table:
+    from rich.table import Table
+
+    from ..units import human_bytes as human
+
     table = Table(title=title, title_justify="left")
     for column in ("version", "description", "size", "mode"):
         table.add_column(column)
@@ -122,6 +127,8 @@ class _Renderer:
             else:  # into a pipe or log: the same facts as plain lines (a Rich table costs ~2 ms a row)
                 self.out.file.write(_plan_text(event.plan, f"{title} ({len(event.plan)})"))
             if event.hazards is not None and self.out is console:  # under --json the findings are in the document
+                from .lint import render_findings
+
                 note = "[yellow]--allow-hazards: applying despite hazard errors[/]" if self.options.allow_hazards else None
                 render_findings(event.hazards, blocking_note=note)
             if self.options.dry_run:
@@ -313,6 +320,8 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
             return True
         if not is_interactive():
             raise UsageError("refusing to apply without confirmation: no terminal", hint="rerun with --yes (or --force) to apply")
+        from rich.prompt import Confirm
+
         return Confirm.ask(f"apply {len(plan)} migration(s) to {target_host.name}/{target_host.database}?", console=console)
 
     renderer = _Renderer(out, options)
@@ -541,6 +550,8 @@ def repair(c: Context, host: str = "", yes: bool = False, json_: bool = False, a
         if not yes:
             if not is_interactive():
                 raise UsageError("refusing to repair without confirmation: no terminal", hint="rerun with --yes")
+            from rich.prompt import Confirm
+
             if not Confirm.ask(f"apply {len(changes)} ledger change(s)?", console=console):
                 raise fail(ExitCode.FAILURE)
         edit = apply_repair(remote, ledger, changes)
