@@ -797,27 +797,22 @@ class SyncRun:
         self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query())
         return LedgerState.decode(session.read_json("state", self.host.command_timeout))
 
-    def _read_stats(self, session: _Session, plan: Sequence[Migration]) -> dict[str, Any]:
-        """The live size of every table a hazard of the plan could name: one exchange, only when something is pending."""
-        from .hazards import candidate_tables
-        from .lint import table_stats_query
-
-        tables = candidate_tables(plan)
-        if not tables:
-            return {}
-        stats_sql = table_stats_query(list(tables)).strip().rstrip(";")
-        self._send(session, f"\\echo {MARK} stats\n{stats_sql};\n")
-        return dict(session.read_json("stats", self.host.command_timeout) or {})
+    def query_json(self, sql: str, database: str | None = None) -> Any:
+        """Run one query returning a JSON value on the sync's own session (the hazard lint's table sizes: no new command)."""
+        if self._session is None or database is not None:
+            raise RemoteError(f"{self.host.name}: no sync session to ask on")
+        self._send(self._session, f"\\echo {MARK} answer\n{sql.strip().rstrip(';')};\n")
+        return self._session.read_json("answer", self.host.command_timeout)
 
     def _run(self, session: _Session, found: Survey) -> None:
         state = self._read_state(session)
         plan = self._checked_plan(found, state)
         if plan is None:
             return
-        stats = self._read_stats(session, plan)
         from .hazards import assess
 
-        hazards = self.result.hazards = assess(None, plan, self.host, stats=stats)
+        # linted once; the live size of the tables its findings name comes over this session (one exchange, if any)
+        hazards = self.result.hazards = assess(self, plan, self.host)
         self.on_event(SyncEvent("plan", plan=tuple(plan), hazards=hazards))
         if hazards.blocking and not self.options.allow_hazards and not self.options.dry_run:
             self.result.outcome = "refused"
