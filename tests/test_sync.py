@@ -487,6 +487,7 @@ def test_an_unparseable_applied_file_with_a_matching_checksum_is_not_reparsed_bu
 @pytest.mark.parametrize(("name", "content", "error"), [
     ("003_syntax.sql", "CREATE TABLE c (id int;\n", "syntax error"),
     ("003_concurrently.sql", "CREATE INDEX CONCURRENTLY ci ON a (id);\n", "cannot run inside a transaction"),
+    ("003_marker.sql", "-- opsagent:no-transaction\nBEGIN;\nCREATE TABLE c (id int);\n", "never committed"),
     ("003_latin1.sql", b"-- caf\xe9\nCREATE TABLE c (id int);\n", "not valid UTF-8"),
     ("003_unreadable.sql", "CREATE TABLE c (id int);\n", "cannot read"),
     ("add_things.sql", "CREATE TABLE c (id int);\n", "not a migration file name"),
