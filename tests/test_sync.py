@@ -547,3 +547,20 @@ def test_the_task_manifest_matches_the_collection_and_a_task_loads_only_its_modu
         assert shown.returncode == 0 and "--host" in shown.stdout, shown.stderr
     typo = subprocess.run([sys.executable, "-m", "opsagent", "statsu"], capture_output=True, text=True, check=False)
     assert typo.returncode == 2 and "did you mean 'status'" in typo.stderr
+
+
+def test_a_no_op_sync_and_status_never_load_the_parser(project: Project) -> None:
+    """Nothing pending: no pglast, no hazard lint, no backup module; status neither (its table is plain lines into a pipe)."""
+    write_all(project, {f"{i:03d}_t{i}.sql": f"CREATE TABLE t{i} (id int);\n" for i in range(1, 21)})
+    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml")}
+    for args in (("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check"), ("status", "--host", "sandbox")):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "opsagent", *args], cwd=project.root, env=env,
+                              capture_output=True, text=True, check=False, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        heavy = loaded & {"pglast", "opsagent.lint", "opsagent.hazards", "opsagent.backup", "opsagent.catalog", "rich.progress"}
+        assert not heavy, (args, heavy)
+    shown = project.run("status", "--host", "sandbox").stdout.splitlines()
+    assert shown[1].split() == ["version", "description", "state", "applied", "at", "by", "ms"]
+    assert len(shown) == 22 and all(line.split()[2] == "applied" for line in shown[2:])
