@@ -7,7 +7,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from invoke.context import Context
 from rich.console import Console
@@ -38,9 +38,6 @@ from ..sync import sync as run_sync
 from ..transport import Remote, open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
-
-if TYPE_CHECKING:  # what only some runs need is imported there (a no-op sync or status stays light: no pglast, no tables)
-    from rich.table import Table
 
 _STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
                 "out_of_order": "bold magenta", "failed": "bold red", "invalid": "bold red"}
@@ -97,18 +94,18 @@ def _plan_text(plan: Sequence[Migration], title: str) -> str:
     return "\n".join([title, *rows, ""])
 
 
-def _plan_table(plan: Sequence[Migration], title: str) -> Table:
-    from rich.table import Table
-
+def _plan_table(plan: Sequence[Migration], title: str) -> Text:
+    """The plan on a terminal: aligned columns in one Text (a Rich Table costs ~0.6 ms a row: 200 pending, 0.1 s)."""
     from ..units import human_bytes as human
 
-    table = Table(title=title, title_justify="left")
-    for column in ("version", "description", "size", "mode"):
-        table.add_column(column)
-    for m in plan:
-        table.add_row(m.version, m.description, human(m.size_bytes),
-                      "transaction" if m.transactional else "[yellow]no-transaction[/]")
-    return table
+    rows = [(m.version, m.description, human(m.size_bytes), "transaction" if m.transactional else "no-transaction") for m in plan]
+    widths = [max(len(r[k]) for r in rows) for k in range(3)]
+    text = Text(no_wrap=True, overflow="ignore")
+    text.append(title + "\n", style="italic")
+    for version, description, size, mode in rows:
+        text.append(f"  {version:<{widths[0]}}  {description:<{widths[1]}}  {size:>{widths[2]}}  ")
+        text.append(mode + "\n", style="" if mode == "transaction" else "yellow")
+    return text
 
 
 class _Renderer:
@@ -123,7 +120,7 @@ class _Renderer:
         if event.kind == "plan":
             title = "dry run: would apply" if self.options.dry_run else "pending migrations"
             if self.out.is_terminal:
-                self.out.print(_plan_table(event.plan, f"{title} ({len(event.plan)})"))
+                self.out.print(_plan_table(event.plan, f"{title} ({len(event.plan)})"), soft_wrap=True, end="")
             else:  # into a pipe or log: the same facts as plain lines (a Rich table costs ~2 ms a row)
                 self.out.file.write(_plan_text(event.plan, f"{title} ({len(event.plan)})"))
             if event.hazards is not None and self.out is console:  # under --json the findings are in the document
