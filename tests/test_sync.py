@@ -564,3 +564,28 @@ def test_a_no_op_sync_and_status_never_load_the_parser(project: Project) -> None
     shown = project.run("status", "--host", "sandbox").stdout.splitlines()
     assert shown[1].split() == ["version", "description", "state", "applied", "at", "by", "ms"]
     assert len(shown) == 22 and all(line.split()[2] == "applied" for line in shown[2:])
+
+
+def test_status_and_sync_on_a_terminal(project: Project) -> None:
+    """The Text renderings (status table, plan) on a real pseudo-terminal: every row, styled, no traceback."""
+    import shlex
+    import shutil
+
+    if shutil.which("script") is None:  # util-linux: present wherever the suite's sandbox runs
+        pytest.fail("the 'script' command (util-linux) is needed to give the CLI a terminal")
+    write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n", "002_b.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY b ON a (id);\n",
+                        "003_bad.sql": "CREATE TABLE c (id int;\n"})
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "120", "TERM": "xterm"}
+
+    def on_terminal(*args: str) -> subprocess.CompletedProcess[str]:
+        command = shlex.join([sys.executable, "-m", "opsagent", *args])
+        return subprocess.run(["script", "-qec", command, "/dev/null"], cwd=project.root, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    status = on_terminal("status", "--host", "sandbox")
+    assert status.returncode == 0 and "\x1b[" in status.stdout and "Traceback" not in status.stdout, status.stdout
+    assert "003" in status.stdout and "invalid" in status.stdout and "syntax error" in status.stdout
+    (project.migrations / "003_bad.sql").unlink()
+    applied = on_terminal("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
+    assert applied.returncode == 0 and "Traceback" not in applied.stdout, applied.stdout
+    assert "pending migrations (2)" in applied.stdout and "no-transaction" in applied.stdout and "applied 2 migration(s)" in applied.stdout
