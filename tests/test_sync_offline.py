@@ -149,3 +149,29 @@ def test_hostile_descriptions_stay_inside_literals_and_comments(tmp_path: Path) 
             or re.fullmatch(r"\\echo \d+ is already recorded as applied: skipped", line)
     assert "'x''); DROP TABLE t;'" in script and "'o''neil\\'" in script and "'abc''def'" in script
     assert "$opsagent$ END $opsagent$'" in script  # inside a literal, never inside a dollar-quoted body
+
+
+def test_a_lock_timeout_stops_the_script_and_the_same_script_finishes_later(project: Project, sandbox: SandboxHandle) -> None:
+    write_files(project)
+    inventory = project.root / "inventory.yaml"
+    document = yaml.safe_load(inventory.read_text())
+    document["hosts"]["sandbox"]["lock_timeout"] = "1s"
+    inventory.write_text(yaml.safe_dump(document))
+    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--target", "1").returncode == 0
+    script = project.run("sync", "--host", "sandbox", "--sql").stdout
+    assert "SET LOCAL lock_timeout = '1000ms';" in script
+    with open_remote(project.host) as remote:
+        holder = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
+        holder.write("BEGIN;\nSELECT count(*) FROM orders;\n\\echo held\n")
+        while holder.read_line(30) != "held":
+            pass
+        try:
+            status, stderr = apply_script((sandbox, project.host.database), script)
+        finally:
+            holder.close_stdin()
+            holder.wait(10)
+    assert status != 0 and "lock timeout" in stderr
+    assert [row.split("|")[0] for row in ledger(sandbox, project.host.database)] == ["001"]  # 002 rolled back whole
+    status, stderr = apply_script((sandbox, project.host.database), script)
+    assert status == 0, stderr
+    assert [row.split("|")[0] for row in ledger(sandbox, project.host.database)] == ["001", "002", "003", "004"]
