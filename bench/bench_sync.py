@@ -1,11 +1,17 @@
-"""Benchmark: ``inv sync`` of 200 small migrations vs the floor ``ssh host 'psql -1 -f -' < all.sql``.
+"""Benchmark: ``inv sync`` against its SSH floors, every ratio measured in the same run (issue 14).
 
-Brings up its own sandbox (real sshd + PostgreSQL) in a temp dir, runs the real CLI
-as a subprocess (whole process timed, Python start-up included) against a fresh
-database, then the floor with the real ``ssh`` client on another fresh database,
-then sync again with its pre-sync backup on a third one.  Prints both times, the
-ratio (target <= 1.5), the number of remote commands sync issued and the backup's
-added cost.  Usage: ``python bench/bench_sync.py [--count 200] [--repeat 3]``.
+Brings up its own sandbox (real sshd + PostgreSQL) in a temp dir and runs the real CLI as a
+subprocess (whole process timed, Python start-up included), each variant on its own fresh database:
+
+- 200 pending small migrations (CREATE TABLE + CREATE INDEX each) WITH a matching ``sql/schema.sql``,
+  drift check on and with ``--no-drift-check``, vs ``ssh host "sudo -n -u postgres psql -1 -f -" < all.sql``
+  (target <= 1.3 with the drift check on); the same with the pre-sync backup (its added cost);
+- a no-op sync of the example project (``sql/migrations`` + ``sql/schema.sql`` of this repository,
+  already applied), drift check on and off, vs ``ssh host "sudo -n -u postgres psql -c 'select 1'"``
+  (target <= 1.5 with the drift check on).
+
+Prints medians, best-of ratios, remote commands per sync and the machine's load (``uptime``).
+Usage: ``python bench/bench_sync.py [--count 200] [--repeat 3]``.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -30,7 +38,7 @@ from opsagent.sandbox import SandboxState, temporary_sandbox  # noqa: E402
 
 
 def write_migrations(folder: Path, count: int) -> str:
-    """``count`` files, each a CREATE TABLE and a CREATE INDEX; returns their concatenation (the floor's script)."""
+    """``count`` files, each a CREATE TABLE and a CREATE INDEX; returns their concatenation (the floor's script and schema.sql)."""
     folder.mkdir(parents=True, exist_ok=True)
     parts = []
     for i in range(1, count + 1):
@@ -55,30 +63,47 @@ def write_inventory(root: Path, state: SandboxState, database: str) -> Path:
     return path
 
 
-def run_sync(project: Path, state: SandboxState, backup: bool) -> tuple[float, dict[str, object]]:
-    database = create_database(state)
-    inventory = write_inventory(project, state, database)
-    argv = [sys.executable, "-m", "opsagent", "sync", "--host", "bench", "--yes", "--json"]
-    if not backup:
-        argv.append("--no-backup")
-    env = {**os.environ, "OPSAGENT_INVENTORY": str(inventory), "PYTHONPATH": str(REPO)}
+def run_cli(project: Project, *flags: str, expect_applied: bool) -> tuple[float, dict[str, object]]:
+    argv = [sys.executable, "-m", "opsagent", "sync", "--host", "bench", "--yes", "--json", *flags]
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.inventory), "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
-    proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(argv, cwd=project.root, env=env, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"sync failed ({proc.returncode}): {proc.stderr.strip()}")
     result = json.loads(proc.stdout)
-    if len(result["applied"]) == 0:
-        raise SystemExit("sync applied nothing")
+    if bool(result["applied"]) != expect_applied:
+        raise SystemExit(f"sync applied {len(result['applied'])} migrations, expected {'some' if expect_applied else 'none'}")
+    if "no-drift-check" not in " ".join(flags) and any("differs from" in w for w in result["warnings"]):
+        raise SystemExit(f"the schema does not match: {result['warnings']}")
     return elapsed, result
 
 
+class Project:
+    """A project folder whose inventory host 'bench' points at a database of the sandbox."""
+
+    def __init__(self, root: Path, state: SandboxState) -> None:
+        self.root = root
+        self.state = state
+        self.inventory = root / "inventory.yaml"
+
+    def fresh(self) -> Project:
+        write_inventory(self.root, self.state, create_database(self.state))
+        return self
+
+
+def ssh_argv(state: SandboxState, remote_command: list[str]) -> list[str]:
+    return ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1", "cd / && " + shlex.join(remote_command)]
+
+
+def psql_remote(state: SandboxState, database: str, *args: str) -> list[str]:
+    return ["sudo", "-n", "-u", "postgres", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", state.socket_dir,
+            "-p", str(state.pg_port), "-d", database, *args]
+
+
 def run_floor(state: SandboxState, script: str) -> float:
-    database = create_database(state)
-    psql = ["sudo", "-n", "-u", "postgres", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", state.socket_dir,
-            "-p", str(state.pg_port), "-d", database, "-1", "-f", "-"]
-    argv = ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1", "cd / && " + shlex.join(psql)]
+    argv = ssh_argv(state, psql_remote(state, create_database(state), "-1", "-f", "-"))
     started = time.perf_counter()
     proc = subprocess.run(argv, input=script, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started
@@ -87,32 +112,69 @@ def run_floor(state: SandboxState, script: str) -> float:
     return elapsed
 
 
+def run_select1(state: SandboxState, database: str) -> float:
+    argv = ssh_argv(state, psql_remote(state, database, "-c", "select 1"))
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"select 1 failed: {proc.stderr.strip()}")
+    return elapsed
+
+
+def median_and_best(samples: dict[str, list[float]], name: str, floor: str) -> str:
+    mid = statistics.median(samples[name]) / statistics.median(samples[floor])
+    best = min(samples[name]) / min(samples[floor])
+    return f"{mid:.2f} (best-of {best:.2f})"
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=200, help="number of migrations")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (median reported)")
     args = parser.parse_args()
     with temporary_sandbox("bench", "oab-") as (base, state):
-        project = base / "project"
-        script = write_migrations(project / "sql" / "migrations", args.count)
-        floors, syncs, backups = [], [], []
-        commands: object = None
-        backup_commands: object = None
+        many = Project(base / "many", state)
+        script = write_migrations(many.root / "sql" / "migrations", args.count)
+        (many.root / "sql" / "schema.sql").write_text(script)  # the matching desired state
+        example = Project(base / "example", state)
+        shutil.copytree(REPO / "sql" / "migrations", example.root / "sql" / "migrations")
+        shutil.copy(REPO / "sql" / "schema.sql", example.root / "sql" / "schema.sql")
+        example.fresh()
+        run_cli(example, "--no-backup", "--no-drift-check", expect_applied=True)
+        example_db = yaml.safe_load(example.inventory.read_text())["hosts"]["bench"]["database"]
+        run_cli(example, "--no-backup", expect_applied=False)  # warm-up: whatever the drift check keeps, it is kept now
+        samples: dict[str, list[float]] = {}
+        commands: dict[str, object] = {}
+
+        def measure(name: str, action: Callable[[], tuple[float, dict[str, object]] | float]) -> None:
+            outcome = action()
+            elapsed, result = outcome if isinstance(outcome, tuple) else (outcome, {})
+            samples.setdefault(name, []).append(elapsed)
+            if "remote_commands" in result:
+                commands[name] = result["remote_commands"]
+
         for _ in range(args.repeat):
-            floors.append(run_floor(state, script))
-            elapsed, result = run_sync(project, state, backup=False)
-            syncs.append(elapsed)
-            commands = result["remote_commands"]
-            elapsed, result = run_sync(project, state, backup=True)
-            backups.append(elapsed)
-            backup_commands = result["remote_commands"]
-        floor, plain, with_backup = (statistics.median(x) for x in (floors, syncs, backups))
-        print(f"migrations:                     {args.count} (each CREATE TABLE + CREATE INDEX), median of {args.repeat}")
-        print(f"floor  ssh 'psql -1 -f -':      {floor:.3f} s")
-        print(f"inv sync --yes --no-backup:     {plain:.3f} s  (whole CLI process; {commands} remote commands)")
-        print(f"ratio sync / floor:             {plain / floor:.2f}  (target <= 1.5; best-of: {min(syncs) / min(floors):.2f})")
-        print(f"inv sync --yes (with backup):   {with_backup:.3f} s  ({backup_commands} remote commands)")
-        print(f"backup's added cost:            {with_backup - plain:.3f} s")
+            measure("floor", lambda: run_floor(state, script))
+            measure("sync", lambda: run_cli(many.fresh(), "--no-backup", expect_applied=True))
+            measure("sync_nodrift", lambda: run_cli(many.fresh(), "--no-backup", "--no-drift-check", expect_applied=True))
+            measure("sync_backup", lambda: run_cli(many.fresh(), "--no-drift-check", expect_applied=True))
+            measure("select1", lambda: run_select1(state, example_db))
+            measure("noop", lambda: run_cli(example, "--no-backup", expect_applied=False))
+            measure("noop_nodrift", lambda: run_cli(example, "--no-backup", "--no-drift-check", expect_applied=False))
+        med = {name: statistics.median(values) for name, values in samples.items()}
+        load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+        print(f"machine: {load}; median of {args.repeat}")
+        print(f"floor  ssh 'psql -1 -f -' < all.sql ({args.count} migrations): {med['floor']:.3f} s")
+        print(f"sync, schema.sql + drift check:        {med['sync']:.3f} s  ratio {median_and_best(samples, 'sync', 'floor')}  "
+              f"target <= 1.3  ({commands.get('sync')} remote commands in the apply)")
+        print(f"sync --no-drift-check:                 {med['sync_nodrift']:.3f} s  ratio {median_and_best(samples, 'sync_nodrift', 'floor')}")
+        print(f"sync --no-drift-check with backup:     {med['sync_backup']:.3f} s  backup's added cost "
+              f"{med['sync_backup'] - med['sync_nodrift']:.3f} s ({commands.get('sync_backup')} remote commands)")
+        print(f"floor  ssh 'psql -c select 1':         {med['select1']:.3f} s")
+        print(f"no-op sync (example), drift check:     {med['noop']:.3f} s  ratio {median_and_best(samples, 'noop', 'select1')}  "
+              f"target <= 1.5  ({commands.get('noop')} remote command(s) before the drift check)")
+        print(f"no-op sync --no-drift-check:           {med['noop_nodrift']:.3f} s  ratio {median_and_best(samples, 'noop_nodrift', 'select1')}")
 
 
 if __name__ == "__main__":

@@ -15,10 +15,19 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .errors import InvalidMigration, MigrationError, UsageError
-from .sqltext import Statement, split_statements
+from .errors import InvalidMigration, MigrationError, OpsagentError, UsageError
+
+if TYPE_CHECKING:
+    from .sqltext import Statement
+
+
+def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
+    """``opsagent.sqltext.split_statements``, imported on first use: pglast is only loaded when a file is parsed."""
+    from .sqltext import split_statements as split
+
+    return split(sql, source)
 
 NO_TRANSACTION_MARKER = "no-transaction"
 DOWN_MARKER = "down"  # a line "-- opsagent:down": what follows undoes the migration (used only by 'inv rollback')
@@ -32,7 +41,7 @@ _MARKER_LINE_RE = re.compile(r"^[^\S\n]*--[^\S\n]*opsagent:[^\S\n]*(\S*)", re.MU
 _DOWN_RE = re.compile(r"^[ \t]*--[ \t]*opsagent:[ \t]*down[ \t]*$", re.IGNORECASE | re.MULTILINE)
 _FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
-State = Literal["applied", "pending", "checksum_mismatch", "missing_file", "out_of_order", "failed"]
+State = Literal["applied", "pending", "checksum_mismatch", "missing_file", "out_of_order", "failed", "invalid"]
 
 
 # ---------------------------------------------------------------- data
@@ -55,6 +64,8 @@ class Migration:
     # the text after a "-- opsagent:down" line (None: no down section); never run by sync, not in ``sql`` nor the checksum
     down_sql: str | None = None
     down_line: int = 0  # file line where ``down_sql`` starts
+    # False: only read and checksummed (``survey``), not parsed nor checked yet: ``check_migration`` does that
+    checked: bool = True
 
     @functools.cached_property
     def statements(self) -> list[Statement]:
@@ -64,6 +75,8 @@ class Migration:
     @property
     def body_statements(self) -> list[Statement]:
         """The statements to run: without the BEGIN/COMMIT wrapper of a wrapped file."""
+        if not self.checked:
+            raise RuntimeError(f"{self.filename}: body_statements of a migration that was not checked (check_migration)")
         return self.statements[1:-1] if self.wrapped else self.statements
 
     @property
@@ -76,6 +89,41 @@ class DiscoveryResult:
     """The migrations of a directory in version order, plus warnings for the operator."""
 
     migrations: list[Migration]
+    warnings: list[str]
+
+
+@dataclasses.dataclass(frozen=True)
+class InvalidFile:
+    """A file in the migrations folder that cannot be used as it is, and why (shown by status, refused by sync).
+
+    A ``.sql`` file whose name is not ``<version>_<description>.sql`` has no version (``version_key`` None).
+    """
+
+    path: Path
+    error: OpsagentError
+    version: str | None = None
+    version_key: int | None = None
+    description: str = ""
+
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    @property
+    def message(self) -> str:
+        return self.error.message
+
+
+@dataclasses.dataclass(frozen=True)
+class Survey:
+    """The migrations folder read for a ledger comparison: every usable file read and checksummed, NOT parsed.
+
+    Parsing is the costly part of start-up (pglast), and only pending files need it:
+    ``check_pending`` parses those once the ledger says which they are.
+    """
+
+    migrations: list[Migration]
+    invalid: list[InvalidFile]
     warnings: list[str]
 
 
@@ -104,10 +152,17 @@ class VersionStatus:
     state: State
     migration: Migration | None = None
     row: AppliedRow | None = None
+    invalid: InvalidFile | None = None  # state "invalid": the file and its error
 
     @property
     def filename(self) -> str:
-        return self.migration.filename if self.migration is not None else self.version
+        if self.migration is not None:
+            return self.migration.filename
+        return self.invalid.filename if self.invalid is not None else self.version
+
+    @property
+    def error(self) -> str | None:
+        return self.invalid.message if self.invalid is not None else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -462,8 +517,8 @@ def _check_autocommit(raw: list[_Raw], source: str) -> list[str]:
 # ---------------------------------------------------------------- loading and discovery
 
 
-def load_migration(path: Path) -> tuple[Migration, list[str]]:
-    """Read, normalize, parse and check one migration file; returns it with its warnings."""
+def read_migration(path: Path) -> tuple[Migration, list[str]]:
+    """Read, normalize and checksum one migration file and read its markers, without parsing it (``checked`` False)."""
     parsed = parse_filename(path.name)
     if parsed is None:
         raise UsageError(f"{path}: not a migration file name ({NAMING_HINT})")
@@ -475,12 +530,26 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
         raise UsageError(f"{source}: cannot read: {exc.strerror or exc}") from None
     sql, down_sql, down_line = split_down(normalize_sql(raw, source))
     markers, warnings = _markers(sql, source)
-    transactional = NO_TRANSACTION_MARKER not in markers
-    statements = split_statements(sql, source)  # SqlSyntaxError/UnsupportedSql: exit 2, file:line
+    migration = Migration(version=version, version_key=key, description=description, path=path, filename=path.name,
+                          checksum=checksum(sql), sql=sql, transactional=NO_TRANSACTION_MARKER not in markers, size_bytes=len(raw),
+                          down_sql=down_sql, down_line=down_line, checked=False)
+    return migration, warnings
+
+
+def check_migration(migration: Migration) -> tuple[Migration, list[str]]:
+    """Parse and check a migration read by :func:`read_migration`; returns it checked, with the check's warnings.
+
+    Raises SqlSyntaxError/UnsupportedSql (file:line) or InvalidMigration (exit 2).
+    """
+    if migration.checked:
+        return migration, []
+    source = str(migration.path)
+    statements = split_statements(migration.sql, source)  # SqlSyntaxError/UnsupportedSql: exit 2, file:line
     tree = _parse_tree(statements)
+    warnings: list[str] = []
     wrapped = False
     try:
-        if transactional:
+        if migration.transactional:
             wrapped = _check_transactional(tree)
         else:
             warnings += _check_autocommit(tree, source)
@@ -489,22 +558,25 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
         raise InvalidMigration(f"{source}:{statements[refusal.index].line}: {refusal.message}{opened}") from None
     if not tree:
         warnings.append(f"{source}: contains no statements")
-    migration = Migration(version=version, version_key=key, description=description, path=path, filename=path.name,
-                          checksum=checksum(sql), sql=sql, transactional=transactional, size_bytes=len(raw), wrapped=wrapped,
-                          down_sql=down_sql, down_line=down_line)
-    return migration, warnings
+    return dataclasses.replace(migration, wrapped=wrapped, checked=True), warnings
 
 
-def scan_names(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[str]]:
-    """Migration files by version without reading them: ``[(key, version, path)]`` sorted, plus warnings.
+def load_migration(path: Path) -> tuple[Migration, list[str]]:
+    """Read, normalize, parse and check one migration file; returns it with its warnings."""
+    migration, warnings = read_migration(path)
+    migration, more = check_migration(migration)
+    return migration, warnings + more
 
-    Raises UsageError when two files share a numeric version.
-    """
+
+def _scan(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[tuple[int, str, Path]], list[Path], list[str]]:
+    """``(entries, duplicates, badly named .sql files, warnings)`` of a migrations folder, without reading any file."""
     if not migrations_dir.exists():
-        return [], []  # a new project
+        return [], [], [], []  # a new project
     if not migrations_dir.is_dir():
         raise UsageError(f"{migrations_dir} is not a directory")
     found: dict[int, tuple[int, str, Path]] = {}
+    duplicates: list[tuple[int, str, Path]] = []
+    misnamed: list[Path] = []
     warnings: list[str] = []
     try:
         paths = sorted(migrations_dir.iterdir())
@@ -516,13 +588,61 @@ def scan_names(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[
         parsed = parse_filename(path.name)
         if parsed is None:
             warnings.append(f"{path}: ignored ({NAMING_HINT})")
+            if path.name.lower().endswith(".sql"):
+                misnamed.append(path)
             continue
         version, key, _ = parsed
         if key in found:
-            other = found[key][2]
-            raise UsageError(f"duplicate migration version {key}: {other.name} and {path.name} in {migrations_dir}; renumber one of them")
+            duplicates.append((key, version, path))
+            continue
         found[key] = (key, version, path)
-    return sorted(found.values(), key=lambda item: item[0]), warnings
+    return sorted(found.values(), key=lambda item: item[0]), duplicates, misnamed, warnings
+
+
+def _duplicate_error(first: Path, second: Path, key: int, migrations_dir: Path) -> UsageError:
+    return UsageError(f"duplicate migration version {key}: {first.name} and {second.name} in {migrations_dir}; renumber one of them")
+
+
+def scan_names(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[str]]:
+    """Migration files by version without reading them: ``[(key, version, path)]`` sorted, plus warnings.
+
+    Raises UsageError when two files share a numeric version.
+    """
+    entries, duplicates, _, warnings = _scan(migrations_dir)
+    if duplicates:
+        key, _, path = duplicates[0]
+        first = next(p for k, _, p in entries if k == key)
+        raise _duplicate_error(first, path, key, migrations_dir)
+    return entries, warnings
+
+
+def survey(migrations_dir: Path) -> Survey:
+    """Every file of the folder read and checksummed, none parsed; files that cannot be used are listed, not raised.
+
+    Unusable: unreadable, not UTF-8, a ``.sql`` file with a bad name, two files with one version (both listed).
+    """
+    entries, duplicates, misnamed, warnings = _scan(migrations_dir)
+    duplicated = {key for key, _, _ in duplicates}
+    invalid: list[InvalidFile] = []
+    migrations: list[Migration] = []
+    for key, version, path in [*entries, *duplicates]:
+        description = (parse_filename(path.name) or ("", 0, ""))[2]
+        if key in duplicated:
+            first = next(p for k, _, p in entries if k == key)
+            other = path if path != first else next(p for k, _, p in duplicates if k == key)
+            invalid.append(InvalidFile(path, _duplicate_error(first, other, key, migrations_dir), version, key, description))
+            continue
+        try:
+            migration, file_warnings = read_migration(path)
+        except OpsagentError as exc:
+            invalid.append(InvalidFile(path, exc, version, key, description))
+            continue
+        migrations.append(migration)
+        warnings.extend(file_warnings)
+    for path in misnamed:
+        invalid.append(InvalidFile(path, UsageError(f"{path}: not a migration file name ({NAMING_HINT})")))
+    warnings = [w for w in warnings if not any(w.startswith(f"{p}: ignored") for p in misnamed)]
+    return Survey(migrations, invalid, warnings)
 
 
 def discover(migrations_dir: Path) -> DiscoveryResult:
@@ -539,9 +659,14 @@ def discover(migrations_dir: Path) -> DiscoveryResult:
 # ---------------------------------------------------------------- status and plans
 
 
-def compute_status(migrations: Sequence[Migration], applied_rows: Iterable[AppliedRow]) -> list[VersionStatus]:
-    """Join files and ledger rows by numeric version; one status per version, in version order."""
+def compute_status(migrations: Sequence[Migration], applied_rows: Iterable[AppliedRow],
+                   invalid: Sequence[InvalidFile] = ()) -> list[VersionStatus]:
+    """Join files and ledger rows by numeric version; one status per version (and per invalid file), in version order.
+
+    An invalid file (``survey``) is state ``invalid`` with its error, joined to its version's ledger row if any.
+    """
     by_key = {m.version_key: m for m in migrations}
+    bad_keys = {f.version_key: f for f in invalid if f.version_key is not None}
     rows = list(applied_rows)
     row_keys = [_ledger_key(row.version) for row in rows]
     highest = max((k for k in row_keys if k is not None), default=None)
@@ -549,6 +674,12 @@ def compute_status(migrations: Sequence[Migration], applied_rows: Iterable[Appli
     matched: set[int] = set()
     for row, key in zip(rows, row_keys, strict=True):
         migration = by_key.get(key) if key is not None else None
+        bad = bad_keys.get(key) if key is not None else None
+        if bad is not None:
+            statuses.append(VersionStatus(row.version, key, bad.description, "invalid", row=row, invalid=bad))
+            if migration is not None:
+                matched.add(migration.version_key)
+            continue
         if migration is None:
             statuses.append(VersionStatus(row.version, key, row.description or "", "missing_file", row=row))
             continue
@@ -563,7 +694,41 @@ def compute_status(migrations: Sequence[Migration], applied_rows: Iterable[Appli
         late = highest is not None and migration.version_key < highest
         statuses.append(VersionStatus(migration.version, migration.version_key, migration.description,
                                       "out_of_order" if late else "pending", migration=migration))
+    shown = {id(s.invalid) for s in statuses if s.invalid is not None}
+    for bad in invalid:
+        if id(bad) not in shown:
+            statuses.append(VersionStatus(bad.version or bad.filename, bad.version_key, bad.description, "invalid", invalid=bad))
     return sorted(statuses, key=lambda s: (s.version_key is None, s.version_key or 0))
+
+
+def check_pending(statuses: Sequence[VersionStatus], checked: dict[int, tuple[Migration, list[str]] | OpsagentError] | None = None,
+                  ) -> tuple[list[VersionStatus], list[str]]:
+    """Parse and check the files not yet applied (pending, out of order); a file that fails becomes ``invalid``.
+
+    Applied files are not parsed again (their checksums still are compared): that is what keeps a no-op sync
+    and ``status`` from parsing hundreds of files.  ``checked`` holds results already known (by version key).
+    """
+    result: list[VersionStatus] = []
+    warnings: list[str] = []
+    known = checked or {}
+    for status in statuses:
+        migration = status.migration
+        if migration is None or migration.checked or status.state not in ("pending", "out_of_order"):
+            result.append(status)
+            continue
+        outcome = known.get(migration.version_key)
+        if outcome is None:
+            try:
+                outcome = check_migration(migration)
+            except OpsagentError as exc:
+                outcome = exc
+        if isinstance(outcome, OpsagentError):
+            bad = InvalidFile(migration.path, outcome, migration.version, migration.version_key, migration.description)
+            result.append(dataclasses.replace(status, state="invalid", migration=None, invalid=bad))
+            continue
+        warnings.extend(outcome[1])
+        result.append(dataclasses.replace(status, migration=outcome[0]))
+    return result, warnings
 
 
 def _when(row: AppliedRow | None) -> str:
@@ -572,6 +737,8 @@ def _when(row: AppliedRow | None) -> str:
 
 
 def _problem(status: VersionStatus, highest: int | None) -> str | None:
+    if status.state == "invalid":
+        return status.error
     if status.state == "checksum_mismatch":
         return (f"{status.filename}: checksum mismatch (applied file was edited after it ran); "
                 "run 'inv repair' if the edit is intended")

@@ -35,17 +35,18 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import __version__
-from .backup import BackupResult, create_backup
 from .errors import MigrationError, OpsagentError, RemoteError, UsageError
-from .hazards import HazardReport, assess, candidate_tables
-from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers, quote_literal
-from .lint import table_stats_query
-from .migrations import Migration, Plan, VersionStatus, compute_status, discover, plan_pending
-from .sqltext import Statement
+from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers, quote_ident, quote_literal
+from .migrations import NAMING_HINT, Migration, Plan, Survey, VersionStatus, check_pending, compute_status, plan_pending, survey
 from .transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
+
+if TYPE_CHECKING:  # the hazard lint (pglast), backups and statements are imported where a run needs them: a no-op sync does not
+    from .backup import BackupResult
+    from .hazards import HazardReport
+    from .sqltext import Statement
 
 MARK = "@@opsagent"
 _TIMEOUT_RE = re.compile(r"^\d+\s*(ms|s|min|h)?$")
@@ -293,14 +294,60 @@ class LockRetryPolicy:
         return pause, self.timeout_for(attempt + 1, remaining)
 
 
-class _BlockerWatch:
-    """A second psql session that polls ``pg_blocking_pids`` of our backend while migrations run.
+def relations_of(statement: Statement) -> list[str]:
+    """The relations a statement names (every RangeVar of its parse tree), quoted and qualified as written, for ``to_regclass``."""
+    found: dict[str, None] = {}
 
-    Started once per run (one remote command); what it saw since the last :meth:`take` is the list
-    of sessions that blocked the attempt that just failed.
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            # a RangeVar: wrapped as {"RangeVar": {...}} in a generic node list, bare where the field's type says so
+            rangevar = node.get("RangeVar", node)
+            if isinstance(rangevar, dict) and isinstance(rangevar.get("relname"), str):
+                schema = rangevar.get("schemaname")
+                name = quote_ident(str(rangevar["relname"]))
+                found[f"{quote_ident(str(schema))}.{name}" if schema else name] = None
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    try:
+        walk(statement.parse_tree())
+    except Exception:  # naming a blocker is best effort (pglast errors); the server accepted the statement itself
+        return []
+    return list(found)
+
+
+def holders_query(pid: int, relations: Sequence[str]) -> str:
+    """A JSON array (the shape of ``blockers_query``) of the other sessions holding or awaiting a lock on ``relations``.
+
+    After a lock timeout our backend no longer waits, so ``pg_blocking_pids`` of it is empty: the sessions
+    still holding locks on the relations of the statement that timed out are the ones that blocked it.
+    Relation names go in as literals (``to_regclass``), never as SQL text.
+    """
+    regclasses = ", ".join(f"to_regclass({quote_literal(name)})" for name in relations) or "NULL"
+    return (
+        "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, 'state', a.state, "
+        "'user', a.usename, 'client', coalesce(host(a.client_addr), 'local socket'), "
+        "'xact_age_s', round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1), "
+        "'query', left(split_part(btrim(a.query, E' \\n\\t\\r'), E'\\n', 1), 200)) ORDER BY a.pid), '[]') "
+        "FROM pg_stat_activity a WHERE a.pid IN (SELECT l.pid FROM pg_locks l WHERE l.locktype = 'relation' "
+        "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+        f"AND l.relation::regclass = ANY (ARRAY[{regclasses}]::regclass[]) AND l.pid <> {int(pid)} AND l.pid <> pg_backend_pid())"
+    )
+
+
+class _BlockerWatch:
+    """A second psql session that names who blocks our backend; started only when a lock wait has happened.
+
+    Most syncs never wait for a lock, so they never start it (one remote command fewer).  When an attempt
+    has timed out, the watch starts and first names the sessions still holding locks on the relations of
+    the statement that timed out (:func:`holders_query`): the blocker of that attempt.  Then it polls
+    ``pg_blocking_pids`` of our backend, so every later attempt that fails names its blockers too.
     """
 
-    def __init__(self, remote: Remote, pid: int, lock_timeout: str, interval: float = 0.2) -> None:
+    def __init__(self, remote: Remote, pid: int, lock_timeout: str, relations: Sequence[str] = (), interval: float = 0.2) -> None:
         self.proc = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.query = blockers_query(pid) + ";\n"
         self.interval = interval
@@ -309,8 +356,25 @@ class _BlockerWatch:
         self.guard = threading.Lock()
         self.stopped = threading.Event()
         self.proc.write(f"SET lock_timeout = '{lock_timeout}';\nSET application_name = 'opsagent blocker watch';\n")
+        self.first: tuple[Blocker, ...] = ()
+        if relations:
+            with contextlib.suppress(RemoteError, ValueError, json.JSONDecodeError):
+                self.first = tuple(decode_blockers(self._ask(holders_query(pid, relations) + ";\n", 30)))
         self.thread = threading.Thread(target=self._poll, daemon=True)
         self.thread.start()
+
+    def _ask(self, script: str, timeout: float) -> Any:
+        """Run ``script`` (its last output line one JSON value) and decode that line."""
+        self.proc.write(f"{script}\\echo {MARK} answered\n")
+        lines: list[str] = []
+        while True:
+            line = self.proc.read_line(timeout)
+            if line is None:
+                raise RemoteError(f"{self.proc.host}: the blocker watch session ended: {self.proc.stderr.strip()[:200]}")
+            if line == f"{MARK} answered":
+                return json.loads(lines[-1])
+            if line.strip():
+                lines.append(line)
 
     def _poll(self) -> None:
         with contextlib.suppress(RemoteError, ValueError, json.JSONDecodeError):
@@ -336,16 +400,7 @@ class _BlockerWatch:
         self.thread.join(timeout)
         if self.thread.is_alive():
             raise RemoteError(f"{self.proc.host}: the blocker watch session does not answer")
-        self.proc.write(f"{script}\\echo {MARK} settled\n")
-        lines: list[str] = []
-        while True:
-            line = self.proc.read_line(timeout)
-            if line is None:
-                raise RemoteError(f"{self.proc.host}: the blocker watch session ended: {self.proc.stderr.strip()[:200]}")
-            if line == f"{MARK} settled":
-                break
-            lines.append(line)
-        return json.loads(lines[-1])
+        return self._ask(script, timeout)
 
     def take(self) -> tuple[Blocker, ...]:
         """The blockers seen since the last call (else the last ones seen at all)."""
@@ -437,9 +492,45 @@ def read_state(remote: Remote, ledger: Ledger) -> LedgerState:
     return LedgerState.decode(remote.query_json(f"SET lock_timeout = '{remote.host.lock_timeout}';\n" + ledger.state_query()))
 
 
-def statuses_for(migrations_dir: Path, state: LedgerState) -> tuple[list[VersionStatus], list[Migration], list[str]]:
-    found = discover(migrations_dir)
-    return compute_status(found.migrations, state.rows), found.migrations, found.warnings
+Checked = dict[int, "tuple[Migration, list[str]] | OpsagentError"]
+
+
+def statuses_for(migrations_dir: Path, state: LedgerState, *, strict: bool = True) -> tuple[list[VersionStatus], list[Migration], list[str]]:
+    """Every version's status; only files not yet applied are parsed (applied ones are compared by checksum).
+
+    ``strict`` (sync, baseline, repair): a file that cannot be used raises its error (exit 2), as it always
+    did.  Not strict (``status``): such a file is a status ``invalid`` with its error, beside all the others.
+    """
+    found = survey(migrations_dir)
+    statuses, warnings = ledger_statuses(found, state, {}, strict=strict)
+    return statuses, found.migrations, warnings
+
+
+def ledger_statuses(found: Survey, state: LedgerState, checked: Checked, *, strict: bool) -> tuple[list[VersionStatus], list[str]]:
+    """Statuses of a surveyed folder against the ledger, pending files parsed and checked (results kept in ``checked``)."""
+    statuses, more = check_pending(compute_status(found.migrations, state.rows, found.invalid), checked)
+    for status in statuses:
+        if status.migration is not None and status.migration.checked:
+            checked.setdefault(status.migration.version_key, (status.migration, []))
+    warnings = [*found.warnings, *more]
+    if strict:
+        statuses, ignored = refuse_invalid(statuses)
+        warnings += ignored
+    return statuses, warnings
+
+
+def refuse_invalid(statuses: Sequence[VersionStatus]) -> tuple[list[VersionStatus], list[str]]:
+    """Raise the first unusable file's error (in version order); a ``.sql`` file with a bad name is left out with a warning."""
+    kept: list[VersionStatus] = []
+    warnings: list[str] = []
+    for status in statuses:
+        if status.invalid is not None and status.invalid.version_key is None:
+            warnings.append(f"{status.invalid.path}: ignored ({NAMING_HINT})")
+            continue
+        if status.invalid is not None:
+            raise status.invalid.error
+        kept.append(status)
+    return kept, warnings
 
 
 def _plan(statuses: list[VersionStatus], options: SyncOptions) -> Plan:
@@ -654,6 +745,9 @@ class SyncRun:
         self._line = _Session.FIRST_FREE_LINE  # script line where the next sent text starts
         self._watch: _BlockerWatch | None = None
         self._current: StepResult | None = None  # the migration psql is running (for the report when the outcome is unknown)
+        self._checked: Checked = {}  # pending files parsed and checked, by version key (parsed once per run)
+        self._session: _Session | None = None
+        self._lock_failure: tuple[Migration | None, str] = (None, "")  # rehearsal: the statement whose lock timed out
 
     def _send(self, session: _Session, text: str) -> None:
         session.send(text)
@@ -662,15 +756,13 @@ class SyncRun:
     def run(self) -> SyncResult:
         started = time.monotonic()
         before = self.remote.command_count
-        found = discover(self.migrations_dir)  # refuses bad files (e.g. CONCURRENTLY in a transaction) up front
-        self.result.warnings.extend(found.warnings)
-        session = _Session(self.remote, f"opsagent {self.result.action} {self.identity.applied_by}", self.session_lock_timeout)
+        found = survey(self.migrations_dir)  # read and checksummed; only the pending files get parsed (after the ledger read)
+        session = self._session = _Session(self.remote, f"opsagent {self.result.action} {self.identity.applied_by}",
+                                           self.session_lock_timeout)
         interrupted = False
         try:
-            # local work while sudo and psql start on the server (discovery has already parsed every file)
-            tables = candidate_tables(found.migrations)
             session.identify(self.host.command_timeout)
-            self._run(session, found.migrations, tables)
+            self._run(session, found)
         except KeyboardInterrupt:
             self._interrupted(session)
             interrupted = True
@@ -700,19 +792,27 @@ class SyncRun:
             self._watch.close()
             self._watch = None
 
-    def _read_state(self, session: _Session, tables: Sequence[str]) -> tuple[LedgerState, dict[str, Any]]:
-        """Ledger, lock holders and the live size of every table a hazard could name (``tables``): one exchange."""
-        stats_sql = table_stats_query(list(tables)).strip().rstrip(";")
-        self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query() + f"\\echo {MARK} stats\n{stats_sql};\n")
-        state = LedgerState.decode(session.read_json("state", self.host.command_timeout))
-        return state, dict(session.read_json("stats", self.host.command_timeout) or {})
+    def _read_state(self, session: _Session) -> LedgerState:
+        """Ledger and lock holders: one exchange on the session."""
+        self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query())
+        return LedgerState.decode(session.read_json("state", self.host.command_timeout))
 
-    def _run(self, session: _Session, migrations: list[Migration], tables: Sequence[str]) -> None:
-        state, stats = self._read_state(session, tables)
-        plan = self._checked_plan(migrations, state)
+    def query_json(self, sql: str, database: str | None = None) -> Any:
+        """Run one query returning a JSON value on the sync's own session (the hazard lint's table sizes: no new command)."""
+        if self._session is None or database is not None:
+            raise RemoteError(f"{self.host.name}: no sync session to ask on")
+        self._send(self._session, f"\\echo {MARK} answer\n{sql.strip().rstrip(';')};\n")
+        return self._session.read_json("answer", self.host.command_timeout)
+
+    def _run(self, session: _Session, found: Survey) -> None:
+        state = self._read_state(session)
+        plan = self._checked_plan(found, state)
         if plan is None:
             return
-        hazards = self.result.hazards = assess(None, plan, self.host, stats=stats)
+        from .hazards import assess
+
+        # linted once; the live size of the tables its findings name comes over this session (one exchange, if any)
+        hazards = self.result.hazards = assess(self, plan, self.host)
         self.on_event(SyncEvent("plan", plan=tuple(plan), hazards=hazards))
         if hazards.blocking and not self.options.allow_hazards and not self.options.dry_run:
             self.result.outcome = "refused"
@@ -722,20 +822,17 @@ class SyncRun:
             self.result.hint = "nothing was changed; review with 'inv lint --host', or rerun with --allow-hazards"
             return
         if self.options.dry_run:
-            if self.options.rehearse:
-                self._start_watch(session)  # polling by the time the first attempt could wait
             self._dry_run(session, plan)
             return
         if not self.confirm(plan):
             self.result.outcome = "declined"
             self.result.error = "not confirmed: nothing was applied"
             return
-        self._start_watch(session)
         locked = self._lock(session, state)
         if locked is None:
             return
         state = locked
-        plan = self._checked_plan(migrations, state)
+        plan = self._checked_plan(found, state)
         if plan is None:
             return
         if self.options.backup and not self._backup(plan):
@@ -743,8 +840,11 @@ class SyncRun:
         self._apply(session, plan, self.ledger.ensure_sql(state.columns) if (not state.exists or state.adoption_needed) else "")
         self.result.adopted_ledger = state.adoption_needed
 
-    def _checked_plan(self, migrations: list[Migration], state: LedgerState) -> list[Migration] | None:
-        plan = _plan(compute_status(migrations, state.rows), self.options)
+    def _checked_plan(self, found: Survey, state: LedgerState) -> list[Migration] | None:
+        """The plan against this ledger state; an unusable file raises its error (exit 2) before anything runs."""
+        statuses, warnings = ledger_statuses(found, state, self._checked, strict=True)
+        self.result.warnings.extend(w for w in warnings if w not in self.result.warnings)
+        plan = _plan(statuses, self.options)
         self.result.steps = [_step(m) for m in plan.pending]
         if plan.problems:
             self.result.outcome = "refused"
@@ -799,6 +899,8 @@ class SyncRun:
         label = f"pre-{plan[0].version}..{plan[-1].version}"
         self.on_event(SyncEvent("backup_start", message=label))
         started = time.monotonic()
+        from .backup import create_backup
+
         try:
             self.result.backup = create_backup(self.remote, label)
         except OpsagentError as exc:
@@ -813,15 +915,26 @@ class SyncRun:
 
     # -- apply
 
-    def _start_watch(self, session: _Session) -> None:
-        if self._watch is None and session.backend_pid is not None:
-            try:
-                self._watch = _BlockerWatch(self.remote, session.backend_pid, self.session_lock_timeout)
-            except RemoteError:
-                self._watch = None  # blockers then go unnamed; the run itself does not depend on the watch
+    def _blockers(self, migration: Migration | None = None, at: str = "") -> tuple[Blocker, ...]:
+        """Who blocked the attempt that just timed out on statement ``at`` of ``migration`` ("ledger": the ledger row).
 
-    def _blockers(self) -> tuple[Blocker, ...]:
-        return self._watch.take() if self._watch is not None else ()
+        The first time, this starts the blocker watch (one remote command, only in runs that waited for a lock),
+        which names the sessions still holding locks on that statement's relations.
+        """
+        if self._watch is not None:
+            return self._watch.take()
+        if self._session is None or self._session.backend_pid is None:
+            return ()
+        relations: list[str] = []
+        if at == "ledger":
+            relations = [self.ledger.table]
+        elif migration is not None and at.isdigit() and int(at) < len(migration.body_statements):
+            relations = relations_of(migration.body_statements[int(at)])
+        try:
+            self._watch = _BlockerWatch(self.remote, self._session.backend_pid, self.session_lock_timeout, relations)
+        except RemoteError:
+            return ()  # blockers then go unnamed; the run itself does not depend on the watch
+        return self._watch.first
 
     def _apply(self, session: _Session, plan: Sequence[Migration], ensure_sql: str) -> None:
         steps = {s.version: s for s in self.result.steps}
@@ -832,7 +945,6 @@ class SyncRun:
         if ensure_sql:  # the ledger table (ON_ERROR_STOP is on: a failure ends psql and is reported as such)
             self._send(session, f"{ensure_sql}\\echo {MARK} ledger\nSELECT 'true';\n")
             session.read_json("ledger", self.host.command_timeout)
-        self._start_watch(session)
         self._apply_rounds(session, plan, steps)
         self._phase = "done"  # not on an exception: run() must know psql may still be running the script
         self.result.durations["apply"] = time.monotonic() - started
@@ -859,7 +971,7 @@ class SyncRun:
                 return
             step = steps[failure.version]
             if failure.sqlstate == LOCK_NOT_AVAILABLE and (step.transactional or failure.untouched):
-                following = self._lock_retry(step, first_try[step.version])
+                following = self._lock_retry(step, first_try[step.version], plan[position[step.version]], failure.at)
                 if following is not None:
                     timeouts = {step.version: pg_duration(following)}
                     index = position[step.version]
@@ -905,12 +1017,16 @@ class SyncRun:
         with contextlib.suppress(RemoteError):  # the reader sees the end of output and reports
             session.send(text)
 
-    def _lock_retry(self, step: StepResult, first_try: float) -> float | None:
+    def _lock_retry(self, step: StepResult, first_try: float, migration: Migration, at: str) -> float | None:
         """After a lock timeout: report who blocks, pause, and return the next attempt's lock_timeout (None: give up)."""
         elapsed = time.monotonic() - first_try
         following = self.policy.next_attempt(step.attempts, elapsed, self.rng)
         timeout = self.policy.timeout_for(step.attempts)
-        wait = LockWait(step.version, step.attempts, round(timeout * 1000), elapsed, self._blockers(),
+        asked = time.monotonic()
+        blockers = self._blockers(migration, at)
+        if following is not None:  # naming the blockers (perhaps starting the watch) is part of the pause
+            following = (max(0.0, following[0] - (time.monotonic() - asked)), following[1])
+        wait = LockWait(step.version, step.attempts, round(timeout * 1000), elapsed, blockers,
                         None if following is None else following[0])
         self.result.lock_waits.append(wait)
         self.on_event(SyncEvent("lock_retry", step, wait=wait, message=wait.describe_blockers()))
@@ -1023,7 +1139,6 @@ class SyncRun:
         rehearse_statement = check_timeout(self.host.rehearse_statement_timeout, "rehearse_statement_timeout")
         steps = {s.version: s for s in self.result.steps}
         started = time.monotonic()
-        self._start_watch(session)
         attempt, timeout = 1, policy.timeout_for(1)
         try:
             while True:
@@ -1032,14 +1147,18 @@ class SyncRun:
                         step.status, step.error, step.location, step.ms = "planned", None, None, None
                 script = _rehearse_script(plan, pg_duration(timeout), rehearse_statement, self._line, stop_on_lock=policy.retries)
                 self._send(session, script.text())
-                locked = self._read_rehearsal(session, script, steps)
+                locked = self._read_rehearsal(session, script, steps, plan)
                 if locked is None:
                     break
                 step = steps[locked]
                 step.attempts = attempt
                 elapsed = time.monotonic() - started
                 following = policy.next_attempt(attempt, elapsed, self.rng)
-                wait = LockWait(locked, attempt, round(timeout * 1000), elapsed, self._blockers(),
+                asked = time.monotonic()
+                blockers = self._blockers(*self._lock_failure)
+                if following is not None:
+                    following = (max(0.0, following[0] - (time.monotonic() - asked)), following[1])
+                wait = LockWait(locked, attempt, round(timeout * 1000), elapsed, blockers,
                                 None if following is None else following[0])
                 self.result.lock_waits.append(wait)
                 self.on_event(SyncEvent("lock_retry", step, wait=wait, message=wait.describe_blockers()))
@@ -1079,7 +1198,7 @@ class SyncRun:
         if timed and not failing:
             self.result.hint = "nothing was changed; end the blocking session or rerun when it is done"
 
-    def _read_rehearsal(self, session: _Session, script: _Script, steps: dict[str, StepResult]) -> str | None:
+    def _read_rehearsal(self, session: _Session, script: _Script, steps: dict[str, StepResult], plan: Sequence[Migration]) -> str | None:
         """Follow one rehearsal attempt; returns the version that stopped it on a lock (None: it ran to the end)."""
         locked: str | None = None
         while True:
@@ -1095,12 +1214,14 @@ class SyncRun:
                 step.location = f"{statement.migration.path}:{statement.statement.line}" if statement else step.filename
                 step.error = message
                 step.status = "timed_out" if sqlstate in _TIMEOUT_STATES else "would_fail"
+                if sqlstate == LOCK_NOT_AVAILABLE:
+                    self._lock_failure = (next((m for m in plan if m.version == step.version), None), parts[2])
             elif kind == "locked":
                 locked = parts[1]
             elif kind == "settled":
                 step = steps[parts[1]]
                 if step.status == "timed_out" and locked is None:
-                    held = "; ".join(b.describe() for b in self._blockers()) or "another session"
+                    held = "; ".join(b.describe() for b in self._blockers(*self._lock_failure)) or "another session"
                     step.error = f"not rehearsed: timed out ({step.error}; lock held by {held})"
                 if locked is None:
                     self.on_event(SyncEvent("rehearsed", step))
@@ -1238,3 +1359,109 @@ def apply_repair(remote: Remote, ledger: Ledger, changes: Sequence[Any]) -> Ledg
         else:
             edit.deleted.append(change.version)
     return edit
+
+
+# ---------------------------------------------------------------- offline script (inv sync --sql)
+
+
+@dataclasses.dataclass(frozen=True)
+class OfflineScript:
+    """What ``inv sync --sql`` prints: the psql script a sync would send, for review or to apply by hand."""
+
+    text: str
+    versions: list[str]
+    warnings: list[str]
+
+
+_UNPRINTABLE = re.compile(r"[^\x20-\x5b\x5d-\x7e]")  # printable ASCII without the backslash: safe in a psql comment line
+
+
+def _comment(text: str) -> str:
+    """Text for a ``--`` comment line: no line breaks, control characters nor backslashes (psql meta-commands)."""
+    return _UNPRINTABLE.sub("?", text)
+
+
+def offline_plan(migrations_dir: Path, options: SyncOptions, *, state: LedgerState | None = None,
+                 from_version: str | None = None) -> tuple[list[Migration], list[str]]:
+    """The migrations a sync would apply, checked: after the ledger ``state``, or (offline) every version after ``from_version``.
+
+    Refuses exactly what sync refuses: unusable files (exit 2) and ledger problems (exit 1).
+    """
+    from .migrations import check_migration, version_key
+
+    found = survey(migrations_dir)
+    if state is not None:
+        statuses, warnings = ledger_statuses(found, state, {}, strict=True)
+        plan = _plan(statuses, options)
+        if plan.problems:
+            count = len(plan.problems)
+            raise MigrationError(f"refusing to write the script: {count} problem{'s' if count > 1 else ''}: " + "; ".join(plan.problems),
+                                 hint="'inv status' shows every version")
+        return plan.pending, warnings
+    after = version_key(from_version or "0")
+    limit = version_key(options.target) if options.target else None
+    _, warnings = refuse_invalid(compute_status([], [], found.invalid))  # an unusable file is refused wherever it is
+    chosen = [m for m in found.migrations if m.version_key > after and (limit is None or m.version_key <= limit)]
+    if limit is not None and not any(m.version_key == limit for m in found.migrations):
+        raise UsageError(f"no migration with version {options.target}")
+    checked: list[Migration] = []
+    for migration in chosen:
+        migration, more = check_migration(migration)
+        checked.append(migration)
+        warnings.extend(more)
+    return checked, [*found.warnings, *warnings]
+
+
+def offline_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity, *, lock_timeout: str, statement_timeout: str,
+                   ensure_sql: str, header: Sequence[str] = ()) -> str:
+    """The psql script of a sync without lock retries: one transaction per migration with its ledger row, as sync writes it.
+
+    A no-transaction migration runs outside any transaction, between its "started" ledger row and the
+    update that marks it finished (as sync does).  Everything user-supplied (versions, descriptions,
+    identity) is a quoted literal; file names appear only in sanitized comments.  A version already recorded is
+    skipped, so after a stop (a lock timeout) the same script can run again.  Run it with
+    ``psql -X -v ON_ERROR_STOP=1 -f`` and WITHOUT ``-1`` (the script refuses to run inside one transaction).
+    """
+    cls, obj = ledger.lock_key
+    lines = [f"-- {_comment(line)}" for line in header]
+    lines += [
+        "\\set ON_ERROR_STOP on",
+        f"SET lock_timeout = '{lock_timeout}';",
+        "SET application_name = 'opsagent sql script';",
+        "-- each migration commits on its own (some cannot run in a transaction): refuse psql -1 / --single-transaction",
+        "DO $opsagent$ BEGIN IF now() <> statement_timestamp() THEN RAISE EXCEPTION "
+        "'run this script without -1 (--single-transaction): each migration has its own transaction'; END IF; END $opsagent$;",
+        "-- the migration lock of 'inv sync': never two appliers at once",
+        f"DO $opsagent$ BEGIN IF NOT pg_try_advisory_lock({cls}, {obj}) THEN RAISE EXCEPTION "
+        "'another sync holds the migration lock: nothing was applied'; END IF; END $opsagent$;",
+    ]
+    if ensure_sql:
+        lines += ["-- the ledger table (created, or completed with the columns opsagent records)", ensure_sql.rstrip("\n")]
+    for m in plan:
+        lines += ["", f"-- {_comment(m.filename)}: {'transaction' if m.transactional else 'no-transaction: each statement commits on its own'}",
+                  # rerunnable: a version already recorded as applied is skipped (one that failed partway stops on its row)
+                  f"SELECT EXISTS (SELECT FROM {ledger.table} WHERE version = {quote_literal(m.version)} AND success IS NOT false) "
+                  "AS opsagent_applied \\gset",
+                  "\\if :opsagent_applied",
+                  f"\\echo {_comment(m.version)} is already recorded as applied: skipped",
+                  "\\else",
+                  *_offline_migration(m, ledger, identity, lock_timeout, statement_timeout),
+                  "\\endif"]
+    lines += ["", f"SELECT pg_advisory_unlock({cls}, {obj});", ""]
+    return "\n".join(lines)
+
+
+def _offline_migration(m: Migration, ledger: Ledger, identity: Identity, lock_timeout: str, statement_timeout: str) -> list[str]:
+    statements = [statement.text + "\n;" for statement in m.body_statements]  # the terminator alone: a trailing comment cannot eat it
+    if m.transactional:
+        elapsed = "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
+        record = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
+                                   tool_version=identity.tool_version, execution_ms=elapsed)
+        return ["BEGIN;", f"SET LOCAL lock_timeout = '{lock_timeout}';", f"SET LOCAL statement_timeout = '{statement_timeout}';",
+                *statements, f"{record};", "COMMIT;"]
+    started = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit, tool_version=identity.tool_version,
+                                execution_ms="NULL", success=False)
+    elapsed = "(extract(epoch FROM clock_timestamp() - current_setting('opsagent.t0')::timestamptz) * 1000)::integer"
+    return [f"{started};", f"SET statement_timeout = '{statement_timeout}';",
+            "DO $opsagent$ BEGIN PERFORM set_config('opsagent.t0', clock_timestamp()::text, false); END $opsagent$;", *statements,
+            "RESET statement_timeout;", f"{ledger.finish_sql(m, execution_ms=elapsed)};"]

@@ -257,6 +257,7 @@ def test_a_holder_that_never_ends_fails_the_sync_within_its_budget_naming_the_bl
     document = json.loads(proc.stdout)
     assert document["outcome"] == "lock_timeout" and f"pid {pid}" in document["error"] and "lock-holder" in document["error"]
     assert f"pid {pid}" in proc.stderr
+    assert document["remote_commands"] == 2  # the session and the blocker watch, started by the first lock wait: however many attempts
     assert [s["status"] for s in document["steps"]] == ["applied", "timed_out", "untouched"]
     assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations").strip() == "001"
     tables = set(project.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split())
@@ -264,6 +265,19 @@ def test_a_holder_that_never_ends_fails_the_sync_within_its_budget_naming_the_bl
     audit = read_audit(project.root / ".opsagent")[-1]
     assert audit["outcome"] == "lock_timeout" and audit["lock_waits"]
     print(f"sync gave up after {took:.1f}s")
+
+
+def test_a_single_attempt_names_the_holder_found_after_the_timeout(project: Project) -> None:
+    """No retries: the blocker watch starts after the only attempt and still names the session holding the table."""
+    set_host_keys(project, lock_timeout="1s", lock_retry_for="0")
+    project.psql('CREATE TABLE "Odd \'name" (id int);')
+    project.write_migration("001_add.sql", 'ALTER TABLE "Odd \'name" ADD COLUMN note text;\n')
+    with holder(project, 'BEGIN;\nSELECT * FROM "Odd \'name";', name="odd-holder") as (_, pid):
+        proc = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--json")
+    document = json.loads(proc.stdout)
+    assert proc.returncode == 1 and document["outcome"] == "lock_timeout", proc.stderr
+    assert len(document["lock_waits"]) == 1 and [b["pid"] for b in document["lock_waits"][0]["blockers"]] == [pid]
+    assert f"pid {pid} (odd-holder" in document["error"] and document["remote_commands"] == 2
 
 
 def test_dry_run_retries_and_gives_up_within_its_budget_naming_the_blocker(project: Project) -> None:
@@ -285,7 +299,7 @@ def test_dry_run_succeeds_once_the_holder_ends(project: Project) -> None:
     project.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
     project.write_migration("001_add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n")
     with holder(project, "BEGIN;\nSELECT * FROM t LIMIT 1;") as (held, _):
-        threading.Timer(4, held.write, ("COMMIT;\n",)).start()
+        threading.Timer(8, held.write, ("COMMIT;\n",)).start()
         proc = project.run("sync", "--host", "sandbox", "--dry-run", "--no-drift-check", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     document = json.loads(proc.stdout)

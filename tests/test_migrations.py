@@ -636,3 +636,42 @@ def test_split_statements_parses_a_text_once_whatever_name_it_is_shown_under() -
         with pytest.raises(SqlSyntaxError) as info:
             split_statements("SELECT 1;\nSELEC 2;\n", source)
         assert (info.value.source, info.value.line) == (source, 2)
+
+
+# ---------------------------------------------------------------- survey: read everything, parse only what is pending
+
+
+def test_survey_lists_unusable_files_and_check_pending_parses_only_pending_ones(tmp_path: Path) -> None:
+    from opsagent.migrations import AppliedRow, check_pending, survey
+
+    write(tmp_path, "001_a.sql", "CREATE TABLE a (id int;\n")  # broken, but applied with this very checksum: not parsed
+    write(tmp_path, "002_b.sql", "CREATE TABLE b (id int);\n")
+    write(tmp_path, "003_c.sql", "CREATE TABLE c (id int;\n")  # pending and broken
+    write(tmp_path, "004_d.sql", b"\xff\xfe")
+    write(tmp_path, "005_e.sql", "SELECT 1;\n")
+    write(tmp_path, "005_again.sql", "SELECT 2;\n")
+    write(tmp_path, "notes.sql", "SELECT 3;\n")
+    write(tmp_path, "README.md", "not sql\n")
+    found = survey(tmp_path)
+    assert [m.version for m in found.migrations] == ["001", "002", "003"] and not any(m.checked for m in found.migrations)
+    assert sorted((f.filename, f.version) for f in found.invalid) == [("004_d.sql", "004"), ("005_again.sql", "005"),
+                                                                       ("005_e.sql", "005"), ("notes.sql", None)]
+    assert any("README.md: ignored" in w for w in found.warnings) and not any("notes.sql" in w for w in found.warnings)
+    applied = found.migrations[0]
+    statuses = compute_status(found.migrations, [AppliedRow("001", checksum=applied.checksum), AppliedRow("004")], found.invalid)
+    checked, _ = check_pending(statuses)
+    by_file = {s.filename: s for s in checked}
+    assert by_file["001_a.sql"].state == "applied" and by_file["001_a.sql"].migration is not None
+    assert not by_file["001_a.sql"].migration.checked  # applied: compared by checksum, never parsed
+    assert by_file["002_b.sql"].state == "out_of_order" and by_file["002_b.sql"].migration is not None  # 004 has a row
+    assert by_file["002_b.sql"].migration.checked and len(by_file["002_b.sql"].migration.body_statements) == 1
+    assert by_file["003_c.sql"].state == "invalid" and "syntax error" in (by_file["003_c.sql"].error or "")
+    assert by_file["004_d.sql"].state == "invalid" and by_file["004_d.sql"].row is not None  # joined to its ledger row
+    assert "not valid UTF-8" in (by_file["004_d.sql"].error or "")
+    assert {by_file["005_e.sql"].state, by_file["005_again.sql"].state} == {"invalid"}
+    assert "duplicate migration version 5" in (by_file["005_e.sql"].error or "")
+    assert by_file["notes.sql"].state == "invalid" and by_file["notes.sql"].version_key is None
+    plan = plan_pending(checked, allow_out_of_order=True)
+    assert plan.pending == [by_file["002_b.sql"].migration] and any("003_c.sql" in p for p in plan.problems)
+    with pytest.raises(RuntimeError, match="not checked"):
+        _ = applied.body_statements

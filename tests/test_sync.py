@@ -220,7 +220,7 @@ def test_sync_takes_backup_and_new_creates_next_file(project: Project) -> None:
     assert proc.returncode == 0, proc.stderr
     backup = doc["backup"]
     assert isinstance(backup, dict) and "pre-001..002" in str(backup["name"]) and backup["verified"]
-    assert doc["remote_commands"] == 3  # the psql session, its blocker watch, the backup: whatever the number of migrations
+    assert doc["remote_commands"] == 2  # the psql session and the backup, whatever the number of migrations (no lock wait: no watch)
     created = project.run("new", "add paper trading mode")
     assert created.returncode == 0
     path = project.root / created.stdout.strip()
@@ -385,12 +385,14 @@ def test_baseline_records_without_running_and_refuses_later_rows(project: Projec
     assert again.returncode == 1 and "later versions" in again.stderr
 
 
-def test_library_refuses_transactional_concurrently_before_connecting_work(remote: Remote, tmp_path: Path) -> None:
+def test_library_refuses_transactional_concurrently_before_any_change(remote: Remote, tmp_path: Path) -> None:
+    """Only pending files are parsed, so the refusal comes after the (read-only) ledger read, before anything is written."""
     (tmp_path / "001_bad.sql").write_text("CREATE INDEX CONCURRENTLY x ON y (z);\n")
     before = remote.command_count
     with pytest.raises(MigrationError, match=r"001_bad\.sql:1"):
         sync(remote, tmp_path, SyncOptions(), IDENTITY)
-    assert remote.command_count == before
+    assert remote.command_count == before + 1  # the session that read the ledger; no blocker watch, no backup
+    assert remote.psql("SELECT to_regclass('public.schema_migrations') IS NULL", extra=["-A", "-t"]).text.strip() == "t"
 
 
 def test_group_sync_and_status_run_per_host(project: Project, sandbox: SandboxHandle) -> None:
@@ -438,3 +440,152 @@ def test_backup_failure_aborts_and_statement_timeout_override(project: Project) 
     assert timed.returncode == 1
     assert f"{project.migrations / '002_slow.sql'}:2" in timed.stderr and "statement timeout" in timed.stderr
     assert ledger_rows(project) == ["001"]
+
+
+# ---------------------------------------------------------------- start-up work only for what is pending (issue 14)
+
+
+def test_remote_commands_per_sync_stay_constant_and_applied_files_are_not_parsed(remote: Remote, tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """200 pending: one psql session (no lock wait, so no blocker watch; --no-backup); no-op: the same one session.
+
+    The no-op run parses nothing: applied files are compared by checksum only.
+    """
+    import opsagent.migrations as migrations
+
+    for i in range(1, 201):
+        (tmp_path / f"{i:04d}_t{i}.sql").write_text(f"CREATE TABLE t{i} (id int PRIMARY KEY);\nCREATE INDEX t{i}_i ON t{i} (id);\n")
+    parsed: list[str] = []
+    real_check = migrations.check_migration
+
+    def counting(migration: migrations.Migration) -> tuple[migrations.Migration, list[str]]:
+        parsed.append(migration.version)
+        return real_check(migration)
+
+    monkeypatch.setattr(migrations, "check_migration", counting)
+    before = remote.command_count
+    first = sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY)
+    assert first.outcome == "applied" and len(first.applied) == 200
+    assert first.remote_commands == 1 == remote.command_count - before and len(parsed) == 200
+    parsed.clear()
+    again = sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY)
+    assert again.outcome == "nothing_to_do" and again.remote_commands == 1 and parsed == []
+    (tmp_path / "0201_more.sql").write_text("CREATE TABLE more (id int);\n")
+    third = sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY)
+    assert third.applied == ["0201"] and third.remote_commands == 1 and parsed == ["0201"]
+
+
+def test_an_unparseable_applied_file_with_a_matching_checksum_is_not_reparsed_but_an_edited_one_is_refused(remote: Remote,
+                                                                                                            tmp_path: Path) -> None:
+    (tmp_path / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
+    assert sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY).applied == ["001"]
+    (tmp_path / "001_a.sql").write_text("CREATE TABLE a (id int;\n")  # edited after it ran, now broken
+    refused = sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY)
+    assert refused.outcome == "refused" and "checksum mismatch" in (refused.error or "")
+
+
+@pytest.mark.parametrize(("name", "content", "error"), [
+    ("003_syntax.sql", "CREATE TABLE c (id int;\n", "syntax error"),
+    ("003_concurrently.sql", "CREATE INDEX CONCURRENTLY ci ON a (id);\n", "cannot run inside a transaction"),
+    ("003_marker.sql", "-- opsagent:no-transaction\nBEGIN;\nCREATE TABLE c (id int);\n", "never committed"),
+    ("003_latin1.sql", b"-- caf\xe9\nCREATE TABLE c (id int);\n", "not valid UTF-8"),
+    ("003_unreadable.sql", "CREATE TABLE c (id int);\n", "cannot read"),
+    ("add_things.sql", "CREATE TABLE c (id int);\n", "not a migration file name"),
+    ("002_dup.sql", "CREATE TABLE c (id int);\n", "duplicate migration version 2"),
+])
+def test_status_shows_every_file_with_the_bad_one_marked_and_sync_refuses_it(project: Project, name: str, content: str | bytes,
+                                                                               error: str) -> None:
+    write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n"})
+    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0
+    write_all(project, {"002_b.sql": "CREATE TABLE b (id int);\n", "004_d.sql": "CREATE TABLE d (id int);\n"})
+    path = project.migrations / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    if name == "003_unreadable.sql":  # unreadable even for root: reading offset 0 of a process's memory fails (EIO)
+        path.unlink()
+        path.symlink_to("/proc/self/mem")
+    proc, doc = run_json(project, "status", "--host", "sandbox")
+    assert proc.returncode == 0, proc.stderr
+    versions = doc["versions"]
+    assert isinstance(versions, list)
+    states = {(v["file"] or "").rsplit("/", 1)[-1]: v for v in versions}
+    bad = states[name]
+    assert bad["state"] == "invalid" and error in bad["error"], bad
+    assert states["001_a.sql"]["state"] == "applied" and states["004_d.sql"]["state"] == "pending"
+    if name != "002_dup.sql":
+        assert states["002_b.sql"]["state"] == "pending" and states["002_b.sql"]["error"] is None
+    shown = project.run("status", "--host", "sandbox")
+    assert shown.returncode == 0 and "Traceback" not in shown.stderr
+    lines = shown.stdout.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.split()[:1] == [bad["version"]] and "invalid" in line)
+    assert lines[row + 1].strip().startswith("error:") and error in lines[row + 1]
+    assert all(any(line.split()[:1] == [v["version"]] for line in lines) for v in versions)
+    refused = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
+    if name == "add_things.sql":  # no version: ignored with a warning, the others apply
+        assert refused.returncode == 0 and "add_things.sql: ignored" in refused.stderr
+    else:
+        assert refused.returncode == 2 and error in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+        assert ledger_rows(project) == ["001"]
+
+
+def test_the_task_manifest_matches_the_collection_and_a_task_loads_only_its_module() -> None:
+    """TASKS names every task and alias of the full collection; 'status' starts without pglast, the catalog, plans or progress."""
+    from opsagent.cli import TASKS, collection_for, modules_for
+
+    full = collection_for(None)
+    names = {name: sorted(task.aliases) for name, task in full.tasks.items()}
+    assert names == {e.name: sorted(e.aliases) for e in TASKS if not e.subtasks}
+    assert {name: sorted(sub.tasks) for name, sub in full.collections.items()} == {e.name: sorted(e.subtasks) for e in TASKS if e.subtasks}
+    assert modules_for(["inv", "status", "--host", "x"]) == {"sync"} and modules_for(["inv", "history"]) == {"sync"}
+    assert modules_for(["inv", "--list"]) is None and modules_for(["inv"]) is None and modules_for(["inv", "sandbox.up"]) == {"core"}
+    probe = ("import sys; sys.argv = ['opsagent', 'status', '--help']; import opsagent.cli as cli; cli.collection_for(sys.argv); "
+             "print(sorted(m for m in ('pglast', 'opsagent.catalog', 'opsagent.plan', 'rich.progress', 'opsagent.lint', "
+             "'opsagent.hazards', 'opsagent.backup', 'opsagent.cli.backup') if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
+    assert loaded == "[]", loaded
+    for argv in (["opsagent", "status", "--help"], ["opsagent", "sync", "--help"]):
+        shown = subprocess.run([sys.executable, "-m", "opsagent", *argv[1:]], capture_output=True, text=True, check=False)
+        assert shown.returncode == 0 and "--host" in shown.stdout, shown.stderr
+    typo = subprocess.run([sys.executable, "-m", "opsagent", "statsu"], capture_output=True, text=True, check=False)
+    assert typo.returncode == 2 and "did you mean 'status'" in typo.stderr
+
+
+def test_a_no_op_sync_and_status_never_load_the_parser(project: Project) -> None:
+    """Nothing pending: no pglast, no hazard lint, no backup module; status neither (its table is plain lines into a pipe)."""
+    write_all(project, {f"{i:03d}_t{i}.sql": f"CREATE TABLE t{i} (id int);\n" for i in range(1, 21)})
+    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml")}
+    for args in (("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check"), ("status", "--host", "sandbox")):
+        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "opsagent", *args], cwd=project.root, env=env,
+                              capture_output=True, text=True, check=False, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+        heavy = loaded & {"pglast", "opsagent.lint", "opsagent.hazards", "opsagent.backup", "opsagent.catalog", "rich.progress"}
+        assert not heavy, (args, heavy)
+    shown = project.run("status", "--host", "sandbox").stdout.splitlines()
+    assert shown[1].split() == ["version", "description", "state", "applied", "at", "by", "ms"]
+    assert len(shown) == 22 and all(line.split()[2] == "applied" for line in shown[2:])
+
+
+def test_status_and_sync_on_a_terminal(project: Project) -> None:
+    """The Text renderings (status table, plan) on a real pseudo-terminal: every row, styled, no traceback."""
+    import shlex
+    import shutil
+
+    if shutil.which("script") is None:  # util-linux: present wherever the suite's sandbox runs
+        pytest.fail("the 'script' command (util-linux) is needed to give the CLI a terminal")
+    write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n", "002_b.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY b ON a (id);\n",
+                        "003_bad.sql": "CREATE TABLE c (id int;\n"})
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "120", "TERM": "xterm"}
+
+    def on_terminal(*args: str) -> subprocess.CompletedProcess[str]:
+        command = shlex.join([sys.executable, "-m", "opsagent", *args])
+        return subprocess.run(["script", "-qec", command, "/dev/null"], cwd=project.root, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    status = on_terminal("status", "--host", "sandbox")
+    assert status.returncode == 0 and "\x1b[" in status.stdout and "Traceback" not in status.stdout, status.stdout
+    assert "003" in status.stdout and "invalid" in status.stdout and "syntax error" in status.stdout
+    (project.migrations / "003_bad.sql").unlink()
+    applied = on_terminal("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
+    assert applied.returncode == 0 and "Traceback" not in applied.stdout, applied.stdout
+    assert "pending migrations (2)" in applied.stdout and "no-transaction" in applied.stdout and "applied 2 migration(s)" in applied.stdout

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-
-from rich.live import Live
-from rich.table import Table
+from typing import TYPE_CHECKING
 
 from ..errors import UsageError
 from ..fleet import HostOutcome, fleet_exit_code, run_fleet
 from ..inventory import HostConfig
 from .base import console, fail, print_json
+
+if TYPE_CHECKING:  # Rich's Live and Table: imported by the fleet runs that draw them, not by every task that imports this module
+    from rich.table import Table
 
 PARALLEL_HELP = "hosts run at once (default: min(8, number of hosts))"
 FAIL_FAST_HELP = "stop starting new hosts after the first failure"
@@ -39,6 +40,8 @@ def check_fleet_flags(parallel: float, timeout: float) -> None:
 
 
 def _status_table(states: dict[str, str]) -> Table:
+    from rich.table import Table
+
     table = Table.grid(padding=(0, 2))
     for host, state in states.items():
         colour = "green" if state == "ok" else "yellow" if state == "running" or state.startswith("drift") else "red"
@@ -59,6 +62,8 @@ def run_and_render(
 ) -> None:
     """Run ``action`` over ``hosts`` with live status lines; print a summary; exit non-zero if any failed."""
     check_fleet_flags(parallel, timeout)
+    from rich.live import Live
+
     states = {h.name: "waiting" for h in hosts}
     lock = threading.Lock()
     live = Live(_status_table(states), console=console, refresh_per_second=8, transient=True, redirect_stdout=False)
@@ -84,6 +89,8 @@ def run_and_render(
 
 
 def summary_table(outcomes: Sequence[HostOutcome], title: str, columns: SummaryColumns = ()) -> Table:
+    from rich.table import Table
+
     table = Table(title=f"{title} summary")
     for name in ("host", "outcome", *(c[0] for c in columns), "duration", "message"):
         table.add_column(name)
