@@ -18,8 +18,9 @@ from typing import Any, Protocol
 from pglast import keywords
 
 from .errors import RemoteError
+from .exclusions import DEFAULT_EXCLUDED_TABLES, always_quoted, canonical, hidden_schema_candidates, split_exclusion
 
-DEFAULT_EXCLUDED_TABLES: tuple[str, ...] = ("schema_migrations",)
+__all__ = ["DEFAULT_EXCLUDED_TABLES"]  # the ledger's default location, re-exported for the callers that import it from here
 _SEPARATOR = "==opsagent-catalog=="
 
 
@@ -50,11 +51,21 @@ rel AS (
          quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname
   FROM pg_class c JOIN nsp n ON n.oid = c.relnamespace
   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid)
-    AND NOT (c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s) OR n.nspname || '.' || c.relname = ANY(%(qualified)s)))
+    AND NOT (c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s)
+             OR '"' || replace(n.nspname, '"', '""') || '"."' || replace(c.relname, '"', '""') || '"' = ANY(%(qualified)s)))
 ),
 excluded AS (
   SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s) OR n.nspname || '.' || c.relname = ANY(%(qualified)s))
+  WHERE c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s)
+         OR '"' || replace(n.nspname, '"', '""') || '"."' || replace(c.relname, '"', '""') || '"' = ANY(%(qualified)s))
+),
+ledger_only AS (
+  -- a schema named by an exclusion (the ledger's own, e.g. ledger_schema: ops) that holds nothing but excluded tables:
+  -- every object in a schema depends on it (indexes, constraints and row types hang on their table instead)
+  SELECT n.oid FROM pg_namespace n
+  WHERE '"' || replace(n.nspname, '"', '""') || '"' = ANY(%(hidden_schemas)s)
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid
+                    AND NOT (d.classid = 'pg_class'::regclass AND d.objid IN (SELECT oid FROM excluded)))
 ),
 acl AS (
   -- privileges beyond the owner's defaults, and defaults taken away ("no X"): equal grants compare equal
@@ -164,7 +175,7 @@ SELECT json_strip_nulls(json_build_object(
                          (SELECT d.grantee, 'no ' || d.privilege_type, d.is_grantable FROM aclexplode(acldefault('n', ns.nspowner)) d
                           EXCEPT SELECT a.grantee, 'no ' || a.privilege_type, a.is_grantable FROM aclexplode(ns.nspacl) a)) x
                   WHERE ns.nspacl IS NOT NULL)) ORDER BY n.nspname), '[]')
-   FROM nsp n JOIN pg_namespace ns ON ns.oid = n.oid),
+   FROM nsp n JOIN pg_namespace ns ON ns.oid = n.oid WHERE n.oid NOT IN (SELECT oid FROM ledger_only)),
  'extensions', (SELECT coalesce(json_agg(json_build_object(
      'name', e.extname, 'version', e.extversion, 'schema', n.nspname) ORDER BY e.extname), '[]')
    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'),
@@ -445,17 +456,19 @@ _CASTS = r"""json_build_object(
 def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *, dependencies: bool = False) -> str:
     """The introspection script: a fixed search_path, then one query returning one JSON document.
 
-    ``exclude_tables`` entries are bare table names (any schema) or ``schema.table``.
+    ``exclude_tables`` entries (see ``opsagent.exclusions``) are ``"schema"."table"``
+    (exactly that table: the ledger) or bare names (that name in any schema).  A
+    non-public schema of an entry that holds nothing but excluded tables (the
+    ledger's own ``ledger_schema``) is left out of the schema list too.
     ``dependencies`` adds pg_depend's edges (``Catalog.depends``), which only plans
     need: they double the document's size.
     """
     names = list(exclude_tables)
-    for name in names:
-        if "\x00" in name:
-            raise ValueError("table name contains a NUL byte")
-    bare = [n for n in names if "." not in n]
-    qualified = [n for n in names if "." in n]
-    query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified),
+    split = [split_exclusion(name) for name in names]  # refuses NUL bytes
+    bare = [table for schema, table in split if schema is None]
+    qualified = [canonical(name) for name, (schema, _) in zip(names, split, strict=True) if schema is not None]
+    hidden = [always_quoted(schema) for schema in hidden_schema_candidates(names)]
+    query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified), "hidden_schemas": _sql_text_array(hidden),
                       "depends": _DEPENDS if dependencies else "NULL", "casts": _CASTS if dependencies else "NULL",
                       "members": _MEMBERS}
     # a separate SET (not set_config inside the query) so it is in force before any deparsing starts

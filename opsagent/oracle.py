@@ -33,6 +33,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .exclusions import matches_dump_entry  # names only (no catalog model): the oracle stays independent of it
+
 RULES = (
     "owners are not compared (ALTER ... OWNER TO lines and the Owner: of entry headers are ignored)",
     "the column lines of each CREATE TABLE are compared as a set: column order, which the model ignores by design, does not count",
@@ -184,9 +186,7 @@ class DumpDifference:
 
 def _excluded(entry_key: str, entry: Entry, tables: Sequence[str]) -> bool:
     """An entry of a table the model leaves out (the ledger): the table, its constraints, defaults, comments, grants."""
-    words = entry.name.split(" ")
-    return any(words[0] == t or (words[0] in ("TABLE", "COLUMN") and len(words) > 1 and words[1].split(".", 1)[0] == t)
-               for t in tables)
+    return matches_dump_entry(tables, entry.schema, entry.name)
 
 
 def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = ()) -> list[DumpDifference]:

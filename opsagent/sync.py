@@ -434,7 +434,9 @@ class _Session:
 
 def read_state(remote: Remote, ledger: Ledger) -> LedgerState:
     """The ledger and lock holders in ONE remote command (used by status, baseline, repair)."""
-    return LedgerState.decode(remote.query_json(f"SET lock_timeout = '{remote.host.lock_timeout}';\n" + ledger.state_query()))
+    state = LedgerState.decode(remote.query_json(f"SET lock_timeout = '{remote.host.lock_timeout}';\n" + ledger.state_query()))
+    state.refuse_foreign(ledger)  # Rails' or Django's table of that name: never read as ours, never written
+    return state
 
 
 def statuses_for(migrations_dir: Path, state: LedgerState) -> tuple[list[VersionStatus], list[Migration], list[str]]:
@@ -641,7 +643,7 @@ class SyncRun:
         self.confirm = confirm or (lambda _plan: True)
         self.reconnect: Reconnect = reconnect or (lambda: open_remote(remote.host))
         self.rng = rng or random.Random()
-        self.ledger = Ledger(self.host.ledger_schema)
+        self.ledger = Ledger.for_host(self.host)
         self.result = SyncResult(self.host.name, self.host.database, "dry-run" if options.dry_run else "sync")
         flag = "--lock-timeout" if options.lock_timeout else "--migration-lock-timeout" if options.migration_lock_timeout else "lock_timeout"
         cap = duration_seconds(options.lock_timeout or options.migration_lock_timeout or self.host.lock_timeout, flag)
@@ -744,6 +746,7 @@ class SyncRun:
         self.result.adopted_ledger = state.adoption_needed
 
     def _checked_plan(self, migrations: list[Migration], state: LedgerState) -> list[Migration] | None:
+        state.refuse_foreign(self.ledger)  # before any plan, lock or write: the table belongs to another tool
         plan = _plan(compute_status(migrations, state.rows), self.options)
         self.result.steps = [_step(m) for m in plan.pending]
         if plan.problems:
@@ -1197,7 +1200,7 @@ def baseline(remote: Remote, migrations_dir: Path, version: str, identity: Ident
     from .migrations import migration_for_baseline, version_key
 
     before = remote.command_count
-    ledger = Ledger(remote.host.ledger_schema)
+    ledger = Ledger.for_host(remote.host)
     state = read_state(remote, ledger)
     statuses, migrations, _ = statuses_for(migrations_dir, state)
     limit = version_key(version)
@@ -1221,7 +1224,7 @@ def repair_changes(remote: Remote, migrations_dir: Path) -> tuple[list[Any], Led
     """What repair would change (read-only, one remote command)."""
     from .migrations import repair_plan
 
-    ledger = Ledger(remote.host.ledger_schema)
+    ledger = Ledger.for_host(remote.host)
     state = read_state(remote, ledger)
     statuses, _, _ = statuses_for(migrations_dir, state)
     return repair_plan(statuses), ledger

@@ -239,7 +239,7 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
                   fail_fast: bool, timeout: float) -> None:
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-            state = read_state(remote, Ledger(target.ledger_schema))
+            state = read_state(remote, Ledger.for_host(target))
         statuses, _, warnings = statuses_for(inv.migrations_dir(), state)
         document = _status_document(target.name, target.database, state.exists, statuses, warnings)
         counts = document["counts"]
@@ -388,7 +388,7 @@ def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
         return
     target_host = targets[0]
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
-        state = read_state(remote, Ledger(target_host.ledger_schema))
+        state = read_state(remote, Ledger.for_host(target_host))
     statuses, _, warnings = statuses_for(inv.migrations_dir(), state)
     document = _status_document(target_host.name, target_host.database, state.exists, statuses, warnings)
     if json_:
