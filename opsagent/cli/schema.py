@@ -48,8 +48,10 @@ def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
 
 
 def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool) -> ExtractResult:
+    from ..exclusions import ledger_exclusions
+
     with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-        result = extract(remote)
+        result = extract(remote, exclude_tables=ledger_exclusions(target))  # the statistics leave out this host's ledger only
     write_snapshot(result, path)
     return result
 
