@@ -124,6 +124,11 @@ def hidden_schema_candidates(entries: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(schemas))
 
 
+def is_schema_entry(schema: str, name: str, hidden: str) -> bool:
+    """Whether a pg_dump entry is schema ``hidden`` itself (its CREATE SCHEMA, COMMENT or ACL entry)."""
+    return schema == "-" and name in {hidden, always_quoted(hidden), f"SCHEMA {hidden}", f"SCHEMA {always_quoted(hidden)}"}
+
+
 def matches_dump_entry(entries: Iterable[str], schema: str, name: str) -> bool:
     """Whether a pg_dump entry (its ``Schema:`` and ``Name:``) belongs to an excluded table.
 

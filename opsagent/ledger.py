@@ -115,10 +115,16 @@ class Ledger:
             f"WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 AND NOT attisdropped"
         )
         rows = f"SELECT coalesce(json_agg(to_jsonb(t) ORDER BY t.version), '[]') FROM {self.table} t"
-        return (
-            f"SELECT to_regclass({self.regclass}) IS NOT NULL AS opsagent_has_ledger \\gset\n"
-            "\\if :opsagent_has_ledger\n"
+        own = ", ".join(quote_literal(name) for name in OWN_COLUMNS)
+        ours = (f"(SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 "
+                f"AND NOT attisdropped AND attname IN ({own})) = {len(OWN_COLUMNS)}")
+        return (  # a foreign table of that name (no version/description/applied_at): its columns only, never its rows
+            f"SELECT to_regclass({self.regclass}) IS NOT NULL AS opsagent_has_ledger, {ours} AS opsagent_ledger_ours \\gset\n"
+            "\\if :opsagent_ledger_ours\n"
             f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', ({rows}), 'holders', ({holders}),"
+            " 'server_version', current_setting('server_version'));\n"
+            "\\elif :opsagent_has_ledger\n"
+            f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', '[]'::json, 'holders', ({holders}),"
             " 'server_version', current_setting('server_version'));\n"
             "\\else\n"
             f"SELECT json_build_object('exists', false, 'columns', '[]'::json, 'rows', '[]'::json, 'holders', ({holders}),"
