@@ -351,6 +351,16 @@ def test_the_ledger_schema_is_hidden_while_it_holds_only_the_ledger(project: Pro
     assert not any("schema_migrations" in n for _, n, _ in names)
 
 
+def test_a_plan_can_put_the_first_user_table_into_the_ledger_schema(project: Project) -> None:
+    project = configure(project, ledger_schema="ops")
+    _write(project, MIGRATIONS)
+    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup").returncode == 0
+    (project.root / "sql" / "schema.sql").write_text(SCHEMA + "CREATE SCHEMA ops;\nCREATE TABLE ops.notes (id int);\n")
+    code, doc, text = run_json(project, "plan", "--host", "sandbox")
+    assert code == 0, text  # verified by both oracles: the hidden schema exists already, the plan must not trip on it
+    assert "CREATE SCHEMA IF NOT EXISTS ops" in text and "CREATE TABLE ops.notes" in text and "DROP" not in text
+
+
 def test_hostile_ledger_table_values_never_become_code(project: Project) -> None:
     project.psql("CREATE TABLE keep (id int);")
     _write(project, {"001_author.sql": MIGRATIONS["001_author.sql"]}, schema="CREATE TABLE keep (id int);\n" + MIGRATIONS["001_author.sql"])
