@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .diff import DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
-from .exclusions import dump_exclude_args, ledger_exclusions
+from .exclusions import dump_exclude_args, ledger_exclusions, strip_ledger_only_schemas
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .oracle import DumpDifference, compare_dumps, unexplained
@@ -89,7 +89,8 @@ def dump_for_diff(remote: Remote, database: str, exclude_tables: Sequence[str] =
     result = remote.run(argv, check=False)
     if not result.ok:
         raise remote.failure(["pg_dump"], result)
-    return strip_restrict(normalize_dump(gunzip(result.stdout, remote.host.name)))
+    raw = strip_ledger_only_schemas(gunzip(result.stdout, remote.host.name), exclude_tables)  # before the preamble is judged
+    return strip_restrict(normalize_dump(raw))
 
 
 def unified(live: str, desired: str, live_name: str, desired_name: str) -> str:

@@ -19,7 +19,7 @@ import yaml
 
 from opsagent.catalog import introspect, introspection_sql
 from opsagent.errors import ConfigError
-from opsagent.exclusions import DEFAULT_EXCLUDED_TABLES, dump_pattern, ledger_exclusions, matches_dump_entry, split_exclusion
+from opsagent.exclusions import DEFAULT_EXCLUDED_TABLES, dump_pattern, ledger_exclusions, matches_dump_entry, split_exclusion, strip_ledger_only_schemas
 from opsagent.inventory import HostConfig, load_inventory
 from opsagent.ledger import Ledger, LedgerState
 from opsagent.oracle import compare_dumps
@@ -98,6 +98,17 @@ def test_oracle_hides_only_the_configured_ledger() -> None:
     live = entry("ops", "schema_migrations") + entry("public", "schema_migrations")
     differences = compare_dumps(live, "", ('"ops"."schema_migrations"',))
     assert [d.key for d in differences] == ["TABLE public.schema_migrations"]
+
+
+def test_text_dumps_lose_a_ledger_only_schema_and_keep_a_used_one() -> None:
+    schema = "--\n-- Name: ops; Type: SCHEMA; Schema: -; Owner: -\n--\n\nCREATE SCHEMA ops;\n\n\n"
+    table = "--\n-- Name: t; Type: TABLE; Schema: {s}; Owner: -\n--\n\nCREATE TABLE {s}.t (\n    id integer\n);\n\n"
+    ledger = ('"ops"."schema_migrations"',)
+    dump = "-- head\n\n" + schema + "SET default_tablespace = '';\n\n" + table.format(s="public")
+    assert strip_ledger_only_schemas(dump, ledger) == "-- head\n\nSET default_tablespace = '';\n\n" + table.format(s="public")
+    used = "-- head\n\n" + schema + table.format(s="ops")
+    assert strip_ledger_only_schemas(used, ledger) == used
+    assert strip_ledger_only_schemas(dump, DEFAULT_EXCLUDED_TABLES) == dump  # public is never hidden
 
 
 def test_foreign_tables_are_refused_and_the_seed_is_ours() -> None:
@@ -356,7 +367,7 @@ def test_a_plan_can_put_the_first_user_table_into_the_ledger_schema(project: Pro
     _write(project, MIGRATIONS)
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup").returncode == 0
     (project.root / "sql" / "schema.sql").write_text(SCHEMA + "CREATE SCHEMA ops;\nCREATE TABLE ops.notes (id int);\n")
-    code, doc, text = run_json(project, "plan", "--host", "sandbox")
+    code, _doc, text = run_json(project, "plan", "--host", "sandbox")
     assert code == 0, text  # verified by both oracles: the hidden schema exists already, the plan must not trip on it
     assert "CREATE SCHEMA IF NOT EXISTS ops" in text and "CREATE TABLE ops.notes" in text and "DROP" not in text
 
@@ -387,3 +398,16 @@ def test_hostile_ledger_table_values_never_become_code(project: Project) -> None
         # this name's ledger goes before the next one: it would be a user table under the next configuration
         project.psql(f"SELECT format('DROP TABLE public.%I', relname) FROM pg_class WHERE relname = {literal} \\gexec")
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("keys", [{"ledger_table": "opsagent_migrations"}, {"ledger_schema": "ops"}], ids=["table", "schema"])
+def test_rollback_with_a_configured_ledger(project: Project, keys: dict[str, str]) -> None:
+    project = configure(project, **keys)
+    _write(project, {"001_author.sql": MIGRATIONS["001_author.sql"],
+                     "002_book.sql": MIGRATIONS["002_book.sql"] + "-- opsagent:down\nDROP TABLE book;\n"}, schema=None)
+    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup").returncode == 0
+    code, _doc, text = run_json(project, "rollback", "--host", "sandbox", "--to", "001", "--yes", "--no-backup")
+    assert code == 0, text  # verified by both oracles: the ledger (and its schema) is not a difference
+    ledger = Ledger.for_host(project.host).table
+    assert project.psql(f"SELECT string_agg(version, ',') FROM {ledger}").strip() == "001"
+    assert "public.book" not in relations(project)
