@@ -15,11 +15,10 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from pglast import keywords
-
 from .errors import RemoteError
+from .exclusions import DEFAULT_EXCLUDED_TABLES, always_quoted, canonical, hidden_schema_candidates, split_exclusion
 
-DEFAULT_EXCLUDED_TABLES: tuple[str, ...] = ("schema_migrations",)
+__all__ = ["DEFAULT_EXCLUDED_TABLES"]  # the ledger's default location, re-exported for the callers that import it from here
 _SEPARATOR = "==opsagent-catalog=="
 
 
@@ -50,11 +49,25 @@ rel AS (
          quote_ident(n.nspname) || '.' || quote_ident(c.relname) AS qname
   FROM pg_class c JOIN nsp n ON n.oid = c.relnamespace
   WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_class'::regclass AND e.objid = c.oid)
-    AND NOT (c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s) OR n.nspname || '.' || c.relname = ANY(%(qualified)s)))
+    AND NOT (c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s)
+             OR '"' || replace(n.nspname, '"', '""') || '"."' || replace(c.relname, '"', '""') || '"' = ANY(%(qualified)s)))
 ),
 excluded AS (
   SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s) OR n.nspname || '.' || c.relname = ANY(%(qualified)s))
+  WHERE c.relkind IN ('r', 'p') AND (c.relname = ANY(%(bare)s)
+         OR '"' || replace(n.nspname, '"', '""') || '"."' || replace(c.relname, '"', '""') || '"' = ANY(%(qualified)s))
+),
+ledger_only AS (
+  -- a schema named by an exclusion (the ledger's own, e.g. ledger_schema: ops) that holds nothing but excluded tables:
+  -- every object in a schema depends on it (indexes, constraints and row types hang on their table instead);
+  -- a sequence the excluded table owns (serial) goes with it
+  SELECT n.oid FROM pg_namespace n
+  WHERE '"' || replace(n.nspname, '"', '""') || '"' = ANY(%(hidden_schemas)s)
+    AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.refclassid = 'pg_namespace'::regclass AND d.refobjid = n.oid
+                    AND NOT (d.classid = 'pg_class'::regclass
+                             AND (d.objid IN (SELECT oid FROM excluded)
+                                  OR EXISTS (SELECT 1 FROM pg_depend o WHERE o.classid = 'pg_class'::regclass AND o.objid = d.objid
+                                             AND o.deptype = 'a' AND o.refobjid IN (SELECT oid FROM excluded)))))
 ),
 acl AS (
   -- privileges beyond the owner's defaults, and defaults taken away ("no X"): equal grants compare equal
@@ -164,7 +177,7 @@ SELECT json_strip_nulls(json_build_object(
                          (SELECT d.grantee, 'no ' || d.privilege_type, d.is_grantable FROM aclexplode(acldefault('n', ns.nspowner)) d
                           EXCEPT SELECT a.grantee, 'no ' || a.privilege_type, a.is_grantable FROM aclexplode(ns.nspacl) a)) x
                   WHERE ns.nspacl IS NOT NULL)) ORDER BY n.nspname), '[]')
-   FROM nsp n JOIN pg_namespace ns ON ns.oid = n.oid),
+   FROM nsp n JOIN pg_namespace ns ON ns.oid = n.oid WHERE n.oid NOT IN (SELECT oid FROM ledger_only)),
  'extensions', (SELECT coalesce(json_agg(json_build_object(
      'name', e.extname, 'version', e.extversion, 'schema', n.nspname) ORDER BY e.extname), '[]')
    FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace WHERE e.extname <> 'plpgsql'),
@@ -445,17 +458,19 @@ _CASTS = r"""json_build_object(
 def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *, dependencies: bool = False) -> str:
     """The introspection script: a fixed search_path, then one query returning one JSON document.
 
-    ``exclude_tables`` entries are bare table names (any schema) or ``schema.table``.
+    ``exclude_tables`` entries (see ``opsagent.exclusions``) are ``"schema"."table"``
+    (exactly that table: the ledger) or bare names (that name in any schema).  A
+    non-public schema of an entry that holds nothing but excluded tables (the
+    ledger's own ``ledger_schema``) is left out of the schema list too.
     ``dependencies`` adds pg_depend's edges (``Catalog.depends``), which only plans
     need: they double the document's size.
     """
     names = list(exclude_tables)
-    for name in names:
-        if "\x00" in name:
-            raise ValueError("table name contains a NUL byte")
-    bare = [n for n in names if "." not in n]
-    qualified = [n for n in names if "." in n]
-    query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified),
+    split = [split_exclusion(name) for name in names]  # refuses NUL bytes
+    bare = [table for schema, table in split if schema is None]
+    qualified = [canonical(name) for name, (schema, _) in zip(names, split, strict=True) if schema is not None]
+    hidden = [always_quoted(schema) for schema in hidden_schema_candidates(names)]
+    query = _QUERY % {"bare": _sql_text_array(bare), "qualified": _sql_text_array(qualified), "hidden_schemas": _sql_text_array(hidden),
                       "depends": _DEPENDS if dependencies else "NULL", "casts": _CASTS if dependencies else "NULL",
                       "members": _MEMBERS}
     # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
@@ -463,6 +478,66 @@ def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *
 
 
 INTROSPECTION_SQL = introspection_sql()
+
+# ``Catalog.stats()`` computed by the server: the same relations, filters and exclusions as the introspection
+# query (its leading CTEs are reused verbatim), counted instead of deparsed.  ``inv extract`` needs only the
+# counts; deparsing every definition would cost as much as the pg_dump it accompanies.
+# (tests pin it to ``introspect(...).stats()`` on real schemas)
+_STATS = r"""
+SELECT json_build_object(
+ 'schemas', (SELECT count(*) FROM nsp n WHERE n.oid NOT IN (SELECT oid FROM ledger_only)),
+ 'tables', (SELECT count(*) FROM rel r WHERE r.relkind IN ('r', 'p', 'f')),
+ 'columns', (SELECT count(*) FROM pg_attribute a JOIN rel r ON r.oid = a.attrelid
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND r.relkind IN ('r', 'p', 'f')),
+ 'indexes', (SELECT count(*) FROM pg_index x JOIN rel i ON i.oid = x.indexrelid JOIN rel t ON t.oid = x.indrelid
+             WHERE NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = x.indexrelid AND con.contype IN ('p', 'u', 'x'))
+               AND NOT EXISTS (SELECT 1 FROM pg_inherits ih WHERE ih.inhrelid = x.indexrelid)),
+ 'primary_keys', (SELECT count(*) FILTER (WHERE contype = 'p') FROM tcon),
+ 'foreign_keys', (SELECT count(*) FILTER (WHERE contype = 'f') FROM tcon),
+ 'unique_constraints', (SELECT count(*) FILTER (WHERE contype = 'u') FROM tcon),
+ 'check_constraints', (SELECT count(*) FILTER (WHERE contype = 'c') FROM tcon),
+ 'exclude_constraints', (SELECT count(*) FILTER (WHERE contype = 'x') FROM tcon),
+ 'views', (SELECT count(*) FROM rel r WHERE r.relkind = 'v'),
+ 'materialized_views', (SELECT count(*) FROM rel r WHERE r.relkind = 'm'),
+ 'sequences', (SELECT count(*) FROM rel r JOIN pg_sequence s ON s.seqrelid = r.oid
+               WHERE NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.objid = r.oid
+                                 AND ((d.deptype = 'i') OR (d.deptype = 'a' AND d.refobjid IN (SELECT oid FROM excluded))))),
+ 'functions', (SELECT count(*) FILTER (WHERE prokind <> 'p') FROM fn),
+ 'procedures', (SELECT count(*) FILTER (WHERE prokind = 'p') FROM fn),
+ 'triggers', (SELECT count(*) FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid WHERE NOT tg.tgisinternal AND tg.tgparentid = 0),
+ 'enum_types', (SELECT count(*) FILTER (WHERE typtype = 'e') FROM ty),
+ 'composite_types', (SELECT count(*) FILTER (WHERE typtype = 'c') FROM ty),
+ 'domain_types', (SELECT count(*) FILTER (WHERE typtype = 'd') FROM ty),
+ 'extensions', (SELECT count(*) FROM pg_extension e WHERE e.extname <> 'plpgsql'),
+ 'policies', (SELECT count(*) FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
+ 'collations', (SELECT count(*) FROM pg_collation co JOIN nsp n ON n.oid = co.collnamespace
+                WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_collation'::regclass AND e.objid = co.oid)),
+ 'text_search_configurations', (SELECT count(*) FROM pg_ts_config c JOIN nsp n ON n.oid = c.cfgnamespace
+                WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_ts_config'::regclass AND e.objid = c.oid)),
+ 'text_search_dictionaries', (SELECT count(*) FROM pg_ts_dict d JOIN nsp n ON n.oid = d.dictnamespace
+                WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_ts_dict'::regclass AND e.objid = d.oid))
+)"""
+_STATS_CTES = r"""
+tcon AS (
+  SELECT con.contype FROM pg_constraint con JOIN rel r ON r.oid = con.conrelid
+  WHERE con.conparentid = 0 AND con.coninhcount = 0 AND con.contype <> 't' AND con.contypid = 0
+),
+fn AS (
+  SELECT p.prokind FROM pg_proc p JOIN nsp n ON n.oid = p.pronamespace
+  WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid)
+),
+ty AS (
+  SELECT t.typtype FROM pg_type t JOIN nsp n ON n.oid = t.typnamespace
+  WHERE (t.typtype IN ('e', 'd', 'r') OR (t.typtype = 'c' AND (SELECT relkind FROM pg_class WHERE oid = t.typrelid) = 'c'))
+    AND NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_type'::regclass AND e.objid = t.oid)
+)"""
+
+
+def stats_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> str:
+    """One query returning ``Catalog.stats()`` as a JSON object, without deparsing anything (``inv extract``)."""
+    full = introspection_sql(exclude_tables)
+    body = full[:full.index("\nacl AS (")].rstrip().rstrip(",")  # SET search_path + WITH ext_objs, nsp, rel, excluded, ledger_only
+    return f"{body},{_STATS_CTES}{_STATS};\n"
 
 
 # ---------------------------------------------------------------- model
@@ -474,12 +549,21 @@ def qualify(schema: str, name: str) -> str:
 
 
 _SAFE = set("abcdefghijklmnopqrstuvwxyz0123456789_$")
-_KEYWORDS = frozenset(keywords.RESERVED_KEYWORDS) | frozenset(keywords.COL_NAME_KEYWORDS) | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
+_KEYWORDS: frozenset[str] | None = None  # pglast's keyword lists, loaded on first use: extract and sync never need pglast
+
+
+def _keywords() -> frozenset[str]:
+    global _KEYWORDS
+    if _KEYWORDS is None:
+        from pglast import keywords
+
+        _KEYWORDS = frozenset(keywords.RESERVED_KEYWORDS) | frozenset(keywords.COL_NAME_KEYWORDS) | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
+    return _KEYWORDS
 
 
 def quote_ident(name: str) -> str:
     """PostgreSQL's quote_ident, so keys built here match names deparsed by the server."""
-    if name and name[0] in "abcdefghijklmnopqrstuvwxyz_" and set(name) <= _SAFE and name not in _KEYWORDS:
+    if name and name[0] in "abcdefghijklmnopqrstuvwxyz_" and set(name) <= _SAFE and name not in (_KEYWORDS or _keywords()):
         return name
     return '"' + name.replace('"', '""') + '"'
 

@@ -18,9 +18,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql, quote_ident
+from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .diff import DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
+from .exclusions import dump_exclude_args, ledger_exclusions, strip_ledger_only_schemas
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .oracle import DumpDifference, compare_dumps, unexplained
@@ -82,13 +83,14 @@ def where(remote: Remote, database: str | None = None) -> str:
 # ---------------------------------------------------------------- text diff
 
 
-def dump_for_diff(remote: Remote, database: str) -> str:
+def dump_for_diff(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> str:
     """A dump meant for reading side by side: no owners, no grants, no ledger, no guard lines."""
-    argv = [*pg_dump_argv(remote, database, no_owner=True), "--exclude-table", "*.schema_migrations"]
+    argv = [*pg_dump_argv(remote, database, no_owner=True), *dump_exclude_args(exclude_tables)]
     result = remote.run(argv, check=False)
     if not result.ok:
         raise remote.failure(["pg_dump"], result)
-    return strip_restrict(normalize_dump(gunzip(result.stdout, remote.host.name)))
+    raw = strip_ledger_only_schemas(gunzip(result.stdout, remote.host.name), exclude_tables)  # before the preamble is judged
+    return strip_restrict(normalize_dump(raw))
 
 
 def unified(live: str, desired: str, live_name: str, desired_name: str) -> str:
@@ -130,7 +132,7 @@ def read_catalog(output: str, what: str) -> Catalog:
 
 def oracle_dump(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> str:
     """The normalized schema dump the dump oracle compares (the model's excluded tables, e.g. the ledger, left out)."""
-    argv = [*pg_dump_argv(remote, database), *(arg for table in exclude_tables for arg in ("--exclude-table", f"*.{quote_ident(table)}"))]
+    argv = [*pg_dump_argv(remote, database), *dump_exclude_args(exclude_tables)]
     result = remote.run(argv, check=False)
     if not result.ok:
         raise remote.failure(["pg_dump"], result)
@@ -167,11 +169,12 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
         result = compare(live, read_catalog(outputs[0], source))
         name = scratch.names[0]
         desired_dump = scratch.dumps[0] if scratch.dumps else None
-        differences = compare_dumps(live_dump, desired_dump) if live_dump is not None and desired_dump is not None else None
+        differences = compare_dumps(live_dump, desired_dump, exclude_tables) if live_dump is not None and desired_dump is not None else None
         result, differences = confirm(remote, result, lambda: live_dump or dump_schema(remote, live_db),
                                       lambda: desired_dump or dump_schema(remote, name), exclude_tables, differences)
         if text:
-            live_text, desired_text = _both(lambda: dump_for_diff(remote, live_db), lambda: dump_for_diff(remote, name))
+            live_text, desired_text = _both(lambda: dump_for_diff(remote, live_db, exclude_tables),
+                                            lambda: dump_for_diff(remote, name, exclude_tables))
             diff_text = unified(live_text, desired_text, where(remote), desired_label or source)
     return DriftReport(where(remote), desired_label or source, result, diff_text, differences)
 
@@ -210,19 +213,22 @@ def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], de
     still = {(c.kind, c.name) for c in again.changes}
     confirmed = DiffResult([c for c in result.changes if c.status != "changed" or (c.kind, c.name) in still])
     if differences and scratch.dumps:
-        remaining = {d.key for d in compare_dumps(*scratch.dumps)}
+        remaining = {d.key for d in compare_dumps(scratch.dumps[0], scratch.dumps[1], exclude_tables)}
         differences = [d for d in differences if d.key in remaining]
     return confirmed, differences
 
 
 def diff_against_file(remote: Remote, path: Path, *, text: bool = False, what: str = "schema file",
-                      desired_label: str | None = None, fast: bool = False) -> DriftReport:
+                      desired_label: str | None = None, fast: bool = False,
+                      exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DriftReport:
     """Live database vs a SQL file (``schema.sql`` or an extracted snapshot)."""
     source = label(path)
-    return diff_against_sql(remote, read_sql(path, what), source, desired_label=desired_label or source, text=text, fast=fast)
+    return diff_against_sql(remote, read_sql(path, what), source, desired_label=desired_label or source, text=text, fast=fast,
+                            exclude_tables=exclude_tables)
 
 
-def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False, fast: bool = False) -> DriftReport:
+def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False, fast: bool = False,
+                          exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DriftReport:
     """Live database vs its last extract: both sides go through one dump-and-load, so they compare like with like.
 
     A restored database deparses some expressions differently from the one that was
@@ -234,37 +240,43 @@ def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False, fas
     snapshot = read_sql(path, "snapshot (run 'inv extract' first)")
     live_dump = dump_schema(remote)
     live_label = f"{where(remote)} (fresh dump)"
-    step = None if fast else DumpStep.for_remote(remote, DEFAULT_EXCLUDED_TABLES)
-    with ScratchSet(remote, [[Chunk(live_dump, live_label)], [Chunk(snapshot, source)]], query=introspection_sql(), dump=step) as scratch:
+    step = None if fast else DumpStep.for_remote(remote, exclude_tables)
+    query = introspection_sql(exclude_tables)
+    with ScratchSet(remote, [[Chunk(live_dump, live_label)], [Chunk(snapshot, source)]], query=query, dump=step) as scratch:
         live_out, snapshot_out = scratch.load()
     result = compare(read_catalog(live_out, live_label), read_catalog(snapshot_out, source))
-    differences = compare_dumps(scratch.dumps[0], scratch.dumps[1], DEFAULT_EXCLUDED_TABLES) if scratch.dumps else None
+    differences = compare_dumps(scratch.dumps[0], scratch.dumps[1], exclude_tables) if scratch.dumps else None
     diff_text = unified(strip_restrict(live_dump), strip_restrict(snapshot), where(remote), source) if text else None
     return DriftReport(where(remote), f"snapshot {source}", result, diff_text, differences)
 
 
 def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = False) -> DriftReport:
-    """Two live databases (e.g. prod vs staging); ``other`` plays the desired side."""
+    """Two live databases (e.g. prod vs staging); ``other`` plays the desired side.
+
+    Each side hides its own host's ledger; the steps that see both dumps at once hide both ledgers.
+    """
 
     def side(remote: Remote) -> tuple[Catalog, str | None]:
         if fast:
-            return introspect(remote), None
-        return introspect_and_dump(remote, remote.host.database)
+            return introspect(remote, exclude_tables=ledger_exclusions(remote.host)), None
+        return introspect_and_dump(remote, remote.host.database, ledger_exclusions(remote.host))
 
+    both_ledgers = tuple(dict.fromkeys([*ledger_exclusions(live.host), *ledger_exclusions(other.host)]))
     (live_catalog, live_dump), (other_catalog, other_dump) = _both(lambda: side(live), lambda: side(other))
-    differences = compare_dumps(live_dump, other_dump) if live_dump is not None and other_dump is not None else None
+    differences = compare_dumps(live_dump, other_dump, both_ledgers) if live_dump is not None and other_dump is not None else None
     result, differences = confirm(live, compare(live_catalog, other_catalog), lambda: live_dump or dump_schema(live),
-                                  lambda: other_dump or dump_schema(other), DEFAULT_EXCLUDED_TABLES, differences)
+                                  lambda: other_dump or dump_schema(other), both_ledgers, differences)
     diff_text: str | None = None
     if text:
-        a, b = _both(lambda: dump_for_diff(live, live.host.database), lambda: dump_for_diff(other, other.host.database))
+        a, b = _both(lambda: dump_for_diff(live, live.host.database, ledger_exclusions(live.host)),
+                     lambda: dump_for_diff(other, other.host.database, ledger_exclusions(other.host)))
         diff_text = unified(a, b, where(live), where(other))
     return DriftReport(where(live), where(other), result, diff_text, differences)
 
 
 def drift_count(remote: Remote, schema_path: Path) -> int:
     """Differences between the live database and ``schema.sql`` by both oracles (for ``inv sync``'s closing warning)."""
-    return diff_against_file(remote, schema_path).count
+    return diff_against_file(remote, schema_path, exclude_tables=ledger_exclusions(remote.host)).count
 
 
 # ---------------------------------------------------------------- check (migrations vs schema.sql)
@@ -341,14 +353,15 @@ def replay_chunks(migrations: Sequence[Migration]) -> list[Chunk]:
     return chunks
 
 
-def check_project(remote: Remote, migrations_dir: Path, schema_path: Path) -> CheckReport:
+def check_project(remote: Remote, migrations_dir: Path, schema_path: Path,
+                  exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> CheckReport:
     """Replay all migrations into one scratch database, load schema.sql into another, compare (2 round trips)."""
     migrations, problems, warnings = validate_migrations(migrations_dir)
     if problems:
         return CheckReport(remote.host.name, len(migrations), problems, warnings, None)
     schema_sql = read_sql(schema_path)
     contents = [replay_chunks(migrations), [Chunk(schema_sql, label(schema_path))]]
-    with ScratchSet(remote, contents, query=introspection_sql()) as scratch:
+    with ScratchSet(remote, contents, query=introspection_sql(exclude_tables)) as scratch:
         replayed, desired = scratch.load()
     result = compare(read_catalog(replayed, "the replayed migrations"), read_catalog(desired, label(schema_path)))
     return CheckReport(remote.host.name, len(migrations), problems, warnings, result)

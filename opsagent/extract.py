@@ -1,5 +1,11 @@
 """``inv extract``: a normalized ``pg_dump --schema-only`` snapshot plus catalog statistics.
 
+One remote command does both: a fixed ``sh`` script starts pg_dump (streaming to
+the channel) and, alongside it, psql computes the statistics (object counts, the
+same filters as the catalog model, nothing deparsed); after pg_dump ends, a marker
+carrying a random token and the statistics follow the dump.  So an extract costs
+one SSH command and about one ``pg_dump -s``.
+
 The dump travels gzip-compressed (pg_dump's own ``-Z``: the same gzip stream as
 piping through ``gzip``, without needing ``pipefail`` on the server) and is
 normalized so that two extracts of an unchanged database are byte-identical:
@@ -11,17 +17,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import re
-import threading
+import secrets
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import RemoteError, UsageError
+from .exclusions import DEFAULT_EXCLUDED_TABLES
 from .transport import Remote
-
-if TYPE_CHECKING:
-    from .catalog import Catalog
 
 _PREAMBLE_NOISE = re.compile(
     r"^(SET [a-z_]+ = .*;"
@@ -38,8 +44,7 @@ class ExtractResult:
     host: str
     database: str
     dump: str
-    stats: dict[str, int]
-    catalog: Catalog
+    stats: dict[str, int]  # ``Catalog.stats()`` of the database (the ledger left out), counted by the server
 
     @property
     def size(self) -> int:
@@ -135,28 +140,53 @@ def dump_schema(remote: Remote, database: str | None = None, *, no_owner: bool =
     return normalize_dump(gunzip(result.stdout, remote.host.name))
 
 
-def extract(remote: Remote, database: str | None = None) -> ExtractResult:
-    """Dump and introspect the host's database concurrently (two commands, one round trip of wall time)."""
-    from .catalog import introspect
+# The one remote command of an extract.  Fixed text: everything variable arrives as positional parameters
+# ($1 the marker token, $2 the conninfo-quoted database, then pg_host/pg_port arguments), never inside the script.
+# pg_dump streams to the channel in the background while psql (stdin: the statistics query) runs in the foreground;
+# the marker and the statistics are printed only when both succeeded.  Exit 3: pg_dump failed; 4: psql failed.
+_EXTRACT_SH = """t=$1; d=$2; shift 2
+pg_dump --schema-only -Z 1 "$@" -d "$d" &
+p=$!
+s=$(psql -X -q -A -t -v ON_ERROR_STOP=1 "$@" -d "$d") || { kill "$p" 2>/dev/null; wait "$p"; exit 4; }
+wait "$p" || exit 3
+printf '\\n%s\\n%s\\n' "==opsagent-extract-$t==" "$s"
+"""
+
+
+def extract_argv(remote: Remote, database: str, token: str) -> list[str]:
+    """``sh -c SCRIPT``: pg_dump and the statistics query in one server-side invocation (see ``_EXTRACT_SH``)."""
+    if not re.fullmatch(r"[0-9a-f]{16,64}", token):
+        raise ValueError("the marker token must be random hex")
+    return ["sh", "-c", _EXTRACT_SH, "opsagent-extract", token, remote.db_args(database)[1], *remote.pg_args()]
+
+
+def split_extract_output(data: bytes, token: str, host: str) -> tuple[bytes, dict[str, int]]:
+    """(the gzip-compressed dump, the statistics) from the command's stdout; the marker must be there."""
+    marker = f"\n==opsagent-extract-{token}==\n".encode()
+    dump, found, tail = data.rpartition(marker)
+    if not found:
+        raise RemoteError(f"{host}: the extract ended without its statistics (output cut short)")
+    try:
+        stats = json.loads(tail.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RemoteError(f"{host}: unreadable statistics from the extract ({exc})") from None
+    if not isinstance(stats, dict) or not all(isinstance(v, int) for v in stats.values()):
+        raise RemoteError(f"{host}: unexpected statistics from the extract")
+    return dump, {str(k): int(v) for k, v in stats.items()}
+
+
+def extract(remote: Remote, database: str | None = None, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> ExtractResult:
+    """Dump the host's database and count its objects in ONE remote command (``exclude_tables``: the ledger,
+    left out of the statistics; the snapshot itself is pg_dump's, complete)."""
+    from .catalog import stats_sql
 
     db = database or remote.host.database
-    box: dict[str, Any] = {}
-
-    def run_dump() -> None:
-        try:
-            box["dump"] = dump_schema(remote, db)
-        except BaseException as exc:  # re-raised in the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=run_dump, name="pg_dump", daemon=True)
-    worker.start()
-    try:
-        catalog = introspect(remote, db)  # the ledger is the tool's, not the schema's: excluded like everywhere else
-    finally:
-        worker.join()
-    if "error" in box:
-        raise box["error"]
-    return ExtractResult(remote.host.name, db, box["dump"], catalog.stats(), catalog)
+    token = secrets.token_hex(16)
+    result = remote.run(extract_argv(remote, db, token), stdin=stats_sql(exclude_tables), check=False)
+    if not result.ok:
+        raise remote.failure(["psql" if result.exit_status == 4 else "pg_dump"], result)
+    compressed, stats = split_extract_output(result.stdout, token, remote.host.name)
+    return ExtractResult(remote.host.name, db, normalize_dump(gunzip(compressed, remote.host.name)), stats)
 
 
 def default_snapshot_path(snapshots: Path, host: str) -> Path:

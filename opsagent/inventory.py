@@ -48,7 +48,8 @@ class HostConfig:
     statement_timeout: str = "0"
     rehearse_lock_timeout: str = "2s"
     rehearse_statement_timeout: str = "30s"
-    ledger_schema: str = "public"
+    ledger_schema: str = "public"  # where opsagent's ledger table lives
+    ledger_table: str = "schema_migrations"  # its name: another one when a framework owns schema_migrations
     hazards: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     groups: tuple[str, ...] = ()
 
@@ -183,6 +184,28 @@ def _expect_budget(value: Any) -> str:
     return text
 
 
+_NAMEDATALEN = 63  # PostgreSQL truncates longer identifiers: two long names could silently become one table
+
+
+def _expect_identifier(value: Any) -> str:
+    """A PostgreSQL name (any characters: it is always quoted), non-empty, at most 63 bytes, no control characters."""
+    text = _expect_str(value)
+    if not text:
+        raise TypeError("expected a table or schema name, not an empty string")
+    if len(text.encode("utf-8")) > _NAMEDATALEN:
+        raise TypeError(f"expected a name of at most {_NAMEDATALEN} bytes (PostgreSQL would truncate it)")
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise TypeError("expected a name without control characters or line breaks")
+    return text
+
+
+def _expect_schema_name(value: Any) -> str:
+    text = _expect_identifier(value)
+    if text.startswith("pg_"):
+        raise TypeError("schema names beginning with pg_ are reserved by PostgreSQL")
+    return text
+
+
 def _expect_mapping(value: Any) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise TypeError("expected a mapping")
@@ -209,7 +232,8 @@ HOST_KEYS: dict[str, _Checker] = {
     "statement_timeout": _expect_timeout,
     "rehearse_lock_timeout": _expect_timeout,
     "rehearse_statement_timeout": _expect_timeout,
-    "ledger_schema": _expect_str,
+    "ledger_schema": _expect_schema_name,
+    "ledger_table": _expect_identifier,
     "hazards": _expect_mapping,
     "description": _expect_optional_str,
 }

@@ -1,9 +1,16 @@
-"""The ``schema_migrations`` ledger in the target database: SQL text and row decoding.
+"""The ledger table in the target database (``public.schema_migrations`` by default): SQL text and row decoding.
 
 Everything here builds SQL (or decodes what it returned); running it is the job of
 ``opsagent.sync``, which batches it into as few remote round trips as possible.
-A seed-style table ``(version, description, applied_at)`` is adopted in place:
-missing columns are added and every row is kept.
+Where it lives is configurable (inventory ``ledger_schema`` / ``ledger_table``), so
+opsagent can share a database with Rails, Django or another tool that owns a
+``schema_migrations`` of its own.
+
+Which table is ours: a seed-style table ``(version, description, applied_at)`` is
+adopted in place (missing columns are added and every row is kept); a table of the
+configured name that lacks any of those three columns (Rails' ``schema_migrations
+(version)``, a Django-like ``(id, app, name, applied)``) belongs to something else and
+is never altered or written: ``refuse_foreign`` stops before anything runs.
 """
 
 from __future__ import annotations
@@ -13,9 +20,13 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from .errors import ConfigError
+from .exclusions import DEFAULT_SCHEMA, DEFAULT_TABLE, LedgerLocation
 from .migrations import AppliedRow, Migration, RepairChange
 
-TABLE = "schema_migrations"
+TABLE = DEFAULT_TABLE  # the default ledger table name
+OWN_COLUMNS = ("version", "description", "applied_at")  # a table with all three is a ledger (ours, or the seed's to adopt)
+FOREIGN_HINT_TABLE = "opsagent_migrations"
 LOCK_CLASS = 0x6F707367  # "opsg": first half of the two-int advisory lock key
 # columns added to a seed-style ledger; (name, type)
 EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -42,13 +53,28 @@ def quote_literal(text: str | None) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Ledger:
-    """Where the ledger lives in one database, and the SQL that reads and writes it."""
+    """Where the ledger lives in one database, and the SQL that reads and writes it.
 
-    schema: str = "public"
+    Both names come from the inventory and reach SQL only through ``quote_ident`` /
+    ``quote_literal``.
+    """
+
+    schema: str = DEFAULT_SCHEMA
+    table_name: str = DEFAULT_TABLE
+
+    @classmethod
+    def for_host(cls, host: LedgerLocation) -> Ledger:
+        """The ledger of an inventory host (``ledger_schema``, ``ledger_table``)."""
+        return cls(host.ledger_schema, host.ledger_table)
+
+    @property
+    def display(self) -> str:
+        """``schema.table`` as a user would write it (for messages)."""
+        return f"{self.schema}.{self.table_name}"
 
     @property
     def table(self) -> str:
-        return f"{quote_ident(self.schema)}.{quote_ident(TABLE)}"
+        return f"{quote_ident(self.schema)}.{quote_ident(self.table_name)}"
 
     @property
     def regclass(self) -> str:
@@ -56,8 +82,12 @@ class Ledger:
 
     @property
     def lock_key(self) -> tuple[int, int]:
-        """Two-int advisory lock key: constant class, schema-derived object (both positive int4)."""
-        return LOCK_CLASS, zlib.crc32(f"opsagent:{self.schema}.{TABLE}".encode()) & 0x7FFFFFFF
+        """Two-int advisory lock key: constant class, object derived from the ledger's schema and table (both positive int4).
+
+        For the default table the key is the one every earlier version used, so an old
+        and a new opsagent syncing the same database still exclude each other.
+        """
+        return LOCK_CLASS, zlib.crc32(f"opsagent:{self.schema}.{self.table_name}".encode()) & 0x7FFFFFFF
 
     # -- reading
 
@@ -85,10 +115,16 @@ class Ledger:
             f"WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 AND NOT attisdropped"
         )
         rows = f"SELECT coalesce(json_agg(to_jsonb(t) ORDER BY t.version), '[]') FROM {self.table} t"
-        return (
-            f"SELECT to_regclass({self.regclass}) IS NOT NULL AS opsagent_has_ledger \\gset\n"
-            "\\if :opsagent_has_ledger\n"
+        own = ", ".join(quote_literal(name) for name in OWN_COLUMNS)
+        ours = (f"(SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 "
+                f"AND NOT attisdropped AND attname IN ({own})) = {len(OWN_COLUMNS)}")
+        return (  # a foreign table of that name (no version/description/applied_at): its columns only, never its rows
+            f"SELECT to_regclass({self.regclass}) IS NOT NULL AS opsagent_has_ledger, {ours} AS opsagent_ledger_ours \\gset\n"
+            "\\if :opsagent_ledger_ours\n"
             f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', ({rows}), 'holders', ({holders}),"
+            " 'server_version', current_setting('server_version'));\n"
+            "\\elif :opsagent_has_ledger\n"
+            f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', '[]'::json, 'holders', ({holders}),"
             " 'server_version', current_setting('server_version'));\n"
             "\\else\n"
             f"SELECT json_build_object('exists', false, 'columns', '[]'::json, 'rows', '[]'::json, 'holders', ({holders}),"
@@ -264,3 +300,19 @@ class LedgerState:
     @property
     def adoption_needed(self) -> bool:
         return self.exists and any(name not in self.columns for name, _ in EXTRA_COLUMNS)
+
+    @property
+    def foreign(self) -> bool:
+        """A table of the ledger's name that is not a ledger (lacks version, description or applied_at)."""
+        return self.exists and any(name not in self.columns for name in OWN_COLUMNS)
+
+    def refuse_foreign(self, ledger: Ledger) -> None:
+        """Stop (exit 2) before reading rows from, altering or writing into a table that belongs to another tool."""
+        if not self.foreign:
+            return
+        columns = ", ".join(self.columns) or "none"
+        suggestion = FOREIGN_HINT_TABLE if ledger.table_name != FOREIGN_HINT_TABLE else "opsagent_ledger"
+        raise ConfigError(
+            f"{ledger.display} belongs to something else (columns: {columns}; not an opsagent ledger, which has "
+            f"version, description, applied_at): set 'ledger_table: {suggestion}' in inventory.yaml",
+            hint="nothing was read from or written to that table; the setting goes under defaults: or the host")

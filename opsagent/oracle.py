@@ -33,6 +33,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .exclusions import hidden_schema_candidates, is_schema_entry, matches_dump_entry  # names only: no catalog model here
+
 RULES = (
     "owners are not compared (ALTER ... OWNER TO lines and the Owner: of entry headers are ignored)",
     "the column lines of each CREATE TABLE are compared as a set: column order, which the model ignores by design, does not count",
@@ -184,16 +186,23 @@ class DumpDifference:
 
 def _excluded(entry_key: str, entry: Entry, tables: Sequence[str]) -> bool:
     """An entry of a table the model leaves out (the ledger): the table, its constraints, defaults, comments, grants."""
-    words = entry.name.split(" ")
-    return any(words[0] == t or (words[0] in ("TABLE", "COLUMN") and len(words) > 1 and words[1].split(".", 1)[0] == t)
-               for t in tables)
+    return matches_dump_entry(tables, entry.schema, entry.name)
+
+
+def _without_ledger(side: dict[str, tuple[Entry, ...]], tables: Sequence[str]) -> dict[str, tuple[Entry, ...]]:
+    """The entries without the excluded tables, and without the ledger's own schema when nothing else is in it
+    (the model hides it the same way: ``ledger_schema: ops`` is not drift)."""
+    kept = {k: v for k, v in side.items() if not _excluded(k, v[0], tables)}
+    occupied = {entry.schema for items in kept.values() for entry in items}
+    hidden = [schema for schema in hidden_schema_candidates(tables) if schema not in occupied]
+    return {k: v for k, v in kept.items() if not any(is_schema_entry(v[0].schema, v[0].name, schema) for schema in hidden)}
 
 
 def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = ()) -> list[DumpDifference]:
     """Entries that differ after normalization, in key order (entries of ``exclude_tables`` left out)."""
     before, after = entries(live), entries(desired)
     if exclude_tables:
-        before, after = ({k: v for k, v in side.items() if not _excluded(k, v[0], exclude_tables)} for side in (before, after))
+        before, after = (_without_ledger(side, exclude_tables) for side in (before, after))
     out: list[DumpDifference] = []
     for key in sorted(before.keys() | after.keys()):
         old, new = before.get(key, ()), after.get(key, ())

@@ -576,7 +576,8 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key in desired.schemas:
         if key not in live.schemas:
-            b.add("schemas", "schema", f"CREATE SCHEMA {key}")
+            # IF NOT EXISTS: the ledger's own schema (ledger_schema) is hidden from the model while it holds only the ledger
+            b.add("schemas", "schema", f"CREATE SCHEMA IF NOT EXISTS {key}")
     for key in live.extensions:  # before the schemas: an extension's objects may live in one of them
         if key not in desired.extensions:
             b.add("drop schemas", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")

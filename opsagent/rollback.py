@@ -37,6 +37,7 @@ from .declarative import live_catalog, pin_extension_versions
 from .diff import Change, DiffResult, compare, display
 from .drift import _both, confirm_changes, dump_for_diff, read_catalog, replay_chunks
 from .errors import InvalidMigration, OpsagentError, RemoteError, UsageError
+from .exclusions import ledger_exclusions
 from .extract import dump_schema
 from .ledger import Ledger, LedgerState, quote_literal
 from .migrations import Migration, VersionStatus, compute_status, discover, not_in_transaction, version_key
@@ -510,7 +511,8 @@ class DumpVerdict:
     target_dump: str = ""
 
 
-def dump_comparison(remote: Remote, live_dump: str, statements: Sequence[str], target_db: str) -> DumpVerdict:
+def dump_comparison(remote: Remote, live_dump: str, statements: Sequence[str], target_db: str,
+                    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DumpVerdict:
     """The independent oracle: ``pg_dump --schema-only`` (normalized) of a scratch copy of the live structure with
     ``statements`` applied, against the same of the target after one dump-and-load, so both sides went through one
     (a restored database deparses some expressions differently).  One place, so another oracle can take over."""
@@ -521,7 +523,8 @@ def dump_comparison(remote: Remote, live_dump: str, statements: Sequence[str], t
         with ScratchSet(remote, [copy, [Chunk(target_dump, "target (dump)")]]) as scratch:
             scratch.load()
             names = scratch.names
-            (rehearsed, target), raw = _both(lambda: _both(lambda: dump_for_diff(remote, names[0]), lambda: dump_for_diff(remote, names[1])),
+            (rehearsed, target), raw = _both(lambda: _both(lambda: dump_for_diff(remote, names[0], exclude_tables),
+                                                            lambda: dump_for_diff(remote, names[1], exclude_tables)),
                                              lambda: dump_schema(remote, names[0]))
     except LoadError as error:
         return DumpVerdict([], error.message, "", target_dump)
@@ -631,7 +634,8 @@ class RollbackRun:
         self.identity = identity
         self.on_event = on_event or (lambda _kind, _message: None)
         self.confirm = confirm or (lambda _result: True)
-        self.ledger = Ledger(self.host.ledger_schema)
+        self.ledger = Ledger.for_host(self.host)
+        self.exclusions = ledger_exclusions(self.host)  # the ledger, and no user table, is left out of every comparison
         self.result = RollbackResult(self.host.name, self.host.database, options.target,
                                      "dry-run" if options.dry_run else "rollback")
         self.lock_timeout = check_timeout(self.host.lock_timeout, "lock_timeout")
@@ -654,6 +658,7 @@ class RollbackRun:
         found = discover(self.migrations_dir)
         self.result.warnings.extend(found.warnings)
         state = LedgerState.decode(self.remote.query_json(self.ledger.state_query()))
+        state.refuse_foreign(self.ledger)
         statuses = compute_status(found.migrations, state.rows)
         key, above, problems = check_target(statuses, self.options.target)
         self.result.versions = [s.version for s in above]
@@ -689,10 +694,10 @@ class RollbackRun:
         started = time.monotonic()
         method, note = choose_method(above)
         self.result.method, self.result.method_note = method, note
-        query = introspection_sql(DEFAULT_EXCLUDED_TABLES, dependencies=True)
+        query = introspection_sql(self.exclusions, dependencies=True)
         with ScratchSet(self.remote, [replay_chunks(target)], query=query) as scratch:
             outputs, ((live, sizes), live_dump) = _both(
-                scratch.load, lambda: _both(lambda: live_catalog(self.remote), lambda: dump_schema(self.remote)))
+                scratch.load, lambda: _both(lambda: live_catalog(self.remote, self.exclusions), lambda: dump_schema(self.remote)))
             desired = read_catalog(outputs[0], f"the migrations up to {self.options.target}")
             self.result.durations["target"] = time.monotonic() - started
             if method == "down":
@@ -706,7 +711,7 @@ class RollbackRun:
             live_dump = pin_extension_versions(live_dump, live)
             rehearsable = [s.rehearse for step in self.result.steps for s in step.statements if s.rehearse is not None]
             (verification, losses_json, counts_json), dumps = _both(
-                lambda: self._rehearse(desired), lambda: dump_comparison(self.remote, live_dump, rehearsable, scratch.names[0]))
+                lambda: self._rehearse(desired), lambda: dump_comparison(self.remote, live_dump, rehearsable, scratch.names[0], self.exclusions))
         self._verdict(verification, dumps)
         self.result.losses = decode_losses(losses_json, counts_json, sizes)
         self.result.durations["rehearsal"] = time.monotonic() - started
@@ -727,14 +732,14 @@ class RollbackRun:
         if verification.catalog and dumps.rehearsed_dump:
             # a plan recreates objects from deparsed definitions: drop "changes" that are only deparse artifacts
             result = confirm_changes(self.remote, DiffResult(verification.catalog), lambda: dumps.rehearsed_dump,
-                                     lambda: dumps.target_dump)
+                                     lambda: dumps.target_dump, self.exclusions)
             verification.catalog = result.significant
         self.result.verification = verification
 
     def _rehearse(self, desired: Catalog) -> tuple[Verification, str, str]:
         lock = check_timeout(self.host.rehearse_lock_timeout, "rehearse_lock_timeout")
         statement = check_timeout(self.host.rehearse_statement_timeout, "rehearse_statement_timeout")
-        script = rehearsal_script(self.result.steps, self.ledger, lock, statement)
+        script = rehearsal_script(self.result.steps, self.ledger, lock, statement, exclude_tables=self.exclusions)
         output = self.remote.psql(script, extra=["-A", "-t", "-f", "-"], check=False)
         sections, marks = _sections(output.text)
         verification = Verification()
@@ -851,7 +856,7 @@ class RollbackRun:
         if step.deletes:
             parts.append(f"DELETE FROM {self.ledger.table} WHERE version IN ({_in_list(step.deletes)});\n")
         if self._checks(index):
-            parts.append(f"\\echo {MARK} catalog\n{introspection_sql()}")
+            parts.append(f"\\echo {MARK} catalog\n{introspection_sql(self.exclusions)}")
         if step.transactional:
             parts.append(f"\\echo {MARK} prepared {index}\n")
         else:
@@ -927,8 +932,8 @@ class RollbackRun:
     def _check_after(self, target: Sequence[Migration]) -> None:
         """The live database against the target, once more, now that it is committed (catalog model)."""
         try:
-            with ScratchSet(self.remote, [replay_chunks(target)], query=introspection_sql()) as scratch:
-                outputs, live = _both(scratch.load, lambda: introspect(self.remote))
+            with ScratchSet(self.remote, [replay_chunks(target)], query=introspection_sql(self.exclusions)) as scratch:
+                outputs, live = _both(scratch.load, lambda: introspect(self.remote, exclude_tables=self.exclusions))
             self.result.after = compare(live, read_catalog(outputs[0], "the target")).significant
             self.result.ledger_after = [str(v) for v in self.remote.query_json(_versions_query(self.ledger))]
         except OpsagentError as exc:

@@ -17,6 +17,7 @@ import shlex
 from collections.abc import Iterator, Sequence
 
 from .errors import OpsagentError, RemoteError, UsageError
+from .exclusions import dump_exclude_args
 from .sqltext import split_statements
 from .transport import Remote, conninfo_dbname
 
@@ -129,7 +130,7 @@ class DumpStep:
         return f"==opsagent-dump-{self.token}-end-{index}=="
 
     def step(self, name: str, index: int) -> str:
-        excluded = [arg for table in self.exclude_tables for arg in ("--exclude-table", f"*.{quote_ident(table)}")]
+        excluded = dump_exclude_args(self.exclude_tables)
         if "\n" in name or "\r" in name:
             raise UsageError(f"database name {name!r}: line breaks are not supported")
         argv = [*self.argv_prefix, *excluded, "-d", conninfo_dbname(name)]  # conninfo-quoted, then shell-quoted

@@ -489,7 +489,9 @@ class _Session:
 
 def read_state(remote: Remote, ledger: Ledger) -> LedgerState:
     """The ledger and lock holders in ONE remote command (used by status, baseline, repair)."""
-    return LedgerState.decode(remote.query_json(f"SET lock_timeout = '{remote.host.lock_timeout}';\n" + ledger.state_query()))
+    state = LedgerState.decode(remote.query_json(f"SET lock_timeout = '{remote.host.lock_timeout}';\n" + ledger.state_query()))
+    state.refuse_foreign(ledger)  # Rails' or Django's table of that name: never read as ours, never written
+    return state
 
 
 Checked = dict[int, "tuple[Migration, list[str]] | OpsagentError"]
@@ -732,7 +734,7 @@ class SyncRun:
         self.confirm = confirm or (lambda _plan: True)
         self.reconnect: Reconnect = reconnect or (lambda: open_remote(remote.host))
         self.rng = rng or random.Random()
-        self.ledger = Ledger(self.host.ledger_schema)
+        self.ledger = Ledger.for_host(self.host)
         self.result = SyncResult(self.host.name, self.host.database, "dry-run" if options.dry_run else "sync")
         flag = "--lock-timeout" if options.lock_timeout else "--migration-lock-timeout" if options.migration_lock_timeout else "lock_timeout"
         cap = duration_seconds(options.lock_timeout or options.migration_lock_timeout or self.host.lock_timeout, flag)
@@ -842,6 +844,7 @@ class SyncRun:
 
     def _checked_plan(self, found: Survey, state: LedgerState) -> list[Migration] | None:
         """The plan against this ledger state; an unusable file raises its error (exit 2) before anything runs."""
+        state.refuse_foreign(self.ledger)  # before any plan, lock or write: the table belongs to another tool
         statuses, warnings = ledger_statuses(found, state, self._checked, strict=True)
         self.result.warnings.extend(w for w in warnings if w not in self.result.warnings)
         plan = _plan(statuses, self.options)
@@ -1318,7 +1321,7 @@ def baseline(remote: Remote, migrations_dir: Path, version: str, identity: Ident
     from .migrations import migration_for_baseline, version_key
 
     before = remote.command_count
-    ledger = Ledger(remote.host.ledger_schema)
+    ledger = Ledger.for_host(remote.host)
     state = read_state(remote, ledger)
     statuses, migrations, _ = statuses_for(migrations_dir, state)
     limit = version_key(version)
@@ -1342,7 +1345,7 @@ def repair_changes(remote: Remote, migrations_dir: Path) -> tuple[list[Any], Led
     """What repair would change (read-only, one remote command)."""
     from .migrations import repair_plan
 
-    ledger = Ledger(remote.host.ledger_schema)
+    ledger = Ledger.for_host(remote.host)
     state = read_state(remote, ledger)
     statuses, _, _ = statuses_for(migrations_dir, state)
     return repair_plan(statuses), ledger

@@ -162,7 +162,7 @@ def test_excerpt_shows_only_the_differing_region() -> None:
 def test_excluded_tables_are_quoted_safely_in_the_query() -> None:
     sql = introspection_sql(["schema_migrations", "audit.it's"])
     assert "ARRAY['schema_migrations']::text[]" in sql
-    assert "ARRAY['audit.it''s']::text[]" in sql
+    assert "ARRAY['\"audit\".\"it''s\"']::text[]" in sql  # one spelling: both parts double-quoted
     assert sql.startswith("SET search_path = pg_catalog;")
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from opsagent.catalog import introspect
 from opsagent.drift import check_project, diff_against_snapshot, diff_against_sql, drift_count
-from opsagent.extract import extract, gunzip, normalize_dump, strip_restrict
+from opsagent.errors import CommandFailed, RemoteError
+from opsagent.extract import extract, extract_argv, gunzip, normalize_dump, split_extract_output, strip_restrict
 from opsagent.scratch import PREFIX, Chunk, LoadError, Script, leftovers, scratch_database
 from opsagent.transport import Remote
 
@@ -189,15 +191,88 @@ def test_extract_twice_is_byte_identical_with_catalog_stats(project: Project) ->
         assert label in second.stdout
 
 
-def test_extract_takes_two_commands_and_loads_back(remote: Remote) -> None:
+def test_extract_takes_one_command_and_loads_back(remote: Remote) -> None:
     remote.psql(SCHEMA)
     before = remote.command_count
     result = extract(remote)
-    assert remote.command_count - before == 2
-    assert result.stats["triggers"] == 1
+    assert remote.command_count - before == 1  # pg_dump and the statistics share one server-side sh
+    assert result.stats == EXPECTED_STATS == introspect(remote).stats()
     # the normalized snapshot materializes cleanly (the --against snapshot path) and is structurally equal
     report = diff_against_sql(remote, result.dump, "snapshot.sql")
     assert report.result.is_empty, report.result.to_dict()
+
+
+# every kind the statistics count, with the model's traps: partitions (their indexes and inherited CHECKs are the
+# parent's), inheritance, identity and owned sequences, domain constraints, an extension's objects, procedures,
+# aggregates, policies, collations, text search, a constraint trigger, and the ledger in a schema of its own
+RICH = """
+CREATE EXTENSION IF NOT EXISTS pg_trgm;
+CREATE SCHEMA app;
+CREATE TYPE app.mood AS ENUM ('ok', 'sad');
+CREATE TYPE app.pair AS (a int, b text);
+CREATE DOMAIN app.posint AS int CHECK (VALUE > 0) NOT NULL;
+CREATE TYPE app.span AS RANGE (subtype = int4);
+CREATE COLLATION app.c_ci (provider = libc, locale = 'C');
+CREATE TEXT SEARCH DICTIONARY app.simple_d (TEMPLATE = pg_catalog.simple);
+CREATE TEXT SEARCH CONFIGURATION app.cfg (COPY = pg_catalog.simple);
+CREATE TABLE app.parent (id int GENERATED ALWAYS AS IDENTITY, at date NOT NULL, n app.posint, CHECK (id > 0),
+                         PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE app.p2024 PARTITION OF app.parent FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
+CREATE INDEX parent_n ON app.parent (n);
+CREATE TABLE app.base (id serial PRIMARY KEY, note text COLLATE app.c_ci, CONSTRAINT note_len CHECK (length(note) < 100));
+CREATE TABLE app.child (extra int UNIQUE, EXCLUDE USING gist (extra WITH =)) INHERITS (app.base);
+CREATE TABLE app.refs (id bigint PRIMARY KEY, base_id int REFERENCES app.base (id), m app.mood);
+CREATE SEQUENCE app.loose;
+CREATE VIEW app.v AS SELECT id FROM app.base;
+CREATE MATERIALIZED VIEW app.mv AS SELECT id FROM app.base;
+CREATE INDEX mv_id ON app.mv (id);
+CREATE FUNCTION app.f() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE PROCEDURE app.p() LANGUAGE sql AS $$ SELECT 1 $$;
+CREATE AGGREGATE app.total(int) (SFUNC = int4pl, STYPE = int);
+CREATE TRIGGER t BEFORE INSERT ON app.base FOR EACH ROW EXECUTE FUNCTION app.f();
+CREATE CONSTRAINT TRIGGER ct AFTER INSERT ON app.refs DEFERRABLE FOR EACH ROW EXECUTE FUNCTION app.f();
+CREATE TRIGGER pt BEFORE INSERT ON app.parent FOR EACH ROW EXECUTE FUNCTION app.f();
+ALTER TABLE app.refs ENABLE ROW LEVEL SECURITY;
+CREATE POLICY mine ON app.refs USING (id > 0);
+CREATE SCHEMA ops;
+CREATE TABLE ops.ledger (version text PRIMARY KEY, description text, applied_at timestamptz NOT NULL DEFAULT now(), n serial);
+CREATE TABLE public.ledger (version text PRIMARY KEY);
+"""
+
+
+def test_extract_statistics_are_the_models_counts_on_every_kind(remote: Remote) -> None:
+    remote.psql("CREATE EXTENSION IF NOT EXISTS btree_gist;\n" + RICH)
+    ledger = ('"ops"."ledger"',)
+    result = extract(remote, exclude_tables=ledger)
+    model = introspect(remote, exclude_tables=ledger).stats()
+    assert result.stats == model
+    # the ledger (and its serial) is left out, the user's public.ledger is counted; the ops schema holds only the ledger
+    assert model["tables"] == 6 and model["sequences"] == 2 and model["schemas"] == 2
+    assert "CREATE TABLE ops.ledger" in result.dump  # the snapshot itself is pg_dump's, complete
+
+
+def test_extract_one_command_is_fixed_text_with_positional_arguments(remote: Remote) -> None:
+    argv = extract_argv(remote, "x'; touch /tmp/pwn; '$(id)", "ab" * 16)
+    assert argv[:2] == ["sh", "-c"] and "$(id)" not in argv[2] and "touch" not in argv[2]
+    assert argv[5] == "dbname='x\\'; touch /tmp/pwn; \\'$(id)'"  # conninfo-quoted, a positional parameter
+    with pytest.raises(ValueError):
+        extract_argv(remote, "db", "$(reboot)")
+
+
+def test_extract_output_needs_its_marker() -> None:
+    token = "cd" * 16
+    dump, stats = split_extract_output(b"\x1f\x8b..." + f"\n==opsagent-extract-{token}==\n".encode() + b'{"tables": 3}\n', token, "h")
+    assert dump == b"\x1f\x8b..." and stats == {"tables": 3}
+    with pytest.raises(RemoteError, match="without its statistics"):
+        split_extract_output(b"\x1f\x8b cut", token, "h")
+    with pytest.raises(RemoteError, match="without its statistics"):  # a forged marker with another token does not count
+        split_extract_output(b"x\n==opsagent-extract-" + b"ef" * 16 + b'==\n{"tables": 1}\n', token, "h")
+
+
+def test_extract_of_a_missing_database_fails_in_one_line(remote: Remote) -> None:
+    with pytest.raises(CommandFailed) as info:
+        extract(remote, "no_such_db_here")
+    assert "no_such_db_here" in info.value.message and "\n" not in info.value.message
 
 
 def test_diff_clean_then_manual_alter_is_drift(project: Project, sandbox: SandboxHandle) -> None:
@@ -294,6 +369,7 @@ def test_musicbrainz_extract_is_stable_and_its_snapshot_materializes_identically
         remote.psql(corpus.read_text())
         first, second = extract(remote), extract(remote)
         assert first.dump == second.dump
+        assert first.stats == introspect(remote).stats()  # the server's counts are the model's
         assert first.stats["tables"] >= 373 and first.stats["triggers"] >= 448 and first.stats["extensions"] == 3
         snapshot = tmp_path / "schema.sql"
         snapshot.write_text(first.dump)

@@ -330,7 +330,7 @@ EXTENSIONS = {
         ("DROP TABLE public.users", "DROP EXTENSION citext", 'DROP SCHEMA "Ext"')),
     "an extension moved into a new schema, the old one dropped": Case(
         "CREATE SCHEMA old; CREATE EXTENSION pg_trgm SCHEMA old;", 'CREATE SCHEMA "New"; CREATE EXTENSION pg_trgm SCHEMA "New";',
-        ('CREATE SCHEMA "New"', 'ALTER EXTENSION pg_trgm SET SCHEMA "New"', "DROP SCHEMA old")),
+        ('CREATE SCHEMA IF NOT EXISTS "New"', 'ALTER EXTENSION pg_trgm SET SCHEMA "New"', "DROP SCHEMA old")),
 }
 
 

@@ -109,10 +109,11 @@ def _pending(loaded: list[_Loaded], state: LedgerState) -> tuple[list[_Loaded], 
 
 def _fetch(remote: Remote, host: HostConfig, tables: list[str]) -> tuple[LedgerState, dict[str, Any]]:
     """Ledger state and live table sizes in ONE psql round trip."""
-    script = f"{Ledger(host.ledger_schema).state_query()}\\echo {_SPLIT}\n{table_stats_query(tables)};\n"
+    script = f"{Ledger.for_host(host).state_query()}\\echo {_SPLIT}\n{table_stats_query(tables)};\n"
     ledger_part, found, stats_part = remote.psql(script, extra=["-A", "-t"]).text.partition(_SPLIT)
     try:
         state = LedgerState.decode(json.loads(ledger_part))
+        state.refuse_foreign(Ledger.for_host(host))
         stats = json.loads(stats_part) if found else None
     except ValueError:
         stats = None

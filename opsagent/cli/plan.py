@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,10 @@ def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> 
     mode = "always" if concurrently is True else (concurrently or "auto")
     if mode not in CONCURRENTLY_CHOICES:
         raise UsageError(f"--concurrently {mode!r}: expected one of {', '.join(CONCURRENTLY_CHOICES)}")
-    return PlanOptions(allow_drop=allow_drop, concurrently=mode, thresholds=thresholds_from(target.hazards))
+    from ..exclusions import ledger_exclusions
+
+    return PlanOptions(allow_drop=allow_drop, concurrently=mode, thresholds=thresholds_from(target.hazards),
+                       exclude_tables=ledger_exclusions(target))
 
 
 def _make_report(host: str, against: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool,
@@ -61,14 +65,16 @@ def _make_report(host: str, against: str, against_host: str, from_: str, allow_d
         raise UsageError("--from snapshot goes with schema.sql as the target: --against-host and --against snapshot "
                          "exclude it (plan from one live database instead)")
     from ..declarative import plan_against_file, plan_against_host
+    from ..exclusions import ledger_exclusions
     from ..extract import default_snapshot_path
 
     options = _options(target, allow_drop, concurrently)
     with waiting(f"planning {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         if against_host:
             other, _ = single_host(against_host)
+            both = (*options.exclude_tables, *(e for e in ledger_exclusions(other) if e not in options.exclude_tables))
             with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
-                return plan_against_host(remote, other_remote, options), inv
+                return plan_against_host(remote, other_remote, dataclasses.replace(options, exclude_tables=both)), inv
         snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
         if against == "snapshot":
             return plan_against_file(remote, snapshot, options, what="snapshot (run 'inv extract' first)"), inv

@@ -50,8 +50,10 @@ def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
 
 
 def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool) -> ExtractResult:
+    from ..exclusions import ledger_exclusions
+
     with waiting(f"extracting the schema of {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-        result = extract(remote)
+        result = extract(remote, exclude_tables=ledger_exclusions(target))  # the statistics leave out this host's ledger only
     write_snapshot(result, path)
     return result
 
@@ -103,16 +105,18 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
 def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host: str, text: bool,
                   accept_new: bool, fast: bool = False) -> DriftReport:
     from ..drift import diff_against_file, diff_against_snapshot, diff_hosts
+    from ..exclusions import ledger_exclusions
 
+    ledger = ledger_exclusions(target)  # this host's ledger, and only it, is left out (never a user table of that name)
     with waiting(f"comparing {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         if against_host:
             other, _ = single_host(against_host)
             with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
-                return diff_hosts(remote, other_remote, text=text, fast=fast)
+                return diff_hosts(remote, other_remote, text=text, fast=fast)  # each side hides its own host's ledger
         if against == "snapshot":
             snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
-            return diff_against_snapshot(remote, snapshot, text=text, fast=fast)
-        return diff_against_file(remote, inv.paths.schema, text=text, fast=fast)
+            return diff_against_snapshot(remote, snapshot, text=text, fast=fast, exclude_tables=ledger)
+        return diff_against_file(remote, inv.paths.schema, text=text, fast=fast, exclude_tables=ledger)
 
 
 def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
@@ -223,9 +227,10 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
         raise UsageError("no host 'sandbox' in the inventory", hint="start one with 'inv sandbox.up' or pass --host")
     target, _ = single_host(host)
     from ..drift import check_project
+    from ..exclusions import ledger_exclusions
 
     with waiting(f"checking migrations against schema.sql on {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
-        report = check_project(remote, inv.paths.migrations, inv.paths.schema)
+        report = check_project(remote, inv.paths.migrations, inv.paths.schema, ledger_exclusions(target))
     if json_:
         print_json(report.to_dict())
     else:

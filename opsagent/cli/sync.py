@@ -247,7 +247,7 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
                   fail_fast: bool, timeout: float) -> None:
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-            state = read_state(remote, Ledger(target.ledger_schema))
+            state = read_state(remote, Ledger.for_host(target))
         statuses, _, warnings = statuses_for(inv.migrations_dir(), state, strict=False)
         document = _status_document(target.name, target.database, state.exists, statuses, warnings)
         counts = document["counts"]
@@ -369,7 +369,7 @@ def _print_sql(target_host: HostConfig, inv: Inventory, options: SyncOptions, fr
     from .. import __version__
     from ..sync import check_timeout, duration_seconds, offline_plan, offline_script, pg_duration
 
-    ledger = Ledger(target_host.ledger_schema)
+    ledger = Ledger.for_host(target_host)
     if from_version:
         plan, warnings = offline_plan(inv.migrations_dir(), options, from_version=from_version)
         ensure = ledger.ensure_sql([])  # idempotent: creates or completes the ledger, whatever its state
@@ -492,7 +492,7 @@ def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
         return
     target_host = targets[0]
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
-        state = read_state(remote, Ledger(target_host.ledger_schema))
+        state = read_state(remote, Ledger.for_host(target_host))
     statuses, _, warnings = statuses_for(inv.migrations_dir(), state, strict=False)
     document = _status_document(target_host.name, target_host.database, state.exists, statuses, warnings)
     if json_:
@@ -502,7 +502,7 @@ def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if not state.exists:
-        console.print("[dim]no schema_migrations table yet: it is created by the first sync or baseline[/]")
+        console.print(f"[dim]no {escape(Ledger.for_host(target_host).display)} table yet: it is created by the first sync or baseline[/]")
 
 
 def _render_edit(edit: LedgerEdit, json_: bool) -> None:
