@@ -5,6 +5,26 @@ version, same installed extensions), is named ``opsagent_scratch_<random>``, is
 created and loaded in ONE psql session (SQL streamed over stdin) and is always
 dropped with ``DROP DATABASE … WITH (FORCE)``, also on errors and Ctrl-C.
 psql's ``psql:<stdin>:N:`` error positions are mapped back to ``file:line``.
+
+Drop policy (issue 14): ``DROP DATABASE`` forces an immediate checkpoint (seconds
+on a busy server), so the user must not wait for it.  A ``ScratchSet(...,
+detached=True)`` is a *one-session* scratch set: its databases (``opsagent_scratch_d_<random>``)
+are created, loaded, read (catalog query) and dumped (``pg_dump`` run from inside
+the session) by one psql session, which ends by handing their drop to a process
+detached on the server (``setsid``, so the channel watchdog that stops our
+remote work when the client goes away leaves this cleanup alone).  The session's
+output is complete before the drop starts: no round trip and no checkpoint
+while the user waits.  The detached job also *sweeps*: it drops every other
+``opsagent_scratch_d_%`` database that no session is connected to.  Such a
+database is garbage by construction (a one-session database is connected to
+from its creation until its session is done with it; the only gap is the
+instant between ``CREATE DATABASE`` and ``\\connect``), so whatever a killed
+client left behind is removed by the next run that uses a scratch database, or
+by :func:`sweep` (tests, ``inv sandbox``).  Without ``setsid`` on the server the
+drop runs synchronously at the end of the session (correct, slower).
+On errors and Ctrl-C the drop is issued the same detached way, from a second
+command.  ``detached=False`` (the default, for callers that use the databases
+across several commands) keeps the synchronous drop on exit.
 """
 
 from __future__ import annotations
@@ -14,6 +34,7 @@ import dataclasses
 import re
 import secrets
 import shlex
+import time
 from collections.abc import Iterator, Sequence
 
 from .errors import OpsagentError, RemoteError, UsageError
@@ -21,6 +42,7 @@ from .sqltext import split_statements
 from .transport import Remote, conninfo_dbname
 
 PREFIX = "opsagent_scratch_"
+DETACHED_PREFIX = PREFIX + "d_"  # one-session scratch databases: dropped in the background, swept when unconnected
 MAINTENANCE_DB = "postgres"
 _ERROR_AT = re.compile(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL|error):\s*(.*)$")
 _MISSING_EXTENSION = re.compile(r'extension "([^"]+)" is not available')
@@ -71,8 +93,8 @@ class Script:
         raise ValueError(line)
 
 
-def scratch_name() -> str:
-    return PREFIX + secrets.token_hex(6)
+def scratch_name(prefix: str = PREFIX) -> str:
+    return prefix + secrets.token_hex(6)
 
 
 def quote_ident(name: str) -> str:
@@ -179,6 +201,16 @@ def split_outputs(text: str, count: int) -> list[str]:
     return ["\n".join(parts.get(i, [])).strip() for i in range(count)]
 
 
+def _preamble_output(text: str) -> str:
+    lines = text.splitlines()
+    marker = f"{_OUTPUT}preamble"
+    if marker not in lines:
+        return ""
+    rest = lines[lines.index(marker) + 1:]
+    end = next((i for i, line in enumerate(rest) if line.startswith(_OUTPUT)), len(rest))
+    return "\n".join(rest[:end])
+
+
 def load_error(remote: Remote, script: Script, stderr: str) -> OpsagentError | None:
     """Map psql's first ``psql:<stdin>:N: ERROR:`` line back to its source file."""
     for raw in stderr.splitlines():
@@ -211,6 +243,46 @@ def statement_start(chunk: Chunk, line: int) -> int:
     return chunk.first_line + starts[-1] - 1 if starts else line
 
 
+# The detached drop: ``sh -c DETACH sh SQL psql-argv...``.  The SQL (our own names, quoted, and the constant
+# sweep) and the psql command line travel as arguments, never through the shell's parser; ``setsid`` puts the
+# psql in a session of its own, out of reach of the watchdog that stops our remote commands when their channel
+# closes.  One line: psql's ``\!`` takes the rest of its line.
+_DETACH = ('sql=$1; shift; if command -v setsid >/dev/null 2>&1; then printf "%s" "$sql" | setsid "$@" >/dev/null 2>&1 & '
+           'else printf "%s" "$sql" | "$@" >/dev/null 2>&1; fi')
+# unconnected one-session scratch databases are garbage (see the module docstring); no FORCE: one in use stays
+SWEEP_SQL = ("SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
+             f"WHERE starts_with(d.datname, '{DETACHED_PREFIX}') "
+             "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) \\gexec")
+
+
+def _drop_sql(names: Sequence[str], *, sweep: bool) -> str:
+    statements = ["SET lock_timeout = '5s';", *(f"DROP DATABASE IF EXISTS {quote_ident(n)} WITH (FORCE);" for n in names)]
+    return " ".join([*statements, *([SWEEP_SQL] if sweep else [])])
+
+
+def detached_drop_argv(remote: Remote, names: Sequence[str], *, sweep: bool = True) -> list[str]:
+    """The command that drops ``names`` (and sweeps abandoned one-session scratch databases) in the background."""
+    for name in names:
+        if not name.startswith(PREFIX) or not name.replace("_", "").isalnum():
+            raise ValueError(f"not a scratch database name: {name!r}")
+    psql = ["psql", "-X", "-q", *remote.pg_args(), "-d", conninfo_dbname(MAINTENANCE_DB)]
+    if any("\n" in arg or "\r" in arg for arg in psql):
+        raise UsageError(f"{remote.host.name}: pg_host/pg_port must not contain line breaks")
+    return ["sh", "-c", _DETACH, "opsagent-drop", _drop_sql(names, sweep=sweep), *psql]
+
+
+def drop_detached(remote: Remote, names: Sequence[str]) -> None:
+    """Drop ``names`` without waiting for the drops (their checkpoints); sweeps abandoned ones too.  One short command."""
+    remote.run(detached_drop_argv(remote, names))
+
+
+def sweep(remote: Remote, *, wait: float = 30.0) -> list[str]:
+    """Drop every unconnected one-session scratch database now (tests, cleanup) and wait for background drops to end;
+    what is still there afterwards (in use, or a drop that failed) is returned."""
+    remote.psql(f"SET lock_timeout = '5s';\n{SWEEP_SQL}\n", MAINTENANCE_DB, check=False)  # one in use: left, not an error
+    return leftovers(remote, wait=wait)
+
+
 def drop(remote: Remote, names: Sequence[str]) -> None:
     """Drop scratch databases (terminating their sessions); one round trip."""
     if not names:
@@ -224,35 +296,55 @@ class ScratchSet:
 
     ``query`` (e.g. the catalog introspection) runs in each database right after
     its SQL, in the same session, so materializing and reading cost one round trip.
+    ``detached``: a one-session set (see the module docstring): the databases are
+    used by ``load()``'s session only and dropped by a background job it starts at
+    its end, so nobody waits for ``DROP DATABASE``'s checkpoint.
     """
 
     def __init__(self, remote: Remote, contents: Sequence[Sequence[Chunk]], *, query: str | None = None,
-                 timeout: float | None = None, dump: DumpStep | None = None) -> None:
+                 timeout: float | None = None, dump: DumpStep | None = None, detached: bool = False, preamble: str | None = None) -> None:
         self.remote = remote
-        self.names = [scratch_name() for _ in contents]
+        self.detached = detached
+        self.names = [scratch_name(DETACHED_PREFIX if detached else PREFIX) for _ in contents]
         self.script = Script()
+        if preamble is not None:  # e.g. the server facts of the desired-state cache, read on the same session
+            self.script.add(f"\\echo {_OUTPUT}preamble\n{preamble}")
         if query is not None or dump is not None:
             self.script.add("\\o /dev/null")
         for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
             add_database(self.script, name, sources, query=query, index=index, dump=dump)
+        if detached:  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
+            self.script.add(f"\\o\n\\connect {MAINTENANCE_DB}\n\\! {shlex.join(detached_drop_argv(remote, self.names))}")
         self.timeout = timeout
         self.dump = dump
         self.dumps: list[str] = []  # with ``dump``: each database's normalized schema dump, after ``load()``
+        self.raw_dumps: list[str] = []  # the same, as pg_dump printed them (its version line included)
+        self.preamble_output = ""  # the preamble's output, after ``load()``
+        self._attempted = False
+        self._dropped = False
 
     def load(self) -> list[str]:
         """Create and fill the databases; the query's output per database (empty strings without a query)."""
+        self._attempted = True
         text = load(self.remote, self.script, timeout=self.timeout)
+        self._dropped = self.detached  # the session ended by starting the background drop
         if self.dump is not None:
             from .extract import normalize_dump
 
-            text, raw = self.dump.split(text, len(self.names))
-            self.dumps = [normalize_dump(d) for d in raw]
+            text, self.raw_dumps = self.dump.split(text, len(self.names))
+            self.dumps = [normalize_dump(d) for d in self.raw_dumps]
+        self.preamble_output = _preamble_output(text)
         return split_outputs(text, len(self.names))
 
     def __enter__(self) -> ScratchSet:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self.detached:
+            if self._attempted and not self._dropped:  # the session stopped before its own drop: hand it over now
+                with contextlib.suppress(OpsagentError):
+                    drop_detached(self.remote, self.names)
+            return
         if exc_type is not None:  # errors, Ctrl-C: drop, but let the original error through
             with contextlib.suppress(OpsagentError):
                 drop(self.remote, self.names)
@@ -280,10 +372,15 @@ def scratch_database(remote: Remote, sql: str, source: str, *, timeout: float | 
         yield names[0]
 
 
-def leftovers(remote: Remote) -> list[str]:
-    """Scratch databases still present on the server (a crash of a previous run)."""
-    rows = remote.query_json(
-        f"SELECT coalesce(json_agg(datname ORDER BY datname), '[]') FROM pg_database WHERE datname LIKE '{PREFIX}%'",
-        MAINTENANCE_DB)
-    return [str(r) for r in rows]
-
+def leftovers(remote: Remote, *, wait: float = 15.0) -> list[str]:
+    """Scratch databases still present on the server (a crash of a previous run), after giving the background
+    drops of one-session databases up to ``wait`` seconds to finish."""
+    deadline = time.monotonic() + wait
+    while True:
+        rows = remote.query_json(
+            f"SELECT coalesce(json_agg(datname ORDER BY datname), '[]') FROM pg_database WHERE starts_with(datname, '{PREFIX}')",
+            MAINTENANCE_DB)
+        names = [str(r) for r in rows]
+        if not any(n.startswith(DETACHED_PREFIX) for n in names) or time.monotonic() >= deadline:
+            return names
+        time.sleep(0.3)

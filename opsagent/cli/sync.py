@@ -313,7 +313,7 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
             result = run_sync(remote, migrations_dir, options, identity, on_event=renderer, confirm=confirm,
                               reconnect=lambda: open_remote(target_host, inv, accept_new_host_key=accept_new_host_key))
             if result.ok and not no_drift_check:
-                result.warnings.extend(closing_drift_warning(remote, inv.paths.schema))
+                result.warnings.extend(closing_drift_warning(remote, inv.paths.schema, dry_run=dry_run))
     except SyncInterrupted as interrupted:  # every run that started leaves a record, with what committed
         renderer.stop()
         append_audit(inv.paths.state, interrupted.result.audit_record(identity.applied_by, identity.git_commit))
@@ -343,14 +343,20 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
         raise fail(ExitCode.FAILURE)
 
 
-def closing_drift_warning(remote: Remote, schema: Path) -> list[str]:
-    """The seed's "verify sync" step: how far the live schema is from schema.sql (a warning, never an error)."""
-    if not schema.exists():
+def closing_drift_warning(remote: Remote, schema: Path, *, dry_run: bool = False, cache_dir: Path | None = None) -> list[str]:
+    """The seed's "verify sync" step: how far the live schema is from schema.sql (a warning, never an error).
+
+    With a warm desired-state cache (``<paths.state>/cache``) this is one remote command.  After a dry run
+    nothing was applied, so the database is still at its old version: comparing it would report the pending
+    migrations as drift (issue 15); nothing is said.
+    """
+    if dry_run or not schema.exists():
         return []
-    from ..drift import drift_count  # the catalog and diff modules: only loaded when there is a schema.sql
+    from ..desired import default_cache_dir  # the catalog and diff modules: only loaded when there is a schema.sql
+    from ..drift import drift_count
 
     try:
-        count = drift_count(remote, schema)
+        count = drift_count(remote, schema, cache_dir=cache_dir or default_cache_dir(inventory().paths.state))
     except OpsagentError as exc:
         return [f"could not compare with {schema.name}: {exc.message}"]
     if not count:
