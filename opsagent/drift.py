@@ -30,7 +30,7 @@ from .errors import OpsagentError, RemoteError, UsageError
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .oracle import DumpDifference, compare_dumps, unexplained
-from .scratch import Chunk, DumpStep, ScratchSet
+from .scratch import Chunk, DumpStep, ScratchSet, drop_active
 from .transport import Remote
 from .units import label
 
@@ -118,8 +118,16 @@ def _both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     worker.start()
     try:
         value = first()
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # Ctrl-C: the other side's scratch session goes to the background drop
+            drop_active()
+        raise
     finally:  # also on errors: a scratch database must not be created after it was dropped
-        worker.join()
+        try:
+            worker.join()
+        except BaseException:  # Ctrl-C while waiting for the other side
+            drop_active()
+            raise
     if "error" in box:
         raise box["error"]
     return value, box["value"]

@@ -34,6 +34,7 @@ import dataclasses
 import re
 import secrets
 import shlex
+import threading
 import time
 from collections.abc import Iterator, Sequence
 
@@ -283,6 +284,26 @@ def sweep(remote: Remote, *, wait: float = 30.0) -> list[str]:
     return leftovers(remote, wait=wait)
 
 
+# One-session sets whose session is running (possibly in another thread): what Ctrl-C must hand to the background drop.
+_ACTIVE: dict[int, tuple[Remote, tuple[str, ...]]] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def drop_active() -> None:
+    """Hand every one-session scratch set still loading to the background drop (``WITH (FORCE)`` ends its session).
+
+    For Ctrl-C: a load running in a worker thread (``drift._both``) cannot be
+    unwound by the interrupt, and the process is about to exit.  A database whose
+    ``CREATE DATABASE`` comes after this drop is left to the next run's sweep.
+    """
+    with _ACTIVE_LOCK:
+        items = list(_ACTIVE.values())
+        _ACTIVE.clear()
+    for remote, names in items:
+        with contextlib.suppress(OpsagentError):
+            drop_detached(remote, names)
+
+
 def drop(remote: Remote, names: Sequence[str]) -> None:
     """Drop scratch databases (terminating their sessions); one round trip."""
     if not names:
@@ -326,7 +347,15 @@ class ScratchSet:
     def load(self) -> list[str]:
         """Create and fill the databases; the query's output per database (empty strings without a query)."""
         self._attempted = True
-        text = load(self.remote, self.script, timeout=self.timeout)
+        if self.detached:
+            with _ACTIVE_LOCK:
+                _ACTIVE[id(self)] = (self.remote, tuple(self.names))
+        try:
+            text = load(self.remote, self.script, timeout=self.timeout)
+        finally:
+            with _ACTIVE_LOCK:
+                if self.detached and _ACTIVE.pop(id(self), None) is None:  # drop_active() took care of it
+                    self._dropped = True
         self._dropped = self.detached  # the session ended by starting the background drop
         if self.dump is not None:
             from .extract import normalize_dump
