@@ -44,6 +44,7 @@ from typing import Any
 
 from .catalog import Catalog, introspection_sql
 from .errors import RemoteError
+from .oracle import Entry, entries
 from .scratch import Chunk, DumpStep, ScratchSet
 from .transport import Remote
 
@@ -109,11 +110,29 @@ class DesiredState:
     from_cache: bool = False
     _catalog: Catalog | None = dataclasses.field(default=None, repr=False)
 
+    _entries: dict[str, tuple[Entry, ...]] | None = dataclasses.field(default=None, repr=False)
+
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
             self._catalog = Catalog.from_json(self.catalog_document)
         return self._catalog
+
+    @property
+    def entries(self) -> dict[str, tuple[Entry, ...]]:
+        """The dump oracle's parse of ``dump`` (kept: it is the same on every comparison)."""
+        if self._entries is None:
+            self._entries = entries(self.dump)
+        return self._entries
+
+    def prepare(self, *, dependencies: bool) -> DesiredState:
+        """Parse what a comparison needs now (e.g. in a thread, while the live side is being read);
+        ``dependencies=False`` leaves pg_depend's edges out (only plans use them; they double the parse)."""
+        if self._catalog is None:
+            document = self.catalog_document if dependencies else {k: v for k, v in self.catalog_document.items() if k != "depends"}
+            self._catalog = Catalog.from_json(document)
+        self.entries  # noqa: B018
+        return self
 
 
 def _path(cache_dir: Path, digest: str, key: str) -> Path:
@@ -129,24 +148,50 @@ def known_schema(cache_dir: Path | None, digest: str) -> bool:
     return False
 
 
-def load_cached(cache_dir: Path | None, digest: str, key: str, source: str) -> DesiredState | None:
+def load_cached(cache_dir: Path | None, digest: str, key: str, source: str, *, document: Any = None, touch: bool = True) -> DesiredState | None:
     """The cached desired state, or None (absent, unreadable, corrupt or made for another key: a miss, never an error)."""
     if cache_dir is None:
         return None
     path = _path(cache_dir, digest, key)
     try:
-        with path.open("rb") as handle:
-            document = json.load(handle)
+        if document is None:
+            with path.open("rb") as handle:
+                document = json.load(handle)
         catalog, dump = document["catalog"], document["dump"]
         if document.get("key") != key or document.get("format") != CACHE_FORMAT or not isinstance(catalog, dict) or not isinstance(dump, str):
             return None
         state = DesiredState(source, catalog, dump, key, True)
-        state.catalog  # noqa: B018  (a document the catalog cannot read is a miss too)
+        Catalog.from_json(catalog)  # a document the catalog cannot read is a miss too
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    with contextlib.suppress(OSError):
-        os.utime(path)  # recently used: kept by the pruning
+    if touch:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: kept by the pruning
     return state
+
+
+def newest(cache_dir: Path | None, digest: str, source: str, *, dependencies: bool) -> DesiredState | None:
+    """The most recently used cache file for this ``schema.sql`` text, parsed and prepared (None: none usable).
+
+    Read before the server facts are known (in a thread, while the live side is read): whether its key is the
+    right one is decided afterwards (``desired_state(prefetched=...)``); usually there is one file per text."""
+    if cache_dir is None:
+        return None
+    with contextlib.suppress(OSError):
+        files = sorted(cache_dir.glob(f"desired-{digest[:16]}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in files[:1]:
+            key = path.stem.rsplit("-", 1)[-1]
+            try:
+                with path.open("rb") as handle:
+                    document = json.load(handle)
+                full_key = document.get("key")
+                if not isinstance(full_key, str) or not full_key.startswith(key):
+                    return None
+                state = load_cached(cache_dir, digest, full_key, source, document=document, touch=False)
+                return state.prepare(dependencies=dependencies) if state is not None else None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return None
+    return None
 
 
 def store(cache_dir: Path | None, digest: str, state: DesiredState) -> Path | None:
@@ -196,13 +241,19 @@ def materialize(remote: Remote, sql: str, source: str, exclude_tables: Sequence[
 
 
 def desired_state(remote: Remote, sql: str, source: str, facts: ServerFacts, exclude_tables: Sequence[str],
-                  cache_dir: Path | None, *, materialized: tuple[dict[str, Any], str] | None = None) -> DesiredState:
+                  cache_dir: Path | None, *, materialized: tuple[dict[str, Any], str] | None = None,
+                  prefetched: DesiredState | None = None) -> DesiredState:
     """The desired state for ``facts``' server: from the cache (no remote command), else materialized once and stored.
 
     ``materialized``: the caller already built it (e.g. alongside reading the live side, when the cache was surely cold).
+    ``prefetched``: ``newest()``'s guess, used when its key is the right one.
     """
     digest = schema_digest(sql)
     key = cache_key(digest, facts, exclude_tables)
+    if prefetched is not None and prefetched.key == key and cache_dir is not None:
+        with contextlib.suppress(OSError):
+            os.utime(_path(cache_dir, digest, key))  # recently used: kept by the pruning
+        return prefetched
     cached = load_cached(cache_dir, digest, key, source)
     if cached is not None:
         return cached

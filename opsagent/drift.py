@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql, quote_ident
-from .desired import FACTS_SQL, PG_DUMP_VERSION, DesiredState, ServerFacts, desired_query, desired_state, known_schema, materialize, schema_digest
+from .desired import FACTS_SQL, PG_DUMP_VERSION, DesiredState, ServerFacts, desired_query, desired_state, known_schema, materialize, newest, schema_digest
 from .diff import DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
@@ -221,9 +221,10 @@ def live_and_desired(remote: Remote, sql: str, source: str, exclude_tables: Sequ
     def live() -> LiveState:
         return read_live(remote, database, exclude_tables, dump=dump, dependencies=dependencies, extra_sql=extra_sql)
 
-    if known_schema(cache_dir, schema_digest(sql)):
-        state = live()
-        return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir)
+    digest = schema_digest(sql)
+    if known_schema(cache_dir, digest):  # warm, most likely: read and parse the cached side while the server works
+        state, guess = _both(live, lambda: newest(cache_dir, digest, source, dependencies=dependencies))
+        return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, prefetched=guess)
     state, built = _both(live, lambda: materialize(remote, sql, source, exclude_tables))
     return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, materialized=built)
 
@@ -240,7 +241,7 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
     live_db = remote.host.database
     live, desired = live_and_desired(remote, sql, source, exclude_tables, cache_dir, dump=not fast)
     result = compare(live.catalog, desired.catalog)
-    differences = compare_dumps(live.dump, desired.dump) if live.dump is not None else None
+    differences = compare_dumps(live.dump, desired.dump, desired_entries=desired.entries) if live.dump is not None else None
     result, differences = confirm(remote, result, lambda: live.dump or dump_schema(remote, live_db),
                                   lambda: desired.dump, exclude_tables, differences)
     diff_text: str | None = None

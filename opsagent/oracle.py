@@ -189,9 +189,12 @@ def _excluded(entry_key: str, entry: Entry, tables: Sequence[str]) -> bool:
                for t in tables)
 
 
-def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = ()) -> list[DumpDifference]:
-    """Entries that differ after normalization, in key order (entries of ``exclude_tables`` left out)."""
-    before, after = entries(live), entries(desired)
+def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = (), *,
+                  desired_entries: dict[str, tuple[Entry, ...]] | None = None) -> list[DumpDifference]:
+    """Entries that differ after normalization, in key order (entries of ``exclude_tables`` left out).
+
+    ``desired_entries``: ``entries(desired)`` already computed (e.g. while the live side was being read)."""
+    before, after = entries(live), desired_entries if desired_entries is not None else entries(desired)
     if exclude_tables:
         before, after = ({k: v for k, v in side.items() if not _excluded(k, v[0], exclude_tables)} for side in (before, after))
     out: list[DumpDifference] = []
