@@ -38,7 +38,7 @@ from .lint import Thresholds, lock_free_bytes
 from .migrations import new_migration
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import HEADER, Plan, generate_plan, literal
-from .scratch import Chunk, DumpStep, LoadError, ScratchSet
+from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template
 from .transport import Remote
 from .units import label
 
@@ -99,6 +99,7 @@ class PlanOptions:
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
     cache_dir: Path | None = None  # the desired-state cache (``<paths.state>/cache``); None: always materialize
+    template: bool = True  # rehearse on a copy of a kept template of the live structure (``scratch.Template``)
 
     def concurrent_tables(self, live: Catalog, sizes: Mapping[str, Mapping[str, Any]]) -> set[str]:
         if self.concurrently == "always":
@@ -152,16 +153,21 @@ def _rehearsal(live_dump: str, plan: Plan) -> list[Chunk]:
 
 
 def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
-                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> Rehearsal:
+                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, *, template: bool = False) -> Rehearsal:
     """Rehearse ``plan`` on a scratch copy of the live structure and diff the result against ``desired``.
 
     One psql session loads the dump, applies the plan, reads the catalog and dumps the
     rehearsed schema (for the dump oracle); the live database is never touched (a
-    TEMPLATE copy would need it free of connections).
+    TEMPLATE copy of it would need it free of connections).  ``template``: the copy
+    is made from a kept template of the live structure, named by its dump's hash
+    (built in the same session when missing), so an unchanged live structure is not
+    loaded again on the next plan (``scratch.Template``).
     """
     try:
-        with ScratchSet(remote, [_rehearsal(live_dump, plan)], query=introspection_sql(exclude_tables),
-                        dump=DumpStep.for_remote(remote, exclude_tables), detached=True) as scratch:
+        chunks = _rehearsal(live_dump, plan)
+        base, rest = (chunks[:1], chunks[1:]) if template else ([], chunks)
+        with ScratchSet(remote, [rest], query=introspection_sql(exclude_tables), dump=DumpStep.for_remote(remote, exclude_tables),
+                        detached=True, template=Template(tuple(base)) if template else None) as scratch:
             output = scratch.load()[0]
     except LoadError as error:
         if error.source != PLAN_SOURCE:
@@ -178,7 +184,7 @@ def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanO
         remaining, rehearsed = compare(live.catalog, desired.catalog).significant, live.dump
     else:
         live_dump = pin_extension_versions(live.dump(), live.catalog)
-        rehearsal = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables)
+        rehearsal = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template)
         if rehearsal.dump is None:
             return PlanReport(live.label, desired.label, plan, [], rehearsal.error)
         remaining, rehearsed = rehearsal.remaining, (lambda: rehearsal.dump or "")

@@ -106,17 +106,57 @@ _OUTPUT = "==opsagent-scratch-output=="
 
 
 def add_database(script: Script, name: str, sources: Sequence[Chunk], *, query: str | None = None, index: int = 0,
-                 dump: DumpStep | None = None) -> None:
-    """Append: create ``name`` (from template0), connect, run the sources, then ``query`` with its output kept,
-    then (``dump``) the database's ``pg_dump --schema-only`` on the same session's stdout."""
+                 dump: DumpStep | None = None, template: str | None = None) -> None:
+    """Append: create ``name`` (from template0, or a kept ``template``), connect, run the sources, then ``query`` with
+    its output kept, then (``dump``) the database's ``pg_dump --schema-only`` on the same session's stdout."""
     reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
-    script.add(f"{reconnect}CREATE DATABASE {quote_ident(name)} TEMPLATE template0;\n\\connect {name}\n{SESSION_SETUP}")
+    base = quote_ident(template) if template else "template0"
+    script.add(f"{reconnect}CREATE DATABASE {quote_ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}")
     for chunk in sources:
         script.add(chunk.text, chunk.source, chunk.first_line)
     if query is not None:  # the loaded SQL's own output went to /dev/null; this comes back
         script.add(f"\\o\n\\echo {_OUTPUT}{index}\n{query}\n\\o /dev/null")
     if dump is not None and dump.wanted(index):
         script.add(dump.step(name, index))
+
+
+TEMPLATE_PREFIX = "opsagent_template_"
+TEMPLATE_BUILT = "==opsagent-template-built=="  # printed by a session that had to build its template
+KEEP_TEMPLATES = 3  # kept templates per server (the one just used and the newest others); older ones dropped in the background
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """A kept database holding ``sources`` (e.g. the live structure a plan is rehearsed on), named by their hash.
+
+    Copying it (``CREATE DATABASE … TEMPLATE``) is cheaper than loading the SQL again,
+    so the edit-plan-edit loop on an unchanged live database does not rebuild it.  It
+    is built under a one-session scratch name and renamed only when complete, so a
+    template of that name is always whole; nobody connects to it (a copy needs that).
+    At most ``KEEP_TEMPLATES`` are kept on a server; :func:`sweep` with
+    ``templates=True`` drops them all (tests; deleting them by hand is always safe).
+    """
+
+    sources: tuple[Chunk, ...]
+
+    @property
+    def name(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256("\0".join(chunk.text for chunk in self.sources).encode("utf-8")).hexdigest()
+        return TEMPLATE_PREFIX + digest[:32]
+
+    def add_to(self, script: Script, build: str) -> None:
+        """Build the template in ``build`` and rename it, unless it exists (psql's ``\\if``: one session either way)."""
+        literal = "'" + self.name + "'"
+        script.add(f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal}) AS opsagent_have_template \\gset\n"
+                   f"\\if :opsagent_have_template\n\\else\n\\echo {TEMPLATE_BUILT}\n"
+                   f"CREATE DATABASE {quote_ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}")
+        for chunk in self.sources:
+            script.add(chunk.text, chunk.source, chunk.first_line)
+        script.add(f"\\connect {MAINTENANCE_DB}\n"
+                   f"DO $opsagent$ BEGIN ALTER DATABASE {quote_ident(build)} RENAME TO {quote_ident(self.name)}; "
+                   "EXCEPTION WHEN duplicate_database THEN NULL; END $opsagent$;\n\\endif")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,28 +288,40 @@ def statement_start(chunk: Chunk, line: int) -> int:
 # sweep) and the psql command line travel as arguments, never through the shell's parser; ``setsid`` puts the
 # psql in a session of its own, out of reach of the watchdog that stops our remote commands when their channel
 # closes.  One line: psql's ``\!`` takes the rest of its line.
-_DETACH = ('sql=$1; shift; if command -v setsid >/dev/null 2>&1; then printf "%s" "$sql" | setsid "$@" >/dev/null 2>&1 & '
-           'else printf "%s" "$sql" | "$@" >/dev/null 2>&1; fi')
+_DETACH = ('sql=$1; shift; if command -v setsid >/dev/null 2>&1; then printf "%s" "$sql" | tr "~" "\\n" | setsid "$@" >/dev/null 2>&1 & '
+           'else printf "%s" "$sql" | tr "~" "\\n" | "$@" >/dev/null 2>&1; fi')
+_LINE = "~"  # the line separator of the SQL handed to _DETACH (psql's \\! takes one line; no generated statement holds a ~)
 # unconnected one-session scratch databases are garbage (see the module docstring); no FORCE: one in use stays
 SWEEP_SQL = ("SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
              f"WHERE starts_with(d.datname, '{DETACHED_PREFIX}') "
              "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) \\gexec")
 
 
-def _drop_sql(names: Sequence[str], *, sweep: bool) -> str:
+def _templates_sql(keep: str | None, count: int) -> str:
+    """Drop the kept templates beyond the ``count`` newest (by oid: creation order) besides ``keep``."""
+    spare = f"AND d.datname <> '{keep}' " if keep else ""
+    return ("SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
+            f"WHERE starts_with(d.datname, '{TEMPLATE_PREFIX}') {spare}"
+            "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) "
+            f"ORDER BY d.oid DESC OFFSET {count} \\gexec")
+
+
+def _drop_sql(names: Sequence[str], *, sweep: bool, keep_template: str | None = None) -> str:
     statements = ["SET lock_timeout = '5s';", *(f"DROP DATABASE IF EXISTS {quote_ident(n)} WITH (FORCE);" for n in names)]
-    return " ".join([*statements, *([SWEEP_SQL] if sweep else [])])
+    extra = [_templates_sql(keep_template, KEEP_TEMPLATES - 1)] if keep_template else []
+    return _LINE.join([" ".join(statements), *([SWEEP_SQL] if sweep else []), *extra])
 
 
-def detached_drop_argv(remote: Remote, names: Sequence[str], *, sweep: bool = True) -> list[str]:
-    """The command that drops ``names`` (and sweeps abandoned one-session scratch databases) in the background."""
-    for name in names:
-        if not name.startswith(PREFIX) or not name.replace("_", "").isalnum():
+def detached_drop_argv(remote: Remote, names: Sequence[str], *, sweep: bool = True, keep_template: str | None = None) -> list[str]:
+    """The command that drops ``names`` (and sweeps abandoned one-session scratch databases, and templates beyond
+    ``KEEP_TEMPLATES``) in the background."""
+    for name in [*names, *([keep_template] if keep_template else [])]:
+        if not name.startswith((PREFIX, TEMPLATE_PREFIX)) or not name.replace("_", "").isalnum():
             raise ValueError(f"not a scratch database name: {name!r}")
     psql = ["psql", "-X", "-q", *remote.pg_args(), "-d", conninfo_dbname(MAINTENANCE_DB)]
     if any("\n" in arg or "\r" in arg for arg in psql):
         raise UsageError(f"{remote.host.name}: pg_host/pg_port must not contain line breaks")
-    return ["sh", "-c", _DETACH, "opsagent-drop", _drop_sql(names, sweep=sweep), *psql]
+    return ["sh", "-c", _DETACH, "opsagent-drop", _drop_sql(names, sweep=sweep, keep_template=keep_template), *psql]
 
 
 def drop_detached(remote: Remote, names: Sequence[str]) -> None:
@@ -277,10 +329,11 @@ def drop_detached(remote: Remote, names: Sequence[str]) -> None:
     remote.run(detached_drop_argv(remote, names))
 
 
-def sweep(remote: Remote, *, wait: float = 30.0) -> list[str]:
-    """Drop every unconnected one-session scratch database now (tests, cleanup) and wait for background drops to end;
-    what is still there afterwards (in use, or a drop that failed) is returned."""
-    remote.psql(f"SET lock_timeout = '5s';\n{SWEEP_SQL}\n", MAINTENANCE_DB, check=False)  # one in use: left, not an error
+def sweep(remote: Remote, *, wait: float = 30.0, templates: bool = False) -> list[str]:
+    """Drop every unconnected one-session scratch database now (tests, cleanup; with ``templates`` the kept templates
+    too) and wait for background drops to end; what is still there afterwards (in use, or a drop that failed) is returned."""
+    extra = f"{_templates_sql(None, 0)}\n" if templates else ""
+    remote.psql(f"SET lock_timeout = '5s';\n{SWEEP_SQL}\n{extra}", MAINTENANCE_DB, check=False)  # one in use: left, not an error
     return leftovers(remote, wait=wait)
 
 
@@ -323,19 +376,26 @@ class ScratchSet:
     """
 
     def __init__(self, remote: Remote, contents: Sequence[Sequence[Chunk]], *, query: str | None = None,
-                 timeout: float | None = None, dump: DumpStep | None = None, detached: bool = False, preamble: str | None = None) -> None:
+                 timeout: float | None = None, dump: DumpStep | None = None, detached: bool = False, preamble: str | None = None,
+                 template: Template | None = None) -> None:
         self.remote = remote
-        self.detached = detached
-        self.names = [scratch_name(DETACHED_PREFIX if detached else PREFIX) for _ in contents]
+        self.detached = detached or template is not None
+        self.names = [scratch_name(DETACHED_PREFIX if self.detached else PREFIX) for _ in contents]
         self.script = Script()
         if preamble is not None:  # e.g. the server facts of the desired-state cache, read on the same session
             self.script.add(f"\\echo {_OUTPUT}preamble\n{preamble}")
         if query is not None or dump is not None:
             self.script.add("\\o /dev/null")
+        build: list[str] = []
+        if template is not None:  # the first database starts as a copy of the kept template (built first if missing)
+            build.append(scratch_name(DETACHED_PREFIX))
+            template.add_to(self.script, build[0])
         for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
-            add_database(self.script, name, sources, query=query, index=index, dump=dump)
-        if detached:  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
-            self.script.add(f"\\o\n\\connect {MAINTENANCE_DB}\n\\! {shlex.join(detached_drop_argv(remote, self.names))}")
+            base = template.name if template is not None and index == 0 else None
+            add_database(self.script, name, sources, query=query, index=index, dump=dump, template=base)
+        if self.detached:  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
+            argv = detached_drop_argv(remote, [*self.names, *build], keep_template=template.name if template is not None else None)
+            self.script.add(f"\\o\n\\connect {MAINTENANCE_DB}\n\\! {shlex.join(argv)}")
         self.timeout = timeout
         self.dump = dump
         self.dumps: list[str] = []  # with ``dump``: each database's normalized schema dump, after ``load()``

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -27,7 +28,7 @@ import pytest
 from opsagent.declarative import PlanOptions, plan_against_sql
 from opsagent.desired import CACHE_FORMAT, ServerFacts, cache_key, load_cached, schema_digest
 from opsagent.drift import check_project, diff_against_sql
-from opsagent.scratch import DETACHED_PREFIX, PREFIX, leftovers, sweep
+from opsagent.scratch import DETACHED_PREFIX, KEEP_TEMPLATES, PREFIX, TEMPLATE_BUILT, TEMPLATE_PREFIX, leftovers, sweep
 from opsagent.transport import Remote
 
 from .conftest import Project, SandboxHandle
@@ -46,18 +47,40 @@ def _max_database_oid(remote: Remote) -> int:
     return int(remote.psql("SELECT max(oid::int8) FROM pg_database", "postgres", extra=["-A", "-t"]).text.strip())
 
 
-def _record_scripts(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Observe (not replace) what goes to the server: every command's stdin."""
+def _record_scripts(remote: Remote, monkeypatch: pytest.MonkeyPatch, outputs: list[str] | None = None) -> list[str]:
+    """Observe (not replace) what goes to the server: every command's stdin (and, into ``outputs``, its stdout)."""
     sent: list[str] = []
     original = remote.run
 
     def run(argv: Any, **kwargs: Any) -> Any:
         stdin = kwargs.get("stdin")
         sent.append(stdin.decode() if isinstance(stdin, bytes) else stdin or " ".join(argv))
-        return original(argv, **kwargs)
+        result = original(argv, **kwargs)
+        if outputs is not None:
+            outputs.append(result.text)
+        return result
 
     monkeypatch.setattr(remote, "run", run)
     return sent
+
+
+def _templates(remote: Remote) -> list[str]:
+    rows = remote.query_json(f"SELECT coalesce(json_agg(datname), '[]') FROM pg_database WHERE starts_with(datname, '{TEMPLATE_PREFIX}')",
+                             "postgres")
+    return [str(r) for r in rows]
+
+
+def _created(script: str) -> int:
+    """CREATE DATABASE statements a script runs whatever happens (those in psql's \\if/\\else branch aside)."""
+    count, skipping = 0, False
+    for line in script.splitlines():
+        if line.startswith("\\if "):
+            skipping = True
+        elif line.startswith("\\endif"):
+            skipping = False
+        elif not skipping and line.startswith("CREATE DATABASE"):
+            count += 1
+    return count
 
 
 # ---------------------------------------------------------------- pure: the key
@@ -171,19 +194,31 @@ def test_a_plan_builds_one_rehearsal_database_and_nothing_else_when_warm(remote:
     remote.psql(SCHEMA)
     desired = SCHEMA + "ALTER TABLE t ADD COLUMN born date;\nCREATE TABLE u (id int);\n"
     options = PlanOptions(cache_dir=tmp_path / "cache")
-    sent = _record_scripts(remote, monkeypatch)
+    outputs: list[str] = []
+    sent = _record_scripts(remote, monkeypatch, outputs)
     cold = plan_against_sql(remote, desired, "schema.sql", options)
     assert cold.verified, cold.verification_line()
-    assert sum(s.count("CREATE DATABASE") for s in sent) == 2  # cold: schema.sql materialized once + one rehearsal
+    # cold: schema.sql materialized once + one rehearsal, copied from the template of the live structure built for it
+    assert sum(_created(s) for s in sent) == 2 and sum(TEMPLATE_BUILT in o for o in outputs) == 1
     sent.clear()
+    outputs.clear()
     warm = plan_against_sql(remote, desired, "schema.sql", options)
     assert warm.verified and warm.plan.script() == cold.plan.script()
-    assert sum(s.count("CREATE DATABASE") for s in sent) == 1  # warm: the rehearsal only, built once
+    assert sum(_created(s) for s in sent) == 1 and not any(TEMPLATE_BUILT in o for o in outputs)  # one copy, nothing rebuilt
     assert len(sent) == 3  # live catalog + sizes + facts, live dump, the rehearsal session (its drop in the background)
     assert not any("DROP DATABASE" in s and "setsid" not in s for s in sent)  # no drop the user waits for
+    # without the template: one rehearsal database, loaded from the live dump in its session
+    sent.clear()
+    plain = plan_against_sql(remote, desired, "schema.sql", dataclasses.replace(options, template=False))
+    assert plain.verified and sum(s.count("CREATE DATABASE") for s in sent) == 1
     # the blind spot is refused from the cache too: the plan cannot express it, the dumps show it
     blind = plan_against_sql(remote, BLIND, "schema.sql", options)
     assert not blind.verified and blind.remaining == [] and blind.undescribed
+    # the live structure changes: another template; no more than KEEP_TEMPLATES stay on the server
+    for n in range(KEEP_TEMPLATES + 1):
+        remote.psql(f"CREATE TABLE extra_{n} (id int);")
+        assert plan_against_sql(remote, desired, "schema.sql", options).plan.script()
+    _wait_for(lambda: len(_templates(remote)) <= KEEP_TEMPLATES)
     assert leftovers(remote) == []
 
 
