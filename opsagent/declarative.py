@@ -10,10 +10,12 @@ normalized schema dumps.
 Cost (issue 14): the live side is one command (server facts, catalog with table
 sizes) beside one ``pg_dump``; ``schema.sql``'s side comes from the desired-state
 cache (``opsagent.desired``; materialized once when cold).  The rehearsal is ONE
-scratch database per plan, built once from the live dump in one psql session
-that applies the plan, reads the catalog and dumps the result, and then hands its
-drop to the background: both oracles read that one session's output, and
-nothing rebuilds it (``confirm`` only runs when a difference remains, to tell
+scratch database per plan: a copy of a kept template of the live structure (named
+by the hash of its dump, built from the dump in the same session when missing, so
+an edit-plan-edit loop on an unchanged live database loads nothing), made in one
+psql session that applies the plan, reads the catalog and dumps the result, and
+then hands its drop to the background: both oracles read that one session's
+output, and nothing rebuilds it (``confirm`` only runs when a difference remains, to tell
 dump-and-load artifacts from real ones).  The rehearsal is committed, not rolled
 back: ``pg_dump`` runs in its own session and cannot see another transaction's
 uncommitted work, and the dump oracle needs it.

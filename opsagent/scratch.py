@@ -25,6 +25,12 @@ drop runs synchronously at the end of the session (correct, slower).
 On errors and Ctrl-C the drop is issued the same detached way, from a second
 command.  ``detached=False`` (the default, for callers that use the databases
 across several commands) keeps the synchronous drop on exit.
+
+Templates (``opsagent_template_<hash>``, :class:`Template`) are the one kind of
+database kept on purpose: a copy of a structure that is expensive to load (the
+live structure a plan is rehearsed on), named by its content's hash, at most
+``KEEP_TEMPLATES`` per server (older ones are dropped by the background job),
+never connected to, and safe to drop by hand at any time (``sweep(templates=True)``).
 """
 
 from __future__ import annotations
