@@ -10,10 +10,10 @@ normalized schema dumps.
 Cost (issue 14): the live side is one command (server facts, catalog with table
 sizes) beside one ``pg_dump``; ``schema.sql``'s side comes from the desired-state
 cache (``opsagent.desired``; materialized once when cold).  The rehearsal is ONE
-scratch database per plan: a copy of a kept template of the live structure (named
-by the hash of its dump, built from the dump in the same session when missing, so
-an edit-plan-edit loop on an unchanged live database loads nothing), made in one
-psql session that applies the plan, reads the catalog and dumps the result, and
+scratch database per plan, loaded from the live dump (or, with
+``PlanOptions.template``, a copy of a kept template of the live structure named by
+the hash of its dump, built in the same session when missing, so an edit-plan-edit
+loop on an unchanged live database loads nothing), made in one psql session that applies the plan, reads the catalog and dumps the result, and
 then hands its drop to the background: both oracles read that one session's
 output, and nothing rebuilds it (``confirm`` only runs when a difference remains, to tell
 dump-and-load artifacts from real ones).  The rehearsal is committed, not rolled
@@ -101,7 +101,10 @@ class PlanOptions:
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
     cache_dir: Path | None = None  # the desired-state cache (``<paths.state>/cache``); None: always materialize
-    template: bool = True  # rehearse on a copy of a kept template of the live structure (``scratch.Template``)
+    # rehearse on a copy of a kept template of the live structure (``scratch.Template``).  Off by default: a kept
+    # template holds objects owned by (and granted to) the live database's roles, so ``DROP OWNED BY r; DROP ROLE r``
+    # on the server fails until the template is dropped; opt in where that is acceptable.
+    template: bool = False
 
     def concurrent_tables(self, live: Catalog, sizes: Mapping[str, Mapping[str, Any]]) -> set[str]:
         if self.concurrently == "always":
