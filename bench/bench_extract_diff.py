@@ -178,7 +178,7 @@ def line(name: str, seconds: float, floor: float | None = None, floor_name: str 
     print(f"  {name:<58}{seconds * 1000:8.0f} ms{ratio}{f'  (target {target})' if target else ''}")
 
 
-def bench_deploy(state: SandboxState, repeat: int) -> None:
+def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
     cluster = Cluster(state)
     base = Path(state.root) / "bench-deploy"
     migra = install_migra()
@@ -188,7 +188,7 @@ def bench_deploy(state: SandboxState, repeat: int) -> None:
     cluster.create("mb_other", template="mb_live")
     cluster.create("mb_mut", template="mb_live")
     cluster.psql("mb_mut", MUSICBRAINZ_MUTATIONS["drop an index"])
-    gen = generated_schema(5000)
+    gen = generated_schema(5000 if large else 10)
     cluster.create("gen_live")
     cluster.psql("gen_live", gen)
     cluster.create("gen_target", template="gen_live")
@@ -232,6 +232,9 @@ def bench_deploy(state: SandboxState, repeat: int) -> None:
          migra_plan, "migra", "<= 2")
     line("plan musicbrainz, 1 mutation, both oracles, cold", median_time(lambda: cold(mb, "plan", "--host", "mut"), max(1, repeat // 2)),
          migra_plan, "migra", "<= 5")
+    if not large:
+        bench_closing_check(state, cluster, base, repeat, select_floor, dump_floor, mb_sql)
+        return
     migra_gen = migra_time("gen_live", "gen_target")
     if migra_gen:
         line("migra 5,000 tables, identical (CLI)", migra_gen)
@@ -273,6 +276,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", default="100,500,1000,2000")
     parser.add_argument("--only", choices=("extract", "scaling", "deploy"), help="run one part only")
+    parser.add_argument("--no-large", action="store_true", help="deploy part: skip the 5,000-table figures")
     args = parser.parse_args()
     if not MUSICBRAINZ.exists():
         print(f"skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
@@ -284,7 +288,7 @@ def main() -> None:
         if args.only in (None, "scaling"):
             bench_scaling(state, [int(s) for s in args.sizes.split(",")])
         if args.only in (None, "deploy"):
-            bench_deploy(state, args.repeat)
+            bench_deploy(state, args.repeat, large=not args.no_large)
     print(f"load after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
 
 
