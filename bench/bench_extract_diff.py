@@ -193,7 +193,8 @@ def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
     cluster.psql("gen_live", gen)
     cluster.create("gen_target", template="gen_live")
     cluster.create("gen_mut", template="gen_live")
-    cluster.psql("gen_mut", "DROP INDEX t2500_parent_idx; ALTER TABLE t4000 DROP COLUMN note;")
+    if large:
+        cluster.psql("gen_mut", "DROP INDEX t2500_parent_idx; ALTER TABLE t4000 DROP COLUMN note;")
     mb = make_project(base / "mb", state, {"live": "mb_live", "other": "mb_other", "mut": "mb_mut"}, mb_sql)
     gen_project = make_project(base / "gen", state, {"live": "gen_live", "mut": "gen_mut"}, gen)
 
