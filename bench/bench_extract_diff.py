@@ -4,13 +4,24 @@
    and known_hosts) of the same database; target ratio <= 1.3.
 2. diff of musicbrainz against itself (live vs schema materialized in a scratch database).
 3. diff scaling from 100 to 2,000 generated tables: time per table at each size.
+4. the deploy path of issue 14, each as the real CLI (``python -m opsagent``) beside its floor in the same run,
+   warm (desired-state cache filled) and cold (``.opsagent/cache`` removed first):
+   ``diff`` of musicbrainz vs ``ssh host pg_dump -s`` (target warm <= 1.0x); ``diff --against-host`` vs migra
+   between the same two databases (<= 0.5x); ``plan`` of musicbrainz with one mutation, verified by both oracles,
+   vs migra (<= 2x warm, <= 5x cold); 5,000 generated tables: diff (<= 2x migra) and plan (<= 4x migra); the
+   closing drift check: a no-op ``sync`` with the example schema vs ``ssh host psql -c 'select 1'`` (<= 1.5x) and
+   with musicbrainz as schema.sql vs ``ssh host pg_dump -s`` (<= 1.0x).  migra comes from bench_plan_peer's venv
+   (installed there on first use; its rows are skipped when it cannot be installed).
 
-Run: ``python bench/bench_extract_diff.py [--repeat 5] [--sizes 100,500,1000,2000]``.
+Run: ``python bench/bench_extract_diff.py [--repeat 5] [--sizes 100,500,1000,2000] [--only deploy]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +37,9 @@ from opsagent.extract import extract  # noqa: E402
 from opsagent.inventory import HostConfig  # noqa: E402
 from opsagent.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
 from opsagent.transport import open_remote  # noqa: E402
+
+sys.path.insert(0, str(REPO / "bench"))
+from bench_plan_peer import MUSICBRAINZ_MUTATIONS, Cluster, install_migra, run_migra  # noqa: E402
 
 MUSICBRAINZ = REPO.parent / "shared" / "corpora" / "schemas" / "musicbrainz.sql"
 
@@ -121,17 +135,162 @@ def bench_scaling(state: SandboxState, sizes: list[int]) -> None:
         print(f"  {size:>7} {took * 1000:>10.0f} {took * 1000 / size:>9.2f}")
 
 
+# ---------------------------------------------------------------- issue 14: the deploy path, CLI beside its floors
+
+EXAMPLE_SQL = REPO / "sql"
+
+
+def ssh_command(state: SandboxState, command: list[str]) -> list[str]:
+    return ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
+            "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1", "cd / && " + shlex.join(command)]
+
+
+def make_project(root: Path, state: SandboxState, hosts: dict[str, str], schema: str, migrations: dict[str, str] | None = None) -> Path:
+    import yaml
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "sql" / "migrations").mkdir(parents=True, exist_ok=True)
+    (root / "sql" / "schema.sql").write_text(schema)
+    for name, text in (migrations or {}).items():
+        (root / "sql" / "migrations" / name).write_text(text)
+    entries = {name: {**state.host_entry(), "database": db, "backup_dir": str(Path(state.root) / "backups" / db)} for name, db in hosts.items()}
+    (root / "inventory.yaml").write_text(yaml.safe_dump({"hosts": entries}, sort_keys=False))
+    return root
+
+
+def cli(project: Path, *args: str, ok: tuple[int, ...] = (0,)) -> float:
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project / "inventory.yaml"), "PYTHONPATH": str(REPO)}
+    started = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "opsagent", *args], cwd=project, env=env, capture_output=True, text=True, check=False)
+    took = time.perf_counter() - started
+    if proc.returncode not in ok:
+        raise SystemExit(f"opsagent {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
+    return took
+
+
+def cold(project: Path, *args: str, ok: tuple[int, ...] = (0,)) -> float:
+    shutil.rmtree(project / ".opsagent" / "cache", ignore_errors=True)
+    return cli(project, *args, ok=ok)
+
+
+def line(name: str, seconds: float, floor: float | None = None, floor_name: str = "", target: str = "") -> None:
+    ratio = f"   {seconds / floor:5.2f}x {floor_name}" if floor else ""
+    print(f"  {name:<58}{seconds * 1000:8.0f} ms{ratio}{f'  (target {target})' if target else ''}")
+
+
+def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
+    cluster = Cluster(state)
+    base = Path(state.root) / "bench-deploy"
+    migra = install_migra()
+    mb_sql = MUSICBRAINZ.read_text()
+    cluster.create("mb_live")
+    cluster.psql("mb_live", mb_sql)
+    cluster.create("mb_other", template="mb_live")
+    cluster.create("mb_mut", template="mb_live")
+    cluster.psql("mb_mut", MUSICBRAINZ_MUTATIONS["drop an index"])
+    gen = generated_schema(5000 if large else 10)
+    cluster.create("gen_live")
+    cluster.psql("gen_live", gen)
+    cluster.create("gen_target", template="gen_live")
+    cluster.create("gen_mut", template="gen_live")
+    if large:
+        cluster.psql("gen_mut", "DROP INDEX t2500_parent_idx; ALTER TABLE t4000 DROP COLUMN note;")
+    mb = make_project(base / "mb", state, {"live": "mb_live", "other": "mb_other", "mut": "mb_mut"}, mb_sql)
+    gen_project = make_project(base / "gen", state, {"live": "gen_live", "mut": "gen_mut"}, gen)
+
+    def floor(command: list[str]) -> float:
+        argv = ssh_command(state, command)
+        return median_time(lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), repeat)
+
+    pg = ["sudo", "-n", "-u", "postgres"]
+    conn = ["-h", state.socket_dir, "-p", str(state.pg_port)]
+    dump_floor = floor([*pg, "pg_dump", "-s", *conn, "-d", "mb_live"])
+    select_floor = floor([*pg, "psql", "-X", *conn, "-d", "postgres", "-c", "select 1"])
+
+    def migra_time(a: str, b: str) -> float | None:
+        if migra is None:
+            return None
+        run_migra(cluster, migra, a, b)
+        return statistics.median(run_migra(cluster, migra, a, b)[2] for _ in range(repeat))
+
+    print("issue 14, deploy path (CLI wall time; median of", repeat, "runs; ratios against floors measured in this run):")
+    line("floor: ssh host pg_dump -s (musicbrainz)", dump_floor)
+    line("floor: ssh host psql -c 'select 1'", select_floor)
+    cli(mb, "diff", "--host", "live")  # fills the cache
+    line("diff musicbrainz, warm", median_time(lambda: cli(mb, "diff", "--host", "live"), repeat), dump_floor, "pg_dump -s", "<= 1.0")
+    line("diff musicbrainz, cold", median_time(lambda: cold(mb, "diff", "--host", "live"), max(1, repeat // 2)), dump_floor, "pg_dump -s")
+    line("diff musicbrainz --fast, warm", median_time(lambda: cli(mb, "diff", "--host", "live", "--fast"), repeat), dump_floor, "pg_dump -s")
+    migra_hosts = migra_time("mb_live", "mb_other")
+    if migra_hosts:
+        line("migra mb_live mb_other (CLI)", migra_hosts)
+    line("diff --against-host (musicbrainz, two databases)",
+         median_time(lambda: cli(mb, "diff", "--host", "live", "--against-host", "other"), repeat), migra_hosts, "migra", "<= 0.5")
+    migra_plan = migra_time("mb_mut", "mb_live")
+    if migra_plan:
+        line("migra mb_mut mb_live (CLI)", migra_plan)
+    cli(mb, "plan", "--host", "mut")
+    line("plan musicbrainz, 1 mutation, both oracles, warm", median_time(lambda: cli(mb, "plan", "--host", "mut"), repeat),
+         migra_plan, "migra", "<= 2")
+    line("plan musicbrainz, 1 mutation, both oracles, cold", median_time(lambda: cold(mb, "plan", "--host", "mut"), max(1, repeat // 2)),
+         migra_plan, "migra", "<= 5")
+    if not large:
+        bench_closing_check(state, cluster, base, repeat, select_floor, dump_floor, mb_sql)
+        return
+    migra_gen = migra_time("gen_live", "gen_target")
+    if migra_gen:
+        line("migra 5,000 tables, identical (CLI)", migra_gen)
+    cli(gen_project, "diff", "--host", "live")
+    line("diff 5,000 tables, warm", median_time(lambda: cli(gen_project, "diff", "--host", "live"), repeat), migra_gen, "migra", "<= 2")
+    line("diff 5,000 tables, cold", median_time(lambda: cold(gen_project, "diff", "--host", "live"), 1), migra_gen, "migra")
+    migra_gen_plan = migra_time("gen_mut", "gen_target")
+    if migra_gen_plan:
+        line("migra 5,000 tables, 2 changes (CLI)", migra_gen_plan)
+    cli(gen_project, "plan", "--host", "mut")
+    line("plan 5,000 tables, 2 changes, warm", median_time(lambda: cli(gen_project, "plan", "--host", "mut"), repeat),
+         migra_gen_plan, "migra", "<= 4")
+    line("plan 5,000 tables, 2 changes, cold", median_time(lambda: cold(gen_project, "plan", "--host", "mut"), 1), migra_gen_plan, "migra")
+    bench_closing_check(state, cluster, base, repeat, select_floor, dump_floor, mb_sql)
+
+
+def bench_closing_check(state: SandboxState, cluster: Cluster, base: Path, repeat: int, select_floor: float, dump_floor: float,
+                        mb_sql: str) -> None:
+    """A no-op sync (nothing pending) with its closing drift check, warm cache."""
+    example = make_project(base / "example", state, {"h": "ex_live"}, (EXAMPLE_SQL / "schema.sql").read_text(),
+                           {p.name: p.read_text() for p in sorted((EXAMPLE_SQL / "migrations").glob("*.sql"))})
+    cluster.create("ex_live")
+    cli(example, "sync", "--host", "h", "--yes", "--no-backup", "--allow-hazards")
+    line("no-op sync, example schema (27 tables), drift check, warm",
+         median_time(lambda: cli(example, "sync", "--host", "h", "--yes", "--no-backup"), repeat), select_floor, "select 1", "<= 1.5")
+    line("no-op sync, example schema, --no-drift-check",
+         median_time(lambda: cli(example, "sync", "--host", "h", "--yes", "--no-backup", "--no-drift-check"), repeat), select_floor, "select 1")
+    cluster.create("mb_sync", template="mb_live")
+    mbsync = make_project(base / "mbsync", state, {"h": "mb_sync"}, mb_sql, {"001_ledger.sql": "SELECT 1;\n"})
+    cli(mbsync, "sync", "--host", "h", "--yes", "--no-backup")
+    line("no-op sync, musicbrainz as schema.sql, drift check, warm",
+         median_time(lambda: cli(mbsync, "sync", "--host", "h", "--yes", "--no-backup"), repeat), dump_floor, "pg_dump -s", "<= 1.0")
+    line("no-op sync, musicbrainz as schema.sql, drift check, cold",
+         median_time(lambda: cold(mbsync, "sync", "--host", "h", "--yes", "--no-backup"), 1), dump_floor, "pg_dump -s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--sizes", default="100,500,1000,2000")
+    parser.add_argument("--only", choices=("extract", "scaling", "deploy"), help="run one part only")
+    parser.add_argument("--no-large", action="store_true", help="deploy part: skip the 5,000-table figures")
     args = parser.parse_args()
     if not MUSICBRAINZ.exists():
         print(f"skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
         return
+    print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on {os.cpu_count()} cores")
     with temporary_sandbox("sandbox", "oab-") as (_base, state):
-        bench_extract(state, args.repeat)
-        bench_scaling(state, [int(s) for s in args.sizes.split(",")])
+        if args.only in (None, "extract"):
+            bench_extract(state, args.repeat)
+        if args.only in (None, "scaling"):
+            bench_scaling(state, [int(s) for s in args.sizes.split(",")])
+        if args.only in (None, "deploy"):
+            bench_deploy(state, args.repeat, large=not args.no_large)
+    print(f"load after: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f}")
 
 
 if __name__ == "__main__":

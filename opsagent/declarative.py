@@ -4,7 +4,21 @@ rehearsed on a scratch copy on the same server and re-diffed, then written as mi
 ``opsagent.plan`` decides the statements (pure); this module gathers both sides
 (catalogs, dumps, live table sizes) in as few round trips as possible and proves the
 plan by applying it: "verified" means a copy of the live structure, with the plan
-applied, has 0 differences from the target.
+applied, has 0 differences from the target, by the catalog model AND by the
+normalized schema dumps.
+
+Cost (issue 14): the live side is one command (server facts, catalog with table
+sizes) beside one ``pg_dump``; ``schema.sql``'s side comes from the desired-state
+cache (``opsagent.desired``; materialized once when cold).  The rehearsal is ONE
+scratch database per plan, loaded from the live dump (or, with
+``PlanOptions.template``, a copy of a kept template of the live structure named by
+the hash of its dump, built in the same session when missing, so an edit-plan-edit
+loop on an unchanged live database loads nothing), made in one psql session that applies the plan, reads the catalog and dumps the result, and
+then hands its drop to the background: both oracles read that one session's
+output, and nothing rebuilds it (``confirm`` only runs when a difference remains, to tell
+dump-and-load artifacts from real ones).  The rehearsal is committed, not rolled
+back: ``pg_dump`` runs in its own session and cannot see another transaction's
+uncommitted work, and the dump oracle needs it.
 """
 
 from __future__ import annotations
@@ -17,15 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
+from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, known_schema, schema_digest
 from .diff import Change, DiffResult, compare
-from .drift import _both, confirm, oracle_dump, read_catalog, read_sql, where
+from .drift import _both, _document, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
 from .errors import RemoteError
 from .extract import dump_schema
 from .lint import Thresholds, lock_free_bytes
 from .migrations import new_migration
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import HEADER, Plan, generate_plan, literal
-from .scratch import Chunk, DumpStep, LoadError, ScratchSet
+from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template
 from .transport import Remote
 from .units import label
 
@@ -85,6 +100,11 @@ class PlanOptions:
     concurrently: str = "auto"
     thresholds: Thresholds = dataclasses.field(default_factory=Thresholds)
     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
+    cache_dir: Path | None = None  # the desired-state cache (``<paths.state>/cache``); None: always materialize
+    # rehearse on a copy of a kept template of the live structure (``scratch.Template``).  Off by default: a kept
+    # template holds objects owned by (and granted to) the live database's roles, so ``DROP OWNED BY r; DROP ROLE r``
+    # on the server fails until the template is dropped; opt in where that is acceptable.
+    template: bool = False
 
     def concurrent_tables(self, live: Catalog, sizes: Mapping[str, Mapping[str, Any]]) -> set[str]:
         if self.concurrently == "always":
@@ -138,16 +158,21 @@ def _rehearsal(live_dump: str, plan: Plan) -> list[Chunk]:
 
 
 def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
-                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> Rehearsal:
+                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, *, template: bool = False) -> Rehearsal:
     """Rehearse ``plan`` on a scratch copy of the live structure and diff the result against ``desired``.
 
     One psql session loads the dump, applies the plan, reads the catalog and dumps the
     rehearsed schema (for the dump oracle); the live database is never touched (a
-    TEMPLATE copy would need it free of connections).
+    TEMPLATE copy of it would need it free of connections).  ``template``: the copy
+    is made from a kept template of the live structure, named by its dump's hash
+    (built in the same session when missing), so an unchanged live structure is not
+    loaded again on the next plan (``scratch.Template``).
     """
     try:
-        with ScratchSet(remote, [_rehearsal(live_dump, plan)], query=introspection_sql(exclude_tables),
-                        dump=DumpStep.for_remote(remote, exclude_tables)) as scratch:
+        chunks = _rehearsal(live_dump, plan)
+        base, rest = (chunks[:1], chunks[1:]) if template else ([], chunks)
+        with ScratchSet(remote, [rest], query=introspection_sql(exclude_tables), dump=DumpStep.for_remote(remote, exclude_tables),
+                        detached=True, template=Template(tuple(base)) if template else None) as scratch:
             output = scratch.load()[0]
     except LoadError as error:
         if error.source != PLAN_SOURCE:
@@ -164,7 +189,7 @@ def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanO
         remaining, rehearsed = compare(live.catalog, desired.catalog).significant, live.dump
     else:
         live_dump = pin_extension_versions(live.dump(), live.catalog)
-        rehearsal = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables)
+        rehearsal = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template)
         if rehearsal.dump is None:
             return PlanReport(live.label, desired.label, plan, [], rehearsal.error)
         remaining, rehearsed = rehearsal.remaining, (lambda: rehearsal.dump or "")
@@ -197,29 +222,38 @@ def _live_side(remote: Remote, exclude_tables: Sequence[str]) -> _Side:
 
 
 def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions | None = None) -> PlanReport:
-    """The plan from the live database to ``sql`` (materialized on the same server), verified by applying it."""
+    """The plan from the live database to ``sql`` (its materialized state, cached), verified by applying it."""
     options = options or PlanOptions()
-    query = introspection_sql(options.exclude_tables, dependencies=True)
-    with ScratchSet(remote, [[Chunk(sql, source)]], query=query, dump=DumpStep.for_remote(remote, options.exclude_tables)) as scratch:
-        outputs, live = _both(scratch.load, lambda: _live_side(remote, options.exclude_tables))
-        desired_dump = scratch.dumps[0]
-        desired = _Side(source, read_catalog(outputs[0], source), lambda: desired_dump)
-        return _plan_and_verify(remote, live, desired, options)
+    exclude = options.exclude_tables
+    (live, desired), live_dump = _both(
+        lambda: live_and_desired(remote, sql, source, exclude, options.cache_dir, dump=False, dependencies=True, extra_sql=TABLE_SIZES_SQL),
+        lambda: oracle_dump(remote, remote.host.database, exclude))
+    try:
+        sizes = json.loads(live.extra) if live.extra else {}
+    except ValueError as exc:
+        raise RemoteError(f"{remote.host.name}: table sizes returned no usable result ({exc})") from None
+    live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes if isinstance(sizes, dict) else {})
+    return _plan_and_verify(remote, live_side, _Side(source, desired.catalog, lambda: desired.dump), options)
 
 
 def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: str, source: str,
                        options: PlanOptions | None = None) -> PlanReport:
-    """The plan from a snapshot (``inv extract``) to ``sql``, both materialized on ``remote``'s server: the live database is not read."""
+    """The plan from a snapshot (``inv extract``) to ``sql``, both materialized on ``remote``'s server (``sql`` from the
+    desired-state cache when warm): the live database is not read."""
     options = options or PlanOptions()
-    query = introspection_sql(options.exclude_tables, dependencies=True)
-    contents = [[Chunk(snapshot, snapshot_label)], [Chunk(sql, source)]]
-    dump = DumpStep.for_remote(remote, options.exclude_tables, only=(1,))
-    with ScratchSet(remote, contents, query=query, dump=dump) as scratch:
-        live_out, desired_out = scratch.load()
-        desired_dump = scratch.dumps[1]
-        live = _Side(f"snapshot {snapshot_label}", read_catalog(live_out, snapshot_label), lambda: snapshot)
-        desired = _Side(source, read_catalog(desired_out, source), lambda: desired_dump)
-        return _plan_and_verify(remote, live, desired, options)
+    exclude = options.exclude_tables
+    cold = not known_schema(options.cache_dir, schema_digest(sql))
+    contents = [[Chunk(snapshot, snapshot_label)], *([[Chunk(sql, source)]] if cold else [])]
+    dump = DumpStep.for_remote(remote, exclude, only=(1,)) if cold else None
+    with ScratchSet(remote, contents, query=desired_query(exclude), dump=dump, detached=True,
+                    preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}") as scratch:
+        outputs = scratch.load()
+    facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
+    built = (_document(outputs[1], source), scratch.dumps[1]) if cold else None
+    desired = desired_state(remote, sql, source, ServerFacts.parse(facts_json, pg_dump_version), exclude, options.cache_dir,
+                            materialized=built)
+    live = _Side(f"snapshot {snapshot_label}", read_catalog(outputs[0], snapshot_label), lambda: snapshot)
+    return _plan_and_verify(remote, live, _Side(source, desired.catalog, lambda: desired.dump), options)
 
 
 def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None = None) -> PlanReport:

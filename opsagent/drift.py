@@ -3,9 +3,12 @@
 The desired side is never parsed by us: it is materialized in a scratch database
 on the same server (same PostgreSQL, same extensions) and both sides are read
 with the same catalog query, so "equal" means equal to PostgreSQL itself.
-``inv diff`` costs two round trips of wall time: loading the scratch database
-and reading its catalog happen in one psql session while the live catalog is
-read on a second channel; then the drop.
+What ``schema.sql`` materializes to is cached locally (``opsagent.desired``): with
+a warm cache ``inv diff`` (and sync's closing drift check) is ONE remote command
+(server facts + live catalog + live schema dump, in one psql session) and a
+local comparison by both oracles; cold, the file is materialized once, alongside
+the live read when the file is new to the cache.  Scratch databases are
+one-session ones whose drop happens in the background (``opsagent.scratch``).
 """
 
 from __future__ import annotations
@@ -13,19 +16,22 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
+import secrets
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
+from .desired import FACTS_SQL, PG_DUMP_VERSION, DesiredState, ServerFacts, desired_query, desired_state, known_schema, materialize, newest, schema_digest
 from .diff import DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
 from .exclusions import dump_exclude_args, ledger_exclusions, strip_ledger_only_schemas
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .oracle import DumpDifference, compare_dumps, unexplained
-from .scratch import Chunk, DumpStep, ScratchSet
+from .scratch import Chunk, DumpStep, ScratchSet, drop_active
 from .transport import Remote
 from .units import label
 
@@ -42,6 +48,7 @@ class DriftReport:
     result: DiffResult
     text: str | None = None
     dump_differences: list[DumpDifference] | None = None  # the dump oracle's findings; None: not run (--fast)
+    desired_cache: str | None = None  # "hit" / "miss": where schema.sql's materialized state came from; None: no cache involved
 
     @property
     def undescribed(self) -> list[DumpDifference]:
@@ -64,6 +71,7 @@ class DriftReport:
             oracle |= {"differences": len(self.dump_differences), "cannot_describe": [d.to_dict() for d in self.undescribed]}
         return {"live": self.live, "desired": self.desired, "drift": self.drift,
                 "significant": len(self.result.significant), **self.result.to_dict(), "dump_oracle": oracle,
+                **({"desired_cache": self.desired_cache} if self.desired_cache else {}),
                 **({"text": self.text} if self.text is not None else {})}
 
 
@@ -112,8 +120,16 @@ def _both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     worker.start()
     try:
         value = first()
+    except BaseException as exc:
+        if not isinstance(exc, Exception):  # Ctrl-C: the other side's scratch session goes to the background drop
+            drop_active()
+        raise
     finally:  # also on errors: a scratch database must not be created after it was dropped
-        worker.join()
+        try:
+            worker.join()
+        except BaseException:  # Ctrl-C while waiting for the other side
+            drop_active()
+            raise
     if "error" in box:
         raise box["error"]
     return value, box["value"]
@@ -147,36 +163,98 @@ def introspect_and_dump(remote: Remote, database: str, exclude_tables: Sequence[
     return read_catalog(rest.strip(), where(remote, database)), normalize_dump(dumps[0])
 
 
-def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: str | None = None,
-                     text: bool = False, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, fast: bool = False) -> DriftReport:
-    """Live database vs ``sql`` materialized in a scratch database on the same server, by the model and (unless
-    ``fast``) by the dump oracle.
+@dataclasses.dataclass(frozen=True)
+class LiveState:
+    """The live side as one remote command reads it: catalog, dump oracle's dump, server facts, an extra query's output."""
 
-    Two round trips of wall time: (load scratch + introspect it + dump it, one psql
-    session) alongside (introspect live + dump it, one psql session), then drop.
+    catalog: Catalog
+    dump: str | None  # normalized, ``exclude_tables`` left out; None: not taken (--fast)
+    facts: ServerFacts
+    extra: str = ""
+
+
+def read_live(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, *, dump: bool = True,
+              dependencies: bool = False, extra_sql: str | None = None) -> LiveState:
+    """Server facts (the desired-state cache's key), the catalog, ``extra_sql``'s output and the schema dump of a live
+    database: ONE remote command (psql runs pg_dump from inside the session)."""
+    token = secrets.token_hex(8)
+    marks = [f"==opsagent-live-{token}-{i}==" for i in range(4)]
+    step = DumpStep.for_remote(remote, exclude_tables) if dump else None
+    parts = [f"\\echo {marks[0]}", FACTS_SQL, f"\\echo {marks[1]}", PG_DUMP_VERSION, f"\\echo {marks[2]}",
+             introspection_sql(exclude_tables, dependencies=dependencies)]
+    if extra_sql is not None:
+        parts += [f"\\echo {marks[3]}", extra_sql.rstrip().rstrip(";") + ";"]
+    if step is not None:
+        parts.append(step.step(database, 0))
+    text = remote.psql("\n".join(parts) + "\n", database, extra=["-A", "-t"]).text
+    raw: list[str] = []
+    if step is not None:
+        text, raw = step.split(text, 1)
+    sections: dict[int, list[str]] = {}
+    current: int | None = None
+    for line in text.splitlines():
+        if line in marks:
+            current = marks.index(line)
+            sections[current] = []
+        elif current is not None:
+            sections[current].append(line)
+    body = {i: "\n".join(lines).strip() for i, lines in sections.items()}
+    if 2 not in body:
+        raise RemoteError(f"introspection of {where(remote, database)} returned no usable result")
+    facts = ServerFacts.parse(body.get(0, ""), body.get(1, ""))
+    return LiveState(read_catalog(body[2], where(remote, database)), normalize_dump(raw[0]) if raw else None, facts, body.get(3, ""))
+
+
+_OWNER_LINE = re.compile(r"^ALTER [A-Z][A-Z ]* .* OWNER TO .*;$", re.MULTILINE)
+_OWNER_HEADER = re.compile(r"^(-- Name: .*; Owner: )[^;\n]*", re.MULTILINE)
+
+
+def readable(dump: str, exclude_tables: Sequence[str] = ()) -> str:
+    """A dump oracle's dump as ``dump_for_diff`` would print it (no owners, no guard lines, no ledger-only schema),
+    without another pg_dump."""
+    if exclude_tables:
+        dump = strip_ledger_only_schemas(dump, exclude_tables)
+    return strip_restrict(_OWNER_HEADER.sub(r"\g<1>-", _OWNER_LINE.sub("", dump))).replace("\n\n\n", "\n\n")
+
+
+def live_and_desired(remote: Remote, sql: str, source: str, exclude_tables: Sequence[str], cache_dir: Path | None, *,
+                     dump: bool = True, dependencies: bool = False, extra_sql: str | None = None) -> tuple[LiveState, DesiredState]:
+    """The live side (one command) and schema.sql's materialized state: from the cache when warm (no other command);
+    when the file is new to the cache it is materialized alongside the live read; else after it, on a miss."""
+    database = remote.host.database
+
+    def live() -> LiveState:
+        return read_live(remote, database, exclude_tables, dump=dump, dependencies=dependencies, extra_sql=extra_sql)
+
+    digest = schema_digest(sql)
+    if known_schema(cache_dir, digest):  # warm, most likely: read and parse the cached side while the server works
+        state, guess = _both(live, lambda: newest(cache_dir, digest, source, dependencies=dependencies))
+        return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, prefetched=guess)
+    state, built = _both(live, lambda: materialize(remote, sql, source, exclude_tables))
+    return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, materialized=built)
+
+
+def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: str | None = None,
+                     text: bool = False, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, fast: bool = False,
+                     cache_dir: Path | None = None) -> DriftReport:
+    """Live database vs ``sql`` materialized on the same server (or its cached materialization), by the model and
+    (unless ``fast``) by the dump oracle.
+
+    Warm cache: one remote command.  Cold: the live read and the materialization
+    (one psql session, its drop in the background) on two channels at once.
     """
     live_db = remote.host.database
+    live, desired = live_and_desired(remote, sql, source, exclude_tables, cache_dir, dump=not fast)
+    result = compare(live.catalog, desired.catalog)
+    differences = compare_dumps(live.dump, desired.dump, exclude_tables, desired_entries=desired.entries) if live.dump is not None else None
+    result, differences = confirm(remote, result, lambda: live.dump or dump_schema(remote, live_db),
+                                  lambda: desired.dump, exclude_tables, differences)
     diff_text: str | None = None
-    query = introspection_sql(exclude_tables)
-    dump_step = None if fast else DumpStep.for_remote(remote, exclude_tables)
-    with ScratchSet(remote, [[Chunk(sql, source)]], query=query, dump=dump_step) as scratch:
-        def live_side() -> tuple[Catalog, str | None]:
-            if fast:
-                return introspect(remote, live_db, exclude_tables=exclude_tables), None
-            return introspect_and_dump(remote, live_db, exclude_tables)
-
-        outputs, (live, live_dump) = _both(scratch.load, live_side)
-        result = compare(live, read_catalog(outputs[0], source))
-        name = scratch.names[0]
-        desired_dump = scratch.dumps[0] if scratch.dumps else None
-        differences = compare_dumps(live_dump, desired_dump, exclude_tables) if live_dump is not None and desired_dump is not None else None
-        result, differences = confirm(remote, result, lambda: live_dump or dump_schema(remote, live_db),
-                                      lambda: desired_dump or dump_schema(remote, name), exclude_tables, differences)
-        if text:
-            live_text, desired_text = _both(lambda: dump_for_diff(remote, live_db, exclude_tables),
-                                            lambda: dump_for_diff(remote, name, exclude_tables))
-            diff_text = unified(live_text, desired_text, where(remote), desired_label or source)
-    return DriftReport(where(remote), desired_label or source, result, diff_text, differences)
+    if text:
+        live_text = readable(live.dump, exclude_tables) if live.dump is not None else dump_for_diff(remote, live_db, exclude_tables)
+        diff_text = unified(live_text, readable(desired.dump), where(remote), desired_label or source)
+    cache = None if cache_dir is None else ("hit" if desired.from_cache else "miss")
+    return DriftReport(where(remote), desired_label or source, result, diff_text, differences, cache)
 
 
 def confirm_changes(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
@@ -205,7 +283,7 @@ def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], de
         dumps = _both(live_dump, desired_dump)
         contents = [[Chunk(dumps[0], "live (dump)")], [Chunk(dumps[1], "desired (dump)")]]
         step = DumpStep.for_remote(remote, exclude_tables) if differences else None
-        with ScratchSet(remote, contents, query=introspection_sql(exclude_tables), dump=step) as scratch:
+        with ScratchSet(remote, contents, query=introspection_sql(exclude_tables), dump=step, detached=True) as scratch:
             live_out, desired_out = scratch.load()
         again = compare(read_catalog(live_out, "live (dump)"), read_catalog(desired_out, "desired (dump)"))
     except OpsagentError:
@@ -219,12 +297,12 @@ def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], de
 
 
 def diff_against_file(remote: Remote, path: Path, *, text: bool = False, what: str = "schema file",
-                      desired_label: str | None = None, fast: bool = False,
+                      desired_label: str | None = None, fast: bool = False, cache_dir: Path | None = None,
                       exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DriftReport:
-    """Live database vs a SQL file (``schema.sql`` or an extracted snapshot)."""
+    """Live database vs a SQL file (``schema.sql`` or an extracted snapshot); ``cache_dir``: the desired-state cache."""
     source = label(path)
     return diff_against_sql(remote, read_sql(path, what), source, desired_label=desired_label or source, text=text, fast=fast,
-                            exclude_tables=exclude_tables)
+                            cache_dir=cache_dir, exclude_tables=exclude_tables)
 
 
 def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False, fast: bool = False,
@@ -274,9 +352,11 @@ def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = 
     return DriftReport(where(live), where(other), result, diff_text, differences)
 
 
-def drift_count(remote: Remote, schema_path: Path) -> int:
-    """Differences between the live database and ``schema.sql`` by both oracles (for ``inv sync``'s closing warning)."""
-    return diff_against_file(remote, schema_path, exclude_tables=ledger_exclusions(remote.host)).count
+def drift_count(remote: Remote, schema_path: Path, *, cache_dir: Path | None = None,
+                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> int:
+    """Differences between the live database and ``schema.sql`` by both oracles (for ``inv sync``'s closing warning);
+    with a warm ``cache_dir`` one remote command."""
+    return diff_against_file(remote, schema_path, cache_dir=cache_dir, exclude_tables=exclude_tables).count
 
 
 # ---------------------------------------------------------------- check (migrations vs schema.sql)
@@ -284,26 +364,35 @@ def drift_count(remote: Remote, schema_path: Path) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class CheckReport:
-    """Replayed migrations against schema.sql, plus problems found in the migration files."""
+    """Replayed migrations against schema.sql (by the model and the dump oracle), plus problems found in the migration files."""
 
     host: str
     migrations: int
     problems: list[str]  # invalid names, duplicate versions, unparsable or mis-transactional files
     warnings: list[str]
     result: DiffResult | None  # None when the files were not replayed (validation failed)
+    dump_differences: list[DumpDifference] | None = None  # replayed vs schema.sql by the normalized schema dumps
+
+    @property
+    def undescribed(self) -> list[DumpDifference]:
+        """What only the dump comparison sees (the model did not report it)."""
+        return unexplained(self.dump_differences or [], [c.name for c in self.result.changes] if self.result else [])
 
     @property
     def drift(self) -> bool:
-        return bool(self.result and self.result.significant)
+        return bool(self.result and self.result.significant) or bool(self.undescribed)
 
     @property
     def ok(self) -> bool:
         return not self.problems and not self.drift
 
     def to_dict(self) -> dict[str, Any]:
+        oracle: dict[str, Any] = {"checked": self.dump_differences is not None}
+        if self.dump_differences is not None:
+            oracle |= {"differences": len(self.dump_differences), "cannot_describe": [d.to_dict() for d in self.undescribed]}
         return {"host": self.host, "ok": self.ok, "migrations": self.migrations, "problems": list(self.problems),
                 "warnings": list(self.warnings),
-                "drift": self.drift, "diff": self.result.to_dict() if self.result else None}
+                "drift": self.drift, "diff": self.result.to_dict() if self.result else None, "dump_oracle": oracle}
 
 
 def validate_migrations(migrations_dir: Path) -> tuple[list[Migration], list[str], list[str]]:
@@ -353,15 +442,39 @@ def replay_chunks(migrations: Sequence[Migration]) -> list[Chunk]:
     return chunks
 
 
-def check_project(remote: Remote, migrations_dir: Path, schema_path: Path,
+def check_project(remote: Remote, migrations_dir: Path, schema_path: Path, *, cache_dir: Path | None = None,
                   exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> CheckReport:
-    """Replay all migrations into one scratch database, load schema.sql into another, compare (2 round trips)."""
+    """Replay all migrations into a scratch database and compare it with schema.sql's materialized state (from the
+    desired-state cache, or built in the same session when the file is new to it), by the model and the dump oracle.
+
+    One remote command (one psql session: server facts, replay, its catalog and dump; schema.sql too when cold),
+    the drops in the background; a cache miss the facts reveal costs one more.
+    """
     migrations, problems, warnings = validate_migrations(migrations_dir)
     if problems:
         return CheckReport(remote.host.name, len(migrations), problems, warnings, None)
     schema_sql = read_sql(schema_path)
-    contents = [replay_chunks(migrations), [Chunk(schema_sql, label(schema_path))]]
-    with ScratchSet(remote, contents, query=introspection_sql(exclude_tables)) as scratch:
-        replayed, desired = scratch.load()
-    result = compare(read_catalog(replayed, "the replayed migrations"), read_catalog(desired, label(schema_path)))
-    return CheckReport(remote.host.name, len(migrations), problems, warnings, result)
+    source = label(schema_path)
+    cold = not known_schema(cache_dir, schema_digest(schema_sql))
+    contents = [replay_chunks(migrations), *([[Chunk(schema_sql, source)]] if cold else [])]
+    step = DumpStep.for_remote(remote, exclude_tables)
+    with ScratchSet(remote, contents, query=desired_query(exclude_tables), dump=step, detached=True,
+                    preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}") as scratch:
+        outputs = scratch.load()
+    facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
+    facts = ServerFacts.parse(facts_json, pg_dump_version)
+    built = (_document(outputs[1], source), scratch.dumps[1]) if cold else None
+    desired = desired_state(remote, schema_sql, source, facts, exclude_tables, cache_dir, materialized=built)
+    result = compare(read_catalog(outputs[0], "the replayed migrations"), desired.catalog)
+    differences = compare_dumps(scratch.dumps[0], desired.dump, exclude_tables)
+    return CheckReport(remote.host.name, len(migrations), problems, warnings, result, differences)
+
+
+def _document(output: str, what: str) -> dict[str, Any]:
+    try:
+        document = json.loads(output)
+    except ValueError as exc:
+        raise RemoteError(f"introspection of {what} returned no usable result ({exc})") from None
+    if not isinstance(document, dict):
+        raise RemoteError(f"introspection of {what} returned no usable result")
+    return document

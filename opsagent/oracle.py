@@ -198,9 +198,12 @@ def _without_ledger(side: dict[str, tuple[Entry, ...]], tables: Sequence[str]) -
     return {k: v for k, v in kept.items() if not any(is_schema_entry(v[0].schema, v[0].name, schema) for schema in hidden)}
 
 
-def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = ()) -> list[DumpDifference]:
-    """Entries that differ after normalization, in key order (entries of ``exclude_tables`` left out)."""
-    before, after = entries(live), entries(desired)
+def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = (), *,
+                  desired_entries: dict[str, tuple[Entry, ...]] | None = None) -> list[DumpDifference]:
+    """Entries that differ after normalization, in key order (entries of ``exclude_tables`` left out).
+
+    ``desired_entries``: ``entries(desired)`` already computed (e.g. while the live side was being read)."""
+    before, after = entries(live), desired_entries if desired_entries is not None else entries(desired)
     if exclude_tables:
         before, after = (_without_ledger(side, exclude_tables) for side in (before, after))
     out: list[DumpDifference] = []

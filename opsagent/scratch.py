@@ -5,6 +5,32 @@ version, same installed extensions), is named ``opsagent_scratch_<random>``, is
 created and loaded in ONE psql session (SQL streamed over stdin) and is always
 dropped with ``DROP DATABASE … WITH (FORCE)``, also on errors and Ctrl-C.
 psql's ``psql:<stdin>:N:`` error positions are mapped back to ``file:line``.
+
+Drop policy (issue 14): ``DROP DATABASE`` forces an immediate checkpoint (seconds
+on a busy server), so the user must not wait for it.  A ``ScratchSet(...,
+detached=True)`` is a *one-session* scratch set: its databases (``opsagent_scratch_d_<random>``)
+are created, loaded, read (catalog query) and dumped (``pg_dump`` run from inside
+the session) by one psql session, which ends by handing their drop to a process
+detached on the server (``setsid``, so the channel watchdog that stops our
+remote work when the client goes away leaves this cleanup alone).  The session's
+output is complete before the drop starts: no round trip and no checkpoint
+while the user waits.  The detached job also *sweeps*: it drops every other
+``opsagent_scratch_d_%`` database that no session is connected to.  Such a
+database is garbage by construction (a one-session database is connected to
+from its creation until its session is done with it; the only gap is the
+instant between ``CREATE DATABASE`` and ``\\connect``), so whatever a killed
+client left behind is removed by the next run that uses a scratch database, or
+by :func:`sweep` (tests, ``inv sandbox``).  Without ``setsid`` on the server the
+drop runs synchronously at the end of the session (correct, slower).
+On errors and Ctrl-C the drop is issued the same detached way, from a second
+command.  ``detached=False`` (the default, for callers that use the databases
+across several commands) keeps the synchronous drop on exit.
+
+Templates (``opsagent_template_<hash>``, :class:`Template`) are the one kind of
+database kept on purpose: a copy of a structure that is expensive to load (the
+live structure a plan is rehearsed on), named by its content's hash, at most
+``KEEP_TEMPLATES`` per server (older ones are dropped by the background job),
+never connected to, and safe to drop by hand at any time (``sweep(templates=True)``).
 """
 
 from __future__ import annotations
@@ -14,6 +40,8 @@ import dataclasses
 import re
 import secrets
 import shlex
+import threading
+import time
 from collections.abc import Iterator, Sequence
 
 from .errors import OpsagentError, RemoteError, UsageError
@@ -22,6 +50,7 @@ from .sqltext import split_statements
 from .transport import Remote, conninfo_dbname
 
 PREFIX = "opsagent_scratch_"
+DETACHED_PREFIX = PREFIX + "d_"  # one-session scratch databases: dropped in the background, swept when unconnected
 MAINTENANCE_DB = "postgres"
 _ERROR_AT = re.compile(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL|error):\s*(.*)$")
 _MISSING_EXTENSION = re.compile(r'extension "([^"]+)" is not available')
@@ -72,8 +101,8 @@ class Script:
         raise ValueError(line)
 
 
-def scratch_name() -> str:
-    return PREFIX + secrets.token_hex(6)
+def scratch_name(prefix: str = PREFIX) -> str:
+    return prefix + secrets.token_hex(6)
 
 
 def quote_ident(name: str) -> str:
@@ -84,17 +113,57 @@ _OUTPUT = "==opsagent-scratch-output=="
 
 
 def add_database(script: Script, name: str, sources: Sequence[Chunk], *, query: str | None = None, index: int = 0,
-                 dump: DumpStep | None = None) -> None:
-    """Append: create ``name`` (from template0), connect, run the sources, then ``query`` with its output kept,
-    then (``dump``) the database's ``pg_dump --schema-only`` on the same session's stdout."""
+                 dump: DumpStep | None = None, template: str | None = None) -> None:
+    """Append: create ``name`` (from template0, or a kept ``template``), connect, run the sources, then ``query`` with
+    its output kept, then (``dump``) the database's ``pg_dump --schema-only`` on the same session's stdout."""
     reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
-    script.add(f"{reconnect}CREATE DATABASE {quote_ident(name)} TEMPLATE template0;\n\\connect {name}\n{SESSION_SETUP}")
+    base = quote_ident(template) if template else "template0"
+    script.add(f"{reconnect}CREATE DATABASE {quote_ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}")
     for chunk in sources:
         script.add(chunk.text, chunk.source, chunk.first_line)
     if query is not None:  # the loaded SQL's own output went to /dev/null; this comes back
         script.add(f"\\o\n\\echo {_OUTPUT}{index}\n{query}\n\\o /dev/null")
     if dump is not None and dump.wanted(index):
         script.add(dump.step(name, index))
+
+
+TEMPLATE_PREFIX = "opsagent_template_"
+TEMPLATE_BUILT = "==opsagent-template-built=="  # printed by a session that had to build its template
+KEEP_TEMPLATES = 3  # kept templates per server (the one just used and the newest others); older ones dropped in the background
+
+
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """A kept database holding ``sources`` (e.g. the live structure a plan is rehearsed on), named by their hash.
+
+    Copying it (``CREATE DATABASE … TEMPLATE``) is cheaper than loading the SQL again,
+    so the edit-plan-edit loop on an unchanged live database does not rebuild it.  It
+    is built under a one-session scratch name and renamed only when complete, so a
+    template of that name is always whole; nobody connects to it (a copy needs that).
+    At most ``KEEP_TEMPLATES`` are kept on a server; :func:`sweep` with
+    ``templates=True`` drops them all (tests; deleting them by hand is always safe).
+    """
+
+    sources: tuple[Chunk, ...]
+
+    @property
+    def name(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256("\0".join(chunk.text for chunk in self.sources).encode("utf-8")).hexdigest()
+        return TEMPLATE_PREFIX + digest[:32]
+
+    def add_to(self, script: Script, build: str) -> None:
+        """Build the template in ``build`` and rename it, unless it exists (psql's ``\\if``: one session either way)."""
+        literal = "'" + self.name + "'"
+        script.add(f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal}) AS opsagent_have_template \\gset\n"
+                   f"\\if :opsagent_have_template\n\\else\n\\echo {TEMPLATE_BUILT}\n"
+                   f"CREATE DATABASE {quote_ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}")
+        for chunk in self.sources:
+            script.add(chunk.text, chunk.source, chunk.first_line)
+        script.add(f"\\connect {MAINTENANCE_DB}\n"
+                   f"DO $opsagent$ BEGIN ALTER DATABASE {quote_ident(build)} RENAME TO {quote_ident(self.name)}; "
+                   "EXCEPTION WHEN duplicate_database THEN NULL; END $opsagent$;\n\\endif")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +249,16 @@ def split_outputs(text: str, count: int) -> list[str]:
     return ["\n".join(parts.get(i, [])).strip() for i in range(count)]
 
 
+def _preamble_output(text: str) -> str:
+    lines = text.splitlines()
+    marker = f"{_OUTPUT}preamble"
+    if marker not in lines:
+        return ""
+    rest = lines[lines.index(marker) + 1:]
+    end = next((i for i, line in enumerate(rest) if line.startswith(_OUTPUT)), len(rest))
+    return "\n".join(rest[:end])
+
+
 def load_error(remote: Remote, script: Script, stderr: str) -> OpsagentError | None:
     """Map psql's first ``psql:<stdin>:N: ERROR:`` line back to its source file."""
     for raw in stderr.splitlines():
@@ -212,6 +291,79 @@ def statement_start(chunk: Chunk, line: int) -> int:
     return chunk.first_line + starts[-1] - 1 if starts else line
 
 
+# The detached drop: ``sh -c DETACH sh SQL psql-argv...``.  The SQL (our own names, quoted, and the constant
+# sweep) and the psql command line travel as arguments, never through the shell's parser; ``setsid`` puts the
+# psql in a session of its own, out of reach of the watchdog that stops our remote commands when their channel
+# closes.  One line: psql's ``\!`` takes the rest of its line.
+_DETACH = ('sql=$1; shift; if command -v setsid >/dev/null 2>&1; then printf "%s" "$sql" | tr "~" "\\n" | setsid "$@" >/dev/null 2>&1 & '
+           'else printf "%s" "$sql" | tr "~" "\\n" | "$@" >/dev/null 2>&1; fi')
+_LINE = "~"  # the line separator of the SQL handed to _DETACH (psql's \\! takes one line; no generated statement holds a ~)
+# unconnected one-session scratch databases are garbage (see the module docstring); no FORCE: one in use stays
+SWEEP_SQL = ("SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
+             f"WHERE starts_with(d.datname, '{DETACHED_PREFIX}') "
+             "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) \\gexec")
+
+
+def _templates_sql(keep: str | None, count: int) -> str:
+    """Drop the kept templates beyond the ``count`` newest (by oid: creation order) besides ``keep``."""
+    spare = f"AND d.datname <> '{keep}' " if keep else ""
+    return ("SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
+            f"WHERE starts_with(d.datname, '{TEMPLATE_PREFIX}') {spare}"
+            "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) "
+            f"ORDER BY d.oid DESC OFFSET {count} \\gexec")
+
+
+def _drop_sql(names: Sequence[str], *, sweep: bool, keep_template: str | None = None) -> str:
+    statements = ["SET lock_timeout = '5s';", *(f"DROP DATABASE IF EXISTS {quote_ident(n)} WITH (FORCE);" for n in names)]
+    extra = [_templates_sql(keep_template, KEEP_TEMPLATES - 1)] if keep_template else []
+    return _LINE.join([" ".join(statements), *([SWEEP_SQL] if sweep else []), *extra])
+
+
+def detached_drop_argv(remote: Remote, names: Sequence[str], *, sweep: bool = True, keep_template: str | None = None) -> list[str]:
+    """The command that drops ``names`` (and sweeps abandoned one-session scratch databases, and templates beyond
+    ``KEEP_TEMPLATES``) in the background."""
+    for name in [*names, *([keep_template] if keep_template else [])]:
+        if not name.startswith((PREFIX, TEMPLATE_PREFIX)) or not name.replace("_", "").isalnum():
+            raise ValueError(f"not a scratch database name: {name!r}")
+    psql = ["psql", "-X", "-q", *remote.pg_args(), "-d", conninfo_dbname(MAINTENANCE_DB)]
+    if any("\n" in arg or "\r" in arg for arg in psql):
+        raise UsageError(f"{remote.host.name}: pg_host/pg_port must not contain line breaks")
+    return ["sh", "-c", _DETACH, "opsagent-drop", _drop_sql(names, sweep=sweep, keep_template=keep_template), *psql]
+
+
+def drop_detached(remote: Remote, names: Sequence[str]) -> None:
+    """Drop ``names`` without waiting for the drops (their checkpoints); sweeps abandoned ones too.  One short command."""
+    remote.run(detached_drop_argv(remote, names))
+
+
+def sweep(remote: Remote, *, wait: float = 30.0, templates: bool = False) -> list[str]:
+    """Drop every unconnected one-session scratch database now (tests, cleanup; with ``templates`` the kept templates
+    too) and wait for background drops to end; what is still there afterwards (in use, or a drop that failed) is returned."""
+    extra = f"{_templates_sql(None, 0)}\n" if templates else ""
+    remote.psql(f"SET lock_timeout = '5s';\n{SWEEP_SQL}\n{extra}", MAINTENANCE_DB, check=False)  # one in use: left, not an error
+    return leftovers(remote, wait=wait)
+
+
+# One-session sets whose session is running (possibly in another thread): what Ctrl-C must hand to the background drop.
+_ACTIVE: dict[int, tuple[Remote, tuple[str, ...]]] = {}
+_ACTIVE_LOCK = threading.Lock()
+
+
+def drop_active() -> None:
+    """Hand every one-session scratch set still loading to the background drop (``WITH (FORCE)`` ends its session).
+
+    For Ctrl-C: a load running in a worker thread (``drift._both``) cannot be
+    unwound by the interrupt, and the process is about to exit.  A database whose
+    ``CREATE DATABASE`` comes after this drop is left to the next run's sweep.
+    """
+    with _ACTIVE_LOCK:
+        items = list(_ACTIVE.values())
+        _ACTIVE.clear()
+    for remote, names in items:
+        with contextlib.suppress(OpsagentError):
+            drop_detached(remote, names)
+
+
 def drop(remote: Remote, names: Sequence[str]) -> None:
     """Drop scratch databases (terminating their sessions); one round trip."""
     if not names:
@@ -225,35 +377,70 @@ class ScratchSet:
 
     ``query`` (e.g. the catalog introspection) runs in each database right after
     its SQL, in the same session, so materializing and reading cost one round trip.
+    ``detached``: a one-session set (see the module docstring): the databases are
+    used by ``load()``'s session only and dropped by a background job it starts at
+    its end, so nobody waits for ``DROP DATABASE``'s checkpoint.
     """
 
     def __init__(self, remote: Remote, contents: Sequence[Sequence[Chunk]], *, query: str | None = None,
-                 timeout: float | None = None, dump: DumpStep | None = None) -> None:
+                 timeout: float | None = None, dump: DumpStep | None = None, detached: bool = False, preamble: str | None = None,
+                 template: Template | None = None) -> None:
         self.remote = remote
-        self.names = [scratch_name() for _ in contents]
+        self.detached = detached or template is not None
+        self.names = [scratch_name(DETACHED_PREFIX if self.detached else PREFIX) for _ in contents]
         self.script = Script()
+        if preamble is not None:  # e.g. the server facts of the desired-state cache, read on the same session
+            self.script.add(f"\\echo {_OUTPUT}preamble\n{preamble}")
         if query is not None or dump is not None:
             self.script.add("\\o /dev/null")
+        build: list[str] = []
+        if template is not None:  # the first database starts as a copy of the kept template (built first if missing)
+            build.append(scratch_name(DETACHED_PREFIX))
+            template.add_to(self.script, build[0])
         for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
-            add_database(self.script, name, sources, query=query, index=index, dump=dump)
+            base = template.name if template is not None and index == 0 else None
+            add_database(self.script, name, sources, query=query, index=index, dump=dump, template=base)
+        if self.detached:  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
+            argv = detached_drop_argv(remote, [*self.names, *build], keep_template=template.name if template is not None else None)
+            self.script.add(f"\\o\n\\connect {MAINTENANCE_DB}\n\\! {shlex.join(argv)}")
         self.timeout = timeout
         self.dump = dump
         self.dumps: list[str] = []  # with ``dump``: each database's normalized schema dump, after ``load()``
+        self.raw_dumps: list[str] = []  # the same, as pg_dump printed them (its version line included)
+        self.preamble_output = ""  # the preamble's output, after ``load()``
+        self._attempted = False
+        self._dropped = False
 
     def load(self) -> list[str]:
         """Create and fill the databases; the query's output per database (empty strings without a query)."""
-        text = load(self.remote, self.script, timeout=self.timeout)
+        self._attempted = True
+        if self.detached:
+            with _ACTIVE_LOCK:
+                _ACTIVE[id(self)] = (self.remote, tuple(self.names))
+        try:
+            text = load(self.remote, self.script, timeout=self.timeout)
+        finally:
+            with _ACTIVE_LOCK:
+                if self.detached and _ACTIVE.pop(id(self), None) is None:  # drop_active() took care of it
+                    self._dropped = True
+        self._dropped = self.detached  # the session ended by starting the background drop
         if self.dump is not None:
             from .extract import normalize_dump
 
-            text, raw = self.dump.split(text, len(self.names))
-            self.dumps = [normalize_dump(d) for d in raw]
+            text, self.raw_dumps = self.dump.split(text, len(self.names))
+            self.dumps = [normalize_dump(d) for d in self.raw_dumps]
+        self.preamble_output = _preamble_output(text)
         return split_outputs(text, len(self.names))
 
     def __enter__(self) -> ScratchSet:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        if self.detached:
+            if self._attempted and not self._dropped:  # the session stopped before its own drop: hand it over now
+                with contextlib.suppress(OpsagentError):
+                    drop_detached(self.remote, self.names)
+            return
         if exc_type is not None:  # errors, Ctrl-C: drop, but let the original error through
             with contextlib.suppress(OpsagentError):
                 drop(self.remote, self.names)
@@ -281,10 +468,15 @@ def scratch_database(remote: Remote, sql: str, source: str, *, timeout: float | 
         yield names[0]
 
 
-def leftovers(remote: Remote) -> list[str]:
-    """Scratch databases still present on the server (a crash of a previous run)."""
-    rows = remote.query_json(
-        f"SELECT coalesce(json_agg(datname ORDER BY datname), '[]') FROM pg_database WHERE datname LIKE '{PREFIX}%'",
-        MAINTENANCE_DB)
-    return [str(r) for r in rows]
-
+def leftovers(remote: Remote, *, wait: float = 15.0) -> list[str]:
+    """Scratch databases still present on the server (a crash of a previous run), after giving the background
+    drops of one-session databases up to ``wait`` seconds to finish."""
+    deadline = time.monotonic() + wait
+    while True:
+        rows = remote.query_json(
+            f"SELECT coalesce(json_agg(datname ORDER BY datname), '[]') FROM pg_database WHERE starts_with(datname, '{PREFIX}')",
+            MAINTENANCE_DB)
+        names = [str(r) for r in rows]
+        if not any(n.startswith(DETACHED_PREFIX) for n in names) or time.monotonic() >= deadline:
+            return names
+        time.sleep(0.3)

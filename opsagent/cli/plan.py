@@ -44,10 +44,11 @@ def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> 
     mode = "always" if concurrently is True else (concurrently or "auto")
     if mode not in CONCURRENTLY_CHOICES:
         raise UsageError(f"--concurrently {mode!r}: expected one of {', '.join(CONCURRENTLY_CHOICES)}")
+    from ..desired import default_cache_dir
     from ..exclusions import ledger_exclusions
 
     return PlanOptions(allow_drop=allow_drop, concurrently=mode, thresholds=thresholds_from(target.hazards),
-                       exclude_tables=ledger_exclusions(target))
+                       exclude_tables=ledger_exclusions(target), cache_dir=default_cache_dir(inventory().paths.state))
 
 
 def _make_report(host: str, against: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool,

@@ -104,6 +104,7 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
 
 def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host: str, text: bool,
                   accept_new: bool, fast: bool = False) -> DriftReport:
+    from ..desired import default_cache_dir
     from ..drift import diff_against_file, diff_against_snapshot, diff_hosts
     from ..exclusions import ledger_exclusions
 
@@ -116,7 +117,8 @@ def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host
         if against == "snapshot":
             snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
             return diff_against_snapshot(remote, snapshot, text=text, fast=fast, exclude_tables=ledger)
-        return diff_against_file(remote, inv.paths.schema, text=text, fast=fast, exclude_tables=ledger)
+        return diff_against_file(remote, inv.paths.schema, text=text, fast=fast, exclude_tables=ledger,
+                                 cache_dir=default_cache_dir(inv.paths.state))
 
 
 def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
@@ -226,11 +228,13 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
     if host == "sandbox" and "sandbox" not in inv.hosts:
         raise UsageError("no host 'sandbox' in the inventory", hint="start one with 'inv sandbox.up' or pass --host")
     target, _ = single_host(host)
+    from ..desired import default_cache_dir
     from ..drift import check_project
     from ..exclusions import ledger_exclusions
 
     with waiting(f"checking migrations against schema.sql on {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
-        report = check_project(remote, inv.paths.migrations, inv.paths.schema, ledger_exclusions(target))
+        report = check_project(remote, inv.paths.migrations, inv.paths.schema, cache_dir=default_cache_dir(inv.paths.state),
+                               exclude_tables=ledger_exclusions(target))
     if json_:
         print_json(report.to_dict())
     else:
@@ -248,4 +252,15 @@ def _render_check(report: CheckReport, schema: str) -> None:
         console.print(f"[red]{len(report.problems)} problem(s) in the migration files[/]: not replayed")
         return
     console.print(f"[bold]{report.migrations} migration(s)[/] replayed vs [bold]{schema}[/] on {report.host}", soft_wrap=True)
-    render_changes(report.result, "migrations", schema)
+    undescribed = report.undescribed
+    if undescribed and report.result.is_empty:
+        console.print("the catalog model sees no difference, but the schema dumps differ:")
+    else:
+        render_changes(report.result, "migrations", schema)
+    if undescribed:
+        from ..oracle import render_lines
+
+        console.print(f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
+                      "normalized pg_dump --schema-only of both sides; - migrations, + schema.sql):", soft_wrap=True)
+        for line in render_lines(undescribed):
+            console.print(Text(f"  {line}"), soft_wrap=True)

@@ -334,7 +334,7 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
             if result.ok and not no_drift_check:
                 renderer.stop()  # the last migration's spinner must not turn (nor show) during the check
                 with waiting(f"comparing {target_host.database} with {inv.paths.schema.name}"):
-                    result.warnings.extend(closing_drift_warning(remote, inv.paths.schema))
+                    result.warnings.extend(closing_drift_warning(remote, inv.paths.schema, dry_run=dry_run))
     except SyncInterrupted as interrupted:  # every run that started leaves a record, with what committed
         renderer.stop()
         append_audit(inv.paths.state, interrupted.result.audit_record(identity.applied_by, identity.git_commit))
@@ -397,14 +397,22 @@ def _print_sql(target_host: HostConfig, inv: Inventory, options: SyncOptions, fr
     err_console.print(f"{len(plan)} migration(s) in the script ({span}); nothing was applied", highlight=False)
 
 
-def closing_drift_warning(remote: Remote, schema: Path) -> list[str]:
-    """The seed's "verify sync" step: how far the live schema is from schema.sql (a warning, never an error)."""
-    if not schema.exists():
+def closing_drift_warning(remote: Remote, schema: Path, *, dry_run: bool = False, cache_dir: Path | None = None) -> list[str]:
+    """The seed's "verify sync" step: how far the live schema is from schema.sql (a warning, never an error).
+
+    With a warm desired-state cache (``<paths.state>/cache``) this is one remote command.  After a dry run
+    nothing was applied, so the database is still at its old version: comparing it would report the pending
+    migrations as drift (issue 15); nothing is said.
+    """
+    if dry_run or not schema.exists():
         return []
-    from ..drift import drift_count  # the catalog and diff modules: only loaded when there is a schema.sql
+    from ..desired import default_cache_dir  # the catalog and diff modules: only loaded when there is a schema.sql
+    from ..drift import drift_count
+    from ..exclusions import ledger_exclusions
 
     try:
-        count = drift_count(remote, schema)
+        count = drift_count(remote, schema, cache_dir=cache_dir or default_cache_dir(project_inventory().paths.state),
+                            exclude_tables=ledger_exclusions(remote.host))
     except OpsagentError as exc:
         return [f"could not compare with {schema.name}: {exc.message}"]
     if not count:

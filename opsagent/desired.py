@@ -1,0 +1,267 @@
+"""The desired state: ``schema.sql`` as materialized on a server, kept in a local cache.
+
+Comparing a live database with ``schema.sql`` needs the file's catalog and its
+schema dump *as PostgreSQL builds them* (we never parse the file ourselves).
+Materializing costs a scratch database, a load and a dump: seconds on a real
+schema, on every ``inv diff``, every plan and every sync's closing drift check.
+Yet the result depends only on:
+
+- the text of ``schema.sql`` (sha256),
+- the server: ``server_version_num``, the ``pg_dump`` that dumps (its version
+  line), template0's encoding and locale (a scratch database is a copy of it),
+  and the extensions the server can install (every available version and the
+  default one ``CREATE EXTENSION`` picks),
+- what is hidden from both oracles (``exclude_tables``, e.g. the ledger table),
+- opsagent's own reading: the text of the introspection query and ``CACHE_FORMAT``
+  (bumped when the dump normalization changes).
+
+All of it goes into the cache key, so a hit is the same answer the server would
+give today.  Not in the key: roles (a grant to a role the server lacks fails the
+materialization; on a hit it shows as drift instead) and the extensions already
+installed in the live database (they do not change what ``schema.sql`` builds
+in a fresh database).  The server facts are read in the same remote command as
+the live side, so a warm drift check is ONE remote command and a local
+comparison.  Both oracles still run on every verdict: the cached dump is compared
+with a fresh dump of the live database.
+
+Files: ``<paths.state>/cache/desired-<schema digest>-<key>.json`` (mode 0600,
+written to a temporary file then renamed, so a reader never sees half a file;
+an unreadable, corrupt or mismatching file is a cache miss, never an error; the
+newest ``KEEP`` files are kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .catalog import Catalog, introspection_sql
+from .errors import RemoteError
+from .oracle import Entry, entries
+from .scratch import Chunk, DumpStep, ScratchSet
+from .transport import Remote
+
+CACHE_FORMAT = 1
+KEEP = 24  # cache files kept (the newest); one per schema.sql version and server kind
+CACHE_SUBDIR = "cache"
+
+# Everything on the server that changes what a fresh database built from schema.sql looks like (besides the file).
+FACTS_SQL = """\
+SELECT json_build_object(
+  'server_version_num', current_setting('server_version_num'),
+  'template0', (SELECT json_build_array(pg_encoding_to_char(encoding), datcollate, datctype) FROM pg_database WHERE datname = 'template0'),
+  'extension_versions', (SELECT coalesce(json_agg(json_build_array(name, version) ORDER BY name, version), '[]')
+                           FROM pg_available_extension_versions),
+  'extension_defaults', (SELECT coalesce(json_agg(json_build_array(name, default_version) ORDER BY name), '[]')
+                           FROM pg_available_extensions));
+"""
+PG_DUMP_VERSION = "\\! pg_dump --version || true"  # psql meta-command: the dumping binary's version, on the facts' session
+
+
+def desired_query(exclude_tables: Sequence[str]) -> str:
+    """The introspection query of the desired side: with dependencies, so one cached catalog serves diff, check and plan."""
+    return introspection_sql(exclude_tables, dependencies=True)
+
+
+def schema_digest(sql: str) -> str:
+    return hashlib.sha256(sql.encode("utf-8")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerFacts:
+    """What a server contributes to the cache key (see the module docstring)."""
+
+    document: Mapping[str, Any]
+    pg_dump_version: str
+
+    @classmethod
+    def parse(cls, facts_json: str, pg_dump_version: str) -> ServerFacts:
+        try:
+            document = json.loads(facts_json)
+        except ValueError as exc:
+            raise RemoteError(f"the server facts query returned no usable result ({exc})") from None
+        if not isinstance(document, dict):
+            raise RemoteError("the server facts query returned no usable result")
+        return cls(document, pg_dump_version.strip())
+
+
+def cache_key(digest: str, facts: ServerFacts, exclude_tables: Sequence[str]) -> str:
+    material = {"format": CACHE_FORMAT, "schema": digest, "server": facts.document, "pg_dump": facts.pg_dump_version,
+                "exclude_tables": sorted(exclude_tables),
+                "query": hashlib.sha256(desired_query(exclude_tables).encode("utf-8")).hexdigest()}
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+@dataclasses.dataclass
+class DesiredState:
+    """The catalog document and the normalized schema dump of ``schema.sql`` materialized on a server."""
+
+    source: str
+    catalog_document: Mapping[str, Any]
+    dump: str
+    key: str = ""
+    from_cache: bool = False
+    _catalog: Catalog | None = dataclasses.field(default=None, repr=False)
+
+    _entries: dict[str, tuple[Entry, ...]] | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog.from_json(self.catalog_document)
+        return self._catalog
+
+    @property
+    def entries(self) -> dict[str, tuple[Entry, ...]]:
+        """The dump oracle's parse of ``dump`` (kept: it is the same on every comparison)."""
+        if self._entries is None:
+            self._entries = entries(self.dump)
+        return self._entries
+
+    def prepare(self, *, dependencies: bool) -> DesiredState:
+        """Parse what a comparison needs now (e.g. in a thread, while the live side is being read);
+        ``dependencies=False`` leaves pg_depend's edges out (only plans use them; they double the parse)."""
+        if self._catalog is None:
+            document = self.catalog_document if dependencies else {k: v for k, v in self.catalog_document.items() if k != "depends"}
+            self._catalog = Catalog.from_json(document)
+        self.entries  # noqa: B018
+        return self
+
+
+def _path(cache_dir: Path, digest: str, key: str) -> Path:
+    return cache_dir / f"desired-{digest[:16]}-{key[:32]}.json"
+
+
+def known_schema(cache_dir: Path | None, digest: str) -> bool:
+    """Whether any cache file exists for this ``schema.sql`` text (for another server maybe): if not, it is surely cold."""
+    if cache_dir is None:
+        return False
+    with contextlib.suppress(OSError):
+        return any(cache_dir.glob(f"desired-{digest[:16]}-*.json"))
+    return False
+
+
+def load_cached(cache_dir: Path | None, digest: str, key: str, source: str, *, document: Any = None, touch: bool = True) -> DesiredState | None:
+    """The cached desired state, or None (absent, unreadable, corrupt or made for another key: a miss, never an error)."""
+    if cache_dir is None:
+        return None
+    path = _path(cache_dir, digest, key)
+    try:
+        if document is None:
+            with path.open("rb") as handle:
+                document = json.load(handle)
+        catalog, dump = document["catalog"], document["dump"]
+        if document.get("key") != key or document.get("format") != CACHE_FORMAT or not isinstance(catalog, dict) or not isinstance(dump, str):
+            return None
+        state = DesiredState(source, catalog, dump, key, True)
+        Catalog.from_json(catalog)  # a document the catalog cannot read is a miss too
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if touch:
+        with contextlib.suppress(OSError):
+            os.utime(path)  # recently used: kept by the pruning
+    return state
+
+
+def newest(cache_dir: Path | None, digest: str, source: str, *, dependencies: bool) -> DesiredState | None:
+    """The most recently used cache file for this ``schema.sql`` text, parsed and prepared (None: none usable).
+
+    Read before the server facts are known (in a thread, while the live side is read): whether its key is the
+    right one is decided afterwards (``desired_state(prefetched=...)``); usually there is one file per text."""
+    if cache_dir is None:
+        return None
+    with contextlib.suppress(OSError):
+        files = sorted(cache_dir.glob(f"desired-{digest[:16]}-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for path in files[:1]:
+            key = path.stem.rsplit("-", 1)[-1]
+            try:
+                with path.open("rb") as handle:
+                    document = json.load(handle)
+                full_key = document.get("key")
+                if not isinstance(full_key, str) or not full_key.startswith(key):
+                    return None
+                state = load_cached(cache_dir, digest, full_key, source, document=document, touch=False)
+                return state.prepare(dependencies=dependencies) if state is not None else None
+            except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                return None
+    return None
+
+
+def store(cache_dir: Path | None, digest: str, state: DesiredState) -> Path | None:
+    """Write the state atomically (0600); a cache that cannot be written is skipped silently (it is only a cache)."""
+    if cache_dir is None:
+        return None
+    path = _path(cache_dir, digest, state.key)
+    temporary = cache_dir / f".desired-{secrets.token_hex(6)}.tmp"
+    try:
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            json.dump({"format": CACHE_FORMAT, "key": state.key, "source": state.source,
+                       "catalog": state.catalog_document, "dump": state.dump}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        return None
+    prune(cache_dir)
+    return path
+
+
+def prune(cache_dir: Path, keep: int = KEEP) -> None:
+    with contextlib.suppress(OSError):
+        files = sorted(cache_dir.glob("desired-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[keep:]:
+            with contextlib.suppress(OSError):
+                old.unlink()
+
+
+def materialize(remote: Remote, sql: str, source: str, exclude_tables: Sequence[str]) -> tuple[dict[str, Any], str]:
+    """Build ``sql`` in a one-session scratch database (catalog query and dump in the same session; the drop is
+    left to the background): (catalog document, normalized dump)."""
+    step = DumpStep.for_remote(remote, exclude_tables)
+    with ScratchSet(remote, [[Chunk(sql, source)]], query=desired_query(exclude_tables), dump=step, detached=True) as scratch:
+        output = scratch.load()[0]
+    try:
+        document = json.loads(output)
+    except ValueError as exc:
+        raise RemoteError(f"introspection of {source} returned no usable result ({exc})") from None
+    if not isinstance(document, dict):
+        raise RemoteError(f"introspection of {source} returned no usable result")
+    return document, scratch.dumps[0]
+
+
+def desired_state(remote: Remote, sql: str, source: str, facts: ServerFacts, exclude_tables: Sequence[str],
+                  cache_dir: Path | None, *, materialized: tuple[dict[str, Any], str] | None = None,
+                  prefetched: DesiredState | None = None) -> DesiredState:
+    """The desired state for ``facts``' server: from the cache (no remote command), else materialized once and stored.
+
+    ``materialized``: the caller already built it (e.g. alongside reading the live side, when the cache was surely cold).
+    ``prefetched``: ``newest()``'s guess, used when its key is the right one.
+    """
+    digest = schema_digest(sql)
+    key = cache_key(digest, facts, exclude_tables)
+    if prefetched is not None and prefetched.key == key and cache_dir is not None:
+        with contextlib.suppress(OSError):
+            os.utime(_path(cache_dir, digest, key))  # recently used: kept by the pruning
+        return prefetched
+    cached = load_cached(cache_dir, digest, key, source)
+    if cached is not None:
+        return cached
+    document, dump = materialized or materialize(remote, sql, source, exclude_tables)
+    state = DesiredState(source, document, dump, key)
+    store(cache_dir, digest, state)
+    return state
+
+
+def default_cache_dir(state_dir: Path) -> Path:
+    return state_dir / CACHE_SUBDIR
