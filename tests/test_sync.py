@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -125,6 +126,7 @@ def test_apply_failure_continue_idempotent_status_and_audit(project: Project) ->
     rerun = project.run("sync", "--host", "sandbox", "--force", "--no-backup")
     assert rerun.returncode == 0, rerun.stderr
     assert "✔ 003 broken" in rerun.stdout and "✔ 005 index d" in rerun.stdout
+    assert re.search(r"✔ 003 broken \(\d+ ms, 1/3\)", rerun.stdout) and re.search(r"✔ 005 index d \(\d+ ms, 3/3\)", rerun.stdout)  # N/M
     assert "001" not in rerun.stdout.split("pending migrations")[1].split("✔")[0]  # only 003..005 planned
     assert ledger_rows(project) == ["001", "002", "003", "004", "005"]
 

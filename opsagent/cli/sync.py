@@ -116,9 +116,14 @@ class _Renderer:
         self.out = out
         self.options = options
         self.status: Any = None
+        self.position: dict[str, int] = {}  # version -> its place in the plan: each step shows k/N (issue 15)
+
+    def _count(self, version: str) -> str:
+        return f"{self.position.get(version, '?')}/{len(self.position)}"
 
     def __call__(self, event: SyncEvent) -> None:
         if event.kind == "plan":
+            self.position = {m.version: k for k, m in enumerate(event.plan, start=1)}
             title = "dry run: would apply" if self.options.dry_run else "pending migrations"
             if self.out.is_terminal:
                 self.out.print(_plan_table(event.plan, f"{title} ({len(event.plan)})"), soft_wrap=True, end="")
@@ -153,15 +158,15 @@ class _Renderer:
             self.stop()
             self.out.print(f"[green]✔[/] backup {event.message}", soft_wrap=True)
         elif event.kind == "begin" and event.step is not None:
-            self._spin(f"applying {event.step.version} {event.step.description}…")
+            self._spin(f"applying {self._count(event.step.version)}: {event.step.version} {event.step.description}…")
         elif event.kind == "done" and event.step is not None:
             self.stop()
-            self._progress_line(f"✔ {event.step.version} {event.step.description} ({event.step.ms} ms)", "green")
+            self._progress_line(f"✔ {event.step.version} {event.step.description} ({event.step.ms} ms, {self._count(event.step.version)})", "green")
         elif event.kind == "failed" and event.step is not None:
             self.stop()
             self.out.print(f"[red]✘[/] {event.step.version} {event.step.description}: {event.message}", soft_wrap=True)
         elif event.kind == "rehearsed" and event.step is not None:
-            self._spin(f"rehearsed {event.step.version}…")  # final lines come with the result (exact file:line)
+            self._spin(f"rehearsed {self._count(event.step.version)}: {event.step.version}…")  # final lines come with the result (exact file:line)
 
     def _progress_line(self, text: str, style: str) -> None:
         """One line per migration: Rich on a terminal; a plain write into a pipe (Rich costs ~2 ms a line)."""
