@@ -625,9 +625,20 @@ def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdo
     return body + (_WATCHDOG if watchdog else "") + "".join(parts)
 
 
-def _as_become(remote: Remote, body: str, *, ensure_dir: bool) -> list[str]:
-    """argv for one remote script: ``body`` runs as become, optionally after creating backup_dir."""
-    inner = shlex.join([*remote.become_prefix(), "sh", "-c", body])
+# Why: the transport's watchdog ends with SIGKILL to the command's process group ~3 s after the
+# channel is lost; an in-place restore whose EXIT trap is still reopening the database (a lock on
+# pg_database may make it wait) must not be killed there.  In its own session it is out of that
+# group's reach; its own heartbeat (_WATCHDOG) still ends it, after its trap, when the client is gone.
+_OWN_SESSION = 'if command -v setsid >/dev/null 2>&1; then exec setsid -w sh -c "$1"; fi; exec sh -c "$1"'
+
+
+def _as_become(remote: Remote, body: str, *, ensure_dir: bool, own_session: bool = False) -> list[str]:
+    """argv for one remote script: ``body`` runs as become, optionally after creating backup_dir.
+
+    ``own_session``: the script runs in a session of its own (see ``_OWN_SESSION``).
+    """
+    shell = ["sh", "-c", _OWN_SESSION, "opsagent-script", body] if own_session else ["sh", "-c", body]
+    inner = shlex.join([*remote.become_prefix(), *shell])
     if not ensure_dir:
         return ["sh", "-c", "cd / || exit 1\nexec " + inner]
     become = remote.host.become
@@ -1057,7 +1068,7 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
     body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
     before = remote.command_count
     watch = _ProgressLines(progress, on_phase).feed if (progress or on_phase) else None
-    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True), "restore", on_stdout=watch)
+    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True, own_session=True), "restore", on_stdout=watch)
     error = _find(marks, "error")
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
@@ -306,11 +306,23 @@ def _start_cli(project: Project, *args: str) -> subprocess.Popen[str]:
                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _until(check: object, timeout: float, what: str) -> None:
+def _until(check: Callable[[], bool], timeout: float, what: str, seen: Callable[[], str] = lambda: "") -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what} {seen()}"
         time.sleep(0.05)
+
+
+def q_list(sandbox: SandboxHandle) -> str:
+    return sandbox.admin.psql("SELECT string_agg(datname || '=' || datallowconn, ' ') FROM pg_database", "postgres",
+                              extra=["-A", "-t"]).text.strip()
+
+
+def sessions(sandbox: SandboxHandle) -> str:
+    return sandbox.admin.psql("SELECT string_agg(coalesce(datname, '-') || '/' || application_name || '/' || state || '/'"
+                              " || coalesce(wait_event, '-') || '/' || left(query, 60), ' | ') FROM pg_stat_activity"
+                              " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()", "postgres",
+                              extra=["-A", "-t"]).text.strip()
 
 
 @pytest.mark.parametrize(("phase", "how"), [("dumping", signal.SIGINT), ("waiting-for-a-lock", signal.SIGINT), ("dumping", signal.SIGKILL)],
@@ -437,10 +449,13 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
         assert database_state(sandbox, database).startswith("false")
         cli.kill()
         cli.wait()
-        time.sleep(1.5)  # the server script notices the closed channel and waits, in its trap, to reopen
+        # the server script notices the closed channel and waits, in its trap, to reopen; held past the
+        # transport watchdog's SIGKILL (~3 s after the channel is lost), which must not reach the trap
+        time.sleep(4.0)
     finally:
         end(holder)
-    _until(lambda: database_state(sandbox, database) == "true:-1", 10, "the database to be reopened by the server script")
+    _until(lambda: database_state(sandbox, database) == "true:-1", 10, "the database to be reopened by the server script",
+           lambda: f"state {database_state(sandbox, database)!r}; databases {q_list(sandbox)}; sessions {sessions(sandbox)}")
     assert project.psql("SELECT count(*) FROM t").strip() == "1"
     _until(lambda: q_count(sandbox, f"{database}\\_opsagent%") == "0", 10, "the temporary database to be dropped")
     assert q_count(sandbox, f"{database}\\_replaced%") == "0"
