@@ -26,7 +26,7 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv"
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c 'import opsagent, pytest, mypy' 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
+if ! .venv/bin/python -c 'import opsagent, pytest, mypy, xdist' 2>/dev/null || [ pyproject.toml -nt .venv/.installed ]; then
   echo "== pip install -e .[test]"
   .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
   touch .venv/.installed
@@ -40,7 +40,9 @@ case "$mode" in
   test)
     echo "== ruff";   ruff check opsagent tests tasks.py bench
     echo "== mypy";   mypy
-    echo "== pytest"; exec python -m pytest -q -p no:cacheprovider "${@:2}"
+    # two workers (each with its own sandbox host), whole files per worker: the tests mostly wait on
+    # servers, so two cores run two files at once; OPSAGENT_TEST_WORKERS=0 runs them in this process
+    echo "== pytest"; exec python -m pytest -q -p no:cacheprovider -n "${OPSAGENT_TEST_WORKERS:-2}" --dist loadfile "${@:2}"
     ;;
   demo)
     exec bash ops/demo.sh
