@@ -5,10 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 export COLUMNS="${COLUMNS:-120}"
-step() { printf '\n\033[1;36m$ %s\033[0m\n' "$*"; "$@"; }
+# colours only on a terminal: a piped or logged demo reads as plain text (like opsagent's own output)
+if [ -t 1 ] && [ -z "${NO_COLOR:-}" ]; then B=$'\033[1;36m' G=$'\033[1;32m' D=$'\033[2m' R=$'\033[0m'; else B='' G='' D='' R=''; fi
+step() { printf '\n%s$ %s%s\n' "$B" "$*" "$R"; "$@"; }
 expect() {  # expect CODE cmd...: run, and accept exactly that exit code
   local want="$1"; shift
-  printf '\n\033[1;36m$ %s\033[0m  \033[2m(expect exit %s)\033[0m\n' "$*" "$want"
+  printf '\n%s$ %s%s  %s(expect exit %s)%s\n' "$B" "$*" "$R" "$D" "$want" "$R"
   set +e; "$@"; local got=$?; set -e
   if [ "$got" != "$want" ]; then echo "demo: '$*' exited $got, expected $want" >&2; exit 1; fi
 }
@@ -28,4 +30,4 @@ step inv plan --host sandbox --allow-drop
 step inv psql --host sandbox -c "ALTER TABLE trades DROP COLUMN IF EXISTS manual_note"
 step inv diff --host sandbox
 step inv backups --host sandbox
-printf '\n\033[1;32mdemo complete.\033[0m The sandbox keeps running: inv sandbox.down removes it.\n'
+printf '\n%sdemo complete.%s The sandbox keeps running: inv sandbox.down removes it.\n' "$G" "$R"
