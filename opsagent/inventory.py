@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, UsageError
+from .units import parse_duration
 
 DEFAULT_INVENTORY = "inventory.yaml"
 SANDBOX_FILE = Path(".opsagent") / "sandbox.yaml"
@@ -171,7 +172,7 @@ def _expect_number(value: Any) -> float:
 def _expect_timeout(value: Any) -> str:
     """PostgreSQL interval-ish setting: ``10s``, ``500ms``, ``0``."""
     text = _expect_str(value).strip()
-    if not re.fullmatch(r"\d+\s*(ms|s|min|h)?", text):
+    if parse_duration(text, bare_unit="ms", whole=True) is None:
         raise TypeError("expected a duration such as 10s, 500ms or 0")
     return text
 
@@ -179,7 +180,7 @@ def _expect_timeout(value: Any) -> str:
 def _expect_budget(value: Any) -> str:
     """A duration with its unit (``2min``, ``90s``, ``500ms``) or ``0``: a bare number would be ambiguous."""
     text = _expect_str(value).strip()
-    if text != "0" and not re.fullmatch(r"\d+(\.\d+)?\s*(ms|s|min|h)", text):
+    if parse_duration(text, bare_unit=None) is None:
         raise TypeError("expected a duration with a unit such as 2min, 90s or 0")
     return text
 

@@ -42,6 +42,7 @@ from .errors import MigrationError, OpsagentError, RemoteError, UsageError
 from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers, quote_ident, quote_literal
 from .migrations import NAMING_HINT, Migration, Plan, Survey, VersionStatus, check_pending, compute_status, plan_pending, survey
 from .transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
+from .units import parse_duration
 
 if TYPE_CHECKING:  # the hazard lint (pglast), backups and statements are imported where a run needs them: a no-op sync does not
     from .backup import BackupResult
@@ -49,9 +50,6 @@ if TYPE_CHECKING:  # the hazard lint (pglast), backups and statements are import
     from .sqltext import Statement
 
 MARK = "@@opsagent"
-_TIMEOUT_RE = re.compile(r"^\d+\s*(ms|s|min|h)?$")
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}
 _PSQL_ERROR_RE = re.compile(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL|PANIC):\s+(.*)$")
 _PSQL_LINE_RE = re.compile(r"^LINE (\d+):")
 LOCK_NOT_AVAILABLE = "55P03"
@@ -229,17 +227,17 @@ def _step(m: Migration, status: StepStatus = "planned") -> StepResult:
 def check_timeout(value: str, flag: str) -> str:
     """A PostgreSQL duration such as 10s, 500ms or 0 (refused otherwise: it is pasted into SQL)."""
     text = value.strip()
-    if not _TIMEOUT_RE.match(text):
+    if parse_duration(text, bare_unit="ms", whole=True) is None:
         raise UsageError(f"{flag}: expected a duration such as 10s, 500ms or 0, got {value!r}")
     return text
 
 
 def duration_seconds(value: str, flag: str, *, bare_unit: str = "ms") -> float:
     """Seconds in a duration such as 5s, 500ms, 2min, 1.5s or 0; a bare number is in ``bare_unit`` (PostgreSQL: ms)."""
-    match = _DURATION_RE.match(value)
-    if match is None:
+    seconds = parse_duration(value, bare_unit=bare_unit)
+    if seconds is None:
         raise UsageError(f"{flag}: expected a duration such as 5s, 500ms, 2min or 0, got {value!r}")
-    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or bare_unit]
+    return seconds
 
 
 def pg_duration(seconds: float) -> str:

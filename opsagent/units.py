@@ -1,4 +1,4 @@
-"""Values shown to people, one way everywhere: sizes, transfer rates and paths.
+"""Values shown to people and read from them, one way everywhere: sizes, transfer rates, durations and paths.
 
 Sizes are in **binary multiples with PostgreSQL's labels**: 1 kB = 1024 bytes,
 1 MB = 1024 kB, and so on.  That is what ``pg_size_pretty`` and psql's ``\\l+``
@@ -12,11 +12,33 @@ the summary).
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 BYTE_UNITS = ("B", "kB", "MB", "GB", "TB")
 STEP = 1024
+
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "min": 60.0, "h": 3600.0}  # PostgreSQL's spelling of its own units
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*")
+
+
+def parse_duration(text: str, *, bare_unit: str | None, whole: bool = False) -> float | None:
+    """Seconds in ``5s``, ``500ms``, ``2min``, ``1h``, ``1.5s`` or ``0``; None when ``text`` is not such a duration.
+
+    ``bare_unit``: the unit of a number written without one (PostgreSQL settings: ``ms``; waits: ``s``);
+    None refuses a bare number other than 0, which would be ambiguous.  ``whole``: refuse decimals
+    (a value pasted into a PostgreSQL setting).  The one parser behind every duration flag and inventory key.
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None or (whole and "." in match.group(1)):
+        return None
+    number, unit = float(match.group(1)), match.group(2)
+    if unit is None:
+        if bare_unit is None and number != 0:
+            return None
+        unit = bare_unit or "s"
+    return number * DURATION_UNITS[unit]
 
 
 def label(path: Path) -> str:

@@ -36,6 +36,7 @@ from ..sync import (
 )
 from ..sync import sync as run_sync
 from ..transport import Remote, open_remote
+from ..units import parse_duration
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, is_interactive, print_json, project_inventory, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
 from .progress import waiting
@@ -47,11 +48,10 @@ _STEP_MARK = {"applied": "[green]✔[/]", "would_apply": "[green]✔[/]", "faile
 
 
 def _seconds(value: str, flag: str) -> float:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|min)?\s*", value)
-    if match is None:
+    seconds = parse_duration(value, bare_unit="s")
+    if seconds is None:
         raise UsageError(f"{flag}: expected seconds such as 60, 90s or 2min, got {value!r}")
-    number = float(match.group(1))
-    return number / 1000 if match.group(2) == "ms" else number * 60 if match.group(2) == "min" else number
+    return seconds
 
 
 def _lock_options(lock_timeout: str, migration_lock_timeout: str, lock_retry_for: str) -> tuple[str | None, str | None]:
@@ -69,10 +69,8 @@ def _lock_options(lock_timeout: str, migration_lock_timeout: str, lock_retry_for
     chosen = lock_timeout or migration_lock_timeout or None
     if chosen is not None:
         duration_seconds(chosen, "--lock-timeout" if lock_timeout else "--migration-lock-timeout")
-    if lock_retry_for:
-        text = lock_retry_for.strip()
-        if text != "0" and not re.fullmatch(r"\d+(\.\d+)?\s*(ms|s|min|h)", text):
-            raise UsageError(f"--lock-retry-for: expected a duration with a unit such as 2min, 90s or 0, got {lock_retry_for!r}")
+    if lock_retry_for and parse_duration(lock_retry_for, bare_unit=None) is None:
+        raise UsageError(f"--lock-retry-for: expected a duration with a unit such as 2min, 90s or 0, got {lock_retry_for!r}")
     return chosen, lock_retry_for or None
 
 
