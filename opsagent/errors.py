@@ -70,10 +70,6 @@ class InvalidMigration(MigrationError, UsageError):
     exit_code = ExitCode.USAGE
 
 
-class LockTimeout(OpsagentError):
-    """Another applier holds the advisory lock."""
-
-
 class SandboxError(OpsagentError):
     """The local sandbox host could not be brought up or down."""
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .errors import InvalidMigration, MigrationError, OpsagentError, UsageError
+from .errors import InvalidMigration, OpsagentError, UsageError
 
 if TYPE_CHECKING:
     from .sqltext import Statement
@@ -175,6 +175,11 @@ class Plan:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def refusal(self, action: str = "apply") -> str:
+        """The one-line refusal listing every problem (sync, ``sync --sql`` and the library say it alike)."""
+        count = len(self.problems)
+        return f"refusing to {action}: {count} problem{'s' if count > 1 else ''}: " + "; ".join(self.problems)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -774,14 +779,6 @@ def plan_pending(statuses: Sequence[VersionStatus], *, allow_out_of_order: bool 
         if problem is not None:
             problems.append(problem)
     return Plan(pending=pending, problems=problems)
-
-
-def raise_for_problems(plan: Plan) -> None:
-    """Refuse a plan with problems with one MigrationError listing them all."""
-    if plan.problems:
-        count = len(plan.problems)
-        raise MigrationError(f"refusing to apply: {count} problem{'s' if count > 1 else ''}: " + "; ".join(plan.problems),
-                             hint="nothing was changed; 'inv status' shows every version")
 
 
 def migration_for_baseline(migrations: Sequence[Migration], version: str | int) -> list[Migration]:

@@ -849,8 +849,7 @@ class SyncRun:
         self.result.steps = [_step(m) for m in plan.pending]
         if plan.problems:
             self.result.outcome = "refused"
-            count = len(plan.problems)
-            self.result.error = f"refusing to apply: {count} problem{'s' if count > 1 else ''}: " + "; ".join(plan.problems)
+            self.result.error = plan.refusal()
             self.result.hint = "nothing was changed; 'inv status' shows every version"
             return None
         if not plan.pending:
@@ -1395,9 +1394,7 @@ def offline_plan(migrations_dir: Path, options: SyncOptions, *, state: LedgerSta
         statuses, warnings = ledger_statuses(found, state, {}, strict=True)
         plan = _plan(statuses, options)
         if plan.problems:
-            count = len(plan.problems)
-            raise MigrationError(f"refusing to write the script: {count} problem{'s' if count > 1 else ''}: " + "; ".join(plan.problems),
-                                 hint="'inv status' shows every version")
+            raise MigrationError(plan.refusal("write the script"), hint="'inv status' shows every version")
         return plan.pending, warnings
     after = version_key(from_version or "0")
     limit = version_key(options.target) if options.target else None

@@ -23,7 +23,6 @@ from opsagent.migrations import (
     not_in_transaction,
     parse_filename,
     plan_pending,
-    raise_for_problems,
     repair_plan,
 )
 from opsagent.sqltext import SqlSyntaxError, split_statements
@@ -457,7 +456,6 @@ def test_plan_pending_in_order(tmp_path: Path) -> None:
     plan = plan_pending(statuses)
     assert [m.filename for m in plan.pending] == ["2_b.sql", "10_c.sql", "11_d.sql"]
     assert plan.problems == [] and plan.ok
-    raise_for_problems(plan)  # no problems: no error
 
 
 @pytest.mark.parametrize(("target", "expected"), [("10", ["2_b.sql", "10_c.sql"]), (10, ["2_b.sql", "10_c.sql"]),
@@ -485,10 +483,8 @@ def test_plan_problems(tmp_path: Path) -> None:
         "004_add_x.sql: checksum mismatch (applied file was edited after it ran); run 'inv repair' if the edit is intended",
     ]
     assert [m.filename for m in plan.pending] == ["006_f.sql"]
-    with pytest.raises(MigrationError) as info:
-        raise_for_problems(plan)
-    assert info.value.message.startswith("refusing to apply: 3 problems: 002_b.sql: pending but older")
-    assert "\n" not in info.value.message
+    assert plan.refusal().startswith("refusing to apply: 3 problems: 002_b.sql: pending but older")
+    assert "\n" not in plan.refusal() and not plan.ok
 
 
 def test_plan_allow_out_of_order(tmp_path: Path) -> None:
