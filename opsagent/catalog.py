@@ -571,6 +571,17 @@ def quote_ident(name: str) -> str:
 Privilege = tuple[str, str, bool]
 
 
+class _InSchema:
+    """What an object named ``schema.name`` shares: the key every comparison and statement uses."""
+
+    schema: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return qualify(self.schema, self.name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Schema:
     name: str
@@ -611,7 +622,7 @@ class Column:
 
 
 @dataclasses.dataclass(frozen=True)
-class Table:
+class Table(_InSchema):
     """A table (ordinary, partitioned or foreign); its columns keep their physical order."""
 
     schema: str
@@ -632,16 +643,12 @@ class Table:
     columns: tuple[Column, ...] = ()
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
-    @property
-    def key(self) -> str:
-        return qualify(self.schema, self.name)
-
     def column_map(self) -> dict[str, Column]:
         return {c.name: c for c in self.columns}
 
 
 @dataclasses.dataclass(frozen=True)
-class View:
+class View(_InSchema):
     schema: str
     name: str
     materialized: bool
@@ -651,10 +658,6 @@ class View:
     privileges: tuple[Privilege, ...] = ()
     columns: tuple[Column, ...] = ()
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
-
-    @property
-    def key(self) -> str:
-        return qualify(self.schema, self.name)
 
     def column_map(self) -> dict[str, Column]:
         return {c.name: c for c in self.columns}
@@ -762,7 +765,7 @@ class OperatorClass:
 
 
 @dataclasses.dataclass(frozen=True)
-class Statistics:
+class Statistics(_InSchema):
     """An extended statistics object (CREATE STATISTICS) on one table; ``target`` is its SET STATISTICS, when set."""
 
     schema: str
@@ -772,13 +775,9 @@ class Statistics:
     target: int | None = None
     comment: str | None = None
 
-    @property
-    def key(self) -> str:
-        return qualify(self.schema, self.name)
-
 
 @dataclasses.dataclass(frozen=True)
-class Sequence_:
+class Sequence_(_InSchema):
     schema: str
     name: str
     type: str
@@ -792,10 +791,6 @@ class Sequence_:
     comment: str | None = None
     privileges: tuple[Privilege, ...] = ()
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
-
-    @property
-    def key(self) -> str:
-        return qualify(self.schema, self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -831,7 +826,7 @@ class Trigger:
 
 
 @dataclasses.dataclass(frozen=True)
-class Type:
+class Type(_InSchema):
     """An enum, composite, domain or range type."""
 
     schema: str
@@ -845,10 +840,6 @@ class Type:
     collation: str | None = None
     comment: str | None = None
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
-
-    @property
-    def key(self) -> str:
-        return qualify(self.schema, self.name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -868,7 +859,7 @@ class Policy:
 
 
 @dataclasses.dataclass(frozen=True)
-class Collation:
+class Collation(_InSchema):
     """A collation; ``locale`` is the ICU (or builtin) locale, ``lc_*`` the libc ones.  The version is the library's, not compared."""
 
     schema: str
@@ -882,13 +873,9 @@ class Collation:
     comment: str | None = None
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
-    @property
-    def key(self) -> str:
-        return qualify(self.schema, self.name)
-
 
 @dataclasses.dataclass(frozen=True)
-class TextSearchDictionary:
+class TextSearchDictionary(_InSchema):
     """A text search dictionary: a template (qualified) and its options as PostgreSQL prints them."""
 
     schema: str
@@ -898,13 +885,9 @@ class TextSearchDictionary:
     comment: str | None = None
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
-    @property
-    def key(self) -> str:
-        return qualify(self.schema, self.name)
-
 
 @dataclasses.dataclass(frozen=True)
-class TextSearchConfig:
+class TextSearchConfig(_InSchema):
     """A text search configuration: its parser and, per token type, the dictionaries tried in order."""
 
     schema: str
@@ -913,10 +896,6 @@ class TextSearchConfig:
     mappings: tuple[tuple[str, str], ...] = ()  # (token type, "dict, dict"), sorted by token type
     comment: str | None = None
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
-
-    @property
-    def key(self) -> str:
-        return qualify(self.schema, self.name)
 
     def mapping_map(self) -> dict[str, str]:
         return dict(self.mappings)
