@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .errors import OpsagentError, UsageError
 from .transport import CommandResult, Remote, conninfo_dbname
 from .units import human_bytes
@@ -223,377 +224,39 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-# ---------------------------------------------------------------- script pieces
+# ---------------------------------------------------------------- script pieces (opsagent/scripts/*.sh, opsagent/sql/*.sql)
 
-# Every script starts with this.  Long steps run in the background and are waited for:
-# a signal interrupts `wait` at once (a foreground child would delay the trap until it
-# ends) and `finish` then stops them.  SIGPIPE is ignored so that a closed channel makes
-# writes fail instead of killing the shell before its EXIT trap could clean up.
-_PRELUDE = r"""
-set -u
-umask 077
-LC_ALL=C; export LC_ALL
-say() { printf '@opsagent %s\n' "$*" >&2; }
-phase() { printf '@progress phase %s\n' "$*"; }  # stdout, read live: only where stdout carries no data
-failkey=error
-fail() { say "$failkey" "$@"; exit 3; }
-jobs_=''
-watch=''
-on_exit=''
-started() { jobs_="$jobs_ $1"; }
-stop_jobs() {
-  [ -n "$jobs_" ] || return 0
-  kill -TERM $jobs_ 2>/dev/null
-  for p in $jobs_; do wait "$p" 2>/dev/null; done
-  jobs_=''
-}
-finish() {
-  trap '' INT TERM HUP
-  [ -z "$watch" ] || kill -TERM "$watch" 2>/dev/null
-  stop_jobs
-  for step in $on_exit; do "$step"; done
-}
-trap '' PIPE
-trap finish EXIT
-trap 'exit 130' INT TERM HUP
-"""
+# Shell: every piece's header says what it does.  A script is the prelude, the assignments (every name a
+# quoted shell value), the SQL helper, the watchdog, then the parts of one operation (see ``_script``).
+_PRELUDE = resources.script("backup_prelude")
+_WATCHDOG = resources.script("backup_watchdog")
+_SQL_HELPER = resources.script("backup_sql_helper")
+_ENSURE_DIR = resources.script("backup_ensure_dir")
+_BACKUP = resources.script("backup_dump")
+_LIST = resources.script("backup_list")
+_VERIFY = resources.script("backup_verify")
+_STREAM = resources.script("backup_stream")
+_RESTORE = resources.script("restore_into")
+_LIVE_COUNTS = resources.script("restore_live_counts")
+_SWAP = resources.script("restore_swap")
+_SPACE_CHECK = resources.script("restore_space_check")
+_SAFETY_BACKUP_PREFIX = resources.script("restore_safety_backup")
+_DONE = resources.script("restore_done")
 
-# The client is gone when writing to the channel fails: then stop the script (its traps clean up).
-# A heartbeat on stderr is the only way to find out without a byte to read; the client ignores it.
-_WATCHDOG = r"""
-( exec >/dev/null; while kill -0 $$ 2>/dev/null; do
-    printf '@opsagent alive\n' >&2 || { kill -TERM $$ 2>/dev/null; exit 0; }
-    sleep 0.5 2>/dev/null
-  done ) &
-watch=$!
-"""
-
-# SQL is fixed text fed on stdin; every name travels as a psql variable (-v), quoted by psql.
-# Sessions run with the host's lock_timeout from their first statement and an application
-# name unique to this script, so that its trap can end a session it orphaned.
-# admin_wait runs one in the background: a signal interrupts the wait and the trap stops it.
-_SQL_HELPER = r"""
-appname="opsagent-restore-$$"
-admin_sql() {
-  sql=$1; shift
-  printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
-    -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@"
-}
-admin_wait() {  # the same, in the background ($! is psql itself, not a subshell around it)
-  sql=$1; shift
-  printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
-    -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@" &
-  started $!; wait $!; rc=$?; jobs_=''
-  return $rc
-}
-"""
-
-# Outer part, run as the login user: only creates backup_dir when the become user cannot.
-_ENSURE_DIR = r"""
-cd / || exit 1
-dir=@@DIR@@
-if ! @@SUDO@@ test -d "$dir"; then
-  @@SUDO@@ mkdir -p -m 700 -- "$dir" 2>/dev/null \
-  || install -d -m 700 @@OWNER@@ -- "$dir" 2>/dev/null \
-  || sudo -n install -d -m 700 @@OWNER@@ -- "$dir" 2>/dev/null \
-  || { printf '@opsagent error mkdir\n' >&2; exit 3; }
-fi
-exec @@INNER@@
-"""
-
-# Dump $dump_dsn into $dir/$name: pg_dump -> fifo -> tee -> .partial (+ stdout when streaming) and
-# a second fifo hashed on the fly.  Temporary names carry the unique backup name AND this
-# shell's pid; the final names are claimed with ln (never overwrites), so two runs never
-# touch each other's files.
-_BACKUP = r"""
-[ -w "$dir" ] && [ -x "$dir" ] || fail notwritable
-need=$(@@PSQL@@ -A -t -c 'SELECT pg_database_size(current_database())') || fail dbsize
-avail=$(df -Pk -- "$dir" | awk 'NR==2 {print $4}')
-[ -n "$avail" ] || fail df
-avail=$((avail * 1024))
-[ "$avail" -ge "$need" ] || fail nospace "$need" "$avail"
-final="$dir/$name"
-[ -e "$final" ] && fail exists
-tmp="$dir/.$name.$$"
-claimed=''
-cleanup_backup() {
-  rm -f -- "$tmp.partial" "$tmp.meta" "$tmp.dump.fifo" "$tmp.sum.fifo" "$tmp.sum"
-  [ "$claimed" != meta ] || rm -f -- "$final.meta"
-}
-on_exit="cleanup_backup $on_exit"
-mkfifo -m 600 -- "$tmp.dump.fifo" "$tmp.sum.fifo" || fail write
-sha256sum < "$tmp.sum.fifo" > "$tmp.sum" &
-sumjob=$!; started $sumjob
-if [ "$stream" = 1 ]; then
-  tee -- "$tmp.partial" "$tmp.sum.fifo" < "$tmp.dump.fifo" &
-else
-  tee -- "$tmp.partial" < "$tmp.dump.fifo" > "$tmp.sum.fifo" &
-fi
-teejob=$!; started $teejob
-@@PG_DUMP@@ > "$tmp.dump.fifo" &
-dumpjob=$!; started $dumpjob
-sizejob=''
-if [ "$stream" = 0 ] && [ "$size_every" != 0 ]; then  # the dump's size as it grows, on stdout (free: not streaming)
-  ( while sleep "$size_every" </dev/null >/dev/null 2>&1; do  # sleep holds no channel open once this loop is stopped
-      printf '@progress size %s\n' "$(stat -c %s -- "$tmp.partial" 2>/dev/null || echo 0)" || exit 0
-    done ) &
-  sizejob=$!; started $sizejob
-fi
-wait $dumpjob; dumprc=$?
-[ -z "$sizejob" ] || { kill -TERM "$sizejob" 2>/dev/null; wait "$sizejob" 2>/dev/null; }
-wait $teejob; teerc=$?
-wait $sumjob; sumrc=$?
-jobs_=''
-[ "$dumprc" = 0 ] || fail pg_dump
-[ "$teerc" = 0 ] || fail write
-[ "$sumrc" = 0 ] || fail checksum
-pg_restore --list -- "$tmp.partial" >/dev/null || fail verify
-size=$(stat -c %s -- "$tmp.partial") || fail stat
-sum=$(cut -c1-64 < "$tmp.sum")
-[ -n "$sum" ] || fail checksum
-printf 'sha256=%s\nsize=%s\n' "$sum" "$size" > "$tmp.meta" || fail write
-ln -- "$tmp.meta" "$final.meta" || fail exists
-claimed=meta
-ln -- "$tmp.partial" "$final" || fail exists
-claimed=dump
-rm -f -- "$tmp.partial" "$tmp.meta"
-kept=1
-if [ "$keep" -gt 0 ]; then
-  for f in $(ls -1 -- "$dir" | grep -E "$pattern" | sort -r); do
-    [ "$f" = "$name" ] || [ "$f" = "$protect" ] && continue
-    if [ "$kept" -lt "$keep" ]; then kept=$((kept + 1)); continue; fi
-    rm -f -- "$dir/$f" "$dir/$f.meta" && say deleted "$f"
-  done
-fi
-say backup "$size" "$sum" "$need"
-"""
-
-_LIST = r"""
-[ -e "$dir" ] || { say ok; exit 0; }
-cd -- "$dir" || fail access
-for f in $(ls -1 | grep -E "$pattern" | sort -r); do
-  meta=$(tr '\n' ' ' < "$f.meta" 2>/dev/null)
-  printf '%s\t%s\t%s\n' "$f" "$(stat -c %s -- "$f")" "$meta"
-done
-say ok
-"""
-
-# Verify one named backup: size and sha256 against the .meta written at backup time, then
-# pg_restore --list.  Without a .meta, --list would only read the table of contents (a
-# truncated file passes it): then every byte is read and decoded by a full pg_restore pass.
-_VERIFY = r"""
-file="$dir/$name"
-[ -f "$file" ] || fail missing
-phase verifying
-size=$(stat -c %s -- "$file") || fail stat
-vtmp="$dir/.$name.$$.verify"
-cleanup_verify() { rm -f -- "$vtmp"; }
-on_exit="cleanup_verify $on_exit"
-sha256sum -- "$file" > "$vtmp" &
-started $!; wait $!; rc=$?; jobs_=''
-[ "$rc" = 0 ] || fail stat
-sum=$(cut -c1-64 < "$vtmp")
-recorded=$(sed -n 's/^sha256=//p' "$file.meta" 2>/dev/null)
-recorded_size=$(sed -n 's/^size=//p' "$file.meta" 2>/dev/null)
-if [ -n "$recorded" ]; then
-  [ "$recorded" = "$sum" ] && { [ -z "$recorded_size" ] || [ "$recorded_size" = "$size" ]; } || fail checksum "$sum" "$recorded"
-  pg_restore --list -- "$file" >/dev/null || fail verify
-else
-  pg_restore -f /dev/null -- "$file" &
-  started $!; wait $!; rc=$?; jobs_=''
-  [ "$rc" = 0 ] || fail unreadable
-fi
-say verified "$size" "$sum" "${recorded:--}"
-"""
-
-_STREAM = r"""
-file="$dir/$name"
-[ -f "$file" ] && [ -r "$file" ] || fail missing
-size=$(stat -c %s -- "$file") || fail stat
-sum=$(sha256sum -- "$file" | cut -c1-64)
-printf '%s %s\n' "$size" "$sum"
-exec cat -- "$file"
-"""
-
-# Restore $file into a new database $target (created like the live one), then count its objects.
-# Until it is handed over ($target_made cleared), an interrupted or failed restore drops $target.
-_RESTORE = r"""
-target_made=''
-cleanup_restore() { [ -z "$target_made" ] || admin_sql "$drop_target_sql" >/dev/null 2>&1; }
-on_exit="cleanup_restore $on_exit"
-phase restoring
-admin_sql "$create_sql" >/dev/null || fail createdb
-target_made=1
-pg_restore --exit-on-error --single-transaction @@PGARGS@@ -d "$target_dsn" -- "$file" &
-started $!; wait $!; rc=$?; jobs_=''
-[ "$rc" = 0 ] || fail restore
-phase counting
-say counts_restored "$(@@PSQL_TARGET@@ -A -t -c "$counts_sql")"
-"""
-
-_LIVE_COUNTS = r"""
-target_made=''
-say counts_live "$(@@PSQL@@ -A -t -c "$counts_sql" 2>/dev/null || echo null)"
-say ok
-"""
-
-# In place, after $target holds the backup: copy database grants/settings, close the live
-# database (ALLOW_CONNECTIONS false: not even superusers get in), terminate its sessions,
-# rename live -> old and target -> live in one transaction with the old connection settings
-# on the new live database, reopen the old one under its new name, then back it up: it is
-# exactly what the applications last wrote.  Whatever happens after the close, `reopen`
-# (EXIT trap) puts the connection settings back on whichever databases carry the two names.
-_SWAP = r"""
-admin_sql "$carry_over_sql" >/dev/null || fail carry_over
-settings=$(admin_sql "$settings_sql" -A -t -F ' ') || fail settings
-allowconn=${settings% *}; connlimit=${settings#* }
-closed=''
-reopen() {
-  [ -n "$closed" ] || return 0
-  for i in 1 2 3 4 5; do
-    admin_sql "$reopen_sql" >/dev/null 2>&1 && { closed=''; say reopened; return 0; }
-    sleep 1
-  done
-  say reopen_failed
-}
-on_exit="reopen $on_exit"
-closed=1
-phase "closing the live database"
-admin_wait "$close_sql" >/dev/null || fail close
-ttmp="$dir/.$name.$$.terminated"
-cleanup_terminated() { rm -f -- "$ttmp"; }
-on_exit="cleanup_terminated $on_exit"
-admin_wait "$terminate_sql" -A -t > "$ttmp" || fail close
-say terminated "$(cat -- "$ttmp")"
-phase swapping
-admin_wait "$swap_sql" >/dev/null || fail swap
-target_made=''
-say swapped "$old"
-admin_sql "$reopen_sql" >/dev/null && { closed=''; say reopened; }
-"""
-
-# Before anything changes: room for the backup of the database about to be replaced (taken after the swap).
-_SPACE_CHECK = r"""
-[ -w "$dir" ] && [ -x "$dir" ] || fail notwritable
-need=$(@@PSQL@@ -A -t -c 'SELECT pg_database_size(current_database())') || fail dbsize
-avail=$(df -Pk -- "$dir" | awk 'NR==2 {print $4}')
-[ -n "$avail" ] || fail df
-[ "$((avail * 1024))" -ge "$need" ] || fail nospace "$need" "$((avail * 1024))"
-"""
-
-_SAFETY_BACKUP_PREFIX = r"""
-failkey=backup_error
-phase "backing up the replaced database"
-"""
-
-_DONE = r"""
-say ok
-"""
-
-COUNTS_SQL = """SELECT json_build_object(
- 'schemas', (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_toast%'
-             AND nspname NOT LIKE 'pg\\_temp\\_%'),
- 'tables', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'),
- 'views', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
- 'indexes', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('i', 'I') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'),
- 'sequences', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
- 'functions', (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
- 'constraints', (SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
- 'triggers', (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal),
- 'extensions', (SELECT count(*) FROM pg_extension),
- 'bytes', pg_database_size(current_database()))"""
-
-# ---------------------------------------------------------------- SQL (fixed text; names come from psql variables)
-
-# CREATE DATABASE :target like :live (owner, encoding, locale), from template0.
-CREATE_SQL = r"""SELECT format('CREATE DATABASE %I TEMPLATE template0', :'target') || coalesce(format(
-  ' OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding),
-  d.datcollate, d.datctype), '') FROM (SELECT 1) AS one LEFT JOIN pg_database d ON d.datname = :'live'
-\gexec"""
-
+# SQL: fixed text; names come from psql variables (:'live', :"target", ...), never from Python.
+COUNTS_SQL = resources.sql("restore_counts")
+CREATE_SQL = resources.sql("restore_create")
 DROP_TARGET_SQL = 'DROP DATABASE IF EXISTS :"target" WITH (FORCE);'
-
-_LIST_SETTINGS = "('search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries')"
-
-# Database-level grants and settings are not in a pg_dump: copy them from :live to :target.
-CARRY_OVER_SQL = rf"""SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'target') FROM pg_database WHERE datname = :'live' AND datacl IS NOT NULL
-\gexec
-SELECT format('GRANT %s ON DATABASE %I TO %s%s', a.privilege_type, :'target',
-              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
-              CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
-  FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = :'live' AND a.grantee <> d.datdba
-\gexec
-SELECT CASE WHEN s.setrole = 0 THEN format('ALTER DATABASE %I', :'target')
-            ELSE format('ALTER ROLE %I IN DATABASE %I', pg_get_userbyid(s.setrole), :'target') END
-       || format(' SET %s = ', split_part(c.item, '=', 1))
-       || CASE WHEN split_part(c.item, '=', 1) IN {_LIST_SETTINGS} THEN substr(c.item, strpos(c.item, '=') + 1)
-               ELSE quote_literal(substr(c.item, strpos(c.item, '=') + 1)) END
-  FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c(item) WHERE d.datname = :'live'
-\gexec"""
-
+CARRY_OVER_SQL = resources.sql("restore_carry_over")
 SETTINGS_SQL = "SELECT datallowconn::text || ' ' || datconnlimit FROM pg_database WHERE datname = :'live';"
-
 CLOSE_SQL = 'ALTER DATABASE :"live" ALLOW_CONNECTIONS false;'
-
-# End every session of the closed database (waiting up to 5 s for each to exit); report how many and which applications.
-TERMINATE_SQL = """SELECT json_build_object('count', count(*), 'applications', coalesce(json_agg(DISTINCT application_name), '[]'))
-  FROM (SELECT application_name, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
-         WHERE datname = :'live' AND pid <> pg_backend_pid() AND backend_type = 'client backend') AS ended;"""
-
-# Both renames and the connection settings in one transaction; sessions that got in anyway are ended
-# and the renames retried.  The names are read from settings (data), never written into the body.
-SWAP_SQL = r"""SELECT set_config('opsagent.live', :'live', false), set_config('opsagent.target', :'target', false),
-       set_config('opsagent.old', :'old', false), set_config('opsagent.allowconn', :'allowconn', false),
-       set_config('opsagent.connlimit', :'connlimit', false) \g /dev/null
-DO $opsagent_swap$
-DECLARE
-  live text := current_setting('opsagent.live');
-  target text := current_setting('opsagent.target');
-  old text := current_setting('opsagent.old');
-  tries int := 0;
-BEGIN
-  LOOP
-    PERFORM pg_terminate_backend(pid, 1000) FROM pg_stat_activity WHERE datname IN (live, target) AND pid <> pg_backend_pid();
-    BEGIN
-      EXECUTE format('ALTER DATABASE %I RENAME TO %I', live, old);
-      EXECUTE format('ALTER DATABASE %I RENAME TO %I', target, live);
-      EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS %s CONNECTION LIMIT %s', live,
-                     CASE WHEN current_setting('opsagent.allowconn') = 'false' THEN 'false' ELSE 'true' END,
-                     current_setting('opsagent.connlimit')::int);
-      EXIT;
-    EXCEPTION WHEN object_in_use THEN
-      tries := tries + 1;
-      IF tries >= 50 THEN RAISE; END IF;
-      PERFORM pg_sleep(0.1);
-    END;
-  END LOOP;
-END
-$opsagent_swap$;"""
-
-# End this script's own sessions left behind by an interrupted step (they could hold or wait for a lock),
-# then put the recorded connection settings back on whatever databases now carry the live and old names.
-REOPEN_SQL = r"""SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = :'appname' AND pid <> pg_backend_pid()
-\g /dev/null
-SELECT format('ALTER DATABASE %I ALLOW_CONNECTIONS %s CONNECTION LIMIT %s', datname,
-              CASE WHEN :'allowconn' = 'false' THEN 'false' ELSE 'true' END, (:'connlimit')::int)
-  FROM pg_database WHERE datname IN (:'live', :'old')
-\gexec"""
-
-SESSIONS_SQL = """SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', coalesce(usename, ''), 'application', application_name,
-         'state', coalesce(state, ''), 'client', coalesce(host(client_addr), 'local')) ORDER BY pid), '[]')
-  FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"""
+TERMINATE_SQL = resources.sql("restore_terminate")
+SWAP_SQL = resources.sql("restore_swap")
+REOPEN_SQL = resources.sql("restore_reopen")
+SESSIONS_SQL = resources.sql("backup_sessions")
 
 
-def _fill(template: str, **values: str) -> str:
-    for key, value in values.items():
-        template = template.replace(f"@@{key}@@", value)
-    return template
+_fill = resources.fill
 
 
 def _assign(**values: str) -> str:
@@ -625,11 +288,9 @@ def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdo
     return body + (_WATCHDOG if watchdog else "") + "".join(parts)
 
 
-# Why: the transport's watchdog ends with SIGKILL to the command's process group ~3 s after the
-# channel is lost; an in-place restore whose EXIT trap is still reopening the database (a lock on
-# pg_database may make it wait) must not be killed there.  In its own session it is out of that
-# group's reach; its own heartbeat (_WATCHDOG) still ends it, after its trap, when the client is gone.
-_OWN_SESSION = 'if command -v setsid >/dev/null 2>&1; then exec setsid -w sh -c "$1"; fi; exec sh -c "$1"'
+# Why (restore_own_session.sh says more): the transport's watchdog ends with SIGKILL to the command's process
+# group ~3 s after the channel is lost; an in-place restore still reopening the database must not be killed there.
+_OWN_SESSION = resources.script("restore_own_session").rstrip("\n")  # a one-line ``sh -c`` program
 
 
 def _as_become(remote: Remote, body: str, *, ensure_dir: bool, own_session: bool = False) -> list[str]:
