@@ -25,6 +25,7 @@ from typing import Any
 import paramiko
 from fabric import Config, Connection
 
+from . import resources
 from .errors import CommandFailed, HostKeyError, RemoteError, UsageError
 from .inventory import HostConfig, Inventory
 
@@ -118,32 +119,9 @@ def _secure(conn: Connection, endpoint: Endpoint, accept_new: bool) -> None:
 # there); a non-root login user then cannot stop a command that sudo runs as another user.
 # The data path is untouched: stdin, stdout and the command's stderr are the channel's.
 # Arguments reach the command as argv ("$@"), never through the shell's parser.
-_WATCHDOG = """\
-trap '' PIPE HUP TERM
-group=$1
-nap() { sleep 0.2 9>&- 2>/dev/null || sleep 1 9>&-; }
-while kill -s 0 "$group" 2>/dev/null && printf '\\0' >&9; do nap; done
-exec 9>&-
-for sig in INT INT INT TERM TERM KILL; do
-  kill -s "$sig" -- "-$group" 2>/dev/null || exit 0
-  n=0
-  while [ "$n" -lt 3 ] && kill -s 0 -- "-$group" 2>/dev/null; do nap; n=$((n + 1)); done
-done
-"""
-
-_WRAPPER = """\
-w=$1; shift
-if command -v setsid >/dev/null 2>&1; then
-  setsid sh -c "$w" opsagent-watchdog "$$" 9>&2 </dev/null >/dev/null 2>&1 &
-else
-  sh -c "$w" opsagent-watchdog "$$" 9>&2 </dev/null >/dev/null 2>&1 &
-fi
-wd=$!
-"$@"
-rc=$?
-kill -s KILL "$wd" 2>/dev/null
-exit "$rc"
-"""
+# Both programs are opsagent/scripts/transport_watchdog.sh and transport_wrapper.sh.
+_WATCHDOG = resources.script("transport_watchdog")
+_WRAPPER = resources.script("transport_wrapper")
 
 # A session statement for long psql sessions (sync sends it first): on PostgreSQL 14+ the
 # backend then checks every second, even during a long statement, that its client is still
