@@ -549,15 +549,8 @@ class _Session:
 
 def _lock_sql(ledger: Ledger, wait_seconds: float) -> str:
     cls, obj = ledger.lock_key
-    return (
-        "DO $opsagent$\n"
-        f"DECLARE deadline timestamptz := clock_timestamp() + make_interval(secs => {float(wait_seconds)});\n"
-        "BEGIN\n  LOOP\n"
-        f"    IF pg_try_advisory_lock({cls}, {obj}) THEN PERFORM set_config('opsagent.locked', 'on', false); RETURN; END IF;\n"
-        "    IF clock_timestamp() >= deadline THEN PERFORM set_config('opsagent.locked', 'off', false); RETURN; END IF;\n"
-        "    PERFORM pg_sleep(0.05);\n  END LOOP;\nEND $opsagent$;\n"
-        f"\\echo {MARK} lock\nSELECT current_setting('opsagent.locked');\n"
-    )
+    return resources.fill(resources.sql("rollback_lock"), WAIT_SECONDS=str(float(wait_seconds)), LOCK_CLASS=str(cls),
+                          LOCK_OBJECT=str(obj), MARK=MARK)
 
 
 def _versions_query(ledger: Ledger) -> str:
