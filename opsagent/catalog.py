@@ -19,7 +19,8 @@ from . import resources
 from .errors import RemoteError
 from .exclusions import DEFAULT_EXCLUDED_TABLES, always_quoted, canonical, hidden_schema_candidates, split_exclusion
 
-__all__ = ["DEFAULT_EXCLUDED_TABLES"]  # the ledger's default location, re-exported for the callers that import it from here
+# the ledger's default location, re-exported for the callers that import it from here
+__all__ = ["DEFAULT_EXCLUDED_TABLES"]
 _SEPARATOR = "==opsagent-catalog=="
 
 
@@ -81,7 +82,8 @@ _STATS_CTES = resources.sql("catalog_stats_ctes")
 def stats_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> str:
     """One query returning ``Catalog.stats()`` as a JSON object, without deparsing anything (``inv extract``)."""
     full = introspection_sql(exclude_tables)
-    body = full[:full.index("\nacl AS (")].rstrip().rstrip(",")  # SET search_path + WITH ext_objs, nsp, rel, excluded, ledger_only
+    # SET search_path + WITH ext_objs, nsp, rel, excluded, ledger_only
+    body = full[:full.index("\nacl AS (")].rstrip().rstrip(",")
     return f"{body},{_STATS_CTES}{_STATS};\n"
 
 
@@ -94,7 +96,8 @@ def qualify(schema: str, name: str) -> str:
 
 
 _SAFE = set("abcdefghijklmnopqrstuvwxyz0123456789_$")
-_KEYWORDS: frozenset[str] | None = None  # pglast's keyword lists, loaded on first use: extract and sync never need pglast
+# pglast's keyword lists, loaded on first use: extract and sync never need pglast
+_KEYWORDS: frozenset[str] | None = None
 
 
 def _keywords() -> frozenset[str]:
@@ -102,13 +105,15 @@ def _keywords() -> frozenset[str]:
     if _KEYWORDS is None:
         from pglast import keywords
 
-        _KEYWORDS = frozenset(keywords.RESERVED_KEYWORDS) | frozenset(keywords.COL_NAME_KEYWORDS) | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
+        _KEYWORDS = (frozenset(keywords.RESERVED_KEYWORDS) | frozenset(keywords.COL_NAME_KEYWORDS)
+                     | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS))
     return _KEYWORDS
 
 
 def quote_ident(name: str) -> str:
     """PostgreSQL's quote_ident, so keys built here match names deparsed by the server."""
-    if name and name[0] in "abcdefghijklmnopqrstuvwxyz_" and set(name) <= _SAFE and name not in (_KEYWORDS or _keywords()):
+    if (name and name[0] in "abcdefghijklmnopqrstuvwxyz_" and set(name) <= _SAFE
+            and name not in (_KEYWORDS or _keywords())):
         return name
     return '"' + name.replace('"', '""') + '"'
 
@@ -170,7 +175,8 @@ class Table:
     options: tuple[str, ...] = ()
     rls_enabled: bool = False
     rls_forced: bool = False
-    replica_identity: str = "default"  # "full", "nothing" or "index <name>" (what logical replication logs of a changed row)
+    # "full", "nothing" or "index <name>" (what logical replication logs of a changed row)
+    replica_identity: str = "default"
     clustered_on: str | None = None  # the index CLUSTER uses by default (ALTER TABLE ... CLUSTER ON), quoted
     comment: str | None = None
     privileges: tuple[Privilege, ...] = ()
@@ -414,7 +420,10 @@ class Policy:
 
 @dataclasses.dataclass(frozen=True)
 class Collation:
-    """A collation; ``locale`` is the ICU (or builtin) locale, ``lc_*`` the libc ones.  The version is the library's, not compared."""
+    """A collation; ``locale`` is the ICU (or builtin) locale, ``lc_*`` the libc ones.
+
+    The version is the library's, not compared.
+    """
 
     schema: str
     name: str
@@ -550,7 +559,8 @@ def _dependencies(pairs: Iterable[Sequence[Sequence[str]]]) -> dict[str, frozens
     return {key: frozenset(refs) for key, refs in graph.items()}
 
 
-_NOT_COMPARED = frozenset({"server_version", "depends", "casts", "string_types"})  # facts about the server, not the schema
+# facts about the server, not the schema
+_NOT_COMPARED = frozenset({"server_version", "depends", "casts", "string_types"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -613,7 +623,8 @@ class Catalog:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Catalog):
             return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name) for f in dataclasses.fields(self) if f.name not in _NOT_COMPARED)
+        return all(getattr(self, f.name) == getattr(other, f.name)
+                   for f in dataclasses.fields(self) if f.name not in _NOT_COMPARED)
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -672,7 +683,8 @@ def _psql_quote(value: str) -> str:
 
 
 def introspect_many(remote: QueryRunner, databases: Sequence[str], *,
-                    exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, dependencies: bool = False) -> dict[str, Catalog]:
+                    exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES,
+                    dependencies: bool = False) -> dict[str, Catalog]:
     """Read several databases' catalogs in one psql session (one round trip)."""
     if not databases:
         return {}

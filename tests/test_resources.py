@@ -93,7 +93,8 @@ def test_fill_is_one_pass_and_strict() -> None:
 @pytest.mark.parametrize("path", SCRIPT_FILES, ids=[p.name for p in SCRIPT_FILES])
 def test_shellcheck_finds_nothing_in_each_script_file(path: Path) -> None:
     """POSIX sh; fragments carry their own (explained) disables in their header."""
-    done = subprocess.run([_shellcheck(), "-s", "sh", "-f", "gcc", str(path)], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([_shellcheck(), "-s", "sh", "-f", "gcc", str(path)], capture_output=True, text=True,
+                          timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -111,8 +112,8 @@ class _Capture(Remote):
 
 def _assembled() -> dict[str, str]:
     """The whole ``sh -c`` programs of backup, list, verify, download, restore --into and in place, hostile names."""
-    host = HostConfig(name="h", address="127.0.0.1", database="we'ird \"db\" $(x)", become="postgres", pg_host="/run/pg x",
-                      pg_port=5433, backup_dir="/var/b a'ck\"ups $HOME")
+    host = HostConfig(name="h", address="127.0.0.1", database="we'ird \"db\" $(x)", become="postgres",
+                      pg_host="/run/pg x", pg_port=5433, backup_dir="/var/b a'ck\"ups $HOME")
     now = datetime(2026, 12, 1, 4, 5, 6, tzinfo=UTC)
     name = backup.backup_name(host.database, now, "x", unique="beef")
     calls = {
@@ -167,7 +168,10 @@ def test_assembled_scripts_have_no_placeholder_left_and_pass_shellcheck() -> Non
 
 
 def test_a_non_editable_install_ships_and_loads_every_piece(tmp_path: Path) -> None:
-    """``pip install --no-deps --target`` of a copy of the project (about 5 s: pip builds a wheel in an isolated env)."""
+    """``pip install --no-deps --target`` of a copy of the project.
+
+    Costs about 5 s: pip builds a wheel in an isolated environment (setuptools from the package index).
+    """
     source = tmp_path / "src"
     shutil.copytree(PACKAGE, source / "opsagent", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
@@ -176,7 +180,8 @@ def test_a_non_editable_install_ships_and_loads_every_piece(tmp_path: Path) -> N
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
                            "--target", str(target), str(source)], capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout + done.stderr
-    shipped = {p.relative_to(target / "opsagent").as_posix() for p in (target / "opsagent").rglob("*") if p.suffix in (".sh", ".sql")}
+    installed = target / "opsagent"
+    shipped = {p.relative_to(installed).as_posix() for p in installed.rglob("*") if p.suffix in (".sh", ".sql")}
     expected = {f"scripts/{p.name}" for p in SCRIPT_FILES} | {f"sql/{p.name}" for p in SQL_FILES}
     assert shipped == expected
     probe = ("import opsagent, opsagent.resources as r, opsagent.backup, opsagent.catalog, opsagent.transport, sys\n"
