@@ -136,12 +136,14 @@ class RestoreResult:
     in_place: bool
     restored_counts: dict[str, int]
     live_counts: dict[str, int] | None  # new-database restores: the untouched live database
-    pre_restore_backup: BackupResult | None = None  # in-place: backup of the replaced database, taken while nothing could write to it
+    # in-place: backup of the replaced database, taken while nothing could write to it
+    pre_restore_backup: BackupResult | None = None
     old_database_kept: str | None = None  # in-place: the replaced database, renamed and kept until the user drops it
     drop_hint: str | None = None  # in-place: how to drop the kept database once it is no longer needed
     terminated_sessions: int = 0  # in-place: sessions ended when the live database was closed
     terminated_applications: list[str] = dataclasses.field(default_factory=list)
-    pre_restore_backup_error: str | None = None  # in-place: the backup of the replaced database failed (it is still kept)
+    # in-place: the backup of the replaced database failed (it is still kept)
+    pre_restore_backup_error: str | None = None
     remote_commands: int = 0
 
 
@@ -172,7 +174,8 @@ def backup_name(database: str, when: datetime, label: str | None = None, unique:
     if not re.fullmatch(r"[0-9a-f]{4}", tag):
         raise ValueError(f"unique tag {tag!r} must be 4 lowercase hex digits")
     clean = sanitize_label(label)
-    return f"{file_prefix(database)}-{moment.strftime(TIMESTAMP)}.{moment.microsecond // 1000:03d}Z-{tag}" + (f"-{clean}" if clean else "") + ".dump"
+    stamp = f"{moment.strftime(TIMESTAMP)}.{moment.microsecond // 1000:03d}Z"
+    return f"{file_prefix(database)}-{stamp}-{tag}" + (f"-{clean}" if clean else "") + ".dump"
 
 
 def parse_name(name: str) -> tuple[str, datetime, str | None] | None:
@@ -187,7 +190,8 @@ def parse_name(name: str) -> tuple[str, datetime, str | None] | None:
 def check_name(name: str) -> str:
     """Refuse names that could escape backup_dir or are not dumps."""
     if "/" in name or not _SAFE_NAME_RE.match(name):
-        raise UsageError(f"invalid backup name {name!r}: expected a file name like <db>-20261124T103000.000Z-1a2b.dump (see 'inv backups')")
+        raise UsageError(f"invalid backup name {name!r}: expected a file name like "
+                         "<db>-20261124T103000.000Z-1a2b.dump (see 'inv backups')")
     return name
 
 
@@ -224,7 +228,7 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-# ---------------------------------------------------------------- script pieces (opsagent/scripts/*.sh, opsagent/sql/*.sql)
+# ---------------------------------------------------------------- script pieces (opsagent/scripts, opsagent/sql)
 
 # Shell: every piece's header says what it does.  A script is the prelude, the assignments (every name a
 # quoted shell value), the SQL helper, the watchdog, then the parts of one operation (see ``_script``).
@@ -268,7 +272,7 @@ def _psql(remote: Remote, database: str) -> str:
 
 
 def _pg_dump(remote: Remote, database: str) -> str:
-    """pg_dump -Fc of ``database`` that gives up on a lock after the host's lock_timeout instead of queueing behind it."""
+    """pg_dump -Fc of ``database`` that gives up on a lock after the host's lock_timeout instead of queueing."""
     lock = remote.host.lock_timeout.strip()
     wait = ["--lock-wait-timeout", lock] if lock not in ("", "0") else []
     return shlex.join(["pg_dump", "-Fc", *wait, *remote.pg_args(), *remote.db_args(database)])
@@ -282,7 +286,8 @@ def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdo
     """Prelude, assignments (every name a quoted shell value), SQL helper, watchdog, then the parts."""
     host = remote.host
     lock = re.sub(r"\s+", "", host.lock_timeout) or "0"
-    defaults = {"live": host.database, "target": "", "old": "", "allowconn": "true", "connlimit": "-1", "lock_timeout": lock}
+    defaults = {"live": host.database, "target": "", "old": "", "allowconn": "true", "connlimit": "-1",
+                "lock_timeout": lock}
     body = _PRELUDE + _assign(**{**defaults, **values})
     body += _fill(_SQL_HELPER, ADMIN_PSQL=_psql(remote, _admin_db(host.database)))
     return body + (_WATCHDOG if watchdog else "") + "".join(parts)
@@ -347,12 +352,14 @@ def _backup_part(remote: Remote, database: str) -> str:
 def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str, size_every: float = 0) -> dict[str, str]:
     """The script's variables; ``size_every`` 0: nobody listens, no size reports."""
     host = remote.host
-    return {"dir": host.backup_dir, "name": name, "keep": str(host.keep_backups), "pattern": _grep_pattern(host.database),
-            "stream": "1" if stream else "0", "protect": protect, "size_every": f"{max(size_every, 0.01):g}" if size_every > 0 else "0"}
+    every = f"{max(size_every, 0.01):g}" if size_every > 0 else "0"
+    return {"dir": host.backup_dir, "name": name, "keep": str(host.keep_backups),
+            "pattern": _grep_pattern(host.database), "stream": "1" if stream else "0", "protect": protect,
+            "size_every": every}
 
 
 class _ProgressLines:
-    """Reads the ``@progress size N`` / ``@progress phase TEXT`` lines a script writes on its free stdout, as they come."""
+    """Reads the ``@progress size N`` / ``@progress phase TEXT`` lines a script writes on its free stdout, live."""
 
     def __init__(self, progress: ProgressCallback | None, on_phase: PhaseCallback | None) -> None:
         self.progress = progress
@@ -372,14 +379,14 @@ class _ProgressLines:
                 self.on_phase(words[2])
 
 
-def _backup_result(remote: Remote, name: str, when: datetime, label: str | None, done: list[str], marks: list[list[str]],
-                   before: int, local: Path | None = None) -> BackupResult:
+def _backup_result(remote: Remote, name: str, when: datetime, label: str | None, done: list[str],
+                   marks: list[list[str]], before: int, local: Path | None = None) -> BackupResult:
     host = remote.host
     size, sha, need = int(done[0]), done[1], int(done[2])
     deleted = [m[1] for m in marks if m[0] == "deleted" and len(m) > 1]
-    return BackupResult(name=name, path=f"{host.backup_dir.rstrip('/')}/{name}", size_bytes=size, sha256=sha, verified=True,
-                        created_at=when, label=sanitize_label(label), database_bytes=need, deleted_by_retention=deleted,
-                        remote_commands=remote.command_count - before, local_path=local)
+    return BackupResult(name=name, path=f"{host.backup_dir.rstrip('/')}/{name}", size_bytes=size, sha256=sha,
+                        verified=True, created_at=when, label=sanitize_label(label), database_bytes=need,
+                        deleted_by_retention=deleted, remote_commands=remote.command_count - before, local_path=local)
 
 
 def _moment(now: datetime | None) -> datetime:
@@ -403,7 +410,8 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
     host = remote.host
     when = _moment(now)
     name = backup_name(host.database, when, label)
-    values = _backup_values(remote, name, stream=download_dir is not None, protect=protect, size_every=size_every if progress else 0)
+    values = _backup_values(remote, name, stream=download_dir is not None, protect=protect,
+                            size_every=size_every if progress else 0)
     body = _script(remote, [_backup_part(remote, host.database)], values)
     before = remote.command_count
     sink = _LocalFile(download_dir / name, progress, None) if download_dir else None
@@ -432,7 +440,8 @@ def _backup_error(remote: Remote, error: list[str], detail: str, database: str |
     extra = f": {detail}" if detail else ""
     become = host.become or remote.connection.user
     messages = {
-        "mkdir": (f"{host.name}: cannot create backup_dir {host.backup_dir}: neither {become} nor {remote.connection.user} may create it",
+        "mkdir": (f"{host.name}: cannot create backup_dir {host.backup_dir}: neither {become} nor "
+                  f"{remote.connection.user} may create it",
                   f"create it once: sudo install -d -m 700 -o {become} {host.backup_dir}"),
         "notwritable": (f"{host.name}: backup_dir {host.backup_dir} is not writable by {become}",
                         f"fix its owner: sudo chown {become} {host.backup_dir} && sudo chmod 700 {host.backup_dir}"),
@@ -441,7 +450,8 @@ def _backup_error(remote: Remote, error: list[str], detail: str, database: str |
         "exists": (f"{host.name}: a backup with the same name already exists in {host.backup_dir}; retry", None),
         "pg_dump": (f"{host.name}: pg_dump of {database} failed{extra}", None),
         "write": (f"{host.name}: writing the backup to {host.backup_dir} failed{extra}", None),
-        "verify": (f"{host.name}: the new backup did not verify (pg_restore --list failed{extra}); it was deleted", None),
+        "verify": (f"{host.name}: the new backup did not verify (pg_restore --list failed{extra}); it was deleted",
+                   None),
         "stat": (f"{host.name}: cannot read the new backup's size{extra}", None),
         "checksum": (f"{host.name}: sha256sum of the new backup failed{extra}", None),
         "mv": (f"{host.name}: cannot move the new backup into place{extra}", None),
@@ -450,10 +460,11 @@ def _backup_error(remote: Remote, error: list[str], detail: str, database: str |
         need, avail = int(error[1]), int(error[2])
         return BackupError(f"{host.name}: not enough space in {host.backup_dir}: database {database} is {human(need)}, "
                            f"only {human(avail)} free; refusing to start the backup", reason="nospace",
-                           hint="free some space or lower keep_backups (old backups are removed only after a successful one)")
+                           hint="free some space or lower keep_backups "
+                                "(old backups are removed only after a successful one)")
     if code == "pg_dump" and "statement timeout" in detail:
-        return BackupError(f"{host.name}: pg_dump of {database} could not lock its tables within lock_timeout {host.lock_timeout}: "
-                           "another session holds an exclusive lock", reason=code,
+        return BackupError(f"{host.name}: pg_dump of {database} could not lock its tables within lock_timeout "
+                           f"{host.lock_timeout}: another session holds an exclusive lock", reason=code,
                            hint="find it in pg_stat_activity / pg_locks, or retry when it is done")
     message, hint = messages.get(code, (f"{host.name}: backup failed ({code}){extra}", None))
     return BackupError(message, reason=code, hint=hint)
@@ -488,8 +499,9 @@ class _LocalFile:
         self.handle.close()
         local = self.digest.hexdigest()
         if self.size != size or local != sha256:
-            raise BackupError(f"downloaded copy of {self.target.name} does not match the server's: {self.size} bytes sha256 {local[:12]}…, "
-                              f"server has {size} bytes sha256 {sha256[:12]}…; the local copy was deleted", reason="download")
+            raise BackupError(f"downloaded copy of {self.target.name} does not match the server's: {self.size} bytes "
+                              f"sha256 {local[:12]}…, server has {size} bytes sha256 {sha256[:12]}…; "
+                              "the local copy was deleted", reason="download")
         self.partial.replace(self.target)
         self.done = True
         return self.target
@@ -513,7 +525,8 @@ def list_backups(remote: Remote) -> list[BackupInfo]:
     if _find(marks, "ok") is None:
         if _find(marks, "error") is None and result.exit_status != 0:
             raise remote.failure(["backup listing"], result)
-        raise BackupError(f"{host.name}: cannot list {host.backup_dir} as {host.become}: {other or 'permission denied'}", reason="access")
+        why = other or "permission denied"
+        raise BackupError(f"{host.name}: cannot list {host.backup_dir} as {host.become}: {why}", reason="access")
     found: list[BackupInfo] = []
     for line in result.text.splitlines():
         parts = line.split("\t")
@@ -531,8 +544,8 @@ def latest_backup(remote: Remote) -> BackupInfo:
     """The newest backup of the host's database."""
     found = list_backups(remote)
     if not found:
-        raise BackupError(f"{remote.host.name}: no backups of {remote.host.database} in {remote.host.backup_dir}", reason="missing",
-                          hint=f"take one with: inv backup --host {remote.host.name}")
+        raise BackupError(f"{remote.host.name}: no backups of {remote.host.database} in {remote.host.backup_dir}",
+                          reason="missing", hint=f"take one with: inv backup --host {remote.host.name}")
     return found[0]
 
 
@@ -552,19 +565,22 @@ def _stored_error(remote: Remote, name: str, error: list[str], detail: str) -> B
     host = remote.host
     code = error[0]
     if code == "missing":
-        return BackupError(f"{host.name}: backup {name} not found in {host.backup_dir}", reason="missing", hint=f"see: inv backups --host {host.name}")
+        return BackupError(f"{host.name}: backup {name} not found in {host.backup_dir}", reason="missing",
+                           hint=f"see: inv backups --host {host.name}")
     if code == "checksum":
-        return BackupError(f"{host.name}: backup {name} is damaged: its sha256 no longer matches the one recorded when it was taken",
-                           reason="checksum")
+        return BackupError(f"{host.name}: backup {name} is damaged: its sha256 no longer matches the one recorded "
+                           "when it was taken", reason="checksum")
     if code == "unreadable":
-        return BackupError(f"{host.name}: backup {name} is damaged: it has no recorded checksum (.meta) and pg_restore cannot read it "
-                           f"to the end ({detail or 'no detail'})", reason="verify")
+        return BackupError(f"{host.name}: backup {name} is damaged: it has no recorded checksum (.meta) and "
+                           f"pg_restore cannot read it to the end ({detail or 'no detail'})", reason="verify")
     if code == "verify":
-        return BackupError(f"{host.name}: backup {name} is damaged: pg_restore --list failed ({detail or 'no detail'})", reason="verify")
+        return BackupError(f"{host.name}: backup {name} is damaged: pg_restore --list failed ({detail or 'no detail'})",
+                           reason="verify")
     return BackupError(f"{host.name}: backup {name}: {code} failed{': ' + detail if detail else ''}", reason=code)
 
 
-def download_backup(remote: Remote, name: str, dest_dir: Path, *, progress: ProgressCallback | None = None) -> DownloadResult:
+def download_backup(remote: Remote, name: str, dest_dir: Path, *,
+                    progress: ProgressCallback | None = None) -> DownloadResult:
     """Copy a backup to ``dest_dir/NAME`` through ``sudo -n -u <become> cat`` and check size and sha256.
 
     The login user may not read files owned by the become user; the file is never
@@ -577,13 +593,15 @@ def download_backup(remote: Remote, name: str, dest_dir: Path, *, progress: Prog
     header = _Header(sink)
     before = remote.command_count
     try:
-        result = remote.run(_as_become(remote, body, ensure_dir=False), become=False, check=False, on_stdout=header.feed, capture=False)
+        result = remote.run(_as_become(remote, body, ensure_dir=False), become=False, check=False,
+                            on_stdout=header.feed, capture=False)
         marks, other = _markers(result)
         error = _find(marks, "error")
         if error is not None:
             raise _stored_error(remote, name, error, other)
         if result.exit_status != 0 or header.meta is None:
-            raise BackupError(f"{host.name}: copying {name} failed: {other or f'exit status {result.exit_status}'}", reason="download")
+            raise BackupError(f"{host.name}: copying {name} failed: {other or f'exit status {result.exit_status}'}",
+                              reason="download")
         size, sha = header.meta
         path = sink.finish(size, sha)
     finally:
@@ -630,9 +648,9 @@ def sha256_file(path: Path) -> str:
 
 def _sql_values() -> dict[str, str]:
     """The fixed SQL texts, handed to the script as shell variables (no name is ever part of them)."""
-    return {"create_sql": CREATE_SQL, "drop_target_sql": DROP_TARGET_SQL, "counts_sql": COUNTS_SQL, "carry_over_sql": CARRY_OVER_SQL,
-            "settings_sql": SETTINGS_SQL, "close_sql": CLOSE_SQL, "terminate_sql": TERMINATE_SQL, "swap_sql": SWAP_SQL,
-            "reopen_sql": REOPEN_SQL}
+    return {"create_sql": CREATE_SQL, "drop_target_sql": DROP_TARGET_SQL, "counts_sql": COUNTS_SQL,
+            "carry_over_sql": CARRY_OVER_SQL, "settings_sql": SETTINGS_SQL, "close_sql": CLOSE_SQL,
+            "terminate_sql": TERMINATE_SQL, "swap_sql": SWAP_SQL, "reopen_sql": REOPEN_SQL}
 
 
 def _restore_part(remote: Remote, target: str) -> str:
@@ -665,8 +683,8 @@ def _restore_error(remote: Remote, name: str, target: str, error: list[str], det
     if code in ("nospace", "notwritable", "dbsize", "df"):
         return _backup_error(remote, error, detail)
     if code in ("carry_over", "settings", "close", "swap"):
-        return BackupError(f"{host.name}: swapping the restored database in failed ({code}){tail}; {host.database} is unchanged "
-                           "and accepts connections again", reason="swap")
+        return BackupError(f"{host.name}: swapping the restored database in failed ({code}){tail}; "
+                           f"{host.database} is unchanged and accepts connections again", reason="swap")
     return _stored_error(remote, name, error, detail)
 
 
@@ -680,8 +698,8 @@ def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: d
         raise UsageError(f"--into {target} is the live database; use --in-place to replace it")
     if not target or "\0" in target or len(target.encode()) > _MAX_IDENT:
         raise UsageError(f"--into {target!r}: a database name is 1 to {_MAX_IDENT} bytes")
-    body = _script(remote, [_VERIFY, _restore_part(remote, target), _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database))],
-                   _restore_values(remote, name, target))
+    live_counts = _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database))
+    body = _script(remote, [_VERIFY, _restore_part(remote, target), live_counts], _restore_values(remote, name, target))
     before = remote.command_count
     marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "restore",
                                on_stdout=_ProgressLines(None, on_phase).feed if on_phase else None)
@@ -695,7 +713,8 @@ def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: d
 def sessions_to_terminate(remote: Remote) -> list[Session]:
     """The client sessions now connected to the host's database: an in-place restore ends them all."""
     rows = remote.query_json(SESSIONS_SQL)
-    return [Session(int(r["pid"]), str(r["user"]), str(r["application"] or ""), str(r["state"]), str(r["client"])) for r in rows or []]
+    return [Session(int(r["pid"]), str(r["user"]), str(r["application"] or ""), str(r["state"]), str(r["client"]))
+            for r in rows or []]
 
 
 def drop_command(remote: Remote, database: str) -> str:
@@ -723,13 +742,14 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
     target = derived_database_name(host.database, "opsagent_swap", when)
     old = derived_database_name(host.database, "replaced", when)
     safety = backup_name(host.database, when, "pre-restore")
-    parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP, _SAFETY_BACKUP_PREFIX,
-             _assign(**_backup_values(remote, safety, stream=False, protect=name, size_every=SIZE_EVERY if progress else 0)),
-             _backup_part(remote, old), _DONE]
+    safety_values = _backup_values(remote, safety, stream=False, protect=name, size_every=SIZE_EVERY if progress else 0)
+    parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP,
+             _SAFETY_BACKUP_PREFIX, _assign(**safety_values), _backup_part(remote, old), _DONE]
     body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
     before = remote.command_count
     watch = _ProgressLines(progress, on_phase).feed if (progress or on_phase) else None
-    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True, own_session=True), "restore", on_stdout=watch)
+    argv = _as_become(remote, body, ensure_dir=True, own_session=True)
+    marks, other = _run_script(remote, argv, "restore", on_stdout=watch)
     error = _find(marks, "error")
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)
@@ -737,8 +757,9 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
         raise BackupError(f"{host.name}: the in-place restore ended without a result ({other or 'no output'}); "
                           f"check with: inv backups --host {host.name} and pg_database", reason="unknown")
     ended = json.loads(" ".join(_find(marks, "terminated") or ["{}"]) or "{}")
-    result = RestoreResult(name, host.database, True, _counts(marks, "counts_restored") or {}, None, old_database_kept=old,
-                           drop_hint=drop_command(remote, old), terminated_sessions=int(ended.get("count", 0)),
+    result = RestoreResult(name, host.database, True, _counts(marks, "counts_restored") or {}, None,
+                           old_database_kept=old, drop_hint=drop_command(remote, old),
+                           terminated_sessions=int(ended.get("count", 0)),
                            terminated_applications=[str(a) for a in ended.get("applications") or []],
                            remote_commands=remote.command_count - before)
     done = _find(marks, "backup")
@@ -749,8 +770,9 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
         reason = _backup_error(remote, failed or ["failed"], other, old).message if failed else (other or "no result")
         result.pre_restore_backup_error = reason
     if _find(marks, "reopen_failed") is not None:
-        raise BackupError(f"{host.name}: {host.database} was restored but its connection settings could not be put back",
-                          reason="reopen", hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
+        raise BackupError(f"{host.name}: {host.database} was restored but its connection settings could not be "
+                          "put back", reason="reopen",
+                          hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
                           + shlex.quote(f"ALTER DATABASE {quote_ident(host.database)} ALLOW_CONNECTIONS true"))
     return result
 
