@@ -34,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from . import resources
 from .errors import OpsagentError, UsageError
 from .transport import CommandResult, Remote, conninfo_dbname
 from .units import human_bytes
@@ -135,12 +136,14 @@ class RestoreResult:
     in_place: bool
     restored_counts: dict[str, int]
     live_counts: dict[str, int] | None  # new-database restores: the untouched live database
-    pre_restore_backup: BackupResult | None = None  # in-place: backup of the replaced database, taken while nothing could write to it
+    # in-place: backup of the replaced database, taken while nothing could write to it
+    pre_restore_backup: BackupResult | None = None
     old_database_kept: str | None = None  # in-place: the replaced database, renamed and kept until the user drops it
     drop_hint: str | None = None  # in-place: how to drop the kept database once it is no longer needed
     terminated_sessions: int = 0  # in-place: sessions ended when the live database was closed
     terminated_applications: list[str] = dataclasses.field(default_factory=list)
-    pre_restore_backup_error: str | None = None  # in-place: the backup of the replaced database failed (it is still kept)
+    # in-place: the backup of the replaced database failed (it is still kept)
+    pre_restore_backup_error: str | None = None
     remote_commands: int = 0
 
 
@@ -171,7 +174,8 @@ def backup_name(database: str, when: datetime, label: str | None = None, unique:
     if not re.fullmatch(r"[0-9a-f]{4}", tag):
         raise ValueError(f"unique tag {tag!r} must be 4 lowercase hex digits")
     clean = sanitize_label(label)
-    return f"{file_prefix(database)}-{moment.strftime(TIMESTAMP)}.{moment.microsecond // 1000:03d}Z-{tag}" + (f"-{clean}" if clean else "") + ".dump"
+    stamp = f"{moment.strftime(TIMESTAMP)}.{moment.microsecond // 1000:03d}Z"
+    return f"{file_prefix(database)}-{stamp}-{tag}" + (f"-{clean}" if clean else "") + ".dump"
 
 
 def parse_name(name: str) -> tuple[str, datetime, str | None] | None:
@@ -186,7 +190,8 @@ def parse_name(name: str) -> tuple[str, datetime, str | None] | None:
 def check_name(name: str) -> str:
     """Refuse names that could escape backup_dir or are not dumps."""
     if "/" in name or not _SAFE_NAME_RE.match(name):
-        raise UsageError(f"invalid backup name {name!r}: expected a file name like <db>-20261124T103000.000Z-1a2b.dump (see 'inv backups')")
+        raise UsageError(f"invalid backup name {name!r}: expected a file name like "
+                         "<db>-20261124T103000.000Z-1a2b.dump (see 'inv backups')")
     return name
 
 
@@ -223,377 +228,39 @@ def quote_literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-# ---------------------------------------------------------------- script pieces
+# ---------------------------------------------------------------- script pieces (opsagent/scripts, opsagent/sql)
 
-# Every script starts with this.  Long steps run in the background and are waited for:
-# a signal interrupts `wait` at once (a foreground child would delay the trap until it
-# ends) and `finish` then stops them.  SIGPIPE is ignored so that a closed channel makes
-# writes fail instead of killing the shell before its EXIT trap could clean up.
-_PRELUDE = r"""
-set -u
-umask 077
-LC_ALL=C; export LC_ALL
-say() { printf '@opsagent %s\n' "$*" >&2; }
-phase() { printf '@progress phase %s\n' "$*"; }  # stdout, read live: only where stdout carries no data
-failkey=error
-fail() { say "$failkey" "$@"; exit 3; }
-jobs_=''
-watch=''
-on_exit=''
-started() { jobs_="$jobs_ $1"; }
-stop_jobs() {
-  [ -n "$jobs_" ] || return 0
-  kill -TERM $jobs_ 2>/dev/null
-  for p in $jobs_; do wait "$p" 2>/dev/null; done
-  jobs_=''
-}
-finish() {
-  trap '' INT TERM HUP
-  [ -z "$watch" ] || kill -TERM "$watch" 2>/dev/null
-  stop_jobs
-  for step in $on_exit; do "$step"; done
-}
-trap '' PIPE
-trap finish EXIT
-trap 'exit 130' INT TERM HUP
-"""
+# Shell: every piece's header says what it does.  A script is the prelude, the assignments (every name a
+# quoted shell value), the SQL helper, the watchdog, then the parts of one operation (see ``_script``).
+_PRELUDE = resources.script("backup_prelude")
+_WATCHDOG = resources.script("backup_watchdog")
+_SQL_HELPER = resources.script("backup_sql_helper")
+_ENSURE_DIR = resources.script("backup_ensure_dir")
+_BACKUP = resources.script("backup_dump")
+_LIST = resources.script("backup_list")
+_VERIFY = resources.script("backup_verify")
+_STREAM = resources.script("backup_stream")
+_RESTORE = resources.script("restore_into")
+_LIVE_COUNTS = resources.script("restore_live_counts")
+_SWAP = resources.script("restore_swap")
+_SPACE_CHECK = resources.script("restore_space_check")
+_SAFETY_BACKUP_PREFIX = resources.script("restore_safety_backup")
+_DONE = resources.script("restore_done")
 
-# The client is gone when writing to the channel fails: then stop the script (its traps clean up).
-# A heartbeat on stderr is the only way to find out without a byte to read; the client ignores it.
-_WATCHDOG = r"""
-( exec >/dev/null; while kill -0 $$ 2>/dev/null; do
-    printf '@opsagent alive\n' >&2 || { kill -TERM $$ 2>/dev/null; exit 0; }
-    sleep 0.5 2>/dev/null
-  done ) &
-watch=$!
-"""
-
-# SQL is fixed text fed on stdin; every name travels as a psql variable (-v), quoted by psql.
-# Sessions run with the host's lock_timeout from their first statement and an application
-# name unique to this script, so that its trap can end a session it orphaned.
-# admin_wait runs one in the background: a signal interrupts the wait and the trap stops it.
-_SQL_HELPER = r"""
-appname="opsagent-restore-$$"
-admin_sql() {
-  sql=$1; shift
-  printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
-    -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@"
-}
-admin_wait() {  # the same, in the background ($! is psql itself, not a subshell around it)
-  sql=$1; shift
-  printf '%s\n' "$sql" | PGAPPNAME="$appname" PGOPTIONS="-c lock_timeout=$lock_timeout" @@ADMIN_PSQL@@ -v ON_ERROR_STOP=1 \
-    -v live="$live" -v target="$target" -v old="$old" -v allowconn="$allowconn" -v connlimit="$connlimit" -v appname="$appname" "$@" &
-  started $!; wait $!; rc=$?; jobs_=''
-  return $rc
-}
-"""
-
-# Outer part, run as the login user: only creates backup_dir when the become user cannot.
-_ENSURE_DIR = r"""
-cd / || exit 1
-dir=@@DIR@@
-if ! @@SUDO@@ test -d "$dir"; then
-  @@SUDO@@ mkdir -p -m 700 -- "$dir" 2>/dev/null \
-  || install -d -m 700 @@OWNER@@ -- "$dir" 2>/dev/null \
-  || sudo -n install -d -m 700 @@OWNER@@ -- "$dir" 2>/dev/null \
-  || { printf '@opsagent error mkdir\n' >&2; exit 3; }
-fi
-exec @@INNER@@
-"""
-
-# Dump $dump_dsn into $dir/$name: pg_dump -> fifo -> tee -> .partial (+ stdout when streaming) and
-# a second fifo hashed on the fly.  Temporary names carry the unique backup name AND this
-# shell's pid; the final names are claimed with ln (never overwrites), so two runs never
-# touch each other's files.
-_BACKUP = r"""
-[ -w "$dir" ] && [ -x "$dir" ] || fail notwritable
-need=$(@@PSQL@@ -A -t -c 'SELECT pg_database_size(current_database())') || fail dbsize
-avail=$(df -Pk -- "$dir" | awk 'NR==2 {print $4}')
-[ -n "$avail" ] || fail df
-avail=$((avail * 1024))
-[ "$avail" -ge "$need" ] || fail nospace "$need" "$avail"
-final="$dir/$name"
-[ -e "$final" ] && fail exists
-tmp="$dir/.$name.$$"
-claimed=''
-cleanup_backup() {
-  rm -f -- "$tmp.partial" "$tmp.meta" "$tmp.dump.fifo" "$tmp.sum.fifo" "$tmp.sum"
-  [ "$claimed" != meta ] || rm -f -- "$final.meta"
-}
-on_exit="cleanup_backup $on_exit"
-mkfifo -m 600 -- "$tmp.dump.fifo" "$tmp.sum.fifo" || fail write
-sha256sum < "$tmp.sum.fifo" > "$tmp.sum" &
-sumjob=$!; started $sumjob
-if [ "$stream" = 1 ]; then
-  tee -- "$tmp.partial" "$tmp.sum.fifo" < "$tmp.dump.fifo" &
-else
-  tee -- "$tmp.partial" < "$tmp.dump.fifo" > "$tmp.sum.fifo" &
-fi
-teejob=$!; started $teejob
-@@PG_DUMP@@ > "$tmp.dump.fifo" &
-dumpjob=$!; started $dumpjob
-sizejob=''
-if [ "$stream" = 0 ] && [ "$size_every" != 0 ]; then  # the dump's size as it grows, on stdout (free: not streaming)
-  ( while sleep "$size_every" </dev/null >/dev/null 2>&1; do  # sleep holds no channel open once this loop is stopped
-      printf '@progress size %s\n' "$(stat -c %s -- "$tmp.partial" 2>/dev/null || echo 0)" || exit 0
-    done ) &
-  sizejob=$!; started $sizejob
-fi
-wait $dumpjob; dumprc=$?
-[ -z "$sizejob" ] || { kill -TERM "$sizejob" 2>/dev/null; wait "$sizejob" 2>/dev/null; }
-wait $teejob; teerc=$?
-wait $sumjob; sumrc=$?
-jobs_=''
-[ "$dumprc" = 0 ] || fail pg_dump
-[ "$teerc" = 0 ] || fail write
-[ "$sumrc" = 0 ] || fail checksum
-pg_restore --list -- "$tmp.partial" >/dev/null || fail verify
-size=$(stat -c %s -- "$tmp.partial") || fail stat
-sum=$(cut -c1-64 < "$tmp.sum")
-[ -n "$sum" ] || fail checksum
-printf 'sha256=%s\nsize=%s\n' "$sum" "$size" > "$tmp.meta" || fail write
-ln -- "$tmp.meta" "$final.meta" || fail exists
-claimed=meta
-ln -- "$tmp.partial" "$final" || fail exists
-claimed=dump
-rm -f -- "$tmp.partial" "$tmp.meta"
-kept=1
-if [ "$keep" -gt 0 ]; then
-  for f in $(ls -1 -- "$dir" | grep -E "$pattern" | sort -r); do
-    [ "$f" = "$name" ] || [ "$f" = "$protect" ] && continue
-    if [ "$kept" -lt "$keep" ]; then kept=$((kept + 1)); continue; fi
-    rm -f -- "$dir/$f" "$dir/$f.meta" && say deleted "$f"
-  done
-fi
-say backup "$size" "$sum" "$need"
-"""
-
-_LIST = r"""
-[ -e "$dir" ] || { say ok; exit 0; }
-cd -- "$dir" || fail access
-for f in $(ls -1 | grep -E "$pattern" | sort -r); do
-  meta=$(tr '\n' ' ' < "$f.meta" 2>/dev/null)
-  printf '%s\t%s\t%s\n' "$f" "$(stat -c %s -- "$f")" "$meta"
-done
-say ok
-"""
-
-# Verify one named backup: size and sha256 against the .meta written at backup time, then
-# pg_restore --list.  Without a .meta, --list would only read the table of contents (a
-# truncated file passes it): then every byte is read and decoded by a full pg_restore pass.
-_VERIFY = r"""
-file="$dir/$name"
-[ -f "$file" ] || fail missing
-phase verifying
-size=$(stat -c %s -- "$file") || fail stat
-vtmp="$dir/.$name.$$.verify"
-cleanup_verify() { rm -f -- "$vtmp"; }
-on_exit="cleanup_verify $on_exit"
-sha256sum -- "$file" > "$vtmp" &
-started $!; wait $!; rc=$?; jobs_=''
-[ "$rc" = 0 ] || fail stat
-sum=$(cut -c1-64 < "$vtmp")
-recorded=$(sed -n 's/^sha256=//p' "$file.meta" 2>/dev/null)
-recorded_size=$(sed -n 's/^size=//p' "$file.meta" 2>/dev/null)
-if [ -n "$recorded" ]; then
-  [ "$recorded" = "$sum" ] && { [ -z "$recorded_size" ] || [ "$recorded_size" = "$size" ]; } || fail checksum "$sum" "$recorded"
-  pg_restore --list -- "$file" >/dev/null || fail verify
-else
-  pg_restore -f /dev/null -- "$file" &
-  started $!; wait $!; rc=$?; jobs_=''
-  [ "$rc" = 0 ] || fail unreadable
-fi
-say verified "$size" "$sum" "${recorded:--}"
-"""
-
-_STREAM = r"""
-file="$dir/$name"
-[ -f "$file" ] && [ -r "$file" ] || fail missing
-size=$(stat -c %s -- "$file") || fail stat
-sum=$(sha256sum -- "$file" | cut -c1-64)
-printf '%s %s\n' "$size" "$sum"
-exec cat -- "$file"
-"""
-
-# Restore $file into a new database $target (created like the live one), then count its objects.
-# Until it is handed over ($target_made cleared), an interrupted or failed restore drops $target.
-_RESTORE = r"""
-target_made=''
-cleanup_restore() { [ -z "$target_made" ] || admin_sql "$drop_target_sql" >/dev/null 2>&1; }
-on_exit="cleanup_restore $on_exit"
-phase restoring
-admin_sql "$create_sql" >/dev/null || fail createdb
-target_made=1
-pg_restore --exit-on-error --single-transaction @@PGARGS@@ -d "$target_dsn" -- "$file" &
-started $!; wait $!; rc=$?; jobs_=''
-[ "$rc" = 0 ] || fail restore
-phase counting
-say counts_restored "$(@@PSQL_TARGET@@ -A -t -c "$counts_sql")"
-"""
-
-_LIVE_COUNTS = r"""
-target_made=''
-say counts_live "$(@@PSQL@@ -A -t -c "$counts_sql" 2>/dev/null || echo null)"
-say ok
-"""
-
-# In place, after $target holds the backup: copy database grants/settings, close the live
-# database (ALLOW_CONNECTIONS false: not even superusers get in), terminate its sessions,
-# rename live -> old and target -> live in one transaction with the old connection settings
-# on the new live database, reopen the old one under its new name, then back it up: it is
-# exactly what the applications last wrote.  Whatever happens after the close, `reopen`
-# (EXIT trap) puts the connection settings back on whichever databases carry the two names.
-_SWAP = r"""
-admin_sql "$carry_over_sql" >/dev/null || fail carry_over
-settings=$(admin_sql "$settings_sql" -A -t -F ' ') || fail settings
-allowconn=${settings% *}; connlimit=${settings#* }
-closed=''
-reopen() {
-  [ -n "$closed" ] || return 0
-  for i in 1 2 3 4 5; do
-    admin_sql "$reopen_sql" >/dev/null 2>&1 && { closed=''; say reopened; return 0; }
-    sleep 1
-  done
-  say reopen_failed
-}
-on_exit="reopen $on_exit"
-closed=1
-phase "closing the live database"
-admin_wait "$close_sql" >/dev/null || fail close
-ttmp="$dir/.$name.$$.terminated"
-cleanup_terminated() { rm -f -- "$ttmp"; }
-on_exit="cleanup_terminated $on_exit"
-admin_wait "$terminate_sql" -A -t > "$ttmp" || fail close
-say terminated "$(cat -- "$ttmp")"
-phase swapping
-admin_wait "$swap_sql" >/dev/null || fail swap
-target_made=''
-say swapped "$old"
-admin_sql "$reopen_sql" >/dev/null && { closed=''; say reopened; }
-"""
-
-# Before anything changes: room for the backup of the database about to be replaced (taken after the swap).
-_SPACE_CHECK = r"""
-[ -w "$dir" ] && [ -x "$dir" ] || fail notwritable
-need=$(@@PSQL@@ -A -t -c 'SELECT pg_database_size(current_database())') || fail dbsize
-avail=$(df -Pk -- "$dir" | awk 'NR==2 {print $4}')
-[ -n "$avail" ] || fail df
-[ "$((avail * 1024))" -ge "$need" ] || fail nospace "$need" "$((avail * 1024))"
-"""
-
-_SAFETY_BACKUP_PREFIX = r"""
-failkey=backup_error
-phase "backing up the replaced database"
-"""
-
-_DONE = r"""
-say ok
-"""
-
-COUNTS_SQL = """SELECT json_build_object(
- 'schemas', (SELECT count(*) FROM pg_namespace WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_toast%'
-             AND nspname NOT LIKE 'pg\\_temp\\_%'),
- 'tables', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'),
- 'views', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-           WHERE c.relkind IN ('v', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
- 'indexes', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-             WHERE c.relkind IN ('i', 'I') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'),
- 'sequences', (SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-               WHERE c.relkind = 'S' AND n.nspname NOT IN ('pg_catalog', 'information_schema')),
- 'functions', (SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-               WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
- 'constraints', (SELECT count(*) FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
-                 WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')),
- 'triggers', (SELECT count(*) FROM pg_trigger WHERE NOT tgisinternal),
- 'extensions', (SELECT count(*) FROM pg_extension),
- 'bytes', pg_database_size(current_database()))"""
-
-# ---------------------------------------------------------------- SQL (fixed text; names come from psql variables)
-
-# CREATE DATABASE :target like :live (owner, encoding, locale), from template0.
-CREATE_SQL = r"""SELECT format('CREATE DATABASE %I TEMPLATE template0', :'target') || coalesce(format(
-  ' OWNER %I ENCODING %L LC_COLLATE %L LC_CTYPE %L', pg_get_userbyid(d.datdba), pg_encoding_to_char(d.encoding),
-  d.datcollate, d.datctype), '') FROM (SELECT 1) AS one LEFT JOIN pg_database d ON d.datname = :'live'
-\gexec"""
-
+# SQL: fixed text; names come from psql variables (:'live', :"target", ...), never from Python.
+COUNTS_SQL = resources.sql("restore_counts")
+CREATE_SQL = resources.sql("restore_create")
 DROP_TARGET_SQL = 'DROP DATABASE IF EXISTS :"target" WITH (FORCE);'
-
-_LIST_SETTINGS = "('search_path', 'temp_tablespaces', 'session_preload_libraries', 'local_preload_libraries')"
-
-# Database-level grants and settings are not in a pg_dump: copy them from :live to :target.
-CARRY_OVER_SQL = rf"""SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'target') FROM pg_database WHERE datname = :'live' AND datacl IS NOT NULL
-\gexec
-SELECT format('GRANT %s ON DATABASE %I TO %s%s', a.privilege_type, :'target',
-              CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END,
-              CASE WHEN a.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)
-  FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = :'live' AND a.grantee <> d.datdba
-\gexec
-SELECT CASE WHEN s.setrole = 0 THEN format('ALTER DATABASE %I', :'target')
-            ELSE format('ALTER ROLE %I IN DATABASE %I', pg_get_userbyid(s.setrole), :'target') END
-       || format(' SET %s = ', split_part(c.item, '=', 1))
-       || CASE WHEN split_part(c.item, '=', 1) IN {_LIST_SETTINGS} THEN substr(c.item, strpos(c.item, '=') + 1)
-               ELSE quote_literal(substr(c.item, strpos(c.item, '=') + 1)) END
-  FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase, unnest(s.setconfig) AS c(item) WHERE d.datname = :'live'
-\gexec"""
-
+CARRY_OVER_SQL = resources.sql("restore_carry_over")
 SETTINGS_SQL = "SELECT datallowconn::text || ' ' || datconnlimit FROM pg_database WHERE datname = :'live';"
-
 CLOSE_SQL = 'ALTER DATABASE :"live" ALLOW_CONNECTIONS false;'
-
-# End every session of the closed database (waiting up to 5 s for each to exit); report how many and which applications.
-TERMINATE_SQL = """SELECT json_build_object('count', count(*), 'applications', coalesce(json_agg(DISTINCT application_name), '[]'))
-  FROM (SELECT application_name, pg_terminate_backend(pid, 5000) FROM pg_stat_activity
-         WHERE datname = :'live' AND pid <> pg_backend_pid() AND backend_type = 'client backend') AS ended;"""
-
-# Both renames and the connection settings in one transaction; sessions that got in anyway are ended
-# and the renames retried.  The names are read from settings (data), never written into the body.
-SWAP_SQL = r"""SELECT set_config('opsagent.live', :'live', false), set_config('opsagent.target', :'target', false),
-       set_config('opsagent.old', :'old', false), set_config('opsagent.allowconn', :'allowconn', false),
-       set_config('opsagent.connlimit', :'connlimit', false) \g /dev/null
-DO $opsagent_swap$
-DECLARE
-  live text := current_setting('opsagent.live');
-  target text := current_setting('opsagent.target');
-  old text := current_setting('opsagent.old');
-  tries int := 0;
-BEGIN
-  LOOP
-    PERFORM pg_terminate_backend(pid, 1000) FROM pg_stat_activity WHERE datname IN (live, target) AND pid <> pg_backend_pid();
-    BEGIN
-      EXECUTE format('ALTER DATABASE %I RENAME TO %I', live, old);
-      EXECUTE format('ALTER DATABASE %I RENAME TO %I', target, live);
-      EXECUTE format('ALTER DATABASE %I ALLOW_CONNECTIONS %s CONNECTION LIMIT %s', live,
-                     CASE WHEN current_setting('opsagent.allowconn') = 'false' THEN 'false' ELSE 'true' END,
-                     current_setting('opsagent.connlimit')::int);
-      EXIT;
-    EXCEPTION WHEN object_in_use THEN
-      tries := tries + 1;
-      IF tries >= 50 THEN RAISE; END IF;
-      PERFORM pg_sleep(0.1);
-    END;
-  END LOOP;
-END
-$opsagent_swap$;"""
-
-# End this script's own sessions left behind by an interrupted step (they could hold or wait for a lock),
-# then put the recorded connection settings back on whatever databases now carry the live and old names.
-REOPEN_SQL = r"""SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = :'appname' AND pid <> pg_backend_pid()
-\g /dev/null
-SELECT format('ALTER DATABASE %I ALLOW_CONNECTIONS %s CONNECTION LIMIT %s', datname,
-              CASE WHEN :'allowconn' = 'false' THEN 'false' ELSE 'true' END, (:'connlimit')::int)
-  FROM pg_database WHERE datname IN (:'live', :'old')
-\gexec"""
-
-SESSIONS_SQL = """SELECT coalesce(json_agg(json_build_object('pid', pid, 'user', coalesce(usename, ''), 'application', application_name,
-         'state', coalesce(state, ''), 'client', coalesce(host(client_addr), 'local')) ORDER BY pid), '[]')
-  FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() AND backend_type = 'client backend'"""
+TERMINATE_SQL = resources.sql("restore_terminate")
+SWAP_SQL = resources.sql("restore_swap")
+REOPEN_SQL = resources.sql("restore_reopen")
+SESSIONS_SQL = resources.sql("backup_sessions")
 
 
-def _fill(template: str, **values: str) -> str:
-    for key, value in values.items():
-        template = template.replace(f"@@{key}@@", value)
-    return template
+_fill = resources.fill
 
 
 def _assign(**values: str) -> str:
@@ -605,7 +272,7 @@ def _psql(remote: Remote, database: str) -> str:
 
 
 def _pg_dump(remote: Remote, database: str) -> str:
-    """pg_dump -Fc of ``database`` that gives up on a lock after the host's lock_timeout instead of queueing behind it."""
+    """pg_dump -Fc of ``database`` that gives up on a lock after the host's lock_timeout instead of queueing."""
     lock = remote.host.lock_timeout.strip()
     wait = ["--lock-wait-timeout", lock] if lock not in ("", "0") else []
     return shlex.join(["pg_dump", "-Fc", *wait, *remote.pg_args(), *remote.db_args(database)])
@@ -619,17 +286,16 @@ def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdo
     """Prelude, assignments (every name a quoted shell value), SQL helper, watchdog, then the parts."""
     host = remote.host
     lock = re.sub(r"\s+", "", host.lock_timeout) or "0"
-    defaults = {"live": host.database, "target": "", "old": "", "allowconn": "true", "connlimit": "-1", "lock_timeout": lock}
+    defaults = {"live": host.database, "target": "", "old": "", "allowconn": "true", "connlimit": "-1",
+                "lock_timeout": lock}
     body = _PRELUDE + _assign(**{**defaults, **values})
     body += _fill(_SQL_HELPER, ADMIN_PSQL=_psql(remote, _admin_db(host.database)))
     return body + (_WATCHDOG if watchdog else "") + "".join(parts)
 
 
-# Why: the transport's watchdog ends with SIGKILL to the command's process group ~3 s after the
-# channel is lost; an in-place restore whose EXIT trap is still reopening the database (a lock on
-# pg_database may make it wait) must not be killed there.  In its own session it is out of that
-# group's reach; its own heartbeat (_WATCHDOG) still ends it, after its trap, when the client is gone.
-_OWN_SESSION = 'if command -v setsid >/dev/null 2>&1; then exec setsid -w sh -c "$1"; fi; exec sh -c "$1"'
+# Why (restore_own_session.sh says more): the transport's watchdog ends with SIGKILL to the command's process
+# group ~3 s after the channel is lost; an in-place restore still reopening the database must not be killed there.
+_OWN_SESSION = resources.script("restore_own_session").rstrip("\n")  # a one-line ``sh -c`` program
 
 
 def _as_become(remote: Remote, body: str, *, ensure_dir: bool, own_session: bool = False) -> list[str]:
@@ -686,12 +352,14 @@ def _backup_part(remote: Remote, database: str) -> str:
 def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str, size_every: float = 0) -> dict[str, str]:
     """The script's variables; ``size_every`` 0: nobody listens, no size reports."""
     host = remote.host
-    return {"dir": host.backup_dir, "name": name, "keep": str(host.keep_backups), "pattern": _grep_pattern(host.database),
-            "stream": "1" if stream else "0", "protect": protect, "size_every": f"{max(size_every, 0.01):g}" if size_every > 0 else "0"}
+    every = f"{max(size_every, 0.01):g}" if size_every > 0 else "0"
+    return {"dir": host.backup_dir, "name": name, "keep": str(host.keep_backups),
+            "pattern": _grep_pattern(host.database), "stream": "1" if stream else "0", "protect": protect,
+            "size_every": every}
 
 
 class _ProgressLines:
-    """Reads the ``@progress size N`` / ``@progress phase TEXT`` lines a script writes on its free stdout, as they come."""
+    """Reads the ``@progress size N`` / ``@progress phase TEXT`` lines a script writes on its free stdout, live."""
 
     def __init__(self, progress: ProgressCallback | None, on_phase: PhaseCallback | None) -> None:
         self.progress = progress
@@ -711,14 +379,14 @@ class _ProgressLines:
                 self.on_phase(words[2])
 
 
-def _backup_result(remote: Remote, name: str, when: datetime, label: str | None, done: list[str], marks: list[list[str]],
-                   before: int, local: Path | None = None) -> BackupResult:
+def _backup_result(remote: Remote, name: str, when: datetime, label: str | None, done: list[str],
+                   marks: list[list[str]], before: int, local: Path | None = None) -> BackupResult:
     host = remote.host
     size, sha, need = int(done[0]), done[1], int(done[2])
     deleted = [m[1] for m in marks if m[0] == "deleted" and len(m) > 1]
-    return BackupResult(name=name, path=f"{host.backup_dir.rstrip('/')}/{name}", size_bytes=size, sha256=sha, verified=True,
-                        created_at=when, label=sanitize_label(label), database_bytes=need, deleted_by_retention=deleted,
-                        remote_commands=remote.command_count - before, local_path=local)
+    return BackupResult(name=name, path=f"{host.backup_dir.rstrip('/')}/{name}", size_bytes=size, sha256=sha,
+                        verified=True, created_at=when, label=sanitize_label(label), database_bytes=need,
+                        deleted_by_retention=deleted, remote_commands=remote.command_count - before, local_path=local)
 
 
 def _moment(now: datetime | None) -> datetime:
@@ -742,7 +410,8 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
     host = remote.host
     when = _moment(now)
     name = backup_name(host.database, when, label)
-    values = _backup_values(remote, name, stream=download_dir is not None, protect=protect, size_every=size_every if progress else 0)
+    values = _backup_values(remote, name, stream=download_dir is not None, protect=protect,
+                            size_every=size_every if progress else 0)
     body = _script(remote, [_backup_part(remote, host.database)], values)
     before = remote.command_count
     sink = _LocalFile(download_dir / name, progress, None) if download_dir else None
@@ -771,7 +440,8 @@ def _backup_error(remote: Remote, error: list[str], detail: str, database: str |
     extra = f": {detail}" if detail else ""
     become = host.become or remote.connection.user
     messages = {
-        "mkdir": (f"{host.name}: cannot create backup_dir {host.backup_dir}: neither {become} nor {remote.connection.user} may create it",
+        "mkdir": (f"{host.name}: cannot create backup_dir {host.backup_dir}: neither {become} nor "
+                  f"{remote.connection.user} may create it",
                   f"create it once: sudo install -d -m 700 -o {become} {host.backup_dir}"),
         "notwritable": (f"{host.name}: backup_dir {host.backup_dir} is not writable by {become}",
                         f"fix its owner: sudo chown {become} {host.backup_dir} && sudo chmod 700 {host.backup_dir}"),
@@ -780,7 +450,8 @@ def _backup_error(remote: Remote, error: list[str], detail: str, database: str |
         "exists": (f"{host.name}: a backup with the same name already exists in {host.backup_dir}; retry", None),
         "pg_dump": (f"{host.name}: pg_dump of {database} failed{extra}", None),
         "write": (f"{host.name}: writing the backup to {host.backup_dir} failed{extra}", None),
-        "verify": (f"{host.name}: the new backup did not verify (pg_restore --list failed{extra}); it was deleted", None),
+        "verify": (f"{host.name}: the new backup did not verify (pg_restore --list failed{extra}); it was deleted",
+                   None),
         "stat": (f"{host.name}: cannot read the new backup's size{extra}", None),
         "checksum": (f"{host.name}: sha256sum of the new backup failed{extra}", None),
         "mv": (f"{host.name}: cannot move the new backup into place{extra}", None),
@@ -789,10 +460,11 @@ def _backup_error(remote: Remote, error: list[str], detail: str, database: str |
         need, avail = int(error[1]), int(error[2])
         return BackupError(f"{host.name}: not enough space in {host.backup_dir}: database {database} is {human(need)}, "
                            f"only {human(avail)} free; refusing to start the backup", reason="nospace",
-                           hint="free some space or lower keep_backups (old backups are removed only after a successful one)")
+                           hint="free some space or lower keep_backups "
+                                "(old backups are removed only after a successful one)")
     if code == "pg_dump" and "statement timeout" in detail:
-        return BackupError(f"{host.name}: pg_dump of {database} could not lock its tables within lock_timeout {host.lock_timeout}: "
-                           "another session holds an exclusive lock", reason=code,
+        return BackupError(f"{host.name}: pg_dump of {database} could not lock its tables within lock_timeout "
+                           f"{host.lock_timeout}: another session holds an exclusive lock", reason=code,
                            hint="find it in pg_stat_activity / pg_locks, or retry when it is done")
     message, hint = messages.get(code, (f"{host.name}: backup failed ({code}){extra}", None))
     return BackupError(message, reason=code, hint=hint)
@@ -827,8 +499,9 @@ class _LocalFile:
         self.handle.close()
         local = self.digest.hexdigest()
         if self.size != size or local != sha256:
-            raise BackupError(f"downloaded copy of {self.target.name} does not match the server's: {self.size} bytes sha256 {local[:12]}…, "
-                              f"server has {size} bytes sha256 {sha256[:12]}…; the local copy was deleted", reason="download")
+            raise BackupError(f"downloaded copy of {self.target.name} does not match the server's: {self.size} bytes "
+                              f"sha256 {local[:12]}…, server has {size} bytes sha256 {sha256[:12]}…; "
+                              "the local copy was deleted", reason="download")
         self.partial.replace(self.target)
         self.done = True
         return self.target
@@ -852,7 +525,8 @@ def list_backups(remote: Remote) -> list[BackupInfo]:
     if _find(marks, "ok") is None:
         if _find(marks, "error") is None and result.exit_status != 0:
             raise remote.failure(["backup listing"], result)
-        raise BackupError(f"{host.name}: cannot list {host.backup_dir} as {host.become}: {other or 'permission denied'}", reason="access")
+        why = other or "permission denied"
+        raise BackupError(f"{host.name}: cannot list {host.backup_dir} as {host.become}: {why}", reason="access")
     found: list[BackupInfo] = []
     for line in result.text.splitlines():
         parts = line.split("\t")
@@ -870,8 +544,8 @@ def latest_backup(remote: Remote) -> BackupInfo:
     """The newest backup of the host's database."""
     found = list_backups(remote)
     if not found:
-        raise BackupError(f"{remote.host.name}: no backups of {remote.host.database} in {remote.host.backup_dir}", reason="missing",
-                          hint=f"take one with: inv backup --host {remote.host.name}")
+        raise BackupError(f"{remote.host.name}: no backups of {remote.host.database} in {remote.host.backup_dir}",
+                          reason="missing", hint=f"take one with: inv backup --host {remote.host.name}")
     return found[0]
 
 
@@ -891,19 +565,22 @@ def _stored_error(remote: Remote, name: str, error: list[str], detail: str) -> B
     host = remote.host
     code = error[0]
     if code == "missing":
-        return BackupError(f"{host.name}: backup {name} not found in {host.backup_dir}", reason="missing", hint=f"see: inv backups --host {host.name}")
+        return BackupError(f"{host.name}: backup {name} not found in {host.backup_dir}", reason="missing",
+                           hint=f"see: inv backups --host {host.name}")
     if code == "checksum":
-        return BackupError(f"{host.name}: backup {name} is damaged: its sha256 no longer matches the one recorded when it was taken",
-                           reason="checksum")
+        return BackupError(f"{host.name}: backup {name} is damaged: its sha256 no longer matches the one recorded "
+                           "when it was taken", reason="checksum")
     if code == "unreadable":
-        return BackupError(f"{host.name}: backup {name} is damaged: it has no recorded checksum (.meta) and pg_restore cannot read it "
-                           f"to the end ({detail or 'no detail'})", reason="verify")
+        return BackupError(f"{host.name}: backup {name} is damaged: it has no recorded checksum (.meta) and "
+                           f"pg_restore cannot read it to the end ({detail or 'no detail'})", reason="verify")
     if code == "verify":
-        return BackupError(f"{host.name}: backup {name} is damaged: pg_restore --list failed ({detail or 'no detail'})", reason="verify")
+        return BackupError(f"{host.name}: backup {name} is damaged: pg_restore --list failed ({detail or 'no detail'})",
+                           reason="verify")
     return BackupError(f"{host.name}: backup {name}: {code} failed{': ' + detail if detail else ''}", reason=code)
 
 
-def download_backup(remote: Remote, name: str, dest_dir: Path, *, progress: ProgressCallback | None = None) -> DownloadResult:
+def download_backup(remote: Remote, name: str, dest_dir: Path, *,
+                    progress: ProgressCallback | None = None) -> DownloadResult:
     """Copy a backup to ``dest_dir/NAME`` through ``sudo -n -u <become> cat`` and check size and sha256.
 
     The login user may not read files owned by the become user; the file is never
@@ -916,13 +593,15 @@ def download_backup(remote: Remote, name: str, dest_dir: Path, *, progress: Prog
     header = _Header(sink)
     before = remote.command_count
     try:
-        result = remote.run(_as_become(remote, body, ensure_dir=False), become=False, check=False, on_stdout=header.feed, capture=False)
+        result = remote.run(_as_become(remote, body, ensure_dir=False), become=False, check=False,
+                            on_stdout=header.feed, capture=False)
         marks, other = _markers(result)
         error = _find(marks, "error")
         if error is not None:
             raise _stored_error(remote, name, error, other)
         if result.exit_status != 0 or header.meta is None:
-            raise BackupError(f"{host.name}: copying {name} failed: {other or f'exit status {result.exit_status}'}", reason="download")
+            raise BackupError(f"{host.name}: copying {name} failed: {other or f'exit status {result.exit_status}'}",
+                              reason="download")
         size, sha = header.meta
         path = sink.finish(size, sha)
     finally:
@@ -969,9 +648,9 @@ def sha256_file(path: Path) -> str:
 
 def _sql_values() -> dict[str, str]:
     """The fixed SQL texts, handed to the script as shell variables (no name is ever part of them)."""
-    return {"create_sql": CREATE_SQL, "drop_target_sql": DROP_TARGET_SQL, "counts_sql": COUNTS_SQL, "carry_over_sql": CARRY_OVER_SQL,
-            "settings_sql": SETTINGS_SQL, "close_sql": CLOSE_SQL, "terminate_sql": TERMINATE_SQL, "swap_sql": SWAP_SQL,
-            "reopen_sql": REOPEN_SQL}
+    return {"create_sql": CREATE_SQL, "drop_target_sql": DROP_TARGET_SQL, "counts_sql": COUNTS_SQL,
+            "carry_over_sql": CARRY_OVER_SQL, "settings_sql": SETTINGS_SQL, "close_sql": CLOSE_SQL,
+            "terminate_sql": TERMINATE_SQL, "swap_sql": SWAP_SQL, "reopen_sql": REOPEN_SQL}
 
 
 def _restore_part(remote: Remote, target: str) -> str:
@@ -1004,8 +683,8 @@ def _restore_error(remote: Remote, name: str, target: str, error: list[str], det
     if code in ("nospace", "notwritable", "dbsize", "df"):
         return _backup_error(remote, error, detail)
     if code in ("carry_over", "settings", "close", "swap"):
-        return BackupError(f"{host.name}: swapping the restored database in failed ({code}){tail}; {host.database} is unchanged "
-                           "and accepts connections again", reason="swap")
+        return BackupError(f"{host.name}: swapping the restored database in failed ({code}){tail}; "
+                           f"{host.database} is unchanged and accepts connections again", reason="swap")
     return _stored_error(remote, name, error, detail)
 
 
@@ -1019,8 +698,8 @@ def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: d
         raise UsageError(f"--into {target} is the live database; use --in-place to replace it")
     if not target or "\0" in target or len(target.encode()) > _MAX_IDENT:
         raise UsageError(f"--into {target!r}: a database name is 1 to {_MAX_IDENT} bytes")
-    body = _script(remote, [_VERIFY, _restore_part(remote, target), _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database))],
-                   _restore_values(remote, name, target))
+    live_counts = _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database))
+    body = _script(remote, [_VERIFY, _restore_part(remote, target), live_counts], _restore_values(remote, name, target))
     before = remote.command_count
     marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "restore",
                                on_stdout=_ProgressLines(None, on_phase).feed if on_phase else None)
@@ -1034,7 +713,8 @@ def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: d
 def sessions_to_terminate(remote: Remote) -> list[Session]:
     """The client sessions now connected to the host's database: an in-place restore ends them all."""
     rows = remote.query_json(SESSIONS_SQL)
-    return [Session(int(r["pid"]), str(r["user"]), str(r["application"] or ""), str(r["state"]), str(r["client"])) for r in rows or []]
+    return [Session(int(r["pid"]), str(r["user"]), str(r["application"] or ""), str(r["state"]), str(r["client"]))
+            for r in rows or []]
 
 
 def drop_command(remote: Remote, database: str) -> str:
@@ -1062,13 +742,14 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
     target = derived_database_name(host.database, "opsagent_swap", when)
     old = derived_database_name(host.database, "replaced", when)
     safety = backup_name(host.database, when, "pre-restore")
-    parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP, _SAFETY_BACKUP_PREFIX,
-             _assign(**_backup_values(remote, safety, stream=False, protect=name, size_every=SIZE_EVERY if progress else 0)),
-             _backup_part(remote, old), _DONE]
+    safety_values = _backup_values(remote, safety, stream=False, protect=name, size_every=SIZE_EVERY if progress else 0)
+    parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP,
+             _SAFETY_BACKUP_PREFIX, _assign(**safety_values), _backup_part(remote, old), _DONE]
     body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
     before = remote.command_count
     watch = _ProgressLines(progress, on_phase).feed if (progress or on_phase) else None
-    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True, own_session=True), "restore", on_stdout=watch)
+    argv = _as_become(remote, body, ensure_dir=True, own_session=True)
+    marks, other = _run_script(remote, argv, "restore", on_stdout=watch)
     error = _find(marks, "error")
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)
@@ -1076,8 +757,9 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
         raise BackupError(f"{host.name}: the in-place restore ended without a result ({other or 'no output'}); "
                           f"check with: inv backups --host {host.name} and pg_database", reason="unknown")
     ended = json.loads(" ".join(_find(marks, "terminated") or ["{}"]) or "{}")
-    result = RestoreResult(name, host.database, True, _counts(marks, "counts_restored") or {}, None, old_database_kept=old,
-                           drop_hint=drop_command(remote, old), terminated_sessions=int(ended.get("count", 0)),
+    result = RestoreResult(name, host.database, True, _counts(marks, "counts_restored") or {}, None,
+                           old_database_kept=old, drop_hint=drop_command(remote, old),
+                           terminated_sessions=int(ended.get("count", 0)),
                            terminated_applications=[str(a) for a in ended.get("applications") or []],
                            remote_commands=remote.command_count - before)
     done = _find(marks, "backup")
@@ -1088,8 +770,9 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
         reason = _backup_error(remote, failed or ["failed"], other, old).message if failed else (other or "no result")
         result.pre_restore_backup_error = reason
     if _find(marks, "reopen_failed") is not None:
-        raise BackupError(f"{host.name}: {host.database} was restored but its connection settings could not be put back",
-                          reason="reopen", hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
+        raise BackupError(f"{host.name}: {host.database} was restored but its connection settings could not be "
+                          "put back", reason="reopen",
+                          hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
                           + shlex.quote(f"ALTER DATABASE {quote_ident(host.database)} ALLOW_CONNECTIONS true"))
     return result
 

@@ -6,6 +6,7 @@ import dataclasses
 import shlex
 from typing import Any
 
+from . import resources
 from .errors import UsageError
 from .inventory import HostConfig, Inventory
 from .ledger import quote_ident, quote_literal
@@ -14,30 +15,8 @@ from .transport import Endpoint, Remote, resolve_endpoint, ssh_argv
 COUNT_LIMIT_BYTES = 8 * 1024 * 1024
 """A never-analysed table up to this size is counted (milliseconds); a larger one says "unknown"."""
 
-# reltuples is -1 for a table never vacuumed nor analysed (PostgreSQL 14+): that is not "0 rows".
-# Such a table is counted when small and readable (count(*) through query_to_xml: one round trip,
-# the name quoted by format's %I); otherwise its row count is unknown (NULL), never a guess.
-TABLES_SQL = f"""
-SELECT coalesce(json_agg(t ORDER BY t.schema, t.name), '[]')
-FROM (
-  SELECT n.nspname AS schema, c.relname AS name,
-         CASE c.relkind WHEN 'p' THEN 'partitioned' ELSE 'table' END AS kind,
-         CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint
-              WHEN c.relkind = 'r' AND pg_relation_size(c.oid) <= {COUNT_LIMIT_BYTES} AND has_table_privilege(c.oid, 'SELECT')
-              THEN (xpath('/row/n/text()', query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
-                                                        false, true, '')))[1]::text::bigint
-         END AS rows_estimate,
-         CASE WHEN c.reltuples >= 0 THEN 'statistics'
-              WHEN c.relkind = 'r' AND pg_relation_size(c.oid) <= {COUNT_LIMIT_BYTES} AND has_table_privilege(c.oid, 'SELECT')
-              THEN 'count' ELSE 'unknown' END AS rows_source,
-         pg_total_relation_size(c.oid) AS total_bytes,
-         pg_relation_size(c.oid) AS table_bytes
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE c.relkind IN ('r', 'p')
-    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-    AND n.nspname NOT LIKE 'pg_temp%'
-) t
-"""
+# never-analysed tables: counted when small, else "unknown" (the file says why)
+TABLES_SQL = resources.fill(resources.sql("quickref_tables"), COUNT_LIMIT_BYTES=str(COUNT_LIMIT_BYTES))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
+from . import resources
 from .backup import BackupResult, create_backup
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .declarative import live_catalog, pin_extension_versions
@@ -350,57 +351,11 @@ def steps_from_plan(plan: Plan, above: Sequence[VersionStatus]) -> list[Step]:
 # ---------------------------------------------------------------- the rehearsal script (live database, rolled back)
 
 
-_BEFORE_SQL = """\
-CREATE TEMP TABLE opsagent_rollback_before ON COMMIT DROP AS
-SELECT c.oid AS relid, format('%%I.%%I', n.nspname, c.relname) AS tbl, coalesce(a.attnum, 0) AS attnum, a.attname::text AS col,
-       format_type(a.atttypid, a.atttypmod) AS coltype, coalesce(a.attnotnull, false) AS notnull,
-       coalesce(a.atthasdef, false) AS hasdef
-  FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-  LEFT JOIN LATERAL (SELECT NULL::int2 AS attnum, NULL::name AS attname, NULL::oid AS atttypid, NULL::int4 AS atttypmod,
-                            NULL::bool AS attnotnull, NULL::bool AS atthasdef
-                     UNION ALL
-                     SELECT x.attnum, x.attname, x.atttypid, x.atttypmod, x.attnotnull, x.atthasdef FROM pg_catalog.pg_attribute x
-                      WHERE x.attrelid = c.oid AND x.attnum > 0 AND NOT x.attisdropped AND x.attgenerated = '') a ON true
- WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%%'
-   AND c.oid IS DISTINCT FROM to_regclass(%(ledger)s);
-CREATE FUNCTION pg_temp.opsagent_rows(rel oid, col text, cap bigint) RETURNS bigint LANGUAGE plpgsql AS $opsagent$
-DECLARE n bigint;
-BEGIN
-  IF col IS NULL THEN
-    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %%s LIMIT %%s) s', rel::regclass, cap) INTO n;
-  ELSE
-    EXECUTE format('SELECT count(*) FROM (SELECT 1 FROM %%s WHERE %%I IS NOT NULL LIMIT %%s) s', rel::regclass, col, cap) INTO n;
-  END IF;
-  RETURN n;
-END $opsagent$;
-"""
+_BEFORE_SQL = resources.sql("rollback_before")  # @@LEDGER@@: the ledger as a quoted literal
 
-_LOSSES_SQL = """\
-SELECT coalesce(json_agg(json_build_object('kind', kind, 'oid', relid, 'table', tbl, 'column', col, 'old_type', coltype,
-                                           'new_type', new_type) ORDER BY tbl, col), '[]') AS opsagent_losses
-  FROM (SELECT 'table' AS kind, b.relid, b.tbl, NULL::text AS col, NULL::text AS coltype, NULL::text AS new_type
-          FROM pg_temp.opsagent_rollback_before b
-         WHERE b.attnum = 0 AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = b.relid)
-        UNION ALL
-        SELECT 'column', b.relid, b.tbl, b.col, b.coltype, NULL FROM pg_temp.opsagent_rollback_before b
-         WHERE b.attnum > 0 AND EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = b.relid)
-           AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a WHERE a.attrelid = b.relid AND a.attnum = b.attnum
-                                                                     AND NOT a.attisdropped)
-        UNION ALL
-        SELECT CASE WHEN format_type(a.atttypid, a.atttypmod) <> b.coltype THEN 'type' ELSE 'default' END, b.relid, b.tbl, b.col,
-               b.coltype, format_type(a.atttypid, a.atttypmod)
-          FROM pg_temp.opsagent_rollback_before b
-          JOIN pg_catalog.pg_attribute a ON a.attrelid = b.relid AND a.attnum = b.attnum AND NOT a.attisdropped
-         WHERE b.attnum > 0 AND (format_type(a.atttypid, a.atttypmod) <> b.coltype
-                                 OR (b.hasdef AND b.notnull AND NOT a.atthasdef AND a.attnotnull))) l
-"""
+_LOSSES_SQL = resources.sql("rollback_losses")
 
-_COUNTS_SQL = f"""\
-SELECT coalesce(json_agg(json_build_object('oid', (l->>'oid')::oid, 'column', l->>'column', 'kind', l->>'kind',
-         'rows', pg_temp.opsagent_rows((l->>'oid')::oid, CASE WHEN l->>'kind' IN ('column', 'type') THEN l->>'column' END, {ROW_CAP}))),
-       '[]')
-  FROM jsonb_array_elements(:'opsagent_losses'::jsonb) l;
-"""
+_COUNTS_SQL = resources.fill(resources.sql("rollback_counts"), ROW_CAP=str(ROW_CAP))
 
 
 def _terminated(sql: str) -> str:
@@ -414,7 +369,7 @@ def rehearsal_script(steps: Sequence[Step], ledger: Ledger, lock_timeout: str, s
     losses, go back to the savepoint and count the rows of what would be lost."""
     parts = [f"\\set ON_ERROR_STOP 0\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
              f"SET LOCAL statement_timeout = '{statement_timeout}';\n",
-             _BEFORE_SQL % {"ledger": quote_literal(ledger.table)},
+             resources.fill(_BEFORE_SQL, LEDGER=quote_literal(ledger.table)),
              f"\\if :ERROR\n\\echo {MARK} error -1 :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\set opsagent_failed 1\n\\else\n"
              "\\set opsagent_failed 0\n\\endif\nSAVEPOINT opsagent_rollback;\n"]
     index = 0
@@ -594,15 +549,8 @@ class _Session:
 
 def _lock_sql(ledger: Ledger, wait_seconds: float) -> str:
     cls, obj = ledger.lock_key
-    return (
-        "DO $opsagent$\n"
-        f"DECLARE deadline timestamptz := clock_timestamp() + make_interval(secs => {float(wait_seconds)});\n"
-        "BEGIN\n  LOOP\n"
-        f"    IF pg_try_advisory_lock({cls}, {obj}) THEN PERFORM set_config('opsagent.locked', 'on', false); RETURN; END IF;\n"
-        "    IF clock_timestamp() >= deadline THEN PERFORM set_config('opsagent.locked', 'off', false); RETURN; END IF;\n"
-        "    PERFORM pg_sleep(0.05);\n  END LOOP;\nEND $opsagent$;\n"
-        f"\\echo {MARK} lock\nSELECT current_setting('opsagent.locked');\n"
-    )
+    return resources.fill(resources.sql("rollback_lock"), WAIT_SECONDS=str(float(wait_seconds)), LOCK_CLASS=str(cls),
+                          LOCK_OBJECT=str(obj), MARK=MARK)
 
 
 def _versions_query(ledger: Ledger) -> str:

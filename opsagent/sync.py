@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import __version__
+from . import __version__, resources
 from .errors import MigrationError, OpsagentError, RemoteError, UsageError
 from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers, quote_ident, quote_literal
 from .migrations import NAMING_HINT, Migration, Plan, Survey, VersionStatus, check_pending, compute_status, plan_pending, survey
@@ -686,17 +686,8 @@ def _settle_script(ledger: Ledger, lock_timeout: str, pid: int | None, started: 
     """
     stop = ""
     if pid is not None and started is not None:
-        stop = (
-            f"SELECT set_config('opsagent.pid', {quote_literal(str(int(pid)))}, false), "
-            f"set_config('opsagent.started', {quote_literal(started)}, false) \\gset\n"
-            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS opsagent_stopped FROM pg_stat_activity "
-            "WHERE pid = current_setting('opsagent.pid')::int AND backend_start = current_setting('opsagent.started')::timestamptz \\gset\n"
-            "DO $opsagent$\nBEGIN\n  FOR i IN 1..500 LOOP\n"
-            "    EXIT WHEN NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = current_setting('opsagent.pid')::int "
-            "AND backend_start = current_setting('opsagent.started')::timestamptz);\n"
-            "    PERFORM pg_sleep(0.02);\n    PERFORM pg_stat_clear_snapshot();  -- pg_stat_activity is otherwise frozen for the transaction\n"
-            "  END LOOP;\nEND $opsagent$;\n"
-        )
+        stop = resources.fill(resources.sql("sync_settle_stop"), PID=quote_literal(str(int(pid))),
+                              STARTED=quote_literal(started))
     return f"SET lock_timeout = '{lock_timeout}';\n{stop}" + ledger.state_query()
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import paramiko
 from fabric import Config, Connection
 
+from . import resources
 from .errors import CommandFailed, HostKeyError, RemoteError, UsageError
 from .inventory import HostConfig, Inventory
 
@@ -76,8 +77,10 @@ class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
     def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
         if not self.accept_new:
             raise HostKeyError(
-                f"{self.label}: unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}); refusing to connect",
-                hint="check the fingerprint with the server's admin, then run once with --accept-new-host-key to record it",
+                f"{self.label}: unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}); "
+                "refusing to connect",
+                hint="check the fingerprint with the server's admin, then run once with --accept-new-host-key "
+                     "to record it",
             )
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with self.known_hosts.open("a", encoding="utf-8") as handle:
@@ -118,38 +121,16 @@ def _secure(conn: Connection, endpoint: Endpoint, accept_new: bool) -> None:
 # there); a non-root login user then cannot stop a command that sudo runs as another user.
 # The data path is untouched: stdin, stdout and the command's stderr are the channel's.
 # Arguments reach the command as argv ("$@"), never through the shell's parser.
-_WATCHDOG = """\
-trap '' PIPE HUP TERM
-group=$1
-nap() { sleep 0.2 9>&- 2>/dev/null || sleep 1 9>&-; }
-while kill -s 0 "$group" 2>/dev/null && printf '\\0' >&9; do nap; done
-exec 9>&-
-for sig in INT INT INT TERM TERM KILL; do
-  kill -s "$sig" -- "-$group" 2>/dev/null || exit 0
-  n=0
-  while [ "$n" -lt 3 ] && kill -s 0 -- "-$group" 2>/dev/null; do nap; n=$((n + 1)); done
-done
-"""
-
-_WRAPPER = """\
-w=$1; shift
-if command -v setsid >/dev/null 2>&1; then
-  setsid sh -c "$w" opsagent-watchdog "$$" 9>&2 </dev/null >/dev/null 2>&1 &
-else
-  sh -c "$w" opsagent-watchdog "$$" 9>&2 </dev/null >/dev/null 2>&1 &
-fi
-wd=$!
-"$@"
-rc=$?
-kill -s KILL "$wd" 2>/dev/null
-exit "$rc"
-"""
+# Both programs are opsagent/scripts/transport_watchdog.sh and transport_wrapper.sh.
+_WATCHDOG = resources.script("transport_watchdog")
+_WRAPPER = resources.script("transport_wrapper")
 
 # A session statement for long psql sessions (sync sends it first): on PostgreSQL 14+ the
 # backend then checks every second, even during a long statement, that its client is still
 # there, so a psql that died without cancelling (SIGKILL) does not leave a backend working.
 CLIENT_CHECK_SQL = ("DO $opsagent_check$ BEGIN IF current_setting('server_version_num')::int >= 140000 THEN "
-                    "PERFORM set_config('client_connection_check_interval', '1s', false); END IF; END $opsagent_check$;")
+                    "PERFORM set_config('client_connection_check_interval', '1s', false); "
+                    "END IF; END $opsagent_check$;")
 
 
 def channel_bound_command(argv: Sequence[str], *, cd_root: bool = False) -> str:
@@ -227,8 +208,10 @@ def _endpoint(conn: Connection, host: HostConfig, via: Endpoint | None) -> Endpo
         via = _endpoint(conn.gateway, _hop_config(conn.gateway, host), None)
     keys = conn.connect_kwargs.get("key_filename") or []
     return Endpoint(
-        label=host.name, alias=str(conn.original_host), hostname=str(conn.host), port=int(conn.port), user=str(conn.user),
-        identity_files=tuple(dict.fromkeys(str(Path(k).expanduser()) for k in ([keys] if isinstance(keys, str) else keys))),
+        label=host.name, alias=str(conn.original_host), hostname=str(conn.host), port=int(conn.port),
+        user=str(conn.user),
+        identity_files=tuple(dict.fromkeys(str(Path(k).expanduser())
+                                           for k in ([keys] if isinstance(keys, str) else keys))),
         known_hosts=_known_hosts(host, conn.ssh_config), connect_timeout=host.connect_timeout, via=via,
         proxy_command=conn.gateway if isinstance(conn.gateway, str) else None,
     )
@@ -281,11 +264,13 @@ def _gateway(host: HostConfig, inventory: Inventory | None, chain: tuple[str, ..
     if host.name in chain:
         raise UsageError(f"gateway loop: {' -> '.join([*chain, host.name])}")
     if inventory is not None and host.gateway in inventory.hosts:
-        return _build(inventory.hosts[host.gateway], inventory, (*chain, host.name), f"{host.name} (gateway {host.gateway})")
+        return _build(inventory.hosts[host.gateway], inventory, (*chain, host.name),
+                      f"{host.name} (gateway {host.gateway})")
     user, _, rest = host.gateway.rpartition("@")
     address, _, port = rest.partition(":")
-    spec = HostConfig(name=f"{host.name} (gateway {host.gateway})", address=address, user=user or None, port=int(port) if port else None,
-                      known_hosts=host.known_hosts, identity_file=host.identity_file, connect_timeout=host.connect_timeout)
+    spec = HostConfig(name=f"{host.name} (gateway {host.gateway})", address=address, user=user or None,
+                      port=int(port) if port else None, known_hosts=host.known_hosts,
+                      identity_file=host.identity_file, connect_timeout=host.connect_timeout)
     return _build(spec, inventory, (*chain, host.name))
 
 
@@ -321,7 +306,8 @@ def _open(conn: Connection, endpoint: Endpoint) -> None:
         raise HostKeyError(
             f"{name}: HOST KEY CHANGED for {exc.hostname}: got {exc.key.get_name()} {fingerprint(exc.key)}, "
             f"expected {fingerprint(exc.expected_key)}; refusing to connect",
-            hint=f"if the server was really reinstalled, remove its line from {endpoint.known_hosts} after checking with its admin",
+            hint=f"if the server was really reinstalled, remove its line from {endpoint.known_hosts} "
+                 "after checking with its admin",
         ) from None
     except paramiko.AuthenticationException as exc:
         hop = _failed_hop(conn)
@@ -330,7 +316,8 @@ def _open(conn: Connection, endpoint: Endpoint) -> None:
                     hint="check user and identity_file in the inventory (or ~/.ssh/config)") from None
     except TimeoutError:
         hop = _failed_hop(conn)
-        raise RemoteError(f"{name}: connection to {hop.host}:{hop.port} timed out after {endpoint.connect_timeout:g}s") from None
+        raise RemoteError(f"{name}: connection to {hop.host}:{hop.port} timed out after "
+                          f"{endpoint.connect_timeout:g}s") from None
     except (OSError, paramiko.SSHException, EOFError) as exc:
         hop = _failed_hop(conn)
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -338,7 +325,8 @@ def _open(conn: Connection, endpoint: Endpoint) -> None:
 
 
 @contextlib.contextmanager
-def open_remote(host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False) -> Iterator[Remote]:
+def open_remote(host: HostConfig, inventory: Inventory | None = None, *,
+                accept_new_host_key: bool = False) -> Iterator[Remote]:
     """One verified SSH connection for the whole run; closed on exit."""
     conn, endpoint = _connection(host, inventory, accept_new_host_key)
     try:
@@ -359,7 +347,8 @@ def _pct(value: str) -> str:
 
 def _ssh_options(endpoint: Endpoint) -> list[str]:
     argv = ["-F", "none", "-p", str(endpoint.port), "-l", endpoint.user, "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={_pct(endpoint.known_hosts)}", "-o", f"ConnectTimeout={max(1, int(endpoint.connect_timeout))}"]
+            "-o", f"UserKnownHostsFile={_pct(endpoint.known_hosts)}",
+            "-o", f"ConnectTimeout={max(1, int(endpoint.connect_timeout))}"]
     for key in endpoint.identity_files:
         argv += ["-i", _pct(key)]
     if endpoint.identity_files:
@@ -456,7 +445,8 @@ class Remote:
         channel, command = self._exec(argv, become)
         started = time.monotonic()
         data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
-        out, err, status = _pump(channel, data, on_stdout, capture, timeout or self.host.command_timeout, self.host.name, argv)
+        out, err, status = _pump(channel, data, on_stdout, capture, timeout or self.host.command_timeout,
+                                 self.host.name, argv)
         result = CommandResult(command, status, out, err, time.monotonic() - started)
         if check and status != 0:
             raise self.failure(argv, result)
@@ -483,7 +473,8 @@ class Remote:
             return CommandFailed(f"{self.host.name}: {argv[0]} is not installed on the server ({_first_line(stderr)})",
                                  exit_status=result.exit_status, stderr=stderr)
         detail = _first_line(stderr) or f"exit status {result.exit_status}"
-        return CommandFailed(f"{self.host.name}: {argv[0]} failed: {detail}", exit_status=result.exit_status, stderr=stderr)
+        return CommandFailed(f"{self.host.name}: {argv[0]} failed: {detail}", exit_status=result.exit_status,
+                             stderr=stderr)
 
     # -- psql helpers
 
@@ -550,7 +541,8 @@ def _pump(channel: paramiko.Channel, data: bytes | None, on_stdout: OutputCallba
             while channel.recv_stderr_ready():
                 err.append(channel.recv_stderr(_CHUNK))
             # sshd may send exit-status before all output (flow control): wait for EOF
-            if (channel.eof_received or channel.closed) and not channel.recv_ready() and not channel.recv_stderr_ready():
+            if ((channel.eof_received or channel.closed)
+                    and not channel.recv_ready() and not channel.recv_stderr_ready()):
                 break
             if not channel.get_transport().is_active():
                 raise RemoteError(f"{host}: SSH connection lost while running {argv[0]}")

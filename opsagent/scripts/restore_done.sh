@@ -1,0 +1,4 @@
+# shellcheck shell=sh
+# The in-place restore's last word.
+
+say ok
