@@ -160,8 +160,8 @@ def load_cached(cache_dir: Path | None, digest: str, key: str, source: str, *, d
         catalog, dump = document["catalog"], document["dump"]
         if document.get("key") != key or document.get("format") != CACHE_FORMAT or not isinstance(catalog, dict) or not isinstance(dump, str):
             return None
-        state = DesiredState(source, catalog, dump, key, True)
-        Catalog.from_json(catalog)  # a document the catalog cannot read is a miss too
+        # a document the catalog cannot read is a miss too; the model built to find out is kept (not parsed twice)
+        state = DesiredState(source, catalog, dump, key, True, Catalog.from_json(catalog))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if touch:

@@ -19,7 +19,7 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -163,33 +163,97 @@ def introspect_and_dump(remote: Remote, database: str, exclude_tables: Sequence[
     return read_catalog(rest.strip(), where(remote, database)), normalize_dump(dumps[0])
 
 
-@dataclasses.dataclass(frozen=True)
+# Top-level keys of the introspection document that are facts about the server, not the schema (``Catalog.__eq__``
+# leaves them out too); the rest decides the model's verdict.
+_SERVER_KEYS = frozenset({"server_version", "depends", "casts", "string_types"})
+
+
+def same_structure(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether two introspection documents describe the same structure, without building the model.
+
+    Equal documents build equal catalogs, and ``compare`` of equal catalogs is empty:
+    the model's verdict on a clean database, at the cost of one dict comparison
+    (building both catalogs and comparing them costs ~10x more on musicbrainz).
+    Unequal documents prove nothing (e.g. rows in another order): the full comparison decides.
+    """
+    keys = (live.keys() | desired.keys()) - _SERVER_KEYS
+    return all(live.get(key) == desired.get(key) for key in keys)
+
+
+@dataclasses.dataclass
 class LiveState:
     """The live side as one remote command reads it: catalog, dump oracle's dump, server facts, an extra query's output."""
 
-    catalog: Catalog
+    document: dict[str, Any]  # the introspection document; ``catalog`` builds the model from it on first use
     dump: str | None  # normalized, ``exclude_tables`` left out; None: not taken (--fast)
     facts: ServerFacts
     extra: str = ""
+    what: str = "live"
+    _catalog: Catalog | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            try:
+                self._catalog = Catalog.from_json(self.document)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise RemoteError(f"introspection of {self.what} returned no usable result ({exc})") from None
+        return self._catalog
+
+
+# The live read's one remote command when the dump oracle is wanted (issue 14): pg_dump and the psql session run
+# AT ONCE on the server instead of one after the other (psql's ``\\!`` would wait for pg_dump).  Fixed text: everything
+# variable arrives as positional parameters ($1 the marker token, $2 the conninfo-quoted database, $3/$4 pg_host and
+# pg_port (may be empty), then pg_dump's own arguments: the ledger's --exclude-table), never inside the script.
+# pg_dump streams its gzip-compressed dump to the channel in the background; psql (stdin: the facts, the catalog
+# query, the extra query) runs in the foreground into a variable; the marker and psql's output follow the dump only
+# when both succeeded.  Exit 3: pg_dump failed; 4: psql failed.
+LIVE_READ_SH = """t=$1; d=$2; h=$3; p=$4; shift 4
+pg_dump --schema-only -Z 1 ${h:+-h "$h"} ${p:+-p "$p"} "$@" -d "$d" &
+pid=$!
+s=$(psql -X -q -A -t -v ON_ERROR_STOP=1 ${h:+-h "$h"} ${p:+-p "$p"} -d "$d") || { kill "$pid" 2>/dev/null; wait "$pid"; exit 4; }
+wait "$pid" || exit 3
+printf '\\n%s\\n%s\\n' "==opsagent-live-$t==" "$s"
+"""
+
+
+def live_read_argv(remote: Remote, database: str, token: str, exclude_tables: Sequence[str]) -> list[str]:
+    """``sh -c LIVE_READ_SH``: the live catalog session and the dump oracle's pg_dump in one command, in parallel."""
+    if not re.fullmatch(r"[0-9a-f]{16,64}", token):
+        raise ValueError("the marker token must be random hex")
+    host, port = remote.host.pg_host or "", str(remote.host.pg_port or "")
+    return ["sh", "-c", LIVE_READ_SH, "opsagent-live", token, remote.db_args(database)[1], host, port, *dump_exclude_args(exclude_tables)]
+
+
+def _run_live_read(remote: Remote, database: str, script: str, exclude_tables: Sequence[str]) -> tuple[str, str]:
+    """(psql's output, the raw schema dump as the load sessions' ``DumpStep`` would have printed it)."""
+    token = secrets.token_hex(16)
+    result = remote.run(live_read_argv(remote, database, token, exclude_tables), stdin=script, check=False)
+    if not result.ok:
+        raise remote.failure(["psql" if result.exit_status == 4 else "pg_dump"], result)
+    compressed, found, tail = result.stdout.rpartition(f"\n==opsagent-live-{token}==\n".encode())
+    if not found:
+        raise RemoteError(f"{where(remote, database)}: the live read ended without its catalog (output cut short)")
+    raw = gunzip(compressed, remote.host.name)
+    return tail.decode("utf-8"), "\n".join(raw.splitlines()) + "\n"  # the line handling of DumpStep.split: the cached side's
 
 
 def read_live(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, *, dump: bool = True,
               dependencies: bool = False, extra_sql: str | None = None) -> LiveState:
     """Server facts (the desired-state cache's key), the catalog, ``extra_sql``'s output and the schema dump of a live
-    database: ONE remote command (psql runs pg_dump from inside the session)."""
+    database: ONE remote command, in which psql and (for the dump oracle) pg_dump run at the same time."""
     token = secrets.token_hex(8)
     marks = [f"==opsagent-live-{token}-{i}==" for i in range(4)]
-    step = DumpStep.for_remote(remote, exclude_tables) if dump else None
     parts = [f"\\echo {marks[0]}", FACTS_SQL, f"\\echo {marks[1]}", PG_DUMP_VERSION, f"\\echo {marks[2]}",
              introspection_sql(exclude_tables, dependencies=dependencies)]
     if extra_sql is not None:
         parts += [f"\\echo {marks[3]}", extra_sql.rstrip().rstrip(";") + ";"]
-    if step is not None:
-        parts.append(step.step(database, 0))
-    text = remote.psql("\n".join(parts) + "\n", database, extra=["-A", "-t"]).text
-    raw: list[str] = []
-    if step is not None:
-        text, raw = step.split(text, 1)
+    script = "\n".join(parts) + "\n"
+    raw: str | None = None
+    if dump:
+        text, raw = _run_live_read(remote, database, script, exclude_tables)
+    else:
+        text = remote.psql(script, database, extra=["-A", "-t"]).text
     sections: dict[int, list[str]] = {}
     current: int | None = None
     for line in text.splitlines():
@@ -202,7 +266,8 @@ def read_live(remote: Remote, database: str, exclude_tables: Sequence[str] = DEF
     if 2 not in body:
         raise RemoteError(f"introspection of {where(remote, database)} returned no usable result")
     facts = ServerFacts.parse(body.get(0, ""), body.get(1, ""))
-    return LiveState(read_catalog(body[2], where(remote, database)), normalize_dump(raw[0]) if raw else None, facts, body.get(3, ""))
+    what = where(remote, database)
+    return LiveState(_document(body[2], what), normalize_dump(raw) if raw is not None else None, facts, body.get(3, ""), what)
 
 
 _OWNER_LINE = re.compile(r"^ALTER [A-Z][A-Z ]* .* OWNER TO .*;$", re.MULTILINE)
@@ -245,8 +310,7 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
     """
     live_db = remote.host.database
     live, desired = live_and_desired(remote, sql, source, exclude_tables, cache_dir, dump=not fast)
-    result = compare(live.catalog, desired.catalog)
-    differences = compare_dumps(live.dump, desired.dump, exclude_tables, desired_entries=desired.entries) if live.dump is not None else None
+    result, differences = compare_both(live, desired, exclude_tables)
     result, differences = confirm(remote, result, lambda: live.dump or dump_schema(remote, live_db),
                                   lambda: desired.dump, exclude_tables, differences)
     diff_text: str | None = None
@@ -255,6 +319,17 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
         diff_text = unified(live_text, readable(desired.dump), where(remote), desired_label or source)
     cache = None if cache_dir is None else ("hit" if desired.from_cache else "miss")
     return DriftReport(where(remote), desired_label or source, result, diff_text, differences, cache)
+
+
+def compare_both(live: LiveState, desired: DesiredState, exclude_tables: Sequence[str]) -> tuple[DiffResult, list[DumpDifference] | None]:
+    """The model's and the dump oracle's findings, each verdict by its own oracle; each skips its parsing when its
+    two inputs are equal as they stand (the usual no-drift case): equal documents, byte-equal normalized dumps."""
+    result = DiffResult([]) if same_structure(live.document, desired.catalog_document) else compare(live.catalog, desired.catalog)
+    if live.dump is None:
+        return result, None
+    if live.dump == desired.dump:
+        return result, []
+    return result, compare_dumps(live.dump, desired.dump, exclude_tables, desired_entries=desired.entries)
 
 
 def confirm_changes(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
