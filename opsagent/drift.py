@@ -31,7 +31,7 @@ from .exclusions import dump_exclude_args, ledger_exclusions, strip_ledger_only_
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .oracle import DumpDifference, compare_dumps, unexplained
-from .scratch import Chunk, DumpStep, ScratchSet, drop_active
+from .scratch import Chunk, DumpStep, ScratchSet, drop_active, dump_chunks
 from .transport import Remote
 from .units import label
 
@@ -356,7 +356,7 @@ def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], de
         return result, differences
     try:
         dumps = _both(live_dump, desired_dump)
-        contents = [[Chunk(dumps[0], "live (dump)")], [Chunk(dumps[1], "desired (dump)")]]
+        contents = [dump_chunks(dumps[0], "live (dump)"), dump_chunks(dumps[1], "desired (dump)")]
         step = DumpStep.for_remote(remote, exclude_tables) if differences else None
         with ScratchSet(remote, contents, query=introspection_sql(exclude_tables), dump=step, detached=True) as scratch:
             live_out, desired_out = scratch.load()

@@ -55,7 +55,10 @@ MAINTENANCE_DB = "postgres"
 _ERROR_AT = re.compile(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL|error):\s*(.*)$")
 _MISSING_EXTENSION = re.compile(r'extension "([^"]+)" is not available')
 # pg_dump sets the same: bodies may reference objects created later in the file
-SESSION_SETUP = "SET client_min_messages = warning;\nSET check_function_bodies = false;\n"
+# synchronous_commit off: a scratch database is thrown away, its commits need not wait for the WAL flush
+SESSION_SETUP = "SET client_min_messages = warning;\nSET check_function_bodies = false;\nSET synchronous_commit = off;\n"
+DUMP_BATCH = 300  # pg_dump entries per transaction when a dump is loaded (``dump_chunks``)
+_ENTRY_HEADER = re.compile(r"^-- Name: .*; Type: .*; Schema: .*; Owner: ")
 
 
 class LoadError(OpsagentError):
@@ -99,6 +102,29 @@ class Script:
             if line >= start:
                 return chunk, chunk.first_line + (line - start)
         raise ValueError(line)
+
+
+def dump_chunks(dump: str, source: str, every: int = DUMP_BATCH) -> list[Chunk]:
+    """A ``pg_dump --schema-only`` text as chunks that load in transactions of ``every`` entries.
+
+    One statement per transaction (psql's default) costs a commit per statement: loading
+    musicbrainz's dump took 5.9 s that way and 2.3 s in one transaction.  One
+    transaction for a whole large dump would run out of lock slots
+    (``max_locks_per_transaction``: every created relation is locked until commit), so
+    the dump is cut at pg_dump's entry headers (a statement always ends before one) into
+    batches.  Only for pg_dump's own output (every statement of it may run in a
+    transaction); a user's file is loaded as written.  Line numbers still map to ``source``.
+    """
+    lines = dump.split("\n")
+    cuts = [i - 1 for i in range(1, len(lines)) if lines[i - 1] == "--" and _ENTRY_HEADER.match(lines[i])][every::every]
+    chunks: list[Chunk] = []
+    start = 0
+    for end in [*cuts, len(lines)]:
+        text = "\n".join(lines[start:end])
+        if text.strip():
+            chunks += [Chunk("BEGIN;"), Chunk(text, source, start + 1), Chunk("COMMIT;")]
+        start = end
+    return chunks
 
 
 def scratch_name(prefix: str = PREFIX) -> str:
