@@ -251,9 +251,9 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     """The plan from the live database to ``sql`` (its materialized state, cached), verified by applying it."""
     options = options or PlanOptions()
     exclude = options.exclude_tables
-    (live, desired), live_dump = _both(
-        lambda: live_and_desired(remote, sql, source, exclude, options.cache_dir, dump=False, dependencies=True, extra_sql=TABLE_SIZES_SQL),
-        lambda: oracle_dump(remote, remote.host.database, exclude))
+    # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
+    live, desired = live_and_desired(remote, sql, source, exclude, options.cache_dir, dependencies=True, extra_sql=TABLE_SIZES_SQL)
+    live_dump = live.dump or ""
     try:
         sizes = json.loads(live.extra) if live.extra else {}
     except ValueError as exc:

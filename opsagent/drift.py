@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
+from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
 from .desired import FACTS_SQL, PG_DUMP_VERSION, DesiredState, ServerFacts, desired_query, desired_state, known_schema, materialize, newest, schema_digest
 from .diff import DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
@@ -409,16 +409,17 @@ def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = 
     Each side hides its own host's ledger; the steps that see both dumps at once hide both ledgers.
     """
 
-    def side(remote: Remote) -> tuple[Catalog, str | None]:
-        if fast:
-            return introspect(remote, exclude_tables=ledger_exclusions(remote.host)), None
-        return introspect_and_dump(remote, remote.host.database, ledger_exclusions(remote.host))
+    def side(remote: Remote) -> LiveState:  # one command per host: psql and pg_dump at once
+        return read_live(remote, remote.host.database, ledger_exclusions(remote.host), dump=not fast)
 
     both_ledgers = tuple(dict.fromkeys([*ledger_exclusions(live.host), *ledger_exclusions(other.host)]))
-    (live_catalog, live_dump), (other_catalog, other_dump) = _both(lambda: side(live), lambda: side(other))
-    differences = compare_dumps(live_dump, other_dump, both_ledgers) if live_dump is not None and other_dump is not None else None
-    result, differences = confirm(live, compare(live_catalog, other_catalog), lambda: live_dump or dump_schema(live),
-                                  lambda: other_dump or dump_schema(other), both_ledgers, differences)
+    mine, theirs = _both(lambda: side(live), lambda: side(other))
+    result = DiffResult([]) if same_structure(mine.document, theirs.document) else compare(mine.catalog, theirs.catalog)
+    differences: list[DumpDifference] | None = None
+    if mine.dump is not None and theirs.dump is not None:
+        differences = [] if mine.dump == theirs.dump else compare_dumps(mine.dump, theirs.dump, both_ledgers)
+    result, differences = confirm(live, result, lambda: mine.dump or dump_schema(live),
+                                  lambda: theirs.dump or dump_schema(other), both_ledgers, differences)
     diff_text: str | None = None
     if text:
         a, b = _both(lambda: dump_for_diff(live, live.host.database, ledger_exclusions(live.host)),
