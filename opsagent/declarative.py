@@ -33,8 +33,8 @@ from typing import Any
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, known_schema, reloaded, schema_digest
 from .diff import Change, DiffResult, compare
-from .drift import _both, _document, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
-from .errors import OpsagentError, RemoteError
+from .drift import _both, _document, against_reloaded, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
+from .errors import RemoteError
 from .extract import dump_schema
 from .lint import Thresholds, lock_free_bytes
 from .migrations import new_migration
@@ -184,23 +184,6 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
         return Rehearsal([], None, error.message.removeprefix(f"{PLAN_SOURCE}:"))
     rehearsed = read_catalog(output, "the rehearsal")
     return Rehearsal(compare(rehearsed, desired).significant, scratch.dumps[0], catalog=rehearsed)
-
-
-def against_reloaded(remaining: list[Change], differences: list[DumpDifference], rehearsed: Catalog, rehearsed_dump: str,
-                     reloaded: Callable[[], tuple[Catalog, str]],
-                     exclude_tables: Sequence[str]) -> tuple[list[Change], list[DumpDifference]]:
-    """Drop the findings that are dump-and-load deparse artifacts, by comparing the rehearsal (which starts from the
-    live database's dump) with the target after one dump-and-load (cached): the rule of ``drift.confirm`` (a "changed"
-    finding of the model, or a dump entry, that is gone there was never a change), without loading both dumps again.
-    What is left still goes through ``confirm``; a failure to make the reloaded target keeps every finding."""
-    try:
-        target, target_dump = reloaded()
-    except OpsagentError:
-        return remaining, differences
-    still = {(c.kind, c.name) for c in compare(rehearsed, target).changes}
-    left = {d.key for d in compare_dumps(rehearsed_dump, target_dump, exclude_tables)}
-    return ([c for c in remaining if c.status != "changed" or (c.kind, c.name) in still],
-            [d for d in differences if d.key in left])
 
 
 def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:

@@ -24,8 +24,20 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
-from .desired import FACTS_SQL, PG_DUMP_VERSION, DesiredState, ServerFacts, desired_query, desired_state, known_schema, materialize, newest, schema_digest
-from .diff import DiffResult, compare
+from .desired import (
+    FACTS_SQL,
+    PG_DUMP_VERSION,
+    DesiredState,
+    ServerFacts,
+    desired_query,
+    desired_state,
+    known_schema,
+    materialize,
+    newest,
+    reloaded,
+    schema_digest,
+)
+from .diff import Change, DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
 from .exclusions import dump_exclude_args, ledger_exclusions, strip_ledger_only_schemas
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
@@ -311,6 +323,10 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
     live_db = remote.host.database
     live, desired = live_and_desired(remote, sql, source, exclude_tables, cache_dir, dump=not fast)
     result, differences = compare_both(live, desired, exclude_tables)
+    if _doubtful(result, differences) and live.dump is not None and cache_dir is not None:  # e.g. a database restored from a dump
+        changes, settled = against_reloaded(result.changes, differences or [], live.catalog, live.dump,
+                                            lambda: reloaded(remote, desired, sql, exclude_tables, cache_dir), exclude_tables)
+        result, differences = DiffResult(changes), settled
     result, differences = confirm(remote, result, lambda: live.dump or dump_schema(remote, live_db),
                                   lambda: desired.dump, exclude_tables, differences)
     diff_text: str | None = None
@@ -332,6 +348,30 @@ def compare_both(live: LiveState, desired: DesiredState, exclude_tables: Sequenc
     return result, compare_dumps(live.dump, desired.dump, exclude_tables, desired_entries=desired.entries)
 
 
+def against_reloaded(changes: list[Change], differences: list[DumpDifference], side: Catalog, side_dump: str,
+                     reloaded: Callable[[], tuple[Catalog, str]],
+                     exclude_tables: Sequence[str]) -> tuple[list[Change], list[DumpDifference]]:
+    """Drop the findings that are dump-and-load deparse artifacts by comparing ``side`` (a plan's rehearsal, which
+    starts from the live database's dump, or a live database restored from a dump) with the target after one
+    dump-and-load (``desired.reloaded``, cached).  The rule of ``confirm``: a "changed" finding of the model, or a
+    dump entry, that is gone there was never a change; extra and missing objects always stay.  Costs no remote
+    command once the reloaded target is cached; what is left still goes through ``confirm``; a failure to make the
+    reloaded target keeps every finding."""
+    try:
+        target, target_dump = reloaded()
+    except OpsagentError:
+        return changes, differences
+    still = {(c.kind, c.name) for c in compare(side, target).changes}
+    left = {d.key for d in compare_dumps(side_dump, target_dump, exclude_tables)} if differences else set()
+    return ([c for c in changes if c.status != "changed" or (c.kind, c.name) in still],
+            [d for d in differences if d.key in left])
+
+
+def _doubtful(result: DiffResult, differences: list[DumpDifference] | None) -> bool:
+    """Findings a dump-and-load might explain away: the model's "changed" ones, dump entries the model did not name."""
+    return any(c.status == "changed" for c in result.changes) or bool(unexplained(differences or [], [c.name for c in result.changes]))
+
+
 def confirm_changes(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
                     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DiffResult:
     """``confirm`` for the model's findings alone."""
@@ -351,8 +391,7 @@ def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], de
     catalogs and, for the dump oracle, dumps both again).  Costs round trips only
     when something changed; any failure keeps the findings.
     """
-    doubtful = unexplained(differences or [], [c.name for c in result.changes])
-    if not doubtful and not any(c.status == "changed" for c in result.changes):
+    if not _doubtful(result, differences):
         return result, differences
     try:
         dumps = _both(live_dump, desired_dump)
