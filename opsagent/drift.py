@@ -185,11 +185,26 @@ def same_structure(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
 
     Equal documents build equal catalogs, and ``compare`` of equal catalogs is empty:
     the model's verdict on a clean database, at the cost of one dict comparison
-    (building both catalogs and comparing them costs ~10x more on musicbrainz).
-    Unequal documents prove nothing (e.g. rows in another order): the full comparison decides.
+    (building both catalogs and comparing them costs ~10x more on musicbrainz).  A list
+    may come in another order (the query does not sort every kind, e.g. triggers): it
+    is compared as a multiset, which builds the same keyed maps as long as the model's
+    keys are unique (identities in PostgreSQL; a key collision would lose an object
+    from the model's maps in either case).  Anything else unequal proves nothing: the
+    full comparison decides.
     """
-    keys = (live.keys() | desired.keys()) - _SERVER_KEYS
-    return all(live.get(key) == desired.get(key) for key in keys)
+    for key in (live.keys() | desired.keys()) - _SERVER_KEYS:
+        mine, theirs = live.get(key), desired.get(key)
+        if mine == theirs:
+            continue
+        if not isinstance(mine, list) or not isinstance(theirs, list) or len(mine) != len(theirs):
+            return False
+        if sorted(map(_canonical_json, mine)) != sorted(map(_canonical_json, theirs)):
+            return False
+    return True
+
+
+def _canonical_json(item: Any) -> str:
+    return json.dumps(item, sort_keys=True, separators=(",", ":"))
 
 
 @dataclasses.dataclass

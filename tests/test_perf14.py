@@ -75,7 +75,10 @@ def test_same_structure_ignores_only_the_server_facts() -> None:
     assert same_structure(doc, {**doc, "server_version": 160000, "depends": []})
     assert not same_structure(doc, {**doc, "tables": [{"schema": "public", "name": "u"}]})
     assert not same_structure(doc, {**doc, "indexes": [{"name": "i"}]})  # a key one side lacks is a difference
-    assert not same_structure({"tables": [1, 2]}, {"tables": [2, 1]})  # another order proves nothing: the model decides
+    assert same_structure({"triggers": [{"n": 1}, {"n": 2}]}, {"triggers": [{"n": 2}, {"n": 1}]})  # rows in another order
+    assert not same_structure({"triggers": [{"n": 1}, {"n": 1}]}, {"triggers": [{"n": 1}, {"n": 2}]})  # a multiset, not a set
+    assert not same_structure({"tables": [1]}, {"tables": [1, 1]})
+    assert not same_structure({"server": {"a": 1}}, {"server": {"a": 2}})
 
 
 def test_the_live_read_argv_carries_names_as_arguments_only(sandbox: SandboxHandle) -> None:
