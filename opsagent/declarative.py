@@ -8,15 +8,18 @@ applied, has 0 differences from the target, by the catalog model AND by the
 normalized schema dumps.
 
 Cost (issue 14): the live side is one command (server facts, catalog with table
-sizes) beside one ``pg_dump``; ``schema.sql``'s side comes from the desired-state
+sizes by psql, and ``pg_dump`` at the same time on the server); ``schema.sql``'s side comes from the desired-state
 cache (``opsagent.desired``; materialized once when cold).  The rehearsal is ONE
 scratch database per plan, loaded from the live dump (or, with
 ``PlanOptions.template``, a copy of a kept template of the live structure named by
 the hash of its dump, built in the same session when missing, so an edit-plan-edit
 loop on an unchanged live database loads nothing), made in one psql session that applies the plan, reads the catalog and dumps the result, and
 then hands its drop to the background: both oracles read that one session's
-output, and nothing rebuilds it (``confirm`` only runs when a difference remains, to tell
-dump-and-load artifacts from real ones).  The rehearsal is committed, not rolled
+output, and nothing rebuilds it.  The live dump loads in batched transactions
+(``scratch.dump_chunks``).  The rehearsal starts from a dump, so it carries a restored
+dump's deparse: what differs is first compared with the target after one dump-and-load
+(``desired.reloaded``, made once and cached), and ``confirm`` (two more loads) only runs
+for what is still left.  The rehearsal is committed, not rolled
 back: ``pg_dump`` runs in its own session and cannot see another transaction's
 uncommitted work, and the dump oracle needs it.
 """

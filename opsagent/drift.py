@@ -5,8 +5,9 @@ on the same server (same PostgreSQL, same extensions) and both sides are read
 with the same catalog query, so "equal" means equal to PostgreSQL itself.
 What ``schema.sql`` materializes to is cached locally (``opsagent.desired``): with
 a warm cache ``inv diff`` (and sync's closing drift check) is ONE remote command
-(server facts + live catalog + live schema dump, in one psql session) and a
-local comparison by both oracles; cold, the file is materialized once, alongside
+(server facts + live catalog by psql, and the live schema dump by pg_dump running at
+the same time, ``LIVE_READ_SH``) and a local comparison by both oracles, each of
+which skips its parsing when its own two inputs are equal (``compare_both``); cold, the file is materialized once, alongside
 the live read when the file is new to the cache.  Scratch databases are
 one-session ones whose drop happens in the background (``opsagent.scratch``).
 """
