@@ -45,7 +45,7 @@ from typing import Any
 from .catalog import Catalog, introspection_sql
 from .errors import RemoteError
 from .oracle import Entry, entries
-from .scratch import Chunk, DumpStep, ScratchSet, dump_chunks
+from .scratch import DumpStep, ScratchSet, dump_chunks, sql_chunks
 from .transport import Remote
 
 CACHE_FORMAT = 1
@@ -237,7 +237,7 @@ def materialize(remote: Remote, sql: str, source: str, exclude_tables: Sequence[
     left to the background): (catalog document, normalized dump).  ``is_dump``: ``sql`` is pg_dump's output (loaded
     in batched transactions, ``scratch.dump_chunks``)."""
     step = DumpStep.for_remote(remote, exclude_tables)
-    chunks = dump_chunks(sql, source) if is_dump else [Chunk(sql, source)]
+    chunks = dump_chunks(sql, source) if is_dump else sql_chunks(sql, source)
     with ScratchSet(remote, [chunks], query=desired_query(exclude_tables), dump=step, detached=True) as scratch:
         output = scratch.load()[0]
     try:

@@ -221,3 +221,48 @@ def test_a_live_database_restored_from_a_dump_is_no_drift_warm_in_one_command(re
     remote.psql("ALTER TABLE kinds DROP CONSTRAINT kind_ok; ALTER TABLE kinds ADD CONSTRAINT kind_ok CHECK (kind IN ('a', 'c'));")
     real = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache)  # a real change is not an artifact
     assert real.drift and [c.name for c in real.result.significant] == ["public.kinds.kind_ok"]
+
+
+@pytest.mark.parametrize("statement", [
+    "BEGIN;\nCREATE TABLE b ();\nCOMMIT;",  # the file's own transactions
+    "ALTER TYPE mood ADD VALUE 'meh';",  # a new enum value cannot be used in the transaction that added it
+    "CREATE INDEX CONCURRENTLY t_c ON t (id);",
+    "SET LOCAL search_path = other;",  # means something else inside a transaction
+    "SELECT set_config('search_path', 'other', true);",
+    "DO $$ BEGIN PERFORM 1; END $$;",
+    "VACUUM t;",
+])
+def test_sql_chunks_load_a_file_as_written_unless_every_statement_may_share_a_transaction(statement: str) -> None:
+    from opsagent.scratch import sql_chunks
+
+    plain = "CREATE TYPE mood AS ENUM ('ok');\n" + "".join(f"CREATE TABLE t{n} (id int);\n" for n in range(7))
+    batched = sql_chunks(plain, "schema.sql", every=3)
+    assert [c.text for c in batched if c.source is None] == ["BEGIN;", "COMMIT;"] * 3
+    assert "\n".join(c.text for c in batched if c.source) == plain and [c.first_line for c in batched if c.source] == [1, 4, 7]
+    mixed = plain + statement + "\n"
+    assert sql_chunks(mixed, "schema.sql", every=3) == [sql_chunks(mixed, "schema.sql", every=3)[0]]
+    assert [c.text for c in sql_chunks(mixed, "schema.sql", every=3)] == [mixed]
+
+
+def test_sql_chunks_never_cut_a_line_two_statements_share() -> None:
+    from opsagent.scratch import sql_chunks
+
+    sql = "CREATE TABLE a (id int);\nCREATE TABLE b (id int); CREATE TABLE c (id int);\nCREATE TABLE d (id int);\n"
+    chunks = [c for c in sql_chunks(sql, "schema.sql", every=1) if c.source]
+    assert "\n".join(c.text for c in chunks) == sql
+    assert all(not c.text.startswith("CREATE TABLE c") for c in chunks)  # c shares b's line: no cut before it
+    assert [c.first_line for c in chunks] == [1, 2, 3] and "CREATE TABLE c" in chunks[1].text
+    assert [c.first_line for c in sql_chunks(sql, "schema.sql", every=2) if c.source] == [1]  # c was the candidate: none
+
+
+def test_a_batched_schema_sql_reports_its_error_at_file_line_and_materializes_otherwise(remote: Remote, tmp_path: Path) -> None:
+    from opsagent.scratch import DUMP_BATCH, LoadError
+
+    tables = "".join(f"CREATE TABLE t{n} (id int PRIMARY KEY, note text);\n" for n in range(DUMP_BATCH + 20))
+    remote.psql(tables)
+    report = diff_against_sql(remote, tables, "schema.sql", cache_dir=tmp_path / "cache")
+    assert not report.drift and report.dump_differences == []
+    broken = tables + "CREATE TABLE broken (id int REFERENCES nowhere (id));\n"
+    with pytest.raises(LoadError) as error:
+        diff_against_sql(remote, broken, "schema.sql", cache_dir=tmp_path / "cache")
+    assert error.value.source == "schema.sql" and error.value.line == DUMP_BATCH + 21
