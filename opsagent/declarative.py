@@ -37,7 +37,7 @@ from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection
 from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, known_schema, reloaded, schema_digest
 from .diff import Change, DiffResult, compare
 from .drift import _both, _document, against_reloaded, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
-from .errors import OpsagentError, RemoteError
+from .errors import RemoteError
 from .extract import dump_schema
 from .lint import Thresholds, lock_free_bytes
 from .migrations import new_migration
@@ -146,7 +146,6 @@ class _Side:
     sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # desired side: the same structure after one dump-and-load (``desired.reloaded``, cached); None: not available
     reloaded: Callable[[], tuple[Catalog, str]] | None = None
-    reloaded_cached: bool = True  # False: ``reloaded`` still has to be made (a plan makes it beside its rehearsal)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,28 +189,6 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
     return Rehearsal(compare(rehearsed, desired).significant, scratch.dumps[0], catalog=rehearsed)
 
 
-def _quietly(make: Callable[[], tuple[Catalog, str]]) -> tuple[Catalog, str] | None:
-    """``make()``, or None when it fails (the caller falls back to ``confirm``; the failure is not the plan's)."""
-    try:
-        return make()
-    except OpsagentError:
-        return None
-
-
-def _rehearse(remote: Remote, live: _Side, desired: _Side, plan: Plan, options: PlanOptions) -> Rehearsal:
-    """``verify_plan`` on the live dump; when the target after one dump-and-load is not cached yet (made once per
-    ``schema.sql``), it is made at the same time, on a second channel, ready for ``against_reloaded``."""
-    live_dump = pin_extension_versions(live.dump(), live.catalog)
-
-    def rehearse() -> Rehearsal:
-        return verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template)
-
-    make = desired.reloaded
-    if make is None or desired.reloaded_cached:
-        return rehearse()
-    return _both(rehearse, lambda: _quietly(make))[0]
-
-
 def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:
     """Generate the plan, rehearse it on a copy of ``live`` on ``remote``'s server, confirm what remains."""
     plan = generate_plan(live.catalog, desired.catalog, allow_drop=options.allow_drop,
@@ -220,7 +197,8 @@ def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanO
         rehearsed_catalog: Catalog | None = live.catalog
         remaining, rehearsed = compare(live.catalog, desired.catalog).significant, live.dump
     else:
-        rehearsal = _rehearse(remote, live, desired, plan, options)
+        live_dump = pin_extension_versions(live.dump(), live.catalog)
+        rehearsal = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template)
         if rehearsal.dump is None:
             return PlanReport(live.label, desired.label, plan, [], rehearsal.error)
         remaining, rehearsed, rehearsed_catalog = rehearsal.remaining, (lambda: rehearsal.dump or ""), rehearsal.catalog
@@ -267,9 +245,8 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     except ValueError as exc:
         raise RemoteError(f"{remote.host.name}: table sizes returned no usable result ({exc})") from None
     live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes if isinstance(sizes, dict) else {})
-    target = _Side(source, desired.catalog, lambda: desired.dump, reloaded=lambda: reloaded(remote, desired, sql, exclude, options.cache_dir),
-                   reloaded_cached=desired.reloaded_dump is not None)
-    return _plan_and_verify(remote, live_side, target, options)
+    return _plan_and_verify(remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=lambda: reloaded(
+        remote, desired, sql, exclude, options.cache_dir)), options)
 
 
 def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: str, source: str,

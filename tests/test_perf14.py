@@ -182,15 +182,12 @@ def test_a_plan_settles_deparse_artifacts_with_the_cached_reloaded_target(remote
     remote.psql(ARTIFACT)
     desired = ARTIFACT + "ALTER TABLE kinds ADD COLUMN note text;\n"
     options = PlanOptions(cache_dir=tmp_path / "cache")
-    sent = _record(remote, monkeypatch)
     first = plan_against_sql(remote, desired, "schema.sql", options)
     assert first.verified, first.verification_line()
-    # cold: schema.sql built, the rehearsal and (beside it) the reloaded target: one database each, no double reload
-    assert sorted(s.count("CREATE DATABASE") for s in sent if "CREATE DATABASE" in s) == [1, 1, 1]
-    sent.clear()
     [path] = (tmp_path / "cache").glob("desired-*.json")
     stored = json.loads(path.read_text())
     assert isinstance(stored.get("reloaded_catalog"), dict) and "kind_ok" in stored["reloaded_dump"]  # made once, kept
+    sent = _record(remote, monkeypatch)
     warm = plan_against_sql(remote, desired, "schema.sql", options)
     assert warm.verified, warm.verification_line()
     # the live read and ONE rehearsal session: neither the reloaded target nor confirm's double reload is rebuilt
