@@ -8,15 +8,18 @@ applied, has 0 differences from the target, by the catalog model AND by the
 normalized schema dumps.
 
 Cost (issue 14): the live side is one command (server facts, catalog with table
-sizes) beside one ``pg_dump``; ``schema.sql``'s side comes from the desired-state
+sizes by psql, and ``pg_dump`` at the same time on the server); ``schema.sql``'s side comes from the desired-state
 cache (``opsagent.desired``; materialized once when cold).  The rehearsal is ONE
 scratch database per plan, loaded from the live dump (or, with
 ``PlanOptions.template``, a copy of a kept template of the live structure named by
 the hash of its dump, built in the same session when missing, so an edit-plan-edit
 loop on an unchanged live database loads nothing), made in one psql session that applies the plan, reads the catalog and dumps the result, and
 then hands its drop to the background: both oracles read that one session's
-output, and nothing rebuilds it (``confirm`` only runs when a difference remains, to tell
-dump-and-load artifacts from real ones).  The rehearsal is committed, not rolled
+output, and nothing rebuilds it.  The live dump loads in batched transactions
+(``scratch.dump_chunks``).  The rehearsal starts from a dump, so it carries a restored
+dump's deparse: what differs is first compared with the target after one dump-and-load
+(``desired.reloaded``, made once and cached), and ``confirm`` (two more loads) only runs
+for what is still left.  The rehearsal is committed, not rolled
 back: ``pg_dump`` runs in its own session and cannot see another transaction's
 uncommitted work, and the dump oracle needs it.
 """
@@ -31,16 +34,16 @@ from pathlib import Path
 from typing import Any
 
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
-from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, known_schema, schema_digest
+from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, known_schema, reloaded, schema_digest
 from .diff import Change, DiffResult, compare
-from .drift import _both, _document, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
+from .drift import _both, _document, against_reloaded, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
 from .errors import RemoteError
 from .extract import dump_schema
 from .lint import Thresholds, lock_free_bytes
 from .migrations import new_migration
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import HEADER, Plan, generate_plan, literal
-from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template
+from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template, dump_chunks
 from .transport import Remote
 from .units import label
 
@@ -141,6 +144,8 @@ class _Side:
     catalog: Catalog
     dump: Callable[[], str]
     sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
+    # desired side: the same structure after one dump-and-load (``desired.reloaded``, cached); None: not available
+    reloaded: Callable[[], tuple[Catalog, str]] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,11 +155,13 @@ class Rehearsal:
     remaining: list[Change]
     dump: str | None
     error: str | None = None
+    catalog: Catalog | None = None  # the rehearsed structure, as the model read it
 
 
-def _rehearsal(live_dump: str, plan: Plan) -> list[Chunk]:
-    """A copy of the live structure with the plan applied (errors in the plan name the plan, not the dump)."""
-    return [Chunk(live_dump, "live (dump)"), Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]
+def _rehearsal(live_dump: str, plan: Plan) -> tuple[list[Chunk], list[Chunk]]:
+    """A copy of the live structure (the dump, loaded in batched transactions), then the plan applied as it will run
+    (errors in the plan name the plan, not the dump)."""
+    return dump_chunks(live_dump, "live (dump)"), [Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]
 
 
 def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
@@ -169,8 +176,8 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
     loaded again on the next plan (``scratch.Template``).
     """
     try:
-        chunks = _rehearsal(live_dump, plan)
-        base, rest = (chunks[:1], chunks[1:]) if template else ([], chunks)
+        dump, applied = _rehearsal(live_dump, plan)
+        base, rest = (dump, applied) if template else ([], [*dump, *applied])
         with ScratchSet(remote, [rest], query=introspection_sql(exclude_tables), dump=DumpStep.for_remote(remote, exclude_tables),
                         detached=True, template=Template(tuple(base)) if template else None) as scratch:
             output = scratch.load()[0]
@@ -178,7 +185,8 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
         if error.source != PLAN_SOURCE:
             raise
         return Rehearsal([], None, error.message.removeprefix(f"{PLAN_SOURCE}:"))
-    return Rehearsal(compare(read_catalog(output, "the rehearsal"), desired).significant, scratch.dumps[0])
+    rehearsed = read_catalog(output, "the rehearsal")
+    return Rehearsal(compare(rehearsed, desired).significant, scratch.dumps[0], catalog=rehearsed)
 
 
 def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:
@@ -186,14 +194,18 @@ def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanO
     plan = generate_plan(live.catalog, desired.catalog, allow_drop=options.allow_drop,
                          concurrent_tables=options.concurrent_tables(live.catalog, live.sizes))
     if plan.is_empty:  # nothing to rehearse: the live structure itself is compared, by both oracles
+        rehearsed_catalog: Catalog | None = live.catalog
         remaining, rehearsed = compare(live.catalog, desired.catalog).significant, live.dump
     else:
         live_dump = pin_extension_versions(live.dump(), live.catalog)
         rehearsal = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template)
         if rehearsal.dump is None:
             return PlanReport(live.label, desired.label, plan, [], rehearsal.error)
-        remaining, rehearsed = rehearsal.remaining, (lambda: rehearsal.dump or "")
+        remaining, rehearsed, rehearsed_catalog = rehearsal.remaining, (lambda: rehearsal.dump or ""), rehearsal.catalog
     differences = compare_dumps(rehearsed(), desired.dump(), options.exclude_tables)
+    if (remaining or differences) and desired.reloaded is not None and rehearsed_catalog is not None:
+        remaining, differences = against_reloaded(remaining, differences, rehearsed_catalog, rehearsed(), desired.reloaded,
+                                                  options.exclude_tables)
     # a dump-and-load deparses some expressions differently: confirm what either oracle still sees through one
     result, confirmed = confirm(remote, DiffResult(remaining), rehearsed, desired.dump, options.exclude_tables, differences)
     return PlanReport(live.label, desired.label, plan, result.changes, None, confirmed or [])
@@ -225,15 +237,16 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     """The plan from the live database to ``sql`` (its materialized state, cached), verified by applying it."""
     options = options or PlanOptions()
     exclude = options.exclude_tables
-    (live, desired), live_dump = _both(
-        lambda: live_and_desired(remote, sql, source, exclude, options.cache_dir, dump=False, dependencies=True, extra_sql=TABLE_SIZES_SQL),
-        lambda: oracle_dump(remote, remote.host.database, exclude))
+    # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
+    live, desired = live_and_desired(remote, sql, source, exclude, options.cache_dir, dependencies=True, extra_sql=TABLE_SIZES_SQL)
+    live_dump = live.dump or ""
     try:
         sizes = json.loads(live.extra) if live.extra else {}
     except ValueError as exc:
         raise RemoteError(f"{remote.host.name}: table sizes returned no usable result ({exc})") from None
     live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes if isinstance(sizes, dict) else {})
-    return _plan_and_verify(remote, live_side, _Side(source, desired.catalog, lambda: desired.dump), options)
+    return _plan_and_verify(remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=lambda: reloaded(
+        remote, desired, sql, exclude, options.cache_dir)), options)
 
 
 def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: str, source: str,

@@ -45,7 +45,7 @@ from typing import Any
 from .catalog import Catalog, introspection_sql
 from .errors import RemoteError
 from .oracle import Entry, entries
-from .scratch import Chunk, DumpStep, ScratchSet
+from .scratch import DumpStep, ScratchSet, dump_chunks, sql_chunks
 from .transport import Remote
 
 CACHE_FORMAT = 1
@@ -109,6 +109,9 @@ class DesiredState:
     key: str = ""
     from_cache: bool = False
     _catalog: Catalog | None = dataclasses.field(default=None, repr=False)
+    # the same structure after one dump-and-load (see ``reloaded``); None: not made yet
+    reloaded_document: Mapping[str, Any] | None = None
+    reloaded_dump: str | None = None
 
     _entries: dict[str, tuple[Entry, ...]] | None = dataclasses.field(default=None, repr=False)
 
@@ -160,8 +163,11 @@ def load_cached(cache_dir: Path | None, digest: str, key: str, source: str, *, d
         catalog, dump = document["catalog"], document["dump"]
         if document.get("key") != key or document.get("format") != CACHE_FORMAT or not isinstance(catalog, dict) or not isinstance(dump, str):
             return None
-        state = DesiredState(source, catalog, dump, key, True)
-        Catalog.from_json(catalog)  # a document the catalog cannot read is a miss too
+        # a document the catalog cannot read is a miss too; the model built to find out is kept (not parsed twice)
+        state = DesiredState(source, catalog, dump, key, True, Catalog.from_json(catalog))
+        reloaded, reloaded_dump = document.get("reloaded_catalog"), document.get("reloaded_dump")
+        if isinstance(reloaded, dict) and isinstance(reloaded_dump, str):
+            state.reloaded_document, state.reloaded_dump = reloaded, reloaded_dump
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if touch:
@@ -204,8 +210,9 @@ def store(cache_dir: Path | None, digest: str, state: DesiredState) -> Path | No
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            reloaded = {"reloaded_catalog": state.reloaded_document, "reloaded_dump": state.reloaded_dump} if state.reloaded_dump is not None else {}
             json.dump({"format": CACHE_FORMAT, "key": state.key, "source": state.source,
-                       "catalog": state.catalog_document, "dump": state.dump}, handle)
+                       "catalog": state.catalog_document, "dump": state.dump, **reloaded}, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -225,11 +232,13 @@ def prune(cache_dir: Path, keep: int = KEEP) -> None:
                 old.unlink()
 
 
-def materialize(remote: Remote, sql: str, source: str, exclude_tables: Sequence[str]) -> tuple[dict[str, Any], str]:
+def materialize(remote: Remote, sql: str, source: str, exclude_tables: Sequence[str], *, is_dump: bool = False) -> tuple[dict[str, Any], str]:
     """Build ``sql`` in a one-session scratch database (catalog query and dump in the same session; the drop is
-    left to the background): (catalog document, normalized dump)."""
+    left to the background): (catalog document, normalized dump).  ``is_dump``: ``sql`` is pg_dump's output (loaded
+    in batched transactions, ``scratch.dump_chunks``)."""
     step = DumpStep.for_remote(remote, exclude_tables)
-    with ScratchSet(remote, [[Chunk(sql, source)]], query=desired_query(exclude_tables), dump=step, detached=True) as scratch:
+    chunks = dump_chunks(sql, source) if is_dump else sql_chunks(sql, source)
+    with ScratchSet(remote, [chunks], query=desired_query(exclude_tables), dump=step, detached=True) as scratch:
         output = scratch.load()[0]
     try:
         document = json.loads(output)
@@ -265,3 +274,25 @@ def desired_state(remote: Remote, sql: str, source: str, facts: ServerFacts, exc
 
 def default_cache_dir(state_dir: Path) -> Path:
     return state_dir / CACHE_SUBDIR
+
+
+def reloaded(remote: Remote, state: DesiredState, sql: str, exclude_tables: Sequence[str], cache_dir: Path | None) -> tuple[Catalog, str]:
+    """The desired structure after one dump-and-load: its catalog and normalized dump (made once per cache key, kept
+    in the cache file beside the state).
+
+    A database restored from a dump deparses some expressions differently from one
+    built from the original SQL (``ARRAY['a'::varchar]::text[]`` becomes
+    ``ARRAY[('a'::varchar)::text]``).  A plan's rehearsal starts from the live
+    database's *dump*, so it carries that deparse; comparing it with this form of
+    the target tells the artifacts from real differences without loading both
+    dumps again on every plan (what ``drift.confirm`` does).
+    """
+    if state.reloaded_document is None or state.reloaded_dump is None:
+        document, dump = materialize(remote, state.dump, f"{state.source} (dump)", exclude_tables, is_dump=True)
+        state.reloaded_document, state.reloaded_dump = document, dump
+        if state.key:
+            store(cache_dir, schema_digest(sql), state)
+    try:
+        return Catalog.from_json(state.reloaded_document), state.reloaded_dump
+    except (ValueError, TypeError, AttributeError) as exc:
+        raise RemoteError(f"introspection of {state.source} (dump) returned no usable result ({exc})") from None

@@ -5,8 +5,9 @@ on the same server (same PostgreSQL, same extensions) and both sides are read
 with the same catalog query, so "equal" means equal to PostgreSQL itself.
 What ``schema.sql`` materializes to is cached locally (``opsagent.desired``): with
 a warm cache ``inv diff`` (and sync's closing drift check) is ONE remote command
-(server facts + live catalog + live schema dump, in one psql session) and a
-local comparison by both oracles; cold, the file is materialized once, alongside
+(server facts + live catalog by psql, and the live schema dump by pg_dump running at
+the same time, ``LIVE_READ_SH``) and a local comparison by both oracles, each of
+which skips its parsing when its own two inputs are equal (``compare_both``); cold, the file is materialized once, alongside
 the live read when the file is new to the cache.  Scratch databases are
 one-session ones whose drop happens in the background (``opsagent.scratch``).
 """
@@ -19,19 +20,31 @@ import json
 import re
 import secrets
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
-from .desired import FACTS_SQL, PG_DUMP_VERSION, DesiredState, ServerFacts, desired_query, desired_state, known_schema, materialize, newest, schema_digest
-from .diff import DiffResult, compare
+from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
+from .desired import (
+    FACTS_SQL,
+    PG_DUMP_VERSION,
+    DesiredState,
+    ServerFacts,
+    desired_query,
+    desired_state,
+    known_schema,
+    materialize,
+    newest,
+    reloaded,
+    schema_digest,
+)
+from .diff import Change, DiffResult, compare
 from .errors import OpsagentError, RemoteError, UsageError
 from .exclusions import dump_exclude_args, ledger_exclusions, strip_ledger_only_schemas
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
 from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .oracle import DumpDifference, compare_dumps, unexplained
-from .scratch import Chunk, DumpStep, ScratchSet, drop_active
+from .scratch import Chunk, DumpStep, ScratchSet, drop_active, dump_chunks
 from .transport import Remote
 from .units import label
 
@@ -163,33 +176,112 @@ def introspect_and_dump(remote: Remote, database: str, exclude_tables: Sequence[
     return read_catalog(rest.strip(), where(remote, database)), normalize_dump(dumps[0])
 
 
-@dataclasses.dataclass(frozen=True)
+# Top-level keys of the introspection document that are facts about the server, not the schema (``Catalog.__eq__``
+# leaves them out too); the rest decides the model's verdict.
+_SERVER_KEYS = frozenset({"server_version", "depends", "casts", "string_types"})
+
+
+def same_structure(live: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
+    """Whether two introspection documents describe the same structure, without building the model.
+
+    Equal documents build equal catalogs, and ``compare`` of equal catalogs is empty:
+    the model's verdict on a clean database, at the cost of one dict comparison
+    (building both catalogs and comparing them costs ~10x more on musicbrainz).  A list
+    may come in another order (the query does not sort every kind, e.g. triggers): it
+    is compared as a multiset, which builds the same keyed maps as long as the model's
+    keys are unique (identities in PostgreSQL; a key collision would lose an object
+    from the model's maps in either case).  Anything else unequal proves nothing: the
+    full comparison decides.
+    """
+    for key in (live.keys() | desired.keys()) - _SERVER_KEYS:
+        mine, theirs = live.get(key), desired.get(key)
+        if mine == theirs:
+            continue
+        if not isinstance(mine, list) or not isinstance(theirs, list) or len(mine) != len(theirs):
+            return False
+        if sorted(map(_canonical_json, mine)) != sorted(map(_canonical_json, theirs)):
+            return False
+    return True
+
+
+def _canonical_json(item: Any) -> str:
+    return json.dumps(item, sort_keys=True, separators=(",", ":"))
+
+
+@dataclasses.dataclass
 class LiveState:
     """The live side as one remote command reads it: catalog, dump oracle's dump, server facts, an extra query's output."""
 
-    catalog: Catalog
+    document: dict[str, Any]  # the introspection document; ``catalog`` builds the model from it on first use
     dump: str | None  # normalized, ``exclude_tables`` left out; None: not taken (--fast)
     facts: ServerFacts
     extra: str = ""
+    what: str = "live"
+    _catalog: Catalog | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            try:
+                self._catalog = Catalog.from_json(self.document)
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise RemoteError(f"introspection of {self.what} returned no usable result ({exc})") from None
+        return self._catalog
+
+
+# The live read's one remote command when the dump oracle is wanted (issue 14): pg_dump and the psql session run
+# AT ONCE on the server instead of one after the other (psql's ``\\!`` would wait for pg_dump).  Fixed text: everything
+# variable arrives as positional parameters ($1 the marker token, $2 the conninfo-quoted database, $3/$4 pg_host and
+# pg_port (may be empty), then pg_dump's own arguments: the ledger's --exclude-table), never inside the script.
+# pg_dump streams its gzip-compressed dump to the channel in the background; psql (stdin: the facts, the catalog
+# query, the extra query) runs in the foreground into a variable; the marker and psql's output follow the dump only
+# when both succeeded.  Exit 3: pg_dump failed; 4: psql failed.
+LIVE_READ_SH = """t=$1; d=$2; h=$3; p=$4; shift 4
+pg_dump --schema-only -Z 1 ${h:+-h "$h"} ${p:+-p "$p"} "$@" -d "$d" &
+pid=$!
+s=$(psql -X -q -A -t -v ON_ERROR_STOP=1 ${h:+-h "$h"} ${p:+-p "$p"} -d "$d") || { kill "$pid" 2>/dev/null; wait "$pid"; exit 4; }
+wait "$pid" || exit 3
+printf '\\n%s\\n%s\\n' "==opsagent-live-$t==" "$s"
+"""
+
+
+def live_read_argv(remote: Remote, database: str, token: str, exclude_tables: Sequence[str]) -> list[str]:
+    """``sh -c LIVE_READ_SH``: the live catalog session and the dump oracle's pg_dump in one command, in parallel."""
+    if not re.fullmatch(r"[0-9a-f]{16,64}", token):
+        raise ValueError("the marker token must be random hex")
+    host, port = remote.host.pg_host or "", str(remote.host.pg_port or "")
+    return ["sh", "-c", LIVE_READ_SH, "opsagent-live", token, remote.db_args(database)[1], host, port, *dump_exclude_args(exclude_tables)]
+
+
+def _run_live_read(remote: Remote, database: str, script: str, exclude_tables: Sequence[str]) -> tuple[str, str]:
+    """(psql's output, the raw schema dump as the load sessions' ``DumpStep`` would have printed it)."""
+    token = secrets.token_hex(16)
+    result = remote.run(live_read_argv(remote, database, token, exclude_tables), stdin=script, check=False)
+    if not result.ok:
+        raise remote.failure(["psql" if result.exit_status == 4 else "pg_dump"], result)
+    compressed, found, tail = result.stdout.rpartition(f"\n==opsagent-live-{token}==\n".encode())
+    if not found:
+        raise RemoteError(f"{where(remote, database)}: the live read ended without its catalog (output cut short)")
+    raw = gunzip(compressed, remote.host.name)
+    return tail.decode("utf-8"), "\n".join(raw.splitlines()) + "\n"  # the line handling of DumpStep.split: the cached side's
 
 
 def read_live(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, *, dump: bool = True,
               dependencies: bool = False, extra_sql: str | None = None) -> LiveState:
     """Server facts (the desired-state cache's key), the catalog, ``extra_sql``'s output and the schema dump of a live
-    database: ONE remote command (psql runs pg_dump from inside the session)."""
+    database: ONE remote command, in which psql and (for the dump oracle) pg_dump run at the same time."""
     token = secrets.token_hex(8)
     marks = [f"==opsagent-live-{token}-{i}==" for i in range(4)]
-    step = DumpStep.for_remote(remote, exclude_tables) if dump else None
     parts = [f"\\echo {marks[0]}", FACTS_SQL, f"\\echo {marks[1]}", PG_DUMP_VERSION, f"\\echo {marks[2]}",
              introspection_sql(exclude_tables, dependencies=dependencies)]
     if extra_sql is not None:
         parts += [f"\\echo {marks[3]}", extra_sql.rstrip().rstrip(";") + ";"]
-    if step is not None:
-        parts.append(step.step(database, 0))
-    text = remote.psql("\n".join(parts) + "\n", database, extra=["-A", "-t"]).text
-    raw: list[str] = []
-    if step is not None:
-        text, raw = step.split(text, 1)
+    script = "\n".join(parts) + "\n"
+    raw: str | None = None
+    if dump:
+        text, raw = _run_live_read(remote, database, script, exclude_tables)
+    else:
+        text = remote.psql(script, database, extra=["-A", "-t"]).text
     sections: dict[int, list[str]] = {}
     current: int | None = None
     for line in text.splitlines():
@@ -202,7 +294,8 @@ def read_live(remote: Remote, database: str, exclude_tables: Sequence[str] = DEF
     if 2 not in body:
         raise RemoteError(f"introspection of {where(remote, database)} returned no usable result")
     facts = ServerFacts.parse(body.get(0, ""), body.get(1, ""))
-    return LiveState(read_catalog(body[2], where(remote, database)), normalize_dump(raw[0]) if raw else None, facts, body.get(3, ""))
+    what = where(remote, database)
+    return LiveState(_document(body[2], what), normalize_dump(raw) if raw is not None else None, facts, body.get(3, ""), what)
 
 
 _OWNER_LINE = re.compile(r"^ALTER [A-Z][A-Z ]* .* OWNER TO .*;$", re.MULTILINE)
@@ -245,8 +338,11 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
     """
     live_db = remote.host.database
     live, desired = live_and_desired(remote, sql, source, exclude_tables, cache_dir, dump=not fast)
-    result = compare(live.catalog, desired.catalog)
-    differences = compare_dumps(live.dump, desired.dump, exclude_tables, desired_entries=desired.entries) if live.dump is not None else None
+    result, differences = compare_both(live, desired, exclude_tables)
+    if _doubtful(result, differences) and live.dump is not None and cache_dir is not None:  # e.g. a database restored from a dump
+        changes, settled = against_reloaded(result.changes, differences or [], live.catalog, live.dump,
+                                            lambda: reloaded(remote, desired, sql, exclude_tables, cache_dir), exclude_tables)
+        result, differences = DiffResult(changes), settled
     result, differences = confirm(remote, result, lambda: live.dump or dump_schema(remote, live_db),
                                   lambda: desired.dump, exclude_tables, differences)
     diff_text: str | None = None
@@ -255,6 +351,41 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
         diff_text = unified(live_text, readable(desired.dump), where(remote), desired_label or source)
     cache = None if cache_dir is None else ("hit" if desired.from_cache else "miss")
     return DriftReport(where(remote), desired_label or source, result, diff_text, differences, cache)
+
+
+def compare_both(live: LiveState, desired: DesiredState, exclude_tables: Sequence[str]) -> tuple[DiffResult, list[DumpDifference] | None]:
+    """The model's and the dump oracle's findings, each verdict by its own oracle; each skips its parsing when its
+    two inputs are equal as they stand (the usual no-drift case): equal documents, byte-equal normalized dumps."""
+    result = DiffResult([]) if same_structure(live.document, desired.catalog_document) else compare(live.catalog, desired.catalog)
+    if live.dump is None:
+        return result, None
+    if live.dump == desired.dump:
+        return result, []
+    return result, compare_dumps(live.dump, desired.dump, exclude_tables, desired_entries=desired.entries)
+
+
+def against_reloaded(changes: list[Change], differences: list[DumpDifference], side: Catalog, side_dump: str,
+                     reloaded: Callable[[], tuple[Catalog, str]],
+                     exclude_tables: Sequence[str]) -> tuple[list[Change], list[DumpDifference]]:
+    """Drop the findings that are dump-and-load deparse artifacts by comparing ``side`` (a plan's rehearsal, which
+    starts from the live database's dump, or a live database restored from a dump) with the target after one
+    dump-and-load (``desired.reloaded``, cached).  The rule of ``confirm``: a "changed" finding of the model, or a
+    dump entry, that is gone there was never a change; extra and missing objects always stay.  Costs no remote
+    command once the reloaded target is cached; what is left still goes through ``confirm``; a failure to make the
+    reloaded target keeps every finding."""
+    try:
+        target, target_dump = reloaded()
+    except OpsagentError:
+        return changes, differences
+    still = {(c.kind, c.name) for c in compare(side, target).changes}
+    left = {d.key for d in compare_dumps(side_dump, target_dump, exclude_tables)} if differences else set()
+    return ([c for c in changes if c.status != "changed" or (c.kind, c.name) in still],
+            [d for d in differences if d.key in left])
+
+
+def _doubtful(result: DiffResult, differences: list[DumpDifference] | None) -> bool:
+    """Findings a dump-and-load might explain away: the model's "changed" ones, dump entries the model did not name."""
+    return any(c.status == "changed" for c in result.changes) or bool(unexplained(differences or [], [c.name for c in result.changes]))
 
 
 def confirm_changes(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
@@ -276,12 +407,11 @@ def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], de
     catalogs and, for the dump oracle, dumps both again).  Costs round trips only
     when something changed; any failure keeps the findings.
     """
-    doubtful = unexplained(differences or [], [c.name for c in result.changes])
-    if not doubtful and not any(c.status == "changed" for c in result.changes):
+    if not _doubtful(result, differences):
         return result, differences
     try:
         dumps = _both(live_dump, desired_dump)
-        contents = [[Chunk(dumps[0], "live (dump)")], [Chunk(dumps[1], "desired (dump)")]]
+        contents = [dump_chunks(dumps[0], "live (dump)"), dump_chunks(dumps[1], "desired (dump)")]
         step = DumpStep.for_remote(remote, exclude_tables) if differences else None
         with ScratchSet(remote, contents, query=introspection_sql(exclude_tables), dump=step, detached=True) as scratch:
             live_out, desired_out = scratch.load()
@@ -334,16 +464,17 @@ def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = 
     Each side hides its own host's ledger; the steps that see both dumps at once hide both ledgers.
     """
 
-    def side(remote: Remote) -> tuple[Catalog, str | None]:
-        if fast:
-            return introspect(remote, exclude_tables=ledger_exclusions(remote.host)), None
-        return introspect_and_dump(remote, remote.host.database, ledger_exclusions(remote.host))
+    def side(remote: Remote) -> LiveState:  # one command per host: psql and pg_dump at once
+        return read_live(remote, remote.host.database, ledger_exclusions(remote.host), dump=not fast)
 
     both_ledgers = tuple(dict.fromkeys([*ledger_exclusions(live.host), *ledger_exclusions(other.host)]))
-    (live_catalog, live_dump), (other_catalog, other_dump) = _both(lambda: side(live), lambda: side(other))
-    differences = compare_dumps(live_dump, other_dump, both_ledgers) if live_dump is not None and other_dump is not None else None
-    result, differences = confirm(live, compare(live_catalog, other_catalog), lambda: live_dump or dump_schema(live),
-                                  lambda: other_dump or dump_schema(other), both_ledgers, differences)
+    mine, theirs = _both(lambda: side(live), lambda: side(other))
+    result = DiffResult([]) if same_structure(mine.document, theirs.document) else compare(mine.catalog, theirs.catalog)
+    differences: list[DumpDifference] | None = None
+    if mine.dump is not None and theirs.dump is not None:
+        differences = [] if mine.dump == theirs.dump else compare_dumps(mine.dump, theirs.dump, both_ledgers)
+    result, differences = confirm(live, result, lambda: mine.dump or dump_schema(live),
+                                  lambda: theirs.dump or dump_schema(other), both_ledgers, differences)
     diff_text: str | None = None
     if text:
         a, b = _both(lambda: dump_for_diff(live, live.host.database, ledger_exclusions(live.host)),

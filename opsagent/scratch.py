@@ -55,7 +55,10 @@ MAINTENANCE_DB = "postgres"
 _ERROR_AT = re.compile(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL|error):\s*(.*)$")
 _MISSING_EXTENSION = re.compile(r'extension "([^"]+)" is not available')
 # pg_dump sets the same: bodies may reference objects created later in the file
-SESSION_SETUP = "SET client_min_messages = warning;\nSET check_function_bodies = false;\n"
+# synchronous_commit off: a scratch database is thrown away, its commits need not wait for the WAL flush
+SESSION_SETUP = "SET client_min_messages = warning;\nSET check_function_bodies = false;\nSET synchronous_commit = off;\n"
+DUMP_BATCH = 300  # pg_dump entries per transaction when a dump is loaded (``dump_chunks``)
+_ENTRY_HEADER = re.compile(r"^-- Name: .*; Type: .*; Schema: .*; Owner: ")
 
 
 class LoadError(OpsagentError):
@@ -99,6 +102,78 @@ class Script:
             if line >= start:
                 return chunk, chunk.first_line + (line - start)
         raise ValueError(line)
+
+
+def dump_chunks(dump: str, source: str, every: int = DUMP_BATCH) -> list[Chunk]:
+    """A ``pg_dump --schema-only`` text as chunks that load in transactions of ``every`` entries.
+
+    One statement per transaction (psql's default) costs a commit per statement: loading
+    musicbrainz's dump took 5.9 s that way and 2.3 s in one transaction.  One
+    transaction for a whole large dump would run out of lock slots
+    (``max_locks_per_transaction``: every created relation is locked until commit), so
+    the dump is cut at pg_dump's entry headers (a statement always ends before one) into
+    batches.  Only for pg_dump's own output (every statement of it may run in a
+    transaction); a user's file is loaded as written.  Line numbers still map to ``source``.
+    """
+    lines = dump.split("\n")
+    cuts = [i - 1 for i in range(1, len(lines)) if lines[i - 1] == "--" and _ENTRY_HEADER.match(lines[i])][every::every]
+    chunks: list[Chunk] = []
+    start = 0
+    for end in [*cuts, len(lines)]:
+        text = "\n".join(lines[start:end])
+        if text.strip():
+            chunks += [Chunk("BEGIN;"), Chunk(text, source, start + 1), Chunk("COMMIT;")]
+        start = end
+    return chunks
+
+
+# Statement kinds that may share a transaction with the ones around them when a user's file is built in a scratch
+# database (``sql_chunks``); any other kind (transaction control, ALTER TYPE ... ADD VALUE, VACUUM, DO blocks, ...)
+# makes the file load as written, one statement per transaction.
+_BATCHABLE = frozenset({
+    "CreateStmt", "IndexStmt", "AlterTableStmt", "CreateSeqStmt", "AlterSeqStmt", "ViewStmt", "CreateFunctionStmt",
+    "CommentStmt", "GrantStmt", "CreateSchemaStmt", "CreateEnumStmt", "CompositeTypeStmt", "CreateDomainStmt",
+    "CreateTrigStmt", "CreatePolicyStmt", "RuleStmt", "DefineStmt", "AlterOwnerStmt", "CreateExtensionStmt",
+    "CreateStatsStmt", "AlterDomainStmt", "AlterFunctionStmt", "AlterObjectSchemaStmt", "RenameStmt",
+    "AlterTSConfigurationStmt", "AlterTSDictionaryStmt", "VariableSetStmt", "SelectStmt",
+})
+# what a statement means inside a transaction but not on its own (SET LOCAL, set_config(..., true)): load as written
+_LOCAL_SETTING = re.compile(r"^\s*SET\s+LOCAL\b|set_config\s*\(", re.IGNORECASE)
+
+
+def sql_chunks(sql: str, source: str, every: int = DUMP_BATCH) -> list[Chunk]:
+    """A user's SQL file (``schema.sql``) as chunks that load in transactions of ``every`` statements, when every
+    statement is of a kind that may (``_BATCHABLE``, non-CONCURRENTLY); else the file as one chunk, loaded as written.
+
+    Cuts fall only at the start of a line where a statement begins (nothing of the previous one on that line), so the
+    text is unchanged and its line numbers still map to ``source``.  Why: see ``dump_chunks``.
+    """
+    from .migrations import not_in_transaction
+    from .sqltext import split_statements
+
+    whole = [Chunk(sql, source)]
+    try:
+        statements = split_statements(sql, source)
+    except OpsagentError:
+        return whole  # psql reports the error where it is
+    if not statements or any(s.kind not in _BATCHABLE or not_in_transaction(s) or (s.kind in ("VariableSetStmt", "SelectStmt")
+                                                                                     and _LOCAL_SETTING.search(s.text)) for s in statements):
+        return whole
+    lines = sql.split("\n")
+    cuts: list[int] = []
+    for statement in statements[every::every]:
+        start = statement.line - 1
+        head = statement.text.split("\n", 1)[0].strip()
+        if 0 < start < len(lines) and head and lines[start].lstrip().startswith(head) and (not cuts or start > cuts[-1]):
+            cuts.append(start)  # the statement opens its line: the previous one ended before it
+    chunks: list[Chunk] = []
+    begin = 0
+    for end in [*cuts, len(lines)]:
+        text = "\n".join(lines[begin:end])
+        if text.strip():
+            chunks += [Chunk("BEGIN;"), Chunk(text, source, begin + 1), Chunk("COMMIT;")]
+        begin = end
+    return chunks
 
 
 def scratch_name(prefix: str = PREFIX) -> str:
