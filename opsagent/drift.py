@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from . import resources
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
 from .desired import (
     FACTS_SQL,
@@ -236,13 +237,7 @@ class LiveState:
 # pg_dump streams its gzip-compressed dump to the channel in the background; psql (stdin: the facts, the catalog
 # query, the extra query) runs in the foreground into a variable; the marker and psql's output follow the dump only
 # when both succeeded.  Exit 3: pg_dump failed; 4: psql failed.
-LIVE_READ_SH = """t=$1; d=$2; h=$3; p=$4; shift 4
-pg_dump --schema-only -Z 1 ${h:+-h "$h"} ${p:+-p "$p"} "$@" -d "$d" &
-pid=$!
-s=$(psql -X -q -A -t -v ON_ERROR_STOP=1 ${h:+-h "$h"} ${p:+-p "$p"} -d "$d") || { kill "$pid" 2>/dev/null; wait "$pid"; exit 4; }
-wait "$pid" || exit 3
-printf '\\n%s\\n%s\\n' "==opsagent-live-$t==" "$s"
-"""
+LIVE_READ_SH = resources.script("live_read")  # psql and pg_dump at once, one command
 
 
 def live_read_argv(remote: Remote, database: str, token: str, exclude_tables: Sequence[str]) -> list[str]:
