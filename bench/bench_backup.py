@@ -27,8 +27,8 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from opsagent.inventory import HostConfig
-from opsagent.sandbox import SandboxState, temporary_sandbox
-from opsagent.transport import open_remote
+from opsagent.remote.sandbox import SandboxState, temporary_sandbox
+from opsagent.remote.transport import open_remote
 
 DATABASE = "bench"
 FILL = """

@@ -29,10 +29,10 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
-from opsagent.extract import extract, normalize_dump, write_snapshot  # noqa: E402
 from opsagent.inventory import HostConfig  # noqa: E402
-from opsagent.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
-from opsagent.transport import open_remote  # noqa: E402
+from opsagent.remote.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
+from opsagent.remote.transport import open_remote  # noqa: E402
+from opsagent.schema.extract import extract, normalize_dump, write_snapshot  # noqa: E402
 
 MUSICBRAINZ = REPO.parent / "shared" / "corpora" / "schemas" / "musicbrainz.sql"
 DATABASE = "musicbrainz"

@@ -32,11 +32,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsagent.drift import diff_against_sql  # noqa: E402
-from opsagent.extract import extract  # noqa: E402
 from opsagent.inventory import HostConfig  # noqa: E402
-from opsagent.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
-from opsagent.transport import open_remote  # noqa: E402
+from opsagent.remote.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
+from opsagent.remote.transport import open_remote  # noqa: E402
+from opsagent.schema.drift import diff_against_sql  # noqa: E402
+from opsagent.schema.extract import extract  # noqa: E402
 
 sys.path.insert(0, str(REPO / "bench"))
 from bench_plan_peer import MUSICBRAINZ_MUTATIONS, Cluster, install_migra, run_migra  # noqa: E402

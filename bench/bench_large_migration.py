@@ -32,7 +32,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsagent.sandbox import SandboxState, temporary_sandbox  # noqa: E402
+from opsagent.remote.sandbox import SandboxState, temporary_sandbox  # noqa: E402
 
 
 def write_migration(path: Path, statements: int, per_table: int = 1000) -> None:
@@ -78,8 +78,8 @@ class Measured:
 
 def local_phases(folder: Path) -> tuple[float, float, int]:
     """CPU seconds of discovery and of the offline lint, in this process (fresh caches: a new text)."""
-    from opsagent.hazards import assess
-    from opsagent.migrations import discover
+    from opsagent.migrate.files import discover
+    from opsagent.migrate.hazards import assess
 
     started = time.process_time()
     found = discover(folder)

@@ -43,15 +43,15 @@ from typing import Any, TypeVar
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsagent.catalog import Catalog, introspect_many  # noqa: E402
-from opsagent.declarative import PlanOptions, plan_against_sql  # noqa: E402
-from opsagent.diff import Change, DiffResult, compare  # noqa: E402
-from opsagent.drift import confirm_changes  # noqa: E402
-from opsagent.extract import dump_schema  # noqa: E402
 from opsagent.inventory import HostConfig  # noqa: E402
-from opsagent.plan import generate_plan  # noqa: E402
-from opsagent.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
-from opsagent.transport import Remote, open_remote  # noqa: E402
+from opsagent.remote.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
+from opsagent.remote.transport import Remote, open_remote  # noqa: E402
+from opsagent.schema.catalog import Catalog, introspect_many  # noqa: E402
+from opsagent.schema.compare import Change, DiffResult, compare  # noqa: E402
+from opsagent.schema.declarative import PlanOptions, plan_against_sql  # noqa: E402
+from opsagent.schema.drift import confirm_changes  # noqa: E402
+from opsagent.schema.extract import dump_schema  # noqa: E402
+from opsagent.schema.plan import generate_plan  # noqa: E402
 from tests.catalog_helpers import role_names  # noqa: E402
 
 CORPORA = REPO.parent / "shared" / "corpora"

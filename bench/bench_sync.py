@@ -34,7 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from opsagent.sandbox import SandboxState, temporary_sandbox  # noqa: E402
+from opsagent.remote.sandbox import SandboxState, temporary_sandbox  # noqa: E402
 
 
 def write_migrations(folder: Path, count: int) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from opsagent.lint import RULES, lint_sql
+from opsagent.migrate.lint import RULES, lint_sql
 
 # Squawk rules that fire on almost every statement, or are about style rather than a hazard.
 SQUAWK_GENERIC = {"require-lock-timeout", "require-statement-timeout", "prefer-robust-stmts"}
@@ -169,7 +169,7 @@ def render(binary: str | None) -> str:
 
 
 def rules_reference() -> str:
-    """The rule reference table of docs/LINT.md, from ``opsagent.lint.RULES``."""
+    """The rule reference table of docs/LINT.md, from ``opsagent.migrate.lint.RULES``."""
     escalation = {"large": "error on a large table", "rows": "error when the table holds rows", None: "—"}
     rows = ["| rule | category | default | with `--host` | what | fix |", "|---|---|---|---|---|---|"]
     for rule in RULES.values():

@@ -36,7 +36,7 @@ from typing import Any
 
 from . import resources
 from .errors import OpsagentError, UsageError
-from .transport import CommandResult, Remote, conninfo_dbname
+from .remote.transport import CommandResult, Remote, conninfo_dbname
 from .units import human_bytes
 
 MARK = "@opsagent"

@@ -15,8 +15,8 @@ from typing import Any
 
 from pglast import parser
 
-from opsagent.catalog import Catalog, introspection_sql, quote_ident
-from opsagent.transport import Remote
+from opsagent.remote.transport import Remote
+from opsagent.schema.catalog import Catalog, introspection_sql, quote_ident
 
 MARK = "@@opsagent-load "
 END = "@@opsagent-end"

@@ -1,4 +1,4 @@
-"""Real-server fixtures: sshd on 127.0.0.1 + a PostgreSQL cluster, built by opsagent.sandbox.
+"""Real-server fixtures: sshd on 127.0.0.1 + a PostgreSQL cluster, built by opsagent.remote.sandbox.
 
 Nothing on the remote path is mocked.  One sandbox host is shared by the whole
 session; each test gets its own fresh database (and backup folder) on it.
@@ -23,8 +23,8 @@ import yaml
 
 from opsagent.errors import OpsagentError
 from opsagent.inventory import HostConfig
-from opsagent.sandbox import Sandbox, SandboxState, traversable_temp_dir
-from opsagent.transport import Remote, open_remote
+from opsagent.remote.sandbox import Sandbox, SandboxState, traversable_temp_dir
+from opsagent.remote.transport import Remote, open_remote
 
 REPO = Path(__file__).resolve().parents[1]
 CORPORA = REPO.parent / "shared" / "corpora"

@@ -32,7 +32,7 @@ from opsagent.backup import (
     verify_backup,
 )
 from opsagent.errors import UsageError
-from opsagent.transport import Remote
+from opsagent.remote.transport import Remote
 
 from .conftest import Project, SandboxHandle
 
@@ -477,7 +477,7 @@ def test_cli_backup_download_list_get_and_restore(project: Project, sandbox: San
 
 
 def q_db(project: Project, database: str) -> str:
-    from opsagent.transport import open_remote
+    from opsagent.remote.transport import open_remote
 
     with open_remote(project.host) as r:
         return r.psql("SELECT count(*) FROM customer", database, extra=["-A", "-t"]).text.strip()

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from opsagent.catalog import Catalog, introspect, introspect_many, introspection_sql, quote_ident
-from opsagent.diff import Change, compare, excerpt
-from opsagent.transport import Remote
+from opsagent.remote.transport import Remote
+from opsagent.schema.catalog import Catalog, introspect, introspect_many, introspection_sql, quote_ident
+from opsagent.schema.compare import Change, compare, excerpt
 
 from .conftest import SandboxHandle
 

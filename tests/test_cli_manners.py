@@ -25,9 +25,9 @@ from rich.progress import Progress
 from opsagent.cli import base
 from opsagent.cli.fleet import check_fleet_flags, summary_table, sync_columns
 from opsagent.errors import ExitCode, UsageError
-from opsagent.fleet import sync_outcome, version_span
-from opsagent.sync import Identity, SyncOptions
-from opsagent.sync import sync as run_sync
+from opsagent.migrate.sync import Identity, SyncOptions
+from opsagent.migrate.sync import sync as run_sync
+from opsagent.remote.fleet import sync_outcome, version_span
 from opsagent.units import byte_progress_columns, human_bytes, human_rate, transferred
 
 from .conftest import Project, SandboxHandle, write_inventory

@@ -25,11 +25,11 @@ from typing import Any
 
 import pytest
 
-from opsagent.declarative import PlanOptions, plan_against_sql
-from opsagent.desired import CACHE_FORMAT, ServerFacts, cache_key, load_cached, schema_digest
-from opsagent.drift import check_project, diff_against_sql
-from opsagent.scratch import DETACHED_PREFIX, KEEP_TEMPLATES, PREFIX, TEMPLATE_BUILT, TEMPLATE_PREFIX, leftovers, sweep
-from opsagent.transport import Remote
+from opsagent.remote.transport import Remote
+from opsagent.schema.declarative import PlanOptions, plan_against_sql
+from opsagent.schema.desired import CACHE_FORMAT, ServerFacts, cache_key, load_cached, schema_digest
+from opsagent.schema.drift import check_project, diff_against_sql
+from opsagent.schema.scratch import DETACHED_PREFIX, KEEP_TEMPLATES, PREFIX, TEMPLATE_BUILT, TEMPLATE_PREFIX, leftovers, sweep
 
 from .conftest import Project, SandboxHandle
 
@@ -159,7 +159,7 @@ def test_another_server_version_is_another_key(remote: Remote, tmp_path: Path, m
     remote.psql(SCHEMA)
     cache = tmp_path / "cache"
     assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache).desired_cache == "miss"
-    import opsagent.drift as drift
+    import opsagent.schema.drift as drift
 
     real = drift.ServerFacts.parse
 

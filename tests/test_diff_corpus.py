@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from opsagent.catalog import Catalog, introspect_many
-from opsagent.diff import compare
+from opsagent.schema.catalog import Catalog, introspect_many
+from opsagent.schema.compare import compare
 
 from .catalog_helpers import (
     END,
@@ -207,7 +207,7 @@ REAL = {
 
 def mutation_script(database_mutations: dict[str, str], *, dependencies: bool = False) -> str:
     """Each mutation in its own transaction: apply, introspect, roll back (no database copies needed)."""
-    from opsagent.catalog import introspection_sql
+    from opsagent.schema.catalog import introspection_sql
 
     query = introspection_sql(dependencies=dependencies)
     parts = []

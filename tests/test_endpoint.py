@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from opsagent.inventory import load_inventory
-from opsagent.quickref import interactive_ssh_argv
-from opsagent.transport import Remote, open_remote, resolve_endpoint
+from opsagent.remote.quickref import interactive_ssh_argv
+from opsagent.remote.transport import Remote, open_remote, resolve_endpoint
 
 from .conftest import Project, SandboxHandle
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from opsagent.catalog import introspect
-from opsagent.drift import check_project, diff_against_snapshot, diff_against_sql, drift_count
 from opsagent.errors import CommandFailed, RemoteError
-from opsagent.extract import extract, extract_argv, gunzip, normalize_dump, split_extract_output, strip_restrict
-from opsagent.scratch import PREFIX, Chunk, LoadError, Script, leftovers, scratch_database
-from opsagent.transport import Remote
+from opsagent.remote.transport import Remote
+from opsagent.schema.catalog import introspect
+from opsagent.schema.drift import check_project, diff_against_snapshot, diff_against_sql, drift_count
+from opsagent.schema.extract import extract, extract_argv, gunzip, normalize_dump, split_extract_output, strip_restrict
+from opsagent.schema.scratch import PREFIX, Chunk, LoadError, Script, leftovers, scratch_database
 
 from .conftest import CORPORA, Project, SandboxHandle, write_inventory
 
@@ -132,7 +132,7 @@ def test_script_maps_lines_back_to_sources() -> None:
 
 
 def test_statement_start_points_at_the_statement() -> None:
-    from opsagent.scratch import statement_start
+    from opsagent.schema.scratch import statement_start
 
     chunk = Chunk("CREATE TABLE a (id int);\n\nCREATE TABLE b (\n  id int\n    REFERENCES nope\n);\n", "schema.sql")
     assert statement_start(chunk, 6) == 3

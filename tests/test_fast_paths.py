@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 
-from opsagent.declarative import PlanOptions, plan_against_sql
-from opsagent.desired import load_cached, schema_digest
-from opsagent.drift import diff_against_sql, diff_hosts, live_read_argv, read_live, same_structure
 from opsagent.errors import OpsagentError
-from opsagent.scratch import DUMP_BATCH, dump_chunks
-from opsagent.transport import Remote
+from opsagent.remote.transport import Remote
+from opsagent.schema.declarative import PlanOptions, plan_against_sql
+from opsagent.schema.desired import load_cached, schema_digest
+from opsagent.schema.drift import diff_against_sql, diff_hosts, live_read_argv, read_live, same_structure
+from opsagent.schema.scratch import DUMP_BATCH, dump_chunks
 
 from .conftest import SandboxHandle
 
@@ -115,7 +115,7 @@ def test_the_live_read_is_one_command_with_both_oracles_inputs(remote: Remote, m
 
 def test_a_failing_pg_dump_or_psql_in_the_live_read_is_an_error_not_a_short_dump(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> None:
     remote.psql(SCHEMA)
-    import opsagent.drift as drift
+    import opsagent.schema.drift as drift
 
     broken_dump = drift.LIVE_READ_SH.replace("pg_dump --schema-only", "pg_dump --no-such-option --schema-only")
     monkeypatch.setattr(drift, "LIVE_READ_SH", broken_dump)
@@ -162,7 +162,7 @@ def test_diff_hosts_reads_each_side_in_one_command(sandbox: SandboxHandle, remot
     remote.psql(f'CREATE DATABASE "{other_db}" TEMPLATE "{remote.host.database}";', "postgres")
     import dataclasses
 
-    from opsagent.transport import open_remote
+    from opsagent.remote.transport import open_remote
 
     try:
         with open_remote(dataclasses.replace(remote.host, database=other_db)) as other:
@@ -203,7 +203,7 @@ def test_a_plan_settles_deparse_artifacts_with_the_cached_reloaded_target(remote
 
 def test_a_live_database_restored_from_a_dump_is_no_drift_warm_in_one_command(remote: Remote, tmp_path: Path) -> None:
     """Its CHECK deparses differently from schema.sql's build; the cached reloaded target says so without a scratch load."""
-    from opsagent.extract import dump_schema
+    from opsagent.schema.extract import dump_schema
 
     remote.psql(ARTIFACT)
     dump = dump_schema(remote)
@@ -230,7 +230,7 @@ def test_a_live_database_restored_from_a_dump_is_no_drift_warm_in_one_command(re
     "VACUUM t;",
 ])
 def test_sql_chunks_load_a_file_as_written_unless_every_statement_may_share_a_transaction(statement: str) -> None:
-    from opsagent.scratch import sql_chunks
+    from opsagent.schema.scratch import sql_chunks
 
     plain = "CREATE TYPE mood AS ENUM ('ok');\n" + "".join(f"CREATE TABLE t{n} (id int);\n" for n in range(7))
     batched = sql_chunks(plain, "schema.sql", every=3)
@@ -242,7 +242,7 @@ def test_sql_chunks_load_a_file_as_written_unless_every_statement_may_share_a_tr
 
 
 def test_sql_chunks_never_cut_a_line_two_statements_share() -> None:
-    from opsagent.scratch import sql_chunks
+    from opsagent.schema.scratch import sql_chunks
 
     sql = "CREATE TABLE a (id int);\nCREATE TABLE b (id int); CREATE TABLE c (id int);\nCREATE TABLE d (id int);\n"
     chunks = [c for c in sql_chunks(sql, "schema.sql", every=1) if c.source]
@@ -253,7 +253,7 @@ def test_sql_chunks_never_cut_a_line_two_statements_share() -> None:
 
 
 def test_a_batched_schema_sql_reports_its_error_at_file_line_and_materializes_otherwise(remote: Remote, tmp_path: Path) -> None:
-    from opsagent.scratch import DUMP_BATCH, LoadError
+    from opsagent.schema.scratch import DUMP_BATCH, LoadError
 
     tables = "".join(f"CREATE TABLE t{n} (id int PRIMARY KEY, note text);\n" for n in range(DUMP_BATCH + 20))
     remote.psql(tables)

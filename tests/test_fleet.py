@@ -9,8 +9,8 @@ import time
 import pytest
 
 from opsagent.errors import MigrationError
-from opsagent.fleet import HostOutcome, fleet_exit_code, run_fleet
 from opsagent.inventory import HostConfig
+from opsagent.remote.fleet import HostOutcome, fleet_exit_code, run_fleet
 
 from .conftest import Project, SandboxHandle, write_inventory
 

@@ -16,7 +16,7 @@ import pytest
 
 from opsagent.errors import CommandFailed, ConfigError, HostKeyError
 from opsagent.inventory import load_inventory
-from opsagent.transport import open_remote
+from opsagent.remote.transport import open_remote
 
 from .conftest import REPO, Project, SandboxHandle
 
@@ -114,10 +114,10 @@ def test_cli_start_up_leaves_task_only_modules_unloaded() -> None:
     # syntax highlighting and pglast's printers load in the tasks that use them
     code = "import sys, opsagent.cli; print(' '.join(sorted(sys.modules)))"
     loaded = set(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
-    assert {"opsagent.cli", "opsagent.transport", "paramiko"} <= loaded
+    assert {"opsagent.cli", "opsagent.remote.transport", "paramiko"} <= loaded
     # task modules load when their task is named on the command line (stand-ins keep every name for help)
-    lazy = {"opsagent.catalog", "opsagent.declarative", "opsagent.diff", "opsagent.drift", "opsagent.plan",
-            "opsagent.sync", "opsagent.lint", "opsagent.cli.sync", "rich.progress", "rich.syntax", "pygments",
+    lazy = {"opsagent.schema.catalog", "opsagent.schema.declarative", "opsagent.schema.compare", "opsagent.schema.drift", "opsagent.schema.plan",
+            "opsagent.migrate.sync", "opsagent.migrate.lint", "opsagent.cli.sync", "rich.progress", "rich.syntax", "pygments",
             "pglast.stream"}
     assert loaded & lazy == set()
 
@@ -239,7 +239,7 @@ def test_doctor_reports_missing_database(project: Project, sandbox: SandboxHandl
 
 
 def test_doctor_unreachable_port(project: Project, sandbox: SandboxHandle) -> None:
-    from opsagent.sandbox import free_port
+    from opsagent.remote.sandbox import free_port
 
     inv = (project.root / "inventory.yaml").read_text().replace(f"port: {sandbox.state.ssh_port}", f"port: {free_port()}")
     (project.root / "inventory.yaml").write_text(inv)

@@ -18,11 +18,11 @@ import pytest
 
 from opsagent.backup import create_backup, list_backups, restore_backup
 from opsagent.errors import OpsagentError
-from opsagent.extract import dump_schema
-from opsagent.ledger import Ledger
-from opsagent.quickref import describe_table, list_tables
-from opsagent.sync import Identity, SyncOptions, read_state, sync
-from opsagent.transport import Remote, open_remote
+from opsagent.migrate.ledger import Ledger
+from opsagent.migrate.sync import Identity, SyncOptions, read_state, sync
+from opsagent.remote.quickref import describe_table, list_tables
+from opsagent.remote.transport import Remote, open_remote
+from opsagent.schema.extract import dump_schema
 
 from .conftest import Project, SandboxHandle
 

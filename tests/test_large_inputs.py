@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from opsagent.errors import ExitCode, InvalidMigration, MigrationError, UsageError
-from opsagent.hazards import assess
-from opsagent.migrations import discover, load_migration
-from opsagent.sqltext import SqlSyntaxError, UnsupportedSql, split_statements
+from opsagent.migrate.files import discover, load_migration
+from opsagent.migrate.hazards import assess
+from opsagent.migrate.sqltext import SqlSyntaxError, UnsupportedSql, split_statements
 
 from .conftest import Project
 

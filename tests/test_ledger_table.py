@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from opsagent.catalog import introspect, introspection_sql
 from opsagent.errors import ConfigError
-from opsagent.exclusions import DEFAULT_EXCLUDED_TABLES, dump_pattern, ledger_exclusions, matches_dump_entry, split_exclusion, strip_ledger_only_schemas
 from opsagent.inventory import HostConfig, load_inventory
-from opsagent.ledger import Ledger, LedgerState
-from opsagent.oracle import compare_dumps
-from opsagent.transport import open_remote
+from opsagent.migrate.ledger import Ledger, LedgerState
+from opsagent.remote.transport import open_remote
+from opsagent.schema.catalog import introspect, introspection_sql
+from opsagent.schema.exclusions import DEFAULT_EXCLUDED_TABLES, dump_pattern, ledger_exclusions, matches_dump_entry, split_exclusion, strip_ledger_only_schemas
+from opsagent.schema.oracle import compare_dumps
 
 from .conftest import Project
 

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from opsagent.errors import ConfigError, ExitCode
-from opsagent.lint import (
+from opsagent.migrate.lint import (
     RULES,
     Finding,
     LintUnit,
@@ -27,8 +27,8 @@ from opsagent.lint import (
     table_stats_query,
     thresholds_from,
 )
-from opsagent.sqltext import SqlSyntaxError
-from opsagent.transport import Remote
+from opsagent.migrate.sqltext import SqlSyntaxError
+from opsagent.remote.transport import Remote
 
 CORPORA = Path(__file__).parents[1] / ".." / "shared" / "corpora"
 
@@ -227,7 +227,7 @@ def test_live_table_missing_but_created_by_an_earlier_pending_file_is_new() -> N
 
 def test_migration_objects_with_filename_are_accepted() -> None:
     @dataclasses.dataclass
-    class Migration:  # the shape of opsagent.migrations.Migration
+    class Migration:  # the shape of opsagent.migrate.files.Migration
         filename: str
         sql: str
         transactional: bool

@@ -14,12 +14,12 @@ import yaml
 
 from opsagent.cli.lint import _fetch
 from opsagent.errors import ConfigError, ExitCode
-from opsagent.hazards import HazardReport, assess, candidate_tables, lint_unit, summary_line
 from opsagent.inventory import HostConfig
-from opsagent.ledger import Ledger
-from opsagent.lint import Finding, LintUnit
-from opsagent.migrations import load_migration
-from opsagent.transport import Remote
+from opsagent.migrate.files import load_migration
+from opsagent.migrate.hazards import HazardReport, assess, candidate_tables, lint_unit, summary_line
+from opsagent.migrate.ledger import Ledger
+from opsagent.migrate.lint import Finding, LintUnit
+from opsagent.remote.transport import Remote
 
 from .conftest import Project
 

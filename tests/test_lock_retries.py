@@ -23,13 +23,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from opsagent.audit import read_audit
 from opsagent.cli.sync import _lock_options
 from opsagent.errors import ConfigError, UsageError
 from opsagent.inventory import load_inventory
-from opsagent.ledger import Ledger
-from opsagent.sync import Identity, LockRetryPolicy, SyncEvent, SyncOptions, duration_seconds, pg_duration, sync
-from opsagent.transport import RemoteProcess, open_remote
+from opsagent.migrate.audit import read_audit
+from opsagent.migrate.ledger import Ledger
+from opsagent.migrate.sync import Identity, LockRetryPolicy, SyncEvent, SyncOptions, duration_seconds, pg_duration, sync
+from opsagent.remote.transport import RemoteProcess, open_remote
 
 from .conftest import Project, SandboxHandle
 from .test_sync import _sshd_children
@@ -140,7 +140,7 @@ def test_a_configured_migrations_folder_that_does_not_exist_is_a_configuration_e
 
 
 def test_audit_log_is_created_private(tmp_path: Path) -> None:
-    from opsagent.audit import append_audit
+    from opsagent.migrate.audit import append_audit
 
     old = os.umask(0o022)
     try:

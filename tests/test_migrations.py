@@ -1,4 +1,4 @@
-"""Unit tests for the migration-file model (opsagent.migrations): pure logic, files in tmp_path."""
+"""Unit tests for the migration-file model (opsagent.migrate.files): pure logic, files in tmp_path."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from opsagent.errors import MigrationError, UsageError
-from opsagent.migrations import (
+from opsagent.migrate.files import (
     AppliedRow,
     Migration,
     VersionStatus,
@@ -25,8 +25,8 @@ from opsagent.migrations import (
     plan_pending,
     repair_plan,
 )
-from opsagent.sqltext import SqlSyntaxError, split_statements
-from opsagent.transport import Remote
+from opsagent.migrate.sqltext import SqlSyntaxError, split_statements
+from opsagent.remote.transport import Remote
 
 NO_TX = "-- opsagent:no-transaction\n"
 
@@ -638,7 +638,7 @@ def test_split_statements_parses_a_text_once_whatever_name_it_is_shown_under() -
 
 
 def test_survey_lists_unusable_files_and_check_pending_parses_only_pending_ones(tmp_path: Path) -> None:
-    from opsagent.migrations import AppliedRow, check_pending, survey
+    from opsagent.migrate.files import AppliedRow, check_pending, survey
 
     write(tmp_path, "001_a.sql", "CREATE TABLE a (id int;\n")  # broken, but applied with this very checksum: not parsed
     write(tmp_path, "002_b.sql", "CREATE TABLE b (id int);\n")

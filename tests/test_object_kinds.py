@@ -15,10 +15,10 @@ from collections.abc import Collection
 
 import pytest
 
-from opsagent.catalog import Catalog, castable, introspect, introspect_many
-from opsagent.diff import DiffResult, compare
-from opsagent.extract import dump_schema, strip_restrict
-from opsagent.plan import Plan, _member_drop, choose_index_name, generate_plan, index_column_names
+from opsagent.schema.catalog import Catalog, castable, introspect, introspect_many
+from opsagent.schema.compare import DiffResult, compare
+from opsagent.schema.extract import dump_schema, strip_restrict
+from opsagent.schema.plan import Plan, _member_drop, choose_index_name, generate_plan, index_column_names
 
 from .conftest import SandboxHandle
 

@@ -13,11 +13,11 @@ import json
 
 import pytest
 
-from opsagent.declarative import plan_against_sql
-from opsagent.drift import diff_against_sql
-from opsagent.oracle import MAX_LINES, compare_dumps, entries, render_lines, unexplained
-from opsagent.scratch import DumpStep, leftovers
-from opsagent.transport import Remote
+from opsagent.remote.transport import Remote
+from opsagent.schema.declarative import plan_against_sql
+from opsagent.schema.drift import diff_against_sql
+from opsagent.schema.oracle import MAX_LINES, compare_dumps, entries, render_lines, unexplained
+from opsagent.schema.scratch import DumpStep, leftovers
 
 from .conftest import Project
 
@@ -210,7 +210,7 @@ def test_grant_order_and_spelling_of_one_call_do_not_count_but_a_different_expre
 
 def test_a_dump_that_fails_inside_the_session_is_an_error_not_an_empty_schema(remote: Remote) -> None:
     from opsagent.errors import RemoteError
-    from opsagent.scratch import Chunk, ScratchSet
+    from opsagent.schema.scratch import Chunk, ScratchSet
 
     broken = DumpStep(("pg_dump", "--no-such-option", *remote.pg_args()))
     with pytest.raises(RemoteError, match="did not complete"), ScratchSet(remote, [[Chunk("CREATE TABLE t (id int);", "x.sql")]], dump=broken) as scratch:

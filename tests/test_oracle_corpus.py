@@ -3,7 +3,7 @@
 Each side and each applied plan is loaded and introspected as in ``tests/test_plan.py``, and
 dumped (``pg_dump --schema-only``) in the same psql session.  A plan counts as verified by
 the dump oracle when the normalized dumps of (a + plan) and b match; what differs is then
-put through one dump-and-load on both sides (as ``opsagent.drift.confirm`` does) to
+put through one dump-and-load on both sides (as ``opsagent.schema.drift.confirm`` does) to
 cancel deparse artifacts.  If the oracle refuses a plan the model verifies, either the
 model has a blind spot (the oracle's job) or the normalizer is too strict (to fix there).
 """
@@ -17,13 +17,13 @@ from collections.abc import Sequence
 
 import pytest
 
-from opsagent.catalog import Catalog
-from opsagent.diff import compare
-from opsagent.extract import normalize_dump, strip_restrict
-from opsagent.oracle import DumpDifference, compare_dumps
-from opsagent.plan import generate_plan
-from opsagent.scratch import SESSION_SETUP, DumpStep
-from opsagent.transport import Remote
+from opsagent.remote.transport import Remote
+from opsagent.schema.catalog import Catalog
+from opsagent.schema.compare import compare
+from opsagent.schema.extract import normalize_dump, strip_restrict
+from opsagent.schema.oracle import DumpDifference, compare_dumps
+from opsagent.schema.plan import generate_plan
+from opsagent.schema.scratch import SESSION_SETUP, DumpStep
 
 from .catalog_helpers import END, MARK, Loaded, LoadItem, classify, declarative_block, ensure_roles, load_items, load_script, role_names
 from .conftest import CORPORA, SandboxHandle
@@ -198,8 +198,8 @@ KNOWN_SQLDEF_BLIND_SPOTS = {
 def test_real_schemas_from_empty_by_both_oracles(sandbox: SandboxHandle, schema: str) -> None:
     """Plan from an empty database, applied; then diff: 0 differences by the model and by the dumps, or exactly the
     objects the model cannot describe yet, each shown with its dump lines."""
-    from opsagent.declarative import plan_against_sql
-    from opsagent.drift import diff_against_sql
+    from opsagent.schema.declarative import plan_against_sql
+    from opsagent.schema.drift import diff_against_sql
 
     path = CORPORA / "schemas" / f"{schema}.sql"
     if not path.exists():

@@ -11,7 +11,8 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from opsagent.catalog import (
+from opsagent.remote.transport import Remote
+from opsagent.schema.catalog import (
     Catalog,
     Collation,
     Column,
@@ -22,10 +23,9 @@ from opsagent.catalog import (
     introspect,
     introspect_many,
 )
-from opsagent.declarative import PlanOptions, plan_against_sql
-from opsagent.diff import compare
-from opsagent.plan import HEADER, Plan, collation_sql, generate_plan, lossless, text_search_config_sql
-from opsagent.transport import Remote
+from opsagent.schema.compare import compare
+from opsagent.schema.declarative import PlanOptions, plan_against_sql
+from opsagent.schema.plan import HEADER, Plan, collation_sql, generate_plan, lossless, text_search_config_sql
 
 from .catalog_helpers import (
     Loaded,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import yaml
 
-from opsagent.catalog import Catalog, Column, Constraint, Extension, Index, Table, Type
-from opsagent.declarative import pin_extension_versions, plan_against_sql
-from opsagent.migrations import load_migration, new_migration
-from opsagent.plan import generate_plan
-from opsagent.transport import Remote
+from opsagent.migrate.files import load_migration, new_migration
+from opsagent.remote.transport import Remote
+from opsagent.schema.catalog import Catalog, Column, Constraint, Extension, Index, Table, Type
+from opsagent.schema.declarative import pin_extension_versions, plan_against_sql
+from opsagent.schema.plan import generate_plan
 
 from .conftest import Project, SandboxHandle, write_inventory
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from opsagent.quickref import interactive_ssh_argv
+from opsagent.remote.quickref import interactive_ssh_argv
 from opsagent.units import human_bytes
 
 from .conftest import Project

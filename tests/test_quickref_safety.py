@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from opsagent.errors import UsageError
-from opsagent.quickref import describe_table, run_sql
-from opsagent.transport import Remote
+from opsagent.remote.quickref import describe_table, run_sql
+from opsagent.remote.transport import Remote
 
 from .conftest import Project, SandboxHandle
 

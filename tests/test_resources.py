@@ -15,9 +15,10 @@ from typing import Any
 
 import pytest
 
-from opsagent import backup, resources, transport
+from opsagent import backup, resources
 from opsagent.inventory import HostConfig
-from opsagent.transport import CommandResult, Remote
+from opsagent.remote import transport
+from opsagent.remote.transport import CommandResult, Remote
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "opsagent"
@@ -184,7 +185,7 @@ def test_a_non_editable_install_ships_and_loads_every_piece(tmp_path: Path) -> N
     shipped = {p.relative_to(installed).as_posix() for p in installed.rglob("*") if p.suffix in (".sh", ".sql")}
     expected = {f"scripts/{p.name}" for p in SCRIPT_FILES} | {f"sql/{p.name}" for p in SQL_FILES}
     assert shipped == expected
-    probe = ("import opsagent, opsagent.resources as r, opsagent.backup, opsagent.catalog, opsagent.transport, sys\n"
+    probe = ("import opsagent, opsagent.resources as r, opsagent.backup, opsagent.schema.catalog, opsagent.remote.transport, sys\n"
              f"assert opsagent.__file__.startswith({str(target)!r}), opsagent.__file__\n"
              "names = sys.argv[1:]\n"
              "for item in names:\n"
@@ -215,8 +216,10 @@ def _as_plain_sql(text: str) -> str:
 
 
 def _assembled_sql() -> dict[str, str]:
-    from opsagent import catalog, quickref, rollback, sync
-    from opsagent.ledger import Ledger
+    from opsagent.migrate import rollback, sync
+    from opsagent.migrate.ledger import Ledger
+    from opsagent.remote import quickref
+    from opsagent.schema import catalog
 
     ledger = Ledger("s x", 't"y')
     return {

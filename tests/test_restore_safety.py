@@ -32,7 +32,7 @@ from opsagent.backup import (
     verify_backup,
 )
 from opsagent.errors import OpsagentError
-from opsagent.transport import Remote, conninfo_dbname
+from opsagent.remote.transport import Remote, conninfo_dbname
 
 from .conftest import Project, SandboxHandle
 

@@ -18,13 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from opsagent.catalog import introspect
-from opsagent.diff import compare
-from opsagent.drift import dump_for_diff, replay_chunks
 from opsagent.errors import MigrationError, UsageError
-from opsagent.ledger import Ledger
-from opsagent.migrations import AppliedRow, compute_status, load_migration, split_down
-from opsagent.rollback import (
+from opsagent.migrate.files import AppliedRow, compute_status, load_migration, split_down
+from opsagent.migrate.ledger import Ledger
+from opsagent.migrate.rollback import (
     Loss,
     check_target,
     choose_method,
@@ -33,8 +30,11 @@ from opsagent.rollback import (
     rehearsal_script,
     steps_from_down,
 )
-from opsagent.scratch import scratch_databases
-from opsagent.transport import open_remote
+from opsagent.remote.transport import open_remote
+from opsagent.schema.catalog import introspect
+from opsagent.schema.compare import compare
+from opsagent.schema.drift import dump_for_diff, replay_chunks
+from opsagent.schema.scratch import scratch_databases
 
 from .conftest import Project, SandboxHandle
 
@@ -346,8 +346,8 @@ def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(projec
 
 
 def test_lost_connection_during_apply_leaves_the_old_version(project: Project, sandbox: SandboxHandle) -> None:
-    from opsagent.rollback import RollbackOptions, rollback
-    from opsagent.sync import Identity
+    from opsagent.migrate.rollback import RollbackOptions, rollback
+    from opsagent.migrate.sync import Identity
 
     from .test_sync import _sshd_children
 
@@ -455,7 +455,7 @@ def test_target_checks_and_method_choice(tmp_path: Path) -> None:
 
 
 def test_rehearsal_script_sets_lock_timeout_first_and_rolls_back() -> None:
-    from opsagent.rollback import SqlStep, Step
+    from opsagent.migrate.rollback import SqlStep, Step
 
     script = rehearsal_script([Step("x", [SqlStep("DROP TABLE a -- c", "DROP TABLE a -- c", "f:1")], True, ["002"])],
                               Ledger(), "2s", "30s")
@@ -530,7 +530,7 @@ def test_rehearsal_blocked_by_a_table_lock_is_not_verified_and_names_the_lock(pr
 
 
 def test_group_rollback_to_zero_on_two_hosts_and_audit(project: Project, sandbox: SandboxHandle) -> None:
-    from opsagent.audit import read_audit
+    from opsagent.migrate.audit import read_audit
 
     from .conftest import write_inventory
 
@@ -552,8 +552,8 @@ def test_group_rollback_to_zero_on_two_hosts_and_audit(project: Project, sandbox
 
 
 def test_destructive_statements_of_down_sections_are_marked() -> None:
-    from opsagent.rollback import destroys
-    from opsagent.sqltext import split_statements
+    from opsagent.migrate.rollback import destroys
+    from opsagent.migrate.sqltext import split_statements
 
     marked = [destroys(s) for s in split_statements(
         "ALTER TABLE a DROP COLUMN b; ALTER TABLE a ALTER COLUMN c TYPE int; ALTER TABLE a RENAME TO z; DROP INDEX x; "
@@ -579,8 +579,8 @@ def test_hostile_names_are_counted_and_dropped_safely(project: Project) -> None:
 
 
 def test_a_schema_change_between_rehearsal_and_apply_rolls_the_transaction_back(project: Project) -> None:
-    from opsagent.rollback import RollbackOptions, RollbackResult, rollback
-    from opsagent.sync import Identity
+    from opsagent.migrate.rollback import RollbackOptions, RollbackResult, rollback
+    from opsagent.migrate.sync import Identity
 
     _slow_project(project)
 

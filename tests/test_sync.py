@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-from opsagent.audit import append_audit, read_audit
 from opsagent.errors import MigrationError
-from opsagent.ledger import EXTRA_COLUMNS, Ledger
-from opsagent.migrations import load_migration
-from opsagent.sync import Identity, SyncEvent, SyncOptions, _psql_error, _Script, check_timeout, sync
-from opsagent.transport import Remote, open_remote
+from opsagent.migrate.audit import append_audit, read_audit
+from opsagent.migrate.files import load_migration
+from opsagent.migrate.ledger import EXTRA_COLUMNS, Ledger
+from opsagent.migrate.sync import Identity, SyncEvent, SyncOptions, _psql_error, _Script, check_timeout, sync
+from opsagent.remote.transport import Remote, open_remote
 
 from .conftest import Project, SandboxHandle
 
@@ -453,7 +453,7 @@ def test_remote_commands_per_sync_stay_constant_and_applied_files_are_not_parsed
 
     The no-op run parses nothing: applied files are compared by checksum only.
     """
-    import opsagent.migrations as migrations
+    import opsagent.migrate.files as migrations
 
     for i in range(1, 201):
         (tmp_path / f"{i:04d}_t{i}.sql").write_text(f"CREATE TABLE t{i} (id int PRIMARY KEY);\nCREATE INDEX t{i}_i ON t{i} (id);\n")
@@ -540,8 +540,8 @@ def test_the_task_manifest_matches_the_collection_and_a_task_loads_only_its_modu
     assert modules_for(["inv", "status", "--host", "x"]) == {"sync"} and modules_for(["inv", "history"]) == {"sync"}
     assert modules_for(["inv", "--list"]) is None and modules_for(["inv"]) is None and modules_for(["inv", "sandbox.up"]) == {"core"}
     probe = ("import sys; sys.argv = ['opsagent', 'status', '--help']; import opsagent.cli as cli; cli.collection_for(sys.argv); "
-             "print(sorted(m for m in ('pglast', 'opsagent.catalog', 'opsagent.plan', 'rich.progress', 'opsagent.lint', "
-             "'opsagent.hazards', 'opsagent.backup', 'opsagent.cli.backup') if m in sys.modules))")
+             "print(sorted(m for m in ('pglast', 'opsagent.schema.catalog', 'opsagent.schema.plan', 'rich.progress', 'opsagent.migrate.lint', "
+             "'opsagent.migrate.hazards', 'opsagent.backup', 'opsagent.cli.backup') if m in sys.modules))")
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", loaded
     for argv in (["opsagent", "status", "--help"], ["opsagent", "sync", "--help"]):
@@ -561,7 +561,7 @@ def test_a_no_op_sync_and_status_never_load_the_parser(project: Project) -> None
                               capture_output=True, text=True, check=False, timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
         loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-        heavy = loaded & {"pglast", "opsagent.lint", "opsagent.hazards", "opsagent.backup", "opsagent.catalog", "rich.progress"}
+        heavy = loaded & {"pglast", "opsagent.migrate.lint", "opsagent.migrate.hazards", "opsagent.backup", "opsagent.schema.catalog", "rich.progress"}
         assert not heavy, (args, heavy)
     shown = project.run("status", "--host", "sandbox").stdout.splitlines()
     assert shown[1].split() == ["version", "description", "state", "applied", "at", "by", "ms"]

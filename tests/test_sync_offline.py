@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from opsagent.ledger import Ledger
-from opsagent.migrations import load_migration
-from opsagent.sync import Identity, offline_script
-from opsagent.transport import open_remote
+from opsagent.migrate.files import load_migration
+from opsagent.migrate.ledger import Ledger
+from opsagent.migrate.sync import Identity, offline_script
+from opsagent.remote.transport import open_remote
 
 from .conftest import Project, SandboxHandle, write_inventory
 

@@ -22,7 +22,7 @@ import pytest
 
 from opsagent.errors import RemoteError
 from opsagent.inventory import HostConfig
-from opsagent.transport import CLIENT_CHECK_SQL, Remote, channel_bound_command
+from opsagent.remote.transport import CLIENT_CHECK_SQL, Remote, channel_bound_command
 
 from .conftest import REPO, SandboxHandle
 
@@ -102,7 +102,7 @@ def past_the_sleep(started: float) -> None:
 CLIENT = textwrap.dedent("""\
     import json, sys, time
     from opsagent.inventory import HostConfig
-    from opsagent.transport import open_remote
+    from opsagent.remote.transport import open_remote
     spec = json.loads(sys.stdin.readline())  # not argv: the client's own command line must not hold the token
     host = HostConfig(**spec["host"])
     with open_remote(host) as remote:

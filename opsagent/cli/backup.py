@@ -28,9 +28,9 @@ from ..backup import (
     sessions_to_terminate,
 )
 from ..errors import UsageError
-from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
-from ..transport import open_remote
+from ..remote.fleet import HostOutcome
+from ..remote.transport import open_remote
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, inventory, is_interactive, print_json, require_project, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import tracking, waiting

@@ -31,7 +31,7 @@ from rich.measure import Measurement
 
 from ..errors import ExitCode, OpsagentError, UsageError
 from ..inventory import DEFAULT_INVENTORY, HostConfig, Inventory, load_inventory
-from ..transport import Remote, open_remote
+from ..remote.transport import Remote, open_remote
 from .program import program_name, silence_stdout, with_value_placeholders
 
 # ---------------------------------------------------------------- consoles

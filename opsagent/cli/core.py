@@ -9,12 +9,12 @@ from invoke.collection import Collection
 from invoke.context import Context
 from rich.table import Table
 
-from ..doctor import DoctorReport, run_doctor
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..fleet import HostOutcome
 from ..inventory import SANDBOX_FILE, HostConfig
-from ..sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
-from ..transport import Endpoint, resolve_endpoint
+from ..remote.doctor import DoctorReport, run_doctor
+from ..remote.fleet import HostOutcome
+from ..remote.sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
+from ..remote.transport import Endpoint, resolve_endpoint
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import waiting

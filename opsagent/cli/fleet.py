@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import UsageError
-from ..fleet import HostOutcome, fleet_exit_code, run_fleet
 from ..inventory import HostConfig
+from ..remote.fleet import HostOutcome, fleet_exit_code, run_fleet
 from .base import console, fail, print_json
 
 if TYPE_CHECKING:  # Rich's Live and Table: imported by the fleet runs that draw them, not by every task that imports this module

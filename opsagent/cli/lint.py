@@ -14,11 +14,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import InvalidMigration, RemoteError, UsageError
-from ..hazards import HazardReport, assess, candidate_tables, lint_unit, summary_line
 from ..inventory import HostConfig, Inventory
-from ..ledger import Ledger, LedgerState
-from ..lint import Finding, LintUnit, Thresholds, describe_size, table_stats_query, thresholds_from
-from ..migrations import (
+from ..migrate.files import (
     NO_TRANSACTION_MARKER,
     Migration,
     _markers,
@@ -28,7 +25,10 @@ from ..migrations import (
     parse_filename,
     scan_names,
 )
-from ..transport import Remote, open_remote
+from ..migrate.hazards import HazardReport, assess, candidate_tables, lint_unit, summary_line
+from ..migrate.ledger import Ledger, LedgerState
+from ..migrate.lint import Finding, LintUnit, Thresholds, describe_size, table_stats_query, thresholds_from
+from ..remote.transport import Remote, open_remote
 from ..units import label
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
 from .progress import waiting

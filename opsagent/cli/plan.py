@@ -12,9 +12,9 @@ from rich.text import Text
 
 from ..errors import ExitCode, PlanNotVerified, UsageError
 from ..inventory import HostConfig, Inventory
-from ..lint import thresholds_from
-from ..migrations import new_migration
-from ..transport import open_remote
+from ..migrate.files import new_migration
+from ..migrate.lint import thresholds_from
+from ..remote.transport import open_remote
 from ..units import label
 from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, outside_project_error, print_json, single_host
 from .progress import waiting
@@ -22,8 +22,8 @@ from .progress import waiting
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
     from collections.abc import Sequence
 
-    from ..declarative import PlanOptions, PlanReport
-    from ..oracle import DumpDifference
+    from ..schema.declarative import PlanOptions, PlanReport
+    from ..schema.oracle import DumpDifference
 
 PLAN_HELP = {
     "host": "inventory host name (one host): its live database is the starting point",
@@ -39,13 +39,13 @@ PLAN_HELP = {
 
 
 def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> PlanOptions:
-    from ..declarative import CONCURRENTLY_CHOICES, PlanOptions
+    from ..schema.declarative import CONCURRENTLY_CHOICES, PlanOptions
 
     mode = "always" if concurrently is True else (concurrently or "auto")
     if mode not in CONCURRENTLY_CHOICES:
         raise UsageError(f"--concurrently {mode!r}: expected one of {', '.join(CONCURRENTLY_CHOICES)}")
-    from ..desired import default_cache_dir
-    from ..exclusions import ledger_exclusions
+    from ..schema.desired import default_cache_dir
+    from ..schema.exclusions import ledger_exclusions
 
     return PlanOptions(allow_drop=allow_drop, concurrently=mode, thresholds=thresholds_from(target.hazards),
                        exclude_tables=ledger_exclusions(target), cache_dir=default_cache_dir(inventory().paths.state))
@@ -65,9 +65,9 @@ def _make_report(host: str, against: str, against_host: str, from_: str, allow_d
     if from_ == "snapshot" and (against_host or against == "snapshot"):
         raise UsageError("--from snapshot goes with schema.sql as the target: --against-host and --against snapshot "
                          "exclude it (plan from one live database instead)")
-    from ..declarative import plan_against_file, plan_against_host
-    from ..exclusions import ledger_exclusions
-    from ..extract import default_snapshot_path
+    from ..schema.declarative import plan_against_file, plan_against_host
+    from ..schema.exclusions import ledger_exclusions
+    from ..schema.extract import default_snapshot_path
 
     options = _options(target, allow_drop, concurrently)
     with waiting(f"planning {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
@@ -105,7 +105,7 @@ def render_plan(report: PlanReport) -> None:
 
 
 def _render_verdict(report: PlanReport) -> None:
-    from ..diff import display
+    from ..schema.compare import display
 
     for warning in report.plan.warnings:
         err_console.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
@@ -119,7 +119,7 @@ def _render_verdict(report: PlanReport) -> None:
 
 def render_undescribed(differences: Sequence[DumpDifference]) -> None:
     """The dump oracle's findings the model did not report, as bounded unified-diff lines (``-`` live, ``+`` desired)."""
-    from ..oracle import render_lines
+    from ..schema.oracle import render_lines
 
     if not differences:
         return
@@ -155,7 +155,7 @@ def new(c: Context, description: str, from_diff: bool = False, host: str = "", a
         _emit_new(report, [], json_)
         raise PlanNotVerified("no migration written: the plan is not verified",
                               hint="see 'inv plan' for what remains; --force writes it anyway, for editing by hand")
-    from ..declarative import write_migrations
+    from ..schema.declarative import write_migrations
 
     paths = write_migrations(report, inv.paths.migrations, description)
     _emit_new(report, paths, json_)

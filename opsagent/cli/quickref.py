@@ -9,7 +9,7 @@ from invoke.context import Context
 from rich.table import Table
 
 from ..errors import ExitCode, UsageError
-from ..quickref import describe_table, interactive_ssh_argv, list_tables, run_sql, tables_as_dicts
+from ..remote.quickref import describe_table, interactive_ssh_argv, list_tables, run_sql, tables_as_dicts
 from ..units import human_bytes
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, connect, console, fail, is_interactive, print_json, single_host
 from .progress import waiting

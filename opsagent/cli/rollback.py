@@ -1,4 +1,4 @@
-"""``inv rollback --host H --to V``: back to version V's structure, keeping the data (see ``opsagent.rollback``)."""
+"""``inv rollback --host H --to V``: back to version V's structure, keeping the data (see ``opsagent.migrate.rollback``)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ from rich.console import Console
 from rich.prompt import Confirm
 from rich.text import Text
 
-from ..audit import append_audit, git_commit, who
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
-from ..sync import Identity
-from ..transport import open_remote
+from ..migrate.audit import append_audit, git_commit, who
+from ..migrate.sync import Identity
+from ..remote.fleet import HostOutcome
+from ..remote.transport import open_remote
 from ..units import human_bytes
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
@@ -43,7 +43,7 @@ def _seconds(value: str) -> float:
 
 def render_analysis(result: Any, out: Console) -> None:
     """The way back (method, statements), what it destroys, and both oracles' verdict."""
-    from ..diff import display
+    from ..schema.compare import display
 
     if not result.versions:
         return
@@ -91,7 +91,7 @@ def _render_result(result: Any, out: Console) -> None:
 
 def _fleet(targets: Sequence[HostConfig], inv: Inventory, options: Any, identity: Identity, accept_new: bool, *,
            json_: bool, parallel: int, fail_fast: bool, timeout: float) -> None:
-    from ..rollback import rollback as run_rollback
+    from ..migrate.rollback import rollback as run_rollback
 
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
@@ -121,9 +121,9 @@ def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, ye
              no_backup: bool = False, lock_timeout: str = "60", json_: bool = False, accept_new_host_key: bool = False,
              parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Take the database back to version V's structure, keeping its data: rehearsed, verified twice, data loss refused."""
-    from ..migrations import version_key
-    from ..rollback import RollbackOptions
-    from ..rollback import rollback as run_rollback
+    from ..migrate.files import version_key
+    from ..migrate.rollback import RollbackOptions
+    from ..migrate.rollback import rollback as run_rollback
 
     if not to:
         raise UsageError("--to is required, e.g. inv rollback --host staging --to 003")

@@ -10,18 +10,18 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import ExitCode, UsageError
-from ..extract import ExtractResult, default_snapshot_path, extract, write_snapshot
-from ..fleet import HostOutcome
 from ..inventory import HostConfig, Inventory
-from ..transport import open_remote
+from ..remote.fleet import HostOutcome
+from ..remote.transport import open_remote
+from ..schema.extract import ExtractResult, default_snapshot_path, extract, write_snapshot
 from ..units import human_bytes, label
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, project_inventory, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import waiting
 
 if TYPE_CHECKING:  # catalog, diff and drift load in the tasks that use them, not on every command (e.g. sync)
-    from ..diff import Change, DiffResult
-    from ..drift import CheckReport, DriftReport
+    from ..schema.compare import Change, DiffResult
+    from ..schema.drift import CheckReport, DriftReport
 
 FLEET_HELP = {"parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}
 
@@ -50,7 +50,7 @@ def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
 
 
 def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool) -> ExtractResult:
-    from ..exclusions import ledger_exclusions
+    from ..schema.exclusions import ledger_exclusions
 
     with waiting(f"extracting the schema of {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         result = extract(remote, exclude_tables=ledger_exclusions(target))  # the statistics leave out this host's ledger only
@@ -104,9 +104,9 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
 
 def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host: str, text: bool,
                   accept_new: bool, fast: bool = False) -> DriftReport:
-    from ..desired import default_cache_dir
-    from ..drift import diff_against_file, diff_against_snapshot, diff_hosts
-    from ..exclusions import ledger_exclusions
+    from ..schema.desired import default_cache_dir
+    from ..schema.drift import diff_against_file, diff_against_snapshot, diff_hosts
+    from ..schema.exclusions import ledger_exclusions
 
     ledger = ledger_exclusions(target)  # this host's ledger, and only it, is left out (never a user table of that name)
     with waiting(f"comparing {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
@@ -171,7 +171,7 @@ def render_drift(report: DriftReport) -> None:
     else:
         render_changes(report.result, "live", "desired")
     if undescribed:
-        from ..oracle import render_lines
+        from ..schema.oracle import render_lines
 
         console.print(f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
                       "normalized pg_dump --schema-only of both sides; - live, + desired):", soft_wrap=True)
@@ -185,7 +185,7 @@ def render_drift(report: DriftReport) -> None:
 
 def render_changes(result: DiffResult, live: str, desired: str) -> None:
     """Changes grouped by object kind; extra = only in live, missing = only in desired."""
-    from ..diff import KIND_ORDER
+    from ..schema.compare import KIND_ORDER
 
     words = {"extra": f"only in {live}", "missing": f"only in {desired}", "changed": "changed"}
     if result.is_empty:
@@ -205,7 +205,7 @@ def render_changes(result: DiffResult, live: str, desired: str) -> None:
 
 
 def _render_change(change: Change, word: str) -> None:
-    from ..diff import display
+    from ..schema.compare import display
 
     colour, mark = STATUS_STYLE[change.status]
     line = Text(f"  {mark} ", style=colour)
@@ -228,9 +228,9 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
     if host == "sandbox" and "sandbox" not in inv.hosts:
         raise UsageError("no host 'sandbox' in the inventory", hint="start one with 'inv sandbox.up' or pass --host")
     target, _ = single_host(host)
-    from ..desired import default_cache_dir
-    from ..drift import check_project
-    from ..exclusions import ledger_exclusions
+    from ..schema.desired import default_cache_dir
+    from ..schema.drift import check_project
+    from ..schema.exclusions import ledger_exclusions
 
     with waiting(f"checking migrations against schema.sql on {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         report = check_project(remote, inv.paths.migrations, inv.paths.schema, cache_dir=default_cache_dir(inv.paths.state),
@@ -258,7 +258,7 @@ def _render_check(report: CheckReport, schema: str) -> None:
     else:
         render_changes(report.result, "migrations", schema)
     if undescribed:
-        from ..oracle import render_lines
+        from ..schema.oracle import render_lines
 
         console.print(f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
                       "normalized pg_dump --schema-only of both sides; - migrations, + schema.sql):", soft_wrap=True)

@@ -14,13 +14,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from ..audit import append_audit, git_commit, who
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..fleet import HostOutcome, sync_outcome
 from ..inventory import HostConfig, Inventory
-from ..ledger import Ledger
-from ..migrations import Migration, VersionStatus
-from ..sync import (
+from ..migrate.audit import append_audit, git_commit, who
+from ..migrate.files import Migration, VersionStatus
+from ..migrate.ledger import Ledger
+from ..migrate.sync import (
     Identity,
     LedgerEdit,
     SyncEvent,
@@ -34,8 +33,9 @@ from ..sync import (
     repair_changes,
     statuses_for,
 )
-from ..sync import sync as run_sync
-from ..transport import Remote, open_remote
+from ..migrate.sync import sync as run_sync
+from ..remote.fleet import HostOutcome, sync_outcome
+from ..remote.transport import Remote, open_remote
 from ..units import parse_duration
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, is_interactive, print_json, project_inventory, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
@@ -370,7 +370,7 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
 def _print_sql(target_host: HostConfig, inv: Inventory, options: SyncOptions, from_version: str, accept_new: bool) -> None:
     """``inv sync --sql``: the script on stdout (nothing else there), notes on stderr; exit 0 even when nothing is pending."""
     from .. import __version__
-    from ..sync import check_timeout, duration_seconds, offline_plan, offline_script, pg_duration
+    from ..migrate.sync import check_timeout, duration_seconds, offline_plan, offline_script, pg_duration
 
     ledger = Ledger.for_host(target_host)
     if from_version:
@@ -409,9 +409,9 @@ def closing_drift_warning(remote: Remote, schema: Path, *, dry_run: bool = False
     """
     if dry_run or not schema.exists():
         return []
-    from ..desired import default_cache_dir  # the catalog and diff modules: only loaded when there is a schema.sql
-    from ..drift import drift_count
-    from ..exclusions import ledger_exclusions
+    from ..schema.desired import default_cache_dir  # the catalog and diff modules: only loaded when there is a schema.sql
+    from ..schema.drift import drift_count
+    from ..schema.exclusions import ledger_exclusions
 
     try:
         count = drift_count(remote, schema, cache_dir=cache_dir or default_cache_dir(project_inventory().paths.state),

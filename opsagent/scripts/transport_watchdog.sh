@@ -1,5 +1,5 @@
 # shellcheck shell=sh
-# The watchdog of every remote command (transport.py: channel_bound_command explains the layout).
+# The watchdog of every remote command (remote/transport.py: channel_bound_command explains the layout).
 # $1: the wrapper's pid (= its process group); fd 9: a copy of the channel's stderr.
 trap '' PIPE HUP TERM
 group=$1

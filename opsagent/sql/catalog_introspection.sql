@@ -1,8 +1,8 @@
--- The introspection query (catalog.py: introspection_sql): one JSON document with everything
+-- The introspection query (schema/catalog.py: introspection_sql): one JSON document with everything
 -- structural about the current database, deparsed with search_path = pg_catalog.
 -- @@BARE@@, @@QUALIFIED@@, @@HIDDEN_SCHEMAS@@: quoted ARRAY[...]::text[] literals of the excluded
 -- tables and schemas; @@DEPENDS@@, @@CASTS@@, @@MEMBERS@@: the fixed subqueries of catalog_*.sql (or NULL).
--- The leading CTEs up to "acl AS (" are shared with catalog_stats.sql (catalog.py: stats_sql).
+-- The leading CTEs up to "acl AS (" are shared with catalog_stats.sql (schema/catalog.py: stats_sql).
 
 WITH
 ext_objs AS (

@@ -14,8 +14,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .errors import ExitCode
-from .inventory import HostConfig
+from ..errors import ExitCode
+from ..inventory import HostConfig
 from .lint import (
     DEFAULT_LOCK_TIMEOUT,
     SEVERITIES,
@@ -35,13 +35,13 @@ from .lint import (
 
 
 class QueryJson(Protocol):
-    """What :func:`assess` needs of a connection (``opsagent.transport.Remote`` fits)."""
+    """What :func:`assess` needs of a connection (``opsagent.remote.transport.Remote`` fits)."""
 
     def query_json(self, sql: str, database: str | None = None) -> Any: ...
 
 
 class MigrationFile(Protocol):
-    """Read-only view of ``opsagent.migrations.Migration`` (frozen dataclasses fit)."""
+    """Read-only view of ``opsagent.migrate.files.Migration`` (frozen dataclasses fit)."""
 
     @property
     def filename(self) -> str: ...
@@ -156,7 +156,7 @@ def assess(remote: QueryJson | None, migrations: Iterable[Migrationish], host: H
     """Lint ``migrations`` (in apply order) as ``host`` would run them; re-grade live when ``remote`` is given.
 
     ``migrations`` are objects with ``filename``, ``sql`` and ``transactional``
-    (``opsagent.migrations.Migration``), ``lint.LintUnit`` or ``(source, sql,
+    (``opsagent.migrate.files.Migration``), ``lint.LintUnit`` or ``(source, sql,
     transactional)`` tuples: with a host, pass only the PENDING ones.  Each file is
     linted on its own: only a table created earlier in the same file is new; one
     created by an earlier file is an existing table (its findings say which file

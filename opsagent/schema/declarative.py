@@ -1,7 +1,7 @@
 """Declarative mode over SSH: the plan from a live database (or its snapshot) to ``schema.sql`` (or another host),
 rehearsed on a scratch copy on the same server and re-diffed, then written as migration files.
 
-``opsagent.plan`` decides the statements (pure); this module gathers both sides
+``opsagent.schema.plan`` decides the statements (pure); this module gathers both sides
 (catalogs, dumps, live table sizes) in as few round trips as possible and proves the
 plan by applying it: "verified" means a copy of the live structure, with the plan
 applied, has 0 differences from the target, by the catalog model AND by the
@@ -9,7 +9,7 @@ normalized schema dumps.
 
 Cost (issue 14): the live side is one command (server facts, catalog with table
 sizes by psql, and ``pg_dump`` at the same time on the server); ``schema.sql``'s side comes from the desired-state
-cache (``opsagent.desired``; materialized once when cold).  The rehearsal is ONE
+cache (``opsagent.schema.desired``; materialized once when cold).  The rehearsal is ONE
 scratch database per plan, loaded from the live dump (or, with
 ``PlanOptions.template``, a copy of a kept template of the live structure named by
 the hash of its dump, built in the same session when missing, so an edit-plan-edit
@@ -33,19 +33,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import RemoteError
+from ..migrate.files import new_migration
+from ..migrate.lint import Thresholds, lock_free_bytes
+from ..remote.transport import Remote
+from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
+from .compare import Change, DiffResult, compare
 from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, known_schema, reloaded, schema_digest
-from .diff import Change, DiffResult, compare
 from .drift import _both, _document, against_reloaded, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
-from .errors import RemoteError
 from .extract import dump_schema
-from .lint import Thresholds, lock_free_bytes
-from .migrations import new_migration
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import HEADER, Plan, generate_plan, literal
 from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template, dump_chunks
-from .transport import Remote
-from .units import label
 
 
 @dataclasses.dataclass(frozen=True)

@@ -42,11 +42,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..errors import RemoteError
+from ..remote.transport import Remote
 from .catalog import Catalog, introspection_sql
-from .errors import RemoteError
 from .oracle import Entry, entries
 from .scratch import DumpStep, ScratchSet, dump_chunks, sql_chunks
-from .transport import Remote
 
 CACHE_FORMAT = 1
 KEEP = 24  # cache files kept (the newest); one per schema.sql version and server kind

@@ -29,9 +29,9 @@ from pglast.enums import (
     VariableSetKind,
 )
 
-from .errors import ConfigError, ExitCode
+from ..errors import ConfigError, ExitCode
+from ..units import human_bytes
 from .sqltext import Statement, split_statements
-from .units import human_bytes
 
 SEVERITIES = ("info", "warning", "error")
 DEFAULT_LOCK_TIMEOUT = "5s"  # the inventory's default per-attempt lock_timeout (opsagent.inventory.HostConfig)
@@ -973,7 +973,7 @@ def lint_sql(sql: str, source: str = "<sql>", *, transactional: bool = True, loc
     """Findings for one file; ``tables_created_earlier`` is read and extended (tables created in the run).
 
     ``lock_timeout`` is what the tool sets on the migration's session (None: it sets none).
-    Raises :class:`opsagent.sqltext.SqlSyntaxError` when the file does not parse.
+    Raises :class:`opsagent.migrate.sqltext.SqlSyntaxError` when the file does not parse.
     """
     created = tables_created_earlier if tables_created_earlier is not None else set()
     return _FileLinter(sql, source, transactional, lock_timeout, _State(created)).run()

@@ -22,7 +22,7 @@ from typing import Any
 import pglast
 from pglast import parser as pg_parser
 
-from .errors import UsageError
+from ..errors import UsageError
 
 _KIND_PREFIX = '{"stmt":{"'
 _META_COMMAND_RE = re.compile(r"\\([A-Za-z]+|.)")

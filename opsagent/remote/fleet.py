@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .errors import ExitCode, OpsagentError
-from .inventory import HostConfig
+from ..errors import ExitCode, OpsagentError
+from ..inventory import HostConfig
 
 HostAction = Callable[[HostConfig], "HostOutcome"]
 UpdateCallback = Callable[[str, str], None]

@@ -1,7 +1,7 @@
 """The ledger table in the target database (``public.schema_migrations`` by default): SQL text and row decoding.
 
 Everything here builds SQL (or decodes what it returned); running it is the job of
-``opsagent.sync``, which batches it into as few remote round trips as possible.
+``opsagent.migrate.sync``, which batches it into as few remote round trips as possible.
 Where it lives is configurable (inventory ``ledger_schema`` / ``ledger_table``), so
 opsagent can share a database with Rails, Django or another tool that owns a
 ``schema_migrations`` of its own.
@@ -20,9 +20,9 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from .errors import ConfigError
-from .exclusions import DEFAULT_SCHEMA, DEFAULT_TABLE, LedgerLocation
-from .migrations import AppliedRow, Migration, RepairChange
+from ..errors import ConfigError
+from ..schema.exclusions import DEFAULT_SCHEMA, DEFAULT_TABLE, LedgerLocation
+from .files import AppliedRow, Migration, RepairChange
 
 TABLE = DEFAULT_TABLE  # the default ledger table name
 OWN_COLUMNS = ("version", "description", "applied_at")  # a table with all three is a ledger (ours, or the seed's to adopt)

@@ -25,9 +25,9 @@ from typing import Any
 import paramiko
 from fabric import Config, Connection
 
-from . import resources
-from .errors import CommandFailed, HostKeyError, RemoteError, UsageError
-from .inventory import HostConfig, Inventory
+from .. import resources
+from ..errors import CommandFailed, HostKeyError, RemoteError, UsageError
+from ..inventory import HostConfig, Inventory
 
 _CHUNK = 256 * 1024
 _WINDOW = 8 * 1024 * 1024

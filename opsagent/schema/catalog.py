@@ -15,8 +15,8 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from . import resources
-from .errors import RemoteError
+from .. import resources
+from ..errors import RemoteError
 from .exclusions import DEFAULT_EXCLUDED_TABLES, always_quoted, canonical, hidden_schema_candidates, split_exclusion
 
 # the ledger's default location, re-exported for the callers that import it from here
@@ -50,7 +50,7 @@ def _sql_text_array(values: Iterable[str]) -> str:
 def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *, dependencies: bool = False) -> str:
     """The introspection script: a fixed search_path, then one query returning one JSON document.
 
-    ``exclude_tables`` entries (see ``opsagent.exclusions``) are ``"schema"."table"``
+    ``exclude_tables`` entries (see ``opsagent.schema.exclusions``) are ``"schema"."table"``
     (exactly that table: the ledger) or bare names (that name in any schema).  A
     non-public schema of an entry that holds nothing but excluded tables (the
     ledger's own ``ledger_schema``) is left out of the schema list too.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import SandboxError
+from ..errors import SandboxError
 
 DEFAULT_NAME = "sandbox"
 DEFAULT_DATABASE = "trad"

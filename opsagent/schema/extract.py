@@ -25,9 +25,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .errors import RemoteError, UsageError
+from ..errors import RemoteError, UsageError
+from ..remote.transport import Remote
 from .exclusions import DEFAULT_EXCLUDED_TABLES
-from .transport import Remote
 
 _PREAMBLE_NOISE = re.compile(
     r"^(SET [a-z_]+ = .*;"

@@ -6,10 +6,10 @@ import dataclasses
 import shlex
 from typing import Any
 
-from . import resources
-from .errors import UsageError
-from .inventory import HostConfig, Inventory
-from .ledger import quote_ident, quote_literal
+from .. import resources
+from ..errors import UsageError
+from ..inventory import HostConfig, Inventory
+from ..migrate.ledger import quote_ident, quote_literal
 from .transport import Endpoint, Remote, resolve_endpoint, ssh_argv
 
 COUNT_LIMIT_BYTES = 8 * 1024 * 1024

@@ -37,15 +37,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from . import __version__, resources
-from .errors import MigrationError, OpsagentError, RemoteError, UsageError
+from .. import __version__, resources
+from ..errors import MigrationError, OpsagentError, RemoteError, UsageError
+from ..remote.transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
+from ..units import parse_duration
+from .files import NAMING_HINT, Migration, Plan, Survey, VersionStatus, check_pending, compute_status, plan_pending, survey
 from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers, quote_ident, quote_literal
-from .migrations import NAMING_HINT, Migration, Plan, Survey, VersionStatus, check_pending, compute_status, plan_pending, survey
-from .transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
-from .units import parse_duration
 
 if TYPE_CHECKING:  # the hazard lint (pglast), backups and statements are imported where a run needs them: a no-op sync does not
-    from .backup import BackupResult
+    from ..backup import BackupResult
     from .hazards import HazardReport
     from .sqltext import Statement
 
@@ -890,7 +890,7 @@ class SyncRun:
         label = f"pre-{plan[0].version}..{plan[-1].version}"
         self.on_event(SyncEvent("backup_start", message=label))
         started = time.monotonic()
-        from .backup import create_backup
+        from ..backup import create_backup
 
         try:
             self.result.backup = create_backup(self.remote, label)
@@ -1306,7 +1306,7 @@ class LedgerEdit:
 
 def baseline(remote: Remote, migrations_dir: Path, version: str, identity: Identity) -> LedgerEdit:
     """Record every version ≤ V as applied (checksums from the files) without running them."""
-    from .migrations import migration_for_baseline, version_key
+    from .files import migration_for_baseline, version_key
 
     before = remote.command_count
     ledger = Ledger.for_host(remote.host)
@@ -1331,7 +1331,7 @@ def baseline(remote: Remote, migrations_dir: Path, version: str, identity: Ident
 
 def repair_changes(remote: Remote, migrations_dir: Path) -> tuple[list[Any], Ledger]:
     """What repair would change (read-only, one remote command)."""
-    from .migrations import repair_plan
+    from .files import repair_plan
 
     ledger = Ledger.for_host(remote.host)
     state = read_state(remote, ledger)
@@ -1378,7 +1378,7 @@ def offline_plan(migrations_dir: Path, options: SyncOptions, *, state: LedgerSta
 
     Refuses exactly what sync refuses: unusable files (exit 2) and ledger problems (exit 1).
     """
-    from .migrations import check_migration, version_key
+    from .files import check_migration, version_key
 
     found = survey(migrations_dir)
     if state is not None:

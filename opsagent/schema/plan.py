@@ -8,7 +8,7 @@ objects are dependents, and the order among views, comes from pg_depend.  Statem
 that lose data are marked destructive and left commented out unless ``allow_drop``.
 A plan has three stages (``STAGES``): enum values the transaction uses, one
 transaction, then ``CREATE INDEX CONCURRENTLY`` builds.  Whether a plan is right is
-decided by applying it (``opsagent.declarative``), never by reading its text.
+decided by applying it (``opsagent.schema.declarative``), never by reading its text.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .catalog import (
     qualify,
     quote_ident,
 )
-from .diff import equivalent
+from .compare import equivalent
 
 # phases, in the order their statements run
 PHASES = ("drop dependents", "drop operator classes", "drop functions", "drop tables", "schemas", "extensions",

@@ -44,10 +44,10 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 
-from .errors import OpsagentError, RemoteError, UsageError
+from ..errors import OpsagentError, RemoteError, UsageError
+from ..migrate.sqltext import split_statements
+from ..remote.transport import Remote, conninfo_dbname
 from .exclusions import dump_exclude_args
-from .sqltext import split_statements
-from .transport import Remote, conninfo_dbname
 
 PREFIX = "opsagent_scratch_"
 DETACHED_PREFIX = PREFIX + "d_"  # one-session scratch databases: dropped in the background, swept when unconnected
@@ -148,8 +148,8 @@ def sql_chunks(sql: str, source: str, every: int = DUMP_BATCH) -> list[Chunk]:
     Cuts fall only at the start of a line where a statement begins (nothing of the previous one on that line), so the
     text is unchanged and its line numbers still map to ``source``.  Why: see ``dump_chunks``.
     """
-    from .migrations import not_in_transaction
-    from .sqltext import split_statements
+    from ..migrate.files import not_in_transaction
+    from ..migrate.sqltext import split_statements
 
     whole = [Chunk(sql, source)]
     try:

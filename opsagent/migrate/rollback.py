@@ -31,23 +31,23 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from . import resources
-from .backup import BackupResult, create_backup
-from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
-from .declarative import live_catalog, pin_extension_versions
-from .diff import Change, DiffResult, compare, display
-from .drift import _both, confirm_changes, dump_for_diff, read_catalog, replay_chunks
-from .errors import InvalidMigration, OpsagentError, RemoteError, UsageError
-from .exclusions import ledger_exclusions
-from .extract import dump_schema
+from .. import resources
+from ..backup import BackupResult, create_backup
+from ..errors import InvalidMigration, OpsagentError, RemoteError, UsageError
+from ..remote.transport import Remote, RemoteProcess
+from ..schema.catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
+from ..schema.compare import Change, DiffResult, compare, display
+from ..schema.declarative import live_catalog, pin_extension_versions
+from ..schema.drift import _both, confirm_changes, dump_for_diff, read_catalog, replay_chunks
+from ..schema.exclusions import ledger_exclusions
+from ..schema.extract import dump_schema
+from ..schema.plan import Plan, generate_plan, lossless
+from ..schema.scratch import Chunk, LoadError, ScratchSet
+from ..units import label
+from .files import Migration, VersionStatus, compute_status, discover, not_in_transaction, version_key
 from .ledger import Ledger, LedgerState, quote_literal
-from .migrations import Migration, VersionStatus, compute_status, discover, not_in_transaction, version_key
-from .plan import Plan, generate_plan, lossless
-from .scratch import Chunk, LoadError, ScratchSet
 from .sqltext import Statement, split_statements
 from .sync import Identity, check_timeout
-from .transport import Remote, RemoteProcess
-from .units import label
 
 MARK = "@@opsagent-rollback"
 ROW_CAP = 1_000_000  # rows counted per object at most: a bounded exact count ("at least 1,000,000")

@@ -12,10 +12,10 @@ import dataclasses
 import shlex
 import socket
 
-from .errors import HostKeyError, OpsagentError, RemoteError
-from .inventory import HostConfig, Inventory
+from ..errors import HostKeyError, OpsagentError, RemoteError
+from ..inventory import HostConfig, Inventory
+from ..units import human_bytes
 from .transport import Endpoint, LoginError, Remote, open_remote, resolve_endpoint
-from .units import human_bytes
 
 _MARK = "@@opsagent-doctor"
 

@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from .errors import InvalidMigration, OpsagentError, UsageError
+from ..errors import InvalidMigration, OpsagentError, UsageError
 
 if TYPE_CHECKING:
     from .sqltext import Statement
 
 
 def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
-    """``opsagent.sqltext.split_statements``, imported on first use: pglast is only loaded when a file is parsed."""
+    """``opsagent.migrate.sqltext.split_statements``, imported on first use: pglast is only loaded when a file is parsed."""
     from .sqltext import split_statements as split
 
     return split(sql, source)
@@ -32,7 +32,7 @@ def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
 NO_TRANSACTION_MARKER = "no-transaction"
 DOWN_MARKER = "down"  # a line "-- opsagent:down": what follows undoes the migration (used only by 'inv rollback')
 KNOWN_MARKERS = frozenset({NO_TRANSACTION_MARKER, DOWN_MARKER})
-LINT_DIRECTIVE = "ignore"  # -- opsagent:ignore drop-column (opsagent.lint)
+LINT_DIRECTIVE = "ignore"  # -- opsagent:ignore drop-column (opsagent.migrate.lint)
 TIMESTAMP_DIGITS = 14  # YYYYMMDDHHMMSS
 NAMING_HINT = "migration files are named <version>_<description>.sql, e.g. 001_create_users.sql"
 

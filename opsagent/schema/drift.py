@@ -3,13 +3,13 @@
 The desired side is never parsed by us: it is materialized in a scratch database
 on the same server (same PostgreSQL, same extensions) and both sides are read
 with the same catalog query, so "equal" means equal to PostgreSQL itself.
-What ``schema.sql`` materializes to is cached locally (``opsagent.desired``): with
+What ``schema.sql`` materializes to is cached locally (``opsagent.schema.desired``): with
 a warm cache ``inv diff`` (and sync's closing drift check) is ONE remote command
 (server facts + live catalog by psql, and the live schema dump by pg_dump running at
 the same time, ``LIVE_READ_SH``) and a local comparison by both oracles, each of
 which skips its parsing when its own two inputs are equal (``compare_both``); cold, the file is materialized once, alongside
 the live read when the file is new to the cache.  Scratch databases are
-one-session ones whose drop happens in the background (``opsagent.scratch``).
+one-session ones whose drop happens in the background (``opsagent.schema.scratch``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from . import resources
+from .. import resources
+from ..errors import OpsagentError, RemoteError, UsageError
+from ..migrate.files import NAMING_HINT, Migration, load_migration, parse_filename
+from ..remote.transport import Remote
+from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
+from .compare import Change, DiffResult, compare
 from .desired import (
     FACTS_SQL,
     PG_DUMP_VERSION,
@@ -39,15 +44,10 @@ from .desired import (
     reloaded,
     schema_digest,
 )
-from .diff import Change, DiffResult, compare
-from .errors import OpsagentError, RemoteError, UsageError
 from .exclusions import dump_exclude_args, ledger_exclusions, strip_ledger_only_schemas
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
-from .migrations import NAMING_HINT, Migration, load_migration, parse_filename
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .scratch import Chunk, DumpStep, ScratchSet, drop_active, dump_chunks
-from .transport import Remote
-from .units import label
 
 A = TypeVar("A")
 B = TypeVar("B")

@@ -1,6 +1,6 @@
 """The second oracle: two normalized ``pg_dump --schema-only`` texts compared object by object.
 
-The catalog model (``opsagent.catalog`` / ``opsagent.diff``) sees what it was taught
+The catalog model (``opsagent.schema.catalog`` / ``opsagent.schema.compare``) sees what it was taught
 to see; a plan rehearsed and re-diffed by the same model cannot reveal its blind
 spots.  ``pg_dump`` knows every object kind PostgreSQL has, so comparing the dumps
 of the two databases is an independent check: a difference here that the model
@@ -143,7 +143,7 @@ def _canonical(lines: Sequence[str]) -> str | None:
 
     The server deparses the same call differently depending on how it was written
     (``timezone('utc', x)`` vs ``x AT TIME ZONE 'utc'``); both parse to one tree.
-    The same rule as the model's (``opsagent.diff.equivalent``), applied to whole entries.
+    The same rule as the model's (``opsagent.schema.compare.equivalent``), applied to whole entries.
     """
     import pglast
     from pglast.stream import RawStream

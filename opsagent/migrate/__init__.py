@@ -1,0 +1,2 @@
+"""Versioned migrations: files, the ledger, sync, hazard lint, rollback and the audit log.
+"""
