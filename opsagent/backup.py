@@ -37,6 +37,7 @@ from typing import Any
 from . import resources
 from .errors import OpsagentError, UsageError
 from .remote.transport import CommandResult, Remote, conninfo_dbname
+from .sqlquote import ident
 from .units import human_bytes
 
 MARK = "@opsagent"
@@ -218,14 +219,6 @@ def derived_database_name(database: str, kind: str, when: datetime) -> str:
 def _grep_pattern(database: str) -> str:
     """Backup names of this database, old (…Z) and new (….mmmZ-xxxx) forms, for ``grep -E`` on the server."""
     return "^" + file_prefix(database) + r"-[0-9]{8}T[0-9]{6}([.][0-9]{3}Z-[0-9a-f]{4}|Z)(-[A-Za-z0-9._-]+)?[.]dump$"
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 # ---------------------------------------------------------------- script pieces (opsagent/scripts, opsagent/sql)
@@ -719,7 +712,7 @@ def sessions_to_terminate(remote: Remote) -> list[Session]:
 
 def drop_command(remote: Remote, database: str) -> str:
     """How the user drops a kept database (an opsagent command; the name quoted for SQL and for the shell)."""
-    return shlex.join(["inv", "psql", "--host", remote.host.name, "-c", f"DROP DATABASE {quote_ident(database)}"])
+    return shlex.join(["inv", "psql", "--host", remote.host.name, "-c", f"DROP DATABASE {ident(database)}"])
 
 
 def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, on_phase: PhaseCallback | None = None,
@@ -773,7 +766,7 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
         raise BackupError(f"{host.name}: {host.database} was restored but its connection settings could not be "
                           "put back", reason="reopen",
                           hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
-                          + shlex.quote(f"ALTER DATABASE {quote_ident(host.database)} ALLOW_CONNECTIONS true"))
+                          + shlex.quote(f"ALTER DATABASE {ident(host.database)} ALLOW_CONNECTIONS true"))
     return result
 
 

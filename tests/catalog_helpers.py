@@ -16,7 +16,8 @@ from typing import Any
 from pglast import parser
 
 from opsagent.remote.transport import Remote
-from opsagent.schema.catalog import Catalog, introspection_sql, quote_ident
+from opsagent.schema.catalog import Catalog, introspection_sql
+from opsagent.sqlquote import quote_ident
 
 MARK = "@@opsagent-load "
 END = "@@opsagent-end"

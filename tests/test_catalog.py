@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from opsagent.remote.transport import Remote
-from opsagent.schema.catalog import Catalog, introspect, introspect_many, introspection_sql, quote_ident
+from opsagent.schema.catalog import Catalog, introspect, introspect_many, introspection_sql
 from opsagent.schema.compare import Change, compare, excerpt
+from opsagent.sqlquote import quote_ident
 
 from .conftest import SandboxHandle
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..schema.exclusions import DEFAULT_SCHEMA, DEFAULT_TABLE, LedgerLocation
+from ..sqlquote import ident, literal
 from .files import AppliedRow, Migration, RepairChange
 
 TABLE = DEFAULT_TABLE  # the default ledger table name
@@ -38,17 +39,6 @@ EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("success", "boolean"),  # false: a no-transaction migration started and did not finish (NULL: older rows, applied)
 )
 ALL_COLUMNS = ("version", "description", "applied_at", *(name for name, _ in EXTRA_COLUMNS))
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-def quote_literal(text: str | None) -> str:
-    """A SQL literal (NULL for None); standard_conforming_strings is on since 9.1."""
-    if text is None:
-        return "NULL"
-    return "'" + text.replace("'", "''") + "'"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,11 +64,11 @@ class Ledger:
 
     @property
     def table(self) -> str:
-        return f"{quote_ident(self.schema)}.{quote_ident(self.table_name)}"
+        return f"{ident(self.schema)}.{ident(self.table_name)}"
 
     @property
     def regclass(self) -> str:
-        return quote_literal(self.table)
+        return literal(self.table)
 
     @property
     def lock_key(self) -> tuple[int, int]:
@@ -115,7 +105,7 @@ class Ledger:
             f"WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 AND NOT attisdropped"
         )
         rows = f"SELECT coalesce(json_agg(to_jsonb(t) ORDER BY t.version), '[]') FROM {self.table} t"
-        own = ", ".join(quote_literal(name) for name in OWN_COLUMNS)
+        own = ", ".join(literal(name) for name in OWN_COLUMNS)
         ours = (f"(SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 "
                 f"AND NOT attisdropped AND attname IN ({own})) = {len(OWN_COLUMNS)}")
         return (  # a foreign table of that name (no version/description/applied_at): its columns only, never its rows
@@ -142,11 +132,11 @@ class Ledger:
         parts: list[str] = []
         if not existing_columns:
             if self.schema != "public":
-                parts.append(f"CREATE SCHEMA IF NOT EXISTS {quote_ident(self.schema)};")
+                parts.append(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)};")
             parts.append(f"CREATE TABLE IF NOT EXISTS {self.table} (version text PRIMARY KEY, description text, "
                          "applied_at timestamptz NOT NULL DEFAULT now());")
             missing = list(EXTRA_COLUMNS)
-        adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {quote_ident(n)} {t}" for n, t in missing)
+        adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {ident(n)} {t}" for n, t in missing)
         parts.append(f"ALTER TABLE {self.table} {adds};")
         return "\n".join(parts) + "\n"
 
@@ -154,9 +144,9 @@ class Ledger:
                    execution_ms: str, returning: str = "", success: bool = True) -> str:
         """The ledger row of one migration; ``execution_ms`` is a SQL expression."""
         values = ", ".join([
-            quote_literal(migration.version), quote_literal(migration.description), "now()",
-            quote_literal(migration.checksum), quote_literal(applied_by), quote_literal(git_commit),
-            execution_ms, quote_literal(tool_version), "true" if success else "false",
+            literal(migration.version), literal(migration.description), "now()",
+            literal(migration.checksum), literal(applied_by), literal(git_commit),
+            execution_ms, literal(tool_version), "true" if success else "false",
         ])
         tail = f" RETURNING {returning}" if returning else ""
         return (f"INSERT INTO {self.table} (version, description, applied_at, checksum, applied_by, git_commit, "
@@ -166,7 +156,7 @@ class Ledger:
         """Mark a no-transaction migration's row (written with success = false before it ran) as finished."""
         tail = f" RETURNING {returning}" if returning else ""
         return (f"UPDATE {self.table} SET success = true, applied_at = now(), execution_ms = {execution_ms} "
-                f"WHERE version = {quote_literal(migration.version)}{tail}")
+                f"WHERE version = {literal(migration.version)}{tail}")
 
     def baseline_sql(self, migrations: Iterable[Migration], *, applied_by: str, git_commit: str | None,
                      tool_version: str) -> str:
@@ -180,10 +170,10 @@ class Ledger:
         lines = ["BEGIN;"]
         for change in changes:
             if change.action == "update_checksum":
-                lines.append(f"UPDATE {self.table} SET checksum = {quote_literal(change.new_checksum)} "
-                             f"WHERE version = {quote_literal(change.version)};")
+                lines.append(f"UPDATE {self.table} SET checksum = {literal(change.new_checksum)} "
+                             f"WHERE version = {literal(change.version)};")
             else:
-                lines.append(f"DELETE FROM {self.table} WHERE version = {quote_literal(change.version)};")
+                lines.append(f"DELETE FROM {self.table} WHERE version = {literal(change.version)};")
         lines.append("COMMIT;")
         return "\n".join(lines) + "\n"
 

@@ -30,6 +30,7 @@ from pglast.enums import (
 )
 
 from ..errors import ConfigError, ExitCode
+from ..sqlquote import literal
 from ..units import human_bytes
 from .sqltext import Statement, split_statements
 
@@ -1059,10 +1060,6 @@ def thresholds_from(hazards: Mapping[str, Any] | Thresholds | None) -> Threshold
     return Thresholds(**values)
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def lock_free_bytes(alias: str) -> str:
     """SQL for a table's size (heap + TOAST + indexes) from ``pg_class.relpages``.
 
@@ -1088,7 +1085,7 @@ def table_stats_query(tables: Iterable[str]) -> str:
     names = list(dict.fromkeys(tables))
     if not names:
         return "SELECT '{}'::json"
-    values = ", ".join(f"({_literal(name)})" for name in names)
+    values = ", ".join(f"({literal(name)})" for name in names)
     return (
         "SELECT coalesce(json_object_agg(q.name, json_build_object("
         "'table', quote_ident(n.nspname) || '.' || quote_ident(c.relname), 'rows', s.rows, 'bytes', s.bytes)), '{}'::json) "

@@ -43,9 +43,10 @@ from ..schema.exclusions import ledger_exclusions
 from ..schema.extract import dump_schema
 from ..schema.plan import Plan, generate_plan, lossless
 from ..schema.scratch import Chunk, LoadError, ScratchSet
+from ..sqlquote import literal
 from ..units import label
 from .files import Migration, VersionStatus, compute_status, discover, not_in_transaction, version_key
-from .ledger import Ledger, LedgerState, quote_literal
+from .ledger import Ledger, LedgerState
 from .sqltext import Statement, split_statements
 from .sync import Identity, check_timeout
 
@@ -369,7 +370,7 @@ def rehearsal_script(steps: Sequence[Step], ledger: Ledger, lock_timeout: str, s
     losses, go back to the savepoint and count the rows of what would be lost."""
     parts = [f"\\set ON_ERROR_STOP 0\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
              f"SET LOCAL statement_timeout = '{statement_timeout}';\n",
-             resources.fill(_BEFORE_SQL, LEDGER=quote_literal(ledger.table)),
+             resources.fill(_BEFORE_SQL, LEDGER=literal(ledger.table)),
              f"\\if :ERROR\n\\echo {MARK} error -1 :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\set opsagent_failed 1\n\\else\n"
              "\\set opsagent_failed 0\n\\endif\nSAVEPOINT opsagent_rollback;\n"]
     index = 0
@@ -500,7 +501,7 @@ class _Session:
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.output: list[str] = []
         self.closed = False
-        self.proc.write(f"SET application_name = {quote_literal(application_name[:63])};\n\\echo {MARK} pid\nSELECT pg_backend_pid();\n")
+        self.proc.write(f"SET application_name = {literal(application_name[:63])};\n\\echo {MARK} pid\nSELECT pg_backend_pid();\n")
         self.pid = int(self.after("pid")[0])
 
     def send(self, text: str) -> None:
@@ -564,7 +565,7 @@ def _versions_sql(ledger: Ledger) -> str:
 
 
 def _in_list(versions: Sequence[str]) -> str:
-    return ", ".join(quote_literal(v) for v in versions)
+    return ", ".join(literal(v) for v in versions)
 
 
 # ---------------------------------------------------------------- the run

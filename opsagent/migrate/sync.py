@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Any, Literal
 from .. import __version__, resources
 from ..errors import MigrationError, OpsagentError, RemoteError, UsageError
 from ..remote.transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
+from ..sqlquote import ident, literal
 from ..units import parse_duration
 from .files import NAMING_HINT, Migration, Plan, Survey, VersionStatus, check_pending, compute_status, plan_pending, survey
-from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers, quote_ident, quote_literal
+from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers
 
 if TYPE_CHECKING:  # the hazard lint (pglast), backups and statements are imported where a run needs them: a no-op sync does not
     from ..backup import BackupResult
@@ -302,8 +303,8 @@ def relations_of(statement: Statement) -> list[str]:
             rangevar = node.get("RangeVar", node)
             if isinstance(rangevar, dict) and isinstance(rangevar.get("relname"), str):
                 schema = rangevar.get("schemaname")
-                name = quote_ident(str(rangevar["relname"]))
-                found[f"{quote_ident(str(schema))}.{name}" if schema else name] = None
+                name = ident(str(rangevar["relname"]))
+                found[f"{ident(str(schema))}.{name}" if schema else name] = None
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):
@@ -324,7 +325,7 @@ def holders_query(pid: int, relations: Sequence[str]) -> str:
     still holding locks on the relations of the statement that timed out are the ones that blocked it.
     Relation names go in as literals (``to_regclass``), never as SQL text.
     """
-    regclasses = ", ".join(f"to_regclass({quote_literal(name)})" for name in relations) or "NULL"
+    regclasses = ", ".join(f"to_regclass({literal(name)})" for name in relations) or "NULL"
     return (
         "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, 'state', a.state, "
         "'user', a.usename, 'client', coalesce(host(a.client_addr), 'local socket'), "
@@ -430,7 +431,7 @@ class _Session:
         self.closed = False
         self.lock_timeout = lock_timeout
         self.proc.write(f"SET lock_timeout = '{lock_timeout}';\n{CLIENT_CHECK_SQL}\n"
-                        f"SET application_name = {quote_literal(application_name[:63])};\n"
+                        f"SET application_name = {literal(application_name[:63])};\n"
                         f"\\echo {MARK} pid\nSELECT json_build_object('pid', pg_backend_pid(), 'started', "
                         "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()));\n")
         self.backend_pid: int | None = None
@@ -634,7 +635,7 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity,
             record = ledger.finish_sql(m, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
             restore = f"SET lock_timeout = '{session_lock_timeout}';\nRESET statement_timeout;"
             script.add(f"\\if :opsagent_go\n{restore}\n{record} \\gset\n{_failure_guard('ledger')}\n\\endif")
-            delete = f"DELETE FROM {ledger.table} WHERE version = {quote_literal(m.version)} AND success IS false;"
+            delete = f"DELETE FROM {ledger.table} WHERE version = {literal(m.version)} AND success IS false;"
             script.add(f"\\if :opsagent_fail\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n{restore}\n\\set opsagent_untouched false\n"
                        f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AND {_CATALOG_FINGERPRINT} = "
                        ":'opsagent_fp') AS opsagent_untouched \\gset\n"
@@ -686,8 +687,8 @@ def _settle_script(ledger: Ledger, lock_timeout: str, pid: int | None, started: 
     """
     stop = ""
     if pid is not None and started is not None:
-        stop = resources.fill(resources.sql("sync_settle_stop"), PID=quote_literal(str(int(pid))),
-                              STARTED=quote_literal(started))
+        stop = resources.fill(resources.sql("sync_settle_stop"), PID=literal(str(int(pid))),
+                              STARTED=literal(started))
     return f"SET lock_timeout = '{lock_timeout}';\n{stop}" + ledger.state_query()
 
 
@@ -1429,7 +1430,7 @@ def offline_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity
     for m in plan:
         lines += ["", f"-- {_comment(m.filename)}: {'transaction' if m.transactional else 'no-transaction: each statement commits on its own'}",
                   # rerunnable: a version already recorded as applied is skipped (one that failed partway stops on its row)
-                  f"SELECT EXISTS (SELECT FROM {ledger.table} WHERE version = {quote_literal(m.version)} AND success IS NOT false) "
+                  f"SELECT EXISTS (SELECT FROM {ledger.table} WHERE version = {literal(m.version)} AND success IS NOT false) "
                   "AS opsagent_applied \\gset",
                   "\\if :opsagent_applied",
                   f"\\echo {_comment(m.version)} is already recorded as applied: skipped",

@@ -9,7 +9,7 @@ from typing import Any
 from .. import resources
 from ..errors import UsageError
 from ..inventory import HostConfig, Inventory
-from ..migrate.ledger import quote_ident, quote_literal
+from ..sqlquote import ident, literal
 from .transport import Endpoint, Remote, resolve_endpoint, ssh_argv
 
 COUNT_LIMIT_BYTES = 8 * 1024 * 1024
@@ -52,8 +52,8 @@ def describe_table(remote: Remote, table: str) -> str:
     """
     if not table.strip():
         raise UsageError("describe needs a table name")
-    pattern = ".".join(quote_ident(part) for part in table.split(".", 1))
-    script = f"SELECT {quote_literal(pattern)} AS opsagent_describe \\gset\n\\d :opsagent_describe\n"
+    pattern = ".".join(ident(part) for part in table.split(".", 1))
+    script = f"SELECT {literal(pattern)} AS opsagent_describe \\gset\n\\d :opsagent_describe\n"
     result = remote.psql(script, check=False)
     text = result.text.strip()
     if result.exit_status != 0 and result.stderr.strip() and "Did not find any relation" not in result.stderr:

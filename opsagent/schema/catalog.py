@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from .. import resources
 from ..errors import RemoteError
+from ..sqlquote import qualify, quote_ident
 from .exclusions import DEFAULT_EXCLUDED_TABLES, always_quoted, canonical, hidden_schema_candidates, split_exclusion
 
 # the ledger's default location, re-exported for the callers that import it from here
@@ -88,34 +89,6 @@ def stats_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> str:
 
 
 # ---------------------------------------------------------------- model
-
-
-def qualify(schema: str, name: str) -> str:
-    """Schema-qualified display name, quoted like PostgreSQL does when needed."""
-    return f"{quote_ident(schema)}.{quote_ident(name)}"
-
-
-_SAFE = set("abcdefghijklmnopqrstuvwxyz0123456789_$")
-# pglast's keyword lists, loaded on first use: extract and sync never need pglast
-_KEYWORDS: frozenset[str] | None = None
-
-
-def _keywords() -> frozenset[str]:
-    global _KEYWORDS
-    if _KEYWORDS is None:
-        from pglast import keywords
-
-        _KEYWORDS = (frozenset(keywords.RESERVED_KEYWORDS) | frozenset(keywords.COL_NAME_KEYWORDS)
-                     | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS))
-    return _KEYWORDS
-
-
-def quote_ident(name: str) -> str:
-    """PostgreSQL's quote_ident, so keys built here match names deparsed by the server."""
-    if (name and name[0] in "abcdefghijklmnopqrstuvwxyz_" and set(name) <= _SAFE
-            and name not in (_KEYWORDS or _keywords())):
-        return name
-    return '"' + name.replace('"', '""') + '"'
 
 
 Privilege = tuple[str, str, bool]

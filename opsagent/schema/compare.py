@@ -17,7 +17,8 @@ from typing import Any, Literal
 import pglast
 from pglast.stream import RawStream
 
-from .catalog import Catalog, Collation, Column, Extension, Operator, Sequence_, Table, TextSearchConfig, TextSearchDictionary, Type, View, quote_ident
+from ..sqlquote import quote_ident
+from .catalog import Catalog, Collation, Column, Extension, Operator, Sequence_, Table, TextSearchConfig, TextSearchDictionary, Type, View
 
 Status = Literal["extra", "missing", "changed"]
 Severity = Literal["low", "normal"]

@@ -37,6 +37,7 @@ from ..errors import RemoteError
 from ..migrate.files import new_migration
 from ..migrate.lint import Thresholds, lock_free_bytes
 from ..remote.transport import Remote
+from ..sqlquote import literal
 from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .compare import Change, DiffResult, compare
@@ -44,7 +45,7 @@ from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, des
 from .drift import _both, _document, against_reloaded, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
 from .extract import dump_schema
 from .oracle import DumpDifference, compare_dumps, unexplained
-from .plan import HEADER, Plan, generate_plan, literal
+from .plan import HEADER, Plan, generate_plan
 from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template, dump_chunks
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import pglast
 
+from ..sqlquote import literal, qualify, quote_ident
 from .catalog import (
     Catalog,
     Collation,
@@ -40,8 +41,6 @@ from .catalog import (
     Type,
     View,
     castable,
-    qualify,
-    quote_ident,
 )
 from .compare import equivalent
 
@@ -118,12 +117,6 @@ def _render(statements: Iterable[PlanStatement]) -> str:
 def _same(before: str | None, after: str | None, what: str = "statement") -> bool:
     """Equal texts, or texts PostgreSQL's parser reads as the same structure (``AT TIME ZONE`` vs ``timezone()``)."""
     return before == after or equivalent(before, after, what)
-
-
-def literal(value: str | None) -> str:
-    if value is None:
-        return "NULL"
-    return "'" + value.replace("'", "''") + "'"
 
 
 # ---------------------------------------------------------------- the builder

@@ -47,6 +47,7 @@ from collections.abc import Iterator, Sequence
 from ..errors import OpsagentError, RemoteError, UsageError
 from ..migrate.sqltext import split_statements
 from ..remote.transport import Remote, conninfo_dbname
+from ..sqlquote import ident, literal
 from .exclusions import dump_exclude_args
 
 PREFIX = "opsagent_scratch_"
@@ -180,10 +181,6 @@ def scratch_name(prefix: str = PREFIX) -> str:
     return prefix + secrets.token_hex(6)
 
 
-def quote_ident(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
 _OUTPUT = "==opsagent-scratch-output=="
 
 
@@ -192,8 +189,8 @@ def add_database(script: Script, name: str, sources: Sequence[Chunk], *, query: 
     """Append: create ``name`` (from template0, or a kept ``template``), connect, run the sources, then ``query`` with
     its output kept, then (``dump``) the database's ``pg_dump --schema-only`` on the same session's stdout."""
     reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
-    base = quote_ident(template) if template else "template0"
-    script.add(f"{reconnect}CREATE DATABASE {quote_ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}")
+    base = ident(template) if template else "template0"
+    script.add(f"{reconnect}CREATE DATABASE {ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}")
     for chunk in sources:
         script.add(chunk.text, chunk.source, chunk.first_line)
     if query is not None:  # the loaded SQL's own output went to /dev/null; this comes back
@@ -230,14 +227,13 @@ class Template:
 
     def add_to(self, script: Script, build: str) -> None:
         """Build the template in ``build`` and rename it, unless it exists (psql's ``\\if``: one session either way)."""
-        literal = "'" + self.name + "'"
-        script.add(f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal}) AS opsagent_have_template \\gset\n"
+        script.add(f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal(self.name)}) AS opsagent_have_template \\gset\n"
                    f"\\if :opsagent_have_template\n\\else\n\\echo {TEMPLATE_BUILT}\n"
-                   f"CREATE DATABASE {quote_ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}")
+                   f"CREATE DATABASE {ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}")
         for chunk in self.sources:
             script.add(chunk.text, chunk.source, chunk.first_line)
         script.add(f"\\connect {MAINTENANCE_DB}\n"
-                   f"DO $opsagent$ BEGIN ALTER DATABASE {quote_ident(build)} RENAME TO {quote_ident(self.name)}; "
+                   f"DO $opsagent$ BEGIN ALTER DATABASE {ident(build)} RENAME TO {ident(self.name)}; "
                    "EXCEPTION WHEN duplicate_database THEN NULL; END $opsagent$;\n\\endif")
 
 
@@ -389,7 +385,7 @@ def _templates_sql(keep: str | None, count: int) -> str:
 
 
 def _drop_sql(names: Sequence[str], *, sweep: bool, keep_template: str | None = None) -> str:
-    statements = ["SET lock_timeout = '5s';", *(f"DROP DATABASE IF EXISTS {quote_ident(n)} WITH (FORCE);" for n in names)]
+    statements = ["SET lock_timeout = '5s';", *(f"DROP DATABASE IF EXISTS {ident(n)} WITH (FORCE);" for n in names)]
     extra = [_templates_sql(keep_template, KEEP_TEMPLATES - 1)] if keep_template else []
     return _LINE.join([" ".join(statements), *([SWEEP_SQL] if sweep else []), *extra])
 
@@ -443,7 +439,7 @@ def drop(remote: Remote, names: Sequence[str]) -> None:
     """Drop scratch databases (terminating their sessions); one round trip."""
     if not names:
         return
-    sql = "".join(f"DROP DATABASE IF EXISTS {quote_ident(n)} WITH (FORCE);\n" for n in names)
+    sql = "".join(f"DROP DATABASE IF EXISTS {ident(n)} WITH (FORCE);\n" for n in names)
     remote.psql(sql, MAINTENANCE_DB)
 
 
