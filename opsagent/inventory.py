@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -496,7 +496,3 @@ def _paths(raw: dict[str, Any], base: Path) -> ProjectPaths:
     defaults = {"migrations": "sql/migrations", "schema": "sql/schema.sql", "snapshots": "sql/snapshots", "state": ".opsagent"}
     merged = {**defaults, **{k: str(v) for k, v in raw.items()}}
     return ProjectPaths(**{k: Path(_resolve_local(v, base)) for k, v in merged.items()})
-
-
-def host_names(hosts: Iterable[HostConfig]) -> list[str]:
-    return [h.name for h in hosts]

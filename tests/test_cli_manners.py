@@ -458,19 +458,16 @@ def test_backup_without_download_still_runs_without_a_project_folder(tmp_path: P
 def test_host_lookups_of_project_tasks_refuse_a_folder_with_only_sandbox_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A folder where 'inv sandbox.up' ran has hosts but no project: the tasks' own host lookups refuse it too."""
     from opsagent.cli import plan as plan_cli
-    from opsagent.cli import schema as schema_cli
-    from opsagent.cli import sync as sync_cli
 
     monkeypatch.delenv("OPSAGENT_INVENTORY", raising=False)
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".opsagent").mkdir()
     (tmp_path / ".opsagent" / "sandbox.yaml").write_text("hosts:\n  sandbox: {address: 127.0.0.1, port: 9}\n")
     assert base.single_host("sandbox")[0].name == "sandbox"  # the host itself is known
-    for targets in (sync_cli._targets, schema_cli._targets):
-        with pytest.raises(UsageError, match="not inside an opsagent project"):
-            targets("sandbox")
+    with pytest.raises(UsageError, match="not inside an opsagent project"):
+        base.hosts_named("sandbox", project=True)  # sync, status, extract and diff look their hosts up this way
     with pytest.raises(UsageError, match="not inside an opsagent project"):
         plan_cli._make_report("sandbox", "snapshot", "", "", False, "", False)
     (tmp_path / "inventory.yaml").write_text("hosts:\n  prod: {address: 127.0.0.1, port: 9}\n")
-    hosts, inv = sync_cli._targets("prod")
+    hosts, inv = base.hosts_named("prod", project=True)
     assert [h.name for h in hosts] == ["prod"] and inv.source is not None

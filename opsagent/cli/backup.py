@@ -31,7 +31,19 @@ from ..errors import UsageError
 from ..inventory import HostConfig, Inventory
 from ..remote.fleet import HostOutcome
 from ..remote.transport import open_remote
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, inventory, is_interactive, print_json, require_project, single_host
+from .base import (
+    ACCEPT_HELP,
+    HOST_HELP,
+    JSON_HELP,
+    command,
+    console,
+    err_console,
+    hosts_named,
+    is_interactive,
+    print_json,
+    require_project,
+    single_host,
+)
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import tracking, waiting
 
@@ -65,10 +77,7 @@ def backup(c: Context, host: str = "", label: str = "", download: bool = False, 
     """Take a verified pg_dump -Fc backup into the host's backup_dir (retention: keep_backups newest)."""
     if download:
         require_project()  # --download writes into the project's backups/, never into whatever folder this runs in
-    if not host:
-        raise UsageError("--host is required (see 'inv hosts' for the inventory)")
-    inv = inventory()
-    targets = inv.resolve(host)
+    targets, inv = hosts_named(host)
     if len(targets) > 1:
 
         def action(target: HostConfig) -> HostOutcome:

@@ -367,6 +367,25 @@ def require_project() -> None:
         raise outside_project_error()
 
 
+def hosts_named(spec: str, *, project: bool = False) -> tuple[list[HostConfig], Inventory]:
+    """The hosts ``--host`` names (a host, a group, a comma list or ``all``) and the inventory they come from.
+
+    ``project``: the project's inventory, refused (exit 2, with a hint) outside any project.
+    """
+    if not spec:
+        raise UsageError("--host is required (see 'inv hosts' for the inventory)")
+    inv = project_inventory() if project else inventory()
+    return inv.resolve(spec), inv
+
+
+def check_against(against: str, against_host: str, towards: str) -> None:
+    """``--against schema|snapshot`` and ``--against-host`` (diff, plan, new --from-diff): valid, and not both."""
+    if against not in ("", "schema", "snapshot"):
+        raise UsageError(f"--against {against!r}: expected 'schema' or 'snapshot'")
+    if against and against_host:
+        raise UsageError(f"--against and --against-host exclude each other: {towards} a file or {towards} a host")
+
+
 def single_host(spec: str | None) -> tuple[HostConfig, Inventory]:
     """Resolve ``--host`` that must name exactly one host."""
     inv = inventory()

@@ -9,13 +9,13 @@ from invoke.collection import Collection
 from invoke.context import Context
 from rich.table import Table
 
-from ..errors import ExitCode, OpsagentError, UsageError
+from ..errors import ExitCode, OpsagentError
 from ..inventory import SANDBOX_FILE, HostConfig
 from ..remote.doctor import DoctorReport, run_doctor
 from ..remote.fleet import HostOutcome
 from ..remote.sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
 from ..remote.transport import Endpoint, resolve_endpoint
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, hosts_named, inventory, print_json
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import waiting
 
@@ -56,10 +56,7 @@ def _endpoint_or_problem(host: HostConfig, inv: Any) -> tuple[Endpoint | None, s
 def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False, parallel: int = 0,
            timeout: float = 0, fail_fast: bool = False) -> None:
     """Check reachability, host key, login, sudo, PostgreSQL tools, database and backup_dir."""
-    inv = inventory()
-    if not host:
-        raise UsageError("--host is required (see 'inv hosts')")
-    targets = inv.resolve(host)
+    targets, inv = hosts_named(host)
     if len(targets) == 1:
         with waiting(f"checking {targets[0].name}"):
             report = run_doctor(targets[0], inv, accept_new_host_key=accept_new_host_key)

@@ -16,7 +16,7 @@ from ..migrate.files import new_migration
 from ..migrate.lint import thresholds_from
 from ..remote.transport import open_remote
 from ..units import label
-from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, outside_project_error, print_json, single_host
+from .base import ACCEPT_HELP, JSON_HELP, check_against, command, console, err_console, fail, inventory, outside_project_error, print_json, single_host
 from .progress import waiting
 
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
@@ -58,10 +58,7 @@ def _make_report(host: str, against: str, against_host: str, from_: str, allow_d
         raise outside_project_error()
     if from_ not in ("", "live", "snapshot"):
         raise UsageError(f"--from {from_!r}: expected 'live' or 'snapshot'")
-    if against not in ("", "schema", "snapshot"):
-        raise UsageError(f"--against {against!r}: expected 'schema' or 'snapshot'")
-    if against and against_host:
-        raise UsageError("--against and --against-host exclude each other: plan towards a file or towards a host")
+    check_against(against, against_host, "plan towards")
     if from_ == "snapshot" and (against_host or against == "snapshot"):
         raise UsageError("--from snapshot goes with schema.sql as the target: --against-host and --against snapshot "
                          "exclude it (plan from one live database instead)")

@@ -18,7 +18,7 @@ from ..migrate.sync import Identity
 from ..remote.fleet import HostOutcome
 from ..remote.transport import open_remote
 from ..units import human_bytes
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, inventory, is_interactive, print_json
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, hosts_named, is_interactive, print_json
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import waiting
 
@@ -128,10 +128,7 @@ def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, ye
     if not to:
         raise UsageError("--to is required, e.g. inv rollback --host staging --to 003")
     version_key(to)
-    if not host:
-        raise UsageError("--host is required (see 'inv hosts' for the inventory)")
-    inv = inventory()
-    targets = inv.resolve(host)
+    targets, inv = hosts_named(host)
     options = RollbackOptions(target=to.strip(), dry_run=dry_run, allow_data_loss=allow_data_loss,
                               backup=not no_backup and not dry_run, lock_timeout=_seconds(lock_timeout))
     identity = Identity(applied_by=who(), git_commit=git_commit(inv.source.resolve().parent if inv.source else None))

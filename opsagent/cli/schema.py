@@ -15,7 +15,7 @@ from ..remote.fleet import HostOutcome
 from ..remote.transport import open_remote
 from ..schema.extract import ExtractResult, default_snapshot_path, extract, write_snapshot
 from ..units import human_bytes, label
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, inventory, print_json, project_inventory, single_host
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, check_against, command, console, fail, hosts_named, inventory, print_json, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import waiting
 
@@ -41,14 +41,6 @@ STATUS_STYLE = {"extra": ("yellow", "+"), "missing": ("red", "-"), "changed": ("
 # ---------------------------------------------------------------- extract
 
 
-def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
-    """The hosts ``--host`` names, in the project's inventory (outside any project: exit 2 with a hint)."""
-    if not spec:
-        raise UsageError("--host is required (see 'inv hosts' for the inventory)")
-    inv = project_inventory()
-    return inv.resolve(spec), inv
-
-
 def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool) -> ExtractResult:
     from ..schema.exclusions import ledger_exclusions
 
@@ -63,7 +55,7 @@ def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: boo
 def extract_task(c: Context, host: str = "", out: str = "", json_: bool = False, accept_new_host_key: bool = False,
                  parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Snapshot the host's schema (pg_dump --schema-only, normalized, gzip in transit) and print object counts."""
-    targets, inv = _targets(host)
+    targets, inv = hosts_named(host, project=True)
     if len(targets) > 1:
         if out:
             raise UsageError(f"--out names one file but --host {host!r} names {len(targets)} hosts",
@@ -140,11 +132,8 @@ def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
 def diff(c: Context, host: str = "", against: str = "", against_host: str = "", text: bool = False, fast: bool = False, json_: bool = False,
          accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
     """Drift of the host's database from schema.sql (or a snapshot, or another host); exit 3 when they differ."""
-    targets, inv = _targets(host)
-    if against not in ("", "schema", "snapshot"):
-        raise UsageError(f"--against {against!r}: expected 'schema' or 'snapshot'")
-    if against and against_host:
-        raise UsageError("--against and --against-host exclude each other: compare with a file or with a host")
+    targets, inv = hosts_named(host, project=True)
+    check_against(against, against_host, "compare with")
     if len(targets) > 1:
 
         def action(target: HostConfig) -> HostOutcome:

@@ -37,7 +37,20 @@ from ..migrate.sync import sync as run_sync
 from ..remote.fleet import HostOutcome, sync_outcome
 from ..remote.transport import Remote, open_remote
 from ..units import parse_duration
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, is_interactive, print_json, project_inventory, single_host
+from .base import (
+    ACCEPT_HELP,
+    HOST_HELP,
+    JSON_HELP,
+    command,
+    console,
+    err_console,
+    fail,
+    hosts_named,
+    is_interactive,
+    print_json,
+    project_inventory,
+    single_host,
+)
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
 from .progress import waiting
 
@@ -223,14 +236,6 @@ def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> Non
 # ---------------------------------------------------------------- fleet
 
 
-def _targets(spec: str) -> tuple[list[HostConfig], Inventory]:
-    """The hosts ``--host`` names, in the project's inventory (outside any project: exit 2 with a hint)."""
-    if not spec:
-        raise UsageError("--host is required (see 'inv hosts' for the inventory)")
-    inv = project_inventory()
-    return inv.resolve(spec), inv
-
-
 def _fleet_sync(targets: Sequence[HostConfig], inv: Inventory, options: SyncOptions, identity: Identity, accept_new: bool, *,
                 json_: bool, parallel: int, fail_fast: bool, timeout: float) -> None:
     """Sync several hosts in parallel (no prompt, no live per-migration lines: a status line per host)."""
@@ -292,7 +297,7 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
     """Apply pending migrations: plan, confirm, lock, back up, apply each in its own transaction with its ledger row."""
     if from_version and not sql:
         raise UsageError("--from-version goes with --sql (it names the last applied version of an offline script)")
-    targets, inv = _targets(host)
+    targets, inv = hosts_named(host, project=True)
     attempt_timeout, retry_for = _lock_options(lock_timeout, migration_lock_timeout, lock_retry_for)
     options = SyncOptions(target=target or None, allow_out_of_order=allow_out_of_order, backup=not no_backup and not dry_run,
                           advisory_lock_wait=_seconds(advisory_lock_wait, "--advisory-lock-wait"), lock_timeout=attempt_timeout,
@@ -497,7 +502,7 @@ def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     Exit 0 whatever the states (status reports; sync refuses): a file that cannot be used (bad SQL, bad name,
     unreadable, a refused statement, a duplicate version) is listed as "invalid" with its error.
     """
-    targets, inv = _targets(host)
+    targets, inv = hosts_named(host, project=True)
     if len(targets) > 1:
         _fleet_status(targets, inv, accept_new_host_key, json_=json_, parallel=parallel, fail_fast=fail_fast, timeout=timeout)
         return

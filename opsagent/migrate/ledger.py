@@ -25,7 +25,6 @@ from ..schema.exclusions import DEFAULT_SCHEMA, DEFAULT_TABLE, LedgerLocation
 from ..sqlquote import ident, literal
 from .files import AppliedRow, Migration, RepairChange
 
-TABLE = DEFAULT_TABLE  # the default ledger table name
 OWN_COLUMNS = ("version", "description", "applied_at")  # a table with all three is a ledger (ours, or the seed's to adopt)
 FOREIGN_HINT_TABLE = "opsagent_migrations"
 LOCK_CLASS = 0x6F707367  # "opsg": first half of the two-int advisory lock key
@@ -38,7 +37,6 @@ EXTRA_COLUMNS: tuple[tuple[str, str], ...] = (
     ("tool_version", "text"),
     ("success", "boolean"),  # false: a no-transaction migration started and did not finish (NULL: older rows, applied)
 )
-ALL_COLUMNS = ("version", "description", "applied_at", *(name for name, _ in EXTRA_COLUMNS))
 
 
 @dataclasses.dataclass(frozen=True)

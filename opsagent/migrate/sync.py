@@ -574,7 +574,7 @@ class _Script:
     def text(self) -> str:
         return "".join(self.parts)
 
-    def locate(self, script_line: int, line_in_statement: int | None) -> _Placed | None:
+    def locate(self, script_line: int) -> _Placed | None:
         for placed in self.placed:
             if placed.first_line <= script_line <= placed.last_line:
                 return placed
@@ -1231,7 +1231,7 @@ def _refine_locations(stderr: str, script: _Script, steps: Sequence[StepResult])
         if _PSQL_ERROR_RE.match(line) is None:
             continue
         _, location = _psql_error("\n".join(lines[index:index + 4]), script, last=False)
-        placed = script.locate(int(line.split(":")[2]), None)
+        placed = script.locate(int(line.split(":")[2]))
         if location and placed is not None:
             first.setdefault(placed.migration.version, location)
     for step in steps:
@@ -1270,7 +1270,7 @@ def _psql_error(stderr: str, script: _Script, *, last: bool = True) -> tuple[str
             if inner:
                 within = int(inner.group(1))
                 break
-        placed = script.locate(script_line, within)
+        placed = script.locate(script_line)
         if placed is None:
             return message, None
         file_line = placed.statement.line + (within - 1 if within else 0)
@@ -1354,15 +1354,6 @@ def apply_repair(remote: Remote, ledger: Ledger, changes: Sequence[Any]) -> Ledg
 
 
 # ---------------------------------------------------------------- offline script (inv sync --sql)
-
-
-@dataclasses.dataclass(frozen=True)
-class OfflineScript:
-    """What ``inv sync --sql`` prints: the psql script a sync would send, for review or to apply by hand."""
-
-    text: str
-    versions: list[str]
-    warnings: list[str]
 
 
 _UNPRINTABLE = re.compile(r"[^\x20-\x5b\x5d-\x7e]")  # printable ASCII without the backslash: safe in a psql comment line

@@ -62,10 +62,6 @@ def fingerprint(key: paramiko.PKey) -> str:
     return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
-def known_hosts_name(address: str, port: int) -> str:
-    return address if port == 22 else f"[{address}]:{port}"
-
-
 class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
     """Refuse unknown hosts (or, when asked once, record them)."""
 

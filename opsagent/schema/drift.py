@@ -169,14 +169,6 @@ def oracle_dump(remote: Remote, database: str, exclude_tables: Sequence[str] = D
     return normalize_dump(gunzip(result.stdout, remote.host.name))
 
 
-def introspect_and_dump(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, str]:
-    """The catalog and the dump oracle's schema dump of a live database, in one remote command (psql runs pg_dump)."""
-    step = DumpStep.for_remote(remote, exclude_tables)
-    text = remote.psql(introspection_sql(exclude_tables) + "\n" + step.step(database, 0) + "\n", database, extra=["-A", "-t"]).text
-    rest, dumps = step.split(text, 1)
-    return read_catalog(rest.strip(), where(remote, database)), normalize_dump(dumps[0])
-
-
 # Top-level keys of the introspection document that are facts about the server, not the schema (``Catalog.__eq__``
 # leaves them out too); the rest decides the model's verdict.
 _SERVER_KEYS = frozenset({"server_version", "depends", "casts", "string_types"})

@@ -184,7 +184,7 @@ class DumpDifference:
                 "lines": list(self.lines)}
 
 
-def _excluded(entry_key: str, entry: Entry, tables: Sequence[str]) -> bool:
+def _excluded(entry: Entry, tables: Sequence[str]) -> bool:
     """An entry of a table the model leaves out (the ledger): the table, its constraints, defaults, comments, grants."""
     return matches_dump_entry(tables, entry.schema, entry.name)
 
@@ -192,7 +192,7 @@ def _excluded(entry_key: str, entry: Entry, tables: Sequence[str]) -> bool:
 def _without_ledger(side: dict[str, tuple[Entry, ...]], tables: Sequence[str]) -> dict[str, tuple[Entry, ...]]:
     """The entries without the excluded tables, and without the ledger's own schema when nothing else is in it
     (the model hides it the same way: ``ledger_schema: ops`` is not drift)."""
-    kept = {k: v for k, v in side.items() if not _excluded(k, v[0], tables)}
+    kept = {k: v for k, v in side.items() if not _excluded(v[0], tables)}
     occupied = {entry.schema for items in kept.values() for entry in items}
     hidden = [schema for schema in hidden_schema_candidates(tables) if schema not in occupied]
     return {k: v for k, v in kept.items() if not any(is_schema_entry(v[0].schema, v[0].name, schema) for schema in hidden)}
