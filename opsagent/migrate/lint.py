@@ -1091,14 +1091,31 @@ def table_stats_query(tables: Iterable[str]) -> str:
         "'table', quote_ident(n.nspname) || '.' || quote_ident(c.relname), 'rows', s.rows, 'bytes', s.bytes)), '{}'::json) "
         f"FROM (VALUES {values}) AS q(name) "
         "JOIN pg_class c ON c.oid = to_regclass(q.name) "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "CROSS JOIN LATERAL ("
-        "SELECT coalesce(sum(CASE WHEN l.reltuples >= 0 THEN l.reltuples::bigint "
-        "ELSE pg_stat_get_live_tuples(l.oid) END), 0)::bigint AS rows, "
-        f"coalesce(sum({lock_free_bytes('l')}), 0)::bigint AS bytes "
-        "FROM (SELECT c.oid AS relid WHERE c.relkind NOT IN ('p', 'I') UNION ALL "
-        "SELECT p.relid FROM pg_partition_tree(c.oid) AS p WHERE p.isleaf AND c.relkind IN ('p', 'I')) AS leaf "
-        "JOIN pg_class l ON l.oid = leaf.relid) AS s"
+        f"JOIN pg_namespace n ON n.oid = c.relnamespace {_ROWS_AND_BYTES}"
+    )
+
+
+# Rows and bytes of pg_class ``c`` (the sum of its leaf partitions when partitioned), lock-free: the one size
+# computation behind lint --host, sync's hazard grading and the plan's CONCURRENTLY choice.
+_ROWS_AND_BYTES = (
+    "CROSS JOIN LATERAL ("
+    "SELECT coalesce(sum(CASE WHEN l.reltuples >= 0 THEN l.reltuples::bigint "
+    "ELSE pg_stat_get_live_tuples(l.oid) END), 0)::bigint AS rows, "
+    f"coalesce(sum({lock_free_bytes('l')}), 0)::bigint AS bytes "
+    "FROM (SELECT c.oid AS relid WHERE c.relkind NOT IN ('p', 'I') UNION ALL "
+    "SELECT p.relid FROM pg_partition_tree(c.oid) AS p WHERE p.isleaf AND c.relkind IN ('p', 'I')) AS leaf "
+    "JOIN pg_class l ON l.oid = leaf.relid) AS s"
+)
+
+
+def every_table_stats_query() -> str:
+    """``{"schema.table": {"rows": estimate, "bytes": total size}}`` for every ordinary table of the user's schemas
+    (keyed like the catalog), computed as :func:`table_stats_query` does."""
+    return (
+        "SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+        "json_build_object('rows', s.rows, 'bytes', s.bytes)), '{}'::json) "
+        f"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace {_ROWS_AND_BYTES} "
+        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"
     )
 
 

@@ -35,7 +35,7 @@ from typing import Any
 
 from ..errors import RemoteError
 from ..migrate.files import new_migration
-from ..migrate.lint import Thresholds, lock_free_bytes
+from ..migrate.lint import Thresholds, every_table_stats_query
 from ..remote.transport import Remote
 from ..sqlquote import literal
 from ..units import label
@@ -118,12 +118,7 @@ class PlanOptions:
         return {key for key, size in sizes.items() if self.thresholds.is_large(size.get("rows"), size.get("bytes"))}
 
 
-TABLE_SIZES_SQL = f"""\
-SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), json_build_object(
-         'rows', CASE WHEN c.reltuples >= 0 THEN c.reltuples::bigint ELSE pg_stat_get_live_tuples(c.oid) END,
-         'bytes', {lock_free_bytes('c')})), '{{}}'::json)
-  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
- WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"""
+TABLE_SIZES_SQL = every_table_stats_query()  # rows and bytes of every table, lock-free (lint computes them alike)
 
 
 def live_catalog(remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, dict[str, Any]]:
