@@ -68,6 +68,13 @@ class PlanStatement:
     enabled: bool = True  # False: emitted commented out (destructive without --allow-drop, or ``manual``)
     stage: str = "main"  # "before"/"after": on its own, outside the plan's transaction (see STAGES)
     manual: str | None = None  # what the user must write before this statement can run (always commented out)
+    adds_enum_value: str | None = None  # ALTER TYPE ... ADD VALUE: the value's literal (see _stage_enum_values)
+    rerunnable: str | None = None  # the same statement, harmless when run twice: its form outside the transaction
+
+
+    def to_dict(self) -> dict[str, Any]:
+        """The documented JSON keys (docs/JSON.md); the staging fields are the planner's own."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("adds_enum_value", "rerunnable")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,7 +106,7 @@ class Plan:
         return "".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"statements": [dataclasses.asdict(s) for s in self.statements], "warnings": list(self.warnings)}
+        return {"statements": [s.to_dict() for s in self.statements], "warnings": list(self.warnings)}
 
 
 def _render(statements: Iterable[PlanStatement]) -> str:
@@ -129,21 +136,20 @@ class _Builder:
         self.warnings: list[str] = []
 
     def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None,
-            stage: str = "main", manual: str | None = None) -> None:
+            stage: str = "main", manual: str | None = None, adds_enum_value: str | None = None,
+            rerunnable: str | None = None) -> None:
         """One statement; ``manual`` (what the user must supply) leaves it commented out whatever the options."""
         enabled = (self.allow_drop or not destructive) and manual is None
         if manual is not None:
             self.warnings.append(f"{warning or manual} (commented out: {manual})")
         elif destructive and warning:
             self.warnings.append(warning + ("" if enabled else " (commented out: needs --allow-drop)"))
-        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage, manual)
+        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage, manual,
+                                  adds_enum_value, rerunnable and rerunnable.rstrip().rstrip(";") + ";")
         self.items.append((_PHASE_RANK[phase], len(self.items), statement))
 
     def plan(self) -> Plan:
         return Plan(_stage_enum_values([s for _, _, s in sorted(self.items, key=lambda t: (t[0], t[1]))]), self.warnings)
-
-
-_ADD_VALUE = re.compile(r"^ALTER TYPE \S+ ADD VALUE ('(?:[^']|'')*')")
 
 
 def _stage_enum_values(statements: list[PlanStatement]) -> list[PlanStatement]:
@@ -151,12 +157,12 @@ def _stage_enum_values(statements: list[PlanStatement]) -> list[PlanStatement]:
 
     All of them move together (one may be placed AFTER another), as ``IF NOT EXISTS`` so a rerun is harmless.
     """
-    added = [(i, m.group(1)) for i, st in enumerate(statements) if (m := _ADD_VALUE.match(st.sql))]
+    added = [(i, st.adds_enum_value) for i, st in enumerate(statements) if st.adds_enum_value is not None]
     used = any(value in later.sql for i, value in added for later in statements[i + 1:] if later.stage == "main" and later.enabled)
     if not used:
         return statements
     moved = {i for i, _ in added}
-    early = [dataclasses.replace(statements[i], stage="before", sql=statements[i].sql.replace(" ADD VALUE ", " ADD VALUE IF NOT EXISTS ", 1))
+    early = [dataclasses.replace(statements[i], stage="before", sql=statements[i].rerunnable or statements[i].sql)
              for i in sorted(moved)]
     return early + [st for i, st in enumerate(statements) if i not in moved]
 
@@ -734,7 +740,8 @@ def _add_enum_values(b: _Builder, old: Type, new: Type) -> None:
         after = next((labels[i] for i in range(index - 1, -1, -1) if labels[i] in present), None)
         where = f" AFTER {literal(after)}" if after is not None else (f" BEFORE {literal(next(v for v in labels if v in present))}"
                                                                        if present else "")
-        b.add("types", "type", f"ALTER TYPE {new.key} ADD VALUE {literal(value)}{where}")
+        b.add("types", "type", f"ALTER TYPE {new.key} ADD VALUE {literal(value)}{where}", adds_enum_value=literal(value),
+              rerunnable=f"ALTER TYPE {new.key} ADD VALUE IF NOT EXISTS {literal(value)}{where}")
         present.add(value)
 
 
