@@ -27,6 +27,7 @@ from rich.console import Console
 from opsagent.backup import create_backup, restore_backup
 from opsagent.cli.base import PipedConsole, TerminalConsole
 from opsagent.cli.progress import tracking, waiting
+from opsagent.remote.transport import Remote
 from opsagent.units import human_bytes, human_duration
 
 from .conftest import Project, SandboxHandle
@@ -391,3 +392,27 @@ def test_a_dump_reports_its_growing_size_and_a_restore_its_phases(sandbox: Sandb
         assert phases == ["verifying", "restoring", "counting"], phases
         assert restored.restored_counts["tables"] == 1
         remote.psql(f'DROP DATABASE "{fresh_db}_phases"', database="postgres")
+
+
+def test_check_counts_its_scratch_databases_cold_then_warm(remote: Remote, tmp_path: Path) -> None:
+    """issue 15: a bar of databases for check (the replayed migrations, and schema.sql when the cache does not know it)."""
+    from opsagent.schema.drift import check_project
+
+    (tmp_path / "migrations").mkdir()
+    (tmp_path / "migrations" / "001_t.sql").write_text("CREATE TABLE t (id int PRIMARY KEY);\n")
+    (tmp_path / "schema.sql").write_text("CREATE TABLE t (id int PRIMARY KEY);\n")
+    for expected in ([(0, 2), (1, 2), (2, 2)], [(0, 1), (1, 1)]):  # cold: both databases built; warm: the replay only
+        seen: list[tuple[int, int]] = []
+        report = check_project(remote, tmp_path / "migrations", tmp_path / "schema.sql", cache_dir=tmp_path / "cache",
+                               progress=lambda done, total, seen=seen: seen.append((done, total)))  # type: ignore[misc]
+        assert report.ok and seen == expected, seen
+
+
+def test_check_piped_says_how_many_databases_it_built(project: Project) -> None:
+    (project.root / "sql" / "schema.sql").write_text("CREATE TABLE t (id int PRIMARY KEY);\n")
+    project.write_migration("001_t.sql", "CREATE TABLE t (id int PRIMARY KEY);\n")
+    done = project.run("check", "--host", "sandbox", env={"OPSAGENT_PROGRESS_DELAY": "0"})
+    assert done.returncode == 0, done.stderr
+    label = "checking migrations against schema.sql on sandbox: databases"
+    assert f"{label}…" in done.stderr.splitlines(), done.stderr
+    assert re.search(rf"^{re.escape(label)}: done in \d+\.\d s \(2/2\)$", done.stderr, re.M), done.stderr

@@ -17,7 +17,7 @@ from ..schema.extract import ExtractResult, default_snapshot_path, extract, writ
 from ..units import human_bytes, label
 from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, check_against, command, console, fail, hosts_named, inventory, print_json, single_host
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
-from .progress import waiting
+from .progress import tracking, waiting
 
 if TYPE_CHECKING:  # catalog, diff and drift load in the tasks that use them, not on every command (e.g. sync)
     from ..schema.compare import Change, DiffResult
@@ -221,9 +221,11 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
     from ..schema.drift import check_project
     from ..schema.exclusions import ledger_exclusions
 
-    with waiting(f"checking migrations against schema.sql on {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+    # a bar of scratch databases built (the replayed migrations, and schema.sql when the cache does not know it)
+    with tracking(f"checking migrations against schema.sql on {target.name}: databases", unit="count") as shown, \
+            open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         report = check_project(remote, inv.paths.migrations, inv.paths.schema, cache_dir=default_cache_dir(inv.paths.state),
-                               exclude_tables=ledger_exclusions(target))
+                               exclude_tables=ledger_exclusions(target), progress=shown.update)
     if json_:
         print_json(report.to_dict())
     else:

@@ -561,12 +561,14 @@ def replay_chunks(migrations: Sequence[Migration]) -> list[Chunk]:
 
 
 def check_project(remote: Remote, migrations_dir: Path, schema_path: Path, *, cache_dir: Path | None = None,
-                  exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> CheckReport:
+                  exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
     """Replay all migrations into a scratch database and compare it with schema.sql's materialized state (from the
     desired-state cache, or built in the same session when the file is new to it), by the model and the dump oracle.
 
     One remote command (one psql session: server facts, replay, its catalog and dump; schema.sql too when cold),
-    the drops in the background; a cache miss the facts reveal costs one more.
+    the drops in the background; a cache miss the facts reveal costs one more.  ``progress(done, total)``: scratch
+    databases built so far, as the session runs.
     """
     migrations, problems, warnings = validate_migrations(migrations_dir)
     if problems:
@@ -576,8 +578,11 @@ def check_project(remote: Remote, migrations_dir: Path, schema_path: Path, *, ca
     cold = not known_schema(cache_dir, schema_digest(schema_sql))
     contents = [replay_chunks(migrations), *([[Chunk(schema_sql, source)]] if cold else [])]
     step = DumpStep.for_remote(remote, exclude_tables)
+    counted = (lambda done: progress(done, len(contents))) if progress is not None else None
+    if progress is not None:
+        progress(0, len(contents))
     with ScratchSet(remote, contents, query=desired_query(exclude_tables), dump=step, detached=True,
-                    preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}") as scratch:
+                    preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}", on_database=counted) as scratch:
         outputs = scratch.load()
     facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
     facts = ServerFacts.parse(facts_json, pg_dump_version)

@@ -42,7 +42,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 from ..errors import OpsagentError, RemoteError, UsageError
 from ..migrate.sqltext import split_statements
@@ -299,9 +299,32 @@ class DumpStep:
         return "\n".join(rest), ["\n".join(dumps[i]) + "\n" if i in dumps else "" for i in range(count)]
 
 
-def load(remote: Remote, script: Script, *, timeout: float | None = None) -> str:
+class DatabaseCounter:
+    """Counts the databases a load session has finished, from their output markers as its stdout streams by.
+
+    Why: the session is one remote command that may run for minutes (``inv check`` replays every migration);
+    the markers are the only sign of progress, and reading them as they come costs nothing.
+    """
+
+    def __init__(self, on_database: Callable[[int], None]) -> None:
+        self.on_database = on_database
+        self.finished = 0
+        self._tail = b""
+        self._marker = _OUTPUT.encode()
+
+    def __call__(self, chunk: bytes) -> None:
+        lines = (self._tail + chunk).split(b"\n")
+        self._tail = lines.pop()
+        for line in lines:
+            if line.startswith(self._marker) and line[len(self._marker):].isdigit():
+                self.finished += 1
+                self.on_database(self.finished)
+
+
+def load(remote: Remote, script: Script, *, timeout: float | None = None, on_stdout: Callable[[bytes], None] | None = None) -> str:
     """Run the script in one psql session; a failure becomes a ``file:line`` error. Returns stdout."""
-    result = remote.psql(script.text, MAINTENANCE_DB, extra=["-A", "-t", "-f", "-"], check=False, timeout=timeout)
+    result = remote.psql(script.text, MAINTENANCE_DB, extra=["-A", "-t", "-f", "-"], check=False, timeout=timeout,
+                         on_stdout=on_stdout)
     if result.ok:
         return result.text
     raise load_error(remote, script, result.stderr) or remote.failure(["psql"], result)
@@ -455,8 +478,9 @@ class ScratchSet:
 
     def __init__(self, remote: Remote, contents: Sequence[Sequence[Chunk]], *, query: str | None = None,
                  timeout: float | None = None, dump: DumpStep | None = None, detached: bool = False, preamble: str | None = None,
-                 template: Template | None = None) -> None:
+                 template: Template | None = None, on_database: Callable[[int], None] | None = None) -> None:
         self.remote = remote
+        self.on_database = on_database  # called with the count of databases finished so far, as the session runs
         self.detached = detached or template is not None
         self.names = [scratch_name(DETACHED_PREFIX if self.detached else PREFIX) for _ in contents]
         self.script = Script()
@@ -489,7 +513,8 @@ class ScratchSet:
             with _ACTIVE_LOCK:
                 _ACTIVE[id(self)] = (self.remote, tuple(self.names))
         try:
-            text = load(self.remote, self.script, timeout=self.timeout)
+            counter = DatabaseCounter(self.on_database) if self.on_database is not None else None
+            text = load(self.remote, self.script, timeout=self.timeout, on_stdout=counter)
         finally:
             with _ACTIVE_LOCK:
                 if self.detached and _ACTIVE.pop(id(self), None) is None:  # drop_active() took care of it
