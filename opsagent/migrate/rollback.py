@@ -38,7 +38,7 @@ from ..remote.transport import Remote, RemoteProcess
 from ..schema.catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from ..schema.compare import Change, DiffResult, compare, display
 from ..schema.declarative import live_catalog, pin_extension_versions
-from ..schema.drift import _both, confirm_changes, dump_for_diff, read_catalog, replay_chunks
+from ..schema.drift import at_once, confirm_changes, dump_for_diff, read_catalog, replay_chunks
 from ..schema.exclusions import ledger_exclusions
 from ..schema.extract import dump_schema
 from ..schema.plan import Plan, generate_plan, lossless
@@ -479,7 +479,7 @@ def dump_comparison(remote: Remote, live_dump: str, statements: Sequence[str], t
         with ScratchSet(remote, [copy, [Chunk(target_dump, "target (dump)")]]) as scratch:
             scratch.load()
             names = scratch.names
-            (rehearsed, target), raw = _both(lambda: _both(lambda: dump_for_diff(remote, names[0], exclude_tables),
+            (rehearsed, target), raw = at_once(lambda: at_once(lambda: dump_for_diff(remote, names[0], exclude_tables),
                                                             lambda: dump_for_diff(remote, names[1], exclude_tables)),
                                              lambda: dump_schema(remote, names[0]))
     except LoadError as error:
@@ -645,8 +645,8 @@ class RollbackRun:
         self.result.method, self.result.method_note = method, note
         query = introspection_sql(self.exclusions, dependencies=True)
         with ScratchSet(self.remote, [replay_chunks(target)], query=query) as scratch:
-            outputs, ((live, sizes), live_dump) = _both(
-                scratch.load, lambda: _both(lambda: live_catalog(self.remote, self.exclusions), lambda: dump_schema(self.remote)))
+            outputs, ((live, sizes), live_dump) = at_once(
+                scratch.load, lambda: at_once(lambda: live_catalog(self.remote, self.exclusions), lambda: dump_schema(self.remote)))
             desired = read_catalog(outputs[0], f"the migrations up to {self.options.target}")
             self.result.durations["target"] = time.monotonic() - started
             if method == "down":
@@ -659,7 +659,7 @@ class RollbackRun:
             started = time.monotonic()
             live_dump = pin_extension_versions(live_dump, live)
             rehearsable = [s.rehearse for step in self.result.steps for s in step.statements if s.rehearse is not None]
-            (verification, losses_json, counts_json), dumps = _both(
+            (verification, losses_json, counts_json), dumps = at_once(
                 lambda: self._rehearse(desired), lambda: dump_comparison(self.remote, live_dump, rehearsable, scratch.names[0], self.exclusions))
         self._verdict(verification, dumps)
         self.result.losses = decode_losses(losses_json, counts_json, sizes)
@@ -882,7 +882,7 @@ class RollbackRun:
         """The live database against the target, once more, now that it is committed (catalog model)."""
         try:
             with ScratchSet(self.remote, [replay_chunks(target)], query=introspection_sql(self.exclusions)) as scratch:
-                outputs, live = _both(scratch.load, lambda: introspect(self.remote, exclude_tables=self.exclusions))
+                outputs, live = at_once(scratch.load, lambda: introspect(self.remote, exclude_tables=self.exclusions))
             self.result.after = compare(live, read_catalog(outputs[0], "the target")).significant
             self.result.ledger_after = [str(v) for v in self.remote.query_json(_versions_query(self.ledger))]
         except OpsagentError as exc:

@@ -41,8 +41,8 @@ from ..sqlquote import literal
 from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .compare import Change, DiffResult, compare
-from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, known_schema, reloaded, schema_digest
-from .drift import _both, _document, against_reloaded, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
+from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, introspection_document, known_schema, reloaded, schema_digest
+from .drift import against_reloaded, at_once, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
 from .extract import dump_schema
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import HEADER, Plan, generate_plan
@@ -225,7 +225,7 @@ def pin_extension_versions(dump: str, catalog: Catalog) -> str:
 
 def _live_side(remote: Remote, exclude_tables: Sequence[str]) -> _Side:
     """The live database: catalog with table sizes, and schema dump, read at once on two channels."""
-    (catalog, sizes), dump = _both(lambda: live_catalog(remote, exclude_tables), lambda: dump_schema(remote))
+    (catalog, sizes), dump = at_once(lambda: live_catalog(remote, exclude_tables), lambda: dump_schema(remote))
     return _Side(where(remote), catalog, lambda: dump, sizes)
 
 
@@ -258,7 +258,7 @@ def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: 
                     preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}") as scratch:
         outputs = scratch.load()
     facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
-    built = (_document(outputs[1], source), scratch.dumps[1]) if cold else None
+    built = (introspection_document(outputs[1], source), scratch.dumps[1]) if cold else None
     desired = desired_state(remote, sql, source, ServerFacts.parse(facts_json, pg_dump_version), exclude, options.cache_dir,
                             materialized=built)
     live = _Side(f"snapshot {snapshot_label}", read_catalog(outputs[0], snapshot_label), lambda: snapshot)
@@ -268,9 +268,9 @@ def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: 
 def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None = None) -> PlanReport:
     """The plan that gives ``remote``'s database the structure of ``other``'s (e.g. prod catching up with staging)."""
     options = options or PlanOptions()
-    live, (desired_catalog, desired_dump) = _both(
+    live, (desired_catalog, desired_dump) = at_once(
         lambda: _live_side(remote, options.exclude_tables),
-        lambda: _both(lambda: introspect(other, exclude_tables=options.exclude_tables, dependencies=True),
+        lambda: at_once(lambda: introspect(other, exclude_tables=options.exclude_tables, dependencies=True),
                       lambda: oracle_dump(other, other.host.database, options.exclude_tables)))
     desired = _Side(where(other), desired_catalog, lambda: desired_dump)
     return _plan_and_verify(remote, live, desired, options)

@@ -240,13 +240,18 @@ def materialize(remote: Remote, sql: str, source: str, exclude_tables: Sequence[
     chunks = dump_chunks(sql, source) if is_dump else sql_chunks(sql, source)
     with ScratchSet(remote, [chunks], query=desired_query(exclude_tables), dump=step, detached=True) as scratch:
         output = scratch.load()[0]
+    return introspection_document(output, source), scratch.dumps[0]
+
+
+def introspection_document(output: str, what: str) -> dict[str, Any]:
+    """The introspection query's JSON document from psql's output; anything else is a RemoteError naming ``what``."""
     try:
         document = json.loads(output)
     except ValueError as exc:
-        raise RemoteError(f"introspection of {source} returned no usable result ({exc})") from None
+        raise RemoteError(f"introspection of {what} returned no usable result ({exc})") from None
     if not isinstance(document, dict):
-        raise RemoteError(f"introspection of {source} returned no usable result")
-    return document, scratch.dumps[0]
+        raise RemoteError(f"introspection of {what} returned no usable result")
+    return document
 
 
 def desired_state(remote: Remote, sql: str, source: str, facts: ServerFacts, exclude_tables: Sequence[str],

@@ -38,6 +38,7 @@ from .desired import (
     ServerFacts,
     desired_query,
     desired_state,
+    introspection_document,
     known_schema,
     materialize,
     newest,
@@ -120,7 +121,7 @@ def unified(live: str, desired: str, live_name: str, desired_name: str) -> str:
                                         fromfile=live_name, tofile=desired_name, n=3))
 
 
-def _both(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
+def at_once(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
     """Run two remote reads at once on two channels of the one SSH connection."""
     box: dict[str, Any] = {}
 
@@ -282,7 +283,7 @@ def read_live(remote: Remote, database: str, exclude_tables: Sequence[str] = DEF
         raise RemoteError(f"introspection of {where(remote, database)} returned no usable result")
     facts = ServerFacts.parse(body.get(0, ""), body.get(1, ""))
     what = where(remote, database)
-    return LiveState(_document(body[2], what), normalize_dump(raw) if raw is not None else None, facts, body.get(3, ""), what)
+    return LiveState(introspection_document(body[2], what), normalize_dump(raw) if raw is not None else None, facts, body.get(3, ""), what)
 
 
 _OWNER_LINE = re.compile(r"^ALTER [A-Z][A-Z ]* .* OWNER TO .*;$", re.MULTILINE)
@@ -308,9 +309,9 @@ def live_and_desired(remote: Remote, sql: str, source: str, exclude_tables: Sequ
 
     digest = schema_digest(sql)
     if known_schema(cache_dir, digest):  # warm, most likely: read and parse the cached side while the server works
-        state, guess = _both(live, lambda: newest(cache_dir, digest, source, dependencies=dependencies))
+        state, guess = at_once(live, lambda: newest(cache_dir, digest, source, dependencies=dependencies))
         return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, prefetched=guess)
-    state, built = _both(live, lambda: materialize(remote, sql, source, exclude_tables))
+    state, built = at_once(live, lambda: materialize(remote, sql, source, exclude_tables))
     return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, materialized=built)
 
 
@@ -397,7 +398,7 @@ def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], de
     if not _doubtful(result, differences):
         return result, differences
     try:
-        dumps = _both(live_dump, desired_dump)
+        dumps = at_once(live_dump, desired_dump)
         contents = [dump_chunks(dumps[0], "live (dump)"), dump_chunks(dumps[1], "desired (dump)")]
         step = DumpStep.for_remote(remote, exclude_tables) if differences else None
         with ScratchSet(remote, contents, query=introspection_sql(exclude_tables), dump=step, detached=True) as scratch:
@@ -455,7 +456,7 @@ def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = 
         return read_live(remote, remote.host.database, ledger_exclusions(remote.host), dump=not fast)
 
     both_ledgers = tuple(dict.fromkeys([*ledger_exclusions(live.host), *ledger_exclusions(other.host)]))
-    mine, theirs = _both(lambda: side(live), lambda: side(other))
+    mine, theirs = at_once(lambda: side(live), lambda: side(other))
     result = DiffResult([]) if same_structure(mine.document, theirs.document) else compare(mine.catalog, theirs.catalog)
     differences: list[DumpDifference] | None = None
     if mine.dump is not None and theirs.dump is not None:
@@ -464,7 +465,7 @@ def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = 
                                   lambda: theirs.dump or dump_schema(other), both_ledgers, differences)
     diff_text: str | None = None
     if text:
-        a, b = _both(lambda: dump_for_diff(live, live.host.database, ledger_exclusions(live.host)),
+        a, b = at_once(lambda: dump_for_diff(live, live.host.database, ledger_exclusions(live.host)),
                      lambda: dump_for_diff(other, other.host.database, ledger_exclusions(other.host)))
         diff_text = unified(a, b, where(live), where(other))
     return DriftReport(where(live), where(other), result, diff_text, differences)
@@ -586,18 +587,10 @@ def check_project(remote: Remote, migrations_dir: Path, schema_path: Path, *, ca
         outputs = scratch.load()
     facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
     facts = ServerFacts.parse(facts_json, pg_dump_version)
-    built = (_document(outputs[1], source), scratch.dumps[1]) if cold else None
+    built = (introspection_document(outputs[1], source), scratch.dumps[1]) if cold else None
     desired = desired_state(remote, schema_sql, source, facts, exclude_tables, cache_dir, materialized=built)
     result = compare(read_catalog(outputs[0], "the replayed migrations"), desired.catalog)
     differences = compare_dumps(scratch.dumps[0], desired.dump, exclude_tables)
     return CheckReport(remote.host.name, len(migrations), problems, warnings, result, differences)
 
 
-def _document(output: str, what: str) -> dict[str, Any]:
-    try:
-        document = json.loads(output)
-    except ValueError as exc:
-        raise RemoteError(f"introspection of {what} returned no usable result ({exc})") from None
-    if not isinstance(document, dict):
-        raise RemoteError(f"introspection of {what} returned no usable result")
-    return document

@@ -118,6 +118,11 @@ def dump_chunks(dump: str, source: str, every: int = DUMP_BATCH) -> list[Chunk]:
     """
     lines = dump.split("\n")
     cuts = [i - 1 for i in range(1, len(lines)) if lines[i - 1] == "--" and _ENTRY_HEADER.match(lines[i])][every::every]
+    return _transactions(lines, cuts, source)
+
+
+def _transactions(lines: list[str], cuts: list[int], source: str) -> list[Chunk]:
+    """The text cut before each line index in ``cuts``, each part in its own transaction; line numbers kept."""
     chunks: list[Chunk] = []
     start = 0
     for end in [*cuts, len(lines)]:
@@ -167,14 +172,7 @@ def sql_chunks(sql: str, source: str, every: int = DUMP_BATCH) -> list[Chunk]:
         head = statement.text.split("\n", 1)[0].strip()
         if 0 < start < len(lines) and head and lines[start].lstrip().startswith(head) and (not cuts or start > cuts[-1]):
             cuts.append(start)  # the statement opens its line: the previous one ended before it
-    chunks: list[Chunk] = []
-    begin = 0
-    for end in [*cuts, len(lines)]:
-        text = "\n".join(lines[begin:end])
-        if text.strip():
-            chunks += [Chunk("BEGIN;"), Chunk(text, source, begin + 1), Chunk("COMMIT;")]
-        begin = end
-    return chunks
+    return _transactions(lines, cuts, source)
 
 
 def scratch_name(prefix: str = PREFIX) -> str:
@@ -446,7 +444,7 @@ _ACTIVE_LOCK = threading.Lock()
 def drop_active() -> None:
     """Hand every one-session scratch set still loading to the background drop (``WITH (FORCE)`` ends its session).
 
-    For Ctrl-C: a load running in a worker thread (``drift._both``) cannot be
+    For Ctrl-C: a load running in a worker thread (``drift.at_once``) cannot be
     unwound by the interrupt, and the process is about to exit.  A database whose
     ``CREATE DATABASE`` comes after this drop is left to the next run's sweep.
     """
