@@ -35,7 +35,7 @@ def parse_duration(text: str, *, bare_unit: str | None, whole: bool = False) -> 
         return None
     number, unit = float(match.group(1)), match.group(2)
     if unit is None:
-        if bare_unit is None and number != 0:
+        if bare_unit is None and match.group(1) != "0":  # only a plain 0 needs no unit
             return None
         unit = bare_unit or "s"
     return number * DURATION_UNITS[unit]

@@ -18,6 +18,7 @@ def test_durations_in_every_spelling_opsagent_accepts(text: str, bare_unit: str 
 
 @pytest.mark.parametrize(("text", "bare_unit", "whole"), [
     ("90", None, False),  # a bare number where the unit is ambiguous
+    ("0.0", None, False), ("00", None, False),  # only a plain 0 needs no unit
     ("1.5s", "ms", True),  # a decimal where the value is pasted into a PostgreSQL setting
     ("5 sec", "s", False), ("-1s", "s", False), ("1e3ms", "ms", False), ("", "s", False), ("10s; DROP TABLE t", "ms", True),
     ("5d", "s", False), ("s", "s", False),
