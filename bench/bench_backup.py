@@ -46,9 +46,24 @@ def fill(state: SandboxState, rows: int) -> None:
 
 
 def floor(state: SandboxState, out: Path) -> float:
-    remote_cmd = "cd / && " + shlex.join(["sudo", "-u", "postgres", "pg_dump", "-Fc", "-h", state.socket_dir, "-p", str(state.pg_port), DATABASE])
-    argv = ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1", remote_cmd]
+    remote_cmd = "cd / && " + shlex.join(
+        ["sudo", "-u", "postgres", "pg_dump", "-Fc", "-h", state.socket_dir, "-p", str(state.pg_port), DATABASE]
+    )
+    argv = [
+        "ssh",
+        "-i",
+        state.identity_file,
+        "-o",
+        f"UserKnownHostsFile={state.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        str(state.ssh_port),
+        f"{state.user}@127.0.0.1",
+        remote_cmd,
+    ]
     started = time.monotonic()
     with out.open("wb") as handle:
         subprocess.run(argv, stdout=handle, check=True)
@@ -58,8 +73,13 @@ def floor(state: SandboxState, out: Path) -> float:
 def ours(project: Path) -> float:
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project / "inventory.yaml")}
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "opsagent", "backup", "--host", "bench", "--download"], cwd=project, env=env, check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "opsagent", "backup", "--host", "bench", "--download"],
+        cwd=project,
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     elapsed = time.monotonic() - started
     shutil.rmtree(project / "backups", ignore_errors=True)
     return elapsed
@@ -68,7 +88,9 @@ def ours(project: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=3_400_000, help="rows of md5 text (default gives a ~200 MB dump)")
-    parser.add_argument("--runs", type=int, default=3, help="alternating timed runs of each (best and median are reported)")
+    parser.add_argument(
+        "--runs", type=int, default=3, help="alternating timed runs of each (best and median are reported)"
+    )
     args = parser.parse_args()
     with temporary_sandbox("bench", "oa-bench-") as (base, state):
         started = time.monotonic()
@@ -76,7 +98,12 @@ def main() -> None:
         print(f"filled {args.rows:,} rows in {time.monotonic() - started:.1f}s")
         project = base / "project"
         project.mkdir()
-        entry = {**state.host_entry(), "database": DATABASE, "keep_backups": 1, "backup_dir": str(base / "server-backups")}
+        entry = {
+            **state.host_entry(),
+            "database": DATABASE,
+            "keep_backups": 1,
+            "backup_dir": str(base / "server-backups"),
+        }
         (project / "inventory.yaml").write_text(yaml.safe_dump({"hosts": {"bench": entry}}))
         dump = base / "floor.dump"
         floor_times, our_times = [], []
@@ -86,13 +113,19 @@ def main() -> None:
         size = dump.stat().st_size
         best_floor, best_ours = min(floor_times), min(our_times)
         print(f"dump size:                     {size / 1e6:.0f} MB")
-        print(f"ssh ... pg_dump -Fc > file:    best {best_floor:.2f}s  median {statistics.median(floor_times):.2f}s  "
-              f"(runs: {', '.join(f'{t:.2f}' for t in floor_times)})")
-        print(f"inv backup --download:         best {best_ours:.2f}s  median {statistics.median(our_times):.2f}s  "
-              f"(runs: {', '.join(f'{t:.2f}' for t in our_times)})")
+        print(
+            f"ssh ... pg_dump -Fc > file:    best {best_floor:.2f}s  median {statistics.median(floor_times):.2f}s  "
+            f"(runs: {', '.join(f'{t:.2f}' for t in floor_times)})"
+        )
+        print(
+            f"inv backup --download:         best {best_ours:.2f}s  median {statistics.median(our_times):.2f}s  "
+            f"(runs: {', '.join(f'{t:.2f}' for t in our_times)})"
+        )
         ratio = best_ours / best_floor
-        print(f"ratio (best/best): {ratio:.2f}x, median/median: {statistics.median(our_times) / statistics.median(floor_times):.2f}x "
-              f"(target <= 1.3x) {'OK' if ratio <= 1.3 else 'OVER TARGET'}")
+        print(
+            f"ratio (best/best): {ratio:.2f}x, median/median: {statistics.median(our_times) / statistics.median(floor_times):.2f}x "
+            f"(target <= 1.3x) {'OK' if ratio <= 1.3 else 'OVER TARGET'}"
+        )
 
 
 if __name__ == "__main__":

@@ -43,15 +43,43 @@ def host(state: SandboxState) -> HostConfig:
 
 
 def local_psql(state: SandboxState, *args: str, database: str = "postgres") -> None:
-    argv = ["runuser", "-u", "postgres", "--", str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-            "-h", state.socket_dir, "-p", str(state.pg_port), "-d", database, *args]
+    argv = [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        str(pg_bindir() / "psql"),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        state.socket_dir,
+        "-p",
+        str(state.pg_port),
+        "-d",
+        database,
+        *args,
+    ]
     subprocess.run(argv, text=True, check=True, capture_output=True)
 
 
 def floor_argv(state: SandboxState) -> list[str]:
-    return ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1",
-            f"cd / && sudo -n -u postgres pg_dump -s -h {state.socket_dir} -p {state.pg_port} -d {DATABASE}"]
+    return [
+        "ssh",
+        "-i",
+        state.identity_file,
+        "-o",
+        f"UserKnownHostsFile={state.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        str(state.ssh_port),
+        f"{state.user}@127.0.0.1",
+        f"cd / && sudo -n -u postgres pg_dump -s -h {state.socket_dir} -p {state.pg_port} -d {DATABASE}",
+    ]
 
 
 def timed(fn: Callable[[], object]) -> float:
@@ -63,7 +91,9 @@ def timed(fn: Callable[[], object]) -> float:
 def project(state: SandboxState, root: Path) -> Path:
     """A project folder whose inventory has the sandbox host on the musicbrainz database."""
     (root / "sql" / "migrations").mkdir(parents=True, exist_ok=True)
-    (root / "inventory.yaml").write_text(yaml.safe_dump({"hosts": {"sandbox": {**state.host_entry(), "database": DATABASE}}}))
+    (root / "inventory.yaml").write_text(
+        yaml.safe_dump({"hosts": {"sandbox": {**state.host_entry(), "database": DATABASE}}})
+    )
     return root
 
 
@@ -79,7 +109,14 @@ def main() -> None:
         local_psql(state, "-f", str(MUSICBRAINZ), database=DATABASE)
         outdir = Path(out)
         root = project(state, outdir / "proj")
-        cli = [str(Path(sys.executable).with_name("opsagent")), "extract", "--host", "sandbox", "--out", str(outdir / "cli.sql")]
+        cli = [
+            str(Path(sys.executable).with_name("opsagent")),
+            "extract",
+            "--host",
+            "sandbox",
+            "--out",
+            str(outdir / "cli.sql"),
+        ]
         env = {**os.environ, "OPSAGENT_INVENTORY": str(root / "inventory.yaml")}
 
         def floor() -> None:
@@ -104,21 +141,49 @@ def main() -> None:
             times["floor"].append(timed(floor))
             times["library"].append(timed(library))
             times["cli"].append(timed(command))
-        raw = subprocess.run(["runuser", "-u", "postgres", "--", str(pg_bindir() / "pg_dump"), "-s", "-Z", "1",
-                              "-h", state.socket_dir, "-p", str(state.pg_port), "-d", DATABASE], check=True, capture_output=True).stdout
-        normalize = statistics.median(timed(lambda: normalize_dump(zlib.decompress(raw, 31).decode())) for _ in range(args.repeat))
+        raw = subprocess.run(
+            [
+                "runuser",
+                "-u",
+                "postgres",
+                "--",
+                str(pg_bindir() / "pg_dump"),
+                "-s",
+                "-Z",
+                "1",
+                "-h",
+                state.socket_dir,
+                "-p",
+                str(state.pg_port),
+                "-d",
+                DATABASE,
+            ],
+            check=True,
+            capture_output=True,
+        ).stdout
+        normalize = statistics.median(
+            timed(lambda: normalize_dump(zlib.decompress(raw, 31).decode())) for _ in range(args.repeat)
+        )
         medians = {name: statistics.median(values) for name, values in times.items()}
         base = medians["floor"]
         floor_bytes = (outdir / "floor.sql").stat().st_size
-        print(f"extract {DATABASE}: pg_dump -s {floor_bytes / 1024:.0f} KiB, normalized snapshot {sizes[-1] / 1024:.0f} KiB; "
-              f"median of {args.repeat}, interleaved")
+        print(
+            f"extract {DATABASE}: pg_dump -s {floor_bytes / 1024:.0f} KiB, normalized snapshot {sizes[-1] / 1024:.0f} KiB; "
+            f"median of {args.repeat}, interleaved"
+        )
         floor_label = 'ssh host "sudo -n -u postgres pg_dump -s" > file (floor)'
         print(f"  {floor_label:<58}{base * 1000:8.0f} ms")
-        print(f"  {'opsagent extract, library (connect + 1 command + write)':<58}{medians['library'] * 1000:8.0f} ms   "
-              f"ratio {medians['library'] / base:.2f}x (target <= 1.00)")
-        print(f"  {'opsagent extract, CLI subprocess (+ start-up, imports)':<58}{medians['cli'] * 1000:8.0f} ms   "
-              f"ratio {medians['cli'] / base:.2f}x")
-        print(f"  {'client CPU: gunzip + normalize_dump':<58}{normalize * 1000:8.0f} ms   ({normalize / base:.0%} of the floor)")
+        print(
+            f"  {'opsagent extract, library (connect + 1 command + write)':<58}{medians['library'] * 1000:8.0f} ms   "
+            f"ratio {medians['library'] / base:.2f}x (target <= 1.00)"
+        )
+        print(
+            f"  {'opsagent extract, CLI subprocess (+ start-up, imports)':<58}{medians['cli'] * 1000:8.0f} ms   "
+            f"ratio {medians['cli'] / base:.2f}x"
+        )
+        print(
+            f"  {'client CPU: gunzip + normalize_dump':<58}{normalize * 1000:8.0f} ms   ({normalize / base:.0%} of the floor)"
+        )
         print(f"  uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 
 

@@ -49,8 +49,24 @@ def host(state: SandboxState, database: str) -> HostConfig:
 
 
 def local_psql(state: SandboxState, database: str, *args: str, stdin: str | None = None) -> None:
-    argv = ["runuser", "-u", "postgres", "--", str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-            "-h", state.socket_dir, "-p", str(state.pg_port), "-d", database, *args]
+    argv = [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        str(pg_bindir() / "psql"),
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        state.socket_dir,
+        "-p",
+        str(state.pg_port),
+        "-d",
+        database,
+        *args,
+    ]
     subprocess.run(argv, input=stdin, text=True, check=True, capture_output=True)
 
 
@@ -69,9 +85,21 @@ def median_time(fn: Callable[[], object], repeat: int) -> float:
 
 
 def ssh_argv(state: SandboxState, database: str) -> list[str]:
-    return ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1",
-            f"cd / && sudo -n -u postgres pg_dump -s -h {state.socket_dir} -p {state.pg_port} -d {database}"]
+    return [
+        "ssh",
+        "-i",
+        state.identity_file,
+        "-o",
+        f"UserKnownHostsFile={state.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        str(state.ssh_port),
+        f"{state.user}@127.0.0.1",
+        f"cd / && sudo -n -u postgres pg_dump -s -h {state.socket_dir} -p {state.pg_port} -d {database}",
+    ]
 
 
 def bench_extract(state: SandboxState, repeat: int) -> None:
@@ -94,7 +122,9 @@ def bench_extract(state: SandboxState, repeat: int) -> None:
     mine = median_time(ours, repeat)
     print(f"extract musicbrainz ({sizes[-1] / 1024:.0f} KiB normalized):")
     print(f"  {'ssh host pg_dump -s (floor)':<40}{floor * 1000:8.0f} ms")
-    print(f"  {'opsagent extract (connect+dump+stats)':<40}{mine * 1000:8.0f} ms   ratio {mine / floor:.2f}x (target <= 1.30)")
+    print(
+        f"  {'opsagent extract (connect+dump+stats)':<40}{mine * 1000:8.0f} ms   ratio {mine / floor:.2f}x (target <= 1.30)"
+    )
 
     sql = MUSICBRAINZ.read_text()
     with open_remote(host(state, database)) as remote:
@@ -107,12 +137,16 @@ def bench_extract(state: SandboxState, repeat: int) -> None:
 
 def generated_schema(tables: int) -> str:
     """``tables`` tables of 8 columns, 2 indexes (PK + one) and 1 FK each, plus one view per 10 tables."""
-    out = ["CREATE TABLE t0 (id bigserial PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), "
-           "amount numeric(12,2), flags int NOT NULL DEFAULT 0, note text, parent_id bigint, ref uuid);"]
+    out = [
+        "CREATE TABLE t0 (id bigserial PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), "
+        "amount numeric(12,2), flags int NOT NULL DEFAULT 0, note text, parent_id bigint, ref uuid);"
+    ]
     out.append("CREATE INDEX t0_created_idx ON t0 (created_at);")
     for i in range(1, tables):
-        out.append(f"CREATE TABLE t{i} (id bigserial PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), "
-                   f"amount numeric(12,2), flags int NOT NULL DEFAULT 0, note text, parent_id bigint REFERENCES t{i - 1} (id), ref uuid);")
+        out.append(
+            f"CREATE TABLE t{i} (id bigserial PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), "
+            f"amount numeric(12,2), flags int NOT NULL DEFAULT 0, note text, parent_id bigint REFERENCES t{i - 1} (id), ref uuid);"
+        )
         out.append(f"CREATE INDEX t{i}_parent_idx ON t{i} (parent_id);")
     for v in range(0, tables, 10):
         out.append(f"CREATE VIEW v{v} AS SELECT id, name, amount FROM t{v} WHERE flags > 0;")
@@ -141,11 +175,26 @@ EXAMPLE_SQL = REPO / "sql"
 
 
 def ssh_command(state: SandboxState, command: list[str]) -> list[str]:
-    return ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1", "cd / && " + shlex.join(command)]
+    return [
+        "ssh",
+        "-i",
+        state.identity_file,
+        "-o",
+        f"UserKnownHostsFile={state.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        str(state.ssh_port),
+        f"{state.user}@127.0.0.1",
+        "cd / && " + shlex.join(command),
+    ]
 
 
-def make_project(root: Path, state: SandboxState, hosts: dict[str, str], schema: str, migrations: dict[str, str] | None = None) -> Path:
+def make_project(
+    root: Path, state: SandboxState, hosts: dict[str, str], schema: str, migrations: dict[str, str] | None = None
+) -> Path:
     import yaml
 
     root.mkdir(parents=True, exist_ok=True)
@@ -153,7 +202,10 @@ def make_project(root: Path, state: SandboxState, hosts: dict[str, str], schema:
     (root / "sql" / "schema.sql").write_text(schema)
     for name, text in (migrations or {}).items():
         (root / "sql" / "migrations" / name).write_text(text)
-    entries = {name: {**state.host_entry(), "database": db, "backup_dir": str(Path(state.root) / "backups" / db)} for name, db in hosts.items()}
+    entries = {
+        name: {**state.host_entry(), "database": db, "backup_dir": str(Path(state.root) / "backups" / db)}
+        for name, db in hosts.items()
+    }
     (root / "inventory.yaml").write_text(yaml.safe_dump({"hosts": entries}, sort_keys=False))
     return root
 
@@ -161,10 +213,15 @@ def make_project(root: Path, state: SandboxState, hosts: dict[str, str], schema:
 def cli(project: Path, *args: str, ok: tuple[int, ...] = (0,)) -> float:
     # bytecode is kept as an installed package keeps it: with PYTHONDONTWRITEBYTECODE (set in some shells and CI
     # images) every run would compile opsagent again, 0.1-0.3 s that no installed copy pays
-    env = {**{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
-           "OPSAGENT_INVENTORY": str(project / "inventory.yaml"), "PYTHONPATH": str(REPO)}
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+        "OPSAGENT_INVENTORY": str(project / "inventory.yaml"),
+        "PYTHONPATH": str(REPO),
+    }
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "opsagent", *args], cwd=project, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "opsagent", *args], cwd=project, env=env, capture_output=True, text=True, check=False
+    )
     took = time.perf_counter() - started
     if proc.returncode not in ok:
         raise SystemExit(f"opsagent {' '.join(args)} exited {proc.returncode}: {proc.stderr.strip()[-600:]}")
@@ -203,7 +260,9 @@ def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
 
     def floor(command: list[str]) -> float:
         argv = ssh_command(state, command)
-        return median_time(lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), repeat)
+        return median_time(
+            lambda: subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), repeat
+        )
 
     pg = ["sudo", "-n", "-u", "postgres"]
     conn = ["-h", state.socket_dir, "-p", str(state.pg_port)]
@@ -216,26 +275,59 @@ def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
         run_migra(cluster, migra, a, b)
         return statistics.median(run_migra(cluster, migra, a, b)[2] for _ in range(repeat))
 
-    print("issue 14, deploy path (CLI wall time; median of", repeat, "runs; ratios against floors measured in this run):")
+    print(
+        "issue 14, deploy path (CLI wall time; median of", repeat, "runs; ratios against floors measured in this run):"
+    )
     line("floor: ssh host pg_dump -s (musicbrainz)", dump_floor)
     line("floor: ssh host psql -c 'select 1'", select_floor)
     cli(mb, "diff", "--host", "live")  # fills the cache
-    line("diff musicbrainz, warm", median_time(lambda: cli(mb, "diff", "--host", "live"), repeat), dump_floor, "pg_dump -s", "<= 1.0")
-    line("diff musicbrainz, cold", median_time(lambda: cold(mb, "diff", "--host", "live"), max(1, repeat // 2)), dump_floor, "pg_dump -s")
-    line("diff musicbrainz --fast, warm", median_time(lambda: cli(mb, "diff", "--host", "live", "--fast"), repeat), dump_floor, "pg_dump -s")
+    line(
+        "diff musicbrainz, warm",
+        median_time(lambda: cli(mb, "diff", "--host", "live"), repeat),
+        dump_floor,
+        "pg_dump -s",
+        "<= 1.0",
+    )
+    line(
+        "diff musicbrainz, cold",
+        median_time(lambda: cold(mb, "diff", "--host", "live"), max(1, repeat // 2)),
+        dump_floor,
+        "pg_dump -s",
+    )
+    line(
+        "diff musicbrainz --fast, warm",
+        median_time(lambda: cli(mb, "diff", "--host", "live", "--fast"), repeat),
+        dump_floor,
+        "pg_dump -s",
+    )
     migra_hosts = migra_time("mb_live", "mb_other")
     if migra_hosts:
         line("migra mb_live mb_other (CLI)", migra_hosts)
-    line("diff --against-host (musicbrainz, two databases)",
-         median_time(lambda: cli(mb, "diff", "--host", "live", "--against-host", "other"), repeat), migra_hosts, "migra", "<= 0.5")
+    line(
+        "diff --against-host (musicbrainz, two databases)",
+        median_time(lambda: cli(mb, "diff", "--host", "live", "--against-host", "other"), repeat),
+        migra_hosts,
+        "migra",
+        "<= 0.5",
+    )
     migra_plan = migra_time("mb_mut", "mb_live")
     if migra_plan:
         line("migra mb_mut mb_live (CLI)", migra_plan)
     cli(mb, "plan", "--host", "mut")
-    line("plan musicbrainz, 1 mutation, both oracles, warm", median_time(lambda: cli(mb, "plan", "--host", "mut"), repeat),
-         migra_plan, "migra", "<= 2")
-    line("plan musicbrainz, 1 mutation, both oracles, cold", median_time(lambda: cold(mb, "plan", "--host", "mut"), max(1, repeat // 2)),
-         migra_plan, "migra", "<= 5")
+    line(
+        "plan musicbrainz, 1 mutation, both oracles, warm",
+        median_time(lambda: cli(mb, "plan", "--host", "mut"), repeat),
+        migra_plan,
+        "migra",
+        "<= 2",
+    )
+    line(
+        "plan musicbrainz, 1 mutation, both oracles, cold",
+        median_time(lambda: cold(mb, "plan", "--host", "mut"), max(1, repeat // 2)),
+        migra_plan,
+        "migra",
+        "<= 5",
+    )
     if not large:
         bench_closing_check(state, cluster, base, repeat, select_floor, dump_floor, mb_sql)
         return
@@ -243,36 +335,81 @@ def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
     if migra_gen:
         line("migra 5,000 tables, identical (CLI)", migra_gen)
     cli(gen_project, "diff", "--host", "live")
-    line("diff 5,000 tables, warm", median_time(lambda: cli(gen_project, "diff", "--host", "live"), repeat), migra_gen, "migra", "<= 2")
-    line("diff 5,000 tables, cold", median_time(lambda: cold(gen_project, "diff", "--host", "live"), 1), migra_gen, "migra")
+    line(
+        "diff 5,000 tables, warm",
+        median_time(lambda: cli(gen_project, "diff", "--host", "live"), repeat),
+        migra_gen,
+        "migra",
+        "<= 2",
+    )
+    line(
+        "diff 5,000 tables, cold",
+        median_time(lambda: cold(gen_project, "diff", "--host", "live"), 1),
+        migra_gen,
+        "migra",
+    )
     migra_gen_plan = migra_time("gen_mut", "gen_target")
     if migra_gen_plan:
         line("migra 5,000 tables, 2 changes (CLI)", migra_gen_plan)
     cli(gen_project, "plan", "--host", "mut")
-    line("plan 5,000 tables, 2 changes, warm", median_time(lambda: cli(gen_project, "plan", "--host", "mut"), repeat),
-         migra_gen_plan, "migra", "<= 4")
-    line("plan 5,000 tables, 2 changes, cold", median_time(lambda: cold(gen_project, "plan", "--host", "mut"), 1), migra_gen_plan, "migra")
+    line(
+        "plan 5,000 tables, 2 changes, warm",
+        median_time(lambda: cli(gen_project, "plan", "--host", "mut"), repeat),
+        migra_gen_plan,
+        "migra",
+        "<= 4",
+    )
+    line(
+        "plan 5,000 tables, 2 changes, cold",
+        median_time(lambda: cold(gen_project, "plan", "--host", "mut"), 1),
+        migra_gen_plan,
+        "migra",
+    )
     bench_closing_check(state, cluster, base, repeat, select_floor, dump_floor, mb_sql)
 
 
-def bench_closing_check(state: SandboxState, cluster: Cluster, base: Path, repeat: int, select_floor: float, dump_floor: float,
-                        mb_sql: str) -> None:
+def bench_closing_check(
+    state: SandboxState, cluster: Cluster, base: Path, repeat: int, select_floor: float, dump_floor: float, mb_sql: str
+) -> None:
     """A no-op sync (nothing pending) with its closing drift check, warm cache."""
-    example = make_project(base / "example", state, {"h": "ex_live"}, (EXAMPLE_SQL / "schema.sql").read_text(),
-                           {p.name: p.read_text() for p in sorted((EXAMPLE_SQL / "migrations").glob("*.sql"))})
+    example = make_project(
+        base / "example",
+        state,
+        {"h": "ex_live"},
+        (EXAMPLE_SQL / "schema.sql").read_text(),
+        {p.name: p.read_text() for p in sorted((EXAMPLE_SQL / "migrations").glob("*.sql"))},
+    )
     cluster.create("ex_live")
     cli(example, "sync", "--host", "h", "--yes", "--no-backup", "--allow-hazards")
-    line("no-op sync, example schema (27 tables), drift check, warm",
-         median_time(lambda: cli(example, "sync", "--host", "h", "--yes", "--no-backup"), repeat), select_floor, "select 1", "<= 1.5")
-    line("no-op sync, example schema, --no-drift-check",
-         median_time(lambda: cli(example, "sync", "--host", "h", "--yes", "--no-backup", "--no-drift-check"), repeat), select_floor, "select 1")
+    line(
+        "no-op sync, example schema (27 tables), drift check, warm",
+        median_time(lambda: cli(example, "sync", "--host", "h", "--yes", "--no-backup"), repeat),
+        select_floor,
+        "select 1",
+        "<= 1.5",
+    )
+    line(
+        "no-op sync, example schema, --no-drift-check",
+        median_time(lambda: cli(example, "sync", "--host", "h", "--yes", "--no-backup", "--no-drift-check"), repeat),
+        select_floor,
+        "select 1",
+    )
     cluster.create("mb_sync", template="mb_live")
     mbsync = make_project(base / "mbsync", state, {"h": "mb_sync"}, mb_sql, {"001_ledger.sql": "SELECT 1;\n"})
     cli(mbsync, "sync", "--host", "h", "--yes", "--no-backup")
-    line("no-op sync, musicbrainz as schema.sql, drift check, warm",
-         median_time(lambda: cli(mbsync, "sync", "--host", "h", "--yes", "--no-backup"), repeat), dump_floor, "pg_dump -s", "<= 1.0")
-    line("no-op sync, musicbrainz as schema.sql, drift check, cold",
-         median_time(lambda: cold(mbsync, "sync", "--host", "h", "--yes", "--no-backup"), 1), dump_floor, "pg_dump -s")
+    line(
+        "no-op sync, musicbrainz as schema.sql, drift check, warm",
+        median_time(lambda: cli(mbsync, "sync", "--host", "h", "--yes", "--no-backup"), repeat),
+        dump_floor,
+        "pg_dump -s",
+        "<= 1.0",
+    )
+    line(
+        "no-op sync, musicbrainz as schema.sql, drift check, cold",
+        median_time(lambda: cold(mbsync, "sync", "--host", "h", "--yes", "--no-backup"), 1),
+        dump_floor,
+        "pg_dump -s",
+    )
 
 
 def main() -> None:

@@ -38,7 +38,8 @@ def write_migrations(folder: Path, count: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(1, count + 1):
         (folder / f"{i:04d}_fleet_table_{i}.sql").write_text(
-            f"CREATE TABLE fleet_t{i} (id bigint PRIMARY KEY, name text NOT NULL);\nCREATE INDEX fleet_t{i}_name ON fleet_t{i} (name);\n")
+            f"CREATE TABLE fleet_t{i} (id bigint PRIMARY KEY, name text NOT NULL);\nCREATE INDEX fleet_t{i}_name ON fleet_t{i} (name);\n"
+        )
 
 
 def wait_port(port: int, timeout: float = 15.0) -> None:
@@ -68,8 +69,14 @@ def start_extra_sshd(state: SandboxState, folder: Path, count: int, skip_rc: boo
     for i in range(count):
         port = free_port()
         pidfile = folder / f"sshd-{port}.pid"
-        body = [f"Port {port}" if line.startswith("Port ") else f"PidFile {pidfile}" if line.startswith("PidFile ") else line
-                for line in config]
+        body = [
+            f"Port {port}"
+            if line.startswith("Port ")
+            else f"PidFile {pidfile}"
+            if line.startswith("PidFile ")
+            else line
+            for line in config
+        ]
         path = folder / f"sshd_config-{i}"
         path.write_text("\n".join(body) + "\n")
         subprocess.run(["/usr/sbin/sshd", "-f", str(path), "-E", str(folder / f"sshd-{port}.log")], check=True)
@@ -91,14 +98,36 @@ def stop_sshd(started: list[tuple[int, Path]]) -> None:
 def create_databases(state: SandboxState, count: int) -> list[str]:
     names = [f"fleet_{uuid.uuid4().hex[:8]}" for _ in range(count)]
     sql = "".join(f'CREATE DATABASE "{n}";\n' for n in names)
-    subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/psql", "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                    "-h", state.socket_dir, "-p", str(state.pg_port), "-d", "postgres"], input=sql, text=True, check=True)
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "/usr/lib/postgresql/15/bin/psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            state.socket_dir,
+            "-p",
+            str(state.pg_port),
+            "-d",
+            "postgres",
+        ],
+        input=sql,
+        text=True,
+        check=True,
+    )
     return names
 
 
 def write_inventory(project: Path, state: SandboxState, ports: list[int], databases: list[str]) -> Path:
-    hosts = {f"h{i + 1:02d}": {**state.host_entry(), "port": port, "database": db}
-             for i, (port, db) in enumerate(zip(ports, databases, strict=True))}
+    hosts = {
+        f"h{i + 1:02d}": {**state.host_entry(), "port": port, "database": db}
+        for i, (port, db) in enumerate(zip(ports, databases, strict=True))
+    }
     path = project / "inventory.yaml"
     path.write_text(yaml.safe_dump({"hosts": hosts, "groups": {"fleet": list(hosts)}}, sort_keys=False))
     return path
@@ -123,11 +152,24 @@ def child_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_sync(project: Path, state: SandboxState, ports: list[int], spec: str, parallel: int,
-               pids: list[int]) -> tuple[float, float, float]:
+def timed_sync(
+    project: Path, state: SandboxState, ports: list[int], spec: str, parallel: int, pids: list[int]
+) -> tuple[float, float, float]:
     """One whole CLI run on fresh databases: wall, client CPU, server CPU; checks every host applied every migration."""
     inventory = write_inventory(project, state, ports, create_databases(state, len(ports)))
-    argv = [sys.executable, "-m", "opsagent", "sync", "--host", spec, "--yes", "--no-backup", "--json", "--parallel", str(parallel)]
+    argv = [
+        sys.executable,
+        "-m",
+        "opsagent",
+        "sync",
+        "--host",
+        spec,
+        "--yes",
+        "--no-backup",
+        "--json",
+        "--parallel",
+        str(parallel),
+    ]
     env = {**os.environ, "OPSAGENT_INVENTORY": str(inventory), "PYTHONPATH": str(REPO)}
     server = server_cpu(pids)
     cpu = child_cpu()
@@ -137,7 +179,9 @@ def timed_sync(project: Path, state: SandboxState, ports: list[int], spec: str, 
     cpu = child_cpu() - cpu
     server = server_cpu(pids) - server
     if proc.returncode != 0:
-        raise SystemExit(f"sync --host {spec} failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr.strip()[-2000:]}")
+        raise SystemExit(
+            f"sync --host {spec} failed ({proc.returncode}): {proc.stdout[-2000:]} {proc.stderr.strip()[-2000:]}"
+        )
     document = json.loads(proc.stdout)
     results = [h["details"] for h in document["hosts"]] if "hosts" in document else [document]
     if any(not r.get("applied") for r in results):
@@ -169,17 +213,27 @@ def main() -> None:
                 cpus.append(cpu)
             serial = timed_sync(project, state, ports, "fleet", 1, pids)[0]
             single, fleet = statistics.median(singles), statistics.median(fleets)
-            print(f"migrations:                        {args.count} (each CREATE TABLE + CREATE INDEX), median of {args.repeat}; "
-                  f"login ~/.bashrc {'sourced' if args.login_rc else 'skipped'}")
+            print(
+                f"migrations:                        {args.count} (each CREATE TABLE + CREATE INDEX), median of {args.repeat}; "
+                f"login ~/.bashrc {'sourced' if args.login_rc else 'skipped'}"
+            )
             print(f"sync --host h01:                   {single:.3f} s  (whole CLI process)")
-            print(f"sync --host fleet --parallel {args.hosts}:  {fleet:.3f} s  ({args.hosts} hosts, {args.hosts} sshd endpoints; "
-                  f"client CPU {statistics.median(cpus):.2f} s)")
-            print(f"ratio fleet / one host:            {fleet / single:.2f}  (target <= 2; best-of: {min(fleets) / min(singles):.2f})")
-            print(f"sync --host fleet --parallel 1:    {serial:.3f} s  (serial, once: parallel is {serial / fleet:.1f}x faster "
-                  f"on {os.cpu_count()} CPUs shared by every sshd, sudo, psql and backend)")
+            print(
+                f"sync --host fleet --parallel {args.hosts}:  {fleet:.3f} s  ({args.hosts} hosts, {args.hosts} sshd endpoints; "
+                f"client CPU {statistics.median(cpus):.2f} s)"
+            )
+            print(
+                f"ratio fleet / one host:            {fleet / single:.2f}  (target <= 2; best-of: {min(fleets) / min(singles):.2f})"
+            )
+            print(
+                f"sync --host fleet --parallel 1:    {serial:.3f} s  (serial, once: parallel is {serial / fleet:.1f}x faster "
+                f"on {os.cpu_count()} CPUs shared by every sshd, sudo, psql and backend)"
+            )
             server = statistics.median(servers)
-            print(f"server-side CPU of the fleet run:  {server:.2f} s  (sshd, sudo, psql, backends of {args.hosts} hosts on one machine: "
-                  f">= {server / (os.cpu_count() or 1):.2f} s of wall time on {os.cpu_count()} CPUs before any client work)")
+            print(
+                f"server-side CPU of the fleet run:  {server:.2f} s  (sshd, sudo, psql, backends of {args.hosts} hosts on one machine: "
+                f">= {server / (os.cpu_count() or 1):.2f} s of wall time on {os.cpu_count()} CPUs before any client work)"
+            )
         finally:
             stop_sshd(extra)
 

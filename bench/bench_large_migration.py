@@ -47,19 +47,33 @@ def write_migration(path: Path, statements: int, per_table: int = 1000) -> None:
         for i in range(statements):
             if i % per_table == 0:
                 table += 1
-                out.write(f"CREATE TABLE big_t{table} (id bigint PRIMARY KEY, name text NOT NULL, qty integer, note text);\n")
+                out.write(
+                    f"CREATE TABLE big_t{table} (id bigint PRIMARY KEY, name text NOT NULL, qty integer, note text);\n"
+                )
                 continue
-            out.write(f"INSERT INTO big_t{table} (id, name, qty, note) VALUES ({i}, 'name {i:08d}', {i % 977}, "
-                      f"'some note text about row {i:09d}');\n")
+            out.write(
+                f"INSERT INTO big_t{table} (id, name, qty, note) VALUES ({i}, 'name {i:08d}', {i % 977}, "
+                f"'some note text about row {i:09d}');\n"
+            )
 
 
 class Measured:
     """Wall and CPU seconds and peak RSS of one child process (``os.wait4``: its own rusage, not the maximum so far)."""
 
-    def __init__(self, argv: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None,
-                 stdin_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        stdin_path: Path | None = None,
+    ) -> None:
         started = time.perf_counter()
-        with open(stdin_path or os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with (
+            open(stdin_path or os.devnull, "rb") as stdin,
+            tempfile.TemporaryFile() as out,
+            tempfile.TemporaryFile() as err,
+        ):
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=stdin, stdout=out, stderr=err)
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -90,18 +104,62 @@ def local_phases(folder: Path) -> tuple[float, float, int]:
 
 def create_database(state: SandboxState) -> str:
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/createdb", "-h", state.socket_dir,
-                    "-p", str(state.pg_port), name], check=True)
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "/usr/lib/postgresql/15/bin/createdb",
+            "-h",
+            state.socket_dir,
+            "-p",
+            str(state.pg_port),
+            name,
+        ],
+        check=True,
+    )
     return name
 
 
 def sync_figures(project: Path, migration: Path) -> tuple[Measured, Measured, int]:
     with temporary_sandbox("bench", "oalm-") as (_, state):
         floor_db = create_database(state)
-        psql = ["sudo", "-n", "-u", "postgres", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", state.socket_dir,
-                "-p", str(state.pg_port), "-d", floor_db, "-1", "-f", "-"]
-        ssh = ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-               "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1", "cd / && " + shlex.join(psql)]
+        psql = [
+            "sudo",
+            "-n",
+            "-u",
+            "postgres",
+            "psql",
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            state.socket_dir,
+            "-p",
+            str(state.pg_port),
+            "-d",
+            floor_db,
+            "-1",
+            "-f",
+            "-",
+        ]
+        ssh = [
+            "ssh",
+            "-i",
+            state.identity_file,
+            "-o",
+            f"UserKnownHostsFile={state.known_hosts}",
+            "-o",
+            "StrictHostKeyChecking=yes",
+            "-o",
+            "BatchMode=yes",
+            "-p",
+            str(state.ssh_port),
+            f"{state.user}@127.0.0.1",
+            "cd / && " + shlex.join(psql),
+        ]
         floor = Measured(ssh, stdin_path=migration)
         if floor.returncode != 0:
             raise SystemExit(f"floor failed: {floor.stderr.strip()[-500:]}")
@@ -110,8 +168,11 @@ def sync_figures(project: Path, migration: Path) -> tuple[Measured, Measured, in
         inventory = project / "inventory.yaml"
         inventory.write_text(yaml.safe_dump({"hosts": {"bench": entry}}, sort_keys=False))
         env = {**os.environ, "OPSAGENT_INVENTORY": str(inventory), "PYTHONPATH": str(REPO)}
-        sync = Measured([sys.executable, "-m", "opsagent", "sync", "--host", "bench", "--yes", "--no-backup", "--json"],
-                        cwd=project, env=env)
+        sync = Measured(
+            [sys.executable, "-m", "opsagent", "sync", "--host", "bench", "--yes", "--no-backup", "--json"],
+            cwd=project,
+            env=env,
+        )
         if sync.returncode != 0:
             raise SystemExit(f"sync failed ({sync.returncode}): {sync.stderr.strip()[-800:]}")
         applied = len(json.loads(sync.stdout)["applied"])
@@ -144,10 +205,15 @@ def main() -> None:
         if not args.no_sync:
             ssh_floor, sync, applied = sync_figures(project, migration)
             print(ssh_floor.line("floor  ssh 'psql -1 -f -' < file"))
-            print(sync.line("opsagent sync --yes --no-backup", ssh_floor.wall) + f"  ({applied} migration applied)", flush=True)
+            print(
+                sync.line("opsagent sync --yes --no-backup", ssh_floor.wall) + f"  ({applied} migration applied)",
+                flush=True,
+            )
         discovery, linting, statements = local_phases(folder)  # last: it grows this process
-        print(f"  in process: {statements:,} statements; discovery {discovery:.2f} CPU s (read, split, checks), "
-              f"hazard lint {linting:.2f} CPU s")
+        print(
+            f"  in process: {statements:,} statements; discovery {discovery:.2f} CPU s (read, split, checks), "
+            f"hazard lint {linting:.2f} CPU s"
+        )
 
 
 if __name__ == "__main__":

@@ -66,12 +66,18 @@ MUSICBRAINZ_MUTATIONS = {
     "drop an index": "DROP INDEX musicbrainz.artist_idx_name",
     "change a column type": "ALTER TABLE musicbrainz.artist ALTER COLUMN edits_pending TYPE bigint",
     "add a check constraint": "ALTER TABLE musicbrainz.artist ADD CONSTRAINT artist_name_short CHECK (length(name) < 10000)",
-    "alter a view": ("DO $$ BEGIN EXECUTE 'CREATE OR REPLACE VIEW musicbrainz.release_event AS '"
-                     " || rtrim(pg_get_viewdef('musicbrainz.release_event'::regclass), '; ') || ' LIMIT 1000'; END $$"),
-    "alter a function body": ("DO $$ BEGIN EXECUTE replace(pg_get_functiondef('musicbrainz.a_ins_event()'::regprocedure),"
-                              " 'BEGIN', 'BEGIN' || chr(10) || '    PERFORM 1;'); END $$"),
-    "add a trigger": ("CREATE TRIGGER artist_noop BEFORE UPDATE ON musicbrainz.artist FOR EACH ROW "
-                      "EXECUTE FUNCTION suppress_redundant_updates_trigger()"),
+    "alter a view": (
+        "DO $$ BEGIN EXECUTE 'CREATE OR REPLACE VIEW musicbrainz.release_event AS '"
+        " || rtrim(pg_get_viewdef('musicbrainz.release_event'::regclass), '; ') || ' LIMIT 1000'; END $$"
+    ),
+    "alter a function body": (
+        "DO $$ BEGIN EXECUTE replace(pg_get_functiondef('musicbrainz.a_ins_event()'::regprocedure),"
+        " 'BEGIN', 'BEGIN' || chr(10) || '    PERFORM 1;'); END $$"
+    ),
+    "add a trigger": (
+        "CREATE TRIGGER artist_noop BEFORE UPDATE ON musicbrainz.artist FOR EACH ROW "
+        "EXECUTE FUNCTION suppress_redundant_updates_trigger()"
+    ),
     "drop a foreign key": "ALTER TABLE musicbrainz.artist DROP CONSTRAINT artist_fk_area",
 }
 
@@ -134,8 +140,25 @@ class Cluster:
         self.state = state
 
     def psql(self, database: str, sql: str, *, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = ["runuser", "-u", "postgres", "--", str(pg_bindir() / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1",
-                "-h", self.state.socket_dir, "-p", str(self.state.pg_port), "-d", database, "-f", "-"]
+        argv = [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            str(pg_bindir() / "psql"),
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-h",
+            self.state.socket_dir,
+            "-p",
+            str(self.state.pg_port),
+            "-d",
+            database,
+            "-f",
+            "-",
+        ]
         proc = subprocess.run(argv, input=sql, text=True, capture_output=True, cwd="/", timeout=600, check=False)
         if check and proc.returncode != 0:
             raise RuntimeError(f"psql on {database} failed: {last_line(proc.stderr)}")
@@ -164,8 +187,11 @@ class Cluster:
     def ensure_roles(self, names: set[str]) -> None:
         for name in sorted(n for n in names if n.lower() not in ("postgres", "public")):
             literal = name.replace("'", "''")
-            self.psql("postgres", f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{literal}') THEN "
-                                  f"EXECUTE format('CREATE ROLE %I', '{literal}'); END IF; END $$")
+            self.psql(
+                "postgres",
+                f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{literal}') THEN "
+                f"EXECUTE format('CREATE ROLE %I', '{literal}'); END IF; END $$",
+            )
 
 
 # ---------------------------------------------------------------- migra, in its own venv
@@ -208,7 +234,9 @@ def migra_startup(migra: Path) -> float:
     python = str(migra.parent / "python")
     argv = ["runuser", "-u", "postgres", "--", python, "-c", "import migra.command, sqlbag, psycopg2"]
     subprocess.run(argv, capture_output=True, cwd="/", check=True)  # warm the page cache
-    return statistics.median(timed(lambda: subprocess.run(argv, capture_output=True, cwd="/", check=True))[1] for _ in range(3))
+    return statistics.median(
+        timed(lambda: subprocess.run(argv, capture_output=True, cwd="/", check=True))[1] for _ in range(3)
+    )
 
 
 # migra's own CLI code path (migra.command.run), timed inside one interpreter after a warm-up diff
@@ -231,7 +259,9 @@ def migra_warm(cluster: Cluster, migra: Path, rows: list[Row], repeat: int) -> N
         return
     pairs = [[cluster.url(row.source), cluster.url(row.target)] for row in rows]
     argv = ["runuser", "-u", "postgres", "--", str(migra.parent / "python"), "-c", MIGRA_DRIVER]
-    proc = subprocess.run(argv, input=json.dumps([pairs, repeat]), capture_output=True, text=True, cwd="/", timeout=900, check=False)
+    proc = subprocess.run(
+        argv, input=json.dumps([pairs, repeat]), capture_output=True, text=True, cwd="/", timeout=900, check=False
+    )
     if proc.returncode != 0:
         print(f"migra in-process timing failed: {last_line(proc.stderr)}")
         return
@@ -241,8 +271,20 @@ def migra_warm(cluster: Cluster, migra: Path, rows: list[Row], repeat: int) -> N
 
 def run_migra(cluster: Cluster, migra: Path, source: str, target: str) -> tuple[str | None, str, float]:
     """(script or None, why it failed, wall time) of ``migra --unsafe --with-privileges source target``."""
-    argv = ["runuser", "-u", "postgres", "--", str(migra), "--unsafe", "--with-privileges", cluster.url(source), cluster.url(target)]
-    proc, seconds = timed(lambda: subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=600, check=False))
+    argv = [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        str(migra),
+        "--unsafe",
+        "--with-privileges",
+        cluster.url(source),
+        cluster.url(target),
+    ]
+    proc, seconds = timed(
+        lambda: subprocess.run(argv, capture_output=True, text=True, cwd="/", timeout=600, check=False)
+    )
     if proc.returncode not in (0, 2, 3):  # 2 (3 in old releases): differences found
         return None, f"migra exited {proc.returncode}: {last_line(proc.stderr)}", seconds
     return proc.stdout, "", seconds
@@ -267,8 +309,12 @@ def judge(cluster: Cluster, remote: Remote, copy_name: str, script: str, target:
         remaining = compare(result, target).significant
         if not remaining:
             return Outcome(True, "", 0.0)
-        confirmed = confirm_changes(remote, DiffResult(remaining), lambda: dump_schema(remote, copy_name),
-                                    lambda: dump_schema(remote, target_db)).changes
+        confirmed = confirm_changes(
+            remote,
+            DiffResult(remaining),
+            lambda: dump_schema(remote, copy_name),
+            lambda: dump_schema(remote, target_db),
+        ).changes
         if confirmed:
             return Outcome(False, f"{len(confirmed)} left: " + describe(confirmed), 0.0)
         return Outcome(True, "deparse artifacts only: " + describe(remaining), 0.0, artifacts=len(remaining))
@@ -280,8 +326,18 @@ def describe(changes: list[Change]) -> str:
     return "; ".join(f"{c.kind} {c.status} {c.name} {' '.join(c.details)}".strip() for c in changes)
 
 
-def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, source: str, target: str, target_sql: str,
-              *, verified: bool = True, repeat: int = 3) -> Row:
+def diff_both(
+    cluster: Cluster,
+    migra: Path | None,
+    group: str,
+    case: str,
+    source: str,
+    target: str,
+    target_sql: str,
+    *,
+    verified: bool = True,
+    repeat: int = 3,
+) -> Row:
     """Both tools from ``source`` to ``target`` (two databases on the sandbox), each judged by applying."""
     migra_outcome = None
     if migra is not None:
@@ -291,7 +347,9 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
     with cluster.remote(source) as remote:  # one SSH connection per case; no database session stays open
         live = [timed(lambda: introspect_many(remote, [source, target], dependencies=True)) for _ in range(repeat)]
         catalogs = live[0][0]
-        plans = [timed(lambda: generate_plan(catalogs[source], catalogs[target], allow_drop=True)) for _ in range(repeat)]
+        plans = [
+            timed(lambda: generate_plan(catalogs[source], catalogs[target], allow_drop=True)) for _ in range(repeat)
+        ]
         plan, plan_seconds = plans[0][0], statistics.median(seconds for _, seconds in plans)
         live_seconds = statistics.median(seconds for _, seconds in live) + plan_seconds
         report, verified_seconds = None, None
@@ -300,8 +358,10 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
             with tempfile.TemporaryDirectory() as cache:
                 options = PlanOptions(allow_drop=True, cache_dir=Path(cache))
                 report, verified_seconds = timed(lambda: plan_against_sql(remote, target_sql, f"{case}/b.sql", options))
-                warm_seconds = statistics.median(timed(lambda: plan_against_sql(remote, target_sql, f"{case}/b.sql", options))[1]
-                                                 for _ in range(repeat))
+                warm_seconds = statistics.median(
+                    timed(lambda: plan_against_sql(remote, target_sql, f"{case}/b.sql", options))[1]
+                    for _ in range(repeat)
+                )
         desired = catalogs[target]
         scripts = {"opsagent": plan.script()}
         if migra is not None and migra_outcome is None:
@@ -309,13 +369,30 @@ def diff_both(cluster: Cluster, migra: Path | None, group: str, case: str, sourc
         for tool in scripts:  # copied one after the other: a template must have no other session
             cluster.create(f"peer_copy_{tool}", template=source)
         with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:  # judging is not timed
-            verdicts = dict(zip(scripts, pool.map(
-                lambda tool: judge(cluster, remote, f"peer_copy_{tool}", scripts[tool], desired, target), scripts), strict=True))
+            verdicts = dict(
+                zip(
+                    scripts,
+                    pool.map(
+                        lambda tool: judge(cluster, remote, f"peer_copy_{tool}", scripts[tool], desired, target),
+                        scripts,
+                    ),
+                    strict=True,
+                )
+            )
         if "migra" in verdicts:
             migra_outcome = dataclasses.replace(verdicts["migra"], seconds=seconds)
         outcome = dataclasses.replace(verdicts["opsagent"], seconds=live_seconds)
-    row = Row(group, case, migra_outcome, outcome, plan_seconds, verified_seconds, source=source, target=target,
-              verified_warm_seconds=warm_seconds)
+    row = Row(
+        group,
+        case,
+        migra_outcome,
+        outcome,
+        plan_seconds,
+        verified_seconds,
+        source=source,
+        target=target,
+        verified_warm_seconds=warm_seconds,
+    )
     if report is not None:
         row.verified = report.verified
         row.verified_reason = report.error or describe(report.remaining)
@@ -342,7 +419,11 @@ def migra_cases(cluster: Cluster, migra: Path | None, only: set[str] | None, rep
         if additions.exists() and additions.read_text().strip():
             second = cluster.create(f"peer_{index}_a2", template=a)
             cluster.psql(second, additions.read_text())
-            rows.append(diff_both(cluster, migra, "migra+additions", case.name, second, b, texts[(case.name, "b")], repeat=repeat))
+            rows.append(
+                diff_both(
+                    cluster, migra, "migra+additions", case.name, second, b, texts[(case.name, "b")], repeat=repeat
+                )
+            )
     if migra is not None:
         migra_warm(cluster, migra, rows, repeat)
     for db in dict.fromkeys(name for row in rows for name in (row.source, row.target)):
@@ -350,7 +431,9 @@ def migra_cases(cluster: Cluster, migra: Path | None, only: set[str] | None, rep
     return rows
 
 
-def musicbrainz_cases(cluster: Cluster, migra: Path | None, verified: int, only: set[str] | None, repeat: int) -> list[Row]:
+def musicbrainz_cases(
+    cluster: Cluster, migra: Path | None, verified: int, only: set[str] | None, repeat: int
+) -> list[Row]:
     if not MUSICBRAINZ.exists():
         print(f"musicbrainz skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
         return []
@@ -363,7 +446,11 @@ def musicbrainz_cases(cluster: Cluster, migra: Path | None, verified: int, only:
             continue
         mutated = cluster.create(f"peer_mb_{index}", template=original)
         cluster.psql(mutated, mutation)
-        rows.append(diff_both(cluster, migra, "musicbrainz", name, mutated, original, sql, verified=index < verified, repeat=repeat))
+        rows.append(
+            diff_both(
+                cluster, migra, "musicbrainz", name, mutated, original, sql, verified=index < verified, repeat=repeat
+            )
+        )
         print(f"  musicbrainz: {name} done", file=sys.stderr)
     if migra is not None:
         migra_warm(cluster, migra, rows, repeat)
@@ -386,20 +473,30 @@ def verdict(outcome: Outcome | None) -> str:
 
 
 def print_table(rows: list[Row]) -> None:
-    print(f"{'group':<16} {'case':<24} {'migra':<7} {'CLI ms':>6} {'warm ms':>7}  {'opsagent':<8} {'live ms':>7} {'plan ms':>7} {'verif. ms':>9}")
+    print(
+        f"{'group':<16} {'case':<24} {'migra':<7} {'CLI ms':>6} {'warm ms':>7}  {'opsagent':<8} {'live ms':>7} {'plan ms':>7} {'verif. ms':>9}"
+    )
     for row in rows:
         verified = ms(row.verified_seconds) + ("" if row.verified is None else (" v" if row.verified else " ✗"))
-        print(f"{row.group:<16} {row.case:<24} {verdict(row.migra):<7} {ms(row.migra.seconds if row.migra else None):>6} "
-              f"{ms(row.migra_warm_seconds):>7}  {verdict(row.opsagent):<8} {ms(row.opsagent.seconds):>7} {ms(row.plan_seconds):>7} {verified:>9}")
-    failures = [(row, tool, outcome) for row in rows for tool, outcome in (("migra", row.migra), ("opsagent", row.opsagent))
-                if outcome is not None and outcome.reason]
+        print(
+            f"{row.group:<16} {row.case:<24} {verdict(row.migra):<7} {ms(row.migra.seconds if row.migra else None):>6} "
+            f"{ms(row.migra_warm_seconds):>7}  {verdict(row.opsagent):<8} {ms(row.opsagent.seconds):>7} {ms(row.plan_seconds):>7} {verified:>9}"
+        )
+    failures = [
+        (row, tool, outcome)
+        for row in rows
+        for tool, outcome in (("migra", row.migra), ("opsagent", row.opsagent))
+        if outcome is not None and outcome.reason
+    ]
     if failures:
         print("failures (FAIL) and deparse artifacts (ok*):")
         for row, tool, outcome in failures:
             print(f"  {tool:<8} {row.group}/{row.case}: {short(outcome.reason, 300)}")
     for row in rows:
         if row.verified is False:
-            print(f"  opsagent plan_against_sql not verified for {row.group}/{row.case}: {short(row.verified_reason, 300)}")
+            print(
+                f"  opsagent plan_against_sql not verified for {row.group}/{row.case}: {short(row.verified_reason, 300)}"
+            )
 
 
 def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
@@ -411,7 +508,8 @@ def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
             "cases": len(chosen),
             "opsagent_right": sum(row.opsagent.ok for row in chosen),
             "opsagent_right_strict": sum(row.opsagent.ok and not row.opsagent.artifacts for row in chosen),
-            "opsagent_live_median": statistics.median(ops), "opsagent_live_total": sum(ops),
+            "opsagent_live_median": statistics.median(ops),
+            "opsagent_live_total": sum(ops),
             "opsagent_plan_median": statistics.median(row.plan_seconds for row in chosen),
             "opsagent_verified_right": sum(bool(row.verified) for row in chosen),
             "opsagent_verified_cases": sum(row.verified is not None for row in chosen),
@@ -424,9 +522,12 @@ def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
             doc["opsagent_verified_warm_median"] = statistics.median(warm_verified)
         migra = [row.migra for row in chosen if row.migra is not None]
         if migra:
-            doc.update(migra_right=sum(o.ok for o in migra), migra_right_strict=sum(o.ok and not o.artifacts for o in migra),
-                       migra_median=statistics.median(o.seconds for o in migra),
-                       migra_total=sum(o.seconds for o in migra))
+            doc.update(
+                migra_right=sum(o.ok for o in migra),
+                migra_right_strict=sum(o.ok and not o.artifacts for o in migra),
+                migra_median=statistics.median(o.seconds for o in migra),
+                migra_total=sum(o.seconds for o in migra),
+            )
             doc["ratio_live_vs_migra"] = doc["opsagent_live_median"] / doc["migra_median"]
         warm = [row.migra_warm_seconds for row in chosen if row.migra_warm_seconds is not None]
         if warm:
@@ -438,7 +539,9 @@ def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
 
 def print_summary(doc: dict[str, Any]) -> None:
     startup = doc["migra_startup_seconds"]
-    print(f"opsagent floor (one psql round trip over SSH + sudo, paid by each live diff): {ms(doc['round_trip_seconds'])} ms")
+    print(
+        f"opsagent floor (one psql round trip over SSH + sudo, paid by each live diff): {ms(doc['round_trip_seconds'])} ms"
+    )
     if startup is not None:
         print(f"migra start-up (interpreter + imports, paid by each CLI call): {ms(startup)} ms")
     for group, g in doc["groups"].items():
@@ -446,31 +549,48 @@ def print_summary(doc: dict[str, Any]) -> None:
         if "migra_right" in g:
             line += f", migra {g['migra_right']}/{g['cases']} ({g['migra_right_strict']} strictly)"
         print(line)
-        print(f"  opsagent live (introspect both + plan): median {ms(g['opsagent_live_median'])} ms, total {ms(g['opsagent_live_total'])} ms; "
-              f"generate_plan alone median {g['opsagent_plan_median'] * 1000:.1f} ms")
+        print(
+            f"  opsagent live (introspect both + plan): median {ms(g['opsagent_live_median'])} ms, total {ms(g['opsagent_live_total'])} ms; "
+            f"generate_plan alone median {g['opsagent_plan_median'] * 1000:.1f} ms"
+        )
         if "opsagent_verified_median" in g:
-            print(f"  opsagent plan_against_sql (materialize + plan + rehearse): median {ms(g['opsagent_verified_median'])} ms, "
-                  f"self-verified {g['opsagent_verified_right']}/{g['opsagent_verified_cases']}")
+            print(
+                f"  opsagent plan_against_sql (materialize + plan + rehearse): median {ms(g['opsagent_verified_median'])} ms, "
+                f"self-verified {g['opsagent_verified_right']}/{g['opsagent_verified_cases']}"
+            )
         if "opsagent_verified_warm_median" in g:
             line = f"  opsagent plan_against_sql with a warm desired-state cache: median {ms(g['opsagent_verified_warm_median'])} ms"
             if "migra_median" in g:
-                line += (f"; vs migra CLI: cold {g['opsagent_verified_median'] / g['migra_median']:.2f}x (target <= 5), "
-                         f"warm {g['opsagent_verified_warm_median'] / g['migra_median']:.2f}x (target <= 2)")
+                line += (
+                    f"; vs migra CLI: cold {g['opsagent_verified_median'] / g['migra_median']:.2f}x (target <= 5), "
+                    f"warm {g['opsagent_verified_warm_median'] / g['migra_median']:.2f}x (target <= 2)"
+                )
             print(line)
         if "migra_median" in g:
-            print(f"  migra CLI: median {ms(g['migra_median'])} ms, total {ms(g['migra_total'])} ms; "
-                  f"ratio opsagent live / migra {g['ratio_live_vs_migra']:.2f}x")
+            print(
+                f"  migra CLI: median {ms(g['migra_median'])} ms, total {ms(g['migra_total'])} ms; "
+                f"ratio opsagent live / migra {g['ratio_live_vs_migra']:.2f}x"
+            )
         if "migra_warm_median" in g:
-            print(f"  migra in-process (no start-up): median {ms(g['migra_warm_median'])} ms, total {ms(g['migra_warm_total'])} ms; "
-                  f"ratio opsagent live / migra in-process {g['ratio_live_vs_migra_warm']:.2f}x")
+            print(
+                f"  migra in-process (no start-up): median {ms(g['migra_warm_median'])} ms, total {ms(g['migra_warm_total'])} ms; "
+                f"ratio opsagent live / migra in-process {g['ratio_live_vs_migra_warm']:.2f}x"
+            )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", type=Path, help="also write every row and the summary to this file")
-    parser.add_argument("--verify-musicbrainz", type=int, default=1, metavar="N",
-                        help="run plan_against_sql (cold, then warm) for the first N musicbrainz mutations only")
-    parser.add_argument("--repeat", type=int, default=3, help="timings (opsagent live, migra in-process) are medians of this many runs")
+    parser.add_argument(
+        "--verify-musicbrainz",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run plan_against_sql (cold, then warm) for the first N musicbrainz mutations only",
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="timings (opsagent live, migra in-process) are medians of this many runs"
+    )
     parser.add_argument("--only", help="comma-separated case or mutation names (debugging)")
     args = parser.parse_args()
     started = time.perf_counter()

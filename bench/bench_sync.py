@@ -42,8 +42,10 @@ def write_migrations(folder: Path, count: int) -> str:
     folder.mkdir(parents=True, exist_ok=True)
     parts = []
     for i in range(1, count + 1):
-        sql = (f"CREATE TABLE bench_t{i} (id bigint PRIMARY KEY, name text NOT NULL, created_at timestamptz DEFAULT now());\n"
-               f"CREATE INDEX bench_t{i}_name ON bench_t{i} (name);\n")
+        sql = (
+            f"CREATE TABLE bench_t{i} (id bigint PRIMARY KEY, name text NOT NULL, created_at timestamptz DEFAULT now());\n"
+            f"CREATE INDEX bench_t{i}_name ON bench_t{i} (name);\n"
+        )
         (folder / f"{i:04d}_bench_table_{i}.sql").write_text(sql)
         parts.append(sql)
     return "".join(parts)
@@ -51,8 +53,21 @@ def write_migrations(folder: Path, count: int) -> str:
 
 def create_database(state: SandboxState) -> str:
     name = f"bench_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["runuser", "-u", "postgres", "--", "/usr/lib/postgresql/15/bin/createdb", "-h", state.socket_dir,
-                    "-p", str(state.pg_port), name], check=True)
+    subprocess.run(
+        [
+            "runuser",
+            "-u",
+            "postgres",
+            "--",
+            "/usr/lib/postgresql/15/bin/createdb",
+            "-h",
+            state.socket_dir,
+            "-p",
+            str(state.pg_port),
+            name,
+        ],
+        check=True,
+    )
     return name
 
 
@@ -73,7 +88,9 @@ def run_cli(project: Project, *flags: str, expect_applied: bool) -> tuple[float,
         raise SystemExit(f"sync failed ({proc.returncode}): {proc.stderr.strip()}")
     result = json.loads(proc.stdout)
     if bool(result["applied"]) != expect_applied:
-        raise SystemExit(f"sync applied {len(result['applied'])} migrations, expected {'some' if expect_applied else 'none'}")
+        raise SystemExit(
+            f"sync applied {len(result['applied'])} migrations, expected {'some' if expect_applied else 'none'}"
+        )
     if "no-drift-check" not in " ".join(flags) and any("differs from" in w for w in result["warnings"]):
         raise SystemExit(f"the schema does not match: {result['warnings']}")
     return elapsed, result
@@ -93,13 +110,42 @@ class Project:
 
 
 def ssh_argv(state: SandboxState, remote_command: list[str]) -> list[str]:
-    return ["ssh", "-i", state.identity_file, "-o", f"UserKnownHostsFile={state.known_hosts}", "-o", "StrictHostKeyChecking=yes",
-            "-o", "BatchMode=yes", "-p", str(state.ssh_port), f"{state.user}@127.0.0.1", "cd / && " + shlex.join(remote_command)]
+    return [
+        "ssh",
+        "-i",
+        state.identity_file,
+        "-o",
+        f"UserKnownHostsFile={state.known_hosts}",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        str(state.ssh_port),
+        f"{state.user}@127.0.0.1",
+        "cd / && " + shlex.join(remote_command),
+    ]
 
 
 def psql_remote(state: SandboxState, database: str, *args: str) -> list[str]:
-    return ["sudo", "-n", "-u", "postgres", "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", state.socket_dir,
-            "-p", str(state.pg_port), "-d", database, *args]
+    return [
+        "sudo",
+        "-n",
+        "-u",
+        "postgres",
+        "psql",
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        state.socket_dir,
+        "-p",
+        str(state.pg_port),
+        "-d",
+        database,
+        *args,
+    ]
 
 
 def run_floor(state: SandboxState, script: str) -> float:
@@ -157,7 +203,9 @@ def main() -> None:
         for _ in range(args.repeat):
             measure("floor", lambda: run_floor(state, script))
             measure("sync", lambda: run_cli(many.fresh(), "--no-backup", expect_applied=True))
-            measure("sync_nodrift", lambda: run_cli(many.fresh(), "--no-backup", "--no-drift-check", expect_applied=True))
+            measure(
+                "sync_nodrift", lambda: run_cli(many.fresh(), "--no-backup", "--no-drift-check", expect_applied=True)
+            )
             measure("sync_backup", lambda: run_cli(many.fresh(), "--no-drift-check", expect_applied=True))
             measure("select1", lambda: run_select1(state, example_db))
             measure("noop", lambda: run_cli(example, "--no-backup", expect_applied=False))
@@ -166,15 +214,25 @@ def main() -> None:
         load = subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
         print(f"machine: {load}; median of {args.repeat}")
         print(f"floor  ssh 'psql -1 -f -' < all.sql ({args.count} migrations): {med['floor']:.3f} s")
-        print(f"sync, schema.sql + drift check:        {med['sync']:.3f} s  ratio {median_and_best(samples, 'sync', 'floor')}  "
-              f"target <= 1.3  ({commands.get('sync')} remote commands in the apply)")
-        print(f"sync --no-drift-check:                 {med['sync_nodrift']:.3f} s  ratio {median_and_best(samples, 'sync_nodrift', 'floor')}")
-        print(f"sync --no-drift-check with backup:     {med['sync_backup']:.3f} s  backup's added cost "
-              f"{med['sync_backup'] - med['sync_nodrift']:.3f} s ({commands.get('sync_backup')} remote commands)")
+        print(
+            f"sync, schema.sql + drift check:        {med['sync']:.3f} s  ratio {median_and_best(samples, 'sync', 'floor')}  "
+            f"target <= 1.3  ({commands.get('sync')} remote commands in the apply)"
+        )
+        print(
+            f"sync --no-drift-check:                 {med['sync_nodrift']:.3f} s  ratio {median_and_best(samples, 'sync_nodrift', 'floor')}"
+        )
+        print(
+            f"sync --no-drift-check with backup:     {med['sync_backup']:.3f} s  backup's added cost "
+            f"{med['sync_backup'] - med['sync_nodrift']:.3f} s ({commands.get('sync_backup')} remote commands)"
+        )
         print(f"floor  ssh 'psql -c select 1':         {med['select1']:.3f} s")
-        print(f"no-op sync (example), drift check:     {med['noop']:.3f} s  ratio {median_and_best(samples, 'noop', 'select1')}  "
-              f"target <= 1.5  ({commands.get('noop')} remote command(s) before the drift check)")
-        print(f"no-op sync --no-drift-check:           {med['noop_nodrift']:.3f} s  ratio {median_and_best(samples, 'noop_nodrift', 'select1')}")
+        print(
+            f"no-op sync (example), drift check:     {med['noop']:.3f} s  ratio {median_and_best(samples, 'noop', 'select1')}  "
+            f"target <= 1.5  ({commands.get('noop')} remote command(s) before the drift check)"
+        )
+        print(
+            f"no-op sync --no-drift-check:           {med['noop_nodrift']:.3f} s  ratio {median_and_best(samples, 'noop_nodrift', 'select1')}"
+        )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,20 @@ from opsagent.migrate.lint import RULES, lint_sql
 
 # Squawk rules that fire on almost every statement, or are about style rather than a hazard.
 SQUAWK_GENERIC = {"require-lock-timeout", "require-statement-timeout", "prefer-robust-stmts"}
-SQUAWK_STYLE = {"prefer-bigint-over-int", "prefer-bigint-over-smallint", "prefer-text-field", "prefer-identity",
-                "prefer-timestamptz", "prefer-timestamp-tz", "ban-char-field"}
+SQUAWK_STYLE = {
+    "prefer-bigint-over-int",
+    "prefer-bigint-over-smallint",
+    "prefer-text-field",
+    "prefer-identity",
+    "prefer-timestamptz",
+    "prefer-timestamp-tz",
+    "ban-char-field",
+}
 PG_VERSION = "15.0"
-MARKS = {"compare": ("<!-- squawk-compare:start -->", "<!-- squawk-compare:end -->"),
-         "rules": ("<!-- lint-rules:start -->", "<!-- lint-rules:end -->")}
+MARKS = {
+    "compare": ("<!-- squawk-compare:start -->", "<!-- squawk-compare:end -->"),
+    "rules": ("<!-- lint-rules:start -->", "<!-- lint-rules:end -->"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,47 +63,98 @@ EXAMPLES = [
     Example("UPDATE without WHERE", "update-without-where", "UPDATE users SET active = true;"),
     Example("narrowing type change", "alter-column-type", "ALTER TABLE users ALTER COLUMN name TYPE varchar(20);"),
     Example("type change (rewrite)", "alter-column-type", "ALTER TABLE users ALTER COLUMN id TYPE bigint;"),
-    Example("ADD COLUMN NOT NULL, no default", "add-column-not-null-without-default",
-            "ALTER TABLE users ADD COLUMN plan text NOT NULL;"),
-    Example("CREATE INDEX on a live table", "create-index-not-concurrently", "CREATE INDEX users_email ON users (email);"),
-    Example("ADD FOREIGN KEY (validating)", "add-fk-not-valid",
-            "ALTER TABLE orders ADD CONSTRAINT orders_user FOREIGN KEY (user_id) REFERENCES users (id);"),
-    Example("ADD COLUMN ... REFERENCES", "add-fk-not-valid", "ALTER TABLE orders ADD COLUMN user_id bigint REFERENCES users (id);"),
-    Example("ADD CHECK (validating)", "add-check-not-valid", "ALTER TABLE orders ADD CONSTRAINT positive CHECK (total >= 0);"),
+    Example(
+        "ADD COLUMN NOT NULL, no default",
+        "add-column-not-null-without-default",
+        "ALTER TABLE users ADD COLUMN plan text NOT NULL;",
+    ),
+    Example(
+        "CREATE INDEX on a live table", "create-index-not-concurrently", "CREATE INDEX users_email ON users (email);"
+    ),
+    Example(
+        "ADD FOREIGN KEY (validating)",
+        "add-fk-not-valid",
+        "ALTER TABLE orders ADD CONSTRAINT orders_user FOREIGN KEY (user_id) REFERENCES users (id);",
+    ),
+    Example(
+        "ADD COLUMN ... REFERENCES",
+        "add-fk-not-valid",
+        "ALTER TABLE orders ADD COLUMN user_id bigint REFERENCES users (id);",
+    ),
+    Example(
+        "ADD CHECK (validating)",
+        "add-check-not-valid",
+        "ALTER TABLE orders ADD CONSTRAINT positive CHECK (total >= 0);",
+    ),
     Example("SET NOT NULL", "set-not-null", "ALTER TABLE users ALTER COLUMN email SET NOT NULL;"),
-    Example("ADD COLUMN volatile default", "add-column-volatile-default",
-            "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();"),
-    Example("ADD COLUMN stable default (safe, PG 11+)", None, "ALTER TABLE users ADD COLUMN created_at timestamptz DEFAULT now();"),
+    Example(
+        "ADD COLUMN volatile default",
+        "add-column-volatile-default",
+        "ALTER TABLE users ADD COLUMN token uuid DEFAULT gen_random_uuid();",
+    ),
+    Example(
+        "ADD COLUMN stable default (safe, PG 11+)",
+        None,
+        "ALTER TABLE users ADD COLUMN created_at timestamptz DEFAULT now();",
+    ),
     Example("ADD COLUMN bigserial", "add-column-volatile-default", "ALTER TABLE users ADD COLUMN seq bigserial;"),
-    Example("ADD UNIQUE constraint", "add-unique-constraint", "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);"),
+    Example(
+        "ADD UNIQUE constraint",
+        "add-unique-constraint",
+        "ALTER TABLE users ADD CONSTRAINT users_email_key UNIQUE (email);",
+    ),
     Example("ADD PRIMARY KEY", "add-primary-key", "ALTER TABLE users ADD PRIMARY KEY (id);"),
     Example("SET TABLESPACE (rewrite)", "table-rewrite", "ALTER TABLE users SET TABLESPACE fast;"),
     Example("REINDEX", "reindex-not-concurrently", "REINDEX TABLE users;", transactional=False),
     Example("VACUUM FULL", "vacuum-full", "VACUUM FULL users;", transactional=False),
     Example("CLUSTER", "cluster", "CLUSTER users USING users_pkey;"),
     Example("LOCK TABLE", "lock-table", "LOCK TABLE users IN ACCESS EXCLUSIVE MODE;"),
-    Example("DROP INDEX (not concurrently)", "drop-index-not-concurrently", "DROP INDEX users_email;", transactional=False),
-    Example("CONCURRENTLY in a transaction", "non-transactional-in-transaction",
-            "CREATE INDEX CONCURRENTLY users_email ON users (email);"),
-    Example("CONCURRENTLY in BEGIN/COMMIT", "non-transactional-in-transaction",
-            "BEGIN;\nCREATE INDEX CONCURRENTLY users_email ON users (email);\nCOMMIT;", transactional=False),
+    Example(
+        "DROP INDEX (not concurrently)", "drop-index-not-concurrently", "DROP INDEX users_email;", transactional=False
+    ),
+    Example(
+        "CONCURRENTLY in a transaction",
+        "non-transactional-in-transaction",
+        "CREATE INDEX CONCURRENTLY users_email ON users (email);",
+    ),
+    Example(
+        "CONCURRENTLY in BEGIN/COMMIT",
+        "non-transactional-in-transaction",
+        "BEGIN;\nCREATE INDEX CONCURRENTLY users_email ON users (email);\nCOMMIT;",
+        transactional=False,
+    ),
     Example("VACUUM in a transaction", "non-transactional-in-transaction", "VACUUM users;"),
     Example("ALTER SYSTEM in a transaction", "non-transactional-in-transaction", "ALTER SYSTEM SET work_mem = '64MB';"),
     Example("COMMIT in a transactional file", "transaction-control", "UPDATE users SET a = 1 WHERE id = 1;\nCOMMIT;"),
-    Example("lock_timeout disabled", "no-lock-timeout", "SET lock_timeout = 0;\nALTER TABLE users ADD COLUMN note text;"),
+    Example(
+        "lock_timeout disabled", "no-lock-timeout", "SET lock_timeout = 0;\nALTER TABLE users ADD COLUMN note text;"
+    ),
     Example("rename a column", "rename-column", "ALTER TABLE users RENAME COLUMN name TO full_name;"),
     Example("rename a table", "rename-table", "ALTER TABLE users RENAME TO customers;"),
     # hazards opsagent has no rule for (Squawk's own ground)
     Example("DROP NOT NULL", None, "ALTER TABLE users ALTER COLUMN email DROP NOT NULL;"),
     Example("CREATE DOMAIN with CHECK", None, "CREATE DOMAIN email AS text CHECK (VALUE LIKE '%@%');"),
-    Example("new table with char(n)/int/timestamp", None,
-            "CREATE TABLE t (id serial PRIMARY KEY, code char(3), at timestamp);"),
-    Example("safe: CREATE INDEX CONCURRENTLY", None, "CREATE INDEX CONCURRENTLY users_email ON users (email);",
-            transactional=False),
-    Example("safe: FK NOT VALID then VALIDATE", None,
-            "ALTER TABLE orders ADD CONSTRAINT orders_user FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;"),
-    Example("safe: function body with DROP TABLE", None,
-            "CREATE OR REPLACE FUNCTION purge() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DROP TABLE users; END $$;"),
+    Example(
+        "new table with char(n)/int/timestamp",
+        None,
+        "CREATE TABLE t (id serial PRIMARY KEY, code char(3), at timestamp);",
+    ),
+    Example(
+        "safe: CREATE INDEX CONCURRENTLY",
+        None,
+        "CREATE INDEX CONCURRENTLY users_email ON users (email);",
+        transactional=False,
+    ),
+    Example(
+        "safe: FK NOT VALID then VALIDATE",
+        None,
+        "ALTER TABLE orders ADD CONSTRAINT orders_user FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID;",
+    ),
+    Example(
+        "safe: function body with DROP TABLE",
+        None,
+        "CREATE OR REPLACE FUNCTION purge() RETURNS void LANGUAGE plpgsql AS $$ BEGIN DROP TABLE users; END $$;",
+    ),
 ]
 
 
@@ -127,7 +187,9 @@ def opsagent_rules(example: Example) -> list[str]:
 
 
 def verdict(ours: bool, theirs: bool) -> str:
-    return {(True, True): "both", (True, False): "opsagent only", (False, True): "Squawk only"}.get((ours, theirs), "neither")
+    return {(True, True): "both", (True, False): "opsagent only", (False, True): "Squawk only"}.get(
+        (ours, theirs), "neither"
+    )
 
 
 def build_table(binary: str | None) -> tuple[str, dict[str, int]]:
@@ -143,10 +205,17 @@ def build_table(binary: str | None) -> tuple[str, dict[str, int]]:
             if example.expected == "no-lock-timeout":
                 hazard_rules = [r for r in theirs if r == "require-lock-timeout"]
             style = [r for r in theirs if r in SQUAWK_STYLE]
-            caught = bool([r for r in ours if not r.startswith("lock-timeout")]) if example.expected is None else \
-                any(r.startswith(example.expected + " ") for r in ours)
+            caught = (
+                bool([r for r in ours if not r.startswith("lock-timeout")])
+                if example.expected is None
+                else any(r.startswith(example.expected + " ") for r in ours)
+            )
             safe = example.hazard.startswith("safe:") or "(safe" in example.hazard
-            who = ("correctly silent: " + verdict(not caught, not hazard_rules)) if safe else verdict(caught, bool(hazard_rules))
+            who = (
+                ("correctly silent: " + verdict(not caught, not hazard_rules))
+                if safe
+                else verdict(caught, bool(hazard_rules))
+            )
             if who == "neither" and style:
                 who = "Squawk only (style)"
             counts[who] = counts.get(who, 0) + 1
@@ -154,7 +223,9 @@ def build_table(binary: str | None) -> tuple[str, dict[str, int]]:
             if style:
                 squawk_cell += f" (style: {', '.join(style)})"
             sql = example.sql.replace("\n", " ").replace("|", "\\|")
-            rows.append(f"| {example.hazard} | `{sql}` | {', '.join(ours) or '—'} | {squawk_cell if binary else 'not run'} | {who} |")
+            rows.append(
+                f"| {example.hazard} | `{sql}` | {', '.join(ours) or '—'} | {squawk_cell if binary else 'not run'} | {who} |"
+            )
     return "\n".join(rows), counts
 
 
@@ -162,10 +233,12 @@ def render(binary: str | None) -> str:
     table, counts = build_table(binary)
     version = squawk_version(binary) if binary else "Squawk not installed (pip install squawk-cli)"
     summary = ", ".join(f"{who}: {n}" for who, n in sorted(counts.items()))
-    return (f"Generated by `python bench/squawk_compare.py` with {version}, `--pg-version={PG_VERSION}`, "
-            f"`--assume-in-transaction` for transactional examples.\n"
-            f"Squawk's `require-lock-timeout`, `require-statement-timeout` and `prefer-robust-stmts` fire on nearly every "
-            f"example and are only counted for the lock_timeout row.\n\n{table}\n\nTotals: {summary}.\n")
+    return (
+        f"Generated by `python bench/squawk_compare.py` with {version}, `--pg-version={PG_VERSION}`, "
+        f"`--assume-in-transaction` for transactional examples.\n"
+        f"Squawk's `require-lock-timeout`, `require-statement-timeout` and `prefer-robust-stmts` fire on nearly every "
+        f"example and are only counted for the lock_timeout row.\n\n{table}\n\nTotals: {summary}.\n"
+    )
 
 
 def rules_reference() -> str:
@@ -191,7 +264,9 @@ def update_doc(doc: Path, blocks: dict[str, str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--update-doc", type=Path, help="replace the table between the squawk-compare markers of this file")
+    parser.add_argument(
+        "--update-doc", type=Path, help="replace the table between the squawk-compare markers of this file"
+    )
     args = parser.parse_args(argv)
     binary = squawk_binary()
     text = render(binary)

@@ -44,8 +44,10 @@ MARK = "@opsagent"
 TIMESTAMP = "%Y%m%dT%H%M%S"
 DB_TIMESTAMP = "%Y%m%d_%H%M%S"
 # <db>-<YYYYmmddTHHMMSS>.<ms>Z-<4 hex>[-label].dump; names from before milliseconds (<db>-<…>Z[-label].dump) still parse
-_NAME_RE = re.compile(r"^(?P<db>[A-Za-z0-9._-]+)-(?P<ts>\d{8}T\d{6})(?:\.(?P<ms>\d{3})Z-(?P<unique>[0-9a-f]{4})|Z)"
-                      r"(?:-(?P<label>[A-Za-z0-9._-]+))?\.dump$")
+_NAME_RE = re.compile(
+    r"^(?P<db>[A-Za-z0-9._-]+)-(?P<ts>\d{8}T\d{6})(?:\.(?P<ms>\d{3})Z-(?P<unique>[0-9a-f]{4})|Z)"
+    r"(?:-(?P<label>[A-Za-z0-9._-]+))?\.dump$"
+)
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*\.dump$")
 _MAX_IDENT = 63  # PostgreSQL truncates longer names (NAMEDATALEN - 1 bytes)
 ProgressCallback = Callable[[int, int | None], None]
@@ -191,8 +193,10 @@ def parse_name(name: str) -> tuple[str, datetime, str | None] | None:
 def check_name(name: str) -> str:
     """Refuse names that could escape backup_dir or are not dumps."""
     if "/" in name or not _SAFE_NAME_RE.match(name):
-        raise UsageError(f"invalid backup name {name!r}: expected a file name like "
-                         "<db>-20261124T103000.000Z-1a2b.dump (see 'inv backups')")
+        raise UsageError(
+            f"invalid backup name {name!r}: expected a file name like "
+            "<db>-20261124T103000.000Z-1a2b.dump (see 'inv backups')"
+        )
     return name
 
 
@@ -279,8 +283,14 @@ def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdo
     """Prelude, assignments (every name a quoted shell value), SQL helper, watchdog, then the parts."""
     host = remote.host
     lock = re.sub(r"\s+", "", host.lock_timeout) or "0"
-    defaults = {"live": host.database, "target": "", "old": "", "allowconn": "true", "connlimit": "-1",
-                "lock_timeout": lock}
+    defaults = {
+        "live": host.database,
+        "target": "",
+        "old": "",
+        "allowconn": "true",
+        "connlimit": "-1",
+        "lock_timeout": lock,
+    }
     body = _PRELUDE + _assign(**{**defaults, **values})
     body += _fill(_SQL_HELPER, ADMIN_PSQL=_psql(remote, _admin_db(host.database)))
     return body + (_WATCHDOG if watchdog else "") + "".join(parts)
@@ -301,8 +311,13 @@ def _as_become(remote: Remote, body: str, *, ensure_dir: bool, own_session: bool
     if not ensure_dir:
         return ["sh", "-c", "cd / || exit 1\nexec " + inner]
     become = remote.host.become
-    script = _fill(_ENSURE_DIR, DIR=shlex.quote(remote.host.backup_dir), SUDO=shlex.join(remote.become_prefix()),
-                   OWNER=shlex.join(["-o", become]) if become else "", INNER=inner)
+    script = _fill(
+        _ENSURE_DIR,
+        DIR=shlex.quote(remote.host.backup_dir),
+        SUDO=shlex.join(remote.become_prefix()),
+        OWNER=shlex.join(["-o", become]) if become else "",
+        INNER=inner,
+    )
     return ["sh", "-c", script]
 
 
@@ -312,14 +327,19 @@ def _markers(result: CommandResult) -> tuple[list[list[str]], str]:
     other = ""
     for line in result.stderr.splitlines():
         if line.startswith(MARK + " "):
-            marks.append(line[len(MARK) + 1:].split(" ", 3))
+            marks.append(line[len(MARK) + 1 :].split(" ", 3))
         elif line.strip() and not other:
             other = line.strip()
     return marks, other
 
 
-def _run_script(remote: Remote, argv: list[str], what: str, *, on_stdout: Callable[[bytes], None] | None = None,
-                ) -> tuple[list[list[str]], str]:
+def _run_script(
+    remote: Remote,
+    argv: list[str],
+    what: str,
+    *,
+    on_stdout: Callable[[bytes], None] | None = None,
+) -> tuple[list[list[str]], str]:
     """Run a script; failures without an ``error`` marker (sudo, ssh) become CommandFailed."""
     result = remote.run(argv, become=False, check=False, on_stdout=on_stdout, capture=on_stdout is None)
     marks, other = _markers(result)
@@ -346,9 +366,15 @@ def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str, siz
     """The script's variables; ``size_every`` 0: nobody listens, no size reports."""
     host = remote.host
     every = f"{max(size_every, 0.01):g}" if size_every > 0 else "0"
-    return {"dir": host.backup_dir, "name": name, "keep": str(host.keep_backups),
-            "pattern": _grep_pattern(host.database), "stream": "1" if stream else "0", "protect": protect,
-            "size_every": every}
+    return {
+        "dir": host.backup_dir,
+        "name": name,
+        "keep": str(host.keep_backups),
+        "pattern": _grep_pattern(host.database),
+        "stream": "1" if stream else "0",
+        "protect": protect,
+        "size_every": every,
+    }
 
 
 class _ProgressLines:
@@ -372,14 +398,32 @@ class _ProgressLines:
                 self.on_phase(words[2])
 
 
-def _backup_result(remote: Remote, name: str, when: datetime, label: str | None, done: list[str],
-                   marks: list[list[str]], before: int, local: Path | None = None) -> BackupResult:
+def _backup_result(
+    remote: Remote,
+    name: str,
+    when: datetime,
+    label: str | None,
+    done: list[str],
+    marks: list[list[str]],
+    before: int,
+    local: Path | None = None,
+) -> BackupResult:
     host = remote.host
     size, sha, need = int(done[0]), done[1], int(done[2])
     deleted = [m[1] for m in marks if m[0] == "deleted" and len(m) > 1]
-    return BackupResult(name=name, path=f"{host.backup_dir.rstrip('/')}/{name}", size_bytes=size, sha256=sha,
-                        verified=True, created_at=when, label=sanitize_label(label), database_bytes=need,
-                        deleted_by_retention=deleted, remote_commands=remote.command_count - before, local_path=local)
+    return BackupResult(
+        name=name,
+        path=f"{host.backup_dir.rstrip('/')}/{name}",
+        size_bytes=size,
+        sha256=sha,
+        verified=True,
+        created_at=when,
+        label=sanitize_label(label),
+        database_bytes=need,
+        deleted_by_retention=deleted,
+        remote_commands=remote.command_count - before,
+        local_path=local,
+    )
 
 
 def _moment(now: datetime | None) -> datetime:
@@ -388,9 +432,16 @@ def _moment(now: datetime | None) -> datetime:
     return when.replace(microsecond=when.microsecond // 1000 * 1000)
 
 
-def create_backup(remote: Remote, label: str | None = None, *, now: datetime | None = None,
-                  download_dir: Path | None = None, progress: ProgressCallback | None = None, protect: str = "",
-                  size_every: float = SIZE_EVERY) -> BackupResult:
+def create_backup(
+    remote: Remote,
+    label: str | None = None,
+    *,
+    now: datetime | None = None,
+    download_dir: Path | None = None,
+    progress: ProgressCallback | None = None,
+    protect: str = "",
+    size_every: float = SIZE_EVERY,
+) -> BackupResult:
     """Dump, verify and store a backup on the server in ONE remote command, then apply retention.
 
     With ``download_dir`` the dump is also streamed down while it is written (``tee``
@@ -403,8 +454,9 @@ def create_backup(remote: Remote, label: str | None = None, *, now: datetime | N
     host = remote.host
     when = _moment(now)
     name = backup_name(host.database, when, label)
-    values = _backup_values(remote, name, stream=download_dir is not None, protect=protect,
-                            size_every=size_every if progress else 0)
+    values = _backup_values(
+        remote, name, stream=download_dir is not None, protect=protect, size_every=size_every if progress else 0
+    )
     body = _script(remote, [_backup_part(remote, host.database)], values)
     before = remote.command_count
     sink = _LocalFile(download_dir / name, progress, None) if download_dir else None
@@ -433,32 +485,43 @@ def _backup_error(remote: Remote, error: list[str], detail: str, database: str |
     extra = f": {detail}" if detail else ""
     become = host.become or remote.connection.user
     messages = {
-        "mkdir": (f"{host.name}: cannot create backup_dir {host.backup_dir}: neither {become} nor "
-                  f"{remote.connection.user} may create it",
-                  f"create it once: sudo install -d -m 700 -o {become} {host.backup_dir}"),
-        "notwritable": (f"{host.name}: backup_dir {host.backup_dir} is not writable by {become}",
-                        f"fix its owner: sudo chown {become} {host.backup_dir} && sudo chmod 700 {host.backup_dir}"),
+        "mkdir": (
+            f"{host.name}: cannot create backup_dir {host.backup_dir}: neither {become} nor "
+            f"{remote.connection.user} may create it",
+            f"create it once: sudo install -d -m 700 -o {become} {host.backup_dir}",
+        ),
+        "notwritable": (
+            f"{host.name}: backup_dir {host.backup_dir} is not writable by {become}",
+            f"fix its owner: sudo chown {become} {host.backup_dir} && sudo chmod 700 {host.backup_dir}",
+        ),
         "dbsize": (f"{host.name}: cannot read the size of database {database}{extra}", None),
         "df": (f"{host.name}: cannot read free space of {host.backup_dir}{extra}", None),
         "exists": (f"{host.name}: a backup with the same name already exists in {host.backup_dir}; retry", None),
         "pg_dump": (f"{host.name}: pg_dump of {database} failed{extra}", None),
         "write": (f"{host.name}: writing the backup to {host.backup_dir} failed{extra}", None),
-        "verify": (f"{host.name}: the new backup did not verify (pg_restore --list failed{extra}); it was deleted",
-                   None),
+        "verify": (
+            f"{host.name}: the new backup did not verify (pg_restore --list failed{extra}); it was deleted",
+            None,
+        ),
         "stat": (f"{host.name}: cannot read the new backup's size{extra}", None),
         "checksum": (f"{host.name}: sha256sum of the new backup failed{extra}", None),
         "mv": (f"{host.name}: cannot move the new backup into place{extra}", None),
     }
     if code == "nospace" and len(error) >= 3:
         need, avail = int(error[1]), int(error[2])
-        return BackupError(f"{host.name}: not enough space in {host.backup_dir}: database {database} is {human(need)}, "
-                           f"only {human(avail)} free; refusing to start the backup", reason="nospace",
-                           hint="free some space or lower keep_backups "
-                                "(old backups are removed only after a successful one)")
+        return BackupError(
+            f"{host.name}: not enough space in {host.backup_dir}: database {database} is {human(need)}, "
+            f"only {human(avail)} free; refusing to start the backup",
+            reason="nospace",
+            hint="free some space or lower keep_backups (old backups are removed only after a successful one)",
+        )
     if code == "pg_dump" and "statement timeout" in detail:
-        return BackupError(f"{host.name}: pg_dump of {database} could not lock its tables within lock_timeout "
-                           f"{host.lock_timeout}: another session holds an exclusive lock", reason=code,
-                           hint="find it in pg_stat_activity / pg_locks, or retry when it is done")
+        return BackupError(
+            f"{host.name}: pg_dump of {database} could not lock its tables within lock_timeout "
+            f"{host.lock_timeout}: another session holds an exclusive lock",
+            reason=code,
+            hint="find it in pg_stat_activity / pg_locks, or retry when it is done",
+        )
     message, hint = messages.get(code, (f"{host.name}: backup failed ({code}){extra}", None))
     return BackupError(message, reason=code, hint=hint)
 
@@ -492,9 +555,12 @@ class _LocalFile:
         self.handle.close()
         local = self.digest.hexdigest()
         if self.size != size or local != sha256:
-            raise BackupError(f"downloaded copy of {self.target.name} does not match the server's: {self.size} bytes "
-                              f"sha256 {local[:12]}…, server has {size} bytes sha256 {sha256[:12]}…; "
-                              "the local copy was deleted", reason="download")
+            raise BackupError(
+                f"downloaded copy of {self.target.name} does not match the server's: {self.size} bytes "
+                f"sha256 {local[:12]}…, server has {size} bytes sha256 {sha256[:12]}…; "
+                "the local copy was deleted",
+                reason="download",
+            )
         self.partial.replace(self.target)
         self.done = True
         return self.target
@@ -537,8 +603,11 @@ def latest_backup(remote: Remote) -> BackupInfo:
     """The newest backup of the host's database."""
     found = list_backups(remote)
     if not found:
-        raise BackupError(f"{remote.host.name}: no backups of {remote.host.database} in {remote.host.backup_dir}",
-                          reason="missing", hint=f"take one with: inv backup --host {remote.host.name}")
+        raise BackupError(
+            f"{remote.host.name}: no backups of {remote.host.database} in {remote.host.backup_dir}",
+            reason="missing",
+            hint=f"take one with: inv backup --host {remote.host.name}",
+        )
     return found[0]
 
 
@@ -558,22 +627,33 @@ def _stored_error(remote: Remote, name: str, error: list[str], detail: str) -> B
     host = remote.host
     code = error[0]
     if code == "missing":
-        return BackupError(f"{host.name}: backup {name} not found in {host.backup_dir}", reason="missing",
-                           hint=f"see: inv backups --host {host.name}")
+        return BackupError(
+            f"{host.name}: backup {name} not found in {host.backup_dir}",
+            reason="missing",
+            hint=f"see: inv backups --host {host.name}",
+        )
     if code == "checksum":
-        return BackupError(f"{host.name}: backup {name} is damaged: its sha256 no longer matches the one recorded "
-                           "when it was taken", reason="checksum")
+        return BackupError(
+            f"{host.name}: backup {name} is damaged: its sha256 no longer matches the one recorded when it was taken",
+            reason="checksum",
+        )
     if code == "unreadable":
-        return BackupError(f"{host.name}: backup {name} is damaged: it has no recorded checksum (.meta) and "
-                           f"pg_restore cannot read it to the end ({detail or 'no detail'})", reason="verify")
+        return BackupError(
+            f"{host.name}: backup {name} is damaged: it has no recorded checksum (.meta) and "
+            f"pg_restore cannot read it to the end ({detail or 'no detail'})",
+            reason="verify",
+        )
     if code == "verify":
-        return BackupError(f"{host.name}: backup {name} is damaged: pg_restore --list failed ({detail or 'no detail'})",
-                           reason="verify")
+        return BackupError(
+            f"{host.name}: backup {name} is damaged: pg_restore --list failed ({detail or 'no detail'})",
+            reason="verify",
+        )
     return BackupError(f"{host.name}: backup {name}: {code} failed{': ' + detail if detail else ''}", reason=code)
 
 
-def download_backup(remote: Remote, name: str, dest_dir: Path, *,
-                    progress: ProgressCallback | None = None) -> DownloadResult:
+def download_backup(
+    remote: Remote, name: str, dest_dir: Path, *, progress: ProgressCallback | None = None
+) -> DownloadResult:
     """Copy a backup to ``dest_dir/NAME`` through ``sudo -n -u <become> cat`` and check size and sha256.
 
     The login user may not read files owned by the become user; the file is never
@@ -586,15 +666,17 @@ def download_backup(remote: Remote, name: str, dest_dir: Path, *,
     header = _Header(sink)
     before = remote.command_count
     try:
-        result = remote.run(_as_become(remote, body, ensure_dir=False), become=False, check=False,
-                            on_stdout=header.feed, capture=False)
+        result = remote.run(
+            _as_become(remote, body, ensure_dir=False), become=False, check=False, on_stdout=header.feed, capture=False
+        )
         marks, other = _markers(result)
         error = _find(marks, "error")
         if error is not None:
             raise _stored_error(remote, name, error, other)
         if result.exit_status != 0 or header.meta is None:
-            raise BackupError(f"{host.name}: copying {name} failed: {other or f'exit status {result.exit_status}'}",
-                              reason="download")
+            raise BackupError(
+                f"{host.name}: copying {name} failed: {other or f'exit status {result.exit_status}'}", reason="download"
+            )
         size, sha = header.meta
         path = sink.finish(size, sha)
     finally:
@@ -633,9 +715,17 @@ class _Header:
 
 def _sql_values() -> dict[str, str]:
     """The fixed SQL texts, handed to the script as shell variables (no name is ever part of them)."""
-    return {"create_sql": CREATE_SQL, "drop_target_sql": DROP_TARGET_SQL, "counts_sql": COUNTS_SQL,
-            "carry_over_sql": CARRY_OVER_SQL, "settings_sql": SETTINGS_SQL, "close_sql": CLOSE_SQL,
-            "terminate_sql": TERMINATE_SQL, "swap_sql": SWAP_SQL, "reopen_sql": REOPEN_SQL}
+    return {
+        "create_sql": CREATE_SQL,
+        "drop_target_sql": DROP_TARGET_SQL,
+        "counts_sql": COUNTS_SQL,
+        "carry_over_sql": CARRY_OVER_SQL,
+        "settings_sql": SETTINGS_SQL,
+        "close_sql": CLOSE_SQL,
+        "terminate_sql": TERMINATE_SQL,
+        "swap_sql": SWAP_SQL,
+        "reopen_sql": REOPEN_SQL,
+    }
 
 
 def _restore_part(remote: Remote, target: str) -> str:
@@ -644,8 +734,14 @@ def _restore_part(remote: Remote, target: str) -> str:
 
 def _restore_values(remote: Remote, name: str, target: str) -> dict[str, str]:
     host = remote.host
-    return {"dir": host.backup_dir, "name": name, "target": target, "target_dsn": conninfo_dbname(target),
-            "file": f"{host.backup_dir.rstrip('/')}/{name}", **_sql_values()}
+    return {
+        "dir": host.backup_dir,
+        "name": name,
+        "target": target,
+        "target_dsn": conninfo_dbname(target),
+        "file": f"{host.backup_dir.rstrip('/')}/{name}",
+        **_sql_values(),
+    }
 
 
 def _counts(marks: list[list[str]], key: str) -> dict[str, int] | None:
@@ -663,18 +759,30 @@ def _restore_error(remote: Remote, name: str, target: str, error: list[str], det
     if code == "createdb":
         return BackupError(f"{host.name}: cannot create database {target}{tail}", reason=code)
     if code == "restore":
-        return BackupError(f"{host.name}: pg_restore of {name} into {target} failed{tail}; {target} was dropped, "
-                           f"{host.database} was not touched", reason=code)
+        return BackupError(
+            f"{host.name}: pg_restore of {name} into {target} failed{tail}; {target} was dropped, "
+            f"{host.database} was not touched",
+            reason=code,
+        )
     if code in ("nospace", "notwritable", "dbsize", "df"):
         return _backup_error(remote, error, detail)
     if code in ("carry_over", "settings", "close", "swap"):
-        return BackupError(f"{host.name}: swapping the restored database in failed ({code}){tail}; "
-                           f"{host.database} is unchanged and accepts connections again", reason="swap")
+        return BackupError(
+            f"{host.name}: swapping the restored database in failed ({code}){tail}; "
+            f"{host.database} is unchanged and accepts connections again",
+            reason="swap",
+        )
     return _stored_error(remote, name, error, detail)
 
 
-def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: datetime | None = None,
-                   on_phase: PhaseCallback | None = None) -> RestoreResult:
+def restore_backup(
+    remote: Remote,
+    name: str,
+    *,
+    into: str | None = None,
+    now: datetime | None = None,
+    on_phase: PhaseCallback | None = None,
+) -> RestoreResult:
     """Restore a backup into a NEW database (never the live one) and count objects in both (one remote command)."""
     host = remote.host
     check_name(name)
@@ -686,20 +794,32 @@ def restore_backup(remote: Remote, name: str, *, into: str | None = None, now: d
     live_counts = _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database))
     body = _script(remote, [_VERIFY, _restore_part(remote, target), live_counts], _restore_values(remote, name, target))
     before = remote.command_count
-    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "restore",
-                               on_stdout=_ProgressLines(None, on_phase).feed if on_phase else None)
+    marks, other = _run_script(
+        remote,
+        _as_become(remote, body, ensure_dir=False),
+        "restore",
+        on_stdout=_ProgressLines(None, on_phase).feed if on_phase else None,
+    )
     error = _find(marks, "error")
     if error is not None:
         raise _restore_error(remote, name, target, error, other)
-    return RestoreResult(name, target, False, _counts(marks, "counts_restored") or {}, _counts(marks, "counts_live"),
-                         remote_commands=remote.command_count - before)
+    return RestoreResult(
+        name,
+        target,
+        False,
+        _counts(marks, "counts_restored") or {},
+        _counts(marks, "counts_live"),
+        remote_commands=remote.command_count - before,
+    )
 
 
 def sessions_to_terminate(remote: Remote) -> list[Session]:
     """The client sessions now connected to the host's database: an in-place restore ends them all."""
     rows = remote.query_json(SESSIONS_SQL)
-    return [Session(int(r["pid"]), str(r["user"]), str(r["application"] or ""), str(r["state"]), str(r["client"]))
-            for r in rows or []]
+    return [
+        Session(int(r["pid"]), str(r["user"]), str(r["application"] or ""), str(r["state"]), str(r["client"]))
+        for r in rows or []
+    ]
 
 
 def drop_command(remote: Remote, database: str) -> str:
@@ -707,8 +827,14 @@ def drop_command(remote: Remote, database: str) -> str:
     return shlex.join(["inv", "psql", "--host", remote.host.name, "-c", f"DROP DATABASE {ident(database)}"])
 
 
-def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, on_phase: PhaseCallback | None = None,
-                     progress: ProgressCallback | None = None) -> RestoreResult:
+def restore_in_place(
+    remote: Remote,
+    name: str,
+    *,
+    now: datetime | None = None,
+    on_phase: PhaseCallback | None = None,
+    progress: ProgressCallback | None = None,
+) -> RestoreResult:
     """Replace the live database with a backup's contents without losing a write, in ONE remote script.
 
     1. the backup is verified and restored into a temporary database (the live one still serves);
@@ -728,8 +854,16 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
     old = derived_database_name(host.database, "replaced", when)
     safety = backup_name(host.database, when, "pre-restore")
     safety_values = _backup_values(remote, safety, stream=False, protect=name, size_every=SIZE_EVERY if progress else 0)
-    parts = [_fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)), _VERIFY, _restore_part(remote, target), _SWAP,
-             _SAFETY_BACKUP_PREFIX, _assign(**safety_values), _backup_part(remote, old), _DONE]
+    parts = [
+        _fill(_SPACE_CHECK, PSQL=_psql(remote, host.database)),
+        _VERIFY,
+        _restore_part(remote, target),
+        _SWAP,
+        _SAFETY_BACKUP_PREFIX,
+        _assign(**safety_values),
+        _backup_part(remote, old),
+        _DONE,
+    ]
     body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
     before = remote.command_count
     watch = _ProgressLines(progress, on_phase).feed if (progress or on_phase) else None
@@ -739,14 +873,24 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)
     if _find(marks, "swapped") is None:
-        raise BackupError(f"{host.name}: the in-place restore ended without a result ({other or 'no output'}); "
-                          f"check with: inv backups --host {host.name} and pg_database", reason="unknown")
+        raise BackupError(
+            f"{host.name}: the in-place restore ended without a result ({other or 'no output'}); "
+            f"check with: inv backups --host {host.name} and pg_database",
+            reason="unknown",
+        )
     ended = json.loads(" ".join(_find(marks, "terminated") or ["{}"]) or "{}")
-    result = RestoreResult(name, host.database, True, _counts(marks, "counts_restored") or {}, None,
-                           old_database_kept=old, drop_hint=drop_command(remote, old),
-                           terminated_sessions=int(ended.get("count", 0)),
-                           terminated_applications=[str(a) for a in ended.get("applications") or []],
-                           remote_commands=remote.command_count - before)
+    result = RestoreResult(
+        name,
+        host.database,
+        True,
+        _counts(marks, "counts_restored") or {},
+        None,
+        old_database_kept=old,
+        drop_hint=drop_command(remote, old),
+        terminated_sessions=int(ended.get("count", 0)),
+        terminated_applications=[str(a) for a in ended.get("applications") or []],
+        remote_commands=remote.command_count - before,
+    )
     done = _find(marks, "backup")
     failed = _find(marks, "backup_error")
     if done is not None and len(done) >= 3:
@@ -755,10 +899,12 @@ def restore_in_place(remote: Remote, name: str, *, now: datetime | None = None, 
         reason = _backup_error(remote, failed or ["failed"], other, old).message if failed else (other or "no result")
         result.pre_restore_backup_error = reason
     if _find(marks, "reopen_failed") is not None:
-        raise BackupError(f"{host.name}: {host.database} was restored but its connection settings could not be "
-                          "put back", reason="reopen",
-                          hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
-                          + shlex.quote(f"ALTER DATABASE {ident(host.database)} ALLOW_CONNECTIONS true"))
+        raise BackupError(
+            f"{host.name}: {host.database} was restored but its connection settings could not be put back",
+            reason="reopen",
+            hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
+            + shlex.quote(f"ALTER DATABASE {ident(host.database)} ALLOW_CONNECTIONS true"),
+        )
     return result
 
 

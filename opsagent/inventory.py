@@ -73,7 +73,9 @@ class Inventory:
     hosts: Mapping[str, HostConfig]
     groups: Mapping[str, tuple[str, ...]]
     paths: ProjectPaths
-    path_origins: Mapping[str, str] = dataclasses.field(default_factory=dict)  # paths key -> "file:line" where it is set
+    path_origins: Mapping[str, str] = dataclasses.field(
+        default_factory=dict
+    )  # paths key -> "file:line" where it is set
 
     def migrations_dir(self) -> Path:
         """``paths.migrations``, refused when the inventory names a folder that does not exist.
@@ -84,8 +86,10 @@ class Inventory:
         path = self.paths.migrations
         origin = self.path_origins.get("migrations")
         if origin is not None and not path.is_dir():
-            raise ConfigError(f"{origin} paths.migrations: {path} is not a directory",
-                              hint="fix paths.migrations in the inventory (paths are relative to the inventory file)")
+            raise ConfigError(
+                f"{origin} paths.migrations: {path} is not a directory",
+                hint="fix paths.migrations in the inventory (paths are relative to the inventory file)",
+            )
         return path
 
     def host(self, name: str) -> HostConfig:
@@ -369,11 +373,16 @@ def _build(source: Path | None, base: Path, documents: list[tuple[Path, dict[str
     hosts = {name: _host(name, *parts) for name, parts in raw_hosts.items()}
     for group, members in groups.items():
         if group in hosts:
-            raise _locator(documents, f"groups.{group}").error(f"groups.{group}", "a group cannot share its name with a host")
+            raise _locator(documents, f"groups.{group}").error(
+                f"groups.{group}", "a group cannot share its name with a host"
+            )
         for member in members:
             if member not in hosts:
                 raise _locator(documents, f"groups.{group}").error(f"groups.{group}", f"unknown host {member!r}")
-    hosts = {name: dataclasses.replace(h, groups=tuple(g for g, m in groups.items() if name in m)) for name, h in hosts.items()}
+    hosts = {
+        name: dataclasses.replace(h, groups=tuple(g for g, m in groups.items() if name in m))
+        for name, h in hosts.items()
+    }
     _check_gateways(hosts, documents)
     return Inventory(source=source, hosts=hosts, groups=groups, paths=_paths(paths_raw, base), path_origins=origins)
 
@@ -445,11 +454,19 @@ def gateway_problem(gateway: str, hosts: Mapping[str, HostConfig]) -> str | None
         return f"port {port!r} of gateway {gateway!r} is not a TCP port (1-65535)"
     if not address:
         return f"gateway {gateway!r} names no host"
-    if "." in address or ":" in address or _IPV4_RE.match(address) or address == "localhost" or _ssh_config_knows(address):
+    if (
+        "." in address
+        or ":" in address
+        or _IPV4_RE.match(address)
+        or address == "localhost"
+        or _ssh_config_knows(address)
+    ):
         return None
     known = ", ".join(sorted(hosts)) or "none"
-    return (f"gateway {gateway!r} is not an inventory host (hosts: {known}), not in ~/.ssh/config and not a full host name; "
-            "write an inventory host name or user@host.example.com[:port]")
+    return (
+        f"gateway {gateway!r} is not an inventory host (hosts: {known}), not in ~/.ssh/config and not a full host name; "
+        "write an inventory host name or user@host.example.com[:port]"
+    )
 
 
 def _ssh_config_knows(name: str) -> bool:
@@ -493,6 +510,11 @@ def _check_gateways(hosts: Mapping[str, HostConfig], documents: list[tuple[Path,
 
 
 def _paths(raw: dict[str, Any], base: Path) -> ProjectPaths:
-    defaults = {"migrations": "sql/migrations", "schema": "sql/schema.sql", "snapshots": "sql/snapshots", "state": ".opsagent"}
+    defaults = {
+        "migrations": "sql/migrations",
+        "schema": "sql/schema.sql",
+        "snapshots": "sql/snapshots",
+        "state": ".opsagent",
+    }
     merged = {**defaults, **{k: str(v) for k, v in raw.items()}}
     return ProjectPaths(**{k: Path(_resolve_local(v, base)) for k, v in merged.items()})

@@ -36,15 +36,22 @@ def _keywords() -> frozenset[str]:
     if _KEYWORDS is None:
         from pglast import keywords
 
-        _KEYWORDS = (frozenset(keywords.RESERVED_KEYWORDS) | frozenset(keywords.COL_NAME_KEYWORDS)
-                     | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS))
+        _KEYWORDS = (
+            frozenset(keywords.RESERVED_KEYWORDS)
+            | frozenset(keywords.COL_NAME_KEYWORDS)
+            | frozenset(keywords.TYPE_FUNC_NAME_KEYWORDS)
+        )
     return _KEYWORDS
 
 
 def quote_ident(name: str) -> str:
     """PostgreSQL's quote_ident, so keys built here match names deparsed by the server."""
-    if (name and name[0] in "abcdefghijklmnopqrstuvwxyz_" and set(name) <= _SAFE
-            and name not in (_KEYWORDS or _keywords())):
+    if (
+        name
+        and name[0] in "abcdefghijklmnopqrstuvwxyz_"
+        and set(name) <= _SAFE
+        and name not in (_KEYWORDS or _keywords())
+    ):
         return name
     return ident(name)
 

@@ -148,7 +148,9 @@ $opsagent_load$;
 """
 
 
-def load_script(items: Sequence[LoadItem], exclude_tables: Sequence[str] = ("schema_migrations",), *, dependencies: bool = False) -> str:
+def load_script(
+    items: Sequence[LoadItem], exclude_tables: Sequence[str] = ("schema_migrations",), *, dependencies: bool = False
+) -> str:
     """The psql script: for each item, reset, load (retrying declaratively if asked), mark, introspect."""
     query = introspection_sql(exclude_tables, dependencies=dependencies)
     parts: list[str] = []
@@ -169,12 +171,19 @@ def load_script(items: Sequence[LoadItem], exclude_tables: Sequence[str] = ("sch
     return "".join(parts)
 
 
-def load_many(remote: Remote, database: str, cases: Sequence[LoadItem], *, dependencies: bool = False) -> dict[str, Loaded]:
+def load_many(
+    remote: Remote, database: str, cases: Sequence[LoadItem], *, dependencies: bool = False
+) -> dict[str, Loaded]:
     """Load each item into ``database`` in turn and introspect it (with pg_depend's edges: for plans); one round trip."""
     if not cases:
         return {}
-    result = remote.psql(load_script(cases, dependencies=dependencies), database, extra=["-A", "-t", "-v", "ON_ERROR_STOP=0"], check=False,
-                         timeout=900)
+    result = remote.psql(
+        load_script(cases, dependencies=dependencies),
+        database,
+        extra=["-A", "-t", "-v", "ON_ERROR_STOP=0"],
+        check=False,
+        timeout=900,
+    )
     loaded: dict[str, Loaded] = {}
     key: str | None = None
     error: str | None = None
@@ -196,7 +205,7 @@ def load_many(remote: Remote, database: str, cases: Sequence[LoadItem], *, depen
     for line in result.text.splitlines():
         if line.startswith(MARK):
             finish()
-            rest = line[len(MARK):]
+            rest = line[len(MARK) :]
             key, _, state = rest.partition(" ")
             code, _, message = state.partition(" ")
             error = None if code == "00000" else f"{code} {message}".strip()
@@ -266,8 +275,10 @@ def load_items(case: SqldefCase) -> tuple[LoadItem, LoadItem]:
     named_cur, created_cur = schema_refs(case.current)
     named_des, created_des = schema_refs(case.desired)
     harness = (named_cur - created_cur) | (named_des - created_des)
-    return (LoadItem(case.name + "#current", case.current, tuple(sorted(harness - created_cur)), declarative=True),
-            LoadItem(case.name + "#desired", case.desired, tuple(sorted(harness - created_des)), declarative=True))
+    return (
+        LoadItem(case.name + "#current", case.current, tuple(sorted(harness - created_cur)), declarative=True),
+        LoadItem(case.name + "#desired", case.desired, tuple(sorted(harness - created_des)), declarative=True),
+    )
 
 
 _SYSTEM_SCHEMAS = frozenset({"pg_catalog", "public", "information_schema"})

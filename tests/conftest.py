@@ -93,7 +93,9 @@ def fresh_db(sandbox: SandboxHandle) -> Iterator[str]:
     name = sandbox.create_database()
     yield name
     with contextlib.suppress(OpsagentError):  # a test that broke the admin connection still reports its own result
-        sandbox.admin.psql('DROP DATABASE IF EXISTS :"n" WITH (FORCE)', "postgres", extra=["-v", f"n={name}"], check=False)
+        sandbox.admin.psql(
+            'DROP DATABASE IF EXISTS :"n" WITH (FORCE)', "postgres", extra=["-v", f"n={name}"], check=False
+        )
 
 
 @pytest.fixture
@@ -119,12 +121,26 @@ class Project:
         path.write_text(sql)
         return path
 
-    def run(self, *args: str, input: str | None = None, env: dict[str, str] | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, input: str | None = None, env: dict[str, str] | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         """Run the real CLI (``python -m opsagent``) in this project, without a terminal."""
-        full_env = {**os.environ, "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"), "COLUMNS": "200", **(env or {})}
-        return subprocess.run([sys.executable, "-m", "opsagent", *args], cwd=self.root, input=input or "", text=True,
-                              capture_output=True, env=full_env, timeout=timeout, check=False)
+        full_env = {
+            **os.environ,
+            "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"),
+            "COLUMNS": "200",
+            **(env or {}),
+        }
+        return subprocess.run(
+            [sys.executable, "-m", "opsagent", *args],
+            cwd=self.root,
+            input=input or "",
+            text=True,
+            capture_output=True,
+            env=full_env,
+            timeout=timeout,
+            check=False,
+        )
 
     def psql(self, sql: str) -> str:
         with open_remote(self.host) as r:
@@ -134,8 +150,22 @@ class Project:
 def write_inventory(root: Path, hosts: dict[str, HostConfig], groups: dict[str, list[str]] | None = None) -> Path:
     document: dict[str, object] = {"hosts": {}}
     for name, host in hosts.items():
-        entry = {k: getattr(host, k) for k in ("address", "port", "user", "identity_file", "known_hosts", "become",
-                                                "pg_host", "pg_port", "database", "backup_dir", "keep_backups")}
+        entry = {
+            k: getattr(host, k)
+            for k in (
+                "address",
+                "port",
+                "user",
+                "identity_file",
+                "known_hosts",
+                "become",
+                "pg_host",
+                "pg_port",
+                "database",
+                "backup_dir",
+                "keep_backups",
+            )
+        }
         document["hosts"][name] = entry  # type: ignore[index]
     if groups:
         document["groups"] = groups

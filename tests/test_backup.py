@@ -42,24 +42,30 @@ T0 = datetime(2026, 11, 24, 10, 30, 0, tzinfo=UTC)
 # ---------------------------------------------------------------- names (pure)
 
 
-@pytest.mark.parametrize(("label", "expected"), [
-    ("pre-sync", "pre-sync"),
-    ("before deploy #42", "before-deploy-42"),
-    ("../../etc/passwd", "etc-passwd"),
-    ("  ", None),
-    (None, None),
-    ("ünïcode", "n-code"),
-    ("x" * 60, "x" * 40),
-])
+@pytest.mark.parametrize(
+    ("label", "expected"),
+    [
+        ("pre-sync", "pre-sync"),
+        ("before deploy #42", "before-deploy-42"),
+        ("../../etc/passwd", "etc-passwd"),
+        ("  ", None),
+        (None, None),
+        ("ünïcode", "n-code"),
+        ("x" * 60, "x" * 40),
+    ],
+)
 def test_labels_are_sanitized(label: str | None, expected: str | None) -> None:
     assert sanitize_label(label) == expected
 
 
-@pytest.mark.parametrize(("database", "label", "name"), [
-    ("trad", None, "trad-20261124T103000.000Z-beef.dump"),
-    ("trad", "pre sync", "trad-20261124T103000.000Z-beef-pre-sync.dump"),
-    ('we"ird db/x', None, "we_ird_db_x-20261124T103000.000Z-beef.dump"),
-])
+@pytest.mark.parametrize(
+    ("database", "label", "name"),
+    [
+        ("trad", None, "trad-20261124T103000.000Z-beef.dump"),
+        ("trad", "pre sync", "trad-20261124T103000.000Z-beef-pre-sync.dump"),
+        ('we"ird db/x', None, "we_ird_db_x-20261124T103000.000Z-beef.dump"),
+    ],
+)
 def test_backup_names_round_trip(database: str, label: str | None, name: str) -> None:
     assert backup_name(database, T0, label, unique="beef") == name
     parsed = parse_name(name)
@@ -67,11 +73,14 @@ def test_backup_names_round_trip(database: str, label: str | None, name: str) ->
     assert parsed[1] == T0 and parsed[2] == sanitize_label(label)
 
 
-@pytest.mark.parametrize(("name", "label"), [
-    ("trad-20261124T103000Z.dump", None),
-    ("trad-20261124T103000Z-pre-sync.dump", "pre-sync"),
-    ("trad-20261124T103000Z-beef.dump", "beef"),  # an old name whose label looks like a unique tag stays a label
-])
+@pytest.mark.parametrize(
+    ("name", "label"),
+    [
+        ("trad-20261124T103000Z.dump", None),
+        ("trad-20261124T103000Z-pre-sync.dump", "pre-sync"),
+        ("trad-20261124T103000Z-beef.dump", "beef"),  # an old name whose label looks like a unique tag stays a label
+    ],
+)
 def test_names_from_before_milliseconds_still_parse(name: str, label: str | None) -> None:
     assert parse_name(name) == ("trad", T0, label)
     assert re.match(_grep_pattern("trad"), name)
@@ -158,7 +167,9 @@ def test_backup_is_verified_private_and_one_command(bremote: Remote) -> None:
     assert path.owner() == path.parent.owner() == "postgres"
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no partial files left
     listed = list_backups(bremote)
-    assert [(b.name, b.verified, b.sha256, b.label) for b in listed] == [(result.name, True, result.sha256, "first-run")]
+    assert [(b.name, b.verified, b.sha256, b.label) for b in listed] == [
+        (result.name, True, result.sha256, "first-run")
+    ]
 
 
 def test_restore_into_new_database_has_the_old_state(bremote: Remote, sandbox: SandboxHandle) -> None:
@@ -169,8 +180,14 @@ def test_restore_into_new_database_has_the_old_state(bremote: Remote, sandbox: S
     target = f"{bremote.host.database}_restore_20261124_103000"
     assert result.database == target and not result.in_place
     try:
-        assert q(bremote, "SELECT string_agg(id || ':' || name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer", target) == \
-            "1:ada:ada@x,2:bob:-"
+        assert (
+            q(
+                bremote,
+                "SELECT string_agg(id || ':' || name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer",
+                target,
+            )
+            == "1:ada:ada@x,2:bob:-"
+        )
         assert q(bremote, "SELECT count(*) FROM named", target) == "2"
         assert q(bremote, "SELECT to_regclass('extra') IS NULL", target) == "t"
         # the live database was not touched
@@ -197,9 +214,12 @@ def test_in_place_restore_swaps_and_keeps_a_backup_of_what_it_replaced(bremote: 
     taken = create_backup(bremote, now=T0)
     bremote.psql(MUTATE)
     db = bremote.host.database
-    sandbox.admin.psql(f"""REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO pg_monitor;
+    sandbox.admin.psql(
+        f"""REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO pg_monitor;
                            ALTER DATABASE {db} SET work_mem = '7MB'; ALTER DATABASE {db} SET search_path = public, "Odd Schema";
-                           ALTER DATABASE {db} CONNECTION LIMIT 40;""", "postgres")
+                           ALTER DATABASE {db} CONNECTION LIMIT 40;""",
+        "postgres",
+    )
     result = restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=5))
     kept = f"{db}_replaced_20261124_103500"
     assert result.in_place and result.database == db and result.old_database_kept == kept
@@ -208,24 +228,42 @@ def test_in_place_restore_swaps_and_keeps_a_backup_of_what_it_replaced(bremote: 
         # database-level grants and settings (not part of a dump) were carried over
         acl = q(sandbox.admin, f"SELECT datacl::text FROM pg_database WHERE datname = '{db}'", "postgres")
         assert "pg_monitor=c/" in acl and "{=" not in acl and ",=" not in acl
-        settings = q(sandbox.admin, f"SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-                                    f"WHERE d.datname = '{db}' AND s.setrole = 0", "postgres")
+        settings = q(
+            sandbox.admin,
+            f"SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            f"WHERE d.datname = '{db}' AND s.setrole = 0",
+            "postgres",
+        )
         assert "work_mem=7MB" in settings and 'public, \\"Odd Schema\\"' in settings
         # both databases are open again, with the connection settings the live one had
-        assert q(sandbox.admin, f"SELECT string_agg(datname || ':' || datallowconn || ':' || datconnlimit, ',' ORDER BY datname) "
-                                f"FROM pg_database WHERE datname IN ('{db}', '{kept}')", "postgres") == f"{db}:true:40,{kept}:true:40"
-        assert q(bremote, "SELECT string_agg(name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer") == "ada:ada@x,bob:-"
+        assert (
+            q(
+                sandbox.admin,
+                f"SELECT string_agg(datname || ':' || datallowconn || ':' || datconnlimit, ',' ORDER BY datname) "
+                f"FROM pg_database WHERE datname IN ('{db}', '{kept}')",
+                "postgres",
+            )
+            == f"{db}:true:40,{kept}:true:40"
+        )
+        assert (
+            q(bremote, "SELECT string_agg(name || ':' || coalesce(email, '-'), ',' ORDER BY id) FROM customer")
+            == "ada:ada@x,bob:-"
+        )
         assert q(bremote, "SELECT to_regclass('extra') IS NULL") == "t"
         # the replaced database is kept, as it was
         assert q(bremote, "SELECT string_agg(name, ',' ORDER BY id) FROM customer", kept) == "ADA,bob,eve"
-        leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{db}_opsagent%'", "postgres")
+        leftovers = q(
+            sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{db}_opsagent%'", "postgres"
+        )
         assert leftovers == "0"
         safety = result.pre_restore_backup
         assert safety is not None and safety.label == "pre-restore" and result.pre_restore_backup_error is None
         assert [b.name for b in list_backups(bremote)] == [safety.name, taken.name]
         replaced = restore_backup(bremote, safety.name, into=f"{db}_check")
         try:
-            assert q(bremote, "SELECT string_agg(name, ',' ORDER BY id) FROM customer", replaced.database) == "ADA,bob,eve"
+            assert (
+                q(bremote, "SELECT string_agg(name, ',' ORDER BY id) FROM customer", replaced.database) == "ADA,bob,eve"
+            )
             assert q(bremote, "SELECT to_regclass('extra') IS NOT NULL", replaced.database) == "t"
         finally:
             sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{replaced.database}"', "postgres")
@@ -278,7 +316,9 @@ def test_login_user_creates_backup_dir_for_become_when_become_cannot(sandbox: Sa
 def test_backup_refuses_when_the_database_cannot_fit(sandbox: SandboxHandle, fresh_db: str) -> None:
     small = Path(sandbox.state.root) / f"tiny-{fresh_db}"
     small.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(small)], capture_output=True, check=False)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(small)], capture_output=True, check=False
+    )
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -324,7 +364,9 @@ def test_retention_keeps_exactly_n_and_never_the_new_one(sandbox: SandboxHandle,
 def test_downloaded_copy_matches_the_server(bremote: Remote, tmp_path: Path) -> None:
     bremote.psql(SCHEMA + "INSERT INTO customer SELECT g, md5(g::text) FROM generate_series(10, 20000) g;")
     seen: list[tuple[int, int | None]] = []
-    taken = create_backup(bremote, now=T0, download_dir=tmp_path / "a", progress=lambda n, total: seen.append((n, total)))
+    taken = create_backup(
+        bremote, now=T0, download_dir=tmp_path / "a", progress=lambda n, total: seen.append((n, total))
+    )
     server_sha = bremote.run(["sha256sum", taken.path], become=False).text.split()[0]
     assert taken.local_path == tmp_path / "a" / taken.name
     assert hashlib.sha256(taken.local_path.read_bytes()).hexdigest() == server_sha == taken.sha256
@@ -351,7 +393,11 @@ def test_failed_in_place_restore_leaves_the_live_database(bremote: Remote, sandb
             restore_in_place(bremote, taken.name, now=T0 + timedelta(minutes=1))
         assert info.value.reason == "restore" and "was not touched" in info.value.message
         assert q(bremote, "SELECT count(*) FROM customer") == "3"
-        leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{bremote.host.database}_%'", "postgres")
+        leftovers = q(
+            sandbox.admin,
+            f"SELECT count(*) FROM pg_database WHERE datname LIKE '{bremote.host.database}_%'",
+            "postgres",
+        )
         assert leftovers == "0"
     finally:
         bremote.psql("DROP TABLE IF EXISTS customer CASCADE")
@@ -410,7 +456,9 @@ def unprivileged(sandbox: SandboxHandle, fresh_db: str) -> Iterator[Remote]:
     keyfile.write_text((Path(sandbox.state.ssh_dir) / "client_key.pub").read_text())
     keyfile.chmod(0o644)
     try:
-        with sandbox.remote(fresh_db, user=NOLOGIN_USER, backup_dir=str(Path(sandbox.state.root) / f"backups-{fresh_db}-u")) as r:
+        with sandbox.remote(
+            fresh_db, user=NOLOGIN_USER, backup_dir=str(Path(sandbox.state.root) / f"backups-{fresh_db}-u")
+        ) as r:
             yield r
     finally:
         keyfile.unlink()
@@ -418,7 +466,8 @@ def unprivileged(sandbox: SandboxHandle, fresh_db: str) -> Iterator[Remote]:
 
 
 def test_unprivileged_login_user_backs_up_and_downloads_without_opening_permissions(
-        unprivileged: Remote, sandbox: SandboxHandle, tmp_path: Path) -> None:
+    unprivileged: Remote, sandbox: SandboxHandle, tmp_path: Path
+) -> None:
     # neither postgres nor the login user may create the folder under the root-owned sandbox root
     with pytest.raises(BackupError) as info:
         create_backup(unprivileged, now=T0)
@@ -428,7 +477,9 @@ def test_unprivileged_login_user_backs_up_and_downloads_without_opening_permissi
     os.chown(backup_dir, *_postgres_ids())
     unprivileged.psql(SCHEMA)
     taken = create_backup(unprivileged, now=T0, download_dir=tmp_path)
-    assert unprivileged.run(["cat", taken.path], become=False, check=False).exit_status != 0  # login user cannot read it
+    assert (
+        unprivileged.run(["cat", taken.path], become=False, check=False).exit_status != 0
+    )  # login user cannot read it
     assert stat.S_IMODE(Path(taken.path).stat().st_mode) == 0o600
     got = download_backup(unprivileged, taken.name, tmp_path / "again")
     assert got.sha256 == taken.sha256 == hashlib.sha256(Path(taken.path).read_bytes()).hexdigest()
@@ -469,7 +520,9 @@ def test_cli_backup_download_list_get_and_restore(project: Project, sandbox: San
     assert swapped.returncode == 0, swapped.stderr
     assert "replaced by backup" in swapped.stdout and "pre-restore" in swapped.stdout
     assert project.psql("SELECT count(*) FROM customer").strip() == "2"
-    kept = project.psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{project.host.database}_replaced_%'").strip()
+    kept = project.psql(
+        f"SELECT datname FROM pg_database WHERE datname LIKE '{project.host.database}_replaced_%'"
+    ).strip()
     assert kept and kept in swapped.stdout and "DROP DATABASE" in swapped.stdout
     sandbox.admin.psql(f'DROP DATABASE "{kept}"', "postgres")
     missing = project.run("restore", "--host", "sandbox", "--backup", "nope-20200101T000000Z.dump")
@@ -483,14 +536,19 @@ def q_db(project: Project, database: str) -> str:
         return r.psql("SELECT count(*) FROM customer", database, extra=["-A", "-t"]).text.strip()
 
 
-@pytest.mark.parametrize(("interactive", "typed", "yes", "accepted"), [
-    (False, "", True, True),
-    (False, "trad\n", False, False),  # no terminal: only --yes will do
-    (True, "trad\n", False, True),
-    (True, "TRAD\n", False, False),
-    (True, "\n", False, False),
-])
-def test_in_place_confirmation(monkeypatch: pytest.MonkeyPatch, interactive: bool, typed: str, yes: bool, accepted: bool) -> None:
+@pytest.mark.parametrize(
+    ("interactive", "typed", "yes", "accepted"),
+    [
+        (False, "", True, True),
+        (False, "trad\n", False, False),  # no terminal: only --yes will do
+        (True, "trad\n", False, True),
+        (True, "TRAD\n", False, False),
+        (True, "\n", False, False),
+    ],
+)
+def test_in_place_confirmation(
+    monkeypatch: pytest.MonkeyPatch, interactive: bool, typed: str, yes: bool, accepted: bool
+) -> None:
     import io
 
     from opsagent.cli import backup as cli

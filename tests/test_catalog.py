@@ -30,19 +30,50 @@ def doc() -> dict[str, Any]:
         "schemas": [{"name": "public", "comment": "standard public schema"}],
         "extensions": [{"name": "citext", "version": "1.6", "schema": "public"}],
         "tables": [
-            {"schema": "public", "name": "trades", "kind": "r", "persistence": "p",
-             "privileges": [["<owner>", "SELECT", False], ["app", "SELECT", False], ["<owner>", "INSERT", False]],
-             "columns": [col("id", "bigint", 1, not_null=True), col("price", "numeric(12,2)", 2), col("note", "text", 3)]},
-            {"schema": "public", "name": "users", "kind": "r", "persistence": "p",
-             "columns": [col("id", "bigint", 1), col("email", "text", 2)]},
+            {
+                "schema": "public",
+                "name": "trades",
+                "kind": "r",
+                "persistence": "p",
+                "privileges": [["<owner>", "SELECT", False], ["app", "SELECT", False], ["<owner>", "INSERT", False]],
+                "columns": [
+                    col("id", "bigint", 1, not_null=True),
+                    col("price", "numeric(12,2)", 2),
+                    col("note", "text", 3),
+                ],
+            },
+            {
+                "schema": "public",
+                "name": "users",
+                "kind": "r",
+                "persistence": "p",
+                "columns": [col("id", "bigint", 1), col("email", "text", 2)],
+            },
         ],
-        "views": [{"schema": "public", "name": "v", "materialized": False, "definition": " SELECT 1 AS one;", "columns": []}],
-        "constraints": [{"table": "public.trades", "name": "trades_pkey", "type": "p", "definition": "PRIMARY KEY (id)"}],
-        "indexes": [{"table": "public.trades", "name": "idx_trades_paper_mode",
-                     "definition": "CREATE INDEX idx_trades_paper_mode ON public.trades USING btree (price) WHERE (note = 'paper'::text)"}],
+        "views": [
+            {"schema": "public", "name": "v", "materialized": False, "definition": " SELECT 1 AS one;", "columns": []}
+        ],
+        "constraints": [
+            {"table": "public.trades", "name": "trades_pkey", "type": "p", "definition": "PRIMARY KEY (id)"}
+        ],
+        "indexes": [
+            {
+                "table": "public.trades",
+                "name": "idx_trades_paper_mode",
+                "definition": "CREATE INDEX idx_trades_paper_mode ON public.trades USING btree (price) WHERE (note = 'paper'::text)",
+            }
+        ],
         "sequences": [],
-        "functions": [{"schema": "public", "name": "f", "kind": "f", "arguments": "a integer", "result": "integer",
-                       "definition": "CREATE OR REPLACE FUNCTION public.f(a integer) ... $$ select a $$"}],
+        "functions": [
+            {
+                "schema": "public",
+                "name": "f",
+                "kind": "f",
+                "arguments": "a integer",
+                "result": "integer",
+                "definition": "CREATE OR REPLACE FUNCTION public.f(a integer) ... $$ select a $$",
+            }
+        ],
         "triggers": [],
         "types": [{"schema": "public", "name": "mood", "kind": "enum", "labels": ["happy", "sad"]}],
         "policies": [],
@@ -66,7 +97,9 @@ def test_column_order_is_its_own_low_severity_change() -> None:
     cols = desired["tables"][1]["columns"]
     cols[0]["position"], cols[1]["position"] = 2, 1
     result = compare(Catalog.from_json(live), Catalog.from_json(desired))
-    assert [(c.kind, c.name, c.status, c.severity) for c in result.changes] == [("table", "public.users", "changed", "low")]
+    assert [(c.kind, c.name, c.status, c.severity) for c in result.changes] == [
+        ("table", "public.users", "changed", "low")
+    ]
     assert result.changes[0].details == ["column order: id, email → email, id"]
     assert result.significant == []
     assert not result.is_empty
@@ -98,29 +131,38 @@ def test_index_definition_difference_names_the_index_and_the_differing_part() ->
     assert "→" in change.details[0]
 
 
-@pytest.mark.parametrize(("mutate", "kind", "status"), [
-    (lambda d: d["indexes"].clear(), "index", "extra"),
-    (lambda d: d["tables"][0]["columns"].append(col("qty", "integer", 4)), "column", "missing"),
-    (lambda d: d["tables"][0]["columns"].pop(), "column", "extra"),
-    (lambda d: d["tables"][0].update(comment="trades"), "comment", "changed"),
-    (lambda d: d["tables"][0]["columns"][0].update(comment="key"), "comment", "changed"),
-    (lambda d: d["tables"][0].update(rls_enabled=True), "rls", "changed"),
-    (lambda d: d["tables"][0]["privileges"].pop(1), "privilege", "changed"),
-    (lambda d: d["extensions"][0].update(version="1.7"), "extension", "changed"),
-    (lambda d: d["types"][0]["labels"].append("meh"), "type", "changed"),
-    (lambda d: d["views"][0].update(materialized=True), "view", "extra"),  # + materialized view missing
-    (lambda d: d["functions"][0].update(definition="other"), "function", "changed"),
-    (lambda d: d["constraints"].append({"table": "public.users", "name": "c", "type": "c", "definition": "CHECK (id > 0)"}),
-     "constraint", "missing"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "kind", "status"),
+    [
+        (lambda d: d["indexes"].clear(), "index", "extra"),
+        (lambda d: d["tables"][0]["columns"].append(col("qty", "integer", 4)), "column", "missing"),
+        (lambda d: d["tables"][0]["columns"].pop(), "column", "extra"),
+        (lambda d: d["tables"][0].update(comment="trades"), "comment", "changed"),
+        (lambda d: d["tables"][0]["columns"][0].update(comment="key"), "comment", "changed"),
+        (lambda d: d["tables"][0].update(rls_enabled=True), "rls", "changed"),
+        (lambda d: d["tables"][0]["privileges"].pop(1), "privilege", "changed"),
+        (lambda d: d["extensions"][0].update(version="1.7"), "extension", "changed"),
+        (lambda d: d["types"][0]["labels"].append("meh"), "type", "changed"),
+        (lambda d: d["views"][0].update(materialized=True), "view", "extra"),  # + materialized view missing
+        (lambda d: d["functions"][0].update(definition="other"), "function", "changed"),
+        (
+            lambda d: d["constraints"].append(
+                {"table": "public.users", "name": "c", "type": "c", "definition": "CHECK (id > 0)"}
+            ),
+            "constraint",
+            "missing",
+        ),
+    ],
+)
 def test_each_single_mutation_reports_its_kind(mutate: Any, kind: str, status: str) -> None:
     live = doc()
     desired = copy.deepcopy(live)
     mutate(desired)
     result = compare(Catalog.from_json(live), Catalog.from_json(desired))
     assert result.changes, "mutation not detected"
-    assert (result.changes[0].kind, result.changes[0].status) == (kind, status) or \
-        any((c.kind, c.status) == (kind, status) for c in result.changes)
+    assert (result.changes[0].kind, result.changes[0].status) == (kind, status) or any(
+        (c.kind, c.status) == (kind, status) for c in result.changes
+    )
     if kind != "view":
         assert len(result.changes) == 1, result.changes
 
@@ -167,17 +209,36 @@ def test_excluded_tables_are_quoted_safely_in_the_query() -> None:
     assert sql.startswith("SET search_path = pg_catalog;")
 
 
-@pytest.mark.parametrize(("name", "quoted"), [("trades", "trades"), ("Trades", '"Trades"'), ("user", '"user"'),
-                                               ("a b", '"a b"'), ("x\"y", '"x""y"'), ("1abc", '"1abc"')])
+@pytest.mark.parametrize(
+    ("name", "quoted"),
+    [
+        ("trades", "trades"),
+        ("Trades", '"Trades"'),
+        ("user", '"user"'),
+        ("a b", '"a b"'),
+        ("x\"y", '"x""y"'),
+        ("1abc", '"1abc"'),
+    ],
+)
 def test_quote_ident_matches_postgresql(name: str, quoted: str) -> None:
     assert quote_ident(name) == quoted
 
 
 def test_compare_is_linear_in_catalog_size() -> None:
     def big(n: int) -> Catalog:
-        tables = [{"schema": "public", "name": f"t{i}", "columns": [col(f"c{j}", "integer", j) for j in range(8)]} for i in range(n)]
-        indexes = [{"table": f"public.t{i}", "name": f"t{i}_c{j}", "definition": f"CREATE INDEX t{i}_c{j} ON public.t{i} (c{j})"}
-                   for i in range(n) for j in range(2)]
+        tables = [
+            {"schema": "public", "name": f"t{i}", "columns": [col(f"c{j}", "integer", j) for j in range(8)]}
+            for i in range(n)
+        ]
+        indexes = [
+            {
+                "table": f"public.t{i}",
+                "name": f"t{i}_c{j}",
+                "definition": f"CREATE INDEX t{i}_c{j} ON public.t{i} (c{j})",
+            }
+            for i in range(n)
+            for j in range(2)
+        ]
         return Catalog.from_json({"tables": tables, "indexes": indexes})
 
     def per_table(n: int) -> float:
@@ -230,11 +291,31 @@ GRANT SELECT ON app.trades TO PUBLIC;
 CREATE TABLE schema_migrations (version text PRIMARY KEY);
 """
 
-EXPECTED_STATS = {"schemas": 2, "tables": 2, "columns": 11, "indexes": 2, "primary_keys": 2, "foreign_keys": 1,
-                  "unique_constraints": 1, "check_constraints": 1, "exclude_constraints": 1, "views": 1,
-                  "materialized_views": 1, "sequences": 2, "functions": 1, "procedures": 1, "triggers": 1,
-                  "enum_types": 1, "composite_types": 1, "domain_types": 1, "extensions": 2, "policies": 1,
-                  "collations": 0, "text_search_configurations": 0, "text_search_dictionaries": 0}
+EXPECTED_STATS = {
+    "schemas": 2,
+    "tables": 2,
+    "columns": 11,
+    "indexes": 2,
+    "primary_keys": 2,
+    "foreign_keys": 1,
+    "unique_constraints": 1,
+    "check_constraints": 1,
+    "exclude_constraints": 1,
+    "views": 1,
+    "materialized_views": 1,
+    "sequences": 2,
+    "functions": 1,
+    "procedures": 1,
+    "triggers": 1,
+    "enum_types": 1,
+    "composite_types": 1,
+    "domain_types": 1,
+    "extensions": 2,
+    "policies": 1,
+    "collations": 0,
+    "text_search_configurations": 0,
+    "text_search_dictionaries": 0,
+}
 
 
 @pytest.fixture(scope="module")
@@ -242,11 +323,16 @@ def everything(sandbox: SandboxHandle) -> tuple[str, str]:
     """Two databases loaded with the same schema (different OIDs), created in one round trip each."""
     tag = uuid.uuid4().hex[:8]
     first, second = f"cat_a_{tag}", f"cat_b_{tag}"
-    sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{first}"; DROP DATABASE IF EXISTS "{second}"; '
-                       f'CREATE DATABASE "{first}"; CREATE DATABASE "{second}";', "postgres")
-    script = f"\\connect {first}\nCREATE EXTENSION btree_gist;\n{EVERYTHING}\n" \
-             f"\\connect {second}\nCREATE TABLE app_unrelated_first (x int);\nCREATE EXTENSION btree_gist;\n{EVERYTHING}\n" \
-             "DROP TABLE app_unrelated_first;\n"
+    sandbox.admin.psql(
+        f'DROP DATABASE IF EXISTS "{first}"; DROP DATABASE IF EXISTS "{second}"; '
+        f'CREATE DATABASE "{first}"; CREATE DATABASE "{second}";',
+        "postgres",
+    )
+    script = (
+        f"\\connect {first}\nCREATE EXTENSION btree_gist;\n{EVERYTHING}\n"
+        f"\\connect {second}\nCREATE TABLE app_unrelated_first (x int);\nCREATE EXTENSION btree_gist;\n{EVERYTHING}\n"
+        "DROP TABLE app_unrelated_first;\n"
+    )
     sandbox.admin.psql(script, "postgres")
     return first, second
 
@@ -272,11 +358,16 @@ def test_introspection_reads_every_kind_in_one_round_trip(sandbox: SandboxHandle
     assert (check.type, check.validated) == ("c", False) and check.definition.endswith("NOT VALID")
     fk = catalog.constraints["app.fills.fills_trade_id_fkey"]
     assert fk.deferrable and fk.deferred and "ON DELETE CASCADE" in fk.definition
-    assert catalog.indexes["app.idx_trades_paper_mode"].definition == \
-        "CREATE INDEX idx_trades_paper_mode ON app.trades USING btree (price) INCLUDE (label) WHERE paper"
+    assert (
+        catalog.indexes["app.idx_trades_paper_mode"].definition
+        == "CREATE INDEX idx_trades_paper_mode ON app.trades USING btree (price) INCLUDE (label) WHERE paper"
+    )
     assert catalog.views["app.mv_trades"].materialized
     assert "FROM app.trades" in catalog.views["app.v_trades"].definition
-    assert catalog.sequences["app.counter"].increment == 5 and catalog.sequences["app.fills_id_seq"].owned_by == "app.fills.id"
+    assert (
+        catalog.sequences["app.counter"].increment == 5
+        and catalog.sequences["app.fills_id_seq"].owned_by == "app.fills.id"
+    )
     assert catalog.functions["app.noop(IN x integer)"].kind == "p"
     assert "EXECUTE FUNCTION app.touch()" in catalog.triggers["app.trades.trades_touch"].definition
     assert catalog.types["app.mood"].labels == ("happy", "sad")
@@ -330,19 +421,40 @@ def test_serial_sequence_is_identified_by_its_column_not_its_name() -> None:
     def with_sequence(name: str, owned: bool = True) -> dict[str, Any]:
         d = doc()
         d["tables"][1]["columns"][0]["default"] = f"nextval('public.{name}'::regclass)"
-        d["sequences"] = [{"schema": "public", "name": name, "type": "bigint", "start": 1, "increment": 1, "min": 1,
-                           "max": 9223372036854775807, "cache": 1, "cycle": False, **({"owned_by": "public.users.id"} if owned else {})}]
+        d["sequences"] = [
+            {
+                "schema": "public",
+                "name": name,
+                "type": "bigint",
+                "start": 1,
+                "increment": 1,
+                "min": 1,
+                "max": 9223372036854775807,
+                "cache": 1,
+                "cycle": False,
+                **({"owned_by": "public.users.id"} if owned else {}),
+            }
+        ]
         return d
 
-    renamed = compare(Catalog.from_json(with_sequence("accounts_id_seq")), Catalog.from_json(with_sequence("users_id_seq")))
+    renamed = compare(
+        Catalog.from_json(with_sequence("accounts_id_seq")), Catalog.from_json(with_sequence("users_id_seq"))
+    )
     assert renamed.is_empty, renamed.changes
-    free = compare(Catalog.from_json(with_sequence("a_seq", owned=False)), Catalog.from_json(with_sequence("b_seq", owned=False)))
+    free = compare(
+        Catalog.from_json(with_sequence("a_seq", owned=False)), Catalog.from_json(with_sequence("b_seq", owned=False))
+    )
     assert {(c.kind, c.status, c.name) for c in free.changes} == {
-        ("sequence", "extra", "public.a_seq"), ("sequence", "missing", "public.b_seq"), ("column", "changed", "public.users.id")}
+        ("sequence", "extra", "public.a_seq"),
+        ("sequence", "missing", "public.b_seq"),
+        ("column", "changed", "public.users.id"),
+    }
     changed = with_sequence("users_id_seq")
     changed["sequences"][0]["increment"] = 10
     result = compare(Catalog.from_json(with_sequence("users_id_seq")), Catalog.from_json(changed))
-    assert [(c.kind, c.name, c.details) for c in result.changes] == [("sequence", "public.users_id_seq", ["increment: 1 → 10"])]
+    assert [(c.kind, c.name, c.details) for c in result.changes] == [
+        ("sequence", "public.users_id_seq", ["increment: 1 → 10"])
+    ]
 
 
 def test_introspect_many_reaches_hostile_database_names(sandbox: SandboxHandle, everything: tuple[str, str]) -> None:
@@ -359,17 +471,32 @@ def test_constraints_of_a_missing_domain_are_folded_into_it() -> None:
     live = doc()
     desired = copy.deepcopy(live)
     desired["types"].append({"schema": "public", "name": "posint", "kind": "domain", "base_type": "integer"})
-    desired["constraints"].append({"table": "public.posint", "name": "posint_check", "type": "c",
-                                   "definition": "CHECK ((VALUE > 0))", "on_domain": True})
+    desired["constraints"].append(
+        {
+            "table": "public.posint",
+            "name": "posint_check",
+            "type": "c",
+            "definition": "CHECK ((VALUE > 0))",
+            "on_domain": True,
+        }
+    )
     change = _one(live, desired)
     assert (change.kind, change.name, change.status) == ("type", "public.posint", "missing")
 
 
-@pytest.mark.parametrize(("field", "old", "new", "same"), [
-    ("definition", "CHECK ((timezone('utc'::text, created_at) < now()))", "CHECK (((created_at AT TIME ZONE 'utc'::text) < now()))", True),
-    ("definition", "CHECK ((price > (0)::numeric))", "CHECK ((price > (10)::numeric))", False),
-    ("definition", "CHECK ((price > (0)::numeric))", "CHECK ((price > (0)::numeric)) NOT VALID", False),
-])
+@pytest.mark.parametrize(
+    ("field", "old", "new", "same"),
+    [
+        (
+            "definition",
+            "CHECK ((timezone('utc'::text, created_at) < now()))",
+            "CHECK (((created_at AT TIME ZONE 'utc'::text) < now()))",
+            True,
+        ),
+        ("definition", "CHECK ((price > (0)::numeric))", "CHECK ((price > (10)::numeric))", False),
+        ("definition", "CHECK ((price > (0)::numeric))", "CHECK ((price > (0)::numeric)) NOT VALID", False),
+    ],
+)
 def test_deparse_variants_of_the_same_call_are_not_drift(field: str, old: str, new: str, same: bool) -> None:
     live = doc()
     live["constraints"].append({"table": "public.trades", "name": "c", "type": "c", "definition": old})
@@ -387,7 +514,9 @@ def test_owners_are_compared_only_on_request() -> None:
     assert Catalog.from_json(live) == Catalog.from_json(desired)
     assert compare(Catalog.from_json(live), Catalog.from_json(desired)).is_empty
     result = compare(Catalog.from_json(live), Catalog.from_json(desired), owners=True)
-    assert [(c.kind, c.name, c.details) for c in result.changes] == [("owner", "public.trades", ["owner: postgres → app"])]
+    assert [(c.kind, c.name, c.details) for c in result.changes] == [
+        ("owner", "public.trades", ["owner: postgres → app"])
+    ]
 
 
 DEPENDENCIES = """
@@ -407,7 +536,12 @@ def test_dependencies_come_from_pg_depend(remote: Remote) -> None:
     remote.psql(DEPENDENCIES)
     depends = introspect(remote, dependencies=True).depends
     # column by column: dropping or retyping t.tag touches none of these
-    assert depends["views:public.v"] == {"tables:public.t", "columns:public.t.id", "columns:public.t.n", "functions:public.half(x integer)"}
+    assert depends["views:public.v"] == {
+        "tables:public.t",
+        "columns:public.t.id",
+        "columns:public.t.n",
+        "functions:public.half(x integer)",
+    }
     assert "columns:public.t.tag" not in set().union(*depends.values())
     assert depends["views:public.w"] == {"views:public.v", "columns:public.v.id"}
     assert "functions:public.half(x integer)" in depends["constraints:public.t.t_n_check"]
@@ -420,25 +554,62 @@ def test_dependencies_come_from_pg_depend(remote: Remote) -> None:
 
 def _search_doc() -> dict[str, Any]:
     d = doc()
-    d["collations"] = [{"schema": "public", "name": "ci", "provider": "icu", "locale": "und-u-ks-level2", "deterministic": False}]
-    d["text_search_dicts"] = [{"schema": "public", "name": "stop", "template": "pg_catalog.simple", "options": "stopwords = 'english'"}]
-    d["text_search_configs"] = [{"schema": "public", "name": "plain", "parser": 'pg_catalog."default"',
-                                 "mappings": [["asciiword", "public.stop, pg_catalog.simple"], ["int", "pg_catalog.simple"]]}]
+    d["collations"] = [
+        {"schema": "public", "name": "ci", "provider": "icu", "locale": "und-u-ks-level2", "deterministic": False}
+    ]
+    d["text_search_dicts"] = [
+        {"schema": "public", "name": "stop", "template": "pg_catalog.simple", "options": "stopwords = 'english'"}
+    ]
+    d["text_search_configs"] = [
+        {
+            "schema": "public",
+            "name": "plain",
+            "parser": 'pg_catalog."default"',
+            "mappings": [["asciiword", "public.stop, pg_catalog.simple"], ["int", "pg_catalog.simple"]],
+        }
+    ]
     return d
 
 
-@pytest.mark.parametrize(("mutate", "kind", "status", "details"), [
-    (lambda d: d["collations"][0].update(deterministic=True), "collation", "changed", ["deterministic: no → yes"]),
-    (lambda d: d["collations"].clear(), "collation", "extra", ["provider icu, locale und-u-ks-level2, nondeterministic"]),
-    (lambda d: d["text_search_dicts"][0].update(options=None), "text search dictionary", "changed",
-     ["options: stopwords = 'english' → none"]),
-    (lambda d: d["text_search_configs"][0]["mappings"].pop(1), "text search configuration", "changed",
-     ["mappings: int: pg_catalog.simple → none"]),
-    (lambda d: d["text_search_configs"][0]["mappings"][0].__setitem__(1, "pg_catalog.simple"), "text search configuration", "changed",
-     ["mappings: asciiword: public.stop, pg_catalog.simple → pg_catalog.simple"]),
-    (lambda d: d["text_search_configs"][0].update(comment="plain"), "comment", "changed", ["comment: none → plain"]),
-])
-def test_collation_and_text_search_changes_are_named_by_kind(mutate: Any, kind: str, status: str, details: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("mutate", "kind", "status", "details"),
+    [
+        (lambda d: d["collations"][0].update(deterministic=True), "collation", "changed", ["deterministic: no → yes"]),
+        (
+            lambda d: d["collations"].clear(),
+            "collation",
+            "extra",
+            ["provider icu, locale und-u-ks-level2, nondeterministic"],
+        ),
+        (
+            lambda d: d["text_search_dicts"][0].update(options=None),
+            "text search dictionary",
+            "changed",
+            ["options: stopwords = 'english' → none"],
+        ),
+        (
+            lambda d: d["text_search_configs"][0]["mappings"].pop(1),
+            "text search configuration",
+            "changed",
+            ["mappings: int: pg_catalog.simple → none"],
+        ),
+        (
+            lambda d: d["text_search_configs"][0]["mappings"][0].__setitem__(1, "pg_catalog.simple"),
+            "text search configuration",
+            "changed",
+            ["mappings: asciiword: public.stop, pg_catalog.simple → pg_catalog.simple"],
+        ),
+        (
+            lambda d: d["text_search_configs"][0].update(comment="plain"),
+            "comment",
+            "changed",
+            ["comment: none → plain"],
+        ),
+    ],
+)
+def test_collation_and_text_search_changes_are_named_by_kind(
+    mutate: Any, kind: str, status: str, details: list[str]
+) -> None:
     live = _search_doc()
     desired = copy.deepcopy(live)
     mutate(desired)
@@ -465,9 +636,13 @@ def test_collations_and_text_search_are_introspected_without_extension_members(r
     assert catalog.tables["public.t"].column_map()["name"].collation == "public.natural_sort"
     assert catalog.text_search_dicts == {}, "unaccent's dictionary belongs to its extension"
     config = catalog.text_search_configs["public.plain"]
-    assert config.parser == 'pg_catalog."default"' and config.mapping_map()["word"] == "public.unaccent, pg_catalog.simple"
+    assert (
+        config.parser == 'pg_catalog."default"' and config.mapping_map()["word"] == "public.unaccent, pg_catalog.simple"
+    )
     assert config.mapping_map()["asciiword"] == "pg_catalog.simple" and len(config.mappings) == 19
     assert "CREATE CONSTRAINT TRIGGER" in catalog.triggers["public.t.t_noop"].definition
-    assert catalog.constraints == {}, "a constraint trigger is a trigger; earthdistance's domain constraint is the extension's"
+    assert catalog.constraints == {}, (
+        "a constraint trigger is a trigger; earthdistance's domain constraint is the extension's"
+    )
     stats = catalog.stats()
     assert (stats["collations"], stats["text_search_configurations"], stats["text_search_dictionaries"]) == (1, 1, 0)

@@ -37,15 +37,26 @@ INV = Path(sys.executable).parent / "inv"
 BARE_ENV = {k: v for k, v in os.environ.items() if k not in ("OPSAGENT_INVENTORY", "COLUMNS", "LINES")}
 
 
-def run_front_door(door: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None,
-                   timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def run_front_door(
+    door: str, *args: str, cwd: Path = REPO, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
     """``inv ARGS`` (Invoke's own program loading tasks.py) or ``python -m opsagent ARGS``, piped, no terminal."""
     argv = [str(INV), *args] if door == "inv" else [sys.executable, "-m", "opsagent", *args]
-    return subprocess.run(argv, cwd=cwd, env={**BARE_ENV, **(env or {})}, capture_output=True, text=True, timeout=timeout,
-                          check=False, input="")
+    return subprocess.run(
+        argv,
+        cwd=cwd,
+        env={**BARE_ENV, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        input="",
+    )
 
 
-def bare_run(project: Project, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def bare_run(
+    project: Project, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """The CLI in ``project`` as a user runs it: no OPSAGENT_INVENTORY, no COLUMNS, output to a pipe."""
     return run_front_door("opsagent", *args, cwd=cwd or project.root, env=env, timeout=300)
 
@@ -55,11 +66,20 @@ def bare_run(project: Project, *args: str, cwd: Path | None = None, env: dict[st
 
 PARSE_CASES = [
     (("statsu",), ["unknown task 'statsu'", "did you mean 'status'?", "usage: {p} <task>"]),
-    (("sync", "--dryrun"), ["unknown flag '--dryrun' for 'sync'", "did you mean '--dry-run'?", "usage: {p} sync [--options]"]),
-    (("backup", "--host", "prod", "--lable", "x"), ["unknown flag '--lable'", "did you mean '--label'?", "usage: {p} backup"]),
+    (
+        ("sync", "--dryrun"),
+        ["unknown flag '--dryrun' for 'sync'", "did you mean '--dry-run'?", "usage: {p} sync [--options]"],
+    ),
+    (
+        ("backup", "--host", "prod", "--lable", "x"),
+        ["unknown flag '--lable'", "did you mean '--label'?", "usage: {p} backup"],
+    ),
     (("new",), ["'new' is missing <description>", "usage: {p} new [--options] <description>"]),
     (("sync", "--host"), ["--host needs a value", "usage: {p} sync"]),
-    (("status", "--host", "prod", "--parallel", "x"), ["--parallel takes a whole number, got 'x'", "usage: {p} status"]),
+    (
+        ("status", "--host", "prod", "--parallel", "x"),
+        ["--parallel takes a whole number, got 'x'", "usage: {p} status"],
+    ),
     (("--help", "statsu"), ["unknown task 'statsu'", "did you mean 'status'?"]),
     (("hosts", "--json=3"), ["unexpected '3' after 'hosts'", "usage: {p} hosts"]),
 ]
@@ -95,9 +115,15 @@ def test_tasks_still_run_under_inv_after_adoption(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- numeric flags
 
 
-@pytest.mark.parametrize(("parallel", "timeout", "message"), [
-    (-1, 0, "--parallel takes a whole number"), (0, -5, "--timeout takes seconds"), (0, float("nan"), "--timeout takes seconds"),
-    (0, float("inf"), "--timeout takes seconds")])
+@pytest.mark.parametrize(
+    ("parallel", "timeout", "message"),
+    [
+        (-1, 0, "--parallel takes a whole number"),
+        (0, -5, "--timeout takes seconds"),
+        (0, float("nan"), "--timeout takes seconds"),
+        (0, float("inf"), "--timeout takes seconds"),
+    ],
+)
 def test_fleet_flags_refuse_negative_and_non_finite(parallel: int, timeout: float, message: str) -> None:
     with pytest.raises(UsageError, match=message) as caught:
         check_fleet_flags(parallel, timeout)
@@ -106,18 +132,29 @@ def test_fleet_flags_refuse_negative_and_non_finite(parallel: int, timeout: floa
 
 
 def test_negative_parallel_over_several_hosts_is_exit_2_before_connecting(tmp_path: Path) -> None:
-    (tmp_path / "inventory.yaml").write_text("hosts:\n  a: {address: 127.0.0.1, port: 9}\n  b: {address: 127.0.0.1, port: 9}\n")
+    (tmp_path / "inventory.yaml").write_text(
+        "hosts:\n  a: {address: 127.0.0.1, port: 9}\n  b: {address: 127.0.0.1, port: 9}\n"
+    )
     for door in ("inv", "opsagent"):
         # inv loads tasks.py from the repository; the inventory is the temporary one
-        done = run_front_door(door, "status", "--host", "all", "--parallel=-2", cwd=REPO if door == "inv" else tmp_path,
-                              env={"OPSAGENT_INVENTORY": str(tmp_path / "inventory.yaml")})
+        done = run_front_door(
+            door,
+            "status",
+            "--host",
+            "all",
+            "--parallel=-2",
+            cwd=REPO if door == "inv" else tmp_path,
+            env={"OPSAGENT_INVENTORY": str(tmp_path / "inventory.yaml")},
+        )
         assert done.returncode == 2, (door, done.stderr)
         assert "--parallel takes a whole number" in done.stderr and "cannot connect" not in done.stderr
 
 
 def test_float_flags_take_fractions_and_say_so_in_help(tmp_path: Path) -> None:
     """``timeout: float = 0`` used to make an int flag: ``--timeout 2.5`` was refused."""
-    (tmp_path / "inventory.yaml").write_text("hosts:\n  a: {address: 127.0.0.1, port: 9}\n  b: {address: 127.0.0.1, port: 9}\n")
+    (tmp_path / "inventory.yaml").write_text(
+        "hosts:\n  a: {address: 127.0.0.1, port: 9}\n  b: {address: 127.0.0.1, port: 9}\n"
+    )
     env = {"OPSAGENT_INVENTORY": str(tmp_path / "inventory.yaml")}
     done = run_front_door("opsagent", "status", "--host", "all", "--timeout", "2.5", "--json", cwd=tmp_path, env=env)
     assert done.returncode == 1, done.stderr  # parsed; both hosts then fail to connect (nothing listens on port 9)
@@ -135,7 +172,9 @@ def test_a_reader_that_goes_away_is_not_a_traceback(door: str, args: tuple[str, 
     os.close(read_end)  # before the program starts: its first write meets a closed pipe, every time
     try:
         argv = [str(INV), *args] if door == "inv" else [sys.executable, "-m", "opsagent", *args]
-        done = subprocess.run(argv, cwd=REPO, env=BARE_ENV, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False)
+        done = subprocess.run(
+            argv, cwd=REPO, env=BARE_ENV, stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=60, check=False
+        )
     finally:
         os.close(write_end)
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr, done.stderr
@@ -171,11 +210,15 @@ def silent_ssh_port() -> Iterator[int]:
 
 
 @pytest.mark.parametrize("door", ["inv", "opsagent"])
-def test_host_down_in_a_fleet_is_one_line_not_paramiko_tracebacks(project: Project, silent_ssh_port: int, door: str) -> None:
+def test_host_down_in_a_fleet_is_one_line_not_paramiko_tracebacks(
+    project: Project, silent_ssh_port: int, door: str
+) -> None:
     down = dataclasses.replace(project.host, name="down", port=silent_ssh_port)
     write_inventory(project.root, {"sandbox": project.host, "down": down})
     env = {"OPSAGENT_INVENTORY": str(project.root / "inventory.yaml")}
-    done = run_front_door(door, "status", "--host", "all", cwd=REPO if door == "inv" else project.root, env=env, timeout=300)
+    done = run_front_door(
+        door, "status", "--host", "all", cwd=REPO if door == "inv" else project.root, env=env, timeout=300
+    )
     assert done.returncode == 1, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert "Exception (client)" not in done.stderr
@@ -212,8 +255,12 @@ def test_project_root_is_found_upwards_and_env_still_wins(tmp_path: Path) -> Non
     nested = deep / "other"
     nested.mkdir()
     (nested / "inventory.yaml").write_text("hosts:\n  inner: {address: 127.0.0.1}\n")
-    assert [h["name"] for h in json.loads(run_front_door("opsagent", "hosts", "--json", cwd=nested).stdout)["hosts"]] == ["inner"]
-    chosen = run_front_door("opsagent", "hosts", "--json", cwd=nested, env={"OPSAGENT_INVENTORY": str(root / "inventory.yaml")})
+    assert [
+        h["name"] for h in json.loads(run_front_door("opsagent", "hosts", "--json", cwd=nested).stdout)["hosts"]
+    ] == ["inner"]
+    chosen = run_front_door(
+        "opsagent", "hosts", "--json", cwd=nested, env={"OPSAGENT_INVENTORY": str(root / "inventory.yaml")}
+    )
     assert [h["name"] for h in json.loads(chosen.stdout)["hosts"]] == ["sandbox"]
 
 
@@ -227,7 +274,11 @@ def test_status_from_a_subdirectory_reaches_the_projects_host(project: Project) 
 def test_outside_any_project_a_host_task_is_refused_with_a_hint(tmp_path: Path) -> None:
     done = run_front_door("opsagent", "describe", "orders", "--host", "sandbox", cwd=tmp_path)
     assert done.returncode == 2
-    assert "not inside an opsagent project" in done.stderr and "hint:" in done.stderr and "OPSAGENT_INVENTORY" in done.stderr
+    assert (
+        "not inside an opsagent project" in done.stderr
+        and "hint:" in done.stderr
+        and "OPSAGENT_INVENTORY" in done.stderr
+    )
     assert "Traceback" not in done.stderr and list(tmp_path.iterdir()) == []
 
 
@@ -246,8 +297,9 @@ def test_project_inventory_refuses_outside_and_accepts_inside(tmp_path: Path, mo
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inventory.yaml", "sub"]
 
 
-def test_a_task_that_needs_a_project_is_refused_outside_before_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_task_that_needs_a_project_is_refused_outside_before_it_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from invoke.context import Context
     from invoke.exceptions import Exit
 
@@ -320,7 +372,9 @@ def test_backup_names_and_wide_describe_survive_a_pipe(project: Project) -> None
 
 
 def test_lint_lines_piped_have_no_trailing_blanks_and_are_whole(project: Project) -> None:
-    project.write_migration("001_drop.sql", "ALTER TABLE legacy_orders DROP COLUMN note;\nDROP TABLE legacy_accounts;\n")
+    project.write_migration(
+        "001_drop.sql", "ALTER TABLE legacy_orders DROP COLUMN note;\nDROP TABLE legacy_accounts;\n"
+    )
     done = bare_run(project, "lint", env={"COLUMNS": "60"})  # was: wrapped at 60 and padded with blanks to 60
     assert done.returncode == 4, done.stderr
     _no_trailing_blanks(done.stdout)
@@ -355,6 +409,7 @@ def test_progress_columns_show_the_summarys_figure() -> None:
 
 ROGUE_SIZE_FORMATTING = re.compile(r"DownloadColumn|TransferSpeedColumn|filesize\.|/ ?1024\b|GiB|MiB")
 
+
 def test_sizes_are_formatted_only_by_units() -> None:
     offenders = set()
     for path in sorted((REPO / "opsagent").rglob("*.py")):
@@ -380,7 +435,9 @@ def _render(outcome: Any, dry_run: bool) -> str:
     return out.getvalue()
 
 
-def test_fleet_sync_rows_count_what_would_apply_and_what_applied(sandbox: SandboxHandle, fresh_db: str, tmp_path: Path) -> None:
+def test_fleet_sync_rows_count_what_would_apply_and_what_applied(
+    sandbox: SandboxHandle, fresh_db: str, tmp_path: Path
+) -> None:
     migrations = tmp_path / "migrations"
     migrations.mkdir()
     for i in range(1, 116):
@@ -401,23 +458,48 @@ def test_fleet_sync_rows_count_what_would_apply_and_what_applied(sandbox: Sandbo
 
 
 def test_fleet_sync_row_of_a_failure_keeps_the_error_and_what_was_applied() -> None:
-    steps = [{"version": "001", "status": "applied"}, {"version": "002", "status": "applied"}, {"version": "003", "status": "failed"}]
-    row = sync_outcome("one", {"action": "sync", "ok": False, "outcome": "failed", "error": "003_x.sql:1: boom", "steps": steps,
-                               "applied": ["001", "002"]})
+    steps = [
+        {"version": "001", "status": "applied"},
+        {"version": "002", "status": "applied"},
+        {"version": "003", "status": "failed"},
+    ]
+    row = sync_outcome(
+        "one",
+        {
+            "action": "sync",
+            "ok": False,
+            "outcome": "failed",
+            "error": "003_x.sql:1: boom",
+            "steps": steps,
+            "applied": ["001", "002"],
+        },
+    )
     assert not row.ok and row.exit_code == ExitCode.FAILURE
     assert row.message == "applied 2 (001, 002); 003_x.sql:1: boom"
-    nothing = sync_outcome("two", {"action": "sync", "ok": True, "outcome": "nothing_to_do", "error": None, "steps": [], "applied": []})
+    nothing = sync_outcome(
+        "two", {"action": "sync", "ok": True, "outcome": "nothing_to_do", "error": None, "steps": [], "applied": []}
+    )
     assert nothing.message == "nothing to do"
 
 
 # ---------------------------------------------------------------- every project task refuses outside a project
 
 PROJECT_TASKS = [
-    ("new", "add x"), ("new", "--from-diff", "--host", "sandbox", "add x"), ("plan", "--host", "sandbox"), ("check",),
-    ("diff", "--host", "sandbox"), ("extract", "--host", "sandbox"), ("sync", "--host", "sandbox", "--yes"),
-    ("status", "--host", "sandbox"), ("history", "--host", "sandbox"), ("baseline", "--host", "sandbox", "--version", "001"),
-    ("repair", "--host", "sandbox", "--yes"), ("backup", "--host", "sandbox", "--download"),
-    ("backups.get", "--host", "sandbox", "backup.dump"), ("lint",), ("lint", "--file", "001_x.sql"),
+    ("new", "add x"),
+    ("new", "--from-diff", "--host", "sandbox", "add x"),
+    ("plan", "--host", "sandbox"),
+    ("check",),
+    ("diff", "--host", "sandbox"),
+    ("extract", "--host", "sandbox"),
+    ("sync", "--host", "sandbox", "--yes"),
+    ("status", "--host", "sandbox"),
+    ("history", "--host", "sandbox"),
+    ("baseline", "--host", "sandbox", "--version", "001"),
+    ("repair", "--host", "sandbox", "--yes"),
+    ("backup", "--host", "sandbox", "--download"),
+    ("backups.get", "--host", "sandbox", "backup.dump"),
+    ("lint",),
+    ("lint", "--file", "001_x.sql"),
     ("rollback", "--host", "sandbox", "--to", "001", "--yes"),
 ]
 
@@ -428,7 +510,9 @@ def _inv_outside(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.parametrize("args", PROJECT_TASKS, ids=[" ".join(a) for a in PROJECT_TASKS])
-def test_every_project_task_is_refused_outside_a_project_and_creates_nothing(args: tuple[str, ...], tmp_path: Path) -> None:
+def test_every_project_task_is_refused_outside_a_project_and_creates_nothing(
+    args: tuple[str, ...], tmp_path: Path
+) -> None:
     empty = tmp_path / "elsewhere"
     empty.mkdir()
     assert base.find_project_root(empty) is None
@@ -437,7 +521,10 @@ def test_every_project_task_is_refused_outside_a_project_and_creates_nothing(arg
         assert done.returncode == 2, (door, done.returncode, done.stderr)
         lines = done.stderr.splitlines()
         assert len(lines) == 2, (door, done.stderr)
-        assert lines[0].startswith("error: not inside an opsagent project") and lines[1].startswith("hint: "), (door, done.stderr)
+        assert lines[0].startswith("error: not inside an opsagent project") and lines[1].startswith("hint: "), (
+            door,
+            done.stderr,
+        )
         assert done.stdout == "" and "Traceback" not in done.stderr
         assert list(empty.iterdir()) == [], (door, list(empty.iterdir()))
 
@@ -447,15 +534,21 @@ def test_backup_without_download_still_runs_without_a_project_folder(tmp_path: P
     done = run_front_door("opsagent", "backup", "--host", "sandbox", cwd=tmp_path)
     assert done.returncode == 2 and "unknown host 'sandbox'" in done.stderr, done.stderr  # no hosts at all here
     (tmp_path / ".opsagent").mkdir()
-    (tmp_path / ".opsagent" / "sandbox.yaml").write_text("hosts:\n  sandbox: {address: 127.0.0.1, port: 9, connect_timeout: 2}\n")
+    (tmp_path / ".opsagent" / "sandbox.yaml").write_text(
+        "hosts:\n  sandbox: {address: 127.0.0.1, port: 9, connect_timeout: 2}\n"
+    )
     done = run_front_door("opsagent", "backup", "--host", "sandbox", cwd=tmp_path)
-    assert done.returncode == 1 and "not inside an opsagent project" not in done.stderr, done.stderr  # it tried to connect
+    assert done.returncode == 1 and "not inside an opsagent project" not in done.stderr, (
+        done.stderr
+    )  # it tried to connect
     downloaded = run_front_door("opsagent", "backup", "--host", "sandbox", "--download", cwd=tmp_path)
     assert downloaded.returncode == 2 and "not inside an opsagent project" in downloaded.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [".opsagent"]
 
 
-def test_host_lookups_of_project_tasks_refuse_a_folder_with_only_sandbox_hosts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_host_lookups_of_project_tasks_refuse_a_folder_with_only_sandbox_hosts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A folder where 'inv sandbox.up' ran has hosts but no project: the tasks' own host lookups refuse it too."""
     from opsagent.cli import plan as plan_cli
 

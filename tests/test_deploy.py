@@ -12,19 +12,37 @@ import pytest
 
 from .conftest import REPO, SandboxHandle, write_inventory
 
-pytestmark = pytest.mark.skipif(shutil.which("rsync") is None, reason="rsync is not installed (bootstrap.sh installs it)")
+pytestmark = pytest.mark.skipif(
+    shutil.which("rsync") is None, reason="rsync is not installed (bootstrap.sh installs it)"
+)
 
 
 def _deploy(project: Path, app: Path, dest: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OPSAGENT": f"{sys.executable} -m opsagent", "OPSAGENT_INVENTORY": str(project / "inventory.yaml"),
-           "SERVER": "local", "DEST": str(dest), "SRC": f"{app}/", "COLUMNS": "200"}
+    env = {
+        **os.environ,
+        "OPSAGENT": f"{sys.executable} -m opsagent",
+        "OPSAGENT_INVENTORY": str(project / "inventory.yaml"),
+        "SERVER": "local",
+        "DEST": str(dest),
+        "SRC": f"{app}/",
+        "COLUMNS": "200",
+    }
     env.pop("SCHEMA_HOST", None)  # the script's default host: prod
-    return subprocess.run(["bash", str(project / "ops" / "scripts" / "deploy_to_server.sh")], cwd=project, env=env, text=True,
-                          capture_output=True, timeout=300, check=False, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["bash", str(project / "ops" / "scripts" / "deploy_to_server.sh")],
+        cwd=project,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=300,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def test_deploy_syncs_schema_then_ships_code_and_stops_when_sync_fails(tmp_path: Path, sandbox: SandboxHandle,
-                                                                       fresh_db: str) -> None:
+def test_deploy_syncs_schema_then_ships_code_and_stops_when_sync_fails(
+    tmp_path: Path, sandbox: SandboxHandle, fresh_db: str
+) -> None:
     project = tmp_path / "proj"
     shutil.copytree(REPO / "ops", project / "ops")
     shutil.copytree(REPO / "sql", project / "sql", ignore=shutil.ignore_patterns("snapshots"))

@@ -29,7 +29,15 @@ from opsagent.remote.transport import Remote
 from opsagent.schema.declarative import PlanOptions, plan_against_sql
 from opsagent.schema.desired import CACHE_FORMAT, ServerFacts, cache_key, load_cached, schema_digest
 from opsagent.schema.drift import check_project, diff_against_sql
-from opsagent.schema.scratch import DETACHED_PREFIX, KEEP_TEMPLATES, PREFIX, TEMPLATE_BUILT, TEMPLATE_PREFIX, leftovers, sweep
+from opsagent.schema.scratch import (
+    DETACHED_PREFIX,
+    KEEP_TEMPLATES,
+    PREFIX,
+    TEMPLATE_BUILT,
+    TEMPLATE_PREFIX,
+    leftovers,
+    sweep,
+)
 
 from .conftest import Project, SandboxHandle
 
@@ -38,8 +46,12 @@ BLIND = SCHEMA + "ALTER TABLE t ALTER COLUMN note SET STORAGE EXTERNAL;\n"  # th
 
 
 def _facts(**changes: Any) -> ServerFacts:
-    document = {"server_version_num": "150018", "template0": ["UTF8", "C.UTF-8", "C.UTF-8"],
-                "extension_versions": [["pg_trgm", "1.6"]], "extension_defaults": [["pg_trgm", "1.6"]]}
+    document = {
+        "server_version_num": "150018",
+        "template0": ["UTF8", "C.UTF-8", "C.UTF-8"],
+        "extension_versions": [["pg_trgm", "1.6"]],
+        "extension_defaults": [["pg_trgm", "1.6"]],
+    }
     return ServerFacts({**document, **changes}, "pg_dump (PostgreSQL) 15.18")
 
 
@@ -65,8 +77,10 @@ def _record_scripts(remote: Remote, monkeypatch: pytest.MonkeyPatch, outputs: li
 
 
 def _templates(remote: Remote) -> list[str]:
-    rows = remote.query_json(f"SELECT coalesce(json_agg(datname), '[]') FROM pg_database WHERE starts_with(datname, '{TEMPLATE_PREFIX}')",
-                             "postgres")
+    rows = remote.query_json(
+        f"SELECT coalesce(json_agg(datname), '[]') FROM pg_database WHERE starts_with(datname, '{TEMPLATE_PREFIX}')",
+        "postgres",
+    )
     return [str(r) for r in rows]
 
 
@@ -93,7 +107,9 @@ def test_the_key_follows_the_file_the_server_the_extensions_and_the_hidden_table
     assert base != cache_key(schema_digest(SCHEMA + "-- edited\n"), _facts(), ["schema_migrations"])
     assert base != cache_key(digest, _facts(server_version_num="150019"), ["schema_migrations"])
     assert base != cache_key(digest, _facts(extension_defaults=[["pg_trgm", "1.7"]]), ["schema_migrations"])
-    assert base != cache_key(digest, _facts(extension_versions=[["pg_trgm", "1.6"], ["pg_trgm", "1.7"]]), ["schema_migrations"])
+    assert base != cache_key(
+        digest, _facts(extension_versions=[["pg_trgm", "1.6"], ["pg_trgm", "1.7"]]), ["schema_migrations"]
+    )
     assert base != cache_key(digest, ServerFacts(_facts().document, "pg_dump (PostgreSQL) 16.1"), ["schema_migrations"])
     assert base != cache_key(digest, _facts(), ["app_ledger"])
     assert base != cache_key(digest, _facts(), [])
@@ -103,10 +119,16 @@ def test_a_corrupt_truncated_or_foreign_cache_file_is_a_miss(tmp_path: Path) -> 
     digest, key = schema_digest(SCHEMA), "k" * 64
     path = tmp_path / f"desired-{digest[:16]}-{key[:32]}.json"
     assert load_cached(tmp_path, digest, key, "schema.sql") is None  # absent
-    for content in ("", "{", "not json", "[]", json.dumps({"format": CACHE_FORMAT, "key": key}),
-                    json.dumps({"format": CACHE_FORMAT, "key": "other", "catalog": {}, "dump": ""}),
-                    json.dumps({"format": CACHE_FORMAT + 1, "key": key, "catalog": {}, "dump": ""}),
-                    json.dumps({"format": CACHE_FORMAT, "key": key, "catalog": {"tables": 5}, "dump": ""})):
+    for content in (
+        "",
+        "{",
+        "not json",
+        "[]",
+        json.dumps({"format": CACHE_FORMAT, "key": key}),
+        json.dumps({"format": CACHE_FORMAT, "key": "other", "catalog": {}, "dump": ""}),
+        json.dumps({"format": CACHE_FORMAT + 1, "key": key, "catalog": {}, "dump": ""}),
+        json.dumps({"format": CACHE_FORMAT, "key": key, "catalog": {"tables": 5}, "dump": ""}),
+    ):
         path.write_text(content)
         assert load_cached(tmp_path, digest, key, "schema.sql") is None, content
     path.write_bytes(b"\xff\xfe\x00garbage")
@@ -165,7 +187,9 @@ def test_another_server_version_is_another_key(remote: Remote, tmp_path: Path, m
 
     def upgraded(facts_json: str, version: str) -> ServerFacts:
         facts = real(facts_json, version)
-        return ServerFacts({**facts.document, "server_version_num": str(int(facts.document["server_version_num"]) + 1)}, version)
+        return ServerFacts(
+            {**facts.document, "server_version_num": str(int(facts.document["server_version_num"]) + 1)}, version
+        )
 
     monkeypatch.setattr(drift.ServerFacts, "parse", staticmethod(upgraded))
     assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache).desired_cache == "miss"
@@ -189,8 +213,9 @@ def test_a_blind_spot_of_the_model_is_still_caught_from_a_warm_cache(remote: Rem
     assert fast.desired_cache == "hit" and fast.dump_differences is None and not fast.drift  # --fast: the model only
 
 
-def test_a_plan_builds_one_rehearsal_database_and_nothing_else_when_warm(remote: Remote, tmp_path: Path,
-                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plan_builds_one_rehearsal_database_and_nothing_else_when_warm(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     remote.psql(SCHEMA)
     desired = SCHEMA + "ALTER TABLE t ADD COLUMN born date;\nCREATE TABLE u (id int);\n"
     options = PlanOptions(cache_dir=tmp_path / "cache", template=True)
@@ -204,7 +229,9 @@ def test_a_plan_builds_one_rehearsal_database_and_nothing_else_when_warm(remote:
     outputs.clear()
     warm = plan_against_sql(remote, desired, "schema.sql", options)
     assert warm.verified and warm.plan.script() == cold.plan.script()
-    assert sum(_created(s) for s in sent) == 1 and not any(TEMPLATE_BUILT in o for o in outputs)  # one copy, nothing rebuilt
+    assert sum(_created(s) for s in sent) == 1 and not any(
+        TEMPLATE_BUILT in o for o in outputs
+    )  # one copy, nothing rebuilt
     assert len(sent) == 2  # live catalog + sizes + facts beside the live dump (one command), the rehearsal session
     assert not any("DROP DATABASE" in s and "setsid" not in s for s in sent)  # no drop the user waits for
     # without the template: one rehearsal database, loaded from the live dump in its session
@@ -270,8 +297,9 @@ def test_sync_dry_run_says_nothing_about_drift_and_the_closing_check_uses_the_ca
 
 
 def _scratch_names(sandbox: SandboxHandle) -> list[str]:
-    rows = sandbox.admin.query_json(f"SELECT coalesce(json_agg(datname), '[]') FROM pg_database WHERE starts_with(datname, '{PREFIX}')",
-                                    "postgres")
+    rows = sandbox.admin.query_json(
+        f"SELECT coalesce(json_agg(datname), '[]') FROM pg_database WHERE starts_with(datname, '{PREFIX}')", "postgres"
+    )
     return [str(r) for r in rows]
 
 
@@ -285,16 +313,24 @@ def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> None:
 
 def _start_cli(project: Project, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-m", "opsagent", *args], cwd=project.root, text=True, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "opsagent", *args],
+        cwd=project.root,
+        text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 SLOW = SCHEMA + "SELECT pg_sleep(10);\n"  # materializing it takes a while: time to kill the client
 
 
 @pytest.mark.parametrize(("task", "how"), [("plan", signal.SIGKILL), ("diff", signal.SIGKILL), ("plan", signal.SIGINT)])
-def test_no_scratch_database_survives_a_killed_or_interrupted_client(project: Project, sandbox: SandboxHandle, task: str,
-                                                                     how: signal.Signals) -> None:
+def test_no_scratch_database_survives_a_killed_or_interrupted_client(
+    project: Project, sandbox: SandboxHandle, task: str, how: signal.Signals
+) -> None:
     project.psql(SCHEMA)
     (project.root / "sql" / "schema.sql").write_text(SLOW)
     assert sweep(sandbox.admin) == []
@@ -314,10 +350,17 @@ def test_no_scratch_database_survives_a_killed_or_interrupted_client(project: Pr
         _wait_for(lambda: not set(abandoned) & set(_scratch_names(sandbox)))
         return
     # SIGKILL: nothing could drop it; the server's watchdog stopped the load, the database stays until the next run
-    _wait_for(lambda: not sandbox.admin.query_json(
-        "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, 'opsagent_scratch_')", "postgres"))
+    _wait_for(
+        lambda: (
+            not sandbox.admin.query_json(
+                "SELECT count(*) FROM pg_stat_activity WHERE starts_with(datname, 'opsagent_scratch_')", "postgres"
+            )
+        )
+    )
     assert set(abandoned) <= set(_scratch_names(sandbox))
-    (project.root / "sql" / "schema.sql").write_text(SCHEMA + "CREATE TABLE u (id int);\n")  # a new file: a run that builds one
+    (project.root / "sql" / "schema.sql").write_text(
+        SCHEMA + "CREATE TABLE u (id int);\n"
+    )  # a new file: a run that builds one
     nxt = project.run("diff", "--host", "sandbox")
     assert nxt.returncode == 3, nxt.stdout + nxt.stderr
     assert leftovers(sandbox.admin) == []  # the next run's background job swept it
@@ -336,5 +379,9 @@ def test_the_sweep_never_drops_a_scratch_database_in_use(sandbox: SandboxHandle)
         session.close_stdin()
         session.wait(timeout=30)
         session.close()
-    _wait_for(lambda: not sandbox.admin.query_json(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'", "postgres"))
+    _wait_for(
+        lambda: (
+            not sandbox.admin.query_json(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'", "postgres")
+        )
+    )
     assert sweep(sandbox.admin) == []

@@ -28,9 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 LINT_DOC = REPO / "docs" / "LINT.md"
 SCHEMA_DOC = REPO / "docs" / "SCHEMA_MANAGEMENT.md"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-HEAD = re.compile(r"^(?P<location>\S+\.sql:\d+)  (?P<severity>error|warning|info)  (?P<rule>[a-z][a-z-]*)"
-                  r"(?:  (?P<table>\S+) \((?P<size>[^)]+)\))?$")
-ROW = re.compile(r"^│ (?P<location>\S+\.sql:\d+)\s+│ (?P<severity>error|warning|info)\s+│ (?P<rule>[a-z][a-z-]*)\s+│ (?P<table>\S*)\s+│ \S")
+HEAD = re.compile(
+    r"^(?P<location>\S+\.sql:\d+)  (?P<severity>error|warning|info)  (?P<rule>[a-z][a-z-]*)"
+    r"(?:  (?P<table>\S+) \((?P<size>[^)]+)\))?$"
+)
+ROW = re.compile(
+    r"^│ (?P<location>\S+\.sql:\d+)\s+│ (?P<severity>error|warning|info)\s+│ (?P<rule>[a-z][a-z-]*)\s+│ (?P<table>\S*)\s+│ \S"
+)
 BARE_ENV = {k: v for k, v in os.environ.items() if k not in ("OPSAGENT_INVENTORY", "COLUMNS", "LINES")}
 
 
@@ -39,8 +43,15 @@ def in_terminal(args: list[str], cwd: Path, columns: int = 100, env: dict[str, s
     leader, follower = pty.openpty()
     # the docs show the final output: no progress spinner (shown after OPSAGENT_PROGRESS_DELAY seconds of waiting)
     full_env = {**BARE_ENV, "COLUMNS": str(columns), "TERM": "xterm", "OPSAGENT_PROGRESS_DELAY": "3600", **(env or {})}
-    process = subprocess.Popen([sys.executable, "-m", "opsagent", *args], cwd=cwd, env=full_env, stdin=subprocess.DEVNULL,
-                               stdout=follower, stderr=follower, close_fds=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "opsagent", *args],
+        cwd=cwd,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=follower,
+        close_fds=True,
+    )
     os.close(follower)
     chunks: list[bytes] = []
     while True:
@@ -97,9 +108,17 @@ def _offline_project(root: Path) -> Path:
 def test_lint_doc_offline_example_is_the_real_output(tmp_path: Path) -> None:
     transcript = next(t for t in lint_transcripts() if "inv lint" in t)
     project = _offline_project(tmp_path / "proj")
-    (project / "sql" / "migrations" / "001_orders.sql").write_text(transcript["cat sql/migrations/001_orders.sql"] + "\n")
-    made = subprocess.run([sys.executable, "-m", "opsagent", "new", "add stop loss"], cwd=project, env=BARE_ENV,
-                          capture_output=True, text=True, check=False)
+    (project / "sql" / "migrations" / "001_orders.sql").write_text(
+        transcript["cat sql/migrations/001_orders.sql"] + "\n"
+    )
+    made = subprocess.run(
+        [sys.executable, "-m", "opsagent", "new", "add stop loss"],
+        cwd=project,
+        env=BARE_ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert made.returncode == 0 and made.stdout.strip() == transcript['inv new "add stop loss"'].strip(), made.stderr
     echo = next(command for command in transcript if command.startswith("echo "))
     subprocess.run(echo, shell=True, cwd=project, check=True)  # the doc's own line appends the index
@@ -129,37 +148,71 @@ def _normalized(text: str) -> str:
 
 def test_lint_doc_host_example_grades_and_prints_alike(project: Project) -> None:
     """The ``--host`` example: the same migration on tables made large and small by the host's thresholds."""
-    transcript = {command: output for block in lint_transcripts() for command, output in block.items() if command != "inv lint"}
-    sql = next(block for block in fenced_blocks(LINT_DOC.read_text(encoding="utf-8")) if block.startswith("CREATE INDEX users_email_idx"))
+    transcript = {
+        command: output for block in lint_transcripts() for command, output in block.items() if command != "inv lint"
+    }
+    sql = next(
+        block
+        for block in fenced_blocks(LINT_DOC.read_text(encoding="utf-8"))
+        if block.startswith("CREATE INDEX users_email_idx")
+    )
     staging = dataclasses.replace(project.host, name="staging")
     write_inventory(project.root, {"staging": staging})
     with (project.root / "inventory.yaml").open("a") as handle:  # write_inventory leaves hazards out
         handle.write("defaults:\n  hazards: {large_table_rows: 1000, small_table_rows: 100}\n")
-    project.psql("CREATE TABLE users (id bigint PRIMARY KEY, email text); INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 3000) g;"
-                 "CREATE TABLE countries (code text, name text); INSERT INTO countries SELECT 'c' || g, 'n' || g FROM generate_series(1, 20) g;"
-                 "ANALYZE users; ANALYZE countries")
+    project.psql(
+        "CREATE TABLE users (id bigint PRIMARY KEY, email text); INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 3000) g;"
+        "CREATE TABLE countries (code text, name text); INSERT INTO countries SELECT 'c' || g, 'n' || g FROM generate_series(1, 20) g;"
+        "ANALYZE users; ANALYZE countries"
+    )
     project.write_migration("0007_indexes.sql", sql + "\n")
     code, shown = in_terminal(["lint", "--host", "staging", "--verbose"], project.root)
     assert _normalized(shown) == _normalized(transcript["inv lint --host staging --verbose"]), shown
     assert str(code) == transcript["echo $?"].strip()
-    piped = subprocess.run([sys.executable, "-m", "opsagent", "lint", "--host", "staging"], cwd=project.root, env=BARE_ENV,
-                           capture_output=True, text=True, check=False)
+    piped = subprocess.run(
+        [sys.executable, "-m", "opsagent", "lint", "--host", "staging"],
+        cwd=project.root,
+        env=BARE_ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     documented = [ROW.match(line) for line in transcript["inv lint --host staging | cat"].splitlines()]
     printed = [ROW.match(line) for line in piped.stdout.splitlines()]
-    assert [(m["location"], m["severity"], m["rule"], m["table"]) for m in documented if m] == \
-           [(m["location"], m["severity"], m["rule"], m["table"]) for m in printed if m], piped.stdout
-    document = json.loads(subprocess.run([sys.executable, "-m", "opsagent", "lint", "--host", "staging", "--json"], cwd=project.root,
-                                         env=BARE_ENV, capture_output=True, text=True, check=False).stdout)
+    assert [(m["location"], m["severity"], m["rule"], m["table"]) for m in documented if m] == [
+        (m["location"], m["severity"], m["rule"], m["table"]) for m in printed if m
+    ], piped.stdout
+    document = json.loads(
+        subprocess.run(
+            [sys.executable, "-m", "opsagent", "lint", "--host", "staging", "--json"],
+            cwd=project.root,
+            env=BARE_ENV,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+    )
     first = document["findings"][0]
-    assert (first["line"], first["rule"], first["severity"], first["table"]) == (1, "create-index-not-concurrently", "error", "users")
+    assert (first["line"], first["rule"], first["severity"], first["table"]) == (
+        1,
+        "create-index-not-concurrently",
+        "error",
+        "users",
+    )
 
 
 # ---------------------------------------------------------------- the "Why" line of inv new
 
 
 def test_new_writes_the_why_line_and_lint_and_sync_take_the_file(project: Project) -> None:
-    made = subprocess.run([sys.executable, "-m", "opsagent", "new", "add stop loss to orders"], cwd=project.root, env=BARE_ENV,
-                          capture_output=True, text=True, check=False)
+    made = subprocess.run(
+        [sys.executable, "-m", "opsagent", "new", "add stop loss to orders"],
+        cwd=project.root,
+        env=BARE_ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert made.returncode == 0, made.stderr
     path = project.root / made.stdout.strip()
     lines = path.read_text().splitlines()
@@ -186,21 +239,41 @@ def test_the_cron_line_runs_verbatim_under_crons_path_and_sh(project: Project, t
     (project.root / "sql" / "schema.sql").write_text("CREATE TABLE orders (id bigint PRIMARY KEY);\n")
     project.psql("CREATE TABLE orders (id bigint PRIMARY KEY)")
     write_inventory(project.root, {"prod": dataclasses.replace(project.host, name="prod")})
-    (project.root / ".venv").symlink_to(Path(sys.executable).parent.parent)  # the project's own venv, as bootstrap.sh makes it
+    (project.root / ".venv").symlink_to(
+        Path(sys.executable).parent.parent
+    )  # the project's own venv, as bootstrap.sh makes it
     logs, mailbox = tmp_path / "log", tmp_path / "mail"
     logs.mkdir()
     fake_bin = tmp_path / "bin"  # 'mail' records what it would send
     fake_bin.mkdir()
-    (fake_bin / "mail").write_text(f"#!/bin/sh\necho \"$@\" > {shlex.quote(str(mailbox))}.args\ncat > {shlex.quote(str(mailbox))}\n")
+    (fake_bin / "mail").write_text(
+        f"#!/bin/sh\necho \"$@\" > {shlex.quote(str(mailbox))}.args\ncat > {shlex.quote(str(mailbox))}\n"
+    )
     (fake_bin / "mail").chmod(0o755)
     project_dir = re.match(r"^cd (\S+) ", command)[1]  # type: ignore[index]
     runnable = command.replace(project_dir, str(project.root)).replace("/var/log", str(logs))
     cron_env = {"PATH": f"/usr/bin:/bin:{fake_bin}", "HOME": str(tmp_path), "SHELL": "/bin/sh", "LOGNAME": "root"}
-    clean = subprocess.run(["/bin/sh", "-c", runnable], cwd=tmp_path, env=cron_env, capture_output=True, text=True, timeout=300, check=False)
+    clean = subprocess.run(
+        ["/bin/sh", "-c", runnable],
+        cwd=tmp_path,
+        env=cron_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert clean.returncode == 0 and not mailbox.exists(), clean.stderr
     assert json.loads((logs / "opsagent-drift.json").read_text())["drift"] is False
     project.psql("ALTER TABLE orders ADD COLUMN note text")
-    drift = subprocess.run(["/bin/sh", "-c", runnable], cwd=tmp_path, env=cron_env, capture_output=True, text=True, timeout=300, check=False)
+    drift = subprocess.run(
+        ["/bin/sh", "-c", runnable],
+        cwd=tmp_path,
+        env=cron_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert drift.returncode == 0 and mailbox.exists(), drift.stderr  # the mail went out
     assert json.loads((logs / "opsagent-drift.json").read_text())["drift"] is True
     assert "schema drift on prod" in Path(f"{mailbox}.args").read_text() and '"drift": true' in mailbox.read_text()

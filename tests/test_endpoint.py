@@ -55,8 +55,15 @@ def in_home(home: Path) -> dict[str, str]:
 def run_built_ssh(argv: list[str], home: Path, sql: str) -> subprocess.CompletedProcess[str]:
     """Run the interactive command line without a terminal, SQL on stdin: proves it connects where it should."""
     assert argv[0] == "ssh"
-    return subprocess.run(["ssh", "-o", "BatchMode=yes", *argv[1:]], input=sql, capture_output=True, text=True, timeout=60,
-                          env={"HOME": str(home), "PATH": "/usr/bin:/bin"}, check=False)
+    return subprocess.run(
+        ["ssh", "-o", "BatchMode=yes", *argv[1:]],
+        input=sql,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"HOME": str(home), "PATH": "/usr/bin:/bin"},
+        check=False,
+    )
 
 
 # ---------------------------------------------------------------- an alias known only to ~/.ssh/config
@@ -78,17 +85,23 @@ def test_alias_only_host_works_for_doctor_psql_status_and_hosts(project: Project
     assert synced.returncode == 0, synced.stdout + synced.stderr
     status = project.run("status", "--host", "revdb", "--json", env=in_home(fake_home))
     assert status.returncode == 0, status.stderr
-    assert "001" in status.stdout and "through_alias" in project.psql("SELECT relname FROM pg_class WHERE relname = 'through_alias'")
+    assert "001" in status.stdout and "through_alias" in project.psql(
+        "SELECT relname FROM pg_class WHERE relname = 'through_alias'"
+    )
 
     hosts = project.run("hosts", "--json", env=in_home(fake_home))
     endpoint = json.loads(hosts.stdout)["hosts"][0]["endpoint"]
     assert (endpoint["alias"], endpoint["hostname"], endpoint["user"]) == ("revdb", "127.0.0.1", "root")
 
-    without = project.run("doctor", "--host", "revdb")  # the real HOME knows no 'revdb': the same resolution fails the same way
+    without = project.run(
+        "doctor", "--host", "revdb"
+    )  # the real HOME knows no 'revdb': the same resolution fails the same way
     assert without.returncode == 1 and "✘ tcp reach" in without.stdout and "✔ host key" not in without.stdout
 
 
-def test_alias_endpoint_drives_the_interactive_ssh_command(project: Project, fake_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_alias_endpoint_drives_the_interactive_ssh_command(
+    project: Project, fake_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(fake_home))
     write(project, {"revdb": server_part(project), "behind": {**server_part(project), "address": "revdb-behind"}})
     inv = load_inventory(project.root / "inventory.yaml")
@@ -96,7 +109,9 @@ def test_alias_endpoint_drives_the_interactive_ssh_command(project: Project, fak
         host = inv.host(name)
         with open_remote(host, inv) as remote:
             assert remote.endpoint is not None
-            argv = interactive_ssh_argv(remote.endpoint, [*remote.become_prefix(), *remote.psql_argv(extra=["-A", "-t"])], tty=False)
+            argv = interactive_ssh_argv(
+                remote.endpoint, [*remote.become_prefix(), *remote.psql_argv(extra=["-A", "-t"])], tty=False
+            )
         assert "StrictHostKeyChecking=yes" in argv and "revdb" not in argv
         done = run_built_ssh(argv, fake_home, "SELECT 'through ' || current_database();\n")
         assert done.returncode == 0, done.stderr
@@ -109,8 +124,16 @@ def test_alias_endpoint_drives_the_interactive_ssh_command(project: Project, fak
 
 
 def gateway_inventory(project: Project, sandbox: SandboxHandle, gateway: SandboxHandle) -> None:
-    hop = {k: v for k, v in gateway.state.host_entry().items() if k in ("address", "port", "user", "identity_file", "known_hosts")}
-    target = {k: v for k, v in sandbox.state.host_entry().items() if k in ("address", "port", "user", "identity_file", "known_hosts")}
+    hop = {
+        k: v
+        for k, v in gateway.state.host_entry().items()
+        if k in ("address", "port", "user", "identity_file", "known_hosts")
+    }
+    target = {
+        k: v
+        for k, v in sandbox.state.host_entry().items()
+        if k in ("address", "port", "user", "identity_file", "known_hosts")
+    }
     write(project, {"gw": hop, "db": {**target, **server_part(project), "gateway": "gw"}})
 
 
@@ -119,7 +142,9 @@ def gateway_sandbox(sandbox_factory: object) -> SandboxHandle:
     return sandbox_factory("gw")  # type: ignore[operator, no-any-return]
 
 
-def test_gateway_host_for_doctor_and_interactive_psql(project: Project, sandbox: SandboxHandle, gateway_sandbox: SandboxHandle) -> None:
+def test_gateway_host_for_doctor_and_interactive_psql(
+    project: Project, sandbox: SandboxHandle, gateway_sandbox: SandboxHandle
+) -> None:
     gateway_inventory(project, sandbox, gateway_sandbox)
     doctor = project.run("doctor", "--host", "db")
     assert doctor.returncode == 0, doctor.stdout + doctor.stderr
@@ -137,8 +162,9 @@ def test_gateway_host_for_doctor_and_interactive_psql(project: Project, sandbox:
     assert done.stdout.strip() == "42"
 
 
-def test_gateway_hop_host_key_is_checked_by_the_interactive_command(project: Project, sandbox: SandboxHandle,
-                                                                     gateway_sandbox: SandboxHandle, tmp_path: Path) -> None:
+def test_gateway_hop_host_key_is_checked_by_the_interactive_command(
+    project: Project, sandbox: SandboxHandle, gateway_sandbox: SandboxHandle, tmp_path: Path
+) -> None:
     gateway_inventory(project, sandbox, gateway_sandbox)
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
@@ -182,7 +208,17 @@ def not_ssh_port() -> Iterator[int]:
 
 
 def test_doctor_does_not_claim_a_verified_host_key_without_a_handshake(project: Project, not_ssh_port: int) -> None:
-    write(project, {"odd": {"address": "127.0.0.1", "port": not_ssh_port, "known_hosts": project.host.known_hosts, **server_part(project)}})
+    write(
+        project,
+        {
+            "odd": {
+                "address": "127.0.0.1",
+                "port": not_ssh_port,
+                "known_hosts": project.host.known_hosts,
+                **server_part(project),
+            }
+        },
+    )
     result = project.run("doctor", "--host", "odd")
     assert result.returncode == 1
     assert "✔ tcp reach" in result.stdout and "✘ ssh handshake" in result.stdout
@@ -190,15 +226,32 @@ def test_doctor_does_not_claim_a_verified_host_key_without_a_handshake(project: 
 
 
 def test_doctor_login_failure_after_a_verified_host_key(project: Project, sandbox: SandboxHandle) -> None:
-    write(project, {"nobody": {"address": "127.0.0.1", "port": sandbox.state.ssh_port, "user": "oa_no_such_user",
-                               "identity_file": sandbox.state.identity_file, "known_hosts": sandbox.state.known_hosts, **server_part(project)}})
+    write(
+        project,
+        {
+            "nobody": {
+                "address": "127.0.0.1",
+                "port": sandbox.state.ssh_port,
+                "user": "oa_no_such_user",
+                "identity_file": sandbox.state.identity_file,
+                "known_hosts": sandbox.state.known_hosts,
+                **server_part(project),
+            }
+        },
+    )
     result = project.run("doctor", "--host", "nobody")
     assert result.returncode == 1
     assert "✔ host key" in result.stdout and "✘ login" in result.stdout
 
 
-def test_three_hop_chain_with_percent_in_paths(project: Project, sandbox: SandboxHandle, gateway_sandbox: SandboxHandle,
-                                                fake_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_three_hop_chain_with_percent_in_paths(
+    project: Project,
+    sandbox: SandboxHandle,
+    gateway_sandbox: SandboxHandle,
+    fake_home: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     """db -> inventory gateway 'gw' -> whose alias has a ProxyJump in ~/.ssh/config: two jumps, nested ProxyCommands,
     and a known_hosts path with '%' (ssh would expand %h in it) on the way."""
     monkeypatch.setenv("HOME", str(fake_home))
@@ -207,8 +260,13 @@ def test_three_hop_chain_with_percent_in_paths(project: Project, sandbox: Sandbo
     known = odd / "known_hosts"
     known.write_text(Path(sandbox.state.known_hosts).read_text())
     target = {k: v for k, v in sandbox.state.host_entry().items() if k in ("address", "port", "user", "identity_file")}
-    write(project, {"gw": {"address": "revdb-behind", "known_hosts": str(known)},
-                    "db": {**target, "known_hosts": str(known), **server_part(project), "gateway": "gw"}})
+    write(
+        project,
+        {
+            "gw": {"address": "revdb-behind", "known_hosts": str(known)},
+            "db": {**target, "known_hosts": str(known), **server_part(project), "gateway": "gw"},
+        },
+    )
     inv = load_inventory(project.root / "inventory.yaml")
     endpoint = resolve_endpoint(inv.host("db"), inv)
     assert [hop.alias for hop in endpoint.chain()] == ["revjump", "revdb-behind", "127.0.0.1"]

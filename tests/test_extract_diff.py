@@ -100,7 +100,9 @@ def test_normalize_without_restrict_and_empty_database() -> None:
     out = normalize_dump(plain)
     assert "restrict" not in out and out.startswith("--\n-- PostgreSQL database dump\n--\n")
     empty = "--\n-- PostgreSQL database dump\n--\n\nSET lock_timeout = 0;\n\n--\n-- PostgreSQL database dump complete\n--\n\n"
-    assert normalize_dump(empty) == "--\n-- PostgreSQL database dump\n--\n\n--\n-- PostgreSQL database dump complete\n--\n"
+    assert (
+        normalize_dump(empty) == "--\n-- PostgreSQL database dump\n--\n\n--\n-- PostgreSQL database dump complete\n--\n"
+    )
     assert "restrict" not in strip_restrict(normalize_dump(_dump()))
 
 
@@ -139,7 +141,6 @@ def test_statement_start_points_at_the_statement() -> None:
     assert statement_start(Chunk("garbage (((", "x.sql"), 1) == 1
 
 
-
 # ---------------------------------------------------------------- against the sandbox
 
 SCHEMA = """\
@@ -157,11 +158,31 @@ CREATE VIEW book_titles AS SELECT b.title, a.name FROM book b JOIN author a ON a
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
 CREATE TRIGGER book_touch BEFORE UPDATE ON book FOR EACH ROW EXECUTE FUNCTION touch();
 """
-EXPECTED_STATS = {"schemas": 1, "tables": 2, "columns": 7, "indexes": 1, "primary_keys": 2, "foreign_keys": 1,
-                  "unique_constraints": 1, "check_constraints": 1, "exclude_constraints": 0, "views": 1,
-                  "materialized_views": 0, "sequences": 1, "functions": 1, "procedures": 0, "triggers": 1,
-                  "enum_types": 1, "composite_types": 0, "domain_types": 1, "extensions": 0, "policies": 0,
-                  "collations": 0, "text_search_configurations": 0, "text_search_dictionaries": 0}
+EXPECTED_STATS = {
+    "schemas": 1,
+    "tables": 2,
+    "columns": 7,
+    "indexes": 1,
+    "primary_keys": 2,
+    "foreign_keys": 1,
+    "unique_constraints": 1,
+    "check_constraints": 1,
+    "exclude_constraints": 0,
+    "views": 1,
+    "materialized_views": 0,
+    "sequences": 1,
+    "functions": 1,
+    "procedures": 0,
+    "triggers": 1,
+    "enum_types": 1,
+    "composite_types": 0,
+    "domain_types": 1,
+    "extensions": 0,
+    "policies": 0,
+    "collations": 0,
+    "text_search_configurations": 0,
+    "text_search_dictionaries": 0,
+}
 
 
 def _scratch_left(sandbox: SandboxHandle) -> list[str]:
@@ -261,11 +282,15 @@ def test_extract_one_command_is_fixed_text_with_positional_arguments(remote: Rem
 
 def test_extract_output_needs_its_marker() -> None:
     token = "cd" * 16
-    dump, stats = split_extract_output(b"\x1f\x8b..." + f"\n==opsagent-extract-{token}==\n".encode() + b'{"tables": 3}\n', token, "h")
+    dump, stats = split_extract_output(
+        b"\x1f\x8b..." + f"\n==opsagent-extract-{token}==\n".encode() + b'{"tables": 3}\n', token, "h"
+    )
     assert dump == b"\x1f\x8b..." and stats == {"tables": 3}
     with pytest.raises(RemoteError, match="without its statistics"):
         split_extract_output(b"\x1f\x8b cut", token, "h")
-    with pytest.raises(RemoteError, match="without its statistics"):  # a forged marker with another token does not count
+    with pytest.raises(
+        RemoteError, match="without its statistics"
+    ):  # a forged marker with another token does not count
         split_extract_output(b"x\n==opsagent-extract-" + b"ef" * 16 + b'==\n{"tables": 1}\n', token, "h")
 
 
@@ -285,8 +310,17 @@ def test_diff_clean_then_manual_alter_is_drift(project: Project, sandbox: Sandbo
     assert drift.returncode == 3, drift.stderr
     doc = json.loads(drift.stdout)
     assert doc["drift"] is True and doc["counts"] == {"extra": 1, "missing": 0, "changed": 0}
-    assert doc["changes"] == {"column": [{"kind": "column", "name": "public.book.isbn", "status": "extra",
-                                          "details": ["book.isbn: text"], "severity": "normal"}]}
+    assert doc["changes"] == {
+        "column": [
+            {
+                "kind": "column",
+                "name": "public.book.isbn",
+                "status": "extra",
+                "details": ["book.isbn: text"],
+                "severity": "normal",
+            }
+        ]
+    }
     text = project.run("diff", "--host", "sandbox", "--text")
     assert text.returncode == 3
     assert "book.isbn" in text.stdout and "only in live" in text.stdout
@@ -303,7 +337,9 @@ def test_diff_against_snapshot(project: Project) -> None:
     project.psql("DROP INDEX book_author_idx")
     drift = project.run("diff", "--host", "sandbox", "--against", "snapshot", "--json")
     assert drift.returncode == 3
-    assert [(c["name"], c["status"]) for c in json.loads(drift.stdout)["changes"]["index"]] == [("public.book_author_idx", "missing")]
+    assert [(c["name"], c["status"]) for c in json.loads(drift.stdout)["changes"]["index"]] == [
+        ("public.book_author_idx", "missing")
+    ]
 
 
 def test_diff_against_another_host(project: Project, sandbox: SandboxHandle) -> None:
@@ -324,8 +360,9 @@ def test_diff_against_another_host(project: Project, sandbox: SandboxHandle) -> 
 
 
 def test_failing_schema_is_reported_at_file_line_and_scratch_dropped(project: Project, sandbox: SandboxHandle) -> None:
-    (project.root / "sql" / "schema.sql").write_text("CREATE TABLE a (id int PRIMARY KEY);\n\nCREATE TABLE b (\n  a_id int\n"
-                                                   "    REFERENCES nope (id)\n);\n")
+    (project.root / "sql" / "schema.sql").write_text(
+        "CREATE TABLE a (id int PRIMARY KEY);\n\nCREATE TABLE b (\n  a_id int\n    REFERENCES nope (id)\n);\n"
+    )
     result = project.run("diff", "--host", "sandbox")
     assert result.returncode == 1
     assert 'sql/schema.sql:3: relation "nope" does not exist' in result.stderr
@@ -334,7 +371,10 @@ def test_failing_schema_is_reported_at_file_line_and_scratch_dropped(project: Pr
 
 
 def test_missing_extension_is_a_clear_error(remote: Remote, sandbox: SandboxHandle) -> None:
-    with pytest.raises(LoadError) as info, scratch_database(remote, "-- needs\nCREATE EXTENSION no_such_ext;\n", "schema.sql"):
+    with (
+        pytest.raises(LoadError) as info,
+        scratch_database(remote, "-- needs\nCREATE EXTENSION no_such_ext;\n", "schema.sql"),
+    ):
         pass
     assert info.value.message == "schema.sql:2: extension 'no_such_ext' is not installed on sandbox"
     assert info.value.hint and "postgresql-contrib" in info.value.hint
@@ -354,13 +394,17 @@ def test_diff_round_trips_and_drift_count(remote: Remote, tmp_path: Path) -> Non
     report = diff_against_sql(remote, SCHEMA, "schema.sql")
     assert remote.command_count - before == 2  # the live side; the scratch session (its drop goes to the background)
     assert {(c.kind, c.name, c.status) for c in report.result.changes} == {
-        ("column", "public.author.born", "extra"), ("view", "public.book_titles", "missing")}
+        ("column", "public.author.born", "extra"),
+        ("view", "public.book_titles", "missing"),
+    }
     schema = tmp_path / "schema.sql"
     schema.write_text(SCHEMA)
     assert drift_count(remote, schema) == 2
 
 
-def test_musicbrainz_extract_is_stable_and_its_snapshot_materializes_identically(sandbox: SandboxHandle, tmp_path: Path) -> None:
+def test_musicbrainz_extract_is_stable_and_its_snapshot_materializes_identically(
+    sandbox: SandboxHandle, tmp_path: Path
+) -> None:
     corpus = CORPORA / "schemas" / "musicbrainz.sql"
     if not corpus.exists():
         pytest.skip(f"{corpus} absent (shared corpora are not part of a fresh clone)")
@@ -376,11 +420,15 @@ def test_musicbrainz_extract_is_stable_and_its_snapshot_materializes_identically
         remote.psql("ALTER TABLE musicbrainz.artist ADD COLUMN nickname text")
         changed = diff_against_snapshot(remote, snapshot)
     # dump/restore deparse differences (ARRAY casts, view column aliases) cancel out: only the real change remains
-    assert [(c.kind, c.name, c.status) for c in changed.result.changes] == [("column", "musicbrainz.artist.nickname", "extra")]
+    assert [(c.kind, c.name, c.status) for c in changed.result.changes] == [
+        ("column", "musicbrainz.artist.nickname", "extra")
+    ]
 
 
 def test_live_restored_from_a_dump_is_not_drift_but_a_real_change_is(remote: Remote) -> None:
-    schema = "CREATE TABLE t (s varchar(10) CHECK (s IN ('a', 'b')), n int);\nCREATE VIEW v AS SELECT s, NULL::int FROM t;\n"
+    schema = (
+        "CREATE TABLE t (s varchar(10) CHECK (s IN ('a', 'b')), n int);\nCREATE VIEW v AS SELECT s, NULL::int FROM t;\n"
+    )
     remote.psql(schema)
     dump = extract(remote).dump
     remote.psql("DROP VIEW v; DROP TABLE t;")
@@ -425,15 +473,30 @@ def test_check_catches_schema_sql_missing_a_column(project: Project) -> None:
     result = project.run("check", "--host", "sandbox", "--json")
     assert result.returncode == 3, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["diff"]["changes"] == {"column": [{"kind": "column", "name": "public.book.title", "status": "extra",
-                                                  "details": ["book.title: text"], "severity": "normal"}]}
+    assert doc["diff"]["changes"] == {
+        "column": [
+            {
+                "kind": "column",
+                "name": "public.book.title",
+                "status": "extra",
+                "details": ["book.title: text"],
+                "severity": "normal",
+            }
+        ]
+    }
 
 
-@pytest.mark.parametrize(("files", "expected"), [
-    ({"005_x.sql": "SELECT 1;", "05_y.sql": "SELECT 2;"}, "duplicate migration version 5: 005_x.sql, 05_y.sql"),
-    ({"add_users.sql": "SELECT 1;"}, "add_users.sql: not a migration file name"),
-    ({"005_idx.sql": "SELECT 1;\nCREATE INDEX CONCURRENTLY i ON book (title);"}, "005_idx.sql:2: CREATE INDEX CONCURRENTLY cannot run"),
-])
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ({"005_x.sql": "SELECT 1;", "05_y.sql": "SELECT 2;"}, "duplicate migration version 5: 005_x.sql, 05_y.sql"),
+        ({"add_users.sql": "SELECT 1;"}, "add_users.sql: not a migration file name"),
+        (
+            {"005_idx.sql": "SELECT 1;\nCREATE INDEX CONCURRENTLY i ON book (title);"},
+            "005_idx.sql:2: CREATE INDEX CONCURRENTLY cannot run",
+        ),
+    ],
+)
 def test_check_validates_migration_files(project: Project, files: dict[str, str], expected: str) -> None:
     _check_project(project, CHECK_SCHEMA)
     for name, sql in files.items():
@@ -454,24 +517,37 @@ def test_check_names_the_failing_migration_line(remote: Remote, tmp_path: Path) 
     assert 'type "nope_type" does not exist' in info.value.message
 
 
-@pytest.mark.parametrize(("args", "message"), [
-    (["diff", "--host", "sandbox", "--against", "snapshot", "--against-host", "prod"], "exclude each other"),
-    (["diff", "--host", "sandbox", "--against", "yesterday"], "expected 'schema' or 'snapshot'"),
-    (["check"], "no host 'sandbox'"),
-])
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["diff", "--host", "sandbox", "--against", "snapshot", "--against-host", "prod"], "exclude each other"),
+        (["diff", "--host", "sandbox", "--against", "yesterday"], "expected 'schema' or 'snapshot'"),
+        (["check"], "no host 'sandbox'"),
+    ],
+)
 def test_usage_errors_exit_2_before_connecting(tmp_path: Path, args: list[str], message: str) -> None:
     import os
     import sys
 
-    (tmp_path / "inventory.yaml").write_text("hosts:\n  prod: {address: 192.0.2.1}\n" +
-                                             ("  sandbox: {address: 192.0.2.2}\n" if args[0] == "diff" else ""))
-    result = subprocess.run([sys.executable, "-m", "opsagent", *args], cwd=tmp_path, capture_output=True, text=True,
-                            env={**os.environ, "OPSAGENT_INVENTORY": str(tmp_path / "inventory.yaml")}, timeout=60, check=False)
+    (tmp_path / "inventory.yaml").write_text(
+        "hosts:\n  prod: {address: 192.0.2.1}\n" + ("  sandbox: {address: 192.0.2.2}\n" if args[0] == "diff" else "")
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "opsagent", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OPSAGENT_INVENTORY": str(tmp_path / "inventory.yaml")},
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 def test_cli_front_door_lists_schema_tasks() -> None:
     import sys
 
-    listed = subprocess.run([sys.executable, "-m", "opsagent", "--list"], capture_output=True, text=True, check=False).stdout
+    listed = subprocess.run(
+        [sys.executable, "-m", "opsagent", "--list"], capture_output=True, text=True, check=False
+    ).stdout
     assert all(name in listed for name in ("extract", "diff", "check"))

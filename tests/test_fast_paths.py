@@ -52,7 +52,16 @@ def _record(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def _dump(entries: int) -> str:
     out = ["--", "-- PostgreSQL database dump", "--", "", "SET statement_timeout = 0;", ""]
     for n in range(entries):
-        out += ["--", f"-- Name: t{n}; Type: TABLE; Schema: public; Owner: postgres", "--", "", f"CREATE TABLE public.t{n} (", "    id integer", ");", ""]
+        out += [
+            "--",
+            f"-- Name: t{n}; Type: TABLE; Schema: public; Owner: postgres",
+            "--",
+            "",
+            f"CREATE TABLE public.t{n} (",
+            "    id integer",
+            ");",
+            "",
+        ]
     return "\n".join(out) + "\n"
 
 
@@ -64,7 +73,7 @@ def test_dump_chunks_keep_the_text_and_its_line_numbers_and_cut_only_at_entry_he
     assert "\n".join(c.text for c in loaded) == dump  # nothing added to or taken from pg_dump's text
     lines = dump.split("\n")
     for chunk in loaded:  # every chunk starts where its text is in the dump, and (after the first) at an entry's frame
-        assert lines[chunk.first_line - 1: chunk.first_line - 1 + chunk.text.count("\n") + 1] == chunk.text.split("\n")
+        assert lines[chunk.first_line - 1 : chunk.first_line - 1 + chunk.text.count("\n") + 1] == chunk.text.split("\n")
     assert all(c.text.startswith("--\n-- Name: ") for c in loaded[1:])
     assert dump_chunks(_dump(3), "x") == [dump_chunks(_dump(3), "x")[0], *dump_chunks(_dump(3), "x")[1:]]
     assert len([c for c in dump_chunks(_dump(3), "x") if c.source]) == 1  # a small dump: one transaction
@@ -75,8 +84,12 @@ def test_same_structure_ignores_only_the_server_facts() -> None:
     assert same_structure(doc, {**doc, "server_version": 160000, "depends": []})
     assert not same_structure(doc, {**doc, "tables": [{"schema": "public", "name": "u"}]})
     assert not same_structure(doc, {**doc, "indexes": [{"name": "i"}]})  # a key one side lacks is a difference
-    assert same_structure({"triggers": [{"n": 1}, {"n": 2}]}, {"triggers": [{"n": 2}, {"n": 1}]})  # rows in another order
-    assert not same_structure({"triggers": [{"n": 1}, {"n": 1}]}, {"triggers": [{"n": 1}, {"n": 2}]})  # a multiset, not a set
+    assert same_structure(
+        {"triggers": [{"n": 1}, {"n": 2}]}, {"triggers": [{"n": 2}, {"n": 1}]}
+    )  # rows in another order
+    assert not same_structure(
+        {"triggers": [{"n": 1}, {"n": 1}]}, {"triggers": [{"n": 1}, {"n": 2}]}
+    )  # a multiset, not a set
     assert not same_structure({"tables": [1]}, {"tables": [1, 1]})
     assert not same_structure({"server": {"a": 1}}, {"server": {"a": 2}})
 
@@ -113,7 +126,9 @@ def test_the_live_read_is_one_command_with_both_oracles_inputs(remote: Remote, m
     assert fast.dump is None and fast.document == state.document
 
 
-def test_a_failing_pg_dump_or_psql_in_the_live_read_is_an_error_not_a_short_dump(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_failing_pg_dump_or_psql_in_the_live_read_is_an_error_not_a_short_dump(
+    remote: Remote, monkeypatch: pytest.MonkeyPatch
+) -> None:
     remote.psql(SCHEMA)
     import opsagent.schema.drift as drift
 
@@ -177,8 +192,9 @@ def test_diff_hosts_reads_each_side_in_one_command(sandbox: SandboxHandle, remot
         remote.psql(f'DROP DATABASE "{other_db}" WITH (FORCE);', "postgres")
 
 
-def test_a_plan_settles_deparse_artifacts_with_the_cached_reloaded_target(remote: Remote, tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_plan_settles_deparse_artifacts_with_the_cached_reloaded_target(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     remote.psql(ARTIFACT)
     desired = ARTIFACT + "ALTER TABLE kinds ADD COLUMN note text;\n"
     options = PlanOptions(cache_dir=tmp_path / "cache")
@@ -215,27 +231,36 @@ def test_a_live_database_restored_from_a_dump_is_no_drift_warm_in_one_command(re
     before = remote.command_count
     warm = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache)
     assert not warm.drift and warm.desired_cache == "hit" and remote.command_count - before == 1
-    remote.psql("ALTER TABLE kinds DROP CONSTRAINT kind_ok; ALTER TABLE kinds ADD CONSTRAINT kind_ok CHECK (kind IN ('a', 'c'));")
+    remote.psql(
+        "ALTER TABLE kinds DROP CONSTRAINT kind_ok; ALTER TABLE kinds ADD CONSTRAINT kind_ok CHECK (kind IN ('a', 'c'));"
+    )
     real = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache)  # a real change is not an artifact
     assert real.drift and [c.name for c in real.result.significant] == ["public.kinds.kind_ok"]
 
 
-@pytest.mark.parametrize("statement", [
-    "BEGIN;\nCREATE TABLE b ();\nCOMMIT;",  # the file's own transactions
-    "ALTER TYPE mood ADD VALUE 'meh';",  # a new enum value cannot be used in the transaction that added it
-    "CREATE INDEX CONCURRENTLY t_c ON t (id);",
-    "SET LOCAL search_path = other;",  # means something else inside a transaction
-    "SELECT set_config('search_path', 'other', true);",
-    "DO $$ BEGIN PERFORM 1; END $$;",
-    "VACUUM t;",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "BEGIN;\nCREATE TABLE b ();\nCOMMIT;",  # the file's own transactions
+        "ALTER TYPE mood ADD VALUE 'meh';",  # a new enum value cannot be used in the transaction that added it
+        "CREATE INDEX CONCURRENTLY t_c ON t (id);",
+        "SET LOCAL search_path = other;",  # means something else inside a transaction
+        "SELECT set_config('search_path', 'other', true);",
+        "DO $$ BEGIN PERFORM 1; END $$;",
+        "VACUUM t;",
+    ],
+)
 def test_sql_chunks_load_a_file_as_written_unless_every_statement_may_share_a_transaction(statement: str) -> None:
     from opsagent.schema.scratch import sql_chunks
 
     plain = "CREATE TYPE mood AS ENUM ('ok');\n" + "".join(f"CREATE TABLE t{n} (id int);\n" for n in range(7))
     batched = sql_chunks(plain, "schema.sql", every=3)
     assert [c.text for c in batched if c.source is None] == ["BEGIN;", "COMMIT;"] * 3
-    assert "\n".join(c.text for c in batched if c.source) == plain and [c.first_line for c in batched if c.source] == [1, 4, 7]
+    assert "\n".join(c.text for c in batched if c.source) == plain and [c.first_line for c in batched if c.source] == [
+        1,
+        4,
+        7,
+    ]
     mixed = plain + statement + "\n"
     assert sql_chunks(mixed, "schema.sql", every=3) == [sql_chunks(mixed, "schema.sql", every=3)[0]]
     assert [c.text for c in sql_chunks(mixed, "schema.sql", every=3)] == [mixed]
@@ -249,10 +274,14 @@ def test_sql_chunks_never_cut_a_line_two_statements_share() -> None:
     assert "\n".join(c.text for c in chunks) == sql
     assert all(not c.text.startswith("CREATE TABLE c") for c in chunks)  # c shares b's line: no cut before it
     assert [c.first_line for c in chunks] == [1, 2, 3] and "CREATE TABLE c" in chunks[1].text
-    assert [c.first_line for c in sql_chunks(sql, "schema.sql", every=2) if c.source] == [1]  # c was the candidate: none
+    assert [c.first_line for c in sql_chunks(sql, "schema.sql", every=2) if c.source] == [
+        1
+    ]  # c was the candidate: none
 
 
-def test_a_batched_schema_sql_reports_its_error_at_file_line_and_materializes_otherwise(remote: Remote, tmp_path: Path) -> None:
+def test_a_batched_schema_sql_reports_its_error_at_file_line_and_materializes_otherwise(
+    remote: Remote, tmp_path: Path
+) -> None:
     from opsagent.schema.scratch import DUMP_BATCH, LoadError
 
     tables = "".join(f"CREATE TABLE t{n} (id int PRIMARY KEY, note text);\n" for n in range(DUMP_BATCH + 20))

@@ -84,10 +84,14 @@ def second_sandbox(sandbox_factory) -> SandboxHandle:  # type: ignore[no-untyped
 
 
 @pytest.mark.parametrize("spec", ["db", "a,b", "all"])
-def test_doctor_over_a_group_of_real_hosts(tmp_path, sandbox: SandboxHandle, second_sandbox: SandboxHandle, spec: str) -> None:  # type: ignore[no-untyped-def]
+def test_doctor_over_a_group_of_real_hosts(
+    tmp_path, sandbox: SandboxHandle, second_sandbox: SandboxHandle, spec: str
+) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "p"
     root.mkdir()
-    write_inventory(root, {"a": sandbox.host_for("postgres"), "b": second_sandbox.host_for("postgres")}, {"db": ["a", "b"]})
+    write_inventory(
+        root, {"a": sandbox.host_for("postgres"), "b": second_sandbox.host_for("postgres")}, {"db": ["a", "b"]}
+    )
     result = Project(root, sandbox.host).run("doctor", "--host", spec, "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     document = json.loads(result.stdout)
@@ -98,7 +102,9 @@ def test_doctor_over_a_group_of_real_hosts(tmp_path, sandbox: SandboxHandle, sec
 def test_fleet_summary_reports_failed_host(tmp_path, sandbox: SandboxHandle, second_sandbox: SandboxHandle) -> None:  # type: ignore[no-untyped-def]
     root = tmp_path / "p"
     root.mkdir()
-    write_inventory(root, {"a": sandbox.host_for("postgres"), "b": second_sandbox.host_for("no_such_db")}, {"db": ["a", "b"]})
+    write_inventory(
+        root, {"a": sandbox.host_for("postgres"), "b": second_sandbox.host_for("no_such_db")}, {"db": ["a", "b"]}
+    )
     result = Project(root, sandbox.host).run("doctor", "--host", "db")
     assert result.returncode == 1
     summary = result.stdout.split("summary")[-1]

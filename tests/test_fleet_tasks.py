@@ -38,8 +38,16 @@ class Fleet:
 
     def run(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {**os.environ, "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"), "COLUMNS": "200"}
-        return subprocess.run([sys.executable, "-m", "opsagent", *args], cwd=self.root, text=True, capture_output=True,
-                              env=env, timeout=300, check=False, input="")
+        return subprocess.run(
+            [sys.executable, "-m", "opsagent", *args],
+            cwd=self.root,
+            text=True,
+            capture_output=True,
+            env=env,
+            timeout=300,
+            check=False,
+            input="",
+        )
 
     def json(self, *args: str) -> tuple[int, dict[str, Any]]:
         done = self.run(*args, "--json")

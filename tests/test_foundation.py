@@ -22,14 +22,24 @@ from .conftest import REPO, Project, SandboxHandle
 
 
 def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "opsagent", *args], cwd=cwd, capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "opsagent", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+        check=False,
+    )
 
 
 # ---------------------------------------------------------------- inventory (pure)
 
 INVENTORY_ERRORS = [
-    ("hosts:\n  prod:\n    address: x\n    port: 22a\n", "inventory.yaml:4 hosts.prod.port: expected an integer, got \"22a\""),
+    (
+        "hosts:\n  prod:\n    address: x\n    port: 22a\n",
+        "inventory.yaml:4 hosts.prod.port: expected an integer, got \"22a\"",
+    ),
     ("hosts:\n  prod:\n    address: x\n    colour: red\n", "inventory.yaml:4 hosts.prod.colour: unknown key"),
     ("hosts:\n  prod: {address: x}\ngroups:\n  db: [prod, nope]\n", "inventory.yaml:4 groups.db: unknown host 'nope'"),
     ("hosts:\n  a: {address: x, gateway: b}\n  b: {address: y, gateway: a}\n", "gateway loop: a -> b -> a"),
@@ -52,7 +62,8 @@ def test_inventory_errors_name_file_line_and_key(tmp_path: Path, text: str, expe
 
 def test_inventory_contract_keys_defaults_env_and_groups(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PROD_ADDR", "10.0.0.5")
-    (tmp_path / "inventory.yaml").write_text(textwrap.dedent("""\
+    (tmp_path / "inventory.yaml").write_text(
+        textwrap.dedent("""\
         defaults:
           user: root
           database: trad
@@ -74,12 +85,18 @@ def test_inventory_contract_keys_defaults_env_and_groups(tmp_path: Path, monkeyp
           all-db: [prod, staging]
         paths:
           migrations: db/migrations
-    """))
+    """)
+    )
     inv = load_inventory(tmp_path / "inventory.yaml")
     prod, staging = inv.host("prod"), inv.host("staging")
     assert (prod.address, prod.port, prod.user, prod.database, prod.pg_port) == ("10.0.0.5", 22, "root", "trad", 5432)
     assert prod.identity_file == str(tmp_path / "keys" / "id_ed25519")
-    assert (staging.address, staging.gateway, staging.database, staging.user) == ("staging.internal", "prod", "trad_staging", "root")
+    assert (staging.address, staging.gateway, staging.database, staging.user) == (
+        "staging.internal",
+        "prod",
+        "trad_staging",
+        "root",
+    )
     assert [h.name for h in inv.resolve("all-db")] == ["prod", "staging"]
     assert [h.name for h in inv.resolve("staging,prod")] == ["staging", "prod"]
     assert [h.name for h in inv.resolve("all")] == ["prod", "staging"]
@@ -97,7 +114,9 @@ def test_cli_reports_inventory_error_without_traceback(tmp_path: Path) -> None:
 
 
 def test_both_front_doors_list_the_same_tasks() -> None:
-    inv_list = subprocess.run([sys.executable, "-m", "invoke", "--list"], cwd=REPO, capture_output=True, text=True, check=True)
+    inv_list = subprocess.run(
+        [sys.executable, "-m", "invoke", "--list"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     ops_list = run_cli("--list", cwd=REPO)
     assert ops_list.returncode == 0
     for name in ("doctor", "hosts", "sandbox.up", "sandbox.down", "sandbox.status"):
@@ -113,18 +132,37 @@ def test_cli_start_up_leaves_task_only_modules_unloaded() -> None:
     # every command pays the CLI's imports (sync's benchmark counts them): plan/diff machinery, progress bars,
     # syntax highlighting and pglast's printers load in the tasks that use them
     code = "import sys, opsagent.cli; print(' '.join(sorted(sys.modules)))"
-    loaded = set(subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.split())
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
+    )
     assert {"opsagent.cli", "opsagent.remote.transport", "paramiko"} <= loaded
     # task modules load when their task is named on the command line (stand-ins keep every name for help)
-    lazy = {"opsagent.schema.catalog", "opsagent.schema.declarative", "opsagent.schema.compare", "opsagent.schema.drift", "opsagent.schema.plan",
-            "opsagent.migrate.sync", "opsagent.migrate.lint", "opsagent.cli.sync", "rich.progress", "rich.syntax", "pygments",
-            "pglast.stream"}
+    lazy = {
+        "opsagent.schema.catalog",
+        "opsagent.schema.declarative",
+        "opsagent.schema.compare",
+        "opsagent.schema.drift",
+        "opsagent.schema.plan",
+        "opsagent.migrate.sync",
+        "opsagent.migrate.lint",
+        "opsagent.cli.sync",
+        "rich.progress",
+        "rich.syntax",
+        "pygments",
+        "pglast.stream",
+    }
     assert loaded & lazy == set()
 
 
-@pytest.mark.parametrize(("task", "flag", "expected"), [
-    ("new", "--help", "--from-diff"), ("describe", "-h", "--host=STRING"), ("backups.get", "--help", "--name=STRING")])
-def test_help_after_a_task_with_a_positional_argument_is_help(tmp_path: Path, task: str, flag: str, expected: str) -> None:
+@pytest.mark.parametrize(
+    ("task", "flag", "expected"),
+    [("new", "--help", "--from-diff"), ("describe", "-h", "--host=STRING"), ("backups.get", "--help", "--name=STRING")],
+)
+def test_help_after_a_task_with_a_positional_argument_is_help(
+    tmp_path: Path, task: str, flag: str, expected: str
+) -> None:
     """Invoke would take ``--help`` as the positional value (``inv new --help`` would create 001_help.sql)."""
     (tmp_path / "inventory.yaml").write_text("hosts: {}\n")
     result = run_cli(task, flag, cwd=tmp_path)
@@ -161,7 +199,11 @@ def test_login_sudo_and_multi_statement_stdin(remote) -> None:  # type: ignore[n
 
 
 def test_large_binary_output_arrives_intact(remote) -> None:  # type: ignore[no-untyped-def]
-    argv = ["sh", "-c", "head -c 52428800 /dev/urandom > /tmp/.oa_big && sha256sum /tmp/.oa_big | cut -c1-64 >&2 && cat /tmp/.oa_big && rm /tmp/.oa_big"]
+    argv = [
+        "sh",
+        "-c",
+        "head -c 52428800 /dev/urandom > /tmp/.oa_big && sha256sum /tmp/.oa_big | cut -c1-64 >&2 && cat /tmp/.oa_big && rm /tmp/.oa_big",
+    ]
     result = remote.run(argv, become=False, timeout=120)
     assert len(result.stdout) == 52428800
     assert hashlib.sha256(result.stdout).hexdigest() == result.stderr.strip()
@@ -172,8 +214,11 @@ def test_hostile_database_name_is_quoted(sandbox: SandboxHandle, tmp_path: Path)
     marker = Path("/tmp/x")
     marker.mkdir(exist_ok=True)
     (marker / "keep").write_text("still here")
-    sandbox.admin.psql(f'DROP DATABASE IF EXISTS "{hostile.replace(chr(34), chr(34) * 2)}"; '
-                       f'CREATE DATABASE "{hostile.replace(chr(34), chr(34) * 2)}"', database="postgres")
+    sandbox.admin.psql(
+        f'DROP DATABASE IF EXISTS "{hostile.replace(chr(34), chr(34) * 2)}"; '
+        f'CREATE DATABASE "{hostile.replace(chr(34), chr(34) * 2)}"',
+        database="postgres",
+    )
     with sandbox.remote(hostile) as r:
         assert r.psql("SELECT current_database()", extra=["-A", "-t"]).text.strip() == hostile
     assert (marker / "keep").read_text() == "still here"
@@ -200,7 +245,10 @@ def test_changed_host_key_is_refused_always(sandbox: SandboxHandle, tmp_path: Pa
     known = tmp_path / "known_hosts"
     known.write_text(f"[127.0.0.1]:{sandbox.state.ssh_port} ssh-ed25519 {other.get_base64()}\n")
     for accept in (False, True):
-        with pytest.raises(HostKeyError) as info, open_remote(sandbox.host_for(known_hosts=str(known)), accept_new_host_key=accept):
+        with (
+            pytest.raises(HostKeyError) as info,
+            open_remote(sandbox.host_for(known_hosts=str(known)), accept_new_host_key=accept),
+        ):
             pass
         assert "HOST KEY CHANGED" in info.value.message
 
@@ -224,14 +272,28 @@ def test_sudo_without_nopasswd_fails_fast_with_hint(sandbox: SandboxHandle) -> N
 def test_doctor_passes_on_contract_keys_only(project: Project) -> None:
     result = project.run("doctor", "--host", "sandbox")
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("tcp reach", "host key", "login", "sudo -n -u postgres", "psql (client)", "pg_dump (client)", "server", "database", "backup_dir"):
+    for name in (
+        "tcp reach",
+        "host key",
+        "login",
+        "sudo -n -u postgres",
+        "psql (client)",
+        "pg_dump (client)",
+        "server",
+        "database",
+        "backup_dir",
+    ):
         assert f"✔ {name}" in result.stdout
     as_json = project.run("doctor", "--host", "sandbox", "--json")
     assert '"ok": true' in as_json.stdout
 
 
 def test_doctor_reports_missing_database(project: Project, sandbox: SandboxHandle) -> None:
-    inv = (project.root / "inventory.yaml").read_text().replace(f"database: {project.host.database}", "database: no_such_db")
+    inv = (
+        (project.root / "inventory.yaml")
+        .read_text()
+        .replace(f"database: {project.host.database}", "database: no_such_db")
+    )
     (project.root / "inventory.yaml").write_text(inv)
     result = project.run("doctor", "--host", "sandbox")
     assert result.returncode == 1
@@ -241,7 +303,9 @@ def test_doctor_reports_missing_database(project: Project, sandbox: SandboxHandl
 def test_doctor_unreachable_port(project: Project, sandbox: SandboxHandle) -> None:
     from opsagent.remote.sandbox import free_port
 
-    inv = (project.root / "inventory.yaml").read_text().replace(f"port: {sandbox.state.ssh_port}", f"port: {free_port()}")
+    inv = (
+        (project.root / "inventory.yaml").read_text().replace(f"port: {sandbox.state.ssh_port}", f"port: {free_port()}")
+    )
     (project.root / "inventory.yaml").write_text(inv)
     result = project.run("doctor", "--host", "sandbox")
     assert result.returncode == 1

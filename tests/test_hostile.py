@@ -116,15 +116,20 @@ def test_hostile_labels_tables_and_targets(remote: Remote, sandbox: SandboxHandl
     remote.psql(f"CREATE TABLE {_q(payload)} (id int)")
     text = describe_table(remote, payload)
     assert "id" in text and "integer" in text
-    host = sandbox.host_for(remote.host.database, backup_dir=str(Path(sandbox.state.root) / "backups" / uuid.uuid4().hex[:8]))
+    host = sandbox.host_for(
+        remote.host.database, backup_dir=str(Path(sandbox.state.root) / "backups" / uuid.uuid4().hex[:8])
+    )
     with open_remote(host) as r:
         made = create_backup(r, payload)
         assert made.verified
         target = payload.encode()[:50].decode(errors="ignore") + "_r"
         outcome = _clean(lambda: restore_backup(r, made.name, into=target))
         if not isinstance(outcome, OpsagentError):
-            exists = r.psql(f"SELECT count(*) FROM pg_database WHERE datname = {_lit(target)}", database="postgres",
-                            extra=["-A", "-t"]).text.strip()
+            exists = r.psql(
+                f"SELECT count(*) FROM pg_database WHERE datname = {_lit(target)}",
+                database="postgres",
+                extra=["-A", "-t"],
+            ).text.strip()
             assert exists == "1"
             r.psql(f"DROP DATABASE {_q(target)}", database="postgres")
 

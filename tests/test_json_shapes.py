@@ -32,7 +32,15 @@ _HEADING = re.compile(r"^## `(?P<name>[a-z.]+)`", re.MULTILINE)
 _ROW = re.compile(r"^\|\s*`(?P<path>[^`]+)`\s*\|\s*(?P<type>[^|]+?)\s*\|")
 _TYPE = re.compile(r"^(?P<types>[a-z]+(?: or [a-z]+)*)(?P<optional> \(only [^)]*\))?$")
 _JSON_BLOCK = re.compile(r"^```json\n(?P<body>.*?)^```", re.MULTILINE | re.DOTALL)
-TYPE_NAMES = {"string": str, "integer": int, "number": (int, float), "boolean": bool, "array": list, "object": dict, "null": type(None)}
+TYPE_NAMES = {
+    "string": str,
+    "integer": int,
+    "number": (int, float),
+    "boolean": bool,
+    "array": list,
+    "object": dict,
+    "null": type(None),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +62,7 @@ def parse_doc(text: str) -> dict[str, Section]:
     sections: dict[str, Section] = {}
     starts = list(_HEADING.finditer(text))
     for index, heading in enumerate(starts):
-        body = text[heading.end(): starts[index + 1].start() if index + 1 < len(starts) else len(text)]
+        body = text[heading.end() : starts[index + 1].start() if index + 1 < len(starts) else len(text)]
         keys: dict[str, Key] = {}
         for line in body.splitlines():
             row = _ROW.match(line)
@@ -89,11 +97,17 @@ def _objects_at(document: Any, parent: str) -> list[tuple[str, dict[str, Any]]]:
         for where, value in found:
             if not isinstance(value, dict):
                 continue
-            for key, child in (value.items() if name == "*" else [(name, value.get(name))]):  # "*": any key (e.g. by object kind)
+            for key, child in (
+                value.items() if name == "*" else [(name, value.get(name))]
+            ):  # "*": any key (e.g. by object kind)
                 if child is None:
                     continue
                 if each:
-                    step += [(f"{where}.{key}[{i}]", item) for i, item in enumerate(child)] if isinstance(child, list) else []
+                    step += (
+                        [(f"{where}.{key}[{i}]", item) for i, item in enumerate(child)]
+                        if isinstance(child, list)
+                        else []
+                    )
                 else:
                     step.append((f"{where}.{key}", child))
         found = step
@@ -109,7 +123,7 @@ def shape_errors(section: Section, document: Any) -> list[str]:
         for where, value in _objects_at(document, parent):
             for name in sorted(set(value) - set(documented) if "*" not in documented else ()):
                 errors.append(f"{section.name}: {where}: key {name!r} is not documented in docs/JSON.md")
-            for name, key in ([(n, documented["*"]) for n in value] if "*" in documented else documented.items()):
+            for name, key in [(n, documented["*"]) for n in value] if "*" in documented else documented.items():
                 if name not in value:
                     if not key.optional:
                         errors.append(f"{section.name}: {where}: documented key {name!r} is missing")
@@ -117,7 +131,9 @@ def shape_errors(section: Section, document: Any) -> list[str]:
                 accepted = tuple(TYPE_NAMES[t] for t in key.types)
                 item = value[name]
                 if (isinstance(item, bool) and "boolean" not in key.types) or not isinstance(item, accepted):  # type: ignore[arg-type]
-                    errors.append(f"{section.name}: {where}.{name}: a {type(item).__name__}, documented as {' or '.join(key.types)}")
+                    errors.append(
+                        f"{section.name}: {where}.{name}: a {type(item).__name__}, documented as {' or '.join(key.types)}"
+                    )
     return errors
 
 
@@ -161,13 +177,17 @@ def test_the_examples_match_their_own_key_tables(sections: dict[str, Section]) -
 
 
 def test_the_checker_catches_an_undocumented_a_missing_and_a_mistyped_key() -> None:
-    section = parse_doc("## `demo`\n\n| key | type | meaning |\n|---|---|---|\n| `a` | string | x |\n| `b` | integer or null | y |\n"
-                        "| `c` | array | z |\n| `c[].d` | boolean | w |\n| `t` | string (only with --text) | v |\n")["demo"]
+    section = parse_doc(
+        "## `demo`\n\n| key | type | meaning |\n|---|---|---|\n| `a` | string | x |\n| `b` | integer or null | y |\n"
+        "| `c` | array | z |\n| `c[].d` | boolean | w |\n| `t` | string (only with --text) | v |\n"
+    )["demo"]
     assert shape_errors(section, {"a": "x", "b": None, "c": [{"d": True}]}) == []
     assert shape_errors(section, {"a": "x", "b": 1, "c": [], "t": "diff"}) == []
     assert len(shape_errors(section, {"a": "x", "b": 1, "c": [], "new": 1})) == 1  # undocumented
     assert len(shape_errors(section, {"a": "x", "c": []})) == 1  # missing
-    assert len(shape_errors(section, {"a": 1, "b": True, "c": [{"d": 1, "e": 2}]})) == 4  # mistyped x3, undocumented item key
+    assert (
+        len(shape_errors(section, {"a": 1, "b": True, "c": [{"d": 1, "e": 2}]})) == 4
+    )  # mistyped x3, undocumented item key
 
 
 def test_the_link_from_the_readme() -> None:
@@ -200,8 +220,10 @@ def _run(project: Project, *args: str) -> Run:
     try:
         document = json.loads(done.stdout)
     except ValueError:
-        pytest.fail(f"{' '.join(args)} --json: stdout is not one JSON document (exit {done.returncode}): "
-                    f"{done.stdout[:300]!r} {done.stderr[-500:]!r}")
+        pytest.fail(
+            f"{' '.join(args)} --json: stdout is not one JSON document (exit {done.returncode}): "
+            f"{done.stdout[:300]!r} {done.stderr[-500:]!r}"
+        )
     return Run(args, done.returncode, document, done.stderr)
 
 
@@ -215,8 +237,11 @@ def outputs(sandbox: SandboxHandle, tmp_path_factory: pytest.TempPathFactory) ->
     write_inventory(root, {"sandbox": host})
     project = Project(root, host)
     (root / "sql" / "schema.sql").write_text(SCHEMA)
-    project.write_migration("001_orders.sql", "CREATE TABLE public.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
-                                              "symbol text NOT NULL, qty numeric(18,8) NOT NULL);\n")
+    project.write_migration(
+        "001_orders.sql",
+        "CREATE TABLE public.orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "symbol text NOT NULL, qty numeric(18,8) NOT NULL);\n",
+    )
     project.write_migration("002_index_symbol.sql", "CREATE INDEX orders_symbol_idx ON public.orders (symbol);\n")
     runs: dict[str, list[Run]] = {}
 
@@ -256,8 +281,12 @@ def outputs(sandbox: SandboxHandle, tmp_path_factory: pytest.TempPathFactory) ->
     run("backup", "backup", "--host", "sandbox", "--label", "shapes", "--download")
     name = run("backups", "backups", "--host", "sandbox").document["backups"][0]["name"]
     run("restore", "restore", "--host", "sandbox", "--backup", name, "--into", f"{database}_copy")
-    run("rollback", "rollback", "--host", "sandbox", "--to", "002", "--dry-run", expect=1)  # refused: drops stop_loss and its values
-    project.psql("ALTER TABLE orders ADD COLUMN note text")  # behind the tool's back: the plan drops it only with --allow-drop
+    run(
+        "rollback", "rollback", "--host", "sandbox", "--to", "002", "--dry-run", expect=1
+    )  # refused: drops stop_loss and its values
+    project.psql(
+        "ALTER TABLE orders ADD COLUMN note text"
+    )  # behind the tool's back: the plan drops it only with --allow-drop
     run("plan", "plan", "--host", "sandbox", expect=3)
     down = dataclasses.replace(host, name="down", port=9)  # nothing listens: refused at once
     write_inventory(root, {"sandbox": host, "down": down})
@@ -271,7 +300,9 @@ def test_every_documented_task_was_run(outputs: dict[str, list[Run]], sections: 
 
 
 @pytest.mark.parametrize("name", sorted(_json_tasks() | {"fleet"}))
-def test_the_output_has_exactly_the_documented_keys(name: str, outputs: dict[str, list[Run]], sections: dict[str, Section]) -> None:
+def test_the_output_has_exactly_the_documented_keys(
+    name: str, outputs: dict[str, list[Run]], sections: dict[str, Section]
+) -> None:
     section = sections[name]
     covered: set[str] = set()
     for run in outputs[name]:
@@ -280,4 +311,6 @@ def test_the_output_has_exactly_the_documented_keys(name: str, outputs: dict[str
     documented = set(_levels(section))
     # a level no run reaches would go unchecked: only the sandbox list (no sandbox in a test project) may be empty
     allowed = {"sandboxes[]"} if name == "sandbox.status" else set()
-    assert documented - covered <= allowed, f"{name}: documented levels no run exercised: {sorted(documented - covered - allowed)}"
+    assert documented - covered <= allowed, (
+        f"{name}: documented levels no run exercised: {sorted(documented - covered - allowed)}"
+    )

@@ -22,10 +22,14 @@ def generated_migration(statements: int, per_table: int = 1000) -> str:
     for i in range(statements):
         if i % per_table == 0:
             table += 1
-            parts.append(f"CREATE TABLE big_t{table} (id bigint PRIMARY KEY, name text NOT NULL, qty integer, note text);\n")
+            parts.append(
+                f"CREATE TABLE big_t{table} (id bigint PRIMARY KEY, name text NOT NULL, qty integer, note text);\n"
+            )
             continue
-        parts.append(f"INSERT INTO big_t{table} (id, name, qty, note) VALUES ({i}, 'name {i:08d}', {i % 977}, "
-                     f"'some note text about row {i:09d}');\n")
+        parts.append(
+            f"INSERT INTO big_t{table} (id, name, qty, note) VALUES ({i}, 'name {i:08d}', {i % 977}, "
+            f"'some note text about row {i:09d}');\n"
+        )
     return "".join(parts)
 
 
@@ -63,14 +67,21 @@ def test_lines_are_exact_far_into_a_big_file() -> None:
     assert statements[-1].kind == "IndexStmt" and statements[-1].node.relation.relname == "big_t5"
 
 
-@pytest.mark.parametrize(("sql", "kinds"), [
-    # the scanner cuts at every top-level semicolon; a BEGIN ATOMIC body needs the grammar's cut
-    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT 2;\nEND;\nSELECT 3;",
-     [("CreateFunctionStmt", 1), ("SelectStmt", 6)]),
-    ("CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2);\n/* a /* nested */ comment */ SELECT 4;",
-     [("RuleStmt", 1), ("SelectStmt", 2)]),
-    ("SELECT 'a;b', $$c;d$$; -- x;\n;\n;SELECT 5", [("SelectStmt", 1), ("SelectStmt", 3)]),
-])
+@pytest.mark.parametrize(
+    ("sql", "kinds"),
+    [
+        # the scanner cuts at every top-level semicolon; a BEGIN ATOMIC body needs the grammar's cut
+        (
+            "CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\n  SELECT 2;\nEND;\nSELECT 3;",
+            [("CreateFunctionStmt", 1), ("SelectStmt", 6)],
+        ),
+        (
+            "CREATE RULE r AS ON INSERT TO t DO ALSO (SELECT 1; SELECT 2);\n/* a /* nested */ comment */ SELECT 4;",
+            [("RuleStmt", 1), ("SelectStmt", 2)],
+        ),
+        ("SELECT 'a;b', $$c;d$$; -- x;\n;\n;SELECT 5", [("SelectStmt", 1), ("SelectStmt", 3)]),
+    ],
+)
 def test_statement_boundaries_follow_the_grammar(sql: str, kinds: list[tuple[str, int]]) -> None:
     assert [(s.kind, s.line) for s in split_statements(sql)] == kinds
 
@@ -85,19 +96,32 @@ def test_an_unclosed_tail_is_a_syntax_error_not_dropped() -> None:
 # ---------------------------------------------------------------- COPY and psql meta-commands
 
 
-@pytest.mark.parametrize(("sql", "error", "line", "words"), [
-    ("CREATE TABLE t (a int);\nCOPY t (a) FROM stdin;\n", UnsupportedSql, 2, "COPY ... FROM STDIN cannot run in a migration"),
-    ("CREATE TABLE t (a int);\ncopy t from STDIN with (format csv);\nSELECT 1;\n", UnsupportedSql, 2, "FROM STDIN"),
-    ("CREATE TABLE t (a int);\nCOPY t (a) FROM stdin;\n1\n2\n\\.\nSELECT 1;\n", UnsupportedSql, 2, "FROM STDIN"),
-    # data the scanner cannot even cut (an odd quote): the parser's error is explained by the COPY before it
-    ("CREATE TABLE t (a text);\nCOPY t (a) FROM stdin;\nO'Brien\n\\.\n", SqlSyntaxError, 3,
-     "inline COPY data after the COPY ... FROM STDIN at line 2"),
-    ("SELECT 1;\n\\copy t from 'rows.csv' csv\n", SqlSyntaxError, 2, "\\copy is a psql meta-command"),
-    ("SELECT 1;\n\\set ON_ERROR_STOP 0\nSELECT 2;\n", SqlSyntaxError, 2, "\\set is a psql meta-command"),
-    ("COPY (SELECT 1) TO STDOUT;\n", UnsupportedSql, 1, "TO STDOUT"),
-])
-def test_copy_from_the_client_and_meta_commands_are_refused(tmp_path: Path, sql: str, error: type[UsageError],
-                                                            line: int, words: str) -> None:
+@pytest.mark.parametrize(
+    ("sql", "error", "line", "words"),
+    [
+        (
+            "CREATE TABLE t (a int);\nCOPY t (a) FROM stdin;\n",
+            UnsupportedSql,
+            2,
+            "COPY ... FROM STDIN cannot run in a migration",
+        ),
+        ("CREATE TABLE t (a int);\ncopy t from STDIN with (format csv);\nSELECT 1;\n", UnsupportedSql, 2, "FROM STDIN"),
+        ("CREATE TABLE t (a int);\nCOPY t (a) FROM stdin;\n1\n2\n\\.\nSELECT 1;\n", UnsupportedSql, 2, "FROM STDIN"),
+        # data the scanner cannot even cut (an odd quote): the parser's error is explained by the COPY before it
+        (
+            "CREATE TABLE t (a text);\nCOPY t (a) FROM stdin;\nO'Brien\n\\.\n",
+            SqlSyntaxError,
+            3,
+            "inline COPY data after the COPY ... FROM STDIN at line 2",
+        ),
+        ("SELECT 1;\n\\copy t from 'rows.csv' csv\n", SqlSyntaxError, 2, "\\copy is a psql meta-command"),
+        ("SELECT 1;\n\\set ON_ERROR_STOP 0\nSELECT 2;\n", SqlSyntaxError, 2, "\\set is a psql meta-command"),
+        ("COPY (SELECT 1) TO STDOUT;\n", UnsupportedSql, 1, "TO STDOUT"),
+    ],
+)
+def test_copy_from_the_client_and_meta_commands_are_refused(
+    tmp_path: Path, sql: str, error: type[UsageError], line: int, words: str
+) -> None:
     path = tmp_path / "003_load.sql"
     path.write_text(sql)
     with pytest.raises(error) as info:
@@ -114,11 +138,14 @@ def test_copy_by_the_server_is_allowed() -> None:
 # ---------------------------------------------------------------- bad files are usage errors (exit 2)
 
 
-@pytest.mark.parametrize(("sql", "words"), [
-    ("CREATE TABLE a (id int);\nCOMMIT;\n", "COMMIT inside a migration"),
-    ("CREATE INDEX CONCURRENTLY a_id ON a (id);\n", "CREATE INDEX CONCURRENTLY cannot run inside a transaction"),
-    ("-- opsagent:no-transaction\nBEGIN;\nVACUUM a;\nCOMMIT;\n", "VACUUM cannot run inside the transaction block"),
-])
+@pytest.mark.parametrize(
+    ("sql", "words"),
+    [
+        ("CREATE TABLE a (id int);\nCOMMIT;\n", "COMMIT inside a migration"),
+        ("CREATE INDEX CONCURRENTLY a_id ON a (id);\n", "CREATE INDEX CONCURRENTLY cannot run inside a transaction"),
+        ("-- opsagent:no-transaction\nBEGIN;\nVACUUM a;\nCOMMIT;\n", "VACUUM cannot run inside the transaction block"),
+    ],
+)
 def test_refused_file_is_an_invalid_migration_exit_2(tmp_path: Path, sql: str, words: str) -> None:
     path = tmp_path / "004_bad.sql"
     path.write_text(sql)
@@ -158,7 +185,9 @@ def test_discovery_error_paths_are_usage_errors(tmp_path: Path) -> None:
 
 def test_sync_refuses_copy_from_stdin_at_once_and_applies_nothing(project: Project) -> None:
     project.write_migration("001_table.sql", "CREATE TABLE seeded (a int);\n")
-    project.write_migration("002_load.sql", "COPY seeded (a) FROM stdin;\n1\n2\n\\.\nCREATE TABLE after_copy (a int);\n")
+    project.write_migration(
+        "002_load.sql", "COPY seeded (a) FROM stdin;\n1\n2\n\\.\nCREATE TABLE after_copy (a int);\n"
+    )
     started = time.monotonic()
     result = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", timeout=120)
     assert result.returncode == int(ExitCode.USAGE), result.stdout + result.stderr
@@ -170,10 +199,13 @@ def test_sync_refuses_copy_from_stdin_at_once_and_applies_nothing(project: Proje
     assert lint.returncode == int(ExitCode.USAGE) and "002_load.sql:1" in lint.stderr
 
 
-@pytest.mark.parametrize(("sql", "words"), [
-    ("CREATE TABLE t (id int);\nCOMMIT;\n", "COMMIT inside a migration"),
-    ("CREATE INDEX CONCURRENTLY t_id ON t (id);\n", "cannot run inside a transaction"),
-])
+@pytest.mark.parametrize(
+    ("sql", "words"),
+    [
+        ("CREATE TABLE t (id int);\nCOMMIT;\n", "COMMIT inside a migration"),
+        ("CREATE INDEX CONCURRENTLY t_id ON t (id);\n", "cannot run inside a transaction"),
+    ],
+)
 def test_sync_of_a_refused_file_exits_2(project: Project, sql: str, words: str) -> None:
     project.write_migration("001_bad.sql", sql)
     for args in (("sync", "--host", "sandbox", "--yes", "--no-backup"), ("sync", "--host", "sandbox", "--dry-run")):

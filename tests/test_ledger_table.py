@@ -22,7 +22,14 @@ from opsagent.inventory import HostConfig, load_inventory
 from opsagent.migrate.ledger import Ledger, LedgerState
 from opsagent.remote.transport import open_remote
 from opsagent.schema.catalog import introspect, introspection_sql
-from opsagent.schema.exclusions import DEFAULT_EXCLUDED_TABLES, dump_pattern, ledger_exclusions, matches_dump_entry, split_exclusion, strip_ledger_only_schemas
+from opsagent.schema.exclusions import (
+    DEFAULT_EXCLUDED_TABLES,
+    dump_pattern,
+    ledger_exclusions,
+    matches_dump_entry,
+    split_exclusion,
+    strip_ledger_only_schemas,
+)
 from opsagent.schema.oracle import compare_dumps
 
 from .conftest import Project
@@ -50,8 +57,10 @@ def run_json(project: Project, *args: str) -> tuple[int, dict[str, object], str]
 
 def relations(project: Project) -> list[str]:
     """Every user table, schema-qualified, as PostgreSQL names them."""
-    return project.psql("SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1").split("\n")[:-1]
+    return project.psql(
+        "SELECT n.nspname || '.' || c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1"
+    ).split("\n")[:-1]
 
 
 # ---------------------------------------------------------------- pure
@@ -64,7 +73,11 @@ def test_default_ledger_and_lock_key_are_unchanged() -> None:
     assert ledger.lock_key == (0x6F707367, zlib.crc32(b"opsagent:public.schema_migrations") & 0x7FFFFFFF)
     assert Ledger("ops").lock_key == (0x6F707367, zlib.crc32(b"opsagent:ops.schema_migrations") & 0x7FFFFFFF)
     assert Ledger(table_name="opsagent_migrations").lock_key != ledger.lock_key
-    assert ledger_exclusions(HostConfig(name="h", address="h")) == DEFAULT_EXCLUDED_TABLES == ('"public"."schema_migrations"',)
+    assert (
+        ledger_exclusions(HostConfig(name="h", address="h"))
+        == DEFAULT_EXCLUDED_TABLES
+        == ('"public"."schema_migrations"',)
+    )
 
 
 @pytest.mark.parametrize("name", [n.format(marker="/tmp/x") for n in HOSTILE])
@@ -80,7 +93,10 @@ def test_hostile_ledger_names_only_ever_appear_quoted(name: str) -> None:
 
 
 def test_exclusion_entries_and_dump_patterns() -> None:
-    assert split_exclusion('"a.b"."c""d"') == ("a.b", 'c"d') and split_exclusion("schema_migrations") == (None, "schema_migrations")
+    assert split_exclusion('"a.b"."c""d"') == ("a.b", 'c"d') and split_exclusion("schema_migrations") == (
+        None,
+        "schema_migrations",
+    )
     assert split_exclusion("audit.log") == ("audit", "log")  # the legacy unquoted form
     assert dump_pattern('"Ops"."Ledger*?"') == '"Ops"."Ledger*?"'  # quoted: * ? . are literal for pg_dump
     assert dump_pattern("t") == '*."t"'
@@ -105,7 +121,9 @@ def test_text_dumps_lose_a_ledger_only_schema_and_keep_a_used_one() -> None:
     table = "--\n-- Name: t; Type: TABLE; Schema: {s}; Owner: -\n--\n\nCREATE TABLE {s}.t (\n    id integer\n);\n\n"
     ledger = ('"ops"."schema_migrations"',)
     dump = "-- head\n\n" + schema + "SET default_tablespace = '';\n\n" + table.format(s="public")
-    assert strip_ledger_only_schemas(dump, ledger) == "-- head\n\nSET default_tablespace = '';\n\n" + table.format(s="public")
+    assert strip_ledger_only_schemas(dump, ledger) == "-- head\n\nSET default_tablespace = '';\n\n" + table.format(
+        s="public"
+    )
     used = "-- head\n\n" + schema + table.format(s="ops")
     assert strip_ledger_only_schemas(used, ledger) == used
     assert strip_ledger_only_schemas(dump, DEFAULT_EXCLUDED_TABLES) == dump  # public is never hidden
@@ -115,7 +133,11 @@ def test_foreign_tables_are_refused_and_the_seed_is_ours() -> None:
     seed = LedgerState(exists=True, columns=["version", "description", "applied_at"], rows=[], holders=[])
     assert not seed.foreign and seed.adoption_needed
     seed.refuse_foreign(Ledger())
-    for columns in (["version"], ["id", "app", "name", "applied"], ["version", "applied_at"]):  # Rails, Django, half a ledger
+    for columns in (
+        ["version"],
+        ["id", "app", "name", "applied"],
+        ["version", "applied_at"],
+    ):  # Rails, Django, half a ledger
         state = LedgerState(exists=True, columns=columns, rows=[], holders=[])
         with pytest.raises(ConfigError) as info:
             state.refuse_foreign(Ledger())
@@ -124,12 +146,15 @@ def test_foreign_tables_are_refused_and_the_seed_is_ours() -> None:
     assert not LedgerState(exists=False, columns=[], rows=[], holders=[]).foreign
 
 
-@pytest.mark.parametrize(("value", "problem"), [
-    ('""', "not an empty string"),
-    ('"a\\nb"', "without control characters"),
-    ("x" * 64, "at most 63 bytes"),
-    ("[1, 2]", "expected a string"),
-])
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ('""', "not an empty string"),
+        ('"a\\nb"', "without control characters"),
+        ("x" * 64, "at most 63 bytes"),
+        ("[1, 2]", "expected a string"),
+    ],
+)
 def test_inventory_ledger_table_is_validated_with_file_and_line(tmp_path: Path, value: str, problem: str) -> None:
     path = tmp_path / "inventory.yaml"
     path.write_text(f"hosts:\n  prod:\n    address: db.example.com\n    ledger_table: {value}\n")
@@ -140,8 +165,10 @@ def test_inventory_ledger_table_is_validated_with_file_and_line(tmp_path: Path, 
 
 def test_inventory_ledger_keys_in_defaults_and_per_host(tmp_path: Path) -> None:
     path = tmp_path / "inventory.yaml"
-    path.write_text("defaults:\n  ledger_table: opsagent_migrations\nhosts:\n  a: {address: a.example.com}\n"
-                    "  b: {address: b.example.com, ledger_table: 'x\"; DROP TABLE t; --', ledger_schema: Ops}\n")
+    path.write_text(
+        "defaults:\n  ledger_table: opsagent_migrations\nhosts:\n  a: {address: a.example.com}\n"
+        "  b: {address: b.example.com, ledger_table: 'x\"; DROP TABLE t; --', ledger_schema: Ops}\n"
+    )
     inv = load_inventory(path)
     assert (inv.hosts["a"].ledger_schema, inv.hosts["a"].ledger_table) == ("public", "opsagent_migrations")
     assert Ledger.for_host(inv.hosts["b"]).table == '"Ops"."x""; DROP TABLE t; --"'
@@ -169,7 +196,9 @@ def _write(project: Project, files: dict[str, str], schema: str | None = SCHEMA)
 def test_custom_ledger_table_end_to_end(project: Project) -> None:
     project = configure(project, ledger_table="opsagent_migrations")
     _write(project, {"001_author.sql": MIGRATIONS["001_author.sql"]})
-    code, doc, text = run_json(project, "baseline", "--host", "sandbox", "--version", "001")  # adopt: author exists already
+    code, doc, text = run_json(
+        project, "baseline", "--host", "sandbox", "--version", "001"
+    )  # adopt: author exists already
     project.psql(MIGRATIONS["001_author.sql"])
     assert code == 0, text
     _write(project, {"002_book.sql": MIGRATIONS["002_book.sql"]})
@@ -177,7 +206,9 @@ def test_custom_ledger_table_end_to_end(project: Project) -> None:
     assert code == 0, text
     assert doc["applied"] == ["002"] and not any("drift" in w for w in doc.get("warnings", []))  # type: ignore[union-attr]
     assert "public.opsagent_migrations" in relations(project) and "public.schema_migrations" not in relations(project)
-    assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM opsagent_migrations").strip() == "001,002"
+    assert (
+        project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM opsagent_migrations").strip() == "001,002"
+    )
     code, doc, text = run_json(project, "status", "--host", "sandbox")
     assert code == 0 and [v["state"] for v in doc["versions"]] == ["applied", "applied"], text  # type: ignore[index, union-attr]
     project.write_migration("002_book.sql", MIGRATIONS["002_book.sql"] + "-- reviewed\n")  # an edited applied file
@@ -199,8 +230,11 @@ def test_custom_ledger_table_end_to_end(project: Project) -> None:
 
 
 def test_default_name_still_adopts_the_seed_table(project: Project) -> None:
-    project.psql("CREATE TABLE schema_migrations (version varchar(50) PRIMARY KEY, description text, applied_at timestamp DEFAULT now());\n"
-                 + MIGRATIONS["001_author.sql"] + "INSERT INTO schema_migrations (version, description) VALUES ('001', 'author');")
+    project.psql(
+        "CREATE TABLE schema_migrations (version varchar(50) PRIMARY KEY, description text, applied_at timestamp DEFAULT now());\n"
+        + MIGRATIONS["001_author.sql"]
+        + "INSERT INTO schema_migrations (version, description) VALUES ('001', 'author');"
+    )
     _write(project, MIGRATIONS)
     code, doc, text = run_json(project, "sync", "--host", "sandbox", "--yes", "--no-backup")
     assert code == 0, text
@@ -212,41 +246,62 @@ def test_default_name_still_adopts_the_seed_table(project: Project) -> None:
 
 def test_a_custom_name_adopts_a_seed_shaped_table_too(project: Project) -> None:
     project = configure(project, ledger_schema="ops", ledger_table="ledger")
-    project.psql("CREATE SCHEMA ops; CREATE TABLE ops.ledger (version text PRIMARY KEY, description text, applied_at timestamptz);")
+    project.psql(
+        "CREATE SCHEMA ops; CREATE TABLE ops.ledger (version text PRIMARY KEY, description text, applied_at timestamptz);"
+    )
     _write(project, MIGRATIONS)
     code, doc, text = run_json(project, "sync", "--host", "sandbox", "--yes", "--no-backup")
     assert code == 0 and doc["adopted_ledger"] is True, text
 
 
-RAILS_LEDGER = ("CREATE TABLE public.schema_migrations (version character varying NOT NULL PRIMARY KEY);\n"
-                "INSERT INTO public.schema_migrations VALUES ('20240101000000'), ('20240202000000');\n")
-DJANGO_LEDGER = ("CREATE TABLE public.schema_migrations (id bigserial PRIMARY KEY, app varchar(255) NOT NULL, "
-                 "name varchar(255) NOT NULL, applied timestamptz NOT NULL);\n"
-                 "INSERT INTO public.schema_migrations (app, name, applied) VALUES ('auth', '0001_initial', now());\n")
+RAILS_LEDGER = (
+    "CREATE TABLE public.schema_migrations (version character varying NOT NULL PRIMARY KEY);\n"
+    "INSERT INTO public.schema_migrations VALUES ('20240101000000'), ('20240202000000');\n"
+)
+DJANGO_LEDGER = (
+    "CREATE TABLE public.schema_migrations (id bigserial PRIMARY KEY, app varchar(255) NOT NULL, "
+    "name varchar(255) NOT NULL, applied timestamptz NOT NULL);\n"
+    "INSERT INTO public.schema_migrations (app, name, applied) VALUES ('auth', '0001_initial', now());\n"
+)
 
 
 @pytest.mark.parametrize("foreign", [RAILS_LEDGER, DJANGO_LEDGER], ids=["rails", "django"])
 def test_a_foreign_table_of_the_ledgers_name_is_refused_and_left_untouched(project: Project, foreign: str) -> None:
     project.psql(foreign)
     _write(project, MIGRATIONS)
-    before = project.psql("SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
-                          " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)")
-    for task in (("sync", "--yes", "--no-backup"), ("sync", "--dry-run"), ("status",), ("baseline", "--version", "001"),
-                 ("repair", "--yes"), ("lint",)):
+    before = project.psql(
+        "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
+        " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)"
+    )
+    for task in (
+        ("sync", "--yes", "--no-backup"),
+        ("sync", "--dry-run"),
+        ("status",),
+        ("baseline", "--version", "001"),
+        ("repair", "--yes"),
+        ("lint",),
+    ):
         proc = project.run(task[0], "--host", "sandbox", *task[1:])
         assert proc.returncode == 2, (task, proc.stdout, proc.stderr)
         assert "public.schema_migrations belongs to something else" in proc.stderr, (task, proc.stderr)
         assert "ledger_table: opsagent_migrations" in proc.stderr and "Traceback" not in proc.stderr
-    after = project.psql("SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
-                         " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)")
+    after = project.psql(
+        "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
+        " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)"
+    )
     assert after == before  # not altered, not written
     assert relations(project) == ["public.schema_migrations"]  # nothing was applied either
     # following the hint works: the foreign table stays as it is, opsagent keeps its own ledger next to it
     project = configure(project, ledger_table="opsagent_migrations")
     code, doc, text = run_json(project, "sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
     assert code == 0 and doc["applied"] == ["001", "002"], text
-    assert project.psql("SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
-                        " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)") == before
+    assert (
+        project.psql(
+            "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
+            " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)"
+        )
+        == before
+    )
 
 
 RAILS_STRUCTURE = """\
@@ -310,13 +365,21 @@ def test_rails_structure_sql_replays_through_sync_and_its_table_is_a_normal_tabl
     code, doc, text = run_json(project, "sync", "--host", "sandbox", "--yes", "--no-backup")
     assert code == 0 and doc["applied"] == ["001"], text
     assert not any("differ" in w for w in doc.get("warnings", [])), text  # type: ignore[union-attr]
-    assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM public.schema_migrations").strip() == "20240102030405,20240301000000"
+    assert (
+        project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM public.schema_migrations").strip()
+        == "20240102030405,20240301000000"
+    )
     code, doc, text = run_json(project, "diff", "--host", "sandbox")
     assert code == 0 and doc["drift"] is False, text
     # Rails' table is the user's: it is compared like any other (a schema.sql without it shows it as extra)
-    (project.root / "sql" / "schema.sql").write_text(RAILS_STRUCTURE.replace(
-        "CREATE TABLE public.schema_migrations (\n    version character varying NOT NULL\n);\n", "").replace(
-        "ALTER TABLE ONLY public.schema_migrations\n    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);\n", ""))
+    (project.root / "sql" / "schema.sql").write_text(
+        RAILS_STRUCTURE.replace(
+            "CREATE TABLE public.schema_migrations (\n    version character varying NOT NULL\n);\n", ""
+        ).replace(
+            "ALTER TABLE ONLY public.schema_migrations\n    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);\n",
+            "",
+        )
+    )
     code, doc, text = run_json(project, "diff", "--host", "sandbox")
     assert code == 3, text
     assert ("public.schema_migrations", "extra") in {(c["name"], c["status"]) for c in doc["changes"]["table"]}  # type: ignore[index]
@@ -335,8 +398,9 @@ def test_a_user_table_named_schema_migrations_in_another_schema_is_not_hidden(pr
     assert code == 0 and doc["stats"]["tables"] == 3 and doc["stats"]["schemas"] == 2, text  # type: ignore[index]
     snapshot = (project.root / "sql" / "snapshots" / "sandbox" / "schema.sql").read_text()
     assert "CREATE TABLE legacy.schema_migrations" in snapshot
-    (project.root / "sql" / "schema.sql").write_text(SCHEMA + "CREATE SCHEMA legacy;\n"
-                                                     "CREATE TABLE legacy.schema_migrations (version text PRIMARY KEY, note text);\n")
+    (project.root / "sql" / "schema.sql").write_text(
+        SCHEMA + "CREATE SCHEMA legacy;\nCREATE TABLE legacy.schema_migrations (version text PRIMARY KEY, note text);\n"
+    )
     code, doc, text = run_json(project, "diff", "--host", "sandbox")
     assert code == 0, text  # once schema.sql has it, equal: by the model and by the dump oracle
     with open_remote(project.host) as remote:
@@ -374,7 +438,11 @@ def test_a_plan_can_put_the_first_user_table_into_the_ledger_schema(project: Pro
 
 def test_hostile_ledger_table_values_never_become_code(project: Project) -> None:
     project.psql("CREATE TABLE keep (id int);")
-    _write(project, {"001_author.sql": MIGRATIONS["001_author.sql"]}, schema="CREATE TABLE keep (id int);\n" + MIGRATIONS["001_author.sql"])
+    _write(
+        project,
+        {"001_author.sql": MIGRATIONS["001_author.sql"]},
+        schema="CREATE TABLE keep (id int);\n" + MIGRATIONS["001_author.sql"],
+    )
     marker = Path(f"/tmp/oa{uuid.uuid4().hex[:8]}")  # short: a ledger name has at most 63 bytes
     for index, template in enumerate(HOSTILE):
         name = template.format(marker=marker)
@@ -388,10 +456,17 @@ def test_hostile_ledger_table_values_never_become_code(project: Project) -> None
         assert not any("differ" in w for w in doc.get("warnings", [])), (name, text)  # type: ignore[union-attr]
         # the table has exactly that name and holds the version; nothing else happened
         literal = "'" + name.replace("'", "''") + "'"
-        assert project.psql(f"SELECT string_agg(n.nspname || ':' || c.relname, ',') FROM pg_class c JOIN pg_namespace n "
-                            f"ON n.oid = c.relnamespace WHERE c.relname = {literal}").strip() == f"public:{name}"
+        assert (
+            project.psql(
+                f"SELECT string_agg(n.nspname || ':' || c.relname, ',') FROM pg_class c JOIN pg_namespace n "
+                f"ON n.oid = c.relnamespace WHERE c.relname = {literal}"
+            ).strip()
+            == f"public:{name}"
+        )
         assert "public.keep" in relations(project) and not marker.exists()
-        code, doc, text = run_json(hostile, "diff", "--host", "sandbox")  # hidden from the model and from the dump oracle
+        code, doc, text = run_json(
+            hostile, "diff", "--host", "sandbox"
+        )  # hidden from the model and from the dump oracle
         assert code == 0 and doc["drift"] is False, (name, text)
         code, doc, text = run_json(hostile, "status", "--host", "sandbox")
         assert code == 0 and [v["state"] for v in doc["versions"]] == ["applied"], (name, text)  # type: ignore[index, union-attr]
@@ -400,11 +475,19 @@ def test_hostile_ledger_table_values_never_become_code(project: Project) -> None
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("keys", [{"ledger_table": "opsagent_migrations"}, {"ledger_schema": "ops"}], ids=["table", "schema"])
+@pytest.mark.parametrize(
+    "keys", [{"ledger_table": "opsagent_migrations"}, {"ledger_schema": "ops"}], ids=["table", "schema"]
+)
 def test_rollback_with_a_configured_ledger(project: Project, keys: dict[str, str]) -> None:
     project = configure(project, **keys)
-    _write(project, {"001_author.sql": MIGRATIONS["001_author.sql"],
-                     "002_book.sql": MIGRATIONS["002_book.sql"] + "-- opsagent:down\nDROP TABLE book;\n"}, schema=None)
+    _write(
+        project,
+        {
+            "001_author.sql": MIGRATIONS["001_author.sql"],
+            "002_book.sql": MIGRATIONS["002_book.sql"] + "-- opsagent:down\nDROP TABLE book;\n",
+        },
+        schema=None,
+    )
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup").returncode == 0
     code, _doc, text = run_json(project, "rollback", "--host", "sandbox", "--to", "001", "--yes", "--no-backup")
     assert code == 0, text  # verified by both oracles: the ledger (and its schema) is not a difference

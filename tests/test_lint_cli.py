@@ -48,8 +48,15 @@ class Offline:
         env = {**os.environ, "OPSAGENT_INVENTORY": str(self.root / "inventory.yaml"), "COLUMNS": str(columns)}
         if terminal:
             env.update(TTY_COMPATIBLE="1", TERM="dumb")
-        return subprocess.run([sys.executable, "-m", "opsagent", "lint", *args], cwd=self.root, env=env, text=True,
-                              capture_output=True, timeout=120, check=False)
+        return subprocess.run(
+            [sys.executable, "-m", "opsagent", "lint", *args],
+            cwd=self.root,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
 
 
 @pytest.fixture
@@ -58,8 +65,10 @@ def offline(tmp_path: Path) -> Offline:
 
 
 def test_clean_migrations_exit_0(offline: Offline) -> None:
-    offline.write("001_users.sql", "CREATE TABLE users (id bigint PRIMARY KEY, email text);\n"
-                                   "CREATE INDEX users_email ON users (email);\n")  # the table is new in this file
+    offline.write(
+        "001_users.sql",
+        "CREATE TABLE users (id bigint PRIMARY KEY, email text);\nCREATE INDEX users_email ON users (email);\n",
+    )  # the table is new in this file
     offline.write("002_more.sql", "CREATE TABLE teams (id bigint PRIMARY KEY);\n")
     result = offline.run()
     assert result.returncode == 0, result.stdout + result.stderr
@@ -72,9 +81,18 @@ def test_index_on_a_table_of_an_earlier_migration_is_no_all_clear(offline: Offli
     env = {**os.environ, "OPSAGENT_INVENTORY": str(offline.root / "inventory.yaml"), "COLUMNS": "220"}
     repo = Path(__file__).resolve().parents[1]
 
-    def inv(*args: str) -> subprocess.CompletedProcess[str]:  # the README's front door: inv, with the repository's tasks.py
-        return subprocess.run([sys.executable, "-m", "invoke", "-r", str(repo), *args], cwd=offline.root, env=env, text=True,
-                              capture_output=True, timeout=120, check=False)
+    def inv(
+        *args: str,
+    ) -> subprocess.CompletedProcess[str]:  # the README's front door: inv, with the repository's tasks.py
+        return subprocess.run(
+            [sys.executable, "-m", "invoke", "-r", str(repo), *args],
+            cwd=offline.root,
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
 
     created = inv("new", "add stop loss to orders")
     assert created.returncode == 0, created.stdout + created.stderr
@@ -87,11 +105,17 @@ def test_index_on_a_table_of_an_earlier_migration_is_no_all_clear(offline: Offli
     assert f"sql/migrations/{path.name}:" in result.stdout and "create-index-not-concurrently" in result.stdout
     doc = json.loads(offline.run("--json").stdout)
     (index,) = [f for f in doc["findings"] if f["rule"] == "create-index-not-concurrently"]
-    assert (index["severity"], index["table"], index["created_in"]) == ("error", "orders", "sql/migrations/001_orders.sql")
+    assert (index["severity"], index["table"], index["created_in"]) == (
+        "error",
+        "orders",
+        "sql/migrations/001_orders.sql",
+    )
     assert "unknown size offline" in index["reason"] and "created by sql/migrations/001_orders.sql" in index["reason"]
     # the hazards: setting shared by every host (here under defaults:) may say otherwise
-    (offline.root / "inventory.yaml").write_text("defaults:\n  hazards: {unknown_table_size: small}\n"
-                                                 "hosts:\n  prod: {address: 127.0.0.1}\n  staging: {address: 127.0.0.1}\n")
+    (offline.root / "inventory.yaml").write_text(
+        "defaults:\n  hazards: {unknown_table_size: small}\n"
+        "hosts:\n  prod: {address: 127.0.0.1}\n  staging: {address: 127.0.0.1}\n"
+    )
     relaxed = offline.run("--json")
     (index,) = [f for f in json.loads(relaxed.stdout)["findings"] if f["rule"] == "create-index-not-concurrently"]
     assert relaxed.returncode == 0 and index["severity"] == "info" and "graded as a small table" in index["reason"]
@@ -113,7 +137,10 @@ def test_narrow_terminal_gets_one_block_per_finding(offline: Offline) -> None:
     result = offline.run(columns=80, terminal=True)
     assert result.returncode == int(ExitCode.HAZARDS)
     lines = result.stdout.splitlines()
-    assert "sql/migrations/001_users_email_index.sql:3  error  create-index-not-concurrently  users (size unknown offline)" in lines
+    assert (
+        "sql/migrations/001_users_email_index.sql:3  error  create-index-not-concurrently  users (size unknown offline)"
+        in lines
+    )
     assert any(line.strip().startswith("fix: use CREATE INDEX CONCURRENTLY") for line in lines)
     assert "┃" not in result.stdout
 
@@ -147,7 +174,11 @@ def test_json_document(offline: Offline) -> None:
     assert doc["thresholds"]["unknown_table_size"] == "large"
     index = next(f for f in doc["findings"] if f["rule"] == "create-index-not-concurrently")
     assert (index["source"], index["line"], index["severity"], index["table"]) == (
-        "sql/migrations/001_users_email_index.sql", 3, "error", "users")
+        "sql/migrations/001_users_email_index.sql",
+        3,
+        "error",
+        "users",
+    )
     assert index["fix"].startswith("use CREATE INDEX CONCURRENTLY")
     assert index["rows"] is None  # offline: no live size
     assert {"message", "category", "statement", "lock_timeout", "bytes", "reason"} <= set(index)
@@ -177,9 +208,13 @@ def test_file_sync_would_refuse_is_an_error(offline: Offline) -> None:
     offline.write("001_concurrently.sql", "CREATE INDEX CONCURRENTLY users_email ON users (email);\n")
     offline.write("002_open_block.sql", "-- opsagent:no-transaction\nBEGIN;\nCREATE TABLE t (id int);\n")
     doc = json.loads(offline.run("--json").stdout)
-    errors = [(f["source"].rsplit("/", 1)[-1], f["line"], f["rule"]) for f in doc["findings"] if f["severity"] == "error"]
-    assert errors == [("001_concurrently.sql", 1, "non-transactional-in-transaction"),  # one finding, not two
-                      ("002_open_block.sql", 2, "refused-by-sync")]
+    errors = [
+        (f["source"].rsplit("/", 1)[-1], f["line"], f["rule"]) for f in doc["findings"] if f["severity"] == "error"
+    ]
+    assert errors == [
+        ("001_concurrently.sql", 1, "non-transactional-in-transaction"),  # one finding, not two
+        ("002_open_block.sql", 2, "refused-by-sync"),
+    ]
     assert doc["blocking"] is True
 
 
@@ -191,7 +226,9 @@ def test_seed_wrapped_file_has_no_begin_commit_findings(tmp_path: Path) -> None:
     unit = lint_unit(migration)
     report = assess(None, [migration])
     assert unit.source == "007_wrapped.sql" and unit.sql.count("\n") == migration.sql.count("\n")
-    assert [(f.rule, f.line) for f in report.findings if f.severity != "info"] == [("add-column-not-null-without-default", 3)]
+    assert [(f.rule, f.line) for f in report.findings if f.severity != "info"] == [
+        ("add-column-not-null-without-default", 3)
+    ]
 
 
 # ---------------------------------------------------------------- assess (the sync entry point)
@@ -211,23 +248,32 @@ def _finding(severity: str) -> Finding:
     return Finding("f.sql", 1, "r", severity, "m", "x")
 
 
-@pytest.mark.parametrize(("severities", "files", "expected"), [
-    ((), 1, "no hazards in 1 migration"),
-    (("error", "warning", "warning", "info"), 3, "1 error, 2 warnings, 1 info in 3 migrations"),
-    (("info",), 2, "1 info in 2 migrations"),
-])
+@pytest.mark.parametrize(
+    ("severities", "files", "expected"),
+    [
+        ((), 1, "no hazards in 1 migration"),
+        (("error", "warning", "warning", "info"), 3, "1 error, 2 warnings, 1 info in 3 migrations"),
+        (("info",), 2, "1 info in 2 migrations"),
+    ],
+)
 def test_summary_line(severities: tuple[str, ...], files: int, expected: str) -> None:
-    report = HazardReport(findings=tuple(_finding(s) for s in severities), files=tuple(f"{i}.sql" for i in range(files)))
+    report = HazardReport(
+        findings=tuple(_finding(s) for s in severities), files=tuple(f"{i}.sql" for i in range(files))
+    )
     assert summary_line(report) == expected
     assert report.blocking == ("error" in severities)
 
 
 def test_assess_live_in_one_round_trip(remote: Remote) -> None:
-    remote.psql("CREATE TABLE users (id bigint, email text); INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 3000) g; "
-                "ANALYZE users;")
+    remote.psql(
+        "CREATE TABLE users (id bigint, email text); INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 3000) g; "
+        "ANALYZE users;"
+    )
     host = dataclasses.replace(remote.host, hazards={"large_table_rows": 1000})
-    units = [LintUnit("001_a.sql", "CREATE INDEX users_email ON users (email);\nDROP TABLE legacy_gone;\n"),
-             LintUnit("002_b.sql", "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n")]
+    units = [
+        LintUnit("001_a.sql", "CREATE INDEX users_email ON users (email);\nDROP TABLE legacy_gone;\n"),
+        LintUnit("002_b.sql", "ALTER TABLE users ALTER COLUMN email SET NOT NULL;\n"),
+    ]
     before = remote.command_count
     report = assess(remote, units, host)
     assert remote.command_count - before == 1
@@ -243,8 +289,10 @@ def test_assess_live_in_one_round_trip(remote: Remote) -> None:
 
 
 def _seed_users(project: Project, rows: int) -> None:
-    project.psql(f"CREATE TABLE users (id bigint PRIMARY KEY, email text); "
-                 f"INSERT INTO users SELECT g, 'user' || g || '@example.com' FROM generate_series(1, {rows}) g; ANALYZE users;")
+    project.psql(
+        f"CREATE TABLE users (id bigint PRIMARY KEY, email text); "
+        f"INSERT INTO users SELECT g, 'user' || g || '@example.com' FROM generate_series(1, {rows}) g; ANALYZE users;"
+    )
 
 
 def _set_hazards(project: Project, hazards: dict[str, object], *, where: str = "host") -> None:
@@ -304,8 +352,11 @@ def test_host_lints_only_pending(project: Project) -> None:
     project.write_migration("002_users_email_index.sql", INDEX_ON_EXISTING)
     migration, _ = load_migration(applied)
     ledger = Ledger(project.host.ledger_schema)
-    project.psql(ledger.ensure_sql([]) + ledger.insert_sql(migration, applied_by="test", git_commit=None, tool_version="t",
-                                                           execution_ms="1") + ";")
+    project.psql(
+        ledger.ensure_sql([])
+        + ledger.insert_sql(migration, applied_by="test", git_commit=None, tool_version="t", execution_ms="1")
+        + ";"
+    )
     doc = json.loads(project.run("lint", "--host", "sandbox", "--json").stdout)
     assert doc["files"] == ["sql/migrations/002_users_email_index.sql"]
     assert doc["linted"] == "1 pending of 2 files (ledger: 1 applied)"
@@ -323,11 +374,15 @@ def test_ledger_and_sizes_fetched_in_one_round_trip(remote: Remote) -> None:
 
 
 def test_candidate_tables_cover_any_pending_subset() -> None:
-    units = [LintUnit("001.sql", "CREATE TABLE orders (id int, user_id int);"),
-             LintUnit("002.sql", "CREATE INDEX orders_user ON orders (user_id); TRUNCATE audit_log;")]
+    units = [
+        LintUnit("001.sql", "CREATE TABLE orders (id int, user_id int);"),
+        LintUnit("002.sql", "CREATE INDEX orders_user ON orders (user_id); TRUNCATE audit_log;"),
+    ]
     findings = assess(None, units).findings
     assert [(f.table, f.rule) for f in findings if f.severity != "info"] == [
-        ("orders", "create-index-not-concurrently"), ("audit_log", "truncate")]  # orders exists when 002 runs
+        ("orders", "create-index-not-concurrently"),
+        ("audit_log", "truncate"),
+    ]  # orders exists when 002 runs
     assert findings[0].created_in == "001.sql"
     assert candidate_tables(units) == ["orders", "audit_log"]
 

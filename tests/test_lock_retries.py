@@ -69,7 +69,9 @@ def test_the_budget_ends_the_retries_and_zero_means_one_full_attempt() -> None:
     assert LockRetryPolicy(cap=0, budget=120).next_attempt(1, 0, rng) is None  # lock_timeout 0: waits, never retries
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("5s", 5.0), ("500ms", 0.5), ("2min", 120.0), ("1.5s", 1.5), ("0", 0.0), ("250", 0.25)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("5s", 5.0), ("500ms", 0.5), ("2min", 120.0), ("1.5s", 1.5), ("0", 0.0), ("250", 0.25)]
+)
 def test_durations(text: str, seconds: float) -> None:
     assert duration_seconds(text, "--x") == pytest.approx(seconds)
 
@@ -93,22 +95,46 @@ def test_lock_flags_old_meaning_is_refused_with_a_pointer_to_the_new_flag() -> N
 
 
 BAD_INVENTORIES = [
-    ("hosts:\n  prod:\n    address: db.example.com\n    port: 99999\n", "inventory.yaml:4 hosts.prod.port: expected a TCP port"),
-    ("hosts:\n  prod:\n    address: x.example.com\n    pg_port: 0\n", "inventory.yaml:4 hosts.prod.pg_port: expected a TCP port"),
-    ("defaults:\n  connect_timeout: -5\nhosts: {}\n", "inventory.yaml:2 defaults.connect_timeout: expected a number of seconds greater than 0"),
-    ("hosts:\n  prod:\n    address: x.example.com\n    command_timeout: -1\n", "inventory.yaml:4 hosts.prod.command_timeout"),
+    (
+        "hosts:\n  prod:\n    address: db.example.com\n    port: 99999\n",
+        "inventory.yaml:4 hosts.prod.port: expected a TCP port",
+    ),
+    (
+        "hosts:\n  prod:\n    address: x.example.com\n    pg_port: 0\n",
+        "inventory.yaml:4 hosts.prod.pg_port: expected a TCP port",
+    ),
+    (
+        "defaults:\n  connect_timeout: -5\nhosts: {}\n",
+        "inventory.yaml:2 defaults.connect_timeout: expected a number of seconds greater than 0",
+    ),
+    (
+        "hosts:\n  prod:\n    address: x.example.com\n    command_timeout: -1\n",
+        "inventory.yaml:4 hosts.prod.command_timeout",
+    ),
     ("hosts:\n  prod:\n    address: x.example.com\n    keep_backups: -1\n", "inventory.yaml:4 hosts.prod.keep_backups"),
-    ("hosts:\n  prod:\n    address: x.example.com\n    lock_timeout: -2s\n", "inventory.yaml:4 hosts.prod.lock_timeout"),
-    ("hosts:\n  prod:\n    address: x.example.com\n    lock_retry_for: 120\n", "inventory.yaml:4 hosts.prod.lock_retry_for: expected a duration with a unit"),
-    ("hosts:\n  bastion: {address: bastion.example.com}\n  prod:\n    address: 10.0.0.5\n    gateway: bastoin\n",
-     "inventory.yaml:5 hosts.prod.gateway: gateway 'bastoin' is not an inventory host"),
-    ("hosts:\n  prod:\n    address: 10.0.0.5\n    gateway: admin@jump.example.com:2x\n", "inventory.yaml:4 hosts.prod.gateway: port '2x'"),
+    (
+        "hosts:\n  prod:\n    address: x.example.com\n    lock_timeout: -2s\n",
+        "inventory.yaml:4 hosts.prod.lock_timeout",
+    ),
+    (
+        "hosts:\n  prod:\n    address: x.example.com\n    lock_retry_for: 120\n",
+        "inventory.yaml:4 hosts.prod.lock_retry_for: expected a duration with a unit",
+    ),
+    (
+        "hosts:\n  bastion: {address: bastion.example.com}\n  prod:\n    address: 10.0.0.5\n    gateway: bastoin\n",
+        "inventory.yaml:5 hosts.prod.gateway: gateway 'bastoin' is not an inventory host",
+    ),
+    (
+        "hosts:\n  prod:\n    address: 10.0.0.5\n    gateway: admin@jump.example.com:2x\n",
+        "inventory.yaml:4 hosts.prod.gateway: port '2x'",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD_INVENTORIES)
-def test_bad_inventory_values_are_refused_with_file_and_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str,
-                                                              expected: str) -> None:
+def test_bad_inventory_values_are_refused_with_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected: str
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.ssh/config
     (tmp_path / "inventory.yaml").write_text(text)
     with pytest.raises(ConfigError) as info:
@@ -116,14 +142,17 @@ def test_bad_inventory_values_are_refused_with_file_and_line(tmp_path: Path, mon
     assert expected in info.value.message
 
 
-@pytest.mark.parametrize("gateway", ["bastion", "jump.example.com", "admin@10.1.2.3:2222", "localhost", "ops@[2001:db8::1]:22",
-                                     "alias-in-ssh-config"])
+@pytest.mark.parametrize(
+    "gateway",
+    ["bastion", "jump.example.com", "admin@10.1.2.3:2222", "localhost", "ops@[2001:db8::1]:22", "alias-in-ssh-config"],
+)
 def test_real_gateways_are_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gateway: str) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "config").write_text("Host alias-in-ssh-config\n  HostName jump.internal.example.com\n")
-    (tmp_path / "inventory.yaml").write_text(f"hosts:\n  bastion: {{address: b.example.com}}\n  prod:\n    address: 10.0.0.5\n"
-                                             f"    gateway: \"{gateway}\"\n")
+    (tmp_path / "inventory.yaml").write_text(
+        f"hosts:\n  bastion: {{address: b.example.com}}\n  prod:\n    address: 10.0.0.5\n    gateway: \"{gateway}\"\n"
+    )
     assert load_inventory(tmp_path / "inventory.yaml").host("prod").gateway == gateway
 
 
@@ -135,7 +164,9 @@ def test_a_configured_migrations_folder_that_does_not_exist_is_a_configuration_e
     for task in ("sync", "status"):
         result = project.run(task, "--host", "sandbox", *(("--yes",) if task == "sync" else ()))
         assert result.returncode == 2, result.stdout + result.stderr
-        assert "inventory.yaml:" in result.stderr and "paths.migrations" in result.stderr and "migrashuns" in result.stderr
+        assert (
+            "inventory.yaml:" in result.stderr and "paths.migrations" in result.stderr and "migrashuns" in result.stderr
+        )
         assert "Traceback" not in result.stderr
 
 
@@ -210,7 +241,9 @@ class Probe:
         return max(self.waits)
 
 
-def test_a_table_held_for_20s_is_altered_after_the_holder_ends_and_traffic_never_waits_longer_than_one_attempt(project: Project) -> None:
+def test_a_table_held_for_20s_is_altered_after_the_holder_ends_and_traffic_never_waits_longer_than_one_attempt(
+    project: Project,
+) -> None:
     set_host_keys(project, lock_timeout="2s", lock_retry_for="60s")
     project.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
     project.write_migration("001_add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n")
@@ -232,12 +265,25 @@ def test_a_table_held_for_20s_is_altered_after_the_holder_ends_and_traffic_never
     waits = document["lock_waits"]
     assert len(waits) >= 3 and all(w["version"] == "001" for w in waits)
     assert [w["lock_timeout_ms"] for w in waits[:3]] == [500, 1000, 2000]  # growing, capped by lock_timeout 2s
-    assert any(b["pid"] == pid and b["application_name"] == "lock-holder" and b["state"] == "idle in transaction"
-               and b["query"].startswith("SELECT * FROM t LIMIT 1") for w in waits for b in w["blockers"])
+    assert any(
+        b["pid"] == pid
+        and b["application_name"] == "lock-holder"
+        and b["state"] == "idle in transaction"
+        and b["query"].startswith("SELECT * FROM t LIMIT 1")
+        for w in waits
+        for b in w["blockers"]
+    )
     assert document["steps"][0]["attempts"] == len(waits) + 1
     assert "lock not available" in proc.stderr and f"pid {pid} (lock-holder" in proc.stderr  # shown live, each attempt
-    assert project.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'").strip() == "1"
-    print(f"probe worst wait {worst:.2f}s over {len(probe.waits)} queries; sync took {took:.1f}s in {len(waits) + 1} attempts")
+    assert (
+        project.psql(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'"
+        ).strip()
+        == "1"
+    )
+    print(
+        f"probe worst wait {worst:.2f}s over {len(probe.waits)} queries; sync took {took:.1f}s in {len(waits) + 1} attempts"
+    )
     assert worst <= 2.0 + 1.0, f"the probe waited {worst:.2f}s behind the migration"
     audit = read_audit(project.root / ".opsagent")[-1]
     assert audit["outcome"] == "applied" and pid in {b["pid"] for w in audit["lock_waits"] for b in w["blockers"]}
@@ -255,9 +301,15 @@ def test_a_holder_that_never_ends_fails_the_sync_within_its_budget_naming_the_bl
         took = time.monotonic() - started
     assert proc.returncode == 1 and took < 30, (took, proc.stderr)
     document = json.loads(proc.stdout)
-    assert document["outcome"] == "lock_timeout" and f"pid {pid}" in document["error"] and "lock-holder" in document["error"]
+    assert (
+        document["outcome"] == "lock_timeout"
+        and f"pid {pid}" in document["error"]
+        and "lock-holder" in document["error"]
+    )
     assert f"pid {pid}" in proc.stderr
-    assert document["remote_commands"] == 2  # the session and the blocker watch, started by the first lock wait: however many attempts
+    assert (
+        document["remote_commands"] == 2
+    )  # the session and the blocker watch, started by the first lock wait: however many attempts
     assert [s["status"] for s in document["steps"]] == ["applied", "timed_out", "untouched"]
     assert project.psql("SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations").strip() == "001"
     tables = set(project.psql("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").split())
@@ -303,15 +355,25 @@ def test_dry_run_succeeds_once_the_holder_ends(project: Project) -> None:
         proc = project.run("sync", "--host", "sandbox", "--dry-run", "--no-drift-check", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     document = json.loads(proc.stdout)
-    assert document["outcome"] == "dry_run" and document["steps"][0]["status"] == "would_apply" and document["lock_waits"]
-    assert project.psql("SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'").strip() == "0"
+    assert (
+        document["outcome"] == "dry_run" and document["steps"][0]["status"] == "would_apply" and document["lock_waits"]
+    )
+    assert (
+        project.psql(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 't' AND column_name = 'note'"
+        ).strip()
+        == "0"
+    )
 
 
 def test_a_no_transaction_migration_is_retried_only_when_nothing_of_it_ran(project: Project) -> None:
     set_host_keys(project, lock_timeout="1s", lock_retry_for="30s")
     project.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
     # its first statement waits for the lock: nothing ran, so it is retried, and applied once the holder is gone
-    project.write_migration("001_add.sql", "-- opsagent:no-transaction\nALTER TABLE t ADD COLUMN a int;\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n")
+    project.write_migration(
+        "001_add.sql",
+        "-- opsagent:no-transaction\nALTER TABLE t ADD COLUMN a int;\nCREATE INDEX CONCURRENTLY t_a ON t (a);\n",
+    )
     with holder(project, "BEGIN;\nSELECT * FROM t LIMIT 1;") as (held, _):
         threading.Timer(4, held.write, ("COMMIT;\n",)).start()
         proc = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--json")
@@ -323,9 +385,14 @@ def test_a_no_transaction_migration_is_retried_only_when_nothing_of_it_ran(proje
     with holder(project, "BEGIN;\nINSERT INTO t VALUES (2);"):  # a writer: CREATE INDEX CONCURRENTLY waits for it
         failed = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--json")
     document = json.loads(failed.stdout)
-    assert failed.returncode == 1 and document["outcome"] == "failed" and "failed partway" in document["error"], document
+    assert failed.returncode == 1 and document["outcome"] == "failed" and "failed partway" in document["error"], (
+        document
+    )
     assert document["steps"][0]["attempts"] == 1
-    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY 1").split() == ["001:true", "002:false"]
+    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY 1").split() == [
+        "001:true",
+        "002:false",
+    ]
 
 
 def test_session_statements_run_under_lock_timeout_from_the_first_one(project: Project) -> None:
@@ -391,9 +458,20 @@ def test_ctrl_c_during_the_migration_lock_wait_returns_within_2s_with_an_audit_r
     project.write_migration("001_a.sql", "CREATE TABLE a (id int);\n")
     cls, obj = Ledger("public").lock_key
     with holder(project, f"SELECT pg_advisory_lock({cls}, {obj});", name="other-applier"):
-        env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-        proc = subprocess.Popen([sys.executable, "-m", "opsagent", "sync", "--host", "sandbox", "--yes", "--no-backup"],
-                                cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = {
+            **os.environ,
+            "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"),
+            "PYTHONUNBUFFERED": "1",
+            "COLUMNS": "200",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "opsagent", "sync", "--host", "sandbox", "--yes", "--no-backup"],
+            cwd=project.root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None
         deadline = time.monotonic() + 60
         seen = ""
@@ -406,7 +484,9 @@ def test_ctrl_c_during_the_migration_lock_wait_returns_within_2s_with_an_audit_r
         code = proc.wait(30)
         returned = time.monotonic() - sent
         stderr = proc.stderr.read() if proc.stderr else ""
-        waiting = project.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'opsagent sync%'").strip()
+        waiting = project.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'opsagent sync%'"
+        ).strip()
     print(f"Ctrl-C in the migration lock wait returned in {returned:.2f}s")
     assert code == 130 and returned < 2.0, (code, returned, stderr)
     assert waiting == "0"  # nothing keeps waiting on the server
@@ -417,9 +497,20 @@ def test_ctrl_c_during_the_migration_lock_wait_returns_within_2s_with_an_audit_r
 def test_ctrl_c_during_apply_says_what_committed_and_leaves_an_audit_record(project: Project) -> None:
     project.write_migration("001_a.sql", "CREATE TABLE a (id int);\n")
     project.write_migration("002_slow.sql", "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);\n")
-    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "opsagent", "sync", "--host", "sandbox", "--yes", "--no-backup"],
-                            cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    env = {
+        **os.environ,
+        "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"),
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsagent", "sync", "--host", "sandbox", "--yes", "--no-backup"],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     seen = ""
     deadline = time.monotonic() + 60
@@ -444,13 +535,20 @@ def test_lock_flags_override_the_inventory(project: Project) -> None:
     project.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
     project.write_migration("001_add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n")
     with holder(project, "BEGIN;\nSELECT * FROM t LIMIT 1;") as (_, pid):
-        for flags in (("--lock-timeout", "1s", "--lock-retry-for", "0"), ("--migration-lock-timeout", "700", "--lock-retry-for", "0"),
-                      ("--lock-timeout", "1s", "--lock-retry-for", "3s")):
+        for flags in (
+            ("--lock-timeout", "1s", "--lock-retry-for", "0"),
+            ("--migration-lock-timeout", "700", "--lock-retry-for", "0"),
+            ("--lock-timeout", "1s", "--lock-retry-for", "3s"),
+        ):
             started = time.monotonic()
-            proc = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--json", *flags)
+            proc = project.run(
+                "sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--json", *flags
+            )
             took = time.monotonic() - started
             document = json.loads(proc.stdout)
-            assert proc.returncode == 1 and document["outcome"] == "lock_timeout" and f"pid {pid}" in document["error"], document
+            assert (
+                proc.returncode == 1 and document["outcome"] == "lock_timeout" and f"pid {pid}" in document["error"]
+            ), document
             attempts = document["steps"][0]["attempts"]
             assert (attempts == 1) == (flags[-1] == "0") and took < 15, (flags, attempts, took)
             expected_first = 1000 if flags[1] == "1s" and flags[-1] == "0" else 700 if flags[1] == "700" else 500

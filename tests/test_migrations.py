@@ -49,19 +49,34 @@ def load(tmp_path: Path, sql: str, name: str = "003_idx.sql") -> Migration:
 # ---------------------------------------------------------------- names, ordering, duplicates
 
 
-@pytest.mark.parametrize(("filename", "expected"), [
-    ("004_add_paper_trading_mode.sql", ("004", 4, "add paper trading mode")),
-    ("001_create-users.sql", ("001", 1, "create users")),
-    ("0042_a__b--c.sql", ("0042", 42, "a b c")),
-    ("20261123093000_add_index.sql", ("20261123093000", 20261123093000, "add index")),
-    ("7_x.sql", ("7", 7, "x")),
-])
+@pytest.mark.parametrize(
+    ("filename", "expected"),
+    [
+        ("004_add_paper_trading_mode.sql", ("004", 4, "add paper trading mode")),
+        ("001_create-users.sql", ("001", 1, "create users")),
+        ("0042_a__b--c.sql", ("0042", 42, "a b c")),
+        ("20261123093000_add_index.sql", ("20261123093000", 20261123093000, "add index")),
+        ("7_x.sql", ("7", 7, "x")),
+    ],
+)
 def test_parse_filename(filename: str, expected: tuple[str, int, str]) -> None:
     assert parse_filename(filename) == expected
 
 
-@pytest.mark.parametrize("filename", ["README.md", "004.sql", "004_.sql", "004___.sql", "x_004.sql", "004_a.SQL",
-                                      "004_a.sql.bak", "v004_a.sql", "004-a.sql"])
+@pytest.mark.parametrize(
+    "filename",
+    [
+        "README.md",
+        "004.sql",
+        "004_.sql",
+        "004___.sql",
+        "x_004.sql",
+        "004_a.SQL",
+        "004_a.sql.bak",
+        "v004_a.sql",
+        "004-a.sql",
+    ],
+)
 def test_parse_filename_rejects(filename: str) -> None:
     assert parse_filename(filename) is None
 
@@ -101,7 +116,9 @@ def test_ignored_files_warn(tmp_path: Path) -> None:
     assert any("002_draft.sql.bak: ignored" in w for w in result.warnings)
 
 
-@pytest.mark.parametrize(("first", "second"), [("004_a.sql", "0004_b.sql"), ("004_a.sql", "004_b.sql"), ("4_a.sql", "004_a.sql")])
+@pytest.mark.parametrize(
+    ("first", "second"), [("004_a.sql", "0004_b.sql"), ("004_a.sql", "004_b.sql"), ("4_a.sql", "004_a.sql")]
+)
 def test_duplicate_versions_name_both_files(tmp_path: Path, first: str, second: str) -> None:
     write(tmp_path, first, "SELECT 1;")
     write(tmp_path, second, "SELECT 2;")
@@ -116,8 +133,12 @@ def test_duplicate_versions_name_both_files(tmp_path: Path, first: str, second: 
 
 def test_line_endings_and_bom_do_not_change_checksum(tmp_path: Path) -> None:
     lf = "CREATE TABLE t (id int);\n-- note\nSELECT 1;\n"
-    variants = {"001_lf.sql": lf.encode(), "002_crlf.sql": lf.replace("\n", "\r\n").encode(),
-                "003_cr.sql": lf.replace("\n", "\r").encode(), "004_bom.sql": b"\xef\xbb\xbf" + lf.replace("\n", "\r\n").encode()}
+    variants = {
+        "001_lf.sql": lf.encode(),
+        "002_crlf.sql": lf.replace("\n", "\r\n").encode(),
+        "003_cr.sql": lf.replace("\n", "\r").encode(),
+        "004_bom.sql": b"\xef\xbb\xbf" + lf.replace("\n", "\r\n").encode(),
+    }
     for name, raw in variants.items():
         write(tmp_path, name, raw)
     migrations = discover(tmp_path).migrations
@@ -156,18 +177,21 @@ def test_empty_file_warns(tmp_path: Path) -> None:
 # ---------------------------------------------------------------- markers
 
 
-@pytest.mark.parametrize(("sql", "transactional"), [
-    ("-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);", False),
-    ("-- add an index\n--\n-- opsagent:no-transaction\n\nVACUUM t;", False),
-    ("\n\n   --   opsagent:no-transaction   (needed for CIC)\nVACUUM t;", False),
-    ("/* header\n   block */\n-- opsagent:NO-TRANSACTION\nVACUUM t;", False),
-    ("-- opsagent: no-transaction\nVACUUM t;", False),
-    ("-- nothing special\nSELECT 1;", True),
-    ("SELECT 1;\n-- opsagent:no-transaction\nSELECT 2;", True),  # after the first statement: ignored
-    ("-- see -- opsagent:no-transaction in the docs\nSELECT 1;", True),  # not at the start of a comment
-    ("SELECT '\n-- opsagent:no-transaction\n';", True),  # inside a string
-    ("-- opsagent:no-transaction", False),  # comment-only file without a final newline
-])
+@pytest.mark.parametrize(
+    ("sql", "transactional"),
+    [
+        ("-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);", False),
+        ("-- add an index\n--\n-- opsagent:no-transaction\n\nVACUUM t;", False),
+        ("\n\n   --   opsagent:no-transaction   (needed for CIC)\nVACUUM t;", False),
+        ("/* header\n   block */\n-- opsagent:NO-TRANSACTION\nVACUUM t;", False),
+        ("-- opsagent: no-transaction\nVACUUM t;", False),
+        ("-- nothing special\nSELECT 1;", True),
+        ("SELECT 1;\n-- opsagent:no-transaction\nSELECT 2;", True),  # after the first statement: ignored
+        ("-- see -- opsagent:no-transaction in the docs\nSELECT 1;", True),  # not at the start of a comment
+        ("SELECT '\n-- opsagent:no-transaction\n';", True),  # inside a string
+        ("-- opsagent:no-transaction", False),  # comment-only file without a final newline
+    ],
+)
 def test_marker_detection(tmp_path: Path, sql: str, transactional: bool) -> None:
     assert load(tmp_path, sql, "001_m.sql").transactional is transactional
 
@@ -175,7 +199,9 @@ def test_marker_detection(tmp_path: Path, sql: str, transactional: bool) -> None
 def test_misplaced_marker_warns(tmp_path: Path) -> None:
     path = write(tmp_path, "001_m.sql", "SELECT 1;\n-- opsagent:no-transaction\nSELECT 2;\n")
     _, warnings = load_migration(path)
-    assert warnings == [f"{path}:2: marker '-- opsagent:no-transaction' ignored: markers belong in the comment block at the top of the file"]
+    assert warnings == [
+        f"{path}:2: marker '-- opsagent:no-transaction' ignored: markers belong in the comment block at the top of the file"
+    ]
 
 
 @pytest.mark.parametrize("marker", ["no-transactions", "notransaction", "lock-timeout=5s", ""])
@@ -223,8 +249,9 @@ def test_not_in_transaction_refused_with_line(tmp_path: Path, statement: str, wh
     path = write(tmp_path, "003_idx.sql", sql)
     with pytest.raises(MigrationError) as info:
         load_migration(path)
-    assert info.value.message == (f"{path}:7: {what} cannot run inside a transaction; "
-                                  "add \"-- opsagent:no-transaction\" at the top of the file")
+    assert info.value.message == (
+        f"{path}:7: {what} cannot run inside a transaction; add \"-- opsagent:no-transaction\" at the top of the file"
+    )
 
 
 @pytest.mark.parametrize(("statement", "what"), NOT_IN_TRANSACTION)
@@ -236,27 +263,30 @@ def test_not_in_transaction_accepted_with_marker(tmp_path: Path, statement: str,
     assert warnings == []
 
 
-@pytest.mark.parametrize("statement", [
-    "CREATE INDEX idx ON t (a)",
-    "DROP INDEX idx",
-    "REINDEX TABLE t",
-    "REINDEX (CONCURRENTLY false) TABLE t",
-    "ANALYZE t",
-    "CLUSTER t USING idx",
-    "CLUSTER t",
-    "ALTER DATABASE app SET work_mem = '64MB'",
-    "ALTER DATABASE app WITH CONNECTION LIMIT 5",
-    "ALTER TABLE p DETACH PARTITION p1",
-    "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (connect = false)",
-    "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot = false)",
-    "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot = off, enabled = false)",
-    "REINDEX (CONCURRENTLY 0) INDEX i",
-    "DISCARD PLANS",
-    "SAVEPOINT before_update",
-    "RELEASE SAVEPOINT before_update",
-    "ROLLBACK TO SAVEPOINT before_update",
-    "SET LOCAL lock_timeout = '5s'",
-])
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "CREATE INDEX idx ON t (a)",
+        "DROP INDEX idx",
+        "REINDEX TABLE t",
+        "REINDEX (CONCURRENTLY false) TABLE t",
+        "ANALYZE t",
+        "CLUSTER t USING idx",
+        "CLUSTER t",
+        "ALTER DATABASE app SET work_mem = '64MB'",
+        "ALTER DATABASE app WITH CONNECTION LIMIT 5",
+        "ALTER TABLE p DETACH PARTITION p1",
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (connect = false)",
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot = false)",
+        "CREATE SUBSCRIPTION s CONNECTION 'host=x' PUBLICATION p WITH (create_slot = off, enabled = false)",
+        "REINDEX (CONCURRENTLY 0) INDEX i",
+        "DISCARD PLANS",
+        "SAVEPOINT before_update",
+        "RELEASE SAVEPOINT before_update",
+        "ROLLBACK TO SAVEPOINT before_update",
+        "SET LOCAL lock_timeout = '5s'",
+    ],
+)
 def test_transaction_safe_statements_accepted(tmp_path: Path, statement: str) -> None:
     migration = load(tmp_path, f"SELECT 1;\n{statement};\n")
     assert migration.transactional is True
@@ -284,8 +314,10 @@ TRANSACTION_SAFE = [
 def test_classification_matches_postgresql(remote: Remote) -> None:
     """PostgreSQL itself raises SQLSTATE 25001 inside BEGIN exactly for the statements flagged here."""
     database = remote.host.database
-    setup = ("CREATE TABLE t (a int);\nCREATE INDEX idx ON t (a);\nCREATE TABLE p (a int) PARTITION BY RANGE (a);\n"
-             "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);\n")
+    setup = (
+        "CREATE TABLE t (a int);\nCREATE INDEX idx ON t (a);\nCREATE TABLE p (a int) PARTITION BY RANGE (a);\n"
+        "CREATE TABLE p1 PARTITION OF p FOR VALUES FROM (0) TO (10);\n"
+    )
     cases = [(sql, True) for sql, _ in NOT_IN_TRANSACTION] + [(sql, False) for sql in TRANSACTION_SAFE]
     script = [setup]
     for index, (sql, _) in enumerate(cases):
@@ -294,19 +326,26 @@ def test_classification_matches_postgresql(remote: Remote) -> None:
     states = dict(line.split()[1:3] for line in output.splitlines() if line.startswith("case "))
     assert len(states) == len(cases)
     flagged = [not_in_transaction(split_statements(sql)[0]) is not None for sql, _ in cases]
-    wrong = [f"{sql}: SQLSTATE {states[str(i)]}" for i, (sql, refused) in enumerate(cases) if (states[str(i)] == "25001") is not refused]
+    wrong = [
+        f"{sql}: SQLSTATE {states[str(i)]}"
+        for i, (sql, refused) in enumerate(cases)
+        if (states[str(i)] == "25001") is not refused
+    ]
     assert flagged == [refused for _, refused in cases]
     assert wrong == []
 
 
-@pytest.mark.parametrize("sql", [
-    "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n  EXECUTE 'CREATE INDEX CONCURRENTLY i ON t (a)';\n  COMMIT;\nEND\n$$;",
-    "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $body$ SELECT 'VACUUM; COMMIT;' $body$;",
-    "INSERT INTO notes VALUES ('CREATE INDEX CONCURRENTLY i ON t (a); VACUUM; BEGIN; COMMIT;');",
-    "COMMENT ON TABLE t IS 'run VACUUM FULL and ALTER SYSTEM weekly';",
-    "-- CREATE INDEX CONCURRENTLY i ON t (a);\n/* VACUUM; COMMIT; */\nSELECT 1;",
-    "DO $$ BEGIN RAISE NOTICE 'DROP DATABASE x'; END $$;",
-])
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n  EXECUTE 'CREATE INDEX CONCURRENTLY i ON t (a)';\n  COMMIT;\nEND\n$$;",
+        "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $body$ SELECT 'VACUUM; COMMIT;' $body$;",
+        "INSERT INTO notes VALUES ('CREATE INDEX CONCURRENTLY i ON t (a); VACUUM; BEGIN; COMMIT;');",
+        "COMMENT ON TABLE t IS 'run VACUUM FULL and ALTER SYSTEM weekly';",
+        "-- CREATE INDEX CONCURRENTLY i ON t (a);\n/* VACUUM; COMMIT; */\nSELECT 1;",
+        "DO $$ BEGIN RAISE NOTICE 'DROP DATABASE x'; END $$;",
+    ],
+)
 def test_no_false_positive_from_bodies_strings_comments(tmp_path: Path, sql: str) -> None:
     migration = load(tmp_path, sql)
     assert migration.transactional is True
@@ -317,13 +356,19 @@ def test_no_false_positive_from_bodies_strings_comments(tmp_path: Path, sql: str
 # ---------------------------------------------------------------- explicit transaction control
 
 
-@pytest.mark.parametrize(("sql", "body_kinds"), [
-    ("BEGIN;\nCREATE TABLE t (a int);\nINSERT INTO t VALUES (1);\nCOMMIT;\n", ["CreateStmt", "InsertStmt"]),
-    ("-- seed style\nbegin;\ncreate table t (a int);\ncommit;", ["CreateStmt"]),
-    ("START TRANSACTION;\nCREATE TABLE t (a int);\nEND;", ["CreateStmt"]),
-    ("BEGIN TRANSACTION;\nCOMMIT;", []),
-    ("BEGIN WORK;\nSAVEPOINT s;\nCREATE TABLE t (a int);\nRELEASE s;\nCOMMIT WORK;", ["TransactionStmt", "CreateStmt", "TransactionStmt"]),
-])
+@pytest.mark.parametrize(
+    ("sql", "body_kinds"),
+    [
+        ("BEGIN;\nCREATE TABLE t (a int);\nINSERT INTO t VALUES (1);\nCOMMIT;\n", ["CreateStmt", "InsertStmt"]),
+        ("-- seed style\nbegin;\ncreate table t (a int);\ncommit;", ["CreateStmt"]),
+        ("START TRANSACTION;\nCREATE TABLE t (a int);\nEND;", ["CreateStmt"]),
+        ("BEGIN TRANSACTION;\nCOMMIT;", []),
+        (
+            "BEGIN WORK;\nSAVEPOINT s;\nCREATE TABLE t (a int);\nRELEASE s;\nCOMMIT WORK;",
+            ["TransactionStmt", "CreateStmt", "TransactionStmt"],
+        ),
+    ],
+)
 def test_wrapper_begin_commit_tolerated(tmp_path: Path, sql: str, body_kinds: list[str]) -> None:
     migration = load(tmp_path, sql)
     assert migration.wrapped is True
@@ -339,29 +384,38 @@ def test_unwrapped_file_has_full_body(tmp_path: Path) -> None:
     assert [s.line for s in migration.body_statements] == [1, 2]
 
 
-@pytest.mark.parametrize(("sql", "line", "what"), [
-    ("CREATE TABLE t (a int);\nCOMMIT;\nCREATE TABLE u (a int);", 2, "COMMIT"),
-    ("BEGIN;\nCREATE TABLE t (a int);\nCOMMIT;\nBEGIN;\nCREATE TABLE u (a int);\nCOMMIT;", 3, "COMMIT"),
-    ("BEGIN;\nCREATE TABLE t (a int);\n", 1, "BEGIN"),
-    ("CREATE TABLE t (a int);\nCOMMIT;", 2, "COMMIT"),
-    ("BEGIN;\nCREATE TABLE t (a int);\nROLLBACK;", 1, "BEGIN"),
-    ("CREATE TABLE t (a int);\n\nABORT;", 3, "ROLLBACK"),
-    ("BEGIN ISOLATION LEVEL SERIALIZABLE;\nCREATE TABLE t (a int);\nCOMMIT;", 1, "BEGIN"),
-    ("BEGIN;\nCREATE TABLE t (a int);\nCOMMIT AND CHAIN;", 1, "BEGIN"),
-    ("START TRANSACTION;\nSELECT 1;\nPREPARE TRANSACTION 'x';", 1, "START TRANSACTION"),
-    ("SELECT 1;\nCOMMIT PREPARED 'x';", 2, "COMMIT PREPARED"),
-    ("SELECT 1;\nPREPARE TRANSACTION 'x';", 2, "PREPARE TRANSACTION"),
-])
+@pytest.mark.parametrize(
+    ("sql", "line", "what"),
+    [
+        ("CREATE TABLE t (a int);\nCOMMIT;\nCREATE TABLE u (a int);", 2, "COMMIT"),
+        ("BEGIN;\nCREATE TABLE t (a int);\nCOMMIT;\nBEGIN;\nCREATE TABLE u (a int);\nCOMMIT;", 3, "COMMIT"),
+        ("BEGIN;\nCREATE TABLE t (a int);\n", 1, "BEGIN"),
+        ("CREATE TABLE t (a int);\nCOMMIT;", 2, "COMMIT"),
+        ("BEGIN;\nCREATE TABLE t (a int);\nROLLBACK;", 1, "BEGIN"),
+        ("CREATE TABLE t (a int);\n\nABORT;", 3, "ROLLBACK"),
+        ("BEGIN ISOLATION LEVEL SERIALIZABLE;\nCREATE TABLE t (a int);\nCOMMIT;", 1, "BEGIN"),
+        ("BEGIN;\nCREATE TABLE t (a int);\nCOMMIT AND CHAIN;", 1, "BEGIN"),
+        ("START TRANSACTION;\nSELECT 1;\nPREPARE TRANSACTION 'x';", 1, "START TRANSACTION"),
+        ("SELECT 1;\nCOMMIT PREPARED 'x';", 2, "COMMIT PREPARED"),
+        ("SELECT 1;\nPREPARE TRANSACTION 'x';", 2, "PREPARE TRANSACTION"),
+    ],
+)
 def test_inner_transaction_control_refused(tmp_path: Path, sql: str, line: int, what: str) -> None:
     path = write(tmp_path, "006_tx.sql", sql)
     with pytest.raises(MigrationError) as info:
         load_migration(path)
-    assert info.value.message.startswith(f"{path}:{line}: {what} inside a migration would break its atomicity with the ledger row")
+    assert info.value.message.startswith(
+        f"{path}:{line}: {what} inside a migration would break its atomicity with the ledger row"
+    )
 
 
 def test_wrapped_file_still_refuses_non_transactional_statement(tmp_path: Path) -> None:
-    path = write(tmp_path, "003_idx.sql", "BEGIN;\nCREATE TABLE t (a int);\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;\n")
-    with pytest.raises(MigrationError, match=r"003_idx\.sql:3: CREATE INDEX CONCURRENTLY cannot run inside a transaction"):
+    path = write(
+        tmp_path, "003_idx.sql", "BEGIN;\nCREATE TABLE t (a int);\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;\n"
+    )
+    with pytest.raises(
+        MigrationError, match=r"003_idx\.sql:3: CREATE INDEX CONCURRENTLY cannot run inside a transaction"
+    ):
         load_migration(path)
 
 
@@ -369,15 +423,25 @@ def test_no_transaction_file_keeps_explicit_blocks(tmp_path: Path) -> None:
     sql = f"{NO_TX}BEGIN;\nCREATE TABLE t (a int);\nCOMMIT;\nCREATE INDEX CONCURRENTLY i ON t (a);\n"
     migration, warnings = load_migration(write(tmp_path, "003_idx.sql", sql))
     assert migration.wrapped is False
-    assert [s.kind for s in migration.body_statements] == ["TransactionStmt", "CreateStmt", "TransactionStmt", "IndexStmt"]
+    assert [s.kind for s in migration.body_statements] == [
+        "TransactionStmt",
+        "CreateStmt",
+        "TransactionStmt",
+        "IndexStmt",
+    ]
     assert warnings == []
 
 
-@pytest.mark.parametrize(("sql", "message"), [
-    (f"{NO_TX}BEGIN;\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;",
-     ":3: CREATE INDEX CONCURRENTLY cannot run inside the transaction block opened at line 2"),
-    (f"{NO_TX}VACUUM t;\nBEGIN;\nSELECT 1;\n", ":3: transaction block opened here is never committed"),
-])
+@pytest.mark.parametrize(
+    ("sql", "message"),
+    [
+        (
+            f"{NO_TX}BEGIN;\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;",
+            ":3: CREATE INDEX CONCURRENTLY cannot run inside the transaction block opened at line 2",
+        ),
+        (f"{NO_TX}VACUUM t;\nBEGIN;\nSELECT 1;\n", ":3: transaction block opened here is never committed"),
+    ],
+)
 def test_no_transaction_file_checks_explicit_blocks(tmp_path: Path, sql: str, message: str) -> None:
     path = write(tmp_path, "003_idx.sql", sql)
     with pytest.raises(MigrationError) as info:
@@ -413,22 +477,37 @@ STATUS_CASES = [
     (["001_a.sql"], [("001", None)], [("001", "applied")]),  # adopted seed row: checksum unknown
     (["001_a.sql"], [("001", "deadbeef")], [("001", "checksum_mismatch")]),
     (["001_a.sql"], [("001", "ok"), ("002", "ok")], [("001", "applied"), ("002", "missing_file")]),
-    (["001_a.sql", "002_b.sql", "003_c.sql"], [("001", "ok"), ("003", "ok")],
-     [("001", "applied"), ("002", "out_of_order"), ("003", "applied")]),
+    (
+        ["001_a.sql", "002_b.sql", "003_c.sql"],
+        [("001", "ok"), ("003", "ok")],
+        [("001", "applied"), ("002", "out_of_order"), ("003", "applied")],
+    ),
     (["001_a.sql", "002_b.sql"], [("002", None)], [("001", "out_of_order"), ("002", "applied")]),
-    (["004_a.sql", "10_b.sql"], [("4", "ok")], [("4", "applied"), ("10", "pending")]),  # ledger text kept, numeric match
+    (
+        ["004_a.sql", "10_b.sql"],
+        [("4", "ok")],
+        [("4", "applied"), ("10", "pending")],
+    ),  # ledger text kept, numeric match
     (["4_a.sql"], [("0004", "ok")], [("0004", "applied")]),
     (["2_a.sql", "10_b.sql"], [("10", "ok")], [("2", "out_of_order"), ("10", "applied")]),  # 2 < 10, not '2' > '10'
-    (["001_a.sql"], [("001", "ok"), ("old_manual_fix", None)], [("001", "applied"), ("old_manual_fix", "missing_file")]),
+    (
+        ["001_a.sql"],
+        [("001", "ok"), ("old_manual_fix", None)],
+        [("001", "applied"), ("old_manual_fix", "missing_file")],
+    ),
 ]
 
 
 @pytest.mark.parametrize(("names", "ledger", "expected"), STATUS_CASES)
-def test_compute_status(tmp_path: Path, names: list[str], ledger: list[tuple[str, str | None]], expected: list[tuple[str, str]]) -> None:
+def test_compute_status(
+    tmp_path: Path, names: list[str], ledger: list[tuple[str, str | None]], expected: list[tuple[str, str]]
+) -> None:
     migrations = files(tmp_path, *names)
     by_key = sums(migrations)
-    rows = [AppliedRow(version=v, description="from ledger",
-                       checksum=(by_key.get(int(v)) if c == "ok" else c)) for v, c in ledger]
+    rows = [
+        AppliedRow(version=v, description="from ledger", checksum=(by_key.get(int(v)) if c == "ok" else c))
+        for v, c in ledger
+    ]
     statuses = compute_status(migrations, rows)
     assert [(s.version, s.state) for s in statuses] == expected
 
@@ -458,9 +537,17 @@ def test_plan_pending_in_order(tmp_path: Path) -> None:
     assert plan.problems == [] and plan.ok
 
 
-@pytest.mark.parametrize(("target", "expected"), [("10", ["2_b.sql", "10_c.sql"]), (10, ["2_b.sql", "10_c.sql"]),
-                                                  ("0010", ["2_b.sql", "10_c.sql"]), ("2", ["2_b.sql"]),
-                                                  ("1", []), (None, ["2_b.sql", "10_c.sql", "11_d.sql"])])
+@pytest.mark.parametrize(
+    ("target", "expected"),
+    [
+        ("10", ["2_b.sql", "10_c.sql"]),
+        (10, ["2_b.sql", "10_c.sql"]),
+        ("0010", ["2_b.sql", "10_c.sql"]),
+        ("2", ["2_b.sql"]),
+        ("1", []),
+        (None, ["2_b.sql", "10_c.sql", "11_d.sql"]),
+    ],
+)
 def test_plan_target(tmp_path: Path, target: str | int | None, expected: list[str]) -> None:
     statuses = statuses_for(tmp_path, ["1_a.sql", "2_b.sql", "10_c.sql", "11_d.sql"], {"1": "ok"})
     assert [m.filename for m in plan_pending(statuses, target=target).pending] == expected
@@ -474,8 +561,11 @@ def test_plan_unknown_target_refused(tmp_path: Path, target: str) -> None:
 
 
 def test_plan_problems(tmp_path: Path) -> None:
-    statuses = statuses_for(tmp_path, ["001_a.sql", "002_b.sql", "004_add_x.sql", "005_e.sql", "006_f.sql"],
-                            {"001": "ok", "003": "ok", "004": "bad", "005": "ok"})
+    statuses = statuses_for(
+        tmp_path,
+        ["001_a.sql", "002_b.sql", "004_add_x.sql", "005_e.sql", "006_f.sql"],
+        {"001": "ok", "003": "ok", "004": "bad", "005": "ok"},
+    )
     plan = plan_pending(statuses)
     assert plan.problems == [
         "002_b.sql: pending but older than the newest applied version 5; rerun with --allow-out-of-order to apply it anyway",
@@ -517,8 +607,11 @@ def test_migration_for_baseline_unknown_version(tmp_path: Path, version: str) ->
 
 
 def test_repair_plan(tmp_path: Path) -> None:
-    statuses = statuses_for(tmp_path, ["001_a.sql", "002_b.sql", "004_d.sql", "005_e.sql"],
-                            {"001": "ok", "2": "stale", "03": "ok", "004": None})
+    statuses = statuses_for(
+        tmp_path,
+        ["001_a.sql", "002_b.sql", "004_d.sql", "005_e.sql"],
+        {"001": "ok", "2": "stale", "03": "ok", "004": None},
+    )
     current = {s.version_key: s.migration.checksum for s in statuses if s.migration is not None}
     changes = repair_plan(statuses)
     assert [(c.action, c.version, c.old_checksum, c.new_checksum) for c in changes] == [
@@ -526,23 +619,30 @@ def test_repair_plan(tmp_path: Path) -> None:
         ("delete_row", "03", None, None),
     ]
     with_unknown = repair_plan(statuses, record_unknown=True)
-    assert [(c.action, c.version) for c in with_unknown] == [("update_checksum", "2"), ("delete_row", "03"), ("update_checksum", "004")]
+    assert [(c.action, c.version) for c in with_unknown] == [
+        ("update_checksum", "2"),
+        ("delete_row", "03"),
+        ("update_checksum", "004"),
+    ]
     assert with_unknown[-1].new_checksum == current[4]
 
 
 # ---------------------------------------------------------------- new_migration
 
 
-@pytest.mark.parametrize(("existing", "expected"), [
-    ([], "001_add_paper_trading_mode.sql"),
-    (["001_init.sql"], "002_add_paper_trading_mode.sql"),
-    (["001_init.sql", "007_x.sql"], "008_add_paper_trading_mode.sql"),
-    (["0042_x.sql"], "0043_add_paper_trading_mode.sql"),
-    (["9_x.sql"], "10_add_paper_trading_mode.sql"),
-    (["998_x.sql", "999_y.sql"], "1000_add_paper_trading_mode.sql"),
-    (["20261123093000_x.sql"], "20261124101500_add_paper_trading_mode.sql"),
-    (["20261124101500_x.sql"], "20261124101501_add_paper_trading_mode.sql"),  # same second: still increasing
-])
+@pytest.mark.parametrize(
+    ("existing", "expected"),
+    [
+        ([], "001_add_paper_trading_mode.sql"),
+        (["001_init.sql"], "002_add_paper_trading_mode.sql"),
+        (["001_init.sql", "007_x.sql"], "008_add_paper_trading_mode.sql"),
+        (["0042_x.sql"], "0043_add_paper_trading_mode.sql"),
+        (["9_x.sql"], "10_add_paper_trading_mode.sql"),
+        (["998_x.sql", "999_y.sql"], "1000_add_paper_trading_mode.sql"),
+        (["20261123093000_x.sql"], "20261124101500_add_paper_trading_mode.sql"),
+        (["20261124101500_x.sql"], "20261124101501_add_paper_trading_mode.sql"),  # same second: still increasing
+    ],
+)
 def test_new_migration_numbering(tmp_path: Path, existing: list[str], expected: str) -> None:
     directory = tmp_path / "sql" / "migrations"
     for name in existing:
@@ -605,8 +705,10 @@ def test_new_migration_refuses_duplicates(tmp_path: Path) -> None:
 
 
 def test_discover_2000_files_is_fast(tmp_path: Path) -> None:
-    body = ("CREATE TABLE t{n} (id bigint PRIMARY KEY, name text NOT NULL, created_at timestamptz DEFAULT now());\n"
-            "CREATE INDEX t{n}_name ON t{n} (name);\nINSERT INTO t{n} (id, name) VALUES (1, 'x');\n")
+    body = (
+        "CREATE TABLE t{n} (id bigint PRIMARY KEY, name text NOT NULL, created_at timestamptz DEFAULT now());\n"
+        "CREATE INDEX t{n}_name ON t{n} (name);\nINSERT INTO t{n} (id, name) VALUES (1, 'x');\n"
+    )
     for n in range(1, 2001):
         (tmp_path / f"{n:04d}_create_t{n}.sql").write_text(f"-- migration {n}\n" + body.format(n=n))
     start = time.perf_counter()
@@ -649,12 +751,20 @@ def test_survey_lists_unusable_files_and_check_pending_parses_only_pending_ones(
     write(tmp_path, "notes.sql", "SELECT 3;\n")
     write(tmp_path, "README.md", "not sql\n")
     found = survey(tmp_path)
-    assert [m.version for m in found.migrations] == ["001", "002", "003"] and not any(m.checked for m in found.migrations)
-    assert sorted((f.filename, f.version) for f in found.invalid) == [("004_d.sql", "004"), ("005_again.sql", "005"),
-                                                                       ("005_e.sql", "005"), ("notes.sql", None)]
+    assert [m.version for m in found.migrations] == ["001", "002", "003"] and not any(
+        m.checked for m in found.migrations
+    )
+    assert sorted((f.filename, f.version) for f in found.invalid) == [
+        ("004_d.sql", "004"),
+        ("005_again.sql", "005"),
+        ("005_e.sql", "005"),
+        ("notes.sql", None),
+    ]
     assert any("README.md: ignored" in w for w in found.warnings) and not any("notes.sql" in w for w in found.warnings)
     applied = found.migrations[0]
-    statuses = compute_status(found.migrations, [AppliedRow("001", checksum=applied.checksum), AppliedRow("004")], found.invalid)
+    statuses = compute_status(
+        found.migrations, [AppliedRow("001", checksum=applied.checksum), AppliedRow("004")], found.invalid
+    )
     checked, _ = check_pending(statuses)
     by_file = {s.filename: s for s in checked}
     assert by_file["001_a.sql"].state == "applied" and by_file["001_a.sql"].migration is not None

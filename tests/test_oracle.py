@@ -43,9 +43,19 @@ def _dump(*parts: str) -> str:
     return HEAD + "".join(parts) + "--\n-- PostgreSQL database dump complete\n--\n\n\\unrestrict abc\n"
 
 
-TABLE_AB = _entry("t", "TABLE", "public", "CREATE TABLE public.t (\n    a integer,\n    b text\n);\n\n\nALTER TABLE public.t OWNER TO app;")
-TABLE_BA = _entry("t", "TABLE", "public", "CREATE TABLE public.t (\n    b text,\n    a integer\n);\n\n\nALTER TABLE public.t OWNER TO postgres;",
-                  owner="postgres")
+TABLE_AB = _entry(
+    "t",
+    "TABLE",
+    "public",
+    "CREATE TABLE public.t (\n    a integer,\n    b text\n);\n\n\nALTER TABLE public.t OWNER TO app;",
+)
+TABLE_BA = _entry(
+    "t",
+    "TABLE",
+    "public",
+    "CREATE TABLE public.t (\n    b text,\n    a integer\n);\n\n\nALTER TABLE public.t OWNER TO postgres;",
+    owner="postgres",
+)
 PK = _entry("t t_pkey", "CONSTRAINT", "public", "ALTER TABLE ONLY public.t\n    ADD CONSTRAINT t_pkey PRIMARY KEY (a);")
 VIEW = _entry("v", "VIEW", "public", "CREATE VIEW public.v AS\n SELECT t.a\n   FROM public.t;")
 
@@ -65,7 +75,9 @@ def test_a_storage_parameter_is_a_difference_with_its_dump_lines() -> None:
 
 
 def test_objects_on_one_side_only_and_the_session_state_they_were_created_in() -> None:
-    publication = _entry("p", "PUBLICATION", "-", "CREATE PUBLICATION p WITH (publish = 'insert, update, delete, truncate');")
+    publication = _entry(
+        "p", "PUBLICATION", "-", "CREATE PUBLICATION p WITH (publish = 'insert, update, delete, truncate');"
+    )
     [difference] = compare_dumps(_dump(TABLE_AB), _dump(TABLE_AB, publication))
     assert (difference.key, difference.status) == ("PUBLICATION p", "missing")
     assert difference.lines[-1].startswith("+CREATE PUBLICATION p")
@@ -78,21 +90,45 @@ def test_objects_on_one_side_only_and_the_session_state_they_were_created_in() -
 def test_unlogged_and_a_check_constraint_are_seen_but_check_order_is_not() -> None:
     checks = "CREATE TABLE public.t (\n    a integer,\n    CONSTRAINT one CHECK ((a > 0)),\n    CONSTRAINT two CHECK ((a < 9))\n);"
     swapped = "CREATE TABLE public.t (\n    a integer,\n    CONSTRAINT two CHECK ((a < 9)),\n    CONSTRAINT one CHECK ((a > 0))\n);"
-    assert compare_dumps(_dump(_entry("t", "TABLE", "public", checks)), _dump(_entry("t", "TABLE", "public", swapped))) == []
+    assert (
+        compare_dumps(_dump(_entry("t", "TABLE", "public", checks)), _dump(_entry("t", "TABLE", "public", swapped)))
+        == []
+    )
     unlogged = _entry("t", "TABLE", "public", checks.replace("CREATE TABLE", "CREATE UNLOGGED TABLE"))
-    assert [d.key for d in compare_dumps(_dump(_entry("t", "TABLE", "public", checks)), _dump(unlogged))] == ["TABLE public.t"]
+    assert [d.key for d in compare_dumps(_dump(_entry("t", "TABLE", "public", checks)), _dump(unlogged))] == [
+        "TABLE public.t"
+    ]
 
 
 def test_a_function_body_is_compared_verbatim() -> None:
     body = "CREATE FUNCTION public.f() RETURNS integer\n    LANGUAGE sql\n    AS $$\nSELECT 1\n-- ALTER TABLE x OWNER TO y;\n$$;"
     changed = body.replace("SELECT 1", "SELECT 2")
-    assert compare_dumps(_dump(_entry("f()", "FUNCTION", "public", body)), _dump(_entry("f()", "FUNCTION", "public", body))) == []
-    assert len(compare_dumps(_dump(_entry("f()", "FUNCTION", "public", body)), _dump(_entry("f()", "FUNCTION", "public", changed)))) == 1
+    assert (
+        compare_dumps(
+            _dump(_entry("f()", "FUNCTION", "public", body)), _dump(_entry("f()", "FUNCTION", "public", body))
+        )
+        == []
+    )
+    assert (
+        len(
+            compare_dumps(
+                _dump(_entry("f()", "FUNCTION", "public", body)), _dump(_entry("f()", "FUNCTION", "public", changed))
+            )
+        )
+        == 1
+    )
 
 
 def test_the_ledger_is_left_out_like_the_model_leaves_it_out() -> None:
-    ledger = _entry("schema_migrations", "TABLE", "public", "CREATE TABLE public.schema_migrations (\n    version text\n);")
-    ledger_pk = _entry("schema_migrations schema_migrations_pkey", "CONSTRAINT", "public", "ALTER TABLE ONLY public.schema_migrations ADD ...;")
+    ledger = _entry(
+        "schema_migrations", "TABLE", "public", "CREATE TABLE public.schema_migrations (\n    version text\n);"
+    )
+    ledger_pk = _entry(
+        "schema_migrations schema_migrations_pkey",
+        "CONSTRAINT",
+        "public",
+        "ALTER TABLE ONLY public.schema_migrations ADD ...;",
+    )
     assert compare_dumps(_dump(TABLE_AB, ledger, ledger_pk), _dump(TABLE_AB), ["schema_migrations"]) == []
     assert len(compare_dumps(_dump(TABLE_AB, ledger, ledger_pk), _dump(TABLE_AB))) == 2
 
@@ -100,9 +136,16 @@ def test_the_ledger_is_left_out_like_the_model_leaves_it_out() -> None:
 def test_what_the_model_reported_is_not_listed_again_and_the_listing_is_bounded() -> None:
     differences = compare_dumps(_dump(TABLE_AB, PK), _dump(TABLE_AB.replace("b text", "b bigint")))
     assert sorted(d.key for d in differences) == ["CONSTRAINT public.t t_pkey", "TABLE public.t"]
-    assert unexplained(differences, ["public.t.b"]) == []  # the model saw the column: its table and the table's constraint are covered
-    assert [d.key for d in unexplained(differences, ["public.other"])] == ["CONSTRAINT public.t t_pkey", "TABLE public.t"]
-    many = compare_dumps(_dump(), _dump(*(_entry(f"p{i}", "PUBLICATION", "-", f"CREATE PUBLICATION p{i};") for i in range(100))))
+    assert (
+        unexplained(differences, ["public.t.b"]) == []
+    )  # the model saw the column: its table and the table's constraint are covered
+    assert [d.key for d in unexplained(differences, ["public.other"])] == [
+        "CONSTRAINT public.t t_pkey",
+        "TABLE public.t",
+    ]
+    many = compare_dumps(
+        _dump(), _dump(*(_entry(f"p{i}", "PUBLICATION", "-", f"CREATE PUBLICATION p{i};") for i in range(100)))
+    )
     lines = render_lines(many)
     assert len(lines) == MAX_LINES + 1 and lines[-1].startswith("... ") and "more dump line(s)" in lines[-1]
 
@@ -128,8 +171,12 @@ BLIND_SPOTS = {
     "default privileges": BASE + "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC;\n",
 }
 # (column statistics targets were a blind spot until the catalog modelled them: the list holds what it still cannot describe)
-EXPECTED_LINE = {"publication": "PUBLICATION", "column storage": "SET STORAGE EXTERNAL",
-                 "event trigger": "EVENT TRIGGER", "default privileges": "DEFAULT PRIVILEGES"}
+EXPECTED_LINE = {
+    "publication": "PUBLICATION",
+    "column storage": "SET STORAGE EXTERNAL",
+    "event trigger": "EVENT TRIGGER",
+    "default privileges": "DEFAULT PRIVILEGES",
+}
 
 
 @pytest.mark.parametrize("kind", sorted(BLIND_SPOTS))
@@ -144,18 +191,24 @@ def test_plan_and_diff_refuse_what_only_the_dumps_show(remote: Remote, kind: str
     assert drift.drift and drift.result.significant == [] and drift.count >= 1
     assert any(EXPECTED_LINE[kind] in line for d in drift.undescribed for line in d.lines)
     fast = diff_against_sql(remote, desired, "schema.sql", fast=True)
-    assert not fast.drift and fast.dump_differences is None  # the model alone is blind to it: that is what the oracle is for
+    assert (
+        not fast.drift and fast.dump_differences is None
+    )  # the model alone is blind to it: that is what the oracle is for
     assert leftovers(remote) == []
 
 
 def test_a_plan_that_reaches_the_target_is_still_verified_by_both(remote: Remote) -> None:
     """Columns added by ALTER land at the end, the owner differs, the ledger exists only live: none of it counts
     (and a storage parameter, which the model describes, is planned and then matches in the dumps too)."""
-    remote.psql("CREATE ROLE oracle_app; CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO oracle_app;"
-                " CREATE TABLE schema_migrations (version text PRIMARY KEY); ALTER TABLE t SET (fillfactor = 70);")
+    remote.psql(
+        "CREATE ROLE oracle_app; CREATE TABLE t (id int PRIMARY KEY); ALTER TABLE t OWNER TO oracle_app;"
+        " CREATE TABLE schema_migrations (version text PRIMARY KEY); ALTER TABLE t SET (fillfactor = 70);"
+    )
     try:
-        desired = ("CREATE TABLE t (id int PRIMARY KEY, note text CHECK (note <> ''), at date) WITH (fillfactor = 70);"
-                   " CREATE VIEW v AS SELECT id, note FROM t;")
+        desired = (
+            "CREATE TABLE t (id int PRIMARY KEY, note text CHECK (note <> ''), at date) WITH (fillfactor = 70);"
+            " CREATE VIEW v AS SELECT id, note FROM t;"
+        )
         report = plan_against_sql(remote, desired, "schema.sql")
         assert report.verified, (report.remaining, report.dump_differences, report.plan.script())
         remote.psql(report.plan.script())
@@ -166,7 +219,9 @@ def test_a_plan_that_reaches_the_target_is_still_verified_by_both(remote: Remote
 
 
 def test_inv_plan_new_and_diff_with_a_difference_only_the_dump_shows(project: Project) -> None:
-    (project.root / "sql" / "schema.sql").write_text(BLIND_SPOTS["column storage"] + "CREATE PUBLICATION pub FOR TABLE t;\n")
+    (project.root / "sql" / "schema.sql").write_text(
+        BLIND_SPOTS["column storage"] + "CREATE PUBLICATION pub FOR TABLE t;\n"
+    )
     project.psql(BASE)
     planned = project.run("plan", "--host", "sandbox")
     assert planned.returncode == 3, planned.stdout + planned.stderr
@@ -176,7 +231,11 @@ def test_inv_plan_new_and_diff_with_a_difference_only_the_dump_shows(project: Pr
     assert "+CREATE PUBLICATION pub" in planned.stderr
     assert "nothing to do" not in planned.stderr
     doc = json.loads(project.run("plan", "--host", "sandbox", "--json").stdout)
-    assert doc["verified"] is False and {d["type"] for d in doc["cannot_describe"]} == {"TABLE", "PUBLICATION", "PUBLICATION TABLE"}
+    assert doc["verified"] is False and {d["type"] for d in doc["cannot_describe"]} == {
+        "TABLE",
+        "PUBLICATION",
+        "PUBLICATION TABLE",
+    }
     written = project.run("new", "tune statistics", "--from-diff", "--host", "sandbox")
     assert written.returncode == 3, written.stdout + written.stderr
     assert list(project.migrations.iterdir()) == []
@@ -187,7 +246,9 @@ def test_inv_plan_new_and_diff_with_a_difference_only_the_dump_shows(project: Pr
     assert "differences opsagent cannot yet describe" in diffed.stdout and "SET STORAGE EXTERNAL" in diffed.stdout
     assert "no drift" not in diffed.stdout
     as_json = json.loads(project.run("diff", "--host", "sandbox", "--json").stdout)
-    assert as_json["drift"] is True and as_json["significant"] == 0 and len(as_json["dump_oracle"]["cannot_describe"]) == 3
+    assert (
+        as_json["drift"] is True and as_json["significant"] == 0 and len(as_json["dump_oracle"]["cannot_describe"]) == 3
+    )
     fast = project.run("diff", "--host", "sandbox", "--fast")
     assert fast.returncode == 0 and "--fast: the schema dumps were not compared" in fast.stdout, fast.stdout
     assert "--fast" in project.run("diff", "--help").stdout
@@ -196,16 +257,29 @@ def test_inv_plan_new_and_diff_with_a_difference_only_the_dump_shows(project: Pr
 def test_grant_order_and_spelling_of_one_call_do_not_count_but_a_different_expression_does() -> None:
     acl = "GRANT SELECT ON TABLE public.t TO reader;\nGRANT UPDATE ON TABLE public.t TO writer;"
     swapped = "GRANT UPDATE ON TABLE public.t TO writer;\nGRANT SELECT ON TABLE public.t TO reader;"
-    assert compare_dumps(_dump(_entry("TABLE t", "ACL", "public", acl)), _dump(_entry("TABLE t", "ACL", "public", swapped))) == []
+    assert (
+        compare_dumps(
+            _dump(_entry("TABLE t", "ACL", "public", acl)), _dump(_entry("TABLE t", "ACL", "public", swapped))
+        )
+        == []
+    )
     call = "CREATE INDEX i ON public.t USING btree (timezone('utc'::text, at));"
     syntax = "CREATE INDEX i ON public.t USING btree ((at AT TIME ZONE 'utc'::text));"
     other = "CREATE INDEX i ON public.t USING btree ((at AT TIME ZONE 'UTC'::text));"
-    assert compare_dumps(_dump(_entry("i", "INDEX", "public", call)), _dump(_entry("i", "INDEX", "public", syntax))) == []
-    assert len(compare_dumps(_dump(_entry("i", "INDEX", "public", call)), _dump(_entry("i", "INDEX", "public", other)))) == 1
+    assert (
+        compare_dumps(_dump(_entry("i", "INDEX", "public", call)), _dump(_entry("i", "INDEX", "public", syntax))) == []
+    )
+    assert (
+        len(compare_dumps(_dump(_entry("i", "INDEX", "public", call)), _dump(_entry("i", "INDEX", "public", other))))
+        == 1
+    )
     # a CREATE TABLE whose columns were sorted is still SQL, so the same rule applies inside tables
     table = "CREATE TABLE public.t (\n    b text,\n    a timestamp DEFAULT timezone('utc'::text, now())\n);"
     spelled = "CREATE TABLE public.t (\n    a timestamp DEFAULT (now() AT TIME ZONE 'utc'::text),\n    b text\n);"
-    assert compare_dumps(_dump(_entry("t", "TABLE", "public", table)), _dump(_entry("t", "TABLE", "public", spelled))) == []
+    assert (
+        compare_dumps(_dump(_entry("t", "TABLE", "public", table)), _dump(_entry("t", "TABLE", "public", spelled)))
+        == []
+    )
 
 
 def test_a_dump_that_fails_inside_the_session_is_an_error_not_an_empty_schema(remote: Remote) -> None:
@@ -213,11 +287,17 @@ def test_a_dump_that_fails_inside_the_session_is_an_error_not_an_empty_schema(re
     from opsagent.schema.scratch import Chunk, ScratchSet
 
     broken = DumpStep(("pg_dump", "--no-such-option", *remote.pg_args()))
-    with pytest.raises(RemoteError, match="did not complete"), ScratchSet(remote, [[Chunk("CREATE TABLE t (id int);", "x.sql")]], dump=broken) as scratch:
+    with (
+        pytest.raises(RemoteError, match="did not complete"),
+        ScratchSet(remote, [[Chunk("CREATE TABLE t (id int);", "x.sql")]], dump=broken) as scratch,
+    ):
         scratch.load()
     assert leftovers(remote) == []
     working = DumpStep.for_remote(remote)
-    with ScratchSet(remote, [[Chunk("CREATE TABLE t (id int);", "x.sql")], [Chunk("CREATE TABLE u (id int);", "y.sql")]],
-                    dump=working) as scratch:
+    with ScratchSet(
+        remote,
+        [[Chunk("CREATE TABLE t (id int);", "x.sql")], [Chunk("CREATE TABLE u (id int);", "y.sql")]],
+        dump=working,
+    ) as scratch:
         scratch.load()
     assert [sorted(entries(d)) for d in scratch.dumps] == [["TABLE public.t"], ["TABLE public.u"]]

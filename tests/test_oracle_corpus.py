@@ -25,7 +25,18 @@ from opsagent.schema.oracle import DumpDifference, compare_dumps
 from opsagent.schema.plan import generate_plan
 from opsagent.schema.scratch import SESSION_SETUP, DumpStep
 
-from .catalog_helpers import END, MARK, Loaded, LoadItem, classify, declarative_block, ensure_roles, load_items, load_script, role_names
+from .catalog_helpers import (
+    END,
+    MARK,
+    Loaded,
+    LoadItem,
+    classify,
+    declarative_block,
+    ensure_roles,
+    load_items,
+    load_script,
+    role_names,
+)
 from .conftest import CORPORA, SandboxHandle
 
 pytestmark = pytest.mark.slow
@@ -37,7 +48,9 @@ def load_with_dumps(remote: Remote, database: str, items: Sequence[LoadItem]) ->
     if not items:
         return {}
     step = DumpStep.for_remote(remote, LEDGER)
-    script = "".join(load_script([item], dependencies=True) + step.step(database, index) + "\n" for index, item in enumerate(items))
+    script = "".join(
+        load_script([item], dependencies=True) + step.step(database, index) + "\n" for index, item in enumerate(items)
+    )
     result = remote.psql(script, database, extra=["-A", "-t", "-v", "ON_ERROR_STOP=0"], check=False, timeout=1800)
     rest, dumps = step.split(result.text, len(items))
     loaded: dict[str, Loaded] = {}
@@ -46,7 +59,7 @@ def load_with_dumps(remote: Remote, database: str, items: Sequence[LoadItem]) ->
     body: list[str] = []
     for line in [*rest.splitlines(), END]:
         if line.startswith(MARK):
-            key, _, state = line[len(MARK):].partition(" ")
+            key, _, state = line[len(MARK) :].partition(" ")
             code, _, message = state.partition(" ")
             error, body = (None if code == "00000" else f"{code} {message}".strip()), []
         elif line == END and key is not None:
@@ -60,8 +73,10 @@ def load_with_dumps(remote: Remote, database: str, items: Sequence[LoadItem]) ->
             key = None
         elif key is not None:
             body.append(line)
-    return {item.key: (loaded.get(item.key, Loaded(item.key, "no output", None)), normalize_dump(dump))
-            for item, dump in zip(items, dumps, strict=True)}
+    return {
+        item.key: (loaded.get(item.key, Loaded(item.key, "no output", None)), normalize_dump(dump))
+        for item, dump in zip(items, dumps, strict=True)
+    }
 
 
 def _in_two(sandbox: SandboxHandle, items: list[LoadItem]) -> dict[str, tuple[Loaded, str]]:
@@ -80,14 +95,18 @@ def _in_two(sandbox: SandboxHandle, items: list[LoadItem]) -> dict[str, tuple[Lo
 
 def confirm_by_reload(sandbox: SandboxHandle, pairs: dict[str, tuple[str, str]]) -> dict[str, list[DumpDifference]]:
     """Each (rehearsed dump, desired dump) pair loaded again and dumped again: what still differs."""
-    items = [LoadItem(f"{name}#{side}", SESSION_SETUP + strip_restrict(dump)) for name, pair in pairs.items()
-             for side, dump in zip(("rehearsed", "desired"), pair, strict=True)]
+    items = [
+        LoadItem(f"{name}#{side}", SESSION_SETUP + strip_restrict(dump))
+        for name, pair in pairs.items()
+        for side, dump in zip(("rehearsed", "desired"), pair, strict=True)
+    ]
     again = _in_two(sandbox, items)
     return {name: compare_dumps(again[f"{name}#rehearsed"][1], again[f"{name}#desired"][1], LEDGER) for name in pairs}
 
 
-def judge(sandbox: SandboxHandle, applied: dict[str, tuple[Loaded, str]], desired: dict[str, tuple[Loaded, str]]
-          ) -> tuple[dict[str, str], dict[str, str], int]:
+def judge(
+    sandbox: SandboxHandle, applied: dict[str, tuple[Loaded, str]], desired: dict[str, tuple[Loaded, str]]
+) -> tuple[dict[str, str], dict[str, str], int]:
     """(model failures, dump-oracle failures, artifacts cancelled by a reload) per plan name."""
     model: dict[str, str] = {}
     doubtful: dict[str, tuple[str, str]] = {}
@@ -102,8 +121,11 @@ def judge(sandbox: SandboxHandle, applied: dict[str, tuple[Loaded, str]], desire
         if compare_dumps(rehearsed, target_dump, LEDGER):
             doubtful[name] = (rehearsed, target_dump)
     confirmed = confirm_by_reload(sandbox, doubtful) if doubtful else {}
-    oracle = {name: "; ".join(f"{d.key} ({d.status}): {' | '.join(d.lines[:6])}" for d in found)[:400]
-              for name, found in confirmed.items() if found}
+    oracle = {
+        name: "; ".join(f"{d.key} ({d.status}): {' | '.join(d.lines[:6])}" for d in found)[:400]
+        for name, found in confirmed.items()
+        if found
+    }
     return model, oracle, len(doubtful) - len(oracle)
 
 
@@ -114,8 +136,11 @@ def test_migra_plans_are_verified_by_the_dump_oracle_too(sandbox: SandboxHandle)
         pytest.skip(f"corpus {root} is absent")
     cases = sorted(p for p in root.iterdir() if (p / "a.sql").exists())
     sql = {(c.name, side): (c / f"{side}.sql").read_text() for c in cases for side in ("a", "b")}
-    steps = {c.name: c.name for c in cases} | {f"{c.name}+additions": c.name for c in cases
-                                                if (c / "additions.sql").exists() and (c / "additions.sql").read_text().strip()}
+    steps = {c.name: c.name for c in cases} | {
+        f"{c.name}+additions": c.name
+        for c in cases
+        if (c / "additions.sql").exists() and (c / "additions.sql").read_text().strip()
+    }
     for step, case in steps.items():
         if step != case:
             sql[(step, "a")] = sql[(case, "a")] + "\n" + (root / case / "additions.sql").read_text()
@@ -127,13 +152,19 @@ def test_migra_plans_are_verified_by_the_dump_oracle_too(sandbox: SandboxHandle)
         a, b = loaded[f"{step}/a"][0].catalog, loaded[f"{case}/b"][0].catalog
         assert a is not None and b is not None, step
         plans[step] = generate_plan(a, b, allow_drop=True)
-    before = sum(bool(compare_dumps(loaded[f"{step}/a"][1], loaded[f"{case}/b"][1], LEDGER)) for step, case in steps.items())
+    before = sum(
+        bool(compare_dumps(loaded[f"{step}/a"][1], loaded[f"{case}/b"][1], LEDGER)) for step, case in steps.items()
+    )
     assert before >= 25, before  # the oracle can fail: before the plans, the dumps differ
-    applied = _in_two(sandbox, [LoadItem(name, sql[(name, "a")] + "\n" + plan.script()) for name, plan in plans.items()])
+    applied = _in_two(
+        sandbox, [LoadItem(name, sql[(name, "a")] + "\n" + plan.script()) for name, plan in plans.items()]
+    )
     model, oracle, artifacts = judge(sandbox, applied, {name: loaded[f"{steps[name]}/b"] for name in plans})
     both = len(plans) - len(set(model) | set(oracle))
-    print(f"\nmigra: {both}/{len(plans)} verified by both oracles (model fails {len(model)}, dump oracle fails {len(oracle)}; "
-          f"{artifacts} dump difference(s) were deparse artifacts gone after one reload) in {time.monotonic() - started:.1f}s")
+    print(
+        f"\nmigra: {both}/{len(plans)} verified by both oracles (model fails {len(model)}, dump oracle fails {len(oracle)}; "
+        f"{artifacts} dump difference(s) were deparse artifacts gone after one reload) in {time.monotonic() - started:.1f}s"
+    )
     for name in sorted(set(model) | set(oracle)):
         print(f"  FAIL {name}: model: {model.get(name, 'ok')}; dump: {oracle.get(name, 'ok')}")
     assert model == {} and oracle == {}
@@ -147,8 +178,11 @@ def test_sqldef_plans_are_verified_by_the_dump_oracle_too(sandbox: SandboxHandle
     root = CORPORA / "sqldef"
     if not root.exists():
         pytest.skip(f"corpus {root} is absent")
-    cases = [classify(f"{path.stem}/{name}", case) for path in sorted(root.glob("*.yml"))
-             for name, case in yaml.safe_load(path.read_text()).items()]
+    cases = [
+        classify(f"{path.stem}/{name}", case)
+        for path in sorted(root.glob("*.yml"))
+        for name, case in yaml.safe_load(path.read_text()).items()
+    ]
     cases = [c for c in cases if c.skip is None]
     ensure_roles(sandbox.admin, set().union(*(role_names(c.current) | role_names(c.desired) for c in cases)))
     started = time.monotonic()
@@ -156,7 +190,10 @@ def test_sqldef_plans_are_verified_by_the_dump_oracle_too(sandbox: SandboxHandle
     loaded = _in_two(sandbox, [item for pair in sides.values() for item in pair])
     items, empty_ok, empty_bad = [], 0, {}
     for case in cases:
-        (current, current_dump), (desired, desired_dump) = loaded[case.name + "#current"], loaded[case.name + "#desired"]
+        (current, current_dump), (desired, desired_dump) = (
+            loaded[case.name + "#current"],
+            loaded[case.name + "#desired"],
+        )
         if current.catalog is None or desired.catalog is None:
             continue
         plan = generate_plan(current.catalog, desired.catalog, allow_drop=True)
@@ -174,9 +211,11 @@ def test_sqldef_plans_are_verified_by_the_dump_oracle_too(sandbox: SandboxHandle
     model, oracle, artifacts = judge(sandbox, applied, {item.key: loaded[item.key + "#desired"] for item in items})
     total = len(items) + empty_ok + len(empty_bad)
     both = total - len(set(model) | set(oracle) | set(empty_bad))
-    print(f"\nsqldef: {both}/{total} verified by both oracles ({empty_ok + len(empty_bad)} needed no statement; model fails {len(model)}, "
-          f"dump oracle fails {len(oracle)}, empty plans the dumps contradict {len(empty_bad)}; {artifacts} artifact(s) "
-          f"cancelled by a reload) in {time.monotonic() - started:.1f}s")
+    print(
+        f"\nsqldef: {both}/{total} verified by both oracles ({empty_ok + len(empty_bad)} needed no statement; model fails {len(model)}, "
+        f"dump oracle fails {len(oracle)}, empty plans the dumps contradict {len(empty_bad)}; {artifacts} artifact(s) "
+        f"cancelled by a reload) in {time.monotonic() - started:.1f}s"
+    )
     for name in sorted(set(model) | set(oracle) | set(empty_bad)):
         print(f"  FAIL {name}: model: {model.get(name, 'ok')}; dump: {oracle.get(name) or empty_bad.get(name, 'ok')}")
     assert model == {}
@@ -186,12 +225,15 @@ def test_sqldef_plans_are_verified_by_the_dump_oracle_too(sandbox: SandboxHandle
 # plans the model calls verified but that are wrong: identity columns' sequence options (START, INCREMENT, MINVALUE, ...)
 # are not in the model, so the plan creates them with the defaults; only the dump oracle sees it (issue 13 §2)
 KNOWN_SQLDEF_BLIND_SPOTS = {
-    "tests_identity/AddIdentityWithSequenceToExistingColumn", "tests_identity/AddNewIdentityColumnWithSequence",
-    "tests_identity/CreateIdentityColumnWithNegativeValue", "tests_identity/IdentityWithSequenceOptions",
+    "tests_identity/AddIdentityWithSequenceToExistingColumn",
+    "tests_identity/AddNewIdentityColumnWithSequence",
+    "tests_identity/CreateIdentityColumnWithNegativeValue",
+    "tests_identity/IdentityWithSequenceOptions",
 }
 
 
 # ---------------------------------------------------------------- real schemas built from an empty database
+
 
 @pytest.mark.timeout(2400)
 @pytest.mark.parametrize("schema", ["musicbrainz", "danbooru"])
@@ -219,7 +261,9 @@ def test_real_schemas_from_empty_by_both_oracles(sandbox: SandboxHandle, schema:
             timings.setdefault("fast" if fast else "with dump oracle", []).append(round(time.monotonic() - started, 2))
         assert drift.result.significant == [], drift.result.significant
         seen = {d.key for d in drift.undescribed}
-    print(f"\n{schema}: plan from empty ({len(report.plan.statements)} statements) in {planned:.1f}s: {report.verification_line()}; "
-          f"after applying it, diff: model {len(drift.result.significant)}, dump oracle {sorted(seen)}; diff seconds {timings}")
+    print(
+        f"\n{schema}: plan from empty ({len(report.plan.statements)} statements) in {planned:.1f}s: {report.verification_line()}; "
+        f"after applying it, diff: model {len(drift.result.significant)}, dump oracle {sorted(seen)}; diff seconds {timings}"
+    )
     # both real schemas: verified by the model and the dumps alike (danbooru's operator and statistics targets are modelled)
     assert report.verified and blind == set() and seen == set()

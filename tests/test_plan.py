@@ -75,11 +75,18 @@ def test_dropped_column_is_commented_out_without_allow_drop() -> None:
     assert generate_plan(live, desired, allow_drop=True).executable()[0].sql == "ALTER TABLE public.t DROP COLUMN old;"
 
 
-@pytest.mark.parametrize(("old", "new", "safe"), [
-    ("integer", "bigint", True), ("character varying(10)", "character varying(20)", True),
-    ("character varying(20)", "character varying(10)", False), ("bigint", "integer", False),
-    ("character varying(10)", "text", True), ("numeric(10,2)", "numeric(12,2)", True), ("text", "integer", False),
-])
+@pytest.mark.parametrize(
+    ("old", "new", "safe"),
+    [
+        ("integer", "bigint", True),
+        ("character varying(10)", "character varying(20)", True),
+        ("character varying(20)", "character varying(10)", False),
+        ("bigint", "integer", False),
+        ("character varying(10)", "text", True),
+        ("numeric(10,2)", "numeric(12,2)", True),
+        ("text", "integer", False),
+    ],
+)
 def test_type_changes_that_lose_data_are_destructive(old: str, new: str, safe: bool) -> None:
     assert lossless(old, new) is safe
     plan = generate_plan(_catalog(_table(Column("c", old))), _catalog(_table(Column("c", new))))
@@ -90,7 +97,9 @@ def test_enum_values_are_added_in_place() -> None:
     live = _catalog(types=(Type("public", "mood", "enum", labels=("sad", "happy")),))
     desired = _catalog(types=(Type("public", "mood", "enum", labels=("sad", "ok", "happy", "ecstatic")),))
     assert [s.sql for s in generate_plan(live, desired).statements] == [
-        "ALTER TYPE public.mood ADD VALUE 'ok' AFTER 'sad';", "ALTER TYPE public.mood ADD VALUE 'ecstatic' AFTER 'happy';"]
+        "ALTER TYPE public.mood ADD VALUE 'ok' AFTER 'sad';",
+        "ALTER TYPE public.mood ADD VALUE 'ecstatic' AFTER 'happy';",
+    ]
 
 
 def test_extra_tables_are_dropped_before_anything_can_take_their_name() -> None:
@@ -103,49 +112,84 @@ def test_extra_tables_are_dropped_before_anything_can_take_their_name() -> None:
 
 def test_a_table_turning_partitioned_is_rebuilt_with_its_rows() -> None:
     live = _catalog(_table(Column("id", "integer"), Column("at", "date")))
-    desired = _catalog(Table("public", "t", kind="p", partition_key="RANGE (at)",
-                             columns=(Column("id", "integer"), Column("at", "date"))))
+    desired = _catalog(
+        Table(
+            "public", "t", kind="p", partition_key="RANGE (at)", columns=(Column("id", "integer"), Column("at", "date"))
+        )
+    )
     plan = generate_plan(live, desired)
     assert [s.sql for s in plan.executable()] == [
         "ALTER TABLE public.t RENAME TO t__old;",
         "CREATE TABLE public.t (\n    id integer,\n    at date\n) PARTITION BY RANGE (at);",
-        "INSERT INTO public.t (id, at) SELECT id, at FROM public.t__old;"]
+        "INSERT INTO public.t (id, at) SELECT id, at FROM public.t__old;",
+    ]
     assert [s.sql for s in plan.statements if not s.enabled] == ["DROP TABLE public.t__old;"]
 
 
 def test_collations_are_created_with_their_provider_and_locale() -> None:
     icu = Collation("app", "ci", "icu", locale="und-u-ks-level2", deterministic=False)
     libc = Collation("app", "bytes", "libc", lc_collate="C", lc_ctype="C")
-    assert collation_sql(icu) == "CREATE COLLATION app.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+    assert (
+        collation_sql(icu)
+        == "CREATE COLLATION app.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false)"
+    )
     assert collation_sql(libc) == "CREATE COLLATION app.bytes (provider = libc, lc_collate = 'C', lc_ctype = 'C')"
 
 
 def test_a_text_search_configuration_is_built_from_its_parser_with_token_types_grouped() -> None:
-    config = TextSearchConfig("app", "plain", 'pg_catalog."default"', mappings=(
-        ("asciiword", "public.unaccent, pg_catalog.simple"), ("int", "pg_catalog.simple"), ("word", "public.unaccent, pg_catalog.simple")))
+    config = TextSearchConfig(
+        "app",
+        "plain",
+        'pg_catalog."default"',
+        mappings=(
+            ("asciiword", "public.unaccent, pg_catalog.simple"),
+            ("int", "pg_catalog.simple"),
+            ("word", "public.unaccent, pg_catalog.simple"),
+        ),
+    )
     assert text_search_config_sql(config) == [
         'CREATE TEXT SEARCH CONFIGURATION app.plain (PARSER = pg_catalog."default")',
         "ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR asciiword, word WITH public.unaccent, pg_catalog.simple",
-        "ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR int WITH pg_catalog.simple"]
+        "ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR int WITH pg_catalog.simple",
+    ]
 
 
 def test_text_search_changes_are_altered_in_place_and_drops_come_last() -> None:
     parser = 'pg_catalog."default"'
     live = Catalog(
-        text_search_configs={"app.plain": TextSearchConfig("app", "plain", parser, (("int", "pg_catalog.simple"), ("word", "pg_catalog.simple")))},
-        text_search_dicts={"app.stop": TextSearchDictionary("app", "stop", "pg_catalog.simple", "stopwords = 'english', accept = 'false'")},
-        collations={"app.old": Collation("app", "old", "libc", lc_collate="C", lc_ctype="C")})
+        text_search_configs={
+            "app.plain": TextSearchConfig(
+                "app", "plain", parser, (("int", "pg_catalog.simple"), ("word", "pg_catalog.simple"))
+            )
+        },
+        text_search_dicts={
+            "app.stop": TextSearchDictionary(
+                "app", "stop", "pg_catalog.simple", "stopwords = 'english', accept = 'false'"
+            )
+        },
+        collations={"app.old": Collation("app", "old", "libc", lc_collate="C", lc_ctype="C")},
+    )
     desired = Catalog(
-        text_search_configs={"app.plain": TextSearchConfig("app", "plain", parser, (("email", "pg_catalog.simple"), ("word", "app.stop")))},
-        text_search_dicts={"app.stop": TextSearchDictionary("app", "stop", "pg_catalog.simple", "stopwords = 'german'")})
+        text_search_configs={
+            "app.plain": TextSearchConfig(
+                "app", "plain", parser, (("email", "pg_catalog.simple"), ("word", "app.stop"))
+            )
+        },
+        text_search_dicts={
+            "app.stop": TextSearchDictionary("app", "stop", "pg_catalog.simple", "stopwords = 'german'")
+        },
+    )
     plan = generate_plan(live, desired)
     assert [(s.sql, s.enabled) for s in plan.statements] == [
         ("ALTER TEXT SEARCH DICTIONARY app.stop (stopwords = 'german', accept);", True),
         ("ALTER TEXT SEARCH CONFIGURATION app.plain DROP MAPPING FOR int;", True),
         ("ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR email WITH pg_catalog.simple;", True),
         ("ALTER TEXT SEARCH CONFIGURATION app.plain ALTER MAPPING FOR word WITH app.stop;", True),
-        ("DROP COLLATION app.old;", False)]
-    assert plan.statements[-1].phase == "drop collations" and plan.warnings == ["drops collation app.old (commented out: needs --allow-drop)"]
+        ("DROP COLLATION app.old;", False),
+    ]
+    assert plan.statements[-1].phase == "drop collations" and plan.warnings == [
+        "drops collation app.old (commented out: needs --allow-drop)"
+    ]
 
 
 # ---------------------------------------------------------------- migra, applied for real
@@ -191,8 +235,11 @@ def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None
     cases = sorted(p for p in root.iterdir() if (p / "a.sql").exists())
     sql = {(c.name, side): (c / f"{side}.sql").read_text() for c in cases for side in ("a", "b")}
     # the second step: a with additions.sql applied, planned to b again ("<case>+additions")
-    steps = {c.name: c.name for c in cases} | {f"{c.name}+additions": c.name for c in cases
-                                                if (c / "additions.sql").exists() and (c / "additions.sql").read_text().strip()}
+    steps = {c.name: c.name for c in cases} | {
+        f"{c.name}+additions": c.name
+        for c in cases
+        if (c / "additions.sql").exists() and (c / "additions.sql").read_text().strip()
+    }
     for step, case in steps.items():
         if step != case:
             sql[(step, "a")] = sql[(case, "a")] + "\n" + (root / case / "additions.sql").read_text()
@@ -200,14 +247,22 @@ def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None
     database = sandbox.create_database("plan")
     started = time.monotonic()
     with sandbox.remote(database) as remote:
-        loaded = load_many(remote, database, [LoadItem(f"{name}/{side}", text) for (name, side), text in sql.items()], dependencies=True)
+        loaded = load_many(
+            remote,
+            database,
+            [LoadItem(f"{name}/{side}", text) for (name, side), text in sql.items()],
+            dependencies=True,
+        )
         plans: dict[str, Plan] = {}
         for step, case in steps.items():
             a, b = loaded[f"{step}/a"].catalog, loaded[f"{case}/b"].catalog
             assert a is not None and b is not None, step
             plans[step] = generate_plan(a, b, allow_drop=True)
-        applied = load_many(remote, database, [LoadItem(f"{name}/plan", sql[(name, "a")] + "\n" + plans[name].script())
-                                               for name in plans])
+        applied = load_many(
+            remote,
+            database,
+            [LoadItem(f"{name}/plan", sql[(name, "a")] + "\n" + plans[name].script()) for name in plans],
+        )
     passing, failing = set(), {}
     for name in plans:
         result = applied[f"{name}/plan"]
@@ -237,8 +292,11 @@ def _sqldef_cases() -> list[SqldefCase]:
     root = CORPORA / "sqldef"
     if not root.exists():
         pytest.skip(f"corpus {root} is absent")
-    return [classify(f"{path.stem}/{name}", case)
-            for path in sorted(root.glob("*.yml")) for name, case in yaml.safe_load(path.read_text()).items()]
+    return [
+        classify(f"{path.stem}/{name}", case)
+        for path in sorted(root.glob("*.yml"))
+        for name, case in yaml.safe_load(path.read_text()).items()
+    ]
 
 
 def _batches(sandbox: SandboxHandle, items: list[LoadItem]) -> dict[str, Loaded]:
@@ -299,8 +357,10 @@ def test_sqldef_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> Non
             failing[name] = "; ".join(f"{c.kind} {c.status} {c.name} {c.details}" for c in remaining)[:300]
         else:
             passing.add(name)
-    print(f"\nsqldef plans: {len(passing)}/{len(plans) + empty} verified ({empty} needed no statement) "
-          f"in {time.monotonic() - started:.1f}s")
+    print(
+        f"\nsqldef plans: {len(passing)}/{len(plans) + empty} verified ({empty} needed no statement) "
+        f"in {time.monotonic() - started:.1f}s"
+    )
     for name, why in sorted(failing.items()):
         print(f"  FAIL {name}: {why}")
         if name in os.environ.get("PLAN_DEBUG", "").split(","):
@@ -337,11 +397,19 @@ def test_plan_against_live_is_verified_by_applying_it(remote: Remote) -> None:
     script = report.plan.script()
     # the new value is used by a default inside the transaction: it is added (and committed) before it
     assert script.index("ALTER TYPE public.mood ADD VALUE IF NOT EXISTS 'ok' AFTER 'sad';") < script.index("BEGIN;")
-    assert script.index("DROP VIEW public.named") < script.index("ALTER COLUMN name TYPE text") < script.index("CREATE VIEW")
+    assert (
+        script.index("DROP VIEW public.named")
+        < script.index("ALTER COLUMN name TYPE text")
+        < script.index("CREATE VIEW")
+    )
     # the live database itself is untouched: only the rehearsal saw the plan
     assert compare(introspect(remote), introspect(remote)).is_empty
-    assert "legacy" in remote.psql("SELECT string_agg(attname, ',') FROM pg_attribute WHERE attrelid = 'people'::regclass",
-                                   extra=["-A", "-t"]).text
+    assert (
+        "legacy"
+        in remote.psql(
+            "SELECT string_agg(attname, ',') FROM pg_attribute WHERE attrelid = 'people'::regclass", extra=["-A", "-t"]
+        ).text
+    )
 
 
 def test_plan_without_allow_drop_lists_what_remains(remote: Remote) -> None:
@@ -398,10 +466,16 @@ def test_collations_and_text_search_are_planned_and_verified(remote: Remote) -> 
     assert "CREATE COLLATION search.ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false);" in script
     assert "ALTER TEXT SEARCH CONFIGURATION search.plain DROP MAPPING FOR numword;" in script
     # the new collation exists before the column moves to it; the old one goes after it is no longer used
-    assert script.index("CREATE COLLATION search.ci") < script.index("COLLATE search.ci") < script.index("DROP COLLATION search.bytes")
+    assert (
+        script.index("CREATE COLLATION search.ci")
+        < script.index("COLLATE search.ci")
+        < script.index("DROP COLLATION search.bytes")
+    )
     assert script.index("CREATE TEXT SEARCH CONFIGURATION search.fresh") < script.index("CREATE INDEX docs_fts")
     assert "DROP TEXT SEARCH CONFIGURATION search.gone;" in script
-    assert "CREATE DOMAIN search.title AS text COLLATE search.\"natural\";" in script  # qualified: search is not on the search_path
+    assert (
+        "CREATE DOMAIN search.title AS text COLLATE search.\"natural\";" in script
+    )  # qualified: search is not on the search_path
 
 
 def test_inv_plan_prints_sql_that_really_removes_the_drift(project: Project) -> None:
@@ -455,8 +529,14 @@ DEPENDENT_CASES = {
         " CREATE FUNCTION how_many() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM v; END;",
         "CREATE TABLE t (id int, n bigint); CREATE VIEW v AS SELECT id, n FROM t;"
         " CREATE FUNCTION how_many() RETURNS bigint LANGUAGE sql BEGIN ATOMIC SELECT count(*) FROM v; END;",
-        ["DROP FUNCTION public.how_many()", "DROP VIEW public.v", "ALTER COLUMN n TYPE bigint", "CREATE VIEW public.v",
-         "CREATE OR REPLACE FUNCTION public.how_many()"]),
+        [
+            "DROP FUNCTION public.how_many()",
+            "DROP VIEW public.v",
+            "ALTER COLUMN n TYPE bigint",
+            "CREATE VIEW public.v",
+            "CREATE OR REPLACE FUNCTION public.how_many()",
+        ],
+    ),
     # a recreated enum: the function taking it and the CHECK calling that function are rebuilt around it
     "check constraint through a function on a recreated type": (
         "CREATE TYPE mood AS ENUM ('sad', 'meh', 'happy');"
@@ -465,9 +545,15 @@ DEPENDENT_CASES = {
         "CREATE TYPE mood AS ENUM ('sad', 'happy');"
         " CREATE FUNCTION cheerful(m mood) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN m <> 'sad';"
         " CREATE TABLE people (m mood, CONSTRAINT nice CHECK (cheerful(m)));",
-        ["ALTER TABLE public.people DROP CONSTRAINT nice", "DROP FUNCTION public.cheerful(m public.mood)",
-         "CREATE TYPE public.mood", "CREATE OR REPLACE FUNCTION public.cheerful", "ALTER TABLE public.people ADD CONSTRAINT nice",
-         "DROP TYPE public.mood__old"]),
+        [
+            "ALTER TABLE public.people DROP CONSTRAINT nice",
+            "DROP FUNCTION public.cheerful(m public.mood)",
+            "CREATE TYPE public.mood",
+            "CREATE OR REPLACE FUNCTION public.cheerful",
+            "ALTER TABLE public.people ADD CONSTRAINT nice",
+            "DROP TYPE public.mood__old",
+        ],
+    ),
 }
 
 
@@ -484,26 +570,37 @@ def test_dependents_found_through_pg_depend_are_rebuilt_around_the_change(remote
 
 def test_dropping_an_unused_column_rebuilds_nothing_else(remote: Remote) -> None:
     """Only what uses a changing column is rebuilt (pg_depend, column by column): no index, key or view on the rest."""
-    base = ("CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE t (id int PRIMARY KEY, parent int REFERENCES parent, n int, {extra});"
-            " CREATE INDEX t_n ON t (n); CREATE VIEW v AS SELECT id, n FROM t; CREATE VIEW w AS SELECT id, kind FROM t;")
+    base = (
+        "CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE t (id int PRIMARY KEY, parent int REFERENCES parent, n int, {extra});"
+        " CREATE INDEX t_n ON t (n); CREATE VIEW v AS SELECT id, n FROM t; CREATE VIEW w AS SELECT id, kind FROM t;"
+    )
     remote.psql(base.format(extra="note text, kind int"))
     report = plan_against_sql(remote, base.format(extra="kind bigint"), "schema.sql", PlanOptions(allow_drop=True))
     assert report.verified, (report.error, report.remaining)
     assert [s.sql for s in report.plan.statements] == [
-        "DROP VIEW public.w;", "ALTER TABLE public.t DROP COLUMN note;", "ALTER TABLE public.t ALTER COLUMN kind TYPE bigint USING kind::bigint;",
-        "CREATE VIEW public.w AS\n SELECT t.id,\n    t.kind\n   FROM public.t;"]
+        "DROP VIEW public.w;",
+        "ALTER TABLE public.t DROP COLUMN note;",
+        "ALTER TABLE public.t ALTER COLUMN kind TYPE bigint USING kind::bigint;",
+        "CREATE VIEW public.w AS\n SELECT t.id,\n    t.kind\n   FROM public.t;",
+    ]
 
 
 def test_a_rebuilt_table_continues_its_identity_where_the_old_one_stopped(remote: Remote) -> None:
     """Rows copied with OVERRIDING SYSTEM VALUE leave the new identity at 1: the next insert would collide with a copied key."""
-    remote.psql("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at date NOT NULL DEFAULT '2026-01-01');"
-                " INSERT INTO t (at) SELECT '2026-01-01' FROM generate_series(1, 5); DELETE FROM t WHERE id = 5;")
-    desired = ("CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, at date NOT NULL DEFAULT '2026-01-01', PRIMARY KEY (id, at))"
-               " PARTITION BY RANGE (at); CREATE TABLE t_2026 PARTITION OF t FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');")
+    remote.psql(
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at date NOT NULL DEFAULT '2026-01-01');"
+        " INSERT INTO t (at) SELECT '2026-01-01' FROM generate_series(1, 5); DELETE FROM t WHERE id = 5;"
+    )
+    desired = (
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, at date NOT NULL DEFAULT '2026-01-01', PRIMARY KEY (id, at))"
+        " PARTITION BY RANGE (at); CREATE TABLE t_2026 PARTITION OF t FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
+    )
     report = plan_against_sql(remote, desired, "schema.sql", PlanOptions(allow_drop=True))
     assert report.verified, (report.error, report.remaining, report.plan.script())
     remote.psql(report.plan.script())
-    assert remote.psql("INSERT INTO t DEFAULT VALUES RETURNING id", extra=["-A", "-t"]).text.strip().splitlines()[0] == "6"
+    assert (
+        remote.psql("INSERT INTO t DEFAULT VALUES RETURNING id", extra=["-A", "-t"]).text.strip().splitlines()[0] == "6"
+    )
 
 
 def _musicbrainz() -> str:
@@ -523,8 +620,13 @@ def test_musicbrainz_built_from_an_empty_database_then_each_mutation_planned_bac
         script = report.plan.script()
         assert report.verified, (report.error, report.remaining)
         assert len(report.plan.statements) > 1000 and not report.plan.warnings
-        assert "CREATE COLLATION musicbrainz.musicbrainz (provider = icu, locale = '@colCaseFirst=lower;colNumeric=yes')" in script
-        assert "ALTER TEXT SEARCH CONFIGURATION musicbrainz.mb_simple ALTER MAPPING" not in script  # built with ADD MAPPING only
+        assert (
+            "CREATE COLLATION musicbrainz.musicbrainz (provider = icu, locale = '@colCaseFirst=lower;colNumeric=yes')"
+            in script
+        )
+        assert (
+            "ALTER TEXT SEARCH CONFIGURATION musicbrainz.mb_simple ALTER MAPPING" not in script
+        )  # built with ADD MAPPING only
         assert "CREATE CONSTRAINT TRIGGER" in script and " ADD CONSTRAINT delete_unused_tag TRIGGER" not in script
         assert script.index("CREATE COLLATION") < script.index("CREATE TABLE") < script.index("CREATE INDEX")
         assert script.index("CREATE TEXT SEARCH") < script.index("CREATE INDEX")
@@ -534,18 +636,33 @@ def test_musicbrainz_built_from_an_empty_database_then_each_mutation_planned_bac
         mutations = {key: spec[0] for key, spec in REAL["musicbrainz"]["mutations"].items()}  # type: ignore[attr-defined]
         mutations["all at once"] = ";\n".join(mutations.values())
         # each mutation in its own rolled-back transaction: introspected, then planned back and applied
-        mutated = dict(_marked(remote.psql(mutation_script(mutations, dependencies=True), extra=["-A", "-t"], timeout=300).text))
-        plans = {key.replace("_", " "): generate_plan(Catalog.from_json(json.loads(body)), desired, allow_drop=True)
-                 for key, body in mutated.items()}
+        mutated = dict(
+            _marked(remote.psql(mutation_script(mutations, dependencies=True), extra=["-A", "-t"], timeout=300).text)
+        )
+        plans = {
+            key.replace("_", " "): generate_plan(Catalog.from_json(json.loads(body)), desired, allow_drop=True)
+            for key, body in mutated.items()
+        }
         sizes = {key: len(plan.statements) for key, plan in plans.items()}
         # each plan touches only what the mutation changed and what uses it (pg_depend, column by column)
-        assert set(sizes) == set(mutations) and all(0 < n < 10 for key, n in sizes.items() if key != "all at once"), sizes
-        assert all(not plan.body("before") and not plan.body("after") for plan in plans.values())  # all in the transaction
-        applied = remote.psql(mutation_script({key: f"{mutations[key]};\n{HEADER}{plans[key].body()}" for key in plans}),
-                              extra=["-A", "-t"], timeout=300).text
-    remaining = {key: [(c.kind, c.status, c.name) for c in compare(Catalog.from_json(json.loads(body)), desired).significant]
-                 for key, body in _marked(applied)}
-    print(f"\nmusicbrainz: {len(report.plan.statements)} statements from empty, verified; mutations planned back (statements): {sizes}")
+        assert set(sizes) == set(mutations) and all(0 < n < 10 for key, n in sizes.items() if key != "all at once"), (
+            sizes
+        )
+        assert all(
+            not plan.body("before") and not plan.body("after") for plan in plans.values()
+        )  # all in the transaction
+        applied = remote.psql(
+            mutation_script({key: f"{mutations[key]};\n{HEADER}{plans[key].body()}" for key in plans}),
+            extra=["-A", "-t"],
+            timeout=300,
+        ).text
+    remaining = {
+        key: [(c.kind, c.status, c.name) for c in compare(Catalog.from_json(json.loads(body)), desired).significant]
+        for key, body in _marked(applied)
+    }
+    print(
+        f"\nmusicbrainz: {len(report.plan.statements)} statements from empty, verified; mutations planned back (statements): {sizes}"
+    )
     assert remaining == {key.replace(" ", "_"): [] for key in mutations}
 
 

@@ -19,27 +19,45 @@ from .conftest import Project, SandboxHandle, write_inventory
 # ---------------------------------------------------------------- pure: stages
 
 
-def _catalog(tables: tuple[Table, ...], indexes: tuple[Index, ...] = (), constraints: tuple[Constraint, ...] = (),
-             types: tuple[Type, ...] = ()) -> Catalog:
-    return Catalog(tables={t.key: t for t in tables}, indexes={i.key: i for i in indexes},
-                   constraints={c.key: c for c in constraints}, types={t.key: t for t in types})
+def _catalog(
+    tables: tuple[Table, ...],
+    indexes: tuple[Index, ...] = (),
+    constraints: tuple[Constraint, ...] = (),
+    types: tuple[Type, ...] = (),
+) -> Catalog:
+    return Catalog(
+        tables={t.key: t for t in tables},
+        indexes={i.key: i for i in indexes},
+        constraints={c.key: c for c in constraints},
+        types={t.key: t for t in types},
+    )
 
 
 ORDERS = Table("public", "orders", columns=(Column("id", "integer", not_null=True), Column("customer", "integer")))
 NOTES = Table("public", "notes", columns=(Column("id", "integer"),))
-BY_CUSTOMER = Index("public.orders", "orders_customer", "CREATE INDEX orders_customer ON public.orders USING btree (customer)")
+BY_CUSTOMER = Index(
+    "public.orders", "orders_customer", "CREATE INDEX orders_customer ON public.orders USING btree (customer)"
+)
 NOTES_ID = Index("public.notes", "notes_id", "CREATE INDEX notes_id ON public.notes USING btree (id)")
 
 
 def test_indexes_on_large_existing_tables_are_built_concurrently_after_the_transaction() -> None:
-    plan = generate_plan(_catalog((ORDERS,)), _catalog((ORDERS, NOTES), (BY_CUSTOMER, NOTES_ID)), concurrent_tables={"public.orders"})
+    plan = generate_plan(
+        _catalog((ORDERS,)), _catalog((ORDERS, NOTES), (BY_CUSTOMER, NOTES_ID)), concurrent_tables={"public.orders"}
+    )
     staged = [(s.stage, s.sql) for s in plan.statements if s.kind == "index"]
-    assert staged == [("main", "CREATE INDEX notes_id ON public.notes USING btree (id);"),  # a new table: built with it
-                      ("after", "DROP INDEX CONCURRENTLY IF EXISTS public.orders_customer;"),
-                      ("after", "CREATE INDEX CONCURRENTLY orders_customer ON public.orders USING btree (customer);")]
+    assert staged == [
+        ("main", "CREATE INDEX notes_id ON public.notes USING btree (id);"),  # a new table: built with it
+        ("after", "DROP INDEX CONCURRENTLY IF EXISTS public.orders_customer;"),
+        ("after", "CREATE INDEX CONCURRENTLY orders_customer ON public.orders USING btree (customer);"),
+    ]
     script = plan.script()
-    assert script.index("BEGIN;") < script.index("CREATE TABLE public.notes") < script.index("COMMIT;") < \
-        script.index("CREATE INDEX CONCURRENTLY")
+    assert (
+        script.index("BEGIN;")
+        < script.index("CREATE TABLE public.notes")
+        < script.index("COMMIT;")
+        < script.index("CREATE INDEX CONCURRENTLY")
+    )
     plain = generate_plan(_catalog((ORDERS,)), _catalog((ORDERS,), (BY_CUSTOMER,)))
     assert [s.stage for s in plain.statements] == ["main"] and "CONCURRENTLY" not in plain.script()
 
@@ -48,7 +66,9 @@ def test_a_unique_index_a_new_foreign_key_needs_stays_in_the_transaction() -> No
     unique = Index("public.orders", "orders_id", "CREATE UNIQUE INDEX orders_id ON public.orders USING btree (id)")
     ref = Table("public", "refs", columns=(Column("order_id", "integer"),))
     fk = Constraint("public.refs", "refs_order", "f", "FOREIGN KEY (order_id) REFERENCES public.orders(id)")
-    plan = generate_plan(_catalog((ORDERS, ref)), _catalog((ORDERS, ref), (unique,), (fk,)), concurrent_tables={"public.orders"})
+    plan = generate_plan(
+        _catalog((ORDERS, ref)), _catalog((ORDERS, ref), (unique,), (fk,)), concurrent_tables={"public.orders"}
+    )
     assert [(s.stage, s.kind) for s in plan.statements] == [("main", "index"), ("main", "constraint")]
 
 
@@ -57,22 +77,34 @@ def test_enum_values_move_before_the_transaction_only_when_it_uses_them() -> Non
     new = Type("public", "mood", "enum", labels=("sad", "ok"))
     table = Table("public", "people", columns=(Column("mood", "public.mood"),))
     unused = generate_plan(_catalog((table,), types=(old,)), _catalog((table,), types=(new,)))
-    assert [(s.stage, s.sql) for s in unused.statements] == [("main", "ALTER TYPE public.mood ADD VALUE 'ok' AFTER 'sad';")]
+    assert [(s.stage, s.sql) for s in unused.statements] == [
+        ("main", "ALTER TYPE public.mood ADD VALUE 'ok' AFTER 'sad';")
+    ]
     with_default = Table("public", "people", columns=(Column("mood", "public.mood", default="'ok'::public.mood"),))
     used = generate_plan(_catalog((table,), types=(old,)), _catalog((with_default,), types=(new,)))
     assert [(s.stage, s.sql) for s in used.statements] == [
         ("before", "ALTER TYPE public.mood ADD VALUE IF NOT EXISTS 'ok' AFTER 'sad';"),
-        ("main", "ALTER TABLE public.people ALTER COLUMN mood SET DEFAULT 'ok'::public.mood;")]
+        ("main", "ALTER TABLE public.people ALTER COLUMN mood SET DEFAULT 'ok'::public.mood;"),
+    ]
 
 
 def test_generated_no_transaction_files_load_cleanly(tmp_path: Path) -> None:
-    path = new_migration(tmp_path, "add mood values", body="ALTER TYPE mood ADD VALUE IF NOT EXISTS 'ok';\n",
-                         notes=["Generated."], no_transaction=True)
+    path = new_migration(
+        tmp_path,
+        "add mood values",
+        body="ALTER TYPE mood ADD VALUE IF NOT EXISTS 'ok';\n",
+        notes=["Generated."],
+        no_transaction=True,
+    )
     migration, warnings = load_migration(path)
     assert path.name == "001_add_mood_values.sql"
     assert not migration.transactional and warnings == []  # an enum value is a reason to commit on its own
-    assert path.read_text().splitlines()[:4] == ["-- 001: add mood values", path.read_text().splitlines()[1],
-                                                 "-- Generated.", "-- opsagent:no-transaction"]
+    assert path.read_text().splitlines()[:4] == [
+        "-- 001: add mood values",
+        path.read_text().splitlines()[1],
+        "-- Generated.",
+        "-- opsagent:no-transaction",
+    ]
 
 
 # ---------------------------------------------------------------- inv new --from-diff, applied by inv sync
@@ -164,12 +196,16 @@ def test_plan_against_host_catches_one_database_up_with_another(project: Project
     with sandbox.remote(staging_db) as staging:
         staging.psql("CREATE TABLE t (id int PRIMARY KEY, note text); CREATE INDEX t_note ON t (note);")
     project.psql("CREATE TABLE t (id int PRIMARY KEY);")
-    result = project.run("new", "--from-diff", "--host", "sandbox", "--against-host", "staging", "like staging", "--json")
+    result = project.run(
+        "new", "--from-diff", "--host", "sandbox", "--against-host", "staging", "like staging", "--json"
+    )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
     assert doc["desired"] == f"staging:{staging_db}" and doc["verified"]
-    assert [s["sql"] for s in doc["statements"]] == ["ALTER TABLE public.t ADD COLUMN note text;",
-                                                      "CREATE INDEX t_note ON public.t USING btree (note);"]
+    assert [s["sql"] for s in doc["statements"]] == [
+        "ALTER TABLE public.t ADD COLUMN note text;",
+        "CREATE INDEX t_note ON public.t USING btree (note);",
+    ]
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup").returncode == 0
     assert project.run("diff", "--host", "sandbox", "--against-host", "staging").returncode == 0
 
@@ -184,17 +220,22 @@ def test_the_rehearsal_starts_from_the_live_extension_versions(remote: Remote) -
     catalog = Catalog(extensions={"pg_trgm": Extension("pg_trgm", "1.3", "public")})
     assert pin_extension_versions(dump, catalog).splitlines() == [
         "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public VERSION '1.3';",
-        "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;"]
+        "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;",
+    ]
 
 
 def test_schema_and_routine_privileges_are_planned(remote: Remote) -> None:
     remote.psql("DO $$ BEGIN CREATE ROLE opsagent_reader; EXCEPTION WHEN duplicate_object THEN NULL; END $$;")
     base = "CREATE SCHEMA app; CREATE FUNCTION app.answer() RETURNS int LANGUAGE sql RETURN 42;"
     remote.psql(base)
-    desired = (base + " GRANT USAGE ON SCHEMA app TO opsagent_reader;"
-               " REVOKE EXECUTE ON FUNCTION app.answer() FROM PUBLIC; GRANT EXECUTE ON FUNCTION app.answer() TO opsagent_reader;")
+    desired = (
+        base + " GRANT USAGE ON SCHEMA app TO opsagent_reader;"
+        " REVOKE EXECUTE ON FUNCTION app.answer() FROM PUBLIC; GRANT EXECUTE ON FUNCTION app.answer() TO opsagent_reader;"
+    )
     report = plan_against_sql(remote, desired, "schema.sql")
     assert sorted(s.sql for s in report.plan.statements) == [
-        "GRANT EXECUTE ON ROUTINE app.answer() TO opsagent_reader;", "GRANT USAGE ON SCHEMA app TO opsagent_reader;",
-        "REVOKE EXECUTE ON ROUTINE app.answer() FROM PUBLIC;"]
+        "GRANT EXECUTE ON ROUTINE app.answer() TO opsagent_reader;",
+        "GRANT USAGE ON SCHEMA app TO opsagent_reader;",
+        "REVOKE EXECUTE ON ROUTINE app.answer() FROM PUBLIC;",
+    ]
     assert report.verified, (report.error, report.remaining)

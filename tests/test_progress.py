@@ -48,7 +48,10 @@ def glued(raw: str, word: str) -> list[str]:
 
 def terminal_pair() -> tuple[io.StringIO, TerminalConsole, TerminalConsole]:
     screen = io.StringIO()
-    make = lambda: TerminalConsole(file=screen, force_terminal=True, width=100, color_system="standard", highlight=False)  # noqa: E731
+
+    def make() -> TerminalConsole:
+        return TerminalConsole(file=screen, force_terminal=True, width=100, color_system="standard", highlight=False)
+
     return screen, make(), make()
 
 
@@ -133,7 +136,9 @@ def test_a_fleet_worker_thread_prints_nothing() -> None:
 
 
 def test_durations_read_the_same_on_the_bar_and_in_the_done_line() -> None:
-    assert human_duration(0.44) == "0.4 s" and human_duration(75) == "1 min 15 s" and human_duration(7300) == "2 h 01 min"
+    assert (
+        human_duration(0.44) == "0.4 s" and human_duration(75) == "1 min 15 s" and human_duration(7300) == "2 h 01 min"
+    )
 
 
 # ---------------------------------------------------------------- module, terminal
@@ -211,18 +216,36 @@ def test_a_nested_wait_and_a_paused_wait_leave_one_display_at_a_time() -> None:
 # ---------------------------------------------------------------- CLI, piped and in a terminal
 
 
-def run_in_terminal(project: Project, *args: str, timeout: float = 180, interrupt_when: Callable[[str], bool] | None = None,
-                    exit_codes: list[int] | None = None) -> str:
+def run_in_terminal(
+    project: Project,
+    *args: str,
+    timeout: float = 180,
+    interrupt_when: Callable[[str], bool] | None = None,
+    exit_codes: list[int] | None = None,
+) -> str:
     """The real CLI with stdin, stdout and stderr on a pseudo-terminal; everything it drew, decoded.
 
     ``interrupt_when``: send it SIGINT (Ctrl-C) once what it drew so far satisfies this.
     """
-    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "OPSAGENT_PROGRESS_DELAY": "0",
-           "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "40"}
+    env = {
+        **os.environ,
+        "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"),
+        "OPSAGENT_PROGRESS_DELAY": "0",
+        "TERM": "xterm-256color",
+        "COLUMNS": "160",
+        "LINES": "40",
+    }
     env.pop("NO_COLOR", None)
     primary, secondary = pty.openpty()
-    process = subprocess.Popen([sys.executable, "-m", "opsagent", *args], stdin=secondary, stdout=secondary, stderr=secondary,
-                               cwd=project.root, env=env, close_fds=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "opsagent", *args],
+        stdin=secondary,
+        stdout=secondary,
+        stderr=secondary,
+        cwd=project.root,
+        env=env,
+        close_fds=True,
+    )
     os.close(secondary)
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout
@@ -268,24 +291,38 @@ def test_backup_piped_prints_start_and_done_lines(project: Project) -> None:
 
     restored = project.run("restore", "--host", "sandbox", "--backup", name, "--into", f"{db}_copy", env=fast)
     assert restored.returncode == 0, restored.stderr
-    assert restored.stderr.splitlines()[:4] == [f"restoring {name} into {db}_copy on sandbox{step}…"
-                                                for step in ("", ": verifying", ": restoring", ": counting")], restored.stderr
-    assert any(line.startswith(f"restoring {name} into {db}_copy on sandbox: done in ") for line in restored.stderr.splitlines())
+    assert restored.stderr.splitlines()[:4] == [
+        f"restoring {name} into {db}_copy on sandbox{step}…"
+        for step in ("", ": verifying", ": restoring", ": counting")
+    ], restored.stderr
+    assert any(
+        line.startswith(f"restoring {name} into {db}_copy on sandbox: done in ")
+        for line in restored.stderr.splitlines()
+    )
     project.psql(f'DROP DATABASE "{db}_copy"')
 
     swapped = project.run("restore", "--host", "sandbox", "--latest", "--in-place", "--yes", env=fast)
     assert swapped.returncode == 0, swapped.stderr
     label = f"restoring {name} in place of {db} on sandbox"
     phases = [line.removeprefix(label) for line in swapped.stderr.splitlines() if line.startswith(label)]
-    assert phases[:7] == ["…", ": verifying…", ": restoring…", ": counting…", ": closing the live database…", ": swapping…",
-                          ": backing up the replaced database…"], swapped.stderr
+    assert phases[:7] == [
+        "…",
+        ": verifying…",
+        ": restoring…",
+        ": counting…",
+        ": closing the live database…",
+        ": swapping…",
+        ": backing up the replaced database…",
+    ], swapped.stderr
     assert phases[-1].startswith(": done in "), swapped.stderr
 
 
 def test_backup_in_a_terminal_shows_a_spinner(project: Project) -> None:
     drawn = run_in_terminal(project, "backup", "--host", "sandbox")
     segments = screen_segments(drawn)
-    assert any(s[0] in SPINNER_FRAMES and f"backup of {project.host.database} on sandbox" in s for s in segments), segments
+    assert any(s[0] in SPINNER_FRAMES and f"backup of {project.host.database} on sandbox" in s for s in segments), (
+        segments
+    )
     assert any("verified" in s and s.startswith("✔") for s in segments), segments
 
 
@@ -294,15 +331,25 @@ def test_ctrl_c_in_a_terminal_clears_the_spinner_and_says_interrupted(project: P
     from .test_restore_safety import end, local_psql
 
     project.psql("CREATE TABLE locked (id int)")
-    holder = subprocess.Popen(local_psql(sandbox, project.host.database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        local_psql(sandbox, project.host.database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     assert holder.stdin is not None and holder.stdout is not None
     holder.stdin.write("BEGIN; LOCK locked; SELECT 'locked';\n")
     holder.stdin.flush()
     assert holder.stdout.readline().strip() == "locked"
     codes: list[int] = []
     try:
-        drawn = run_in_terminal(project, "backup", "--host", "sandbox", exit_codes=codes,
-                                interrupt_when=lambda text: re.search(r"backup of \S+ on sandbox .*\d\.\d s", ANSI.sub("", text)) is not None)
+        drawn = run_in_terminal(
+            project,
+            "backup",
+            "--host",
+            "sandbox",
+            exit_codes=codes,
+            interrupt_when=lambda text: (
+                re.search(r"backup of \S+ on sandbox .*\d\.\d s", ANSI.sub("", text)) is not None
+            ),
+        )
     finally:
         end(holder)
     segments = screen_segments(drawn)
@@ -313,7 +360,9 @@ def test_ctrl_c_in_a_terminal_clears_the_spinner_and_says_interrupted(project: P
 def test_closing_drift_warning_in_a_terminal_is_not_glued_to_the_spinner(project: Project) -> None:
     """The reported case (``⠦ rehearsed 011…warning:``): sync spins through its migrations, then the closing drift
     check warns.  (A dry run says nothing there since issue 15: its database is still at the old version.)"""
-    (project.root / "sql" / "schema.sql").write_text("CREATE TABLE trades (id bigint PRIMARY KEY, price numeric(18,8));\n")
+    (project.root / "sql" / "schema.sql").write_text(
+        "CREATE TABLE trades (id bigint PRIMARY KEY, price numeric(18,8));\n"
+    )
     project.write_migration("001_trades.sql", "CREATE TABLE trades (id bigint PRIMARY KEY, price numeric(12,2));\n")
     project.psql("CREATE TABLE other (id int);")  # live differs from schema.sql whatever the sync applies
     drawn = run_in_terminal(project, "sync", "--host", "sandbox", "--yes")
@@ -325,11 +374,15 @@ def test_closing_drift_warning_in_a_terminal_is_not_glued_to_the_spinner(project
 
 
 def test_tables_says_unknown_or_counts_a_never_analysed_table(project: Project) -> None:
-    project.psql("CREATE TABLE fresh (id int); INSERT INTO fresh SELECT generate_series(1, 42);"
-                 "CREATE TABLE parted (id int, at date) PARTITION BY RANGE (at);"
-                 "CREATE TABLE parted_2026 PARTITION OF parted FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
-                 "CREATE TABLE known (id int); INSERT INTO known SELECT generate_series(1, 7); ANALYZE known;")
-    reltuples = project.psql("SELECT relname || '=' || reltuples FROM pg_class WHERE relname IN ('fresh', 'parted') ORDER BY 1")
+    project.psql(
+        "CREATE TABLE fresh (id int); INSERT INTO fresh SELECT generate_series(1, 42);"
+        "CREATE TABLE parted (id int, at date) PARTITION BY RANGE (at);"
+        "CREATE TABLE parted_2026 PARTITION OF parted FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
+        "CREATE TABLE known (id int); INSERT INTO known SELECT generate_series(1, 7); ANALYZE known;"
+    )
+    reltuples = project.psql(
+        "SELECT relname || '=' || reltuples FROM pg_class WHERE relname IN ('fresh', 'parted') ORDER BY 1"
+    )
     assert reltuples.split() == ["fresh=-1", "parted=-1"]  # really never analysed (PostgreSQL 14+)
     listed = project.run("tables", "--host", "sandbox", "--json")
     assert listed.returncode == 0, listed.stderr
@@ -339,8 +392,14 @@ def test_tables_says_unknown_or_counts_a_never_analysed_table(project: Project) 
     assert (rows["known"]["rows_estimate"], rows["known"]["rows_source"]) == (7, "statistics")
     shown = project.run("tables", "--host", "sandbox")
     assert shown.returncode == 0, shown.stderr
-    cells = {row[1].strip(): row[2].strip() for row in (line.split("│") for line in shown.stdout.splitlines()) if len(row) > 3}
-    assert cells["public.parted"] == "unknown" and cells["public.fresh"] == "42" and cells["public.known"] == "7", shown.stdout
+    cells = {
+        row[1].strip(): row[2].strip()
+        for row in (line.split("│") for line in shown.stdout.splitlines())
+        if len(row) > 3
+    }
+    assert cells["public.parted"] == "unknown" and cells["public.fresh"] == "42" and cells["public.known"] == "7", (
+        shown.stdout
+    )
     assert not [line for line in shown.stdout.splitlines() if line != line.rstrip()]  # piped: no trailing blanks
 
 
@@ -353,19 +412,34 @@ def test_piped_output_never_wraps_long_names(project: Project, tmp_path: Path) -
     name = json.loads(project.run("backups", "--host", "sandbox", "--json").stdout)["backups"][0]["name"]
     assert len(name) > 80 and any(name in line for line in listed.stdout.splitlines()), listed.stdout
     assert not [line for line in listed.stdout.splitlines() if line != line.rstrip()]
-    project.psql('CREATE TABLE "a_table_with_a_rather_long_name_for_describe_output_checks" '
-                 "(a_column_with_a_long_name_too bigint, another_long_column_name_with_a_default text DEFAULT 'some long default value')")
-    described = project.run("describe", "a_table_with_a_rather_long_name_for_describe_output_checks", "--host", "sandbox",
-                            env={"COLUMNS": "80"})
+    project.psql(
+        'CREATE TABLE "a_table_with_a_rather_long_name_for_describe_output_checks" '
+        "(a_column_with_a_long_name_too bigint, another_long_column_name_with_a_default text DEFAULT 'some long default value')"
+    )
+    described = project.run(
+        "describe",
+        "a_table_with_a_rather_long_name_for_describe_output_checks",
+        "--host",
+        "sandbox",
+        env={"COLUMNS": "80"},
+    )
     assert described.returncode == 0, described.stderr
-    assert "another_long_column_name_with_a_default" in described.stdout and "'some long default value'::text" in described.stdout
+    assert (
+        "another_long_column_name_with_a_default" in described.stdout
+        and "'some long default value'::text" in described.stdout
+    )
     assert not [line for line in described.stdout.splitlines() if line != line.rstrip()]
 
     table = "orders_with_a_rather_long_table_name_for_lint_lines"
-    project.write_migration("001_index.sql", f"CREATE INDEX idx_{table}_customer ON {table} (customer_identifier_column);\n")
+    project.write_migration(
+        "001_index.sql", f"CREATE INDEX idx_{table}_customer ON {table} (customer_identifier_column);\n"
+    )
     linted = project.run("lint", env={"COLUMNS": "80"})
     assert linted.returncode == 4, linted.stdout + linted.stderr
-    assert any(f"CREATE INDEX on {table} blocks writes to it while the index builds" in line for line in linted.stdout.splitlines())
+    assert any(
+        f"CREATE INDEX on {table} blocks writes to it while the index builds" in line
+        for line in linted.stdout.splitlines()
+    )
     assert not [line for line in linted.stdout.splitlines() if line != line.rstrip()], linted.stdout
     status = project.run("status", "--host", "sandbox", env={"COLUMNS": "80"})
     assert status.returncode == 0, status.stderr
@@ -379,13 +453,19 @@ def test_piped_output_never_wraps_long_names(project: Project, tmp_path: Path) -
 def test_a_dump_reports_its_growing_size_and_a_restore_its_phases(sandbox: SandboxHandle, fresh_db: str) -> None:
     backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
     with sandbox.remote(fresh_db, backup_dir=str(backup_dir)) as remote:
-        remote.psql("CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload "
-                    "FROM generate_series(1, 300000) g;")
+        remote.psql(
+            "CREATE TABLE filler AS SELECT g AS id, md5(g::text) || md5((g * 7)::text) AS payload "
+            "FROM generate_series(1, 300000) g;"
+        )
         sizes: list[tuple[int, int | None]] = []
-        taken = create_backup(remote, "progress", progress=lambda done, total: sizes.append((done, total)), size_every=0.02)
+        taken = create_backup(
+            remote, "progress", progress=lambda done, total: sizes.append((done, total)), size_every=0.02
+        )
         assert sizes, "no size was reported while the dump was written"
         assert [d for d, _ in sizes] == sorted(d for d, _ in sizes)
-        assert sizes[-1] == (taken.size_bytes, taken.size_bytes) and len(sizes) > 1  # samples while it grew, then the stored size
+        assert (
+            sizes[-1] == (taken.size_bytes, taken.size_bytes) and len(sizes) > 1
+        )  # samples while it grew, then the stored size
         assert all(total is None for _, total in sizes[:-1]) and 0 < sizes[-2][0] <= taken.size_bytes
         phases: list[str] = []
         restored = restore_backup(remote, taken.name, into=f"{fresh_db}_phases", on_phase=phases.append)
@@ -403,8 +483,13 @@ def test_check_counts_its_scratch_databases_cold_then_warm(remote: Remote, tmp_p
     (tmp_path / "schema.sql").write_text("CREATE TABLE t (id int PRIMARY KEY);\n")
     for expected in ([(0, 2), (1, 2), (2, 2)], [(0, 1), (1, 1)]):  # cold: both databases built; warm: the replay only
         seen: list[tuple[int, int]] = []
-        report = check_project(remote, tmp_path / "migrations", tmp_path / "schema.sql", cache_dir=tmp_path / "cache",
-                               progress=lambda done, total, seen=seen: seen.append((done, total)))  # type: ignore[misc]
+        report = check_project(
+            remote,
+            tmp_path / "migrations",
+            tmp_path / "schema.sql",
+            cache_dir=tmp_path / "cache",
+            progress=lambda done, total, seen=seen: seen.append((done, total)),
+        )  # type: ignore[misc]
         assert report.ok and seen == expected, seen
 
 

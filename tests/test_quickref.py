@@ -11,9 +11,11 @@ from .conftest import Project
 
 
 def test_tables_describe_and_psql_c(project: Project) -> None:
-    project.psql("CREATE TABLE trades (id bigint PRIMARY KEY, price numeric(18,8) NOT NULL);"
-                 "CREATE INDEX idx_trades_price ON trades(price);"
-                 "INSERT INTO trades SELECT g, g FROM generate_series(1, 5000) g; ANALYZE trades;")
+    project.psql(
+        "CREATE TABLE trades (id bigint PRIMARY KEY, price numeric(18,8) NOT NULL);"
+        "CREATE INDEX idx_trades_price ON trades(price);"
+        "INSERT INTO trades SELECT g, g FROM generate_series(1, 5000) g; ANALYZE trades;"
+    )
     listed = project.run("tables", "--host", "sandbox", "--json")
     assert listed.returncode == 0, listed.stderr
     rows = json.loads(listed.stdout)["tables"]

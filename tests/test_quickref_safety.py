@@ -52,8 +52,14 @@ def test_psql_c_sends_the_sql_over_stdin_not_the_command_line(project: Project, 
     secret = f"s3cr3t_{uuid.uuid4().hex[:8]}"
     sql = f"SELECT pg_sleep(2.5), '{secret}' AS password"
     env = {"OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "opsagent", "psql", "--host", "sandbox", "-c", sql], cwd=project.root,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsagent", "psql", "--host", "sandbox", "-c", sql],
+        cwd=project.root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
     seen_psql = False
     leaked: list[str] = []
     while proc.poll() is None:
@@ -100,8 +106,10 @@ def test_describe_hostile_table_names(remote: Remote, payload: str) -> None:
     canary = Path(f"/tmp/oaq{uuid.uuid4().hex[:8]}")
     name = payload.format(canary=canary)
     assert len(name.encode()) < 64
-    remote.psql(f"CREATE TABLE victim (id int); CREATE TABLE {quote_ident(name)} (hostile_col int);"
-                f"CREATE TABLE {quote_ident(name + 'x')} (decoy_col int);")
+    remote.psql(
+        f"CREATE TABLE victim (id int); CREATE TABLE {quote_ident(name)} (hostile_col int);"
+        f"CREATE TABLE {quote_ident(name + 'x')} (decoy_col int);"
+    )
     text = describe_table(remote, name)
     assert "hostile_col" in text and "decoy_col" not in text, text
     assert name.split("\n")[0] in text
@@ -114,7 +122,9 @@ def test_describe_hostile_table_names(remote: Remote, payload: str) -> None:
 def test_describe_hostile_schema_qualified_name(remote: Remote) -> None:
     canary = Path(f"/tmp/oaq{uuid.uuid4().hex[:8]}")
     schema, table = f"s`touch {canary}`", f"t$(touch {canary})"
-    remote.psql(f"CREATE SCHEMA {quote_ident(schema)}; CREATE TABLE {quote_ident(schema)}.{quote_ident(table)} (inner_col int);")
+    remote.psql(
+        f"CREATE SCHEMA {quote_ident(schema)}; CREATE TABLE {quote_ident(schema)}.{quote_ident(table)} (inner_col int);"
+    )
     text = describe_table(remote, f"{schema}.{table}")
     assert "inner_col" in text
     assert not canary.exists()

@@ -94,8 +94,9 @@ def test_fill_is_one_pass_and_strict() -> None:
 @pytest.mark.parametrize("path", SCRIPT_FILES, ids=[p.name for p in SCRIPT_FILES])
 def test_shellcheck_finds_nothing_in_each_script_file(path: Path) -> None:
     """POSIX sh; fragments carry their own (explained) disables in their header."""
-    done = subprocess.run([_shellcheck(), "-s", "sh", "-f", "gcc", str(path)], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [_shellcheck(), "-s", "sh", "-f", "gcc", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -113,8 +114,15 @@ class _Capture(Remote):
 
 def _assembled() -> dict[str, str]:
     """The whole ``sh -c`` programs of backup, list, verify, download, restore --into and in place, hostile names."""
-    host = HostConfig(name="h", address="127.0.0.1", database="we'ird \"db\" $(x)", become="postgres",
-                      pg_host="/run/pg x", pg_port=5433, backup_dir="/var/b a'ck\"ups $HOME")
+    host = HostConfig(
+        name="h",
+        address="127.0.0.1",
+        database="we'ird \"db\" $(x)",
+        become="postgres",
+        pg_host="/run/pg x",
+        pg_port=5433,
+        backup_dir="/var/b a'ck\"ups $HOME",
+    )
     now = datetime(2026, 12, 1, 4, 5, 6, tzinfo=UTC)
     name = backup.backup_name(host.database, now, "x", unique="beef")
     calls = {
@@ -135,7 +143,7 @@ def _assembled() -> dict[str, str]:
         outer = argv[2]
         programs[f"{what} (login user)"] = outer
         # ``exec <become> sh -c [launcher opsagent-script] BODY``: the body, run as become, is the last word
-        programs[what] = shlex.split(outer[outer.index("\nexec ") + len("\nexec "):])[-1]
+        programs[what] = shlex.split(outer[outer.index("\nexec ") + len("\nexec ") :])[-1]
     programs["transport"] = transport._WRAPPER
     programs["transport_watchdog"] = transport._WATCHDOG
     return programs
@@ -160,8 +168,13 @@ def test_assembled_scripts_have_no_placeholder_left_and_pass_shellcheck() -> Non
     for what, program in _assembled().items():
         assert "@@" not in re.sub(r"@@opsagent", "", program), f"{what}: a placeholder reached the server"
         codes = ",".join(filter(None, [_ON_PURPOSE, _QUOTED_DATA, _UNUSED_SQL.get(what)]))
-        done = subprocess.run([_shellcheck(), "-s", "sh", "-e", codes, "-f", "gcc", "-"], input=program,
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [_shellcheck(), "-s", "sh", "-e", codes, "-f", "gcc", "-"],
+            input=program,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 0, f"{what}:\n{done.stdout}{done.stderr}"
 
 
@@ -178,23 +191,46 @@ def test_a_non_editable_install_ships_and_loads_every_piece(tmp_path: Path) -> N
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
     target = tmp_path / "site"
-    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--disable-pip-version-check",
-                           "--target", str(target), str(source)], capture_output=True, text=True, timeout=240)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     installed = target / "opsagent"
     shipped = {p.relative_to(installed).as_posix() for p in installed.rglob("*") if p.suffix in (".sh", ".sql")}
     expected = {f"scripts/{p.name}" for p in SCRIPT_FILES} | {f"sql/{p.name}" for p in SQL_FILES}
     assert shipped == expected
-    probe = ("import opsagent, opsagent.resources as r, opsagent.backup, opsagent.schema.catalog, opsagent.remote.transport, sys\n"
-             f"assert opsagent.__file__.startswith({str(target)!r}), opsagent.__file__\n"
-             "names = sys.argv[1:]\n"
-             "for item in names:\n"
-             "    kind, name = item.split(':')\n"
-             "    assert (r.script(name) if kind == 'script' else r.sql(name)).strip(), item\n"
-             "print('loaded', len(names))\n")
+    probe = (
+        "import opsagent, opsagent.resources as r, opsagent.backup, opsagent.schema.catalog, opsagent.remote.transport, sys\n"
+        f"assert opsagent.__file__.startswith({str(target)!r}), opsagent.__file__\n"
+        "names = sys.argv[1:]\n"
+        "for item in names:\n"
+        "    kind, name = item.split(':')\n"
+        "    assert (r.script(name) if kind == 'script' else r.sql(name)).strip(), item\n"
+        "print('loaded', len(names))\n"
+    )
     items = [f"{kind}:{name}" for kind, name in sorted(_uses())]
-    run = subprocess.run([sys.executable, "-c", probe, *items], capture_output=True, text=True, timeout=60,
-                         env={"PYTHONPATH": str(target)}, cwd=tmp_path)
+    run = subprocess.run(
+        [sys.executable, "-c", probe, *items],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(target)},
+        cwd=tmp_path,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert run.stdout.strip() == f"loaded {len(items)}"
 
@@ -223,9 +259,20 @@ def _assembled_sql() -> dict[str, str]:
 
     ledger = Ledger("s x", 't"y')
     return {
-        **{name: getattr(backup, name) for name in ("COUNTS_SQL", "CREATE_SQL", "CARRY_OVER_SQL", "TERMINATE_SQL",
-                                                    "SWAP_SQL", "REOPEN_SQL", "SESSIONS_SQL", "DROP_TARGET_SQL",
-                                                    "SETTINGS_SQL")},
+        **{
+            name: getattr(backup, name)
+            for name in (
+                "COUNTS_SQL",
+                "CREATE_SQL",
+                "CARRY_OVER_SQL",
+                "TERMINATE_SQL",
+                "SWAP_SQL",
+                "REOPEN_SQL",
+                "SESSIONS_SQL",
+                "DROP_TARGET_SQL",
+                "SETTINGS_SQL",
+            )
+        },
         "introspection": catalog.introspection_sql(['"s x"."t""y"', "o'k"], dependencies=True),
         "introspection_plain": catalog.INTROSPECTION_SQL,
         "stats": catalog.stats_sql(['"s x"."t""y"']),

@@ -45,8 +45,11 @@ def q(remote: Remote, sql: str, database: str | None = None) -> str:
 
 def database_state(sandbox: SandboxHandle, name: str) -> str:
     """``allowconn:connlimit`` of a database, '' when it does not exist (name passed as a psql variable)."""
-    return sandbox.admin.psql("SELECT datallowconn || ':' || datconnlimit FROM pg_database WHERE datname = :'n'", "postgres",
-                              extra=["-A", "-t", "-v", f"n={name}"]).text.strip()
+    return sandbox.admin.psql(
+        "SELECT datallowconn || ':' || datconnlimit FROM pg_database WHERE datname = :'n'",
+        "postgres",
+        extra=["-A", "-t", "-v", f"n={name}"],
+    ).text.strip()
 
 
 def drop_database(sandbox: SandboxHandle, name: str) -> None:
@@ -55,8 +58,25 @@ def drop_database(sandbox: SandboxHandle, name: str) -> None:
 
 def local_psql(sandbox: SandboxHandle, database: str) -> list[str]:
     """psql on this machine over the sandbox's unix socket, as postgres (peer authentication)."""
-    return ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-            "-h", sandbox.state.socket_dir, "-p", str(sandbox.state.pg_port), "-d", conninfo_dbname(database)]
+    return [
+        "runuser",
+        "-u",
+        "postgres",
+        "--",
+        "psql",
+        "-X",
+        "-q",
+        "-A",
+        "-t",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-h",
+        sandbox.state.socket_dir,
+        "-p",
+        str(sandbox.state.pg_port),
+        "-d",
+        conninfo_dbname(database),
+    ]
 
 
 def end(proc: subprocess.Popen[str]) -> None:
@@ -76,7 +96,9 @@ def end(proc: subprocess.Popen[str]) -> None:
 
 def dump_ids(path: str, table: str) -> set[int]:
     """The first column of ``table``'s rows in a custom-format dump (read locally: the server is this machine)."""
-    out = subprocess.run(["pg_restore", "--data-only", "-t", table, "-f", "-", path], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["pg_restore", "--data-only", "-t", table, "-f", "-", path], capture_output=True, text=True, check=True
+    ).stdout
     ids: set[int] = set()
     copying = False
     for line in out.splitlines():
@@ -108,7 +130,14 @@ class Writer(threading.Thread):
 
     def run(self) -> None:
         while not self.halt.is_set():
-            proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1)
+            proc = subprocess.Popen(
+                self.argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+                bufsize=1,
+            )
             self.connections += 1
             assert proc.stdin is not None and proc.stdout is not None
             try:
@@ -144,7 +173,9 @@ def test_in_place_restore_loses_no_acknowledged_write(sandbox: SandboxHandle, fr
     backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
     figures: list[str] = []
     with sandbox.remote(fresh_db, backup_dir=str(backup_dir), keep_backups=20) as r:
-        r.psql("CREATE TABLE w (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); INSERT INTO w (id) VALUES (1), (2);")
+        r.psql(
+            "CREATE TABLE w (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); INSERT INTO w (id) VALUES (1), (2);"
+        )
         taken = create_backup(r, now=T0)
         for run in range(WRITER_RUNS):
             writer = Writer(local_psql(sandbox, fresh_db), first_id=(run + 1) * 1_000_000)
@@ -165,10 +196,14 @@ def test_in_place_restore_loses_no_acknowledged_write(sandbox: SandboxHandle, fr
                 safety = dump_ids(result.pre_restore_backup.path, "w")
                 acked = set(writer.acked)
                 lost = acked - live - replaced - safety
-                figures.append(f"run {run + 1}: {len(acked)} acknowledged, {len(lost)} lost, {writer.connections} connections, "
-                               f"{result.terminated_sessions} terminated")
+                figures.append(
+                    f"run {run + 1}: {len(acked)} acknowledged, {len(lost)} lost, {writer.connections} connections, "
+                    f"{result.terminated_sessions} terminated"
+                )
                 assert lost == set(), f"run {run + 1}: acknowledged but lost: {sorted(lost)[:20]}"
-                assert replaced == safety  # the backup of the replaced database is exactly its content: nothing wrote after the close
+                assert (
+                    replaced == safety
+                )  # the backup of the replaced database is exactly its content: nothing wrote after the close
                 assert {1, 2} <= live and acked & live and acked & replaced  # writes landed before and after the swap
                 assert result.terminated_sessions >= 1
                 assert database_state(sandbox, fresh_db) == "true:-1" and database_state(sandbox, kept) == "true:-1"
@@ -228,7 +263,9 @@ def test_hostile_names_are_data_everywhere(sandbox: SandboxHandle, canary: Path,
             assert q(r, "SELECT v FROM t") == "before"
             assert replaced.old_database_kept and q(r, "SELECT v FROM t", replaced.old_database_kept) == "after"
             assert database_state(sandbox, database) == "true:-1"
-            assert replaced.pre_restore_backup is not None and replaced.pre_restore_backup.name in {b.name for b in list_backups(r)}
+            assert replaced.pre_restore_backup is not None and replaced.pre_restore_backup.name in {
+                b.name for b in list_backups(r)
+            }
             drop_database(sandbox, replaced.old_database_kept)
     finally:
         drop_database(sandbox, into)
@@ -236,11 +273,16 @@ def test_hostile_names_are_data_everywhere(sandbox: SandboxHandle, canary: Path,
     assert not canary.exists(), f"payload {payload!r} ran a command"
 
 
-def test_hostile_backup_names_are_refused_before_the_server(sandbox: SandboxHandle, fresh_db: str, canary: Path) -> None:
+def test_hostile_backup_names_are_refused_before_the_server(
+    sandbox: SandboxHandle, fresh_db: str, canary: Path
+) -> None:
     with sandbox.remote(fresh_db) as r:
         for payload in HOSTILE:
-            for call in (lambda p=payload: verify_backup(r, p), lambda p=payload: restore_backup(r, p, into="x_hostile"),
-                         lambda p=payload: restore_in_place(r, p + ".dump")):
+            for call in (
+                lambda p=payload: verify_backup(r, p),
+                lambda p=payload: restore_backup(r, p, into="x_hostile"),
+                lambda p=payload: restore_in_place(r, p + ".dump"),
+            ):
                 with pytest.raises(OpsagentError):
                     call()
     assert not canary.exists()
@@ -302,8 +344,15 @@ def _pg_dump_pids(database: str) -> list[int]:
 
 def _start_cli(project: Project, *args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "200"}
-    return subprocess.Popen([sys.executable, "-m", "opsagent", *args], cwd=project.root, env=env, text=True,
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-m", "opsagent", *args],
+        cwd=project.root,
+        env=env,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def _until(check: Callable[[], bool], timeout: float, what: str, seen: Callable[[], str] = lambda: "") -> None:
@@ -314,38 +363,59 @@ def _until(check: Callable[[], bool], timeout: float, what: str, seen: Callable[
 
 
 def q_list(sandbox: SandboxHandle) -> str:
-    return sandbox.admin.psql("SELECT string_agg(datname || '=' || datallowconn, ' ') FROM pg_database", "postgres",
-                              extra=["-A", "-t"]).text.strip()
+    return sandbox.admin.psql(
+        "SELECT string_agg(datname || '=' || datallowconn, ' ') FROM pg_database", "postgres", extra=["-A", "-t"]
+    ).text.strip()
 
 
 def sessions(sandbox: SandboxHandle) -> str:
-    return sandbox.admin.psql("SELECT string_agg(coalesce(datname, '-') || '/' || application_name || '/' || state || '/'"
-                              " || coalesce(wait_event, '-') || '/' || left(query, 60), ' | ') FROM pg_stat_activity"
-                              " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()", "postgres",
-                              extra=["-A", "-t"]).text.strip()
+    return sandbox.admin.psql(
+        "SELECT string_agg(coalesce(datname, '-') || '/' || application_name || '/' || state || '/'"
+        " || coalesce(wait_event, '-') || '/' || left(query, 60), ' | ') FROM pg_stat_activity"
+        " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        "postgres",
+        extra=["-A", "-t"],
+    ).text.strip()
 
 
-@pytest.mark.parametrize(("phase", "how"), [("dumping", signal.SIGINT), ("waiting-for-a-lock", signal.SIGINT), ("dumping", signal.SIGKILL)],
-                         ids=["ctrl-c-dumping", "ctrl-c-lock-wait", "client-killed-dumping"])
-def test_ctrl_c_during_backup_stops_pg_dump_and_leaves_nothing(project: Project, sandbox: SandboxHandle, phase: str,
-                                                               how: signal.Signals) -> None:
+@pytest.mark.parametrize(
+    ("phase", "how"),
+    [("dumping", signal.SIGINT), ("waiting-for-a-lock", signal.SIGINT), ("dumping", signal.SIGKILL)],
+    ids=["ctrl-c-dumping", "ctrl-c-lock-wait", "client-killed-dumping"],
+)
+def test_ctrl_c_during_backup_stops_pg_dump_and_leaves_nothing(
+    project: Project, sandbox: SandboxHandle, phase: str, how: signal.Signals
+) -> None:
     database = project.host.database
     backup_dir = Path(project.host.backup_dir)
     holder = None
     if phase == "dumping":  # big enough for pg_dump to run several seconds
-        project.psql("CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS t "
-                     "FROM generate_series(1, 1500000) g")
+        project.psql(
+            "CREATE TABLE big AS SELECT g, md5(g::text) || md5((g * 7)::text) || md5((g * 13)::text) AS t "
+            "FROM generate_series(1, 1500000) g"
+        )
     else:  # pg_dump waits (up to lock_timeout, 10 s by default) behind a session holding an exclusive lock
         project.psql("CREATE TABLE locked (id int)")
-        holder = subprocess.Popen(local_psql(sandbox, database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holder = subprocess.Popen(
+            local_psql(sandbox, database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
         assert holder.stdin is not None and holder.stdout is not None
         holder.stdin.write("BEGIN; LOCK locked; SELECT 'locked';\n")
         holder.stdin.flush()
         assert holder.stdout.readline().strip() == "locked"
     try:
         cli = _start_cli(project, "backup", "--host", "sandbox")
-        _until(lambda: _pg_dump_pids(database) and (phase != "dumping" or any(
-            p.name.endswith(".partial") and p.stat().st_size > 0 for p in backup_dir.iterdir())), 60, "pg_dump to start")
+        _until(
+            lambda: (
+                _pg_dump_pids(database)
+                and (
+                    phase != "dumping"
+                    or any(p.name.endswith(".partial") and p.stat().st_size > 0 for p in backup_dir.iterdir())
+                )
+            ),
+            60,
+            "pg_dump to start",
+        )
         time.sleep(0.3)
         assert cli.poll() is None, "the backup ended before it could be interrupted"
         started = time.monotonic()
@@ -378,11 +448,15 @@ def test_truncated_backup_without_meta_is_refused_before_any_restore(sandbox: Sa
         cut.write_bytes(source.read_bytes()[: source.stat().st_size * 2 // 3])
         shutil.chown(cut, "postgres", "postgres")
         cut.chmod(0o600)
-        assert subprocess.run(["pg_restore", "--list", str(cut)], capture_output=True, check=False).returncode == 0  # --list alone is fooled
+        assert (
+            subprocess.run(["pg_restore", "--list", str(cut)], capture_output=True, check=False).returncode == 0
+        )  # --list alone is fooled
         whole = backup_dir / backup_name(fresh_db, T0 + timedelta(minutes=2), "whole-copy", unique="0d0d")
         shutil.copy2(source, whole)
         shutil.chown(whole, "postgres", "postgres")
-        assert verify_backup(r, whole.name).recorded_sha256 is None  # an intact file without .meta still verifies (full read)
+        assert (
+            verify_backup(r, whole.name).recorded_sha256 is None
+        )  # an intact file without .meta still verifies (full read)
 
         with pytest.raises(BackupError) as info:
             verify_backup(r, cut.name)
@@ -394,7 +468,9 @@ def test_truncated_backup_without_meta_is_refused_before_any_restore(sandbox: Sa
             restore_in_place(r, cut.name, now=T0 + timedelta(minutes=3))
         assert q(r, "SELECT count(*) FROM t") == "100000"
         assert database_state(sandbox, fresh_db) == "true:-1"
-        leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{fresh_db}\\_%'", "postgres")
+        leftovers = q(
+            sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{fresh_db}\\_%'", "postgres"
+        )
         assert leftovers == "0"
         assert _dotfiles(backup_dir) == []
 
@@ -418,7 +494,11 @@ def test_failed_swap_reopens_the_live_database(sandbox: SandboxHandle, fresh_db:
             assert info.value.reason == "swap" and "unchanged" in info.value.message
             assert database_state(sandbox, fresh_db) == "true:25"
             assert q(r, "SELECT count(*) FROM t") == "2"
-            leftovers = q(sandbox.admin, f"SELECT count(*) FROM pg_database WHERE datname LIKE '{fresh_db}\\_opsagent%'", "postgres")
+            leftovers = q(
+                sandbox.admin,
+                f"SELECT count(*) FROM pg_database WHERE datname LIKE '{fresh_db}\\_opsagent%'",
+                "postgres",
+            )
             assert leftovers == "0"
             assert _dotfiles(backup_dir) == []
         finally:
@@ -439,8 +519,10 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
     holder = subprocess.Popen(local_psql(sandbox, "postgres"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert holder.stdin is not None and holder.stdout is not None
     try:
-        holder.stdin.write("BEGIN; DO $$ BEGIN LOOP EXIT WHEN NOT (SELECT datallowconn FROM pg_database WHERE datname = "
-                           f"'{database}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; SELECT 'held';\n")
+        holder.stdin.write(
+            "BEGIN; DO $$ BEGIN LOOP EXIT WHEN NOT (SELECT datallowconn FROM pg_database WHERE datname = "
+            f"'{database}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; SELECT 'held';\n"
+        )
         holder.stdin.flush()
         cli = _start_cli(project, "restore", "--host", "sandbox", "--latest", "--in-place", "--yes")
         assert holder.stdout.readline().strip() == "held"
@@ -454,8 +536,14 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
         time.sleep(4.0)
     finally:
         end(holder)
-    _until(lambda: database_state(sandbox, database) == "true:-1", 10, "the database to be reopened by the server script",
-           lambda: f"state {database_state(sandbox, database)!r}; databases {q_list(sandbox)}; sessions {sessions(sandbox)}")
+    _until(
+        lambda: database_state(sandbox, database) == "true:-1",
+        10,
+        "the database to be reopened by the server script",
+        lambda: (
+            f"state {database_state(sandbox, database)!r}; databases {q_list(sandbox)}; sessions {sessions(sandbox)}"
+        ),
+    )
     assert project.psql("SELECT count(*) FROM t").strip() == "1"
     _until(lambda: q_count(sandbox, f"{database}\\_opsagent%") == "0", 10, "the temporary database to be dropped")
     assert q_count(sandbox, f"{database}\\_replaced%") == "0"
@@ -463,29 +551,43 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
 
 
 def q_count(sandbox: SandboxHandle, pattern: str) -> str:
-    return sandbox.admin.psql("SELECT count(*) FROM pg_database WHERE datname LIKE :'p'", "postgres",
-                              extra=["-A", "-t", "-v", f"p={pattern}"]).text.strip()
+    return sandbox.admin.psql(
+        "SELECT count(*) FROM pg_database WHERE datname LIKE :'p'", "postgres", extra=["-A", "-t", "-v", f"p={pattern}"]
+    ).text.strip()
 
 
 # ---------------------------------------------------------------- the confirmation names the sessions
 
 
-def test_confirmation_names_the_sessions_it_will_terminate(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_confirmation_names_the_sessions_it_will_terminate(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import io
 
     from opsagent.backup import Session
     from opsagent.cli import backup as cli
     from opsagent.inventory import HostConfig
 
-    sessions = [Session(11, "app", "billing", "idle", "10.0.0.5"), Session(12, "app", "billing", "active", "10.0.0.6"),
-                Session(13, "app", "[red]worker[/]", "idle", "local"), Session(14, "postgres", "", "idle", "local")]
-    assert cli.describe_sessions(sessions) == "4 sessions will be terminated ([red]worker[/], billing, 1 without an application name)"
+    sessions = [
+        Session(11, "app", "billing", "idle", "10.0.0.5"),
+        Session(12, "app", "billing", "active", "10.0.0.6"),
+        Session(13, "app", "[red]worker[/]", "idle", "local"),
+        Session(14, "postgres", "", "idle", "local"),
+    ]
+    assert (
+        cli.describe_sessions(sessions)
+        == "4 sessions will be terminated ([red]worker[/], billing, 1 without an application name)"
+    )
     assert cli.describe_sessions([]) == "no sessions are connected"
     monkeypatch.setattr(cli, "is_interactive", lambda: True)
     monkeypatch.setattr("sys.stdin", io.StringIO("trad\n"))
-    cli._confirm(HostConfig(name="prod", address="x", database="trad"), "trad-20261124T103000.000Z-beef.dump", False, sessions)
+    cli._confirm(
+        HostConfig(name="prod", address="x", database="trad"), "trad-20261124T103000.000Z-beef.dump", False, sessions
+    )
     shown = capsys.readouterr().err
-    assert "4 sessions will be terminated ([red]worker[/], billing, 1 without an application name)" in shown.replace("\n", " ")
+    assert "4 sessions will be terminated ([red]worker[/], billing, 1 without an application name)" in shown.replace(
+        "\n", " "
+    )
 
 
 def test_cli_in_place_reports_sessions_and_the_kept_database(project: Project, sandbox: SandboxHandle) -> None:
@@ -494,8 +596,13 @@ def test_cli_in_place_reports_sessions_and_the_kept_database(project: Project, s
     project.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
     assert project.run("backup", "--host", "sandbox").returncode == 0
     project.psql("INSERT INTO t VALUES (2)")
-    app = subprocess.Popen(local_psql(sandbox, project.host.database), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                           env={**os.environ, "PGAPPNAME": "billing-api"})
+    app = subprocess.Popen(
+        local_psql(sandbox, project.host.database),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PGAPPNAME": "billing-api"},
+    )
     assert app.stdin is not None and app.stdout is not None
     try:
         app.stdin.write("SELECT 'in';\n")
@@ -510,7 +617,10 @@ def test_cli_in_place_reports_sessions_and_the_kept_database(project: Project, s
     kept = document["old_database_kept"]
     try:
         assert document["terminated_sessions"] == 1 and document["terminated_applications"] == ["billing-api"]
-        assert kept.startswith(f"{project.host.database}_replaced_") and f'DROP DATABASE \\"{kept}\\"' not in document["drop_hint"]
+        assert (
+            kept.startswith(f"{project.host.database}_replaced_")
+            and f'DROP DATABASE \\"{kept}\\"' not in document["drop_hint"]
+        )
         assert document["drop_hint"] == f"inv psql --host sandbox -c 'DROP DATABASE \"{kept}\"'"
         assert document["pre_restore_backup"]["label"] == "pre-restore" and document["pre_restore_backup_error"] is None
         assert project.psql("SELECT count(*) FROM t").strip() == "1"

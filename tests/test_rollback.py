@@ -181,17 +181,23 @@ def test_computed_rollback_refuses_data_loss_then_proceeds_keeps_other_rows_and_
 def test_down_sections_are_used_rehearsed_verified_and_keep_renamed_data(project: Project) -> None:
     copy_example(project, {"004": DOWN_004, "005": DOWN_005})
     sync(project)
-    assert project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'paper_trading_mode'").strip() == "1"
+    assert (
+        project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'paper_trading_mode'").strip()
+        == "1"
+    )
     project.psql(ROWS)
     before = counts(project, UNTOUCHED)
 
     dry, document = run_json(project, "--to", "003", "--dry-run")
-    assert dry.returncode == 1, dry.stderr  # the real run would refuse: 005's down section drops a column holding values
+    assert dry.returncode == 1, (
+        dry.stderr
+    )  # the real run would refuse: 005's down section drops a column holding values
     assert document["method"] == "down" and document["outcome"] == "refused"
     blocking = [loss for loss in document["losses"] if loss["blocking"]]  # type: ignore[union-attr]
     # renames keep the table (same OID): only the column 005 added is lost
-    assert [(loss["kind"], loss["table"], loss["column"], loss["rows"]) for loss in blocking] == \
-        [("column", "public.trades", "paper_trading_mode", 6)]
+    assert [(loss["kind"], loss["table"], loss["column"], loss["rows"]) for loss in blocking] == [
+        ("column", "public.trades", "paper_trading_mode", 6)
+    ]
     assert document["verification"]["verified"] is True  # type: ignore[index]
     assert ledger(project) == ["001", "002", "003", "004", "005"]
 
@@ -205,7 +211,9 @@ def test_down_sections_are_used_rehearsed_verified_and_keep_renamed_data(project
     assert counts(project, ("patterns",)) == {"patterns": 2}  # the renamed table kept its rows
     assert project.psql("SELECT count(*) FROM trades WHERE pattern_id IS NOT NULL").strip() == "6"
     sync(project)
-    assert ledger(project) == ["001", "002", "003", "004", "005"] and counts(project, ("strategies",)) == {"strategies": 2}
+    assert ledger(project) == ["001", "002", "003", "004", "005"] and counts(project, ("strategies",)) == {
+        "strategies": 2
+    }
 
 
 def test_a_down_section_that_misses_the_target_is_refused_with_exit_3(project: Project) -> None:
@@ -227,8 +235,12 @@ def test_a_failing_down_section_is_reported_at_its_line_and_nothing_changes(proj
     proc, document = run_json(project, "--to", "004", "--yes", "--no-backup", "--allow-data-loss")
     assert proc.returncode == 3, proc.stderr
     error = document["verification"]["rehearsal_error"]  # type: ignore[index]
-    line = (project.migrations / "005_add_paper_trading_mode_to_trades.sql").read_text().split("\n").index("DROP INDEX no_such_index;") + 1
-    assert f"005_add_paper_trading_mode_to_trades.sql:{line} (down section)" in error and "no_such_index" in error, error
+    line = (project.migrations / "005_add_paper_trading_mode_to_trades.sql").read_text().split("\n").index(
+        "DROP INDEX no_such_index;"
+    ) + 1
+    assert f"005_add_paper_trading_mode_to_trades.sql:{line} (down section)" in error and "no_such_index" in error, (
+        error
+    )
     assert ledger(project) == ["001", "002", "003", "004", "005"]
 
 
@@ -246,13 +258,19 @@ def test_some_down_sections_missing_uses_the_computed_plan_and_says_so(project: 
 def test_rollback_after_a_no_transaction_migration_failed_partway(project: Project) -> None:
     project.write_migration("001_a.sql", "CREATE TABLE a (id int PRIMARY KEY, note text);\n")
     project.write_migration("002_b.sql", "CREATE TABLE b (id int);\n")
-    project.write_migration("003_index.sql", "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY a_note ON a (note);\n"
-                                             "CREATE INDEX CONCURRENTLY b_missing ON b (missing);\n"
-                                             "-- opsagent:down\nDROP INDEX CONCURRENTLY IF EXISTS a_note;\n")
+    project.write_migration(
+        "003_index.sql",
+        "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY a_note ON a (note);\n"
+        "CREATE INDEX CONCURRENTLY b_missing ON b (missing);\n"
+        "-- opsagent:down\nDROP INDEX CONCURRENTLY IF EXISTS a_note;\n",
+    )
     failed = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
     assert failed.returncode == 1
-    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY version").split() == \
-        ["001:true", "002:true", "003:false"]
+    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY version").split() == [
+        "001:true",
+        "002:true",
+        "003:false",
+    ]
     project.psql("INSERT INTO a SELECT g, 'n' FROM generate_series(1, 10) g")
     proc, document = run_json(project, "--to", "002", "--yes", "--no-backup")
     assert proc.returncode == 0, proc.stderr
@@ -302,7 +320,9 @@ def _consistent(project: Project) -> str:
     """Which version the database is at; fails unless the structure and the ledger agree."""
     versions = ledger(project)
     has_b = project.psql("SELECT to_regclass('public.b') IS NOT NULL").strip() == "t"
-    has_extra = project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'extra'").strip() == "1"
+    has_extra = (
+        project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'extra'").strip() == "1"
+    )
     assert project.psql("SELECT count(*) FROM a").strip() == "100"
     if versions == ["001", "002", "003"]:
         assert has_b and has_extra
@@ -317,12 +337,31 @@ def _lock_is_free(project: Project) -> bool:
 
 
 @pytest.mark.parametrize(("delay", "expected"), [(0.5, "old"), (1.8, "old"), (12.0, "new")])
-def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(project: Project, delay: float, expected: str) -> None:
+def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(
+    project: Project, delay: float, expected: str
+) -> None:
     _slow_project(project)
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "200"}
-    proc = subprocess.Popen([sys.executable, "-m", "opsagent", "rollback", "--host", "sandbox", "--to", "001", "--yes",
-                             "--no-backup", "--allow-data-loss"], cwd=project.root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "opsagent",
+            "rollback",
+            "--host",
+            "sandbox",
+            "--to",
+            "001",
+            "--yes",
+            "--no-backup",
+            "--allow-data-loss",
+        ],
+        cwd=project.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     for line in proc.stdout:  # "locked": the apply session holds the lock and is about to send the down sections
         if line.startswith("locked"):
@@ -338,7 +377,10 @@ def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(projec
     else:
         assert proc.returncode == 0 and state == "new", err
     assert _lock_is_free(project)
-    assert project.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'opsagent rollback%'").strip() == "0"
+    assert (
+        project.psql("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'opsagent rollback%'").strip()
+        == "0"
+    )
     if state == "old":  # and it can be finished afterwards
         done = project.run("rollback", "--host", "sandbox", "--to", "001", "--yes", "--no-backup", "--allow-data-loss")
         assert done.returncode == 0, done.stderr
@@ -361,8 +403,13 @@ def test_lost_connection_during_apply_leaves_the_old_version(project: Project, s
             if kind == "apply":
                 threading.Timer(0.8, os.kill, (next(iter(ours)), signal.SIGKILL)).start()
 
-        result = rollback(remote, project.migrations, RollbackOptions("001", allow_data_loss=True, backup=False),
-                          Identity("tester@test", None), on_event=on_event)
+        result = rollback(
+            remote,
+            project.migrations,
+            RollbackOptions("001", allow_data_loss=True, backup=False),
+            Identity("tester@test", None),
+            on_event=on_event,
+        )
     assert result.outcome == "failed" and result.error is not None
     assert "SSH connection lost" in result.error and "the open step was not committed" in result.error, result.error
     time.sleep(3)  # the server notices the closed connection once pg_sleep returns
@@ -399,49 +446,84 @@ def _write(path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("text", "body", "down", "line"), [
-    ("A;\n-- opsagent:down\nB;\n", "A;\n", "B;\n", 3),
-    ("A;\n\n\n  --opsagent:down\n", "A;\n", "", 5),
-    ("-- opsagent:down\nB;\n", "", "B;\n", 2),
-    ("A;\n-- opsagent:downgrade\nB;\n", "A;\n-- opsagent:downgrade\nB;\n", None, 0),  # not the marker
-    ("A; -- opsagent:down\nB;\n", "A; -- opsagent:down\nB;\n", None, 0),  # must be a line of its own
-    ("A;\n-- opsagent:down\nB;\n-- opsagent:down\nC;\n", "A;\n", "B;\n-- opsagent:down\nC;\n", 3),
-])
+@pytest.mark.parametrize(
+    ("text", "body", "down", "line"),
+    [
+        ("A;\n-- opsagent:down\nB;\n", "A;\n", "B;\n", 3),
+        ("A;\n\n\n  --opsagent:down\n", "A;\n", "", 5),
+        ("-- opsagent:down\nB;\n", "", "B;\n", 2),
+        ("A;\n-- opsagent:downgrade\nB;\n", "A;\n-- opsagent:downgrade\nB;\n", None, 0),  # not the marker
+        ("A; -- opsagent:down\nB;\n", "A; -- opsagent:down\nB;\n", None, 0),  # must be a line of its own
+        ("A;\n-- opsagent:down\nB;\n-- opsagent:down\nC;\n", "A;\n", "B;\n-- opsagent:down\nC;\n", 3),
+    ],
+)
 def test_split_down(text: str, body: str, down: str | None, line: int) -> None:
     assert split_down(text) == (body, down, line)
 
 
 def test_a_no_transaction_marker_in_the_down_part_does_not_change_the_migration(tmp_path: Path) -> None:
-    migration = load_migration(_write(tmp_path / "001_a.sql", "CREATE TABLE a (id int);\n-- opsagent:down\n"
-                                                              "-- opsagent:no-transaction\nDROP TABLE a;\n"))[0]
+    migration = load_migration(
+        _write(
+            tmp_path / "001_a.sql",
+            "CREATE TABLE a (id int);\n-- opsagent:down\n-- opsagent:no-transaction\nDROP TABLE a;\n",
+        )
+    )[0]
     assert migration.transactional
 
 
 def test_down_steps_unwrap_rehearse_concurrently_and_refuse_transaction_control(tmp_path: Path) -> None:
-    wrapped = load_migration(_write(tmp_path / "001_a.sql", "CREATE TABLE a (id int);\n-- opsagent:down\nBEGIN;\nDROP TABLE a;\nCOMMIT;\n"))[0]
+    wrapped = load_migration(
+        _write(tmp_path / "001_a.sql", "CREATE TABLE a (id int);\n-- opsagent:down\nBEGIN;\nDROP TABLE a;\nCOMMIT;\n")
+    )[0]
     steps, transactional = down_steps(wrapped)
-    assert [s.sql for s in steps] == ["DROP TABLE a"] and transactional and steps[0].source.endswith("001_a.sql:4 (down section)")
-    concurrent = load_migration(_write(tmp_path / "002_b.sql", "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY b ON a (id);\n"
-                                                               "-- opsagent:down\nDROP INDEX CONCURRENTLY IF EXISTS b;\n"))[0]
+    assert (
+        [s.sql for s in steps] == ["DROP TABLE a"]
+        and transactional
+        and steps[0].source.endswith("001_a.sql:4 (down section)")
+    )
+    concurrent = load_migration(
+        _write(
+            tmp_path / "002_b.sql",
+            "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY b ON a (id);\n"
+            "-- opsagent:down\nDROP INDEX CONCURRENTLY IF EXISTS b;\n",
+        )
+    )[0]
     steps, transactional = down_steps(concurrent)
     assert not transactional and steps[0].rehearse == "DROP INDEX IF EXISTS b" and "CONCURRENTLY" in steps[0].sql
-    bad = load_migration(_write(tmp_path / "003_c.sql", "CREATE TABLE c (id int);\n-- opsagent:down\nDROP TABLE c;\nCOMMIT;\n"))[0]
+    bad = load_migration(
+        _write(tmp_path / "003_c.sql", "CREATE TABLE c (id int);\n-- opsagent:down\nDROP TABLE c;\nCOMMIT;\n")
+    )[0]
     with pytest.raises(MigrationError, match=r"003_c\.sql:4: transaction control"):
         down_steps(bad)
-    vacuum = load_migration(_write(tmp_path / "004_d.sql", "CREATE TABLE d (id int);\n-- opsagent:down\nALTER SYSTEM SET work_mem = '1MB';\n"))[0]
+    vacuum = load_migration(
+        _write(
+            tmp_path / "004_d.sql", "CREATE TABLE d (id int);\n-- opsagent:down\nALTER SYSTEM SET work_mem = '1MB';\n"
+        )
+    )[0]
     with pytest.raises(MigrationError, match="cannot be rehearsed"):
         down_steps(vacuum)
 
 
 def test_target_checks_and_method_choice(tmp_path: Path) -> None:
-    files = [load_migration(_write(tmp_path / f"00{i}_m{i}.sql", f"CREATE TABLE m{i} (id int);\n"
-                                   + (f"-- opsagent:down\nDROP TABLE m{i};\n" if i > 1 else "")))[0] for i in (1, 2, 3)]
+    files = [
+        load_migration(
+            _write(
+                tmp_path / f"00{i}_m{i}.sql",
+                f"CREATE TABLE m{i} (id int);\n" + (f"-- opsagent:down\nDROP TABLE m{i};\n" if i > 1 else ""),
+            )
+        )[0]
+        for i in (1, 2, 3)
+    ]
     rows = [AppliedRow(m.version, checksum=m.checksum) for m in files]
     key, above, problems = check_target(compute_status(files, rows), "1")
     assert key == 1 and [s.version for s in above] == ["003", "002"] and problems == []
     assert choose_method(above)[0] == "down"
     steps = steps_from_down(above)
-    assert len(steps) == 1 and steps[0].deletes == ["003", "002"] and [s.sql for s in steps[0].statements] == ["DROP TABLE m3", "DROP TABLE m2"]
+    assert (
+        len(steps) == 1
+        and steps[0].deletes == ["003", "002"]
+        and [s.sql for s in steps[0].statements] == ["DROP TABLE m3", "DROP TABLE m2"]
+    )
     failed = [rows[0], rows[1], AppliedRow("003", checksum=files[2].checksum, success=False)]
     method, note = choose_method(check_target(compute_status(files, failed), "2")[1])
     assert method == "computed" and "003 failed partway" in note
@@ -457,8 +539,9 @@ def test_target_checks_and_method_choice(tmp_path: Path) -> None:
 def test_rehearsal_script_sets_lock_timeout_first_and_rolls_back() -> None:
     from opsagent.migrate.rollback import SqlStep, Step
 
-    script = rehearsal_script([Step("x", [SqlStep("DROP TABLE a -- c", "DROP TABLE a -- c", "f:1")], True, ["002"])],
-                              Ledger(), "2s", "30s")
+    script = rehearsal_script(
+        [Step("x", [SqlStep("DROP TABLE a -- c", "DROP TABLE a -- c", "f:1")], True, ["002"])], Ledger(), "2s", "30s"
+    )
     lines = [line for line in script.splitlines() if line and not line.startswith("\\")]
     assert lines[:3] == ["BEGIN;", "SET LOCAL lock_timeout = '2s';", "SET LOCAL statement_timeout = '30s';"]
     assert "DROP TABLE a -- c\n;" in script and script.rstrip().endswith("end") and "ROLLBACK;" in script
@@ -481,10 +564,15 @@ def test_order_free_columns_and_loss_lines() -> None:
 
 
 def test_narrowing_a_type_and_dropping_a_not_null_default_are_counted_and_refused(project: Project) -> None:
-    project.write_migration("001_t.sql", "CREATE TABLE t (id int PRIMARY KEY, code varchar(5) NOT NULL, qty int NOT NULL);\n")
-    project.write_migration("002_widen.sql", "ALTER TABLE t ALTER COLUMN code TYPE text;\n"
-                                             "ALTER TABLE t ALTER COLUMN qty SET DEFAULT 1;\n"
-                                             "ALTER TABLE t ADD COLUMN empty_note text;\n")
+    project.write_migration(
+        "001_t.sql", "CREATE TABLE t (id int PRIMARY KEY, code varchar(5) NOT NULL, qty int NOT NULL);\n"
+    )
+    project.write_migration(
+        "002_widen.sql",
+        "ALTER TABLE t ALTER COLUMN code TYPE text;\n"
+        "ALTER TABLE t ALTER COLUMN qty SET DEFAULT 1;\n"
+        "ALTER TABLE t ADD COLUMN empty_note text;\n",
+    )
     sync(project)
     project.psql("INSERT INTO t (id, code) SELECT g, 'c' || g FROM generate_series(1, 7) g")
     proc, document = run_json(project, "--to", "001", "--yes", "--no-backup")
@@ -507,7 +595,9 @@ def test_rollback_waits_for_the_sync_lock_and_gives_up_naming_nothing_changed(pr
         holder.write(f"SELECT pg_advisory_lock({cls}, {obj});\n\\echo held\n")
         assert holder.read_line(30) is not None
         started = time.monotonic()
-        proc, document = run_json(project, "--to", "002", "--yes", "--no-backup", "--allow-data-loss", "--lock-timeout", "2")
+        proc, document = run_json(
+            project, "--to", "002", "--yes", "--no-backup", "--allow-data-loss", "--lock-timeout", "2"
+        )
         assert proc.returncode == 1 and document["outcome"] == "lock_timeout", proc.stderr
         assert time.monotonic() - started < 60
         holder.close_stdin()
@@ -544,9 +634,14 @@ def test_group_rollback_to_zero_on_two_hosts_and_audit(project: Project, sandbox
     proc = project.run("rollback", "--host", "both", "--to", "0", "--yes", "--no-backup", "--json")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     hosts = json.loads(proc.stdout)["hosts"]
-    assert [(h["host"], h["details"]["outcome"], h["details"]["versions"]) for h in hosts] == \
-        [("sandbox", "rolled_back", ["003", "002", "001"]), ("two", "rolled_back", ["003", "002", "001"])]
-    assert ledger(project) == [] and project.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").strip() == "1"
+    assert [(h["host"], h["details"]["outcome"], h["details"]["versions"]) for h in hosts] == [
+        ("sandbox", "rolled_back", ["003", "002", "001"]),
+        ("two", "rolled_back", ["003", "002", "001"]),
+    ]
+    assert (
+        ledger(project) == []
+        and project.psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'").strip() == "1"
+    )
     records = [r for r in read_audit(project.root / ".opsagent") if r.get("action") == "rollback"]
     assert len(records) == 2 and all(r["outcome"] == "rolled_back" and r["target"] == "0" for r in records)
 
@@ -555,19 +650,28 @@ def test_destructive_statements_of_down_sections_are_marked() -> None:
     from opsagent.migrate.rollback import destroys
     from opsagent.migrate.sqltext import split_statements
 
-    marked = [destroys(s) for s in split_statements(
-        "ALTER TABLE a DROP COLUMN b; ALTER TABLE a ALTER COLUMN c TYPE int; ALTER TABLE a RENAME TO z; DROP INDEX x; "
-        "TRUNCATE a; ALTER TABLE a ADD COLUMN d int; CREATE INDEX y ON a (d)")]
+    marked = [
+        destroys(s)
+        for s in split_statements(
+            "ALTER TABLE a DROP COLUMN b; ALTER TABLE a ALTER COLUMN c TYPE int; ALTER TABLE a RENAME TO z; DROP INDEX x; "
+            "TRUNCATE a; ALTER TABLE a ADD COLUMN d int; CREATE INDEX y ON a (d)"
+        )
+    ]
     assert marked == [True, True, False, True, True, False, False]
 
 
 def test_hostile_names_are_counted_and_dropped_safely(project: Project) -> None:
     project.write_migration("001_t.sql", 'CREATE TABLE "Mixed ""Case"" t" (id int);\n')
-    project.write_migration("002_hostile.sql", 'CREATE TABLE "we\'ird; DROP TABLE x; --" (id int);\n'
-                                               'ALTER TABLE "Mixed ""Case"" t" ADD COLUMN "co\'l "" $x$" text;\n')
+    project.write_migration(
+        "002_hostile.sql",
+        'CREATE TABLE "we\'ird; DROP TABLE x; --" (id int);\n'
+        'ALTER TABLE "Mixed ""Case"" t" ADD COLUMN "co\'l "" $x$" text;\n',
+    )
     sync(project)
-    project.psql('INSERT INTO "we\'ird; DROP TABLE x; --" SELECT generate_series(1, 3);'
-                 'INSERT INTO "Mixed ""Case"" t" SELECT g, \'v\' FROM generate_series(1, 4) g;')
+    project.psql(
+        'INSERT INTO "we\'ird; DROP TABLE x; --" SELECT generate_series(1, 3);'
+        'INSERT INTO "Mixed ""Case"" t" SELECT g, \'v\' FROM generate_series(1, 4) g;'
+    )
     proc, document = run_json(project, "--to", "001", "--yes", "--no-backup")
     assert proc.returncode == 1, proc.stderr
     rows = sorted((loss["kind"], loss["rows"]) for loss in document["losses"])  # type: ignore[union-attr]
@@ -590,9 +694,17 @@ def test_a_schema_change_between_rehearsal_and_apply_rolls_the_transaction_back(
         return True
 
     with open_remote(project.host) as remote:
-        result = rollback(remote, project.migrations, RollbackOptions("002", allow_data_loss=True, backup=False),
-                          Identity("tester@test", None), confirm=confirm)
+        result = rollback(
+            remote,
+            project.migrations,
+            RollbackOptions("002", allow_data_loss=True, backup=False),
+            Identity("tester@test", None),
+            confirm=confirm,
+        )
     assert result.outcome == "not_verified" and "changed since the rehearsal" in str(result.error), result.error
     assert "sneaky" in str(result.error)
     assert ledger(project) == ["001", "002", "003"]
-    assert project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name IN ('extra', 'sneaky')").strip() == "2"
+    assert (
+        project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name IN ('extra', 'sneaky')").strip()
+        == "2"
+    )

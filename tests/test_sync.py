@@ -61,10 +61,13 @@ def run_json(project: Project, *args: str) -> tuple[subprocess.CompletedProcess[
 # ---------------------------------------------------------------- unit
 
 
-@pytest.mark.parametrize(("stderr", "expected_line"), [
-    ("psql:<stdin>:14: ERROR:  type \"no_such_type\" does not exist\nLINE 3:   ADD COLUMN y no_such_type\n", 5),
-    ("psql:<stdin>:14: ERROR:  relation \"c\" already exists\n", 3),
-])
+@pytest.mark.parametrize(
+    ("stderr", "expected_line"),
+    [
+        ("psql:<stdin>:14: ERROR:  type \"no_such_type\" does not exist\nLINE 3:   ADD COLUMN y no_such_type\n", 5),
+        ("psql:<stdin>:14: ERROR:  relation \"c\" already exists\n", 3),
+    ],
+)
 def test_psql_error_maps_script_line_to_file_line(tmp_path: Path, stderr: str, expected_line: int) -> None:
     path = tmp_path / "003_broken.sql"
     path.write_text(FIVE["003_broken.sql"])
@@ -88,8 +91,10 @@ def test_ledger_sql_creates_adopts_or_leaves_alone() -> None:
     assert Ledger("a").lock_key != Ledger("b").lock_key
 
 
-@pytest.mark.parametrize(("value", "ok"), [("10s", True), ("500ms", True), ("0", True), ("1min", True),
-                                           ("10s'; DROP TABLE x; --", False), ("soon", False)])
+@pytest.mark.parametrize(
+    ("value", "ok"),
+    [("10s", True), ("500ms", True), ("0", True), ("1min", True), ("10s'; DROP TABLE x; --", False), ("soon", False)],
+)
 def test_timeouts_are_checked_before_they_reach_sql(value: str, ok: bool) -> None:
     if ok:
         assert check_timeout(value, "--x") == value
@@ -114,8 +119,13 @@ def test_apply_failure_continue_idempotent_status_and_audit(project: Project) ->
     failed, doc = run_json(project, "sync", "--host", "sandbox", "--yes", "--no-backup")
     assert failed.returncode == 1, failed.stderr
     steps = {s["version"]: s for s in doc["steps"]}  # type: ignore[union-attr]
-    assert [steps[v]["status"] for v in ("001", "002", "003", "004", "005")] == \
-        ["applied", "applied", "failed", "untouched", "untouched"]
+    assert [steps[v]["status"] for v in ("001", "002", "003", "004", "005")] == [
+        "applied",
+        "applied",
+        "failed",
+        "untouched",
+        "untouched",
+    ]
     broken = project.migrations / "003_broken.sql"
     assert steps["003"]["location"] == f"{broken}:5"
     assert f"{broken}:5" in failed.stderr and 'type "no_such_type" does not exist' in failed.stderr
@@ -126,7 +136,9 @@ def test_apply_failure_continue_idempotent_status_and_audit(project: Project) ->
     rerun = project.run("sync", "--host", "sandbox", "--force", "--no-backup")
     assert rerun.returncode == 0, rerun.stderr
     assert "✔ 003 broken" in rerun.stdout and "✔ 005 index d" in rerun.stdout
-    assert re.search(r"✔ 003 broken \(\d+ ms, 1/3\)", rerun.stdout) and re.search(r"✔ 005 index d \(\d+ ms, 3/3\)", rerun.stdout)  # N/M
+    assert re.search(r"✔ 003 broken \(\d+ ms, 1/3\)", rerun.stdout) and re.search(
+        r"✔ 005 index d \(\d+ ms, 3/3\)", rerun.stdout
+    )  # N/M
     assert "001" not in rerun.stdout.split("pending migrations")[1].split("✔")[0]  # only 003..005 planned
     assert ledger_rows(project) == ["001", "002", "003", "004", "005"]
 
@@ -180,10 +192,13 @@ def test_refusals_checksum_missing_out_of_order_and_repair(project: Project) -> 
 
 
 def test_no_transaction_concurrently_applies_and_transactional_one_is_refused(project: Project) -> None:
-    write_all(project, {
-        "001_t.sql": "CREATE TABLE t (id int);\n",
-        "002_idx.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n",
-    })
+    write_all(
+        project,
+        {
+            "001_t.sql": "CREATE TABLE t (id int);\n",
+            "002_idx.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n",
+        },
+    )
     ok = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
     assert ok.returncode == 0, ok.stderr
     assert project.psql("SELECT indexname FROM pg_indexes WHERE tablename = 't'").split() == ["t_id"]
@@ -195,25 +210,41 @@ def test_no_transaction_concurrently_applies_and_transactional_one_is_refused(pr
 
 
 def test_a_no_transaction_file_that_fails_partway_is_recorded_as_failed_until_repaired(project: Project) -> None:
-    write_all(project, {
-        "001_t.sql": "CREATE TABLE t (id int);\n",
-        "002_two.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\nCREATE INDEX CONCURRENTLY t_oops ON t (nope);\n",
-    })
+    write_all(
+        project,
+        {
+            "001_t.sql": "CREATE TABLE t (id int);\n",
+            "002_two.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\nCREATE INDEX CONCURRENTLY t_oops ON t (nope);\n",
+        },
+    )
     failed = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
     assert failed.returncode == 1 and "002_two.sql:3" in failed.stderr and "failed partway" in failed.stderr
-    assert project.psql("SELECT indexname FROM pg_indexes WHERE tablename = 't'").split() == ["t_id"]  # the first stayed
-    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY 1").split() == ["001:true", "002:false"]
+    assert project.psql("SELECT indexname FROM pg_indexes WHERE tablename = 't'").split() == [
+        "t_id"
+    ]  # the first stayed
+    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY 1").split() == [
+        "001:true",
+        "002:false",
+    ]
     states = {v["version"]: v["state"] for v in run_json(project, "status", "--host", "sandbox")[1]["versions"]}
     assert states == {"001": "applied", "002": "failed"}
     refused = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
-    assert refused.returncode == 1 and "002_two.sql: failed partway" in refused.stderr and "inv repair" in refused.stderr
-    project.write_migration("002_two.sql", "-- opsagent:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_id;\n"
-                                           "CREATE INDEX CONCURRENTLY t_id ON t (id);\n")
+    assert (
+        refused.returncode == 1 and "002_two.sql: failed partway" in refused.stderr and "inv repair" in refused.stderr
+    )
+    project.write_migration(
+        "002_two.sql",
+        "-- opsagent:no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS t_id;\n"
+        "CREATE INDEX CONCURRENTLY t_id ON t (id);\n",
+    )
     repaired = project.run("repair", "--host", "sandbox", "--yes")
     assert repaired.returncode == 0 and "deleted ledger row 002" in repaired.stdout, repaired.stdout + repaired.stderr
     again = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
     assert again.returncode == 0, again.stderr
-    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY 1").split() == ["001:true", "002:true"]
+    assert project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY 1").split() == [
+        "001:true",
+        "002:true",
+    ]
 
 
 def test_sync_takes_backup_and_new_creates_next_file(project: Project) -> None:
@@ -222,7 +253,9 @@ def test_sync_takes_backup_and_new_creates_next_file(project: Project) -> None:
     assert proc.returncode == 0, proc.stderr
     backup = doc["backup"]
     assert isinstance(backup, dict) and "pre-001..002" in str(backup["name"]) and backup["verified"]
-    assert doc["remote_commands"] == 2  # the psql session and the backup, whatever the number of migrations (no lock wait: no watch)
+    assert (
+        doc["remote_commands"] == 2
+    )  # the psql session and the backup, whatever the number of migrations (no lock wait: no watch)
     created = project.run("new", "add paper trading mode")
     assert created.returncode == 0
     path = project.root / created.stdout.strip()
@@ -235,7 +268,9 @@ def test_sync_takes_backup_and_new_creates_next_file(project: Project) -> None:
 def schema_dump(remote: Remote) -> str:
     argv = ["pg_dump", "-s", *remote.pg_args(), "-d", remote.host.database]
     # \restrict lines carry a random key per dump (recent pg_dump point releases)
-    return "\n".join(line for line in remote.run(argv).text.splitlines() if not line.startswith(("\\restrict", "\\unrestrict")))
+    return "\n".join(
+        line for line in remote.run(argv).text.splitlines() if not line.startswith(("\\restrict", "\\unrestrict"))
+    )
 
 
 def set_host_keys(project: Project, **values: object) -> None:
@@ -249,21 +284,28 @@ def set_host_keys(project: Project, **values: object) -> None:
 
 
 def test_dry_run_rehearses_on_target_and_changes_nothing(project: Project, sandbox: SandboxHandle) -> None:
-    set_host_keys(project, lock_retry_for="0")  # no lock retries: the locked file is reported, the others still rehearsed
+    set_host_keys(
+        project, lock_retry_for="0"
+    )  # no lock retries: the locked file is reported, the others still rehearsed
     write_all(project, {"001_base.sql": "CREATE TABLE base (id int);\n"})
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup").returncode == 0
-    write_all(project, {
-        "002_t.sql": "CREATE TABLE t (id int);\n",
-        "003_uses_t.sql": "ALTER TABLE t ADD COLUMN name text;\n",  # needs 002's table: cumulative rehearsal
-        "004_fails.sql": "-- broken on purpose\nALTER TABLE t\n  ADD COLUMN z no_such_type;\n",
-        "005_after.sql": "CREATE INDEX t_name ON t (name);\n",  # still rehearsed after 004 failed
-        "006_conc.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n",
-        "007_locked.sql": "ALTER TABLE base ADD COLUMN x int;\n",
-    })
+    write_all(
+        project,
+        {
+            "002_t.sql": "CREATE TABLE t (id int);\n",
+            "003_uses_t.sql": "ALTER TABLE t ADD COLUMN name text;\n",  # needs 002's table: cumulative rehearsal
+            "004_fails.sql": "-- broken on purpose\nALTER TABLE t\n  ADD COLUMN z no_such_type;\n",
+            "005_after.sql": "CREATE INDEX t_name ON t (name);\n",  # still rehearsed after 004 failed
+            "006_conc.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n",
+            "007_locked.sql": "ALTER TABLE base ADD COLUMN x int;\n",
+        },
+    )
     with open_remote(project.host) as remote:
         before = schema_dump(remote), remote.psql("SELECT * FROM schema_migrations", extra=["-A"]).text
         holder = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
-        holder.write("SET application_name = 'lock-holder-test';\nBEGIN;\nLOCK TABLE base IN ACCESS SHARE MODE;\n\\echo locked\n")
+        holder.write(
+            "SET application_name = 'lock-holder-test';\nBEGIN;\nLOCK TABLE base IN ACCESS SHARE MODE;\n\\echo locked\n"
+        )
         assert holder.read_line(30) == "locked"
         try:
             proc = project.run("sync", "--host", "sandbox", "--dry-run")
@@ -271,12 +313,18 @@ def test_dry_run_rehearses_on_target_and_changes_nothing(project: Project, sandb
             holder.close_stdin()
             holder.wait(10)
         after = schema_dump(remote), remote.psql("SELECT * FROM schema_migrations", extra=["-A"]).text
-        leftovers = remote.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
-                                "(SELECT oid FROM pg_database WHERE datname = current_database())", extra=["-A", "-t"]).text.strip()
+        leftovers = remote.psql(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND database = "
+            "(SELECT oid FROM pg_database WHERE datname = current_database())",
+            extra=["-A", "-t"],
+        ).text.strip()
     assert proc.returncode == 1, proc.stdout + proc.stderr
     out = " ".join(proc.stdout.split())
     assert "002 t: would apply in" in out and "003 uses t: would apply in" in out and "005 after: would apply in" in out
-    assert f"004 fails: would fail: type \"no_such_type\" does not exist at {project.migrations / '004_fails.sql'}:3" in out
+    assert (
+        f"004 fails: would fail: type \"no_such_type\" does not exist at {project.migrations / '004_fails.sql'}:3"
+        in out
+    )
     assert "006 conc: not rehearsed (runs outside a transaction)" in out
     assert "007 locked: not rehearsed: timed out" in out and "lock-holder-test" in out
     assert "CREATE TABLE t" in out  # the plan shows each file's SQL
@@ -284,7 +332,9 @@ def test_dry_run_rehearses_on_target_and_changes_nothing(project: Project, sandb
     assert leftovers == "0"
     assert ledger_rows(project) == ["001"]
     plan_only = project.run("sync", "--host", "sandbox", "--dry-run", "--no-rehearse")
-    assert plan_only.returncode == 0 and "would apply in" not in plan_only.stdout and "004_fails.sql" in plan_only.stdout
+    assert (
+        plan_only.returncode == 0 and "would apply in" not in plan_only.stdout and "004_fails.sql" in plan_only.stdout
+    )
 
 
 # ---------------------------------------------------------------- lock, adoption, dropped connection
@@ -296,8 +346,10 @@ def test_two_concurrent_syncs_apply_each_migration_once(project: Project) -> Non
     write_all(project, files)
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml")}
     argv = [sys.executable, "-m", "opsagent", "sync", "--host", "sandbox", "--yes", "--no-backup", "--json"]
-    procs = [subprocess.Popen(argv, cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
+    procs = [
+        subprocess.Popen(argv, cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     results = [json.loads(p.communicate(timeout=120)[0]) for p in procs]
     assert [p.returncode for p in procs] == [0, 0]
     assert sorted(r["outcome"] for r in results) == ["applied", "nothing_to_do"]
@@ -325,9 +377,11 @@ def test_lock_timeout_names_the_holder(project: Project) -> None:
 
 
 def test_seed_style_ledger_is_adopted(project: Project) -> None:
-    project.psql("CREATE TABLE schema_migrations (version varchar(50) PRIMARY KEY, description text, "
-                 "applied_at timestamp DEFAULT now());\nCREATE TABLE a (id int);\n"
-                 "INSERT INTO schema_migrations (version, description) VALUES ('001', 'create a');")
+    project.psql(
+        "CREATE TABLE schema_migrations (version varchar(50) PRIMARY KEY, description text, "
+        "applied_at timestamp DEFAULT now());\nCREATE TABLE a (id int);\n"
+        "INSERT INTO schema_migrations (version, description) VALUES ('001', 'create a');"
+    )
     write_all(project, {"001_create_a.sql": "CREATE TABLE a (id int);\n", "002_b.sql": "CREATE TABLE b (id int);\n"})
     _, doc = run_json(project, "status", "--host", "sandbox")
     assert [v["state"] for v in doc["versions"]] == ["applied", "pending"]  # type: ignore[union-attr, index]
@@ -345,11 +399,14 @@ def _sshd_children(sandbox: SandboxHandle) -> set[int]:
 
 
 def test_dropped_ssh_connection_leaves_no_half_applied_migration(project: Project, sandbox: SandboxHandle) -> None:
-    write_all(project, {
-        "001_a.sql": "CREATE TABLE a (id int);\n",
-        "002_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);\n",
-        "003_c.sql": "CREATE TABLE c (id int);\n",
-    })
+    write_all(
+        project,
+        {
+            "001_a.sql": "CREATE TABLE a (id int);\n",
+            "002_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);\n",
+            "003_c.sql": "CREATE TABLE c (id int);\n",
+        },
+    )
     before = _sshd_children(sandbox)
     events: list[SyncEvent] = []
     with open_remote(project.host) as remote:
@@ -414,11 +471,14 @@ def test_group_sync_and_status_run_per_host(project: Project, sandbox: SandboxHa
 
 
 def test_interrupt_during_apply_stops_the_server_side_script(project: Project) -> None:
-    write_all(project, {
-        "001_a.sql": "CREATE TABLE a (id int);\n",
-        "002_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(2);\n",
-        "003_c.sql": "CREATE TABLE c (id int);\n",
-    })
+    write_all(
+        project,
+        {
+            "001_a.sql": "CREATE TABLE a (id int);\n",
+            "002_slow.sql": "CREATE TABLE slow (id int);\nSELECT pg_sleep(2);\n",
+            "003_c.sql": "CREATE TABLE c (id int);\n",
+        },
+    )
 
     def on_event(event: SyncEvent) -> None:
         if event.kind == "begin" and event.step is not None and event.step.version == "002":
@@ -433,8 +493,13 @@ def test_interrupt_during_apply_stops_the_server_side_script(project: Project) -
 def test_backup_failure_aborts_and_statement_timeout_override(project: Project) -> None:
     from .conftest import write_inventory
 
-    write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n", "002_slow.sql": "CREATE TABLE s (id int);\nSELECT pg_sleep(5);\n"})
-    write_inventory(project.root, {"sandbox": dataclasses.replace(project.host, backup_dir="/proc/opsagent-no-such-dir")})
+    write_all(
+        project,
+        {"001_a.sql": "CREATE TABLE a (id int);\n", "002_slow.sql": "CREATE TABLE s (id int);\nSELECT pg_sleep(5);\n"},
+    )
+    write_inventory(
+        project.root, {"sandbox": dataclasses.replace(project.host, backup_dir="/proc/opsagent-no-such-dir")}
+    )
     no_backup = project.run("sync", "--host", "sandbox", "--yes")
     assert no_backup.returncode == 1 and "backup failed, nothing applied" in no_backup.stderr
     assert "schema_migrations" not in tables(project) and "a" not in tables(project)
@@ -447,8 +512,9 @@ def test_backup_failure_aborts_and_statement_timeout_override(project: Project) 
 # ---------------------------------------------------------------- start-up work only for what is pending (issue 14)
 
 
-def test_remote_commands_per_sync_stay_constant_and_applied_files_are_not_parsed(remote: Remote, tmp_path: Path,
-                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_remote_commands_per_sync_stay_constant_and_applied_files_are_not_parsed(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """200 pending: one psql session (no lock wait, so no blocker watch; --no-backup); no-op: the same one session.
 
     The no-op run parses nothing: applied files are compared by checksum only.
@@ -456,7 +522,9 @@ def test_remote_commands_per_sync_stay_constant_and_applied_files_are_not_parsed
     import opsagent.migrate.files as migrations
 
     for i in range(1, 201):
-        (tmp_path / f"{i:04d}_t{i}.sql").write_text(f"CREATE TABLE t{i} (id int PRIMARY KEY);\nCREATE INDEX t{i}_i ON t{i} (id);\n")
+        (tmp_path / f"{i:04d}_t{i}.sql").write_text(
+            f"CREATE TABLE t{i} (id int PRIMARY KEY);\nCREATE INDEX t{i}_i ON t{i} (id);\n"
+        )
     parsed: list[str] = []
     real_check = migrations.check_migration
 
@@ -477,8 +545,9 @@ def test_remote_commands_per_sync_stay_constant_and_applied_files_are_not_parsed
     assert third.applied == ["0201"] and third.remote_commands == 1 and parsed == ["0201"]
 
 
-def test_an_unparseable_applied_file_with_a_matching_checksum_is_not_reparsed_but_an_edited_one_is_refused(remote: Remote,
-                                                                                                            tmp_path: Path) -> None:
+def test_an_unparseable_applied_file_with_a_matching_checksum_is_not_reparsed_but_an_edited_one_is_refused(
+    remote: Remote, tmp_path: Path
+) -> None:
     (tmp_path / "001_a.sql").write_text("CREATE TABLE a (id int);\n")
     assert sync(remote, tmp_path, SyncOptions(backup=False), IDENTITY).applied == ["001"]
     (tmp_path / "001_a.sql").write_text("CREATE TABLE a (id int;\n")  # edited after it ran, now broken
@@ -486,17 +555,21 @@ def test_an_unparseable_applied_file_with_a_matching_checksum_is_not_reparsed_bu
     assert refused.outcome == "refused" and "checksum mismatch" in (refused.error or "")
 
 
-@pytest.mark.parametrize(("name", "content", "error"), [
-    ("003_syntax.sql", "CREATE TABLE c (id int;\n", "syntax error"),
-    ("003_concurrently.sql", "CREATE INDEX CONCURRENTLY ci ON a (id);\n", "cannot run inside a transaction"),
-    ("003_marker.sql", "-- opsagent:no-transaction\nBEGIN;\nCREATE TABLE c (id int);\n", "never committed"),
-    ("003_latin1.sql", b"-- caf\xe9\nCREATE TABLE c (id int);\n", "not valid UTF-8"),
-    ("003_unreadable.sql", "CREATE TABLE c (id int);\n", "cannot read"),
-    ("add_things.sql", "CREATE TABLE c (id int);\n", "not a migration file name"),
-    ("002_dup.sql", "CREATE TABLE c (id int);\n", "duplicate migration version 2"),
-])
-def test_status_shows_every_file_with_the_bad_one_marked_and_sync_refuses_it(project: Project, name: str, content: str | bytes,
-                                                                               error: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "content", "error"),
+    [
+        ("003_syntax.sql", "CREATE TABLE c (id int;\n", "syntax error"),
+        ("003_concurrently.sql", "CREATE INDEX CONCURRENTLY ci ON a (id);\n", "cannot run inside a transaction"),
+        ("003_marker.sql", "-- opsagent:no-transaction\nBEGIN;\nCREATE TABLE c (id int);\n", "never committed"),
+        ("003_latin1.sql", b"-- caf\xe9\nCREATE TABLE c (id int);\n", "not valid UTF-8"),
+        ("003_unreadable.sql", "CREATE TABLE c (id int);\n", "cannot read"),
+        ("add_things.sql", "CREATE TABLE c (id int);\n", "not a migration file name"),
+        ("002_dup.sql", "CREATE TABLE c (id int);\n", "duplicate migration version 2"),
+    ],
+)
+def test_status_shows_every_file_with_the_bad_one_marked_and_sync_refuses_it(
+    project: Project, name: str, content: str | bytes, error: str
+) -> None:
     write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n"})
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0
     write_all(project, {"002_b.sql": "CREATE TABLE b (id int);\n", "004_d.sql": "CREATE TABLE d (id int);\n"})
@@ -536,16 +609,26 @@ def test_the_task_manifest_matches_the_collection_and_a_task_loads_only_its_modu
     full = collection_for(None)
     names = {name: sorted(task.aliases) for name, task in full.tasks.items()}
     assert names == {e.name: sorted(e.aliases) for e in TASKS if not e.subtasks}
-    assert {name: sorted(sub.tasks) for name, sub in full.collections.items()} == {e.name: sorted(e.subtasks) for e in TASKS if e.subtasks}
+    assert {name: sorted(sub.tasks) for name, sub in full.collections.items()} == {
+        e.name: sorted(e.subtasks) for e in TASKS if e.subtasks
+    }
     assert modules_for(["inv", "status", "--host", "x"]) == {"sync"} and modules_for(["inv", "history"]) == {"sync"}
-    assert modules_for(["inv", "--list"]) is None and modules_for(["inv"]) is None and modules_for(["inv", "sandbox.up"]) == {"core"}
-    probe = ("import sys; sys.argv = ['opsagent', 'status', '--help']; import opsagent.cli as cli; cli.collection_for(sys.argv); "
-             "print(sorted(m for m in ('pglast', 'opsagent.schema.catalog', 'opsagent.schema.plan', 'rich.progress', 'opsagent.migrate.lint', "
-             "'opsagent.migrate.hazards', 'opsagent.backup', 'opsagent.cli.backup') if m in sys.modules))")
+    assert (
+        modules_for(["inv", "--list"]) is None
+        and modules_for(["inv"]) is None
+        and modules_for(["inv", "sandbox.up"]) == {"core"}
+    )
+    probe = (
+        "import sys; sys.argv = ['opsagent', 'status', '--help']; import opsagent.cli as cli; cli.collection_for(sys.argv); "
+        "print(sorted(m for m in ('pglast', 'opsagent.schema.catalog', 'opsagent.schema.plan', 'rich.progress', 'opsagent.migrate.lint', "
+        "'opsagent.migrate.hazards', 'opsagent.backup', 'opsagent.cli.backup') if m in sys.modules))"
+    )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
     assert loaded == "[]", loaded
     for argv in (["opsagent", "status", "--help"], ["opsagent", "sync", "--help"]):
-        shown = subprocess.run([sys.executable, "-m", "opsagent", *argv[1:]], capture_output=True, text=True, check=False)
+        shown = subprocess.run(
+            [sys.executable, "-m", "opsagent", *argv[1:]], capture_output=True, text=True, check=False
+        )
         assert shown.returncode == 0 and "--host" in shown.stdout, shown.stderr
     typo = subprocess.run([sys.executable, "-m", "opsagent", "statsu"], capture_output=True, text=True, check=False)
     assert typo.returncode == 2 and "did you mean 'status'" in typo.stderr
@@ -556,12 +639,31 @@ def test_a_no_op_sync_and_status_never_load_the_parser(project: Project) -> None
     write_all(project, {f"{i:03d}_t{i}.sql": f"CREATE TABLE t{i} (id int);\n" for i in range(1, 21)})
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml")}
-    for args in (("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check"), ("status", "--host", "sandbox")):
-        proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "opsagent", *args], cwd=project.root, env=env,
-                              capture_output=True, text=True, check=False, timeout=120)
+    for args in (
+        ("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check"),
+        ("status", "--host", "sandbox"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "opsagent", *args],
+            cwd=project.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=120,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
-        loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
-        heavy = loaded & {"pglast", "opsagent.migrate.lint", "opsagent.migrate.hazards", "opsagent.backup", "opsagent.schema.catalog", "rich.progress"}
+        loaded = {
+            line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")
+        }
+        heavy = loaded & {
+            "pglast",
+            "opsagent.migrate.lint",
+            "opsagent.migrate.hazards",
+            "opsagent.backup",
+            "opsagent.schema.catalog",
+            "rich.progress",
+        }
         assert not heavy, (args, heavy)
     shown = project.run("status", "--host", "sandbox").stdout.splitlines()
     assert shown[1].split() == ["version", "description", "state", "applied", "at", "by", "ms"]
@@ -575,14 +677,27 @@ def test_status_and_sync_on_a_terminal(project: Project) -> None:
 
     if shutil.which("script") is None:  # util-linux: present wherever the suite's sandbox runs
         pytest.fail("the 'script' command (util-linux) is needed to give the CLI a terminal")
-    write_all(project, {"001_a.sql": "CREATE TABLE a (id int);\n", "002_b.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY b ON a (id);\n",
-                        "003_bad.sql": "CREATE TABLE c (id int;\n"})
+    write_all(
+        project,
+        {
+            "001_a.sql": "CREATE TABLE a (id int);\n",
+            "002_b.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY b ON a (id);\n",
+            "003_bad.sql": "CREATE TABLE c (id int;\n",
+        },
+    )
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "120", "TERM": "xterm"}
 
     def on_terminal(*args: str) -> subprocess.CompletedProcess[str]:
         command = shlex.join([sys.executable, "-m", "opsagent", *args])
-        return subprocess.run(["script", "-qec", command, "/dev/null"], cwd=project.root, env=env, capture_output=True, text=True,
-                              timeout=120, check=False)
+        return subprocess.run(
+            ["script", "-qec", command, "/dev/null"],
+            cwd=project.root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
 
     status = on_terminal("status", "--host", "sandbox")
     assert status.returncode == 0 and "\x1b[" in status.stdout and "Traceback" not in status.stdout, status.stdout
@@ -590,4 +705,8 @@ def test_status_and_sync_on_a_terminal(project: Project) -> None:
     (project.migrations / "003_bad.sql").unlink()
     applied = on_terminal("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
     assert applied.returncode == 0 and "Traceback" not in applied.stdout, applied.stdout
-    assert "pending migrations (2)" in applied.stdout and "no-transaction" in applied.stdout and "applied 2 migration(s)" in applied.stdout
+    assert (
+        "pending migrations (2)" in applied.stdout
+        and "no-transaction" in applied.stdout
+        and "applied 2 migration(s)" in applied.stdout
+    )

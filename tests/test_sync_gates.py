@@ -17,15 +17,19 @@ def _set_hazards(project: Project, hazards: dict[str, int]) -> None:
 
 
 def test_hazard_error_on_a_large_live_table_blocks_sync_until_allowed(project: Project) -> None:
-    project.psql("CREATE TABLE trades (id bigint PRIMARY KEY, price numeric);"
-                 "INSERT INTO trades SELECT g, g FROM generate_series(1, 20000) g; ANALYZE trades;")
+    project.psql(
+        "CREATE TABLE trades (id bigint PRIMARY KEY, price numeric);"
+        "INSERT INTO trades SELECT g, g FROM generate_series(1, 20000) g; ANALYZE trades;"
+    )
     _set_hazards(project, {"large_table_rows": 10000})
     project.write_migration("001_index_price.sql", "CREATE INDEX idx_trades_price ON trades (price);\n")
 
     refused = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--json")
     assert refused.returncode == 1, refused.stdout + refused.stderr
     document = json.loads(refused.stdout)
-    assert document["outcome"] == "refused" and "001_index_price.sql:1 create-index-not-concurrently" in document["error"]
+    assert (
+        document["outcome"] == "refused" and "001_index_price.sql:1 create-index-not-concurrently" in document["error"]
+    )
     assert document["hazards"]["blocking"] and document["hazards"]["findings"][0]["rows"] == 20000
     assert project.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'idx_trades_price'").strip() == "0"
 
@@ -39,14 +43,18 @@ def test_hazard_error_on_a_large_live_table_blocks_sync_until_allowed(project: P
 
 
 def test_small_table_is_not_blocked(project: Project) -> None:
-    project.psql("CREATE TABLE trades (id bigint PRIMARY KEY, price numeric); INSERT INTO trades VALUES (1, 1); ANALYZE trades;")
+    project.psql(
+        "CREATE TABLE trades (id bigint PRIMARY KEY, price numeric); INSERT INTO trades VALUES (1, 1); ANALYZE trades;"
+    )
     project.write_migration("001_index_price.sql", "CREATE INDEX idx_trades_price ON trades (price);\n")
     applied = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check")
     assert applied.returncode == 0, applied.stdout + applied.stderr
 
 
 def test_sync_ends_with_a_drift_warning_against_schema_sql(project: Project) -> None:
-    (project.root / "sql" / "schema.sql").write_text("CREATE TABLE trades (id bigint PRIMARY KEY, price numeric(18,8));\n")
+    (project.root / "sql" / "schema.sql").write_text(
+        "CREATE TABLE trades (id bigint PRIMARY KEY, price numeric(18,8));\n"
+    )
     project.write_migration("001_trades.sql", "CREATE TABLE trades (id bigint PRIMARY KEY, price numeric(12,2));\n")
     result = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
     assert result.returncode == 0, result.stdout + result.stderr

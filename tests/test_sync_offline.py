@@ -27,7 +27,9 @@ FILES = {
     "003_index_concurrently.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY orders_price ON orders (price);\n",
     "004_wrapped.sql": "BEGIN;\nCREATE TABLE lines (order_id bigint REFERENCES orders);\nCOMMIT;\n",
 }
-COMPARED = "version, description, checksum, applied_by, git_commit, tool_version, success, execution_ms IS NOT NULL AS timed"
+COMPARED = (
+    "version, description, checksum, applied_by, git_commit, tool_version, success, execution_ms IS NOT NULL AS timed"
+)
 
 
 def write_files(project: Project) -> None:
@@ -46,7 +48,9 @@ def apply_script(host_database: tuple[SandboxHandle, str], script: str, *extra: 
 
 def ledger(sandbox: SandboxHandle, database: str) -> list[str]:
     with sandbox.remote(database) as remote:
-        return remote.psql(f"SELECT {COMPARED} FROM schema_migrations ORDER BY version", extra=["-A", "-t"]).text.splitlines()
+        return remote.psql(
+            f"SELECT {COMPARED} FROM schema_migrations ORDER BY version", extra=["-A", "-t"]
+        ).text.splitlines()
 
 
 def test_the_script_applied_by_psql_records_what_a_sync_records(project: Project, sandbox: SandboxHandle) -> None:
@@ -55,10 +59,14 @@ def test_the_script_applied_by_psql_records_what_a_sync_records(project: Project
     assert proc.returncode == 0, proc.stderr
     script = proc.stdout
     assert "4 migration(s) in the script (001 … 004); nothing was applied" in " ".join(proc.stderr.split())
-    assert project.psql("SELECT to_regclass('schema_migrations') IS NULL").strip() == "t"  # reading the ledger changed nothing
-    assert "opsagent:no-transaction" not in script and script.count("\nBEGIN;\n") == 3  # markers gone; 004 unwrapped, in our own
+    assert (
+        project.psql("SELECT to_regclass('schema_migrations') IS NULL").strip() == "t"
+    )  # reading the ledger changed nothing
+    assert (
+        "opsagent:no-transaction" not in script and script.count("\nBEGIN;\n") == 3
+    )  # markers gone; 004 unwrapped, in our own
     # the CONCURRENTLY statement is outside any BEGIN ... COMMIT
-    before_index = script[:script.index("CREATE INDEX CONCURRENTLY")]
+    before_index = script[: script.index("CREATE INDEX CONCURRENTLY")]
     assert before_index.count("BEGIN;") == before_index.count("COMMIT;")
 
     status, stderr = apply_script((sandbox, project.host.database), script)
@@ -69,11 +77,15 @@ def test_the_script_applied_by_psql_records_what_a_sync_records(project: Project
     assert shown["versions"][1]["description"] == "o'brien $$ costs \\ x"
     assert project.psql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'orders_price'::regclass").strip() == "t"
     assert project.psql("SELECT note FROM orders").strip() == "it's $$ \\ fine"
-    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0  # nothing to do
+    assert (
+        project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0
+    )  # nothing to do
 
     # the same files applied by a normal sync into another database: the same ledger rows
     other = sandbox.create_database()
-    write_inventory(project.root, {"sandbox": project.host, "other": sandbox.host_for(other, backup_dir=project.host.backup_dir)})
+    write_inventory(
+        project.root, {"sandbox": project.host, "other": sandbox.host_for(other, backup_dir=project.host.backup_dir)}
+    )
     assert project.run("sync", "--host", "other", "--yes", "--no-backup", "--no-drift-check").returncode == 0
     assert ledger(sandbox, other) == ledger(sandbox, project.host.database)
     assert len(ledger(sandbox, other)) == 4
@@ -81,12 +93,19 @@ def test_the_script_applied_by_psql_records_what_a_sync_records(project: Project
     # applied again (e.g. after a stop): every recorded version is skipped, nothing runs twice
     status, stderr = apply_script((sandbox, project.host.database), script)
     assert status == 0, stderr
-    assert project.psql("SELECT count(*) FROM orders").strip() == "1" and len(ledger(sandbox, project.host.database)) == 4
+    assert (
+        project.psql("SELECT count(*) FROM orders").strip() == "1" and len(ledger(sandbox, project.host.database)) == 4
+    )
 
 
-def test_from_version_needs_no_connection_and_only_pending_versions_run(project: Project, sandbox: SandboxHandle) -> None:
+def test_from_version_needs_no_connection_and_only_pending_versions_run(
+    project: Project, sandbox: SandboxHandle
+) -> None:
     write_files(project)
-    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--target", "2").returncode == 0
+    assert (
+        project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--target", "2").returncode
+        == 0
+    )
     inventory = project.root / "inventory.yaml"
     document = yaml.safe_load(inventory.read_text())
     document["hosts"]["sandbox"]["port"] = 1  # nothing listens there: any connection attempt fails
@@ -104,7 +123,9 @@ def test_from_version_needs_no_connection_and_only_pending_versions_run(project:
     assert bad.returncode == 2 and "--from-version goes with --sql" in bad.stderr
 
 
-def test_the_script_refuses_psql_single_transaction_and_another_applier(project: Project, sandbox: SandboxHandle) -> None:
+def test_the_script_refuses_psql_single_transaction_and_another_applier(
+    project: Project, sandbox: SandboxHandle
+) -> None:
     write_files(project)
     script = project.run("sync", "--host", "sandbox", "--sql", "--from-version", "0").stdout
     status, stderr = apply_script((sandbox, project.host.database), script, "-1")
@@ -140,24 +161,39 @@ def test_hostile_descriptions_stay_inside_literals_and_comments(tmp_path: Path) 
         path = tmp_path / name
         path.write_text("SELECT 1;\n")
         loaded.append(load_migration(path)[0])
-    script = offline_script(loaded, Ledger(), Identity("o'neil\\", "abc'def"), lock_timeout="5s", statement_timeout="0", ensure_sql="",
-                            header=["line\nwith a break \\! and a backslash"])
+    script = offline_script(
+        loaded,
+        Ledger(),
+        Identity("o'neil\\", "abc'def"),
+        lock_timeout="5s",
+        statement_timeout="0",
+        ensure_sql="",
+        header=["line\nwith a break \\! and a backslash"],
+    )
     for line in script.splitlines():
         if line.startswith("--"):
             assert "\\" not in line and "\r" not in line
-        assert not line.startswith("\\") or line in ("\\set ON_ERROR_STOP on", "\\if :opsagent_applied", "\\else", "\\endif") \
+        assert (
+            not line.startswith("\\")
+            or line in ("\\set ON_ERROR_STOP on", "\\if :opsagent_applied", "\\else", "\\endif")
             or re.fullmatch(r"\\echo \d+ is already recorded as applied: skipped", line)
+        )
     assert "'x''); DROP TABLE t;'" in script and "'o''neil\\'" in script and "'abc''def'" in script
     assert "$opsagent$ END $opsagent$'" in script  # inside a literal, never inside a dollar-quoted body
 
 
-def test_a_lock_timeout_stops_the_script_and_the_same_script_finishes_later(project: Project, sandbox: SandboxHandle) -> None:
+def test_a_lock_timeout_stops_the_script_and_the_same_script_finishes_later(
+    project: Project, sandbox: SandboxHandle
+) -> None:
     write_files(project)
     inventory = project.root / "inventory.yaml"
     document = yaml.safe_load(inventory.read_text())
     document["hosts"]["sandbox"]["lock_timeout"] = "1s"
     inventory.write_text(yaml.safe_dump(document))
-    assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--target", "1").returncode == 0
+    assert (
+        project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check", "--target", "1").returncode
+        == 0
+    )
     script = project.run("sync", "--host", "sandbox", "--sql").stdout
     assert "SET LOCAL lock_timeout = '1000ms';" in script
     with open_remote(project.host) as remote:

@@ -63,7 +63,9 @@ def backends_with(sandbox: SandboxHandle, token: str) -> int:
 
 
 def table_exists(sandbox: SandboxHandle, database: str, table: str) -> bool:
-    out = sandbox.admin.psql(f"SELECT to_regclass('public.{table}') IS NOT NULL", database=database, extra=["-A", "-t"]).text
+    out = sandbox.admin.psql(
+        f"SELECT to_regclass('public.{table}') IS NOT NULL", database=database, extra=["-A", "-t"]
+    ).text
     return out.strip() == "t"
 
 
@@ -79,6 +81,7 @@ def wait_until(predicate: Callable[[], bool], timeout: float, step: float = 0.05
 
 def wait_for_backend(sandbox: SandboxHandle, token: str) -> float:
     """Wait until the marked statement runs on the server; returns when it was seen (monotonic)."""
+
     def seen() -> bool:
         _BACKENDS[token] = backend_pids(sandbox, token)
         return bool(_BACKENDS[token])
@@ -89,7 +92,9 @@ def wait_for_backend(sandbox: SandboxHandle, token: str) -> float:
 
 def silent_transaction(table: str, mark: str) -> str:
     """A migration-like script that prints nothing (so psql never meets a closed stdout) and commits at the end."""
-    return f"BEGIN;\nCREATE TABLE {table} (id int);\nDO $$BEGIN PERFORM pg_sleep({SLEEP}); END$$ /* {mark} */;\nCOMMIT;\n"
+    return (
+        f"BEGIN;\nCREATE TABLE {table} (id int);\nDO $$BEGIN PERFORM pg_sleep({SLEEP}); END$$ /* {mark} */;\nCOMMIT;\n"
+    )
 
 
 def past_the_sleep(started: float) -> None:
@@ -118,10 +123,29 @@ CLIENT = textwrap.dedent("""\
 
 
 def client_process(host: HostConfig, **spec: object) -> subprocess.Popen[str]:
-    fields = {k: getattr(host, k) for k in ("name", "address", "port", "user", "identity_file", "known_hosts", "become",
-                                            "pg_host", "pg_port", "database")}
-    proc = subprocess.Popen([sys.executable, "-c", CLIENT], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    fields = {
+        k: getattr(host, k)
+        for k in (
+            "name",
+            "address",
+            "port",
+            "user",
+            "identity_file",
+            "known_hosts",
+            "become",
+            "pg_host",
+            "pg_port",
+            "database",
+        )
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CLIENT],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdin is not None and proc.stdout is not None
     proc.stdin.write(json.dumps({"host": fields, **spec}) + "\n")
     proc.stdin.flush()
@@ -145,7 +169,9 @@ def token() -> str:
 def test_killed_client_psql_session_stops_and_never_commits(sandbox: SandboxHandle, fresh_db: str) -> None:
     mark = token()
     table = f"lost_{mark}"
-    client = client_process(sandbox.host_for(fresh_db), mode="start", token=mark, script=silent_transaction(table, mark))
+    client = client_process(
+        sandbox.host_for(fresh_db), mode="start", token=mark, script=silent_transaction(table, mark)
+    )
     started = wait_for_backend(sandbox, mark)
     assert processes_with(mark), "the remote psql should be running"
     killed = kill_client(client)
@@ -233,7 +259,9 @@ def test_psql_script_over_run_is_cancelled_when_client_dies(sandbox: SandboxHand
     script = silent_transaction(table, mark)
     host = sandbox.host_for(fresh_db)
     probe = Remote(host, None)  # type: ignore[arg-type]  # only to build the argv
-    client = client_process(host, mode="run", argv=probe.psql_argv(extra=["-v", f"mark={mark}"]), become=True, script=script)
+    client = client_process(
+        host, mode="run", argv=probe.psql_argv(extra=["-v", f"mark={mark}"]), become=True, script=script
+    )
     started = wait_for_backend(sandbox, mark)
     kill_client(client)
     gone = wait_until(lambda: not processes_with(mark) and backends_with(sandbox, mark) == 0, GONE_WITHIN)
@@ -265,7 +293,9 @@ def unprivileged_host(sandbox: SandboxHandle, fresh_db: str) -> Iterator[HostCon
         rule.unlink()
 
 
-def test_unprivileged_login_user_psql_still_stops(sandbox: SandboxHandle, fresh_db: str, unprivileged_host: HostConfig) -> None:
+def test_unprivileged_login_user_psql_still_stops(
+    sandbox: SandboxHandle, fresh_db: str, unprivileged_host: HostConfig
+) -> None:
     mark = token()
     table = f"lost_{mark}"
     client = client_process(unprivileged_host, mode="start", token=mark, script=silent_transaction(table, mark))
@@ -292,12 +322,16 @@ def test_wrapper_keeps_status_streams_and_leaves_no_watchdog(sandbox: SandboxHan
         argv_with_quotes = ["printf", "%s|", "a b", "'q'", '"d"', "$(touch /tmp/oa_never)", "`x`", ";", "\n"]
         assert remote.run(argv_with_quotes, become=False).text == "a b|'q'|\"d\"|$(touch /tmp/oa_never)|`x`|;|\n|"
         assert not Path("/tmp/oa_never").exists()
-        lingering = wait_until(lambda: not [p for p, line in _cmdlines() if f"opsagent-watchdog {wrapper_pid}" in line], 2)
+        lingering = wait_until(
+            lambda: not [p for p, line in _cmdlines() if f"opsagent-watchdog {wrapper_pid}" in line], 2
+        )
         assert lingering is not None, "the watchdog outlived its command"
 
 
 def test_client_check_sql_arms_client_connection_check(sandbox: SandboxHandle) -> None:
-    out = sandbox.admin.psql(CLIENT_CHECK_SQL + "\nSHOW client_connection_check_interval;", database="postgres", extra=["-A", "-t"]).text
+    out = sandbox.admin.psql(
+        CLIENT_CHECK_SQL + "\nSHOW client_connection_check_interval;", database="postgres", extra=["-A", "-t"]
+    ).text
     assert out.strip() == "1s"
 
 
@@ -314,8 +348,14 @@ def test_wrapper_stops_its_command_when_its_stderr_reader_goes(tmp_path: Path, w
     mark = token()
     canary = tmp_path / "canary"
     command = channel_bound_command(["sh", "-c", f'sleep {SLEEP}; touch "$1"', mark, str(canary)])
-    proc = subprocess.Popen(["sh", "-c", command], env={"PATH": str(bin_dir)}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        ["sh", "-c", command],
+        env={"PATH": str(bin_dir)},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     assert wait_until(lambda: bool(processes_with(mark)), 10) is not None
     started = time.monotonic()
     assert proc.stderr is not None and proc.stdout is not None
@@ -329,13 +369,18 @@ def test_wrapper_stops_its_command_when_its_stderr_reader_goes(tmp_path: Path, w
     assert not canary.exists()
 
 
-def test_client_check_sql_ends_the_backend_of_a_psql_killed_without_cancelling(sandbox: SandboxHandle, fresh_db: str) -> None:
+def test_client_check_sql_ends_the_backend_of_a_psql_killed_without_cancelling(
+    sandbox: SandboxHandle, fresh_db: str
+) -> None:
     """SIGKILL on psql itself sends no cancel: only client_connection_check_interval makes its backend stop at once."""
     for armed in (True, False):
         mark = token()
         with sandbox.remote(fresh_db) as remote:
             proc = remote.start(remote.psql_argv(extra=["-v", f"mark={mark}"]))
-            proc.write((CLIENT_CHECK_SQL + "\n" if armed else "") + f"DO $$BEGIN PERFORM pg_sleep({SLEEP}); END$$ /* {mark} */;\n")
+            proc.write(
+                (CLIENT_CHECK_SQL + "\n" if armed else "")
+                + f"DO $$BEGIN PERFORM pg_sleep({SLEEP}); END$$ /* {mark} */;\n"
+            )
             wait_for_backend(sandbox, mark)
             psql = [pid for pid in processes_with(mark) if Path(f"/proc/{pid}/comm").read_text().strip() == "psql"]
             assert len(psql) == 1

@@ -73,8 +73,11 @@ def modules_for(argv: Sequence[str] | None) -> set[str] | None:
     if any(word.split("=", 1)[0] in _LOAD_ALL_FLAGS for word in words):
         return None
     by_name = {name: entry.module for entry in TASKS for name in (entry.name, *entry.aliases)}
-    wanted = {by_name[head] for word in words if not word.startswith("-")
-              and (head := word.split(".", 1)[0].replace("_", "-")) in by_name}
+    wanted = {
+        by_name[head]
+        for word in words
+        if not word.startswith("-") and (head := word.split(".", 1)[0].replace("_", "-")) in by_name
+    }
     return wanted or None
 
 

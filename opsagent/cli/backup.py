@@ -68,12 +68,29 @@ def age(when: datetime, now: datetime | None = None) -> str:
 # ---------------------------------------------------------------- backup
 
 
-@command(help={"host": HOST_HELP, "label": "short text added to the backup's name (letters, digits, . _ -)",
-               "download": "also copy the backup to backups/<host>/ here, checked against the server's sha256",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
-               "timeout": TIMEOUT_HELP})
-def backup(c: Context, host: str = "", label: str = "", download: bool = False, json_: bool = False,
-           accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
+@command(
+    help={
+        "host": HOST_HELP,
+        "label": "short text added to the backup's name (letters, digits, . _ -)",
+        "download": "also copy the backup to backups/<host>/ here, checked against the server's sha256",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+        "parallel": PARALLEL_HELP,
+        "fail_fast": FAIL_FAST_HELP,
+        "timeout": TIMEOUT_HELP,
+    }
+)
+def backup(
+    c: Context,
+    host: str = "",
+    label: str = "",
+    download: bool = False,
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+    parallel: int = 0,
+    fail_fast: bool = False,
+    timeout: float = 0,
+) -> None:
     """Take a verified pg_dump -Fc backup into the host's backup_dir (retention: keep_backups newest)."""
     if download:
         require_project()  # --download writes into the project's backups/, never into whatever folder this runs in
@@ -82,11 +99,21 @@ def backup(c: Context, host: str = "", label: str = "", download: bool = False, 
 
         def action(target: HostConfig) -> HostOutcome:
             result = _backup_one(target, inv, label, download, accept_new_host_key, quiet=True)
-            return HostOutcome(target.name, message=f"{result.name} {human(result.size_bytes)}", details=as_dict(result))
+            return HostOutcome(
+                target.name, message=f"{result.name} {human(result.size_bytes)}", details=as_dict(result)
+            )
 
         columns = (("backup", lambda o: str(o.details.get("path") or "")),)
-        run_and_render(targets, action, title="backup", columns=columns, parallel=parallel, fail_fast=fail_fast,
-                       timeout=timeout, json_=json_)
+        run_and_render(
+            targets,
+            action,
+            title="backup",
+            columns=columns,
+            parallel=parallel,
+            fail_fast=fail_fast,
+            timeout=timeout,
+            json_=json_,
+        )
         return
     result = _backup_one(targets[0], inv, label, download, accept_new_host_key, quiet=False)
     if json_:
@@ -95,23 +122,30 @@ def backup(c: Context, host: str = "", label: str = "", download: bool = False, 
     _render_backup(targets[0], result)
 
 
-def _backup_one(target: HostConfig, inv: Inventory, label: str, download: bool, accept_new: bool, *,
-                quiet: bool) -> BackupResult:
+def _backup_one(
+    target: HostConfig, inv: Inventory, label: str, download: bool, accept_new: bool, *, quiet: bool
+) -> BackupResult:
     """One host's backup; ``quiet`` drops the progress bar (fleet runs show a status line per host)."""
     what = f"backup of {target.database} on {target.name}"
     with tracking(what, unit="bytes") as shown, open_remote(target, inv, accept_new_host_key=accept_new) as remote:
         progress: ProgressCallback | None = None if quiet else shown.update
-        return create_backup(remote, label or None, download_dir=local_dir(inv, target) if download else None, progress=progress)
+        return create_backup(
+            remote, label or None, download_dir=local_dir(inv, target) if download else None, progress=progress
+        )
 
 
 def _render_backup(host: HostConfig, result: BackupResult) -> None:
-    console.print(f"[green]✔[/] {host.name}: backup [bold]{result.name}[/] {human(result.size_bytes)} verified "
-                  f"(database {human(result.database_bytes)}), sha256 {result.sha256[:16]}…")
+    console.print(
+        f"[green]✔[/] {host.name}: backup [bold]{result.name}[/] {human(result.size_bytes)} verified "
+        f"(database {human(result.database_bytes)}), sha256 {result.sha256[:16]}…"
+    )
     console.print(f"  on the server: {result.path}", markup=False)
     if result.local_path:
         console.print(f"  downloaded to: {result.local_path} (size and sha256 match)", markup=False)
     if result.deleted_by_retention:
-        console.print(f"  retention (keep {host.keep_backups}) deleted: {', '.join(result.deleted_by_retention)}", markup=False)
+        console.print(
+            f"  retention (keep {host.keep_backups}) deleted: {', '.join(result.deleted_by_retention)}", markup=False
+        )
 
 
 # ---------------------------------------------------------------- backups, backups.get
@@ -124,25 +158,51 @@ def backups_list(c: Context, host: str = "", json_: bool = False, accept_new_hos
     with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         found = list_backups(remote)
     if json_:
-        print_json({"host": target.name, "database": target.database, "backup_dir": target.backup_dir, "backups": as_dict(found)})
+        print_json(
+            {
+                "host": target.name,
+                "database": target.database,
+                "backup_dir": target.backup_dir,
+                "backups": as_dict(found),
+            }
+        )
         return
     now = datetime.now(UTC)
     table = Table(title=f"{target.name}: {len(found)} backups of {target.database} in {target.backup_dir}")
-    for column, justify in (("name", "left"), ("size", "right"), ("age", "right"), ("label", "left"), ("verified", "center")):
+    for column, justify in (
+        ("name", "left"),
+        ("size", "right"),
+        ("age", "right"),
+        ("label", "left"),
+        ("verified", "center"),
+    ):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for item in found:
-        table.add_row(item.name, human(item.size_bytes), age(item.created_at, now), item.label or "",
-                      "[green]✔[/]" if item.verified else "[red]✘[/]")
+        table.add_row(
+            item.name,
+            human(item.size_bytes),
+            age(item.created_at, now),
+            item.label or "",
+            "[green]✔[/]" if item.verified else "[red]✘[/]",
+        )
     console.print(table)
 
 
-@command(help={"name": "backup file name (see 'inv backups')", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP}, needs_project=True)
+@command(
+    help={"name": "backup file name (see 'inv backups')", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP},
+    needs_project=True,
+)
 def get(c: Context, name: str, host: str = "", accept_new_host_key: bool = False) -> None:
     """Copy a backup to backups/<host>/NAME here, checked against the server's size and sha256."""
     target, inv = single_host(host)
-    with tracking(f"download of {name}", unit="bytes") as shown, open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+    with (
+        tracking(f"download of {name}", unit="bytes") as shown,
+        open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote,
+    ):
         result = download_backup(remote, name, local_dir(inv, target), progress=shown.update)
-    console.print(f"[green]✔[/] {result.local_path} {human(result.size_bytes)}, sha256 {result.sha256[:16]}… matches the server's copy")
+    console.print(
+        f"[green]✔[/] {result.local_path} {human(result.size_bytes)}, sha256 {result.sha256[:16]}… matches the server's copy"
+    )
 
 
 backups = Collection("backups")
@@ -153,12 +213,29 @@ backups.add_task(get)
 # ---------------------------------------------------------------- restore
 
 
-@command(help={"host": HOST_HELP, "backup": "backup file name to restore (see 'inv backups')", "latest": "restore the newest backup",
-               "into": "name of the NEW database to restore into (default: <db>_restore_<timestamp>)",
-               "in_place": "replace the live database (a backup of its current state is taken first)",
-               "yes": "with --in-place: do not ask for the database name", "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
-def restore(c: Context, host: str = "", backup: str = "", latest: bool = False, into: str = "", in_place: bool = False,
-            yes: bool = False, json_: bool = False, accept_new_host_key: bool = False) -> None:
+@command(
+    help={
+        "host": HOST_HELP,
+        "backup": "backup file name to restore (see 'inv backups')",
+        "latest": "restore the newest backup",
+        "into": "name of the NEW database to restore into (default: <db>_restore_<timestamp>)",
+        "in_place": "replace the live database (a backup of its current state is taken first)",
+        "yes": "with --in-place: do not ask for the database name",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+    }
+)
+def restore(
+    c: Context,
+    host: str = "",
+    backup: str = "",
+    latest: bool = False,
+    into: str = "",
+    in_place: bool = False,
+    yes: bool = False,
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+) -> None:
     """Restore a backup into a new database (default) or, with --in-place, replace the live one."""
     if bool(backup) == latest:
         raise UsageError("name the backup with --backup NAME or use --latest")
@@ -179,9 +256,12 @@ def restore(c: Context, host: str = "", backup: str = "", latest: bool = False, 
     else:
         _render_restore(target, result)
     if result.pre_restore_backup_error:
-        raise BackupError(f"{target.name}: {target.database} was restored, but the backup of the database it replaced failed "
-                          f"({result.pre_restore_backup_error}); that database is kept as {result.old_database_kept}",
-                          reason="pre_restore_backup", hint="do not drop it before taking a backup of it")
+        raise BackupError(
+            f"{target.name}: {target.database} was restored, but the backup of the database it replaced failed "
+            f"({result.pre_restore_backup_error}); that database is kept as {result.old_database_kept}",
+            reason="pre_restore_backup",
+            hint="do not drop it before taking a backup of it",
+        )
 
 
 def describe_sessions(sessions: list[Session]) -> str:
@@ -200,10 +280,15 @@ def _confirm(host: HostConfig, name: str, yes: bool, sessions: list[Session] | N
         err_console.print(f"{escape(host.name)}: closing {escape(host.database)}: {escape(who)}", soft_wrap=True)
         return
     if not is_interactive():
-        raise UsageError(f"--in-place replaces database {host.database} on {host.name}: pass --yes (no terminal to ask on)")
-    err_console.print(f"This replaces database [bold]{escape(host.database)}[/] on {escape(host.name)} with backup {escape(name)}. "
-                      "New connections are refused and its sessions terminated while it is swapped; "
-                      "the replaced database is kept under a new name and backed up.", soft_wrap=True)
+        raise UsageError(
+            f"--in-place replaces database {host.database} on {host.name}: pass --yes (no terminal to ask on)"
+        )
+    err_console.print(
+        f"This replaces database [bold]{escape(host.database)}[/] on {escape(host.name)} with backup {escape(name)}. "
+        "New connections are refused and its sessions terminated while it is swapped; "
+        "the replaced database is kept under a new name and backed up.",
+        soft_wrap=True,
+    )
     err_console.print(f"[yellow]{escape(who)}[/]", soft_wrap=True)
     err_console.print(f"Type the database name ({escape(host.database)}) to continue: ", end="")
     answer = sys.stdin.readline().strip()
@@ -213,18 +298,25 @@ def _confirm(host: HostConfig, name: str, yes: bool, sessions: list[Session] | N
 
 def _render_restore(host: HostConfig, result: RestoreResult) -> None:
     if result.in_place:
-        console.print(f"[green]✔[/] {escape(host.name)}: database [bold]{escape(result.database)}[/] replaced by backup {escape(result.backup)}")
+        console.print(
+            f"[green]✔[/] {escape(host.name)}: database [bold]{escape(result.database)}[/] replaced by backup {escape(result.backup)}"
+        )
         if result.terminated_sessions:
             apps = ", ".join(a or "(no name)" for a in result.terminated_applications)
             console.print(f"  {result.terminated_sessions} session(s) terminated: {apps}", markup=False)
         if result.pre_restore_backup:
             console.print(f"  its previous state is in backup {result.pre_restore_backup.name}", markup=False)
         if result.old_database_kept:
-            console.print(f"  the replaced database is kept as {result.old_database_kept}; drop it when no longer needed: {result.drop_hint}",
-                          markup=False, soft_wrap=True)
+            console.print(
+                f"  the replaced database is kept as {result.old_database_kept}; drop it when no longer needed: {result.drop_hint}",
+                markup=False,
+                soft_wrap=True,
+            )
     else:
-        console.print(f"[green]✔[/] {escape(host.name)}: backup {escape(result.backup)} restored into NEW database "
-                      f"[bold]{escape(result.database)}[/] ({escape(host.database)} untouched)")
+        console.print(
+            f"[green]✔[/] {escape(host.name)}: backup {escape(result.backup)} restored into NEW database "
+            f"[bold]{escape(result.database)}[/] ({escape(host.database)} untouched)"
+        )
     table = Table(title="objects")
     table.add_column("kind")
     table.add_column(escape(result.database) if not result.in_place else "restored", justify="right")

@@ -199,6 +199,7 @@ def library_messages() -> list[str]:
     """The newest messages paramiko logged in this process (e.g. to add the cause to a connection error)."""
     return list(_library_log.messages)
 
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 HOST_HELP = "inventory host name (a group, a comma list or 'all' where the task supports several)"
@@ -236,8 +237,10 @@ def _guard(body: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # a bug: one line unless debugging
             if os.environ.get("OPSAGENT_DEBUG"):
                 traceback.print_exc()
-            err_console.print(f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set OPSAGENT_DEBUG=1 for a traceback)",
-                              soft_wrap=True)
+            err_console.print(
+                f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set OPSAGENT_DEBUG=1 for a traceback)",
+                soft_wrap=True,
+            )
             raise fail(ExitCode.FAILURE) from None
 
     return wrapper
@@ -268,8 +271,15 @@ def command(help: dict[str, str] | None = None, *, needs_project: bool = False, 
     def decorate(body: F) -> Any:
         made: list[Any] = []
         guarded = _guard(_in_project(body) if needs_project else body)
-        made.append(task(_help_first(guarded, made, dict(help or {})), help=help or {}, auto_shortflags=False,
-                         klass=OpsagentTask, **options))
+        made.append(
+            task(
+                _help_first(guarded, made, dict(help or {})),
+                help=help or {},
+                auto_shortflags=False,
+                klass=OpsagentTask,
+                **options,
+            )
+        )
         return made[0]
 
     return decorate
@@ -311,9 +321,17 @@ def print_task_help(command_task: Any, helps: dict[str, str]) -> None:
     context = ParserContext(name=command_task.name, args=arguments)
     program = program_name()
     positional = " ".join(f"<{a.name}>" for a in context.positional_args)
-    name = next((a for a in sys.argv[1:] if a == command_task.name or a.endswith("." + command_task.name)), command_task.name)
-    lines = [f"Usage: {program} {name} [--options] {positional}".rstrip(), "", "Docstring:",
-             f"  {(command_task.__doc__ or '').strip()}", "", "Options:"]
+    name = next(
+        (a for a in sys.argv[1:] if a == command_task.name or a.endswith("." + command_task.name)), command_task.name
+    )
+    lines = [
+        f"Usage: {program} {name} [--options] {positional}".rstrip(),
+        "",
+        "Docstring:",
+        f"  {(command_task.__doc__ or '').strip()}",
+        "",
+        "Options:",
+    ]
     tuples = with_value_placeholders(context, context.help_tuples())
     width = max((len(flag) for flag, _ in tuples), default=0)
     lines += [f"  {flag.ljust(width)}  {text}" for flag, text in tuples]
@@ -341,8 +359,10 @@ def inventory() -> Inventory:
 
 
 def outside_project_error() -> UsageError:
-    return UsageError(f"not inside an opsagent project: no {DEFAULT_INVENTORY} here or in any folder above {Path.cwd()}",
-                      hint=f"cd into the project, or set OPSAGENT_INVENTORY=/path/to/{DEFAULT_INVENTORY}")
+    return UsageError(
+        f"not inside an opsagent project: no {DEFAULT_INVENTORY} here or in any folder above {Path.cwd()}",
+        hint=f"cd into the project, or set OPSAGENT_INVENTORY=/path/to/{DEFAULT_INVENTORY}",
+    )
 
 
 def project_inventory() -> Inventory:

@@ -27,11 +27,28 @@ def hosts(c: Context, json_: bool = False) -> None:
     rows: list[dict[str, Any]] = []
     for h in inv.hosts.values():
         endpoint, problem = _endpoint_or_problem(h, inv)
-        rows.append({"name": h.name, "address": h.address, "port": h.port, "user": h.user, "database": h.database,
-                     "become": h.become, "groups": list(h.groups), "gateway": h.gateway,
-                     "endpoint": endpoint.to_dict() if endpoint else None, "route": endpoint.describe() if endpoint else problem})
+        rows.append(
+            {
+                "name": h.name,
+                "address": h.address,
+                "port": h.port,
+                "user": h.user,
+                "database": h.database,
+                "become": h.become,
+                "groups": list(h.groups),
+                "gateway": h.gateway,
+                "endpoint": endpoint.to_dict() if endpoint else None,
+                "route": endpoint.describe() if endpoint else problem,
+            }
+        )
     if json_:
-        print_json({"inventory": str(inv.source) if inv.source else None, "hosts": rows, "groups": {k: list(v) for k, v in inv.groups.items()}})
+        print_json(
+            {
+                "inventory": str(inv.source) if inv.source else None,
+                "hosts": rows,
+                "groups": {k: list(v) for k, v in inv.groups.items()},
+            }
+        )
         return
     table = Table(title=f"inventory: {inv.source or '(none; sandbox only)'}")
     for column in ("host", "address", "ssh to", "database", "groups"):
@@ -51,10 +68,25 @@ def _endpoint_or_problem(host: HostConfig, inv: Any) -> tuple[Endpoint | None, s
         return None, f"unresolved: {exc.message}"
 
 
-@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP,
-               "timeout": TIMEOUT_HELP, "fail_fast": FAIL_FAST_HELP})
-def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False, parallel: int = 0,
-           timeout: float = 0, fail_fast: bool = False) -> None:
+@command(
+    help={
+        "host": HOST_HELP,
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+        "parallel": PARALLEL_HELP,
+        "timeout": TIMEOUT_HELP,
+        "fail_fast": FAIL_FAST_HELP,
+    }
+)
+def doctor(
+    c: Context,
+    host: str = "",
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+    parallel: int = 0,
+    timeout: float = 0,
+    fail_fast: bool = False,
+) -> None:
     """Check reachability, host key, login, sudo, PostgreSQL tools, database and backup_dir."""
     targets, inv = hosts_named(host)
     if len(targets) == 1:
@@ -71,10 +103,17 @@ def doctor(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     def action(target: HostConfig) -> HostOutcome:
         report = run_doctor(target, inv, accept_new_host_key=accept_new_host_key)
         failed = [c.name for c in report.checks if not c.ok]
-        return HostOutcome(target.name, "ok" if report.ok else "failed", 0 if report.ok else int(ExitCode.FAILURE),
-                           "" if report.ok else "failed: " + ", ".join(failed), details=report.to_dict())
+        return HostOutcome(
+            target.name,
+            "ok" if report.ok else "failed",
+            0 if report.ok else int(ExitCode.FAILURE),
+            "" if report.ok else "failed: " + ", ".join(failed),
+            details=report.to_dict(),
+        )
 
-    run_and_render(targets, action, title="doctor", parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_)
+    run_and_render(
+        targets, action, title="doctor", parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_
+    )
 
 
 def _render_doctor(report: DoctorReport) -> None:
@@ -108,15 +147,19 @@ def _refresh_fragment(state_dir: Path) -> None:
         fragment.unlink()
 
 
-@command(name="up", help={"name": "host name to record (default: sandbox)", "database": "database to create (default: trad)"})
+@command(
+    name="up", help={"name": "host name to record (default: sandbox)", "database": "database to create (default: trad)"}
+)
 def sandbox_up(c: Context, name: str = "sandbox", database: str = "trad") -> None:
     """Start a local sandbox host (real sshd + PostgreSQL cluster) recorded as host 'sandbox'."""
     state_dir = inventory().paths.state
     with waiting(f"starting sandbox {name} (sshd, PostgreSQL cluster)"):
         state = Sandbox(sandbox_root_for(state_dir, name), name, database).up()
     _refresh_fragment(state_dir)
-    console.print(f"[green]✔[/] sandbox host [bold]{name}[/]: sshd 127.0.0.1:{state.ssh_port}, PostgreSQL socket "
-                  f"{state.socket_dir} port {state.pg_port}, database {state.database}")
+    console.print(
+        f"[green]✔[/] sandbox host [bold]{name}[/]: sshd 127.0.0.1:{state.ssh_port}, PostgreSQL socket "
+        f"{state.socket_dir} port {state.pg_port}, database {state.database}"
+    )
     console.print(f"  recorded in {state_dir / SANDBOX_FILE.name}; try: inv doctor --host {name}")
 
 
@@ -137,8 +180,17 @@ def sandbox_status(c: Context, json_: bool = False) -> None:
     rows = []
     for state in _project_sandboxes(state_dir):
         status = Sandbox(Path(state.root), state.name).status()
-        rows.append({"name": state.name, "ssh_port": state.ssh_port, "pg_port": state.pg_port, "database": state.database,
-                     "sshd_running": status.sshd_running, "postgres_running": status.postgres_running, "root": state.root})
+        rows.append(
+            {
+                "name": state.name,
+                "ssh_port": state.ssh_port,
+                "pg_port": state.pg_port,
+                "database": state.database,
+                "sshd_running": status.sshd_running,
+                "postgres_running": status.postgres_running,
+                "root": state.root,
+            }
+        )
     if json_:
         print_json({"sandboxes": rows})
         return
@@ -148,8 +200,10 @@ def sandbox_status(c: Context, json_: bool = False) -> None:
     for row in rows:
         ok = row["sshd_running"] and row["postgres_running"]
         mark = "[green]✔[/]" if ok else "[red]✘[/]"
-        console.print(f"{mark} {row['name']}: sshd :{row['ssh_port']} {'up' if row['sshd_running'] else 'down'}, "
-                      f"postgres :{row['pg_port']} {'up' if row['postgres_running'] else 'down'}, database {row['database']}")
+        console.print(
+            f"{mark} {row['name']}: sshd :{row['ssh_port']} {'up' if row['sshd_running'] else 'down'}, "
+            f"postgres :{row['pg_port']} {'up' if row['postgres_running'] else 'down'}, database {row['database']}"
+        )
 
 
 sandbox = Collection("sandbox", up=sandbox_up, down=sandbox_down, status=sandbox_status)

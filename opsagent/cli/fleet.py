@@ -12,7 +12,9 @@ from ..inventory import HostConfig
 from ..remote.fleet import HostOutcome, fleet_exit_code, run_fleet
 from .base import console, fail, print_json
 
-if TYPE_CHECKING:  # Rich's Live and Table: imported by the fleet runs that draw them, not by every task that imports this module
+if (
+    TYPE_CHECKING
+):  # Rich's Live and Table: imported by the fleet runs that draw them, not by every task that imports this module
     from rich.table import Table
 
 PARALLEL_HELP = "hosts run at once (default: min(8, number of hosts))"
@@ -75,10 +77,14 @@ def run_and_render(
                 live.update(_status_table(states))
 
     if json_:
-        outcomes = run_fleet(hosts, action, parallel=parallel or None, fail_fast=fail_fast, timeout=timeout or None, on_update=update)
+        outcomes = run_fleet(
+            hosts, action, parallel=parallel or None, fail_fast=fail_fast, timeout=timeout or None, on_update=update
+        )
     else:
         with live:
-            outcomes = run_fleet(hosts, action, parallel=parallel or None, fail_fast=fail_fast, timeout=timeout or None, on_update=update)
+            outcomes = run_fleet(
+                hosts, action, parallel=parallel or None, fail_fast=fail_fast, timeout=timeout or None, on_update=update
+            )
     code = fleet_exit_code(outcomes)
     if json_:
         print_json({"ok": code == 0, "hosts": [o.to_dict() for o in outcomes]})
@@ -96,5 +102,7 @@ def summary_table(outcomes: Sequence[HostOutcome], title: str, columns: SummaryC
         table.add_column(name)
     for o in outcomes:
         colour = "green" if o.ok else "yellow" if o.status == "drift" else "red"
-        table.add_row(o.host, f"[{colour}]{o.status}[/]", *(fn(o) for _, fn in columns), f"{o.duration:.1f}s", o.message)
+        table.add_row(
+            o.host, f"[{colour}]{o.status}[/]", *(fn(o) for _, fn in columns), f"{o.duration:.1f}s", o.message
+        )
     return table

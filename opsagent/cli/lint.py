@@ -36,8 +36,10 @@ from .progress import waiting
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 REFUSED_RULE = "refused-by-sync"
 _SPLIT = "--opsagent-lint-split--"
-OFFLINE_BLOCKING_NOTE = ("[bold red]errors block 'inv sync'[/] when they hold on the host: 'inv lint --host H' judges "
-                         "them by live table sizes (sync does the same)")
+OFFLINE_BLOCKING_NOTE = (
+    "[bold red]errors block 'inv sync'[/] when they hold on the host: 'inv lint --host H' judges "
+    "them by live table sizes (sync does the same)"
+)
 NARROW = 120  # narrower consoles get one block per finding instead of the table
 
 
@@ -88,8 +90,17 @@ def _refusal_findings(loaded: list[_Loaded], findings: list[Finding]) -> list[Fi
         line, message = (int(match.group(1)), match.group(2)) if match else (1, item.refusal.message)
         if any(f.source == item.unit.source and f.line == line and f.severity == "error" for f in findings):
             continue
-        extra.append(Finding(source=item.unit.source, line=line, rule=REFUSED_RULE, severity="error", message=message,
-                             fix=item.refusal.hint or "fix the file: sync refuses it before running anything", category="transaction"))
+        extra.append(
+            Finding(
+                source=item.unit.source,
+                line=line,
+                rule=REFUSED_RULE,
+                severity="error",
+                message=message,
+                fix=item.refusal.hint or "fix the file: sync refuses it before running anything",
+                category="transaction",
+            )
+        )
     return extra
 
 
@@ -148,11 +159,16 @@ def _offline(loaded: list[_Loaded], inv: Inventory) -> HazardReport:
     return _with_refusals(assess(None, [item.unit for item in loaded], thresholds=_offline_thresholds(inv)), loaded)
 
 
-def _against_host(spec: str, loaded: list[_Loaded], explicit: bool, accept_new_host_key: bool) -> tuple[HazardReport, str]:
+def _against_host(
+    spec: str, loaded: list[_Loaded], explicit: bool, accept_new_host_key: bool
+) -> tuple[HazardReport, str]:
     host, inv = single_host(spec)
     thresholds_from(host.hazards)  # a bad hazards: setting fails before connecting
     tables = candidate_tables([item.unit for item in loaded])  # and a file that does not parse
-    with waiting(f"reading the ledger and table sizes of {host.name}"), open_remote(host, inv, accept_new_host_key=accept_new_host_key) as remote:
+    with (
+        waiting(f"reading the ledger and table sizes of {host.name}"),
+        open_remote(host, inv, accept_new_host_key=accept_new_host_key) as remote,
+    ):
         state, stats = _fetch(remote, host, tables)
     pending, how = (loaded, "the given files") if explicit else _pending(loaded, state)
     report = assess(None, [item.unit for item in pending], host, stats=stats)
@@ -197,19 +213,32 @@ def _findings_table(shown: list[Finding], live: bool) -> Table:
         if previous is not None and finding.source != previous:
             table.add_section()
         previous = finding.source
-        table.add_row(finding.location, Text(finding.severity, style=SEVERITY_STYLE.get(finding.severity, "")),
-                      finding.rule, _table_cell(finding, live), _finding_cell(finding))
+        table.add_row(
+            finding.location,
+            Text(finding.severity, style=SEVERITY_STYLE.get(finding.severity, "")),
+            finding.rule,
+            _table_cell(finding, live),
+            _finding_cell(finding),
+        )
     return table
 
 
 def _print_blocks(shown: list[Finding], live: bool) -> None:
     """The same content for a narrow terminal, where a five-column table would be unreadable."""
     for finding in shown:
-        head = Text.assemble((finding.location, "bold"), "  ", (finding.severity, SEVERITY_STYLE.get(finding.severity, "")),
-                             "  ", finding.rule)
+        head = Text.assemble(
+            (finding.location, "bold"),
+            "  ",
+            (finding.severity, SEVERITY_STYLE.get(finding.severity, "")),
+            "  ",
+            finding.rule,
+        )
         if finding.table:
             size = describe_size(finding.rows, finding.bytes)
-            head.append(f"  {finding.table}" + (f" ({size})" if size else " (not on the host yet)" if live else " (size unknown offline)"))
+            head.append(
+                f"  {finding.table}"
+                + (f" ({size})" if size else " (not on the host yet)" if live else " (size unknown offline)")
+            )
         console.print(head, soft_wrap=True)
         console.print(Padding(_finding_cell(finding), (0, 0, 0, 4)))
 
@@ -230,31 +259,46 @@ def render_findings(report: HazardReport, *, verbose: bool = False, blocking_not
     mark = "[green]✔[/]" if not report.exit_code else ("[bold red]✘[/]" if report.blocking else "[yellow]![/]")
     console.print(f"{mark} {summary_line(report)}")
     if report.blocking:
-        console.print(blocking_note or "[bold red]errors block 'inv sync'[/] (rerun it with --allow-hazards to apply anyway)")
+        console.print(
+            blocking_note or "[bold red]errors block 'inv sync'[/] (rerun it with --allow-hazards to apply anyway)"
+        )
 
 
 def _header(report: HazardReport, how: str) -> str:
     count = len(report.files)
     if not report.live:
         grading = "a large" if report.thresholds.unknown_table_size == "large" else "a small"
-        return (f"linted {count} migration file{'' if count == 1 else 's'} offline, each on its own (only a table created "
-                "earlier in the same file is new; other tables exist, their size is unknown offline: graded as on "
-                f"{grading} table; --host H lints only what is pending there, with live table sizes)")
+        return (
+            f"linted {count} migration file{'' if count == 1 else 's'} offline, each on its own (only a table created "
+            "earlier in the same file is new; other tables exist, their size is unknown offline: graded as on "
+            f"{grading} table; --host H lints only what is pending there, with live table sizes)"
+        )
     limits = report.thresholds
-    return (f"host [bold]{report.host}[/]: linted {how}, judged against its live tables "
-            f"(lock_timeout {report.lock_timeout}; large table: {limits.large_table_rows:,} rows or "
-            f"{describe_size(None, limits.large_table_bytes)})")
+    return (
+        f"host [bold]{report.host}[/]: linted {how}, judged against its live tables "
+        f"(lock_timeout {report.lock_timeout}; large table: {limits.large_table_rows:,} rows or "
+        f"{describe_size(None, limits.large_table_bytes)})"
+    )
 
 
-@command(help={
-    "host": "judge the host's PENDING migrations against its live tables (row estimates and sizes, one round trip)",
-    "file": "lint these files instead (comma-separated paths); default: every file in the migrations folder",
-    "json_": JSON_HELP,
-    "verbose": "also show info findings (hidden by default)",
-    "accept_new_host_key": ACCEPT_HELP,
-}, needs_project=True)
-def lint(c: Context, host: str = "", file: str = "", json_: bool = False, verbose: bool = False,
-         accept_new_host_key: bool = False) -> None:
+@command(
+    help={
+        "host": "judge the host's PENDING migrations against its live tables (row estimates and sizes, one round trip)",
+        "file": "lint these files instead (comma-separated paths); default: every file in the migrations folder",
+        "json_": JSON_HELP,
+        "verbose": "also show info findings (hidden by default)",
+        "accept_new_host_key": ACCEPT_HELP,
+    },
+    needs_project=True,
+)
+def lint(
+    c: Context,
+    host: str = "",
+    file: str = "",
+    json_: bool = False,
+    verbose: bool = False,
+    accept_new_host_key: bool = False,
+) -> None:
     """Report migration hazards (file:line, rule, severity, table size, fix); exit 4 on warnings or errors."""
     inv = inventory()
     loaded = _files(file, inv.paths.migrations)
@@ -271,4 +315,3 @@ def lint(c: Context, host: str = "", file: str = "", json_: bool = False, verbos
         render_findings(report, verbose=verbose, blocking_note=None if report.live else OFFLINE_BLOCKING_NOTE)
     if report.exit_code:
         raise fail(report.exit_code)
-

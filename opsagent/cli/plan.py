@@ -16,7 +16,19 @@ from ..migrate.files import new_migration
 from ..migrate.lint import thresholds_from
 from ..remote.transport import open_remote
 from ..units import label
-from .base import ACCEPT_HELP, JSON_HELP, check_against, command, console, err_console, fail, inventory, outside_project_error, print_json, single_host
+from .base import (
+    ACCEPT_HELP,
+    JSON_HELP,
+    check_against,
+    command,
+    console,
+    err_console,
+    fail,
+    inventory,
+    outside_project_error,
+    print_json,
+    single_host,
+)
 from .progress import waiting
 
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
@@ -31,10 +43,11 @@ PLAN_HELP = {
     "against_host": "plan towards another host's live structure instead of schema.sql (e.g. prod catching up with staging)",
     "from_": "starting point: 'live' (default) or 'snapshot' (the host's last 'inv extract'; the live database is not read)",
     "allow_drop": "include destructive statements (drops of tables, columns, types; lossy type changes) "
-                  "instead of emitting them commented out",
+    "instead of emitting them commented out",
     "concurrently": "build new indexes on existing tables with CREATE INDEX CONCURRENTLY: 'auto' (default: tables at or above "
-                    "the hazards: large-table thresholds), 'always' (the flag alone), 'never'",
-    "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP,
+    "the hazards: large-table thresholds), 'always' (the flag alone), 'never'",
+    "json_": JSON_HELP,
+    "accept_new_host_key": ACCEPT_HELP,
 }
 
 
@@ -47,12 +60,18 @@ def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> 
     from ..schema.desired import default_cache_dir
     from ..schema.exclusions import ledger_exclusions
 
-    return PlanOptions(allow_drop=allow_drop, concurrently=mode, thresholds=thresholds_from(target.hazards),
-                       exclude_tables=ledger_exclusions(target), cache_dir=default_cache_dir(inventory().paths.state))
+    return PlanOptions(
+        allow_drop=allow_drop,
+        concurrently=mode,
+        thresholds=thresholds_from(target.hazards),
+        exclude_tables=ledger_exclusions(target),
+        cache_dir=default_cache_dir(inventory().paths.state),
+    )
 
 
-def _make_report(host: str, against: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool,
-                 accept_new: bool) -> tuple[PlanReport, Inventory]:
+def _make_report(
+    host: str, against: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool, accept_new: bool
+) -> tuple[PlanReport, Inventory]:
     target, inv = single_host(host)
     if inv.source is None:  # schema.sql and the snapshots are the project's files: not the current folder's
         raise outside_project_error()
@@ -60,8 +79,10 @@ def _make_report(host: str, against: str, against_host: str, from_: str, allow_d
         raise UsageError(f"--from {from_!r}: expected 'live' or 'snapshot'")
     check_against(against, against_host, "plan towards")
     if from_ == "snapshot" and (against_host or against == "snapshot"):
-        raise UsageError("--from snapshot goes with schema.sql as the target: --against-host and --against snapshot "
-                         "exclude it (plan from one live database instead)")
+        raise UsageError(
+            "--from snapshot goes with schema.sql as the target: --against-host and --against snapshot "
+            "exclude it (plan from one live database instead)"
+        )
     from ..schema.declarative import plan_against_file, plan_against_host
     from ..schema.exclusions import ledger_exclusions
     from ..schema.extract import default_snapshot_path
@@ -76,12 +97,23 @@ def _make_report(host: str, against: str, against_host: str, from_: str, allow_d
         snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
         if against == "snapshot":
             return plan_against_file(remote, snapshot, options, what="snapshot (run 'inv extract' first)"), inv
-        return plan_against_file(remote, inv.paths.schema, options, snapshot=snapshot if from_ == "snapshot" else None), inv
+        return plan_against_file(
+            remote, inv.paths.schema, options, snapshot=snapshot if from_ == "snapshot" else None
+        ), inv
 
 
 @command(help=PLAN_HELP, optional=["concurrently"], needs_project=True)
-def plan(c: Context, host: str = "", against: str = "", against_host: str = "", from_: str = "", allow_drop: bool = False, concurrently: str = "",
-         json_: bool = False, accept_new_host_key: bool = False) -> None:
+def plan(
+    c: Context,
+    host: str = "",
+    against: str = "",
+    against_host: str = "",
+    from_: str = "",
+    allow_drop: bool = False,
+    concurrently: str = "",
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+) -> None:
     """Print the SQL turning the host's database into schema.sql, verified on a scratch copy; exit 3 if it falls short."""
     report, _ = _make_report(host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key)
     if json_:
@@ -109,8 +141,11 @@ def _render_verdict(report: PlanReport) -> None:
     style = "green" if report.verified else "red"
     err_console.print(f"[{style}]{report.verification_line()}[/]", soft_wrap=True)
     for change in report.remaining:
-        err_console.print(f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
-                          soft_wrap=True, markup=False)
+        err_console.print(
+            f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
+            soft_wrap=True,
+            markup=False,
+        )
     render_undescribed(report.undescribed)
 
 
@@ -120,24 +155,46 @@ def render_undescribed(differences: Sequence[DumpDifference]) -> None:
 
     if not differences:
         return
-    err_console.print(f"[red]differences opsagent cannot yet describe[/] (seen only in the schema dumps, {len(differences)} object(s); "
-                      "- live, + desired):", soft_wrap=True)
+    err_console.print(
+        f"[red]differences opsagent cannot yet describe[/] (seen only in the schema dumps, {len(differences)} object(s); "
+        "- live, + desired):",
+        soft_wrap=True,
+    )
     for line in render_lines(differences):
         err_console.print(Text(f"  {line}"), soft_wrap=True)
 
 
-@command(help={"description": "what the migration does, e.g. \"add paper trading mode\"",
-               "from_diff": "write the verified plan from --host's live database to schema.sql (see 'inv plan') instead of a template",
-               "force": "with --from-diff: write the file even when the rehearsal leaves differences",
-               **{k: v for k, v in PLAN_HELP.items() if k != "json_"}, "json_": JSON_HELP},
-         optional=["concurrently"], needs_project=True)
-def new(c: Context, description: str, from_diff: bool = False, host: str = "", against: str = "", against_host: str = "", from_: str = "",
-        allow_drop: bool = False, concurrently: str = "", force: bool = False, json_: bool = False,
-        accept_new_host_key: bool = False) -> None:
+@command(
+    help={
+        "description": "what the migration does, e.g. \"add paper trading mode\"",
+        "from_diff": "write the verified plan from --host's live database to schema.sql (see 'inv plan') instead of a template",
+        "force": "with --from-diff: write the file even when the rehearsal leaves differences",
+        **{k: v for k, v in PLAN_HELP.items() if k != "json_"},
+        "json_": JSON_HELP,
+    },
+    optional=["concurrently"],
+    needs_project=True,
+)
+def new(
+    c: Context,
+    description: str,
+    from_diff: bool = False,
+    host: str = "",
+    against: str = "",
+    against_host: str = "",
+    from_: str = "",
+    allow_drop: bool = False,
+    concurrently: str = "",
+    force: bool = False,
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+) -> None:
     """Create the next-numbered migration file (template, or --from-diff the verified plan) and print its path."""
     if not from_diff:
         if host or against or against_host or from_ or allow_drop or concurrently or force:
-            raise UsageError("--host, --against, --against-host, --from, --allow-drop, --concurrently and --force go with --from-diff")
+            raise UsageError(
+                "--host, --against, --against-host, --from, --allow-drop, --concurrently and --force go with --from-diff"
+            )
         path = new_migration(inventory().paths.migrations, description)
         if json_:
             print_json({"files": [str(path)]})
@@ -150,8 +207,10 @@ def new(c: Context, description: str, from_diff: bool = False, host: str = "", a
         return
     if report.plan.is_empty or (not report.verified and not force):
         _emit_new(report, [], json_)
-        raise PlanNotVerified("no migration written: the plan is not verified",
-                              hint="see 'inv plan' for what remains; --force writes it anyway, for editing by hand")
+        raise PlanNotVerified(
+            "no migration written: the plan is not verified",
+            hint="see 'inv plan' for what remains; --force writes it anyway, for editing by hand",
+        )
     from ..schema.declarative import write_migrations
 
     paths = write_migrations(report, inv.paths.migrations, description)

@@ -44,7 +44,10 @@ def usage_line(context: ParserContext | None) -> str:
         return f"usage: {name} <task> [--options]  ('{name} --list' shows the tasks)"
     positional = " ".join(f"<{a.name}>" for a in context.positional_args)
     flags = " [--options]" if context.flags else ""
-    return f"usage: {name} {context.name}{flags} {positional}".rstrip() + f"  ('{name} --help {context.name}' for the options)"
+    return (
+        f"usage: {name} {context.name}{flags} {positional}".rstrip()
+        + f"  ('{name} --help {context.name}' for the options)"
+    )
 
 
 def _close(word: str, candidates: Iterable[str]) -> str | None:
@@ -110,7 +113,12 @@ def _parse_machine(exc: BaseException) -> Any:
     machine = None
     while tb is not None:
         candidate = tb.tb_frame.f_locals.get("self")
-        if candidate is not None and hasattr(candidate, "flag") and hasattr(candidate, "context") and hasattr(candidate, "contexts"):
+        if (
+            candidate is not None
+            and hasattr(candidate, "flag")
+            and hasattr(candidate, "context")
+            and hasattr(candidate, "contexts")
+        ):
             machine = candidate
         tb = tb.tb_next
     return machine
@@ -196,7 +204,9 @@ def adopt_invoke_program() -> bool:
         candidate = frame.f_locals.get("self")
         if isinstance(candidate, Program):
             if not isinstance(candidate, ParseManners):
-                candidate.__class__ = type(f"{type(candidate).__name__}WithOpsagentManners", (ParseManners, type(candidate)), {})
+                candidate.__class__ = type(
+                    f"{type(candidate).__name__}WithOpsagentManners", (ParseManners, type(candidate)), {}
+                )
             return True
         frame = frame.f_back
     return False

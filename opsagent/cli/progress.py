@@ -86,8 +86,15 @@ _shown_lock = threading.RLock()
 class Waiting:
     """One wait being shown. ``update`` is a ``ProgressCallback``; ``print``/``warn`` write above the live line."""
 
-    def __init__(self, label: str, *, unit: Unit = "none", total: int | None = None, console: Console | None = None,
-                 delay: float | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        unit: Unit = "none",
+        total: int | None = None,
+        console: Console | None = None,
+        delay: float | None = None,
+    ) -> None:
         self.label = _CONTROL.sub("?", label)  # a hostile table name must not move the cursor nor split the line
         self.unit = unit
         self.console = console or err_console
@@ -104,7 +111,9 @@ class Waiting:
         self._closed = False
         self._announced = False
         self._description = label
-        self._foreign: list[Live] = []  # other consoles' live displays (sync's spinner) kept off the screen while this one shows
+        self._foreign: list[
+            Live
+        ] = []  # other consoles' live displays (sync's spinner) kept off the screen while this one shows
 
     # ------------------------------------------------------------ reporting
 
@@ -127,7 +136,9 @@ class Waiting:
             with _shown_lock:
                 self._announce()
         text = _CONTROL.sub("?", text)
-        self.console.print(f"{self.label}: {text}…", markup=False, highlight=False, style="dim" if self.terminal else None)
+        self.console.print(
+            f"{self.label}: {text}…", markup=False, highlight=False, style="dim" if self.terminal else None
+        )
         with _shown_lock:
             self._description = f"{self.label}: {text}"
             if self._display is not None and self._task is not None:
@@ -188,11 +199,20 @@ class Waiting:
                 outer._hide()
             from rich.progress import Progress
 
-            display = Progress(*_columns(self.unit), console=self.console, transient=True, redirect_stdout=False,
-                               redirect_stderr=False, refresh_per_second=10)
-            self._task = display.add_task(escape(self._description), total=self.total if self.unit != "none" else None,
-                                          completed=self.done)
-            display.tasks[0].start_time = display.get_time() - self.elapsed  # the elapsed time counts from the start of the wait
+            display = Progress(
+                *_columns(self.unit),
+                console=self.console,
+                transient=True,
+                redirect_stdout=False,
+                redirect_stderr=False,
+                refresh_per_second=10,
+            )
+            self._task = display.add_task(
+                escape(self._description), total=self.total if self.unit != "none" else None, completed=self.done
+            )
+            display.tasks[0].start_time = (
+                display.get_time() - self.elapsed
+            )  # the elapsed time counts from the start of the wait
             self._display = display
             _shown.append(self)
             self._foreign = take_off_screen(self.console)
@@ -246,8 +266,14 @@ def waiting(label: str, *, console: Console | None = None, delay: float | None =
 
 
 @contextmanager
-def tracking(label: str, *, unit: Literal["bytes", "count"] = "bytes", total: int | None = None, console: Console | None = None,
-             delay: float | None = None) -> Iterator[Waiting]:
+def tracking(
+    label: str,
+    *,
+    unit: Literal["bytes", "count"] = "bytes",
+    total: int | None = None,
+    console: Console | None = None,
+    delay: float | None = None,
+) -> Iterator[Waiting]:
     """Like ``waiting``, with a bar: bytes (dumps, downloads) or ``N/M`` (databases, migrations); feed it with ``update``."""
     with _tracked(Waiting(label, unit=unit, total=total, console=console, delay=delay)) as shown:
         yield shown

@@ -11,7 +11,18 @@ from rich.table import Table
 from ..errors import ExitCode, UsageError
 from ..remote.quickref import describe_table, interactive_ssh_argv, list_tables, run_sql, tables_as_dicts
 from ..units import human_bytes
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, connect, console, fail, is_interactive, print_json, single_host
+from .base import (
+    ACCEPT_HELP,
+    HOST_HELP,
+    JSON_HELP,
+    command,
+    connect,
+    console,
+    fail,
+    is_interactive,
+    print_json,
+    single_host,
+)
 from .progress import waiting
 
 
@@ -32,7 +43,9 @@ def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     console.print(table)
 
 
-@command(help={"table": "table name, optionally schema-qualified", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP})
+@command(
+    help={"table": "table name, optionally schema-qualified", "host": HOST_HELP, "accept_new_host_key": ACCEPT_HELP}
+)
 def describe(c: Context, table: str, host: str = "", accept_new_host_key: bool = False) -> None:
     """Columns, indexes, constraints and triggers of one table (psql's \\d)."""
     with waiting(f"describing {table} on {host}"), connect(host, accept_new_host_key) as remote:
@@ -40,8 +53,14 @@ def describe(c: Context, table: str, host: str = "", accept_new_host_key: bool =
     console.print(text, markup=False)
 
 
-@command(name="psql", help={"host": HOST_HELP, "c": "run one SQL command and print its output instead of a session",
-                            "accept_new_host_key": ACCEPT_HELP})
+@command(
+    name="psql",
+    help={
+        "host": HOST_HELP,
+        "c": "run one SQL command and print its output instead of a session",
+        "accept_new_host_key": ACCEPT_HELP,
+    },
+)
 def psql_task(c: Context, host: str = "", c_: str = "", accept_new_host_key: bool = False) -> None:
     """Interactive psql on the host as the become user (through ssh -t), or -c "SQL" for one command."""
     if c_:

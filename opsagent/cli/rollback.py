@@ -18,7 +18,18 @@ from ..migrate.sync import Identity
 from ..remote.fleet import HostOutcome
 from ..remote.transport import open_remote
 from ..units import human_bytes
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, err_console, fail, hosts_named, is_interactive, print_json
+from .base import (
+    ACCEPT_HELP,
+    HOST_HELP,
+    JSON_HELP,
+    command,
+    console,
+    err_console,
+    fail,
+    hosts_named,
+    is_interactive,
+    print_json,
+)
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import waiting
 
@@ -47,10 +58,17 @@ def render_analysis(result: Any, out: Console) -> None:
 
     if not result.versions:
         return
-    out.print(f"[bold]{result.host}/{result.database}[/]: rolling back {', '.join(result.versions)} to {result.target}", soft_wrap=True)
+    out.print(
+        f"[bold]{result.host}/{result.database}[/]: rolling back {', '.join(result.versions)} to {result.target}",
+        soft_wrap=True,
+    )
     out.print(f"using {result.method_note}", soft_wrap=True)
     for step in result.steps:
-        mode = "one transaction, with the ledger rows" if step.transactional else "outside a transaction (each statement on its own)"
+        mode = (
+            "one transaction, with the ledger rows"
+            if step.transactional
+            else "outside a transaction (each statement on its own)"
+        )
         out.print(f"[dim]-- {step.label}: {mode}[/]", soft_wrap=True)
         for statement in step.statements:
             if statement.destructive:
@@ -60,14 +78,20 @@ def render_analysis(result: Any, out: Console) -> None:
         out.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
     for loss in result.losses:
         style = "bold red" if loss.blocking else "dim"
-        size = f" (estimated {loss.estimated_rows:,} rows, {human_bytes(loss.bytes or 0)})" if loss.estimated_rows else ""
+        size = (
+            f" (estimated {loss.estimated_rows:,} rows, {human_bytes(loss.bytes or 0)})" if loss.estimated_rows else ""
+        )
         out.print(f"[{style}]data loss[/]: {loss.describe()}{size}", soft_wrap=True, markup=True)
     verification = result.verification
     if verification is not None:
         style = "green" if verification.verified else "red"
         out.print(f"[{style}]{verification.line()}[/]", soft_wrap=True)
         for change in verification.catalog:
-            out.print(f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}", soft_wrap=True, markup=False)
+            out.print(
+                f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
+                soft_wrap=True,
+                markup=False,
+            )
         for line in verification.dump[:80]:
             out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
 
@@ -79,8 +103,11 @@ def _render_result(result: Any, out: Console) -> None:
         out.print(f"[bold]dry run:[/] {len(result.versions)} version(s) would be rolled back; nothing was changed")
     elif result.outcome == "rolled_back":
         total = result.durations.get("total", 0.0)
-        out.print(f"[green]rolled back[/] {', '.join(result.versions)} on {result.host}/{result.database} in {total:.1f}s; "
-                      f"the ledger ends at {(result.ledger_after or ['no version'])[-1]}", soft_wrap=True)
+        out.print(
+            f"[green]rolled back[/] {', '.join(result.versions)} on {result.host}/{result.database} in {total:.1f}s; "
+            f"the ledger ends at {(result.ledger_after or ['no version'])[-1]}",
+            soft_wrap=True,
+        )
         if result.backup is not None:
             out.print(f"backup: {result.backup.path}", soft_wrap=True)
     if result.error:
@@ -89,37 +116,76 @@ def _render_result(result: Any, out: Console) -> None:
         err_console.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
 
 
-def _fleet(targets: Sequence[HostConfig], inv: Inventory, options: Any, identity: Identity, accept_new: bool, *,
-           json_: bool, parallel: int, fail_fast: bool, timeout: float) -> None:
+def _fleet(
+    targets: Sequence[HostConfig],
+    inv: Inventory,
+    options: Any,
+    identity: Identity,
+    accept_new: bool,
+    *,
+    json_: bool,
+    parallel: int,
+    fail_fast: bool,
+    timeout: float,
+) -> None:
     from ..migrate.rollback import rollback as run_rollback
 
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
             result = run_rollback(remote, inv.paths.migrations, options, identity)
         append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
-        message = result.error or (f"rolled back {', '.join(result.versions)}" if result.outcome == "rolled_back"
-                                   else result.outcome.replace("_", " "))
+        message = result.error or (
+            f"rolled back {', '.join(result.versions)}"
+            if result.outcome == "rolled_back"
+            else result.outcome.replace("_", " ")
+        )
         code = int(_exit_code(result.outcome))
         return HostOutcome(target.name, "ok" if result.ok else "failed", code, message, details=result.to_dict())
 
-    run_and_render(targets, action, title="rollback dry run" if options.dry_run else "rollback",
-                   columns=(("versions", lambda o: ", ".join(o.details.get("versions") or [])),),
-                   parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_)
+    run_and_render(
+        targets,
+        action,
+        title="rollback dry run" if options.dry_run else "rollback",
+        columns=(("versions", lambda o: ", ".join(o.details.get("versions") or [])),),
+        parallel=parallel,
+        fail_fast=fail_fast,
+        timeout=timeout,
+        json_=json_,
+    )
 
 
-@command(help={
-    "host": HOST_HELP, "to": "the version to go back to (its migration and every earlier one stay applied; 0: before the first)",
-    "dry_run": "change nothing: show the way back, the data it would lose, the rehearsal and the verification",
-    "yes": "roll back without asking (needed without a terminal)",
-    "allow_data_loss": "proceed although tables or columns holding rows are dropped, or types narrowed (after a verified backup)",
-    "no_backup": "skip the pre-rollback backup (loudly)",
-    "lock_timeout": "how long to wait for a sync's migration lock, seconds (default 60)",
-    "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
-    "timeout": TIMEOUT_HELP,
-}, needs_project=True)
-def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, yes: bool = False, allow_data_loss: bool = False,
-             no_backup: bool = False, lock_timeout: str = "60", json_: bool = False, accept_new_host_key: bool = False,
-             parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
+@command(
+    help={
+        "host": HOST_HELP,
+        "to": "the version to go back to (its migration and every earlier one stay applied; 0: before the first)",
+        "dry_run": "change nothing: show the way back, the data it would lose, the rehearsal and the verification",
+        "yes": "roll back without asking (needed without a terminal)",
+        "allow_data_loss": "proceed although tables or columns holding rows are dropped, or types narrowed (after a verified backup)",
+        "no_backup": "skip the pre-rollback backup (loudly)",
+        "lock_timeout": "how long to wait for a sync's migration lock, seconds (default 60)",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+        "parallel": PARALLEL_HELP,
+        "fail_fast": FAIL_FAST_HELP,
+        "timeout": TIMEOUT_HELP,
+    },
+    needs_project=True,
+)
+def rollback(
+    c: Context,
+    host: str = "",
+    to: str = "",
+    dry_run: bool = False,
+    yes: bool = False,
+    allow_data_loss: bool = False,
+    no_backup: bool = False,
+    lock_timeout: str = "60",
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+    parallel: int = 0,
+    fail_fast: bool = False,
+    timeout: float = 0,
+) -> None:
     """Take the database back to version V's structure, keeping its data: rehearsed, verified twice, data loss refused."""
     from ..migrate.files import version_key
     from ..migrate.rollback import RollbackOptions
@@ -129,16 +195,30 @@ def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, ye
         raise UsageError("--to is required, e.g. inv rollback --host staging --to 003")
     version_key(to)
     targets, inv = hosts_named(host)
-    options = RollbackOptions(target=to.strip(), dry_run=dry_run, allow_data_loss=allow_data_loss,
-                              backup=not no_backup and not dry_run, lock_timeout=_seconds(lock_timeout))
+    options = RollbackOptions(
+        target=to.strip(),
+        dry_run=dry_run,
+        allow_data_loss=allow_data_loss,
+        backup=not no_backup and not dry_run,
+        lock_timeout=_seconds(lock_timeout),
+    )
     identity = Identity(applied_by=who(), git_commit=git_commit(inv.source.resolve().parent if inv.source else None))
     if no_backup and not dry_run:
         err_console.print("[bold yellow]WARNING: --no-backup: no backup will be taken before rolling back[/]")
     if len(targets) > 1:
         if not (yes or dry_run):
             raise UsageError(f"--host {host!r} names {len(targets)} hosts: confirm with --yes (or use --dry-run first)")
-        _fleet(targets, inv, options, identity, accept_new_host_key, json_=json_, parallel=parallel, fail_fast=fail_fast,
-               timeout=timeout)
+        _fleet(
+            targets,
+            inv,
+            options,
+            identity,
+            accept_new_host_key,
+            json_=json_,
+            parallel=parallel,
+            fail_fast=fail_fast,
+            timeout=timeout,
+        )
         return
     target = targets[0]
     out = err_console if json_ else console
@@ -148,7 +228,9 @@ def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, ye
         if yes:
             return True
         if not is_interactive():
-            raise UsageError("refusing to roll back without confirmation: no terminal", hint="rerun with --yes (see --dry-run first)")
+            raise UsageError(
+                "refusing to roll back without confirmation: no terminal", hint="rerun with --yes (see --dry-run first)"
+            )
         return bool(Confirm.ask(f"roll back {target.name}/{target.database} to {to}?", console=console))
 
     def on_event(kind: str, message: str) -> None:
@@ -156,20 +238,37 @@ def rollback(c: Context, host: str = "", to: str = "", dry_run: bool = False, ye
             out.print(f"[dim]{kind.replace('_', ' ')}{': ' + message if message else ''}[/]", soft_wrap=True)
 
     started = time.monotonic()
-    record: dict[str, Any] = {"host": target.name, "database": target.database, "who": identity.applied_by,
-                              "git_commit": identity.git_commit, "action": "rollback-dry-run" if dry_run else "rollback", "target": to}
+    record: dict[str, Any] = {
+        "host": target.name,
+        "database": target.database,
+        "who": identity.applied_by,
+        "git_commit": identity.git_commit,
+        "action": "rollback-dry-run" if dry_run else "rollback",
+        "target": to,
+    }
     try:
-        with waiting(f"{'rehearsing' if dry_run else 'rolling back'} {target.name} to {to}") as shown, \
-                open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
+        with (
+            waiting(f"{'rehearsing' if dry_run else 'rolling back'} {target.name} to {to}") as shown,
+            open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote,
+        ):
 
             def confirm_paused(result: Any) -> bool:
                 with shown.paused():  # no spinner turning under the question
                     return confirm(result)
 
-            result = run_rollback(remote, inv.paths.migrations, options, identity, on_event=on_event, confirm=confirm_paused)
+            result = run_rollback(
+                remote, inv.paths.migrations, options, identity, on_event=on_event, confirm=confirm_paused
+            )
     except OpsagentError as exc:
-        append_audit(inv.paths.state, {**record, "outcome": "error", "error": exc.message,
-                                       "durations": {"total": round(time.monotonic() - started, 3)}})
+        append_audit(
+            inv.paths.state,
+            {
+                **record,
+                "outcome": "error",
+                "error": exc.message,
+                "durations": {"total": round(time.monotonic() - started, 3)},
+            },
+        )
         raise
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
     if result.outcome in ("dry_run", "not_verified", "refused") and result.steps:

@@ -15,7 +15,19 @@ from ..remote.fleet import HostOutcome
 from ..remote.transport import open_remote
 from ..schema.extract import ExtractResult, default_snapshot_path, extract, write_snapshot
 from ..units import human_bytes, label
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, check_against, command, console, fail, hosts_named, inventory, print_json, single_host
+from .base import (
+    ACCEPT_HELP,
+    HOST_HELP,
+    JSON_HELP,
+    check_against,
+    command,
+    console,
+    fail,
+    hosts_named,
+    inventory,
+    print_json,
+    single_host,
+)
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import tracking, waiting
 
@@ -26,14 +38,29 @@ if TYPE_CHECKING:  # catalog, diff and drift load in the tasks that use them, no
 FLEET_HELP = {"parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}
 
 STAT_ROWS: list[tuple[str, str]] = [
-    ("schemas", "schemas"), ("tables", "tables"), ("columns", "columns"), ("indexes", "indexes"),
-    ("primary_keys", "constraints: primary key"), ("foreign_keys", "constraints: foreign key"),
-    ("unique_constraints", "constraints: unique"), ("check_constraints", "constraints: check"),
-    ("exclude_constraints", "constraints: exclude"), ("views", "views"), ("materialized_views", "materialized views"),
-    ("sequences", "sequences"), ("functions", "functions"), ("procedures", "procedures"), ("triggers", "triggers"),
-    ("enum_types", "types: enum"), ("composite_types", "types: composite"), ("domain_types", "types: domain"),
-    ("extensions", "extensions"), ("policies", "policies"), ("collations", "collations"),
-    ("text_search_configurations", "text search configurations"), ("text_search_dictionaries", "text search dictionaries"),
+    ("schemas", "schemas"),
+    ("tables", "tables"),
+    ("columns", "columns"),
+    ("indexes", "indexes"),
+    ("primary_keys", "constraints: primary key"),
+    ("foreign_keys", "constraints: foreign key"),
+    ("unique_constraints", "constraints: unique"),
+    ("check_constraints", "constraints: check"),
+    ("exclude_constraints", "constraints: exclude"),
+    ("views", "views"),
+    ("materialized_views", "materialized views"),
+    ("sequences", "sequences"),
+    ("functions", "functions"),
+    ("procedures", "procedures"),
+    ("triggers", "triggers"),
+    ("enum_types", "types: enum"),
+    ("composite_types", "types: composite"),
+    ("domain_types", "types: domain"),
+    ("extensions", "extensions"),
+    ("policies", "policies"),
+    ("collations", "collations"),
+    ("text_search_configurations", "text search configurations"),
+    ("text_search_dictionaries", "text search dictionaries"),
 ]
 STATUS_STYLE = {"extra": ("yellow", "+"), "missing": ("red", "-"), "changed": ("cyan", "~")}
 
@@ -44,32 +71,68 @@ STATUS_STYLE = {"extra": ("yellow", "+"), "missing": ("red", "-"), "changed": ("
 def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool) -> ExtractResult:
     from ..schema.exclusions import ledger_exclusions
 
-    with waiting(f"extracting the schema of {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-        result = extract(remote, exclude_tables=ledger_exclusions(target))  # the statistics leave out this host's ledger only
+    with (
+        waiting(f"extracting the schema of {target.name}"),
+        open_remote(target, inv, accept_new_host_key=accept_new) as remote,
+    ):
+        result = extract(
+            remote, exclude_tables=ledger_exclusions(target)
+        )  # the statistics leave out this host's ledger only
     write_snapshot(result, path)
     return result
 
 
-@command(name="extract", help={"host": HOST_HELP, "out": "write the snapshot here instead of <paths.snapshots>/<host>/schema.sql",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP}, needs_project=True)
-def extract_task(c: Context, host: str = "", out: str = "", json_: bool = False, accept_new_host_key: bool = False,
-                 parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
+@command(
+    name="extract",
+    help={
+        "host": HOST_HELP,
+        "out": "write the snapshot here instead of <paths.snapshots>/<host>/schema.sql",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+        **FLEET_HELP,
+    },
+    needs_project=True,
+)
+def extract_task(
+    c: Context,
+    host: str = "",
+    out: str = "",
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+    parallel: int = 0,
+    fail_fast: bool = False,
+    timeout: float = 0,
+) -> None:
     """Snapshot the host's schema (pg_dump --schema-only, normalized, gzip in transit) and print object counts."""
     targets, inv = hosts_named(host, project=True)
     if len(targets) > 1:
         if out:
-            raise UsageError(f"--out names one file but --host {host!r} names {len(targets)} hosts",
-                             hint="drop --out: each host's snapshot goes to <paths.snapshots>/<host>/schema.sql")
+            raise UsageError(
+                f"--out names one file but --host {host!r} names {len(targets)} hosts",
+                hint="drop --out: each host's snapshot goes to <paths.snapshots>/<host>/schema.sql",
+            )
 
         def action(target: HostConfig) -> HostOutcome:
             path = default_snapshot_path(inv.paths.snapshots, target.name)
             result = _extract_one(target, inv, path, accept_new_host_key)
-            return HostOutcome(target.name, message=f"{result.stats.get('tables', 0)} tables", details=result.to_dict(path))
+            return HostOutcome(
+                target.name, message=f"{result.stats.get('tables', 0)} tables", details=result.to_dict(path)
+            )
 
-        columns = (("tables", lambda o: str(o.details.get("stats", {}).get("tables", ""))),
-                   ("snapshot", lambda o: str(o.details.get("path") or "")))
-        run_and_render(targets, action, title="extract", columns=columns, parallel=parallel, fail_fast=fail_fast,
-                       timeout=timeout, json_=json_)
+        columns = (
+            ("tables", lambda o: str(o.details.get("stats", {}).get("tables", ""))),
+            ("snapshot", lambda o: str(o.details.get("path") or "")),
+        )
+        run_and_render(
+            targets,
+            action,
+            title="extract",
+            columns=columns,
+            parallel=parallel,
+            fail_fast=fail_fast,
+            timeout=timeout,
+            json_=json_,
+        )
         return
     target = targets[0]
     path = Path(out) if out else default_snapshot_path(inv.paths.snapshots, target.name)
@@ -94,8 +157,15 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
 # ---------------------------------------------------------------- diff
 
 
-def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host: str, text: bool,
-                  accept_new: bool, fast: bool = False) -> DriftReport:
+def _drift_report(
+    target: HostConfig,
+    inv: Inventory,
+    against: str,
+    against_host: str,
+    text: bool,
+    accept_new: bool,
+    fast: bool = False,
+) -> DriftReport:
     from ..schema.desired import default_cache_dir
     from ..schema.drift import diff_against_file, diff_against_snapshot, diff_hosts
     from ..schema.exclusions import ledger_exclusions
@@ -109,8 +179,14 @@ def _drift_report(target: HostConfig, inv: Inventory, against: str, against_host
         if against == "snapshot":
             snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
             return diff_against_snapshot(remote, snapshot, text=text, fast=fast, exclude_tables=ledger)
-        return diff_against_file(remote, inv.paths.schema, text=text, fast=fast, exclude_tables=ledger,
-                                 cache_dir=default_cache_dir(inv.paths.state))
+        return diff_against_file(
+            remote,
+            inv.paths.schema,
+            text=text,
+            fast=fast,
+            exclude_tables=ledger,
+            cache_dir=default_cache_dir(inv.paths.state),
+        )
 
 
 def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
@@ -122,26 +198,54 @@ def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
     return HostOutcome(target.name, message="no drift", details=details)
 
 
-@command(help={"host": HOST_HELP,
-               "against": "what the live database is compared with: 'schema' (paths.schema, default) or 'snapshot' (last extract)",
-               "against_host": "compare with another host's live database instead (e.g. staging vs prod)",
-               "text": "also print a unified diff of the two normalized dumps",
-               "fast": "skip the second, independent check (comparing the two normalized pg_dump --schema-only texts): "
-                       "faster, but differences the catalog model cannot describe go unseen",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, **FLEET_HELP}, needs_project=True)
-def diff(c: Context, host: str = "", against: str = "", against_host: str = "", text: bool = False, fast: bool = False, json_: bool = False,
-         accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0) -> None:
+@command(
+    help={
+        "host": HOST_HELP,
+        "against": "what the live database is compared with: 'schema' (paths.schema, default) or 'snapshot' (last extract)",
+        "against_host": "compare with another host's live database instead (e.g. staging vs prod)",
+        "text": "also print a unified diff of the two normalized dumps",
+        "fast": "skip the second, independent check (comparing the two normalized pg_dump --schema-only texts): "
+        "faster, but differences the catalog model cannot describe go unseen",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+        **FLEET_HELP,
+    },
+    needs_project=True,
+)
+def diff(
+    c: Context,
+    host: str = "",
+    against: str = "",
+    against_host: str = "",
+    text: bool = False,
+    fast: bool = False,
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+    parallel: int = 0,
+    fail_fast: bool = False,
+    timeout: float = 0,
+) -> None:
     """Drift of the host's database from schema.sql (or a snapshot, or another host); exit 3 when they differ."""
     targets, inv = hosts_named(host, project=True)
     check_against(against, against_host, "compare with")
     if len(targets) > 1:
 
         def action(target: HostConfig) -> HostOutcome:
-            return _drift_outcome(target, _drift_report(target, inv, against, against_host, text, accept_new_host_key, fast))
+            return _drift_outcome(
+                target, _drift_report(target, inv, against, against_host, text, accept_new_host_key, fast)
+            )
 
         columns = (("drift", lambda o: str(o.details.get("drift_count", ""))),)
-        run_and_render(targets, action, title="diff", columns=columns, parallel=parallel, fail_fast=fail_fast,
-                       timeout=timeout, json_=json_)
+        run_and_render(
+            targets,
+            action,
+            title="diff",
+            columns=columns,
+            parallel=parallel,
+            fail_fast=fail_fast,
+            timeout=timeout,
+            json_=json_,
+        )
         return
     report = _drift_report(targets[0], inv, against, against_host, text, accept_new_host_key, fast)
     if json_:
@@ -162,8 +266,11 @@ def render_drift(report: DriftReport) -> None:
     if undescribed:
         from ..schema.oracle import render_lines
 
-        console.print(f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
-                      "normalized pg_dump --schema-only of both sides; - live, + desired):", soft_wrap=True)
+        console.print(
+            f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
+            "normalized pg_dump --schema-only of both sides; - live, + desired):",
+            soft_wrap=True,
+        )
         for line in render_lines(undescribed):
             console.print(Text(f"  {line}"), soft_wrap=True)
     elif report.dump_differences is None:
@@ -205,12 +312,17 @@ def _render_change(change: Change, word: str) -> None:
         console.print(Text(f"      {detail}"), soft_wrap=True)
 
 
-
 # ---------------------------------------------------------------- check
 
 
-@command(help={"host": "server whose PostgreSQL hosts the scratch databases (default: sandbox; its database is not touched)",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP}, needs_project=True)
+@command(
+    help={
+        "host": "server whose PostgreSQL hosts the scratch databases (default: sandbox; its database is not touched)",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+    },
+    needs_project=True,
+)
 def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Replay all migrations and load schema.sql into scratch databases and compare them; exit 3 when they disagree."""
     inv = inventory()
@@ -222,10 +334,18 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
     from ..schema.exclusions import ledger_exclusions
 
     # a bar of scratch databases built (the replayed migrations, and schema.sql when the cache does not know it)
-    with tracking(f"checking migrations against schema.sql on {target.name}: databases", unit="count") as shown, \
-            open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
-        report = check_project(remote, inv.paths.migrations, inv.paths.schema, cache_dir=default_cache_dir(inv.paths.state),
-                               exclude_tables=ledger_exclusions(target), progress=shown.update)
+    with (
+        tracking(f"checking migrations against schema.sql on {target.name}: databases", unit="count") as shown,
+        open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote,
+    ):
+        report = check_project(
+            remote,
+            inv.paths.migrations,
+            inv.paths.schema,
+            cache_dir=default_cache_dir(inv.paths.state),
+            exclude_tables=ledger_exclusions(target),
+            progress=shown.update,
+        )
     if json_:
         print_json(report.to_dict())
     else:
@@ -242,7 +362,9 @@ def _render_check(report: CheckReport, schema: str) -> None:
     if report.result is None:
         console.print(f"[red]{len(report.problems)} problem(s) in the migration files[/]: not replayed")
         return
-    console.print(f"[bold]{report.migrations} migration(s)[/] replayed vs [bold]{schema}[/] on {report.host}", soft_wrap=True)
+    console.print(
+        f"[bold]{report.migrations} migration(s)[/] replayed vs [bold]{schema}[/] on {report.host}", soft_wrap=True
+    )
     undescribed = report.undescribed
     if undescribed and report.result.is_empty:
         console.print("the catalog model sees no difference, but the schema dumps differ:")
@@ -251,7 +373,10 @@ def _render_check(report: CheckReport, schema: str) -> None:
     if undescribed:
         from ..schema.oracle import render_lines
 
-        console.print(f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
-                      "normalized pg_dump --schema-only of both sides; - migrations, + schema.sql):", soft_wrap=True)
+        console.print(
+            f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
+            "normalized pg_dump --schema-only of both sides; - migrations, + schema.sql):",
+            soft_wrap=True,
+        )
         for line in render_lines(undescribed):
             console.print(Text(f"  {line}"), soft_wrap=True)

@@ -54,10 +54,25 @@ from .base import (
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
 from .progress import waiting
 
-_STATE_STYLE = {"applied": "green", "pending": "yellow", "checksum_mismatch": "bold red", "missing_file": "bold red",
-                "out_of_order": "bold magenta", "failed": "bold red", "invalid": "bold red"}
-_STEP_MARK = {"applied": "[green]✔[/]", "would_apply": "[green]✔[/]", "failed": "[red]✘[/]", "would_fail": "[red]✘[/]",
-              "timed_out": "[yellow]⏱[/]", "not_rehearsed": "[dim]–[/]", "untouched": "[dim]·[/]", "planned": "[dim]·[/]"}
+_STATE_STYLE = {
+    "applied": "green",
+    "pending": "yellow",
+    "checksum_mismatch": "bold red",
+    "missing_file": "bold red",
+    "out_of_order": "bold magenta",
+    "failed": "bold red",
+    "invalid": "bold red",
+}
+_STEP_MARK = {
+    "applied": "[green]✔[/]",
+    "would_apply": "[green]✔[/]",
+    "failed": "[red]✘[/]",
+    "would_fail": "[red]✘[/]",
+    "timed_out": "[yellow]⏱[/]",
+    "not_rehearsed": "[dim]–[/]",
+    "untouched": "[dim]·[/]",
+    "planned": "[dim]·[/]",
+}
 
 
 def _seconds(value: str, flag: str) -> float:
@@ -76,14 +91,18 @@ def _lock_options(lock_timeout: str, migration_lock_timeout: str, lock_retry_for
     if lock_timeout and migration_lock_timeout and lock_timeout.strip() != migration_lock_timeout.strip():
         raise UsageError("--lock-timeout and --migration-lock-timeout are the same setting: give one of them")
     if lock_timeout and re.fullmatch(r"\s*\d+(\.\d+)?\s*", lock_timeout) and float(lock_timeout) != 0:
-        raise UsageError(f"--lock-timeout: give a unit, e.g. {lock_timeout.strip()}s or {lock_timeout.strip()}ms "
-                         "(it is PostgreSQL's lock_timeout per attempt)",
-                         hint="the wait for another sync's migration lock is now --advisory-lock-wait SECONDS")
+        raise UsageError(
+            f"--lock-timeout: give a unit, e.g. {lock_timeout.strip()}s or {lock_timeout.strip()}ms "
+            "(it is PostgreSQL's lock_timeout per attempt)",
+            hint="the wait for another sync's migration lock is now --advisory-lock-wait SECONDS",
+        )
     chosen = lock_timeout or migration_lock_timeout or None
     if chosen is not None:
         duration_seconds(chosen, "--lock-timeout" if lock_timeout else "--migration-lock-timeout")
     if lock_retry_for and parse_duration(lock_retry_for, bare_unit=None) is None:
-        raise UsageError(f"--lock-retry-for: expected a duration with a unit such as 2min, 90s or 0, got {lock_retry_for!r}")
+        raise UsageError(
+            f"--lock-retry-for: expected a duration with a unit such as 2min, 90s or 0, got {lock_retry_for!r}"
+        )
     return chosen, lock_retry_for or None
 
 
@@ -102,7 +121,10 @@ def _plan_text(plan: Sequence[Migration], title: str) -> str:
     from ..units import human_bytes as human
 
     width = max(len(m.version) for m in plan)
-    rows = [f"  {m.version:<{width}}  {m.description}  ({human(m.size_bytes)}{'' if m.transactional else ', no-transaction'})" for m in plan]
+    rows = [
+        f"  {m.version:<{width}}  {m.description}  ({human(m.size_bytes)}{'' if m.transactional else ', no-transaction'})"
+        for m in plan
+    ]
     return "\n".join([title, *rows, ""])
 
 
@@ -110,7 +132,10 @@ def _plan_table(plan: Sequence[Migration], title: str) -> Text:
     """The plan on a terminal: aligned columns in one Text (a Rich Table costs ~0.6 ms a row: 200 pending, 0.1 s)."""
     from ..units import human_bytes as human
 
-    rows = [(m.version, m.description, human(m.size_bytes), "transaction" if m.transactional else "no-transaction") for m in plan]
+    rows = [
+        (m.version, m.description, human(m.size_bytes), "transaction" if m.transactional else "no-transaction")
+        for m in plan
+    ]
     widths = [max(len(r[k]) for r in rows) for k in range(3)]
     text = Text(no_wrap=True, overflow="ignore")
     text.append(title + "\n", style="italic")
@@ -143,14 +168,22 @@ class _Renderer:
             if event.hazards is not None and self.out is console:  # under --json the findings are in the document
                 from .lint import render_findings
 
-                note = "[yellow]--allow-hazards: applying despite hazard errors[/]" if self.options.allow_hazards else None
+                note = (
+                    "[yellow]--allow-hazards: applying despite hazard errors[/]" if self.options.allow_hazards else None
+                )
                 render_findings(event.hazards, blocking_note=note)
             if self.options.dry_run:
                 from rich.panel import Panel
                 from rich.syntax import Syntax  # pygments: only a dry run shows the SQL
 
                 for m in event.plan:
-                    self.out.print(Panel(Syntax(m.sql, "sql", line_numbers=True, word_wrap=True), title=m.filename, title_align="left"))
+                    self.out.print(
+                        Panel(
+                            Syntax(m.sql, "sql", line_numbers=True, word_wrap=True),
+                            title=m.filename,
+                            title_align="left",
+                        )
+                    )
         elif event.kind == "lock_wait":
             self.stop()
             self.out.print(f"[yellow]another sync holds the migration lock[/]: {escape(event.message)}", soft_wrap=True)
@@ -158,9 +191,13 @@ class _Renderer:
             self.stop()
             wait = event.wait
             then = f"retrying in {wait.retry_in_s:.1f}s" if wait.retry_in_s is not None else "giving up"
-            self.out.print(f"[yellow]⏳ {event.step.version} {event.step.description}: lock not available "
-                           f"(attempt {wait.attempt}, lock_timeout {wait.lock_timeout_ms} ms, {wait.waited_s:.1f}s so far)[/], "
-                           f"blocked by {escape(wait.describe_blockers())}; {then}", soft_wrap=True, highlight=False)
+            self.out.print(
+                f"[yellow]⏳ {event.step.version} {event.step.description}: lock not available "
+                f"(attempt {wait.attempt}, lock_timeout {wait.lock_timeout_ms} ms, {wait.waited_s:.1f}s so far)[/], "
+                f"blocked by {escape(wait.describe_blockers())}; {then}",
+                soft_wrap=True,
+                highlight=False,
+            )
         elif event.kind == "locked":
             self.out.print("[dim]migration lock taken[/]")
         elif event.kind == "backup_start":
@@ -172,12 +209,17 @@ class _Renderer:
             self._spin(f"applying {self._count(event.step.version)}: {event.step.version} {event.step.description}…")
         elif event.kind == "done" and event.step is not None:
             self.stop()
-            self._progress_line(f"✔ {event.step.version} {event.step.description} ({event.step.ms} ms, {self._count(event.step.version)})", "green")
+            self._progress_line(
+                f"✔ {event.step.version} {event.step.description} ({event.step.ms} ms, {self._count(event.step.version)})",
+                "green",
+            )
         elif event.kind == "failed" and event.step is not None:
             self.stop()
             self.out.print(f"[red]✘[/] {event.step.version} {event.step.description}: {event.message}", soft_wrap=True)
         elif event.kind == "rehearsed" and event.step is not None:
-            self._spin(f"rehearsed {self._count(event.step.version)}: {event.step.version}…")  # final lines come with the result (exact file:line)
+            self._spin(
+                f"rehearsed {self._count(event.step.version)}: {event.step.version}…"
+            )  # final lines come with the result (exact file:line)
 
     def _progress_line(self, text: str, style: str) -> None:
         """One line per migration: Rich on a terminal; a plain write into a pipe (Rich costs ~2 ms a line)."""
@@ -199,7 +241,9 @@ class _Renderer:
             self.status = None
 
 
-def _rehearsal_line(version: str, description: str, status: str, ms: int | None, error: str | None, location: str | None) -> str:
+def _rehearsal_line(
+    version: str, description: str, status: str, ms: int | None, error: str | None, location: str | None
+) -> str:
     mark = _STEP_MARK.get(status, "·")
     if status == "would_apply":
         return f"{mark} {version} {description}: would apply in {ms} ms"
@@ -213,8 +257,10 @@ def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> Non
     if result.action == "dry-run":
         for step in result.steps:
             if step.status != "planned":
-                out.print(_rehearsal_line(step.version, step.description, step.status, step.ms, step.error, step.location),
-                          soft_wrap=True)
+                out.print(
+                    _rehearsal_line(step.version, step.description, step.status, step.ms, step.error, step.location),
+                    soft_wrap=True,
+                )
         if result.outcome == "dry_run":
             out.print(f"[bold]dry run:[/] {len(result.steps)} migration(s) would apply; nothing was changed")
         elif result.outcome == "rehearsal_failed":
@@ -236,23 +282,54 @@ def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> Non
 # ---------------------------------------------------------------- fleet
 
 
-def _fleet_sync(targets: Sequence[HostConfig], inv: Inventory, options: SyncOptions, identity: Identity, accept_new: bool, *,
-                json_: bool, parallel: int, fail_fast: bool, timeout: float) -> None:
+def _fleet_sync(
+    targets: Sequence[HostConfig],
+    inv: Inventory,
+    options: SyncOptions,
+    identity: Identity,
+    accept_new: bool,
+    *,
+    json_: bool,
+    parallel: int,
+    fail_fast: bool,
+    timeout: float,
+) -> None:
     """Sync several hosts in parallel (no prompt, no live per-migration lines: a status line per host)."""
 
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-            result = run_sync(remote, inv.migrations_dir(), options, identity,
-                              reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new))
+            result = run_sync(
+                remote,
+                inv.migrations_dir(),
+                options,
+                identity,
+                reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new),
+            )
         append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
         return sync_outcome(target.name, result.as_dict())
 
-    run_and_render(targets, action, title="dry run" if options.dry_run else "sync", columns=sync_columns(options.dry_run),
-                   parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_)
+    run_and_render(
+        targets,
+        action,
+        title="dry run" if options.dry_run else "sync",
+        columns=sync_columns(options.dry_run),
+        parallel=parallel,
+        fail_fast=fail_fast,
+        timeout=timeout,
+        json_=json_,
+    )
 
 
-def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: bool, *, json_: bool, parallel: int,
-                  fail_fast: bool, timeout: float) -> None:
+def _fleet_status(
+    targets: Sequence[HostConfig],
+    inv: Inventory,
+    accept_new: bool,
+    *,
+    json_: bool,
+    parallel: int,
+    fail_fast: bool,
+    timeout: float,
+) -> None:
     def action(target: HostConfig) -> HostOutcome:
         with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
             state = read_state(remote, Ledger.for_host(target))
@@ -262,47 +339,94 @@ def _fleet_status(targets: Sequence[HostConfig], inv: Inventory, accept_new: boo
         message = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in sorted(counts.items())) or "no versions"
         return HostOutcome(target.name, "ok", 0, message, details=document)
 
-    columns = tuple((state, (lambda key: lambda o: str(o.details.get("counts", {}).get(key, 0)))(state))
-                    for state in ("applied", "pending"))
-    run_and_render(targets, action, title="status", columns=columns, parallel=parallel, fail_fast=fail_fast, timeout=timeout,
-                   json_=json_)
+    columns = tuple(
+        (state, (lambda key: lambda o: str(o.details.get("counts", {}).get(key, 0)))(state))
+        for state in ("applied", "pending")
+    )
+    run_and_render(
+        targets,
+        action,
+        title="status",
+        columns=columns,
+        parallel=parallel,
+        fail_fast=fail_fast,
+        timeout=timeout,
+        json_=json_,
+    )
 
 
 # ---------------------------------------------------------------- tasks
 
 
-@command(help={
-    "host": HOST_HELP, "yes": "apply without asking (needed without a terminal)", "force": "same as --yes (the seed script's flag)",
-    "dry_run": "change nothing: show the plan with each file's SQL and rehearse it in a rolled-back transaction",
-    "no_rehearse": "with --dry-run: show the plan only (the ledger is read, nothing is run)",
-    "no_backup": "skip the pre-sync backup (loudly)", "target": "stop after this version",
-    "allow_out_of_order": "apply pending versions older than the newest applied one",
-    "lock_timeout": "PostgreSQL lock_timeout of each lock-retry attempt, e.g. 5s or 500ms (default: host's lock_timeout, 5s)",
-    "lock_retry_for": "how long one migration keeps retrying its locks, e.g. 2min; 0 = no retries (default: host's lock_retry_for)",
-    "advisory_lock_wait": "how long to wait for another sync's migration lock, seconds (default 60)",
-    "migration_lock_timeout": "older name of --lock-timeout",
-    "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
-    "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP,
-    "timeout": TIMEOUT_HELP, "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
-    "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
-    "sql": "print the psql script sync would send (ledger rows, timeouts) instead of running it; connects only to read the ledger",
-    "from_version": "with --sql: no connection at all, the pending versions are those after this one (0: all)",
-}, needs_project=True)
-def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry_run: bool = False, no_rehearse: bool = False,
-         no_backup: bool = False, target: str = "", allow_out_of_order: bool = False, lock_timeout: str = "",
-         lock_retry_for: str = "", advisory_lock_wait: str = "60",
-         migration_lock_timeout: str = "", statement_timeout: str = "", json_: bool = False,
-         accept_new_host_key: bool = False, parallel: int = 0, fail_fast: bool = False, timeout: float = 0,
-         allow_hazards: bool = False, no_drift_check: bool = False, sql: bool = False, from_version: str = "") -> None:
+@command(
+    help={
+        "host": HOST_HELP,
+        "yes": "apply without asking (needed without a terminal)",
+        "force": "same as --yes (the seed script's flag)",
+        "dry_run": "change nothing: show the plan with each file's SQL and rehearse it in a rolled-back transaction",
+        "no_rehearse": "with --dry-run: show the plan only (the ledger is read, nothing is run)",
+        "no_backup": "skip the pre-sync backup (loudly)",
+        "target": "stop after this version",
+        "allow_out_of_order": "apply pending versions older than the newest applied one",
+        "lock_timeout": "PostgreSQL lock_timeout of each lock-retry attempt, e.g. 5s or 500ms (default: host's lock_timeout, 5s)",
+        "lock_retry_for": "how long one migration keeps retrying its locks, e.g. 2min; 0 = no retries (default: host's lock_retry_for)",
+        "advisory_lock_wait": "how long to wait for another sync's migration lock, seconds (default 60)",
+        "migration_lock_timeout": "older name of --lock-timeout",
+        "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+        "parallel": PARALLEL_HELP,
+        "fail_fast": FAIL_FAST_HELP,
+        "timeout": TIMEOUT_HELP,
+        "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
+        "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
+        "sql": "print the psql script sync would send (ledger rows, timeouts) instead of running it; connects only to read the ledger",
+        "from_version": "with --sql: no connection at all, the pending versions are those after this one (0: all)",
+    },
+    needs_project=True,
+)
+def sync(
+    c: Context,
+    host: str = "",
+    yes: bool = False,
+    force: bool = False,
+    dry_run: bool = False,
+    no_rehearse: bool = False,
+    no_backup: bool = False,
+    target: str = "",
+    allow_out_of_order: bool = False,
+    lock_timeout: str = "",
+    lock_retry_for: str = "",
+    advisory_lock_wait: str = "60",
+    migration_lock_timeout: str = "",
+    statement_timeout: str = "",
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+    parallel: int = 0,
+    fail_fast: bool = False,
+    timeout: float = 0,
+    allow_hazards: bool = False,
+    no_drift_check: bool = False,
+    sql: bool = False,
+    from_version: str = "",
+) -> None:
     """Apply pending migrations: plan, confirm, lock, back up, apply each in its own transaction with its ledger row."""
     if from_version and not sql:
         raise UsageError("--from-version goes with --sql (it names the last applied version of an offline script)")
     targets, inv = hosts_named(host, project=True)
     attempt_timeout, retry_for = _lock_options(lock_timeout, migration_lock_timeout, lock_retry_for)
-    options = SyncOptions(target=target or None, allow_out_of_order=allow_out_of_order, backup=not no_backup and not dry_run,
-                          advisory_lock_wait=_seconds(advisory_lock_wait, "--advisory-lock-wait"), lock_timeout=attempt_timeout,
-                          lock_retry_for=retry_for, statement_timeout=statement_timeout or None, dry_run=dry_run,
-                          rehearse=not no_rehearse, allow_hazards=allow_hazards)
+    options = SyncOptions(
+        target=target or None,
+        allow_out_of_order=allow_out_of_order,
+        backup=not no_backup and not dry_run,
+        advisory_lock_wait=_seconds(advisory_lock_wait, "--advisory-lock-wait"),
+        lock_timeout=attempt_timeout,
+        lock_retry_for=retry_for,
+        statement_timeout=statement_timeout or None,
+        dry_run=dry_run,
+        rehearse=not no_rehearse,
+        allow_hazards=allow_hazards,
+    )
     migrations_dir = inv.migrations_dir()
     if sql:
         if len(targets) > 1 or dry_run or json_:
@@ -317,8 +441,17 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
     if len(targets) > 1:
         if not (assume_yes or dry_run):
             raise UsageError(f"--host {host!r} names {len(targets)} hosts: confirm with --yes (or use --dry-run first)")
-        _fleet_sync(targets, inv, options, identity, accept_new_host_key, json_=json_, parallel=parallel,
-                    fail_fast=fail_fast, timeout=timeout)
+        _fleet_sync(
+            targets,
+            inv,
+            options,
+            identity,
+            accept_new_host_key,
+            json_=json_,
+            parallel=parallel,
+            fail_fast=fail_fast,
+            timeout=timeout,
+        )
         return
     target_host = targets[0]
 
@@ -326,19 +459,35 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
         if assume_yes:
             return True
         if not is_interactive():
-            raise UsageError("refusing to apply without confirmation: no terminal", hint="rerun with --yes (or --force) to apply")
+            raise UsageError(
+                "refusing to apply without confirmation: no terminal", hint="rerun with --yes (or --force) to apply"
+            )
         from rich.prompt import Confirm
 
-        return Confirm.ask(f"apply {len(plan)} migration(s) to {target_host.name}/{target_host.database}?", console=console)
+        return Confirm.ask(
+            f"apply {len(plan)} migration(s) to {target_host.name}/{target_host.database}?", console=console
+        )
 
     renderer = _Renderer(out, options)
     started = time.monotonic()
-    record: dict[str, Any] = {"host": target_host.name, "database": target_host.database, "who": identity.applied_by,
-                              "git_commit": identity.git_commit, "action": "dry-run" if dry_run else "sync"}
+    record: dict[str, Any] = {
+        "host": target_host.name,
+        "database": target_host.database,
+        "who": identity.applied_by,
+        "git_commit": identity.git_commit,
+        "action": "dry-run" if dry_run else "sync",
+    }
     try:
         with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
-            result = run_sync(remote, migrations_dir, options, identity, on_event=renderer, confirm=confirm,
-                              reconnect=lambda: open_remote(target_host, inv, accept_new_host_key=accept_new_host_key))
+            result = run_sync(
+                remote,
+                migrations_dir,
+                options,
+                identity,
+                on_event=renderer,
+                confirm=confirm,
+                reconnect=lambda: open_remote(target_host, inv, accept_new_host_key=accept_new_host_key),
+            )
             if result.ok and not no_drift_check:
                 renderer.stop()  # the last migration's spinner must not turn (nor show) during the check
                 with waiting(f"comparing {target_host.database} with {inv.paths.schema.name}"):
@@ -354,13 +503,27 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
         raise KeyboardInterrupt from None
     except KeyboardInterrupt:
         renderer.stop()
-        append_audit(inv.paths.state, {**record, "outcome": "interrupted", "applied": [],
-                                       "error": "interrupted before anything was applied",
-                                       "durations": {"total": round(time.monotonic() - started, 3)}})
+        append_audit(
+            inv.paths.state,
+            {
+                **record,
+                "outcome": "interrupted",
+                "applied": [],
+                "error": "interrupted before anything was applied",
+                "durations": {"total": round(time.monotonic() - started, 3)},
+            },
+        )
         raise
     except OpsagentError as exc:
-        append_audit(inv.paths.state, {**record, "outcome": "error", "error": exc.message,
-                                       "durations": {"total": round(time.monotonic() - started, 3)}})
+        append_audit(
+            inv.paths.state,
+            {
+                **record,
+                "outcome": "error",
+                "error": exc.message,
+                "durations": {"total": round(time.monotonic() - started, 3)},
+            },
+        )
         raise
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
     for warning in result.warnings:
@@ -372,7 +535,9 @@ def sync(c: Context, host: str = "", yes: bool = False, force: bool = False, dry
         raise fail(ExitCode.FAILURE)
 
 
-def _print_sql(target_host: HostConfig, inv: Inventory, options: SyncOptions, from_version: str, accept_new: bool) -> None:
+def _print_sql(
+    target_host: HostConfig, inv: Inventory, options: SyncOptions, from_version: str, accept_new: bool
+) -> None:
     """``inv sync --sql``: the script on stdout (nothing else there), notes on stderr; exit 0 even when nothing is pending."""
     from .. import __version__
     from ..migrate.sync import check_timeout, duration_seconds, offline_plan, offline_script, pg_duration
@@ -394,18 +559,29 @@ def _print_sql(target_host: HostConfig, inv: Inventory, options: SyncOptions, fr
     lock_timeout = pg_duration(duration_seconds(options.lock_timeout or target_host.lock_timeout, "--lock-timeout"))
     statement_timeout = check_timeout(options.statement_timeout or target_host.statement_timeout, "--statement-timeout")
     span = f"{plan[0].version} … {plan[-1].version}" if plan else "none"
-    header = [f"opsagent {__version__} sync --sql for {target_host.name}, database {target_host.database} ({basis})",
-              f"{len(plan)} migration(s): {span}; ledger rows recorded as applied by {identity.applied_by}",
-              "apply with: psql -X -v ON_ERROR_STOP=1 -f FILE (NOT -1: each migration has its own transaction)",
-              "no lock retries here: a lock timeout stops the script; what committed stays recorded, rerun 'inv sync' for the rest"]
-    text = offline_script(plan, ledger, identity, lock_timeout=lock_timeout, statement_timeout=statement_timeout, ensure_sql=ensure,
-                          header=header)
+    header = [
+        f"opsagent {__version__} sync --sql for {target_host.name}, database {target_host.database} ({basis})",
+        f"{len(plan)} migration(s): {span}; ledger rows recorded as applied by {identity.applied_by}",
+        "apply with: psql -X -v ON_ERROR_STOP=1 -f FILE (NOT -1: each migration has its own transaction)",
+        "no lock retries here: a lock timeout stops the script; what committed stays recorded, rerun 'inv sync' for the rest",
+    ]
+    text = offline_script(
+        plan,
+        ledger,
+        identity,
+        lock_timeout=lock_timeout,
+        statement_timeout=statement_timeout,
+        ensure_sql=ensure,
+        header=header,
+    )
     sys.stdout.write(text)
     sys.stdout.flush()
     err_console.print(f"{len(plan)} migration(s) in the script ({span}); nothing was applied", highlight=False)
 
 
-def closing_drift_warning(remote: Remote, schema: Path, *, dry_run: bool = False, cache_dir: Path | None = None) -> list[str]:
+def closing_drift_warning(
+    remote: Remote, schema: Path, *, dry_run: bool = False, cache_dir: Path | None = None
+) -> list[str]:
     """The seed's "verify sync" step: how far the live schema is from schema.sql (a warning, never an error).
 
     With a warm desired-state cache (``<paths.state>/cache``) this is one remote command.  After a dry run
@@ -414,39 +590,62 @@ def closing_drift_warning(remote: Remote, schema: Path, *, dry_run: bool = False
     """
     if dry_run or not schema.exists():
         return []
-    from ..schema.desired import default_cache_dir  # the catalog and diff modules: only loaded when there is a schema.sql
+    from ..schema.desired import (
+        default_cache_dir,
+    )  # the catalog and diff modules: only loaded when there is a schema.sql
     from ..schema.drift import drift_count
     from ..schema.exclusions import ledger_exclusions
 
     try:
-        count = drift_count(remote, schema, cache_dir=cache_dir or default_cache_dir(project_inventory().paths.state),
-                            exclude_tables=ledger_exclusions(remote.host))
+        count = drift_count(
+            remote,
+            schema,
+            cache_dir=cache_dir or default_cache_dir(project_inventory().paths.state),
+            exclude_tables=ledger_exclusions(remote.host),
+        )
     except OpsagentError as exc:
         return [f"could not compare with {schema.name}: {exc.message}"]
     if not count:
         return []
-    return [f"{remote.host.name}: the live schema differs from {schema.name} in {count} object(s); run 'inv diff --host {remote.host.name}'"]
+    return [
+        f"{remote.host.name}: the live schema differs from {schema.name} in {count} object(s); run 'inv diff --host {remote.host.name}'"
+    ]
 
 
-def _status_document(host: str, database: str, exists: bool, statuses: list[VersionStatus], warnings: list[str]) -> dict[str, Any]:
+def _status_document(
+    host: str, database: str, exists: bool, statuses: list[VersionStatus], warnings: list[str]
+) -> dict[str, Any]:
     versions = []
     for s in statuses:
         row = s.row
         path = s.migration.path if s.migration else s.invalid.path if s.invalid else None
-        versions.append({
-            "version": s.version, "description": s.description, "state": s.state,
-            "file": str(path) if path else None,
-            "transactional": s.migration.transactional if s.migration else None,
-            "applied_at": str(row.applied_at) if row and row.applied_at else None,
-            "applied_by": row.applied_by if row else None, "execution_ms": row.execution_ms if row else None,
-            "git_commit": row.git_commit if row else None,
-            "checksum": row.checksum if row else None, "file_checksum": s.migration.checksum if s.migration else None,
-            "error": s.error,
-        })
+        versions.append(
+            {
+                "version": s.version,
+                "description": s.description,
+                "state": s.state,
+                "file": str(path) if path else None,
+                "transactional": s.migration.transactional if s.migration else None,
+                "applied_at": str(row.applied_at) if row and row.applied_at else None,
+                "applied_by": row.applied_by if row else None,
+                "execution_ms": row.execution_ms if row else None,
+                "git_commit": row.git_commit if row else None,
+                "checksum": row.checksum if row else None,
+                "file_checksum": s.migration.checksum if s.migration else None,
+                "error": s.error,
+            }
+        )
     counts: dict[str, int] = {}
     for s in statuses:
         counts[s.state] = counts.get(s.state, 0) + 1
-    return {"host": host, "database": database, "ledger_exists": exists, "counts": counts, "versions": versions, "warnings": warnings}
+    return {
+        "host": host,
+        "database": database,
+        "ledger_exists": exists,
+        "counts": counts,
+        "versions": versions,
+        "warnings": warnings,
+    }
 
 
 _STATUS_COLUMNS = ("version", "description", "state", "applied at", "by", "ms")
@@ -454,7 +653,14 @@ _STATUS_COLUMNS = ("version", "description", "state", "applied at", "by", "ms")
 
 def _status_cells(item: dict[str, Any]) -> tuple[str, ...]:
     ms = "" if item["execution_ms"] is None else str(item["execution_ms"])
-    return (item["version"], item["description"], item["state"].replace("_", " "), (item["applied_at"] or "")[:19], item["applied_by"] or "", ms)
+    return (
+        item["version"],
+        item["description"],
+        item["state"].replace("_", " "),
+        (item["applied_at"] or "")[:19],
+        item["applied_by"] or "",
+        ms,
+    )
 
 
 def render_status(document: dict[str, Any], title: str, out: Console) -> None:
@@ -493,10 +699,27 @@ def render_status(document: dict[str, Any], title: str, out: Console) -> None:
     out.print(text, soft_wrap=True, end="")
 
 
-@command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP, "parallel": PARALLEL_HELP,
-               "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}, aliases=("history",), needs_project=True)
-def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False, parallel: int = 0,
-           fail_fast: bool = False, timeout: float = 0) -> None:
+@command(
+    help={
+        "host": HOST_HELP,
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+        "parallel": PARALLEL_HELP,
+        "fail_fast": FAIL_FAST_HELP,
+        "timeout": TIMEOUT_HELP,
+    },
+    aliases=("history",),
+    needs_project=True,
+)
+def status(
+    c: Context,
+    host: str = "",
+    json_: bool = False,
+    accept_new_host_key: bool = False,
+    parallel: int = 0,
+    fail_fast: bool = False,
+    timeout: float = 0,
+) -> None:
     """Every version: applied (when, by whom, duration), pending, checksum mismatch, missing file, out of order, invalid file.
 
     Exit 0 whatever the states (status reports; sync refuses): a file that cannot be used (bad SQL, bad name,
@@ -504,7 +727,9 @@ def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     """
     targets, inv = hosts_named(host, project=True)
     if len(targets) > 1:
-        _fleet_status(targets, inv, accept_new_host_key, json_=json_, parallel=parallel, fail_fast=fail_fast, timeout=timeout)
+        _fleet_status(
+            targets, inv, accept_new_host_key, json_=json_, parallel=parallel, fail_fast=fail_fast, timeout=timeout
+        )
         return
     target_host = targets[0]
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
@@ -518,14 +743,23 @@ def status(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
     for warning in warnings:
         err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if not state.exists:
-        console.print(f"[dim]no {escape(Ledger.for_host(target_host).display)} table yet: it is created by the first sync or baseline[/]")
+        console.print(
+            f"[dim]no {escape(Ledger.for_host(target_host).display)} table yet: it is created by the first sync or baseline[/]"
+        )
 
 
 def _render_edit(edit: LedgerEdit, json_: bool) -> None:
     if json_:
-        print_json({"host": edit.host, "database": edit.database, "recorded": edit.recorded,
-                    "updated": [{"version": v, "old_checksum": o, "new_checksum": n} for v, o, n in edit.updated],
-                    "deleted": edit.deleted, "remote_commands": edit.remote_commands})
+        print_json(
+            {
+                "host": edit.host,
+                "database": edit.database,
+                "recorded": edit.recorded,
+                "updated": [{"version": v, "old_checksum": o, "new_checksum": n} for v, o, n in edit.updated],
+                "deleted": edit.deleted,
+                "remote_commands": edit.remote_commands,
+            }
+        )
         return
     for version in edit.recorded:
         console.print(f"recorded {version} as applied (not run)")
@@ -537,23 +771,50 @@ def _render_edit(edit: LedgerEdit, json_: bool) -> None:
         console.print("nothing to change")
 
 
-@command(name="baseline", help={"host": HOST_HELP, "version": "record every version up to and including this one as applied",
-               "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP}, needs_project=True)
-def baseline_task(c: Context, host: str = "", version: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
+@command(
+    name="baseline",
+    help={
+        "host": HOST_HELP,
+        "version": "record every version up to and including this one as applied",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+    },
+    needs_project=True,
+)
+def baseline_task(
+    c: Context, host: str = "", version: str = "", json_: bool = False, accept_new_host_key: bool = False
+) -> None:
     """Record versions ≤ V as applied without running them (adopt an existing database)."""
     if not version:
         raise UsageError("--version is required, e.g. inv baseline --host prod --version 007")
     target_host, inv = single_host(host)
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
         edit = baseline(remote, inv.migrations_dir(), version, _identity(inv))
-    append_audit(inv.paths.state, {"host": edit.host, "database": edit.database, "action": "baseline",
-                                   "versions": edit.recorded, "outcome": "ok"})
+    append_audit(
+        inv.paths.state,
+        {
+            "host": edit.host,
+            "database": edit.database,
+            "action": "baseline",
+            "versions": edit.recorded,
+            "outcome": "ok",
+        },
+    )
     _render_edit(edit, json_)
 
 
-@command(help={"host": HOST_HELP, "yes": "apply the changes without asking", "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP},
-         needs_project=True)
-def repair(c: Context, host: str = "", yes: bool = False, json_: bool = False, accept_new_host_key: bool = False) -> None:
+@command(
+    help={
+        "host": HOST_HELP,
+        "yes": "apply the changes without asking",
+        "json_": JSON_HELP,
+        "accept_new_host_key": ACCEPT_HELP,
+    },
+    needs_project=True,
+)
+def repair(
+    c: Context, host: str = "", yes: bool = False, json_: bool = False, accept_new_host_key: bool = False
+) -> None:
     """Make the ledger agree with the files: refresh checksums of edited applied files, drop rows whose files are gone."""
     target_host, inv = single_host(host)
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
@@ -573,6 +834,14 @@ def repair(c: Context, host: str = "", yes: bool = False, json_: bool = False, a
             if not Confirm.ask(f"apply {len(changes)} ledger change(s)?", console=console):
                 raise fail(ExitCode.FAILURE)
         edit = apply_repair(remote, ledger, changes)
-    append_audit(inv.paths.state, {"host": edit.host, "database": edit.database, "action": "repair",
-                                   "versions": [v for v, _, _ in edit.updated] + edit.deleted, "outcome": "ok"})
+    append_audit(
+        inv.paths.state,
+        {
+            "host": edit.host,
+            "database": edit.database,
+            "action": "repair",
+            "versions": [v for v, _, _ in edit.updated] + edit.deleted,
+            "outcome": "ok",
+        },
+    )
     _render_edit(edit, json_)

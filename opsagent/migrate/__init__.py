@@ -1,2 +1,1 @@
-"""Versioned migrations: files, the ledger, sync, hazard lint, rollback and the audit log.
-"""
+"""Versioned migrations: files, the ledger, sync, hazard lint, rollback and the audit log."""

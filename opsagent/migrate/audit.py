@@ -31,8 +31,14 @@ def who() -> str:
 def git_commit(directory: Path | None = None) -> str | None:
     """HEAD of the project's git repository, or None when unknown."""
     try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory or Path.cwd(), capture_output=True,
-                                text=True, timeout=10, check=False)
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=directory or Path.cwd(),
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     commit = result.stdout.strip()

@@ -29,6 +29,7 @@ def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
 
     return split(sql, source)
 
+
 NO_TRANSACTION_MARKER = "no-transaction"
 DOWN_MARKER = "down"  # a line "-- opsagent:down": what follows undoes the migration (used only by 'inv rollback')
 KNOWN_MARKERS = frozenset({NO_TRANSACTION_MARKER, DOWN_MARKER})
@@ -76,7 +77,9 @@ class Migration:
     def body_statements(self) -> list[Statement]:
         """The statements to run: without the BEGIN/COMMIT wrapper of a wrapped file."""
         if not self.checked:
-            raise RuntimeError(f"{self.filename}: body_statements of a migration that was not checked (check_migration)")
+            raise RuntimeError(
+                f"{self.filename}: body_statements of a migration that was not checked (check_migration)"
+            )
         return self.statements[1:-1] if self.wrapped else self.statements
 
     @property
@@ -257,8 +260,8 @@ def split_down(sql: str) -> tuple[str, str | None, int]:
     if match is None:
         return sql, None, 0
     end = sql.find("\n", match.end())
-    down = "" if end < 0 else sql[end + 1:]
-    body = sql[:match.start()].rstrip(" \t\n")
+    down = "" if end < 0 else sql[end + 1 :]
+    body = sql[: match.start()].rstrip(" \t\n")
     return body + "\n" if body else "", down, sql.count("\n", 0, match.end()) + 2
 
 
@@ -308,9 +311,13 @@ def _markers(sql: str, source: str) -> tuple[set[str], list[str]]:
         if name == LINT_DIRECTIVE:
             continue  # "-- opsagent:ignore rule" acknowledges a lint finding: anywhere, and not a marker
         if name not in KNOWN_MARKERS:
-            warnings.append(f"{source}:{number}: unknown marker '-- opsagent:{match.group(1)}' ignored (known: {', '.join(sorted(KNOWN_MARKERS))})")
+            warnings.append(
+                f"{source}:{number}: unknown marker '-- opsagent:{match.group(1)}' ignored (known: {', '.join(sorted(KNOWN_MARKERS))})"
+            )
         elif number > header_lines:
-            warnings.append(f"{source}:{number}: marker '-- opsagent:{name}' ignored: markers belong in the comment block at the top of the file")
+            warnings.append(
+                f"{source}:{number}: marker '-- opsagent:{name}' ignored: markers belong in the comment block at the top of the file"
+            )
         else:
             found.add(name)
     return found, warnings
@@ -351,7 +358,11 @@ def _const(arg: Any) -> Any:
         if tag == "TypeName":
             names = inner.get("names") or []
             return _const(names[-1]) if names else None
-        return {"Boolean": inner.get("boolval", False), "Integer": inner.get("ival", 0), "String": inner.get("sval", "")}.get(tag)
+        return {
+            "Boolean": inner.get("boolval", False),
+            "Integer": inner.get("ival", 0),
+            "String": inner.get("sval", ""),
+        }.get(tag)
     if type(arg).__name__ == "TypeName":
         return _const(arg.names[-1]) if arg.names else None
     for attr in ("boolval", "ival", "sval"):
@@ -377,7 +388,9 @@ def _options(node: Any, field: str) -> dict[str, bool]:
 def _reindex(node: Any) -> str | None:
     if _options(node, "params").get("concurrently"):
         return "REINDEX CONCURRENTLY"
-    return {"REINDEX_OBJECT_DATABASE": "REINDEX DATABASE", "REINDEX_OBJECT_SYSTEM": "REINDEX SYSTEM"}.get(_enum(_field(node, "kind")) or "")
+    return {"REINDEX_OBJECT_DATABASE": "REINDEX DATABASE", "REINDEX_OBJECT_SYSTEM": "REINDEX SYSTEM"}.get(
+        _enum(_field(node, "kind")) or ""
+    )
 
 
 def _detach_concurrently(node: Any) -> str | None:
@@ -403,7 +416,9 @@ _NOT_IN_TRANSACTION: dict[str, _Check] = {
     "ClusterStmt": lambda n: "CLUSTER without a table" if _field(n, "relation") is None else None,
     "CreatedbStmt": lambda n: "CREATE DATABASE",
     "DropdbStmt": lambda n: "DROP DATABASE",
-    "AlterDatabaseStmt": lambda n: "ALTER DATABASE ... SET TABLESPACE" if "tablespace" in _options(n, "options") else None,
+    "AlterDatabaseStmt": lambda n: (
+        "ALTER DATABASE ... SET TABLESPACE" if "tablespace" in _options(n, "options") else None
+    ),
     "AlterSystemStmt": lambda n: "ALTER SYSTEM",
     "CreateTableSpaceStmt": lambda n: "CREATE TABLESPACE",
     "DropTableSpaceStmt": lambda n: "DROP TABLESPACE",
@@ -427,9 +442,13 @@ _BEGINS = frozenset({"TRANS_STMT_BEGIN", "TRANS_STMT_START"})
 _ENDS = frozenset({"TRANS_STMT_COMMIT", "TRANS_STMT_ROLLBACK", "TRANS_STMT_PREPARE"})
 _PREPARED = frozenset({"TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"})
 _TX_NAMES = {
-    "TRANS_STMT_BEGIN": "BEGIN", "TRANS_STMT_START": "START TRANSACTION", "TRANS_STMT_COMMIT": "COMMIT",
-    "TRANS_STMT_ROLLBACK": "ROLLBACK", "TRANS_STMT_PREPARE": "PREPARE TRANSACTION",
-    "TRANS_STMT_COMMIT_PREPARED": "COMMIT PREPARED", "TRANS_STMT_ROLLBACK_PREPARED": "ROLLBACK PREPARED",
+    "TRANS_STMT_BEGIN": "BEGIN",
+    "TRANS_STMT_START": "START TRANSACTION",
+    "TRANS_STMT_COMMIT": "COMMIT",
+    "TRANS_STMT_ROLLBACK": "ROLLBACK",
+    "TRANS_STMT_PREPARE": "PREPARE TRANSACTION",
+    "TRANS_STMT_COMMIT_PREPARED": "COMMIT PREPARED",
+    "TRANS_STMT_ROLLBACK_PREPARED": "ROLLBACK PREPARED",
 }
 
 
@@ -476,7 +495,12 @@ def _is_wrapped(raw: list[_Raw]) -> bool:
     if len(raw) < 2:
         return False
     first, last = raw[0], raw[-1]
-    return first.tx in _BEGINS and not first.node.get("options") and last.tx == "TRANS_STMT_COMMIT" and not last.node.get("chain")
+    return (
+        first.tx in _BEGINS
+        and not first.node.get("options")
+        and last.tx == "TRANS_STMT_COMMIT"
+        and not last.node.get("chain")
+    )
 
 
 def _check_transactional(raw: list[_Raw]) -> bool:
@@ -488,12 +512,18 @@ def _check_transactional(raw: list[_Raw]) -> bool:
         if item.kind not in _INSPECTED:
             continue
         if item.tx in _BEGINS or item.tx in _ENDS or item.tx in _PREPARED:
-            raise _Refusal(index, f"{_TX_NAMES[item.tx or '']} inside a migration would break its atomicity with the ledger row; "
-                                  "remove it (opsagent wraps each migration in a transaction) "
-                                  "or add \"-- opsagent:no-transaction\" at the top of the file")
+            raise _Refusal(
+                index,
+                f"{_TX_NAMES[item.tx or '']} inside a migration would break its atomicity with the ledger row; "
+                "remove it (opsagent wraps each migration in a transaction) "
+                "or add \"-- opsagent:no-transaction\" at the top of the file",
+            )
         what = _not_in_transaction(item.kind, item.node)
         if what is not None:
-            raise _Refusal(index, f"{what} cannot run inside a transaction; add \"-- opsagent:no-transaction\" at the top of the file")
+            raise _Refusal(
+                index,
+                f"{what} cannot run inside a transaction; add \"-- opsagent:no-transaction\" at the top of the file",
+            )
     return wrapped
 
 
@@ -514,8 +544,10 @@ def _check_autocommit(raw: list[_Raw], source: str) -> list[str]:
     if open_at is not None:
         raise _Refusal(open_at, "transaction block opened here is never committed")
     if raw and not needs_marker:
-        return [f"{source}: runs outside a transaction but has no statement that needs it; "
-                "remove \"-- opsagent:no-transaction\" so it applies atomically with its ledger row"]
+        return [
+            f"{source}: runs outside a transaction but has no statement that needs it; "
+            "remove \"-- opsagent:no-transaction\" so it applies atomically with its ledger row"
+        ]
     return []
 
 
@@ -535,9 +567,20 @@ def read_migration(path: Path) -> tuple[Migration, list[str]]:
         raise UsageError(f"{source}: cannot read: {exc.strerror or exc}") from None
     sql, down_sql, down_line = split_down(normalize_sql(raw, source))
     markers, warnings = _markers(sql, source)
-    migration = Migration(version=version, version_key=key, description=description, path=path, filename=path.name,
-                          checksum=checksum(sql), sql=sql, transactional=NO_TRANSACTION_MARKER not in markers, size_bytes=len(raw),
-                          down_sql=down_sql, down_line=down_line, checked=False)
+    migration = Migration(
+        version=version,
+        version_key=key,
+        description=description,
+        path=path,
+        filename=path.name,
+        checksum=checksum(sql),
+        sql=sql,
+        transactional=NO_TRANSACTION_MARKER not in markers,
+        size_bytes=len(raw),
+        down_sql=down_sql,
+        down_line=down_line,
+        checked=False,
+    )
     return migration, warnings
 
 
@@ -573,7 +616,9 @@ def load_migration(path: Path) -> tuple[Migration, list[str]]:
     return migration, warnings + more
 
 
-def _scan(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[tuple[int, str, Path]], list[Path], list[str]]:
+def _scan(
+    migrations_dir: Path,
+) -> tuple[list[tuple[int, str, Path]], list[tuple[int, str, Path]], list[Path], list[str]]:
     """``(entries, duplicates, badly named .sql files, warnings)`` of a migrations folder, without reading any file."""
     if not migrations_dir.exists():
         return [], [], [], []  # a new project
@@ -605,7 +650,9 @@ def _scan(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[tuple
 
 
 def _duplicate_error(first: Path, second: Path, key: int, migrations_dir: Path) -> UsageError:
-    return UsageError(f"duplicate migration version {key}: {first.name} and {second.name} in {migrations_dir}; renumber one of them")
+    return UsageError(
+        f"duplicate migration version {key}: {first.name} and {second.name} in {migrations_dir}; renumber one of them"
+    )
 
 
 def scan_names(migrations_dir: Path) -> tuple[list[tuple[int, str, Path]], list[str]]:
@@ -635,7 +682,9 @@ def survey(migrations_dir: Path) -> Survey:
         if key in duplicated:
             first = next(p for k, _, p in entries if k == key)
             other = path if path != first else next(p for k, _, p in duplicates if k == key)
-            invalid.append(InvalidFile(path, _duplicate_error(first, other, key, migrations_dir), version, key, description))
+            invalid.append(
+                InvalidFile(path, _duplicate_error(first, other, key, migrations_dir), version, key, description)
+            )
             continue
         try:
             migration, file_warnings = read_migration(path)
@@ -664,8 +713,9 @@ def discover(migrations_dir: Path) -> DiscoveryResult:
 # ---------------------------------------------------------------- status and plans
 
 
-def compute_status(migrations: Sequence[Migration], applied_rows: Iterable[AppliedRow],
-                   invalid: Sequence[InvalidFile] = ()) -> list[VersionStatus]:
+def compute_status(
+    migrations: Sequence[Migration], applied_rows: Iterable[AppliedRow], invalid: Sequence[InvalidFile] = ()
+) -> list[VersionStatus]:
     """Join files and ledger rows by numeric version; one status per version (and per invalid file), in version order.
 
     An invalid file (``survey``) is state ``invalid`` with its error, joined to its version's ledger row if any.
@@ -697,17 +747,28 @@ def compute_status(migrations: Sequence[Migration], applied_rows: Iterable[Appli
         if migration.version_key in matched:
             continue
         late = highest is not None and migration.version_key < highest
-        statuses.append(VersionStatus(migration.version, migration.version_key, migration.description,
-                                      "out_of_order" if late else "pending", migration=migration))
+        statuses.append(
+            VersionStatus(
+                migration.version,
+                migration.version_key,
+                migration.description,
+                "out_of_order" if late else "pending",
+                migration=migration,
+            )
+        )
     shown = {id(s.invalid) for s in statuses if s.invalid is not None}
     for bad in invalid:
         if id(bad) not in shown:
-            statuses.append(VersionStatus(bad.version or bad.filename, bad.version_key, bad.description, "invalid", invalid=bad))
+            statuses.append(
+                VersionStatus(bad.version or bad.filename, bad.version_key, bad.description, "invalid", invalid=bad)
+            )
     return sorted(statuses, key=lambda s: (s.version_key is None, s.version_key or 0))
 
 
-def check_pending(statuses: Sequence[VersionStatus], checked: dict[int, tuple[Migration, list[str]] | OpsagentError] | None = None,
-                  ) -> tuple[list[VersionStatus], list[str]]:
+def check_pending(
+    statuses: Sequence[VersionStatus],
+    checked: dict[int, tuple[Migration, list[str]] | OpsagentError] | None = None,
+) -> tuple[list[VersionStatus], list[str]]:
     """Parse and check the files not yet applied (pending, out of order); a file that fails becomes ``invalid``.
 
     Applied files are not parsed again (their checksums still are compared): that is what keeps a no-op sync
@@ -745,21 +806,31 @@ def _problem(status: VersionStatus, highest: int | None) -> str | None:
     if status.state == "invalid":
         return status.error
     if status.state == "checksum_mismatch":
-        return (f"{status.filename}: checksum mismatch (applied file was edited after it ran); "
-                "run 'inv repair' if the edit is intended")
+        return (
+            f"{status.filename}: checksum mismatch (applied file was edited after it ran); "
+            "run 'inv repair' if the edit is intended"
+        )
     if status.state == "missing_file":
-        return (f"{status.version} ({status.description or 'no description'}): applied but its file is missing; "
-                "restore the file, or run 'inv repair' to forget the row")
+        return (
+            f"{status.version} ({status.description or 'no description'}): applied but its file is missing; "
+            "restore the file, or run 'inv repair' to forget the row"
+        )
     if status.state == "failed":
-        return (f"{status.filename}: failed partway at {_when(status.row)} (it runs outside a transaction: the statements before "
-                "the failing one stayed applied); check the database, then run 'inv repair' to clear its row and sync again")
+        return (
+            f"{status.filename}: failed partway at {_when(status.row)} (it runs outside a transaction: the statements before "
+            "the failing one stayed applied); check the database, then run 'inv repair' to clear its row and sync again"
+        )
     if status.state == "out_of_order":
-        return (f"{status.filename}: pending but older than the newest applied version {highest}; "
-                "rerun with --allow-out-of-order to apply it anyway")
+        return (
+            f"{status.filename}: pending but older than the newest applied version {highest}; "
+            "rerun with --allow-out-of-order to apply it anyway"
+        )
     return None
 
 
-def plan_pending(statuses: Sequence[VersionStatus], *, allow_out_of_order: bool = False, target: str | int | None = None) -> Plan:
+def plan_pending(
+    statuses: Sequence[VersionStatus], *, allow_out_of_order: bool = False, target: str | int | None = None
+) -> Plan:
     """Pending migrations in order up to ``target`` (inclusive, numeric), and the problems that refuse the plan."""
     limit = version_key(target) if target is not None else None
     if limit is not None and not any(s.version_key == limit for s in statuses):
@@ -798,9 +869,18 @@ def repair_plan(statuses: Sequence[VersionStatus], *, record_unknown: bool = Fal
             continue
         if status.state in ("missing_file", "failed"):  # a failed row: the next sync runs the file again
             changes.append(RepairChange("delete_row", row.version, status.description, old_checksum=row.checksum))
-        elif migration is not None and (status.state == "checksum_mismatch" or (record_unknown and row.checksum is None)):
-            changes.append(RepairChange("update_checksum", row.version, status.description,
-                                        old_checksum=row.checksum, new_checksum=migration.checksum))
+        elif migration is not None and (
+            status.state == "checksum_mismatch" or (record_unknown and row.checksum is None)
+        ):
+            changes.append(
+                RepairChange(
+                    "update_checksum",
+                    row.version,
+                    status.description,
+                    old_checksum=row.checksum,
+                    new_checksum=migration.checksum,
+                )
+            )
     return changes
 
 
@@ -825,13 +905,22 @@ def _next_version(entries: list[tuple[int, str, Path]], now: dt.datetime) -> str
         return "001"
     key, version, _ = entries[-1]
     if len(version) == TIMESTAMP_DIGITS:
-        stamp = int(now.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S")) if now.tzinfo else int(now.strftime("%Y%m%d%H%M%S"))
+        stamp = (
+            int(now.astimezone(dt.UTC).strftime("%Y%m%d%H%M%S")) if now.tzinfo else int(now.strftime("%Y%m%d%H%M%S"))
+        )
         return str(max(stamp, key + 1))
     return str(key + 1).zfill(len(version))
 
 
-def new_migration(migrations_dir: Path, description: str, *, today: dt.datetime | dt.date | None = None,
-                  body: str | None = None, notes: Sequence[str] = (), no_transaction: bool = False) -> Path:
+def new_migration(
+    migrations_dir: Path,
+    description: str,
+    *,
+    today: dt.datetime | dt.date | None = None,
+    body: str | None = None,
+    notes: Sequence[str] = (),
+    no_transaction: bool = False,
+) -> Path:
     """Create the next-numbered migration file (the template, or ``body`` under a header of ``notes``); never overwrites."""
     slug = _slug(description)
     if not slug:
@@ -850,8 +939,12 @@ def new_migration(migrations_dir: Path, description: str, *, today: dt.datetime 
     if body is None:
         text = _TEMPLATE.format(version=version, description=title, date=date)
     else:
-        header = [f"-- {version}: {title}", f"-- Created {date}.", *(f"-- {line}".rstrip() for line in notes),
-                  *([f"-- opsagent:{NO_TRANSACTION_MARKER}"] if no_transaction else [])]
+        header = [
+            f"-- {version}: {title}",
+            f"-- Created {date}.",
+            *(f"-- {line}".rstrip() for line in notes),
+            *([f"-- opsagent:{NO_TRANSACTION_MARKER}"] if no_transaction else []),
+        ]
         text = "\n".join(header) + "\n\n" + body
     try:
         with path.open("x", encoding="utf-8") as handle:

@@ -150,9 +150,15 @@ def candidate_tables(migrations: Iterable[Migrationish]) -> list[str]:
     return list(tables)
 
 
-def assess(remote: QueryJson | None, migrations: Iterable[Migrationish], host: HostConfig | None = None, *,
-           stats: Mapping[str, Mapping[str, Any]] | None = None, tables_created_earlier: set[str] | None = None,
-           thresholds: Mapping[str, Any] | Thresholds | None = None) -> HazardReport:
+def assess(
+    remote: QueryJson | None,
+    migrations: Iterable[Migrationish],
+    host: HostConfig | None = None,
+    *,
+    stats: Mapping[str, Mapping[str, Any]] | None = None,
+    tables_created_earlier: set[str] | None = None,
+    thresholds: Mapping[str, Any] | Thresholds | None = None,
+) -> HazardReport:
     """Lint ``migrations`` (in apply order) as ``host`` would run them; re-grade live when ``remote`` is given.
 
     ``migrations`` are objects with ``filename``, ``sql`` and ``transactional``
@@ -181,17 +187,23 @@ def assess(remote: QueryJson | None, migrations: Iterable[Migrationish], host: H
     units = [lint_unit(m) for m in migrations]
     limits = thresholds_from(thresholds if thresholds is not None else host.hazards if host is not None else None)
     lock_timeout = host.lock_timeout if host is not None else DEFAULT_LOCK_TIMEOUT
-    findings: Sequence[Finding] = lint_migrations(units, lock_timeout=lock_timeout,
-                                                  tables_created_earlier=tables_created_earlier)
+    findings: Sequence[Finding] = lint_migrations(
+        units, lock_timeout=lock_timeout, tables_created_earlier=tables_created_earlier
+    )
     if stats is not None:
         findings = escalate(findings, stats, limits)
     elif remote is not None:
         findings = lint_against_host(remote, findings, limits)
     else:  # offline: an existing table's size is unknown, never an all-clear
         findings = grade_unknown_sizes(findings, limits)
-    return HazardReport(findings=tuple(findings), files=tuple(u.source for u in units),
-                        host=host.name if host is not None else None, live=stats is not None or remote is not None,
-                        lock_timeout=lock_timeout, thresholds=limits)
+    return HazardReport(
+        findings=tuple(findings),
+        files=tuple(u.source for u in units),
+        host=host.name if host is not None else None,
+        live=stats is not None or remote is not None,
+        lock_timeout=lock_timeout,
+        thresholds=limits,
+    )
 
 
 def summary_line(report: HazardReport) -> str:

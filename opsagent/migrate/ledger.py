@@ -25,7 +25,11 @@ from ..schema.exclusions import DEFAULT_SCHEMA, DEFAULT_TABLE, LedgerLocation
 from ..sqlquote import ident, literal
 from .files import AppliedRow, Migration, RepairChange
 
-OWN_COLUMNS = ("version", "description", "applied_at")  # a table with all three is a ledger (ours, or the seed's to adopt)
+OWN_COLUMNS = (
+    "version",
+    "description",
+    "applied_at",
+)  # a table with all three is a ledger (ours, or the seed's to adopt)
 FOREIGN_HINT_TABLE = "opsagent_migrations"
 LOCK_CLASS = 0x6F707367  # "opsg": first half of the two-int advisory lock key
 # columns added to a seed-style ledger; (name, type)
@@ -104,8 +108,10 @@ class Ledger:
         )
         rows = f"SELECT coalesce(json_agg(to_jsonb(t) ORDER BY t.version), '[]') FROM {self.table} t"
         own = ", ".join(literal(name) for name in OWN_COLUMNS)
-        ours = (f"(SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 "
-                f"AND NOT attisdropped AND attname IN ({own})) = {len(OWN_COLUMNS)}")
+        ours = (
+            f"(SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass({self.regclass}) AND attnum > 0 "
+            f"AND NOT attisdropped AND attname IN ({own})) = {len(OWN_COLUMNS)}"
+        )
         return (  # a foreign table of that name (no version/description/applied_at): its columns only, never its rows
             f"SELECT to_regclass({self.regclass}) IS NOT NULL AS opsagent_has_ledger, {ours} AS opsagent_ledger_ours \\gset\n"
             "\\if :opsagent_ledger_ours\n"
@@ -131,36 +137,65 @@ class Ledger:
         if not existing_columns:
             if self.schema != "public":
                 parts.append(f"CREATE SCHEMA IF NOT EXISTS {ident(self.schema)};")
-            parts.append(f"CREATE TABLE IF NOT EXISTS {self.table} (version text PRIMARY KEY, description text, "
-                         "applied_at timestamptz NOT NULL DEFAULT now());")
+            parts.append(
+                f"CREATE TABLE IF NOT EXISTS {self.table} (version text PRIMARY KEY, description text, "
+                "applied_at timestamptz NOT NULL DEFAULT now());"
+            )
             missing = list(EXTRA_COLUMNS)
         adds = ", ".join(f"ADD COLUMN IF NOT EXISTS {ident(n)} {t}" for n, t in missing)
         parts.append(f"ALTER TABLE {self.table} {adds};")
         return "\n".join(parts) + "\n"
 
-    def insert_sql(self, migration: Migration, *, applied_by: str, git_commit: str | None, tool_version: str,
-                   execution_ms: str, returning: str = "", success: bool = True) -> str:
+    def insert_sql(
+        self,
+        migration: Migration,
+        *,
+        applied_by: str,
+        git_commit: str | None,
+        tool_version: str,
+        execution_ms: str,
+        returning: str = "",
+        success: bool = True,
+    ) -> str:
         """The ledger row of one migration; ``execution_ms`` is a SQL expression."""
-        values = ", ".join([
-            literal(migration.version), literal(migration.description), "now()",
-            literal(migration.checksum), literal(applied_by), literal(git_commit),
-            execution_ms, literal(tool_version), "true" if success else "false",
-        ])
+        values = ", ".join(
+            [
+                literal(migration.version),
+                literal(migration.description),
+                "now()",
+                literal(migration.checksum),
+                literal(applied_by),
+                literal(git_commit),
+                execution_ms,
+                literal(tool_version),
+                "true" if success else "false",
+            ]
+        )
         tail = f" RETURNING {returning}" if returning else ""
-        return (f"INSERT INTO {self.table} (version, description, applied_at, checksum, applied_by, git_commit, "
-                f"execution_ms, tool_version, success) VALUES ({values}){tail}")
+        return (
+            f"INSERT INTO {self.table} (version, description, applied_at, checksum, applied_by, git_commit, "
+            f"execution_ms, tool_version, success) VALUES ({values}){tail}"
+        )
 
     def finish_sql(self, migration: Migration, *, execution_ms: str, returning: str = "") -> str:
         """Mark a no-transaction migration's row (written with success = false before it ran) as finished."""
         tail = f" RETURNING {returning}" if returning else ""
-        return (f"UPDATE {self.table} SET success = true, applied_at = now(), execution_ms = {execution_ms} "
-                f"WHERE version = {literal(migration.version)}{tail}")
+        return (
+            f"UPDATE {self.table} SET success = true, applied_at = now(), execution_ms = {execution_ms} "
+            f"WHERE version = {literal(migration.version)}{tail}"
+        )
 
-    def baseline_sql(self, migrations: Iterable[Migration], *, applied_by: str, git_commit: str | None,
-                     tool_version: str) -> str:
+    def baseline_sql(
+        self, migrations: Iterable[Migration], *, applied_by: str, git_commit: str | None, tool_version: str
+    ) -> str:
         """Record migrations as applied without running them (the caller passes only versions without a row)."""
-        inserts = [self.insert_sql(m, applied_by=applied_by, git_commit=git_commit, tool_version=tool_version,
-                                   execution_ms="NULL") + ";" for m in migrations]
+        inserts = [
+            self.insert_sql(
+                m, applied_by=applied_by, git_commit=git_commit, tool_version=tool_version, execution_ms="NULL"
+            )
+            + ";"
+            for m in migrations
+        ]
         return "BEGIN;\n" + "\n".join(inserts) + "\nCOMMIT;\n"
 
     def repair_sql(self, changes: Iterable[RepairChange]) -> str:
@@ -168,8 +203,10 @@ class Ledger:
         lines = ["BEGIN;"]
         for change in changes:
             if change.action == "update_checksum":
-                lines.append(f"UPDATE {self.table} SET checksum = {literal(change.new_checksum)} "
-                             f"WHERE version = {literal(change.version)};")
+                lines.append(
+                    f"UPDATE {self.table} SET checksum = {literal(change.new_checksum)} "
+                    f"WHERE version = {literal(change.version)};"
+                )
             else:
                 lines.append(f"DELETE FROM {self.table} WHERE version = {literal(change.version)};")
         lines.append("COMMIT;")
@@ -193,17 +230,19 @@ def decode_rows(raw: Iterable[Mapping[str, Any]]) -> list[AppliedRow]:
     """Ledger rows (any shape: seed or full) as AppliedRow."""
     rows: list[AppliedRow] = []
     for item in raw:
-        rows.append(AppliedRow(
-            version=str(item.get("version")),
-            description=_str_or_none(item.get("description")),
-            checksum=_str_or_none(item.get("checksum")),
-            applied_at=_str_or_none(item.get("applied_at")),
-            applied_by=_str_or_none(item.get("applied_by")),
-            execution_ms=_int_or_none(item.get("execution_ms")),
-            git_commit=_str_or_none(item.get("git_commit")),
-            tool_version=_str_or_none(item.get("tool_version")),
-            success=item.get("success") is not False,
-        ))
+        rows.append(
+            AppliedRow(
+                version=str(item.get("version")),
+                description=_str_or_none(item.get("description")),
+                checksum=_str_or_none(item.get("checksum")),
+                applied_at=_str_or_none(item.get("applied_at")),
+                applied_by=_str_or_none(item.get("applied_by")),
+                execution_ms=_int_or_none(item.get("execution_ms")),
+                git_commit=_str_or_none(item.get("git_commit")),
+                tool_version=_str_or_none(item.get("tool_version")),
+                success=item.get("success") is not False,
+            )
+        )
     return rows
 
 
@@ -256,17 +295,31 @@ def decode_blockers(raw: Iterable[Mapping[str, Any]] | None) -> list[Blocker]:
     blockers: list[Blocker] = []
     for item in raw or ():
         age = item.get("xact_age_s")
-        blockers.append(Blocker(pid=int(item.get("pid") or 0), application_name=str(item.get("application_name") or ""),
-                                state=str(item.get("state") or ""), user=str(item.get("user") or ""),
-                                client=str(item.get("client") or ""), xact_age_s=None if age is None else float(age),
-                                query=str(item.get("query") or "")))
+        blockers.append(
+            Blocker(
+                pid=int(item.get("pid") or 0),
+                application_name=str(item.get("application_name") or ""),
+                state=str(item.get("state") or ""),
+                user=str(item.get("user") or ""),
+                client=str(item.get("client") or ""),
+                xact_age_s=None if age is None else float(age),
+                query=str(item.get("query") or ""),
+            )
+        )
     return blockers
 
 
 def decode_holders(raw: Iterable[Mapping[str, Any]] | None) -> list[LockHolder]:
-    return [LockHolder(pid=int(h.get("pid") or 0), application_name=str(h.get("application_name") or ""),
-                       client=str(h.get("client") or ""), user=str(h.get("user") or ""), since=str(h.get("since") or ""))
-            for h in raw or ()]
+    return [
+        LockHolder(
+            pid=int(h.get("pid") or 0),
+            application_name=str(h.get("application_name") or ""),
+            client=str(h.get("client") or ""),
+            user=str(h.get("user") or ""),
+            since=str(h.get("since") or ""),
+        )
+        for h in raw or ()
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -281,9 +334,13 @@ class LedgerState:
 
     @classmethod
     def decode(cls, document: Mapping[str, Any]) -> LedgerState:
-        return cls(exists=bool(document.get("exists")), columns=[str(c) for c in document.get("columns") or ()],
-                   rows=decode_rows(document.get("rows") or ()), holders=decode_holders(document.get("holders")),
-                   server_version=str(document.get("server_version") or ""))
+        return cls(
+            exists=bool(document.get("exists")),
+            columns=[str(c) for c in document.get("columns") or ()],
+            rows=decode_rows(document.get("rows") or ()),
+            holders=decode_holders(document.get("holders")),
+            server_version=str(document.get("server_version") or ""),
+        )
 
     @property
     def adoption_needed(self) -> bool:
@@ -303,4 +360,5 @@ class LedgerState:
         raise ConfigError(
             f"{ledger.display} belongs to something else (columns: {columns}; not an opsagent ledger, which has "
             f"version, description, applied_at): set 'ledger_table: {suggestion}' in inventory.yaml",
-            hint="nothing was read from or written to that table; the setting goes under defaults: or the host")
+            hint="nothing was read from or written to that table; the setting goes under defaults: or the host",
+        )

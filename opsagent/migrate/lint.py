@@ -55,80 +55,246 @@ class Rule:
 
 _RULES = (
     # destructive: data is lost
-    Rule("drop-table", "destructive", "warning", "DROP TABLE deletes the table and its data",
-         "check no code uses it and a backup exists; rename it first and drop it in a later release", "rows"),
-    Rule("drop-column", "destructive", "warning", "DROP COLUMN deletes the column's data and breaks code still using it",
-         "deploy code that no longer uses the column first, then drop it in a later migration", "rows"),
-    Rule("drop-schema", "destructive", "warning", "DROP SCHEMA deletes every object in the schema (with CASCADE)",
-         "drop the schema's objects explicitly, without CASCADE, after a backup"),
-    Rule("drop-database", "destructive", "warning", "DROP DATABASE deletes a whole database",
-         "drop databases by hand after a backup, never from a migration"),
-    Rule("drop-type", "destructive", "warning", "DROP TYPE/DOMAIN fails or cascades to columns that use it",
-         "check no column or function still uses the type; avoid CASCADE"),
-    Rule("drop-view", "destructive", "warning", "DROP VIEW breaks code and views that depend on it",
-         "use CREATE OR REPLACE VIEW to change a view; drop it only after its readers are gone"),
-    Rule("drop-function", "destructive", "warning", "DROP FUNCTION breaks callers, triggers and defaults using it",
-         "use CREATE OR REPLACE FUNCTION to change a body; drop it only after its callers are gone"),
-    Rule("truncate", "destructive", "warning", "TRUNCATE deletes every row (under an ACCESS EXCLUSIVE lock)",
-         "take a backup first, or DELETE with an explicit WHERE in batches", "rows"),
-    Rule("delete-without-where", "destructive", "warning", "DELETE without WHERE deletes every row",
-         "add a WHERE clause (WHERE true if every row is really meant)", "rows"),
-    Rule("update-without-where", "destructive", "warning", "UPDATE without WHERE rewrites every row and locks them all",
-         "add a WHERE clause, and backfill large tables in batches", "large"),
-    Rule("alter-column-type", "blocking", "warning",
-         "ALTER COLUMN TYPE rewrites the table under an ACCESS EXCLUSIVE lock (and a narrower type may lose data)",
-         "add a new column, backfill it in batches, switch the code, then drop the old column", "large"),
-    Rule("add-column-not-null-without-default", "destructive", "warning",
-         "ADD COLUMN NOT NULL without a DEFAULT fails as soon as the table holds rows",
-         "add the column nullable or with a constant DEFAULT, backfill, then SET NOT NULL", "rows"),
+    Rule(
+        "drop-table",
+        "destructive",
+        "warning",
+        "DROP TABLE deletes the table and its data",
+        "check no code uses it and a backup exists; rename it first and drop it in a later release",
+        "rows",
+    ),
+    Rule(
+        "drop-column",
+        "destructive",
+        "warning",
+        "DROP COLUMN deletes the column's data and breaks code still using it",
+        "deploy code that no longer uses the column first, then drop it in a later migration",
+        "rows",
+    ),
+    Rule(
+        "drop-schema",
+        "destructive",
+        "warning",
+        "DROP SCHEMA deletes every object in the schema (with CASCADE)",
+        "drop the schema's objects explicitly, without CASCADE, after a backup",
+    ),
+    Rule(
+        "drop-database",
+        "destructive",
+        "warning",
+        "DROP DATABASE deletes a whole database",
+        "drop databases by hand after a backup, never from a migration",
+    ),
+    Rule(
+        "drop-type",
+        "destructive",
+        "warning",
+        "DROP TYPE/DOMAIN fails or cascades to columns that use it",
+        "check no column or function still uses the type; avoid CASCADE",
+    ),
+    Rule(
+        "drop-view",
+        "destructive",
+        "warning",
+        "DROP VIEW breaks code and views that depend on it",
+        "use CREATE OR REPLACE VIEW to change a view; drop it only after its readers are gone",
+    ),
+    Rule(
+        "drop-function",
+        "destructive",
+        "warning",
+        "DROP FUNCTION breaks callers, triggers and defaults using it",
+        "use CREATE OR REPLACE FUNCTION to change a body; drop it only after its callers are gone",
+    ),
+    Rule(
+        "truncate",
+        "destructive",
+        "warning",
+        "TRUNCATE deletes every row (under an ACCESS EXCLUSIVE lock)",
+        "take a backup first, or DELETE with an explicit WHERE in batches",
+        "rows",
+    ),
+    Rule(
+        "delete-without-where",
+        "destructive",
+        "warning",
+        "DELETE without WHERE deletes every row",
+        "add a WHERE clause (WHERE true if every row is really meant)",
+        "rows",
+    ),
+    Rule(
+        "update-without-where",
+        "destructive",
+        "warning",
+        "UPDATE without WHERE rewrites every row and locks them all",
+        "add a WHERE clause, and backfill large tables in batches",
+        "large",
+    ),
+    Rule(
+        "alter-column-type",
+        "blocking",
+        "warning",
+        "ALTER COLUMN TYPE rewrites the table under an ACCESS EXCLUSIVE lock (and a narrower type may lose data)",
+        "add a new column, backfill it in batches, switch the code, then drop the old column",
+        "large",
+    ),
+    Rule(
+        "add-column-not-null-without-default",
+        "destructive",
+        "warning",
+        "ADD COLUMN NOT NULL without a DEFAULT fails as soon as the table holds rows",
+        "add the column nullable or with a constant DEFAULT, backfill, then SET NOT NULL",
+        "rows",
+    ),
     # blocking: long ACCESS EXCLUSIVE / SHARE locks on an existing table
-    Rule("create-index-not-concurrently", "blocking", "warning", "CREATE INDEX blocks writes to the table while it builds",
-         "use CREATE INDEX CONCURRENTLY in a no-transaction migration", "large"),
-    Rule("add-fk-not-valid", "blocking", "warning",
-         "ADD FOREIGN KEY scans the table while blocking writes to it and to the referenced table",
-         "ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT in a later migration", "large"),
-    Rule("add-check-not-valid", "blocking", "warning", "ADD CHECK scans the whole table under an ACCESS EXCLUSIVE lock",
-         "ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE CONSTRAINT in a later migration", "large"),
-    Rule("set-not-null", "blocking", "warning", "SET NOT NULL scans the whole table under an ACCESS EXCLUSIVE lock",
-         "add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL (PostgreSQL 12+ skips the scan)", "large"),
-    Rule("add-column-volatile-default", "blocking", "warning",
-         "ADD COLUMN with a volatile default (or serial/identity/stored generated) rewrites the table",
-         "add the column without a default (or with a constant one), then backfill in batches", "large"),
-    Rule("add-unique-constraint", "blocking", "warning", "ADD UNIQUE builds an index under an ACCESS EXCLUSIVE lock",
-         "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX", "large"),
-    Rule("add-primary-key", "blocking", "warning", "ADD PRIMARY KEY builds an index under an ACCESS EXCLUSIVE lock",
-         "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING INDEX", "large"),
-    Rule("table-rewrite", "blocking", "warning", "SET TABLESPACE / SET LOGGED / SET UNLOGGED / SET ACCESS METHOD rewrite the table",
-         "run it in a maintenance window, or use pg_repack", "large"),
-    Rule("reindex-not-concurrently", "blocking", "warning", "REINDEX blocks writes (and reads using the index) while it runs",
-         "use REINDEX ... CONCURRENTLY in a no-transaction migration", "large"),
-    Rule("drop-index-not-concurrently", "blocking", "info",
-         "DROP INDEX waits for an ACCESS EXCLUSIVE lock on the table (brief once granted)",
-         "use DROP INDEX CONCURRENTLY in a no-transaction migration, or keep a short lock_timeout"),
-    Rule("vacuum-full", "blocking", "warning", "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock",
-         "use plain VACUUM, or pg_repack for an online compaction", "large"),
-    Rule("cluster", "blocking", "warning", "CLUSTER rewrites the table under an ACCESS EXCLUSIVE lock",
-         "use pg_repack for an online reorder, or run CLUSTER in a maintenance window", "large"),
-    Rule("lock-table", "blocking", "warning", "LOCK TABLE holds a lock until the migration commits",
-         "drop the explicit LOCK and rely on each statement's own lock under a lock_timeout", "large"),
+    Rule(
+        "create-index-not-concurrently",
+        "blocking",
+        "warning",
+        "CREATE INDEX blocks writes to the table while it builds",
+        "use CREATE INDEX CONCURRENTLY in a no-transaction migration",
+        "large",
+    ),
+    Rule(
+        "add-fk-not-valid",
+        "blocking",
+        "warning",
+        "ADD FOREIGN KEY scans the table while blocking writes to it and to the referenced table",
+        "ADD CONSTRAINT ... NOT VALID, then VALIDATE CONSTRAINT in a later migration",
+        "large",
+    ),
+    Rule(
+        "add-check-not-valid",
+        "blocking",
+        "warning",
+        "ADD CHECK scans the whole table under an ACCESS EXCLUSIVE lock",
+        "ADD CONSTRAINT ... CHECK (...) NOT VALID, then VALIDATE CONSTRAINT in a later migration",
+        "large",
+    ),
+    Rule(
+        "set-not-null",
+        "blocking",
+        "warning",
+        "SET NOT NULL scans the whole table under an ACCESS EXCLUSIVE lock",
+        "add CHECK (col IS NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL (PostgreSQL 12+ skips the scan)",
+        "large",
+    ),
+    Rule(
+        "add-column-volatile-default",
+        "blocking",
+        "warning",
+        "ADD COLUMN with a volatile default (or serial/identity/stored generated) rewrites the table",
+        "add the column without a default (or with a constant one), then backfill in batches",
+        "large",
+    ),
+    Rule(
+        "add-unique-constraint",
+        "blocking",
+        "warning",
+        "ADD UNIQUE builds an index under an ACCESS EXCLUSIVE lock",
+        "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... UNIQUE USING INDEX",
+        "large",
+    ),
+    Rule(
+        "add-primary-key",
+        "blocking",
+        "warning",
+        "ADD PRIMARY KEY builds an index under an ACCESS EXCLUSIVE lock",
+        "CREATE UNIQUE INDEX CONCURRENTLY, then ADD CONSTRAINT ... PRIMARY KEY USING INDEX",
+        "large",
+    ),
+    Rule(
+        "table-rewrite",
+        "blocking",
+        "warning",
+        "SET TABLESPACE / SET LOGGED / SET UNLOGGED / SET ACCESS METHOD rewrite the table",
+        "run it in a maintenance window, or use pg_repack",
+        "large",
+    ),
+    Rule(
+        "reindex-not-concurrently",
+        "blocking",
+        "warning",
+        "REINDEX blocks writes (and reads using the index) while it runs",
+        "use REINDEX ... CONCURRENTLY in a no-transaction migration",
+        "large",
+    ),
+    Rule(
+        "drop-index-not-concurrently",
+        "blocking",
+        "info",
+        "DROP INDEX waits for an ACCESS EXCLUSIVE lock on the table (brief once granted)",
+        "use DROP INDEX CONCURRENTLY in a no-transaction migration, or keep a short lock_timeout",
+    ),
+    Rule(
+        "vacuum-full",
+        "blocking",
+        "warning",
+        "VACUUM FULL rewrites the table under an ACCESS EXCLUSIVE lock",
+        "use plain VACUUM, or pg_repack for an online compaction",
+        "large",
+    ),
+    Rule(
+        "cluster",
+        "blocking",
+        "warning",
+        "CLUSTER rewrites the table under an ACCESS EXCLUSIVE lock",
+        "use pg_repack for an online reorder, or run CLUSTER in a maintenance window",
+        "large",
+    ),
+    Rule(
+        "lock-table",
+        "blocking",
+        "warning",
+        "LOCK TABLE holds a lock until the migration commits",
+        "drop the explicit LOCK and rely on each statement's own lock under a lock_timeout",
+        "large",
+    ),
     # transaction: cannot run inside the migration's transaction
-    Rule("non-transactional-in-transaction", "transaction", "error",
-         "the statement cannot run inside a transaction block, and this migration runs in one",
-         "move the statement to its own no-transaction migration"),
-    Rule("transaction-control", "transaction", "warning",
-         "BEGIN/COMMIT/ROLLBACK inside a transactional migration ends the tool's own transaction early",
-         "remove it: the tool wraps each transactional migration in one transaction"),
+    Rule(
+        "non-transactional-in-transaction",
+        "transaction",
+        "error",
+        "the statement cannot run inside a transaction block, and this migration runs in one",
+        "move the statement to its own no-transaction migration",
+    ),
+    Rule(
+        "transaction-control",
+        "transaction",
+        "warning",
+        "BEGIN/COMMIT/ROLLBACK inside a transactional migration ends the tool's own transaction early",
+        "remove it: the tool wraps each transactional migration in one transaction",
+    ),
     # timing: how long a lock wait may last
-    Rule("lock-timeout", "timing", "info", "a lock_timeout bounds how long this statement may queue behind other locks",
-         "keep lock_timeout short (seconds) so a lock wait cannot stall all traffic"),
-    Rule("no-lock-timeout", "timing", "warning",
-         "no lock_timeout applies: waiting for the lock queues every later query on the table",
-         "SET lock_timeout = '5s' before the statement, or keep the tool's default"),
+    Rule(
+        "lock-timeout",
+        "timing",
+        "info",
+        "a lock_timeout bounds how long this statement may queue behind other locks",
+        "keep lock_timeout short (seconds) so a lock wait cannot stall all traffic",
+    ),
+    Rule(
+        "no-lock-timeout",
+        "timing",
+        "warning",
+        "no lock_timeout applies: waiting for the lock queues every later query on the table",
+        "SET lock_timeout = '5s' before the statement, or keep the tool's default",
+    ),
     # compat: breaks running code, loses no data
-    Rule("rename-table", "compat", "info", "RENAME breaks code still using the old table name",
-         "deploy code that works with both names first (e.g. through a view), then rename"),
-    Rule("rename-column", "compat", "info", "RENAME COLUMN breaks code still using the old column name",
-         "add the new column, backfill and switch the code, then drop the old one"),
+    Rule(
+        "rename-table",
+        "compat",
+        "info",
+        "RENAME breaks code still using the old table name",
+        "deploy code that works with both names first (e.g. through a view), then rename",
+    ),
+    Rule(
+        "rename-column",
+        "compat",
+        "info",
+        "RENAME COLUMN breaks code still using the old column name",
+        "add the new column, backfill and switch the code, then drop the old one",
+    ),
 )
 RULES: Mapping[str, Rule] = {rule.id: rule for rule in _RULES}
 
@@ -334,16 +500,32 @@ class _FileLinter:
             return self.statement.line_at(location)  # node locations are offsets into the statement's own text
         return self.statement.line
 
-    def add(self, rule_id: str, *, table: str | None = None, message: str | None = None, node: Any = None,
-            severity: str | None = None, category: str | None = None) -> None:
+    def add(
+        self,
+        rule_id: str,
+        *,
+        table: str | None = None,
+        message: str | None = None,
+        node: Any = None,
+        severity: str | None = None,
+        category: str | None = None,
+    ) -> None:
         assert self.statement is not None
         rule = RULES[rule_id]
-        self.findings.append(Finding(
-            source=self.source, line=self.line_of(node) if node is not None else self.statement.line, rule=rule.id,
-            severity=severity or rule.severity, message=message or rule.what, fix=rule.fix, table=table,
-            category=category or rule.category, statement=_first_line(self.statement.text),
-            created_in=self.state.created_by.get(self.table_keys.get(table, "")) if table else None,
-        ))
+        self.findings.append(
+            Finding(
+                source=self.source,
+                line=self.line_of(node) if node is not None else self.statement.line,
+                rule=rule.id,
+                severity=severity or rule.severity,
+                message=message or rule.what,
+                fix=rule.fix,
+                table=table,
+                category=category or rule.category,
+                statement=_first_line(self.statement.text),
+                created_in=self.state.created_by.get(self.table_keys.get(table, "")) if table else None,
+            )
+        )
 
     def existing(self, rel: Any) -> tuple[str, str] | None:
         """The (display, key) of a relation unless it was created earlier in this file."""
@@ -386,7 +568,8 @@ class _FileLinter:
             finding = self.findings[index]
             if finding.rule in rules or "all" in rules:
                 self.findings[index] = dataclasses.replace(
-                    finding, severity="info", acknowledged=True, reason="acknowledged by an opsagent:ignore comment")
+                    finding, severity="info", acknowledged=True, reason="acknowledged by an opsagent:ignore comment"
+                )
 
     def timing(self, start: int) -> None:
         """Report which lock_timeout applies to a statement that takes a strong lock on an existing table."""
@@ -397,11 +580,17 @@ class _FileLinter:
         display = self.locks[0][0]
         if timeout_disabled(timeout.value):
             what = "lock_timeout is 0" if timeout.value is not None else "no lock_timeout is set"
-            self.add("no-lock-timeout", table=display,
-                     message=f"{what} ({timeout.origin}): waiting for the lock on {display} queues every later query on it")
+            self.add(
+                "no-lock-timeout",
+                table=display,
+                message=f"{what} ({timeout.origin}): waiting for the lock on {display} queues every later query on it",
+            )
         else:
-            self.add("lock-timeout", table=display,
-                     message=f"lock_timeout {timeout.value} ({timeout.origin}) bounds the lock wait on {display}")
+            self.add(
+                "lock-timeout",
+                table=display,
+                message=f"lock_timeout {timeout.value} ({timeout.origin}) bounds the lock wait on {display}",
+            )
         for index in range(start, len(self.findings)):
             self.findings[index] = dataclasses.replace(self.findings[index], lock_timeout=shown)
 
@@ -417,7 +606,10 @@ class _FileLinter:
 _IGNORE_RE = re.compile(r"--\s*opsagent:\s*ignore\s+([a-z0-9\-, ]+)", re.IGNORECASE)
 # statement kinds whose handler can only report something when one of these words is in the text
 # (a WITH clause, SELECT INTO, set_config): the rest of a 400,000-INSERT data load is not parsed twice
-_NEEDS_WORD = {"InsertStmt": re.compile("with", re.IGNORECASE), "SelectStmt": re.compile("with|into|set_config", re.IGNORECASE)}
+_NEEDS_WORD = {
+    "InsertStmt": re.compile("with", re.IGNORECASE),
+    "SelectStmt": re.compile("with|into|set_config", re.IGNORECASE),
+}
 
 
 def _may_matter(statement: Statement) -> bool:
@@ -443,7 +635,9 @@ def _ignore_comments(sql: str, statements: Sequence[Statement]) -> dict[int, set
             index += 1
         if index == len(ends):
             break
-        result.setdefault(index, set()).update(part.strip().lower() for part in match.group(1).split(",") if part.strip())
+        result.setdefault(index, set()).update(
+            part.strip().lower() for part in match.group(1).split(",") if part.strip()
+        )
     return result
 
 
@@ -454,8 +648,10 @@ _Handler = Callable[[_FileLinter, Any], None]
 
 def _not_in_transaction(lint: _FileLinter, what: str) -> None:
     if lint.in_transaction:
-        lint.add("non-transactional-in-transaction",
-                 message=f"{what} cannot run inside a transaction block, and this migration runs in one")
+        lint.add(
+            "non-transactional-in-transaction",
+            message=f"{what} cannot run inside a transaction block, and this migration runs in one",
+        )
 
 
 def _create_table(lint: _FileLinter, node: Any) -> None:
@@ -480,8 +676,11 @@ def _index(lint: _FileLinter, node: Any) -> None:
         return
     lint.lock(names)
     what = "CREATE UNIQUE INDEX" if node.unique else "CREATE INDEX"
-    lint.add("create-index-not-concurrently", table=names[0],
-             message=f"{what} on {names[0]} blocks writes to it while the index builds")
+    lint.add(
+        "create-index-not-concurrently",
+        table=names[0],
+        message=f"{what} on {names[0]} blocks writes to it while the index builds",
+    )
 
 
 _DROP_RULES: dict[ObjectType, tuple[str, str]] = {
@@ -537,7 +736,9 @@ def _drop(lint: _FileLinter, node: Any) -> None:
             if _key(schema, name) in lint.state.created:
                 continue
             lint.lock((display, _key(schema, name)))
-        lint.add(rule_id, table=display if is_table else None, message=f"{verb} {display}{cascade}: {_DROP_EFFECT[rule_id]}")
+        lint.add(
+            rule_id, table=display if is_table else None, message=f"{verb} {display}{cascade}: {_DROP_EFFECT[rule_id]}"
+        )
 
 
 def _truncate(lint: _FileLinter, node: Any) -> None:
@@ -558,10 +759,17 @@ def _dml(lint: _FileLinter, node: Any) -> None:
         if names is None:
             continue
         if isinstance(dml, ast.DeleteStmt):
-            lint.add("delete-without-where", table=names[0], message=f"DELETE FROM {names[0]} without WHERE deletes every row")
+            lint.add(
+                "delete-without-where",
+                table=names[0],
+                message=f"DELETE FROM {names[0]} without WHERE deletes every row",
+            )
         else:
-            lint.add("update-without-where", table=names[0],
-                     message=f"UPDATE {names[0]} without WHERE rewrites and locks every row")
+            lint.add(
+                "update-without-where",
+                table=names[0],
+                message=f"UPDATE {names[0]} without WHERE rewrites and locks every row",
+            )
 
 
 def _dml_nodes(node: Any) -> list[Any]:
@@ -587,7 +795,11 @@ def _select(lint: _FileLinter, node: Any) -> None:
         lint.state.created.add(names[1])
     for target in node.targetList or ():  # SELECT set_config('lock_timeout', '5s', is_local)
         call = getattr(target, "val", None)
-        if isinstance(call, ast.FuncCall) and _names(call.funcname)[-1:] == ["set_config"] and len(call.args or ()) == 3:
+        if (
+            isinstance(call, ast.FuncCall)
+            and _names(call.funcname)[-1:] == ["set_config"]
+            and len(call.args or ()) == 3
+        ):
             name, value, local = tuple(call.args or ())
             if _const_text(name) == "lock_timeout":
                 is_local = getattr(getattr(local, "val", None), "boolval", False) is True
@@ -612,8 +824,11 @@ def _variable_set(lint: _FileLinter, node: Any) -> None:
 def _transaction(lint: _FileLinter, node: Any) -> None:
     kind = node.kind
     begins = (TransactionStmtKind.TRANS_STMT_BEGIN, TransactionStmtKind.TRANS_STMT_START)
-    ends = (TransactionStmtKind.TRANS_STMT_COMMIT, TransactionStmtKind.TRANS_STMT_ROLLBACK,
-            TransactionStmtKind.TRANS_STMT_PREPARE)
+    ends = (
+        TransactionStmtKind.TRANS_STMT_COMMIT,
+        TransactionStmtKind.TRANS_STMT_ROLLBACK,
+        TransactionStmtKind.TRANS_STMT_PREPARE,
+    )
     if lint.transactional and (kind in begins or kind in ends):
         lint.add("transaction-control")
         return
@@ -634,9 +849,15 @@ def _vacuum(lint: _FileLinter, node: Any) -> None:
         names = lint.existing(getattr(rel, "relation", None))
         if names is not None:
             lint.lock(names)
-            lint.add("vacuum-full", table=names[0], message=f"VACUUM FULL {names[0]} rewrites it under an ACCESS EXCLUSIVE lock")
+            lint.add(
+                "vacuum-full",
+                table=names[0],
+                message=f"VACUUM FULL {names[0]} rewrites it under an ACCESS EXCLUSIVE lock",
+            )
     if not node.rels:
-        lint.add("vacuum-full", message="VACUUM FULL of the whole database rewrites every table under ACCESS EXCLUSIVE locks")
+        lint.add(
+            "vacuum-full", message="VACUUM FULL of the whole database rewrites every table under ACCESS EXCLUSIVE locks"
+        )
 
 
 def _cluster(lint: _FileLinter, node: Any) -> None:
@@ -647,7 +868,11 @@ def _cluster(lint: _FileLinter, node: Any) -> None:
         return
     lint.lock(names)
     target = names[0] if names else "every previously clustered table"
-    lint.add("cluster", table=names[0] if names else None, message=f"CLUSTER rewrites {target} under an ACCESS EXCLUSIVE lock")
+    lint.add(
+        "cluster",
+        table=names[0] if names else None,
+        message=f"CLUSTER rewrites {target} under an ACCESS EXCLUSIVE lock",
+    )
 
 
 def _lock(lint: _FileLinter, node: Any) -> None:
@@ -655,7 +880,11 @@ def _lock(lint: _FileLinter, node: Any) -> None:
         names = lint.existing(rel)
         if names is not None:
             lint.lock(names)
-            lint.add("lock-table", table=names[0], message=f"LOCK TABLE {names[0]} holds the lock until the migration commits")
+            lint.add(
+                "lock-table",
+                table=names[0],
+                message=f"LOCK TABLE {names[0]} holds the lock until the migration commits",
+            )
 
 
 def _reindex(lint: _FileLinter, node: Any) -> None:
@@ -668,9 +897,13 @@ def _reindex(lint: _FileLinter, node: Any) -> None:
     names = lint.existing(node.relation) if node.relation is not None else None
     if node.kind == ReindexObjectType.REINDEX_OBJECT_TABLE and names is not None:
         lint.lock(names)
-        lint.add("reindex-not-concurrently", table=names[0], message=f"REINDEX TABLE {names[0]} blocks writes while it runs")
+        lint.add(
+            "reindex-not-concurrently", table=names[0], message=f"REINDEX TABLE {names[0]} blocks writes while it runs"
+        )
     elif node.kind == ReindexObjectType.REINDEX_OBJECT_INDEX and names is not None:
-        lint.add("reindex-not-concurrently", message=f"REINDEX INDEX {names[0]} blocks writes to its table while it runs")
+        lint.add(
+            "reindex-not-concurrently", message=f"REINDEX INDEX {names[0]} blocks writes to its table while it runs"
+        )
     elif whole or node.kind == ReindexObjectType.REINDEX_OBJECT_SCHEMA:
         lint.add("reindex-not-concurrently", message="REINDEX of a whole schema/database blocks writes table by table")
 
@@ -685,11 +918,18 @@ def _rename(lint: _FileLinter, node: Any) -> None:
             lint.state.created.add(_key(node.relation.schemaname, node.newname))
             return
         lint.lock(names)
-        lint.add("rename-table", table=names[0], message=f"renaming {names[0]} to {node.newname} breaks code using the old name")
+        lint.add(
+            "rename-table",
+            table=names[0],
+            message=f"renaming {names[0]} to {node.newname} breaks code using the old name",
+        )
     elif node.renameType == ObjectType.OBJECT_COLUMN and node.relationType == ObjectType.OBJECT_TABLE and not created:
         lint.lock(names)
-        lint.add("rename-column", table=names[0],
-                 message=f"renaming column {names[0]}.{node.subname} to {node.newname} breaks code using the old name")
+        lint.add(
+            "rename-column",
+            table=names[0],
+            message=f"renaming column {names[0]}.{node.subname} to {node.newname} breaks code using the old name",
+        )
 
 
 def _create_trigger(lint: _FileLinter, node: Any) -> None:
@@ -699,6 +939,7 @@ def _create_trigger(lint: _FileLinter, node: Any) -> None:
 def _simple_not_transactional(what: str) -> _Handler:
     def handler(lint: _FileLinter, node: Any) -> None:
         _not_in_transaction(lint, what)
+
     return handler
 
 
@@ -725,22 +966,77 @@ def _subscription(lint: _FileLinter, node: Any) -> None:
 # ---------------------------------------------------------------- ALTER TABLE
 
 
-_VOLATILE_FUNCTIONS = frozenset({
-    "random", "random_normal", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v4",
-    "uuidv4", "uuidv7", "clock_timestamp", "timeofday", "nextval", "currval", "lastval", "setval", "txid_current",
-    "pg_current_xact_id", "gen_random_bytes", "gen_salt", "crypt",
-})
-_STABLE_FUNCTIONS = frozenset({
-    "now", "statement_timestamp", "transaction_timestamp", "current_setting", "lower", "upper", "btrim", "trim",
-    "length", "concat", "concat_ws", "to_char", "to_timestamp", "to_date", "make_date", "make_time", "make_interval",
-    "make_timestamp", "make_timestamptz", "date_trunc", "timezone", "jsonb_build_object", "json_build_object",
-    "jsonb_build_array", "json_build_array", "to_jsonb", "to_json", "array_fill", "md5", "abs", "round", "replace",
-    "format", "current_database", "current_schema", "current_user", "session_user", "inet_client_addr",
-})
+_VOLATILE_FUNCTIONS = frozenset(
+    {
+        "random",
+        "random_normal",
+        "gen_random_uuid",
+        "uuid_generate_v1",
+        "uuid_generate_v1mc",
+        "uuid_generate_v4",
+        "uuidv4",
+        "uuidv7",
+        "clock_timestamp",
+        "timeofday",
+        "nextval",
+        "currval",
+        "lastval",
+        "setval",
+        "txid_current",
+        "pg_current_xact_id",
+        "gen_random_bytes",
+        "gen_salt",
+        "crypt",
+    }
+)
+_STABLE_FUNCTIONS = frozenset(
+    {
+        "now",
+        "statement_timestamp",
+        "transaction_timestamp",
+        "current_setting",
+        "lower",
+        "upper",
+        "btrim",
+        "trim",
+        "length",
+        "concat",
+        "concat_ws",
+        "to_char",
+        "to_timestamp",
+        "to_date",
+        "make_date",
+        "make_time",
+        "make_interval",
+        "make_timestamp",
+        "make_timestamptz",
+        "date_trunc",
+        "timezone",
+        "jsonb_build_object",
+        "json_build_object",
+        "jsonb_build_array",
+        "json_build_array",
+        "to_jsonb",
+        "to_json",
+        "array_fill",
+        "md5",
+        "abs",
+        "round",
+        "replace",
+        "format",
+        "current_database",
+        "current_schema",
+        "current_user",
+        "session_user",
+        "inet_client_addr",
+    }
+)
 _SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
 # target types that can hold less than a wider source type, or reject some of its values
 _NARROW_TYPES = frozenset({"int2", "int4", "float4", "date", "bool"})
-_BOUNDED_TYPES = frozenset({"varchar", "bpchar", "numeric", "bit", "varbit", "time", "timestamp", "timestamptz", "interval"})
+_BOUNDED_TYPES = frozenset(
+    {"varchar", "bpchar", "numeric", "bit", "varbit", "time", "timestamp", "timestamptz", "interval"}
+)
 
 
 def _functions(expr: Any) -> list[str]:
@@ -800,19 +1096,36 @@ def _add_column(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
     if reason is not None:
         where = f"ADD COLUMN {column.colname} on {names[0]}"
         if certain:
-            lint.add("add-column-volatile-default", table=names[0], node=column,
-                     message=f"{where} rewrites the table under an ACCESS EXCLUSIVE lock: {reason}")
+            lint.add(
+                "add-column-volatile-default",
+                table=names[0],
+                node=column,
+                message=f"{where} rewrites the table under an ACCESS EXCLUSIVE lock: {reason}",
+            )
         else:
-            lint.add("add-column-volatile-default", table=names[0], node=column, severity="info",
-                     message=f"{where}: {reason}, the table is rewritten under an ACCESS EXCLUSIVE lock")
+            lint.add(
+                "add-column-volatile-default",
+                table=names[0],
+                node=column,
+                severity="info",
+                message=f"{where}: {reason}, the table is rewritten under an ACCESS EXCLUSIVE lock",
+            )
     if _is_not_null(column) and not _has_default(column):
-        lint.add("add-column-not-null-without-default", table=names[0], node=column,
-                 message=f"ADD COLUMN {column.colname} NOT NULL without DEFAULT fails if {names[0]} holds any row")
+        lint.add(
+            "add-column-not-null-without-default",
+            table=names[0],
+            node=column,
+            message=f"ADD COLUMN {column.colname} NOT NULL without DEFAULT fails if {names[0]} holds any row",
+        )
     for constraint in column.constraints or ():
         if constraint.contype == ConstrType.CONSTR_FOREIGN and not constraint.skip_validation:
-            lint.add("add-fk-not-valid", table=names[0], node=constraint,
-                     message=f"ADD COLUMN {column.colname} REFERENCES validates the new foreign key on {names[0]} "
-                             "while blocking writes to both tables")
+            lint.add(
+                "add-fk-not-valid",
+                table=names[0],
+                node=constraint,
+                message=f"ADD COLUMN {column.colname} REFERENCES validates the new foreign key on {names[0]} "
+                "while blocking writes to both tables",
+            )
 
 
 def _add_constraint(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
@@ -821,8 +1134,12 @@ def _add_constraint(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None
         return
     label = f" {constraint.conname}" if constraint.conname else ""
     if constraint.contype == ConstrType.CONSTR_FOREIGN and not constraint.skip_validation:
-        lint.add("add-fk-not-valid", table=names[0], node=constraint,
-                 message=f"ADD FOREIGN KEY{label} on {names[0]} scans it while blocking writes to it and to the referenced table")
+        lint.add(
+            "add-fk-not-valid",
+            table=names[0],
+            node=constraint,
+            message=f"ADD FOREIGN KEY{label} on {names[0]} scans it while blocking writes to it and to the referenced table",
+        )
     elif constraint.contype == ConstrType.CONSTR_CHECK:
         column = _not_null_check_column(constraint.raw_expr)
         if column is not None and constraint.conname:
@@ -831,18 +1148,30 @@ def _add_constraint(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None
             else:
                 lint.state.not_null_checks[(names[1], column)] = True
         if not constraint.skip_validation:
-            lint.add("add-check-not-valid", table=names[0], node=constraint,
-                     message=f"ADD CHECK{label} on {names[0]} scans the whole table under an ACCESS EXCLUSIVE lock")
+            lint.add(
+                "add-check-not-valid",
+                table=names[0],
+                node=constraint,
+                message=f"ADD CHECK{label} on {names[0]} scans the whole table under an ACCESS EXCLUSIVE lock",
+            )
     elif constraint.contype in (ConstrType.CONSTR_UNIQUE, ConstrType.CONSTR_PRIMARY) and not constraint.indexname:
         rule_id = "add-unique-constraint" if constraint.contype == ConstrType.CONSTR_UNIQUE else "add-primary-key"
         verb = "ADD UNIQUE" if rule_id == "add-unique-constraint" else "ADD PRIMARY KEY"
-        lint.add(rule_id, table=names[0], node=constraint,
-                 message=f"{verb}{label} on {names[0]} builds its index under an ACCESS EXCLUSIVE lock")
+        lint.add(
+            rule_id,
+            table=names[0],
+            node=constraint,
+            message=f"{verb}{label} on {names[0]} builds its index under an ACCESS EXCLUSIVE lock",
+        )
 
 
 def _not_null_check_column(expr: Any) -> str | None:
     """``col`` for a ``CHECK (col IS NOT NULL)`` constraint expression."""
-    if isinstance(expr, ast.NullTest) and expr.nulltesttype == NullTestType.IS_NOT_NULL and isinstance(expr.arg, ast.ColumnRef):
+    if (
+        isinstance(expr, ast.NullTest)
+        and expr.nulltesttype == NullTestType.IS_NOT_NULL
+        and isinstance(expr.arg, ast.ColumnRef)
+    ):
         fields = _names(expr.arg.fields)
         return fields[-1] if fields else None
     return None
@@ -858,12 +1187,19 @@ def _alter_type(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
     shown = _type_display(type_name)
     if lossy:
         why = "a USING conversion" if using else f"{shown} may not hold every existing value"
-        lint.add("alter-column-type", table=names[0], category="destructive",
-                 message=f"ALTER COLUMN {cmd.name} TYPE {shown} on {names[0]} rewrites the table and may lose data ({why})")
+        lint.add(
+            "alter-column-type",
+            table=names[0],
+            category="destructive",
+            message=f"ALTER COLUMN {cmd.name} TYPE {shown} on {names[0]} rewrites the table and may lose data ({why})",
+        )
     else:
-        lint.add("alter-column-type", table=names[0],
-                 message=f"ALTER COLUMN {cmd.name} TYPE {shown} on {names[0]} rewrites it under an ACCESS EXCLUSIVE lock "
-                         "(unless the change is binary-compatible, e.g. varchar(n) to text)")
+        lint.add(
+            "alter-column-type",
+            table=names[0],
+            message=f"ALTER COLUMN {cmd.name} TYPE {shown} on {names[0]} rewrites it under an ACCESS EXCLUSIVE lock "
+            "(unless the change is binary-compatible, e.g. varchar(n) to text)",
+        )
 
 
 def _type_display(type_name: Any) -> str:
@@ -876,8 +1212,11 @@ def _type_display(type_name: Any) -> str:
 def _set_not_null(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
     if lint.state.not_null_checks.get((names[1], cmd.name)):
         return  # a validated CHECK (col IS NOT NULL) lets PostgreSQL 12+ skip the scan
-    lint.add("set-not-null", table=names[0],
-             message=f"ALTER COLUMN {cmd.name} SET NOT NULL on {names[0]} scans the whole table under an ACCESS EXCLUSIVE lock")
+    lint.add(
+        "set-not-null",
+        table=names[0],
+        message=f"ALTER COLUMN {cmd.name} SET NOT NULL on {names[0]} scans the whole table under an ACCESS EXCLUSIVE lock",
+    )
 
 
 def _validate(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
@@ -887,8 +1226,11 @@ def _validate(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
 
 
 def _rewrite(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
-    what = {AlterTableType.AT_SetTableSpace: "SET TABLESPACE", AlterTableType.AT_SetLogged: "SET LOGGED",
-            AlterTableType.AT_SetUnLogged: "SET UNLOGGED"}.get(cmd.subtype, "SET ACCESS METHOD")
+    what = {
+        AlterTableType.AT_SetTableSpace: "SET TABLESPACE",
+        AlterTableType.AT_SetLogged: "SET LOGGED",
+        AlterTableType.AT_SetUnLogged: "SET UNLOGGED",
+    }.get(cmd.subtype, "SET ACCESS METHOD")
     lint.add("table-rewrite", table=names[0], message=f"{what} rewrites {names[0]} under an ACCESS EXCLUSIVE lock")
 
 
@@ -969,8 +1311,14 @@ _HANDLERS: dict[str, _Handler] = {
 # ---------------------------------------------------------------- public entry points
 
 
-def lint_sql(sql: str, source: str = "<sql>", *, transactional: bool = True, lock_timeout: str | None = DEFAULT_LOCK_TIMEOUT,
-             tables_created_earlier: set[str] | None = None) -> list[Finding]:
+def lint_sql(
+    sql: str,
+    source: str = "<sql>",
+    *,
+    transactional: bool = True,
+    lock_timeout: str | None = DEFAULT_LOCK_TIMEOUT,
+    tables_created_earlier: set[str] | None = None,
+) -> list[Finding]:
     """Findings for one file; ``tables_created_earlier`` is read and extended (tables created in the run).
 
     ``lock_timeout`` is what the tool sets on the migration's session (None: it sets none).
@@ -989,8 +1337,12 @@ def _as_unit(unit: UnitLike) -> LintUnit:
     return LintUnit(str(unit.filename), unit.sql, bool(unit.transactional))
 
 
-def lint_migrations(units: Iterable[UnitLike], *, lock_timeout: str | None = DEFAULT_LOCK_TIMEOUT,
-                    tables_created_earlier: set[str] | None = None) -> list[Finding]:
+def lint_migrations(
+    units: Iterable[UnitLike],
+    *,
+    lock_timeout: str | None = DEFAULT_LOCK_TIMEOUT,
+    tables_created_earlier: set[str] | None = None,
+) -> list[Finding]:
     """Findings for a migration set in order, each file on its own.
 
     Only a table created earlier in the SAME file is new.  A table created by an earlier
@@ -1022,7 +1374,9 @@ class Thresholds:
     unknown_table_size: str = "large"  # offline, an existing table's size is unknown: graded as "large" or "small"
 
     def is_large(self, rows: int | None, size: int | None) -> bool:
-        return (rows is not None and rows >= self.large_table_rows) or (size is not None and size >= self.large_table_bytes)
+        return (rows is not None and rows >= self.large_table_rows) or (
+            size is not None and size >= self.large_table_bytes
+        )
 
 
 UNKNOWN_SIZE_CHOICES = ("large", "small")
@@ -1067,10 +1421,12 @@ def lock_free_bytes(alias: str) -> str:
     queues behind an ``ALTER TABLE`` waiting for its lock (and everything queues
     behind both).  ``relpages`` is the estimate VACUUM/ANALYZE keep, read without a lock.
     """
-    return (f"(({alias}.relpages::bigint"
-            f" + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = {alias}.reltoastrelid), 0)"
-            f" + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
-            f" WHERE x.indrelid = {alias}.oid), 0)) * current_setting('block_size')::bigint)")
+    return (
+        f"(({alias}.relpages::bigint"
+        f" + coalesce((SELECT t.relpages FROM pg_class t WHERE t.oid = {alias}.reltoastrelid), 0)"
+        f" + coalesce((SELECT sum(i.relpages) FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid"
+        f" WHERE x.indrelid = {alias}.oid), 0)) * current_setting('block_size')::bigint)"
+    )
 
 
 def table_stats_query(tables: Iterable[str]) -> str:
@@ -1142,16 +1498,21 @@ def _regrade(finding: Finding, rows: int | None, size: int | None, limits: Thres
         return "error", f"{finding.table} holds data ({shown})"
     large = limits.is_large(rows, size)
     if large and kind in ("large", "rows"):
-        return "error", (f"{finding.table} is large ({shown}; thresholds {limits.large_table_rows:,} rows "
-                         f"or {human_bytes(limits.large_table_bytes)})")
+        return "error", (
+            f"{finding.table} is large ({shown}; thresholds {limits.large_table_rows:,} rows "
+            f"or {human_bytes(limits.large_table_bytes)})"
+        )
     small = rows is not None and size is not None and rows < limits.small_table_rows and size < limits.small_table_bytes
     if small and kind == "large" and finding.category == "blocking" and finding.severity == "warning":
         return "info", f"{finding.table} is small ({shown}): the lock is brief"
     return finding.severity, finding.reason
 
 
-def escalate(findings: Iterable[Finding], stats: Mapping[str, Mapping[str, Any]],
-             thresholds: Mapping[str, Any] | Thresholds | None = None) -> list[Finding]:
+def escalate(
+    findings: Iterable[Finding],
+    stats: Mapping[str, Mapping[str, Any]],
+    thresholds: Mapping[str, Any] | Thresholds | None = None,
+) -> list[Finding]:
     """Attach live sizes to findings and re-grade them (pure: ``stats`` as from :func:`table_stats_query`).
 
     Blocking rules become errors on tables at or above ``large_table_rows`` or
@@ -1175,7 +1536,13 @@ def escalate(findings: Iterable[Finding], stats: Mapping[str, Mapping[str, Any]]
 def _escalates(finding: Finding) -> str | None:
     """The rule's escalation kind ("large"/"rows") when live sizes could change this finding's grade."""
     rule = RULES.get(finding.rule)
-    if rule is None or rule.escalation is None or finding.acknowledged or finding.severity == "error" or not finding.table:
+    if (
+        rule is None
+        or rule.escalation is None
+        or finding.acknowledged
+        or finding.severity == "error"
+        or not finding.table
+    ):
         return None
     return rule.escalation
 
@@ -1184,12 +1551,17 @@ def _not_on_host(finding: Finding) -> Finding:
     """A table the host does not have: created by an earlier PENDING file of this run, it is new and empty then."""
     if finding.created_in is None or _escalates(finding) is None:
         return finding
-    return dataclasses.replace(finding, severity="info",
-                               reason=f"{finding.table} is not on the host yet: {finding.created_in}, pending before this file, "
-                                      "creates it, so it is new and empty when this runs")
+    return dataclasses.replace(
+        finding,
+        severity="info",
+        reason=f"{finding.table} is not on the host yet: {finding.created_in}, pending before this file, "
+        "creates it, so it is new and empty when this runs",
+    )
 
 
-def grade_unknown_sizes(findings: Iterable[Finding], thresholds: Mapping[str, Any] | Thresholds | None = None) -> list[Finding]:
+def grade_unknown_sizes(
+    findings: Iterable[Finding], thresholds: Mapping[str, Any] | Thresholds | None = None
+) -> list[Finding]:
     """Offline: grade findings on existing tables, whose size no file tells, as the ``hazards:`` settings say.
 
     ``unknown_table_size: large`` (the default) grades them as on a large table (errors), so a
@@ -1204,15 +1576,25 @@ def grade_unknown_sizes(findings: Iterable[Finding], thresholds: Mapping[str, An
         if kind is None or finding.severity != "warning":  # an info (e.g. an unknown default function) stays one
             result.append(finding)
             continue
-        origin = (f"an existing table (created by {finding.created_in}, an earlier migration)" if finding.created_in
-                  else "an existing table")
+        origin = (
+            f"an existing table (created by {finding.created_in}, an earlier migration)"
+            if finding.created_in
+            else "an existing table"
+        )
         if limits.unknown_table_size == "large":
             severity = "error"
-            reason = (f"{finding.table} is {origin} of unknown size offline: graded as on a large table "
-                      "('inv lint --host H' judges it by its live size)")
+            reason = (
+                f"{finding.table} is {origin} of unknown size offline: graded as on a large table "
+                "('inv lint --host H' judges it by its live size)"
+            )
         elif kind == "large" and finding.category == "blocking":
-            severity, reason = "info", (f"{finding.table} is {origin} of unknown size offline: graded as a small table "
-                                        "(hazards.unknown_table_size: small)")
+            severity, reason = (
+                "info",
+                (
+                    f"{finding.table} is {origin} of unknown size offline: graded as a small table "
+                    "(hazards.unknown_table_size: small)"
+                ),
+            )
         else:
             severity, reason = finding.severity, f"{finding.table} is {origin} of unknown size offline"
         result.append(dataclasses.replace(finding, severity=severity, reason=reason))
@@ -1232,8 +1614,13 @@ class _QueryJson(Protocol):
     def query_json(self, sql: str, database: str | None = None) -> Any: ...
 
 
-def lint_against_host(remote: _QueryJson, findings: Sequence[Finding],
-                      thresholds: Mapping[str, Any] | Thresholds | None = None, *, database: str | None = None) -> list[Finding]:
+def lint_against_host(
+    remote: _QueryJson,
+    findings: Sequence[Finding],
+    thresholds: Mapping[str, Any] | Thresholds | None = None,
+    *,
+    database: str | None = None,
+) -> list[Finding]:
     """Fetch the live size of every table the findings touch in one query, then :func:`escalate`."""
     limits = thresholds_from(thresholds)  # validate before the round trip
     tables = [f.table for f in findings if f.table]

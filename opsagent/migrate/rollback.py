@@ -54,8 +54,18 @@ MARK = "@@opsagent-rollback"
 ROW_CAP = 1_000_000  # rows counted per object at most: a bounded exact count ("at least 1,000,000")
 PLAN_SOURCE = "rollback plan"
 
-Outcome = Literal["rolled_back", "nothing_to_do", "refused", "not_verified", "failed", "lock_timeout", "backup_failed",
-                  "declined", "dry_run", "interrupted"]
+Outcome = Literal[
+    "rolled_back",
+    "nothing_to_do",
+    "refused",
+    "not_verified",
+    "failed",
+    "lock_timeout",
+    "backup_failed",
+    "declined",
+    "dry_run",
+    "interrupted",
+]
 Method = Literal["computed", "down"]
 
 
@@ -81,7 +91,9 @@ class SqlStep:
     rehearse: str | None
     source: str
     transactional: bool = True
-    destructive: bool = False  # drops something or changes a column's type: shown as such (the rehearsal counts the rows)
+    destructive: bool = (
+        False  # drops something or changes a column's type: shown as such (the rehearsal counts the rows)
+    )
 
 
 @dataclasses.dataclass
@@ -97,9 +109,16 @@ class Step:
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "transactional": self.transactional, "deletes": self.deletes, "marks": self.marks,
-                "status": self.status, "error": self.error, "statements": [s.sql for s in self.statements],
-                "destructive": [s.sql for s in self.statements if s.destructive]}
+        return {
+            "label": self.label,
+            "transactional": self.transactional,
+            "deletes": self.deletes,
+            "marks": self.marks,
+            "status": self.status,
+            "error": self.error,
+            "statements": [s.sql for s in self.statements],
+            "destructive": [s.sql for s in self.statements if s.destructive],
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,9 +148,12 @@ class Loss:
 
     def describe(self) -> str:
         name = display(self.table)
-        what = {"table": f"drops table {name}", "column": f"drops column {name}.{self.column}",
-                "type": f"changes {name}.{self.column} from {self.old_type} to {self.new_type} (may lose data or fail)",
-                "default": f"drops the default of NOT NULL column {name}.{self.column} (writes relying on it fail)"}[self.kind]
+        what = {
+            "table": f"drops table {name}",
+            "column": f"drops column {name}.{self.column}",
+            "type": f"changes {name}.{self.column} from {self.old_type} to {self.new_type} (may lose data or fail)",
+            "default": f"drops the default of NOT NULL column {name}.{self.column} (writes relying on it fail)",
+        }[self.kind]
         held = "holding" if self.kind in ("table", "default") else "with values in"
         return f"{what}: {held} {self.rows_text()}"
 
@@ -159,12 +181,20 @@ class Verification:
             return f"not verified: the pg_dump comparison fails: {self.dump_error}"
         if self.verified:
             return "verified: the rehearsed result equals the target (catalog model and pg_dump --schema-only)"
-        return (f"not verified: {len(self.catalog)} difference(s) left by the catalog model, "
-                f"{len([d for d in self.dump if d[:1] in '+-' and d[:3] not in ('+++', '---')])} line(s) by the pg_dump comparison")
+        return (
+            f"not verified: {len(self.catalog)} difference(s) left by the catalog model, "
+            f"{len([d for d in self.dump if d[:1] in '+-' and d[:3] not in ('+++', '---')])} line(s) by the pg_dump comparison"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"verified": self.verified, "line": self.line(), "rehearsal_error": self.rehearsal_error,
-                "catalog": [c.to_dict() for c in self.catalog], "dump": list(self.dump), "dump_error": self.dump_error}
+        return {
+            "verified": self.verified,
+            "line": self.line(),
+            "rehearsal_error": self.rehearsal_error,
+            "catalog": [c.to_dict() for c in self.catalog],
+            "dump": list(self.dump),
+            "dump_error": self.dump_error,
+        }
 
 
 @dataclasses.dataclass
@@ -205,27 +235,59 @@ class RollbackResult:
         return [s.sql for step in self.steps for s in step.statements]
 
     def to_dict(self) -> dict[str, Any]:
-        backup = None if self.backup is None else {"name": self.backup.name, "path": self.backup.path,
-                                                   "size_bytes": self.backup.size_bytes, "verified": self.backup.verified}
+        backup = (
+            None
+            if self.backup is None
+            else {
+                "name": self.backup.name,
+                "path": self.backup.path,
+                "size_bytes": self.backup.size_bytes,
+                "verified": self.backup.verified,
+            }
+        )
         return {
-            "host": self.host, "database": self.database, "target": self.target, "action": self.action,
-            "outcome": self.outcome, "ok": self.ok, "method": self.method, "method_note": self.method_note,
-            "versions": self.versions, "down_sections": self.down_sections, "steps": [s.to_dict() for s in self.steps],
-            "plan_warnings": self.plan_warnings, "losses": [loss.to_dict() for loss in self.losses],
+            "host": self.host,
+            "database": self.database,
+            "target": self.target,
+            "action": self.action,
+            "outcome": self.outcome,
+            "ok": self.ok,
+            "method": self.method,
+            "method_note": self.method_note,
+            "versions": self.versions,
+            "down_sections": self.down_sections,
+            "steps": [s.to_dict() for s in self.steps],
+            "plan_warnings": self.plan_warnings,
+            "losses": [loss.to_dict() for loss in self.losses],
             "verification": self.verification.to_dict() if self.verification else None,
             "after": None if self.after is None else [c.to_dict() for c in self.after],
-            "backup": backup, "ledger_after": self.ledger_after, "error": self.error, "hint": self.hint,
-            "warnings": self.warnings, "remote_commands": self.remote_commands,
+            "backup": backup,
+            "ledger_after": self.ledger_after,
+            "error": self.error,
+            "hint": self.hint,
+            "warnings": self.warnings,
+            "remote_commands": self.remote_commands,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
         }
 
     def audit_record(self, who: str, git_commit: str | None) -> dict[str, Any]:
-        return {"host": self.host, "database": self.database, "who": who, "git_commit": git_commit,
-                "action": "rollback" if self.action == "rollback" else "rollback-dry-run", "target": self.target,
-                "versions": self.versions, "method": self.method, "outcome": self.outcome, "error": self.error,
-                "losses": [loss.describe() for loss in self.destructive], "ledger_after": self.ledger_after,
-                "backup_file": self.backup.path if self.backup else None,
-                "durations": {k: round(v, 3) for k, v in self.durations.items()}, "remote_commands": self.remote_commands}
+        return {
+            "host": self.host,
+            "database": self.database,
+            "who": who,
+            "git_commit": git_commit,
+            "action": "rollback" if self.action == "rollback" else "rollback-dry-run",
+            "target": self.target,
+            "versions": self.versions,
+            "method": self.method,
+            "outcome": self.outcome,
+            "error": self.error,
+            "losses": [loss.describe() for loss in self.destructive],
+            "ledger_after": self.ledger_after,
+            "backup_file": self.backup.path if self.backup else None,
+            "durations": {k: round(v, 3) for k, v in self.durations.items()},
+            "remote_commands": self.remote_commands,
+        }
 
 
 EventCallback = Callable[[str, str], None]  # (kind, message): progress for the CLI
@@ -243,14 +305,21 @@ def check_target(statuses: Sequence[VersionStatus], target: str) -> tuple[int, l
     """
     key = version_key(target)
     if key and not any(s.version_key == key and s.migration is not None for s in statuses):
-        raise UsageError(f"--to {target}: no migration file with version {target} (use 0 for the state before the first one)")
+        raise UsageError(
+            f"--to {target}: no migration file with version {target} (use 0 for the state before the first one)"
+        )
     problems: list[str] = []
     for s in statuses:
         if s.version_key is None or s.version_key > key:
             continue
         if s.state != "applied":
-            why = {"pending": "is not applied", "out_of_order": "is not applied", "checksum_mismatch": "was edited after it ran",
-                   "missing_file": "has no file", "failed": "failed partway"}[s.state]
+            why = {
+                "pending": "is not applied",
+                "out_of_order": "is not applied",
+                "checksum_mismatch": "was edited after it ran",
+                "missing_file": "has no file",
+                "failed": "failed partway",
+            }[s.state]
             problems.append(f"{s.filename} {why}: the target state is made by replaying the files up to {target}")
     above = [s for s in statuses if s.row is not None and s.version_key is not None and s.version_key > key]
     return key, sorted(above, key=lambda s: -(s.version_key or 0)), problems
@@ -269,8 +338,10 @@ def _rehearsal_text(statement: Statement, source: str) -> tuple[str | None, bool
         return _CONCURRENTLY.sub("", statement.text, count=1), False
     if what in _SKIPPABLE:
         return None, False
-    raise InvalidMigration(f"{source}:{statement.line}: {what} in a down section cannot be rehearsed",
-                         hint="keep down sections to schema changes (CREATE/DROP INDEX CONCURRENTLY are fine)")
+    raise InvalidMigration(
+        f"{source}:{statement.line}: {what} in a down section cannot be rehearsed",
+        hint="keep down sections to schema changes (CREATE/DROP INDEX CONCURRENTLY are fine)",
+    )
 
 
 def destroys(statement: Statement) -> bool:
@@ -279,45 +350,72 @@ def destroys(statement: Statement) -> bool:
         return True
     if statement.kind != "AlterTableStmt":
         return False
-    subtypes = {str(getattr(getattr(cmd, "subtype", None), "name", "")) for cmd in getattr(statement.node, "cmds", None) or ()}
+    subtypes = {
+        str(getattr(getattr(cmd, "subtype", None), "name", "")) for cmd in getattr(statement.node, "cmds", None) or ()
+    }
     return bool(subtypes & {"AT_DropColumn", "AT_AlterColumnType"})
 
 
 def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
     """The down section's statements (a BEGIN/COMMIT wrapper removed) and whether all of them can share a transaction."""
     source = label(migration.path)
-    statements = [Statement(s.text, s.line + migration.down_line - 1, s.kind)
-                  for s in split_statements(migration.down_sql or "", str(migration.path))]
+    statements = [
+        Statement(s.text, s.line + migration.down_line - 1, s.kind)
+        for s in split_statements(migration.down_sql or "", str(migration.path))
+    ]
     kinds = [getattr(s.node, "kind", None) for s in statements]
     names = [str(getattr(k, "name", k)) for k in kinds]
-    if len(statements) >= 2 and statements[0].kind == "TransactionStmt" and statements[-1].kind == "TransactionStmt" \
-            and names[0] in ("TRANS_STMT_BEGIN", "TRANS_STMT_START") and names[-1] == "TRANS_STMT_COMMIT":
+    if (
+        len(statements) >= 2
+        and statements[0].kind == "TransactionStmt"
+        and statements[-1].kind == "TransactionStmt"
+        and names[0] in ("TRANS_STMT_BEGIN", "TRANS_STMT_START")
+        and names[-1] == "TRANS_STMT_COMMIT"
+    ):
         statements = statements[1:-1]
     steps: list[SqlStep] = []
     for statement in statements:
         if statement.kind == "TransactionStmt":
-            raise InvalidMigration(f"{label(migration.path)}:{statement.line}: transaction control inside a down section; "
-                                 "remove it (opsagent runs the down sections in one transaction with the ledger change)")
+            raise InvalidMigration(
+                f"{label(migration.path)}:{statement.line}: transaction control inside a down section; "
+                "remove it (opsagent runs the down sections in one transaction with the ledger change)"
+            )
         rehearse, transactional = _rehearsal_text(statement, str(label(migration.path)))
-        steps.append(SqlStep(statement.text, rehearse, f"{source}:{statement.line} (down section)", transactional,
-                             destroys(statement)))
+        steps.append(
+            SqlStep(
+                statement.text,
+                rehearse,
+                f"{source}:{statement.line} (down section)",
+                transactional,
+                destroys(statement),
+            )
+        )
     return steps, all(s.transactional for s in steps)
 
 
 def choose_method(above: Sequence[VersionStatus]) -> tuple[Method, str]:
     """Down sections when every version above the target has one (and ran to the end); else the computed plan, and why."""
-    with_down = [s.version for s in above if s.migration is not None and s.migration.down_sql and s.migration.down_sql.strip()]
+    with_down = [
+        s.version for s in above if s.migration is not None and s.migration.down_sql and s.migration.down_sql.strip()
+    ]
     without = [s.version for s in above if s.version not in with_down]
     failed = [s.version for s in above if s.state == "failed"]
     if not without and not failed:
-        return "down", f"the down sections of {', '.join(with_down)} (every version above the target has one), newest first"
+        return (
+            "down",
+            f"the down sections of {', '.join(with_down)} (every version above the target has one), newest first",
+        )
     if failed:
-        return "computed", (f"the computed plan from the live state: {', '.join(failed)} failed partway, so its down section "
-                            "cannot know what to undo")
+        return "computed", (
+            f"the computed plan from the live state: {', '.join(failed)} failed partway, so its down section "
+            "cannot know what to undo"
+        )
     if with_down:
-        return "computed", (f"the computed plan: {', '.join(without)} {'has' if len(without) == 1 else 'have'} no down section "
-                            f"(the down sections of {', '.join(with_down)} are not used: they are used only when every "
-                            "version above the target has one)")
+        return "computed", (
+            f"the computed plan: {', '.join(without)} {'has' if len(without) == 1 else 'have'} no down section "
+            f"(the down sections of {', '.join(with_down)} are not used: they are used only when every "
+            "version above the target has one)"
+        )
     return "computed", "the computed plan (no version above the target has a down section)"
 
 
@@ -326,8 +424,14 @@ def steps_from_down(above: Sequence[VersionStatus]) -> list[Step]:
     per_version = [(s, *down_steps(s.migration)) for s in above if s.migration is not None]
     if all(transactional for _, _, transactional in per_version):
         statements = [step for _, steps, _ in per_version for step in steps]
-        return [Step("down sections " + ", ".join(s.version for s, _, _ in per_version), statements, True,
-                     [s.row.version for s, _, _ in per_version if s.row is not None])]
+        return [
+            Step(
+                "down sections " + ", ".join(s.version for s, _, _ in per_version),
+                statements,
+                True,
+                [s.row.version for s, _, _ in per_version if s.row is not None],
+            )
+        ]
     out: list[Step] = []
     for status, steps, transactional in per_version:
         row = [status.row.version] if status.row is not None else []
@@ -338,10 +442,16 @@ def steps_from_down(above: Sequence[VersionStatus]) -> list[Step]:
 def steps_from_plan(plan: Plan, above: Sequence[VersionStatus]) -> list[Step]:
     """The computed plan: enum values first (on their own, the newest row marked unfinished), then one transaction."""
     rows = [s.row.version for s in above if s.row is not None]
-    before = [SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, False, p.destructive)
-              for p in plan.statements if p.stage == "before"]
-    main = [SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, True, p.destructive)
-            for p in plan.statements if p.stage != "before"]
+    before = [
+        SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, False, p.destructive)
+        for p in plan.statements
+        if p.stage == "before"
+    ]
+    main = [
+        SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, True, p.destructive)
+        for p in plan.statements
+        if p.stage != "before"
+    ]
     steps: list[Step] = []
     if before:
         steps.append(Step("enum values (outside the transaction)", before, False, [], rows[:1]))
@@ -364,28 +474,39 @@ def _terminated(sql: str) -> str:
     return sql.rstrip().rstrip(";").rstrip() + "\n;\n"
 
 
-def rehearsal_script(steps: Sequence[Step], ledger: Ledger, lock_timeout: str, statement_timeout: str,
-                     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> str:
+def rehearsal_script(
+    steps: Sequence[Step],
+    ledger: Ledger,
+    lock_timeout: str,
+    statement_timeout: str,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+) -> str:
     """One rolled-back transaction: snapshot the tables, run the way back in a savepoint, read the catalog and the
     losses, go back to the savepoint and count the rows of what would be lost."""
-    parts = [f"\\set ON_ERROR_STOP 0\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
-             f"SET LOCAL statement_timeout = '{statement_timeout}';\n",
-             resources.fill(_BEFORE_SQL, LEDGER=literal(ledger.table)),
-             f"\\if :ERROR\n\\echo {MARK} error -1 :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\set opsagent_failed 1\n\\else\n"
-             "\\set opsagent_failed 0\n\\endif\nSAVEPOINT opsagent_rollback;\n"]
+    parts = [
+        f"\\set ON_ERROR_STOP 0\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
+        f"SET LOCAL statement_timeout = '{statement_timeout}';\n",
+        resources.fill(_BEFORE_SQL, LEDGER=literal(ledger.table)),
+        f"\\if :ERROR\n\\echo {MARK} error -1 :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\set opsagent_failed 1\n\\else\n"
+        "\\set opsagent_failed 0\n\\endif\nSAVEPOINT opsagent_rollback;\n",
+    ]
     index = 0
     for step in steps:
         for statement in step.statements:
             if statement.rehearse is not None:
-                parts.append(f"\\if :opsagent_failed\n\\else\n{_terminated(statement.rehearse)}"
-                             f"\\if :ERROR\n\\set opsagent_failed 1\n\\echo {MARK} error {index} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n"
-                             "\\endif\n\\endif\n")
+                parts.append(
+                    f"\\if :opsagent_failed\n\\else\n{_terminated(statement.rehearse)}"
+                    f"\\if :ERROR\n\\set opsagent_failed 1\n\\echo {MARK} error {index} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n"
+                    "\\endif\n\\endif\n"
+                )
             index += 1
-    parts.append(f"\\if :opsagent_failed\n\\else\n\\echo {MARK} catalog\n{introspection_sql(exclude_tables)}"
-                 f"\\echo {MARK} losses\n{_LOSSES_SQL} \\gset\n\\echo :opsagent_losses\n"
-                 f"ROLLBACK TO SAVEPOINT opsagent_rollback;\n\\echo {MARK} counts\n{_COUNTS_SQL}"
-                 f"\\if :ERROR\n\\echo {MARK} counts-error :LAST_ERROR_MESSAGE\n\\endif\n\\endif\n"
-                 f"ROLLBACK;\n\\echo {MARK} end\n")
+    parts.append(
+        f"\\if :opsagent_failed\n\\else\n\\echo {MARK} catalog\n{introspection_sql(exclude_tables)}"
+        f"\\echo {MARK} losses\n{_LOSSES_SQL} \\gset\n\\echo :opsagent_losses\n"
+        f"ROLLBACK TO SAVEPOINT opsagent_rollback;\n\\echo {MARK} counts\n{_COUNTS_SQL}"
+        f"\\if :ERROR\n\\echo {MARK} counts-error :LAST_ERROR_MESSAGE\n\\endif\n\\endif\n"
+        f"ROLLBACK;\n\\echo {MARK} end\n"
+    )
     return "".join(parts)
 
 
@@ -396,7 +517,7 @@ def _sections(text: str) -> tuple[dict[str, str], list[list[str]]]:
     current: str | None = None
     for line in text.splitlines():
         if line.startswith(MARK + " "):
-            parts = line[len(MARK) + 1:].split(" ", 3)
+            parts = line[len(MARK) + 1 :].split(" ", 3)
             marks.append(parts)
             current = parts[0]
             sections[current] = []
@@ -409,7 +530,10 @@ def decode_losses(losses_json: str, counts_json: str, sizes: Mapping[str, Mappin
     """The rehearsal's findings as ``Loss`` (type changes that keep every value are not losses)."""
     found = json.loads(losses_json or "[]") or []
     try:
-        counts = {(int(c["oid"]), c.get("column"), c.get("kind")): c.get("rows") for c in json.loads(counts_json or "[]") or []}
+        counts = {
+            (int(c["oid"]), c.get("column"), c.get("kind")): c.get("rows")
+            for c in json.loads(counts_json or "[]") or []
+        }
     except (ValueError, TypeError, KeyError):
         counts = {}
     losses: list[Loss] = []
@@ -419,8 +543,18 @@ def decode_losses(losses_json: str, counts_json: str, sizes: Mapping[str, Mappin
             continue
         rows = counts.get((int(item["oid"]), item.get("column"), kind))
         size = sizes.get(str(item.get("table"))) or {}
-        losses.append(Loss(kind, str(item.get("table")), item.get("column"), None if rows is None else int(rows),  # type: ignore[arg-type]
-                           _int(size.get("rows")), _int(size.get("bytes")), item.get("old_type"), item.get("new_type")))
+        losses.append(
+            Loss(
+                kind,  # type: ignore[arg-type]
+                str(item.get("table")),
+                item.get("column"),
+                None if rows is None else int(rows),
+                _int(size.get("rows")),
+                _int(size.get("bytes")),
+                item.get("old_type"),
+                item.get("new_type"),
+            )
+        )
     return losses
 
 
@@ -467,8 +601,13 @@ class DumpVerdict:
     target_dump: str = ""
 
 
-def dump_comparison(remote: Remote, live_dump: str, statements: Sequence[str], target_db: str,
-                    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DumpVerdict:
+def dump_comparison(
+    remote: Remote,
+    live_dump: str,
+    statements: Sequence[str],
+    target_db: str,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+) -> DumpVerdict:
     """The independent oracle: ``pg_dump --schema-only`` (normalized) of a scratch copy of the live structure with
     ``statements`` applied, against the same of the target after one dump-and-load, so both sides went through one
     (a restored database deparses some expressions differently).  One place, so another oracle can take over."""
@@ -479,13 +618,25 @@ def dump_comparison(remote: Remote, live_dump: str, statements: Sequence[str], t
         with ScratchSet(remote, [copy, [Chunk(target_dump, "target (dump)")]]) as scratch:
             scratch.load()
             names = scratch.names
-            (rehearsed, target), raw = at_once(lambda: at_once(lambda: dump_for_diff(remote, names[0], exclude_tables),
-                                                            lambda: dump_for_diff(remote, names[1], exclude_tables)),
-                                             lambda: dump_schema(remote, names[0]))
+            (rehearsed, target), raw = at_once(
+                lambda: at_once(
+                    lambda: dump_for_diff(remote, names[0], exclude_tables),
+                    lambda: dump_for_diff(remote, names[1], exclude_tables),
+                ),
+                lambda: dump_schema(remote, names[0]),
+            )
     except LoadError as error:
         return DumpVerdict([], error.message, "", target_dump)
-    diff = list(difflib.unified_diff(order_free_columns(rehearsed).splitlines(), order_free_columns(target).splitlines(),
-                                     "rehearsed (pg_dump)", "target (pg_dump)", n=2, lineterm=""))
+    diff = list(
+        difflib.unified_diff(
+            order_free_columns(rehearsed).splitlines(),
+            order_free_columns(target).splitlines(),
+            "rehearsed (pg_dump)",
+            "target (pg_dump)",
+            n=2,
+            lineterm="",
+        )
+    )
     return DumpVerdict(diff, None, raw, target_dump)
 
 
@@ -501,7 +652,9 @@ class _Session:
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.output: list[str] = []
         self.closed = False
-        self.proc.write(f"SET application_name = {literal(application_name[:63])};\n\\echo {MARK} pid\nSELECT pg_backend_pid();\n")
+        self.proc.write(
+            f"SET application_name = {literal(application_name[:63])};\n\\echo {MARK} pid\nSELECT pg_backend_pid();\n"
+        )
         self.pid = int(self.after("pid")[0])
 
     def send(self, text: str) -> None:
@@ -514,7 +667,7 @@ class _Session:
             if line is None:
                 raise self.ended()
             if line.startswith(MARK + " "):
-                return line[len(MARK) + 1:].split(" ", 3)
+                return line[len(MARK) + 1 :].split(" ", 3)
             self.output.append(line)
 
     def after(self, tag: str, timeout: float | None = None) -> list[str]:
@@ -550,14 +703,21 @@ class _Session:
 
 def _lock_sql(ledger: Ledger, wait_seconds: float) -> str:
     cls, obj = ledger.lock_key
-    return resources.fill(resources.sql("rollback_lock"), WAIT_SECONDS=str(float(wait_seconds)), LOCK_CLASS=str(cls),
-                          LOCK_OBJECT=str(obj), MARK=MARK)
+    return resources.fill(
+        resources.sql("rollback_lock"),
+        WAIT_SECONDS=str(float(wait_seconds)),
+        LOCK_CLASS=str(cls),
+        LOCK_OBJECT=str(obj),
+        MARK=MARK,
+    )
 
 
 def _versions_query(ledger: Ledger) -> str:
     """The ledger's versions as one JSON line (``[]`` without a ledger)."""
-    return (f"SELECT CASE WHEN to_regclass({ledger.regclass}) IS NULL THEN '[]'::json ELSE "
-            f"(SELECT coalesce(array_to_json(array_agg(version ORDER BY version)), '[]') FROM {ledger.table}) END;\n")
+    return (
+        f"SELECT CASE WHEN to_regclass({ledger.regclass}) IS NULL THEN '[]'::json ELSE "
+        f"(SELECT coalesce(array_to_json(array_agg(version ORDER BY version)), '[]') FROM {ledger.table}) END;\n"
+    )
 
 
 def _versions_sql(ledger: Ledger) -> str:
@@ -574,8 +734,16 @@ def _in_list(versions: Sequence[str]) -> str:
 class RollbackRun:
     """One rollback (or dry run) of one database; the connection is the caller's."""
 
-    def __init__(self, remote: Remote, migrations_dir: Path, options: RollbackOptions, identity: Identity, *,
-                 on_event: EventCallback | None = None, confirm: ConfirmCallback | None = None) -> None:
+    def __init__(
+        self,
+        remote: Remote,
+        migrations_dir: Path,
+        options: RollbackOptions,
+        identity: Identity,
+        *,
+        on_event: EventCallback | None = None,
+        confirm: ConfirmCallback | None = None,
+    ) -> None:
         self.remote = remote
         self.host = remote.host
         self.migrations_dir = migrations_dir
@@ -585,8 +753,9 @@ class RollbackRun:
         self.confirm = confirm or (lambda _result: True)
         self.ledger = Ledger.for_host(self.host)
         self.exclusions = ledger_exclusions(self.host)  # the ledger, and no user table, is left out of every comparison
-        self.result = RollbackResult(self.host.name, self.host.database, options.target,
-                                     "dry-run" if options.dry_run else "rollback")
+        self.result = RollbackResult(
+            self.host.name, self.host.database, options.target, "dry-run" if options.dry_run else "rollback"
+        )
         self.lock_timeout = check_timeout(self.host.lock_timeout, "lock_timeout")
         self.statement_timeout = check_timeout(self.host.statement_timeout, "statement_timeout")
         self._current: str | None = None  # source of the statement the apply is running
@@ -611,11 +780,15 @@ class RollbackRun:
         statuses = compute_status(found.migrations, state.rows)
         key, above, problems = check_target(statuses, self.options.target)
         self.result.versions = [s.version for s in above]
-        self.result.down_sections = {s.version: bool(s.migration and s.migration.down_sql and s.migration.down_sql.strip())
-                                     for s in above}
+        self.result.down_sections = {
+            s.version: bool(s.migration and s.migration.down_sql and s.migration.down_sql.strip()) for s in above
+        }
         if problems:
-            return self._stop("refused", f"refusing to roll back to {self.options.target}: " + "; ".join(problems),
-                              "nothing was changed; 'inv status' shows every version")
+            return self._stop(
+                "refused",
+                f"refusing to roll back to {self.options.target}: " + "; ".join(problems),
+                "nothing was changed; 'inv status' shows every version",
+            )
         if not above:
             self.result.outcome = "nothing_to_do"
             return None
@@ -646,7 +819,9 @@ class RollbackRun:
         query = introspection_sql(self.exclusions, dependencies=True)
         with ScratchSet(self.remote, [replay_chunks(target)], query=query) as scratch:
             outputs, ((live, sizes), live_dump) = at_once(
-                scratch.load, lambda: at_once(lambda: live_catalog(self.remote, self.exclusions), lambda: dump_schema(self.remote)))
+                scratch.load,
+                lambda: at_once(lambda: live_catalog(self.remote, self.exclusions), lambda: dump_schema(self.remote)),
+            )
             desired = read_catalog(outputs[0], f"the migrations up to {self.options.target}")
             self.result.durations["target"] = time.monotonic() - started
             if method == "down":
@@ -660,28 +835,41 @@ class RollbackRun:
             live_dump = pin_extension_versions(live_dump, live)
             rehearsable = [s.rehearse for step in self.result.steps for s in step.statements if s.rehearse is not None]
             (verification, losses_json, counts_json), dumps = at_once(
-                lambda: self._rehearse(desired), lambda: dump_comparison(self.remote, live_dump, rehearsable, scratch.names[0], self.exclusions))
+                lambda: self._rehearse(desired),
+                lambda: dump_comparison(self.remote, live_dump, rehearsable, scratch.names[0], self.exclusions),
+            )
         self._verdict(verification, dumps)
         self.result.losses = decode_losses(losses_json, counts_json, sizes)
         self.result.durations["rehearsal"] = time.monotonic() - started
         if not verification.verified:
-            return self._stop("not_verified", f"not verified, nothing applied: {verification.line()}",
-                              "see the differences below; fix the down sections (or roll back with the computed plan by removing them)"
-                              if self.result.method == "down" else "see the differences below")
+            return self._stop(
+                "not_verified",
+                f"not verified, nothing applied: {verification.line()}",
+                "see the differences below; fix the down sections (or roll back with the computed plan by removing them)"
+                if self.result.method == "down"
+                else "see the differences below",
+            )
         blocking = self.result.destructive
         if blocking and not self.options.allow_data_loss:
-            return self._stop("refused", "refusing to roll back: it would lose data: "
-                              + "; ".join(loss.describe() for loss in blocking),
-                              "nothing was changed; rerun with --allow-data-loss to accept (a verified backup is taken first), "
-                              "or write -- opsagent:down sections that keep the data")
+            return self._stop(
+                "refused",
+                "refusing to roll back: it would lose data: " + "; ".join(loss.describe() for loss in blocking),
+                "nothing was changed; rerun with --allow-data-loss to accept (a verified backup is taken first), "
+                "or write -- opsagent:down sections that keep the data",
+            )
         return None
 
     def _verdict(self, verification: Verification, dumps: DumpVerdict) -> None:
         verification.dump, verification.dump_error = dumps.diff, dumps.error
         if verification.catalog and dumps.rehearsed_dump:
             # a plan recreates objects from deparsed definitions: drop "changes" that are only deparse artifacts
-            result = confirm_changes(self.remote, DiffResult(verification.catalog), lambda: dumps.rehearsed_dump,
-                                     lambda: dumps.target_dump, self.exclusions)
+            result = confirm_changes(
+                self.remote,
+                DiffResult(verification.catalog),
+                lambda: dumps.rehearsed_dump,
+                lambda: dumps.target_dump,
+                self.exclusions,
+            )
             verification.catalog = result.significant
         self.result.verification = verification
 
@@ -763,12 +951,16 @@ class RollbackRun:
 
     def _checks(self, index: int) -> bool:
         """The last step, when transactional, compares its result with the rehearsal's before it commits."""
-        return index == len(self.result.steps) - 1 and self.result.steps[index].transactional and self._rehearsed is not None
+        return (
+            index == len(self.result.steps) - 1
+            and self.result.steps[index].transactional
+            and self._rehearsed is not None
+        )
 
     def _unchanged_since_rehearsal(self, session: _Session, index: int) -> bool:
         """The catalog inside the uncommitted transaction must be the rehearsal's: else something changed the live
         database since (the lock keeps out syncs, not people), so ROLLBACK and say so."""
-        applied = read_catalog("\n".join(session.output[self._catalog_from:]), "the rollback transaction")
+        applied = read_catalog("\n".join(session.output[self._catalog_from :]), "the rollback transaction")
         changes = compare(applied, self._rehearsed).significant if self._rehearsed is not None else []
         if not changes:
             return True
@@ -776,8 +968,11 @@ class RollbackRun:
         self._until(session, "aborted")
         self.result.steps[index].status = "rolled_back"
         names = ", ".join(f"{c.kind} {display(c.name)} ({c.status})" for c in changes[:5])
-        self._stop("not_verified", f"not applied: the live database changed since the rehearsal ({names}); "
-                   "the transaction was rolled back", "rerun the rollback to plan and rehearse it again")
+        self._stop(
+            "not_verified",
+            f"not applied: the live database changed since the rehearsal ({names}); the transaction was rolled back",
+            "rerun the rollback to plan and rehearse it again",
+        )
         return False
 
     def _until(self, session: _Session, tag: str) -> None:
@@ -795,11 +990,17 @@ class RollbackRun:
     def _send_step(self, session: _Session, index: int, step: Step) -> None:
         parts = [f"\\echo {MARK} step {index}\n"]
         if step.transactional:
-            parts.append(f"BEGIN;\nSET LOCAL lock_timeout = '{self.lock_timeout}';\nSET LOCAL statement_timeout = '{self.statement_timeout}';\n")
+            parts.append(
+                f"BEGIN;\nSET LOCAL lock_timeout = '{self.lock_timeout}';\nSET LOCAL statement_timeout = '{self.statement_timeout}';\n"
+            )
         else:
             if step.marks:
-                parts.append(f"UPDATE {self.ledger.table} SET success = false WHERE version IN ({_in_list(step.marks)});\n")
-            parts.append(f"SET lock_timeout = '{self.lock_timeout}';\nSET statement_timeout = '{self.statement_timeout}';\n")
+                parts.append(
+                    f"UPDATE {self.ledger.table} SET success = false WHERE version IN ({_in_list(step.marks)});\n"
+                )
+            parts.append(
+                f"SET lock_timeout = '{self.lock_timeout}';\nSET statement_timeout = '{self.statement_timeout}';\n"
+            )
         for number, statement in enumerate(step.statements):
             parts.append(f"\\echo {MARK} statement {index} {number}\n{_terminated(statement.sql)}")
         if step.deletes:
@@ -816,8 +1017,12 @@ class RollbackRun:
         session.send(_lock_sql(self.ledger, self.options.lock_timeout))
         locked = session.after("lock", self.options.lock_timeout + self.host.command_timeout)[0].strip() == "on"
         if not locked:
-            self._stop("lock_timeout", f"another sync or rollback holds the migration lock on {self.host.database} "
-                       f"(waited {self.options.lock_timeout:g}s)", "wait for it to finish; nothing was changed")
+            self._stop(
+                "lock_timeout",
+                f"another sync or rollback holds the migration lock on {self.host.database} "
+                f"(waited {self.options.lock_timeout:g}s)",
+                "wait for it to finish; nothing was changed",
+            )
             session.close()
             return False
         self.on_event("locked", "")
@@ -826,9 +1031,12 @@ class RollbackRun:
         expected = sorted(v for step in self.result.steps for v in step.deletes)
         present = sorted(v for v in versions if v in expected)
         if present != expected:
-            self._stop("refused", "the ledger changed since the rollback was planned (another sync or rollback ran): "
-                       f"expected {', '.join(expected)} above {self.options.target}, found {', '.join(present) or 'none'}",
-                       "nothing was changed; rerun the rollback to plan it again")
+            self._stop(
+                "refused",
+                "the ledger changed since the rollback was planned (another sync or rollback ran): "
+                f"expected {', '.join(expected)} above {self.options.target}, found {', '.join(present) or 'none'}",
+                "nothing was changed; rerun the rollback to plan it again",
+            )
             return False
         return True
 
@@ -863,8 +1071,11 @@ class RollbackRun:
             unknown = "whether the last step committed is unknown" if committing else "the open step was not committed"
             if running is not None and not running.transactional:
                 unknown = f"'{running.label}' runs outside a transaction and may have run partway (its ledger row is marked failed)"
-            self._stop(outcome, f"{detail}; {unknown} (the ledger could not be read: {getattr(exc, 'message', exc)})",
-                       "run 'inv status': the ledger is exact, each step commits together with its ledger rows")
+            self._stop(
+                outcome,
+                f"{detail}; {unknown} (the ledger could not be read: {getattr(exc, 'message', exc)})",
+                "run 'inv status': the ledger is exact, each step commits together with its ledger rows",
+            )
             return
         self.result.ledger_after = [str(v) for v in versions]
         for step in self.result.steps:
@@ -875,8 +1086,11 @@ class RollbackRun:
         gone = [v for step in self.result.steps for v in step.deletes if v not in self.result.ledger_after]
         where = f"rolled back {', '.join(gone)}" if gone else "nothing was rolled back"
         last = self.result.ledger_after[-1] if self.result.ledger_after else "no version"
-        self._stop(outcome, f"{detail}; {where}: the ledger ends at {last}",
-                   "the ledger is exact (each step commits together with its ledger rows); rerun the rollback to continue")
+        self._stop(
+            outcome,
+            f"{detail}; {where}: the ledger ends at {last}",
+            "the ledger is exact (each step commits together with its ledger rows); rerun the rollback to continue",
+        )
 
     def _check_after(self, target: Sequence[Migration]) -> None:
         """The live database against the target, once more, now that it is committed (catalog model)."""
@@ -889,11 +1103,20 @@ class RollbackRun:
             self.result.warnings.append(f"could not compare the result with the target: {exc.message}")
             return
         if self.result.after:
-            self.result.warnings.append(f"after the rollback the live database differs from the target in {len(self.result.after)} "
-                                        "object(s): something else changed it meanwhile? see 'inv diff'")
+            self.result.warnings.append(
+                f"after the rollback the live database differs from the target in {len(self.result.after)} "
+                "object(s): something else changed it meanwhile? see 'inv diff'"
+            )
 
 
-def rollback(remote: Remote, migrations_dir: Path, options: RollbackOptions, identity: Identity, *,
-             on_event: EventCallback | None = None, confirm: ConfirmCallback | None = None) -> RollbackResult:
+def rollback(
+    remote: Remote,
+    migrations_dir: Path,
+    options: RollbackOptions,
+    identity: Identity,
+    *,
+    on_event: EventCallback | None = None,
+    confirm: ConfirmCallback | None = None,
+) -> RollbackResult:
     """Plan, rehearse, verify and (unless ``options.dry_run`` or refused) apply a rollback; see the module docstring."""
     return RollbackRun(remote, migrations_dir, options, identity, on_event=on_event, confirm=confirm).run()

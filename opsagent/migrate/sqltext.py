@@ -100,8 +100,10 @@ class UnsupportedSql(UsageError):
         self.line = line
 
 
-COPY_HINT = ("load the rows with INSERT statements, or with COPY ... FROM '/server/file' (read by the server), "
-             "or outside migrations with 'inv psql'")
+COPY_HINT = (
+    "load the rows with INSERT statements, or with COPY ... FROM '/server/file' (read by the server), "
+    "or outside migrations with 'inv psql'"
+)
 
 
 def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
@@ -193,7 +195,7 @@ def _kind(text: str) -> str:
     if at < 0:
         return ""
     at += len(_KIND_PREFIX)
-    return tree[at:tree.index('"', at)]
+    return tree[at : tree.index('"', at)]
 
 
 def _refuse_client_copy(statement: Statement) -> None:
@@ -201,10 +203,15 @@ def _refuse_client_copy(statement: Statement) -> None:
     if node.get("filename") is not None or node.get("is_program"):
         return  # the server reads or writes a file (or runs a program): nothing flows through psql
     if node.get("is_from"):
-        raise _ClientCopy("COPY ... FROM STDIN cannot run in a migration: the tool sends the whole file to psql on "
-                          "its standard input, so psql would read the rest of the script as the COPY's data", statement.line)
-    raise _ClientCopy("COPY ... TO STDOUT cannot run in a migration: its rows would go to the tool's psql session "
-                      "and be discarded", statement.line)
+        raise _ClientCopy(
+            "COPY ... FROM STDIN cannot run in a migration: the tool sends the whole file to psql on "
+            "its standard input, so psql would read the rest of the script as the COPY's data",
+            statement.line,
+        )
+    raise _ClientCopy(
+        "COPY ... TO STDOUT cannot run in a migration: its rows would go to the tool's psql session and be discarded",
+        statement.line,
+    )
 
 
 def _syntax_error(sql: str, source: str, exc: pg_parser.ParseError) -> SqlSyntaxError:
@@ -217,15 +224,27 @@ def _syntax_error(sql: str, source: str, exc: pg_parser.ParseError) -> SqlSyntax
     if meta is not None:
         name = meta.group(1)
         if name.lower() == "copy":
-            return SqlSyntaxError("\\copy is a psql meta-command, not SQL: a migration is plain SQL, and \\copy ... from stdin "
-                                  "would read the rest of the script as data", source=source, line=line, hint=COPY_HINT)
-        return SqlSyntaxError(f"\\{name} is a psql meta-command, not SQL: a migration is plain SQL sent to the server",
-                              source=source, line=line)
+            return SqlSyntaxError(
+                "\\copy is a psql meta-command, not SQL: a migration is plain SQL, and \\copy ... from stdin "
+                "would read the rest of the script as data",
+                source=source,
+                line=line,
+                hint=COPY_HINT,
+            )
+        return SqlSyntaxError(
+            f"\\{name} is a psql meta-command, not SQL: a migration is plain SQL sent to the server",
+            source=source,
+            line=line,
+        )
     copy_line = _copy_before(sql, location)
     if copy_line is not None:
-        return SqlSyntaxError(f"inline COPY data after the COPY ... FROM STDIN at line {copy_line}: COPY from the client "
-                              "cannot run in a migration (psql would read the rest of the script as data)",
-                              source=source, line=line, hint=COPY_HINT)
+        return SqlSyntaxError(
+            f"inline COPY data after the COPY ... FROM STDIN at line {copy_line}: COPY from the client "
+            "cannot run in a migration (psql would read the rest of the script as data)",
+            source=source,
+            line=line,
+            hint=COPY_HINT,
+        )
     return SqlSyntaxError(message, source=source, line=line)
 
 

@@ -42,10 +42,22 @@ from ..errors import MigrationError, OpsagentError, RemoteError, UsageError
 from ..remote.transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
 from ..sqlquote import ident, literal
 from ..units import parse_duration
-from .files import NAMING_HINT, Migration, Plan, Survey, VersionStatus, check_pending, compute_status, plan_pending, survey
+from .files import (
+    NAMING_HINT,
+    Migration,
+    Plan,
+    Survey,
+    VersionStatus,
+    check_pending,
+    compute_status,
+    plan_pending,
+    survey,
+)
 from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers
 
-if TYPE_CHECKING:  # the hazard lint (pglast), backups and statements are imported where a run needs them: a no-op sync does not
+if (
+    TYPE_CHECKING
+):  # the hazard lint (pglast), backups and statements are imported where a run needs them: a no-op sync does not
     from ..backup import BackupResult
     from .hazards import HazardReport
     from .sqltext import Statement
@@ -57,13 +69,28 @@ LOCK_NOT_AVAILABLE = "55P03"
 _TIMEOUT_STATES = frozenset({LOCK_NOT_AVAILABLE, "57014"})  # lock_not_available, query_canceled (statement_timeout)
 # what a multi-transaction statement (CREATE INDEX CONCURRENTLY, REINDEX/DROP INDEX CONCURRENTLY) leaves behind when it
 # stops partway: relations and index validity (temporary relations of other sessions excluded)
-_CATALOG_FINGERPRINT = ("(SELECT md5(coalesce(string_agg(c.oid::text || coalesce(':' || i.indisvalid::text || i.indisready::text, ''), "
-                        "',' ORDER BY c.oid), '')) FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid "
-                        "WHERE c.relpersistence <> 't')")
+_CATALOG_FINGERPRINT = (
+    "(SELECT md5(coalesce(string_agg(c.oid::text || coalesce(':' || i.indisvalid::text || i.indisready::text, ''), "
+    "',' ORDER BY c.oid), '')) FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid "
+    "WHERE c.relpersistence <> 't')"
+)
 
-Outcome = Literal["applied", "nothing_to_do", "failed", "refused", "lock_timeout", "backup_failed", "declined",
-                  "dry_run", "rehearsal_failed", "interrupted", "lost"]
-StepStatus = Literal["applied", "failed", "untouched", "would_apply", "would_fail", "not_rehearsed", "timed_out", "planned"]
+Outcome = Literal[
+    "applied",
+    "nothing_to_do",
+    "failed",
+    "refused",
+    "lock_timeout",
+    "backup_failed",
+    "declined",
+    "dry_run",
+    "rehearsal_failed",
+    "interrupted",
+    "lost",
+]
+StepStatus = Literal[
+    "applied", "failed", "untouched", "would_apply", "would_fail", "not_rehearsed", "timed_out", "planned"
+]
 
 
 # ---------------------------------------------------------------- data
@@ -117,20 +144,38 @@ class LockWait:
     retry_in_s: float | None  # None: the budget is spent, no further attempt
 
     def as_dict(self) -> dict[str, Any]:
-        return {"version": self.version, "attempt": self.attempt, "lock_timeout_ms": self.lock_timeout_ms,
-                "waited_s": round(self.waited_s, 3), "retry_in_s": None if self.retry_in_s is None else round(self.retry_in_s, 3),
-                "blockers": [dataclasses.asdict(b) for b in self.blockers]}
+        return {
+            "version": self.version,
+            "attempt": self.attempt,
+            "lock_timeout_ms": self.lock_timeout_ms,
+            "waited_s": round(self.waited_s, 3),
+            "retry_in_s": None if self.retry_in_s is None else round(self.retry_in_s, 3),
+            "blockers": [dataclasses.asdict(b) for b in self.blockers],
+        }
 
     def describe_blockers(self) -> str:
-        return "; ".join(b.describe() for b in self.blockers) or "a session that could not be identified (it may have ended)"
+        return (
+            "; ".join(b.describe() for b in self.blockers)
+            or "a session that could not be identified (it may have ended)"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
 class SyncEvent:
     """Progress reported while a sync runs (the CLI renders these live)."""
 
-    kind: Literal["plan", "lock_wait", "locked", "backup_start", "backup_done", "begin", "done", "failed", "rehearsed",
-                  "lock_retry"]
+    kind: Literal[
+        "plan",
+        "lock_wait",
+        "locked",
+        "backup_start",
+        "backup_done",
+        "begin",
+        "done",
+        "failed",
+        "rehearsed",
+        "lock_retry",
+    ]
     step: StepResult | None = None
     message: str = ""
     plan: tuple[Migration, ...] = ()
@@ -179,27 +224,48 @@ class SyncResult:
     def as_dict(self) -> dict[str, Any]:
         backup = None
         if self.backup is not None:
-            backup = {"name": self.backup.name, "path": self.backup.path, "size_bytes": self.backup.size_bytes,
-                      "sha256": self.backup.sha256, "verified": self.backup.verified}
+            backup = {
+                "name": self.backup.name,
+                "path": self.backup.path,
+                "size_bytes": self.backup.size_bytes,
+                "sha256": self.backup.sha256,
+                "verified": self.backup.verified,
+            }
         return {
-            "host": self.host, "database": self.database, "action": self.action, "outcome": self.outcome, "ok": self.ok,
-            "error": self.error, "hint": self.hint, "steps": [s.as_dict() for s in self.steps],
-            "applied": self.applied, "backup": backup,
-            "warnings": self.warnings, "remote_commands": self.remote_commands,
+            "host": self.host,
+            "database": self.database,
+            "action": self.action,
+            "outcome": self.outcome,
+            "ok": self.ok,
+            "error": self.error,
+            "hint": self.hint,
+            "steps": [s.as_dict() for s in self.steps],
+            "applied": self.applied,
+            "backup": backup,
+            "warnings": self.warnings,
+            "remote_commands": self.remote_commands,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
-            "lock_holders": [dataclasses.asdict(h) for h in self.lock_holders], "adopted_ledger": self.adopted_ledger,
+            "lock_holders": [dataclasses.asdict(h) for h in self.lock_holders],
+            "adopted_ledger": self.adopted_ledger,
             "hazards": self.hazards.to_dict() if self.hazards is not None else None,
             "lock_waits": [w.as_dict() for w in self.lock_waits],
         }
 
     def audit_record(self, who: str, git_commit: str | None) -> dict[str, Any]:
         return {
-            "host": self.host, "database": self.database, "who": who, "git_commit": git_commit, "action": self.action,
-            "versions": self.versions, "applied": self.applied,
-            "outcome": self.outcome, "error": self.error,
+            "host": self.host,
+            "database": self.database,
+            "who": who,
+            "git_commit": git_commit,
+            "action": self.action,
+            "versions": self.versions,
+            "applied": self.applied,
+            "outcome": self.outcome,
+            "error": self.error,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
             "migration_ms": {s.version: s.ms for s in self.steps if s.ms is not None},
-            "backup_file": self.backup.path if self.backup else None, "remote_commands": self.remote_commands,
+            "backup_file": self.backup.path if self.backup else None,
+            "remote_commands": self.remote_commands,
             "lock_waits": [w.as_dict() for w in self.lock_waits],
         }
 
@@ -346,7 +412,9 @@ class _BlockerWatch:
     ``pg_blocking_pids`` of our backend, so every later attempt that fails names its blockers too.
     """
 
-    def __init__(self, remote: Remote, pid: int, lock_timeout: str, relations: Sequence[str] = (), interval: float = 0.2) -> None:
+    def __init__(
+        self, remote: Remote, pid: int, lock_timeout: str, relations: Sequence[str] = (), interval: float = 0.2
+    ) -> None:
         self.proc = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.query = blockers_query(pid) + ";\n"
         self.interval = interval
@@ -369,7 +437,9 @@ class _BlockerWatch:
         while True:
             line = self.proc.read_line(timeout)
             if line is None:
-                raise RemoteError(f"{self.proc.host}: the blocker watch session ended: {self.proc.stderr.strip()[:200]}")
+                raise RemoteError(
+                    f"{self.proc.host}: the blocker watch session ended: {self.proc.stderr.strip()[:200]}"
+                )
             if line == f"{MARK} answered":
                 return json.loads(lines[-1])
             if line.strip():
@@ -430,10 +500,12 @@ class _Session:
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.closed = False
         self.lock_timeout = lock_timeout
-        self.proc.write(f"SET lock_timeout = '{lock_timeout}';\n{CLIENT_CHECK_SQL}\n"
-                        f"SET application_name = {literal(application_name[:63])};\n"
-                        f"\\echo {MARK} pid\nSELECT json_build_object('pid', pg_backend_pid(), 'started', "
-                        "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()));\n")
+        self.proc.write(
+            f"SET lock_timeout = '{lock_timeout}';\n{CLIENT_CHECK_SQL}\n"
+            f"SET application_name = {literal(application_name[:63])};\n"
+            f"\\echo {MARK} pid\nSELECT json_build_object('pid', pg_backend_pid(), 'started', "
+            "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()));\n"
+        )
         self.backend_pid: int | None = None
         self.backend_start: str | None = None
 
@@ -452,9 +524,11 @@ class _Session:
         while True:
             line = self.proc.read_line(timeout)
             if line is None:
-                raise RemoteError(f"{self.remote.host.name}: psql ended unexpectedly: {self.error_text() or 'no message'}")
+                raise RemoteError(
+                    f"{self.remote.host.name}: psql ended unexpectedly: {self.error_text() or 'no message'}"
+                )
             if line.startswith(MARK + " "):
-                return line[len(MARK) + 1:].split(" ", 3)
+                return line[len(MARK) + 1 :].split(" ", 3)
 
     def next_line(self, timeout: float | None) -> str:
         line = self.proc.read_line(timeout)
@@ -488,7 +562,9 @@ class _Session:
 
 def read_state(remote: Remote, ledger: Ledger) -> LedgerState:
     """The ledger and lock holders in ONE remote command (used by status, baseline, repair)."""
-    state = LedgerState.decode(remote.query_json(f"SET lock_timeout = '{remote.host.lock_timeout}';\n" + ledger.state_query()))
+    state = LedgerState.decode(
+        remote.query_json(f"SET lock_timeout = '{remote.host.lock_timeout}';\n" + ledger.state_query())
+    )
     state.refuse_foreign(ledger)  # Rails' or Django's table of that name: never read as ours, never written
     return state
 
@@ -496,7 +572,9 @@ def read_state(remote: Remote, ledger: Ledger) -> LedgerState:
 Checked = dict[int, "tuple[Migration, list[str]] | OpsagentError"]
 
 
-def statuses_for(migrations_dir: Path, state: LedgerState, *, strict: bool = True) -> tuple[list[VersionStatus], list[Migration], list[str]]:
+def statuses_for(
+    migrations_dir: Path, state: LedgerState, *, strict: bool = True
+) -> tuple[list[VersionStatus], list[Migration], list[str]]:
     """Every version's status; only files not yet applied are parsed (applied ones are compared by checksum).
 
     ``strict`` (sync, baseline, repair): a file that cannot be used raises its error (exit 2), as it always
@@ -507,7 +585,9 @@ def statuses_for(migrations_dir: Path, state: LedgerState, *, strict: bool = Tru
     return statuses, found.migrations, warnings
 
 
-def ledger_statuses(found: Survey, state: LedgerState, checked: Checked, *, strict: bool) -> tuple[list[VersionStatus], list[str]]:
+def ledger_statuses(
+    found: Survey, state: LedgerState, checked: Checked, *, strict: bool
+) -> tuple[list[VersionStatus], list[str]]:
     """Statuses of a surveyed folder against the ledger, pending files parsed and checked (results kept in ``checked``)."""
     statuses, more = check_pending(compute_status(found.migrations, state.rows, found.invalid), checked)
     for status in statuses:
@@ -586,8 +666,17 @@ def _failure_guard(at: str) -> str:
     return f"\\if :ERROR \\set opsagent_go false \\set opsagent_fail true \\set opsagent_at {at} \\endif"
 
 
-def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity, lock_timeouts: dict[str, str], first_attempt: str,
-                  session_lock_timeout: str, statement_timeout: str, last_version: str, first_line: int) -> _Script:
+def _apply_script(
+    plan: Sequence[Migration],
+    ledger: Ledger,
+    identity: Identity,
+    lock_timeouts: dict[str, str],
+    first_attempt: str,
+    session_lock_timeout: str,
+    statement_timeout: str,
+    last_version: str,
+    first_line: int,
+) -> _Script:
     """One round of the apply: every migration of ``plan`` in its own transaction, until one fails.
 
     ``ON_ERROR_STOP`` is off inside: a failing statement sets ``opsagent_go`` false, psql skips the
@@ -601,7 +690,9 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity,
     # Commits do not wait for the WAL flush, except the last one: flushing its WAL flushes every earlier
     # commit too (WAL is sequential), so the run is fully durable when it reports success.  A server
     # crash in between loses migrations and their ledger rows together, and a rerun applies them again.
-    script.add("\\set ON_ERROR_STOP 0\n\\set opsagent_go true\n\\set opsagent_fail false\nSET synchronous_commit = off;")
+    script.add(
+        "\\set ON_ERROR_STOP 0\n\\set opsagent_go true\n\\set opsagent_fail false\nSET synchronous_commit = off;"
+    )
     for m in plan:
         lock_timeout = lock_timeouts.get(m.version, first_attempt)  # a retried migration: its next attempt's timeout
         script.add(f"\\if :opsagent_go\n\\echo {MARK} begin {m.version}")
@@ -609,15 +700,25 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity,
             script.add("RESET synchronous_commit;")
         if m.transactional:
             # one round trip for the three (psql's \\; joins them into one query string)
-            script.add(f"BEGIN \\; SET LOCAL lock_timeout = '{lock_timeout}' \\; SET LOCAL statement_timeout = '{statement_timeout}';")
+            script.add(
+                f"BEGIN \\; SET LOCAL lock_timeout = '{lock_timeout}' \\; SET LOCAL statement_timeout = '{statement_timeout}';"
+            )
             elapsed = "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
         else:
             # the row first, marked unfinished: if a statement fails, the ledger says the file ran partway
-            started = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
-                                        tool_version=identity.tool_version, execution_ms="NULL", success=False)
-            script.add(f"SELECT {_CATALOG_FINGERPRINT} AS opsagent_fp \\gset\n{started};\n{_failure_guard('ledger')}\n"
-                       f"SET lock_timeout = '{lock_timeout}';\nSET statement_timeout = '{statement_timeout}';\n"
-                       "SELECT clock_timestamp() AS opsagent_t0 \\gset")
+            started = ledger.insert_sql(
+                m,
+                applied_by=identity.applied_by,
+                git_commit=identity.git_commit,
+                tool_version=identity.tool_version,
+                execution_ms="NULL",
+                success=False,
+            )
+            script.add(
+                f"SELECT {_CATALOG_FINGERPRINT} AS opsagent_fp \\gset\n{started};\n{_failure_guard('ledger')}\n"
+                f"SET lock_timeout = '{lock_timeout}';\nSET statement_timeout = '{statement_timeout}';\n"
+                "SELECT clock_timestamp() AS opsagent_t0 \\gset"
+            )
             elapsed = "(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer"
         script.add("\\endif")
         for index, statement in enumerate(m.body_statements):
@@ -625,30 +726,41 @@ def _apply_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity,
             script.statement(m, statement)
             script.add(f"{_failure_guard(str(index))} \\endif")  # the guard and the statement's endif: one line
         if m.transactional:
-            record = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
-                                       tool_version=identity.tool_version, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
+            record = ledger.insert_sql(
+                m,
+                applied_by=identity.applied_by,
+                git_commit=identity.git_commit,
+                tool_version=identity.tool_version,
+                execution_ms=elapsed,
+                returning="execution_ms AS opsagent_ms",
+            )
             script.add(f"\\if :opsagent_go\n{record} \\gset\n{_failure_guard('ledger')}\n\\endif")
             script.add(f"\\if :opsagent_go\nCOMMIT;\n{_failure_guard('commit')}\n\\endif")
-            script.add(f"\\if :opsagent_fail\nROLLBACK;\n\\echo {MARK} error {m.version} :opsagent_at :LAST_ERROR_SQLSTATE\n"
-                       "\\set opsagent_fail false\n\\endif")
+            script.add(
+                f"\\if :opsagent_fail\nROLLBACK;\n\\echo {MARK} error {m.version} :opsagent_at :LAST_ERROR_SQLSTATE\n"
+                "\\set opsagent_fail false\n\\endif"
+            )
         else:
             record = ledger.finish_sql(m, execution_ms=elapsed, returning="execution_ms AS opsagent_ms")
             restore = f"SET lock_timeout = '{session_lock_timeout}';\nRESET statement_timeout;"
             script.add(f"\\if :opsagent_go\n{restore}\n{record} \\gset\n{_failure_guard('ledger')}\n\\endif")
             delete = f"DELETE FROM {ledger.table} WHERE version = {literal(m.version)} AND success IS false;"
-            script.add(f"\\if :opsagent_fail\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n{restore}\n\\set opsagent_untouched false\n"
-                       f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AND {_CATALOG_FINGERPRINT} = "
-                       ":'opsagent_fp') AS opsagent_untouched \\gset\n"
-                       f"\\if :opsagent_untouched\n{delete}\n\\endif\n"
-                       f"\\echo {MARK} error {m.version} :opsagent_at :opsagent_state :opsagent_untouched\n"
-                       "\\set opsagent_fail false\n\\endif")
+            script.add(
+                f"\\if :opsagent_fail\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n{restore}\n\\set opsagent_untouched false\n"
+                f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AND {_CATALOG_FINGERPRINT} = "
+                ":'opsagent_fp') AS opsagent_untouched \\gset\n"
+                f"\\if :opsagent_untouched\n{delete}\n\\endif\n"
+                f"\\echo {MARK} error {m.version} :opsagent_at :opsagent_state :opsagent_untouched\n"
+                "\\set opsagent_fail false\n\\endif"
+            )
         script.add(f"\\if :opsagent_go\n\\echo {MARK} done {m.version} :opsagent_ms\n\\endif")
     script.add(f"\\set ON_ERROR_STOP 1\n\\echo {MARK} end")
     return script
 
 
-def _rehearse_script(plan: Sequence[Migration], lock_timeout: str, statement_timeout: str, first_line: int, *,
-                     stop_on_lock: bool) -> _Script:
+def _rehearse_script(
+    plan: Sequence[Migration], lock_timeout: str, statement_timeout: str, first_line: int, *, stop_on_lock: bool
+) -> _Script:
     """One transaction, a savepoint per migration, rolled back at the end; psql keeps going after errors.
 
     With ``stop_on_lock`` a lock timeout ends the attempt (``locked VERSION``): the client rolls
@@ -656,26 +768,36 @@ def _rehearse_script(plan: Sequence[Migration], lock_timeout: str, statement_tim
     migrations took while it waits.
     """
     script = _Script(first_line)
-    script.add(f"\\set ON_ERROR_STOP 0\n\\set opsagent_go true\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
-               f"SET LOCAL statement_timeout = '{statement_timeout}';")
+    script.add(
+        f"\\set ON_ERROR_STOP 0\n\\set opsagent_go true\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
+        f"SET LOCAL statement_timeout = '{statement_timeout}';"
+    )
     for m in plan:
         if not m.transactional:
             continue
-        script.add(f"\\if :opsagent_go\n\\echo {MARK} begin {m.version}\n\\set opsagent_failed 0\nSAVEPOINT opsagent_rehearsal;\n"
-                   "SELECT clock_timestamp() AS opsagent_t0 \\gset")
+        script.add(
+            f"\\if :opsagent_go\n\\echo {MARK} begin {m.version}\n\\set opsagent_failed 0\nSAVEPOINT opsagent_rehearsal;\n"
+            "SELECT clock_timestamp() AS opsagent_t0 \\gset"
+        )
         for index, statement in enumerate(m.body_statements):
             script.add("\\if :opsagent_failed\n\\else")
             script.statement(m, statement)
-            script.add(f"\\if :ERROR\n\\set opsagent_failed 1\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n"
-                       f"\\echo {MARK} error {m.version} {index} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\endif\n\\endif")
+            script.add(
+                f"\\if :ERROR\n\\set opsagent_failed 1\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n"
+                f"\\echo {MARK} error {m.version} {index} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\endif\n\\endif"
+            )
         locked = ""
         if stop_on_lock:
-            locked = (f"SELECT :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AS opsagent_locked \\gset\n"
-                      f"\\if :opsagent_locked\n\\set opsagent_go false\n\\echo {MARK} locked {m.version}\n\\endif\n")
-        script.add("\\if :opsagent_failed\nROLLBACK TO SAVEPOINT opsagent_rehearsal;\n"
-                   f"{locked}\\echo {MARK} settled {m.version}\n\\else\nRELEASE SAVEPOINT opsagent_rehearsal;\n"
-                   "SELECT round(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer AS opsagent_ms \\gset\n"
-                   f"\\echo {MARK} done {m.version} :opsagent_ms\n\\endif\n\\endif")
+            locked = (
+                f"SELECT :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AS opsagent_locked \\gset\n"
+                f"\\if :opsagent_locked\n\\set opsagent_go false\n\\echo {MARK} locked {m.version}\n\\endif\n"
+            )
+        script.add(
+            "\\if :opsagent_failed\nROLLBACK TO SAVEPOINT opsagent_rehearsal;\n"
+            f"{locked}\\echo {MARK} settled {m.version}\n\\else\nRELEASE SAVEPOINT opsagent_rehearsal;\n"
+            "SELECT round(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer AS opsagent_ms \\gset\n"
+            f"\\echo {MARK} done {m.version} :opsagent_ms\n\\endif\n\\endif"
+        )
     script.add(f"ROLLBACK;\n\\set ON_ERROR_STOP 1\n\\echo {MARK} end")
     return script
 
@@ -687,8 +809,7 @@ def _settle_script(ledger: Ledger, lock_timeout: str, pid: int | None, started: 
     """
     stop = ""
     if pid is not None and started is not None:
-        stop = resources.fill(resources.sql("sync_settle_stop"), PID=literal(str(int(pid))),
-                              STARTED=literal(started))
+        stop = resources.fill(resources.sql("sync_settle_stop"), PID=literal(str(int(pid))), STARTED=literal(started))
     return f"SET lock_timeout = '{lock_timeout}';\n{stop}" + ledger.state_query()
 
 
@@ -712,9 +833,18 @@ class _Lost(Exception):
 class SyncRun:
     """One sync or dry-run against one database (the remote connection is the caller's)."""
 
-    def __init__(self, remote: Remote, migrations_dir: Path, options: SyncOptions, identity: Identity, *,
-                 on_event: EventCallback | None = None, confirm: ConfirmCallback | None = None,
-                 reconnect: Reconnect | None = None, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        remote: Remote,
+        migrations_dir: Path,
+        options: SyncOptions,
+        identity: Identity,
+        *,
+        on_event: EventCallback | None = None,
+        confirm: ConfirmCallback | None = None,
+        reconnect: Reconnect | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self.remote = remote
         self.host = remote.host
         self.migrations_dir = migrations_dir
@@ -726,17 +856,30 @@ class SyncRun:
         self.rng = rng or random.Random()
         self.ledger = Ledger.for_host(self.host)
         self.result = SyncResult(self.host.name, self.host.database, "dry-run" if options.dry_run else "sync")
-        flag = "--lock-timeout" if options.lock_timeout else "--migration-lock-timeout" if options.migration_lock_timeout else "lock_timeout"
+        flag = (
+            "--lock-timeout"
+            if options.lock_timeout
+            else "--migration-lock-timeout"
+            if options.migration_lock_timeout
+            else "lock_timeout"
+        )
         cap = duration_seconds(options.lock_timeout or options.migration_lock_timeout or self.host.lock_timeout, flag)
-        budget = duration_seconds(options.lock_retry_for or self.host.lock_retry_for,
-                                  "--lock-retry-for" if options.lock_retry_for else "lock_retry_for", bare_unit="s")
+        budget = duration_seconds(
+            options.lock_retry_for or self.host.lock_retry_for,
+            "--lock-retry-for" if options.lock_retry_for else "lock_retry_for",
+            bare_unit="s",
+        )
         self.policy = LockRetryPolicy(cap=cap, budget=budget)
         self.session_lock_timeout = pg_duration(cap)
-        self.statement_timeout = check_timeout(options.statement_timeout or self.host.statement_timeout, "--statement-timeout")
+        self.statement_timeout = check_timeout(
+            options.statement_timeout or self.host.statement_timeout, "--statement-timeout"
+        )
         self._phase = "plan"
         self._line = _Session.FIRST_FREE_LINE  # script line where the next sent text starts
         self._watch: _BlockerWatch | None = None
-        self._current: StepResult | None = None  # the migration psql is running (for the report when the outcome is unknown)
+        self._current: StepResult | None = (
+            None  # the migration psql is running (for the report when the outcome is unknown)
+        )
         self._checked: Checked = {}  # pending files parsed and checked, by version key (parsed once per run)
         self._session: _Session | None = None
         self._lock_failure: tuple[Migration | None, str] = (None, "")  # rehearsal: the statement whose lock timed out
@@ -748,9 +891,12 @@ class SyncRun:
     def run(self) -> SyncResult:
         started = time.monotonic()
         before = self.remote.command_count
-        found = survey(self.migrations_dir)  # read and checksummed; only the pending files get parsed (after the ledger read)
-        session = self._session = _Session(self.remote, f"opsagent {self.result.action} {self.identity.applied_by}",
-                                           self.session_lock_timeout)
+        found = survey(
+            self.migrations_dir
+        )  # read and checksummed; only the pending files get parsed (after the ledger read)
+        session = self._session = _Session(
+            self.remote, f"opsagent {self.result.action} {self.identity.applied_by}", self.session_lock_timeout
+        )
         interrupted = False
         try:
             session.identify(self.host.command_timeout)
@@ -809,8 +955,10 @@ class SyncRun:
         if hazards.blocking and not self.options.allow_hazards and not self.options.dry_run:
             self.result.outcome = "refused"
             errors = hazards.at_least("error")
-            self.result.error = (f"refusing to apply: {len(errors)} hazard error{'s' if len(errors) > 1 else ''}: "
-                                 + "; ".join(f"{f.location} {f.rule}" for f in errors))
+            self.result.error = (
+                f"refusing to apply: {len(errors)} hazard error{'s' if len(errors) > 1 else ''}: "
+                + "; ".join(f"{f.location} {f.rule}" for f in errors)
+            )
             self.result.hint = "nothing was changed; review with 'inv lint --host', or rerun with --allow-hazards"
             return
         if self.options.dry_run:
@@ -829,7 +977,9 @@ class SyncRun:
             return
         if self.options.backup and not self._backup(plan):
             return
-        self._apply(session, plan, self.ledger.ensure_sql(state.columns) if (not state.exists or state.adoption_needed) else "")
+        self._apply(
+            session, plan, self.ledger.ensure_sql(state.columns) if (not state.exists or state.adoption_needed) else ""
+        )
         self.result.adopted_ledger = state.adoption_needed
 
     def _checked_plan(self, found: Survey, state: LedgerState) -> list[Migration] | None:
@@ -870,15 +1020,22 @@ class SyncRun:
                 self.result.outcome = "lock_timeout"
                 self.result.lock_holders = holders
                 who = "; ".join(h.describe() for h in holders) or "a session that has since ended"
-                self.result.error = (f"another sync holds the migration lock on {self.host.database} "
-                                     f"(waited {self.options.advisory_lock_wait:g}s): held by {who}")
+                self.result.error = (
+                    f"another sync holds the migration lock on {self.host.database} "
+                    f"(waited {self.options.advisory_lock_wait:g}s): held by {who}"
+                )
                 self.result.hint = "wait for it to finish, or raise --advisory-lock-wait; nothing was changed"
                 return None
             pids = tuple(h.pid for h in holders)
             if pids != shown:
                 shown = pids
-                self.on_event(SyncEvent("lock_wait", message="waiting for " + ("; ".join(h.describe() for h in holders) or "another sync"),
-                                        holders=tuple(holders)))
+                self.on_event(
+                    SyncEvent(
+                        "lock_wait",
+                        message="waiting for " + ("; ".join(h.describe() for h in holders) or "another sync"),
+                        holders=tuple(holders),
+                    )
+                )
             time.sleep(min(deadline - now, delay * self.rng.uniform(0.7, 1.3)))
             delay = min(2.0, delay * 1.5)
         self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query())
@@ -948,8 +1105,17 @@ class SyncRun:
         timeouts: dict[str, str] = {}  # the next attempt's lock_timeout of a migration being retried
         first_try: dict[str, float] = {}
         while index < len(plan):
-            script = _apply_script(plan[index:], self.ledger, self.identity, timeouts, pg_duration(self.policy.timeout_for(1)),
-                                   self.session_lock_timeout, self.statement_timeout, plan[-1].version, self._line)
+            script = _apply_script(
+                plan[index:],
+                self.ledger,
+                self.identity,
+                timeouts,
+                pg_duration(self.policy.timeout_for(1)),
+                self.session_lock_timeout,
+                self.statement_timeout,
+                plan[-1].version,
+                self._line,
+            )
             try:
                 failure = self._round(session, script, steps, first_try)
             except _Lost:
@@ -973,7 +1139,9 @@ class SyncRun:
             self._failed(session, script, step, failure)
             return
 
-    def _round(self, session: _Session, script: _Script, steps: dict[str, StepResult], first_try: dict[str, float]) -> _RoundFailure | None:
+    def _round(
+        self, session: _Session, script: _Script, steps: dict[str, StepResult], first_try: dict[str, float]
+    ) -> _RoundFailure | None:
         """Stream one round of the apply script and follow its markers to ``end``."""
         text = script.text()
         self._line += text.count("\n")
@@ -986,7 +1154,7 @@ class SyncRun:
                 raise _Lost
             if not line.startswith(MARK + " "):
                 continue
-            parts = line[len(MARK) + 1:].split(" ")
+            parts = line[len(MARK) + 1 :].split(" ")
             if parts[0] == "begin":
                 step = steps[parts[1]]
                 step.attempts += 1
@@ -999,8 +1167,12 @@ class SyncRun:
                 self._current = None
                 self.on_event(SyncEvent("done", step))
             elif parts[0] == "error":
-                failure = _RoundFailure(parts[1], parts[2] if len(parts) > 2 else "", parts[3] if len(parts) > 3 else "",
-                                        len(parts) > 4 and parts[4] in ("t", "true", "on"))
+                failure = _RoundFailure(
+                    parts[1],
+                    parts[2] if len(parts) > 2 else "",
+                    parts[3] if len(parts) > 3 else "",
+                    len(parts) > 4 and parts[4] in ("t", "true", "on"),
+                )
             elif parts[0] == "end":
                 writer.join(5)
                 return failure
@@ -1018,8 +1190,14 @@ class SyncRun:
         blockers = self._blockers(migration, at)
         if following is not None:  # naming the blockers (perhaps starting the watch) is part of the pause
             following = (max(0.0, following[0] - (time.monotonic() - asked)), following[1])
-        wait = LockWait(step.version, step.attempts, round(timeout * 1000), elapsed, blockers,
-                        None if following is None else following[0])
+        wait = LockWait(
+            step.version,
+            step.attempts,
+            round(timeout * 1000),
+            elapsed,
+            blockers,
+            None if following is None else following[0],
+        )
         self.result.lock_waits.append(wait)
         self.on_event(SyncEvent("lock_retry", step, wait=wait, message=wait.describe_blockers()))
         if following is None:
@@ -1030,12 +1208,22 @@ class SyncRun:
     def _locks_exhausted(self, step: StepResult) -> None:
         wait = self.result.lock_waits[-1]
         step.status = "timed_out"
-        budget = f"{self.policy.budget:g}s of lock retries" if self.policy.retries else f"lock_timeout {self.session_lock_timeout}"
-        step.error = f"could not take its locks within {budget} ({step.attempts} attempt{'s' if step.attempts > 1 else ''})"
+        budget = (
+            f"{self.policy.budget:g}s of lock retries"
+            if self.policy.retries
+            else f"lock_timeout {self.session_lock_timeout}"
+        )
+        step.error = (
+            f"could not take its locks within {budget} ({step.attempts} attempt{'s' if step.attempts > 1 else ''})"
+        )
         self.result.outcome = "lock_timeout"
-        self.result.error = f"{step.filename}: {step.error}: blocked by {wait.describe_blockers()}; nothing of it was applied"
-        self.result.hint = ("earlier migrations stay applied and recorded; end the blocking session or rerun when it is done "
-                            "(raise lock_retry_for / --lock-retry-for to wait longer)")
+        self.result.error = (
+            f"{step.filename}: {step.error}: blocked by {wait.describe_blockers()}; nothing of it was applied"
+        )
+        self.result.hint = (
+            "earlier migrations stay applied and recorded; end the blocking session or rerun when it is done "
+            "(raise lock_retry_for / --lock-retry-for to wait longer)"
+        )
         self.on_event(SyncEvent("failed", step, message=self.result.error))
 
     def _failed(self, session: _Session, script: _Script, step: StepResult, failure: _RoundFailure) -> None:
@@ -1051,8 +1239,10 @@ class SyncRun:
             message = f"failed with SQLSTATE {failure.sqlstate or 'unknown'} ({failure.at})"
         partial = ""
         if not step.transactional and not failure.untouched:
-            partial = (" (runs outside a transaction: its earlier statements stay applied and its "
-                       "ledger row says it failed partway; check, then 'inv repair' before rerunning)")
+            partial = (
+                " (runs outside a transaction: its earlier statements stay applied and its "
+                "ledger row says it failed partway; check, then 'inv repair' before rerunning)"
+            )
         step.error = message
         self.result.error = f"{location or step.filename}: {message}{partial}"
         self.result.hint = "earlier migrations stay applied and recorded; fix the file and rerun sync to continue"
@@ -1063,9 +1253,11 @@ class SyncRun:
     def _settle(self, session: _Session, outcome: Literal["lost", "interrupted", "failed"], detail: str = "") -> None:
         """Stop our backend if it still runs, then read the ledger and say what committed (never a guess)."""
         current = self._current
-        cause, before = {"lost": ("the connection was lost", "before the connection was lost"),
-                         "interrupted": ("the run was interrupted", "before the interruption"),
-                         "failed": ("the run failed", "before the failure")}[outcome]
+        cause, before = {
+            "lost": ("the connection was lost", "before the connection was lost"),
+            "interrupted": ("the run was interrupted", "before the interruption"),
+            "failed": ("the run failed", "before the failure"),
+        }[outcome]
         if detail:
             cause = f"{cause} ({detail})"
         script = _settle_script(self.ledger, self.session_lock_timeout, session.backend_pid, session.backend_start)
@@ -1091,7 +1283,9 @@ class SyncRun:
             which = current.version if current is not None else "the migration that was running"
             if current is not None:
                 current.status, current.error = "failed", "outcome unknown: the ledger could not be read again"
-            self.result.error = (f"{cause}; whether {which} committed is unknown: could not read the ledger again ({problem})")
+            self.result.error = (
+                f"{cause}; whether {which} committed is unknown: could not read the ledger again ({problem})"
+            )
             self.result.hint = f"run 'inv status --host {self.host.name}' to see what is recorded as applied"
             return
         rows = {row.version: row for row in state.rows}
@@ -1110,9 +1304,13 @@ class SyncRun:
                     notes.append(f"{step.version} ran partway: check it, then 'inv repair'")
                 else:
                     step.error = "rolled back" if step.transactional else "did not run"
-                    notes.append(f"{step.version} was rolled back" if step.transactional else f"{step.version} did not run")
+                    notes.append(
+                        f"{step.version} was rolled back" if step.transactional else f"{step.version} did not run"
+                    )
         self.result.error = f"{cause}: " + ("; ".join(notes) if notes else "nothing had been applied by this run")
-        self.result.hint = f"run 'inv status --host {self.host.name}' to see every version, then rerun sync to apply the rest"
+        self.result.hint = (
+            f"run 'inv status --host {self.host.name}' to see every version, then rerun sync to apply the rest"
+        )
         if self._current is not None:
             self.on_event(SyncEvent("failed", self._current, message=self.result.error))
 
@@ -1137,7 +1335,9 @@ class SyncRun:
                 for step in self.result.steps:
                     if step.status != "not_rehearsed":
                         step.status, step.error, step.location, step.ms = "planned", None, None, None
-                script = _rehearse_script(plan, pg_duration(timeout), rehearse_statement, self._line, stop_on_lock=policy.retries)
+                script = _rehearse_script(
+                    plan, pg_duration(timeout), rehearse_statement, self._line, stop_on_lock=policy.retries
+                )
                 self._send(session, script.text())
                 locked = self._read_rehearsal(session, script, steps, plan)
                 if locked is None:
@@ -1150,8 +1350,14 @@ class SyncRun:
                 blockers = self._blockers(*self._lock_failure)
                 if following is not None:
                     following = (max(0.0, following[0] - (time.monotonic() - asked)), following[1])
-                wait = LockWait(locked, attempt, round(timeout * 1000), elapsed, blockers,
-                                None if following is None else following[0])
+                wait = LockWait(
+                    locked,
+                    attempt,
+                    round(timeout * 1000),
+                    elapsed,
+                    blockers,
+                    None if following is None else following[0],
+                )
                 self.result.lock_waits.append(wait)
                 self.on_event(SyncEvent("lock_retry", step, wait=wait, message=wait.describe_blockers()))
                 if following is None:
@@ -1168,8 +1374,10 @@ class SyncRun:
 
     def _rehearsal_locked(self, step: StepResult, wait: LockWait, policy: LockRetryPolicy) -> None:
         step.status = "timed_out"
-        step.error = (f"not rehearsed: timed out waiting for a lock ({policy.budget:g}s of lock retries, {wait.attempt} attempts; "
-                      f"lock held by {wait.describe_blockers()})")
+        step.error = (
+            f"not rehearsed: timed out waiting for a lock ({policy.budget:g}s of lock retries, {wait.attempt} attempts; "
+            f"lock held by {wait.describe_blockers()})"
+        )
         later = False
         for other in self.result.steps:
             if other is step:
@@ -1190,7 +1398,9 @@ class SyncRun:
         if timed and not failing:
             self.result.hint = "nothing was changed; end the blocking session or rerun when it is done"
 
-    def _read_rehearsal(self, session: _Session, script: _Script, steps: dict[str, StepResult], plan: Sequence[Migration]) -> str | None:
+    def _read_rehearsal(
+        self, session: _Session, script: _Script, steps: dict[str, StepResult], plan: Sequence[Migration]
+    ) -> str | None:
         """Follow one rehearsal attempt; returns the version that stopped it on a lock (None: it ran to the end)."""
         locked: str | None = None
         while True:
@@ -1230,7 +1440,7 @@ def _refine_locations(stderr: str, script: _Script, steps: Sequence[StepResult])
     for index, line in enumerate(lines):
         if _PSQL_ERROR_RE.match(line) is None:
             continue
-        _, location = _psql_error("\n".join(lines[index:index + 4]), script, last=False)
+        _, location = _psql_error("\n".join(lines[index : index + 4]), script, last=False)
         placed = script.locate(int(line.split(":")[2]))
         if location and placed is not None:
             first.setdefault(placed.migration.version, location)
@@ -1265,7 +1475,7 @@ def _psql_error(stderr: str, script: _Script, *, last: bool = True) -> tuple[str
             continue
         script_line, message = int(match.group(1)), match.group(2).strip()
         within: int | None = None
-        for follow in lines[index + 1:index + 4]:
+        for follow in lines[index + 1 : index + 4]:
             inner = _PSQL_LINE_RE.match(follow)
             if inner:
                 within = int(inner.group(1))
@@ -1279,15 +1489,24 @@ def _psql_error(stderr: str, script: _Script, *, last: bool = True) -> tuple[str
     return text, None
 
 
-def sync(remote: Remote, migrations_dir: Path, options: SyncOptions, identity: Identity, *,
-         on_event: EventCallback | None = None, confirm: ConfirmCallback | None = None,
-         reconnect: Reconnect | None = None) -> SyncResult:
+def sync(
+    remote: Remote,
+    migrations_dir: Path,
+    options: SyncOptions,
+    identity: Identity,
+    *,
+    on_event: EventCallback | None = None,
+    confirm: ConfirmCallback | None = None,
+    reconnect: Reconnect | None = None,
+) -> SyncResult:
     """Plan, lock, back up and apply (or rehearse with ``options.dry_run``); see the module docstring.
 
     ``reconnect`` opens a new connection to the same host (with the inventory's gateways) when the
     first one is lost mid-apply, to find out what committed; Ctrl-C raises :class:`SyncInterrupted`.
     """
-    return SyncRun(remote, migrations_dir, options, identity, on_event=on_event, confirm=confirm, reconnect=reconnect).run()
+    return SyncRun(
+        remote, migrations_dir, options, identity, on_event=on_event, confirm=confirm, reconnect=reconnect
+    ).run()
 
 
 # ---------------------------------------------------------------- baseline and repair
@@ -1316,15 +1535,18 @@ def baseline(remote: Remote, migrations_dir: Path, version: str, identity: Ident
     limit = version_key(version)
     beyond = [s.version for s in statuses if s.row is not None and s.version_key is not None and s.version_key > limit]
     if beyond:
-        raise MigrationError(f"refusing to baseline at {version}: the ledger already has later versions: {', '.join(beyond)}",
-                             hint="baseline is for databases whose ledger ends at or before V")
+        raise MigrationError(
+            f"refusing to baseline at {version}: the ledger already has later versions: {', '.join(beyond)}",
+            hint="baseline is for databases whose ledger ends at or before V",
+        )
     recorded_keys = {s.version_key for s in statuses if s.row is not None}
     chosen = [m for m in migration_for_baseline(migrations, version) if m.version_key not in recorded_keys]
     edit = LedgerEdit(remote.host.name, remote.host.database, recorded=[m.version for m in chosen])
     if chosen or not state.exists or state.adoption_needed:
         ensure = ledger.ensure_sql(state.columns) if (not state.exists or state.adoption_needed) else ""
-        sql = ensure + ledger.baseline_sql(chosen, applied_by=identity.applied_by, git_commit=identity.git_commit,
-                                           tool_version=identity.tool_version)
+        sql = ensure + ledger.baseline_sql(
+            chosen, applied_by=identity.applied_by, git_commit=identity.git_commit, tool_version=identity.tool_version
+        )
         remote.psql(sql)
     edit.remote_commands = remote.command_count - before
     return edit
@@ -1356,7 +1578,9 @@ def apply_repair(remote: Remote, ledger: Ledger, changes: Sequence[Any]) -> Ledg
 # ---------------------------------------------------------------- offline script (inv sync --sql)
 
 
-_UNPRINTABLE = re.compile(r"[^\x20-\x5b\x5d-\x7e]")  # printable ASCII without the backslash: safe in a psql comment line
+_UNPRINTABLE = re.compile(
+    r"[^\x20-\x5b\x5d-\x7e]"
+)  # printable ASCII without the backslash: safe in a psql comment line
 
 
 def _comment(text: str) -> str:
@@ -1364,8 +1588,9 @@ def _comment(text: str) -> str:
     return _UNPRINTABLE.sub("?", text)
 
 
-def offline_plan(migrations_dir: Path, options: SyncOptions, *, state: LedgerState | None = None,
-                 from_version: str | None = None) -> tuple[list[Migration], list[str]]:
+def offline_plan(
+    migrations_dir: Path, options: SyncOptions, *, state: LedgerState | None = None, from_version: str | None = None
+) -> tuple[list[Migration], list[str]]:
     """The migrations a sync would apply, checked: after the ledger ``state``, or (offline) every version after ``from_version``.
 
     Refuses exactly what sync refuses: unusable files (exit 2) and ledger problems (exit 1).
@@ -1393,8 +1618,16 @@ def offline_plan(migrations_dir: Path, options: SyncOptions, *, state: LedgerSta
     return checked, [*found.warnings, *warnings]
 
 
-def offline_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity, *, lock_timeout: str, statement_timeout: str,
-                   ensure_sql: str, header: Sequence[str] = ()) -> str:
+def offline_script(
+    plan: Sequence[Migration],
+    ledger: Ledger,
+    identity: Identity,
+    *,
+    lock_timeout: str,
+    statement_timeout: str,
+    ensure_sql: str,
+    header: Sequence[str] = (),
+) -> str:
     """The psql script of a sync without lock retries: one transaction per migration with its ledger row, as sync writes it.
 
     A no-transaction migration runs outside any transaction, between its "started" ledger row and the
@@ -1417,32 +1650,64 @@ def offline_script(plan: Sequence[Migration], ledger: Ledger, identity: Identity
         "'another sync holds the migration lock: nothing was applied'; END IF; END $opsagent$;",
     ]
     if ensure_sql:
-        lines += ["-- the ledger table (created, or completed with the columns opsagent records)", ensure_sql.rstrip("\n")]
+        lines += [
+            "-- the ledger table (created, or completed with the columns opsagent records)",
+            ensure_sql.rstrip("\n"),
+        ]
     for m in plan:
-        lines += ["", f"-- {_comment(m.filename)}: {'transaction' if m.transactional else 'no-transaction: each statement commits on its own'}",
-                  # rerunnable: a version already recorded as applied is skipped (one that failed partway stops on its row)
-                  f"SELECT EXISTS (SELECT FROM {ledger.table} WHERE version = {literal(m.version)} AND success IS NOT false) "
-                  "AS opsagent_applied \\gset",
-                  "\\if :opsagent_applied",
-                  f"\\echo {_comment(m.version)} is already recorded as applied: skipped",
-                  "\\else",
-                  *_offline_migration(m, ledger, identity, lock_timeout, statement_timeout),
-                  "\\endif"]
+        lines += [
+            "",
+            f"-- {_comment(m.filename)}: {'transaction' if m.transactional else 'no-transaction: each statement commits on its own'}",
+            # rerunnable: a version already recorded as applied is skipped (one that failed partway stops on its row)
+            f"SELECT EXISTS (SELECT FROM {ledger.table} WHERE version = {literal(m.version)} AND success IS NOT false) "
+            "AS opsagent_applied \\gset",
+            "\\if :opsagent_applied",
+            f"\\echo {_comment(m.version)} is already recorded as applied: skipped",
+            "\\else",
+            *_offline_migration(m, ledger, identity, lock_timeout, statement_timeout),
+            "\\endif",
+        ]
     lines += ["", f"SELECT pg_advisory_unlock({cls}, {obj});", ""]
     return "\n".join(lines)
 
 
-def _offline_migration(m: Migration, ledger: Ledger, identity: Identity, lock_timeout: str, statement_timeout: str) -> list[str]:
-    statements = [statement.text + "\n;" for statement in m.body_statements]  # the terminator alone: a trailing comment cannot eat it
+def _offline_migration(
+    m: Migration, ledger: Ledger, identity: Identity, lock_timeout: str, statement_timeout: str
+) -> list[str]:
+    statements = [
+        statement.text + "\n;" for statement in m.body_statements
+    ]  # the terminator alone: a trailing comment cannot eat it
     if m.transactional:
         elapsed = "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
-        record = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit,
-                                   tool_version=identity.tool_version, execution_ms=elapsed)
-        return ["BEGIN;", f"SET LOCAL lock_timeout = '{lock_timeout}';", f"SET LOCAL statement_timeout = '{statement_timeout}';",
-                *statements, f"{record};", "COMMIT;"]
-    started = ledger.insert_sql(m, applied_by=identity.applied_by, git_commit=identity.git_commit, tool_version=identity.tool_version,
-                                execution_ms="NULL", success=False)
+        record = ledger.insert_sql(
+            m,
+            applied_by=identity.applied_by,
+            git_commit=identity.git_commit,
+            tool_version=identity.tool_version,
+            execution_ms=elapsed,
+        )
+        return [
+            "BEGIN;",
+            f"SET LOCAL lock_timeout = '{lock_timeout}';",
+            f"SET LOCAL statement_timeout = '{statement_timeout}';",
+            *statements,
+            f"{record};",
+            "COMMIT;",
+        ]
+    started = ledger.insert_sql(
+        m,
+        applied_by=identity.applied_by,
+        git_commit=identity.git_commit,
+        tool_version=identity.tool_version,
+        execution_ms="NULL",
+        success=False,
+    )
     elapsed = "(extract(epoch FROM clock_timestamp() - current_setting('opsagent.t0')::timestamptz) * 1000)::integer"
-    return [f"{started};", f"SET statement_timeout = '{statement_timeout}';",
-            "DO $opsagent$ BEGIN PERFORM set_config('opsagent.t0', clock_timestamp()::text, false); END $opsagent$;", *statements,
-            "RESET statement_timeout;", f"{ledger.finish_sql(m, execution_ms=elapsed)};"]
+    return [
+        f"{started};",
+        f"SET statement_timeout = '{statement_timeout}';",
+        "DO $opsagent$ BEGIN PERFORM set_config('opsagent.t0', clock_timestamp()::text, false); END $opsagent$;",
+        *statements,
+        "RESET statement_timeout;",
+        f"{ledger.finish_sql(m, execution_ms=elapsed)};",
+    ]

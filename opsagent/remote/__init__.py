@@ -1,2 +1,1 @@
-"""Reaching a server: the SSH transport, the local sandbox host, doctor, fleet runs and the seed's one-liners.
-"""
+"""Reaching a server: the SSH transport, the local sandbox host, doctor, fleet runs and the seed's one-liners."""

@@ -44,7 +44,9 @@ class DoctorReport:
         return {"host": self.host, "ok": self.ok, "checks": [c.to_dict() for c in self.checks]}
 
 
-def run_doctor(host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False) -> DoctorReport:
+def run_doctor(
+    host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False
+) -> DoctorReport:
     """Run all checks; never raises for a failed check, it reports it.
 
     The endpoint is resolved once (inventory + ~/.ssh/config, as every task does), so an
@@ -61,7 +63,9 @@ def run_doctor(host: HostConfig, inventory: Inventory | None = None, *, accept_n
     verified = f"verified against {endpoint.known_hosts}"
     try:
         with open_remote(host, inventory, accept_new_host_key=accept_new_host_key) as remote:
-            checks.append(Check("host key", True, verified + (f" ({len(endpoint.chain())} hops)" if endpoint.via else "")))
+            checks.append(
+                Check("host key", True, verified + (f" ({len(endpoint.chain())} hops)" if endpoint.via else ""))
+            )
             checks.append(Check("login", True, endpoint.describe()))
             checks.extend(_server_checks(remote))
     except HostKeyError as exc:
@@ -86,7 +90,12 @@ def _tcp_check(endpoint: Endpoint) -> Check:
         with socket.create_connection((first.hostname, first.port), timeout=first.connect_timeout):
             return Check("tcp reach", True, shown)
     except OSError as exc:
-        return Check("tcp reach", False, f"{shown}: {exc.strerror or exc}", "check address, port and firewall (and ~/.ssh/config)")
+        return Check(
+            "tcp reach",
+            False,
+            f"{shown}: {exc.strerror or exc}",
+            "check address, port and firewall (and ~/.ssh/config)",
+        )
 
 
 def _script(remote: Remote) -> str:
@@ -132,10 +141,18 @@ def _server_checks(remote: Remote) -> list[Check]:
     except RemoteError as exc:
         return [Check(f"sudo -n -u {host.become}", False, exc.message, exc.hint or "")]
     sections = _parse_sections(result.text)
-    checks = [Check(f"sudo -n -u {host.become}" if host.become else "run as login user", True, sections.get("whoami", (0, ""))[1])]
+    checks = [
+        Check(
+            f"sudo -n -u {host.become}" if host.become else "run as login user",
+            True,
+            sections.get("whoami", (0, ""))[1],
+        )
+    ]
     for tool in ("psql", "pg_dump"):
         rc, out = sections.get(tool, (1, "no output"))
-        checks.append(Check(f"{tool} (client)", rc == 0, out, "" if rc == 0 else "apt-get install -y postgresql-client"))
+        checks.append(
+            Check(f"{tool} (client)", rc == 0, out, "" if rc == 0 else "apt-get install -y postgresql-client")
+        )
     checks.extend(_database_checks(host, *sections.get("server", (1, "no output"))))
     checks.append(_backup_check(host, *sections.get("backup_dir", (1, "no output"))))
     return checks
@@ -143,13 +160,24 @@ def _server_checks(remote: Remote) -> list[Check]:
 
 def _database_checks(host: HostConfig, rc: int, out: str) -> list[Check]:
     if rc != 0 or "|" not in out:
-        return [Check("server", False, out.splitlines()[-1] if out else "psql failed", "check pg_host/pg_port and that PostgreSQL runs")]
+        return [
+            Check(
+                "server",
+                False,
+                out.splitlines()[-1] if out else "psql failed",
+                "check pg_host/pg_port and that PostgreSQL runs",
+            )
+        ]
     version, count = out.rsplit("|", 1)
     exists = count.strip() == "1"
     return [
         Check("server", True, f"PostgreSQL {version}"),
-        Check("database", exists, host.database if exists else f"database {host.database!r} does not exist",
-              "" if exists else f"createdb {host.database} (as {host.become}) or fix 'database' in the inventory"),
+        Check(
+            "database",
+            exists,
+            host.database if exists else f"database {host.database!r} does not exist",
+            "" if exists else f"createdb {host.database} (as {host.become}) or fix 'database' in the inventory",
+        ),
     ]
 
 
@@ -162,6 +190,12 @@ def _backup_check(host: HostConfig, rc: int, out: str) -> Check:
             free_kb = int(lines[1].split()[3])
         return Check("backup_dir", True, f"{host.backup_dir} writable, {human_bytes(free_kb * 1024)} free")
     if state == "absent":
-        return Check("backup_dir", True, f"{host.backup_dir} absent: created (0700, owner {host.become}) by the first backup")
-    return Check("backup_dir", False, f"{host.backup_dir} is not writable by {host.become}",
-                 f"chown {host.become} {host.backup_dir} && chmod 700 {host.backup_dir}")
+        return Check(
+            "backup_dir", True, f"{host.backup_dir} absent: created (0700, owner {host.become}) by the first backup"
+        )
+    return Check(
+        "backup_dir",
+        False,
+        f"{host.backup_dir} is not writable by {host.become}",
+        f"chown {host.become} {host.backup_dir} && chmod 700 {host.backup_dir}",
+    )

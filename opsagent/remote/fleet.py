@@ -76,7 +76,9 @@ def run_fleet(
         except OpsagentError as exc:
             outcome = HostOutcome(host.name, "failed", int(exc.exit_code), exc.message)
         except Exception as exc:  # a bug must not take the other hosts down
-            outcome = HostOutcome(host.name, "failed", int(ExitCode.FAILURE), f"internal error: {type(exc).__name__}: {exc}")
+            outcome = HostOutcome(
+                host.name, "failed", int(ExitCode.FAILURE), f"internal error: {type(exc).__name__}: {exc}"
+            )
         outcome.duration = time.monotonic() - started
         with lock:
             outcomes.setdefault(host.name, outcome)
@@ -90,7 +92,9 @@ def run_fleet(
             thread.start()
         if fail_fast and failed:
             for host in pending:
-                outcomes[host.name] = HostOutcome(host.name, "skipped", int(ExitCode.FAILURE), "not started (--fail-fast)")
+                outcomes[host.name] = HostOutcome(
+                    host.name, "skipped", int(ExitCode.FAILURE), "not started (--fail-fast)"
+                )
                 notify(host.name, "skipped")
             pending.clear()
         for name, (thread, started) in list(running.items()):
@@ -102,8 +106,13 @@ def run_fleet(
             elif timeout is not None and time.monotonic() - started > timeout:
                 del running[name]  # the daemon thread is abandoned; its SSH timeouts end it eventually
                 with lock:
-                    outcomes[name] = HostOutcome(name, "timed out", int(ExitCode.FAILURE), f"no result within {timeout:g}s",
-                                                 duration=time.monotonic() - started)
+                    outcomes[name] = HostOutcome(
+                        name,
+                        "timed out",
+                        int(ExitCode.FAILURE),
+                        f"no result within {timeout:g}s",
+                        duration=time.monotonic() - started,
+                    )
                 failed = True
                 notify(name, "timed out")
         time.sleep(0.02)
@@ -145,5 +154,10 @@ def sync_outcome(host: str, result: dict[str, Any]) -> HostOutcome:
     if not parts:
         parts.append(str(result.get("outcome", "")).replace("_", " "))
     ok = bool(result.get("ok"))
-    return HostOutcome(host, "ok" if ok else "failed", int(ExitCode.OK) if ok else int(ExitCode.FAILURE), "; ".join(parts),
-                       details={**result, "would_apply": would})
+    return HostOutcome(
+        host,
+        "ok" if ok else "failed",
+        int(ExitCode.OK) if ok else int(ExitCode.FAILURE),
+        "; ".join(parts),
+        details={**result, "would_apply": would},
+    )

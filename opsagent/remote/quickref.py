@@ -72,8 +72,9 @@ def run_sql(remote: Remote, sql: str) -> str:
     return remote.psql(sql if sql.endswith("\n") else sql + "\n").text
 
 
-def interactive_ssh_argv(host: HostConfig | Endpoint, remote_argv: list[str], *, inventory: Inventory | None = None,
-                         tty: bool = True) -> list[str]:
+def interactive_ssh_argv(
+    host: HostConfig | Endpoint, remote_argv: list[str], *, inventory: Inventory | None = None, tty: bool = True
+) -> list[str]:
     """The real ``ssh -t`` command line for an interactive psql (a terminal needs a real ssh client).
 
     Built from the endpoint opsagent itself connects to (alias, port, user, keys,

@@ -118,7 +118,9 @@ def _run(argv: list[str], *, as_postgres: bool = False, check: bool = True) -> s
     try:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=120, check=False)
     except FileNotFoundError:
-        raise SandboxError(f"{full[0]} not found: run the README setup command (apt-get install openssh-server sudo postgresql)") from None
+        raise SandboxError(
+            f"{full[0]} not found: run the README setup command (apt-get install openssh-server sudo postgresql)"
+        ) from None
     if check and proc.returncode != 0:
         detail = (proc.stderr or proc.stdout).strip().splitlines()
         raise SandboxError(f"{' '.join(argv[:2])} failed: {detail[-1] if detail else proc.returncode}")
@@ -201,8 +203,11 @@ class Sandbox:
             if pid and _pid_alive(pid):
                 os.kill(pid, signal.SIGTERM)
             if self._postgres_running(state):
-                _run([str(pg_bindir() / "pg_ctl"), "-D", str(state.pg_dir / "data"), "-m", "immediate", "-w", "stop"],
-                     as_postgres=True, check=False)
+                _run(
+                    [str(pg_bindir() / "pg_ctl"), "-D", str(state.pg_dir / "data"), "-m", "immediate", "-w", "stop"],
+                    as_postgres=True,
+                    check=False,
+                )
         shutil.rmtree(self.root, ignore_errors=True)
         return True
 
@@ -229,31 +234,46 @@ class Sandbox:
         ssh.chmod(0o711)  # sshd reads authorized_keys_<user> as that user; private keys stay 0600
         for key in ("host_key", "client_key"):
             if not (ssh / key).exists():
-                _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"opsagent-{state.name}-{key}", "-f", str(ssh / key)])
+                _run(
+                    [
+                        "ssh-keygen",
+                        "-q",
+                        "-t",
+                        "ed25519",
+                        "-N",
+                        "",
+                        "-C",
+                        f"opsagent-{state.name}-{key}",
+                        "-f",
+                        str(ssh / key),
+                    ]
+                )
         authorized = ssh / f"authorized_keys_{state.user}"
         authorized.write_text((ssh / "client_key.pub").read_text())
         authorized.chmod(0o644)
         host_pub = (ssh / "host_key.pub").read_text().split()
         (ssh / "known_hosts").write_text(f"[127.0.0.1]:{state.ssh_port} {host_pub[0]} {host_pub[1]}\n")
         (ssh / "sshd_config").write_text(
-            "\n".join([
-                f"Port {state.ssh_port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {ssh / 'host_key'}",
-                f"PidFile {ssh / 'sshd.pid'}",
-                f"AuthorizedKeysFile {ssh}/authorized_keys_%u",
-                "PermitRootLogin prohibit-password",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "PubkeyAuthentication yes",
-                "UsePAM no",
-                "StrictModes no",
-                "MaxSessions 200",
-                "MaxStartups 200:30:400",
-                "LogLevel ERROR",
-                "Subsystem sftp internal-sftp",
-                "",
-            ])
+            "\n".join(
+                [
+                    f"Port {state.ssh_port}",
+                    "ListenAddress 127.0.0.1",
+                    f"HostKey {ssh / 'host_key'}",
+                    f"PidFile {ssh / 'sshd.pid'}",
+                    f"AuthorizedKeysFile {ssh}/authorized_keys_%u",
+                    "PermitRootLogin prohibit-password",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "PubkeyAuthentication yes",
+                    "UsePAM no",
+                    "StrictModes no",
+                    "MaxSessions 200",
+                    "MaxStartups 200:30:400",
+                    "LogLevel ERROR",
+                    "Subsystem sftp internal-sftp",
+                    "",
+                ]
+            )
         )
 
     def _create_postgres(self, state: SandboxState) -> None:
@@ -262,8 +282,22 @@ class Sandbox:
         (pg / "run").mkdir(exist_ok=True)
         shutil.chown(pg, "postgres", "postgres")
         shutil.chown(pg / "run", "postgres", "postgres")
-        _run([str(pg_bindir() / "initdb"), "-D", str(pg / "data"), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
-              "--auth-local=peer", "--auth-host=reject", "--no-sync"], as_postgres=True)
+        _run(
+            [
+                str(pg_bindir() / "initdb"),
+                "-D",
+                str(pg / "data"),
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+                "--auth-local=peer",
+                "--auth-host=reject",
+                "--no-sync",
+            ],
+            as_postgres=True,
+        )
         settings = [
             "listen_addresses = ''  # the DB port is never opened: peer auth over the socket",
             f"port = {state.pg_port}",
@@ -289,12 +323,41 @@ class Sandbox:
 
     def _start_postgres(self, state: SandboxState) -> None:
         if not self._postgres_running(state):
-            _run([str(pg_bindir() / "pg_ctl"), "-D", str(state.pg_dir / "data"), "-l", str(state.pg_dir / "postgres.log"),
-                  "-w", "-t", "60", "start"], as_postgres=True)
-        exists = _run([str(pg_bindir() / "psql"), "-X", "-At", "-h", state.socket_dir, "-p", str(state.pg_port), "-d", "postgres",
-                       "-c", f"SELECT 1 FROM pg_database WHERE datname = '{state.database}'"], as_postgres=True)
+            _run(
+                [
+                    str(pg_bindir() / "pg_ctl"),
+                    "-D",
+                    str(state.pg_dir / "data"),
+                    "-l",
+                    str(state.pg_dir / "postgres.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ],
+                as_postgres=True,
+            )
+        exists = _run(
+            [
+                str(pg_bindir() / "psql"),
+                "-X",
+                "-At",
+                "-h",
+                state.socket_dir,
+                "-p",
+                str(state.pg_port),
+                "-d",
+                "postgres",
+                "-c",
+                f"SELECT 1 FROM pg_database WHERE datname = '{state.database}'",
+            ],
+            as_postgres=True,
+        )
         if exists.stdout.strip() != "1":
-            _run([str(pg_bindir() / "createdb"), "-h", state.socket_dir, "-p", str(state.pg_port), state.database], as_postgres=True)
+            _run(
+                [str(pg_bindir() / "createdb"), "-h", state.socket_dir, "-p", str(state.pg_port), state.database],
+                as_postgres=True,
+            )
 
     def _start_sshd(self, state: SandboxState) -> None:
         if self._sshd_running(state):

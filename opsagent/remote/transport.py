@@ -76,7 +76,7 @@ class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
                 f"{self.label}: unknown host key for {hostname} ({key.get_name()} {fingerprint(key)}); "
                 "refusing to connect",
                 hint="check the fingerprint with the server's admin, then run once with --accept-new-host-key "
-                     "to record it",
+                "to record it",
             )
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         with self.known_hosts.open("a", encoding="utf-8") as handle:
@@ -124,9 +124,11 @@ _WRAPPER = resources.script("transport_wrapper")
 # A session statement for long psql sessions (sync sends it first): on PostgreSQL 14+ the
 # backend then checks every second, even during a long statement, that its client is still
 # there, so a psql that died without cancelling (SIGKILL) does not leave a backend working.
-CLIENT_CHECK_SQL = ("DO $opsagent_check$ BEGIN IF current_setting('server_version_num')::int >= 140000 THEN "
-                    "PERFORM set_config('client_connection_check_interval', '1s', false); "
-                    "END IF; END $opsagent_check$;")
+CLIENT_CHECK_SQL = (
+    "DO $opsagent_check$ BEGIN IF current_setting('server_version_num')::int >= 140000 THEN "
+    "PERFORM set_config('client_connection_check_interval', '1s', false); "
+    "END IF; END $opsagent_check$;"
+)
 
 
 def channel_bound_command(argv: Sequence[str], *, cd_root: bool = False) -> str:
@@ -183,9 +185,16 @@ class Endpoint:
         return text + (f" via ProxyCommand {self.chain()[0].proxy_command}" if self.chain()[0].proxy_command else "")
 
     def to_dict(self) -> dict[str, object]:
-        return {"alias": self.alias, "hostname": self.hostname, "port": self.port, "user": self.user,
-                "identity_files": list(self.identity_files), "known_hosts": self.known_hosts,
-                "proxy_command": self.proxy_command, "via": self.via.to_dict() if self.via else None}
+        return {
+            "alias": self.alias,
+            "hostname": self.hostname,
+            "port": self.port,
+            "user": self.user,
+            "identity_files": list(self.identity_files),
+            "known_hosts": self.known_hosts,
+            "proxy_command": self.proxy_command,
+            "via": self.via.to_dict() if self.via else None,
+        }
 
 
 _DEFAULT_KNOWN_HOSTS = HostConfig.__dataclass_fields__["known_hosts"].default
@@ -204,17 +213,27 @@ def _endpoint(conn: Connection, host: HostConfig, via: Endpoint | None) -> Endpo
         via = _endpoint(conn.gateway, _hop_config(conn.gateway, host), None)
     keys = conn.connect_kwargs.get("key_filename") or []
     return Endpoint(
-        label=host.name, alias=str(conn.original_host), hostname=str(conn.host), port=int(conn.port),
+        label=host.name,
+        alias=str(conn.original_host),
+        hostname=str(conn.host),
+        port=int(conn.port),
         user=str(conn.user),
-        identity_files=tuple(dict.fromkeys(str(Path(k).expanduser())
-                                           for k in ([keys] if isinstance(keys, str) else keys))),
-        known_hosts=_known_hosts(host, conn.ssh_config), connect_timeout=host.connect_timeout, via=via,
+        identity_files=tuple(
+            dict.fromkeys(str(Path(k).expanduser()) for k in ([keys] if isinstance(keys, str) else keys))
+        ),
+        known_hosts=_known_hosts(host, conn.ssh_config),
+        connect_timeout=host.connect_timeout,
+        via=via,
         proxy_command=conn.gateway if isinstance(conn.gateway, str) else None,
     )
 
 
-def _build(host: HostConfig, inventory: Inventory | None, chain: tuple[str, ...] = (), label: str | None = None,
-           ) -> tuple[Connection, Endpoint]:
+def _build(
+    host: HostConfig,
+    inventory: Inventory | None,
+    chain: tuple[str, ...] = (),
+    label: str | None = None,
+) -> tuple[Connection, Endpoint]:
     """Fabric connection objects (not opened) and the endpoint they resolve to."""
     gateway: Connection | None = None
     via: Endpoint | None = None
@@ -260,13 +279,20 @@ def _gateway(host: HostConfig, inventory: Inventory | None, chain: tuple[str, ..
     if host.name in chain:
         raise UsageError(f"gateway loop: {' -> '.join([*chain, host.name])}")
     if inventory is not None and host.gateway in inventory.hosts:
-        return _build(inventory.hosts[host.gateway], inventory, (*chain, host.name),
-                      f"{host.name} (gateway {host.gateway})")
+        return _build(
+            inventory.hosts[host.gateway], inventory, (*chain, host.name), f"{host.name} (gateway {host.gateway})"
+        )
     user, _, rest = host.gateway.rpartition("@")
     address, _, port = rest.partition(":")
-    spec = HostConfig(name=f"{host.name} (gateway {host.gateway})", address=address, user=user or None,
-                      port=int(port) if port else None, known_hosts=host.known_hosts,
-                      identity_file=host.identity_file, connect_timeout=host.connect_timeout)
+    spec = HostConfig(
+        name=f"{host.name} (gateway {host.gateway})",
+        address=address,
+        user=user or None,
+        port=int(port) if port else None,
+        known_hosts=host.known_hosts,
+        identity_file=host.identity_file,
+        connect_timeout=host.connect_timeout,
+    )
     return _build(spec, inventory, (*chain, host.name))
 
 
@@ -303,17 +329,20 @@ def _open(conn: Connection, endpoint: Endpoint) -> None:
             f"{name}: HOST KEY CHANGED for {exc.hostname}: got {exc.key.get_name()} {fingerprint(exc.key)}, "
             f"expected {fingerprint(exc.expected_key)}; refusing to connect",
             hint=f"if the server was really reinstalled, remove its line from {endpoint.known_hosts} "
-                 "after checking with its admin",
+            "after checking with its admin",
         ) from None
     except paramiko.AuthenticationException as exc:
         hop = _failed_hop(conn)
         error = LoginError if hop is conn else RemoteError
-        raise error(f"{name}: SSH login as {hop.user}@{hop.host}:{hop.port} failed: {exc}",
-                    hint="check user and identity_file in the inventory (or ~/.ssh/config)") from None
+        raise error(
+            f"{name}: SSH login as {hop.user}@{hop.host}:{hop.port} failed: {exc}",
+            hint="check user and identity_file in the inventory (or ~/.ssh/config)",
+        ) from None
     except TimeoutError:
         hop = _failed_hop(conn)
-        raise RemoteError(f"{name}: connection to {hop.host}:{hop.port} timed out after "
-                          f"{endpoint.connect_timeout:g}s") from None
+        raise RemoteError(
+            f"{name}: connection to {hop.host}:{hop.port} timed out after {endpoint.connect_timeout:g}s"
+        ) from None
     except (OSError, paramiko.SSHException, EOFError) as exc:
         hop = _failed_hop(conn)
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
@@ -321,8 +350,9 @@ def _open(conn: Connection, endpoint: Endpoint) -> None:
 
 
 @contextlib.contextmanager
-def open_remote(host: HostConfig, inventory: Inventory | None = None, *,
-                accept_new_host_key: bool = False) -> Iterator[Remote]:
+def open_remote(
+    host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False
+) -> Iterator[Remote]:
     """One verified SSH connection for the whole run; closed on exit."""
     conn, endpoint = _connection(host, inventory, accept_new_host_key)
     try:
@@ -342,9 +372,20 @@ def _pct(value: str) -> str:
 
 
 def _ssh_options(endpoint: Endpoint) -> list[str]:
-    argv = ["-F", "none", "-p", str(endpoint.port), "-l", endpoint.user, "-o", "StrictHostKeyChecking=yes",
-            "-o", f"UserKnownHostsFile={_pct(endpoint.known_hosts)}",
-            "-o", f"ConnectTimeout={max(1, int(endpoint.connect_timeout))}"]
+    argv = [
+        "-F",
+        "none",
+        "-p",
+        str(endpoint.port),
+        "-l",
+        endpoint.user,
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        f"UserKnownHostsFile={_pct(endpoint.known_hosts)}",
+        "-o",
+        f"ConnectTimeout={max(1, int(endpoint.connect_timeout))}",
+    ]
     for key in endpoint.identity_files:
         argv += ["-i", _pct(key)]
     if endpoint.identity_files:
@@ -441,8 +482,9 @@ class Remote:
         channel, command = self._exec(argv, become)
         started = time.monotonic()
         data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
-        out, err, status = _pump(channel, data, on_stdout, capture, timeout or self.host.command_timeout,
-                                 self.host.name, argv)
+        out, err, status = _pump(
+            channel, data, on_stdout, capture, timeout or self.host.command_timeout, self.host.name, argv
+        )
         result = CommandResult(command, status, out, err, time.monotonic() - started)
         if check and status != 0:
             raise self.failure(argv, result)
@@ -459,23 +501,39 @@ class Remote:
         if "sudo:" in stderr and "password is required" in stderr:
             return CommandFailed(
                 f"{self.host.name}: 'sudo -n -u {self.host.become}' needs a password for {self.connection.user}",
-                exit_status=result.exit_status, stderr=stderr,
+                exit_status=result.exit_status,
+                stderr=stderr,
                 hint=f"add a sudoers rule: {self.connection.user} ALL=({self.host.become}) NOPASSWD: ALL",
             )
         if "sudo:" in stderr and "unknown user" in stderr:
-            return CommandFailed(f"{self.host.name}: become user {self.host.become!r} does not exist on the server",
-                                 exit_status=result.exit_status, stderr=stderr)
+            return CommandFailed(
+                f"{self.host.name}: become user {self.host.become!r} does not exist on the server",
+                exit_status=result.exit_status,
+                stderr=stderr,
+            )
         if result.exit_status == 127 or "command not found" in stderr:
-            return CommandFailed(f"{self.host.name}: {argv[0]} is not installed on the server ({_first_line(stderr)})",
-                                 exit_status=result.exit_status, stderr=stderr)
+            return CommandFailed(
+                f"{self.host.name}: {argv[0]} is not installed on the server ({_first_line(stderr)})",
+                exit_status=result.exit_status,
+                stderr=stderr,
+            )
         detail = _first_line(stderr) or f"exit status {result.exit_status}"
-        return CommandFailed(f"{self.host.name}: {argv[0]} failed: {detail}", exit_status=result.exit_status,
-                             stderr=stderr)
+        return CommandFailed(
+            f"{self.host.name}: {argv[0]} failed: {detail}", exit_status=result.exit_status, stderr=stderr
+        )
 
     # -- psql helpers
 
-    def psql(self, sql: str, database: str | None = None, *, extra: Sequence[str] = (), timeout: float | None = None,
-             check: bool = True, on_stdout: OutputCallback | None = None) -> CommandResult:
+    def psql(
+        self,
+        sql: str,
+        database: str | None = None,
+        *,
+        extra: Sequence[str] = (),
+        timeout: float | None = None,
+        check: bool = True,
+        on_stdout: OutputCallback | None = None,
+    ) -> CommandResult:
         """Run a SQL script through psql over stdin (never via a remote file)."""
         return self.run(self.psql_argv(database, extra), stdin=sql, timeout=timeout, check=check, on_stdout=on_stdout)
 
@@ -509,7 +567,7 @@ def _feed(channel: paramiko.Channel, data: bytes | None) -> threading.Thread | N
         try:
             view = memoryview(data)
             for offset in range(0, len(view), _CHUNK):
-                channel.sendall(bytes(view[offset:offset + _CHUNK]))
+                channel.sendall(bytes(view[offset : offset + _CHUNK]))
             channel.shutdown_write()
         except (OSError, paramiko.SSHException, EOFError):
             pass  # the reader reports the failure
@@ -519,8 +577,15 @@ def _feed(channel: paramiko.Channel, data: bytes | None) -> threading.Thread | N
     return thread
 
 
-def _pump(channel: paramiko.Channel, data: bytes | None, on_stdout: OutputCallback | None, capture: bool,
-          timeout: float, host: str, argv: Sequence[str]) -> tuple[bytes, str, int]:
+def _pump(
+    channel: paramiko.Channel,
+    data: bytes | None,
+    on_stdout: OutputCallback | None,
+    capture: bool,
+    timeout: float,
+    host: str,
+    argv: Sequence[str],
+) -> tuple[bytes, str, int]:
     out: list[bytes] = []
     err: list[bytes] = []
     writer = _feed(channel, data)
@@ -537,8 +602,11 @@ def _pump(channel: paramiko.Channel, data: bytes | None, on_stdout: OutputCallba
             while channel.recv_stderr_ready():
                 err.append(channel.recv_stderr(_CHUNK))
             # sshd may send exit-status before all output (flow control): wait for EOF
-            if ((channel.eof_received or channel.closed)
-                    and not channel.recv_ready() and not channel.recv_stderr_ready()):
+            if (
+                (channel.eof_received or channel.closed)
+                and not channel.recv_ready()
+                and not channel.recv_stderr_ready()
+            ):
                 break
             if not channel.get_transport().is_active():
                 raise RemoteError(f"{host}: SSH connection lost while running {argv[0]}")
@@ -598,7 +666,7 @@ class RemoteProcess:
         try:
             # in chunks: paramiko's sendall copies the unsent rest after every packet (quadratic on a 50 MB script)
             for offset in range(0, len(view), _CHUNK):
-                self.channel.sendall(bytes(view[offset:offset + _CHUNK]))
+                self.channel.sendall(bytes(view[offset : offset + _CHUNK]))
         except (OSError, paramiko.SSHException, EOFError) as exc:
             raise RemoteError(f"{self.host}: SSH connection lost while writing: {exc}") from None
 

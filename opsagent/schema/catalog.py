@@ -30,8 +30,15 @@ class QueryRunner(Protocol):
 
     def query_json(self, sql: str, database: str | None = None, *, timeout: float | None = None) -> Any: ...
 
-    def psql(self, sql: str, database: str | None = None, *, extra: Sequence[str] = (), timeout: float | None = None,
-             check: bool = True) -> Any: ...
+    def psql(
+        self,
+        sql: str,
+        database: str | None = None,
+        *,
+        extra: Sequence[str] = (),
+        timeout: float | None = None,
+        check: bool = True,
+    ) -> Any: ...
 
 
 # ---------------------------------------------------------------- the query (opsagent/sql/catalog_*.sql)
@@ -63,9 +70,15 @@ def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *
     bare = [table for schema, table in split if schema is None]
     qualified = [canonical(name) for name, (schema, _) in zip(names, split, strict=True) if schema is not None]
     hidden = [always_quoted(schema) for schema in hidden_schema_candidates(names)]
-    query = resources.fill(_QUERY, BARE=_sql_text_array(bare), QUALIFIED=_sql_text_array(qualified),
-                           HIDDEN_SCHEMAS=_sql_text_array(hidden), DEPENDS=_DEPENDS if dependencies else "NULL",
-                           CASTS=_CASTS if dependencies else "NULL", MEMBERS=_MEMBERS)
+    query = resources.fill(
+        _QUERY,
+        BARE=_sql_text_array(bare),
+        QUALIFIED=_sql_text_array(qualified),
+        HIDDEN_SCHEMAS=_sql_text_array(hidden),
+        DEPENDS=_DEPENDS if dependencies else "NULL",
+        CASTS=_CASTS if dependencies else "NULL",
+        MEMBERS=_MEMBERS,
+    )
     # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
     return "SET search_path = pg_catalog;\n" + query.strip() + ";\n"
 
@@ -84,7 +97,7 @@ def stats_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> str:
     """One query returning ``Catalog.stats()`` as a JSON object, without deparsing anything (``inv extract``)."""
     full = introspection_sql(exclude_tables)
     # SET search_path + WITH ext_objs, nsp, rel, excluded, ledger_only
-    body = full[:full.index("\nacl AS (")].rstrip().rstrip(",")
+    body = full[: full.index("\nacl AS (")].rstrip().rstrip(",")
     return f"{body},{_STATS_CTES}{_STATS};\n"
 
 
@@ -575,8 +588,11 @@ class Catalog:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Catalog):
             return NotImplemented
-        return all(getattr(self, f.name) == getattr(other, f.name)
-                   for f in dataclasses.fields(self) if f.name not in _NOT_COMPARED)
+        return all(
+            getattr(self, f.name) == getattr(other, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in _NOT_COMPARED
+        )
 
     __hash__ = None  # type: ignore[assignment]
 
@@ -615,8 +631,13 @@ class Catalog:
 # ---------------------------------------------------------------- reading it
 
 
-def introspect(remote: QueryRunner, database: str | None = None, *,
-               exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, dependencies: bool = False) -> Catalog:
+def introspect(
+    remote: QueryRunner,
+    database: str | None = None,
+    *,
+    exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES,
+    dependencies: bool = False,
+) -> Catalog:
     """Read one database's catalog in a single round trip."""
     doc = remote.query_json(introspection_sql(exclude_tables, dependencies=dependencies), database)
     if not isinstance(doc, dict):
@@ -634,9 +655,13 @@ def _psql_quote(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def introspect_many(remote: QueryRunner, databases: Sequence[str], *,
-                    exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES,
-                    dependencies: bool = False) -> dict[str, Catalog]:
+def introspect_many(
+    remote: QueryRunner,
+    databases: Sequence[str],
+    *,
+    exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES,
+    dependencies: bool = False,
+) -> dict[str, Catalog]:
     """Read several databases' catalogs in one psql session (one round trip)."""
     if not databases:
         return {}
@@ -655,7 +680,7 @@ def _split_many(text: str, databases: Sequence[str]) -> dict[str, Catalog]:
     current: int | None = None
     for line in text.splitlines():
         if line.startswith(_SEPARATOR):
-            current = int(line[len(_SEPARATOR):])
+            current = int(line[len(_SEPARATOR) :])
             chunks[current] = []
         elif current is not None:
             chunks[current].append(line)

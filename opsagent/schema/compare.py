@@ -18,18 +18,59 @@ import pglast
 from pglast.stream import RawStream
 
 from ..sqlquote import quote_ident
-from .catalog import Catalog, Collation, Column, Extension, Operator, Sequence_, Table, TextSearchConfig, TextSearchDictionary, Type, View
+from .catalog import (
+    Catalog,
+    Collation,
+    Column,
+    Extension,
+    Operator,
+    Sequence_,
+    Table,
+    TextSearchConfig,
+    TextSearchDictionary,
+    Type,
+    View,
+)
 
 Status = Literal["extra", "missing", "changed"]
 Severity = Literal["low", "normal"]
 
 # report order of kinds (grouping in the CLI follows it)
-KIND_ORDER = ("extension", "schema", "collation", "text search dictionary", "text search configuration",
-              "type", "sequence", "table", "column", "constraint", "index", "statistics", "view",
-              "materialized view", "function", "procedure", "operator", "operator family", "operator class",
-              "trigger", "policy", "rls", "privilege", "owner", "comment")
+KIND_ORDER = (
+    "extension",
+    "schema",
+    "collation",
+    "text search dictionary",
+    "text search configuration",
+    "type",
+    "sequence",
+    "table",
+    "column",
+    "constraint",
+    "index",
+    "statistics",
+    "view",
+    "materialized view",
+    "function",
+    "procedure",
+    "operator",
+    "operator family",
+    "operator class",
+    "trigger",
+    "policy",
+    "rls",
+    "privilege",
+    "owner",
+    "comment",
+)
 _IDENTITY_FIELDS = frozenset({"schema", "name", "table", "columns"})
-_FIELD_KIND = {"comment": "comment", "privileges": "privilege", "rls_enabled": "rls", "rls_forced": "rls", "owner": "owner"}
+_FIELD_KIND = {
+    "comment": "comment",
+    "privileges": "privilege",
+    "rls_enabled": "rls",
+    "rls_forced": "rls",
+    "owner": "owner",
+}
 _ARROW = "→"
 
 
@@ -44,7 +85,13 @@ class Change:
     severity: Severity = "normal"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "name": self.name, "status": self.status, "details": list(self.details), "severity": self.severity}
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "status": self.status,
+            "details": list(self.details),
+            "severity": self.severity,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,11 +116,16 @@ class DiffResult:
         return groups
 
     def counts(self) -> dict[str, int]:
-        return {status: sum(1 for c in self.changes if c.status == status) for status in ("extra", "missing", "changed")}
+        return {
+            status: sum(1 for c in self.changes if c.status == status) for status in ("extra", "missing", "changed")
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"empty": self.is_empty, "counts": self.counts(),
-                "changes": {kind: [c.to_dict() for c in items] for kind, items in self.by_kind().items()}}
+        return {
+            "empty": self.is_empty,
+            "counts": self.counts(),
+            "changes": {kind: [c.to_dict() for c in items] for kind, items in self.by_kind().items()},
+        }
 
 
 # ---------------------------------------------------------------- formatting
@@ -81,7 +133,7 @@ class DiffResult:
 
 def display(name: str) -> str:
     """Names in the public schema are shown unqualified, as people write them."""
-    return name[len("public."):] if name.startswith("public.") else name
+    return name[len("public.") :] if name.startswith("public.") else name
 
 
 def _show(value: Any) -> str:
@@ -134,8 +186,11 @@ def _field_detail(field: str, old: Any, new: Any) -> str:
 
 def _mapping_detail(old: Mapping[str, str], new: Mapping[str, str]) -> str:
     """A text search configuration's mappings, only the token types that differ."""
-    parts = [f"{token}: {old.get(token, 'none')} {_ARROW} {new.get(token, 'none')}"
-             for token in sorted(old.keys() | new.keys()) if old.get(token) != new.get(token)]
+    parts = [
+        f"{token}: {old.get(token, 'none')} {_ARROW} {new.get(token, 'none')}"
+        for token in sorted(old.keys() | new.keys())
+        if old.get(token) != new.get(token)
+    ]
     return "mappings: " + "; ".join(parts)
 
 
@@ -147,11 +202,24 @@ def _kind_of(attr: str, obj: Any) -> str:
         return "materialized view" if obj.materialized else "view"
     if attr == "functions":
         return "procedure" if obj.kind == "p" else "function"
-    return {"schemas": "schema", "extensions": "extension", "tables": "table", "constraints": "constraint",
-            "indexes": "index", "sequences": "sequence", "triggers": "trigger", "types": "type", "policies": "policy",
-            "collations": "collation", "text_search_dicts": "text search dictionary",
-            "text_search_configs": "text search configuration", "statistics": "statistics", "operators": "operator",
-            "operator_families": "operator family", "operator_classes": "operator class"}[attr]
+    return {
+        "schemas": "schema",
+        "extensions": "extension",
+        "tables": "table",
+        "constraints": "constraint",
+        "indexes": "index",
+        "sequences": "sequence",
+        "triggers": "trigger",
+        "types": "type",
+        "policies": "policy",
+        "collations": "collation",
+        "text_search_dicts": "text search dictionary",
+        "text_search_configs": "text search configuration",
+        "statistics": "statistics",
+        "operators": "operator",
+        "operator_families": "operator family",
+        "operator_classes": "operator class",
+    }[attr]
 
 
 _WRAP = {"constraint": "ALTER TABLE x ADD {}", "expression": "SELECT {}"}
@@ -190,8 +258,18 @@ def _compare_fields(kind: str, name: str, old: Any, new: Any, owners: bool = Fal
         if field.name in _IDENTITY_FIELDS or (field.name == "owner" and not owners):
             continue
         before, after = getattr(old, field.name), getattr(new, field.name)
-        if before != after and field.name in ("definition", *_EXPRESSION_FIELDS) and kind not in ("function", "procedure"):
-            what = "expression" if field.name in _EXPRESSION_FIELDS else "constraint" if kind == "constraint" else "statement"
+        if (
+            before != after
+            and field.name in ("definition", *_EXPRESSION_FIELDS)
+            and kind not in ("function", "procedure")
+        ):
+            what = (
+                "expression"
+                if field.name in _EXPRESSION_FIELDS
+                else "constraint"
+                if kind == "constraint"
+                else "statement"
+            )
             if equivalent(before, after, what):
                 continue
         if before != after:
@@ -217,21 +295,32 @@ def _default(value: str | None, column: str, owned: Mapping[str, str]) -> str | 
     """``nextval('<the sequence this column owns>')`` reads the same whatever the sequence is called."""
     if value is None or "nextval(" not in value:
         return value
-    return _NEXTVAL.sub(lambda m: "nextval(<owned sequence>)" if owned.get(m.group(1).replace("''", "'")) == column else m.group(0), value)
+    return _NEXTVAL.sub(
+        lambda m: "nextval(<owned sequence>)" if owned.get(m.group(1).replace("''", "'")) == column else m.group(0),
+        value,
+    )
 
 
 # what a partition or inheritance child decides for a column its parent defines
 _OWN_FIELDS = frozenset({"not_null", "default", "comment", "privileges"})
 
 
-def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...], *, view: bool,
-                     owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {})) -> Iterator[Change]:
+def _compare_columns(
+    table: str,
+    old: tuple[Column, ...],
+    new: tuple[Column, ...],
+    *,
+    view: bool,
+    owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}),
+) -> Iterator[Change]:
     before = {c.name: c for c in old}
     after = {c.name: c for c in new}
     for column in old:
         key = f"{table}.{column.name}"
         if column.name not in after:
-            if not view and not column.inherited:  # an inherited one is reported on the parent, where the change was made
+            if (
+                not view and not column.inherited
+            ):  # an inherited one is reported on the parent, where the change was made
                 yield Change("column", key, "extra", [f"{display(table)}.{column.name}: {column.type}"])
             continue
         other = after[column.name]
@@ -239,7 +328,9 @@ def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...
             if column.comment != other.comment:
                 yield Change("comment", key, "changed", [_field_detail("comment", column.comment, other.comment)])
             if column.privileges != other.privileges:
-                yield Change("privilege", key, "changed", [_field_detail("privileges", column.privileges, other.privileges)])
+                yield Change(
+                    "privilege", key, "changed", [_field_detail("privileges", column.privileges, other.privileges)]
+                )
             continue
         details: list[str] = []
         comment: list[str] = []
@@ -271,11 +362,19 @@ def _compare_columns(table: str, old: tuple[Column, ...], new: tuple[Column, ...
     if not view:
         for column in new:
             if column.name not in before and not column.inherited:
-                yield Change("column", f"{table}.{column.name}", "missing", [f"{display(table)}.{column.name}: {column.type}"])
+                yield Change(
+                    "column", f"{table}.{column.name}", "missing", [f"{display(table)}.{column.name}: {column.type}"]
+                )
     common_old = [c.name for c in old if c.name in after]
     common_new = [c.name for c in new if c.name in before]
     if common_old != common_new and not view:
-        yield Change("table", table, "changed", [f"column order: {', '.join(common_old)} {_ARROW} {', '.join(common_new)}"], "low")
+        yield Change(
+            "table",
+            table,
+            "changed",
+            [f"column order: {', '.join(common_old)} {_ARROW} {', '.join(common_new)}"],
+            "low",
+        )
 
 
 _SEQUENCE_FIELDS = ("start", "increment", "min", "max", "cache", "cycle")
@@ -286,7 +385,11 @@ def _column_field(table: str, column: str, field: str, old: Any, new: Any) -> st
     if field == "type":
         return f"{where}: {old} {_ARROW} {new}"
     if field == "identity_sequence" and old is not None and new is not None:
-        parts = [f"{name} {_show(a)} {_ARROW} {_show(b)}" for name, a, b in zip(_SEQUENCE_FIELDS, old, new, strict=True) if a != b]
+        parts = [
+            f"{name} {_show(a)} {_ARROW} {_show(b)}"
+            for name, a, b in zip(_SEQUENCE_FIELDS, old, new, strict=True)
+            if a != b
+        ]
         return f"{where} identity sequence: {', '.join(parts)}"
     if field == "not_null":
         return f"{where}: {'NOT NULL' if old else 'NULL'} {_ARROW} {'NOT NULL' if new else 'NULL'}"
@@ -308,13 +411,20 @@ def _summary(attr: str, obj: Any) -> list[str]:
     if isinstance(obj, View):
         return [" ".join(obj.definition.split())[:120]]
     if isinstance(obj, Type):
-        extra = {"enum": _show(obj.labels), "domain": obj.base_type, "range": obj.base_type,
-                 "composite": ", ".join(f"{n} {t}" for n, t in obj.attributes or ())}.get(obj.kind)
+        extra = {
+            "enum": _show(obj.labels),
+            "domain": obj.base_type,
+            "range": obj.base_type,
+            "composite": ", ".join(f"{n} {t}" for n, t in obj.attributes or ()),
+        }.get(obj.kind)
         return [f"{obj.kind}: {extra}" if extra else obj.kind]
     if isinstance(obj, Extension):
         return [f"version {obj.version}"]
     if isinstance(obj, Collation):
-        return [f"provider {obj.provider}, locale {obj.locale or obj.lc_collate}" + ("" if obj.deterministic else ", nondeterministic")]
+        return [
+            f"provider {obj.provider}, locale {obj.locale or obj.lc_collate}"
+            + ("" if obj.deterministic else ", nondeterministic")
+        ]
     if isinstance(obj, TextSearchDictionary):
         return [f"template {obj.template}" + (f" ({obj.options})" if obj.options else "")]
     if isinstance(obj, TextSearchConfig):
@@ -327,8 +437,14 @@ def _summary(attr: str, obj: Any) -> list[str]:
     return [" ".join(definition.split())[:160]] if isinstance(definition, str) else []
 
 
-def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any], folded: set[str],
-                  owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}), owners: bool = False) -> Iterator[Change]:
+def _compare_maps(
+    attr: str,
+    live: Mapping[str, Any],
+    desired: Mapping[str, Any],
+    folded: set[str],
+    owned: tuple[Mapping[str, str], Mapping[str, str]] = ({}, {}),
+    owners: bool = False,
+) -> Iterator[Change]:
     for key, obj in live.items():
         other = desired.get(key)
         if other is None:
@@ -350,9 +466,26 @@ def _compare_maps(attr: str, live: Mapping[str, Any], desired: Mapping[str, Any]
             yield Change(_kind_of(attr, obj), obj.key, "missing", _summary(attr, obj))
 
 
-_ATTRS = ("extensions", "schemas", "collations", "text_search_dicts", "text_search_configs",
-          "types", "sequences", "tables", "constraints", "indexes", "statistics", "views", "functions", "operators", "operator_families", "operator_classes",
-          "triggers", "policies")
+_ATTRS = (
+    "extensions",
+    "schemas",
+    "collations",
+    "text_search_dicts",
+    "text_search_configs",
+    "types",
+    "sequences",
+    "tables",
+    "constraints",
+    "indexes",
+    "statistics",
+    "views",
+    "functions",
+    "operators",
+    "operator_families",
+    "operator_classes",
+    "triggers",
+    "policies",
+)
 
 
 def compare(live: Catalog, desired: Catalog, *, owners: bool = False) -> DiffResult:

@@ -41,7 +41,17 @@ from ..sqlquote import literal
 from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .compare import Change, DiffResult, compare
-from .desired import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, desired_query, desired_state, introspection_document, known_schema, reloaded, schema_digest
+from .desired import (
+    FACTS_SQL,
+    PG_DUMP_VERSION,
+    ServerFacts,
+    desired_query,
+    desired_state,
+    introspection_document,
+    known_schema,
+    reloaded,
+    schema_digest,
+)
 from .drift import against_reloaded, at_once, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
 from .extract import dump_schema
 from .oracle import DumpDifference, compare_dumps, unexplained
@@ -74,17 +84,28 @@ class PlanReport:
         if self.error is not None:
             return f"not verified: applying this plan fails: {self.error}"
         if not self.remaining and not self.dump_differences:
-            return "verified: applying this plan leaves 0 differences"  # by the catalog model and the schema dumps alike
+            return (
+                "verified: applying this plan leaves 0 differences"  # by the catalog model and the schema dumps alike
+            )
         if not self.remaining:
-            return (f"not verified: the schema dumps still differ in {len(self.dump_differences)} object(s) "
-                    "opsagent cannot yet describe")
+            return (
+                f"not verified: the schema dumps still differ in {len(self.dump_differences)} object(s) "
+                "opsagent cannot yet describe"
+            )
         return f"not verified: applying this plan leaves {len(self.remaining)} difference(s)"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"live": self.live, "desired": self.desired, **self.plan.to_dict(), "script": self.plan.script(),
-                "verified": self.verified, "verification": self.verification_line(), "error": self.error,
-                "remaining": [c.to_dict() for c in self.remaining],
-                "cannot_describe": [d.to_dict() for d in self.undescribed]}
+        return {
+            "live": self.live,
+            "desired": self.desired,
+            **self.plan.to_dict(),
+            "script": self.plan.script(),
+            "verified": self.verified,
+            "verification": self.verification_line(),
+            "error": self.error,
+            "remaining": [c.to_dict() for c in self.remaining],
+            "cannot_describe": [d.to_dict() for d in self.undescribed],
+        }
 
 
 PLAN_SOURCE = "plan"
@@ -121,9 +142,13 @@ class PlanOptions:
 TABLE_SIZES_SQL = every_table_stats_query()  # rows and bytes of every table, lock-free (lint computes them alike)
 
 
-def live_catalog(remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> tuple[Catalog, dict[str, Any]]:
+def live_catalog(
+    remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
+) -> tuple[Catalog, dict[str, Any]]:
     """The live catalog and every ordinary table's estimated rows and total bytes (keyed like the catalog), in one query run."""
-    text = remote.psql(introspection_sql(exclude_tables, dependencies=True) + TABLE_SIZES_SQL + ";\n", extra=["-A", "-t"]).text.strip()
+    text = remote.psql(
+        introspection_sql(exclude_tables, dependencies=True) + TABLE_SIZES_SQL + ";\n", extra=["-A", "-t"]
+    ).text.strip()
     try:
         document, end = json.JSONDecoder().raw_decode(text)
         sizes = json.loads(text[end:])
@@ -160,8 +185,15 @@ def _rehearsal(live_dump: str, plan: Plan) -> tuple[list[Chunk], list[Chunk]]:
     return dump_chunks(live_dump, "live (dump)"), [Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)]
 
 
-def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
-                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, *, template: bool = False) -> Rehearsal:
+def verify_plan(
+    remote: Remote,
+    live_dump: str,
+    desired: Catalog,
+    plan: Plan,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+    *,
+    template: bool = False,
+) -> Rehearsal:
     """Rehearse ``plan`` on a scratch copy of the live structure and diff the result against ``desired``.
 
     One psql session loads the dump, applies the plan, reads the catalog and dumps the
@@ -174,8 +206,14 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
     try:
         dump, applied = _rehearsal(live_dump, plan)
         base, rest = (dump, applied) if template else ([], [*dump, *applied])
-        with ScratchSet(remote, [rest], query=introspection_sql(exclude_tables), dump=DumpStep.for_remote(remote, exclude_tables),
-                        detached=True, template=Template(tuple(base)) if template else None) as scratch:
+        with ScratchSet(
+            remote,
+            [rest],
+            query=introspection_sql(exclude_tables),
+            dump=DumpStep.for_remote(remote, exclude_tables),
+            detached=True,
+            template=Template(tuple(base)) if template else None,
+        ) as scratch:
             output = scratch.load()[0]
     except LoadError as error:
         if error.source != PLAN_SOURCE:
@@ -187,23 +225,32 @@ def verify_plan(remote: Remote, live_dump: str, desired: Catalog, plan: Plan,
 
 def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:
     """Generate the plan, rehearse it on a copy of ``live`` on ``remote``'s server, confirm what remains."""
-    plan = generate_plan(live.catalog, desired.catalog, allow_drop=options.allow_drop,
-                         concurrent_tables=options.concurrent_tables(live.catalog, live.sizes))
+    plan = generate_plan(
+        live.catalog,
+        desired.catalog,
+        allow_drop=options.allow_drop,
+        concurrent_tables=options.concurrent_tables(live.catalog, live.sizes),
+    )
     if plan.is_empty:  # nothing to rehearse: the live structure itself is compared, by both oracles
         rehearsed_catalog: Catalog | None = live.catalog
         remaining, rehearsed = compare(live.catalog, desired.catalog).significant, live.dump
     else:
         live_dump = pin_extension_versions(live.dump(), live.catalog)
-        rehearsal = verify_plan(remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template)
+        rehearsal = verify_plan(
+            remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template
+        )
         if rehearsal.dump is None:
             return PlanReport(live.label, desired.label, plan, [], rehearsal.error)
         remaining, rehearsed, rehearsed_catalog = rehearsal.remaining, (lambda: rehearsal.dump or ""), rehearsal.catalog
     differences = compare_dumps(rehearsed(), desired.dump(), options.exclude_tables)
     if (remaining or differences) and desired.reloaded is not None and rehearsed_catalog is not None:
-        remaining, differences = against_reloaded(remaining, differences, rehearsed_catalog, rehearsed(), desired.reloaded,
-                                                  options.exclude_tables)
+        remaining, differences = against_reloaded(
+            remaining, differences, rehearsed_catalog, rehearsed(), desired.reloaded, options.exclude_tables
+        )
     # a dump-and-load deparses some expressions differently: confirm what either oracle still sees through one
-    result, confirmed = confirm(remote, DiffResult(remaining), rehearsed, desired.dump, options.exclude_tables, differences)
+    result, confirmed = confirm(
+        remote, DiffResult(remaining), rehearsed, desired.dump, options.exclude_tables, differences
+    )
     return PlanReport(live.label, desired.label, plan, result.changes, None, confirmed or [])
 
 
@@ -234,19 +281,31 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     options = options or PlanOptions()
     exclude = options.exclude_tables
     # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
-    live, desired = live_and_desired(remote, sql, source, exclude, options.cache_dir, dependencies=True, extra_sql=TABLE_SIZES_SQL)
+    live, desired = live_and_desired(
+        remote, sql, source, exclude, options.cache_dir, dependencies=True, extra_sql=TABLE_SIZES_SQL
+    )
     live_dump = live.dump or ""
     try:
         sizes = json.loads(live.extra) if live.extra else {}
     except ValueError as exc:
         raise RemoteError(f"{remote.host.name}: table sizes returned no usable result ({exc})") from None
     live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes if isinstance(sizes, dict) else {})
-    return _plan_and_verify(remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=lambda: reloaded(
-        remote, desired, sql, exclude, options.cache_dir)), options)
+    return _plan_and_verify(
+        remote,
+        live_side,
+        _Side(
+            source,
+            desired.catalog,
+            lambda: desired.dump,
+            reloaded=lambda: reloaded(remote, desired, sql, exclude, options.cache_dir),
+        ),
+        options,
+    )
 
 
-def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: str, source: str,
-                       options: PlanOptions | None = None) -> PlanReport:
+def plan_from_snapshot(
+    remote: Remote, snapshot: str, snapshot_label: str, sql: str, source: str, options: PlanOptions | None = None
+) -> PlanReport:
     """The plan from a snapshot (``inv extract``) to ``sql``, both materialized on ``remote``'s server (``sql`` from the
     desired-state cache when warm): the live database is not read."""
     options = options or PlanOptions()
@@ -254,13 +313,26 @@ def plan_from_snapshot(remote: Remote, snapshot: str, snapshot_label: str, sql: 
     cold = not known_schema(options.cache_dir, schema_digest(sql))
     contents = [[Chunk(snapshot, snapshot_label)], *([[Chunk(sql, source)]] if cold else [])]
     dump = DumpStep.for_remote(remote, exclude, only=(1,)) if cold else None
-    with ScratchSet(remote, contents, query=desired_query(exclude), dump=dump, detached=True,
-                    preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}") as scratch:
+    with ScratchSet(
+        remote,
+        contents,
+        query=desired_query(exclude),
+        dump=dump,
+        detached=True,
+        preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}",
+    ) as scratch:
         outputs = scratch.load()
     facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
     built = (introspection_document(outputs[1], source), scratch.dumps[1]) if cold else None
-    desired = desired_state(remote, sql, source, ServerFacts.parse(facts_json, pg_dump_version), exclude, options.cache_dir,
-                            materialized=built)
+    desired = desired_state(
+        remote,
+        sql,
+        source,
+        ServerFacts.parse(facts_json, pg_dump_version),
+        exclude,
+        options.cache_dir,
+        materialized=built,
+    )
     live = _Side(f"snapshot {snapshot_label}", read_catalog(outputs[0], snapshot_label), lambda: snapshot)
     return _plan_and_verify(remote, live, _Side(source, desired.catalog, lambda: desired.dump), options)
 
@@ -270,14 +342,23 @@ def plan_against_host(remote: Remote, other: Remote, options: PlanOptions | None
     options = options or PlanOptions()
     live, (desired_catalog, desired_dump) = at_once(
         lambda: _live_side(remote, options.exclude_tables),
-        lambda: at_once(lambda: introspect(other, exclude_tables=options.exclude_tables, dependencies=True),
-                      lambda: oracle_dump(other, other.host.database, options.exclude_tables)))
+        lambda: at_once(
+            lambda: introspect(other, exclude_tables=options.exclude_tables, dependencies=True),
+            lambda: oracle_dump(other, other.host.database, options.exclude_tables),
+        ),
+    )
     desired = _Side(where(other), desired_catalog, lambda: desired_dump)
     return _plan_and_verify(remote, live, desired, options)
 
 
-def plan_against_file(remote: Remote, path: Path, options: PlanOptions | None = None, *, snapshot: Path | None = None,
-                      what: str = "schema file") -> PlanReport:
+def plan_against_file(
+    remote: Remote,
+    path: Path,
+    options: PlanOptions | None = None,
+    *,
+    snapshot: Path | None = None,
+    what: str = "schema file",
+) -> PlanReport:
     """The plan from the live database (or its ``snapshot``) to a SQL file (``sql/schema.sql``, or a snapshot)."""
     source = label(path)
     sql = read_sql(path, what)
@@ -295,20 +376,36 @@ def write_migrations(report: PlanReport, migrations_dir: Path, description: str)
     enum values it uses before it, CONCURRENTLY index builds after it.
     """
     plan = report.plan
-    notes = [f"Generated by 'inv new --from-diff' from {report.live} to {report.desired};",
-             f"{report.verification_line()} (rehearsed on a scratch copy)."]
+    notes = [
+        f"Generated by 'inv new --from-diff' from {report.live} to {report.desired};",
+        f"{report.verification_line()} (rehearsed on a scratch copy).",
+    ]
     stages = [
-        ("before", f"{description} enum values", ["Adds enum values the next migration uses: a value added inside a",
-                                                   "transaction cannot be used in it. IF NOT EXISTS makes a rerun harmless."]),
+        (
+            "before",
+            f"{description} enum values",
+            [
+                "Adds enum values the next migration uses: a value added inside a",
+                "transaction cannot be used in it. IF NOT EXISTS makes a rerun harmless.",
+            ],
+        ),
         ("main", description, [f"warning: {w}" for w in plan.warnings]),
-        ("after", f"{description} concurrent indexes", ["Builds indexes CONCURRENTLY (no write lock): each statement runs on its own.",
-                                                         "A failed build leaves an INVALID index; the DROP ... IF EXISTS before it",
-                                                         "makes a rerun safe."]),
+        (
+            "after",
+            f"{description} concurrent indexes",
+            [
+                "Builds indexes CONCURRENTLY (no write lock): each statement runs on its own.",
+                "A failed build leaves an INVALID index; the DROP ... IF EXISTS before it",
+                "makes a rerun safe.",
+            ],
+        ),
     ]
     paths: list[Path] = []
     for stage, name, extra in stages:
         body = plan.body(stage)
         if body:
             text = HEADER + body if stage == "main" else body
-            paths.append(new_migration(migrations_dir, name, body=text, notes=[*notes, *extra], no_transaction=stage != "main"))
+            paths.append(
+                new_migration(migrations_dir, name, body=text, notes=[*notes, *extra], no_transaction=stage != "main")
+            )
     return paths

@@ -62,7 +62,9 @@ SELECT json_build_object(
   'extension_defaults', (SELECT coalesce(json_agg(json_build_array(name, default_version) ORDER BY name), '[]')
                            FROM pg_available_extensions));
 """
-PG_DUMP_VERSION = "\\! pg_dump --version || true"  # psql meta-command: the dumping binary's version, on the facts' session
+PG_DUMP_VERSION = (
+    "\\! pg_dump --version || true"  # psql meta-command: the dumping binary's version, on the facts' session
+)
 
 
 def desired_query(exclude_tables: Sequence[str]) -> str:
@@ -93,9 +95,14 @@ class ServerFacts:
 
 
 def cache_key(digest: str, facts: ServerFacts, exclude_tables: Sequence[str]) -> str:
-    material = {"format": CACHE_FORMAT, "schema": digest, "server": facts.document, "pg_dump": facts.pg_dump_version,
-                "exclude_tables": sorted(exclude_tables),
-                "query": hashlib.sha256(desired_query(exclude_tables).encode("utf-8")).hexdigest()}
+    material = {
+        "format": CACHE_FORMAT,
+        "schema": digest,
+        "server": facts.document,
+        "pg_dump": facts.pg_dump_version,
+        "exclude_tables": sorted(exclude_tables),
+        "query": hashlib.sha256(desired_query(exclude_tables).encode("utf-8")).hexdigest(),
+    }
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
 
 
@@ -132,7 +139,11 @@ class DesiredState:
         """Parse what a comparison needs now (e.g. in a thread, while the live side is being read);
         ``dependencies=False`` leaves pg_depend's edges out (only plans use them; they double the parse)."""
         if self._catalog is None:
-            document = self.catalog_document if dependencies else {k: v for k, v in self.catalog_document.items() if k != "depends"}
+            document = (
+                self.catalog_document
+                if dependencies
+                else {k: v for k, v in self.catalog_document.items() if k != "depends"}
+            )
             self._catalog = Catalog.from_json(document)
         self.entries  # noqa: B018
         return self
@@ -151,7 +162,9 @@ def known_schema(cache_dir: Path | None, digest: str) -> bool:
     return False
 
 
-def load_cached(cache_dir: Path | None, digest: str, key: str, source: str, *, document: Any = None, touch: bool = True) -> DesiredState | None:
+def load_cached(
+    cache_dir: Path | None, digest: str, key: str, source: str, *, document: Any = None, touch: bool = True
+) -> DesiredState | None:
     """The cached desired state, or None (absent, unreadable, corrupt or made for another key: a miss, never an error)."""
     if cache_dir is None:
         return None
@@ -161,7 +174,12 @@ def load_cached(cache_dir: Path | None, digest: str, key: str, source: str, *, d
             with path.open("rb") as handle:
                 document = json.load(handle)
         catalog, dump = document["catalog"], document["dump"]
-        if document.get("key") != key or document.get("format") != CACHE_FORMAT or not isinstance(catalog, dict) or not isinstance(dump, str):
+        if (
+            document.get("key") != key
+            or document.get("format") != CACHE_FORMAT
+            or not isinstance(catalog, dict)
+            or not isinstance(dump, str)
+        ):
             return None
         # a document the catalog cannot read is a miss too; the model built to find out is kept (not parsed twice)
         state = DesiredState(source, catalog, dump, key, True, Catalog.from_json(catalog))
@@ -210,9 +228,22 @@ def store(cache_dir: Path | None, digest: str, state: DesiredState) -> Path | No
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            reloaded = {"reloaded_catalog": state.reloaded_document, "reloaded_dump": state.reloaded_dump} if state.reloaded_dump is not None else {}
-            json.dump({"format": CACHE_FORMAT, "key": state.key, "source": state.source,
-                       "catalog": state.catalog_document, "dump": state.dump, **reloaded}, handle)
+            reloaded = (
+                {"reloaded_catalog": state.reloaded_document, "reloaded_dump": state.reloaded_dump}
+                if state.reloaded_dump is not None
+                else {}
+            )
+            json.dump(
+                {
+                    "format": CACHE_FORMAT,
+                    "key": state.key,
+                    "source": state.source,
+                    "catalog": state.catalog_document,
+                    "dump": state.dump,
+                    **reloaded,
+                },
+                handle,
+            )
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
@@ -232,7 +263,9 @@ def prune(cache_dir: Path, keep: int = KEEP) -> None:
                 old.unlink()
 
 
-def materialize(remote: Remote, sql: str, source: str, exclude_tables: Sequence[str], *, is_dump: bool = False) -> tuple[dict[str, Any], str]:
+def materialize(
+    remote: Remote, sql: str, source: str, exclude_tables: Sequence[str], *, is_dump: bool = False
+) -> tuple[dict[str, Any], str]:
     """Build ``sql`` in a one-session scratch database (catalog query and dump in the same session; the drop is
     left to the background): (catalog document, normalized dump).  ``is_dump``: ``sql`` is pg_dump's output (loaded
     in batched transactions, ``scratch.dump_chunks``)."""
@@ -254,9 +287,17 @@ def introspection_document(output: str, what: str) -> dict[str, Any]:
     return document
 
 
-def desired_state(remote: Remote, sql: str, source: str, facts: ServerFacts, exclude_tables: Sequence[str],
-                  cache_dir: Path | None, *, materialized: tuple[dict[str, Any], str] | None = None,
-                  prefetched: DesiredState | None = None) -> DesiredState:
+def desired_state(
+    remote: Remote,
+    sql: str,
+    source: str,
+    facts: ServerFacts,
+    exclude_tables: Sequence[str],
+    cache_dir: Path | None,
+    *,
+    materialized: tuple[dict[str, Any], str] | None = None,
+    prefetched: DesiredState | None = None,
+) -> DesiredState:
     """The desired state for ``facts``' server: from the cache (no remote command), else materialized once and stored.
 
     ``materialized``: the caller already built it (e.g. alongside reading the live side, when the cache was surely cold).
@@ -281,7 +322,9 @@ def default_cache_dir(state_dir: Path) -> Path:
     return state_dir / CACHE_SUBDIR
 
 
-def reloaded(remote: Remote, state: DesiredState, sql: str, exclude_tables: Sequence[str], cache_dir: Path | None) -> tuple[Catalog, str]:
+def reloaded(
+    remote: Remote, state: DesiredState, sql: str, exclude_tables: Sequence[str], cache_dir: Path | None
+) -> tuple[Catalog, str]:
     """The desired structure after one dump-and-load: its catalog and normalized dump (made once per cache key, kept
     in the cache file beside the state).
 

@@ -63,7 +63,9 @@ class DriftReport:
     result: DiffResult
     text: str | None = None
     dump_differences: list[DumpDifference] | None = None  # the dump oracle's findings; None: not run (--fast)
-    desired_cache: str | None = None  # "hit" / "miss": where schema.sql's materialized state came from; None: no cache involved
+    desired_cache: str | None = (
+        None  # "hit" / "miss": where schema.sql's materialized state came from; None: no cache involved
+    )
 
     @property
     def undescribed(self) -> list[DumpDifference]:
@@ -83,11 +85,20 @@ class DriftReport:
     def to_dict(self) -> dict[str, Any]:
         oracle: dict[str, Any] = {"checked": self.dump_differences is not None}
         if self.dump_differences is not None:
-            oracle |= {"differences": len(self.dump_differences), "cannot_describe": [d.to_dict() for d in self.undescribed]}
-        return {"live": self.live, "desired": self.desired, "drift": self.drift,
-                "significant": len(self.result.significant), **self.result.to_dict(), "dump_oracle": oracle,
-                **({"desired_cache": self.desired_cache} if self.desired_cache else {}),
-                **({"text": self.text} if self.text is not None else {})}
+            oracle |= {
+                "differences": len(self.dump_differences),
+                "cannot_describe": [d.to_dict() for d in self.undescribed],
+            }
+        return {
+            "live": self.live,
+            "desired": self.desired,
+            "drift": self.drift,
+            "significant": len(self.result.significant),
+            **self.result.to_dict(),
+            "dump_oracle": oracle,
+            **({"desired_cache": self.desired_cache} if self.desired_cache else {}),
+            **({"text": self.text} if self.text is not None else {}),
+        }
 
 
 def read_sql(path: Path, what: str = "schema file") -> str:
@@ -112,13 +123,22 @@ def dump_for_diff(remote: Remote, database: str, exclude_tables: Sequence[str] =
     result = remote.run(argv, check=False)
     if not result.ok:
         raise remote.failure(["pg_dump"], result)
-    raw = strip_ledger_only_schemas(gunzip(result.stdout, remote.host.name), exclude_tables)  # before the preamble is judged
+    raw = strip_ledger_only_schemas(
+        gunzip(result.stdout, remote.host.name), exclude_tables
+    )  # before the preamble is judged
     return strip_restrict(normalize_dump(raw))
 
 
 def unified(live: str, desired: str, live_name: str, desired_name: str) -> str:
-    return "".join(difflib.unified_diff(live.splitlines(keepends=True), desired.splitlines(keepends=True),
-                                        fromfile=live_name, tofile=desired_name, n=3))
+    return "".join(
+        difflib.unified_diff(
+            live.splitlines(keepends=True),
+            desired.splitlines(keepends=True),
+            fromfile=live_name,
+            tofile=desired_name,
+            n=3,
+        )
+    )
 
 
 def at_once(first: Callable[[], A], second: Callable[[], B]) -> tuple[A, B]:
@@ -238,7 +258,17 @@ def live_read_argv(remote: Remote, database: str, token: str, exclude_tables: Se
     if not re.fullmatch(r"[0-9a-f]{16,64}", token):
         raise ValueError("the marker token must be random hex")
     host, port = remote.host.pg_host or "", str(remote.host.pg_port or "")
-    return ["sh", "-c", LIVE_READ_SH, "opsagent-live", token, remote.db_args(database)[1], host, port, *dump_exclude_args(exclude_tables)]
+    return [
+        "sh",
+        "-c",
+        LIVE_READ_SH,
+        "opsagent-live",
+        token,
+        remote.db_args(database)[1],
+        host,
+        port,
+        *dump_exclude_args(exclude_tables),
+    ]
 
 
 def _run_live_read(remote: Remote, database: str, script: str, exclude_tables: Sequence[str]) -> tuple[str, str]:
@@ -251,17 +281,32 @@ def _run_live_read(remote: Remote, database: str, script: str, exclude_tables: S
     if not found:
         raise RemoteError(f"{where(remote, database)}: the live read ended without its catalog (output cut short)")
     raw = gunzip(compressed, remote.host.name)
-    return tail.decode("utf-8"), "\n".join(raw.splitlines()) + "\n"  # the line handling of DumpStep.split: the cached side's
+    return tail.decode("utf-8"), "\n".join(
+        raw.splitlines()
+    ) + "\n"  # the line handling of DumpStep.split: the cached side's
 
 
-def read_live(remote: Remote, database: str, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, *, dump: bool = True,
-              dependencies: bool = False, extra_sql: str | None = None) -> LiveState:
+def read_live(
+    remote: Remote,
+    database: str,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+    *,
+    dump: bool = True,
+    dependencies: bool = False,
+    extra_sql: str | None = None,
+) -> LiveState:
     """Server facts (the desired-state cache's key), the catalog, ``extra_sql``'s output and the schema dump of a live
     database: ONE remote command, in which psql and (for the dump oracle) pg_dump run at the same time."""
     token = secrets.token_hex(8)
     marks = [f"==opsagent-live-{token}-{i}==" for i in range(4)]
-    parts = [f"\\echo {marks[0]}", FACTS_SQL, f"\\echo {marks[1]}", PG_DUMP_VERSION, f"\\echo {marks[2]}",
-             introspection_sql(exclude_tables, dependencies=dependencies)]
+    parts = [
+        f"\\echo {marks[0]}",
+        FACTS_SQL,
+        f"\\echo {marks[1]}",
+        PG_DUMP_VERSION,
+        f"\\echo {marks[2]}",
+        introspection_sql(exclude_tables, dependencies=dependencies),
+    ]
     if extra_sql is not None:
         parts += [f"\\echo {marks[3]}", extra_sql.rstrip().rstrip(";") + ";"]
     script = "\n".join(parts) + "\n"
@@ -283,7 +328,13 @@ def read_live(remote: Remote, database: str, exclude_tables: Sequence[str] = DEF
         raise RemoteError(f"introspection of {where(remote, database)} returned no usable result")
     facts = ServerFacts.parse(body.get(0, ""), body.get(1, ""))
     what = where(remote, database)
-    return LiveState(introspection_document(body[2], what), normalize_dump(raw) if raw is not None else None, facts, body.get(3, ""), what)
+    return LiveState(
+        introspection_document(body[2], what),
+        normalize_dump(raw) if raw is not None else None,
+        facts,
+        body.get(3, ""),
+        what,
+    )
 
 
 _OWNER_LINE = re.compile(r"^ALTER [A-Z][A-Z ]* .* OWNER TO .*;$", re.MULTILINE)
@@ -298,8 +349,17 @@ def readable(dump: str, exclude_tables: Sequence[str] = ()) -> str:
     return strip_restrict(_OWNER_HEADER.sub(r"\g<1>-", _OWNER_LINE.sub("", dump))).replace("\n\n\n", "\n\n")
 
 
-def live_and_desired(remote: Remote, sql: str, source: str, exclude_tables: Sequence[str], cache_dir: Path | None, *,
-                     dump: bool = True, dependencies: bool = False, extra_sql: str | None = None) -> tuple[LiveState, DesiredState]:
+def live_and_desired(
+    remote: Remote,
+    sql: str,
+    source: str,
+    exclude_tables: Sequence[str],
+    cache_dir: Path | None,
+    *,
+    dump: bool = True,
+    dependencies: bool = False,
+    extra_sql: str | None = None,
+) -> tuple[LiveState, DesiredState]:
     """The live side (one command) and schema.sql's materialized state: from the cache when warm (no other command);
     when the file is new to the cache it is materialized alongside the live read; else after it, on a miss."""
     database = remote.host.database
@@ -315,9 +375,17 @@ def live_and_desired(remote: Remote, sql: str, source: str, exclude_tables: Sequ
     return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, materialized=built)
 
 
-def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: str | None = None,
-                     text: bool = False, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES, fast: bool = False,
-                     cache_dir: Path | None = None) -> DriftReport:
+def diff_against_sql(
+    remote: Remote,
+    sql: str,
+    source: str,
+    *,
+    desired_label: str | None = None,
+    text: bool = False,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+    fast: bool = False,
+    cache_dir: Path | None = None,
+) -> DriftReport:
     """Live database vs ``sql`` materialized on the same server (or its cached materialization), by the model and
     (unless ``fast``) by the dump oracle.
 
@@ -327,24 +395,48 @@ def diff_against_sql(remote: Remote, sql: str, source: str, *, desired_label: st
     live_db = remote.host.database
     live, desired = live_and_desired(remote, sql, source, exclude_tables, cache_dir, dump=not fast)
     result, differences = compare_both(live, desired, exclude_tables)
-    if _doubtful(result, differences) and live.dump is not None and cache_dir is not None:  # e.g. a database restored from a dump
-        changes, settled = against_reloaded(result.changes, differences or [], live.catalog, live.dump,
-                                            lambda: reloaded(remote, desired, sql, exclude_tables, cache_dir), exclude_tables)
+    if (
+        _doubtful(result, differences) and live.dump is not None and cache_dir is not None
+    ):  # e.g. a database restored from a dump
+        changes, settled = against_reloaded(
+            result.changes,
+            differences or [],
+            live.catalog,
+            live.dump,
+            lambda: reloaded(remote, desired, sql, exclude_tables, cache_dir),
+            exclude_tables,
+        )
         result, differences = DiffResult(changes), settled
-    result, differences = confirm(remote, result, lambda: live.dump or dump_schema(remote, live_db),
-                                  lambda: desired.dump, exclude_tables, differences)
+    result, differences = confirm(
+        remote,
+        result,
+        lambda: live.dump or dump_schema(remote, live_db),
+        lambda: desired.dump,
+        exclude_tables,
+        differences,
+    )
     diff_text: str | None = None
     if text:
-        live_text = readable(live.dump, exclude_tables) if live.dump is not None else dump_for_diff(remote, live_db, exclude_tables)
+        live_text = (
+            readable(live.dump, exclude_tables)
+            if live.dump is not None
+            else dump_for_diff(remote, live_db, exclude_tables)
+        )
         diff_text = unified(live_text, readable(desired.dump), where(remote), desired_label or source)
     cache = None if cache_dir is None else ("hit" if desired.from_cache else "miss")
     return DriftReport(where(remote), desired_label or source, result, diff_text, differences, cache)
 
 
-def compare_both(live: LiveState, desired: DesiredState, exclude_tables: Sequence[str]) -> tuple[DiffResult, list[DumpDifference] | None]:
+def compare_both(
+    live: LiveState, desired: DesiredState, exclude_tables: Sequence[str]
+) -> tuple[DiffResult, list[DumpDifference] | None]:
     """The model's and the dump oracle's findings, each verdict by its own oracle; each skips its parsing when its
     two inputs are equal as they stand (the usual no-drift case): equal documents, byte-equal normalized dumps."""
-    result = DiffResult([]) if same_structure(live.document, desired.catalog_document) else compare(live.catalog, desired.catalog)
+    result = (
+        DiffResult([])
+        if same_structure(live.document, desired.catalog_document)
+        else compare(live.catalog, desired.catalog)
+    )
     if live.dump is None:
         return result, None
     if live.dump == desired.dump:
@@ -352,9 +444,14 @@ def compare_both(live: LiveState, desired: DesiredState, exclude_tables: Sequenc
     return result, compare_dumps(live.dump, desired.dump, exclude_tables, desired_entries=desired.entries)
 
 
-def against_reloaded(changes: list[Change], differences: list[DumpDifference], side: Catalog, side_dump: str,
-                     reloaded: Callable[[], tuple[Catalog, str]],
-                     exclude_tables: Sequence[str]) -> tuple[list[Change], list[DumpDifference]]:
+def against_reloaded(
+    changes: list[Change],
+    differences: list[DumpDifference],
+    side: Catalog,
+    side_dump: str,
+    reloaded: Callable[[], tuple[Catalog, str]],
+    exclude_tables: Sequence[str],
+) -> tuple[list[Change], list[DumpDifference]]:
     """Drop the findings that are dump-and-load deparse artifacts by comparing ``side`` (a plan's rehearsal, which
     starts from the live database's dump, or a live database restored from a dump) with the target after one
     dump-and-load (``desired.reloaded``, cached).  The rule of ``confirm``: a "changed" finding of the model, or a
@@ -367,24 +464,38 @@ def against_reloaded(changes: list[Change], differences: list[DumpDifference], s
         return changes, differences
     still = {(c.kind, c.name) for c in compare(side, target).changes}
     left = {d.key for d in compare_dumps(side_dump, target_dump, exclude_tables)} if differences else set()
-    return ([c for c in changes if c.status != "changed" or (c.kind, c.name) in still],
-            [d for d in differences if d.key in left])
+    return (
+        [c for c in changes if c.status != "changed" or (c.kind, c.name) in still],
+        [d for d in differences if d.key in left],
+    )
 
 
 def _doubtful(result: DiffResult, differences: list[DumpDifference] | None) -> bool:
     """Findings a dump-and-load might explain away: the model's "changed" ones, dump entries the model did not name."""
-    return any(c.status == "changed" for c in result.changes) or bool(unexplained(differences or [], [c.name for c in result.changes]))
+    return any(c.status == "changed" for c in result.changes) or bool(
+        unexplained(differences or [], [c.name for c in result.changes])
+    )
 
 
-def confirm_changes(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
-                    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DiffResult:
+def confirm_changes(
+    remote: Remote,
+    result: DiffResult,
+    live_dump: Callable[[], str],
+    desired_dump: Callable[[], str],
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+) -> DiffResult:
     """``confirm`` for the model's findings alone."""
     return confirm(remote, result, live_dump, desired_dump, exclude_tables)[0]
 
 
-def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], desired_dump: Callable[[], str],
-            exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
-            differences: list[DumpDifference] | None = None) -> tuple[DiffResult, list[DumpDifference] | None]:
+def confirm(
+    remote: Remote,
+    result: DiffResult,
+    live_dump: Callable[[], str],
+    desired_dump: Callable[[], str],
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+    differences: list[DumpDifference] | None = None,
+) -> tuple[DiffResult, list[DumpDifference] | None]:
     """Drop findings that are only dump/restore deparse artifacts: the model's "changed" ones and the dump oracle's.
 
     A database restored from a dump deparses some expressions differently from one
@@ -414,17 +525,39 @@ def confirm(remote: Remote, result: DiffResult, live_dump: Callable[[], str], de
     return confirmed, differences
 
 
-def diff_against_file(remote: Remote, path: Path, *, text: bool = False, what: str = "schema file",
-                      desired_label: str | None = None, fast: bool = False, cache_dir: Path | None = None,
-                      exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DriftReport:
+def diff_against_file(
+    remote: Remote,
+    path: Path,
+    *,
+    text: bool = False,
+    what: str = "schema file",
+    desired_label: str | None = None,
+    fast: bool = False,
+    cache_dir: Path | None = None,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+) -> DriftReport:
     """Live database vs a SQL file (``schema.sql`` or an extracted snapshot); ``cache_dir``: the desired-state cache."""
     source = label(path)
-    return diff_against_sql(remote, read_sql(path, what), source, desired_label=desired_label or source, text=text, fast=fast,
-                            cache_dir=cache_dir, exclude_tables=exclude_tables)
+    return diff_against_sql(
+        remote,
+        read_sql(path, what),
+        source,
+        desired_label=desired_label or source,
+        text=text,
+        fast=fast,
+        cache_dir=cache_dir,
+        exclude_tables=exclude_tables,
+    )
 
 
-def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False, fast: bool = False,
-                          exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> DriftReport:
+def diff_against_snapshot(
+    remote: Remote,
+    path: Path,
+    *,
+    text: bool = False,
+    fast: bool = False,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+) -> DriftReport:
     """Live database vs its last extract: both sides go through one dump-and-load, so they compare like with like.
 
     A restored database deparses some expressions differently from the one that was
@@ -438,7 +571,9 @@ def diff_against_snapshot(remote: Remote, path: Path, *, text: bool = False, fas
     live_label = f"{where(remote)} (fresh dump)"
     step = None if fast else DumpStep.for_remote(remote, exclude_tables)
     query = introspection_sql(exclude_tables)
-    with ScratchSet(remote, [[Chunk(live_dump, live_label)], [Chunk(snapshot, source)]], query=query, dump=step) as scratch:
+    with ScratchSet(
+        remote, [[Chunk(live_dump, live_label)], [Chunk(snapshot, source)]], query=query, dump=step
+    ) as scratch:
         live_out, snapshot_out = scratch.load()
     result = compare(read_catalog(live_out, live_label), read_catalog(snapshot_out, source))
     differences = compare_dumps(scratch.dumps[0], scratch.dumps[1], exclude_tables) if scratch.dumps else None
@@ -461,18 +596,31 @@ def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = 
     differences: list[DumpDifference] | None = None
     if mine.dump is not None and theirs.dump is not None:
         differences = [] if mine.dump == theirs.dump else compare_dumps(mine.dump, theirs.dump, both_ledgers)
-    result, differences = confirm(live, result, lambda: mine.dump or dump_schema(live),
-                                  lambda: theirs.dump or dump_schema(other), both_ledgers, differences)
+    result, differences = confirm(
+        live,
+        result,
+        lambda: mine.dump or dump_schema(live),
+        lambda: theirs.dump or dump_schema(other),
+        both_ledgers,
+        differences,
+    )
     diff_text: str | None = None
     if text:
-        a, b = at_once(lambda: dump_for_diff(live, live.host.database, ledger_exclusions(live.host)),
-                     lambda: dump_for_diff(other, other.host.database, ledger_exclusions(other.host)))
+        a, b = at_once(
+            lambda: dump_for_diff(live, live.host.database, ledger_exclusions(live.host)),
+            lambda: dump_for_diff(other, other.host.database, ledger_exclusions(other.host)),
+        )
         diff_text = unified(a, b, where(live), where(other))
     return DriftReport(where(live), where(other), result, diff_text, differences)
 
 
-def drift_count(remote: Remote, schema_path: Path, *, cache_dir: Path | None = None,
-                exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> int:
+def drift_count(
+    remote: Remote,
+    schema_path: Path,
+    *,
+    cache_dir: Path | None = None,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+) -> int:
     """Differences between the live database and ``schema.sql`` by both oracles (for ``inv sync``'s closing warning);
     with a warm ``cache_dir`` one remote command."""
     return diff_against_file(remote, schema_path, cache_dir=cache_dir, exclude_tables=exclude_tables).count
@@ -508,10 +656,20 @@ class CheckReport:
     def to_dict(self) -> dict[str, Any]:
         oracle: dict[str, Any] = {"checked": self.dump_differences is not None}
         if self.dump_differences is not None:
-            oracle |= {"differences": len(self.dump_differences), "cannot_describe": [d.to_dict() for d in self.undescribed]}
-        return {"host": self.host, "ok": self.ok, "migrations": self.migrations, "problems": list(self.problems),
-                "warnings": list(self.warnings),
-                "drift": self.drift, "diff": self.result.to_dict() if self.result else None, "dump_oracle": oracle}
+            oracle |= {
+                "differences": len(self.dump_differences),
+                "cannot_describe": [d.to_dict() for d in self.undescribed],
+            }
+        return {
+            "host": self.host,
+            "ok": self.ok,
+            "migrations": self.migrations,
+            "problems": list(self.problems),
+            "warnings": list(self.warnings),
+            "drift": self.drift,
+            "diff": self.result.to_dict() if self.result else None,
+            "dump_oracle": oracle,
+        }
 
 
 def validate_migrations(migrations_dir: Path) -> tuple[list[Migration], list[str], list[str]]:
@@ -525,14 +683,17 @@ def validate_migrations(migrations_dir: Path) -> tuple[list[Migration], list[str
         parsed = parse_filename(path.name)
         if parsed is None:
             (problems if path.suffix == ".sql" else warnings).append(
-                f"{label(path)}: not a migration file name, sync would ignore it ({NAMING_HINT})")
+                f"{label(path)}: not a migration file name, sync would ignore it ({NAMING_HINT})"
+            )
             continue
         by_version.setdefault(parsed[1], []).append(path)
     migrations: list[Migration] = []
     for key in sorted(by_version):
         paths = by_version[key]
         if len(paths) > 1:
-            problems.append(f"duplicate migration version {key}: {', '.join(p.name for p in paths)}; renumber all but one")
+            problems.append(
+                f"duplicate migration version {key}: {', '.join(p.name for p in paths)}; renumber all but one"
+            )
             continue
         try:
             migration, file_warnings = load_migration(paths[0])
@@ -561,9 +722,15 @@ def replay_chunks(migrations: Sequence[Migration]) -> list[Chunk]:
     return chunks
 
 
-def check_project(remote: Remote, migrations_dir: Path, schema_path: Path, *, cache_dir: Path | None = None,
-                  exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
-                  progress: Callable[[int, int], None] | None = None) -> CheckReport:
+def check_project(
+    remote: Remote,
+    migrations_dir: Path,
+    schema_path: Path,
+    *,
+    cache_dir: Path | None = None,
+    exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckReport:
     """Replay all migrations into a scratch database and compare it with schema.sql's materialized state (from the
     desired-state cache, or built in the same session when the file is new to it), by the model and the dump oracle.
 
@@ -582,8 +749,15 @@ def check_project(remote: Remote, migrations_dir: Path, schema_path: Path, *, ca
     counted = (lambda done: progress(done, len(contents))) if progress is not None else None
     if progress is not None:
         progress(0, len(contents))
-    with ScratchSet(remote, contents, query=desired_query(exclude_tables), dump=step, detached=True,
-                    preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}", on_database=counted) as scratch:
+    with ScratchSet(
+        remote,
+        contents,
+        query=desired_query(exclude_tables),
+        dump=step,
+        detached=True,
+        preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}",
+        on_database=counted,
+    ) as scratch:
         outputs = scratch.load()
     facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
     facts = ServerFacts.parse(facts_json, pg_dump_version)
@@ -592,5 +766,3 @@ def check_project(remote: Remote, migrations_dir: Path, schema_path: Path, *, ca
     result = compare(read_catalog(outputs[0], "the replayed migrations"), desired.catalog)
     differences = compare_dumps(scratch.dumps[0], desired.dump, exclude_tables)
     return CheckReport(remote.host.name, len(migrations), problems, warnings, result, differences)
-
-

@@ -67,7 +67,7 @@ def _read_quoted(text: str, start: int) -> tuple[str, int] | None:
     while index < len(text):
         char = text[index]
         if char == '"':
-            if text[index + 1:index + 2] == '"':
+            if text[index + 1 : index + 2] == '"':
                 out.append('"')
                 index += 2
                 continue
@@ -87,7 +87,7 @@ def split_exclusion(entry: str) -> tuple[str | None, str]:
             name, end = first
             if end == len(entry):
                 return None, name
-            if entry[end:end + 2] == '."':
+            if entry[end : end + 2] == '."':
                 second = _read_quoted(entry, end + 1)
                 if second is not None and second[1] == len(entry):
                     return name, second[0]
@@ -126,7 +126,12 @@ def hidden_schema_candidates(entries: Iterable[str]) -> list[str]:
 
 def is_schema_entry(schema: str, name: str, hidden: str) -> bool:
     """Whether a pg_dump entry is schema ``hidden`` itself (its CREATE SCHEMA, COMMENT or ACL entry)."""
-    return schema == "-" and name in {hidden, always_quoted(hidden), f"SCHEMA {hidden}", f"SCHEMA {always_quoted(hidden)}"}
+    return schema == "-" and name in {
+        hidden,
+        always_quoted(hidden),
+        f"SCHEMA {hidden}",
+        f"SCHEMA {always_quoted(hidden)}",
+    }
 
 
 def matches_dump_entry(entries: Iterable[str], schema: str, name: str) -> bool:
@@ -140,8 +145,12 @@ def matches_dump_entry(entries: Iterable[str], schema: str, name: str) -> bool:
         if entry_schema is not None and entry_schema != schema:
             continue
         for spelling in {table, always_quoted(table)}:
-            if name == spelling or name.startswith(spelling + " ") or name == "TABLE " + spelling \
-                    or name.startswith("COLUMN " + spelling + "."):
+            if (
+                name == spelling
+                or name.startswith(spelling + " ")
+                or name == "TABLE " + spelling
+                or name.startswith("COLUMN " + spelling + ".")
+            ):
                 return True
     return False
 
@@ -155,8 +164,14 @@ def strip_ledger_only_schemas(dump: str, entries: Iterable[str]) -> str:
         if any(line.startswith("-- Name: ") and f"; Schema: {name};" in line for line in lines for name in names):
             continue  # something else lives there: shown as usual
         for index, line in enumerate(lines):
-            if (line.startswith("-- Name: ") and line.split(";", 1)[0][9:] in names and "; Type: SCHEMA; Schema: -;" in line
-                    and 0 < index < len(lines) - 1 and lines[index - 1] == "--" and lines[index + 1] == "--"):
+            if (
+                line.startswith("-- Name: ")
+                and line.split(";", 1)[0][9:] in names
+                and "; Type: SCHEMA; Schema: -;" in line
+                and 0 < index < len(lines) - 1
+                and lines[index - 1] == "--"
+                and lines[index + 1] == "--"
+            ):
                 end = index + 2
                 while end < len(lines) and not lines[end].strip():
                     end += 1
@@ -164,6 +179,6 @@ def strip_ledger_only_schemas(dump: str, entries: Iterable[str]) -> str:
                     end += 1
                 while end < len(lines) and not lines[end].strip():
                     end += 1
-                lines[index - 1:end] = []
+                lines[index - 1 : end] = []
                 break
     return "\n".join(lines)

@@ -51,8 +51,14 @@ class ExtractResult:
         return len(self.dump.encode("utf-8"))
 
     def to_dict(self, path: Path | None = None) -> dict[str, Any]:
-        return {"host": self.host, "database": self.database, "path": str(path) if path else None,
-                "bytes": self.size, "lines": self.dump.count("\n"), "stats": dict(self.stats)}
+        return {
+            "host": self.host,
+            "database": self.database,
+            "path": str(path) if path else None,
+            "bytes": self.size,
+            "lines": self.dump.count("\n"),
+            "stats": dict(self.stats),
+        }
 
 
 # ---------------------------------------------------------------- normalization (pure)
@@ -175,7 +181,9 @@ def split_extract_output(data: bytes, token: str, host: str) -> tuple[bytes, dic
     return dump, {str(k): int(v) for k, v in stats.items()}
 
 
-def extract(remote: Remote, database: str | None = None, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES) -> ExtractResult:
+def extract(
+    remote: Remote, database: str | None = None, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
+) -> ExtractResult:
     """Dump the host's database and count its objects in ONE remote command (``exclude_tables``: the ledger,
     left out of the statistics; the snapshot itself is pg_dump's, complete)."""
     from .catalog import stats_sql

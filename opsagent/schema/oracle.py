@@ -33,7 +33,11 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from .exclusions import hidden_schema_candidates, is_schema_entry, matches_dump_entry  # names only: no catalog model here
+from .exclusions import (
+    hidden_schema_candidates,
+    is_schema_entry,
+    matches_dump_entry,
+)  # names only: no catalog model here
 
 RULES = (
     "owners are not compared (ALTER ... OWNER TO lines and the Owner: of entry headers are ignored)",
@@ -45,8 +49,10 @@ RULES = (
 )
 MAX_LINES = 80  # dump lines shown per comparison (the rest is counted, not shown)
 
-_HEADER = re.compile(r"^-- Name: (?P<name>.*); Type: (?P<type>.*?); Schema: (?P<schema>.*?); Owner: (?P<owner>[^;]*)"
-                     r"(?:; Tablespace: (?P<tablespace>.*))?$")
+_HEADER = re.compile(
+    r"^-- Name: (?P<name>.*); Type: (?P<type>.*?); Schema: (?P<schema>.*?); Owner: (?P<owner>[^;]*)"
+    r"(?:; Tablespace: (?P<tablespace>.*))?$"
+)
 _OWNER = re.compile(r"^ALTER [A-Z][A-Z ]* .* OWNER TO .*;$")
 _STATE = re.compile(r"^SET (default_tablespace|default_table_access_method) = (.*);$")
 _STATE_DEFAULTS = {"default_tablespace": "''", "default_table_access_method": "heap"}
@@ -110,7 +116,13 @@ def _normalize_body(lines: Sequence[str]) -> list[str]:
     previous_blank = True
     for line in lines:
         blank = not line.strip()
-        noise = blank or line == "--" or line == _TRAILER or bool(_RESTRICT.match(line)) or (previous_blank and bool(_OWNER.match(line)))
+        noise = (
+            blank
+            or line == "--"
+            or line == _TRAILER
+            or bool(_RESTRICT.match(line))
+            or (previous_blank and bool(_OWNER.match(line)))
+        )
         previous_blank = blank
         if not noise:
             kept.append(line.rstrip())
@@ -133,7 +145,9 @@ def _sort_table_columns(lines: list[str]) -> list[str]:
         if end == len(lines):  # not a table body after all
             continue
         items = sorted(item.rstrip(",") for item in lines[index:end])
-        out.extend(f"{item}," if n < len(items) - 1 else item for n, item in enumerate(items))  # still SQL, for ``_canonical``
+        out.extend(
+            f"{item}," if n < len(items) - 1 else item for n, item in enumerate(items)
+        )  # still SQL, for ``_canonical``
         index = end
     return out
 
@@ -180,8 +194,14 @@ class DumpDifference:
     lines: tuple[str, ...]  # unified-diff lines (``-`` live, ``+`` desired)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"object": self.key, "type": self.type, "schema": self.schema, "name": self.name, "status": self.status,
-                "lines": list(self.lines)}
+        return {
+            "object": self.key,
+            "type": self.type,
+            "schema": self.schema,
+            "name": self.name,
+            "status": self.status,
+            "lines": list(self.lines),
+        }
 
 
 def _excluded(entry: Entry, tables: Sequence[str]) -> bool:
@@ -195,11 +215,18 @@ def _without_ledger(side: dict[str, tuple[Entry, ...]], tables: Sequence[str]) -
     kept = {k: v for k, v in side.items() if not _excluded(v[0], tables)}
     occupied = {entry.schema for items in kept.values() for entry in items}
     hidden = [schema for schema in hidden_schema_candidates(tables) if schema not in occupied]
-    return {k: v for k, v in kept.items() if not any(is_schema_entry(v[0].schema, v[0].name, schema) for schema in hidden)}
+    return {
+        k: v for k, v in kept.items() if not any(is_schema_entry(v[0].schema, v[0].name, schema) for schema in hidden)
+    }
 
 
-def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = (), *,
-                  desired_entries: dict[str, tuple[Entry, ...]] | None = None) -> list[DumpDifference]:
+def compare_dumps(
+    live: str,
+    desired: str,
+    exclude_tables: Sequence[str] = (),
+    *,
+    desired_entries: dict[str, tuple[Entry, ...]] | None = None,
+) -> list[DumpDifference]:
     """Entries that differ after normalization, in key order (entries of ``exclude_tables`` left out).
 
     ``desired_entries``: ``entries(desired)`` already computed (e.g. while the live side was being read)."""
@@ -215,7 +242,9 @@ def compare_dumps(live: str, desired: str, exclude_tables: Sequence[str] = (), *
         status = "extra" if not new else "missing" if not old else "changed"
         old_lines = [line for e in old for line in e.lines]
         new_lines = [line for e in new for line in e.lines]
-        diff = [line.rstrip("\n") for line in difflib.unified_diff(old_lines, new_lines, lineterm="", n=2)][2:]  # no ---/+++ pair
+        diff = [line.rstrip("\n") for line in difflib.unified_diff(old_lines, new_lines, lineterm="", n=2)][
+            2:
+        ]  # no ---/+++ pair
         out.append(DumpDifference(key, sample.type, sample.schema, sample.name, status, tuple(diff)))
     return out
 
@@ -249,11 +278,27 @@ def _entry_objects(difference: DumpDifference) -> set[tuple[str, str]]:
     name = difference.name
     words = name.split(" ")
     found = {(difference.schema, name.split("(", 1)[0])}
-    if len(words) >= 2 and words[0] in ("TABLE", "VIEW", "SEQUENCE", "FUNCTION", "TYPE", "SCHEMA", "COLUMN", "INDEX",
-                                         "DOMAIN", "PROCEDURE", "AGGREGATE", "MATERIALIZED"):
-        rest = name.split(" ", 2 if words[0] == "MATERIALIZED" else 1)[-1]  # COMMENT / ACL entries: "TABLE t", "COLUMN t.c"
+    if len(words) >= 2 and words[0] in (
+        "TABLE",
+        "VIEW",
+        "SEQUENCE",
+        "FUNCTION",
+        "TYPE",
+        "SCHEMA",
+        "COLUMN",
+        "INDEX",
+        "DOMAIN",
+        "PROCEDURE",
+        "AGGREGATE",
+        "MATERIALIZED",
+    ):
+        rest = name.split(" ", 2 if words[0] == "MATERIALIZED" else 1)[
+            -1
+        ]  # COMMENT / ACL entries: "TABLE t", "COLUMN t.c"
         found.add((difference.schema, rest.split("(", 1)[0].split(".", 1)[0]))
-    found.add((difference.schema, words[0].split("(", 1)[0]))  # "t cname" (constraints, defaults, triggers, policies, rules)
+    found.add(
+        (difference.schema, words[0].split("(", 1)[0])
+    )  # "t cname" (constraints, defaults, triggers, policies, rules)
     if difference.schema == "-":
         found.add((name.split("(", 1)[0], ""))  # a schema or an extension: everything in it
     return found

@@ -45,11 +45,40 @@ from .catalog import (
 from .compare import equivalent
 
 # phases, in the order their statements run
-PHASES = ("drop dependents", "drop operator classes", "drop functions", "drop tables", "schemas", "extensions",
-          "collations", "text search", "types", "sequences", "functions", "operators", "tables", "columns",
-          "table functions", "late operators", "operator classes", "constraints", "indexes", "foreign keys", "views",
-          "view functions", "triggers", "policies", "comments", "privileges", "drops", "drop types",
-          "drop text search", "drop collations", "drop schemas", "concurrent indexes")
+PHASES = (
+    "drop dependents",
+    "drop operator classes",
+    "drop functions",
+    "drop tables",
+    "schemas",
+    "extensions",
+    "collations",
+    "text search",
+    "types",
+    "sequences",
+    "functions",
+    "operators",
+    "tables",
+    "columns",
+    "table functions",
+    "late operators",
+    "operator classes",
+    "constraints",
+    "indexes",
+    "foreign keys",
+    "views",
+    "view functions",
+    "triggers",
+    "policies",
+    "comments",
+    "privileges",
+    "drops",
+    "drop types",
+    "drop text search",
+    "drop collations",
+    "drop schemas",
+    "concurrent indexes",
+)
 # "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
 # "main": one transaction; "after": CREATE INDEX CONCURRENTLY, which cannot run in a transaction block
 STAGES = ("before", "main", "after")
@@ -70,7 +99,6 @@ class PlanStatement:
     manual: str | None = None  # what the user must write before this statement can run (always commented out)
     adds_enum_value: str | None = None  # ALTER TYPE ... ADD VALUE: the value's literal (see _stage_enum_values)
     rerunnable: str | None = None  # the same statement, harmless when run twice: its form outside the transaction
-
 
     def to_dict(self) -> dict[str, Any]:
         """The documented JSON keys (docs/JSON.md); the staging fields are the planner's own."""
@@ -98,7 +126,9 @@ class Plan:
         before, main, after = (self.body(stage) for stage in STAGES)
         parts = []
         if before:
-            parts.append("-- outside a transaction: enum values the transaction below uses must be committed first\n" + before)
+            parts.append(
+                "-- outside a transaction: enum values the transaction below uses must be committed first\n" + before
+            )
         if main:
             parts.append(f"BEGIN;\n{HEADER}{main}COMMIT;\n")
         if after:
@@ -117,7 +147,9 @@ def _render(statements: Iterable[PlanStatement]) -> str:
         elif statement.manual:
             lines.append(f"-- {statement.manual}:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
         else:
-            lines.append("-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
+            lines.append(
+                "-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines())
+            )
     return "\n".join(lines) + "\n" if lines else ""
 
 
@@ -135,21 +167,42 @@ class _Builder:
         self.items: list[tuple[int, int, PlanStatement]] = []
         self.warnings: list[str] = []
 
-    def add(self, phase: str, kind: str, sql: str, *, destructive: bool = False, warning: str | None = None,
-            stage: str = "main", manual: str | None = None, adds_enum_value: str | None = None,
-            rerunnable: str | None = None) -> None:
+    def add(
+        self,
+        phase: str,
+        kind: str,
+        sql: str,
+        *,
+        destructive: bool = False,
+        warning: str | None = None,
+        stage: str = "main",
+        manual: str | None = None,
+        adds_enum_value: str | None = None,
+        rerunnable: str | None = None,
+    ) -> None:
         """One statement; ``manual`` (what the user must supply) leaves it commented out whatever the options."""
         enabled = (self.allow_drop or not destructive) and manual is None
         if manual is not None:
             self.warnings.append(f"{warning or manual} (commented out: {manual})")
         elif destructive and warning:
             self.warnings.append(warning + ("" if enabled else " (commented out: needs --allow-drop)"))
-        statement = PlanStatement(sql.rstrip().rstrip(";") + ";", kind, phase, destructive, enabled, stage, manual,
-                                  adds_enum_value, rerunnable and rerunnable.rstrip().rstrip(";") + ";")
+        statement = PlanStatement(
+            sql.rstrip().rstrip(";") + ";",
+            kind,
+            phase,
+            destructive,
+            enabled,
+            stage,
+            manual,
+            adds_enum_value,
+            rerunnable and rerunnable.rstrip().rstrip(";") + ";",
+        )
         self.items.append((_PHASE_RANK[phase], len(self.items), statement))
 
     def plan(self) -> Plan:
-        return Plan(_stage_enum_values([s for _, _, s in sorted(self.items, key=lambda t: (t[0], t[1]))]), self.warnings)
+        return Plan(
+            _stage_enum_values([s for _, _, s in sorted(self.items, key=lambda t: (t[0], t[1]))]), self.warnings
+        )
 
 
 def _stage_enum_values(statements: list[PlanStatement]) -> list[PlanStatement]:
@@ -158,19 +211,33 @@ def _stage_enum_values(statements: list[PlanStatement]) -> list[PlanStatement]:
     All of them move together (one may be placed AFTER another), as ``IF NOT EXISTS`` so a rerun is harmless.
     """
     added = [(i, st.adds_enum_value) for i, st in enumerate(statements) if st.adds_enum_value is not None]
-    used = any(value in later.sql for i, value in added for later in statements[i + 1:] if later.stage == "main" and later.enabled)
+    used = any(
+        value in later.sql
+        for i, value in added
+        for later in statements[i + 1 :]
+        if later.stage == "main" and later.enabled
+    )
     if not used:
         return statements
     moved = {i for i, _ in added}
-    early = [dataclasses.replace(statements[i], stage="before", sql=statements[i].rerunnable or statements[i].sql)
-             for i in sorted(moved)]
+    early = [
+        dataclasses.replace(statements[i], stage="before", sql=statements[i].rerunnable or statements[i].sql)
+        for i in sorted(moved)
+    ]
     return early + [st for i, st in enumerate(statements) if i not in moved]
 
 
 # ---------------------------------------------------------------- helpers
 
-_SAFE_WIDENINGS = {("smallint", "integer"), ("smallint", "bigint"), ("integer", "bigint"), ("real", "double precision"),
-                   ("character varying", "text"), ("character", "text"), ("timestamp without time zone", "timestamp with time zone")}
+_SAFE_WIDENINGS = {
+    ("smallint", "integer"),
+    ("smallint", "bigint"),
+    ("integer", "bigint"),
+    ("real", "double precision"),
+    ("character varying", "text"),
+    ("character", "text"),
+    ("timestamp without time zone", "timestamp with time zone"),
+}
 _TYPMOD = re.compile(r"^(character varying|character|numeric|varchar)\((\d+)(?:,(\d+))?\)$")
 
 
@@ -186,14 +253,18 @@ def lossless(old: str, new: str) -> bool:
         return True  # varchar(10) -> varchar
     if a and b and a.group(1) == b.group(1):
         if a.group(1) == "numeric":
-            return int(b.group(2)) - int(b.group(3) or 0) >= int(a.group(2)) - int(a.group(3) or 0) and \
-                int(b.group(3) or 0) >= int(a.group(3) or 0)
+            return int(b.group(2)) - int(b.group(3) or 0) >= int(a.group(2)) - int(a.group(3) or 0) and int(
+                b.group(3) or 0
+            ) >= int(a.group(3) or 0)
         return int(b.group(2)) >= int(a.group(2))
     return False
 
 
-_INT_RANGES = {"smallint": (-32768, 32767), "integer": (-2147483648, 2147483647),
-               "bigint": (-9223372036854775808, 9223372036854775807)}
+_INT_RANGES = {
+    "smallint": (-32768, 32767),
+    "integer": (-2147483648, 2147483647),
+    "bigint": (-9223372036854775808, 9223372036854775807),
+}
 _IDENTITY_WORDS = ("START WITH", "INCREMENT BY", "MINVALUE", "MAXVALUE", "CACHE")
 
 
@@ -204,14 +275,20 @@ def identity_defaults(column_type: str, increment: int) -> tuple[int, int, int, 
     return (minimum if increment > 0 else maximum, 1, minimum, maximum, 1, False)
 
 
-def identity_options(column: Column, base: tuple[int, int, int, int, int, bool] | None = None, prefix: str = "") -> list[str]:
+def identity_options(
+    column: Column, base: tuple[int, int, int, int, int, bool] | None = None, prefix: str = ""
+) -> list[str]:
     """The identity sequence's options that differ from ``base`` (by default: what the column's type gives without options)."""
     seq = column.identity_sequence
     if seq is None:
         return []
     if base is None:
         base = identity_defaults(column.type, seq[1])
-    out = [f"{prefix}{word} {value}" for word, value, was in zip(_IDENTITY_WORDS, seq[:5], base[:5], strict=True) if value != was]
+    out = [
+        f"{prefix}{word} {value}"
+        for word, value, was in zip(_IDENTITY_WORDS, seq[:5], base[:5], strict=True)
+        if value != was
+    ]
     if seq[5] != base[5]:
         out.append(f"{prefix}{'CYCLE' if seq[5] else 'NO CYCLE'}")
     return out
@@ -220,7 +297,9 @@ def identity_options(column: Column, base: tuple[int, int, int, int, int, bool] 
 def identity_sql(column: Column) -> str:
     """``GENERATED {ALWAYS|BY DEFAULT} AS IDENTITY`` with the sequence options the column's sequence has."""
     options = identity_options(column)
-    return f"GENERATED {(column.identity or 'by default').upper()} AS IDENTITY" + (f" ({' '.join(options)})" if options else "")
+    return f"GENERATED {(column.identity or 'by default').upper()} AS IDENTITY" + (
+        f" ({' '.join(options)})" if options else ""
+    )
 
 
 def column_sql(column: Column) -> str:
@@ -264,9 +343,12 @@ def _dependency_order(keys: Iterable[str], needs: Callable[[str], Iterable[str]]
 
 def _view_order(views: Mapping[str, View], depends: Mapping[str, frozenset[str]] | None = None) -> list[str]:
     """Views ordered so that each comes after the views it depends on (pg_depend when known, else the names in its text)."""
+
     def needs(key: str) -> list[str]:
         if depends:
-            return sorted(ref[6:] for ref in depends.get(f"views:{key}", ()) if ref.startswith("views:") and ref[6:] in views)
+            return sorted(
+                ref[6:] for ref in depends.get(f"views:{key}", ()) if ref.startswith("views:") and ref[6:] in views
+            )
         return [other for other in views if other != key and _references(views[key].definition, other)]
 
     return _dependency_order(views, needs)
@@ -274,10 +356,16 @@ def _view_order(views: Mapping[str, View], depends: Mapping[str, frozenset[str]]
 
 def _table_order(tables: Mapping[str, Table]) -> list[str]:
     """Parents (partitioned tables, inheritance parents) before their children."""
+
     def needs(key: str) -> list[str]:
         table = tables[key]
-        return [candidate for parent in (table.partition_of, *table.inherits) if parent for candidate in tables
-                if candidate == parent or candidate.endswith("." + parent) or parent.endswith(candidate)]
+        return [
+            candidate
+            for parent in (table.partition_of, *table.inherits)
+            if parent
+            for candidate in tables
+            if candidate == parent or candidate.endswith("." + parent) or parent.endswith(candidate)
+        ]
 
     return _dependency_order(tables, needs)
 
@@ -287,8 +375,10 @@ _COMMAND = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELET
 
 def policy_sql(policy: Any) -> str:
     roles = ", ".join(r if r == "PUBLIC" else quote_ident(r) for r in policy.roles) or "PUBLIC"
-    sql = (f"CREATE POLICY {quote_ident(policy.name)} ON {policy.table} AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'} "
-           f"FOR {_COMMAND.get(policy.command, 'ALL')} TO {roles}")
+    sql = (
+        f"CREATE POLICY {quote_ident(policy.name)} ON {policy.table} AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'} "
+        f"FOR {_COMMAND.get(policy.command, 'ALL')} TO {roles}"
+    )
     if policy.using is not None:
         sql += f" USING ({policy.using})"
     if policy.with_check is not None:
@@ -346,8 +436,10 @@ def _drop_constraint(item: Constraint) -> str:
 
 def sequence_sql(item: Sequence_, create: bool = True) -> str:
     head = f"CREATE SEQUENCE {item.key} AS {item.type}" if create else f"ALTER SEQUENCE {item.key} AS {item.type}"
-    return (f"{head} INCREMENT BY {item.increment} MINVALUE {item.min} MAXVALUE {item.max} START WITH {item.start} "
-            f"CACHE {item.cache} {'CYCLE' if item.cycle else 'NO CYCLE'}")
+    return (
+        f"{head} INCREMENT BY {item.increment} MINVALUE {item.min} MAXVALUE {item.max} START WITH {item.start} "
+        f"CACHE {item.cache} {'CYCLE' if item.cycle else 'NO CYCLE'}"
+    )
 
 
 def table_sql(table: Table) -> str:
@@ -362,7 +454,9 @@ def table_sql(table: Table) -> str:
         sql += f" {table.partition_bound}"
     else:
         body = ",\n    ".join(column_sql(c) for c in own)
-        sql = f"CREATE {unlogged}TABLE {table.key} (\n    {body}\n)" if own else f"CREATE {unlogged}TABLE {table.key} ()"
+        sql = (
+            f"CREATE {unlogged}TABLE {table.key} (\n    {body}\n)" if own else f"CREATE {unlogged}TABLE {table.key} ()"
+        )
         if table.inherits:
             sql += f" INHERITS ({', '.join(table.inherits)})"
     if table.partition_key:
@@ -383,8 +477,9 @@ def _grantee(name: str, owner: str | None) -> str:
     return quote_ident(name)
 
 
-def privilege_sql(target: str, before: Iterable[Privilege], after: Iterable[Privilege], owner: str | None,
-                  columns: str = "") -> list[str]:
+def privilege_sql(
+    target: str, before: Iterable[Privilege], after: Iterable[Privilege], owner: str | None, columns: str = ""
+) -> list[str]:
     """GRANT/REVOKE turning one ACL (as introspected: differences from the defaults) into another."""
     old, new = set(before), set(after)
     out: list[str] = []
@@ -392,7 +487,9 @@ def privilege_sql(target: str, before: Iterable[Privilege], after: Iterable[Priv
     for grantee, privilege, grantable in sorted(old - new):
         who = _grantee(grantee, owner)
         if privilege.startswith("no "):
-            out.append(f"GRANT {privilege[3:]}{cols} ON {target} TO {who}" + (" WITH GRANT OPTION" if grantable else ""))
+            out.append(
+                f"GRANT {privilege[3:]}{cols} ON {target} TO {who}" + (" WITH GRANT OPTION" if grantable else "")
+            )
         elif not (grantable and (grantee, privilege, False) in new):
             out.append(f"REVOKE {privilege}{cols} ON {target} FROM {who}")
     for grantee, privilege, grantable in sorted(new - old):
@@ -412,7 +509,9 @@ def privilege_sql(target: str, before: Iterable[Privilege], after: Iterable[Priv
 # ---------------------------------------------------------------- the plan
 
 
-def generate_plan(live: Catalog, desired: Catalog, *, allow_drop: bool = False, concurrent_tables: Collection[str] = ()) -> Plan:
+def generate_plan(
+    live: Catalog, desired: Catalog, *, allow_drop: bool = False, concurrent_tables: Collection[str] = ()
+) -> Plan:
     """Statements turning ``live`` into ``desired``, in dependency-safe phases (pure).
 
     New indexes on the existing tables named in ``concurrent_tables`` are built
@@ -456,7 +555,9 @@ class _Context:
         self.concurrent_tables: set[str] = set()  # existing tables whose new indexes are built CONCURRENTLY
         self.concurrent_indexes: set[str] = set()
         self.rebuilt_indexes: set[str] = set()
-        self.changed_columns: set[str] = set()  # "columns:<table>.<column>" dropped or changing type (pg_depend's roots)
+        self.changed_columns: set[str] = (
+            set()
+        )  # "columns:<table>.<column>" dropped or changing type (pg_depend's roots)
         for key, table in live.tables.items():
             other = desired.tables.get(key)
             if other is None:
@@ -465,14 +566,25 @@ class _Context:
             after = other.column_map()
             for column in table.columns:
                 new = after.get(column.name)
-                if new is None or new.type != column.type or new.generated != column.generated or new.collation != column.collation:
+                if (
+                    new is None
+                    or new.type != column.type
+                    or new.generated != column.generated
+                    or new.collation != column.collation
+                ):
                     self.reshaped.add(key)
                     self.changed_columns.add(f"columns:{key}.{quote_ident(column.name)}")
-        self.rebuilt_tables = {key for key, table in live.tables.items() if key in desired.tables and _needs_rebuild(table, desired.tables[key])}
+        self.rebuilt_tables = {
+            key
+            for key, table in live.tables.items()
+            if key in desired.tables and _needs_rebuild(table, desired.tables[key])
+        }
         self.reshaped |= self.rebuilt_tables
         for key in self.rebuilt_tables | (live.tables.keys() - desired.tables.keys()):
             self.changed_columns |= {f"columns:{key}.{quote_ident(c.name)}" for c in live.tables[key].columns}
-        self.detached = {c.key for c in live.tables.values() if c.partition_of in self.rebuilt_tables}  # from a rebuilt parent
+        self.detached = {
+            c.key for c in live.tables.values() if c.partition_of in self.rebuilt_tables
+        }  # from a rebuilt parent
         for key, item in live.types.items():
             new_type = desired.types.get(key)
             if new_type is None or (new_type != item and not _altered_in_place(item, new_type)):
@@ -481,8 +593,13 @@ class _Context:
                     self.recreated_types.add(key)
         for key, func in live.functions.items():
             new_func = desired.functions.get(key)
-            redefined = new_func is not None and dataclasses.replace(new_func, comment=func.comment, privileges=func.privileges) != func
-            if new_func is None or (redefined and (new_func.result != func.result or new_func.kind != func.kind or func.kind == "a")):
+            redefined = (
+                new_func is not None
+                and dataclasses.replace(new_func, comment=func.comment, privileges=func.privileges) != func
+            )
+            if new_func is None or (
+                redefined and (new_func.result != func.result or new_func.kind != func.kind or func.kind == "a")
+            ):
                 self.dropped_functions.add(key)
         # tables whose columns use a recreated type are reshaped too
         for key, table in desired.tables.items():
@@ -503,8 +620,13 @@ class _Context:
     def _dependents_of_changes(self) -> set[str]:
         """Every live object that depends (directly or not, per pg_depend) on something dropped or reshaped."""
         whole = self.rebuilt_tables | (self.live.tables.keys() - self.desired.tables.keys())
-        roots = {f"tables:{k}" for k in whole} | self.changed_columns | {f"types:{k}" for k in self.reshaped | self.recreated_types} | \
-            {f"functions:{k}" for k in self.dropped_functions} | {f"views:{k}" for k in self.changed_views}
+        roots = (
+            {f"tables:{k}" for k in whole}
+            | self.changed_columns
+            | {f"types:{k}" for k in self.reshaped | self.recreated_types}
+            | {f"functions:{k}" for k in self.dropped_functions}
+            | {f"views:{k}" for k in self.changed_views}
+        )
         dependents: dict[str, set[str]] = {}
         for obj, refs in self.live.depends.items():
             for ref in refs:
@@ -545,8 +667,9 @@ def _view_changed(view: View, other: View | None) -> bool:
     """The view's own definition or options change (not a comment or privilege)."""
     if other is None:
         return True
-    same_shape = dataclasses.replace(view, comment=other.comment, privileges=other.privileges, definition=other.definition,
-                                     columns=view.columns) == dataclasses.replace(other, columns=view.columns)
+    same_shape = dataclasses.replace(
+        view, comment=other.comment, privileges=other.privileges, definition=other.definition, columns=view.columns
+    ) == dataclasses.replace(other, columns=view.columns)
     return not same_shape or not _same(view.definition, other.definition)
 
 
@@ -579,19 +702,35 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
             b.add("schemas", "schema", f"CREATE SCHEMA IF NOT EXISTS {key}")
     for key in live.extensions:  # before the schemas: an extension's objects may live in one of them
         if key not in desired.extensions:
-            b.add("drop schemas", "extension", f"DROP EXTENSION {quote_ident(key)}", destructive=True, warning=f"drops extension {key}")
+            b.add(
+                "drop schemas",
+                "extension",
+                f"DROP EXTENSION {quote_ident(key)}",
+                destructive=True,
+                warning=f"drops extension {key}",
+            )
     for key in live.schemas:
         if key not in desired.schemas:
             b.add("drop schemas", "schema", f"DROP SCHEMA {key}", destructive=True, warning=f"drops schema {key}")
     for key, ext in desired.extensions.items():
         current = live.extensions.get(key)
         if current is None:
-            b.add("extensions", "extension", f"CREATE EXTENSION {quote_ident(ext.name)} WITH SCHEMA {quote_ident(ext.schema)} "
-                  f"VERSION {literal(ext.version)}")
+            b.add(
+                "extensions",
+                "extension",
+                f"CREATE EXTENSION {quote_ident(ext.name)} WITH SCHEMA {quote_ident(ext.schema)} "
+                f"VERSION {literal(ext.version)}",
+            )
         elif current.version != ext.version:
-            b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} UPDATE TO {literal(ext.version)}")
+            b.add(
+                "extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} UPDATE TO {literal(ext.version)}"
+            )
         if current is not None and current.schema != ext.schema:
-            b.add("extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} SET SCHEMA {quote_ident(ext.schema)}")
+            b.add(
+                "extensions",
+                "extension",
+                f"ALTER EXTENSION {quote_ident(ext.name)} SET SCHEMA {quote_ident(ext.schema)}",
+            )
     _plan_types(b, ctx)
 
 
@@ -629,16 +768,16 @@ def _option_names(options: str | None) -> list[str]:
         if match is None:
             break
         names.append(match.group(1))
-        rest = rest[match.end():].lstrip()
+        rest = rest[match.end() :].lstrip()
         if rest.startswith("'"):  # skip a quoted value ('' is an escaped quote)
             end = 1
             while end < len(rest):
-                if rest[end] == "'" and rest[end + 1:end + 2] != "'":
+                if rest[end] == "'" and rest[end + 1 : end + 2] != "'":
                     break
                 end += 2 if rest[end] == "'" else 1
-            rest = rest[end + 1:]
+            rest = rest[end + 1 :]
         else:
-            rest = rest[len(rest.split(",", 1)[0]):]
+            rest = rest[len(rest.split(",", 1)[0]) :]
     return names
 
 
@@ -648,19 +787,26 @@ def mapping_sql(key: str, before: Mapping[str, str], after: Mapping[str, str]) -
     dropped = sorted(before.keys() - after.keys())
     if dropped:
         out.append(f"ALTER TEXT SEARCH CONFIGURATION {key} DROP MAPPING FOR {', '.join(dropped)}")
-    for verb, tokens in (("ADD", sorted(after.keys() - before.keys())),
-                         ("ALTER", sorted(t for t in after.keys() & before.keys() if after[t] != before[t]))):
+    for verb, tokens in (
+        ("ADD", sorted(after.keys() - before.keys())),
+        ("ALTER", sorted(t for t in after.keys() & before.keys() if after[t] != before[t])),
+    ):
         groups: dict[str, list[str]] = {}
         for token in tokens:
             groups.setdefault(after[token], []).append(token)
         for dictionaries, members in sorted(groups.items(), key=lambda kv: kv[1]):
-            out.append(f"ALTER TEXT SEARCH CONFIGURATION {key} {verb} MAPPING FOR {', '.join(members)} WITH {dictionaries}")
+            out.append(
+                f"ALTER TEXT SEARCH CONFIGURATION {key} {verb} MAPPING FOR {', '.join(members)} WITH {dictionaries}"
+            )
     return out
 
 
 def text_search_config_sql(item: TextSearchConfig) -> list[str]:
     """An empty configuration on its parser, then its mappings (COPY would tie it to another configuration's current state)."""
-    return [f"CREATE TEXT SEARCH CONFIGURATION {item.key} (PARSER = {item.parser})", *mapping_sql(item.key, {}, item.mapping_map())]
+    return [
+        f"CREATE TEXT SEARCH CONFIGURATION {item.key} (PARSER = {item.parser})",
+        *mapping_sql(item.key, {}, item.mapping_map()),
+    ]
 
 
 def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
@@ -670,8 +816,13 @@ def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
         current = live.collations.get(key)
         changed = current is not None and dataclasses.replace(current, comment=coll.comment) != coll
         if changed:
-            b.add("collations", "collation", f"DROP COLLATION {key}", destructive=True,
-                  warning=f"recreates collation {key} (its properties cannot be altered; fails while columns or indexes use it)")
+            b.add(
+                "collations",
+                "collation",
+                f"DROP COLLATION {key}",
+                destructive=True,
+                warning=f"recreates collation {key} (its properties cannot be altered; fails while columns or indexes use it)",
+            )
             ctx.recreated.add(f"collations:{key}")
         if current is None or changed:
             b.add("collations", "collation", collation_sql(coll))
@@ -680,8 +831,13 @@ def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
         if old is None:
             b.add("text search", "text search dictionary", text_search_dictionary_sql(dictionary))
         elif old.template != dictionary.template:
-            b.add("text search", "text search dictionary", f"DROP TEXT SEARCH DICTIONARY {key}", destructive=True,
-                  warning=f"recreates text search dictionary {key} (its template changes; fails while configurations use it)")
+            b.add(
+                "text search",
+                "text search dictionary",
+                f"DROP TEXT SEARCH DICTIONARY {key}",
+                destructive=True,
+                warning=f"recreates text search dictionary {key} (its template changes; fails while configurations use it)",
+            )
             b.add("text search", "text search dictionary", text_search_dictionary_sql(dictionary))
             ctx.recreated.add(f"text_search_dicts:{key}")
         elif old.options != dictionary.options:
@@ -692,8 +848,13 @@ def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
     for key, config in desired.text_search_configs.items():
         was = live.text_search_configs.get(key)
         if was is not None and was.parser != config.parser:
-            b.add("text search", "text search configuration", f"DROP TEXT SEARCH CONFIGURATION {key}", destructive=True,
-                  warning=f"recreates text search configuration {key} (its parser changes; fails while indexes use it)")
+            b.add(
+                "text search",
+                "text search configuration",
+                f"DROP TEXT SEARCH CONFIGURATION {key}",
+                destructive=True,
+                warning=f"recreates text search configuration {key} (its parser changes; fails while indexes use it)",
+            )
             ctx.recreated.add(f"text_search_configs:{key}")
             was = None
         if was is None:
@@ -702,12 +863,17 @@ def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
         else:
             for sql in mapping_sql(key, was.mapping_map(), config.mapping_map()):
                 b.add("text search", "text search configuration", sql)
-    for attr, word in (("text_search_configs", "TEXT SEARCH CONFIGURATION"), ("text_search_dicts", "TEXT SEARCH DICTIONARY"),
-                       ("collations", "COLLATION")):
+    for attr, word in (
+        ("text_search_configs", "TEXT SEARCH CONFIGURATION"),
+        ("text_search_dicts", "TEXT SEARCH DICTIONARY"),
+        ("collations", "COLLATION"),
+    ):
         for key in getattr(live, attr):
             if key not in getattr(desired, attr):
                 phase = "drop collations" if attr == "collations" else "drop text search"
-                b.add(phase, word.lower(), f"DROP {word} {key}", destructive=True, warning=f"drops {word.lower()} {key}")
+                b.add(
+                    phase, word.lower(), f"DROP {word} {key}", destructive=True, warning=f"drops {word.lower()} {key}"
+                )
 
 
 def _plan_types(b: _Builder, ctx: _Context) -> None:
@@ -738,10 +904,18 @@ def _add_enum_values(b: _Builder, old: Type, new: Type) -> None:
         if value in present:
             continue
         after = next((labels[i] for i in range(index - 1, -1, -1) if labels[i] in present), None)
-        where = f" AFTER {literal(after)}" if after is not None else (f" BEFORE {literal(next(v for v in labels if v in present))}"
-                                                                       if present else "")
-        b.add("types", "type", f"ALTER TYPE {new.key} ADD VALUE {literal(value)}{where}", adds_enum_value=literal(value),
-              rerunnable=f"ALTER TYPE {new.key} ADD VALUE IF NOT EXISTS {literal(value)}{where}")
+        where = (
+            f" AFTER {literal(after)}"
+            if after is not None
+            else (f" BEFORE {literal(next(v for v in labels if v in present))}" if present else "")
+        )
+        b.add(
+            "types",
+            "type",
+            f"ALTER TYPE {new.key} ADD VALUE {literal(value)}{where}",
+            adds_enum_value=literal(value),
+            rerunnable=f"ALTER TYPE {new.key} ADD VALUE IF NOT EXISTS {literal(value)}{where}",
+        )
         present.add(value)
 
 
@@ -765,8 +939,13 @@ def _recreate_type(b: _Builder, ctx: _Context, old: Type, new: Type) -> None:
             array = "[]" if column.type.endswith("[]") else ""
             if column.default is not None:
                 b.add("tables", "column", f"ALTER TABLE {key} ALTER COLUMN {col} DROP DEFAULT")
-            b.add("tables", "column", f"ALTER TABLE {key} ALTER COLUMN {col} TYPE {target.type} USING {col}::text{array}::{target.type}",
-                  destructive=lossy, warning=f"{key}.{column.name}: values of {old.key} missing from the new type are lost")
+            b.add(
+                "tables",
+                "column",
+                f"ALTER TABLE {key} ALTER COLUMN {col} TYPE {target.type} USING {col}::text{array}::{target.type}",
+                destructive=lossy,
+                warning=f"{key}.{column.name}: values of {old.key} missing from the new type are lost",
+            )
             if target.default is not None:
                 b.add("tables", "column", f"ALTER TABLE {key} ALTER COLUMN {col} SET DEFAULT {target.default}")
     b.add("drops", "type", f"DROP TYPE {temp}", destructive=lossy, warning=f"drops the old definition of {old.key}")
@@ -783,7 +962,9 @@ def _plan_sequences(b: _Builder, ctx: _Context) -> None:
             b.add("sequences", "sequence", sequence_sql(seq))
         elif dataclasses.replace(current, owned_by=seq.owned_by, comment=seq.comment, privileges=seq.privileges) != seq:
             b.add("sequences", "sequence", sequence_sql(seq, create=False))
-        if (current is None or current.owned_by != seq.owned_by or key in ctx.reowned) and (seq.owned_by or current is not None):
+        if (current is None or current.owned_by != seq.owned_by or key in ctx.reowned) and (
+            seq.owned_by or current is not None
+        ):
             b.add("constraints", "sequence", f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by or 'NONE'}")
     for key, seq in live.sequences.items():
         if key not in desired.sequences:
@@ -810,7 +991,9 @@ def _dies_with_owner(ctx: _Context, seq: Sequence_) -> bool:
         return True
     new = wanted.column_map().get(owner[1])
     old = live.column_map().get(owner[1]) if live is not None else None
-    return new is None or (old is not None and not _same(old.generated, new.generated, "expression"))  # dropped and added again
+    return new is None or (
+        old is not None and not _same(old.generated, new.generated, "expression")
+    )  # dropped and added again
 
 
 def _drop_owned_sequences(b: _Builder, ctx: _Context, table: str, column: Column) -> None:
@@ -824,7 +1007,11 @@ def _drop_owned_sequences(b: _Builder, ctx: _Context, table: str, column: Column
 
 def operator_sql(item: Operator) -> str:
     """CREATE OPERATOR with every property the catalog records (a companion not yet defined is created as a shell)."""
-    parts = [f"FUNCTION = {item.function}", *([f"LEFTARG = {item.left}"] if item.left else []), f"RIGHTARG = {item.right}"]
+    parts = [
+        f"FUNCTION = {item.function}",
+        *([f"LEFTARG = {item.left}"] if item.left else []),
+        f"RIGHTARG = {item.right}",
+    ]
     if item.commutator:
         parts.append(f"COMMUTATOR = OPERATOR({item.commutator})")
     if item.negator:
@@ -846,13 +1033,22 @@ def _plan_operators(b: _Builder, ctx: _Context) -> None:
     for key, item in ctx.live.operators.items():
         other = ctx.desired.operators.get(key)
         if other is None:
-            b.add("drop functions", "operator", f"DROP OPERATOR {_operator_target(item)}", destructive=True, warning=f"drops operator {key}")
+            b.add(
+                "drop functions",
+                "operator",
+                f"DROP OPERATOR {_operator_target(item)}",
+                destructive=True,
+                warning=f"drops operator {key}",
+            )
             continue
         if dataclasses.replace(item, comment=other.comment) == other and not ctx.is_affected("operators", key):
             continue
-        if dataclasses.replace(item, comment=other.comment, restrict=other.restrict, join=other.join) == other \
-                and not ctx.is_affected("operators", key):
-            estimators = ", ".join(f"{word} = {value or 'NONE'}" for word, value in (("RESTRICT", other.restrict), ("JOIN", other.join)))
+        if dataclasses.replace(
+            item, comment=other.comment, restrict=other.restrict, join=other.join
+        ) == other and not ctx.is_affected("operators", key):
+            estimators = ", ".join(
+                f"{word} = {value or 'NONE'}" for word, value in (("RESTRICT", other.restrict), ("JOIN", other.join))
+            )
             b.add("operators", "operator", f"ALTER OPERATOR {_operator_target(item)} SET ({estimators})")
             continue
         b.add("drop functions", "operator", f"DROP OPERATOR {_operator_target(item)}")
@@ -866,8 +1062,9 @@ def _plan_operators(b: _Builder, ctx: _Context) -> None:
 def _operator_phase(desired: Catalog, key: str, phases: Mapping[str, str]) -> str:
     """Before the tables (defaults, generated columns and CHECKs may use it), unless its function or types need the tables."""
     refs = desired.depends.get(f"operators:{key}", frozenset())
-    late = any(r.startswith(("tables:", "views:")) for r in refs) or \
-        any(phases.get(r[len("functions:"):], "functions") != "functions" for r in refs if r.startswith("functions:"))
+    late = any(r.startswith(("tables:", "views:")) for r in refs) or any(
+        phases.get(r[len("functions:") :], "functions") != "functions" for r in refs if r.startswith("functions:")
+    )
     return "late operators" if late else "operators"
 
 
@@ -900,22 +1097,42 @@ def _plan_operator_classes(b: _Builder, ctx: _Context) -> None:
         if other is None and family_goes:
             continue  # dropped with its family
         if other is None or dataclasses.replace(item, comment=other.comment) != other:
-            b.add("drop operator classes", "operator class", f"DROP OPERATOR CLASS {key}", destructive=other is None,
-                  warning=f"drops operator class {key}")
+            b.add(
+                "drop operator classes",
+                "operator class",
+                f"DROP OPERATOR CLASS {key}",
+                destructive=other is None,
+                warning=f"drops operator class {key}",
+            )
             ctx.recreated.add(f"operator_classes:{key}")
-    created_with_class = {f"{c.family} USING {c.method}" for k, c in desired.operator_classes.items()
-                          if c.family == qualify(c.schema, c.name) and (k not in live.operator_classes or f"operator_classes:{k}" in ctx.recreated)}
+    created_with_class = {
+        f"{c.family} USING {c.method}"
+        for k, c in desired.operator_classes.items()
+        if c.family == qualify(c.schema, c.name)
+        and (k not in live.operator_classes or f"operator_classes:{k}" in ctx.recreated)
+    }
     for key, family in live.operator_families.items():
         wanted = desired.operator_families.get(key)
         if wanted is None:
-            b.add("drop operator classes", "operator family", f"DROP OPERATOR FAMILY {key}", destructive=True,
-                  warning=f"drops operator family {key} and its classes")
+            b.add(
+                "drop operator classes",
+                "operator family",
+                f"DROP OPERATOR FAMILY {key}",
+                destructive=True,
+                warning=f"drops operator family {key} and its classes",
+            )
             continue
         for member in sorted(set(family.members) - set(wanted.members)):
-            b.add("drop operator classes", "operator family", f"ALTER OPERATOR FAMILY {key} DROP {_member_drop(member)}")
+            b.add(
+                "drop operator classes", "operator family", f"ALTER OPERATOR FAMILY {key} DROP {_member_drop(member)}"
+            )
     for key, family in desired.operator_families.items():
         if key not in live.operator_families and key not in created_with_class:
-            b.add("operator classes", "operator family", f"CREATE OPERATOR FAMILY {qualify(family.schema, family.name)} USING {family.method}")
+            b.add(
+                "operator classes",
+                "operator family",
+                f"CREATE OPERATOR FAMILY {qualify(family.schema, family.name)} USING {family.method}",
+            )
     for key, item in desired.operator_classes.items():
         if key not in live.operator_classes or f"operator_classes:{key}" in ctx.recreated:
             b.add("operator classes", "operator class", operator_class_sql(item))
@@ -932,16 +1149,25 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
     for key in reversed(live_order):  # a function calling another goes first
         if key in desired.functions and key in ctx.dropped_functions:
             # after the views and triggers using it are dropped; before the views it uses
-            b.add("drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions", "function", _drop_function(live.functions[key]))
+            b.add(
+                "drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions",
+                "function",
+                _drop_function(live.functions[key]),
+            )
             ctx.recreated.add(f"functions:{key}")
     phases = _function_phases(desired)
     for key in _function_order(desired.functions, desired.depends):
         func, current = desired.functions[key], live.functions.get(key)
-        if current is not None and dataclasses.replace(current, comment=func.comment, privileges=func.privileges) == func \
-                and key not in ctx.dropped_functions:
+        if (
+            current is not None
+            and dataclasses.replace(current, comment=func.comment, privileges=func.privileges) == func
+            and key not in ctx.dropped_functions
+        ):
             continue
         b.add(phases[key], "function", function_sql(func))
-    for key in sorted(reversed(live_order), key=lambda k: live.functions[k].kind != "a"):  # aggregates before their functions
+    for key in sorted(
+        reversed(live_order), key=lambda k: live.functions[k].kind != "a"
+    ):  # aggregates before their functions
         if key not in desired.functions:
             func = live.functions[key]
             # a function using a table's row type goes before the table; others last (defaults may use them)
@@ -951,8 +1177,11 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
 
 def _called(key: str, functions: Mapping[str, Function], depends: Mapping[str, frozenset[str]]) -> list[str]:
     """The functions a function's SQL-standard body or defaults use (pg_depend)."""
-    return sorted(ref[len("functions:"):] for ref in depends.get(f"functions:{key}", ())
-                  if ref.startswith("functions:") and ref[len("functions:"):] in functions and ref[len("functions:"):] != key)
+    return sorted(
+        ref[len("functions:") :]
+        for ref in depends.get(f"functions:{key}", ())
+        if ref.startswith("functions:") and ref[len("functions:") :] in functions and ref[len("functions:") :] != key
+    )
 
 
 def _function_order(functions: Mapping[str, Function], depends: Mapping[str, frozenset[str]]) -> list[str]:
@@ -973,7 +1202,10 @@ def _function_phases(desired: Catalog) -> dict[str, str]:
 
 
 def _uses_rebuilt_view(ctx: _Context, key: str) -> bool:
-    return any(ref.startswith("views:") and ref[6:] in ctx.rebuilt_views for ref in ctx.live.depends.get(f"functions:{key}", ()))
+    return any(
+        ref.startswith("views:") and ref[6:] in ctx.rebuilt_views
+        for ref in ctx.live.depends.get(f"functions:{key}", ())
+    )
 
 
 def _signature(func: Function) -> str:
@@ -987,7 +1219,11 @@ def _function_phase(func: Function, desired: Catalog) -> str:
         if any(r.startswith("views:") for r in refs):
             return "view functions"
         # a SQL-standard body using an operator: after the operators (created after the plain functions)
-        return "table functions" if func.kind == "a" or any(r.startswith(("tables:", "operators:")) for r in refs) else "functions"
+        return (
+            "table functions"
+            if func.kind == "a" or any(r.startswith(("tables:", "operators:")) for r in refs)
+            else "functions"
+        )
     signature = _signature(func)
     if any(_references(signature, key) for key in desired.views):
         return "view functions"
@@ -1022,7 +1258,9 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
             b.add("policies", "rls", f"ALTER TABLE {key} NO FORCE ROW LEVEL SECURITY")
     for key in reversed(_table_order(live.tables)):
         if key not in desired.tables:
-            b.add("drop tables", "table", f"DROP TABLE {key}", destructive=True, warning=f"drops table {key} and its data")
+            b.add(
+                "drop tables", "table", f"DROP TABLE {key}", destructive=True, warning=f"drops table {key} and its data"
+            )
 
 
 def _needs_rebuild(old: Table, new: Table) -> bool:
@@ -1051,15 +1289,26 @@ def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
     for column in new.columns:
         if not column.inherited:
             _column_statistics(b, key, column)
-    common = [quote_ident(c.name) for c in new.columns if c.name in before and not c.generated and not before[c.name].generated]
+    common = [
+        quote_ident(c.name)
+        for c in new.columns
+        if c.name in before and not c.generated and not before[c.name].generated
+    ]
     if common:
         names = ", ".join(common)
         override = " OVERRIDING SYSTEM VALUE" if any(c.identity for c in new.columns) else ""
-        b.add("columns", "table", f"INSERT INTO {key} ({names}){override} SELECT {names} FROM {qualify(old.schema, temp)}")
+        b.add(
+            "columns", "table", f"INSERT INTO {key} ({names}){override} SELECT {names} FROM {qualify(old.schema, temp)}"
+        )
         for name in carried:
             b.add("columns", "sequence", _carry_identity(key, name))
-    b.add("drops", "table", f"DROP TABLE {qualify(old.schema, temp)}", destructive=True,
-          warning=f"rebuilds table {key} (partitioning changes): the old copy is dropped after its rows are copied")
+    b.add(
+        "drops",
+        "table",
+        f"DROP TABLE {qualify(old.schema, temp)}",
+        destructive=True,
+        warning=f"rebuilds table {key} (partitioning changes): the old copy is dropped after its rows are copied",
+    )
 
 
 def _identity_setting(table: str) -> str:
@@ -1074,18 +1323,24 @@ def _park_identity(table: str, old_table: str, column: str) -> list[str]:
     usual name instead of ``…_seq1``. pg_sequences reads the position without dynamic SQL.
     """
     old_seq = f"pg_get_serial_sequence({literal(old_table)}, {literal(column)})"
-    position = (f"(SELECT s.last_value FROM pg_catalog.pg_sequences s "
-                f"WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass = {old_seq}::regclass)")
-    return [f"SELECT set_config({literal(_identity_setting(table))}, coalesce({position}::text, ''), true)",
-            f"ALTER TABLE {old_table} ALTER COLUMN {quote_ident(column)} DROP IDENTITY"]
+    position = (
+        f"(SELECT s.last_value FROM pg_catalog.pg_sequences s "
+        f"WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass = {old_seq}::regclass)"
+    )
+    return [
+        f"SELECT set_config({literal(_identity_setting(table))}, coalesce({position}::text, ''), true)",
+        f"ALTER TABLE {old_table} ALTER COLUMN {quote_ident(column)} DROP IDENTITY",
+    ]
 
 
 def _carry_identity(table: str, column: str) -> str:
     """Continue the new identity where the old one stopped: copied rows used their own values, so a fresh
     sequence would hand out 1 and collide with a copied key. An old sequence never used changes nothing."""
     setting = literal(_identity_setting(table))
-    return (f"SELECT setval(pg_get_serial_sequence({literal(table)}, {literal(column)}), current_setting({setting})::bigint) "
-            f"WHERE current_setting({setting}) <> ''")
+    return (
+        f"SELECT setval(pg_get_serial_sequence({literal(table)}, {literal(column)}), current_setting({setting})::bigint) "
+        f"WHERE current_setting({setting}) <> ''"
+    )
 
 
 def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
@@ -1112,13 +1367,20 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
         if new.partition_of:
             if key not in ctx.detached:
                 _parent_checks(b, ctx, key, new.partition_of)
-            b.add("constraints", "table", f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}")
+            b.add(
+                "constraints", "table", f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}"
+            )
     before = old.column_map()
     after = new.column_map()
     for column in old.columns:
         if column.name not in after and not column.inherited:
-            b.add("columns", "column", f"ALTER TABLE {key} DROP COLUMN {quote_ident(column.name)}", destructive=True,
-                  warning=f"drops column {key}.{column.name} and its data")
+            b.add(
+                "columns",
+                "column",
+                f"ALTER TABLE {key} DROP COLUMN {quote_ident(column.name)}",
+                destructive=True,
+                warning=f"drops column {key}.{column.name} and its data",
+            )
     for column in new.columns:
         current = before.get(column.name)
         if column.inherited:
@@ -1156,15 +1418,35 @@ def _parent_checks(b: _Builder, ctx: _Context, child: str, reference: str) -> No
     if parent is None or current is None:
         return
     # what it inherits now stays its own when it leaves its old parent
-    had = {item.name for item in ctx.live.constraints.values()
-           if any(old is not None and item.table == old.key for old in map(partial(_live_table, ctx), (current.partition_of, *current.inherits)))}
+    had = {
+        item.name
+        for item in ctx.live.constraints.values()
+        if any(
+            old is not None and item.table == old.key
+            for old in map(partial(_live_table, ctx), (current.partition_of, *current.inherits))
+        )
+    }
     for key, item in ctx.live.constraints.items():
         own = f"{child}.{quote_ident(item.name)}"
-        if item.table != parent.key or item.type != "c" or "NO INHERIT" in item.definition or own in ctx.live.constraints or item.name in had:
+        if (
+            item.table != parent.key
+            or item.type != "c"
+            or "NO INHERIT" in item.definition
+            or own in ctx.live.constraints
+            or item.name in had
+        ):
             continue
         wanted = ctx.desired.constraints.get(key)
-        if wanted is not None and f"constraints:{key}" not in ctx.recreated and _same(wanted.definition, item.definition, "constraint"):
-            b.add("constraints", "constraint", f"ALTER TABLE {child} ADD CONSTRAINT {quote_ident(item.name)} {item.definition}")
+        if (
+            wanted is not None
+            and f"constraints:{key}" not in ctx.recreated
+            and _same(wanted.definition, item.definition, "constraint")
+        ):
+            b.add(
+                "constraints",
+                "constraint",
+                f"ALTER TABLE {child} ADD CONSTRAINT {quote_ident(item.name)} {item.definition}",
+            )
 
 
 def _merged_on_join(ctx: _Context, item: Constraint) -> bool:
@@ -1176,7 +1458,11 @@ def _merged_on_join(ctx: _Context, item: Constraint) -> bool:
         parent = ctx.live.tables.get(reference or "") or ctx.live.tables.get(f"public.{reference}")
         key = f"{parent.key}.{quote_ident(item.name)}" if parent is not None else ""
         theirs = ctx.live.constraints.get(key)
-        if theirs is not None and not _constraint_changed(ctx, key, theirs) and _same(theirs.definition, item.definition, "constraint"):
+        if (
+            theirs is not None
+            and not _constraint_changed(ctx, key, theirs)
+            and _same(theirs.definition, item.definition, "constraint")
+        ):
             return True
     return False
 
@@ -1232,7 +1518,9 @@ def _cascaded(ctx: _Context, table: Table, column: str, field: str, value: Any) 
     if was is None:
         return getattr(wanted, field)  # the parent is created (or gets the column) in this plan: the child copies it
     before = _cascaded(ctx, parent, column, field, getattr(was, field)) if was.inherited else getattr(was, field)
-    same = _same(before, getattr(wanted, field), "expression") if field == "default" else before == getattr(wanted, field)
+    same = (
+        _same(before, getattr(wanted, field), "expression") if field == "default" else before == getattr(wanted, field)
+    )
     return value if same else getattr(wanted, field)
 
 
@@ -1246,15 +1534,24 @@ def _inherited_column(b: _Builder, ctx: _Context, table: Table, new: Column, old
     if default is _COPIED:
         return
     if not _same(default, new.default, "expression"):
-        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}" if new.default is not None else f"{prefix} DROP DEFAULT")
+        b.add(
+            "columns",
+            "column",
+            f"{prefix} SET DEFAULT {new.default}" if new.default is not None else f"{prefix} DROP DEFAULT",
+        )
 
 
 def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Column) -> None:
     col = quote_ident(new.name)
     prefix = f"ALTER TABLE {table} ALTER COLUMN {col}"
     if not _same(old.generated, new.generated, "expression"):
-        b.add("columns", "column", f"ALTER TABLE {table} DROP COLUMN {col}", destructive=True,
-              warning=f"recreates column {table}.{new.name} (generation expression changed)")
+        b.add(
+            "columns",
+            "column",
+            f"ALTER TABLE {table} DROP COLUMN {col}",
+            destructive=True,
+            warning=f"recreates column {table}.{new.name} (generation expression changed)",
+        )
         b.add("columns", "column", f"ALTER TABLE {table} ADD COLUMN {column_sql(new)}", destructive=True)
         return
     type_moved = any(_uses_type(old.type, t) for t in ctx.recreated_types)
@@ -1263,19 +1560,37 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
     default_changed = not _same(old.default, new.default, "expression") or old.type != new.type
     via = "::text" if _is_user_type(ctx, old.type) or _is_user_type(ctx, new.type) else ""
     # no cast at all (bigint → timestamp): only the user knows the conversion; the statement is left for them
-    no_cast = None if via or old.type == new.type or castable(ctx.live, old.type, new.type) else \
-        f"no cast from {old.type} to {new.type}: write the USING expression, then run"
+    no_cast = (
+        None
+        if via or old.type == new.type or castable(ctx.live, old.type, new.type)
+        else f"no cast from {old.type} to {new.type}: write the USING expression, then run"
+    )
     if old.default is not None and default_changed and not type_moved and no_cast is None:
         b.add("columns", "column", f"{prefix} DROP DEFAULT")
     if (old.type != new.type or old.collation != new.collation) and not type_moved:
         collate = f" COLLATE {new.collation}" if new.collation else ""
-        using = f"{col}{via}::{new.type}" if no_cast is None else f"{col} /* an expression turning {old.type} into {new.type} */"
-        b.add("columns", "column", f"{prefix} TYPE {new.type}{collate} USING {using}",
-              destructive=not lossless(old.type, new.type), manual=no_cast,
-              warning=f"{table}.{new.name}: {old.type} → {new.type} " + ("has no cast" if no_cast else "may lose data or fail"))
+        using = (
+            f"{col}{via}::{new.type}"
+            if no_cast is None
+            else f"{col} /* an expression turning {old.type} into {new.type} */"
+        )
+        b.add(
+            "columns",
+            "column",
+            f"{prefix} TYPE {new.type}{collate} USING {using}",
+            destructive=not lossless(old.type, new.type),
+            manual=no_cast,
+            warning=f"{table}.{new.name}: {old.type} → {new.type} "
+            + ("has no cast" if no_cast else "may lose data or fail"),
+        )
     if new.default is not None and default_changed and not type_moved:
-        b.add("columns", "column", f"{prefix} SET DEFAULT {new.default}", manual=no_cast and "run after the type change above",
-              warning=f"{table}.{new.name}: the new default waits for the type change")
+        b.add(
+            "columns",
+            "column",
+            f"{prefix} SET DEFAULT {new.default}",
+            manual=no_cast and "run after the type change above",
+            warning=f"{table}.{new.name}: the new default waits for the type change",
+        )
     if old.not_null != new.not_null:
         b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
     _column_statistics(b, table, new, old.statistics)
@@ -1302,7 +1617,10 @@ def _alter_identity(b: _Builder, prefix: str, old: Column, new: Column) -> None:
 def _all_identity_options(column: Column) -> list[str]:
     seq = column.identity_sequence
     assert seq is not None
-    return [*(f"SET {word} {value}" for word, value in zip(_IDENTITY_WORDS, seq[:5], strict=True)), "SET CYCLE" if seq[5] else "SET NO CYCLE"]
+    return [
+        *(f"SET {word} {value}" for word, value in zip(_IDENTITY_WORDS, seq[:5], strict=True)),
+        "SET CYCLE" if seq[5] else "SET NO CYCLE",
+    ]
 
 
 _CONSTRAINT_ORDER = {"p": 0, "u": 1, "x": 2, "c": 3, "t": 4, "f": 5}
@@ -1312,19 +1630,24 @@ def _constraint_changed(ctx: _Context, key: str, item: Constraint) -> bool:
     other = ctx.desired.constraints.get(key)
     if other is None or ctx.rebuilt_with("constraints", key, item.table):
         return True
-    return dataclasses.replace(item, comment=other.comment, definition=other.definition) != other or \
-        not _same(item.definition, other.definition, "constraint")
+    return dataclasses.replace(item, comment=other.comment, definition=other.definition) != other or not _same(
+        item.definition, other.definition, "constraint"
+    )
 
 
 def _unkeyed_tables(ctx: _Context) -> set[str]:
     """Tables whose unique keys (constraints or unique indexes) go away: foreign keys to them are rebuilt."""
-    out = set(ctx.rebuilt_tables if ctx.uses_graph else ctx.reshaped)  # with pg_depend, FKs on changing columns are affected
+    out = set(
+        ctx.rebuilt_tables if ctx.uses_graph else ctx.reshaped
+    )  # with pg_depend, FKs on changing columns are affected
     for key, item in ctx.live.constraints.items():
         if item.type in ("p", "u", "x") and not item.on_domain and _constraint_changed(ctx, key, item):
             out.add(item.table)
     for key, index in ctx.live.indexes.items():
         other = ctx.desired.indexes.get(key)
-        if index.definition.startswith("CREATE UNIQUE") and (other is None or not _same(other.definition, index.definition)):
+        if index.definition.startswith("CREATE UNIQUE") and (
+            other is None or not _same(other.definition, index.definition)
+        ):
             out.add(index.table)
     return out
 
@@ -1340,8 +1663,11 @@ def _plan_constraints(b: _Builder, ctx: _Context) -> None:
             continue  # goes with its table/domain (foreign keys go first: tables are dropped in any order)
         if not gone and key not in ctx.desired.constraints and _merged_on_join(ctx, item):
             continue
-        if gone or _constraint_changed(ctx, key, item) or \
-                (item.type == "f" and any(_references(item.definition, t) for t in unkeyed)):
+        if (
+            gone
+            or _constraint_changed(ctx, key, item)
+            or (item.type == "f" and any(_references(item.definition, t) for t in unkeyed))
+        ):
             b.add("drop dependents", "constraint", _drop_constraint(item))
             dropped.add(key)
             ctx.recreated.add(f"constraints:{key}")
@@ -1359,8 +1685,12 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = desired.indexes.get(key)
         if item.table in ctx.recreated_views or (item.table not in desired.tables and item.table not in desired.views):
             continue  # goes with its table or view
-        if other is None or not _same(other.definition, item.definition) or ctx.rebuilt_with("indexes", key, item.table) or \
-                item.valid != other.valid:
+        if (
+            other is None
+            or not _same(other.definition, item.definition)
+            or ctx.rebuilt_with("indexes", key, item.table)
+            or item.valid != other.valid
+        ):
             b.add("drop dependents", "index", f"DROP INDEX {key}")
             ctx.rebuilt_indexes.add(key)
             ctx.recreated.add(f"indexes:{key}")
@@ -1368,8 +1698,13 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
         other = live.indexes.get(key)
         if item.table in ctx.created_views:
             continue  # created right after its materialized view
-        if other is None or not _same(other.definition, item.definition) or key in ctx.rebuilt_indexes or \
-                (not ctx.uses_graph and item.table in ctx.reshaped) or item.table in ctx.rebuilt_tables:
+        if (
+            other is None
+            or not _same(other.definition, item.definition)
+            or key in ctx.rebuilt_indexes
+            or (not ctx.uses_graph and item.table in ctx.reshaped)
+            or item.table in ctx.rebuilt_tables
+        ):
             partitions = _partitions_built_concurrently(ctx, item)
             if partitions:
                 ctx.concurrent_indexes.add(key)
@@ -1401,7 +1736,9 @@ def _column_statistics(b: _Builder, table: str, column: Column, before: int | No
     """ALTER COLUMN ... SET STATISTICS (-1: back to the default)."""
     if column.statistics != before:
         target = -1 if column.statistics is None else column.statistics
-        b.add("columns", "column", f"ALTER TABLE {table} ALTER COLUMN {quote_ident(column.name)} SET STATISTICS {target}")
+        b.add(
+            "columns", "column", f"ALTER TABLE {table} ALTER COLUMN {quote_ident(column.name)} SET STATISTICS {target}"
+        )
 
 
 _CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
@@ -1422,7 +1759,13 @@ def _partitions_built_concurrently(ctx: _Context, index: Index) -> list[Table]:
     """
     parent = ctx.live.tables.get(index.table)
     wanted = ctx.desired.tables.get(index.table)
-    if parent is None or wanted is None or parent.kind != "p" or wanted.kind != "p" or index.table in ctx.rebuilt_tables:
+    if (
+        parent is None
+        or wanted is None
+        or parent.kind != "p"
+        or wanted.kind != "p"
+        or index.table in ctx.rebuilt_tables
+    ):
         return []
     partitions = [t for t in ctx.desired.tables.values() if t.partition_of and _same_table(t.partition_of, index.table)]
     if not any(t.key in ctx.concurrent_tables for t in partitions):
@@ -1443,10 +1786,16 @@ def _build_partitioned_concurrently(b: _Builder, ctx: _Context, index: Index, pa
     The partitions' indexes get the names PostgreSQL would give them, so the result equals a plain build.
     """
     taken = _relation_names(ctx)
-    b.add("concurrent indexes", "index", _CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX IF NOT EXISTS ", index.definition, count=1),
-          stage="after")
+    b.add(
+        "concurrent indexes",
+        "index",
+        _CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX IF NOT EXISTS ", index.definition, count=1),
+        stage="after",
+    )
     for partition in partitions:
-        name = choose_index_name(partition.name, index_column_names(index.definition), taken.setdefault(partition.schema, set()))
+        name = choose_index_name(
+            partition.name, index_column_names(index.definition), taken.setdefault(partition.schema, set())
+        )
         child = qualify(partition.schema, name)
         statement = _child_index_sql(index.definition, quote_ident(name), partition.key)
         b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {child}", stage="after")
@@ -1458,7 +1807,11 @@ def _relation_names(ctx: _Context) -> dict[str, set[str]]:
     """Relation names per schema (both sides): a chosen index name must not collide with one."""
     names: dict[str, set[str]] = {}
     for catalog in (ctx.live, ctx.desired):
-        relations: list[Table | View | Sequence_] = [*catalog.tables.values(), *catalog.views.values(), *catalog.sequences.values()]
+        relations: list[Table | View | Sequence_] = [
+            *catalog.tables.values(),
+            *catalog.views.values(),
+            *catalog.sequences.values(),
+        ]
         for item in relations:
             names.setdefault(item.schema, set()).add(item.name)
         for index in catalog.indexes.values():
@@ -1471,7 +1824,7 @@ def _relation_names(ctx: _Context) -> dict[str, set[str]]:
 
 def _schema_of(key: str) -> str:
     """The schema of a qualified key as the catalog quotes it, unquoted."""
-    head = key[:_split_point(key)]
+    head = key[: _split_point(key)]
     return head[1:-1].replace('""', '"') if head.startswith('"') else head
 
 
@@ -1480,7 +1833,7 @@ def _split_point(key: str) -> int:
         index = 1
         while index < len(key):
             if key[index] == '"':
-                if key[index + 1:index + 2] == '"':
+                if key[index + 1 : index + 2] == '"':
                     index += 2
                     continue
                 return index + 1
@@ -1491,7 +1844,7 @@ def _split_point(key: str) -> int:
 def _child_index_sql(definition: str, name: str, table: str) -> str:
     """The parent's index definition, renamed and put on one partition."""
     statement: Any = pglast.parse_sql(definition)[0].stmt
-    rest = definition[definition.index(" USING "):]
+    rest = definition[definition.index(" USING ") :]
     unique = "UNIQUE " if statement.unique else ""
     return f"CREATE {unique}INDEX {name} ON {table}{rest}"
 
@@ -1538,7 +1891,7 @@ def choose_index_name(table: str, columns: list[str], taken: set[str]) -> str:
     for column in columns:
         addition = f"{addition}_{column}" if addition else column
         if len(addition.encode()) >= _NAMEDATALEN - 1:
-            addition = addition.encode()[:_NAMEDATALEN - 1].decode(errors="ignore")
+            addition = addition.encode()[: _NAMEDATALEN - 1].decode(errors="ignore")
             break
     pass_number = 0
     while True:
@@ -1583,8 +1936,9 @@ def _rebuilt_views(ctx: _Context) -> set[str]:
     if ctx.uses_graph:
         return set(ctx.changed_views) | {key for key in ctx.live.views if ctx.is_affected("views", key)}
     changing = set(ctx.reshaped) | set(ctx.dropped_functions)
-    rebuilt = set(ctx.changed_views) | {key for key, view in ctx.live.views.items()
-                                        if any(_references(view.definition, t) for t in changing)}
+    rebuilt = set(ctx.changed_views) | {
+        key for key, view in ctx.live.views.items() if any(_references(view.definition, t) for t in changing)
+    }
     grew = True
     while grew:  # views built on rebuilt views are rebuilt too
         grew = False
@@ -1620,7 +1974,10 @@ def _plan_views(b: _Builder, ctx: _Context) -> None:
 
 def _index_recreated(ctx: _Context, table: str, name: str) -> bool:
     """Whether the plan drops and builds again the index ``name`` on ``table`` (its own, or a key constraint's)."""
-    return f"indexes:{qualify(_schema_of(table), name)}" in ctx.recreated or f"constraints:{table}.{quote_ident(name)}" in ctx.recreated
+    return (
+        f"indexes:{qualify(_schema_of(table), name)}" in ctx.recreated
+        or f"constraints:{table}.{quote_ident(name)}" in ctx.recreated
+    )
 
 
 def _index_phase(ctx: _Context, table: str, name: str) -> tuple[str, str]:
@@ -1636,8 +1993,12 @@ def _plan_statistics(b: _Builder, ctx: _Context) -> None:
         other = ctx.desired.statistics.get(key)
         if item.table not in ctx.desired.tables:
             continue  # goes with its table
-        if other is None or other.table != item.table or not _same(item.definition, other.definition) or \
-                ctx.rebuilt_with("statistics", key, item.table):
+        if (
+            other is None
+            or other.table != item.table
+            or not _same(item.definition, other.definition)
+            or ctx.rebuilt_with("statistics", key, item.table)
+        ):
             b.add("drop dependents", "statistics", f"DROP STATISTICS {key}")
             ctx.recreated.add(f"statistics:{key}")
     for key, item in ctx.desired.statistics.items():
@@ -1646,7 +2007,11 @@ def _plan_statistics(b: _Builder, ctx: _Context) -> None:
             b.add("indexes", "statistics", item.definition)
         current = None if fresh else ctx.live.statistics[key].target
         if item.target != current:
-            b.add("indexes", "statistics", f"ALTER STATISTICS {key} SET STATISTICS {-1 if item.target is None else item.target}")
+            b.add(
+                "indexes",
+                "statistics",
+                f"ALTER STATISTICS {key} SET STATISTICS {-1 if item.target is None else item.target}",
+            )
 
 
 def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
@@ -1655,7 +2020,9 @@ def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
         current = ctx.live.tables.get(key)
         fresh = current is None or key in ctx.rebuilt_tables
         clustered = None if fresh or current is None else current.clustered_on
-        if table.clustered_on != clustered or (table.clustered_on is not None and _index_recreated(ctx, key, unquote(table.clustered_on))):
+        if table.clustered_on != clustered or (
+            table.clustered_on is not None and _index_recreated(ctx, key, unquote(table.clustered_on))
+        ):
             if table.clustered_on is None:
                 b.add("foreign keys", "table", f"ALTER TABLE {key} SET WITHOUT CLUSTER")
             else:
@@ -1663,7 +2030,7 @@ def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
                 b.add(phase, "table", f"ALTER TABLE {key} CLUSTER ON {table.clustered_on}", stage=stage)
         was = "default" if fresh or current is None else current.replica_identity
         wanted = table.replica_identity
-        uses = wanted[len("index "):] if wanted.startswith("index ") else None
+        uses = wanted[len("index ") :] if wanted.startswith("index ") else None
         if was != wanted or (uses is not None and _index_recreated(ctx, key, unquote(uses))):
             phase, stage = _index_phase(ctx, key, unquote(uses)) if uses is not None else ("foreign keys", "main")
             setting = f"USING INDEX {uses}" if uses is not None else wanted.upper()
@@ -1687,24 +2054,41 @@ def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
                 continue
             if item.table not in desired.tables and item.table not in desired.views:
                 continue
-            if other is None or dataclasses.replace(item, comment=other.comment) != other or ctx.rebuilt_with(attr, key, item.table) \
-                    or (not ctx.uses_graph and kind == "trigger"
-                                                      and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)):
+            if (
+                other is None
+                or dataclasses.replace(item, comment=other.comment) != other
+                or ctx.rebuilt_with(attr, key, item.table)
+                or (
+                    not ctx.uses_graph
+                    and kind == "trigger"
+                    and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)
+                )
+            ):
                 b.add("drop dependents", kind, f"DROP {kind.upper()} {quote_ident(item.name)} ON {item.table}")
                 ctx.recreated.add(f"{attr}:{key}")
                 before = {**before, key: None}
         for key, item in after.items():
             if before.get(key) is not None:
                 continue
-            b.add("triggers" if kind == "trigger" else "policies", kind,
-                  item.definition if kind == "trigger" else policy_sql(item))
+            b.add(
+                "triggers" if kind == "trigger" else "policies",
+                kind,
+                item.definition if kind == "trigger" else policy_sql(item),
+            )
             if kind == "trigger" and item.enabled != "O":
                 state = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}.get(item.enabled, "ENABLE")
                 b.add("triggers", kind, f"ALTER TABLE {item.table} {state} TRIGGER {quote_ident(item.name)}")
 
 
-_COMMENT_TARGET = {"tables": "TABLE", "sequences": "SEQUENCE", "types": "TYPE", "schemas": "SCHEMA", "collations": "COLLATION",
-                   "text_search_dicts": "TEXT SEARCH DICTIONARY", "text_search_configs": "TEXT SEARCH CONFIGURATION"}
+_COMMENT_TARGET = {
+    "tables": "TABLE",
+    "sequences": "SEQUENCE",
+    "types": "TYPE",
+    "schemas": "SCHEMA",
+    "collations": "COLLATION",
+    "text_search_dicts": "TEXT SEARCH DICTIONARY",
+    "text_search_configs": "TEXT SEARCH CONFIGURATION",
+}
 
 
 def _comment_targets(catalog: Catalog) -> dict[str, tuple[str, str | None]]:
@@ -1748,12 +2132,22 @@ def _plan_comments(b: _Builder, ctx: _Context) -> None:
     after = _comment_targets(ctx.desired)
     for key, (target, comment) in after.items():
         old = before.get(key)
-        owner = key[7:].rsplit(".", 1)[0] if key.startswith("column:") else key[7:] if key.startswith("tables:") else None
-        recreated = key in ctx.recreated or owner in ctx.rebuilt_tables or (key.startswith("column:") and owner in ctx.recreated_views)
+        owner = (
+            key[7:].rsplit(".", 1)[0] if key.startswith("column:") else key[7:] if key.startswith("tables:") else None
+        )
+        recreated = (
+            key in ctx.recreated
+            or owner in ctx.rebuilt_tables
+            or (key.startswith("column:") and owner in ctx.recreated_views)
+        )
         if (old is None and comment is not None) or (old is not None and old[1] != comment) or (recreated and comment):
             later = key.startswith("indexes:") and key[8:] in ctx.concurrent_indexes
-            b.add("concurrent indexes" if later else "comments", "comment", f"COMMENT ON {target} IS {literal(comment)}",
-                  stage="after" if later else "main")
+            b.add(
+                "concurrent indexes" if later else "comments",
+                "comment",
+                f"COMMENT ON {target} IS {literal(comment)}",
+                stage="after" if later else "main",
+            )
 
 
 def _plan_privileges(b: _Builder, ctx: _Context) -> None:
@@ -1770,8 +2164,13 @@ def _plan_privileges(b: _Builder, ctx: _Context) -> None:
                 cols = current.column_map() if current is not None else {}
                 for column in item.columns:
                     was = cols.get(column.name)
-                    for sql in privilege_sql(f"TABLE {key}", was.privileges if was else (), column.privileges, item.owner,
-                                             quote_ident(column.name)):
+                    for sql in privilege_sql(
+                        f"TABLE {key}",
+                        was.privileges if was else (),
+                        column.privileges,
+                        item.owner,
+                        quote_ident(column.name),
+                    ):
                         b.add("privileges", "privilege", sql)
     _plan_schema_and_routine_privileges(b, ctx)
 

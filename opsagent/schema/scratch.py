@@ -57,7 +57,9 @@ _ERROR_AT = re.compile(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL|error):\s*(.*)$")
 _MISSING_EXTENSION = re.compile(r'extension "([^"]+)" is not available')
 # pg_dump sets the same: bodies may reference objects created later in the file
 # synchronous_commit off: a scratch database is thrown away, its commits need not wait for the WAL flush
-SESSION_SETUP = "SET client_min_messages = warning;\nSET check_function_bodies = false;\nSET synchronous_commit = off;\n"
+SESSION_SETUP = (
+    "SET client_min_messages = warning;\nSET check_function_bodies = false;\nSET synchronous_commit = off;\n"
+)
 DUMP_BATCH = 300  # pg_dump entries per transaction when a dump is loaded (``dump_chunks``)
 _ENTRY_HEADER = re.compile(r"^-- Name: .*; Type: .*; Schema: .*; Owner: ")
 
@@ -136,13 +138,38 @@ def _transactions(lines: list[str], cuts: list[int], source: str) -> list[Chunk]
 # Statement kinds that may share a transaction with the ones around them when a user's file is built in a scratch
 # database (``sql_chunks``); any other kind (transaction control, ALTER TYPE ... ADD VALUE, VACUUM, DO blocks, ...)
 # makes the file load as written, one statement per transaction.
-_BATCHABLE = frozenset({
-    "CreateStmt", "IndexStmt", "AlterTableStmt", "CreateSeqStmt", "AlterSeqStmt", "ViewStmt", "CreateFunctionStmt",
-    "CommentStmt", "GrantStmt", "CreateSchemaStmt", "CreateEnumStmt", "CompositeTypeStmt", "CreateDomainStmt",
-    "CreateTrigStmt", "CreatePolicyStmt", "RuleStmt", "DefineStmt", "AlterOwnerStmt", "CreateExtensionStmt",
-    "CreateStatsStmt", "AlterDomainStmt", "AlterFunctionStmt", "AlterObjectSchemaStmt", "RenameStmt",
-    "AlterTSConfigurationStmt", "AlterTSDictionaryStmt", "VariableSetStmt", "SelectStmt",
-})
+_BATCHABLE = frozenset(
+    {
+        "CreateStmt",
+        "IndexStmt",
+        "AlterTableStmt",
+        "CreateSeqStmt",
+        "AlterSeqStmt",
+        "ViewStmt",
+        "CreateFunctionStmt",
+        "CommentStmt",
+        "GrantStmt",
+        "CreateSchemaStmt",
+        "CreateEnumStmt",
+        "CompositeTypeStmt",
+        "CreateDomainStmt",
+        "CreateTrigStmt",
+        "CreatePolicyStmt",
+        "RuleStmt",
+        "DefineStmt",
+        "AlterOwnerStmt",
+        "CreateExtensionStmt",
+        "CreateStatsStmt",
+        "AlterDomainStmt",
+        "AlterFunctionStmt",
+        "AlterObjectSchemaStmt",
+        "RenameStmt",
+        "AlterTSConfigurationStmt",
+        "AlterTSDictionaryStmt",
+        "VariableSetStmt",
+        "SelectStmt",
+    }
+)
 # what a statement means inside a transaction but not on its own (SET LOCAL, set_config(..., true)): load as written
 _LOCAL_SETTING = re.compile(r"^\s*SET\s+LOCAL\b|set_config\s*\(", re.IGNORECASE)
 
@@ -162,15 +189,24 @@ def sql_chunks(sql: str, source: str, every: int = DUMP_BATCH) -> list[Chunk]:
         statements = split_statements(sql, source)
     except OpsagentError:
         return whole  # psql reports the error where it is
-    if not statements or any(s.kind not in _BATCHABLE or not_in_transaction(s) or (s.kind in ("VariableSetStmt", "SelectStmt")
-                                                                                     and _LOCAL_SETTING.search(s.text)) for s in statements):
+    if not statements or any(
+        s.kind not in _BATCHABLE
+        or not_in_transaction(s)
+        or (s.kind in ("VariableSetStmt", "SelectStmt") and _LOCAL_SETTING.search(s.text))
+        for s in statements
+    ):
         return whole
     lines = sql.split("\n")
     cuts: list[int] = []
     for statement in statements[every::every]:
         start = statement.line - 1
         head = statement.text.split("\n", 1)[0].strip()
-        if 0 < start < len(lines) and head and lines[start].lstrip().startswith(head) and (not cuts or start > cuts[-1]):
+        if (
+            0 < start < len(lines)
+            and head
+            and lines[start].lstrip().startswith(head)
+            and (not cuts or start > cuts[-1])
+        ):
             cuts.append(start)  # the statement opens its line: the previous one ended before it
     return _transactions(lines, cuts, source)
 
@@ -182,8 +218,16 @@ def scratch_name(prefix: str = PREFIX) -> str:
 _OUTPUT = "==opsagent-scratch-output=="
 
 
-def add_database(script: Script, name: str, sources: Sequence[Chunk], *, query: str | None = None, index: int = 0,
-                 dump: DumpStep | None = None, template: str | None = None) -> None:
+def add_database(
+    script: Script,
+    name: str,
+    sources: Sequence[Chunk],
+    *,
+    query: str | None = None,
+    index: int = 0,
+    dump: DumpStep | None = None,
+    template: str | None = None,
+) -> None:
     """Append: create ``name`` (from template0, or a kept ``template``), connect, run the sources, then ``query`` with
     its output kept, then (``dump``) the database's ``pg_dump --schema-only`` on the same session's stdout."""
     reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
@@ -199,7 +243,9 @@ def add_database(script: Script, name: str, sources: Sequence[Chunk], *, query: 
 
 TEMPLATE_PREFIX = "opsagent_template_"
 TEMPLATE_BUILT = "==opsagent-template-built=="  # printed by a session that had to build its template
-KEEP_TEMPLATES = 3  # kept templates per server (the one just used and the newest others); older ones dropped in the background
+KEEP_TEMPLATES = (
+    3  # kept templates per server (the one just used and the newest others); older ones dropped in the background
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,14 +271,18 @@ class Template:
 
     def add_to(self, script: Script, build: str) -> None:
         """Build the template in ``build`` and rename it, unless it exists (psql's ``\\if``: one session either way)."""
-        script.add(f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal(self.name)}) AS opsagent_have_template \\gset\n"
-                   f"\\if :opsagent_have_template\n\\else\n\\echo {TEMPLATE_BUILT}\n"
-                   f"CREATE DATABASE {ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}")
+        script.add(
+            f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal(self.name)}) AS opsagent_have_template \\gset\n"
+            f"\\if :opsagent_have_template\n\\else\n\\echo {TEMPLATE_BUILT}\n"
+            f"CREATE DATABASE {ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}"
+        )
         for chunk in self.sources:
             script.add(chunk.text, chunk.source, chunk.first_line)
-        script.add(f"\\connect {MAINTENANCE_DB}\n"
-                   f"DO $opsagent$ BEGIN ALTER DATABASE {ident(build)} RENAME TO {ident(self.name)}; "
-                   "EXCEPTION WHEN duplicate_database THEN NULL; END $opsagent$;\n\\endif")
+        script.add(
+            f"\\connect {MAINTENANCE_DB}\n"
+            f"DO $opsagent$ BEGIN ALTER DATABASE {ident(build)} RENAME TO {ident(self.name)}; "
+            "EXCEPTION WHEN duplicate_database THEN NULL; END $opsagent$;\n\\endif"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +302,9 @@ class DumpStep:
     token: str = dataclasses.field(default_factory=lambda: secrets.token_hex(8))
 
     @classmethod
-    def for_remote(cls, remote: Remote, exclude_tables: Sequence[str] = (), *, only: Sequence[int] | None = None) -> DumpStep:
+    def for_remote(
+        cls, remote: Remote, exclude_tables: Sequence[str] = (), *, only: Sequence[int] | None = None
+    ) -> DumpStep:
         pg_args = tuple(remote.pg_args())
         if any("\n" in arg or "\r" in arg for arg in pg_args):
             raise UsageError(f"{remote.host.name}: pg_host/pg_port must not contain line breaks")
@@ -292,8 +344,10 @@ class DumpStep:
                 dumps[current].append(line)
         missing = [i for i in range(count) if self.wanted(i) and (i not in dumps or current == i)]
         if missing:
-            raise RemoteError("pg_dump --schema-only (the dump oracle) did not complete on the server",
-                              hint="pg_dump must be installed next to psql, in the server's major version; 'inv diff --fast' skips the check")
+            raise RemoteError(
+                "pg_dump --schema-only (the dump oracle) did not complete on the server",
+                hint="pg_dump must be installed next to psql, in the server's major version; 'inv diff --fast' skips the check",
+            )
         return "\n".join(rest), ["\n".join(dumps[i]) + "\n" if i in dumps else "" for i in range(count)]
 
 
@@ -314,15 +368,18 @@ class DatabaseCounter:
         lines = (self._tail + chunk).split(b"\n")
         self._tail = lines.pop()
         for line in lines:
-            if line.startswith(self._marker) and line[len(self._marker):].isdigit():
+            if line.startswith(self._marker) and line[len(self._marker) :].isdigit():
                 self.finished += 1
                 self.on_database(self.finished)
 
 
-def load(remote: Remote, script: Script, *, timeout: float | None = None, on_stdout: Callable[[bytes], None] | None = None) -> str:
+def load(
+    remote: Remote, script: Script, *, timeout: float | None = None, on_stdout: Callable[[bytes], None] | None = None
+) -> str:
     """Run the script in one psql session; a failure becomes a ``file:line`` error. Returns stdout."""
-    result = remote.psql(script.text, MAINTENANCE_DB, extra=["-A", "-t", "-f", "-"], check=False, timeout=timeout,
-                         on_stdout=on_stdout)
+    result = remote.psql(
+        script.text, MAINTENANCE_DB, extra=["-A", "-t", "-f", "-"], check=False, timeout=timeout, on_stdout=on_stdout
+    )
     if result.ok:
         return result.text
     raise load_error(remote, script, result.stderr) or remote.failure(["psql"], result)
@@ -333,8 +390,8 @@ def split_outputs(text: str, count: int) -> list[str]:
     parts: dict[int, list[str]] = {}
     current: int | None = None
     for line in text.splitlines():
-        if line.startswith(_OUTPUT) and line[len(_OUTPUT):].isdigit():
-            current = int(line[len(_OUTPUT):])
+        if line.startswith(_OUTPUT) and line[len(_OUTPUT) :].isdigit():
+            current = int(line[len(_OUTPUT) :])
             parts[current] = []
         elif current is not None:
             parts[current].append(line)
@@ -346,7 +403,7 @@ def _preamble_output(text: str) -> str:
     marker = f"{_OUTPUT}preamble"
     if marker not in lines:
         return ""
-    rest = lines[lines.index(marker) + 1:]
+    rest = lines[lines.index(marker) + 1 :]
     end = next((i for i, line in enumerate(rest) if line.startswith(_OUTPUT)), len(rest))
     return "\n".join(rest[:end])
 
@@ -360,14 +417,19 @@ def load_error(remote: Remote, script: Script, stderr: str) -> OpsagentError | N
         chunk, line = script.locate(int(match.group(1)))
         detail = match.group(2).strip()
         if chunk.source is None:
-            return RemoteError(f"{remote.host.name}: cannot prepare a scratch database: {detail}",
-                               hint="the SSH user's become role must be allowed to CREATE DATABASE")
+            return RemoteError(
+                f"{remote.host.name}: cannot prepare a scratch database: {detail}",
+                hint="the SSH user's become role must be allowed to CREATE DATABASE",
+            )
         line = statement_start(chunk, line)
         missing = _MISSING_EXTENSION.search(detail)
         if missing:
-            return LoadError(f"{chunk.source}:{line}: extension {missing.group(1)!r} is not installed on {remote.host.name}",
-                             source=chunk.source, line=line,
-                             hint="install the package that provides it on the server (e.g. postgresql-contrib) or drop it from the file")
+            return LoadError(
+                f"{chunk.source}:{line}: extension {missing.group(1)!r} is not installed on {remote.host.name}",
+                source=chunk.source,
+                line=line,
+                hint="install the package that provides it on the server (e.g. postgresql-contrib) or drop it from the file",
+            )
         return LoadError(f"{chunk.source}:{line}: {detail}", source=chunk.source, line=line)
     return None
 
@@ -387,22 +449,30 @@ def statement_start(chunk: Chunk, line: int) -> int:
 # sweep) and the psql command line travel as arguments, never through the shell's parser; ``setsid`` puts the
 # psql in a session of its own, out of reach of the watchdog that stops our remote commands when their channel
 # closes.  One line: psql's ``\!`` takes the rest of its line.
-_DETACH = ('sql=$1; shift; if command -v setsid >/dev/null 2>&1; then printf "%s" "$sql" | tr "~" "\\n" | setsid "$@" >/dev/null 2>&1 & '
-           'else printf "%s" "$sql" | tr "~" "\\n" | "$@" >/dev/null 2>&1; fi')
-_LINE = "~"  # the line separator of the SQL handed to _DETACH (psql's \\! takes one line; no generated statement holds a ~)
+_DETACH = (
+    'sql=$1; shift; if command -v setsid >/dev/null 2>&1; then printf "%s" "$sql" | tr "~" "\\n" | setsid "$@" >/dev/null 2>&1 & '
+    'else printf "%s" "$sql" | tr "~" "\\n" | "$@" >/dev/null 2>&1; fi'
+)
+_LINE = (
+    "~"  # the line separator of the SQL handed to _DETACH (psql's \\! takes one line; no generated statement holds a ~)
+)
 # unconnected one-session scratch databases are garbage (see the module docstring); no FORCE: one in use stays
-SWEEP_SQL = ("SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
-             f"WHERE starts_with(d.datname, '{DETACHED_PREFIX}') "
-             "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) \\gexec")
+SWEEP_SQL = (
+    "SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
+    f"WHERE starts_with(d.datname, '{DETACHED_PREFIX}') "
+    "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) \\gexec"
+)
 
 
 def _templates_sql(keep: str | None, count: int) -> str:
     """Drop the kept templates beyond the ``count`` newest (by oid: creation order) besides ``keep``."""
     spare = f"AND d.datname <> '{keep}' " if keep else ""
-    return ("SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
-            f"WHERE starts_with(d.datname, '{TEMPLATE_PREFIX}') {spare}"
-            "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) "
-            f"ORDER BY d.oid DESC OFFSET {count} \\gexec")
+    return (
+        "SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
+        f"WHERE starts_with(d.datname, '{TEMPLATE_PREFIX}') {spare}"
+        "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) "
+        f"ORDER BY d.oid DESC OFFSET {count} \\gexec"
+    )
 
 
 def _drop_sql(names: Sequence[str], *, sweep: bool, keep_template: str | None = None) -> str:
@@ -411,7 +481,9 @@ def _drop_sql(names: Sequence[str], *, sweep: bool, keep_template: str | None = 
     return _LINE.join([" ".join(statements), *([SWEEP_SQL] if sweep else []), *extra])
 
 
-def detached_drop_argv(remote: Remote, names: Sequence[str], *, sweep: bool = True, keep_template: str | None = None) -> list[str]:
+def detached_drop_argv(
+    remote: Remote, names: Sequence[str], *, sweep: bool = True, keep_template: str | None = None
+) -> list[str]:
     """The command that drops ``names`` (and sweeps abandoned one-session scratch databases, and templates beyond
     ``KEEP_TEMPLATES``) in the background."""
     for name in [*names, *([keep_template] if keep_template else [])]:
@@ -432,7 +504,9 @@ def sweep(remote: Remote, *, wait: float = 30.0, templates: bool = False) -> lis
     """Drop every unconnected one-session scratch database now (tests, cleanup; with ``templates`` the kept templates
     too) and wait for background drops to end; what is still there afterwards (in use, or a drop that failed) is returned."""
     extra = f"{_templates_sql(None, 0)}\n" if templates else ""
-    remote.psql(f"SET lock_timeout = '5s';\n{SWEEP_SQL}\n{extra}", MAINTENANCE_DB, check=False)  # one in use: left, not an error
+    remote.psql(
+        f"SET lock_timeout = '5s';\n{SWEEP_SQL}\n{extra}", MAINTENANCE_DB, check=False
+    )  # one in use: left, not an error
     return leftovers(remote, wait=wait)
 
 
@@ -474,9 +548,19 @@ class ScratchSet:
     its end, so nobody waits for ``DROP DATABASE``'s checkpoint.
     """
 
-    def __init__(self, remote: Remote, contents: Sequence[Sequence[Chunk]], *, query: str | None = None,
-                 timeout: float | None = None, dump: DumpStep | None = None, detached: bool = False, preamble: str | None = None,
-                 template: Template | None = None, on_database: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        remote: Remote,
+        contents: Sequence[Sequence[Chunk]],
+        *,
+        query: str | None = None,
+        timeout: float | None = None,
+        dump: DumpStep | None = None,
+        detached: bool = False,
+        preamble: str | None = None,
+        template: Template | None = None,
+        on_database: Callable[[int], None] | None = None,
+    ) -> None:
         self.remote = remote
         self.on_database = on_database  # called with the count of databases finished so far, as the session runs
         self.detached = detached or template is not None
@@ -493,8 +577,12 @@ class ScratchSet:
         for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
             base = template.name if template is not None and index == 0 else None
             add_database(self.script, name, sources, query=query, index=index, dump=dump, template=base)
-        if self.detached:  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
-            argv = detached_drop_argv(remote, [*self.names, *build], keep_template=template.name if template is not None else None)
+        if (
+            self.detached
+        ):  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
+            argv = detached_drop_argv(
+                remote, [*self.names, *build], keep_template=template.name if template is not None else None
+            )
             self.script.add(f"\\o\n\\connect {MAINTENANCE_DB}\n\\! {shlex.join(argv)}")
         self.timeout = timeout
         self.dump = dump
@@ -542,13 +630,16 @@ class ScratchSet:
         try:
             drop(self.remote, self.names)
         except OpsagentError as error:
-            raise RemoteError(f"{self.remote.host.name}: could not drop scratch database(s) {', '.join(self.names)}: {error.message}",
-                              hint="drop them by hand: DROP DATABASE <name> WITH (FORCE)") from None
+            raise RemoteError(
+                f"{self.remote.host.name}: could not drop scratch database(s) {', '.join(self.names)}: {error.message}",
+                hint="drop them by hand: DROP DATABASE <name> WITH (FORCE)",
+            ) from None
 
 
 @contextlib.contextmanager
-def scratch_databases(remote: Remote, contents: Sequence[Sequence[Chunk]], *,
-                      timeout: float | None = None) -> Iterator[list[str]]:
+def scratch_databases(
+    remote: Remote, contents: Sequence[Sequence[Chunk]], *, timeout: float | None = None
+) -> Iterator[list[str]]:
     """Create one scratch database per entry of ``contents``, loaded in one psql session; always dropped."""
     with ScratchSet(remote, contents, timeout=timeout) as scratch:
         scratch.load()
@@ -569,7 +660,8 @@ def leftovers(remote: Remote, *, wait: float = 15.0) -> list[str]:
     while True:
         rows = remote.query_json(
             f"SELECT coalesce(json_agg(datname ORDER BY datname), '[]') FROM pg_database WHERE starts_with(datname, '{PREFIX}')",
-            MAINTENANCE_DB)
+            MAINTENANCE_DB,
+        )
         names = [str(r) for r in rows]
         if not any(n.startswith(DETACHED_PREFIX) for n in names) or time.monotonic() >= deadline:
             return names
