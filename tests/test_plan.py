@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
-import os
-import time
 from collections.abc import Iterator
 
 import pytest
-import yaml
 
 from opsagent.remote.transport import Remote
 from opsagent.schema.catalog import (
@@ -25,19 +21,8 @@ from opsagent.schema.catalog import (
 )
 from opsagent.schema.compare import compare
 from opsagent.schema.declarative import PlanOptions, plan_against_sql
-from opsagent.schema.plan import HEADER, Plan, collation_sql, generate_plan, lossless, text_search_config_sql
+from opsagent.schema.plan import HEADER, collation_sql, generate_plan, lossless, text_search_config_sql
 
-from .catalog_helpers import (
-    Loaded,
-    LoadItem,
-    SqldefCase,
-    classify,
-    declarative_block,
-    ensure_roles,
-    load_items,
-    load_many,
-    role_names,
-)
 from .conftest import CORPORA, Project, SandboxHandle
 from .test_diff_corpus import REAL, mutation_script, parse_marked
 
@@ -149,7 +134,8 @@ def test_a_text_search_configuration_is_built_from_its_parser_with_token_types_g
     )
     assert text_search_config_sql(config) == [
         'CREATE TEXT SEARCH CONFIGURATION app.plain (PARSER = pg_catalog."default")',
-        "ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR asciiword, word WITH public.unaccent, pg_catalog.simple",
+        "ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR asciiword, word "
+        "WITH public.unaccent, pg_catalog.simple",
         "ALTER TEXT SEARCH CONFIGURATION app.plain ADD MAPPING FOR int WITH pg_catalog.simple",
     ]
 
@@ -192,183 +178,8 @@ def test_text_search_changes_are_altered_in_place_and_drops_come_last() -> None:
     ]
 
 
-# ---------------------------------------------------------------- migra, applied for real
-
-# plan(a → b) applied to a copy of a leaves no difference from b for these cases
-MIGRA_PASSING = {
-    "collations",
-    "constraints",
-    "dependencies",
-    "dependencies2",
-    "dependencies3",
-    "dependencies4",
-    "enumdefaults",
-    "enumdeps",
-    "everything",
-    "excludeschema",
-    "extversions",
-    "generated",
-    "generated_added",
-    "identitycols",
-    "inherit",
-    "inherit2",
-    "partitioning",
-    "privileges",
-    "rls",
-    "rls2",
-    "seq",
-    "singleschema",
-    "singleschema_ext",
-    "triggers",
-    "triggers2",
-    "triggers3",
-}
-# the others, with why
-MIGRA_FAILING: dict[str, str] = {}
-
-
-@SLOW
-def test_migra_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None:
-    root = CORPORA / "migra"
-    if not root.exists():
-        pytest.skip(f"corpus {root} is absent")
-    cases = sorted(p for p in root.iterdir() if (p / "a.sql").exists())
-    sql = {(c.name, side): (c / f"{side}.sql").read_text() for c in cases for side in ("a", "b")}
-    # the second step: a with additions.sql applied, planned to b again ("<case>+additions")
-    steps = {c.name: c.name for c in cases} | {
-        f"{c.name}+additions": c.name
-        for c in cases
-        if (c / "additions.sql").exists() and (c / "additions.sql").read_text().strip()
-    }
-    for step, case in steps.items():
-        if step != case:
-            sql[(step, "a")] = sql[(case, "a")] + "\n" + (root / case / "additions.sql").read_text()
-    ensure_roles(sandbox.admin, set().union(*(role_names(text) for text in sql.values())))
-    database = sandbox.create_database("plan")
-    started = time.monotonic()
-    with sandbox.remote(database) as remote:
-        loaded = load_many(
-            remote,
-            database,
-            [LoadItem(f"{name}/{side}", text) for (name, side), text in sql.items()],
-            dependencies=True,
-        )
-        plans: dict[str, Plan] = {}
-        for step, case in steps.items():
-            a, b = loaded[f"{step}/a"].catalog, loaded[f"{case}/b"].catalog
-            assert a is not None and b is not None, step
-            plans[step] = generate_plan(a, b, allow_drop=True)
-        applied = load_many(
-            remote,
-            database,
-            [LoadItem(f"{name}/plan", sql[(name, "a")] + "\n" + plans[name].script()) for name in plans],
-        )
-    passing, failing = set(), {}
-    for name in plans:
-        result = applied[f"{name}/plan"]
-        desired = loaded[f"{steps[name]}/b"].catalog
-        if result.error or result.catalog is None or desired is None:
-            failing[name] = f"apply failed: {result.error}"
-            continue
-        remaining = compare(result.catalog, desired)
-        if not remaining.significant:  # column order alone cannot change without rebuilding the table
-            passing.add(name)
-        else:
-            failing[name] = "; ".join(f"{c.kind} {c.status} {c.name} {c.details}" for c in remaining.significant)[:300]
-    print(f"\nmigra plans: {len(passing)}/{len(plans)} verified in {time.monotonic() - started:.1f}s")
-    for name, why in sorted(failing.items()):
-        print(f"  FAIL {name}: {why}")
-        if name in os.environ.get("PLAN_DEBUG", "").split(","):
-            print(plans[name].script())
-    assert passing >= MIGRA_PASSING, sorted(MIGRA_PASSING - passing)
-    assert set(failing) <= set(MIGRA_FAILING), failing
-    assert len(passing) == len(plans) == 26 + 3  # three cases have a second step
-
-
-# ---------------------------------------------------------------- psqldef, applied for real
-
-
-def _sqldef_cases() -> list[SqldefCase]:
-    root = CORPORA / "sqldef"
-    if not root.exists():
-        pytest.skip(f"corpus {root} is absent")
-    return [
-        classify(f"{path.stem}/{name}", case)
-        for path in sorted(root.glob("*.yml"))
-        for name, case in yaml.safe_load(path.read_text()).items()
-    ]
-
-
-def _batches(sandbox: SandboxHandle, items: list[LoadItem]) -> dict[str, Loaded]:
-    """Two batches side by side (the sandbox has 2 cores), each one psql session."""
-    half = len(items) // 2
-
-    def run(chunk: list[LoadItem]) -> dict[str, Loaded]:
-        database = sandbox.create_database("plan")
-        with sandbox.remote(database) as remote:
-            return load_many(remote, database, chunk, dependencies=True)
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
-        first, second = pool.map(run, [items[:half], items[half:]])
-    return {**first, **second}
-
-
-@SLOW
-def test_sqldef_plans_applied_leave_no_difference(sandbox: SandboxHandle) -> None:
-    cases = [c for c in _sqldef_cases() if c.skip is None]
-    ensure_roles(sandbox.admin, set().union(*(role_names(c.current) | role_names(c.desired) for c in cases)))
-    started = time.monotonic()
-    sides = {case.name: load_items(case) for case in cases}
-    loaded = _batches(sandbox, [item for pair in sides.values() for item in pair])
-    plans: dict[str, Plan] = {}
-    noisy: dict[str, list[str]] = {}  # statements although nothing differs
-    for case in cases:
-        current, desired = loaded[case.name + "#current"], loaded[case.name + "#desired"]
-        if current.catalog is None or desired.catalog is None or current.error or desired.error:
-            continue
-        plans[case.name] = generate_plan(current.catalog, desired.catalog, allow_drop=True)
-        if compare(current.catalog, desired.catalog, owners=True).is_empty and not plans[case.name].is_empty:
-            noisy[case.name] = [s.sql for s in plans[case.name].statements][:3]
-    items = []
-    passing, failing = set(), {}
-    for name, plan in list(plans.items()):
-        if plan.is_empty:  # nothing to apply: right exactly when the two sides already agree
-            current, desired = loaded[name + "#current"].catalog, loaded[name + "#desired"].catalog
-            assert current is not None and desired is not None
-            if compare(current, desired).significant:
-                failing[name] = "empty plan, but the sides differ"
-            else:
-                passing.add(name)
-            del plans[name]
-            continue
-        current_item = sides[name][0]
-        body = declarative_block(current_item.sql) if "$opsagent_" not in current_item.sql else current_item.sql
-        items.append(LoadItem(name + "#plan", body + plan.script(), current_item.schemas))
-    applied = _batches(sandbox, items)
-    empty = len(passing) + len(failing)
-    for name in plans:
-        result, desired = applied[name + "#plan"], loaded[name + "#desired"].catalog
-        assert desired is not None
-        if result.error or result.catalog is None:
-            failing[name] = f"apply failed: {result.error}"
-            continue
-        remaining = compare(result.catalog, desired).significant
-        if remaining:
-            failing[name] = "; ".join(f"{c.kind} {c.status} {c.name} {c.details}" for c in remaining)[:300]
-        else:
-            passing.add(name)
-    print(
-        f"\nsqldef plans: {len(passing)}/{len(plans) + empty} verified ({empty} needed no statement) "
-        f"in {time.monotonic() - started:.1f}s"
-    )
-    for name, why in sorted(failing.items()):
-        print(f"  FAIL {name}: {why}")
-        if name in os.environ.get("PLAN_DEBUG", "").split(","):
-            print(plans[name].script())
-    print(f"  {len(noisy)} plans for equal sides: {noisy}")
-    assert failing == {}, failing
-    assert noisy == {}
-    assert len(passing) >= 760 and len(plans) >= 600  # guards against a silently shrinking corpus
+# The migra and sqldef corpora are planned, applied and judged by both oracles in
+# tests/test_oracle_corpus.py (one pass for both: planning them here too cost a minute per run).
 
 
 # ---------------------------------------------------------------- against a live database, verified by applying
@@ -434,7 +245,8 @@ CREATE COLLATION search.natural (provider = icu, locale = 'en-u-kn-true');
 CREATE COLLATION search.bytes (provider = libc, locale = 'C');
 CREATE TEXT SEARCH DICTIONARY search.stop (TEMPLATE = pg_catalog.simple, STOPWORDS = english, ACCEPT = false);
 CREATE TEXT SEARCH CONFIGURATION search.plain (COPY = pg_catalog.simple);
-ALTER TEXT SEARCH CONFIGURATION search.plain ALTER MAPPING FOR word, asciiword WITH public.unaccent, search.stop, simple;
+ALTER TEXT SEARCH CONFIGURATION search.plain ALTER MAPPING FOR word, asciiword
+  WITH public.unaccent, search.stop, simple;
 CREATE TEXT SEARCH CONFIGURATION search.gone (COPY = pg_catalog.english);
 CREATE TABLE search.docs (title text COLLATE search.natural, body text COLLATE search.bytes);
 CREATE INDEX docs_fts ON search.docs USING gin (to_tsvector('search.plain', body));
@@ -571,7 +383,8 @@ def test_dependents_found_through_pg_depend_are_rebuilt_around_the_change(remote
 def test_dropping_an_unused_column_rebuilds_nothing_else(remote: Remote) -> None:
     """Only what uses a changing column is rebuilt (pg_depend, column by column): no index, key or view on the rest."""
     base = (
-        "CREATE TABLE parent (id int PRIMARY KEY); CREATE TABLE t (id int PRIMARY KEY, parent int REFERENCES parent, n int, {extra});"
+        "CREATE TABLE parent (id int PRIMARY KEY); "
+        "CREATE TABLE t (id int PRIMARY KEY, parent int REFERENCES parent, n int, {extra});"
         " CREATE INDEX t_n ON t (n); CREATE VIEW v AS SELECT id, n FROM t; CREATE VIEW w AS SELECT id, kind FROM t;"
     )
     remote.psql(base.format(extra="note text, kind int"))
@@ -586,13 +399,15 @@ def test_dropping_an_unused_column_rebuilds_nothing_else(remote: Remote) -> None
 
 
 def test_a_rebuilt_table_continues_its_identity_where_the_old_one_stopped(remote: Remote) -> None:
-    """Rows copied with OVERRIDING SYSTEM VALUE leave the new identity at 1: the next insert would collide with a copied key."""
+    """Rows copied with OVERRIDING SYSTEM VALUE leave the new identity at 1: the next insert would collide with a
+    copied key."""
     remote.psql(
         "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, at date NOT NULL DEFAULT '2026-01-01');"
         " INSERT INTO t (at) SELECT '2026-01-01' FROM generate_series(1, 5); DELETE FROM t WHERE id = 5;"
     )
     desired = (
-        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, at date NOT NULL DEFAULT '2026-01-01', PRIMARY KEY (id, at))"
+        "CREATE TABLE t (id bigint GENERATED ALWAYS AS IDENTITY, at date NOT NULL DEFAULT '2026-01-01', "
+        "PRIMARY KEY (id, at))"
         " PARTITION BY RANGE (at); CREATE TABLE t_2026 PARTITION OF t FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');"
     )
     report = plan_against_sql(remote, desired, "schema.sql", PlanOptions(allow_drop=True))
@@ -612,8 +427,9 @@ def _musicbrainz() -> str:
 
 @SLOW
 def test_musicbrainz_built_from_an_empty_database_then_each_mutation_planned_back(sandbox: SandboxHandle) -> None:
-    """An ICU collation, a text search configuration mapping tokens to an extension's dictionary, an aggregate, constraint triggers;
-    then the diff tests' mutations (a dropped index and foreign key, a type change, a view, a function body, ...) undone."""
+    """An ICU collation, a text search configuration mapping tokens to an extension's dictionary, an aggregate,
+    constraint triggers; then the diff tests' mutations (a dropped index and foreign key, a type change, a view,
+    a function body, ...) undone."""
     sql = _musicbrainz()
     with sandbox.remote(sandbox.create_database("built")) as remote:
         report = plan_against_sql(remote, sql, "musicbrainz.sql")
@@ -661,7 +477,8 @@ def test_musicbrainz_built_from_an_empty_database_then_each_mutation_planned_bac
         for key, body in _marked(applied)
     }
     print(
-        f"\nmusicbrainz: {len(report.plan.statements)} statements from empty, verified; mutations planned back (statements): {sizes}"
+        f"\nmusicbrainz: {len(report.plan.statements)} statements from empty, verified; "
+        f"mutations planned back (statements): {sizes}"
     )
     assert remaining == {key.replace(" ", "_"): [] for key in mutations}
 

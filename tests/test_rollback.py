@@ -7,6 +7,7 @@ rolled back and synced forward again; the structure is compared with a fresh rep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -61,7 +62,8 @@ ALTER INDEX idx_strategy_signals_strategy_time RENAME TO idx_pattern_signals_pat
 ALTER SEQUENCE strategy_signals_id_seq RENAME TO pattern_signals_id_seq;
 ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_confidence_check TO pattern_signals_confidence_check;
 ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_direction_check TO pattern_signals_direction_check;
-ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_instrument_id_fkey TO pattern_signals_instrument_id_fkey;
+ALTER TABLE strategy_signals
+  RENAME CONSTRAINT strategy_signals_instrument_id_fkey TO pattern_signals_instrument_id_fkey;
 ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_strategy_id_fkey TO pattern_signals_pattern_id_fkey;
 ALTER TABLE strategy_signals RENAME CONSTRAINT strategy_signals_pkey TO pattern_signals_pkey;
 ALTER TABLE strategy_signals RENAME COLUMN strategy_id TO pattern_id;
@@ -93,7 +95,8 @@ INSERT INTO price_bars (instrument_id, timeframe, bar_time, open, high, low, clo
 INSERT INTO strategies (name, strategy_type) VALUES ('hs', 'reversal'), ('flag', 'continuation');
 INSERT INTO trades (account_id, instrument_id, strategy_id, side, quantity, entry_price, paper_trading_mode)
   SELECT a.id, i.id, (SELECT min(id) FROM strategies), 'buy', 1, 10, true FROM accounts a, instruments i;
-INSERT INTO orders (account_id, instrument_id, side, quantity) SELECT a.id, i.id, 'buy', 1 FROM accounts a, instruments i;
+INSERT INTO orders (account_id, instrument_id, side, quantity)
+  SELECT a.id, i.id, 'buy', 1 FROM accounts a, instruments i;
 INSERT INTO executions (order_id, price, quantity, executed_at) SELECT id, 10, 1, now() FROM orders;
 """
 UNTOUCHED = ("users", "accounts", "exchanges", "instruments", "price_bars", "orders", "executions")
@@ -305,7 +308,10 @@ def test_dry_run_changes_nothing_and_nothing_to_do(project: Project) -> None:
 SLOW = {
     "001_a.sql": "CREATE TABLE a (id int PRIMARY KEY, note text);\n",
     "002_b.sql": "CREATE TABLE b (id int);\n\n-- opsagent:down\nDROP TABLE b;\n",
-    "003_c.sql": "ALTER TABLE a ADD COLUMN extra int;\n\n-- opsagent:down\nALTER TABLE a DROP COLUMN extra;\nSELECT pg_sleep(2);\n",
+    "003_c.sql": (
+        "ALTER TABLE a ADD COLUMN extra int;\n\n"
+        "-- opsagent:down\nALTER TABLE a DROP COLUMN extra;\nSELECT pg_sleep(2);\n"
+    ),
 }
 
 
@@ -366,7 +372,8 @@ def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(
     for line in proc.stdout:  # "locked": the apply session holds the lock and is about to send the down sections
         if line.startswith("locked"):
             break
-    time.sleep(delay)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # the delay, or less when it has ended by itself
+        proc.wait(timeout=delay)
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
@@ -653,7 +660,8 @@ def test_destructive_statements_of_down_sections_are_marked() -> None:
     marked = [
         destroys(s)
         for s in split_statements(
-            "ALTER TABLE a DROP COLUMN b; ALTER TABLE a ALTER COLUMN c TYPE int; ALTER TABLE a RENAME TO z; DROP INDEX x; "
+            "ALTER TABLE a DROP COLUMN b; ALTER TABLE a ALTER COLUMN c TYPE int; ALTER TABLE a RENAME TO z; "
+            "DROP INDEX x; "
             "TRUNCATE a; ALTER TABLE a ADD COLUMN d int; CREATE INDEX y ON a (d)"
         )
     ]
