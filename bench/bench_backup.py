@@ -123,7 +123,8 @@ def main() -> None:
         )
         ratio = best_ours / best_floor
         print(
-            f"ratio (best/best): {ratio:.2f}x, median/median: {statistics.median(our_times) / statistics.median(floor_times):.2f}x "
+            f"ratio (best/best): {ratio:.2f}x, median/median: "
+            f"{statistics.median(our_times) / statistics.median(floor_times):.2f}x "
             f"(target <= 1.3x) {'OK' if ratio <= 1.3 else 'OVER TARGET'}"
         )
 

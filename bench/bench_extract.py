@@ -2,8 +2,10 @@
 
 Measured in the same run, interleaved (floor, ours, floor, ours, ...) so machine load hits both alike:
 
-- floor: the real ``ssh`` binary (same key and known_hosts) running ``sudo -n -u postgres pg_dump -s``, output to a file;
-- library: ``open_remote`` + ``extract`` + ``write_snapshot`` in this process (connect, one remote command, normalize, write);
+- floor: the real ``ssh`` binary (same key and known_hosts) running ``sudo -n -u postgres pg_dump -s``,
+  output to a file;
+- library: ``open_remote`` + ``extract`` + ``write_snapshot`` in this process (connect, one remote command,
+  normalize, write);
 - cli: ``opsagent extract --host sandbox --out FILE`` as a subprocess (adds the interpreter's start-up and imports);
 - normalize: ``gunzip`` + ``normalize_dump`` of the dump alone (client CPU per extract).
 
@@ -168,7 +170,8 @@ def main() -> None:
         base = medians["floor"]
         floor_bytes = (outdir / "floor.sql").stat().st_size
         print(
-            f"extract {DATABASE}: pg_dump -s {floor_bytes / 1024:.0f} KiB, normalized snapshot {sizes[-1] / 1024:.0f} KiB; "
+            f"extract {DATABASE}: pg_dump -s {floor_bytes / 1024:.0f} KiB, "
+            f"normalized snapshot {sizes[-1] / 1024:.0f} KiB; "
             f"median of {args.repeat}, interleaved"
         )
         floor_label = 'ssh host "sudo -n -u postgres pg_dump -s" > file (floor)'
@@ -182,7 +185,8 @@ def main() -> None:
             f"ratio {medians['cli'] / base:.2f}x"
         )
         print(
-            f"  {'client CPU: gunzip + normalize_dump':<58}{normalize * 1000:8.0f} ms   ({normalize / base:.0%} of the floor)"
+            f"  {'client CPU: gunzip + normalize_dump':<58}{normalize * 1000:8.0f} ms   "
+            f"({normalize / base:.0%} of the floor)"
         )
         print(f"  uptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
 

@@ -123,7 +123,8 @@ def bench_extract(state: SandboxState, repeat: int) -> None:
     print(f"extract musicbrainz ({sizes[-1] / 1024:.0f} KiB normalized):")
     print(f"  {'ssh host pg_dump -s (floor)':<40}{floor * 1000:8.0f} ms")
     print(
-        f"  {'opsagent extract (connect+dump+stats)':<40}{mine * 1000:8.0f} ms   ratio {mine / floor:.2f}x (target <= 1.30)"
+        f"  {'opsagent extract (connect+dump+stats)':<40}{mine * 1000:8.0f} ms   ratio {mine / floor:.2f}x "
+        "(target <= 1.30)"
     )
 
     sql = MUSICBRAINZ.read_text()
@@ -144,8 +145,10 @@ def generated_schema(tables: int) -> str:
     out.append("CREATE INDEX t0_created_idx ON t0 (created_at);")
     for i in range(1, tables):
         out.append(
-            f"CREATE TABLE t{i} (id bigserial PRIMARY KEY, name text NOT NULL, created_at timestamptz NOT NULL DEFAULT now(), "
-            f"amount numeric(12,2), flags int NOT NULL DEFAULT 0, note text, parent_id bigint REFERENCES t{i - 1} (id), ref uuid);"
+            f"CREATE TABLE t{i} (id bigserial PRIMARY KEY, name text NOT NULL, "
+            "created_at timestamptz NOT NULL DEFAULT now(), "
+            "amount numeric(12,2), flags int NOT NULL DEFAULT 0, note text, "
+            f"parent_id bigint REFERENCES t{i - 1} (id), ref uuid);"
         )
         out.append(f"CREATE INDEX t{i}_parent_idx ON t{i} (parent_id);")
     for v in range(0, tables, 10):

@@ -38,7 +38,8 @@ def write_migrations(folder: Path, count: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(1, count + 1):
         (folder / f"{i:04d}_fleet_table_{i}.sql").write_text(
-            f"CREATE TABLE fleet_t{i} (id bigint PRIMARY KEY, name text NOT NULL);\nCREATE INDEX fleet_t{i}_name ON fleet_t{i} (name);\n"
+            f"CREATE TABLE fleet_t{i} (id bigint PRIMARY KEY, name text NOT NULL);\n"
+            f"CREATE INDEX fleet_t{i}_name ON fleet_t{i} (name);\n"
         )
 
 
@@ -134,7 +135,8 @@ def write_inventory(project: Path, state: SandboxState, ports: list[int], databa
 
 
 def server_pids(state: SandboxState, extra: list[tuple[int, Path]]) -> list[int]:
-    """The postmaster and every sshd listener: they reap backends and sessions, so their children's CPU is the servers'."""
+    """The postmaster and every sshd listener: they reap backends and sessions,
+    so their children's CPU is the servers'."""
     files = [state.pg_dir / "data" / "postmaster.pid", state.ssh_dir / "sshd.pid", *(pidfile for _, pidfile in extra)]
     return [int(f.read_text().split()[0]) for f in files]
 
@@ -214,25 +216,31 @@ def main() -> None:
             serial = timed_sync(project, state, ports, "fleet", 1, pids)[0]
             single, fleet = statistics.median(singles), statistics.median(fleets)
             print(
-                f"migrations:                        {args.count} (each CREATE TABLE + CREATE INDEX), median of {args.repeat}; "
+                f"migrations:                        {args.count} (each CREATE TABLE + CREATE INDEX), "
+                f"median of {args.repeat}; "
                 f"login ~/.bashrc {'sourced' if args.login_rc else 'skipped'}"
             )
             print(f"sync --host h01:                   {single:.3f} s  (whole CLI process)")
             print(
-                f"sync --host fleet --parallel {args.hosts}:  {fleet:.3f} s  ({args.hosts} hosts, {args.hosts} sshd endpoints; "
+                f"sync --host fleet --parallel {args.hosts}:  {fleet:.3f} s  ({args.hosts} hosts, "
+                f"{args.hosts} sshd endpoints; "
                 f"client CPU {statistics.median(cpus):.2f} s)"
             )
             print(
-                f"ratio fleet / one host:            {fleet / single:.2f}  (target <= 2; best-of: {min(fleets) / min(singles):.2f})"
+                f"ratio fleet / one host:            {fleet / single:.2f}  (target <= 2; "
+                f"best-of: {min(fleets) / min(singles):.2f})"
             )
             print(
-                f"sync --host fleet --parallel 1:    {serial:.3f} s  (serial, once: parallel is {serial / fleet:.1f}x faster "
+                f"sync --host fleet --parallel 1:    {serial:.3f} s  (serial, once: "
+                f"parallel is {serial / fleet:.1f}x faster "
                 f"on {os.cpu_count()} CPUs shared by every sshd, sudo, psql and backend)"
             )
             server = statistics.median(servers)
             print(
-                f"server-side CPU of the fleet run:  {server:.2f} s  (sshd, sudo, psql, backends of {args.hosts} hosts on one machine: "
-                f">= {server / (os.cpu_count() or 1):.2f} s of wall time on {os.cpu_count()} CPUs before any client work)"
+                f"server-side CPU of the fleet run:  {server:.2f} s  (sshd, sudo, psql, "
+                f"backends of {args.hosts} hosts on one machine: "
+                f">= {server / (os.cpu_count() or 1):.2f} s of wall time on {os.cpu_count()} CPUs "
+                "before any client work)"
             )
         finally:
             stop_sshd(extra)

@@ -1,4 +1,5 @@
-"""Benchmark: one huge migration (default 400,000 small statements, ~50 MB): ``inv lint`` and ``inv sync`` vs their floors.
+"""Benchmark: one huge migration (default 400,000 small statements, ~50 MB): ``inv lint`` and ``inv sync``
+vs their floors.
 
 Statement splitting used to be quadratic (a 10 MB file cost 180 CPU-seconds before anything
 was sent; 50 MB did not finish in 25 minutes).  This generates one migration of CREATE TABLEs

@@ -65,7 +65,9 @@ MIGRA_PACKAGES = ["migra", "psycopg2-binary", "sqlalchemy<2"]
 MUSICBRAINZ_MUTATIONS = {
     "drop an index": "DROP INDEX musicbrainz.artist_idx_name",
     "change a column type": "ALTER TABLE musicbrainz.artist ALTER COLUMN edits_pending TYPE bigint",
-    "add a check constraint": "ALTER TABLE musicbrainz.artist ADD CONSTRAINT artist_name_short CHECK (length(name) < 10000)",
+    "add a check constraint": (
+        "ALTER TABLE musicbrainz.artist ADD CONSTRAINT artist_name_short CHECK (length(name) < 10000)"
+    ),
     "alter a view": (
         "DO $$ BEGIN EXECUTE 'CREATE OR REPLACE VIEW musicbrainz.release_event AS '"
         " || rtrim(pg_get_viewdef('musicbrainz.release_event'::regclass), '; ') || ' LIMIT 1000'; END $$"
@@ -474,13 +476,15 @@ def verdict(outcome: Outcome | None) -> str:
 
 def print_table(rows: list[Row]) -> None:
     print(
-        f"{'group':<16} {'case':<24} {'migra':<7} {'CLI ms':>6} {'warm ms':>7}  {'opsagent':<8} {'live ms':>7} {'plan ms':>7} {'verif. ms':>9}"
+        f"{'group':<16} {'case':<24} {'migra':<7} {'CLI ms':>6} {'warm ms':>7}  {'opsagent':<8} {'live ms':>7} "
+        f"{'plan ms':>7} {'verif. ms':>9}"
     )
     for row in rows:
         verified = ms(row.verified_seconds) + ("" if row.verified is None else (" v" if row.verified else " ✗"))
         print(
             f"{row.group:<16} {row.case:<24} {verdict(row.migra):<7} {ms(row.migra.seconds if row.migra else None):>6} "
-            f"{ms(row.migra_warm_seconds):>7}  {verdict(row.opsagent):<8} {ms(row.opsagent.seconds):>7} {ms(row.plan_seconds):>7} {verified:>9}"
+            f"{ms(row.migra_warm_seconds):>7}  {verdict(row.opsagent):<8} {ms(row.opsagent.seconds):>7} "
+            f"{ms(row.plan_seconds):>7} {verified:>9}"
         )
     failures = [
         (row, tool, outcome)
@@ -495,7 +499,8 @@ def print_table(rows: list[Row]) -> None:
     for row in rows:
         if row.verified is False:
             print(
-                f"  opsagent plan_against_sql not verified for {row.group}/{row.case}: {short(row.verified_reason, 300)}"
+                f"  opsagent plan_against_sql not verified for {row.group}/{row.case}: "
+                f"{short(row.verified_reason, 300)}"
             )
 
 
@@ -540,7 +545,8 @@ def summary(rows: list[Row], startup: float | None) -> dict[str, Any]:
 def print_summary(doc: dict[str, Any]) -> None:
     startup = doc["migra_startup_seconds"]
     print(
-        f"opsagent floor (one psql round trip over SSH + sudo, paid by each live diff): {ms(doc['round_trip_seconds'])} ms"
+        "opsagent floor (one psql round trip over SSH + sudo, paid by each live diff): "
+        f"{ms(doc['round_trip_seconds'])} ms"
     )
     if startup is not None:
         print(f"migra start-up (interpreter + imports, paid by each CLI call): {ms(startup)} ms")
@@ -550,16 +556,21 @@ def print_summary(doc: dict[str, Any]) -> None:
             line += f", migra {g['migra_right']}/{g['cases']} ({g['migra_right_strict']} strictly)"
         print(line)
         print(
-            f"  opsagent live (introspect both + plan): median {ms(g['opsagent_live_median'])} ms, total {ms(g['opsagent_live_total'])} ms; "
+            f"  opsagent live (introspect both + plan): median {ms(g['opsagent_live_median'])} ms, "
+            f"total {ms(g['opsagent_live_total'])} ms; "
             f"generate_plan alone median {g['opsagent_plan_median'] * 1000:.1f} ms"
         )
         if "opsagent_verified_median" in g:
             print(
-                f"  opsagent plan_against_sql (materialize + plan + rehearse): median {ms(g['opsagent_verified_median'])} ms, "
+                "  opsagent plan_against_sql (materialize + plan + rehearse): "
+                f"median {ms(g['opsagent_verified_median'])} ms, "
                 f"self-verified {g['opsagent_verified_right']}/{g['opsagent_verified_cases']}"
             )
         if "opsagent_verified_warm_median" in g:
-            line = f"  opsagent plan_against_sql with a warm desired-state cache: median {ms(g['opsagent_verified_warm_median'])} ms"
+            line = (
+                "  opsagent plan_against_sql with a warm desired-state cache: "
+                f"median {ms(g['opsagent_verified_warm_median'])} ms"
+            )
             if "migra_median" in g:
                 line += (
                     f"; vs migra CLI: cold {g['opsagent_verified_median'] / g['migra_median']:.2f}x (target <= 5), "
@@ -573,7 +584,8 @@ def print_summary(doc: dict[str, Any]) -> None:
             )
         if "migra_warm_median" in g:
             print(
-                f"  migra in-process (no start-up): median {ms(g['migra_warm_median'])} ms, total {ms(g['migra_warm_total'])} ms; "
+                f"  migra in-process (no start-up): median {ms(g['migra_warm_median'])} ms, "
+                f"total {ms(g['migra_warm_total'])} ms; "
                 f"ratio opsagent live / migra in-process {g['ratio_live_vs_migra_warm']:.2f}x"
             )
 

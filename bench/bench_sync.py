@@ -38,12 +38,14 @@ from opsagent.remote.sandbox import SandboxState, temporary_sandbox  # noqa: E40
 
 
 def write_migrations(folder: Path, count: int) -> str:
-    """``count`` files, each a CREATE TABLE and a CREATE INDEX; returns their concatenation (the floor's script and schema.sql)."""
+    """``count`` files, each a CREATE TABLE and a CREATE INDEX; returns their concatenation
+    (the floor's script and schema.sql)."""
     folder.mkdir(parents=True, exist_ok=True)
     parts = []
     for i in range(1, count + 1):
         sql = (
-            f"CREATE TABLE bench_t{i} (id bigint PRIMARY KEY, name text NOT NULL, created_at timestamptz DEFAULT now());\n"
+            f"CREATE TABLE bench_t{i} (id bigint PRIMARY KEY, name text NOT NULL, "
+            "created_at timestamptz DEFAULT now());\n"
             f"CREATE INDEX bench_t{i}_name ON bench_t{i} (name);\n"
         )
         (folder / f"{i:04d}_bench_table_{i}.sql").write_text(sql)
@@ -215,11 +217,13 @@ def main() -> None:
         print(f"machine: {load}; median of {args.repeat}")
         print(f"floor  ssh 'psql -1 -f -' < all.sql ({args.count} migrations): {med['floor']:.3f} s")
         print(
-            f"sync, schema.sql + drift check:        {med['sync']:.3f} s  ratio {median_and_best(samples, 'sync', 'floor')}  "
+            f"sync, schema.sql + drift check:        {med['sync']:.3f} s  ratio "
+            f"{median_and_best(samples, 'sync', 'floor')}  "
             f"target <= 1.3  ({commands.get('sync')} remote commands in the apply)"
         )
         print(
-            f"sync --no-drift-check:                 {med['sync_nodrift']:.3f} s  ratio {median_and_best(samples, 'sync_nodrift', 'floor')}"
+            f"sync --no-drift-check:                 {med['sync_nodrift']:.3f} s  ratio "
+            f"{median_and_best(samples, 'sync_nodrift', 'floor')}"
         )
         print(
             f"sync --no-drift-check with backup:     {med['sync_backup']:.3f} s  backup's added cost "
@@ -227,11 +231,13 @@ def main() -> None:
         )
         print(f"floor  ssh 'psql -c select 1':         {med['select1']:.3f} s")
         print(
-            f"no-op sync (example), drift check:     {med['noop']:.3f} s  ratio {median_and_best(samples, 'noop', 'select1')}  "
+            f"no-op sync (example), drift check:     {med['noop']:.3f} s  ratio "
+            f"{median_and_best(samples, 'noop', 'select1')}  "
             f"target <= 1.5  ({commands.get('noop')} remote command(s) before the drift check)"
         )
         print(
-            f"no-op sync --no-drift-check:           {med['noop_nodrift']:.3f} s  ratio {median_and_best(samples, 'noop_nodrift', 'select1')}"
+            f"no-op sync --no-drift-check:           {med['noop_nodrift']:.3f} s  ratio "
+            f"{median_and_best(samples, 'noop_nodrift', 'select1')}"
         )
 
 

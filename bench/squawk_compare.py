@@ -224,7 +224,8 @@ def build_table(binary: str | None) -> tuple[str, dict[str, int]]:
                 squawk_cell += f" (style: {', '.join(style)})"
             sql = example.sql.replace("\n", " ").replace("|", "\\|")
             rows.append(
-                f"| {example.hazard} | `{sql}` | {', '.join(ours) or '—'} | {squawk_cell if binary else 'not run'} | {who} |"
+                f"| {example.hazard} | `{sql}` | {', '.join(ours) or '—'} "
+                f"| {squawk_cell if binary else 'not run'} | {who} |"
             )
     return "\n".join(rows), counts
 

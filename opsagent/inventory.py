@@ -464,7 +464,8 @@ def gateway_problem(gateway: str, hosts: Mapping[str, HostConfig]) -> str | None
         return None
     known = ", ".join(sorted(hosts)) or "none"
     return (
-        f"gateway {gateway!r} is not an inventory host (hosts: {known}), not in ~/.ssh/config and not a full host name; "
+        f"gateway {gateway!r} is not an inventory host (hosts: {known}), "
+        "not in ~/.ssh/config and not a full host name; "
         "write an inventory host name or user@host.example.com[:port]"
     )
 

@@ -174,7 +174,8 @@ def load_script(
 def load_many(
     remote: Remote, database: str, cases: Sequence[LoadItem], *, dependencies: bool = False
 ) -> dict[str, Loaded]:
-    """Load each item into ``database`` in turn and introspect it (with pg_depend's edges: for plans); one round trip."""
+    """Load each item into ``database`` in turn and introspect it (with pg_depend's edges: for plans);
+    one round trip."""
     if not cases:
         return {}
     result = remote.psql(

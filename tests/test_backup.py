@@ -216,7 +216,8 @@ def test_in_place_restore_swaps_and_keeps_a_backup_of_what_it_replaced(bremote: 
     db = bremote.host.database
     sandbox.admin.psql(
         f"""REVOKE ALL ON DATABASE {db} FROM PUBLIC; GRANT CONNECT ON DATABASE {db} TO pg_monitor;
-                           ALTER DATABASE {db} SET work_mem = '7MB'; ALTER DATABASE {db} SET search_path = public, "Odd Schema";
+                           ALTER DATABASE {db} SET work_mem = '7MB';
+                           ALTER DATABASE {db} SET search_path = public, "Odd Schema";
                            ALTER DATABASE {db} CONNECTION LIMIT 40;""",
         "postgres",
     )

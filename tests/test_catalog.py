@@ -60,7 +60,10 @@ def doc() -> dict[str, Any]:
             {
                 "table": "public.trades",
                 "name": "idx_trades_paper_mode",
-                "definition": "CREATE INDEX idx_trades_paper_mode ON public.trades USING btree (price) WHERE (note = 'paper'::text)",
+                "definition": (
+                    "CREATE INDEX idx_trades_paper_mode ON public.trades USING btree (price) WHERE "
+                    "(note = 'paper'::text)"
+                ),
             }
         ],
         "sequences": [],
@@ -274,7 +277,8 @@ CREATE TABLE app.trades (
     EXCLUDE USING gist (during WITH &&)
 );
 ALTER TABLE app.trades ADD CONSTRAINT price_positive CHECK (price >= 0) NOT VALID;
-CREATE TABLE app.fills (id serial PRIMARY KEY, trade_id bigint REFERENCES app.trades (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
+CREATE TABLE app.fills (id serial PRIMARY KEY,
+                        trade_id bigint REFERENCES app.trades (id) ON DELETE CASCADE DEFERRABLE INITIALLY DEFERRED);
 CREATE INDEX idx_trades_paper_mode ON app.trades (price) INCLUDE (label) WHERE paper;
 CREATE INDEX idx_trades_lower ON app.trades (lower(label));
 CREATE VIEW app.v_trades AS SELECT id, price FROM app.trades WHERE paper;
@@ -628,7 +632,8 @@ def test_collations_and_text_search_are_introspected_without_extension_members(r
         ALTER TEXT SEARCH CONFIGURATION plain ALTER MAPPING FOR word WITH unaccent, simple;
         CREATE TABLE t (id int, name text COLLATE natural_sort);
         CREATE FUNCTION noop() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
-        CREATE CONSTRAINT TRIGGER t_noop AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION noop();
+        CREATE CONSTRAINT TRIGGER t_noop AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW EXECUTE FUNCTION noop();
     """)
     catalog = introspect(remote)
     collation = catalog.collations["public.natural_sort"]

@@ -1,4 +1,5 @@
-"""ops/scripts/deploy_to_server.sh end to end: schema sync first (real sandbox host), then rsync; a failed sync stops it."""
+"""ops/scripts/deploy_to_server.sh end to end: schema sync first (real sandbox host), then rsync;
+a failed sync stops it."""
 
 from __future__ import annotations
 

@@ -93,7 +93,9 @@ KNOWN_FAILURES: dict[str, str] = {}
 KNOWN_LOAD_FAILURES = {
     "tests_datatypes/ColumnWithCollation": "needs the OS locale en_US (collation \"en_US\"), not installed",
     "tests_domains/CreateDomainWithCollation": "needs the OS locale en_US, not installed",
-    "tests_fk_deps/ForeignKeyDependenciesCircular": "two CREATE TABLEs reference each other inline: no statement order loads it (psqldef splits the FKs out)",
+    "tests_fk_deps/ForeignKeyDependenciesCircular": (
+        "two CREATE TABLEs reference each other inline: no statement order loads it (psqldef splits the FKs out)"
+    ),
 }
 
 
@@ -278,7 +280,8 @@ def mutation_script(database_mutations: dict[str, str], *, dependencies: bool = 
     for key, sql in database_mutations.items():
         parts.append(
             f"BEGIN;\n\\set LAST_ERROR_SQLSTATE 00000\n\\set LAST_ERROR_MESSAGE ''\n{sql};\n"
-            f"\\echo {MARK}{key.replace(' ', '_')} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n{query}\\echo {END}\nROLLBACK;\n"
+            f"\\echo {MARK}{key.replace(' ', '_')} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n"
+            f"{query}\\echo {END}\nROLLBACK;\n"
         )
     return "".join(parts)
 
@@ -361,8 +364,10 @@ def generated_schema(tables: int) -> str:
         ref = f"  parent_id bigint REFERENCES t{i - 1} (id),\n" if i else "  parent_id bigint,\n"
         out.append(
             f"CREATE TABLE t{i} (\n  id bigserial PRIMARY KEY,\n{ref}  name text NOT NULL,\n  price numeric(12,2),\n"
-            f"  qty integer DEFAULT 0,\n  created_at timestamptz DEFAULT now(),\n  flags jsonb,\n  note varchar(200)\n);\n"
-            f"CREATE INDEX t{i}_name_idx ON t{i} (name);\nCREATE INDEX t{i}_created_idx ON t{i} (created_at) WHERE qty > 0;\n"
+            "  qty integer DEFAULT 0,\n  created_at timestamptz DEFAULT now(),\n  flags jsonb,\n"
+            "  note varchar(200)\n);\n"
+            f"CREATE INDEX t{i}_name_idx ON t{i} (name);\n"
+            f"CREATE INDEX t{i}_created_idx ON t{i} (created_at) WHERE qty > 0;\n"
         )
         if i % 10 == 9:
             out.append(f"CREATE VIEW v{i} AS SELECT id, name, price FROM t{i} WHERE qty > 0;\n")

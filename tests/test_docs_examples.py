@@ -33,7 +33,8 @@ HEAD = re.compile(
     r"(?:  (?P<table>\S+) \((?P<size>[^)]+)\))?$"
 )
 ROW = re.compile(
-    r"^│ (?P<location>\S+\.sql:\d+)\s+│ (?P<severity>error|warning|info)\s+│ (?P<rule>[a-z][a-z-]*)\s+│ (?P<table>\S*)\s+│ \S"
+    r"^│ (?P<location>\S+\.sql:\d+)\s+│ (?P<severity>error|warning|info)\s+│ (?P<rule>[a-z][a-z-]*)\s+│ "
+    r"(?P<table>\S*)\s+│ \S"
 )
 BARE_ENV = {k: v for k, v in os.environ.items() if k not in ("OPSAGENT_INVENTORY", "COLUMNS", "LINES")}
 
@@ -161,8 +162,10 @@ def test_lint_doc_host_example_grades_and_prints_alike(project: Project) -> None
     with (project.root / "inventory.yaml").open("a") as handle:  # write_inventory leaves hazards out
         handle.write("defaults:\n  hazards: {large_table_rows: 1000, small_table_rows: 100}\n")
     project.psql(
-        "CREATE TABLE users (id bigint PRIMARY KEY, email text); INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 3000) g;"
-        "CREATE TABLE countries (code text, name text); INSERT INTO countries SELECT 'c' || g, 'n' || g FROM generate_series(1, 20) g;"
+        "CREATE TABLE users (id bigint PRIMARY KEY, email text); INSERT INTO users SELECT g, "
+        "'u' || g FROM generate_series(1, 3000) g;"
+        "CREATE TABLE countries (code text, name text); INSERT INTO countries SELECT 'c' || g, "
+        "'n' || g FROM generate_series(1, 20) g;"
         "ANALYZE users; ANALYZE countries"
     )
     project.write_migration("0007_indexes.sql", sql + "\n")

@@ -34,10 +34,13 @@ def fake_home(tmp_path: Path, sandbox: SandboxHandle) -> Path:
     ssh.mkdir(parents=True)
     state = sandbox.state
     (ssh / "config").write_text(
-        f"Host revdb\n  HostName 127.0.0.1\n  Port {state.ssh_port}\n  User root\n  IdentityFile {state.identity_file}\n"
+        f"Host revdb\n  HostName 127.0.0.1\n  Port {state.ssh_port}\n  User root\n"
+        f"  IdentityFile {state.identity_file}\n"
         f"  UserKnownHostsFile {state.known_hosts}\n\n"
-        f"Host revjump\n  HostName 127.0.0.1\n  Port {state.ssh_port}\n  User root\n  IdentityFile {state.identity_file}\n\n"
-        f"Host revdb-behind\n  HostName 127.0.0.1\n  Port {state.ssh_port}\n  User root\n  IdentityFile {state.identity_file}\n"
+        f"Host revjump\n  HostName 127.0.0.1\n  Port {state.ssh_port}\n  User root\n"
+        f"  IdentityFile {state.identity_file}\n\n"
+        f"Host revdb-behind\n  HostName 127.0.0.1\n  Port {state.ssh_port}\n  User root\n"
+        f"  IdentityFile {state.identity_file}\n"
         f"  ProxyJump revjump\n"
     )
     (ssh / "known_hosts").write_text(Path(state.known_hosts).read_text())  # the default known_hosts of that HOME

@@ -99,7 +99,10 @@ def test_normalize_without_restrict_and_empty_database() -> None:
     plain = "\n".join(line for line in _dump().split("\n") if "restrict" not in line)
     out = normalize_dump(plain)
     assert "restrict" not in out and out.startswith("--\n-- PostgreSQL database dump\n--\n")
-    empty = "--\n-- PostgreSQL database dump\n--\n\nSET lock_timeout = 0;\n\n--\n-- PostgreSQL database dump complete\n--\n\n"
+    empty = (
+        "--\n-- PostgreSQL database dump\n--\n\nSET lock_timeout = 0;\n\n"
+        "--\n-- PostgreSQL database dump complete\n--\n\n"
+    )
     assert (
         normalize_dump(empty) == "--\n-- PostgreSQL database dump\n--\n\n--\n-- PostgreSQL database dump complete\n--\n"
     )
@@ -240,7 +243,8 @@ CREATE TABLE app.parent (id int GENERATED ALWAYS AS IDENTITY, at date NOT NULL, 
                          PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 CREATE TABLE app.p2024 PARTITION OF app.parent FOR VALUES FROM ('2024-01-01') TO ('2025-01-01');
 CREATE INDEX parent_n ON app.parent (n);
-CREATE TABLE app.base (id serial PRIMARY KEY, note text COLLATE app.c_ci, CONSTRAINT note_len CHECK (length(note) < 100));
+CREATE TABLE app.base (id serial PRIMARY KEY, note text COLLATE app.c_ci,
+                       CONSTRAINT note_len CHECK (length(note) < 100));
 CREATE TABLE app.child (extra int UNIQUE, EXCLUDE USING gist (extra WITH =)) INHERITS (app.base);
 CREATE TABLE app.refs (id bigint PRIMARY KEY, base_id int REFERENCES app.base (id), m app.mood);
 CREATE SEQUENCE app.loose;
@@ -256,7 +260,8 @@ CREATE TRIGGER pt BEFORE INSERT ON app.parent FOR EACH ROW EXECUTE FUNCTION app.
 ALTER TABLE app.refs ENABLE ROW LEVEL SECURITY;
 CREATE POLICY mine ON app.refs USING (id > 0);
 CREATE SCHEMA ops;
-CREATE TABLE ops.ledger (version text PRIMARY KEY, description text, applied_at timestamptz NOT NULL DEFAULT now(), n serial);
+CREATE TABLE ops.ledger (version text PRIMARY KEY, description text, applied_at timestamptz NOT NULL DEFAULT now(),
+                         n serial);
 CREATE TABLE public.ledger (version text PRIMARY KEY);
 """
 

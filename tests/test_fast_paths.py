@@ -218,7 +218,8 @@ def test_a_plan_settles_deparse_artifacts_with_the_cached_reloaded_target(
 
 
 def test_a_live_database_restored_from_a_dump_is_no_drift_warm_in_one_command(remote: Remote, tmp_path: Path) -> None:
-    """Its CHECK deparses differently from schema.sql's build; the cached reloaded target says so without a scratch load."""
+    """Its CHECK deparses differently from schema.sql's build;
+    the cached reloaded target says so without a scratch load."""
     from opsagent.schema.extract import dump_schema
 
     remote.psql(ARTIFACT)
@@ -232,7 +233,8 @@ def test_a_live_database_restored_from_a_dump_is_no_drift_warm_in_one_command(re
     warm = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache)
     assert not warm.drift and warm.desired_cache == "hit" and remote.command_count - before == 1
     remote.psql(
-        "ALTER TABLE kinds DROP CONSTRAINT kind_ok; ALTER TABLE kinds ADD CONSTRAINT kind_ok CHECK (kind IN ('a', 'c'));"
+        "ALTER TABLE kinds DROP CONSTRAINT kind_ok; "
+        "ALTER TABLE kinds ADD CONSTRAINT kind_ok CHECK (kind IN ('a', 'c'));"
     )
     real = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache)  # a real change is not an artifact
     assert real.drift and [c.name for c in real.result.significant] == ["public.kinds.kind_ok"]

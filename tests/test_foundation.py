@@ -202,7 +202,8 @@ def test_large_binary_output_arrives_intact(remote) -> None:  # type: ignore[no-
     argv = [
         "sh",
         "-c",
-        "head -c 52428800 /dev/urandom > /tmp/.oa_big && sha256sum /tmp/.oa_big | cut -c1-64 >&2 && cat /tmp/.oa_big && rm /tmp/.oa_big",
+        "head -c 52428800 /dev/urandom > /tmp/.oa_big && sha256sum /tmp/.oa_big | cut -c1-64 >&2 && cat /tmp/.oa_big "
+        "&& rm /tmp/.oa_big",
     ]
     result = remote.run(argv, become=False, timeout=120)
     assert len(result.stdout) == 52428800

@@ -132,7 +132,8 @@ def shape_errors(section: Section, document: Any) -> list[str]:
                 item = value[name]
                 if (isinstance(item, bool) and "boolean" not in key.types) or not isinstance(item, accepted):  # type: ignore[arg-type]
                     errors.append(
-                        f"{section.name}: {where}.{name}: a {type(item).__name__}, documented as {' or '.join(key.types)}"
+                        f"{section.name}: {where}.{name}: a {type(item).__name__}, "
+                        f"documented as {' or '.join(key.types)}"
                     )
     return errors
 

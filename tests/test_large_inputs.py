@@ -131,7 +131,10 @@ def test_copy_from_the_client_and_meta_commands_are_refused(
 
 
 def test_copy_by_the_server_is_allowed() -> None:
-    sql = "COPY t FROM '/srv/seed/rows.csv' (FORMAT csv);\nCOPY t TO '/tmp/out.csv';\nCOPY t FROM PROGRAM 'zcat /srv/x.gz';\n"
+    sql = (
+        "COPY t FROM '/srv/seed/rows.csv' (FORMAT csv);\nCOPY t TO '/tmp/out.csv';\n"
+        "COPY t FROM PROGRAM 'zcat /srv/x.gz';\n"
+    )
     assert [s.kind for s in split_statements(sql)] == ["CopyStmt"] * 3
 
 

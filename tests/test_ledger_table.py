@@ -1,4 +1,5 @@
-"""``ledger_table`` (issue 13 §3): opsagent shares a database with Rails, Django or any tool owning a ``schema_migrations``.
+"""``ledger_table`` (issue 13 §3): opsagent shares a database with Rails, Django or any tool owning
+a ``schema_migrations``.
 
 The ledger's name is configurable; a foreign table of that name is refused and left untouched; only the
 configured ledger (``<ledger_schema>.<ledger_table>``) is hidden from diff, plan, extract and the drift
@@ -109,7 +110,10 @@ def test_exclusion_entries_and_dump_patterns() -> None:
 
 def test_oracle_hides_only_the_configured_ledger() -> None:
     def entry(schema: str, name: str, kind: str = "TABLE") -> str:
-        return f"--\n-- Name: {name}; Type: {kind}; Schema: {schema}; Owner: postgres\n--\n\nCREATE TABLE {schema}.{name} (\n    v text\n);\n\n"
+        return (
+            f"--\n-- Name: {name}; Type: {kind}; Schema: {schema}; Owner: postgres\n--\n\n"
+            f"CREATE TABLE {schema}.{name} (\n    v text\n);\n\n"
+        )
 
     live = entry("ops", "schema_migrations") + entry("public", "schema_migrations")
     differences = compare_dumps(live, "", ('"ops"."schema_migrations"',))
@@ -179,7 +183,10 @@ def test_inventory_ledger_keys_in_defaults_and_per_host(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------- real server
 
-SCHEMA = "CREATE TABLE author (id int PRIMARY KEY, name text NOT NULL);\nCREATE TABLE book (id int PRIMARY KEY, author_id int REFERENCES author (id));\n"
+SCHEMA = (
+    "CREATE TABLE author (id int PRIMARY KEY, name text NOT NULL);\n"
+    "CREATE TABLE book (id int PRIMARY KEY, author_id int REFERENCES author (id));\n"
+)
 MIGRATIONS = {
     "001_author.sql": "CREATE TABLE author (id int PRIMARY KEY, name text NOT NULL);\n",
     "002_book.sql": "CREATE TABLE book (id int PRIMARY KEY, author_id int REFERENCES author (id));\n",
@@ -231,7 +238,8 @@ def test_custom_ledger_table_end_to_end(project: Project) -> None:
 
 def test_default_name_still_adopts_the_seed_table(project: Project) -> None:
     project.psql(
-        "CREATE TABLE schema_migrations (version varchar(50) PRIMARY KEY, description text, applied_at timestamp DEFAULT now());\n"
+        "CREATE TABLE schema_migrations (version varchar(50) PRIMARY KEY, description text, "
+        "applied_at timestamp DEFAULT now());\n"
         + MIGRATIONS["001_author.sql"]
         + "INSERT INTO schema_migrations (version, description) VALUES ('001', 'author');"
     )
@@ -247,7 +255,8 @@ def test_default_name_still_adopts_the_seed_table(project: Project) -> None:
 def test_a_custom_name_adopts_a_seed_shaped_table_too(project: Project) -> None:
     project = configure(project, ledger_schema="ops", ledger_table="ledger")
     project.psql(
-        "CREATE SCHEMA ops; CREATE TABLE ops.ledger (version text PRIMARY KEY, description text, applied_at timestamptz);"
+        "CREATE SCHEMA ops; CREATE TABLE ops.ledger (version text PRIMARY KEY, description text, "
+        "applied_at timestamptz);"
     )
     _write(project, MIGRATIONS)
     code, doc, text = run_json(project, "sync", "--host", "sandbox", "--yes", "--no-backup")
@@ -270,7 +279,8 @@ def test_a_foreign_table_of_the_ledgers_name_is_refused_and_left_untouched(proje
     project.psql(foreign)
     _write(project, MIGRATIONS)
     before = project.psql(
-        "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
+        "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = 'public.schema_migrations'::regclass"
         " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)"
     )
     for task in (
@@ -286,7 +296,8 @@ def test_a_foreign_table_of_the_ledgers_name_is_refused_and_left_untouched(proje
         assert "public.schema_migrations belongs to something else" in proc.stderr, (task, proc.stderr)
         assert "ledger_table: opsagent_migrations" in proc.stderr and "Traceback" not in proc.stderr
     after = project.psql(
-        "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
+        "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute "
+        "WHERE attrelid = 'public.schema_migrations'::regclass"
         " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)"
     )
     assert after == before  # not altered, not written
@@ -297,7 +308,8 @@ def test_a_foreign_table_of_the_ledgers_name_is_refused_and_left_untouched(proje
     assert code == 0 and doc["applied"] == ["001", "002"], text
     assert (
         project.psql(
-            "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute WHERE attrelid = 'public.schema_migrations'::regclass"
+            "SELECT (SELECT json_agg(attname ORDER BY attnum) FROM pg_attribute "
+            "WHERE attrelid = 'public.schema_migrations'::regclass"
             " AND attnum > 0), (SELECT json_agg(t ORDER BY t) FROM public.schema_migrations t)"
         )
         == before
@@ -376,7 +388,8 @@ def test_rails_structure_sql_replays_through_sync_and_its_table_is_a_normal_tabl
         RAILS_STRUCTURE.replace(
             "CREATE TABLE public.schema_migrations (\n    version character varying NOT NULL\n);\n", ""
         ).replace(
-            "ALTER TABLE ONLY public.schema_migrations\n    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);\n",
+            "ALTER TABLE ONLY public.schema_migrations\n"
+            "    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);\n",
             "",
         )
     )

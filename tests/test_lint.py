@@ -219,7 +219,10 @@ SELECT $q$ALTER TABLE users ALTER COLUMN a SET NOT NULL$q$;
 
 
 def test_finding_points_at_file_line_and_has_table_and_fix() -> None:
-    sql = "-- header\nSELECT 1;\n\nALTER TABLE public.users\n  ADD COLUMN a int,\n  ADD COLUMN token uuid DEFAULT gen_random_uuid();\n"
+    sql = (
+        "-- header\nSELECT 1;\n\nALTER TABLE public.users\n  ADD COLUMN a int,\n"
+        "  ADD COLUMN token uuid DEFAULT gen_random_uuid();\n"
+    )
     finding = next(f for f in lint_sql(sql, "0002_x.sql") if f.rule == "add-column-volatile-default")
     assert finding.location == "0002_x.sql:6"
     assert finding.table == "public.users"

@@ -266,7 +266,8 @@ def test_summary_line(severities: tuple[str, ...], files: int, expected: str) ->
 
 def test_assess_live_in_one_round_trip(remote: Remote) -> None:
     remote.psql(
-        "CREATE TABLE users (id bigint, email text); INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 3000) g; "
+        "CREATE TABLE users (id bigint, email text); "
+        "INSERT INTO users SELECT g, 'u' || g FROM generate_series(1, 3000) g; "
         "ANALYZE users;"
     )
     host = dataclasses.replace(remote.host, hazards={"large_table_rows": 1000})

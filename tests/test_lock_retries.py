@@ -196,7 +196,8 @@ def set_host_keys(project: Project, **values: object) -> None:
 
 @contextmanager
 def holder(project: Project, sql: str, name: str = "lock-holder") -> Iterator[tuple[RemoteProcess, int]]:
-    """Another session that runs ``sql`` (e.g. BEGIN; SELECT * FROM t LIMIT 1;) and stays connected: yields it and its pid."""
+    """Another session that runs ``sql`` (e.g. BEGIN; SELECT * FROM t LIMIT 1;) and stays connected:
+    yields it and its pid."""
     with open_remote(project.host) as remote:
         proc = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         proc.write(f"SET application_name = '{name}';\nSELECT pg_backend_pid();\n{sql}\n\\echo held\n")
@@ -212,7 +213,8 @@ def holder(project: Project, sql: str, name: str = "lock-holder") -> Iterator[tu
 
 
 class Probe:
-    """An application query on ``t`` every 100 ms, timing each answer (it has no lock_timeout: it waits as long as it must)."""
+    """An application query on ``t`` every 100 ms, timing each answer (it has no lock_timeout:
+    it waits as long as it must)."""
 
     def __init__(self, project: Project) -> None:
         self.manager = open_remote(project.host)
@@ -282,7 +284,8 @@ def test_a_table_held_for_20s_is_altered_after_the_holder_ends_and_traffic_never
         == "1"
     )
     print(
-        f"probe worst wait {worst:.2f}s over {len(probe.waits)} queries; sync took {took:.1f}s in {len(waits) + 1} attempts"
+        f"probe worst wait {worst:.2f}s over {len(probe.waits)} queries; "
+        f"sync took {took:.1f}s in {len(waits) + 1} attempts"
     )
     assert worst <= 2.0 + 1.0, f"the probe waited {worst:.2f}s behind the migration"
     audit = read_audit(project.root / ".opsagent")[-1]
@@ -531,7 +534,8 @@ def test_ctrl_c_during_apply_says_what_committed_and_leaves_an_audit_record(proj
 
 
 def test_lock_flags_override_the_inventory(project: Project) -> None:
-    """--lock-timeout / --lock-retry-for (and the older --migration-lock-timeout, PostgreSQL ms) beat the inventory's 2min."""
+    """--lock-timeout / --lock-retry-for (and the older --migration-lock-timeout, PostgreSQL ms)
+    beat the inventory's 2min."""
     project.psql("CREATE TABLE t (id int); INSERT INTO t VALUES (1);")
     project.write_migration("001_add_note.sql", "ALTER TABLE t ADD COLUMN note text;\n")
     with holder(project, "BEGIN;\nSELECT * FROM t LIMIT 1;") as (_, pid):

@@ -200,7 +200,8 @@ def test_misplaced_marker_warns(tmp_path: Path) -> None:
     path = write(tmp_path, "001_m.sql", "SELECT 1;\n-- opsagent:no-transaction\nSELECT 2;\n")
     _, warnings = load_migration(path)
     assert warnings == [
-        f"{path}:2: marker '-- opsagent:no-transaction' ignored: markers belong in the comment block at the top of the file"
+        f"{path}:2: marker '-- opsagent:no-transaction' ignored: "
+        "markers belong in the comment block at the top of the file"
     ]
 
 
@@ -245,7 +246,10 @@ NOT_IN_TRANSACTION = [
 
 @pytest.mark.parametrize(("statement", "what"), NOT_IN_TRANSACTION)
 def test_not_in_transaction_refused_with_line(tmp_path: Path, statement: str, what: str) -> None:
-    sql = f"-- header\nCREATE TABLE t (a int);\n\nINSERT INTO t VALUES (1);\n/* why */\n-- comment\n{statement};\nSELECT 1;\n"
+    sql = (
+        "-- header\nCREATE TABLE t (a int);\n\nINSERT INTO t VALUES (1);\n"
+        f"/* why */\n-- comment\n{statement};\nSELECT 1;\n"
+    )
     path = write(tmp_path, "003_idx.sql", sql)
     with pytest.raises(MigrationError) as info:
         load_migration(path)
@@ -338,7 +342,8 @@ def test_classification_matches_postgresql(remote: Remote) -> None:
 @pytest.mark.parametrize(
     "sql",
     [
-        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n  EXECUTE 'CREATE INDEX CONCURRENTLY i ON t (a)';\n  COMMIT;\nEND\n$$;",
+        "CREATE FUNCTION f() RETURNS void LANGUAGE plpgsql AS $$\nBEGIN\n"
+        "  EXECUTE 'CREATE INDEX CONCURRENTLY i ON t (a)';\n  COMMIT;\nEND\n$$;",
         "CREATE FUNCTION f() RETURNS text LANGUAGE sql AS $body$ SELECT 'VACUUM; COMMIT;' $body$;",
         "INSERT INTO notes VALUES ('CREATE INDEX CONCURRENTLY i ON t (a); VACUUM; BEGIN; COMMIT;');",
         "COMMENT ON TABLE t IS 'run VACUUM FULL and ALTER SYSTEM weekly';",
@@ -568,9 +573,11 @@ def test_plan_problems(tmp_path: Path) -> None:
     )
     plan = plan_pending(statuses)
     assert plan.problems == [
-        "002_b.sql: pending but older than the newest applied version 5; rerun with --allow-out-of-order to apply it anyway",
+        "002_b.sql: pending but older than the newest applied version 5; "
+        "rerun with --allow-out-of-order to apply it anyway",
         "003 (d): applied but its file is missing; restore the file, or run 'inv repair' to forget the row",
-        "004_add_x.sql: checksum mismatch (applied file was edited after it ran); run 'inv repair' if the edit is intended",
+        "004_add_x.sql: checksum mismatch (applied file was edited after it ran); "
+        "run 'inv repair' if the edit is intended",
     ]
     assert [m.filename for m in plan.pending] == ["006_f.sql"]
     assert plan.refusal().startswith("refusing to apply: 3 problems: 002_b.sql: pending but older")

@@ -88,8 +88,14 @@ def test_objects_on_one_side_only_and_the_session_state_they_were_created_in() -
 
 
 def test_unlogged_and_a_check_constraint_are_seen_but_check_order_is_not() -> None:
-    checks = "CREATE TABLE public.t (\n    a integer,\n    CONSTRAINT one CHECK ((a > 0)),\n    CONSTRAINT two CHECK ((a < 9))\n);"
-    swapped = "CREATE TABLE public.t (\n    a integer,\n    CONSTRAINT two CHECK ((a < 9)),\n    CONSTRAINT one CHECK ((a > 0))\n);"
+    checks = (
+        "CREATE TABLE public.t (\n    a integer,\n    CONSTRAINT one CHECK ((a > 0)),\n"
+        "    CONSTRAINT two CHECK ((a < 9))\n);"
+    )
+    swapped = (
+        "CREATE TABLE public.t (\n    a integer,\n    CONSTRAINT two CHECK ((a < 9)),\n"
+        "    CONSTRAINT one CHECK ((a > 0))\n);"
+    )
     assert (
         compare_dumps(_dump(_entry("t", "TABLE", "public", checks)), _dump(_entry("t", "TABLE", "public", swapped)))
         == []
@@ -101,7 +107,10 @@ def test_unlogged_and_a_check_constraint_are_seen_but_check_order_is_not() -> No
 
 
 def test_a_function_body_is_compared_verbatim() -> None:
-    body = "CREATE FUNCTION public.f() RETURNS integer\n    LANGUAGE sql\n    AS $$\nSELECT 1\n-- ALTER TABLE x OWNER TO y;\n$$;"
+    body = (
+        "CREATE FUNCTION public.f() RETURNS integer\n    LANGUAGE sql\n    AS $$\nSELECT 1\n"
+        "-- ALTER TABLE x OWNER TO y;\n$$;"
+    )
     changed = body.replace("SELECT 1", "SELECT 2")
     assert (
         compare_dumps(
@@ -163,14 +172,16 @@ def test_a_forged_end_marker_inside_a_dump_cannot_cut_it_short() -> None:
 # ---------------------------------------------------------------- real PostgreSQL: what only the dump oracle sees
 
 BASE = "CREATE TABLE t (id int PRIMARY KEY, note text);\n"
-ON_DDL = "CREATE FUNCTION on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;\n"  # on both sides: the model sees functions
+# on both sides: the model sees functions
+ON_DDL = "CREATE FUNCTION on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN END $$;\n"
 BLIND_SPOTS = {
     "publication": BASE + "CREATE PUBLICATION pub FOR TABLE t;\n",
     "column storage": BASE + "ALTER TABLE t ALTER COLUMN note SET STORAGE EXTERNAL;\n",
     "event trigger": BASE + ON_DDL + "CREATE EVENT TRIGGER watch ON ddl_command_end EXECUTE FUNCTION on_ddl();\n",
     "default privileges": BASE + "ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT ON TABLES TO PUBLIC;\n",
 }
-# (column statistics targets were a blind spot until the catalog modelled them: the list holds what it still cannot describe)
+# (column statistics targets were a blind spot until the catalog modelled them:
+# the list holds what it still cannot describe)
 EXPECTED_LINE = {
     "publication": "PUBLICATION",
     "column storage": "SET STORAGE EXTERNAL",

@@ -174,7 +174,8 @@ def test_in_place_restore_loses_no_acknowledged_write(sandbox: SandboxHandle, fr
     figures: list[str] = []
     with sandbox.remote(fresh_db, backup_dir=str(backup_dir), keep_backups=20) as r:
         r.psql(
-            "CREATE TABLE w (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); INSERT INTO w (id) VALUES (1), (2);"
+            "CREATE TABLE w (id bigint PRIMARY KEY, at timestamptz DEFAULT clock_timestamp()); "
+            "INSERT INTO w (id) VALUES (1), (2);"
         )
         taken = create_backup(r, now=T0)
         for run in range(WRITER_RUNS):
@@ -247,7 +248,8 @@ def canary() -> Iterator[Path]:
 
 @pytest.mark.parametrize("payload", HOSTILE, ids=[f"p{i}" for i in range(len(HOSTILE))])
 def test_hostile_names_are_data_everywhere(sandbox: SandboxHandle, canary: Path, payload: str) -> None:
-    """A hostile database name and label go through backup, restore --into and restore --in-place: all work, nothing runs."""
+    """A hostile database name and label go through backup, restore --into and restore --in-place:
+    all work, nothing runs."""
     database = payload[:40]
     sandbox.admin.psql('CREATE DATABASE :"n"', "postgres", extra=["-v", f"n={database}"])
     backup_dir = Path(sandbox.state.root) / "backups" / f"hostile-{secrets.token_hex(3)}"
@@ -521,7 +523,8 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
     try:
         holder.stdin.write(
             "BEGIN; DO $$ BEGIN LOOP EXIT WHEN NOT (SELECT datallowconn FROM pg_database WHERE datname = "
-            f"'{database}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; SELECT 'held';\n"
+            f"'{database}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; "
+            "SELECT 'held';\n"
         )
         holder.stdin.flush()
         cli = _start_cli(project, "restore", "--host", "sandbox", "--latest", "--in-place", "--yes")

@@ -214,7 +214,10 @@ def test_a_no_transaction_file_that_fails_partway_is_recorded_as_failed_until_re
         project,
         {
             "001_t.sql": "CREATE TABLE t (id int);\n",
-            "002_two.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\nCREATE INDEX CONCURRENTLY t_oops ON t (nope);\n",
+            "002_two.sql": (
+                "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY t_id ON t (id);\n"
+                "CREATE INDEX CONCURRENTLY t_oops ON t (nope);\n"
+            ),
         },
     )
     failed = project.run("sync", "--host", "sandbox", "--yes", "--no-backup")
@@ -445,7 +448,8 @@ def test_baseline_records_without_running_and_refuses_later_rows(project: Projec
 
 
 def test_library_refuses_transactional_concurrently_before_any_change(remote: Remote, tmp_path: Path) -> None:
-    """Only pending files are parsed, so the refusal comes after the (read-only) ledger read, before anything is written."""
+    """Only pending files are parsed, so the refusal comes after the (read-only) ledger read,
+    before anything is written."""
     (tmp_path / "001_bad.sql").write_text("CREATE INDEX CONCURRENTLY x ON y (z);\n")
     before = remote.command_count
     with pytest.raises(MigrationError, match=r"001_bad\.sql:1"):
@@ -603,7 +607,8 @@ def test_status_shows_every_file_with_the_bad_one_marked_and_sync_refuses_it(
 
 
 def test_the_task_manifest_matches_the_collection_and_a_task_loads_only_its_module() -> None:
-    """TASKS names every task and alias of the full collection; 'status' starts without pglast, the catalog, plans or progress."""
+    """TASKS names every task and alias of the full collection;
+    'status' starts without pglast, the catalog, plans or progress."""
     from opsagent.cli import TASKS, collection_for, modules_for
 
     full = collection_for(None)
@@ -619,8 +624,10 @@ def test_the_task_manifest_matches_the_collection_and_a_task_loads_only_its_modu
         and modules_for(["inv", "sandbox.up"]) == {"core"}
     )
     probe = (
-        "import sys; sys.argv = ['opsagent', 'status', '--help']; import opsagent.cli as cli; cli.collection_for(sys.argv); "
-        "print(sorted(m for m in ('pglast', 'opsagent.schema.catalog', 'opsagent.schema.plan', 'rich.progress', 'opsagent.migrate.lint', "
+        "import sys; sys.argv = ['opsagent', 'status', '--help']; import opsagent.cli as cli; "
+        "cli.collection_for(sys.argv); "
+        "print(sorted(m for m in ('pglast', 'opsagent.schema.catalog', 'opsagent.schema.plan', 'rich.progress', "
+        "'opsagent.migrate.lint', "
         "'opsagent.migrate.hazards', 'opsagent.backup', 'opsagent.cli.backup') if m in sys.modules))"
     )
     loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.strip()
@@ -635,7 +642,8 @@ def test_the_task_manifest_matches_the_collection_and_a_task_loads_only_its_modu
 
 
 def test_a_no_op_sync_and_status_never_load_the_parser(project: Project) -> None:
-    """Nothing pending: no pglast, no hazard lint, no backup module; status neither (its table is plain lines into a pipe)."""
+    """Nothing pending: no pglast, no hazard lint, no backup module; status neither
+    (its table is plain lines into a pipe)."""
     write_all(project, {f"{i:03d}_t{i}.sql": f"CREATE TABLE t{i} (id int);\n" for i in range(1, 21)})
     assert project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--no-drift-check").returncode == 0
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml")}

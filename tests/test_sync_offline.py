@@ -23,8 +23,12 @@ from .conftest import Project, SandboxHandle, write_inventory
 FILES = {
     "001_create_orders.sql": "-- the first one\nCREATE TABLE orders (id bigint PRIMARY KEY, note text);\n",
     # a description with a quote, dollars and a backslash: all go into ledger literals
-    "002_o'brien $$ costs \\ x.sql": "ALTER TABLE orders ADD COLUMN price numeric;\nINSERT INTO orders VALUES (1, 'it''s $$ \\ fine', 2);\n",
-    "003_index_concurrently.sql": "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY orders_price ON orders (price);\n",
+    "002_o'brien $$ costs \\ x.sql": (
+        "ALTER TABLE orders ADD COLUMN price numeric;\nINSERT INTO orders VALUES (1, 'it''s $$ \\ fine', 2);\n"
+    ),
+    "003_index_concurrently.sql": (
+        "-- opsagent:no-transaction\nCREATE INDEX CONCURRENTLY orders_price ON orders (price);\n"
+    ),
     "004_wrapped.sql": "BEGIN;\nCREATE TABLE lines (order_id bigint REFERENCES orders);\nCOMMIT;\n",
 }
 COMPARED = (

@@ -58,7 +58,8 @@ def backend_pids(sandbox: SandboxHandle, token: str) -> list[int]:
 
 
 def backends_with(sandbox: SandboxHandle, token: str) -> int:
-    """How many of the token's backends (seen by wait_for_backend) still run; read from /proc: no SSH round trip in the timing."""
+    """How many of the token's backends (seen by wait_for_backend) still run; read from /proc:
+    no SSH round trip in the timing."""
     return sum(Path(f"/proc/{pid}").exists() for pid in _BACKENDS.get(token, []))
 
 

@@ -24,7 +24,8 @@ if TYPE_CHECKING:
 
 
 def split_statements(sql: str, source: str = "<sql>") -> list[Statement]:
-    """``opsagent.migrate.sqltext.split_statements``, imported on first use: pglast is only loaded when a file is parsed."""
+    """``opsagent.migrate.sqltext.split_statements``, imported on first use:
+    pglast is only loaded when a file is parsed."""
     from .sqltext import split_statements as split
 
     return split(sql, source)
@@ -62,7 +63,8 @@ class Migration:
     transactional: bool  # False when the header has "-- opsagent:no-transaction"
     size_bytes: int
     wrapped: bool = False  # a transactional file that wraps itself in BEGIN; ... COMMIT; (seed style)
-    # the text after a "-- opsagent:down" line (None: no down section); never run by sync, not in ``sql`` nor the checksum
+    # the text after a "-- opsagent:down" line (None: no down section); never run by sync,
+    # not in ``sql`` nor the checksum
     down_sql: str | None = None
     down_line: int = 0  # file line where ``down_sql`` starts
     # False: only read and checksummed (``survey``), not parsed nor checked yet: ``check_migration`` does that
@@ -312,11 +314,13 @@ def _markers(sql: str, source: str) -> tuple[set[str], list[str]]:
             continue  # "-- opsagent:ignore rule" acknowledges a lint finding: anywhere, and not a marker
         if name not in KNOWN_MARKERS:
             warnings.append(
-                f"{source}:{number}: unknown marker '-- opsagent:{match.group(1)}' ignored (known: {', '.join(sorted(KNOWN_MARKERS))})"
+                f"{source}:{number}: unknown marker '-- opsagent:{match.group(1)}' ignored (known: "
+                f"{', '.join(sorted(KNOWN_MARKERS))})"
             )
         elif number > header_lines:
             warnings.append(
-                f"{source}:{number}: marker '-- opsagent:{name}' ignored: markers belong in the comment block at the top of the file"
+                f"{source}:{number}: marker '-- opsagent:{name}' ignored: "
+                "markers belong in the comment block at the top of the file"
             )
         else:
             found.add(name)
@@ -528,7 +532,8 @@ def _check_transactional(raw: list[_Raw]) -> bool:
 
 
 def _check_autocommit(raw: list[_Raw], source: str) -> list[str]:
-    """In a no-transaction file: refuse non-transactional statements inside explicit blocks; warn when the marker is useless."""
+    """In a no-transaction file: refuse non-transactional statements inside explicit blocks;
+    warn when the marker is useless."""
     open_at: int | None = None
     needs_marker = False
     for index, item in enumerate(raw):
@@ -817,8 +822,9 @@ def _problem(status: VersionStatus, highest: int | None) -> str | None:
         )
     if status.state == "failed":
         return (
-            f"{status.filename}: failed partway at {_when(status.row)} (it runs outside a transaction: the statements before "
-            "the failing one stayed applied); check the database, then run 'inv repair' to clear its row and sync again"
+            f"{status.filename}: failed partway at {_when(status.row)} (it runs outside a transaction: "
+            "the statements before the failing one stayed applied); "
+            "check the database, then run 'inv repair' to clear its row and sync again"
         )
     if status.state == "out_of_order":
         return (
@@ -921,7 +927,8 @@ def new_migration(
     notes: Sequence[str] = (),
     no_transaction: bool = False,
 ) -> Path:
-    """Create the next-numbered migration file (the template, or ``body`` under a header of ``notes``); never overwrites."""
+    """Create the next-numbered migration file (the template, or ``body`` under a header of ``notes``);
+    never overwrites."""
     slug = _slug(description)
     if not slug:
         raise UsageError("a migration needs a description made of letters or digits, e.g. \"add paper trading mode\"")

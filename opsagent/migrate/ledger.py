@@ -74,7 +74,8 @@ class Ledger:
 
     @property
     def lock_key(self) -> tuple[int, int]:
-        """Two-int advisory lock key: constant class, object derived from the ledger's schema and table (both positive int4).
+        """Two-int advisory lock key: constant class, object derived from the ledger's schema and table
+        (both positive int4).
 
         For the default table the key is the one every earlier version used, so an old
         and a new opsagent syncing the same database still exclude each other.
@@ -88,10 +89,12 @@ class Ledger:
         cls, obj = self.lock_key
         return (
             "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, "
-            "'client', coalesce(host(a.client_addr), 'local socket'), 'user', a.usename, 'since', a.backend_start)), '[]') "
+            "'client', coalesce(host(a.client_addr), 'local socket'), 'user', a.usename, "
+            "'since', a.backend_start)), '[]') "
             "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             f"WHERE l.locktype = 'advisory' AND l.granted AND l.classid = {cls} AND l.objid = {obj} AND l.objsubid = 2 "
-            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) AND l.pid <> pg_backend_pid()"
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND l.pid <> pg_backend_pid()"
         )
 
     def try_lock_sql(self) -> str:
@@ -113,16 +116,17 @@ class Ledger:
             f"AND NOT attisdropped AND attname IN ({own})) = {len(OWN_COLUMNS)}"
         )
         return (  # a foreign table of that name (no version/description/applied_at): its columns only, never its rows
-            f"SELECT to_regclass({self.regclass}) IS NOT NULL AS opsagent_has_ledger, {ours} AS opsagent_ledger_ours \\gset\n"
+            f"SELECT to_regclass({self.regclass}) IS NOT NULL AS opsagent_has_ledger, "
+            f"{ours} AS opsagent_ledger_ours \\gset\n"
             "\\if :opsagent_ledger_ours\n"
-            f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', ({rows}), 'holders', ({holders}),"
-            " 'server_version', current_setting('server_version'));\n"
+            f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', ({rows}),"
+            f" 'holders', ({holders}), 'server_version', current_setting('server_version'));\n"
             "\\elif :opsagent_has_ledger\n"
-            f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', '[]'::json, 'holders', ({holders}),"
-            " 'server_version', current_setting('server_version'));\n"
+            f"SELECT json_build_object('exists', true, 'columns', ({columns}), 'rows', '[]'::json,"
+            f" 'holders', ({holders}), 'server_version', current_setting('server_version'));\n"
             "\\else\n"
-            f"SELECT json_build_object('exists', false, 'columns', '[]'::json, 'rows', '[]'::json, 'holders', ({holders}),"
-            " 'server_version', current_setting('server_version'));\n"
+            "SELECT json_build_object('exists', false, 'columns', '[]'::json, 'rows', '[]'::json,"
+            f" 'holders', ({holders}), 'server_version', current_setting('server_version'));\n"
             "\\endif\n"
         )
 
@@ -262,10 +266,11 @@ class LockHolder:
 
 
 def blockers_query(pid: int) -> str:
-    """A JSON array describing the sessions that block backend ``pid`` (``pg_blocking_pids``): who, state, age, query."""
+    """A JSON array describing the sessions that block backend ``pid`` (``pg_blocking_pids``):
+    who, state, age, query."""
     return (
-        "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, 'state', a.state, "
-        "'user', a.usename, 'client', coalesce(host(a.client_addr), 'local socket'), "
+        "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, "
+        "'state', a.state, 'user', a.usename, 'client', coalesce(host(a.client_addr), 'local socket'), "
         "'xact_age_s', round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1), "
         "'query', left(split_part(btrim(a.query, E' \\n\\t\\r'), E'\\n', 1), 200)) ORDER BY a.pid), '[]') "
         f"FROM pg_stat_activity a WHERE a.pid = ANY (pg_blocking_pids({int(pid)}))"

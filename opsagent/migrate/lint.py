@@ -1138,7 +1138,9 @@ def _add_constraint(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None
             "add-fk-not-valid",
             table=names[0],
             node=constraint,
-            message=f"ADD FOREIGN KEY{label} on {names[0]} scans it while blocking writes to it and to the referenced table",
+            message=(
+                f"ADD FOREIGN KEY{label} on {names[0]} scans it while blocking writes to it and to the referenced table"
+            ),
         )
     elif constraint.contype == ConstrType.CONSTR_CHECK:
         column = _not_null_check_column(constraint.raw_expr)
@@ -1215,7 +1217,9 @@ def _set_not_null(lint: _FileLinter, names: tuple[str, str], cmd: Any) -> None:
     lint.add(
         "set-not-null",
         table=names[0],
-        message=f"ALTER COLUMN {cmd.name} SET NOT NULL on {names[0]} scans the whole table under an ACCESS EXCLUSIVE lock",
+        message=(
+            f"ALTER COLUMN {cmd.name} SET NOT NULL on {names[0]} scans the whole table under an ACCESS EXCLUSIVE lock"
+        ),
     )
 
 
@@ -1444,7 +1448,8 @@ def table_stats_query(tables: Iterable[str]) -> str:
     values = ", ".join(f"({literal(name)})" for name in names)
     return (
         "SELECT coalesce(json_object_agg(q.name, json_build_object("
-        "'table', quote_ident(n.nspname) || '.' || quote_ident(c.relname), 'rows', s.rows, 'bytes', s.bytes)), '{}'::json) "
+        "'table', quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
+        "'rows', s.rows, 'bytes', s.bytes)), '{}'::json) "
         f"FROM (VALUES {values}) AS q(name) "
         "JOIN pg_class c ON c.oid = to_regclass(q.name) "
         f"JOIN pg_namespace n ON n.oid = c.relnamespace {_ROWS_AND_BYTES}"
@@ -1471,7 +1476,8 @@ def every_table_stats_query() -> str:
         "SELECT coalesce(json_object_agg(quote_ident(n.nspname) || '.' || quote_ident(c.relname), "
         "json_build_object('rows', s.rows, 'bytes', s.bytes)), '{}'::json) "
         f"FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace {_ROWS_AND_BYTES} "
-        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%'"
+        "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+        "AND n.nspname NOT LIKE 'pg\\_toast%'"
     )
 
 

@@ -148,7 +148,8 @@ def _split_cached(sql: str) -> tuple[Statement, ...]:
 
 
 def _covers(sql: str, parts: tuple[slice, ...]) -> bool:
-    """True when nothing but blanks, semicolons and comments lies outside the pieces (the scanner drops an unclosed tail)."""
+    """True when nothing but blanks, semicolons and comments lies outside the pieces
+    (the scanner drops an unclosed tail)."""
     previous = 0
     for part in parts:
         if _GAP_RE.fullmatch(sql, previous, part.start) is None:

@@ -56,7 +56,8 @@ CACHE_SUBDIR = "cache"
 FACTS_SQL = """\
 SELECT json_build_object(
   'server_version_num', current_setting('server_version_num'),
-  'template0', (SELECT json_build_array(pg_encoding_to_char(encoding), datcollate, datctype) FROM pg_database WHERE datname = 'template0'),
+  'template0', (SELECT json_build_array(pg_encoding_to_char(encoding), datcollate, datctype)
+                  FROM pg_database WHERE datname = 'template0'),
   'extension_versions', (SELECT coalesce(json_agg(json_build_array(name, version) ORDER BY name, version), '[]')
                            FROM pg_available_extension_versions),
   'extension_defaults', (SELECT coalesce(json_agg(json_build_array(name, default_version) ORDER BY name), '[]')
@@ -68,7 +69,8 @@ PG_DUMP_VERSION = (
 
 
 def desired_query(exclude_tables: Sequence[str]) -> str:
-    """The introspection query of the desired side: with dependencies, so one cached catalog serves diff, check and plan."""
+    """The introspection query of the desired side: with dependencies,
+    so one cached catalog serves diff, check and plan."""
     return introspection_sql(exclude_tables, dependencies=True)
 
 
@@ -154,7 +156,8 @@ def _path(cache_dir: Path, digest: str, key: str) -> Path:
 
 
 def known_schema(cache_dir: Path | None, digest: str) -> bool:
-    """Whether any cache file exists for this ``schema.sql`` text (for another server maybe): if not, it is surely cold."""
+    """Whether any cache file exists for this ``schema.sql`` text (for another server maybe):
+    if not, it is surely cold."""
     if cache_dir is None:
         return False
     with contextlib.suppress(OSError):
@@ -165,7 +168,8 @@ def known_schema(cache_dir: Path | None, digest: str) -> bool:
 def load_cached(
     cache_dir: Path | None, digest: str, key: str, source: str, *, document: Any = None, touch: bool = True
 ) -> DesiredState | None:
-    """The cached desired state, or None (absent, unreadable, corrupt or made for another key: a miss, never an error)."""
+    """The cached desired state, or None (absent, unreadable, corrupt or made for another key:
+    a miss, never an error)."""
     if cache_dir is None:
         return None
     path = _path(cache_dir, digest, key)
@@ -300,7 +304,8 @@ def desired_state(
 ) -> DesiredState:
     """The desired state for ``facts``' server: from the cache (no remote command), else materialized once and stored.
 
-    ``materialized``: the caller already built it (e.g. alongside reading the live side, when the cache was surely cold).
+    ``materialized``: the caller already built it (e.g. alongside reading the live side,
+    when the cache was surely cold).
     ``prefetched``: ``newest()``'s guess, used when its key is the right one.
     """
     digest = schema_digest(sql)

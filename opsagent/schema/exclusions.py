@@ -115,7 +115,8 @@ def dump_exclude_args(entries: Iterable[str]) -> list[str]:
 
 
 def hidden_schema_candidates(entries: Iterable[str]) -> list[str]:
-    """Schemas of qualified entries other than ``public``: hidden from the model when they hold nothing but excluded tables.
+    """Schemas of qualified entries other than ``public``: hidden from the model
+    when they hold nothing but excluded tables.
 
     ``public`` exists in every database (template0 has it), so it is never hidden:
     hiding an empty ``public`` on one side only would read as "drop schema public".

@@ -41,7 +41,8 @@ from .exclusions import (
 
 RULES = (
     "owners are not compared (ALTER ... OWNER TO lines and the Owner: of entry headers are ignored)",
-    "the column lines of each CREATE TABLE are compared as a set: column order, which the model ignores by design, does not count",
+    "the column lines of each CREATE TABLE are compared as a set: column order, which the model ignores by design, "
+    "does not count",
     "the order in which pg_dump emits objects does not count: entries are compared by name and type",
     "the order of grants within an object's ACL does not count",
     "entries that parse to the same statements (e.g. timezone('utc', x) vs x AT TIME ZONE 'utc') are equal",
@@ -76,7 +77,8 @@ class Entry:
 
 
 def entries(dump: str) -> dict[str, tuple[Entry, ...]]:
-    """The dump's entries by key (several entries may share one, e.g. ACLs); the preamble before the first entry is dropped."""
+    """The dump's entries by key (several entries may share one, e.g. ACLs);
+    the preamble before the first entry is dropped."""
     found: dict[str, list[Entry]] = {}
     state = dict(_STATE_DEFAULTS)
     current: tuple[str, str, str] | None = None
@@ -184,7 +186,8 @@ def _same(old: Sequence[Entry], new: Sequence[Entry]) -> bool:
 
 @dataclasses.dataclass(frozen=True)
 class DumpDifference:
-    """One entry that differs between the two dumps: only in live (``extra``), only in desired (``missing``) or ``changed``."""
+    """One entry that differs between the two dumps:
+    only in live (``extra``), only in desired (``missing``) or ``changed``."""
 
     key: str
     type: str
@@ -274,7 +277,8 @@ def _split_key(name: str) -> list[str]:
 
 
 def _entry_objects(difference: DumpDifference) -> set[tuple[str, str]]:
-    """(schema, object) pairs an entry is about: its own name, and the table an attached object (``t cname``) belongs to."""
+    """(schema, object) pairs an entry is about: its own name, and the table an attached object
+    (``t cname``) belongs to."""
     name = difference.name
     words = name.split(" ")
     found = {(difference.schema, name.split("(", 1)[0])}
