@@ -547,19 +547,19 @@ def q_db(project: Project, database: str) -> str:
         (True, "\n", False, False),
     ],
 )
-def test_in_place_confirmation(
-    monkeypatch: pytest.MonkeyPatch, interactive: bool, typed: str, yes: bool, accepted: bool
-) -> None:
+def test_in_place_confirmation(interactive: bool, typed: str, yes: bool, accepted: bool) -> None:
     import io
 
     from opsagent.cli import backup as cli
+    from opsagent.cli.environment import Environment
     from opsagent.inventory import HostConfig
 
-    monkeypatch.setattr(cli, "is_interactive", lambda: interactive)
-    monkeypatch.setattr("sys.stdin", io.StringIO(typed))
+    stdout = io.StringIO()
+    env = Environment(stdout=stdout, stderr=io.StringIO(), stdin=io.StringIO(typed), stdin_isatty=interactive)
     host = HostConfig(name="prod", address="x", database="trad")
     if accepted:
-        cli._confirm(host, "trad-20261124T103000Z.dump", yes)
+        cli._confirm(env, host, "trad-20261124T103000Z.dump", yes)
     else:
         with pytest.raises(UsageError):
-            cli._confirm(host, "trad-20261124T103000Z.dump", yes)
+            cli._confirm(env, host, "trad-20261124T103000Z.dump", yes)
+    assert stdout.getvalue() == ""  # the question goes to stderr, the answer comes from stdin

@@ -23,6 +23,7 @@ from rich.panel import Panel
 from rich.progress import Progress
 
 from opsagent.cli import base
+from opsagent.cli.environment import Environment, PipedConsole, task_context
 from opsagent.cli.fleet import check_fleet_flags, summary_table, sync_columns
 from opsagent.errors import ExitCode, UsageError
 from opsagent.migrate.sync import Identity, SyncOptions
@@ -298,7 +299,7 @@ def test_project_inventory_refuses_outside_and_accepts_inside(tmp_path: Path, mo
 
 
 def test_a_task_that_needs_a_project_is_refused_outside_before_it_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from invoke.context import Context
     from invoke.exceptions import Exit
@@ -312,14 +313,15 @@ def test_a_task_that_needs_a_project_is_refused_outside_before_it_runs(
     task = base.command(needs_project=True)(write_here)
     monkeypatch.delenv("OPSAGENT_INVENTORY", raising=False)
     monkeypatch.chdir(tmp_path)
+    out, err = io.StringIO(), io.StringIO()
     with pytest.raises(Exit) as caught:
-        task(Context())
+        task(task_context(Environment(stdout=out, stderr=err)))
     assert caught.value.code == ExitCode.USAGE and ran == []
-    assert "not inside an opsagent project" in capsys.readouterr().err
+    assert "not inside an opsagent project" in err.getvalue() and out.getvalue() == ""
     (tmp_path / "inventory.yaml").write_text("hosts: {}\n")
     (tmp_path / "sql").mkdir()
     monkeypatch.chdir(tmp_path / "sql")
-    task(Context())
+    task(Context())  # a context made elsewhere: the process's own streams
     assert [p.resolve() for p in ran] == [(tmp_path / "sql").resolve()]
 
 
@@ -337,14 +339,15 @@ def _no_trailing_blanks(text: str) -> None:
     assert not bad, bad[:3]
 
 
-def test_piped_console_never_wraps_crops_or_pads(capsys: pytest.CaptureFixture[str]) -> None:
-    console = base.make_console()  # stdout is pytest's capture, not a terminal
-    assert isinstance(console, base.PipedConsole)
+def test_piped_console_never_wraps_crops_or_pads() -> None:
+    stdout = io.StringIO()
+    console = Environment(stdout=stdout, stderr=io.StringIO()).out  # not terminals
+    assert isinstance(console, PipedConsole)
     long_line = "backup_" + "x" * 300 + ".dump"
     console.print(long_line)
     console.print(Panel("short"))
     console.print(Panel(long_line))
-    out = capsys.readouterr().out
+    out = stdout.getvalue()
     lines = out.splitlines()
     assert lines[0] == long_line
     assert max(len(line) for line in lines[1:4]) < 20  # the short panel is drawn at its natural width, not 100k wide
@@ -560,7 +563,7 @@ def test_host_lookups_of_project_tasks_refuse_a_folder_with_only_sandbox_hosts(
     with pytest.raises(UsageError, match="not inside an opsagent project"):
         base.hosts_named("sandbox", project=True)  # sync, status, extract and diff look their hosts up this way
     with pytest.raises(UsageError, match="not inside an opsagent project"):
-        plan_cli._make_report("sandbox", "snapshot", "", "", False, "", False)
+        plan_cli._make_report("sandbox", "snapshot", "", "", False, "", False, err=Console(file=io.StringIO()))
     (tmp_path / "inventory.yaml").write_text("hosts:\n  prod: {address: 127.0.0.1, port: 9}\n")
     hosts, inv = base.hosts_named("prod", project=True)
     assert [h.name for h in hosts] == ["prod"] and inv.source is not None

@@ -1,8 +1,8 @@
 """Feedback during long waits (issue 15): spinner/bar on a terminal, start/done lines when piped, warnings never glued.
 
-Unit tests render into captured consoles (a terminal is a Rich console with ``force_terminal``
-writing to a StringIO shared by "stdout" and "stderr", as both share one screen); the CLI tests
-run the real CLI against the sandbox, piped and under a pseudo-terminal.
+Unit tests render on the consoles of an ``Environment`` built over StringIO buffers (a terminal is
+one buffer shared by "stdout" and "stderr" marked as terminals, as both share one screen); the CLI
+tests run the real CLI against the sandbox, piped and under a pseudo-terminal.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import pytest
 from rich.console import Console
 
 from opsagent.backup import create_backup, restore_backup
-from opsagent.cli.base import PipedConsole, TerminalConsole
+from opsagent.cli.environment import Environment
 from opsagent.cli.progress import tracking, waiting
 from opsagent.remote.transport import Remote
 from opsagent.units import human_bytes, human_duration
@@ -46,18 +46,19 @@ def glued(raw: str, word: str) -> list[str]:
     return [s for s in screen_segments(raw) if word in s and not s.lstrip().startswith(word)]
 
 
-def terminal_pair() -> tuple[io.StringIO, TerminalConsole, TerminalConsole]:
+def terminal_pair() -> tuple[io.StringIO, Console, Console]:
+    """stdout and stderr of an environment on one terminal screen, 100 columns wide: its two consoles."""
     screen = io.StringIO()
-
-    def make() -> TerminalConsole:
-        return TerminalConsole(file=screen, force_terminal=True, width=100, color_system="standard", highlight=False)
-
-    return screen, make(), make()
+    env = Environment(
+        stdout=screen, stderr=screen, stdout_isatty=True, stderr_isatty=True, width=100, color_system="standard"
+    )
+    return screen, env.out, env.err
 
 
 def piped() -> tuple[io.StringIO, Console]:
+    """The stderr console of an environment whose streams are not terminals, and what it wrote."""
     stream = io.StringIO()
-    return stream, PipedConsole(file=stream, width=100_000, soft_wrap=True, highlight=False, force_terminal=False)
+    return stream, Environment(stdout=io.StringIO(), stderr=stream).err
 
 
 # ---------------------------------------------------------------- module, piped

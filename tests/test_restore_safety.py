@@ -562,13 +562,12 @@ def q_count(sandbox: SandboxHandle, pattern: str) -> str:
 # ---------------------------------------------------------------- the confirmation names the sessions
 
 
-def test_confirmation_names_the_sessions_it_will_terminate(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_confirmation_names_the_sessions_it_will_terminate() -> None:
     import io
 
     from opsagent.backup import Session
     from opsagent.cli import backup as cli
+    from opsagent.cli.environment import Environment
     from opsagent.inventory import HostConfig
 
     sessions = [
@@ -582,12 +581,16 @@ def test_confirmation_names_the_sessions_it_will_terminate(
         == "4 sessions will be terminated ([red]worker[/], billing, 1 without an application name)"
     )
     assert cli.describe_sessions([]) == "no sessions are connected"
-    monkeypatch.setattr(cli, "is_interactive", lambda: True)
-    monkeypatch.setattr("sys.stdin", io.StringIO("trad\n"))
+    stderr = io.StringIO()
+    env = Environment(stdout=io.StringIO(), stderr=stderr, stdin=io.StringIO("trad\n"), stdin_isatty=True)
     cli._confirm(
-        HostConfig(name="prod", address="x", database="trad"), "trad-20261124T103000.000Z-beef.dump", False, sessions
+        env,
+        HostConfig(name="prod", address="x", database="trad"),
+        "trad-20261124T103000.000Z-beef.dump",
+        False,
+        sessions,
     )
-    shown = capsys.readouterr().err
+    shown = stderr.getvalue()
     assert "4 sessions will be terminated ([red]worker[/], billing, 1 without an application name)" in shown.replace(
         "\n", " "
     )

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 from invoke.collection import Collection
 from invoke.context import Context
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -36,14 +36,11 @@ from .base import (
     HOST_HELP,
     JSON_HELP,
     command,
-    console,
-    err_console,
     hosts_named,
-    is_interactive,
-    print_json,
     require_project,
     single_host,
 )
+from .environment import Environment, environment
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import tracking, waiting
 
@@ -94,11 +91,12 @@ def backup(
     """Take a verified pg_dump -Fc backup into the host's backup_dir (retention: keep_backups newest)."""
     if download:
         require_project()  # --download writes into the project's backups/, never into whatever folder this runs in
+    env = environment(c)
     targets, inv = hosts_named(host)
     if len(targets) > 1:
 
         def action(target: HostConfig) -> HostOutcome:
-            result = _backup_one(target, inv, label, download, accept_new_host_key, quiet=True)
+            result = _backup_one(target, inv, label, download, accept_new_host_key, env.err, quiet=True)
             return HostOutcome(
                 target.name, message=f"{result.name} {human(result.size_bytes)}", details=as_dict(result)
             )
@@ -107,6 +105,7 @@ def backup(
         run_and_render(
             targets,
             action,
+            env,
             title="backup",
             columns=columns,
             parallel=parallel,
@@ -115,35 +114,38 @@ def backup(
             json_=json_,
         )
         return
-    result = _backup_one(targets[0], inv, label, download, accept_new_host_key, quiet=False)
+    result = _backup_one(targets[0], inv, label, download, accept_new_host_key, env.err, quiet=False)
     if json_:
-        print_json(as_dict(result))
+        env.print_json(as_dict(result))
         return
-    _render_backup(targets[0], result)
+    _render_backup(targets[0], result, env.out)
 
 
 def _backup_one(
-    target: HostConfig, inv: Inventory, label: str, download: bool, accept_new: bool, *, quiet: bool
+    target: HostConfig, inv: Inventory, label: str, download: bool, accept_new: bool, err: Console, *, quiet: bool
 ) -> BackupResult:
     """One host's backup; ``quiet`` drops the progress bar (fleet runs show a status line per host)."""
     what = f"backup of {target.database} on {target.name}"
-    with tracking(what, unit="bytes") as shown, open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+    with (
+        tracking(what, unit="bytes", console=err) as shown,
+        open_remote(target, inv, accept_new_host_key=accept_new) as remote,
+    ):
         progress: ProgressCallback | None = None if quiet else shown.update
         return create_backup(
             remote, label or None, download_dir=local_dir(inv, target) if download else None, progress=progress
         )
 
 
-def _render_backup(host: HostConfig, result: BackupResult) -> None:
-    console.print(
+def _render_backup(host: HostConfig, result: BackupResult, out: Console) -> None:
+    out.print(
         f"[green]✔[/] {host.name}: backup [bold]{result.name}[/] {human(result.size_bytes)} verified "
         f"(database {human(result.database_bytes)}), sha256 {result.sha256[:16]}…"
     )
-    console.print(f"  on the server: {result.path}", markup=False)
+    out.print(f"  on the server: {result.path}", markup=False)
     if result.local_path:
-        console.print(f"  downloaded to: {result.local_path} (size and sha256 match)", markup=False)
+        out.print(f"  downloaded to: {result.local_path} (size and sha256 match)", markup=False)
     if result.deleted_by_retention:
-        console.print(
+        out.print(
             f"  retention (keep {host.keep_backups}) deleted: {', '.join(result.deleted_by_retention)}", markup=False
         )
 
@@ -154,11 +156,12 @@ def _render_backup(host: HostConfig, result: BackupResult) -> None:
 @command(name="list", default=True, help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
 def backups_list(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Backups of the host's database on the server, newest first."""
+    env = environment(c)
     target, inv = single_host(host)
     with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         found = list_backups(remote)
     if json_:
-        print_json(
+        env.print_json(
             {
                 "host": target.name,
                 "database": target.database,
@@ -185,7 +188,7 @@ def backups_list(c: Context, host: str = "", json_: bool = False, accept_new_hos
             item.label or "",
             "[green]✔[/]" if item.verified else "[red]✘[/]",
         )
-    console.print(table)
+    env.out.print(table)
 
 
 @command(
@@ -194,13 +197,14 @@ def backups_list(c: Context, host: str = "", json_: bool = False, accept_new_hos
 )
 def get(c: Context, name: str, host: str = "", accept_new_host_key: bool = False) -> None:
     """Copy a backup to backups/<host>/NAME here, checked against the server's size and sha256."""
+    env = environment(c)
     target, inv = single_host(host)
     with (
-        tracking(f"download of {name}", unit="bytes") as shown,
+        tracking(f"download of {name}", unit="bytes", console=env.err) as shown,
         open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote,
     ):
         result = download_backup(remote, name, local_dir(inv, target), progress=shown.update)
-    console.print(
+    env.out.print(
         f"[green]✔[/] {result.local_path} {human(result.size_bytes)}, sha256 {result.sha256[:16]}… matches the server's copy"
     )
 
@@ -241,20 +245,23 @@ def restore(
         raise UsageError("name the backup with --backup NAME or use --latest")
     if in_place and into:
         raise UsageError("--into and --in-place exclude each other")
+    env = environment(c)
     target, inv = single_host(host)
     with open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote:
         name = backup or latest_backup(remote).name
         if in_place:
-            _confirm(target, name, yes, sessions_to_terminate(remote))
-            with waiting(f"restoring {name} in place of {target.database} on {target.name}") as shown:
+            _confirm(env, target, name, yes, sessions_to_terminate(remote))
+            with waiting(f"restoring {name} in place of {target.database} on {target.name}", console=env.err) as shown:
                 result = restore_in_place(remote, name, on_phase=shown.phase)
         else:
-            with waiting(f"restoring {name} into {into or 'a new database'} on {target.name}") as shown:
+            with waiting(
+                f"restoring {name} into {into or 'a new database'} on {target.name}", console=env.err
+            ) as shown:
                 result = restore_backup(remote, name, into=into or None, on_phase=shown.phase)
     if json_:
-        print_json(as_dict(result))
+        env.print_json(as_dict(result))
     else:
-        _render_restore(target, result)
+        _render_restore(target, result, env.out)
     if result.pre_restore_backup_error:
         raise BackupError(
             f"{target.name}: {target.database} was restored, but the backup of the database it replaced failed "
@@ -274,46 +281,46 @@ def describe_sessions(sessions: list[Session]) -> str:
     return f"{len(sessions)} session{'s' if len(sessions) != 1 else ''} will be terminated ({', '.join(shown)})"
 
 
-def _confirm(host: HostConfig, name: str, yes: bool, sessions: list[Session] | None = None) -> None:
+def _confirm(env: Environment, host: HostConfig, name: str, yes: bool, sessions: list[Session] | None = None) -> None:
     who = describe_sessions(sessions or [])
     if yes:
-        err_console.print(f"{escape(host.name)}: closing {escape(host.database)}: {escape(who)}", soft_wrap=True)
+        env.err.print(f"{escape(host.name)}: closing {escape(host.database)}: {escape(who)}", soft_wrap=True)
         return
-    if not is_interactive():
+    if not env.interactive:
         raise UsageError(
             f"--in-place replaces database {host.database} on {host.name}: pass --yes (no terminal to ask on)"
         )
-    err_console.print(
+    env.err.print(
         f"This replaces database [bold]{escape(host.database)}[/] on {escape(host.name)} with backup {escape(name)}. "
         "New connections are refused and its sessions terminated while it is swapped; "
         "the replaced database is kept under a new name and backed up.",
         soft_wrap=True,
     )
-    err_console.print(f"[yellow]{escape(who)}[/]", soft_wrap=True)
-    err_console.print(f"Type the database name ({escape(host.database)}) to continue: ", end="")
-    answer = sys.stdin.readline().strip()
+    env.err.print(f"[yellow]{escape(who)}[/]", soft_wrap=True)
+    env.err.print(f"Type the database name ({escape(host.database)}) to continue: ", end="")
+    answer = env.stdin.readline().strip()
     if answer != host.database:
         raise UsageError("not confirmed: nothing was changed")
 
 
-def _render_restore(host: HostConfig, result: RestoreResult) -> None:
+def _render_restore(host: HostConfig, result: RestoreResult, out: Console) -> None:
     if result.in_place:
-        console.print(
+        out.print(
             f"[green]✔[/] {escape(host.name)}: database [bold]{escape(result.database)}[/] replaced by backup {escape(result.backup)}"
         )
         if result.terminated_sessions:
             apps = ", ".join(a or "(no name)" for a in result.terminated_applications)
-            console.print(f"  {result.terminated_sessions} session(s) terminated: {apps}", markup=False)
+            out.print(f"  {result.terminated_sessions} session(s) terminated: {apps}", markup=False)
         if result.pre_restore_backup:
-            console.print(f"  its previous state is in backup {result.pre_restore_backup.name}", markup=False)
+            out.print(f"  its previous state is in backup {result.pre_restore_backup.name}", markup=False)
         if result.old_database_kept:
-            console.print(
+            out.print(
                 f"  the replaced database is kept as {result.old_database_kept}; drop it when no longer needed: {result.drop_hint}",
                 markup=False,
                 soft_wrap=True,
             )
     else:
-        console.print(
+        out.print(
             f"[green]✔[/] {escape(host.name)}: backup {escape(result.backup)} restored into NEW database "
             f"[bold]{escape(result.database)}[/] ({escape(host.database)} untouched)"
         )
@@ -329,4 +336,4 @@ def _render_restore(host: HostConfig, result: RestoreResult) -> None:
             live = result.live_counts.get(kind, 0)
             row.append(human(live) if kind == "bytes" else str(live))
         table.add_row(*row)
-    console.print(table)
+    out.print(table)

@@ -1,168 +1,34 @@
-"""What every task shares: the task decorator, error → exit-code mapping, consoles.
+"""What every task shares: the task decorator, error → exit-code mapping, project and inventory lookups.
 
 This is the ONE place where library exceptions become exit codes and one-line
-messages; tasks themselves only parse arguments, call the library and render.
+messages; tasks themselves only parse arguments, call the library and render, on the
+consoles of the run's ``Environment`` (``environment.py``).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 import os
-import re
 import sys
-import threading
 import traceback
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import Task, task
 from rich.console import Console
-from rich.control import Control
-from rich.live import Live
-from rich.measure import Measurement
 
 from ..errors import ExitCode, OpsagentError, UsageError
 from ..inventory import DEFAULT_INVENTORY, HostConfig, Inventory, load_inventory
 from ..remote.transport import Remote, open_remote
+from .environment import Environment, environment
 from .program import program_name, silence_stdout, with_value_placeholders
-
-# ---------------------------------------------------------------- consoles
-
-PIPE_WIDTH = 100_000
-"""Width of a console whose stream is not a terminal: nothing is ever wrapped or cut (a backup name must paste whole)."""
-
-_TRAILING_BLANKS = re.compile(r"[ \t]+(?=\n)")
-
-
-class _PipeWriter:
-    """The console's stream when it is not a terminal: writes through, minus the blanks Rich pads lines with."""
-
-    def __init__(self, stream: str) -> None:
-        self._stream_name = stream
-
-    @property
-    def _stream(self) -> Any:
-        return getattr(sys, self._stream_name)  # looked up per write: tests and redirections swap sys.stdout
-
-    @property
-    def encoding(self) -> str:
-        return getattr(self._stream, "encoding", None) or "utf-8"
-
-    def write(self, text: str) -> int:
-        return int(self._stream.write(_TRAILING_BLANKS.sub("", text)))
-
-    def flush(self) -> None:
-        self._stream.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-
-class PipedConsole(Console):
-    """A console writing to a pipe or a file: no wrapping, no cropping, no padding out to a terminal width.
-
-    Text is never wrapped (``soft_wrap``, a width no line reaches); a renderable that fills
-    whatever width it is given (a Panel, a padded block) is drawn at its natural width instead.
-    """
-
-    def print(self, *objects: Any, width: int | None = None, **kwargs: Any) -> None:
-        if width is None and len(objects) == 1 and not isinstance(objects[0], str):
-            natural = Measurement.get(self, self.options, objects[0]).maximum
-            width = natural if 0 < natural < PIPE_WIDTH else None
-        super().print(*objects, width=width, **kwargs)
-
-
-_terminals: weakref.WeakSet[TerminalConsole] = weakref.WeakSet()
-_pausing = threading.local()
-
-
-class TerminalConsole(Console):
-    """Rich's console on a terminal, keeping what it prints off the live displays (spinners, bars) of the others.
-
-    stdout and stderr share one screen: a warning printed on stderr while a spinner turns on
-    stdout was glued to the spinner's text (``⠦ rehearsed 011…warning:``).  Rich moves a line
-    printed on the spinner's own console above it; for another console's print, the live
-    display is taken off the screen and put back after (``paused_displays``).
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.live_displays: list[Live] = []
-        _terminals.add(self)
-
-    def set_live(self, live: Live) -> bool:
-        top = bool(super().set_live(live))
-        self.live_displays.append(live)
-        return top
-
-    def clear_live(self) -> None:
-        super().clear_live()
-        if self.live_displays:
-            self.live_displays.pop()
-
-    def print(self, *objects: Any, **kwargs: Any) -> None:
-        if objects and all(isinstance(item, Control) for item in objects):  # a live display redrawing itself
-            super().print(*objects, **kwargs)
-            return
-        with paused_displays(self):
-            super().print(*objects, **kwargs)
-
-
-def take_off_screen(printer: Console) -> list[Live]:
-    """Stop the live displays of every terminal console but ``printer`` (they erase themselves); ``put_back`` redraws them."""
-    stopped: list[Live] = []
-    for other in _terminals:
-        if other is not printer and other.live_displays and other.live_displays[0].is_started:
-            outer = other.live_displays[0]
-            outer.stop()
-            stopped.append(outer)
-    return stopped
-
-
-def put_back(stopped: list[Live]) -> None:
-    for live in stopped:
-        live.start()
-
-
-@contextmanager
-def paused_displays(printer: Console) -> Iterator[None]:
-    """Take the live displays of every terminal console but ``printer`` off the screen for the block, then redraw them."""
-    if getattr(_pausing, "active", False) or not printer.is_terminal:
-        yield
-        return
-    _pausing.active = True
-    stopped: list[Live] = []
-    try:
-        stopped = take_off_screen(printer)
-        yield
-    finally:
-        try:
-            put_back(stopped)
-        finally:
-            _pausing.active = False
-
-
-def make_console(*, stderr: bool = False) -> Console:
-    """The console for stdout or stderr, decided once at start: a ``TerminalConsole`` for a terminal, a ``PipedConsole`` otherwise."""
-    terminal = TerminalConsole(stderr=stderr, highlight=False)
-    if terminal.is_terminal:
-        return terminal
-    _terminals.discard(terminal)
-    writer: Any = _PipeWriter("stderr" if stderr else "stdout")  # duck-typed text stream (write/flush/isatty/encoding)
-    return PipedConsole(file=writer, width=PIPE_WIDTH, soft_wrap=True, highlight=False, force_terminal=False)
-
-
-console = make_console()
-err_console = make_console(stderr=True)
-
 
 # ---------------------------------------------------------------- library loggers
 
@@ -212,22 +78,23 @@ def fail(code: ExitCode) -> Exit:
     return Exit(code=int(code))
 
 
-def report_error(exc: OpsagentError) -> None:
-    err_console.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
+def report_error(exc: OpsagentError, err: Console) -> None:
+    err.print(f"[bold red]error:[/] {exc.message}", soft_wrap=True)
     if exc.hint:
-        err_console.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
+        err.print(f"[dim]hint:[/] {exc.hint}", soft_wrap=True)
 
 
 def _guard(body: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(body)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
+        err = environment(c).err
         try:
-            return body(*args, **kwargs)
+            return body(c, *args, **kwargs)
         except OpsagentError as exc:
-            report_error(exc)
+            report_error(exc, err)
             raise fail(exc.exit_code) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
+            err.print("[bold red]interrupted[/]")
             raise fail(ExitCode.INTERRUPTED) from None
         except Exit:
             raise
@@ -237,7 +104,7 @@ def _guard(body: Callable[..., Any]) -> Callable[..., Any]:
         except Exception as exc:  # a bug: one line unless debugging
             if os.environ.get("OPSAGENT_DEBUG"):
                 traceback.print_exc()
-            err_console.print(
+            err.print(
                 f"[bold red]internal error:[/] {type(exc).__name__}: {exc} (set OPSAGENT_DEBUG=1 for a traceback)",
                 soft_wrap=True,
             )
@@ -287,9 +154,9 @@ def command(help: dict[str, str] | None = None, *, needs_project: bool = False, 
 
 def _in_project(body: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(body)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
         require_project()
-        return body(*args, **kwargs)
+        return body(c, *args, **kwargs)
 
     return wrapper
 
@@ -302,16 +169,16 @@ def _help_first(body: Callable[..., Any], made: list[Any], helps: dict[str, str]
     (rather than, say, creating a migration called "help")."""
 
     @functools.wraps(body)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if any(isinstance(v, str) and v in _HELP_WORDS for v in (*args[1:], *kwargs.values())):
-            print_task_help(made[0], helps)
+    def wrapper(c: Context, *args: Any, **kwargs: Any) -> Any:
+        if any(isinstance(v, str) and v in _HELP_WORDS for v in (*args, *kwargs.values())):
+            print_task_help(made[0], helps, environment(c))
             raise Exit(code=int(ExitCode.OK))
-        return body(*args, **kwargs)
+        return body(c, *args, **kwargs)
 
     return wrapper
 
 
-def print_task_help(command_task: Any, helps: dict[str, str]) -> None:
+def print_task_help(command_task: Any, helps: dict[str, str], env: Environment) -> None:
     """The task's help as ``inv --help TASK`` prints it: usage, docstring, options (Invoke consumed its own help texts)."""
     from invoke.parser import ParserContext
 
@@ -335,7 +202,7 @@ def print_task_help(command_task: Any, helps: dict[str, str]) -> None:
     tuples = with_value_placeholders(context, context.help_tuples())
     width = max((len(flag) for flag, _ in tuples), default=0)
     lines += [f"  {flag.ljust(width)}  {text}" for flag, text in tuples]
-    sys.stdout.write("\n".join(lines) + "\n")
+    env.write("\n".join(lines) + "\n")
 
 
 # ---------------------------------------------------------------- project and inventory
@@ -424,11 +291,3 @@ def connect(spec: str | None, accept_new_host_key: bool = False) -> Iterator[Rem
     host, inv = single_host(spec)
     with open_remote(host, inv, accept_new_host_key=accept_new_host_key) as remote:
         yield remote
-
-
-def print_json(document: Any) -> None:
-    sys.stdout.write(json.dumps(document, indent=2, default=str) + "\n")
-
-
-def is_interactive() -> bool:
-    return sys.stdin.isatty() and not os.environ.get("CI")

@@ -7,6 +7,7 @@ from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
+from rich.console import Console
 from rich.table import Table
 
 from ..errors import ExitCode, OpsagentError
@@ -15,7 +16,8 @@ from ..remote.doctor import DoctorReport, run_doctor
 from ..remote.fleet import HostOutcome
 from ..remote.sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
 from ..remote.transport import Endpoint, resolve_endpoint
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, console, fail, hosts_named, inventory, print_json
+from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, fail, hosts_named, inventory
+from .environment import environment
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import waiting
 
@@ -23,6 +25,7 @@ from .progress import waiting
 @command(help={"json_": JSON_HELP})
 def hosts(c: Context, json_: bool = False) -> None:
     """List inventory hosts: name, where SSH really goes (after ~/.ssh/config and gateways), database, groups."""
+    env = environment(c)
     inv = inventory()
     rows: list[dict[str, Any]] = []
     for h in inv.hosts.values():
@@ -42,7 +45,7 @@ def hosts(c: Context, json_: bool = False) -> None:
             }
         )
     if json_:
-        print_json(
+        env.print_json(
             {
                 "inventory": str(inv.source) if inv.source else None,
                 "hosts": rows,
@@ -58,7 +61,7 @@ def hosts(c: Context, json_: bool = False) -> None:
         if row["gateway"]:
             address += f" via {row['gateway']}"
         table.add_row(str(row["name"]), address, str(row["route"]), str(row["database"]), ", ".join(row["groups"]))
-    console.print(table)
+    env.out.print(table)
 
 
 def _endpoint_or_problem(host: HostConfig, inv: Any) -> tuple[Endpoint | None, str]:
@@ -88,14 +91,15 @@ def doctor(
     fail_fast: bool = False,
 ) -> None:
     """Check reachability, host key, login, sudo, PostgreSQL tools, database and backup_dir."""
+    env = environment(c)
     targets, inv = hosts_named(host)
     if len(targets) == 1:
-        with waiting(f"checking {targets[0].name}"):
+        with waiting(f"checking {targets[0].name}", console=env.err):
             report = run_doctor(targets[0], inv, accept_new_host_key=accept_new_host_key)
         if json_:
-            print_json({"ok": report.ok, "hosts": [report.to_dict()]})
+            env.print_json({"ok": report.ok, "hosts": [report.to_dict()]})
         else:
-            _render_doctor(report)
+            _render_doctor(report, env.out)
         if not report.ok:
             raise fail(ExitCode.FAILURE)
         return
@@ -112,17 +116,17 @@ def doctor(
         )
 
     run_and_render(
-        targets, action, title="doctor", parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_
+        targets, action, env, title="doctor", parallel=parallel, fail_fast=fail_fast, timeout=timeout, json_=json_
     )
 
 
-def _render_doctor(report: DoctorReport) -> None:
-    console.print(f"[bold]{report.host}[/]")
+def _render_doctor(report: DoctorReport, out: Console) -> None:
+    out.print(f"[bold]{report.host}[/]")
     for check in report.checks:
         mark = "[green]✔[/]" if check.ok else "[red]✘[/]"
-        console.print(f"  {mark} {check.name}: {check.detail}", soft_wrap=True)
+        out.print(f"  {mark} {check.name}: {check.detail}", soft_wrap=True)
         if check.hint and not check.ok:
-            console.print(f"      [dim]hint: {check.hint}[/]", soft_wrap=True)
+            out.print(f"      [dim]hint: {check.hint}[/]", soft_wrap=True)
 
 
 # ---------------------------------------------------------------- sandbox
@@ -152,30 +156,33 @@ def _refresh_fragment(state_dir: Path) -> None:
 )
 def sandbox_up(c: Context, name: str = "sandbox", database: str = "trad") -> None:
     """Start a local sandbox host (real sshd + PostgreSQL cluster) recorded as host 'sandbox'."""
+    env = environment(c)
     state_dir = inventory().paths.state
-    with waiting(f"starting sandbox {name} (sshd, PostgreSQL cluster)"):
+    with waiting(f"starting sandbox {name} (sshd, PostgreSQL cluster)", console=env.err):
         state = Sandbox(sandbox_root_for(state_dir, name), name, database).up()
     _refresh_fragment(state_dir)
-    console.print(
+    env.out.print(
         f"[green]✔[/] sandbox host [bold]{name}[/]: sshd 127.0.0.1:{state.ssh_port}, PostgreSQL socket "
         f"{state.socket_dir} port {state.pg_port}, database {state.database}"
     )
-    console.print(f"  recorded in {state_dir / SANDBOX_FILE.name}; try: inv doctor --host {name}")
+    env.out.print(f"  recorded in {state_dir / SANDBOX_FILE.name}; try: inv doctor --host {name}")
 
 
 @command(name="down", help={"name": "sandbox host to remove (default: sandbox)"})
 def sandbox_down(c: Context, name: str = "sandbox") -> None:
     """Stop the sandbox host and delete its servers and data."""
+    env = environment(c)
     state_dir = inventory().paths.state
-    with waiting(f"removing sandbox {name}"):
+    with waiting(f"removing sandbox {name}", console=env.err):
         removed = Sandbox(sandbox_root_for(state_dir, name), name).down()
     _refresh_fragment(state_dir)
-    console.print(f"[green]✔[/] sandbox {name} removed" if removed else f"sandbox {name} was not set up")
+    env.out.print(f"[green]✔[/] sandbox {name} removed" if removed else f"sandbox {name} was not set up")
 
 
 @command(name="status", help={"json_": JSON_HELP})
 def sandbox_status(c: Context, json_: bool = False) -> None:
     """Show the sandbox hosts of this project and whether their servers run."""
+    env = environment(c)
     state_dir = inventory().paths.state
     rows = []
     for state in _project_sandboxes(state_dir):
@@ -192,15 +199,15 @@ def sandbox_status(c: Context, json_: bool = False) -> None:
             }
         )
     if json_:
-        print_json({"sandboxes": rows})
+        env.print_json({"sandboxes": rows})
         return
     if not rows:
-        console.print("no sandbox host: run 'inv sandbox.up'")
+        env.out.print("no sandbox host: run 'inv sandbox.up'")
         return
     for row in rows:
         ok = row["sshd_running"] and row["postgres_running"]
         mark = "[green]✔[/]" if ok else "[red]✘[/]"
-        console.print(
+        env.out.print(
             f"{mark} {row['name']}: sshd :{row['ssh_port']} {'up' if row['sshd_running'] else 'down'}, "
             f"postgres :{row['pg_port']} {'up' if row['postgres_running'] else 'down'}, database {row['database']}"
         )

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 from ..inventory import HostConfig
 from ..remote.fleet import HostOutcome, fleet_exit_code, run_fleet
-from .base import console, fail, print_json
+from .base import fail
+from .environment import Environment
 
 if (
     TYPE_CHECKING
@@ -54,6 +55,7 @@ def _status_table(states: dict[str, str]) -> Table:
 def run_and_render(
     hosts: Sequence[HostConfig],
     action: Callable[[HostConfig], HostOutcome],
+    env: Environment,
     *,
     title: str,
     columns: SummaryColumns = (),
@@ -68,7 +70,7 @@ def run_and_render(
 
     states = {h.name: "waiting" for h in hosts}
     lock = threading.Lock()
-    live = Live(_status_table(states), console=console, refresh_per_second=8, transient=True, redirect_stdout=False)
+    live = Live(_status_table(states), console=env.out, refresh_per_second=8, transient=True, redirect_stdout=False)
 
     def update(host: str, text: str) -> None:
         with lock:
@@ -87,9 +89,9 @@ def run_and_render(
             )
     code = fleet_exit_code(outcomes)
     if json_:
-        print_json({"ok": code == 0, "hosts": [o.to_dict() for o in outcomes]})
+        env.print_json({"ok": code == 0, "hosts": [o.to_dict() for o in outcomes]})
     else:
-        console.print(summary_table(outcomes, title, columns))
+        env.out.print(summary_table(outcomes, title, columns))
     if code:
         raise fail(code)  # type: ignore[arg-type]
 

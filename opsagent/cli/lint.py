@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from invoke.context import Context
+from rich.console import Console
 from rich.padding import Padding
 from rich.table import Table
 from rich.text import Text
@@ -30,7 +31,8 @@ from ..migrate.ledger import Ledger, LedgerState
 from ..migrate.lint import Finding, LintUnit, Thresholds, describe_size, table_stats_query, thresholds_from
 from ..remote.transport import Remote, open_remote
 from ..units import label
-from .base import ACCEPT_HELP, JSON_HELP, command, console, err_console, fail, inventory, print_json, single_host
+from .base import ACCEPT_HELP, JSON_HELP, command, fail, inventory, single_host
+from .environment import environment
 from .progress import waiting
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
@@ -160,13 +162,13 @@ def _offline(loaded: list[_Loaded], inv: Inventory) -> HazardReport:
 
 
 def _against_host(
-    spec: str, loaded: list[_Loaded], explicit: bool, accept_new_host_key: bool
+    spec: str, loaded: list[_Loaded], explicit: bool, accept_new_host_key: bool, err: Console
 ) -> tuple[HazardReport, str]:
     host, inv = single_host(spec)
     thresholds_from(host.hazards)  # a bad hazards: setting fails before connecting
     tables = candidate_tables([item.unit for item in loaded])  # and a file that does not parse
     with (
-        waiting(f"reading the ledger and table sizes of {host.name}"),
+        waiting(f"reading the ledger and table sizes of {host.name}", console=err),
         open_remote(host, inv, accept_new_host_key=accept_new_host_key) as remote,
     ):
         state, stats = _fetch(remote, host, tables)
@@ -223,7 +225,7 @@ def _findings_table(shown: list[Finding], live: bool) -> Table:
     return table
 
 
-def _print_blocks(shown: list[Finding], live: bool) -> None:
+def _print_blocks(shown: list[Finding], live: bool, out: Console) -> None:
     """The same content for a narrow terminal, where a five-column table would be unreadable."""
     for finding in shown:
         head = Text.assemble(
@@ -239,27 +241,29 @@ def _print_blocks(shown: list[Finding], live: bool) -> None:
                 f"  {finding.table}"
                 + (f" ({size})" if size else " (not on the host yet)" if live else " (size unknown offline)")
             )
-        console.print(head, soft_wrap=True)
-        console.print(Padding(_finding_cell(finding), (0, 0, 0, 4)))
+        out.print(head, soft_wrap=True)
+        out.print(Padding(_finding_cell(finding), (0, 0, 0, 4)))
 
 
-def render_findings(report: HazardReport, *, verbose: bool = False, blocking_note: str | None = None) -> None:
+def render_findings(
+    report: HazardReport, out: Console, *, verbose: bool = False, blocking_note: str | None = None
+) -> None:
     """The findings table grouped by file, the hidden-info count and a summary (``inv sync`` reuses it in its plan).
 
     ``blocking_note`` replaces the line printed when errors would block a sync.
     """
     shown = list(report.findings) if verbose else report.at_least("warning")
-    if shown and console.width >= NARROW:
-        console.print(_findings_table(shown, report.live))
+    if shown and out.width >= NARROW:
+        out.print(_findings_table(shown, report.live))
     elif shown:
-        _print_blocks(shown, report.live)
+        _print_blocks(shown, report.live, out)
     hidden = len(report.findings) - len(shown)
     if hidden:
-        console.print(f"[dim]{hidden} info finding{'' if hidden == 1 else 's'} hidden (--verbose)[/]")
+        out.print(f"[dim]{hidden} info finding{'' if hidden == 1 else 's'} hidden (--verbose)[/]")
     mark = "[green]✔[/]" if not report.exit_code else ("[bold red]✘[/]" if report.blocking else "[yellow]![/]")
-    console.print(f"{mark} {summary_line(report)}")
+    out.print(f"{mark} {summary_line(report)}")
     if report.blocking:
-        console.print(
+        out.print(
             blocking_note or "[bold red]errors block 'inv sync'[/] (rerun it with --allow-hazards to apply anyway)"
         )
 
@@ -300,18 +304,19 @@ def lint(
     accept_new_host_key: bool = False,
 ) -> None:
     """Report migration hazards (file:line, rule, severity, table size, fix); exit 4 on warnings or errors."""
+    env = environment(c)
     inv = inventory()
     loaded = _files(file, inv.paths.migrations)
     if host:
-        report, how = _against_host(host, loaded, bool(file), accept_new_host_key)
+        report, how = _against_host(host, loaded, bool(file), accept_new_host_key, env.err)
     else:
         report, how = _offline(loaded, inv), "all files"
     if json_:
-        print_json({**report.to_dict(), "linted": how})
+        env.print_json({**report.to_dict(), "linted": how})
     else:
         if not loaded:
-            err_console.print(f"no migration files in {label(inv.paths.migrations)}")
-        console.print(_header(report, how), soft_wrap=True)
-        render_findings(report, verbose=verbose, blocking_note=None if report.live else OFFLINE_BLOCKING_NOTE)
+            env.err.print(f"no migration files in {label(inv.paths.migrations)}")
+        env.out.print(_header(report, how), soft_wrap=True)
+        render_findings(report, env.out, verbose=verbose, blocking_note=None if report.live else OFFLINE_BLOCKING_NOTE)
     if report.exit_code:
         raise fail(report.exit_code)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke.context import Context
+from rich.console import Console
 from rich.text import Text
 
 from ..errors import ExitCode, PlanNotVerified, UsageError
@@ -21,14 +22,12 @@ from .base import (
     JSON_HELP,
     check_against,
     command,
-    console,
-    err_console,
     fail,
     inventory,
     outside_project_error,
-    print_json,
     single_host,
 )
+from .environment import Environment, environment
 from .progress import waiting
 
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
@@ -70,7 +69,15 @@ def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> 
 
 
 def _make_report(
-    host: str, against: str, against_host: str, from_: str, allow_drop: bool, concurrently: str | bool, accept_new: bool
+    host: str,
+    against: str,
+    against_host: str,
+    from_: str,
+    allow_drop: bool,
+    concurrently: str | bool,
+    accept_new: bool,
+    *,
+    err: Console,
 ) -> tuple[PlanReport, Inventory]:
     target, inv = single_host(host)
     if inv.source is None:  # schema.sql and the snapshots are the project's files: not the current folder's
@@ -88,7 +95,10 @@ def _make_report(
     from ..schema.extract import default_snapshot_path
 
     options = _options(target, allow_drop, concurrently)
-    with waiting(f"planning {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+    with (
+        waiting(f"planning {target.name}", console=err),
+        open_remote(target, inv, accept_new_host_key=accept_new) as remote,
+    ):
         if against_host:
             other, _ = single_host(against_host)
             both = (*options.exclude_tables, *(e for e in ledger_exclusions(other) if e not in options.exclude_tables))
@@ -115,53 +125,56 @@ def plan(
     accept_new_host_key: bool = False,
 ) -> None:
     """Print the SQL turning the host's database into schema.sql, verified on a scratch copy; exit 3 if it falls short."""
-    report, _ = _make_report(host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key)
+    env = environment(c)
+    report, _ = _make_report(
+        host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key, err=env.err
+    )
     if json_:
-        print_json(report.to_dict())
+        env.print_json(report.to_dict())
     else:
-        render_plan(report)
+        render_plan(report, env)
     if not report.verified:
         raise fail(ExitCode.DRIFT)
 
 
-def render_plan(report: PlanReport) -> None:
+def render_plan(report: PlanReport, env: Environment) -> None:
     """The script on stdout (pipe-able to psql); warnings and the verification line on stderr."""
     if report.plan.is_empty and report.verified:
-        err_console.print(f"{report.live} already matches {report.desired}: nothing to do")
+        env.err.print(f"{report.live} already matches {report.desired}: nothing to do")
     elif not report.plan.is_empty:
-        console.print(Text(report.plan.script()), soft_wrap=True, end="")
-    _render_verdict(report)
+        env.out.print(Text(report.plan.script()), soft_wrap=True, end="")
+    _render_verdict(report, env.err)
 
 
-def _render_verdict(report: PlanReport) -> None:
+def _render_verdict(report: PlanReport, err: Console) -> None:
     from ..schema.compare import display
 
     for warning in report.plan.warnings:
-        err_console.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
+        err.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
     style = "green" if report.verified else "red"
-    err_console.print(f"[{style}]{report.verification_line()}[/]", soft_wrap=True)
+    err.print(f"[{style}]{report.verification_line()}[/]", soft_wrap=True)
     for change in report.remaining:
-        err_console.print(
+        err.print(
             f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
             soft_wrap=True,
             markup=False,
         )
-    render_undescribed(report.undescribed)
+    render_undescribed(report.undescribed, err)
 
 
-def render_undescribed(differences: Sequence[DumpDifference]) -> None:
+def render_undescribed(differences: Sequence[DumpDifference], err: Console) -> None:
     """The dump oracle's findings the model did not report, as bounded unified-diff lines (``-`` live, ``+`` desired)."""
     from ..schema.oracle import render_lines
 
     if not differences:
         return
-    err_console.print(
+    err.print(
         f"[red]differences opsagent cannot yet describe[/] (seen only in the schema dumps, {len(differences)} object(s); "
         "- live, + desired):",
         soft_wrap=True,
     )
     for line in render_lines(differences):
-        err_console.print(Text(f"  {line}"), soft_wrap=True)
+        err.print(Text(f"  {line}"), soft_wrap=True)
 
 
 @command(
@@ -190,6 +203,7 @@ def new(
     accept_new_host_key: bool = False,
 ) -> None:
     """Create the next-numbered migration file (template, or --from-diff the verified plan) and print its path."""
+    env = environment(c)
     if not from_diff:
         if host or against or against_host or from_ or allow_drop or concurrently or force:
             raise UsageError(
@@ -197,16 +211,18 @@ def new(
             )
         path = new_migration(inventory().paths.migrations, description)
         if json_:
-            print_json({"files": [str(path)]})
+            env.print_json({"files": [str(path)]})
         else:
-            print(label(path))
+            env.write(label(path) + "\n")
         return
-    report, inv = _make_report(host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key)
+    report, inv = _make_report(
+        host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key, err=env.err
+    )
     if report.plan.is_empty and report.verified:
-        _emit_new(report, [], json_)
+        _emit_new(report, [], json_, env)
         return
     if report.plan.is_empty or (not report.verified and not force):
-        _emit_new(report, [], json_)
+        _emit_new(report, [], json_, env)
         raise PlanNotVerified(
             "no migration written: the plan is not verified",
             hint="see 'inv plan' for what remains; --force writes it anyway, for editing by hand",
@@ -214,16 +230,16 @@ def new(
     from ..schema.declarative import write_migrations
 
     paths = write_migrations(report, inv.paths.migrations, description)
-    _emit_new(report, paths, json_)
+    _emit_new(report, paths, json_, env)
 
 
-def _emit_new(report: PlanReport, paths: list[Path], json_: bool) -> None:
+def _emit_new(report: PlanReport, paths: list[Path], json_: bool, env: Environment) -> None:
     if json_:
-        print_json({"files": [str(p) for p in paths], **report.to_dict()})
+        env.print_json({"files": [str(p) for p in paths], **report.to_dict()})
         return
     if report.plan.is_empty and report.verified:
-        err_console.print(f"{report.live} already matches {report.desired}: no migration written")
+        env.err.print(f"{report.live} already matches {report.desired}: no migration written")
         return
-    _render_verdict(report)
+    _render_verdict(report, env.err)
     for path in paths:
-        print(label(path))
+        env.write(label(path) + "\n")

@@ -6,7 +6,8 @@ flag that is not a number (``--parallel x``) escapes as a ``ValueError`` traceba
 The ``opsagent`` script runs a Program with it mixed in; ``inv`` runs Invoke's own
 Program, which imports ``tasks.py`` while it loads the collection, *before* it parses
 the task arguments: ``tasks.py`` calls ``adopt_invoke_program`` then, which gives that
-running Program the same manners, so ``inv X`` and ``opsagent X`` answer alike.
+running Program the same manners, so ``inv X`` and ``opsagent X`` answer alike.  Both
+create the run's ``Environment`` (``environment.py``) the same way, in ``update_config``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from invoke.parser import ParserContext
 from invoke.program import Program
 
 from ..errors import ExitCode
+from .environment import Environment, install
 
 _UNKNOWN = re.compile(r"No idea what '(?P<token>.*)' is!")
 _MISSING = re.compile(r"'(?P<task>[^']+)' did not receive required positional arguments: (?P<names>.*)")
@@ -154,7 +156,13 @@ def silence_stdout() -> None:
 
 
 class ParseManners:
-    """Mixed into an Invoke ``Program``: parse errors become ``Exit(message, code=2)``."""
+    """Mixed into an Invoke ``Program``: parse errors become ``Exit(message, code=2)``; the run's ``Environment``."""
+
+    def update_config(self, merge: bool = True) -> None:
+        """Invoke's last step before running the tasks: the streams are judged here, once, for every task of the run."""
+        super().update_config(merge)  # type: ignore[misc]
+        program: Any = self
+        install(program.config, Environment.detect())
 
     def _guarded(self, step: Any) -> None:
         program: Program = self

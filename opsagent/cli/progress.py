@@ -17,8 +17,11 @@ wait shorter than the delay (or a usage error raised at once) prints nothing.
 
 A message printed while a spinner runs must not be glued to its text
 (``⠦ rehearsed 011…warning:``): print it with ``Waiting.print`` (Rich draws it above
-the live line), or on ``console``/``err_console`` from ``cli.base``, which take any
-live display off the screen while they print (see ``TerminalConsole``).
+the live line), or on the run's other console (``Environment.out``/``err``), which takes
+any live display off the screen while it prints (see ``TerminalConsole``).
+
+The console is the run's stderr console (``environment(c).err``), passed in by the task:
+whether it is a terminal was decided once, by the ``Environment``.
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from rich.markup import escape
 from rich.text import Text
 
 from ..units import byte_progress_columns, human_bytes, human_duration
-from .base import err_console, paused_displays, put_back, take_off_screen
+from .environment import paused_displays, put_back, take_off_screen
 
 if TYPE_CHECKING:  # rich.progress loads with the first display shown, not with every command (start-up time)
     from rich.progress import Progress, Task, TaskID
@@ -92,12 +95,12 @@ class Waiting:
         *,
         unit: Unit = "none",
         total: int | None = None,
-        console: Console | None = None,
+        console: Console,
         delay: float | None = None,
     ) -> None:
         self.label = _CONTROL.sub("?", label)  # a hostile table name must not move the cursor nor split the line
         self.unit = unit
-        self.console = console or err_console
+        self.console = console
         self.delay = spinner_delay() if delay is None else delay
         self.done = 0
         self.total = total
@@ -259,7 +262,7 @@ class Waiting:
 
 
 @contextmanager
-def waiting(label: str, *, console: Console | None = None, delay: float | None = None) -> Iterator[Waiting]:
+def waiting(label: str, *, console: Console, delay: float | None = None) -> Iterator[Waiting]:
     """Show that ``label`` is under way: a spinner with the elapsed time (terminal), or a start and an end line (piped)."""
     with _tracked(Waiting(label, console=console, delay=delay)) as shown:
         yield shown
@@ -271,7 +274,7 @@ def tracking(
     *,
     unit: Literal["bytes", "count"] = "bytes",
     total: int | None = None,
-    console: Console | None = None,
+    console: Console,
     delay: float | None = None,
 ) -> Iterator[Waiting]:
     """Like ``waiting``, with a bar: bytes (dumps, downloads) or ``N/M`` (databases, migrations); feed it with ``update``."""

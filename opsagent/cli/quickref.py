@@ -17,30 +17,29 @@ from .base import (
     JSON_HELP,
     command,
     connect,
-    console,
     fail,
-    is_interactive,
-    print_json,
     single_host,
 )
+from .environment import environment
 from .progress import waiting
 
 
 @command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
 def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Tables of the host's database with row estimate and size (like \\dt+); never-analysed tables are counted or "unknown"."""
-    with waiting(f"reading the tables of {host}"), connect(host, accept_new_host_key) as remote:
+    env = environment(c)
+    with waiting(f"reading the tables of {host}", console=env.err), connect(host, accept_new_host_key) as remote:
         found = list_tables(remote)
         database = remote.host.database
     if json_:
-        print_json({"database": database, "tables": tables_as_dicts(found)})
+        env.print_json({"database": database, "tables": tables_as_dicts(found)})
         return
     table = Table(title=f"{database}: {len(found)} tables")
     for column, justify in (("table", "left"), ("rows (est.)", "right"), ("size", "right"), ("with indexes", "right")):
         table.add_column(column, justify=justify)  # type: ignore[arg-type]
     for t in found:
         table.add_row(f"{t.schema}.{t.name}", t.rows_shown, human_bytes(t.table_bytes), human_bytes(t.total_bytes))
-    console.print(table)
+    env.out.print(table)
 
 
 @command(
@@ -48,9 +47,10 @@ def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key:
 )
 def describe(c: Context, table: str, host: str = "", accept_new_host_key: bool = False) -> None:
     """Columns, indexes, constraints and triggers of one table (psql's \\d)."""
-    with waiting(f"describing {table} on {host}"), connect(host, accept_new_host_key) as remote:
+    env = environment(c)
+    with waiting(f"describing {table} on {host}", console=env.err), connect(host, accept_new_host_key) as remote:
         text = describe_table(remote, table)
-    console.print(text, markup=False)
+    env.out.print(text, markup=False)
 
 
 @command(
@@ -63,12 +63,13 @@ def describe(c: Context, table: str, host: str = "", accept_new_host_key: bool =
 )
 def psql_task(c: Context, host: str = "", c_: str = "", accept_new_host_key: bool = False) -> None:
     """Interactive psql on the host as the become user (through ssh -t), or -c "SQL" for one command."""
+    env = environment(c)
     if c_:
         with connect(host, accept_new_host_key) as remote:
-            console.print(run_sql(remote, c_), markup=False, end="")
+            env.out.print(run_sql(remote, c_), markup=False, end="")
         return
     single_host(host)
-    if not is_interactive():
+    if not env.interactive:
         raise UsageError("inv psql needs a terminal; use -c \"SQL\" for one command")
     with connect(host, accept_new_host_key) as remote:  # verifies the host keys (every hop) first
         assert remote.endpoint is not None

@@ -8,7 +8,6 @@ from typing import Any
 
 from invoke.context import Context
 from rich.console import Console
-from rich.prompt import Confirm
 from rich.text import Text
 
 from ..errors import ExitCode, OpsagentError, UsageError
@@ -23,13 +22,10 @@ from .base import (
     HOST_HELP,
     JSON_HELP,
     command,
-    console,
-    err_console,
     fail,
     hosts_named,
-    is_interactive,
-    print_json,
 )
+from .environment import Environment, environment
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import waiting
 
@@ -96,7 +92,7 @@ def render_analysis(result: Any, out: Console) -> None:
             out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
 
 
-def _render_result(result: Any, out: Console) -> None:
+def _render_result(result: Any, out: Console, err: Console) -> None:
     if result.outcome == "nothing_to_do":
         out.print(f"{result.host}: nothing to roll back: no applied version above {result.target}")
     elif result.outcome == "dry_run":
@@ -111,9 +107,9 @@ def _render_result(result: Any, out: Console) -> None:
         if result.backup is not None:
             out.print(f"backup: {result.backup.path}", soft_wrap=True)
     if result.error:
-        err_console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {result.error}", soft_wrap=True)
     if result.hint:
-        err_console.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
+        err.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
 
 
 def _fleet(
@@ -122,6 +118,7 @@ def _fleet(
     options: Any,
     identity: Identity,
     accept_new: bool,
+    env: Environment,
     *,
     json_: bool,
     parallel: int,
@@ -145,6 +142,7 @@ def _fleet(
     run_and_render(
         targets,
         action,
+        env,
         title="rollback dry run" if options.dry_run else "rollback",
         columns=(("versions", lambda o: ", ".join(o.details.get("versions") or [])),),
         parallel=parallel,
@@ -194,6 +192,7 @@ def rollback(
     if not to:
         raise UsageError("--to is required, e.g. inv rollback --host staging --to 003")
     version_key(to)
+    env = environment(c)
     targets, inv = hosts_named(host)
     options = RollbackOptions(
         target=to.strip(),
@@ -204,7 +203,7 @@ def rollback(
     )
     identity = Identity(applied_by=who(), git_commit=git_commit(inv.source.resolve().parent if inv.source else None))
     if no_backup and not dry_run:
-        err_console.print("[bold yellow]WARNING: --no-backup: no backup will be taken before rolling back[/]")
+        env.err.print("[bold yellow]WARNING: --no-backup: no backup will be taken before rolling back[/]")
     if len(targets) > 1:
         if not (yes or dry_run):
             raise UsageError(f"--host {host!r} names {len(targets)} hosts: confirm with --yes (or use --dry-run first)")
@@ -214,6 +213,7 @@ def rollback(
             options,
             identity,
             accept_new_host_key,
+            env,
             json_=json_,
             parallel=parallel,
             fail_fast=fail_fast,
@@ -221,17 +221,17 @@ def rollback(
         )
         return
     target = targets[0]
-    out = err_console if json_ else console
+    out = env.human(json_)
 
     def confirm(result: Any) -> bool:
         render_analysis(result, out)
         if yes:
             return True
-        if not is_interactive():
+        if not env.interactive:
             raise UsageError(
                 "refusing to roll back without confirmation: no terminal", hint="rerun with --yes (see --dry-run first)"
             )
-        return bool(Confirm.ask(f"roll back {target.name}/{target.database} to {to}?", console=console))
+        return env.confirm(f"roll back {target.name}/{target.database} to {to}?")
 
     def on_event(kind: str, message: str) -> None:
         if kind in ("rehearse", "backup_done", "locked", "step"):
@@ -248,7 +248,7 @@ def rollback(
     }
     try:
         with (
-            waiting(f"{'rehearsing' if dry_run else 'rolling back'} {target.name} to {to}") as shown,
+            waiting(f"{'rehearsing' if dry_run else 'rolling back'} {target.name} to {to}", console=env.err) as shown,
             open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote,
         ):
 
@@ -274,10 +274,10 @@ def rollback(
     if result.outcome in ("dry_run", "not_verified", "refused") and result.steps:
         render_analysis(result, out)
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        env.err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if json_:
-        print_json(result.to_dict())
-    _render_result(result, out)
+        env.print_json(result.to_dict())
+    _render_result(result, out, env.err)
     code = _exit_code(result.outcome)
     if code != ExitCode.OK:
         raise fail(code)

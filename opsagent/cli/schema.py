@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from invoke.context import Context
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -21,13 +22,12 @@ from .base import (
     JSON_HELP,
     check_against,
     command,
-    console,
     fail,
     hosts_named,
     inventory,
-    print_json,
     single_host,
 )
+from .environment import environment
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
 from .progress import tracking, waiting
 
@@ -68,11 +68,11 @@ STATUS_STYLE = {"extra": ("yellow", "+"), "missing": ("red", "-"), "changed": ("
 # ---------------------------------------------------------------- extract
 
 
-def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool) -> ExtractResult:
+def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: bool, err: Console) -> ExtractResult:
     from ..schema.exclusions import ledger_exclusions
 
     with (
-        waiting(f"extracting the schema of {target.name}"),
+        waiting(f"extracting the schema of {target.name}", console=err),
         open_remote(target, inv, accept_new_host_key=accept_new) as remote,
     ):
         result = extract(
@@ -104,6 +104,7 @@ def extract_task(
     timeout: float = 0,
 ) -> None:
     """Snapshot the host's schema (pg_dump --schema-only, normalized, gzip in transit) and print object counts."""
+    env = environment(c)
     targets, inv = hosts_named(host, project=True)
     if len(targets) > 1:
         if out:
@@ -114,7 +115,7 @@ def extract_task(
 
         def action(target: HostConfig) -> HostOutcome:
             path = default_snapshot_path(inv.paths.snapshots, target.name)
-            result = _extract_one(target, inv, path, accept_new_host_key)
+            result = _extract_one(target, inv, path, accept_new_host_key, env.err)
             return HostOutcome(
                 target.name, message=f"{result.stats.get('tables', 0)} tables", details=result.to_dict(path)
             )
@@ -126,6 +127,7 @@ def extract_task(
         run_and_render(
             targets,
             action,
+            env,
             title="extract",
             columns=columns,
             parallel=parallel,
@@ -136,14 +138,14 @@ def extract_task(
         return
     target = targets[0]
     path = Path(out) if out else default_snapshot_path(inv.paths.snapshots, target.name)
-    result = _extract_one(target, inv, path, accept_new_host_key)
+    result = _extract_one(target, inv, path, accept_new_host_key, env.err)
     if json_:
-        print_json(result.to_dict(path))
+        env.print_json(result.to_dict(path))
         return
-    _render_stats(result, path)
+    _render_stats(result, path, env.out)
 
 
-def _render_stats(result: ExtractResult, path: Path) -> None:
+def _render_stats(result: ExtractResult, path: Path, out: Console) -> None:
     table = Table(title=f"{result.host}:{result.database} → {label(path)}")
     table.add_column("objects")
     table.add_column("count", justify="right")
@@ -151,7 +153,7 @@ def _render_stats(result: ExtractResult, path: Path) -> None:
         table.add_row(title, f"{result.stats.get(key, 0):,}")
     table.add_section()
     table.add_row("snapshot size", f"{human_bytes(result.size)} ({result.dump.count(chr(10)):,} lines)")
-    console.print(table)
+    out.print(table)
 
 
 # ---------------------------------------------------------------- diff
@@ -164,6 +166,7 @@ def _drift_report(
     against_host: str,
     text: bool,
     accept_new: bool,
+    err: Console,
     fast: bool = False,
 ) -> DriftReport:
     from ..schema.desired import default_cache_dir
@@ -171,7 +174,10 @@ def _drift_report(
     from ..schema.exclusions import ledger_exclusions
 
     ledger = ledger_exclusions(target)  # this host's ledger, and only it, is left out (never a user table of that name)
-    with waiting(f"comparing {target.name}"), open_remote(target, inv, accept_new_host_key=accept_new) as remote:
+    with (
+        waiting(f"comparing {target.name}", console=err),
+        open_remote(target, inv, accept_new_host_key=accept_new) as remote,
+    ):
         if against_host:
             other, _ = single_host(against_host)
             with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
@@ -226,19 +232,21 @@ def diff(
     timeout: float = 0,
 ) -> None:
     """Drift of the host's database from schema.sql (or a snapshot, or another host); exit 3 when they differ."""
+    env = environment(c)
     targets, inv = hosts_named(host, project=True)
     check_against(against, against_host, "compare with")
     if len(targets) > 1:
 
         def action(target: HostConfig) -> HostOutcome:
             return _drift_outcome(
-                target, _drift_report(target, inv, against, against_host, text, accept_new_host_key, fast)
+                target, _drift_report(target, inv, against, against_host, text, accept_new_host_key, env.err, fast)
             )
 
         columns = (("drift", lambda o: str(o.details.get("drift_count", ""))),)
         run_and_render(
             targets,
             action,
+            env,
             title="diff",
             columns=columns,
             parallel=parallel,
@@ -247,69 +255,69 @@ def diff(
             json_=json_,
         )
         return
-    report = _drift_report(targets[0], inv, against, against_host, text, accept_new_host_key, fast)
+    report = _drift_report(targets[0], inv, against, against_host, text, accept_new_host_key, env.err, fast)
     if json_:
-        print_json(report.to_dict())
+        env.print_json(report.to_dict())
     else:
-        render_drift(report)
+        render_drift(report, env.out)
     if report.drift:
         raise fail(ExitCode.DRIFT)
 
 
-def render_drift(report: DriftReport) -> None:
-    console.print(f"[bold]{report.live}[/] (live) vs [bold]{report.desired}[/] (desired)", soft_wrap=True)
+def render_drift(report: DriftReport, out: Console) -> None:
+    out.print(f"[bold]{report.live}[/] (live) vs [bold]{report.desired}[/] (desired)", soft_wrap=True)
     undescribed = report.undescribed
     if undescribed and report.result.is_empty:
-        console.print("the catalog model sees no difference, but the schema dumps differ:")
+        out.print("the catalog model sees no difference, but the schema dumps differ:")
     else:
-        render_changes(report.result, "live", "desired")
+        render_changes(report.result, "live", "desired", out)
     if undescribed:
         from ..schema.oracle import render_lines
 
-        console.print(
+        out.print(
             f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
             "normalized pg_dump --schema-only of both sides; - live, + desired):",
             soft_wrap=True,
         )
         for line in render_lines(undescribed):
-            console.print(Text(f"  {line}"), soft_wrap=True)
+            out.print(Text(f"  {line}"), soft_wrap=True)
     elif report.dump_differences is None:
-        console.print("[dim](--fast: the schema dumps were not compared)[/]")
+        out.print("[dim](--fast: the schema dumps were not compared)[/]")
     if report.text:
-        console.print(Text(report.text), soft_wrap=True)
+        out.print(Text(report.text), soft_wrap=True)
 
 
-def render_changes(result: DiffResult, live: str, desired: str) -> None:
+def render_changes(result: DiffResult, live: str, desired: str, out: Console) -> None:
     """Changes grouped by object kind; extra = only in live, missing = only in desired."""
     from ..schema.compare import KIND_ORDER
 
     words = {"extra": f"only in {live}", "missing": f"only in {desired}", "changed": "changed"}
     if result.is_empty:
-        console.print("[green]no drift[/]: the structures are identical")
+        out.print("[green]no drift[/]: the structures are identical")
         return
     groups = result.by_kind()
     for kind in sorted(groups, key=lambda k: KIND_ORDER.index(k) if k in KIND_ORDER else len(KIND_ORDER)):
-        console.print(f"\n[bold]{kind}[/]")
+        out.print(f"\n[bold]{kind}[/]")
         for change in groups[kind]:
-            _render_change(change, words[change.status])
+            _render_change(change, words[change.status], out)
     counts = result.counts()
     summary = ", ".join(f"{n} {words[s]}" for s, n in counts.items() if n)
     low = len(result.changes) - len(result.significant)
     tail = f" ({low} cosmetic, not counted as drift)" if low else ""
     colour = "red" if result.significant else "yellow"
-    console.print(f"\n[{colour}]{len(result.significant)} difference(s)[/]: {summary}{tail}", soft_wrap=True)
+    out.print(f"\n[{colour}]{len(result.significant)} difference(s)[/]: {summary}{tail}", soft_wrap=True)
 
 
-def _render_change(change: Change, word: str) -> None:
+def _render_change(change: Change, word: str, out: Console) -> None:
     from ..schema.compare import display
 
     colour, mark = STATUS_STYLE[change.status]
     line = Text(f"  {mark} ", style=colour)
     line.append(display(change.name), style="bold")
     line.append(f"  {word}" + ("  (cosmetic)" if change.severity == "low" else ""), style="dim")
-    console.print(line, soft_wrap=True)
+    out.print(line, soft_wrap=True)
     for detail in change.details:
-        console.print(Text(f"      {detail}"), soft_wrap=True)
+        out.print(Text(f"      {detail}"), soft_wrap=True)
 
 
 # ---------------------------------------------------------------- check
@@ -325,6 +333,7 @@ def _render_change(change: Change, word: str) -> None:
 )
 def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_host_key: bool = False) -> None:
     """Replay all migrations and load schema.sql into scratch databases and compare them; exit 3 when they disagree."""
+    env = environment(c)
     inv = inventory()
     if host == "sandbox" and "sandbox" not in inv.hosts:
         raise UsageError("no host 'sandbox' in the inventory", hint="start one with 'inv sandbox.up' or pass --host")
@@ -335,7 +344,9 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
 
     # a bar of scratch databases built (the replayed migrations, and schema.sql when the cache does not know it)
     with (
-        tracking(f"checking migrations against schema.sql on {target.name}: databases", unit="count") as shown,
+        tracking(
+            f"checking migrations against schema.sql on {target.name}: databases", unit="count", console=env.err
+        ) as shown,
         open_remote(target, inv, accept_new_host_key=accept_new_host_key) as remote,
     ):
         report = check_project(
@@ -347,36 +358,36 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
             progress=shown.update,
         )
     if json_:
-        print_json(report.to_dict())
+        env.print_json(report.to_dict())
     else:
-        _render_check(report, label(inv.paths.schema))
+        _render_check(report, label(inv.paths.schema), env.out)
     if not report.ok:
         raise fail(ExitCode.DRIFT)
 
 
-def _render_check(report: CheckReport, schema: str) -> None:
+def _render_check(report: CheckReport, schema: str, out: Console) -> None:
     for warning in report.warnings:
-        console.print(Text("warning: ", style="yellow") + Text(warning), soft_wrap=True)
+        out.print(Text("warning: ", style="yellow") + Text(warning), soft_wrap=True)
     for problem in report.problems:
-        console.print(Text("problem: ", style="bold red") + Text(problem), soft_wrap=True)
+        out.print(Text("problem: ", style="bold red") + Text(problem), soft_wrap=True)
     if report.result is None:
-        console.print(f"[red]{len(report.problems)} problem(s) in the migration files[/]: not replayed")
+        out.print(f"[red]{len(report.problems)} problem(s) in the migration files[/]: not replayed")
         return
-    console.print(
+    out.print(
         f"[bold]{report.migrations} migration(s)[/] replayed vs [bold]{schema}[/] on {report.host}", soft_wrap=True
     )
     undescribed = report.undescribed
     if undescribed and report.result.is_empty:
-        console.print("the catalog model sees no difference, but the schema dumps differ:")
+        out.print("the catalog model sees no difference, but the schema dumps differ:")
     else:
-        render_changes(report.result, "migrations", schema)
+        render_changes(report.result, "migrations", schema, out)
     if undescribed:
         from ..schema.oracle import render_lines
 
-        console.print(
+        out.print(
             f"\n[bold red]differences opsagent cannot yet describe[/] ({len(undescribed)} object(s), seen only in the "
             "normalized pg_dump --schema-only of both sides; - migrations, + schema.sql):",
             soft_wrap=True,
         )
         for line in render_lines(undescribed):
-            console.print(Text(f"  {line}"), soft_wrap=True)
+            out.print(Text(f"  {line}"), soft_wrap=True)

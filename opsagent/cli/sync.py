@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -42,15 +41,12 @@ from .base import (
     HOST_HELP,
     JSON_HELP,
     command,
-    console,
-    err_console,
     fail,
     hosts_named,
-    is_interactive,
-    print_json,
     project_inventory,
     single_host,
 )
+from .environment import Environment, environment
 from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
 from .progress import waiting
 
@@ -148,8 +144,9 @@ def _plan_table(plan: Sequence[Migration], title: str) -> Text:
 class _Renderer:
     """Renders sync events live (stdout, or stderr under --json)."""
 
-    def __init__(self, out: Console, options: SyncOptions) -> None:
-        self.out = out
+    def __init__(self, env: Environment, json_: bool, options: SyncOptions) -> None:
+        self.out = env.human(json_)
+        self.json_ = json_
         self.options = options
         self.status: Any = None
         self.position: dict[str, int] = {}  # version -> its place in the plan: each step shows k/N (issue 15)
@@ -165,13 +162,13 @@ class _Renderer:
                 self.out.print(_plan_table(event.plan, f"{title} ({len(event.plan)})"), soft_wrap=True, end="")
             else:  # into a pipe or log: the same facts as plain lines (a Rich table costs ~2 ms a row)
                 self.out.file.write(_plan_text(event.plan, f"{title} ({len(event.plan)})"))
-            if event.hazards is not None and self.out is console:  # under --json the findings are in the document
+            if event.hazards is not None and not self.json_:  # under --json the findings are in the document
                 from .lint import render_findings
 
                 note = (
                     "[yellow]--allow-hazards: applying despite hazard errors[/]" if self.options.allow_hazards else None
                 )
-                render_findings(event.hazards, blocking_note=note)
+                render_findings(event.hazards, self.out, blocking_note=note)
             if self.options.dry_run:
                 from rich.panel import Panel
                 from rich.syntax import Syntax  # pygments: only a dry run shows the SQL
@@ -252,7 +249,7 @@ def _rehearsal_line(
     return f"{mark} {version} {description}: {error or status}"
 
 
-def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> None:
+def _render_result(result: SyncResult, out: Console, err: Console, renderer: _Renderer) -> None:
     renderer.stop()
     if result.action == "dry-run":
         for step in result.steps:
@@ -271,12 +268,12 @@ def _render_result(result: SyncResult, out: Console, renderer: _Renderer) -> Non
         total = result.durations.get("total", 0.0)
         out.print(f"[bold green]applied {len(result.steps)} migration(s)[/] to {result.database} in {total:.1f}s")
     if result.outcome in ("refused", "lock_timeout", "backup_failed", "failed", "declined", "lost", "interrupted"):
-        err_console.print(f"[bold red]error:[/] {result.error}", soft_wrap=True)
+        err.print(f"[bold red]error:[/] {result.error}", soft_wrap=True)
         if result.hint:
-            err_console.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
+            err.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
         untouched = [s.version for s in result.steps if s.status == "untouched"]
         if result.outcome in ("failed", "lock_timeout", "lost", "interrupted") and untouched:
-            err_console.print(f"not run: {', '.join(untouched)}")
+            err.print(f"not run: {', '.join(untouched)}")
 
 
 # ---------------------------------------------------------------- fleet
@@ -288,6 +285,7 @@ def _fleet_sync(
     options: SyncOptions,
     identity: Identity,
     accept_new: bool,
+    env: Environment,
     *,
     json_: bool,
     parallel: int,
@@ -311,6 +309,7 @@ def _fleet_sync(
     run_and_render(
         targets,
         action,
+        env,
         title="dry run" if options.dry_run else "sync",
         columns=sync_columns(options.dry_run),
         parallel=parallel,
@@ -324,6 +323,7 @@ def _fleet_status(
     targets: Sequence[HostConfig],
     inv: Inventory,
     accept_new: bool,
+    env: Environment,
     *,
     json_: bool,
     parallel: int,
@@ -346,6 +346,7 @@ def _fleet_status(
     run_and_render(
         targets,
         action,
+        env,
         title="status",
         columns=columns,
         parallel=parallel,
@@ -413,6 +414,7 @@ def sync(
     """Apply pending migrations: plan, confirm, lock, back up, apply each in its own transaction with its ledger row."""
     if from_version and not sql:
         raise UsageError("--from-version goes with --sql (it names the last applied version of an offline script)")
+    env = environment(c)
     targets, inv = hosts_named(host, project=True)
     attempt_timeout, retry_for = _lock_options(lock_timeout, migration_lock_timeout, lock_retry_for)
     options = SyncOptions(
@@ -431,11 +433,10 @@ def sync(
     if sql:
         if len(targets) > 1 or dry_run or json_:
             raise UsageError("--sql prints one host's script: give one host, without --dry-run or --json")
-        _print_sql(targets[0], inv, options, from_version, accept_new_host_key)
+        _print_sql(targets[0], inv, options, from_version, accept_new_host_key, env)
         return
-    out = err_console if json_ else console
     if no_backup and not dry_run:
-        err_console.print("[bold yellow]WARNING: --no-backup: no backup will be taken before applying migrations[/]")
+        env.err.print("[bold yellow]WARNING: --no-backup: no backup will be taken before applying migrations[/]")
     identity = _identity(inv)
     assume_yes = yes or force
     if len(targets) > 1:
@@ -447,6 +448,7 @@ def sync(
             options,
             identity,
             accept_new_host_key,
+            env,
             json_=json_,
             parallel=parallel,
             fail_fast=fail_fast,
@@ -458,17 +460,13 @@ def sync(
     def confirm(plan: Sequence[Migration]) -> bool:
         if assume_yes:
             return True
-        if not is_interactive():
+        if not env.interactive:
             raise UsageError(
                 "refusing to apply without confirmation: no terminal", hint="rerun with --yes (or --force) to apply"
             )
-        from rich.prompt import Confirm
+        return env.confirm(f"apply {len(plan)} migration(s) to {target_host.name}/{target_host.database}?")
 
-        return Confirm.ask(
-            f"apply {len(plan)} migration(s) to {target_host.name}/{target_host.database}?", console=console
-        )
-
-    renderer = _Renderer(out, options)
+    renderer = _Renderer(env, json_, options)
     started = time.monotonic()
     record: dict[str, Any] = {
         "host": target_host.name,
@@ -490,16 +488,16 @@ def sync(
             )
             if result.ok and not no_drift_check:
                 renderer.stop()  # the last migration's spinner must not turn (nor show) during the check
-                with waiting(f"comparing {target_host.database} with {inv.paths.schema.name}"):
+                with waiting(f"comparing {target_host.database} with {inv.paths.schema.name}", console=env.err):
                     result.warnings.extend(closing_drift_warning(remote, inv.paths.schema, dry_run=dry_run))
     except SyncInterrupted as interrupted:  # every run that started leaves a record, with what committed
         renderer.stop()
         append_audit(inv.paths.state, interrupted.result.audit_record(identity.applied_by, identity.git_commit))
         if json_:
-            print_json(interrupted.result.as_dict())
-        err_console.print(f"[bold red]{escape(interrupted.result.error or 'interrupted')}[/]", soft_wrap=True)
+            env.print_json(interrupted.result.as_dict())
+        env.err.print(f"[bold red]{escape(interrupted.result.error or 'interrupted')}[/]", soft_wrap=True)
         if interrupted.result.hint:
-            err_console.print(f"[dim]hint:[/] {escape(interrupted.result.hint)}", soft_wrap=True)
+            env.err.print(f"[dim]hint:[/] {escape(interrupted.result.hint)}", soft_wrap=True)
         raise KeyboardInterrupt from None
     except KeyboardInterrupt:
         renderer.stop()
@@ -527,16 +525,16 @@ def sync(
         raise
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        env.err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if json_:
-        print_json(result.as_dict())
-    _render_result(result, err_console if json_ else console, renderer)
+        env.print_json(result.as_dict())
+    _render_result(result, env.human(json_), env.err, renderer)
     if not result.ok:
         raise fail(ExitCode.FAILURE)
 
 
 def _print_sql(
-    target_host: HostConfig, inv: Inventory, options: SyncOptions, from_version: str, accept_new: bool
+    target_host: HostConfig, inv: Inventory, options: SyncOptions, from_version: str, accept_new: bool, env: Environment
 ) -> None:
     """``inv sync --sql``: the script on stdout (nothing else there), notes on stderr; exit 0 even when nothing is pending."""
     from .. import __version__
@@ -554,7 +552,7 @@ def _print_sql(
         ensure = ledger.ensure_sql(state.columns) if (not state.exists or state.adoption_needed) else ""
         basis = f"after the ledger read from {target_host.name} at {time.strftime('%Y-%m-%d %H:%M:%S %z')}"
     for warning in warnings:
-        err_console.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
+        env.err.print(f"[yellow]warning:[/] {escape(warning)}", soft_wrap=True)
     identity = _identity(inv)
     lock_timeout = pg_duration(duration_seconds(options.lock_timeout or target_host.lock_timeout, "--lock-timeout"))
     statement_timeout = check_timeout(options.statement_timeout or target_host.statement_timeout, "--statement-timeout")
@@ -574,9 +572,8 @@ def _print_sql(
         ensure_sql=ensure,
         header=header,
     )
-    sys.stdout.write(text)
-    sys.stdout.flush()
-    err_console.print(f"{len(plan)} migration(s) in the script ({span}); nothing was applied", highlight=False)
+    env.write(text)
+    env.err.print(f"{len(plan)} migration(s) in the script ({span}); nothing was applied", highlight=False)
 
 
 def closing_drift_warning(
@@ -725,10 +722,11 @@ def status(
     Exit 0 whatever the states (status reports; sync refuses): a file that cannot be used (bad SQL, bad name,
     unreadable, a refused statement, a duplicate version) is listed as "invalid" with its error.
     """
+    env = environment(c)
     targets, inv = hosts_named(host, project=True)
     if len(targets) > 1:
         _fleet_status(
-            targets, inv, accept_new_host_key, json_=json_, parallel=parallel, fail_fast=fail_fast, timeout=timeout
+            targets, inv, accept_new_host_key, env, json_=json_, parallel=parallel, fail_fast=fail_fast, timeout=timeout
         )
         return
     target_host = targets[0]
@@ -737,20 +735,20 @@ def status(
     statuses, _, warnings = statuses_for(inv.migrations_dir(), state, strict=False)
     document = _status_document(target_host.name, target_host.database, state.exists, statuses, warnings)
     if json_:
-        print_json(document)
+        env.print_json(document)
         return
-    render_status(document, f"{target_host.name}/{target_host.database}: {len(statuses)} version(s)", console)
+    render_status(document, f"{target_host.name}/{target_host.database}: {len(statuses)} version(s)", env.out)
     for warning in warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
+        env.err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if not state.exists:
-        console.print(
+        env.out.print(
             f"[dim]no {escape(Ledger.for_host(target_host).display)} table yet: it is created by the first sync or baseline[/]"
         )
 
 
-def _render_edit(edit: LedgerEdit, json_: bool) -> None:
+def _render_edit(edit: LedgerEdit, json_: bool, env: Environment) -> None:
     if json_:
-        print_json(
+        env.print_json(
             {
                 "host": edit.host,
                 "database": edit.database,
@@ -762,13 +760,13 @@ def _render_edit(edit: LedgerEdit, json_: bool) -> None:
         )
         return
     for version in edit.recorded:
-        console.print(f"recorded {version} as applied (not run)")
+        env.out.print(f"recorded {version} as applied (not run)")
     for version, old, new in edit.updated:
-        console.print(f"updated checksum of {version}: {(old or 'none')[:12]} -> {(new or '')[:12]}")
+        env.out.print(f"updated checksum of {version}: {(old or 'none')[:12]} -> {(new or '')[:12]}")
     for version in edit.deleted:
-        console.print(f"deleted ledger row {version} (its file is gone)")
+        env.out.print(f"deleted ledger row {version} (its file is gone)")
     if not (edit.recorded or edit.updated or edit.deleted):
-        console.print("nothing to change")
+        env.out.print("nothing to change")
 
 
 @command(
@@ -800,7 +798,7 @@ def baseline_task(
             "outcome": "ok",
         },
     )
-    _render_edit(edit, json_)
+    _render_edit(edit, json_, environment(c))
 
 
 @command(
@@ -816,22 +814,21 @@ def repair(
     c: Context, host: str = "", yes: bool = False, json_: bool = False, accept_new_host_key: bool = False
 ) -> None:
     """Make the ledger agree with the files: refresh checksums of edited applied files, drop rows whose files are gone."""
+    env = environment(c)
     target_host, inv = single_host(host)
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
         changes, ledger = repair_changes(remote, inv.migrations_dir())
         if not changes:
-            _render_edit(LedgerEdit(target_host.name, target_host.database), json_)
+            _render_edit(LedgerEdit(target_host.name, target_host.database), json_, env)
             return
-        out = err_console if json_ else console
+        out = env.human(json_)
         for change in changes:
             what = "update checksum of" if change.action == "update_checksum" else "delete ledger row"
             out.print(f"will {what} {change.version} ({change.description})")
         if not yes:
-            if not is_interactive():
+            if not env.interactive:
                 raise UsageError("refusing to repair without confirmation: no terminal", hint="rerun with --yes")
-            from rich.prompt import Confirm
-
-            if not Confirm.ask(f"apply {len(changes)} ledger change(s)?", console=console):
+            if not env.confirm(f"apply {len(changes)} ledger change(s)?"):
                 raise fail(ExitCode.FAILURE)
         edit = apply_repair(remote, ledger, changes)
     append_audit(
@@ -844,4 +841,4 @@ def repair(
             "outcome": "ok",
         },
     )
-    _render_edit(edit, json_)
+    _render_edit(edit, json_, env)
