@@ -704,10 +704,17 @@ def _drop_extra(
             b.add(phase, kind, sql(key), action="drop", name=key, destructive=True, warning=why)
 
 
-def _drop_to_recreate(b: _Builder, ctx: _Context, attr: str, phase: str, kind: str, key: str, sql: str) -> None:
+def _drop_to_recreate(
+    b: _Builder, ctx: _Context, attr: str, phase: str, kind: str, key: str, sql: str, why: str | None = None
+) -> None:
     """The first half of the recreate step the kinds share: dropped now, created again later in the plan
-    (``_is_created``), its comment and privileges starting from the defaults."""
-    b.add(phase, kind, sql, action="drop", name=key)
+    (``_is_created``), its comment and privileges starting from the defaults.
+
+    ``why``: it cannot be altered in place, and the drop fails while other objects use it (destructive: shown
+    commented out without --allow-drop).
+    """
+    warning = None if why is None else f"recreates {kind} {key} ({why})"
+    b.add(phase, kind, sql, action="drop", name=key, destructive=why is not None, warning=warning)
     ctx.recreated.add(f"{attr}:{key}")
 
 
@@ -829,31 +836,21 @@ def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
     for key, coll in desired.collations.items():
         current = live.collations.get(key)
         changed = current is not None and dataclasses.replace(current, comment=coll.comment) != coll
-        add = partial(b.add, "collations", "collation", name=key)
         if changed:
-            add(
-                f"DROP COLLATION {key}",
-                action="drop",
-                destructive=True,
-                warning=f"recreates collation {key} (its properties cannot be altered; fails while columns or indexes use it)",
-            )
-            ctx.recreated.add(f"collations:{key}")
+            why = "its properties cannot be altered; fails while columns or indexes use it"
+            _drop_to_recreate(b, ctx, "collations", "collations", "collation", key, f"DROP COLLATION {key}", why)
         if current is None or changed:
-            add(collation_sql(coll), action="create")
+            b.add("collations", "collation", collation_sql(coll), action="create", name=key)
     for key, dictionary in desired.text_search_dicts.items():
         old = live.text_search_dicts.get(key)
         add = partial(b.add, "text search", "text search dictionary", name=key)
         if old is None:
             add(text_search_dictionary_sql(dictionary), action="create")
         elif old.template != dictionary.template:
-            add(
-                f"DROP TEXT SEARCH DICTIONARY {key}",
-                action="drop",
-                destructive=True,
-                warning=f"recreates text search dictionary {key} (its template changes; fails while configurations use it)",
-            )
+            why = "its template changes; fails while configurations use it"
+            sql = f"DROP TEXT SEARCH DICTIONARY {key}"
+            _drop_to_recreate(b, ctx, "text_search_dicts", "text search", "text search dictionary", key, sql, why)
             add(text_search_dictionary_sql(dictionary), action="create")
-            ctx.recreated.add(f"text_search_dicts:{key}")
         elif old.options != dictionary.options:
             names = _option_names(dictionary.options)
             removed = [n for n in _option_names(old.options) if n not in names]
@@ -863,13 +860,9 @@ def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
         was = live.text_search_configs.get(key)
         add = partial(b.add, "text search", "text search configuration", name=key)
         if was is not None and was.parser != config.parser:
-            add(
-                f"DROP TEXT SEARCH CONFIGURATION {key}",
-                action="drop",
-                destructive=True,
-                warning=f"recreates text search configuration {key} (its parser changes; fails while indexes use it)",
-            )
-            ctx.recreated.add(f"text_search_configs:{key}")
+            why = "its parser changes; fails while indexes use it"
+            sql = f"DROP TEXT SEARCH CONFIGURATION {key}"
+            _drop_to_recreate(b, ctx, "text_search_configs", "text search", "text search configuration", key, sql, why)
             was = None
         if was is None:
             for i, sql in enumerate(text_search_config_sql(config)):
