@@ -443,12 +443,12 @@ def steps_from_plan(plan: Plan, above: Sequence[VersionStatus]) -> list[Step]:
     """The computed plan: enum values first (on their own, the newest row marked unfinished), then one transaction."""
     rows = [s.row.version for s in above if s.row is not None]
     before = [
-        SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, False, p.destructive)
+        SqlStep(p.statement, p.statement, PLAN_SOURCE, False, p.destructive)
         for p in plan.statements
         if p.stage == "before"
     ]
     main = [
-        SqlStep(p.sql.rstrip(";"), p.sql.rstrip(";"), PLAN_SOURCE, True, p.destructive)
+        SqlStep(p.statement, p.statement, PLAN_SOURCE, True, p.destructive)
         for p in plan.statements
         if p.stage != "before"
     ]

@@ -55,7 +55,8 @@ from .desired import (
 from .drift import against_reloaded, at_once, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
 from .extract import dump_schema
 from .oracle import DumpDifference, compare_dumps, unexplained
-from .plan import HEADER, Plan, generate_plan
+from .plan import Plan, generate_plan
+from .render import HEADER
 from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template, dump_chunks
 
 

@@ -7,8 +7,10 @@ indexes) are dropped before what they depend on changes and recreated after; whi
 objects are dependents, and the order among views, comes from pg_depend.  Statements
 that lose data are marked destructive and left commented out unless ``allow_drop``.
 A plan has three stages (``STAGES``): enum values the transaction uses, one
-transaction, then ``CREATE INDEX CONCURRENTLY`` builds.  Whether a plan is right is
-decided by applying it (``opsagent.schema.declarative``), never by reading its text.
+transaction, then ``CREATE INDEX CONCURRENTLY`` builds.  A plan is a list of typed
+operations (``opsagent.schema.operations``: action, object, lock, stage); its text is
+written by ``opsagent.schema.render``.  Whether a plan is right is decided by applying
+it (``opsagent.schema.declarative``), never by reading its text.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import pglast
 
 from ..sqlquote import literal, qualify, quote_ident
+from . import render
 from .catalog import (
     Catalog,
     Collation,
@@ -43,6 +46,9 @@ from .catalog import (
     castable,
 )
 from .compare import equivalent
+from .operations import STAGES as STAGES  # re-exported: where callers found them
+from .operations import PlanStatement as PlanStatement
+from .render import HEADER as HEADER
 
 # phases, in the order their statements run
 PHASES = (
@@ -79,34 +85,13 @@ PHASES = (
     "drop schemas",
     "concurrent indexes",
 )
-# "before": enum values that the transaction uses (a value added in a transaction cannot be used in it);
-# "main": one transaction; "after": CREATE INDEX CONCURRENTLY, which cannot run in a transaction block
-STAGES = ("before", "main", "after")
 _PHASE_RANK = {name: index for index, name in enumerate(PHASES)}
-HEADER = "SET LOCAL check_function_bodies = false;  -- function bodies may name objects created later\n"
-
-
-@dataclasses.dataclass(frozen=True)
-class PlanStatement:
-    """One statement; a destructive one runs only when the plan allows drops."""
-
-    sql: str
-    kind: str
-    phase: str
-    destructive: bool = False
-    enabled: bool = True  # False: emitted commented out (destructive without --allow-drop, or ``manual``)
-    stage: str = "main"  # "before"/"after": on its own, outside the plan's transaction (see STAGES)
-    manual: str | None = None  # what the user must write before this statement can run (always commented out)
-    adds_enum_value: str | None = None  # ALTER TYPE ... ADD VALUE: the value's literal (see _stage_enum_values)
-    rerunnable: str | None = None  # the same statement, harmless when run twice: its form outside the transaction
-
-    def to_dict(self) -> dict[str, Any]:
-        """The documented JSON keys (docs/JSON.md); the staging fields are the planner's own."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("adds_enum_value", "rerunnable")}
 
 
 @dataclasses.dataclass(frozen=True)
 class Plan:
+    """The operations, in the order they run (phases, then stages), and what the plan leaves to the user."""
+
     statements: list[PlanStatement]
     warnings: list[str]
 
@@ -118,39 +103,15 @@ class Plan:
         return [s for s in self.statements if s.enabled]
 
     def body(self, stage: str = "main") -> str:
-        """One stage's statements, commented-out destructive ones included as comments."""
-        return _render(s for s in self.statements if s.stage == stage)
+        """One stage's statements as text (``render.body``)."""
+        return render.body(self.statements, stage)
 
     def script(self) -> str:
-        """The SQL to run, as the migration files run it: enum values first, one transaction, then concurrent builds."""
-        before, main, after = (self.body(stage) for stage in STAGES)
-        parts = []
-        if before:
-            parts.append(
-                "-- outside a transaction: enum values the transaction below uses must be committed first\n" + before
-            )
-        if main:
-            parts.append(f"BEGIN;\n{HEADER}{main}COMMIT;\n")
-        if after:
-            parts.append("-- outside a transaction: CONCURRENTLY builds cannot run inside one\n" + after)
-        return "".join(parts)
+        """The SQL to run (``render.script``): enum values first, one transaction, then concurrent builds."""
+        return render.script(self.statements)
 
     def to_dict(self) -> dict[str, Any]:
         return {"statements": [s.to_dict() for s in self.statements], "warnings": list(self.warnings)}
-
-
-def _render(statements: Iterable[PlanStatement]) -> str:
-    lines: list[str] = []
-    for statement in statements:
-        if statement.enabled:
-            lines.append(statement.sql)
-        elif statement.manual:
-            lines.append(f"-- {statement.manual}:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines()))
-        else:
-            lines.append(
-                "-- destructive, needs --allow-drop:\n" + "\n".join("-- " + ln for ln in statement.sql.splitlines())
-            )
-    return "\n".join(lines) + "\n" if lines else ""
 
 
 def _same(before: str | None, after: str | None, what: str = "statement") -> bool:
@@ -162,8 +123,11 @@ def _same(before: str | None, after: str | None, what: str = "statement") -> boo
 
 
 class _Builder:
-    def __init__(self, allow_drop: bool) -> None:
+    """Collects operations by phase; decides which run (``--allow-drop``, ``manual``) and the warnings."""
+
+    def __init__(self, allow_drop: bool, unseen: Collection[str] = ()) -> None:
         self.allow_drop = allow_drop
+        self.unseen = set(unseen)  # relations this plan creates: statements on them wait on nobody
         self.items: list[tuple[int, int, PlanStatement]] = []
         self.warnings: list[str] = []
 
@@ -173,6 +137,10 @@ class _Builder:
         kind: str,
         sql: str,
         *,
+        action: str,
+        name: str,
+        variant: str = "",
+        on: str | None = None,
         destructive: bool = False,
         warning: str | None = None,
         stage: str = "main",
@@ -180,7 +148,10 @@ class _Builder:
         adds_enum_value: str | None = None,
         rerunnable: str | None = None,
     ) -> None:
-        """One statement; ``manual`` (what the user must supply) leaves it commented out whatever the options."""
+        """One operation on ``name``; ``on``: the relation whose lock it takes, when not ``name`` itself.
+
+        ``manual`` (what the user must supply) leaves it commented out whatever the options.
+        """
         enabled = (self.allow_drop or not destructive) and manual is None
         if manual is not None:
             self.warnings.append(f"{warning or manual} (commented out: {manual})")
@@ -194,10 +165,18 @@ class _Builder:
             enabled,
             stage,
             manual,
+            action,
+            name,
+            variant,
+            on is not None and on in self.unseen,
             adds_enum_value,
             rerunnable and rerunnable.rstrip().rstrip(";") + ";",
         )
         self.items.append((_PHASE_RANK[phase], len(self.items), statement))
+
+    def added(self, phase: str, kind: str) -> list[PlanStatement]:
+        """The operations added so far in one phase on one kind of object."""
+        return [s for _, _, s in self.items if s.phase == phase and s.kind == kind]
 
     def plan(self) -> Plan:
         return Plan(
@@ -209,13 +188,15 @@ def _stage_enum_values(statements: list[PlanStatement]) -> list[PlanStatement]:
     """Enum values the transaction uses are added before it (PostgreSQL refuses a value added in the same transaction).
 
     All of them move together (one may be placed AFTER another), as ``IF NOT EXISTS`` so a rerun is harmless.
+    Whether a later statement uses a value is the one question no field answers: a deparsed default, CHECK, view
+    or function body may hold the value's literal anywhere, so that statement's text is searched for it.
     """
     added = [(i, st.adds_enum_value) for i, st in enumerate(statements) if st.adds_enum_value is not None]
     used = any(
         value in later.sql
         for i, value in added
         for later in statements[i + 1 :]
-        if later.stage == "main" and later.enabled
+        if later.transactional and later.enabled
     )
     if not used:
         return statements
@@ -479,30 +460,28 @@ def _grantee(name: str, owner: str | None) -> str:
 
 def privilege_sql(
     target: str, before: Iterable[Privilege], after: Iterable[Privilege], owner: str | None, columns: str = ""
-) -> list[str]:
-    """GRANT/REVOKE turning one ACL (as introspected: differences from the defaults) into another."""
+) -> list[tuple[str, str]]:
+    """GRANT/REVOKE turning one ACL (as introspected: differences from the defaults) into another: (action, SQL)."""
     old, new = set(before), set(after)
-    out: list[str] = []
+    out: list[tuple[str, str]] = []
     cols = f" ({columns})" if columns else ""
     for grantee, privilege, grantable in sorted(old - new):
         who = _grantee(grantee, owner)
         if privilege.startswith("no "):
-            out.append(
-                f"GRANT {privilege[3:]}{cols} ON {target} TO {who}" + (" WITH GRANT OPTION" if grantable else "")
-            )
+            option = " WITH GRANT OPTION" if grantable else ""
+            out.append(("grant", f"GRANT {privilege[3:]}{cols} ON {target} TO {who}{option}"))
         elif not (grantable and (grantee, privilege, False) in new):
-            out.append(f"REVOKE {privilege}{cols} ON {target} FROM {who}")
+            out.append(("revoke", f"REVOKE {privilege}{cols} ON {target} FROM {who}"))
     for grantee, privilege, grantable in sorted(new - old):
         who = _grantee(grantee, owner)
         if privilege.startswith("no "):
-            out.append(f"REVOKE {privilege[3:]}{cols} ON {target} FROM {who}")
+            out.append(("revoke", f"REVOKE {privilege[3:]}{cols} ON {target} FROM {who}"))
         elif grantable:
-            out.append(f"GRANT {privilege}{cols} ON {target} TO {who} WITH GRANT OPTION")
+            out.append(("grant", f"GRANT {privilege}{cols} ON {target} TO {who} WITH GRANT OPTION"))
+        elif (grantee, privilege, True) in old:
+            out.append(("revoke", f"REVOKE GRANT OPTION FOR {privilege}{cols} ON {target} FROM {who}"))
         else:
-            if (grantee, privilege, True) in old:
-                out.append(f"REVOKE GRANT OPTION FOR {privilege}{cols} ON {target} FROM {who}")
-            else:
-                out.append(f"GRANT {privilege}{cols} ON {target} TO {who}")
+            out.append(("grant", f"GRANT {privilege}{cols} ON {target} TO {who}"))
     return out
 
 
@@ -517,9 +496,9 @@ def generate_plan(
     New indexes on the existing tables named in ``concurrent_tables`` are built
     ``CONCURRENTLY`` after the transactional part (writes go on meanwhile).
     """
-    b = _Builder(allow_drop)
     ctx = _Context(live, desired)
     ctx.concurrent_tables = set(concurrent_tables)
+    b = _Builder(allow_drop, _created_relations(ctx))
     _plan_types_and_schemas(b, ctx)
     _plan_collations_and_text_search(b, ctx)
     _plan_tables(b, ctx)  # before sequences: a rebuilt table's sequences are owned anew
@@ -536,6 +515,16 @@ def generate_plan(
     _plan_comments(b, ctx)
     _plan_privileges(b, ctx)
     return b.plan()
+
+
+def _created_relations(ctx: _Context) -> set[str]:
+    """Tables and views this plan creates (new, rebuilt, or dropped and created again): nobody else can see them yet."""
+    return (
+        (ctx.desired.tables.keys() - ctx.live.tables.keys())
+        | ctx.rebuilt_tables
+        | (ctx.desired.views.keys() - ctx.live.views.keys())
+        | ctx.rebuilt_views
+    )
 
 
 class _Context:
@@ -694,43 +683,75 @@ def _enum_appendable(old: Type, new: Type) -> bool:
     return -1 not in positions and positions == sorted(positions)
 
 
+def _drop_extra(
+    b: _Builder,
+    phase: str,
+    kind: str,
+    live: Iterable[str],
+    desired: Collection[str],
+    sql: Callable[[str], str],
+    *,
+    kept: Callable[[str], bool] = lambda key: False,
+    warning: Callable[[str], str] | None = None,
+) -> None:
+    """The drop step the kinds share: what only the live side has (in ``live``'s order), destructive.
+
+    ``kept``: objects that go without a statement of their own (with their table or owner).
+    """
+    for key in live:
+        if key not in desired and not kept(key):
+            why = warning(key) if warning is not None else f"drops {kind} {key}"
+            b.add(phase, kind, sql(key), action="drop", name=key, destructive=True, warning=why)
+
+
+def _drop_to_recreate(
+    b: _Builder, ctx: _Context, attr: str, phase: str, kind: str, key: str, sql: str, why: str | None = None
+) -> None:
+    """The first half of the recreate step the kinds share: dropped now, created again later in the plan
+    (``_is_created``), its comment and privileges starting from the defaults.
+
+    ``why``: it cannot be altered in place, and the drop fails while other objects use it (destructive: shown
+    commented out without --allow-drop).
+    """
+    warning = None if why is None else f"recreates {kind} {key} ({why})"
+    b.add(phase, kind, sql, action="drop", name=key, destructive=why is not None, warning=warning)
+    ctx.recreated.add(f"{attr}:{key}")
+
+
+def _is_created(ctx: _Context, attr: str, key: str) -> bool:
+    """Whether the plan creates the object: new, or dropped to be created again (``_drop_to_recreate``)."""
+    return key not in getattr(ctx.live, attr) or f"{attr}:{key}" in ctx.recreated
+
+
 def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key in desired.schemas:
         if key not in live.schemas:
             # IF NOT EXISTS: the ledger's own schema (ledger_schema) is hidden from the model while it holds only the ledger
-            b.add("schemas", "schema", f"CREATE SCHEMA IF NOT EXISTS {key}")
-    for key in live.extensions:  # before the schemas: an extension's objects may live in one of them
-        if key not in desired.extensions:
-            b.add(
-                "drop schemas",
-                "extension",
-                f"DROP EXTENSION {quote_ident(key)}",
-                destructive=True,
-                warning=f"drops extension {key}",
-            )
-    for key in live.schemas:
-        if key not in desired.schemas:
-            b.add("drop schemas", "schema", f"DROP SCHEMA {key}", destructive=True, warning=f"drops schema {key}")
+            b.add("schemas", "schema", f"CREATE SCHEMA IF NOT EXISTS {key}", action="create", name=key)
+    # extensions before the schemas: an extension's objects may live in one of them
+    _drop_extra(
+        b,
+        "drop schemas",
+        "extension",
+        live.extensions,
+        desired.extensions,
+        lambda k: f"DROP EXTENSION {quote_ident(k)}",
+    )
+    _drop_extra(b, "drop schemas", "schema", live.schemas, desired.schemas, lambda k: f"DROP SCHEMA {k}")
     for key, ext in desired.extensions.items():
         current = live.extensions.get(key)
+        add = partial(b.add, "extensions", "extension", name=key)
         if current is None:
-            b.add(
-                "extensions",
-                "extension",
+            add(
                 f"CREATE EXTENSION {quote_ident(ext.name)} WITH SCHEMA {quote_ident(ext.schema)} "
                 f"VERSION {literal(ext.version)}",
+                action="create",
             )
         elif current.version != ext.version:
-            b.add(
-                "extensions", "extension", f"ALTER EXTENSION {quote_ident(ext.name)} UPDATE TO {literal(ext.version)}"
-            )
+            add(f"ALTER EXTENSION {quote_ident(ext.name)} UPDATE TO {literal(ext.version)}", action="alter")
         if current is not None and current.schema != ext.schema:
-            b.add(
-                "extensions",
-                "extension",
-                f"ALTER EXTENSION {quote_ident(ext.name)} SET SCHEMA {quote_ident(ext.schema)}",
-            )
+            add(f"ALTER EXTENSION {quote_ident(ext.name)} SET SCHEMA {quote_ident(ext.schema)}", action="alter")
     _plan_types(b, ctx)
 
 
@@ -816,64 +837,48 @@ def _plan_collations_and_text_search(b: _Builder, ctx: _Context) -> None:
         current = live.collations.get(key)
         changed = current is not None and dataclasses.replace(current, comment=coll.comment) != coll
         if changed:
-            b.add(
-                "collations",
-                "collation",
-                f"DROP COLLATION {key}",
-                destructive=True,
-                warning=f"recreates collation {key} (its properties cannot be altered; fails while columns or indexes use it)",
-            )
-            ctx.recreated.add(f"collations:{key}")
+            why = "its properties cannot be altered; fails while columns or indexes use it"
+            _drop_to_recreate(b, ctx, "collations", "collations", "collation", key, f"DROP COLLATION {key}", why)
         if current is None or changed:
-            b.add("collations", "collation", collation_sql(coll))
+            b.add("collations", "collation", collation_sql(coll), action="create", name=key)
     for key, dictionary in desired.text_search_dicts.items():
         old = live.text_search_dicts.get(key)
+        add = partial(b.add, "text search", "text search dictionary", name=key)
         if old is None:
-            b.add("text search", "text search dictionary", text_search_dictionary_sql(dictionary))
+            add(text_search_dictionary_sql(dictionary), action="create")
         elif old.template != dictionary.template:
-            b.add(
-                "text search",
-                "text search dictionary",
-                f"DROP TEXT SEARCH DICTIONARY {key}",
-                destructive=True,
-                warning=f"recreates text search dictionary {key} (its template changes; fails while configurations use it)",
-            )
-            b.add("text search", "text search dictionary", text_search_dictionary_sql(dictionary))
-            ctx.recreated.add(f"text_search_dicts:{key}")
+            why = "its template changes; fails while configurations use it"
+            sql = f"DROP TEXT SEARCH DICTIONARY {key}"
+            _drop_to_recreate(b, ctx, "text_search_dicts", "text search", "text search dictionary", key, sql, why)
+            add(text_search_dictionary_sql(dictionary), action="create")
         elif old.options != dictionary.options:
             names = _option_names(dictionary.options)
             removed = [n for n in _option_names(old.options) if n not in names]
             settings = ", ".join([*([dictionary.options] if dictionary.options else []), *removed])
-            b.add("text search", "text search dictionary", f"ALTER TEXT SEARCH DICTIONARY {key} ({settings})")
+            add(f"ALTER TEXT SEARCH DICTIONARY {key} ({settings})", action="alter")
     for key, config in desired.text_search_configs.items():
         was = live.text_search_configs.get(key)
+        add = partial(b.add, "text search", "text search configuration", name=key)
         if was is not None and was.parser != config.parser:
-            b.add(
-                "text search",
-                "text search configuration",
-                f"DROP TEXT SEARCH CONFIGURATION {key}",
-                destructive=True,
-                warning=f"recreates text search configuration {key} (its parser changes; fails while indexes use it)",
-            )
-            ctx.recreated.add(f"text_search_configs:{key}")
+            why = "its parser changes; fails while indexes use it"
+            sql = f"DROP TEXT SEARCH CONFIGURATION {key}"
+            _drop_to_recreate(b, ctx, "text_search_configs", "text search", "text search configuration", key, sql, why)
             was = None
         if was is None:
-            for sql in text_search_config_sql(config):
-                b.add("text search", "text search configuration", sql)
+            for i, sql in enumerate(text_search_config_sql(config)):
+                add(sql, action="alter" if i else "create")  # the configuration, then its mappings
         else:
             for sql in mapping_sql(key, was.mapping_map(), config.mapping_map()):
-                b.add("text search", "text search configuration", sql)
+                add(sql, action="alter")
     for attr, word in (
         ("text_search_configs", "TEXT SEARCH CONFIGURATION"),
         ("text_search_dicts", "TEXT SEARCH DICTIONARY"),
         ("collations", "COLLATION"),
     ):
-        for key in getattr(live, attr):
-            if key not in getattr(desired, attr):
-                phase = "drop collations" if attr == "collations" else "drop text search"
-                b.add(
-                    phase, word.lower(), f"DROP {word} {key}", destructive=True, warning=f"drops {word.lower()} {key}"
-                )
+        phase = "drop collations" if attr == "collations" else "drop text search"
+        _drop_extra(
+            b, phase, word.lower(), getattr(live, attr), getattr(desired, attr), partial("DROP {} {}".format, word)
+        )
 
 
 def _plan_types(b: _Builder, ctx: _Context) -> None:
@@ -881,20 +886,19 @@ def _plan_types(b: _Builder, ctx: _Context) -> None:
     for key, item in desired.types.items():
         current = live.types.get(key)
         if current is None:
-            b.add("types", "type", type_sql(item))
+            b.add("types", "type", type_sql(item), action="create", name=key)
         elif key in ctx.recreated_types:  # decided once, in _Context (_altered_in_place)
             _recreate_type(b, ctx, current, item)
         elif _enum_appendable(current, item):
             _add_enum_values(b, current, item)
         elif current.kind == "domain":  # its default or NOT NULL (a comment alone is planned with the comments)
             if current.default != item.default:
-                action = f"SET DEFAULT {item.default}" if item.default is not None else "DROP DEFAULT"
-                b.add("types", "type", f"ALTER DOMAIN {key} {action}")
+                setting = f"SET DEFAULT {item.default}" if item.default is not None else "DROP DEFAULT"
+                b.add("types", "type", f"ALTER DOMAIN {key} {setting}", action="alter", name=key)
             if current.not_null != item.not_null:
-                b.add("types", "type", f"ALTER DOMAIN {key} {'SET' if item.not_null else 'DROP'} NOT NULL")
-    for key in live.types:
-        if key not in desired.types:
-            b.add("drop types", "type", f"DROP TYPE {key}", destructive=True, warning=f"drops type {key}")
+                word = "SET" if item.not_null else "DROP"
+                b.add("types", "type", f"ALTER DOMAIN {key} {word} NOT NULL", action="alter", name=key)
+    _drop_extra(b, "drop types", "type", live.types, desired.types, lambda k: f"DROP TYPE {k}")
 
 
 def _add_enum_values(b: _Builder, old: Type, new: Type) -> None:
@@ -913,6 +917,9 @@ def _add_enum_values(b: _Builder, old: Type, new: Type) -> None:
             "types",
             "type",
             f"ALTER TYPE {new.key} ADD VALUE {literal(value)}{where}",
+            action="alter",
+            name=new.key,
+            variant="enum value",
             adds_enum_value=literal(value),
             rerunnable=f"ALTER TYPE {new.key} ADD VALUE IF NOT EXISTS {literal(value)}{where}",
         )
@@ -922,8 +929,14 @@ def _add_enum_values(b: _Builder, old: Type, new: Type) -> None:
 def _recreate_type(b: _Builder, ctx: _Context, old: Type, new: Type) -> None:
     """Rename the old type away, create the new one, move columns over (values through text), drop the old."""
     temp = qualify(old.schema, old.name + "__old")
-    b.add("types", "type", f"ALTER TYPE {old.key} RENAME TO {quote_ident(old.name + '__old')}")
-    b.add("types", "type", type_sql(new))
+    b.add(
+        "types",
+        "type",
+        f"ALTER TYPE {old.key} RENAME TO {quote_ident(old.name + '__old')}",
+        action="rename",
+        name=old.key,
+    )
+    b.add("types", "type", type_sql(new), action="create", name=new.key)
     lossy = old.kind != "enum" or not set(old.labels or ()) <= set(new.labels or ())
     for key, table in ctx.live.tables.items():
         wanted = ctx.desired.tables.get(key)
@@ -937,40 +950,48 @@ def _recreate_type(b: _Builder, ctx: _Context, old: Type, new: Type) -> None:
                 continue
             col = quote_ident(column.name)
             array = "[]" if column.type.endswith("[]") else ""
+            add = partial(b.add, "tables", "column", action="alter", name=f"{key}.{col}")
             if column.default is not None:
-                b.add("tables", "column", f"ALTER TABLE {key} ALTER COLUMN {col} DROP DEFAULT")
-            b.add(
-                "tables",
-                "column",
+                add(f"ALTER TABLE {key} ALTER COLUMN {col} DROP DEFAULT")
+            add(
                 f"ALTER TABLE {key} ALTER COLUMN {col} TYPE {target.type} USING {col}::text{array}::{target.type}",
                 destructive=lossy,
                 warning=f"{key}.{column.name}: values of {old.key} missing from the new type are lost",
             )
             if target.default is not None:
-                b.add("tables", "column", f"ALTER TABLE {key} ALTER COLUMN {col} SET DEFAULT {target.default}")
-    b.add("drops", "type", f"DROP TYPE {temp}", destructive=lossy, warning=f"drops the old definition of {old.key}")
+                add(f"ALTER TABLE {key} ALTER COLUMN {col} SET DEFAULT {target.default}")
+    b.add(
+        "drops",
+        "type",
+        f"DROP TYPE {temp}",
+        action="drop",
+        name=temp,
+        destructive=lossy,
+        warning=f"drops the old definition of {old.key}",
+    )
 
 
 def _plan_sequences(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key, seq in desired.sequences.items():
         current = live.sequences.get(key)
+        alter = partial(b.add, kind="sequence", action="alter", name=key)
         if current is not None and _dies_with_owner(ctx, current):  # kept: freed before its column goes
-            b.add("drop dependents", "sequence", f"ALTER SEQUENCE {key} OWNED BY NONE")
+            alter("drop dependents", sql=f"ALTER SEQUENCE {key} OWNED BY NONE")
             current = dataclasses.replace(current, owned_by=None)
         if current is None:
-            b.add("sequences", "sequence", sequence_sql(seq))
+            b.add("sequences", "sequence", sequence_sql(seq), action="create", name=key)
         elif dataclasses.replace(current, owned_by=seq.owned_by, comment=seq.comment, privileges=seq.privileges) != seq:
-            b.add("sequences", "sequence", sequence_sql(seq, create=False))
+            alter("sequences", sql=sequence_sql(seq, create=False))
         if (current is None or current.owned_by != seq.owned_by or key in ctx.reowned) and (
             seq.owned_by or current is not None
         ):
-            b.add("constraints", "sequence", f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by or 'NONE'}")
-    for key, seq in live.sequences.items():
-        if key not in desired.sequences:
-            if key in ctx.dropped_sequences or _dies_with_owner(ctx, seq):
-                continue  # goes with its table or column (an owned sequence)
-            b.add("drops", "sequence", f"DROP SEQUENCE {key}", destructive=True, warning=f"drops sequence {key}")
+            alter("constraints", sql=f"ALTER SEQUENCE {key} OWNED BY {seq.owned_by or 'NONE'}")
+    # an owned sequence goes with its table or column
+    gone = {k for k, seq in live.sequences.items() if k in ctx.dropped_sequences or _dies_with_owner(ctx, seq)}
+    _drop_extra(
+        b, "drops", "sequence", live.sequences, desired.sequences, "DROP SEQUENCE {}".format, kept=gone.__contains__
+    )
 
 
 def _owner_column(owned_by: str | None) -> tuple[str, str] | None:
@@ -1001,7 +1022,15 @@ def _drop_owned_sequences(b: _Builder, ctx: _Context, table: str, column: Column
     owned_by = f"{table}.{quote_ident(column.name)}"
     for key, seq in ctx.live.sequences.items():
         if seq.owned_by == owned_by and key not in ctx.desired.sequences:
-            b.add("columns", "sequence", f"DROP SEQUENCE {key}", destructive=True, warning=f"drops sequence {key}")
+            b.add(
+                "columns",
+                "sequence",
+                f"DROP SEQUENCE {key}",
+                action="drop",
+                name=key,
+                destructive=True,
+                warning=f"drops sequence {key}",
+            )
             ctx.dropped_sequences.add(key)
 
 
@@ -1037,6 +1066,8 @@ def _plan_operators(b: _Builder, ctx: _Context) -> None:
                 "drop functions",
                 "operator",
                 f"DROP OPERATOR {_operator_target(item)}",
+                action="drop",
+                name=key,
                 destructive=True,
                 warning=f"drops operator {key}",
             )
@@ -1049,14 +1080,16 @@ def _plan_operators(b: _Builder, ctx: _Context) -> None:
             estimators = ", ".join(
                 f"{word} = {value or 'NONE'}" for word, value in (("RESTRICT", other.restrict), ("JOIN", other.join))
             )
-            b.add("operators", "operator", f"ALTER OPERATOR {_operator_target(item)} SET ({estimators})")
+            sql = f"ALTER OPERATOR {_operator_target(item)} SET ({estimators})"
+            b.add("operators", "operator", sql, action="alter", name=key)
             continue
-        b.add("drop functions", "operator", f"DROP OPERATOR {_operator_target(item)}")
-        ctx.recreated.add(f"operators:{key}")
+        _drop_to_recreate(
+            b, ctx, "operators", "drop functions", "operator", key, f"DROP OPERATOR {_operator_target(item)}"
+        )
     phases = _function_phases(ctx.desired)
     for key, item in ctx.desired.operators.items():
-        if key not in ctx.live.operators or f"operators:{key}" in ctx.recreated:
-            b.add(_operator_phase(ctx.desired, key, phases), "operator", operator_sql(item))
+        if _is_created(ctx, "operators", key):
+            b.add(_operator_phase(ctx.desired, key, phases), "operator", operator_sql(item), action="create", name=key)
 
 
 def _operator_phase(desired: Catalog, key: str, phases: Mapping[str, str]) -> str:
@@ -1101,6 +1134,8 @@ def _plan_operator_classes(b: _Builder, ctx: _Context) -> None:
                 "drop operator classes",
                 "operator class",
                 f"DROP OPERATOR CLASS {key}",
+                action="drop",
+                name=key,
                 destructive=other is None,
                 warning=f"drops operator class {key}",
             )
@@ -1108,8 +1143,7 @@ def _plan_operator_classes(b: _Builder, ctx: _Context) -> None:
     created_with_class = {
         f"{c.family} USING {c.method}"
         for k, c in desired.operator_classes.items()
-        if c.family == qualify(c.schema, c.name)
-        and (k not in live.operator_classes or f"operator_classes:{k}" in ctx.recreated)
+        if c.family == qualify(c.schema, c.name) and _is_created(ctx, "operator_classes", k)
     }
     for key, family in live.operator_families.items():
         wanted = desired.operator_families.get(key)
@@ -1118,28 +1152,27 @@ def _plan_operator_classes(b: _Builder, ctx: _Context) -> None:
                 "drop operator classes",
                 "operator family",
                 f"DROP OPERATOR FAMILY {key}",
+                action="drop",
+                name=key,
                 destructive=True,
                 warning=f"drops operator family {key} and its classes",
             )
             continue
         for member in sorted(set(family.members) - set(wanted.members)):
-            b.add(
-                "drop operator classes", "operator family", f"ALTER OPERATOR FAMILY {key} DROP {_member_drop(member)}"
-            )
+            sql = f"ALTER OPERATOR FAMILY {key} DROP {_member_drop(member)}"
+            b.add("drop operator classes", "operator family", sql, action="alter", name=key)
     for key, family in desired.operator_families.items():
         if key not in live.operator_families and key not in created_with_class:
-            b.add(
-                "operator classes",
-                "operator family",
-                f"CREATE OPERATOR FAMILY {qualify(family.schema, family.name)} USING {family.method}",
-            )
+            sql = f"CREATE OPERATOR FAMILY {qualify(family.schema, family.name)} USING {family.method}"
+            b.add("operator classes", "operator family", sql, action="create", name=key)
     for key, item in desired.operator_classes.items():
-        if key not in live.operator_classes or f"operator_classes:{key}" in ctx.recreated:
-            b.add("operator classes", "operator class", operator_class_sql(item))
+        if _is_created(ctx, "operator_classes", key):
+            b.add("operator classes", "operator class", operator_class_sql(item), action="create", name=key)
     for key, family in desired.operator_families.items():
         was = live.operator_families.get(key)
         for member in sorted(set(family.members) - set(was.members if was is not None else ())):
-            b.add("operator classes", "operator family", f"ALTER OPERATOR FAMILY {key} ADD {member}")
+            sql = f"ALTER OPERATOR FAMILY {key} ADD {member}"
+            b.add("operator classes", "operator family", sql, action="alter", name=key)
 
 
 def _plan_functions(b: _Builder, ctx: _Context) -> None:
@@ -1149,12 +1182,8 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
     for key in reversed(live_order):  # a function calling another goes first
         if key in desired.functions and key in ctx.dropped_functions:
             # after the views and triggers using it are dropped; before the views it uses
-            b.add(
-                "drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions",
-                "function",
-                _drop_function(live.functions[key]),
-            )
-            ctx.recreated.add(f"functions:{key}")
+            phase = "drop dependents" if _uses_rebuilt_view(ctx, key) else "drop functions"
+            _drop_to_recreate(b, ctx, "functions", phase, "function", key, _drop_function(live.functions[key]))
     phases = _function_phases(desired)
     for key in _function_order(desired.functions, desired.depends):
         func, current = desired.functions[key], live.functions.get(key)
@@ -1164,7 +1193,8 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
             and key not in ctx.dropped_functions
         ):
             continue
-        b.add(phases[key], "function", function_sql(func))
+        action = "create" if _is_created(ctx, "functions", key) else "replace"
+        b.add(phases[key], "function", function_sql(func), action=action, name=key)
     for key in sorted(
         reversed(live_order), key=lambda k: live.functions[k].kind != "a"
     ):  # aggregates before their functions
@@ -1172,7 +1202,9 @@ def _plan_functions(b: _Builder, ctx: _Context) -> None:
             func = live.functions[key]
             # a function using a table's row type goes before the table; others last (defaults may use them)
             uses_dropped = any(_references(_signature(func), t) for t in live.tables.keys() - desired.tables.keys())
-            b.add("drop functions" if uses_dropped else "drops", "function", _drop_function(func))
+            b.add(
+                "drop functions" if uses_dropped else "drops", "function", _drop_function(func), action="drop", name=key
+            )
 
 
 def _called(key: str, functions: Mapping[str, Function], depends: Mapping[str, frozenset[str]]) -> list[str]:
@@ -1238,7 +1270,7 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
         table = desired.tables[key]
         current = live.tables.get(key)
         if current is None:
-            b.add("tables", "table", table_sql(table))
+            b.add("tables", "table", table_sql(table), action="create", name=key)
             for column in table.columns:
                 if column.inherited:
                     _inherited_column(b, ctx, table, column, None)
@@ -1248,19 +1280,29 @@ def _plan_tables(b: _Builder, ctx: _Context) -> None:
             _rebuild_table(b, ctx, current, table)
         else:
             _alter_table(b, ctx, current, table)
-        if table.rls_enabled and (current is None or not current.rls_enabled):
-            b.add("policies", "rls", f"ALTER TABLE {key} ENABLE ROW LEVEL SECURITY")
-        if table.rls_forced and (current is None or not current.rls_forced):
-            b.add("policies", "rls", f"ALTER TABLE {key} FORCE ROW LEVEL SECURITY")
-        if current is not None and current.rls_enabled and not table.rls_enabled:
-            b.add("policies", "rls", f"ALTER TABLE {key} DISABLE ROW LEVEL SECURITY")
-        if current is not None and current.rls_forced and not table.rls_forced:
-            b.add("policies", "rls", f"ALTER TABLE {key} NO FORCE ROW LEVEL SECURITY")
-    for key in reversed(_table_order(live.tables)):
-        if key not in desired.tables:
-            b.add(
-                "drop tables", "table", f"DROP TABLE {key}", destructive=True, warning=f"drops table {key} and its data"
-            )
+        _row_level_security(b, key, current, table)
+    _drop_extra(
+        b,
+        "drop tables",
+        "table",
+        reversed(_table_order(live.tables)),
+        desired.tables,
+        "DROP TABLE {}".format,
+        warning="drops table {} and its data".format,
+    )
+
+
+def _row_level_security(b: _Builder, key: str, current: Table | None, table: Table) -> None:
+    """ENABLE / FORCE (or DISABLE / NO FORCE) ROW LEVEL SECURITY, with the policies."""
+    add = partial(b.add, "policies", "rls", action="alter", name=key, on=key)
+    if table.rls_enabled and (current is None or not current.rls_enabled):
+        add(f"ALTER TABLE {key} ENABLE ROW LEVEL SECURITY")
+    if table.rls_forced and (current is None or not current.rls_forced):
+        add(f"ALTER TABLE {key} FORCE ROW LEVEL SECURITY")
+    if current is not None and current.rls_enabled and not table.rls_enabled:
+        add(f"ALTER TABLE {key} DISABLE ROW LEVEL SECURITY")
+    if current is not None and current.rls_forced and not table.rls_forced:
+        add(f"ALTER TABLE {key} NO FORCE ROW LEVEL SECURITY")
 
 
 def _needs_rebuild(old: Table, new: Table) -> bool:
@@ -1274,18 +1316,20 @@ def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
     temp = old.name + "__old"
     for seq in ctx.live.sequences.values():
         if seq.owned_by and seq.owned_by.rsplit(".", 1)[0] == key:
-            b.add("tables", "sequence", f"ALTER SEQUENCE {seq.key} OWNED BY NONE")
+            b.add("tables", "sequence", f"ALTER SEQUENCE {seq.key} OWNED BY NONE", action="alter", name=seq.key)
             ctx.reowned.add(seq.key)
     for child in ctx.live.tables.values():
         if child.partition_of and _same_table(child.partition_of, key) and child.key in ctx.desired.tables:
-            b.add("tables", "table", f"ALTER TABLE {key} DETACH PARTITION {child.key}")
-    b.add("tables", "table", f"ALTER TABLE {key} RENAME TO {quote_ident(temp)}")
+            b.add("tables", "table", f"ALTER TABLE {key} DETACH PARTITION {child.key}", action="detach", name=child.key)
+    b.add("tables", "table", f"ALTER TABLE {key} RENAME TO {quote_ident(temp)}", action="rename", name=key)
     before = old.column_map()
     carried = [c.name for c in new.columns if c.identity and c.name in before and before[c.name].identity]
     for name in carried:
-        for sql in _park_identity(key, qualify(old.schema, temp), name):
-            b.add("tables", "sequence", sql)
-    b.add("tables", "table", table_sql(new))
+        for action, sql in _park_identity(key, qualify(old.schema, temp), name):
+            parked = f"{qualify(old.schema, temp)}.{quote_ident(name)}"
+            variant = "identity" if action == "alter" else ""  # ALTER TABLE ... DROP IDENTITY
+            b.add("tables", "sequence", sql, action=action, name=parked, variant=variant)
+    b.add("tables", "table", table_sql(new), action="create", name=key)
     for column in new.columns:
         if not column.inherited:
             _column_statistics(b, key, column)
@@ -1297,15 +1341,16 @@ def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
     if common:
         names = ", ".join(common)
         override = " OVERRIDING SYSTEM VALUE" if any(c.identity for c in new.columns) else ""
-        b.add(
-            "columns", "table", f"INSERT INTO {key} ({names}){override} SELECT {names} FROM {qualify(old.schema, temp)}"
-        )
+        sql = f"INSERT INTO {key} ({names}){override} SELECT {names} FROM {qualify(old.schema, temp)}"
+        b.add("columns", "table", sql, action="copy", name=key, on=key)
         for name in carried:
-            b.add("columns", "sequence", _carry_identity(key, name))
+            b.add("columns", "sequence", _carry_identity(key, name), action="copy", name=f"{key}.{quote_ident(name)}")
     b.add(
         "drops",
         "table",
         f"DROP TABLE {qualify(old.schema, temp)}",
+        action="drop",
+        name=qualify(old.schema, temp),
         destructive=True,
         warning=f"rebuilds table {key} (partitioning changes): the old copy is dropped after its rows are copied",
     )
@@ -1316,7 +1361,7 @@ def _identity_setting(table: str) -> str:
     return "opsagent.identity_" + hashlib.sha1(table.encode()).hexdigest()[:12]
 
 
-def _park_identity(table: str, old_table: str, column: str) -> list[str]:
+def _park_identity(table: str, old_table: str, column: str) -> list[tuple[str, str]]:
     """Remember where the old identity stopped, then free its sequence's name for the new table.
 
     Dropping the old identity (the renamed copy keeps its rows) lets the new table's sequence take the
@@ -1328,8 +1373,8 @@ def _park_identity(table: str, old_table: str, column: str) -> list[str]:
         f"WHERE format('%I.%I', s.schemaname, s.sequencename)::regclass = {old_seq}::regclass)"
     )
     return [
-        f"SELECT set_config({literal(_identity_setting(table))}, coalesce({position}::text, ''), true)",
-        f"ALTER TABLE {old_table} ALTER COLUMN {quote_ident(column)} DROP IDENTITY",
+        ("copy", f"SELECT set_config({literal(_identity_setting(table))}, coalesce({position}::text, ''), true)"),
+        ("alter", f"ALTER TABLE {old_table} ALTER COLUMN {quote_ident(column)} DROP IDENTITY"),
     ]
 
 
@@ -1345,31 +1390,34 @@ def _carry_identity(table: str, column: str) -> str:
 
 def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
     key = new.key
+    table = partial(b.add, kind="table", name=key)
     if old.persistence != new.persistence:
-        b.add("tables", "table", f"ALTER TABLE {key} SET {'UNLOGGED' if new.persistence == 'u' else 'LOGGED'}")
+        table(
+            "tables", sql=f"ALTER TABLE {key} SET {'UNLOGGED' if new.persistence == 'u' else 'LOGGED'}", action="alter"
+        )
     if old.options != new.options:
         if old.options:
-            b.add("tables", "table", f"ALTER TABLE {key} RESET ({', '.join(o.split('=', 1)[0] for o in old.options)})")
+            names = ", ".join(o.split("=", 1)[0] for o in old.options)
+            table("tables", sql=f"ALTER TABLE {key} RESET ({names})", action="alter")
         if new.options:
-            b.add("tables", "table", f"ALTER TABLE {key} SET ({', '.join(new.options)})")
+            table("tables", sql=f"ALTER TABLE {key} SET ({', '.join(new.options)})", action="alter")
     # detached before any table is dropped: dropping the parent would take its partitions (or fail on its children)
     for parent in old.inherits:
         if parent not in new.inherits:
-            b.add("drop tables", "table", f"ALTER TABLE {key} NO INHERIT {parent}")
+            table("drop tables", sql=f"ALTER TABLE {key} NO INHERIT {parent}", action="detach")
     # joined once its columns match (types, NOT NULL: the columns phase) and it has its new parent's CHECKs
     for parent in new.inherits:
         if parent not in old.inherits:
             _parent_checks(b, ctx, key, parent)
-            b.add("constraints", "table", f"ALTER TABLE {key} INHERIT {parent}")
+            table("constraints", sql=f"ALTER TABLE {key} INHERIT {parent}", action="attach")
     if (old.partition_of, old.partition_bound) != (new.partition_of, new.partition_bound) or key in ctx.detached:
         if old.partition_of and key not in ctx.detached:
-            b.add("drop tables", "table", f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}")
+            table("drop tables", sql=f"ALTER TABLE {old.partition_of} DETACH PARTITION {key}", action="detach")
         if new.partition_of:
             if key not in ctx.detached:
                 _parent_checks(b, ctx, key, new.partition_of)
-            b.add(
-                "constraints", "table", f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}"
-            )
+            sql = f"ALTER TABLE {new.partition_of} ATTACH PARTITION {key} {new.partition_bound}"
+            table("constraints", sql=sql, action="attach")
     before = old.column_map()
     after = new.column_map()
     for column in old.columns:
@@ -1378,6 +1426,8 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
                 "columns",
                 "column",
                 f"ALTER TABLE {key} DROP COLUMN {quote_ident(column.name)}",
+                action="drop",
+                name=f"{key}.{quote_ident(column.name)}",
                 destructive=True,
                 warning=f"drops column {key}.{column.name} and its data",
             )
@@ -1395,7 +1445,8 @@ def _alter_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
         if current is None or current.inherited:
             # an inherited column the parent drops would vanish: (re)add it as the table's own
             exists = "" if current is None else "IF NOT EXISTS "
-            b.add("columns", "column", f"ALTER TABLE {key} ADD COLUMN {exists}{column_sql(column)}")
+            sql = f"ALTER TABLE {key} ADD COLUMN {exists}{column_sql(column)}"
+            b.add("columns", "column", sql, action="create", name=f"{key}.{quote_ident(column.name)}")
             _column_statistics(b, key, column, current.statistics if current is not None else None)
             continue
         _alter_column(b, ctx, key, current, column)
@@ -1446,6 +1497,8 @@ def _parent_checks(b: _Builder, ctx: _Context, child: str, reference: str) -> No
                 "constraints",
                 "constraint",
                 f"ALTER TABLE {child} ADD CONSTRAINT {quote_ident(item.name)} {item.definition}",
+                action="create",
+                name=f"{child}.{quote_ident(item.name)}",
             )
 
 
@@ -1527,36 +1580,34 @@ def _cascaded(ctx: _Context, table: Table, column: str, field: str, value: Any) 
 def _inherited_column(b: _Builder, ctx: _Context, table: Table, new: Column, old: Column | None) -> None:
     """A partition's or child's own NOT NULL and default on a column its parent defines (created from the parent's)."""
     prefix = f"ALTER TABLE {table.key} ALTER COLUMN {quote_ident(new.name)}"
+    add = partial(b.add, "columns", "column", action="alter", name=f"{table.key}.{quote_ident(new.name)}", on=table.key)
     not_null = _cascaded(ctx, table, new.name, "not_null", old.not_null if old is not None else _COPIED)
     if not_null is not _COPIED and not_null != new.not_null:
-        b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
+        add(f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
     default = _cascaded(ctx, table, new.name, "default", old.default if old is not None else _COPIED)
     if default is _COPIED:
         return
     if not _same(default, new.default, "expression"):
-        b.add(
-            "columns",
-            "column",
-            f"{prefix} SET DEFAULT {new.default}" if new.default is not None else f"{prefix} DROP DEFAULT",
-        )
+        add(f"{prefix} SET DEFAULT {new.default}" if new.default is not None else f"{prefix} DROP DEFAULT")
 
 
 def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Column) -> None:
     col = quote_ident(new.name)
     prefix = f"ALTER TABLE {table} ALTER COLUMN {col}"
+    column = partial(b.add, "columns", "column", name=f"{table}.{col}")
+    alter = partial(column, action="alter")
     if not _same(old.generated, new.generated, "expression"):
-        b.add(
-            "columns",
-            "column",
+        column(
             f"ALTER TABLE {table} DROP COLUMN {col}",
+            action="drop",
             destructive=True,
             warning=f"recreates column {table}.{new.name} (generation expression changed)",
         )
-        b.add("columns", "column", f"ALTER TABLE {table} ADD COLUMN {column_sql(new)}", destructive=True)
+        column(f"ALTER TABLE {table} ADD COLUMN {column_sql(new)}", action="create", destructive=True)
         return
     type_moved = any(_uses_type(old.type, t) for t in ctx.recreated_types)
     if old.identity and not new.identity:
-        b.add("columns", "column", f"{prefix} DROP IDENTITY")
+        alter(f"{prefix} DROP IDENTITY")
     default_changed = not _same(old.default, new.default, "expression") or old.type != new.type
     via = "::text" if _is_user_type(ctx, old.type) or _is_user_type(ctx, new.type) else ""
     # no cast at all (bigint → timestamp): only the user knows the conversion; the statement is left for them
@@ -1566,7 +1617,7 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
         else f"no cast from {old.type} to {new.type}: write the USING expression, then run"
     )
     if old.default is not None and default_changed and not type_moved and no_cast is None:
-        b.add("columns", "column", f"{prefix} DROP DEFAULT")
+        alter(f"{prefix} DROP DEFAULT")
     if (old.type != new.type or old.collation != new.collation) and not type_moved:
         collate = f" COLLATE {new.collation}" if new.collation else ""
         using = (
@@ -1574,9 +1625,7 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
             if no_cast is None
             else f"{col} /* an expression turning {old.type} into {new.type} */"
         )
-        b.add(
-            "columns",
-            "column",
+        alter(
             f"{prefix} TYPE {new.type}{collate} USING {using}",
             destructive=not lossless(old.type, new.type),
             manual=no_cast,
@@ -1584,24 +1633,22 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
             + ("has no cast" if no_cast else "may lose data or fail"),
         )
     if new.default is not None and default_changed and not type_moved:
-        b.add(
-            "columns",
-            "column",
+        alter(
             f"{prefix} SET DEFAULT {new.default}",
             manual=no_cast and "run after the type change above",
             warning=f"{table}.{new.name}: the new default waits for the type change",
         )
     if old.not_null != new.not_null:
-        b.add("columns", "column", f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
+        alter(f"{prefix} {'SET' if new.not_null else 'DROP'} NOT NULL")
     _column_statistics(b, table, new, old.statistics)
     if new.identity and not old.identity:
         _drop_owned_sequences(b, ctx, table, old)
-        b.add("columns", "column", f"{prefix} ADD {identity_sql(new)}")
+        alter(f"{prefix} ADD {identity_sql(new)}")
     elif new.identity and old.identity:
-        _alter_identity(b, prefix, old, new)
+        _alter_identity(alter, prefix, old, new)
 
 
-def _alter_identity(b: _Builder, prefix: str, old: Column, new: Column) -> None:
+def _alter_identity(alter: Callable[..., None], prefix: str, old: Column, new: Column) -> None:
     """``SET GENERATED`` and ``SET <sequence option>`` on an identity column (its sequence and current value are kept).
 
     After a type change PostgreSQL moves a default MAXVALUE/MINVALUE to the new type's: every option is then written out.
@@ -1611,7 +1658,7 @@ def _alter_identity(b: _Builder, prefix: str, old: Column, new: Column) -> None:
         base = old.identity_sequence if old.type == new.type else None
         settings += identity_options(new, base, "SET ") if base is not None else _all_identity_options(new)
     if settings:
-        b.add("columns", "column", f"{prefix} {' '.join(settings)}")
+        alter(f"{prefix} {' '.join(settings)}")
 
 
 def _all_identity_options(column: Column) -> list[str]:
@@ -1668,15 +1715,23 @@ def _plan_constraints(b: _Builder, ctx: _Context) -> None:
             or _constraint_changed(ctx, key, item)
             or (item.type == "f" and any(_references(item.definition, t) for t in unkeyed))
         ):
-            b.add("drop dependents", "constraint", _drop_constraint(item))
+            _drop_to_recreate(b, ctx, "constraints", "drop dependents", "constraint", key, _drop_constraint(item))
             dropped.add(key)
-            ctx.recreated.add(f"constraints:{key}")
     for key, item in sorted(desired.constraints.items(), key=lambda kv: _CONSTRAINT_ORDER.get(kv[1].type, 9)):
         if key not in live.constraints and _inherited_on_release(ctx, item):
             continue
         if key not in live.constraints or key in dropped or (item.on_domain and item.table in ctx.recreated_types):
             # foreign keys last: the unique index they need may be a plain CREATE UNIQUE INDEX
-            b.add("foreign keys" if item.type == "f" else "constraints", "constraint", constraint_sql(item))
+            foreign = item.type == "f"
+            b.add(
+                "foreign keys" if foreign else "constraints",
+                "constraint",
+                constraint_sql(item),
+                action="create",
+                name=key,
+                variant="foreign key" if foreign else "",
+                on=None if item.on_domain or foreign else item.table,  # a foreign key locks the table it references too
+            )
 
 
 def _plan_indexes(b: _Builder, ctx: _Context) -> None:
@@ -1691,9 +1746,8 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
             or ctx.rebuilt_with("indexes", key, item.table)
             or item.valid != other.valid
         ):
-            b.add("drop dependents", "index", f"DROP INDEX {key}")
+            _drop_to_recreate(b, ctx, "indexes", "drop dependents", "index", key, f"DROP INDEX {key}")
             ctx.rebuilt_indexes.add(key)
-            ctx.recreated.add(f"indexes:{key}")
     for key, item in desired.indexes.items():
         other = live.indexes.get(key)
         if item.table in ctx.created_views:
@@ -1711,34 +1765,45 @@ def _plan_indexes(b: _Builder, ctx: _Context) -> None:
                 _build_partitioned_concurrently(b, ctx, item, partitions)
             elif _can_build_concurrently(b, ctx, item):
                 ctx.concurrent_indexes.add(key)
-                # a build that failed before leaves an INVALID index behind: drop it so that a retry succeeds
-                b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {key}", stage="after")
-                b.add("concurrent indexes", "index", _concurrently(item.definition), stage="after")
+                _build_concurrently(b, key, item.definition)
             else:
-                b.add("indexes", "index", _cascading(item.definition))
+                b.add("indexes", "index", _cascading(item.definition), action="create", name=key, on=item.table)
             _index_statistics(b, item, (), *_index_phase(ctx, item.table, item.name))
         elif other is not None and other.statistics != item.statistics:
             _index_statistics(b, item, other.statistics, "indexes", "main")
 
 
+def _build_concurrently(b: _Builder, key: str, definition: str) -> None:
+    """DROP INDEX CONCURRENTLY IF EXISTS, then CREATE INDEX CONCURRENTLY, after the transaction.
+
+    A build that failed before leaves an INVALID index behind: dropping it first lets a retry succeed.
+    """
+    add = partial(b.add, "concurrent indexes", "index", name=key, variant="concurrently", stage="after")
+    add(f"DROP INDEX CONCURRENTLY IF EXISTS {key}", action="drop")
+    add(_concurrently(definition), action="create")
+
+
 def _index_statistics(b: _Builder, index: Index, before: Iterable[tuple[int, int]], phase: str, stage: str) -> None:
     """ALTER INDEX ... ALTER COLUMN n SET STATISTICS (an expression column's target), after the index is built."""
     wanted = dict(index.statistics)
+    add = partial(
+        b.add, phase, "index", action="alter", name=index.key, variant="statistics", on=index.table, stage=stage
+    )
     for number in sorted(dict(before)):
         if number not in wanted:
-            b.add(phase, "index", f"ALTER INDEX {index.key} ALTER COLUMN {number} SET STATISTICS -1", stage=stage)
+            add(f"ALTER INDEX {index.key} ALTER COLUMN {number} SET STATISTICS -1")
     for number, target in sorted(wanted.items()):
         if dict(before).get(number) != target:
-            b.add(phase, "index", f"ALTER INDEX {index.key} ALTER COLUMN {number} SET STATISTICS {target}", stage=stage)
+            add(f"ALTER INDEX {index.key} ALTER COLUMN {number} SET STATISTICS {target}")
 
 
 def _column_statistics(b: _Builder, table: str, column: Column, before: int | None = None) -> None:
     """ALTER COLUMN ... SET STATISTICS (-1: back to the default)."""
     if column.statistics != before:
         target = -1 if column.statistics is None else column.statistics
-        b.add(
-            "columns", "column", f"ALTER TABLE {table} ALTER COLUMN {quote_ident(column.name)} SET STATISTICS {target}"
-        )
+        col = quote_ident(column.name)
+        sql = f"ALTER TABLE {table} ALTER COLUMN {col} SET STATISTICS {target}"
+        b.add("columns", "column", sql, action="alter", name=f"{table}.{col}", variant="statistics", on=table)
 
 
 _CREATE_INDEX = re.compile(r"^CREATE (UNIQUE )?INDEX ")
@@ -1786,21 +1851,16 @@ def _build_partitioned_concurrently(b: _Builder, ctx: _Context, index: Index, pa
     The partitions' indexes get the names PostgreSQL would give them, so the result equals a plain build.
     """
     taken = _relation_names(ctx)
-    b.add(
-        "concurrent indexes",
-        "index",
-        _CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX IF NOT EXISTS ", index.definition, count=1),
-        stage="after",
-    )
+    on_only = _CREATE_INDEX.sub(lambda m: f"CREATE {m.group(1) or ''}INDEX IF NOT EXISTS ", index.definition, count=1)
+    add = partial(b.add, "concurrent indexes", "index", stage="after")
+    add(on_only, action="create", name=index.key)  # ON ONLY: the parent alone, invalid until every partition attaches
     for partition in partitions:
         name = choose_index_name(
             partition.name, index_column_names(index.definition), taken.setdefault(partition.schema, set())
         )
         child = qualify(partition.schema, name)
-        statement = _child_index_sql(index.definition, quote_ident(name), partition.key)
-        b.add("concurrent indexes", "index", f"DROP INDEX CONCURRENTLY IF EXISTS {child}", stage="after")
-        b.add("concurrent indexes", "index", _concurrently(statement), stage="after")
-        b.add("concurrent indexes", "index", f"ALTER INDEX {index.key} ATTACH PARTITION {child}", stage="after")
+        _build_concurrently(b, child, _child_index_sql(index.definition, quote_ident(name), partition.key))
+        add(f"ALTER INDEX {index.key} ATTACH PARTITION {child}", action="attach", name=child)
 
 
 def _relation_names(ctx: _Context) -> dict[str, set[str]]:
@@ -1928,7 +1988,13 @@ def _can_build_concurrently(b: _Builder, ctx: _Context, index: Index) -> bool:
     if table.kind == "p" or " ON ONLY " in index.definition or not _CREATE_INDEX.match(index.definition):
         return False
     unique = index.definition.startswith("CREATE UNIQUE")
-    return not (unique and any(s.phase == "foreign keys" and _references(s.sql, index.table) for _, _, s in b.items))
+    return not (unique and any(_needs_table(ctx, fk.name, index.table) for fk in b.added("foreign keys", "constraint")))
+
+
+def _needs_table(ctx: _Context, key: str, table: str) -> bool:
+    """Whether the foreign key the plan adds as ``key`` is on ``table`` or references it."""
+    item = ctx.desired.constraints[key]
+    return item.table == table or _references(item.definition, table)
 
 
 def _rebuilt_views(ctx: _Context) -> set[str]:
@@ -1955,8 +2021,7 @@ def _plan_views(b: _Builder, ctx: _Context) -> None:
     for key in reversed(_view_order(live.views, live.depends)):
         if key in rebuilt:
             word = "MATERIALIZED VIEW" if live.views[key].materialized else "VIEW"
-            b.add("drop dependents", "view", f"DROP {word} {key}")
-            ctx.recreated.add(f"views:{key}")
+            _drop_to_recreate(b, ctx, "views", "drop dependents", "view", key, f"DROP {word} {key}")
             ctx.recreated_views.add(key)
     for key in _view_order(desired.views, desired.depends):
         if key in live.views and key not in rebuilt:
@@ -1964,11 +2029,12 @@ def _plan_views(b: _Builder, ctx: _Context) -> None:
         view = desired.views[key]
         word = "MATERIALIZED VIEW" if view.materialized else "VIEW"
         options = f" WITH ({', '.join(view.options)})" if view.options else ""
-        b.add("views", "view", f"CREATE {word} {key}{options} AS\n{view.definition.rstrip().rstrip(';')}")
+        sql = f"CREATE {word} {key}{options} AS\n{view.definition.rstrip().rstrip(';')}"
+        b.add("views", "view", sql, action="create", name=key)
         ctx.created_views.add(key)
         for index in desired.indexes.values():
             if index.table == key:
-                b.add("views", "index", index.definition)
+                b.add("views", "index", index.definition, action="create", name=index.key, on=key)
                 _index_statistics(b, index, (), "views", "main")
 
 
@@ -1999,19 +2065,15 @@ def _plan_statistics(b: _Builder, ctx: _Context) -> None:
             or not _same(item.definition, other.definition)
             or ctx.rebuilt_with("statistics", key, item.table)
         ):
-            b.add("drop dependents", "statistics", f"DROP STATISTICS {key}")
-            ctx.recreated.add(f"statistics:{key}")
+            _drop_to_recreate(b, ctx, "statistics", "drop dependents", "statistics", key, f"DROP STATISTICS {key}")
     for key, item in ctx.desired.statistics.items():
-        fresh = key not in ctx.live.statistics or f"statistics:{key}" in ctx.recreated
+        fresh = _is_created(ctx, "statistics", key)
+        add = partial(b.add, "indexes", "statistics", name=key, on=item.table)
         if fresh:
-            b.add("indexes", "statistics", item.definition)
+            add(item.definition, action="create")
         current = None if fresh else ctx.live.statistics[key].target
         if item.target != current:
-            b.add(
-                "indexes",
-                "statistics",
-                f"ALTER STATISTICS {key} SET STATISTICS {-1 if item.target is None else item.target}",
-            )
+            add(f"ALTER STATISTICS {key} SET STATISTICS {-1 if item.target is None else item.target}", action="alter")
 
 
 def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
@@ -2020,21 +2082,23 @@ def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
         current = ctx.live.tables.get(key)
         fresh = current is None or key in ctx.rebuilt_tables
         clustered = None if fresh or current is None else current.clustered_on
+        alter = partial(b.add, kind="table", action="alter", name=key, on=key)
         if table.clustered_on != clustered or (
             table.clustered_on is not None and _index_recreated(ctx, key, unquote(table.clustered_on))
         ):
             if table.clustered_on is None:
-                b.add("foreign keys", "table", f"ALTER TABLE {key} SET WITHOUT CLUSTER")
+                alter("foreign keys", sql=f"ALTER TABLE {key} SET WITHOUT CLUSTER", variant="cluster")
             else:
                 phase, stage = _index_phase(ctx, key, unquote(table.clustered_on))
-                b.add(phase, "table", f"ALTER TABLE {key} CLUSTER ON {table.clustered_on}", stage=stage)
+                sql = f"ALTER TABLE {key} CLUSTER ON {table.clustered_on}"
+                alter(phase, sql=sql, variant="cluster", stage=stage)
         was = "default" if fresh or current is None else current.replica_identity
         wanted = table.replica_identity
         uses = wanted[len("index ") :] if wanted.startswith("index ") else None
         if was != wanted or (uses is not None and _index_recreated(ctx, key, unquote(uses))):
             phase, stage = _index_phase(ctx, key, unquote(uses)) if uses is not None else ("foreign keys", "main")
             setting = f"USING INDEX {uses}" if uses is not None else wanted.upper()
-            b.add(phase, "table", f"ALTER TABLE {key} REPLICA IDENTITY {setting}", stage=stage)
+            alter(phase, sql=f"ALTER TABLE {key} REPLICA IDENTITY {setting}", stage=stage)
 
 
 def unquote(name: str) -> str:
@@ -2064,20 +2128,17 @@ def _plan_triggers_policies(b: _Builder, ctx: _Context) -> None:
                     and any(f.split("(")[0] in item.definition for f in ctx.dropped_functions)
                 )
             ):
-                b.add("drop dependents", kind, f"DROP {kind.upper()} {quote_ident(item.name)} ON {item.table}")
-                ctx.recreated.add(f"{attr}:{key}")
+                sql = f"DROP {kind.upper()} {quote_ident(item.name)} ON {item.table}"
+                _drop_to_recreate(b, ctx, attr, "drop dependents", kind, key, sql)
                 before = {**before, key: None}
         for key, item in after.items():
             if before.get(key) is not None:
                 continue
-            b.add(
-                "triggers" if kind == "trigger" else "policies",
-                kind,
-                item.definition if kind == "trigger" else policy_sql(item),
-            )
+            add = partial(b.add, "triggers" if kind == "trigger" else "policies", kind, name=key, on=item.table)
+            add(item.definition if kind == "trigger" else policy_sql(item), action="create")
             if kind == "trigger" and item.enabled != "O":
                 state = {"D": "DISABLE", "R": "ENABLE REPLICA", "A": "ENABLE ALWAYS"}.get(item.enabled, "ENABLE")
-                b.add("triggers", kind, f"ALTER TABLE {item.table} {state} TRIGGER {quote_ident(item.name)}")
+                add(f"ALTER TABLE {item.table} {state} TRIGGER {quote_ident(item.name)}", action="alter")
 
 
 _COMMENT_TARGET = {
@@ -2146,6 +2207,8 @@ def _plan_comments(b: _Builder, ctx: _Context) -> None:
                 "concurrent indexes" if later else "comments",
                 "comment",
                 f"COMMENT ON {target} IS {literal(comment)}",
+                action="comment",
+                name=key.split(":", 1)[1],
                 stage="after" if later else "main",
             )
 
@@ -2158,31 +2221,32 @@ def _plan_privileges(b: _Builder, ctx: _Context) -> None:
             if key in ctx.recreated_views or key in ctx.rebuilt_tables:
                 current = None  # created again: it starts from the defaults
             old: tuple[Privilege, ...] = current.privileges if current is not None else ()
-            for sql in privilege_sql(f"{word} {key}", old, item.privileges, item.owner):
-                b.add("privileges", "privilege", sql)
+            _privileges(b, key, privilege_sql(f"{word} {key}", old, item.privileges, item.owner))
             if attr in ("tables", "views"):  # column grants (GRANT SELECT (col)), on views too
                 cols = current.column_map() if current is not None else {}
                 for column in item.columns:
                     was = cols.get(column.name)
-                    for sql in privilege_sql(
-                        f"TABLE {key}",
-                        was.privileges if was else (),
-                        column.privileges,
-                        item.owner,
-                        quote_ident(column.name),
-                    ):
-                        b.add("privileges", "privilege", sql)
+                    col = quote_ident(column.name)
+                    before = was.privileges if was else ()
+                    changes = privilege_sql(f"TABLE {key}", before, column.privileges, item.owner, col)
+                    _privileges(b, f"{key}.{col}", changes)
     _plan_schema_and_routine_privileges(b, ctx)
+
+
+def _privileges(b: _Builder, key: str, changes: Iterable[tuple[str, str]]) -> None:
+    """GRANT and REVOKE statements on one object (``privilege_sql``)."""
+    for action, sql in changes:
+        b.add("privileges", "privilege", sql, action=action, name=key)
 
 
 def _plan_schema_and_routine_privileges(b: _Builder, ctx: _Context) -> None:
     """USAGE/CREATE on schemas, EXECUTE on functions and procedures (a recreated routine starts from the defaults)."""
     for key, schema in ctx.desired.schemas.items():
         was = ctx.live.schemas.get(key)
-        for sql in privilege_sql(f"SCHEMA {key}", was.privileges if was else (), schema.privileges, schema.owner):
-            b.add("privileges", "privilege", sql)
+        _privileges(
+            b, key, privilege_sql(f"SCHEMA {key}", was.privileges if was else (), schema.privileges, schema.owner)
+        )
     for key, func in ctx.desired.functions.items():
         current = ctx.live.functions.get(key)
         old = current.privileges if current is not None and f"functions:{key}" not in ctx.recreated else ()
-        for sql in privilege_sql(f"ROUTINE {key}", old, func.privileges, func.owner):
-            b.add("privileges", "privilege", sql)
+        _privileges(b, key, privilege_sql(f"ROUTINE {key}", old, func.privileges, func.owner))
