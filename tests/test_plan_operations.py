@@ -203,3 +203,21 @@ def test_enum_staging_moves_the_values_with_their_rerunnable_form_and_keeps_what
     assert added.sql == added.rerunnable == "ALTER TYPE public.mood ADD VALUE IF NOT EXISTS 'ok' AFTER 'sad';"
     assert (default.stage, default.transactional) == ("main", True)
     assert plan.body("before") == added.sql + "\n"
+
+
+def test_a_new_partition_locks_its_existing_parent_and_a_new_parent_nothing() -> None:
+    parent = Table("public", "events", columns=(Column("at", "date"),), partition_key="RANGE (at)")
+    june = Table(
+        "public",
+        "events_june",
+        columns=(Column("at", "date"),),
+        partition_of="public.events",
+        partition_bound="FOR VALUES FROM ('2026-06-01') TO ('2026-07-01')",
+    )
+    onto_live = generate_plan(_catalog(parent), _catalog(parent, june))
+    assert _ops(onto_live.statements) == [("create", "table", "public.events_june", "ACCESS EXCLUSIVE")]
+    both_new = generate_plan(_catalog(), _catalog(parent, june))
+    assert _ops(both_new.statements) == [
+        ("create", "table", "public.events", None),
+        ("create", "table", "public.events_june", None),  # its parent is new too: nobody can be waiting on it
+    ]

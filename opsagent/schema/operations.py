@@ -76,6 +76,8 @@ LOCKS: dict[tuple[str, str, str], str | None] = {
     ("create", "operator class", ""): None,
     ("drop", "operator class", ""): ACCESS_EXCLUSIVE,
     ("create", "table", ""): None,
+    ("create", "table", "partition"): ACCESS_EXCLUSIVE,  # CREATE TABLE ... PARTITION OF: on the parent
+    ("create", "table", "inherits"): SHARE_UPDATE_EXCLUSIVE,  # CREATE TABLE ... INHERITS: on each parent
     ("alter", "table", ""): ACCESS_EXCLUSIVE,
     ("alter", "table", "cluster"): SHARE_UPDATE_EXCLUSIVE,  # CLUSTER ON, SET WITHOUT CLUSTER
     ("rename", "table", ""): ACCESS_EXCLUSIVE,

@@ -1264,13 +1264,24 @@ def _function_phase(func: Function, desired: Catalog) -> str:
     return "functions"
 
 
+def _table_parent(table: Table) -> tuple[str, str | None]:
+    """(variant, parent) of a new table: it locks nothing of its own, but a partition locks its parent and an
+    inheritance child its parents."""
+    if table.partition_of:
+        return "partition", table.partition_of
+    if table.inherits:
+        return "inherits", table.inherits[0]
+    return "", None
+
+
 def _plan_tables(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key in _table_order(desired.tables):
         table = desired.tables[key]
         current = live.tables.get(key)
         if current is None:
-            b.add("tables", "table", table_sql(table), action="create", name=key)
+            variant, parent = _table_parent(table)
+            b.add("tables", "table", table_sql(table), action="create", name=key, variant=variant, on=parent)
             for column in table.columns:
                 if column.inherited:
                     _inherited_column(b, ctx, table, column, None)
@@ -1329,7 +1340,8 @@ def _rebuild_table(b: _Builder, ctx: _Context, old: Table, new: Table) -> None:
             parked = f"{qualify(old.schema, temp)}.{quote_ident(name)}"
             variant = "identity" if action == "alter" else ""  # ALTER TABLE ... DROP IDENTITY
             b.add("tables", "sequence", sql, action=action, name=parked, variant=variant)
-    b.add("tables", "table", table_sql(new), action="create", name=key)
+    variant, parent = _table_parent(new)
+    b.add("tables", "table", table_sql(new), action="create", name=key, variant=variant, on=parent)
     for column in new.columns:
         if not column.inherited:
             _column_statistics(b, key, column)
