@@ -508,7 +508,8 @@ PROJECT_TASKS = [
 
 
 def _inv_outside(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``inv`` run from a folder outside any project: ``--search-root`` finds opsagent's tasks.py, the working folder stays."""
+    """``inv`` run from a folder outside any project: ``--search-root`` finds opsagent's tasks.py, the working
+    folder stays."""
     return run_front_door("inv", "--search-root", str(REPO), *args, cwd=cwd)
 
 
@@ -533,7 +534,8 @@ def test_every_project_task_is_refused_outside_a_project_and_creates_nothing(
 
 
 def test_backup_without_download_still_runs_without_a_project_folder(tmp_path: Path) -> None:
-    """Only ``--download`` writes into the project: a plain backup is not refused for want of one (here: no such host)."""
+    """Only ``--download`` writes into the project: a plain backup is not refused for want of one
+    (here: no such host)."""
     done = run_front_door("opsagent", "backup", "--host", "sandbox", cwd=tmp_path)
     assert done.returncode == 2 and "unknown host 'sandbox'" in done.stderr, done.stderr  # no hosts at all here
     (tmp_path / ".opsagent").mkdir()

@@ -211,12 +211,16 @@ def test_plan_against_host_catches_one_database_up_with_another(project: Project
 
 
 def test_the_rehearsal_starts_from_the_live_extension_versions(remote: Remote) -> None:
-    """pg_dump does not record extension versions: without pinning them, updating one would be rehearsed from the default."""
+    """pg_dump does not record extension versions: without pinning them, updating one would be rehearsed from
+    the default."""
     remote.psql("CREATE EXTENSION pg_trgm VERSION '1.3';")
     report = plan_against_sql(remote, "CREATE EXTENSION pg_trgm VERSION '1.4';", "schema.sql")
     assert [s.sql for s in report.plan.statements] == ["ALTER EXTENSION pg_trgm UPDATE TO '1.4';"]
     assert report.verified, (report.error, report.remaining)
-    dump = "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;\nCREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;\n"
+    dump = (
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;\n"
+        "CREATE EXTENSION IF NOT EXISTS \"uuid-ossp\" WITH SCHEMA public;\n"
+    )
     catalog = Catalog(extensions={"pg_trgm": Extension("pg_trgm", "1.3", "public")})
     assert pin_extension_versions(dump, catalog).splitlines() == [
         "CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public VERSION '1.3';",
@@ -230,7 +234,8 @@ def test_schema_and_routine_privileges_are_planned(remote: Remote) -> None:
     remote.psql(base)
     desired = (
         base + " GRANT USAGE ON SCHEMA app TO opsagent_reader;"
-        " REVOKE EXECUTE ON FUNCTION app.answer() FROM PUBLIC; GRANT EXECUTE ON FUNCTION app.answer() TO opsagent_reader;"
+        " REVOKE EXECUTE ON FUNCTION app.answer() FROM PUBLIC;"
+        " GRANT EXECUTE ON FUNCTION app.answer() TO opsagent_reader;"
     )
     report = plan_against_sql(remote, desired, "schema.sql")
     assert sorted(s.sql for s in report.plan.statements) == [

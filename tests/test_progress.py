@@ -415,7 +415,8 @@ def test_piped_output_never_wraps_long_names(project: Project, tmp_path: Path) -
     assert not [line for line in listed.stdout.splitlines() if line != line.rstrip()]
     project.psql(
         'CREATE TABLE "a_table_with_a_rather_long_name_for_describe_output_checks" '
-        "(a_column_with_a_long_name_too bigint, another_long_column_name_with_a_default text DEFAULT 'some long default value')"
+        "(a_column_with_a_long_name_too bigint, "
+        "another_long_column_name_with_a_default text DEFAULT 'some long default value')"
     )
     described = project.run(
         "describe",
@@ -476,7 +477,8 @@ def test_a_dump_reports_its_growing_size_and_a_restore_its_phases(sandbox: Sandb
 
 
 def test_check_counts_its_scratch_databases_cold_then_warm(remote: Remote, tmp_path: Path) -> None:
-    """issue 15: a bar of databases for check (the replayed migrations, and schema.sql when the cache does not know it)."""
+    """issue 15: a bar of databases for check (the replayed migrations, and schema.sql when the cache does not
+    know it)."""
     from opsagent.schema.drift import check_project
 
     (tmp_path / "migrations").mkdir()

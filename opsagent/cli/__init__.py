@@ -92,7 +92,8 @@ def _stand_in(name: str, aliases: Sequence[str] = ()) -> Task[Any]:
 
 
 def collection_for(argv: Sequence[str] | None = None) -> Collection:
-    """The task collection for a command line: its tasks' modules imported, the rest as stand-ins (``argv`` None: all)."""
+    """The task collection for a command line: its tasks' modules imported, the rest as stand-ins
+    (``argv`` None: all)."""
     wanted = modules_for(argv)
     collection = Collection()
     for entry in TASKS:
@@ -110,7 +111,8 @@ def collection_for(argv: Sequence[str] | None = None) -> Collection:
 
 
 def _command_line() -> list[str] | None:
-    """``sys.argv`` when this process is ``inv``/``opsagent`` (then ``ns`` follows it); None elsewhere (tests, imports)."""
+    """``sys.argv`` when this process is ``inv``/``opsagent`` (then ``ns`` follows it); None elsewhere
+    (tests, imports)."""
     if not sys.argv:
         return None
     first = sys.argv[0].replace("\\", "/")

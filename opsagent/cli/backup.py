@@ -205,7 +205,8 @@ def get(c: Context, name: str, host: str = "", accept_new_host_key: bool = False
     ):
         result = download_backup(remote, name, local_dir(inv, target), progress=shown.update)
     env.out.print(
-        f"[green]✔[/] {result.local_path} {human(result.size_bytes)}, sha256 {result.sha256[:16]}… matches the server's copy"
+        f"[green]✔[/] {result.local_path} {human(result.size_bytes)}, "
+        f"sha256 {result.sha256[:16]}… matches the server's copy"
     )
 
 
@@ -306,7 +307,8 @@ def _confirm(env: Environment, host: HostConfig, name: str, yes: bool, sessions:
 def _render_restore(host: HostConfig, result: RestoreResult, out: Console) -> None:
     if result.in_place:
         out.print(
-            f"[green]✔[/] {escape(host.name)}: database [bold]{escape(result.database)}[/] replaced by backup {escape(result.backup)}"
+            f"[green]✔[/] {escape(host.name)}: database [bold]{escape(result.database)}[/] "
+            f"replaced by backup {escape(result.backup)}"
         )
         if result.terminated_sessions:
             apps = ", ".join(a or "(no name)" for a in result.terminated_applications)
@@ -315,7 +317,8 @@ def _render_restore(host: HostConfig, result: RestoreResult, out: Console) -> No
             out.print(f"  its previous state is in backup {result.pre_restore_backup.name}", markup=False)
         if result.old_database_kept:
             out.print(
-                f"  the replaced database is kept as {result.old_database_kept}; drop it when no longer needed: {result.drop_hint}",
+                f"  the replaced database is kept as {result.old_database_kept}; "
+                f"drop it when no longer needed: {result.drop_hint}",
                 markup=False,
                 soft_wrap=True,
             )

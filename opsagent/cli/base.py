@@ -179,7 +179,8 @@ def _help_first(body: Callable[..., Any], made: list[Any], helps: dict[str, str]
 
 
 def print_task_help(command_task: Any, helps: dict[str, str], env: Environment) -> None:
-    """The task's help as ``inv --help TASK`` prints it: usage, docstring, options (Invoke consumed its own help texts)."""
+    """The task's help as ``inv --help TASK`` prints it: usage, docstring, options (Invoke consumed its own
+    help texts)."""
     from invoke.parser import ParserContext
 
     arguments = command_task.get_arguments()
@@ -209,7 +210,8 @@ def print_task_help(command_task: Any, helps: dict[str, str], env: Environment) 
 
 
 def find_project_root(start: Path | None = None) -> Path | None:
-    """The nearest folder, from ``start`` (the working directory) upwards, holding ``inventory.yaml``, as git finds ``.git``."""
+    """The nearest folder, from ``start`` (the working directory) upwards, holding ``inventory.yaml``, as git
+    finds ``.git``."""
     here = (start or Path.cwd()).resolve()
     for folder in (here, *here.parents):
         if (folder / DEFAULT_INVENTORY).is_file():
@@ -218,7 +220,8 @@ def find_project_root(start: Path | None = None) -> Path | None:
 
 
 def inventory() -> Inventory:
-    """``$OPSAGENT_INVENTORY`` if set, else the project's ``inventory.yaml`` found upwards from here (none: no hosts)."""
+    """``$OPSAGENT_INVENTORY`` if set, else the project's ``inventory.yaml`` found upwards from here
+    (none: no hosts)."""
     if os.environ.get("OPSAGENT_INVENTORY"):
         return load_inventory()
     root = find_project_root()

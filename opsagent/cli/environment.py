@@ -35,7 +35,8 @@ from rich.live import Live
 from rich.measure import Measurement
 
 PIPE_WIDTH = 100_000
-"""Width of a console whose stream is not a terminal: nothing is ever wrapped or cut (a backup name must paste whole)."""
+"""Width of a console whose stream is not a terminal: nothing is ever wrapped or cut (a backup name must paste
+whole)."""
 
 CONFIG_KEY = "opsagent_environment"
 """The key of Invoke's config that carries the run's ``Environment`` to every task's context."""
@@ -190,7 +191,8 @@ def _isatty(stream: TextIO | None) -> bool:
 
 
 class _Answers:
-    """stdin for Rich's prompts: ``readline``, with ``input()``'s end of file (EOFError, not an empty answer forever)."""
+    """stdin for Rich's prompts: ``readline``, with ``input()``'s end of file (EOFError, not an empty answer
+    forever)."""
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
@@ -277,7 +279,8 @@ class TerminalConsole(Console):
 
 
 def take_off_screen(printer: Console) -> list[Live]:
-    """Stop the live displays of every terminal console but ``printer`` (they erase themselves); ``put_back`` redraws them."""
+    """Stop the live displays of every terminal console but ``printer`` (they erase themselves); ``put_back``
+    redraws them."""
     stopped: list[Live] = []
     for other in _terminals:
         if other is not printer and other.live_displays and other.live_displays[0].is_started:
@@ -294,7 +297,8 @@ def put_back(stopped: list[Live]) -> None:
 
 @contextmanager
 def paused_displays(printer: Console) -> Iterator[None]:
-    """Take the live displays of every terminal console but ``printer`` off the screen for the block, then redraw them."""
+    """Take the live displays of every terminal console but ``printer`` off the screen for the block, then
+    redraw them."""
     if getattr(_pausing, "active", False) or not printer.is_terminal:
         yield
         return

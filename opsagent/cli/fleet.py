@@ -35,7 +35,8 @@ def sync_columns(dry_run: bool) -> SummaryColumns:
 
 
 def check_fleet_flags(parallel: float, timeout: float) -> None:
-    """``--parallel`` and ``--timeout`` as the help promises them: counts and seconds, never negative (exit 2 otherwise)."""
+    """``--parallel`` and ``--timeout`` as the help promises them: counts and seconds, never negative
+    (exit 2 otherwise)."""
     if parallel < 0 or parallel != int(parallel):
         raise UsageError(f"--parallel takes a whole number of hosts (0: automatic), got {parallel:g}")
     if not math.isfinite(timeout) or timeout < 0:

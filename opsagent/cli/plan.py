@@ -38,13 +38,16 @@ if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the t
 
 PLAN_HELP = {
     "host": "inventory host name (one host): its live database is the starting point",
-    "against": "target structure: 'schema' (paths.schema, default) or 'snapshot' (the host's last 'inv extract': undo drift since)",
-    "against_host": "plan towards another host's live structure instead of schema.sql (e.g. prod catching up with staging)",
-    "from_": "starting point: 'live' (default) or 'snapshot' (the host's last 'inv extract'; the live database is not read)",
+    "against": "target structure: 'schema' (paths.schema, default) or 'snapshot' "
+    "(the host's last 'inv extract': undo drift since)",
+    "against_host": "plan towards another host's live structure instead of schema.sql "
+    "(e.g. prod catching up with staging)",
+    "from_": "starting point: 'live' (default) or 'snapshot' "
+    "(the host's last 'inv extract'; the live database is not read)",
     "allow_drop": "include destructive statements (drops of tables, columns, types; lossy type changes) "
     "instead of emitting them commented out",
-    "concurrently": "build new indexes on existing tables with CREATE INDEX CONCURRENTLY: 'auto' (default: tables at or above "
-    "the hazards: large-table thresholds), 'always' (the flag alone), 'never'",
+    "concurrently": "build new indexes on existing tables with CREATE INDEX CONCURRENTLY: "
+    "'auto' (default: tables at or above the hazards: large-table thresholds), 'always' (the flag alone), 'never'",
     "json_": JSON_HELP,
     "accept_new_host_key": ACCEPT_HELP,
 }
@@ -124,7 +127,8 @@ def plan(
     json_: bool = False,
     accept_new_host_key: bool = False,
 ) -> None:
-    """Print the SQL turning the host's database into schema.sql, verified on a scratch copy; exit 3 if it falls short."""
+    """Print the SQL turning the host's database into schema.sql, verified on a scratch copy; \
+exit 3 if it falls short."""
     env = environment(c)
     report, _ = _make_report(
         host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key, err=env.err
@@ -163,14 +167,15 @@ def _render_verdict(report: PlanReport, err: Console) -> None:
 
 
 def render_undescribed(differences: Sequence[DumpDifference], err: Console) -> None:
-    """The dump oracle's findings the model did not report, as bounded unified-diff lines (``-`` live, ``+`` desired)."""
+    """The dump oracle's findings the model did not report, as bounded unified-diff lines
+    (``-`` live, ``+`` desired)."""
     from ..schema.oracle import render_lines
 
     if not differences:
         return
     err.print(
-        f"[red]differences opsagent cannot yet describe[/] (seen only in the schema dumps, {len(differences)} object(s); "
-        "- live, + desired):",
+        "[red]differences opsagent cannot yet describe[/] "
+        f"(seen only in the schema dumps, {len(differences)} object(s); - live, + desired):",
         soft_wrap=True,
     )
     for line in render_lines(differences):
@@ -180,7 +185,8 @@ def render_undescribed(differences: Sequence[DumpDifference], err: Console) -> N
 @command(
     help={
         "description": "what the migration does, e.g. \"add paper trading mode\"",
-        "from_diff": "write the verified plan from --host's live database to schema.sql (see 'inv plan') instead of a template",
+        "from_diff": "write the verified plan from --host's live database to schema.sql (see 'inv plan') "
+        "instead of a template",
         "force": "with --from-diff: write the file even when the rehearsal leaves differences",
         **{k: v for k, v in PLAN_HELP.items() if k != "json_"},
         "json_": JSON_HELP,
@@ -207,7 +213,8 @@ def new(
     if not from_diff:
         if host or against or against_host or from_ or allow_drop or concurrently or force:
             raise UsageError(
-                "--host, --against, --against-host, --from, --allow-drop, --concurrently and --force go with --from-diff"
+                "--host, --against, --against-host, --from, --allow-drop, --concurrently and --force "
+                "go with --from-diff"
             )
         path = new_migration(inventory().paths.migrations, description)
         if json_:

@@ -1,4 +1,5 @@
-"""Command-line parse errors, the same under ``opsagent`` and ``inv``: one line, a "did you mean", the usage line, exit 2.
+"""Command-line parse errors, the same under ``opsagent`` and ``inv``: one line, a "did you mean", the usage line,
+exit 2.
 
 Invoke's own ``Program`` prints ``No idea what '--dryrun' is!`` and exits 1, and a
 flag that is not a number (``--parallel x``) escapes as a ``ValueError`` traceback.

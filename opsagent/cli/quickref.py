@@ -26,7 +26,8 @@ from .progress import waiting
 
 @command(help={"host": HOST_HELP, "json_": JSON_HELP, "accept_new_host_key": ACCEPT_HELP})
 def tables(c: Context, host: str = "", json_: bool = False, accept_new_host_key: bool = False) -> None:
-    """Tables of the host's database with row estimate and size (like \\dt+); never-analysed tables are counted or "unknown"."""
+    """Tables of the host's database with row estimate and size (like \\dt+); \
+never-analysed tables are counted or "unknown"."""
     env = environment(c)
     with waiting(f"reading the tables of {host}", console=env.err), connect(host, accept_new_host_key) as remote:
         found = list_tables(remote)

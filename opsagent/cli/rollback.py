@@ -1,4 +1,5 @@
-"""``inv rollback --host H --to V``: back to version V's structure, keeping the data (see ``opsagent.migrate.rollback``)."""
+"""``inv rollback --host H --to V``: back to version V's structure, keeping the data
+(see ``opsagent.migrate.rollback``)."""
 
 from __future__ import annotations
 
@@ -158,7 +159,8 @@ def _fleet(
         "to": "the version to go back to (its migration and every earlier one stay applied; 0: before the first)",
         "dry_run": "change nothing: show the way back, the data it would lose, the rehearsal and the verification",
         "yes": "roll back without asking (needed without a terminal)",
-        "allow_data_loss": "proceed although tables or columns holding rows are dropped, or types narrowed (after a verified backup)",
+        "allow_data_loss": "proceed although tables or columns holding rows are dropped, or types narrowed "
+        "(after a verified backup)",
         "no_backup": "skip the pre-rollback backup (loudly)",
         "lock_timeout": "how long to wait for a sync's migration lock, seconds (default 60)",
         "json_": JSON_HELP,
@@ -184,7 +186,8 @@ def rollback(
     fail_fast: bool = False,
     timeout: float = 0,
 ) -> None:
-    """Take the database back to version V's structure, keeping its data: rehearsed, verified twice, data loss refused."""
+    """Take the database back to version V's structure, keeping its data: rehearsed, verified twice, \
+data loss refused."""
     from ..migrate.files import version_key
     from ..migrate.rollback import RollbackOptions
     from ..migrate.rollback import rollback as run_rollback

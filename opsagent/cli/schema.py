@@ -1,4 +1,5 @@
-"""Schema tasks: ``extract`` (snapshot + statistics), ``diff`` (drift, exit 3) and ``check`` (migrations vs schema.sql)."""
+"""Schema tasks: ``extract`` (snapshot + statistics), ``diff`` (drift, exit 3) and ``check``
+(migrations vs schema.sql)."""
 
 from __future__ import annotations
 
@@ -207,7 +208,8 @@ def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
 @command(
     help={
         "host": HOST_HELP,
-        "against": "what the live database is compared with: 'schema' (paths.schema, default) or 'snapshot' (last extract)",
+        "against": "what the live database is compared with: 'schema' (paths.schema, default) "
+        "or 'snapshot' (last extract)",
         "against_host": "compare with another host's live database instead (e.g. staging vs prod)",
         "text": "also print a unified diff of the two normalized dumps",
         "fast": "skip the second, independent check (comparing the two normalized pg_dump --schema-only texts): "

@@ -79,7 +79,8 @@ def _seconds(value: str, flag: str) -> float:
 
 
 def _lock_options(lock_timeout: str, migration_lock_timeout: str, lock_retry_for: str) -> tuple[str | None, str | None]:
-    """``--lock-timeout`` (per attempt; ``--migration-lock-timeout`` is its older name) and ``--lock-retry-for``, checked.
+    """``--lock-timeout`` (per attempt; ``--migration-lock-timeout`` is its older name) and ``--lock-retry-for``,
+    checked.
 
     ``--lock-timeout`` used to be the advisory-lock wait in seconds (now ``--advisory-lock-wait``): a bare
     number is refused rather than silently read as PostgreSQL milliseconds.
@@ -118,7 +119,8 @@ def _plan_text(plan: Sequence[Migration], title: str) -> str:
 
     width = max(len(m.version) for m in plan)
     rows = [
-        f"  {m.version:<{width}}  {m.description}  ({human(m.size_bytes)}{'' if m.transactional else ', no-transaction'})"
+        f"  {m.version:<{width}}  {m.description}  "
+        f"({human(m.size_bytes)}{'' if m.transactional else ', no-transaction'})"
         for m in plan
     ]
     return "\n".join([title, *rows, ""])
@@ -207,7 +209,8 @@ class _Renderer:
         elif event.kind == "done" and event.step is not None:
             self.stop()
             self._progress_line(
-                f"✔ {event.step.version} {event.step.description} ({event.step.ms} ms, {self._count(event.step.version)})",
+                f"✔ {event.step.version} {event.step.description} "
+                f"({event.step.ms} ms, {self._count(event.step.version)})",
                 "green",
             )
         elif event.kind == "failed" and event.step is not None:
@@ -369,8 +372,10 @@ def _fleet_status(
         "no_backup": "skip the pre-sync backup (loudly)",
         "target": "stop after this version",
         "allow_out_of_order": "apply pending versions older than the newest applied one",
-        "lock_timeout": "PostgreSQL lock_timeout of each lock-retry attempt, e.g. 5s or 500ms (default: host's lock_timeout, 5s)",
-        "lock_retry_for": "how long one migration keeps retrying its locks, e.g. 2min; 0 = no retries (default: host's lock_retry_for)",
+        "lock_timeout": "PostgreSQL lock_timeout of each lock-retry attempt, e.g. 5s or 500ms "
+        "(default: host's lock_timeout, 5s)",
+        "lock_retry_for": "how long one migration keeps retrying its locks, e.g. 2min; 0 = no retries "
+        "(default: host's lock_retry_for)",
         "advisory_lock_wait": "how long to wait for another sync's migration lock, seconds (default 60)",
         "migration_lock_timeout": "older name of --lock-timeout",
         "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
@@ -381,7 +386,8 @@ def _fleet_status(
         "timeout": TIMEOUT_HELP,
         "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
         "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
-        "sql": "print the psql script sync would send (ledger rows, timeouts) instead of running it; connects only to read the ledger",
+        "sql": "print the psql script sync would send (ledger rows, timeouts) instead of running it; "
+        "connects only to read the ledger",
         "from_version": "with --sql: no connection at all, the pending versions are those after this one (0: all)",
     },
     needs_project=True,
@@ -536,7 +542,8 @@ def sync(
 def _print_sql(
     target_host: HostConfig, inv: Inventory, options: SyncOptions, from_version: str, accept_new: bool, env: Environment
 ) -> None:
-    """``inv sync --sql``: the script on stdout (nothing else there), notes on stderr; exit 0 even when nothing is pending."""
+    """``inv sync --sql``: the script on stdout (nothing else there), notes on stderr; exit 0 even when nothing
+    is pending."""
     from .. import __version__
     from ..migrate.sync import check_timeout, duration_seconds, offline_plan, offline_script, pg_duration
 
@@ -561,7 +568,8 @@ def _print_sql(
         f"opsagent {__version__} sync --sql for {target_host.name}, database {target_host.database} ({basis})",
         f"{len(plan)} migration(s): {span}; ledger rows recorded as applied by {identity.applied_by}",
         "apply with: psql -X -v ON_ERROR_STOP=1 -f FILE (NOT -1: each migration has its own transaction)",
-        "no lock retries here: a lock timeout stops the script; what committed stays recorded, rerun 'inv sync' for the rest",
+        "no lock retries here: a lock timeout stops the script; what committed stays recorded, "
+        "rerun 'inv sync' for the rest",
     ]
     text = offline_script(
         plan,
@@ -605,7 +613,8 @@ def closing_drift_warning(
     if not count:
         return []
     return [
-        f"{remote.host.name}: the live schema differs from {schema.name} in {count} object(s); run 'inv diff --host {remote.host.name}'"
+        f"{remote.host.name}: the live schema differs from {schema.name} in {count} object(s); "
+        f"run 'inv diff --host {remote.host.name}'"
     ]
 
 
@@ -661,7 +670,8 @@ def _status_cells(item: dict[str, Any]) -> tuple[str, ...]:
 
 
 def render_status(document: dict[str, Any], title: str, out: Console) -> None:
-    """The status table as aligned lines: one Text on a terminal (a Rich Table costs ~0.6 ms a row), plain text into a pipe.
+    """The status table as aligned lines: one Text on a terminal (a Rich Table costs ~0.6 ms a row), plain text
+    into a pipe.
 
     Never wrapped nor cut (a pipe gets full lines); an invalid file's error follows its row.
     """
@@ -717,7 +727,8 @@ def status(
     fail_fast: bool = False,
     timeout: float = 0,
 ) -> None:
-    """Every version: applied (when, by whom, duration), pending, checksum mismatch, missing file, out of order, invalid file.
+    """Every version: applied (when, by whom, duration), pending, checksum mismatch, missing file, \
+out of order, invalid file.
 
     Exit 0 whatever the states (status reports; sync refuses): a file that cannot be used (bad SQL, bad name,
     unreadable, a refused statement, a duplicate version) is listed as "invalid" with its error.
@@ -742,7 +753,8 @@ def status(
         env.err.print(f"[yellow]warning:[/] {warning}", soft_wrap=True)
     if not state.exists:
         env.out.print(
-            f"[dim]no {escape(Ledger.for_host(target_host).display)} table yet: it is created by the first sync or baseline[/]"
+            f"[dim]no {escape(Ledger.for_host(target_host).display)} table yet: "
+            "it is created by the first sync or baseline[/]"
         )
 
 
@@ -813,7 +825,8 @@ def baseline_task(
 def repair(
     c: Context, host: str = "", yes: bool = False, json_: bool = False, accept_new_host_key: bool = False
 ) -> None:
-    """Make the ledger agree with the files: refresh checksums of edited applied files, drop rows whose files are gone."""
+    """Make the ledger agree with the files: refresh checksums of edited applied files, \
+drop rows whose files are gone."""
     env = environment(c)
     target_host, inv = single_host(host)
     with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:

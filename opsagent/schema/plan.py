@@ -259,7 +259,8 @@ def identity_defaults(column_type: str, increment: int) -> tuple[int, int, int, 
 def identity_options(
     column: Column, base: tuple[int, int, int, int, int, bool] | None = None, prefix: str = ""
 ) -> list[str]:
-    """The identity sequence's options that differ from ``base`` (by default: what the column's type gives without options)."""
+    """The identity sequence's options that differ from ``base`` (by default: what the column's type gives
+    without options)."""
     seq = column.identity_sequence
     if seq is None:
         return []
@@ -305,7 +306,8 @@ def _references(text: str, key: str) -> bool:
 
 
 def _dependency_order(keys: Iterable[str], needs: Callable[[str], Iterable[str]]) -> list[str]:
-    """``keys`` sorted, each after what ``needs(key)`` names (depth first; a cycle, which PostgreSQL forbids, is cut)."""
+    """``keys`` sorted, each after what ``needs(key)`` names (depth first; a cycle, which PostgreSQL forbids,
+    is cut)."""
     order: list[str] = []
     seen: set[str] = set()
 
@@ -323,7 +325,8 @@ def _dependency_order(keys: Iterable[str], needs: Callable[[str], Iterable[str]]
 
 
 def _view_order(views: Mapping[str, View], depends: Mapping[str, frozenset[str]] | None = None) -> list[str]:
-    """Views ordered so that each comes after the views it depends on (pg_depend when known, else the names in its text)."""
+    """Views ordered so that each comes after the views it depends on (pg_depend when known, else the names
+    in its text)."""
 
     def needs(key: str) -> list[str]:
         if depends:
@@ -357,7 +360,8 @@ _COMMAND = {"*": "ALL", "r": "SELECT", "a": "INSERT", "w": "UPDATE", "d": "DELET
 def policy_sql(policy: Any) -> str:
     roles = ", ".join(r if r == "PUBLIC" else quote_ident(r) for r in policy.roles) or "PUBLIC"
     sql = (
-        f"CREATE POLICY {quote_ident(policy.name)} ON {policy.table} AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'} "
+        f"CREATE POLICY {quote_ident(policy.name)} ON {policy.table} "
+        f"AS {'PERMISSIVE' if policy.permissive else 'RESTRICTIVE'} "
         f"FOR {_COMMAND.get(policy.command, 'ALL')} TO {roles}"
     )
     if policy.using is not None:
@@ -727,7 +731,8 @@ def _plan_types_and_schemas(b: _Builder, ctx: _Context) -> None:
     live, desired = ctx.live, ctx.desired
     for key in desired.schemas:
         if key not in live.schemas:
-            # IF NOT EXISTS: the ledger's own schema (ledger_schema) is hidden from the model while it holds only the ledger
+            # IF NOT EXISTS: the ledger's own schema (ledger_schema) is hidden from the model while it holds
+            # only the ledger
             b.add("schemas", "schema", f"CREATE SCHEMA IF NOT EXISTS {key}", action="create", name=key)
     # extensions before the schemas: an extension's objects may live in one of them
     _drop_extra(
@@ -781,7 +786,8 @@ _OPTION_NAME = re.compile(r"(?:^|,\s*)(\w+)\s*=")
 
 
 def _option_names(options: str | None) -> list[str]:
-    """Option names in ``dictinitoption`` text (``name = 'value', ...``; values are quoted, so ``=`` inside them is not matched first)."""
+    """Option names in ``dictinitoption`` text (``name = 'value', ...``; values are quoted, so ``=`` inside them
+    is not matched first)."""
     names: list[str] = []
     rest = options or ""
     while rest:
@@ -803,7 +809,8 @@ def _option_names(options: str | None) -> list[str]:
 
 
 def mapping_sql(key: str, before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
-    """ALTER TEXT SEARCH CONFIGURATION statements turning one token→dictionaries mapping into another (token types grouped)."""
+    """ALTER TEXT SEARCH CONFIGURATION statements turning one token→dictionaries mapping into another
+    (token types grouped)."""
     out: list[str] = []
     dropped = sorted(before.keys() - after.keys())
     if dropped:
@@ -823,7 +830,8 @@ def mapping_sql(key: str, before: Mapping[str, str], after: Mapping[str, str]) -
 
 
 def text_search_config_sql(item: TextSearchConfig) -> list[str]:
-    """An empty configuration on its parser, then its mappings (COPY would tie it to another configuration's current state)."""
+    """An empty configuration on its parser, then its mappings (COPY would tie it to another configuration's
+    current state)."""
     return [
         f"CREATE TEXT SEARCH CONFIGURATION {item.key} (PARSER = {item.parser})",
         *mapping_sql(item.key, {}, item.mapping_map()),
@@ -1055,7 +1063,8 @@ def _operator_target(item: Operator) -> str:
 
 
 def _plan_operators(b: _Builder, ctx: _Context) -> None:
-    """Operators: created once their functions exist (before constraints, indexes and views), dropped before their functions.
+    """Operators: created once their functions exist (before constraints, indexes and views), dropped before
+    their functions.
 
     Only the estimators can be altered in place; any other change drops and creates the operator again.
     """
@@ -1093,7 +1102,8 @@ def _plan_operators(b: _Builder, ctx: _Context) -> None:
 
 
 def _operator_phase(desired: Catalog, key: str, phases: Mapping[str, str]) -> str:
-    """Before the tables (defaults, generated columns and CHECKs may use it), unless its function or types need the tables."""
+    """Before the tables (defaults, generated columns and CHECKs may use it), unless its function or types need
+    the tables."""
     refs = desired.depends.get(f"operators:{key}", frozenset())
     late = any(r.startswith(("tables:", "views:")) for r in refs) or any(
         phases.get(r[len("functions:") :], "functions") != "functions" for r in refs if r.startswith("functions:")
@@ -1104,7 +1114,10 @@ def _operator_phase(desired: Catalog, key: str, phases: Mapping[str, str]) -> st
 def operator_class_sql(item: OperatorClass) -> str:
     """CREATE OPERATOR CLASS; without FAMILY when the family has its name (created with it, as PostgreSQL does)."""
     own = item.family == qualify(item.schema, item.name)
-    head = f"CREATE OPERATOR CLASS {qualify(item.schema, item.name)}{' DEFAULT' if item.default else ''} FOR TYPE {item.type} USING {item.method}"
+    head = (
+        f"CREATE OPERATOR CLASS {qualify(item.schema, item.name)}{' DEFAULT' if item.default else ''} "
+        f"FOR TYPE {item.type} USING {item.method}"
+    )
     items = [*item.members, *([f"STORAGE {item.storage}"] if item.storage else [])]
     return f"{head}{'' if own else f' FAMILY {item.family}'} AS {', '.join(items)}"
 
@@ -1113,7 +1126,8 @@ _MEMBER_KEY = re.compile(r"^(OPERATOR \d+) \S+?(\([^()]*\))|^(FUNCTION \d+ \([^(
 
 
 def _member_drop(member: str) -> str:
-    """``OPERATOR 5 >(integer, integer)`` → ``OPERATOR 5 (integer, integer)``, as ALTER OPERATOR FAMILY ... DROP names it."""
+    """``OPERATOR 5 >(integer, integer)`` → ``OPERATOR 5 (integer, integer)``, as ALTER OPERATOR FAMILY ... DROP
+    names it."""
     match = _MEMBER_KEY.match(member)
     if match is None:
         return member
@@ -1245,7 +1259,8 @@ def _signature(func: Function) -> str:
 
 
 def _function_phase(func: Function, desired: Catalog) -> str:
-    """Functions taking or returning a table's (or view's) row type, or whose SQL body reads one, are created after it."""
+    """Functions taking or returning a table's (or view's) row type, or whose SQL body reads one, are created
+    after it."""
     if desired.depends:
         refs = desired.depends.get(f"functions:{func.key}", frozenset())
         if any(r.startswith("views:") for r in refs):
@@ -1395,7 +1410,8 @@ def _carry_identity(table: str, column: str) -> str:
     sequence would hand out 1 and collide with a copied key. An old sequence never used changes nothing."""
     setting = literal(_identity_setting(table))
     return (
-        f"SELECT setval(pg_get_serial_sequence({literal(table)}, {literal(column)}), current_setting({setting})::bigint) "
+        f"SELECT setval(pg_get_serial_sequence({literal(table)}, {literal(column)}), "
+        f"current_setting({setting})::bigint) "
         f"WHERE current_setting({setting}) <> ''"
     )
 
@@ -1663,7 +1679,8 @@ def _alter_column(b: _Builder, ctx: _Context, table: str, old: Column, new: Colu
 def _alter_identity(alter: Callable[..., None], prefix: str, old: Column, new: Column) -> None:
     """``SET GENERATED`` and ``SET <sequence option>`` on an identity column (its sequence and current value are kept).
 
-    After a type change PostgreSQL moves a default MAXVALUE/MINVALUE to the new type's: every option is then written out.
+    After a type change PostgreSQL moves a default MAXVALUE/MINVALUE to the new type's: every option is then
+    written out.
     """
     settings = [f"SET GENERATED {(new.identity or '').upper()}"] if old.identity != new.identity else []
     if new.identity_sequence is not None and (old.identity_sequence != new.identity_sequence or old.type != new.type):
@@ -1958,7 +1975,8 @@ _NAMEDATALEN = 64
 
 
 def choose_index_name(table: str, columns: list[str], taken: set[str]) -> str:
-    """The name PostgreSQL gives an unnamed index on ``table`` (ChooseIndexNameAddition + makeObjectName + ChooseRelationName)."""
+    """The name PostgreSQL gives an unnamed index on ``table`` (ChooseIndexNameAddition + makeObjectName
+    + ChooseRelationName)."""
     addition = ""
     for column in columns:
         addition = f"{addition}_{column}" if addition else column
@@ -1993,7 +2011,8 @@ def _concurrently(definition: str) -> str:
 
 
 def _can_build_concurrently(b: _Builder, ctx: _Context, index: Index) -> bool:
-    """Only on tables that exist and keep their rows, never for a partitioned parent, nor when a new foreign key needs it."""
+    """Only on tables that exist and keep their rows, never for a partitioned parent, nor when a new foreign key
+    needs it."""
     table = ctx.live.tables.get(index.table)
     if index.table not in ctx.concurrent_tables or table is None or index.table in ctx.rebuilt_tables:
         return False
@@ -2089,7 +2108,8 @@ def _plan_statistics(b: _Builder, ctx: _Context) -> None:
 
 
 def _plan_index_settings(b: _Builder, ctx: _Context) -> None:
-    """Table settings naming an index: REPLICA IDENTITY (USING INDEX), CLUSTER ON; lost when the table or that index is rebuilt."""
+    """Table settings naming an index: REPLICA IDENTITY (USING INDEX), CLUSTER ON; lost when the table or that
+    index is rebuilt."""
     for key, table in ctx.desired.tables.items():
         current = ctx.live.tables.get(key)
         fresh = current is None or key in ctx.rebuilt_tables
