@@ -116,7 +116,9 @@ def _script(remote: Remote, mark: Markers) -> str:
             f"else echo not-writable; fi; else echo absent; fi"
         ),
     }
-    parts = [f"{mark.sh('step', shlex.quote(name))}; {{ {cmd}; }} 2>&1; {mark.sh('rc', '$?')}" for name, cmd in steps.items()]
+    parts = [
+        f"{mark.sh('step', shlex.quote(name))}; {{ {cmd}; }} 2>&1; {mark.sh('rc', '$?')}" for name, cmd in steps.items()
+    ]
     return "\n".join(parts)
 
 

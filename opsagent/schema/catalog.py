@@ -669,7 +669,9 @@ def introspect_many(
     mark = Markers()
     parts = []
     for index, name in enumerate(databases):
-        parts.append(f"\\connect -reuse-previous=on {_psql_quote(_conninfo(name))}\n{mark.psql('catalog', str(index))}\n{sql}")
+        parts.append(
+            f"\\connect -reuse-previous=on {_psql_quote(_conninfo(name))}\n{mark.psql('catalog', str(index))}\n{sql}"
+        )
     result = remote.psql("".join(parts), databases[0], extra=["-A", "-t"])
     return _split_many(result.stdout.decode("utf-8"), databases, mark)
 

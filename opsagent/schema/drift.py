@@ -245,9 +245,9 @@ class LiveState:
 
 # The live read's one remote command when the dump oracle is wanted (issue 14): pg_dump and the psql session run
 # AT ONCE on the server instead of one after the other (psql's ``\\!`` would wait for pg_dump).  Fixed text: everything
-# variable arrives as positional parameters ($1 the marker line, from remote/markers.py, $2 the conninfo-quoted database,
-# $3/$4 pg_host and pg_port (may be empty), then pg_dump's own arguments: the ledger's --exclude-table), never inside
-# the script.
+# variable arrives as positional parameters ($1 the marker line, from remote/markers.py, $2 the conninfo-quoted
+# database, $3/$4 pg_host and pg_port (may be empty), then pg_dump's own arguments: the ledger's --exclude-table), never
+# inside the script.
 # pg_dump streams its gzip-compressed dump to the channel in the background; psql (stdin: the facts, the catalog
 # query, the extra query) runs in the foreground into a variable; the marker and psql's output follow the dump only
 # when both succeeded.  Exit 3: pg_dump failed; 4: psql failed.

@@ -295,14 +295,16 @@ class DumpStep:
     The dump is taken where the database already is, in the command that built it:
     no extra remote command, no extra round trip.  Its text travels between markers
     (``dump-begin N``, ``dump-end N``) carrying the session's random token, so no object
-    text can forge the end of the dump, and the end marker is printed only if pg_dump succeeded.  Only shell-quoted arguments
-    (conninfo-quoted database names, inventory settings) reach the shell.
+    text can forge the end of the dump, and the end marker is printed only if pg_dump
+    succeeded.  Only shell-quoted arguments (conninfo-quoted database names, inventory
+    settings) reach the shell.
     """
 
     argv_prefix: tuple[str, ...]  # pg_dump and the connection arguments, without the database
     exclude_tables: tuple[str, ...] = ()
     only: tuple[int, ...] | None = None  # the databases (by position) to dump; None: all
-    mark: Markers = dataclasses.field(default_factory=Markers)  # the load session's markers (``ScratchSet`` adopts them)
+    # the load session's markers (a ``ScratchSet`` given this step uses them for all its markers)
+    mark: Markers = dataclasses.field(default_factory=Markers)
 
     @classmethod
     def for_remote(
@@ -562,9 +564,7 @@ class ScratchSet:
             template.add_to(self.script, build[0], self.mark)
         for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
             base = template.name if template is not None and index == 0 else None
-            add_database(
-                self.script, name, sources, query=query, index=index, dump=dump, template=base, mark=self.mark
-            )
+            add_database(self.script, name, sources, query=query, index=index, dump=dump, template=base, mark=self.mark)
         if (
             self.detached
         ):  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
