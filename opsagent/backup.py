@@ -3,8 +3,9 @@
 A backup is ``pg_dump -Fc`` run as the become user into ``backup_dir`` on the
 server.  Each operation is ONE remote shell script (round trips cost ~0.2 s and
 a half-done step must clean up after itself on the server, not from here): the
-script reports back with ``@opsagent <key> <values>`` lines on stderr, so stdout
-stays free for the binary dump when it is streamed down at the same time.
+script reports back with marker lines (``remote/markers.py``: ``<key> <values>`` after the
+script's random token) on stderr, so stdout stays free for the binary dump when it is
+streamed down at the same time (else it carries the progress markers, read live).
 
 Next to every verified ``NAME.dump`` lives ``NAME.dump.meta`` (sha256 and size,
 written only after ``pg_restore --list`` accepted the dump): listings can then
@@ -36,11 +37,11 @@ from typing import Any
 
 from . import resources
 from .errors import OpsagentError, UsageError
+from .remote.markers import Marker, Markers
 from .remote.transport import CommandResult, Remote, conninfo_dbname
 from .sqlquote import ident
 from .units import human_bytes
 
-MARK = "@opsagent"
 TIMESTAMP = "%Y%m%dT%H%M%S"
 DB_TIMESTAMP = "%Y%m%d_%H%M%S"
 # <db>-<YYYYmmddTHHMMSS>.<ms>Z-<4 hex>[-label].dump; names from before milliseconds (<db>-<…>Z[-label].dump) still parse
@@ -279,8 +280,9 @@ def _admin_db(database: str) -> str:
     return "template1" if database == "postgres" else "postgres"
 
 
-def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdog: bool = True) -> str:
-    """Prelude, assignments (every name a quoted shell value), SQL helper, watchdog, then the parts."""
+def _script(remote: Remote, parts: list[str], values: dict[str, str], mark: Markers, *, watchdog: bool = True) -> str:
+    """Prelude (its markers carry ``mark``'s token), assignments (every name a quoted shell value), SQL helper,
+    watchdog, then the parts."""
     host = remote.host
     lock = re.sub(r"\s+", "", host.lock_timeout) or "0"
     defaults = {
@@ -291,7 +293,7 @@ def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdo
         "connlimit": "-1",
         "lock_timeout": lock,
     }
-    body = _PRELUDE + _assign(**{**defaults, **values})
+    body = _fill(_PRELUDE, MARK=mark.sh_prefix()) + _assign(**{**defaults, **values})
     body += _fill(_SQL_HELPER, ADMIN_PSQL=_psql(remote, _admin_db(host.database)))
     return body + (_WATCHDOG if watchdog else "") + "".join(parts)
 
@@ -301,7 +303,7 @@ def _script(remote: Remote, parts: list[str], values: dict[str, str], *, watchdo
 _OWN_SESSION = resources.script("restore_own_session").rstrip("\n")  # a one-line ``sh -c`` program
 
 
-def _as_become(remote: Remote, body: str, *, ensure_dir: bool, own_session: bool = False) -> list[str]:
+def _as_become(remote: Remote, body: str, mark: Markers, *, ensure_dir: bool, own_session: bool = False) -> list[str]:
     """argv for one remote script: ``body`` runs as become, optionally after creating backup_dir.
 
     ``own_session``: the script runs in a session of its own (see ``_OWN_SESSION``).
@@ -317,17 +319,19 @@ def _as_become(remote: Remote, body: str, *, ensure_dir: bool, own_session: bool
         SUDO=shlex.join(remote.become_prefix()),
         OWNER=shlex.join(["-o", become]) if become else "",
         INNER=inner,
+        MARK=mark.sh_prefix(),
     )
     return ["sh", "-c", script]
 
 
-def _markers(result: CommandResult) -> tuple[list[list[str]], str]:
-    """(``@opsagent`` marker lines split into words, first other stderr line)."""
+def _markers(result: CommandResult, mark: Markers) -> tuple[list[list[str]], str]:
+    """(the marker lines on stderr split into words, first other stderr line)."""
     marks: list[list[str]] = []
     other = ""
     for line in result.stderr.splitlines():
-        if line.startswith(MARK + " "):
-            marks.append(line[len(MARK) + 1 :].split(" ", 3))
+        marker = mark.parse(line)
+        if marker is not None:
+            marks.append(marker.words(3))
         elif line.strip() and not other:
             other = line.strip()
     return marks, other
@@ -337,12 +341,13 @@ def _run_script(
     remote: Remote,
     argv: list[str],
     what: str,
+    mark: Markers,
     *,
     on_stdout: Callable[[bytes], None] | None = None,
 ) -> tuple[list[list[str]], str]:
     """Run a script; failures without an ``error`` marker (sudo, ssh) become CommandFailed."""
     result = remote.run(argv, become=False, check=False, on_stdout=on_stdout, capture=on_stdout is None)
-    marks, other = _markers(result)
+    marks, other = _markers(result, mark)
     if result.exit_status != 0 and not any(m[0] in ("error", "backup_error") for m in marks):
         raise remote.failure([what], result)
     return marks, other
@@ -378,24 +383,18 @@ def _backup_values(remote: Remote, name: str, *, stream: bool, protect: str, siz
 
 
 class _ProgressLines:
-    """Reads the ``@progress size N`` / ``@progress phase TEXT`` lines a script writes on its free stdout, live."""
+    """Reads the ``size N`` / ``phase TEXT`` markers a script writes on its free stdout, live."""
 
-    def __init__(self, progress: ProgressCallback | None, on_phase: PhaseCallback | None) -> None:
+    def __init__(self, mark: Markers, progress: ProgressCallback | None, on_phase: PhaseCallback | None) -> None:
         self.progress = progress
         self.on_phase = on_phase
-        self.buffer = b""
+        self.feed = mark.stream(self._marker).feed
 
-    def feed(self, chunk: bytes) -> None:
-        self.buffer += chunk
-        *lines, self.buffer = self.buffer.split(b"\n")
-        for line in lines:
-            words = line.decode("utf-8", "replace").split(" ", 2)
-            if len(words) < 3 or words[0] != "@progress":
-                continue
-            if words[1] == "size" and words[2].isdigit() and self.progress:
-                self.progress(int(words[2]), None)
-            elif words[1] == "phase" and self.on_phase:
-                self.on_phase(words[2])
+    def _marker(self, marker: Marker) -> None:
+        if marker.kind == "size" and marker.text.isdigit() and self.progress:
+            self.progress(int(marker.text), None)
+        elif marker.kind == "phase" and self.on_phase:
+            self.on_phase(marker.text)
 
 
 def _backup_result(
@@ -457,12 +456,14 @@ def create_backup(
     values = _backup_values(
         remote, name, stream=download_dir is not None, protect=protect, size_every=size_every if progress else 0
     )
-    body = _script(remote, [_backup_part(remote, host.database)], values)
+    mark = Markers()
+    body = _script(remote, [_backup_part(remote, host.database)], values, mark)
     before = remote.command_count
     sink = _LocalFile(download_dir / name, progress, None) if download_dir else None
-    on_stdout = sink.write if sink else _ProgressLines(progress, None).feed if progress else None
+    on_stdout = sink.write if sink else _ProgressLines(mark, progress, None).feed if progress else None
     try:
-        marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=True), "backup", on_stdout=on_stdout)
+        argv = _as_become(remote, body, mark, ensure_dir=True)
+        marks, other = _run_script(remote, argv, "backup", mark, on_stdout=on_stdout)
         error = _find(marks, "error")
         if error is not None:
             raise _backup_error(remote, error, other)
@@ -578,9 +579,11 @@ class _LocalFile:
 def list_backups(remote: Remote) -> list[BackupInfo]:
     """Backups of the host's database in backup_dir, newest first (one remote command)."""
     host = remote.host
-    body = _script(remote, [_LIST], {"dir": host.backup_dir, "pattern": _grep_pattern(host.database)}, watchdog=False)
-    result = remote.run(_as_become(remote, body, ensure_dir=False), become=False, check=False)
-    marks, other = _markers(result)
+    mark = Markers()
+    values = {"dir": host.backup_dir, "pattern": _grep_pattern(host.database)}
+    body = _script(remote, [_LIST], values, mark, watchdog=False)
+    result = remote.run(_as_become(remote, body, mark, ensure_dir=False), become=False, check=False)
+    marks, other = _markers(result, mark)
     if _find(marks, "ok") is None:
         if _find(marks, "error") is None and result.exit_status != 0:
             raise remote.failure(["backup listing"], result)
@@ -614,8 +617,9 @@ def latest_backup(remote: Remote) -> BackupInfo:
 def verify_backup(remote: Remote, name: str) -> VerifyResult:
     """Check a stored backup: sha256 against the one recorded at backup time, then ``pg_restore --list``."""
     host = remote.host
-    body = _script(remote, [_VERIFY], {"dir": host.backup_dir, "name": check_name(name)})
-    marks, other = _run_script(remote, _as_become(remote, body, ensure_dir=False), "verify")
+    mark = Markers()
+    body = _script(remote, [_VERIFY], {"dir": host.backup_dir, "name": check_name(name)}, mark)
+    marks, other = _run_script(remote, _as_become(remote, body, mark, ensure_dir=False), "verify", mark)
     error = _find(marks, "error")
     if error is not None:
         raise _stored_error(remote, name, error, other)
@@ -661,15 +665,20 @@ def download_backup(
     after one header line with the server's size and sha256 (so progress has a total).
     """
     host = remote.host
-    body = _script(remote, [_STREAM], {"dir": host.backup_dir, "name": check_name(name)}, watchdog=False)
+    mark = Markers()
+    body = _script(remote, [_STREAM], {"dir": host.backup_dir, "name": check_name(name)}, mark, watchdog=False)
     sink = _LocalFile(dest_dir / name, progress, None)
     header = _Header(sink)
     before = remote.command_count
     try:
         result = remote.run(
-            _as_become(remote, body, ensure_dir=False), become=False, check=False, on_stdout=header.feed, capture=False
+            _as_become(remote, body, mark, ensure_dir=False),
+            become=False,
+            check=False,
+            on_stdout=header.feed,
+            capture=False,
         )
-        marks, other = _markers(result)
+        marks, other = _markers(result, mark)
         error = _find(marks, "error")
         if error is not None:
             raise _stored_error(remote, name, error, other)
@@ -792,13 +801,16 @@ def restore_backup(
     if not target or "\0" in target or len(target.encode()) > _MAX_IDENT:
         raise UsageError(f"--into {target!r}: a database name is 1 to {_MAX_IDENT} bytes")
     live_counts = _fill(_LIVE_COUNTS, PSQL=_psql(remote, host.database))
-    body = _script(remote, [_VERIFY, _restore_part(remote, target), live_counts], _restore_values(remote, name, target))
+    mark = Markers()
+    parts = [_VERIFY, _restore_part(remote, target), live_counts]
+    body = _script(remote, parts, _restore_values(remote, name, target), mark)
     before = remote.command_count
     marks, other = _run_script(
         remote,
-        _as_become(remote, body, ensure_dir=False),
+        _as_become(remote, body, mark, ensure_dir=False),
         "restore",
-        on_stdout=_ProgressLines(None, on_phase).feed if on_phase else None,
+        mark,
+        on_stdout=_ProgressLines(mark, None, on_phase).feed if on_phase else None,
     )
     error = _find(marks, "error")
     if error is not None:
@@ -864,11 +876,12 @@ def restore_in_place(
         _backup_part(remote, old),
         _DONE,
     ]
-    body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old})
+    mark = Markers()
+    body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old}, mark)
     before = remote.command_count
-    watch = _ProgressLines(progress, on_phase).feed if (progress or on_phase) else None
-    argv = _as_become(remote, body, ensure_dir=True, own_session=True)
-    marks, other = _run_script(remote, argv, "restore", on_stdout=watch)
+    watch = _ProgressLines(mark, progress, on_phase).feed if (progress or on_phase) else None
+    argv = _as_become(remote, body, mark, ensure_dir=True, own_session=True)
+    marks, other = _run_script(remote, argv, "restore", mark, on_stdout=watch)
     error = _find(marks, "error")
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from opsagent.errors import CommandFailed, RemoteError
+from opsagent.remote.markers import Markers
 from opsagent.remote.transport import Remote
 from opsagent.schema.catalog import introspect
 from opsagent.schema.drift import check_project, diff_against_snapshot, diff_against_sql, drift_count
@@ -288,7 +289,7 @@ def test_extract_one_command_is_fixed_text_with_positional_arguments(remote: Rem
 def test_extract_output_needs_its_marker() -> None:
     token = "cd" * 16
     dump, stats = split_extract_output(
-        b"\x1f\x8b..." + f"\n==opsagent-extract-{token}==\n".encode() + b'{"tables": 3}\n', token, "h"
+        b"\x1f\x8b..." + f"\n{Markers(token).line('extract')}\n".encode() + b'{"tables": 3}\n', token, "h"
     )
     assert dump == b"\x1f\x8b..." and stats == {"tables": 3}
     with pytest.raises(RemoteError, match="without its statistics"):
@@ -296,7 +297,7 @@ def test_extract_output_needs_its_marker() -> None:
     with pytest.raises(
         RemoteError, match="without its statistics"
     ):  # a forged marker with another token does not count
-        split_extract_output(b"x\n==opsagent-extract-" + b"ef" * 16 + b'==\n{"tables": 1}\n', token, "h")
+        split_extract_output(f"x\n{Markers('ef' * 16).line('extract')}\n{{\"tables\": 1}}\n".encode(), token, "h")
 
 
 def test_extract_of_a_missing_database_fails_in_one_line(remote: Remote) -> None:

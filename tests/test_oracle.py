@@ -13,6 +13,7 @@ import json
 
 import pytest
 
+from opsagent.remote.markers import Markers
 from opsagent.remote.transport import Remote
 from opsagent.schema.declarative import plan_against_sql
 from opsagent.schema.drift import diff_against_sql
@@ -161,7 +162,7 @@ def test_what_the_model_reported_is_not_listed_again_and_the_listing_is_bounded(
 
 def test_a_forged_end_marker_inside_a_dump_cannot_cut_it_short() -> None:
     step = DumpStep(("pg_dump",))
-    forged = "==opsagent-dump-0000000000000000-end-0=="
+    forged = Markers("0" * 32).line("dump-end", "0")  # the end marker of another token
     text = f"before\n{step.begin(0)}\nline one\n{forged}\nline two\n{step.end(0)}\nafter"
     rest, dumps = step.split(text, 1)
     assert rest == "before\nafter" and dumps == [f"line one\n{forged}\nline two\n"]

@@ -255,6 +255,7 @@ def _assembled_sql() -> dict[str, str]:
     from opsagent.migrate import rollback, sync
     from opsagent.migrate.ledger import Ledger
     from opsagent.remote import quickref
+    from opsagent.remote.markers import Markers
     from opsagent.schema import catalog
 
     ledger = Ledger("s x", 't"y')
@@ -280,7 +281,7 @@ def _assembled_sql() -> dict[str, str]:
         "rollback_before": resources.fill(rollback._BEFORE_SQL, LEDGER="'x'"),
         "rollback_losses": rollback._LOSSES_SQL,
         "rollback_counts": rollback._COUNTS_SQL,
-        "rollback_lock": rollback._lock_sql(ledger, 2.5),
+        "rollback_lock": rollback._lock_sql(ledger, 2.5, Markers()),
         "settle": sync._settle_script(ledger, "5s", 1234, "2026-12-01 04:00:00+00"),
     }
 

@@ -545,9 +545,14 @@ def test_target_checks_and_method_choice(tmp_path: Path) -> None:
 
 def test_rehearsal_script_sets_lock_timeout_first_and_rolls_back() -> None:
     from opsagent.migrate.rollback import SqlStep, Step
+    from opsagent.remote.markers import Markers
 
     script = rehearsal_script(
-        [Step("x", [SqlStep("DROP TABLE a -- c", "DROP TABLE a -- c", "f:1")], True, ["002"])], Ledger(), "2s", "30s"
+        [Step("x", [SqlStep("DROP TABLE a -- c", "DROP TABLE a -- c", "f:1")], True, ["002"])],
+        Ledger(),
+        "2s",
+        "30s",
+        mark=Markers(),
     )
     lines = [line for line in script.splitlines() if line and not line.startswith("\\")]
     assert lines[:3] == ["BEGIN;", "SET LOCAL lock_timeout = '2s';", "SET LOCAL statement_timeout = '30s';"]

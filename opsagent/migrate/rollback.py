@@ -34,6 +34,7 @@ from typing import Any, Literal
 from .. import resources
 from ..backup import BackupResult, create_backup
 from ..errors import InvalidMigration, OpsagentError, RemoteError, UsageError
+from ..remote.markers import Markers
 from ..remote.transport import Remote, RemoteProcess
 from ..schema.catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from ..schema.compare import Change, DiffResult, compare, display
@@ -50,7 +51,6 @@ from .ledger import Ledger, LedgerState
 from .sqltext import Statement, split_statements
 from .sync import Identity, check_timeout
 
-MARK = "@@opsagent-rollback"
 ROW_CAP = 1_000_000  # rows counted per object at most: a bounded exact count ("at least 1,000,000")
 PLAN_SOURCE = "rollback plan"
 
@@ -480,14 +480,17 @@ def rehearsal_script(
     lock_timeout: str,
     statement_timeout: str,
     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+    *,
+    mark: Markers,
 ) -> str:
     """One rolled-back transaction: snapshot the tables, run the way back in a savepoint, read the catalog and the
-    losses, go back to the savepoint and count the rows of what would be lost."""
+    losses, go back to the savepoint and count the rows of what would be lost (``mark``: its markers)."""
+    error = (":LAST_ERROR_SQLSTATE", ":LAST_ERROR_MESSAGE")
     parts = [
         f"\\set ON_ERROR_STOP 0\nBEGIN;\nSET LOCAL lock_timeout = '{lock_timeout}';\n"
         f"SET LOCAL statement_timeout = '{statement_timeout}';\n",
         resources.fill(_BEFORE_SQL, LEDGER=literal(ledger.table)),
-        f"\\if :ERROR\n\\echo {MARK} error -1 :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\set opsagent_failed 1\n\\else\n"
+        f"\\if :ERROR\n{mark.psql('error', '-1', *error)}\n\\set opsagent_failed 1\n\\else\n"
         "\\set opsagent_failed 0\n\\endif\nSAVEPOINT opsagent_rollback;\n",
     ]
     index = 0
@@ -496,34 +499,24 @@ def rehearsal_script(
             if statement.rehearse is not None:
                 parts.append(
                     f"\\if :opsagent_failed\n\\else\n{_terminated(statement.rehearse)}"
-                    f"\\if :ERROR\n\\set opsagent_failed 1\n\\echo {MARK} error {index} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n"
+                    f"\\if :ERROR\n\\set opsagent_failed 1\n{mark.psql('error', str(index), *error)}\n"
                     "\\endif\n\\endif\n"
                 )
             index += 1
     parts.append(
-        f"\\if :opsagent_failed\n\\else\n\\echo {MARK} catalog\n{introspection_sql(exclude_tables)}"
-        f"\\echo {MARK} losses\n{_LOSSES_SQL} \\gset\n\\echo :opsagent_losses\n"
-        f"ROLLBACK TO SAVEPOINT opsagent_rollback;\n\\echo {MARK} counts\n{_COUNTS_SQL}"
-        f"\\if :ERROR\n\\echo {MARK} counts-error :LAST_ERROR_MESSAGE\n\\endif\n\\endif\n"
-        f"ROLLBACK;\n\\echo {MARK} end\n"
+        f"\\if :opsagent_failed\n\\else\n{mark.psql('catalog')}\n{introspection_sql(exclude_tables)}"
+        f"{mark.psql('losses')}\n{_LOSSES_SQL} \\gset\n\\echo :opsagent_losses\n"
+        f"ROLLBACK TO SAVEPOINT opsagent_rollback;\n{mark.psql('counts')}\n{_COUNTS_SQL}"
+        f"\\if :ERROR\n{mark.psql('counts-error', ':LAST_ERROR_MESSAGE')}\n\\endif\n\\endif\n"
+        f"ROLLBACK;\n{mark.psql('end')}\n"
     )
     return "".join(parts)
 
 
-def _sections(text: str) -> tuple[dict[str, str], list[list[str]]]:
-    """The output between markers, by marker name, and every marker line (split)."""
-    sections: dict[str, list[str]] = {}
-    marks: list[list[str]] = []
-    current: str | None = None
-    for line in text.splitlines():
-        if line.startswith(MARK + " "):
-            parts = line[len(MARK) + 1 :].split(" ", 3)
-            marks.append(parts)
-            current = parts[0]
-            sections[current] = []
-        elif current is not None:
-            sections[current].append(line)
-    return {k: "\n".join(v).strip() for k, v in sections.items()}, marks
+def _sections(text: str, mark: Markers) -> tuple[dict[str, str], list[list[str]]]:
+    """The output between markers, by marker kind, and every marker line (split)."""
+    sections = mark.sections(text)[1]
+    return {s.marker.kind: s.text for s in sections}, [s.marker.words(3) for s in sections]
 
 
 def decode_losses(losses_json: str, counts_json: str, sizes: Mapping[str, Mapping[str, Any]]) -> list[Loss]:
@@ -649,11 +642,13 @@ class _Session:
     def __init__(self, remote: Remote, application_name: str, timeout: float) -> None:
         self.remote = remote
         self.timeout = timeout
+        self.mark = Markers()  # the session's output also carries what the statements print
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.output: list[str] = []
         self.closed = False
         self.proc.write(
-            f"SET application_name = {literal(application_name[:63])};\n\\echo {MARK} pid\nSELECT pg_backend_pid();\n"
+            f"SET application_name = {literal(application_name[:63])};\n"
+            f"{self.mark.psql('pid')}\nSELECT pg_backend_pid();\n"
         )
         self.pid = int(self.after("pid")[0])
 
@@ -666,8 +661,9 @@ class _Session:
             line = self.proc.read_line(timeout or self.timeout)
             if line is None:
                 raise self.ended()
-            if line.startswith(MARK + " "):
-                return line[len(MARK) + 1 :].split(" ", 3)
+            marker = self.mark.parse(line)
+            if marker is not None:
+                return marker.words(3)
             self.output.append(line)
 
     def after(self, tag: str, timeout: float | None = None) -> list[str]:
@@ -701,14 +697,14 @@ class _Session:
         self.proc.close()
 
 
-def _lock_sql(ledger: Ledger, wait_seconds: float) -> str:
+def _lock_sql(ledger: Ledger, wait_seconds: float, mark: Markers) -> str:
     cls, obj = ledger.lock_key
     return resources.fill(
         resources.sql("rollback_lock"),
         WAIT_SECONDS=str(float(wait_seconds)),
         LOCK_CLASS=str(cls),
         LOCK_OBJECT=str(obj),
-        MARK=MARK,
+        LOCK_MARKER=mark.psql("lock"),
     )
 
 
@@ -720,8 +716,8 @@ def _versions_query(ledger: Ledger) -> str:
     )
 
 
-def _versions_sql(ledger: Ledger) -> str:
-    return f"\\echo {MARK} ledger\n" + _versions_query(ledger)
+def _versions_sql(ledger: Ledger, mark: Markers) -> str:
+    return f"{mark.psql('ledger')}\n" + _versions_query(ledger)
 
 
 def _in_list(versions: Sequence[str]) -> str:
@@ -876,9 +872,11 @@ class RollbackRun:
     def _rehearse(self, desired: Catalog) -> tuple[Verification, str, str]:
         lock = check_timeout(self.host.rehearse_lock_timeout, "rehearse_lock_timeout")
         statement = check_timeout(self.host.rehearse_statement_timeout, "rehearse_statement_timeout")
-        script = rehearsal_script(self.result.steps, self.ledger, lock, statement, exclude_tables=self.exclusions)
+        mark = Markers()
+        steps, exclusions = self.result.steps, self.exclusions
+        script = rehearsal_script(steps, self.ledger, lock, statement, exclude_tables=exclusions, mark=mark)
         output = self.remote.psql(script, extra=["-A", "-t", "-f", "-"], check=False)
-        sections, marks = _sections(output.text)
+        sections, marks = _sections(output.text, mark)
         verification = Verification()
         errors = [m for m in marks if m[0] == "error"]
         if errors or "end" not in sections:
@@ -933,7 +931,7 @@ class RollbackRun:
                     if self._checks(index) and not self._unchanged_since_rehearsal(session, index):
                         return False
                     committing = True
-                    session.send(f"COMMIT;\n\\echo {MARK} committed {index}\n")
+                    session.send(f"COMMIT;\n{session.mark.psql('committed', str(index))}\n")
                 self._until(session, "committed")
                 committing = False
                 step.status = "applied"
@@ -964,7 +962,7 @@ class RollbackRun:
         changes = compare(applied, self._rehearsed).significant if self._rehearsed is not None else []
         if not changes:
             return True
-        session.send(f"ROLLBACK;\n\\echo {MARK} aborted {index}\n")
+        session.send(f"ROLLBACK;\n{session.mark.psql('aborted', str(index))}\n")
         self._until(session, "aborted")
         self.result.steps[index].status = "rolled_back"
         names = ", ".join(f"{c.kind} {display(c.name)} ({c.status})" for c in changes[:5])
@@ -988,7 +986,8 @@ class RollbackRun:
                 self._current = step.statements[int(parts[2])].source
 
     def _send_step(self, session: _Session, index: int, step: Step) -> None:
-        parts = [f"\\echo {MARK} step {index}\n"]
+        mark = session.mark
+        parts = [f"{mark.psql('step', str(index))}\n"]
         if step.transactional:
             parts.append(
                 f"BEGIN;\nSET LOCAL lock_timeout = '{self.lock_timeout}';\nSET LOCAL statement_timeout = '{self.statement_timeout}';\n"
@@ -1002,19 +1001,19 @@ class RollbackRun:
                 f"SET lock_timeout = '{self.lock_timeout}';\nSET statement_timeout = '{self.statement_timeout}';\n"
             )
         for number, statement in enumerate(step.statements):
-            parts.append(f"\\echo {MARK} statement {index} {number}\n{_terminated(statement.sql)}")
+            parts.append(f"{mark.psql('statement', str(index), str(number))}\n{_terminated(statement.sql)}")
         if step.deletes:
             parts.append(f"DELETE FROM {self.ledger.table} WHERE version IN ({_in_list(step.deletes)});\n")
         if self._checks(index):
-            parts.append(f"\\echo {MARK} catalog\n{introspection_sql(self.exclusions)}")
+            parts.append(f"{mark.psql('catalog')}\n{introspection_sql(self.exclusions)}")
         if step.transactional:
-            parts.append(f"\\echo {MARK} prepared {index}\n")
+            parts.append(f"{mark.psql('prepared', str(index))}\n")
         else:
-            parts.append(f"RESET lock_timeout;\nRESET statement_timeout;\n\\echo {MARK} committed {index}\n")
+            parts.append(f"RESET lock_timeout;\nRESET statement_timeout;\n{mark.psql('committed', str(index))}\n")
         session.send("".join(parts))
 
     def _lock(self, session: _Session) -> bool:
-        session.send(_lock_sql(self.ledger, self.options.lock_timeout))
+        session.send(_lock_sql(self.ledger, self.options.lock_timeout, session.mark))
         locked = session.after("lock", self.options.lock_timeout + self.host.command_timeout)[0].strip() == "on"
         if not locked:
             self._stop(
@@ -1026,7 +1025,7 @@ class RollbackRun:
             session.close()
             return False
         self.on_event("locked", "")
-        session.send(_versions_sql(self.ledger))
+        session.send(_versions_sql(self.ledger, session.mark))
         versions = json.loads(session.after("ledger")[0])
         expected = sorted(v for step in self.result.steps for v in step.deletes)
         present = sorted(v for v in versions if v in expected)

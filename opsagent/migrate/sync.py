@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .. import __version__, resources
 from ..errors import MigrationError, OpsagentError, RemoteError, UsageError
+from ..remote.markers import Markers
 from ..remote.transport import CLIENT_CHECK_SQL, Remote, RemoteProcess, open_remote
 from ..sqlquote import ident, literal
 from ..units import parse_duration
@@ -62,7 +63,6 @@ if (
     from .hazards import HazardReport
     from .sqltext import Statement
 
-MARK = "@@opsagent"
 _PSQL_ERROR_RE = re.compile(r"^psql:<stdin>:(\d+): (?:ERROR|FATAL|PANIC):\s+(.*)$")
 _PSQL_LINE_RE = re.compile(r"^LINE (\d+):")
 LOCK_NOT_AVAILABLE = "55P03"
@@ -416,6 +416,7 @@ class _BlockerWatch:
         self, remote: Remote, pid: int, lock_timeout: str, relations: Sequence[str] = (), interval: float = 0.2
     ) -> None:
         self.proc = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
+        self.mark = Markers()
         self.query = blockers_query(pid) + ";\n"
         self.interval = interval
         self.seen: dict[int, Blocker] = {}
@@ -432,7 +433,7 @@ class _BlockerWatch:
 
     def _ask(self, script: str, timeout: float) -> Any:
         """Run ``script`` (its last output line one JSON value) and decode that line."""
-        self.proc.write(f"{script}\\echo {MARK} answered\n")
+        self.proc.write(f"{script}{self.mark.psql('answered')}\n")
         lines: list[str] = []
         while True:
             line = self.proc.read_line(timeout)
@@ -440,7 +441,8 @@ class _BlockerWatch:
                 raise RemoteError(
                     f"{self.proc.host}: the blocker watch session ended: {self.proc.stderr.strip()[:200]}"
                 )
-            if line == f"{MARK} answered":
+            marker = self.mark.parse(line)
+            if marker is not None and marker.kind == "answered":
                 return json.loads(lines[-1])
             if line.strip():
                 lines.append(line)
@@ -500,10 +502,11 @@ class _Session:
         self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
         self.closed = False
         self.lock_timeout = lock_timeout
+        self.mark = Markers()  # the session's output also carries what the migrations print
         self.proc.write(
             f"SET lock_timeout = '{lock_timeout}';\n{CLIENT_CHECK_SQL}\n"
             f"SET application_name = {literal(application_name[:63])};\n"
-            f"\\echo {MARK} pid\nSELECT json_build_object('pid', pg_backend_pid(), 'started', "
+            f"{self.mark.psql('pid')}\nSELECT json_build_object('pid', pg_backend_pid(), 'started', "
             "(SELECT backend_start FROM pg_stat_activity WHERE pid = pg_backend_pid()));\n"
         )
         self.backend_pid: int | None = None
@@ -520,15 +523,16 @@ class _Session:
         self.proc.write(script)
 
     def next_marker(self, timeout: float | None) -> list[str]:
-        """The next ``@@opsagent ...`` line, split; RemoteError when psql ended first."""
+        """The next marker line, split (``[kind, field, field, rest]``); RemoteError when psql ended first."""
         while True:
             line = self.proc.read_line(timeout)
             if line is None:
                 raise RemoteError(
                     f"{self.remote.host.name}: psql ended unexpectedly: {self.error_text() or 'no message'}"
                 )
-            if line.startswith(MARK + " "):
-                return line[len(MARK) + 1 :].split(" ", 3)
+            marker = self.mark.parse(line)
+            if marker is not None:
+                return marker.words(3)
 
     def next_line(self, timeout: float | None) -> str:
         line = self.proc.read_line(timeout)
@@ -676,6 +680,7 @@ def _apply_script(
     statement_timeout: str,
     last_version: str,
     first_line: int,
+    mark: Markers,
 ) -> _Script:
     """One round of the apply: every migration of ``plan`` in its own transaction, until one fails.
 
@@ -695,7 +700,7 @@ def _apply_script(
     )
     for m in plan:
         lock_timeout = lock_timeouts.get(m.version, first_attempt)  # a retried migration: its next attempt's timeout
-        script.add(f"\\if :opsagent_go\n\\echo {MARK} begin {m.version}")
+        script.add(f"\\if :opsagent_go\n{mark.psql('begin', m.version)}")
         if m.version == last_version:
             script.add("RESET synchronous_commit;")
         if m.transactional:
@@ -737,7 +742,8 @@ def _apply_script(
             script.add(f"\\if :opsagent_go\n{record} \\gset\n{_failure_guard('ledger')}\n\\endif")
             script.add(f"\\if :opsagent_go\nCOMMIT;\n{_failure_guard('commit')}\n\\endif")
             script.add(
-                f"\\if :opsagent_fail\nROLLBACK;\n\\echo {MARK} error {m.version} :opsagent_at :LAST_ERROR_SQLSTATE\n"
+                "\\if :opsagent_fail\nROLLBACK;\n"
+                f"{mark.psql('error', m.version, ':opsagent_at', ':LAST_ERROR_SQLSTATE')}\n"
                 "\\set opsagent_fail false\n\\endif"
             )
         else:
@@ -750,16 +756,22 @@ def _apply_script(
                 f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AND {_CATALOG_FINGERPRINT} = "
                 ":'opsagent_fp') AS opsagent_untouched \\gset\n"
                 f"\\if :opsagent_untouched\n{delete}\n\\endif\n"
-                f"\\echo {MARK} error {m.version} :opsagent_at :opsagent_state :opsagent_untouched\n"
+                f"{mark.psql('error', m.version, ':opsagent_at', ':opsagent_state', ':opsagent_untouched')}\n"
                 "\\set opsagent_fail false\n\\endif"
             )
-        script.add(f"\\if :opsagent_go\n\\echo {MARK} done {m.version} :opsagent_ms\n\\endif")
-    script.add(f"\\set ON_ERROR_STOP 1\n\\echo {MARK} end")
+        script.add(f"\\if :opsagent_go\n{mark.psql('done', m.version, ':opsagent_ms')}\n\\endif")
+    script.add(f"\\set ON_ERROR_STOP 1\n{mark.psql('end')}")
     return script
 
 
 def _rehearse_script(
-    plan: Sequence[Migration], lock_timeout: str, statement_timeout: str, first_line: int, *, stop_on_lock: bool
+    plan: Sequence[Migration],
+    lock_timeout: str,
+    statement_timeout: str,
+    first_line: int,
+    mark: Markers,
+    *,
+    stop_on_lock: bool,
 ) -> _Script:
     """One transaction, a savepoint per migration, rolled back at the end; psql keeps going after errors.
 
@@ -776,7 +788,8 @@ def _rehearse_script(
         if not m.transactional:
             continue
         script.add(
-            f"\\if :opsagent_go\n\\echo {MARK} begin {m.version}\n\\set opsagent_failed 0\nSAVEPOINT opsagent_rehearsal;\n"
+            f"\\if :opsagent_go\n{mark.psql('begin', m.version)}\n"
+            "\\set opsagent_failed 0\nSAVEPOINT opsagent_rehearsal;\n"
             "SELECT clock_timestamp() AS opsagent_t0 \\gset"
         )
         for index, statement in enumerate(m.body_statements):
@@ -784,21 +797,22 @@ def _rehearse_script(
             script.statement(m, statement)
             script.add(
                 f"\\if :ERROR\n\\set opsagent_failed 1\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n"
-                f"\\echo {MARK} error {m.version} {index} :LAST_ERROR_SQLSTATE :LAST_ERROR_MESSAGE\n\\endif\n\\endif"
+                f"{mark.psql('error', m.version, str(index), ':LAST_ERROR_SQLSTATE', ':LAST_ERROR_MESSAGE')}\n"
+                "\\endif\n\\endif"
             )
         locked = ""
         if stop_on_lock:
             locked = (
                 f"SELECT :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AS opsagent_locked \\gset\n"
-                f"\\if :opsagent_locked\n\\set opsagent_go false\n\\echo {MARK} locked {m.version}\n\\endif\n"
+                f"\\if :opsagent_locked\n\\set opsagent_go false\n{mark.psql('locked', m.version)}\n\\endif\n"
             )
         script.add(
             "\\if :opsagent_failed\nROLLBACK TO SAVEPOINT opsagent_rehearsal;\n"
-            f"{locked}\\echo {MARK} settled {m.version}\n\\else\nRELEASE SAVEPOINT opsagent_rehearsal;\n"
+            f"{locked}{mark.psql('settled', m.version)}\n\\else\nRELEASE SAVEPOINT opsagent_rehearsal;\n"
             "SELECT round(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer AS opsagent_ms \\gset\n"
-            f"\\echo {MARK} done {m.version} :opsagent_ms\n\\endif\n\\endif"
+            f"{mark.psql('done', m.version, ':opsagent_ms')}\n\\endif\n\\endif"
         )
-    script.add(f"ROLLBACK;\n\\set ON_ERROR_STOP 1\n\\echo {MARK} end")
+    script.add(f"ROLLBACK;\n\\set ON_ERROR_STOP 1\n{mark.psql('end')}")
     return script
 
 
@@ -932,14 +946,14 @@ class SyncRun:
 
     def _read_state(self, session: _Session) -> LedgerState:
         """Ledger and lock holders: one exchange on the session."""
-        self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query())
+        self._send(session, f"{session.mark.psql('state')}\n" + self.ledger.state_query())
         return LedgerState.decode(session.read_json("state", self.host.command_timeout))
 
     def query_json(self, sql: str, database: str | None = None) -> Any:
         """Run one query returning a JSON value on the sync's own session (the hazard lint's table sizes: no new command)."""
         if self._session is None or database is not None:
             raise RemoteError(f"{self.host.name}: no sync session to ask on")
-        self._send(self._session, f"\\echo {MARK} answer\n{sql.strip().rstrip(';')};\n")
+        self._send(self._session, f"{self._session.mark.psql('answer')}\n{sql.strip().rstrip(';')};\n")
         return self._session.read_json("answer", self.host.command_timeout)
 
     def _run(self, session: _Session, found: Survey) -> None:
@@ -1009,10 +1023,10 @@ class SyncRun:
         shown: tuple[int, ...] = ()
         holders = state.holders
         while True:
-            self._send(session, f"\\echo {MARK} lock\n{self.ledger.try_lock_sql()};\n")
+            self._send(session, f"{session.mark.psql('lock')}\n{self.ledger.try_lock_sql()};\n")
             if session.read_json("lock", self.host.command_timeout) is True:
                 break
-            self._send(session, f"\\echo {MARK} holders\n{self.ledger.holders_query()};\n")
+            self._send(session, f"{session.mark.psql('holders')}\n{self.ledger.holders_query()};\n")
             holders = LedgerState.decode({"holders": session.read_json("holders", self.host.command_timeout)}).holders
             now = time.monotonic()
             if now >= deadline:
@@ -1038,7 +1052,7 @@ class SyncRun:
                 )
             time.sleep(min(deadline - now, delay * self.rng.uniform(0.7, 1.3)))
             delay = min(2.0, delay * 1.5)
-        self._send(session, f"\\echo {MARK} state\n" + self.ledger.state_query())
+        self._send(session, f"{session.mark.psql('state')}\n" + self.ledger.state_query())
         fresh = LedgerState.decode(session.read_json("state", self.host.command_timeout))
         self.result.durations["lock_wait"] = time.monotonic() - started
         self.on_event(SyncEvent("locked"))
@@ -1092,7 +1106,7 @@ class SyncRun:
         started = time.monotonic()
         self._phase = "apply"
         if ensure_sql:  # the ledger table (ON_ERROR_STOP is on: a failure ends psql and is reported as such)
-            self._send(session, f"{ensure_sql}\\echo {MARK} ledger\nSELECT 'true';\n")
+            self._send(session, f"{ensure_sql}{session.mark.psql('ledger')}\nSELECT 'true';\n")
             session.read_json("ledger", self.host.command_timeout)
         self._apply_rounds(session, plan, steps)
         self._phase = "done"  # not on an exception: run() must know psql may still be running the script
@@ -1115,6 +1129,7 @@ class SyncRun:
                 self.statement_timeout,
                 plan[-1].version,
                 self._line,
+                session.mark,
             )
             try:
                 failure = self._round(session, script, steps, first_try)
@@ -1152,9 +1167,10 @@ class SyncRun:
             line = session.proc.read_line(self.host.command_timeout)
             if line is None:
                 raise _Lost
-            if not line.startswith(MARK + " "):
+            marker = session.mark.parse(line)
+            if marker is None:
                 continue
-            parts = line[len(MARK) + 1 :].split(" ")
+            parts = marker.words()
             if parts[0] == "begin":
                 step = steps[parts[1]]
                 step.attempts += 1
@@ -1336,7 +1352,12 @@ class SyncRun:
                     if step.status != "not_rehearsed":
                         step.status, step.error, step.location, step.ms = "planned", None, None, None
                 script = _rehearse_script(
-                    plan, pg_duration(timeout), rehearse_statement, self._line, stop_on_lock=policy.retries
+                    plan,
+                    pg_duration(timeout),
+                    rehearse_statement,
+                    self._line,
+                    session.mark,
+                    stop_on_lock=policy.retries,
                 )
                 self._send(session, script.text())
                 locked = self._read_rehearsal(session, script, steps, plan)

@@ -15,9 +15,8 @@ import socket
 from ..errors import HostKeyError, OpsagentError, RemoteError
 from ..inventory import HostConfig, Inventory
 from ..units import human_bytes
+from .markers import Markers
 from .transport import Endpoint, LoginError, Remote, open_remote, resolve_endpoint
-
-_MARK = "@@opsagent-doctor"
 
 
 @dataclasses.dataclass
@@ -98,7 +97,7 @@ def _tcp_check(endpoint: Endpoint) -> Check:
         )
 
 
-def _script(remote: Remote) -> str:
+def _script(remote: Remote, mark: Markers) -> str:
     host = remote.host
     pg = " ".join(shlex.quote(a) for a in remote.pg_args())
     db_literal = "'" + host.database.replace("'", "''") + "'"
@@ -117,30 +116,32 @@ def _script(remote: Remote) -> str:
             f"else echo not-writable; fi; else echo absent; fi"
         ),
     }
-    parts = [f"echo {_MARK} {name}; {{ {cmd}; }} 2>&1; echo {_MARK}-rc $?" for name, cmd in steps.items()]
+    parts = [
+        f"{mark.sh('step', shlex.quote(name))}; {{ {cmd}; }} 2>&1; {mark.sh('rc', '$?')}" for name, cmd in steps.items()
+    ]
     return "\n".join(parts)
 
 
-def _parse_sections(text: str) -> dict[str, tuple[int, str]]:
+def _parse_sections(text: str, mark: Markers) -> dict[str, tuple[int, str]]:
+    """Each step's (exit status, output): the lines between its ``step NAME`` and ``rc N`` markers."""
     sections: dict[str, tuple[int, str]] = {}
-    name, lines = "", list[str]()
-    for line in text.splitlines():
-        if line.startswith(f"{_MARK}-rc "):
-            sections[name] = (int(line.split()[1]), "\n".join(lines).strip())
-        elif line.startswith(f"{_MARK} "):
-            name, lines = line.split(" ", 1)[1], []
-        else:
-            lines.append(line)
+    name, lines = "", ""
+    for section in mark.sections(text)[1]:
+        if section.marker.kind == "rc":
+            sections[name] = (int(section.marker.text), lines)
+        elif section.marker.kind == "step":
+            name, lines = section.marker.text, section.text
     return sections
 
 
 def _server_checks(remote: Remote) -> list[Check]:
     host = remote.host
     try:
-        result = remote.run(["sh", "-c", _script(remote)], timeout=60)
+        mark = Markers()
+        result = remote.run(["sh", "-c", _script(remote, mark)], timeout=60)
     except RemoteError as exc:
         return [Check(f"sudo -n -u {host.become}", False, exc.message, exc.hint or "")]
-    sections = _parse_sections(result.text)
+    sections = _parse_sections(result.text, mark)
     checks = [
         Check(
             f"sudo -n -u {host.become}" if host.become else "run as login user",

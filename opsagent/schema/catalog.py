@@ -17,12 +17,12 @@ from typing import Any, Protocol
 
 from .. import resources
 from ..errors import RemoteError
+from ..remote.markers import Markers
 from ..sqlquote import qualify, quote_ident
 from .exclusions import DEFAULT_EXCLUDED_TABLES, always_quoted, canonical, hidden_schema_candidates, split_exclusion
 
 # the ledger's default location, re-exported for the callers that import it from here
 __all__ = ["DEFAULT_EXCLUDED_TABLES"]
-_SEPARATOR = "==opsagent-catalog=="
 
 
 class QueryRunner(Protocol):
@@ -666,27 +666,23 @@ def introspect_many(
     if not databases:
         return {}
     sql = introspection_sql(exclude_tables, dependencies=dependencies)
+    mark = Markers()
     parts = []
     for index, name in enumerate(databases):
-        parts.append(f"\\connect -reuse-previous=on {_psql_quote(_conninfo(name))}\n\\echo {_SEPARATOR}{index}\n{sql}")
+        parts.append(
+            f"\\connect -reuse-previous=on {_psql_quote(_conninfo(name))}\n{mark.psql('catalog', str(index))}\n{sql}"
+        )
     result = remote.psql("".join(parts), databases[0], extra=["-A", "-t"])
-    return _split_many(result.stdout.decode("utf-8"), databases)
+    return _split_many(result.stdout.decode("utf-8"), databases, mark)
 
 
-def _split_many(text: str, databases: Sequence[str]) -> dict[str, Catalog]:
+def _split_many(text: str, databases: Sequence[str], mark: Markers) -> dict[str, Catalog]:
     import json
 
-    chunks: dict[int, list[str]] = {}
-    current: int | None = None
-    for line in text.splitlines():
-        if line.startswith(_SEPARATOR):
-            current = int(line[len(_SEPARATOR) :])
-            chunks[current] = []
-        elif current is not None:
-            chunks[current].append(line)
+    chunks = {s.marker.text: s.text for s in mark.sections(text)[1] if s.marker.kind == "catalog"}
     catalogs: dict[str, Catalog] = {}
     for index, name in enumerate(databases):
-        body = "\n".join(chunks.get(index, [])).strip()
+        body = chunks.get(str(index), "")
         if not body:
             raise RemoteError(f"introspection of {name} returned no result")
         catalogs[name] = Catalog.from_json(json.loads(body))

@@ -320,10 +320,10 @@ def plan_from_snapshot(
         query=desired_query(exclude),
         dump=dump,
         detached=True,
-        preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}",
+        preamble=(FACTS_SQL, PG_DUMP_VERSION),
     ) as scratch:
         outputs = scratch.load()
-    facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
+    facts_json, pg_dump_version = scratch.preamble_outputs
     built = (introspection_document(outputs[1], source), scratch.dumps[1]) if cold else None
     desired = desired_state(
         remote,

@@ -18,7 +18,6 @@ import dataclasses
 import difflib
 import json
 import re
-import secrets
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, TypeVar
 from .. import resources
 from ..errors import OpsagentError, RemoteError, UsageError
 from ..migrate.files import NAMING_HINT, Migration, load_migration, parse_filename
+from ..remote.markers import Markers
 from ..remote.transport import Remote
 from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
@@ -245,8 +245,9 @@ class LiveState:
 
 # The live read's one remote command when the dump oracle is wanted (issue 14): pg_dump and the psql session run
 # AT ONCE on the server instead of one after the other (psql's ``\\!`` would wait for pg_dump).  Fixed text: everything
-# variable arrives as positional parameters ($1 the marker token, $2 the conninfo-quoted database, $3/$4 pg_host and
-# pg_port (may be empty), then pg_dump's own arguments: the ledger's --exclude-table), never inside the script.
+# variable arrives as positional parameters ($1 the marker line, from remote/markers.py, $2 the conninfo-quoted
+# database, $3/$4 pg_host and pg_port (may be empty), then pg_dump's own arguments: the ledger's --exclude-table), never
+# inside the script.
 # pg_dump streams its gzip-compressed dump to the channel in the background; psql (stdin: the facts, the catalog
 # query, the extra query) runs in the foreground into a variable; the marker and psql's output follow the dump only
 # when both succeeded.  Exit 3: pg_dump failed; 4: psql failed.
@@ -255,15 +256,13 @@ LIVE_READ_SH = resources.script("live_read")  # psql and pg_dump at once, one co
 
 def live_read_argv(remote: Remote, database: str, token: str, exclude_tables: Sequence[str]) -> list[str]:
     """``sh -c LIVE_READ_SH``: the live catalog session and the dump oracle's pg_dump in one command, in parallel."""
-    if not re.fullmatch(r"[0-9a-f]{16,64}", token):
-        raise ValueError("the marker token must be random hex")
     host, port = remote.host.pg_host or "", str(remote.host.pg_port or "")
     return [
         "sh",
         "-c",
         LIVE_READ_SH,
         "opsagent-live",
-        token,
+        Markers(token).line("live"),
         remote.db_args(database)[1],
         host,
         port,
@@ -271,15 +270,17 @@ def live_read_argv(remote: Remote, database: str, token: str, exclude_tables: Se
     ]
 
 
-def _run_live_read(remote: Remote, database: str, script: str, exclude_tables: Sequence[str]) -> tuple[str, str]:
+def _run_live_read(
+    remote: Remote, database: str, script: str, exclude_tables: Sequence[str], mark: Markers
+) -> tuple[str, str]:
     """(psql's output, the raw schema dump as the load sessions' ``DumpStep`` would have printed it)."""
-    token = secrets.token_hex(16)
-    result = remote.run(live_read_argv(remote, database, token, exclude_tables), stdin=script, check=False)
+    result = remote.run(live_read_argv(remote, database, mark.token, exclude_tables), stdin=script, check=False)
     if not result.ok:
         raise remote.failure(["psql" if result.exit_status == 4 else "pg_dump"], result)
-    compressed, found, tail = result.stdout.rpartition(f"\n==opsagent-live-{token}==\n".encode())
-    if not found:
+    split = mark.split_tail(result.stdout, "live")
+    if split is None:
         raise RemoteError(f"{where(remote, database)}: the live read ended without its catalog (output cut short)")
+    compressed, tail = split
     raw = gunzip(compressed, remote.host.name)
     return tail.decode("utf-8"), "\n".join(
         raw.splitlines()
@@ -297,42 +298,33 @@ def read_live(
 ) -> LiveState:
     """Server facts (the desired-state cache's key), the catalog, ``extra_sql``'s output and the schema dump of a live
     database: ONE remote command, in which psql and (for the dump oracle) pg_dump run at the same time."""
-    token = secrets.token_hex(8)
-    marks = [f"==opsagent-live-{token}-{i}==" for i in range(4)]
+    mark = Markers()
     parts = [
-        f"\\echo {marks[0]}",
+        mark.psql("facts"),
         FACTS_SQL,
-        f"\\echo {marks[1]}",
+        mark.psql("pg-dump"),
         PG_DUMP_VERSION,
-        f"\\echo {marks[2]}",
+        mark.psql("catalog"),
         introspection_sql(exclude_tables, dependencies=dependencies),
     ]
     if extra_sql is not None:
-        parts += [f"\\echo {marks[3]}", extra_sql.rstrip().rstrip(";") + ";"]
+        parts += [mark.psql("extra"), extra_sql.rstrip().rstrip(";") + ";"]
     script = "\n".join(parts) + "\n"
     raw: str | None = None
     if dump:
-        text, raw = _run_live_read(remote, database, script, exclude_tables)
+        text, raw = _run_live_read(remote, database, script, exclude_tables, mark)
     else:
         text = remote.psql(script, database, extra=["-A", "-t"]).text
-    sections: dict[int, list[str]] = {}
-    current: int | None = None
-    for line in text.splitlines():
-        if line in marks:
-            current = marks.index(line)
-            sections[current] = []
-        elif current is not None:
-            sections[current].append(line)
-    body = {i: "\n".join(lines).strip() for i, lines in sections.items()}
-    if 2 not in body:
+    body = {s.marker.kind: s.text for s in mark.sections(text)[1]}
+    if "catalog" not in body:
         raise RemoteError(f"introspection of {where(remote, database)} returned no usable result")
-    facts = ServerFacts.parse(body.get(0, ""), body.get(1, ""))
+    facts = ServerFacts.parse(body.get("facts", ""), body.get("pg-dump", ""))
     what = where(remote, database)
     return LiveState(
-        introspection_document(body[2], what),
+        introspection_document(body["catalog"], what),
         normalize_dump(raw) if raw is not None else None,
         facts,
-        body.get(3, ""),
+        body.get("extra", ""),
         what,
     )
 
@@ -755,11 +747,11 @@ def check_project(
         query=desired_query(exclude_tables),
         dump=step,
         detached=True,
-        preamble=f"{FACTS_SQL}\\echo ==opsagent-pg-dump==\n{PG_DUMP_VERSION}",
+        preamble=(FACTS_SQL, PG_DUMP_VERSION),
         on_database=counted,
     ) as scratch:
         outputs = scratch.load()
-    facts_json, _, pg_dump_version = scratch.preamble_output.partition("==opsagent-pg-dump==")
+    facts_json, pg_dump_version = scratch.preamble_outputs
     facts = ServerFacts.parse(facts_json, pg_dump_version)
     built = (introspection_document(outputs[1], source), scratch.dumps[1]) if cold else None
     desired = desired_state(remote, schema_sql, source, facts, exclude_tables, cache_dir, materialized=built)

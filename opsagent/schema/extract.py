@@ -19,13 +19,13 @@ import dataclasses
 import hashlib
 import json
 import re
-import secrets
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import RemoteError, UsageError
+from ..remote.markers import Markers, new_token
 from ..remote.transport import Remote
 from .exclusions import DEFAULT_EXCLUDED_TABLES
 
@@ -147,31 +147,31 @@ def dump_schema(remote: Remote, database: str | None = None, *, no_owner: bool =
 
 
 # The one remote command of an extract.  Fixed text: everything variable arrives as positional parameters
-# ($1 the marker token, $2 the conninfo-quoted database, then pg_host/pg_port arguments), never inside the script.
+# ($1 the marker line, from remote/markers.py, $2 the conninfo-quoted database, then pg_host/pg_port arguments), never
+# inside the script.
 # pg_dump streams to the channel in the background while psql (stdin: the statistics query) runs in the foreground;
 # the marker and the statistics are printed only when both succeeded.  Exit 3: pg_dump failed; 4: psql failed.
-_EXTRACT_SH = """t=$1; d=$2; shift 2
+_EXTRACT_SH = """m=$1; d=$2; shift 2
 pg_dump --schema-only -Z 1 "$@" -d "$d" &
 p=$!
 s=$(psql -X -q -A -t -v ON_ERROR_STOP=1 "$@" -d "$d") || { kill "$p" 2>/dev/null; wait "$p"; exit 4; }
 wait "$p" || exit 3
-printf '\\n%s\\n%s\\n' "==opsagent-extract-$t==" "$s"
+printf '\\n%s\\n%s\\n' "$m" "$s"
 """
 
 
 def extract_argv(remote: Remote, database: str, token: str) -> list[str]:
     """``sh -c SCRIPT``: pg_dump and the statistics query in one server-side invocation (see ``_EXTRACT_SH``)."""
-    if not re.fullmatch(r"[0-9a-f]{16,64}", token):
-        raise ValueError("the marker token must be random hex")
-    return ["sh", "-c", _EXTRACT_SH, "opsagent-extract", token, remote.db_args(database)[1], *remote.pg_args()]
+    marker = Markers(token).line("extract")
+    return ["sh", "-c", _EXTRACT_SH, "opsagent-extract", marker, remote.db_args(database)[1], *remote.pg_args()]
 
 
 def split_extract_output(data: bytes, token: str, host: str) -> tuple[bytes, dict[str, int]]:
     """(the gzip-compressed dump, the statistics) from the command's stdout; the marker must be there."""
-    marker = f"\n==opsagent-extract-{token}==\n".encode()
-    dump, found, tail = data.rpartition(marker)
-    if not found:
+    split = Markers(token).split_tail(data, "extract")
+    if split is None:
         raise RemoteError(f"{host}: the extract ended without its statistics (output cut short)")
+    dump, tail = split
     try:
         stats = json.loads(tail.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
@@ -189,7 +189,7 @@ def extract(
     from .catalog import stats_sql
 
     db = database or remote.host.database
-    token = secrets.token_hex(16)
+    token = new_token()
     result = remote.run(extract_argv(remote, db, token), stdin=stats_sql(exclude_tables), check=False)
     if not result.ok:
         raise remote.failure(["psql" if result.exit_status == 4 else "pg_dump"], result)

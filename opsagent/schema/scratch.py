@@ -46,6 +46,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 from ..errors import OpsagentError, RemoteError, UsageError
 from ..migrate.sqltext import split_statements
+from ..remote.markers import Marker, Markers
 from ..remote.transport import Remote, conninfo_dbname
 from ..sqlquote import ident, literal
 from .exclusions import dump_exclude_args
@@ -215,7 +216,7 @@ def scratch_name(prefix: str = PREFIX) -> str:
     return prefix + secrets.token_hex(6)
 
 
-_OUTPUT = "==opsagent-scratch-output=="
+OUTPUT = "output"  # the marker before a database's query output (``output N``)
 
 
 def add_database(
@@ -227,22 +228,24 @@ def add_database(
     index: int = 0,
     dump: DumpStep | None = None,
     template: str | None = None,
+    mark: Markers,
 ) -> None:
     """Append: create ``name`` (from template0, or a kept ``template``), connect, run the sources, then ``query`` with
-    its output kept, then (``dump``) the database's ``pg_dump --schema-only`` on the same session's stdout."""
+    its output kept (after ``mark``'s ``output N``), then (``dump``) the database's ``pg_dump --schema-only`` on the
+    same session's stdout."""
     reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
     base = ident(template) if template else "template0"
     script.add(f"{reconnect}CREATE DATABASE {ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}")
     for chunk in sources:
         script.add(chunk.text, chunk.source, chunk.first_line)
     if query is not None:  # the loaded SQL's own output went to /dev/null; this comes back
-        script.add(f"\\o\n\\echo {_OUTPUT}{index}\n{query}\n\\o /dev/null")
+        script.add(f"\\o\n{mark.psql(OUTPUT, str(index))}\n{query}\n\\o /dev/null")
     if dump is not None and dump.wanted(index):
         script.add(dump.step(name, index))
 
 
 TEMPLATE_PREFIX = "opsagent_template_"
-TEMPLATE_BUILT = "==opsagent-template-built=="  # printed by a session that had to build its template
+TEMPLATE_BUILT = "template-built"  # the marker printed by a session that had to build its template
 KEEP_TEMPLATES = (
     3  # kept templates per server (the one just used and the newest others); older ones dropped in the background
 )
@@ -269,11 +272,11 @@ class Template:
         digest = hashlib.sha256("\0".join(chunk.text for chunk in self.sources).encode("utf-8")).hexdigest()
         return TEMPLATE_PREFIX + digest[:32]
 
-    def add_to(self, script: Script, build: str) -> None:
+    def add_to(self, script: Script, build: str, mark: Markers) -> None:
         """Build the template in ``build`` and rename it, unless it exists (psql's ``\\if``: one session either way)."""
         script.add(
             f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal(self.name)}) AS opsagent_have_template \\gset\n"
-            f"\\if :opsagent_have_template\n\\else\n\\echo {TEMPLATE_BUILT}\n"
+            f"\\if :opsagent_have_template\n\\else\n{mark.psql(TEMPLATE_BUILT)}\n"
             f"CREATE DATABASE {ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}"
         )
         for chunk in self.sources:
@@ -291,15 +294,17 @@ class DumpStep:
 
     The dump is taken where the database already is, in the command that built it:
     no extra remote command, no extra round trip.  Its text travels between markers
-    carrying a random token, so no object text can forge the end of the dump, and
-    the end marker is printed only if pg_dump succeeded.  Only shell-quoted arguments
-    (conninfo-quoted database names, inventory settings) reach the shell.
+    (``dump-begin N``, ``dump-end N``) carrying the session's random token, so no object
+    text can forge the end of the dump, and the end marker is printed only if pg_dump
+    succeeded.  Only shell-quoted arguments (conninfo-quoted database names, inventory
+    settings) reach the shell.
     """
 
     argv_prefix: tuple[str, ...]  # pg_dump and the connection arguments, without the database
     exclude_tables: tuple[str, ...] = ()
     only: tuple[int, ...] | None = None  # the databases (by position) to dump; None: all
-    token: str = dataclasses.field(default_factory=lambda: secrets.token_hex(8))
+    # the load session's markers (a ``ScratchSet`` given this step uses them for all its markers)
+    mark: Markers = dataclasses.field(default_factory=Markers)
 
     @classmethod
     def for_remote(
@@ -314,34 +319,34 @@ class DumpStep:
         return self.only is None or index in self.only
 
     def begin(self, index: int) -> str:
-        return f"==opsagent-dump-{self.token}-begin-{index}=="
+        return self.mark.line("dump-begin", str(index))
 
     def end(self, index: int) -> str:
-        return f"==opsagent-dump-{self.token}-end-{index}=="
+        return self.mark.line("dump-end", str(index))
 
     def step(self, name: str, index: int) -> str:
         excluded = dump_exclude_args(self.exclude_tables)
         if "\n" in name or "\r" in name:
             raise UsageError(f"database name {name!r}: line breaks are not supported")
         argv = [*self.argv_prefix, *excluded, "-d", conninfo_dbname(name)]  # conninfo-quoted, then shell-quoted
-        return f"\\echo {self.begin(index)}\n\\! {shlex.join(argv)} && echo {self.end(index)}"
+        end = self.mark.sh("dump-end", str(index))
+        return f"{self.mark.psql('dump-begin', str(index))}\n\\! {shlex.join(argv)} && {end}"
 
     def split(self, text: str, count: int) -> tuple[str, list[str]]:
         """(the session's output without the dumps, the raw dump of each database)."""
-        rest: list[str] = []
+        lead, sections = self.mark.sections(text)
+        rest = list(lead)
         dumps: dict[int, list[str]] = {}
         current: int | None = None
-        for line in text.splitlines():
-            if current is None:
-                index = next((i for i in range(count) if line == self.begin(i)), None)
-                if index is None:
-                    rest.append(line)
-                else:
-                    current, dumps[index] = index, []
-            elif line == self.end(current):
+        for section in sections:
+            marker = section.marker
+            if current is None and marker.kind == "dump-begin" and marker.text in map(str, range(count)):
+                current, dumps[int(marker.text)] = int(marker.text), list(section.lines)
+            elif current is not None and marker.kind == "dump-end" and marker.text == str(current):
                 current = None
-            else:
-                dumps[current].append(line)
+                rest.extend(section.lines)
+            else:  # another marker of the session: it stays in the rest, with what follows it
+                (rest if current is None else dumps[current]).extend([marker.line, *section.lines])
         missing = [i for i in range(count) if self.wanted(i) and (i not in dumps or current == i)]
         if missing:
             raise RemoteError(
@@ -358,19 +363,18 @@ class DatabaseCounter:
     the markers are the only sign of progress, and reading them as they come costs nothing.
     """
 
-    def __init__(self, on_database: Callable[[int], None]) -> None:
+    def __init__(self, mark: Markers, on_database: Callable[[int], None]) -> None:
         self.on_database = on_database
         self.finished = 0
-        self._tail = b""
-        self._marker = _OUTPUT.encode()
+        self.stream = mark.stream(self._marker)
+
+    def _marker(self, marker: Marker) -> None:
+        if marker.kind == OUTPUT and marker.text.isdigit():
+            self.finished += 1
+            self.on_database(self.finished)
 
     def __call__(self, chunk: bytes) -> None:
-        lines = (self._tail + chunk).split(b"\n")
-        self._tail = lines.pop()
-        for line in lines:
-            if line.startswith(self._marker) and line[len(self._marker) :].isdigit():
-                self.finished += 1
-                self.on_database(self.finished)
+        self.stream.feed(chunk)
 
 
 def load(
@@ -385,27 +389,10 @@ def load(
     raise load_error(remote, script, result.stderr) or remote.failure(["psql"], result)
 
 
-def split_outputs(text: str, count: int) -> list[str]:
-    """The per-database query outputs of a load session, in order."""
-    parts: dict[int, list[str]] = {}
-    current: int | None = None
-    for line in text.splitlines():
-        if line.startswith(_OUTPUT) and line[len(_OUTPUT) :].isdigit():
-            current = int(line[len(_OUTPUT) :])
-            parts[current] = []
-        elif current is not None:
-            parts[current].append(line)
-    return ["\n".join(parts.get(i, [])).strip() for i in range(count)]
-
-
-def _preamble_output(text: str) -> str:
-    lines = text.splitlines()
-    marker = f"{_OUTPUT}preamble"
-    if marker not in lines:
-        return ""
-    rest = lines[lines.index(marker) + 1 :]
-    end = next((i for i, line in enumerate(rest) if line.startswith(_OUTPUT)), len(rest))
-    return "\n".join(rest[:end])
+def split_outputs(text: str, kind: str, count: int, mark: Markers) -> list[str]:
+    """The outputs after ``kind N`` markers (N from 0 to ``count`` - 1) of a load session, in order."""
+    parts = {s.marker.text: s.text for s in mark.sections(text)[1] if s.marker.kind == kind}
+    return [parts.get(str(i), "") for i in range(count)]
 
 
 def load_error(remote: Remote, script: Script, stderr: str) -> OpsagentError | None:
@@ -557,7 +544,7 @@ class ScratchSet:
         timeout: float | None = None,
         dump: DumpStep | None = None,
         detached: bool = False,
-        preamble: str | None = None,
+        preamble: Sequence[str] = (),
         template: Template | None = None,
         on_database: Callable[[int], None] | None = None,
     ) -> None:
@@ -566,17 +553,18 @@ class ScratchSet:
         self.detached = detached or template is not None
         self.names = [scratch_name(DETACHED_PREFIX if self.detached else PREFIX) for _ in contents]
         self.script = Script()
-        if preamble is not None:  # e.g. the server facts of the desired-state cache, read on the same session
-            self.script.add(f"\\echo {_OUTPUT}preamble\n{preamble}")
+        self.mark = dump.mark if dump is not None else Markers()  # one token for the session's markers
+        for index, part in enumerate(preamble):  # e.g. the server facts of the desired-state cache, on the same session
+            self.script.add(f"{self.mark.psql('preamble', str(index))}\n{part}")
         if query is not None or dump is not None:
             self.script.add("\\o /dev/null")
         build: list[str] = []
         if template is not None:  # the first database starts as a copy of the kept template (built first if missing)
             build.append(scratch_name(DETACHED_PREFIX))
-            template.add_to(self.script, build[0])
+            template.add_to(self.script, build[0], self.mark)
         for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
             base = template.name if template is not None and index == 0 else None
-            add_database(self.script, name, sources, query=query, index=index, dump=dump, template=base)
+            add_database(self.script, name, sources, query=query, index=index, dump=dump, template=base, mark=self.mark)
         if (
             self.detached
         ):  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
@@ -588,7 +576,8 @@ class ScratchSet:
         self.dump = dump
         self.dumps: list[str] = []  # with ``dump``: each database's normalized schema dump, after ``load()``
         self.raw_dumps: list[str] = []  # the same, as pg_dump printed them (its version line included)
-        self.preamble_output = ""  # the preamble's output, after ``load()``
+        self.preamble_count = len(preamble)
+        self.preamble_outputs: list[str] = []  # the output of each part of the preamble, after ``load()``
         self._attempted = False
         self._dropped = False
 
@@ -599,7 +588,7 @@ class ScratchSet:
             with _ACTIVE_LOCK:
                 _ACTIVE[id(self)] = (self.remote, tuple(self.names))
         try:
-            counter = DatabaseCounter(self.on_database) if self.on_database is not None else None
+            counter = DatabaseCounter(self.mark, self.on_database) if self.on_database is not None else None
             text = load(self.remote, self.script, timeout=self.timeout, on_stdout=counter)
         finally:
             with _ACTIVE_LOCK:
@@ -611,8 +600,8 @@ class ScratchSet:
 
             text, self.raw_dumps = self.dump.split(text, len(self.names))
             self.dumps = [normalize_dump(d) for d in self.raw_dumps]
-        self.preamble_output = _preamble_output(text)
-        return split_outputs(text, len(self.names))
+        self.preamble_outputs = split_outputs(text, "preamble", self.preamble_count, self.mark)
+        return split_outputs(text, OUTPUT, len(self.names), self.mark)
 
     def __enter__(self) -> ScratchSet:
         return self

@@ -37,7 +37,7 @@ dumpjob=$!; started $dumpjob
 sizejob=''
 if [ "$stream" = 0 ] && [ "$size_every" != 0 ]; then  # the dump's size as it grows, on stdout (free: not streaming)
   ( while sleep "$size_every" </dev/null >/dev/null 2>&1; do  # sleep holds no channel open once this loop is stopped
-      printf '@progress size %s\n' "$(stat -c %s -- "$tmp.partial" 2>/dev/null || echo 0)" || exit 0
+      mark size "$(stat -c %s -- "$tmp.partial" 2>/dev/null || echo 0)" || exit 0
     done ) &
   sizejob=$!; started $sizejob
 fi

@@ -5,12 +5,14 @@
 # background and are waited for: a signal interrupts `wait` at once (a foreground child would
 # delay the trap until it ends) and `finish` then stops them.  SIGPIPE is ignored so that a
 # closed channel makes writes fail instead of killing the shell before its EXIT trap could clean up.
+# @@MARK@@: the first words of every marker line, with this run's token (backup.py: _script).
 
 set -u
 umask 077
 LC_ALL=C; export LC_ALL
-say() { printf '@opsagent %s\n' "$*" >&2; }
-phase() { printf '@progress phase %s\n' "$*"; }  # stdout, read live: only where stdout carries no data
+mark() { printf '%s %s\n' @@MARK@@ "$*"; }  # a marker line (remote/markers.py), on stdout
+say() { mark "$@" >&2; }  # what the client reads when the script has ended
+phase() { mark phase "$@"; }  # stdout, read live: only where stdout carries no data
 failkey=error
 fail() { say "$failkey" "$@"; exit 3; }
 jobs_=''

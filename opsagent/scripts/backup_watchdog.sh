@@ -4,7 +4,7 @@
 # A heartbeat on stderr is the only way to find out without a byte to read; the client ignores it.
 
 ( exec >/dev/null; while kill -0 $$ 2>/dev/null; do
-    printf '@opsagent alive\n' >&2 || { kill -TERM $$ 2>/dev/null; exit 0; }
+    say alive || { kill -TERM $$ 2>/dev/null; exit 0; }
     sleep 0.5 2>/dev/null
   done ) &
 watch=$!

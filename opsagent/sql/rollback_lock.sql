@@ -1,5 +1,5 @@
 -- Take the sync lock (the ledger's advisory lock), trying for up to @@WAIT_SECONDS@@ seconds (a float),
--- then say whether it was taken after the "MARK lock" line (@@MARK@@: rollback.MARK).
+-- then say whether it was taken after the "lock" marker (@@LOCK_MARKER@@: its \echo line, remote/markers.py).
 -- @@LOCK_CLASS@@, @@LOCK_OBJECT@@: integers (Ledger.lock_key).
 DO $opsagent$
 DECLARE deadline timestamptz := clock_timestamp() + make_interval(secs => @@WAIT_SECONDS@@);
@@ -10,6 +10,6 @@ BEGIN
     PERFORM pg_sleep(0.05);
   END LOOP;
 END $opsagent$;
-\echo @@MARK@@ lock
+@@LOCK_MARKER@@
 SELECT current_setting('opsagent.locked');
 
