@@ -214,7 +214,8 @@ def test_a_non_editable_install_ships_and_loads_every_piece(tmp_path: Path) -> N
     expected = {f"scripts/{p.name}" for p in SCRIPT_FILES} | {f"sql/{p.name}" for p in SQL_FILES}
     assert shipped == expected
     probe = (
-        "import opsagent, opsagent.resources as r, opsagent.backup, opsagent.schema.catalog, opsagent.remote.transport, sys\n"
+        "import opsagent, opsagent.resources as r, opsagent.backup, opsagent.schema.catalog, "
+        "opsagent.remote.transport, sys\n"
         f"assert opsagent.__file__.startswith({str(target)!r}), opsagent.__file__\n"
         "names = sys.argv[1:]\n"
         "for item in names:\n"

@@ -132,7 +132,8 @@ class Waiting:
     __call__ = update
 
     def phase(self, text: str) -> None:
-        """The step now running (``restoring``, ``swapping``): one line (``label: text…``), and the live line's label."""
+        """The step now running (``restoring``, ``swapping``): one line (``label: text…``), and the live line's
+        label."""
         if self.silent:
             return
         if not self.terminal:
@@ -263,7 +264,8 @@ class Waiting:
 
 @contextmanager
 def waiting(label: str, *, console: Console, delay: float | None = None) -> Iterator[Waiting]:
-    """Show that ``label`` is under way: a spinner with the elapsed time (terminal), or a start and an end line (piped)."""
+    """Show that ``label`` is under way: a spinner with the elapsed time (terminal), or a start and an end line
+    (piped)."""
     with _tracked(Waiting(label, console=console, delay=delay)) as shown:
         yield shown
 
@@ -277,7 +279,8 @@ def tracking(
     console: Console,
     delay: float | None = None,
 ) -> Iterator[Waiting]:
-    """Like ``waiting``, with a bar: bytes (dumps, downloads) or ``N/M`` (databases, migrations); feed it with ``update``."""
+    """Like ``waiting``, with a bar: bytes (dumps, downloads) or ``N/M`` (databases, migrations); feed it with
+    ``update``."""
     with _tracked(Waiting(label, unit=unit, total=total, console=console, delay=delay)) as shown:
         yield shown
 

@@ -183,7 +183,8 @@ class Verification:
             return "verified: the rehearsed result equals the target (catalog model and pg_dump --schema-only)"
         return (
             f"not verified: {len(self.catalog)} difference(s) left by the catalog model, "
-            f"{len([d for d in self.dump if d[:1] in '+-' and d[:3] not in ('+++', '---')])} line(s) by the pg_dump comparison"
+            f"{len([d for d in self.dump if d[:1] in '+-' and d[:3] not in ('+++', '---')])}"
+            " line(s) by the pg_dump comparison"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -330,7 +331,8 @@ _SKIPPABLE = frozenset({"VACUUM"})  # changes no structure: not rehearsed
 
 
 def _rehearsal_text(statement: Statement, source: str) -> tuple[str | None, bool]:
-    """What the rehearsal runs for a statement (a transactional equivalent), and whether the statement itself is transactional."""
+    """What the rehearsal runs for a statement (a transactional equivalent), and whether the statement itself is
+    transactional."""
     what = not_in_transaction(statement)
     if what is None:
         return statement.text, True
@@ -357,7 +359,8 @@ def destroys(statement: Statement) -> bool:
 
 
 def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
-    """The down section's statements (a BEGIN/COMMIT wrapper removed) and whether all of them can share a transaction."""
+    """The down section's statements (a BEGIN/COMMIT wrapper removed) and whether all of them can share a
+    transaction."""
     source = label(migration.path)
     statements = [
         Statement(s.text, s.line + migration.down_line - 1, s.kind)
@@ -394,7 +397,8 @@ def down_steps(migration: Migration) -> tuple[list[SqlStep], bool]:
 
 
 def choose_method(above: Sequence[VersionStatus]) -> tuple[Method, str]:
-    """Down sections when every version above the target has one (and ran to the end); else the computed plan, and why."""
+    """Down sections when every version above the target has one (and ran to the end); else the computed plan,
+    and why."""
     with_down = [
         s.version for s in above if s.migration is not None and s.migration.down_sql and s.migration.down_sql.strip()
     ]
@@ -841,7 +845,10 @@ class RollbackRun:
             return self._stop(
                 "not_verified",
                 f"not verified, nothing applied: {verification.line()}",
-                "see the differences below; fix the down sections (or roll back with the computed plan by removing them)"
+                (
+                    "see the differences below; fix the down sections "
+                    "(or roll back with the computed plan by removing them)"
+                )
                 if self.result.method == "down"
                 else "see the differences below",
             )
@@ -990,7 +997,8 @@ class RollbackRun:
         parts = [f"{mark.psql('step', str(index))}\n"]
         if step.transactional:
             parts.append(
-                f"BEGIN;\nSET LOCAL lock_timeout = '{self.lock_timeout}';\nSET LOCAL statement_timeout = '{self.statement_timeout}';\n"
+                f"BEGIN;\nSET LOCAL lock_timeout = '{self.lock_timeout}';\n"
+                f"SET LOCAL statement_timeout = '{self.statement_timeout}';\n"
             )
         else:
             if step.marks:
@@ -1069,7 +1077,10 @@ class RollbackRun:
             running = next((step for step in self.result.steps if step.status == "running"), None)
             unknown = "whether the last step committed is unknown" if committing else "the open step was not committed"
             if running is not None and not running.transactional:
-                unknown = f"'{running.label}' runs outside a transaction and may have run partway (its ledger row is marked failed)"
+                unknown = (
+                    f"'{running.label}' runs outside a transaction "
+                    "and may have run partway (its ledger row is marked failed)"
+                )
             self._stop(
                 outcome,
                 f"{detail}; {unknown} (the ledger could not be read: {getattr(exc, 'message', exc)})",

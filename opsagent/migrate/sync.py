@@ -360,7 +360,8 @@ class LockRetryPolicy:
 
 
 def relations_of(statement: Statement) -> list[str]:
-    """The relations a statement names (every RangeVar of its parse tree), quoted and qualified as written, for ``to_regclass``."""
+    """The relations a statement names (every RangeVar of its parse tree), quoted and qualified as written, for
+    ``to_regclass``."""
     found: dict[str, None] = {}
 
     def walk(node: Any) -> None:
@@ -393,13 +394,15 @@ def holders_query(pid: int, relations: Sequence[str]) -> str:
     """
     regclasses = ", ".join(f"to_regclass({literal(name)})" for name in relations) or "NULL"
     return (
-        "SELECT coalesce(json_agg(json_build_object('pid', a.pid, 'application_name', a.application_name, 'state', a.state, "
+        "SELECT coalesce(json_agg(json_build_object("
+        "'pid', a.pid, 'application_name', a.application_name, 'state', a.state, "
         "'user', a.usename, 'client', coalesce(host(a.client_addr), 'local socket'), "
         "'xact_age_s', round(extract(epoch FROM clock_timestamp() - a.xact_start)::numeric, 1), "
         "'query', left(split_part(btrim(a.query, E' \\n\\t\\r'), E'\\n', 1), 200)) ORDER BY a.pid), '[]') "
         "FROM pg_stat_activity a WHERE a.pid IN (SELECT l.pid FROM pg_locks l WHERE l.locktype = 'relation' "
         "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
-        f"AND l.relation::regclass = ANY (ARRAY[{regclasses}]::regclass[]) AND l.pid <> {int(pid)} AND l.pid <> pg_backend_pid())"
+        f"AND l.relation::regclass = ANY (ARRAY[{regclasses}]::regclass[]) "
+        f"AND l.pid <> {int(pid)} AND l.pid <> pg_backend_pid())"
     )
 
 
@@ -592,7 +595,8 @@ def statuses_for(
 def ledger_statuses(
     found: Survey, state: LedgerState, checked: Checked, *, strict: bool
 ) -> tuple[list[VersionStatus], list[str]]:
-    """Statuses of a surveyed folder against the ledger, pending files parsed and checked (results kept in ``checked``)."""
+    """Statuses of a surveyed folder against the ledger, pending files parsed and checked (results kept in
+    ``checked``)."""
     statuses, more = check_pending(compute_status(found.migrations, state.rows, found.invalid), checked)
     for status in statuses:
         if status.migration is not None and status.migration.checked:
@@ -605,7 +609,8 @@ def ledger_statuses(
 
 
 def refuse_invalid(statuses: Sequence[VersionStatus]) -> tuple[list[VersionStatus], list[str]]:
-    """Raise the first unusable file's error (in version order); a ``.sql`` file with a bad name is left out with a warning."""
+    """Raise the first unusable file's error (in version order); a ``.sql`` file with a bad name is left out with
+    a warning."""
     kept: list[VersionStatus] = []
     warnings: list[str] = []
     for status in statuses:
@@ -706,7 +711,8 @@ def _apply_script(
         if m.transactional:
             # one round trip for the three (psql's \\; joins them into one query string)
             script.add(
-                f"BEGIN \\; SET LOCAL lock_timeout = '{lock_timeout}' \\; SET LOCAL statement_timeout = '{statement_timeout}';"
+                f"BEGIN \\; SET LOCAL lock_timeout = '{lock_timeout}' \\; "
+                f"SET LOCAL statement_timeout = '{statement_timeout}';"
             )
             elapsed = "(extract(epoch FROM clock_timestamp() - now()) * 1000)::integer"
         else:
@@ -752,8 +758,10 @@ def _apply_script(
             script.add(f"\\if :opsagent_go\n{restore}\n{record} \\gset\n{_failure_guard('ledger')}\n\\endif")
             delete = f"DELETE FROM {ledger.table} WHERE version = {literal(m.version)} AND success IS false;"
             script.add(
-                f"\\if :opsagent_fail\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n{restore}\n\\set opsagent_untouched false\n"
-                f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' AND {_CATALOG_FINGERPRINT} = "
+                f"\\if :opsagent_fail\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n{restore}\n"
+                "\\set opsagent_untouched false\n"
+                f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' "
+                f"AND {_CATALOG_FINGERPRINT} = "
                 ":'opsagent_fp') AS opsagent_untouched \\gset\n"
                 f"\\if :opsagent_untouched\n{delete}\n\\endif\n"
                 f"{mark.psql('error', m.version, ':opsagent_at', ':opsagent_state', ':opsagent_untouched')}\n"
@@ -809,7 +817,8 @@ def _rehearse_script(
         script.add(
             "\\if :opsagent_failed\nROLLBACK TO SAVEPOINT opsagent_rehearsal;\n"
             f"{locked}{mark.psql('settled', m.version)}\n\\else\nRELEASE SAVEPOINT opsagent_rehearsal;\n"
-            "SELECT round(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer AS opsagent_ms \\gset\n"
+            "SELECT round(extract(epoch FROM clock_timestamp() - :'opsagent_t0'::timestamptz) * 1000)::integer "
+            "AS opsagent_ms \\gset\n"
             f"{mark.psql('done', m.version, ':opsagent_ms')}\n\\endif\n\\endif"
         )
     script.add(f"ROLLBACK;\n\\set ON_ERROR_STOP 1\n{mark.psql('end')}")
@@ -950,7 +959,8 @@ class SyncRun:
         return LedgerState.decode(session.read_json("state", self.host.command_timeout))
 
     def query_json(self, sql: str, database: str | None = None) -> Any:
-        """Run one query returning a JSON value on the sync's own session (the hazard lint's table sizes: no new command)."""
+        """Run one query returning a JSON value on the sync's own session (the hazard lint's table sizes: no new
+        command)."""
         if self._session is None or database is not None:
             raise RemoteError(f"{self.host.name}: no sync session to ask on")
         self._send(self._session, f"{self._session.mark.psql('answer')}\n{sql.strip().rstrip(';')};\n")
@@ -1198,7 +1208,8 @@ class SyncRun:
             session.send(text)
 
     def _lock_retry(self, step: StepResult, first_try: float, migration: Migration, at: str) -> float | None:
-        """After a lock timeout: report who blocks, pause, and return the next attempt's lock_timeout (None: give up)."""
+        """After a lock timeout: report who blocks, pause, and return the next attempt's lock_timeout (None: give
+        up)."""
         elapsed = time.monotonic() - first_try
         following = self.policy.next_attempt(step.attempts, elapsed, self.rng)
         timeout = self.policy.timeout_for(step.attempts)
@@ -1396,7 +1407,8 @@ class SyncRun:
     def _rehearsal_locked(self, step: StepResult, wait: LockWait, policy: LockRetryPolicy) -> None:
         step.status = "timed_out"
         step.error = (
-            f"not rehearsed: timed out waiting for a lock ({policy.budget:g}s of lock retries, {wait.attempt} attempts; "
+            f"not rehearsed: timed out waiting for a lock "
+            f"({policy.budget:g}s of lock retries, {wait.attempt} attempts; "
             f"lock held by {wait.describe_blockers()})"
         )
         later = False
@@ -1612,7 +1624,8 @@ def _comment(text: str) -> str:
 def offline_plan(
     migrations_dir: Path, options: SyncOptions, *, state: LedgerState | None = None, from_version: str | None = None
 ) -> tuple[list[Migration], list[str]]:
-    """The migrations a sync would apply, checked: after the ledger ``state``, or (offline) every version after ``from_version``.
+    """The migrations a sync would apply, checked: after the ledger ``state``, or (offline) every version after
+    ``from_version``.
 
     Refuses exactly what sync refuses: unusable files (exit 2) and ledger problems (exit 1).
     """
@@ -1649,7 +1662,8 @@ def offline_script(
     ensure_sql: str,
     header: Sequence[str] = (),
 ) -> str:
-    """The psql script of a sync without lock retries: one transaction per migration with its ledger row, as sync writes it.
+    """The psql script of a sync without lock retries: one transaction per migration with its ledger row, as sync
+    writes it.
 
     A no-transaction migration runs outside any transaction, between its "started" ledger row and the
     update that marks it finished (as sync does).  Everything user-supplied (versions, descriptions,
@@ -1663,9 +1677,11 @@ def offline_script(
         "\\set ON_ERROR_STOP on",
         f"SET lock_timeout = '{lock_timeout}';",
         "SET application_name = 'opsagent sql script';",
-        "-- each migration commits on its own (some cannot run in a transaction): refuse psql -1 / --single-transaction",
+        "-- each migration commits on its own (some cannot run in a transaction): "
+        "refuse psql -1 / --single-transaction",
         "DO $opsagent$ BEGIN IF now() <> statement_timestamp() THEN RAISE EXCEPTION "
-        "'run this script without -1 (--single-transaction): each migration has its own transaction'; END IF; END $opsagent$;",
+        "'run this script without -1 (--single-transaction): each migration has its own transaction'; "
+        "END IF; END $opsagent$;",
         "-- the migration lock of 'inv sync': never two appliers at once",
         f"DO $opsagent$ BEGIN IF NOT pg_try_advisory_lock({cls}, {obj}) THEN RAISE EXCEPTION "
         "'another sync holds the migration lock: nothing was applied'; END IF; END $opsagent$;",
@@ -1678,7 +1694,8 @@ def offline_script(
     for m in plan:
         lines += [
             "",
-            f"-- {_comment(m.filename)}: {'transaction' if m.transactional else 'no-transaction: each statement commits on its own'}",
+            f"-- {_comment(m.filename)}: "
+            f"{'transaction' if m.transactional else 'no-transaction: each statement commits on its own'}",
             # rerunnable: a version already recorded as applied is skipped (one that failed partway stops on its row)
             f"SELECT EXISTS (SELECT FROM {ledger.table} WHERE version = {literal(m.version)} AND success IS NOT false) "
             "AS opsagent_applied \\gset",

@@ -13,7 +13,8 @@ cache (``opsagent.schema.desired``; materialized once when cold).  The rehearsal
 scratch database per plan, loaded from the live dump (or, with
 ``PlanOptions.template``, a copy of a kept template of the live structure named by
 the hash of its dump, built in the same session when missing, so an edit-plan-edit
-loop on an unchanged live database loads nothing), made in one psql session that applies the plan, reads the catalog and dumps the result, and
+loop on an unchanged live database loads nothing), made in one psql session that applies the plan,
+reads the catalog and dumps the result, and
 then hands its drop to the background: both oracles read that one session's
 output, and nothing rebuilds it.  The live dump loads in batched transactions
 (``scratch.dump_chunks``).  The rehearsal starts from a dump, so it carries a restored
@@ -146,7 +147,8 @@ TABLE_SIZES_SQL = every_table_stats_query()  # rows and bytes of every table, lo
 def live_catalog(
     remote: Remote, exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES
 ) -> tuple[Catalog, dict[str, Any]]:
-    """The live catalog and every ordinary table's estimated rows and total bytes (keyed like the catalog), in one query run."""
+    """The live catalog and every ordinary table's estimated rows and total bytes (keyed like the catalog), in one
+    query run."""
     text = remote.psql(
         introspection_sql(exclude_tables, dependencies=True) + TABLE_SIZES_SQL + ";\n", extra=["-A", "-t"]
     ).text.strip()

@@ -7,7 +7,8 @@ What ``schema.sql`` materializes to is cached locally (``opsagent.schema.desired
 a warm cache ``inv diff`` (and sync's closing drift check) is ONE remote command
 (server facts + live catalog by psql, and the live schema dump by pg_dump running at
 the same time, ``LIVE_READ_SH``) and a local comparison by both oracles, each of
-which skips its parsing when its own two inputs are equal (``compare_both``); cold, the file is materialized once, alongside
+which skips its parsing when its own two inputs are equal (``compare_both``); cold, the file is
+materialized once, alongside
 the live read when the file is new to the cache.  Scratch databases are
 one-session ones whose drop happens in the background (``opsagent.schema.scratch``).
 """
@@ -224,7 +225,8 @@ def _canonical_json(item: Any) -> str:
 
 @dataclasses.dataclass
 class LiveState:
-    """The live side as one remote command reads it: catalog, dump oracle's dump, server facts, an extra query's output."""
+    """The live side as one remote command reads it: catalog, dump oracle's dump, server facts, an extra query's
+    output."""
 
     document: dict[str, Any]  # the introspection document; ``catalog`` builds the model from it on first use
     dump: str | None  # normalized, ``exclude_tables`` left out; None: not taken (--fast)
@@ -623,7 +625,8 @@ def drift_count(
 
 @dataclasses.dataclass(frozen=True)
 class CheckReport:
-    """Replayed migrations against schema.sql (by the model and the dump oracle), plus problems found in the migration files."""
+    """Replayed migrations against schema.sql (by the model and the dump oracle), plus problems found in the
+    migration files."""
 
     host: str
     migrations: int
@@ -698,7 +701,8 @@ def validate_migrations(migrations_dir: Path) -> tuple[list[Migration], list[str
 
 
 def replay_chunks(migrations: Sequence[Migration]) -> list[Chunk]:
-    """The migrations as one psql script: each transactional file in its own BEGIN/COMMIT, statements mapped to file:line."""
+    """The migrations as one psql script: each transactional file in its own BEGIN/COMMIT, statements mapped to
+    file:line."""
     chunks: list[Chunk] = []
     for migration in migrations:
         source = label(migration.path)

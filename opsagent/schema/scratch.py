@@ -275,7 +275,8 @@ class Template:
     def add_to(self, script: Script, build: str, mark: Markers) -> None:
         """Build the template in ``build`` and rename it, unless it exists (psql's ``\\if``: one session either way)."""
         script.add(
-            f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal(self.name)}) AS opsagent_have_template \\gset\n"
+            f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal(self.name)}) "
+            "AS opsagent_have_template \\gset\n"
             f"\\if :opsagent_have_template\n\\else\n{mark.psql(TEMPLATE_BUILT)}\n"
             f"CREATE DATABASE {ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}"
         )
@@ -351,7 +352,10 @@ class DumpStep:
         if missing:
             raise RemoteError(
                 "pg_dump --schema-only (the dump oracle) did not complete on the server",
-                hint="pg_dump must be installed next to psql, in the server's major version; 'inv diff --fast' skips the check",
+                hint=(
+                    "pg_dump must be installed next to psql, in the server's major version; "
+                    "'inv diff --fast' skips the check"
+                ),
             )
         return "\n".join(rest), ["\n".join(dumps[i]) + "\n" if i in dumps else "" for i in range(count)]
 
@@ -415,7 +419,10 @@ def load_error(remote: Remote, script: Script, stderr: str) -> OpsagentError | N
                 f"{chunk.source}:{line}: extension {missing.group(1)!r} is not installed on {remote.host.name}",
                 source=chunk.source,
                 line=line,
-                hint="install the package that provides it on the server (e.g. postgresql-contrib) or drop it from the file",
+                hint=(
+                    "install the package that provides it on the server (e.g. postgresql-contrib) "
+                    "or drop it from the file"
+                ),
             )
         return LoadError(f"{chunk.source}:{line}: {detail}", source=chunk.source, line=line)
     return None
@@ -437,7 +444,8 @@ def statement_start(chunk: Chunk, line: int) -> int:
 # psql in a session of its own, out of reach of the watchdog that stops our remote commands when their channel
 # closes.  One line: psql's ``\!`` takes the rest of its line.
 _DETACH = (
-    'sql=$1; shift; if command -v setsid >/dev/null 2>&1; then printf "%s" "$sql" | tr "~" "\\n" | setsid "$@" >/dev/null 2>&1 & '
+    'sql=$1; shift; if command -v setsid >/dev/null 2>&1; '
+    'then printf "%s" "$sql" | tr "~" "\\n" | setsid "$@" >/dev/null 2>&1 & '
     'else printf "%s" "$sql" | tr "~" "\\n" | "$@" >/dev/null 2>&1; fi'
 )
 _LINE = (
@@ -483,13 +491,15 @@ def detached_drop_argv(
 
 
 def drop_detached(remote: Remote, names: Sequence[str]) -> None:
-    """Drop ``names`` without waiting for the drops (their checkpoints); sweeps abandoned ones too.  One short command."""
+    """Drop ``names`` without waiting for the drops (their checkpoints); sweeps abandoned ones too.  One short
+    command."""
     remote.run(detached_drop_argv(remote, names))
 
 
 def sweep(remote: Remote, *, wait: float = 30.0, templates: bool = False) -> list[str]:
     """Drop every unconnected one-session scratch database now (tests, cleanup; with ``templates`` the kept templates
-    too) and wait for background drops to end; what is still there afterwards (in use, or a drop that failed) is returned."""
+    too) and wait for background drops to end; what is still there afterwards (in use, or a drop that failed) is
+    returned."""
     extra = f"{_templates_sql(None, 0)}\n" if templates else ""
     remote.psql(
         f"SET lock_timeout = '5s';\n{SWEEP_SQL}\n{extra}", MAINTENANCE_DB, check=False
@@ -648,7 +658,8 @@ def leftovers(remote: Remote, *, wait: float = 15.0) -> list[str]:
     deadline = time.monotonic() + wait
     while True:
         rows = remote.query_json(
-            f"SELECT coalesce(json_agg(datname ORDER BY datname), '[]') FROM pg_database WHERE starts_with(datname, '{PREFIX}')",
+            "SELECT coalesce(json_agg(datname ORDER BY datname), '[]') "
+            f"FROM pg_database WHERE starts_with(datname, '{PREFIX}')",
             MAINTENANCE_DB,
         )
         names = [str(r) for r in rows]
