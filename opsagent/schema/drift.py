@@ -84,22 +84,27 @@ class DriftReport:
         return len(self.result.significant) + len(self.undescribed)
 
     def to_dict(self) -> dict[str, Any]:
-        oracle: dict[str, Any] = {"checked": self.dump_differences is not None}
-        if self.dump_differences is not None:
-            oracle |= {
-                "differences": len(self.dump_differences),
-                "cannot_describe": [d.to_dict() for d in self.undescribed],
-            }
         return {
             "live": self.live,
             "desired": self.desired,
             "drift": self.drift,
             "significant": len(self.result.significant),
             **self.result.to_dict(),
-            "dump_oracle": oracle,
+            "dump_oracle": oracle_summary(self.dump_differences, self.undescribed),
             **({"desired_cache": self.desired_cache} if self.desired_cache else {}),
             **({"text": self.text} if self.text is not None else {}),
         }
+
+
+def oracle_summary(differences: list[DumpDifference] | None, undescribed: list[DumpDifference]) -> dict[str, Any]:
+    """The ``dump_oracle`` object of diff's and check's JSON: whether it ran, and what only it saw."""
+    if differences is None:
+        return {"checked": False}
+    return {
+        "checked": True,
+        "differences": len(differences),
+        "cannot_describe": [d.to_dict() for d in undescribed],
+    }
 
 
 def read_sql(path: Path, what: str = "schema file") -> str:
@@ -649,12 +654,6 @@ class CheckReport:
         return not self.problems and not self.drift
 
     def to_dict(self) -> dict[str, Any]:
-        oracle: dict[str, Any] = {"checked": self.dump_differences is not None}
-        if self.dump_differences is not None:
-            oracle |= {
-                "differences": len(self.dump_differences),
-                "cannot_describe": [d.to_dict() for d in self.undescribed],
-            }
         return {
             "host": self.host,
             "ok": self.ok,
@@ -663,7 +662,7 @@ class CheckReport:
             "warnings": list(self.warnings),
             "drift": self.drift,
             "diff": self.result.to_dict() if self.result else None,
-            "dump_oracle": oracle,
+            "dump_oracle": oracle_summary(self.dump_differences, self.undescribed),
         }
 
 
