@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from ..errors import UsageError
 from ..inventory import HostConfig
 from ..remote.fleet import HostOutcome, fleet_exit_code, run_fleet
-from .base import fail
+from .base import ACCEPT_HELP, JSON_HELP, fail
 from .environment import Environment
 
 if (
@@ -21,6 +21,14 @@ if (
 PARALLEL_HELP = "hosts run at once (default: min(8, number of hosts))"
 FAIL_FAST_HELP = "stop starting new hosts after the first failure"
 TIMEOUT_HELP = "seconds after which a host that has not finished is reported as timed out"
+# the help of the flags every task that can run over several hosts takes (its signature declares them)
+FLEET_HELP = {
+    "json_": JSON_HELP,
+    "accept_new_host_key": ACCEPT_HELP,
+    "parallel": PARALLEL_HELP,
+    "fail_fast": FAIL_FAST_HELP,
+    "timeout": TIMEOUT_HELP,
+}
 
 SummaryColumns = Sequence[tuple[str, Callable[[HostOutcome], str]]]
 

@@ -19,15 +19,13 @@ from ..remote.fleet import HostOutcome
 from ..remote.transport import open_remote
 from ..units import human_bytes
 from .base import (
-    ACCEPT_HELP,
     HOST_HELP,
-    JSON_HELP,
     command,
     fail,
     hosts_named,
 )
 from .environment import Environment, environment
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .fleet import FLEET_HELP, run_and_render
 from .progress import waiting
 
 _EXIT = {"not_verified": ExitCode.DRIFT, "interrupted": ExitCode.INTERRUPTED}
@@ -163,11 +161,7 @@ def _fleet(
         "(after a verified backup)",
         "no_backup": "skip the pre-rollback backup (loudly)",
         "lock_timeout": "how long to wait for a sync's migration lock, seconds (default 60)",
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
-        "parallel": PARALLEL_HELP,
-        "fail_fast": FAIL_FAST_HELP,
-        "timeout": TIMEOUT_HELP,
+        **FLEET_HELP,
     },
     needs_project=True,
 )

@@ -47,7 +47,7 @@ from .base import (
     single_host,
 )
 from .environment import Environment, environment
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
+from .fleet import FLEET_HELP, run_and_render, sync_columns
 from .progress import waiting
 
 _STATE_STYLE = {
@@ -379,11 +379,7 @@ def _fleet_status(
         "advisory_lock_wait": "how long to wait for another sync's migration lock, seconds (default 60)",
         "migration_lock_timeout": "older name of --lock-timeout",
         "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
-        "parallel": PARALLEL_HELP,
-        "fail_fast": FAIL_FAST_HELP,
-        "timeout": TIMEOUT_HELP,
+        **FLEET_HELP,
         "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
         "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
         "sql": "print the psql script sync would send (ledger rows, timeouts) instead of running it; "
@@ -709,11 +705,7 @@ def render_status(document: dict[str, Any], title: str, out: Console) -> None:
 @command(
     help={
         "host": HOST_HELP,
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
-        "parallel": PARALLEL_HELP,
-        "fail_fast": FAIL_FAST_HELP,
-        "timeout": TIMEOUT_HELP,
+        **FLEET_HELP,
     },
     aliases=("history",),
     needs_project=True,
