@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import UsageError
-from ..inventory import HostConfig
+from ..inventory import HostConfig, Inventory
+from ..migrate.audit import append_audit
 from ..remote.fleet import HostOutcome, fleet_exit_code, run_fleet
+from ..remote.transport import Remote, open_remote
 from .base import ACCEPT_HELP, JSON_HELP, fail
 from .environment import Environment
 
@@ -17,6 +20,8 @@ if (
     TYPE_CHECKING
 ):  # Rich's Live and Table: imported by the fleet runs that draw them, not by every task that imports this module
     from rich.table import Table
+
+    from ..migrate.sync import Identity
 
 PARALLEL_HELP = "hosts run at once (default: min(8, number of hosts))"
 FAIL_FAST_HELP = "stop starting new hosts after the first failure"
@@ -117,3 +122,61 @@ def summary_table(outcomes: Sequence[HostOutcome], title: str, columns: SummaryC
             o.host, f"[{colour}]{o.status}[/]", *(fn(o) for _, fn in columns), f"{o.duration:.1f}s", o.message
         )
     return table
+
+
+class _Audited(Protocol):
+    def audit_record(self, who: str, git_commit: str | None) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Audited)
+
+
+@dataclass(frozen=True)
+class FleetFlags:
+    """The multi-host flags of a task (``FLEET_HELP``), passed on as one value."""
+
+    accept_new: bool
+    json_: bool
+    parallel: int
+    fail_fast: bool
+    timeout: float
+
+
+def run_audited_fleet(
+    targets: Sequence[HostConfig],
+    inv: Inventory,
+    identity: Identity,
+    env: Environment,
+    flags: FleetFlags,
+    *,
+    run: Callable[[HostConfig, Remote], R],
+    outcome: Callable[[HostConfig, R], HostOutcome],
+    title: str,
+    columns: SummaryColumns,
+) -> None:
+    """A change (sync, rollback) over several hosts: each host's ``run`` on its own connection, its audit record
+    appended as soon as it ends, then the summary (no prompt, no live per-step lines)."""
+
+    def action(target: HostConfig) -> HostOutcome:
+        with open_remote(target, inv, accept_new_host_key=flags.accept_new) as remote:
+            result = run(target, remote)
+        append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
+        return outcome(target, result)
+
+    run_and_render(
+        targets,
+        action,
+        env,
+        title=title,
+        columns=columns,
+        parallel=flags.parallel,
+        fail_fast=flags.fail_fast,
+        timeout=flags.timeout,
+        json_=flags.json_,
+    )
+
+
+def confirm_fleet(host: str, count: int, confirmed: bool) -> None:
+    """A change over several hosts never prompts: it needs --yes (or is a dry run)."""
+    if not confirmed:
+        raise UsageError(f"--host {host!r} names {count} hosts: confirm with --yes (or use --dry-run first)")

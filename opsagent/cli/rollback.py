@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from invoke.context import Context
@@ -12,7 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..inventory import HostConfig, Inventory
+from ..inventory import HostConfig
 from ..migrate.audit import append_audit, git_commit, who
 from ..migrate.sync import Identity
 from ..remote.fleet import HostOutcome
@@ -24,8 +23,8 @@ from .base import (
     fail,
     hosts_named,
 )
-from .environment import Environment, environment
-from .fleet import FLEET_HELP, run_and_render
+from .environment import environment
+from .fleet import FLEET_HELP, FleetFlags, confirm_fleet, run_audited_fleet
 from .progress import waiting
 
 _EXIT = {"not_verified": ExitCode.DRIFT, "interrupted": ExitCode.INTERRUPTED}
@@ -111,44 +110,14 @@ def _render_result(result: Any, out: Console, err: Console) -> None:
         err.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
 
 
-def _fleet(
-    targets: Sequence[HostConfig],
-    inv: Inventory,
-    options: Any,
-    identity: Identity,
-    accept_new: bool,
-    env: Environment,
-    *,
-    json_: bool,
-    parallel: int,
-    fail_fast: bool,
-    timeout: float,
-) -> None:
-    from ..migrate.rollback import rollback as run_rollback
-
-    def action(target: HostConfig) -> HostOutcome:
-        with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-            result = run_rollback(remote, inv.paths.migrations, options, identity)
-        append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
-        message = result.error or (
-            f"rolled back {', '.join(result.versions)}"
-            if result.outcome == "rolled_back"
-            else result.outcome.replace("_", " ")
-        )
-        code = int(_exit_code(result.outcome))
-        return HostOutcome(target.name, "ok" if result.ok else "failed", code, message, details=result.to_dict())
-
-    run_and_render(
-        targets,
-        action,
-        env,
-        title="rollback dry run" if options.dry_run else "rollback",
-        columns=(("versions", lambda o: ", ".join(o.details.get("versions") or [])),),
-        parallel=parallel,
-        fail_fast=fail_fast,
-        timeout=timeout,
-        json_=json_,
+def _fleet_outcome(target: HostConfig, result: Any) -> HostOutcome:
+    message = result.error or (
+        f"rolled back {', '.join(result.versions)}"
+        if result.outcome == "rolled_back"
+        else result.outcome.replace("_", " ")
     )
+    code = int(_exit_code(result.outcome))
+    return HostOutcome(target.name, "ok" if result.ok else "failed", code, message, details=result.to_dict())
 
 
 @command(
@@ -202,19 +171,17 @@ data loss refused."""
     if no_backup and not dry_run:
         env.err.print("[bold yellow]WARNING: --no-backup: no backup will be taken before rolling back[/]")
     if len(targets) > 1:
-        if not (yes or dry_run):
-            raise UsageError(f"--host {host!r} names {len(targets)} hosts: confirm with --yes (or use --dry-run first)")
-        _fleet(
+        confirm_fleet(host, len(targets), yes or dry_run)
+        run_audited_fleet(
             targets,
             inv,
-            options,
             identity,
-            accept_new_host_key,
             env,
-            json_=json_,
-            parallel=parallel,
-            fail_fast=fail_fast,
-            timeout=timeout,
+            FleetFlags(accept_new_host_key, json_, parallel, fail_fast, timeout),
+            run=lambda _, remote: run_rollback(remote, inv.paths.migrations, options, identity),
+            outcome=_fleet_outcome,
+            title="rollback dry run" if dry_run else "rollback",
+            columns=(("versions", lambda o: ", ".join(o.details.get("versions") or [])),),
         )
         return
     target = targets[0]

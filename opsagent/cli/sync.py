@@ -47,7 +47,7 @@ from .base import (
     single_host,
 )
 from .environment import Environment, environment
-from .fleet import FLEET_HELP, run_and_render, sync_columns
+from .fleet import FLEET_HELP, FleetFlags, confirm_fleet, run_and_render, run_audited_fleet, sync_columns
 from .progress import waiting
 
 _STATE_STYLE = {
@@ -282,46 +282,6 @@ def _render_result(result: SyncResult, out: Console, err: Console, renderer: _Re
 # ---------------------------------------------------------------- fleet
 
 
-def _fleet_sync(
-    targets: Sequence[HostConfig],
-    inv: Inventory,
-    options: SyncOptions,
-    identity: Identity,
-    accept_new: bool,
-    env: Environment,
-    *,
-    json_: bool,
-    parallel: int,
-    fail_fast: bool,
-    timeout: float,
-) -> None:
-    """Sync several hosts in parallel (no prompt, no live per-migration lines: a status line per host)."""
-
-    def action(target: HostConfig) -> HostOutcome:
-        with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-            result = run_sync(
-                remote,
-                inv.migrations_dir(),
-                options,
-                identity,
-                reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new),
-            )
-        append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
-        return sync_outcome(target.name, result.as_dict())
-
-    run_and_render(
-        targets,
-        action,
-        env,
-        title="dry run" if options.dry_run else "sync",
-        columns=sync_columns(options.dry_run),
-        parallel=parallel,
-        fail_fast=fail_fast,
-        timeout=timeout,
-        json_=json_,
-    )
-
-
 def _fleet_status(
     targets: Sequence[HostConfig],
     inv: Inventory,
@@ -442,19 +402,23 @@ def sync(
     identity = _identity(inv)
     assume_yes = yes or force
     if len(targets) > 1:
-        if not (assume_yes or dry_run):
-            raise UsageError(f"--host {host!r} names {len(targets)} hosts: confirm with --yes (or use --dry-run first)")
-        _fleet_sync(
+        confirm_fleet(host, len(targets), assume_yes or dry_run)
+        run_audited_fleet(
             targets,
             inv,
-            options,
             identity,
-            accept_new_host_key,
             env,
-            json_=json_,
-            parallel=parallel,
-            fail_fast=fail_fast,
-            timeout=timeout,
+            FleetFlags(accept_new_host_key, json_, parallel, fail_fast, timeout),
+            run=lambda target, remote: run_sync(
+                remote,
+                migrations_dir,
+                options,
+                identity,
+                reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new_host_key),
+            ),
+            outcome=lambda target, result: sync_outcome(target.name, result.as_dict()),
+            title="dry run" if dry_run else "sync",
+            columns=sync_columns(dry_run),
         )
         return
     target_host = targets[0]
