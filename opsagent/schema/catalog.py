@@ -30,15 +30,7 @@ class QueryRunner(Protocol):
 
     def query_json(self, sql: str, database: str | None = None, *, timeout: float | None = None) -> Any: ...
 
-    def psql(
-        self,
-        sql: str,
-        database: str | None = None,
-        *,
-        extra: Sequence[str] = (),
-        timeout: float | None = None,
-        check: bool = True,
-    ) -> Any: ...
+    def psql(self, sql: str, database: str | None = None, *, extra: Sequence[str] = ()) -> Any: ...
 
 
 # ---------------------------------------------------------------- the query (opsagent/sql/catalog_*.sql)
