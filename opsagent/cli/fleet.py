@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -174,6 +175,13 @@ def run_audited_fleet(
         timeout=flags.timeout,
         json_=flags.json_,
     )
+
+
+def audit_unfinished(inv: Inventory, record: dict[str, Any], started: float, outcome: str, error: str) -> None:
+    """The audit record of a change that ended without a result (an error, an interrupt before any step):
+    the opening ``record`` with the outcome, the error and how long it ran."""
+    durations = {"total": round(time.monotonic() - started, 3)}
+    append_audit(inv.paths.state, {**record, "outcome": outcome, "error": error, "durations": durations})
 
 
 def confirm_fleet(host: str, count: int, confirmed: bool) -> None:

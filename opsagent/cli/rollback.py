@@ -24,7 +24,8 @@ from .base import (
     hosts_named,
 )
 from .environment import environment
-from .fleet import FLEET_HELP, FleetFlags, confirm_fleet, run_audited_fleet
+from .fleet import FLEET_HELP, FleetFlags, audit_unfinished, confirm_fleet, run_audited_fleet
+from .plan import render_changes
 from .progress import waiting
 
 _EXIT = {"not_verified": ExitCode.DRIFT, "interrupted": ExitCode.INTERRUPTED}
@@ -48,8 +49,6 @@ def _seconds(value: str) -> float:
 
 def render_analysis(result: Any, out: Console) -> None:
     """The way back (method, statements), what it destroys, and both oracles' verdict."""
-    from ..schema.compare import display
-
     if not result.versions:
         return
     out.print(
@@ -80,12 +79,7 @@ def render_analysis(result: Any, out: Console) -> None:
     if verification is not None:
         style = "green" if verification.verified else "red"
         out.print(f"[{style}]{verification.line()}[/]", soft_wrap=True)
-        for change in verification.catalog:
-            out.print(
-                f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
-                soft_wrap=True,
-                markup=False,
-            )
+        render_changes(verification.catalog, out)
         for line in verification.dump[:80]:
             out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
 
@@ -224,15 +218,7 @@ data loss refused."""
                 remote, inv.paths.migrations, options, identity, on_event=on_event, confirm=confirm_paused
             )
     except OpsagentError as exc:
-        append_audit(
-            inv.paths.state,
-            {
-                **record,
-                "outcome": "error",
-                "error": exc.message,
-                "durations": {"total": round(time.monotonic() - started, 3)},
-            },
-        )
+        audit_unfinished(inv, record, started, "error", exc.message)
         raise
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
     if result.outcome in ("dry_run", "not_verified", "refused") and result.steps:

@@ -47,7 +47,15 @@ from .base import (
     single_host,
 )
 from .environment import Environment, environment
-from .fleet import FLEET_HELP, FleetFlags, confirm_fleet, run_and_render, run_audited_fleet, sync_columns
+from .fleet import (
+    FLEET_HELP,
+    FleetFlags,
+    audit_unfinished,
+    confirm_fleet,
+    run_and_render,
+    run_audited_fleet,
+    sync_columns,
+)
 from .progress import waiting
 
 _STATE_STYLE = {
@@ -479,15 +487,7 @@ def sync(
         )
         raise
     except OpsagentError as exc:
-        append_audit(
-            inv.paths.state,
-            {
-                **record,
-                "outcome": "error",
-                "error": exc.message,
-                "durations": {"total": round(time.monotonic() - started, 3)},
-            },
-        )
+        audit_unfinished(inv, record, started, "error", exc.message)
         raise
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
     for warning in result.warnings:
