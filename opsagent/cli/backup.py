@@ -41,7 +41,7 @@ from .base import (
     single_host,
 )
 from .environment import Environment, environment
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .fleet import FLEET_HELP, run_and_render
 from .progress import tracking, waiting
 
 LOCAL_DIR = "backups"
@@ -70,11 +70,7 @@ def age(when: datetime, now: datetime | None = None) -> str:
         "host": HOST_HELP,
         "label": "short text added to the backup's name (letters, digits, . _ -)",
         "download": "also copy the backup to backups/<host>/ here, checked against the server's sha256",
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
-        "parallel": PARALLEL_HELP,
-        "fail_fast": FAIL_FAST_HELP,
-        "timeout": TIMEOUT_HELP,
+        **FLEET_HELP,
     }
 )
 def backup(

@@ -16,9 +16,9 @@ from ..remote.doctor import DoctorReport, run_doctor
 from ..remote.fleet import HostOutcome
 from ..remote.sandbox import SANDBOX_ROOT, Sandbox, SandboxState, sandbox_root_for, write_inventory_fragment
 from ..remote.transport import Endpoint, resolve_endpoint
-from .base import ACCEPT_HELP, HOST_HELP, JSON_HELP, command, fail, hosts_named, inventory
+from .base import HOST_HELP, JSON_HELP, command, fail, hosts_named, inventory
 from .environment import environment
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .fleet import FLEET_HELP, run_and_render
 from .progress import waiting
 
 
@@ -74,11 +74,7 @@ def _endpoint_or_problem(host: HostConfig, inv: Any) -> tuple[Endpoint | None, s
 @command(
     help={
         "host": HOST_HELP,
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
-        "parallel": PARALLEL_HELP,
-        "timeout": TIMEOUT_HELP,
-        "fail_fast": FAIL_FAST_HELP,
+        **FLEET_HELP,
     }
 )
 def doctor(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from ..errors import UsageError
-from ..inventory import HostConfig
+from ..inventory import HostConfig, Inventory
+from ..migrate.audit import append_audit
 from ..remote.fleet import HostOutcome, fleet_exit_code, run_fleet
-from .base import fail
+from ..remote.transport import Remote, open_remote
+from .base import ACCEPT_HELP, JSON_HELP, fail
 from .environment import Environment
 
 if (
@@ -18,9 +22,19 @@ if (
 ):  # Rich's Live and Table: imported by the fleet runs that draw them, not by every task that imports this module
     from rich.table import Table
 
+    from ..migrate.sync import Identity
+
 PARALLEL_HELP = "hosts run at once (default: min(8, number of hosts))"
 FAIL_FAST_HELP = "stop starting new hosts after the first failure"
 TIMEOUT_HELP = "seconds after which a host that has not finished is reported as timed out"
+# the help of the flags every task that can run over several hosts takes (its signature declares them)
+FLEET_HELP = {
+    "json_": JSON_HELP,
+    "accept_new_host_key": ACCEPT_HELP,
+    "parallel": PARALLEL_HELP,
+    "fail_fast": FAIL_FAST_HELP,
+    "timeout": TIMEOUT_HELP,
+}
 
 SummaryColumns = Sequence[tuple[str, Callable[[HostOutcome], str]]]
 
@@ -109,3 +123,68 @@ def summary_table(outcomes: Sequence[HostOutcome], title: str, columns: SummaryC
             o.host, f"[{colour}]{o.status}[/]", *(fn(o) for _, fn in columns), f"{o.duration:.1f}s", o.message
         )
     return table
+
+
+class _Audited(Protocol):
+    def audit_record(self, who: str, git_commit: str | None) -> dict[str, Any]: ...
+
+
+R = TypeVar("R", bound=_Audited)
+
+
+@dataclass(frozen=True)
+class FleetFlags:
+    """The multi-host flags of a task (``FLEET_HELP``), passed on as one value."""
+
+    accept_new: bool
+    json_: bool
+    parallel: int
+    fail_fast: bool
+    timeout: float
+
+
+def run_audited_fleet(
+    targets: Sequence[HostConfig],
+    inv: Inventory,
+    identity: Identity,
+    env: Environment,
+    flags: FleetFlags,
+    *,
+    run: Callable[[HostConfig, Remote], R],
+    outcome: Callable[[HostConfig, R], HostOutcome],
+    title: str,
+    columns: SummaryColumns,
+) -> None:
+    """A change (sync, rollback) over several hosts: each host's ``run`` on its own connection, its audit record
+    appended as soon as it ends, then the summary (no prompt, no live per-step lines)."""
+
+    def action(target: HostConfig) -> HostOutcome:
+        with open_remote(target, inv, accept_new_host_key=flags.accept_new) as remote:
+            result = run(target, remote)
+        append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
+        return outcome(target, result)
+
+    run_and_render(
+        targets,
+        action,
+        env,
+        title=title,
+        columns=columns,
+        parallel=flags.parallel,
+        fail_fast=flags.fail_fast,
+        timeout=flags.timeout,
+        json_=flags.json_,
+    )
+
+
+def audit_unfinished(inv: Inventory, record: dict[str, Any], started: float, outcome: str, error: str) -> None:
+    """The audit record of a change that ended without a result (an error, an interrupt before any step):
+    the opening ``record`` with the outcome, the error and how long it ran."""
+    durations = {"total": round(time.monotonic() - started, 3)}
+    append_audit(inv.paths.state, {**record, "outcome": outcome, "error": error, "durations": durations})
+
+
+def confirm_fleet(host: str, count: int, confirmed: bool) -> None:
+    """A change over several hosts never prompts: it needs --yes (or is a dry run)."""
+    if not confirmed:
+        raise UsageError(f"--host {host!r} names {count} hosts: confirm with --yes (or use --dry-run first)")

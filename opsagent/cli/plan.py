@@ -33,6 +33,7 @@ from .progress import waiting
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
     from collections.abc import Sequence
 
+    from ..schema.compare import Change
     from ..schema.declarative import PlanOptions, PlanReport
     from ..schema.oracle import DumpDifference
 
@@ -151,19 +152,24 @@ def render_plan(report: PlanReport, env: Environment) -> None:
 
 
 def _render_verdict(report: PlanReport, err: Console) -> None:
-    from ..schema.compare import display
-
     for warning in report.plan.warnings:
         err.print(f"[yellow]warning[/]: {warning}", soft_wrap=True)
     style = "green" if report.verified else "red"
     err.print(f"[{style}]{report.verification_line()}[/]", soft_wrap=True)
-    for change in report.remaining:
-        err.print(
+    render_changes(report.remaining, err)
+    render_undescribed(report.undescribed, err)
+
+
+def render_changes(changes: Sequence[Change], console: Console) -> None:
+    """The catalog differences a verification left, one line each: kind, name, status and details."""
+    from ..schema.compare import display
+
+    for change in changes:
+        console.print(
             f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
             soft_wrap=True,
             markup=False,
         )
-    render_undescribed(report.undescribed, err)
 
 
 def render_undescribed(differences: Sequence[DumpDifference], err: Console) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from typing import Any
 
 from invoke.context import Context
@@ -12,22 +11,21 @@ from rich.console import Console
 from rich.text import Text
 
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..inventory import HostConfig, Inventory
+from ..inventory import HostConfig
 from ..migrate.audit import append_audit, git_commit, who
 from ..migrate.sync import Identity
 from ..remote.fleet import HostOutcome
 from ..remote.transport import open_remote
 from ..units import human_bytes
 from .base import (
-    ACCEPT_HELP,
     HOST_HELP,
-    JSON_HELP,
     command,
     fail,
     hosts_named,
 )
-from .environment import Environment, environment
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .environment import environment
+from .fleet import FLEET_HELP, FleetFlags, audit_unfinished, confirm_fleet, run_audited_fleet
+from .plan import render_changes
 from .progress import waiting
 
 _EXIT = {"not_verified": ExitCode.DRIFT, "interrupted": ExitCode.INTERRUPTED}
@@ -51,8 +49,6 @@ def _seconds(value: str) -> float:
 
 def render_analysis(result: Any, out: Console) -> None:
     """The way back (method, statements), what it destroys, and both oracles' verdict."""
-    from ..schema.compare import display
-
     if not result.versions:
         return
     out.print(
@@ -83,12 +79,7 @@ def render_analysis(result: Any, out: Console) -> None:
     if verification is not None:
         style = "green" if verification.verified else "red"
         out.print(f"[{style}]{verification.line()}[/]", soft_wrap=True)
-        for change in verification.catalog:
-            out.print(
-                f"  {change.kind} {display(change.name)} ({change.status}): {'; '.join(change.details)}",
-                soft_wrap=True,
-                markup=False,
-            )
+        render_changes(verification.catalog, out)
         for line in verification.dump[:80]:
             out.print(f"  {line}", soft_wrap=True, markup=False, highlight=False)
 
@@ -113,44 +104,14 @@ def _render_result(result: Any, out: Console, err: Console) -> None:
         err.print(f"[dim]hint:[/] {result.hint}", soft_wrap=True)
 
 
-def _fleet(
-    targets: Sequence[HostConfig],
-    inv: Inventory,
-    options: Any,
-    identity: Identity,
-    accept_new: bool,
-    env: Environment,
-    *,
-    json_: bool,
-    parallel: int,
-    fail_fast: bool,
-    timeout: float,
-) -> None:
-    from ..migrate.rollback import rollback as run_rollback
-
-    def action(target: HostConfig) -> HostOutcome:
-        with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-            result = run_rollback(remote, inv.paths.migrations, options, identity)
-        append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
-        message = result.error or (
-            f"rolled back {', '.join(result.versions)}"
-            if result.outcome == "rolled_back"
-            else result.outcome.replace("_", " ")
-        )
-        code = int(_exit_code(result.outcome))
-        return HostOutcome(target.name, "ok" if result.ok else "failed", code, message, details=result.to_dict())
-
-    run_and_render(
-        targets,
-        action,
-        env,
-        title="rollback dry run" if options.dry_run else "rollback",
-        columns=(("versions", lambda o: ", ".join(o.details.get("versions") or [])),),
-        parallel=parallel,
-        fail_fast=fail_fast,
-        timeout=timeout,
-        json_=json_,
+def _fleet_outcome(target: HostConfig, result: Any) -> HostOutcome:
+    message = result.error or (
+        f"rolled back {', '.join(result.versions)}"
+        if result.outcome == "rolled_back"
+        else result.outcome.replace("_", " ")
     )
+    code = int(_exit_code(result.outcome))
+    return HostOutcome(target.name, "ok" if result.ok else "failed", code, message, details=result.to_dict())
 
 
 @command(
@@ -163,11 +124,7 @@ def _fleet(
         "(after a verified backup)",
         "no_backup": "skip the pre-rollback backup (loudly)",
         "lock_timeout": "how long to wait for a sync's migration lock, seconds (default 60)",
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
-        "parallel": PARALLEL_HELP,
-        "fail_fast": FAIL_FAST_HELP,
-        "timeout": TIMEOUT_HELP,
+        **FLEET_HELP,
     },
     needs_project=True,
 )
@@ -208,19 +165,17 @@ data loss refused."""
     if no_backup and not dry_run:
         env.err.print("[bold yellow]WARNING: --no-backup: no backup will be taken before rolling back[/]")
     if len(targets) > 1:
-        if not (yes or dry_run):
-            raise UsageError(f"--host {host!r} names {len(targets)} hosts: confirm with --yes (or use --dry-run first)")
-        _fleet(
+        confirm_fleet(host, len(targets), yes or dry_run)
+        run_audited_fleet(
             targets,
             inv,
-            options,
             identity,
-            accept_new_host_key,
             env,
-            json_=json_,
-            parallel=parallel,
-            fail_fast=fail_fast,
-            timeout=timeout,
+            FleetFlags(accept_new_host_key, json_, parallel, fail_fast, timeout),
+            run=lambda _, remote: run_rollback(remote, inv.paths.migrations, options, identity),
+            outcome=_fleet_outcome,
+            title="rollback dry run" if dry_run else "rollback",
+            columns=(("versions", lambda o: ", ".join(o.details.get("versions") or [])),),
         )
         return
     target = targets[0]
@@ -263,15 +218,7 @@ data loss refused."""
                 remote, inv.paths.migrations, options, identity, on_event=on_event, confirm=confirm_paused
             )
     except OpsagentError as exc:
-        append_audit(
-            inv.paths.state,
-            {
-                **record,
-                "outcome": "error",
-                "error": exc.message,
-                "durations": {"total": round(time.monotonic() - started, 3)},
-            },
-        )
+        audit_unfinished(inv, record, started, "error", exc.message)
         raise
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
     if result.outcome in ("dry_run", "not_verified", "refused") and result.steps:

@@ -29,14 +29,13 @@ from .base import (
     single_host,
 )
 from .environment import environment
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render
+from .fleet import FLEET_HELP, run_and_render
 from .progress import tracking, waiting
 
 if TYPE_CHECKING:  # catalog, diff and drift load in the tasks that use them, not on every command (e.g. sync)
     from ..schema.compare import Change, DiffResult
     from ..schema.drift import CheckReport, DriftReport
 
-FLEET_HELP = {"parallel": PARALLEL_HELP, "fail_fast": FAIL_FAST_HELP, "timeout": TIMEOUT_HELP}
 
 STAT_ROWS: list[tuple[str, str]] = [
     ("schemas", "schemas"),
@@ -88,8 +87,6 @@ def _extract_one(target: HostConfig, inv: Inventory, path: Path, accept_new: boo
     help={
         "host": HOST_HELP,
         "out": "write the snapshot here instead of <paths.snapshots>/<host>/schema.sql",
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
         **FLEET_HELP,
     },
     needs_project=True,
@@ -214,8 +211,6 @@ def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
         "text": "also print a unified diff of the two normalized dumps",
         "fast": "skip the second, independent check (comparing the two normalized pg_dump --schema-only texts): "
         "faster, but differences the catalog model cannot describe go unseen",
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
         **FLEET_HELP,
     },
     needs_project=True,

@@ -47,7 +47,15 @@ from .base import (
     single_host,
 )
 from .environment import Environment, environment
-from .fleet import FAIL_FAST_HELP, PARALLEL_HELP, TIMEOUT_HELP, run_and_render, sync_columns
+from .fleet import (
+    FLEET_HELP,
+    FleetFlags,
+    audit_unfinished,
+    confirm_fleet,
+    run_and_render,
+    run_audited_fleet,
+    sync_columns,
+)
 from .progress import waiting
 
 _STATE_STYLE = {
@@ -282,46 +290,6 @@ def _render_result(result: SyncResult, out: Console, err: Console, renderer: _Re
 # ---------------------------------------------------------------- fleet
 
 
-def _fleet_sync(
-    targets: Sequence[HostConfig],
-    inv: Inventory,
-    options: SyncOptions,
-    identity: Identity,
-    accept_new: bool,
-    env: Environment,
-    *,
-    json_: bool,
-    parallel: int,
-    fail_fast: bool,
-    timeout: float,
-) -> None:
-    """Sync several hosts in parallel (no prompt, no live per-migration lines: a status line per host)."""
-
-    def action(target: HostConfig) -> HostOutcome:
-        with open_remote(target, inv, accept_new_host_key=accept_new) as remote:
-            result = run_sync(
-                remote,
-                inv.migrations_dir(),
-                options,
-                identity,
-                reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new),
-            )
-        append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
-        return sync_outcome(target.name, result.as_dict())
-
-    run_and_render(
-        targets,
-        action,
-        env,
-        title="dry run" if options.dry_run else "sync",
-        columns=sync_columns(options.dry_run),
-        parallel=parallel,
-        fail_fast=fail_fast,
-        timeout=timeout,
-        json_=json_,
-    )
-
-
 def _fleet_status(
     targets: Sequence[HostConfig],
     inv: Inventory,
@@ -379,11 +347,7 @@ def _fleet_status(
         "advisory_lock_wait": "how long to wait for another sync's migration lock, seconds (default 60)",
         "migration_lock_timeout": "older name of --lock-timeout",
         "statement_timeout": "PostgreSQL statement_timeout per migration (default: host's statement_timeout, 0 = none)",
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
-        "parallel": PARALLEL_HELP,
-        "fail_fast": FAIL_FAST_HELP,
-        "timeout": TIMEOUT_HELP,
+        **FLEET_HELP,
         "allow_hazards": "apply even when the hazard lint reports errors (see 'inv lint --host H')",
         "no_drift_check": "skip the closing comparison of the live schema with sql/schema.sql",
         "sql": "print the psql script sync would send (ledger rows, timeouts) instead of running it; "
@@ -446,19 +410,23 @@ def sync(
     identity = _identity(inv)
     assume_yes = yes or force
     if len(targets) > 1:
-        if not (assume_yes or dry_run):
-            raise UsageError(f"--host {host!r} names {len(targets)} hosts: confirm with --yes (or use --dry-run first)")
-        _fleet_sync(
+        confirm_fleet(host, len(targets), assume_yes or dry_run)
+        run_audited_fleet(
             targets,
             inv,
-            options,
             identity,
-            accept_new_host_key,
             env,
-            json_=json_,
-            parallel=parallel,
-            fail_fast=fail_fast,
-            timeout=timeout,
+            FleetFlags(accept_new_host_key, json_, parallel, fail_fast, timeout),
+            run=lambda target, remote: run_sync(
+                remote,
+                migrations_dir,
+                options,
+                identity,
+                reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new_host_key),
+            ),
+            outcome=lambda target, result: sync_outcome(target.name, result.as_dict()),
+            title="dry run" if dry_run else "sync",
+            columns=sync_columns(dry_run),
         )
         return
     target_host = targets[0]
@@ -519,15 +487,7 @@ def sync(
         )
         raise
     except OpsagentError as exc:
-        append_audit(
-            inv.paths.state,
-            {
-                **record,
-                "outcome": "error",
-                "error": exc.message,
-                "durations": {"total": round(time.monotonic() - started, 3)},
-            },
-        )
+        audit_unfinished(inv, record, started, "error", exc.message)
         raise
     append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
     for warning in result.warnings:
@@ -709,11 +669,7 @@ def render_status(document: dict[str, Any], title: str, out: Console) -> None:
 @command(
     help={
         "host": HOST_HELP,
-        "json_": JSON_HELP,
-        "accept_new_host_key": ACCEPT_HELP,
-        "parallel": PARALLEL_HELP,
-        "fail_fast": FAIL_FAST_HELP,
-        "timeout": TIMEOUT_HELP,
+        **FLEET_HELP,
     },
     aliases=("history",),
     needs_project=True,

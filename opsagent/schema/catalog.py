@@ -30,15 +30,7 @@ class QueryRunner(Protocol):
 
     def query_json(self, sql: str, database: str | None = None, *, timeout: float | None = None) -> Any: ...
 
-    def psql(
-        self,
-        sql: str,
-        database: str | None = None,
-        *,
-        extra: Sequence[str] = (),
-        timeout: float | None = None,
-        check: bool = True,
-    ) -> Any: ...
+    def psql(self, sql: str, database: str | None = None, *, extra: Sequence[str] = ()) -> Any: ...
 
 
 # ---------------------------------------------------------------- the query (opsagent/sql/catalog_*.sql)
@@ -116,6 +108,29 @@ class _InSchema:
     @property
     def key(self) -> str:
         return qualify(self.schema, self.name)
+
+
+class _UsingMethod:
+    """An operator family or class: named in a schema and for one index method (``schema.name USING btree``)."""
+
+    schema: str
+    name: str
+    method: str
+
+    @property
+    def key(self) -> str:
+        return f"{qualify(self.schema, self.name)} USING {self.method}"
+
+
+class _OnTable:
+    """An object named within its table (constraint, trigger, policy): ``table.name``."""
+
+    table: str
+    name: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.table}.{quote_ident(self.name)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +216,7 @@ class View(_InSchema):
 
 
 @dataclasses.dataclass(frozen=True)
-class Constraint:
+class Constraint(_OnTable):
     """A table or domain constraint; ``type`` is PostgreSQL's contype letter."""
 
     table: str
@@ -213,10 +228,6 @@ class Constraint:
     deferred: bool = False
     validated: bool = True
     comment: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.table}.{quote_ident(self.name)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -266,7 +277,7 @@ class Operator:
 
 
 @dataclasses.dataclass(frozen=True)
-class OperatorFamily:
+class OperatorFamily(_UsingMethod):
     """An operator family of an index method; ``members`` are only those added loose (ALTER OPERATOR FAMILY ... ADD)."""
 
     schema: str
@@ -276,13 +287,9 @@ class OperatorFamily:
     comment: str | None = None
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
 
-    @property
-    def key(self) -> str:
-        return f"{qualify(self.schema, self.name)} USING {self.method}"
-
 
 @dataclasses.dataclass(frozen=True)
-class OperatorClass:
+class OperatorClass(_UsingMethod):
     """An operator class: the operators and support functions an index method uses for one type."""
 
     schema: str
@@ -295,10 +302,6 @@ class OperatorClass:
     members: tuple[str, ...] = ()
     comment: str | None = None
     owner: str | None = dataclasses.field(default=None, compare=False)  # compared only on request: environments differ
-
-    @property
-    def key(self) -> str:
-        return f"{qualify(self.schema, self.name)} USING {self.method}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,16 +353,12 @@ class Function:
 
 
 @dataclasses.dataclass(frozen=True)
-class Trigger:
+class Trigger(_OnTable):
     table: str
     name: str
     definition: str
     enabled: str = "O"
     comment: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.table}.{quote_ident(self.name)}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -380,7 +379,7 @@ class Type(_InSchema):
 
 
 @dataclasses.dataclass(frozen=True)
-class Policy:
+class Policy(_OnTable):
     table: str
     name: str
     command: str
@@ -389,10 +388,6 @@ class Policy:
     using: str | None = None
     with_check: str | None = None
     comment: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.table}.{quote_ident(self.name)}"
 
 
 @dataclasses.dataclass(frozen=True)
