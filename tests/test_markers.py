@@ -127,3 +127,11 @@ def test_psql_echo_prints_the_line_the_parser_reads(remote: Remote) -> None:
     lines = remote.psql(script, extra=["-A", "-t"]).text.splitlines()
     marker = mark.parse(lines[0])
     assert marker is not None and marker.words() == ["done", "007", "42"] and lines[1:] == ["1"]
+
+
+def test_numbered_sections_come_back_in_order_and_a_missing_one_is_empty() -> None:
+    mark, other = Markers(), Markers()
+    forged = other.line("output", "2")  # another token's marker is data of the section it stands in
+    text = "\n".join([mark.line("output", "1"), "second", mark.line("output", "0"), "first", forged])
+    assert mark.numbered(text, "output", 3) == ["first\n" + forged, "second", ""]
+    assert mark.numbered(text, "catalog", 1) == [""]

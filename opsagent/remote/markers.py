@@ -125,6 +125,11 @@ class Markers:
                 lead.append(line)
         return lead, [Section(marker, tuple(lines)) for marker, lines in found]
 
+    def numbered(self, text: str, kind: str, count: int) -> list[str]:
+        """The text after each ``kind N`` marker, for N from 0 to ``count`` - 1 (``""`` where one is missing)."""
+        parts = {s.marker.text: s.text for s in self.sections(text)[1] if s.marker.kind == kind}
+        return [parts.get(str(i), "") for i in range(count)]
+
     def split_tail(self, data: bytes, kind: str) -> tuple[bytes, bytes] | None:
         """(the bytes before the last ``kind`` marker, the bytes after it); None without one.
 

@@ -674,10 +674,8 @@ def introspect_many(
 def _split_many(text: str, databases: Sequence[str], mark: Markers) -> dict[str, Catalog]:
     import json
 
-    chunks = {s.marker.text: s.text for s in mark.sections(text)[1] if s.marker.kind == "catalog"}
     catalogs: dict[str, Catalog] = {}
-    for index, name in enumerate(databases):
-        body = chunks.get(str(index), "")
+    for name, body in zip(databases, mark.numbered(text, "catalog", len(databases)), strict=True):
         if not body:
             raise RemoteError(f"introspection of {name} returned no result")
         catalogs[name] = Catalog.from_json(json.loads(body))

@@ -393,12 +393,6 @@ def load(
     raise load_error(remote, script, result.stderr) or remote.failure(["psql"], result)
 
 
-def split_outputs(text: str, kind: str, count: int, mark: Markers) -> list[str]:
-    """The outputs after ``kind N`` markers (N from 0 to ``count`` - 1) of a load session, in order."""
-    parts = {s.marker.text: s.text for s in mark.sections(text)[1] if s.marker.kind == kind}
-    return [parts.get(str(i), "") for i in range(count)]
-
-
 def load_error(remote: Remote, script: Script, stderr: str) -> OpsagentError | None:
     """Map psql's first ``psql:<stdin>:N: ERROR:`` line back to its source file."""
     for raw in stderr.splitlines():
@@ -610,8 +604,8 @@ class ScratchSet:
 
             text, self.raw_dumps = self.dump.split(text, len(self.names))
             self.dumps = [normalize_dump(d) for d in self.raw_dumps]
-        self.preamble_outputs = split_outputs(text, "preamble", self.preamble_count, self.mark)
-        return split_outputs(text, OUTPUT, len(self.names), self.mark)
+        self.preamble_outputs = self.mark.numbered(text, "preamble", self.preamble_count)
+        return self.mark.numbered(text, OUTPUT, len(self.names))
 
     def __enter__(self) -> ScratchSet:
         return self
