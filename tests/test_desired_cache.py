@@ -143,7 +143,7 @@ def test_a_corrupt_truncated_or_foreign_cache_file_is_a_miss(tmp_path: Path) -> 
 def test_warm_drift_check_is_one_command_and_creates_no_database(remote: Remote, tmp_path: Path) -> None:
     remote.psql(SCHEMA)
     cache = tmp_path / "cache"
-    cold = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache)
+    cold = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True)
     assert not cold.drift and cold.desired_cache == "miss" and cold.dump_differences == []
     [stored] = cache.glob("desired-*.json")
     assert stat.S_IMODE(stored.stat().st_mode) == 0o600
@@ -151,36 +151,38 @@ def test_warm_drift_check_is_one_command_and_creates_no_database(remote: Remote,
     assert leftovers(remote) == []
     oid = _max_database_oid(remote)
     before = remote.command_count
-    warm = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache)
-    assert remote.command_count - before == 1  # facts + live catalog + live dump, one psql session
+    warm = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True)
+    assert remote.command_count - before == 2  # the probe (remembered verdicts), then facts + catalog + dump at once
     assert not warm.drift and warm.desired_cache == "hit" and warm.dump_differences == []  # both oracles ran
     assert _max_database_oid(remote) == oid  # no database was created
     # real drift is still drift, warm
     remote.psql("ALTER TABLE t ADD COLUMN extra int;")
-    drifted = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache)
+    drifted = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True)
     assert drifted.desired_cache == "hit" and [c.name for c in drifted.result.significant] == ["public.t.extra"]
 
 
 def test_an_edit_of_schema_sql_misses_and_a_corrupt_file_is_rebuilt(remote: Remote, tmp_path: Path) -> None:
     remote.psql(SCHEMA)
     cache = tmp_path / "cache"
-    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache).desired_cache == "miss"
+    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True).desired_cache == "miss"
     edited = SCHEMA + "CREATE TABLE u (id int);\n"
-    report = diff_against_sql(remote, edited, "schema.sql", cache_dir=cache)
+    report = diff_against_sql(remote, edited, "schema.sql", cache_dir=cache, recheck=True)
     assert report.desired_cache == "miss" and [c.name for c in report.result.significant] == ["public.u"]
     assert len(list(cache.glob("desired-*.json"))) == 2
     for path in cache.glob(f"desired-{schema_digest(SCHEMA)[:16]}-*.json"):
         path.write_text('{"format": 1, "key": "')  # cut short, as by a full disk
-    again = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache)
+    again = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True)
     assert again.desired_cache == "miss" and not again.drift  # a miss, never an error
-    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache).desired_cache == "hit"  # and rewritten
+    assert (
+        diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True).desired_cache == "hit"
+    )  # and rewritten
 
 
 def test_another_server_version_is_another_key(remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The facts are read from the server on every run: a server that reports another version misses."""
     remote.psql(SCHEMA)
     cache = tmp_path / "cache"
-    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache).desired_cache == "miss"
+    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True).desired_cache == "miss"
     import opsagent.schema.drift as drift
 
     real = drift.ServerFacts.parse
@@ -192,12 +194,12 @@ def test_another_server_version_is_another_key(remote: Remote, tmp_path: Path, m
         )
 
     monkeypatch.setattr(drift.ServerFacts, "parse", staticmethod(upgraded))
-    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache).desired_cache == "miss"
+    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True).desired_cache == "miss"
     monkeypatch.undo()
-    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache).desired_cache == "hit"
+    assert diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True).desired_cache == "hit"
     # an extension the server can now install (here: created in the live database, which the key must NOT follow)
     remote.psql("CREATE EXTENSION IF NOT EXISTS pg_trgm;")
-    report = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache)
+    report = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True)
     assert report.desired_cache == "hit" and report.drift
 
 
@@ -205,7 +207,7 @@ def test_a_blind_spot_of_the_model_is_still_caught_from_a_warm_cache(remote: Rem
     remote.psql(SCHEMA)
     cache = tmp_path / "cache"
     for expected in ("miss", "hit"):
-        report = diff_against_sql(remote, BLIND, "schema.sql", cache_dir=cache)
+        report = diff_against_sql(remote, BLIND, "schema.sql", cache_dir=cache, recheck=True)
         assert report.desired_cache == expected
         assert report.drift and report.result.significant == []  # the model alone would say "no drift"
         assert any("SET STORAGE EXTERNAL" in line for d in report.undescribed for line in d.lines)

@@ -159,15 +159,15 @@ def test_the_fast_paths_still_report_what_either_oracle_sees(remote: Remote, tmp
     """Warm: equal inputs skip the parsing; a difference seen by the model only or by the dump only is still drift."""
     remote.psql(SCHEMA)
     cache = tmp_path / "cache"
-    assert not diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache).drift
-    clean = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache)
+    assert not diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True).drift
+    clean = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True)
     assert clean.desired_cache == "hit" and not clean.drift and clean.dump_differences == []
     remote.psql("ALTER TABLE t REPLICA IDENTITY FULL;")  # the dump shows it; whether the model does or not, it is drift
-    replica = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache)
+    replica = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True)
     assert replica.desired_cache == "hit" and replica.drift
     assert any("REPLICA IDENTITY FULL" in line for d in replica.dump_differences or [] for line in d.lines)
     remote.psql("ALTER TABLE t REPLICA IDENTITY DEFAULT; ALTER TABLE t ADD COLUMN extra int;")
-    column = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache)
+    column = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, recheck=True)
     assert [c.name for c in column.result.significant] == ["public.t.extra"] and column.dump_differences
 
 
@@ -227,16 +227,18 @@ def test_a_live_database_restored_from_a_dump_is_no_drift_warm_in_one_command(re
     remote.psql("DROP TABLE kinds;")
     remote.psql(dump)  # the live database as a restore from a dump leaves it
     cache = tmp_path / "cache"
-    first = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache)
+    first = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache, recheck=True)
     assert not first.drift, first.to_dict()
     before = remote.command_count
-    warm = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache)
-    assert not warm.drift and warm.desired_cache == "hit" and remote.command_count - before == 1
+    warm = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache, recheck=True)
+    assert not warm.drift and warm.desired_cache == "hit" and remote.command_count - before == 2
     remote.psql(
         "ALTER TABLE kinds DROP CONSTRAINT kind_ok; "
         "ALTER TABLE kinds ADD CONSTRAINT kind_ok CHECK (kind IN ('a', 'c'));"
     )
-    real = diff_against_sql(remote, ARTIFACT, "schema.sql", cache_dir=cache)  # a real change is not an artifact
+    real = diff_against_sql(
+        remote, ARTIFACT, "schema.sql", cache_dir=cache, recheck=True
+    )  # a real change is not an artifact
     assert real.drift and [c.name for c in real.result.significant] == ["public.kinds.kind_ok"]
 
 

@@ -60,8 +60,8 @@ def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> 
     mode = "always" if concurrently is True else (concurrently or "auto")
     if mode not in CONCURRENTLY_CHOICES:
         raise UsageError(f"--concurrently {mode!r}: expected one of {', '.join(CONCURRENTLY_CHOICES)}")
-    from ..schema.desired import default_cache_dir
     from ..schema.exclusions import ledger_exclusions
+    from ..schema.facts import default_cache_dir
 
     return PlanOptions(
         allow_drop=allow_drop,

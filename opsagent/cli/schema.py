@@ -166,10 +166,11 @@ def _drift_report(
     accept_new: bool,
     err: Console,
     fast: bool = False,
+    recheck: bool = False,
 ) -> DriftReport:
-    from ..schema.desired import default_cache_dir
     from ..schema.drift import diff_against_file, diff_against_snapshot, diff_hosts
     from ..schema.exclusions import ledger_exclusions
+    from ..schema.facts import default_cache_dir
 
     ledger = ledger_exclusions(target)  # this host's ledger, and only it, is left out (never a user table of that name)
     with (
@@ -179,7 +180,14 @@ def _drift_report(
         if against_host:
             other, _ = single_host(against_host)
             with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
-                return diff_hosts(remote, other_remote, text=text, fast=fast)  # each side hides its own host's ledger
+                return diff_hosts(  # each side hides its own host's ledger
+                    remote,
+                    other_remote,
+                    text=text,
+                    fast=fast,
+                    cache_dir=default_cache_dir(inv.paths.state),
+                    recheck=recheck,
+                )
         if against == "snapshot":
             snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
             return diff_against_snapshot(remote, snapshot, text=text, fast=fast, exclude_tables=ledger)
@@ -190,6 +198,7 @@ def _drift_report(
             fast=fast,
             exclude_tables=ledger,
             cache_dir=default_cache_dir(inv.paths.state),
+            recheck=recheck,
         )
 
 
@@ -211,6 +220,8 @@ def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:
         "text": "also print a unified diff of the two normalized dumps",
         "fast": "skip the second, independent check (comparing the two normalized pg_dump --schema-only texts): "
         "faster, but differences the catalog model cannot describe go unseen",
+        "recheck": "compare again even when both oracles already found no drift and the catalog has not changed "
+        "since (its fingerprint); see docs/SCHEMA_MANAGEMENT.md",
         **FLEET_HELP,
     },
     needs_project=True,
@@ -222,6 +233,7 @@ def diff(
     against_host: str = "",
     text: bool = False,
     fast: bool = False,
+    recheck: bool = False,
     json_: bool = False,
     accept_new_host_key: bool = False,
     parallel: int = 0,
@@ -236,7 +248,8 @@ def diff(
 
         def action(target: HostConfig) -> HostOutcome:
             return _drift_outcome(
-                target, _drift_report(target, inv, against, against_host, text, accept_new_host_key, env.err, fast)
+                target,
+                _drift_report(target, inv, against, against_host, text, accept_new_host_key, env.err, fast, recheck),
             )
 
         columns = (("drift", lambda o: str(o.details.get("drift_count", ""))),)
@@ -252,7 +265,7 @@ def diff(
             json_=json_,
         )
         return
-    report = _drift_report(targets[0], inv, against, against_host, text, accept_new_host_key, env.err, fast)
+    report = _drift_report(targets[0], inv, against, against_host, text, accept_new_host_key, env.err, fast, recheck)
     if json_:
         env.print_json(report.to_dict())
     else:
@@ -280,6 +293,12 @@ def render_drift(report: DriftReport, out: Console) -> None:
             out.print(Text(f"  {line}"), soft_wrap=True)
     elif report.dump_differences is None:
         out.print("[dim](--fast: the schema dumps were not compared)[/]")
+    if report.recalled:
+        out.print(
+            f"[dim](both oracles found no difference at {report.recalled}; the catalog has not changed since, by its "
+            "fingerprint: --recheck compares again)[/]",
+            soft_wrap=True,
+        )
     if report.text:
         out.print(Text(report.text), soft_wrap=True)
 
@@ -335,9 +354,9 @@ def check(c: Context, host: str = "sandbox", json_: bool = False, accept_new_hos
     if host == "sandbox" and "sandbox" not in inv.hosts:
         raise UsageError("no host 'sandbox' in the inventory", hint="start one with 'inv sandbox.up' or pass --host")
     target, _ = single_host(host)
-    from ..schema.desired import default_cache_dir
     from ..schema.drift import check_project
     from ..schema.exclusions import ledger_exclusions
+    from ..schema.facts import default_cache_dir
 
     # a bar of scratch databases built (the replayed migrations, and schema.sql when the cache does not know it)
     with (

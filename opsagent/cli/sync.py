@@ -6,7 +6,7 @@ import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from invoke.context import Context
 from rich.console import Console
@@ -36,6 +36,9 @@ from ..migrate.sync import sync as run_sync
 from ..remote.fleet import HostOutcome, sync_outcome
 from ..remote.transport import Remote, open_remote
 from ..units import parse_duration
+
+if TYPE_CHECKING:  # the schema modules are loaded only when there is a schema.sql to compare with
+    from ..schema.fingerprint import Probe
 from .base import (
     ACCEPT_HELP,
     HOST_HELP,
@@ -398,6 +401,7 @@ def sync(
         dry_run=dry_run,
         rehearse=not no_rehearse,
         allow_hazards=allow_hazards,
+        probe=not no_drift_check and len(targets) == 1 and inv.paths.schema.exists(),  # the closing check's
     )
     migrations_dir = inv.migrations_dir()
     if sql:
@@ -463,7 +467,9 @@ def sync(
             if result.ok and not no_drift_check:
                 renderer.stop()  # the last migration's spinner must not turn (nor show) during the check
                 with waiting(f"comparing {target_host.database} with {inv.paths.schema.name}", console=env.err):
-                    result.warnings.extend(closing_drift_warning(remote, inv.paths.schema, dry_run=dry_run))
+                    result.warnings.extend(
+                        closing_drift_warning(remote, inv.paths.schema, dry_run=dry_run, probed=result.probe)
+                    )
     except SyncInterrupted as interrupted:  # every run that started leaves a record, with what committed
         renderer.stop()
         append_audit(inv.paths.state, interrupted.result.audit_record(identity.applied_by, identity.git_commit))
@@ -545,29 +551,39 @@ def _print_sql(
 
 
 def closing_drift_warning(
-    remote: Remote, schema: Path, *, dry_run: bool = False, cache_dir: Path | None = None
+    remote: Remote,
+    schema: Path,
+    *,
+    dry_run: bool = False,
+    cache_dir: Path | None = None,
+    probed: Probe | None = None,
 ) -> list[str]:
     """The seed's "verify sync" step: how far the live schema is from schema.sql (a warning, never an error).
 
-    With a warm desired-state cache (``<paths.state>/cache``) this is one remote command.  After a dry run
+    ``probed``: the fingerprint probe the sync read on its own session once done.  When both oracles already found
+    this very catalog equal to schema.sql (``schema.fingerprint``) that is the answer, with no command of its own;
+    otherwise, with a warm desired-state cache (``<paths.state>/cache``), one remote command.  After a dry run
     nothing was applied, so the database is still at its old version: comparing it would report the pending
     migrations as drift (issue 15); nothing is said.
     """
     if dry_run or not schema.exists():
         return []
-    from ..schema.desired import (
-        default_cache_dir,
-    )  # the catalog and diff modules: only loaded when there is a schema.sql
-    from ..schema.drift import drift_count
     from ..schema.exclusions import ledger_exclusions
+    from ..schema.facts import default_cache_dir
+    from ..schema.fingerprint import recall_schema
+
+    cache_dir = cache_dir or default_cache_dir(project_inventory().paths.state)
+    exclusions = ledger_exclusions(remote.host)
+    try:
+        sql = schema.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        sql = None  # drift_count says what is wrong with it
+    if probed is not None and sql is not None and recall_schema(cache_dir, sql, probed, exclusions):
+        return []  # both oracles found this very catalog equal to schema.sql: no model to load, no command
+    from ..schema.drift import drift_count  # the catalog and diff modules: only loaded for a full comparison
 
     try:
-        count = drift_count(
-            remote,
-            schema,
-            cache_dir=cache_dir or default_cache_dir(project_inventory().paths.state),
-            exclude_tables=ledger_exclusions(remote.host),
-        )
+        count = drift_count(remote, schema, cache_dir=cache_dir, exclude_tables=exclusions, probed=probed)
     except OpsagentError as exc:
         return [f"could not compare with {schema.name}: {exc.message}"]
     if not count:

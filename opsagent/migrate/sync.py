@@ -60,6 +60,7 @@ if (
     TYPE_CHECKING
 ):  # the hazard lint (pglast), backups and statements are imported where a run needs them: a no-op sync does not
     from ..backup import BackupResult
+    from ..schema.fingerprint import Probe
     from .hazards import HazardReport
     from .sqltext import Statement
 
@@ -111,6 +112,7 @@ class SyncOptions:
     dry_run: bool = False
     rehearse: bool = True
     allow_hazards: bool = False  # apply even when the hazard lint reports errors
+    probe: bool = False  # once done, read the fingerprint probe on the session (for the closing drift check)
 
 
 @dataclasses.dataclass
@@ -208,6 +210,7 @@ class SyncResult:
     adopted_ledger: bool = False
     hazards: HazardReport | None = None
     lock_waits: list[LockWait] = dataclasses.field(default_factory=list)
+    probe: Probe | None = None  # the facts and catalog fingerprint once done (``SyncOptions.probe``); None: not read
 
     @property
     def ok(self) -> bool:
@@ -924,6 +927,8 @@ class SyncRun:
         try:
             session.identify(self.host.command_timeout)
             self._run(session, found)
+            if self.options.probe and self.result.ok and not self.options.dry_run:
+                self.result.probe = self._probe(session)
         except KeyboardInterrupt:
             self._interrupted(session)
             interrupted = True
@@ -938,6 +943,31 @@ class SyncRun:
             self.result.remote_commands = self.remote.command_count - before
             self.result.durations["total"] = time.monotonic() - started
         return self.result
+
+    def _probe(self, session: _Session) -> Probe | None:
+        """The fingerprint probe on this session, after everything it did (``schema.fingerprint``): the closing drift
+        check then needs no command of its own when its verdict is remembered.  None when it cannot be read."""
+        from ..schema.fingerprint import probe_from, probe_script
+
+        end = session.mark.psql("probe-end")
+        self._send(session, f"{probe_script(session.mark)}{end}\n")
+        sections: dict[str, list[str]] = {}
+        current: list[str] = []
+        try:
+            while True:
+                line = session.proc.read_line(self.host.command_timeout)
+                if line is None:
+                    return None
+                marker = session.mark.parse(line)
+                if marker is None:
+                    current.append(line.rstrip("\n"))
+                elif marker.kind == "probe-end":
+                    break
+                else:
+                    current = sections.setdefault(marker.kind, [])
+            return probe_from({kind: "\n".join(lines) for kind, lines in sections.items()})
+        except OpsagentError:
+            return None
 
     def _interrupted(self, session: _Session) -> None:
         """Ctrl-C: stop the server-side work; say what committed (only an apply can have committed anything)."""

@@ -43,18 +43,15 @@ from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .compare import Change, DiffResult, compare
 from .desired import (
-    FACTS_SQL,
-    PG_DUMP_VERSION,
-    ServerFacts,
     desired_query,
     desired_state,
     introspection_document,
     known_schema,
     reloaded,
-    schema_digest,
 )
 from .drift import against_reloaded, at_once, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
 from .extract import dump_schema
+from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import Plan, generate_plan
 from .render import HEADER

@@ -45,55 +45,18 @@ from typing import Any
 from ..errors import RemoteError
 from ..remote.transport import Remote
 from .catalog import Catalog, introspection_sql
+from .facts import ServerFacts, schema_digest
 from .oracle import Entry, entries
 from .scratch import DumpStep, ScratchSet, dump_chunks, sql_chunks
 
 CACHE_FORMAT = 1
 KEEP = 24  # cache files kept (the newest); one per schema.sql version and server kind
-CACHE_SUBDIR = "cache"
-
-# Everything on the server that changes what a fresh database built from schema.sql looks like (besides the file).
-FACTS_SQL = """\
-SELECT json_build_object(
-  'server_version_num', current_setting('server_version_num'),
-  'template0', (SELECT json_build_array(pg_encoding_to_char(encoding), datcollate, datctype)
-                  FROM pg_database WHERE datname = 'template0'),
-  'extension_versions', (SELECT coalesce(json_agg(json_build_array(name, version) ORDER BY name, version), '[]')
-                           FROM pg_available_extension_versions),
-  'extension_defaults', (SELECT coalesce(json_agg(json_build_array(name, default_version) ORDER BY name), '[]')
-                           FROM pg_available_extensions));
-"""
-PG_DUMP_VERSION = (
-    "\\! pg_dump --version || true"  # psql meta-command: the dumping binary's version, on the facts' session
-)
 
 
 def desired_query(exclude_tables: Sequence[str]) -> str:
     """The introspection query of the desired side: with dependencies,
     so one cached catalog serves diff, check and plan."""
     return introspection_sql(exclude_tables, dependencies=True)
-
-
-def schema_digest(sql: str) -> str:
-    return hashlib.sha256(sql.encode("utf-8")).hexdigest()
-
-
-@dataclasses.dataclass(frozen=True)
-class ServerFacts:
-    """What a server contributes to the cache key (see the module docstring)."""
-
-    document: Mapping[str, Any]
-    pg_dump_version: str
-
-    @classmethod
-    def parse(cls, facts_json: str, pg_dump_version: str) -> ServerFacts:
-        try:
-            document = json.loads(facts_json)
-        except ValueError as exc:
-            raise RemoteError(f"the server facts query returned no usable result ({exc})") from None
-        if not isinstance(document, dict):
-            raise RemoteError("the server facts query returned no usable result")
-        return cls(document, pg_dump_version.strip())
 
 
 def cache_key(digest: str, facts: ServerFacts, exclude_tables: Sequence[str]) -> str:
@@ -321,10 +284,6 @@ def desired_state(
     state = DesiredState(source, document, dump, key)
     store(cache_dir, digest, state)
     return state
-
-
-def default_cache_dir(state_dir: Path) -> Path:
-    return state_dir / CACHE_SUBDIR
 
 
 def reloaded(

@@ -33,10 +33,7 @@ from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
 from .compare import Change, DiffResult, compare
 from .desired import (
-    FACTS_SQL,
-    PG_DUMP_VERSION,
     DesiredState,
-    ServerFacts,
     desired_query,
     desired_state,
     introspection_document,
@@ -44,10 +41,20 @@ from .desired import (
     materialize,
     newest,
     reloaded,
-    schema_digest,
 )
 from .exclusions import dump_exclude_args, ledger_exclusions, strip_ledger_only_schemas
 from .extract import dump_schema, gunzip, normalize_dump, pg_dump_argv, strip_restrict
+from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
+from .fingerprint import (
+    Fingerprint,
+    Probe,
+    fingerprint_section,
+    probe,
+    recall,
+    remember,
+    schema_verdict_key,
+    verdict_key,
+)
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .scratch import Chunk, DumpStep, ScratchSet, drop_active, dump_chunks
 
@@ -67,6 +74,7 @@ class DriftReport:
     desired_cache: str | None = (
         None  # "hit" / "miss": where schema.sql's materialized state came from; None: no cache involved
     )
+    recalled: str | None = None  # both oracles' clean verdict on this very catalog, remembered from then (UTC, ISO)
 
     @property
     def undescribed(self) -> list[DumpDifference]:
@@ -92,6 +100,7 @@ class DriftReport:
             **self.result.to_dict(),
             "dump_oracle": oracle_summary(self.dump_differences, self.undescribed),
             **({"desired_cache": self.desired_cache} if self.desired_cache else {}),
+            **({"recalled": {"verified_at": self.recalled}} if self.recalled else {}),
             **({"text": self.text} if self.text is not None else {}),
         }
 
@@ -238,6 +247,7 @@ class LiveState:
     facts: ServerFacts
     extra: str = ""
     what: str = "live"
+    fingerprint: Fingerprint | None = None  # read after the catalog, when asked (``read_live(fingerprint=True)``)
     _catalog: Catalog | None = dataclasses.field(default=None, repr=False)
 
     @property
@@ -302,9 +312,11 @@ def read_live(
     dump: bool = True,
     dependencies: bool = False,
     extra_sql: str | None = None,
+    fingerprint: bool = False,
 ) -> LiveState:
     """Server facts (the desired-state cache's key), the catalog, ``extra_sql``'s output and the schema dump of a live
-    database: ONE remote command, in which psql and (for the dump oracle) pg_dump run at the same time."""
+    database: ONE remote command, in which psql and (for the dump oracle) pg_dump run at the same time.
+    ``fingerprint``: the catalog's fingerprint too, read last (after the catalog query; pg_dump started first)."""
     mark = Markers()
     parts = [
         mark.psql("facts"),
@@ -316,6 +328,8 @@ def read_live(
     ]
     if extra_sql is not None:
         parts += [mark.psql("extra"), extra_sql.rstrip().rstrip(";") + ";"]
+    if fingerprint:
+        parts.append(fingerprint_section(mark))
     script = "\n".join(parts) + "\n"
     raw: str | None = None
     if dump:
@@ -333,6 +347,7 @@ def read_live(
         facts,
         body.get("extra", ""),
         what,
+        Fingerprint.parse(body["fingerprint"]) if "fingerprint" in body else None,
     )
 
 
@@ -358,13 +373,22 @@ def live_and_desired(
     dump: bool = True,
     dependencies: bool = False,
     extra_sql: str | None = None,
+    fingerprint: bool = False,
 ) -> tuple[LiveState, DesiredState]:
     """The live side (one command) and schema.sql's materialized state: from the cache when warm (no other command);
     when the file is new to the cache it is materialized alongside the live read; else after it, on a miss."""
     database = remote.host.database
 
     def live() -> LiveState:
-        return read_live(remote, database, exclude_tables, dump=dump, dependencies=dependencies, extra_sql=extra_sql)
+        return read_live(
+            remote,
+            database,
+            exclude_tables,
+            dump=dump,
+            dependencies=dependencies,
+            extra_sql=extra_sql,
+            fingerprint=fingerprint,
+        )
 
     digest = schema_digest(sql)
     if known_schema(cache_dir, digest):  # warm, most likely: read and parse the cached side while the server works
@@ -384,15 +408,31 @@ def diff_against_sql(
     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
     fast: bool = False,
     cache_dir: Path | None = None,
+    recheck: bool = False,
+    probed: Probe | None = None,
 ) -> DriftReport:
     """Live database vs ``sql`` materialized on the same server (or its cached materialization), by the model and
     (unless ``fast``) by the dump oracle.
 
-    Warm cache: one remote command.  Cold: the live read and the materialization
-    (one psql session, its drop in the background) on two channels at once.
+    With a ``cache_dir``, a verdict of both oracles remembered for this very catalog (``schema.fingerprint``) is the
+    answer: one short remote command, no dump (``recheck``: compare again all the same).  Otherwise, warm cache: the
+    probe and one remote command.  Cold: the live read and the materialization (one psql session, its drop in the
+    background) on two channels at once.
     """
     live_db = remote.host.database
-    live, desired = live_and_desired(remote, sql, source, exclude_tables, cache_dir, dump=not fast)
+    label_ = desired_label or source
+    before, key = None, ""
+    if cache_dir is not None:
+        seen = probed or probe(remote, live_db)  # ``probed``: read by the caller, e.g. on the sync's own session
+        before = seen.fingerprint
+        if before is not None:
+            key = schema_verdict_key(sql, seen.facts, before, exclude_tables)
+            at = None if recheck else recall(cache_dir, key)
+            if at is not None:
+                return DriftReport(where(remote), label_, DiffResult([]), "" if text else None, [], None, at)
+    live, desired = live_and_desired(
+        remote, sql, source, exclude_tables, cache_dir, dump=not fast, fingerprint=before is not None
+    )
     result, differences = compare_both(live, desired, exclude_tables)
     if (
         _doubtful(result, differences) and live.dump is not None and cache_dir is not None
@@ -421,9 +461,11 @@ def diff_against_sql(
             if live.dump is not None
             else dump_for_diff(remote, live_db, exclude_tables)
         )
-        diff_text = unified(live_text, readable(desired.dump), where(remote), desired_label or source)
+        diff_text = unified(live_text, readable(desired.dump), where(remote), label_)
     cache = None if cache_dir is None else ("hit" if desired.from_cache else "miss")
-    return DriftReport(where(remote), desired_label or source, result, diff_text, differences, cache)
+    if key and differences == [] and not result.changes and live.fingerprint == before:  # clean, nothing committed
+        remember(cache_dir, key, where(remote), label_)
+    return DriftReport(where(remote), label_, result, diff_text, differences, cache)
 
 
 def compare_both(
@@ -534,8 +576,11 @@ def diff_against_file(
     fast: bool = False,
     cache_dir: Path | None = None,
     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+    recheck: bool = False,
+    probed: Probe | None = None,
 ) -> DriftReport:
-    """Live database vs a SQL file (``schema.sql`` or an extracted snapshot); ``cache_dir``: the desired-state cache."""
+    """Live database vs a SQL file (``schema.sql`` or an extracted snapshot); ``cache_dir``: the desired-state cache
+    and the remembered verdicts (``recheck``: ignore those; ``probed``: the probe, already read)."""
     source = label(path)
     return diff_against_sql(
         remote,
@@ -546,6 +591,8 @@ def diff_against_file(
         fast=fast,
         cache_dir=cache_dir,
         exclude_tables=exclude_tables,
+        recheck=recheck,
+        probed=probed,
     )
 
 
@@ -580,16 +627,39 @@ def diff_against_snapshot(
     return DriftReport(where(remote), f"snapshot {source}", result, diff_text, differences)
 
 
-def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = False) -> DriftReport:
+def diff_hosts(
+    live: Remote,
+    other: Remote,
+    *,
+    text: bool = False,
+    fast: bool = False,
+    cache_dir: Path | None = None,
+    recheck: bool = False,
+) -> DriftReport:
     """Two live databases (e.g. prod vs staging); ``other`` plays the desired side.
 
-    Each side hides its own host's ledger; the steps that see both dumps at once hide both ledgers.
+    Each side hides its own host's ledger; the steps that see both dumps at once hide both ledgers.  With a
+    ``cache_dir``, a clean verdict of both oracles on these very two catalogs is remembered and recalled
+    (``schema.fingerprint``; ``recheck`` ignores it).
     """
+    both_ledgers = tuple(dict.fromkeys([*ledger_exclusions(live.host), *ledger_exclusions(other.host)]))
+    before: tuple[Fingerprint | None, Fingerprint | None] = (None, None)
+    key = ""
+    if cache_dir is not None:
+        before = at_once(
+            lambda: probe(live, live.host.database).fingerprint, lambda: probe(other, other.host.database).fingerprint
+        )
+        if before[0] is not None and before[1] is not None:
+            sides = json.dumps([ledger_exclusions(live.host), ledger_exclusions(other.host)])
+            key = verdict_key(f"hosts {sides}", [before[0], before[1]], both_ledgers)
+            at = None if recheck else recall(cache_dir, key)
+            if at is not None:
+                return DriftReport(where(live), where(other), DiffResult([]), "" if text else None, [], None, at)
 
     def side(remote: Remote) -> LiveState:  # one command per host: psql and pg_dump at once
-        return read_live(remote, remote.host.database, ledger_exclusions(remote.host), dump=not fast)
+        exclusions = ledger_exclusions(remote.host)
+        return read_live(remote, remote.host.database, exclusions, dump=not fast, fingerprint=bool(key))
 
-    both_ledgers = tuple(dict.fromkeys([*ledger_exclusions(live.host), *ledger_exclusions(other.host)]))
     mine, theirs = at_once(lambda: side(live), lambda: side(other))
     result = DiffResult([]) if same_structure(mine.document, theirs.document) else compare(mine.catalog, theirs.catalog)
     differences: list[DumpDifference] | None = None
@@ -610,6 +680,8 @@ def diff_hosts(live: Remote, other: Remote, *, text: bool = False, fast: bool = 
             lambda: dump_for_diff(other, other.host.database, ledger_exclusions(other.host)),
         )
         diff_text = unified(a, b, where(live), where(other))
+    if key and differences == [] and not result.changes and (mine.fingerprint, theirs.fingerprint) == before:
+        remember(cache_dir, key, where(live), where(other))
     return DriftReport(where(live), where(other), result, diff_text, differences)
 
 
@@ -619,10 +691,13 @@ def drift_count(
     *,
     cache_dir: Path | None = None,
     exclude_tables: Sequence[str] = DEFAULT_EXCLUDED_TABLES,
+    probed: Probe | None = None,
 ) -> int:
     """Differences between the live database and ``schema.sql`` by both oracles (for ``inv sync``'s closing warning);
-    with a warm ``cache_dir`` one remote command."""
-    return diff_against_file(remote, schema_path, cache_dir=cache_dir, exclude_tables=exclude_tables).count
+    with a warm ``cache_dir`` one remote command, none when ``probed`` finds the verdict remembered."""
+    return diff_against_file(
+        remote, schema_path, cache_dir=cache_dir, exclude_tables=exclude_tables, probed=probed
+    ).count
 
 
 # ---------------------------------------------------------------- check (migrations vs schema.sql)

@@ -1,0 +1,207 @@
+"""Verdicts remembered by fingerprint: "no drift" without reading the whole structure again, when nothing changed.
+
+A full drift check reads the live catalog and the live ``pg_dump -s`` and compares each with
+the desired side: two oracles.  On a deploy with nothing to apply, and on every ``inv diff`` of
+an untouched host, it finds the same thing again at the price of a schema dump.  What makes
+that answer repeatable is cheap to ask the server: which catalog row versions the database has
+(``opsagent/sql/fingerprint.sql``; any committed DDL writes new ones, and a row version never
+comes back).  So when both oracles found a database identical to its desired side, opsagent
+remembers that verdict under a key made of everything the verdict depends on:
+
+- the fingerprint: cluster (system identifier), database oid, the catalog row versions, the
+  index state flags;
+- the desired side: what the desired-state cache is keyed by (the text of ``schema.sql``, the
+  server's version, template0, available extensions and ``pg_dump``), or the other database's
+  fingerprint; what is hidden from the oracles;
+- opsagent's own reading: the text of the model and oracle modules and the introspection SQL
+  (an upgrade that sees more forgets every verdict).
+
+A verdict is stored only when it was a full, clean comparison by both oracles (no finding at
+all, not even a cosmetic one) and the fingerprint read before the comparison equals the one
+read after it (nothing committed in between).  On the next check an equal key means the same
+catalog rows facing the same desired side, judged by the same code: the remembered verdict is
+the verdict, and the report says when it was reached.  Anything else (a changed row, a
+temporary table, another server) is a miss and the full comparison runs; a wrong hit would need
+a cluster to reuse a transaction id at the same tuple position after wraparound.  ``--recheck``
+ignores what is remembered.
+
+Files: ``<cache>/verified-<key>.json`` (0600, written to a temporary file then renamed; the
+newest ``KEEP`` are kept; an unreadable file is a miss).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import functools
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .. import resources
+from ..remote.markers import Markers
+from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
+
+if TYPE_CHECKING:
+    from ..remote.transport import Remote
+
+FINGERPRINT_SQL = resources.sql("fingerprint")
+VERDICT_FORMAT = 1
+KEEP = 64
+_MODEL_FILES = ("catalog.py", "compare.py", "oracle.py", "extract.py", "exclusions.py", "drift.py", "desired.py")
+
+
+@dataclasses.dataclass(frozen=True)
+class Fingerprint:
+    """Which catalog rows a database has (see ``opsagent/sql/fingerprint.sql``)."""
+
+    system: str
+    database: str
+    rows: str
+    indexes: str
+
+    @classmethod
+    def parse(cls, text: str) -> Fingerprint | None:
+        """The query's JSON document; None when it is not one (then nothing is remembered or recalled)."""
+        try:
+            document = json.loads(text)
+            values = [document[k] for k in ("system", "database", "rows", "indexes")]
+        except (ValueError, KeyError, TypeError):
+            return None
+        if not all(isinstance(v, str) and v for v in values):
+            return None
+        return cls(*values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """One short psql session: the server facts (the desired-state cache key) and the fingerprint."""
+
+    facts: ServerFacts
+    fingerprint: Fingerprint | None
+
+
+def fingerprint_section(mark: Markers) -> str:
+    """The fingerprint as one more section of a psql script read with ``mark`` (kind ``fingerprint``); an error in it
+    leaves the section empty instead of failing the session (psql goes on: ON_ERROR_STOP is off around it)."""
+    return f"{mark.psql('fingerprint')}\n\\set ON_ERROR_STOP 0\n{FINGERPRINT_SQL};\n\\set ON_ERROR_STOP 1"
+
+
+def probe_script(mark: Markers) -> str:
+    """The probe's psql text: sections ``facts``, ``pg-dump`` and ``fingerprint`` (for any session read with
+    ``mark``, e.g. the sync's own once it is done: then the closing check costs no command of its own)."""
+    return "\n".join(
+        [mark.psql("facts"), FACTS_SQL, mark.psql("pg-dump"), PG_DUMP_VERSION, fingerprint_section(mark), ""]
+    )
+
+
+def probe_from(sections: Mapping[str, str]) -> Probe:
+    """A probe from its sections' text (kind -> output)."""
+    facts = ServerFacts.parse(sections.get("facts", ""), sections.get("pg-dump", ""))
+    return Probe(facts, Fingerprint.parse(sections.get("fingerprint", "")))
+
+
+def probe(remote: Remote, database: str) -> Probe:
+    """The facts and the fingerprint of ``database``: one remote command, no schema dump.  A fingerprint the server
+    cannot give (e.g. ``pg_control_system()`` refused) is None, and nothing is recalled."""
+    mark = Markers()
+    text = remote.psql(probe_script(mark), database, extra=["-A", "-t"]).text
+    return probe_from({s.marker.kind: s.text for s in mark.sections(text)[1]})
+
+
+@functools.cache
+def model_digest() -> str:
+    """The code a verdict was reached with: the model and oracle modules and the introspection SQL."""
+    digest = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    sql_dir = here.parent / resources.SQL
+    for path in [*(here / name for name in _MODEL_FILES), *sorted(sql_dir.glob("catalog_*.sql"))]:
+        with contextlib.suppress(OSError):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def verdict_key(desired: str, fingerprints: Sequence[Fingerprint], exclude_tables: Sequence[str] = ()) -> str:
+    """The key of a remembered verdict: the desired side (a cache key, or another fingerprint), the live
+    fingerprint(s), what is hidden and the code that judged."""
+    material: Mapping[str, Any] = {
+        "format": VERDICT_FORMAT,
+        "desired": desired,
+        "fingerprints": [dataclasses.asdict(f) for f in fingerprints],
+        "exclude_tables": sorted(exclude_tables),
+        "model": model_digest(),
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def schema_verdict_key(sql: str, facts: ServerFacts, fingerprint: Fingerprint, exclude_tables: Sequence[str]) -> str:
+    """The key of "this live catalog equals what ``sql`` builds on this server": the file's text and the server
+    facts (what the desired-state cache is keyed by), the fingerprint, what is hidden, the code that judged."""
+    desired = json.dumps(
+        {"schema": schema_digest(sql), "server": facts.document, "pg_dump": facts.pg_dump_version}, sort_keys=True
+    )
+    return verdict_key(desired, [fingerprint], exclude_tables)
+
+
+def recall_schema(cache_dir: Path | None, sql: str, seen: Probe, exclude_tables: Sequence[str]) -> str | None:
+    """When both oracles found the probed catalog equal to ``sql`` (None: not remembered)."""
+    if seen.fingerprint is None:
+        return None
+    return recall(cache_dir, schema_verdict_key(sql, seen.facts, seen.fingerprint, exclude_tables))
+
+
+def _path(cache_dir: Path, key: str) -> Path:
+    return cache_dir / f"verified-{key[:40]}.json"
+
+
+def recall(cache_dir: Path | None, key: str) -> str | None:
+    """When both oracles found this key's sides identical (an ISO time, UTC), or None."""
+    if cache_dir is None:
+        return None
+    path = _path(cache_dir, key)
+    try:
+        with path.open("rb") as handle:
+            document = json.load(handle)
+        at = document["verified_at"]
+        if document.get("key") != key or document.get("format") != VERDICT_FORMAT or not isinstance(at, str):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(path)  # recently used: kept by the pruning
+    return at
+
+
+def remember(cache_dir: Path | None, key: str, live: str, desired: str) -> str | None:
+    """Store a clean verdict of both oracles (0600, atomically); returns its time.  A cache that cannot be
+    written is skipped: the next check is a full one."""
+    if cache_dir is None:
+        return None
+    at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    temporary = cache_dir / f".verified-{secrets.token_hex(6)}.tmp"
+    try:
+        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            record = {"format": VERDICT_FORMAT, "key": key, "verified_at": at, "live": live, "desired": desired}
+            json.dump(record, handle)
+        os.replace(temporary, _path(cache_dir, key))
+    except OSError:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        return None
+    _prune(cache_dir)
+    return at
+
+
+def _prune(cache_dir: Path, keep: int = KEEP) -> None:
+    with contextlib.suppress(OSError):
+        files = sorted(cache_dir.glob("verified-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in files[keep:]:
+            with contextlib.suppress(OSError):
+                old.unlink()

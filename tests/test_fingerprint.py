@@ -1,0 +1,249 @@
+"""Remembered verdicts (``opsagent.schema.fingerprint``), against the real sshd + PostgreSQL.
+
+A clean verdict of both oracles is recalled only for the very catalog rows it was reached on:
+every kind of change makes the next check a full one (the model's kind, the dump-only kind, DDL
+that undoes itself, an index built concurrently, a clone with the same rows in another database),
+work that is not DDL does not (data, ANALYZE, VACUUM), a change between the probe and the read is
+never remembered, and ``--recheck`` always compares again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import opsagent.schema.drift as drift
+from opsagent.remote.transport import Remote, open_remote
+from opsagent.schema.drift import DriftReport, diff_against_sql, diff_hosts
+from opsagent.schema.fingerprint import Fingerprint, model_digest, probe, recall, remember, verdict_key
+
+from .conftest import Project
+
+SCHEMA = (
+    "CREATE TABLE t (id int PRIMARY KEY, note text);\nCREATE INDEX t_note ON t (note);\n"
+    "CREATE VIEW v AS SELECT id FROM t;\n"
+)
+FP = Fingerprint("7000000000000000001", "16384", "a" * 32, "b" * 32)
+
+
+# ---------------------------------------------------------------- pure logic
+
+
+def test_a_fingerprint_is_read_only_from_a_whole_document() -> None:
+    good = json.dumps(dataclasses.asdict(FP))
+    assert Fingerprint.parse(good) == FP
+    for bad in ("", "null", "[]", '{"system": "1"}', json.dumps({**dataclasses.asdict(FP), "rows": ""}), "{"):
+        assert Fingerprint.parse(bad) is None, bad
+
+
+def test_a_remembered_verdict_is_found_by_its_key_only(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    key = verdict_key("desired-key", [FP])
+    assert recall(cache, key) is None
+    at = remember(cache, key, "prod:trad", "schema.sql")
+    assert at is not None and recall(cache, key) == at
+    [path] = cache.glob("verified-*.json")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(cache.stat().st_mode) == 0o700
+    # every part of the key matters: the desired side, each fingerprint field, what is hidden
+    assert recall(cache, verdict_key("other-desired-key", [FP])) is None
+    for field in ("system", "database", "rows", "indexes"):
+        changed = dataclasses.replace(FP, **{field: "9" + getattr(FP, field)[1:]})
+        assert recall(cache, verdict_key("desired-key", [changed])) is None, field
+    assert recall(cache, verdict_key("desired-key", [FP], ["public.schema_migrations"])) is None
+    assert model_digest() == model_digest() and len(model_digest()) == 64
+    for content in ('{"format": 1, "key": "', "[]", json.dumps({"format": 1, "key": key}), "\xff"):
+        path.write_text(content)
+        assert recall(cache, key) is None, content  # unreadable or cut short: a miss, never an error
+    assert remember(None, key, "a", "b") is None and recall(None, key) is None
+
+
+# ---------------------------------------------------------------- real server
+
+
+def _check(remote: Remote, cache: Path, **kwargs: bool) -> tuple[DriftReport, int]:
+    """The drift check and how many remote commands it took."""
+    before = remote.command_count
+    report = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, **kwargs)
+    return report, remote.command_count - before
+
+
+def test_a_clean_verdict_is_recalled_in_one_short_command(remote: Remote, tmp_path: Path) -> None:
+    remote.psql(SCHEMA)
+    cache = tmp_path / "cache"
+    first, _ = _check(remote, cache)
+    assert not first.drift and first.recalled is None and first.dump_differences == []
+    second, commands = _check(remote, cache)
+    assert second.recalled is not None and not second.drift and commands == 1  # the probe: no dump, no catalog read
+    assert second.to_dict()["recalled"] == {"verified_at": second.recalled}
+    again, commands = _check(remote, cache, recheck=True)
+    assert again.recalled is None and not again.drift and commands == 2  # probe + the full read
+    # work that is not DDL keeps the verdict
+    remote.psql("INSERT INTO t SELECT g, 'x' FROM generate_series(1, 500) g; UPDATE t SET note = 'y' WHERE id < 10;")
+    remote.psql("ANALYZE t;")
+    remote.psql("VACUUM t;")
+    remote.psql("VACUUM FREEZE;")
+    assert _check(remote, cache)[0].recalled is not None
+    # an object made and dropped again leaves the very rows there were (its own are dead): the same structure
+    remote.psql("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';")
+    remote.psql("DROP FUNCTION f();")
+    assert _check(remote, cache)[0].recalled is not None
+
+
+CHANGES = {
+    "a column (the model sees it)": ("ALTER TABLE t ADD COLUMN extra int;", True),
+    "replica identity (the dump sees it)": ("ALTER TABLE t REPLICA IDENTITY FULL;", True),
+    "a comment": ("COMMENT ON TABLE t IS 'hello';", True),
+    "a view's text": ("CREATE OR REPLACE VIEW v AS SELECT id FROM t WHERE id > 0;", True),
+    # each statement commits on its own (one transaction that makes and drops a column leaves no visible row)
+    "a column added and dropped again": ("ALTER TABLE t ADD COLUMN c int;|ALTER TABLE t DROP COLUMN c;", False),
+    "an index dropped and made again": ("DROP INDEX t_note;|CREATE INDEX t_note ON t (note);", False),
+}
+
+
+@pytest.mark.parametrize("change", list(CHANGES), ids=list(CHANGES))
+def test_any_change_to_the_catalog_makes_the_next_check_a_full_one(remote: Remote, tmp_path: Path, change: str) -> None:
+    remote.psql(SCHEMA)
+    cache = tmp_path / "cache"
+    _check(remote, cache)
+    assert _check(remote, cache)[0].recalled is not None
+    sql, drifts = CHANGES[change]
+    for statement in sql.split("|"):
+        remote.psql(statement)
+    report, commands = _check(remote, cache)
+    assert report.recalled is None and commands >= 2 and report.drift == drifts, report.to_dict()
+    if not drifts:  # the full check found it clean again: remembered for the new rows
+        assert _check(remote, cache)[0].recalled is not None
+
+
+def test_an_index_built_concurrently_is_a_change(remote: Remote, tmp_path: Path) -> None:
+    remote.psql(SCHEMA)
+    cache = tmp_path / "cache"
+    _check(remote, cache)
+    remote.psql("CREATE INDEX CONCURRENTLY t_extra ON t (id, note);")
+    report, _ = _check(remote, cache)
+    assert report.recalled is None and report.drift
+
+
+def test_a_clone_with_the_same_catalog_rows_is_judged_on_its_own(remote: Remote, tmp_path: Path) -> None:
+    """CREATE DATABASE ... TEMPLATE copies the catalog files: same xmin and ctid, another database oid."""
+    remote.psql(SCHEMA)
+    cache = tmp_path / "cache"
+    _check(remote, cache)
+    clone = remote.host.database + "_clone"
+    remote.psql(f'CREATE DATABASE "{clone}" TEMPLATE "{remote.host.database}";', "postgres")
+    try:
+        with open_remote(dataclasses.replace(remote.host, database=clone)) as other:
+            mine, theirs = probe(remote, remote.host.database), probe(other, clone)
+            assert mine.fingerprint and theirs.fingerprint
+            assert mine.fingerprint.rows == theirs.fingerprint.rows  # the rows are the very same versions
+            other.psql("COMMENT ON TABLE t IS 'only in the clone';")
+            report = diff_against_sql(other, SCHEMA, "schema.sql", cache_dir=cache)
+            assert report.recalled is None and report.drift
+    finally:
+        remote.psql(f'DROP DATABASE "{clone}" WITH (FORCE);', "postgres")
+
+
+def test_a_change_between_the_probe_and_the_read_is_never_remembered(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DDL that commits after the probe (here: one that leaves the structure as it was, so the comparison is
+    clean) means the read may have seen other rows than the probe: the verdict is not stored."""
+    remote.psql(SCHEMA)
+    cache = tmp_path / "cache"
+    real_read: Callable[..., drift.LiveState] = drift.read_live
+
+    def read_after_a_change(*args: object, **kwargs: object) -> drift.LiveState:
+        remote.psql("ALTER TABLE t ADD COLUMN c int; ALTER TABLE t DROP COLUMN c;")  # real DDL, another session
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(drift, "read_live", read_after_a_change)
+    report, _ = _check(remote, cache)
+    assert not report.drift and report.recalled is None
+    assert list(cache.glob("verified-*.json")) == []
+    monkeypatch.undo()
+    assert _check(remote, cache)[0].recalled is None  # still a full check, which now remembers
+    assert _check(remote, cache)[0].recalled is not None
+
+
+def test_drift_and_cosmetic_findings_are_never_remembered(remote: Remote, tmp_path: Path) -> None:
+    remote.psql(SCHEMA + "ALTER TABLE t ADD COLUMN extra int;")
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        report, commands = _check(remote, cache)
+        assert report.drift and report.recalled is None and commands >= 2
+    remote.psql("DROP VIEW v; DROP TABLE t;")
+    remote.psql(SCHEMA.replace("id int PRIMARY KEY, note text", "note text, id int PRIMARY KEY"))  # cosmetic
+    for _ in range(2):
+        report, _ = _check(remote, cache)
+        assert not report.drift and report.result.changes and report.recalled is None
+    assert list(cache.glob("verified-*.json")) == []
+
+
+def test_two_hosts_found_identical_are_recalled_until_either_changes(remote: Remote, tmp_path: Path) -> None:
+    remote.psql(SCHEMA)
+    other_db = remote.host.database + "_other"
+    remote.psql(f'CREATE DATABASE "{other_db}" TEMPLATE "{remote.host.database}";', "postgres")
+    cache = tmp_path / "cache"
+    try:
+        with open_remote(dataclasses.replace(remote.host, database=other_db)) as other:
+            first = diff_hosts(remote, other, cache_dir=cache)
+            assert not first.drift and first.recalled is None
+            before = remote.command_count + other.command_count
+            second = diff_hosts(remote, other, cache_dir=cache)
+            assert second.recalled is not None and remote.command_count + other.command_count - before == 2
+            assert diff_hosts(remote, other, cache_dir=cache, recheck=True).recalled is None
+            other.psql("ALTER TABLE t REPLICA IDENTITY FULL;")
+            third = diff_hosts(remote, other, cache_dir=cache)
+            assert third.recalled is None and third.drift
+    finally:
+        remote.psql(f'DROP DATABASE "{other_db}" WITH (FORCE);', "postgres")
+
+
+def test_inv_diff_says_when_the_verdict_was_reached(project: Project) -> None:
+    (project.root / "sql" / "schema.sql").write_text(SCHEMA)
+    project.psql(SCHEMA)
+    first = project.run("diff", "--host", "sandbox")
+    assert first.returncode == 0 and "not changed since" not in first.stdout, first.stdout + first.stderr
+    second = project.run("diff", "--host", "sandbox")
+    assert second.returncode == 0 and "no drift" in second.stdout and "not changed since" in second.stdout
+    assert "--recheck compares again" in second.stdout
+    document = json.loads(project.run("diff", "--host", "sandbox", "--json").stdout)
+    assert document["drift"] is False and "verified_at" in document["recalled"]
+    rechecked = json.loads(project.run("diff", "--host", "sandbox", "--json", "--recheck").stdout)
+    assert "recalled" not in rechecked and rechecked["dump_oracle"]["checked"] is True
+    project.psql("ALTER TABLE t REPLICA IDENTITY FULL;")
+    drifted = project.run("diff", "--host", "sandbox")
+    assert drifted.returncode == 3 and "not changed since" not in drifted.stdout
+
+
+def test_a_no_op_sync_asks_its_closing_check_on_its_own_session(project: Project) -> None:
+    """The sync reads the probe on its session once done: a remembered verdict costs the check no command; drift
+    made behind its back is still reported."""
+    from opsagent.cli.sync import closing_drift_warning
+    from opsagent.inventory import load_inventory
+    from opsagent.migrate.sync import Identity, SyncOptions, sync
+    from opsagent.schema.facts import default_cache_dir
+
+    project.write_migration("001_t.sql", SCHEMA)
+    schema = project.root / "sql" / "schema.sql"
+    schema.write_text(SCHEMA)
+    first = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--json")
+    assert first.returncode == 0 and json.loads(first.stdout)["warnings"] == [], first.stdout + first.stderr
+    cache = default_cache_dir(load_inventory(project.root / "inventory.yaml").paths.state)
+    with open_remote(project.host) as remote:
+        before = remote.command_count
+        result = sync(remote, project.migrations, SyncOptions(probe=True, backup=False), Identity("test", None))
+        assert result.outcome == "nothing_to_do" and result.probe is not None
+        assert closing_drift_warning(remote, schema, probed=result.probe, cache_dir=cache) == []
+        assert remote.command_count - before == 1  # the sync's own session, and nothing else
+        unprobed = sync(remote, project.migrations, SyncOptions(backup=False), Identity("test", None))
+        assert unprobed.probe is None  # asked for only when a closing check follows
+    project.psql("ALTER TABLE t REPLICA IDENTITY FULL;")
+    drifted = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--json")
+    warnings = json.loads(drifted.stdout)["warnings"]
+    assert drifted.returncode == 0 and any("differs from schema.sql in 1 object" in w for w in warnings), warnings
