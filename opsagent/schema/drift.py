@@ -11,6 +11,8 @@ which skips its parsing when its own two inputs are equal (``compare_both``); co
 materialized once, alongside
 the live read when the file is new to the cache.  Scratch databases are
 one-session ones whose drop happens in the background (``opsagent.schema.scratch``).
+With a cache folder, a clean verdict of both oracles is remembered under the live catalog's
+fingerprint and recalled by a short probe while nothing changed (``opsagent.schema.fingerprint``).
 """
 
 from __future__ import annotations
