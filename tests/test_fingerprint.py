@@ -19,8 +19,9 @@ import pytest
 
 import opsagent.schema.drift as drift
 from opsagent.remote.transport import Remote, open_remote
-from opsagent.schema.drift import DriftReport, diff_against_sql, diff_hosts
+from opsagent.schema.drift import diff_against_sql, diff_hosts
 from opsagent.schema.fingerprint import Fingerprint, model_digest, probe, recall, remember, verdict_key
+from opsagent.schema.report import DriftReport
 
 from .conftest import Project
 

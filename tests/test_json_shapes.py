@@ -273,6 +273,8 @@ def outputs(sandbox: SandboxHandle, tmp_path_factory: pytest.TempPathFactory) ->
     run("new", "new", "--from-diff", "--host", "sandbox", "add stop loss to orders")
     run("check", "check", "--host", "sandbox")
     run("sync", "sync", "--host", "sandbox", "--yes")
+    run("diff", "diff", "--host", "sandbox")  # no drift by both oracles: remembered
+    assert "recalled" in run("diff", "diff", "--host", "sandbox").document  # and recalled
     project.psql("UPDATE orders SET stop_loss = qty / 2")
     noted = Path(run("new", "new", "note for the dba").document["files"][0])
     noted.write_text(noted.read_text() + "SELECT 1;\n")

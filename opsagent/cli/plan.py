@@ -33,7 +33,7 @@ from .progress import waiting
 if TYPE_CHECKING:  # the declarative modules (catalog, diff, plan) load in the tasks that use them, not on every command
     from collections.abc import Sequence
 
-    from ..schema.compare import Change
+    from ..schema.changes import Change
     from ..schema.declarative import PlanOptions, PlanReport
     from ..schema.oracle import DumpDifference
 

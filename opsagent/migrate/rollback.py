@@ -37,7 +37,8 @@ from ..errors import InvalidMigration, OpsagentError, RemoteError, UsageError
 from ..remote.markers import Markers
 from ..remote.transport import Remote, RemoteProcess
 from ..schema.catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
-from ..schema.compare import Change, DiffResult, compare, display
+from ..schema.changes import Change, DiffResult
+from ..schema.compare import compare, display
 from ..schema.declarative import live_catalog, pin_extension_versions
 from ..schema.drift import at_once, confirm_changes, dump_for_diff, read_catalog, replay_chunks
 from ..schema.exclusions import ledger_exclusions

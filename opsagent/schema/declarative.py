@@ -41,7 +41,8 @@ from ..remote.transport import Remote
 from ..sqlquote import literal
 from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
-from .compare import Change, DiffResult, compare
+from .changes import Change, DiffResult
+from .compare import compare
 from .desired import (
     desired_query,
     desired_state,
@@ -49,12 +50,13 @@ from .desired import (
     known_schema,
     reloaded,
 )
-from .drift import against_reloaded, at_once, confirm, live_and_desired, oracle_dump, read_catalog, read_sql, where
+from .drift import against_reloaded, at_once, confirm, live_and_desired, oracle_dump, read_catalog, read_sql
 from .extract import dump_schema
 from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import Plan, generate_plan
 from .render import HEADER
+from .report import where
 from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template, dump_chunks
 
 

@@ -21,8 +21,9 @@ materialization; on a hit it shows as drift instead) and the extensions already
 installed in the live database (they do not change what ``schema.sql`` builds
 in a fresh database).  The server facts are read in the same remote command as
 the live side, so a warm drift check is ONE remote command and a local
-comparison (plus the fingerprint probe of ``schema.fingerprint``, which can spare it).  Both oracles still run on every verdict: the cached dump is compared
-with a fresh dump of the live database.
+comparison (plus the fingerprint probe of ``schema.fingerprint``, which can spare
+it).  Both oracles still run on every verdict: the cached dump is compared with a
+fresh dump of the live database.
 
 Files: ``<paths.state>/cache/desired-<schema digest>-<key>.json`` (mode 0600,
 written to a temporary file then renamed, so a reader never sees half a file;

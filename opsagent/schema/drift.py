@@ -33,7 +33,8 @@ from ..remote.markers import Markers
 from ..remote.transport import Remote
 from ..units import label
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
-from .compare import Change, DiffResult, compare
+from .changes import Change, DiffResult
+from .compare import compare
 from .desired import (
     DesiredState,
     desired_query,
@@ -51,71 +52,18 @@ from .fingerprint import (
     Fingerprint,
     Probe,
     fingerprint_section,
+    hosts_verdict_key,
     probe,
     recall,
     remember,
     schema_verdict_key,
-    verdict_key,
 )
 from .oracle import DumpDifference, compare_dumps, unexplained
+from .report import DriftReport, oracle_summary, recalled_report, where
 from .scratch import Chunk, DumpStep, ScratchSet, drop_active, dump_chunks
 
 A = TypeVar("A")
 B = TypeVar("B")
-
-
-@dataclasses.dataclass(frozen=True)
-class DriftReport:
-    """Live against desired: the structured difference and, on request, a text diff of the dumps."""
-
-    live: str  # e.g. "prod:trad"
-    desired: str  # e.g. "sql/schema.sql", "prod:trad (snapshot sql/snapshots/prod/schema.sql)"
-    result: DiffResult
-    text: str | None = None
-    dump_differences: list[DumpDifference] | None = None  # the dump oracle's findings; None: not run (--fast)
-    desired_cache: str | None = (
-        None  # "hit" / "miss": where schema.sql's materialized state came from; None: no cache involved
-    )
-    recalled: str | None = None  # both oracles' clean verdict on this very catalog, remembered from then (UTC, ISO)
-
-    @property
-    def undescribed(self) -> list[DumpDifference]:
-        """Dump differences no model finding accounts for: "differences opsagent cannot yet describe"."""
-        return unexplained(self.dump_differences or [], [c.name for c in self.result.changes])
-
-    @property
-    def drift(self) -> bool:
-        """Drift worth alerting on (column order alone is reported but is not drift), by either oracle."""
-        return bool(self.result.significant) or bool(self.undescribed)
-
-    @property
-    def count(self) -> int:
-        """Differences: the model's significant findings plus the objects only the dump comparison sees."""
-        return len(self.result.significant) + len(self.undescribed)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "live": self.live,
-            "desired": self.desired,
-            "drift": self.drift,
-            "significant": len(self.result.significant),
-            **self.result.to_dict(),
-            "dump_oracle": oracle_summary(self.dump_differences, self.undescribed),
-            **({"desired_cache": self.desired_cache} if self.desired_cache else {}),
-            **({"recalled": {"verified_at": self.recalled}} if self.recalled else {}),
-            **({"text": self.text} if self.text is not None else {}),
-        }
-
-
-def oracle_summary(differences: list[DumpDifference] | None, undescribed: list[DumpDifference]) -> dict[str, Any]:
-    """The ``dump_oracle`` object of diff's and check's JSON: whether it ran, and what only it saw."""
-    if differences is None:
-        return {"checked": False}
-    return {
-        "checked": True,
-        "differences": len(differences),
-        "cannot_describe": [d.to_dict() for d in undescribed],
-    }
 
 
 def read_sql(path: Path, what: str = "schema file") -> str:
@@ -125,10 +73,6 @@ def read_sql(path: Path, what: str = "schema file") -> str:
         raise UsageError(f"{label(path)}: {what} not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{label(path)}: cannot read {what}: {exc}") from None
-
-
-def where(remote: Remote, database: str | None = None) -> str:
-    return f"{remote.host.name}:{database or remote.host.database}"
 
 
 # ---------------------------------------------------------------- text diff
@@ -431,7 +375,7 @@ def diff_against_sql(
             key = schema_verdict_key(sql, seen.facts, before, exclude_tables)
             at = None if recheck else recall(cache_dir, key)
             if at is not None:
-                return DriftReport(where(remote), label_, DiffResult([]), "" if text else None, [], None, at)
+                return recalled_report(where(remote), label_, at, text=text)
     live, desired = live_and_desired(
         remote, sql, source, exclude_tables, cache_dir, dump=not fast, fingerprint=before is not None
     )
@@ -637,26 +581,26 @@ def diff_hosts(
     fast: bool = False,
     cache_dir: Path | None = None,
     recheck: bool = False,
+    probed: tuple[Probe, Probe] | None = None,
 ) -> DriftReport:
     """Two live databases (e.g. prod vs staging); ``other`` plays the desired side.
 
     Each side hides its own host's ledger; the steps that see both dumps at once hide both ledgers.  With a
     ``cache_dir``, a clean verdict of both oracles on these very two catalogs is remembered and recalled
-    (``schema.fingerprint``; ``recheck`` ignores it).
+    (``schema.fingerprint``; ``recheck`` ignores it; ``probed``: both probes, already read).
     """
-    both_ledgers = tuple(dict.fromkeys([*ledger_exclusions(live.host), *ledger_exclusions(other.host)]))
+    hidden = ledger_exclusions(live.host), ledger_exclusions(other.host)
+    both_ledgers = tuple(dict.fromkeys([*hidden[0], *hidden[1]]))
     before: tuple[Fingerprint | None, Fingerprint | None] = (None, None)
     key = ""
     if cache_dir is not None:
-        before = at_once(
-            lambda: probe(live, live.host.database).fingerprint, lambda: probe(other, other.host.database).fingerprint
-        )
+        seen = probed or at_once(lambda: probe(live, live.host.database), lambda: probe(other, other.host.database))
+        before = seen[0].fingerprint, seen[1].fingerprint
         if before[0] is not None and before[1] is not None:
-            sides = json.dumps([ledger_exclusions(live.host), ledger_exclusions(other.host)])
-            key = verdict_key(f"hosts {sides}", [before[0], before[1]], both_ledgers)
+            key = hosts_verdict_key(before[0], before[1], *hidden)
             at = None if recheck else recall(cache_dir, key)
             if at is not None:
-                return DriftReport(where(live), where(other), DiffResult([]), "" if text else None, [], None, at)
+                return recalled_report(where(live), where(other), at, text=text)
 
     def side(remote: Remote) -> LiveState:  # one command per host: psql and pg_dump at once
         exclusions = ledger_exclusions(remote.host)

@@ -155,6 +155,24 @@ def recall_schema(cache_dir: Path | None, sql: str, seen: Probe, exclude_tables:
     return recall(cache_dir, schema_verdict_key(sql, seen.facts, seen.fingerprint, exclude_tables))
 
 
+def hosts_verdict_key(
+    live: Fingerprint, other: Fingerprint, live_hidden: Sequence[str], other_hidden: Sequence[str]
+) -> str:
+    """The key of "these two live catalogs are identical": both fingerprints, what each side hides, the code."""
+    sides = json.dumps([list(live_hidden), list(other_hidden)])
+    return verdict_key(f"hosts {sides}", [live, other], [*live_hidden, *other_hidden])
+
+
+def recall_hosts(
+    cache_dir: Path | None, seen: tuple[Probe, Probe], live_hidden: Sequence[str], other_hidden: Sequence[str]
+) -> str | None:
+    """When both oracles found the two probed catalogs identical (None: not remembered)."""
+    live, other = seen[0].fingerprint, seen[1].fingerprint
+    if live is None or other is None:
+        return None
+    return recall(cache_dir, hosts_verdict_key(live, other, live_hidden, other_hidden))
+
+
 def _path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"verified-{key[:40]}.json"
 
