@@ -220,7 +220,7 @@ def test_a_plan_builds_one_rehearsal_database_and_nothing_else_when_warm(
 ) -> None:
     remote.psql(SCHEMA)
     desired = SCHEMA + "ALTER TABLE t ADD COLUMN born date;\nCREATE TABLE u (id int);\n"
-    options = PlanOptions(cache_dir=tmp_path / "cache", template=True)
+    options = PlanOptions(cache_dir=tmp_path / "cache", template=True, recheck=True)
     outputs: list[str] = []
     sent = _record_scripts(remote, monkeypatch, outputs)
     cold = plan_against_sql(remote, desired, "schema.sql", options)
@@ -234,7 +234,7 @@ def test_a_plan_builds_one_rehearsal_database_and_nothing_else_when_warm(
     assert sum(_created(s) for s in sent) == 1 and not any(
         TEMPLATE_BUILT in o for o in outputs
     )  # one copy, nothing rebuilt
-    assert len(sent) == 2  # live catalog + sizes + facts beside the live dump (one command), the rehearsal session
+    assert len(sent) == 3  # the probe; live catalog + sizes + facts beside the live dump (one command); the rehearsal
     assert not any("DROP DATABASE" in s and "setsid" not in s for s in sent)  # no drop the user waits for
     # without the template: one rehearsal database, loaded from the live dump in its session
     sent.clear()

@@ -197,7 +197,7 @@ def test_a_plan_settles_deparse_artifacts_with_the_cached_reloaded_target(
 ) -> None:
     remote.psql(ARTIFACT)
     desired = ARTIFACT + "ALTER TABLE kinds ADD COLUMN note text;\n"
-    options = PlanOptions(cache_dir=tmp_path / "cache")
+    options = PlanOptions(cache_dir=tmp_path / "cache", recheck=True)
     first = plan_against_sql(remote, desired, "schema.sql", options)
     assert first.verified, first.verification_line()
     [path] = (tmp_path / "cache").glob("desired-*.json")
@@ -206,8 +206,8 @@ def test_a_plan_settles_deparse_artifacts_with_the_cached_reloaded_target(
     sent = _record(remote, monkeypatch)
     warm = plan_against_sql(remote, desired, "schema.sql", options)
     assert warm.verified, warm.verification_line()
-    # the live read and ONE rehearsal session: neither the reloaded target nor confirm's double reload is rebuilt
-    assert len(sent) == 2 and sum(s.count("CREATE DATABASE") for s in sent) == 1
+    # the probe, the live read and ONE rehearsal session: neither the reloaded target nor confirm's reload is rebuilt
+    assert len(sent) == 3 and sum(s.count("CREATE DATABASE") for s in sent) == 1
     cached = load_cached(tmp_path / "cache", schema_digest(desired), stored["key"], "schema.sql")
     assert cached is not None and cached.reloaded_dump == stored["reloaded_dump"]
     # a real difference the plan cannot make is still refused, reloaded target or not

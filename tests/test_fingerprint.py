@@ -248,3 +248,45 @@ def test_a_no_op_sync_asks_its_closing_check_on_its_own_session(project: Project
     drifted = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--json")
     warnings = json.loads(drifted.stdout)["warnings"]
     assert drifted.returncode == 0 and any("differs from schema.sql in 1 object" in w for w in warnings), warnings
+
+
+def test_diff_against_a_host_that_is_down_says_so_in_one_line(project: Project) -> None:
+    """The two connections open at once; the one that failed is named, the other is closed."""
+    from .conftest import write_inventory
+
+    down = dataclasses.replace(project.host, name="down", port=9)  # nothing listens there
+    write_inventory(project.root, {"sandbox": project.host, "down": down})
+    for first, second in (("sandbox", "down"), ("down", "sandbox")):
+        result = project.run("diff", "--host", first, "--against-host", second)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+        assert "down: cannot connect to" in result.stderr, result.stderr
+
+
+def test_a_verified_plan_is_recalled_only_for_the_same_script_catalog_and_target(
+    remote: Remote, tmp_path: Path
+) -> None:
+    from opsagent.schema.declarative import PlanOptions, plan_against_sql
+
+    remote.psql(SCHEMA)
+    desired = SCHEMA + "ALTER TABLE t ADD COLUMN due date;\nCREATE INDEX t_due ON t (due);\n"
+    options = PlanOptions(cache_dir=tmp_path / "cache")
+    first = plan_against_sql(remote, desired, "schema.sql", options)
+    assert first.verified and first.verified_at is None, first.verification_line()
+    before = remote.command_count
+    again = plan_against_sql(remote, desired, "schema.sql", options)
+    assert again.verified and again.verified_at is not None and remote.command_count - before == 1  # the probe
+    assert again.plan.script() == first.plan.script() and "rehearsed at" in again.verification_line()
+    assert again.to_dict()["recalled"] == {"verified_at": again.verified_at}
+    # another script (every new index CONCURRENTLY), another target, another live catalog: rehearsed again
+    always = plan_against_sql(remote, desired, "schema.sql", dataclasses.replace(options, concurrently="always"))
+    assert always.verified and always.verified_at is None and "CONCURRENTLY" in always.plan.script()
+    edited = plan_against_sql(remote, desired + "COMMENT ON TABLE t IS 'x';\n", "schema.sql", options)
+    assert edited.verified and edited.verified_at is None
+    remote.psql("ALTER TABLE t ADD COLUMN extra int;")
+    changed = plan_against_sql(remote, desired, "schema.sql", options)
+    assert changed.verified_at is None and "extra" not in first.plan.script()
+    # a plan that is not verified is never remembered
+    blind = desired + "ALTER TABLE t ALTER COLUMN note SET STORAGE EXTERNAL;\n"
+    for _ in range(2):
+        refused = plan_against_sql(remote, blind, "schema.sql", options)
+        assert not refused.verified and refused.verified_at is None

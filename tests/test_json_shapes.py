@@ -266,6 +266,7 @@ def outputs(sandbox: SandboxHandle, tmp_path_factory: pytest.TempPathFactory) ->
     run("diff", "diff", "--host", "sandbox", expect=3)  # schema.sql has stop_loss, the migrations not yet
     run("diff", "diff", "--host", "sandbox", "--text", expect=3)
     run("plan", "plan", "--host", "sandbox")
+    assert "recalled" in run("plan", "plan", "--host", "sandbox").document  # the same plan on the same catalog
     run("check", "check", "--host", "sandbox", expect=3)
     made = run("new", "new", "add stop loss to orders").document["files"][0]
     assert "-- Why: " in Path(made).read_text()

@@ -49,12 +49,14 @@ PLAN_HELP = {
     "instead of emitting them commented out",
     "concurrently": "build new indexes on existing tables with CREATE INDEX CONCURRENTLY: "
     "'auto' (default: tables at or above the hazards: large-table thresholds), 'always' (the flag alone), 'never'",
+    "recheck": "rehearse again even when this very plan was already verified on this very live catalog "
+    "(its fingerprint; see docs/SCHEMA_MANAGEMENT.md)",
     "json_": JSON_HELP,
     "accept_new_host_key": ACCEPT_HELP,
 }
 
 
-def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> PlanOptions:
+def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool, recheck: bool = False) -> PlanOptions:
     from ..schema.declarative import CONCURRENTLY_CHOICES, PlanOptions
 
     mode = "always" if concurrently is True else (concurrently or "auto")
@@ -69,6 +71,7 @@ def _options(target: HostConfig, allow_drop: bool, concurrently: str | bool) -> 
         thresholds=thresholds_from(target.hazards),
         exclude_tables=ledger_exclusions(target),
         cache_dir=default_cache_dir(inventory().paths.state),
+        recheck=recheck,
     )
 
 
@@ -82,6 +85,7 @@ def _make_report(
     accept_new: bool,
     *,
     err: Console,
+    recheck: bool = False,
 ) -> tuple[PlanReport, Inventory]:
     target, inv = single_host(host)
     if inv.source is None:  # schema.sql and the snapshots are the project's files: not the current folder's
@@ -98,7 +102,7 @@ def _make_report(
     from ..schema.exclusions import ledger_exclusions
     from ..schema.extract import default_snapshot_path
 
-    options = _options(target, allow_drop, concurrently)
+    options = _options(target, allow_drop, concurrently, recheck)
     with (
         waiting(f"planning {target.name}", console=err),
         open_remote(target, inv, accept_new_host_key=accept_new) as remote,
@@ -125,6 +129,7 @@ def plan(
     from_: str = "",
     allow_drop: bool = False,
     concurrently: str = "",
+    recheck: bool = False,
     json_: bool = False,
     accept_new_host_key: bool = False,
 ) -> None:
@@ -132,7 +137,7 @@ def plan(
 exit 3 if it falls short."""
     env = environment(c)
     report, _ = _make_report(
-        host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key, err=env.err
+        host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key, err=env.err, recheck=recheck
     )
     if json_:
         env.print_json(report.to_dict())
@@ -211,15 +216,16 @@ def new(
     allow_drop: bool = False,
     concurrently: str = "",
     force: bool = False,
+    recheck: bool = False,
     json_: bool = False,
     accept_new_host_key: bool = False,
 ) -> None:
     """Create the next-numbered migration file (template, or --from-diff the verified plan) and print its path."""
     env = environment(c)
     if not from_diff:
-        if host or against or against_host or from_ or allow_drop or concurrently or force:
+        if host or against or against_host or from_ or allow_drop or concurrently or force or recheck:
             raise UsageError(
-                "--host, --against, --against-host, --from, --allow-drop, --concurrently and --force "
+                "--host, --against, --against-host, --from, --allow-drop, --concurrently, --force and --recheck "
                 "go with --from-diff"
             )
         path = new_migration(inventory().paths.migrations, description)
@@ -229,7 +235,7 @@ def new(
             env.write(label(path) + "\n")
         return
     report, inv = _make_report(
-        host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key, err=env.err
+        host, against, against_host, from_, allow_drop, concurrently, accept_new_host_key, err=env.err, recheck=recheck
     )
     if report.plan.is_empty and report.verified:
         _emit_new(report, [], json_, env)

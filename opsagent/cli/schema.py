@@ -14,7 +14,7 @@ from rich.text import Text
 from ..errors import ExitCode, UsageError
 from ..inventory import HostConfig, Inventory
 from ..remote.fleet import HostOutcome
-from ..remote.transport import open_remote
+from ..remote.transport import open_pair, open_remote
 from ..schema.extract import ExtractResult, default_snapshot_path, extract, write_snapshot
 from ..units import human_bytes, label
 from .base import (
@@ -177,14 +177,17 @@ def _drift_report(
 
     ledger = ledger_exclusions(target)  # this host's ledger, and only it, is left out (never a user table of that name)
     cache_dir = default_cache_dir(inv.paths.state)
+    if against_host:
+        other, _ = single_host(against_host)
+        with (
+            waiting(f"comparing {target.name}", console=err),
+            open_pair(target, other, inv, accept_new_host_key=accept_new) as (remote, other_remote),
+        ):
+            return _hosts_report(remote, other_remote, text, fast, recheck, cache_dir)
     with (
         waiting(f"comparing {target.name}", console=err),
         open_remote(target, inv, accept_new_host_key=accept_new) as remote,
     ):
-        if against_host:
-            other, _ = single_host(against_host)
-            with open_remote(other, inv, accept_new_host_key=accept_new) as other_remote:
-                return _hosts_report(remote, other_remote, text, fast, recheck, cache_dir)
         if against == "snapshot":
             from ..schema.drift import diff_against_snapshot
 

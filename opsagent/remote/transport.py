@@ -363,6 +363,26 @@ def open_remote(
             hop.close()
 
 
+@contextlib.contextmanager
+def open_pair(
+    first: HostConfig, second: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False
+) -> Iterator[tuple[Remote, Remote]]:
+    """Two hosts' connections (e.g. ``diff --against-host``), their handshakes at the same time; both closed on exit,
+    and the one that opened is closed when the other fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with contextlib.ExitStack() as stack:
+        other = open_remote(second, inventory, accept_new_host_key=accept_new_host_key)
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(other.__enter__)
+            try:
+                mine = stack.enter_context(open_remote(first, inventory, accept_new_host_key=accept_new_host_key))
+            finally:
+                theirs = pending.result()  # its failure is raised here (the first connection is closed by the stack)
+                stack.push(other)
+        yield mine, theirs
+
+
 # ---------------------------------------------------------------- the interactive ssh command line
 
 

@@ -44,15 +44,18 @@ from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection
 from .changes import Change, DiffResult
 from .compare import compare
 from .desired import (
+    cache_key,
     desired_query,
     desired_state,
     introspection_document,
     known_schema,
+    load_cached,
     reloaded,
 )
 from .drift import against_reloaded, at_once, confirm, live_and_desired, oracle_dump, read_catalog, read_sql
 from .extract import dump_schema
 from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
+from .fingerprint import Probe, load_catalog, plan_verdict_key, probe, recall, remember, store_catalog
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import Plan, generate_plan
 from .render import HEADER
@@ -70,6 +73,7 @@ class PlanReport:
     remaining: list[Change]
     error: str | None = None  # the plan failed to apply: where and why
     dump_differences: list[DumpDifference] = dataclasses.field(default_factory=list)  # rehearsal vs target, by pg_dump
+    verified_at: str | None = None  # this very plan, rehearsed then on this very live catalog (``schema.fingerprint``)
 
     @property
     def undescribed(self) -> list[DumpDifference]:
@@ -84,10 +88,13 @@ class PlanReport:
     def verification_line(self) -> str:
         if self.error is not None:
             return f"not verified: applying this plan fails: {self.error}"
-        if not self.remaining and not self.dump_differences:
-            return (
-                "verified: applying this plan leaves 0 differences"  # by the catalog model and the schema dumps alike
-            )
+        if not self.remaining and not self.dump_differences:  # by the catalog model and the schema dumps alike
+            if self.verified_at is not None:
+                return (
+                    f"verified: applying this plan leaves 0 differences (rehearsed at {self.verified_at}; the live "
+                    "catalog has not changed since, by its fingerprint)"
+                )
+            return "verified: applying this plan leaves 0 differences"
         if not self.remaining:
             return (
                 f"not verified: the schema dumps still differ in {len(self.dump_differences)} object(s) "
@@ -106,6 +113,7 @@ class PlanReport:
             "error": self.error,
             "remaining": [c.to_dict() for c in self.remaining],
             "cannot_describe": [d.to_dict() for d in self.undescribed],
+            **({"recalled": {"verified_at": self.verified_at}} if self.verified_at else {}),
         }
 
 
@@ -131,6 +139,7 @@ class PlanOptions:
     # template holds objects owned by (and granted to) the live database's roles, so ``DROP OWNED BY r; DROP ROLE r``
     # on the server fails until the template is dropped; opt in where that is acceptable.
     template: bool = False
+    recheck: bool = False  # rehearse even when this very plan was verified on this very catalog (still remembered)
 
     def concurrent_tables(self, live: Catalog, sizes: Mapping[str, Mapping[str, Any]]) -> set[str]:
         if self.concurrently == "always":
@@ -279,20 +288,35 @@ def _live_side(remote: Remote, exclude_tables: Sequence[str]) -> _Side:
 
 
 def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions | None = None) -> PlanReport:
-    """The plan from the live database to ``sql`` (its materialized state, cached), verified by applying it."""
+    """The plan from the live database to ``sql`` (its materialized state, cached), verified by applying it.
+
+    With a cache folder the live catalog is probed first (``schema.fingerprint``): when this very plan was already
+    rehearsed on a copy of this very catalog and left no difference by both oracles, that verdict is the answer (no
+    dump, no rehearsal); otherwise a clean verdict is remembered for next time.
+    """
     options = options or PlanOptions()
     exclude = options.exclude_tables
+    seen = probe(remote, remote.host.database, TABLE_SIZES_SQL) if options.cache_dir is not None else None
+    if seen is not None and not options.recheck:
+        recalled = _recalled_plan(remote, sql, source, options, seen)
+        if recalled is not None:
+            return recalled
+    before = seen.fingerprint if seen is not None else None
     # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
     live, desired = live_and_desired(
-        remote, sql, source, exclude, options.cache_dir, dependencies=True, extra_sql=TABLE_SIZES_SQL
+        remote,
+        sql,
+        source,
+        exclude,
+        options.cache_dir,
+        dependencies=True,
+        extra_sql=TABLE_SIZES_SQL,
+        fingerprint=before is not None,
     )
     live_dump = live.dump or ""
-    try:
-        sizes = json.loads(live.extra) if live.extra else {}
-    except ValueError as exc:
-        raise RemoteError(f"{remote.host.name}: table sizes returned no usable result ({exc})") from None
-    live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes if isinstance(sizes, dict) else {})
-    return _plan_and_verify(
+    sizes = _table_sizes(remote, live.extra)
+    live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes)
+    report = _plan_and_verify(
         remote,
         live_side,
         _Side(
@@ -303,6 +327,51 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
         ),
         options,
     )
+    if seen is not None and before is not None and report.verified and live.fingerprint == before:
+        store_catalog(options.cache_dir, before, exclude, _live_query(exclude), live.document)
+        key = plan_verdict_key(sql, seen.facts, before, exclude, report.plan.script())
+        remember(options.cache_dir, key, where(remote), source)
+    return report
+
+
+def _live_query(exclude: Sequence[str]) -> str:
+    """The introspection a plan reads the live side with (dependencies included)."""
+    return introspection_sql(exclude, dependencies=True)
+
+
+def _table_sizes(remote: Remote, text: str) -> dict[str, Any]:
+    try:
+        sizes = json.loads(text) if text else {}
+    except ValueError as exc:
+        raise RemoteError(f"{remote.host.name}: table sizes returned no usable result ({exc})") from None
+    return sizes if isinstance(sizes, dict) else {}
+
+
+def _recalled_plan(remote: Remote, sql: str, source: str, options: PlanOptions, seen: Probe) -> PlanReport | None:
+    """The plan made again from the kept live catalog and schema.sql's cached state, when this very plan was verified
+    on this very catalog (None: anything missing, and the full plan runs)."""
+    fingerprint, exclude, cache_dir = seen.fingerprint, options.exclude_tables, options.cache_dir
+    if fingerprint is None:
+        return None
+    document = load_catalog(cache_dir, fingerprint, exclude, _live_query(exclude))
+    digest = schema_digest(sql)
+    desired = load_cached(cache_dir, digest, cache_key(digest, seen.facts, exclude), source)
+    if document is None or desired is None:
+        return None
+    try:
+        live = Catalog.from_json(document)
+    except (ValueError, TypeError, AttributeError):
+        return None
+    plan = generate_plan(
+        live,
+        desired.catalog,
+        allow_drop=options.allow_drop,
+        concurrent_tables=options.concurrent_tables(live, _table_sizes(remote, seen.extra)),
+    )
+    at = recall(cache_dir, plan_verdict_key(sql, seen.facts, fingerprint, exclude, plan.script()))
+    if at is None:
+        return None
+    return PlanReport(where(remote), source, plan, [], None, [], verified_at=at)
 
 
 def plan_from_snapshot(

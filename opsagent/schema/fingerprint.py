@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 FINGERPRINT_SQL = resources.sql("fingerprint")
 VERDICT_FORMAT = 1
 KEEP = 64
+KEEP_CATALOGS = 8  # live catalogs kept by fingerprint (a plan's edit-plan-edit loop needs the newest one)
 _MODEL_FILES = ("catalog.py", "compare.py", "oracle.py", "extract.py", "exclusions.py", "drift.py", "desired.py")
 
 
@@ -84,6 +85,7 @@ class Probe:
 
     facts: ServerFacts
     fingerprint: Fingerprint | None
+    extra: str = ""  # the output of the probe's ``extra_sql`` (e.g. a plan's table sizes)
 
 
 def fingerprint_section(mark: Markers) -> str:
@@ -103,14 +105,18 @@ def probe_script(mark: Markers) -> str:
 def probe_from(sections: Mapping[str, str]) -> Probe:
     """A probe from its sections' text (kind -> output)."""
     facts = ServerFacts.parse(sections.get("facts", ""), sections.get("pg-dump", ""))
-    return Probe(facts, Fingerprint.parse(sections.get("fingerprint", "")))
+    return Probe(facts, Fingerprint.parse(sections.get("fingerprint", "")), sections.get("extra", ""))
 
 
-def probe(remote: Remote, database: str) -> Probe:
-    """The facts and the fingerprint of ``database``: one remote command, no schema dump.  A fingerprint the server
-    cannot give (e.g. ``pg_control_system()`` refused) is None, and nothing is recalled."""
+def probe(remote: Remote, database: str, extra_sql: str | None = None) -> Probe:
+    """The facts and the fingerprint of ``database`` (and ``extra_sql``'s output): one remote command, no schema
+    dump.  A fingerprint the server cannot give (e.g. ``pg_control_system()`` refused) is None: nothing is
+    recalled."""
     mark = Markers()
-    text = remote.psql(probe_script(mark), database, extra=["-A", "-t"]).text
+    script = probe_script(mark)
+    if extra_sql is not None:
+        script += f"{mark.psql('extra')}\n{extra_sql.rstrip().rstrip(';')};\n"
+    text = remote.psql(script, database, extra=["-A", "-t"]).text
     return probe_from({s.marker.kind: s.text for s in mark.sections(text)[1]})
 
 
@@ -173,6 +179,55 @@ def recall_hosts(
     return recall(cache_dir, hosts_verdict_key(live, other, live_hidden, other_hidden))
 
 
+def plan_verdict_key(
+    sql: str, facts: ServerFacts, fingerprint: Fingerprint, exclude: Sequence[str], script: str
+) -> str:
+    """The key of "this plan script, rehearsed on a copy of this live catalog, leaves no difference from ``sql``"."""
+    script_digest = hashlib.sha256(script.encode("utf-8")).hexdigest()
+    return verdict_key(f"plan {script_digest} {schema_verdict_key(sql, facts, fingerprint, exclude)}", [fingerprint])
+
+
+# ---------------------------------------------------------------- the live catalog, kept by fingerprint
+
+
+def _catalog_key(fingerprint: Fingerprint, exclude_tables: Sequence[str], query: str) -> str:
+    return verdict_key(f"live catalog {hashlib.sha256(query.encode()).hexdigest()}", [fingerprint], exclude_tables)
+
+
+def load_catalog(
+    cache_dir: Path | None, fingerprint: Fingerprint, exclude_tables: Sequence[str], query: str
+) -> dict[str, Any] | None:
+    """The introspection document read from the very catalog rows ``fingerprint`` names (with ``query``), or None.
+    The same rows read by the same query give the same document: a plan made again against an unchanged live
+    database reads it from here instead of over the connection."""
+    if cache_dir is None:
+        return None
+    key = _catalog_key(fingerprint, exclude_tables, query)
+    try:
+        with (cache_dir / f"live-{key[:40]}.json").open("rb") as handle:
+            document = json.load(handle)
+        catalog = document["catalog"]
+        if document.get("key") != key or not isinstance(catalog, dict):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return catalog
+
+
+def store_catalog(
+    cache_dir: Path | None,
+    fingerprint: Fingerprint,
+    exclude_tables: Sequence[str],
+    query: str,
+    catalog: Mapping[str, Any],
+) -> None:
+    """Keep an introspection document under its fingerprint (0600, atomically; the newest ``KEEP_CATALOGS``)."""
+    if cache_dir is not None:
+        key = _catalog_key(fingerprint, exclude_tables, query)
+        _write(cache_dir, f"live-{key[:40]}.json", {"format": VERDICT_FORMAT, "key": key, "catalog": catalog})
+        _prune(cache_dir, "live-*.json", KEEP_CATALOGS)
+
+
 def _path(cache_dir: Path, key: str) -> Path:
     return cache_dir / f"verified-{key[:40]}.json"
 
@@ -201,25 +256,32 @@ def remember(cache_dir: Path | None, key: str, live: str, desired: str) -> str |
     if cache_dir is None:
         return None
     at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    temporary = cache_dir / f".verified-{secrets.token_hex(6)}.tmp"
+    record = {"format": VERDICT_FORMAT, "key": key, "verified_at": at, "live": live, "desired": desired}
+    if not _write(cache_dir, _path(cache_dir, key).name, record):
+        return None
+    _prune(cache_dir, "verified-*.json", KEEP)
+    return at
+
+
+def _write(cache_dir: Path, name: str, document: Mapping[str, Any]) -> bool:
+    """Write ``document`` as ``cache_dir/name`` (0600; a temporary file renamed, so a reader never sees half of it)."""
+    temporary = cache_dir / f".{name}-{secrets.token_hex(6)}.tmp"
     try:
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            record = {"format": VERDICT_FORMAT, "key": key, "verified_at": at, "live": live, "desired": desired}
-            json.dump(record, handle)
-        os.replace(temporary, _path(cache_dir, key))
+            json.dump(document, handle)
+        os.replace(temporary, cache_dir / name)
     except OSError:
         with contextlib.suppress(OSError):
             temporary.unlink()
-        return None
-    _prune(cache_dir)
-    return at
+        return False
+    return True
 
 
-def _prune(cache_dir: Path, keep: int = KEEP) -> None:
+def _prune(cache_dir: Path, pattern: str, keep: int) -> None:
     with contextlib.suppress(OSError):
-        files = sorted(cache_dir.glob("verified-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+        files = sorted(cache_dir.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
         for old in files[keep:]:
             with contextlib.suppress(OSError):
                 old.unlink()
