@@ -201,17 +201,15 @@ def store(cache_dir: Path | None, digest: str, state: DesiredState) -> Path | No
                 if state.reloaded_dump is not None
                 else {}
             )
-            json.dump(
-                {
-                    "format": CACHE_FORMAT,
-                    "key": state.key,
-                    "source": state.source,
-                    "catalog": state.catalog_document,
-                    "dump": state.dump,
-                    **reloaded,
-                },
-                handle,
-            )
+            document = {
+                "format": CACHE_FORMAT,
+                "key": state.key,
+                "source": state.source,
+                "catalog": state.catalog_document,
+                "dump": state.dump,
+                **reloaded,
+            }
+            handle.write(json.dumps(document))  # one C-encoded string: json.dump writes piece by piece, ~10x slower
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)

@@ -270,7 +270,7 @@ def _write(cache_dir: Path, name: str, document: Mapping[str, Any]) -> bool:
         cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            json.dump(document, handle)
+            handle.write(json.dumps(document))  # one C-encoded string: json.dump writes piece by piece, ~10x slower
         os.replace(temporary, cache_dir / name)
     except OSError:
         with contextlib.suppress(OSError):
