@@ -225,8 +225,10 @@ def test_a_plan_builds_one_rehearsal_database_and_nothing_else_when_warm(
     sent = _record_scripts(remote, monkeypatch, outputs)
     cold = plan_against_sql(remote, desired, "schema.sql", options)
     assert cold.verified, cold.verification_line()
-    # cold: schema.sql materialized once + one rehearsal, copied from the template of the live structure built for it
-    assert sum(_created(s) for s in sent) == 2 and sum(TEMPLATE_BUILT in o for o in outputs) == 1
+    # cold: schema.sql materialized once, its dump-and-load form (built beside the rehearsal, kept in the cache for
+    # every later plan) + one rehearsal, copied from the template of the live structure built for it
+    assert sum(_created(s) for s in sent) == 3 and sum(TEMPLATE_BUILT in o for o in outputs) == 1
+    assert json.loads(next((tmp_path / "cache").glob("desired-*.json")).read_text()).get("reloaded_dump")
     sent.clear()
     outputs.clear()
     warm = plan_against_sql(remote, desired, "schema.sql", options)

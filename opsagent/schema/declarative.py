@@ -30,9 +30,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..errors import RemoteError
 from ..migrate.files import new_migration
@@ -60,7 +61,9 @@ from .oracle import DumpDifference, compare_dumps, unexplained
 from .plan import Plan, generate_plan
 from .render import HEADER
 from .report import where
-from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template, dump_chunks
+from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template, drop_active, dump_chunks
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -316,22 +319,63 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     live_dump = live.dump or ""
     sizes = _table_sizes(remote, live.extra)
     live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes)
-    report = _plan_and_verify(
-        remote,
-        live_side,
-        _Side(
-            source,
-            desired.catalog,
-            lambda: desired.dump,
-            reloaded=lambda: reloaded(remote, desired, sql, exclude, options.cache_dir),
-        ),
-        options,
-    )
+    # the target after one dump-and-load settles the rehearsal's deparse artifacts; when it is not cached yet it is
+    # built on its own channel while the rehearsal runs (it is then kept, for every later plan of this schema.sql)
+    target = _Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir))
+    if options.cache_dir is not None and desired.reloaded_dump is None:
+        target.start()
+    try:
+        report = _plan_and_verify(
+            remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=target), options
+        )
+    except Exception:
+        target.settle()  # nothing outlives the plan on the server
+        raise
+    except BaseException:  # Ctrl-C: the other channel's scratch session goes to the background drop, unawaited
+        drop_active()
+        raise
+    target.settle()
     if seen is not None and before is not None and report.verified and live.fingerprint == before:
         store_catalog(options.cache_dir, before, exclude, _live_query(exclude), live.document)
         key = plan_verdict_key(sql, seen.facts, before, exclude, report.plan.script())
         remember(options.cache_dir, key, where(remote), source)
     return report
+
+
+class _Ahead(Generic[T]):
+    """A computation that may be started early on a thread of its own and is awaited where it is needed: it runs
+    at most once, and its error is raised to whoever asks for the result."""
+
+    def __init__(self, compute: Callable[[], T]) -> None:
+        self._compute = compute
+        self._lock = threading.Lock()
+        self._result: tuple[T] | None = None
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        with self._lock:
+            if self._result is None and self._error is None:
+                try:
+                    self._result = (self._compute(),)
+                except BaseException as exc:  # re-raised where the result is asked for
+                    self._error = exc
+
+    def __call__(self) -> T:
+        self._run()  # waits for a run already started, or runs it now
+        if self._error is not None:
+            raise self._error
+        assert self._result is not None
+        return self._result[0]
+
+    def settle(self) -> None:
+        """Wait for a run started ahead (its result is kept in the cache even when nobody asked for it)."""
+        if self._thread is not None:
+            self._thread.join()
 
 
 def _live_query(exclude: Sequence[str]) -> str:
