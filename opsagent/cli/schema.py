@@ -33,9 +33,6 @@ from .fleet import FLEET_HELP, run_and_render
 from .progress import tracking, waiting
 
 if TYPE_CHECKING:  # catalog, diff and drift load in the tasks that use them, not on every command (e.g. sync)
-    from collections.abc import Sequence
-
-    from ..remote.transport import Remote
     from ..schema.changes import Change, DiffResult
     from ..schema.drift import CheckReport
     from ..schema.report import DriftReport
@@ -174,6 +171,7 @@ def _drift_report(
 ) -> DriftReport:
     from ..schema.exclusions import ledger_exclusions
     from ..schema.facts import default_cache_dir
+    from ..schema.report import drift_between, drift_from_file
 
     ledger = ledger_exclusions(target)  # this host's ledger, and only it, is left out (never a user table of that name)
     cache_dir = default_cache_dir(inv.paths.state)
@@ -183,7 +181,7 @@ def _drift_report(
             waiting(f"comparing {target.name}", console=err),
             open_pair(target, other, inv, accept_new_host_key=accept_new) as (remote, other_remote),
         ):
-            return _hosts_report(remote, other_remote, text, fast, recheck, cache_dir)
+            return drift_between(remote, other_remote, text=text, fast=fast, recheck=recheck, cache_dir=cache_dir)
     with (
         waiting(f"comparing {target.name}", console=err),
         open_remote(target, inv, accept_new_host_key=accept_new) as remote,
@@ -193,48 +191,9 @@ def _drift_report(
 
             snapshot = default_snapshot_path(inv.paths.snapshots, target.name)
             return diff_against_snapshot(remote, snapshot, text=text, fast=fast, exclude_tables=ledger)
-        return _schema_report(remote, inv.paths.schema, text, fast, recheck, cache_dir, ledger)
-
-
-def _schema_report(
-    remote: Remote, path: Path, text: bool, fast: bool, recheck: bool, cache_dir: Path, ledger: Sequence[str]
-) -> DriftReport:
-    """Live vs schema.sql: a remembered verdict is recalled before the comparison modules are even loaded."""
-    from ..schema.fingerprint import probe, recall_schema
-    from ..schema.report import recalled_report, where
-
-    seen = probe(remote, remote.host.database)
-    try:
-        sql: str | None = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        sql = None  # the full comparison says what is wrong with the file
-    at = None if recheck or sql is None else recall_schema(cache_dir, sql, seen, ledger)
-    if at is not None:
-        return recalled_report(where(remote), label(path), at, text=text)
-    from ..schema.drift import diff_against_file
-
-    return diff_against_file(
-        remote, path, text=text, fast=fast, exclude_tables=ledger, cache_dir=cache_dir, recheck=recheck, probed=seen
-    )
-
-
-def _hosts_report(live: Remote, other: Remote, text: bool, fast: bool, recheck: bool, cache_dir: Path) -> DriftReport:
-    """Two live databases (each side hides its own host's ledger); a remembered verdict is recalled first."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..schema.exclusions import ledger_exclusions
-    from ..schema.fingerprint import probe, recall_hosts
-    from ..schema.report import recalled_report, where
-
-    with ThreadPoolExecutor(1) as pool:  # the two probes at once, one channel each
-        theirs = pool.submit(probe, other, other.host.database)
-        seen = probe(live, live.host.database), theirs.result()
-    at = None if recheck else recall_hosts(cache_dir, seen, ledger_exclusions(live.host), ledger_exclusions(other.host))
-    if at is not None:
-        return recalled_report(where(live), where(other), at, text=text)
-    from ..schema.drift import diff_hosts
-
-    return diff_hosts(live, other, text=text, fast=fast, cache_dir=cache_dir, recheck=recheck, probed=seen)
+        return drift_from_file(
+            remote, inv.paths.schema, ledger, text=text, fast=fast, recheck=recheck, cache_dir=cache_dir
+        )
 
 
 def _drift_outcome(target: HostConfig, report: DriftReport) -> HostOutcome:

@@ -36,9 +36,6 @@ from ..migrate.sync import sync as run_sync
 from ..remote.fleet import HostOutcome, sync_outcome
 from ..remote.transport import Remote, open_remote
 from ..units import parse_duration
-
-if TYPE_CHECKING:  # the schema modules are loaded only when there is a schema.sql to compare with
-    from ..schema.fingerprint import Probe
 from .base import (
     ACCEPT_HELP,
     HOST_HELP,
@@ -60,6 +57,9 @@ from .fleet import (
     sync_columns,
 )
 from .progress import waiting
+
+if TYPE_CHECKING:  # the schema modules are loaded only when there is a schema.sql to compare with
+    from ..schema.fingerprint import Probe
 
 _STATE_STYLE = {
     "applied": "green",
@@ -574,11 +574,7 @@ def closing_drift_warning(
 
     cache_dir = cache_dir or default_cache_dir(project_inventory().paths.state)
     exclusions = ledger_exclusions(remote.host)
-    try:
-        sql = schema.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        sql = None  # drift_count says what is wrong with it
-    if probed is not None and sql is not None and recall_schema(cache_dir, sql, probed, exclusions):
+    if probed is not None and recall_schema(cache_dir, schema, probed, exclusions):
         return []  # both oracles found this very catalog equal to schema.sql: no model to load, no command
     from ..schema.drift import drift_count  # the catalog and diff modules: only loaded for a full comparison
 

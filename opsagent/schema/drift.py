@@ -51,6 +51,7 @@ from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
 from .fingerprint import (
     Fingerprint,
     Probe,
+    fingerprint_of,
     fingerprint_section,
     hosts_verdict_key,
     probe,
@@ -581,21 +582,22 @@ def diff_hosts(
     fast: bool = False,
     cache_dir: Path | None = None,
     recheck: bool = False,
-    probed: tuple[Probe, Probe] | None = None,
+    probed: tuple[Fingerprint | None, Fingerprint | None] | None = None,
 ) -> DriftReport:
     """Two live databases (e.g. prod vs staging); ``other`` plays the desired side.
 
     Each side hides its own host's ledger; the steps that see both dumps at once hide both ledgers.  With a
     ``cache_dir``, a clean verdict of both oracles on these very two catalogs is remembered and recalled
-    (``schema.fingerprint``; ``recheck`` ignores it; ``probed``: both probes, already read).
+    (``schema.fingerprint``; ``recheck`` ignores it; ``probed``: both fingerprints, already read).
     """
     hidden = ledger_exclusions(live.host), ledger_exclusions(other.host)
     both_ledgers = tuple(dict.fromkeys([*hidden[0], *hidden[1]]))
     before: tuple[Fingerprint | None, Fingerprint | None] = (None, None)
     key = ""
     if cache_dir is not None:
-        seen = probed or at_once(lambda: probe(live, live.host.database), lambda: probe(other, other.host.database))
-        before = seen[0].fingerprint, seen[1].fingerprint
+        before = probed or at_once(
+            lambda: fingerprint_of(live, live.host.database), lambda: fingerprint_of(other, other.host.database)
+        )
         if before[0] is not None and before[1] is not None:
             key = hosts_verdict_key(before[0], before[1], *hidden)
             at = None if recheck else recall(cache_dir, key)

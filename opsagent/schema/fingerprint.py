@@ -54,7 +54,6 @@ FINGERPRINT_SQL = resources.sql("fingerprint")
 VERDICT_FORMAT = 1
 KEEP = 64
 KEEP_CATALOGS = 8  # live catalogs kept by fingerprint (a plan's edit-plan-edit loop needs the newest one)
-_MODEL_FILES = ("catalog.py", "compare.py", "oracle.py", "extract.py", "exclusions.py", "drift.py", "desired.py")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +96,9 @@ def fingerprint_section(mark: Markers) -> str:
 def probe_script(mark: Markers) -> str:
     """The probe's psql text: sections ``facts``, ``pg-dump`` and ``fingerprint`` (for any session read with
     ``mark``, e.g. the sync's own once it is done: then the closing check costs no command of its own)."""
-    return "\n".join(
-        [mark.psql("facts"), FACTS_SQL, mark.psql("pg-dump"), PG_DUMP_VERSION, fingerprint_section(mark), ""]
-    )
+    parts = [mark.psql("facts"), FACTS_SQL, mark.psql("pg-dump"), PG_DUMP_VERSION, fingerprint_section(mark), ""]
+    # the names in the queries are pg_catalog's whatever the session did before (e.g. the sync's migrations)
+    return "SET search_path = pg_catalog;\n" + "\n".join(parts)
 
 
 def probe_from(sections: Mapping[str, str]) -> Probe:
@@ -120,13 +119,21 @@ def probe(remote: Remote, database: str, extra_sql: str | None = None) -> Probe:
     return probe_from({s.marker.kind: s.text for s in mark.sections(text)[1]})
 
 
+def fingerprint_of(remote: Remote, database: str) -> Fingerprint | None:
+    """Only the fingerprint (no server facts: comparing two live databases needs no desired-state key)."""
+    mark = Markers()
+    text = remote.psql(f"SET search_path = pg_catalog;\n{fingerprint_section(mark)}\n", database, extra=["-A", "-t"])
+    return Fingerprint.parse({s.marker.kind: s.text for s in mark.sections(text.text)[1]}.get("fingerprint", ""))
+
+
 @functools.cache
 def model_digest() -> str:
-    """The code a verdict was reached with: the model and oracle modules and the introspection SQL."""
+    """The code a verdict was reached with: every module of the schema package (model, oracles, plans, this one)
+    and every SQL file opsagent sends (introspection, fingerprint).  Any change forgets every verdict."""
     digest = hashlib.sha256()
     here = Path(__file__).resolve().parent
     sql_dir = here.parent / resources.SQL
-    for path in [*(here / name for name in _MODEL_FILES), *sorted(sql_dir.glob("catalog_*.sql"))]:
+    for path in [*sorted(here.glob("*.py")), *sorted(sql_dir.glob("*.sql"))]:
         with contextlib.suppress(OSError):
             digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
@@ -154,8 +161,13 @@ def schema_verdict_key(sql: str, facts: ServerFacts, fingerprint: Fingerprint, e
     return verdict_key(desired, [fingerprint], exclude_tables)
 
 
-def recall_schema(cache_dir: Path | None, sql: str, seen: Probe, exclude_tables: Sequence[str]) -> str | None:
-    """When both oracles found the probed catalog equal to ``sql`` (None: not remembered)."""
+def recall_schema(cache_dir: Path | None, schema: Path, seen: Probe, exclude_tables: Sequence[str]) -> str | None:
+    """When both oracles found the probed catalog equal to the ``schema`` file (None: not remembered, or the file
+    cannot be read: the full comparison then says why)."""
+    try:
+        sql = schema.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
     if seen.fingerprint is None:
         return None
     return recall(cache_dir, schema_verdict_key(sql, seen.facts, seen.fingerprint, exclude_tables))
@@ -170,10 +182,13 @@ def hosts_verdict_key(
 
 
 def recall_hosts(
-    cache_dir: Path | None, seen: tuple[Probe, Probe], live_hidden: Sequence[str], other_hidden: Sequence[str]
+    cache_dir: Path | None,
+    seen: tuple[Fingerprint | None, Fingerprint | None],
+    live_hidden: Sequence[str],
+    other_hidden: Sequence[str],
 ) -> str | None:
-    """When both oracles found the two probed catalogs identical (None: not remembered)."""
-    live, other = seen[0].fingerprint, seen[1].fingerprint
+    """When both oracles found the two catalogs identical (None: not remembered)."""
+    live, other = seen
     if live is None or other is None:
         return None
     return recall(cache_dir, hosts_verdict_key(live, other, live_hidden, other_hidden))

@@ -10,6 +10,9 @@ from .changes import DiffResult
 from .oracle import DumpDifference, unexplained
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from pathlib import Path
+
     from ..remote.transport import Remote
 
 
@@ -74,3 +77,57 @@ def oracle_summary(differences: list[DumpDifference] | None, undescribed: list[D
 def recalled_report(live: str, desired: str, at: str, *, text: bool = False) -> DriftReport:
     """No drift, as both oracles found at ``at`` on the very catalog(s) still there (nothing to show in a text diff)."""
     return DriftReport(live, desired, DiffResult([]), "" if text else None, [], None, at)
+
+
+def drift_from_file(
+    remote: Remote,
+    path: Path,
+    exclude_tables: Sequence[str],
+    *,
+    cache_dir: Path,
+    text: bool = False,
+    fast: bool = False,
+    recheck: bool = False,
+) -> DriftReport:
+    """Live vs a schema file (``inv diff``): a remembered verdict is recalled before the comparison modules are even
+    loaded; otherwise ``drift.diff_against_file``, with the probe already read."""
+    from ..units import label
+    from .fingerprint import probe, recall_schema
+
+    seen = probe(remote, remote.host.database)
+    at = None if recheck else recall_schema(cache_dir, path, seen, exclude_tables)
+    if at is not None:
+        return recalled_report(where(remote), label(path), at, text=text)
+    from .drift import diff_against_file
+
+    return diff_against_file(
+        remote,
+        path,
+        text=text,
+        fast=fast,
+        exclude_tables=exclude_tables,
+        cache_dir=cache_dir,
+        recheck=recheck,
+        probed=seen,
+    )
+
+
+def drift_between(
+    live: Remote, other: Remote, *, cache_dir: Path, text: bool = False, fast: bool = False, recheck: bool = False
+) -> DriftReport:
+    """Two live databases (``inv diff --against-host``; each side hides its own host's ledger): both probed at once,
+    a remembered verdict recalled first; otherwise ``drift.diff_hosts``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .exclusions import ledger_exclusions
+    from .fingerprint import fingerprint_of, recall_hosts
+
+    with ThreadPoolExecutor(1) as pool:  # the two fingerprints at once, one channel each
+        theirs = pool.submit(fingerprint_of, other, other.host.database)
+        seen = fingerprint_of(live, live.host.database), theirs.result()
+    at = None if recheck else recall_hosts(cache_dir, seen, ledger_exclusions(live.host), ledger_exclusions(other.host))
+    if at is not None:
+        return recalled_report(where(live), where(other), at, text=text)
+    from .drift import diff_hosts
+
+    return diff_hosts(live, other, text=text, fast=fast, cache_dir=cache_dir, recheck=recheck, probed=seen)
