@@ -290,3 +290,24 @@ def test_a_verified_plan_is_recalled_only_for_the_same_script_catalog_and_target
     for _ in range(2):
         refused = plan_against_sql(remote, blind, "schema.sql", options)
         assert not refused.verified and refused.verified_at is None
+
+
+def test_a_renamed_owner_or_a_truncate_is_a_change_too(remote: Remote, tmp_path: Path) -> None:
+    """Roles live in a shared catalog (a dump names owners); TRUNCATE gives the table a new file: both end the
+    verdict (a full comparison follows, never a wrong answer)."""
+    role = f"fp_owner_{remote.host.database[-8:]}"
+    remote.psql(f'CREATE ROLE "{role}";', "postgres")
+    try:
+        remote.psql(SCHEMA + f'ALTER TABLE t OWNER TO "{role}";')
+        cache = tmp_path / "cache"
+        _check(remote, cache)
+        assert _check(remote, cache)[0].recalled is not None
+        remote.psql(f'ALTER ROLE "{role}" RENAME TO "{role}_2";', "postgres")
+        renamed = _check(remote, cache)[0]
+        assert renamed.recalled is None and not renamed.drift  # owners are not compared by default
+        assert _check(remote, cache)[0].recalled is not None
+        remote.psql("TRUNCATE t;")
+        assert _check(remote, cache)[0].recalled is None
+    finally:
+        remote.psql("DROP TABLE IF EXISTS t CASCADE;")
+        remote.psql(f'DROP ROLE IF EXISTS "{role}"; DROP ROLE IF EXISTS "{role}_2";', "postgres")
