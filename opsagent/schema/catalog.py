@@ -15,11 +15,15 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from .. import resources
 from ..errors import RemoteError
 from ..remote.markers import Markers
 from ..sqlquote import qualify, quote_ident
-from .exclusions import DEFAULT_EXCLUDED_TABLES, always_quoted, canonical, hidden_schema_candidates, split_exclusion
+from .exclusions import DEFAULT_EXCLUDED_TABLES
+
+# the query's text lives in ``schema.introspection`` (light to import); re-exported for the callers that use it here
+from .introspection import INTROSPECTION_SQL as INTROSPECTION_SQL
+from .introspection import introspection_sql as introspection_sql
+from .introspection import stats_sql as stats_sql
 
 # the ledger's default location, re-exported for the callers that import it from here
 __all__ = ["DEFAULT_EXCLUDED_TABLES"]
@@ -31,66 +35,6 @@ class QueryRunner(Protocol):
     def query_json(self, sql: str, database: str | None = None, *, timeout: float | None = None) -> Any: ...
 
     def psql(self, sql: str, database: str | None = None, *, extra: Sequence[str] = ()) -> Any: ...
-
-
-# ---------------------------------------------------------------- the query (opsagent/sql/catalog_*.sql)
-
-_QUERY = resources.sql("catalog_introspection")
-_DEPENDS = resources.sql("catalog_depends")  # pg_depend's edges: only plans need them
-_MEMBERS = resources.sql("catalog_members")  # operator family members, with what they belong to
-_CASTS = resources.sql("catalog_casts")  # what ``expr::type`` can do: whether a type change can run
-
-
-def _sql_text_array(values: Iterable[str]) -> str:
-    """A safely quoted ``ARRAY[...]::text[]`` literal (names come from configuration)."""
-    quoted = ", ".join("'" + value.replace("'", "''") + "'" for value in values)
-    return f"ARRAY[{quoted}]::text[]"
-
-
-def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *, dependencies: bool = False) -> str:
-    """The introspection script: a fixed search_path, then one query returning one JSON document.
-
-    ``exclude_tables`` entries (see ``opsagent.schema.exclusions``) are ``"schema"."table"``
-    (exactly that table: the ledger) or bare names (that name in any schema).  A
-    non-public schema of an entry that holds nothing but excluded tables (the
-    ledger's own ``ledger_schema``) is left out of the schema list too.
-    ``dependencies`` adds pg_depend's edges (``Catalog.depends``), which only plans
-    need: they double the document's size.
-    """
-    names = list(exclude_tables)
-    split = [split_exclusion(name) for name in names]  # refuses NUL bytes
-    bare = [table for schema, table in split if schema is None]
-    qualified = [canonical(name) for name, (schema, _) in zip(names, split, strict=True) if schema is not None]
-    hidden = [always_quoted(schema) for schema in hidden_schema_candidates(names)]
-    query = resources.fill(
-        _QUERY,
-        BARE=_sql_text_array(bare),
-        QUALIFIED=_sql_text_array(qualified),
-        HIDDEN_SCHEMAS=_sql_text_array(hidden),
-        DEPENDS=_DEPENDS if dependencies else "NULL",
-        CASTS=_CASTS if dependencies else "NULL",
-        MEMBERS=_MEMBERS,
-    )
-    # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
-    return "SET search_path = pg_catalog;\n" + query.strip() + ";\n"
-
-
-INTROSPECTION_SQL = introspection_sql()
-
-# ``Catalog.stats()`` computed by the server: the same relations, filters and exclusions as the introspection
-# query (its leading CTEs are reused verbatim), counted instead of deparsed.  ``inv extract`` needs only the
-# counts; deparsing every definition would cost as much as the pg_dump it accompanies.
-# (tests pin it to ``introspect(...).stats()`` on real schemas)
-_STATS = resources.sql("catalog_stats")
-_STATS_CTES = resources.sql("catalog_stats_ctes")
-
-
-def stats_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES) -> str:
-    """One query returning ``Catalog.stats()`` as a JSON object, without deparsing anything (``inv extract``)."""
-    full = introspection_sql(exclude_tables)
-    # SET search_path + WITH ext_objs, nsp, rel, excluded, ledger_only
-    body = full[: full.index("\nacl AS (")].rstrip().rstrip(",")
-    return f"{body},{_STATS_CTES}{_STATS};\n"
 
 
 # ---------------------------------------------------------------- model

@@ -186,7 +186,7 @@ def extract(
 ) -> ExtractResult:
     """Dump the host's database and count its objects in ONE remote command (``exclude_tables``: the ledger,
     left out of the statistics; the snapshot itself is pg_dump's, complete)."""
-    from .catalog import stats_sql
+    from .introspection import stats_sql
 
     db = database or remote.host.database
     token = new_token()
