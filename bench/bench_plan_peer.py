@@ -47,7 +47,8 @@ from opsagent.inventory import HostConfig  # noqa: E402
 from opsagent.remote.sandbox import SandboxState, pg_bindir, temporary_sandbox  # noqa: E402
 from opsagent.remote.transport import Remote, open_remote  # noqa: E402
 from opsagent.schema.catalog import Catalog, introspect_many  # noqa: E402
-from opsagent.schema.compare import Change, DiffResult, compare  # noqa: E402
+from opsagent.schema.changes import Change, DiffResult  # noqa: E402
+from opsagent.schema.compare import compare  # noqa: E402
 from opsagent.schema.declarative import PlanOptions, plan_against_sql  # noqa: E402
 from opsagent.schema.drift import confirm_changes  # noqa: E402
 from opsagent.schema.extract import dump_schema  # noqa: E402

@@ -12,7 +12,8 @@ import pytest
 
 from opsagent.remote.transport import Remote
 from opsagent.schema.catalog import Catalog, introspect, introspect_many, introspection_sql
-from opsagent.schema.compare import Change, compare, excerpt
+from opsagent.schema.changes import Change
+from opsagent.schema.compare import compare, excerpt
 from opsagent.sqlquote import quote_ident
 
 from .conftest import SandboxHandle

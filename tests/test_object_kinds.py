@@ -16,7 +16,8 @@ from collections.abc import Collection
 import pytest
 
 from opsagent.schema.catalog import Catalog, castable, introspect, introspect_many
-from opsagent.schema.compare import DiffResult, compare
+from opsagent.schema.changes import DiffResult
+from opsagent.schema.compare import compare
 from opsagent.schema.extract import dump_schema, strip_restrict
 from opsagent.schema.plan import Plan, _member_drop, choose_index_name, generate_plan, index_column_names
 
