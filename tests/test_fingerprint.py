@@ -29,17 +29,18 @@ SCHEMA = (
     "CREATE TABLE t (id int PRIMARY KEY, note text);\nCREATE INDEX t_note ON t (note);\n"
     "CREATE VIEW v AS SELECT id FROM t;\n"
 )
-FP = Fingerprint("7000000000000000001", "16384", "a" * 32, "b" * 32)
+FP = Fingerprint("prod", "7000000000000000001", "1", "16384", "a" * 32, "b" * 32)
 
 
 # ---------------------------------------------------------------- pure logic
 
 
 def test_a_fingerprint_is_read_only_from_a_whole_document() -> None:
-    good = json.dumps(dataclasses.asdict(FP))
-    assert Fingerprint.parse(good) == FP
+    good = json.dumps({k: v for k, v in dataclasses.asdict(FP).items() if k != "host"})
+    assert Fingerprint.parse(good, "prod") == FP
+    assert Fingerprint.parse(good, "") is None  # a fingerprint always belongs to a host
     for bad in ("", "null", "[]", '{"system": "1"}', json.dumps({**dataclasses.asdict(FP), "rows": ""}), "{"):
-        assert Fingerprint.parse(bad) is None, bad
+        assert Fingerprint.parse(bad, "prod") is None, bad
 
 
 def test_a_remembered_verdict_is_found_by_its_key_only(tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ def test_a_remembered_verdict_is_found_by_its_key_only(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(cache.stat().st_mode) == 0o700
     # every part of the key matters: the desired side, each fingerprint field, what is hidden
     assert recall(cache, verdict_key("other-desired-key", [FP])) is None
-    for field in ("system", "database", "rows", "indexes"):
+    for field in ("host", "system", "timeline", "database", "rows", "indexes"):
         changed = dataclasses.replace(FP, **{field: "9" + getattr(FP, field)[1:]})
         assert recall(cache, verdict_key("desired-key", [changed])) is None, field
     assert recall(cache, verdict_key("desired-key", [FP], ["public.schema_migrations"])) is None
@@ -311,3 +312,16 @@ def test_a_renamed_owner_or_a_truncate_is_a_change_too(remote: Remote, tmp_path:
     finally:
         remote.psql("DROP TABLE IF EXISTS t CASCADE;")
         remote.psql(f'DROP ROLE IF EXISTS "{role}"; DROP ROLE IF EXISTS "{role}_2";', "postgres")
+
+
+def test_a_verdict_belongs_to_the_host_it_was_reached_on(remote: Remote, tmp_path: Path) -> None:
+    """Two copies of one data directory (a cold copy made into staging) share system identifier, timeline and
+    database oid: the same rows read as another inventory host are judged on their own."""
+    remote.psql(SCHEMA)
+    cache = tmp_path / "cache"
+    _check(remote, cache)
+    assert _check(remote, cache)[0].recalled is not None
+    with open_remote(dataclasses.replace(remote.host, name="staging")) as staging:
+        seen = probe(staging, staging.host.database).fingerprint
+        assert seen is not None and seen.host == "staging" and seen.timeline
+        assert diff_against_sql(staging, SCHEMA, "schema.sql", cache_dir=cache).recalled is None

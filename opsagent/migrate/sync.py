@@ -965,7 +965,7 @@ class SyncRun:
                     break
                 else:
                     current = sections.setdefault(marker.kind, [])
-            return probe_from({kind: "\n".join(lines) for kind, lines in sections.items()})
+            return probe_from({kind: "\n".join(lines) for kind, lines in sections.items()}, self.host.name)
         except OpsagentError:
             return None
 

@@ -294,7 +294,7 @@ def read_live(
         facts,
         body.get("extra", ""),
         what,
-        Fingerprint.parse(body["fingerprint"]) if "fingerprint" in body else None,
+        Fingerprint.parse(body["fingerprint"], remote.host.name) if "fingerprint" in body else None,
     )
 
 

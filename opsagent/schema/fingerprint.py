@@ -58,24 +58,31 @@ KEEP_CATALOGS = 8  # live catalogs kept by fingerprint (a plan's edit-plan-edit 
 
 @dataclasses.dataclass(frozen=True)
 class Fingerprint:
-    """Which catalog rows a database has (see ``opsagent/sql/fingerprint.sql``)."""
+    """Which catalog rows a database has (see ``opsagent/sql/fingerprint.sql``), on which host.
 
+    ``host`` is the inventory host it was read from: two copies of one data directory (a cold copy made into
+    staging) share the system identifier, the timeline and the database oid, and after they part, equal transaction
+    ids at equal tuple positions can hold different rows.  A verdict is only ever recalled for the host it was
+    reached on."""
+
+    host: str
     system: str
+    timeline: str
     database: str
     rows: str
     indexes: str
 
     @classmethod
-    def parse(cls, text: str) -> Fingerprint | None:
+    def parse(cls, text: str, host: str) -> Fingerprint | None:
         """The query's JSON document; None when it is not one (then nothing is remembered or recalled)."""
         try:
             document = json.loads(text)
-            values = [document[k] for k in ("system", "database", "rows", "indexes")]
+            values = [document[k] for k in ("system", "timeline", "database", "rows", "indexes")]
         except (ValueError, KeyError, TypeError):
             return None
-        if not all(isinstance(v, str) and v for v in values):
+        if not host or not all(isinstance(v, str) and v for v in values):
             return None
-        return cls(*values)
+        return cls(host, *values)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,10 +108,10 @@ def probe_script(mark: Markers) -> str:
     return "SET search_path = pg_catalog;\n" + "\n".join(parts)
 
 
-def probe_from(sections: Mapping[str, str]) -> Probe:
-    """A probe from its sections' text (kind -> output)."""
+def probe_from(sections: Mapping[str, str], host: str) -> Probe:
+    """A probe of ``host`` from its sections' text (kind -> output)."""
     facts = ServerFacts.parse(sections.get("facts", ""), sections.get("pg-dump", ""))
-    return Probe(facts, Fingerprint.parse(sections.get("fingerprint", "")), sections.get("extra", ""))
+    return Probe(facts, Fingerprint.parse(sections.get("fingerprint", ""), host), sections.get("extra", ""))
 
 
 def probe(remote: Remote, database: str, extra_sql: str | None = None) -> Probe:
@@ -116,14 +123,15 @@ def probe(remote: Remote, database: str, extra_sql: str | None = None) -> Probe:
     if extra_sql is not None:
         script += f"{mark.psql('extra')}\n{extra_sql.rstrip().rstrip(';')};\n"
     text = remote.psql(script, database, extra=["-A", "-t"]).text
-    return probe_from({s.marker.kind: s.text for s in mark.sections(text)[1]})
+    return probe_from({s.marker.kind: s.text for s in mark.sections(text)[1]}, remote.host.name)
 
 
 def fingerprint_of(remote: Remote, database: str) -> Fingerprint | None:
     """Only the fingerprint (no server facts: comparing two live databases needs no desired-state key)."""
     mark = Markers()
     text = remote.psql(f"SET search_path = pg_catalog;\n{fingerprint_section(mark)}\n", database, extra=["-A", "-t"])
-    return Fingerprint.parse({s.marker.kind: s.text for s in mark.sections(text.text)[1]}.get("fingerprint", ""))
+    sections = {s.marker.kind: s.text for s in mark.sections(text.text)[1]}
+    return Fingerprint.parse(sections.get("fingerprint", ""), remote.host.name)
 
 
 @functools.cache
