@@ -951,23 +951,16 @@ class SyncRun:
 
         end = session.mark.psql("probe-end")
         self._send(session, f"{probe_script(session.mark)}{end}\n")
-        sections: dict[str, list[str]] = {}
-        current: list[str] = []
+        lines: list[str] = []
         try:
-            while True:
-                line = session.proc.read_line(self.host.command_timeout)
-                if line is None:
-                    return None
+            while (line := session.proc.read_line(self.host.command_timeout)) is not None:
                 marker = session.mark.parse(line)
-                if marker is None:
-                    current.append(line.rstrip("\n"))
-                elif marker.kind == "probe-end":
-                    break
-                else:
-                    current = sections.setdefault(marker.kind, [])
-            return probe_from({kind: "\n".join(lines) for kind, lines in sections.items()}, self.host.name)
+                if marker is not None and marker.kind == "probe-end":
+                    return probe_from(session.mark, "\n".join(lines), self.host.name)
+                lines.append(line.rstrip("\n"))
         except OpsagentError:
-            return None
+            pass
+        return None
 
     def _interrupted(self, session: _Session) -> None:
         """Ctrl-C: stop the server-side work; say what committed (only an apply can have committed anything)."""

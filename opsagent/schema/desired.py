@@ -38,7 +38,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +45,7 @@ from typing import Any
 from ..errors import RemoteError
 from ..remote.transport import Remote
 from .catalog import Catalog, introspection_sql
-from .facts import ServerFacts, schema_digest
+from .facts import ServerFacts, prune_cache, schema_digest, write_cache_file
 from .oracle import Entry, entries
 from .scratch import DumpStep, ScratchSet, dump_chunks, sql_chunks
 
@@ -191,42 +190,23 @@ def store(cache_dir: Path | None, digest: str, state: DesiredState) -> Path | No
     if cache_dir is None:
         return None
     path = _path(cache_dir, digest, state.key)
-    temporary = cache_dir / f".desired-{secrets.token_hex(6)}.tmp"
-    try:
-        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            reloaded = (
-                {"reloaded_catalog": state.reloaded_document, "reloaded_dump": state.reloaded_dump}
-                if state.reloaded_dump is not None
-                else {}
-            )
-            document = {
-                "format": CACHE_FORMAT,
-                "key": state.key,
-                "source": state.source,
-                "catalog": state.catalog_document,
-                "dump": state.dump,
-                **reloaded,
-            }
-            handle.write(json.dumps(document))  # one C-encoded string: json.dump writes piece by piece, ~10x slower
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+    reloaded = (
+        {"reloaded_catalog": state.reloaded_document, "reloaded_dump": state.reloaded_dump}
+        if state.reloaded_dump is not None
+        else {}
+    )
+    document = {
+        "format": CACHE_FORMAT,
+        "key": state.key,
+        "source": state.source,
+        "catalog": state.catalog_document,
+        "dump": state.dump,
+        **reloaded,
+    }
+    if not write_cache_file(cache_dir, path.name, document):
         return None
-    prune(cache_dir)
+    prune_cache(cache_dir, "desired-*.json", KEEP)
     return path
-
-
-def prune(cache_dir: Path, keep: int = KEEP) -> None:
-    with contextlib.suppress(OSError):
-        files = sorted(cache_dir.glob("desired-*.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in files[keep:]:
-            with contextlib.suppress(OSError):
-                old.unlink()
 
 
 def materialize(

@@ -38,14 +38,13 @@ import functools
 import hashlib
 import json
 import os
-import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import resources
 from ..remote.markers import Markers
-from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
+from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, prune_cache, schema_digest, write_cache_file
 
 if TYPE_CHECKING:
     from ..remote.transport import Remote
@@ -108,8 +107,9 @@ def probe_script(mark: Markers) -> str:
     return "SET search_path = pg_catalog;\n" + "\n".join(parts)
 
 
-def probe_from(sections: Mapping[str, str], host: str) -> Probe:
-    """A probe of ``host`` from its sections' text (kind -> output)."""
+def probe_from(mark: Markers, output: str, host: str) -> Probe:
+    """A probe of ``host`` from the output of ``probe_script(mark)`` (and its ``extra`` section, if any)."""
+    sections = {s.marker.kind: s.text for s in mark.sections(output)[1]}
     facts = ServerFacts.parse(sections.get("facts", ""), sections.get("pg-dump", ""))
     return Probe(facts, Fingerprint.parse(sections.get("fingerprint", ""), host), sections.get("extra", ""))
 
@@ -123,7 +123,7 @@ def probe(remote: Remote, database: str, extra_sql: str | None = None) -> Probe:
     if extra_sql is not None:
         script += f"{mark.psql('extra')}\n{extra_sql.rstrip().rstrip(';')};\n"
     text = remote.psql(script, database, extra=["-A", "-t"]).text
-    return probe_from({s.marker.kind: s.text for s in mark.sections(text)[1]}, remote.host.name)
+    return probe_from(mark, text, remote.host.name)
 
 
 def fingerprint_of(remote: Remote, database: str) -> Fingerprint | None:
@@ -247,8 +247,8 @@ def store_catalog(
     """Keep an introspection document under its fingerprint (0600, atomically; the newest ``KEEP_CATALOGS``)."""
     if cache_dir is not None:
         key = _catalog_key(fingerprint, exclude_tables, query)
-        _write(cache_dir, f"live-{key[:40]}.json", {"format": VERDICT_FORMAT, "key": key, "catalog": catalog})
-        _prune(cache_dir, "live-*.json", KEEP_CATALOGS)
+        write_cache_file(cache_dir, f"live-{key[:40]}.json", {"format": VERDICT_FORMAT, "key": key, "catalog": catalog})
+        prune_cache(cache_dir, "live-*.json", KEEP_CATALOGS)
 
 
 def _path(cache_dir: Path, key: str) -> Path:
@@ -280,31 +280,7 @@ def remember(cache_dir: Path | None, key: str, live: str, desired: str) -> str |
         return None
     at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     record = {"format": VERDICT_FORMAT, "key": key, "verified_at": at, "live": live, "desired": desired}
-    if not _write(cache_dir, _path(cache_dir, key).name, record):
+    if not write_cache_file(cache_dir, _path(cache_dir, key).name, record):
         return None
-    _prune(cache_dir, "verified-*.json", KEEP)
+    prune_cache(cache_dir, "verified-*.json", KEEP)
     return at
-
-
-def _write(cache_dir: Path, name: str, document: Mapping[str, Any]) -> bool:
-    """Write ``document`` as ``cache_dir/name`` (0600; a temporary file renamed, so a reader never sees half of it)."""
-    temporary = cache_dir / f".{name}-{secrets.token_hex(6)}.tmp"
-    try:
-        cache_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(json.dumps(document))  # one C-encoded string: json.dump writes piece by piece, ~10x slower
-        os.replace(temporary, cache_dir / name)
-    except OSError:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        return False
-    return True
-
-
-def _prune(cache_dir: Path, pattern: str, keep: int) -> None:
-    with contextlib.suppress(OSError):
-        files = sorted(cache_dir.glob(pattern), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in files[keep:]:
-            with contextlib.suppress(OSError):
-                old.unlink()
