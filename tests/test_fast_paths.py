@@ -20,9 +20,11 @@ import pytest
 
 from opsagent.errors import OpsagentError
 from opsagent.remote.transport import Remote
+from opsagent.schema.catalog import DEFAULT_EXCLUDED_TABLES
 from opsagent.schema.declarative import PlanOptions, plan_against_sql
 from opsagent.schema.desired import load_cached, schema_digest
-from opsagent.schema.drift import diff_against_sql, diff_hosts, live_read_argv, read_live, same_structure
+from opsagent.schema.drift import diff_against_sql, diff_hosts, read_live, same_structure
+from opsagent.schema.liveread import live_read_argv
 from opsagent.schema.scratch import DUMP_BATCH, dump_chunks
 
 from .conftest import SandboxHandle
@@ -130,17 +132,20 @@ def test_a_failing_pg_dump_or_psql_in_the_live_read_is_an_error_not_a_short_dump
     remote: Remote, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     remote.psql(SCHEMA)
-    import opsagent.schema.drift as drift
+    import opsagent.schema.liveread as liveread
 
-    broken_dump = drift.LIVE_READ_SH.replace("pg_dump --schema-only", "pg_dump --no-such-option --schema-only")
-    monkeypatch.setattr(drift, "LIVE_READ_SH", broken_dump)
-    with pytest.raises(OpsagentError, match="pg_dump"):
-        read_live(remote, remote.host.database)
-    monkeypatch.undo()
-    broken_sql = drift.LIVE_READ_SH.replace("-v ON_ERROR_STOP=1", "-v ON_ERROR_STOP=1 -c 'SELECT 1/0'")
-    monkeypatch.setattr(drift, "LIVE_READ_SH", broken_sql)
-    with pytest.raises(OpsagentError, match="psql"):
-        read_live(remote, remote.host.database)
+    broken_dump = liveread.LIVE_READ_SH.replace("pg_dump --schema-only", "pg_dump --no-such-option --schema-only")
+    broken_sql = liveread.LIVE_READ_SH.replace("-v ON_ERROR_STOP=1", "-v ON_ERROR_STOP=1 -c 'SELECT 1/0'")
+    for held in (False, True):  # as a command of its own, and through the command a sync holds for its check
+        for script, failing in ((broken_dump, "pg_dump"), (broken_sql, "psql")):
+            monkeypatch.setattr(liveread, "LIVE_READ_SH", script)
+            if held:
+                liveread.hold_live_read(remote, remote.host.database, DEFAULT_EXCLUDED_TABLES)
+            before = remote.command_count
+            with pytest.raises(OpsagentError, match=failing):
+                read_live(remote, remote.host.database)
+            assert remote.command_count - before == (0 if held else 1)
+            monkeypatch.undo()
 
 
 def test_a_hostile_database_name_is_read_live(sandbox: SandboxHandle, remote: Remote) -> None:

@@ -35,6 +35,7 @@ from ..migrate.sync import (
 from ..migrate.sync import sync as run_sync
 from ..remote.fleet import HostOutcome, sync_outcome
 from ..remote.transport import Remote, open_remote
+from ..schema.facts import default_cache_dir
 from ..units import parse_duration
 from .base import (
     ACCEPT_HELP,
@@ -402,6 +403,7 @@ def sync(
         rehearse=not no_rehearse,
         allow_hazards=allow_hazards,
         probe=not no_drift_check and len(targets) == 1 and inv.paths.schema.exists(),  # the closing check's
+        cache_dir=default_cache_dir(inv.paths.state),
     )
     migrations_dir = inv.migrations_dir()
     if sql:
@@ -569,7 +571,6 @@ def closing_drift_warning(
     if dry_run or not schema.exists():
         return []
     from ..schema.exclusions import ledger_exclusions
-    from ..schema.facts import default_cache_dir
     from ..schema.fingerprint import recall_schema
 
     cache_dir = cache_dir or default_cache_dir(project_inventory().paths.state)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import random
 import re
@@ -55,6 +56,7 @@ from .files import (
     survey,
 )
 from .ledger import Blocker, Ledger, LedgerState, LockHolder, blockers_query, decode_blockers
+from .memo import likely_pending, remember_applied, versions_digest
 
 if (
     TYPE_CHECKING
@@ -113,6 +115,7 @@ class SyncOptions:
     rehearse: bool = True
     allow_hazards: bool = False  # apply even when the hazard lint reports errors
     probe: bool = False  # once done, read the fingerprint probe on the session (for the closing drift check)
+    cache_dir: Path | None = None  # where the start-up hint of ``migrate.memo`` lives (None: no hint)
 
 
 @dataclasses.dataclass
@@ -856,6 +859,23 @@ class _Lost(Exception):
     """psql's output ended before the round did: psql or the SSH connection is gone."""
 
 
+_LINT_MODULE = "opsagent.migrate.hazards"  # pglast and the lint: what a sync with pending files loads
+_COMPARISON_MODULE = "opsagent.schema.drift"  # what a closing drift check loads when its verdict is not remembered
+
+
+def _prefetch(module: str) -> threading.Thread:
+    """Import ``module`` in a thread: started when the client is about to wait on the server (the apply), so the
+    closing check finds the comparison modules loaded.  A failed import is left for the real one to report."""
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # the check's own import raises it again, where it is handled
+            importlib.import_module(module)
+
+    thread = threading.Thread(target=load, name="opsagent-prefetch", daemon=True)
+    thread.start()
+    return thread
+
+
 class SyncRun:
     """One sync or dry-run against one database (the remote connection is the caller's)."""
 
@@ -908,6 +928,7 @@ class SyncRun:
         )
         self._checked: Checked = {}  # pending files parsed and checked, by version key (parsed once per run)
         self._session: _Session | None = None
+        self._prefetch: threading.Thread | None = None  # the closing check's modules, loaded during the apply
         self._lock_failure: tuple[Migration | None, str] = (None, "")  # rehearsal: the statement whose lock timed out
 
     def _send(self, session: _Session, text: str) -> None:
@@ -924,11 +945,23 @@ class SyncRun:
             self.remote, f"opsagent {self.result.action} {self.identity.applied_by}", self.session_lock_timeout
         )
         interrupted = False
+        # when something is likely pending (``migrate.memo``: not this very set applied at the end of the last sync
+        # from here), the parser and the hazard lint load while the session starts on the server; joined before
+        # anything else is imported
+        versions = versions_digest(m.version_key for m in found.migrations)
+        hint = likely_pending(self.options.cache_dir, self.host.name, self.host.database, versions)
+        parser = _prefetch(_LINT_MODULE) if found.migrations and hint else None
         try:
             session.identify(self.host.command_timeout)
+            if parser is not None:
+                parser.join()
             self._run(session, found)
+            if self._prefetch is not None:
+                self._prefetch.join()  # before the probe's own imports: one importer of these modules at a time
             if self.options.probe and self.result.ok and not self.options.dry_run:
                 self.result.probe = self._probe(session)
+            if self.result.ok and not self.options.dry_run and self.options.target is None and not found.invalid:
+                remember_applied(self.options.cache_dir, self.host.name, self.host.database, versions)
         except KeyboardInterrupt:
             self._interrupted(session)
             interrupted = True
@@ -994,6 +1027,8 @@ class SyncRun:
         plan = self._checked_plan(found, state)
         if plan is None:
             return
+        if self.options.probe and not self.options.dry_run:
+            self._hold_closing_read()
         from .hazards import assess
 
         # linted once; the live size of the tables its findings name comes over this session (one exchange, if any)
@@ -1024,10 +1059,21 @@ class SyncRun:
             return
         if self.options.backup and not self._backup(plan):
             return
+        if self.options.probe:
+            self._prefetch = _prefetch(_COMPARISON_MODULE)
         self._apply(
             session, plan, self.ledger.ensure_sql(state.columns) if (not state.exists or state.adoption_needed) else ""
         )
         self.result.adopted_ledger = state.adoption_needed
+
+    def _hold_closing_read(self) -> None:
+        """Something is pending and a closing drift check follows: start its live read now, held until the check
+        asks for it (``schema.liveread``), so that its exec, the server's login shell and sudo cost nothing then."""
+        from ..schema.exclusions import ledger_exclusions
+        from ..schema.liveread import hold_live_read
+
+        with contextlib.suppress(OpsagentError):  # only a head start: the check starts its own command without it
+            hold_live_read(self.remote, self.host.database, ledger_exclusions(self.host))
 
     def _checked_plan(self, found: Survey, state: LedgerState) -> list[Migration] | None:
         """The plan against this ledger state; an unusable file raises its error (exit 2) before anything runs."""

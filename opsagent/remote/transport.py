@@ -120,6 +120,7 @@ def _secure(conn: Connection, endpoint: Endpoint, accept_new: bool) -> None:
 # Both programs are opsagent/scripts/transport_watchdog.sh and transport_wrapper.sh.
 _WATCHDOG = resources.script("transport_watchdog")
 _WRAPPER = resources.script("transport_wrapper")
+_HELD = resources.script("transport_held")  # the gate of Remote.hold
 
 # A session statement for long psql sessions (sync sends it first): on PostgreSQL 14+ the
 # backend then checks every second, even during a long statement, that its client is still
@@ -436,6 +437,16 @@ def ssh_argv(endpoint: Endpoint, remote_command: str, *, tty: bool = True) -> li
 # ---------------------------------------------------------------- commands
 
 
+@dataclasses.dataclass(frozen=True)
+class _Held:
+    """A command started by :meth:`Remote.hold`, waiting at its gate."""
+
+    channel: paramiko.Channel
+    command: str
+    argv: tuple[str, ...]
+    tag: str
+
+
 class Remote:
     """Runs commands on one host over its single SSH connection."""
 
@@ -444,6 +455,7 @@ class Remote:
         self.connection = connection
         self.endpoint = endpoint
         self.command_count = 0
+        self._held: dict[str, _Held] = {}
 
     # -- argv builders
 
@@ -506,6 +518,49 @@ class Remote:
             channel, data, on_stdout, capture, timeout or self.host.command_timeout, self.host.name, argv
         )
         result = CommandResult(command, status, out, err, time.monotonic() - started)
+        if check and status != 0:
+            raise self.failure(argv, result)
+        return result
+
+    def hold(self, key: str, argv: Sequence[str], tag: str = "") -> None:
+        """Start ``argv`` (as the become user) now, held at a gate until :meth:`run_held` releases it with its stdin.
+
+        What the command costs before it does anything (the exec, the login user's shell start-up, sudo) is then
+        paid while the client works on, not when the result is wanted: the closing drift check of a sync is held
+        while the migrations run.  ``tag``: what the caller needs to build the same argv again (a marker token).
+        An unused held command exits having run nothing when its channel closes (:meth:`release`, or the end of
+        the connection)."""
+        self.release(key)
+        channel, command = self._exec(["sh", "-c", _HELD, "opsagent-held", *argv], True)
+        self._held[key] = _Held(channel, command, tuple(argv), tag)
+
+    def held_tag(self, key: str) -> str | None:
+        """The ``tag`` of the command held under ``key``; None when none is."""
+        held = self._held.get(key)
+        return held.tag if held is not None else None
+
+    def release(self, key: str) -> None:
+        """Close the command held under ``key``, unused (its gate reads EOF: nothing runs)."""
+        held = self._held.pop(key, None)
+        if held is not None:
+            held.channel.close()
+
+    def run_held(
+        self, key: str, argv: Sequence[str], *, stdin: bytes | str, timeout: float | None = None, check: bool = True
+    ) -> CommandResult:
+        """:meth:`run` ``argv``, through the command held under ``key`` when that is this very argv and still waits at
+        its gate (no new command); otherwise as a new command, the held one released."""
+        held = self._held.pop(key, None)
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        if held is None or held.argv != tuple(argv) or held.channel.closed or held.channel.exit_status_ready():
+            if held is not None:
+                held.channel.close()
+            return self.run(argv, stdin=data, timeout=timeout, check=check)
+        started = time.monotonic()
+        out, err, status = _pump(
+            held.channel, b"go\n" + data, None, True, timeout or self.host.command_timeout, self.host.name, argv
+        )
+        result = CommandResult(held.command, status, out, err, time.monotonic() - started)
         if check and status != 0:
             raise self.failure(argv, result)
         return result

@@ -6,7 +6,7 @@ with the same catalog query, so "equal" means equal to PostgreSQL itself.
 What ``schema.sql`` materializes to is cached locally (``opsagent.schema.desired``): with
 a warm cache ``inv diff`` (and sync's closing drift check) is ONE remote command
 (server facts + live catalog by psql, and the live schema dump by pg_dump running at
-the same time, ``LIVE_READ_SH``) and a local comparison by both oracles, each of
+the same time, ``liveread.LIVE_READ_SH``) and a local comparison by both oracles, each of
 which skips its parsing when its own two inputs are equal (``compare_both``); cold, the file is
 materialized once, alongside
 the live read when the file is new to the cache.  Scratch databases are
@@ -26,7 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .. import resources
 from ..errors import OpsagentError, RemoteError, UsageError
 from ..migrate.files import NAMING_HINT, Migration, load_migration, parse_filename
 from ..remote.markers import Markers
@@ -59,6 +58,7 @@ from .fingerprint import (
     remember,
     schema_verdict_key,
 )
+from .liveread import live_read_markers, run_live_read
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .report import DriftReport, oracle_summary, recalled_report, where
 from .scratch import Chunk, DumpStep, ScratchSet, drop_active, dump_chunks
@@ -207,38 +207,11 @@ class LiveState:
         return self._catalog
 
 
-# The live read's one remote command when the dump oracle is wanted (issue 14): pg_dump and the psql session run
-# AT ONCE on the server instead of one after the other (psql's ``\\!`` would wait for pg_dump).  Fixed text: everything
-# variable arrives as positional parameters ($1 the marker line, from remote/markers.py, $2 the conninfo-quoted
-# database, $3/$4 pg_host and pg_port (may be empty), then pg_dump's own arguments: the ledger's --exclude-table), never
-# inside the script.
-# pg_dump streams its gzip-compressed dump to the channel in the background; psql (stdin: the facts, the catalog
-# query, the extra query) runs in the foreground into a variable; the marker and psql's output follow the dump only
-# when both succeeded.  Exit 3: pg_dump failed; 4: psql failed.
-LIVE_READ_SH = resources.script("live_read")  # psql and pg_dump at once, one command
-
-
-def live_read_argv(remote: Remote, database: str, token: str, exclude_tables: Sequence[str]) -> list[str]:
-    """``sh -c LIVE_READ_SH``: the live catalog session and the dump oracle's pg_dump in one command, in parallel."""
-    host, port = remote.host.pg_host or "", str(remote.host.pg_port or "")
-    return [
-        "sh",
-        "-c",
-        LIVE_READ_SH,
-        "opsagent-live",
-        Markers(token).line("live"),
-        remote.db_args(database)[1],
-        host,
-        port,
-        *dump_exclude_args(exclude_tables),
-    ]
-
-
 def _run_live_read(
     remote: Remote, database: str, script: str, exclude_tables: Sequence[str], mark: Markers
 ) -> tuple[str, str]:
     """(psql's output, the raw schema dump as the load sessions' ``DumpStep`` would have printed it)."""
-    result = remote.run(live_read_argv(remote, database, mark.token, exclude_tables), stdin=script, check=False)
+    result = run_live_read(remote, database, script, exclude_tables, mark)
     if not result.ok:
         raise remote.failure(["psql" if result.exit_status == 4 else "pg_dump"], result)
     split = mark.split_tail(result.stdout, "live")
@@ -264,7 +237,7 @@ def read_live(
     """Server facts (the desired-state cache's key), the catalog, ``extra_sql``'s output and the schema dump of a live
     database: ONE remote command, in which psql and (for the dump oracle) pg_dump run at the same time.
     ``fingerprint``: the catalog's fingerprint too, read last (after the catalog query; pg_dump started first)."""
-    mark = Markers()
+    mark = live_read_markers(remote, database) if dump else Markers()
     parts = [
         mark.psql("facts"),
         FACTS_SQL,

@@ -1,0 +1,163 @@
+"""The deploy's head starts (issue 14): work started early so that nobody waits for it later.
+
+- ``Remote.hold``: a command started at once and held at a gate; it runs only when released with its stdin, exits
+  having run nothing when released unused, when asked for with another argv, or when the connection ends.
+- A sync with something pending and a closing drift check holds the check's live read before the migrations run;
+  the check then starts no command of its own, and still reports drift.
+- ``migrate.memo``: the hint that says whether something is likely pending (so the parser loads while the session
+  starts); a hint, never a decision.
+
+Against the real sshd + PostgreSQL, except the memo's pure cases.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from pathlib import Path
+
+from opsagent.migrate.memo import likely_pending, remember_applied, versions_digest
+from opsagent.remote.transport import Remote
+
+from .conftest import Project, SandboxHandle
+
+SCHEMA = "CREATE TABLE t (id int PRIMARY KEY, note text);\n"
+
+
+def _table_exists(remote: Remote, name: str) -> bool:
+    out = remote.psql("SELECT to_regclass(:'n') IS NOT NULL;", extra=["-A", "-t", "-v", f"n={name}"]).text.strip()
+    return out == "t"
+
+
+def _held_processes(remote: Remote) -> int:
+    # the gate's process is "sh -c <gate> opsagent-held ..."; [o] keeps grep from counting itself
+    out = remote.run(["sh", "-c", "ps -eo args | grep -c '[o]psagent-held' || true"], become=False).text
+    return int(out.strip() or 0)
+
+
+def _until_no_held_process(remote: Remote, seconds: float = 10) -> int:
+    deadline = time.monotonic() + seconds
+    while (count := _held_processes(remote)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return count
+
+
+def test_a_held_command_runs_only_when_released_with_its_stdin(remote: Remote) -> None:
+    argv = remote.psql_argv(extra=["-A", "-t"])
+    before = remote.command_count
+    remote.hold("k", argv, "tag-1")
+    assert remote.held_tag("k") == "tag-1" and remote.held_tag("other") is None
+    assert remote.command_count - before == 1  # started now, counted now
+    time.sleep(0.3)
+    assert not _table_exists(remote, "held_ran")  # waiting at its gate: psql has not even started
+    result = remote.run_held("k", argv, stdin="CREATE TABLE held_ran (); SELECT 6 * 7;")
+    assert result.ok and result.text.strip() == "42"
+    assert _table_exists(remote, "held_ran") and remote.held_tag("k") is None
+    assert remote.command_count - before == 3  # the held command, and the two checks above: no new one for it
+
+
+def test_a_held_command_never_runs_when_released_unused_or_asked_for_with_another_argv(remote: Remote) -> None:
+    # psql -c ignores stdin: only the held argv itself could create these tables
+    remote.hold("unused", remote.psql_argv(extra=["-c", "CREATE TABLE by_unused ()"]))
+    remote.release("unused")
+    remote.hold("mismatch", remote.psql_argv(extra=["-c", "CREATE TABLE by_mismatch ()"]))
+    before = remote.command_count
+    other = remote.psql_argv(extra=["-A", "-t"])
+    assert remote.run_held("mismatch", other, stdin="SELECT 1;").text.strip() == "1"
+    assert remote.command_count - before == 1  # run as a new command; the held one was closed unused
+    assert _until_no_held_process(remote) == 0
+    assert not _table_exists(remote, "by_unused") and not _table_exists(remote, "by_mismatch")
+
+
+def test_a_held_command_ends_with_its_connection(sandbox: SandboxHandle, fresh_db: str) -> None:
+    with sandbox.remote(fresh_db) as held:
+        held.hold("k", held.psql_argv(extra=["-c", "CREATE TABLE by_orphan ()"]))
+        with sandbox.remote(fresh_db) as watcher:
+            assert _held_processes(watcher) >= 1
+    with sandbox.remote(fresh_db) as watcher:
+        assert _until_no_held_process(watcher) == 0
+        assert not _table_exists(watcher, "by_orphan")
+
+
+def test_a_sync_holds_its_closing_read_and_the_check_starts_no_command(project: Project) -> None:
+    from opsagent.cli.sync import closing_drift_warning
+    from opsagent.inventory import load_inventory
+    from opsagent.migrate.sync import Identity, SyncOptions, sync
+    from opsagent.remote.transport import open_remote
+    from opsagent.schema.facts import default_cache_dir
+
+    project.write_migration("001_t.sql", SCHEMA)
+    schema = project.root / "sql" / "schema.sql"
+    schema.write_text(SCHEMA)
+    cache = default_cache_dir(load_inventory(project.root / "inventory.yaml").paths.state)
+    assert project.run("diff", "--host", "sandbox").returncode == 3  # table t is missing; schema.sql is now cached
+    with open_remote(project.host) as remote:
+        options = SyncOptions(probe=True, backup=False, cache_dir=cache)
+        result = sync(remote, project.migrations, options, Identity("test", None))
+        assert result.outcome == "applied" and result.remote_commands == 2  # the session, and the held read
+        after_sync = remote.command_count
+        assert closing_drift_warning(remote, schema, probed=result.probe, cache_dir=cache) == []
+        assert remote.command_count == after_sync  # the full comparison read through the held command
+    # the same with drift: the held read reports it (schema.sql wants a column the migration does not add)
+    project.write_migration("002_u.sql", "CREATE TABLE u (id int);\n")
+    schema.write_text(SCHEMA + "CREATE TABLE u (id int, extra text);\n")
+    assert project.run("diff", "--host", "sandbox").returncode == 3
+    with open_remote(project.host) as remote:
+        result = sync(remote, project.migrations, SyncOptions(probe=True, backup=False), Identity("test", None))
+        assert result.outcome == "applied" and result.remote_commands == 2
+        after_sync = remote.command_count
+        warnings = closing_drift_warning(remote, schema, probed=result.probe, cache_dir=cache)
+        assert len(warnings) == 1 and "differs from schema.sql in 1 object" in warnings[0], warnings
+        assert remote.command_count == after_sync
+    # nothing pending: nothing is held, the sync stays one command
+    with open_remote(project.host) as remote:
+        result = sync(remote, project.migrations, SyncOptions(probe=True, backup=False), Identity("test", None))
+        assert result.outcome == "nothing_to_do" and result.remote_commands == 1
+
+
+def test_a_sync_without_a_closing_check_holds_nothing(project: Project) -> None:
+    project.write_migration("001_t.sql", SCHEMA)
+    done = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--json")
+    document = json.loads(done.stdout)
+    assert done.returncode == 0 and document["outcome"] == "applied" and document["remote_commands"] == 1
+
+
+# ---------------------------------------------------------------- the start-up hint (pure)
+
+
+def test_the_memo_says_pending_unless_this_very_set_was_left_applied(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    digest = versions_digest([1, 2, 3])
+    assert versions_digest([3, 2, 1, None, 2]) == digest != versions_digest([1, 2])
+    assert likely_pending(cache, "prod", "app", digest) and likely_pending(None, "prod", "app", digest)
+    remember_applied(cache, "prod", "app", digest)
+    assert not likely_pending(cache, "prod", "app", digest)
+    assert likely_pending(cache, "prod", "app", versions_digest([1, 2, 3, 4]))  # a new file
+    assert likely_pending(cache, "staging", "app", digest) and likely_pending(cache, "prod", "other", digest)
+    [path] = cache.glob("applied-*.json")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    written = path.stat().st_mtime_ns
+    time.sleep(0.01)
+    remember_applied(cache, "prod", "app", digest)  # unchanged: not written again
+    assert path.stat().st_mtime_ns == written
+    for broken in ("", "{", "[]", '{"versions": 1}'):
+        path.write_text(broken)
+        assert likely_pending(cache, "prod", "app", digest), broken
+
+
+def test_a_complete_sync_leaves_the_memo_and_a_targeted_one_does_not(project: Project) -> None:
+    from opsagent.migrate.sync import Identity, SyncOptions, sync
+    from opsagent.remote.transport import open_remote
+
+    project.write_migration("001_t.sql", SCHEMA)
+    project.write_migration("002_u.sql", "CREATE TABLE u (id int);\n")
+    cache = project.root / "memo"
+    digest = versions_digest([1, 2])
+    with open_remote(project.host) as remote:
+        options = SyncOptions(backup=False, cache_dir=cache, target="001")
+        assert sync(remote, project.migrations, options, Identity("test", None)).outcome == "applied"
+        assert likely_pending(cache, project.host.name, project.host.database, digest)
+        options = SyncOptions(backup=False, cache_dir=cache)
+        assert sync(remote, project.migrations, options, Identity("test", None)).outcome == "applied"
+        assert not likely_pending(cache, project.host.name, project.host.database, digest)
