@@ -16,6 +16,9 @@ import json
 import stat
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from opsagent.migrate.memo import likely_pending, remember_applied, versions_digest
 from opsagent.remote.transport import Remote
@@ -161,3 +164,53 @@ def test_a_complete_sync_leaves_the_memo_and_a_targeted_one_does_not(project: Pr
         options = SyncOptions(backup=False, cache_dir=cache)
         assert sync(remote, project.migrations, options, Identity("test", None)).outcome == "applied"
         assert not likely_pending(cache, project.host.name, project.host.database, digest)
+
+
+# ---------------------------------------------------------------- cold plans: the rehearsal's copy loads early
+
+BLOCK_DDL = """
+CREATE FUNCTION refuse_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'no DDL here'; END $$;
+CREATE EVENT TRIGGER refuse_ddl ON ddl_command_start WHEN TAG IN ('ALTER TABLE') EXECUTE FUNCTION refuse_ddl();
+"""
+
+
+def test_a_cold_plan_rehearses_on_a_copy_loaded_while_schema_sql_materializes(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from opsagent.schema import declarative
+    from opsagent.schema.declarative import PlanOptions, plan_against_sql
+    from opsagent.schema.scratch import leftovers
+
+    calls: list[str] = []
+    for method in ("finish", "cancel"):
+        original = getattr(declarative._EarlyRehearsal, method)
+
+        def wrapped(self: object, *args: object, _original: Any = original, _name: str = method) -> Any:
+            calls.append(_name)
+            return _original(self, *args)
+
+        monkeypatch.setattr(declarative._EarlyRehearsal, method, wrapped)
+    remote.psql(SCHEMA)
+    # a change: rehearsed on the copy started early, verified by both oracles
+    report = plan_against_sql(
+        remote, SCHEMA + "CREATE TABLE u (id int);\n", "schema.sql", PlanOptions(cache_dir=tmp_path / "a")
+    )
+    assert report.verified and "CREATE TABLE" in report.plan.script() and calls == ["finish"]
+    # warm: schema.sql is cached, nothing is started early (an empty plan would have loaded it for nothing)
+    calls.clear()
+    again = plan_against_sql(
+        remote, SCHEMA + "CREATE TABLE u (id int);\n", "schema.sql", PlanOptions(cache_dir=tmp_path / "a")
+    )
+    assert again.verified and calls == []
+    # nothing to change, cold: the early copy is dropped unused
+    report = plan_against_sql(remote, SCHEMA, "schema.sql", PlanOptions(cache_dir=tmp_path / "b"))
+    assert report.verified and report.plan.is_empty and calls == ["cancel"]
+    # the plan fails on the copy (an event trigger of the live database refuses ALTER TABLE): that is the finding
+    calls.clear()
+    remote.psql(BLOCK_DDL)
+    failed = plan_against_sql(remote, SCHEMA.replace("note text", "note text, born date") + BLOCK_DDL, "schema.sql")
+    assert not failed.verified and failed.error is not None and "no DDL here" in failed.error, failed.error
+    assert calls == ["finish"]
+    remote.psql("DROP EVENT TRIGGER refuse_ddl;")
+    assert leftovers(remote) == []

@@ -18,7 +18,7 @@ import select
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -503,14 +503,16 @@ class Remote:
         self,
         argv: Sequence[str],
         *,
-        stdin: bytes | str | None = None,
+        stdin: bytes | str | Iterable[bytes] | None = None,
         become: bool = True,
         timeout: float | None = None,
         check: bool = True,
         on_stdout: OutputCallback | None = None,
         capture: bool = True,
     ) -> CommandResult:
-        """Run one command; stdin is streamed, stdout kept as bytes (or passed to ``on_stdout``)."""
+        """Run one command; stdin is streamed, stdout kept as bytes (or passed to ``on_stdout``).  ``stdin`` may be
+        an iterable of pieces, written as they come: a piece that is not ready yet holds the command's stdin open
+        (a rehearsal loads the live structure while its plan is still being made)."""
         channel, command = self._exec(argv, become)
         started = time.monotonic()
         data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
@@ -633,16 +635,18 @@ def _first_line(text: str) -> str:
     return ""
 
 
-def _feed(channel: paramiko.Channel, data: bytes | None) -> threading.Thread | None:
+def _feed(channel: paramiko.Channel, data: bytes | Iterable[bytes] | None) -> threading.Thread | None:
     if not data:
         channel.shutdown_write()
         return None
+    pieces: Iterable[bytes] = (data,) if isinstance(data, bytes) else data
 
     def writer() -> None:
         try:
-            view = memoryview(data)
-            for offset in range(0, len(view), _CHUNK):
-                channel.sendall(bytes(view[offset : offset + _CHUNK]))
+            for piece in pieces:
+                view = memoryview(piece)
+                for offset in range(0, len(view), _CHUNK):
+                    channel.sendall(bytes(view[offset : offset + _CHUNK]))
             channel.shutdown_write()
         except (OSError, paramiko.SSHException, EOFError):
             pass  # the reader reports the failure
@@ -654,7 +658,7 @@ def _feed(channel: paramiko.Channel, data: bytes | None) -> threading.Thread | N
 
 def _pump(
     channel: paramiko.Channel,
-    data: bytes | None,
+    data: bytes | Iterable[bytes] | None,
     on_stdout: OutputCallback | None,
     capture: bool,
     timeout: float,

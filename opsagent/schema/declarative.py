@@ -27,6 +27,7 @@ uncommitted work, and the dump oracle needs it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import re
@@ -53,7 +54,16 @@ from .desired import (
     load_cached,
     reloaded,
 )
-from .drift import against_reloaded, at_once, confirm, live_and_desired, oracle_dump, read_catalog, read_sql
+from .drift import (
+    LiveState,
+    against_reloaded,
+    at_once,
+    confirm,
+    live_and_desired,
+    oracle_dump,
+    read_catalog,
+    read_sql,
+)
 from .extract import dump_schema
 from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
 from .fingerprint import Probe, load_catalog, plan_verdict_key, probe, recall, remember, store_catalog
@@ -230,15 +240,85 @@ def verify_plan(
         ) as scratch:
             output = scratch.load()[0]
     except LoadError as error:
-        if error.source != PLAN_SOURCE:
-            raise
-        return Rehearsal([], None, error.message.removeprefix(f"{PLAN_SOURCE}:"))
+        return _failed_rehearsal(error)
+    return _rehearsed(output, scratch.dumps[0], desired)
+
+
+def _failed_rehearsal(error: LoadError) -> Rehearsal:
+    """The plan failed on the copy: that is the rehearsal's finding; a failure to load the copy itself is raised."""
+    if error.source != PLAN_SOURCE:
+        raise error
+    return Rehearsal([], None, error.message.removeprefix(f"{PLAN_SOURCE}:"))
+
+
+def _rehearsed(output: str, dump: str, desired: Catalog) -> Rehearsal:
     rehearsed = read_catalog(output, "the rehearsal")
-    return Rehearsal(compare(rehearsed, desired).significant, scratch.dumps[0], catalog=rehearsed)
+    return Rehearsal(compare(rehearsed, desired).significant, dump, catalog=rehearsed)
 
 
-def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanOptions) -> PlanReport:
-    """Generate the plan, rehearse it on a copy of ``live`` on ``remote``'s server, confirm what remains."""
+class _EarlyRehearsal:
+    """The rehearsal's copy of the live structure, loaded while schema.sql is still being materialized (cold plans).
+
+    The copy needs only the live dump, the plan needs both sides: so the scratch session starts as soon as the live
+    read is in (:meth:`start`, on the live read's thread), loads the dump and waits, its stdin held open
+    (``ScratchSet(deferred=True)``); :meth:`finish` sends it the plan and reads the result, :meth:`cancel` only
+    drops it (an empty plan, or an error).  The two loads then share the server's cores instead of following each
+    other.
+    """
+
+    def __init__(self, remote: Remote, exclude_tables: Sequence[str]) -> None:
+        self._remote = remote
+        self._exclude = exclude_tables
+        self._scratch: ScratchSet | None = None
+        self._load: _Ahead[list[str]] | None = None
+
+    def start(self, live: LiveState) -> None:
+        live_dump = pin_extension_versions(live.dump or "", live.catalog)
+        scratch = ScratchSet(
+            self._remote,
+            [dump_chunks(live_dump, "live (dump)")],
+            query=introspection_sql(self._exclude),
+            dump=DumpStep.for_remote(self._remote, self._exclude),
+            detached=True,
+            deferred=True,
+        )
+        self._scratch, self._load = scratch, _Ahead(scratch.load)
+        self._load.start()
+
+    @property
+    def started(self) -> bool:
+        return self._scratch is not None
+
+    def finish(self, plan: Plan, desired: Catalog) -> Rehearsal:
+        assert self._scratch is not None and self._load is not None
+        self._scratch.resume([Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)])
+        try:
+            output = self._load()[0]
+        except LoadError as error:
+            return _failed_rehearsal(error)
+        return _rehearsed(output, self._scratch.dumps[0], desired)
+
+    def release(self) -> None:
+        """Ctrl-C: let a session still waiting for its plan end (its database goes with ``drop_active``), unawaited."""
+        if self._scratch is not None:
+            with contextlib.suppress(ValueError):
+                self._scratch.resume(None)
+
+    def cancel(self) -> None:
+        """Nothing to rehearse after all: the copy is dropped (in the background); waits for its session to end."""
+        if self._scratch is None or self._load is None:
+            return
+        with contextlib.suppress(ValueError):  # finish() or cancel() came first
+            self._scratch.resume(None)
+        with contextlib.suppress(Exception):  # the plan's own outcome (or error) is what is reported
+            self._load()
+
+
+def _plan_and_verify(
+    remote: Remote, live: _Side, desired: _Side, options: PlanOptions, early: _EarlyRehearsal | None = None
+) -> PlanReport:
+    """Generate the plan, rehearse it on a copy of ``live`` on ``remote``'s server (``early``: the copy already
+    loading), confirm what remains."""
     plan = generate_plan(
         live.catalog,
         desired.catalog,
@@ -246,13 +326,18 @@ def _plan_and_verify(remote: Remote, live: _Side, desired: _Side, options: PlanO
         concurrent_tables=options.concurrent_tables(live.catalog, live.sizes),
     )
     if plan.is_empty:  # nothing to rehearse: the live structure itself is compared, by both oracles
+        if early is not None:
+            early.cancel()
         rehearsed_catalog: Catalog | None = live.catalog
         remaining, rehearsed = compare(live.catalog, desired.catalog).significant, live.dump
     else:
-        live_dump = pin_extension_versions(live.dump(), live.catalog)
-        rehearsal = verify_plan(
-            remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template
-        )
+        if early is not None and early.started:
+            rehearsal = early.finish(plan, desired.catalog)
+        else:
+            live_dump = pin_extension_versions(live.dump(), live.catalog)
+            rehearsal = verify_plan(
+                remote, live_dump, desired.catalog, plan, options.exclude_tables, template=options.template
+            )
         if rehearsal.dump is None:
             return PlanReport(live.label, desired.label, plan, [], rehearsal.error)
         remaining, rehearsed, rehearsed_catalog = rehearsal.remaining, (lambda: rehearsal.dump or ""), rehearsal.catalog
@@ -305,17 +390,31 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
         if recalled is not None:
             return recalled
     before = seen.fingerprint if seen is not None else None
-    # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
-    live, desired = live_and_desired(
-        remote,
-        sql,
-        source,
-        exclude,
-        options.cache_dir,
-        dependencies=True,
-        extra_sql=TABLE_SIZES_SQL,
-        fingerprint=before is not None,
-    )
+    # schema.sql to materialize (cold): the rehearsal's copy of the live structure loads meanwhile (not with a kept
+    # template: copying one is cheaper than any load)
+    cold = not options.template and not known_schema(options.cache_dir, schema_digest(sql))
+    early = _EarlyRehearsal(remote, exclude) if cold else None
+    try:
+        # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
+        live, desired = live_and_desired(
+            remote,
+            sql,
+            source,
+            exclude,
+            options.cache_dir,
+            dependencies=True,
+            extra_sql=TABLE_SIZES_SQL,
+            fingerprint=before is not None,
+            on_live=early.start if early is not None else None,
+        )
+    except Exception:
+        if early is not None:
+            early.cancel()
+        raise
+    except BaseException:
+        if early is not None:
+            early.release()
+        raise
     live_dump = live.dump or ""
     sizes = _table_sizes(remote, live.extra)
     live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes)
@@ -326,12 +425,16 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
         target.start()
     try:
         report = _plan_and_verify(
-            remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=target), options
+            remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=target), options, early
         )
     except Exception:
+        if early is not None:
+            early.cancel()
         target.settle()  # nothing outlives the plan on the server
         raise
-    except BaseException:  # Ctrl-C: the other channel's scratch session goes to the background drop, unawaited
+    except BaseException:  # Ctrl-C: the other channels' scratch sessions go to the background drop, unawaited
+        if early is not None:
+            early.release()
         drop_active()
         raise
     target.settle()

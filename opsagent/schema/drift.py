@@ -294,9 +294,12 @@ def live_and_desired(
     dependencies: bool = False,
     extra_sql: str | None = None,
     fingerprint: bool = False,
+    on_live: Callable[[LiveState], None] | None = None,
 ) -> tuple[LiveState, DesiredState]:
     """The live side (one command) and schema.sql's materialized state: from the cache when warm (no other command);
-    when the file is new to the cache it is materialized alongside the live read; else after it, on a miss."""
+    when the file is new to the cache it is materialized alongside the live read; else after it, on a miss.
+    ``on_live``: called with the live side as soon as it is read, while the file is still being materialized (a cold
+    plan starts its rehearsal's copy of the live structure there); not called on the warm path."""
     database = remote.host.database
 
     def live() -> LiveState:
@@ -310,11 +313,17 @@ def live_and_desired(
             fingerprint=fingerprint,
         )
 
+    def live_then(hook: Callable[[LiveState], None]) -> LiveState:
+        state = live()
+        hook(state)
+        return state
+
     digest = schema_digest(sql)
     if known_schema(cache_dir, digest):  # warm, most likely: read and parse the cached side while the server works
         state, guess = at_once(live, lambda: newest(cache_dir, digest, source, dependencies=dependencies))
         return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, prefetched=guess)
-    state, built = at_once(live, lambda: materialize(remote, sql, source, exclude_tables))
+    first = live if on_live is None else (lambda: live_then(on_live))
+    state, built = at_once(first, lambda: materialize(remote, sql, source, exclude_tables))
     return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, materialized=built)
 
 

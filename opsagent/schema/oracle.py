@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -78,7 +79,13 @@ class Entry:
 
 def entries(dump: str) -> dict[str, tuple[Entry, ...]]:
     """The dump's entries by key (several entries may share one, e.g. ACLs);
-    the preamble before the first entry is dropped."""
+    the preamble before the first entry is dropped.  The last two dumps read are kept: a plan compares its
+    rehearsal with schema.sql's dump and then with its dump-and-load form."""
+    return dict(_entries(dump))
+
+
+@functools.lru_cache(maxsize=2)
+def _entries(dump: str) -> dict[str, tuple[Entry, ...]]:
     found: dict[str, list[Entry]] = {}
     state = dict(_STATE_DEFAULTS)
     current: tuple[str, str, str] | None = None

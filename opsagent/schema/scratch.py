@@ -17,8 +17,8 @@ output is complete before the drop starts: no round trip and no checkpoint
 while the user waits.  The detached job also *sweeps*: it drops every other
 ``opsagent_scratch_d_%`` database that no session is connected to.  Such a
 database is garbage by construction (a one-session database is connected to
-from its creation until its session is done with it; the only gap is the
-instant between ``CREATE DATABASE`` and ``\\connect``), so whatever a killed
+from its creation until its session is done with it; between ``CREATE DATABASE``
+and ``\\connect`` its creator holds an advisory lock the sweep respects), so whatever a killed
 client left behind is removed by the next run that uses a scratch database, or
 by :func:`sweep` (tests, ``inv sandbox``).  Without ``setsid`` on the server the
 drop runs synchronously at the end of the session (correct, slower).
@@ -42,7 +42,7 @@ import secrets
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from ..errors import OpsagentError, RemoteError, UsageError
 from ..migrate.sqltext import split_statements
@@ -233,11 +233,39 @@ def add_database(
     """Append: create ``name`` (from template0, or a kept ``template``), connect, run the sources, then ``query`` with
     its output kept (after ``mark``'s ``output N``), then (``dump``) the database's ``pg_dump --schema-only`` on the
     same session's stdout."""
+    open_database(script, name, sources, index=index, template=template)
+    close_database(script, name, query=query, index=index, dump=dump, mark=mark)
+
+
+CREATE_LOCK = 1869611009  # the advisory lock class (first key) of ``creating``
+
+
+def creating(name: str) -> str:
+    """The session lock a scratch session takes before ``CREATE DATABASE name``: the sweep of another run's session
+    leaves a database alone while its creator holds it.  psql's ``\\connect`` opens the new connection before it
+    closes the old one, so the lock is released only once the session is connected to the new database: there is
+    no instant in which a database being built looks abandoned.  ``name`` is ours (``scratch_name``)."""
+    return f"SELECT pg_advisory_lock({CREATE_LOCK}, hashtext({literal(name)})) AS opsagent_creating \\gset\n"
+
+
+def open_database(
+    script: Script, name: str, sources: Sequence[Chunk], *, index: int = 0, template: str | None = None
+) -> None:
+    """Append: create ``name`` (from template0, or a kept ``template``), connect, run the sources."""
     reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
     base = ident(template) if template else "template0"
-    script.add(f"{reconnect}CREATE DATABASE {ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}")
+    script.add(
+        f"{reconnect}{creating(name)}CREATE DATABASE {ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}"
+    )
     for chunk in sources:
         script.add(chunk.text, chunk.source, chunk.first_line)
+
+
+def close_database(
+    script: Script, name: str, *, query: str | None = None, index: int = 0, dump: DumpStep | None = None, mark: Markers
+) -> None:
+    """Append what reads a database :func:`open_database` filled: ``query`` (its output kept, after ``mark``'s
+    ``output N``), then (``dump``) its ``pg_dump --schema-only`` on the same session's stdout."""
     if query is not None:  # the loaded SQL's own output went to /dev/null; this comes back
         script.add(f"\\o\n{mark.psql(OUTPUT, str(index))}\n{query}\n\\o /dev/null")
     if dump is not None and dump.wanted(index):
@@ -278,7 +306,7 @@ class Template:
             f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal(self.name)}) "
             "AS opsagent_have_template \\gset\n"
             f"\\if :opsagent_have_template\n\\else\n{mark.psql(TEMPLATE_BUILT)}\n"
-            f"CREATE DATABASE {ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}"
+            f"{creating(build)}CREATE DATABASE {ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}"
         )
         for chunk in self.sources:
             script.add(chunk.text, chunk.source, chunk.first_line)
@@ -382,11 +410,21 @@ class DatabaseCounter:
 
 
 def load(
-    remote: Remote, script: Script, *, timeout: float | None = None, on_stdout: Callable[[bytes], None] | None = None
+    remote: Remote,
+    script: Script,
+    *,
+    timeout: float | None = None,
+    on_stdout: Callable[[bytes], None] | None = None,
+    stdin: Iterable[bytes] | None = None,
 ) -> str:
-    """Run the script in one psql session; a failure becomes a ``file:line`` error. Returns stdout."""
-    result = remote.psql(
-        script.text, MAINTENANCE_DB, extra=["-A", "-t", "-f", "-"], check=False, timeout=timeout, on_stdout=on_stdout
+    """Run the script in one psql session; a failure becomes a ``file:line`` error. Returns stdout.
+    ``stdin``: the script's text in pieces as they become ready (``script`` is whole once the last is written)."""
+    result = remote.run(
+        remote.psql_argv(MAINTENANCE_DB, ["-A", "-t", "-f", "-"]),
+        stdin=stdin if stdin is not None else script.text,
+        check=False,
+        timeout=timeout,
+        on_stdout=on_stdout,
     )
     if result.ok:
         return result.text
@@ -445,11 +483,14 @@ _DETACH = (
 _LINE = (
     "~"  # the line separator of the SQL handed to _DETACH (psql's \\! takes one line; no generated statement holds a ~)
 )
-# unconnected one-session scratch databases are garbage (see the module docstring); no FORCE: one in use stays
+# unconnected one-session scratch databases are garbage (see the module docstring), unless the session creating one
+# still holds its creation lock (``creating``); no FORCE: one in use stays
 SWEEP_SQL = (
     "SELECT format('DROP DATABASE IF EXISTS %I', d.datname) FROM pg_database d "
     f"WHERE starts_with(d.datname, '{DETACHED_PREFIX}') "
-    "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) \\gexec"
+    "AND NOT EXISTS (SELECT FROM pg_stat_activity a WHERE a.datname = d.datname) "
+    f"AND NOT EXISTS (SELECT FROM pg_locks l WHERE l.locktype = 'advisory' AND l.classid = {CREATE_LOCK} "
+    "AND l.objid = hashtext(d.datname)::oid AND l.objsubid = 2) \\gexec"
 )
 
 
@@ -529,6 +570,15 @@ def drop(remote: Remote, names: Sequence[str]) -> None:
     remote.psql(sql, MAINTENANCE_DB)
 
 
+@dataclasses.dataclass
+class _Deferred:
+    """Where a deferred scratch set's script stops until ``ScratchSet.resume``."""
+
+    head: int  # chunks of the script known from the start
+    ready: threading.Event = dataclasses.field(default_factory=threading.Event)
+    cancelled: bool = False
+
+
 class ScratchSet:
     """Scratch databases created and loaded by ``load()`` (one psql session) and dropped on exit, whatever happens.
 
@@ -551,7 +601,10 @@ class ScratchSet:
         preamble: Sequence[str] = (),
         template: Template | None = None,
         on_database: Callable[[int], None] | None = None,
+        deferred: bool = False,
     ) -> None:
+        if deferred and (len(contents) != 1 or template is not None or not detached):
+            raise ValueError("a deferred scratch set is one detached database, without a template")
         self.remote = remote
         self.on_database = on_database  # called with the count of databases finished so far, as the session runs
         self.detached = detached or template is not None
@@ -566,16 +619,18 @@ class ScratchSet:
         if template is not None:  # the first database starts as a copy of the kept template (built first if missing)
             build.append(scratch_name(DETACHED_PREFIX))
             template.add_to(self.script, build[0], self.mark)
-        for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
-            base = template.name if template is not None and index == 0 else None
-            add_database(self.script, name, sources, query=query, index=index, dump=dump, template=base, mark=self.mark)
-        if (
-            self.detached
-        ):  # the session's outputs are complete here: the drop (and its checkpoint) goes to the background
-            argv = detached_drop_argv(
-                remote, [*self.names, *build], keep_template=template.name if template is not None else None
-            )
-            self.script.add(f"\\o\n\\connect {MAINTENANCE_DB}\n\\! {shlex.join(argv)}")
+        self._query = query
+        self._deferred: _Deferred | None = None
+        if deferred:  # the first database's sources now; the rest of its script when resume() is called
+            open_database(self.script, self.names[0], contents[0])
+            self._deferred = _Deferred(len(self.script.chunks))
+        else:
+            for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
+                base = template.name if template is not None and index == 0 else None
+                add_database(
+                    self.script, name, sources, query=query, index=index, dump=dump, template=base, mark=self.mark
+                )
+            self._add_drop(build, template)
         self.timeout = timeout
         self.dump = dump
         self.dumps: list[str] = []  # with ``dump``: each database's normalized schema dump, after ``load()``
@@ -585,20 +640,57 @@ class ScratchSet:
         self._attempted = False
         self._dropped = False
 
+    def _add_drop(self, build: Sequence[str] = (), template: Template | None = None) -> None:
+        """The script's end: the session's outputs are complete there, the drop (and its checkpoint) goes to the
+        background."""
+        if self.detached:
+            argv = detached_drop_argv(
+                self.remote, [*self.names, *build], keep_template=template.name if template is not None else None
+            )
+            self.script.add(f"\\o\n\\connect {MAINTENANCE_DB}\n\\! {shlex.join(argv)}")
+
+    def resume(self, sources: Sequence[Chunk] | None) -> None:
+        """A deferred set: the rest of its database's sources, then its reads (query, dump) and its drop; ``None``:
+        nothing more, the database is only dropped (``load()`` then returns no output).  Called once, from any
+        thread; ``load()`` waits for it with the session open."""
+        deferred = self._deferred
+        if deferred is None or deferred.ready.is_set():
+            raise ValueError("resume() is for a deferred scratch set, once")
+        if sources is None:
+            deferred.cancelled = True
+        else:
+            for chunk in sources:
+                self.script.add(chunk.text, chunk.source, chunk.first_line)
+            close_database(self.script, self.names[0], query=self._query, dump=self.dump, mark=self.mark)
+        self._add_drop()
+        deferred.ready.set()
+
+    def _pieces(self) -> Iterator[bytes]:
+        """A deferred set's script as psql's stdin: what is known at once, then the rest once ``resume()`` is called."""
+        deferred = self._deferred
+        assert deferred is not None
+        yield "".join(chunk.text for _, chunk in self.script.chunks[: deferred.head]).encode("utf-8")
+        deferred.ready.wait()
+        yield "".join(chunk.text for _, chunk in self.script.chunks[deferred.head :]).encode("utf-8")
+
     def load(self) -> list[str]:
-        """Create and fill the databases; the query's output per database (empty strings without a query)."""
+        """Create and fill the databases; the query's output per database (empty strings without a query).
+        A deferred set's load waits for ``resume()``; cancelled, it returns an empty list."""
         self._attempted = True
         if self.detached:
             with _ACTIVE_LOCK:
                 _ACTIVE[id(self)] = (self.remote, tuple(self.names))
         try:
             counter = DatabaseCounter(self.mark, self.on_database) if self.on_database is not None else None
-            text = load(self.remote, self.script, timeout=self.timeout, on_stdout=counter)
+            stdin = self._pieces() if self._deferred is not None else None
+            text = load(self.remote, self.script, timeout=self.timeout, on_stdout=counter, stdin=stdin)
         finally:
             with _ACTIVE_LOCK:
                 if self.detached and _ACTIVE.pop(id(self), None) is None:  # drop_active() took care of it
                     self._dropped = True
         self._dropped = self.detached  # the session ended by starting the background drop
+        if self._deferred is not None and self._deferred.cancelled:
+            return []
         if self.dump is not None:
             from .extract import normalize_dump
 
