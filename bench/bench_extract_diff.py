@@ -10,7 +10,9 @@
    between the same two databases (<= 0.5x); ``plan`` of musicbrainz with one mutation, verified by both oracles,
    vs migra (<= 2x warm, <= 5x cold); 5,000 generated tables: diff (<= 2x migra) and plan (<= 4x migra); the
    closing drift check: a no-op ``sync`` with the example schema vs ``ssh host psql -c 'select 1'`` (<= 1.5x) and
-   with musicbrainz as schema.sql vs ``ssh host pg_dump -s`` (<= 1.0x).  migra comes from bench_plan_peer's venv
+   with musicbrainz as schema.sql vs ``ssh host pg_dump -s`` (<= 1.0x); the server-side load of the 5,000 tables
+   (the floor of any cold run, which materializes schema.sql); peak memory of a full comparison at 1,000 and 5,000
+   tables (linear: the same memory per table).  migra comes from bench_plan_peer's venv
    (installed there on first use; its rows are skipped when it cannot be installed).
 
 Run: ``python bench/bench_extract_diff.py [--repeat 5] [--sizes 100,500,1000,2000] [--only deploy]``.
@@ -253,13 +255,19 @@ def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
     cluster.psql("mb_mut", MUSICBRAINZ_MUTATIONS["drop an index"])
     gen = generated_schema(5000 if large else 10)
     cluster.create("gen_live")
+    started = time.perf_counter()
     cluster.psql("gen_live", gen)
+    gen_load = time.perf_counter() - started  # what any cold run must pay to materialize schema.sql, at the least
+    small_gen = generated_schema(1000 if large else 5)
+    cluster.create("gen_small")
+    cluster.psql("gen_small", small_gen)
     cluster.create("gen_target", template="gen_live")
     cluster.create("gen_mut", template="gen_live")
     if large:
         cluster.psql("gen_mut", "DROP INDEX t2500_parent_idx; ALTER TABLE t4000 DROP COLUMN note;")
     mb = make_project(base / "mb", state, {"live": "mb_live", "other": "mb_other", "mut": "mb_mut"}, mb_sql)
     gen_project = make_project(base / "gen", state, {"live": "gen_live", "mut": "gen_mut"}, gen)
+    small_project = make_project(base / "gen-small", state, {"live": "gen_small"}, small_gen)
 
     def floor(command: list[str]) -> float:
         argv = ssh_command(state, command)
@@ -351,6 +359,8 @@ def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
         migra_gen,
         "migra",
     )
+    line("floor of any cold run: psql -f schema.sql, 5,000 tables (server-side load)", gen_load, migra_gen, "migra")
+    bench_memory(small_project, gen_project, 1000 if large else 5, 5000 if large else 10)
     migra_gen_plan = migra_time("gen_mut", "gen_target")
     if migra_gen_plan:
         line("migra 5,000 tables, 2 changes (CLI)", migra_gen_plan)
@@ -369,6 +379,41 @@ def bench_deploy(state: SandboxState, repeat: int, large: bool = True) -> None:
         "migra",
     )
     bench_closing_check(state, cluster, base, repeat, select_floor, dump_floor, mb_sql)
+
+
+def peak_memory(project: Path, *args: str) -> float:
+    """The CLI's peak resident memory in MiB (``wait4``'s ``ru_maxrss`` of that one process)."""
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+        "OPSAGENT_INVENTORY": str(project / "inventory.yaml"),
+        "PYTHONPATH": str(REPO),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsagent", *args],
+        cwd=project,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode not in (0, 3):
+        raise SystemExit(f"opsagent {' '.join(args)} exited {proc.returncode}")
+    return usage.ru_maxrss / 1024
+
+
+def bench_memory(small: Path, large: Path, small_tables: int, large_tables: int) -> None:
+    """Peak memory of a full comparison (``diff --recheck``: the live read, both oracles; schema.sql cached) at two
+    sizes of the same generated schema, beside a no-op's start-up memory: linear means the added memory per table
+    stays the same."""
+    baseline = peak_memory(small, "diff", "--help")
+    cli(small, "diff", "--host", "live")  # schema.sql cached, as it is for the large one
+    sizes = {small_tables: peak_memory(small, "diff", "--host", "live", "--recheck")}
+    sizes[large_tables] = peak_memory(large, "diff", "--host", "live", "--recheck")
+    print(f"  peak memory: start-up (diff --help) {baseline:.0f} MiB")
+    for tables, mib in sizes.items():
+        per_table = (mib - baseline) * 1024 / tables
+        print(f"  peak memory: diff --recheck, {tables:,} tables {mib:7.0f} MiB ({per_table:.0f} KiB per table)")
 
 
 def bench_closing_check(
