@@ -864,8 +864,9 @@ _COMPARISON_MODULE = "opsagent.schema.drift"  # what a closing drift check loads
 
 
 def _prefetch(module: str) -> threading.Thread:
-    """Import ``module`` in a thread: started when the client is about to wait on the server (the apply), so the
-    closing check finds the comparison modules loaded.  A failed import is left for the real one to report."""
+    """Import ``module`` in a thread, started when the client is about to wait on the server (the session's start,
+    the apply), so that the step that needs it finds it loaded.  A failed import is left for the real one to
+    report."""
 
     def load() -> None:
         with contextlib.suppress(Exception):  # the check's own import raises it again, where it is handled
@@ -928,7 +929,7 @@ class SyncRun:
         )
         self._checked: Checked = {}  # pending files parsed and checked, by version key (parsed once per run)
         self._session: _Session | None = None
-        self._prefetch: threading.Thread | None = None  # the closing check's modules, loaded during the apply
+        self._comparison: threading.Thread | None = None  # the closing check's modules, loading during the apply
         self._lock_failure: tuple[Migration | None, str] = (None, "")  # rehearsal: the statement whose lock timed out
 
     def _send(self, session: _Session, text: str) -> None:
@@ -956,8 +957,8 @@ class SyncRun:
             if parser is not None:
                 parser.join()
             self._run(session, found)
-            if self._prefetch is not None:
-                self._prefetch.join()  # before the probe's own imports: one importer of these modules at a time
+            if self._comparison is not None:
+                self._comparison.join()  # before the probe's own imports: one importer of these modules at a time
             if self.options.probe and self.result.ok and not self.options.dry_run:
                 self.result.probe = self._probe(session)
             if self.result.ok and not self.options.dry_run and self.options.target is None and not found.invalid:
@@ -1060,7 +1061,7 @@ class SyncRun:
         if self.options.backup and not self._backup(plan):
             return
         if self.options.probe:
-            self._prefetch = _prefetch(_COMPARISON_MODULE)
+            self._comparison = _prefetch(_COMPARISON_MODULE)
         self._apply(
             session, plan, self.ledger.ensure_sql(state.columns) if (not state.exists or state.adoption_needed) else ""
         )
