@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from opsagent.remote.transport import Remote
+from opsagent.remote.transport import Remote, RemoteProcess
 from opsagent.schema.declarative import PlanOptions, plan_against_sql
 from opsagent.schema.desired import CACHE_FORMAT, ServerFacts, cache_key, load_cached, schema_digest
 from opsagent.schema.drift import check_project, diff_against_sql
@@ -374,6 +374,20 @@ def test_no_scratch_database_survives_a_killed_or_interrupted_client(
     assert leftovers(sandbox.admin) == []  # the next run's background job swept it
 
 
+def _end_session(sandbox: SandboxHandle, session: RemoteProcess, database: str) -> None:
+    """End a psql session and wait until the server no longer counts it as connected to ``database``."""
+    session.close_stdin()
+    session.wait(timeout=30)
+    session.close()
+    _wait_for(
+        lambda: (
+            not sandbox.admin.query_json(
+                f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}'", "postgres"
+            )
+        )
+    )
+
+
 def test_the_sweep_never_drops_a_scratch_database_its_creator_has_not_connected_to_yet(
     sandbox: SandboxHandle,
 ) -> None:
@@ -391,14 +405,7 @@ def test_the_sweep_never_drops_a_scratch_database_its_creator_has_not_connected_
             f"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = {CREATE_LOCK}", "postgres"
         )
     finally:
-        session.close_stdin()
-        session.wait(timeout=30)
-        session.close()
-    _wait_for(
-        lambda: (
-            not sandbox.admin.query_json(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'", "postgres")
-        )
-    )
+        _end_session(sandbox, session, name)
     assert sweep(sandbox.admin) == []  # its session is over: garbage now
 
 
@@ -412,12 +419,5 @@ def test_the_sweep_never_drops_a_scratch_database_in_use(sandbox: SandboxHandle)
         sweep(sandbox.admin, wait=1.0)
         assert name in _scratch_names(sandbox)  # in use: left alone
     finally:
-        session.close_stdin()
-        session.wait(timeout=30)
-        session.close()
-    _wait_for(
-        lambda: (
-            not sandbox.admin.query_json(f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'", "postgres")
-        )
-    )
+        _end_session(sandbox, session, name)
     assert sweep(sandbox.admin) == []
