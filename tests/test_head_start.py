@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import stat
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +179,7 @@ CREATE EVENT TRIGGER refuse_ddl ON ddl_command_start WHEN TAG IN ('ALTER TABLE')
 def test_a_cold_plan_rehearses_on_a_copy_loaded_while_schema_sql_materializes(
     remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from opsagent.schema import declarative
+    from opsagent.schema import declarative, scratch
     from opsagent.schema.declarative import PlanOptions, plan_against_sql
     from opsagent.schema.scratch import leftovers
 
@@ -206,11 +207,21 @@ def test_a_cold_plan_rehearses_on_a_copy_loaded_while_schema_sql_materializes(
     # nothing to change, cold: the early copy is dropped unused
     report = plan_against_sql(remote, SCHEMA, "schema.sql", PlanOptions(cache_dir=tmp_path / "b"))
     assert report.verified and report.plan.is_empty and calls == ["cancel"]
-    # the plan fails on the copy (an event trigger of the live database refuses ALTER TABLE): that is the finding
+    # the plan fails on the copy (an event trigger of the live database refuses ALTER TABLE): that is the finding,
+    # and the copy, whose session stopped before its own drop, is handed to the background drop at once (not left
+    # to whichever sweep comes next)
     calls.clear()
+    handed: list[tuple[str, ...]] = []
+    original_drop = scratch.drop_detached
+
+    def drop_detached(remote: Remote, names: Sequence[str]) -> None:
+        handed.append(tuple(names))
+        original_drop(remote, names)
+
+    monkeypatch.setattr(scratch, "drop_detached", drop_detached)
     remote.psql(BLOCK_DDL)
     failed = plan_against_sql(remote, SCHEMA.replace("note text", "note text, born date") + BLOCK_DDL, "schema.sql")
     assert not failed.verified and failed.error is not None and "no DDL here" in failed.error, failed.error
-    assert calls == ["finish"]
+    assert calls == ["finish"] and len(handed) == 1 and len(handed[0]) == 1, handed
     remote.psql("DROP EVENT TRIGGER refuse_ddl;")
     assert leftovers(remote) == []

@@ -256,6 +256,13 @@ def _rehearsed(output: str, dump: str, desired: Catalog) -> Rehearsal:
     return Rehearsal(compare(rehearsed, desired).significant, dump, catalog=rehearsed)
 
 
+def _loaded(scratch: ScratchSet) -> list[str]:
+    """``scratch.load()`` inside its context: a session that stopped before its own drop (the plan failed on the copy,
+    an error) hands its database to the background drop."""
+    with scratch:
+        return scratch.load()
+
+
 class _EarlyRehearsal:
     """The rehearsal's copy of the live structure, loaded while schema.sql is still being materialized (cold plans).
 
@@ -282,7 +289,7 @@ class _EarlyRehearsal:
             detached=True,
             deferred=True,
         )
-        self._scratch, self._load = scratch, _Ahead(scratch.load)
+        self._scratch, self._load = scratch, _Ahead(lambda: _loaded(scratch))
         self._load.start()
 
     @property
