@@ -423,14 +423,13 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
             early.release()
         raise
     live_dump = live.dump or ""
-    sizes = _table_sizes(remote, live.extra)
-    live_side = _Side(where(remote), live.catalog, lambda: live_dump, sizes)
     # the target after one dump-and-load settles the rehearsal's deparse artifacts; when it is not cached yet it is
     # built on its own channel while the rehearsal runs (it is then kept, for every later plan of this schema.sql)
     target = _Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir))
     if options.cache_dir is not None and desired.reloaded_dump is None:
         target.start()
     try:
+        live_side = _Side(where(remote), live.catalog, lambda: live_dump, _table_sizes(remote, live.extra))
         report = _plan_and_verify(
             remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=target), options, early
         )
