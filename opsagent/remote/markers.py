@@ -125,6 +125,10 @@ class Markers:
                 lead.append(line)
         return lead, [Section(marker, tuple(lines)) for marker, lines in found]
 
+    def by_kind(self, text: str) -> dict[str, str]:
+        """The text after each marker, by the marker's kind (a later marker of the same kind wins)."""
+        return {s.marker.kind: s.text for s in self.sections(text)[1]}
+
     def numbered(self, text: str, kind: str, count: int) -> list[str]:
         """The text after each ``kind N`` marker, for N from 0 to ``count`` - 1 (``""`` where one is missing)."""
         parts = {s.marker.text: s.text for s in self.sections(text)[1] if s.marker.kind == kind}

@@ -256,7 +256,7 @@ def read_live(
         text, raw = _run_live_read(remote, database, script, exclude_tables, mark)
     else:
         text = remote.psql(script, database, extra=["-A", "-t"]).text
-    body = {s.marker.kind: s.text for s in mark.sections(text)[1]}
+    body = mark.by_kind(text)
     if "catalog" not in body:
         raise RemoteError(f"introspection of {where(remote, database)} returned no usable result")
     facts = ServerFacts.parse(body.get("facts", ""), body.get("pg-dump", ""))

@@ -109,7 +109,7 @@ def probe_script(mark: Markers) -> str:
 
 def probe_from(mark: Markers, output: str, host: str) -> Probe:
     """A probe of ``host`` from the output of ``probe_script(mark)`` (and its ``extra`` section, if any)."""
-    sections = {s.marker.kind: s.text for s in mark.sections(output)[1]}
+    sections = mark.by_kind(output)
     facts = ServerFacts.parse(sections.get("facts", ""), sections.get("pg-dump", ""))
     return Probe(facts, Fingerprint.parse(sections.get("fingerprint", ""), host), sections.get("extra", ""))
 
@@ -130,8 +130,7 @@ def fingerprint_of(remote: Remote, database: str) -> Fingerprint | None:
     """Only the fingerprint (no server facts: comparing two live databases needs no desired-state key)."""
     mark = Markers()
     text = remote.psql(f"SET search_path = pg_catalog;\n{fingerprint_section(mark)}\n", database, extra=["-A", "-t"])
-    sections = {s.marker.kind: s.text for s in mark.sections(text.text)[1]}
-    return Fingerprint.parse(sections.get("fingerprint", ""), remote.host.name)
+    return Fingerprint.parse(mark.by_kind(text.text).get("fingerprint", ""), remote.host.name)
 
 
 @functools.cache
