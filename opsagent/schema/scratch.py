@@ -248,15 +248,19 @@ def creating(name: str) -> str:
     return f"SELECT pg_advisory_lock({CREATE_LOCK}, hashtext({literal(name)})) AS opsagent_creating \\gset\n"
 
 
+def create_and_connect(name: str, template: str | None = None) -> str:
+    """psql lines that create ``name`` (from template0, or a kept ``template``) under its creation lock, connect to
+    it and set the scratch session up."""
+    base = ident(template) if template else "template0"
+    return f"{creating(name)}CREATE DATABASE {ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}"
+
+
 def open_database(
     script: Script, name: str, sources: Sequence[Chunk], *, index: int = 0, template: str | None = None
 ) -> None:
     """Append: create ``name`` (from template0, or a kept ``template``), connect, run the sources."""
     reconnect = f"\\connect {MAINTENANCE_DB}\n" if index else ""
-    base = ident(template) if template else "template0"
-    script.add(
-        f"{reconnect}{creating(name)}CREATE DATABASE {ident(name)} TEMPLATE {base};\n\\connect {name}\n{SESSION_SETUP}"
-    )
+    script.add(reconnect + create_and_connect(name, template))
     for chunk in sources:
         script.add(chunk.text, chunk.source, chunk.first_line)
 
@@ -305,8 +309,7 @@ class Template:
         script.add(
             f"SELECT EXISTS (SELECT FROM pg_database WHERE datname = {literal(self.name)}) "
             "AS opsagent_have_template \\gset\n"
-            f"\\if :opsagent_have_template\n\\else\n{mark.psql(TEMPLATE_BUILT)}\n"
-            f"{creating(build)}CREATE DATABASE {ident(build)} TEMPLATE template0;\n\\connect {build}\n{SESSION_SETUP}"
+            f"\\if :opsagent_have_template\n\\else\n{mark.psql(TEMPLATE_BUILT)}\n" + create_and_connect(build)
         )
         for chunk in self.sources:
             script.add(chunk.text, chunk.source, chunk.first_line)
