@@ -7,7 +7,13 @@ Program, which imports this file before parsing the task arguments:
 the task's usage line), so ``inv X`` and ``opsagent X`` answer alike.
 """
 
-from opsagent.cli import adopt_invoke_program, ns
+import sys
+
+from opsagent.launch import start_early
+
+start_early(sys.argv)  # inv sync --host H: H's connection opens while the CLI loads (opsagent/launch.py)
+
+from opsagent.cli import adopt_invoke_program, ns  # noqa: E402
 
 adopt_invoke_program()
 

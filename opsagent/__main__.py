@@ -1,5 +1,5 @@
 """``python -m opsagent`` = the ``opsagent`` console script."""
 
-from .cli import main
+from .launch import main
 
 main()

@@ -325,6 +325,25 @@ def inventory_path(explicit: str | os.PathLike[str] | None = None) -> Path:
     return Path(chosen).expanduser()
 
 
+def find_project_root(start: Path | None = None) -> Path | None:
+    """The nearest folder, from ``start`` (the working directory) upwards, holding ``inventory.yaml``, as git
+    finds ``.git``."""
+    here = (start or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        if (folder / DEFAULT_INVENTORY).is_file():
+            return folder
+    return None
+
+
+def current_inventory() -> Inventory:
+    """``$OPSAGENT_INVENTORY`` if set, else the project's ``inventory.yaml`` found upwards from here
+    (none: no hosts): the inventory every task of the CLI reads."""
+    if os.environ.get("OPSAGENT_INVENTORY"):
+        return load_inventory()
+    root = find_project_root()
+    return load_inventory(root / DEFAULT_INVENTORY if root else None)
+
+
 def load_inventory(path: str | os.PathLike[str] | None = None) -> Inventory:
     """Load and validate the inventory plus the generated sandbox hosts."""
     main = inventory_path(path)

@@ -26,6 +26,7 @@ from opsagent.cli import base
 from opsagent.cli.environment import Environment, PipedConsole, task_context
 from opsagent.cli.fleet import check_fleet_flags, summary_table, sync_columns
 from opsagent.errors import ExitCode, UsageError
+from opsagent.inventory import find_project_root
 from opsagent.migrate.sync import Identity, SyncOptions
 from opsagent.migrate.sync import sync as run_sync
 from opsagent.remote.fleet import sync_outcome, version_span
@@ -231,11 +232,13 @@ def test_host_down_in_a_fleet_is_one_line_not_paramiko_tracebacks(
 def test_paramiko_messages_are_kept_not_printed(capfd: pytest.CaptureFixture[str]) -> None:
     import logging
 
-    base.quiet_library_loggers()
+    from opsagent.remote import liblog
+
+    liblog.quiet_library_loggers()
     logging.getLogger("paramiko.transport").error("Exception (client): Error reading SSH protocol banner")
     logging.getLogger("paramiko.transport").error("Traceback (most recent call last):")
     assert capfd.readouterr().err == ""
-    assert base.library_messages()[-1] == "Exception (client): Error reading SSH protocol banner"
+    assert liblog.library_messages()[-1] == "Exception (client): Error reading SSH protocol banner"
 
 
 # ---------------------------------------------------------------- project root
@@ -246,8 +249,8 @@ def test_project_root_is_found_upwards_and_env_still_wins(tmp_path: Path) -> Non
     deep = root / "sql" / "migrations"
     deep.mkdir(parents=True)
     (root / "inventory.yaml").write_text("hosts:\n  sandbox: {address: 127.0.0.1}\n")
-    assert base.find_project_root(deep) == root.resolve()
-    assert base.find_project_root(tmp_path) is None
+    assert find_project_root(deep) == root.resolve()
+    assert find_project_root(tmp_path) is None
     done = run_front_door("opsagent", "hosts", "--json", cwd=deep)
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
@@ -519,7 +522,7 @@ def test_every_project_task_is_refused_outside_a_project_and_creates_nothing(
 ) -> None:
     empty = tmp_path / "elsewhere"
     empty.mkdir()
-    assert base.find_project_root(empty) is None
+    assert find_project_root(empty) is None
     for door in ("inv", "opsagent"):
         done = _inv_outside(*args, cwd=empty) if door == "inv" else run_front_door("opsagent", *args, cwd=empty)
         assert done.returncode == 2, (door, done.returncode, done.stderr)

@@ -22,7 +22,8 @@ from invoke.context import Context
 from invoke.tasks import Task
 
 from .. import __version__
-from .base import quiet_library_loggers
+from ..launch import is_our_command_line
+from ..remote.liblog import quiet_library_loggers
 from .program import OpsagentProgram, adopt_invoke_program, program_name
 
 __all__ = ["TASKS", "OpsagentProgram", "adopt_invoke_program", "collection_for", "main", "ns"]
@@ -113,11 +114,7 @@ def collection_for(argv: Sequence[str] | None = None) -> Collection:
 def _command_line() -> list[str] | None:
     """``sys.argv`` when this process is ``inv``/``opsagent`` (then ``ns`` follows it); None elsewhere
     (tests, imports)."""
-    if not sys.argv:
-        return None
-    first = sys.argv[0].replace("\\", "/")
-    ours = first.rsplit("/", 1)[-1] in ("inv", "invoke", "opsagent") or first.endswith("opsagent/__main__.py")
-    return list(sys.argv) if ours else None
+    return list(sys.argv) if is_our_command_line(sys.argv) else None
 
 
 def __getattr__(name: str) -> Any:

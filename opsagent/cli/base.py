@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import os
 import sys
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,46 +23,10 @@ from invoke.tasks import Task, task
 from rich.console import Console
 
 from ..errors import ExitCode, OpsagentError, UsageError
-from ..inventory import DEFAULT_INVENTORY, HostConfig, Inventory, load_inventory
+from ..inventory import DEFAULT_INVENTORY, HostConfig, Inventory, current_inventory, find_project_root
 from ..remote.transport import Remote, open_remote
 from .environment import Environment, environment
 from .program import program_name, silence_stdout, with_value_placeholders
-
-# ---------------------------------------------------------------- library loggers
-
-
-class _KeptMessages(logging.Handler):
-    """Keeps a library's log messages (not its traceback lines) instead of printing them over the one-line error."""
-
-    def __init__(self, keep: int = 20) -> None:
-        super().__init__(logging.WARNING)
-        self.messages: deque[str] = deque(maxlen=keep)
-
-    def emit(self, record: logging.LogRecord) -> None:
-        text = record.getMessage().rstrip()
-        if text and not text[0].isspace() and not text.startswith(("Traceback", "During handling")):
-            self.messages.append(text)
-
-
-_library_log = _KeptMessages()
-
-
-def quiet_library_loggers() -> None:
-    """Paramiko logs "Exception (client): Error reading SSH protocol banner" and two tracebacks on stderr for a host
-    that is down (its transport thread logs, then the connect raises what the CLI already reports in one line).
-    Keep those messages (``library_messages``) instead; ``OPSAGENT_DEBUG=1`` shows them as before."""
-    if os.environ.get("OPSAGENT_DEBUG"):
-        return
-    logger = logging.getLogger("paramiko")
-    if _library_log not in logger.handlers:
-        logger.addHandler(_library_log)
-    logger.propagate = False
-
-
-def library_messages() -> list[str]:
-    """The newest messages paramiko logged in this process (e.g. to add the cause to a connection error)."""
-    return list(_library_log.messages)
-
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -209,23 +171,9 @@ def print_task_help(command_task: Any, helps: dict[str, str], env: Environment) 
 # ---------------------------------------------------------------- project and inventory
 
 
-def find_project_root(start: Path | None = None) -> Path | None:
-    """The nearest folder, from ``start`` (the working directory) upwards, holding ``inventory.yaml``, as git
-    finds ``.git``."""
-    here = (start or Path.cwd()).resolve()
-    for folder in (here, *here.parents):
-        if (folder / DEFAULT_INVENTORY).is_file():
-            return folder
-    return None
-
-
 def inventory() -> Inventory:
-    """``$OPSAGENT_INVENTORY`` if set, else the project's ``inventory.yaml`` found upwards from here
-    (none: no hosts)."""
-    if os.environ.get("OPSAGENT_INVENTORY"):
-        return load_inventory()
-    root = find_project_root()
-    return load_inventory(root / DEFAULT_INVENTORY if root else None)
+    """The inventory every task reads (``$OPSAGENT_INVENTORY``, else the project's, found upwards from here)."""
+    return current_inventory()
 
 
 def outside_project_error() -> UsageError:

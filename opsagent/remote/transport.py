@@ -28,6 +28,7 @@ from fabric import Config, Connection
 from .. import resources
 from ..errors import CommandFailed, HostKeyError, RemoteError, UsageError
 from ..inventory import HostConfig, Inventory
+from . import early
 
 _CHUNK = 256 * 1024
 _WINDOW = 8 * 1024 * 1024
@@ -356,9 +357,13 @@ def open_remote(
 ) -> Iterator[Remote]:
     """One verified SSH connection for the whole run; closed on exit."""
     conn, endpoint = _connection(host, inventory, accept_new_host_key)
+    early_remote = early.claim(host, endpoint, accept_new_host_key)
+    if early_remote is not None:
+        conn = early_remote.connection
     try:
-        _open(conn, endpoint)
-        yield Remote(host, conn, endpoint)
+        if early_remote is None:
+            _open(conn, endpoint)
+        yield early_remote or Remote(host, conn, endpoint)
     finally:
         for hop in reversed(_hops(conn)):
             hop.close()
@@ -456,6 +461,7 @@ class Remote:
         self.endpoint = endpoint
         self.command_count = 0
         self._held: dict[str, _Held] = {}
+        self._next: _Held | None = None  # held for whoever starts its argv first (hold_next)
 
     # -- argv builders
 
@@ -485,6 +491,9 @@ class Remote:
     # -- running
 
     def _exec(self, argv: Sequence[str], become: bool) -> tuple[paramiko.Channel, str]:
+        waiting = self._claim_next(argv) if become else None
+        if waiting is not None:
+            return waiting
         full = [*(self.become_prefix() if become else []), *argv]
         # cd /: the become user usually cannot enter the login user's home (psql warns about it)
         command = channel_bound_command(full, cd_root=bool(become and self.host.become))
@@ -535,6 +544,32 @@ class Remote:
         self.release(key)
         channel, command = self._exec(["sh", "-c", _HELD, "opsagent-held", *argv], True)
         self._held[key] = _Held(channel, command, tuple(argv), tag)
+
+    def hold_next(self, argv: Sequence[str]) -> None:
+        """Start ``argv`` (as the become user) now, held at its gate for the first :meth:`run` or :meth:`start` of
+        this very argv, whoever calls it: the CLI holds the command a task starts first while its own modules are
+        still loading (``opsagent/launch.py``).  Unclaimed, it exits having run nothing when the connection ends."""
+        channel, command = self._exec(["sh", "-c", _HELD, "opsagent-held", *argv], True)
+        self.command_count -= 1  # counted when claimed: an unclaimed one ran nothing
+        self._next = _Held(channel, command, tuple(argv), "")
+
+    def _claim_next(self, argv: Sequence[str]) -> tuple[paramiko.Channel, str] | None:
+        """The command held by :meth:`hold_next` for ``argv``, released from its gate; None when none waits (it
+        stays held for a later command when it is another argv, and is dropped when its channel has died)."""
+        held = self._next
+        if held is None or held.argv != tuple(argv):
+            return None
+        self._next = None
+        if held.channel.closed or held.channel.exit_status_ready():
+            held.channel.close()
+            return None
+        try:
+            held.channel.sendall(b"go\n")
+        except (OSError, paramiko.SSHException, EOFError):
+            held.channel.close()
+            return None
+        self.command_count += 1
+        return held.channel, held.command
 
     def held_tag(self, key: str) -> str | None:
         """The ``tag`` of the command held under ``key``; None when none is."""

@@ -1,0 +1,106 @@
+"""The ``opsagent`` console script (and ``python -m opsagent``): the early connection, then the CLI.
+
+A one-host task loads the CLI (Invoke, Rich, its modules: about 0.15 s after the transport), then connects, then
+waits for its first command to start on the server (the login user's shell start-up and sudo: 0.15-0.2 s on this
+project's machines).  Nothing in the last wait depends on the CLI, so this light module reads the task and its
+``--host`` (and ``--against-host``) from the command line, opens those connections (:mod:`opsagent.remote.early`),
+holds the command the task starts first, and only then loads the CLI: the server starts that command while the
+client imports.  The task later takes the connection through ``open_remote`` as if it had opened it.  ``tasks.py``
+does the same for ``inv``, once Invoke has loaded it.
+
+The command line is only read here, never judged: anything unusual (a core option before the task, ``--help``,
+an offline ``--sql``, a group or a list of hosts, ``--accept-new-host-key``) opens nothing early, and Invoke still
+parses and refuses it as before (after the handshake: a mistyped flag is refused a handshake later).
+``OPSAGENT_EARLY_CONNECT=0`` turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .remote.transport import Remote
+
+
+def _session(remote: Remote) -> list[str]:
+    return remote.psql_argv(extra=["-A", "-t", "-f", "-"])  # the sync's psql session (migrate/sync.py _Session)
+
+
+def _query(remote: Remote) -> list[str]:
+    return remote.psql_argv(extra=["-A", "-t"])  # Remote.query_json: the ledger read of status
+
+
+# the tasks that connect first thing, and the command each starts first on its host (None: not known in advance):
+# the sync's session; the ledger read of status; the fingerprint probe that diff and plan start with
+EARLY_TASKS: dict[str, Callable[[Remote], Sequence[str]] | None] = {
+    "sync": _session,
+    "status": _query,
+    "history": _query,
+    "diff": _query,
+    "plan": _query,
+    "extract": None,
+    "lint": None,
+    "tables": None,
+    "describe": None,
+}
+_HOST_FLAGS = ("--host", "--against-host")  # each names one host to connect to
+_NOT_EARLY = ("--help", "-h", "--sql", "--from-version", "--accept-new-host-key", "--list", "-l")
+
+
+def early_hosts(argv: Sequence[str]) -> tuple[str, list[str]] | None:
+    """``(task, host specs)`` when the command line is one task of :data:`EARLY_TASKS` with one ``--host`` (and at
+    most one ``--against-host``), each naming one host; else None."""
+    words = list(argv[1:])
+    if not words or words[0] not in EARLY_TASKS:
+        return None
+    specs: dict[str, list[str]] = {flag: [] for flag in _HOST_FLAGS}
+    for index, word in enumerate(words[1:], start=1):
+        name, equals, value = word.partition("=")
+        if name in _NOT_EARLY:
+            return None
+        if name in specs:
+            if not equals:
+                value = words[index + 1] if index + 1 < len(words) else ""
+            specs[name].append(value)
+    named = [value for values in specs.values() for value in values]
+    if len(specs["--host"]) != 1 or len(specs["--against-host"]) > 1:
+        return None
+    if any(not value or value.startswith("-") or "," in value for value in named):
+        return None
+    return words[0], list(dict.fromkeys(named))
+
+
+def is_our_command_line(argv: Sequence[str]) -> bool:
+    """True when this process is ``inv``/``opsagent``/``python -m opsagent`` (not a test, not an import)."""
+    if not argv:
+        return False
+    first = argv[0].replace("\\", "/")
+    return first.rsplit("/", 1)[-1] in ("inv", "invoke", "opsagent") or first.endswith("opsagent/__main__.py")
+
+
+def start_early(argv: Sequence[str]) -> None:
+    """Open the task's connection early when the command line is one host's task (see the module docstring)."""
+    if os.environ.get("OPSAGENT_EARLY_CONNECT", "1") == "0" or not is_our_command_line(argv):
+        return
+    found = early_hosts(argv)
+    if found is None:
+        return
+    task, specs = found
+    from .remote import early, transport  # noqa: F401 - here, not on the thread: the two never import at once
+    from .remote.liblog import quiet_library_loggers
+
+    quiet_library_loggers()
+    for spec in specs:
+        early.begin(spec, EARLY_TASKS[task])
+    early.wait_opened()
+
+
+def main() -> None:
+    """Entry point of the ``opsagent`` console script."""
+    start_early(sys.argv)
+    from .cli import main as cli_main
+
+    cli_main()
