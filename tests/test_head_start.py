@@ -35,9 +35,10 @@ def _table_exists(remote: Remote, name: str) -> bool:
 
 
 def _held_processes(remote: Remote) -> int:
-    # the gate's process is "sh -c <gate> opsagent-held ..."; [o] keeps grep from counting itself
-    out = remote.run(["sh", "-c", "ps -eo args | grep -c '[o]psagent-held' || true"], become=False).text
-    return int(out.strip() or 0)
+    """Gates waiting on the server for this remote's database ("sh -c <gate> opsagent-held ... dbname=<db>"): the
+    database is the test's own, so another test's held commands (two workers) are not counted."""
+    out = remote.run(["ps", "-eo", "args"], become=False).text
+    return sum(1 for line in out.splitlines() if "opsagent-held" in line and remote.host.database in line)
 
 
 def _until_no_held_process(remote: Remote, seconds: float = 10) -> int:

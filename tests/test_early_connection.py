@@ -1,0 +1,177 @@
+"""The early connection (issue 14): a one-host task's SSH connection opened before the CLI loads, its first command
+held at the gate while the client imports (``opsagent/launch.py``, ``opsagent/remote/early.py``).
+
+- What the command line must look like to connect early (pure): anything unusual opens nothing.
+- The task takes the early connection as its own, and its first command is the held one (real sshd + PostgreSQL).
+- Nobody claims it: the held command never runs, and nothing is left on the server.
+- Another host's claim leaves it; the same name with another configuration closes it.
+- A host that is down is tried once, and reported exactly as without the early connection.
+- A command line that Invoke refuses after the early connection opened: exit 2, nothing ran.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from opsagent.inventory import load_inventory
+from opsagent.launch import early_hosts, is_our_command_line, start_early
+from opsagent.remote import early
+from opsagent.remote.transport import open_remote, resolve_endpoint
+
+from .conftest import Project, write_inventory
+from .test_head_start import _held_processes, _table_exists, _until_no_held_process
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["opsagent", "sync", "--host", "prod", "--yes"], ("sync", ["prod"])),
+        (["inv", "status", "--host=prod"], ("status", ["prod"])),
+        (["opsagent", "diff", "--host", "a", "--against-host", "b"], ("diff", ["a", "b"])),
+        (["opsagent", "diff", "--against-host=b", "--host=a", "--json"], ("diff", ["a", "b"])),
+        (["opsagent", "sync", "--host", "a,b"], None),  # a list: the fleet path
+        (["opsagent", "sync", "--host", "a", "--host", "b"], None),
+        (["opsagent", "sync", "--host"], None),
+        (["opsagent", "sync", "--host", "--yes"], None),
+        (["opsagent", "sync", "--host", "prod", "--help"], None),
+        (["opsagent", "sync", "--host", "prod", "--sql"], None),  # offline: no connection at all
+        (["opsagent", "sync", "--host", "prod", "--accept-new-host-key"], None),  # another host key policy
+        (["opsagent", "-e", "sync", "--host", "prod"], None),  # a core option first
+        (["opsagent", "sandbox.up"], None),
+        (["opsagent", "new", "--host", "prod"], None),  # not a task that connects first thing
+        (["opsagent"], None),
+    ],
+)
+def test_only_a_plain_one_host_command_line_connects_early(argv: list[str], expected: object) -> None:
+    assert early_hosts(argv) == expected
+
+
+def test_only_the_cli_processes_connect_early() -> None:
+    assert is_our_command_line(["/usr/local/bin/opsagent", "sync"])
+    assert is_our_command_line(["/work/.venv/bin/inv", "sync"])
+    assert is_our_command_line(["/work/opsagent/__main__.py", "sync"])
+    assert not is_our_command_line(["/usr/bin/pytest", "sync"])
+    assert not is_our_command_line([])
+
+
+@pytest.fixture
+def in_project(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    monkeypatch.setenv("OPSAGENT_INVENTORY", str(project.root / "inventory.yaml"))
+    monkeypatch.delenv("OPSAGENT_EARLY_CONNECT", raising=False)
+    yield project
+    early.discard()
+
+
+def test_the_task_takes_the_early_connection_and_its_held_first_command(in_project: Project) -> None:
+    from opsagent.migrate.sync import Identity, SyncOptions, sync
+
+    project = in_project
+    project.write_migration("001_t.sql", "CREATE TABLE t (id int);\n")
+    start_early(["opsagent", "sync", "--host", "sandbox", "--yes"])
+    inventory = load_inventory(project.root / "inventory.yaml")
+    with open_remote(project.host, inventory) as remote:
+        assert remote.command_count == 0  # a command is held, not yet counted
+        assert _held_processes(remote) >= 1  # ... and it waits at its gate on the server (this check is a command)
+        held_argv = remote.psql_argv(extra=["-A", "-t", "-f", "-"])
+        assert remote._next is not None and remote._next.argv == tuple(held_argv)
+        result = sync(remote, project.migrations, SyncOptions(backup=False), Identity("test", None))
+        assert result.outcome == "applied"
+        assert remote._next is None  # the sync's session was the held command
+        assert result.remote_commands == 1
+    assert early._attempts == {}
+
+
+def test_an_unclaimed_early_command_never_runs(in_project: Project) -> None:
+    project = in_project
+    canary = project.host.name
+    early.begin(canary, lambda remote: remote.psql_argv(extra=["-c", "CREATE TABLE early_canary ()"]))
+    early.wait_opened()
+    with open_remote(dataclasses.replace(project.host, name="elsewhere")) as watcher:
+        assert _held_processes(watcher) >= 1
+        assert "sandbox" in early._attempts  # another host's claim leaves it for its own host
+        early.discard()  # as at exit
+        assert early._attempts == {}
+        assert _until_no_held_process(watcher) == 0
+        assert not _table_exists(watcher, "early_canary")
+
+
+def test_the_same_name_with_another_configuration_is_not_taken(in_project: Project) -> None:
+    project = in_project
+    early.begin(project.host.name)
+    early.wait_opened()
+    moved = dataclasses.replace(project.host, become="nobody")
+    assert early.claim(moved, resolve_endpoint(moved), False) is None
+    assert early._attempts == {}
+    early.begin(project.host.name)
+    assert early.claim(project.host, resolve_endpoint(project.host), True) is None  # --accept-new-host-key
+    assert early._attempts == {}
+
+
+@pytest.fixture
+def counting_silent_port() -> Iterator[tuple[int, list[int]]]:
+    """A port that accepts and hangs up without an SSH banner, counting the connections it accepted."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    accepted: list[int] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(1)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1], accepted
+    stop.set()
+    thread.join(2)
+    server.close()
+
+
+def test_a_host_that_is_down_is_tried_once_and_reported_as_before(
+    project: Project, counting_silent_port: tuple[int, list[int]]
+) -> None:
+    port, accepted = counting_silent_port
+    down = dataclasses.replace(project.host, name="down", port=port)
+    write_inventory(project.root, {"sandbox": project.host, "down": down})
+    outcomes = {}
+    for mode in ("1", "0"):
+        accepted.clear()
+        done = project.run("status", "--host", "down", env={"OPSAGENT_EARLY_CONNECT": mode})
+        outcomes[mode] = (done.returncode, done.stderr.strip().splitlines()[0] if done.stderr.strip() else "")
+        assert "Traceback" not in done.stderr + done.stdout
+        assert len(accepted) == 1, (mode, len(accepted))
+    assert outcomes["1"] == outcomes["0"]
+    assert outcomes["1"][0] != 0 and "down" in outcomes["1"][1]
+
+
+def test_a_refused_command_line_after_the_early_connection_leaves_nothing(project: Project) -> None:
+    project.write_migration("001_t.sql", "CREATE TABLE t (id int);\n")
+    done = project.run("sync", "--host", "sandbox", "--yes", "--no-such-flag")
+    assert done.returncode == 2, done.stderr
+    assert "--no-such-flag" in done.stderr and "Traceback" not in done.stderr
+    with open_remote(project.host) as watcher:
+        assert _until_no_held_process(watcher) == 0
+        assert not _table_exists(watcher, "t")
+
+
+def test_a_cli_sync_through_the_early_connection_is_one_command_and_leaves_nothing(project: Project) -> None:
+    project.write_migration("001_t.sql", "CREATE TABLE t (id int);\n")
+    done = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["remote_commands"] == 1
+    with open_remote(project.host) as watcher:
+        assert _table_exists(watcher, "t")
+        assert _until_no_held_process(watcher) == 0
