@@ -25,23 +25,30 @@ if TYPE_CHECKING:
     from .remote.transport import Remote
 
 
-def _session(remote: Remote) -> list[str]:
-    return remote.psql_argv(extra=["-A", "-t", "-f", "-"])  # the sync's psql session (migrate/sync.py _Session)
+def _session(remote: Remote) -> None:
+    remote.hold_next(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))  # the sync's psql session (_Session)
 
 
-def _query(remote: Remote) -> list[str]:
-    return remote.psql_argv(extra=["-A", "-t"])  # Remote.query_json: the ledger read of status
+def _query(remote: Remote) -> None:
+    remote.hold_next(remote.psql_argv(extra=["-A", "-t"]))  # Remote.query_json/psql -A -t: a ledger read, a probe
 
 
-# the tasks that connect first thing, and the command each starts first on its host (None: not known in advance):
-# the sync's session; the ledger read of status; the fingerprint probe that diff and plan start with
-EARLY_TASKS: dict[str, Callable[[Remote], Sequence[str]] | None] = {
+def _extract(remote: Remote) -> None:
+    from .schema.extract import hold_extract
+
+    hold_extract(remote)
+
+
+# the tasks that connect first thing, and what each holds on its host for the command it starts first (None: not
+# known in advance): the sync's session; the ledger read of status; the fingerprint probe that diff and plan start
+# with; extract's one command
+EARLY_TASKS: dict[str, Callable[[Remote], None] | None] = {
     "sync": _session,
     "status": _query,
     "history": _query,
     "diff": _query,
     "plan": _query,
-    "extract": None,
+    "extract": _extract,
     "lint": None,
     "tables": None,
     "describe": None,

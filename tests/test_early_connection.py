@@ -87,10 +87,24 @@ def test_the_task_takes_the_early_connection_and_its_held_first_command(in_proje
     assert early._attempts == {}
 
 
+def test_extract_runs_through_its_early_held_command(in_project: Project) -> None:
+    from opsagent.schema.extract import extract
+
+    project = in_project
+    project.psql("CREATE TABLE early_extract (id int);")
+    start_early(["opsagent", "extract", "--host", "sandbox"])
+    with open_remote(project.host, load_inventory(project.root / "inventory.yaml")) as remote:
+        token = remote.held_tag("extract")
+        assert token is not None and remote.command_count == 1  # held (and counted) before the CLI loaded
+        result = extract(remote)
+        assert remote.held_tag("extract") is None and remote.command_count == 1  # no command of its own
+        assert "CREATE TABLE public.early_extract" in result.dump and result.stats["tables"] >= 1
+
+
 def test_an_unclaimed_early_command_never_runs(in_project: Project) -> None:
     project = in_project
     canary = project.host.name
-    early.begin(canary, lambda remote: remote.psql_argv(extra=["-c", "CREATE TABLE early_canary ()"]))
+    early.begin(canary, lambda remote: remote.hold_next(remote.psql_argv(extra=["-c", "CREATE TABLE early_canary ()"])))
     early.wait_opened()
     with open_remote(dataclasses.replace(project.host, name="elsewhere")) as watcher:
         assert _held_processes(watcher) >= 1

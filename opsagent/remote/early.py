@@ -18,7 +18,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..inventory import HostConfig
     from .transport import Endpoint, Remote
 
-FirstCommand = Callable[["Remote"], Sequence[str]]
+Prepare = Callable[["Remote"], None]  # holds the command the task will start first
 
 
 @dataclasses.dataclass
@@ -49,10 +49,10 @@ _lock = threading.Lock()
 _attempts: dict[str, _Attempt] = {}  # by the host name given on the command line
 
 
-def begin(host_spec: str, first_command: FirstCommand | None = None) -> None:
-    """Open the connection of the one host ``host_spec`` names in the current inventory on a thread (and hold
-    ``first_command``'s argv on it), for :func:`claim`.  A spec that names no single host, or an inventory that does
-    not load, opens nothing: the task reports that itself."""
+def begin(host_spec: str, prepare: Prepare | None = None) -> None:
+    """Open the connection of the one host ``host_spec`` names in the current inventory on a thread (and let
+    ``prepare`` hold the task's first command on it), for :func:`claim`.  A spec that names no single host, or an
+    inventory that does not load, opens nothing: the task reports that itself."""
     attempt = _Attempt(host_spec)
     with _lock:
         if host_spec in _attempts:
@@ -60,10 +60,10 @@ def begin(host_spec: str, first_command: FirstCommand | None = None) -> None:
         if not _attempts:
             atexit.register(discard)
         _attempts[host_spec] = attempt
-    threading.Thread(target=_connect, args=(attempt, host_spec, first_command), daemon=True, name="early-ssh").start()
+    threading.Thread(target=_connect, args=(attempt, host_spec, prepare), daemon=True, name="early-ssh").start()
 
 
-def _connect(attempt: _Attempt, host_spec: str, first_command: FirstCommand | None) -> None:
+def _connect(attempt: _Attempt, host_spec: str, prepare: Prepare | None) -> None:
     from ..inventory import current_inventory
     from . import transport
 
@@ -75,8 +75,8 @@ def _connect(attempt: _Attempt, host_spec: str, first_command: FirstCommand | No
             attempt.connection, attempt.endpoint = transport._connection(attempt.host, inventory, False)
             transport._open(attempt.connection, attempt.endpoint)
             remote = transport.Remote(attempt.host, attempt.connection, attempt.endpoint)
-            if first_command is not None:
-                remote.hold_next(first_command(remote))
+            if prepare is not None:
+                prepare(remote)
             attempt.remote = remote
     except Exception as exc:
         attempt.error = exc

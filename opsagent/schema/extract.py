@@ -166,6 +166,16 @@ def extract_argv(remote: Remote, database: str, token: str) -> list[str]:
     return ["sh", "-c", _EXTRACT_SH, "opsagent-extract", marker, remote.db_args(database)[1], *remote.pg_args()]
 
 
+_HELD_KEY = "extract"
+
+
+def hold_extract(remote: Remote) -> None:
+    """Start the extract of the host's database now, held at its gate until :func:`extract` asks for it (the early
+    connection: the server starts it while the CLI loads).  Unused, it exits having run nothing."""
+    token = new_token()
+    remote.hold(_HELD_KEY, extract_argv(remote, remote.host.database, token), token)
+
+
 def split_extract_output(data: bytes, token: str, host: str) -> tuple[bytes, dict[str, int]]:
     """(the gzip-compressed dump, the statistics) from the command's stdout; the marker must be there."""
     split = Markers(token).split_tail(data, "extract")
@@ -189,8 +199,8 @@ def extract(
     from .introspection import stats_sql
 
     db = database or remote.host.database
-    token = new_token()
-    result = remote.run(extract_argv(remote, db, token), stdin=stats_sql(exclude_tables), check=False)
+    token = remote.held_tag(_HELD_KEY) or new_token()
+    result = remote.run_held(_HELD_KEY, extract_argv(remote, db, token), stdin=stats_sql(exclude_tables), check=False)
     if not result.ok:
         raise remote.failure(["psql" if result.exit_status == 4 else "pg_dump"], result)
     compressed, stats = split_extract_output(result.stdout, token, remote.host.name)
