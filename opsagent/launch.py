@@ -33,10 +33,15 @@ def _query(remote: Remote) -> None:
     remote.hold_next(remote.psql_argv(extra=["-A", "-t"]))  # Remote.query_json/psql -A -t: a ledger read, a probe
 
 
-def _extract(remote: Remote) -> None:
+def _extract(remote: Remote, ahead: bool = False) -> None:
+    from .schema.exclusions import ledger_exclusions
     from .schema.extract import hold_extract
 
-    hold_extract(remote)
+    hold_extract(remote, ledger_exclusions(remote.host), ahead=ahead)  # the statistics hide this host's ledger
+
+
+def _extract_ahead(remote: Remote) -> None:
+    _extract(remote, ahead=True)
 
 
 # the tasks that connect first thing, and what each holds on its host for the command it starts first (None: not
@@ -80,6 +85,24 @@ def early_hosts(argv: Sequence[str]) -> tuple[str, list[str]] | None:
     return words[0], list(dict.fromkeys(named))
 
 
+# a plain extract command line: its one read-only command (pg_dump -s and the statistics) is started at once instead
+# of held, so the dump runs while the CLI loads; any other flag (even a mistyped one) only holds it at the gate
+_PLAIN_EXTRACT = {"--host": True, "--out": True, "--json": False}  # flag: takes a value
+
+
+def _plain(argv: Sequence[str], flags: dict[str, bool]) -> bool:
+    """Every word after the task is one of ``flags`` (with its value), each at most once."""
+    words, seen = list(argv[2:]), set()
+    while words:
+        name, equals, _ = words.pop(0).partition("=")
+        if name not in flags or name in seen:
+            return False
+        seen.add(name)
+        if flags[name] and not equals and (not words or words.pop(0).startswith("-")):
+            return False
+    return True
+
+
 def is_our_command_line(argv: Sequence[str]) -> bool:
     """True when this process is ``inv``/``opsagent``/``python -m opsagent`` (not a test, not an import)."""
     if not argv:
@@ -100,8 +123,9 @@ def start_early(argv: Sequence[str]) -> None:
     from .remote.liblog import quiet_library_loggers
 
     quiet_library_loggers()
+    prepare = _extract_ahead if task == "extract" and _plain(argv, _PLAIN_EXTRACT) else EARLY_TASKS[task]
     for spec in specs:
-        early.begin(spec, EARLY_TASKS[task])
+        early.begin(spec, prepare)
     early.wait_opened()
 
 

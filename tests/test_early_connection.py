@@ -15,14 +15,15 @@ import dataclasses
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from opsagent.inventory import load_inventory
-from opsagent.launch import early_hosts, is_our_command_line, start_early
+from opsagent.launch import _PLAIN_EXTRACT, _plain, early_hosts, is_our_command_line, start_early
 from opsagent.remote import early
-from opsagent.remote.transport import open_remote, resolve_endpoint
+from opsagent.remote.transport import Remote, open_remote, resolve_endpoint
 
 from .conftest import Project, write_inventory
 from .test_head_start import _held_processes, _table_exists, _until_no_held_process
@@ -50,6 +51,22 @@ from .test_head_start import _held_processes, _table_exists, _until_no_held_proc
 )
 def test_only_a_plain_one_host_command_line_connects_early(argv: list[str], expected: object) -> None:
     assert early_hosts(argv) == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "plain"),
+    [
+        (["opsagent", "extract", "--host", "a"], True),
+        (["opsagent", "extract", "--host=a", "--out", "x.sql", "--json"], True),
+        (["opsagent", "extract", "--host", "a", "--jsn"], False),  # mistyped: Invoke will refuse it
+        (["opsagent", "extract", "--host", "a", "--out"], False),
+        (["opsagent", "extract", "--host", "a", "--out", "--json"], False),
+        (["opsagent", "extract", "--host", "a", "--json", "--json"], False),
+        (["opsagent", "extract", "--host", "a", "--parallel", "2"], False),
+    ],
+)
+def test_only_a_plain_extract_runs_ahead(argv: list[str], plain: bool) -> None:
+    assert _plain(argv, _PLAIN_EXTRACT) is plain
 
 
 def test_only_the_cli_processes_connect_early() -> None:
@@ -87,18 +104,44 @@ def test_the_task_takes_the_early_connection_and_its_held_first_command(in_proje
     assert early._attempts == {}
 
 
-def test_extract_runs_through_its_early_held_command(in_project: Project) -> None:
+@pytest.mark.parametrize("flags", [(), ("--out", "snap.sql", "--json")])
+def test_a_plain_extract_runs_ahead_while_the_cli_loads(in_project: Project, flags: tuple[str, ...]) -> None:
+    from opsagent.schema.exclusions import ledger_exclusions
     from opsagent.schema.extract import extract
 
     project = in_project
     project.psql("CREATE TABLE early_extract (id int);")
-    start_early(["opsagent", "extract", "--host", "sandbox"])
+    start_early(["opsagent", "extract", "--host", "sandbox", *flags])
     with open_remote(project.host, load_inventory(project.root / "inventory.yaml")) as remote:
-        token = remote.held_tag("extract")
-        assert token is not None and remote.command_count == 1  # held (and counted) before the CLI loaded
-        result = extract(remote)
+        assert remote.held_tag("extract") is not None and remote.command_count == 1  # started before the CLI loaded
+        held = remote._held["extract"]
+        assert held.sent is not None  # running, not at a gate
+        result = extract(remote, exclude_tables=ledger_exclusions(project.host))
         assert remote.held_tag("extract") is None and remote.command_count == 1  # no command of its own
         assert "CREATE TABLE public.early_extract" in result.dump and result.stats["tables"] >= 1
+
+
+def test_an_extract_command_line_with_other_flags_only_holds_it(in_project: Project) -> None:
+    from opsagent.schema.extract import extract
+
+    project = in_project
+    start_early(["opsagent", "extract", "--host", "sandbox", "--parallel", "2"])
+    with open_remote(project.host, load_inventory(project.root / "inventory.yaml")) as remote:
+        assert remote._held["extract"].sent is None  # at its gate: nothing runs before Invoke has parsed the flags
+        project.psql("CREATE TABLE early_gated (id int);")  # after the hold: the extract runs when released
+        before = remote.command_count
+        result = extract(remote, exclude_tables=("public.other_table",))  # a held command takes any stdin
+        assert remote.command_count == before and "CREATE TABLE public.early_gated" in result.dump
+
+
+def test_a_command_started_ahead_with_another_stdin_is_not_used(remote: Remote) -> None:
+    argv = remote.psql_argv(extra=["-A", "-t"])
+    remote.start_ahead("k", argv, "SELECT 'ahead';", "tag")
+    result = remote.run_held("k", argv, stdin="SELECT 'asked';")
+    assert result.text.strip() == "asked"  # a new command: the one started ahead answered another question
+    remote.start_ahead("k", argv, "SELECT 'ahead';", "tag")
+    time.sleep(0.5)  # it has ended by now: its output waits in the channel
+    assert remote.run_held("k", argv, stdin="SELECT 'ahead';").text.strip() == "ahead"
 
 
 def test_an_unclaimed_early_command_never_runs(in_project: Project) -> None:

@@ -444,12 +444,23 @@ def ssh_argv(endpoint: Endpoint, remote_command: str, *, tty: bool = True) -> li
 
 @dataclasses.dataclass(frozen=True)
 class _Held:
-    """A command started by :meth:`Remote.hold`, waiting at its gate."""
+    """A command started by :meth:`Remote.hold`, waiting at its gate, or by :meth:`Remote.start_ahead`, running."""
 
     channel: paramiko.Channel
     command: str
     argv: tuple[str, ...]
     tag: str
+    sent: bytes | None = None  # started ahead with this stdin (no gate): its output waits in the channel
+
+
+def _usable(held: _Held, argv: Sequence[str], stdin: bytes) -> bool:
+    """A held command serves ``argv`` with ``stdin``: the same argv, and either still at its gate or started ahead
+    with this very stdin (its output, maybe complete, waits in the channel)."""
+    if held.argv != tuple(argv):
+        return False
+    if held.sent is not None:
+        return held.sent == stdin
+    return not (held.channel.closed or held.channel.exit_status_ready())
 
 
 class Remote:
@@ -571,6 +582,22 @@ class Remote:
         self.command_count += 1
         return held.channel, held.command
 
+    def start_ahead(self, key: str, argv: Sequence[str], stdin: bytes | str, tag: str = "") -> None:
+        """Run ``argv`` (as the become user) now, with its whole ``stdin``, for :meth:`run_held` to read later: only
+        for a read-only command whose result is all but certainly wanted (a plain ``extract`` command line).  Its
+        output waits in the channel (the SSH window stops the server when it is full); unused, it is killed with its
+        channel."""
+        self.release(key)
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        channel, command = self._exec(argv, True)
+        try:
+            channel.sendall(data)
+            channel.shutdown_write()
+        except (OSError, paramiko.SSHException, EOFError):
+            channel.close()
+            return
+        self._held[key] = _Held(channel, command, tuple(argv), tag, data)
+
     def held_tag(self, key: str) -> str | None:
         """The ``tag`` of the command held under ``key``; None when none is."""
         held = self._held.get(key)
@@ -586,16 +613,18 @@ class Remote:
         self, key: str, argv: Sequence[str], *, stdin: bytes | str, timeout: float | None = None, check: bool = True
     ) -> CommandResult:
         """:meth:`run` ``argv``, through the command held under ``key`` when that is this very argv and still waits at
-        its gate (no new command); otherwise as a new command, the held one released."""
+        its gate, or was started ahead with this very stdin (no new command); otherwise as a new command, the held one
+        released."""
         held = self._held.pop(key, None)
         data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
-        if held is None or held.argv != tuple(argv) or held.channel.closed or held.channel.exit_status_ready():
+        if held is None or not _usable(held, argv, data):
             if held is not None:
                 held.channel.close()
             return self.run(argv, stdin=data, timeout=timeout, check=check)
         started = time.monotonic()
+        feed = None if held.sent is not None else b"go\n" + data
         out, err, status = _pump(
-            held.channel, b"go\n" + data, None, True, timeout or self.host.command_timeout, self.host.name, argv
+            held.channel, feed, None, True, timeout or self.host.command_timeout, self.host.name, argv
         )
         result = CommandResult(held.command, status, out, err, time.monotonic() - started)
         if check and status != 0:

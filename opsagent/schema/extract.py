@@ -169,11 +169,18 @@ def extract_argv(remote: Remote, database: str, token: str) -> list[str]:
 _HELD_KEY = "extract"
 
 
-def hold_extract(remote: Remote) -> None:
-    """Start the extract of the host's database now, held at its gate until :func:`extract` asks for it (the early
-    connection: the server starts it while the CLI loads).  Unused, it exits having run nothing."""
+def hold_extract(remote: Remote, exclude_tables: Sequence[str], *, ahead: bool = False) -> None:
+    """Start the extract of the host's database now, for :func:`extract` with these ``exclude_tables`` (the early
+    connection, while the CLI loads): held at its gate (unused, it exits having run nothing), or ``ahead``: already
+    running (read-only; for a plain ``extract --host H`` command line), its output waiting in the channel."""
+    from .introspection import stats_sql
+
     token = new_token()
-    remote.hold(_HELD_KEY, extract_argv(remote, remote.host.database, token), token)
+    argv = extract_argv(remote, remote.host.database, token)
+    if ahead:
+        remote.start_ahead(_HELD_KEY, argv, stats_sql(exclude_tables), token)
+    else:
+        remote.hold(_HELD_KEY, argv, token)
 
 
 def split_extract_output(data: bytes, token: str, host: str) -> tuple[bytes, dict[str, int]]:
