@@ -126,7 +126,13 @@ def start_early(argv: Sequence[str]) -> None:
     prepare = _extract_ahead if task == "extract" and _plain(argv, _PLAIN_EXTRACT) else EARLY_TASKS[task]
     for spec in specs:
         early.begin(spec, prepare)
-    early.wait_opened()
+    try:
+        early.wait_opened()
+    except KeyboardInterrupt:  # before the CLI has loaded: its own one line and exit code, not a traceback
+        from .errors import ExitCode
+
+        sys.stderr.write("interrupted\n")
+        raise SystemExit(int(ExitCode.INTERRUPTED)) from None
 
 
 def main() -> None:

@@ -13,7 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -232,3 +236,55 @@ def test_a_cli_sync_through_the_early_connection_is_one_command_and_leaves_nothi
     with open_remote(project.host) as watcher:
         assert _table_exists(watcher, "t")
         assert _until_no_held_process(watcher) == 0
+
+
+@pytest.fixture
+def hanging_port() -> Iterator[int]:
+    """A port that accepts and then says nothing (no SSH banner): a handshake that waits."""
+    server = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+    stop = threading.Event()
+    server.settimeout(0.2)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            held.append(conn)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join(2)
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("mode", ["1", "0"])
+def test_ctrl_c_while_the_early_connection_waits_is_exit_130_in_one_line(
+    project: Project, hanging_port: int, mode: str
+) -> None:
+    slow = dataclasses.replace(project.host, name="slow", port=hanging_port)
+    write_inventory(project.root, {"sandbox": project.host, "slow": slow})
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "OPSAGENT_EARLY_CONNECT": mode}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsagent", "status", "--host", "slow"],
+        cwd=project.root,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(2.0)  # started, waiting for the banner
+    assert proc.poll() is None
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert "interrupted" in err and "Traceback" not in err + out

@@ -10,7 +10,8 @@ The task never knows: :func:`opsagent.remote.transport.open_remote` asks :func:`
 and takes this one only when the host (by name) and the endpoint it resolves to are exactly the ones connected here,
 with the same host key policy; anything else closes it.  A failed attempt is the task's failure (the same error the
 task's own attempt raises; an unreachable host is not waited for twice).  A connection nobody claims is closed at
-exit: its held command never ran (its gate reads EOF).  ``OPSAGENT_EARLY_CONNECT=0`` turns it off.
+exit: a held command never ran (its gate reads EOF); a read-only one started ahead (a plain ``extract``) is killed
+with its channel.  ``OPSAGENT_EARLY_CONNECT=0`` turns it off.
 """
 
 from __future__ import annotations
