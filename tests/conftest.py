@@ -11,8 +11,10 @@ import contextlib
 import dataclasses
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -182,3 +184,37 @@ def project(tmp_path: Path, sandbox: SandboxHandle, fresh_db: str) -> Project:
     host = sandbox.host_for(fresh_db, backup_dir=str(backup_dir))
     write_inventory(root, {"sandbox": host})
     return Project(root, host)
+
+
+@contextlib.contextmanager
+def silent_listener(*, hang_up: bool) -> Iterator[tuple[int, list[socket.socket]]]:
+    """A local port that accepts and never sends an SSH banner: it hangs up at once (``hang_up``: a host whose sshd
+    is down behind a proxy) or keeps the connection open (a handshake that waits).  Yields the port and the
+    connections it accepted (closed ones too: their number is how often a client tried)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.2)
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            accepted.append(conn)
+            if hang_up:
+                conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1], accepted
+    finally:
+        stop.set()
+        thread.join(2)
+        for conn in accepted:
+            conn.close()
+        server.close()

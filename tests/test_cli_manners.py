@@ -9,10 +9,8 @@ import io
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,7 +30,7 @@ from opsagent.migrate.sync import sync as run_sync
 from opsagent.remote.fleet import sync_outcome, version_span
 from opsagent.units import byte_progress_columns, human_bytes, human_rate, transferred
 
-from .conftest import Project, SandboxHandle, write_inventory
+from .conftest import Project, SandboxHandle, silent_listener, write_inventory
 
 REPO = Path(__file__).resolve().parents[1]
 INV = Path(sys.executable).parent / "inv"
@@ -189,26 +187,8 @@ def test_a_reader_that_goes_away_is_not_a_traceback(door: str, args: tuple[str, 
 @pytest.fixture
 def silent_ssh_port() -> Iterator[int]:
     """A TCP port that accepts and hangs up without an SSH banner (a host whose sshd is down behind a proxy)."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(2)
-    server.close()
+    with silent_listener(hang_up=True) as (port, _):
+        yield port
 
 
 @pytest.mark.parametrize("door", ["inv", "opsagent"])

@@ -18,7 +18,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 
@@ -29,7 +28,7 @@ from opsagent.launch import _PLAIN_EXTRACT, _plain, early_hosts, is_our_command_
 from opsagent.remote import early
 from opsagent.remote.transport import Remote, open_remote, resolve_endpoint
 
-from .conftest import Project, write_inventory
+from .conftest import Project, silent_listener, write_inventory
 from .test_head_start import _held_processes, _table_exists, _until_no_held_process
 
 
@@ -175,34 +174,14 @@ def test_the_same_name_with_another_configuration_is_not_taken(in_project: Proje
 
 
 @pytest.fixture
-def counting_silent_port() -> Iterator[tuple[int, list[int]]]:
-    """A port that accepts and hangs up without an SSH banner, counting the connections it accepted."""
-    server = socket.create_server(("127.0.0.1", 0))
-    server.settimeout(0.2)
-    accepted: list[int] = []
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            accepted.append(1)
-            conn.close()
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1], accepted
-    stop.set()
-    thread.join(2)
-    server.close()
+def counting_silent_port() -> Iterator[tuple[int, list[socket.socket]]]:
+    """A port that accepts and hangs up without an SSH banner; the connections it accepted."""
+    with silent_listener(hang_up=True) as listener:
+        yield listener
 
 
 def test_a_host_that_is_down_is_tried_once_and_reported_as_before(
-    project: Project, counting_silent_port: tuple[int, list[int]]
+    project: Project, counting_silent_port: tuple[int, list[socket.socket]]
 ) -> None:
     port, accepted = counting_silent_port
     down = dataclasses.replace(project.host, name="down", port=port)
@@ -241,29 +220,8 @@ def test_a_cli_sync_through_the_early_connection_is_one_command_and_leaves_nothi
 @pytest.fixture
 def hanging_port() -> Iterator[int]:
     """A port that accepts and then says nothing (no SSH banner): a handshake that waits."""
-    server = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-    server.settimeout(0.2)
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            held.append(conn)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join(2)
-    for conn in held:
-        conn.close()
-    server.close()
+    with silent_listener(hang_up=False) as (port, _):
+        yield port
 
 
 @pytest.mark.parametrize("mode", ["1", "0"])
