@@ -58,8 +58,6 @@ def begin(host_spec: str, prepare: Prepare | None = None) -> None:
     with _lock:
         if host_spec in _attempts:
             return
-        if not _attempts:
-            atexit.register(discard)
         _attempts[host_spec] = attempt
     threading.Thread(target=_connect, args=(attempt, host_spec, prepare), daemon=True, name="early-ssh").start()
 
@@ -129,6 +127,9 @@ def discard() -> None:
         _attempts.clear()
     for attempt in attempts:
         _abandon(attempt)
+
+
+atexit.register(discard)  # nothing to do unless an early connection was left unclaimed
 
 
 def _abandon(attempt: _Attempt) -> None:

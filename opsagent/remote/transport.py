@@ -263,13 +263,18 @@ def resolve_endpoint(host: HostConfig, inventory: Inventory | None = None) -> En
 
 def _connection(host: HostConfig, inventory: Inventory | None, accept_new: bool) -> tuple[Connection, Endpoint]:
     conn, endpoint = _build(host, inventory)
+    _secure_hops(conn, endpoint, accept_new)
+    return conn, endpoint
+
+
+def _secure_hops(conn: Connection, endpoint: Endpoint, accept_new: bool) -> None:
+    """Every hop's host key policy and known_hosts, before anything connects."""
     hop: Any = conn
     for ep in reversed(endpoint.chain()):
         if not isinstance(hop, Connection):
             break
         _secure(hop, ep, accept_new)
         hop = hop.gateway
-    return conn, endpoint
 
 
 def _hop_config(hop: Connection, host: HostConfig) -> HostConfig:
@@ -356,12 +361,13 @@ def open_remote(
     host: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False
 ) -> Iterator[Remote]:
     """One verified SSH connection for the whole run; closed on exit."""
-    conn, endpoint = _connection(host, inventory, accept_new_host_key)
-    early_remote = early.claim(host, endpoint, accept_new_host_key)
+    conn, endpoint = _build(host, inventory)
+    early_remote = early.claim(host, endpoint, accept_new_host_key)  # opened (and verified) before the CLI loaded
     if early_remote is not None:
         conn = early_remote.connection
     try:
         if early_remote is None:
+            _secure_hops(conn, endpoint, accept_new_host_key)
             _open(conn, endpoint)
         yield early_remote or Remote(host, conn, endpoint)
     finally:
@@ -553,16 +559,19 @@ class Remote:
         An unused held command exits having run nothing when its channel closes (:meth:`release`, or the end of
         the connection)."""
         self.release(key)
+        self._held[key] = self._gate(argv, tag)
+
+    def _gate(self, argv: Sequence[str], tag: str) -> _Held:
+        """``argv`` started behind the gate (``sh -c GATE opsagent-held argv…`` as the become user)."""
         channel, command = self._exec(["sh", "-c", _HELD, "opsagent-held", *argv], True)
-        self._held[key] = _Held(channel, command, tuple(argv), tag)
+        return _Held(channel, command, tuple(argv), tag)
 
     def hold_next(self, argv: Sequence[str]) -> None:
         """Start ``argv`` (as the become user) now, held at its gate for the first :meth:`run` or :meth:`start` of
         this very argv, whoever calls it: the CLI holds the command a task starts first while its own modules are
         still loading (``opsagent/launch.py``).  Unclaimed, it exits having run nothing when the connection ends."""
-        channel, command = self._exec(["sh", "-c", _HELD, "opsagent-held", *argv], True)
+        self._next = self._gate(argv, "")
         self.command_count -= 1  # counted when claimed: an unclaimed one ran nothing
-        self._next = _Held(channel, command, tuple(argv), "")
 
     def _claim_next(self, argv: Sequence[str]) -> tuple[paramiko.Channel, str] | None:
         """The command held by :meth:`hold_next` for ``argv``, released from its gate; None when none waits (it
@@ -571,7 +580,7 @@ class Remote:
         if held is None or held.argv != tuple(argv):
             return None
         self._next = None
-        if held.channel.closed or held.channel.exit_status_ready():
+        if not _usable(held, argv, b""):  # its gate is gone (a gated command takes any stdin)
             held.channel.close()
             return None
         try:
