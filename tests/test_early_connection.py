@@ -19,7 +19,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -28,7 +28,7 @@ from opsagent.launch import _PLAIN_EXTRACT, _plain, early_hosts, is_our_command_
 from opsagent.remote import early
 from opsagent.remote.transport import Remote, open_remote, resolve_endpoint
 
-from .conftest import Project, silent_listener, write_inventory
+from .conftest import Project, SandboxHandle, silent_listener, write_inventory
 from .test_head_start import _held_processes, _table_exists, _until_no_held_process
 
 
@@ -145,6 +145,32 @@ def test_a_command_started_ahead_with_another_stdin_is_not_used(remote: Remote) 
     remote.start_ahead("k", argv, "SELECT 'ahead';", "tag")
     time.sleep(0.5)  # it has ended by now: its output waits in the channel
     assert remote.run_held("k", argv, stdin="SELECT 'ahead';").text.strip() == "ahead"
+
+
+def test_a_command_started_ahead_dies_with_its_connection(sandbox: SandboxHandle, fresh_db: str) -> None:
+    # a plain extract runs before anyone asked for its output: a client that goes away must take it along
+    script = "DO $$BEGIN PERFORM pg_sleep(60); END$$ /* early-ahead-canary */;\nCREATE TABLE by_ahead ();\n"
+    with sandbox.remote(fresh_db) as ahead:
+        ahead.start_ahead("k", ahead.psql_argv(extra=["-A", "-t"]), script)
+        with sandbox.remote(fresh_db) as watcher:
+            assert _until(lambda: _running(watcher, "early-ahead-canary") == 1)
+    with sandbox.remote(fresh_db) as watcher:
+        assert _until(lambda: _running(watcher, "early-ahead-canary") == 0)
+        assert not _table_exists(watcher, "by_ahead")
+
+
+def _running(remote: Remote, mark: str) -> int:
+    sql = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%' || :'m' || '%' AND pid <> pg_backend_pid();"
+    return int(remote.psql(sql, extra=["-A", "-t", "-v", f"m={mark}"]).text.strip())
+
+
+def _until(check: Callable[[], bool], seconds: float = 15) -> bool:
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)
+    return True
 
 
 def test_an_unclaimed_early_command_never_runs(in_project: Project) -> None:
