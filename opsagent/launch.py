@@ -26,11 +26,12 @@ if TYPE_CHECKING:
 
 
 def _session(remote: Remote) -> None:
-    remote.hold_next(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))  # the sync's psql session (_Session)
+    remote.hold_next(remote.psql_argv(extra=["-A", "-t", "-f", "-"]), reads_stdin_first=True)  # the sync's session
 
 
 def _query(remote: Remote) -> None:
-    remote.hold_next(remote.psql_argv(extra=["-A", "-t"]))  # Remote.query_json/psql -A -t: a ledger read, a probe
+    # Remote.query_json/psql -A -t: a ledger read, a probe
+    remote.hold_next(remote.psql_argv(extra=["-A", "-t"]), reads_stdin_first=True)
 
 
 def _extract(remote: Remote, ahead: bool = False) -> None:
@@ -111,6 +112,20 @@ def is_our_command_line(argv: Sequence[str]) -> bool:
     return first.rsplit("/", 1)[-1] in ("inv", "invoke", "opsagent") or first.endswith("opsagent/__main__.py")
 
 
+def _import_paramiko_alone() -> None:
+    """Import Paramiko without Invoke: its ssh_config reader imports Invoke (about 0.08 s, most of it Invoke's own
+    imports) only to run ``Match exec`` commands, and a remembered route needs no ssh_config.  Invoke is handed over
+    to it when Fabric loads (``transport._fabric_connection``), before any ssh_config is read.  Under ``inv``,
+    Invoke is loaded already and Paramiko imports it as usual."""
+    if "paramiko" in sys.modules or "invoke" in sys.modules:
+        return
+    sys.modules["invoke"] = None  # type: ignore[assignment]  # ``import invoke`` raises ImportError meanwhile
+    try:
+        import paramiko  # noqa: F401
+    finally:
+        del sys.modules["invoke"]
+
+
 def start_early(argv: Sequence[str]) -> None:
     """Open the task's connection early when the command line is one host's task (see the module docstring)."""
     if os.environ.get("OPSAGENT_EARLY_CONNECT", "1") == "0" or not is_our_command_line(argv):
@@ -119,6 +134,7 @@ def start_early(argv: Sequence[str]) -> None:
     if found is None:
         return
     task, specs = found
+    _import_paramiko_alone()
     from .remote import early, transport  # noqa: F401 - here, not on the thread: the two never import at once
     from .remote.liblog import quiet_library_loggers
 

@@ -7,6 +7,8 @@ held at the gate while the client imports (``opsagent/launch.py``, ``opsagent/re
 - Another host's claim leaves it; the same name with another configuration closes it.
 - A host that is down is tried once, and reported exactly as without the early connection.
 - A command line that Invoke refuses after the early connection opened: exit 2, nothing ran.
+- A remembered route: the next early connection needs neither Fabric nor Invoke; a stale one costs a connection,
+  never the task; a host that went down is reported as before; ssh_config's ``Match exec`` still works.
 """
 
 from __future__ import annotations
@@ -20,16 +22,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 
-from opsagent.inventory import load_inventory
+from opsagent.inventory import HostConfig, load_inventory
 from opsagent.launch import _PLAIN_EXTRACT, _plain, early_hosts, is_our_command_line, start_early
 from opsagent.remote import early
-from opsagent.remote.transport import Remote, open_remote, resolve_endpoint
+from opsagent.remote.transport import Endpoint, Remote, _build, connect_kwargs, open_remote
 
 from .conftest import Project, SandboxHandle, silent_listener, write_inventory
 from .test_head_start import _held_processes, _table_exists, _until_no_held_process
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize(
@@ -88,6 +94,12 @@ def in_project(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pr
     early.discard()
 
 
+def _route(host: HostConfig) -> tuple[Endpoint, dict[str, Any] | None]:
+    """Where ``host`` resolves, and what Paramiko is given to connect there (as ``open_remote`` claims with)."""
+    conn, endpoint = _build(host, None)
+    return endpoint, connect_kwargs(conn)
+
+
 def test_the_task_takes_the_early_connection_and_its_held_first_command(in_project: Project) -> None:
     from opsagent.migrate.sync import Identity, SyncOptions, sync
 
@@ -97,7 +109,7 @@ def test_the_task_takes_the_early_connection_and_its_held_first_command(in_proje
     inventory = load_inventory(project.root / "inventory.yaml")
     with open_remote(project.host, inventory) as remote:
         assert remote.command_count == 0  # a command is held, not yet counted
-        assert _held_processes(remote) >= 1  # ... and it waits at its gate on the server (this check is a command)
+        assert _held_processes(remote) >= 1  # ... and it waits on the server (this check is a command)
         held_argv = remote.psql_argv(extra=["-A", "-t", "-f", "-"])
         assert remote._next is not None and remote._next.argv == tuple(held_argv)
         result = sync(remote, project.migrations, SyncOptions(backup=False), Identity("test", None))
@@ -192,10 +204,10 @@ def test_the_same_name_with_another_configuration_is_not_taken(in_project: Proje
     early.begin(project.host.name)
     early.wait_opened()
     moved = dataclasses.replace(project.host, become="nobody")
-    assert early.claim(moved, resolve_endpoint(moved), False) is None
+    assert early.claim(moved, *_route(moved), False) is None
     assert early._attempts == {}
     early.begin(project.host.name)
-    assert early.claim(project.host, resolve_endpoint(project.host), True) is None  # --accept-new-host-key
+    assert early.claim(project.host, *_route(project.host), True) is None  # --accept-new-host-key
     assert early._attempts == {}
 
 

@@ -35,10 +35,16 @@ def _table_exists(remote: Remote, name: str) -> bool:
 
 
 def _held_processes(remote: Remote) -> int:
-    """Gates waiting on the server for this remote's database ("sh -c <gate> opsagent-held ... dbname=<db>"): the
-    database is the test's own, so another test's held commands (two workers) are not counted."""
+    """Held commands waiting on the server for this remote's database: gates ("sh -c <gate> opsagent-held ...
+    dbname=<db>") and psql sessions started without one, waiting on their stdin ("... psql -X ... dbname=<db>": call
+    it when no other psql of this database runs).  The database is the test's own, so another test's held commands
+    (two workers) are not counted."""
     out = remote.run(["ps", "-eo", "args"], become=False).text
-    return sum(1 for line in out.splitlines() if "opsagent-held" in line and remote.host.database in line)
+    return sum(
+        1
+        for line in out.splitlines()
+        if ("opsagent-held" in line or "psql -X" in line) and remote.host.database in line
+    )
 
 
 def _until_no_held_process(remote: Remote, seconds: float = 10) -> int:

@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..schema.facts import prune_cache, write_cache_file
+from ..cachefile import prune_cache, write_cache_file
 
 _PREFIX = "applied-"
 KEEP = 256  # hosts and databases remembered

@@ -7,8 +7,17 @@ per host, so ``--against-host`` opens both at once) and holds the command the ta
 (:meth:`Remote.hold_next`): the server starts it while the CLI goes on loading.
 
 The task never knows: :func:`opsagent.remote.transport.open_remote` asks :func:`claim` for a connection to its host,
-and takes this one only when the host (by name) and the endpoint it resolves to are exactly the ones connected here,
-with the same host key policy; anything else closes it.  A failed attempt is the task's failure (the same error the
+and takes this one only when the host (by name), the endpoint it resolves to and what Paramiko is given to connect
+are exactly the ones connected here, with the same host key policy; anything else closes it.
+
+Where a host goes is resolved by Fabric (``~/.ssh/config``, gateways), and Fabric loads Invoke: about 0.1 s before
+the handshake could start.  So each task remembers the route it resolved for a direct host (``remember_route``:
+the endpoint and Paramiko's connect arguments, ``<state>/cache/routes``), keyed by the inventory entry and by what
+else the resolution reads (the ssh_config and Fabric config files, the local user).  The early connection connects
+to a remembered route with Paramiko alone, verifying the host key the same way; Fabric takes the connection over at
+the claim, which compares the route with the one resolved then.  A route that may change while no file does (an
+ssh_config with ``Match exec``, a gateway, a ProxyCommand) is never remembered: that host's early connection
+resolves through Fabric, as on a first run.  A failed attempt is the task's failure (the same error the
 task's own attempt raises; an unreachable host is not waited for twice).  A connection nobody claims is closed at
 exit: a held command never ran (its gate reads EOF); a read-only one started ahead (a plain ``extract``) is killed
 with its channel.  ``OPSAGENT_EARLY_CONNECT=0`` turns it off.
@@ -18,15 +27,19 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import getpass
+import hashlib
+import json
+import os
+import re
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from fabric import Connection
-
     from ..inventory import HostConfig
-    from .transport import Endpoint, Remote
+    from .transport import Endpoint, Link, Remote
 
 Prepare = Callable[["Remote"], None]  # holds the command the task will start first
 
@@ -39,7 +52,8 @@ class _Attempt:
     spec: str
     host: HostConfig | None = None
     endpoint: Endpoint | None = None
-    connection: Connection | None = None
+    connect: dict[str, Any] | None = None  # Paramiko's connect arguments
+    connection: Link | None = None
     remote: Remote | None = None
     error: BaseException | None = None
     done: threading.Event = dataclasses.field(default_factory=threading.Event)
@@ -71,8 +85,14 @@ def _connect(attempt: _Attempt, host_spec: str, prepare: Prepare | None) -> None
         hosts = inventory.resolve(host_spec)
         if len(hosts) == 1 and hosts[0].name == host_spec:  # a host, not a group of one (claimed by its name)
             attempt.host = hosts[0]
-            attempt.connection, attempt.endpoint = transport._connection(attempt.host, inventory, False)
-            transport._open(attempt.connection, attempt.endpoint)
+            route = _recall_route(inventory.paths.state, attempt.host)
+            if route is not None:  # Paramiko alone: Fabric and Invoke load with the CLI, after the handshake
+                attempt.endpoint, attempt.connect = route
+                attempt.connection = transport.open_direct(attempt.endpoint, attempt.connect)
+            else:
+                connection, attempt.endpoint = transport._connection(attempt.host, inventory, False)
+                attempt.connection, attempt.connect = connection, transport.connect_kwargs(connection)
+                transport._open(connection, attempt.endpoint)
             remote = transport.Remote(attempt.host, attempt.connection, attempt.endpoint)
             if prepare is not None:
                 prepare(remote)
@@ -99,10 +119,13 @@ def wait_opened() -> None:
         attempt.done.wait()
 
 
-def claim(host: HostConfig, endpoint: Endpoint, accept_new_host_key: bool) -> Remote | None:
+def claim(
+    host: HostConfig, endpoint: Endpoint, connect: dict[str, Any] | None, accept_new_host_key: bool
+) -> Remote | None:
     """The early connection when it is this host's (by the name given to ``--host``), to this endpoint, opened with
-    this host key policy (waiting for its handshake to end); its error when that failed; None otherwise.  Another
-    host's connection leaves it for that host's claim (``diff --against-host`` opens both at once)."""
+    these connect arguments and this host key policy (waiting for its handshake to end); its error when that failed;
+    None otherwise.  Another host's connection leaves it for that host's claim (``diff --against-host`` opens both
+    at once)."""
     with _lock:
         attempt = _attempts.pop(host.name, None)
     if attempt is None:
@@ -111,7 +134,7 @@ def claim(host: HostConfig, endpoint: Endpoint, accept_new_host_key: bool) -> Re
         _abandon(attempt)
         return None
     attempt.done.wait()
-    if attempt.host != host or attempt.endpoint != endpoint:
+    if attempt.host != host or attempt.endpoint != endpoint or attempt.connect != connect:
         _close(attempt)
         return None
     if attempt.error is not None:
@@ -144,7 +167,96 @@ def _abandon(attempt: _Attempt) -> None:
 def _close(attempt: _Attempt) -> None:
     if attempt.connection is None:
         return
-    from .transport import _hops
+    from .transport import close_link
 
-    for hop in reversed(_hops(attempt.connection)):
-        hop.close()
+    close_link(attempt.connection)
+
+
+# ---------------------------------------------------------------- remembered routes
+
+ROUTE_FORMAT = 1
+_ROUTE_FIELDS = ("name", "address", "port", "user", "identity_file", "known_hosts", "gateway", "connect_timeout")
+# what Fabric's resolution reads besides the inventory: OpenSSH's client configuration, Fabric's own config files
+_SETTINGS_FILES = (
+    "/etc/ssh/ssh_config",
+    "~/.ssh/config",
+    *(f"{prefix}.{suffix}" for prefix in ("/etc/fabric", "~/.fabric") for suffix in ("yaml", "yml", "json", "py")),
+)
+# Paramiko's reader ignores Include; of Match's criteria only ``exec`` depends on more than these files
+_DYNAMIC_SSH_CONFIG = re.compile(r"^\s*match\b.*\bexec\b", re.IGNORECASE | re.MULTILINE)
+
+
+def _route_file(state: Path, host_name: str) -> Path:
+    return state / "cache" / "routes" / f"{hashlib.sha256(host_name.encode()).hexdigest()[:32]}.json"
+
+
+def _settings_signature() -> list[Any] | None:
+    """Every file the resolution reads (its size and modification time) and the local user; None when an
+    ssh_config runs a command to decide (``Match exec``): then a route may change while none of these does."""
+    signature: list[Any] = [getpass.getuser()]
+    for name in _SETTINGS_FILES:
+        path = os.path.expanduser(name)
+        try:
+            stat = os.stat(path)
+            if "ssh" in name:
+                with open(path, encoding="utf-8", errors="replace") as handle:
+                    if _DYNAMIC_SSH_CONFIG.search(handle.read()):
+                        return None
+        except FileNotFoundError:
+            signature.append([path, None])
+            continue
+        except OSError:
+            return None
+        signature.append([path, stat.st_size, stat.st_mtime_ns, stat.st_ino])
+    return signature
+
+
+def _route_document(host: HostConfig, endpoint: Endpoint, connect: dict[str, Any]) -> dict[str, Any] | None:
+    signature = _settings_signature()
+    if signature is None:
+        return None
+    key = {field: getattr(host, field) for field in _ROUTE_FIELDS}
+    document = {"format": ROUTE_FORMAT, "host": key, "settings": signature}
+    document |= {"endpoint": dataclasses.asdict(endpoint), "connect": connect}
+    parsed: dict[str, Any] = json.loads(json.dumps(document))
+    return parsed
+
+
+def remember_route(state: Path, host: HostConfig, endpoint: Endpoint, connect: dict[str, Any] | None) -> None:
+    """Remember where ``host`` went (a direct endpoint and Paramiko's connect arguments, as resolved by Fabric) for
+    the next early connection; nothing for a gateway, a ProxyCommand, or what only Fabric can pass."""
+    if connect is None or endpoint.via is not None or endpoint.proxy_command is not None:
+        return
+    document = _route_document(host, endpoint, connect)
+    path = _route_file(state, host.name)
+    if document is None or _read_route(path) == document:
+        return
+    from ..cachefile import write_cache_file
+
+    write_cache_file(path.parent, path.name, document)
+
+
+def _read_route(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _recall_route(state: Path, host: HostConfig) -> tuple[Endpoint, dict[str, Any]] | None:
+    """The remembered route of ``host`` when everything it was resolved from is unchanged; else None."""
+    stored = _read_route(_route_file(state, host.name))
+    if stored is None:
+        return None
+    from .transport import Endpoint
+
+    try:
+        fields = dict(stored["endpoint"], identity_files=tuple(stored["endpoint"]["identity_files"]))
+        endpoint = Endpoint(**fields)
+        connect = stored["connect"]
+    except (KeyError, TypeError):
+        return None
+    if not isinstance(connect, dict) or _route_document(host, endpoint, connect) != stored:
+        return None
+    return endpoint, connect

@@ -4,6 +4,9 @@ Fabric builds the connection (``~/.ssh/config``, gateways, keys); commands run o
 raw Paramiko channels so that output stays bytes (``pg_dump -Fc``), stdin can be
 streamed, output can be consumed while it arrives, and timeouts are ours.  Host
 keys are always verified: Fabric's auto-accepting policy is replaced on every hop.
+
+Fabric (and the Invoke it loads) is imported on first use, not with this module: the early connection
+(``remote/early.py``) connects to a remembered endpoint with Paramiko alone before the CLI loads them.
 """
 
 from __future__ import annotations
@@ -20,19 +23,42 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import paramiko
-from fabric import Config, Connection
 
 from .. import resources
 from ..errors import CommandFailed, HostKeyError, RemoteError, UsageError
 from ..inventory import HostConfig, Inventory
 from . import early
 
+if TYPE_CHECKING:
+    from fabric import Connection
+
 _CHUNK = 256 * 1024
 _WINDOW = 8 * 1024 * 1024
 OutputCallback = Callable[[bytes], None]
+
+
+class Link(Protocol):
+    """What :class:`Remote` needs of its connection: Fabric's ``Connection``, or the early connection's own."""
+
+    client: paramiko.SSHClient
+    user: str
+
+
+def _fabric_connection() -> type[Connection]:
+    """Fabric's ``Connection``, imported on first use.  Paramiko's ssh_config reader imports Invoke only for
+    ``Match exec``; when the early connection imported Paramiko without it (``opsagent/launch.py``), it is handed
+    over here, before any ssh_config lookup."""
+    import paramiko.config
+    from fabric import Connection
+
+    if getattr(paramiko.config, "invoke", None) is None:
+        import invoke
+
+        setattr(paramiko.config, "invoke", invoke)  # noqa: B010 - not in paramiko's stubs
+    return Connection  # type: ignore[no-any-return]
 
 
 @dataclasses.dataclass
@@ -85,14 +111,15 @@ class _VerifyPolicy(paramiko.MissingHostKeyPolicy):
         client.get_host_keys().add(hostname, key.get_name(), key)
 
 
-def _secure(conn: Connection, endpoint: Endpoint, accept_new: bool) -> None:
+def _secure(client: paramiko.SSHClient, endpoint: Endpoint, accept_new: bool) -> None:
+    """``endpoint``'s known_hosts and the refusing policy on ``client`` (Fabric's auto-accepting one replaced)."""
     known = Path(endpoint.known_hosts)
     if known.exists():
         try:
-            conn.client.load_host_keys(str(known))
+            client.load_host_keys(str(known))
         except (OSError, paramiko.SSHException) as exc:
             raise HostKeyError(f"{endpoint.label}: cannot read known_hosts {known}: {exc}") from None
-    conn.client.set_missing_host_key_policy(_VerifyPolicy(known, accept_new, endpoint.label))
+    client.set_missing_host_key_policy(_VerifyPolicy(known, accept_new, endpoint.label))
 
 
 # ---------------------------------------------------------------- remote work dies with its channel
@@ -211,7 +238,7 @@ def _known_hosts(host: HostConfig, ssh_config: Any) -> str:
 
 
 def _endpoint(conn: Connection, host: HostConfig, via: Endpoint | None) -> Endpoint:
-    if via is None and isinstance(conn.gateway, Connection):  # ProxyJump from ~/.ssh/config
+    if via is None and isinstance(conn.gateway, _fabric_connection()):  # ProxyJump from ~/.ssh/config
         via = _endpoint(conn.gateway, _hop_config(conn.gateway, host), None)
     keys = conn.connect_kwargs.get("key_filename") or []
     return Endpoint(
@@ -237,6 +264,9 @@ def _build(
     label: str | None = None,
 ) -> tuple[Connection, Endpoint]:
     """Fabric connection objects (not opened) and the endpoint they resolve to."""
+    connection_class = _fabric_connection()
+    from fabric import Config
+
     gateway: Connection | None = None
     via: Endpoint | None = None
     if host.gateway:
@@ -244,7 +274,7 @@ def _build(
     kwargs: dict[str, Any] = {}
     if host.identity_file:
         kwargs["key_filename"] = [str(Path(host.identity_file).expanduser())]
-    conn = Connection(
+    conn = connection_class(
         host.address,
         user=host.user,
         port=host.port,
@@ -271,9 +301,9 @@ def _secure_hops(conn: Connection, endpoint: Endpoint, accept_new: bool) -> None
     """Every hop's host key policy and known_hosts, before anything connects."""
     hop: Any = conn
     for ep in reversed(endpoint.chain()):
-        if not isinstance(hop, Connection):
+        if not isinstance(hop, _fabric_connection()):
             break
-        _secure(hop, ep, accept_new)
+        _secure(hop.client, ep, accept_new)
         hop = hop.gateway
 
 
@@ -311,7 +341,7 @@ def _hops(conn: Connection) -> list[Connection]:
     """The connection's hops, the first one to connect to first."""
     hops: list[Connection] = []
     hop: Any = conn
-    while isinstance(hop, Connection):
+    while isinstance(hop, _fabric_connection()):
         hops.insert(0, hop)
         hop = hop.gateway
     return hops
@@ -325,10 +355,32 @@ def _failed_hop(conn: Connection) -> Connection:
     return conn
 
 
+@dataclasses.dataclass(frozen=True)
+class _Hop:
+    """Where a connection failed: one hop's user, host and port; ``target``: the endpoint itself, not a gateway."""
+
+    user: str
+    host: str
+    port: int
+    target: bool
+
+
 def _open(conn: Connection, endpoint: Endpoint) -> None:
+    def failed() -> _Hop:
+        hop = _failed_hop(conn)
+        return _Hop(str(hop.user), str(hop.host), int(hop.port), hop is conn)
+
+    with _connect_errors(endpoint, failed):
+        conn.open()
+
+
+@contextlib.contextmanager
+def _connect_errors(endpoint: Endpoint, failed_hop: Callable[[], _Hop]) -> Iterator[None]:
+    """A failed handshake or login as one of opsagent's own errors (the same from the early connection's direct
+    path as from Fabric's)."""
     name = endpoint.label
     try:
-        conn.open()
+        yield
     except HostKeyError:
         raise
     except paramiko.BadHostKeyException as exc:
@@ -339,21 +391,69 @@ def _open(conn: Connection, endpoint: Endpoint) -> None:
             "after checking with its admin",
         ) from None
     except paramiko.AuthenticationException as exc:
-        hop = _failed_hop(conn)
-        error = LoginError if hop is conn else RemoteError
+        hop = failed_hop()
+        error = LoginError if hop.target else RemoteError
         raise error(
             f"{name}: SSH login as {hop.user}@{hop.host}:{hop.port} failed: {exc}",
             hint="check user and identity_file in the inventory (or ~/.ssh/config)",
         ) from None
     except TimeoutError:
-        hop = _failed_hop(conn)
+        hop = failed_hop()
         raise RemoteError(
             f"{name}: connection to {hop.host}:{hop.port} timed out after {endpoint.connect_timeout:g}s"
         ) from None
     except (OSError, paramiko.SSHException, EOFError) as exc:
-        hop = _failed_hop(conn)
+        hop = failed_hop()
         reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise RemoteError(f"{name}: cannot connect to {hop.host}:{hop.port}: {reason}") from None
+
+
+@dataclasses.dataclass
+class DirectLink:
+    """A connection opened with Paramiko alone to a remembered direct endpoint (the early connection's)."""
+
+    client: paramiko.SSHClient
+    user: str
+
+
+def connect_kwargs(conn: Connection) -> dict[str, Any] | None:
+    """What Fabric's ``Connection.open`` passes to Paramiko's ``connect`` for ``conn``, when it can be replayed
+    without Fabric (a direct connection, plain values); None otherwise."""
+    if conn.gateway or conn.authentication.strategy_class is not None:
+        return None
+    kwargs = dict(conn.connect_kwargs, username=conn.user, hostname=conn.host, port=conn.port)
+    if conn.connect_timeout:
+        kwargs["timeout"] = conn.connect_timeout
+    if "key_filename" in kwargs and not kwargs["key_filename"]:
+        del kwargs["key_filename"]
+    try:
+        replayable: dict[str, Any] = json.loads(json.dumps(kwargs))
+    except (TypeError, ValueError):  # a key object, a socket: only Fabric can pass them
+        return None
+    return replayable if replayable == kwargs else None
+
+
+def open_direct(endpoint: Endpoint, kwargs: dict[str, Any]) -> DirectLink:
+    """Connect to a direct ``endpoint`` with Paramiko alone, with the very ``kwargs`` Fabric would pass
+    (:func:`connect_kwargs`): the same host key check, the same login, the same errors."""
+    client = paramiko.SSHClient()
+    try:
+        _secure(client, endpoint, False)
+        with _connect_errors(endpoint, lambda: _Hop(endpoint.user, endpoint.hostname, endpoint.port, True)):
+            client.connect(**kwargs)
+    except BaseException:
+        client.close()
+        raise
+    return DirectLink(client, endpoint.user)
+
+
+def close_link(link: Link) -> None:
+    """Close a connection: every hop of a Fabric one, the client of a direct one."""
+    if isinstance(link, DirectLink):
+        link.client.close()
+        return
+    for hop in reversed(_hops(link)):
+        hop.close()
 
 
 @contextlib.contextmanager
@@ -362,17 +462,24 @@ def open_remote(
 ) -> Iterator[Remote]:
     """One verified SSH connection for the whole run; closed on exit."""
     conn, endpoint = _build(host, inventory)
-    early_remote = early.claim(host, endpoint, accept_new_host_key)  # opened (and verified) before the CLI loaded
+    kwargs = connect_kwargs(conn)
+    # opened (and verified) before the CLI loaded
+    early_remote = early.claim(host, endpoint, kwargs, accept_new_host_key)
     if early_remote is not None:
+        if isinstance(early_remote.connection, DirectLink):  # Fabric's connection takes over its client
+            conn.client = early_remote.connection.client
+            conn.transport = conn.client.get_transport()
+            early_remote.connection = conn
         conn = early_remote.connection
     try:
         if early_remote is None:
             _secure_hops(conn, endpoint, accept_new_host_key)
             _open(conn, endpoint)
+        if inventory is not None:
+            early.remember_route(inventory.paths.state, host, endpoint, kwargs)
         yield early_remote or Remote(host, conn, endpoint)
     finally:
-        for hop in reversed(_hops(conn)):
-            hop.close()
+        close_link(conn)
 
 
 @contextlib.contextmanager
@@ -457,6 +564,7 @@ class _Held:
     argv: tuple[str, ...]
     tag: str
     sent: bytes | None = None  # started ahead with this stdin (no gate): its output waits in the channel
+    gated: bool = True  # False: started itself, waiting on its stdin (Remote.hold_next's reads_stdin_first)
 
 
 def _usable(held: _Held, argv: Sequence[str], stdin: bytes) -> bool:
@@ -472,7 +580,7 @@ def _usable(held: _Held, argv: Sequence[str], stdin: bytes) -> bool:
 class Remote:
     """Runs commands on one host over its single SSH connection."""
 
-    def __init__(self, host: HostConfig, connection: Connection, endpoint: Endpoint | None = None) -> None:
+    def __init__(self, host: HostConfig, connection: Link, endpoint: Endpoint | None = None) -> None:
         self.host = host
         self.connection = connection
         self.endpoint = endpoint
@@ -511,6 +619,10 @@ class Remote:
         waiting = self._claim_next(argv) if become else None
         if waiting is not None:
             return waiting
+        return self._open_channel(argv, become)
+
+    def _open_channel(self, argv: Sequence[str], become: bool) -> tuple[paramiko.Channel, str]:
+        """A new channel running ``argv`` (as the become user when ``become``), counted."""
         full = [*(self.become_prefix() if become else []), *argv]
         # cd /: the become user usually cannot enter the login user's home (psql warns about it)
         command = channel_bound_command(full, cd_root=bool(become and self.host.become))
@@ -566,11 +678,20 @@ class Remote:
         channel, command = self._exec(["sh", "-c", _HELD, "opsagent-held", *argv], True)
         return _Held(channel, command, tuple(argv), tag)
 
-    def hold_next(self, argv: Sequence[str]) -> None:
+    def hold_next(self, argv: Sequence[str], *, reads_stdin_first: bool = False) -> None:
         """Start ``argv`` (as the become user) now, held at its gate for the first :meth:`run` or :meth:`start` of
         this very argv, whoever calls it: the CLI holds the command a task starts first while its own modules are
-        still loading (``opsagent/launch.py``).  Unclaimed, it exits having run nothing when the connection ends."""
-        self._next = self._gate(argv, "")
+        still loading (``opsagent/launch.py``).  Unclaimed, it exits having run nothing when the connection ends.
+
+        ``reads_stdin_first``: ``argv`` does nothing before it reads its stdin (a psql that reads its statements from
+        stdin, never one with ``-c``), so it is started itself, without the gate: its own start-up (psql's
+        connection to the server) is then paid while the client loads too.  Unclaimed, it reads EOF and exits having
+        run nothing, as a gated one does."""
+        if reads_stdin_first:
+            channel, command = self._open_channel(argv, True)
+            self._next = _Held(channel, command, tuple(argv), "", gated=False)
+        else:
+            self._next = self._gate(argv, "")
         self.command_count -= 1  # counted when claimed: an unclaimed one ran nothing
 
     def _claim_next(self, argv: Sequence[str]) -> tuple[paramiko.Channel, str] | None:
@@ -584,7 +705,8 @@ class Remote:
             held.channel.close()
             return None
         try:
-            held.channel.sendall(b"go\n")
+            if held.gated:
+                held.channel.sendall(b"go\n")
         except (OSError, paramiko.SSHException, EOFError):
             held.channel.close()
             return None

@@ -42,10 +42,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..cachefile import prune_cache, write_cache_file
 from ..errors import RemoteError
 from ..remote.transport import Remote
 from .catalog import Catalog, introspection_sql
-from .facts import ServerFacts, prune_cache, schema_digest, write_cache_file
+from .facts import ServerFacts, schema_digest
 from .oracle import Entry, entries
 from .scratch import DumpStep, ScratchSet, dump_chunks, sql_chunks
 

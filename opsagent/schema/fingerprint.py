@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import resources
+from ..cachefile import prune_cache, write_cache_file
 from ..remote.markers import Markers
-from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, prune_cache, schema_digest, write_cache_file
+from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
 
 if TYPE_CHECKING:
     from ..remote.transport import Remote
