@@ -218,23 +218,6 @@ def counting_silent_port() -> Iterator[tuple[int, list[socket.socket]]]:
         yield listener
 
 
-def test_a_host_that_is_down_is_tried_once_and_reported_as_before(
-    project: Project, counting_silent_port: tuple[int, list[socket.socket]]
-) -> None:
-    port, accepted = counting_silent_port
-    down = dataclasses.replace(project.host, name="down", port=port)
-    write_inventory(project.root, {"sandbox": project.host, "down": down})
-    outcomes = {}
-    for mode in ("1", "0"):
-        accepted.clear()
-        done = project.run("status", "--host", "down", env={"OPSAGENT_EARLY_CONNECT": mode})
-        outcomes[mode] = (done.returncode, done.stderr.strip().splitlines()[0] if done.stderr.strip() else "")
-        assert "Traceback" not in done.stderr + done.stdout
-        assert len(accepted) == 1, (mode, len(accepted))
-    assert outcomes["1"] == outcomes["0"]
-    assert outcomes["1"][0] != 0 and "down" in outcomes["1"][1]
-
-
 def test_a_refused_command_line_after_the_early_connection_leaves_nothing(project: Project) -> None:
     project.write_migration("001_t.sql", "CREATE TABLE t (id int);\n")
     done = project.run("sync", "--host", "sandbox", "--yes", "--no-such-flag")
@@ -284,3 +267,143 @@ def test_ctrl_c_while_the_early_connection_waits_is_exit_130_in_one_line(
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, (out, err)
     assert "interrupted" in err and "Traceback" not in err + out
+
+
+# ---------------------------------------------------------------- remembered routes
+
+
+def _routes(project: Project) -> list[Path]:
+    return sorted((project.root / ".opsagent" / "cache" / "routes").glob("*.json"))
+
+
+def _python(project: Project, code: str, **env: str) -> dict[str, Any]:
+    """Run ``code`` in a fresh interpreter (nothing imported yet) in the project; its last stdout line, as JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=project.root,
+        env={**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), **env},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+_EARLY_THEN_CLAIM = """
+import json, sys
+from opsagent.launch import start_early
+start_early(["opsagent", "status", "--host", "sandbox"])
+from opsagent.remote import early
+attempt = early._attempts["sandbox"]
+seen = {"fabric": "fabric" in sys.modules, "invoke": "invoke" in sys.modules,
+        "link": type(attempt.connection).__name__, "error": repr(attempt.error) if attempt.error else None}
+from opsagent.inventory import current_inventory
+from opsagent.remote.transport import open_remote
+inventory = current_inventory()
+with open_remote(inventory.host("sandbox"), inventory) as remote:
+    seen["claimed"] = remote._next is not None  # the held ledger read is this task's
+    seen["ran"] = remote.run(["true"], become=False).ok
+    seen["taken_over_by"] = type(remote.connection).__module__
+print(json.dumps(seen))
+"""
+
+
+def test_a_remembered_route_connects_early_without_fabric_or_invoke(project: Project) -> None:
+    assert _routes(project) == []
+    first = _python(project, _EARLY_THEN_CLAIM)  # nothing remembered yet: Fabric resolves, as before
+    assert first["fabric"] and first["link"] == "Connection" and first["ran"]
+    (route,) = _routes(project)
+    assert route.stat().st_mode & 0o777 == 0o600 and route.parent.stat().st_mode & 0o777 == 0o700
+    assert "client_key" in route.read_text() and "sandbox" not in route.name  # the host's name is not a path
+    second = _python(project, _EARLY_THEN_CLAIM)
+    assert second == {
+        "fabric": False,
+        "invoke": False,
+        "link": "DirectLink",
+        "error": None,
+        "claimed": True,
+        "ran": True,
+        "taken_over_by": "fabric.connection",
+    }
+
+
+def test_a_stale_route_costs_a_connection_never_the_task(
+    project: Project, counting_silent_port: tuple[int, list[socket.socket]]
+) -> None:
+    assert project.run("status", "--host", "sandbox").returncode == 0
+    (route,) = _routes(project)
+    good = json.loads(route.read_text())
+    port, accepted = counting_silent_port
+    stale = {**good, "endpoint": {**good["endpoint"], "port": port}, "connect": {**good["connect"], "port": port}}
+    route.write_text(json.dumps(stale))
+    done = project.run("status", "--host", "sandbox")
+    assert done.returncode == 0, done.stderr
+    assert len(accepted) == 1  # the early connection went where the route said ...
+    assert json.loads(route.read_text()) == good  # ... the task where the host is, and the route is right again
+
+
+@pytest.mark.parametrize("remembered", [False, True])
+def test_a_host_that_is_down_is_tried_once_and_reported_as_before(
+    project: Project, counting_silent_port: tuple[int, list[socket.socket]], remembered: bool
+) -> None:
+    port, accepted = counting_silent_port
+    down = dataclasses.replace(project.host, name="down", port=port)
+    write_inventory(project.root, {"sandbox": project.host, "down": down})
+    state = load_inventory(project.root / "inventory.yaml").paths.state
+    if remembered:  # it was up when last used: the early connection goes there with Paramiko alone
+        early.remember_route(state, down, *_route(down))
+        assert early._recall_route(state, down) is not None
+    outcomes = {}
+    for mode in ("1", "0"):
+        accepted.clear()
+        done = project.run("status", "--host", "down", env={"OPSAGENT_EARLY_CONNECT": mode})
+        outcomes[mode] = (done.returncode, done.stderr.strip().splitlines()[0] if done.stderr.strip() else "")
+        assert "Traceback" not in done.stderr + done.stdout
+        assert len(accepted) == 1, (mode, len(accepted))
+    assert outcomes["1"] == outcomes["0"]
+    assert outcomes["1"][0] != 0 and "down" in outcomes["1"][1]
+
+
+_MATCH_EXEC = """
+import json
+from opsagent.launch import _import_paramiko_alone
+_import_paramiko_alone()
+import paramiko.config
+without = paramiko.config.invoke is None
+from opsagent.inventory import HostConfig
+from opsagent.remote.early import _settings_signature
+from opsagent.remote.transport import resolve_endpoint
+endpoint = resolve_endpoint(HostConfig(name="x", address="matched"))
+print(json.dumps({"without": without, "hostname": endpoint.hostname, "signature": _settings_signature()}))
+"""
+
+
+def test_match_exec_in_ssh_config_still_works_and_is_never_remembered(project: Project, tmp_path: Path) -> None:
+    # Paramiko was imported without Invoke (which runs Match exec): Fabric hands it over before any lookup
+    ssh = tmp_path / ".ssh"
+    ssh.mkdir()
+    (ssh / "config").write_text('Match exec "test -n yes"\n    HostName 127.0.0.9\n')
+    seen = _python(project, _MATCH_EXEC, HOME=str(tmp_path))
+    assert seen == {"without": True, "hostname": "127.0.0.9", "signature": None}
+
+
+def test_an_unclaimed_session_held_without_a_gate_runs_nothing_and_goes(in_project: Project) -> None:
+    project = in_project
+    session = project.host.name
+    early.begin(
+        session,
+        lambda remote: remote.hold_next(remote.psql_argv(extra=["-A", "-t", "-f", "-"]), reads_stdin_first=True),
+    )
+    early.wait_opened()
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'psql' "
+        "AND query = '' AND pid <> pg_backend_pid();"  # connected, and not one statement received
+    )
+    with open_remote(dataclasses.replace(project.host, name="elsewhere")) as watcher:
+        assert _until(lambda: int(watcher.psql(sql, extra=["-A", "-t"]).text) == 1)
+        early.discard()  # as at exit: its stdin ends, psql exits having run nothing
+        assert _until(lambda: int(watcher.psql(sql, extra=["-A", "-t"]).text) == 0)
+        assert _until_no_held_process(watcher) == 0
