@@ -60,6 +60,11 @@ class Statement:
             return self._node
         return pglast.parse_sql(self.text)[0].stmt
 
+    def parsed(self) -> Any:
+        """The pglast AST node when it is built already, else the JSON tree (:meth:`parse_tree`): for checks that
+        read fields either form has (``migrate.files._field``)."""
+        return self._node if self._node is not None else self.parse_tree()
+
     def parse_tree(self) -> dict[str, Any]:
         """The statement's fields as libpg_query's JSON tree (cheaper than :meth:`parse_node`), not cached."""
         tree = json.loads(pg_parser.parse_sql_json(self.text))
