@@ -686,7 +686,8 @@ class Remote:
         ``reads_stdin_first``: ``argv`` does nothing before it reads its stdin (a psql that reads its statements from
         stdin, never one with ``-c``), so it is started itself, without the gate: its own start-up (psql's
         connection to the server) is then paid while the client loads too.  Unclaimed, it reads EOF and exits having
-        run nothing, as a gated one does."""
+        run nothing, as a gated one does.  Its connection idles until the claim (a fraction of a second): a server
+        whose ``idle_session_timeout`` is shorter ends it, and the task then fails before its first statement ran."""
         if reads_stdin_first:
             channel, command = self._open_channel(argv, True)
             self._next = _Held(channel, command, tuple(argv), "", gated=False)
