@@ -407,3 +407,15 @@ def test_an_unclaimed_session_held_without_a_gate_runs_nothing_and_goes(in_proje
         early.discard()  # as at exit: its stdin ends, psql exits having run nothing
         assert _until(lambda: int(watcher.psql(sql, extra=["-A", "-t"]).text) == 0)
         assert _until_no_held_process(watcher) == 0
+
+
+def test_a_local_user_without_a_passwd_entry_still_remembers_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a container's arbitrary uid: getpass raises; the task must not (Fabric's own default user is None then)
+    import getpass
+
+    def no_user() -> str:
+        raise KeyError("getpwuid(): uid not found: 12345")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)
+    monkeypatch.setattr(early, "_SETTINGS_FILES", ())  # this machine's ssh_config is not what is tested
+    assert early._settings_signature() == [None]

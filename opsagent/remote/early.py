@@ -193,7 +193,11 @@ def _route_file(state: Path, host_name: str) -> Path:
 def _settings_signature() -> list[Any] | None:
     """Every file the resolution reads (its size and modification time) and the local user; None when an
     ssh_config runs a command to decide (``Match exec``): then a route may change while none of these does."""
-    signature: list[Any] = [getpass.getuser()]
+    try:
+        user: str | None = getpass.getuser()  # Fabric's default login user
+    except (KeyError, OSError):  # no passwd entry (a container's arbitrary uid): Fabric's default is None then too
+        user = None
+    signature: list[Any] = [user]
     for name in _SETTINGS_FILES:
         path = os.path.expanduser(name)
         try:
