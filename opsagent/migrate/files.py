@@ -334,8 +334,9 @@ def _markers(sql: str, source: str) -> tuple[set[str], list[str]]:
 # because it is ten times cheaper than building Python AST objects for every statement.
 
 
-def _field(node: Any, name: str) -> Any:
-    """A parse-tree field of a pglast node or a JSON node (``def_`` is ``def`` in JSON)."""
+def field(node: Any, name: str) -> Any:
+    """A parse-tree field of a pglast node or of libpg_query's JSON tree of one (absent: None; the JSON tree leaves
+    out false and empty fields; ``def_`` is ``def`` in JSON)."""
     if isinstance(node, dict):
         return node.get(name.rstrip("_"))
     return getattr(node, name, None)
@@ -377,29 +378,29 @@ def _const(arg: Any) -> Any:
 
 def _option_on(elem: Any) -> bool:
     """Value of an option such as ``CONCURRENTLY`` or ``create_slot = false``; a bare option means on."""
-    arg = _field(elem, "arg")
+    arg = field(elem, "arg")
     if arg is None:
         return True
     value = _const(arg)
     return value is None or str(value).lower() not in _FALSE_WORDS
 
 
-def _options(node: Any, field: str) -> dict[str, bool]:
-    elems = [_unwrap(o) for o in _field(node, field) or ()]
-    return {str(_field(e, "defname")): _option_on(e) for e in elems}
+def _options(node: Any, name: str) -> dict[str, bool]:
+    elems = [_unwrap(o) for o in field(node, name) or ()]
+    return {str(field(e, "defname")): _option_on(e) for e in elems}
 
 
 def _reindex(node: Any) -> str | None:
     if _options(node, "params").get("concurrently"):
         return "REINDEX CONCURRENTLY"
     return {"REINDEX_OBJECT_DATABASE": "REINDEX DATABASE", "REINDEX_OBJECT_SYSTEM": "REINDEX SYSTEM"}.get(
-        _enum(_field(node, "kind")) or ""
+        _enum(field(node, "kind")) or ""
     )
 
 
 def _detach_concurrently(node: Any) -> str | None:
-    for cmd in _field(node, "cmds") or ():
-        if _field(_unwrap(_field(_unwrap(cmd), "def_")), "concurrent"):
+    for cmd in field(node, "cmds") or ():
+        if field(_unwrap(field(_unwrap(cmd), "def_")), "concurrent"):
             return "ALTER TABLE ... DETACH PARTITION CONCURRENTLY"
     return None
 
@@ -413,11 +414,11 @@ def _create_subscription(node: Any) -> str | None:
 
 _Check = Callable[[Any], "str | None"]
 _NOT_IN_TRANSACTION: dict[str, _Check] = {
-    "IndexStmt": lambda n: "CREATE INDEX CONCURRENTLY" if _field(n, "concurrent") else None,
-    "DropStmt": lambda n: "DROP INDEX CONCURRENTLY" if _field(n, "concurrent") else None,
+    "IndexStmt": lambda n: "CREATE INDEX CONCURRENTLY" if field(n, "concurrent") else None,
+    "DropStmt": lambda n: "DROP INDEX CONCURRENTLY" if field(n, "concurrent") else None,
     "ReindexStmt": _reindex,
-    "VacuumStmt": lambda n: "VACUUM" if _field(n, "is_vacuumcmd") else None,  # ANALYZE alone is fine
-    "ClusterStmt": lambda n: "CLUSTER without a table" if _field(n, "relation") is None else None,
+    "VacuumStmt": lambda n: "VACUUM" if field(n, "is_vacuumcmd") else None,  # ANALYZE alone is fine
+    "ClusterStmt": lambda n: "CLUSTER without a table" if field(n, "relation") is None else None,
     "CreatedbStmt": lambda n: "CREATE DATABASE",
     "DropdbStmt": lambda n: "DROP DATABASE",
     "AlterDatabaseStmt": lambda n: (
@@ -428,7 +429,7 @@ _NOT_IN_TRANSACTION: dict[str, _Check] = {
     "DropTableSpaceStmt": lambda n: "DROP TABLESPACE",
     "AlterTableStmt": _detach_concurrently,
     "CreateSubscriptionStmt": _create_subscription,
-    "DiscardStmt": lambda n: "DISCARD ALL" if _enum(_field(n, "target")) == "DISCARD_ALL" else None,
+    "DiscardStmt": lambda n: "DISCARD ALL" if _enum(field(n, "target")) == "DISCARD_ALL" else None,
 }
 
 

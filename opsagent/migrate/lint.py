@@ -32,6 +32,7 @@ from pglast.enums import (
 from ..errors import ConfigError, ExitCode
 from ..sqlquote import literal
 from ..units import human_bytes
+from .files import field
 from .sqltext import Statement, split_statements
 
 SEVERITIES = ("info", "warning", "error")
@@ -404,12 +405,6 @@ def _rangevar(rel: Any) -> tuple[str, str] | None:
     return _table_name(schema, name), _key(schema, name)
 
 
-def _field(node: Any, name: str) -> Any:
-    """A field of a statement given as a pglast node or as libpg_query's JSON tree (absent: None; the JSON tree
-    leaves out false and empty fields)."""
-    return node.get(name) if isinstance(node, dict) else getattr(node, name, None)
-
-
 def _names(obj: Any) -> list[str]:
     """String parts of a DropStmt object (tuple of String, TypeName, ObjectWithArgs, String)."""
     if isinstance(obj, ast.String):
@@ -669,7 +664,7 @@ def _not_in_transaction(lint: _FileLinter, what: str) -> None:
 
 
 def _create_table(lint: _FileLinter, node: Any) -> None:
-    names = _rangevar(_field(node, "relation"))
+    names = _rangevar(field(node, "relation"))
     if names is not None:
         lint.state.created.add(names[1])
 
@@ -682,14 +677,14 @@ def _create_table_as(lint: _FileLinter, node: Any) -> None:
 
 
 def _index(lint: _FileLinter, node: Any) -> None:
-    if _field(node, "concurrent"):
+    if field(node, "concurrent"):
         _not_in_transaction(lint, "CREATE INDEX CONCURRENTLY")
         return
-    names = lint.existing(_field(node, "relation"))
+    names = lint.existing(field(node, "relation"))
     if names is None:
         return
     lint.lock(names)
-    what = "CREATE UNIQUE INDEX" if _field(node, "unique") else "CREATE INDEX"
+    what = "CREATE UNIQUE INDEX" if field(node, "unique") else "CREATE INDEX"
     lint.add(
         "create-index-not-concurrently",
         table=names[0],
@@ -1296,7 +1291,7 @@ def _alter_table(lint: _FileLinter, node: Any) -> None:
             handler(lint, names, cmd)
 
 
-_TREE_KINDS = frozenset({"CreateStmt", "IndexStmt"})  # their handlers read libpg_query's JSON tree (see _field)
+_TREE_KINDS = frozenset({"CreateStmt", "IndexStmt"})  # their handlers read libpg_query's JSON tree (files.field)
 _HANDLERS: dict[str, _Handler] = {
     "CreateStmt": _create_table,
     "CreateForeignTableStmt": _create_table,

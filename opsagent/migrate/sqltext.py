@@ -62,7 +62,7 @@ class Statement:
 
     def parsed(self) -> Any:
         """The pglast AST node when it is built already, else the JSON tree (:meth:`parse_tree`): for checks that
-        read fields either form has (``migrate.files._field``)."""
+        read fields either form has (``migrate.files.field``)."""
         return self._node if self._node is not None else self.parse_tree()
 
     def parse_tree(self) -> dict[str, Any]:
