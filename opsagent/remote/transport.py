@@ -465,6 +465,7 @@ def open_remote(
     kwargs = connect_kwargs(conn)
     # opened (and verified) before the CLI loaded
     early_remote = early.claim(host, endpoint, kwargs, accept_new_host_key)
+    remembered = early_remote is not None and isinstance(early_remote.connection, DirectLink)
     if early_remote is not None:
         if isinstance(early_remote.connection, DirectLink):  # Fabric's connection takes over its client
             conn.client = early_remote.connection.client
@@ -475,7 +476,7 @@ def open_remote(
         if early_remote is None:
             _secure_hops(conn, endpoint, accept_new_host_key)
             _open(conn, endpoint)
-        if inventory is not None:
+        if inventory is not None and not remembered:  # a route recalled and matched is the one on file already
             early.remember_route(inventory.paths.state, host, endpoint, kwargs)
         yield early_remote or Remote(host, conn, endpoint)
     finally:
