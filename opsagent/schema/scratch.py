@@ -331,7 +331,8 @@ _DUMP_BESIDE_QUERY = " ".join(line for line in resources.script("scratch_dump_be
 
 @dataclasses.dataclass(frozen=True)
 class DumpStep:
-    """``pg_dump --schema-only`` of a scratch database run from inside the load session (psql's ``\\!``).
+    """``pg_dump --schema-only`` of a scratch database run from inside the load session (psql's ``\\!``, or beside
+    its catalog query: :meth:`beside`).
 
     The dump is taken where the database already is, in the command that built it:
     no extra remote command, no extra round trip.  Its text travels between markers
