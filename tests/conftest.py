@@ -186,10 +186,27 @@ def project(tmp_path: Path, sandbox: SandboxHandle, fresh_db: str) -> Project:
     return Project(root, host)
 
 
+def _hang_up_after_the_banner(conn: socket.socket) -> None:
+    """Close only once the client's banner line is read: a close with unread bytes in the socket is a reset, not an
+    end of stream, and whether the client's banner had arrived yet was a race, so the client's error text changed
+    from run to run ("Error reading SSH protocol banner" or "...Connection reset by peer")."""
+    conn.settimeout(2)
+    received = b""
+    try:
+        while b"\n" not in received:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+    except OSError:
+        pass
+    conn.close()
+
+
 @contextlib.contextmanager
 def silent_listener(*, hang_up: bool) -> Iterator[tuple[int, list[socket.socket]]]:
-    """A local port that accepts and never sends an SSH banner: it hangs up at once (``hang_up``: a host whose sshd
-    is down behind a proxy) or keeps the connection open (a handshake that waits).  Yields the port and the
+    """A local port that accepts and never sends an SSH banner: it hangs up once it has read the client's banner
+    (``hang_up``: a host whose sshd is down behind a proxy) or keeps the connection open (a handshake that waits).  Yields the port and the
     connections it accepted (closed ones too: their number is how often a client tried)."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.2)
@@ -206,7 +223,7 @@ def silent_listener(*, hang_up: bool) -> Iterator[tuple[int, list[socket.socket]
                 return
             accepted.append(conn)
             if hang_up:
-                conn.close()
+                _hang_up_after_the_banner(conn)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
