@@ -26,12 +26,18 @@ if TYPE_CHECKING:
 
 
 def _session(remote: Remote) -> None:
-    remote.hold_next(remote.psql_argv(extra=["-A", "-t", "-f", "-"]), reads_stdin_first=True)  # the sync's session
+    argv = remote.psql_argv(extra=["-A", "-t", "-f", "-"], knowing_pg_dump=True)  # the sync's session
+    remote.hold_next(argv, reads_stdin_first=True)
 
 
 def _query(remote: Remote) -> None:
-    # Remote.query_json/psql -A -t: a ledger read, a probe
+    # Remote.query_json/psql -A -t: a ledger read
     remote.hold_next(remote.psql_argv(extra=["-A", "-t"]), reads_stdin_first=True)
+
+
+def _probe(remote: Remote) -> None:
+    # schema.fingerprint.probe: the server facts and the fingerprint
+    remote.hold_next(remote.psql_argv(extra=["-A", "-t"], knowing_pg_dump=True), reads_stdin_first=True)
 
 
 def _extract(remote: Remote, ahead: bool = False) -> None:
@@ -52,8 +58,8 @@ EARLY_TASKS: dict[str, Callable[[Remote], None] | None] = {
     "sync": _session,
     "status": _query,
     "history": _query,
-    "diff": _query,
-    "plan": _query,
+    "diff": _probe,
+    "plan": _probe,
     "extract": _extract,
     "lint": None,
     "tables": None,
@@ -126,6 +132,16 @@ def _import_paramiko_alone() -> None:
         del sys.modules["invoke"]
 
 
+def _preparation(task: str, argv: Sequence[str]) -> Callable[[Remote], None] | None:
+    """What ``task`` holds on its hosts: :data:`EARLY_TASKS`'s, but a plain extract starts its command outright,
+    and a diff of two hosts starts with their fingerprints alone (no server facts: no desired side)."""
+    if task == "extract" and _plain(argv, _PLAIN_EXTRACT):
+        return _extract_ahead
+    if task == "diff" and any(word.partition("=")[0] == "--against-host" for word in argv):
+        return _query
+    return EARLY_TASKS[task]
+
+
 def start_early(argv: Sequence[str]) -> None:
     """Open the task's connection early when the command line is one host's task (see the module docstring)."""
     if os.environ.get("OPSAGENT_EARLY_CONNECT", "1") == "0" or not is_our_command_line(argv):
@@ -139,7 +155,7 @@ def start_early(argv: Sequence[str]) -> None:
     from .remote.liblog import quiet_library_loggers
 
     quiet_library_loggers()
-    prepare = _extract_ahead if task == "extract" and _plain(argv, _PLAIN_EXTRACT) else EARLY_TASKS[task]
+    prepare = _preparation(task, argv)
     for spec in specs:
         early.begin(spec, prepare)
     try:

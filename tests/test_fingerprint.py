@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 
 import opsagent.schema.drift as drift
-from opsagent.remote.transport import Remote, open_remote
+from opsagent.errors import CommandFailed
+from opsagent.remote.markers import Markers
+from opsagent.remote.transport import Remote, open_remote, program_name
 from opsagent.schema.drift import diff_against_sql, diff_hosts
+from opsagent.schema.facts import PG_DUMP_VERSION
 from opsagent.schema.fingerprint import Fingerprint, model_digest, probe, recall, remember, verdict_key
 from opsagent.schema.report import DriftReport
 
@@ -325,3 +328,28 @@ def test_a_verdict_belongs_to_the_host_it_was_reached_on(remote: Remote, tmp_pat
         seen = probe(staging, staging.host.database).fingerprint
         assert seen is not None and seen.host == "staging" and seen.timeline
         assert diff_against_sql(staging, SCHEMA, "schema.sql", cache_dir=cache).recalled is None
+
+
+def _pg_dump_section(remote: Remote, *, knowing: bool, extra: tuple[str, ...] = ()) -> str:
+    mark = Markers()
+    script = f"{mark.psql('pg-dump')}\n{PG_DUMP_VERSION}\n"
+    text = remote.psql(script, extra=["-A", "-t", *extra], knowing_pg_dump=knowing).text
+    return mark.by_kind(text)["pg-dump"].strip()
+
+
+def test_a_session_started_knowing_pg_dump_names_the_same_binary_without_running_it(remote: Remote) -> None:
+    """The facts' pg_dump line is the same from the session's variable as from ``pg_dump --version`` itself, and a
+    session that has the variable echoes it instead of running pg_dump (a planted value is what it reads back)."""
+    itself = remote.run(["pg_dump", "--version"]).text.strip()
+    assert itself.startswith("pg_dump (PostgreSQL) ")
+    assert _pg_dump_section(remote, knowing=True) == itself
+    assert _pg_dump_section(remote, knowing=False) == itself
+    planted = ("-v", "opsagent_pg_dump=pg_dump (planted) 0.0 'quoted' \\x")
+    assert _pg_dump_section(remote, knowing=False, extra=planted) == "pg_dump (planted) 0.0 'quoted' \\x"
+
+
+def test_a_failure_in_a_session_knowing_pg_dump_names_psql(remote: Remote) -> None:
+    argv = remote.psql_argv(extra=["-A"], knowing_pg_dump=True)
+    assert argv[:2] == ["sh", "-c"] and program_name(argv) == "psql" and program_name(["pg_dump", "-s"]) == "pg_dump"
+    with pytest.raises(CommandFailed, match=r": psql failed: .*no_such_table_here"):
+        remote.psql("SELECT * FROM no_such_table_here;", knowing_pg_dump=True)

@@ -508,7 +508,8 @@ class _Session:
 
     def __init__(self, remote: Remote, application_name: str, lock_timeout: str) -> None:
         self.remote = remote
-        self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
+        # knowing pg_dump: the closing drift check's probe reads the server facts on this session
+        self.proc: RemoteProcess = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"], knowing_pg_dump=True))
         self.closed = False
         self.lock_timeout = lock_timeout
         self.mark = Markers()  # the session's output also carries what the migrations print

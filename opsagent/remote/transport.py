@@ -149,6 +149,7 @@ def _secure(client: paramiko.SSHClient, endpoint: Endpoint, accept_new: bool) ->
 _WATCHDOG = resources.script("transport_watchdog")
 _WRAPPER = resources.script("transport_wrapper")
 _HELD = resources.script("transport_held")  # the gate of Remote.hold
+_KNOWING_PG_DUMP = resources.script("psql_knowing_pg_dump")  # Remote.psql_argv(knowing_pg_dump=True)
 
 # A session statement for long psql sessions (sync sends it first): on PostgreSQL 14+ the
 # backend then checks every second, even during a long statement, that its client is still
@@ -611,8 +612,15 @@ class Remote:
         """
         return ["-d", conninfo_dbname(database or self.host.database)]
 
-    def psql_argv(self, database: str | None = None, extra: Sequence[str] = ()) -> list[str]:
-        return ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.pg_args(), *self.db_args(database), *extra]
+    def psql_argv(
+        self, database: str | None = None, extra: Sequence[str] = (), *, knowing_pg_dump: bool = False
+    ) -> list[str]:
+        """psql's argv.  ``knowing_pg_dump``: started with the psql variable ``opsagent_pg_dump`` (``pg_dump
+        --version``), for a session whose script asks for the server facts (``facts.PG_DUMP_VERSION``): run before
+        psql starts, that binary's 50-80 ms (Debian's Perl wrapper) are paid while a session held ahead waits for
+        the client, not between its statements."""
+        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.pg_args(), *self.db_args(database), *extra]
+        return ["sh", "-c", _KNOWING_PG_DUMP, "psql", *argv] if knowing_pg_dump else argv
 
     # -- running
 
@@ -772,6 +780,7 @@ class Remote:
     def failure(self, argv: Sequence[str], result: CommandResult) -> CommandFailed:
         """A one-line, actionable error for a failed command."""
         stderr = result.stderr.strip()
+        program = program_name(argv)
         if "sudo:" in stderr and "password is required" in stderr:
             return CommandFailed(
                 f"{self.host.name}: 'sudo -n -u {self.host.become}' needs a password for {self.connection.user}",
@@ -787,13 +796,13 @@ class Remote:
             )
         if result.exit_status == 127 or "command not found" in stderr:
             return CommandFailed(
-                f"{self.host.name}: {argv[0]} is not installed on the server ({_first_line(stderr)})",
+                f"{self.host.name}: {program} is not installed on the server ({_first_line(stderr)})",
                 exit_status=result.exit_status,
                 stderr=stderr,
             )
         detail = _first_line(stderr) or f"exit status {result.exit_status}"
         return CommandFailed(
-            f"{self.host.name}: {argv[0]} failed: {detail}", exit_status=result.exit_status, stderr=stderr
+            f"{self.host.name}: {program} failed: {detail}", exit_status=result.exit_status, stderr=stderr
         )
 
     # -- psql helpers
@@ -807,9 +816,11 @@ class Remote:
         timeout: float | None = None,
         check: bool = True,
         on_stdout: OutputCallback | None = None,
+        knowing_pg_dump: bool = False,
     ) -> CommandResult:
         """Run a SQL script through psql over stdin (never via a remote file)."""
-        return self.run(self.psql_argv(database, extra), stdin=sql, timeout=timeout, check=check, on_stdout=on_stdout)
+        argv = self.psql_argv(database, extra, knowing_pg_dump=knowing_pg_dump)
+        return self.run(argv, stdin=sql, timeout=timeout, check=check, on_stdout=on_stdout)
 
     def query_json(self, sql: str, database: str | None = None, *, timeout: float | None = None) -> Any:
         """Run a query that returns one JSON value (one row, one column) and decode it."""
@@ -818,6 +829,13 @@ class Remote:
         if not text:
             raise RemoteError(f"{self.host.name}: query returned no result")
         return json.loads(text)
+
+
+def program_name(argv: Sequence[str]) -> str:
+    """The program an argv runs, for messages: the one after a fixed ``sh -c SCRIPT NAME`` wrapper."""
+    if len(argv) > 4 and argv[0] == "sh" and argv[1] == "-c":
+        return argv[4]
+    return argv[0]
 
 
 def conninfo_dbname(database: str) -> str:
@@ -885,11 +903,11 @@ def _pump(
             ):
                 break
             if not channel.get_transport().is_active():
-                raise RemoteError(f"{host}: SSH connection lost while running {argv[0]}")
+                raise RemoteError(f"{host}: SSH connection lost while running {program_name(argv)}")
             if time.monotonic() > deadline:
-                raise RemoteError(f"{host}: {argv[0]} timed out after {timeout:g}s")
+                raise RemoteError(f"{host}: {program_name(argv)} timed out after {timeout:g}s")
         if not channel.status_event.wait(min(30.0, max(1.0, deadline - time.monotonic()))):
-            raise RemoteError(f"{host}: SSH connection lost before {argv[0]} reported its exit status")
+            raise RemoteError(f"{host}: SSH connection lost before {program_name(argv)} reported its exit status")
         status = channel.recv_exit_status()
     finally:
         channel.close()

@@ -123,7 +123,7 @@ def probe(remote: Remote, database: str, extra_sql: str | None = None) -> Probe:
     script = probe_script(mark)
     if extra_sql is not None:
         script += f"{mark.psql('extra')}\n{extra_sql.rstrip().rstrip(';')};\n"
-    text = remote.psql(script, database, extra=["-A", "-t"]).text
+    text = remote.psql(script, database, extra=["-A", "-t"], knowing_pg_dump=True).text
     return probe_from(mark, text, remote.host.name)
 
 
