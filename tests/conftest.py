@@ -206,8 +206,8 @@ def _hang_up_after_the_banner(conn: socket.socket) -> None:
 @contextlib.contextmanager
 def silent_listener(*, hang_up: bool) -> Iterator[tuple[int, list[socket.socket]]]:
     """A local port that accepts and never sends an SSH banner: it hangs up once it has read the client's banner
-    (``hang_up``: a host whose sshd is down behind a proxy) or keeps the connection open (a handshake that waits).  Yields the port and the
-    connections it accepted (closed ones too: their number is how often a client tried)."""
+    (``hang_up``: a host whose sshd is down behind a proxy) or keeps the connection open (a handshake that waits).
+    Yields the port and the connections it accepted (closed ones too: their number is how often a client tried)."""
     server = socket.create_server(("127.0.0.1", 0))
     server.settimeout(0.2)
     accepted: list[socket.socket] = []

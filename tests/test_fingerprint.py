@@ -330,22 +330,24 @@ def test_a_verdict_belongs_to_the_host_it_was_reached_on(remote: Remote, tmp_pat
         assert diff_against_sql(staging, SCHEMA, "schema.sql", cache_dir=cache).recalled is None
 
 
-def _pg_dump_section(remote: Remote, *, knowing: bool, extra: tuple[str, ...] = ()) -> str:
+def _pg_dump_section(remote: Remote, *, knowing: bool, path: str | None = None) -> str:
+    """The facts' pg_dump line from a session (``path``: the PATH its shell-outs get, set just before)."""
     mark = Markers()
-    script = f"{mark.psql('pg-dump')}\n{PG_DUMP_VERSION}\n"
-    text = remote.psql(script, extra=["-A", "-t", *extra], knowing_pg_dump=knowing).text
+    setenv = f"\\setenv PATH {path}\n" if path is not None else ""
+    text = remote.psql(f"{setenv}{mark.psql('pg-dump')}\n{PG_DUMP_VERSION}\n", knowing_pg_dump=knowing).text
     return mark.by_kind(text)["pg-dump"].strip()
 
 
 def test_a_session_started_knowing_pg_dump_names_the_same_binary_without_running_it(remote: Remote) -> None:
-    """The facts' pg_dump line is the same from the session's variable as from ``pg_dump --version`` itself, and a
-    session that has the variable echoes it instead of running pg_dump (a planted value is what it reads back)."""
+    """The facts' pg_dump line is the same from the line read beside psql's start as from ``pg_dump --version`` run by
+    the session, and a session started knowing it runs no program for it: with no PATH left, it still has the line
+    (a session that shells out then has none)."""
     itself = remote.run(["pg_dump", "--version"]).text.strip()
     assert itself.startswith("pg_dump (PostgreSQL) ")
     assert _pg_dump_section(remote, knowing=True) == itself
     assert _pg_dump_section(remote, knowing=False) == itself
-    planted = ("-v", "opsagent_pg_dump=pg_dump (planted) 0.0 'quoted' \\x")
-    assert _pg_dump_section(remote, knowing=False, extra=planted) == "pg_dump (planted) 0.0 'quoted' \\x"
+    assert _pg_dump_section(remote, knowing=True, path="/nonexistent-opsagent") == itself
+    assert _pg_dump_section(remote, knowing=False, path="/nonexistent-opsagent") == ""
 
 
 def test_a_failure_in_a_session_knowing_pg_dump_names_psql(remote: Remote) -> None:

@@ -615,10 +615,10 @@ class Remote:
     def psql_argv(
         self, database: str | None = None, extra: Sequence[str] = (), *, knowing_pg_dump: bool = False
     ) -> list[str]:
-        """psql's argv.  ``knowing_pg_dump``: started with the psql variable ``opsagent_pg_dump`` (``pg_dump
-        --version``), for a session whose script asks for the server facts (``facts.PG_DUMP_VERSION``): run before
-        psql starts, that binary's 50-80 ms (Debian's Perl wrapper) are paid while a session held ahead waits for
-        the client, not between its statements."""
+        """psql's argv.  ``knowing_pg_dump``: ``pg_dump --version`` runs beside psql's start into a pipe the
+        session reads (``scripts/psql_knowing_pg_dump.sh``), for a session whose script asks for the server facts
+        (``facts.PG_DUMP_VERSION``): that binary's 50-80 ms (Debian's Perl wrapper) are paid while psql connects,
+        not between its statements."""
         argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.pg_args(), *self.db_args(database), *extra]
         return ["sh", "-c", _KNOWING_PG_DUMP, "psql", *argv] if knowing_pg_dump else argv
 

@@ -28,9 +28,12 @@ SELECT json_build_object(
   'extension_defaults', (SELECT coalesce(json_agg(json_build_array(name, default_version) ORDER BY name), '[]')
                            FROM pg_available_extensions));
 """
-# psql meta-commands: the dumping binary's version, on the facts' session; from the variable a session started with
-# Remote.psql_argv(knowing_pg_dump=True) has (no shell-out between statements), else from pg_dump itself
-PG_DUMP_VERSION = "\\if :{?opsagent_pg_dump}\n\\echo :opsagent_pg_dump\n\\else\n\\! pg_dump --version || true\n\\endif"
+# psql meta-commands: the dumping binary's version, on the facts' session: the line a session started with
+# Remote.psql_argv(knowing_pg_dump=True) has waiting on its fd 3 (read by shell builtins: no program), else pg_dump's
+PG_DUMP_VERSION = (
+    "\\if :{?opsagent_pg_dump_on_fd3}\n\\! IFS= read -r v <&3 && printf '%s\\n' \"$v\"\n"
+    "\\else\n\\! pg_dump --version || true\n\\endif"
+)
 
 
 def schema_digest(sql: str) -> str:
