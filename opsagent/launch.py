@@ -16,10 +16,12 @@ parses and refuses it as before (after the handshake: a mistyped flag is refused
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
     from .remote.transport import Remote
@@ -172,4 +174,33 @@ def main() -> None:
     start_early(sys.argv)
     from .cli import main as cli_main
 
-    cli_main()
+    try:
+        cli_main()
+    except SystemExit as done:
+        exit_at_once(done.code)
+    exit_at_once(0)
+
+
+def exit_at_once(code: object) -> NoReturn:
+    """Exit with ``code`` as the interpreter would, without its finalization: tearing down the modules of Invoke,
+    Rich, Paramiko and pglast and collecting their objects took 50-110 ms after every command (measured on a no-op
+    sync: 6 ms without), paid by each deploy.  What an exit does before that still happens, in the same order:
+    threads that are not daemons are joined, the atexit handlers run (logging's flush, closing an unclaimed early
+    connection), the standard streams are flushed (a failed flush is exit status 120, as Python's own)."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # SystemExit("text"): printed, status 1
+        sys.stderr.write(f"{code}\n")
+        status = 1
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            status = status or 120
+    os._exit(status & 0xFF)

@@ -438,3 +438,43 @@ def test_a_local_user_without_a_passwd_entry_still_remembers_routes(monkeypatch:
     monkeypatch.setattr(getpass, "getuser", no_user)
     monkeypatch.setattr(early, "_SETTINGS_FILES", ())  # this machine's ssh_config is not what is tested
     assert early._settings_signature() == [None]
+
+
+_EXIT_PROBE = """
+import atexit, sys, threading, time
+from opsagent.launch import exit_at_once
+
+class Finalized:
+    def __del__(self):
+        sys.stdout.write("finalized\\n")  # only when the interpreter tears its objects down
+
+kept = Finalized()
+atexit.register(lambda: sys.stdout.write("atexit ran\\n"))
+threading.Thread(target=lambda: (time.sleep(0.3), sys.stdout.write("thread done\\n"))).start()
+sys.stdout.write("buffered, no newline")
+exit_at_once(eval(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize(("code", "status"), [("None", 0), ("3", 3), ("'a message'", 1), ("256 + 7", 7)])
+def test_the_console_script_exits_as_python_would_without_the_teardown(code: str, status: int) -> None:
+    """``exit_at_once``: the status Python would give, the thread joined, the atexit handlers run and the buffered
+    output written; the objects are never torn down (that teardown is what it spares)."""
+    done = subprocess.run(
+        [sys.executable, "-c", _EXIT_PROBE, code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == status, done.stderr
+    assert done.stdout == "buffered, no newlinethread done\natexit ran\n"
+    assert done.stderr == ("a message\n" if status == 1 else "")
+
+
+def test_the_console_script_exits_at_once_after_a_task(project: Project) -> None:
+    """The real CLI goes through ``exit_at_once``: its atexit handlers ran (the unclaimed early connection of a
+    refused command line was closed by one: nothing waits on the server), its output is whole, its status kept."""
+    done = project.run("status", "--host", "sandbox", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["host"] == "sandbox"
+    refused = project.run("status", "--host", "sandbox", "--no-such-flag")
+    assert refused.returncode == 2 and "--no-such-flag" in refused.stderr
+    with open_remote(project.host) as watcher:
+        assert _until_no_held_process(watcher) == 0
