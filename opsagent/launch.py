@@ -135,12 +135,9 @@ def _import_paramiko_alone() -> None:
 
 
 def _preparation(task: str, argv: Sequence[str]) -> Callable[[Remote], None] | None:
-    """What ``task`` holds on its hosts: :data:`EARLY_TASKS`'s, but a plain extract starts its command outright,
-    and a diff of two hosts starts with their fingerprints alone (no server facts: no desired side)."""
+    """What ``task`` holds on its hosts: :data:`EARLY_TASKS`'s, but a plain extract starts its command outright."""
     if task == "extract" and _plain(argv, _PLAIN_EXTRACT):
         return _extract_ahead
-    if task == "diff" and any(word.partition("=")[0] == "--against-host" for word in argv):
-        return _query
     return EARLY_TASKS[task]
 
 

@@ -121,19 +121,16 @@ def test_the_task_takes_the_early_connection_and_its_held_first_command(in_proje
 
 @pytest.mark.parametrize("against", [False, True], ids=["schema-file", "against-host"])
 def test_a_diff_holds_the_probe_it_starts_with(in_project: Project, against: bool) -> None:
-    """A diff against schema.sql starts with the probe (server facts, pg_dump's version known from the start); a diff
-    of two hosts with their fingerprints alone: each holds that very command, and claims it."""
-    from opsagent.schema.fingerprint import fingerprint_of, probe
+    """A diff starts with the probe of each host (server facts, pg_dump's version known from the start, the
+    fingerprint): it holds that very command, and claims it."""
+    from opsagent.schema.fingerprint import probe
 
     project = in_project
     start_early(["opsagent", "diff", "--host", "sandbox", *(["--against-host", "sandbox"] if against else [])])
     with open_remote(project.host, load_inventory(project.root / "inventory.yaml")) as remote:
-        held_argv = remote.psql_argv(extra=["-A", "-t"], knowing_pg_dump=not against)
+        held_argv = remote.psql_argv(extra=["-A", "-t"], knowing_pg_dump=True)
         assert remote._next is not None and remote._next.argv == tuple(held_argv)
-        if against:
-            assert fingerprint_of(remote, project.host.database) is not None
-        else:
-            assert probe(remote, project.host.database).facts.pg_dump_version.startswith("pg_dump (PostgreSQL) ")
+        assert probe(remote, project.host.database).facts.pg_dump_version.startswith("pg_dump (PostgreSQL) ")
         assert remote._next is None and remote.command_count == 1
     assert early._attempts == {}
 

@@ -23,7 +23,17 @@ from opsagent.remote.markers import Markers
 from opsagent.remote.transport import Remote, open_remote, program_name
 from opsagent.schema.drift import diff_against_sql, diff_hosts
 from opsagent.schema.facts import PG_DUMP_VERSION
-from opsagent.schema.fingerprint import Fingerprint, model_digest, probe, recall, remember, verdict_key
+from opsagent.schema.fingerprint import (
+    Fingerprint,
+    load_side,
+    model_digest,
+    probe,
+    recall,
+    remember,
+    side_key,
+    store_side,
+    verdict_key,
+)
 from opsagent.schema.report import DriftReport
 
 from .conftest import Project
@@ -169,7 +179,7 @@ def test_a_change_between_the_probe_and_the_read_is_never_remembered(
     monkeypatch.setattr(drift, "read_live", read_after_a_change)
     report, _ = _check(remote, cache)
     assert not report.drift and report.recalled is None
-    assert list(cache.glob("verified-*.json")) == []
+    assert list(cache.glob("verified-*.json")) == [] and list(cache.glob("side-*.json")) == []
     monkeypatch.undo()
     assert _check(remote, cache)[0].recalled is None  # still a full check, which now remembers
     assert _check(remote, cache)[0].recalled is not None
@@ -178,9 +188,9 @@ def test_a_change_between_the_probe_and_the_read_is_never_remembered(
 def test_drift_and_cosmetic_findings_are_never_remembered(remote: Remote, tmp_path: Path) -> None:
     remote.psql(SCHEMA + "ALTER TABLE t ADD COLUMN extra int;")
     cache = tmp_path / "cache"
-    for _ in range(2):
+    for expected in (range(2, 4), range(1, 2)):  # the probe, the live read (and schema.sql's); then the probe alone
         report, commands = _check(remote, cache)
-        assert report.drift and report.recalled is None and commands >= 2
+        assert report.drift and report.recalled is None and commands in expected
     remote.psql("DROP VIEW v; DROP TABLE t;")
     remote.psql(SCHEMA.replace("id int PRIMARY KEY, note text", "note text, id int PRIMARY KEY"))  # cosmetic
     for _ in range(2):
@@ -355,3 +365,71 @@ def test_a_failure_in_a_session_knowing_pg_dump_names_psql(remote: Remote) -> No
     assert argv[:2] == ["sh", "-c"] and program_name(argv) == "psql" and program_name(["pg_dump", "-s"]) == "pg_dump"
     with pytest.raises(CommandFailed, match=r": psql failed: .*no_such_table_here"):
         remote.psql("SELECT * FROM no_such_table_here;", knowing_pg_dump=True)
+
+
+# ---------------------------------------------------------------- the live side kept by fingerprint
+
+
+def _findings(report: DriftReport) -> dict[str, object]:
+    return {k: v for k, v in report.to_dict().items() if k != "desired_cache"}
+
+
+def test_an_unchanged_database_with_drift_is_not_read_again_until_it_changes(remote: Remote, tmp_path: Path) -> None:
+    """The live side (catalog and dump) is kept for its fingerprint: the next diff of an unchanged database finds the
+    same drift from the kept side with the probe alone; any DDL is read again, and found; --recheck reads again."""
+    remote.psql(SCHEMA + "ALTER TABLE t ADD COLUMN extra int;")
+    cache = tmp_path / "cache"
+    first, commands = _check(remote, cache)
+    assert commands >= 2 and first.drift and first.dump_differences  # the probe, the live read (schema.sql's)
+    kept = list(cache.glob("side-*.json"))
+    assert len(kept) == 1 and stat.S_IMODE(kept[0].stat().st_mode) == 0o600
+    second, commands = _check(remote, cache)
+    assert commands == 1 and _findings(second) == _findings(first)  # the same, by both oracles
+    remote.psql("ALTER TABLE t ADD COLUMN more int;")  # DDL: the kept side is not this catalog's
+    third, commands = _check(remote, cache)
+    assert commands == 2 and len(third.result.changes) == len(first.result.changes) + 1
+    assert any("more" in d.to_dict().__repr__() for d in third.dump_differences or []), third.to_dict()
+    assert _check(remote, cache)[1] == 1
+    again, commands = _check(remote, cache, recheck=True)
+    assert commands == 2 and _findings(again) == _findings(third)
+    fast, commands = diff_against_sql(remote, SCHEMA, "schema.sql", cache_dir=cache, fast=True), None
+    assert fast.drift and fast.dump_differences is None  # --fast: the kept catalog, not its dump
+
+
+def test_a_kept_side_belongs_to_its_server_and_pg_dump(remote: Remote, tmp_path: Path) -> None:
+    """The key of a kept side names the server facts and pg_dump's version: another binary's dump is read again."""
+    seen = probe(remote, remote.host.database)
+    assert seen.fingerprint is not None
+    key = side_key(seen, [], "query")
+    moved = dataclasses.replace(seen, facts=dataclasses.replace(seen.facts, pg_dump_version="pg_dump 99"))
+    assert key is not None and side_key(moved, [], "query") not in (key, None)
+    assert side_key(seen, ["public.x"], "query") != key and side_key(seen, [], "other query") != key
+    assert side_key(dataclasses.replace(seen, fingerprint=None), [], "query") is None
+    store_side(tmp_path, key, {"tables": []}, "dump")
+    assert load_side(tmp_path, key) == ({"tables": []}, "dump")
+    (path,) = tmp_path.glob("side-*.json")
+    for content in ("{", json.dumps({"format": 1, "key": "other", "catalog": {}, "dump": ""}), "[]"):
+        path.write_text(content)
+        assert load_side(tmp_path, key) is None, content  # cut short or another key: a miss, never an error
+
+
+def test_two_hosts_with_drift_are_read_once_until_either_changes(remote: Remote, tmp_path: Path) -> None:
+    remote.psql(SCHEMA)
+    other_db = remote.host.database + "_other"
+    remote.psql(f'CREATE DATABASE "{other_db}" TEMPLATE "{remote.host.database}";', "postgres")
+    cache = tmp_path / "cache"
+    try:
+        with open_remote(dataclasses.replace(remote.host, database=other_db)) as other:
+            other.psql("CREATE TABLE theirs (id int);")  # an added table: nothing to confirm by a reload
+            first = diff_hosts(remote, other, cache_dir=cache)
+            assert first.drift and first.recalled is None
+            before = remote.command_count + other.command_count
+            second = diff_hosts(remote, other, cache_dir=cache)
+            assert remote.command_count + other.command_count - before == 2  # the two probes
+            assert _findings(second) == _findings(first)
+            other.psql("DROP TABLE theirs;")
+            before = remote.command_count + other.command_count
+            third = diff_hosts(remote, other, cache_dir=cache)
+            assert not third.drift and remote.command_count + other.command_count - before == 3  # other read again
+    finally:
+        remote.psql(f'DROP DATABASE "{other_db}" WITH (FORCE);', "postgres")

@@ -50,13 +50,15 @@ from .facts import FACTS_SQL, PG_DUMP_VERSION, ServerFacts, schema_digest
 from .fingerprint import (
     Fingerprint,
     Probe,
-    fingerprint_of,
     fingerprint_section,
     hosts_verdict_key,
+    load_side,
     probe,
     recall,
     remember,
     schema_verdict_key,
+    side_key,
+    store_side,
 )
 from .liveread import live_read_markers, run_live_read
 from .oracle import DumpDifference, compare_dumps, unexplained
@@ -271,6 +273,36 @@ def read_live(
     )
 
 
+def kept_live(
+    remote: Remote,
+    seen: Probe | None,
+    exclude_tables: Sequence[str],
+    cache_dir: Path | None,
+    *,
+    fast: bool = False,
+    recheck: bool = False,
+) -> tuple[LiveState | None, str | None]:
+    """(the live side of ``remote``'s database kept for the catalog rows ``seen`` names, or None; its key, for
+    :func:`keep_live`).  A database that has not changed since its last diff (drift and all) is then compared
+    without reading it again; ``recheck`` reads it again."""
+    if cache_dir is None or seen is None:
+        return None, None
+    key = side_key(seen, exclude_tables, introspection_sql(exclude_tables, dependencies=False))
+    kept = None if recheck else load_side(cache_dir, key)
+    if kept is None:
+        return None, key
+    document, dump = kept
+    what = where(remote, remote.host.database)
+    return LiveState(document, None if fast else dump, seen.facts, "", what, seen.fingerprint), key
+
+
+def keep_live(cache_dir: Path | None, key: str | None, live: LiveState, before: Fingerprint | None) -> None:
+    """Keep a live side just read (both oracles' inputs) under ``key``, when its fingerprint, read after it, is the
+    one the key was made from: nothing was committed between the probe and the read."""
+    if live.dump is not None and before is not None and live.fingerprint == before:
+        store_side(cache_dir, key, live.document, live.dump)
+
+
 _OWNER_LINE = re.compile(r"^ALTER [A-Z][A-Z ]* .* OWNER TO .*;$", re.MULTILINE)
 _OWNER_HEADER = re.compile(r"^(-- Name: .*; Owner: )[^;\n]*", re.MULTILINE)
 
@@ -295,14 +327,18 @@ def live_and_desired(
     extra_sql: str | None = None,
     fingerprint: bool = False,
     on_live: Callable[[LiveState], None] | None = None,
+    known_live: LiveState | None = None,
 ) -> tuple[LiveState, DesiredState]:
     """The live side (one command) and schema.sql's materialized state: from the cache when warm (no other command);
     when the file is new to the cache it is materialized alongside the live read; else after it, on a miss.
     ``on_live``: called with the live side as soon as it is read, while the file is still being materialized (a cold
-    plan starts its rehearsal's copy of the live structure there); not called on the warm path."""
+    plan starts its rehearsal's copy of the live structure there); not called on the warm path.  ``known_live``: the
+    live side kept for its fingerprint (:func:`kept_live`), not read again."""
     database = remote.host.database
 
     def live() -> LiveState:
+        if known_live is not None:
+            return known_live
         return read_live(
             remote,
             database,
@@ -350,7 +386,7 @@ def diff_against_sql(
     """
     live_db = remote.host.database
     label_ = desired_label or source
-    before, key = None, ""
+    before, key, seen = None, "", None
     if cache_dir is not None:
         seen = probed or probe(remote, live_db)  # ``probed``: read by the caller, e.g. on the sync's own session
         before = seen.fingerprint
@@ -359,9 +395,12 @@ def diff_against_sql(
             at = None if recheck else recall(cache_dir, key)
             if at is not None:
                 return recalled_report(where(remote), label_, at, text=text)
+    kept, side = kept_live(remote, seen, exclude_tables, cache_dir, fast=fast, recheck=recheck)
     live, desired = live_and_desired(
-        remote, sql, source, exclude_tables, cache_dir, dump=not fast, fingerprint=before is not None
+        remote, sql, source, exclude_tables, cache_dir, dump=not fast, fingerprint=before is not None, known_live=kept
     )
+    if kept is None:
+        keep_live(cache_dir, side, live, before)
     result, differences = compare_both(live, desired, exclude_tables)
     if (
         _doubtful(result, differences) and live.dump is not None and cache_dir is not None
@@ -564,33 +603,39 @@ def diff_hosts(
     fast: bool = False,
     cache_dir: Path | None = None,
     recheck: bool = False,
-    probed: tuple[Fingerprint | None, Fingerprint | None] | None = None,
+    probed: tuple[Probe, Probe] | None = None,
 ) -> DriftReport:
     """Two live databases (e.g. prod vs staging); ``other`` plays the desired side.
 
     Each side hides its own host's ledger; the steps that see both dumps at once hide both ledgers.  With a
-    ``cache_dir``, a clean verdict of both oracles on these very two catalogs is remembered and recalled
-    (``schema.fingerprint``; ``recheck`` ignores it; ``probed``: both fingerprints, already read).
+    ``cache_dir``, a clean verdict of both oracles on these very two catalogs is remembered and recalled, and each
+    side read is kept for its fingerprint (``schema.fingerprint``; ``recheck`` ignores both; ``probed``: both
+    probes, already read).
     """
     hidden = ledger_exclusions(live.host), ledger_exclusions(other.host)
     both_ledgers = tuple(dict.fromkeys([*hidden[0], *hidden[1]]))
+    seen: tuple[Probe | None, Probe | None] = (None, None)
     before: tuple[Fingerprint | None, Fingerprint | None] = (None, None)
     key = ""
     if cache_dir is not None:
-        before = probed or at_once(
-            lambda: fingerprint_of(live, live.host.database), lambda: fingerprint_of(other, other.host.database)
-        )
+        probes = probed or at_once(lambda: probe(live, live.host.database), lambda: probe(other, other.host.database))
+        seen, before = probes, (probes[0].fingerprint, probes[1].fingerprint)
         if before[0] is not None and before[1] is not None:
             key = hosts_verdict_key(before[0], before[1], *hidden)
             at = None if recheck else recall(cache_dir, key)
             if at is not None:
                 return recalled_report(where(live), where(other), at, text=text)
 
-    def side(remote: Remote) -> LiveState:  # one command per host: psql and pg_dump at once
+    def side(remote: Remote, index: int) -> LiveState:  # one command per host: psql and pg_dump at once
         exclusions = ledger_exclusions(remote.host)
-        return read_live(remote, remote.host.database, exclusions, dump=not fast, fingerprint=bool(key))
+        kept, side_key_ = kept_live(remote, seen[index], exclusions, cache_dir, fast=fast, recheck=recheck)
+        if kept is not None:
+            return kept
+        state = read_live(remote, remote.host.database, exclusions, dump=not fast, fingerprint=bool(key))
+        keep_live(cache_dir, side_key_, state, before[index])
+        return state
 
-    mine, theirs = at_once(lambda: side(live), lambda: side(other))
+    mine, theirs = at_once(lambda: side(live, 0), lambda: side(other, 1))
     result = DiffResult([]) if same_structure(mine.document, theirs.document) else compare(mine.catalog, theirs.catalog)
     differences: list[DumpDifference] | None = None
     if mine.dump is not None and theirs.dump is not None:

@@ -127,13 +127,6 @@ def probe(remote: Remote, database: str, extra_sql: str | None = None) -> Probe:
     return probe_from(mark, text, remote.host.name)
 
 
-def fingerprint_of(remote: Remote, database: str) -> Fingerprint | None:
-    """Only the fingerprint (no server facts: comparing two live databases needs no desired-state key)."""
-    mark = Markers()
-    text = remote.psql(f"SET search_path = pg_catalog;\n{fingerprint_section(mark)}\n", database, extra=["-A", "-t"])
-    return Fingerprint.parse(mark.by_kind(text.text).get("fingerprint", ""), remote.host.name)
-
-
 @functools.cache
 def model_digest() -> str:
     """The code a verdict was reached with: every module of the schema package (model, oracles, plans, this one)
@@ -249,6 +242,48 @@ def store_catalog(
         key = _catalog_key(fingerprint, exclude_tables, query)
         write_cache_file(cache_dir, f"live-{key[:40]}.json", {"format": VERDICT_FORMAT, "key": key, "catalog": catalog})
         prune_cache(cache_dir, "live-*.json", KEEP_CATALOGS)
+
+
+# ---------------------------------------------------------------- the live side (catalog and dump), kept by fingerprint
+
+KEEP_SIDES = 4  # a diff of two hosts reads two; an edit-diff-edit loop needs the newest
+
+
+def side_key(seen: Probe, exclude_tables: Sequence[str], query: str) -> str | None:
+    """The key of a live side read with ``query``: the catalog rows (the fingerprint), what is hidden, the server
+    and the dumping binary (a minor upgrade moves no catalog row but may print a definition differently), the code
+    that read and normalized it.  None: the probe gave no fingerprint."""
+    if seen.fingerprint is None:
+        return None
+    server = json.dumps({"server": seen.facts.document, "pg_dump": seen.facts.pg_dump_version}, sort_keys=True)
+    digest = hashlib.sha256(query.encode("utf-8")).hexdigest()
+    return verdict_key(f"live side {digest} {server}", [seen.fingerprint], exclude_tables)
+
+
+def load_side(cache_dir: Path | None, key: str | None) -> tuple[dict[str, Any], str] | None:
+    """The introspection document and the normalized dump read from the very catalog rows ``key`` names, or None.
+    Both oracles read those rows again would find the same: a diff of an unchanged database (drift and all) reads
+    them from here instead of over the connection; ``--recheck`` reads them again."""
+    if cache_dir is None or key is None:
+        return None
+    try:
+        with (cache_dir / f"side-{key[:40]}.json").open("rb") as handle:
+            document = json.load(handle)
+        catalog, dump = document["catalog"], document["dump"]
+        if document.get("key") != key or not isinstance(catalog, dict) or not isinstance(dump, str):
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return catalog, dump
+
+
+def store_side(cache_dir: Path | None, key: str | None, catalog: Mapping[str, Any], dump: str) -> None:
+    """Keep a live side under ``key`` (0600, atomically; the newest ``KEEP_SIDES``): only a side whose fingerprint
+    read after it equals the one its key was made from (nothing committed in between), the caller's part."""
+    if cache_dir is not None and key is not None:
+        document = {"format": VERDICT_FORMAT, "key": key, "catalog": catalog, "dump": dump}
+        write_cache_file(cache_dir, f"side-{key[:40]}.json", document)
+        prune_cache(cache_dir, "side-*.json", KEEP_SIDES)
 
 
 def _path(cache_dir: Path, key: str) -> Path:

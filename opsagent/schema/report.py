@@ -115,17 +115,20 @@ def drift_from_file(
 def drift_between(
     live: Remote, other: Remote, *, cache_dir: Path, text: bool = False, fast: bool = False, recheck: bool = False
 ) -> DriftReport:
-    """Two live databases (``inv diff --against-host``; each side hides its own host's ledger): both probed at once,
-    a remembered verdict recalled first; otherwise ``drift.diff_hosts``."""
+    """Two live databases (``inv diff --against-host``; each side hides its own host's ledger): both probed at once
+    (the fingerprint, and the server facts that key a side kept), a remembered verdict recalled first; otherwise
+    ``drift.diff_hosts``."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .exclusions import ledger_exclusions
-    from .fingerprint import fingerprint_of, recall_hosts
+    from .fingerprint import probe, recall_hosts
 
-    with ThreadPoolExecutor(1) as pool:  # the two fingerprints at once, one channel each
-        theirs = pool.submit(fingerprint_of, other, other.host.database)
-        seen = fingerprint_of(live, live.host.database), theirs.result()
-    at = None if recheck else recall_hosts(cache_dir, seen, ledger_exclusions(live.host), ledger_exclusions(other.host))
+    with ThreadPoolExecutor(1) as pool:  # the two probes at once, one channel each
+        theirs = pool.submit(probe, other, other.host.database)
+        seen = probe(live, live.host.database), theirs.result()
+    fingerprints = seen[0].fingerprint, seen[1].fingerprint
+    hidden = ledger_exclusions(live.host), ledger_exclusions(other.host)
+    at = None if recheck else recall_hosts(cache_dir, fingerprints, *hidden)
     if at is not None:
         return recalled_report(where(live), where(other), at, text=text)
     from .drift import diff_hosts
