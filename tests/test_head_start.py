@@ -81,6 +81,27 @@ def test_a_held_command_never_runs_when_released_unused_or_asked_for_with_anothe
     assert not _table_exists(remote, "by_unused") and not _table_exists(remote, "by_mismatch")
 
 
+def test_a_held_command_started_early_is_read_later_only_with_the_same_stdin(remote: Remote) -> None:
+    """``start_held``: released with its stdin before its result is wanted, it runs at once; ``run_held`` reads that
+    output with the same argv and stdin (no new command), and runs a new command for another stdin."""
+    argv = remote.psql_argv(extra=["-A", "-t"])
+    remote.hold("k", argv)
+    assert remote.start_held("k", argv, "CREATE TABLE started_early (); SELECT 6 * 7;")
+    assert not remote.start_held("k", argv, "SELECT 1;")  # started already: never twice
+    deadline = time.monotonic() + 10
+    while not _table_exists(remote, "started_early") and time.monotonic() < deadline:
+        time.sleep(0.05)  # it ran before anyone asked for its output
+    before = remote.command_count
+    assert remote.run_held("k", argv, stdin="CREATE TABLE started_early (); SELECT 6 * 7;").text.strip() == "42"
+    assert remote.command_count == before  # read from the command started early
+    remote.hold("k", argv)
+    assert remote.start_held("k", argv, "SELECT 1;")
+    before = remote.command_count
+    assert remote.run_held("k", argv, stdin="SELECT 2;").text.strip() == "2"  # another script: its own command
+    assert remote.command_count - before == 1
+    assert not remote.start_held("none", argv, "SELECT 1;")  # nothing held there
+
+
 def test_a_held_command_ends_with_its_connection(sandbox: SandboxHandle, fresh_db: str) -> None:
     with sandbox.remote(fresh_db) as held:
         held.hold("k", held.psql_argv(extra=["-c", "CREATE TABLE by_orphan ()"]))
@@ -107,6 +128,8 @@ def test_a_sync_holds_its_closing_read_and_the_check_starts_no_command(project: 
         options = SyncOptions(probe=True, backup=False, cache_dir=cache)
         result = sync(remote, project.migrations, options, Identity("test", None))
         assert result.outcome == "applied" and result.remote_commands == 2  # the session, and the held read
+        held = remote._held[f"live-read {remote.host.database}"]
+        assert held.sent is not None  # started once the migrations were done, beside the probe
         after_sync = remote.command_count
         assert closing_drift_warning(remote, schema, probed=result.probe, cache_dir=cache) == []
         assert remote.command_count == after_sync  # the full comparison read through the held command
@@ -115,7 +138,8 @@ def test_a_sync_holds_its_closing_read_and_the_check_starts_no_command(project: 
     schema.write_text(SCHEMA + "CREATE TABLE u (id int, extra text);\n")
     assert project.run("diff", "--host", "sandbox").returncode == 3
     with open_remote(project.host) as remote:
-        result = sync(remote, project.migrations, SyncOptions(probe=True, backup=False), Identity("test", None))
+        options = SyncOptions(probe=True, backup=False, cache_dir=cache)  # its read started beside the probe
+        result = sync(remote, project.migrations, options, Identity("test", None))
         assert result.outcome == "applied" and result.remote_commands == 2
         after_sync = remote.command_count
         warnings = closing_drift_warning(remote, schema, probed=result.probe, cache_dir=cache)

@@ -984,6 +984,8 @@ class SyncRun:
         check then needs no command of its own when its verdict is remembered.  None when it cannot be read."""
         from ..schema.fingerprint import probe_from, probe_script
 
+        if self.result.applied and self.options.cache_dir is not None:
+            self._start_closing_read()
         end = session.mark.psql("probe-end")
         self._send(session, f"{probe_script(session.mark)}{end}\n")
         lines: list[str] = []
@@ -1076,6 +1078,17 @@ class SyncRun:
 
         with contextlib.suppress(OpsagentError):  # only a head start: the check starts its own command without it
             hold_live_read(self.remote, self.host.database, ledger_exclusions(self.host))
+
+    def _start_closing_read(self) -> None:
+        """Migrations were applied: the catalog has new rows, for which no verdict can be remembered yet (a row
+        version never comes back), so the closing check will read the live side; its held read starts now, beside
+        the probe.  When the probe recalls a verdict after all (migrations that wrote data only), the read is killed
+        with its channel, unread."""
+        from ..schema.drift import start_closing_read
+        from ..schema.exclusions import ledger_exclusions
+
+        with contextlib.suppress(OpsagentError):
+            start_closing_read(self.remote, ledger_exclusions(self.host))
 
     def _checked_plan(self, found: Survey, state: LedgerState) -> list[Migration] | None:
         """The plan against this ledger state; an unusable file raises its error (exit 2) before anything runs."""

@@ -739,6 +739,24 @@ class Remote:
             return
         self._held[key] = _Held(channel, command, tuple(argv), tag, data)
 
+    def start_held(self, key: str, argv: Sequence[str], stdin: bytes | str) -> bool:
+        """Release the command held under ``key`` at its gate now, with its whole ``stdin``, for :meth:`run_held` to
+        read later with this very argv and stdin: a read-only command whose input became known before its result is
+        asked for (a sync's closing live read, the moment the migrations are done).  False when none waits there
+        with this argv; unused, it is killed with its channel."""
+        held = self._held.get(key)
+        data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
+        if held is None or held.sent is not None or not held.gated or not _usable(held, argv, data):
+            return False
+        try:
+            held.channel.sendall(b"go\n" + data)
+            held.channel.shutdown_write()
+        except (OSError, paramiko.SSHException, EOFError):
+            self.release(key)
+            return False
+        self._held[key] = dataclasses.replace(held, sent=data)
+        return True
+
     def held_tag(self, key: str) -> str | None:
         """The ``tag`` of the command held under ``key``; None when none is."""
         held = self._held.get(key)

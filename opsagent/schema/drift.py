@@ -60,7 +60,7 @@ from .fingerprint import (
     side_key,
     store_side,
 )
-from .liveread import live_read_markers, run_live_read
+from .liveread import live_read_markers, run_live_read, start_live_read
 from .oracle import DumpDifference, compare_dumps, unexplained
 from .report import DriftReport, oracle_summary, recalled_report, where
 from .scratch import Chunk, DumpStep, ScratchSet, drop_active, dump_chunks
@@ -226,6 +226,42 @@ def _run_live_read(
     ) + "\n"  # the line handling of DumpStep.split: the cached side's
 
 
+def live_read_script(
+    mark: Markers,
+    exclude_tables: Sequence[str],
+    *,
+    dependencies: bool = False,
+    extra_sql: str | None = None,
+    fingerprint: bool = False,
+) -> str:
+    """The psql script of :func:`read_live`: the facts, pg_dump's version, the catalog (``extra_sql``'s output, the
+    fingerprint read last)."""
+    parts = [
+        mark.psql("facts"),
+        FACTS_SQL,
+        mark.psql("pg-dump"),
+        PG_DUMP_VERSION,
+        mark.psql("catalog"),
+        introspection_sql(exclude_tables, dependencies=dependencies),
+    ]
+    if extra_sql is not None:
+        parts += [mark.psql("extra"), extra_sql.rstrip().rstrip(";") + ";"]
+    if fingerprint:
+        parts.append(fingerprint_section(mark))
+    return "\n".join(parts) + "\n"
+
+
+def start_closing_read(remote: Remote, exclude_tables: Sequence[str]) -> bool:
+    """Start the closing drift check's live read (held by the sync before its migrations) now, with the script the
+    check will ask for (:func:`diff_against_sql` with a cache and the sync's probe): it then runs while the sync's
+    own session is probed.  A check that asks for another script (the probe gave no fingerprint) or for none (its
+    verdict recalled) starts its own or none: this one is killed with its channel, having only read."""
+    database = remote.host.database
+    mark = live_read_markers(remote, database)
+    script = live_read_script(mark, exclude_tables, fingerprint=True)
+    return start_live_read(remote, database, script, exclude_tables, mark)
+
+
 def read_live(
     remote: Remote,
     database: str,
@@ -240,19 +276,9 @@ def read_live(
     database: ONE remote command, in which psql and (for the dump oracle) pg_dump run at the same time.
     ``fingerprint``: the catalog's fingerprint too, read last (after the catalog query; pg_dump started first)."""
     mark = live_read_markers(remote, database) if dump else Markers()
-    parts = [
-        mark.psql("facts"),
-        FACTS_SQL,
-        mark.psql("pg-dump"),
-        PG_DUMP_VERSION,
-        mark.psql("catalog"),
-        introspection_sql(exclude_tables, dependencies=dependencies),
-    ]
-    if extra_sql is not None:
-        parts += [mark.psql("extra"), extra_sql.rstrip().rstrip(";") + ";"]
-    if fingerprint:
-        parts.append(fingerprint_section(mark))
-    script = "\n".join(parts) + "\n"
+    script = live_read_script(
+        mark, exclude_tables, dependencies=dependencies, extra_sql=extra_sql, fingerprint=fingerprint
+    )
     raw: str | None = None
     if dump:
         text, raw = _run_live_read(remote, database, script, exclude_tables, mark)

@@ -65,3 +65,10 @@ def run_live_read(
     else as a new command."""
     argv = live_read_argv(remote, database, mark.token, exclude_tables)
     return remote.run_held(_held_key(database), argv, stdin=script, check=False)
+
+
+def start_live_read(remote: Remote, database: str, script: str, exclude_tables: Sequence[str], mark: Markers) -> bool:
+    """Release the held live read now with ``script``, for :func:`run_live_read` to read later with the same script
+    (a sync's closing check: the read runs while the sync's session is still probing).  False when none waits."""
+    argv = live_read_argv(remote, database, mark.token, exclude_tables)
+    return remote.start_held(_held_key(database), argv, script)
