@@ -151,6 +151,49 @@ def test_a_sync_holds_its_closing_read_and_the_check_starts_no_command(project: 
         assert result.outcome == "nothing_to_do" and result.remote_commands == 1
 
 
+def test_the_closing_read_starts_only_after_the_probes_fingerprint(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check keeps a verdict only when the fingerprint read before its read equals the one read after, so the
+    read started early must come after the probe's fingerprint.  DDL committed the moment it starts (structure
+    unchanged, catalog rows new) is seen as a change: nothing is kept.  (psql usually runs the whole probe before
+    the client reads its first marker, so the order that guarantees it whatever the pace is checked on the script.)"""
+    from opsagent.cli.sync import closing_drift_warning
+    from opsagent.inventory import load_inventory
+    from opsagent.migrate.sync import Identity, SyncOptions, SyncRun, sync
+    from opsagent.remote.markers import Markers
+    from opsagent.remote.transport import open_remote
+    from opsagent.schema.facts import default_cache_dir
+    from opsagent.schema.fingerprint import probe_script
+
+    project.write_migration("001_t.sql", SCHEMA)
+    schema = project.root / "sql" / "schema.sql"
+    schema.write_text(SCHEMA)
+    cache = default_cache_dir(load_inventory(project.root / "inventory.yaml").paths.state)
+    assert project.run("diff", "--host", "sandbox").returncode == 3  # schema.sql is now cached
+    real_start = SyncRun._start_closing_read
+    started: list[bool] = []
+
+    def start_after_ddl(run: SyncRun) -> None:
+        project.psql("ALTER TABLE t ADD COLUMN c int; ALTER TABLE t DROP COLUMN c;")  # another session's DDL
+        started.append(True)
+        real_start(run)
+
+    monkeypatch.setattr(SyncRun, "_start_closing_read", start_after_ddl)
+    with open_remote(project.host) as remote:
+        result = sync(
+            remote, project.migrations, SyncOptions(probe=True, backup=False, cache_dir=cache), Identity("t", None)
+        )
+        assert result.outcome == "applied" and started == [True]
+        assert closing_drift_warning(remote, schema, probed=result.probe, cache_dir=cache) == []
+    assert list(cache.glob("verified-*.json")) == []  # the fingerprints before and after the read differ
+    # what makes "after the fingerprint" hold whatever psql's pace: the read starts when the facts marker arrives,
+    # and psql prints that marker only once the fingerprint section before it is done
+    mark = Markers()
+    script = probe_script(mark)
+    assert script.index(mark.psql("fingerprint")) < script.index(mark.psql("facts"))
+
+
 def test_a_sync_without_a_closing_check_holds_nothing(project: Project) -> None:
     project.write_migration("001_t.sql", SCHEMA)
     done = project.run("sync", "--host", "sandbox", "--yes", "--no-backup", "--json")

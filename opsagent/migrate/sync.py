@@ -984,14 +984,16 @@ class SyncRun:
         check then needs no command of its own when its verdict is remembered.  None when it cannot be read."""
         from ..schema.fingerprint import probe_from, probe_script
 
-        if self.result.applied and self.options.cache_dir is not None:
-            self._start_closing_read()
+        start_read = bool(self.result.applied) and self.options.cache_dir is not None
         end = session.mark.psql("probe-end")
         self._send(session, f"{probe_script(session.mark)}{end}\n")
         lines: list[str] = []
         try:
             while (line := session.proc.read_line(self.host.command_timeout)) is not None:
                 marker = session.mark.parse(line)
+                if start_read and marker is not None and marker.kind == "facts":  # the fingerprint is read
+                    self._start_closing_read()
+                    start_read = False
                 if marker is not None and marker.kind == "probe-end":
                     return probe_from(session.mark, "\n".join(lines), self.host.name)
                 lines.append(line.rstrip("\n"))
@@ -1081,9 +1083,11 @@ class SyncRun:
 
     def _start_closing_read(self) -> None:
         """Migrations were applied: the catalog has new rows, for which no verdict can be remembered yet (a row
-        version never comes back), so the closing check will read the live side; its held read starts now, beside
-        the probe.  When the probe recalls a verdict after all (migrations that wrote data only), the read is killed
-        with its channel, unread."""
+        version never comes back), so the closing check will read the live side; its held read starts now, while
+        the probe reads the server facts.  Only after the probe's fingerprint: the check keeps a verdict only when
+        the fingerprint read before its read (this one) equals the one read after it, and a dump whose snapshot
+        came before that first fingerprint would escape the comparison.  When the probe recalls a verdict after
+        all (migrations that wrote data only), the read is killed with its channel, unread."""
         from ..schema.drift import start_closing_read
         from ..schema.exclusions import ledger_exclusions
 

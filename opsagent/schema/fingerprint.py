@@ -101,9 +101,10 @@ def fingerprint_section(mark: Markers) -> str:
 
 
 def probe_script(mark: Markers) -> str:
-    """The probe's psql text: sections ``facts``, ``pg-dump`` and ``fingerprint`` (for any session read with
-    ``mark``, e.g. the sync's own once it is done: then the closing check costs no command of its own)."""
-    parts = [mark.psql("facts"), FACTS_SQL, mark.psql("pg-dump"), PG_DUMP_VERSION, fingerprint_section(mark), ""]
+    """The probe's psql text: sections ``fingerprint``, ``facts`` and ``pg-dump`` (for any session read with
+    ``mark``, e.g. the sync's own once it is done: then the closing check costs no command of its own).  The
+    fingerprint comes first: a read started once its section is done (the ``facts`` marker) is bracketed by it."""
+    parts = [fingerprint_section(mark), mark.psql("facts"), FACTS_SQL, mark.psql("pg-dump"), PG_DUMP_VERSION, ""]
     # the names in the queries are pg_catalog's whatever the session did before (e.g. the sync's migrations)
     return "SET search_path = pg_catalog;\n" + "\n".join(parts)
 
