@@ -92,6 +92,7 @@ def test_a_clean_verdict_is_recalled_in_one_short_command(remote: Remote, tmp_pa
     cache = tmp_path / "cache"
     first, _ = _check(remote, cache)
     assert not first.drift and first.recalled is None and first.dump_differences == []
+    assert list(cache.glob("side-*.json")) == []  # a clean comparison is remembered as a verdict, not as a side
     second, commands = _check(remote, cache)
     assert second.recalled is not None and not second.drift and commands == 1  # the probe: no dump, no catalog read
     assert second.to_dict()["recalled"] == {"verified_at": second.recalled}
@@ -179,10 +180,31 @@ def test_a_change_between_the_probe_and_the_read_is_never_remembered(
     monkeypatch.setattr(drift, "read_live", read_after_a_change)
     report, _ = _check(remote, cache)
     assert not report.drift and report.recalled is None
-    assert list(cache.glob("verified-*.json")) == [] and list(cache.glob("side-*.json")) == []
+    assert list(cache.glob("verified-*.json")) == [] and list(cache.glob("side-*.json")) == []  # clean: no side
     monkeypatch.undo()
     assert _check(remote, cache)[0].recalled is None  # still a full check, which now remembers
     assert _check(remote, cache)[0].recalled is not None
+
+
+def test_a_side_read_across_a_change_is_never_kept(
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A live side is kept only when the fingerprints before and after its read are equal: DDL committed after the
+    probe (here: one that leaves the structure, and the drift, as they were) means it may hold other rows."""
+    remote.psql(SCHEMA + "ALTER TABLE t ADD COLUMN extra int;")
+    cache = tmp_path / "cache"
+    real_read: Callable[..., drift.LiveState] = drift.read_live
+
+    def read_after_a_change(*args: object, **kwargs: object) -> drift.LiveState:
+        remote.psql("ALTER TABLE t ADD COLUMN c int; ALTER TABLE t DROP COLUMN c;")  # real DDL, another session
+        return real_read(*args, **kwargs)
+
+    monkeypatch.setattr(drift, "read_live", read_after_a_change)
+    assert _check(remote, cache)[0].drift
+    assert list(cache.glob("side-*.json")) == []
+    monkeypatch.undo()
+    assert _check(remote, cache)[0].drift
+    assert len(list(cache.glob("side-*.json"))) == 1
 
 
 def test_drift_and_cosmetic_findings_are_never_remembered(remote: Remote, tmp_path: Path) -> None:

@@ -324,7 +324,9 @@ def kept_live(
 
 def keep_live(cache_dir: Path | None, key: str | None, live: LiveState, before: Fingerprint | None) -> None:
     """Keep a live side just read (both oracles' inputs) under ``key``, when its fingerprint, read after it, is the
-    one the key was made from: nothing was committed between the probe and the read."""
+    one the key was made from: nothing was committed between the probe and the read.  The callers keep a side only
+    when the comparison found something: a clean one is remembered as a verdict instead, which a sync's closing
+    check (clean, most of the time) then writes alone, not a copy of the whole structure as well."""
     if live.dump is not None and before is not None and live.fingerprint == before:
         store_side(cache_dir, key, live.document, live.dump)
 
@@ -425,8 +427,6 @@ def diff_against_sql(
     live, desired = live_and_desired(
         remote, sql, source, exclude_tables, cache_dir, dump=not fast, fingerprint=before is not None, known_live=kept
     )
-    if kept is None:
-        keep_live(cache_dir, side, live, before)
     result, differences = compare_both(live, desired, exclude_tables)
     if (
         _doubtful(result, differences) and live.dump is not None and cache_dir is not None
@@ -457,8 +457,11 @@ def diff_against_sql(
         )
         diff_text = unified(live_text, readable(desired.dump), where(remote), label_)
     cache = None if cache_dir is None else ("hit" if desired.from_cache else "miss")
-    if key and differences == [] and not result.changes and live.fingerprint == before:  # clean, nothing committed
+    clean = differences == [] and not result.changes
+    if key and clean and live.fingerprint == before:  # clean, nothing committed
         remember(cache_dir, key, where(remote), label_)
+    elif not clean and kept is None:
+        keep_live(cache_dir, side, live, before)
     return DriftReport(where(remote), label_, result, diff_text, differences, cache)
 
 
@@ -652,13 +655,15 @@ def diff_hosts(
             if at is not None:
                 return recalled_report(where(live), where(other), at, text=text)
 
+    read: list[tuple[str | None, LiveState, Fingerprint | None]] = []  # the sides read, to keep if not clean
+
     def side(remote: Remote, index: int) -> LiveState:  # one command per host: psql and pg_dump at once
         exclusions = ledger_exclusions(remote.host)
         kept, side_key_ = kept_live(remote, seen[index], exclusions, cache_dir, fast=fast, recheck=recheck)
         if kept is not None:
             return kept
         state = read_live(remote, remote.host.database, exclusions, dump=not fast, fingerprint=bool(key))
-        keep_live(cache_dir, side_key_, state, before[index])
+        read.append((side_key_, state, before[index]))
         return state
 
     mine, theirs = at_once(lambda: side(live, 0), lambda: side(other, 1))
@@ -681,8 +686,12 @@ def diff_hosts(
             lambda: dump_for_diff(other, other.host.database, ledger_exclusions(other.host)),
         )
         diff_text = unified(a, b, where(live), where(other))
-    if key and differences == [] and not result.changes and (mine.fingerprint, theirs.fingerprint) == before:
+    clean = differences == [] and not result.changes
+    if key and clean and (mine.fingerprint, theirs.fingerprint) == before:
         remember(cache_dir, key, where(live), where(other))
+    elif not clean:
+        for side_key_, state, fingerprint in read:
+            keep_live(cache_dir, side_key_, state, fingerprint)
     return DriftReport(where(live), where(other), result, diff_text, differences)
 
 
