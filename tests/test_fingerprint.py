@@ -9,10 +9,11 @@ never remembered, and ``--recheck`` always compares again.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -164,12 +165,13 @@ def test_a_clone_with_the_same_catalog_rows_is_judged_on_its_own(remote: Remote,
         remote.psql(f'DROP DATABASE "{clone}" WITH (FORCE);', "postgres")
 
 
+@pytest.mark.parametrize("drifted", [False, True], ids=["clean", "drift"])
 def test_a_change_between_the_probe_and_the_read_is_never_remembered(
-    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, drifted: bool
 ) -> None:
-    """DDL that commits after the probe (here: one that leaves the structure as it was, so the comparison is
-    clean) means the read may have seen other rows than the probe: the verdict is not stored."""
-    remote.psql(SCHEMA)
+    """DDL that commits after the probe (here: one that leaves the structure, and the drift, as they were) means the
+    read may have seen other rows than the probe: neither the verdict (clean) nor the live side (drift) is kept."""
+    remote.psql(SCHEMA + ("ALTER TABLE t ADD COLUMN extra int;" if drifted else ""))
     cache = tmp_path / "cache"
     real_read: Callable[..., drift.LiveState] = drift.read_live
 
@@ -179,32 +181,14 @@ def test_a_change_between_the_probe_and_the_read_is_never_remembered(
 
     monkeypatch.setattr(drift, "read_live", read_after_a_change)
     report, _ = _check(remote, cache)
-    assert not report.drift and report.recalled is None
-    assert list(cache.glob("verified-*.json")) == [] and list(cache.glob("side-*.json")) == []  # clean: no side
+    assert report.drift == drifted and report.recalled is None
+    assert list(cache.glob("verified-*.json")) == [] and list(cache.glob("side-*.json")) == []
     monkeypatch.undo()
-    assert _check(remote, cache)[0].recalled is None  # still a full check, which now remembers
-    assert _check(remote, cache)[0].recalled is not None
-
-
-def test_a_side_read_across_a_change_is_never_kept(
-    remote: Remote, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A live side is kept only when the fingerprints before and after its read are equal: DDL committed after the
-    probe (here: one that leaves the structure, and the drift, as they were) means it may hold other rows."""
-    remote.psql(SCHEMA + "ALTER TABLE t ADD COLUMN extra int;")
-    cache = tmp_path / "cache"
-    real_read: Callable[..., drift.LiveState] = drift.read_live
-
-    def read_after_a_change(*args: object, **kwargs: object) -> drift.LiveState:
-        remote.psql("ALTER TABLE t ADD COLUMN c int; ALTER TABLE t DROP COLUMN c;")  # real DDL, another session
-        return real_read(*args, **kwargs)
-
-    monkeypatch.setattr(drift, "read_live", read_after_a_change)
-    assert _check(remote, cache)[0].drift
-    assert list(cache.glob("side-*.json")) == []
-    monkeypatch.undo()
-    assert _check(remote, cache)[0].drift
-    assert len(list(cache.glob("side-*.json"))) == 1
+    assert _check(remote, cache)[0].recalled is None  # still a full check, which now keeps what it found
+    if drifted:  # the side, read again from the kept file
+        assert len(list(cache.glob("side-*.json"))) == 1 and _check(remote, cache)[1] == 1
+    else:  # the verdict
+        assert list(cache.glob("side-*.json")) == [] and _check(remote, cache)[0].recalled is not None
 
 
 def test_drift_and_cosmetic_findings_are_never_remembered(remote: Remote, tmp_path: Path) -> None:
@@ -221,24 +205,31 @@ def test_drift_and_cosmetic_findings_are_never_remembered(remote: Remote, tmp_pa
     assert list(cache.glob("verified-*.json")) == []
 
 
-def test_two_hosts_found_identical_are_recalled_until_either_changes(remote: Remote, tmp_path: Path) -> None:
-    remote.psql(SCHEMA)
+@contextlib.contextmanager
+def _clone_of(remote: Remote) -> Iterator[Remote]:
+    """A second database made from ``remote``'s, reached over its own connection; dropped afterwards."""
     other_db = remote.host.database + "_other"
     remote.psql(f'CREATE DATABASE "{other_db}" TEMPLATE "{remote.host.database}";', "postgres")
-    cache = tmp_path / "cache"
     try:
         with open_remote(dataclasses.replace(remote.host, database=other_db)) as other:
-            first = diff_hosts(remote, other, cache_dir=cache)
-            assert not first.drift and first.recalled is None
-            before = remote.command_count + other.command_count
-            second = diff_hosts(remote, other, cache_dir=cache)
-            assert second.recalled is not None and remote.command_count + other.command_count - before == 2
-            assert diff_hosts(remote, other, cache_dir=cache, recheck=True).recalled is None
-            other.psql("ALTER TABLE t REPLICA IDENTITY FULL;")
-            third = diff_hosts(remote, other, cache_dir=cache)
-            assert third.recalled is None and third.drift
+            yield other
     finally:
         remote.psql(f'DROP DATABASE "{other_db}" WITH (FORCE);', "postgres")
+
+
+def test_two_hosts_found_identical_are_recalled_until_either_changes(remote: Remote, tmp_path: Path) -> None:
+    remote.psql(SCHEMA)
+    cache = tmp_path / "cache"
+    with _clone_of(remote) as other:
+        first = diff_hosts(remote, other, cache_dir=cache)
+        assert not first.drift and first.recalled is None
+        before = remote.command_count + other.command_count
+        second = diff_hosts(remote, other, cache_dir=cache)
+        assert second.recalled is not None and remote.command_count + other.command_count - before == 2
+        assert diff_hosts(remote, other, cache_dir=cache, recheck=True).recalled is None
+        other.psql("ALTER TABLE t REPLICA IDENTITY FULL;")
+        third = diff_hosts(remote, other, cache_dir=cache)
+        assert third.recalled is None and third.drift
 
 
 def test_inv_diff_says_when_the_verdict_was_reached(project: Project) -> None:
@@ -437,21 +428,16 @@ def test_a_kept_side_belongs_to_its_server_and_pg_dump(remote: Remote, tmp_path:
 
 def test_two_hosts_with_drift_are_read_once_until_either_changes(remote: Remote, tmp_path: Path) -> None:
     remote.psql(SCHEMA)
-    other_db = remote.host.database + "_other"
-    remote.psql(f'CREATE DATABASE "{other_db}" TEMPLATE "{remote.host.database}";', "postgres")
     cache = tmp_path / "cache"
-    try:
-        with open_remote(dataclasses.replace(remote.host, database=other_db)) as other:
-            other.psql("CREATE TABLE theirs (id int);")  # an added table: nothing to confirm by a reload
-            first = diff_hosts(remote, other, cache_dir=cache)
-            assert first.drift and first.recalled is None
-            before = remote.command_count + other.command_count
-            second = diff_hosts(remote, other, cache_dir=cache)
-            assert remote.command_count + other.command_count - before == 2  # the two probes
-            assert _findings(second) == _findings(first)
-            other.psql("DROP TABLE theirs;")
-            before = remote.command_count + other.command_count
-            third = diff_hosts(remote, other, cache_dir=cache)
-            assert not third.drift and remote.command_count + other.command_count - before == 3  # other read again
-    finally:
-        remote.psql(f'DROP DATABASE "{other_db}" WITH (FORCE);', "postgres")
+    with _clone_of(remote) as other:
+        other.psql("CREATE TABLE theirs (id int);")  # an added table: nothing to confirm by a reload
+        first = diff_hosts(remote, other, cache_dir=cache)
+        assert first.drift and first.recalled is None
+        before = remote.command_count + other.command_count
+        second = diff_hosts(remote, other, cache_dir=cache)
+        assert remote.command_count + other.command_count - before == 2  # the two probes
+        assert _findings(second) == _findings(first)
+        other.psql("DROP TABLE theirs;")
+        before = remote.command_count + other.command_count
+        third = diff_hosts(remote, other, cache_dir=cache)
+        assert not third.drift and remote.command_count + other.command_count - before == 3  # other read again
