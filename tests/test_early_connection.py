@@ -448,6 +448,9 @@ class Finalized:
 kept = Finalized()
 atexit.register(lambda: sys.stdout.write("atexit ran\\n"))
 threading.Thread(target=lambda: (time.sleep(0.3), sys.stdout.write("thread done\\n"))).start()
+from concurrent.futures import ThreadPoolExecutor
+idle = ThreadPoolExecutor(1)  # never shut down: its idle worker must not keep the process alive
+idle.submit(int).result()
 sys.stdout.write("buffered, no newline")
 exit_at_once(eval(sys.argv[1]))
 """
