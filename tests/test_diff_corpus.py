@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -400,7 +401,7 @@ def test_diff_time_per_table_does_not_grow_with_size(sandbox: SandboxHandle) -> 
     copies = {size: f"{pairs[size][0]}_copy" for size in pairs}
     sandbox.admin.psql("".join(f'CREATE DATABASE "{copies[s]}" TEMPLATE "{pairs[s][0]}";\n' for s in pairs), "postgres")
     pairs = {size: (pairs[size][0], copies[size]) for size in pairs}
-    # the sizes are timed in turn, three rounds, best of each: a burst of load on a shared machine then hits
+    # the sizes are timed in turn, three rounds: a burst of load on a shared machine then hits
     # every size alike instead of the one being timed (a lone 0-table run of 400 ms once hid the 200 tables)
     timings: dict[int, list[float]] = {size: [] for size in sizes}
     for _ in range(3):
@@ -410,15 +411,18 @@ def test_diff_time_per_table_does_not_grow_with_size(sandbox: SandboxHandle) -> 
             stats = catalog.stats()
             assert stats["tables"] == size and stats["foreign_keys"] == max(size - 1, 0)
             assert stats["indexes"] == 2 * size and stats["views"] == size // 10
-    best = {size: min(times) for size, times in timings.items()}
-    noise = max(timings[0]) - best[0]  # how much the fixed cost alone moved between rounds
+    # the median of the three rounds: a best-of lets one quiet moment make one size look cheap (a suite at load 2:
+    # best-of 200 tables +0.20 s, 1,000 tables +2.67 s, 13.6x; the medians of those rounds +0.55 s and +3.40 s,
+    # 6.2x; on a quiet machine +0.34 s and +1.63 s, 4.8x)
+    typical = {size: statistics.median(times) for size, times in timings.items()}
+    noise = max(timings[0]) - min(timings[0])  # how much the fixed cost alone moved between rounds
     # what 200 tables add over the fixed cost (round trip, psql start-up); below the noise it cannot be told
     # apart from it, and the noise stands in for it
-    cost_200 = max(best[200] - best[0], noise, 0.005)
-    cost_1000 = best[1000] - best[0]
+    cost_200 = max(typical[200] - typical[0], noise, 0.005)
+    cost_1000 = typical[1000] - typical[0]
     print(
-        f"\ndiff time over a {best[0] * 1000:.0f} ms fixed cost (noise {noise * 1000:.0f} ms): "
-        f"200 tables +{(best[200] - best[0]) * 1000:.0f} ms, 1000 tables +{cost_1000 * 1000:.0f} ms"
+        f"\ndiff time over a {typical[0] * 1000:.0f} ms fixed cost (noise {noise * 1000:.0f} ms): "
+        f"200 tables +{(typical[200] - typical[0]) * 1000:.0f} ms, 1000 tables +{cost_1000 * 1000:.0f} ms"
     )
     # linear: 5x the tables cost 5x (2x slack for a busy machine); quadratic would be 25x
     assert cost_1000 <= cost_200 * 5 * 2, {"timings": timings, "cost_200": cost_200}
