@@ -134,13 +134,6 @@ def _import_paramiko_alone() -> None:
         del sys.modules["invoke"]
 
 
-def _preparation(task: str, argv: Sequence[str]) -> Callable[[Remote], None] | None:
-    """What ``task`` holds on its hosts: :data:`EARLY_TASKS`'s, but a plain extract starts its command outright."""
-    if task == "extract" and _plain(argv, _PLAIN_EXTRACT):
-        return _extract_ahead
-    return EARLY_TASKS[task]
-
-
 def start_early(argv: Sequence[str]) -> None:
     """Open the task's connection early when the command line is one host's task (see the module docstring)."""
     if os.environ.get("OPSAGENT_EARLY_CONNECT", "1") == "0" or not is_our_command_line(argv):
@@ -154,7 +147,7 @@ def start_early(argv: Sequence[str]) -> None:
     from .remote.liblog import quiet_library_loggers
 
     quiet_library_loggers()
-    prepare = _preparation(task, argv)
+    prepare = _extract_ahead if task == "extract" and _plain(argv, _PLAIN_EXTRACT) else EARLY_TASKS[task]
     for spec in specs:
         early.begin(spec, prepare)
     try:
