@@ -102,11 +102,19 @@ def project(state: SandboxState, root: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
+    parser.add_argument(
+        "--no-login-rc",
+        action="store_true",
+        help="the login shell reads no ~/.bashrc (SSH commands as on a server whose login shell is light)",
+    )
     args = parser.parse_args()
     if not MUSICBRAINZ.exists():
         print(f"skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
         return
-    with temporary_sandbox("sandbox", "obx-") as (_base, state), tempfile.TemporaryDirectory(prefix="obx-out-") as out:
+    with (
+        temporary_sandbox("sandbox", "obx-", login_rc=not args.no_login_rc) as (_base, state),
+        tempfile.TemporaryDirectory(prefix="obx-out-") as out,
+    ):
         local_psql(state, "-c", f"CREATE DATABASE {DATABASE}")
         local_psql(state, "-f", str(MUSICBRAINZ), database=DATABASE)
         outdir = Path(out)

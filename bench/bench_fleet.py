@@ -53,17 +53,11 @@ def wait_port(port: int, timeout: float = 15.0) -> None:
     raise SystemExit(f"sshd on port {port} did not start")
 
 
-def start_extra_sshd(state: SandboxState, folder: Path, count: int, skip_rc: bool) -> list[tuple[int, Path]]:
-    """``count`` more sshd processes: the sandbox's config on other ports; known_hosts gets a line per port.
-
-    ``skip_rc``: sessions get an empty HOME, so bash does not source this machine's ~/.bashrc (root's runs
-    ``pyenv init``: ~0.15 s of CPU per SSH command, a property of this box, not of a server's deploy account).
-    """
+def start_extra_sshd(state: SandboxState, folder: Path, count: int) -> list[tuple[int, Path]]:
+    """``count`` more sshd processes: the sandbox's config (and so its ``login_rc``) on other ports; known_hosts
+    gets a line per port."""
     folder.mkdir(parents=True, exist_ok=True)
     config = (state.ssh_dir / "sshd_config").read_text().splitlines()
-    if skip_rc:
-        (folder / "home").mkdir(exist_ok=True)
-        config.append(f"SetEnv HOME={folder / 'home'}")
     host_key = (state.ssh_dir / "host_key.pub").read_text().split()
     started: list[tuple[int, Path]] = []
     lines = []
@@ -199,9 +193,11 @@ def main() -> None:
     parser.add_argument("--login-rc", action="store_true", help="let SSH sessions source the login user's ~/.bashrc")
     args = parser.parse_args()
     extra: list[tuple[int, Path]] = []
-    with temporary_sandbox("bench", "oaf-") as (base, state):
+    # without --login-rc, bash does not source this machine's ~/.bashrc (root's runs ``pyenv init``: ~0.15 s of CPU
+    # per SSH command, a property of this box, not of a server's deploy account): see Sandbox's login_rc
+    with temporary_sandbox("bench", "oaf-", login_rc=args.login_rc) as (base, state):
         try:
-            extra = start_extra_sshd(state, base / "sshd", args.hosts, skip_rc=not args.login_rc)
+            extra = start_extra_sshd(state, base / "sshd", args.hosts)
             ports = [port for port, _ in extra]  # the single host and the fleet use the same kind of endpoint
             project = base / "project"
             write_migrations(project / "sql" / "migrations", args.count)

@@ -180,8 +180,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--count", type=int, default=200, help="number of migrations")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each variant (median reported)")
+    parser.add_argument(
+        "--no-login-rc",
+        action="store_true",
+        help="the login shell reads no ~/.bashrc (SSH commands as on a server whose login shell is light)",
+    )
     args = parser.parse_args()
-    with temporary_sandbox("bench", "oab-") as (base, state):
+    with temporary_sandbox("bench", "oab-", login_rc=not args.no_login_rc) as (base, state):
         many = Project(base / "many", state)
         script = write_migrations(many.root / "sql" / "migrations", args.count)
         (many.root / "sql" / "schema.sql").write_text(script)  # the matching desired state

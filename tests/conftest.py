@@ -65,7 +65,7 @@ def sandbox_factory() -> Iterator[object]:
     made: list[tuple[Sandbox, Remote, AbstractContextManager[Remote]]] = []
 
     def make(name: str = "sandbox") -> SandboxHandle:
-        sandbox = Sandbox(base / f"{name}-{len(made)}", name)
+        sandbox = Sandbox(base / f"{name}-{len(made)}", name, login_rc=False)  # see Sandbox: no ~/.bashrc per command
         state = sandbox.up()
         manager = open_remote(HostConfig(name=name, **{**state.host_entry(), "database": "postgres"}))  # type: ignore[arg-type]
         admin = manager.__enter__()

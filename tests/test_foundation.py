@@ -322,6 +322,22 @@ def test_remote_command_count_and_connection_reuse(sandbox: SandboxHandle) -> No
         assert r.connection.client.get_transport() is transport
 
 
+def test_the_suites_hosts_run_commands_without_the_login_users_bashrc(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """The suite's sshd makes every command's bash a nested shell (``SHLVL``), which reads no ``~/.bashrc``; a
+    sandbox made for a user keeps the login shell as sshd gives it."""
+    from opsagent.remote.sandbox import Sandbox, SandboxState
+
+    assert sandbox.admin.run(["sh", "-c", 'echo "$SHLVL"'], become=False).text.strip() == "1"
+    configs = {}
+    for login_rc in (True, False):
+        made = Sandbox(tmp_path / str(login_rc), login_rc=login_rc)
+        state = SandboxState("sandbox", str(made.root), 1, 2, "app")
+        made.root.mkdir()
+        made._create_ssh(state)
+        configs[login_rc] = (made.root / "ssh" / "sshd_config").read_text().splitlines()
+    assert "SetEnv SHLVL=1" in configs[False] and not any("SHLVL" in line for line in configs[True])
+
+
 def test_host_config_is_frozen() -> None:
     from opsagent.inventory import HostConfig
 
