@@ -219,16 +219,9 @@ def load_catalog(
     database reads it from here instead of over the connection."""
     if cache_dir is None:
         return None
-    key = _catalog_key(fingerprint, exclude_tables, query)
-    try:
-        with (cache_dir / f"live-{key[:40]}.json").open("rb") as handle:
-            document = json.load(handle)
-        catalog = document["catalog"]
-        if document.get("key") != key or not isinstance(catalog, dict):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return catalog
+    document = _load_keyed(cache_dir, "live", _catalog_key(fingerprint, exclude_tables, query))
+    catalog = document.get("catalog") if document is not None else None
+    return catalog if isinstance(catalog, dict) else None
 
 
 def store_catalog(
@@ -241,8 +234,7 @@ def store_catalog(
     """Keep an introspection document under its fingerprint (0600, atomically; the newest ``KEEP_CATALOGS``)."""
     if cache_dir is not None:
         key = _catalog_key(fingerprint, exclude_tables, query)
-        write_cache_file(cache_dir, f"live-{key[:40]}.json", {"format": VERDICT_FORMAT, "key": key, "catalog": catalog})
-        prune_cache(cache_dir, "live-*.json", KEEP_CATALOGS)
+        _store_keyed(cache_dir, "live", key, {"catalog": catalog}, KEEP_CATALOGS)
 
 
 # ---------------------------------------------------------------- the live side (catalog and dump), kept by fingerprint
@@ -265,58 +257,67 @@ def load_side(cache_dir: Path | None, key: str | None) -> tuple[dict[str, Any], 
     """The introspection document and the normalized dump read from the very catalog rows ``key`` names, or None.
     Both oracles read those rows again would find the same: a diff of an unchanged database (drift and all) reads
     them from here instead of over the connection; ``--recheck`` reads them again."""
-    if cache_dir is None or key is None:
+    document = _load_keyed(cache_dir, "side", key)
+    if document is None:
         return None
-    try:
-        with (cache_dir / f"side-{key[:40]}.json").open("rb") as handle:
-            document = json.load(handle)
-        catalog, dump = document["catalog"], document["dump"]
-        if document.get("key") != key or not isinstance(catalog, dict) or not isinstance(dump, str):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return catalog, dump
+    catalog, dump = document.get("catalog"), document.get("dump")
+    return (catalog, dump) if isinstance(catalog, dict) and isinstance(dump, str) else None
 
 
 def store_side(cache_dir: Path | None, key: str | None, catalog: Mapping[str, Any], dump: str) -> None:
     """Keep a live side under ``key`` (0600, atomically; the newest ``KEEP_SIDES``): only a side whose fingerprint
     read after it equals the one its key was made from (nothing committed in between), the caller's part."""
-    if cache_dir is not None and key is not None:
-        document = {"format": VERDICT_FORMAT, "key": key, "catalog": catalog, "dump": dump}
-        write_cache_file(cache_dir, f"side-{key[:40]}.json", document)
-        prune_cache(cache_dir, "side-*.json", KEEP_SIDES)
+    _store_keyed(cache_dir, "side", key, {"catalog": catalog, "dump": dump}, KEEP_SIDES)
 
 
-def _path(cache_dir: Path, key: str) -> Path:
-    return cache_dir / f"verified-{key[:40]}.json"
+# ---------------------------------------------------------------- the files, one per key
+
+
+def _keyed_path(cache_dir: Path, kind: str, key: str) -> Path:
+    return cache_dir / f"{kind}-{key[:40]}.json"
+
+
+def _load_keyed(cache_dir: Path | None, kind: str, key: str | None) -> dict[str, Any] | None:
+    """The document of ``<kind>-<key>.json`` when it is this very key's, in this format; a missing, cut or foreign
+    file is a miss, never an error."""
+    if cache_dir is None or key is None:
+        return None
+    try:
+        with _keyed_path(cache_dir, kind, key).open("rb") as handle:
+            document = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or document.get("key") != key or document.get("format") != VERDICT_FORMAT:
+        return None
+    return document
+
+
+def _store_keyed(cache_dir: Path | None, kind: str, key: str | None, fields: Mapping[str, Any], keep: int) -> bool:
+    """Write ``<kind>-<key>.json`` (0600, atomically) and keep the newest ``keep`` of its kind; False when it could
+    not be written (the next run reads the server again)."""
+    if cache_dir is None or key is None:
+        return False
+    document = {"format": VERDICT_FORMAT, "key": key, **fields}
+    if not write_cache_file(cache_dir, _keyed_path(cache_dir, kind, key).name, document):
+        return False
+    prune_cache(cache_dir, f"{kind}-*.json", keep)
+    return True
 
 
 def recall(cache_dir: Path | None, key: str) -> str | None:
     """When both oracles found this key's sides identical (an ISO time, UTC), or None."""
-    if cache_dir is None:
-        return None
-    path = _path(cache_dir, key)
-    try:
-        with path.open("rb") as handle:
-            document = json.load(handle)
-        at = document["verified_at"]
-        if document.get("key") != key or document.get("format") != VERDICT_FORMAT or not isinstance(at, str):
-            return None
-    except (OSError, ValueError, KeyError, TypeError):
+    document = _load_keyed(cache_dir, "verified", key)
+    at = document.get("verified_at") if document is not None else None
+    if cache_dir is None or not isinstance(at, str):
         return None
     with contextlib.suppress(OSError):
-        os.utime(path)  # recently used: kept by the pruning
+        os.utime(_keyed_path(cache_dir, "verified", key))  # recently used: kept by the pruning
     return at
 
 
 def remember(cache_dir: Path | None, key: str, live: str, desired: str) -> str | None:
     """Store a clean verdict of both oracles (0600, atomically); returns its time.  A cache that cannot be
     written is skipped: the next check is a full one."""
-    if cache_dir is None:
-        return None
     at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    record = {"format": VERDICT_FORMAT, "key": key, "verified_at": at, "live": live, "desired": desired}
-    if not write_cache_file(cache_dir, _path(cache_dir, key).name, record):
-        return None
-    prune_cache(cache_dir, "verified-*.json", KEEP)
-    return at
+    fields = {"verified_at": at, "live": live, "desired": desired}
+    return at if _store_keyed(cache_dir, "verified", key, fields, KEEP) else None
