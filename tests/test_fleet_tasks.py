@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -162,3 +164,62 @@ def test_fail_fast_serial_skips_the_rest(fleet: Fleet) -> None:
     assert code == 1
     assert hosts["broken"]["status"] == "failed"
     assert hosts["one"]["status"] == "skipped"
+
+
+def _sleeping(handle: SandboxHandle) -> int:
+    """How many sessions on ``handle``'s server run the slow migration's sleep right now."""
+    return int(
+        handle.admin.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%' "
+            "AND state = 'active' AND pid <> pg_backend_pid()",
+            "postgres",
+            extra=["-A", "-t"],
+        ).text.strip()
+    )
+
+
+@pytest.mark.parametrize("parallel", [2, 1])
+def test_ctrl_c_of_a_fleet_sync_stops_each_host_as_a_one_host_run_and_records_it(
+    fleet: Fleet, sandbox: SandboxHandle, second: SandboxHandle, parallel: int
+) -> None:
+    """Ctrl-C reaches every running host's sync: each stops its backend, finds out what committed and leaves its
+    audit record; no host starts after it; the summary says where each stands and the exit code is 130."""
+    from opsagent.migrate.audit import read_audit
+
+    (fleet.root / "sql" / "migrations" / "003_slow.sql").write_text(
+        "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);\n"
+    )
+    env = {**os.environ, "OPSAGENT_INVENTORY": str(fleet.root / "inventory.yaml"), "COLUMNS": "200"}
+    argv = ["sync", "--host", "pair", "--yes", "--no-backup", "--no-drift-check", "--parallel", str(parallel)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opsagent", *argv, "--json"],
+        cwd=fleet.root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    expected_sleeping = (sandbox, second) if parallel == 2 else (sandbox,)
+    deadline = time.monotonic() + 60
+    while not all(_sleeping(h) for h in expected_sleeping) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (out, err)
+    hosts = _by_host(json.loads(out))
+    assert json.loads(out)["interrupted"] is True
+    assert [_sleeping(h) for h in (sandbox, second)] == [0, 0]  # no sleep left running on any server
+    records = {r["host"]: r for r in read_audit(fleet.root / ".opsagent")}
+    ran = ["one", "two"] if parallel == 2 else ["one"]
+    for name in ran:
+        assert hosts[name]["status"] == "interrupted" and hosts[name]["exit_code"] == 130, hosts[name]
+        ledger = fleet.hosts[name]
+        handle = sandbox if name == "one" else second
+        applied = handle.admin.psql(
+            "SELECT string_agg(version, ',' ORDER BY version) FROM schema_migrations", ledger.database, extra=["-At"]
+        ).text.strip()
+        assert applied == "001,002"  # what committed before the slow one, which was rolled back
+        assert records[name]["outcome"] == "interrupted" and records[name]["applied"] == ["001", "002"]
+    if parallel == 1:
+        assert hosts["two"]["status"] == "skipped" and "interrupted" in hosts["two"]["message"]
+        assert "two" not in records  # never started: nothing to record

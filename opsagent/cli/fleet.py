@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import UsageError
+from ..errors import ExitCode, OpsagentError, UsageError
 from ..inventory import HostConfig, Inventory
 from ..migrate.audit import append_audit
-from ..remote.fleet import HostOutcome, fleet_exit_code, run_fleet
+from ..remote.fleet import FleetInterrupted, HostOutcome, fleet_exit_code, interruptible, run_fleet
 from ..remote.transport import Remote, open_remote
 from .base import ACCEPT_HELP, JSON_HELP, fail
 from .environment import Environment
@@ -78,8 +78,11 @@ def run_and_render(
     fail_fast: bool = False,
     timeout: float = 0,
     json_: bool = False,
+    interrupts_itself: bool = False,
 ) -> None:
-    """Run ``action`` over ``hosts`` with live status lines; print a summary; exit non-zero if any failed."""
+    """Run ``action`` over ``hosts`` with live status lines; print a summary; exit non-zero if any failed.
+    Ctrl-C: the summary of where each host stands once their runs have ended, then exit 130
+    (``interrupts_itself``: see :func:`run_fleet`)."""
     check_fleet_flags(parallel, timeout)
     from rich.live import Live
 
@@ -93,20 +96,33 @@ def run_and_render(
             if not json_:
                 live.update(_status_table(states))
 
-    if json_:
-        outcomes = run_fleet(
-            hosts, action, parallel=parallel or None, fail_fast=fail_fast, timeout=timeout or None, on_update=update
+    def run() -> list[HostOutcome]:
+        return run_fleet(
+            hosts,
+            action,
+            parallel=parallel or None,
+            fail_fast=fail_fast,
+            timeout=timeout or None,
+            on_update=update,
+            interrupts_itself=interrupts_itself,
         )
-    else:
-        with live:
-            outcomes = run_fleet(
-                hosts, action, parallel=parallel or None, fail_fast=fail_fast, timeout=timeout or None, on_update=update
-            )
+
+    interrupted = False
+    try:
+        if json_:
+            outcomes = run()
+        else:
+            with live:
+                outcomes = run()
+    except FleetInterrupted as stopped:
+        outcomes, interrupted = stopped.outcomes, True
     code = fleet_exit_code(outcomes)
     if json_:
-        env.print_json({"ok": code == 0, "hosts": [o.to_dict() for o in outcomes]})
+        env.print_json({"ok": code == 0, "interrupted": interrupted, "hosts": [o.to_dict() for o in outcomes]})
     else:
         env.out.print(summary_table(outcomes, title, columns))
+    if interrupted:
+        raise KeyboardInterrupt
     if code:
         raise fail(code)  # type: ignore[arg-type]
 
@@ -154,13 +170,27 @@ def run_audited_fleet(
     outcome: Callable[[HostConfig, R], HostOutcome],
     title: str,
     columns: SummaryColumns,
+    opening: dict[str, Any],
 ) -> None:
     """A change (sync, rollback) over several hosts: each host's ``run`` on its own connection, its audit record
-    appended as soon as it ends, then the summary (no prompt, no live per-step lines)."""
+    appended as soon as it ends, then the summary (no prompt, no live per-step lines).  ``opening``: the fields of
+    the record of a host whose run ended without a result (``action``...).
+
+    Ctrl-C stops each host's run as in a one-host run (its own interruption, found out and recorded); a host
+    interrupted before its run began is recorded so."""
 
     def action(target: HostConfig) -> HostOutcome:
-        with open_remote(target, inv, accept_new_host_key=flags.accept_new) as remote:
-            result = run(target, remote)
+        started, result = time.monotonic(), None
+        record = opening_record(target, identity, **opening)
+        try:
+            with interruptible(), open_remote(target, inv, accept_new_host_key=flags.accept_new) as remote:
+                result = run(target, remote)
+        except KeyboardInterrupt as interruption:  # surfacing once the run has ended: the run's own result stands
+            if result is None:
+                return _interrupted_host(inv, target, identity, record, started, interruption)
+        except OpsagentError as exc:
+            audit_unfinished(inv, record, started, "error", exc.message)
+            raise
         append_audit(inv.paths.state, result.audit_record(identity.applied_by, identity.git_commit))
         return outcome(target, result)
 
@@ -174,7 +204,40 @@ def run_audited_fleet(
         fail_fast=flags.fail_fast,
         timeout=flags.timeout,
         json_=flags.json_,
+        interrupts_itself=True,
     )
+
+
+def _interrupted_host(
+    inv: Inventory,
+    target: HostConfig,
+    identity: Identity,
+    record: dict[str, Any],
+    started: float,
+    interruption: KeyboardInterrupt,
+) -> HostOutcome:
+    """The audit record and the outcome of a host whose run Ctrl-C ended: the run's own result when it carries
+    one (what it had done, found out), else "interrupted before anything was applied"."""
+    carried: _Audited | None = getattr(interruption, "result", None)
+    if carried is not None:
+        document = carried.audit_record(identity.applied_by, identity.git_commit)
+        append_audit(inv.paths.state, document)
+        message = str(document.get("error") or "interrupted")
+    else:
+        message = "interrupted before anything was applied"
+        audit_unfinished(inv, record, started, "interrupted", message)
+    return HostOutcome(target.name, "interrupted", int(ExitCode.INTERRUPTED), message)
+
+
+def opening_record(host: HostConfig, identity: Identity, /, **fields: Any) -> dict[str, Any]:
+    """The first fields of a change's audit record: where, who, from which commit, and ``fields`` (the action)."""
+    return {
+        "host": host.name,
+        "database": host.database,
+        "who": identity.applied_by,
+        "git_commit": identity.git_commit,
+        **fields,
+    }
 
 
 def audit_unfinished(inv: Inventory, record: dict[str, Any], started: float, outcome: str, error: str) -> None:

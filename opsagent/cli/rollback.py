@@ -24,7 +24,7 @@ from .base import (
     hosts_named,
 )
 from .environment import environment
-from .fleet import FLEET_HELP, FleetFlags, audit_unfinished, confirm_fleet, run_audited_fleet
+from .fleet import FLEET_HELP, FleetFlags, audit_unfinished, confirm_fleet, opening_record, run_audited_fleet
 from .plan import render_changes
 from .progress import waiting
 
@@ -176,6 +176,7 @@ data loss refused."""
             outcome=_fleet_outcome,
             title="rollback dry run" if dry_run else "rollback",
             columns=(("versions", lambda o: ", ".join(o.details.get("versions") or [])),),
+            opening={"action": "rollback-dry-run" if dry_run else "rollback", "target": to},
         )
         return
     target = targets[0]
@@ -196,14 +197,7 @@ data loss refused."""
             out.print(f"[dim]{kind.replace('_', ' ')}{': ' + message if message else ''}[/]", soft_wrap=True)
 
     started = time.monotonic()
-    record: dict[str, Any] = {
-        "host": target.name,
-        "database": target.database,
-        "who": identity.applied_by,
-        "git_commit": identity.git_commit,
-        "action": "rollback-dry-run" if dry_run else "rollback",
-        "target": to,
-    }
+    record = opening_record(target, identity, action="rollback-dry-run" if dry_run else "rollback", target=to)
     try:
         with (
             waiting(f"{'rehearsing' if dry_run else 'rolling back'} {target.name} to {to}", console=env.err) as shown,
@@ -217,6 +211,9 @@ data loss refused."""
             result = run_rollback(
                 remote, inv.paths.migrations, options, identity, on_event=on_event, confirm=confirm_paused
             )
+    except KeyboardInterrupt:  # before the steps (Ctrl-C during them is the rollback's own outcome)
+        audit_unfinished(inv, record, started, "interrupted", "interrupted before anything was applied")
+        raise
     except OpsagentError as exc:
         audit_unfinished(inv, record, started, "error", exc.message)
         raise

@@ -53,6 +53,7 @@ from .fleet import (
     FleetFlags,
     audit_unfinished,
     confirm_fleet,
+    opening_record,
     run_and_render,
     run_audited_fleet,
     sync_columns,
@@ -433,6 +434,7 @@ def sync(
             outcome=lambda target, result: sync_outcome(target.name, result.as_dict()),
             title="dry run" if dry_run else "sync",
             columns=sync_columns(dry_run),
+            opening={"action": "dry-run" if dry_run else "sync"},
         )
         return
     target_host = targets[0]
@@ -448,13 +450,7 @@ def sync(
 
     renderer = _Renderer(env, json_, options)
     started = time.monotonic()
-    record: dict[str, Any] = {
-        "host": target_host.name,
-        "database": target_host.database,
-        "who": identity.applied_by,
-        "git_commit": identity.git_commit,
-        "action": "dry-run" if dry_run else "sync",
-    }
+    record = opening_record(target_host, identity, action="dry-run" if dry_run else "sync")
     try:
         with open_remote(target_host, inv, accept_new_host_key=accept_new_host_key) as remote:
             result = run_sync(

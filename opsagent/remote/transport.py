@@ -934,6 +934,9 @@ def _pump(
     return b"".join(out), _strip_probes(b"".join(err)).decode("utf-8", errors="replace"), status
 
 
+_WAIT_SLICE_S = 0.25  # the longest a reader waits without returning to Python (RemoteProcess.read_line)
+
+
 class RemoteProcess:
     """An interactive remote command: write to stdin, read stdout lines as they come."""
 
@@ -987,11 +990,20 @@ class RemoteProcess:
             self.channel.shutdown_write()
 
     def read_line(self, timeout: float | None = None) -> str | None:
-        """Next stdout line, or None at end of output. Raises RemoteError on timeout."""
-        try:
-            line = self._lines.get(timeout=timeout)
-        except queue.Empty:
-            raise RemoteError(f"{self.host}: no answer from the server within {timeout:g}s") from None
+        """Next stdout line, or None at end of output. Raises RemoteError on timeout.
+
+        It waits in slices of ``_WAIT_SLICE_S``: a fleet run's Ctrl-C reaches a worker thread as an asynchronous
+        KeyboardInterrupt (``remote.fleet``), which Python raises only between instructions, never inside one
+        long wait (a statement may run for minutes)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = _WAIT_SLICE_S if deadline is None else max(0.0, min(_WAIT_SLICE_S, deadline - time.monotonic()))
+            try:
+                line = self._lines.get(timeout=left)
+                break
+            except queue.Empty:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise RemoteError(f"{self.host}: no answer from the server within {timeout:g}s") from None
         return None if line is None else line.decode("utf-8", errors="replace")
 
     def wait(self, timeout: float | None = None) -> int:
