@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from opsagent.inventory import HostConfig
+from opsagent.migrate.audit import read_audit
 
 from .conftest import SandboxHandle, write_inventory
 
@@ -156,6 +157,10 @@ def test_one_broken_host_fails_run_but_other_host_is_done(fleet: Fleet) -> None:
     assert hosts["one"]["status"] == "ok"
     code, document = fleet.json("status", "--host", "one")
     assert document["counts"] == {"applied": 2}
+    records = {r["host"]: r for r in read_audit(fleet.root / ".opsagent")}  # both ran: both are on record
+    assert records["one"]["outcome"] == "applied" and records["one"]["applied"] == ["001", "002"]
+    assert records["broken"]["outcome"] == "error" and records["broken"]["action"] == "sync"
+    assert "no_such_database_here" in records["broken"]["error"]
 
 
 def test_fail_fast_serial_skips_the_rest(fleet: Fleet) -> None:
@@ -184,8 +189,6 @@ def test_ctrl_c_of_a_fleet_sync_stops_each_host_as_a_one_host_run_and_records_it
 ) -> None:
     """Ctrl-C reaches every running host's sync: each stops its backend, finds out what committed and leaves its
     audit record; no host starts after it; the summary says where each stands and the exit code is 130."""
-    from opsagent.migrate.audit import read_audit
-
     (fleet.root / "sql" / "migrations" / "003_slow.sql").write_text(
         "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);\n"
     )
