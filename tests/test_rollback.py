@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -721,3 +722,68 @@ def test_a_schema_change_between_rehearsal_and_apply_rolls_the_transaction_back(
         project.psql("SELECT count(*) FROM information_schema.columns WHERE column_name IN ('extra', 'sneaky')").strip()
         == "2"
     )
+
+
+def _lock_after_the_rehearsal(project: Project, release_after: float | None) -> tuple[Any, list[Any]]:
+    """A ``confirm`` callback that, once the rehearsal is done, has another session take a lock on ``a`` (ACCESS
+    SHARE: an application's read, which the way back's ALTER TABLE must wait for) and release it ``release_after``
+    seconds later (None: when the caller closes it)."""
+    holders: list[Any] = []
+
+    def confirm(result: Any) -> bool:
+        manager = open_remote(project.host)  # kept: the connection lives as long as its manager
+        remote = manager.__enter__()
+        holder = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
+        holder.write("BEGIN;\nLOCK TABLE a IN ACCESS SHARE MODE;\n\\echo held\n")
+        assert holder.read_line(30) == "held"
+        holders.append((manager, holder))
+        if release_after is not None:
+            threading.Timer(release_after, lambda: holder.write("COMMIT;\n")).start()
+        return True
+
+    return confirm, holders
+
+
+@pytest.mark.parametrize("budget", ["30s", "3s"])
+def test_a_rollback_step_retries_its_locks_without_queueing_then_applies_or_gives_up(
+    project: Project, budget: str
+) -> None:
+    """A step that cannot take its lock within the attempt's short lock_timeout is rolled back, paused and tried
+    again with a longer one (the sync's lock retries): applied once the application's lock is gone, or, past
+    ``lock_retry_for``, given up with nothing of the step applied and nothing left waiting."""
+    import dataclasses
+
+    from opsagent.migrate.rollback import RollbackOptions, rollback
+    from opsagent.migrate.sync import Identity
+
+    _slow_project(project)
+    host = dataclasses.replace(project.host, lock_timeout="300ms", lock_retry_for=budget)
+    confirm, holders = _lock_after_the_rehearsal(project, 1.5 if budget == "30s" else None)
+    events: list[tuple[str, str]] = []
+    try:
+        with open_remote(host) as remote:
+            result = rollback(
+                remote,
+                project.migrations,
+                RollbackOptions("001", allow_data_loss=True, backup=False),
+                Identity("tester@test", None),
+                confirm=confirm,
+                on_event=lambda kind, message: events.append((kind, message)),
+            )
+        waiting = project.psql(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'opsagent rollback%' "
+            "AND wait_event_type = 'Lock'"
+        ).strip()
+    finally:
+        for manager, holder in holders:
+            holder.close_stdin()
+            holder.close()
+            manager.__exit__(None, None, None)
+    assert result.lock_retries >= 1 and any(kind == "lock_retry" for kind, _ in events), events
+    assert waiting == "0"
+    if budget == "30s":
+        assert result.outcome == "rolled_back", result.error
+        assert _consistent(project) == "new"
+    else:
+        assert result.outcome == "lock_timeout" and "3s of lock retries" in str(result.error), result.error
+        assert _consistent(project) == "old"  # the step was rolled back whole: the column and the ledger row stay

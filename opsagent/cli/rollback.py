@@ -193,7 +193,7 @@ data loss refused."""
         return env.confirm(f"roll back {target.name}/{target.database} to {to}?")
 
     def on_event(kind: str, message: str) -> None:
-        if kind in ("rehearse", "backup_done", "locked", "step"):
+        if kind in ("rehearse", "backup_done", "locked", "step", "lock_retry"):
             out.print(f"[dim]{kind.replace('_', ' ')}{': ' + message if message else ''}[/]", soft_wrap=True)
 
     started = time.monotonic()

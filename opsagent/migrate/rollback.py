@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import difflib
 import json
+import random
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -50,7 +51,7 @@ from ..units import label
 from .files import Migration, VersionStatus, compute_status, discover, not_in_transaction, version_key
 from .ledger import Ledger, LedgerState
 from .sqltext import Statement, split_statements
-from .sync import Identity, check_timeout
+from .sync import LOCK_NOT_AVAILABLE, Identity, LockRetryPolicy, check_timeout, duration_seconds, pg_duration
 
 ROW_CAP = 1_000_000  # rows counted per object at most: a bounded exact count ("at least 1,000,000")
 PLAN_SOURCE = "rollback plan"
@@ -224,6 +225,7 @@ class RollbackResult:
     warnings: list[str] = dataclasses.field(default_factory=list)
     remote_commands: int = 0
     durations: dict[str, float] = dataclasses.field(default_factory=dict)
+    lock_retries: int = 0  # attempts of a step that timed out on a lock and were tried again
 
     @property
     def ok(self) -> bool:
@@ -270,6 +272,7 @@ class RollbackResult:
             "warnings": self.warnings,
             "remote_commands": self.remote_commands,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
+            "lock_retries": self.lock_retries,
         }
 
     def audit_record(self, who: str, git_commit: str | None) -> dict[str, Any]:
@@ -289,6 +292,7 @@ class RollbackResult:
             "backup_file": self.backup.path if self.backup else None,
             "durations": {k: round(v, 3) for k, v in self.durations.items()},
             "remote_commands": self.remote_commands,
+            "lock_retries": self.lock_retries,
         }
 
 
@@ -757,7 +761,13 @@ class RollbackRun:
         self.result = RollbackResult(
             self.host.name, self.host.database, options.target, "dry-run" if options.dry_run else "rollback"
         )
-        self.lock_timeout = check_timeout(self.host.lock_timeout, "lock_timeout")
+        # each transactional step retries its locks as a sync's migration does (short attempts that grow, pauses,
+        # one budget: the host's lock_timeout and lock_retry_for)
+        self.policy = LockRetryPolicy(
+            cap=duration_seconds(self.host.lock_timeout, "lock_timeout"),
+            budget=duration_seconds(self.host.lock_retry_for, "lock_retry_for", bare_unit="s"),
+        )
+        self.rng = random.Random()
         self.statement_timeout = check_timeout(self.host.statement_timeout, "statement_timeout")
         self._current: str | None = None  # source of the statement the apply is running
         self._rehearsed: Catalog | None = None  # the live catalog the rehearsal ended with
@@ -933,13 +943,15 @@ class RollbackRun:
         try:
             for index, step in enumerate(self.result.steps):
                 step.status = "running"
-                self._send_step(session, index, step)
                 if step.transactional:
-                    self._until(session, "prepared")  # everything before COMMIT succeeded
+                    if not self._prepare_with_retries(session, index, step):
+                        return False
                     if self._checks(index) and not self._unchanged_since_rehearsal(session, index):
                         return False
                     committing = True
                     session.send(f"COMMIT;\n{session.mark.psql('committed', str(index))}\n")
+                else:
+                    self._send_step(session, index, step, self.policy.cap)
                 self._until(session, "committed")
                 committing = False
                 step.status = "applied"
@@ -954,6 +966,33 @@ class RollbackRun:
             self.result.durations["apply"] = time.monotonic() - started
         self.result.outcome = "rolled_back"
         return True
+
+    def _prepare_with_retries(self, session: _Session, index: int, step: Step) -> bool:
+        """Run a transactional step up to its COMMIT.  A lock it cannot take within the attempt's ``lock_timeout``
+        rolls the step back (nothing of it applied, the session and its migration lock kept), pauses and tries
+        again with a longer one, until ``lock_retry_for`` is spent.  False: the step failed (reported)."""
+        first_try, attempt, timeout = time.monotonic(), 1, self.policy.timeout_for(1)
+        while True:
+            self._send_step(session, index, step, timeout)
+            failure = self._until(session, "prepared")
+            if failure is None:
+                return True
+            sqlstate, message = failure
+            following = None
+            if sqlstate == LOCK_NOT_AVAILABLE:
+                following = self.policy.next_attempt(attempt, time.monotonic() - first_try, self.rng)
+            if following is None:
+                if sqlstate == LOCK_NOT_AVAILABLE and self.policy.retries:
+                    message = (
+                        f"could not take its locks within {self.policy.budget:g}s of lock retries ({attempt} attempts)"
+                    )
+                outcome: Outcome = "lock_timeout" if sqlstate == LOCK_NOT_AVAILABLE else "failed"
+                self._interrupted(session, False, outcome, message)
+                return False
+            self.result.lock_retries += 1
+            self.on_event("lock_retry", f"{step.label}: attempt {attempt} timed out waiting for a lock; retrying")
+            time.sleep(following[0])
+            attempt, timeout = attempt + 1, following[1]
 
     def _checks(self, index: int) -> bool:
         """The last step, when transactional, compares its result with the rehearsal's before it commits."""
@@ -981,45 +1020,60 @@ class RollbackRun:
         )
         return False
 
-    def _until(self, session: _Session, tag: str) -> None:
-        """Read markers up to ``tag``, remembering the statement running (a failure names it)."""
+    def _until(self, session: _Session, tag: str) -> tuple[str, str] | None:
+        """Read markers up to ``tag``, remembering the statement running (a failure names it).  A transactional
+        step that failed (its guards skipped the rest, it was rolled back) ends at ``step-failed`` instead: its
+        (SQLSTATE, message)."""
+        failure = ("", "")
         while True:
             parts = session.marker()
             if parts[0] == tag:
-                return
+                return None
+            if parts[0] == "failed" and len(parts) >= 3:
+                failure = (parts[2], parts[3] if len(parts) > 3 else "")
+            if parts[0] == "step-failed":
+                return failure
             if parts[0] == "catalog":
                 self._catalog_from = len(session.output)
             if parts[0] == "statement" and len(parts) >= 3:
                 step = self.result.steps[int(parts[1])]
                 self._current = step.statements[int(parts[2])].source
 
-    def _send_step(self, session: _Session, index: int, step: Step) -> None:
-        mark = session.mark
-        parts = [f"{mark.psql('step', str(index))}\n"]
-        if step.transactional:
-            parts.append(
-                f"BEGIN;\nSET LOCAL lock_timeout = '{self.lock_timeout}';\n"
-                f"SET LOCAL statement_timeout = '{self.statement_timeout}';\n"
-            )
-        else:
-            if step.marks:
-                parts.append(
-                    f"UPDATE {self.ledger.table} SET success = false WHERE version IN ({_in_list(step.marks)});\n"
-                )
-            parts.append(
-                f"SET lock_timeout = '{self.lock_timeout}';\nSET statement_timeout = '{self.statement_timeout}';\n"
-            )
-        for number, statement in enumerate(step.statements):
-            parts.append(f"{mark.psql('statement', str(index), str(number))}\n{_terminated(statement.sql)}")
+    def _send_step(self, session: _Session, index: int, step: Step, lock_timeout: float) -> None:
+        """A transactional step runs up to its ``prepared`` marker (the client commits), each statement guarded: after
+        a failure the rest is skipped and the step rolled back in the session (``step-failed``).  Another step runs
+        under ``ON_ERROR_STOP``, as psql's default for opsagent's sessions."""
+        mark, timeouts = session.mark, (pg_duration(lock_timeout), self.statement_timeout)
+        statements = [
+            f"{mark.psql('statement', str(index), str(number))}\n{_terminated(statement.sql)}"
+            for number, statement in enumerate(step.statements)
+        ]
         if step.deletes:
-            parts.append(f"DELETE FROM {self.ledger.table} WHERE version IN ({_in_list(step.deletes)});\n")
+            statements.append(f"DELETE FROM {self.ledger.table} WHERE version IN ({_in_list(step.deletes)});\n")
+        if not step.transactional:
+            marks = f"UPDATE {self.ledger.table} SET success = false WHERE version IN ({_in_list(step.marks)});\n"
+            session.send(
+                f"{mark.psql('step', str(index))}\n{marks if step.marks else ''}"
+                f"SET lock_timeout = '{timeouts[0]}';\nSET statement_timeout = '{timeouts[1]}';\n"
+                + "".join(statements)
+                + f"RESET lock_timeout;\nRESET statement_timeout;\n{mark.psql('committed', str(index))}\n"
+            )
+            return
         if self._checks(index):
-            parts.append(f"{mark.psql('catalog')}\n{introspection_sql(self.exclusions)}")
-        if step.transactional:
-            parts.append(f"{mark.psql('prepared', str(index))}\n")
-        else:
-            parts.append(f"RESET lock_timeout;\nRESET statement_timeout;\n{mark.psql('committed', str(index))}\n")
-        session.send("".join(parts))
+            statements.append(f"{mark.psql('catalog')}\n{introspection_sql(self.exclusions)}")
+        failed = mark.psql("failed", str(index), ":LAST_ERROR_SQLSTATE", ":LAST_ERROR_MESSAGE")
+        guarded = "".join(
+            f"\\if :opsagent_failed\n\\else\n{text}\\if :ERROR\n\\set opsagent_failed 1\n{failed}\n\\endif\n\\endif\n"
+            for text in [
+                f"SET LOCAL lock_timeout = '{timeouts[0]}';\nSET LOCAL statement_timeout = '{timeouts[1]}';\n",
+                *statements,
+            ]
+        )
+        session.send(
+            f"{mark.psql('step', str(index))}\n\\set ON_ERROR_STOP 0\n\\set opsagent_failed 0\nBEGIN;\n{guarded}"
+            f"\\if :opsagent_failed\nROLLBACK;\n{mark.psql('step-failed', str(index))}\n"
+            f"\\else\n{mark.psql('prepared', str(index))}\n\\endif\n\\set ON_ERROR_STOP 1\n"
+        )
 
     def _lock(self, session: _Session) -> bool:
         session.send(_lock_sql(self.ledger, self.options.lock_timeout, session.mark))
