@@ -37,6 +37,7 @@ from typing import Any
 
 from . import resources
 from .errors import OpsagentError, UsageError
+from .inventory import HostConfig
 from .remote.markers import Marker, Markers
 from .remote.transport import CommandResult, Remote, conninfo_dbname
 from .sqlquote import ident
@@ -879,17 +880,37 @@ def restore_in_place(
     mark = Markers()
     body = _script(remote, parts, {**_restore_values(remote, name, target), "old": old}, mark)
     before = remote.command_count
-    watch = _ProgressLines(mark, progress, on_phase).feed if (progress or on_phase) else None
+    phases: list[str] = []
+
+    def phase(text: str) -> None:
+        phases.append(text)
+        if on_phase is not None:
+            on_phase(text)
+
+    watch = _ProgressLines(mark, progress, phase).feed
     argv = _as_become(remote, body, mark, ensure_dir=True, own_session=True)
-    marks, other = _run_script(remote, argv, "restore", mark, on_stdout=watch)
+    try:
+        marks, other = _run_script(remote, argv, "restore", mark, on_stdout=watch)
+    except OpsagentError as ended_early:
+        if _CLOSING not in phases:
+            raise  # the live database was never closed: it is as it was (sudo, a missing tool, the backup)
+        marks, other = [], ended_early.message  # the script (or the connection) ended without a word: found out
     error = _find(marks, "error")
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)
     if _find(marks, "swapped") is None:
-        raise BackupError(
-            f"{host.name}: the in-place restore ended without a result ({other or 'no output'}); "
-            f"check with: inv backups --host {host.name} and pg_database",
-            reason="unknown",
+        replaced = _confirm_swapped(remote, name, old, target, other or "no output")
+        return RestoreResult(
+            name,
+            host.database,
+            True,
+            {},
+            None,
+            old_database_kept=old,
+            drop_hint=drop_command(remote, old),
+            remote_commands=remote.command_count - before,
+            pre_restore_backup_error=f"not confirmed: the restore's output ended early ({other or 'no output'})"
+            + replaced,
         )
     ended = json.loads(" ".join(_find(marks, "terminated") or ["{}"]) or "{}")
     result = RestoreResult(
@@ -915,10 +936,52 @@ def restore_in_place(
         raise BackupError(
             f"{host.name}: {host.database} was restored but its connection settings could not be put back",
             reason="reopen",
-            hint=f"on the server, from another database: sudo -u {host.become} psql -d postgres -c "
-            + shlex.quote(f"ALTER DATABASE {ident(host.database)} ALLOW_CONNECTIONS true"),
+            hint=f"on the server, from another database: {_reopen_command(host, host.database)}",
         )
     return result
+
+
+_CLOSING = "closing the live database"  # the phase of restore_swap.sh from which the live database may be closed
+_SWAP_STATE_SQL = (
+    "SELECT json_build_object("
+    "'replaced', (SELECT datallowconn FROM pg_database WHERE datname = :'old'), "
+    "'temporary', EXISTS (SELECT 1 FROM pg_database WHERE datname = :'temporary'), "
+    "'open', (SELECT datallowconn FROM pg_database WHERE datname = :'live'))"
+)
+
+
+def _confirm_swapped(remote: Remote, name: str, old: str, target: str, cause: str) -> str:
+    """An in-place restore whose script ended without saying whether it swapped: the server's catalog says.  Returns
+    (what to add about the replaced database) when it did; otherwise a BackupError that says where the live
+    database stands (or, when even that cannot be read, that the outcome is unknown)."""
+    host = remote.host
+    names = ["-v", f"old={old}", "-v", f"temporary={target}", "-v", f"live={host.database}"]
+    try:
+        state = remote.query_json(_SWAP_STATE_SQL, _admin_db(host.database), extra=names)
+    except (OpsagentError, ValueError) as exc:
+        raise BackupError(
+            f"{host.name}: the in-place restore ended without a result ({cause}), and where it stopped could not "
+            f"be read ({getattr(exc, 'message', exc)}); its outcome is unknown",
+            reason="unknown",
+            hint=f"check with: inv backups --host {host.name}, and pg_database for {old!r} (the swap happened if "
+            "it exists)",
+        ) from None
+    if state.get("replaced") is not None:  # the swap committed
+        return "" if state["replaced"] else f"; {old} is closed to connections ({_reopen_command(host, old)})"
+    closed = state.get("open") is False
+    left = f"; the temporary database {target} is left: drop it" if state.get("temporary") else ""
+    raise BackupError(
+        f"{host.name}: the in-place restore of {name} ended without a result ({cause}) before the swap: "
+        f"{host.database} was not replaced{' but is still closed to connections' if closed else ''}{left}",
+        reason="not_swapped",
+        hint=f"reopen it from another database: {_reopen_command(host, host.database)}" if closed else "rerun it",
+    )
+
+
+def _reopen_command(host: HostConfig, database: str) -> str:
+    """The command that opens a database to connections again, run on the server from another database."""
+    sql = f"ALTER DATABASE {ident(database)} ALLOW_CONNECTIONS true"
+    return f"sudo -u {host.become} psql -d {_admin_db(database)} -c {shlex.quote(sql)}"
 
 
 def as_dict(value: Any) -> Any:

@@ -24,8 +24,10 @@ import pytest
 
 from opsagent.backup import (
     BackupError,
+    RestoreResult,
     backup_name,
     create_backup,
+    derived_database_name,
     list_backups,
     restore_backup,
     restore_in_place,
@@ -551,6 +553,103 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
     _until(lambda: q_count(sandbox, f"{database}\\_opsagent%") == "0", 10, "the temporary database to be dropped")
     assert q_count(sandbox, f"{database}\\_replaced%") == "0"
     assert _dotfiles(Path(project.host.backup_dir)) == []
+
+
+def test_a_restore_script_killed_during_its_swap_is_found_out_not_guessed(
+    sandbox: SandboxHandle, fresh_db: str
+) -> None:
+    """The server script dies by SIGKILL (no trap runs) while its swap waits for a lock on pg_database.  It ends
+    without a word, yet the swap, already sent to the server, commits once the lock is free.  The restore reads
+    where the server stands and says that: restored, the replaced database kept (and still closed), its backup
+    not confirmed."""
+    backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
+    when = T0 + timedelta(minutes=9)
+    temporary = derived_database_name(fresh_db, "opsagent_swap", when)
+    old = derived_database_name(fresh_db, "replaced", when)
+    outcome: list[object] = []
+    with sandbox.remote(fresh_db, backup_dir=str(backup_dir)) as r:
+        r.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        taken = create_backup(r, now=T0)
+        r.psql("INSERT INTO t VALUES (2)")
+        holder = subprocess.Popen(
+            local_psql(sandbox, "postgres"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert holder.stdin is not None and holder.stdout is not None
+        try:
+            holder.stdin.write(
+                "BEGIN; DO $$ BEGIN LOOP EXIT WHEN NOT (SELECT datallowconn FROM pg_database WHERE datname = "
+                f"'{fresh_db}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; "
+                "SELECT 'held';\n"
+            )
+            holder.stdin.flush()
+
+            def restore() -> None:
+                try:
+                    outcome.append(restore_in_place(r, taken.name, now=when))
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=restore)
+            worker.start()
+            assert holder.stdout.readline().strip() == "held"
+            time.sleep(0.5)  # the swap now waits for the lock
+            scripts = subprocess.run(["pgrep", "-f", temporary], capture_output=True, text=True).stdout.split()
+            sessions_of_script = {os.getsid(int(pid)) for pid in scripts}
+            assert sessions_of_script, "the restore script is not running"
+            for sid in sessions_of_script:
+                subprocess.run(["pkill", "-KILL", "-s", str(sid)], check=False)
+        finally:
+            end(holder)
+        worker.join(120)
+    try:
+        assert len(outcome) == 1 and isinstance(outcome[0], RestoreResult), outcome
+        result = outcome[0]
+        assert result.old_database_kept == old and database_state(sandbox, old).startswith("false")
+        error = str(result.pre_restore_backup_error)
+        assert "not confirmed" in error and f"{old} is closed to connections" in error, error
+        assert "ALLOW_CONNECTIONS true" in error
+        assert database_state(sandbox, fresh_db).startswith("true")  # the restored database, open
+        assert q(sandbox.admin, "SELECT count(*) FROM t", fresh_db) == "1"  # the backup's contents
+    finally:
+        drop_database(sandbox, old)
+        drop_database(sandbox, temporary)
+
+
+@pytest.mark.parametrize("state", ["swapped", "closed, not swapped", "open, not swapped", "unreadable"])
+def test_where_an_in_place_restore_stopped_is_read_from_the_server(
+    sandbox: SandboxHandle, fresh_db: str, state: str
+) -> None:
+    """What an in-place restore says when its script ended without a word is what pg_database holds."""
+    from opsagent.backup import _confirm_swapped
+
+    old, temporary = f"{fresh_db}_replaced_x", f"{fresh_db}_opsagent_swap_x"
+    try:
+        if state == "swapped":
+            sandbox.admin.psql(f'CREATE DATABASE "{old}" WITH ALLOW_CONNECTIONS false', "postgres")
+        if state.startswith("closed"):
+            sandbox.admin.psql(f'CREATE DATABASE "{temporary}"', "postgres")
+            sandbox.admin.psql(f'ALTER DATABASE "{fresh_db}" ALLOW_CONNECTIONS false', "postgres")
+        overrides = {"pg_port": 1} if state == "unreadable" else {}
+        with sandbox.remote(fresh_db, **overrides) as r:
+            if state == "swapped":
+                assert f"{old} is closed to connections" in _confirm_swapped(r, "b", old, temporary, "cut")
+                return
+            with pytest.raises(BackupError) as info:
+                _confirm_swapped(r, "b", old, temporary, "cut")
+        error = info.value
+        if state == "unreadable":
+            assert error.reason == "unknown" and "its outcome is unknown" in error.message
+        elif state.startswith("closed"):
+            assert error.reason == "not_swapped" and "not replaced but is still closed" in error.message
+            assert f"temporary database {temporary} is left" in error.message
+            assert error.hint is not None and "ALLOW_CONNECTIONS true" in error.hint
+        else:
+            assert error.reason == "not_swapped" and error.message.endswith("was not replaced")
+            assert error.hint == "rerun it"
+    finally:
+        sandbox.admin.psql(f'ALTER DATABASE "{fresh_db}" ALLOW_CONNECTIONS true', "postgres")
+        drop_database(sandbox, old)
+        drop_database(sandbox, temporary)
 
 
 def q_count(sandbox: SandboxHandle, pattern: str) -> str:

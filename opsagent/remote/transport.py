@@ -840,9 +840,12 @@ class Remote:
         argv = self.psql_argv(database, extra, knowing_pg_dump=knowing_pg_dump)
         return self.run(argv, stdin=sql, timeout=timeout, check=check, on_stdout=on_stdout)
 
-    def query_json(self, sql: str, database: str | None = None, *, timeout: float | None = None) -> Any:
-        """Run a query that returns one JSON value (one row, one column) and decode it."""
-        result = self.psql(sql, database, extra=["-A", "-t"], timeout=timeout)
+    def query_json(
+        self, sql: str, database: str | None = None, *, timeout: float | None = None, extra: Sequence[str] = ()
+    ) -> Any:
+        """Run a query that returns one JSON value (one row, one column) and decode it (``extra``: more psql
+        arguments, e.g. ``-v name=value`` for the query's ``:'name'``)."""
+        result = self.psql(sql, database, extra=["-A", "-t", *extra], timeout=timeout)
         text = result.text.strip()
         if not text:
             raise RemoteError(f"{self.host.name}: query returned no result")
