@@ -520,15 +520,9 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
     project.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
     taken = project.run("backup", "--host", "sandbox")
     assert taken.returncode == 0, taken.stderr
-    holder = subprocess.Popen(local_psql(sandbox, "postgres"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    assert holder.stdin is not None and holder.stdout is not None
+    holder = _hold_pg_database_once_closed(sandbox, database)
+    assert holder.stdout is not None
     try:
-        holder.stdin.write(
-            "BEGIN; DO $$ BEGIN LOOP EXIT WHEN NOT (SELECT datallowconn FROM pg_database WHERE datname = "
-            f"'{database}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; "
-            "SELECT 'held';\n"
-        )
-        holder.stdin.flush()
         cli = _start_cli(project, "restore", "--host", "sandbox", "--latest", "--in-place", "--yes")
         assert holder.stdout.readline().strip() == "held"
         time.sleep(0.5)
@@ -571,17 +565,9 @@ def test_a_restore_script_killed_during_its_swap_is_found_out_not_guessed(
         r.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
         taken = create_backup(r, now=T0)
         r.psql("INSERT INTO t VALUES (2)")
-        holder = subprocess.Popen(
-            local_psql(sandbox, "postgres"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        assert holder.stdin is not None and holder.stdout is not None
+        holder = _hold_pg_database_once_closed(sandbox, fresh_db)
+        assert holder.stdout is not None
         try:
-            holder.stdin.write(
-                "BEGIN; DO $$ BEGIN LOOP EXIT WHEN NOT (SELECT datallowconn FROM pg_database WHERE datname = "
-                f"'{fresh_db}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; "
-                "SELECT 'held';\n"
-            )
-            holder.stdin.flush()
 
             def restore() -> None:
                 try:
@@ -650,6 +636,20 @@ def test_where_an_in_place_restore_stopped_is_read_from_the_server(
         sandbox.admin.psql(f'ALTER DATABASE "{fresh_db}" ALLOW_CONNECTIONS true', "postgres")
         drop_database(sandbox, old)
         drop_database(sandbox, temporary)
+
+
+def _hold_pg_database_once_closed(sandbox: SandboxHandle, database: str) -> subprocess.Popen[str]:
+    """A local psql that waits for ``database`` to be closed, then takes a SHARE lock on pg_database (the swap's
+    renames and any reopening wait for it) and prints ``held``."""
+    holder = subprocess.Popen(local_psql(sandbox, "postgres"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    holder.stdin.write(
+        "BEGIN; DO $$ BEGIN LOOP EXIT WHEN NOT (SELECT datallowconn FROM pg_database WHERE datname = "
+        f"'{database}'); PERFORM pg_sleep(0.001); END LOOP; END $$; LOCK pg_database IN SHARE MODE; "
+        "SELECT 'held';\n"
+    )
+    holder.stdin.flush()
+    return holder
 
 
 def q_count(sandbox: SandboxHandle, pattern: str) -> str:

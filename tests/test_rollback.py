@@ -316,6 +316,15 @@ SLOW = {
 }
 
 
+def _roll_back(remote: Any, project: Project, target: str, **callbacks: Any) -> Any:
+    """The library's rollback of ``project`` to ``target`` (data loss allowed, no backup), as a tester."""
+    from opsagent.migrate.rollback import RollbackOptions, rollback
+    from opsagent.migrate.sync import Identity
+
+    options = RollbackOptions(target, allow_data_loss=True, backup=False)
+    return rollback(remote, project.migrations, options, Identity("tester@test", None), **callbacks)
+
+
 def _slow_project(project: Project) -> None:
     for name, sql in SLOW.items():
         project.write_migration(name, sql)
@@ -396,8 +405,6 @@ def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(
 
 
 def test_lost_connection_during_apply_leaves_the_old_version(project: Project, sandbox: SandboxHandle) -> None:
-    from opsagent.migrate.rollback import RollbackOptions, rollback
-    from opsagent.migrate.sync import Identity
 
     from .test_sync import _sshd_children
 
@@ -411,13 +418,7 @@ def test_lost_connection_during_apply_leaves_the_old_version(project: Project, s
             if kind == "apply":
                 threading.Timer(0.8, os.kill, (next(iter(ours)), signal.SIGKILL)).start()
 
-        result = rollback(
-            remote,
-            project.migrations,
-            RollbackOptions("001", allow_data_loss=True, backup=False),
-            Identity("tester@test", None),
-            on_event=on_event,
-        )
+        result = _roll_back(remote, project, "001", on_event=on_event)
     assert result.outcome == "failed" and result.error is not None
     assert "SSH connection lost" in result.error and "the open step was not committed" in result.error, result.error
     time.sleep(3)  # the server notices the closed connection once pg_sleep returns
@@ -697,8 +698,7 @@ def test_hostile_names_are_counted_and_dropped_safely(project: Project) -> None:
 
 
 def test_a_schema_change_between_rehearsal_and_apply_rolls_the_transaction_back(project: Project) -> None:
-    from opsagent.migrate.rollback import RollbackOptions, RollbackResult, rollback
-    from opsagent.migrate.sync import Identity
+    from opsagent.migrate.rollback import RollbackResult
 
     _slow_project(project)
 
@@ -708,13 +708,7 @@ def test_a_schema_change_between_rehearsal_and_apply_rolls_the_transaction_back(
         return True
 
     with open_remote(project.host) as remote:
-        result = rollback(
-            remote,
-            project.migrations,
-            RollbackOptions("002", allow_data_loss=True, backup=False),
-            Identity("tester@test", None),
-            confirm=confirm,
-        )
+        result = _roll_back(remote, project, "002", confirm=confirm)
     assert result.outcome == "not_verified" and "changed since the rehearsal" in str(result.error), result.error
     assert "sneaky" in str(result.error)
     assert ledger(project) == ["001", "002", "003"]
@@ -753,22 +747,14 @@ def test_a_rollback_step_retries_its_locks_without_queueing_then_applies_or_give
     ``lock_retry_for``, given up with nothing of the step applied and nothing left waiting."""
     import dataclasses
 
-    from opsagent.migrate.rollback import RollbackOptions, rollback
-    from opsagent.migrate.sync import Identity
-
     _slow_project(project)
     host = dataclasses.replace(project.host, lock_timeout="300ms", lock_retry_for=budget)
     confirm, holders = _lock_after_the_rehearsal(project, 1.5 if budget == "30s" else None)
     events: list[tuple[str, str]] = []
     try:
         with open_remote(host) as remote:
-            result = rollback(
-                remote,
-                project.migrations,
-                RollbackOptions("001", allow_data_loss=True, backup=False),
-                Identity("tester@test", None),
-                confirm=confirm,
-                on_event=lambda kind, message: events.append((kind, message)),
+            result = _roll_back(
+                remote, project, "001", confirm=confirm, on_event=lambda kind, message: events.append((kind, message))
             )
         waiting = project.psql(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'opsagent rollback%' "
