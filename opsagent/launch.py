@@ -153,22 +153,29 @@ def start_early(argv: Sequence[str]) -> None:
     try:
         early.wait_opened()
     except KeyboardInterrupt:  # before the CLI has loaded: its own one line and exit code, not a traceback
-        from .errors import ExitCode
-
-        sys.stderr.write("interrupted\n")
-        raise SystemExit(int(ExitCode.INTERRUPTED)) from None
+        _interrupted_before_the_cli()
 
 
 def main() -> None:
     """Entry point of the ``opsagent`` console script."""
-    start_early(sys.argv)
-    from .cli import main as cli_main
-
+    try:
+        start_early(sys.argv)
+        from .cli import main as cli_main
+    except KeyboardInterrupt:  # while the CLI's modules load (a slow disk, bytecode being compiled)
+        _interrupted_before_the_cli()
     try:
         cli_main()
     except SystemExit as done:
         exit_at_once(done.code)
     exit_at_once(0)
+
+
+def _interrupted_before_the_cli() -> NoReturn:
+    """Ctrl-C before the CLI (and its handlers) loaded: the CLI's one line and exit code, not a traceback."""
+    from .errors import ExitCode
+
+    sys.stderr.write("interrupted\n")
+    raise SystemExit(int(ExitCode.INTERRUPTED)) from None
 
 
 def exit_at_once(code: object) -> NoReturn:

@@ -478,3 +478,25 @@ def test_the_console_script_exits_at_once_after_a_task(project: Project) -> None
     assert refused.returncode == 2 and "--no-such-flag" in refused.stderr
     with open_remote(project.host) as watcher:
         assert _until_no_held_process(watcher) == 0
+
+
+_CTRL_C_IN_IMPORT = """
+import sys
+class Interrupting:  # Ctrl-C while the CLI's modules load: simulated at the import of opsagent.cli
+    def find_spec(self, name, path=None, target=None):
+        if name == "opsagent.cli":
+            raise KeyboardInterrupt
+        return None
+sys.meta_path.insert(0, Interrupting())
+sys.argv = ["opsagent", "status", "--host", "nowhere"]
+from opsagent.launch import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_cli_loads_is_exit_130_in_one_line() -> None:
+    env = {**os.environ, "OPSAGENT_EARLY_CONNECT": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_IN_IMPORT], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert done.returncode == 130 and done.stderr == "interrupted\n", (done.returncode, done.stderr)
