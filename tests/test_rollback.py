@@ -773,3 +773,30 @@ def test_a_rollback_step_retries_its_locks_without_queueing_then_applies_or_give
     else:
         assert result.outcome == "lock_timeout" and "3s of lock retries" in str(result.error), result.error
         assert _consistent(project) == "old"  # the step was rolled back whole: the column and the ledger row stay
+
+
+@pytest.mark.parametrize("when", ["at the confirmation", "in the comparison after"])
+def test_ctrl_c_outside_the_steps_says_which_side_of_them_it_came(
+    project: Project, monkeypatch: pytest.MonkeyPatch, when: str
+) -> None:
+    """Ctrl-C before the steps: nothing applied, said so; after them (the comparison with the target): the
+    rollback committed, said so.  Either way the result travels with the interruption, for the audit record."""
+    from opsagent.migrate.rollback import RollbackInterrupted, RollbackRun
+
+    _slow_project(project)
+
+    def interrupt(*_args: Any) -> bool:
+        raise KeyboardInterrupt
+
+    if when == "in the comparison after":
+        monkeypatch.setattr(RollbackRun, "_check_after", interrupt)  # a fault injected after the commit
+    with open_remote(project.host) as remote, pytest.raises(RollbackInterrupted) as info:
+        _roll_back(remote, project, "001", **({"confirm": interrupt} if when == "at the confirmation" else {}))
+    result = info.value.result
+    if when == "at the confirmation":
+        assert result.outcome == "interrupted" and result.error == "interrupted before anything was applied"
+        assert _consistent(project) == "old"
+    else:
+        assert result.outcome == "rolled_back" and any("which had committed" in w for w in result.warnings)
+        assert _consistent(project) == "new"
+    assert result.audit_record("t", None)["outcome"] == result.outcome

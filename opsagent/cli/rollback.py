@@ -146,7 +146,7 @@ def rollback(
     """Take the database back to version V's structure, keeping its data: rehearsed, verified twice, \
 data loss refused."""
     from ..migrate.files import version_key
-    from ..migrate.rollback import RollbackOptions
+    from ..migrate.rollback import RollbackInterrupted, RollbackOptions
     from ..migrate.rollback import rollback as run_rollback
 
     if not to:
@@ -211,7 +211,10 @@ data loss refused."""
             result = run_rollback(
                 remote, inv.paths.migrations, options, identity, on_event=on_event, confirm=confirm_paused
             )
-    except KeyboardInterrupt:  # before the steps (Ctrl-C during them is the rollback's own outcome)
+    except RollbackInterrupted as stopped:  # outside its steps: the rollback says which side of them
+        append_audit(inv.paths.state, stopped.result.audit_record(identity.applied_by, identity.git_commit))
+        raise KeyboardInterrupt from None
+    except KeyboardInterrupt:  # before the rollback began (connecting)
         audit_unfinished(inv, record, started, "interrupted", "interrupted before anything was applied")
         raise
     except OpsagentError as exc:

@@ -296,6 +296,14 @@ class RollbackResult:
         }
 
 
+class RollbackInterrupted(KeyboardInterrupt):
+    """Ctrl-C outside the rollback's steps, carrying the result (what it had done) for the audit log."""
+
+    def __init__(self, result: RollbackResult) -> None:
+        super().__init__("interrupted")
+        self.result = result
+
+
 EventCallback = Callable[[str, str], None]  # (kind, message): progress for the CLI
 ConfirmCallback = Callable[[RollbackResult], bool]
 
@@ -778,6 +786,14 @@ class RollbackRun:
         before = self.remote.command_count
         try:
             self._run()
+        except KeyboardInterrupt:  # outside the steps (Ctrl-C during them is handled there): say which side of them
+            if self.result.outcome == "rolled_back":
+                self.result.warnings.append(
+                    "interrupted during the comparison after the rollback, which had committed: see 'inv diff'"
+                )
+            elif self.result.outcome != "interrupted":
+                self._stop("interrupted", "interrupted before anything was applied", "nothing was changed")
+            raise RollbackInterrupted(self.result) from None
         finally:
             self.result.remote_commands = self.remote.command_count - before
             self.result.durations["total"] = time.monotonic() - started
