@@ -24,12 +24,14 @@ Rules every script here keeps (the server is production):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import re
 import secrets
 import shlex
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -847,6 +849,7 @@ def restore_in_place(
     now: datetime | None = None,
     on_phase: PhaseCallback | None = None,
     progress: ProgressCallback | None = None,
+    reconnect: Callable[[], contextlib.AbstractContextManager[Remote]] | None = None,
 ) -> RestoreResult:
     """Replace the live database with a backup's contents without losing a write, in ONE remote script.
 
@@ -858,7 +861,9 @@ def restore_in_place(
     4. the replaced database is reopened under its new name, backed up (``pre-restore``) and KEPT:
        the user drops it (``drop_hint``) when satisfied.
     Whatever happens after step 2 (failure, Ctrl-C, the client vanishing) the script's EXIT trap
-    puts the connection settings back, on the server, without the client.
+    puts the connection settings back, on the server, without the client.  When the script ends without saying
+    how far it got, ``pg_database`` says (over ``reconnect``'s new connection when this one was lost, once the
+    script has settled): see :func:`_confirm_swapped`.
     """
     host = remote.host
     check_name(name)
@@ -899,7 +904,7 @@ def restore_in_place(
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)
     if _find(marks, "swapped") is None:
-        replaced = _confirm_swapped(remote, name, old, target, other or "no output")
+        replaced = _found_out(remote, reconnect, name, old, target, other or "no output")
         return RestoreResult(
             name,
             host.database,
@@ -950,14 +955,56 @@ _SWAP_STATE_SQL = (
 )
 
 
+SETTLE_S = 30.0  # how long a restore whose connection was lost waits for the server script to end (its heartbeat)
+_SETTLED_SQL = (
+    "SELECT to_json((SELECT datallowconn FROM pg_database WHERE datname = :'live') IS TRUE "
+    "AND NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'temporary') "
+    "AND (SELECT datallowconn FROM pg_database WHERE datname = :'old') IS NOT FALSE)"
+)
+
+
+def _found_out(
+    remote: Remote,
+    reconnect: Callable[[], contextlib.AbstractContextManager[Remote]] | None,
+    name: str,
+    old: str,
+    target: str,
+    cause: str,
+) -> str:
+    """:func:`_confirm_swapped` on this connection, or, when it is gone, on a new one once the server script has
+    settled: it runs on after the client (its own session) until its heartbeat finds the client gone, and its trap
+    then reopens what it closed.  Settled: the live database open, the temporary one gone, the replaced one (if
+    any) open; after ``SETTLE_S`` what is there is read all the same."""
+    transport = remote.connection.client.get_transport()
+    if reconnect is None or (transport is not None and transport.is_active()):
+        return _confirm_swapped(remote, name, old, target, cause)
+    try:
+        with reconnect() as fresh:
+            names = _swap_names(fresh.host, old, target)
+            deadline = time.monotonic() + SETTLE_S
+            while time.monotonic() < deadline:
+                if fresh.query_json(_SETTLED_SQL, _admin_db(fresh.host.database), extra=names) is True:
+                    break
+                time.sleep(0.5)
+            return _confirm_swapped(fresh, name, old, target, cause)
+    except OpsagentError as exc:
+        if isinstance(exc, BackupError):
+            raise
+        return _confirm_swapped(remote, name, old, target, f"{cause}; reconnecting failed: {exc.message}")
+
+
+def _swap_names(host: HostConfig, old: str, target: str) -> list[str]:
+    """The in-place restore's database names as psql variables (data, never SQL text)."""
+    return ["-v", f"old={old}", "-v", f"temporary={target}", "-v", f"live={host.database}"]
+
+
 def _confirm_swapped(remote: Remote, name: str, old: str, target: str, cause: str) -> str:
     """An in-place restore whose script ended without saying whether it swapped: the server's catalog says.  Returns
     (what to add about the replaced database) when it did; otherwise a BackupError that says where the live
     database stands (or, when even that cannot be read, that the outcome is unknown)."""
     host = remote.host
-    names = ["-v", f"old={old}", "-v", f"temporary={target}", "-v", f"live={host.database}"]
     try:
-        state = remote.query_json(_SWAP_STATE_SQL, _admin_db(host.database), extra=names)
+        state = remote.query_json(_SWAP_STATE_SQL, _admin_db(host.database), extra=_swap_names(host, old, target))
     except (OpsagentError, ValueError) as exc:
         raise BackupError(
             f"{host.name}: the in-place restore ended without a result ({cause}), and where it stopped could not "

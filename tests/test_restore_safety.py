@@ -601,6 +601,59 @@ def test_a_restore_script_killed_during_its_swap_is_found_out_not_guessed(
         drop_database(sandbox, temporary)
 
 
+def test_a_restore_whose_connection_is_lost_during_its_swap_finds_out_over_a_new_one(
+    sandbox: SandboxHandle, fresh_db: str
+) -> None:
+    """The SSH connection dies (its sshd process killed) while the swap waits for a lock on pg_database.  The script
+    runs on in its own session until its heartbeat finds the client gone; the restore opens a new connection,
+    waits for the server to settle and reports what pg_database then holds, never "unknown"."""
+    from .test_sync import _sshd_children
+
+    backup_dir = str(Path(sandbox.state.root) / "backups" / fresh_db)
+    when = T0 + timedelta(minutes=11)
+    old, temporary = (derived_database_name(fresh_db, kind, when) for kind in ("replaced", "opsagent_swap"))
+    outcome: list[object] = []
+    with sandbox.remote(fresh_db, backup_dir=backup_dir) as setup:
+        setup.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        taken = create_backup(setup, now=T0)
+    before = _sshd_children(sandbox)
+    with sandbox.remote(fresh_db, backup_dir=backup_dir) as r:
+        (ours,) = _sshd_children(sandbox) - before
+        holder = _hold_pg_database_once_closed(sandbox, fresh_db)
+        assert holder.stdout is not None
+        try:
+
+            def restore() -> None:
+                try:
+                    reconnect = lambda: sandbox.remote(fresh_db, backup_dir=backup_dir)  # noqa: E731
+                    outcome.append(restore_in_place(r, taken.name, now=when, reconnect=reconnect))
+                except BaseException as exc:
+                    outcome.append(exc)
+
+            worker = threading.Thread(target=restore)
+            worker.start()
+            assert holder.stdout.readline().strip() == "held"
+            time.sleep(0.5)  # the swap now waits for the lock
+            os.kill(ours, signal.SIGKILL)
+            time.sleep(1.0)
+        finally:
+            end(holder)
+        worker.join(120)
+    try:
+        assert len(outcome) == 1, outcome
+        swapped = database_state(sandbox, old) != ""
+        assert database_state(sandbox, fresh_db).startswith("true")  # settled: open again, whichever way it went
+        if swapped:
+            assert isinstance(outcome[0], RestoreResult) and outcome[0].old_database_kept == old, outcome
+            assert "not confirmed" in str(outcome[0].pre_restore_backup_error)
+        else:
+            assert isinstance(outcome[0], BackupError) and outcome[0].reason == "not_swapped", outcome
+            assert "still closed" not in outcome[0].message
+    finally:
+        drop_database(sandbox, old)
+        drop_database(sandbox, temporary)
+
+
 @pytest.mark.parametrize("state", ["swapped", "closed, not swapped", "open, not swapped", "unreadable"])
 def test_where_an_in_place_restore_stopped_is_read_from_the_server(
     sandbox: SandboxHandle, fresh_db: str, state: str

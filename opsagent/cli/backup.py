@@ -249,7 +249,12 @@ def restore(
         if in_place:
             _confirm(env, target, name, yes, sessions_to_terminate(remote))
             with waiting(f"restoring {name} in place of {target.database} on {target.name}", console=env.err) as shown:
-                result = restore_in_place(remote, name, on_phase=shown.phase)
+                result = restore_in_place(
+                    remote,
+                    name,
+                    on_phase=shown.phase,
+                    reconnect=lambda: open_remote(target, inv, accept_new_host_key=accept_new_host_key),
+                )
         else:
             with waiting(
                 f"restoring {name} into {into or 'a new database'} on {target.name}", console=env.err
