@@ -987,10 +987,11 @@ def _found_out(
                     break
                 time.sleep(0.5)
             return _confirm_swapped(fresh, name, old, target, cause)
-    except OpsagentError as exc:
-        if isinstance(exc, BackupError):
-            raise
-        return _confirm_swapped(remote, name, old, target, f"{cause}; reconnecting failed: {exc.message}")
+    except BackupError:
+        raise  # what _confirm_swapped found
+    except (OpsagentError, ValueError) as exc:  # no new connection, or no answer on it: said so, as unknown
+        reason = getattr(exc, "message", exc)
+        return _confirm_swapped(remote, name, old, target, f"{cause}; reading it again failed: {reason}")
 
 
 def _swap_names(host: HostConfig, old: str, target: str) -> list[str]:
