@@ -955,9 +955,18 @@ _SWAP_STATE_SQL = (
 )
 
 
-SETTLE_S = 30.0  # how long a restore whose connection was lost waits for the server script to end (its heartbeat)
-_SETTLED_SQL = (
-    "SELECT to_json((SELECT datallowconn FROM pg_database WHERE datname = :'live') IS TRUE "
+SETTLE_S = 30.0  # how long a restore that ended without a word waits for the server to settle
+# the script's own sessions (backup_sql_helper.sh names them): one still running may yet commit the swap
+_NO_RESTORE_SESSION = (
+    "NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'opsagent-restore-%' "
+    "AND pid <> pg_backend_pid())"
+)
+_SETTLED_SQL = f"SELECT to_json({_NO_RESTORE_SESSION})"
+# after a lost connection the script itself runs on until its heartbeat ends it, and its trap reopens what it
+# closed: settled once that is done too
+_SETTLED_AFTER_TRAP_SQL = (
+    f"SELECT to_json({_NO_RESTORE_SESSION} "
+    "AND (SELECT datallowconn FROM pg_database WHERE datname = :'live') IS TRUE "
     "AND NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'temporary') "
     "AND (SELECT datallowconn FROM pg_database WHERE datname = :'old') IS NOT FALSE)"
 )
@@ -971,27 +980,36 @@ def _found_out(
     target: str,
     cause: str,
 ) -> str:
-    """:func:`_confirm_swapped` on this connection, or, when it is gone, on a new one once the server script has
-    settled: it runs on after the client (its own session) until its heartbeat finds the client gone, and its trap
-    then reopens what it closed.  Settled: the live database open, the temporary one gone, the replaced one (if
-    any) open; after ``SETTLE_S`` what is there is read all the same."""
+    """:func:`_confirm_swapped` once the server has settled: no session of the script left (a killed script's
+    backend may still commit the swap it was sent), and, when the connection was lost, the script gone too (it
+    runs on in its own session until its heartbeat finds the client gone; its trap reopens what it closed), read
+    over ``reconnect``'s new connection.  After ``SETTLE_S`` what is there is read all the same."""
     transport = remote.connection.client.get_transport()
-    if reconnect is None or (transport is not None and transport.is_active()):
+    if transport is not None and transport.is_active():
+        _settle(remote, _SETTLED_SQL, old, target)
         return _confirm_swapped(remote, name, old, target, cause)
+    if reconnect is None:
+        return _confirm_swapped(remote, name, old, target, cause)  # unknown: no way to read it
     try:
         with reconnect() as fresh:
-            names = _swap_names(fresh.host, old, target)
-            deadline = time.monotonic() + SETTLE_S
-            while time.monotonic() < deadline:
-                if fresh.query_json(_SETTLED_SQL, _admin_db(fresh.host.database), extra=names) is True:
-                    break
-                time.sleep(0.5)
+            _settle(fresh, _SETTLED_AFTER_TRAP_SQL, old, target)
             return _confirm_swapped(fresh, name, old, target, cause)
     except BackupError:
         raise  # what _confirm_swapped found
     except (OpsagentError, ValueError) as exc:  # no new connection, or no answer on it: said so, as unknown
         reason = getattr(exc, "message", exc)
         return _confirm_swapped(remote, name, old, target, f"{cause}; reading it again failed: {reason}")
+
+
+def _settle(remote: Remote, sql: str, old: str, target: str) -> None:
+    """Wait (``SETTLE_S`` at most) until ``sql`` says the server is done with the restore; a server that cannot
+    be asked is left to the reading that follows (which then says the outcome is unknown)."""
+    names, deadline = _swap_names(remote.host, old, target), time.monotonic() + SETTLE_S
+    with contextlib.suppress(OpsagentError, ValueError):
+        while remote.query_json(sql, _admin_db(remote.host.database), extra=names) is not True:
+            if time.monotonic() >= deadline:
+                return
+            time.sleep(0.5)
 
 
 def _swap_names(host: HostConfig, old: str, target: str) -> list[str]:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import pytest
 
@@ -549,54 +549,78 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
     assert _dotfiles(Path(project.host.backup_dir)) == []
 
 
+def _restore_with_its_swap_blocked(
+    sandbox: SandboxHandle, remote: Remote, name: str, when: datetime, fault: Callable[[], None], **kwargs: Any
+) -> object:
+    """An in-place restore of ``name`` on a thread; once its swap waits for a lock on pg_database, ``fault()``
+    strikes, then the lock is released.  What the restore returned or raised."""
+    outcome: list[object] = []
+
+    def restore() -> None:
+        try:
+            outcome.append(restore_in_place(remote, name, now=when, **kwargs))
+        except BaseException as exc:
+            outcome.append(exc)
+
+    holder = _hold_pg_database_once_closed(sandbox, remote.host.database)
+    assert holder.stdout is not None
+    worker = threading.Thread(target=restore)
+    try:
+        worker.start()
+        assert holder.stdout.readline().strip() == "held"
+        time.sleep(0.5)  # the swap now waits for the lock
+        fault()
+        time.sleep(1.0)
+    finally:
+        end(holder)
+    worker.join(120)
+    assert len(outcome) == 1, outcome
+    return outcome[0]
+
+
 def test_a_restore_script_killed_during_its_swap_is_found_out_not_guessed(
     sandbox: SandboxHandle, fresh_db: str
 ) -> None:
     """The server script dies by SIGKILL (no trap runs) while its swap waits for a lock on pg_database.  It ends
-    without a word, yet the swap, already sent to the server, commits once the lock is free.  The restore reads
-    where the server stands and says that: restored, the replaced database kept (and still closed), its backup
-    not confirmed."""
+    without a word.  Depending on how much of the swap had reached the server, it commits once the lock is free or
+    dies with its psql; the restore reads which from the server and says that: restored (the replaced database
+    kept, still closed, its backup not confirmed) or not replaced (still closed, the temporary database left)."""
     backup_dir = Path(sandbox.state.root) / "backups" / fresh_db
     when = T0 + timedelta(minutes=9)
     temporary = derived_database_name(fresh_db, "opsagent_swap", when)
     old = derived_database_name(fresh_db, "replaced", when)
-    outcome: list[object] = []
     with sandbox.remote(fresh_db, backup_dir=str(backup_dir)) as r:
         r.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
         taken = create_backup(r, now=T0)
         r.psql("INSERT INTO t VALUES (2)")
-        holder = _hold_pg_database_once_closed(sandbox, fresh_db)
-        assert holder.stdout is not None
-        try:
 
-            def restore() -> None:
-                try:
-                    outcome.append(restore_in_place(r, taken.name, now=when))
-                except BaseException as exc:
-                    outcome.append(exc)
-
-            worker = threading.Thread(target=restore)
-            worker.start()
-            assert holder.stdout.readline().strip() == "held"
-            time.sleep(0.5)  # the swap now waits for the lock
+        def kill_the_script() -> None:
             scripts = subprocess.run(["pgrep", "-f", temporary], capture_output=True, text=True).stdout.split()
             sessions_of_script = {os.getsid(int(pid)) for pid in scripts}
             assert sessions_of_script, "the restore script is not running"
             for sid in sessions_of_script:
                 subprocess.run(["pkill", "-KILL", "-s", str(sid)], check=False)
-        finally:
-            end(holder)
-        worker.join(120)
+
+        result = _restore_with_its_swap_blocked(sandbox, r, taken.name, when, kill_the_script)
     try:
-        assert len(outcome) == 1 and isinstance(outcome[0], RestoreResult), outcome
-        result = outcome[0]
-        assert result.old_database_kept == old and database_state(sandbox, old).startswith("false")
-        error = str(result.pre_restore_backup_error)
-        assert "not confirmed" in error and f"{old} is closed to connections" in error, error
-        assert "ALLOW_CONNECTIONS true" in error
-        assert database_state(sandbox, fresh_db).startswith("true")  # the restored database, open
-        assert q(sandbox.admin, "SELECT count(*) FROM t", fresh_db) == "1"  # the backup's contents
+        if database_state(sandbox, old):  # the swap had reached the server whole: it committed without the script
+            assert isinstance(result, RestoreResult) and result.old_database_kept == old, result
+            assert database_state(sandbox, old).startswith("false")  # no trap ran to reopen it
+            error = str(result.pre_restore_backup_error)
+            assert "not confirmed" in error and f"{old} is closed to connections" in error, error
+            assert "ALLOW_CONNECTIONS true" in error
+            assert database_state(sandbox, fresh_db).startswith("true")  # the restored database, open
+            assert q(sandbox.admin, "SELECT count(*) FROM t", fresh_db) == "1"  # the backup's contents
+        else:  # it died with its psql: nothing replaced, and no trap ran to reopen the live database
+            assert isinstance(result, BackupError) and result.reason == "not_swapped", result
+            assert database_state(sandbox, fresh_db).startswith("false")
+            assert "was not replaced but is still closed to connections" in result.message
+            assert f"temporary database {temporary} is left" in result.message
+            assert result.hint is not None and "ALLOW_CONNECTIONS true" in result.hint
+            sandbox.admin.psql(f'ALTER DATABASE "{fresh_db}" ALLOW_CONNECTIONS true', "postgres")
+            assert q(sandbox.admin, "SELECT count(*) FROM t", fresh_db) == "2"  # untouched
     finally:
+        sandbox.admin.psql(f'ALTER DATABASE "{fresh_db}" ALLOW_CONNECTIONS true', "postgres")
         drop_database(sandbox, old)
         drop_database(sandbox, temporary)
 
@@ -612,43 +636,25 @@ def test_a_restore_whose_connection_is_lost_during_its_swap_finds_out_over_a_new
     backup_dir = str(Path(sandbox.state.root) / "backups" / fresh_db)
     when = T0 + timedelta(minutes=11)
     old, temporary = (derived_database_name(fresh_db, kind, when) for kind in ("replaced", "opsagent_swap"))
-    outcome: list[object] = []
     with sandbox.remote(fresh_db, backup_dir=backup_dir) as setup:
         setup.psql("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
         taken = create_backup(setup, now=T0)
     before = _sshd_children(sandbox)
     with sandbox.remote(fresh_db, backup_dir=backup_dir) as r:
         (ours,) = _sshd_children(sandbox) - before
-        holder = _hold_pg_database_once_closed(sandbox, fresh_db)
-        assert holder.stdout is not None
-        try:
-
-            def restore() -> None:
-                try:
-                    reconnect = lambda: sandbox.remote(fresh_db, backup_dir=backup_dir)  # noqa: E731
-                    outcome.append(restore_in_place(r, taken.name, now=when, reconnect=reconnect))
-                except BaseException as exc:
-                    outcome.append(exc)
-
-            worker = threading.Thread(target=restore)
-            worker.start()
-            assert holder.stdout.readline().strip() == "held"
-            time.sleep(0.5)  # the swap now waits for the lock
-            os.kill(ours, signal.SIGKILL)
-            time.sleep(1.0)
-        finally:
-            end(holder)
-        worker.join(120)
+        reconnect = lambda: sandbox.remote(fresh_db, backup_dir=backup_dir)  # noqa: E731
+        result = _restore_with_its_swap_blocked(
+            sandbox, r, taken.name, when, lambda: os.kill(ours, signal.SIGKILL), reconnect=reconnect
+        )
     try:
-        assert len(outcome) == 1, outcome
         swapped = database_state(sandbox, old) != ""
         assert database_state(sandbox, fresh_db).startswith("true")  # settled: open again, whichever way it went
         if swapped:
-            assert isinstance(outcome[0], RestoreResult) and outcome[0].old_database_kept == old, outcome
-            assert "not confirmed" in str(outcome[0].pre_restore_backup_error)
+            assert isinstance(result, RestoreResult) and result.old_database_kept == old, result
+            assert "not confirmed" in str(result.pre_restore_backup_error)
         else:
-            assert isinstance(outcome[0], BackupError) and outcome[0].reason == "not_swapped", outcome
-            assert "still closed" not in outcome[0].message
+            assert isinstance(result, BackupError) and result.reason == "not_swapped", result
+            assert "still closed" not in result.message
     finally:
         drop_database(sandbox, old)
         drop_database(sandbox, temporary)
