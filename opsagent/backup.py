@@ -983,16 +983,16 @@ def _found_out(
     """:func:`_confirm_swapped` once the server has settled: no session of the script left (a killed script's
     backend may still commit the swap it was sent), and, when the connection was lost, the script gone too (it
     runs on in its own session until its heartbeat finds the client gone; its trap reopens what it closed), read
-    over ``reconnect``'s new connection.  After ``SETTLE_S`` what is there is read all the same."""
+    over ``reconnect``'s new connection.  Not settled after ``SETTLE_S``: unknown, and said so."""
     transport = remote.connection.client.get_transport()
     if transport is not None and transport.is_active():
-        _settle(remote, _SETTLED_SQL, old, target)
+        _settle(remote, _SETTLED_SQL, name, old, target, cause)
         return _confirm_swapped(remote, name, old, target, cause)
     if reconnect is None:
         return _confirm_swapped(remote, name, old, target, cause)  # unknown: no way to read it
     try:
         with reconnect() as fresh:
-            _settle(fresh, _SETTLED_AFTER_TRAP_SQL, old, target)
+            _settle(fresh, _SETTLED_AFTER_TRAP_SQL, name, old, target, cause)
             return _confirm_swapped(fresh, name, old, target, cause)
     except BackupError:
         raise  # what _confirm_swapped found
@@ -1001,15 +1001,27 @@ def _found_out(
         return _confirm_swapped(remote, name, old, target, f"{cause}; reading it again failed: {reason}")
 
 
-def _settle(remote: Remote, sql: str, old: str, target: str) -> None:
-    """Wait (``SETTLE_S`` at most) until ``sql`` says the server is done with the restore; a server that cannot
-    be asked is left to the reading that follows (which then says the outcome is unknown)."""
+def _settle(remote: Remote, sql: str, name: str, old: str, target: str, cause: str) -> None:
+    """Wait (``SETTLE_S`` at most) until ``sql`` says the server is done with the restore; still busy by then, the
+    outcome is unknown, and said so.  A server that cannot be asked is left to the reading that follows (which
+    then says it is unknown)."""
     names, deadline = _swap_names(remote.host, old, target), time.monotonic() + SETTLE_S
-    with contextlib.suppress(OpsagentError, ValueError):
+    try:
         while remote.query_json(sql, _admin_db(remote.host.database), extra=names) is not True:
             if time.monotonic() >= deadline:
-                return
+                break
             time.sleep(0.5)
+        else:
+            return
+    except (OpsagentError, ValueError):
+        return
+    raise BackupError(
+        f"{remote.host.name}: the in-place restore of {name} ended without a result ({cause}), and the server was "
+        f"still busy with it {SETTLE_S:g}s later; its outcome is unknown",
+        reason="unknown",
+        hint=f"check again with: inv backups --host {remote.host.name}, and pg_database for {old!r} "
+        "(the swap happened if it exists)",
+    )
 
 
 def _swap_names(host: HostConfig, old: str, target: str) -> list[str]:

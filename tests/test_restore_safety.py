@@ -800,3 +800,24 @@ def test_the_canary_would_catch_a_command_run_as_the_become_user(sandbox: Sandbo
     sandbox.admin.run(["sh", "-c", f"touch {CANARY}"])  # runs as become (postgres), like an injected command would
     assert CANARY.exists()
     CANARY.unlink()
+
+
+def test_a_restore_script_still_busy_on_the_server_is_an_unknown_outcome(
+    sandbox: SandboxHandle, fresh_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A session of the script still runs (it may yet commit the swap): what pg_database says now is not the end,
+    so it is not reported; the outcome is unknown, said so, once the wait is over."""
+    import opsagent.backup as backup
+
+    monkeypatch.setattr(backup, "SETTLE_S", 1.0)
+    with sandbox.remote(fresh_db) as r:
+        busy = r.start(r.psql_argv("postgres", ["-A", "-t", "-f", "-"]))
+        busy.write("SET application_name = 'opsagent-restore-4242';\n\\echo ready\n")
+        assert busy.read_line(30) == "ready"
+        try:
+            with pytest.raises(BackupError) as info:
+                backup._found_out(r, None, "b", f"{fresh_db}_replaced_x", f"{fresh_db}_swap_x", "cut")
+        finally:
+            busy.close_stdin()
+            busy.close()
+    assert info.value.reason == "unknown" and "still busy with it 1s later" in info.value.message
