@@ -217,14 +217,14 @@ def _interrupted_host(
     interruption: KeyboardInterrupt,
 ) -> HostOutcome:
     """The audit record and the outcome of a host whose run Ctrl-C ended: the run's own result when it carries
-    one (what it had done, found out), else "interrupted before anything was applied"."""
+    one (what it had done, found out), else :data:`NOTHING_APPLIED`."""
     carried: _Audited | None = getattr(interruption, "result", None)
     if carried is not None:
         document = carried.audit_record(identity.applied_by, identity.git_commit)
         append_audit(inv.paths.state, document)
         message = str(document.get("error") or "interrupted")
     else:
-        message = "interrupted before anything was applied"
+        message = NOTHING_APPLIED
         audit_unfinished(inv, record, started, "interrupted", message)
     return HostOutcome(target.name, "interrupted", int(ExitCode.INTERRUPTED), message)
 
@@ -240,11 +240,16 @@ def opening_record(host: HostConfig, identity: Identity, /, **fields: Any) -> di
     }
 
 
-def audit_unfinished(inv: Inventory, record: dict[str, Any], started: float, outcome: str, error: str) -> None:
+NOTHING_APPLIED = "interrupted before anything was applied"  # a change's Ctrl-C before its run began
+
+
+def audit_unfinished(
+    inv: Inventory, record: dict[str, Any], started: float, outcome: str, error: str, **extra: Any
+) -> None:
     """The audit record of a change that ended without a result (an error, an interrupt before any step):
-    the opening ``record`` with the outcome, the error and how long it ran."""
+    the opening ``record`` with the outcome, ``extra`` (e.g. ``applied``), the error and how long it ran."""
     durations = {"total": round(time.monotonic() - started, 3)}
-    append_audit(inv.paths.state, {**record, "outcome": outcome, "error": error, "durations": durations})
+    append_audit(inv.paths.state, {**record, "outcome": outcome, **extra, "error": error, "durations": durations})
 
 
 def confirm_fleet(host: str, count: int, confirmed: bool) -> None:

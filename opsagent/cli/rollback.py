@@ -24,7 +24,15 @@ from .base import (
     hosts_named,
 )
 from .environment import environment
-from .fleet import FLEET_HELP, FleetFlags, audit_unfinished, confirm_fleet, opening_record, run_audited_fleet
+from .fleet import (
+    FLEET_HELP,
+    NOTHING_APPLIED,
+    FleetFlags,
+    audit_unfinished,
+    confirm_fleet,
+    opening_record,
+    run_audited_fleet,
+)
 from .plan import render_changes
 from .progress import waiting
 
@@ -215,7 +223,7 @@ data loss refused."""
         append_audit(inv.paths.state, stopped.result.audit_record(identity.applied_by, identity.git_commit))
         raise KeyboardInterrupt from None
     except KeyboardInterrupt:  # before the rollback began (connecting)
-        audit_unfinished(inv, record, started, "interrupted", "interrupted before anything was applied")
+        audit_unfinished(inv, record, started, "interrupted", NOTHING_APPLIED)
         raise
     except OpsagentError as exc:
         audit_unfinished(inv, record, started, "error", exc.message)

@@ -50,6 +50,7 @@ from .base import (
 from .environment import Environment, environment
 from .fleet import (
     FLEET_HELP,
+    NOTHING_APPLIED,
     FleetFlags,
     audit_unfinished,
     confirm_fleet,
@@ -479,16 +480,7 @@ def sync(
         raise KeyboardInterrupt from None
     except KeyboardInterrupt:
         renderer.stop()
-        append_audit(
-            inv.paths.state,
-            {
-                **record,
-                "outcome": "interrupted",
-                "applied": [],
-                "error": "interrupted before anything was applied",
-                "durations": {"total": round(time.monotonic() - started, 3)},
-            },
-        )
+        audit_unfinished(inv, record, started, "interrupted", NOTHING_APPLIED, applied=[])
         raise
     except OpsagentError as exc:
         audit_unfinished(inv, record, started, "error", exc.message)
