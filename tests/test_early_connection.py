@@ -313,8 +313,11 @@ import json, sys
 from opsagent.launch import start_early
 start_early(["opsagent", "status", "--host", "sandbox"])
 from opsagent.remote import early
+opening = [sys.getswitchinterval(), early._attempts["sandbox"].done.is_set()]
+early.wait_opened()  # the launcher does not wait (the CLI loads meanwhile): here, what the attempt loaded is read
 attempt = early._attempts["sandbox"]
-seen = {"fabric": "fabric" in sys.modules, "invoke": "invoke" in sys.modules,
+seen = {"fabric": "fabric" in sys.modules, "invoke": "invoke" in sys.modules, "opening": opening,
+        "opened": sys.getswitchinterval(),
         "link": type(attempt.connection).__name__, "error": repr(attempt.error) if attempt.error else None}
 from opsagent.inventory import current_inventory
 from opsagent.remote.transport import open_remote
@@ -331,6 +334,8 @@ def test_a_remembered_route_connects_early_without_fabric_or_invoke(project: Pro
     assert _routes(project) == []
     first = _python(project, _EARLY_THEN_CLAIM)  # nothing remembered yet: Fabric resolves, as before
     assert first["fabric"] and first["link"] == "Connection" and first["ran"]
+    # the handshake's thread is switched to sooner while it opens (the CLI imports meanwhile), then as before
+    assert first["opening"] == [early._OPENING_SWITCH_INTERVAL_S, False] and first["opened"] == 0.005
     (route,) = _routes(project)
     assert route.stat().st_mode & 0o777 == 0o600 and route.parent.stat().st_mode & 0o777 == 0o700
     assert "client_key" in route.read_text() and "sandbox" not in route.name  # the host's name is not a path
@@ -340,6 +345,8 @@ def test_a_remembered_route_connects_early_without_fabric_or_invoke(project: Pro
         "invoke": False,
         "link": "DirectLink",
         "error": None,
+        "opening": [early._OPENING_SWITCH_INTERVAL_S, False],
+        "opened": 0.005,
         "claimed": True,
         "ran": True,
         "taken_over_by": "fabric.connection",
