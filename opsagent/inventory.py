@@ -40,6 +40,7 @@ class HostConfig:
     become: str | None = "postgres"
     pg_host: str | None = None
     pg_port: int | None = None
+    pg_bindir: str | None = None  # the server's PostgreSQL binaries, put first on PATH (no Debian pg_wrapper)
     backup_dir: str = "/var/backups/opsagent"
     keep_backups: int = 10
     connect_timeout: float = 10.0
@@ -129,6 +130,18 @@ def _expect_str(value: Any) -> str:
 
 def _expect_optional_str(value: Any) -> str | None:
     return None if value is None else _expect_str(value)
+
+
+def _expect_bindir(value: Any) -> str | None:
+    """An absolute directory for the front of PATH: no ``:`` (PATH's separator), no control characters."""
+    if value is None:
+        return None
+    text = _expect_str(value)
+    if not text.startswith("/"):
+        raise TypeError("expected an absolute path (e.g. /usr/lib/postgresql/15/bin)")
+    if ":" in text or any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise TypeError("expected a directory without ':' or control characters (it goes on PATH)")
+    return text.rstrip("/") or "/"
 
 
 def _expect_int(value: Any) -> int:
@@ -228,6 +241,7 @@ HOST_KEYS: dict[str, _Checker] = {
     "become": _expect_optional_str,
     "pg_host": _expect_optional_str,
     "pg_port": _expect_port,
+    "pg_bindir": _expect_bindir,
     "backup_dir": _expect_str,
     "keep_backups": _expect_count,
     "connect_timeout": _expect_seconds,

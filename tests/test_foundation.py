@@ -47,6 +47,14 @@ INVENTORY_ERRORS = [
     ("hosts:\n  prod: {address: x\n", "inventory.yaml:3: invalid YAML"),
     ("hostz: {}\n", "inventory.yaml:1 hostz: unknown key"),
     ("hosts:\n  prod:\n    address: ${NOPE_NOT_SET}\n", "environment variable NOPE_NOT_SET is not set"),
+    (
+        "hosts:\n  prod:\n    address: x\n    pg_bindir: usr/lib/postgresql/15/bin\n",
+        "inventory.yaml:4 hosts.prod.pg_bindir: expected an absolute path",
+    ),
+    (
+        "defaults:\n  pg_bindir: /usr/lib/postgresql/15/bin:/tmp/evil\nhosts: {}\n",
+        "inventory.yaml:2 defaults.pg_bindir: expected a directory without ':'",
+    ),
 ]
 
 

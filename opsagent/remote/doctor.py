@@ -110,6 +110,7 @@ def _script(remote: Remote, mark: Markers) -> str:
         "whoami": "id -un",
         "psql": "psql --version",
         "pg_dump": "pg_dump --version",
+        "paths": "for tool in psql pg_dump pg_restore; do command -v \"$tool\" || echo \"$tool: not found\"; done",
         "server": f"psql -X -At {pg} -d postgres -c {query}",
         "backup_dir": (
             f"if [ -d {backup} ]; then if [ -w {backup} ]; then echo writable; df -Pk {backup} | tail -1; "
@@ -154,9 +155,25 @@ def _server_checks(remote: Remote) -> list[Check]:
         checks.append(
             Check(f"{tool} (client)", rc == 0, out, "" if rc == 0 else "apt-get install -y postgresql-client")
         )
+    if host.pg_bindir is not None:
+        checks.append(_bindir_check(host.pg_bindir, sections.get("paths", (1, ""))[1]))
     checks.extend(_database_checks(host, *sections.get("server", (1, "no output"))))
     checks.append(_backup_check(host, *sections.get("backup_dir", (1, "no output"))))
     return checks
+
+
+def _bindir_check(bindir: str, paths: str) -> Check:
+    """Each of psql, pg_dump and pg_restore is found in ``pg_bindir`` (a missing one would quietly run from the rest
+    of PATH, through pg_wrapper, or not at all)."""
+    elsewhere = [line for line in paths.splitlines() if not line.startswith(bindir + "/")]
+    if not elsewhere:
+        return Check("pg_bindir", True, f"psql, pg_dump and pg_restore run from {bindir}")
+    return Check(
+        "pg_bindir",
+        False,
+        f"not from {bindir}: " + ", ".join(elsewhere),
+        "point pg_bindir at the server's binaries (e.g. /usr/lib/postgresql/15/bin), or remove it",
+    )
 
 
 def _database_checks(host: HostConfig, rc: int, out: str) -> list[Check]:

