@@ -107,12 +107,20 @@ def main() -> None:
         action="store_true",
         help="the login shell reads no ~/.bashrc (SSH commands as on a server whose login shell is light)",
     )
+    parser.add_argument(
+        "--pg-bindir",
+        action="store_true",
+        help="the host's inventory names pg_bindir: psql and pg_dump start without Debian's pg_wrapper",
+    )
     args = parser.parse_args()
     if not MUSICBRAINZ.exists():
         print(f"skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
         return
     with (
-        temporary_sandbox("sandbox", "obx-", login_rc=not args.no_login_rc) as (_base, state),
+        temporary_sandbox("sandbox", "obx-", login_rc=not args.no_login_rc, with_pg_bindir=args.pg_bindir) as (
+            _base,
+            state,
+        ),
         tempfile.TemporaryDirectory(prefix="obx-out-") as out,
     ):
         local_psql(state, "-c", f"CREATE DATABASE {DATABASE}")

@@ -479,6 +479,11 @@ def main() -> None:
         action="store_true",
         help="the login shell reads no ~/.bashrc (SSH commands as on a server whose login shell is light)",
     )
+    parser.add_argument(
+        "--pg-bindir",
+        action="store_true",
+        help="the host's inventory names pg_bindir: psql and pg_dump start without Debian's pg_wrapper",
+    )
     parser.add_argument("--sizes", default="100,500,1000,2000")
     parser.add_argument("--only", choices=("extract", "scaling", "deploy"), help="run one part only")
     parser.add_argument("--no-large", action="store_true", help="deploy part: skip the 5,000-table figures")
@@ -487,7 +492,10 @@ def main() -> None:
         print(f"skipped: {MUSICBRAINZ} not found (the shared corpora are absent)")
         return
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} on {os.cpu_count()} cores")
-    with temporary_sandbox("sandbox", "oab-", login_rc=not args.no_login_rc) as (_base, state):
+    with temporary_sandbox("sandbox", "oab-", login_rc=not args.no_login_rc, with_pg_bindir=args.pg_bindir) as (
+        _base,
+        state,
+    ):
         if args.only in (None, "extract"):
             bench_extract(state, args.repeat)
         if args.only in (None, "scaling"):

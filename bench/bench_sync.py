@@ -185,8 +185,16 @@ def main() -> None:
         action="store_true",
         help="the login shell reads no ~/.bashrc (SSH commands as on a server whose login shell is light)",
     )
+    parser.add_argument(
+        "--pg-bindir",
+        action="store_true",
+        help="the host's inventory names pg_bindir: psql and pg_dump start without Debian's pg_wrapper",
+    )
     args = parser.parse_args()
-    with temporary_sandbox("bench", "oab-", login_rc=not args.no_login_rc) as (base, state):
+    with temporary_sandbox("bench", "oab-", login_rc=not args.no_login_rc, with_pg_bindir=args.pg_bindir) as (
+        base,
+        state,
+    ):
         many = Project(base / "many", state)
         script = write_migrations(many.root / "sql" / "migrations", args.count)
         (many.root / "sql" / "schema.sql").write_text(script)  # the matching desired state

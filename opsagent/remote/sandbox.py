@@ -42,6 +42,7 @@ class SandboxState:
     pg_port: int
     database: str
     user: str = "root"
+    pg_bindir: str | None = None  # given to the inventory entry when set (benchmarks: ``--pg-bindir``)
 
     @property
     def ssh_dir(self) -> Path:
@@ -81,6 +82,7 @@ class SandboxState:
             "database": self.database,
             "backup_dir": self.backup_dir,
             "keep_backups": 10,
+            **({"pg_bindir": self.pg_bindir} if self.pg_bindir else {}),
         }
 
 
@@ -385,14 +387,15 @@ def traversable_temp_dir(prefix: str = "opsagent-") -> Path:
 
 @contextlib.contextmanager
 def temporary_sandbox(
-    name: str = DEFAULT_NAME, prefix: str = "opsagent-", *, login_rc: bool = True
+    name: str = DEFAULT_NAME, prefix: str = "opsagent-", *, login_rc: bool = True, with_pg_bindir: bool = False
 ) -> Iterator[tuple[Path, SandboxState]]:
     """A sandbox host in its own temporary folder, always stopped and deleted on exit (benchmarks; ``login_rc``:
-    see :class:`Sandbox`)."""
+    see :class:`Sandbox`; ``with_pg_bindir``: its inventory entry names the binaries its cluster runs)."""
     base = traversable_temp_dir(prefix)
     sandbox = Sandbox(base / "sandbox", name, login_rc=login_rc)
     try:
-        yield base, sandbox.up()
+        state = sandbox.up()
+        yield base, dataclasses.replace(state, pg_bindir=str(pg_bindir())) if with_pg_bindir else state
     finally:
         sandbox.down()
         shutil.rmtree(base, ignore_errors=True)
