@@ -6,7 +6,9 @@ project's machines).  Neither wait depends on the CLI, so this light module read
 ``--against-host``) from the command line, starts opening those connections (:mod:`opsagent.remote.early`, one
 thread each), which then hold the command the task starts first, and loads the CLI meanwhile: the handshake and the
 server's start of that command run while the client imports (a no-op sync, A/B of 12 runs each: median 0.667 s when
-the CLI loaded only after the handshake, 0.546 s overlapped).  The task later takes the connection through
+the CLI loaded only after the handshake, 0.546 s overlapped).  Not for a plain ``extract``, whose one command is
+started at once instead of held: its dump is the longest path, so its handshake gets the process to itself (sharing
+it with the CLI's imports delayed the dump's start by about 0.1 s).  The task later takes the connection through
 ``open_remote`` as if it had opened it.  ``tasks.py`` does the same for ``inv``, once Invoke has loaded it.
 
 The command line is only read here, never judged: anything unusual (a core option before the task, ``--help``,
@@ -218,6 +220,11 @@ def start_early(argv: Sequence[str]) -> None:
     prepare = _extract_ahead if task == "extract" and _plain(argv, _PLAIN_EXTRACT) else EARLY_TASKS[task]
     for spec in specs:  # not waited for: the CLI loads during the handshakes, its task's claim waits for its host
         early.begin(spec, prepare)
+    if prepare is _extract_ahead:  # its dump, not the CLI, is the longest path: started before the CLI competes
+        try:
+            early.wait_opened()  # with the handshake for the GIL (0.1 s later when it did: see the module docstring)
+        except KeyboardInterrupt:  # before the CLI has loaded: its own one line and exit code, not a traceback
+            _interrupted_before_the_cli()
 
 
 def main() -> None:
