@@ -226,3 +226,24 @@ def test_ctrl_c_of_a_fleet_sync_stops_each_host_as_a_one_host_run_and_records_it
     if parallel == 1:
         assert hosts["two"]["status"] == "skipped" and "interrupted" in hosts["two"]["message"]
         assert "two" not in records  # never started: nothing to record
+
+
+def test_a_fleet_host_interrupted_before_its_run_is_recorded_as_its_one_host_run_would_be(tmp_path: Path) -> None:
+    """Ctrl-C before a host's run began (while it connects): its record says interrupted, nothing applied, and for a
+    sync ``applied: []`` as the one-host sync's record does."""
+    from opsagent.cli.fleet import NOTHING_APPLIED, _interrupted_host, opening_record
+    from opsagent.inventory import load_inventory
+    from opsagent.migrate.sync import Identity
+
+    inv = load_inventory(write_inventory(tmp_path, {"one": HostConfig(name="one", address="127.0.0.1")}))
+    identity = Identity(applied_by="ops@here", git_commit=None)
+    for action, extra in (("sync", {"applied": []}), ("rollback", {})):
+        record = opening_record(inv.host("one"), identity, action=action)
+        outcome = _interrupted_host(
+            inv, inv.host("one"), identity, record, time.monotonic(), KeyboardInterrupt(), extra
+        )
+        assert (outcome.status, outcome.exit_code, outcome.message) == ("interrupted", 130, NOTHING_APPLIED)
+    sync_record, rollback_record = read_audit(inv.paths.state)[-2:]
+    assert sync_record["action"] == "sync" and sync_record["outcome"] == "interrupted"
+    assert sync_record["applied"] == [] and sync_record["error"] == NOTHING_APPLIED
+    assert rollback_record["action"] == "rollback" and "applied" not in rollback_record

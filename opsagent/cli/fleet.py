@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -171,10 +171,12 @@ def run_audited_fleet(
     title: str,
     columns: SummaryColumns,
     opening: dict[str, Any],
+    nothing_applied: Mapping[str, Any] | None = None,
 ) -> None:
     """A change (sync, rollback) over several hosts: each host's ``run`` on its own connection, its audit record
     appended as soon as it ends, then the summary (no prompt, no live per-step lines).  ``opening``: the fields of
-    the record of a host whose run ended without a result (``action``...).
+    the record of a host whose run ended without a result (``action``...); ``nothing_applied``: what that record
+    adds when Ctrl-C came before the run began (a sync's ``applied: []``, as its one-host record says).
 
     Ctrl-C stops each host's run as in a one-host run (its own interruption, found out and recorded); a host
     interrupted before its run began is recorded so."""
@@ -187,7 +189,7 @@ def run_audited_fleet(
                 result = run(target, remote)
         except KeyboardInterrupt as interruption:  # surfacing once the run has ended: the run's own result stands
             if result is None:
-                return _interrupted_host(inv, target, identity, record, started, interruption)
+                return _interrupted_host(inv, target, identity, record, started, interruption, nothing_applied or {})
         except OpsagentError as exc:
             audit_unfinished(inv, record, started, "error", exc.message)
             raise
@@ -215,6 +217,7 @@ def _interrupted_host(
     record: dict[str, Any],
     started: float,
     interruption: KeyboardInterrupt,
+    nothing_applied: Mapping[str, Any],
 ) -> HostOutcome:
     """The audit record and the outcome of a host whose run Ctrl-C ended: the run's own result when it carries
     one (what it had done, found out), else :data:`NOTHING_APPLIED`."""
@@ -225,7 +228,7 @@ def _interrupted_host(
         message = str(document.get("error") or "interrupted")
     else:
         message = NOTHING_APPLIED
-        audit_unfinished(inv, record, started, "interrupted", message)
+        audit_unfinished(inv, record, started, "interrupted", message, **nothing_applied)
     return HostOutcome(target.name, "interrupted", int(ExitCode.INTERRUPTED), message)
 
 

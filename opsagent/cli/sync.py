@@ -436,6 +436,7 @@ def sync(
             title="dry run" if dry_run else "sync",
             columns=sync_columns(dry_run),
             opening={"action": "dry-run" if dry_run else "sync"},
+            nothing_applied={"applied": []},
         )
         return
     target_host = targets[0]
