@@ -279,6 +279,12 @@ def _pg_dump(remote: Remote, database: str) -> str:
     return shlex.join(["pg_dump", "-Fc", *wait, *remote.pg_args(), *remote.db_args(database)])
 
 
+def restore_appname(mark: Markers) -> str:
+    """The application name of one restore script's sessions (``backup_sql_helper.sh``): its markers' random token
+    makes it this run's alone (a concurrent restore of another database has its own)."""
+    return f"opsagent-restore-{mark.token}"
+
+
 def _admin_db(database: str) -> str:
     return "template1" if database == "postgres" else "postgres"
 
@@ -297,7 +303,7 @@ def _script(remote: Remote, parts: list[str], values: dict[str, str], mark: Mark
         "lock_timeout": lock,
     }
     body = _fill(_PRELUDE, MARK=mark.sh_prefix()) + _assign(**{**defaults, **values})
-    body += _fill(_SQL_HELPER, ADMIN_PSQL=_psql(remote, _admin_db(host.database)))
+    body += _fill(_SQL_HELPER, ADMIN_PSQL=_psql(remote, _admin_db(host.database)), RUN=mark.token)
     return body + (_WATCHDOG if watchdog else "") + "".join(parts)
 
 
@@ -904,7 +910,7 @@ def restore_in_place(
     if error is not None and _find(marks, "swapped") is None:
         raise _restore_error(remote, name, target, error, other)
     if _find(marks, "swapped") is None:
-        replaced = _found_out(remote, reconnect, name, old, target, other or "no output")
+        replaced = _found_out(remote, reconnect, name, old, target, other or "no output", restore_appname(mark))
         return RestoreResult(
             name,
             host.database,
@@ -956,10 +962,10 @@ _SWAP_STATE_SQL = (
 
 
 SETTLE_S = 30.0  # how long a restore that ended without a word waits for the server to settle
-# the script's own sessions (backup_sql_helper.sh names them): one still running may yet commit the swap
+# the script's own sessions (backup_sql_helper.sh names them, restore_appname): one still running may yet commit
+# the swap; another restore's sessions are not waited for
 _NO_RESTORE_SESSION = (
-    "NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name LIKE 'opsagent-restore-%' "
-    "AND pid <> pg_backend_pid())"
+    "NOT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = :'appname' AND pid <> pg_backend_pid())"
 )
 _SETTLED_SQL = f"SELECT to_json({_NO_RESTORE_SESSION})"
 # after a lost connection the script itself runs on until its heartbeat ends it, and its trap reopens what it
@@ -979,20 +985,21 @@ def _found_out(
     old: str,
     target: str,
     cause: str,
+    appname: str,
 ) -> str:
-    """:func:`_confirm_swapped` once the server has settled: no session of the script left (a killed script's
-    backend may still commit the swap it was sent), and, when the connection was lost, the script gone too (it
+    """:func:`_confirm_swapped` once the server has settled: no session of the script (``appname``) left (a killed
+    script's backend may still commit the swap it was sent), and, when the connection was lost, the script gone too (it
     runs on in its own session until its heartbeat finds the client gone; its trap reopens what it closed), read
     over ``reconnect``'s new connection.  Not settled after ``SETTLE_S``: unknown, and said so."""
     transport = remote.connection.client.get_transport()
     if transport is not None and transport.is_active():
-        _settle(remote, _SETTLED_SQL, name, old, target, cause)
+        _settle(remote, _SETTLED_SQL, name, old, target, cause, appname)
         return _confirm_swapped(remote, name, old, target, cause)
     if reconnect is None:
         return _confirm_swapped(remote, name, old, target, cause)  # unknown: no way to read it
     try:
         with reconnect() as fresh:
-            _settle(fresh, _SETTLED_AFTER_TRAP_SQL, name, old, target, cause)
+            _settle(fresh, _SETTLED_AFTER_TRAP_SQL, name, old, target, cause, appname)
             return _confirm_swapped(fresh, name, old, target, cause)
     except BackupError:
         raise  # what _confirm_swapped found
@@ -1001,11 +1008,12 @@ def _found_out(
         return _confirm_swapped(remote, name, old, target, f"{cause}; reading it again failed: {reason}")
 
 
-def _settle(remote: Remote, sql: str, name: str, old: str, target: str, cause: str) -> None:
+def _settle(remote: Remote, sql: str, name: str, old: str, target: str, cause: str, appname: str) -> None:
     """Wait (``SETTLE_S`` at most) until ``sql`` says the server is done with the restore; still busy by then, the
     outcome is unknown, and said so.  A server that cannot be asked is left to the reading that follows (which
     then says it is unknown)."""
-    names, deadline = _swap_names(remote.host, old, target), time.monotonic() + SETTLE_S
+    names = [*_swap_names(remote.host, old, target), "-v", f"appname={appname}"]
+    deadline = time.monotonic() + SETTLE_S
     try:
         while remote.query_json(sql, _admin_db(remote.host.database), extra=names) is not True:
             if time.monotonic() >= deadline:

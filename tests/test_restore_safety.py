@@ -34,6 +34,7 @@ from opsagent.backup import (
     verify_backup,
 )
 from opsagent.errors import OpsagentError
+from opsagent.remote.markers import Markers
 from opsagent.remote.transport import Remote, conninfo_dbname
 
 from .conftest import Project, SandboxHandle
@@ -810,14 +811,21 @@ def test_a_restore_script_still_busy_on_the_server_is_an_unknown_outcome(
     import opsagent.backup as backup
 
     monkeypatch.setattr(backup, "SETTLE_S", 1.0)
-    with sandbox.remote(fresh_db) as r:
-        busy = r.start(r.psql_argv("postgres", ["-A", "-t", "-f", "-"]))
-        busy.write("SET application_name = 'opsagent-restore-4242';\n\\echo ready\n")
-        assert busy.read_line(30) == "ready"
-        try:
-            with pytest.raises(BackupError) as info:
-                backup._found_out(r, None, "b", f"{fresh_db}_replaced_x", f"{fresh_db}_swap_x", "cut")
-        finally:
-            busy.close_stdin()
-            busy.close()
-    assert info.value.reason == "unknown" and "still busy with it 1s later" in info.value.message
+    mine, another = backup.restore_appname(Markers()), backup.restore_appname(Markers())
+    for session, expected in ((another, "not_swapped"), (mine, "unknown")):
+        with sandbox.remote(fresh_db) as r:
+            busy = r.start(r.psql_argv("postgres", ["-A", "-t", "-f", "-"]))
+            busy.write(f"SET application_name = '{session}';\n\\echo ready\n")
+            assert busy.read_line(30) == "ready"
+            started = time.monotonic()
+            try:
+                with pytest.raises(BackupError) as info:
+                    backup._found_out(r, None, "b", f"{fresh_db}_replaced_x", f"{fresh_db}_swap_x", "cut", mine)
+            finally:
+                busy.close_stdin()
+                busy.close()
+        assert info.value.reason == expected, (session, info.value.message)
+        if session == another:  # a concurrent restore of another database: not waited for, and not this outcome
+            assert time.monotonic() - started < 1.0 and "was not replaced" in info.value.message
+        else:
+            assert "still busy with it 1s later" in info.value.message
