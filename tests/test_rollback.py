@@ -718,17 +718,19 @@ def test_a_schema_change_between_rehearsal_and_apply_rolls_the_transaction_back(
     )
 
 
-def _lock_after_the_rehearsal(project: Project, release_after: float | None) -> tuple[Any, list[Any]]:
-    """A ``confirm`` callback that, once the rehearsal is done, has another session take a lock on ``a`` (ACCESS
-    SHARE: an application's read, which the way back's ALTER TABLE must wait for) and release it ``release_after``
-    seconds later (None: when the caller closes it)."""
+def _lock_after_the_rehearsal(
+    project: Project, release_after: float | None, taking: str = "LOCK TABLE a IN ACCESS SHARE MODE;"
+) -> tuple[Any, list[Any]]:
+    """A ``confirm`` callback that, once the rehearsal is done, has another session take a lock on ``a`` (by default
+    ACCESS SHARE: an application's read, which the way back's ALTER TABLE must wait for) and release it
+    ``release_after`` seconds later (None: when the caller closes it)."""
     holders: list[Any] = []
 
     def confirm(result: Any) -> bool:
         manager = open_remote(project.host)  # kept: the connection lives as long as its manager
         remote = manager.__enter__()
         holder = remote.start(remote.psql_argv(extra=["-A", "-t", "-f", "-"]))
-        holder.write("BEGIN;\nLOCK TABLE a IN ACCESS SHARE MODE;\n\\echo held\n")
+        holder.write(f"BEGIN;\n{taking}\n\\echo held\n")
         assert holder.read_line(30) == "held"
         holders.append((manager, holder))
         if release_after is not None:
@@ -800,3 +802,81 @@ def test_ctrl_c_outside_the_steps_says_which_side_of_them_it_came(
         assert result.outcome == "rolled_back" and any("which had committed" in w for w in result.warnings)
         assert _consistent(project) == "new"
     assert result.audit_record("t", None)["outcome"] == result.outcome
+
+
+_CONCURRENT_WAY_BACK = {  # 002 drops an index outside a transaction; its way back builds it again, CONCURRENTLY too
+    "001_a.sql": "CREATE TABLE a (id int PRIMARY KEY, note text);\nCREATE INDEX a_note ON a (note);\n"
+    "-- opsagent:down\nDROP TABLE a;\n",
+    "002_drop_index.sql": "-- opsagent:no-transaction\nDROP INDEX CONCURRENTLY a_note;\n"
+    "-- opsagent:down\nCREATE INDEX CONCURRENTLY a_note ON a (note);\n",
+}
+
+
+def _index_state(project: Project) -> str:
+    """'valid', 'invalid' (a CONCURRENTLY build stopped partway) or 'absent' for a_note."""
+    found = project.psql(
+        "SELECT CASE WHEN i.indisvalid THEN 'valid' ELSE 'invalid' END FROM pg_index i "
+        "WHERE i.indexrelid = to_regclass('public.a_note')"
+    ).strip()
+    return found or "absent"
+
+
+def _ledger_success(project: Project) -> list[str]:
+    return project.psql("SELECT version || ':' || success FROM schema_migrations ORDER BY version").split()
+
+
+@pytest.mark.parametrize("budget", ["30s", "3s"])
+def test_a_step_outside_a_transaction_retries_a_lock_it_could_not_take_before_changing_anything(
+    project: Project, budget: str
+) -> None:
+    """The way back's CREATE INDEX CONCURRENTLY cannot take its first lock (an application holds SHARE on the
+    table): nothing of it ran, so it is retried as a transactional step is: built once the lock is gone, or given up
+    past ``lock_retry_for`` with nothing left behind and its ledger row as it was (not marked failed)."""
+    import dataclasses
+
+    for name, sql in _CONCURRENT_WAY_BACK.items():
+        project.write_migration(name, sql)
+    sync(project)
+    host = dataclasses.replace(project.host, lock_timeout="300ms", lock_retry_for=budget)
+    confirm, holders = _lock_after_the_rehearsal(
+        project, 1.5 if budget == "30s" else None, "LOCK TABLE a IN SHARE MODE;"
+    )
+    try:
+        with open_remote(host) as remote:
+            result = _roll_back(remote, project, "001", confirm=confirm)
+    finally:
+        for manager, holder in holders:
+            holder.close_stdin()
+            holder.close()
+            manager.__exit__(None, None, None)
+    assert result.lock_retries >= 1, result.error
+    if budget == "30s":
+        assert result.outcome == "rolled_back", result.error
+        assert _index_state(project) == "valid" and _ledger_success(project) == ["001:true"]
+    else:
+        assert result.outcome == "lock_timeout" and "3s of lock retries" in str(result.error), result.error
+        assert _index_state(project) == "absent" and _ledger_success(project) == ["001:true", "002:true"]
+
+
+def test_a_step_outside_a_transaction_stopped_partway_is_not_retried_and_says_so(project: Project) -> None:
+    """An application's open write makes CREATE INDEX CONCURRENTLY time out after it registered the index: an invalid
+    index is left, so the step is not retried; the run ends failed, the ledger row marked failed (ran partway)."""
+    import dataclasses
+
+    for name, sql in _CONCURRENT_WAY_BACK.items():
+        project.write_migration(name, sql)
+    sync(project)
+    host = dataclasses.replace(project.host, lock_timeout="300ms", lock_retry_for="30s")
+    confirm, holders = _lock_after_the_rehearsal(project, None, "INSERT INTO a VALUES (1, 'x');")
+    try:
+        with open_remote(host) as remote:
+            result = _roll_back(remote, project, "001", confirm=confirm)
+    finally:
+        for manager, holder in holders:
+            holder.close_stdin()
+            holder.close()
+            manager.__exit__(None, None, None)
+    assert result.outcome == "failed" and result.lock_retries == 0, (result.outcome, result.error)
+    assert "lock timeout" in str(result.error) and "stopped partway: not retried" in str(result.error)
+    assert "002_drop_index.sql" in str(result.error)  # where: the way back's statement
+    assert _index_state(project) == "invalid" and _ledger_success(project) == ["001:true", "002:false"]

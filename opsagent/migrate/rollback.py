@@ -51,7 +51,15 @@ from ..units import label
 from .files import Migration, VersionStatus, compute_status, discover, not_in_transaction, version_key
 from .ledger import Ledger, LedgerState
 from .sqltext import Statement, split_statements
-from .sync import LOCK_NOT_AVAILABLE, Identity, LockRetryPolicy, check_timeout, duration_seconds, pg_duration
+from .sync import (
+    CATALOG_FINGERPRINT,
+    LOCK_NOT_AVAILABLE,
+    Identity,
+    LockRetryPolicy,
+    check_timeout,
+    duration_seconds,
+    pg_duration,
+)
 
 ROW_CAP = 1_000_000  # rows counted per object at most: a bounded exact count ("at least 1,000,000")
 PLAN_SOURCE = "rollback plan"
@@ -737,6 +745,19 @@ def _versions_sql(ledger: Ledger, mark: Markers) -> str:
     return f"{mark.psql('ledger')}\n" + _versions_query(ledger)
 
 
+def _guarded(mark: Markers, index: int, texts: Sequence[str], *, at: bool = False) -> str:
+    """Each of ``texts`` run only while none before it failed (``ON_ERROR_STOP`` off around them): the first failure
+    sets ``opsagent_failed`` (``at``: also ``opsagent_at``, its position, and ``opsagent_state``, its SQLSTATE) and
+    reports ``failed INDEX SQLSTATE MESSAGE``."""
+    failed = mark.psql("failed", str(index), ":LAST_ERROR_SQLSTATE", ":LAST_ERROR_MESSAGE")
+    return "".join(
+        f"\\if :opsagent_failed\n\\else\n{text}\\if :ERROR\n\\set opsagent_failed 1\n"
+        + (f"\\set opsagent_at {number}\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n" if at else "")
+        + f"{failed}\n\\endif\n\\endif\n"
+        for number, text in enumerate(texts)
+    )
+
+
 def _in_list(versions: Sequence[str]) -> str:
     return ", ".join(literal(v) for v in versions)
 
@@ -959,16 +980,14 @@ class RollbackRun:
         try:
             for index, step in enumerate(self.result.steps):
                 step.status = "running"
+                if not self._with_lock_retries(session, index, step):
+                    return False
                 if step.transactional:
-                    if not self._prepare_with_retries(session, index, step):
-                        return False
                     if self._checks(index) and not self._unchanged_since_rehearsal(session, index):
                         return False
                     committing = True
                     session.send(f"COMMIT;\n{session.mark.psql('committed', str(index))}\n")
-                else:
-                    self._send_step(session, index, step, self.policy.cap)
-                self._until(session, "committed")
+                    self._until(session, "committed")
                 committing = False
                 step.status = "applied"
                 self.on_event("step", step.label)
@@ -983,26 +1002,32 @@ class RollbackRun:
         self.result.outcome = "rolled_back"
         return True
 
-    def _prepare_with_retries(self, session: _Session, index: int, step: Step) -> bool:
-        """Run a transactional step up to its COMMIT.  A lock it cannot take within the attempt's ``lock_timeout``
-        rolls the step back (nothing of it applied, the session and its migration lock kept), pauses and tries
-        again with a longer one, until ``lock_retry_for`` is spent.  False: the step failed (reported)."""
+    def _with_lock_retries(self, session: _Session, index: int, step: Step) -> bool:
+        """Run a step: a transactional one up to its COMMIT, another to its end.  A lock it cannot take within the
+        attempt's ``lock_timeout``, with nothing of the step applied, is retried: the transactional step was rolled
+        back; the other one failed at its first statement and left the relations and index states as they were
+        (a CONCURRENTLY statement stopped later leaves an invalid index: not retried), its ledger marks undone.
+        The session and its migration lock are kept; the pause grows and the attempt's ``lock_timeout`` with it,
+        until ``lock_retry_for`` is spent.  False: the step failed (reported; one outside a transaction that may
+        have run partway ends the run as before, its ledger rows marked failed)."""
         first_try, attempt, timeout = time.monotonic(), 1, self.policy.timeout_for(1)
         while True:
             self._send_step(session, index, step, timeout)
-            failure = self._until(session, "prepared")
+            failure = self._until(session, "prepared" if step.transactional else "committed")
             if failure is None:
                 return True
-            sqlstate, message = failure
+            sqlstate, message, retryable = failure
             following = None
-            if sqlstate == LOCK_NOT_AVAILABLE:
+            if sqlstate == LOCK_NOT_AVAILABLE and retryable:
                 following = self.policy.next_attempt(attempt, time.monotonic() - first_try, self.rng)
             if following is None:
-                if sqlstate == LOCK_NOT_AVAILABLE and self.policy.retries:
+                if not retryable:
+                    message = f"{message} (it runs outside a transaction and stopped partway: not retried)"
+                elif sqlstate == LOCK_NOT_AVAILABLE and self.policy.retries:
                     message = (
                         f"could not take its locks within {self.policy.budget:g}s of lock retries ({attempt} attempts)"
                     )
-                outcome: Outcome = "lock_timeout" if sqlstate == LOCK_NOT_AVAILABLE else "failed"
+                outcome: Outcome = "lock_timeout" if sqlstate == LOCK_NOT_AVAILABLE and retryable else "failed"
                 self._interrupted(session, False, outcome, message)
                 return False
             self.result.lock_retries += 1
@@ -1036,10 +1061,11 @@ class RollbackRun:
         )
         return False
 
-    def _until(self, session: _Session, tag: str) -> tuple[str, str] | None:
-        """Read markers up to ``tag``, remembering the statement running (a failure names it).  A transactional
-        step that failed (its guards skipped the rest, it was rolled back) ends at ``step-failed`` instead: its
-        (SQLSTATE, message)."""
+    def _until(self, session: _Session, tag: str) -> tuple[str, str, bool] | None:
+        """Read markers up to ``tag``, remembering the statement running (a failure names it).  A step that failed
+        (its guards skipped the rest) ends at ``step-failed`` instead when nothing of it is applied (a transactional
+        one rolled back, another stopped at its first statement with the catalog as before), or at
+        ``step-partial`` (another that may have run partway): its (SQLSTATE, message, whether it can be retried)."""
         failure = ("", "")
         while True:
             parts = session.marker()
@@ -1047,8 +1073,8 @@ class RollbackRun:
                 return None
             if parts[0] == "failed" and len(parts) >= 3:
                 failure = (parts[2], parts[3] if len(parts) > 3 else "")
-            if parts[0] == "step-failed":
-                return failure
+            if parts[0] in ("step-failed", "step-partial"):
+                return (*failure, parts[0] == "step-failed")
             if parts[0] == "catalog":
                 self._catalog_from = len(session.output)
             if parts[0] == "statement" and len(parts) >= 3:
@@ -1067,28 +1093,58 @@ class RollbackRun:
         if step.deletes:
             statements.append(f"DELETE FROM {self.ledger.table} WHERE version IN ({_in_list(step.deletes)});\n")
         if not step.transactional:
-            marks = f"UPDATE {self.ledger.table} SET success = false WHERE version IN ({_in_list(step.marks)});\n"
-            session.send(
-                f"{mark.psql('step', str(index))}\n{marks if step.marks else ''}"
-                f"SET lock_timeout = '{timeouts[0]}';\nSET statement_timeout = '{timeouts[1]}';\n"
-                + "".join(statements)
-                + f"RESET lock_timeout;\nRESET statement_timeout;\n{mark.psql('committed', str(index))}\n"
-            )
+            session.send(self._autocommit_step(session, index, step, statements, timeouts))
             return
         if self._checks(index):
             statements.append(f"{mark.psql('catalog')}\n{introspection_sql(self.exclusions)}")
-        failed = mark.psql("failed", str(index), ":LAST_ERROR_SQLSTATE", ":LAST_ERROR_MESSAGE")
-        guarded = "".join(
-            f"\\if :opsagent_failed\n\\else\n{text}\\if :ERROR\n\\set opsagent_failed 1\n{failed}\n\\endif\n\\endif\n"
-            for text in [
+        guarded = _guarded(
+            mark,
+            index,
+            [
                 f"SET LOCAL lock_timeout = '{timeouts[0]}';\nSET LOCAL statement_timeout = '{timeouts[1]}';\n",
                 *statements,
-            ]
+            ],
         )
         session.send(
             f"{mark.psql('step', str(index))}\n\\set ON_ERROR_STOP 0\n\\set opsagent_failed 0\nBEGIN;\n{guarded}"
             f"\\if :opsagent_failed\nROLLBACK;\n{mark.psql('step-failed', str(index))}\n"
             f"\\else\n{mark.psql('prepared', str(index))}\n\\endif\n\\set ON_ERROR_STOP 1\n"
+        )
+
+    def _autocommit_step(
+        self, session: _Session, index: int, step: Step, statements: list[str], timeouts: tuple[str, str]
+    ) -> str:
+        """A step outside a transaction: its ledger rows marked unfinished first (each row's success kept in a psql
+        variable), the catalog's relations and index states read, each statement guarded as in a transaction.  On
+        a failure: ``step-failed`` (its marks undone) when the first statement failed on a lock with that catalog
+        unchanged, else ``step-partial``."""
+        mark, table = session.mark, self.ledger.table
+        kept = "".join(
+            f"SELECT coalesce((SELECT success IS NOT false FROM {table} WHERE version = {literal(version)}), false) "
+            f"AS opsagent_mark_{number} \\gset\n"
+            for number, version in enumerate(step.marks)
+        )
+        marking = (
+            f"UPDATE {table} SET success = false WHERE version IN ({_in_list(step.marks)});\n" if step.marks else ""
+        )
+        unmarking = "".join(
+            f"\\if :opsagent_mark_{number}\nUPDATE {table} SET success = true WHERE version = {literal(version)};\n"
+            "\\endif\n"
+            for number, version in enumerate(step.marks)
+        )
+        reset = "RESET lock_timeout;\nRESET statement_timeout;\n"
+        return (
+            f"{mark.psql('step', str(index))}\n{kept}{marking}"
+            f"SET lock_timeout = '{timeouts[0]}';\nSET statement_timeout = '{timeouts[1]}';\n"
+            f"SELECT {CATALOG_FINGERPRINT} AS opsagent_fp \\gset\n"
+            "\\set ON_ERROR_STOP 0\n\\set opsagent_failed 0\n\\set opsagent_at 0\n"
+            + _guarded(mark, index, statements, at=True)
+            + f"{reset}\\if :opsagent_failed\n"
+            f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' "
+            f"AND {CATALOG_FINGERPRINT} = :'opsagent_fp') AS opsagent_untouched \\gset\n"
+            f"\\if :opsagent_untouched\n{unmarking}{mark.psql('step-failed', str(index))}\n"
+            f"\\else\n{mark.psql('step-partial', str(index))}\n\\endif\n"
+            f"\\else\n{mark.psql('committed', str(index))}\n\\endif\n\\set ON_ERROR_STOP 1\n"
         )
 
     def _lock(self, session: _Session) -> bool:

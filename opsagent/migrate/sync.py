@@ -72,7 +72,7 @@ LOCK_NOT_AVAILABLE = "55P03"
 _TIMEOUT_STATES = frozenset({LOCK_NOT_AVAILABLE, "57014"})  # lock_not_available, query_canceled (statement_timeout)
 # what a multi-transaction statement (CREATE INDEX CONCURRENTLY, REINDEX/DROP INDEX CONCURRENTLY) leaves behind when it
 # stops partway: relations and index validity (temporary relations of other sessions excluded)
-_CATALOG_FINGERPRINT = (
+CATALOG_FINGERPRINT = (
     "(SELECT md5(coalesce(string_agg(c.oid::text || coalesce(':' || i.indisvalid::text || i.indisready::text, ''), "
     "',' ORDER BY c.oid), '')) FROM pg_class c LEFT JOIN pg_index i ON i.indexrelid = c.oid "
     "WHERE c.relpersistence <> 't')"
@@ -733,7 +733,7 @@ def _apply_script(
                 success=False,
             )
             script.add(
-                f"SELECT {_CATALOG_FINGERPRINT} AS opsagent_fp \\gset\n{started};\n{_failure_guard('ledger')}\n"
+                f"SELECT {CATALOG_FINGERPRINT} AS opsagent_fp \\gset\n{started};\n{_failure_guard('ledger')}\n"
                 f"SET lock_timeout = '{lock_timeout}';\nSET statement_timeout = '{statement_timeout}';\n"
                 "SELECT clock_timestamp() AS opsagent_t0 \\gset"
             )
@@ -768,7 +768,7 @@ def _apply_script(
                 f"\\if :opsagent_fail\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n{restore}\n"
                 "\\set opsagent_untouched false\n"
                 f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' "
-                f"AND {_CATALOG_FINGERPRINT} = "
+                f"AND {CATALOG_FINGERPRINT} = "
                 ":'opsagent_fp') AS opsagent_untouched \\gset\n"
                 f"\\if :opsagent_untouched\n{delete}\n\\endif\n"
                 f"{mark.psql('error', m.version, ':opsagent_at', ':opsagent_state', ':opsagent_untouched')}\n"
