@@ -21,6 +21,7 @@ runs).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 import threading
@@ -231,7 +232,9 @@ def main() -> None:
     """Entry point of the ``opsagent`` console script."""
     try:
         start_early(sys.argv)
-        from .cli import main as cli_main
+        early = sys.modules.get("opsagent.remote.early")  # loaded: a connection may be opening (see its IMPORTS)
+        with early.IMPORTS if early is not None else contextlib.nullcontext():
+            from .cli import main as cli_main
     except KeyboardInterrupt:  # while the CLI's modules load (a slow disk, bytecode being compiled)
         _interrupted_before_the_cli()
     try:

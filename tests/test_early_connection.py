@@ -538,3 +538,46 @@ def test_paramiko_loads_without_importlib_metadata_and_knows_its_version() -> No
     assert seen["unknown"] is None
     assert seen["real_module"] == "module" and seen["delegated"] is True
     assert seen["other_names"].lower() == "paramiko"
+
+
+_INVOKE_IMPORTS_SEEN = """
+import json, sys, threading, time
+seen = []  # (thread, module, time) of every Invoke and Fabric module imported
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("invoke", "fabric"):
+            seen.append((threading.current_thread().name, name, time.monotonic()))
+            if name == "invoke.parser" and threading.current_thread().name == "MainThread":
+                time.sleep(0.5)  # the CLI's Invoke import is slow: the first connection reaches Fabric meanwhile
+        return None
+sys.meta_path.insert(0, Watch())
+sys.argv = ["opsagent", "status", "--host", "sandbox", "--json"]
+import atexit
+atexit.register(lambda: sys.stderr.write("SEEN " + json.dumps(seen) + "\\n"))
+from opsagent.launch import main
+main()
+"""
+
+
+def test_the_cli_and_a_first_connection_take_turns_importing_invoke(project: Project) -> None:
+    """No route remembered yet: the early thread resolves the host through Fabric, which imports Invoke, while the
+    main thread loads the CLI, which imports Invoke's program module.  A package imported at once by two threads by
+    two ways in can deadlock in Python's import machinery, which then hands one a partly initialized module (an
+    ImportError, seen in a suite run): the two imports take turns, even when the CLI's is slow."""
+    assert _routes(project) == []
+    done = subprocess.run(
+        [sys.executable, "-c", _INVOKE_IMPORTS_SEEN],
+        cwd=project.root,
+        env={**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert json.loads(done.stdout)["host"] == "sandbox" and len(_routes(project)) == 1
+    seen = json.loads(next(line for line in done.stderr.splitlines() if line.startswith("SEEN "))[5:])
+    cli = [at for thread, _, at in seen if thread == "MainThread"]
+    connection = [at for thread, _, at in seen if thread == "early-ssh"]
+    assert cli and connection  # both imported some: the CLI Invoke, the first connection Fabric
+    assert max(cli) < min(connection) or max(connection) < min(cli), seen  # one after the other

@@ -64,6 +64,12 @@ class _Attempt:
 _lock = threading.Lock()
 _attempts: dict[str, _Attempt] = {}  # by the host name given on the command line
 
+# The CLI loads while a connection opens, and both may import Invoke: the CLI by its program module, a first
+# connection through Fabric by the package.  A package imported at once by two threads by two ways in can deadlock
+# inside Python's import machinery, which then hands one of them a partly initialized module (an ImportError, seen
+# in a suite run): the CLI's import and Fabric's take turns under this lock.
+IMPORTS = threading.Lock()
+
 # While a connection opens, the CLI's imports hold the GIL on the main thread: with Python's default switch interval
 # (5 ms) the handshake's thread waits up to that long for it after each packet it receives.  Shorter while any
 # attempt is opening (A/B of a no-op sync, 20 runs each: median 0.569 s with 5 ms, 0.541 s with 0.5 ms).

@@ -52,8 +52,9 @@ def _fabric_connection() -> type[Connection]:
     ``Match exec``; when the early connection imported Paramiko without it (``opsagent/launch.py``), it is handed
     over here, before any ssh_config lookup."""
     import paramiko.config
-    from fabric import Connection
 
+    with early.IMPORTS:  # never beside the CLI's own import of Invoke (see there)
+        from fabric import Connection
     if getattr(paramiko.config, "invoke", None) is None:
         import invoke
 
