@@ -182,18 +182,21 @@ class _VersionReader(types.ModuleType):
 
 
 def _installed_version(name: str) -> str | None:
-    """The ``Version:`` of ``name``'s ``<name>-<version>.dist-info/METADATA`` in the first path entry holding one, or
-    None (another layout: the caller asks importlib.metadata)."""
+    """The ``Version:`` of ``name``'s ``<name>-<version>.dist-info/METADATA`` in the first ``site-packages`` (or
+    ``dist-packages``) path entry holding one, or None (another layout: the caller asks importlib.metadata).  Other
+    path entries, the working directory among them, are never listed: one may hold any number of files."""
     prefix = name.lower().replace("-", "_") + "-"
     for entry in sys.path:
+        if os.path.basename(entry.rstrip("/")) not in ("site-packages", "dist-packages"):
+            continue
         try:
-            names = os.listdir(entry or ".")
+            names = os.listdir(entry)
         except OSError:
             continue
         for item in names:
             if item.endswith(".dist-info") and item.lower().startswith(prefix):
                 try:
-                    with open(os.path.join(entry or ".", item, "METADATA"), encoding="utf-8") as handle:
+                    with open(os.path.join(entry, item, "METADATA"), encoding="utf-8") as handle:
                         for line in handle:
                             if line.startswith("Version:"):
                                 return line.partition(":")[2].strip()

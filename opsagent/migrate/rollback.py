@@ -747,12 +747,12 @@ def _versions_sql(ledger: Ledger, mark: Markers) -> str:
 
 def _guarded(mark: Markers, index: int, texts: Sequence[str], *, at: bool = False) -> str:
     """Each of ``texts`` run only while none before it failed (``ON_ERROR_STOP`` off around them): the first failure
-    sets ``opsagent_failed`` (``at``: also ``opsagent_at``, its position, and ``opsagent_state``, its SQLSTATE) and
+    sets ``opsagent_failed`` (``at``: also ``opsagent_at``, its position) and
     reports ``failed INDEX SQLSTATE MESSAGE``."""
     failed = mark.psql("failed", str(index), ":LAST_ERROR_SQLSTATE", ":LAST_ERROR_MESSAGE")
     return "".join(
         f"\\if :opsagent_failed\n\\else\n{text}\\if :ERROR\n\\set opsagent_failed 1\n"
-        + (f"\\set opsagent_at {number}\n\\set opsagent_state :LAST_ERROR_SQLSTATE\n" if at else "")
+        + (f"\\set opsagent_at {number}\n" if at else "")
         + f"{failed}\n\\endif\n\\endif\n"
         for number, text in enumerate(texts)
     )
@@ -1016,18 +1016,18 @@ class RollbackRun:
             failure = self._until(session, "prepared" if step.transactional else "committed")
             if failure is None:
                 return True
-            sqlstate, message, retryable = failure
+            sqlstate, message, untouched = failure
             following = None
-            if sqlstate == LOCK_NOT_AVAILABLE and retryable:
+            if sqlstate == LOCK_NOT_AVAILABLE and untouched:
                 following = self.policy.next_attempt(attempt, time.monotonic() - first_try, self.rng)
             if following is None:
-                if not retryable:
+                if not untouched:
                     message = f"{message} (it runs outside a transaction and stopped partway: not retried)"
                 elif sqlstate == LOCK_NOT_AVAILABLE and self.policy.retries:
                     message = (
                         f"could not take its locks within {self.policy.budget:g}s of lock retries ({attempt} attempts)"
                     )
-                outcome: Outcome = "lock_timeout" if sqlstate == LOCK_NOT_AVAILABLE and retryable else "failed"
+                outcome: Outcome = "lock_timeout" if sqlstate == LOCK_NOT_AVAILABLE and untouched else "failed"
                 self._interrupted(session, False, outcome, message)
                 return False
             self.result.lock_retries += 1
@@ -1065,7 +1065,7 @@ class RollbackRun:
         """Read markers up to ``tag``, remembering the statement running (a failure names it).  A step that failed
         (its guards skipped the rest) ends at ``step-failed`` instead when nothing of it is applied (a transactional
         one rolled back, another stopped at its first statement with the catalog as before), or at
-        ``step-partial`` (another that may have run partway): its (SQLSTATE, message, whether it can be retried)."""
+        ``step-partial`` (another that may have run partway): its (SQLSTATE, message, whether nothing of it applied)."""
         failure = ("", "")
         while True:
             parts = session.marker()
@@ -1116,8 +1116,8 @@ class RollbackRun:
     ) -> str:
         """A step outside a transaction: its ledger rows marked unfinished first (each row's success kept in a psql
         variable), the catalog's relations and index states read, each statement guarded as in a transaction.  On
-        a failure: ``step-failed`` (its marks undone) when the first statement failed on a lock with that catalog
-        unchanged, else ``step-partial``."""
+        a failure: ``step-failed`` (its marks undone) when the first statement failed with that catalog unchanged
+        (nothing of it applied: a lock is then retried), else ``step-partial``."""
         mark, table = session.mark, self.ledger.table
         kept = "".join(
             f"SELECT coalesce((SELECT success IS NOT false FROM {table} WHERE version = {literal(version)}), false) "
@@ -1140,8 +1140,7 @@ class RollbackRun:
             "\\set ON_ERROR_STOP 0\n\\set opsagent_failed 0\n\\set opsagent_at 0\n"
             + _guarded(mark, index, statements, at=True)
             + f"{reset}\\if :opsagent_failed\n"
-            f"SELECT (:'opsagent_at' = '0' AND :'opsagent_state' = '{LOCK_NOT_AVAILABLE}' "
-            f"AND {CATALOG_FINGERPRINT} = :'opsagent_fp') AS opsagent_untouched \\gset\n"
+            f"SELECT (:'opsagent_at' = '0' AND {CATALOG_FINGERPRINT} = :'opsagent_fp') AS opsagent_untouched \\gset\n"
             f"\\if :opsagent_untouched\n{unmarking}{mark.psql('step-failed', str(index))}\n"
             f"\\else\n{mark.psql('step-partial', str(index))}\n\\endif\n"
             f"\\else\n{mark.psql('committed', str(index))}\n\\endif\n\\set ON_ERROR_STOP 1\n"
