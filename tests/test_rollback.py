@@ -812,6 +812,27 @@ _CONCURRENT_WAY_BACK = {  # 002 drops an index outside a transaction; its way ba
 }
 
 
+def _concurrent_way_back_while_held(project: Project, budget: str, release_after: float | None, taking: str) -> Any:
+    """The rollback of :data:`_CONCURRENT_WAY_BACK` to 001 (lock_timeout 300ms, ``lock_retry_for`` ``budget``) while
+    another session, from the end of the rehearsal, holds what ``taking`` takes on ``a`` (see
+    :func:`_lock_after_the_rehearsal`)."""
+    import dataclasses
+
+    for name, sql in _CONCURRENT_WAY_BACK.items():
+        project.write_migration(name, sql)
+    sync(project)
+    host = dataclasses.replace(project.host, lock_timeout="300ms", lock_retry_for=budget)
+    confirm, holders = _lock_after_the_rehearsal(project, release_after, taking)
+    try:
+        with open_remote(host) as remote:
+            return _roll_back(remote, project, "001", confirm=confirm)
+    finally:
+        for manager, holder in holders:
+            holder.close_stdin()
+            holder.close()
+            manager.__exit__(None, None, None)
+
+
 def _index_state(project: Project) -> str:
     """'valid', 'invalid' (a CONCURRENTLY build stopped partway) or 'absent' for a_note."""
     found = project.psql(
@@ -832,23 +853,9 @@ def test_a_step_outside_a_transaction_retries_a_lock_it_could_not_take_before_ch
     """The way back's CREATE INDEX CONCURRENTLY cannot take its first lock (an application holds SHARE on the
     table): nothing of it ran, so it is retried as a transactional step is: built once the lock is gone, or given up
     past ``lock_retry_for`` with nothing left behind and its ledger row as it was (not marked failed)."""
-    import dataclasses
-
-    for name, sql in _CONCURRENT_WAY_BACK.items():
-        project.write_migration(name, sql)
-    sync(project)
-    host = dataclasses.replace(project.host, lock_timeout="300ms", lock_retry_for=budget)
-    confirm, holders = _lock_after_the_rehearsal(
-        project, 1.5 if budget == "30s" else None, "LOCK TABLE a IN SHARE MODE;"
+    result = _concurrent_way_back_while_held(
+        project, budget, 1.5 if budget == "30s" else None, "LOCK TABLE a IN SHARE MODE;"
     )
-    try:
-        with open_remote(host) as remote:
-            result = _roll_back(remote, project, "001", confirm=confirm)
-    finally:
-        for manager, holder in holders:
-            holder.close_stdin()
-            holder.close()
-            manager.__exit__(None, None, None)
     assert result.lock_retries >= 1, result.error
     if budget == "30s":
         assert result.outcome == "rolled_back", result.error
@@ -861,21 +868,7 @@ def test_a_step_outside_a_transaction_retries_a_lock_it_could_not_take_before_ch
 def test_a_step_outside_a_transaction_stopped_partway_is_not_retried_and_says_so(project: Project) -> None:
     """An application's open write makes CREATE INDEX CONCURRENTLY time out after it registered the index: an invalid
     index is left, so the step is not retried; the run ends failed, the ledger row marked failed (ran partway)."""
-    import dataclasses
-
-    for name, sql in _CONCURRENT_WAY_BACK.items():
-        project.write_migration(name, sql)
-    sync(project)
-    host = dataclasses.replace(project.host, lock_timeout="300ms", lock_retry_for="30s")
-    confirm, holders = _lock_after_the_rehearsal(project, None, "INSERT INTO a VALUES (1, 'x');")
-    try:
-        with open_remote(host) as remote:
-            result = _roll_back(remote, project, "001", confirm=confirm)
-    finally:
-        for manager, holder in holders:
-            holder.close_stdin()
-            holder.close()
-            manager.__exit__(None, None, None)
+    result = _concurrent_way_back_while_held(project, "30s", None, "INSERT INTO a VALUES (1, 'x');")
     assert result.outcome == "failed" and result.lock_retries == 0, (result.outcome, result.error)
     assert "lock timeout" in str(result.error) and "stopped partway: not retried" in str(result.error)
     assert "002_drop_index.sql" in str(result.error)  # where: the way back's statement
