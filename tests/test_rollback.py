@@ -740,6 +740,14 @@ def _lock_after_the_rehearsal(
     return confirm, holders
 
 
+def _release(holders: list[Any]) -> None:
+    """End the sessions :func:`_lock_after_the_rehearsal` opened (a lock still held goes with its session)."""
+    for manager, holder in holders:
+        holder.close_stdin()
+        holder.close()
+        manager.__exit__(None, None, None)
+
+
 @pytest.mark.parametrize("budget", ["30s", "3s"])
 def test_a_rollback_step_retries_its_locks_without_queueing_then_applies_or_gives_up(
     project: Project, budget: str
@@ -763,10 +771,7 @@ def test_a_rollback_step_retries_its_locks_without_queueing_then_applies_or_give
             "AND wait_event_type = 'Lock'"
         ).strip()
     finally:
-        for manager, holder in holders:
-            holder.close_stdin()
-            holder.close()
-            manager.__exit__(None, None, None)
+        _release(holders)
     assert result.lock_retries >= 1 and any(kind == "lock_retry" for kind, _ in events), events
     assert waiting == "0"
     if budget == "30s":
@@ -827,10 +832,7 @@ def _concurrent_way_back_while_held(project: Project, budget: str, release_after
         with open_remote(host) as remote:
             return _roll_back(remote, project, "001", confirm=confirm)
     finally:
-        for manager, holder in holders:
-            holder.close_stdin()
-            holder.close()
-            manager.__exit__(None, None, None)
+        _release(holders)
 
 
 def _index_state(project: Project) -> str:

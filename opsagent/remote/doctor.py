@@ -110,13 +110,14 @@ def _script(remote: Remote, mark: Markers) -> str:
         "whoami": "id -un",
         "psql": "psql --version",
         "pg_dump": "pg_dump --version",
-        "paths": "for tool in psql pg_dump pg_restore; do command -v \"$tool\" || echo \"$tool: not found\"; done",
         "server": f"psql -X -At {pg} -d postgres -c {query}",
         "backup_dir": (
             f"if [ -d {backup} ]; then if [ -w {backup} ]; then echo writable; df -Pk {backup} | tail -1; "
             f"else echo not-writable; fi; else echo absent; fi"
         ),
     }
+    if host.pg_bindir is not None:  # where each tool is found (_bindir_check)
+        steps["paths"] = 'for tool in psql pg_dump pg_restore; do command -v "$tool" || echo "$tool: not found"; done'
     parts = [
         f"{mark.sh('step', shlex.quote(name))}; {{ {cmd}; }} 2>&1; {mark.sh('rc', '$?')}" for name, cmd in steps.items()
     ]
