@@ -45,7 +45,23 @@ def _keywords() -> frozenset[str]:
 
 
 def quote_ident(name: str) -> str:
-    """PostgreSQL's quote_ident, so keys built here match names deparsed by the server."""
+    """PostgreSQL's quote_ident, so keys built here match names deparsed by the server.
+
+    Remembered per name: a catalog's keys and dependency graph ask for the same few thousand names tens of thousands
+    of times (musicbrainz: 52,000 calls per catalog read, a third of its parse)."""
+    quoted = _QUOTED.get(name)
+    if quoted is None:
+        if len(_QUOTED) >= _QUOTED_MAX:  # bounded: a long-lived process reading many catalogs starts afresh
+            _QUOTED.clear()
+        quoted = _QUOTED[name] = _quote_ident(name)
+    return quoted
+
+
+_QUOTED: dict[str, str] = {}
+_QUOTED_MAX = 500_000
+
+
+def _quote_ident(name: str) -> str:
     if (
         name
         and name[0] in "abcdefghijklmnopqrstuvwxyz_"
