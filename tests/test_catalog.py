@@ -247,10 +247,12 @@ def test_compare_is_linear_in_catalog_size() -> None:
 
     def per_table(n: int) -> float:
         a, b = big(n), big(n)
-        started = time.perf_counter()
-        for _ in range(3):
+        times = []
+        for _ in range(5):  # the fastest of five: a busy machine (the suite's other workers) slows single runs
+            started = time.perf_counter()
             assert compare(a, b).is_empty
-        return (time.perf_counter() - started) / n
+            times.append(time.perf_counter() - started)
+        return min(times) / n
 
     small, large = per_table(200), per_table(4000)
     assert large < small * 3, (small, large)

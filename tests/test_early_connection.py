@@ -579,5 +579,8 @@ def test_the_cli_and_a_first_connection_take_turns_importing_invoke(project: Pro
     seen = json.loads(next(line for line in done.stderr.splitlines() if line.startswith("SEEN "))[5:])
     cli = [at for thread, _, at in seen if thread == "MainThread"]
     connection = [at for thread, _, at in seen if thread == "early-ssh"]
-    assert cli and connection  # both imported some: the CLI Invoke, the first connection Fabric
-    assert max(cli) < min(connection) or max(connection) < min(cli), seen  # one after the other
+    # one after the other.  Usually the CLI goes first (its Invoke import is held 0.5 s at invoke.parser, and without
+    # the lock the first connection's Fabric import then lands inside it); on a loaded machine the first connection
+    # may get there first and import all of Invoke the CLI needs, leaving the CLI nothing to import
+    assert cli or connection, seen
+    assert not (cli and connection) or max(cli) < min(connection) or max(connection) < min(cli), seen
