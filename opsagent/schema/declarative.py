@@ -405,10 +405,12 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     # kept (cache folder): the target after one dump-and-load is built as soon as schema.sql's dump is in, not after
     # the live read and the cache write
     reload_ahead: list[_Ahead[tuple[dict[str, Any], str]]] = []
+    interrupted = threading.Event()
 
-    def start_reload(dump: str) -> None:
-        reload_ahead.append(_Ahead(lambda: reload(remote, dump, source, exclude)))
-        reload_ahead[0].start()
+    def start_reload(dump: str) -> None:  # on the materialization's thread
+        if not interrupted.is_set():
+            reload_ahead.append(_Ahead(lambda: reload(remote, dump, source, exclude)))
+            reload_ahead[0].start()
 
     try:
         # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
@@ -431,8 +433,11 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
             ahead.settle()  # nothing outlives the plan on the server
         raise
     except BaseException:
+        interrupted.set()
         if early is not None:
             early.release()
+        if reload_ahead:  # started before the interrupt: its session goes to the background drop too
+            drop_active()
         raise
     live_dump = live.dump or ""
     # the target after one dump-and-load settles the rehearsal's deparse artifacts; when it is not cached yet it is
