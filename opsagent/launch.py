@@ -244,15 +244,22 @@ def main() -> None:
         cli_main()
     except SystemExit as done:
         exit_at_once(done.code)
+    except KeyboardInterrupt:  # outside a task's own handler: while Invoke parses, or the task's modules load
+        exit_at_once(_interrupted())
     exit_at_once(0)
+
+
+def _interrupted() -> int:
+    """The CLI's one line for Ctrl-C (no traceback); its exit code."""
+    from .errors import ExitCode
+
+    sys.stderr.write("interrupted\n")
+    return int(ExitCode.INTERRUPTED)
 
 
 def _interrupted_before_the_cli() -> NoReturn:
     """Ctrl-C before the CLI (and its handlers) loaded: the CLI's one line and exit code, not a traceback."""
-    from .errors import ExitCode
-
-    sys.stderr.write("interrupted\n")
-    raise SystemExit(int(ExitCode.INTERRUPTED)) from None
+    raise SystemExit(_interrupted()) from None
 
 
 def exit_at_once(code: object) -> NoReturn:
