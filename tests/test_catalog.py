@@ -228,6 +228,16 @@ def test_quote_ident_matches_postgresql(name: str, quoted: str) -> None:
     assert quote_ident(name) == quoted
 
 
+def test_quote_ident_remembers_its_answers_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    from opsagent import sqlquote
+
+    monkeypatch.setattr(sqlquote, "_QUOTED", {})
+    monkeypatch.setattr(sqlquote, "_QUOTED_MAX", 3)
+    names = ["plain", "Mixed", "select", 'we"ird', "plain", "Mixed"]
+    assert [quote_ident(n) for n in names] == ["plain", '"Mixed"', '"select"', '"we""ird"', "plain", '"Mixed"']
+    assert len(sqlquote._QUOTED) <= 3  # bounded: full, it starts afresh
+
+
 def test_compare_is_linear_in_catalog_size() -> None:
     def big(n: int) -> Catalog:
         tables = [

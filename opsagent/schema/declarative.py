@@ -52,7 +52,6 @@ from .desired import (
     introspection_document,
     known_schema,
     load_cached,
-    reload,
     reloaded,
 )
 from .drift import (
@@ -402,16 +401,6 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     # template: copying one is cheaper than any load)
     cold = not options.template and not known_schema(options.cache_dir, schema_digest(sql))
     early = _EarlyRehearsal(remote, exclude) if cold else None
-    # kept (cache folder): the target after one dump-and-load is built as soon as schema.sql's dump is in, not after
-    # the live read and the cache write
-    reload_ahead: list[_Ahead[tuple[dict[str, Any], str]]] = []
-    interrupted = threading.Event()
-
-    def start_reload(dump: str) -> None:  # on the materialization's thread
-        if not interrupted.is_set():
-            reload_ahead.append(_Ahead(lambda: reload(remote, dump, source, exclude)))
-            reload_ahead[0].start()
-
     try:
         # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
         live, desired = live_and_desired(
@@ -424,26 +413,19 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
             extra_sql=TABLE_SIZES_SQL,
             fingerprint=before is not None,
             on_live=early.start if early is not None else None,
-            on_materialized=start_reload if options.cache_dir is not None else None,
         )
     except Exception:
         if early is not None:
             early.cancel()
-        for ahead in reload_ahead:
-            ahead.settle()  # nothing outlives the plan on the server
         raise
     except BaseException:
-        interrupted.set()
         if early is not None:
             early.release()
-        if reload_ahead:  # started before the interrupt: its session goes to the background drop too
-            drop_active()
         raise
     live_dump = live.dump or ""
     # the target after one dump-and-load settles the rehearsal's deparse artifacts; when it is not cached yet it is
     # built on its own channel while the rehearsal runs (it is then kept, for every later plan of this schema.sql)
-    built = reload_ahead[0] if reload_ahead else None
-    target = _Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir, built=built))
+    target = _Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir))
     if options.cache_dir is not None and desired.reloaded_dump is None:
         target.start()
     try:

@@ -38,7 +38,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -267,13 +267,7 @@ def desired_state(
 
 
 def reloaded(
-    remote: Remote,
-    state: DesiredState,
-    sql: str,
-    exclude_tables: Sequence[str],
-    cache_dir: Path | None,
-    *,
-    built: Callable[[], tuple[dict[str, Any], str]] | None = None,
+    remote: Remote, state: DesiredState, sql: str, exclude_tables: Sequence[str], cache_dir: Path | None
 ) -> tuple[Catalog, str]:
     """The desired structure after one dump-and-load: its catalog and normalized dump (made once per cache key, kept
     in the cache file beside the state).
@@ -283,11 +277,10 @@ def reloaded(
     ``ARRAY[('a'::varchar)::text]``).  A plan's rehearsal starts from the live
     database's *dump*, so it carries that deparse; comparing it with this form of
     the target tells the artifacts from real differences without loading both
-    dumps again on every plan (what ``drift.confirm`` does).  ``built``: the same materialization, already started
-    by the caller from ``state.dump`` (:func:`reload`).
+    dumps again on every plan (what ``drift.confirm`` does).
     """
     if state.reloaded_document is None or state.reloaded_dump is None:
-        document, dump = built() if built is not None else reload(remote, state.dump, state.source, exclude_tables)
+        document, dump = materialize(remote, state.dump, f"{state.source} (dump)", exclude_tables, is_dump=True)
         state.reloaded_document, state.reloaded_dump = document, dump
         if state.key:
             store(cache_dir, schema_digest(sql), state)
@@ -295,9 +288,3 @@ def reloaded(
         return Catalog.from_json(state.reloaded_document), state.reloaded_dump
     except (ValueError, TypeError, AttributeError) as exc:
         raise RemoteError(f"introspection of {state.source} (dump) returned no usable result ({exc})") from None
-
-
-def reload(remote: Remote, dump: str, source: str, exclude_tables: Sequence[str]) -> tuple[dict[str, Any], str]:
-    """``source``'s normalized dump loaded into a scratch database: the (catalog document, normalized dump) of the
-    structure after one dump-and-load (see :func:`reloaded`)."""
-    return materialize(remote, dump, f"{source} (dump)", exclude_tables, is_dump=True)

@@ -355,16 +355,13 @@ def live_and_desired(
     extra_sql: str | None = None,
     fingerprint: bool = False,
     on_live: Callable[[LiveState], None] | None = None,
-    on_materialized: Callable[[str], None] | None = None,
     known_live: LiveState | None = None,
 ) -> tuple[LiveState, DesiredState]:
     """The live side (one command) and schema.sql's materialized state: from the cache when warm (no other command);
     when the file is new to the cache it is materialized alongside the live read; else after it, on a miss.
     ``on_live``: called with the live side as soon as it is read, while the file is still being materialized (a cold
-    plan starts its rehearsal's copy of the live structure there); not called on the warm path.  ``on_materialized``:
-    called with the new materialization's normalized dump as soon as it is in, on its own thread, even while the live
-    side is still being read (a cold plan starts its reloaded target there).  ``known_live``: the live side kept for
-    its fingerprint (:func:`kept_live`), not read again."""
+    plan starts its rehearsal's copy of the live structure there); not called on the warm path.  ``known_live``: the
+    live side kept for its fingerprint (:func:`kept_live`), not read again."""
     database = remote.host.database
 
     def live() -> LiveState:
@@ -389,15 +386,8 @@ def live_and_desired(
     if known_schema(cache_dir, digest):  # warm, most likely: read and parse the cached side while the server works
         state, guess = at_once(live, lambda: newest(cache_dir, digest, source, dependencies=dependencies))
         return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, prefetched=guess)
-
-    def build() -> tuple[dict[str, Any], str]:
-        built = materialize(remote, sql, source, exclude_tables)
-        if on_materialized is not None:
-            on_materialized(built[1])
-        return built
-
     first = live if on_live is None else (lambda: live_then(on_live))
-    state, built = at_once(first, build)
+    state, built = at_once(first, lambda: materialize(remote, sql, source, exclude_tables))
     return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, materialized=built)
 
 
