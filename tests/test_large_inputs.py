@@ -49,8 +49,10 @@ def test_splitting_and_lint_are_linear_in_the_file_size(tmp_path: Path) -> None:
         folder.mkdir()
         (folder / "001_data.sql").write_text(generated_migration(count))
     assert (large / "001_data.sql").stat().st_size > 4_500_000  # the ~5 MB case
-    one, statements_one = _discover_and_lint(small)
-    two, statements_two = _discover_and_lint(large)
+    # the fastest of three each: one run on a busy machine (the suite's other worker) was 3.4x for twice the file
+    (one, statements_one), (two, statements_two) = (
+        min(_discover_and_lint(folder) for _ in range(3)) for folder in (small, large)
+    )
     assert (statements_one, statements_two) == (20_000, 40_000)
     assert two < 30, f"a 5 MB migration took {two:.1f} CPU s to split and lint"  # was ~60 s (quadratic)
     assert two / one < 3, f"doubling the file multiplied the time by {two / one:.2f} ({one:.2f} s -> {two:.2f} s)"
