@@ -15,6 +15,8 @@ another way: names travel as psql variables or argv wherever the script allows i
 
 from __future__ import annotations
 
+import functools
+
 _SAFE = set("abcdefghijklmnopqrstuvwxyz0123456789_$")
 _KEYWORDS: frozenset[str] | None = None  # pglast's keyword lists, loaded on first use
 
@@ -44,24 +46,12 @@ def _keywords() -> frozenset[str]:
     return _KEYWORDS
 
 
+@functools.lru_cache(maxsize=500_000)
 def quote_ident(name: str) -> str:
     """PostgreSQL's quote_ident, so keys built here match names deparsed by the server.
 
-    Remembered per name: a catalog's keys and dependency graph ask for the same few thousand names tens of thousands
-    of times (musicbrainz: 52,000 calls per catalog read, a third of its parse)."""
-    quoted = _QUOTED.get(name)
-    if quoted is None:
-        if len(_QUOTED) >= _QUOTED_MAX:  # bounded: a long-lived process reading many catalogs starts afresh
-            _QUOTED.clear()
-        quoted = _QUOTED[name] = _quote_ident(name)
-    return quoted
-
-
-_QUOTED: dict[str, str] = {}
-_QUOTED_MAX = 500_000
-
-
-def _quote_ident(name: str) -> str:
+    Remembered per name (bounded): a catalog's keys and dependency graph ask for the same few thousand names tens of
+    thousands of times (musicbrainz: 52,000 calls per catalog read, a third of its parse)."""
     if (
         name
         and name[0] in "abcdefghijklmnopqrstuvwxyz_"

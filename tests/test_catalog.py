@@ -228,14 +228,11 @@ def test_quote_ident_matches_postgresql(name: str, quoted: str) -> None:
     assert quote_ident(name) == quoted
 
 
-def test_quote_ident_remembers_its_answers_within_a_bound(monkeypatch: pytest.MonkeyPatch) -> None:
-    from opsagent import sqlquote
-
-    monkeypatch.setattr(sqlquote, "_QUOTED", {})
-    monkeypatch.setattr(sqlquote, "_QUOTED_MAX", 3)
+def test_quote_ident_remembers_its_answers_within_a_bound() -> None:
     names = ["plain", "Mixed", "select", 'we"ird', "plain", "Mixed"]
     assert [quote_ident(n) for n in names] == ["plain", '"Mixed"', '"select"', '"we""ird"', "plain", '"Mixed"']
-    assert len(sqlquote._QUOTED) <= 3  # bounded: full, it starts afresh
+    info = quote_ident.cache_info()
+    assert info.hits >= 2 and info.maxsize is not None and info.currsize <= info.maxsize  # bounded
 
 
 def test_compare_is_linear_in_catalog_size() -> None:
