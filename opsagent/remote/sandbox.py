@@ -378,9 +378,9 @@ class Sandbox:
         _wait_port(state.ssh_port)
 
 
-def traversable_temp_dir(prefix: str = "opsagent-") -> Path:
-    """A new folder under /var/tmp that the postgres user can traverse (pytest's tmp dirs are 0700 root)."""
-    base = Path(tempfile.mkdtemp(prefix=prefix, dir="/var/tmp"))
+def traversable_temp_dir(prefix: str = "opsagent-", parent: Path = Path("/var/tmp")) -> Path:
+    """A new folder under ``parent`` that the postgres user can traverse (pytest's tmp dirs are 0700 root)."""
+    base = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
     base.chmod(0o711)
     return base
 
