@@ -181,6 +181,39 @@ def test_a_reader_that_goes_away_is_not_a_traceback(door: str, args: tuple[str, 
     assert done.returncode == 1
 
 
+_CTRL_C_IN_INVOKE = """
+import importlib, sys
+door, where = sys.argv[1], sys.argv[2]
+module, owner, method = where.rsplit(".", 2)
+def interrupted(*args, **kwargs):  # Ctrl-C landing while Invoke itself works, outside any task's own guard
+    raise KeyboardInterrupt
+setattr(getattr(importlib.import_module(module), owner), method, interrupted)
+sys.argv = [door, "hosts", "--json"]
+if door == "inv":
+    from invoke.main import program
+    program.run()
+else:
+    from opsagent.launch import main
+    main()
+"""
+
+
+@pytest.mark.parametrize("door", ["inv", "opsagent"])
+@pytest.mark.parametrize("where", ["invoke.program.Program.parse_tasks", "invoke.executor.Executor.execute"])
+def test_ctrl_c_while_invoke_parses_or_dispatches_is_exit_130_in_one_line(door: str, where: str) -> None:
+    """Invoke's own ``Program.run`` turns a Ctrl-C into a silent exit 1; the CLI's program says it and exits 130."""
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C_IN_INVOKE, door, where],
+        cwd=REPO,
+        env={**BARE_ENV, "OPSAGENT_EARLY_CONNECT": "0"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert (done.returncode, done.stderr) == (130, "interrupted\n")
+
+
 # ---------------------------------------------------------------- paramiko's tracebacks
 
 

@@ -156,14 +156,38 @@ def silence_stdout() -> None:
         pass
 
 
+def _interrupted() -> Exit:
+    """Ctrl-C outside a task's own guard: Invoke prints the message, then exits with the code."""
+    return Exit("interrupted", code=int(ExitCode.INTERRUPTED))
+
+
+def _interruptible(step: Any) -> None:
+    try:
+        step()
+    except KeyboardInterrupt:
+        raise _interrupted() from None
+
+
 class ParseManners:
-    """Mixed into an Invoke ``Program``: parse errors become ``Exit(message, code=2)``; the run's ``Environment``."""
+    """Mixed into an Invoke ``Program``: parse errors become ``Exit(message, code=2)``; Ctrl-C in any of its steps
+    ``Exit("interrupted", code=130)`` (Invoke's own ``run`` turns it into a silent exit 1); the run's ``Environment``.
+    """
+
+    def create_config(self) -> None:
+        _interruptible(lambda: super(ParseManners, self).create_config())  # type: ignore[misc]
+
+    def parse_collection(self) -> None:
+        _interruptible(lambda: super(ParseManners, self).parse_collection())  # type: ignore[misc]
 
     def update_config(self, merge: bool = True) -> None:
         """Invoke's last step before running the tasks: the streams are judged here, once, for every task of the run."""
-        super().update_config(merge)  # type: ignore[misc]
+        _interruptible(lambda: super(ParseManners, self).update_config(merge))  # type: ignore[misc]
         program: Any = self
         install(program.config, Environment.detect())
+
+    def execute(self) -> None:
+        """A task's own guard (``cli.base``) reports a Ctrl-C in its body; this one covers the moments around it."""
+        _interruptible(lambda: super(ParseManners, self).execute())  # type: ignore[misc]
 
     def _guarded(self, step: Any) -> None:
         program: Program = self
@@ -176,6 +200,8 @@ class ParseManners:
         except BrokenPipeError:
             silence_stdout()
             raise Exit(code=int(ExitCode.FAILURE)) from None
+        except KeyboardInterrupt:
+            raise _interrupted() from None
 
     def print_task_help(self, name: str) -> None:
         program: Any = self
