@@ -77,6 +77,24 @@ class SandboxHandle:
         return open_remote(self.host_for(database, **overrides))
 
 
+# the longest files, longest first (a clean-clone run, 2 workers): with ``--dist loadfile`` a file goes whole to one
+# worker in collection order, and the sqldef corpus (215 s), collected late, ran alone at the end of the run
+LONGEST_FILES = (
+    "test_oracle_corpus.py",
+    "test_rollback.py",
+    "test_restore_safety.py",
+    "test_object_kinds.py",
+    "test_transport_lifetime.py",
+    "test_lock_retries.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files are handed out first (the same order on every worker: a stable sort of the same list)."""
+    rank = {name: index for index, name in enumerate(LONGEST_FILES)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
+
 @pytest.fixture(scope="session")
 def sandbox_factory() -> Iterator[object]:
     """Build extra sandbox hosts (each a real sshd + cluster pair); all torn down at the end."""
