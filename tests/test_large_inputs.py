@@ -50,7 +50,7 @@ def test_splitting_and_lint_are_linear_in_the_file_size(tmp_path: Path) -> None:
         folder.mkdir()
         (folder / "001_data.sql").write_text(generated_migration(count))
     assert (large / "001_data.sql").stat().st_size > 4_500_000  # the ~5 MB case
-    # the fastest of three each: one run on a busy machine (the suite's other worker) was 3.4x for twice the file
+    # the fastest of three real runs each (the memo cleared before each): the suite's other worker slows single runs
     (one, statements_one), (two, statements_two) = (
         min(_discover_and_lint(folder) for _ in range(3)) for folder in (small, large)
     )
