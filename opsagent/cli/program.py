@@ -192,7 +192,7 @@ class ParseManners:
     def _guarded(self, step: Any) -> None:
         program: Program = self
         try:
-            step()
+            _interruptible(step)
         except ParseError as exc:
             raise Exit(explain_parse_error(program, exc), code=int(ExitCode.USAGE)) from None
         except ValueError as exc:
@@ -200,8 +200,6 @@ class ParseManners:
         except BrokenPipeError:
             silence_stdout()
             raise Exit(code=int(ExitCode.FAILURE)) from None
-        except KeyboardInterrupt:
-            raise _interrupted() from None
 
     def print_task_help(self, name: str) -> None:
         program: Any = self
