@@ -46,6 +46,7 @@ from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection
 from .changes import Change, DiffResult
 from .compare import compare
 from .desired import (
+    Reloaded,
     cache_key,
     desired_query,
     desired_state,
@@ -190,7 +191,7 @@ class _Side:
     dump: Callable[[], str]
     sizes: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     # desired side: the same structure after one dump-and-load (``desired.reloaded``, cached); None: not available
-    reloaded: Callable[[], tuple[Catalog, str]] | None = None
+    reloaded: Callable[[bool], Reloaded] | None = None  # its argument: the whole structure (see ``desired.reloaded``)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,13 +426,19 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     live_dump = live.dump or ""
     # the target after one dump-and-load settles the rehearsal's deparse artifacts; when it is not cached yet it is
     # built on its own channel while the rehearsal runs (it is then kept, for every later plan of this schema.sql)
+    # (the lighter target: ``desired.reloaded``; the whole one only when a finding needs it, see ``against_reloaded``)
     target = _Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir))
     if options.cache_dir is not None and desired.reloaded_dump is None:
         target.start()
+
+    def target_of(whole: bool) -> Reloaded:
+        light = target()
+        return reloaded(remote, desired, sql, exclude, options.cache_dir, whole=True) if whole else light
+
     try:
         live_side = _Side(where(remote), live.catalog, lambda: live_dump, _table_sizes(remote, live.extra))
         report = _plan_and_verify(
-            remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=target), options, early
+            remote, live_side, _Side(source, desired.catalog, lambda: desired.dump, reloaded=target_of), options, early
         )
     except Exception:
         if early is not None:

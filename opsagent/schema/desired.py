@@ -47,8 +47,8 @@ from ..errors import RemoteError
 from ..remote.transport import Remote
 from .catalog import Catalog, introspection_sql
 from .facts import ServerFacts, schema_digest
-from .oracle import Entry, entries
-from .scratch import DumpStep, ScratchSet, dump_chunks, sql_chunks
+from .oracle import Entry, entries, without_heavy_entries
+from .scratch import DumpStep, LoadError, ScratchSet, dump_chunks, sql_chunks
 
 CACHE_FORMAT = 1
 KEEP = 24  # cache files kept (the newest); one per schema.sql version and server kind
@@ -85,6 +85,8 @@ class DesiredState:
     # the same structure after one dump-and-load (see ``reloaded``); None: not made yet
     reloaded_document: Mapping[str, Any] | None = None
     reloaded_dump: str | None = None
+    # the dump entries left out of it (``oracle.without_heavy_entries``); empty: it is the whole structure
+    reloaded_skipped: frozenset[str] = frozenset()
 
     _entries: dict[str, tuple[Entry, ...]] | None = dataclasses.field(default=None, repr=False)
 
@@ -151,15 +153,42 @@ def load_cached(
             return None
         # a document the catalog cannot read is a miss too; the model built to find out is kept (not parsed twice)
         state = DesiredState(source, catalog, dump, key, True, Catalog.from_json(catalog))
-        reloaded, reloaded_dump = document.get("reloaded_catalog"), document.get("reloaded_dump")
-        if isinstance(reloaded, dict) and isinstance(reloaded_dump, str):
-            state.reloaded_document, state.reloaded_dump = reloaded, reloaded_dump
+        _read_reloaded(state, document)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
     if touch:
         with contextlib.suppress(OSError):
             os.utime(path)  # recently used: kept by the pruning
     return state
+
+
+def _read_reloaded(state: DesiredState, document: Mapping[str, Any]) -> None:
+    """The reloaded target kept beside the state: the whole one (``reloaded_*``, what every version wrote) or, when
+    only that was made, the lighter one (``reloaded_partial``, which earlier versions do not read)."""
+    whole, whole_dump = document.get("reloaded_catalog"), document.get("reloaded_dump")
+    if isinstance(whole, dict) and isinstance(whole_dump, str):
+        state.reloaded_document, state.reloaded_dump = whole, whole_dump
+        return
+    partial = document.get("reloaded_partial")
+    if isinstance(partial, dict):
+        catalog, dump, skipped = partial.get("catalog"), partial.get("dump"), partial.get("skipped")
+        if isinstance(catalog, dict) and isinstance(dump, str) and isinstance(skipped, list) and skipped:
+            state.reloaded_document, state.reloaded_dump = catalog, dump
+            state.reloaded_skipped = frozenset(str(key) for key in skipped)
+
+
+def _reloaded_fields(state: DesiredState) -> dict[str, Any]:
+    if state.reloaded_dump is None:
+        return {}
+    if state.reloaded_skipped:
+        return {
+            "reloaded_partial": {
+                "catalog": state.reloaded_document,
+                "dump": state.reloaded_dump,
+                "skipped": sorted(state.reloaded_skipped),
+            }
+        }
+    return {"reloaded_catalog": state.reloaded_document, "reloaded_dump": state.reloaded_dump}
 
 
 def newest(cache_dir: Path | None, digest: str, source: str, *, dependencies: bool) -> DesiredState | None:
@@ -191,18 +220,13 @@ def store(cache_dir: Path | None, digest: str, state: DesiredState) -> Path | No
     if cache_dir is None:
         return None
     path = _path(cache_dir, digest, state.key)
-    reloaded = (
-        {"reloaded_catalog": state.reloaded_document, "reloaded_dump": state.reloaded_dump}
-        if state.reloaded_dump is not None
-        else {}
-    )
     document = {
         "format": CACHE_FORMAT,
         "key": state.key,
         "source": state.source,
         "catalog": state.catalog_document,
         "dump": state.dump,
-        **reloaded,
+        **_reloaded_fields(state),
     }
     if not write_cache_file(cache_dir, path.name, document):
         return None
@@ -266,11 +290,27 @@ def desired_state(
     return state
 
 
+@dataclasses.dataclass(frozen=True)
+class Reloaded:
+    """The desired structure after one dump-and-load: its catalog, its normalized dump, and the keys of the dump
+    entries left out of the load (empty: the whole structure)."""
+
+    catalog: Catalog
+    dump: str
+    skipped: frozenset[str] = frozenset()
+
+
 def reloaded(
-    remote: Remote, state: DesiredState, sql: str, exclude_tables: Sequence[str], cache_dir: Path | None
-) -> tuple[Catalog, str]:
-    """The desired structure after one dump-and-load: its catalog and normalized dump (made once per cache key, kept
-    in the cache file beside the state).
+    remote: Remote,
+    state: DesiredState,
+    sql: str,
+    exclude_tables: Sequence[str],
+    cache_dir: Path | None,
+    *,
+    whole: bool = False,
+) -> Reloaded:
+    """The desired structure after one dump-and-load (made once per cache key, kept in the cache file beside the
+    state).
 
     A database restored from a dump deparses some expressions differently from one
     built from the original SQL (``ARRAY['a'::varchar]::text[]`` becomes
@@ -278,13 +318,24 @@ def reloaded(
     database's *dump*, so it carries that deparse; comparing it with this form of
     the target tells the artifacts from real differences without loading both
     dumps again on every plan (what ``drift.confirm`` does).
+
+    Unless ``whole`` is asked for, the load leaves out the heavy post-data entries (index builds, foreign keys,
+    triggers: ``oracle.without_heavy_entries``), about half of a large schema's load; the caller asks again with
+    ``whole`` when a finding to settle is in what was left out.  A lighter load that fails is made whole.
     """
-    if state.reloaded_document is None or state.reloaded_dump is None:
-        document, dump = materialize(remote, state.dump, f"{state.source} (dump)", exclude_tables, is_dump=True)
-        state.reloaded_document, state.reloaded_dump = document, dump
+    if state.reloaded_document is None or state.reloaded_dump is None or (whole and state.reloaded_skipped):
+        light, skipped = (state.dump, frozenset[str]()) if whole else without_heavy_entries(state.dump)
+        try:
+            document, dump = materialize(remote, light, f"{state.source} (dump)", exclude_tables, is_dump=True)
+        except LoadError:
+            if not skipped:
+                raise
+            document, dump = materialize(remote, state.dump, f"{state.source} (dump)", exclude_tables, is_dump=True)
+            skipped = frozenset()
+        state.reloaded_document, state.reloaded_dump, state.reloaded_skipped = document, dump, skipped
         if state.key:
             store(cache_dir, schema_digest(sql), state)
     try:
-        return Catalog.from_json(state.reloaded_document), state.reloaded_dump
+        return Reloaded(Catalog.from_json(state.reloaded_document), state.reloaded_dump, state.reloaded_skipped)
     except (ValueError, TypeError, AttributeError) as exc:
         raise RemoteError(f"introspection of {state.source} (dump) returned no usable result ({exc})") from None

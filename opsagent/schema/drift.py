@@ -36,6 +36,7 @@ from .changes import Change, DiffResult
 from .compare import compare
 from .desired import (
     DesiredState,
+    Reloaded,
     desired_query,
     desired_state,
     introspection_document,
@@ -61,7 +62,7 @@ from .fingerprint import (
     store_side,
 )
 from .liveread import live_read_markers, run_live_read, start_live_read
-from .oracle import DumpDifference, compare_dumps, unexplained
+from .oracle import DumpDifference, compare_dumps, split_key, unexplained
 from .report import DriftReport, oracle_summary, recalled_report, where
 from .scratch import Chunk, DumpStep, ScratchSet, drop_active, dump_chunks
 
@@ -436,7 +437,7 @@ def diff_against_sql(
             differences or [],
             live.catalog,
             live.dump,
-            lambda: reloaded(remote, desired, sql, exclude_tables, cache_dir),
+            lambda whole: reloaded(remote, desired, sql, exclude_tables, cache_dir, whole=whole),
             exclude_tables,
         )
         result, differences = DiffResult(changes), settled
@@ -487,7 +488,7 @@ def against_reloaded(
     differences: list[DumpDifference],
     side: Catalog,
     side_dump: str,
-    reloaded: Callable[[], tuple[Catalog, str]],
+    reloaded: Callable[[bool], Reloaded],
     exclude_tables: Sequence[str],
 ) -> tuple[list[Change], list[DumpDifference]]:
     """Drop the findings that are dump-and-load deparse artifacts by comparing ``side`` (a plan's rehearsal, which
@@ -495,17 +496,68 @@ def against_reloaded(
     dump-and-load (``desired.reloaded``, cached).  The rule of ``confirm``: a "changed" finding of the model, or a
     dump entry, that is gone there was never a change; extra and missing objects always stay.  Costs no remote
     command once the reloaded target is cached; what is left still goes through ``confirm``; a failure to make the
-    reloaded target keeps every finding."""
+    reloaded target keeps every finding.  ``reloaded(whole)``: the lighter target first (heavy post-data entries
+    left out), the whole one when a finding touches what it left out (:func:`needs_whole_reload`)."""
     try:
-        target, target_dump = reloaded()
+        target = reloaded(False)
+        if target.skipped and needs_whole_reload(target.skipped, changes, differences):
+            target = reloaded(True)
     except OpsagentError:
         return changes, differences
-    still = {(c.kind, c.name) for c in compare(side, target).changes}
-    left = {d.key for d in compare_dumps(side_dump, target_dump, exclude_tables)} if differences else set()
+    still = {(c.kind, c.name) for c in compare(side, target.catalog).changes}
+    left = {d.key for d in compare_dumps(side_dump, target.dump, exclude_tables)} if differences else set()
     return (
         [c for c in changes if c.status != "changed" or (c.kind, c.name) in still],
         [d for d in differences if d.key in left],
     )
+
+
+# kinds of the model's findings whose objects a dump builds without any heavy post-data entry (indexes, constraints
+# written apart from their table, foreign keys, triggers, comments on those); "constraint" is checked by name
+_BUILT_WITHOUT_HEAVY = frozenset(
+    {
+        "schema",
+        "extension",
+        "type",
+        "collation",
+        "text search dictionary",
+        "text search configuration",
+        "sequence",
+        "column",
+        "view",
+        "materialized view",
+        "function",
+        "procedure",
+        "operator",
+        "operator family",
+        "operator class",
+        "policy",
+        "statistics",
+        "privilege",
+    }
+)
+
+
+def needs_whole_reload(
+    skipped: frozenset[str], changes: Sequence[Change], differences: Sequence[DumpDifference]
+) -> bool:
+    """Whether a lighter reloaded target (``skipped``: the keys of the entries it left out) can settle these
+    findings: not when a dump difference is one of those entries, or a model finding is about an object they make
+    or change (a table: its clustering index, replica identity; a constraint written apart from its table).  Erring
+    towards True only costs a load; towards False it would let a real difference pass for an artifact."""
+    if any(d.key in skipped for d in differences):
+        return True
+    for change in changes:
+        if change.kind in _BUILT_WITHOUT_HEAVY:
+            continue
+        if change.kind != "constraint":
+            return True
+        parts = split_key(change.name)
+        if len(parts) != 3 or any(
+            f"{kind} {parts[0]}.{parts[1]} {parts[2]}" in skipped for kind in ("CONSTRAINT", "FK CONSTRAINT")
+        ):
+            return True
+    return False
 
 
 def _doubtful(result: DiffResult, differences: list[DumpDifference] | None) -> bool:
