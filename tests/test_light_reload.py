@@ -24,6 +24,8 @@ from opsagent.schema.drift import needs_whole_reload
 from opsagent.schema.extract import dump_schema, normalize_dump
 from opsagent.schema.oracle import DumpDifference, entries, without_heavy_entries
 
+from .test_fast_paths import _record
+
 # every heavy kind, and what must stay beside them: a view, an inline CHECK, a default, comments on both sides
 HEAVY = """
 CREATE TABLE parent (id int PRIMARY KEY, code text UNIQUE);
@@ -42,20 +44,6 @@ COMMENT ON CONSTRAINT child_pair ON child IS 'exclusion';
 COMMENT ON TABLE child IS 'kept';
 """
 CREATE_DATABASE = "CREATE DATABASE"
-
-
-def _record(remote: Remote, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Observe (not replace) every command's stdin (or argv) sent to the server."""
-    sent: list[str] = []
-    original = remote.run
-
-    def run(argv: Any, **kwargs: Any) -> Any:
-        stdin = kwargs.get("stdin")
-        sent.append(stdin.decode() if isinstance(stdin, bytes) else stdin or " ".join(argv))
-        return original(argv, **kwargs)
-
-    monkeypatch.setattr(remote, "run", run)
-    return sent
 
 
 def _stored(cache: Path) -> dict[str, Any]:
