@@ -24,6 +24,7 @@ from opsagent.schema.drift import needs_whole_reload
 from opsagent.schema.extract import dump_schema, normalize_dump
 from opsagent.schema.oracle import DumpDifference, entries, without_heavy_entries
 
+from .conftest import CORPORA, SandboxHandle
 from .test_fast_paths import _record
 
 # every heavy kind, and what must stay beside them: a view, an inline CHECK, a default, comments on both sides
@@ -177,3 +178,38 @@ def test_a_real_difference_beside_the_artifacts_is_still_refused(remote: Remote,
     report = plan_against_sql(remote, blind, "schema.sql", PlanOptions(cache_dir=tmp_path / "cache", recheck=True))
     assert not report.verified and report.undescribed
     assert any("SET STORAGE EXTERNAL" in line for d in report.undescribed for line in d.lines)
+
+
+# ---------------------------------------------------------------- real schemas
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("schema", ["musicbrainz", "danbooru"])
+def test_the_lighter_form_of_a_real_schema_loads_as_it_is(sandbox: SandboxHandle, schema: str) -> None:
+    """No fallback to the whole form on a real schema: what is left out is never needed by what is kept."""
+    path = CORPORA / "schemas" / f"{schema}.sql"
+    if not path.exists():
+        pytest.skip(f"corpus {path} is absent")
+    with sandbox.remote(sandbox.create_database(schema)) as remote:
+        _document, dump = materialize(remote, path.read_text(), f"{schema}.sql", DEFAULT_EXCLUDED_TABLES)
+        light, skipped = without_heavy_entries(dump)
+        assert len(skipped) > 100 and len(light) < len(dump)
+        _light_document, reloaded_dump = materialize(remote, light, "light", DEFAULT_EXCLUDED_TABLES, is_dump=True)
+    assert set(entries(reloaded_dump)) == set(entries(dump)) - skipped
+
+
+@pytest.mark.timeout(900)
+def test_a_cold_musicbrainz_plan_is_verified_with_the_lighter_form(sandbox: SandboxHandle, tmp_path: Path) -> None:
+    """The benchmark's cold plan (one index dropped): its rehearsal's deparse artifacts (two CHECKs, a view) are
+    settled by the lighter form alone."""
+    path = CORPORA / "schemas" / "musicbrainz.sql"
+    if not path.exists():
+        pytest.skip(f"corpus {path} is absent")
+    sql = path.read_text()
+    with sandbox.remote(sandbox.create_database("mb_light")) as remote:
+        remote.psql(sql, timeout=600)
+        remote.psql("DROP INDEX musicbrainz.artist_idx_name;")
+        report = plan_against_sql(remote, sql, "musicbrainz.sql", PlanOptions(cache_dir=tmp_path / "cache"))
+    assert report.verified, report.verification_line()
+    assert "CREATE INDEX artist_idx_name" in report.plan.script()
+    assert "reloaded_dump" not in _stored(tmp_path / "cache") and _stored(tmp_path / "cache")["reloaded_partial"]
