@@ -84,6 +84,14 @@ def entries(dump: str) -> dict[str, tuple[Entry, ...]]:
     return dict(_entries(dump))
 
 
+def _entry_header(lines: Sequence[str], index: int) -> re.Match[str] | None:
+    """The header of the pg_dump entry that ``lines[index]`` opens (framed by ``--`` lines), else None."""
+    line = lines[index]
+    if not line.startswith("-- Name: ") or not 0 < index < len(lines) - 1:
+        return None
+    return _HEADER.match(line) if lines[index - 1] == "--" and lines[index + 1] == "--" else None
+
+
 @functools.lru_cache(maxsize=2)
 def _entries(dump: str) -> dict[str, tuple[Entry, ...]]:
     found: dict[str, list[Entry]] = {}
@@ -101,8 +109,8 @@ def _entries(dump: str) -> dict[str, tuple[Entry, ...]]:
 
     lines = dump.replace("\r\n", "\n").split("\n")
     for index, line in enumerate(lines):
-        header = _HEADER.match(line)
-        if header and index and lines[index - 1] == "--" and index + 1 < len(lines) and lines[index + 1] == "--":
+        header = _entry_header(lines, index)
+        if header:
             finish()
             current = (header["type"], header["schema"], header["name"])
             body = [f"SET {k} = {v};" for k, v in state.items() if v != _STATE_DEFAULTS[k]]
@@ -366,21 +374,13 @@ def without_heavy_entries(dump: str) -> tuple[str, frozenset[str]]:
     (``SET default_tablespace``) and psql commands (the trailer's ``\\unrestrict``) stay.  A dump with a RULE
     entry (a view pg_dump split off because its query needs a primary key, say) is returned whole."""
     lines = dump.split("\n")
-    starts = [
-        i - 1
-        for i in range(1, len(lines) - 1)
-        if lines[i - 1] == "--"
-        and lines[i + 1] == "--"
-        and lines[i].startswith("-- Name: ")
-        and _HEADER.match(lines[i])
-    ]
-    heads = set(starts)
+    headers = {i - 1: header for i in range(len(lines)) if (header := _entry_header(lines, i))}
     kept: list[str] = []
     skipped: set[str] = set()
-    bounds = sorted({0, *starts})
+    bounds = sorted({0, *headers})
     for start, end in zip(bounds, [*bounds[1:], len(lines)], strict=True):
         block = lines[start:end]
-        header = _HEADER.match(block[1]) if start in heads else None
+        header = headers.get(start)
         if header is not None and header["type"] == "RULE":
             return dump, frozenset()
         if header is not None and _heavy(header["type"], header["name"]):
