@@ -44,8 +44,18 @@ def introspection_sql(exclude_tables: Iterable[str] = DEFAULT_EXCLUDED_TABLES, *
         CASTS=_CASTS if dependencies else "NULL",
         MEMBERS=_MEMBERS,
     )
-    # a separate SET (not set_config inside the query) so it is in force before any deparsing starts
-    return "SET search_path = pg_catalog;\n" + query.strip() + ";\n"
+    # separate SETs (not set_config inside the query) so that they are in force before any deparsing starts
+    return f"SET search_path = pg_catalog;\n{WITHOUT_JIT}" + query.strip() + ";\n"
+
+
+# JIT off for the introspection query's session.  The planner prices this query by the size of the catalogs, and on a
+# large schema that price passes ``jit_above_cost``: the query then spent most of its time compiling expressions
+# that each run a few thousand times.  Measured on PostgreSQL 15 with 5,000 generated tables (the plan's form, with
+# pg_depend's edges): 9.2-9.6 s with JIT, 2.2-2.8 s without; 1,000 tables: 1.07 s against 0.50 s; the form without
+# the edges, 5,000 tables: 2.3-2.5 s against 1.7-2.1 s.  Musicbrainz stays under the threshold (same time either
+# way).  Only the rest of an opsagent session sees the setting (a scratch database's load session, a live read, the
+# sync's closing probe): a migration never runs after it on the same session.
+WITHOUT_JIT = "SET jit = off;\n"
 
 
 INTROSPECTION_SQL = introspection_sql()
