@@ -53,7 +53,9 @@ from .desired import (
     introspection_document,
     known_schema,
     load_cached,
+    reload_unneeded,
     reloaded,
+    remember_reload_unneeded,
 )
 from .drift import (
     LiveState,
@@ -297,6 +299,11 @@ class _EarlyRehearsal:
     def started(self) -> bool:
         return self._scratch is not None
 
+    @property
+    def copy_loaded(self) -> threading.Event | None:
+        """Set once the server has loaded the copy (or its session ended); None when it was never started."""
+        return self._scratch.head_loaded if self._scratch is not None else None
+
     def finish(self, plan: Plan, desired: Catalog) -> Rehearsal:
         assert self._scratch is not None and self._load is not None
         self._scratch.resume([Chunk("RESET ALL;\n"), Chunk(plan.script(), PLAN_SOURCE)])
@@ -427,9 +434,16 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     # the target after one dump-and-load settles the rehearsal's deparse artifacts; when it is not cached yet it is
     # built on its own channel while the rehearsal runs (it is then kept, for every later plan of this schema.sql)
     # (the lighter target: ``desired.reloaded``; the whole one only when a finding needs it, see ``against_reloaded``)
-    target = _Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir))
-    if options.cache_dir is not None and desired.reloaded_dump is None:
-        target.start()
+    # (started ahead only while no earlier plan found it unneeded; one nobody asked for is stopped, not awaited)
+    target = _Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir, abandoned=target.abandoned))
+    digest = schema_digest(sql)
+    if (
+        options.cache_dir is not None
+        and desired.reloaded_dump is None
+        and not reload_unneeded(options.cache_dir, digest, desired)
+    ):
+        # beside the rehearsal's own copy, the two loads would share the server: it waits until that copy is in
+        target.start(after=early.copy_loaded if early is not None else None)
 
     def target_of(whole: bool) -> Reloaded:
         light = target()
@@ -443,14 +457,20 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     except Exception:
         if early is not None:
             early.cancel()
-        target.settle()  # nothing outlives the plan on the server
+        target.abandon()  # nothing outlives the plan on the server, and nobody needs it now
         raise
     except BaseException:  # Ctrl-C: the other channels' scratch sessions go to the background drop, unawaited
+        target.abandoned.set()  # a target still waiting to start never does
         if early is not None:
             early.release()
         drop_active()
         raise
-    target.settle()
+    if target.asked:
+        target.settle()
+    else:  # the rehearsal matched without it (or failed): stop its load instead of waiting for it
+        target.abandon()
+        if report.verified and not report.plan.is_empty:  # a rehearsal from the live dump matched: no artifacts
+            remember_reload_unneeded(options.cache_dir, digest, desired)
     if seen is not None and before is not None and report.verified and live.fingerprint == before:
         store_catalog(options.cache_dir, before, exclude, _live_query(exclude), live.document)
         key = plan_verdict_key(sql, seen.facts, before, exclude, report.plan.script())
@@ -468,10 +488,20 @@ class _Ahead(Generic[T]):
         self._result: tuple[T] | None = None
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
+        self.asked = False  # someone called for the result
+        self.abandoned = threading.Event()  # nobody will: the computation may stop (see ``abandon``)
 
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
+    def start(self, after: threading.Event | None = None) -> None:
+        """Run it on a thread of its own, once ``after`` is set (unless abandoned meanwhile, or asked for first)."""
+        self._thread = threading.Thread(target=self._run_after, args=(after,), daemon=True)
         self._thread.start()
+
+    def _run_after(self, after: threading.Event | None) -> None:
+        while after is not None and not after.wait(0.05):
+            if self.abandoned.is_set():
+                return
+        if not self.abandoned.is_set():
+            self._run()
 
     def _run(self) -> None:
         with self._lock:
@@ -482,6 +512,7 @@ class _Ahead(Generic[T]):
                     self._error = exc
 
     def __call__(self) -> T:
+        self.asked = True
         self._run()  # waits for a run already started, or runs it now
         if self._error is not None:
             raise self._error
@@ -492,6 +523,14 @@ class _Ahead(Generic[T]):
         """Wait for a run started ahead (its result is kept in the cache even when nobody asked for it)."""
         if self._thread is not None:
             self._thread.join()
+
+    def abandon(self) -> None:
+        """Nobody will ask for the result: a run started ahead is stopped where it is (its thread's scratch sessions
+        go to the background drop, which ends them) and its thread awaited; its error is nobody's."""
+        self.abandoned.set()
+        if self._thread is not None and self._thread.ident is not None and self._thread.is_alive():
+            drop_active(thread=self._thread.ident)
+        self.settle()
 
 
 def _live_query(exclude: Sequence[str]) -> str:

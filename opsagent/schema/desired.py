@@ -38,6 +38,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -300,6 +301,32 @@ class Reloaded:
     skipped: frozenset[str] = frozenset()
 
 
+def _unneeded_path(cache_dir: Path, digest: str, key: str) -> Path:
+    return cache_dir / f"reload-unneeded-{digest[:16]}-{key[:32]}.json"
+
+
+def reload_unneeded(cache_dir: Path | None, digest: str, state: DesiredState) -> bool:
+    """Whether a plan against this desired state found its rehearsal identical to it without the reloaded target
+    (:func:`remember_reload_unneeded`): a hint that the next plan need not build that target before it knows it
+    needs it.  Only a hint: a plan that does need it builds it then (``declarative.plan_against_sql``)."""
+    if cache_dir is None or not state.key:
+        return False
+    with contextlib.suppress(OSError):
+        return _unneeded_path(cache_dir, digest, state.key).exists()
+    return False
+
+
+def remember_reload_unneeded(cache_dir: Path | None, digest: str, state: DesiredState) -> None:
+    """A plan's rehearsal matched this desired state by both oracles with no reloaded target: no expression of the
+    objects it kept from the live side deparsed differently after a dump-and-load.  The next plan then builds the
+    target only when a finding asks for it, instead of loading it beside the rehearsal on the chance (a 5,000-table
+    schema: most of the schema loaded for nothing, on a server busy loading the rehearsal's copy)."""
+    if cache_dir is None or not state.key:
+        return
+    if write_cache_file(cache_dir, _unneeded_path(cache_dir, digest, state.key).name, {"format": CACHE_FORMAT}):
+        prune_cache(cache_dir, "reload-unneeded-*.json", KEEP)
+
+
 def reloaded(
     remote: Remote,
     state: DesiredState,
@@ -308,6 +335,7 @@ def reloaded(
     cache_dir: Path | None,
     *,
     whole: bool = False,
+    abandoned: threading.Event | None = None,
 ) -> Reloaded:
     """The desired structure after one dump-and-load (made once per cache key, kept in the cache file beside the
     state).
@@ -321,14 +349,17 @@ def reloaded(
 
     Unless ``whole`` is asked for, the load leaves out the heavy post-data entries (index builds, foreign keys,
     triggers: ``oracle.without_heavy_entries``), about half of a large schema's load; the caller asks again with
-    ``whole`` when a finding to settle is in what was left out.  A lighter load that fails is made whole.
+    ``whole`` when a finding to settle is in what was left out.  A lighter load that fails is made whole, unless
+    ``abandoned`` is set: then nobody waits for it any more, and its load was stopped (``scratch.drop_active``).
     """
     if state.reloaded_document is None or state.reloaded_dump is None or (whole and state.reloaded_skipped):
         light, skipped = (state.dump, frozenset[str]()) if whole else without_heavy_entries(state.dump)
+        if abandoned is not None and abandoned.is_set():
+            raise RemoteError(f"the reloaded form of {state.source} was not needed: not made")
         try:
             document, dump = materialize(remote, light, f"{state.source} (dump)", exclude_tables, is_dump=True)
         except LoadError:
-            if not skipped:
+            if not skipped or (abandoned is not None and abandoned.is_set()):
                 raise
             document, dump = materialize(remote, state.dump, f"{state.source} (dump)", exclude_tables, is_dump=True)
             skipped = frozenset()

@@ -62,6 +62,7 @@ _MISSING_EXTENSION = re.compile(r'extension "([^"]+)" is not available')
 SESSION_SETUP = (
     "SET client_min_messages = warning;\nSET check_function_bodies = false;\nSET synchronous_commit = off;\n"
 )
+HEAD_LOADED = "head-loaded"  # a deferred set's marker: what it knew from the start is loaded
 DUMP_BATCH = 300  # pg_dump entries per transaction when a dump is loaded (``dump_chunks``)
 _ENTRY_HEADER = re.compile(r"^-- Name: .*; Type: .*; Schema: .*; Owner: ")
 
@@ -565,22 +566,25 @@ def sweep(remote: Remote, *, wait: float = 30.0, templates: bool = False) -> lis
     return leftovers(remote, wait=wait)
 
 
-# One-session sets whose session is running (possibly in another thread): what Ctrl-C must hand to the background drop.
-_ACTIVE: dict[int, tuple[Remote, tuple[str, ...]]] = {}
+# One-session sets whose session is running (possibly in another thread), with the thread loading each: what Ctrl-C
+# must hand to the background drop.
+_ACTIVE: dict[int, tuple[Remote, tuple[str, ...], int]] = {}
 _ACTIVE_LOCK = threading.Lock()
 
 
-def drop_active() -> None:
-    """Hand every one-session scratch set still loading to the background drop (``WITH (FORCE)`` ends its session).
+def drop_active(thread: int | None = None) -> None:
+    """Hand every one-session scratch set still loading (``thread``: only those loaded by that thread) to the
+    background drop (``WITH (FORCE)`` ends its session: its ``load()`` then fails).
 
     For Ctrl-C: a load running in a worker thread (``drift.at_once``) cannot be
     unwound by the interrupt, and the process is about to exit.  A database whose
     ``CREATE DATABASE`` comes after this drop is left to the next run's sweep.
+    For a load nobody needs any more (a plan's speculative reloaded target): its thread's sets only.
     """
     with _ACTIVE_LOCK:
-        items = list(_ACTIVE.values())
-        _ACTIVE.clear()
-    for remote, names in items:
+        chosen = [key for key, (_, _, loader) in _ACTIVE.items() if thread is None or loader == thread]
+        items = [_ACTIVE.pop(key) for key in chosen]
+    for remote, names, _ in items:
         with contextlib.suppress(OpsagentError):
             drop_detached(remote, names)
 
@@ -600,6 +604,8 @@ class _Deferred:
     head: int  # chunks of the script known from the start
     ready: threading.Event = dataclasses.field(default_factory=threading.Event)
     cancelled: bool = False
+    # the server has run what was known from the start (its marker went by), or the session is over
+    head_loaded: threading.Event = dataclasses.field(default_factory=threading.Event)
 
 
 class ScratchSet:
@@ -646,6 +652,7 @@ class ScratchSet:
         self._deferred: _Deferred | None = None
         if deferred:  # the first database's sources now; the rest of its script when resume() is called
             open_database(self.script, self.names[0], contents[0])
+            self.script.add(self.mark.psql(HEAD_LOADED))
             self._deferred = _Deferred(len(self.script.chunks))
         else:
             for index, (name, sources) in enumerate(zip(self.names, contents, strict=True)):
@@ -702,12 +709,15 @@ class ScratchSet:
         self._attempted = True
         if self.detached:
             with _ACTIVE_LOCK:
-                _ACTIVE[id(self)] = (self.remote, tuple(self.names))
+                _ACTIVE[id(self)] = (self.remote, tuple(self.names), threading.get_ident())
         try:
             counter = DatabaseCounter(self.mark, self.on_database) if self.on_database is not None else None
             stdin = self._pieces() if self._deferred is not None else None
-            text = load(self.remote, self.script, timeout=self.timeout, on_stdout=counter, stdin=stdin)
+            on_stdout = counter if self._deferred is None else self._watch_head(counter)
+            text = load(self.remote, self.script, timeout=self.timeout, on_stdout=on_stdout, stdin=stdin)
         finally:
+            if self._deferred is not None:
+                self._deferred.head_loaded.set()  # whatever happened, nobody waits for it any longer
             with _ACTIVE_LOCK:
                 if self.detached and _ACTIVE.pop(id(self), None) is None:  # drop_active() took care of it
                     self._dropped = True
@@ -721,6 +731,31 @@ class ScratchSet:
             self.dumps = [normalize_dump(d) for d in self.raw_dumps]
         self.preamble_outputs = self.mark.numbered(text, "preamble", self.preamble_count)
         return self.mark.numbered(text, OUTPUT, len(self.names))
+
+    @property
+    def head_loaded(self) -> threading.Event:
+        """A deferred set: set once the server has loaded what was known from the start (or the session ended)."""
+        if self._deferred is None:
+            raise ValueError("head_loaded is for a deferred scratch set")
+        return self._deferred.head_loaded
+
+    def _watch_head(self, counter: DatabaseCounter | None) -> Callable[[bytes], None]:
+        """The session's stdout watcher of a deferred set: its head's marker sets ``head_loaded``."""
+        deferred = self._deferred
+        assert deferred is not None
+
+        def seen(marker: Marker) -> None:
+            if marker.kind == HEAD_LOADED:
+                deferred.head_loaded.set()
+
+        stream = self.mark.stream(seen)
+
+        def feed(chunk: bytes) -> None:
+            stream.feed(chunk)
+            if counter is not None:
+                counter(chunk)
+
+        return feed
 
     def __enter__(self) -> ScratchSet:
         return self
