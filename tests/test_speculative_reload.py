@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from opsagent.remote.transport import Remote
-from opsagent.schema.declarative import PlanOptions, _Ahead, plan_against_sql
+from opsagent.schema.ahead import Ahead
+from opsagent.schema.declarative import PlanOptions, plan_against_sql
 from opsagent.schema.scratch import Chunk, ScratchSet, leftovers
 
 from .test_fast_paths import _record
@@ -53,7 +54,7 @@ def _exists(remote: Remote, name: str) -> bool:
 
 def test_a_target_still_waiting_for_the_copy_never_starts_once_abandoned() -> None:
     calls: list[int] = []
-    ahead = _Ahead(lambda: calls.append(1))
+    ahead = Ahead(lambda: calls.append(1))
     ahead.start(after=threading.Event())  # the copy never reports loaded
     started = time.monotonic()
     ahead.abandon()
@@ -61,7 +62,7 @@ def test_a_target_still_waiting_for_the_copy_never_starts_once_abandoned() -> No
 
 
 def test_a_result_asked_for_is_computed_at_once_even_before_the_copy_is_in() -> None:
-    ahead = _Ahead(lambda: "made")
+    ahead = Ahead(lambda: "made")
     ahead.start(after=threading.Event())
     assert ahead() == "made" and ahead.asked
     ahead.abandon()  # the waiting thread ends without computing it again
@@ -71,7 +72,7 @@ def test_a_deferred_set_says_its_head_is_loaded_while_its_session_waits_for_the_
     """The rehearsal's copy waits for its plan with the session open: its marker tells the speculative target that
     the copy is in (before its session ends)."""
     scratch = ScratchSet(remote, [[Chunk(PLAIN)]], query="SELECT 1;", detached=True, deferred=True)
-    load = _Ahead(scratch.load)
+    load = Ahead(scratch.load)
     load.start()
     assert scratch.head_loaded.wait(60)
     assert _exists(remote, scratch.names[0])
@@ -94,7 +95,7 @@ def test_abandoning_a_load_in_progress_drops_its_database_and_leaves_the_others(
     and drops its database at once; the other goes on untouched until it is abandoned in turn."""
     long_load = [Chunk(PLAIN + "SELECT pg_sleep(300);\n")]
     sets = [ScratchSet(remote, [long_load], query="SELECT 1;", detached=True) for _ in range(2)]
-    loads = [_Ahead(scratch.load) for scratch in sets]
+    loads = [Ahead(scratch.load) for scratch in sets]
     for load, scratch in zip(loads, sets, strict=True):
         load.start()
         _wait_for(remote, scratch.names[0])

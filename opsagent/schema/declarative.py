@@ -34,7 +34,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import RemoteError
 from ..migrate.files import new_migration
@@ -42,6 +42,7 @@ from ..migrate.lint import Thresholds, every_table_stats_query
 from ..remote.transport import Remote
 from ..sqlquote import literal
 from ..units import label
+from .ahead import Ahead
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspect, introspection_sql
 from .changes import Change, DiffResult
 from .compare import compare
@@ -280,7 +281,7 @@ class _EarlyRehearsal:
         self._remote = remote
         self._exclude = exclude_tables
         self._scratch: ScratchSet | None = None
-        self._load: _Ahead[list[str]] | None = None
+        self._load: Ahead[list[str]] | None = None
 
     def start(self, live: LiveState) -> None:
         live_dump = pin_extension_versions(live.dump or "", live.catalog)
@@ -292,7 +293,7 @@ class _EarlyRehearsal:
             detached=True,
             deferred=True,
         )
-        self._scratch, self._load = scratch, _Ahead(lambda: _loaded(scratch))
+        self._scratch, self._load = scratch, Ahead(lambda: _loaded(scratch))
         self._load.start()
 
     @property
@@ -435,7 +436,7 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     # built on its own channel while the rehearsal runs (it is then kept, for every later plan of this schema.sql)
     # (the lighter target: ``desired.reloaded``; the whole one only when a finding needs it, see ``against_reloaded``)
     # (started ahead only while no earlier plan found it unneeded; one nobody asked for is stopped, not awaited)
-    target = _Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir, abandoned=target.abandoned))
+    target = Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir, abandoned=target.abandoned))
     digest = schema_digest(sql)
     if (
         options.cache_dir is not None
@@ -476,61 +477,6 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
         key = plan_verdict_key(sql, seen.facts, before, exclude, report.plan.script())
         remember(options.cache_dir, key, where(remote), source)
     return report
-
-
-class _Ahead(Generic[T]):
-    """A computation that may be started early on a thread of its own and is awaited where it is needed: it runs
-    at most once, and its error is raised to whoever asks for the result."""
-
-    def __init__(self, compute: Callable[[], T]) -> None:
-        self._compute = compute
-        self._lock = threading.Lock()
-        self._result: tuple[T] | None = None
-        self._error: BaseException | None = None
-        self._thread: threading.Thread | None = None
-        self.asked = False  # someone called for the result
-        self.abandoned = threading.Event()  # nobody will: the computation may stop (see ``abandon``)
-
-    def start(self, after: threading.Event | None = None) -> None:
-        """Run it on a thread of its own, once ``after`` is set (unless abandoned meanwhile, or asked for first)."""
-        self._thread = threading.Thread(target=self._run_after, args=(after,), daemon=True)
-        self._thread.start()
-
-    def _run_after(self, after: threading.Event | None) -> None:
-        while after is not None and not after.wait(0.05):
-            if self.abandoned.is_set():
-                return
-        if not self.abandoned.is_set():
-            self._run()
-
-    def _run(self) -> None:
-        with self._lock:
-            if self._result is None and self._error is None:
-                try:
-                    self._result = (self._compute(),)
-                except BaseException as exc:  # re-raised where the result is asked for
-                    self._error = exc
-
-    def __call__(self) -> T:
-        self.asked = True
-        self._run()  # waits for a run already started, or runs it now
-        if self._error is not None:
-            raise self._error
-        assert self._result is not None
-        return self._result[0]
-
-    def settle(self) -> None:
-        """Wait for a run started ahead (its result is kept in the cache even when nobody asked for it)."""
-        if self._thread is not None:
-            self._thread.join()
-
-    def abandon(self) -> None:
-        """Nobody will ask for the result: a run started ahead is stopped where it is (its thread's scratch sessions
-        go to the background drop, which ends them) and its thread awaited; its error is nobody's."""
-        self.abandoned.set()
-        if self._thread is not None and self._thread.ident is not None and self._thread.is_alive():
-            drop_active(thread=self._thread.ident)
-        self.settle()
 
 
 def _live_query(exclude: Sequence[str]) -> str:
