@@ -36,7 +36,6 @@ from opsagent.schema.fingerprint import (
     verdict_key,
 )
 from opsagent.schema.report import DriftReport
-from opsagent.schema.scratch import leftovers
 
 from .conftest import Project
 
@@ -110,23 +109,6 @@ def test_a_clean_verdict_is_recalled_in_one_short_command(remote: Remote, tmp_pa
     remote.psql("CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 1';")
     remote.psql("DROP FUNCTION f();")
     assert _check(remote, cache)[0].recalled is not None
-
-
-def test_a_verdict_recalled_after_its_desired_state_was_pruned_stops_the_load_started_ahead(
-    remote: Remote, tmp_path: Path
-) -> None:
-    """The desired-state cache keeps fewer files than the verdicts: a schema.sql new to it makes a diff start loading
-    it beside the probe (``drift.start_cold_build``).  When the probe then recalls a verdict, that load is stopped
-    and its scratch database dropped, and the answer is the recalled one."""
-    remote.psql(SCHEMA)
-    cache = tmp_path / "cache"
-    assert _check(remote, cache)[0].recalled is None
-    for path in cache.glob("desired-*.json"):
-        path.unlink()
-    report, commands = _check(remote, cache)
-    assert report.recalled is not None and not report.drift
-    assert commands >= 2  # the probe and the load started ahead of it (and its drop, when it was still running)
-    assert leftovers(remote) == []
 
 
 CHANGES = {

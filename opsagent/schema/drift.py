@@ -31,7 +31,6 @@ from ..migrate.files import NAMING_HINT, Migration, load_migration, parse_filena
 from ..remote.markers import Markers
 from ..remote.transport import Remote
 from ..units import label
-from .ahead import Ahead
 from .catalog import DEFAULT_EXCLUDED_TABLES, Catalog, introspection_sql
 from .changes import Change, DiffResult
 from .compare import compare
@@ -358,14 +357,12 @@ def live_and_desired(
     fingerprint: bool = False,
     on_live: Callable[[LiveState], None] | None = None,
     known_live: LiveState | None = None,
-    building: Ahead[tuple[dict[str, Any], str]] | None = None,
 ) -> tuple[LiveState, DesiredState]:
     """The live side (one command) and schema.sql's materialized state: from the cache when warm (no other command);
     when the file is new to the cache it is materialized alongside the live read; else after it, on a miss.
     ``on_live``: called with the live side as soon as it is read, while the file is still being materialized (a cold
     plan starts its rehearsal's copy of the live structure there); not called on the warm path.  ``known_live``: the
-    live side kept for its fingerprint (:func:`kept_live`), not read again.  ``building``: schema.sql's
-    materialization, started ahead by the caller (:func:`start_cold_build`)."""
+    live side kept for its fingerprint (:func:`kept_live`), not read again."""
     database = remote.host.database
 
     def live() -> LiveState:
@@ -388,37 +385,11 @@ def live_and_desired(
 
     digest = schema_digest(sql)
     if known_schema(cache_dir, digest):  # warm, most likely: read and parse the cached side while the server works
-        if building is not None:  # another run filled the cache meanwhile
-            building.abandon()
         state, guess = at_once(live, lambda: newest(cache_dir, digest, source, dependencies=dependencies))
         return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, prefetched=guess)
     first = live if on_live is None else (lambda: live_then(on_live))
-    state, built = at_once(first, building or (lambda: materialize(remote, sql, source, exclude_tables)))
+    state, built = at_once(first, lambda: materialize(remote, sql, source, exclude_tables))
     return state, desired_state(remote, sql, source, state.facts, exclude_tables, cache_dir, materialized=built)
-
-
-def start_cold_build(
-    remote: Remote, sql: str, source: str, exclude_tables: Sequence[str], cache_dir: Path | None
-) -> Ahead[tuple[dict[str, Any], str]] | None:
-    """schema.sql's materialization started now, on its own channel, when the cache has never seen this text (it is
-    surely cold): its load then runs beside the fingerprint probe instead of after it (a 5,000-table diff: about 1 s
-    of probe and chunking off its longest path).  Only the desired side: the live read still starts after the
-    probe's fingerprint (the verdict store's rule).  None when the cache may hold it."""
-    if cache_dir is None or known_schema(cache_dir, schema_digest(sql)):
-        return None
-    building = Ahead(lambda: materialize(remote, sql, source, exclude_tables))
-    building.start()
-    return building
-
-
-def stop_cold_build(building: Ahead[Any], exc: BaseException) -> None:
-    """The diff stopped before it used the build started ahead: an error stops its load and waits for its thread;
-    Ctrl-C hands its scratch session to the background drop, unawaited (as :func:`at_once` does)."""
-    if isinstance(exc, Exception):
-        building.abandon()
-    else:
-        building.abandoned.set()
-        drop_active()
 
 
 def diff_against_sql(
@@ -445,34 +416,18 @@ def diff_against_sql(
     live_db = remote.host.database
     label_ = desired_label or source
     before, key, seen = None, "", None
-    building = start_cold_build(remote, sql, source, exclude_tables, cache_dir) if probed is None else None
-    try:
-        if cache_dir is not None:
-            seen = probed or probe(remote, live_db)  # ``probed``: read by the caller, e.g. on the sync's own session
-            before = seen.fingerprint
-            if before is not None:
-                key = schema_verdict_key(sql, seen.facts, before, exclude_tables)
-                at = None if recheck else recall(cache_dir, key)
-                if at is not None:
-                    if building is not None:
-                        building.abandon()
-                    return recalled_report(where(remote), label_, at, text=text)
-        kept, side = kept_live(remote, seen, exclude_tables, cache_dir, fast=fast, recheck=recheck)
-        live, desired = live_and_desired(
-            remote,
-            sql,
-            source,
-            exclude_tables,
-            cache_dir,
-            dump=not fast,
-            fingerprint=before is not None,
-            known_live=kept,
-            building=building,
-        )
-    except BaseException as exc:
-        if building is not None:
-            stop_cold_build(building, exc)
-        raise
+    if cache_dir is not None:
+        seen = probed or probe(remote, live_db)  # ``probed``: read by the caller, e.g. on the sync's own session
+        before = seen.fingerprint
+        if before is not None:
+            key = schema_verdict_key(sql, seen.facts, before, exclude_tables)
+            at = None if recheck else recall(cache_dir, key)
+            if at is not None:
+                return recalled_report(where(remote), label_, at, text=text)
+    kept, side = kept_live(remote, seen, exclude_tables, cache_dir, fast=fast, recheck=recheck)
+    live, desired = live_and_desired(
+        remote, sql, source, exclude_tables, cache_dir, dump=not fast, fingerprint=before is not None, known_live=kept
+    )
     result, differences = compare_both(live, desired, exclude_tables)
     if (
         _doubtful(result, differences) and live.dump is not None and cache_dir is not None
