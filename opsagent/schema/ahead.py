@@ -1,8 +1,8 @@
 """A computation started ahead on a thread of its own, awaited where it is needed, or stopped when nobody needs it.
 
-A plan builds schema.sql's dump-and-load form beside its rehearsal, a cold diff loads schema.sql beside its probe:
-work on the server that pays off only if it is asked for.  ``abandon`` ends a load nobody will ask for at once (its
-thread's scratch sessions go to the background drop, ``scratch.drop_active``) instead of waiting for it.
+A plan builds schema.sql's dump-and-load form beside its rehearsal (``declarative.plan_against_sql``): work on the
+server that pays off only if the rehearsal's findings ask for it.  ``abandon`` ends a load nobody will ask for at
+once (its thread's scratch sessions go to the background drop, ``scratch.drop_active``) instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Ahead(Generic[T]):
         return self._result[0]
 
     def settle(self) -> None:
-        """Wait for a run started ahead (its result is kept in the cache even when nobody asked for it)."""
+        """Wait for a run started ahead to end (what it made is kept, e.g. in the cache, even when nobody asked)."""
         if self._thread is not None:
             self._thread.join()
 

@@ -34,7 +34,7 @@ import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..errors import RemoteError
 from ..migrate.files import new_migration
@@ -76,8 +76,6 @@ from .plan import Plan, generate_plan
 from .render import HEADER
 from .report import where
 from .scratch import Chunk, DumpStep, LoadError, ScratchSet, Template, drop_active, dump_chunks
-
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
