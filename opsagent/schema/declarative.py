@@ -409,7 +409,8 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     before = seen.fingerprint if seen is not None else None
     # schema.sql to materialize (cold): the rehearsal's copy of the live structure loads meanwhile (not with a kept
     # template: copying one is cheaper than any load)
-    cold = not options.template and not known_schema(options.cache_dir, schema_digest(sql))
+    digest = schema_digest(sql)
+    cold = not options.template and not known_schema(options.cache_dir, digest)
     early = _EarlyRehearsal(remote, exclude) if cold else None
     try:
         # one command: facts, catalog with table sizes, and (at the same time, on the server) the dump oracle's pg_dump
@@ -438,7 +439,6 @@ def plan_against_sql(remote: Remote, sql: str, source: str, options: PlanOptions
     # (the lighter target: ``desired.reloaded``; the whole one only when a finding needs it, see ``against_reloaded``)
     # (started ahead only while no earlier plan found it unneeded; one nobody asked for is stopped, not awaited)
     target = Ahead(lambda: reloaded(remote, desired, sql, exclude, options.cache_dir, abandoned=target.abandoned))
-    digest = schema_digest(sql)
     if (
         options.cache_dir is not None
         and desired.reloaded_dump is None
