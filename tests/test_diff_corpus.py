@@ -387,7 +387,7 @@ def _timed_diff(sandbox: SandboxHandle, pair: tuple[str, str]) -> tuple[float, C
 
 
 def test_diff_time_per_table_does_not_grow_with_size(sandbox: SandboxHandle) -> None:
-    sizes = (0, 200, 1000)  # the benchmark goes to 2,000; 5x is enough to expose anything quadratic
+    sizes = (200, 1000)  # the benchmark goes to 2,000; 5x is enough to expose anything quadratic
     pairs = {size: (sandbox.create_database(f"scale{size}"), "") for size in sizes}
 
     def load(size: int) -> Callable[[], None]:
@@ -397,7 +397,7 @@ def test_diff_time_per_table_does_not_grow_with_size(sandbox: SandboxHandle) -> 
 
         return run
 
-    _parallel([load(size) for size in sizes if size])
+    _parallel([load(size) for size in sizes])
     copies = {size: f"{pairs[size][0]}_copy" for size in pairs}
     sandbox.admin.psql("".join(f'CREATE DATABASE "{copies[s]}" TEMPLATE "{pairs[s][0]}";\n' for s in pairs), "postgres")
     pairs = {size: (pairs[size][0], copies[size]) for size in pairs}
@@ -412,17 +412,14 @@ def test_diff_time_per_table_does_not_grow_with_size(sandbox: SandboxHandle) -> 
             assert stats["tables"] == size and stats["foreign_keys"] == max(size - 1, 0)
             assert stats["indexes"] == 2 * size and stats["views"] == size // 10
     # the median of the three rounds: a best-of lets one quiet moment make one size look cheap (a suite at load 2:
-    # best-of 200 tables +0.20 s, 1,000 tables +2.67 s, 13.6x; the medians of those rounds +0.55 s and +3.40 s,
-    # 6.2x; on a quiet machine +0.34 s and +1.63 s, 4.8x)
+    # best-of 200 tables +0.20 s, 1,000 tables +2.67 s). The whole times are compared, not what each size adds to an
+    # empty database's: that subtraction took the noise of two small figures (CI: the empty database's three rounds
+    # 165-293 ms made 200 tables look like +137 ms against +1,485 ms for 1,000, 10.8x, where a quiet machine measures
+    # +200 ms and +950 ms, 4.8x).
     typical = {size: statistics.median(times) for size, times in timings.items()}
-    noise = max(timings[0]) - min(timings[0])  # how much the fixed cost alone moved between rounds
-    # what 200 tables add over the fixed cost (round trip, psql start-up); below the noise it cannot be told
-    # apart from it, and the noise stands in for it
-    cost_200 = max(typical[200] - typical[0], noise, 0.005)
-    cost_1000 = typical[1000] - typical[0]
-    print(
-        f"\ndiff time over a {typical[0] * 1000:.0f} ms fixed cost (noise {noise * 1000:.0f} ms): "
-        f"200 tables +{(typical[200] - typical[0]) * 1000:.0f} ms, 1000 tables +{cost_1000 * 1000:.0f} ms"
-    )
-    # linear: 5x the tables cost 5x (2x slack for a busy machine); quadratic would be 25x
-    assert cost_1000 <= cost_200 * 5 * 2, {"timings": timings, "cost_200": cost_200}
+    ratio = typical[1000] / typical[200]
+    small, large = (round(typical[size] * 1000) for size in sizes)
+    print(f"\ndiff time: 200 tables {small} ms, 1000 tables {large} ms ({ratio:.1f}x)")
+    # linear with a fixed cost stays under 5x (quiet machine 3.2x, the failed CI run 4.4x); quadratic is 25x on the
+    # per-table part, which at 200 tables is over half the time here: 13x or more
+    assert ratio <= 8, {"timings": timings}
