@@ -55,6 +55,29 @@ class HostConfig:
     hazards: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     groups: tuple[str, ...] = ()
 
+    def same_server(self, other: HostConfig) -> bool:
+        """True when ``other`` is reached through the same SSH login and runs psql as the same user against the same
+        PostgreSQL cluster: two databases of one server (``diff --against-host`` staging vs prod on one machine).
+        One connection, and one psql session that reconnects, then serve both (no second handshake, no second login
+        shell, sudo and psql start on the server)."""
+        return all(getattr(self, field) == getattr(other, field) for field in SERVER_FIELDS)
+
+
+# what :meth:`HostConfig.same_server` compares: the SSH login, the become user, the cluster and its binaries
+SERVER_FIELDS = (
+    "address",
+    "port",
+    "user",
+    "identity_file",
+    "known_hosts",
+    "gateway",
+    "connect_timeout",
+    "become",
+    "pg_host",
+    "pg_port",
+    "pg_bindir",
+)
+
 
 @dataclasses.dataclass(frozen=True)
 class ProjectPaths:

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
 if TYPE_CHECKING:
+    from .inventory import HostConfig
     from .remote.transport import Remote
 
 
@@ -46,6 +47,13 @@ def _query(remote: Remote) -> None:
 def _probe(remote: Remote) -> None:
     # schema.fingerprint.probe: the server facts and the fingerprint
     remote.hold_next(remote.psql_argv(extra=["-A", "-t"], knowing_pg_dump=True), reads_stdin_first=True)
+
+
+def _probe_pair(remote: Remote, other: HostConfig) -> None:
+    # schema.fingerprint.probe_pair: diff --against-host between two databases of one server
+    from .schema.fingerprint import pair_probe_argv
+
+    remote.hold_next(pair_probe_argv(remote, other), reads_stdin_first=True)
 
 
 def _extract(remote: Remote, ahead: bool = False) -> None:
@@ -73,6 +81,9 @@ EARLY_TASKS: dict[str, Callable[[Remote], None] | None] = {
     "tables": None,
     "describe": None,
 }
+# ... and for --host and --against-host naming two databases of one server, on their one connection (plan's first
+# command against a host is not a probe: nothing is held)
+EARLY_PAIRS: dict[str, Callable[[Remote, HostConfig], None]] = {"diff": _probe_pair}
 _HOST_FLAGS = ("--host", "--against-host")  # each names one host to connect to
 _NOT_EARLY = ("--help", "-h", "--sql", "--from-version", "--accept-new-host-key", "--list", "-l")
 
@@ -97,7 +108,7 @@ def early_hosts(argv: Sequence[str]) -> tuple[str, list[str]] | None:
         return None
     if any(not value or value.startswith("-") or "," in value for value in named):
         return None
-    return words[0], list(dict.fromkeys(named))
+    return words[0], named  # --host first
 
 
 # a plain extract command line: its one read-only command (pg_dump -s and the statistics) is started at once instead
@@ -222,8 +233,11 @@ def start_early(argv: Sequence[str]) -> None:
 
     quiet_library_loggers()
     prepare = _extract_ahead if task == "extract" and _plain(argv, _PLAIN_EXTRACT) else EARLY_TASKS[task]
-    for spec in specs:  # not waited for: the CLI loads during the handshakes, its task's claim waits for its host
-        early.begin(spec, prepare)
+    # not waited for: the CLI loads during the handshakes, its task's claim waits for its host
+    if len(specs) == 2:
+        early.begin_pair(specs[0], specs[1], prepare, EARLY_PAIRS.get(task))
+    else:
+        early.begin(specs[0], prepare)
     if prepare is _extract_ahead:  # its dump, not the CLI, is the longest path: started before the CLI competes
         try:
             early.wait_opened()  # with the handshake for the GIL (0.1 s later when it did: see the module docstring)

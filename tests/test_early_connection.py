@@ -122,15 +122,24 @@ def test_the_task_takes_the_early_connection_and_its_held_first_command(in_proje
 @pytest.mark.parametrize("against", [False, True], ids=["schema-file", "against-host"])
 def test_a_diff_holds_the_probe_it_starts_with(in_project: Project, against: bool) -> None:
     """A diff starts with the probe of each host (server facts, pg_dump's version known from the start, the
-    fingerprint): it holds that very command, and claims it."""
-    from opsagent.schema.fingerprint import probe
+    fingerprint): it holds that very command, and claims it.  Against a database of the same server (here the same
+    one), that is the probe of both, in one session."""
+    from opsagent.schema.fingerprint import pair_probe_argv, probe, probe_pair
 
     project = in_project
     start_early(["opsagent", "diff", "--host", "sandbox", *(["--against-host", "sandbox"] if against else [])])
     with open_remote(project.host, load_inventory(project.root / "inventory.yaml")) as remote:
-        held_argv = remote.psql_argv(extra=["-A", "-t"], knowing_pg_dump=True)
+        if against:
+            held_argv = pair_probe_argv(remote, project.host)
+        else:
+            held_argv = remote.psql_argv(extra=["-A", "-t"], knowing_pg_dump=True)
         assert remote._next is not None and remote._next.argv == tuple(held_argv)
-        assert probe(remote, project.host.database).facts.pg_dump_version.startswith("pg_dump (PostgreSQL) ")
+        if against:
+            seen, theirs = probe_pair(remote, remote.beside(project.host))
+            assert theirs.fingerprint is not None and theirs.fingerprint == seen.fingerprint
+        else:
+            seen = probe(remote, project.host.database)
+        assert seen.facts.pg_dump_version.startswith("pg_dump (PostgreSQL) ")
         assert remote._next is None and remote.command_count == 1
     assert early._attempts == {}
 

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .transport import Endpoint, Link, Remote
 
 Prepare = Callable[["Remote"], None]  # holds the command the task will start first
+SharedPrepare = Callable[["Remote", "HostConfig"], None]  # ... the first command for two databases of one server
 
 
 @dataclasses.dataclass
@@ -82,17 +83,56 @@ def begin(host_spec: str, prepare: Prepare | None = None) -> None:
     """Open the connection of the one host ``host_spec`` names in the current inventory on a thread (and let
     ``prepare`` hold the task's first command on it), for :func:`claim`.  A spec that names no single host, or an
     inventory that does not load, opens nothing: the task reports that itself."""
+    attempt = _register(host_spec)
+    if attempt is not None:
+        threading.Thread(target=_connect, args=(attempt, host_spec, prepare), daemon=True, name="early-ssh").start()
+
+
+def begin_pair(host_spec: str, other_spec: str, prepare: Prepare | None, shared: SharedPrepare | None) -> None:
+    """``--host`` and ``--against-host``: when both name databases of one server (``HostConfig.same_server``), one
+    connection, to ``host_spec``'s host, on which ``shared`` holds the first command for both (the task's
+    ``open_pair`` then runs both over it, and never claims ``other_spec``); otherwise each its own, as :func:`begin`
+    with ``prepare``.  Which it is, is known once the inventory is read: on the connection's thread."""
+    attempt = _register(host_spec)
+    if attempt is not None:
+        args = (attempt, host_spec, other_spec, prepare, shared)
+        threading.Thread(target=_connect_pair, args=args, daemon=True, name="early-ssh").start()
+
+
+def _register(host_spec: str) -> _Attempt | None:
+    """A new attempt for ``host_spec`` (None when one was begun already), counted as opening."""
     global _opening, _switch_interval_before
     attempt = _Attempt(host_spec)
     with _lock:
         if host_spec in _attempts:
-            return
+            return None
         _attempts[host_spec] = attempt
         if _opening == 0:
             _switch_interval_before = sys.getswitchinterval()
             sys.setswitchinterval(_OPENING_SWITCH_INTERVAL_S)
         _opening += 1
-    threading.Thread(target=_connect, args=(attempt, host_spec, prepare), daemon=True, name="early-ssh").start()
+    return attempt
+
+
+def _connect_pair(
+    attempt: _Attempt, host_spec: str, other_spec: str, prepare: Prepare | None, shared: SharedPrepare | None
+) -> None:
+    from ..inventory import current_inventory
+
+    other: HostConfig | None = None
+    try:
+        inventory = current_inventory()
+        hosts, others = inventory.resolve(host_spec), inventory.resolve(other_spec)
+        if len(hosts) == 1 and len(others) == 1 and others[0].name == other_spec and hosts[0].same_server(others[0]):
+            other = others[0]
+    except Exception:  # _connect meets the same error, and keeps it for the task's claim
+        pass
+    if other is None:
+        begin(other_spec, prepare)
+        _connect(attempt, host_spec, prepare)
+        return
+    held = other
+    _connect(attempt, host_spec, None if shared is None else lambda remote: shared(remote, held))
 
 
 def _connect(attempt: _Attempt, host_spec: str, prepare: Prepare | None) -> None:
@@ -134,10 +174,15 @@ def wait_opened() -> None:
     """Wait until every early connection is open and its first command held (or it has failed).  The launcher does
     not wait: the CLI loads while the handshake runs (see :data:`_OPENING_SWITCH_INTERVAL_S`), and the task's
     :func:`claim` waits for its own host (a host that is down: its ``connect_timeout``, once)."""
-    with _lock:
-        attempts = list(_attempts.values())
-    for attempt in attempts:
-        attempt.done.wait()
+    waited: set[int] = set()
+    while True:  # again for an attempt begun meanwhile (the other host of a pair: see begin_pair)
+        with _lock:
+            attempts = [attempt for attempt in _attempts.values() if id(attempt) not in waited]
+        if not attempts:
+            return
+        for attempt in attempts:
+            attempt.done.wait()
+            waited.add(id(attempt))
 
 
 def claim(

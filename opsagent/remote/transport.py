@@ -21,7 +21,7 @@ import select
 import shlex
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -494,9 +494,14 @@ def open_pair(
     first: HostConfig, second: HostConfig, inventory: Inventory | None = None, *, accept_new_host_key: bool = False
 ) -> Iterator[tuple[Remote, Remote]]:
     """Two hosts' connections (e.g. ``diff --against-host``), their handshakes at the same time; both closed on exit,
-    and the one that opened is closed when the other fails."""
+    and the one that opened is closed when the other fails.  Two databases of the same server
+    (:meth:`HostConfig.same_server`) share one connection (:meth:`Remote.beside`)."""
     from concurrent.futures import ThreadPoolExecutor
 
+    if first.same_server(second):
+        with open_remote(first, inventory, accept_new_host_key=accept_new_host_key) as mine:
+            yield mine, mine.beside(second)
+        return
     with contextlib.ExitStack() as stack:
         other = open_remote(second, inventory, accept_new_host_key=accept_new_host_key)
         with ThreadPoolExecutor(1) as pool:
@@ -595,6 +600,16 @@ class Remote:
         self._held: dict[str, _Held] = {}
         self._next: _Held | None = None  # held for whoever starts its argv first (hold_next)
 
+    def beside(self, host: HostConfig) -> Remote:
+        """A Remote for another database of this same server (:meth:`HostConfig.same_server`) over this very
+        connection: its commands are channels of the same SSH session (nothing held is shared)."""
+        endpoint = dataclasses.replace(self.endpoint, label=host.name) if self.endpoint else None
+        return Remote(host, self.connection, endpoint)
+
+    def shares_connection(self, other: Remote) -> bool:
+        """True when ``other`` runs over this very SSH connection (:meth:`beside`): one server, one login."""
+        return self.connection is other.connection
+
     # -- argv builders
 
     def become_prefix(self) -> list[str]:
@@ -624,13 +639,21 @@ class Remote:
         return ["-d", conninfo_dbname(database or self.host.database)]
 
     def psql_argv(
-        self, database: str | None = None, extra: Sequence[str] = (), *, knowing_pg_dump: bool = False
+        self,
+        database: str | None = None,
+        extra: Sequence[str] = (),
+        *,
+        knowing_pg_dump: bool = False,
+        env: Mapping[str, str] | None = None,
     ) -> list[str]:
         """psql's argv.  ``knowing_pg_dump``: ``pg_dump --version`` runs beside psql's start into a pipe the
         session reads (``scripts/psql_knowing_pg_dump.sh``), for a session whose script asks for the server facts
         (``facts.PG_DUMP_VERSION``): that binary's 50-80 ms (Debian's Perl wrapper) are paid while psql connects,
-        not between its statements."""
-        argv = ["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.pg_args(), *self.db_args(database), *extra]
+        not between its statements.  ``env``: libpq's variables for the session's ``\\connect`` (``env NAME=value``
+        before psql: a value is one argv word, never psql or shell text)."""
+        assignments = ["env", *(f"{name}={value}" for name, value in env.items())] if env else []
+        argv = [*assignments, "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", *self.pg_args(), *self.db_args(database)]
+        argv += extra
         return ["sh", "-c", _KNOWING_PG_DUMP, "psql", *argv] if knowing_pg_dump else argv
 
     # -- running
@@ -864,9 +887,12 @@ class Remote:
 
 
 def program_name(argv: Sequence[str]) -> str:
-    """The program an argv runs, for messages: the one after a fixed ``sh -c SCRIPT NAME`` wrapper."""
+    """The program an argv runs, for messages: the one after a fixed ``sh -c SCRIPT NAME`` wrapper and after
+    ``env NAME=value...``."""
     if len(argv) > 4 and argv[0] == "sh" and argv[1] == "-c":
-        return argv[4]
+        argv = argv[4:]
+    if argv and argv[0] == "env":
+        argv = [word for word in argv[1:] if "=" not in word] or ["env"]
     return argv[0]
 
 

@@ -116,16 +116,19 @@ def drift_between(
     live: Remote, other: Remote, *, cache_dir: Path, text: bool = False, fast: bool = False, recheck: bool = False
 ) -> DriftReport:
     """Two live databases (``inv diff --against-host``; each side hides its own host's ledger): both probed at once
-    (the fingerprint, and the server facts that key a side kept), a remembered verdict recalled first; otherwise
-    ``drift.diff_hosts``."""
+    (the fingerprint, and the server facts that key a side kept; two databases of one server in one session), a
+    remembered verdict recalled first; otherwise ``drift.diff_hosts``."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .exclusions import ledger_exclusions
-    from .fingerprint import probe, recall_hosts
+    from .fingerprint import probe, probe_pair, recall_hosts
 
-    with ThreadPoolExecutor(1) as pool:  # the two probes at once, one channel each
-        theirs = pool.submit(probe, other, other.host.database)
-        seen = probe(live, live.host.database), theirs.result()
+    if live.shares_connection(other):
+        seen = probe_pair(live, other)
+    else:
+        with ThreadPoolExecutor(1) as pool:  # the two probes at once, one channel each
+            theirs = pool.submit(probe, other, other.host.database)
+            seen = probe(live, live.host.database), theirs.result()
     fingerprints = seen[0].fingerprint, seen[1].fingerprint
     hidden = ledger_exclusions(live.host), ledger_exclusions(other.host)
     at = None if recheck else recall_hosts(cache_dir, fingerprints, *hidden)
