@@ -165,3 +165,21 @@ def test_the_cli_compares_two_databases_of_one_server(pair: tuple[Project, HostC
     assert document["desired"] == f"staging:{HOSTILE}" and list(document["changes"]) == ["table"], document
     recalled = project.run("diff", "--host", "staging", "--against-host", "staging")  # a database against itself
     assert recalled.returncode == 0 and "no drift" in recalled.stdout, recalled.stderr
+
+
+def test_a_pair_session_that_reconnected_elsewhere_is_not_believed(
+    pair: tuple[Project, HostConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fingerprint keys remembered verdicts: a session that reconnected to another database than the other
+    host's (here its environment names the first database again) is checked by name, and each is probed alone."""
+    import opsagent.schema.fingerprint as fingerprint
+
+    project, staging = pair
+    real = fingerprint.pair_probe_argv
+    monkeypatch.setattr(fingerprint, "pair_probe_argv", lambda remote, other: real(remote, project.host))
+    with open_pair(project.host, staging) as (live, other):
+        before = live.command_count + other.command_count
+        mine, theirs = probe_pair(live, other)
+        assert live.command_count + other.command_count - before == 3  # the pair's session, then one probe each
+        assert theirs.fingerprint is not None and theirs.fingerprint == probe(other, HOSTILE).fingerprint
+        assert theirs.fingerprint != mine.fingerprint

@@ -149,18 +149,22 @@ def probe_pair(remote: Remote, other: Remote) -> tuple[Probe, Probe]:
     ``Remote.beside``) in one psql session that reconnects: one login shell, sudo and psql start on the server
     instead of two (0.1 s on a server whose login shell reads a ``.bashrc``).  The server facts are the server's, read
     once.  When the session fails (the other database is missing, refused), each is probed on its own, so that the
-    error is the one that host's own probe gives."""
+    error is the one that host's own probe gives; so too when the session was not where it should have been (its
+    ``current_database()`` is not the other host's database: a fingerprint keys verdicts, never read from elsewhere)."""
     from ..errors import CommandFailed
 
     mark, theirs = Markers(), Markers()
-    script = f"{probe_script(mark)}\n{mark.psql('end')}\n{_RECONNECT}{fingerprint_section(theirs)}\n"
+    where_am_i = f"{theirs.psql('database')}\nSELECT current_database();\n"
+    script = f"{probe_script(mark)}\n{mark.psql('end')}\n{_RECONNECT}{where_am_i}{fingerprint_section(theirs)}\n"
     try:
         text = remote.run(pair_probe_argv(remote, other.host), stdin=script).text
     except CommandFailed:
+        text = None
+    sections = theirs.by_kind(text or "")
+    if text is None or sections.get("database") != other.host.database:
         return probe(remote, remote.host.database), probe(other, other.host.database)
     mine = probe_from(mark, text, remote.host.name)
-    fingerprint = Fingerprint.parse(theirs.by_kind(text).get("fingerprint", ""), other.host.name)
-    return mine, Probe(mine.facts, fingerprint)
+    return mine, Probe(mine.facts, Fingerprint.parse(sections.get("fingerprint", ""), other.host.name))
 
 
 @functools.cache
