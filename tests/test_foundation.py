@@ -346,6 +346,38 @@ def test_the_suites_hosts_run_commands_without_the_login_users_bashrc(sandbox: S
     assert "SetEnv SHLVL=1" in configs[False] and not any("SHLVL" in line for line in configs[True])
 
 
+def test_a_killed_benchmark_still_stops_and_deletes_its_sandbox(tmp_path: Path) -> None:
+    """``kill`` (SIGTERM) of a benchmark in its temporary sandbox: the cluster and sshd stop, the folder goes."""
+    import signal
+
+    program = textwrap.dedent(
+        """
+        import sys, time
+        sys.path.insert(0, sys.argv[1])
+        from opsagent.remote.sandbox import temporary_sandbox
+        with temporary_sandbox("sandbox", "oa-killed-") as (base, state):
+            print(base, state.root, flush=True)
+            time.sleep(300)
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", program, str(REPO)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None
+        base, root = child.stdout.readline().split()
+        assert Path(root, "pg", "data", "postmaster.pid").exists()
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=120) == 143, child.stderr.read() if child.stderr else ""
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert not Path(base).exists()
+    running = subprocess.run(["pgrep", "-f", root], capture_output=True, text=True, check=False).stdout
+    assert running == "", running  # neither postgres nor sshd of that sandbox
+
+
 def test_host_config_is_frozen() -> None:
     from opsagent.inventory import HostConfig
 

@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -390,15 +391,35 @@ def temporary_sandbox(
     name: str = DEFAULT_NAME, prefix: str = "opsagent-", *, login_rc: bool = True, with_pg_bindir: bool = False
 ) -> Iterator[tuple[Path, SandboxState]]:
     """A sandbox host in its own temporary folder, always stopped and deleted on exit (benchmarks; ``login_rc``:
-    see :class:`Sandbox`; ``with_pg_bindir``: its inventory entry names the binaries its cluster runs)."""
+    see :class:`Sandbox`; ``with_pg_bindir``: its inventory entry names the binaries its cluster runs).  A plain
+    ``kill`` (SIGTERM) of the process is an exit too: it left a benchmark's cluster and sshd running."""
     base = traversable_temp_dir(prefix)
     sandbox = Sandbox(base / "sandbox", name, login_rc=login_rc)
+    with _terminate_as_exit():
+        try:
+            state = sandbox.up()
+            yield base, dataclasses.replace(state, pg_bindir=str(pg_bindir())) if with_pg_bindir else state
+        finally:
+            sandbox.down()
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM raises SystemExit (exit status 143) while inside, when its handler was the default one and this is the
+    main thread (only there can Python install one); the handler before is put back on the way out."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def terminated(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
-        state = sandbox.up()
-        yield base, dataclasses.replace(state, pg_bindir=str(pg_bindir())) if with_pg_bindir else state
+        yield
     finally:
-        sandbox.down()
-        shutil.rmtree(base, ignore_errors=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def write_inventory_fragment(path: Path, states: list[SandboxState]) -> None:
