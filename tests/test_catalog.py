@@ -414,6 +414,38 @@ def test_introspection_is_never_jit_compiled_even_where_the_server_would(
     assert '"JIT"' not in sent
 
 
+def test_the_introspection_document_lists_objects_in_name_order_not_creation_order(remote: Remote) -> None:
+    """Constraints, indexes, triggers, policies (and a policy's roles), and overloads of one function, come sorted:
+    an aggregate's ``ORDER BY 1`` orders by a constant (it is no column number there), which left them in the
+    catalogs' physical order, so that the same structure built in another order read back differently."""
+    role_a, role_b = f"pa_{uuid.uuid4().hex[:8]}", f"pb_{uuid.uuid4().hex[:8]}"
+    remote.psql(
+        f"CREATE ROLE {role_a}; CREATE ROLE {role_b};\n"  # our own names
+        "CREATE TABLE z (id int CONSTRAINT z_pk PRIMARY KEY, v int CONSTRAINT z_v CHECK (v > 0));\n"
+        "CREATE TABLE a (id int CONSTRAINT a_pk PRIMARY KEY, v int CONSTRAINT a_v CHECK (v > 0));\n"
+        "ALTER TABLE a ADD CONSTRAINT a_c CHECK (v < 10);\n"
+        "CREATE INDEX z_v_idx ON z (v); CREATE INDEX a_v_idx ON a (v); CREATE INDEX a_id_v_idx ON a (id, v);\n"
+        "CREATE FUNCTION f(text) RETURNS int LANGUAGE sql AS 'SELECT 1';\n"
+        "CREATE FUNCTION f(int) RETURNS int LANGUAGE sql AS 'SELECT 2';\n"
+        "CREATE FUNCTION t() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NEW; END';\n"
+        "CREATE TRIGGER zt BEFORE INSERT ON z FOR EACH ROW EXECUTE FUNCTION t();\n"
+        "CREATE TRIGGER at BEFORE INSERT ON a FOR EACH ROW EXECUTE FUNCTION t();\n"
+        "CREATE TRIGGER ab BEFORE UPDATE ON a FOR EACH ROW EXECUTE FUNCTION t();\n"
+        f"CREATE POLICY zp ON z TO {role_b}, {role_a} USING (true);\n"
+        f"CREATE POLICY ap ON a TO {role_b}, {role_a} USING (true);\n"
+    )
+    try:
+        document = remote.query_json(introspection_sql())
+    finally:
+        remote.psql(f"DROP OWNED BY {role_a}, {role_b}; DROP ROLE {role_a}; DROP ROLE {role_b};")
+    for kind in ("constraints", "indexes", "triggers", "policies"):
+        keys = [(entry["table"], entry["name"]) for entry in document[kind]]
+        assert keys == sorted(keys) and len(keys) >= 2, (kind, keys)
+    assert [p["roles"] for p in document["policies"]] == [sorted([role_a, role_b])] * 2
+    overloads = [f["arguments"] for f in document["functions"] if f["name"] == "f"]
+    assert overloads == ["integer", "text"]
+
+
 def test_same_structure_in_two_databases_is_equal(sandbox: SandboxHandle, everything: tuple[str, str]) -> None:
     with sandbox.remote(everything[0]) as remote:
         before = remote.command_count

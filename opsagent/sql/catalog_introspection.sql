@@ -190,7 +190,8 @@ SELECT json_strip_nulls(json_build_object(
      'definition', pg_get_constraintdef(con.oid),
      'deferrable', con.condeferrable, 'deferred', con.condeferred, 'validated', con.convalidated,
      'comment', obj_description(con.oid, 'pg_constraint')
-   ) ORDER BY 1), '[]')
+   ) ORDER BY coalesce(r.qname, quote_ident(tn.nspname) || '.' || quote_ident(ty.typname)), con.conname,
+              con.contypid), '[]')
    FROM pg_constraint con
    LEFT JOIN rel r ON r.oid = con.conrelid
    LEFT JOIN pg_type ty ON ty.oid = con.contypid
@@ -210,7 +211,7 @@ SELECT json_strip_nulls(json_build_object(
      'statistics', (SELECT json_agg(json_build_array(ia.attnum, ia.attstattarget) ORDER BY ia.attnum) FROM pg_attribute ia
                     WHERE ia.attrelid = i.oid AND ia.attstattarget > 0),
      'comment', obj_description(i.oid, 'pg_class')
-   ) ORDER BY 1), '[]')
+   ) ORDER BY t.qname, i.relname), '[]')
    FROM pg_index x JOIN rel i ON i.oid = x.indexrelid JOIN rel t ON t.oid = x.indrelid
    WHERE NOT EXISTS (SELECT 1 FROM pg_constraint con WHERE con.conindid = x.indexrelid AND con.contype IN ('p', 'u', 'x'))
      AND NOT EXISTS (SELECT 1 FROM pg_inherits ih WHERE ih.inhrelid = x.indexrelid)),
@@ -247,14 +248,14 @@ SELECT json_strip_nulls(json_build_object(
                                                        'initial', ag.agginitval, 'combine', ag.aggcombinefn::text)::text
                               FROM pg_aggregate ag WHERE ag.aggfnoid = p.oid) END,
      'comment', obj_description(p.oid, 'pg_proc')
-   ) ORDER BY n.nspname, p.proname, 4), '[]')
+   ) ORDER BY n.nspname, p.proname, pg_get_function_identity_arguments(p.oid)), '[]')
    FROM pg_proc p JOIN nsp n ON n.oid = p.pronamespace
    WHERE NOT EXISTS (SELECT 1 FROM ext_objs e WHERE e.classid = 'pg_proc'::regclass AND e.objid = p.oid)),
  'triggers', (SELECT coalesce(json_agg(json_build_object(
      'table', r.qname, 'name', tg.tgname,
      'definition', pg_get_triggerdef(tg.oid), 'enabled', tg.tgenabled,
      'comment', obj_description(tg.oid, 'pg_trigger')
-   ) ORDER BY 1), '[]')
+   ) ORDER BY r.qname, tg.tgname), '[]')
    FROM pg_trigger tg JOIN rel r ON r.oid = tg.tgrelid
    WHERE NOT tg.tgisinternal AND tg.tgparentid = 0),
  'types', (SELECT coalesce(json_agg(json_build_object(
@@ -285,12 +286,13 @@ SELECT json_strip_nulls(json_build_object(
  'policies', (SELECT coalesce(json_agg(json_build_object(
      'table', r.qname, 'name', pol.polname,
      'command', pol.polcmd, 'permissive', pol.polpermissive,
-     'roles', (SELECT json_agg(CASE WHEN ro = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(ro) END ORDER BY 1)
-               FROM unnest(pol.polroles) ro),
+     'roles', (SELECT json_agg(pr.name ORDER BY pr.name)
+               FROM (SELECT CASE WHEN ro = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(ro) END AS name
+                     FROM unnest(pol.polroles) ro) pr),
      'using', pg_get_expr(pol.polqual, pol.polrelid),
      'with_check', pg_get_expr(pol.polwithcheck, pol.polrelid),
      'comment', obj_description(pol.oid, 'pg_policy')
-   ) ORDER BY 1), '[]')
+   ) ORDER BY r.qname, pol.polname), '[]')
    FROM pg_policy pol JOIN rel r ON r.oid = pol.polrelid),
  'operators', (SELECT coalesce(json_agg(json_build_object(
      'schema', n.nspname, 'name', o.oprname, 'owner', pg_get_userbyid(o.oprowner),
