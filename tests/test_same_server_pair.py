@@ -75,7 +75,7 @@ def pair(sandbox: SandboxHandle, fresh_db: str, project: Project) -> Iterator[tu
 
 
 def test_a_pair_of_one_server_shares_a_connection_and_finds_what_two_hosts_find(
-    pair: tuple[Project, HostConfig], tmp_path: object
+    pair: tuple[Project, HostConfig],
 ) -> None:
     project, staging = pair
     cache = project.root / ".opsagent" / "cache"
