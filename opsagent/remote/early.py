@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ..inventory import HostConfig
+    from ..inventory import HostConfig, Inventory
     from .transport import Endpoint, Link, Remote
 
 Prepare = Callable[["Remote"], None]  # holds the command the task will start first
@@ -119,31 +119,39 @@ def _connect_pair(
 ) -> None:
     from ..inventory import current_inventory
 
+    inventory: Inventory | None = None
     other: HostConfig | None = None
     try:
         inventory = current_inventory()
-        hosts, others = inventory.resolve(host_spec), inventory.resolve(other_spec)
-        if len(hosts) == 1 and len(others) == 1 and others[0].name == other_spec and hosts[0].same_server(others[0]):
-            other = others[0]
+        host, other = _single_host(inventory, host_spec), _single_host(inventory, other_spec)
+        if host is None or other is None or not host.same_server(other):
+            other = None
     except Exception:  # _connect meets the same error, and keeps it for the task's claim
         pass
     if other is None:
         begin(other_spec, prepare)
-        _connect(attempt, host_spec, prepare)
+        _connect(attempt, host_spec, prepare, inventory)
         return
     held = other
-    _connect(attempt, host_spec, None if shared is None else lambda remote: shared(remote, held))
+    _connect(attempt, host_spec, None if shared is None else lambda remote: shared(remote, held), inventory)
 
 
-def _connect(attempt: _Attempt, host_spec: str, prepare: Prepare | None) -> None:
+def _single_host(inventory: Inventory, host_spec: str) -> HostConfig | None:
+    """The host ``host_spec`` names, when it names one host (not a group of one: a connection is claimed by its
+    host's name); else None."""
+    hosts = inventory.resolve(host_spec)
+    return hosts[0] if len(hosts) == 1 and hosts[0].name == host_spec else None
+
+
+def _connect(attempt: _Attempt, host_spec: str, prepare: Prepare | None, inventory: Inventory | None = None) -> None:
+    """Open ``attempt``'s connection (``inventory``: the current one, when the caller has read it already)."""
     from ..inventory import current_inventory
     from . import transport
 
     try:
-        inventory = current_inventory()
-        hosts = inventory.resolve(host_spec)
-        if len(hosts) == 1 and hosts[0].name == host_spec:  # a host, not a group of one (claimed by its name)
-            attempt.host = hosts[0]
+        inventory = inventory or current_inventory()
+        attempt.host = _single_host(inventory, host_spec)
+        if attempt.host is not None:
             route = _recall_route(inventory.paths.state, attempt.host)
             if route is not None:  # Paramiko alone: Fabric and Invoke load with the CLI, after the handshake
                 attempt.endpoint, attempt.connect = route
