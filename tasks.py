@@ -9,8 +9,10 @@ the task's usage line), so ``inv X`` and ``opsagent X`` answer alike.
 
 import sys
 
+from opsagent.interrupts import keep_interrupts
 from opsagent.launch import start_early
 
+keep_interrupts()  # a Ctrl-C that lands in a finalizer is delivered again, not swallowed (opsagent/interrupts.py)
 start_early(sys.argv)  # inv sync --host H: H's connection opens while the CLI loads (opsagent/launch.py)
 
 from opsagent.cli import adopt_invoke_program, ns  # noqa: E402

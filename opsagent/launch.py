@@ -29,6 +29,8 @@ import types
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NoReturn
 
+from .interrupts import keep_interrupts
+
 if TYPE_CHECKING:
     from .inventory import HostConfig
     from .remote.transport import Remote
@@ -247,6 +249,7 @@ def start_early(argv: Sequence[str]) -> None:
 
 def main() -> None:
     """Entry point of the ``opsagent`` console script."""
+    keep_interrupts()  # a Ctrl-C that lands in a finalizer is delivered again, not swallowed (see its module)
     try:
         start_early(sys.argv)
         early = sys.modules.get("opsagent.remote.early")  # loaded: a connection may be opening (see its IMPORTS)

@@ -354,7 +354,8 @@ def test_ctrl_c_in_a_terminal_clears_the_spinner_and_says_interrupted(project: P
     finally:
         end(holder)
     segments = screen_segments(drawn)
-    assert codes == [130] and "interrupted" in segments and not glued(drawn, "interrupted"), segments
+    shown = "\n".join(segments)  # whole (a list's repr is cut short in pytest's report: CI showed only its start)
+    assert codes == [130] and "interrupted" in segments and not glued(drawn, "interrupted"), f"{codes}\n{shown}"
     assert "Traceback" not in drawn
 
 
