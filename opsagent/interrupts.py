@@ -11,9 +11,12 @@ it to stop (exit 130).
 main thread and delivers it again a few milliseconds later, through SIGALRM: the hook cannot raise it itself (the
 finalizer's caller would swallow that too), and re-raising SIGINT at once would land in the hook.  The SIGALRM
 handler raises it unless the main thread is still in the hook; when it lands in another finalizer, the same path
-runs again.  Any other unraisable exception goes to the hook that was there before.  A KeyboardInterrupt that a
-fleet run sends into a worker thread (``remote.fleet``) and a finalizer swallows is only printed, as before: a
-thread cannot be sent an exception from within its own hook.
+runs again.  Any other unraisable exception goes to the hook that was there before.
+
+A fleet run passes Ctrl-C on to its worker threads as asynchronous KeyboardInterrupts (``remote.fleet``), which a
+finalizer in a worker swallows the same way.  The code that sent it registers a resender
+(:func:`on_swallowed_in_thread`): asked with the thread's id, it says whether that thread still wants it, and sends
+it again from another thread once the worker has left this hook (:func:`thread_in_hook`).
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import signal
 import sys
 import threading
 import types
+from collections.abc import Callable
 from typing import Any
 
 _REDELIVER_AFTER_S = 0.005  # long enough for the hook to return; far below what a person notices
 _state: dict[str, Any] = {"pending": False, "previous": None}
+_resenders: list[Callable[[int], bool]] = []
 
 
 def keep_interrupts() -> None:
@@ -37,11 +42,25 @@ def keep_interrupts() -> None:
     sys.unraisablehook = _redeliver_later
 
 
+def on_swallowed_in_thread(resend: Callable[[int], bool]) -> None:
+    """Register ``resend(thread_id)``: True when it takes care of sending that thread its KeyboardInterrupt again."""
+    if resend not in _resenders:
+        _resenders.append(resend)
+
+
+def thread_in_hook(ident: int) -> bool:
+    """Whether the thread ``ident`` is still inside this module's hook (an exception sent now would be lost)."""
+    return _in_hook(sys._current_frames().get(ident))
+
+
 def _redeliver_later(unraisable: Any) -> None:
-    if isinstance(unraisable.exc_value, KeyboardInterrupt) and threading.current_thread() is threading.main_thread():
-        _state["pending"] = True
-        signal.setitimer(signal.ITIMER_REAL, _REDELIVER_AFTER_S)
-        return
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):
+        if threading.current_thread() is threading.main_thread():
+            _state["pending"] = True
+            signal.setitimer(signal.ITIMER_REAL, _REDELIVER_AFTER_S)
+            return
+        if any(resend(threading.get_ident()) for resend in _resenders):
+            return
     previous = _state["previous"] or sys.__unraisablehook__
     previous(unraisable)
 
@@ -64,4 +83,4 @@ def _in_hook(frame: types.FrameType | None) -> bool:
     return False
 
 
-__all__ = ["keep_interrupts"]
+__all__ = ["keep_interrupts", "on_swallowed_in_thread", "thread_in_hook"]

@@ -175,3 +175,45 @@ def test_both_entry_points_install_the_guard() -> None:
             [sys.executable, "-c", probe.format(load=load)], capture_output=True, text=True, cwd=REPO, timeout=60
         )
         assert done.stdout.strip().splitlines()[-1] == "opsagent.interrupts", (name, done)
+
+
+# a fleet run of two hosts: h0's run enters a finalizer, h1's sleeps; Ctrl-C (the test's SIGINT) lands in the main
+# thread, which passes it on to both workers: h0's arrives inside its finalizer
+_FLEET = _FINALIZER + textwrap.dedent(
+    """
+    from opsagent.inventory import HostConfig
+    from opsagent.remote.fleet import FleetInterrupted, HostOutcome, run_fleet
+
+    if sys.argv[3] == "guarded":
+        from opsagent.interrupts import keep_interrupts
+        keep_interrupts()
+
+    import threading
+    both_running = threading.Barrier(2)
+
+    def action(host):
+        both_running.wait()
+        if host.name == "h0":
+            enter_finalizer()
+        for _ in range(60):  # 3 s: the host's run goes on when its interrupt was swallowed
+            time.sleep(0.05)
+        return HostOutcome(host.name)
+
+    hosts = [HostConfig(name=f"h{i}", address="127.0.0.1") for i in range(2)]
+    try:
+        run_fleet(hosts, action, parallel=2)
+        print("not interrupted")
+    except FleetInterrupted as interrupted:
+        print(" ".join(f"{outcome.host}={outcome.status}" for outcome in interrupted.outcomes))
+    """
+)
+
+
+def test_a_fleet_worker_whose_finalizer_swallows_the_interrupt_is_sent_it_again(tmp_path: Path) -> None:
+    marker = tmp_path / "in-finalizer"
+    script = tmp_path / "fleet.py"
+    script.write_text(_FLEET)
+    code, output = _interrupt_in_finalizer(marker, [sys.executable, str(script), str(marker), "__del__", "bare"])
+    assert output.strip().splitlines()[-1] == "h0=ok h1=interrupted", output  # the control: h0 went on
+    code, output = _interrupt_in_finalizer(marker, [sys.executable, str(script), str(marker), "__del__", "guarded"])
+    assert code == 0 and output.strip() == "h0=interrupted h1=interrupted", output

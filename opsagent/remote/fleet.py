@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ExitCode, OpsagentError
+from ..interrupts import on_swallowed_in_thread, thread_in_hook
 from ..inventory import HostConfig
 
 HostAction = Callable[[HostConfig], "HostOutcome"]
@@ -60,6 +61,8 @@ GRACE_S = 60.0  # how long an interrupted fleet run waits for its hosts to stop 
 _interruptible_lock = threading.Lock()
 _interruptible: set[int] = set()  # the threads inside ``interruptible()``
 _interrupted = False  # this fleet run was interrupted: no thread enters ``interruptible()`` any more
+_sent: set[int] = set()  # the threads sent a KeyboardInterrupt, still inside ``interruptible()``
+_RESEND_AFTER_S = 0.005
 
 
 @contextlib.contextmanager
@@ -78,6 +81,7 @@ def interruptible() -> Iterator[None]:
     finally:
         with _interruptible_lock:
             _interruptible.discard(ident)
+            _sent.discard(ident)
             _raise_in(ident, None)  # a KeyboardInterrupt sent but not raised yet: withdrawn
 
 
@@ -88,13 +92,44 @@ def interrupt_running() -> None:
         _interrupted = True
         for ident in _interruptible:
             _raise_in(ident, KeyboardInterrupt)
+        _sent.update(_interruptible)
         _interruptible.clear()
+
+
+def _resend_swallowed(ident: int) -> bool:
+    """A finalizer in the worker ``ident`` swallowed its KeyboardInterrupt (``opsagent.interrupts``): sent again from
+    a timer thread once the worker has left the hook, unless its block has ended meanwhile (then it is not wanted)."""
+    with _interruptible_lock:
+        if ident not in _sent:
+            return False
+    _resend_later(ident)
+    return True
+
+
+def _resend_later(ident: int) -> None:
+    timer = threading.Timer(_RESEND_AFTER_S, _resend, args=(ident,))
+    timer.daemon = True
+    timer.start()
+
+
+def _resend(ident: int) -> None:
+    with _interruptible_lock:
+        if ident not in _sent:
+            return
+        if not thread_in_hook(ident):
+            _raise_in(ident, KeyboardInterrupt)
+            return
+    _resend_later(ident)
+
+
+on_swallowed_in_thread(_resend_swallowed)
 
 
 def _reset_interrupts() -> None:
     global _interrupted
     with _interruptible_lock:
         _interrupted = False
+        _sent.clear()
 
 
 def _raise_in(ident: int, exception: type[BaseException] | None) -> None:
