@@ -551,6 +551,23 @@ def test_client_killed_while_the_database_is_closed_reopens_it(project: Project,
     assert _dotfiles(Path(project.host.backup_dir)) == []
 
 
+def _sessions_of_commands_naming(word: str) -> set[int]:
+    """The session ids of the processes whose command line holds ``word``, except PostgreSQL's own: a backend's
+    title names its database, and its session is the server's (killing it killed the cluster's backends: "terminating
+    connection because of crash of another server process", seen on a loaded run).  A process gone meanwhile is
+    skipped."""
+    found = subprocess.run(["pgrep", "-f", word], capture_output=True, text=True, check=False).stdout.split()
+    sessions: set[int] = set()
+    for pid in found:
+        try:
+            if Path(f"/proc/{pid}/comm").read_text().strip() == "postgres":
+                continue
+            sessions.add(os.getsid(int(pid)))
+        except (OSError, ProcessLookupError):
+            continue
+    return sessions - {os.getsid(0)}
+
+
 def _restore_with_its_swap_blocked(
     sandbox: SandboxHandle, remote: Remote, name: str, when: datetime, fault: Callable[[], None], **kwargs: Any
 ) -> object:
@@ -597,8 +614,7 @@ def test_a_restore_script_killed_during_its_swap_is_found_out_not_guessed(
         r.psql("INSERT INTO t VALUES (2)")
 
         def kill_the_script() -> None:
-            scripts = subprocess.run(["pgrep", "-f", temporary], capture_output=True, text=True).stdout.split()
-            sessions_of_script = {os.getsid(int(pid)) for pid in scripts}
+            sessions_of_script = _sessions_of_commands_naming(temporary)
             assert sessions_of_script, "the restore script is not running"
             for sid in sessions_of_script:
                 subprocess.run(["pkill", "-KILL", "-s", str(sid)], check=False)

@@ -352,10 +352,20 @@ def _lock_is_free(project: Project) -> bool:
     return project.psql(f"SELECT pg_try_advisory_lock({cls}, {obj})").strip() == "t"
 
 
-@pytest.mark.parametrize(("delay", "expected"), [(0.5, "old"), (1.8, "old"), (12.0, "new")])
+def _in_the_down_sections_sleep(project: Project) -> bool:
+    query = (
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'opsagent rollback%' "
+        "AND state = 'active' AND query LIKE '%pg_sleep%'"
+    )
+    return project.psql(query).strip() == "1"
+
+
+@pytest.mark.parametrize(("delay", "expected"), [(0.5, "old"), (None, "old"), (12.0, "new")])
 def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(
-    project: Project, delay: float, expected: str
+    project: Project, delay: float | None, expected: str
 ) -> None:
+    """Ctrl-C 0.5 s into the apply, inside 003's down section (its 2 s sleep, seen on the server: a fixed delay left
+    0.2 s before the commit on a loaded machine), or after the rollback has ended by itself."""
     _slow_project(project)
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "200"}
     proc = subprocess.Popen(
@@ -382,8 +392,13 @@ def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(
     for line in proc.stdout:  # "locked": the apply session holds the lock and is about to send the down sections
         if line.startswith("locked"):
             break
+    if delay is None:
+        deadline = time.monotonic() + 30
+        while not _in_the_down_sections_sleep(project):
+            assert proc.poll() is None and time.monotonic() < deadline, "the down section's sleep was never seen"
+            time.sleep(0.02)
     with contextlib.suppress(subprocess.TimeoutExpired):  # the delay, or less when it has ended by itself
-        proc.wait(timeout=delay)
+        proc.wait(timeout=delay or 0)
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)
