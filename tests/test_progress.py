@@ -119,8 +119,11 @@ def test_a_short_wait_or_an_instant_failure_prints_nothing_when_piped() -> None:
         raise ValueError("--host is required")
     assert stream.getvalue() == ""
     with waiting("restoring", console=out, delay=0.2):
-        time.sleep(0.4)
-    assert stream.getvalue().splitlines()[0] == "restoring…" and "restoring: done in 0." in stream.getvalue()
+        deadline = time.monotonic() + 10  # its start line comes from a timer thread: waited for, not assumed
+        while "restoring…" not in stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "restoring…" and re.fullmatch(r"restoring: done in \d+\.\d s", lines[-1]), lines
 
 
 def test_a_fleet_worker_thread_prints_nothing() -> None:
@@ -182,6 +185,7 @@ def test_the_same_with_rich_s_plain_console_is_glued() -> None:
     err = Console(file=screen, force_terminal=True, width=100, color_system="standard")
     status = out.status("rehearsed 011…")
     status.start()
+    status.update("rehearsed 011…")  # drawn now (start alone leaves the first frame to the refresh thread)
     time.sleep(0.3)
     err.print("warning: drift")
     status.stop()
