@@ -318,11 +318,16 @@ def _python(project: Project, code: str, **env: str) -> dict[str, Any]:
 
 
 _EARLY_THEN_CLAIM = """
-import json, sys
+import json, sys, threading
+from opsagent import launch
 from opsagent.launch import start_early
+read = threading.Event()  # the attempt ends only once "opening" is read (a loaded box may not run this thread sooner)
+held = launch.EARLY_TASKS["status"]
+launch.EARLY_TASKS["status"] = lambda remote: (read.wait(30), held(remote))[1]
 start_early(["opsagent", "status", "--host", "sandbox"])
 from opsagent.remote import early
 opening = [sys.getswitchinterval(), early._attempts["sandbox"].done.is_set()]
+read.set()
 early.wait_opened()  # the launcher does not wait (the CLI loads meanwhile): here, what the attempt loaded is read
 attempt = early._attempts["sandbox"]
 seen = {"fabric": "fabric" in sys.modules, "invoke": "invoke" in sys.modules, "opening": opening,
