@@ -364,8 +364,9 @@ def _in_the_down_sections_sleep(project: Project) -> bool:
 def test_ctrl_c_during_apply_leaves_old_or_new_version_with_a_true_ledger(
     project: Project, delay: float | None, expected: str
 ) -> None:
-    """Ctrl-C 0.5 s into the apply, inside 003's down section (its 2 s sleep, seen on the server: a fixed delay left
-    0.2 s before the commit on a loaded machine), or after the rollback has ended by itself."""
+    """Ctrl-C 0.5 s into the apply, inside 003's down section (its 2 s sleep, seen on the server: the fixed 1.8 s
+    delay used before left 0.2 s before the commit, too little on a loaded machine), or after the rollback has
+    ended by itself."""
     _slow_project(project)
     env = {**os.environ, "OPSAGENT_INVENTORY": str(project.root / "inventory.yaml"), "COLUMNS": "200"}
     proc = subprocess.Popen(
