@@ -15,8 +15,9 @@ runs again.  Any other unraisable exception goes to the hook that was there befo
 
 A fleet run passes Ctrl-C on to its worker threads as asynchronous KeyboardInterrupts (``remote.fleet``), which a
 finalizer in a worker swallows the same way.  The code that sent it registers a resender
-(:func:`on_swallowed_in_thread`): asked with the thread's id, it says whether that thread still wants it, and sends
-it again from another thread once the worker has left this hook (:func:`thread_in_hook`).
+(:func:`on_swallowed_in_thread`): asked with the thread's id, it says whether that thread still wants it, and has
+:func:`once_out_of_hook` send it again, from a timer thread, once the worker has left this hook (the same wait as
+the main thread's).
 """
 
 from __future__ import annotations
@@ -48,9 +49,19 @@ def on_swallowed_in_thread(resend: Callable[[int], bool]) -> None:
         _resenders.append(resend)
 
 
-def thread_in_hook(ident: int) -> bool:
-    """Whether the thread ``ident`` is still inside this module's hook (an exception sent now would be lost)."""
-    return _in_hook(sys._current_frames().get(ident))
+def once_out_of_hook(ident: int, action: Callable[[], None]) -> None:
+    """Run ``action`` on a timer thread once the thread ``ident`` has left this module's hook (an exception sent to
+    it before would be lost there): checked every few milliseconds."""
+
+    def check() -> None:
+        if _in_hook(sys._current_frames().get(ident)):
+            once_out_of_hook(ident, action)
+        else:
+            action()
+
+    timer = threading.Timer(_REDELIVER_AFTER_S, check)
+    timer.daemon = True
+    timer.start()
 
 
 def _redeliver_later(unraisable: Any) -> None:
@@ -83,4 +94,4 @@ def _in_hook(frame: types.FrameType | None) -> bool:
     return False
 
 
-__all__ = ["keep_interrupts", "on_swallowed_in_thread", "thread_in_hook"]
+__all__ = ["keep_interrupts", "on_swallowed_in_thread", "once_out_of_hook"]

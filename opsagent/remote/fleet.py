@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ExitCode, OpsagentError
-from ..interrupts import on_swallowed_in_thread, thread_in_hook
+from ..interrupts import on_swallowed_in_thread, once_out_of_hook
 from ..inventory import HostConfig
 
 HostAction = Callable[[HostConfig], "HostOutcome"]
@@ -62,7 +62,6 @@ _interruptible_lock = threading.Lock()
 _interruptible: set[int] = set()  # the threads inside ``interruptible()``
 _interrupted = False  # this fleet run was interrupted: no thread enters ``interruptible()`` any more
 _sent: set[int] = set()  # the threads sent a KeyboardInterrupt, still inside ``interruptible()``
-_RESEND_AFTER_S = 0.005
 
 
 @contextlib.contextmanager
@@ -102,24 +101,14 @@ def _resend_swallowed(ident: int) -> bool:
     with _interruptible_lock:
         if ident not in _sent:
             return False
-    _resend_later(ident)
+    once_out_of_hook(ident, lambda: _resend(ident))
     return True
-
-
-def _resend_later(ident: int) -> None:
-    timer = threading.Timer(_RESEND_AFTER_S, _resend, args=(ident,))
-    timer.daemon = True
-    timer.start()
 
 
 def _resend(ident: int) -> None:
     with _interruptible_lock:
-        if ident not in _sent:
-            return
-        if not thread_in_hook(ident):
+        if ident in _sent:
             _raise_in(ident, KeyboardInterrupt)
-            return
-    _resend_later(ident)
 
 
 on_swallowed_in_thread(_resend_swallowed)
