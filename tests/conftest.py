@@ -224,6 +224,18 @@ def project(tmp_path: Path, sandbox: SandboxHandle, fresh_db: str) -> Project:
     return Project(root, host)
 
 
+@pytest.fixture
+def in_project(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    """The project's inventory is the current one and the early connection is on; any connection opened early and
+    left unclaimed is closed after the test."""
+    from opsagent.remote import early
+
+    monkeypatch.setenv("OPSAGENT_INVENTORY", str(project.root / "inventory.yaml"))
+    monkeypatch.delenv("OPSAGENT_EARLY_CONNECT", raising=False)
+    yield project
+    early.discard()
+
+
 def _hang_up_after_the_banner(conn: socket.socket) -> None:
     """Close only once the client's banner line is read: a close with unread bytes in the socket is a reset, not an
     end of stream, and whether the client's banner had arrived yet was a race, so the client's error text changed

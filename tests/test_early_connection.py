@@ -86,14 +86,6 @@ def test_only_the_cli_processes_connect_early() -> None:
     assert not is_our_command_line([])
 
 
-@pytest.fixture
-def in_project(project: Project, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
-    monkeypatch.setenv("OPSAGENT_INVENTORY", str(project.root / "inventory.yaml"))
-    monkeypatch.delenv("OPSAGENT_EARLY_CONNECT", raising=False)
-    yield project
-    early.discard()
-
-
 def _route(host: HostConfig) -> tuple[Endpoint, dict[str, Any] | None]:
     """Where ``host`` resolves, and what Paramiko is given to connect there (as ``open_remote`` claims with)."""
     conn, endpoint = _build(host, None)

@@ -122,11 +122,9 @@ def test_a_missing_other_database_is_reported_as_its_own_probe_reports_it(projec
 
 
 @pytest.fixture
-def in_pair(pair: tuple[Project, HostConfig], monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Project, HostConfig]]:
-    monkeypatch.setenv("OPSAGENT_INVENTORY", str(pair[0].root / "inventory.yaml"))
-    monkeypatch.delenv("OPSAGENT_EARLY_CONNECT", raising=False)
-    yield pair
-    early.discard()
+def in_pair(in_project: Project, pair: tuple[Project, HostConfig]) -> tuple[Project, HostConfig]:
+    """The pair, with the early connection's environment of ``in_project`` (the same project)."""
+    return pair
 
 
 def test_the_early_connection_opens_one_connection_for_one_server_and_two_for_two(
